@@ -1,0 +1,6 @@
+//! The IO shell of a Shoal agent: the only crate that touches sockets, clocks, disks and
+//! processes. It drives the sans-IO cores in `shoal-gossip` and `shoal-scheduler`.
+
+pub mod keys;
+pub mod seal;
+pub mod tls;
