@@ -1,1 +1,24 @@
-//! placeholder
+//! Sans-IO SWIM membership and resource advertisement for Shoal.
+//!
+//! [`Membership`] wraps a [`foca`] instance and adds what a datacenter scheduler needs on top
+//! of bare SWIM: node identities `(name, addr, generation)`, join by seed address with
+//! back-off, versioned resource vectors ([`ResourceAd`]) that converge even when a broadcast is
+//! lost (piggy-backed broadcast, pull on join, periodic digest sync), local health awareness
+//! that stretches suspicion timeouts when this node itself is starved, and a member view with
+//! events.
+//!
+//! This crate never touches a socket, a clock, a thread or the OS RNG: time is passed in as
+//! [`Millis`], randomness comes from a seed, and effects leave through `poll_*` methods. That
+//! is what lets the simulator run thousands of these cores in one process, deterministically.
+#![deny(missing_docs)]
+
+mod ads;
+mod config;
+mod membership;
+mod types;
+pub mod wire;
+
+pub use config::Config;
+pub use membership::{MemberEvent, Membership, Stats, Transmit};
+pub use types::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd, Resources};
+pub use wire::DecodeError;

@@ -1,0 +1,88 @@
+//! The store of resource ads and the foca broadcast handler that feeds it.
+//!
+//! foca owns its broadcast handler and offers no accessor to it, so the handler and the
+//! membership core share one [`AdStore`] behind an `Arc<Mutex<_>>`. The lock is never
+//! contended: the core is driven by one task at a time.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::types::{NodeId, ResourceAd};
+use crate::wire::{self, DecodeError};
+
+/// Newest ad per node name, plus the names that changed since the core last looked.
+#[derive(Debug, Default)]
+pub(crate) struct AdStore {
+    pub(crate) ads: BTreeMap<String, ResourceAd>,
+    pub(crate) changed: Vec<String>,
+}
+
+impl AdStore {
+    /// Keeps `ad` if it is newer than what is known for its node; returns whether it was.
+    pub(crate) fn offer(&mut self, ad: ResourceAd) -> bool {
+        let newer = self
+            .ads
+            .get(&ad.node)
+            .is_none_or(|known| ad.key() > known.key());
+        if newer {
+            self.changed.push(ad.node.clone());
+            self.ads.insert(ad.node.clone(), ad);
+        }
+        newer
+    }
+
+    pub(crate) fn digest(&self) -> u64 {
+        wire::digest(self.ads.values())
+    }
+}
+
+/// A shared handle on the store.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct SharedAds(Arc<Mutex<AdStore>>);
+
+impl SharedAds {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, AdStore> {
+        // A poisoned lock means a panic happened while holding it, in this same task; the
+        // store is plain data and stays consistent, so carry on with it.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// foca's invalidation key for an ad: a newer `(generation, version)` of the same node
+/// replaces an older one in the broadcast backlog.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct AdKey {
+    node: String,
+    key: (u64, u64),
+}
+
+impl foca::Invalidates for AdKey {
+    fn invalidates(&self, other: &Self) -> bool {
+        self.node == other.node && self.key >= other.key
+    }
+}
+
+/// The broadcast handler foca calls for every ad it receives (or that we add).
+#[derive(Debug)]
+pub(crate) struct AdHandler(pub(crate) SharedAds);
+
+impl foca::BroadcastHandler<NodeId> for AdHandler {
+    type Key = AdKey;
+    type Error = DecodeError;
+
+    fn receive_item(
+        &mut self,
+        data: &[u8],
+        _sender: Option<&NodeId>,
+    ) -> Result<Option<AdKey>, DecodeError> {
+        let ad = wire::decode_ad(data)?;
+        let key = AdKey {
+            node: ad.node.clone(),
+            key: ad.key(),
+        };
+        // Returning `None` for known data stops foca from spreading it again.
+        Ok(self.0.lock().offer(ad).then_some(key))
+    }
+}

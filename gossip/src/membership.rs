@@ -1,0 +1,754 @@
+//! The membership core: foca SWIM plus identities, seeds, resource ads and a member view.
+//!
+//! Drive it like quinn-proto's `Connection`:
+//! 1. feed inputs: [`Membership::handle_datagram`] for every datagram received (after the
+//!    transport opened its seal), [`Membership::handle_timeout`] when the deadline from
+//!    [`Membership::poll_timeout`] has passed, and commands ([`Membership::join`],
+//!    [`Membership::set_ad`], [`Membership::leave`]);
+//! 2. after every input, drain [`Membership::poll_transmit`] (datagrams to seal and send)
+//!    and [`Membership::poll_event`] (member events), then re-read `poll_timeout`.
+//!
+//! Timers live inside the core in one ordered queue, so foca always gets them in order.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, State, Timer};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+
+use crate::ads::{AdHandler, SharedAds};
+use crate::config::Config;
+use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd};
+use crate::wire::{self, Ads, DecodeError, Sync, Want};
+
+type Swim = Foca<NodeId, PostcardCodec, StdRng, AdHandler>;
+
+impl foca::Identity for NodeId {
+    type Addr = SocketAddr;
+
+    /// A node that was declared down while alive rejoins as a new generation.
+    fn renew(&self) -> Option<Self> {
+        Some(NodeId {
+            generation: self.generation.wrapping_add(1),
+            ..self.clone()
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Two identities on one address: the later generation (a restart) wins.
+    fn win_addr_conflict(&self, adversary: &Self) -> bool {
+        (self.generation, &self.name) > (adversary.generation, &adversary.name)
+    }
+}
+
+/// A datagram to send (the transport seals it first).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Transmit {
+    /// Destination gossip address.
+    pub to: SocketAddr,
+    /// Unsealed payload.
+    pub payload: Vec<u8>,
+}
+
+/// Something that changed in the member view.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemberEvent {
+    /// A member's status changed (`from` is `None` the first time it is seen).
+    Status {
+        /// The identity the status is about.
+        id: NodeId,
+        /// Previous status.
+        from: Option<MemberStatus>,
+        /// New status.
+        to: MemberStatus,
+    },
+    /// A newer resource ad arrived for a member.
+    Resources {
+        /// The new ad.
+        ad: ResourceAd,
+    },
+}
+
+/// Counters for reports and the agent's self view.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Stats {
+    /// Datagrams handled.
+    pub datagrams_in: u64,
+    /// Datagrams refused (malformed, unknown kind, too large, refused by foca).
+    pub datagrams_refused: u64,
+    /// Datagrams emitted.
+    pub datagrams_out: u64,
+    /// Payload bytes emitted (before the seal).
+    pub bytes_out: u64,
+    /// Times this node marked some member suspect.
+    pub suspect_marks: u64,
+    /// Times this node marked some member down.
+    pub down_marks: u64,
+    /// Current local health score (0 = healthy).
+    pub health_score: u32,
+    /// Digest syncs sent.
+    pub syncs_sent: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tick {
+    Swim(Timer<NodeId>),
+    JoinRetry,
+    Sync,
+    Scan,
+}
+
+#[derive(Debug)]
+struct Record {
+    id: NodeId,
+    status: MemberStatus,
+    last_update: Millis,
+}
+
+/// One node's membership core. See the module docs for the call order.
+pub struct Membership {
+    config: Config,
+    swim: Swim,
+    runtime: AccumulatingRuntime<NodeId>,
+    ads: SharedAds,
+    own_ad: ResourceAd,
+    records: BTreeMap<String, Record>,
+    timers: BinaryHeap<Reverse<(Millis, u64, TimerSlot)>>,
+    timer_seq: u64,
+    outbox: VecDeque<Transmit>,
+    events: VecDeque<MemberEvent>,
+    seeds: Vec<SocketAddr>,
+    join_backoff: Duration,
+    rng: StdRng,
+    now: Millis,
+    health: u32,
+    late_since_scan: bool,
+    sized_for: usize,
+    left: bool,
+    stats: Stats,
+}
+
+/// A timer in the queue; ordered by due time then insertion, never by payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct TimerSlot(Tick);
+
+impl PartialOrd for TimerSlot {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for TimerSlot {
+    fn cmp(&self, _other: &Self) -> std::cmp::Ordering {
+        std::cmp::Ordering::Equal
+    }
+}
+
+impl std::fmt::Debug for Membership {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Membership")
+            .field("id", self.swim.identity())
+            .field("members", &self.records.len())
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Membership {
+    /// Creates the core for `id`, advertising `ad` (its `node`/`generation` are overwritten
+    /// from `id`). `seed` drives every random choice.
+    #[must_use]
+    pub fn new(id: NodeId, mut ad: ResourceAd, config: Config, seed: u64, now: Millis) -> Self {
+        ad.node = id.name.clone();
+        ad.generation = id.generation;
+        ad.version = ad.version.max(1);
+        let ads = SharedAds::default();
+        ads.lock().offer(ad.clone());
+        ads.lock().changed.clear();
+        let swim = Foca::with_custom_broadcast(
+            id.clone(),
+            config.foca(0, 0),
+            StdRng::seed_from_u64(seed),
+            PostcardCodec,
+            AdHandler(ads.clone()),
+        );
+        let mut me = Self {
+            join_backoff: config.join_retry_min,
+            config,
+            swim,
+            runtime: AccumulatingRuntime::new(),
+            ads,
+            own_ad: ad,
+            records: BTreeMap::new(),
+            timers: BinaryHeap::new(),
+            timer_seq: 0,
+            outbox: VecDeque::new(),
+            events: VecDeque::new(),
+            seeds: Vec::new(),
+            rng: StdRng::seed_from_u64(seed ^ 0x5eed_a11e),
+            now,
+            health: 0,
+            late_since_scan: false,
+            sized_for: 0,
+            left: false,
+            stats: Stats::default(),
+        };
+        me.records.insert(
+            id.name.clone(),
+            Record {
+                id,
+                status: MemberStatus::Alive,
+                last_update: now,
+            },
+        );
+        me.schedule(now.plus(me.config.sync_period), Tick::Sync);
+        me.schedule(now.plus(me.config.scan_period), Tick::Scan);
+        let broadcast = wire::encode_ad(&me.own_ad);
+        me.swim_call(|swim, rt| {
+            swim.add_broadcast(&broadcast)
+                .map(|_| ())
+                .and(swim.broadcast(rt))
+        });
+        me
+    }
+
+    /// This node's identity.
+    #[must_use]
+    pub fn identity(&self) -> &NodeId {
+        self.swim.identity()
+    }
+
+    /// This node's current ad.
+    #[must_use]
+    pub fn own_ad(&self) -> &ResourceAd {
+        &self.own_ad
+    }
+
+    /// Counters.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        Stats {
+            health_score: self.health,
+            ..self.stats
+        }
+    }
+
+    /// Number of other members foca considers active (alive or suspect).
+    #[must_use]
+    pub fn active_members(&self) -> usize {
+        self.swim.num_members()
+    }
+
+    /// Joins the cluster through `seed`, retrying with exponential back-off until at least
+    /// one member is known. Several seeds may be given; each retry announces to all.
+    pub fn join(&mut self, now: Millis, seed: SocketAddr) {
+        self.now = now;
+        if seed == self.identity().addr || self.seeds.contains(&seed) {
+            return;
+        }
+        self.seeds.push(seed);
+        self.announce_to(seed);
+        if self.seeds.len() == 1 {
+            self.join_backoff = self.config.join_retry_min;
+            self.schedule(now.plus(self.join_backoff), Tick::JoinRetry);
+        }
+    }
+
+    /// Replaces this node's advertised resources (capacity, allocated, attributes, draining,
+    /// addresses) and spreads the new version. Identity fields of `ad` are ignored.
+    pub fn set_ad(&mut self, now: Millis, mut ad: ResourceAd) -> Result<(), DecodeError> {
+        self.now = now;
+        ad.node = self.own_ad.node.clone();
+        ad.generation = self.own_ad.generation;
+        ad.version = self.own_ad.version + 1;
+        ad.left = self.left;
+        wire::check_ad(&ad)?;
+        self.publish(ad);
+        Ok(())
+    }
+
+    /// Leaves the cluster on purpose: marks the ad `left`, tells a few members directly and
+    /// lets foca announce the departure. The core should not be driven afterwards except to
+    /// drain `poll_transmit`.
+    pub fn leave(&mut self, now: Millis) {
+        self.now = now;
+        self.left = true;
+        let mut ad = self.own_ad.clone();
+        ad.left = true;
+        ad.version += 1;
+        self.publish(ad);
+        let push = wire::encode(
+            wire::KIND_ADS,
+            &Ads {
+                ads: vec![self.own_ad.clone()],
+            },
+        );
+        let targets: Vec<SocketAddr> = self
+            .swim
+            .iter_members()
+            .take(3)
+            .map(|m| m.id().addr)
+            .collect();
+        for to in targets {
+            self.push_out(to, push.clone());
+        }
+        self.swim_call(|swim, rt| swim.leave_cluster(rt));
+        self.set_status(self.identity().clone(), MemberStatus::Left);
+    }
+
+    /// Handles one datagram (already authenticated by the transport). Errors say why it was
+    /// refused; a refused datagram changes nothing.
+    pub fn handle_datagram(
+        &mut self,
+        now: Millis,
+        from: SocketAddr,
+        data: &[u8],
+    ) -> Result<(), DecodeError> {
+        self.now = now;
+        self.stats.datagrams_in += 1;
+        let result = self.dispatch(from, data);
+        if result.is_err() {
+            self.stats.datagrams_refused += 1;
+        }
+        result
+    }
+
+    fn dispatch(&mut self, from: SocketAddr, data: &[u8]) -> Result<(), DecodeError> {
+        if self.left {
+            return Ok(());
+        }
+        if data.len() > self.config.max_packet_size {
+            return Err(DecodeError::TooLarge(data.len()));
+        }
+        let (&kind, payload) = data.split_first().ok_or(DecodeError::Empty)?;
+        match kind {
+            wire::KIND_SWIM => self.handle_swim(payload),
+            wire::KIND_SYNC => {
+                let sync = wire::decode_sync(payload)?;
+                self.handle_sync(from, sync);
+                Ok(())
+            }
+            wire::KIND_ADS => {
+                let ads = wire::decode_ads(payload)?;
+                for ad in ads.ads {
+                    self.offer_ad(ad);
+                }
+                self.drain_ad_changes();
+                Ok(())
+            }
+            other => Err(DecodeError::UnknownKind(other)),
+        }
+    }
+
+    fn handle_swim(&mut self, payload: &[u8]) -> Result<(), DecodeError> {
+        let mut refused = None;
+        self.swim_call(|swim, rt| match swim.handle_data(payload, rt) {
+            // Late traffic addressed to an older incarnation of ourselves is normal SWIM noise.
+            Err(foca::Error::DataFromOurselves) => Ok(()),
+            Err(e) => {
+                refused = Some(e.to_string());
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        });
+        refused.map_or(Ok(()), |e| Err(DecodeError::Swim(e)))
+    }
+
+    fn handle_sync(&mut self, from: SocketAddr, sync: Sync) {
+        let their_digest = sync.digest;
+        let want = sync.want;
+        self.offer_ad(sync.ad);
+        self.drain_ad_changes();
+        let reply = match want {
+            Want::Nothing => return,
+            Want::Yours => vec![self.own_ad.clone()],
+            Want::AllIfDifferent => {
+                if self.ads.lock().digest() == their_digest {
+                    return;
+                }
+                self.ads.lock().ads.values().cloned().collect()
+            }
+        };
+        self.send_ads(from, reply);
+    }
+
+    /// Sends `ads` to `to`, split into datagrams that fit.
+    fn send_ads(&mut self, to: SocketAddr, ads: Vec<ResourceAd>) {
+        let budget = self.config.max_packet_size.saturating_sub(16);
+        let mut batch: Vec<ResourceAd> = Vec::new();
+        let mut size = 0;
+        for ad in ads {
+            let len = wire::encode_ad(&ad).len() + 2;
+            if !batch.is_empty() && size + len > budget {
+                let msg = wire::encode(
+                    wire::KIND_ADS,
+                    &Ads {
+                        ads: std::mem::take(&mut batch),
+                    },
+                );
+                self.push_out(to, msg);
+                size = 0;
+            }
+            size += len;
+            batch.push(ad);
+        }
+        if !batch.is_empty() {
+            let msg = wire::encode(wire::KIND_ADS, &Ads { ads: batch });
+            self.push_out(to, msg);
+        }
+    }
+
+    /// Fires every timer due at or before `now`, in order.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.now = now;
+        while let Some(Reverse((due, _, _))) = self.timers.peek() {
+            if *due > now {
+                break;
+            }
+            let due = *due;
+            let Some(Reverse((_, _, TimerSlot(tick)))) = self.timers.pop() else {
+                break;
+            };
+            if now.since(due) > self.config.late_timer_threshold.as_millis() as u64 {
+                self.late_since_scan = true;
+            }
+            self.fire(tick);
+        }
+    }
+
+    fn fire(&mut self, tick: Tick) {
+        match tick {
+            Tick::Swim(timer) => self.swim_call(|swim, rt| swim.handle_timer(timer, rt)),
+            Tick::JoinRetry => self.retry_join(),
+            Tick::Sync => {
+                self.sync_with_random_member();
+                self.schedule(self.now.plus(self.config.sync_period), Tick::Sync);
+            }
+            Tick::Scan => {
+                self.adjust_health();
+                self.refresh_view();
+                self.schedule(self.now.plus(self.config.scan_period), Tick::Scan);
+            }
+        }
+    }
+
+    /// The earliest deadline at which [`Membership::handle_timeout`] wants to run.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.peek().map(|Reverse((due, _, _))| *due)
+    }
+
+    /// The next datagram to seal and send.
+    pub fn poll_transmit(&mut self) -> Option<Transmit> {
+        self.outbox.pop_front()
+    }
+
+    /// The next member event.
+    pub fn poll_event(&mut self) -> Option<MemberEvent> {
+        self.events.pop_front()
+    }
+
+    /// The member view, sorted by name, this node included.
+    #[must_use]
+    pub fn members(&self) -> Vec<MemberInfo> {
+        let ads = self.ads.lock();
+        self.records
+            .iter()
+            .map(|(name, r)| MemberInfo {
+                id: r.id.clone(),
+                status: r.status,
+                ad: ads.ads.get(name).cloned(),
+                last_update: r.last_update,
+            })
+            .collect()
+    }
+
+    /// One member by name.
+    #[must_use]
+    pub fn member(&self, name: &str) -> Option<MemberInfo> {
+        let r = self.records.get(name)?;
+        Some(MemberInfo {
+            id: r.id.clone(),
+            status: r.status,
+            ad: self.ads.lock().ads.get(name).cloned(),
+            last_update: r.last_update,
+        })
+    }
+
+    // ---- internals -------------------------------------------------------------------
+
+    fn schedule(&mut self, at: Millis, tick: Tick) {
+        self.timer_seq += 1;
+        self.timers
+            .push(Reverse((at, self.timer_seq, TimerSlot(tick))));
+    }
+
+    /// Runs one foca call and drains everything it produced.
+    fn swim_call(
+        &mut self,
+        call: impl FnOnce(&mut Swim, &mut AccumulatingRuntime<NodeId>) -> Result<(), foca::Error>,
+    ) {
+        if let Err(e) = call(&mut self.swim, &mut self.runtime) {
+            tracing::debug!(error = %e, "foca");
+        }
+        self.drain_runtime();
+    }
+
+    fn drain_runtime(&mut self) {
+        while let Some((to, data)) = self.runtime.to_send() {
+            let mut payload = Vec::with_capacity(data.len() + 1);
+            payload.push(wire::KIND_SWIM);
+            payload.extend_from_slice(&data);
+            self.push_out(to.addr, payload);
+        }
+        while let Some((after, timer)) = self.runtime.to_schedule() {
+            self.schedule(self.now.plus(after), Tick::Swim(timer));
+        }
+        let mut changed = false;
+        while let Some(n) = self.runtime.to_notify() {
+            changed |= self.on_notification(n);
+        }
+        if changed {
+            self.refresh_view();
+        }
+        self.drain_ad_changes();
+    }
+
+    fn on_notification(&mut self, n: OwnedNotification<NodeId>) -> bool {
+        match n {
+            OwnedNotification::MemberUp(id) => {
+                // Pull on join: ask a member we have no current ad for to send its own.
+                let known = self
+                    .ads
+                    .lock()
+                    .ads
+                    .get(&id.name)
+                    .is_some_and(|ad| ad.generation >= id.generation);
+                if !known {
+                    self.send_sync(id.addr, Want::Yours);
+                }
+                true
+            }
+            OwnedNotification::MemberDown(_) | OwnedNotification::Rename(_, _) => true,
+            OwnedNotification::Rejoin(id) => {
+                tracing::warn!(%id, "declared down by the cluster; rejoined as a new generation");
+                self.own_ad.generation = id.generation;
+                self.own_ad.version = 1;
+                let ad = self.own_ad.clone();
+                self.publish(ad);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    fn push_out(&mut self, to: SocketAddr, payload: Vec<u8>) {
+        self.stats.datagrams_out += 1;
+        self.stats.bytes_out += payload.len() as u64;
+        self.outbox.push_back(Transmit { to, payload });
+    }
+
+    fn announce_to(&mut self, seed: SocketAddr) {
+        // A placeholder identity with the seed's address: foca accepts an announce whose
+        // destination has its own address, whatever name and generation it carries.
+        let dst = NodeId {
+            name: String::new(),
+            addr: seed,
+            generation: 0,
+        };
+        self.swim_call(|swim, rt| swim.announce(dst, rt));
+    }
+
+    fn retry_join(&mut self) {
+        if self.left || self.seeds.is_empty() {
+            return;
+        }
+        if self.swim.num_members() == 0 {
+            for seed in self.seeds.clone() {
+                self.announce_to(seed);
+            }
+            self.join_backoff = (self.join_backoff * 2).min(self.config.join_retry_max);
+        } else {
+            // Joined; keep watching so an isolated node goes back to its seeds.
+            self.join_backoff = self.config.join_retry_min;
+        }
+        let next = if self.swim.num_members() == 0 {
+            self.join_backoff
+        } else {
+            self.config.join_retry_max
+        };
+        self.schedule(self.now.plus(next), Tick::JoinRetry);
+    }
+
+    fn send_sync(&mut self, to: SocketAddr, want: Want) {
+        let digest = self.ads.lock().digest();
+        let msg = Sync {
+            digest,
+            want,
+            ad: self.own_ad.clone(),
+        };
+        self.stats.syncs_sent += 1;
+        self.push_out(to, wire::encode(wire::KIND_SYNC, &msg));
+    }
+
+    fn sync_with_random_member(&mut self) {
+        if self.left {
+            return;
+        }
+        let n = self.swim.num_members();
+        if n == 0 {
+            return;
+        }
+        let pick = self.rng.random_range(0..n);
+        let to = self.swim.iter_members().nth(pick).map(|m| m.id().addr);
+        if let Some(to) = to {
+            self.send_sync(to, Want::AllIfDifferent);
+        }
+    }
+
+    fn publish(&mut self, ad: ResourceAd) {
+        self.own_ad = ad.clone();
+        let bytes = wire::encode_ad(&ad);
+        self.swim_call(|swim, _| swim.add_broadcast(&bytes).map(|_| ()));
+    }
+
+    fn offer_ad(&mut self, ad: ResourceAd) {
+        if ad.node == self.own_ad.node {
+            return; // nobody knows our resources better than we do
+        }
+        let bytes = wire::encode_ad(&ad);
+        // Through foca, so a newer ad learned by sync is also spread by piggy-back.
+        self.swim_call(|swim, _| swim.add_broadcast(&bytes).map(|_| ()));
+    }
+
+    fn drain_ad_changes(&mut self) {
+        let changed: Vec<String> = std::mem::take(&mut self.ads.lock().changed);
+        for name in changed {
+            if name == self.own_ad.node {
+                continue;
+            }
+            let Some(ad) = self.ads.lock().ads.get(&name).cloned() else {
+                continue;
+            };
+            if let Some(r) = self.records.get_mut(&name) {
+                r.last_update = self.now;
+                if ad.left && ad.generation == r.id.generation && r.status == MemberStatus::Down {
+                    let id = r.id.clone();
+                    self.set_status(id, MemberStatus::Left);
+                }
+            }
+            self.events.push_back(MemberEvent::Resources { ad });
+        }
+    }
+
+    /// Reconciles the view with foca's membership state and emits status events.
+    fn refresh_view(&mut self) {
+        let mut newest: BTreeMap<String, (NodeId, State)> = BTreeMap::new();
+        for m in self.swim.iter_membership_state() {
+            let id = m.id();
+            let slot = newest
+                .entry(id.name.clone())
+                .or_insert_with(|| (id.clone(), m.state()));
+            if id.generation > slot.0.generation {
+                *slot = (id.clone(), m.state());
+            }
+        }
+        for (_, (id, state)) in newest {
+            let status = self.status_of(&id, state);
+            self.set_status(id, status);
+        }
+        self.resize_for(self.swim.num_members() + 1);
+    }
+
+    fn status_of(&self, id: &NodeId, state: State) -> MemberStatus {
+        match state {
+            State::Alive => MemberStatus::Alive,
+            State::Suspect => MemberStatus::Suspect,
+            State::Down => {
+                let left = self
+                    .ads
+                    .lock()
+                    .ads
+                    .get(&id.name)
+                    .is_some_and(|ad| ad.left && ad.generation == id.generation);
+                if left {
+                    MemberStatus::Left
+                } else {
+                    MemberStatus::Down
+                }
+            }
+        }
+    }
+
+    fn set_status(&mut self, id: NodeId, status: MemberStatus) {
+        let now = self.now;
+        let from = match self.records.get_mut(&id.name) {
+            Some(r) if r.id.generation > id.generation => return, // an older incarnation
+            Some(r) if r.id == id && r.status == status => return,
+            Some(r) => {
+                let from = r.status;
+                r.id = id.clone();
+                r.status = status;
+                r.last_update = now;
+                Some(from)
+            }
+            None => {
+                self.records.insert(
+                    id.name.clone(),
+                    Record {
+                        id: id.clone(),
+                        status,
+                        last_update: now,
+                    },
+                );
+                None
+            }
+        };
+        match status {
+            MemberStatus::Suspect => self.stats.suspect_marks += 1,
+            MemberStatus::Down => self.stats.down_marks += 1,
+            _ => {}
+        }
+        self.events.push_back(MemberEvent::Status {
+            id,
+            from,
+            to: status,
+        });
+    }
+
+    /// Lifeguard-style local health awareness: timers firing late mean this node is starved,
+    /// so it gives suspects longer to refute before declaring them down.
+    fn adjust_health(&mut self) {
+        let before = self.health;
+        if self.late_since_scan {
+            self.health = (self.health + 1).min(self.config.max_health_score);
+        } else {
+            self.health = self.health.saturating_sub(1);
+        }
+        self.late_since_scan = false;
+        if self.health != before {
+            self.apply_foca_config();
+        }
+    }
+
+    fn resize_for(&mut self, members: usize) {
+        if Config::max_transmissions(members) != Config::max_transmissions(self.sized_for) {
+            self.sized_for = members;
+            self.apply_foca_config();
+        }
+    }
+
+    fn apply_foca_config(&mut self) {
+        let cfg = self.config.foca(self.sized_for, self.health);
+        if let Err(e) = self.swim.set_config(cfg) {
+            tracing::warn!(error = %e, "foca refused a config change");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,269 @@
+//! An in-memory cluster of membership cores with a virtual clock: the smallest harness that
+//! exercises joins, failures, restarts, leaves and lossy links without any IO.
+
+use super::*;
+use crate::types::Resources;
+use rand::RngExt;
+
+struct Net {
+    nodes: Vec<Option<Membership>>,
+    now: Millis,
+    loss: f64,
+    rng: StdRng,
+    in_flight: Vec<(Millis, usize, SocketAddr, Vec<u8>)>,
+}
+
+fn addr(i: usize) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 10_000 + i as u16))
+}
+
+fn ad(cpu: u64) -> ResourceAd {
+    ResourceAd {
+        node: String::new(),
+        generation: 0,
+        version: 0,
+        capacity: Resources {
+            cpu_millicores: cpu,
+            memory_mib: 1024,
+            disk_mib: 10_000,
+        },
+        allocated: Resources::default(),
+        attributes: BTreeMap::new(),
+        draining: false,
+        left: false,
+        quic_addr: None,
+        http_addr: None,
+    }
+}
+
+impl Net {
+    fn new(n: usize, loss: f64) -> Self {
+        let mut net = Net {
+            nodes: Vec::new(),
+            now: Millis(1_000),
+            loss,
+            rng: StdRng::seed_from_u64(7),
+            in_flight: Vec::new(),
+        };
+        for i in 0..n {
+            net.start(i, 1);
+        }
+        net
+    }
+
+    fn start(&mut self, i: usize, generation: u64) {
+        let id = NodeId {
+            name: format!("n{i}"),
+            addr: addr(i),
+            generation,
+        };
+        let mut m = Membership::new(
+            id,
+            ad(1000 * (i as u64 + 1)),
+            Config::default(),
+            i as u64,
+            self.now,
+        );
+        if i != 0 {
+            m.join(self.now, addr(0));
+        }
+        if self.nodes.len() <= i {
+            self.nodes.resize_with(i + 1, || None);
+        }
+        self.nodes[i] = Some(m);
+    }
+
+    fn index_of(&self, a: SocketAddr) -> usize {
+        usize::from(a.port() - 10_000)
+    }
+
+    /// Advances virtual time by `ms`, one millisecond step at a time.
+    fn run(&mut self, ms: u64) {
+        let end = self.now.plus_ms(ms);
+        while self.now < end {
+            self.now = self.now.plus_ms(1);
+            let now = self.now;
+            let due: Vec<_> = {
+                let (due, rest): (Vec<_>, Vec<_>) = std::mem::take(&mut self.in_flight)
+                    .into_iter()
+                    .partition(|p| p.0 <= now);
+                self.in_flight = rest;
+                due
+            };
+            for (_, from, to, data) in due {
+                let j = self.index_of(to);
+                if let Some(Some(node)) = self.nodes.get_mut(j) {
+                    let _ = node.handle_datagram(now, addr(from), &data);
+                }
+            }
+            for i in 0..self.nodes.len() {
+                let Some(node) = self.nodes[i].as_mut() else {
+                    continue;
+                };
+                if node.poll_timeout().is_some_and(|t| t <= now) {
+                    node.handle_timeout(now);
+                }
+                while node.poll_event().is_some() {}
+                while let Some(t) = node.poll_transmit() {
+                    if self.rng.random_bool(self.loss) {
+                        continue;
+                    }
+                    self.in_flight.push((now.plus_ms(1), i, t.to, t.payload));
+                }
+            }
+        }
+    }
+
+    fn node(&self, i: usize) -> &Membership {
+        self.nodes[i].as_ref().unwrap()
+    }
+
+    fn status_seen_by(&self, observer: usize, subject: usize) -> Option<MemberStatus> {
+        self.node(observer)
+            .member(&format!("n{subject}"))
+            .map(|m| m.status)
+    }
+
+    fn alive_count(&self, observer: usize) -> usize {
+        self.node(observer)
+            .members()
+            .iter()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .count()
+    }
+}
+
+#[test]
+fn five_nodes_join_through_one_seed_and_learn_every_ad() {
+    let mut net = Net::new(5, 0.0);
+    net.run(3_000);
+    for i in 0..5 {
+        assert_eq!(
+            net.alive_count(i),
+            5,
+            "node {i} sees {:?}",
+            net.node(i).members()
+        );
+        for m in net.node(i).members() {
+            let ad = m.ad.expect("every member's ad is known");
+            let idx: u64 = m.id.name[1..].parse().unwrap();
+            assert_eq!(ad.capacity.cpu_millicores, 1000 * (idx + 1));
+        }
+    }
+}
+
+#[test]
+fn a_crashed_node_is_declared_down_by_every_survivor() {
+    let mut net = Net::new(5, 0.0);
+    net.run(3_000);
+    net.nodes[3] = None;
+    net.run(15_000);
+    for i in [0, 1, 2, 4] {
+        assert_eq!(
+            net.status_seen_by(i, 3),
+            Some(MemberStatus::Down),
+            "observer {i}"
+        );
+        assert_eq!(net.alive_count(i), 4);
+        assert_eq!(net.node(i).stats().down_marks, 1);
+    }
+}
+
+#[test]
+fn a_restarted_node_comes_back_alive_with_a_new_generation() {
+    let mut net = Net::new(4, 0.0);
+    net.run(3_000);
+    net.nodes[2] = None;
+    net.run(15_000);
+    net.start(2, 2);
+    net.run(5_000);
+    for i in 0..4 {
+        let m = net.node(i).member("n2").unwrap();
+        assert_eq!(
+            (m.status, m.id.generation),
+            (MemberStatus::Alive, 2),
+            "observer {i}"
+        );
+        assert_eq!(m.ad.unwrap().generation, 2);
+    }
+}
+
+#[test]
+fn a_leaving_node_is_left_not_down() {
+    let mut net = Net::new(4, 0.0);
+    net.run(3_000);
+    net.nodes[1].as_mut().unwrap().leave(net.now);
+    net.run(2_000);
+    net.nodes[1] = None;
+    net.run(10_000);
+    for i in [0, 2, 3] {
+        assert_eq!(
+            net.status_seen_by(i, 1),
+            Some(MemberStatus::Left),
+            "observer {i}"
+        );
+    }
+}
+
+#[test]
+fn resource_changes_converge_over_lossy_links() {
+    let mut net = Net::new(8, 0.2);
+    net.run(10_000);
+    let mut changed = net.node(5).own_ad().clone();
+    changed.capacity.cpu_millicores = 424_242;
+    changed.attributes.insert("rack".into(), "r9".into());
+    let now = net.now;
+    net.nodes[5].as_mut().unwrap().set_ad(now, changed).unwrap();
+    net.run(40_000);
+    for i in 0..8 {
+        let seen = net.node(i).member("n5").unwrap().ad.unwrap();
+        assert_eq!(seen.capacity.cpu_millicores, 424_242, "observer {i}");
+        assert_eq!(seen.attributes.get("rack").map(String::as_str), Some("r9"));
+    }
+}
+
+#[test]
+fn same_seed_same_history() {
+    let digest = |seed_loss: f64| {
+        let mut net = Net::new(6, seed_loss);
+        net.run(8_000);
+        net.nodes[4] = None;
+        net.run(8_000);
+        (0..6)
+            .filter(|i| net.nodes[*i].is_some())
+            .map(|i| format!("{:?}", net.node(i).members()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(digest(0.1), digest(0.1));
+}
+
+#[test]
+fn garbage_datagrams_are_refused_and_change_nothing() {
+    let mut net = Net::new(3, 0.0);
+    net.run(3_000);
+    let before = format!("{:?}", net.node(0).members());
+    let mut rng = StdRng::seed_from_u64(99);
+    let mut refused = 0;
+    for _ in 0..2_000 {
+        let len = rng.random_range(0..1300);
+        let mut data: Vec<u8> = (0..len).map(|_| rng.random()).collect();
+        if let Some(first) = data.first_mut() {
+            *first %= 4; // also aim at the real kinds
+        }
+        let now = net.now;
+        if net.nodes[0]
+            .as_mut()
+            .unwrap()
+            .handle_datagram(now, addr(9), &data)
+            .is_err()
+        {
+            refused += 1;
+        }
+    }
+    assert!(
+        refused > 1_900,
+        "only {refused} of 2000 garbage datagrams refused"
+    );
+    assert_eq!(before, format!("{:?}", net.node(0).members()));
+    assert_eq!(net.node(0).stats().datagrams_refused, refused);
+}

@@ -1,0 +1,180 @@
+//! Plain data shared by the membership core, the scheduler and the agent: time, identities,
+//! resource vectors and the member view. Nothing here does IO.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::net::SocketAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// A point in time in milliseconds. The agent feeds wall-clock milliseconds since the Unix
+/// epoch (made monotonic); the simulator feeds virtual time. Cores never read a clock.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Millis(pub u64);
+
+impl Millis {
+    /// `self + ms`, saturating.
+    #[must_use]
+    pub fn plus_ms(self, ms: u64) -> Self {
+        Self(self.0.saturating_add(ms))
+    }
+    /// `self + d`, saturating, at millisecond resolution (rounded up so a timer never fires early).
+    #[must_use]
+    pub fn plus(self, d: std::time::Duration) -> Self {
+        let ms = d.as_micros().div_ceil(1000);
+        self.plus_ms(u64::try_from(ms).unwrap_or(u64::MAX))
+    }
+    /// Milliseconds from `earlier` to `self`, zero if `earlier` is later.
+    #[must_use]
+    pub fn since(self, earlier: Millis) -> u64 {
+        self.0.saturating_sub(earlier.0)
+    }
+}
+
+impl fmt::Display for Millis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}ms", self.0)
+    }
+}
+
+/// The SWIM identity of one incarnation of an agent: its name, its gossip address and a
+/// generation that grows on every restart, so a restarted node wins over its old self.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct NodeId {
+    /// Operator-chosen unique node name.
+    pub name: String,
+    /// Gossip (UDP) address peers reach this node at.
+    pub addr: SocketAddr,
+    /// Grows on every restart of the agent (the agent uses start time in ms, made strictly
+    /// larger than the previous generation persisted in its data dir).
+    pub generation: u64,
+}
+
+impl fmt::Display for NodeId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}@{}#{}", self.name, self.addr, self.generation)
+    }
+}
+
+/// A resource vector: what a node has, or what is allocated on it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Resources {
+    /// CPU in millicores (1000 = one core).
+    pub cpu_millicores: u64,
+    /// Memory in MiB.
+    pub memory_mib: u64,
+    /// Disk in MiB.
+    pub disk_mib: u64,
+}
+
+impl Resources {
+    /// Component-wise `self - other`, saturating at zero.
+    #[must_use]
+    pub fn saturating_sub(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millicores: self.cpu_millicores.saturating_sub(other.cpu_millicores),
+            memory_mib: self.memory_mib.saturating_sub(other.memory_mib),
+            disk_mib: self.disk_mib.saturating_sub(other.disk_mib),
+        }
+    }
+    /// Component-wise `self + other`, saturating.
+    #[must_use]
+    pub fn saturating_add(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millicores: self.cpu_millicores.saturating_add(other.cpu_millicores),
+            memory_mib: self.memory_mib.saturating_add(other.memory_mib),
+            disk_mib: self.disk_mib.saturating_add(other.disk_mib),
+        }
+    }
+    /// True when every component of `self` is at most the one of `other`.
+    #[must_use]
+    pub fn fits_in(&self, other: &Resources) -> bool {
+        self.cpu_millicores <= other.cpu_millicores
+            && self.memory_mib <= other.memory_mib
+            && self.disk_mib <= other.disk_mib
+    }
+}
+
+/// What a node advertises about itself, disseminated as a versioned broadcast. The newest
+/// `(generation, version)` for a node name wins everywhere.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceAd {
+    /// Node name (the key).
+    pub node: String,
+    /// Generation of the advertising incarnation.
+    pub generation: u64,
+    /// Grows on every change (and every re-advertisement) within a generation.
+    pub version: u64,
+    /// Total resources the node offers to the cluster.
+    pub capacity: Resources,
+    /// Resources currently allocated to admitted work.
+    pub allocated: Resources,
+    /// Operator attributes such as `rack=r1`, `zone=eu-1`.
+    pub attributes: BTreeMap<String, String>,
+    /// A draining node accepts no new work.
+    pub draining: bool,
+    /// Set by a node that leaves the cluster on purpose (SIGINT/SIGTERM).
+    pub left: bool,
+    /// The node's QUIC (mTLS) address for reliable traffic, when it has one.
+    pub quic_addr: Option<SocketAddr>,
+    /// The node's HTTP API address, when it has one.
+    pub http_addr: Option<SocketAddr>,
+}
+
+impl ResourceAd {
+    /// The ordering key: a higher key supersedes a lower one for the same node.
+    #[must_use]
+    pub fn key(&self) -> (u64, u64) {
+        (self.generation, self.version)
+    }
+}
+
+/// Health of a member as seen from one node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MemberStatus {
+    /// Answers probes.
+    Alive,
+    /// Missed a probe; will be declared down unless it refutes in time.
+    Suspect,
+    /// Declared failed by SWIM.
+    Down,
+    /// Left the cluster on purpose.
+    Left,
+}
+
+impl MemberStatus {
+    /// The stable lowercase name used by the API and CLI.
+    #[must_use]
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            MemberStatus::Alive => "alive",
+            MemberStatus::Suspect => "suspect",
+            MemberStatus::Down => "down",
+            MemberStatus::Left => "left",
+        }
+    }
+}
+
+impl fmt::Display for MemberStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One member as seen from one node: identity, health and the newest resource ad known.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MemberInfo {
+    /// The newest identity known for this node name.
+    pub id: NodeId,
+    /// Health as seen locally.
+    pub status: MemberStatus,
+    /// The newest resource ad for this name, if one has arrived yet.
+    pub ad: Option<ResourceAd>,
+    /// When this view of the member last changed (status or ad), in the caller's clock.
+    pub last_update: Millis,
+}

@@ -1,0 +1,299 @@
+//! The datagram format of the membership core, inside the transport's seal.
+//!
+//! Every datagram starts with one kind byte: [`KIND_SWIM`] carries a foca packet verbatim,
+//! [`KIND_SYNC`] and [`KIND_ADS`] carry the resource-ad anti-entropy of this crate. Decoders
+//! are bounded: a datagram larger than the configured maximum is refused before parsing, and
+//! every collection decoded is checked against the limits below.
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::ResourceAd;
+
+/// Length of the kind prefix.
+pub const KIND_LEN: usize = 1;
+/// A foca SWIM packet follows.
+pub const KIND_SWIM: u8 = 0;
+/// A [`Sync`] follows.
+pub const KIND_SYNC: u8 = 1;
+/// An [`Ads`] batch follows.
+pub const KIND_ADS: u8 = 2;
+
+/// Most attributes one ad may carry.
+pub const MAX_ATTRIBUTES: usize = 32;
+/// Longest attribute key or value, in bytes.
+pub const MAX_ATTRIBUTE_LEN: usize = 64;
+/// Longest node name, in bytes.
+pub const MAX_NAME_LEN: usize = 64;
+/// Largest encoded ad, in bytes; an ad must fit a datagram beside a SWIM header.
+pub const MAX_AD_BYTES: usize = 900;
+
+/// "Here is my ad and a digest of every ad I know." The receiver merges the ad and, when
+/// `want` asks for it, answers with an [`Ads`] batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sync {
+    /// Digest over `(name, generation, version)` of every ad the sender knows.
+    pub digest: u64,
+    /// What the sender wants back.
+    pub want: Want,
+    /// The sender's own ad.
+    pub ad: ResourceAd,
+}
+
+/// What a [`Sync`] asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Want {
+    /// Only the receiver's own ad (sent when the sender sees a new member).
+    Yours,
+    /// Every ad the receiver knows, if the digests differ.
+    AllIfDifferent,
+    /// Nothing (a push).
+    Nothing,
+}
+
+/// A batch of ads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ads {
+    /// Ads, each newest-known for its node at the sender.
+    pub ads: Vec<ResourceAd>,
+}
+
+/// Why a datagram or ad was refused. None of these change any state.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// The datagram was empty.
+    #[error("empty datagram")]
+    Empty,
+    /// The datagram is larger than the configured maximum.
+    #[error("datagram of {0} bytes exceeds the maximum")]
+    TooLarge(usize),
+    /// The kind byte is unknown.
+    #[error("unknown datagram kind {0}")]
+    UnknownKind(u8),
+    /// The payload did not decode.
+    #[error("malformed {what}: {reason}")]
+    Malformed {
+        /// What was being decoded.
+        what: &'static str,
+        /// The decoder's complaint.
+        reason: String,
+    },
+    /// An ad broke a limit.
+    #[error("invalid resource ad: {0}")]
+    InvalidAd(String),
+    /// foca refused the SWIM packet.
+    #[error("swim packet refused: {0}")]
+    Swim(String),
+}
+
+/// Encodes `kind` + `msg`.
+pub(crate) fn encode<T: Serialize>(kind: u8, msg: &T) -> Vec<u8> {
+    let mut out = vec![kind];
+    // postcard into a Vec cannot fail for these types (no maps with non-string keys, no
+    // unsized sequences); an error here is a bug worth a loud failure in tests.
+    let body = postcard::to_stdvec(msg);
+    debug_assert!(body.is_ok(), "postcard encode failed");
+    out.extend_from_slice(&body.unwrap_or_default());
+    out
+}
+
+/// Decodes a payload and checks every ad in it.
+pub(crate) fn decode_sync(payload: &[u8]) -> Result<Sync, DecodeError> {
+    let sync: Sync = postcard::from_bytes(payload).map_err(|e| DecodeError::Malformed {
+        what: "sync",
+        reason: e.to_string(),
+    })?;
+    check_ad(&sync.ad)?;
+    Ok(sync)
+}
+
+/// Decodes an ads batch and checks every ad in it.
+pub(crate) fn decode_ads(payload: &[u8]) -> Result<Ads, DecodeError> {
+    let ads: Ads = postcard::from_bytes(payload).map_err(|e| DecodeError::Malformed {
+        what: "ads",
+        reason: e.to_string(),
+    })?;
+    ads.ads.iter().try_for_each(check_ad)?;
+    Ok(ads)
+}
+
+/// Decodes one ad as carried in a foca custom broadcast.
+pub fn decode_ad(data: &[u8]) -> Result<ResourceAd, DecodeError> {
+    if data.len() > MAX_AD_BYTES {
+        return Err(DecodeError::TooLarge(data.len()));
+    }
+    let ad: ResourceAd = postcard::from_bytes(data).map_err(|e| DecodeError::Malformed {
+        what: "resource ad",
+        reason: e.to_string(),
+    })?;
+    check_ad(&ad)?;
+    Ok(ad)
+}
+
+/// Encodes one ad for a foca custom broadcast.
+#[must_use]
+pub fn encode_ad(ad: &ResourceAd) -> Vec<u8> {
+    let body = postcard::to_stdvec(ad);
+    debug_assert!(body.is_ok(), "postcard encode failed");
+    body.unwrap_or_default()
+}
+
+/// Checks an ad against the limits, whether it came from the wire or from the operator.
+pub fn check_ad(ad: &ResourceAd) -> Result<(), DecodeError> {
+    let bad = |m: String| Err(DecodeError::InvalidAd(m));
+    if ad.node.is_empty() || ad.node.len() > MAX_NAME_LEN {
+        return bad(format!("node name must be 1..={MAX_NAME_LEN} bytes"));
+    }
+    if ad.attributes.len() > MAX_ATTRIBUTES {
+        return bad(format!(
+            "{} attributes, at most {MAX_ATTRIBUTES}",
+            ad.attributes.len()
+        ));
+    }
+    if let Some((k, _)) = ad
+        .attributes
+        .iter()
+        .find(|(k, v)| k.is_empty() || k.len() > MAX_ATTRIBUTE_LEN || v.len() > MAX_ATTRIBUTE_LEN)
+    {
+        return bad(format!(
+            "attribute {k:?}: keys must be 1..={MAX_ATTRIBUTE_LEN} bytes, values at most {MAX_ATTRIBUTE_LEN}"
+        ));
+    }
+    if encode_ad(ad).len() > MAX_AD_BYTES {
+        return bad(format!("encoded ad exceeds {MAX_AD_BYTES} bytes"));
+    }
+    Ok(())
+}
+
+/// FNV-1a over every ad's `(name, generation, version)`, in name order. Deterministic across
+/// processes (no `RandomState`), so two nodes agree exactly when they hold the same versions.
+pub(crate) fn digest<'a>(ads: impl Iterator<Item = &'a ResourceAd>) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let mut eat = |bytes: &[u8]| {
+        for b in bytes {
+            h ^= u64::from(*b);
+            h = h.wrapping_mul(0x0100_0000_01b3);
+        }
+    };
+    for ad in ads {
+        eat(ad.node.as_bytes());
+        eat(&[0xff]);
+        eat(&ad.generation.to_le_bytes());
+        eat(&ad.version.to_le_bytes());
+    }
+    h
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Resources;
+    use proptest::prelude::*;
+    use std::collections::BTreeMap;
+
+    fn arb_ad() -> impl Strategy<Value = ResourceAd> {
+        (
+            "[a-z][a-z0-9-]{0,20}",
+            any::<u64>(),
+            any::<u64>(),
+            any::<(u64, u64, u64)>(),
+            proptest::collection::btree_map("[a-z]{1,8}", "[a-z0-9]{0,8}", 0..5),
+            any::<bool>(),
+            any::<bool>(),
+            // serde drops IPv6 flow info and scope ids, which Shoal never uses
+            proptest::option::of(
+                (any::<std::net::IpAddr>(), any::<u16>()).prop_map(std::net::SocketAddr::from),
+            ),
+        )
+            .prop_map(
+                |(node, generation, version, (c, m, d), attributes, draining, left, quic)| {
+                    ResourceAd {
+                        node,
+                        generation,
+                        version,
+                        capacity: Resources {
+                            cpu_millicores: c,
+                            memory_mib: m,
+                            disk_mib: d,
+                        },
+                        allocated: Resources::default(),
+                        attributes,
+                        draining,
+                        left,
+                        quic_addr: quic,
+                        http_addr: None,
+                    }
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn ad_round_trips(ad in arb_ad()) {
+            prop_assert_eq!(decode_ad(&encode_ad(&ad)).unwrap(), ad);
+        }
+
+        #[test]
+        fn sync_round_trips(ad in arb_ad(), digest in any::<u64>()) {
+            let msg = Sync { digest, want: Want::AllIfDifferent, ad };
+            let bytes = encode(KIND_SYNC, &msg);
+            prop_assert_eq!(bytes[0], KIND_SYNC);
+            prop_assert_eq!(decode_sync(&bytes[1..]).unwrap(), msg);
+        }
+
+        #[test]
+        fn ads_round_trip(ads in proptest::collection::vec(arb_ad(), 0..6)) {
+            let msg = Ads { ads };
+            let bytes = encode(KIND_ADS, &msg);
+            prop_assert_eq!(decode_ads(&bytes[1..]).unwrap(), msg);
+        }
+
+        #[test]
+        fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
+            let _ = decode_ad(&bytes);
+            let _ = decode_sync(&bytes);
+            let _ = decode_ads(&bytes);
+        }
+    }
+
+    #[test]
+    fn oversized_attributes_are_refused_with_a_reason() {
+        let mut attributes = BTreeMap::new();
+        for i in 0..40 {
+            attributes.insert(format!("k{i}"), "v".to_string());
+        }
+        let ad = ResourceAd {
+            node: "n1".into(),
+            generation: 1,
+            version: 1,
+            capacity: Resources::default(),
+            allocated: Resources::default(),
+            attributes,
+            draining: false,
+            left: false,
+            quic_addr: None,
+            http_addr: None,
+        };
+        let err = check_ad(&ad).unwrap_err().to_string();
+        assert!(err.contains("40 attributes"), "{err}");
+    }
+
+    #[test]
+    fn digest_depends_on_versions_only_through_content() {
+        let a = ResourceAd {
+            node: "a".into(),
+            generation: 1,
+            version: 1,
+            capacity: Resources::default(),
+            allocated: Resources::default(),
+            attributes: BTreeMap::new(),
+            draining: false,
+            left: false,
+            quic_addr: None,
+            http_addr: None,
+        };
+        let mut b = a.clone();
+        assert_eq!(digest([&a].into_iter()), digest([&b].into_iter()));
+        b.version = 2;
+        assert_ne!(digest([&a].into_iter()), digest([&b].into_iter()));
+    }
+}
