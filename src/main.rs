@@ -1,1 +1,57 @@
-fn main() {}
+//! `shoal`: the agent, the CLI, the local dev cluster and the simulator in one binary.
+
+mod cli;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Shoal — a masterless datacenter operating system.
+#[derive(Debug, Parser)]
+#[command(name = "shoal", version, about, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Print a new random cluster key (hex) for `--cluster-key-file`.
+    Keygen,
+    /// Run an agent: join the cluster, offer this machine's resources.
+    Agent(Box<cli::agent::AgentArgs>),
+    /// Inspect the cluster's nodes.
+    #[command(subcommand)]
+    Node(cli::node::NodeCommand),
+    /// Run a local 3-node cluster on loopback with a throwaway key.
+    Dev(cli::dev::DevArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Keygen => cli::keygen(),
+            Command::Agent(args) => cli::agent::run(*args).await,
+            Command::Node(cmd) => cli::node::run(cmd).await,
+            Command::Dev(args) => cli::dev::run(args).await,
+        }
+    });
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -4,3 +4,9 @@
 pub mod keys;
 pub mod seal;
 pub mod tls;
+
+pub mod agent;
+pub mod api;
+pub mod clock;
+pub mod gossip_driver;
+pub mod machine;

@@ -1,0 +1,348 @@
+//! Starting and stopping one agent: data dir, generation, sockets, the gossip task, the QUIC
+//! endpoint and the HTTP API. `shoal agent` runs one; `shoal dev` runs three in one process.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use shoal_gossip::{Membership, NodeId, ResourceAd, Resources};
+use tokio::net::{TcpListener, UdpSocket};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::api::{self, ApiState};
+use crate::clock::Clock;
+use crate::gossip_driver::{self, GossipHandle};
+use crate::keys::ClusterKey;
+use crate::seal::Sealer;
+use crate::tls::{self, TlsIdentity};
+
+/// Everything an agent needs to start.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    /// Unique node name.
+    pub name: String,
+    /// Gossip (UDP) address.
+    pub bind: SocketAddr,
+    /// HTTP API address.
+    pub http: SocketAddr,
+    /// QUIC address; `None` = the gossip IP with an OS-chosen port.
+    pub quic: Option<SocketAddr>,
+    /// Seeds to join through (`host:port`), retried with back-off.
+    pub join: Vec<String>,
+    /// The cluster's shared secret.
+    pub cluster_key: ClusterKey,
+    /// Where this agent keeps its state.
+    pub data_dir: PathBuf,
+    /// CPU to offer, millicores; `None` = every core of the machine.
+    pub cpu_millicores: Option<u64>,
+    /// Memory to offer, MiB; `None` = all of the machine's.
+    pub memory_mib: Option<u64>,
+    /// Disk to offer, MiB; `None` = free space under the data dir.
+    pub disk_mib: Option<u64>,
+    /// Operator attributes (`rack=r1`).
+    pub attributes: BTreeMap<String, String>,
+    /// Bearer token the API requires (mandatory when it listens off loopback).
+    pub http_token: Option<String>,
+    /// Membership tunables.
+    pub gossip: shoal_gossip::Config,
+}
+
+/// A started agent. Dropping it does not stop it; call [`RunningAgent::shutdown`].
+#[derive(Debug)]
+pub struct RunningAgent {
+    /// This incarnation's identity.
+    pub id: NodeId,
+    /// Where the API listens.
+    pub http_addr: SocketAddr,
+    /// Where QUIC listens.
+    pub quic_addr: SocketAddr,
+    /// The gossip task.
+    pub gossip: GossipHandle,
+    shutdown: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+    endpoint: quinn::Endpoint,
+}
+
+impl RunningAgent {
+    /// Leaves the cluster and stops every task of this agent.
+    pub async fn shutdown(self) {
+        let _ = self.shutdown.send(true);
+        for task in self.tasks {
+            let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+        }
+        self.endpoint.close(0u32.into(), b"agent stopping");
+        let _ = tokio::time::timeout(Duration::from_secs(2), self.endpoint.wait_idle()).await;
+    }
+
+    /// Resolves when a shutdown was requested.
+    pub fn shutdown_requested(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+}
+
+/// Starts an agent. Errors name what could not be set up (a busy port, an unwritable dir).
+pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
+    validate_name(&config.name)?;
+    let clock = Clock::new();
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
+    let generation = next_generation(&config.data_dir, clock.now().0)?;
+
+    let socket = UdpSocket::bind(config.bind)
+        .await
+        .with_context(|| format!("cannot bind gossip address {}", config.bind))?;
+    let gossip_addr = socket.local_addr()?;
+    let tls_identity = TlsIdentity::new(&config.cluster_key, &config.name)
+        .context("cannot build this node's TLS identity from the cluster key")?;
+    let quic_bind = config.quic.unwrap_or(SocketAddr::new(gossip_addr.ip(), 0));
+    let endpoint = tls::endpoint(&tls_identity, quic_bind)
+        .with_context(|| format!("cannot bind QUIC address {quic_bind}"))?;
+    let quic_addr = endpoint.local_addr()?;
+    let http_listener = TcpListener::bind(config.http)
+        .await
+        .with_context(|| format!("cannot bind HTTP API address {}", config.http))?;
+    let http_addr = http_listener.local_addr()?;
+    let token = api_token(&config, http_addr)?;
+
+    let id = NodeId {
+        name: config.name.clone(),
+        addr: gossip_addr,
+        generation,
+    };
+    let ad = initial_ad(&config, quic_addr, http_addr);
+    let mut core = Membership::new(
+        id.clone(),
+        ad,
+        config.gossip.clone(),
+        seed_of(&id),
+        clock.now(),
+    );
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let sealer = Sealer::new(&config.cluster_key);
+
+    for seed in resolve_now(&config.join, gossip_addr).await {
+        core.join(clock.now(), seed);
+    }
+    let (gossip, gossip_task) =
+        gossip_driver::spawn(core, socket, sealer, clock, shutdown_rx.clone());
+    let mut tasks = vec![gossip_task];
+    tasks.push(tokio::spawn(resolve_later(
+        config.join.clone(),
+        gossip.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(accept_quic(
+        endpoint.clone(),
+        shutdown_rx.clone(),
+    )));
+
+    let state = ApiState {
+        id: id.clone(),
+        quic_addr,
+        http_addr,
+        cluster: config.cluster_key.cluster_label().to_string(),
+        gossip: gossip.clone(),
+        clock,
+        token: token.map(Arc::from),
+    };
+    tasks.push(tokio::spawn(serve_http(http_listener, state, shutdown_rx)));
+    tracing::info!(node = %id, %quic_addr, %http_addr, cluster = %config.cluster_key.cluster_label(), "agent started");
+    Ok(RunningAgent {
+        id,
+        http_addr,
+        quic_addr,
+        gossip,
+        shutdown,
+        tasks,
+        endpoint,
+    })
+}
+
+fn validate_name(name: &str) -> anyhow::Result<()> {
+    let ok = !name.is_empty()
+        && name.len() <= shoal_gossip::wire::MAX_NAME_LEN
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
+    if !ok {
+        bail!(
+            "invalid node name {name:?}: use 1 to {} characters from a-z, A-Z, 0-9, '-', '_' and '.'",
+            shoal_gossip::wire::MAX_NAME_LEN
+        );
+    }
+    Ok(())
+}
+
+/// The next generation: the current time in ms, but always above the last one persisted, so
+/// a restart wins even if the clock went backwards.
+fn next_generation(data_dir: &Path, now_ms: u64) -> anyhow::Result<u64> {
+    let path = data_dir.join("generation");
+    let previous = match std::fs::read_to_string(&path) {
+        Ok(text) => text.trim().parse::<u64>().with_context(|| {
+            format!(
+                "{} is corrupt: expected a number, found {text:?}",
+                path.display()
+            )
+        })?,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => 0,
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let generation = now_ms.max(previous + 1);
+    let tmp = data_dir.join("generation.tmp");
+    std::fs::write(&tmp, generation.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot persist the generation in {}", path.display()))?;
+    Ok(generation)
+}
+
+fn initial_ad(config: &AgentConfig, quic_addr: SocketAddr, http_addr: SocketAddr) -> ResourceAd {
+    let machine = crate::machine::detect(&config.data_dir);
+    ResourceAd {
+        node: config.name.clone(),
+        generation: 0,
+        version: 1,
+        capacity: Resources {
+            cpu_millicores: config.cpu_millicores.unwrap_or(machine.cpu_millicores),
+            memory_mib: config.memory_mib.unwrap_or(machine.memory_mib),
+            disk_mib: config.disk_mib.unwrap_or(machine.disk_mib),
+        },
+        allocated: Resources::default(),
+        attributes: config.attributes.clone(),
+        draining: false,
+        left: false,
+        quic_addr: Some(quic_addr),
+        http_addr: Some(http_addr),
+    }
+}
+
+fn api_token(config: &AgentConfig, http_addr: SocketAddr) -> anyhow::Result<Option<String>> {
+    if http_addr.ip().is_loopback() || config.http_token.is_some() {
+        return Ok(config.http_token.clone());
+    }
+    bail!(
+        "the HTTP API would listen on {http_addr}, off loopback, without a token: \
+         set --http-token-file (or SHOAL_HTTP_TOKEN), or bind it to 127.0.0.1"
+    )
+}
+
+fn seed_of(id: &NodeId) -> u64 {
+    // Deterministic per incarnation; the randomness only spreads probe choices.
+    id.name
+        .bytes()
+        .fold(id.generation, |h, b| h.rotate_left(5) ^ u64::from(b))
+}
+
+async fn resolve(seed: &str) -> Option<SocketAddr> {
+    tokio::net::lookup_host(seed).await.ok()?.next()
+}
+
+async fn resolve_now(seeds: &[String], own: SocketAddr) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    for seed in seeds {
+        match resolve(seed).await {
+            Some(addr) if addr != own => out.push(addr),
+            Some(_) => {}
+            None => tracing::warn!(%seed, "cannot resolve seed yet; will keep trying"),
+        }
+    }
+    out
+}
+
+/// Seeds that did not resolve at start are retried with back-off until they do.
+async fn resolve_later(
+    seeds: Vec<String>,
+    gossip: GossipHandle,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    let mut pending: Vec<String> = Vec::new();
+    for seed in seeds {
+        if resolve(&seed).await.is_none() {
+            pending.push(seed);
+        }
+    }
+    let mut delay = Duration::from_millis(500);
+    while !pending.is_empty() {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let mut still = Vec::new();
+        for seed in pending {
+            match resolve(&seed).await {
+                Some(addr) => gossip.join(addr).await,
+                None => still.push(seed),
+            }
+        }
+        pending = still;
+        delay = (delay * 2).min(Duration::from_secs(30));
+    }
+}
+
+/// Accepts mutually authenticated QUIC connections. The reliable protocols of later work
+/// (table replication, forwarded submissions, logs) will be served here; for now a peer is
+/// authenticated, logged and its streams are refused.
+async fn accept_quic(endpoint: quinn::Endpoint, mut shutdown: watch::Receiver<bool>) {
+    loop {
+        let incoming = tokio::select! {
+            _ = shutdown.changed() => return,
+            incoming = endpoint.accept() => incoming,
+        };
+        let Some(incoming) = incoming else { return };
+        tokio::spawn(async move {
+            match incoming.await {
+                Ok(conn) => {
+                    tracing::debug!(peer = %conn.remote_address(), "quic peer authenticated");
+                    conn.close(0u32.into(), b"no services yet");
+                }
+                Err(e) => tracing::debug!(error = %e, "quic handshake refused"),
+            }
+        });
+    }
+}
+
+async fn serve_http(listener: TcpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) {
+    let app = api::router(state);
+    let stop = async move {
+        let _ = shutdown.changed().await;
+    };
+    if let Err(e) = axum::serve(listener, app)
+        .with_graceful_shutdown(stop)
+        .await
+    {
+        tracing::error!(error = %e, "http api stopped");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generation_grows_even_when_the_clock_goes_back() {
+        let dir = std::env::temp_dir().join(format!("shoal-gen-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let a = next_generation(&dir, 1_000).unwrap();
+        let b = next_generation(&dir, 500).unwrap();
+        assert_eq!((a, b), (1_000, 1_001));
+        std::fs::write(dir.join("generation"), "garbage").unwrap();
+        let err = next_generation(&dir, 2_000).unwrap_err().to_string();
+        assert!(err.contains("corrupt"), "{err}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn names_are_checked() {
+        assert!(validate_name("node-1.rack_a").is_ok());
+        assert!(validate_name("").is_err());
+        assert!(
+            validate_name("bad name")
+                .unwrap_err()
+                .to_string()
+                .contains("invalid node name")
+        );
+    }
+}

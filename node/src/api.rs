@@ -1,0 +1,183 @@
+//! The agent's HTTP API (JSON). Field names here are a public contract: add, never rename.
+//!
+//! - `GET /v1/health` — liveness of this agent.
+//! - `GET /v1/nodes` — every member as this node sees it.
+//! - `GET /v1/nodes/{name}` — one member.
+//! - `GET /v1/agent/self` — this agent: identity, addresses, counters.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use shoal_gossip::{MemberInfo, NodeId, Resources, Stats};
+
+use crate::clock::Clock;
+use crate::gossip_driver::{GossipHandle, TransportStats};
+
+/// What the API handlers share.
+#[derive(Debug, Clone)]
+pub struct ApiState {
+    /// This agent's identity.
+    pub id: NodeId,
+    /// Where this agent's QUIC endpoint listens.
+    pub quic_addr: SocketAddr,
+    /// Where this API listens.
+    pub http_addr: SocketAddr,
+    /// Short, loggable id of the cluster key.
+    pub cluster: String,
+    /// The gossip task.
+    pub gossip: GossipHandle,
+    /// The agent's clock.
+    pub clock: Clock,
+    /// Required bearer token, when the API listens off loopback.
+    pub token: Option<Arc<str>>,
+}
+
+/// Capacity and allocation of a node.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeResources {
+    /// What the node offers.
+    pub capacity: Resources,
+    /// What admitted work holds.
+    pub allocated: Resources,
+}
+
+/// One member in `GET /v1/nodes`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NodeView {
+    /// Node name.
+    pub name: String,
+    /// Gossip address.
+    pub addr: SocketAddr,
+    /// `alive`, `suspect`, `down` or `left`.
+    pub status: String,
+    /// Incarnation; grows on every restart.
+    pub generation: u64,
+    /// Capacity and allocation (zero until the node's first ad arrives).
+    pub resources: NodeResources,
+    /// Operator attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Whether the node refuses new work.
+    pub draining: bool,
+    /// Unix milliseconds of the last change of status or resources seen here.
+    pub last_update_ms: u64,
+    /// The node's QUIC address, once known.
+    pub quic_addr: Option<SocketAddr>,
+    /// The node's HTTP API address, once known.
+    pub http_addr: Option<SocketAddr>,
+}
+
+impl From<&MemberInfo> for NodeView {
+    fn from(m: &MemberInfo) -> Self {
+        let ad = m.ad.as_ref().filter(|ad| ad.generation == m.id.generation);
+        NodeView {
+            name: m.id.name.clone(),
+            addr: m.id.addr,
+            status: m.status.as_str().to_string(),
+            generation: m.id.generation,
+            resources: NodeResources {
+                capacity: ad.map(|a| a.capacity).unwrap_or_default(),
+                allocated: ad.map(|a| a.allocated).unwrap_or_default(),
+            },
+            attributes: ad.map(|a| a.attributes.clone()).unwrap_or_default(),
+            draining: ad.is_some_and(|a| a.draining),
+            last_update_ms: m.last_update.0,
+            quic_addr: ad.and_then(|a| a.quic_addr),
+            http_addr: ad.and_then(|a| a.http_addr),
+        }
+    }
+}
+
+/// `GET /v1/agent/self`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AgentSelf {
+    /// This node as the cluster sees it.
+    pub node: NodeView,
+    /// Short id of the cluster key (safe to show).
+    pub cluster: String,
+    /// Shoal version.
+    pub version: String,
+    /// Membership counters.
+    pub membership: Option<Stats>,
+    /// Transport counters.
+    pub transport: serde_json::Value,
+}
+
+/// Builds the router.
+pub fn router(state: ApiState) -> Router {
+    Router::new()
+        .route("/v1/health", get(health))
+        .route("/v1/nodes", get(nodes))
+        .route("/v1/nodes/{name}", get(node))
+        .route("/v1/agent/self", get(agent_self))
+        .fallback(not_found)
+        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .with_state(state)
+}
+
+/// A JSON error body: `{"error": "..."}`.
+pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
+    (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
+}
+
+async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
+    if let Some(token) = &s.token {
+        let given = req
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if given != Some(token.as_ref()) {
+            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
+        }
+    }
+    next.run(req).await
+}
+
+async fn not_found() -> Response {
+    error(StatusCode::NOT_FOUND, "no such endpoint")
+}
+
+async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
+    Json(serde_json::json!({ "status": "ok", "name": s.id.name, "now_ms": s.clock.now().0 }))
+}
+
+async fn nodes(State(s): State<ApiState>) -> Json<Vec<NodeView>> {
+    Json(s.gossip.members().iter().map(NodeView::from).collect())
+}
+
+async fn node(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    match s.gossip.members().iter().find(|m| m.id.name == name) {
+        Some(m) => Json(NodeView::from(m)).into_response(),
+        None => error(
+            StatusCode::NOT_FOUND,
+            format!("no node named {name:?} is known here"),
+        ),
+    }
+}
+
+async fn agent_self(State(s): State<ApiState>) -> Response {
+    let members = s.gossip.members();
+    let Some(me) = members.iter().find(|m| m.id.name == s.id.name) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "this node is missing from its own view",
+        );
+    };
+    let transport: TransportStats = s.gossip.counters.snapshot();
+    Json(AgentSelf {
+        node: NodeView::from(me),
+        cluster: s.cluster.clone(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        membership: s.gossip.stats().await,
+        transport: serde_json::to_value(transport).unwrap_or_default(),
+    })
+    .into_response()
+}

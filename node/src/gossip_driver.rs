@@ -1,0 +1,281 @@
+//! The task that owns the membership core: UDP in and out through the seal, timers, commands.
+//!
+//! One tokio task owns [`Membership`]; everything else talks to it through a bounded command
+//! channel ([`GossipHandle`]). After every input the task drains the core's transmits (sealed
+//! and sent in order) and events (published on a watch channel as the newest member view).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+use shoal_gossip::{MemberInfo, Membership, ResourceAd, Stats};
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot, watch};
+
+use crate::clock::Clock;
+use crate::seal::Sealer;
+
+/// Largest datagram read from the socket; anything longer is refused by the seal.
+const RECV_BUFFER_BYTES: usize = 65_536;
+/// Commands waiting for the gossip task.
+const COMMAND_QUEUE: usize = 256;
+
+/// Transport counters, shared with the API.
+#[derive(Debug, Default)]
+pub struct TransportCounters {
+    /// Datagrams received.
+    pub datagrams_in: AtomicU64,
+    /// Sealed bytes received.
+    pub bytes_in: AtomicU64,
+    /// Datagrams sent.
+    pub datagrams_out: AtomicU64,
+    /// Sealed bytes sent (what the wire carries, UDP/IP headers excluded).
+    pub bytes_out: AtomicU64,
+    /// Datagrams whose seal did not open: wrong cluster key, tampering or garbage.
+    pub unauthentic: AtomicU64,
+    /// Authentic datagrams the core refused.
+    pub malformed: AtomicU64,
+    /// Sends the OS refused.
+    pub send_errors: AtomicU64,
+}
+
+/// A snapshot of [`TransportCounters`] for JSON.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct TransportStats {
+    /// Datagrams received.
+    pub datagrams_in: u64,
+    /// Sealed bytes received.
+    pub bytes_in: u64,
+    /// Datagrams sent.
+    pub datagrams_out: u64,
+    /// Sealed bytes sent.
+    pub bytes_out: u64,
+    /// Datagrams dropped because their seal did not open.
+    pub unauthentic: u64,
+    /// Authentic datagrams refused by the membership core.
+    pub malformed: u64,
+    /// Sends the OS refused.
+    pub send_errors: u64,
+}
+
+impl TransportCounters {
+    /// Reads every counter.
+    pub fn snapshot(&self) -> TransportStats {
+        let r = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        TransportStats {
+            datagrams_in: r(&self.datagrams_in),
+            bytes_in: r(&self.bytes_in),
+            datagrams_out: r(&self.datagrams_out),
+            bytes_out: r(&self.bytes_out),
+            unauthentic: r(&self.unauthentic),
+            malformed: r(&self.malformed),
+            send_errors: r(&self.send_errors),
+        }
+    }
+}
+
+enum Command {
+    Join(SocketAddr),
+    SetAd(ResourceAd, oneshot::Sender<Result<(), String>>),
+    Stats(oneshot::Sender<Stats>),
+}
+
+/// A cheap, cloneable handle on the gossip task.
+#[derive(Debug, Clone)]
+pub struct GossipHandle {
+    commands: mpsc::Sender<Command>,
+    members: watch::Receiver<Vec<MemberInfo>>,
+    /// Transport counters.
+    pub counters: Arc<TransportCounters>,
+}
+
+impl std::fmt::Debug for Command {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Command::Join(_) => "Join",
+            Command::SetAd(..) => "SetAd",
+            Command::Stats(_) => "Stats",
+        })
+    }
+}
+
+impl GossipHandle {
+    /// The newest member view (this node included), sorted by name.
+    #[must_use]
+    pub fn members(&self) -> Vec<MemberInfo> {
+        self.members.borrow().clone()
+    }
+
+    /// A receiver that wakes on every change of the member view.
+    #[must_use]
+    pub fn watch_members(&self) -> watch::Receiver<Vec<MemberInfo>> {
+        self.members.clone()
+    }
+
+    /// Adds a seed to join through.
+    pub async fn join(&self, seed: SocketAddr) {
+        let _ = self.commands.send(Command::Join(seed)).await;
+    }
+
+    /// Replaces this node's advertised resources.
+    pub async fn set_ad(&self, ad: ResourceAd) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::SetAd(ad, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("gossip task stopped"))?;
+        rx.await?.map_err(|e| anyhow::anyhow!(e))
+    }
+
+    /// The membership core's counters.
+    pub async fn stats(&self) -> Option<Stats> {
+        let (tx, rx) = oneshot::channel();
+        self.commands.send(Command::Stats(tx)).await.ok()?;
+        rx.await.ok()
+    }
+}
+
+/// Spawns the gossip task. It runs until `shutdown` turns true, then leaves the cluster.
+pub fn spawn(
+    core: Membership,
+    socket: UdpSocket,
+    sealer: Sealer,
+    clock: Clock,
+    shutdown: watch::Receiver<bool>,
+) -> (GossipHandle, tokio::task::JoinHandle<()>) {
+    let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
+    let (members_tx, members_rx) = watch::channel(core.members());
+    let counters = Arc::new(TransportCounters::default());
+    let driver = Driver {
+        core,
+        socket,
+        sealer,
+        clock,
+        members: members_tx,
+        counters: counters.clone(),
+    };
+    let span = tracing::info_span!("gossip", node = %driver.core.identity().name);
+    let task = tokio::spawn(tracing::Instrument::instrument(
+        driver.run(rx, shutdown),
+        span,
+    ));
+    (
+        GossipHandle {
+            commands: tx,
+            members: members_rx,
+            counters,
+        },
+        task,
+    )
+}
+
+struct Driver {
+    core: Membership,
+    socket: UdpSocket,
+    sealer: Sealer,
+    clock: Clock,
+    members: watch::Sender<Vec<MemberInfo>>,
+    counters: Arc<TransportCounters>,
+}
+
+impl Driver {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<Command>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+        loop {
+            let deadline = self.core.poll_timeout().map(|at| self.clock.instant_of(at));
+            let sleep = async {
+                match deadline {
+                    Some(at) => tokio::time::sleep_until(at.into()).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                received = self.socket.recv_from(&mut buf) => match received {
+                    Ok((len, from)) => self.on_datagram(from, &buf[..len]),
+                    Err(e) => tracing::debug!(error = %e, "udp recv"),
+                },
+                Some(cmd) = commands.recv() => self.on_command(cmd),
+                () = sleep => self.core.handle_timeout(self.clock.now()),
+            }
+            self.flush().await;
+        }
+        self.core.leave(self.clock.now());
+        self.flush().await;
+        tracing::info!("left the cluster");
+    }
+
+    fn on_datagram(&mut self, from: SocketAddr, sealed: &[u8]) {
+        self.counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
+        self.counters
+            .bytes_in
+            .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+        let plain = match self.sealer.open(sealed) {
+            Ok(p) => p,
+            Err(e) => {
+                self.counters.unauthentic.fetch_add(1, Ordering::Relaxed);
+                tracing::trace!(%from, error = %e, "dropped unauthentic datagram");
+                return;
+            }
+        };
+        if let Err(e) = self.core.handle_datagram(self.clock.now(), from, &plain) {
+            self.counters.malformed.fetch_add(1, Ordering::Relaxed);
+            tracing::debug!(%from, error = %e, "refused datagram");
+        }
+    }
+
+    fn on_command(&mut self, cmd: Command) {
+        let now = self.clock.now();
+        match cmd {
+            Command::Join(seed) => self.core.join(now, seed),
+            Command::SetAd(ad, reply) => {
+                let _ = reply.send(self.core.set_ad(now, ad).map_err(|e| e.to_string()));
+            }
+            Command::Stats(reply) => {
+                let _ = reply.send(self.core.stats());
+            }
+        }
+    }
+
+    async fn flush(&mut self) {
+        while let Some(t) = self.core.poll_transmit() {
+            let sealed = self.sealer.seal(&t.payload);
+            match self.socket.send_to(&sealed, t.to).await {
+                Ok(_) => {
+                    self.counters.datagrams_out.fetch_add(1, Ordering::Relaxed);
+                    self.counters
+                        .bytes_out
+                        .fetch_add(sealed.len() as u64, Ordering::Relaxed);
+                }
+                Err(e) => {
+                    self.counters.send_errors.fetch_add(1, Ordering::Relaxed);
+                    tracing::debug!(to = %t.to, error = %e, "udp send");
+                }
+            }
+        }
+        let mut changed = false;
+        while let Some(event) = self.core.poll_event() {
+            log_event(&event);
+            changed = true;
+        }
+        if changed {
+            self.members.send_replace(self.core.members());
+        }
+    }
+}
+
+fn log_event(event: &shoal_gossip::MemberEvent) {
+    match event {
+        shoal_gossip::MemberEvent::Status { id, from, to } => {
+            tracing::info!(member = %id, from = ?from, to = %to, "member status");
+        }
+        shoal_gossip::MemberEvent::Resources { ad } => {
+            tracing::debug!(node = %ad.node, version = ad.version, "resources changed");
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! `shoal agent`.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use shoal_node::agent::{self, AgentConfig};
+use shoal_node::keys::ClusterKey;
+
+/// Flags of `shoal agent`.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// Unique node name (default: the host name).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Gossip (UDP) address.
+    #[arg(long, default_value = "127.0.0.1:7946")]
+    pub bind: SocketAddr,
+    /// HTTP API address.
+    #[arg(long, default_value = "127.0.0.1:4646")]
+    pub http: SocketAddr,
+    /// QUIC (mTLS) address for reliable traffic (default: the gossip IP, any port).
+    #[arg(long)]
+    pub quic: Option<SocketAddr>,
+    /// A seed's gossip address (repeatable); retried with back-off until it answers.
+    #[arg(long, value_name = "ADDR")]
+    pub join: Vec<String>,
+    /// File holding the cluster key (from `shoal keygen`).
+    #[arg(long, env = "SHOAL_CLUSTER_KEY_FILE")]
+    pub cluster_key_file: PathBuf,
+    /// Where this agent keeps its state (default: ./shoal-data/NAME).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// CPU to offer, in millicores (default: every core).
+    #[arg(long)]
+    pub cpu: Option<u64>,
+    /// Memory to offer, in MiB (default: all memory).
+    #[arg(long)]
+    pub memory: Option<u64>,
+    /// Disk to offer, in MiB (default: free space under the data dir).
+    #[arg(long)]
+    pub disk: Option<u64>,
+    /// An attribute `key=value` (repeatable), e.g. `--attr rack=r1`.
+    #[arg(long = "attr", value_name = "KEY=VALUE")]
+    pub attrs: Vec<String>,
+    /// File holding the bearer token the HTTP API requires (mandatory off loopback).
+    #[arg(long, env = "SHOAL_HTTP_TOKEN_FILE")]
+    pub http_token_file: Option<PathBuf>,
+}
+
+/// Runs the agent until SIGINT/SIGTERM, then leaves the cluster cleanly.
+pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
+    super::init_tracing("info");
+    let config = config_from(args)?;
+    let running = agent::start(config).await?;
+    super::stop_signal().await;
+    tracing::info!("stopping: telling the cluster this node leaves");
+    running.shutdown().await;
+    Ok(ExitCode::SUCCESS)
+}
+
+fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
+    let name = match args.name {
+        Some(n) => n,
+        None => hostname()?,
+    };
+    let cluster_key = ClusterKey::load(&args.cluster_key_file)?;
+    let http_token = match args.http_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(&path)
+                .with_context(|| format!("cannot read the HTTP token file {}", path.display()))?
+                .trim()
+                .to_string(),
+        ),
+        None => None,
+    };
+    Ok(AgentConfig {
+        data_dir: args
+            .data_dir
+            .unwrap_or_else(|| PathBuf::from("shoal-data").join(&name)),
+        name,
+        bind: args.bind,
+        http: args.http,
+        quic: args.quic,
+        join: args.join,
+        cluster_key,
+        cpu_millicores: args.cpu,
+        memory_mib: args.memory,
+        disk_mib: args.disk,
+        attributes: parse_attrs(&args.attrs)?,
+        http_token,
+        gossip: shoal_gossip::Config::default(),
+    })
+}
+
+/// Parses `key=value` pairs; a key given twice is an error, not a silent overwrite.
+pub fn parse_attrs(attrs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for a in attrs {
+        let Some((k, v)) = a.split_once('=') else {
+            bail!("--attr {a:?} must look like key=value");
+        };
+        let (k, v) = (k.trim(), v.trim());
+        if k.is_empty() {
+            bail!("--attr {a:?} has an empty key");
+        }
+        if out.insert(k.to_string(), v.to_string()).is_some() {
+            bail!("--attr {k:?} is given twice");
+        }
+    }
+    Ok(out)
+}
+
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("no --name given and the host name cannot be read")?;
+    Ok(name.trim().to_string())
+}
