@@ -150,6 +150,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         token: token.map(Arc::from),
     };
     tasks.push(tokio::spawn(serve_http(http_listener, state, shutdown_rx)));
+    write_addresses(&config.data_dir, &id, quic_addr, http_addr)?;
     tracing::info!(node = %id, %quic_addr, %http_addr, cluster = %config.cluster_key.cluster_label(), "agent started");
     Ok(RunningAgent {
         id,
@@ -160,6 +161,29 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         tasks,
         endpoint,
     })
+}
+
+/// Writes `addresses.json` into the data dir so scripts (and tests) that asked for port 0
+/// can find the ports the OS chose.
+fn write_addresses(
+    data_dir: &Path,
+    id: &NodeId,
+    quic_addr: SocketAddr,
+    http_addr: SocketAddr,
+) -> anyhow::Result<()> {
+    let body = serde_json::json!({
+        "name": id.name,
+        "generation": id.generation,
+        "gossip": id.addr,
+        "quic": quic_addr,
+        "http": http_addr,
+        "pid": std::process::id(),
+    });
+    let path = data_dir.join("addresses.json");
+    let tmp = data_dir.join("addresses.json.tmp");
+    std::fs::write(&tmp, body.to_string())
+        .and_then(|()| std::fs::rename(&tmp, &path))
+        .with_context(|| format!("cannot write {}", path.display()))
 }
 
 fn validate_name(name: &str) -> anyhow::Result<()> {

@@ -1,0 +1,240 @@
+//! A harness that runs real `shoal` processes on 127.0.0.1 with OS-chosen ports, like an
+//! operator would: every wait has a deadline, every process is stopped by its PID.
+#![allow(dead_code)] // each test binary uses a different part of the harness
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The binary under test.
+pub fn shoal() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+/// Runs `shoal ARGS` to completion.
+pub fn run(args: &[&str]) -> Output {
+    shoal().args(args).output().expect("shoal runs")
+}
+
+/// A fresh directory under the target dir, removed when dropped.
+#[derive(Debug)]
+pub struct TempDir(pub PathBuf);
+
+impl TempDir {
+    pub fn new(tag: &str) -> Self {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let unique = format!("{tag}-{}-{n}", std::process::id());
+        let dir = base.join(unique);
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Writes a new cluster key from `shoal keygen` into `dir/name`.
+pub fn keygen(dir: &Path, name: &str) -> PathBuf {
+    let out = run(&["keygen"]);
+    assert!(out.status.success(), "keygen failed: {out:?}");
+    let path = dir.join(name);
+    std::fs::write(&path, &out.stdout).unwrap();
+    path
+}
+
+/// A running agent process.
+#[derive(Debug)]
+pub struct Agent {
+    pub name: String,
+    pub child: Option<Child>,
+    pub data_dir: PathBuf,
+    pub gossip: SocketAddr,
+    pub http: SocketAddr,
+    pub generation: u64,
+}
+
+/// How to start an agent.
+#[derive(Debug, Clone)]
+pub struct AgentSpec<'a> {
+    pub name: &'a str,
+    pub key: &'a Path,
+    pub root: &'a Path,
+    pub join: Option<SocketAddr>,
+    pub bind: SocketAddr,
+    pub extra: Vec<String>,
+}
+
+impl<'a> AgentSpec<'a> {
+    pub fn new(name: &'a str, key: &'a Path, root: &'a Path) -> Self {
+        AgentSpec {
+            name,
+            key,
+            root,
+            join: None,
+            bind: "127.0.0.1:0".parse().unwrap(),
+            extra: vec![],
+        }
+    }
+}
+
+impl Agent {
+    /// Starts an agent and waits (≤ 30 s) until it wrote its addresses.
+    pub fn start(spec: AgentSpec<'_>) -> Agent {
+        let data_dir = spec.root.join(spec.name);
+        let addresses = data_dir.join("addresses.json");
+        let _ = std::fs::remove_file(&addresses);
+        let log = std::fs::File::create(spec.root.join(format!("{}.log", spec.name))).unwrap();
+        let mut cmd = shoal();
+        cmd.args([
+            "agent",
+            "--name",
+            spec.name,
+            "--bind",
+            &spec.bind.to_string(),
+        ])
+        .args(["--http", "127.0.0.1:0", "--cpu", "2000", "--memory", "2048"])
+        .arg("--cluster-key-file")
+        .arg(spec.key)
+        .arg("--data-dir")
+        .arg(&data_dir)
+        .args(&spec.extra)
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(log.try_clone().unwrap())
+        .stderr(log);
+        if let Some(seed) = spec.join {
+            cmd.args(["--join", &seed.to_string()]);
+        }
+        let child = cmd.spawn().expect("agent starts");
+        let mut agent = Agent {
+            name: spec.name.to_string(),
+            child: Some(child),
+            data_dir,
+            gossip: "0.0.0.0:0".parse().unwrap(),
+            http: "0.0.0.0:0".parse().unwrap(),
+            generation: 0,
+        };
+        let info: Value = wait_for(
+            Duration::from_secs(30),
+            "agent writes addresses.json",
+            || {
+                let text = std::fs::read_to_string(&addresses).ok()?;
+                serde_json::from_str(&text).ok()
+            },
+        );
+        agent.gossip = info["gossip"].as_str().unwrap().parse().unwrap();
+        agent.http = info["http"].as_str().unwrap().parse().unwrap();
+        agent.generation = info["generation"].as_u64().unwrap();
+        agent
+    }
+
+    pub fn api(&self) -> String {
+        format!("http://{}", self.http)
+    }
+
+    pub fn pid(&self) -> i32 {
+        self.child
+            .as_ref()
+            .map(|c| c.id() as i32)
+            .expect("agent is running")
+    }
+
+    /// `kill -9`.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// SIGTERM, then wait (≤ 10 s) for a clean exit; SIGKILL after that. Returns the status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe_free_sigterm(child.id() as i32);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// `GET /v1/nodes` through the CLI (`shoal node list --json`).
+    pub fn nodes(&self) -> Option<Vec<Value>> {
+        let out = run(&["node", "list", "--json", "--addr", &self.api()]);
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    /// `GET /v1/agent/self` through curl-free HTTP (std only).
+    pub fn agent_self(&self) -> Option<Value> {
+        http_get(self.http, "/v1/agent/self")
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Sends SIGTERM through the `kill` command (tests keep `unsafe` out too).
+fn unsafe_free_sigterm(pid: i32) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &pid.to_string()])
+        .status();
+}
+
+/// A minimal HTTP/1.1 GET over std's TcpStream, JSON body.
+pub fn http_get(addr: SocketAddr, path: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let body = text.split_once("\r\n\r\n")?.1;
+    serde_json::from_str(body).ok()
+}
+
+/// Polls `probe` every 100 ms until it returns `Some`, panicking with `what` at the deadline.
+pub fn wait_for<T>(deadline: Duration, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(
+            Instant::now() < end,
+            "timed out after {deadline:?} waiting until {what}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The status of `name` in a `/v1/nodes` listing.
+pub fn status_of<'a>(nodes: &'a [Value], name: &str) -> Option<&'a Value> {
+    nodes.iter().find(|n| n["name"] == name)
+}
