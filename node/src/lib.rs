@@ -10,3 +10,4 @@ pub mod api;
 pub mod clock;
 pub mod gossip_driver;
 pub mod machine;
+pub mod peers;
