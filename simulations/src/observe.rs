@@ -1,0 +1,243 @@
+//! What the simulator learns by watching the cores: every node's member view (rebuilt from
+//! the `MemberEvent`s the production core emits), failure-detection times, and a time series.
+//!
+//! The view is an `n × n` matrix of small entries indexed by node index, so sampling and the
+//! convergence test are plain loops with no hashing and a fixed order.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use shoal_gossip::{MemberEvent, MemberStatus, Millis};
+
+/// What observer `i` believes about subject `j`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Seen {
+    /// Generation of the identity the status is about.
+    pub generation: u64,
+    /// Status, if `i` has heard of `j` at all.
+    pub status: Option<MemberStatus>,
+    /// `(generation, version)` of the newest ad `i` holds for `j`.
+    pub ad: (u64, u64),
+}
+
+/// One crash (or crash-restart) of one incarnation, and who noticed when.
+#[derive(Debug, Clone, Serialize)]
+pub struct CrashRecord {
+    /// Node index.
+    pub node: usize,
+    /// Generation that crashed.
+    pub generation: u64,
+    /// Crash time.
+    pub at_ms: u64,
+    /// First time any node marked it suspect.
+    pub first_suspect_ms: Option<u64>,
+    /// First time any node marked it down.
+    pub first_down_ms: Option<u64>,
+    /// Observer index → time it marked the incarnation down.
+    #[serde(skip)]
+    pub down_by: BTreeMap<usize, u64>,
+    /// Observer index → time it first marked the incarnation suspect or down.
+    #[serde(skip)]
+    pub seen_by: BTreeMap<usize, u64>,
+}
+
+/// One sample of the members-alive time series.
+#[derive(Debug, Clone, Serialize)]
+pub struct Sample {
+    /// Virtual time.
+    pub t_ms: u64,
+    /// Nodes actually running (ground truth).
+    pub running: usize,
+    /// Fewest members a running node sees alive (itself included).
+    pub alive_min: usize,
+    /// Mean members seen alive.
+    pub alive_mean: f64,
+    /// Most members a running node sees alive.
+    pub alive_max: usize,
+    /// Members seen suspect, summed over all running nodes.
+    pub suspect_total: usize,
+}
+
+/// The observer state.
+#[derive(Debug)]
+pub struct Observer {
+    n: usize,
+    view: Vec<Seen>,
+    alive: Vec<usize>,
+    suspect: Vec<usize>,
+    /// Crashes in order.
+    pub crashes: Vec<CrashRecord>,
+    open: BTreeMap<(usize, u64), usize>,
+    /// Down marks of an incarnation that was running (not crashed) at the time.
+    pub down_marks_of_running: u64,
+    /// Of those, marks made while no partition, pause, slow-down or loss could explain them.
+    pub down_marks_unexplained: u64,
+    /// The time series.
+    pub samples: Vec<Sample>,
+}
+
+impl Observer {
+    /// An observer of `n` nodes that have not started.
+    #[must_use]
+    pub fn new(n: usize) -> Self {
+        Self {
+            n,
+            view: vec![Seen::default(); n * n],
+            alive: vec![0; n],
+            suspect: vec![0; n],
+            crashes: Vec::new(),
+            open: BTreeMap::new(),
+            down_marks_of_running: 0,
+            down_marks_unexplained: 0,
+            samples: Vec::new(),
+        }
+    }
+
+    /// What `i` believes about `j`.
+    #[must_use]
+    pub fn seen(&self, i: usize, j: usize) -> Seen {
+        self.view[i * self.n + j]
+    }
+
+    /// Members `i` sees alive.
+    #[must_use]
+    pub fn alive_count(&self, i: usize) -> usize {
+        self.alive[i]
+    }
+
+    /// Node `i` (re)started as `generation` with a fresh view holding only itself.
+    pub fn started(&mut self, i: usize, generation: u64, ad: (u64, u64)) {
+        for j in 0..self.n {
+            self.view[i * self.n + j] = Seen::default();
+        }
+        self.view[i * self.n + i] = Seen {
+            generation,
+            status: Some(MemberStatus::Alive),
+            ad,
+        };
+        self.alive[i] = 1;
+        self.suspect[i] = 0;
+    }
+
+    /// Node `i`'s own ad changed.
+    pub fn own_ad(&mut self, i: usize, ad: (u64, u64)) {
+        self.view[i * self.n + i].ad = ad;
+    }
+
+    /// Incarnation `generation` of `node` crashed at `now`.
+    pub fn crashed(&mut self, node: usize, generation: u64, now: Millis) {
+        self.open.insert((node, generation), self.crashes.len());
+        self.crashes.push(CrashRecord {
+            node,
+            generation,
+            at_ms: now.0,
+            first_suspect_ms: None,
+            first_down_ms: None,
+            down_by: BTreeMap::new(),
+            seen_by: BTreeMap::new(),
+        });
+    }
+
+    /// Records one event emitted by observer `i`'s core. `subject` maps the event's identity
+    /// to a node index; `running_gen` says which generation of that node is running now;
+    /// `explained` says whether a fault in force could explain a false suspicion.
+    pub fn event(
+        &mut self,
+        i: usize,
+        now: Millis,
+        event: &MemberEvent,
+        subject: Option<usize>,
+        running_gen: Option<u64>,
+        explained: bool,
+    ) {
+        let Some(j) = subject.filter(|j| *j < self.n) else {
+            return;
+        };
+        match event {
+            MemberEvent::Status { id, to, .. } => {
+                self.status(i, j, id.generation, *to);
+                self.detection(i, j, id.generation, *to, now);
+                if *to == MemberStatus::Down && running_gen == Some(id.generation) {
+                    self.down_marks_of_running += 1;
+                    if !explained {
+                        self.down_marks_unexplained += 1;
+                    }
+                }
+            }
+            MemberEvent::Resources { ad } => {
+                self.view[i * self.n + j].ad = ad.key();
+            }
+        }
+    }
+
+    fn status(&mut self, i: usize, j: usize, generation: u64, to: MemberStatus) {
+        let slot = &mut self.view[i * self.n + j];
+        let before = slot.status;
+        slot.generation = generation;
+        slot.status = Some(to);
+        if before == Some(MemberStatus::Alive) {
+            self.alive[i] -= 1;
+        }
+        if before == Some(MemberStatus::Suspect) {
+            self.suspect[i] -= 1;
+        }
+        if to == MemberStatus::Alive {
+            self.alive[i] += 1;
+        }
+        if to == MemberStatus::Suspect {
+            self.suspect[i] += 1;
+        }
+    }
+
+    fn detection(&mut self, i: usize, j: usize, generation: u64, to: MemberStatus, now: Millis) {
+        let Some(&k) = self.open.get(&(j, generation)) else {
+            return;
+        };
+        let rec = &mut self.crashes[k];
+        if matches!(to, MemberStatus::Suspect | MemberStatus::Down) {
+            rec.seen_by.entry(i).or_insert(now.0);
+        }
+        match to {
+            MemberStatus::Suspect => {
+                rec.first_suspect_ms.get_or_insert(now.0);
+            }
+            MemberStatus::Down => {
+                rec.first_suspect_ms.get_or_insert(now.0);
+                rec.first_down_ms.get_or_insert(now.0);
+                rec.down_by.entry(i).or_insert(now.0);
+            }
+            _ => {}
+        }
+    }
+
+    /// Takes one time-series sample over the `running` nodes.
+    pub fn sample(&mut self, now: Millis, running: &[usize]) {
+        let (mut lo, mut hi, mut sum, mut suspect) = (usize::MAX, 0, 0, 0);
+        for &i in running {
+            let a = self.alive[i];
+            lo = lo.min(a);
+            hi = hi.max(a);
+            sum += a;
+            suspect += self.suspect[i];
+        }
+        let count = running.len();
+        self.samples.push(Sample {
+            t_ms: now.0,
+            running: count,
+            alive_min: if count == 0 { 0 } else { lo },
+            alive_mean: if count == 0 {
+                0.0
+            } else {
+                round3(sum as f64 / count as f64)
+            },
+            alive_max: hi,
+            suspect_total: suspect,
+        });
+    }
+}
+
+/// Rounds to three decimals so reports stay short and stable.
+#[must_use]
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}

@@ -1,0 +1,154 @@
+//! The plots of one report: members alive over time, the detection-latency CDF, and pending
+//! tasks and utilization over time when the scenario has a workload.
+
+use crate::report::Report;
+use crate::svg::{Chart, Series, cdf, render};
+
+/// `(file name, SVG text)` for every plot the report supports.
+#[must_use]
+pub fn all(r: &Report) -> Vec<(&'static str, String)> {
+    let mut out = vec![
+        ("members-alive.svg", render(&members_alive(r))),
+        ("detection-cdf.svg", render(&detection_cdf(r))),
+    ];
+    if r.scheduling.is_some() {
+        out.push(("pending-tasks.svg", render(&pending(r))));
+        out.push(("utilization.svg", render(&utilization(r))));
+    }
+    out
+}
+
+fn secs(ms: u64) -> f64 {
+    ms as f64 / 1000.0
+}
+
+fn members_alive(r: &Report) -> Chart {
+    let line = |label: &str, color, f: &dyn Fn(&crate::observe::Sample) -> f64| Series {
+        label: label.into(),
+        color,
+        points: r.timeline.iter().map(|s| (secs(s.t_ms), f(s))).collect(),
+        step: true,
+    };
+    Chart {
+        title: format!(
+            "{}: members seen alive (seed {}, {} nodes)",
+            r.scenario, r.seed, r.nodes
+        ),
+        x_label: "simulated time (s)".into(),
+        y_label: "members".into(),
+        series: vec![
+            line("nodes up (truth)", "#000000", &|s| s.running as f64),
+            line("max seen alive", "#2b8cbe", &|s| s.alive_max as f64),
+            line("mean seen alive", "#31a354", &|s| s.alive_mean),
+            line("min seen alive", "#de2d26", &|s| s.alive_min as f64),
+        ],
+        markers: vec![(secs(r.last_fault_ms), "last fault".into())],
+        y_from_zero: true,
+    }
+}
+
+fn detection_cdf(r: &Report) -> Chart {
+    let d = &r.detection;
+    let mut series = Vec::new();
+    if !r.detection_samples.observer_down_ms.is_empty() {
+        series.push(Series {
+            label: "each observer marks down".into(),
+            color: "#de2d26",
+            points: cdf(&r.detection_samples.observer_down_ms),
+            step: true,
+        });
+    }
+    if !r.detection_samples.first_suspect_ms.is_empty() {
+        series.push(Series {
+            label: "first suspicion".into(),
+            color: "#2b8cbe",
+            points: cdf(&r.detection_samples.first_suspect_ms),
+            step: true,
+        });
+    }
+    Chart {
+        title: format!(
+            "{}: failure detection latency CDF ({} crashes, probe period {} ms)",
+            r.scenario, d.crashes, d.probe_period_ms
+        ),
+        x_label: "time since crash (ms)".into(),
+        y_label: "fraction".into(),
+        series,
+        markers: Vec::new(),
+        y_from_zero: true,
+    }
+}
+
+fn pending(r: &Report) -> Chart {
+    let mut series = Vec::new();
+    if let Some(s) = &r.scheduling {
+        series.push(Series {
+            label: "baseline (omniscient)".into(),
+            color: "#000000",
+            points: s
+                .baseline
+                .series
+                .iter()
+                .map(|&(t, p, _)| (secs(t), p as f64))
+                .collect(),
+            step: true,
+        });
+        if let Some(q) = &s.shoal {
+            series.push(Series {
+                label: "shoal".into(),
+                color: "#de2d26",
+                points: q
+                    .series
+                    .iter()
+                    .map(|&(t, p, _)| (secs(t), p as f64))
+                    .collect(),
+                step: true,
+            });
+        }
+    }
+    Chart {
+        title: format!("{}: pending tasks", r.scenario),
+        x_label: "simulated time (s)".into(),
+        y_label: "tasks waiting for placement".into(),
+        series,
+        markers: Vec::new(),
+        y_from_zero: true,
+    }
+}
+
+fn utilization(r: &Report) -> Chart {
+    let mut series = Vec::new();
+    if let Some(s) = &r.scheduling {
+        series.push(Series {
+            label: "baseline (omniscient)".into(),
+            color: "#000000",
+            points: s
+                .baseline
+                .series
+                .iter()
+                .map(|&(t, _, u)| (secs(t), u * 100.0))
+                .collect(),
+            step: true,
+        });
+        if let Some(q) = &s.shoal {
+            series.push(Series {
+                label: "shoal".into(),
+                color: "#de2d26",
+                points: q
+                    .series
+                    .iter()
+                    .map(|&(t, _, u)| (secs(t), u * 100.0))
+                    .collect(),
+                step: true,
+            });
+        }
+    }
+    Chart {
+        title: format!("{}: CPU allocated on running nodes", r.scenario),
+        x_label: "simulated time (s)".into(),
+        y_label: "utilization (%)".into(),
+        series,
+        markers: Vec::new(),
+        y_from_zero: true,
+    }
+}
