@@ -11,3 +11,4 @@ pub mod clock;
 pub mod gossip_driver;
 pub mod machine;
 pub mod peers;
+pub mod store;
