@@ -25,10 +25,19 @@ enum Command {
     Node(cli::node::NodeCommand),
     /// Run a local 3-node cluster on loopback with a throwaway key.
     Dev(cli::dev::DevArgs),
+    /// Run a failure simulation: thousands of nodes, one process, one seed.
+    Simulate(shoal_simulations::SimulateArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Simulate(args) = cli.command {
+        // The simulator is synchronous and single-threaded by design: no runtime.
+        return shoal_simulations::run(args).unwrap_or_else(|e| {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        });
+    }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -45,6 +54,7 @@ fn main() -> ExitCode {
             Command::Agent(args) => cli::agent::run(*args).await,
             Command::Node(cmd) => cli::node::run(cmd).await,
             Command::Dev(args) => cli::dev::run(args).await,
+            Command::Simulate(_) => unreachable!("handled before the runtime starts"),
         }
     });
     match result {
