@@ -1,0 +1,49 @@
+//! Deliberately broken simulators must be caught: the checkers are known to bite.
+
+use std::path::Path;
+
+use shoal_simulations::{Report, Sabotage, Scenario, Status, simulate};
+
+fn run(name: &str, nodes: usize, seed: u64, sabotage: Sabotage) -> Report {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
+    let mut s = Scenario::load(&path).expect("scenario loads");
+    s.nodes = nodes;
+    simulate(&s, seed, sabotage, "test".into(), &mut |_| {}).expect("runs")
+}
+
+fn status(r: &Report, check: &str) -> Status {
+    r.checks
+        .iter()
+        .find(|c| c.name == check)
+        .map(|c| c.status.clone())
+        .unwrap_or_else(|| panic!("no checker {check}"))
+}
+
+#[test]
+fn honest_run_passes() {
+    let r = run("rack-failure.toml", 16, 1, Sabotage::None);
+    assert!(r.passed(), "{:?}", r.first_failure);
+}
+
+#[test]
+fn a_black_holed_node_that_the_truth_calls_alive_is_caught() {
+    // Every datagram to n3 vanishes, but the ground truth says it runs: the cluster rightly
+    // declares it down, and `eventually_live_see_live` must notice the disagreement.
+    let r = run("steady-state.toml", 12, 1, Sabotage::Blackhole(3));
+    assert!(!r.passed());
+    assert_eq!(status(&r, "eventually_live_see_live"), Status::Fail);
+    let first = r.first_failure.expect("a first failure");
+    assert!(first.contains("n3"), "{first}");
+}
+
+#[test]
+fn crashed_nodes_that_keep_running_are_caught() {
+    // Crashes are recorded in the truth but the cores keep running (never repaired out of
+    // anyone's view): `eventually_crashed_known_down` must fail.
+    let r = run("rack-failure.toml", 16, 1, Sabotage::ZombieCrashes);
+    assert!(!r.passed());
+    assert_eq!(status(&r, "eventually_crashed_known_down"), Status::Fail);
+    assert_eq!(status(&r, "finally_every_crash_detected"), Status::Fail);
+}
