@@ -1,1 +1,49 @@
-//! placeholder
+//! Sans-IO scheduler core of Shoal: replicated job and attempt tables, optimistic placement by
+//! slot coordinators, admission by target nodes, fencing, repair and garbage collection.
+//!
+//! The crate never touches a socket, a thread, the wall clock or the OS RNG. Time comes in as
+//! [`Millis`] arguments, randomness from the seed given to [`Scheduler::new`], and effects leave
+//! through `poll_*` methods (see [`Scheduler`] for the call order). The agent (`node/`) drives
+//! one instance per process; the simulator drives thousands in one process.
+//!
+//! Map of the crate:
+//! - [`spec`] — the job spec (TOML/JSON), validation, "can it ever fit";
+//! - [`table`] — the replicated tables (a join-semilattice) and the op-based replica;
+//! - [`message`] — replication messages and their bounded codec;
+//! - [`placement`] — filtering, scoring and pending reasons;
+//! - `slot`, `coordinator` — what each slot needs and who acts on it;
+//! - [`view`] — job and task views for the API;
+//! - [`testing`] — an in-memory multi-node harness with a fake clock and executor.
+//!
+//! The design, ownership rules and GC safety argument are in `docs/scheduler.md`.
+
+#![deny(missing_docs)]
+
+mod config;
+mod coordinator;
+mod hash;
+mod ids;
+pub mod message;
+pub mod placement;
+mod scheduler;
+mod slot;
+pub mod spec;
+pub mod table;
+pub mod testing;
+pub mod view;
+
+pub use config::SchedulerConfig;
+pub use ids::{ActorId, AttemptId, Dot, Hlc, SlotKey, Stamp, TaskKey, VersionVector};
+pub use message::{DecodeError, Message, WireLimits};
+pub use placement::{FilterReport, PendingReason};
+pub use scheduler::{
+    ExecCommand, KillReason, Receipt, RestoreError, Scheduler, Stats, StopError, SubmitError,
+    TaskEvent,
+};
+pub use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd, Resources};
+pub use spec::{
+    Constraint, ConstraintOp, JobSpec, JobType, NeverFitsError, PlacementStrategy, ResourceRequest,
+    RestartPolicy, SpecError, SpecLimits,
+};
+pub use table::{AttemptState, Tables};
+pub use view::{JobStatus, JobView, TaskState, TaskView};

@@ -1,0 +1,69 @@
+//! Tunables and limits of one scheduler.
+
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use crate::message::WireLimits;
+use crate::spec::SpecLimits;
+
+/// Every limit and period of a [`crate::Scheduler`]. `Default` suits a LAN cluster; the
+/// simulator and tests shorten the periods.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// How often to send a version-vector digest to one random live peer.
+    pub anti_entropy_interval: Duration,
+    /// First back-off after a rejection (doubled per consecutive rejection, plus jitter up to
+    /// the same amount).
+    pub rejection_backoff_base: Duration,
+    /// Cap on the rejection back-off.
+    pub rejection_backoff_max: Duration,
+    /// How soon slots that found no room are re-examined after resources are freed.
+    pub pending_retry_interval: Duration,
+    /// How long a finished job (stopped and dead, or batch complete) stays visible before its
+    /// coordinator purges it.
+    pub gc_grace: Duration,
+    /// How long a tombstone is kept, at least (it is also kept until every live peer has it).
+    pub tombstone_retention: Duration,
+    /// How often tombstones are checked for removal.
+    pub tombstone_check_interval: Duration,
+    /// Ops kept per actor to answer digests; beyond it peers get the full state.
+    pub op_log_per_actor: NonZeroUsize,
+    /// Out-of-order ops buffered per actor before the buffer is dropped and state requested.
+    pub pending_ops_per_actor: NonZeroUsize,
+    /// Most ops per outgoing `Ops` message.
+    pub max_ops_per_message: NonZeroUsize,
+    /// Feasible candidates scored per placement (more are not examined).
+    pub placement_sample: NonZeroUsize,
+    /// Attempts kept per slot before older finished ones are compacted into a floor.
+    pub attempt_history: NonZeroUsize,
+    /// Bounds for decoding messages.
+    pub wire: WireLimits,
+    /// Bounds for job specs.
+    pub spec_limits: SpecLimits,
+}
+
+impl Default for SchedulerConfig {
+    fn default() -> Self {
+        Self {
+            anti_entropy_interval: Duration::from_secs(1),
+            rejection_backoff_base: Duration::from_millis(20),
+            rejection_backoff_max: Duration::from_secs(5),
+            pending_retry_interval: Duration::from_millis(50),
+            gc_grace: Duration::from_secs(3600),
+            tombstone_retention: Duration::from_secs(24 * 3600),
+            tombstone_check_interval: Duration::from_secs(60),
+            op_log_per_actor: NonZeroUsize::new(200_000).unwrap_or(NonZeroUsize::MIN),
+            pending_ops_per_actor: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
+            max_ops_per_message: NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
+            placement_sample: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
+            attempt_history: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
+            wire: WireLimits::default(),
+            spec_limits: SpecLimits::default(),
+        }
+    }
+}
+
+/// Milliseconds of a duration, saturating.
+pub(crate) fn ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}

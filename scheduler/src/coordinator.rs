@@ -1,0 +1,683 @@
+//! The decision side of [`Scheduler`]: after every input, `reconcile` turns what changed in the
+//! tables into work and runs it until quiet.
+//!
+//! - **Target node** (`admit_queued`): proposals addressed to this node are admitted in
+//!   arrival order while they fit its capacity (the local ledger), and rejected otherwise.
+//! - **Fencing** (`check_ledger`): a local task whose attempt is no longer current (superseded,
+//!   lost, stopped, scaled down, purged) is killed.
+//! - **Coordinator** (`coordinate_slot`): for each slot whose rendezvous coordinator is this
+//!   node, place it when empty, re-place it after a rejection or failure (with back-off),
+//!   mark the attempts of a dead target lost, replace attempts of an older job version.
+//! - **GC** (`consider_gc`, `maybe_compact`): purge finished jobs after a grace period; fold
+//!   old attempts of busy slots into a floor.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_gossip::{Millis, Resources};
+
+use crate::config::ms;
+use crate::hash::{StableHasher, rendezvous};
+use crate::ids::{AttemptId, SlotKey};
+use crate::placement::{PendingReason, Request, count_by_node, place};
+use crate::scheduler::{ExecCommand, KillReason, LocalTask, Retry, Scheduler, Wake};
+use crate::slot::{RejectionBackoff, SlotStatus, slot_status};
+use crate::spec::{JobType, fmt_resources};
+use crate::table::{Assignment, AttemptState, JobEntry, OpBody, SlotFloor, Touch};
+
+/// Rounds of (absorb changes → act) per input before deferring to a `Work` timer.
+const MAX_ROUNDS: usize = 16;
+
+/// Per-job context while reconciling its slots.
+pub(crate) struct JobCtx {
+    incarnation: u64,
+    entry: JobEntry,
+    /// Live attempts per node (lazily computed; only spread and distinct_hosts need it).
+    tasks: Option<BTreeMap<String, u32>>,
+    /// A placement of this job already found no room in this pass.
+    no_room: Option<PendingReason>,
+}
+
+impl Scheduler {
+    /// Absorb changes and act on them until nothing changes (bounded).
+    pub(crate) fn reconcile(&mut self) {
+        for _ in 0..MAX_ROUNDS {
+            self.absorb_touches();
+            if self.work.is_empty() && self.admission.is_empty() {
+                return;
+            }
+            self.admit_queued();
+            let work = std::mem::take(&mut self.work);
+            self.run_work(work);
+        }
+        self.timers.insert((self.now, Wake::Work));
+    }
+
+    /// Turn table changes into work items and admission candidates.
+    fn absorb_touches(&mut self) {
+        for touch in self.replica.take_touched() {
+            match touch {
+                Touch::Everything => {
+                    self.work.everything = true;
+                    let mine: Vec<AttemptId> = self
+                        .tables()
+                        .assignments()
+                        .filter(|(_, a)| a.target == self.node)
+                        .map(|(id, _)| id.clone())
+                        .collect();
+                    for id in mine {
+                        self.note_attempt(&id);
+                    }
+                    self.requeue_deferred(None);
+                }
+                Touch::Job(job) => {
+                    self.requeue_deferred(Some(&job));
+                    self.work.jobs.insert(job);
+                }
+                Touch::Attempt(id) => {
+                    self.note_attempt(&id);
+                    self.work.slots.insert(id.slot_key());
+                }
+            }
+        }
+    }
+
+    /// React to an attempt change: queue proposals for us, fail zombies, free pending slots.
+    fn note_attempt(&mut self, id: &AttemptId) {
+        let Some(a) = self.tables().assignment(id) else {
+            return;
+        };
+        let state = self.tables().state(id);
+        if a.target == self.node {
+            match state {
+                AttemptState::Proposed => self.admission.push_back(id.clone()),
+                AttemptState::Admitted | AttemptState::Running if !self.ledger.contains_key(id) => {
+                    // Admitted by an earlier life of this node that did not survive.
+                    let reason = "not running on this node (agent restarted)".to_string();
+                    self.write_state_if_mine(id, AttemptState::Failed { reason });
+                }
+                _ => {}
+            }
+        }
+        if !state.is_live() {
+            self.retry_pending_soon();
+        }
+    }
+
+    fn requeue_deferred(&mut self, job: Option<&str>) {
+        let ids: Vec<AttemptId> = self
+            .deferred
+            .iter()
+            .filter(|id| job.is_none_or(|j| id.job == j))
+            .cloned()
+            .collect();
+        for id in ids {
+            self.deferred.remove(&id);
+            self.admission.push_back(id);
+        }
+    }
+
+    /// Jobs to examine, highest priority first.
+    fn run_work(&mut self, work: crate::scheduler::Work) {
+        let mut jobs: BTreeSet<String> = work.jobs;
+        if work.everything {
+            jobs.extend(self.tables().job_ids().into_iter().map(str::to_string));
+            jobs.extend(self.ledger.keys().map(|id| id.job.clone()));
+        }
+        let mut slots: BTreeMap<String, Vec<SlotKey>> = BTreeMap::new();
+        for key in work.slots.into_iter().filter(|k| !jobs.contains(&k.job)) {
+            slots.entry(key.job.clone()).or_default().push(key);
+        }
+        let mut order: Vec<(u32, String, bool)> = jobs
+            .into_iter()
+            .map(|j| (j, true))
+            .chain(slots.keys().map(|j| (j.clone(), false)))
+            .map(|(j, whole)| (self.priority(&j), j, whole))
+            .collect();
+        order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        for (_, job, whole) in order {
+            if whole {
+                self.reconcile_job(&job);
+            } else if let Some(keys) = slots.remove(&job) {
+                self.reconcile_slots(&job, &keys);
+            }
+        }
+    }
+
+    fn priority(&self, job: &str) -> u32 {
+        self.tables().job(job).map_or(0, |(_, e)| e.spec.priority)
+    }
+
+    fn job_ctx(&self, job: &str) -> Option<JobCtx> {
+        let (incarnation, entry) = self.tables().job(job)?;
+        Some(JobCtx {
+            incarnation,
+            entry: entry.clone(),
+            tasks: None,
+            no_room: None,
+        })
+    }
+
+    /// A whole job: fencing of local tasks, every slot, GC of every incarnation.
+    fn reconcile_job(&mut self, job: &str) {
+        self.check_ledger(|id| id.job == job);
+        self.done_cursor.retain(|(j, _), _| j != job);
+        let incarnations: Vec<u64> = self.tables().incarnations(job).map(|(i, _)| i).collect();
+        let ctx = self.job_ctx(job);
+        self.pending.retain(|k, _| {
+            k.job != job
+                || ctx.as_ref().is_some_and(|c| {
+                    !c.entry.stopped
+                        && c.incarnation == k.incarnation
+                        && k.slot < c.entry.spec.count
+                })
+        });
+        if let Some(mut ctx) = ctx.filter(|c| !c.entry.stopped) {
+            for slot in 0..ctx.entry.spec.count {
+                self.coordinate_slot(&mut ctx, slot);
+            }
+        }
+        for inc in incarnations {
+            self.consider_gc(job, inc);
+        }
+    }
+
+    /// Some slots of a job.
+    fn reconcile_slots(&mut self, job: &str, keys: &[SlotKey]) {
+        let set: BTreeSet<&SlotKey> = keys.iter().collect();
+        self.check_ledger(|id| set.contains(&id.slot_key()));
+        let Some(mut ctx) = self.job_ctx(job) else {
+            return;
+        };
+        let mut any_final = false;
+        for key in keys {
+            if key.incarnation == ctx.incarnation
+                && key.slot < ctx.entry.spec.count
+                && !ctx.entry.stopped
+            {
+                any_final |= self.coordinate_slot(&mut ctx, key.slot);
+            } else {
+                self.pending.remove(key);
+            }
+        }
+        if any_final || ctx.entry.stopped {
+            self.consider_gc(job, ctx.incarnation);
+        }
+    }
+
+    // ---- target side --------------------------------------------------------------------
+
+    /// Admit or reject queued proposals, in arrival order.
+    fn admit_queued(&mut self) {
+        while let Some(id) = self.admission.pop_front() {
+            let Some(a) = self.tables().assignment(&id).cloned() else {
+                continue;
+            };
+            if a.target != self.node
+                || self.tables().state(&id) != AttemptState::Proposed
+                || self.ledger.contains_key(&id)
+            {
+                continue;
+            }
+            match self.admission_verdict(&id, &a) {
+                Verdict::Admit(entry) => self.admit(id, &a, &entry),
+                Verdict::Defer => {
+                    self.deferred.insert(id);
+                }
+                Verdict::Reject(reason) => {
+                    self.write_state_if_mine(&id, AttemptState::Rejected { reason });
+                }
+            }
+        }
+    }
+
+    fn admission_verdict(&self, id: &AttemptId, a: &Assignment) -> Verdict {
+        let Some((inc, entry)) = self.tables().job(&id.job) else {
+            return Verdict::Defer; // the job write has not arrived yet
+        };
+        if inc != id.incarnation || entry.stopped || id.slot >= entry.spec.count {
+            return Verdict::Reject("job stopped, replaced or scaled down".into());
+        }
+        if a.epoch > entry.epoch {
+            return Verdict::Defer; // placed for a job version we have not received yet
+        }
+        if a.epoch < entry.epoch {
+            return Verdict::Reject("placed for an older version of the job".into());
+        }
+        let newest = self
+            .tables()
+            .slot_attempts(&id.slot_key())
+            .next_back()
+            .map(|(k, _)| k);
+        if newest != Some(id) {
+            return Verdict::Reject("superseded by a newer attempt".into());
+        }
+        match self.fits_here(entry, a.resources) {
+            Ok(()) => Verdict::Admit(Box::new(entry.clone())),
+            Err(reason) => Verdict::Reject(reason),
+        }
+    }
+
+    /// The hard check: this node's own attributes and its ledger against its capacity.
+    fn fits_here(&self, entry: &JobEntry, want: Resources) -> Result<(), String> {
+        let me = self.members.all.get(&self.node);
+        let Some(ad) = me.and_then(|m| m.ad.as_ref()) else {
+            return Err(format!("{} has not advertised its resources", self.node));
+        };
+        if ad.draining || ad.left {
+            return Err(format!("{} is draining", self.node));
+        }
+        if let Some(c) = entry.spec.failed_constraint(&self.node, &ad.attributes) {
+            return Err(format!("{} fails constraint {c}", self.node));
+        }
+        let after = self.local_allocated().saturating_add(&want);
+        if after.fits_in(&ad.capacity) {
+            return Ok(());
+        }
+        let free = ad.capacity.saturating_sub(&self.local_allocated());
+        Err(format!(
+            "{} has {} free, needs {}",
+            self.node,
+            fmt_resources(&free),
+            fmt_resources(&want)
+        ))
+    }
+
+    fn admit(&mut self, id: AttemptId, a: &Assignment, entry: &JobEntry) {
+        self.ledger.insert(
+            id.clone(),
+            LocalTask {
+                resources: a.resources,
+                killing: false,
+            },
+        );
+        self.write_state_if_mine(&id, AttemptState::Admitted);
+        let spec = &entry.spec;
+        self.commands.push_back(ExecCommand::Start {
+            task: id,
+            command: spec.command.clone(),
+            args: spec.args.clone(),
+            env: spec.env.clone(),
+            workdir: spec.workdir.clone(),
+            resources: a.resources,
+        });
+    }
+
+    /// Write a state this node owns (it is the target), if it moves the lattice forward.
+    pub(crate) fn write_state_if_mine(&mut self, id: &AttemptId, state: AttemptState) {
+        let mine = self
+            .tables()
+            .assignment(id)
+            .is_some_and(|a| a.target == self.node);
+        if mine && self.tables().state(id) < state {
+            self.write(OpBody::State {
+                id: id.clone(),
+                state,
+            });
+        }
+    }
+
+    /// Kill local tasks (matching `filter`) that are no longer current.
+    fn check_ledger(&mut self, filter: impl Fn(&AttemptId) -> bool) {
+        let doomed: Vec<(AttemptId, KillReason)> = self
+            .ledger
+            .iter()
+            .filter(|(id, t)| !t.killing && filter(id))
+            .filter_map(|(id, _)| self.kill_reason(id).map(|r| (id.clone(), r)))
+            .collect();
+        for (task, reason) in doomed {
+            if let Some(t) = self.ledger.get_mut(&task) {
+                t.killing = true;
+            }
+            self.commands.push_back(ExecCommand::Kill { task, reason });
+        }
+    }
+
+    fn kill_reason(&self, id: &AttemptId) -> Option<KillReason> {
+        let tables = self.tables();
+        let Some((inc, entry)) = tables.job(&id.job) else {
+            return Some(KillReason::JobGone);
+        };
+        if inc != id.incarnation {
+            return Some(KillReason::JobGone);
+        }
+        if entry.stopped {
+            return Some(KillReason::Stopped);
+        }
+        if id.slot >= entry.spec.count {
+            return Some(KillReason::ScaledDown);
+        }
+        if tables.state(id) == AttemptState::Lost {
+            return Some(KillReason::Lost);
+        }
+        let newest = tables
+            .slot_attempts(&id.slot_key())
+            .next_back()
+            .map(|(k, _)| k);
+        (newest != Some(id)).then_some(KillReason::Superseded)
+    }
+
+    // ---- coordinator side ---------------------------------------------------------------
+
+    pub(crate) fn backoff(&self) -> RejectionBackoff {
+        RejectionBackoff {
+            base_ms: ms(self.config.rejection_backoff_base),
+            max_ms: ms(self.config.rejection_backoff_max),
+        }
+    }
+
+    /// Rendezvous coordinator of a slot among live members.
+    pub(crate) fn coordinator_of(&self, key: &SlotKey) -> Option<&str> {
+        let h = StableHasher::new()
+            .field(key.job.as_bytes())
+            .int(key.incarnation)
+            .int(u64::from(key.slot))
+            .finish();
+        rendezvous(h, self.members.live.iter().map(|(n, h)| (n.as_str(), *h)))
+    }
+
+    fn is_coordinator(&self, key: &SlotKey) -> bool {
+        self.coordinator_of(key) == Some(self.node.as_str())
+    }
+
+    /// Act on one slot if this node coordinates it. Returns whether the slot is final.
+    fn coordinate_slot(&mut self, ctx: &mut JobCtx, slot: u32) -> bool {
+        let key = SlotKey {
+            job: ctx.entry.spec.id.clone(),
+            incarnation: ctx.incarnation,
+            slot,
+        };
+        let status = slot_status(self.tables(), &ctx.entry, &key, self.backoff());
+        match status {
+            SlotStatus::Empty => self.try_place(ctx, &key, None),
+            SlotStatus::Live {
+                id,
+                target,
+                outdated,
+                ..
+            } => {
+                self.pending.remove(&key);
+                self.retry.remove(&key);
+                if self.members.is_down(&target) && self.is_coordinator(&key) {
+                    self.write(OpBody::State {
+                        id,
+                        state: AttemptState::Lost,
+                    });
+                } else if outdated {
+                    self.try_place(ctx, &key, None);
+                }
+            }
+            SlotStatus::Retry {
+                id,
+                target,
+                state,
+                delay_ms,
+            } => {
+                let avoid = matches!(state, AttemptState::Rejected { .. }).then_some(target);
+                if self.retry_due(&key, &id, &state, delay_ms) {
+                    self.try_place(ctx, &key, avoid.as_deref());
+                }
+            }
+            SlotStatus::Done { .. } | SlotStatus::GaveUp { .. } => {
+                self.pending.remove(&key);
+                self.retry.remove(&key);
+                self.maybe_compact(&key);
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Whether the back-off after attempt `id` is over; arms a timer if not. Only the
+    /// coordinator keeps back-off state.
+    fn retry_due(
+        &mut self,
+        key: &SlotKey,
+        id: &AttemptId,
+        state: &AttemptState,
+        delay_ms: u64,
+    ) -> bool {
+        if delay_ms == 0 {
+            return true;
+        }
+        if !self.is_coordinator(key) {
+            self.retry.remove(key);
+            return false;
+        }
+        let now = self.now;
+        let at = match self.retry.get(key) {
+            Some(r) if r.after == *id => r.at,
+            _ => {
+                let jitter = match state {
+                    AttemptState::Rejected { .. } => self.rng.below(delay_ms + 1),
+                    _ => 0,
+                };
+                let at = now.plus_ms(delay_ms + jitter);
+                self.retry.insert(
+                    key.clone(),
+                    Retry {
+                        after: id.clone(),
+                        at,
+                    },
+                );
+                self.timers.insert((at, Wake::Slot(key.clone())));
+                self.maybe_compact(key);
+                at
+            }
+        };
+        now >= at
+    }
+
+    /// Place a slot if this node is its coordinator; record why not when nothing fits.
+    fn try_place(&mut self, ctx: &mut JobCtx, key: &SlotKey, avoid: Option<&str>) {
+        if !self.is_coordinator(key) {
+            self.pending.remove(key);
+            return;
+        }
+        let distinct = ctx.entry.spec.wants_distinct_hosts();
+        let spread = ctx.entry.spec.placement == crate::spec::PlacementStrategy::Spread;
+        if let (Some(reason), false) = (&ctx.no_room, distinct) {
+            self.pending.insert(key.clone(), reason.clone());
+            return;
+        }
+        if (distinct || spread) && ctx.tasks.is_none() {
+            ctx.tasks = Some(self.live_tasks_by_node(&key.job, key.incarnation));
+        }
+        let spec = &ctx.entry.spec;
+        let empty = BTreeMap::new();
+        let job_tasks = ctx.tasks.as_ref().unwrap_or(&empty);
+        let key_hash = StableHasher::new()
+            .field(key.job.as_bytes())
+            .int(u64::from(key.slot))
+            .finish();
+        let req = Request {
+            spec,
+            key_hash,
+            job_tasks,
+            avoid,
+            sample: self.config.placement_sample.get(),
+        };
+        let used = |n: &crate::placement::NodeView| {
+            let known = self.replica.usage(&n.name);
+            max_each(known, n.advertised)
+        };
+        match place(&req, &self.members.nodes, used).map(|n| n.name.clone()) {
+            Ok(target) => self.propose(ctx, key, target),
+            Err(reason) => {
+                self.pending.insert(key.clone(), reason.clone());
+                ctx.no_room = Some(reason);
+                self.retry_pending_soon();
+            }
+        }
+    }
+
+    fn propose(&mut self, ctx: &mut JobCtx, key: &SlotKey, target: String) {
+        let tables = self.tables();
+        let last = tables
+            .slot_attempts(key)
+            .next_back()
+            .map_or(0, |(id, _)| id.attempt);
+        let attempt = last.max(tables.floor(key).below).saturating_add(1);
+        let id = AttemptId {
+            job: key.job.clone(),
+            incarnation: key.incarnation,
+            slot: key.slot,
+            attempt,
+            placer: self.node.clone(),
+        };
+        let assignment = Assignment {
+            target: target.clone(),
+            resources: ctx.entry.spec.resources.to_resources(),
+            epoch: ctx.entry.epoch.clone(),
+        };
+        if let Some(tasks) = ctx.tasks.as_mut() {
+            *tasks.entry(target).or_default() += 1;
+        }
+        self.pending.remove(key);
+        self.retry.remove(key);
+        self.write(OpBody::Assign { id, assignment });
+    }
+
+    /// Nodes holding live attempts of a job incarnation, with counts.
+    pub(crate) fn live_tasks_by_node(&self, job: &str, incarnation: u64) -> BTreeMap<String, u32> {
+        let tables = self.tables();
+        count_by_node(
+            tables
+                .job_attempts(job, incarnation)
+                .filter(|(id, _)| tables.state(id).is_live())
+                .map(|(_, a)| a.target.as_str()),
+        )
+    }
+
+    // ---- garbage collection -------------------------------------------------------------
+
+    fn job_coordinator(&self, job: &str, incarnation: u64) -> Option<&str> {
+        let h = StableHasher::new()
+            .field(job.as_bytes())
+            .int(incarnation)
+            .field(b"gc")
+            .finish();
+        rendezvous(h, self.members.live.iter().map(|(n, h)| (n.as_str(), *h)))
+    }
+
+    /// Purge a finished job incarnation once its grace period has passed (job coordinator
+    /// only). Finished: stopped (or hidden by a newer incarnation) with no live attempt, or a
+    /// batch job whose every slot is done or out of retries.
+    fn consider_gc(&mut self, job: &str, incarnation: u64) {
+        let key = (job.to_string(), incarnation);
+        if self.job_coordinator(job, incarnation) != Some(self.node.as_str())
+            || !self.is_finished(job, incarnation)
+        {
+            self.finished_since.remove(&key);
+            return;
+        }
+        let since = *self.finished_since.entry(key.clone()).or_insert(self.now);
+        let at = since.plus(self.config.gc_grace);
+        if self.now >= at {
+            self.finished_since.remove(&key);
+            self.done_cursor.remove(&key);
+            self.write(OpBody::Purge {
+                job: job.to_string(),
+                incarnation,
+            });
+        } else {
+            self.timers.insert((at, Wake::Job(job.to_string())));
+        }
+    }
+
+    fn is_finished(&mut self, job: &str, incarnation: u64) -> bool {
+        let tables = self.tables();
+        let Some(entry) = tables
+            .incarnations(job)
+            .find(|(i, _)| *i == incarnation)
+            .map(|(_, e)| e)
+        else {
+            return false;
+        };
+        let visible = tables.job(job).is_some_and(|(i, _)| i == incarnation);
+        if entry.stopped || !visible {
+            return tables
+                .job_attempts(job, incarnation)
+                .all(|(id, _)| !tables.state(id).is_live());
+        }
+        if entry.spec.job_type != JobType::Batch {
+            return false;
+        }
+        let key = (job.to_string(), incarnation);
+        let start = self.done_cursor.get(&key).copied().unwrap_or(0);
+        let backoff = self.backoff();
+        let mut cursor = start;
+        while cursor < entry.spec.count {
+            let slot = SlotKey {
+                job: job.to_string(),
+                incarnation,
+                slot: cursor,
+            };
+            if !slot_status(tables, entry, &slot, backoff).is_final() {
+                break;
+            }
+            cursor += 1;
+        }
+        let done = cursor >= entry.spec.count;
+        self.done_cursor.insert(key, cursor);
+        done
+    }
+
+    /// Fold the oldest finished attempts of a long slot history into its floor.
+    fn maybe_compact(&mut self, key: &SlotKey) {
+        let keep = self.config.attempt_history.get();
+        let tables = self.tables();
+        let attempts: Vec<(AttemptId, AttemptState)> = tables
+            .slot_attempts(key)
+            .map(|(id, _)| (id.clone(), tables.state(id)))
+            .collect();
+        if attempts.len() <= keep || !self.is_coordinator(key) {
+            return;
+        }
+        let cut = attempts.len() - keep.div_ceil(2).max(1);
+        let (old, kept) = attempts.split_at(cut);
+        if old.iter().any(|(_, s)| s.is_live()) {
+            return;
+        }
+        let failures = old
+            .iter()
+            .filter(|(_, s)| {
+                !matches!(
+                    s,
+                    AttemptState::Rejected { .. } | AttemptState::Exited { code: 0 }
+                )
+            })
+            .count();
+        let floor = SlotFloor {
+            below: kept.first().map_or(0, |(id, _)| id.attempt),
+            failures: tables
+                .floor(key)
+                .failures
+                .saturating_add(u32::try_from(failures).unwrap_or(u32::MAX)),
+        };
+        self.write(OpBody::Floor {
+            slot: key.clone(),
+            floor,
+        });
+    }
+
+    /// For views: whether this node is currently tracking a back-off for a slot.
+    pub(crate) fn retry_at(&self, key: &SlotKey) -> Option<Millis> {
+        self.retry.get(key).map(|r| r.at)
+    }
+}
+
+/// Outcome of admission.
+enum Verdict {
+    Admit(Box<JobEntry>),
+    Defer,
+    Reject(String),
+}
+
+/// Component-wise maximum.
+pub(crate) fn max_each(a: Resources, b: Resources) -> Resources {
+    Resources {
+        cpu_millicores: a.cpu_millicores.max(b.cpu_millicores),
+        memory_mib: a.memory_mib.max(b.memory_mib),
+        disk_mib: a.disk_mib.max(b.disk_mib),
+    }
+}

@@ -1,0 +1,210 @@
+//! Identities and clocks shared by the tables: actors, hybrid logical clocks, write stamps and
+//! attempt keys.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use shoal_gossip::Millis;
+
+/// The writer of replicated ops: one incarnation of one node's scheduler.
+///
+/// The incarnation is drawn from the scheduler's seed on every start (including a restore from
+/// a snapshot), so a node that restarts from a slightly stale snapshot can never reuse a dot it
+/// already sent before crashing: its new ops come from a fresh actor. Ownership rules (who may
+/// write what) are stated in terms of the node name, never the incarnation.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct ActorId {
+    /// Node name.
+    pub node: String,
+    /// Random per-start incarnation.
+    pub incarnation: u64,
+}
+
+impl fmt::Display for ActorId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}#{:x}", self.node, self.incarnation)
+    }
+}
+
+/// A dot: the `counter`-th op written by `actor`.
+pub type Dot = crdts::Dot<ActorId>;
+/// A version vector over actors.
+pub type VersionVector = crdts::VClock<ActorId>;
+
+/// A hybrid logical clock reading: wall milliseconds plus a logical counter that orders events
+/// within one millisecond and across skewed clocks.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Hlc {
+    /// Physical component, in the caller's milliseconds.
+    pub wall_ms: u64,
+    /// Logical component.
+    pub logical: u32,
+}
+
+/// The hybrid logical clock of one scheduler.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct HlcClock {
+    last: Hlc,
+}
+
+impl HlcClock {
+    /// A new reading strictly greater than every reading issued or observed so far.
+    pub(crate) fn tick(&mut self, now: Millis) -> Hlc {
+        self.last = if now.0 > self.last.wall_ms {
+            Hlc {
+                wall_ms: now.0,
+                logical: 0,
+            }
+        } else {
+            match self.last.logical.checked_add(1) {
+                Some(logical) => Hlc {
+                    wall_ms: self.last.wall_ms,
+                    logical,
+                },
+                None => Hlc {
+                    wall_ms: self.last.wall_ms.saturating_add(1),
+                    logical: 0,
+                },
+            }
+        };
+        self.last
+    }
+
+    /// Fold in a reading seen on a replicated write so later local writes order after it.
+    pub(crate) fn observe(&mut self, seen: Hlc) {
+        self.last = self.last.max(seen);
+    }
+}
+
+/// A unique, totally ordered write stamp: last-writer-wins registers compare these. Uniqueness
+/// comes from the actor (each actor's clock is strictly increasing).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Stamp {
+    /// When.
+    pub hlc: Hlc,
+    /// Who.
+    pub actor: ActorId,
+}
+
+/// One attempt to run one slot of one job: the key of the attempt tables and the identity of a
+/// task for the executor. The derived order is `(job, incarnation, slot, attempt, placer)`, so
+/// within one slot the newest attempt is the greatest key (the fencing order).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct AttemptId {
+    /// Job id.
+    pub job: String,
+    /// Which incarnation of the job id (a job purged and submitted again is a new incarnation).
+    pub incarnation: u64,
+    /// Slot index, `0..count`.
+    pub slot: u32,
+    /// Attempt number within the slot, from 1.
+    pub attempt: u32,
+    /// Name of the coordinator that placed it (breaks ties between two coordinators).
+    pub placer: String,
+}
+
+/// The executor's name for a task: exactly one attempt.
+pub type TaskKey = AttemptId;
+
+impl AttemptId {
+    /// The slot this attempt belongs to.
+    #[must_use]
+    pub fn slot_key(&self) -> SlotKey {
+        SlotKey {
+            job: self.job.clone(),
+            incarnation: self.incarnation,
+            slot: self.slot,
+        }
+    }
+}
+
+impl fmt::Display for AttemptId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}[{}]#{}@{}",
+            self.job, self.slot, self.attempt, self.placer
+        )
+    }
+}
+
+/// One slot of one job incarnation.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct SlotKey {
+    /// Job id.
+    pub job: String,
+    /// Job incarnation.
+    pub incarnation: u64,
+    /// Slot index.
+    pub slot: u32,
+}
+
+impl SlotKey {
+    /// The smallest attempt key of this slot (for range scans).
+    pub(crate) fn first_attempt(&self) -> AttemptId {
+        AttemptId {
+            job: self.job.clone(),
+            incarnation: self.incarnation,
+            slot: self.slot,
+            attempt: 0,
+            placer: String::new(),
+        }
+    }
+
+    /// The smallest attempt key of the next slot (exclusive end of range scans).
+    pub(crate) fn end_attempt(&self) -> AttemptId {
+        match self.slot.checked_add(1) {
+            Some(next) => AttemptId {
+                slot: next,
+                ..self.first_attempt()
+            },
+            None => AttemptId {
+                incarnation: self.incarnation.saturating_add(1),
+                slot: 0,
+                ..self.first_attempt()
+            },
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hlc_is_strictly_increasing() {
+        let mut c = HlcClock::default();
+        let a = c.tick(Millis(10));
+        let b = c.tick(Millis(10));
+        let d = c.tick(Millis(5));
+        assert!(a < b && b < d);
+        c.observe(Hlc {
+            wall_ms: 100,
+            logical: 7,
+        });
+        assert!(
+            c.tick(Millis(50))
+                > Hlc {
+                    wall_ms: 100,
+                    logical: 7
+                }
+        );
+    }
+
+    #[test]
+    fn attempt_order_is_fencing_order() {
+        let k = |attempt, placer: &str| AttemptId {
+            job: "j".into(),
+            incarnation: 1,
+            slot: 0,
+            attempt,
+            placer: placer.into(),
+        };
+        assert!(k(2, "a") > k(1, "z"));
+        assert!(k(2, "b") > k(2, "a"));
+        let s = k(1, "a").slot_key();
+        assert!(s.first_attempt() < k(1, "a") && k(u32::MAX, "zz") < s.end_attempt());
+    }
+}

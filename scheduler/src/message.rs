@@ -1,0 +1,310 @@
+//! Messages between schedulers, and their bounded codec.
+//!
+//! The shell sends each [`Message`] reliably (a QUIC stream) to the named peer. Messages may
+//! arrive in any order and more than once; the receiver copes (ops are buffered per actor,
+//! everything is idempotent). Decoding trusts nothing: the input length is capped before
+//! parsing, postcard reads lengths against the remaining input (serde caps pre-allocation), and
+//! counts are checked against [`WireLimits`] afterwards.
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ActorId, VersionVector};
+use crate::table::{Op, OpBody, Tables};
+
+/// Replication traffic.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    /// Ops: pushed by their writer right after the write, or sent in reply to a digest.
+    Ops {
+        /// In per-actor counter order.
+        ops: Vec<Op>,
+    },
+    /// "This is what I have." The receiver replies with the ops the sender lacks (or its
+    /// state), and with its own digest when `reply` is set and it lacks something itself.
+    Digest {
+        /// The sender's version vector.
+        clock: VersionVector,
+        /// Ask for a digest back (push-pull); never set on a reply.
+        reply: bool,
+    },
+    /// The whole tables, when the needed ops are no longer in the sender's logs.
+    State {
+        /// Sender's tables.
+        tables: Box<Tables>,
+    },
+    /// "I hold all your ops up to `counter`": lets a writer know a submission is replicated.
+    Ack {
+        /// The writer acknowledged.
+        actor: ActorId,
+        /// Highest contiguous counter held.
+        counter: u64,
+    },
+}
+
+/// Bounds applied when decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WireLimits {
+    /// Largest encoded message accepted.
+    pub max_message_bytes: usize,
+    /// Most ops in one `Ops` message.
+    pub max_ops: usize,
+    /// Most actors in one version vector.
+    pub max_actors: usize,
+}
+
+impl Default for WireLimits {
+    fn default() -> Self {
+        Self {
+            max_message_bytes: 64 << 20,
+            max_ops: 65_536,
+            max_actors: 65_536,
+        }
+    }
+}
+
+/// Why bytes were refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum DecodeError {
+    /// Longer than [`WireLimits::max_message_bytes`].
+    #[error("message of {len} bytes exceeds the limit of {max}")]
+    TooLarge {
+        /// Input length.
+        len: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Not a valid encoding.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// Trailing bytes after a valid message.
+    #[error("{0} trailing bytes after the message")]
+    Trailing(usize),
+    /// A count exceeds a limit.
+    #[error("{what}: {count} exceeds the limit of {max}")]
+    Limit {
+        /// What was counted.
+        what: &'static str,
+        /// How many.
+        count: usize,
+        /// Limit.
+        max: usize,
+    },
+    /// Semantically impossible content.
+    #[error("invalid message: {0}")]
+    Invalid(&'static str),
+}
+
+impl Message {
+    /// Encode with postcard. Encoding our own types cannot fail; an empty vector is returned
+    /// (and refused by the peer) if it ever did.
+    #[must_use]
+    pub fn encode(&self) -> Vec<u8> {
+        let bytes = postcard::to_stdvec(self).unwrap_or_default();
+        debug_assert!(!bytes.is_empty(), "postcard encoding failed");
+        bytes
+    }
+
+    /// Decode and check bounds. Never panics, whatever the bytes.
+    pub fn decode(bytes: &[u8], limits: &WireLimits) -> Result<Self, DecodeError> {
+        if bytes.len() > limits.max_message_bytes {
+            return Err(DecodeError::TooLarge {
+                len: bytes.len(),
+                max: limits.max_message_bytes,
+            });
+        }
+        let (msg, rest): (Message, &[u8]) =
+            postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        if !rest.is_empty() {
+            return Err(DecodeError::Trailing(rest.len()));
+        }
+        msg.check(limits)?;
+        Ok(msg)
+    }
+
+    fn check(&self, limits: &WireLimits) -> Result<(), DecodeError> {
+        let limit = |what, count, max| {
+            if count > max {
+                Err(DecodeError::Limit { what, count, max })
+            } else {
+                Ok(())
+            }
+        };
+        match self {
+            Message::Ops { ops } => {
+                limit("ops", ops.len(), limits.max_ops)?;
+                if ops.iter().any(|op| op.dot.counter == 0) {
+                    return Err(DecodeError::Invalid("op with counter 0"));
+                }
+                if ops.iter().any(|op| matches!(&op.body, OpBody::Assign { id, .. } | OpBody::State { id, .. } if id.attempt == 0)) {
+                    return Err(DecodeError::Invalid("attempt number 0"));
+                }
+                Ok(())
+            }
+            Message::Digest { clock, .. } => {
+                limit("actors", clock.iter().count(), limits.max_actors)
+            }
+            Message::State { tables } => {
+                limit("actors", tables.clock().iter().count(), limits.max_actors)
+            }
+            Message::Ack { .. } => Ok(()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::{AttemptId, Dot, Hlc, Stamp};
+    use crate::table::{Assignment, AttemptState, JobEntry};
+    use proptest::prelude::*;
+    use shoal_gossip::Resources;
+
+    fn actor() -> ActorId {
+        ActorId {
+            node: "n1".into(),
+            incarnation: 42,
+        }
+    }
+
+    fn sample_messages() -> Vec<Message> {
+        let stamp = Stamp {
+            hlc: Hlc {
+                wall_ms: 5,
+                logical: 1,
+            },
+            actor: actor(),
+        };
+        let spec = crate::JobSpec::from_json_str(
+            r#"{"id": "web", "type": "service", "count": 6, "command": "sleep", "args": ["600"],
+                "resources": {"cpu": 100, "memory": 32}, "constraints": ["rack == r1"]}"#,
+        )
+        .unwrap();
+        let id = AttemptId {
+            job: "web".into(),
+            incarnation: 9,
+            slot: 3,
+            attempt: 1,
+            placer: "n2".into(),
+        };
+        let ops = vec![
+            Op {
+                dot: Dot::new(actor(), 1),
+                body: OpBody::Job {
+                    incarnation: 9,
+                    entry: JobEntry {
+                        stamp: stamp.clone(),
+                        epoch: stamp.clone(),
+                        spec,
+                        stopped: false,
+                    },
+                },
+            },
+            Op {
+                dot: Dot::new(actor(), 2),
+                body: OpBody::Assign {
+                    id: id.clone(),
+                    assignment: Assignment {
+                        target: "n3".into(),
+                        resources: Resources::default(),
+                        epoch: stamp,
+                    },
+                },
+            },
+            Op {
+                dot: Dot::new(actor(), 3),
+                body: OpBody::State {
+                    id,
+                    state: AttemptState::Exited { code: -9 },
+                },
+            },
+        ];
+        let mut tables = Tables::default();
+        for op in ops.clone() {
+            crdts::CmRDT::apply(&mut tables, op);
+        }
+        vec![
+            Message::Ops { ops },
+            Message::Digest {
+                clock: tables.clock().clone(),
+                reply: true,
+            },
+            Message::State {
+                tables: Box::new(tables),
+            },
+            Message::Ack {
+                actor: actor(),
+                counter: 3,
+            },
+        ]
+    }
+
+    #[test]
+    fn round_trips() {
+        for m in sample_messages() {
+            assert_eq!(
+                Message::decode(&m.encode(), &WireLimits::default()).unwrap(),
+                m
+            );
+        }
+    }
+
+    #[test]
+    fn limits_bite() {
+        let m = &sample_messages()[0];
+        let bytes = m.encode();
+        let tight = WireLimits {
+            max_ops: 2,
+            ..WireLimits::default()
+        };
+        assert!(matches!(
+            Message::decode(&bytes, &tight),
+            Err(DecodeError::Limit { .. })
+        ));
+        let tiny = WireLimits {
+            max_message_bytes: 10,
+            ..WireLimits::default()
+        };
+        assert!(matches!(
+            Message::decode(&bytes, &tiny),
+            Err(DecodeError::TooLarge { .. })
+        ));
+        let mut long = bytes.clone();
+        long.push(0);
+        assert_eq!(
+            Message::decode(&long, &WireLimits::default()),
+            Err(DecodeError::Trailing(1))
+        );
+    }
+
+    proptest! {
+        #[test]
+        fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
+            let _ = Message::decode(&bytes, &WireLimits::default());
+        }
+
+        #[test]
+        fn mutated_messages_never_panic(which in 0usize..4, flips in prop::collection::vec((any::<usize>(), any::<u8>()), 1..8), cut in any::<usize>()) {
+            let mut bytes = sample_messages()[which].encode();
+            for (at, v) in flips {
+                let i = at % bytes.len();
+                bytes[i] = v;
+            }
+            bytes.truncate(cut % (bytes.len() + 1));
+            let _ = Message::decode(&bytes, &WireLimits::default());
+        }
+
+        #[test]
+        fn huge_length_prefixes_are_harmless(tag in 0u8..4, len in any::<u32>()) {
+            // A variant tag followed by a varint length claiming up to 4 G elements.
+            let mut bytes = vec![tag];
+            let mut l = len;
+            loop {
+                let b = (l & 0x7f) as u8;
+                l >>= 7;
+                if l == 0 { bytes.push(b); break; }
+                bytes.push(b | 0x80);
+            }
+            prop_assert!(Message::decode(&bytes, &WireLimits::default()).is_err());
+        }
+    }
+}

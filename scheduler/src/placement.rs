@@ -1,0 +1,423 @@
+//! Placement: filter and score candidate nodes for one slot, and explain why a slot is pending.
+//!
+//! Pure functions over a snapshot of node views; the coordinator ([`crate::Scheduler`]) feeds
+//! them its freshest knowledge (resource ads plus the live attempts it knows of, including its
+//! own in-flight proposals) and writes the result as an attempt. The target node re-checks
+//! everything at admission, so a stale view costs a rejection, never an overcommit.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::Serialize;
+use shoal_gossip::{Millis, Resources};
+
+use crate::hash::mix64;
+use crate::spec::{JobSpec, PlacementStrategy};
+
+/// A candidate node as the placer sees it.
+#[derive(Debug, Clone)]
+pub(crate) struct NodeView {
+    /// Node name.
+    pub(crate) name: String,
+    /// `name_hash(name)`.
+    pub(crate) hash: u64,
+    /// Advertised capacity.
+    pub(crate) capacity: Resources,
+    /// Advertised allocation (may lag; the placer takes the max with its own knowledge).
+    pub(crate) advertised: Resources,
+    /// Operator attributes.
+    pub(crate) attributes: BTreeMap<String, String>,
+    /// Accepts no new work.
+    pub(crate) draining: bool,
+}
+
+/// What one placement needs.
+#[derive(Debug)]
+pub(crate) struct Request<'a> {
+    /// The job.
+    pub(crate) spec: &'a JobSpec,
+    /// Stable hash of (job, slot): rotates candidate order and breaks score ties, so concurrent
+    /// coordinators spread over equally good nodes instead of colliding on one.
+    pub(crate) key_hash: u64,
+    /// Nodes already running a task of this job (`distinct_hosts` excludes them; spread counts).
+    pub(crate) job_tasks: &'a BTreeMap<String, u32>,
+    /// A node to avoid unless it is the only one (it just rejected this slot).
+    pub(crate) avoid: Option<&'a str>,
+    /// Stop after this many feasible candidates (the "power of k choices" at large N).
+    pub(crate) sample: usize,
+}
+
+/// Per-node filter outcome counts: why no node took a slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FilterReport {
+    /// Nodes examined (live, with a resource ad).
+    pub nodes: u32,
+    /// The per-task request.
+    pub request: Resources,
+    /// Nodes with too little free cpu.
+    pub lack_cpu: u32,
+    /// Nodes with too little free memory.
+    pub lack_memory: u32,
+    /// Nodes with too little free disk.
+    pub lack_disk: u32,
+    /// Nodes failing each constraint (`rack=r1` → 2).
+    pub constraints: BTreeMap<String, u32>,
+    /// Draining nodes.
+    pub draining: u32,
+    /// Nodes excluded by `distinct_hosts`.
+    pub distinct_hosts: u32,
+}
+
+impl fmt::Display for FilterReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let plural = |n: u32| if n == 1 { "node" } else { "nodes" };
+        let mut parts = Vec::new();
+        let r = &self.request;
+        if self.lack_cpu > 0 {
+            parts.push(format!(
+                "{} {} lack {}m cpu",
+                self.lack_cpu,
+                plural(self.lack_cpu),
+                r.cpu_millicores
+            ));
+        }
+        if self.lack_memory > 0 {
+            let n = self.lack_memory;
+            parts.push(format!(
+                "{n} {} lack {} MiB memory",
+                plural(n),
+                r.memory_mib
+            ));
+        }
+        if self.lack_disk > 0 {
+            let n = self.lack_disk;
+            parts.push(format!("{n} {} lack {} MiB disk", plural(n), r.disk_mib));
+        }
+        for (c, n) in &self.constraints {
+            parts.push(format!("{n} fail constraint {c}"));
+        }
+        if self.draining > 0 {
+            parts.push(format!("{} draining", self.draining));
+        }
+        if self.distinct_hosts > 0 {
+            parts.push(format!(
+                "{} already run a task of this job (distinct_hosts)",
+                self.distinct_hosts
+            ));
+        }
+        if parts.is_empty() {
+            return write!(f, "no eligible node among {}", self.nodes);
+        }
+        f.write_str(&parts.join(", "))
+    }
+}
+
+/// Why a slot has no running attempt.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum PendingReason {
+    /// No live member with a resource ad is known.
+    NoNodes,
+    /// Every node failed a filter.
+    NoFit(FilterReport),
+    /// Waiting before the next attempt.
+    Backoff {
+        /// When the slot is placed again.
+        until: Millis,
+        /// What happened to the previous attempt.
+        after: String,
+    },
+    /// A node fits; the slot's coordinator has not placed it yet.
+    Placing {
+        /// The coordinator's node name.
+        coordinator: String,
+    },
+}
+
+impl fmt::Display for PendingReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PendingReason::NoNodes => f.write_str("no live node has advertised resources"),
+            PendingReason::NoFit(r) => r.fmt(f),
+            PendingReason::Backoff { until, after } => write!(f, "{after}; retrying at {until}"),
+            PendingReason::Placing { coordinator } => {
+                write!(f, "being placed by coordinator {coordinator}")
+            }
+        }
+    }
+}
+
+/// Why a node fails a request, if it does. Resource shortfalls are all reported.
+#[derive(Debug, Default)]
+struct Verdict {
+    draining: bool,
+    distinct: bool,
+    constraint: Option<String>,
+    lack: [bool; 3],
+}
+
+impl Verdict {
+    fn fits(&self) -> bool {
+        !self.draining && !self.distinct && self.constraint.is_none() && self.lack == [false; 3]
+    }
+}
+
+fn judge(req: &Request<'_>, node: &NodeView, used: Resources) -> Verdict {
+    let want = req.spec.resources.to_resources();
+    let free = node.capacity.saturating_sub(&used);
+    Verdict {
+        draining: node.draining,
+        distinct: req.spec.wants_distinct_hosts() && req.job_tasks.contains_key(&node.name),
+        constraint: req
+            .spec
+            .failed_constraint(&node.name, &node.attributes)
+            .map(ToString::to_string),
+        lack: [
+            want.cpu_millicores > free.cpu_millicores,
+            want.memory_mib > free.memory_mib,
+            want.disk_mib > free.disk_mib,
+        ],
+    }
+}
+
+fn record(report: &mut FilterReport, v: Verdict) {
+    if v.draining {
+        report.draining += 1;
+    } else if v.distinct {
+        report.distinct_hosts += 1;
+    } else if let Some(c) = v.constraint {
+        *report.constraints.entry(c).or_default() += 1;
+    } else {
+        report.lack_cpu += u32::from(v.lack[0]);
+        report.lack_memory += u32::from(v.lack[1]);
+        report.lack_disk += u32::from(v.lack[2]);
+    }
+}
+
+/// Permille utilisation of the scarcer of cpu and memory after adding `want`.
+fn utilisation(node: &NodeView, used: Resources, want: Resources) -> u64 {
+    let after = used.saturating_add(&want);
+    let ratio = |u: u64, c: u64| u.saturating_mul(1000).checked_div(c).unwrap_or(1000);
+    ratio(after.cpu_millicores, node.capacity.cpu_millicores)
+        .max(ratio(after.memory_mib, node.capacity.memory_mib))
+}
+
+/// Choose a node for one slot, or explain why none fits. `used(node)` is the placer's best
+/// knowledge of what is allocated there. Deterministic for equal inputs.
+pub(crate) fn place<'n>(
+    req: &Request<'_>,
+    nodes: &'n [NodeView],
+    used: impl Fn(&NodeView) -> Resources,
+) -> Result<&'n NodeView, PendingReason> {
+    if nodes.is_empty() {
+        return Err(PendingReason::NoNodes);
+    }
+    let want = req.spec.resources.to_resources();
+    let mut report = FilterReport {
+        request: want,
+        ..FilterReport::default()
+    };
+    let mut feasible: Vec<(&NodeView, Resources)> = Vec::new();
+    let start = usize::try_from(req.key_hash % nodes.len() as u64).unwrap_or(0);
+    for node in nodes[start..].iter().chain(&nodes[..start]) {
+        let u = used(node);
+        let verdict = judge(req, node, u);
+        report.nodes += 1;
+        if verdict.fits() {
+            feasible.push((node, u));
+            if feasible.len() >= req.sample.max(2) {
+                break;
+            }
+        } else {
+            record(&mut report, verdict);
+        }
+    }
+    if let (Some(avoid), true) = (req.avoid, feasible.len() > 1) {
+        feasible.retain(|(n, _)| n.name != avoid);
+    }
+    let score = |(node, u): &(&NodeView, Resources)| -> (i64, i64, u64) {
+        let util = i64::try_from(utilisation(node, *u, want)).unwrap_or(i64::MAX);
+        let tie = mix64(req.key_hash ^ node.hash);
+        match req.spec.placement {
+            PlacementStrategy::Binpack => (util, 0, tie),
+            PlacementStrategy::Spread => {
+                let tasks = i64::from(req.job_tasks.get(&node.name).copied().unwrap_or(0));
+                (-tasks, -util, tie)
+            }
+        }
+    };
+    feasible
+        .iter()
+        .max_by_key(|c| score(c))
+        .map(|(n, _)| *n)
+        .ok_or(PendingReason::NoFit(report))
+}
+
+/// Names of nodes a set of live attempts occupy, with task counts.
+pub(crate) fn count_by_node<'a>(
+    targets: impl IntoIterator<Item = &'a str>,
+) -> BTreeMap<String, u32> {
+    let mut m = BTreeMap::new();
+    for t in targets {
+        *m.entry(t.to_string()).or_insert(0) += 1;
+    }
+    m
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hash::name_hash;
+    use std::collections::BTreeSet;
+
+    fn node(name: &str, cpu: u64, mem: u64, rack: &str) -> NodeView {
+        NodeView {
+            name: name.into(),
+            hash: name_hash(name),
+            capacity: Resources {
+                cpu_millicores: cpu,
+                memory_mib: mem,
+                disk_mib: 0,
+            },
+            advertised: Resources::default(),
+            attributes: [("rack".to_string(), rack.to_string())].into(),
+            draining: false,
+        }
+    }
+
+    fn spec(extra: &str) -> JobSpec {
+        JobSpec::from_toml_str(&format!(
+            "id = \"j\"\ntype = \"service\"\ncommand = \"x\"\nresources = {{ cpu = 2000, memory = 100 }}\n{extra}"
+        ))
+        .unwrap()
+    }
+
+    fn req<'a>(spec: &'a JobSpec, tasks: &'a BTreeMap<String, u32>, key: u64) -> Request<'a> {
+        Request {
+            spec,
+            key_hash: key,
+            job_tasks: tasks,
+            avoid: None,
+            sample: 8,
+        }
+    }
+
+    #[test]
+    fn binpack_prefers_the_fullest_node_that_fits() {
+        let nodes = vec![
+            node("a", 4000, 1000, "r1"),
+            node("b", 4000, 1000, "r1"),
+            node("c", 4000, 1000, "r1"),
+        ];
+        let used = |n: &NodeView| match n.name.as_str() {
+            "a" => Resources {
+                cpu_millicores: 1000,
+                memory_mib: 0,
+                disk_mib: 0,
+            },
+            "b" => Resources {
+                cpu_millicores: 3000,
+                memory_mib: 0,
+                disk_mib: 0,
+            },
+            _ => Resources::default(),
+        };
+        let s = spec("");
+        let tasks = BTreeMap::new();
+        for key in 0..20 {
+            assert_eq!(
+                place(&req(&s, &tasks, key), &nodes, used).unwrap().name,
+                "a"
+            );
+        }
+        let s = spec("placement = \"spread\"");
+        let tasks = count_by_node(["a", "a", "c"]);
+        assert_eq!(
+            place(&req(&s, &tasks, 1), &nodes, |_| Resources::default())
+                .unwrap()
+                .name,
+            "b"
+        );
+    }
+
+    #[test]
+    fn pending_reason_counts_every_filter() {
+        let mut nodes = vec![
+            node("a", 1000, 1000, "r1"),
+            node("b", 1000, 1000, "r1"),
+            node("c", 1000, 1000, "r1"),
+            node("d", 8000, 8000, "r2"),
+            node("e", 8000, 8000, "r2"),
+            node("f", 8000, 8000, "r1"),
+        ];
+        nodes[5].draining = true;
+        let s = spec("constraints = [\"rack == r1\"]");
+        let tasks = BTreeMap::new();
+        let err = place(&req(&s, &tasks, 3), &nodes, |_| Resources::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "3 nodes lack 2000m cpu, 2 fail constraint rack=r1, 1 draining"
+        );
+        assert_eq!(
+            place(&req(&s, &tasks, 3), &[], |_| Resources::default()).unwrap_err(),
+            PendingReason::NoNodes
+        );
+    }
+
+    #[test]
+    fn distinct_hosts_and_avoid() {
+        let nodes = vec![node("a", 8000, 1000, "r1"), node("b", 8000, 1000, "r1")];
+        let s = spec("distinct_hosts = true");
+        let tasks = count_by_node(["a"]);
+        assert_eq!(
+            place(&req(&s, &tasks, 0), &nodes, |_| Resources::default())
+                .unwrap()
+                .name,
+            "b"
+        );
+        let tasks = count_by_node(["a", "b"]);
+        let e = place(&req(&s, &tasks, 0), &nodes, |_| Resources::default()).unwrap_err();
+        assert!(e.to_string().contains("distinct_hosts"), "{e}");
+        let s = spec("");
+        let none = BTreeMap::new();
+        let mut r = req(&s, &none, 0);
+        let first = place(&r, &nodes, |_| Resources::default())
+            .unwrap()
+            .name
+            .clone();
+        r.avoid = Some(&first);
+        assert_ne!(
+            place(&r, &nodes, |_| Resources::default()).unwrap().name,
+            first
+        );
+        // Avoiding the only candidate still places.
+        r.avoid = Some("a");
+        assert_eq!(
+            place(&r, &nodes[..1], |_| Resources::default())
+                .unwrap()
+                .name,
+            "a"
+        );
+    }
+
+    #[test]
+    fn sampling_bounds_the_scan() {
+        let nodes: Vec<NodeView> = (0..1000)
+            .map(|i| node(&format!("n{i:04}"), 8000, 8000, "r1"))
+            .collect();
+        let s = spec("");
+        let tasks = BTreeMap::new();
+        let picks: BTreeSet<String> = (0..50)
+            .map(|k| {
+                place(&req(&s, &tasks, mix64(k)), &nodes, |_| Resources::default())
+                    .unwrap()
+                    .name
+                    .clone()
+            })
+            .collect();
+        assert!(
+            picks.len() > 40,
+            "placements should spread over equally empty nodes"
+        );
+    }
+}

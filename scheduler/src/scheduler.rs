@@ -1,0 +1,916 @@
+//! The [`Scheduler`]: one per node, driven by its shell. This file holds the driving API, the
+//! replication protocol and persistence; `coordinator.rs` holds placement, admission, fencing,
+//! repair and GC; `view.rs` the read side.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use serde::{Deserialize, Serialize};
+use shoal_gossip::{MemberInfo, MemberStatus, Millis, Resources};
+
+use crate::config::{SchedulerConfig, ms};
+use crate::hash::{Rng, StableHasher, name_hash};
+use crate::ids::{ActorId, AttemptId, Dot, HlcClock, SlotKey, Stamp, TaskKey, VersionVector};
+use crate::message::Message;
+use crate::placement::{NodeView, PendingReason};
+use crate::spec::{JobSpec, NeverFitsError, SpecError};
+use crate::table::{JobEntry, JobKey, Op, OpBody, Received, Replica, ReplicaLimits, Tables};
+
+/// An instruction for the local executor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExecCommand {
+    /// Start a process for an admitted attempt. Report `Started`, then how it ended.
+    Start {
+        /// The attempt.
+        task: TaskKey,
+        /// Program.
+        command: String,
+        /// Arguments.
+        args: Vec<String>,
+        /// Environment.
+        env: BTreeMap<String, String>,
+        /// Working directory, if the job set one.
+        workdir: Option<String>,
+        /// Reserved resources (limits to enforce where the host allows).
+        resources: Resources,
+    },
+    /// Stop a process (SIGTERM, then SIGKILL after the grace period). Report `Killed` (or how
+    /// it ended if it exited first). Also sent for tasks that never started.
+    Kill {
+        /// The attempt.
+        task: TaskKey,
+        /// Why.
+        reason: KillReason,
+    },
+}
+
+/// Why the scheduler wants a local task dead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillReason {
+    /// The job was stopped.
+    Stopped,
+    /// A newer attempt of the slot exists (fencing).
+    Superseded,
+    /// The job's count shrank below this slot.
+    ScaledDown,
+    /// The coordinator declared the attempt lost while this node was unreachable.
+    Lost,
+    /// The job (incarnation) is gone.
+    JobGone,
+    /// A process found on restart that the tables do not know as running here.
+    Orphaned,
+}
+
+/// What the local executor observed about a task.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TaskEvent {
+    /// The process runs.
+    Started {
+        /// OS process id.
+        pid: u32,
+    },
+    /// The process exited by itself.
+    Exited {
+        /// Exit code (negative: killed by that signal).
+        code: i32,
+    },
+    /// The process could not be started, or died abnormally.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The process was killed on our request.
+    Killed,
+}
+
+/// Proof of a local write, to wait for its durability with [`Scheduler::is_durable`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Job id.
+    pub job: String,
+    /// The job write's stamp (its version).
+    pub version: Stamp,
+    /// The write's dot.
+    pub dot: Dot,
+}
+
+/// Why a submission was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The spec is invalid.
+    #[error(transparent)]
+    Invalid(#[from] SpecError),
+    /// No current member could ever host one task.
+    #[error(transparent)]
+    NeverFits(#[from] NeverFitsError),
+}
+
+/// Why a stop was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum StopError {
+    /// No such job.
+    #[error("no job `{0}`")]
+    NotFound(String),
+}
+
+/// Why a snapshot could not be restored.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RestoreError {
+    /// Not a snapshot.
+    #[error("malformed snapshot: {0}")]
+    Malformed(String),
+    /// Written by a newer version.
+    #[error("snapshot format {0} is not supported")]
+    Format(u32),
+    /// Written by another node.
+    #[error("snapshot belongs to node `{found}`, not `{expected}`")]
+    WrongNode {
+        /// Name in the snapshot.
+        found: String,
+        /// Name asked for.
+        expected: String,
+    },
+}
+
+/// Counters of one scheduler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct Stats {
+    /// Rows in the replicated tables (jobs, attempts, states, tombstones).
+    pub table_rows: usize,
+    /// Ops received out of order and waiting for their predecessors.
+    pub buffered_ops: usize,
+    /// Tasks admitted here and not yet dead.
+    pub local_tasks: usize,
+    /// Slots this node coordinates that found no room.
+    pub pending_slots: usize,
+    /// Ops written by this incarnation.
+    pub ops_written: u64,
+}
+
+/// Current snapshot format.
+const SNAPSHOT_FORMAT: u32 = 1;
+
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    format: u32,
+    node: String,
+    hlc: HlcClock,
+    tables: Tables,
+}
+
+/// A local task: admitted here and not yet known to be dead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LocalTask {
+    pub(crate) resources: Resources,
+    pub(crate) killing: bool,
+}
+
+/// A scheduled wake-up.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Wake {
+    /// Unfinished work from a busy call.
+    Work,
+    /// Send a digest.
+    AntiEntropy,
+    /// Re-examine slots that found no room.
+    PendingRetry,
+    /// A slot's back-off ends.
+    Slot(SlotKey),
+    /// A job's GC grace ends.
+    Job(String),
+    /// Check tombstones.
+    Tombstones,
+}
+
+/// Dirty sets: what to re-examine.
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    pub(crate) everything: bool,
+    pub(crate) jobs: BTreeSet<String>,
+    pub(crate) slots: BTreeSet<SlotKey>,
+}
+
+impl Work {
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.everything && self.jobs.is_empty() && self.slots.is_empty()
+    }
+}
+
+/// A slot waiting out a back-off, keyed to the attempt that ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Retry {
+    pub(crate) after: AttemptId,
+    pub(crate) at: Millis,
+}
+
+/// The membership as last reported, with derived lists.
+#[derive(Debug, Default)]
+pub(crate) struct Members {
+    pub(crate) all: BTreeMap<String, MemberInfo>,
+    /// Alive or suspect (coordinators are chosen among these), with name hashes, sorted.
+    pub(crate) live: Vec<(String, u64)>,
+    /// Placement candidates: alive, with a resource ad, not left.
+    pub(crate) nodes: Vec<NodeView>,
+}
+
+impl Members {
+    /// Declared down or gone: its live attempts are lost.
+    pub(crate) fn is_down(&self, name: &str) -> bool {
+        self.all.get(name).is_some_and(|m| {
+            matches!(m.status, MemberStatus::Down | MemberStatus::Left)
+                || m.ad.as_ref().is_some_and(|a| a.left)
+        })
+    }
+}
+
+/// The sans-IO scheduler core of one node.
+///
+/// # Driving it
+///
+/// The shell owns one `Scheduler` and calls, in any interleaving but one call at a time:
+///
+/// 1. **Inputs** — `handle_members` after every membership or resource-ad change (the full
+///    view, this node included), `handle_message` for every message from a peer,
+///    `handle_task_event` for every executor observation, `handle_timeout` when the deadline
+///    from `poll_timeout` passes, and the commands `submit` / `stop_job`.
+/// 2. **Outputs, after every input** — drain `poll_message` (send each reliably to the named
+///    peer, in order per peer when possible; loss is repaired by anti-entropy) and
+///    `poll_command` (apply to the executor in order), then re-read `poll_timeout`.
+/// 3. **Persistence** — after `submit`/`stop_job` (and periodically) store `snapshot()`; a
+///    submission is acknowledged to the client once stored *and* `is_durable` holds. On start,
+///    `restore` the snapshot, then call `handle_recovered_tasks` with the processes found.
+///
+/// `now` must not go backwards (it is clamped if it does). Nothing here reads a clock, spawns a
+/// thread or draws OS randomness: equal inputs and seed give equal outputs.
+#[derive(Debug)]
+pub struct Scheduler {
+    pub(crate) node: String,
+    pub(crate) actor: ActorId,
+    pub(crate) config: SchedulerConfig,
+    pub(crate) rng: Rng,
+    pub(crate) hlc: HlcClock,
+    pub(crate) counter: u64,
+    pub(crate) replica: Replica,
+    pub(crate) members: Members,
+    /// Target side: tasks admitted here and not yet dead.
+    pub(crate) ledger: BTreeMap<AttemptId, LocalTask>,
+    /// Target side: proposals awaiting admission, in arrival order.
+    pub(crate) admission: VecDeque<AttemptId>,
+    /// Target side: proposals for a job (version) not received yet.
+    pub(crate) deferred: BTreeSet<AttemptId>,
+    pub(crate) work: Work,
+    pub(crate) retry: BTreeMap<SlotKey, Retry>,
+    pub(crate) timers: BTreeSet<(Millis, Wake)>,
+    pub(crate) pending_retry_armed: bool,
+    /// Coordinator side: slots that found no room, with the reason.
+    pub(crate) pending: BTreeMap<SlotKey, PendingReason>,
+    pub(crate) finished_since: BTreeMap<JobKey, Millis>,
+    /// Batch slots below this index were final when last checked (GC scan cursor).
+    pub(crate) done_cursor: BTreeMap<JobKey, u32>,
+    pub(crate) tombstones: BTreeMap<JobKey, (Millis, VersionVector)>,
+    pub(crate) peer_clocks: BTreeMap<String, VersionVector>,
+    /// Highest counter of our actor each peer acknowledged.
+    pub(crate) acks: BTreeMap<String, u64>,
+    pub(crate) push: Vec<Op>,
+    pub(crate) outbox: VecDeque<(String, Message)>,
+    pub(crate) commands: VecDeque<ExecCommand>,
+    pub(crate) now: Millis,
+    pub(crate) started: bool,
+}
+
+impl Scheduler {
+    /// A scheduler with empty tables for node `node`. `seed` drives every random choice
+    /// (actor incarnation, jitter, anti-entropy peers); use a fresh OS-random seed per start in
+    /// production and a derived one in simulation.
+    #[must_use]
+    pub fn new(node: String, config: SchedulerConfig, seed: u64) -> Self {
+        let mut rng = Rng::new(seed);
+        let actor = ActorId {
+            node: node.clone(),
+            incarnation: rng.next_u64(),
+        };
+        let limits = ReplicaLimits {
+            log_per_actor: config.op_log_per_actor.get(),
+            pending_per_actor: config.pending_ops_per_actor.get(),
+        };
+        let mut s = Self {
+            node,
+            actor,
+            config,
+            rng,
+            hlc: HlcClock::default(),
+            counter: 0,
+            replica: Replica::new(Tables::default(), limits),
+            members: Members::default(),
+            ledger: BTreeMap::new(),
+            admission: VecDeque::new(),
+            deferred: BTreeSet::new(),
+            work: Work::default(),
+            retry: BTreeMap::new(),
+            timers: BTreeSet::new(),
+            pending_retry_armed: false,
+            pending: BTreeMap::new(),
+            finished_since: BTreeMap::new(),
+            done_cursor: BTreeMap::new(),
+            tombstones: BTreeMap::new(),
+            peer_clocks: BTreeMap::new(),
+            acks: BTreeMap::new(),
+            push: Vec::new(),
+            outbox: VecDeque::new(),
+            commands: VecDeque::new(),
+            now: Millis(0),
+            started: false,
+        };
+        s.set_members(&[]);
+        s
+    }
+
+    /// This node's name.
+    #[must_use]
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
+    /// The actor this incarnation writes as.
+    #[must_use]
+    pub fn actor(&self) -> &ActorId {
+        &self.actor
+    }
+
+    /// The replicated tables (read-only), e.g. for convergence checks in the simulator.
+    #[must_use]
+    pub fn tables(&self) -> &Tables {
+        self.replica.tables()
+    }
+
+    /// Resources admitted on this node and not yet released: advertise this as `allocated`.
+    #[must_use]
+    pub fn local_allocated(&self) -> Resources {
+        self.ledger.values().fold(Resources::default(), |acc, t| {
+            acc.saturating_add(&t.resources)
+        })
+    }
+
+    /// Counters for metrics and simulation reports.
+    #[must_use]
+    pub fn stats(&self) -> Stats {
+        Stats {
+            table_rows: self.tables().row_count(),
+            buffered_ops: self.replica.pending_len(),
+            local_tasks: self.ledger.len(),
+            pending_slots: self.pending.len(),
+            ops_written: self.counter,
+        }
+    }
+
+    /// Tasks admitted on this node and not yet known dead, with their reservations.
+    pub fn local_tasks(&self) -> impl Iterator<Item = (&TaskKey, Resources)> {
+        self.ledger.iter().map(|(k, t)| (k, t.resources))
+    }
+
+    // ---- inputs -------------------------------------------------------------------------
+
+    /// The full membership view after any change (this node may be absent; it is then
+    /// assumed alive without a resource ad).
+    pub fn handle_members(&mut self, now: Millis, members: &[MemberInfo]) {
+        self.tick(now);
+        let before: Vec<(String, MemberStatus)> = self.statuses();
+        self.set_members(members);
+        if before != self.statuses() {
+            self.work.everything = true;
+        } else {
+            self.retry_pending_soon();
+        }
+        self.reconcile();
+    }
+
+    fn statuses(&self) -> Vec<(String, MemberStatus)> {
+        self.members
+            .all
+            .iter()
+            .map(|(n, m)| (n.clone(), m.status))
+            .collect()
+    }
+
+    fn set_members(&mut self, members: &[MemberInfo]) {
+        let mut all: BTreeMap<String, MemberInfo> = members
+            .iter()
+            .map(|m| (m.id.name.clone(), m.clone()))
+            .collect();
+        if let Some(me) = all.get_mut(&self.node) {
+            me.status = MemberStatus::Alive;
+        }
+        let mut live: Vec<(String, u64)> = all
+            .values()
+            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+            .filter(|m| !m.ad.as_ref().is_some_and(|a| a.left))
+            .map(|m| (m.id.name.clone(), name_hash(&m.id.name)))
+            .collect();
+        if !all.contains_key(&self.node) {
+            live.push((self.node.clone(), name_hash(&self.node)));
+            live.sort();
+        }
+        let nodes = all
+            .values()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .filter_map(|m| m.ad.as_ref().map(|ad| (m, ad)))
+            .filter(|(_, ad)| !ad.left)
+            .map(|(m, ad)| NodeView {
+                name: m.id.name.clone(),
+                hash: name_hash(&m.id.name),
+                capacity: ad.capacity,
+                advertised: ad.allocated,
+                attributes: ad.attributes.clone(),
+                draining: ad.draining,
+            })
+            .collect();
+        self.members = Members { all, live, nodes };
+    }
+
+    /// Submit (or update) a job. Writes it locally and replicates it; placement starts at once.
+    /// Re-submitting an identical spec of a running job changes nothing.
+    pub fn submit(&mut self, now: Millis, spec: JobSpec) -> Result<Receipt, SubmitError> {
+        self.tick(now);
+        spec.validate_with(&self.config.spec_limits)?;
+        spec.check_can_ever_fit(self.members.all.values())?;
+        let existing = self.tables().job(&spec.id).map(|(inc, e)| (inc, e.clone()));
+        if let Some((_, e)) = existing
+            .as_ref()
+            .filter(|(_, e)| e.spec == spec && !e.stopped)
+        {
+            let version = e.stamp.clone();
+            return Ok(Receipt {
+                job: spec.id,
+                version,
+                dot: self.last_dot(),
+            });
+        }
+        let stamp = self.stamp();
+        let incarnation = match &existing {
+            Some((inc, _)) => *inc,
+            None => incarnation_of(&spec.id, &stamp),
+        };
+        let entry = JobEntry {
+            stamp: stamp.clone(),
+            epoch: stamp.clone(),
+            spec,
+            stopped: false,
+        };
+        let job = entry.spec.id.clone();
+        let dot = self.write(OpBody::Job { incarnation, entry });
+        self.reconcile();
+        Ok(Receipt {
+            job,
+            version: stamp,
+            dot,
+        })
+    }
+
+    /// Stop a job: every task is killed, nothing is placed; the job is purged after
+    /// `gc_grace`. Stopping a stopped job changes nothing.
+    pub fn stop_job(&mut self, now: Millis, id: &str) -> Result<Receipt, StopError> {
+        self.tick(now);
+        let (incarnation, cur) = self
+            .tables()
+            .job(id)
+            .map(|(inc, e)| (inc, e.clone()))
+            .ok_or_else(|| StopError::NotFound(id.to_string()))?;
+        if cur.stopped {
+            return Ok(Receipt {
+                job: id.to_string(),
+                version: cur.stamp,
+                dot: self.last_dot(),
+            });
+        }
+        let stamp = self.stamp();
+        let entry = JobEntry {
+            stamp: stamp.clone(),
+            stopped: true,
+            ..cur
+        };
+        let dot = self.write(OpBody::Job { incarnation, entry });
+        self.reconcile();
+        Ok(Receipt {
+            job: id.to_string(),
+            version: stamp,
+            dot,
+        })
+    }
+
+    /// A message from peer `from`.
+    pub fn handle_message(&mut self, now: Millis, from: &str, msg: Message) {
+        self.tick(now);
+        match msg {
+            Message::Ops { ops } => self.receive_ops(from, ops),
+            Message::Digest { clock, reply } => self.receive_digest(from, clock, reply),
+            Message::State { tables } => self.receive_state(*tables),
+            Message::Ack { actor, counter } => {
+                if actor == self.actor {
+                    let a = self.acks.entry(from.to_string()).or_default();
+                    *a = (*a).max(counter);
+                }
+            }
+        }
+        self.reconcile();
+    }
+
+    /// An observation of the local executor about one task.
+    pub fn handle_task_event(&mut self, now: Millis, task: TaskKey, event: TaskEvent) {
+        self.tick(now);
+        let state = match event {
+            TaskEvent::Started { .. } => crate::table::AttemptState::Running,
+            TaskEvent::Exited { code } => crate::table::AttemptState::Exited { code },
+            TaskEvent::Failed { reason } => crate::table::AttemptState::Failed { reason },
+            TaskEvent::Killed => crate::table::AttemptState::Killed,
+        };
+        if !state.is_live() {
+            self.ledger.remove(&task);
+        }
+        self.write_state_if_mine(&task, state);
+        self.reconcile();
+    }
+
+    /// After a restart: the processes the executor found still running. Tasks the tables
+    /// expect here but that are gone are marked failed; processes that should not run are
+    /// killed.
+    pub fn handle_recovered_tasks(&mut self, now: Millis, running: &[TaskKey]) {
+        self.tick(now);
+        let found: BTreeSet<&TaskKey> = running.iter().collect();
+        let gone: Vec<AttemptId> = self
+            .ledger
+            .keys()
+            .filter(|k| !found.contains(k))
+            .cloned()
+            .collect();
+        for id in gone {
+            self.ledger.remove(&id);
+            let reason = "process not found after agent restart".to_string();
+            self.write_state_if_mine(&id, crate::table::AttemptState::Failed { reason });
+        }
+        for task in running {
+            if !self.ledger.contains_key(task) {
+                self.commands.push_back(ExecCommand::Kill {
+                    task: task.clone(),
+                    reason: KillReason::Orphaned,
+                });
+            }
+        }
+        self.work.everything = true;
+        self.reconcile();
+    }
+
+    /// The deadline from [`Scheduler::poll_timeout`] passed.
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.tick(now);
+        while let Some((at, _)) = self.timers.first() {
+            if *at > self.now {
+                break;
+            }
+            let Some((_, wake)) = self.timers.pop_first() else {
+                break;
+            };
+            self.wake(wake);
+        }
+        self.reconcile();
+    }
+
+    fn wake(&mut self, wake: Wake) {
+        match wake {
+            Wake::Work => {}
+            Wake::AntiEntropy => {
+                self.send_digest_to_random_peer();
+                let at = self.now.plus(self.config.anti_entropy_interval);
+                self.timers.insert((at, Wake::AntiEntropy));
+            }
+            Wake::PendingRetry => {
+                self.pending_retry_armed = false;
+                let keys: Vec<SlotKey> = self.pending.keys().cloned().collect();
+                self.work.slots.extend(keys);
+            }
+            Wake::Slot(key) => {
+                self.work.slots.insert(key);
+            }
+            Wake::Job(job) => {
+                self.work.jobs.insert(job);
+            }
+            Wake::Tombstones => {
+                self.collect_tombstones();
+                let at = self.now.plus(self.config.tombstone_check_interval);
+                self.timers.insert((at, Wake::Tombstones));
+            }
+        }
+    }
+
+    // ---- outputs ------------------------------------------------------------------------
+
+    /// When to call [`Scheduler::handle_timeout`] next.
+    #[must_use]
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        self.timers.first().map(|(at, _)| *at)
+    }
+
+    /// The next message to send reliably to a peer (by node name).
+    pub fn poll_message(&mut self) -> Option<(String, Message)> {
+        self.flush_push();
+        self.outbox.pop_front()
+    }
+
+    /// The next instruction for the local executor.
+    pub fn poll_command(&mut self) -> Option<ExecCommand> {
+        self.commands.pop_front()
+    }
+
+    /// Whether a write is durable in the cluster: at least one other live member acknowledged
+    /// holding it, or this node has no live peer. (Local persistence is the shell's half: store
+    /// a snapshot taken after the write.)
+    #[must_use]
+    pub fn is_durable(&self, receipt: &Receipt) -> bool {
+        if receipt.dot.actor != self.actor {
+            return false;
+        }
+        let mut peers = self.live_peers().peekable();
+        if peers.peek().is_none() {
+            return true;
+        }
+        peers.any(|p| self.acks.get(p).is_some_and(|c| *c >= receipt.dot.counter))
+    }
+
+    // ---- persistence --------------------------------------------------------------------
+
+    /// Everything needed to restart: the tables and the clock (op logs are not kept; peers
+    /// fall back to state transfer for what a restarted node cannot serve).
+    #[must_use]
+    pub fn snapshot(&self) -> Vec<u8> {
+        let snap = Snapshot {
+            format: SNAPSHOT_FORMAT,
+            node: self.node.clone(),
+            hlc: self.hlc.clone(),
+            tables: self.tables().clone(),
+        };
+        postcard::to_stdvec(&snap).unwrap_or_default()
+    }
+
+    /// Rebuild a scheduler from [`Scheduler::snapshot`]. It writes as a new actor (so it can
+    /// never reuse a dot sent before the crash) and considers every attempt admitted here as
+    /// still running until [`Scheduler::handle_recovered_tasks`] says otherwise.
+    pub fn restore(
+        node: String,
+        config: SchedulerConfig,
+        seed: u64,
+        bytes: &[u8],
+    ) -> Result<Self, RestoreError> {
+        let snap: Snapshot =
+            postcard::from_bytes(bytes).map_err(|e| RestoreError::Malformed(e.to_string()))?;
+        if snap.format != SNAPSHOT_FORMAT {
+            return Err(RestoreError::Format(snap.format));
+        }
+        if snap.node != node {
+            return Err(RestoreError::WrongNode {
+                found: snap.node,
+                expected: node,
+            });
+        }
+        let mut s = Scheduler::new(node, config, seed);
+        while snap.tables.clock().get(&s.actor) > 0 {
+            s.actor.incarnation = s.rng.next_u64();
+        }
+        s.hlc = snap.hlc;
+        s.replica = Replica::new(
+            snap.tables,
+            ReplicaLimits {
+                log_per_actor: s.config.op_log_per_actor.get(),
+                pending_per_actor: s.config.pending_ops_per_actor.get(),
+            },
+        );
+        s.rebuild_ledger();
+        Ok(s)
+    }
+
+    fn rebuild_ledger(&mut self) {
+        let tables = self.replica.tables();
+        let mine: Vec<(AttemptId, Resources)> = tables
+            .assignments()
+            .filter(|(id, a)| {
+                a.target == self.node
+                    && matches!(
+                        tables.state(id),
+                        crate::table::AttemptState::Admitted | crate::table::AttemptState::Running
+                    )
+            })
+            .map(|(id, a)| (id.clone(), a.resources))
+            .collect();
+        for (id, resources) in mine {
+            self.ledger.insert(
+                id,
+                LocalTask {
+                    resources,
+                    killing: false,
+                },
+            );
+        }
+    }
+
+    // ---- replication --------------------------------------------------------------------
+
+    /// Advance time and arm the periodic timers on first use.
+    fn tick(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+        if !self.started {
+            self.started = true;
+            let jitter = self.rng.below(ms(self.config.anti_entropy_interval).max(1));
+            self.timers
+                .insert((self.now.plus_ms(jitter), Wake::AntiEntropy));
+            let at = self.now.plus(self.config.tombstone_check_interval);
+            self.timers.insert((at, Wake::Tombstones));
+        }
+    }
+
+    fn stamp(&mut self) -> Stamp {
+        Stamp {
+            hlc: self.hlc.tick(self.now),
+            actor: self.actor.clone(),
+        }
+    }
+
+    fn last_dot(&self) -> Dot {
+        Dot::new(self.actor.clone(), self.counter)
+    }
+
+    /// Write a local op: apply it through the replica (same path as remote ops) and queue it
+    /// for every live peer.
+    pub(crate) fn write(&mut self, body: OpBody) -> Dot {
+        self.counter += 1;
+        let dot = Dot::new(self.actor.clone(), self.counter);
+        let op = Op {
+            dot: dot.clone(),
+            body,
+        };
+        let outcome = self.replica.receive(op.clone());
+        debug_assert_eq!(outcome, Received::Applied, "own op must apply in order");
+        self.push.push(op);
+        dot
+    }
+
+    pub(crate) fn live_peers(&self) -> impl Iterator<Item = &String> {
+        self.members
+            .live
+            .iter()
+            .map(|(n, _)| n)
+            .filter(|n| **n != self.node)
+    }
+
+    fn flush_push(&mut self) {
+        if self.push.is_empty() {
+            return;
+        }
+        let ops = std::mem::take(&mut self.push);
+        let peers: Vec<String> = self.live_peers().cloned().collect();
+        for chunk in ops.chunks(self.config.max_ops_per_message.get()) {
+            for peer in &peers {
+                self.outbox.push_back((
+                    peer.clone(),
+                    Message::Ops {
+                        ops: chunk.to_vec(),
+                    },
+                ));
+            }
+        }
+    }
+
+    fn receive_ops(&mut self, from: &str, ops: Vec<Op>) {
+        let mut actors = BTreeSet::new();
+        let mut overflow = false;
+        for op in ops {
+            if let OpBody::Job { entry, .. } = &op.body {
+                self.hlc.observe(entry.stamp.hlc);
+            }
+            actors.insert(op.dot.actor.clone());
+            overflow |= self.replica.receive(op) == Received::Overflow;
+        }
+        for actor in actors {
+            if actor.node != self.node {
+                let counter = self.tables().clock().get(&actor);
+                self.outbox
+                    .push_back((actor.node.clone(), Message::Ack { actor, counter }));
+            }
+        }
+        if overflow {
+            let clock = self.tables().clock().clone();
+            self.outbox.push_back((
+                from.to_string(),
+                Message::Digest {
+                    clock,
+                    reply: false,
+                },
+            ));
+        }
+    }
+
+    fn receive_digest(&mut self, from: &str, clock: VersionVector, reply: bool) {
+        let acked = clock.get(&self.actor);
+        let a = self.acks.entry(from.to_string()).or_default();
+        *a = (*a).max(acked);
+        let max = self
+            .config
+            .wire
+            .max_ops
+            .min(self.config.max_ops_per_message.get() * 64);
+        match self.replica.missing_for(&clock, max) {
+            Some(ops) => {
+                for chunk in ops.chunks(self.config.max_ops_per_message.get()) {
+                    self.outbox.push_back((
+                        from.to_string(),
+                        Message::Ops {
+                            ops: chunk.to_vec(),
+                        },
+                    ));
+                }
+            }
+            None => {
+                let tables = Box::new(self.tables().clone());
+                self.outbox
+                    .push_back((from.to_string(), Message::State { tables }));
+            }
+        }
+        let mine = self.tables().clock();
+        let lacking = clock.iter().any(|d| d.counter > mine.get(d.actor));
+        if reply && lacking {
+            let clock = mine.clone();
+            self.outbox.push_back((
+                from.to_string(),
+                Message::Digest {
+                    clock,
+                    reply: false,
+                },
+            ));
+        }
+        self.peer_clocks.insert(from.to_string(), clock);
+    }
+
+    fn receive_state(&mut self, tables: Tables) {
+        if let Some(max) = tables.jobs().map(|(_, e)| e.stamp.hlc).max() {
+            self.hlc.observe(max);
+        }
+        self.replica.merge_state(tables);
+    }
+
+    fn send_digest_to_random_peer(&mut self) {
+        let peers: Vec<String> = self.live_peers().cloned().collect();
+        if peers.is_empty() {
+            return;
+        }
+        let i = usize::try_from(self.rng.below(peers.len() as u64)).unwrap_or(0);
+        let clock = self.tables().clock().clone();
+        self.outbox
+            .push_back((peers[i].clone(), Message::Digest { clock, reply: true }));
+    }
+
+    /// Drop tombstones older than the retention that every live peer is known to hold.
+    fn collect_tombstones(&mut self) {
+        let purged: Vec<JobKey> = self.tables().purged().iter().cloned().collect();
+        self.tombstones.retain(|k, _| purged.contains(k));
+        let retention = ms(self.config.tombstone_retention);
+        let mut drop = Vec::new();
+        for key in purged {
+            let clock = self.tables().clock().clone();
+            let (seen, at_seen) = self
+                .tombstones
+                .entry(key.clone())
+                .or_insert((self.now, clock));
+            let old = self.now.since(*seen) >= retention;
+            let everywhere = self
+                .members
+                .live
+                .iter()
+                .filter(|(n, _)| *n != self.node)
+                .all(|(n, _)| self.peer_clocks.get(n).is_some_and(|c| c >= at_seen));
+            if old && everywhere {
+                drop.push(key);
+            }
+        }
+        for key in drop {
+            self.tombstones.remove(&key);
+            self.replica.drop_tombstone(&key);
+        }
+    }
+
+    /// Arm the pending-retry timer (slots that found no room get another look).
+    pub(crate) fn retry_pending_soon(&mut self) {
+        if !self.pending.is_empty() && !self.pending_retry_armed {
+            self.pending_retry_armed = true;
+            let at = self.now.plus(self.config.pending_retry_interval);
+            self.timers.insert((at, Wake::PendingRetry));
+        }
+    }
+}
+
+/// A new incarnation id for a job created by this write.
+fn incarnation_of(job: &str, stamp: &Stamp) -> u64 {
+    StableHasher::new()
+        .field(job.as_bytes())
+        .int(stamp.hlc.wall_ms)
+        .int(u64::from(stamp.hlc.logical))
+        .field(stamp.actor.node.as_bytes())
+        .int(stamp.actor.incarnation)
+        .finish()
+}

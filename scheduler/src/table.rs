@@ -1,0 +1,1075 @@
+//! The replicated tables: a join-semilattice ([`Tables`]) and the op-based replica around it
+//! ([`Replica`]) that delivers each actor's ops in order, keeps op logs for anti-entropy and
+//! maintains derived indexes.
+//!
+//! # The lattice
+//!
+//! | component | key | value and join | single writer |
+//! |---|---|---|---|
+//! | `jobs` | (job id, incarnation) | [`JobEntry`], last writer wins by [`Stamp`] | the accepting node of each write |
+//! | `assignments` | [`AttemptId`] | [`Assignment`], write-once | the placer named in the key |
+//! | `states` | [`AttemptId`] | [`AttemptState`], max in its total order | the target; `Lost` by the coordinator |
+//! | `floors` | [`SlotKey`] | [`SlotFloor`], max | the slot's coordinator |
+//! | `purged` | (job id, incarnation) | set union (tombstones) | the job's coordinator |
+//!
+//! Every component is a map of lattices joined pointwise; `purged` and `floors` then filter
+//! keys (a purged incarnation loses all its rows, a floor drops older attempts of its slot).
+//! The filter depends only on keys and only grows, so join stays commutative, associative and
+//! idempotent, and state merge equals the union of the ops both sides have seen. Because every
+//! op is a lattice element too, *any* delivery order gives the same table; per-actor in-order
+//! delivery is enforced anyway because the version vector must mean "all ops up to n", which
+//! is what anti-entropy compares.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use crdts::{CmRDT, CvRDT};
+use serde::{Deserialize, Serialize};
+use shoal_gossip::Resources;
+
+use crate::ids::{ActorId, AttemptId, Dot, SlotKey, Stamp, VersionVector};
+use crate::spec::JobSpec;
+
+/// A job id plus incarnation.
+pub type JobKey = (String, u64);
+
+/// One write of a job (submission, update or stop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEntry {
+    /// Last-writer-wins marker of this write.
+    pub stamp: Stamp,
+    /// Stamp of the write that last changed the spec or restarted the job; attempts placed
+    /// under an older epoch are replaced.
+    pub epoch: Stamp,
+    /// The spec.
+    pub spec: JobSpec,
+    /// Stopped by the user: every task is killed and nothing is placed.
+    pub stopped: bool,
+}
+
+impl JobEntry {
+    /// The deterministic join of two writes of one key (unique stamps make ties impossible in
+    /// practice; the fallback keeps the join commutative even for a buggy peer).
+    fn wins_over(&self, other: &JobEntry) -> bool {
+        (&self.stamp, self.stopped, &self.epoch) > (&other.stamp, other.stopped, &other.epoch)
+            || ((&self.stamp, self.stopped, &self.epoch)
+                == (&other.stamp, other.stopped, &other.epoch)
+                && postcard::to_stdvec(&self.spec).ok() > postcard::to_stdvec(&other.spec).ok())
+    }
+}
+
+/// Where a coordinator placed an attempt. Written once, by the placer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Node name that must admit and run it.
+    pub target: String,
+    /// Resources reserved on the target.
+    pub resources: Resources,
+    /// Job epoch the attempt was placed for.
+    pub epoch: Stamp,
+}
+
+/// The life of an attempt: a monotone lattice whose order is the declaration order below.
+/// `Proposed → Admitted → Running → {Lost < Killed < Failed < Rejected < Exited}`. The target
+/// node writes everything but `Lost`, which the coordinator writes once SWIM declares the
+/// target down; a real outcome reported by the target ranks above `Lost`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+pub enum AttemptState {
+    /// Written by the coordinator with the assignment (implicit: no state row).
+    #[default]
+    Proposed,
+    /// The target reserved the resources and is starting the process.
+    Admitted,
+    /// The process runs.
+    Running,
+    /// The target was declared down while the attempt was live.
+    Lost,
+    /// Killed (stopped, superseded, scaled down).
+    Killed,
+    /// Could not be started or died abnormally.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The target refused it (no room, constraint, draining, superseded).
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// The process exited by itself.
+    Exited {
+        /// Exit code.
+        code: i32,
+    },
+}
+
+impl AttemptState {
+    /// Whether the attempt holds (or may soon hold) resources on its target.
+    #[must_use]
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            AttemptState::Proposed | AttemptState::Admitted | AttemptState::Running
+        )
+    }
+
+    /// Whether this is a success (exit code 0).
+    #[must_use]
+    pub fn is_success(&self) -> bool {
+        matches!(self, AttemptState::Exited { code: 0 })
+    }
+}
+
+/// Attempts of a slot below `below` were garbage-collected; `failures` of them had failed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct SlotFloor {
+    /// Attempts numbered below this are gone.
+    pub below: u32,
+    /// How many of them failed (counts toward batch retries).
+    pub failures: u32,
+}
+
+/// The effect of one op: one lattice element.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OpBody {
+    /// A job write.
+    Job {
+        /// Job incarnation.
+        incarnation: u64,
+        /// The write.
+        entry: JobEntry,
+    },
+    /// A placement.
+    Assign {
+        /// Attempt.
+        id: AttemptId,
+        /// Where.
+        assignment: Assignment,
+    },
+    /// A state transition.
+    State {
+        /// Attempt.
+        id: AttemptId,
+        /// New state.
+        state: AttemptState,
+    },
+    /// Forget old attempts of a slot.
+    Floor {
+        /// Slot.
+        slot: SlotKey,
+        /// Floor.
+        floor: SlotFloor,
+    },
+    /// Forget a finished job incarnation.
+    Purge {
+        /// Job id.
+        job: String,
+        /// Incarnation.
+        incarnation: u64,
+    },
+}
+
+impl OpBody {
+    /// The job this op is about.
+    #[must_use]
+    pub fn job(&self) -> &str {
+        match self {
+            OpBody::Job { entry, .. } => &entry.spec.id,
+            OpBody::Assign { id, .. } | OpBody::State { id, .. } => &id.job,
+            OpBody::Floor { slot, .. } => &slot.job,
+            OpBody::Purge { job, .. } => job,
+        }
+    }
+}
+
+/// A replicated op: a dot and its effect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Op {
+    /// Writer and sequence number.
+    pub dot: Dot,
+    /// Effect.
+    pub body: OpBody,
+}
+
+/// An op applied out of order (see [`CmRDT::validate_op`] on [`Tables`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("op {counter} of {actor} is out of order: expected {expected}")]
+pub struct OpOrderError {
+    /// Writer.
+    pub actor: ActorId,
+    /// The op's counter.
+    pub counter: u64,
+    /// The next counter this replica can apply.
+    pub expected: u64,
+}
+
+/// A state merge was refused (never, currently: every pair of states joins).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tables cannot be merged")]
+pub struct MergeError;
+
+/// The replicated state: see the module doc.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct Tables {
+    jobs: BTreeMap<JobKey, JobEntry>,
+    assignments: BTreeMap<AttemptId, Assignment>,
+    states: BTreeMap<AttemptId, AttemptState>,
+    floors: BTreeMap<SlotKey, SlotFloor>,
+    purged: BTreeSet<JobKey>,
+    clock: VersionVector,
+}
+
+impl Tables {
+    /// The version vector: for every actor, the number of its ops included.
+    #[must_use]
+    pub fn clock(&self) -> &VersionVector {
+        &self.clock
+    }
+
+    /// The visible write of job `id`: the newest across its live incarnations.
+    #[must_use]
+    pub fn job(&self, id: &str) -> Option<(u64, &JobEntry)> {
+        self.jobs
+            .range((id.to_string(), 0)..)
+            .take_while(|((j, _), _)| j == id)
+            .map(|((_, inc), e)| (*inc, e))
+            .max_by(|a, b| a.1.stamp.cmp(&b.1.stamp))
+    }
+
+    /// Every live incarnation of job `id`.
+    pub fn incarnations<'a>(
+        &'a self,
+        id: &'a str,
+    ) -> impl Iterator<Item = (u64, &'a JobEntry)> + 'a {
+        self.jobs
+            .range((id.to_string(), 0)..)
+            .take_while(move |((j, _), _)| j == id)
+            .map(|((_, inc), e)| (*inc, e))
+    }
+
+    /// All job writes, by (id, incarnation).
+    pub fn jobs(&self) -> impl Iterator<Item = (&JobKey, &JobEntry)> {
+        self.jobs.iter()
+    }
+
+    /// Job ids with at least one live incarnation, sorted.
+    #[must_use]
+    pub fn job_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.jobs.keys().map(|(j, _)| j.as_str()).collect();
+        ids.dedup();
+        ids
+    }
+
+    /// The assignment of an attempt.
+    #[must_use]
+    pub fn assignment(&self, id: &AttemptId) -> Option<&Assignment> {
+        self.assignments.get(id)
+    }
+
+    /// The state of an attempt (`Proposed` when none was written yet).
+    #[must_use]
+    pub fn state(&self, id: &AttemptId) -> AttemptState {
+        self.states.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Attempts of one slot, oldest first.
+    pub fn slot_attempts<'a>(
+        &'a self,
+        slot: &SlotKey,
+    ) -> impl DoubleEndedIterator<Item = (&'a AttemptId, &'a Assignment)> + 'a {
+        self.assignments
+            .range(slot.first_attempt()..slot.end_attempt())
+    }
+
+    /// Attempts of one job incarnation, by slot then attempt.
+    pub fn job_attempts<'a>(
+        &'a self,
+        job: &'a str,
+        incarnation: u64,
+    ) -> impl Iterator<Item = (&'a AttemptId, &'a Assignment)> + 'a {
+        let start = SlotKey {
+            job: job.to_string(),
+            incarnation,
+            slot: 0,
+        }
+        .first_attempt();
+        self.assignments
+            .range(start..)
+            .take_while(move |(id, _)| id.job == job && id.incarnation == incarnation)
+    }
+
+    /// Every assignment.
+    pub fn assignments(&self) -> impl Iterator<Item = (&AttemptId, &Assignment)> {
+        self.assignments.iter()
+    }
+
+    /// The floor of a slot.
+    #[must_use]
+    pub fn floor(&self, slot: &SlotKey) -> SlotFloor {
+        self.floors.get(slot).copied().unwrap_or_default()
+    }
+
+    /// Tombstones of purged job incarnations.
+    #[must_use]
+    pub fn purged(&self) -> &BTreeSet<JobKey> {
+        &self.purged
+    }
+
+    /// Number of rows (jobs, attempts, states, floors, tombstones), for metrics and GC tests.
+    #[must_use]
+    pub fn row_count(&self) -> usize {
+        self.jobs.len()
+            + self.assignments.len()
+            + self.states.len()
+            + self.floors.len()
+            + self.purged.len()
+    }
+
+    fn is_purged(&self, job: &str, incarnation: u64) -> bool {
+        // Avoid allocating the key on the hot path when there are no tombstones.
+        !self.purged.is_empty() && self.purged.contains(&(job.to_string(), incarnation))
+    }
+
+    fn is_filtered(&self, id: &AttemptId) -> bool {
+        self.is_purged(&id.job, id.incarnation)
+            || self
+                .floors
+                .get(&id.slot_key())
+                .is_some_and(|f| id.attempt < f.below)
+    }
+
+    /// Join one lattice element into the tables. Returns whether anything changed.
+    pub(crate) fn join_body(&mut self, body: &OpBody) -> bool {
+        match body {
+            OpBody::Job { incarnation, entry } => self.join_job(*incarnation, entry),
+            OpBody::Assign { id, assignment } => self.join_assignment(id, assignment),
+            OpBody::State { id, state } => self.join_state(id, state),
+            OpBody::Floor { slot, floor } => self.join_floor(slot, *floor),
+            OpBody::Purge { job, incarnation } => self.join_purge(job, *incarnation),
+        }
+    }
+
+    fn join_job(&mut self, incarnation: u64, entry: &JobEntry) -> bool {
+        // A spec a peer should never have sent is ignored deterministically everywhere.
+        if entry.spec.validate().is_err() || self.is_purged(&entry.spec.id, incarnation) {
+            return false;
+        }
+        let key = (entry.spec.id.clone(), incarnation);
+        match self.jobs.get(&key) {
+            Some(cur) if !entry.wins_over(cur) => false,
+            _ => {
+                self.jobs.insert(key, entry.clone());
+                true
+            }
+        }
+    }
+
+    fn join_assignment(&mut self, id: &AttemptId, a: &Assignment) -> bool {
+        if self.is_filtered(id) {
+            return false;
+        }
+        match self.assignments.get(id) {
+            Some(cur) if cur >= a => false,
+            _ => {
+                self.assignments.insert(id.clone(), a.clone());
+                true
+            }
+        }
+    }
+
+    fn join_state(&mut self, id: &AttemptId, s: &AttemptState) -> bool {
+        if self.is_filtered(id) || *s == AttemptState::Proposed {
+            return false;
+        }
+        match self.states.get(id) {
+            Some(cur) if cur >= s => false,
+            _ => {
+                self.states.insert(id.clone(), s.clone());
+                true
+            }
+        }
+    }
+
+    fn join_floor(&mut self, slot: &SlotKey, floor: SlotFloor) -> bool {
+        if self.is_purged(&slot.job, slot.incarnation) || self.floor(slot) >= floor {
+            return false;
+        }
+        self.floors.insert(slot.clone(), floor);
+        let below = |id: &AttemptId| id.slot_key() == *slot && id.attempt < floor.below;
+        let doomed: Vec<AttemptId> = self
+            .assignments
+            .range(slot.first_attempt()..slot.end_attempt())
+            .map(|(id, _)| id.clone())
+            .chain(
+                self.states
+                    .range(slot.first_attempt()..slot.end_attempt())
+                    .map(|(id, _)| id.clone()),
+            )
+            .filter(below)
+            .collect();
+        for id in doomed {
+            self.assignments.remove(&id);
+            self.states.remove(&id);
+        }
+        true
+    }
+
+    fn join_purge(&mut self, job: &str, incarnation: u64) -> bool {
+        if !self.purged.insert((job.to_string(), incarnation)) {
+            return false;
+        }
+        self.jobs.remove(&(job.to_string(), incarnation));
+        let in_job = |id: &AttemptId| id.job == job && id.incarnation == incarnation;
+        self.assignments.retain(|id, _| !in_job(id));
+        self.states.retain(|id, _| !in_job(id));
+        self.floors
+            .retain(|s, _| !(s.job == job && s.incarnation == incarnation));
+        true
+    }
+
+    /// Forget a tombstone (local, outside the lattice: see `docs/scheduler.md`, GC rule).
+    pub(crate) fn drop_tombstone(&mut self, key: &JobKey) {
+        self.purged.remove(key);
+    }
+
+    /// Every row of `other` as lattice elements, tombstones and floors first.
+    fn elements(other: &Tables) -> impl Iterator<Item = OpBody> + '_ {
+        let purges = other.purged.iter().map(|(job, incarnation)| OpBody::Purge {
+            job: job.clone(),
+            incarnation: *incarnation,
+        });
+        let floors = other.floors.iter().map(|(slot, floor)| OpBody::Floor {
+            slot: slot.clone(),
+            floor: *floor,
+        });
+        let jobs = other.jobs.iter().map(|((_, inc), e)| OpBody::Job {
+            incarnation: *inc,
+            entry: e.clone(),
+        });
+        let assigns = other.assignments.iter().map(|(id, a)| OpBody::Assign {
+            id: id.clone(),
+            assignment: a.clone(),
+        });
+        let states = other.states.iter().map(|(id, s)| OpBody::State {
+            id: id.clone(),
+            state: s.clone(),
+        });
+        purges
+            .chain(floors)
+            .chain(jobs)
+            .chain(assigns)
+            .chain(states)
+    }
+}
+
+impl CvRDT for Tables {
+    type Validation = MergeError;
+
+    fn validate_merge(&self, _other: &Self) -> Result<(), MergeError> {
+        Ok(())
+    }
+
+    fn merge(&mut self, other: Self) {
+        for body in Tables::elements(&other) {
+            self.join_body(&body);
+        }
+        self.clock.merge(other.clock);
+    }
+}
+
+impl CmRDT for Tables {
+    type Op = Op;
+    type Validation = OpOrderError;
+
+    /// Unlike `crdts::Map::validate_op` (rust-crdt #159), this checks exactly "the next op of
+    /// this actor".
+    fn validate_op(&self, op: &Op) -> Result<(), OpOrderError> {
+        let expected = self.clock.get(&op.dot.actor).saturating_add(1);
+        if op.dot.counter == expected {
+            Ok(())
+        } else {
+            Err(OpOrderError {
+                actor: op.dot.actor.clone(),
+                counter: op.dot.counter,
+                expected,
+            })
+        }
+    }
+
+    /// Joins the op's effect unless its dot is already included. Order is the caller's
+    /// business ([`Replica`] buffers): joining out of order is harmless for the content but
+    /// would make the version vector claim ops it does not have.
+    fn apply(&mut self, op: Op) {
+        if op.dot.counter > self.clock.get(&op.dot.actor) {
+            self.join_body(&op.body);
+            self.clock.apply(op.dot);
+        }
+    }
+}
+
+/// Something in the tables changed; the scheduler re-examines it.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Touch {
+    /// A job write or purge.
+    Job(String),
+    /// An attempt's assignment or state.
+    Attempt(AttemptId),
+    /// A state merge: re-examine everything.
+    Everything,
+}
+
+/// Limits of a replica.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct ReplicaLimits {
+    /// Ops kept per actor for anti-entropy.
+    pub(crate) log_per_actor: usize,
+    /// Out-of-order ops buffered per actor before giving up and asking for state.
+    pub(crate) pending_per_actor: usize,
+}
+
+/// The contiguous tail of one actor's ops.
+#[derive(Debug, Clone, Default)]
+struct ActorLog {
+    /// Counter of `ops[0]`.
+    first: u64,
+    ops: VecDeque<Op>,
+}
+
+/// What [`Replica::receive`] did with an op.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Received {
+    /// Applied (possibly releasing buffered successors).
+    Applied,
+    /// Already included.
+    Duplicate,
+    /// Waiting for its predecessors.
+    Buffered,
+    /// The buffer for this actor overflowed and was dropped: ask for state.
+    Overflow,
+}
+
+/// Tables plus in-order delivery, op logs and derived indexes.
+#[derive(Debug, Clone)]
+pub(crate) struct Replica {
+    tables: Tables,
+    logs: BTreeMap<ActorId, ActorLog>,
+    pending: BTreeMap<ActorId, BTreeMap<u64, Op>>,
+    /// Resources held by live attempts, per target node.
+    usage: BTreeMap<String, Resources>,
+    touched: BTreeSet<Touch>,
+    limits: ReplicaLimits,
+}
+
+impl Replica {
+    pub(crate) fn new(tables: Tables, limits: ReplicaLimits) -> Self {
+        let mut r = Self {
+            tables,
+            logs: BTreeMap::new(),
+            pending: BTreeMap::new(),
+            usage: BTreeMap::new(),
+            touched: BTreeSet::new(),
+            limits,
+        };
+        r.rebuild_usage();
+        r.touched.insert(Touch::Everything);
+        r
+    }
+
+    pub(crate) fn tables(&self) -> &Tables {
+        &self.tables
+    }
+
+    /// Resources held by live attempts on `node`, as far as this replica knows.
+    pub(crate) fn usage(&self, node: &str) -> Resources {
+        self.usage.get(node).copied().unwrap_or_default()
+    }
+
+    /// Take what changed since the last call.
+    pub(crate) fn take_touched(&mut self) -> BTreeSet<Touch> {
+        std::mem::take(&mut self.touched)
+    }
+
+    /// Receive an op from anyone (including ourselves), applying it and any buffered
+    /// successors when it is the actor's next.
+    pub(crate) fn receive(&mut self, op: Op) -> Received {
+        let have = self.tables.clock.get(&op.dot.actor);
+        if op.dot.counter <= have {
+            return Received::Duplicate;
+        }
+        if op.dot.counter > have + 1 {
+            let actor = op.dot.actor.clone();
+            let buf = self.pending.entry(actor.clone()).or_default();
+            buf.insert(op.dot.counter, op);
+            if buf.len() > self.limits.pending_per_actor {
+                self.pending.remove(&actor);
+                return Received::Overflow;
+            }
+            return Received::Buffered;
+        }
+        let actor = op.dot.actor.clone();
+        self.apply_next(op);
+        self.drain_pending(&actor);
+        Received::Applied
+    }
+
+    fn drain_pending(&mut self, actor: &ActorId) {
+        loop {
+            let next = self.tables.clock.get(actor) + 1;
+            let Some(buf) = self.pending.get_mut(actor) else {
+                return;
+            };
+            // Drop anything already covered (e.g. after a state merge).
+            while buf.first_key_value().is_some_and(|(c, _)| *c < next) {
+                buf.pop_first();
+            }
+            let Some(op) = buf.remove(&next) else {
+                if buf.is_empty() {
+                    self.pending.remove(actor);
+                }
+                return;
+            };
+            self.apply_next(op);
+        }
+    }
+
+    /// Apply the actor's next op: join, update indexes, log.
+    fn apply_next(&mut self, op: Op) {
+        debug_assert!(self.tables.validate_op(&op).is_ok());
+        let attempt = match &op.body {
+            OpBody::Assign { id, .. } | OpBody::State { id, .. } => Some(id.clone()),
+            _ => None,
+        };
+        let before = attempt.as_ref().and_then(|id| self.contribution(id));
+        let changed = self.tables.join_body(&op.body);
+        self.tables.clock.apply(op.dot.clone());
+        if changed {
+            match &op.body {
+                OpBody::Assign { id, .. } | OpBody::State { id, .. } => {
+                    let after = self.contribution(id);
+                    self.adjust_usage(before, after);
+                    self.touched.insert(Touch::Attempt(id.clone()));
+                }
+                OpBody::Job { entry, .. } => {
+                    self.touched.insert(Touch::Job(entry.spec.id.clone()));
+                }
+                OpBody::Floor { slot, .. } => {
+                    self.rebuild_usage();
+                    self.touched.insert(Touch::Job(slot.job.clone()));
+                }
+                OpBody::Purge { job, .. } => {
+                    self.rebuild_usage();
+                    self.touched.insert(Touch::Job(job.clone()));
+                }
+            }
+        }
+        self.log(op);
+    }
+
+    fn log(&mut self, op: Op) {
+        let log = self.logs.entry(op.dot.actor.clone()).or_default();
+        if log.first + log.ops.len() as u64 != op.dot.counter {
+            log.ops.clear();
+            log.first = op.dot.counter;
+        }
+        log.ops.push_back(op);
+        if log.ops.len() > self.limits.log_per_actor {
+            log.ops.pop_front();
+            log.first += 1;
+        }
+    }
+
+    fn contribution(&self, id: &AttemptId) -> Option<(String, Resources)> {
+        let a = self.tables.assignments.get(id)?;
+        self.tables
+            .state(id)
+            .is_live()
+            .then(|| (a.target.clone(), a.resources))
+    }
+
+    fn adjust_usage(
+        &mut self,
+        before: Option<(String, Resources)>,
+        after: Option<(String, Resources)>,
+    ) {
+        if before == after {
+            return;
+        }
+        if let Some((node, r)) = before {
+            let u = self.usage.entry(node.clone()).or_default();
+            *u = u.saturating_sub(&r);
+            if *u == Resources::default() {
+                self.usage.remove(&node);
+            }
+        }
+        if let Some((node, r)) = after {
+            let u = self.usage.entry(node).or_default();
+            *u = u.saturating_add(&r);
+        }
+    }
+
+    fn rebuild_usage(&mut self) {
+        let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
+        for (id, a) in &self.tables.assignments {
+            if self.tables.state(id).is_live() && a.resources != Resources::default() {
+                let u = usage.entry(a.target.clone()).or_default();
+                *u = u.saturating_add(&a.resources);
+            }
+        }
+        self.usage = usage;
+    }
+
+    /// Full-state merge (anti-entropy fallback). Logs of actors that jumped are reset, since
+    /// they can no longer serve a contiguous range.
+    pub(crate) fn merge_state(&mut self, other: Tables) {
+        self.tables.merge(other);
+        for dot in self.tables.clock.iter() {
+            let log = self.logs.entry(dot.actor.clone()).or_default();
+            if log.first + log.ops.len() as u64 <= dot.counter {
+                log.ops.clear();
+                log.first = dot.counter + 1;
+            }
+        }
+        let actors: Vec<ActorId> = self.pending.keys().cloned().collect();
+        for actor in actors {
+            self.drain_pending(&actor);
+        }
+        self.rebuild_usage();
+        self.touched.insert(Touch::Everything);
+    }
+
+    /// The ops `peer` lacks according to its version vector, oldest first per actor, or `None`
+    /// when some are no longer in the logs (send the state instead) or there are more than
+    /// `max`.
+    pub(crate) fn missing_for(&self, peer: &VersionVector, max: usize) -> Option<Vec<Op>> {
+        let mut out = Vec::new();
+        for dot in self.tables.clock.iter() {
+            let theirs = peer.get(dot.actor);
+            if theirs >= dot.counter {
+                continue;
+            }
+            let log = self.logs.get(dot.actor)?;
+            if log.first > theirs + 1 || out.len() as u64 + (dot.counter - theirs) > max as u64 {
+                return None;
+            }
+            let skip = usize::try_from(theirs + 1 - log.first).ok()?;
+            out.extend(log.ops.iter().skip(skip).cloned());
+        }
+        Some(out)
+    }
+
+    /// Forget a tombstone (see the GC rule).
+    pub(crate) fn drop_tombstone(&mut self, key: &JobKey) {
+        self.tables.drop_tombstone(key);
+    }
+
+    /// Number of ops waiting for predecessors.
+    pub(crate) fn pending_len(&self) -> usize {
+        self.pending.values().map(BTreeMap::len).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ids::Hlc;
+    use crate::spec::{JobType, ResourceRequest};
+    use proptest::prelude::*;
+
+    fn actor(n: u8) -> ActorId {
+        ActorId {
+            node: format!("n{n}"),
+            incarnation: 7,
+        }
+    }
+
+    fn spec(id: &str, count: u32) -> JobSpec {
+        JobSpec::from_json_str(&format!(
+            r#"{{"id": "{id}", "type": "service", "count": {count}, "command": "x", "resources": {{"cpu": 1, "memory": 1}}}}"#
+        ))
+        .unwrap()
+    }
+
+    fn stamp(a: u8, t: u64) -> Stamp {
+        Stamp {
+            hlc: Hlc {
+                wall_ms: t,
+                logical: 0,
+            },
+            actor: actor(a),
+        }
+    }
+
+    fn attempt(job: u8, inc: u64, slot: u32, n: u32, placer: u8) -> AttemptId {
+        AttemptId {
+            job: format!("j{job}"),
+            incarnation: inc,
+            slot,
+            attempt: n,
+            placer: format!("n{placer}"),
+        }
+    }
+
+    /// A small op vocabulary over a tiny key space so collisions (the interesting part) happen.
+    fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
+        let job =
+            (0u8..2, 0u64..2, 1u32..4, any::<bool>()).prop_map(move |(j, inc, count, stopped)| {
+                let st = stamp(writer, t);
+                OpBody::Job {
+                    incarnation: inc,
+                    entry: JobEntry {
+                        stamp: st.clone(),
+                        epoch: st,
+                        spec: spec(&format!("j{j}"), count),
+                        stopped,
+                    },
+                }
+            });
+        let key = (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u8..2);
+        let assign = (key.clone(), 0u8..3, 1u64..5).prop_map(|((j, i, s, n, p), target, cpu)| {
+            OpBody::Assign {
+                id: attempt(j, i, s, n, p),
+                assignment: Assignment {
+                    target: format!("n{target}"),
+                    resources: Resources {
+                        cpu_millicores: cpu,
+                        memory_mib: 1,
+                        disk_mib: 0,
+                    },
+                    epoch: stamp(0, 1),
+                },
+            }
+        });
+        let state = (key, 0u8..8, -1i32..2).prop_map(|((j, i, s, n, p), k, code)| OpBody::State {
+            id: attempt(j, i, s, n, p),
+            state: match k {
+                0 => AttemptState::Admitted,
+                1 => AttemptState::Running,
+                2 => AttemptState::Lost,
+                3 => AttemptState::Killed,
+                4 => AttemptState::Failed { reason: "x".into() },
+                5 => AttemptState::Rejected { reason: "y".into() },
+                _ => AttemptState::Exited { code },
+            },
+        });
+        let floor =
+            (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u32..3).prop_map(|(j, i, s, below, failures)| {
+                OpBody::Floor {
+                    slot: SlotKey {
+                        job: format!("j{j}"),
+                        incarnation: i,
+                        slot: s,
+                    },
+                    floor: SlotFloor { below, failures },
+                }
+            });
+        let purge = (0u8..2, 0u64..2).prop_map(|(j, i)| OpBody::Purge {
+            job: format!("j{j}"),
+            incarnation: i,
+        });
+        prop_oneof![3 => job, 4 => assign, 5 => state, 1 => floor, 1 => purge]
+    }
+
+    /// Per-actor op sequences for three actors, with dots 1..=n and unique stamps.
+    fn arb_history() -> impl Strategy<Value = Vec<Vec<Op>>> {
+        (0u8..3)
+            .map(|w| {
+                prop::collection::vec(any::<u16>(), 0..12).prop_flat_map(move |ts| {
+                    ts.into_iter()
+                        .enumerate()
+                        .map(|(i, _)| arb_body(w, i as u64 + 1))
+                        .collect::<Vec<_>>()
+                        .prop_map(move |bodies| {
+                            bodies
+                                .into_iter()
+                                .enumerate()
+                                .map(|(i, body)| Op {
+                                    dot: Dot::new(actor(w), i as u64 + 1),
+                                    body,
+                                })
+                                .collect::<Vec<_>>()
+                        })
+                })
+            })
+            .collect::<Vec<_>>()
+    }
+
+    /// A replica state that saw a prefix of each actor's ops, interleaved by `order`.
+    fn state_from(history: &[Vec<Op>], cuts: &[usize], order: &[u8]) -> Tables {
+        let mut t = Tables::default();
+        let mut next = vec![0usize; history.len()];
+        for &pick in order {
+            let a = pick as usize % history.len();
+            let limit = cuts[a].min(history[a].len());
+            if next[a] < limit {
+                t.apply(history[a][next[a]].clone());
+                next[a] += 1;
+            }
+        }
+        for a in 0..history.len() {
+            let limit = cuts[a].min(history[a].len());
+            while next[a] < limit {
+                t.apply(history[a][next[a]].clone());
+                next[a] += 1;
+            }
+        }
+        t
+    }
+
+    fn merged(mut a: Tables, b: &Tables) -> Tables {
+        a.merge(b.clone());
+        a
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        #[test]
+        fn merge_is_a_semilattice(
+            h in arb_history(),
+            cuts in prop::collection::vec(prop::collection::vec(0usize..13, 3), 3),
+            orders in prop::collection::vec(prop::collection::vec(0u8..3, 0..40), 3),
+        ) {
+            let a = state_from(&h, &cuts[0], &orders[0]);
+            let b = state_from(&h, &cuts[1], &orders[1]);
+            let c = state_from(&h, &cuts[2], &orders[2]);
+            prop_assert_eq!(merged(a.clone(), &b), merged(b.clone(), &a));
+            prop_assert_eq!(merged(merged(a.clone(), &b), &c), merged(a.clone(), &merged(b.clone(), &c)));
+            prop_assert_eq!(merged(a.clone(), &a), a.clone());
+            // State merge equals applying the union of the ops both saw.
+            let union: Vec<usize> = (0..3).map(|i| cuts[0][i].max(cuts[1][i])).collect();
+            prop_assert_eq!(merged(a, &b), state_from(&h, &union, &[]));
+        }
+
+        #[test]
+        fn any_causal_order_gives_the_same_table(
+            h in arb_history(),
+            o1 in prop::collection::vec(0u8..3, 0..40),
+            o2 in prop::collection::vec(0u8..3, 0..40),
+        ) {
+            let all = [usize::MAX; 3];
+            prop_assert_eq!(state_from(&h, &all, &o1), state_from(&h, &all, &o2));
+        }
+
+        #[test]
+        fn replica_buffers_out_of_order_ops(
+            h in arb_history(),
+            seed in any::<u64>(),
+        ) {
+            // Deliver all ops in a random (not causal) order with duplicates; the replica must
+            // end equal to in-order application.
+            let mut ops: Vec<Op> = h.iter().flatten().cloned().collect();
+            ops.extend(h.iter().flatten().take(5).cloned());
+            let mut rng = crate::hash::Rng::new(seed);
+            for i in (1..ops.len()).rev() {
+                ops.swap(i, rng.below(i as u64 + 1) as usize);
+            }
+            let mut r = Replica::new(Tables::default(), ReplicaLimits { log_per_actor: 100, pending_per_actor: 100 });
+            for op in ops {
+                r.receive(op);
+            }
+            prop_assert_eq!(r.pending_len(), 0);
+            prop_assert_eq!(r.tables(), &state_from(&h, &[12, 12, 12], &[]));
+            // Usage index equals a rebuild.
+            let mut fresh = r.clone();
+            fresh.rebuild_usage();
+            prop_assert_eq!(&r.usage, &fresh.usage);
+        }
+
+        #[test]
+        fn anti_entropy_ships_exactly_what_is_missing(
+            h in arb_history(),
+            cuts in prop::collection::vec(0usize..13, 3),
+        ) {
+            let limits = ReplicaLimits { log_per_actor: 100, pending_per_actor: 100 };
+            let mut full = Replica::new(Tables::default(), limits);
+            for op in h.iter().flatten() {
+                full.receive(op.clone());
+            }
+            let mut lagging = Replica::new(state_from(&h, &cuts, &[]), limits);
+            let ops = full.missing_for(lagging.tables().clock(), 1000).unwrap();
+            for op in ops {
+                prop_assert_eq!(lagging.receive(op), Received::Applied);
+            }
+            prop_assert_eq!(lagging.tables(), full.tables());
+        }
+    }
+
+    #[test]
+    fn validate_op_checks_the_next_dot_only() {
+        let mut t = Tables::default();
+        let op = |n| Op {
+            dot: Dot::new(actor(1), n),
+            body: OpBody::Purge {
+                job: format!("j{n}"),
+                incarnation: 0,
+            },
+        };
+        assert!(t.validate_op(&op(1)).is_ok());
+        assert!(t.validate_op(&op(2)).is_err());
+        t.apply(op(1));
+        assert!(t.validate_op(&op(2)).is_ok());
+        assert!(t.validate_op(&op(1)).is_err());
+    }
+
+    #[test]
+    fn purge_removes_rows_and_blocks_stale_writes() {
+        let mut t = Tables::default();
+        let st = stamp(1, 1);
+        let entry = JobEntry {
+            stamp: st.clone(),
+            epoch: st.clone(),
+            spec: spec("j0", 1),
+            stopped: false,
+        };
+        t.join_body(&OpBody::Job {
+            incarnation: 3,
+            entry: entry.clone(),
+        });
+        let id = attempt(0, 3, 0, 1, 1);
+        let a = Assignment {
+            target: "n1".into(),
+            resources: Resources::default(),
+            epoch: st,
+        };
+        t.join_body(&OpBody::Assign {
+            id: id.clone(),
+            assignment: a.clone(),
+        });
+        assert!(t.job("j0").is_some());
+        t.join_body(&OpBody::Purge {
+            job: "j0".into(),
+            incarnation: 3,
+        });
+        assert!(t.job("j0").is_none() && t.assignment(&id).is_none());
+        assert!(!t.join_body(&OpBody::Job {
+            incarnation: 3,
+            entry: entry.clone()
+        }));
+        assert!(!t.join_body(&OpBody::Assign { id, assignment: a }));
+        // A new incarnation is unaffected.
+        assert!(t.join_body(&OpBody::Job {
+            incarnation: 4,
+            entry
+        }));
+        assert_eq!(t.job("j0").unwrap().0, 4);
+    }
+
+    #[test]
+    fn lost_loses_to_a_real_outcome() {
+        assert!(AttemptState::Exited { code: 0 } > AttemptState::Lost);
+        assert!(AttemptState::Killed > AttemptState::Lost);
+        assert!(AttemptState::Lost > AttemptState::Running);
+        assert!(AttemptState::Running > AttemptState::Admitted);
+    }
+
+    #[test]
+    fn job_type_is_kept() {
+        assert_eq!(spec("a", 1).job_type, JobType::Service);
+        let _ = ResourceRequest {
+            cpu: 1,
+            memory: 1,
+            disk: 0,
+        };
+    }
+}

@@ -1,0 +1,508 @@
+//! An in-memory cluster of [`Scheduler`]s for tests: a fake clock, a FIFO network that can lose
+//! messages, a fake membership service and a fake executor per node.
+//!
+//! Every message goes through [`Message::encode`] / [`Message::decode`], so the codec is
+//! exercised on every hop. Everything is deterministic from the seed.
+//!
+//! ```
+//! use shoal_scheduler::testing::Cluster;
+//! use shoal_scheduler::{JobSpec, TaskState};
+//!
+//! let mut c = Cluster::new(3, 4000, 4096, 1);
+//! let spec = JobSpec::from_json_str(r#"{"id": "web", "type": "service", "count": 6,
+//!     "command": "sleep", "args": ["600"], "resources": {"cpu": 100, "memory": 32}}"#).unwrap();
+//! c.submit("n1", spec).unwrap();
+//! assert!(c.run_until(10_000, |c| c.view("n1", "web").is_some_and(|v| v.count_in(TaskState::Running) == 6)));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::net::{Ipv4Addr, SocketAddr};
+
+use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd, Resources};
+
+use crate::hash::Rng;
+use crate::message::Message;
+use crate::scheduler::{ExecCommand, Receipt, Scheduler, SubmitError, TaskEvent};
+use crate::spec::JobSpec;
+use crate::view::JobView;
+use crate::{SchedulerConfig, TaskKey};
+
+/// How a fake process behaves once started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Behavior {
+    /// Runs until killed.
+    RunForever,
+    /// Exits by itself after `ms` with `code`.
+    ExitAfter {
+        /// Run time.
+        ms: u64,
+        /// Exit code.
+        code: i32,
+    },
+}
+
+/// A record of one fake process.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessRecord {
+    /// The task.
+    pub task: TaskKey,
+    /// The node it ran on.
+    pub node: String,
+    /// How it ended (`None` while running).
+    pub outcome: Option<TaskEvent>,
+}
+
+/// One simulated agent.
+#[derive(Debug)]
+pub struct Node {
+    /// The core under test.
+    pub sched: Scheduler,
+    /// Advertised capacity.
+    pub capacity: Resources,
+    /// Advertised attributes.
+    pub attributes: BTreeMap<String, String>,
+    /// Crashed nodes process nothing.
+    pub up: bool,
+    /// Running fake processes and their reservations.
+    pub running: BTreeMap<TaskKey, Resources>,
+    exits: BTreeSet<(Millis, TaskKey, i32)>,
+    last_members: Vec<MemberInfo>,
+    ad_version: u64,
+    generation: u64,
+}
+
+/// The cluster harness.
+pub struct Cluster {
+    /// Virtual time.
+    pub now: Millis,
+    /// Nodes by name.
+    pub nodes: BTreeMap<String, Node>,
+    /// Every process ever started, in start order.
+    pub processes: Vec<ProcessRecord>,
+    /// Node names each node believes down (`declared_down[observer]`).
+    pub declared_down: BTreeSet<String>,
+    /// Probability (per mille) that a message is lost.
+    pub loss_permille: u64,
+    /// Messages delivered so far.
+    pub delivered: u64,
+    /// Step length.
+    pub tick_ms: u64,
+    /// Decides what each started process does.
+    pub behavior: Box<dyn Fn(&TaskKey) -> Behavior>,
+    network: VecDeque<(String, String, Vec<u8>)>,
+    rng: Rng,
+    config: SchedulerConfig,
+}
+
+impl std::fmt::Debug for Cluster {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cluster")
+            .field("now", &self.now)
+            .field("nodes", &self.nodes.len())
+            .finish()
+    }
+}
+
+/// Test config: short periods so scenarios finish in little virtual time.
+#[must_use]
+pub fn fast_config() -> SchedulerConfig {
+    use std::time::Duration;
+    SchedulerConfig {
+        anti_entropy_interval: Duration::from_millis(200),
+        rejection_backoff_base: Duration::from_millis(10),
+        rejection_backoff_max: Duration::from_millis(500),
+        pending_retry_interval: Duration::from_millis(20),
+        gc_grace: Duration::from_secs(5),
+        tombstone_retention: Duration::from_secs(10),
+        tombstone_check_interval: Duration::from_secs(1),
+        ..SchedulerConfig::default()
+    }
+}
+
+impl Cluster {
+    /// `n` nodes `n1..=n` with equal capacity (cpu millicores, memory MiB), every process
+    /// running forever unless `behavior` is replaced.
+    #[must_use]
+    pub fn new(n: usize, cpu: u64, memory_mib: u64, seed: u64) -> Self {
+        Self::with_config(n, cpu, memory_mib, seed, fast_config())
+    }
+
+    /// Like [`Cluster::new`] with a given scheduler config.
+    #[must_use]
+    pub fn with_config(
+        n: usize,
+        cpu: u64,
+        memory_mib: u64,
+        seed: u64,
+        config: SchedulerConfig,
+    ) -> Self {
+        let mut rng = Rng::new(seed);
+        let mut nodes = BTreeMap::new();
+        for i in 1..=n {
+            let name = format!("n{i}");
+            let sched = Scheduler::new(name.clone(), config.clone(), rng.next_u64());
+            nodes.insert(
+                name,
+                Node {
+                    sched,
+                    capacity: Resources {
+                        cpu_millicores: cpu,
+                        memory_mib,
+                        disk_mib: 0,
+                    },
+                    attributes: BTreeMap::new(),
+                    up: true,
+                    running: BTreeMap::new(),
+                    exits: BTreeSet::new(),
+                    last_members: Vec::new(),
+                    ad_version: 0,
+                    generation: 1,
+                },
+            );
+        }
+        let mut c = Self {
+            now: Millis(1_000),
+            nodes,
+            processes: Vec::new(),
+            declared_down: BTreeSet::new(),
+            loss_permille: 0,
+            delivered: 0,
+            tick_ms: 5,
+            behavior: Box::new(|_| Behavior::RunForever),
+            network: VecDeque::new(),
+            rng,
+            config,
+        };
+        c.sync_members();
+        c
+    }
+
+    /// Submit on one node.
+    pub fn submit(&mut self, node: &str, spec: JobSpec) -> Result<Receipt, SubmitError> {
+        let now = self.now;
+        let n = self.nodes.get_mut(node).expect("unknown node");
+        n.sched.submit(now, spec)
+    }
+
+    /// Stop a job on one node.
+    pub fn stop(&mut self, node: &str, job: &str) {
+        let now = self.now;
+        let n = self.nodes.get_mut(node).expect("unknown node");
+        n.sched.stop_job(now, job).expect("stop");
+    }
+
+    /// The view of a job from one node.
+    #[must_use]
+    pub fn view(&self, node: &str, job: &str) -> Option<JobView> {
+        self.nodes.get(node)?.sched.job(job)
+    }
+
+    /// Crash a node: it stops processing, its processes vanish, messages to it are lost.
+    pub fn crash(&mut self, name: &str) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.up = false;
+            n.running.clear();
+            n.exits.clear();
+        }
+    }
+
+    /// Let SWIM declare a node down on every other node.
+    pub fn declare_down(&mut self, name: &str) {
+        self.declared_down.insert(name.to_string());
+        self.sync_members();
+    }
+
+    /// Restart a crashed node from a snapshot (or empty when `snapshot` is `None`).
+    pub fn restart(&mut self, name: &str, snapshot: Option<&[u8]>) {
+        let seed = self.rng.next_u64();
+        let now = self.now;
+        let config = self.config.clone();
+        let Some(n) = self.nodes.get_mut(name) else {
+            return;
+        };
+        n.sched = match snapshot {
+            Some(bytes) => {
+                Scheduler::restore(name.to_string(), config, seed, bytes).expect("restore")
+            }
+            None => Scheduler::new(name.to_string(), config, seed),
+        };
+        n.up = true;
+        n.generation += 1;
+        n.last_members.clear();
+        n.sched.handle_recovered_tasks(now, &[]);
+        self.declared_down.remove(name);
+        self.sync_members();
+    }
+
+    fn member_list(&self, observer: &str) -> Vec<MemberInfo> {
+        self.nodes
+            .iter()
+            .enumerate()
+            .map(|(i, (name, n))| {
+                let down = self.declared_down.contains(name) && name != observer;
+                MemberInfo {
+                    id: NodeId {
+                        name: name.clone(),
+                        addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16)),
+                        generation: n.generation,
+                    },
+                    status: if down {
+                        MemberStatus::Down
+                    } else {
+                        MemberStatus::Alive
+                    },
+                    ad: Some(ResourceAd {
+                        node: name.clone(),
+                        generation: n.generation,
+                        version: n.ad_version,
+                        capacity: n.capacity,
+                        allocated: n.sched.local_allocated(),
+                        attributes: n.attributes.clone(),
+                        draining: false,
+                        left: false,
+                        quic_addr: None,
+                        http_addr: None,
+                    }),
+                    last_update: Millis(0),
+                }
+            })
+            .collect()
+    }
+
+    /// Feed every live node the current membership if it changed.
+    pub fn sync_members(&mut self) {
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for name in names {
+            let list = self.member_list(&name);
+            let now = self.now;
+            let n = self.nodes.get_mut(&name).expect("node");
+            if n.up && n.last_members != list {
+                n.sched.handle_members(now, &list);
+                n.last_members = list;
+            }
+        }
+    }
+
+    /// One step: drain outputs, deliver messages, run the executors, advance time, fire timers.
+    pub fn step(&mut self) {
+        self.drain_outputs();
+        self.deliver();
+        self.drain_outputs();
+        self.now = self.now.plus_ms(self.tick_ms);
+        self.fire_exits();
+        self.fire_timers();
+        self.sync_members();
+    }
+
+    /// Step until `pred` holds or `max_ms` of virtual time passed. Returns whether it held.
+    pub fn run_until(&mut self, max_ms: u64, mut pred: impl FnMut(&Cluster) -> bool) -> bool {
+        let deadline = self.now.plus_ms(max_ms);
+        while self.now < deadline {
+            if pred(self) {
+                return true;
+            }
+            self.step();
+        }
+        pred(self)
+    }
+
+    /// Step for `ms` of virtual time, checking `always` after every step.
+    pub fn run_for(&mut self, ms: u64, mut always: impl FnMut(&Cluster)) {
+        let deadline = self.now.plus_ms(ms);
+        while self.now < deadline {
+            self.step();
+            always(self);
+        }
+    }
+
+    fn drain_outputs(&mut self) {
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for name in names {
+            loop {
+                let now = self.now;
+                let n = self.nodes.get_mut(&name).expect("node");
+                if !n.up {
+                    break;
+                }
+                if let Some((to, msg)) = n.sched.poll_message() {
+                    self.network.push_back((name.clone(), to, msg.encode()));
+                    continue;
+                }
+                let Some(cmd) = n.sched.poll_command() else {
+                    break;
+                };
+                self.execute(&name, now, cmd);
+            }
+        }
+    }
+
+    fn execute(&mut self, name: &str, now: Millis, cmd: ExecCommand) {
+        let behavior = match &cmd {
+            ExecCommand::Start { task, .. } => Some((self.behavior)(task)),
+            ExecCommand::Kill { .. } => None,
+        };
+        let n = self.nodes.get_mut(name).expect("node");
+        match cmd {
+            ExecCommand::Start {
+                task, resources, ..
+            } => {
+                n.running.insert(task.clone(), resources);
+                self.processes.push(ProcessRecord {
+                    task: task.clone(),
+                    node: name.to_string(),
+                    outcome: None,
+                });
+                if let Some(Behavior::ExitAfter { ms, code }) = behavior {
+                    n.exits.insert((now.plus_ms(ms), task.clone(), code));
+                }
+                n.sched
+                    .handle_task_event(now, task, TaskEvent::Started { pid: 1000 });
+            }
+            ExecCommand::Kill { task, .. } => {
+                if n.running.remove(&task).is_some() {
+                    n.exits.retain(|(_, t, _)| *t != task);
+                    record(&mut self.processes, name, &task, TaskEvent::Killed);
+                }
+                n.sched.handle_task_event(now, task, TaskEvent::Killed);
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        let batch: Vec<(String, String, Vec<u8>)> = self.network.drain(..).collect();
+        for (from, to, bytes) in batch {
+            if self.loss_permille > 0 && self.rng.below(1000) < self.loss_permille {
+                continue;
+            }
+            let now = self.now;
+            let limits = self.config.wire;
+            let Some(n) = self.nodes.get_mut(&to) else {
+                continue;
+            };
+            if !n.up || !self.nodes.get(&from).is_some_and(|f| f.up) {
+                continue;
+            }
+            let msg = Message::decode(&bytes, &limits).expect("own messages decode");
+            let n = self.nodes.get_mut(&to).expect("node");
+            n.sched.handle_message(now, &from, msg);
+            self.delivered += 1;
+        }
+    }
+
+    fn fire_exits(&mut self) {
+        let now = self.now;
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for name in names {
+            let n = self.nodes.get_mut(&name).expect("node");
+            while n.exits.first().is_some_and(|(at, _, _)| *at <= now) {
+                let Some((_, task, code)) = n.exits.pop_first() else {
+                    break;
+                };
+                n.running.remove(&task);
+                n.sched
+                    .handle_task_event(now, task.clone(), TaskEvent::Exited { code });
+                record(
+                    &mut self.processes,
+                    &name,
+                    &task,
+                    TaskEvent::Exited { code },
+                );
+            }
+        }
+    }
+
+    fn fire_timers(&mut self) {
+        let now = self.now;
+        for n in self.nodes.values_mut().filter(|n| n.up) {
+            if n.sched.poll_timeout().is_some_and(|t| t <= now) {
+                n.sched.handle_timeout(now);
+            }
+        }
+    }
+
+    /// Panics if any node holds more than its capacity, by its ledger, by its own replicated
+    /// table, or by the fake processes actually running.
+    pub fn assert_no_overcommit(&self) {
+        for (name, n) in self.nodes.iter().filter(|(_, n)| n.up) {
+            let ledger = n.sched.local_allocated();
+            assert!(
+                ledger.fits_in(&n.capacity),
+                "{name}: ledger {ledger:?} > {:?}",
+                n.capacity
+            );
+            let procs = n
+                .running
+                .values()
+                .fold(Resources::default(), |a, r| a.saturating_add(r));
+            assert!(
+                procs.fits_in(&n.capacity),
+                "{name}: processes {procs:?} > {:?}",
+                n.capacity
+            );
+            let t = n.sched.tables();
+            let admitted = t
+                .assignments()
+                .filter(|(id, a)| {
+                    a.target == *name
+                        && matches!(
+                            t.state(id),
+                            crate::AttemptState::Admitted | crate::AttemptState::Running
+                        )
+                })
+                .fold(Resources::default(), |acc, (_, a)| {
+                    acc.saturating_add(&a.resources)
+                });
+            assert!(
+                admitted.fits_in(&n.capacity),
+                "{name}: table admits {admitted:?} > {:?}",
+                n.capacity
+            );
+        }
+    }
+
+    /// Fake processes running now, over all live nodes.
+    #[must_use]
+    pub fn running_count(&self) -> usize {
+        self.nodes
+            .values()
+            .filter(|n| n.up)
+            .map(|n| n.running.len())
+            .sum()
+    }
+
+    /// Whether every live node holds identical tables.
+    #[must_use]
+    pub fn converged(&self) -> bool {
+        let mut tables = self
+            .nodes
+            .values()
+            .filter(|n| n.up)
+            .map(|n| n.sched.tables());
+        let Some(first) = tables.next() else {
+            return true;
+        };
+        tables.all(|t| t == first)
+    }
+
+    /// A digest of every node's tables, for determinism checks.
+    #[must_use]
+    pub fn digest(&self) -> u64 {
+        let mut h = crate::hash::StableHasher::new();
+        for (name, n) in &self.nodes {
+            h = h
+                .field(name.as_bytes())
+                .field(&postcard::to_stdvec(n.sched.tables()).unwrap_or_default());
+        }
+        h.finish()
+    }
+}
+
+fn record(processes: &mut [ProcessRecord], node: &str, task: &TaskKey, event: TaskEvent) {
+    if let Some(p) = processes
+        .iter_mut()
+        .rev()
+        .find(|p| p.task == *task && p.node == node && p.outcome.is_none())
+    {
+        p.outcome = Some(event);
+    }
+}

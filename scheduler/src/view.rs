@@ -1,0 +1,328 @@
+//! The read side: what `GET /v1/jobs/{id}` and `shoal job status` show. Computed from the
+//! replicated tables and the membership, so every node with the same tables gives the same
+//! answer (pending reasons are the one exception: the slot's coordinator knows its exact
+//! back-off deadline, the others report what they can compute).
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use shoal_gossip::Millis;
+
+use crate::coordinator::max_each;
+use crate::hash::StableHasher;
+use crate::ids::{Hlc, SlotKey};
+use crate::placement::{NodeView, PendingReason, Request, place};
+use crate::scheduler::Scheduler;
+use crate::slot::{SlotStatus, slot_status};
+use crate::spec::JobType;
+use crate::table::{AttemptState, JobEntry};
+
+/// Task state as shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Not placed (see the pending reason).
+    Pending,
+    /// Placed; the target has not started it yet.
+    Proposed,
+    /// Running.
+    Running,
+    /// Exited by itself (see the exit code).
+    Exited,
+    /// Could not start or died abnormally.
+    Failed,
+    /// Killed.
+    Killed,
+    /// Its node died.
+    Lost,
+}
+
+/// Job status as shown to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// No task runs yet.
+    Pending,
+    /// Every slot runs (or, for batch, runs or is done).
+    Running,
+    /// A service with some but not all slots running.
+    Degraded,
+    /// Batch: every slot exited 0.
+    Complete,
+    /// Batch: every slot is final and some ran out of retries; service: a slot gave up.
+    Failed,
+    /// Stopped; some tasks are still being killed.
+    Stopping,
+    /// Stopped; nothing runs.
+    Stopped,
+}
+
+/// One slot of a job.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TaskView {
+    /// Slot index.
+    pub slot: u32,
+    /// Current attempt number, if placed.
+    pub attempt: Option<u32>,
+    /// Node name of the current attempt, if placed.
+    pub node: Option<String>,
+    /// State.
+    pub state: TaskState,
+    /// Exit code, when it exited.
+    pub exit_code: Option<i32>,
+    /// Why it is pending (or waiting to restart), human-readable.
+    pub pending_reason: Option<String>,
+    /// The same, structured.
+    pub reason: Option<PendingReason>,
+    /// Failure or rejection detail of the current attempt.
+    pub detail: Option<String>,
+}
+
+/// A job as every node reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct JobView {
+    /// Job id.
+    pub id: String,
+    /// `service` or `batch`.
+    #[serde(rename = "type")]
+    pub job_type: JobType,
+    /// Status.
+    pub status: JobStatus,
+    /// Desired count.
+    pub count: u32,
+    /// Stopped by the user.
+    pub stopped: bool,
+    /// Version (hybrid logical clock of the last write).
+    pub version: Hlc,
+    /// One entry per slot.
+    pub tasks: Vec<TaskView>,
+}
+
+impl JobView {
+    /// Number of tasks in `state`.
+    #[must_use]
+    pub fn count_in(&self, state: TaskState) -> usize {
+        self.tasks.iter().filter(|t| t.state == state).count()
+    }
+}
+
+impl Scheduler {
+    /// The view of one job (its visible incarnation).
+    #[must_use]
+    pub fn job(&self, id: &str) -> Option<JobView> {
+        let (incarnation, entry) = self.tables().job(id)?;
+        Some(self.view_job(incarnation, entry))
+    }
+
+    /// Every job, by id.
+    #[must_use]
+    pub fn jobs(&self) -> Vec<JobView> {
+        self.tables()
+            .job_ids()
+            .into_iter()
+            .filter_map(|id| self.job(id))
+            .collect()
+    }
+
+    fn view_job(&self, incarnation: u64, entry: &JobEntry) -> JobView {
+        let mut dry_run = None;
+        let tasks: Vec<TaskView> = (0..entry.spec.count)
+            .map(|slot| {
+                let key = SlotKey {
+                    job: entry.spec.id.clone(),
+                    incarnation,
+                    slot,
+                };
+                let status = slot_status(self.tables(), entry, &key, self.backoff());
+                self.view_slot(entry, &key, status, &mut dry_run)
+            })
+            .collect();
+        JobView {
+            id: entry.spec.id.clone(),
+            job_type: entry.spec.job_type,
+            status: job_status(entry, &tasks),
+            count: entry.spec.count,
+            stopped: entry.stopped,
+            version: entry.stamp.hlc,
+            tasks,
+        }
+    }
+
+    fn view_slot(
+        &self,
+        entry: &JobEntry,
+        key: &SlotKey,
+        status: SlotStatus,
+        dry_run: &mut Option<Option<PendingReason>>,
+    ) -> TaskView {
+        let mut v = TaskView {
+            slot: key.slot,
+            attempt: None,
+            node: None,
+            state: TaskState::Pending,
+            exit_code: None,
+            pending_reason: None,
+            reason: None,
+            detail: None,
+        };
+        let waiting = match status {
+            SlotStatus::Empty => true,
+            SlotStatus::Live {
+                id, target, state, ..
+            } => {
+                (v.attempt, v.node) = (Some(id.attempt), Some(target));
+                v.state = if state == AttemptState::Running {
+                    TaskState::Running
+                } else {
+                    TaskState::Proposed
+                };
+                false
+            }
+            SlotStatus::Done { id, target } => {
+                (v.attempt, v.node, v.state, v.exit_code) =
+                    (Some(id.attempt), Some(target), TaskState::Exited, Some(0));
+                false
+            }
+            SlotStatus::Retry {
+                id, target, state, ..
+            } => {
+                (v.attempt, v.node) = (Some(id.attempt), Some(target));
+                describe_ended(&mut v, &state);
+                true
+            }
+            SlotStatus::GaveUp { id, target, state } => {
+                (v.attempt, v.node) = (Some(id.attempt), Some(target));
+                describe_ended(&mut v, &state);
+                false
+            }
+        };
+        if waiting {
+            let reason = self.pending_reason(entry, key, dry_run);
+            v.pending_reason = reason.as_ref().map(ToString::to_string);
+            v.reason = reason;
+        }
+        v
+    }
+
+    /// Best explanation this node can give for a slot without a running attempt.
+    fn pending_reason(
+        &self,
+        entry: &JobEntry,
+        key: &SlotKey,
+        dry_run: &mut Option<Option<PendingReason>>,
+    ) -> Option<PendingReason> {
+        if entry.stopped {
+            return None;
+        }
+        if let Some(r) = self.pending.get(key) {
+            return Some(r.clone());
+        }
+        if let Some(until) = self.retry_at(key) {
+            return Some(PendingReason::Backoff {
+                until,
+                after: "previous attempt ended".into(),
+            });
+        }
+        let nofit = dry_run
+            .get_or_insert_with(|| self.dry_run(entry, key))
+            .clone();
+        nofit.or_else(|| {
+            self.coordinator_of(key).map(|c| PendingReason::Placing {
+                coordinator: c.to_string(),
+            })
+        })
+    }
+
+    /// Would any node take a task of this job now? `None` if one would.
+    fn dry_run(&self, entry: &JobEntry, key: &SlotKey) -> Option<PendingReason> {
+        let tasks = self.live_tasks_by_node(&key.job, key.incarnation);
+        let req = Request {
+            spec: &entry.spec,
+            key_hash: StableHasher::new().field(key.job.as_bytes()).finish(),
+            job_tasks: &tasks,
+            avoid: None,
+            sample: usize::MAX,
+        };
+        let used = |n: &NodeView| max_each(self.replica.usage(&n.name), n.advertised);
+        place(&req, &self.members.nodes, used).err()
+    }
+
+    /// When the next timer fires, for diagnostics.
+    #[must_use]
+    pub fn next_wakeup(&self) -> Option<Millis> {
+        self.poll_timeout()
+    }
+}
+
+fn describe_ended(v: &mut TaskView, state: &AttemptState) {
+    v.state = match state {
+        AttemptState::Exited { code } => {
+            v.exit_code = Some(*code);
+            TaskState::Exited
+        }
+        AttemptState::Failed { reason } => {
+            v.detail = Some(reason.clone());
+            TaskState::Failed
+        }
+        AttemptState::Rejected { reason } => {
+            v.detail = Some(format!("rejected: {reason}"));
+            TaskState::Pending
+        }
+        AttemptState::Killed => TaskState::Killed,
+        AttemptState::Lost => TaskState::Lost,
+        AttemptState::Proposed => TaskState::Proposed,
+        AttemptState::Admitted => TaskState::Proposed,
+        AttemptState::Running => TaskState::Running,
+    };
+}
+
+fn job_status(entry: &JobEntry, tasks: &[TaskView]) -> JobStatus {
+    let count = |s: TaskState| tasks.iter().filter(|t| t.state == s).count();
+    let live = count(TaskState::Running) + count(TaskState::Proposed);
+    if entry.stopped {
+        return if live > 0 {
+            JobStatus::Stopping
+        } else {
+            JobStatus::Stopped
+        };
+    }
+    let total = tasks.len();
+    let running = count(TaskState::Running);
+    if entry.spec.job_type == JobType::Batch {
+        let ok = tasks.iter().filter(|t| t.exit_code == Some(0)).count();
+        if ok == total {
+            return JobStatus::Complete;
+        }
+        let waiting = tasks.iter().any(|t| t.pending_reason.is_some() || live > 0);
+        if !waiting && tasks.iter().all(|t| t.state != TaskState::Pending) {
+            return JobStatus::Failed;
+        }
+        return if running + ok > 0 {
+            JobStatus::Running
+        } else {
+            JobStatus::Pending
+        };
+    }
+    let gave_up = tasks.iter().any(|t| {
+        matches!(t.state, TaskState::Failed | TaskState::Exited) && t.pending_reason.is_none()
+    });
+    if gave_up {
+        JobStatus::Failed
+    } else if running == total {
+        JobStatus::Running
+    } else if running > 0 {
+        JobStatus::Degraded
+    } else {
+        JobStatus::Pending
+    }
+}
+
+/// Group views by task state (handy for CLIs and tests).
+#[must_use]
+pub fn state_counts(view: &JobView) -> BTreeMap<TaskState, usize> {
+    let mut m = BTreeMap::new();
+    for t in &view.tasks {
+        *m.entry(t.state).or_default() += 1;
+    }
+    m
+}
