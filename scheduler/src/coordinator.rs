@@ -171,7 +171,7 @@ impl Scheduler {
                         && k.slot < c.entry.spec.count
                 })
         });
-        if let Some(mut ctx) = ctx.filter(|c| !c.entry.stopped) {
+        if let Some(mut ctx) = ctx {
             for slot in 0..ctx.entry.spec.count {
                 self.coordinate_slot(&mut ctx, slot);
             }
@@ -190,10 +190,7 @@ impl Scheduler {
         };
         let mut any_final = false;
         for key in keys {
-            if key.incarnation == ctx.incarnation
-                && key.slot < ctx.entry.spec.count
-                && !ctx.entry.stopped
-            {
+            if key.incarnation == ctx.incarnation && key.slot < ctx.entry.spec.count {
                 any_final |= self.coordinate_slot(&mut ctx, key.slot);
             } else {
                 self.pending.remove(key);
@@ -387,6 +384,21 @@ impl Scheduler {
             slot,
         };
         let status = slot_status(self.tables(), &ctx.entry, &key, self.backoff());
+        if ctx.entry.stopped {
+            // Nothing is placed, but tasks on dead nodes are still declared lost so the job
+            // can finish (and be purged).
+            self.pending.remove(&key);
+            self.retry.remove(&key);
+            if let SlotStatus::Live { id, target, .. } = &status {
+                if self.members.is_down(target) && self.is_coordinator(&key) {
+                    self.write(OpBody::State {
+                        id: id.clone(),
+                        state: AttemptState::Lost,
+                    });
+                }
+            }
+            return status.is_final();
+        }
         match status {
             SlotStatus::Empty => self.try_place(ctx, &key, None),
             SlotStatus::Live {
@@ -597,7 +609,7 @@ impl Scheduler {
         if entry.stopped || !visible {
             return tables
                 .job_attempts(job, incarnation)
-                .all(|(id, _)| !tables.state(id).is_live());
+                .all(|(id, a)| !tables.state(id).is_live() || self.members.is_down(&a.target));
         }
         if entry.spec.job_type != JobType::Batch {
             return false;

@@ -247,3 +247,46 @@ fn same_seed_same_outcome() {
     };
     assert_eq!(run(11), run(11));
 }
+
+/// Scale check (run with `--release -- --ignored`): a 10,000-task batch on 3 nodes.
+#[test]
+#[ignore = "scale check; run in release mode"]
+fn scale_batch_of_10000() {
+    let mut c = Cluster::new(3, 64_000, 262_144, 12);
+    c.behavior = Box::new(|_| Behavior::ExitAfter { ms: 5, code: 0 });
+    let t0 = std::time::Instant::now();
+    c.submit("n1", batch("big", 10_000)).unwrap();
+    let done = c.run_until(600_000, |c| {
+        c.view("n1", "big")
+            .is_some_and(|v| v.status == JobStatus::Complete)
+    });
+    eprintln!(
+        "10k batch: complete={done} virtual={}ms wall={:?} delivered={} processes={} rows={:?}",
+        c.now.0 - 1000,
+        t0.elapsed(),
+        c.delivered,
+        c.processes.len(),
+        c.nodes
+            .values()
+            .map(|n| n.sched.stats())
+            .collect::<Vec<_>>()
+    );
+    assert!(done);
+}
+
+#[test]
+fn every_example_job_file_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            if let Err(e) = JobSpec::from_toml_str(&text) {
+                panic!("{}: {e}", path.display());
+            }
+            n += 1;
+        }
+    }
+    assert!(n >= 3);
+}
