@@ -389,13 +389,15 @@ impl Scheduler {
             // can finish (and be purged).
             self.pending.remove(&key);
             self.retry.remove(&key);
-            if let SlotStatus::Live { id, target, .. } = &status {
-                if self.members.is_down(target) && self.is_coordinator(&key) {
-                    self.write(OpBody::State {
-                        id: id.clone(),
-                        state: AttemptState::Lost,
-                    });
-                }
+            if let SlotStatus::Live { id, target, .. } = &status
+                && self.members.is_down(target)
+                && self.is_coordinator(&key)
+            {
+                let id = id.clone();
+                self.write(OpBody::State {
+                    id,
+                    state: AttemptState::Lost,
+                });
             }
             return status.is_final();
         }

@@ -251,6 +251,7 @@ fn same_seed_same_outcome() {
 /// Scale check (run with `--release -- --ignored`): a 10,000-task batch on 3 nodes.
 #[test]
 #[ignore = "scale check; run in release mode"]
+#[allow(clippy::disallowed_methods)] // measures the harness's wall time, outside the core
 fn scale_batch_of_10000() {
     let mut c = Cluster::new(3, 64_000, 262_144, 12);
     c.behavior = Box::new(|_| Behavior::ExitAfter { ms: 5, code: 0 });
