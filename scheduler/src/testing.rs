@@ -81,6 +81,9 @@ pub struct Cluster {
     pub processes: Vec<ProcessRecord>,
     /// Node names each node believes down (`declared_down[observer]`).
     pub declared_down: BTreeSet<String>,
+    /// Per-observer disagreement: `believes_down[observer]` are shown as down to that observer
+    /// only (a membership split without a network split).
+    pub believes_down: BTreeMap<String, BTreeSet<String>>,
     /// Probability (per mille) that a message is lost.
     pub loss_permille: u64,
     /// Messages delivered so far.
@@ -165,6 +168,7 @@ impl Cluster {
             nodes,
             processes: Vec::new(),
             declared_down: BTreeSet::new(),
+            believes_down: BTreeMap::new(),
             loss_permille: 0,
             delivered: 0,
             tick_ms: 5,
@@ -239,7 +243,12 @@ impl Cluster {
             .iter()
             .enumerate()
             .map(|(i, (name, n))| {
-                let down = self.declared_down.contains(name) && name != observer;
+                let down = (self.declared_down.contains(name)
+                    || self
+                        .believes_down
+                        .get(observer)
+                        .is_some_and(|d| d.contains(name)))
+                    && name != observer;
                 MemberInfo {
                     id: NodeId {
                         name: name.clone(),

@@ -272,6 +272,16 @@ fn scale_batch_of_10000() {
             .map(|n| n.sched.stats())
             .collect::<Vec<_>>()
     );
+    let t = c.nodes["n1"].sched.tables();
+    let placements = t.assignments().count();
+    let rejected = t
+        .assignments()
+        .filter(|(id, _)| matches!(t.state(id), AttemptState::Rejected { .. }))
+        .count();
+    eprintln!(
+        "placements={placements} rejected={rejected} ({} per 1000)",
+        rejected * 1000 / placements.max(1)
+    );
     assert!(done);
 }
 
@@ -290,4 +300,39 @@ fn every_example_job_file_is_valid() {
         }
     }
     assert!(n >= 3);
+}
+
+#[test]
+fn two_coordinators_for_one_slot_are_fenced() {
+    // n1 wrongly believes n2 and n3 are down, so it coordinates every slot while n2 and n3
+    // coordinate theirs: the same slots get placed twice. Higher (attempt, placer) wins.
+    let mut c = Cluster::new(3, 4000, 4096, 13);
+    c.believes_down
+        .insert("n1".into(), ["n2".to_string(), "n3".to_string()].into());
+    c.sync_members();
+    c.submit("n2", service("web", 6, 100)).unwrap();
+    c.run_for(2_000, |c| c.assert_no_overcommit());
+    let t = c.nodes["n2"].sched.tables();
+    let placers: std::collections::BTreeSet<&str> =
+        t.assignments().map(|(id, _)| id.placer.as_str()).collect();
+    assert!(
+        placers.contains("n1") && placers.len() > 1,
+        "both sides placed: {placers:?}"
+    );
+    c.believes_down.clear();
+    c.sync_members();
+    assert!(c.run_until(10_000, |c| c.converged() && all_running(c, "web", 6)));
+    c.run_for(1_000, |c| c.assert_no_overcommit());
+    assert_eq!(
+        c.running_count(),
+        6,
+        "exactly one process per slot after fencing"
+    );
+    let mut slots: Vec<u32> = c
+        .nodes
+        .values()
+        .flat_map(|n| n.running.keys().map(|k| k.slot))
+        .collect();
+    slots.sort_unstable();
+    assert_eq!(slots, (0..6).collect::<Vec<_>>());
 }
