@@ -407,6 +407,19 @@ pub struct SpecLimits {
     pub max_string_bytes: usize,
 }
 
+impl SpecLimits {
+    /// The generous bounds every replica applies to specs arriving in replicated ops (a
+    /// node's own, possibly larger, `spec_limits` must stay within these, or its peers ignore
+    /// its jobs).
+    pub const WIRE: SpecLimits = SpecLimits {
+        max_count: 1_000_000,
+        max_args: 65_536,
+        max_env: 65_536,
+        max_constraints: 1024,
+        max_string_bytes: 1 << 20,
+    };
+}
+
 impl Default for SpecLimits {
     fn default() -> Self {
         Self {

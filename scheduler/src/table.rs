@@ -352,7 +352,12 @@ impl Tables {
 
     fn join_job(&mut self, incarnation: u64, entry: &JobEntry) -> bool {
         // A spec a peer should never have sent is ignored deterministically everywhere.
-        if entry.spec.validate().is_err() || self.is_purged(&entry.spec.id, incarnation) {
+        if entry
+            .spec
+            .validate_with(&crate::spec::SpecLimits::WIRE)
+            .is_err()
+            || self.is_purged(&entry.spec.id, incarnation)
+        {
             return false;
         }
         let key = (entry.spec.id.clone(), incarnation);
