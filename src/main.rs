@@ -23,6 +23,12 @@ enum Command {
     /// Inspect the cluster's nodes.
     #[command(subcommand)]
     Node(cli::node::NodeCommand),
+    /// Submit, inspect and stop jobs.
+    #[command(subcommand)]
+    Job(cli::job::JobCommand),
+    /// Inspect tasks.
+    #[command(subcommand)]
+    Task(cli::job::TaskCommand),
     /// Run a local 3-node cluster on loopback with a throwaway key.
     Dev(cli::dev::DevArgs),
     /// Run a failure simulation: thousands of nodes, one process, one seed.
@@ -54,6 +60,8 @@ fn main() -> ExitCode {
             Command::Agent(args) => cli::agent::run(*args).await,
             Command::Node(cmd) => cli::node::run(cmd).await,
             Command::Dev(args) => cli::dev::run(args).await,
+            Command::Job(cmd) => cli::job::run(cmd).await,
+            Command::Task(cmd) => cli::job::run_task(cmd).await,
             Command::Simulate(_) => unreachable!("handled before the runtime starts"),
         }
     });

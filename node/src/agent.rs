@@ -15,9 +15,14 @@ use tokio::task::JoinHandle;
 
 use crate::api::{self, ApiState};
 use crate::clock::Clock;
+use crate::executor::{Executor, ExecutorConfig};
 use crate::gossip_driver::{self, GossipHandle};
 use crate::keys::ClusterKey;
+use crate::peers::{Peers, PeersConfig};
+use crate::runner::ProcessRunner;
+use crate::sched_driver::{self, SchedParts};
 use crate::seal::Sealer;
+use crate::store::Store;
 use crate::tls::{self, TlsIdentity};
 
 /// Everything an agent needs to start.
@@ -65,11 +70,19 @@ pub struct RunningAgent {
     shutdown: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
     endpoint: quinn::Endpoint,
+    executor: Executor,
 }
 
 impl RunningAgent {
     /// Leaves the cluster and stops every task of this agent.
     pub async fn shutdown(self) {
+        // Tasks are stopped first: this node announces that it leaves, so the cluster
+        // re-places its work, and a process left running here would run twice.
+        let _ = tokio::time::timeout(
+            crate::runner::KILL_GRACE * 2,
+            self.executor.shutdown(crate::runner::KILL_GRACE),
+        )
+        .await;
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -127,6 +140,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     for seed in resolve_now(&config.join, gossip_addr).await {
         core.join(clock.now(), seed);
     }
+    let base_ad = core.own_ad().clone();
     let (gossip, gossip_task) =
         gossip_driver::spawn(core, socket, sealer, clock, shutdown_rx.clone());
     let mut tasks = vec![gossip_task];
@@ -135,10 +149,54 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         gossip.clone(),
         shutdown_rx.clone(),
     )));
-    tasks.push(tokio::spawn(accept_quic(
+
+    let store = Arc::new(Store::open(&config.data_dir)?);
+    let sched_config = shoal_scheduler::SchedulerConfig::default();
+    let (mut sched_core, replay) =
+        sched_driver::load_core(&store, &config.name, &sched_config, seed_of(&id))?;
+    let (directory, directory_task) = directory_of(&gossip, shutdown_rx.clone());
+    tasks.push(directory_task);
+    let peers_config = PeersConfig {
+        max_frame_bytes: sched_config.wire.max_message_bytes,
+        ..PeersConfig::default()
+    };
+    let (peers, inbound) = Peers::start(
         endpoint.clone(),
+        directory,
+        peers_config,
         shutdown_rx.clone(),
-    )));
+    );
+    let exec_config = ExecutorConfig {
+        instance: config.name.clone(),
+        ..ExecutorConfig::default()
+    };
+    let (executor, exec_events) = Executor::new(config.data_dir.clone(), exec_config)
+        .context("cannot start the task executor")?;
+    let (events_tx, events) = tokio::sync::mpsc::channel(4096);
+    let runner = ProcessRunner::new(executor.clone(), exec_events, events_tx);
+    let recovered = runner.recover();
+    if !recovered.is_empty() {
+        tracing::info!(
+            tasks = recovered.len(),
+            "adopted processes left by the previous incarnation"
+        );
+    }
+    sched_core.handle_recovered_tasks(clock.now(), &recovered);
+    let parts = SchedParts {
+        core: sched_core,
+        replay,
+        store,
+        gossip: gossip.clone(),
+        base_ad,
+        peers,
+        inbound,
+        runner: Box::new(runner),
+        events,
+        clock,
+        config: sched_config,
+    };
+    let (sched, sched_task) = sched_driver::spawn(parts, shutdown_rx.clone());
+    tasks.push(sched_task);
 
     let state = ApiState {
         id: id.clone(),
@@ -148,6 +206,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         gossip: gossip.clone(),
         clock,
         token: token.map(Arc::from),
+        sched: Some(sched),
+        logs: Some(crate::runner::logs(&executor)),
     };
     tasks.push(tokio::spawn(serve_http(http_listener, state, shutdown_rx)));
     write_addresses(&config.data_dir, &id, quic_addr, http_addr)?;
@@ -160,6 +220,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         shutdown,
         tasks,
         endpoint,
+        executor,
     })
 }
 
@@ -306,26 +367,32 @@ async fn resolve_later(
     }
 }
 
-/// Accepts mutually authenticated QUIC connections. The reliable protocols of later work
-/// (table replication, forwarded submissions, logs) will be served here; for now a peer is
-/// authenticated, logged and its streams are refused.
-async fn accept_quic(endpoint: quinn::Endpoint, mut shutdown: watch::Receiver<bool>) {
-    loop {
-        let incoming = tokio::select! {
-            _ = shutdown.changed() => return,
-            incoming = endpoint.accept() => incoming,
-        };
-        let Some(incoming) = incoming else { return };
-        tokio::spawn(async move {
-            match incoming.await {
-                Ok(conn) => {
-                    tracing::debug!(peer = %conn.remote_address(), "quic peer authenticated");
-                    conn.close(0u32.into(), b"no services yet");
-                }
-                Err(e) => tracing::debug!(error = %e, "quic handshake refused"),
+/// Keeps the QUIC directory (node name → QUIC address) in step with the member view.
+fn directory_of(
+    gossip: &GossipHandle,
+    mut shutdown: watch::Receiver<bool>,
+) -> (crate::peers::Directory, JoinHandle<()>) {
+    let mut members = gossip.watch_members();
+    let (tx, rx) = watch::channel(BTreeMap::new());
+    let task = tokio::spawn(async move {
+        loop {
+            let map: BTreeMap<String, SocketAddr> = members
+                .borrow_and_update()
+                .iter()
+                .filter_map(|m| Some((m.id.name.clone(), m.ad.as_ref()?.quic_addr?)))
+                .collect();
+            tx.send_if_modified(|old| {
+                let changed = *old != map;
+                *old = map;
+                changed
+            });
+            tokio::select! {
+                _ = shutdown.changed() => return,
+                r = members.changed() => if r.is_err() { return },
             }
-        });
-    }
+        }
+    });
+    (rx, task)
 }
 
 async fn serve_http(listener: TcpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) {

@@ -22,7 +22,7 @@ use crate::clock::Clock;
 use crate::gossip_driver::{GossipHandle, TransportStats};
 
 /// What the API handlers share.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct ApiState {
     /// This agent's identity.
     pub id: NodeId,
@@ -38,6 +38,18 @@ pub struct ApiState {
     pub clock: Clock,
     /// Required bearer token, when the API listens off loopback.
     pub token: Option<Arc<str>>,
+    /// The scheduler task, when this agent runs one.
+    pub sched: Option<crate::sched_driver::SchedHandle>,
+    /// Local task logs, when this agent runs an executor.
+    pub logs: Option<Arc<dyn crate::api_jobs::LogReader>>,
+}
+
+impl std::fmt::Debug for ApiState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ApiState")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Capacity and allocation of a node.
@@ -117,6 +129,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}", get(node))
         .route("/v1/agent/self", get(agent_self))
+        .merge(crate::api_jobs::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)

@@ -3,11 +3,15 @@
 
 pub mod agent;
 pub mod api;
+pub mod api_jobs;
 pub mod clock;
+pub mod executor;
 pub mod gossip_driver;
 pub mod keys;
 pub mod machine;
 pub mod peers;
+pub mod runner;
+pub mod sched_driver;
 pub mod seal;
 pub mod store;
 pub mod tls;

@@ -2,6 +2,7 @@
 
 pub mod agent;
 pub mod dev;
+pub mod job;
 pub mod node;
 
 use std::process::ExitCode;

@@ -70,30 +70,69 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
 
 /// GETs `path` from the agent; errors say which agent and why.
 pub async fn get(api: &ApiArgs, path: &str) -> anyhow::Result<String> {
+    request(api, reqwest::Method::GET, path, None).await
+}
+
+/// Sends a request with an optional JSON body; a non-2xx answer becomes an error carrying the
+/// agent's `{"error": ...}` message.
+pub async fn request(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    json_body: Option<String>,
+) -> anyhow::Result<String> {
+    let resp = send(api, method, path, json_body).await?;
+    let url = resp.url().to_string();
+    let body = resp
+        .text()
+        .await
+        .with_context(|| format!("reading the answer of {url}"))?;
+    Ok(body)
+}
+
+/// GETs raw bytes plus the `x-shoal-next-offset` header (task logs).
+pub async fn get_bytes(api: &ApiArgs, path: &str) -> anyhow::Result<(Vec<u8>, Option<u64>)> {
+    let resp = send(api, reqwest::Method::GET, path, None).await?;
+    let next = resp
+        .headers()
+        .get("x-shoal-next-offset")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok());
+    Ok((resp.bytes().await?.to_vec(), next))
+}
+
+async fn send(
+    api: &ApiArgs,
+    method: reqwest::Method,
+    path: &str,
+    json_body: Option<String>,
+) -> anyhow::Result<reqwest::Response> {
     let url = format!("{}{path}", api.addr.trim_end_matches('/'));
     let mut req = reqwest::Client::new()
-        .get(&url)
-        .timeout(std::time::Duration::from_secs(10));
+        .request(method, &url)
+        .timeout(std::time::Duration::from_secs(30));
     if let Some(token) = &api.token {
         req = req.bearer_auth(token);
+    }
+    if let Some(body) = json_body {
+        req = req
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(body);
     }
     let resp = req
         .send()
         .await
         .with_context(|| format!("cannot reach the Shoal agent at {}", api.addr))?;
     let status = resp.status();
-    let body = resp
-        .text()
-        .await
-        .with_context(|| format!("reading the answer of {url}"))?;
-    if !status.is_success() {
-        let message = serde_json::from_str::<serde_json::Value>(&body)
-            .ok()
-            .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
-            .unwrap_or(body);
-        bail!("{url}: {status}: {message}");
+    if status.is_success() {
+        return Ok(resp);
     }
-    Ok(body)
+    let body = resp.text().await.unwrap_or_default();
+    let message = serde_json::from_str::<serde_json::Value>(&body)
+        .ok()
+        .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_string))
+        .unwrap_or(body);
+    bail!("{url}: {status}: {message}")
 }
 
 fn table(nodes: &[NodeView]) -> String {

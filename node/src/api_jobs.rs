@@ -1,0 +1,194 @@
+//! The jobs half of the HTTP API.
+//!
+//! - `POST /v1/jobs` — body: the job spec as JSON (the same flat shape as the TOML file).
+//!   `200` once durable; `202` when persisted here but not yet confirmed by a second node;
+//!   `400` invalid spec, `422` a job no node could ever host, `507` the local store failed.
+//! - `GET /v1/jobs`, `GET /v1/jobs/{id}` — views computed from the replicated tables.
+//! - `DELETE /v1/jobs/{id}` — stop a job (every task is killed).
+//! - `GET /v1/tasks/{job}/{slot}/logs?stream=stdout|stderr&offset=N&max=BYTES` — served by the
+//!   node that runs the task; other nodes redirect there.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+use shoal_scheduler::{JobSpec, TaskKey};
+
+use crate::api::{ApiState, error};
+use crate::sched_driver::{SchedError, SchedHandle};
+
+/// The answer of a [`LogReader`]: the bytes and the offset to continue from.
+pub type LogFuture =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<(Vec<u8>, u64), String>> + Send>>;
+
+/// Reads task logs from the local executor.
+pub trait LogReader: Send + Sync + 'static {
+    /// Up to `max` bytes of `stream` from `offset`.
+    fn read(&self, task: &TaskKey, stream: &str, offset: u64, max: usize) -> LogFuture;
+}
+
+/// Adds the job routes to the API router.
+pub fn routes() -> Router<ApiState> {
+    Router::new()
+        .route("/v1/jobs", get(list).post(submit))
+        .route("/v1/jobs/{id}", get(show).delete(stop))
+        .route("/v1/tasks/{job}/{slot}/logs", get(logs))
+}
+
+fn sched(s: &ApiState) -> Result<&SchedHandle, Response> {
+    s.sched.as_ref().ok_or_else(|| {
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this agent runs no scheduler",
+        )
+    })
+}
+
+async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> Response {
+    let sched = match sched(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    let is_toml = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("toml"));
+    let parsed = if is_toml {
+        JobSpec::from_toml_str(&body)
+    } else {
+        JobSpec::from_json_str(&body)
+    };
+    let spec = match parsed {
+        Ok(spec) => spec,
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid job spec: {e}")),
+    };
+    let id = spec.id.clone();
+    match sched.submit(spec).await {
+        Ok(receipt) => {
+            Json(serde_json::json!({ "id": id, "version": receipt.version, "durable": true }))
+                .into_response()
+        }
+        Err(e @ SchedError::NotReplicated(..)) => (
+            StatusCode::ACCEPTED,
+            Json(serde_json::json!({ "id": id, "durable": false, "warning": e.to_string() })),
+        )
+            .into_response(),
+        Err(SchedError::NeverFits(m)) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
+        Err(SchedError::Refused(m)) => error(StatusCode::BAD_REQUEST, m),
+        Err(e @ SchedError::Storage(_)) => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn list(State(s): State<ApiState>) -> Response {
+    match sched(&s) {
+        Ok(h) => Json(h.jobs().await).into_response(),
+        Err(r) => r,
+    }
+}
+
+async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let h = match sched(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match h.job(id.clone()).await {
+        Some(job) => Json(job).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no job {id:?}")),
+    }
+}
+
+async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let h = match sched(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    match h.stop(id.clone()).await {
+        Ok(receipt) => {
+            Json(serde_json::json!({ "id": id, "stopped": true, "version": receipt.version }))
+                .into_response()
+        }
+        Err(SchedError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct LogQuery {
+    #[serde(default = "stdout")]
+    stream: String,
+    #[serde(default)]
+    offset: u64,
+    #[serde(default = "max_default")]
+    max: usize,
+}
+
+fn stdout() -> String {
+    "stdout".into()
+}
+fn max_default() -> usize {
+    256 * 1024
+}
+
+async fn logs(
+    State(s): State<ApiState>,
+    Path((job, slot)): Path<(String, u32)>,
+    Query(q): Query<LogQuery>,
+) -> Response {
+    let h = match sched(&s) {
+        Ok(h) => h,
+        Err(r) => return r,
+    };
+    if q.stream != "stdout" && q.stream != "stderr" {
+        return error(StatusCode::BAD_REQUEST, "stream must be stdout or stderr");
+    }
+    let Some(key) = h.task_key(job.clone(), slot).await else {
+        return error(
+            StatusCode::NOT_FOUND,
+            format!("job {job:?} has no placed task in slot {slot}"),
+        );
+    };
+    if key.1 != s.id.name {
+        let owner = s.gossip.members().into_iter().find(|m| m.id.name == key.1);
+        let Some(http) = owner.and_then(|m| m.ad).and_then(|ad| ad.http_addr) else {
+            return error(
+                StatusCode::BAD_GATEWAY,
+                format!("task runs on {} whose API address is unknown", key.1),
+            );
+        };
+        let url = format!(
+            "http://{http}/v1/tasks/{job}/{slot}/logs?stream={}&offset={}&max={}",
+            q.stream, q.offset, q.max
+        );
+        return Redirect::temporary(&url).into_response();
+    }
+    let Some(reader) = s.logs.clone() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "this agent runs no executor",
+        );
+    };
+    read_local(reader, key.0, q).await
+}
+
+async fn read_local(reader: Arc<dyn LogReader>, task: TaskKey, q: LogQuery) -> Response {
+    let max = q.max.min(4 * 1024 * 1024);
+    match reader.read(&task, &q.stream, q.offset, max).await {
+        Ok((bytes, next)) => (
+            [
+                (header::CONTENT_TYPE, "application/octet-stream".to_string()),
+                (
+                    header::HeaderName::from_static("x-shoal-next-offset"),
+                    next.to_string(),
+                ),
+            ],
+            bytes,
+        )
+            .into_response(),
+        Err(e) => error(StatusCode::NOT_FOUND, e),
+    }
+}

@@ -1,0 +1,108 @@
+//! What `/proc` says about a process: its state, process group and start time.
+//!
+//! A pid alone does not name a process across time: the kernel reuses pids. A pid plus its start
+//! time (field 22 of `/proc/<pid>/stat`, clock ticks since boot) plus the boot id does, so the
+//! executor records all three at spawn and compares them before it signals or adopts anything.
+
+use std::path::Path;
+
+/// The fields of `/proc/<pid>/stat` the executor uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Stat {
+    /// One of `R S D Z T t X I ...`; `Z` and `X` mean the process is already dead.
+    pub state: char,
+    /// Process group id.
+    pub pgrp: u32,
+    /// Start time in clock ticks after boot.
+    pub start_time: u64,
+}
+
+impl Stat {
+    /// Whether the process still runs (a zombie has exited; only its status is left).
+    pub fn is_live(&self) -> bool {
+        !matches!(self.state, 'Z' | 'X' | 'x')
+    }
+}
+
+/// Reads `/proc/<pid>/stat`; `None` when the process does not exist (or /proc is unreadable).
+pub(crate) fn stat(pid: u32) -> Option<Stat> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    parse_stat(&text)
+}
+
+/// Parses a stat line. The command name (field 2) may contain spaces and parentheses, so the
+/// fixed fields are counted from the last `)`.
+pub(crate) fn parse_stat(text: &str) -> Option<Stat> {
+    let rest = &text[text.rfind(')')? + 1..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the name: state is field 3, pgrp field 5, starttime field 22.
+    Some(Stat {
+        state: fields.first()?.chars().next()?,
+        pgrp: fields.get(2)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
+}
+
+/// Whether `pid` is alive and is the same process that started at `start_time`.
+pub(crate) fn is_same_live_process(pid: u32, start_time: u64) -> bool {
+    stat(pid).is_some_and(|s| s.is_live() && s.start_time == start_time)
+}
+
+/// Live (non-zombie) members of process group `pgid`, sorted. Scans all of `/proc`, so it is
+/// only used on the kill path and in tests, never per normal exit.
+pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut members: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|&pid| stat(pid).is_some_and(|s| s.pgrp == pgid && s.is_live()))
+        .collect();
+    members.sort_unstable();
+    members
+}
+
+/// This boot's id; pids and start times from another boot name nothing.
+pub(crate) fn boot_id() -> Option<String> {
+    read_trimmed(Path::new("/proc/sys/kernel/random/boot_id"))
+}
+
+fn read_trimmed(path: &Path) -> Option<String> {
+    Some(std::fs::read_to_string(path).ok()?.trim().to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_names_with_spaces_and_parens() {
+        let line = "4242 (a (b) c) S 1 4242 4242 0 -1 4194560 100 0 0 0 0 0 0 0 20 0 1 0 987654 \
+                    1000 10 18446744073709551615 1 1 0 0 0 0 0 0 0 0 0 0 17 1 0 0 0 0 0";
+        let stat = parse_stat(line).unwrap();
+        assert_eq!(
+            stat,
+            Stat {
+                state: 'S',
+                pgrp: 4242,
+                start_time: 987_654
+            }
+        );
+        assert!(stat.is_live());
+    }
+
+    #[test]
+    fn garbage_is_none_not_a_panic() {
+        for line in ["", ")", "1 (x)", "1 (x) Z", "1 (x) Z 1 notanumber"] {
+            assert_eq!(parse_stat(line), None, "{line:?}");
+        }
+    }
+
+    #[test]
+    fn own_process_is_visible() {
+        let me = std::process::id();
+        let stat = stat(me).unwrap();
+        assert!(is_same_live_process(me, stat.start_time));
+        assert!(!is_same_live_process(me, stat.start_time + 1));
+    }
+}

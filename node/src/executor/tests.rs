@@ -1,0 +1,630 @@
+//! Executor tests with real processes. Each waits on conditions with deadlines, never on fixed
+//! sleeps. Tests that need cgroups say `SKIPPED` on stderr when the host has none; set
+//! `SHOAL_REQUIRE_CGROUPS=1` to make that a failure instead (for hosts that must enforce).
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use super::*;
+
+const DEADLINE: Duration = Duration::from_secs(20);
+
+fn key(job: &str, slot: u32) -> TaskKey {
+    TaskKey {
+        job: job.to_owned(),
+        slot,
+        attempt: 0,
+    }
+}
+
+fn sh(script: &str) -> TaskSpec {
+    TaskSpec {
+        command: "sh".to_owned(),
+        args: vec!["-c".to_owned(), script.to_owned()],
+        ..TaskSpec::default()
+    }
+}
+
+/// A fresh directory under the system temp dir, unique per test and process, removed on drop.
+#[derive(Debug)]
+struct Scratch(PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
+    let dir = std::env::temp_dir().join(format!("shoal-exec-{}-{name}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    Scratch(dir)
+}
+
+fn test_config(cgroups: CgroupMode) -> ExecutorConfig {
+    ExecutorConfig {
+        cgroups,
+        instance: "test".to_owned(),
+        ..ExecutorConfig::default()
+    }
+}
+
+fn executor(name: &str, cgroups: CgroupMode) -> (Executor, mpsc::Receiver<ExecEvent>, Scratch) {
+    let dir = scratch(name);
+    let (exec, events) = Executor::new(dir.0.clone(), test_config(cgroups)).unwrap();
+    (exec, events, dir)
+}
+
+async fn next(events: &mut mpsc::Receiver<ExecEvent>) -> ExecEvent {
+    tokio::time::timeout(DEADLINE, events.recv())
+        .await
+        .expect("no executor event within the deadline")
+        .expect("event channel closed")
+}
+
+async fn started(events: &mut mpsc::Receiver<ExecEvent>) -> u32 {
+    match next(events).await {
+        ExecEvent::Started { pid, .. } => pid,
+        other => panic!("expected Started, got {other:?}"),
+    }
+}
+
+/// Polls `cond` until it holds or the deadline passes; returns whether it held.
+async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + DEADLINE;
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    cond()
+}
+
+fn gone(pid: u32) -> bool {
+    procfs::stat(pid).is_none_or(|s| !s.is_live())
+}
+
+/// `None` (with a SKIPPED line) when this host has no cgroups and none are required.
+fn cgroups_or_skip(exec: &Executor, what: &str) -> Option<Enforcement> {
+    let enforcement = exec.enforcement();
+    if enforcement.memory != MemoryEnforcement::NotEnforced {
+        return Some(enforcement);
+    }
+    assert!(
+        std::env::var_os("SHOAL_REQUIRE_CGROUPS").is_none(),
+        "SHOAL_REQUIRE_CGROUPS is set but {}",
+        enforcement.note
+    );
+    eprintln!(
+        "SKIPPED {what}: no cgroups on this host ({})",
+        enforcement.note
+    );
+    None
+}
+
+#[tokio::test]
+async fn exit_code_and_stdout_are_recorded() {
+    let (exec, mut events, _dir) = executor("exit3", CgroupMode::Auto);
+    let task = key("exit3", 0);
+    exec.start(task.clone(), sh("echo hi; echo oops >&2; exit 3"))
+        .unwrap();
+    started(&mut events).await;
+    let exited = next(&mut events).await;
+    assert_eq!(
+        exited,
+        ExecEvent::Exited {
+            task: task.clone(),
+            code: Some(3),
+            signal: None,
+            killed: false
+        }
+    );
+    assert!(exec.running().is_empty());
+    let paths = exec.log_paths(&task);
+    assert_eq!(std::fs::read_to_string(paths.stdout).unwrap(), "hi\n");
+    assert_eq!(std::fs::read_to_string(paths.stderr).unwrap(), "oops\n");
+    assert!(
+        !exec.task_dir(&task).join("pid").exists(),
+        "pid file removed after exit"
+    );
+}
+
+#[tokio::test]
+async fn missing_command_fails_naming_it() {
+    let (exec, mut events, _dir) = executor("nocmd", CgroupMode::Auto);
+    let spec = TaskSpec {
+        command: "shoal-no-such-command".to_owned(),
+        ..TaskSpec::default()
+    };
+    exec.start(key("nocmd", 0), spec).unwrap();
+    match next(&mut events).await {
+        ExecEvent::Failed { reason, .. } => {
+            assert!(
+                reason.contains("`shoal-no-such-command` not found"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+    assert!(exec.running().is_empty());
+}
+
+#[tokio::test]
+async fn missing_workdir_fails_naming_it() {
+    let (exec, mut events, dir) = executor("nowd", CgroupMode::Auto);
+    let missing = dir.0.join("not-here");
+    let spec = TaskSpec {
+        workdir: Some(missing.clone()),
+        ..sh("true")
+    };
+    exec.start(key("nowd", 0), spec).unwrap();
+    match next(&mut events).await {
+        ExecEvent::Failed { reason, .. } => {
+            assert!(reason.contains(&format!("workdir {} does not exist", missing.display())));
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn unwritable_task_dir_is_a_failed_event_naming_the_path() {
+    let (exec, mut events, dir) = executor("baddir", CgroupMode::Auto);
+    // A file where the job's directory should be.
+    std::fs::write(dir.0.join("tasks").join("baddir"), b"in the way").unwrap();
+    exec.start(key("baddir", 0), sh("true")).unwrap();
+    match next(&mut events).await {
+        ExecEvent::Failed { reason, .. } => {
+            assert!(reason.contains("cannot create task directory"), "{reason}");
+            assert!(reason.contains("tasks/baddir/0/0"), "{reason}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn refusals_are_errors_with_no_event() {
+    let (exec, mut events, _dir) = executor("refuse", CgroupMode::Auto);
+    for job in ["", "../etc", "a/b", ".hidden", "x y", &"j".repeat(129)] {
+        let err = exec.start(key(job, 0), sh("true")).unwrap_err();
+        assert!(
+            matches!(err, ExecError::InvalidTask { .. }),
+            "{job:?}: {err}"
+        );
+    }
+    let task = key("refuse", 0);
+    exec.start(task.clone(), sh("sleep 600")).unwrap();
+    let err = exec.start(task.clone(), sh("true")).unwrap_err();
+    assert!(matches!(err, ExecError::AlreadyRunning(_)), "{err}");
+    started(&mut events).await;
+    exec.shutdown(Duration::from_secs(5)).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { killed: true, .. }
+    ));
+    let err = exec.start(key("refuse", 1), sh("true")).unwrap_err();
+    assert!(matches!(err, ExecError::ShuttingDown), "{err}");
+    assert!(events.try_recv().is_err(), "refused starts emit nothing");
+}
+
+#[tokio::test]
+async fn environment_reaches_the_process() {
+    let (exec, mut events, _dir) = executor("env", CgroupMode::Auto);
+    let task = TaskKey {
+        job: "env".to_owned(),
+        slot: 7,
+        attempt: 2,
+    };
+    let mut spec = sh(r#"echo "$SHOAL_JOB $SHOAL_SLOT $SHOAL_ATTEMPT $FOO $SHOAL_TASK_DIR $PWD""#);
+    spec.env.insert("FOO".to_owned(), "bar baz".to_owned());
+    spec.env
+        .insert("SHOAL_JOB".to_owned(), "spoofed".to_owned());
+    exec.start(task.clone(), spec).unwrap();
+    started(&mut events).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    let dir = exec.task_dir(&task);
+    let out = std::fs::read_to_string(exec.log_paths(&task).stdout).unwrap();
+    assert_eq!(
+        out,
+        format!("env 7 2 bar baz {} {}\n", dir.display(), dir.display())
+    );
+}
+
+#[tokio::test]
+async fn kill_of_well_behaved_task_ends_by_sigterm() {
+    let (exec, mut events, _dir) = executor("term", CgroupMode::Auto);
+    let task = key("term", 0);
+    exec.start(
+        task.clone(),
+        TaskSpec {
+            command: "sleep".into(),
+            args: vec!["600".into()],
+            ..TaskSpec::default()
+        },
+    )
+    .unwrap();
+    started(&mut events).await;
+    assert!(exec.kill(&task, Duration::from_secs(10)));
+    let exited = next(&mut events).await;
+    assert_eq!(
+        exited,
+        ExecEvent::Exited {
+            task: task.clone(),
+            code: None,
+            signal: Some(15),
+            killed: true
+        }
+    );
+    assert!(
+        !exec.kill(&task, Duration::ZERO),
+        "kill of a finished task is a no-op"
+    );
+    assert!(
+        !exec.kill(&key("never", 0), Duration::ZERO),
+        "kill of an unknown task is a no-op"
+    );
+}
+
+#[tokio::test]
+async fn kill_escalates_to_sigkill_for_the_whole_group() {
+    let (exec, mut events, _dir) = executor("trap", CgroupMode::Auto);
+    let task = key("trap", 0);
+    exec.start(task.clone(), sh(r#"trap "" TERM; sleep 600; true"#))
+        .unwrap();
+    let pid = started(&mut events).await;
+    let mut child = None;
+    let found = eventually(|| {
+        child = procfs::group_members(pid).into_iter().find(|&p| p != pid);
+        child.is_some()
+    })
+    .await;
+    assert!(
+        found,
+        "the shell's sleep child never appeared in group {pid}"
+    );
+    let child = child.unwrap();
+    let grace = Duration::from_millis(300);
+    let asked = Instant::now();
+    assert!(exec.kill(&task, grace));
+    let exited = next(&mut events).await;
+    assert!(
+        asked.elapsed() >= grace,
+        "SIGKILL came before the grace period ended"
+    );
+    assert_eq!(
+        exited,
+        ExecEvent::Exited {
+            task,
+            code: None,
+            signal: Some(9),
+            killed: true
+        }
+    );
+    assert!(
+        eventually(|| gone(child)).await,
+        "child {child} outlived its group's kill"
+    );
+    assert!(
+        procfs::group_members(pid).is_empty(),
+        "group {pid} still has members"
+    );
+}
+
+#[tokio::test]
+async fn leftovers_in_the_group_are_killed_when_the_leader_exits() {
+    let (exec, mut events, _dir) = executor("orphan", CgroupMode::Auto);
+    let task = key("orphan", 0);
+    exec.start(task.clone(), sh("sleep 600 & echo $!")).unwrap();
+    let pid = started(&mut events).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    let out = std::fs::read_to_string(exec.log_paths(&task).stdout).unwrap();
+    let background: u32 = out.trim().parse().unwrap();
+    assert!(
+        eventually(|| gone(background)).await,
+        "background sleep {background} survived"
+    );
+    assert!(procfs::group_members(pid).is_empty());
+}
+
+#[tokio::test]
+async fn many_short_tasks_all_exit_zero_exactly_once() {
+    let (exec, mut events, _dir) = executor("many", CgroupMode::Auto);
+    let spec = TaskSpec {
+        command: "true".to_owned(),
+        ..TaskSpec::default()
+    };
+    for slot in 0..200 {
+        exec.start(key("many", slot), spec.clone()).unwrap();
+    }
+    let mut started_slots = BTreeSet::new();
+    let mut exited_slots = BTreeSet::new();
+    while exited_slots.len() < 200 {
+        match next(&mut events).await {
+            ExecEvent::Started { task, .. } => assert!(started_slots.insert(task.slot)),
+            ExecEvent::Exited {
+                task,
+                code: Some(0),
+                signal: None,
+                killed: false,
+            } => {
+                assert!(started_slots.contains(&task.slot), "Exited before Started");
+                assert!(
+                    exited_slots.insert(task.slot),
+                    "slot {} exited twice",
+                    task.slot
+                );
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert!(exec.running().is_empty());
+}
+
+#[tokio::test]
+async fn read_log_is_bounded_and_resumable() {
+    let config = ExecutorConfig {
+        max_log_read_bytes: NonZeroUsize::new(6).unwrap(),
+        ..test_config(CgroupMode::Auto)
+    };
+    let dir = scratch("logs");
+    let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
+    let task = key("logs", 0);
+    exec.start(task.clone(), sh("printf 0123456789")).unwrap();
+    started(&mut events).await;
+    next(&mut events).await;
+    let (bytes, next_offset) = exec.read_log(&task, LogStream::Stdout, 0, 4).await.unwrap();
+    assert_eq!((bytes.as_slice(), next_offset), (&b"0123"[..], 4));
+    let (bytes, next_offset) = exec
+        .read_log(&task, LogStream::Stdout, 4, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (bytes.as_slice(), next_offset),
+        (&b"456789"[..], 10),
+        "capped by config"
+    );
+    let (bytes, next_offset) = exec
+        .read_log(&task, LogStream::Stdout, 99, 100)
+        .await
+        .unwrap();
+    assert_eq!(
+        (bytes.len(), next_offset),
+        (0, 10),
+        "past the end: nothing, and the length"
+    );
+    let (bytes, _) = exec
+        .read_log(&task, LogStream::Stderr, 0, 100)
+        .await
+        .unwrap();
+    assert!(bytes.is_empty());
+    let err = exec
+        .read_log(&key("logs", 1), LogStream::Stdout, 0, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::NotFound(_)), "{err}");
+    let err = exec
+        .read_log(&key("../x", 0), LogStream::Stdout, 0, 10)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::InvalidTask(_)), "{err}");
+}
+
+#[tokio::test]
+async fn cgroup_limits_are_applied_and_removed() {
+    let (exec, mut events, _dir) = executor("cg", CgroupMode::Auto);
+    let Some(enforcement) = cgroups_or_skip(&exec, "cgroup_limits_are_applied_and_removed") else {
+        return;
+    };
+    eprintln!("enforcement: {enforcement:?}");
+    let hierarchy = exec.inner.cgroups.clone().unwrap();
+    let task = key("cg", 0);
+    let spec = TaskSpec {
+        cpu_millicores: 250,
+        memory_mib: 64,
+        ..sh("sleep 600")
+    };
+    exec.start(task.clone(), spec).unwrap();
+    let pid = started(&mut events).await;
+    let cgroup = hierarchy.task_cgroup("cg.0.0");
+    let limit = std::fs::read_to_string(cgroup.memory_file()).unwrap();
+    assert_eq!(limit.trim(), (64u64 << 20).to_string());
+    let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    assert!(membership.contains("/shoal/test/cg.0.0"), "{membership}");
+    let cpu = match &hierarchy {
+        Hierarchy::V2 { parent } => std::fs::read_to_string(parent.join("cg.0.0/cpu.max")).unwrap(),
+        Hierarchy::V1 { cpu_parent, .. } => {
+            std::fs::read_to_string(cpu_parent.join("cg.0.0/cpu.cfs_quota_us")).unwrap()
+        }
+    };
+    assert!(cpu.starts_with("25000"), "cpu quota {cpu:?}");
+    exec.kill(&task, Duration::from_secs(5));
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited {
+            signal: Some(15),
+            ..
+        }
+    ));
+    assert!(
+        !cgroup.memory_file().exists(),
+        "task cgroup removed after exit"
+    );
+}
+
+#[tokio::test]
+async fn memory_limit_is_enforced() {
+    let (exec, mut events, _dir) = executor("oom", CgroupMode::Auto);
+    if cgroups_or_skip(&exec, "memory_limit_is_enforced").is_none() {
+        return;
+    }
+    // dd allocates and fills one 256 MiB buffer: far above a 32 MiB limit.
+    let spec = TaskSpec {
+        command: "dd".to_owned(),
+        args: ["if=/dev/zero", "of=/dev/null", "bs=256M", "count=1"]
+            .map(str::to_owned)
+            .to_vec(),
+        memory_mib: 32,
+        ..TaskSpec::default()
+    };
+    exec.start(key("oom", 0), spec).unwrap();
+    started(&mut events).await;
+    let exited = next(&mut events).await;
+    assert!(
+        matches!(
+            exited,
+            ExecEvent::Exited {
+                signal: Some(9),
+                killed: false,
+                ..
+            }
+        ),
+        "expected an OOM kill, got {exited:?}"
+    );
+}
+
+#[tokio::test]
+async fn no_cgroups_means_not_enforced_is_reported() {
+    let (exec, mut events, _dir) = executor("off", CgroupMode::Off);
+    let e = exec.enforcement();
+    assert_eq!(
+        (e.cpu, e.memory),
+        (CpuEnforcement::NotEnforced, MemoryEnforcement::NotEnforced)
+    );
+    let spec = TaskSpec {
+        memory_mib: 1,
+        cpu_millicores: 1,
+        ..sh("exit 0")
+    };
+    exec.start(key("off", 0), spec).unwrap();
+    started(&mut events).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+}
+
+#[tokio::test]
+async fn a_restarted_agent_recovers_adopts_and_kills() {
+    let (old, mut old_events, dir) = executor("recover", CgroupMode::Auto);
+    let keep = key("recover", 0);
+    let drop_it = key("recover", 1);
+    for task in [&keep, &drop_it] {
+        old.start(task.clone(), sh("sleep 600")).unwrap();
+        started(&mut old_events).await;
+    }
+    // The "old incarnation" still reaps its children; the new one sees only pid files.
+    let (new, mut events) = Executor::new(dir.0.clone(), test_config(CgroupMode::Auto)).unwrap();
+    let found = new.recover();
+    assert_eq!(
+        found.iter().map(|r| (&r.task, r.alive)).collect::<Vec<_>>(),
+        [(&keep, true), (&drop_it, true)]
+    );
+
+    let wanted = BTreeSet::from([keep.clone(), key("recover", 2)]);
+    let done = new.reconcile(&wanted, Duration::from_secs(5));
+    assert_eq!(done.adopted, std::slice::from_ref(&keep));
+    assert_eq!(done.killed, std::slice::from_ref(&drop_it));
+    assert_eq!(done.missing, [key("recover", 2)]);
+    assert!(done.gone.is_empty());
+    assert_eq!(
+        next(&mut events).await,
+        ExecEvent::Exited {
+            task: drop_it,
+            code: None,
+            signal: None,
+            killed: true
+        }
+    );
+    assert_eq!(new.running(), std::slice::from_ref(&keep));
+    assert!(new.kill(&keep, Duration::from_secs(5)));
+    assert_eq!(
+        next(&mut events).await,
+        ExecEvent::Exited {
+            task: keep,
+            code: None,
+            signal: None,
+            killed: true
+        }
+    );
+    old.shutdown(Duration::ZERO).await;
+}
+
+#[tokio::test]
+async fn a_reused_pid_is_not_mistaken_for_a_task() {
+    let (exec, mut events, _dir) = executor("reuse", CgroupMode::Auto);
+    let task = key("reuse", 0);
+    let dir = exec.task_dir(&task);
+    std::fs::create_dir_all(&dir).unwrap();
+    // Our own (live) pid, but a start time that is not ours: a previous task whose pid was reused.
+    let me = std::process::id();
+    let record = PidRecord {
+        task: task.clone(),
+        pid: me,
+        pgid: me,
+        start_time_ticks: Some(procfs::stat(me).unwrap().start_time + 1),
+        boot_id: procfs::boot_id(),
+    };
+    write_pid_record(&dir, &record).unwrap();
+    assert_eq!(
+        exec.recover(),
+        [RecoveredTask {
+            task: task.clone(),
+            pid: me,
+            alive: false
+        }]
+    );
+    assert!(!exec.adopt(&task).unwrap());
+    assert_eq!(
+        next(&mut events).await,
+        ExecEvent::Exited {
+            task: task.clone(),
+            code: None,
+            signal: None,
+            killed: false
+        }
+    );
+    assert!(!dir.join("pid").exists(), "dead record cleaned up");
+    assert!(exec.recover().is_empty());
+    assert!(matches!(exec.adopt(&task), Err(ExecError::NoPidRecord(_))));
+}
+
+/// `cargo test --release -p shoal-node executor::tests::bench_1000_true -- --ignored --nocapture`
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark; run in release"]
+async fn bench_1000_true() {
+    for mode in [CgroupMode::Auto, CgroupMode::Off] {
+        let (exec, mut events, _dir) = executor(&format!("bench-{mode:?}"), mode);
+        let spec = TaskSpec {
+            command: "true".to_owned(),
+            ..TaskSpec::default()
+        };
+        let begin = Instant::now();
+        for slot in 0..1000 {
+            exec.start(key("bench", slot), spec.clone()).unwrap();
+        }
+        let spawned = begin.elapsed();
+        let mut exited = 0;
+        while exited < 1000 {
+            if let ExecEvent::Exited { code: Some(0), .. } = next(&mut events).await {
+                exited += 1;
+            }
+        }
+        let total = begin.elapsed();
+        eprintln!(
+            "{mode:?} ({:?}/{:?}): 1000 `true` started in {spawned:?}, all exited in {total:?} = {:.0} tasks/s",
+            exec.enforcement().cpu,
+            exec.enforcement().memory,
+            1000.0 / total.as_secs_f64()
+        );
+    }
+}

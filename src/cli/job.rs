@@ -1,0 +1,303 @@
+//! `shoal job run|status|list|stop` and `shoal task logs`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Subcommand;
+use comfy_table::{Table, presets::NOTHING};
+use serde_json::Value;
+use shoal_scheduler::JobSpec;
+
+use super::node::{ApiArgs, get, request};
+
+/// `shoal job ...`
+#[derive(Debug, Subcommand)]
+pub enum JobCommand {
+    /// Submit a job file (TOML or JSON) and follow its placement until its tasks run.
+    Run {
+        /// The job file.
+        file: PathBuf,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Return as soon as the job is accepted.
+        #[arg(long)]
+        detach: bool,
+    },
+    /// One job: its status and every task.
+    Status {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the JSON of `GET /v1/jobs/ID`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Every job.
+    List {
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the JSON of `GET /v1/jobs`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Stop a job: every task it started is killed.
+    Stop {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+}
+
+/// `shoal task ...`
+#[derive(Debug, Subcommand)]
+pub enum TaskCommand {
+    /// Print a task's output (from whichever node runs it).
+    Logs {
+        /// Job id.
+        job: String,
+        /// Slot number.
+        slot: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print standard error instead of standard output.
+        #[arg(long)]
+        stderr: bool,
+        /// Keep printing new output until Ctrl-C.
+        #[arg(long, short)]
+        follow: bool,
+    },
+}
+
+/// Runs a `job` subcommand.
+pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        JobCommand::Run { file, api, detach } => run_job(&file, &api, detach).await,
+        JobCommand::Status { id, api, json } => {
+            let body = get(&api, &format!("/v1/jobs/{id}")).await?;
+            if json {
+                println!("{body}");
+            } else {
+                print!("{}", describe(&serde_json::from_str(&body)?));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::List { api, json } => {
+            let body = get(&api, "/v1/jobs").await?;
+            if json {
+                println!("{body}");
+            } else {
+                print!("{}", list_table(&serde_json::from_str(&body)?));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Stop { id, api } => {
+            request(
+                &api,
+                reqwest::Method::DELETE,
+                &format!("/v1/jobs/{id}"),
+                None,
+            )
+            .await?;
+            println!("job {id} stopped; its tasks are being killed");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Parses a job file, TOML unless it ends in `.json`; errors name the file and the line.
+pub fn load_spec(file: &PathBuf) -> anyhow::Result<JobSpec> {
+    let text = std::fs::read_to_string(file)
+        .with_context(|| format!("cannot read job file {}", file.display()))?;
+    let parsed = if file.extension().is_some_and(|e| e == "json") {
+        JobSpec::from_json_str(&text)
+    } else {
+        JobSpec::from_toml_str(&text)
+    };
+    parsed.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
+}
+
+async fn run_job(file: &PathBuf, api: &ApiArgs, detach: bool) -> anyhow::Result<ExitCode> {
+    let spec = load_spec(file)?;
+    let body = serde_json::to_string(&spec)?;
+    let answer = request(api, reqwest::Method::POST, "/v1/jobs", Some(body)).await?;
+    let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+    if let Some(warning) = answer.get("warning").and_then(Value::as_str) {
+        eprintln!("warning: {warning}");
+    }
+    println!(
+        "job {} accepted ({} {} task{})",
+        spec.id,
+        spec.count,
+        spec.job_type.as_str(),
+        if spec.count == 1 { "" } else { "s" }
+    );
+    if detach {
+        return Ok(ExitCode::SUCCESS);
+    }
+    follow_placement(&spec.id, api).await
+}
+
+/// Polls the job until every task runs (or, for batch, has finished); a progress bar for large
+/// counts; prints why tasks wait when nothing moves.
+async fn follow_placement(id: &str, api: &ApiArgs) -> anyhow::Result<ExitCode> {
+    let mut bar: Option<indicatif::ProgressBar> = None;
+    let mut last_progress = std::time::Instant::now();
+    let mut last_done = usize::MAX;
+    loop {
+        let job: Value = serde_json::from_str(&get(api, &format!("/v1/jobs/{id}")).await?)?;
+        let tasks = job["tasks"].as_array().cloned().unwrap_or_default();
+        let count = tasks.len();
+        let state = |s: &str| tasks.iter().filter(|t| t["state"] == s).count();
+        let (running, exited, failed, pending) = (
+            state("running"),
+            state("exited"),
+            state("failed"),
+            state("pending"),
+        );
+        let done = running + exited;
+        let status = job["status"].as_str().unwrap_or("?").to_string();
+        if count > 20 {
+            let b = bar.get_or_insert_with(|| {
+                let b = indicatif::ProgressBar::new(count as u64);
+                b.set_style(
+                    indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} placed {msg}")
+                        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+                b
+            });
+            b.set_position(done as u64);
+            b.set_message(format!(
+                "({running} running, {exited} exited, {pending} pending, {failed} failed)"
+            ));
+        } else if done != last_done {
+            println!(
+                "  {status}: {running} running, {exited} exited, {pending} pending, {failed} failed of {count}"
+            );
+        }
+        if done != last_done {
+            last_done = done;
+            last_progress = std::time::Instant::now();
+        }
+        if matches!(status.as_str(), "running" | "complete") && done == count {
+            if let Some(b) = bar {
+                b.finish();
+            }
+            println!("job {id} is {status}: {running} running, {exited} exited of {count}");
+            return Ok(ExitCode::SUCCESS);
+        }
+        if matches!(status.as_str(), "failed" | "stopped") {
+            if let Some(b) = bar {
+                b.abandon();
+            }
+            print!("{}", describe(&job));
+            bail!("job {id} is {status}");
+        }
+        if last_progress.elapsed() > Duration::from_secs(5) {
+            last_progress = std::time::Instant::now();
+            print_waiting(&tasks);
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn print_waiting(tasks: &[Value]) {
+    let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
+    for t in tasks.iter().filter(|t| t["state"] == "pending") {
+        let r = t["pending_reason"]
+            .as_str()
+            .unwrap_or("not placed yet")
+            .to_string();
+        *reasons.entry(r).or_default() += 1;
+    }
+    for (reason, n) in reasons {
+        eprintln!("  waiting: {n} task(s): {reason}");
+    }
+    let _ = std::io::stderr().flush();
+}
+
+fn describe(job: &Value) -> String {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["SLOT", "ATTEMPT", "NODE", "STATE", "EXIT", "REASON"]);
+    let text = |v: &Value| match v {
+        Value::Null => "-".to_string(),
+        Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    for task in job["tasks"].as_array().into_iter().flatten() {
+        let reason = if task["pending_reason"].is_null() {
+            &task["detail"]
+        } else {
+            &task["pending_reason"]
+        };
+        t.add_row([
+            text(&task["slot"]),
+            text(&task["attempt"]),
+            text(&task["node"]),
+            text(&task["state"]),
+            text(&task["exit_code"]),
+            text(reason),
+        ]);
+    }
+    format!(
+        "ID      {}\nType    {}\nStatus  {}\nCount   {}\n\n{t}\n",
+        text(&job["id"]),
+        text(&job["type"]),
+        text(&job["status"]),
+        text(&job["count"])
+    )
+}
+
+fn list_table(jobs: &Value) -> String {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header([
+        "ID", "TYPE", "STATUS", "COUNT", "RUNNING", "EXITED", "PENDING",
+    ]);
+    for job in jobs.as_array().into_iter().flatten() {
+        let tasks = job["tasks"].as_array().cloned().unwrap_or_default();
+        let n = |s: &str| tasks.iter().filter(|t| t["state"] == s).count().to_string();
+        t.add_row([
+            job["id"].as_str().unwrap_or("?").to_string(),
+            job["type"].as_str().unwrap_or("?").to_string(),
+            job["status"].as_str().unwrap_or("?").to_string(),
+            job["count"].to_string(),
+            n("running"),
+            n("exited"),
+            n("pending"),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+/// Runs a `task` subcommand.
+pub async fn run_task(cmd: TaskCommand) -> anyhow::Result<ExitCode> {
+    let TaskCommand::Logs {
+        job,
+        slot,
+        api,
+        stderr,
+        follow,
+    } = cmd;
+    let stream = if stderr { "stderr" } else { "stdout" };
+    let mut offset = 0u64;
+    let mut out = std::io::stdout();
+    loop {
+        let path = format!("/v1/tasks/{job}/{slot}/logs?stream={stream}&offset={offset}");
+        let (bytes, next) = super::node::get_bytes(&api, &path).await?;
+        out.write_all(&bytes)?;
+        out.flush()?;
+        offset = next.unwrap_or(offset + bytes.len() as u64);
+        if !follow && bytes.is_empty() {
+            return Ok(ExitCode::SUCCESS);
+        }
+        if bytes.is_empty() {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+    }
+}
