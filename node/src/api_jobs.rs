@@ -19,7 +19,7 @@ use serde::Deserialize;
 use shoal_scheduler::{JobSpec, TaskKey};
 
 use crate::api::{ApiState, error};
-use crate::sched_driver::{SchedError, SchedHandle};
+use crate::sched_driver::SchedError;
 
 /// The answer of a [`LogReader`]: the bytes and the offset to continue from.
 pub type LogFuture =
@@ -39,19 +39,16 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/tasks/{job}/{slot}/logs", get(logs))
 }
 
-fn sched(s: &ApiState) -> Result<&SchedHandle, Response> {
-    s.sched.as_ref().ok_or_else(|| {
-        error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "this agent runs no scheduler",
-        )
-    })
+fn no_scheduler() -> Response {
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "this agent runs no scheduler",
+    )
 }
 
 async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> Response {
-    let sched = match sched(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
+    let Some(sched) = s.sched.as_ref() else {
+        return no_scheduler();
     };
     let is_toml = headers
         .get(header::CONTENT_TYPE)
@@ -85,16 +82,15 @@ async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> 
 }
 
 async fn list(State(s): State<ApiState>) -> Response {
-    match sched(&s) {
-        Ok(h) => Json(h.jobs().await).into_response(),
-        Err(r) => r,
+    match s.sched.as_ref() {
+        Some(h) => Json(h.jobs().await).into_response(),
+        None => no_scheduler(),
     }
 }
 
 async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    let h = match sched(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
+    let Some(h) = s.sched.as_ref() else {
+        return no_scheduler();
     };
     match h.job(id.clone()).await {
         Some(job) => Json(job).into_response(),
@@ -103,9 +99,8 @@ async fn show(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
 }
 
 async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
-    let h = match sched(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
+    let Some(h) = s.sched.as_ref() else {
+        return no_scheduler();
     };
     match h.stop(id.clone()).await {
         Ok(receipt) => {
@@ -139,9 +134,8 @@ async fn logs(
     Path((job, slot)): Path<(String, u32)>,
     Query(q): Query<LogQuery>,
 ) -> Response {
-    let h = match sched(&s) {
-        Ok(h) => h,
-        Err(r) => return r,
+    let Some(h) = s.sched.as_ref() else {
+        return no_scheduler();
     };
     if q.stream != "stdout" && q.stream != "stderr" {
         return error(StatusCode::BAD_REQUEST, "stream must be stdout or stderr");

@@ -6,7 +6,6 @@
 //! input it drains, in this order: peer messages, executor commands, durability waiters,
 //! the re-advertisement of local allocations, and (at a bounded rate) the snapshot.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -449,10 +448,4 @@ impl Driver {
         }
         self.last_snapshot = Instant::now();
     }
-}
-
-/// Jobs by id, for quick lookups in tests.
-#[must_use]
-pub fn by_id(jobs: Vec<JobView>) -> BTreeMap<String, JobView> {
-    jobs.into_iter().map(|j| (j.id.clone(), j)).collect()
 }
