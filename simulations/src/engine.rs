@@ -286,7 +286,7 @@ impl Simulation {
             violations: Vec::new(),
             life_log: Vec::new(),
             converged_at_ms: None,
-            config: Config::default(),
+            config: scenario.membership.config(),
             queue: BinaryHeap::new(),
             seq: 0,
             net_rng: StdRng::seed_from_u64(derive_seed(seed, 2, 0, 0)),

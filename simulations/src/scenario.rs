@@ -70,6 +70,9 @@ pub struct Scenario {
     /// Checker settings.
     #[serde(default)]
     pub checks: CheckParams,
+    /// Overrides of the membership core's `Config` (defaults are the production ones).
+    #[serde(default)]
+    pub membership: MembershipParams,
     /// The fault script.
     #[serde(default)]
     pub faults: Vec<Fault>,
@@ -177,6 +180,45 @@ impl NetworkParams {
             return Err(invalid("network latency and jitter must be non-negative"));
         }
         Ok(())
+    }
+}
+
+/// Overrides of `shoal_gossip::Config`; every field left out keeps the production default.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MembershipParams {
+    /// `probe_period`, in milliseconds.
+    pub probe_period_ms: Option<u64>,
+    /// `suspect_to_down_after`, in milliseconds.
+    pub suspect_to_down_after_ms: Option<u64>,
+    /// `gossip_period`, in milliseconds.
+    pub gossip_period_ms: Option<u64>,
+    /// `scan_period` (member-view reconciliation), in milliseconds.
+    pub scan_period_ms: Option<u64>,
+    /// `announce_period`, in milliseconds.
+    pub announce_period_ms: Option<u64>,
+    /// `sync_period` (resource-ad digest sync), in milliseconds.
+    pub sync_period_ms: Option<u64>,
+}
+
+impl MembershipParams {
+    /// The production configuration with these overrides applied.
+    #[must_use]
+    pub fn config(&self) -> shoal_gossip::Config {
+        use std::time::Duration;
+        let mut c = shoal_gossip::Config::default();
+        let set = |slot: &mut Duration, v: Option<u64>| {
+            if let Some(ms) = v {
+                *slot = Duration::from_millis(ms.max(1));
+            }
+        };
+        set(&mut c.probe_period, self.probe_period_ms);
+        set(&mut c.suspect_to_down_after, self.suspect_to_down_after_ms);
+        set(&mut c.gossip_period, self.gossip_period_ms);
+        set(&mut c.scan_period, self.scan_period_ms);
+        set(&mut c.announce_period, self.announce_period_ms);
+        set(&mut c.sync_period, self.sync_period_ms);
+        c
     }
 }
 

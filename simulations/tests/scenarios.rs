@@ -4,10 +4,14 @@ use shoal_simulations::Scenario;
 
 #[test]
 fn every_library_scenario_parses() {
-    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
-    for entry in std::fs::read_dir(dir).unwrap() {
-        let path = entry.unwrap().path();
-        Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios");
+    for dir in [root.clone(), root.join("bench")] {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                Scenario::load(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            }
+        }
     }
 }
 
