@@ -131,10 +131,8 @@ impl Hierarchy {
                 write(&cgroup.memory_file, &mem)?;
             }
             Hierarchy::V1 { .. } => {
-                write(
-                    &cgroup.dirs[0].join("cpu.cfs_period_us"),
-                    &CPU_PERIOD_US.to_string(),
-                )?;
+                // cfs_period_us of a new cgroup is the kernel default, CPU_PERIOD_US, and only
+                // this executor writes here: not rewritten, each write is a syscall per task.
                 let cpu = quota.map_or("-1".to_owned(), |q| q.to_string());
                 write(&cgroup.dirs[0].join("cpu.cfs_quota_us"), &cpu)?;
                 let mem = memory
@@ -221,6 +219,7 @@ fn try_v2(mounts: &[Mount], instance: &str) -> Result<Hierarchy, String> {
         make_dir(&dir)?;
     }
     write(&dir.join("cgroup.subtree_control"), "+cpu +memory")?;
+    probe(&dir)?;
     Ok(Hierarchy::V2 { parent: dir })
 }
 
@@ -241,6 +240,7 @@ fn try_v1(mounts: &[Mount], own: &str, instance: &str) -> Result<Hierarchy, Stri
             .join(instance);
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        probe(&dir)?;
         Ok(dir)
     };
     Ok(Hierarchy::V1 {
@@ -284,6 +284,14 @@ fn parse_mountinfo(text: &str) -> Vec<Mount> {
             })
         })
         .collect()
+}
+
+/// Creates and removes a child cgroup: an existing parent (made by root, say) does not mean this
+/// agent may create task cgroups in it.
+fn probe(parent: &Path) -> Result<(), String> {
+    let child = parent.join(format!("probe-{}", std::process::id()));
+    make_dir(&child)?;
+    std::fs::remove_dir(&child).map_err(|e| format!("cannot remove {}: {e}", child.display()))
 }
 
 fn make_dir(dir: &Path) -> Result<(), String> {

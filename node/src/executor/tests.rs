@@ -604,8 +604,11 @@ async fn a_reused_pid_is_not_mistaken_for_a_task() {
 async fn bench_1000_true() {
     for mode in [CgroupMode::Auto, CgroupMode::Off] {
         let (exec, mut events, _dir) = executor(&format!("bench-{mode:?}"), mode);
+        // The example request: 100 millicores, 32 MiB.
         let spec = TaskSpec {
             command: "true".to_owned(),
+            cpu_millicores: 100,
+            memory_mib: 32,
             ..TaskSpec::default()
         };
         let begin = Instant::now();
