@@ -1,0 +1,117 @@
+#!/usr/bin/env python3
+"""Scheduling benchmark: 3 real agents (release build) on 127.0.0.1.
+
+  - batch jobs of 1,000 and 10,000 tasks running `true`: end-to-end tasks/s from the POST to
+    the job reporting `complete` (every slot exited 0);
+  - conflicts: re-placements after a rejection, per 1,000 placements (sum over slots of
+    attempt - 1; `true` never fails, so every extra attempt is a rejected proposal);
+  - submit→running latency for single-task service jobs (`sleep 30`), p50/p99 over --singles
+    jobs, measured by the client: POST (acknowledged once durable on two nodes), then polling
+    GET /v1/jobs/ID every 1 ms until the task is running;
+  - agent RSS with the 10,000-task job in the tables.
+
+Usage: bench/scheduling.py [--sizes 1000,10000] [--singles 200] [--out FILE]
+"""
+import argparse, http.client, json, os, signal, statistics, subprocess, tempfile, time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BIN = os.path.join(ROOT, "target", "release", "shoal")
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"): return int(line.split()[1]) / 1024
+    return 0.0
+
+class Api:
+    def __init__(self, addr):
+        host, port = addr.rsplit(":", 1); self.c = http.client.HTTPConnection(host, int(port), timeout=60)
+    def call(self, method, path, body=None):
+        self.c.request(method, path, body=json.dumps(body) if body is not None else None,
+                       headers={"content-type": "application/json"})
+        r = self.c.getresponse(); data = r.read()
+        return r.status, (json.loads(data) if data else None)
+
+def start_agents(root, key):
+    agents = []
+    for i in range(1, 4):
+        d = os.path.join(root, f"n{i}"); os.makedirs(d)
+        args = [BIN, "agent", "--name", f"n{i}", "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                "--cluster-key-file", key, "--data-dir", d, "--cpu", "1000000", "--memory", "1000000"]
+        if agents: args += ["--join", agents[0]["gossip"]]
+        log = open(os.path.join(root, f"n{i}.log"), "w")
+        p = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
+        for _ in range(3000):
+            try:
+                info = json.load(open(os.path.join(d, "addresses.json"))); break
+            except (OSError, ValueError): time.sleep(0.01)
+        agents.append({"proc": p, "http": info["http"], "gossip": info["gossip"]})
+    api = Api(agents[0]["http"])
+    for _ in range(3000):
+        _, nodes = api.call("GET", "/v1/nodes")
+        if sum(1 for n in nodes if n["status"] == "alive" and n["resources"]["capacity"]["cpu_millicores"] > 0) == 3: break
+        time.sleep(0.01)
+    return agents
+
+def batch(api, n, idx):
+    jid = f"batch{n}-{idx}"
+    spec = {"id": jid, "type": "batch", "count": n, "command": "true", "resources": {"cpu": 10, "memory": 1}}
+    t0 = time.time()
+    st, body = api.call("POST", "/v1/jobs", spec)
+    assert st in (200, 202), (st, body)
+    while True:
+        st, job = api.call("GET", f"/v1/jobs/{jid}")
+        if job["status"] in ("complete", "failed"): break
+        time.sleep(0.05)
+    dt = time.time() - t0
+    assert job["status"] == "complete", job["status"]
+    extra = sum((t["attempt"] or 1) - 1 for t in job["tasks"])
+    return {"tasks": n, "seconds": round(dt, 3), "tasks_per_s": round(n / dt, 1),
+            "conflicts_per_1000": round(1000 * extra / (n + extra), 1), "job": jid}
+
+def singles(api, count):
+    lat = []
+    for i in range(count):
+        jid = f"one{i}"
+        t0 = time.perf_counter()
+        st, _ = api.call("POST", "/v1/jobs", {"id": jid, "type": "service", "count": 1, "command": "sleep",
+                                               "args": ["30"], "resources": {"cpu": 10, "memory": 1}})
+        assert st in (200, 202)
+        while True:
+            _, job = api.call("GET", f"/v1/jobs/{jid}")
+            if job["tasks"][0]["state"] == "running": break
+            time.sleep(0.001)
+        lat.append((time.perf_counter() - t0) * 1000)
+        api.call("DELETE", f"/v1/jobs/{jid}")
+    lat.sort()
+    return {"jobs": count, "p50_ms": round(statistics.median(lat), 2),
+            "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2), "max_ms": round(lat[-1], 2)}
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--sizes", default="1000,10000"); ap.add_argument("--singles", type=int, default=200)
+    ap.add_argument("--out"); a = ap.parse_args()
+    root = tempfile.mkdtemp(prefix="shoal-sched-bench-")
+    key = os.path.join(root, "cluster.key")
+    open(key, "w").write(subprocess.check_output([BIN, "keygen"]).decode())
+    agents = start_agents(root, key)
+    api = Api(agents[0]["http"])
+    out = {"batches": [], "machine": "2 vCPU, 24 GiB"}
+    try:
+        out["singles"] = singles(api, a.singles); print(json.dumps(out["singles"]), flush=True)
+        for i, n in enumerate(int(x) for x in a.sizes.split(",")):
+            r = batch(api, n, i); out["batches"].append(r); print(json.dumps(r), flush=True)
+        out["rss_mib_after"] = [round(rss_mib(x["proc"].pid), 1) for x in agents]
+        _, stats = api.call("GET", "/v1/jobs")
+        out["tasks_in_tables"] = sum(len(j["tasks"]) for j in stats)
+        print(json.dumps({"rss_mib_after": out["rss_mib_after"], "tasks_in_tables": out["tasks_in_tables"]}), flush=True)
+    finally:
+        for x in agents:
+            x["proc"].send_signal(signal.SIGTERM)
+        for x in agents:
+            try: x["proc"].wait(30)
+            except subprocess.TimeoutExpired: x["proc"].kill()
+    if a.out: json.dump(out, open(a.out, "w"), indent=2)
+
+if __name__ == "__main__":
+    main()
