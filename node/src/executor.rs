@@ -374,6 +374,16 @@ impl Executor {
             source,
         })?;
         let (cgroups, enforcement) = detect_enforcement(&config);
+        if let Some(swept) = cgroups
+            .as_ref()
+            .map(Hierarchy::sweep_empty)
+            .filter(|&n| n > 0)
+        {
+            tracing::info!(
+                swept,
+                "removed empty task cgroups left by a previous incarnation"
+            );
+        }
         tracing::info!(?enforcement, "executor limits");
         let (events, receiver) = mpsc::channel(config.event_capacity.get());
         let inner = Inner {

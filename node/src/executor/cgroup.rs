@@ -145,6 +145,29 @@ impl Hierarchy {
     }
 }
 
+impl Hierarchy {
+    /// Removes task cgroups that have no process left, e.g. those of an agent that was
+    /// SIGKILLed. A populated cgroup refuses `rmdir` (`EBUSY`), so live tasks keep theirs for
+    /// recovery. Returns how many were removed.
+    pub fn sweep_empty(&self) -> usize {
+        let parents = match self {
+            Hierarchy::V2 { parent } => vec![parent],
+            Hierarchy::V1 {
+                cpu_parent,
+                memory_parent,
+            } => vec![cpu_parent, memory_parent],
+        };
+        let children = parents
+            .into_iter()
+            .flat_map(|p| std::fs::read_dir(p).into_iter().flatten());
+        children
+            .filter_map(Result::ok)
+            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+            .filter(|e| std::fs::remove_dir(e.path()).is_ok())
+            .count()
+    }
+}
+
 impl TaskCgroup {
     /// Moves `pid` (and so everything it forks from now on) into the cgroup.
     pub fn add(&self, pid: u32) -> Result<(), String> {

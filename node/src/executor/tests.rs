@@ -45,17 +45,19 @@ fn scratch(name: &str) -> Scratch {
     Scratch(dir)
 }
 
-fn test_config(cgroups: CgroupMode) -> ExecutorConfig {
+/// Each test gets its own cgroup instance: `Executor::new` sweeps empty cgroups of its instance,
+/// which would race with another test's task between cgroup creation and pid move.
+fn test_config(name: &str, cgroups: CgroupMode) -> ExecutorConfig {
     ExecutorConfig {
         cgroups,
-        instance: "test".to_owned(),
+        instance: format!("test-{name}"),
         ..ExecutorConfig::default()
     }
 }
 
 fn executor(name: &str, cgroups: CgroupMode) -> (Executor, mpsc::Receiver<ExecEvent>, Scratch) {
     let dir = scratch(name);
-    let (exec, events) = Executor::new(dir.0.clone(), test_config(cgroups)).unwrap();
+    let (exec, events) = Executor::new(dir.0.clone(), test_config(name, cgroups)).unwrap();
     (exec, events, dir)
 }
 
@@ -374,7 +376,7 @@ async fn many_short_tasks_all_exit_zero_exactly_once() {
 async fn read_log_is_bounded_and_resumable() {
     let config = ExecutorConfig {
         max_log_read_bytes: NonZeroUsize::new(6).unwrap(),
-        ..test_config(CgroupMode::Auto)
+        ..test_config("logs", CgroupMode::Auto)
     };
     let dir = scratch("logs");
     let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
@@ -421,7 +423,7 @@ async fn read_log_is_bounded_and_resumable() {
 
 #[tokio::test]
 async fn cgroup_limits_are_applied_and_removed() {
-    let (exec, mut events, _dir) = executor("cg", CgroupMode::Auto);
+    let (exec, mut events, dir) = executor("cg", CgroupMode::Auto);
     let Some(enforcement) = cgroups_or_skip(&exec, "cgroup_limits_are_applied_and_removed") else {
         return;
     };
@@ -439,7 +441,7 @@ async fn cgroup_limits_are_applied_and_removed() {
     let limit = std::fs::read_to_string(cgroup.memory_file()).unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(membership.contains("/shoal/test/cg.0.0"), "{membership}");
+    assert!(membership.contains("/shoal/test-cg/cg.0.0"), "{membership}");
     let cpu = match &hierarchy {
         Hierarchy::V2 { parent } => std::fs::read_to_string(parent.join("cg.0.0/cpu.max")).unwrap(),
         Hierarchy::V1 { cpu_parent, .. } => {
@@ -458,6 +460,16 @@ async fn cgroup_limits_are_applied_and_removed() {
     assert!(
         !cgroup.memory_file().exists(),
         "task cgroup removed after exit"
+    );
+
+    // An empty cgroup left by a SIGKILLed agent is swept by the next incarnation.
+    let stale = hierarchy.create("cg.9.9", 0, 0).unwrap();
+    assert!(stale.memory_file().exists());
+    let config = test_config("cg", CgroupMode::Auto);
+    let (_next, _next_events) = Executor::new(dir.0.clone(), config).unwrap();
+    assert!(
+        !stale.memory_file().exists(),
+        "empty stale cgroup swept at start"
     );
 }
 
@@ -523,7 +535,8 @@ async fn a_restarted_agent_recovers_adopts_and_kills() {
         started(&mut old_events).await;
     }
     // The "old incarnation" still reaps its children; the new one sees only pid files.
-    let (new, mut events) = Executor::new(dir.0.clone(), test_config(CgroupMode::Auto)).unwrap();
+    let (new, mut events) =
+        Executor::new(dir.0.clone(), test_config("recover", CgroupMode::Auto)).unwrap();
     let found = new.recover();
     assert_eq!(
         found.iter().map(|r| (&r.task, r.alive)).collect::<Vec<_>>(),
