@@ -645,20 +645,25 @@ impl Membership {
         }
     }
 
-    /// Reconciles the view with foca's membership state and emits status events.
+    /// Reconciles the view with foca's membership state and emits status events. Hot at
+    /// scale (it runs on every membership notification), so it allocates only for changes:
+    /// identities of older generations are skipped against the record, unchanged ones compared
+    /// in place.
     fn refresh_view(&mut self) {
-        let mut newest: BTreeMap<String, (NodeId, State)> = BTreeMap::new();
+        let mut changes: Vec<(NodeId, MemberStatus)> = Vec::new();
         for m in self.swim.iter_membership_state() {
             let id = m.id();
-            let slot = newest
-                .entry(id.name.clone())
-                .or_insert_with(|| (id.clone(), m.state()));
-            if id.generation > slot.0.generation {
-                *slot = (id.clone(), m.state());
+            let unchanged_or_older = self.records.get(&id.name).is_some_and(|r| {
+                r.id.generation > id.generation
+                    || (r.id == *id && r.status == self.status_of(id, m.state()))
+            });
+            if !unchanged_or_older {
+                changes.push((id.clone(), self.status_of(id, m.state())));
             }
         }
-        for (_, (id, state)) in newest {
-            let status = self.status_of(&id, state);
+        // Newest generation last, so a name's final record is its newest identity.
+        changes.sort_by(|a, b| (&a.0.name, a.0.generation).cmp(&(&b.0.name, b.0.generation)));
+        for (id, status) in changes {
             self.set_status(id, status);
         }
         self.resize_for(self.swim.num_members() + 1);
