@@ -13,7 +13,10 @@
 use serde::Serialize;
 use shoal_gossip::{MemberInfo, MemberStatus};
 
+use std::collections::BTreeMap;
+
 use crate::engine::{Life, Simulation};
+use crate::sched::Workbench;
 
 /// Outcome of one checker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -57,8 +60,8 @@ fn result(name: &str, failure: Option<String>, ok: String) -> CheckResult {
 }
 
 /// Why the scheduling checkers did not run, when they did not.
-pub const SCHEDULER_MISSING: &str = "not run: the shoal_scheduler crate has no Scheduler core yet, \
-     so no placement, admission or replication happened in this simulation";
+pub const SCHEDULER_MISSING: &str =
+    "not run: the scenario has no [workload], so the scheduler cores were not started";
 
 /// Evaluates every checker at the end of a run.
 #[must_use]
@@ -69,11 +72,19 @@ pub fn evaluate(sim: &Simulation) -> Vec<CheckResult> {
     out.push(crashed_known_down(sim, &views));
     out.push(left_known_gone(sim, &views));
     out.push(ads_converged(sim, &views));
-    for name in [
-        "eventually_tables_identical",
-        "eventually_services_at_count",
-    ] {
-        out.push(skipped(name, SCHEDULER_MISSING));
+    match &sim.bench {
+        Some(bench) => {
+            out.push(tables_identical(sim, bench));
+            out.push(services_at_count(sim, bench));
+        }
+        None => {
+            for name in [
+                "eventually_tables_identical",
+                "eventually_services_at_count",
+            ] {
+                out.push(skipped(name, SCHEDULER_MISSING));
+            }
+        }
     }
     out.push(crashes_detected(sim));
     apply_known_failures(sim, &mut out);
@@ -134,13 +145,122 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
         ),
         at_ms: broken.map(|v| v.at_ms),
     });
-    for name in [
-        "always_no_node_overcommitted",
-        "always_acknowledged_jobs_kept",
+    for (name, ok) in [
+        (
+            "always_no_node_overcommitted",
+            "no node's running processes ever reserved more than its capacity".to_string(),
+        ),
+        (
+            "always_acknowledged_jobs_kept",
+            sim.bench.as_ref().map_or(String::new(), |b| {
+                format!(
+                    "{} acknowledged jobs, each held by a running node at every sample",
+                    b.acknowledged.len()
+                )
+            }),
+        ),
     ] {
-        out.push(skipped(name, SCHEDULER_MISSING));
+        if sim.bench.is_none() {
+            out.push(skipped(name, SCHEDULER_MISSING));
+            continue;
+        }
+        let broken = sim.violations.iter().find(|v| v.check == name);
+        out.push(CheckResult {
+            name: name.to_string(),
+            status: if broken.is_some() {
+                Status::Fail
+            } else {
+                Status::Pass
+            },
+            detail: broken.map_or(ok, |v| v.event.clone()),
+            at_ms: broken.map(|v| v.at_ms),
+        });
     }
     out
+}
+
+fn running_nodes(sim: &Simulation) -> impl Iterator<Item = usize> + '_ {
+    (0..sim.nodes.len()).filter(|&i| sim.nodes[i].life == Life::Running)
+}
+
+fn tables_identical(sim: &Simulation, bench: &Workbench) -> CheckResult {
+    let mut reference: Option<(usize, &shoal_scheduler::Tables)> = None;
+    let mut failure = None;
+    let mut compared = 0;
+    for i in running_nodes(sim) {
+        let Some(core) = bench.nodes[i].core.as_ref() else {
+            continue;
+        };
+        compared += 1;
+        match reference {
+            None => reference = Some((i, core.tables())),
+            Some((r, tables)) if failure.is_none() && tables != core.tables() => {
+                failure = Some(format!(
+                    "n{i}'s tables ({} rows) differ from n{r}'s ({} rows)",
+                    core.tables().row_count(),
+                    tables.row_count()
+                ));
+            }
+            Some(_) => {}
+        }
+    }
+    result(
+        "eventually_tables_identical",
+        failure,
+        format!("{compared} running replicas hold identical job and attempt tables"),
+    )
+}
+
+fn services_at_count(sim: &Simulation, bench: &Workbench) -> CheckResult {
+    let mut running: BTreeMap<&str, usize> = BTreeMap::new();
+    let shape = sim.scenario.node;
+    let mut free = Vec::new();
+    for i in running_nodes(sim) {
+        for task in bench.nodes[i].running.keys() {
+            *running.entry(task.job.as_str()).or_default() += 1;
+        }
+        let r = crate::sched::reserved(&bench.nodes[i]);
+        free.push((
+            shape.cpu_millicores.saturating_sub(r.cpu_millicores),
+            shape.memory_mib.saturating_sub(r.memory_mib),
+        ));
+    }
+    let services: Vec<_> = bench
+        .jobs
+        .iter()
+        .filter(|j| j.service && bench.submitted_at.contains_key(&j.name))
+        .collect();
+    let (mut short_of_room, mut failure) = (0, None);
+    for j in &services {
+        let have = running.get(j.name.as_str()).copied().unwrap_or(0);
+        let want = j.tasks as usize;
+        let room = free
+            .iter()
+            .any(|&(cpu, mem)| cpu >= j.cpu_millicores && mem >= j.memory_mib);
+        if have > want || (have < want && room) {
+            failure.get_or_insert(format!(
+                "service {} runs {have} processes, wants exactly {want}{}",
+                j.name,
+                if have < want {
+                    " (a running node has room for another)"
+                } else {
+                    ""
+                }
+            ));
+        } else if have < want {
+            short_of_room += 1;
+        }
+    }
+    result(
+        "eventually_services_at_count",
+        failure,
+        format!(
+            "{} services: none above its count, none below it while a node has room ({} below \
+             for lack of room)",
+            services.len(),
+            short_of_room
+        ),
+    )
 }
 
 /// Every running node's view from its own core, by node index (`None` when not running).

@@ -20,6 +20,8 @@ use shoal_gossip::{Config, MemberStatus, Membership, Millis, NodeId, ResourceAd,
 use crate::net::{Fate, Network};
 use crate::observe::Observer;
 use crate::scenario::{Action, Plan, Scenario, Target};
+use crate::sched::{self, Executed, FEED_MS, Workbench};
+use shoal_scheduler::{Scheduler, TaskEvent, TaskKey};
 
 /// The gossip port every simulated node listens on.
 pub const GOSSIP_PORT: u16 = 7946;
@@ -36,6 +38,8 @@ pub enum Sabotage {
     /// Crash faults mark nodes crashed in the ground truth but leave their cores running
     /// (a "crashed" node that is never repaired out of anyone's view).
     ZombieCrashes,
+    /// Every node advertises twice its real capacity, so admission lets in more than fits.
+    OverstateCapacity,
 }
 
 /// Whether a node runs, in the ground truth.
@@ -153,6 +157,25 @@ enum Event {
     },
     Unslow(usize),
     Sample,
+    Submit(usize),
+    Feed {
+        node: usize,
+        epoch: u64,
+    },
+    SchedWake {
+        node: usize,
+        epoch: u64,
+    },
+    SchedMsg {
+        to: usize,
+        from: usize,
+        bytes: Vec<u8>,
+    },
+    TaskExit {
+        node: usize,
+        epoch: u64,
+        task: TaskKey,
+    },
 }
 
 #[derive(Debug)]
@@ -240,7 +263,10 @@ pub struct Simulation {
     pub life_log: Vec<(u64, usize, bool)>,
     /// First sample time after the last fault at which every view agreed with the truth.
     pub converged_at_ms: Option<u64>,
+    /// Scheduler cores, executors and measurements, when the scenario has a workload.
+    pub bench: Option<Workbench>,
     config: Config,
+    work_rng: StdRng,
     queue: BinaryHeap<Reverse<Queued>>,
     seq: u64,
     net: Network,
@@ -291,6 +317,11 @@ impl Simulation {
             seq: 0,
             net_rng: StdRng::seed_from_u64(derive_seed(seed, 2, 0, 0)),
             fault_rng: StdRng::seed_from_u64(derive_seed(seed, 3, 0, 0)),
+            work_rng: StdRng::seed_from_u64(derive_seed(seed, 7, 0, 0)),
+            bench: scenario
+                .workload
+                .as_ref()
+                .map(|w| Workbench::new(n, crate::workload::generate(w, seed))),
             seeds,
             disturbed: 0,
             sabotage,
@@ -307,6 +338,14 @@ impl Simulation {
         }
         for (at, action) in sim.plan.actions.clone() {
             sim.push(Millis(at), Event::Act(action));
+        }
+        let arrivals: Vec<u64> = sim
+            .bench
+            .as_ref()
+            .map(|b| b.jobs.iter().map(|j| j.at_ms).collect())
+            .unwrap_or_default();
+        for (k, at) in arrivals.into_iter().enumerate() {
+            sim.push(Millis(at), Event::Submit(k));
         }
         sim.push(Millis(0), Event::Sample);
         Ok(sim)
@@ -365,6 +404,11 @@ impl Simulation {
                 }
             }
             Event::Sample => self.sample(),
+            Event::Submit(k) => self.submit(k),
+            Event::Feed { node, epoch } => self.feed(node, epoch),
+            Event::SchedWake { node, epoch } => self.sched_wake(node, epoch),
+            Event::SchedMsg { to, from, bytes } => self.sched_message(to, from, &bytes),
+            Event::TaskExit { node, epoch, task } => self.task_exit(node, epoch, task),
         }
     }
 
@@ -372,13 +416,18 @@ impl Simulation {
 
     fn ad_for(&self, i: usize) -> ResourceAd {
         let shape = self.scenario.node;
+        let lie = if self.sabotage == Sabotage::OverstateCapacity {
+            2
+        } else {
+            1
+        };
         ResourceAd {
             node: String::new(),
             generation: 0,
             version: 0,
             capacity: Resources {
-                cpu_millicores: shape.cpu_millicores,
-                memory_mib: shape.memory_mib,
+                cpu_millicores: shape.cpu_millicores * lie,
+                memory_mib: shape.memory_mib * lie,
                 disk_mib: shape.disk_mib,
             },
             allocated: Resources::default(),
@@ -414,6 +463,7 @@ impl Simulation {
         node.next_wake = None;
         self.observer.started(i, generation, ad);
         self.life_log.push((self.now.0, i, true));
+        self.start_scheduler(i, generation);
         self.drain(i);
     }
 
@@ -475,7 +525,9 @@ impl Simulation {
             _ => None,
         };
         let explained = self.disturbed > 0 || self.net.is_partitioned();
+        let mut changed = false;
         while let Some(ev) = core.poll_event() {
+            changed = true;
             let subject = match &ev {
                 shoal_gossip::MemberEvent::Status { id, .. } => index_of_addr(id.addr),
                 shoal_gossip::MemberEvent::Resources { ad } => index_of_name(&ad.node),
@@ -494,6 +546,9 @@ impl Simulation {
         node.core = Some(core);
         if let Some(due) = due {
             self.arm(i, due);
+        }
+        if changed {
+            self.members_changed(i);
         }
     }
 
@@ -640,6 +695,9 @@ impl Simulation {
             self.disturbed -= 1;
         }
         let zombie = self.sabotage == Sabotage::ZombieCrashes;
+        if !zombie {
+            self.stop_scheduler(i);
+        }
         let node = &mut self.nodes[i];
         node.life = Life::Crashed;
         if !zombie {
@@ -666,6 +724,7 @@ impl Simulation {
             core.leave(self.now);
         }
         self.drain(i);
+        self.stop_scheduler(i);
         self.life_log.push((self.now.0, i, false));
         let node = &mut self.nodes[i];
         node.life = Life::Left;
@@ -702,6 +761,7 @@ impl Simulation {
             core.handle_timeout(self.now);
         }
         self.drain(i);
+        self.sched_wake_now(i);
     }
 
     fn slow(&mut self, i: usize, extra_ms: u64, for_ms: Option<u64>) {
@@ -730,6 +790,7 @@ impl Simulation {
     fn sample(&mut self) {
         let up = self.up_nodes();
         self.observer.sample(self.now, &up);
+        self.sample_scheduling(&up);
         if self.converged_at_ms.is_none()
             && self.now.0 >= self.plan.last_fault_ms.max(self.scenario.start.stagger_ms)
             && self.view_mismatch().is_none()
@@ -774,5 +835,387 @@ impl Simulation {
             }
         }
         None
+    }
+}
+
+// ---- the scheduler cores (scenarios with a workload) ------------------------------------
+
+impl Simulation {
+    fn start_scheduler(&mut self, i: usize, generation: u64) {
+        let seed = derive_seed(self.seed, 6, i as u64, generation);
+        let name = self.nodes[i].name.clone();
+        let now = self.now;
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        let config = bench.config.clone();
+        let node = &mut bench.nodes[i];
+        let restored = node
+            .disk
+            .take()
+            .and_then(|disk| Scheduler::restore(name.clone(), config.clone(), seed, &disk).ok());
+        let mut core = restored.unwrap_or_else(|| Scheduler::new(name, config, seed));
+        core.handle_recovered_tasks(now, &[]);
+        node.core = Some(core);
+        node.running.clear();
+        node.next_wake = None;
+        node.feed_armed = false;
+        node.members_dirty = true;
+        node.advertised = Resources::default();
+        self.arm_feed(i);
+    }
+
+    fn stop_scheduler(&mut self, i: usize) {
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        let node = &mut bench.nodes[i];
+        if let Some(core) = node.core.take() {
+            node.disk = Some(core.snapshot());
+        }
+        node.running.clear();
+        node.receipts.clear();
+        node.next_wake = None;
+    }
+
+    fn members_changed(&mut self, i: usize) {
+        if let Some(bench) = self.bench.as_mut() {
+            bench.nodes[i].members_dirty = true;
+            self.arm_feed(i);
+        }
+    }
+
+    fn arm_feed(&mut self, i: usize) {
+        let epoch = self.nodes[i].epoch;
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        if !bench.nodes[i].feed_armed {
+            bench.nodes[i].feed_armed = true;
+            self.push(self.now.plus_ms(FEED_MS), Event::Feed { node: i, epoch });
+        }
+    }
+
+    fn feed(&mut self, i: usize, epoch: u64) {
+        let now = self.now;
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        bench.nodes[i].feed_armed = false;
+        if self.nodes[i].life == Life::Paused {
+            self.arm_feed(i);
+            return;
+        }
+        if self.nodes[i].epoch != epoch || self.nodes[i].life != Life::Running {
+            return;
+        }
+        let node = &mut bench.nodes[i];
+        if node.members_dirty
+            && let (Some(sched), Some(core)) = (node.core.as_mut(), self.nodes[i].core.as_ref())
+        {
+            sched.handle_members(now, &core.members());
+            node.members_dirty = false;
+        }
+        self.drain_sched(i);
+    }
+
+    /// Routes everything scheduler `i` produced, runs its executor commands, re-arms its
+    /// wake-up and advertises its allocation.
+    fn drain_sched(&mut self, i: usize) {
+        let Some(mut bench) = self.bench.take() else {
+            return;
+        };
+        let Some(mut core) = bench.nodes[i].core.take() else {
+            self.bench = Some(bench);
+            return;
+        };
+        loop {
+            if let Some((to, msg)) = core.poll_message() {
+                self.send_sched(&mut bench, i, &to, msg.encode());
+                continue;
+            }
+            let Some(cmd) = core.poll_command() else {
+                break;
+            };
+            let executed = sched::execute(&mut bench, i, cmd);
+            self.executed(&mut bench, i, &executed);
+            let (task, event) = sched::report_of(&executed);
+            core.handle_task_event(self.now, task, event);
+        }
+        let due = core.poll_timeout();
+        let allocated = core.local_allocated();
+        bench.nodes[i].core = Some(core);
+        if let Some(due) = due {
+            let node = &mut bench.nodes[i];
+            let at = due.max(self.now).plus_ms(self.nodes[i].slow_ms);
+            if node.next_wake.is_none_or(|w| at < w) {
+                node.next_wake = Some(at);
+                let epoch = self.nodes[i].epoch;
+                self.push(at, Event::SchedWake { node: i, epoch });
+            }
+        }
+        let readvertise = bench.nodes[i].advertised != allocated;
+        bench.nodes[i].advertised = allocated;
+        self.bench = Some(bench);
+        if readvertise {
+            self.advertise(i, allocated);
+        }
+    }
+
+    fn executed(&mut self, bench: &mut Workbench, i: usize, executed: &Executed) {
+        let Executed::Started(task, exit_after) = executed else {
+            return;
+        };
+        bench.started(self.now, task);
+        let reserved = sched::reserved(&bench.nodes[i]);
+        let shape = self.scenario.node;
+        let capacity = Resources {
+            cpu_millicores: shape.cpu_millicores,
+            memory_mib: shape.memory_mib,
+            disk_mib: shape.disk_mib,
+        };
+        if !reserved.fits_in(&capacity) {
+            let event = format!(
+                "n{i} started {}/{} (attempt {}) and now reserves {} m CPU, {} MiB of {} m, {} MiB",
+                task.job,
+                task.slot,
+                task.attempt,
+                reserved.cpu_millicores,
+                reserved.memory_mib,
+                capacity.cpu_millicores,
+                capacity.memory_mib
+            );
+            self.violate("always_no_node_overcommitted", event);
+        }
+        if let Some(ms) = exit_after {
+            let epoch = self.nodes[i].epoch;
+            let task = task.clone();
+            self.push(
+                self.now.plus_ms(*ms),
+                Event::TaskExit {
+                    node: i,
+                    epoch,
+                    task,
+                },
+            );
+        }
+    }
+
+    fn advertise(&mut self, i: usize, allocated: Resources) {
+        let now = self.now;
+        let Some(core) = self.nodes[i].core.as_mut() else {
+            return;
+        };
+        let mut ad = core.own_ad().clone();
+        ad.allocated = allocated;
+        if core.set_ad(now, ad).is_ok() {
+            self.drain(i);
+        }
+    }
+
+    fn send_sched(&mut self, bench: &mut Workbench, from: usize, to: &str, bytes: Vec<u8>) {
+        let Some(to) = index_of_name(to).filter(|&j| j < self.nodes.len()) else {
+            bench.messages_dropped += 1;
+            return;
+        };
+        let Some(delay) = self.net.reliable_delay(&mut self.net_rng, from, to) else {
+            bench.messages_dropped += 1;
+            return;
+        };
+        let link = bench.link_clock.entry((from, to)).or_default();
+        let at = self.now.plus_ms(delay).max(*link);
+        *link = at;
+        self.push(at, Event::SchedMsg { to, from, bytes });
+    }
+
+    fn sched_message(&mut self, to: usize, from: usize, bytes: &[u8]) {
+        if self.nodes[to].life == Life::Paused {
+            let bytes = bytes.to_vec();
+            self.push(
+                self.now.plus_ms(FEED_MS),
+                Event::SchedMsg { to, from, bytes },
+            );
+            return;
+        }
+        let now = self.now;
+        let from_name = self.nodes[from].name.clone();
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        let Some(core) = bench.nodes[to].core.as_mut() else {
+            bench.messages_dropped += 1;
+            return;
+        };
+        match sched::decode(bytes, &bench.config) {
+            Some(msg) => {
+                bench.messages_delivered += 1;
+                core.handle_message(now, &from_name, msg);
+            }
+            None => bench.undecodable += 1,
+        }
+        self.drain_sched(to);
+    }
+
+    fn sched_wake(&mut self, i: usize, epoch: u64) {
+        let now = self.now;
+        if self.nodes[i].epoch != epoch || self.nodes[i].life == Life::Paused {
+            return;
+        }
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        let node = &mut bench.nodes[i];
+        if node.next_wake != Some(now) {
+            return;
+        }
+        node.next_wake = None;
+        if let Some(core) = node.core.as_mut() {
+            core.handle_timeout(now);
+        }
+        self.drain_sched(i);
+    }
+
+    fn sched_wake_now(&mut self, i: usize) {
+        let now = self.now;
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        bench.nodes[i].next_wake = None;
+        if let Some(core) = bench.nodes[i].core.as_mut() {
+            core.handle_timeout(now);
+        }
+        self.drain_sched(i);
+        self.arm_feed(i);
+    }
+
+    fn task_exit(&mut self, i: usize, epoch: u64, task: TaskKey) {
+        if self.nodes[i].epoch != epoch && self.nodes[i].life != Life::Paused {
+            return;
+        }
+        if self.nodes[i].life == Life::Paused {
+            let epoch = self.nodes[i].epoch;
+            self.push(
+                self.now.plus_ms(FEED_MS),
+                Event::TaskExit {
+                    node: i,
+                    epoch,
+                    task,
+                },
+            );
+            return;
+        }
+        let now = self.now;
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        if bench.nodes[i].running.remove(&task).is_none() {
+            return;
+        }
+        bench.completed(&task);
+        if let Some(core) = bench.nodes[i].core.as_mut() {
+            core.handle_task_event(now, task, TaskEvent::Exited { code: 0 });
+        }
+        self.drain_sched(i);
+    }
+
+    fn submit(&mut self, k: usize) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| self.nodes[i].life == Life::Running)
+            .collect();
+        let now = self.now;
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        let Some(spec) = bench.spec(k) else {
+            return;
+        };
+        if running.is_empty() {
+            bench.submit_refused.0 += 1;
+            return;
+        }
+        let i = running[self.work_rng.random_range(0..running.len())];
+        let job = spec.id.clone();
+        let Some(core) = bench.nodes[i].core.as_mut() else {
+            return;
+        };
+        match core.submit(now, spec) {
+            Ok(receipt) => {
+                bench.nodes[i].receipts.push(receipt);
+                bench.submitted_at.insert(job, now.0);
+            }
+            Err(e) => {
+                bench.submit_refused.0 += 1;
+                bench
+                    .submit_refused
+                    .1
+                    .get_or_insert(format!("{job} on n{i}: {e}"));
+            }
+        }
+        self.drain_sched(i);
+    }
+
+    fn sample_scheduling(&mut self, up: &[usize]) {
+        let now = self.now;
+        let shape = self.scenario.node;
+        let cap = Resources {
+            cpu_millicores: shape.cpu_millicores,
+            memory_mib: shape.memory_mib,
+            disk_mib: shape.disk_mib,
+        };
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        bench.sample(now, up, cap);
+        for &i in up {
+            let node = &mut bench.nodes[i];
+            let Some(core) = node.core.as_ref() else {
+                continue;
+            };
+            let receipts = std::mem::take(&mut node.receipts);
+            for r in receipts {
+                if core.is_durable(&r) {
+                    bench.acknowledged.entry(r.job.clone()).or_insert(now.0);
+                } else {
+                    node.receipts.push(r);
+                }
+            }
+        }
+        if let Some(event) = self.lost_acknowledged_job(up) {
+            self.violate("always_acknowledged_jobs_kept", event);
+        }
+    }
+
+    /// An acknowledged job that no running node holds although a node that held it at the
+    /// previous sample still runs the same incarnation.
+    fn lost_acknowledged_job(&mut self, up: &[usize]) -> Option<String> {
+        let bench = self.bench.as_mut()?;
+        let mut lost = None;
+        let jobs: Vec<String> = bench.acknowledged.keys().cloned().collect();
+        for job in jobs {
+            let now_held: Vec<(usize, u64)> = up
+                .iter()
+                .filter(|&&i| {
+                    bench.nodes[i]
+                        .core
+                        .as_ref()
+                        .is_some_and(|c| c.tables().job(&job).is_some())
+                })
+                .map(|&i| (i, self.nodes[i].epoch))
+                .collect();
+            let before = bench.holders.get(&job).cloned().unwrap_or_default();
+            let survivor = before
+                .iter()
+                .find(|(i, e)| self.nodes[*i].epoch == *e && self.nodes[*i].life.is_up());
+            if now_held.is_empty()
+                && let Some((i, _)) = survivor
+            {
+                lost.get_or_insert(format!(
+                    "acknowledged job {job} is in no running node's tables, although n{i}, which \
+                     held it, still runs"
+                ));
+            }
+            bench.holders.insert(job, now_held);
+        }
+        lost
     }
 }

@@ -23,6 +23,7 @@ mod observe;
 mod plots;
 mod report;
 mod scenario;
+mod sched;
 mod svg;
 mod workload;
 
@@ -48,7 +49,7 @@ pub fn simulate(
     Ok(report::build(&sim, checks, scheduling, replay))
 }
 
-/// The workload's baseline (and, once the scheduler core exists, Shoal's own figures).
+/// Shoal's placement quality beside the omniscient baseline's, on the same workload.
 fn scheduling(sim: &Simulation) -> Option<report::Scheduling> {
     let w = sim.scenario.workload.as_ref()?;
     let jobs = workload::generate(w, sim.seed);
@@ -63,8 +64,8 @@ fn scheduling(sim: &Simulation) -> Option<report::Scheduling> {
     Some(report::Scheduling {
         jobs: jobs.len(),
         tasks: jobs.iter().map(|j| u64::from(j.tasks)).sum(),
-        shoal: None,
-        shoal_not_run: Some(checks::SCHEDULER_MISSING.to_string()),
+        shoal: sim.bench.as_ref().map(sched::Workbench::quality),
+        shoal_not_run: None,
         baseline,
     })
 }

@@ -148,6 +148,21 @@ impl Network {
         (Fate::Sent, out)
     }
 
+    /// Delay of one message on a reliable stream (QUIC) from `from` to `to`, or `None` while
+    /// a partition cuts the pair. Each random loss costs one 200 ms retransmission (at most 5).
+    pub fn reliable_delay(&self, rng: &mut StdRng, from: usize, to: usize) -> Option<u64> {
+        if self.is_cut(from, to) || self.is_cut(to, from) {
+            return None;
+        }
+        let mut delay = self.delay(rng);
+        let mut tries = 0;
+        while tries < 5 && self.params.loss > 0.0 && rng.random_bool(self.params.loss) {
+            delay += 200;
+            tries += 1;
+        }
+        Some(delay)
+    }
+
     /// `latency + Exp(jitter)`, rounded up to whole milliseconds, at least 1.
     fn delay(&self, rng: &mut StdRng) -> u64 {
         let p = &self.params;

@@ -371,7 +371,7 @@ pub fn summary(r: &Report, out_dir: Option<&str>) -> String {
             Status::KnownFail => "KNOWN",
         };
         let detail = if check.detail == SCHEDULER_MISSING {
-            "not run (no scheduler core yet)"
+            "not run (no workload)"
         } else {
             &check.detail
         };

@@ -47,3 +47,27 @@ fn crashed_nodes_that_keep_running_are_caught() {
     assert_eq!(status(&r, "eventually_crashed_known_down"), Status::Fail);
     assert_eq!(status(&r, "finally_every_crash_detected"), Status::Fail);
 }
+
+#[test]
+fn admission_against_an_overstated_capacity_is_caught() {
+    // Every node advertises twice its real capacity, so the production scheduler admits work
+    // that does not fit: `always_no_node_overcommitted` must name the node and the task.
+    let r = run("workload.toml", 12, 1, Sabotage::OverstateCapacity);
+    assert!(!r.passed());
+    assert_eq!(status(&r, "always_no_node_overcommitted"), Status::Fail);
+    let first = r.first_failure.expect("a first failure");
+    assert!(first.contains("always_no_node_overcommitted"), "{first}");
+}
+
+#[test]
+fn honest_workload_run_passes_every_scheduling_checker() {
+    let r = run("workload.toml", 12, 1, Sabotage::None);
+    for check in [
+        "always_no_node_overcommitted",
+        "always_acknowledged_jobs_kept",
+        "eventually_tables_identical",
+        "eventually_services_at_count",
+    ] {
+        assert_eq!(status(&r, check), Status::Pass, "{check}");
+    }
+}

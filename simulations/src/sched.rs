@@ -1,0 +1,240 @@
+//! Driving the production scheduler cores (`shoal_scheduler::Scheduler`), one per node, beside
+//! the membership cores, plus a simulated executor per node.
+//!
+//! Scheduling runs only in scenarios with a `[workload]`. Per node: the scheduler is fed the
+//! membership core's own `members()` view (at most every [`FEED_MS`], as the agent would
+//! batch it), its messages travel as reliable FIFO streams over the simulated network (dropped
+//! while a partition cuts the pair; lost datagrams become retransmission delay), and its
+//! executor commands start and kill simulated processes. A batch task exits with code 0 after
+//! the run time the workload drew for it; a service runs until killed. The scheduler's
+//! `local_allocated()` is put into the node's resource ad, so other nodes place against it.
+//! A crash keeps the scheduler's snapshot as its disk; the restart restores it and reports that
+//! no process survived.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_gossip::{Millis, Resources};
+use shoal_scheduler::{
+    ExecCommand, JobSpec, Message, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
+};
+
+use crate::baseline::Quality;
+use crate::observe::round3;
+use crate::report::Dist;
+use crate::workload::JobArrival;
+
+/// Members and ad changes are handed over at most this often per node.
+pub const FEED_MS: u64 = 100;
+
+/// One node's scheduler, executor and disk.
+#[derive(Debug, Default)]
+pub struct NodeSched {
+    /// The production scheduler core, while the process exists.
+    pub core: Option<Scheduler>,
+    /// Simulated processes: task → reserved resources.
+    pub running: BTreeMap<TaskKey, Resources>,
+    /// The snapshot kept across a crash (the agent's data dir).
+    pub disk: Option<Vec<u8>>,
+    /// `allocated` last put in the resource ad.
+    pub advertised: Resources,
+    /// Submissions accepted here and not yet durable.
+    pub receipts: Vec<Receipt>,
+    pub(crate) next_wake: Option<Millis>,
+    pub(crate) feed_armed: bool,
+    pub(crate) members_dirty: bool,
+}
+
+/// Simulation-wide scheduling state and measurements.
+#[derive(Debug)]
+pub struct Workbench {
+    /// The arrivals.
+    pub jobs: Vec<JobArrival>,
+    by_name: BTreeMap<String, usize>,
+    /// Per node.
+    pub nodes: Vec<NodeSched>,
+    /// Scheduler configuration every node runs with.
+    pub config: SchedulerConfig,
+    /// Job → submission time.
+    pub submitted_at: BTreeMap<String, u64>,
+    /// Submissions a node refused, with the first reason.
+    pub submit_refused: (u64, Option<String>),
+    first_start: BTreeMap<(String, u32), u64>,
+    completed: BTreeSet<(String, u32)>,
+    starts: u64,
+    retried: u64,
+    /// Job → time its submission became durable (acknowledged).
+    pub acknowledged: BTreeMap<String, u64>,
+    /// Job → nodes (index, epoch) that held it at the last sample.
+    pub holders: BTreeMap<String, Vec<(usize, u64)>>,
+    series: Vec<(u64, u64, f64)>,
+    /// Scheduler messages that failed to decode (never expected).
+    pub undecodable: u64,
+    /// Scheduler messages dropped by a partition or a dead end.
+    pub messages_dropped: u64,
+    /// Scheduler messages delivered.
+    pub messages_delivered: u64,
+    /// FIFO: last delivery time per (from, to).
+    pub(crate) link_clock: BTreeMap<(usize, usize), Millis>,
+}
+
+impl Workbench {
+    /// A workbench for `n` nodes running `jobs`.
+    #[must_use]
+    pub fn new(n: usize, jobs: Vec<JobArrival>) -> Self {
+        let by_name = jobs
+            .iter()
+            .enumerate()
+            .map(|(k, j)| (j.name.clone(), k))
+            .collect();
+        Self {
+            jobs,
+            by_name,
+            nodes: (0..n).map(|_| NodeSched::default()).collect(),
+            config: SchedulerConfig::default(),
+            submitted_at: BTreeMap::new(),
+            submit_refused: (0, None),
+            first_start: BTreeMap::new(),
+            completed: BTreeSet::new(),
+            starts: 0,
+            retried: 0,
+            acknowledged: BTreeMap::new(),
+            holders: BTreeMap::new(),
+            series: Vec::new(),
+            undecodable: 0,
+            messages_dropped: 0,
+            messages_delivered: 0,
+            link_clock: BTreeMap::new(),
+        }
+    }
+
+    /// The spec submitted for arrival `k`.
+    #[must_use]
+    pub fn spec(&self, k: usize) -> Option<JobSpec> {
+        let j = self.jobs.get(k)?;
+        let value = serde_json::json!({
+            "id": j.name,
+            "type": if j.service { "service" } else { "batch" },
+            "count": j.tasks,
+            "command": "simulated",
+            "resources": { "cpu": j.cpu_millicores, "memory": j.memory_mib },
+        });
+        serde_json::from_value(value).ok()
+    }
+
+    /// How long the process of `task` runs before exiting by itself (`None`: a service).
+    #[must_use]
+    pub fn run_time(&self, task: &TaskKey) -> Option<u64> {
+        let k = *self.by_name.get(&task.job)?;
+        self.jobs[k].durations_ms.get(task.slot as usize).copied()
+    }
+
+    /// Records a process start for the quality figures.
+    pub fn started(&mut self, now: Millis, task: &TaskKey) {
+        self.starts += 1;
+        let key = (task.job.clone(), task.slot);
+        if self.first_start.contains_key(&key) {
+            self.retried += 1;
+            return;
+        }
+        let submitted = self.submitted_at.get(&task.job).copied().unwrap_or(now.0);
+        self.first_start
+            .insert(key, now.0.saturating_sub(submitted));
+    }
+
+    /// Records a batch task that ran to completion.
+    pub fn completed(&mut self, task: &TaskKey) {
+        self.completed.insert((task.job.clone(), task.slot));
+    }
+
+    /// Takes one utilization / pending sample over the `up` nodes of capacity `cap`.
+    pub fn sample(&mut self, now: Millis, up: &[usize], cap: Resources) {
+        let mut used = 0;
+        let mut running: BTreeSet<(&str, u32)> = BTreeSet::new();
+        for &i in up {
+            for (task, r) in &self.nodes[i].running {
+                used += r.cpu_millicores;
+                running.insert((task.job.as_str(), task.slot));
+            }
+        }
+        let submitted: u64 = self
+            .submitted_at
+            .keys()
+            .filter_map(|j| self.by_name.get(j))
+            .map(|&k| u64::from(self.jobs[k].tasks))
+            .sum();
+        let done = self.completed.len() as u64;
+        let pending = submitted.saturating_sub(done + running.len() as u64);
+        let total = up.len() as u64 * cap.cpu_millicores;
+        let util = if total == 0 {
+            0.0
+        } else {
+            round3(used as f64 / total as f64)
+        };
+        self.series.push((now.0, pending, util));
+    }
+
+    /// Shoal's placement quality over the run.
+    #[must_use]
+    pub fn quality(&self) -> Quality {
+        let waits: Vec<u64> = self.first_start.values().copied().collect();
+        let utils: f64 = self.series.iter().map(|s| s.2).sum();
+        Quality {
+            tasks: self.jobs.iter().map(|j| u64::from(j.tasks)).sum(),
+            placements: self.starts,
+            placements_retried: self.retried,
+            tasks_completed: self.completed.len() as u64,
+            pending_at_end: self.series.last().map_or(0, |s| s.1),
+            mean_utilization: round3(utils / self.series.len().max(1) as f64),
+            wait_ms: Dist::of(&waits),
+            series: self.series.clone(),
+        }
+    }
+}
+
+/// What the simulated executor does with one command: `(task, event, exit_after_ms)`.
+#[derive(Debug)]
+pub enum Executed {
+    /// A process started; it exits by itself after the given time (batch) or never.
+    Started(TaskKey, Option<u64>),
+    /// A process was killed (or was not running).
+    Killed(TaskKey),
+}
+
+/// Runs one executor command against node `i`'s process table.
+pub fn execute(bench: &mut Workbench, i: usize, cmd: ExecCommand) -> Executed {
+    match cmd {
+        ExecCommand::Start {
+            task, resources, ..
+        } => {
+            let after = bench.run_time(&task);
+            bench.nodes[i].running.insert(task.clone(), resources);
+            Executed::Started(task, after)
+        }
+        ExecCommand::Kill { task, .. } => {
+            bench.nodes[i].running.remove(&task);
+            Executed::Killed(task)
+        }
+    }
+}
+
+/// The event the executor reports for what it did.
+#[must_use]
+pub fn report_of(executed: &Executed) -> (TaskKey, TaskEvent) {
+    match executed {
+        Executed::Started(task, _) => (task.clone(), TaskEvent::Started { pid: 1 }),
+        Executed::Killed(task) => (task.clone(), TaskEvent::Killed),
+    }
+}
+
+/// Sum of what node's processes reserve.
+#[must_use]
+pub fn reserved(node: &NodeSched) -> Resources {
+    node.running
+        .values()
+        .fold(Resources::default(), |a, r| a.saturating_add(r))
+}
+
+/// Decodes a scheduler message as the receiving shell would.
+pub fn decode(bytes: &[u8], config: &SchedulerConfig) -> Option<Message> {
+    Message::decode(bytes, &config.wire).ok()
+}
