@@ -80,6 +80,8 @@ pub struct SimNode {
     pub life: Life,
     /// Highest generation this node has run as.
     pub generation: u64,
+    /// When this node's own resource ad last changed.
+    pub ad_changed_ms: u64,
     epoch: u64,
     next_wake: Option<Millis>,
     held: Vec<(usize, Vec<u8>, bool)>,
@@ -291,6 +293,7 @@ impl Simulation {
                 core: None,
                 life: Life::NotStarted,
                 generation: 0,
+                ad_changed_ms: 0,
                 epoch: 0,
                 next_wake: None,
                 held: Vec::new(),
@@ -539,7 +542,11 @@ impl Simulation {
                 .event(i, self.now, &ev, subject, running, explained);
         }
         let generation = core.identity().generation;
-        self.observer.own_ad(i, core.own_ad().key());
+        let own_ad = core.own_ad().key();
+        if self.observer.seen(i, i).ad != own_ad {
+            self.nodes[i].ad_changed_ms = self.now.0;
+        }
+        self.observer.own_ad(i, own_ad);
         let due = core.poll_timeout();
         let node = &mut self.nodes[i];
         node.generation = node.generation.max(generation);
@@ -803,6 +810,14 @@ impl Simulation {
         }
     }
 
+    /// Whether node `j`'s ad changed too recently to expect everyone to hold it: within two
+    /// digest-sync periods (the anti-entropy bound) of now.
+    #[must_use]
+    pub fn ad_settling(&self, j: usize) -> bool {
+        let settle = 2 * self.config.sync_period.as_millis() as u64;
+        self.now.0 < self.nodes[j].ad_changed_ms + settle
+    }
+
     /// The first `(observer, subject)` whose event-derived view disagrees with the truth.
     #[must_use]
     pub fn view_mismatch(&self) -> Option<(usize, usize)> {
@@ -821,7 +836,7 @@ impl Simulation {
                         let ad = subject.core.as_ref().map(|c| c.own_ad().key());
                         seen.status == Some(MemberStatus::Alive)
                             && seen.generation == subject.generation
-                            && Some(seen.ad) == ad
+                            && (Some(seen.ad) == ad || self.ad_settling(j))
                     }
                     Life::Crashed | Life::Left => !matches!(
                         seen.status,

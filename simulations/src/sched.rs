@@ -24,7 +24,7 @@ use crate::report::Dist;
 use crate::workload::JobArrival;
 
 /// Members and ad changes are handed over at most this often per node.
-pub const FEED_MS: u64 = 100;
+pub const FEED_MS: u64 = 500;
 
 /// One node's scheduler, executor and disk.
 #[derive(Debug, Default)]
