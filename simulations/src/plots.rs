@@ -37,10 +37,10 @@ fn members_alive(r: &Report) -> Chart {
         x_label: "simulated time (s)".into(),
         y_label: "members".into(),
         series: vec![
-            line("nodes up (truth)", "#000000", &|s| s.running as f64),
             line("max seen alive", "#2b8cbe", &|s| s.alive_max as f64),
             line("mean seen alive", "#31a354", &|s| s.alive_mean),
             line("min seen alive", "#de2d26", &|s| s.alive_min as f64),
+            line("nodes up (truth)", "#000000", &|s| s.running as f64),
         ],
         markers: vec![(secs(r.last_fault_ms), "last fault".into())],
         y_from_zero: true,
@@ -52,7 +52,7 @@ fn detection_cdf(r: &Report) -> Chart {
     let mut series = Vec::new();
     if !r.detection_samples.observer_down_ms.is_empty() {
         series.push(Series {
-            label: "each observer marks down".into(),
+            label: "observer marks down".into(),
             color: "#de2d26",
             points: cdf(&r.detection_samples.observer_down_ms),
             step: true,

@@ -134,12 +134,12 @@ pub fn render(chart: &Chart) -> String {
         }
         let _ = writeln!(
             s,
-            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#999" stroke-dasharray="4 3"/><text x="{3:.1}" y="{4}" font-size="10" fill="#666" transform="rotate(-90 {3:.1} {4})">{5}</text>"##,
+            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#999" stroke-dasharray="4 3"/><text x="{3:.1}" y="{4}" font-size="10" fill="#666" text-anchor="end" transform="rotate(-90 {3:.1} {4})">{5}</text>"##,
             sx(*x),
             TOP,
             TOP + ph,
             sx(*x) + 10.0,
-            TOP + 4.0,
+            TOP + 80.0,
             escape(label)
         );
     }
