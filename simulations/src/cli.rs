@@ -91,9 +91,13 @@ fn single(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
     })?;
     bar.finish_and_clear();
     write_outputs(&out, &report)?;
+    // The report names the file relative to the working directory (so it does not depend on
+    // where the checkout lives); the terminal gets the path exactly as it was typed.
+    let mut shown = report.clone();
+    shown.replay = replay_command(&args.file.display().to_string(), seed, args.nodes);
     print!(
         "{}",
-        report::summary(&report, Some(&out.display().to_string()))
+        report::summary(&shown, Some(&out.display().to_string()))
     );
     Ok(exit_code(report.passed()))
 }
@@ -171,8 +175,11 @@ pub struct SweepRow {
     pub converged_after_last_fault_ms: Option<u64>,
     /// First failure.
     pub first_failure: Option<String>,
-    /// Command that replays it.
+    /// Command that replays it (path relative to the working directory).
     pub replay: String,
+    /// The same command with the path as given on the command line.
+    #[serde(skip)]
+    pub command: String,
 }
 
 fn scenario_files(path: &Path) -> anyhow::Result<Vec<PathBuf>> {
@@ -228,7 +235,8 @@ pub fn sweep_rows(
     results.sort_by_key(|(k, _)| *k);
     results
         .into_iter()
-        .map(|(_, outcome)| {
+        .map(|(k, outcome)| {
+            let file = &jobs[k].0;
             let report = outcome?;
             let row = SweepRow {
                 scenario: report.scenario.clone(),
@@ -239,6 +247,7 @@ pub fn sweep_rows(
                     .map(|t| t.saturating_sub(report.last_fault_ms)),
                 first_failure: report.first_failure.clone(),
                 replay: report.replay.clone(),
+                command: replay_command(&file.display().to_string(), report.seed, nodes),
             };
             Ok((row, report))
         })
@@ -296,7 +305,7 @@ fn sweep(args: &SimulateArgs, spec: &str) -> anyhow::Result<ExitCode> {
         out.join("sweep.json").display()
     );
     for (row, _) in rows.iter().filter(|(r, _)| r.verdict != "pass") {
-        println!("  replay: {}", row.replay);
+        println!("  replay: {}", row.command);
     }
     Ok(exit_code(failed == 0))
 }
