@@ -32,6 +32,10 @@ pub struct Quality {
     pub mean_utilization: f64,
     /// Time from submission to first placement, in milliseconds.
     pub wait_ms: Dist,
+    /// Most slots running twice (or more) at one sample: double-runs, e.g. during a partition.
+    pub double_run_peak: u64,
+    /// Extra copies of slots summed over samples, times the sample period, in seconds.
+    pub double_run_slot_s: f64,
     /// `(t_ms, pending tasks, CPU utilization)` samples.
     #[serde(skip)]
     pub series: Vec<(u64, u64, f64)>,
@@ -94,6 +98,8 @@ pub fn run(
             pending_at_end: 0,
             mean_utilization: 0.0,
             wait_ms: Dist::default(),
+            double_run_peak: 0,
+            double_run_slot_s: 0.0,
             series: Vec::new(),
         },
     };

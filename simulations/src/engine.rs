@@ -321,10 +321,11 @@ impl Simulation {
             net_rng: StdRng::seed_from_u64(derive_seed(seed, 2, 0, 0)),
             fault_rng: StdRng::seed_from_u64(derive_seed(seed, 3, 0, 0)),
             work_rng: StdRng::seed_from_u64(derive_seed(seed, 7, 0, 0)),
-            bench: scenario
-                .workload
-                .as_ref()
-                .map(|w| Workbench::new(n, crate::workload::generate(w, seed))),
+            bench: scenario.workload.as_ref().map(|w| {
+                let mut bench = Workbench::new(n, crate::workload::generate(w, seed));
+                bench.sample_ms = scenario.checks.sample_ms;
+                bench
+            }),
             seeds,
             disturbed: 0,
             sabotage,

@@ -403,12 +403,14 @@ fn summary_scheduling(s: &mut String, sched: &Scheduling) {
     match &sched.shoal {
         Some(q) => s.push_str(&format!(
             "  shoal: utilization {:.1} %, wait p50 {} ms p90 {} ms, {} placements retried, {} \
-             pending at end\n",
+             pending at end; double-runs: peak {} slots, {:.0} slot-seconds\n",
             q.mean_utilization * 100.0,
             q.wait_ms.p50,
             q.wait_ms.p90,
             q.placements_retried,
-            q.pending_at_end
+            q.pending_at_end,
+            q.double_run_peak,
+            q.double_run_slot_s
         )),
         None => s.push_str(&format!(
             "  shoal scheduling: {}\n",

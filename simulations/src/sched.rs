@@ -67,6 +67,10 @@ pub struct Workbench {
     /// Job → nodes (index, epoch) that held it at the last sample.
     pub holders: BTreeMap<String, Vec<(usize, u64)>>,
     series: Vec<(u64, u64, f64)>,
+    double_peak: u64,
+    double_samples: u64,
+    /// Sample period, in milliseconds.
+    pub sample_ms: u64,
     /// Scheduler messages that failed to decode (never expected).
     pub undecodable: u64,
     /// Scheduler messages dropped by a partition or a dead end.
@@ -100,6 +104,9 @@ impl Workbench {
             acknowledged: BTreeMap::new(),
             holders: BTreeMap::new(),
             series: Vec::new(),
+            double_peak: 0,
+            double_samples: 0,
+            sample_ms: 1_000,
             undecodable: 0,
             messages_dropped: 0,
             messages_delivered: 0,
@@ -150,12 +157,17 @@ impl Workbench {
     pub fn sample(&mut self, now: Millis, up: &[usize], cap: Resources) {
         let mut used = 0;
         let mut running: BTreeSet<(&str, u32)> = BTreeSet::new();
+        let mut doubles = 0;
         for &i in up {
             for (task, r) in &self.nodes[i].running {
                 used += r.cpu_millicores;
-                running.insert((task.job.as_str(), task.slot));
+                if !running.insert((task.job.as_str(), task.slot)) {
+                    doubles += 1;
+                }
             }
         }
+        self.double_peak = self.double_peak.max(doubles);
+        self.double_samples += doubles;
         let submitted: u64 = self
             .submitted_at
             .keys()
@@ -186,6 +198,8 @@ impl Workbench {
             pending_at_end: self.series.last().map_or(0, |s| s.1),
             mean_utilization: round3(utils / self.series.len().max(1) as f64),
             wait_ms: Dist::of(&waits),
+            double_run_peak: self.double_peak,
+            double_run_slot_s: round3(self.double_samples as f64 * self.sample_ms as f64 / 1000.0),
             series: self.series.clone(),
         }
     }
