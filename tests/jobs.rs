@@ -405,27 +405,30 @@ fn bad_jobs_get_clear_errors() {
 
 #[test]
 fn a_restarted_node_reloads_its_tables_and_kills_what_was_superseded() {
-    let mut c = Cluster::start(3, "restart");
+    let mut c = Cluster::start(4, "restart");
     let spec = serde_json::json!({
         "id": "svc", "type": "service", "count": 3, "command": "sh",
-        "args": c.recorded("sleep 600"), "resources": {"cpu": 100, "memory": 16}, "placement": "spread"
+        "args": c.recorded("sleep 600"), "resources": {"cpu": 100, "memory": 16}, "distinct_hosts": true
     });
     assert!(c.submit(0, spec, &[]).status.success());
     let job = wait_for(DEADLINE, "3 running, one per node", || {
         let job = c.job(0, "svc")?;
         (running_on(&job).len() == 3).then_some(job)
     });
-    let victim = 2;
-    let victim_slot = tasks(&job).into_iter().find(|t| t["node"] == "n3").unwrap()["slot"].clone();
+    // The victim runs one task and is not n1, through which the test watches.
+    let victim_task = tasks(&job).into_iter().find(|t| t["node"] != "n1").unwrap();
+    let victim_name = victim_task["node"].as_str().unwrap().to_string();
+    let victim = c.agents.iter().position(|a| a.name == victim_name).unwrap();
+    let victim_slot = victim_task["slot"].clone();
     let before = c.recorded_pids();
 
-    // kill -9 n3: its process keeps running, orphaned; the cluster re-places its slot.
+    // kill -9 the victim: its process keeps running, orphaned; the cluster re-places its slot.
     let bind = c.agents[victim].gossip;
     c.agents[victim].kill9();
     wait_for(DEADLINE, "the slot runs again on a survivor", || {
         let job = c.job(0, "svc")?;
         let t = tasks(&job).into_iter().find(|t| t["slot"] == victim_slot)?;
-        (t["state"] == "running" && t["node"] != "n3").then_some(())
+        (t["state"] == "running" && t["node"] != victim_name.as_str()).then_some(())
     });
     let orphans: Vec<i32> = before.iter().copied().filter(|p| alive(*p)).collect();
     assert_eq!(
@@ -434,14 +437,14 @@ fn a_restarted_node_reloads_its_tables_and_kills_what_was_superseded() {
         "the crashed node's process should still be running"
     );
 
-    // Restart n3 with the same data dir: it reloads its tables, finds its old process, learns
+    // Restart the victim with the same data dir: it reloads its tables, finds its old process, learns
     // the slot was superseded, and kills it. Exactly three processes run afterwards.
     let key = c.dir().join("cluster.key");
     let root = c.dir().to_path_buf();
     c.agents[victim] = Agent::start(AgentSpec {
         join: Some(c.agents[0].gossip),
         bind,
-        ..AgentSpec::new("n3", &key, &root)
+        ..AgentSpec::new(&victim_name, &key, &root)
     });
     wait_for(DEADLINE, "the superseded process is killed", || {
         let running: Vec<i32> = c
@@ -451,6 +454,8 @@ fn a_restarted_node_reloads_its_tables_and_kills_what_was_superseded() {
             .collect();
         (running.len() == 3).then_some(())
     });
-    let job = c.job(2, "svc").unwrap();
-    assert_eq!(running_on(&job).values().sum::<usize>(), 3, "{job}");
+    wait_for(DEADLINE, "the restarted node reports 3 running", || {
+        let job = c.job(victim, "svc")?;
+        (running_on(&job).values().sum::<usize>() == 3).then_some(())
+    });
 }

@@ -24,8 +24,13 @@ use crate::store::Store;
 /// How long a submission waits for a second holder before the client is told it is only
 /// held locally.
 const DURABLE_WAIT: Duration = Duration::from_secs(10);
-/// Snapshots are written at most this often.
-const SNAPSHOT_EVERY: Duration = Duration::from_millis(500);
+/// Snapshots are written at most this often. Submissions do not wait for them (they are
+/// committed to the store on their own before the ack); task states lost in a crash are
+/// rebuilt from the processes found and from the peers' replicas.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
+/// Allocations are re-advertised at most this often: each new ad version travels the whole
+/// cluster, and summing the ledger costs O(local tasks).
+const READVERTISE_EVERY: Duration = Duration::from_millis(250);
 
 /// Where executor commands go. The agent plugs the process executor in; tests plug fakes.
 pub trait TaskRunner: Send + 'static {
@@ -220,6 +225,9 @@ struct Driver {
     waiters: Vec<Waiter>,
     dirty: bool,
     last_snapshot: Instant,
+    last_advertised: Instant,
+    /// An input arrived since allocations were last compared with the ad.
+    allocation_unchecked: bool,
 }
 
 impl Driver {
@@ -240,6 +248,8 @@ impl Driver {
             waiters: Vec::new(),
             dirty: false,
             last_snapshot: Instant::now(),
+            last_advertised: Instant::now(),
+            allocation_unchecked: true,
         }
     }
 
@@ -384,6 +394,7 @@ impl Driver {
     }
 
     async fn drain(&mut self) {
+        self.allocation_unchecked = true;
         while let Some((to, msg)) = self.core.poll_message() {
             self.peers.send(&to, msg.encode());
         }
@@ -419,6 +430,11 @@ impl Driver {
     }
 
     async fn readvertise(&mut self) {
+        if self.last_advertised.elapsed() < READVERTISE_EVERY {
+            return;
+        }
+        self.last_advertised = Instant::now();
+        self.allocation_unchecked = false;
         let allocated = self.core.local_allocated();
         if allocated != self.advertised {
             self.advertised = allocated;

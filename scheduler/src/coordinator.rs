@@ -248,10 +248,35 @@ impl Scheduler {
         if newest != Some(id) {
             return Verdict::Reject("superseded by a newer attempt".into());
         }
+        if entry.spec.wants_distinct_hosts() {
+            if let Some(other) = self.local_sibling(id) {
+                return Verdict::Reject(format!(
+                    "distinct_hosts: {} already runs slot {other} of job {}",
+                    self.node, id.job
+                ));
+            }
+        }
         match self.fits_here(entry, a.resources) {
             Ok(()) => Verdict::Admit(Box::new(entry.clone())),
             Err(reason) => Verdict::Reject(reason),
         }
+    }
+
+    /// Another slot of the same job incarnation admitted here and not being killed: two
+    /// coordinators that placed concurrently cannot both put a `distinct_hosts` job here.
+    fn local_sibling(&self, id: &AttemptId) -> Option<u32> {
+        let from = AttemptId {
+            job: id.job.clone(),
+            incarnation: id.incarnation,
+            slot: 0,
+            attempt: 0,
+            placer: String::new(),
+        };
+        self.ledger
+            .range(from..)
+            .take_while(|(k, _)| k.job == id.job && k.incarnation == id.incarnation)
+            .find(|(k, t)| k.slot != id.slot && !t.killing)
+            .map(|(k, _)| k.slot)
     }
 
     /// The hard check: this node's own attributes and its ledger against its capacity.
@@ -266,11 +291,11 @@ impl Scheduler {
         if let Some(c) = entry.spec.failed_constraint(&self.node, &ad.attributes) {
             return Err(format!("{} fails constraint {c}", self.node));
         }
-        let after = self.local_allocated().saturating_add(&want);
-        if after.fits_in(&ad.capacity) {
+        let used = self.local_allocated();
+        if used.saturating_add(&want).fits_in(&ad.capacity) {
             return Ok(());
         }
-        let free = ad.capacity.saturating_sub(&self.local_allocated());
+        let free = ad.capacity.saturating_sub(&used);
         Err(format!(
             "{} has {} free, needs {}",
             self.node,

@@ -201,7 +201,9 @@ async fn follow_placement(id: &str, api: &ApiArgs) -> anyhow::Result<ExitCode> {
             last_progress = std::time::Instant::now();
             print_waiting(&tasks);
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        // A view of a large job is costly to build: poll it less often.
+        let pause = if count > 1_000 { 1_000 } else { 200 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
 

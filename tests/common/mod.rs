@@ -123,14 +123,29 @@ impl Agent {
             http: "0.0.0.0:0".parse().unwrap(),
             generation: 0,
         };
-        let info: Value = wait_for(
-            Duration::from_secs(30),
-            "agent writes addresses.json",
-            || {
-                let text = std::fs::read_to_string(&addresses).ok()?;
-                serde_json::from_str(&text).ok()
-            },
-        );
+        let log_path = spec.root.join(format!("{}.log", spec.name));
+        let end = std::time::Instant::now() + Duration::from_secs(30);
+        let info: Value = loop {
+            if let Some(info) = std::fs::read_to_string(&addresses)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+            {
+                break info;
+            }
+            let exited = agent
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten());
+            if exited.is_some() || std::time::Instant::now() > end {
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                let holders = holders_of(&agent.data_dir);
+                panic!(
+                    "agent {} not ready in 30 s (exit: {exited:?}); holding its data dir: {holders:?}; its log:\n{log}",
+                    agent.name
+                );
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        };
         agent.gossip = info["gossip"].as_str().unwrap().parse().unwrap();
         agent.http = info["http"].as_str().unwrap().parse().unwrap();
         agent.generation = info["generation"].as_u64().unwrap();
@@ -237,4 +252,29 @@ pub fn wait_for<T>(deadline: Duration, what: &str, mut probe: impl FnMut() -> Op
 /// The status of `name` in a `/v1/nodes` listing.
 pub fn status_of<'a>(nodes: &'a [Value], name: &str) -> Option<&'a Value> {
     nodes.iter().find(|n| n["name"] == name)
+}
+
+/// Processes with an open file under `dir` (pid, command line), for diagnosing lock errors.
+pub fn holders_of(dir: &Path) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    for proc_entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let pid = proc_entry.file_name().to_string_lossy().to_string();
+        if !pid.chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        let fds = std::fs::read_dir(proc_entry.path().join("fd"))
+            .into_iter()
+            .flatten()
+            .flatten();
+        if fds
+            .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+            .any(|target| target.starts_with(dir))
+        {
+            let cmd = std::fs::read_to_string(proc_entry.path().join("cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ");
+            out.push((pid, cmd));
+        }
+    }
+    out
 }
