@@ -108,6 +108,8 @@ struct Record {
     id: NodeId,
     status: MemberStatus,
     last_update: Millis,
+    /// When this member last became suspect (cleared on any other status).
+    suspect_since: Option<Millis>,
 }
 
 /// One node's membership core. See the module docs for the call order.
@@ -203,6 +205,7 @@ impl Membership {
                 id,
                 status: MemberStatus::Alive,
                 last_update: now,
+                suspect_since: None,
             },
         );
         me.schedule(now.plus(me.config.sync_period), Tick::Sync);
@@ -431,6 +434,7 @@ impl Membership {
             Tick::Scan => {
                 self.adjust_health();
                 self.refresh_view();
+                self.expire_stale_suspects();
                 self.schedule(self.now.plus(self.config.scan_period), Tick::Scan);
             }
         }
@@ -699,6 +703,7 @@ impl Membership {
                 r.id = id.clone();
                 r.status = status;
                 r.last_update = now;
+                r.suspect_since = (status == MemberStatus::Suspect).then_some(now);
                 Some(from)
             }
             None => {
@@ -708,6 +713,7 @@ impl Membership {
                         id: id.clone(),
                         status,
                         last_update: now,
+                        suspect_since: (status == MemberStatus::Suspect).then_some(now),
                     },
                 );
                 None
@@ -723,6 +729,37 @@ impl Membership {
             from,
             to: status,
         });
+    }
+
+    /// Declares down the members that stayed suspect longer than any suspicion timeout could
+    /// last. foca drops pending suspicion timers when it renews this node's identity (its
+    /// timer token changes), which left suspects nobody would ever confirm or clear (found by
+    /// the simulator: `flapping-node.toml --seed 1`). Timing a suspicion out is exactly what
+    /// SWIM does; a live member refutes by rejoining as a new generation.
+    fn expire_stale_suspects(&mut self) {
+        let limit = self.config.suspect_to_down_after * (2 + self.config.max_health_score)
+            + self.config.probe_period * 2;
+        let now = self.now;
+        let stale: Vec<NodeId> = self
+            .records
+            .values()
+            .filter(|r| r.suspect_since.is_some_and(|t| now.since(t) > limit.as_millis() as u64))
+            .map(|r| r.id.clone())
+            .collect();
+        if stale.is_empty() {
+            return;
+        }
+        let downs: Vec<foca::Member<NodeId>> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Suspect && stale.contains(m.id()))
+            .map(|m| foca::Member::new(m.id().clone(), m.incarnation(), State::Down))
+            .collect();
+        for m in &downs {
+            tracing::info!(member = %m.id(), "suspicion outlived every timeout; declaring down");
+        }
+        self.swim_call(|swim, rt| swim.apply_many(downs.into_iter(), true, rt));
+        self.refresh_view();
     }
 
     /// Lifeguard-style local health awareness: timers firing late mean this node is starved,
