@@ -11,7 +11,7 @@
 //! Timers live inside the core in one ordered queue, so foca always gets them in order.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, VecDeque};
+use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -120,6 +120,10 @@ pub struct Membership {
     ads: SharedAds,
     own_ad: ResourceAd,
     records: BTreeMap<String, Record>,
+    /// `(generation, status)` by name, mirroring `records` for the periodic scan's lookups
+    /// (hashing a name is far cheaper than a B-tree walk of string compares at 1,000 nodes).
+    /// Never iterated, so its order decides nothing.
+    index: HashMap<String, (u64, MemberStatus)>,
     timers: BinaryHeap<Reverse<(Millis, u64, TimerSlot)>>,
     timer_seq: u64,
     outbox: VecDeque<Transmit>,
@@ -186,6 +190,7 @@ impl Membership {
             ads,
             own_ad: ad,
             records: BTreeMap::new(),
+            index: HashMap::new(),
             timers: BinaryHeap::new(),
             timer_seq: 0,
             outbox: VecDeque::new(),
@@ -199,6 +204,7 @@ impl Membership {
             left: false,
             stats: Stats::default(),
         };
+        me.index.insert(id.name.clone(), (id.generation, MemberStatus::Alive));
         me.records.insert(
             id.name.clone(),
             Record {
@@ -512,17 +518,20 @@ impl Membership {
         while let Some((after, timer)) = self.runtime.to_schedule() {
             self.schedule(self.now.plus(after), Tick::Swim(timer));
         }
-        let mut changed = false;
+        let mut notified = false;
         while let Some(n) = self.runtime.to_notify() {
-            changed |= self.on_notification(n);
+            self.on_notification(n);
+            notified = true;
         }
-        if changed {
-            self.refresh_view();
+        if notified {
+            self.resize_for(self.swim.num_members() + 1);
         }
         self.drain_ad_changes();
     }
 
-    fn on_notification(&mut self, n: OwnedNotification<NodeId>) -> bool {
+    /// Applies one foca notification to the view directly (no scan): up, down and renames
+    /// name the identity they are about.
+    fn on_notification(&mut self, n: OwnedNotification<NodeId>) {
         match n {
             OwnedNotification::MemberUp(id) => {
                 // Pull on join: ask a member we have no current ad for to send its own.
@@ -535,18 +544,22 @@ impl Membership {
                 if !known {
                     self.send_sync(id.addr, Want::Yours);
                 }
-                true
+                self.set_status(id, MemberStatus::Alive);
             }
-            OwnedNotification::MemberDown(_) | OwnedNotification::Rename(_, _) => true,
+            OwnedNotification::MemberDown(id) => {
+                let status = self.status_of(&id, State::Down);
+                self.set_status(id, status);
+            }
+            OwnedNotification::Rename(_, new) => self.set_status(new, MemberStatus::Alive),
             OwnedNotification::Rejoin(id) => {
                 tracing::warn!(%id, "declared down by the cluster; rejoined as a new generation");
                 self.own_ad.generation = id.generation;
                 self.own_ad.version = 1;
                 let ad = self.own_ad.clone();
                 self.publish(ad);
-                true
+                self.set_status(id, MemberStatus::Alive);
             }
-            _ => false,
+            _ => {}
         }
     }
 
@@ -657,9 +670,9 @@ impl Membership {
         let mut changes: Vec<(NodeId, MemberStatus)> = Vec::new();
         for m in self.swim.iter_membership_state() {
             let id = m.id();
-            let unchanged_or_older = self.records.get(&id.name).is_some_and(|r| {
-                r.id.generation > id.generation
-                    || (r.id == *id && r.status == self.status_of(id, m.state()))
+            let unchanged_or_older = self.index.get(&id.name).is_some_and(|&(generation, status)| {
+                generation > id.generation
+                    || (generation == id.generation && status == self.status_of(id, m.state()))
             });
             if !unchanged_or_older {
                 changes.push((id.clone(), self.status_of(id, m.state())));
@@ -719,6 +732,7 @@ impl Membership {
                 None
             }
         };
+        self.index.insert(id.name.clone(), (id.generation, status));
         match status {
             MemberStatus::Suspect => self.stats.suspect_marks += 1,
             MemberStatus::Down => self.stats.down_marks += 1,
