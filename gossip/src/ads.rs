@@ -15,6 +15,8 @@ use crate::wire::{self, DecodeError};
 pub(crate) struct AdStore {
     pub(crate) ads: BTreeMap<String, ResourceAd>,
     pub(crate) changed: Vec<String>,
+    /// `wire::digest` of `ads`, kept current on every change.
+    digest: u64,
 }
 
 impl AdStore {
@@ -26,13 +28,17 @@ impl AdStore {
             .is_none_or(|known| ad.key() > known.key());
         if newer {
             self.changed.push(ad.node.clone());
-            self.ads.insert(ad.node.clone(), ad);
+            self.digest = self.digest.wrapping_add(wire::ad_hash(&ad));
+            if let Some(old) = self.ads.insert(ad.node.clone(), ad) {
+                self.digest = self.digest.wrapping_sub(wire::ad_hash(&old));
+            }
+            debug_assert_eq!(self.digest, wire::digest(self.ads.values()));
         }
         newer
     }
 
     pub(crate) fn digest(&self) -> u64 {
-        wire::digest(self.ads.values())
+        self.digest
     }
 }
 

@@ -164,9 +164,17 @@ pub fn check_ad(ad: &ResourceAd) -> Result<(), DecodeError> {
     Ok(())
 }
 
-/// FNV-1a over every ad's `(name, generation, version)`, in name order. Deterministic across
-/// processes (no `RandomState`), so two nodes agree exactly when they hold the same versions.
+/// The digest of a set of ads: the wrapping sum of [`ad_hash`] over them. A sum is
+/// order-independent and updatable in O(1) when one ad is replaced, so the store keeps it
+/// current instead of hashing every ad on every sync (that cost dominated a 1,000-node
+/// simulation). Deterministic across processes (no `RandomState`).
 pub(crate) fn digest<'a>(ads: impl Iterator<Item = &'a ResourceAd>) -> u64 {
+    ads.fold(0u64, |acc, ad| acc.wrapping_add(ad_hash(ad)))
+}
+
+/// FNV-1a over one ad's `(name, generation, version)`, finished with a 64-bit mix so that the
+/// sum of many hashes stays well spread.
+pub(crate) fn ad_hash(ad: &ResourceAd) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     let mut eat = |bytes: &[u8]| {
         for b in bytes {
@@ -174,13 +182,16 @@ pub(crate) fn digest<'a>(ads: impl Iterator<Item = &'a ResourceAd>) -> u64 {
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
     };
-    for ad in ads {
-        eat(ad.node.as_bytes());
-        eat(&[0xff]);
-        eat(&ad.generation.to_le_bytes());
-        eat(&ad.version.to_le_bytes());
-    }
-    h
+    eat(ad.node.as_bytes());
+    eat(&[0xff]);
+    eat(&ad.generation.to_le_bytes());
+    eat(&ad.version.to_le_bytes());
+    // splitmix64 finalizer
+    h ^= h >> 30;
+    h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 27;
+    h = h.wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^ (h >> 31)
 }
 
 #[cfg(test)]
