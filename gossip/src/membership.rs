@@ -25,6 +25,18 @@ use crate::wire::{self, Ads, DecodeError, Sync, Want};
 
 type Swim = Foca<NodeId, PostcardCodec, StdRng, AdHandler>;
 
+/// Whether a recorded status still matches foca's state for the same identity. Down and left
+/// both read as foca's `Down`; telling them apart needs the ad, which `drain_ad_changes`
+/// applies when it arrives, so the scan need not look it up for every down member.
+fn same_status(recorded: MemberStatus, state: State) -> bool {
+    matches!(
+        (recorded, state),
+        (MemberStatus::Alive, State::Alive)
+            | (MemberStatus::Suspect, State::Suspect)
+            | (MemberStatus::Down | MemberStatus::Left, State::Down)
+    )
+}
+
 impl foca::Identity for NodeId {
     type Addr = SocketAddr;
 
@@ -672,7 +684,7 @@ impl Membership {
             let id = m.id();
             let unchanged_or_older = self.index.get(&id.name).is_some_and(|&(generation, status)| {
                 generation > id.generation
-                    || (generation == id.generation && status == self.status_of(id, m.state()))
+                    || (generation == id.generation && same_status(status, m.state()))
             });
             if !unchanged_or_older {
                 changes.push((id.clone(), self.status_of(id, m.state())));
@@ -686,6 +698,8 @@ impl Membership {
         self.resize_for(self.swim.num_members() + 1);
     }
 
+    /// The status to show for an identity in foca `state`: a down member whose current ad says
+    /// it left is `left`.
     fn status_of(&self, id: &NodeId, state: State) -> MemberStatus {
         match state {
             State::Alive => MemberStatus::Alive,
