@@ -216,7 +216,8 @@ impl Membership {
             left: false,
             stats: Stats::default(),
         };
-        me.index.insert(id.name.clone(), (id.generation, MemberStatus::Alive));
+        me.index
+            .insert(id.name.clone(), (id.generation, MemberStatus::Alive));
         me.records.insert(
             id.name.clone(),
             Record {
@@ -682,10 +683,13 @@ impl Membership {
         let mut changes: Vec<(NodeId, MemberStatus)> = Vec::new();
         for m in self.swim.iter_membership_state() {
             let id = m.id();
-            let unchanged_or_older = self.index.get(&id.name).is_some_and(|&(generation, status)| {
-                generation > id.generation
-                    || (generation == id.generation && same_status(status, m.state()))
-            });
+            let unchanged_or_older =
+                self.index
+                    .get(&id.name)
+                    .is_some_and(|&(generation, status)| {
+                        generation > id.generation
+                            || (generation == id.generation && same_status(status, m.state()))
+                    });
             if !unchanged_or_older {
                 changes.push((id.clone(), self.status_of(id, m.state())));
             }
@@ -771,7 +775,10 @@ impl Membership {
         let stale: Vec<NodeId> = self
             .records
             .values()
-            .filter(|r| r.suspect_since.is_some_and(|t| now.since(t) > limit.as_millis() as u64))
+            .filter(|r| {
+                r.suspect_since
+                    .is_some_and(|t| now.since(t) > limit.as_millis() as u64)
+            })
             .map(|r| r.id.clone())
             .collect();
         if stale.is_empty() {
