@@ -248,13 +248,13 @@ impl Scheduler {
         if newest != Some(id) {
             return Verdict::Reject("superseded by a newer attempt".into());
         }
-        if entry.spec.wants_distinct_hosts() {
-            if let Some(other) = self.local_sibling(id) {
-                return Verdict::Reject(format!(
-                    "distinct_hosts: {} already runs slot {other} of job {}",
-                    self.node, id.job
-                ));
-            }
+        if entry.spec.wants_distinct_hosts()
+            && let Some(other) = self.local_sibling(id)
+        {
+            return Verdict::Reject(format!(
+                "distinct_hosts: {} already runs slot {other} of job {}",
+                self.node, id.job
+            ));
         }
         match self.fits_here(entry, a.resources) {
             Ok(()) => Verdict::Admit(Box::new(entry.clone())),
