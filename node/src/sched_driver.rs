@@ -223,7 +223,11 @@ struct Driver {
     clock: Clock,
     config: SchedulerConfig,
     waiters: Vec<Waiter>,
+    /// The tables changed since the last snapshot (their version vector moved). Messages that
+    /// change nothing, such as anti-entropy digests between replicas in sync, do not count:
+    /// they arrive every second and a snapshot costs an fsync.
     dirty: bool,
+    snapshot_clock: shoal_scheduler::VersionVector,
     last_snapshot: Instant,
     last_advertised: Instant,
     /// An input arrived since allocations were last compared with the ad.
@@ -246,7 +250,8 @@ impl Driver {
             clock: p.clock,
             config: p.config,
             waiters: Vec::new(),
-            dirty: false,
+            dirty: true,
+            snapshot_clock: shoal_scheduler::VersionVector::new(),
             last_snapshot: Instant::now(),
             last_advertised: Instant::now(),
             allocation_unchecked: true,
@@ -267,7 +272,6 @@ impl Driver {
                 Ok(_) => tracing::info!(job = %id, "re-applied a job accepted before the restart"),
                 Err(e) => tracing::error!(job = %id, error = %e, "cannot re-apply an accepted job"),
             }
-            self.dirty = true;
         }
         loop {
             let deadline = self.next_deadline();
@@ -280,7 +284,6 @@ impl Driver {
                 Some(frame) = self.inbound.recv() => self.on_frame(frame),
                 Some((task, event)) = self.events.recv() => {
                     self.core.handle_task_event(self.clock.now(), task, event);
-                    self.dirty = true;
                 }
                 Some(req) = requests.recv() => self.on_request(req),
                 () = tokio::time::sleep_until(deadline) => self.core.handle_timeout(self.clock.now()),
@@ -309,7 +312,6 @@ impl Driver {
         match shoal_scheduler::Message::decode(&frame.payload, &self.config.wire) {
             Ok(msg) => {
                 self.core.handle_message(self.clock.now(), &frame.from, msg);
-                self.dirty = true;
             }
             Err(e) => tracing::warn!(peer = %frame.from, error = %e, "refused a scheduler message"),
         }
@@ -324,7 +326,6 @@ impl Driver {
                     .core
                     .stop_job(now, &id)
                     .map_err(|e| SchedError::NotFound(e.to_string()));
-                self.dirty = true;
                 let _ = reply.send(result);
             }
             Request::Job(id, reply) => {
@@ -373,7 +374,6 @@ impl Driver {
         let id = spec.id.clone();
         match self.core.submit(self.clock.now(), spec) {
             Ok(receipt) => {
-                self.dirty = true;
                 self.waiters.push(Waiter {
                     receipt,
                     reply,
@@ -395,6 +395,9 @@ impl Driver {
 
     async fn drain(&mut self) {
         self.allocation_unchecked = true;
+        if !self.dirty && self.core.tables().clock() != &self.snapshot_clock {
+            self.dirty = true;
+        }
         while let Some((to, msg)) = self.core.poll_message() {
             self.peers.send(&to, msg.encode());
         }
@@ -454,6 +457,7 @@ impl Driver {
         match self.store.put_snapshot(&bytes) {
             Ok(()) => {
                 self.dirty = false;
+                self.snapshot_clock = self.core.tables().clock().clone();
                 if let Ok(jobs) = self.store.jobs() {
                     for (id, _) in jobs {
                         let _ = self.store.remove_job(&id);
