@@ -165,6 +165,8 @@ def run_size(n, idle_s, kills, hog):
         for h in hogs: h.kill(); h.wait()
 
 def main():
+    # SIGTERM unwinds like Ctrl-C, so the `finally` blocks stop the agents and the CPU hogs.
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     p = argparse.ArgumentParser()
     p.add_argument("--sizes", default="8,16,32"); p.add_argument("--idle", type=float, default=30)
     p.add_argument("--kills", type=int, default=3); p.add_argument("--hog", action="store_true")
