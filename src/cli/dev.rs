@@ -79,6 +79,8 @@ fn print_banner(agents: &[RunningAgent], key: &ClusterKey) {
     println!("  shoal node list --addr http://{first}");
     println!("  shoal node status dev-2 --addr http://{first}");
     println!("  curl -s http://{first}/v1/nodes");
+    println!("  shoal job run examples/web.toml --addr http://{first}");
+    println!("  shoal job status web --addr http://{first}");
     println!("\nCtrl-C stops the cluster.");
 }
 
