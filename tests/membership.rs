@@ -57,6 +57,23 @@ fn five_agents_join_detect_a_kill_and_welcome_a_restart() {
         }
     }
 
+    // The agent says which task limits this host enforces (detected, never assumed).
+    let me = agents[0].agent_self().unwrap();
+    assert!(
+        me["limits"]["cpu"].as_str().is_some_and(|v| !v.is_empty()),
+        "{me}"
+    );
+    assert!(
+        me["limits"]["memory"]
+            .as_str()
+            .is_some_and(|v| !v.is_empty()),
+        "{me}"
+    );
+    assert!(
+        me["limits"]["note"].as_str().is_some_and(|v| !v.is_empty()),
+        "{me}"
+    );
+
     // kill -9 n3: every survivor marks it down.
     let old_generation = agents[2].generation;
     let bind = agents[2].gossip;

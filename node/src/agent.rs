@@ -213,6 +213,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         token: token.map(Arc::from),
         sched: Some(sched),
         logs: Some(crate::runner::logs(&executor)),
+        enforcement: Some(executor.enforcement()),
     };
     tasks.push(tokio::spawn(serve_http(http_listener, state, shutdown_rx)));
     write_addresses(&config.data_dir, &id, quic_addr, http_addr)?;

@@ -42,6 +42,8 @@ pub struct ApiState {
     pub sched: Option<crate::sched_driver::SchedHandle>,
     /// Local task logs, when this agent runs an executor.
     pub logs: Option<Arc<dyn crate::api_jobs::LogReader>>,
+    /// Which resource limits the executor enforces on this host (never claimed, detected).
+    pub enforcement: Option<crate::executor::Enforcement>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -120,6 +122,9 @@ pub struct AgentSelf {
     pub membership: Option<Stats>,
     /// Transport counters.
     pub transport: serde_json::Value,
+    /// Which task resource limits this host enforces (`cgroup_v2`, `cgroup_v1` or
+    /// `not_enforced`, with a note saying why).
+    pub limits: Option<crate::executor::Enforcement>,
 }
 
 /// Builds the router.
@@ -191,6 +196,7 @@ async fn agent_self(State(s): State<ApiState>) -> Response {
         version: env!("CARGO_PKG_VERSION").to_string(),
         membership: s.gossip.stats().await,
         transport: serde_json::to_value(transport).unwrap_or_default(),
+        limits: s.enforcement.clone(),
     })
     .into_response()
 }
