@@ -79,75 +79,53 @@ fn detection_cdf(r: &Report) -> Chart {
     }
 }
 
-fn pending(r: &Report) -> Chart {
+/// The baseline's and Shoal's step series of one scheduling quantity, each sample
+/// `(time_ms, pending, utilization)` projected to a value by `value`.
+fn scheduling_series(r: &Report, value: impl Fn(u64, f64) -> f64) -> Vec<Series> {
     let mut series = Vec::new();
-    if let Some(s) = &r.scheduling {
+    let Some(s) = &r.scheduling else {
+        return series;
+    };
+    let points = |samples: &[(u64, u64, f64)]| -> Vec<(f64, f64)> {
+        samples
+            .iter()
+            .map(|&(t, p, u)| (secs(t), value(p, u)))
+            .collect()
+    };
+    series.push(Series {
+        label: "baseline (omniscient)".into(),
+        color: "#000000",
+        points: points(&s.baseline.series),
+        step: true,
+    });
+    if let Some(q) = &s.shoal {
         series.push(Series {
-            label: "baseline (omniscient)".into(),
-            color: "#000000",
-            points: s
-                .baseline
-                .series
-                .iter()
-                .map(|&(t, p, _)| (secs(t), p as f64))
-                .collect(),
+            label: "shoal".into(),
+            color: "#de2d26",
+            points: points(&q.series),
             step: true,
         });
-        if let Some(q) = &s.shoal {
-            series.push(Series {
-                label: "shoal".into(),
-                color: "#de2d26",
-                points: q
-                    .series
-                    .iter()
-                    .map(|&(t, p, _)| (secs(t), p as f64))
-                    .collect(),
-                step: true,
-            });
-        }
     }
+    series
+}
+
+fn pending(r: &Report) -> Chart {
     Chart {
         title: format!("{}: pending tasks", r.scenario),
         x_label: "simulated time (s)".into(),
         y_label: "tasks waiting for placement".into(),
-        series,
+        series: scheduling_series(r, |p, _| p as f64),
         markers: Vec::new(),
         y_from_zero: true,
     }
 }
 
 fn utilization(r: &Report) -> Chart {
-    let mut series = Vec::new();
-    if let Some(s) = &r.scheduling {
-        series.push(Series {
-            label: "baseline (omniscient)".into(),
-            color: "#000000",
-            points: s
-                .baseline
-                .series
-                .iter()
-                .map(|&(t, _, u)| (secs(t), u * 100.0))
-                .collect(),
-            step: true,
-        });
-        if let Some(q) = &s.shoal {
-            series.push(Series {
-                label: "shoal".into(),
-                color: "#de2d26",
-                points: q
-                    .series
-                    .iter()
-                    .map(|&(t, _, u)| (secs(t), u * 100.0))
-                    .collect(),
-                step: true,
-            });
-        }
-    }
     Chart {
         title: format!("{}: CPU allocated on running nodes", r.scenario),
         x_label: "simulated time (s)".into(),
         y_label: "utilization (%)".into(),
-        series,
+        series: scheduling_series(r, |_, u| u * 100.0),
         markers: Vec::new(),
         y_from_zero: true,
     }
