@@ -126,6 +126,24 @@ pub struct ResourceAd {
 }
 
 impl ResourceAd {
+    /// A first ad for `node` offering `capacity`: generation 0 and version 1 (the membership
+    /// core sets both), nothing allocated, no attributes, not draining, no addresses.
+    #[must_use]
+    pub fn new(node: impl Into<String>, capacity: Resources) -> Self {
+        ResourceAd {
+            node: node.into(),
+            generation: 0,
+            version: 1,
+            capacity,
+            allocated: Resources::default(),
+            attributes: BTreeMap::new(),
+            draining: false,
+            left: false,
+            quic_addr: None,
+            http_addr: None,
+        }
+    }
+
     /// The ordering key: a higher key supersedes a lower one for the same node.
     #[must_use]
     pub fn key(&self) -> (u64, u64) {

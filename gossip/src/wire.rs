@@ -273,16 +273,9 @@ mod tests {
             attributes.insert(format!("k{i}"), "v".to_string());
         }
         let ad = ResourceAd {
-            node: "n1".into(),
             generation: 1,
-            version: 1,
-            capacity: Resources::default(),
-            allocated: Resources::default(),
             attributes,
-            draining: false,
-            left: false,
-            quic_addr: None,
-            http_addr: None,
+            ..ResourceAd::new("n1", Resources::default())
         };
         let err = check_ad(&ad).unwrap_err().to_string();
         assert!(err.contains("40 attributes"), "{err}");
@@ -291,16 +284,8 @@ mod tests {
     #[test]
     fn digest_depends_on_versions_only_through_content() {
         let a = ResourceAd {
-            node: "a".into(),
             generation: 1,
-            version: 1,
-            capacity: Resources::default(),
-            allocated: Resources::default(),
-            attributes: BTreeMap::new(),
-            draining: false,
-            left: false,
-            quic_addr: None,
-            http_addr: None,
+            ..ResourceAd::new("a", Resources::default())
         };
         let mut b = a.clone();
         assert_eq!(digest([&a].into_iter()), digest([&b].into_iter()));

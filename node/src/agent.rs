@@ -292,21 +292,16 @@ fn next_generation(data_dir: &Path, now_ms: u64) -> anyhow::Result<u64> {
 
 fn initial_ad(config: &AgentConfig, quic_addr: SocketAddr, http_addr: SocketAddr) -> ResourceAd {
     let machine = crate::machine::detect(&config.data_dir);
+    let capacity = Resources {
+        cpu_millicores: config.cpu_millicores.unwrap_or(machine.cpu_millicores),
+        memory_mib: config.memory_mib.unwrap_or(machine.memory_mib),
+        disk_mib: config.disk_mib.unwrap_or(machine.disk_mib),
+    };
     ResourceAd {
-        node: config.name.clone(),
-        generation: 0,
-        version: 1,
-        capacity: Resources {
-            cpu_millicores: config.cpu_millicores.unwrap_or(machine.cpu_millicores),
-            memory_mib: config.memory_mib.unwrap_or(machine.memory_mib),
-            disk_mib: config.disk_mib.unwrap_or(machine.disk_mib),
-        },
-        allocated: Resources::default(),
         attributes: config.attributes.clone(),
-        draining: false,
-        left: false,
         quic_addr: Some(quic_addr),
         http_addr: Some(http_addr),
+        ..ResourceAd::new(config.name.clone(), capacity)
     }
 }
 

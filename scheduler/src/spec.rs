@@ -927,20 +927,15 @@ constraints = ["rack == r1", "zone != z2", "disk=ssd", { attribute = "os", op = 
             },
             status: MemberStatus::Alive,
             ad: Some(ResourceAd {
-                node: name.into(),
                 generation: 1,
-                version: 1,
-                capacity: Resources {
-                    cpu_millicores: cpu,
-                    memory_mib: mem,
-                    disk_mib: 0,
-                },
-                allocated: Resources::default(),
-                attributes: BTreeMap::new(),
-                draining: false,
-                left: false,
-                quic_addr: None,
-                http_addr: None,
+                ..ResourceAd::new(
+                    name,
+                    Resources {
+                        cpu_millicores: cpu,
+                        memory_mib: mem,
+                        disk_mib: 0,
+                    },
+                )
             }),
             last_update: shoal_gossip::Millis(0),
         };

@@ -18,22 +18,12 @@ fn addr(i: usize) -> SocketAddr {
 }
 
 fn ad(cpu: u64) -> ResourceAd {
-    ResourceAd {
-        node: String::new(),
-        generation: 0,
-        version: 0,
-        capacity: Resources {
-            cpu_millicores: cpu,
-            memory_mib: 1024,
-            disk_mib: 10_000,
-        },
-        allocated: Resources::default(),
-        attributes: BTreeMap::new(),
-        draining: false,
-        left: false,
-        quic_addr: None,
-        http_addr: None,
-    }
+    let capacity = Resources {
+        cpu_millicores: cpu,
+        memory_mib: 1024,
+        disk_mib: 10_000,
+    };
+    ResourceAd::new("", capacity)
 }
 
 impl Net {
