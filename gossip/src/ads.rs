@@ -5,7 +5,10 @@
 //! contended: the core is driven by one task at a time.
 
 use std::collections::BTreeMap;
+use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
+
+use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::types::{NodeId, ResourceAd};
 use crate::wire::{self, DecodeError};
@@ -14,6 +17,12 @@ use crate::wire::{self, DecodeError};
 #[derive(Debug, Default)]
 pub(crate) struct AdStore {
     pub(crate) ads: BTreeMap<String, ResourceAd>,
+    /// `ResourceAd::key` by node, mirroring `ads`: most offers are ads already known, and
+    /// hashing the name answers that faster than a B-tree walk of string compares.
+    keys: FxHashMap<String, (u64, u64)>,
+    /// `wire::encode_ad` of each ad in `ads`, so answering a digest sync with every ad
+    /// copies bytes instead of cloning and re-encoding the whole store.
+    encoded: FxHashMap<String, Vec<u8>>,
     pub(crate) changed: Vec<String>,
     /// `wire::digest` of `ads`, kept current on every change.
     digest: u64,
@@ -23,11 +32,13 @@ impl AdStore {
     /// Keeps `ad` if it is newer than what is known for its node; returns whether it was.
     pub(crate) fn offer(&mut self, ad: ResourceAd) -> bool {
         let newer = self
-            .ads
+            .keys
             .get(&ad.node)
-            .is_none_or(|known| ad.key() > known.key());
+            .is_none_or(|&known| ad.key() > known);
         if newer {
             self.changed.push(ad.node.clone());
+            self.keys.insert(ad.node.clone(), ad.key());
+            self.encoded.insert(ad.node.clone(), wire::encode_ad(&ad));
             self.digest = self.digest.wrapping_add(wire::ad_hash(&ad));
             if let Some(old) = self.ads.insert(ad.node.clone(), ad) {
                 self.digest = self.digest.wrapping_sub(wire::ad_hash(&old));
@@ -39,6 +50,14 @@ impl AdStore {
 
     pub(crate) fn digest(&self) -> u64 {
         self.digest
+    }
+
+    /// Every ad, encoded, in name order.
+    pub(crate) fn encoded_all(&self) -> Vec<Vec<u8>> {
+        self.ads
+            .keys()
+            .filter_map(|name| self.encoded.get(name).cloned())
+            .collect()
     }
 }
 
@@ -60,13 +79,15 @@ impl SharedAds {
 /// replaces an older one in the broadcast backlog.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct AdKey {
+    /// Hash of `node`, compared first: foca checks a new key against its whole backlog.
+    node_hash: u64,
     node: String,
     key: (u64, u64),
 }
 
 impl foca::Invalidates for AdKey {
     fn invalidates(&self, other: &Self) -> bool {
-        self.node == other.node && self.key >= other.key
+        self.node_hash == other.node_hash && self.node == other.node && self.key >= other.key
     }
 }
 
@@ -85,6 +106,7 @@ impl foca::BroadcastHandler<NodeId> for AdHandler {
     ) -> Result<Option<AdKey>, DecodeError> {
         let ad = wire::decode_ad(data)?;
         let key = AdKey {
+            node_hash: FxBuildHasher.hash_one(&ad.node),
             node: ad.node.clone(),
             key: ad.key(),
         };

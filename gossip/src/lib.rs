@@ -15,6 +15,7 @@
 mod ads;
 mod config;
 mod membership;
+mod swim_io;
 mod types;
 pub mod wire;
 

@@ -11,19 +11,25 @@
 //! Timers live inside the core in one ordered queue, so foca always gets them in order.
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use foca::{AccumulatingRuntime, Foca, OwnedNotification, PostcardCodec, State, Timer};
+use foca::{Foca, State, Timer};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
+use rustc_hash::FxHashMap;
 
 use crate::ads::{AdHandler, SharedAds};
 use crate::config::Config;
+use crate::swim_io::{Note, Outputs, TouchCodec, Touched};
 use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd};
 use crate::wire::{self, Ads, DecodeError, Sync, Want};
 
-type Swim = Foca<NodeId, PostcardCodec, StdRng, AdHandler>;
+type Swim = Foca<NodeId, TouchCodec, StdRng, AdHandler>;
+
+/// Every how many scans the whole view is reconciled with foca's member list (the safety net
+/// behind the incremental updates; see `swim_io`).
+const FULL_SCAN_EVERY: u64 = 20;
 
 /// Whether a recorded status still matches foca's state for the same identity. Down and left
 /// both read as foca's `Down`; telling them apart needs the ad, which `drain_ad_changes`
@@ -35,6 +41,27 @@ fn same_status(recorded: MemberStatus, state: State) -> bool {
             | (MemberStatus::Suspect, State::Suspect)
             | (MemberStatus::Down | MemberStatus::Left, State::Down)
     )
+}
+
+/// What the view records of a name, for the lookups that keep it current.
+#[derive(Debug, Clone, Copy)]
+struct Indexed {
+    generation: u64,
+    addr: SocketAddr,
+    status: MemberStatus,
+}
+
+/// Whether the view already shows foca's state for `m`, or holds a newer generation of its
+/// name, or holds this generation at another address. A generation lives at one address; a
+/// second address for it can only come from a forged or corrupted datagram (the transport's
+/// seal stops those, unsealed simulations do not), and the view keeps the first.
+fn recorded_current(index: &FxHashMap<String, Indexed>, m: &foca::Member<NodeId>) -> bool {
+    let id = m.id();
+    index.get(&id.name).is_some_and(|known| {
+        known.generation > id.generation
+            || (known.generation == id.generation
+                && (known.addr != id.addr || same_status(known.status, m.state())))
+    })
 }
 
 impl foca::Identity for NodeId {
@@ -105,6 +132,10 @@ pub struct Stats {
     pub health_score: u32,
     /// Digest syncs sent.
     pub syncs_sent: u64,
+    /// Member statuses the periodic full scan found stale: changes foca made that the
+    /// incremental view updates missed. Zero unless something in `swim_io` is incomplete.
+    #[serde(default)]
+    pub view_corrections: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,14 +159,23 @@ struct Record {
 pub struct Membership {
     config: Config,
     swim: Swim,
-    runtime: AccumulatingRuntime<NodeId>,
+    runtime: Outputs,
+    /// Members foca decoded from datagrams since the last drain.
+    touched: Touched,
+    /// Where each member last sat in foca's member list, by address: a hint that makes the
+    /// lookup of one touched member O(1) (validated on use; foca reorders its list on inserts
+    /// and once per probe round).
+    positions: FxHashMap<SocketAddr, usize>,
     ads: SharedAds,
     own_ad: ResourceAd,
     records: BTreeMap<String, Record>,
-    /// `(generation, status)` by name, mirroring `records` for the periodic scan's lookups
+    /// `(generation, address, status)` by name, mirroring `records` for the view's lookups
     /// (hashing a name is far cheaper than a B-tree walk of string compares at 1,000 nodes).
     /// Never iterated, so its order decides nothing.
-    index: HashMap<String, (u64, MemberStatus)>,
+    index: FxHashMap<String, Indexed>,
+    /// Names of the members currently recorded suspect.
+    suspects: BTreeSet<String>,
+    scans: u64,
     timers: BinaryHeap<Reverse<(Millis, u64, TimerSlot)>>,
     timer_seq: u64,
     outbox: VecDeque<Transmit>,
@@ -187,22 +227,28 @@ impl Membership {
         let ads = SharedAds::default();
         ads.lock().offer(ad.clone());
         ads.lock().changed.clear();
+        let codec = TouchCodec::default();
+        let touched = codec.touched.clone();
         let swim = Foca::with_custom_broadcast(
             id.clone(),
             config.foca(0, 0),
             StdRng::seed_from_u64(seed),
-            PostcardCodec,
+            codec,
             AdHandler(ads.clone()),
         );
         let mut me = Self {
             join_backoff: config.join_retry_min,
             config,
             swim,
-            runtime: AccumulatingRuntime::new(),
+            runtime: Outputs::default(),
+            touched,
+            positions: FxHashMap::default(),
             ads,
             own_ad: ad,
             records: BTreeMap::new(),
-            index: HashMap::new(),
+            index: FxHashMap::default(),
+            suspects: BTreeSet::new(),
+            scans: 0,
             timers: BinaryHeap::new(),
             timer_seq: 0,
             outbox: VecDeque::new(),
@@ -216,8 +262,14 @@ impl Membership {
             left: false,
             stats: Stats::default(),
         };
-        me.index
-            .insert(id.name.clone(), (id.generation, MemberStatus::Alive));
+        me.index.insert(
+            id.name.clone(),
+            Indexed {
+                generation: id.generation,
+                addr: id.addr,
+                status: MemberStatus::Alive,
+            },
+        );
         me.records.insert(
             id.name.clone(),
             Record {
@@ -357,7 +409,10 @@ impl Membership {
             wire::KIND_ADS => {
                 let ads = wire::decode_ads(payload)?;
                 for ad in ads.ads {
-                    self.offer_ad(ad);
+                    // A departure is news its owner no longer spreads; everything else in
+                    // a pull reply is what the cluster already gossiped.
+                    let spread = ad.left;
+                    self.offer_ad(ad, spread);
                 }
                 self.drain_ad_changes();
                 Ok(())
@@ -383,44 +438,38 @@ impl Membership {
     fn handle_sync(&mut self, from: SocketAddr, sync: Sync) {
         let their_digest = sync.digest;
         let want = sync.want;
-        self.offer_ad(sync.ad);
+        self.offer_ad(sync.ad, false);
         self.drain_ad_changes();
         let reply = match want {
             Want::Nothing => return,
-            Want::Yours => vec![self.own_ad.clone()],
+            Want::Yours => vec![wire::encode_ad(&self.own_ad)],
             Want::AllIfDifferent => {
-                if self.ads.lock().digest() == their_digest {
+                let ads = self.ads.lock();
+                if ads.digest() == their_digest {
                     return;
                 }
-                self.ads.lock().ads.values().cloned().collect()
+                ads.encoded_all()
             }
         };
-        self.send_ads(from, reply);
+        self.send_ads(from, &reply);
     }
 
-    /// Sends `ads` to `to`, split into datagrams that fit.
-    fn send_ads(&mut self, to: SocketAddr, ads: Vec<ResourceAd>) {
+    /// Sends encoded ads to `to`, split into datagrams that fit.
+    fn send_ads(&mut self, to: SocketAddr, ads: &[Vec<u8>]) {
         let budget = self.config.max_packet_size.saturating_sub(16);
-        let mut batch: Vec<ResourceAd> = Vec::new();
+        let mut start = 0;
         let mut size = 0;
-        for ad in ads {
-            let len = wire::encode_ad(&ad).len() + 2;
-            if !batch.is_empty() && size + len > budget {
-                let msg = wire::encode(
-                    wire::KIND_ADS,
-                    &Ads {
-                        ads: std::mem::take(&mut batch),
-                    },
-                );
-                self.push_out(to, msg);
+        for (i, ad) in ads.iter().enumerate() {
+            let len = ad.len();
+            if i > start && size + len > budget {
+                self.push_out(to, wire::encode_ads_batch(&ads[start..i]));
+                start = i;
                 size = 0;
             }
             size += len;
-            batch.push(ad);
         }
-        if !batch.is_empty() {
-            let msg = wire::encode(wire::KIND_ADS, &Ads { ads: batch });
-            self.push_out(to, msg);
+        if start < ads.len() {
+            self.push_out(to, wire::encode_ads_batch(&ads[start..]));
         }
     }
 
@@ -452,7 +501,14 @@ impl Membership {
             }
             Tick::Scan => {
                 self.adjust_health();
-                self.refresh_view();
+                self.scans += 1;
+                if self.scans.is_multiple_of(FULL_SCAN_EVERY) {
+                    let corrected = self.refresh_view();
+                    if corrected > 0 {
+                        tracing::warn!(corrected, "the full member scan found stale statuses");
+                    }
+                    self.stats.view_corrections += corrected as u64;
+                }
                 self.expire_stale_suspects();
                 self.schedule(self.now.plus(self.config.scan_period), Tick::Scan);
             }
@@ -511,10 +567,7 @@ impl Membership {
     }
 
     /// Runs one foca call and drains everything it produced.
-    fn swim_call(
-        &mut self,
-        call: impl FnOnce(&mut Swim, &mut AccumulatingRuntime<NodeId>) -> Result<(), foca::Error>,
-    ) {
+    fn swim_call(&mut self, call: impl FnOnce(&mut Swim, &mut Outputs) -> Result<(), foca::Error>) {
         if let Err(e) = call(&mut self.swim, &mut self.runtime) {
             tracing::debug!(error = %e, "foca");
         }
@@ -522,31 +575,29 @@ impl Membership {
     }
 
     fn drain_runtime(&mut self) {
-        while let Some((to, data)) = self.runtime.to_send() {
-            let mut payload = Vec::with_capacity(data.len() + 1);
-            payload.push(wire::KIND_SWIM);
-            payload.extend_from_slice(&data);
-            self.push_out(to.addr, payload);
+        while let Some((to, payload)) = self.runtime.sends.pop_front() {
+            self.push_out(to, payload);
         }
-        while let Some((after, timer)) = self.runtime.to_schedule() {
+        while let Some((after, timer)) = self.runtime.timers.pop_front() {
             self.schedule(self.now.plus(after), Tick::Swim(timer));
         }
         let mut notified = false;
-        while let Some(n) = self.runtime.to_notify() {
-            self.on_notification(n);
+        while let Some(note) = self.runtime.notes.pop_front() {
+            self.on_notification(note);
             notified = true;
         }
+        self.resolve_touched();
         if notified {
             self.resize_for(self.swim.num_members() + 1);
         }
         self.drain_ad_changes();
     }
 
-    /// Applies one foca notification to the view directly (no scan): up, down and renames
-    /// name the identity they are about.
-    fn on_notification(&mut self, n: OwnedNotification<NodeId>) {
-        match n {
-            OwnedNotification::MemberUp(id) => {
+    /// Applies one foca notification to the view directly: up, down and renames name the
+    /// identity they are about.
+    fn on_notification(&mut self, note: Note) {
+        match note {
+            Note::Up(id) => {
                 // Pull on join: ask a member we have no current ad for to send its own.
                 let known = self
                     .ads
@@ -559,12 +610,12 @@ impl Membership {
                 }
                 self.set_status(id, MemberStatus::Alive);
             }
-            OwnedNotification::MemberDown(id) => {
+            Note::Down(id) => {
                 let status = self.status_of(&id, State::Down);
                 self.set_status(id, status);
             }
-            OwnedNotification::Rename(_, new) => self.set_status(new, MemberStatus::Alive),
-            OwnedNotification::Rejoin(id) => {
+            Note::Rename(new) => self.set_status(new, MemberStatus::Alive),
+            Note::Rejoin(id) => {
                 tracing::warn!(%id, "declared down by the cluster; rejoined as a new generation");
                 self.own_ad.generation = id.generation;
                 self.own_ad.version = 1;
@@ -572,8 +623,51 @@ impl Membership {
                 self.publish(ad);
                 self.set_status(id, MemberStatus::Alive);
             }
-            _ => {}
         }
+    }
+
+    /// Brings the view up to date for the members the last foca call may have changed (see
+    /// `swim_io`): O(1) per touched member instead of a scan of all of them.
+    fn resolve_touched(&mut self) {
+        let mut touched = std::mem::take(&mut self.runtime.touched);
+        touched.append(&mut self.touched.lock());
+        if touched.is_empty() {
+            self.runtime.touched = touched;
+            return;
+        }
+        // Duplicates are harmless: a member's second lookup finds the view already current.
+        let mut changes: Vec<(NodeId, State)> = Vec::new();
+        let len = self.swim.iter_membership_state().len();
+        for addr in touched.drain(..) {
+            let hinted = self
+                .positions
+                .get(&addr)
+                .copied()
+                .filter(|&at| at < len)
+                .and_then(|at| self.swim.iter_membership_state().nth(at))
+                .filter(|m| m.id().addr == addr);
+            let member = match hinted {
+                Some(m) => m,
+                None => {
+                    let found = self
+                        .swim
+                        .iter_membership_state()
+                        .enumerate()
+                        .find(|(_, m)| m.id().addr == addr);
+                    let Some((at, m)) = found else {
+                        self.positions.remove(&addr);
+                        continue;
+                    };
+                    self.positions.insert(addr, at);
+                    m
+                }
+            };
+            if !recorded_current(&self.index, member) {
+                changes.push((member.id().clone(), member.state()));
+            }
+        }
+        self.runtime.touched = touched;
+        self.apply_changes(changes);
     }
 
     fn push_out(&mut self, to: SocketAddr, payload: Vec<u8>) {
@@ -646,13 +740,22 @@ impl Membership {
         self.swim_call(|swim, _| swim.add_broadcast(&bytes).map(|_| ()));
     }
 
-    fn offer_ad(&mut self, ad: ResourceAd) {
+    /// Keeps `ad` if it is newer than what is known. With `spread`, it goes through foca's
+    /// broadcast backlog so this node also spreads it by piggy-back; without, it is only
+    /// stored. Ads learned by pull (join pulls, digest syncs) are not spread: their owners
+    /// already gossip them, and re-spreading every pulled ad made each node's backlog hold the
+    /// whole cluster's ads while a large cluster started (foca walks that backlog for every
+    /// datagram it sends).
+    fn offer_ad(&mut self, ad: ResourceAd, spread: bool) {
         if ad.node == self.own_ad.node {
             return; // nobody knows our resources better than we do
         }
-        let bytes = wire::encode_ad(&ad);
-        // Through foca, so a newer ad learned by sync is also spread by piggy-back.
-        self.swim_call(|swim, _| swim.add_broadcast(&bytes).map(|_| ()));
+        if spread {
+            let bytes = wire::encode_ad(&ad);
+            self.swim_call(|swim, _| swim.add_broadcast(&bytes).map(|_| ()));
+        } else {
+            self.ads.lock().offer(ad);
+        }
     }
 
     fn drain_ad_changes(&mut self) {
@@ -675,31 +778,30 @@ impl Membership {
         }
     }
 
-    /// Reconciles the view with foca's membership state and emits status events. Hot at
-    /// scale (it runs on every membership notification), so it allocates only for changes:
-    /// identities of older generations are skipped against the record, unchanged ones compared
-    /// in place.
-    fn refresh_view(&mut self) {
-        let mut changes: Vec<(NodeId, MemberStatus)> = Vec::new();
-        for m in self.swim.iter_membership_state() {
-            let id = m.id();
-            let unchanged_or_older =
-                self.index
-                    .get(&id.name)
-                    .is_some_and(|&(generation, status)| {
-                        generation > id.generation
-                            || (generation == id.generation && same_status(status, m.state()))
-                    });
-            if !unchanged_or_older {
-                changes.push((id.clone(), self.status_of(id, m.state())));
-            }
-        }
-        // Newest generation last, so a name's final record is its newest identity.
+    /// Reconciles the whole view with foca's membership state, emitting status events, and
+    /// returns how many members it changed. The incremental updates (`resolve_touched`) keep
+    /// the view current; this is the periodic safety net behind them.
+    fn refresh_view(&mut self) -> usize {
+        let changes: Vec<(NodeId, State)> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| !recorded_current(&self.index, m))
+            .map(|m| (m.id().clone(), m.state()))
+            .collect();
+        let n = changes.len();
+        self.apply_changes(changes);
+        self.resize_for(self.swim.num_members() + 1);
+        n
+    }
+
+    /// Records foca's state for each changed identity, newest generation of a name last so a
+    /// name's final record is its newest identity.
+    fn apply_changes(&mut self, mut changes: Vec<(NodeId, State)>) {
         changes.sort_by(|a, b| (&a.0.name, a.0.generation).cmp(&(&b.0.name, b.0.generation)));
-        for (id, status) in changes {
+        for (id, state) in changes {
+            let status = self.status_of(&id, state);
             self.set_status(id, status);
         }
-        self.resize_for(self.swim.num_members() + 1);
     }
 
     /// The status to show for an identity in foca `state`: a down member whose current ad says
@@ -750,7 +852,19 @@ impl Membership {
                 None
             }
         };
-        self.index.insert(id.name.clone(), (id.generation, status));
+        self.index.insert(
+            id.name.clone(),
+            Indexed {
+                generation: id.generation,
+                addr: id.addr,
+                status,
+            },
+        );
+        if status == MemberStatus::Suspect {
+            self.suspects.insert(id.name.clone());
+        } else {
+            self.suspects.remove(&id.name);
+        }
         match status {
             MemberStatus::Suspect => self.stats.suspect_marks += 1,
             MemberStatus::Down => self.stats.down_marks += 1,
@@ -773,8 +887,9 @@ impl Membership {
             + self.config.probe_period * 2;
         let now = self.now;
         let stale: Vec<NodeId> = self
-            .records
-            .values()
+            .suspects
+            .iter()
+            .filter_map(|name| self.records.get(name))
             .filter(|r| {
                 r.suspect_since
                     .is_some_and(|t| now.since(t) > limit.as_millis() as u64)
@@ -793,8 +908,10 @@ impl Membership {
         for m in &downs {
             tracing::info!(member = %m.id(), "suspicion outlived every timeout; declaring down");
         }
+        self.runtime
+            .touched
+            .extend(downs.iter().map(|m| m.id().addr));
         self.swim_call(|swim, rt| swim.apply_many(downs.into_iter(), true, rt));
-        self.refresh_view();
     }
 
     /// Lifeguard-style local health awareness: timers firing late mean this node is starved,

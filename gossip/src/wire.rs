@@ -129,6 +129,29 @@ pub fn decode_ad(data: &[u8]) -> Result<ResourceAd, DecodeError> {
     Ok(ad)
 }
 
+/// Encodes an [`Ads`] datagram (kind byte included) from ads already encoded with
+/// [`encode_ad`]: postcard writes a sequence as its length (a LEB128 varint) followed by the
+/// elements, so the batch is their concatenation behind the count.
+#[must_use]
+pub(crate) fn encode_ads_batch(encoded: &[Vec<u8>]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1 + 10 + encoded.iter().map(Vec::len).sum::<usize>());
+    out.push(KIND_ADS);
+    let mut n = encoded.len() as u64;
+    loop {
+        let byte = (n & 0x7f) as u8;
+        n >>= 7;
+        if n == 0 {
+            out.push(byte);
+            break;
+        }
+        out.push(byte | 0x80);
+    }
+    for ad in encoded {
+        out.extend_from_slice(ad);
+    }
+    out
+}
+
 /// Encodes one ad for a foca custom broadcast.
 #[must_use]
 pub fn encode_ad(ad: &ResourceAd) -> Vec<u8> {
@@ -256,6 +279,18 @@ mod tests {
             let msg = Ads { ads };
             let bytes = encode(KIND_ADS, &msg);
             prop_assert_eq!(decode_ads(&bytes[1..]).unwrap(), msg);
+        }
+
+        #[test]
+        fn a_batch_of_encoded_ads_is_the_ads_message(
+            ads in proptest::collection::vec(arb_ad(), 0..6),
+            padding in 0usize..200,
+        ) {
+            // Past 127 elements the count takes two varint bytes.
+            let ads: Vec<ResourceAd> = ads.iter().cycle().take(ads.len() * (1 + padding)).cloned().collect();
+            let encoded: Vec<Vec<u8>> = ads.iter().map(encode_ad).collect();
+            let msg = Ads { ads };
+            prop_assert_eq!(encode_ads_batch(&encoded), encode(KIND_ADS, &msg));
         }
 
         #[test]

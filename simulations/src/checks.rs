@@ -87,6 +87,7 @@ pub fn evaluate(sim: &Simulation) -> Vec<CheckResult> {
         }
     }
     out.push(crashes_detected(sim));
+    out.push(views_incremental(sim));
     apply_known_failures(sim, &mut out);
     out
 }
@@ -373,6 +374,26 @@ fn ads_converged(sim: &Simulation, views: &[Option<Vec<MemberInfo>>]) -> CheckRe
             "{pairs} (observer, live node) pairs hold the newest resource ad (except from {settling} \
              nodes whose ad changed within two sync periods of the end)"
         ),
+    )
+}
+
+/// The member views are kept current incrementally (only the members each input touched are
+/// looked up); a full scan every few seconds counts what that missed. Any correction means
+/// the incremental path lost track of some foca state change.
+fn views_incremental(sim: &Simulation) -> CheckResult {
+    let live: u64 = sim
+        .nodes
+        .iter()
+        .filter_map(|n| n.core.as_ref())
+        .map(|c| c.stats().view_corrections)
+        .sum();
+    let total = sim.counters.view_corrections + live;
+    result(
+        "finally_views_incremental",
+        (total > 0).then(|| {
+            format!("the periodic full scan corrected {total} member statuses the incremental updates missed")
+        }),
+        "the periodic full member scans found every view already current".to_string(),
     )
 }
 

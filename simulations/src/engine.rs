@@ -125,6 +125,9 @@ pub struct Counters {
     pub leaves: u64,
     /// Pauses executed.
     pub pauses: u64,
+    /// Member statuses the cores' periodic full scan had to correct, summed over the cores
+    /// that stopped (`Simulation::view_corrections` adds the running ones).
+    pub view_corrections: u64,
 }
 
 /// The first violation of an `always_*` checker.
@@ -709,7 +712,9 @@ impl Simulation {
         let node = &mut self.nodes[i];
         node.life = Life::Crashed;
         if !zombie {
-            node.core = None;
+            if let Some(core) = node.core.take() {
+                self.counters.view_corrections += core.stats().view_corrections;
+            }
             node.epoch += 1;
             node.next_wake = None;
             node.held.clear();
@@ -736,7 +741,9 @@ impl Simulation {
         self.life_log.push((self.now.0, i, false));
         let node = &mut self.nodes[i];
         node.life = Life::Left;
-        node.core = None;
+        if let Some(core) = node.core.take() {
+            self.counters.view_corrections += core.stats().view_corrections;
+        }
         node.epoch += 1;
         node.next_wake = None;
     }
