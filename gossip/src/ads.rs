@@ -19,7 +19,7 @@ pub(crate) struct AdStore {
     pub(crate) ads: BTreeMap<String, ResourceAd>,
     /// `ResourceAd::key` by node, mirroring `ads`: most offers are ads already known, and
     /// hashing the name answers that faster than a B-tree walk of string compares.
-    keys: FxHashMap<String, (u64, u64)>,
+    pub(crate) keys: FxHashMap<String, (u64, u64)>,
     /// `wire::encode_ad` of each ad in `ads`, so answering a digest sync with every ad
     /// copies bytes instead of cloning and re-encoding the whole store.
     encoded: FxHashMap<String, Vec<u8>>,
@@ -104,6 +104,13 @@ impl foca::BroadcastHandler<NodeId> for AdHandler {
         data: &[u8],
         _sender: Option<&NodeId>,
     ) -> Result<Option<AdKey>, DecodeError> {
+        // Most ads a node receives it already holds (each is piggy-backed many times): read
+        // only the name and key first, and decode the whole ad only when it is news.
+        if let Some((node, key)) = wire::peek_ad_key(data)
+            && self.0.lock().keys.get(node).is_some_and(|&known| known >= key)
+        {
+            return Ok(None);
+        }
         let ad = wire::decode_ad(data)?;
         let key = AdKey {
             node_hash: FxBuildHasher.hash_one(&ad.node),

@@ -152,6 +152,21 @@ pub(crate) fn encode_ads_batch(encoded: &[Vec<u8>]) -> Vec<u8> {
     out
 }
 
+/// The node name and `(generation, version)` at the front of an encoded ad, read without
+/// decoding (or allocating) the rest; `None` if they do not decode.
+#[must_use]
+pub(crate) fn peek_ad_key(data: &[u8]) -> Option<(&str, (u64, u64))> {
+    /// The leading fields of [`ResourceAd`], in its field order.
+    #[derive(Deserialize)]
+    struct Head<'a> {
+        node: &'a str,
+        generation: u64,
+        version: u64,
+    }
+    let (head, _rest): (Head<'_>, _) = postcard::take_from_bytes(data).ok()?;
+    Some((head.node, (head.generation, head.version)))
+}
+
 /// Encodes one ad for a foca custom broadcast.
 #[must_use]
 pub fn encode_ad(ad: &ResourceAd) -> Vec<u8> {
@@ -264,6 +279,12 @@ mod tests {
         #[test]
         fn ad_round_trips(ad in arb_ad()) {
             prop_assert_eq!(decode_ad(&encode_ad(&ad)).unwrap(), ad);
+        }
+
+        #[test]
+        fn the_peeked_key_is_the_ads_key(ad in arb_ad()) {
+            let bytes = encode_ad(&ad);
+            prop_assert_eq!(peek_ad_key(&bytes), Some((ad.node.as_str(), ad.key())));
         }
 
         #[test]

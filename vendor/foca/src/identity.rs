@@ -35,8 +35,8 @@ pub trait Identity: Clone + Eq + fmt::Debug {
     ///
     /// It's a good idea to have this type as lean as possible
     ///
-    /// (Shoal: `Ord`, so members can be indexed by address.)
-    type Addr: Ord;
+    /// (Shoal: `Eq + Hash`, so members can be indexed by address.)
+    type Addr: Eq + core::hash::Hash;
 
     /// Opt-in on auto-rejoining by providing a new identity.
     ///

@@ -2,10 +2,10 @@
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
 // Modified for Shoal (see vendor/README.md): `Members` keeps an index from
-// address to position, so finding a member is O(log N) instead of a scan.
+// address to position, so finding a member is O(1) instead of a scan.
 extern crate alloc;
-use alloc::collections::BTreeMap;
 use alloc::vec::Vec;
+use hashbrown::HashMap;
 
 use rand::{
     RngExt,
@@ -139,7 +139,7 @@ impl<T> Member<T> {
 pub(crate) struct Members<T: crate::Identity> {
     pub(crate) inner: Vec<Member<T>>,
     /// Position in `inner` of the member with each address.
-    positions: BTreeMap<T::Addr, usize>,
+    positions: HashMap<T::Addr, usize>,
     cursor: usize,
     num_active: usize,
 }
@@ -169,7 +169,7 @@ where
             cursor: 0,
             num_active,
             inner,
-            positions: BTreeMap::new(),
+            positions: HashMap::new(),
         };
         members.reindex();
         members
