@@ -25,7 +25,7 @@ pub(crate) struct AdStore {
     encoded: FxHashMap<String, Vec<u8>>,
     pub(crate) changed: Vec<String>,
     /// `wire::digest` of `ads`, kept current on every change.
-    digest: u64,
+    digest: wire::Digest,
 }
 
 impl AdStore {
@@ -39,23 +39,29 @@ impl AdStore {
             self.changed.push(ad.node.clone());
             self.keys.insert(ad.node.clone(), ad.key());
             self.encoded.insert(ad.node.clone(), wire::encode_ad(&ad));
-            self.digest = self.digest.wrapping_add(wire::ad_hash(&ad));
+            let bucket = &mut self.digest[wire::bucket_of(&ad.node)];
+            *bucket = bucket.wrapping_add(wire::ad_hash(&ad));
             if let Some(old) = self.ads.insert(ad.node.clone(), ad) {
-                self.digest = self.digest.wrapping_sub(wire::ad_hash(&old));
+                *bucket = bucket.wrapping_sub(wire::ad_hash(&old));
             }
             debug_assert_eq!(self.digest, wire::digest(self.ads.values()));
         }
         newer
     }
 
-    pub(crate) fn digest(&self) -> u64 {
+    pub(crate) fn digest(&self) -> wire::Digest {
         self.digest
     }
 
-    /// Every ad, encoded, in name order.
-    pub(crate) fn encoded_all(&self) -> Vec<Vec<u8>> {
+    /// Every ad in the buckets where `theirs` differs from this store's digest, encoded, in
+    /// name order: what a peer with digest `theirs` may lack.
+    pub(crate) fn encoded_differing(&self, theirs: &wire::Digest) -> Vec<Vec<u8>> {
         self.ads
             .keys()
+            .filter(|name| {
+                let b = wire::bucket_of(name);
+                self.digest[b] != theirs[b]
+            })
             .filter_map(|name| self.encoded.get(name).cloned())
             .collect()
     }
@@ -119,5 +125,46 @@ impl foca::BroadcastHandler<NodeId> for AdHandler {
         };
         // Returning `None` for known data stops foca from spreading it again.
         Ok(self.0.lock().offer(ad).then_some(key))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::types::Resources;
+
+    fn ad(node: &str, version: u64) -> ResourceAd {
+        ResourceAd {
+            generation: 1,
+            version,
+            ..ResourceAd::new(node, Resources::default())
+        }
+    }
+
+    #[test]
+    fn a_sync_reply_holds_only_the_buckets_that_differ() {
+        let mut ours = AdStore::default();
+        let mut theirs = AdStore::default();
+        for i in 0..200 {
+            ours.offer(ad(&format!("n{i}"), 1));
+            theirs.offer(ad(&format!("n{i}"), 1));
+        }
+        assert_eq!(ours.digest(), theirs.digest());
+        assert!(ours.encoded_differing(&theirs.digest()).is_empty());
+
+        ours.offer(ad("n7", 2));
+        let reply = ours.encoded_differing(&theirs.digest());
+        let bucket = wire::bucket_of("n7");
+        let expected = (0..200)
+            .filter(|i| wire::bucket_of(&format!("n{i}")) == bucket)
+            .count();
+        assert_eq!(reply.len(), expected, "one bucket's ads, not all 200");
+        assert!(reply.len() < 50);
+        assert!(reply.contains(&wire::encode_ad(&ad("n7", 2))));
+
+        for bytes in &reply {
+            theirs.offer(wire::decode_ad(bytes).unwrap());
+        }
+        assert_eq!(ours.digest(), theirs.digest(), "the reply converges the stores");
     }
 }

@@ -448,7 +448,7 @@ impl Membership {
                 if ads.digest() == their_digest {
                     return;
                 }
-                ads.encoded_all()
+                ads.encoded_differing(&their_digest)
             }
         };
         self.send_ads(from, &reply);
