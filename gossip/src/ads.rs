@@ -113,7 +113,12 @@ impl foca::BroadcastHandler<NodeId> for AdHandler {
         // Most ads a node receives it already holds (each is piggy-backed many times): read
         // only the name and key first, and decode the whole ad only when it is news.
         if let Some((node, key)) = wire::peek_ad_key(data)
-            && self.0.lock().keys.get(node).is_some_and(|&known| known >= key)
+            && self
+                .0
+                .lock()
+                .keys
+                .get(node)
+                .is_some_and(|&known| known >= key)
         {
             return Ok(None);
         }
@@ -165,6 +170,10 @@ mod tests {
         for bytes in &reply {
             theirs.offer(wire::decode_ad(bytes).unwrap());
         }
-        assert_eq!(ours.digest(), theirs.digest(), "the reply converges the stores");
+        assert_eq!(
+            ours.digest(),
+            theirs.digest(),
+            "the reply converges the stores"
+        );
     }
 }

@@ -31,6 +31,11 @@ type Swim = Foca<NodeId, TouchCodec, StdRng, AdHandler>;
 /// behind the incremental updates; see `swim_io`).
 const FULL_SCAN_EVERY: u64 = 20;
 
+/// Identities known only from ads that one sync period may announce to, and how many times
+/// each is tried before it is given up (see `Membership::chase_unheard`).
+const CHASES_PER_SYNC: usize = 16;
+const CHASE_ATTEMPTS: u8 = 3;
+
 /// Whether a recorded status still matches foca's state for the same identity. Down and left
 /// both read as foca's `Down`; telling them apart needs the ad, which `drain_ad_changes`
 /// applies when it arrives, so the scan need not look it up for every down member.
@@ -136,6 +141,10 @@ pub struct Stats {
     /// incremental view updates missed. Zero unless something in `swim_io` is incomplete.
     #[serde(default)]
     pub view_corrections: u64,
+    /// Announces sent to identities known only from resource ads (SWIM gossip had missed
+    /// them).
+    #[serde(default)]
+    pub identity_chases: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -175,6 +184,9 @@ pub struct Membership {
     index: FxHashMap<String, Indexed>,
     /// Names of the members currently recorded suspect.
     suspects: BTreeSet<String>,
+    /// Identities that resource ads name but SWIM never delivered: `(generation, gossip
+    /// address, attempts left)` by name.
+    unheard: BTreeMap<String, (u64, SocketAddr, u8)>,
     scans: u64,
     timers: BinaryHeap<Reverse<(Millis, u64, TimerSlot)>>,
     timer_seq: u64,
@@ -223,6 +235,7 @@ impl Membership {
     pub fn new(id: NodeId, mut ad: ResourceAd, config: Config, seed: u64, now: Millis) -> Self {
         ad.node = id.name.clone();
         ad.generation = id.generation;
+        ad.gossip_addr = Some(id.addr);
         ad.version = ad.version.max(1);
         let ads = SharedAds::default();
         ads.lock().offer(ad.clone());
@@ -248,6 +261,7 @@ impl Membership {
             records: BTreeMap::new(),
             index: FxHashMap::default(),
             suspects: BTreeSet::new(),
+            unheard: BTreeMap::new(),
             scans: 0,
             timers: BinaryHeap::new(),
             timer_seq: 0,
@@ -338,6 +352,7 @@ impl Membership {
         self.now = now;
         ad.node = self.own_ad.node.clone();
         ad.generation = self.own_ad.generation;
+        ad.gossip_addr = self.own_ad.gossip_addr;
         ad.version = self.own_ad.version + 1;
         ad.left = self.left;
         wire::check_ad(&ad)?;
@@ -497,6 +512,7 @@ impl Membership {
             Tick::JoinRetry => self.retry_join(),
             Tick::Sync => {
                 self.sync_with_random_member();
+                self.chase_unheard();
                 self.schedule(self.now.plus(self.config.sync_period), Tick::Sync);
             }
             Tick::Scan => {
@@ -767,6 +783,7 @@ impl Membership {
             let Some(ad) = self.ads.lock().ads.get(&name).cloned() else {
                 continue;
             };
+            self.note_unheard(&ad);
             if let Some(r) = self.records.get_mut(&name) {
                 r.last_update = self.now;
                 if ad.left && ad.generation == r.id.generation && r.status == MemberStatus::Down {
@@ -775,6 +792,53 @@ impl Membership {
                 }
             }
             self.events.push_back(MemberEvent::Resources { ad });
+        }
+    }
+
+    /// Whether the view already holds `generation` (or a newer one) of `name`.
+    fn heard_of(&self, name: &str, generation: u64) -> bool {
+        self.index
+            .get(name)
+            .is_some_and(|k| k.generation >= generation)
+    }
+
+    /// Remembers an identity (name, gossip address, generation) that an ad names but this
+    /// node's SWIM has not heard of. Piggy-backed gossip can miss a node — a join, or a rejoin
+    /// after a partition, in a large cluster — and nothing in SWIM corrects that before a probe
+    /// happens to reach it, up to N probe periods later; ads, which converge by digest sync,
+    /// notice it.
+    fn note_unheard(&mut self, ad: &ResourceAd) {
+        let Some(addr) = ad.gossip_addr else {
+            return;
+        };
+        if ad.left || addr == self.identity().addr || self.heard_of(&ad.node, ad.generation) {
+            return;
+        }
+        self.unheard
+            .insert(ad.node.clone(), (ad.generation, addr, CHASE_ATTEMPTS));
+    }
+
+    /// Announces to a few identities known only from ads: a live one answers, and foca learns
+    /// it from the answer (a datagram's sender is alive); a dead one (ads outlive their
+    /// nodes) does not, and is forgotten after a few tries. An ad alone never makes a member
+    /// look alive. Most entries resolve themselves first, when gossip catches up.
+    fn chase_unheard(&mut self) {
+        let unheard = std::mem::take(&mut self.unheard);
+        let mut chased = 0;
+        for (name, (generation, addr, attempts)) in unheard {
+            if self.heard_of(&name, generation) {
+                continue;
+            }
+            if chased < CHASES_PER_SYNC {
+                chased += 1;
+                self.stats.identity_chases += 1;
+                self.announce_to(addr);
+                if attempts > 1 {
+                    self.unheard.insert(name, (generation, addr, attempts - 1));
+                }
+            } else {
+                self.unheard.insert(name, (generation, addr, attempts));
+            }
         }
     }
 

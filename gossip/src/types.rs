@@ -123,6 +123,10 @@ pub struct ResourceAd {
     pub quic_addr: Option<SocketAddr>,
     /// The node's HTTP API address, when it has one.
     pub http_addr: Option<SocketAddr>,
+    /// The node's gossip address; the membership core fills it in. With the name and the
+    /// generation it is the node's SWIM identity, so ads (which converge by digest sync)
+    /// also repair membership that piggy-backed gossip missed.
+    pub gossip_addr: Option<SocketAddr>,
 }
 
 impl ResourceAd {
@@ -141,6 +145,7 @@ impl ResourceAd {
             left: false,
             quic_addr: None,
             http_addr: None,
+            gossip_addr: None,
         }
     }
 

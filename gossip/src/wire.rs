@@ -293,6 +293,7 @@ mod tests {
                         left,
                         quic_addr: quic,
                         http_addr: None,
+                        gossip_addr: quic,
                     }
                 },
             )

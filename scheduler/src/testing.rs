@@ -271,6 +271,7 @@ impl Cluster {
                         left: false,
                         quic_addr: None,
                         http_addr: None,
+                        gossip_addr: None,
                     }),
                     last_update: Millis(0),
                 }

@@ -445,6 +445,7 @@ impl Simulation {
             left: false,
             quic_addr: None,
             http_addr: None,
+            gossip_addr: None,
         }
     }
 
