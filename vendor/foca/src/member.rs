@@ -2,7 +2,8 @@
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
 // Modified for Shoal (see vendor/README.md): `Members` keeps an index from
-// address to position, so finding a member is O(1) instead of a scan.
+// address to position, so finding a member is O(1) instead of a scan, and
+// choosing a few random members samples positions instead of all members.
 extern crate alloc;
 use alloc::vec::Vec;
 use hashbrown::HashMap;
@@ -252,6 +253,29 @@ where
     ) where
         F: Fn(&Member<T>) -> bool,
     {
+        // Shoal: with many members, sample positions and reject the ones that
+        // do not qualify or were already chosen; that is O(wanted) when most
+        // members qualify, where the reservoir below draws a random number for
+        // every member (this ran every gossip round). Each accepted draw is
+        // uniform over the qualifying members not yet chosen, as before. Too
+        // many rejections (most members down, say) fall back to the reservoir.
+        let len = self.inner.len();
+        if wanted > 0 && len / 8 >= wanted {
+            let start = output.len();
+            let mut draws = 0;
+            while output.len() - start < wanted && draws < 8 * wanted {
+                draws += 1;
+                let member = &self.inner[rng.random_range(0..len)];
+                if picker(member) && !output[start..].iter().any(|m| m.id == member.id) {
+                    output.push(member.clone());
+                }
+            }
+            if output.len() - start == wanted {
+                return;
+            }
+            output.truncate(start);
+        }
+
         // Basic reservoir sampling
         let mut num_chosen = 0;
         let mut num_seen = 0;
@@ -791,6 +815,36 @@ mod tests {
                 "next() should yield the same member if its the only active"
             );
         }
+    }
+
+    #[test]
+    fn choosing_few_of_many_samples_active_members_uniformly() {
+        // Shoal's patch: with many members, positions are sampled.
+        let names: Vec<&'static str> = (0..100)
+            .map(|i| &*alloc::boxed::Box::leak(alloc::format!("{i}").into_boxed_str()))
+            .collect();
+        let members = Members::new(
+            names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| if i % 4 == 0 { Member::down(Id(n)) } else { Member::alive(Id(n)) })
+                .collect(),
+        );
+        let mut rng = SmallRng::seed_from_u64(0xF0CA);
+        let mut seen = alloc::collections::BTreeMap::new();
+        for _ in 0..2000 {
+            let mut out = Vec::new();
+            members.choose_active_members(3, &mut out, &mut rng, |id| id.0 != "1");
+            assert_eq!(3, out.len());
+            for (i, m) in out.iter().enumerate() {
+                assert!(m.is_active() && m.id.0 != "1");
+                assert!(out[..i].iter().all(|o| o.id != m.id), "chosen twice");
+                *seen.entry(m.id.0).or_insert(0u32) += 1;
+            }
+        }
+        // 74 qualifying members, 6,000 picks: each about 81 times.
+        assert_eq!(74, seen.len());
+        assert!(seen.values().all(|&n| (40..130).contains(&n)), "{seen:?}");
     }
 
     #[test]
