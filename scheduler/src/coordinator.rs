@@ -159,7 +159,7 @@ impl Scheduler {
 
     /// A whole job: fencing of local tasks, every slot, GC of every incarnation.
     fn reconcile_job(&mut self, job: &str) {
-        self.check_ledger(|id| id.job == job);
+        self.check_ledger(job, |_| true);
         self.done_cursor.retain(|(j, _), _| j != job);
         let incarnations: Vec<u64> = self.tables().incarnations(job).map(|(i, _)| i).collect();
         let ctx = self.job_ctx(job);
@@ -183,8 +183,8 @@ impl Scheduler {
 
     /// Some slots of a job.
     fn reconcile_slots(&mut self, job: &str, keys: &[SlotKey]) {
-        let set: BTreeSet<&SlotKey> = keys.iter().collect();
-        self.check_ledger(|id| set.contains(&id.slot_key()));
+        let slots: BTreeSet<(u64, u32)> = keys.iter().map(|k| (k.incarnation, k.slot)).collect();
+        self.check_ledger(job, |id| slots.contains(&(id.incarnation, id.slot)));
         let Some(mut ctx) = self.job_ctx(job) else {
             return;
         };
@@ -338,11 +338,19 @@ impl Scheduler {
         }
     }
 
-    /// Kill local tasks (matching `filter`) that are no longer current.
-    fn check_ledger(&mut self, filter: impl Fn(&AttemptId) -> bool) {
+    /// Kill local tasks of `job` (matching `filter`) that are no longer current.
+    fn check_ledger(&mut self, job: &str, filter: impl Fn(&AttemptId) -> bool) {
+        let from = AttemptId {
+            job: job.to_string(),
+            incarnation: 0,
+            slot: 0,
+            attempt: 0,
+            placer: String::new(),
+        };
         let doomed: Vec<(AttemptId, KillReason)> = self
             .ledger
-            .iter()
+            .range(from..)
+            .take_while(|(id, _)| id.job == job)
             .filter(|(id, t)| !t.killing && filter(id))
             .filter_map(|(id, _)| self.kill_reason(id).map(|r| (id.clone(), r)))
             .collect();
@@ -536,7 +544,7 @@ impl Scheduler {
             sample: self.config.placement_sample.get(),
         };
         let used = |n: &crate::placement::NodeView| {
-            let known = self.replica.usage(&n.name);
+            let known = self.replica.usage_of(n.usage_id);
             max_each(known, n.advertised)
         };
         match place(&req, &self.members.nodes, used).map(|n| n.name.clone()) {

@@ -420,6 +420,7 @@ impl Scheduler {
             live.push((self.node.clone(), name_hash(&self.node)));
             live.sort();
         }
+        let replica = &mut self.replica;
         let nodes = all
             .values()
             .filter(|m| m.status == MemberStatus::Alive)
@@ -428,6 +429,7 @@ impl Scheduler {
             .map(|(m, ad)| NodeView {
                 name: m.id.name.clone(),
                 hash: name_hash(&m.id.name),
+                usage_id: replica.node_id(&m.id.name),
                 capacity: ad.capacity,
                 advertised: ad.allocated,
                 attributes: ad.attributes.clone(),
@@ -698,6 +700,8 @@ impl Scheduler {
                 pending_per_actor: s.config.pending_ops_per_actor.get(),
             },
         );
+        // Node views hold ids into the replica's usage index: rebuild them for the new one.
+        s.set_members(&[]);
         s.rebuild_ledger();
         Ok(s)
     }

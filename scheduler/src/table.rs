@@ -273,6 +273,11 @@ impl Tables {
         self.states.get(id).cloned().unwrap_or_default()
     }
 
+    /// Whether an attempt is live (proposed, admitted or running), without cloning its state.
+    pub(crate) fn is_live(&self, id: &AttemptId) -> bool {
+        self.states.get(id).is_none_or(AttemptState::is_live)
+    }
+
     /// Attempts of one slot, oldest first.
     pub fn slot_attempts<'a>(
         &'a self,
@@ -560,8 +565,11 @@ pub(crate) struct Replica {
     tables: Tables,
     logs: BTreeMap<ActorId, ActorLog>,
     pending: BTreeMap<ActorId, BTreeMap<u64, Op>>,
-    /// Resources held by live attempts, per target node.
-    usage: BTreeMap<String, Resources>,
+    /// Dense ids of the node names seen as targets or placement candidates, so the placer
+    /// reads a node's usage by index instead of a string-keyed lookup per candidate.
+    node_ids: BTreeMap<String, usize>,
+    /// Resources held by live attempts, per node id.
+    usage: Vec<Resources>,
     touched: BTreeSet<Touch>,
     limits: ReplicaLimits,
 }
@@ -572,7 +580,8 @@ impl Replica {
             tables,
             logs: BTreeMap::new(),
             pending: BTreeMap::new(),
-            usage: BTreeMap::new(),
+            node_ids: BTreeMap::new(),
+            usage: Vec::new(),
             touched: BTreeSet::new(),
             limits,
         };
@@ -585,9 +594,14 @@ impl Replica {
         &self.tables
     }
 
-    /// Resources held by live attempts on `node`, as far as this replica knows.
-    pub(crate) fn usage(&self, node: &str) -> Resources {
-        self.usage.get(node).copied().unwrap_or_default()
+    /// The dense id of a node name (assigned on first use; ids are never reused).
+    pub(crate) fn node_id(&mut self, node: &str) -> usize {
+        intern(&mut self.node_ids, &mut self.usage, node)
+    }
+
+    /// Resources held by live attempts on the node with id `id` (see [`Replica::node_id`]).
+    pub(crate) fn usage_of(&self, id: usize) -> Resources {
+        self.usage.get(id).copied().unwrap_or_default()
     }
 
     /// Take what changed since the last call.
@@ -641,11 +655,10 @@ impl Replica {
     /// Apply the actor's next op: join, update indexes, log.
     fn apply_next(&mut self, op: Op) {
         debug_assert!(self.tables.validate_op(&op).is_ok());
-        let attempt = match &op.body {
-            OpBody::Assign { id, .. } | OpBody::State { id, .. } => Some(id.clone()),
+        let before = match &op.body {
+            OpBody::Assign { id, .. } | OpBody::State { id, .. } => self.contribution(id),
             _ => None,
         };
-        let before = attempt.as_ref().and_then(|id| self.contribution(id));
         let changed = self.tables.join_body(&op.body);
         self.tables.clock.apply(op.dot.clone());
         if changed {
@@ -672,7 +685,12 @@ impl Replica {
     }
 
     fn log(&mut self, op: Op) {
-        let log = self.logs.entry(op.dot.actor.clone()).or_default();
+        if !self.logs.contains_key(&op.dot.actor) {
+            self.logs.insert(op.dot.actor.clone(), ActorLog::default());
+        }
+        let Some(log) = self.logs.get_mut(&op.dot.actor) else {
+            return;
+        };
         if log.first + log.ops.len() as u64 != op.dot.counter {
             log.ops.clear();
             log.first = op.dot.counter;
@@ -684,44 +702,41 @@ impl Replica {
         }
     }
 
-    fn contribution(&self, id: &AttemptId) -> Option<(String, Resources)> {
+    fn contribution(&mut self, id: &AttemptId) -> Option<(usize, Resources)> {
         let a = self.tables.assignments.get(id)?;
-        self.tables
-            .state(id)
-            .is_live()
-            .then(|| (a.target.clone(), a.resources))
+        if !self.tables.is_live(id) {
+            return None;
+        }
+        Some((
+            intern(&mut self.node_ids, &mut self.usage, &a.target),
+            a.resources,
+        ))
     }
 
     fn adjust_usage(
         &mut self,
-        before: Option<(String, Resources)>,
-        after: Option<(String, Resources)>,
+        before: Option<(usize, Resources)>,
+        after: Option<(usize, Resources)>,
     ) {
         if before == after {
             return;
         }
         if let Some((node, r)) = before {
-            let u = self.usage.entry(node.clone()).or_default();
-            *u = u.saturating_sub(&r);
-            if *u == Resources::default() {
-                self.usage.remove(&node);
-            }
+            self.usage[node] = self.usage[node].saturating_sub(&r);
         }
         if let Some((node, r)) = after {
-            let u = self.usage.entry(node).or_default();
-            *u = u.saturating_add(&r);
+            self.usage[node] = self.usage[node].saturating_add(&r);
         }
     }
 
     fn rebuild_usage(&mut self) {
-        let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
+        self.usage.fill(Resources::default());
         for (id, a) in &self.tables.assignments {
-            if self.tables.state(id).is_live() && a.resources != Resources::default() {
-                let u = usage.entry(a.target.clone()).or_default();
-                *u = u.saturating_add(&a.resources);
+            if a.resources != Resources::default() && self.tables.is_live(id) {
+                let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
+                self.usage[node] = self.usage[node].saturating_add(&a.resources);
             }
         }
-        self.usage = usage;
     }
 
     /// Full-state merge (anti-entropy fallback). Logs of actors that jumped are reset, since
@@ -772,6 +787,17 @@ impl Replica {
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.values().map(BTreeMap::len).sum()
     }
+}
+
+/// The id of `node` in `ids`, adding it (with zero usage) when new.
+fn intern(ids: &mut BTreeMap<String, usize>, usage: &mut Vec<Resources>, node: &str) -> usize {
+    if let Some(&id) = ids.get(node) {
+        return id;
+    }
+    let id = usage.len();
+    usage.push(Resources::default());
+    ids.insert(node.to_string(), id);
+    id
 }
 
 #[cfg(test)]
