@@ -212,7 +212,10 @@ pub struct MergeError;
 /// The replicated state: see the module doc.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Tables {
-    jobs: BTreeMap<JobKey, JobEntry>,
+    /// Job id → incarnation → write. Nested so a lookup by id borrows the `&str` instead of
+    /// building a `(String, u64)` key; on the wire it is the flat `(id, incarnation)` map.
+    #[serde(with = "flat_jobs")]
+    jobs: BTreeMap<String, BTreeMap<u64, JobEntry>>,
     assignments: BTreeMap<AttemptId, Assignment>,
     states: BTreeMap<AttemptId, AttemptState>,
     floors: BTreeMap<SlotKey, SlotFloor>,
@@ -230,35 +233,32 @@ impl Tables {
     /// The visible write of job `id`: the newest across its live incarnations.
     #[must_use]
     pub fn job(&self, id: &str) -> Option<(u64, &JobEntry)> {
-        self.jobs
-            .range((id.to_string(), 0)..)
-            .take_while(|((j, _), _)| j == id)
-            .map(|((_, inc), e)| (*inc, e))
+        self.incarnations(id)
             .max_by(|a, b| a.1.stamp.cmp(&b.1.stamp))
     }
 
     /// Every live incarnation of job `id`.
     pub fn incarnations<'a>(
         &'a self,
-        id: &'a str,
-    ) -> impl Iterator<Item = (u64, &'a JobEntry)> + 'a {
+        id: &str,
+    ) -> impl Iterator<Item = (u64, &'a JobEntry)> + use<'a> {
         self.jobs
-            .range((id.to_string(), 0)..)
-            .take_while(move |((j, _), _)| j == id)
-            .map(|((_, inc), e)| (*inc, e))
+            .get(id)
+            .into_iter()
+            .flat_map(|incs| incs.iter().map(|(inc, e)| (*inc, e)))
     }
 
     /// All job writes, by (id, incarnation).
-    pub fn jobs(&self) -> impl Iterator<Item = (&JobKey, &JobEntry)> {
-        self.jobs.iter()
+    pub fn jobs(&self) -> impl Iterator<Item = ((&str, u64), &JobEntry)> {
+        self.jobs
+            .iter()
+            .flat_map(|(id, incs)| incs.iter().map(move |(inc, e)| ((id.as_str(), *inc), e)))
     }
 
     /// Job ids with at least one live incarnation, sorted.
     #[must_use]
     pub fn job_ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.jobs.keys().map(|(j, _)| j.as_str()).collect();
-        ids.dedup();
-        ids
+        self.jobs.keys().map(String::as_str).collect()
     }
 
     /// The assignment of an attempt.
@@ -324,7 +324,7 @@ impl Tables {
     /// Number of rows (jobs, attempts, states, floors, tombstones), for metrics and GC tests.
     #[must_use]
     pub fn row_count(&self) -> usize {
-        self.jobs.len()
+        self.jobs.values().map(BTreeMap::len).sum::<usize>()
             + self.assignments.len()
             + self.states.len()
             + self.floors.len()
@@ -365,14 +365,18 @@ impl Tables {
         {
             return false;
         }
-        let key = (entry.spec.id.clone(), incarnation);
-        match self.jobs.get(&key) {
-            Some(cur) if !entry.wins_over(cur) => false,
-            _ => {
-                self.jobs.insert(key, entry.clone());
-                true
-            }
+        let cur = self
+            .jobs
+            .get(&entry.spec.id)
+            .and_then(|m| m.get(&incarnation));
+        if cur.is_some_and(|cur| !entry.wins_over(cur)) {
+            return false;
         }
+        self.jobs
+            .entry(entry.spec.id.clone())
+            .or_default()
+            .insert(incarnation, entry.clone());
+        true
     }
 
     fn join_assignment(&mut self, id: &AttemptId, a: &Assignment) -> bool {
@@ -429,7 +433,12 @@ impl Tables {
         if !self.purged.insert((job.to_string(), incarnation)) {
             return false;
         }
-        self.jobs.remove(&(job.to_string(), incarnation));
+        if let Some(incs) = self.jobs.get_mut(job) {
+            incs.remove(&incarnation);
+            if incs.is_empty() {
+                self.jobs.remove(job);
+            }
+        }
         let in_job = |id: &AttemptId| id.job == job && id.incarnation == incarnation;
         self.assignments.retain(|id, _| !in_job(id));
         self.states.retain(|id, _| !in_job(id));
@@ -453,8 +462,8 @@ impl Tables {
             slot: slot.clone(),
             floor: *floor,
         });
-        let jobs = other.jobs.iter().map(|((_, inc), e)| OpBody::Job {
-            incarnation: *inc,
+        let jobs = other.jobs().map(|((_, inc), e)| OpBody::Job {
+            incarnation: inc,
             entry: e.clone(),
         });
         let assigns = other.assignments.iter().map(|(id, a)| OpBody::Assign {
@@ -796,6 +805,43 @@ impl Replica {
     /// Number of ops waiting for predecessors.
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.values().map(BTreeMap::len).sum()
+    }
+}
+
+/// The jobs table on the wire and in snapshots: one flat map keyed by `(id, incarnation)`,
+/// as before the in-memory table was nested by id.
+mod flat_jobs {
+    use std::collections::BTreeMap;
+
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{JobEntry, JobKey};
+
+    pub(super) fn serialize<S: Serializer>(
+        jobs: &BTreeMap<String, BTreeMap<u64, JobEntry>>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        // postcard needs the length up front, which a flattening iterator does not report.
+        let len = jobs.values().map(BTreeMap::len).sum();
+        let mut map = serializer.serialize_map(Some(len))?;
+        for (id, incs) in jobs {
+            for (inc, e) in incs {
+                map.serialize_entry(&(id, inc), e)?;
+            }
+        }
+        map.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, BTreeMap<u64, JobEntry>>, D::Error> {
+        let flat = BTreeMap::<JobKey, JobEntry>::deserialize(deserializer)?;
+        let mut jobs: BTreeMap<String, BTreeMap<u64, JobEntry>> = BTreeMap::new();
+        for ((id, inc), e) in flat {
+            jobs.entry(id).or_default().insert(inc, e);
+        }
+        Ok(jobs)
     }
 }
 
