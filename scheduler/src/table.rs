@@ -338,10 +338,11 @@ impl Tables {
 
     fn is_filtered(&self, id: &AttemptId) -> bool {
         self.is_purged(&id.job, id.incarnation)
-            || self
-                .floors
-                .get(&id.slot_key())
-                .is_some_and(|f| id.attempt < f.below)
+            || (!self.floors.is_empty()
+                && self
+                    .floors
+                    .get(&id.slot_key())
+                    .is_some_and(|f| id.attempt < f.below))
     }
 
     /// Join one lattice element into the tables. Returns whether anything changed.
@@ -393,14 +394,25 @@ impl Tables {
     }
 
     fn join_state(&mut self, id: &AttemptId, s: &AttemptState) -> bool {
+        self.join_state_from(id, s).is_some()
+    }
+
+    /// [`Tables::join_state`], returning whether the attempt was live before when it changed
+    /// (one lookup when the row exists, so the replica's usage index need not look again).
+    fn join_state_from(&mut self, id: &AttemptId, s: &AttemptState) -> Option<bool> {
         if self.is_filtered(id) || *s == AttemptState::Proposed {
-            return false;
+            return None;
         }
-        match self.states.get(id) {
-            Some(cur) if cur >= s => false,
-            _ => {
+        match self.states.get_mut(id) {
+            Some(cur) if *cur >= *s => None,
+            Some(cur) => {
+                let was_live = cur.is_live();
+                cur.clone_from(s);
+                Some(was_live)
+            }
+            None => {
                 self.states.insert(id.clone(), s.clone());
-                true
+                Some(true)
             }
         }
     }
@@ -666,15 +678,22 @@ impl Replica {
     /// Apply the actor's next op: join, update indexes, log.
     fn apply_next(&mut self, op: Op) {
         debug_assert!(self.tables.validate_op(&op).is_ok());
+        if let OpBody::State { id, state } = &op.body {
+            self.apply_state(id, state);
+            self.tables.clock.apply(op.dot.clone());
+            self.log(op);
+            return;
+        }
         let before = match &op.body {
-            OpBody::Assign { id, .. } | OpBody::State { id, .. } => self.contribution(id),
+            OpBody::Assign { id, .. } => self.contribution(id),
             _ => None,
         };
         let changed = self.tables.join_body(&op.body);
         self.tables.clock.apply(op.dot.clone());
         if changed {
             match &op.body {
-                OpBody::Assign { id, .. } | OpBody::State { id, .. } => {
+                OpBody::State { .. } => {}
+                OpBody::Assign { id, .. } => {
                     let after = self.contribution(id);
                     self.adjust_usage(before, after);
                     self.touched.insert(Touch::Attempt(id.clone()));
@@ -693,6 +712,22 @@ impl Replica {
             }
         }
         self.log(op);
+    }
+
+    /// A state write: states only grow, so the attempt's usage can only be released (when a
+    /// live attempt with an assignment ends).
+    fn apply_state(&mut self, id: &AttemptId, state: &AttemptState) {
+        let Some(was_live) = self.tables.join_state_from(id, state) else {
+            return;
+        };
+        if was_live
+            && !state.is_live()
+            && let Some(a) = self.tables.assignments.get(id)
+        {
+            let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
+            self.usage[node] = self.usage[node].saturating_sub(&a.resources);
+        }
+        self.touched.insert(Touch::Attempt(id.clone()));
     }
 
     fn log(&mut self, op: Op) {
