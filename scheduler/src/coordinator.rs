@@ -173,7 +173,16 @@ impl Scheduler {
         });
         if let Some(mut ctx) = ctx {
             for slot in 0..ctx.entry.spec.count {
-                self.coordinate_slot(&mut ctx, slot);
+                let key = SlotKey {
+                    job: job.to_string(),
+                    incarnation: ctx.incarnation,
+                    slot,
+                };
+                if self.is_coordinator(&key) {
+                    self.coordinate_slot(&mut ctx, slot);
+                } else {
+                    self.forget_slot(&key);
+                }
             }
         }
         for inc in incarnations {
@@ -185,20 +194,56 @@ impl Scheduler {
     fn reconcile_slots(&mut self, job: &str, keys: &[SlotKey]) {
         let slots: BTreeSet<(u64, u32)> = keys.iter().map(|k| (k.incarnation, k.slot)).collect();
         self.check_ledger(job, |id| slots.contains(&(id.incarnation, id.slot)));
-        let Some(mut ctx) = self.job_ctx(job) else {
+        let Some((incarnation, count, stopped)) = self
+            .tables()
+            .job(job)
+            .map(|(inc, e)| (inc, e.spec.count, e.stopped))
+        else {
             return;
         };
+        // Every node hears of every slot change, but only the slot's coordinator acts on it
+        // and only the job's GC coordinator needs to know whether it is final: the others
+        // skip the slot's status and the job context (a spec clone) altogether.
+        let gc_mine = self.job_coordinator(job, incarnation) == Some(self.node.as_str());
+        let mut mine = Vec::new();
         let mut any_final = false;
         for key in keys {
-            if key.incarnation == ctx.incarnation && key.slot < ctx.entry.spec.count {
-                any_final |= self.coordinate_slot(&mut ctx, key.slot);
-            } else {
+            if key.incarnation != incarnation || key.slot >= count {
                 self.pending.remove(key);
+            } else if self.is_coordinator(key) {
+                mine.push(key.slot);
+            } else {
+                self.forget_slot(key);
+                any_final |= gc_mine && self.is_final(key);
             }
         }
-        if any_final || ctx.entry.stopped {
-            self.consider_gc(job, ctx.incarnation);
+        if !mine.is_empty()
+            && let Some(mut ctx) = self.job_ctx(job)
+        {
+            for slot in mine {
+                any_final |= self.coordinate_slot(&mut ctx, slot);
+            }
         }
+        if any_final || stopped {
+            if gc_mine {
+                self.consider_gc(job, incarnation);
+            } else {
+                self.finished_since.remove(&(job.to_string(), incarnation));
+            }
+        }
+    }
+
+    /// A slot this node does not coordinate: it keeps no pending reason or back-off for it.
+    fn forget_slot(&mut self, key: &SlotKey) {
+        self.pending.remove(key);
+        self.retry.remove(key);
+    }
+
+    /// Whether a slot of the visible incarnation is done or out of retries.
+    fn is_final(&self, key: &SlotKey) -> bool {
+        self.tables()
+            .job(&key.job)
+            .is_some_and(|(_, e)| slot_status(self.tables(), e, key, self.backoff()).is_final())
     }
 
     // ---- target side --------------------------------------------------------------------
