@@ -209,13 +209,17 @@ pub struct OpOrderError {
 #[error("tables cannot be merged")]
 pub struct MergeError;
 
+/// The live incarnations of one job id, sorted (almost always one: a `BTreeMap` here would
+/// allocate a whole node of entries per job).
+type Incarnations = Vec<(u64, JobEntry)>;
+
 /// The replicated state: see the module doc.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Tables {
-    /// Job id → incarnation → write. Nested so a lookup by id borrows the `&str` instead of
+    /// Job id → writes by incarnation. Nested so a lookup by id borrows the `&str` instead of
     /// building a `(String, u64)` key; on the wire it is the flat `(id, incarnation)` map.
     #[serde(with = "flat_jobs")]
-    jobs: BTreeMap<String, BTreeMap<u64, JobEntry>>,
+    jobs: BTreeMap<String, Incarnations>,
     assignments: BTreeMap<AttemptId, Assignment>,
     states: BTreeMap<AttemptId, AttemptState>,
     floors: BTreeMap<SlotKey, SlotFloor>,
@@ -324,7 +328,7 @@ impl Tables {
     /// Number of rows (jobs, attempts, states, floors, tombstones), for metrics and GC tests.
     #[must_use]
     pub fn row_count(&self) -> usize {
-        self.jobs.values().map(BTreeMap::len).sum::<usize>()
+        self.jobs.values().map(Vec::len).sum::<usize>()
             + self.assignments.len()
             + self.states.len()
             + self.floors.len()
@@ -366,18 +370,23 @@ impl Tables {
         {
             return false;
         }
-        let cur = self
-            .jobs
-            .get(&entry.spec.id)
-            .and_then(|m| m.get(&incarnation));
-        if cur.is_some_and(|cur| !entry.wins_over(cur)) {
-            return false;
+        if !self.jobs.contains_key(&entry.spec.id) {
+            self.jobs.insert(entry.spec.id.clone(), Vec::new());
         }
-        self.jobs
-            .entry(entry.spec.id.clone())
-            .or_default()
-            .insert(incarnation, entry.clone());
-        true
+        let Some(incs) = self.jobs.get_mut(&entry.spec.id) else {
+            return false;
+        };
+        match incs.binary_search_by_key(&incarnation, |(inc, _)| *inc) {
+            Ok(k) if !entry.wins_over(&incs[k].1) => false,
+            Ok(k) => {
+                incs[k].1 = entry.clone();
+                true
+            }
+            Err(k) => {
+                incs.insert(k, (incarnation, entry.clone()));
+                true
+            }
+        }
     }
 
     fn join_assignment(&mut self, id: &AttemptId, a: &Assignment) -> bool {
@@ -446,7 +455,7 @@ impl Tables {
             return false;
         }
         if let Some(incs) = self.jobs.get_mut(job) {
-            incs.remove(&incarnation);
+            incs.retain(|(inc, _)| *inc != incarnation);
             if incs.is_empty() {
                 self.jobs.remove(job);
             }
@@ -851,14 +860,14 @@ mod flat_jobs {
     use serde::ser::SerializeMap;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use super::{JobEntry, JobKey};
+    use super::{Incarnations, JobEntry, JobKey};
 
     pub(super) fn serialize<S: Serializer>(
-        jobs: &BTreeMap<String, BTreeMap<u64, JobEntry>>,
+        jobs: &BTreeMap<String, Incarnations>,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         // postcard needs the length up front, which a flattening iterator does not report.
-        let len = jobs.values().map(BTreeMap::len).sum();
+        let len = jobs.values().map(Vec::len).sum();
         let mut map = serializer.serialize_map(Some(len))?;
         for (id, incs) in jobs {
             for (inc, e) in incs {
@@ -870,11 +879,12 @@ mod flat_jobs {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<BTreeMap<String, BTreeMap<u64, JobEntry>>, D::Error> {
+    ) -> Result<BTreeMap<String, Incarnations>, D::Error> {
         let flat = BTreeMap::<JobKey, JobEntry>::deserialize(deserializer)?;
-        let mut jobs: BTreeMap<String, BTreeMap<u64, JobEntry>> = BTreeMap::new();
+        let mut jobs: BTreeMap<String, Incarnations> = BTreeMap::new();
         for ((id, inc), e) in flat {
-            jobs.entry(id).or_default().insert(inc, e);
+            // The flat map is sorted by (id, incarnation): each list comes out sorted.
+            jobs.entry(id).or_default().push((inc, e));
         }
         Ok(jobs)
     }
