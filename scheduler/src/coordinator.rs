@@ -129,11 +129,16 @@ impl Scheduler {
         }
         let mut order: Vec<(u32, String, bool)> = jobs
             .into_iter()
-            .map(|j| (j, true))
-            .chain(slots.keys().map(|j| (j.clone(), false)))
-            .map(|(j, whole)| (self.priority(&j), j, whole))
+            .map(|j| (0, j, true))
+            .chain(slots.keys().map(|j| (0, j.clone(), false)))
             .collect();
-        order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        // Most calls touch one job: no order to decide, so no priority to look up.
+        if order.len() > 1 {
+            for (priority, job, _) in &mut order {
+                *priority = self.priority(job);
+            }
+            order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        }
         for (_, job, whole) in order {
             if whole {
                 self.reconcile_job(&job);
@@ -204,7 +209,7 @@ impl Scheduler {
         // Every node hears of every slot change, but only the slot's coordinator acts on it
         // and only the job's GC coordinator needs to know whether it is final: the others
         // skip the slot's status and the job context (a spec clone) altogether.
-        let gc_mine = self.job_coordinator(job, incarnation) == Some(self.node.as_str());
+        let mut gc_mine = None;
         let mut mine = Vec::new();
         let mut any_final = false;
         for key in keys {
@@ -214,7 +219,8 @@ impl Scheduler {
                 mine.push(key.slot);
             } else {
                 self.forget_slot(key);
-                any_final |= gc_mine && self.is_final(key);
+                let gc = *gc_mine.get_or_insert_with(|| self.is_job_coordinator(job, incarnation));
+                any_final |= gc && self.is_final(key);
             }
         }
         if !mine.is_empty()
@@ -225,7 +231,7 @@ impl Scheduler {
             }
         }
         if any_final || stopped {
-            if gc_mine {
+            if gc_mine.unwrap_or_else(|| self.is_job_coordinator(job, incarnation)) {
                 self.consider_gc(job, incarnation);
             } else {
                 self.finished_since.remove(&(job.to_string(), incarnation));
@@ -649,6 +655,10 @@ impl Scheduler {
             .field(b"gc")
             .finish();
         rendezvous(h, self.members.live.iter().map(|(n, h)| (n.as_str(), *h)))
+    }
+
+    fn is_job_coordinator(&self, job: &str, incarnation: u64) -> bool {
+        self.job_coordinator(job, incarnation) == Some(self.node.as_str())
     }
 
     /// Purge a finished job incarnation once its grace period has passed (job coordinator
