@@ -129,11 +129,16 @@ impl Scheduler {
         }
         let mut order: Vec<(u32, String, bool)> = jobs
             .into_iter()
-            .map(|j| (j, true))
-            .chain(slots.keys().map(|j| (j.clone(), false)))
-            .map(|(j, whole)| (self.priority(&j), j, whole))
+            .map(|j| (0, j, true))
+            .chain(slots.keys().map(|j| (0, j.clone(), false)))
             .collect();
-        order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        // Most calls touch one job: no order to decide, so no priority to look up.
+        if order.len() > 1 {
+            for (priority, job, _) in &mut order {
+                *priority = self.priority(job);
+            }
+            order.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+        }
         for (_, job, whole) in order {
             if whole {
                 self.reconcile_job(&job);
@@ -159,7 +164,7 @@ impl Scheduler {
 
     /// A whole job: fencing of local tasks, every slot, GC of every incarnation.
     fn reconcile_job(&mut self, job: &str) {
-        self.check_ledger(|id| id.job == job);
+        self.check_ledger(job, |_| true);
         self.done_cursor.retain(|(j, _), _| j != job);
         let incarnations: Vec<u64> = self.tables().incarnations(job).map(|(i, _)| i).collect();
         let ctx = self.job_ctx(job);
@@ -173,7 +178,16 @@ impl Scheduler {
         });
         if let Some(mut ctx) = ctx {
             for slot in 0..ctx.entry.spec.count {
-                self.coordinate_slot(&mut ctx, slot);
+                let key = SlotKey {
+                    job: job.to_string(),
+                    incarnation: ctx.incarnation,
+                    slot,
+                };
+                if self.is_coordinator(&key) {
+                    self.coordinate_slot(&mut ctx, slot);
+                } else {
+                    self.forget_slot(&key);
+                }
             }
         }
         for inc in incarnations {
@@ -183,22 +197,59 @@ impl Scheduler {
 
     /// Some slots of a job.
     fn reconcile_slots(&mut self, job: &str, keys: &[SlotKey]) {
-        let set: BTreeSet<&SlotKey> = keys.iter().collect();
-        self.check_ledger(|id| set.contains(&id.slot_key()));
-        let Some(mut ctx) = self.job_ctx(job) else {
+        let slots: BTreeSet<(u64, u32)> = keys.iter().map(|k| (k.incarnation, k.slot)).collect();
+        self.check_ledger(job, |id| slots.contains(&(id.incarnation, id.slot)));
+        let Some((incarnation, count, stopped)) = self
+            .tables()
+            .job(job)
+            .map(|(inc, e)| (inc, e.spec.count, e.stopped))
+        else {
             return;
         };
+        // Every node hears of every slot change, but only the slot's coordinator acts on it
+        // and only the job's GC coordinator needs to know whether it is final: the others
+        // skip the slot's status and the job context (a spec clone) altogether.
+        let mut gc_mine = None;
+        let mut mine = Vec::new();
         let mut any_final = false;
         for key in keys {
-            if key.incarnation == ctx.incarnation && key.slot < ctx.entry.spec.count {
-                any_final |= self.coordinate_slot(&mut ctx, key.slot);
-            } else {
+            if key.incarnation != incarnation || key.slot >= count {
                 self.pending.remove(key);
+            } else if self.is_coordinator(key) {
+                mine.push(key.slot);
+            } else {
+                self.forget_slot(key);
+                let gc = *gc_mine.get_or_insert_with(|| self.is_job_coordinator(job, incarnation));
+                any_final |= gc && self.is_final(key);
             }
         }
-        if any_final || ctx.entry.stopped {
-            self.consider_gc(job, ctx.incarnation);
+        if !mine.is_empty()
+            && let Some(mut ctx) = self.job_ctx(job)
+        {
+            for slot in mine {
+                any_final |= self.coordinate_slot(&mut ctx, slot);
+            }
         }
+        if any_final || stopped {
+            if gc_mine.unwrap_or_else(|| self.is_job_coordinator(job, incarnation)) {
+                self.consider_gc(job, incarnation);
+            } else {
+                self.finished_since.remove(&(job.to_string(), incarnation));
+            }
+        }
+    }
+
+    /// A slot this node does not coordinate: it keeps no pending reason or back-off for it.
+    fn forget_slot(&mut self, key: &SlotKey) {
+        self.pending.remove(key);
+        self.retry.remove(key);
+    }
+
+    /// Whether a slot of the visible incarnation is done or out of retries.
+    fn is_final(&self, key: &SlotKey) -> bool {
+        self.tables()
+            .job(&key.job)
+            .is_some_and(|(_, e)| slot_status(self.tables(), e, key, self.backoff()).is_final())
     }
 
     // ---- target side --------------------------------------------------------------------
@@ -338,11 +389,19 @@ impl Scheduler {
         }
     }
 
-    /// Kill local tasks (matching `filter`) that are no longer current.
-    fn check_ledger(&mut self, filter: impl Fn(&AttemptId) -> bool) {
+    /// Kill local tasks of `job` (matching `filter`) that are no longer current.
+    fn check_ledger(&mut self, job: &str, filter: impl Fn(&AttemptId) -> bool) {
+        let from = AttemptId {
+            job: job.to_string(),
+            incarnation: 0,
+            slot: 0,
+            attempt: 0,
+            placer: String::new(),
+        };
         let doomed: Vec<(AttemptId, KillReason)> = self
             .ledger
-            .iter()
+            .range(from..)
+            .take_while(|(id, _)| id.job == job)
             .filter(|(id, t)| !t.killing && filter(id))
             .filter_map(|(id, _)| self.kill_reason(id).map(|r| (id.clone(), r)))
             .collect();
@@ -536,7 +595,7 @@ impl Scheduler {
             sample: self.config.placement_sample.get(),
         };
         let used = |n: &crate::placement::NodeView| {
-            let known = self.replica.usage(&n.name);
+            let known = self.replica.usage_of(n.usage_id);
             max_each(known, n.advertised)
         };
         match place(&req, &self.members.nodes, used).map(|n| n.name.clone()) {
@@ -596,6 +655,10 @@ impl Scheduler {
             .field(b"gc")
             .finish();
         rendezvous(h, self.members.live.iter().map(|(n, h)| (n.as_str(), *h)))
+    }
+
+    fn is_job_coordinator(&self, job: &str, incarnation: u64) -> bool {
+        self.job_coordinator(job, incarnation) == Some(self.node.as_str())
     }
 
     /// Purge a finished job incarnation once its grace period has passed (job coordinator

@@ -21,6 +21,8 @@ pub(crate) struct NodeView {
     pub(crate) name: String,
     /// `name_hash(name)`.
     pub(crate) hash: u64,
+    /// The node's id in the replica's usage index (`Replica::node_id`).
+    pub(crate) usage_id: usize,
     /// Advertised capacity.
     pub(crate) capacity: Resources,
     /// Advertised allocation (may lag; the placer takes the max with its own knowledge).
@@ -274,6 +276,7 @@ mod tests {
         NodeView {
             name: name.into(),
             hash: name_hash(name),
+            usage_id: 0,
             capacity: Resources {
                 cpu_millicores: cpu,
                 memory_mib: mem,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use shoal_gossip::{MemberInfo, MemberStatus, Millis, Resources};
+use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd, Resources};
 
 use crate::config::{SchedulerConfig, ms};
 use crate::hash::{Rng, StableHasher, name_hash};
@@ -384,14 +384,62 @@ impl Scheduler {
     /// assumed alive without a resource ad).
     pub fn handle_members(&mut self, now: Millis, members: &[MemberInfo]) {
         self.tick(now);
-        let before: Vec<(String, MemberStatus)> = self.statuses();
-        self.set_members(members);
-        if before != self.statuses() {
-            self.work.everything = true;
-        } else {
+        if self.update_allocations(members) {
             self.retry_pending_soon();
+        } else {
+            let before: Vec<(String, MemberStatus)> = self.statuses();
+            self.set_members(members);
+            if before != self.statuses() {
+                self.work.everything = true;
+            } else {
+                self.retry_pending_soon();
+            }
         }
         self.reconcile();
+    }
+
+    /// Applies a view that differs from the current one at most in what members' ads say
+    /// outside their shape (allocation, version, addresses) and in update times: the common
+    /// case, since every task start and exit changes one node's allocation. Returns false,
+    /// changing nothing, when membership, a status, an identity or an ad's capacity,
+    /// attributes, draining or left flag changed: the caller rebuilds the derived lists.
+    fn update_allocations(&mut self, members: &[MemberInfo]) -> bool {
+        if members.len() != self.members.all.len() {
+            return false;
+        }
+        let unchanged_shape = |m: &MemberInfo| {
+            self.members.all.get(&m.id.name).is_some_and(|cur| {
+                cur.id == m.id
+                    && (cur.status == m.status || m.id.name == self.node)
+                    && match (&cur.ad, &m.ad) {
+                        (None, None) => true,
+                        (Some(a), Some(b)) => same_shape(a, b),
+                        _ => false,
+                    }
+            })
+        };
+        if !members.iter().all(unchanged_shape) {
+            return false;
+        }
+        for m in members {
+            let Some(cur) = self.members.all.get_mut(&m.id.name) else {
+                continue;
+            };
+            let status = cur.status;
+            if cur.ad == m.ad && cur.last_update == m.last_update {
+                continue;
+            }
+            *cur = m.clone();
+            cur.status = status;
+            let Some(allocated) = m.ad.as_ref().map(|ad| ad.allocated) else {
+                continue;
+            };
+            let nodes = &mut self.members.nodes;
+            if let Ok(k) = nodes.binary_search_by(|n| n.name.as_str().cmp(&m.id.name)) {
+                nodes[k].advertised = allocated;
+            }
+        }
+        true
     }
 
     fn statuses(&self) -> Vec<(String, MemberStatus)> {
@@ -420,6 +468,7 @@ impl Scheduler {
             live.push((self.node.clone(), name_hash(&self.node)));
             live.sort();
         }
+        let replica = &mut self.replica;
         let nodes = all
             .values()
             .filter(|m| m.status == MemberStatus::Alive)
@@ -428,6 +477,7 @@ impl Scheduler {
             .map(|(m, ad)| NodeView {
                 name: m.id.name.clone(),
                 hash: name_hash(&m.id.name),
+                usage_id: replica.node_id(&m.id.name),
                 capacity: ad.capacity,
                 advertised: ad.allocated,
                 attributes: ad.attributes.clone(),
@@ -698,6 +748,8 @@ impl Scheduler {
                 pending_per_actor: s.config.pending_ops_per_actor.get(),
             },
         );
+        // Node views hold ids into the replica's usage index: rebuild them for the new one.
+        s.set_members(&[]);
         s.rebuild_ledger();
         Ok(s)
     }
@@ -794,13 +846,17 @@ impl Scheduler {
     }
 
     fn receive_ops(&mut self, from: &str, ops: Vec<Op>) {
+        // Only job writes are acknowledged: they are the writes a client waits on
+        // (`is_durable`). Acknowledging every op doubled the replication traffic.
         let mut actors = BTreeSet::new();
         let mut overflow = false;
         for op in ops {
             if let OpBody::Job { entry, .. } = &op.body {
                 self.hlc.observe(entry.stamp.hlc);
+                if !actors.contains(&op.dot.actor) {
+                    actors.insert(op.dot.actor.clone());
+                }
             }
-            actors.insert(op.dot.actor.clone());
             overflow |= self.replica.receive(op) == Received::Overflow;
         }
         for actor in actors {
@@ -918,6 +974,16 @@ impl Scheduler {
             self.timers.insert((at, Wake::PendingRetry));
         }
     }
+}
+
+/// Whether two ads of one member agree on everything placement and liveness derive from.
+fn same_shape(a: &ResourceAd, b: &ResourceAd) -> bool {
+    a.node == b.node
+        && a.generation == b.generation
+        && a.capacity == b.capacity
+        && a.attributes == b.attributes
+        && a.draining == b.draining
+        && a.left == b.left
 }
 
 /// Whether two specs differ at most in `count`.

@@ -209,10 +209,17 @@ pub struct OpOrderError {
 #[error("tables cannot be merged")]
 pub struct MergeError;
 
+/// The live incarnations of one job id, sorted (almost always one: a `BTreeMap` here would
+/// allocate a whole node of entries per job).
+type Incarnations = Vec<(u64, JobEntry)>;
+
 /// The replicated state: see the module doc.
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Tables {
-    jobs: BTreeMap<JobKey, JobEntry>,
+    /// Job id → writes by incarnation. Nested so a lookup by id borrows the `&str` instead of
+    /// building a `(String, u64)` key; on the wire it is the flat `(id, incarnation)` map.
+    #[serde(with = "flat_jobs")]
+    jobs: BTreeMap<String, Incarnations>,
     assignments: BTreeMap<AttemptId, Assignment>,
     states: BTreeMap<AttemptId, AttemptState>,
     floors: BTreeMap<SlotKey, SlotFloor>,
@@ -230,35 +237,32 @@ impl Tables {
     /// The visible write of job `id`: the newest across its live incarnations.
     #[must_use]
     pub fn job(&self, id: &str) -> Option<(u64, &JobEntry)> {
-        self.jobs
-            .range((id.to_string(), 0)..)
-            .take_while(|((j, _), _)| j == id)
-            .map(|((_, inc), e)| (*inc, e))
+        self.incarnations(id)
             .max_by(|a, b| a.1.stamp.cmp(&b.1.stamp))
     }
 
     /// Every live incarnation of job `id`.
     pub fn incarnations<'a>(
         &'a self,
-        id: &'a str,
-    ) -> impl Iterator<Item = (u64, &'a JobEntry)> + 'a {
+        id: &str,
+    ) -> impl Iterator<Item = (u64, &'a JobEntry)> + use<'a> {
         self.jobs
-            .range((id.to_string(), 0)..)
-            .take_while(move |((j, _), _)| j == id)
-            .map(|((_, inc), e)| (*inc, e))
+            .get(id)
+            .into_iter()
+            .flat_map(|incs| incs.iter().map(|(inc, e)| (*inc, e)))
     }
 
     /// All job writes, by (id, incarnation).
-    pub fn jobs(&self) -> impl Iterator<Item = (&JobKey, &JobEntry)> {
-        self.jobs.iter()
+    pub fn jobs(&self) -> impl Iterator<Item = ((&str, u64), &JobEntry)> {
+        self.jobs
+            .iter()
+            .flat_map(|(id, incs)| incs.iter().map(move |(inc, e)| ((id.as_str(), *inc), e)))
     }
 
     /// Job ids with at least one live incarnation, sorted.
     #[must_use]
     pub fn job_ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.jobs.keys().map(|(j, _)| j.as_str()).collect();
-        ids.dedup();
-        ids
+        self.jobs.keys().map(String::as_str).collect()
     }
 
     /// The assignment of an attempt.
@@ -271,6 +275,11 @@ impl Tables {
     #[must_use]
     pub fn state(&self, id: &AttemptId) -> AttemptState {
         self.states.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Whether an attempt is live (proposed, admitted or running), without cloning its state.
+    pub(crate) fn is_live(&self, id: &AttemptId) -> bool {
+        self.states.get(id).is_none_or(AttemptState::is_live)
     }
 
     /// Attempts of one slot, oldest first.
@@ -319,7 +328,7 @@ impl Tables {
     /// Number of rows (jobs, attempts, states, floors, tombstones), for metrics and GC tests.
     #[must_use]
     pub fn row_count(&self) -> usize {
-        self.jobs.len()
+        self.jobs.values().map(Vec::len).sum::<usize>()
             + self.assignments.len()
             + self.states.len()
             + self.floors.len()
@@ -333,10 +342,11 @@ impl Tables {
 
     fn is_filtered(&self, id: &AttemptId) -> bool {
         self.is_purged(&id.job, id.incarnation)
-            || self
-                .floors
-                .get(&id.slot_key())
-                .is_some_and(|f| id.attempt < f.below)
+            || (!self.floors.is_empty()
+                && self
+                    .floors
+                    .get(&id.slot_key())
+                    .is_some_and(|f| id.attempt < f.below))
     }
 
     /// Join one lattice element into the tables. Returns whether anything changed.
@@ -360,11 +370,20 @@ impl Tables {
         {
             return false;
         }
-        let key = (entry.spec.id.clone(), incarnation);
-        match self.jobs.get(&key) {
-            Some(cur) if !entry.wins_over(cur) => false,
-            _ => {
-                self.jobs.insert(key, entry.clone());
+        if !self.jobs.contains_key(&entry.spec.id) {
+            self.jobs.insert(entry.spec.id.clone(), Vec::new());
+        }
+        let Some(incs) = self.jobs.get_mut(&entry.spec.id) else {
+            return false;
+        };
+        match incs.binary_search_by_key(&incarnation, |(inc, _)| *inc) {
+            Ok(k) if !entry.wins_over(&incs[k].1) => false,
+            Ok(k) => {
+                incs[k].1 = entry.clone();
+                true
+            }
+            Err(k) => {
+                incs.insert(k, (incarnation, entry.clone()));
                 true
             }
         }
@@ -384,14 +403,25 @@ impl Tables {
     }
 
     fn join_state(&mut self, id: &AttemptId, s: &AttemptState) -> bool {
+        self.join_state_from(id, s).is_some()
+    }
+
+    /// [`Tables::join_state`], returning whether the attempt was live before when it changed
+    /// (one lookup when the row exists, so the replica's usage index need not look again).
+    fn join_state_from(&mut self, id: &AttemptId, s: &AttemptState) -> Option<bool> {
         if self.is_filtered(id) || *s == AttemptState::Proposed {
-            return false;
+            return None;
         }
-        match self.states.get(id) {
-            Some(cur) if cur >= s => false,
-            _ => {
+        match self.states.get_mut(id) {
+            Some(cur) if *cur >= *s => None,
+            Some(cur) => {
+                let was_live = cur.is_live();
+                cur.clone_from(s);
+                Some(was_live)
+            }
+            None => {
                 self.states.insert(id.clone(), s.clone());
-                true
+                Some(true)
             }
         }
     }
@@ -424,7 +454,12 @@ impl Tables {
         if !self.purged.insert((job.to_string(), incarnation)) {
             return false;
         }
-        self.jobs.remove(&(job.to_string(), incarnation));
+        if let Some(incs) = self.jobs.get_mut(job) {
+            incs.retain(|(inc, _)| *inc != incarnation);
+            if incs.is_empty() {
+                self.jobs.remove(job);
+            }
+        }
         let in_job = |id: &AttemptId| id.job == job && id.incarnation == incarnation;
         self.assignments.retain(|id, _| !in_job(id));
         self.states.retain(|id, _| !in_job(id));
@@ -448,8 +483,8 @@ impl Tables {
             slot: slot.clone(),
             floor: *floor,
         });
-        let jobs = other.jobs.iter().map(|((_, inc), e)| OpBody::Job {
-            incarnation: *inc,
+        let jobs = other.jobs().map(|((_, inc), e)| OpBody::Job {
+            incarnation: inc,
             entry: e.clone(),
         });
         let assigns = other.assignments.iter().map(|(id, a)| OpBody::Assign {
@@ -533,12 +568,14 @@ pub(crate) struct ReplicaLimits {
     pub(crate) pending_per_actor: usize,
 }
 
-/// The contiguous tail of one actor's ops.
+/// The contiguous tail of one actor's ops, each kept postcard-encoded: a replica logs every
+/// actor's ops, and the encoding is about a third of the size of a decoded `Op` (whose ids
+/// and stamps are separate heap strings). Logs are read only to answer digests.
 #[derive(Debug, Clone, Default)]
 struct ActorLog {
     /// Counter of `ops[0]`.
     first: u64,
-    ops: VecDeque<Op>,
+    ops: VecDeque<Box<[u8]>>,
 }
 
 /// What [`Replica::receive`] did with an op.
@@ -560,8 +597,11 @@ pub(crate) struct Replica {
     tables: Tables,
     logs: BTreeMap<ActorId, ActorLog>,
     pending: BTreeMap<ActorId, BTreeMap<u64, Op>>,
-    /// Resources held by live attempts, per target node.
-    usage: BTreeMap<String, Resources>,
+    /// Dense ids of the node names seen as targets or placement candidates, so the placer
+    /// reads a node's usage by index instead of a string-keyed lookup per candidate.
+    node_ids: BTreeMap<String, usize>,
+    /// Resources held by live attempts, per node id.
+    usage: Vec<Resources>,
     touched: BTreeSet<Touch>,
     limits: ReplicaLimits,
 }
@@ -572,7 +612,8 @@ impl Replica {
             tables,
             logs: BTreeMap::new(),
             pending: BTreeMap::new(),
-            usage: BTreeMap::new(),
+            node_ids: BTreeMap::new(),
+            usage: Vec::new(),
             touched: BTreeSet::new(),
             limits,
         };
@@ -585,9 +626,14 @@ impl Replica {
         &self.tables
     }
 
-    /// Resources held by live attempts on `node`, as far as this replica knows.
-    pub(crate) fn usage(&self, node: &str) -> Resources {
-        self.usage.get(node).copied().unwrap_or_default()
+    /// The dense id of a node name (assigned on first use; ids are never reused).
+    pub(crate) fn node_id(&mut self, node: &str) -> usize {
+        intern(&mut self.node_ids, &mut self.usage, node)
+    }
+
+    /// Resources held by live attempts on the node with id `id` (see [`Replica::node_id`]).
+    pub(crate) fn usage_of(&self, id: usize) -> Resources {
+        self.usage.get(id).copied().unwrap_or_default()
     }
 
     /// Take what changed since the last call.
@@ -641,16 +687,22 @@ impl Replica {
     /// Apply the actor's next op: join, update indexes, log.
     fn apply_next(&mut self, op: Op) {
         debug_assert!(self.tables.validate_op(&op).is_ok());
-        let attempt = match &op.body {
-            OpBody::Assign { id, .. } | OpBody::State { id, .. } => Some(id.clone()),
+        if let OpBody::State { id, state } = &op.body {
+            self.apply_state(id, state);
+            self.tables.clock.apply(op.dot.clone());
+            self.log(op);
+            return;
+        }
+        let before = match &op.body {
+            OpBody::Assign { id, .. } => self.contribution(id),
             _ => None,
         };
-        let before = attempt.as_ref().and_then(|id| self.contribution(id));
         let changed = self.tables.join_body(&op.body);
         self.tables.clock.apply(op.dot.clone());
         if changed {
             match &op.body {
-                OpBody::Assign { id, .. } | OpBody::State { id, .. } => {
+                OpBody::State { .. } => {}
+                OpBody::Assign { id, .. } => {
                     let after = self.contribution(id);
                     self.adjust_usage(before, after);
                     self.touched.insert(Touch::Attempt(id.clone()));
@@ -671,57 +723,81 @@ impl Replica {
         self.log(op);
     }
 
+    /// A state write: states only grow, so the attempt's usage can only be released (when a
+    /// live attempt with an assignment ends).
+    fn apply_state(&mut self, id: &AttemptId, state: &AttemptState) {
+        let Some(was_live) = self.tables.join_state_from(id, state) else {
+            return;
+        };
+        if was_live
+            && !state.is_live()
+            && let Some(a) = self.tables.assignments.get(id)
+        {
+            let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
+            self.usage[node] = self.usage[node].saturating_sub(&a.resources);
+        }
+        self.touched.insert(Touch::Attempt(id.clone()));
+    }
+
     fn log(&mut self, op: Op) {
-        let log = self.logs.entry(op.dot.actor.clone()).or_default();
+        if !self.logs.contains_key(&op.dot.actor) {
+            self.logs.insert(op.dot.actor.clone(), ActorLog::default());
+        }
+        let Some(log) = self.logs.get_mut(&op.dot.actor) else {
+            return;
+        };
         if log.first + log.ops.len() as u64 != op.dot.counter {
             log.ops.clear();
             log.first = op.dot.counter;
         }
-        log.ops.push_back(op);
+        let Ok(bytes) = postcard::to_stdvec(&op) else {
+            // Cannot happen for our own types; a gap makes digests fall back to state.
+            log.ops.clear();
+            log.first = op.dot.counter + 1;
+            return;
+        };
+        log.ops.push_back(bytes.into_boxed_slice());
         if log.ops.len() > self.limits.log_per_actor {
             log.ops.pop_front();
             log.first += 1;
         }
     }
 
-    fn contribution(&self, id: &AttemptId) -> Option<(String, Resources)> {
+    fn contribution(&mut self, id: &AttemptId) -> Option<(usize, Resources)> {
         let a = self.tables.assignments.get(id)?;
-        self.tables
-            .state(id)
-            .is_live()
-            .then(|| (a.target.clone(), a.resources))
+        if !self.tables.is_live(id) {
+            return None;
+        }
+        Some((
+            intern(&mut self.node_ids, &mut self.usage, &a.target),
+            a.resources,
+        ))
     }
 
     fn adjust_usage(
         &mut self,
-        before: Option<(String, Resources)>,
-        after: Option<(String, Resources)>,
+        before: Option<(usize, Resources)>,
+        after: Option<(usize, Resources)>,
     ) {
         if before == after {
             return;
         }
         if let Some((node, r)) = before {
-            let u = self.usage.entry(node.clone()).or_default();
-            *u = u.saturating_sub(&r);
-            if *u == Resources::default() {
-                self.usage.remove(&node);
-            }
+            self.usage[node] = self.usage[node].saturating_sub(&r);
         }
         if let Some((node, r)) = after {
-            let u = self.usage.entry(node).or_default();
-            *u = u.saturating_add(&r);
+            self.usage[node] = self.usage[node].saturating_add(&r);
         }
     }
 
     fn rebuild_usage(&mut self) {
-        let mut usage: BTreeMap<String, Resources> = BTreeMap::new();
+        self.usage.fill(Resources::default());
         for (id, a) in &self.tables.assignments {
-            if self.tables.state(id).is_live() && a.resources != Resources::default() {
-                let u = usage.entry(a.target.clone()).or_default();
-                *u = u.saturating_add(&a.resources);
+            if a.resources != Resources::default() && self.tables.is_live(id) {
+                let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
+                self.usage[node] = self.usage[node].saturating_add(&a.resources);
             }
         }
-        self.usage = usage;
     }
 
     /// Full-state merge (anti-entropy fallback). Logs of actors that jumped are reset, since
@@ -758,7 +834,9 @@ impl Replica {
                 return None;
             }
             let skip = usize::try_from(theirs + 1 - log.first).ok()?;
-            out.extend(log.ops.iter().skip(skip).cloned());
+            for bytes in log.ops.iter().skip(skip) {
+                out.push(postcard::from_bytes(bytes).ok()?);
+            }
         }
         Some(out)
     }
@@ -772,6 +850,55 @@ impl Replica {
     pub(crate) fn pending_len(&self) -> usize {
         self.pending.values().map(BTreeMap::len).sum()
     }
+}
+
+/// The jobs table on the wire and in snapshots: one flat map keyed by `(id, incarnation)`,
+/// as before the in-memory table was nested by id.
+mod flat_jobs {
+    use std::collections::BTreeMap;
+
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use super::{Incarnations, JobEntry, JobKey};
+
+    pub(super) fn serialize<S: Serializer>(
+        jobs: &BTreeMap<String, Incarnations>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        // postcard needs the length up front, which a flattening iterator does not report.
+        let len = jobs.values().map(Vec::len).sum();
+        let mut map = serializer.serialize_map(Some(len))?;
+        for (id, incs) in jobs {
+            for (inc, e) in incs {
+                map.serialize_entry(&(id, inc), e)?;
+            }
+        }
+        map.end()
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, Incarnations>, D::Error> {
+        let flat = BTreeMap::<JobKey, JobEntry>::deserialize(deserializer)?;
+        let mut jobs: BTreeMap<String, Incarnations> = BTreeMap::new();
+        for ((id, inc), e) in flat {
+            // The flat map is sorted by (id, incarnation): each list comes out sorted.
+            jobs.entry(id).or_default().push((inc, e));
+        }
+        Ok(jobs)
+    }
+}
+
+/// The id of `node` in `ids`, adding it (with zero usage) when new.
+fn intern(ids: &mut BTreeMap<String, usize>, usage: &mut Vec<Resources>, node: &str) -> usize {
+    if let Some(&id) = ids.get(node) {
+        return id;
+    }
+    let id = usage.len();
+    usage.push(Resources::default());
+    ids.insert(node.to_string(), id);
+    id
 }
 
 #[cfg(test)]

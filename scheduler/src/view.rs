@@ -243,7 +243,7 @@ impl Scheduler {
             avoid: None,
             sample: usize::MAX,
         };
-        let used = |n: &NodeView| max_each(self.replica.usage(&n.name), n.advertised);
+        let used = |n: &NodeView| max_each(self.replica.usage_of(n.usage_id), n.advertised);
         place(&req, &self.members.nodes, used).err()
     }
 

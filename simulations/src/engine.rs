@@ -953,18 +953,20 @@ impl Simulation {
             self.bench = Some(bench);
             return;
         };
+        // Commands first: a simulated process starts at once, so the `Admitted` and `Running`
+        // writes of one admission leave in the same `Ops` message per peer instead of two.
         loop {
-            if let Some((to, msg)) = core.poll_message() {
-                self.send_sched(&mut bench, i, &to, msg.encode());
+            if let Some(cmd) = core.poll_command() {
+                let executed = sched::execute(&mut bench, i, cmd);
+                self.executed(&mut bench, i, &executed);
+                let (task, event) = sched::report_of(&executed);
+                core.handle_task_event(self.now, task, event);
                 continue;
             }
-            let Some(cmd) = core.poll_command() else {
+            let Some((to, msg)) = core.poll_message() else {
                 break;
             };
-            let executed = sched::execute(&mut bench, i, cmd);
-            self.executed(&mut bench, i, &executed);
-            let (task, event) = sched::report_of(&executed);
-            core.handle_task_event(self.now, task, event);
+            self.send_sched(&mut bench, i, &to, msg.encode());
         }
         let due = core.poll_timeout();
         let allocated = core.local_allocated();
