@@ -1,8 +1,7 @@
 //! The store of resource ads and the foca broadcast handler that feeds it.
 //!
 //! foca owns its broadcast handler and offers no accessor to it, so the handler and the
-//! membership core share one [`AdStore`] behind an `Arc<Mutex<_>>`. The lock is never
-//! contended: the core is driven by one task at a time.
+//! membership core share one [`AdStore`] through a [`Shared`] handle.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -67,19 +66,30 @@ impl AdStore {
     }
 }
 
-/// A shared handle on the store.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct SharedAds(Arc<Mutex<AdStore>>);
+/// State shared between the membership core and a part foca owns (its broadcast handler or
+/// codec), which foca offers no accessor to. The lock is never contended: the core is driven
+/// by one task at a time.
+#[derive(Debug, Default)]
+pub(crate) struct Shared<T>(Arc<Mutex<T>>);
 
-impl SharedAds {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, AdStore> {
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(Arc::clone(&self.0))
+    }
+}
+
+impl<T> Shared<T> {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, T> {
         // A poisoned lock means a panic happened while holding it, in this same task; the
-        // store is plain data and stays consistent, so carry on with it.
+        // state is plain data and stays consistent, so carry on with it.
         self.0
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
+
+/// A shared handle on the store.
+pub(crate) type SharedAds = Shared<AdStore>;
 
 /// foca's invalidation key for an ad: a newer `(generation, version)` of the same node
 /// replaces an older one in the broadcast backlog.

@@ -653,14 +653,11 @@ impl Membership {
         }
         // Duplicates are harmless: a member's second lookup finds the view already current.
         let mut changes: Vec<(NodeId, State)> = Vec::new();
-        let len = self.swim.iter_membership_state().len();
         for addr in touched.drain(..) {
             let hinted = self
                 .positions
                 .get(&addr)
-                .copied()
-                .filter(|&at| at < len)
-                .and_then(|at| self.swim.iter_membership_state().nth(at))
+                .and_then(|&at| self.swim.iter_membership_state().nth(at))
                 .filter(|m| m.id().addr == addr);
             let member = match hinted {
                 Some(m) => m,

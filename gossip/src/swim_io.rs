@@ -20,12 +20,12 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::{Buf, BufMut};
 use foca::{Codec, Header, Member, Notification, PostcardCodec, Runtime, Timer};
 
+use crate::ads::Shared;
 use crate::types::NodeId;
 use crate::wire;
 
@@ -86,14 +86,7 @@ impl Runtime<NodeId> for Outputs {
 
 /// Addresses of members decoded from datagrams, shared between the codec (owned by foca)
 /// and the membership core.
-#[derive(Debug, Clone, Default)]
-pub(crate) struct Touched(Arc<Mutex<Vec<SocketAddr>>>);
-
-impl Touched {
-    pub(crate) fn lock(&self) -> MutexGuard<'_, Vec<SocketAddr>> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
-    }
-}
+pub(crate) type Touched = Shared<Vec<SocketAddr>>;
 
 /// foca's postcard codec, recording the address of every member it decodes.
 #[derive(Debug, Clone, Default)]

@@ -141,18 +141,8 @@ pub fn decode_ad(data: &[u8]) -> Result<ResourceAd, DecodeError> {
 /// elements, so the batch is their concatenation behind the count.
 #[must_use]
 pub(crate) fn encode_ads_batch(encoded: &[Vec<u8>]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(1 + 10 + encoded.iter().map(Vec::len).sum::<usize>());
-    out.push(KIND_ADS);
-    let mut n = encoded.len() as u64;
-    loop {
-        let byte = (n & 0x7f) as u8;
-        n >>= 7;
-        if n == 0 {
-            out.push(byte);
-            break;
-        }
-        out.push(byte | 0x80);
-    }
+    let mut out = encode(KIND_ADS, &encoded.len());
+    out.reserve(encoded.iter().map(Vec::len).sum());
     for ad in encoded {
         out.extend_from_slice(ad);
     }
@@ -225,28 +215,25 @@ pub(crate) fn digest<'a>(ads: impl Iterator<Item = &'a ResourceAd>) -> Digest {
 /// The digest bucket of a node name (FNV-1a, stable across processes and versions).
 #[must_use]
 pub(crate) fn bucket_of(node: &str) -> usize {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in node.as_bytes() {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    (h % DIGEST_BUCKETS as u64) as usize
+    (fnv1a(FNV_OFFSET, node.as_bytes()) % DIGEST_BUCKETS as u64) as usize
+}
+
+const FNV_OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+
+/// Continues an FNV-1a hash `h` over `bytes`.
+fn fnv1a(h: u64, bytes: &[u8]) -> u64 {
+    bytes
+        .iter()
+        .fold(h, |h, b| (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3))
 }
 
 /// FNV-1a over one ad's `(name, generation, version)`, finished with a 64-bit mix so that the
 /// sum of many hashes stays well spread.
 pub(crate) fn ad_hash(ad: &ResourceAd) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for b in bytes {
-            h ^= u64::from(*b);
-            h = h.wrapping_mul(0x0100_0000_01b3);
-        }
-    };
-    eat(ad.node.as_bytes());
-    eat(&[0xff]);
-    eat(&ad.generation.to_le_bytes());
-    eat(&ad.version.to_le_bytes());
+    let mut h = fnv1a(FNV_OFFSET, ad.node.as_bytes());
+    h = fnv1a(h, &[0xff]);
+    h = fnv1a(h, &ad.generation.to_le_bytes());
+    h = fnv1a(h, &ad.version.to_le_bytes());
     // splitmix64 finalizer
     h ^= h >> 30;
     h = h.wrapping_mul(0xbf58_476d_1ce4_e5b9);
