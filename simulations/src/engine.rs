@@ -126,8 +126,17 @@ pub struct Counters {
     /// Pauses executed.
     pub pauses: u64,
     /// Member statuses the cores' periodic full scan had to correct, summed over the cores
-    /// that stopped (`Simulation::view_corrections` adds the running ones).
+    /// that stopped (the `finally_views_incremental` checker adds the running ones).
     pub view_corrections: u64,
+}
+
+impl Counters {
+    /// Drops a stopped node's membership core, keeping the counts the report needs from it.
+    fn retire(&mut self, core: &mut Option<Membership>) {
+        if let Some(core) = core.take() {
+            self.view_corrections += core.stats().view_corrections;
+        }
+    }
 }
 
 /// The first violation of an `always_*` checker.
@@ -713,9 +722,7 @@ impl Simulation {
         let node = &mut self.nodes[i];
         node.life = Life::Crashed;
         if !zombie {
-            if let Some(core) = node.core.take() {
-                self.counters.view_corrections += core.stats().view_corrections;
-            }
+            self.counters.retire(&mut node.core);
             node.epoch += 1;
             node.next_wake = None;
             node.held.clear();
@@ -742,9 +749,7 @@ impl Simulation {
         self.life_log.push((self.now.0, i, false));
         let node = &mut self.nodes[i];
         node.life = Life::Left;
-        if let Some(core) = node.core.take() {
-            self.counters.view_corrections += core.stats().view_corrections;
-        }
+        self.counters.retire(&mut node.core);
         node.epoch += 1;
         node.next_wake = None;
     }
