@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::hash::BuildHasher;
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use compact_str::CompactString;
 use rustc_hash::{FxBuildHasher, FxHashMap};
 
 use crate::types::{NodeId, ResourceAd};
@@ -15,14 +16,14 @@ use crate::wire::{self, DecodeError};
 /// Newest ad per node name, plus the names that changed since the core last looked.
 #[derive(Debug, Default)]
 pub(crate) struct AdStore {
-    pub(crate) ads: BTreeMap<String, ResourceAd>,
+    pub(crate) ads: BTreeMap<CompactString, ResourceAd>,
     /// `ResourceAd::key` by node, mirroring `ads`: most offers are ads already known, and
     /// hashing the name answers that faster than a B-tree walk of string compares.
-    pub(crate) keys: FxHashMap<String, (u64, u64)>,
+    pub(crate) keys: FxHashMap<CompactString, (u64, u64)>,
     /// `wire::encode_ad` of each ad in `ads`, so answering a digest sync with every ad
     /// copies bytes instead of cloning and re-encoding the whole store.
-    encoded: FxHashMap<String, Vec<u8>>,
-    pub(crate) changed: Vec<String>,
+    encoded: FxHashMap<CompactString, Vec<u8>>,
+    pub(crate) changed: Vec<CompactString>,
     /// `wire::digest` of `ads`, kept current on every change.
     digest: wire::Digest,
 }
@@ -97,7 +98,7 @@ pub(crate) type SharedAds = Shared<AdStore>;
 pub(crate) struct AdKey {
     /// Hash of `node`, compared first: foca checks a new key against its whole backlog.
     node_hash: u64,
-    node: String,
+    node: CompactString,
     key: (u64, u64),
 }
 

@@ -19,6 +19,7 @@ mod swim_io;
 mod types;
 pub mod wire;
 
+pub use compact_str::CompactString;
 pub use config::Config;
 pub use membership::{MemberEvent, Membership, Stats, Transmit};
 pub use types::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd, Resources};

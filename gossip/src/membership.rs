@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, BTreeSet, BinaryHeap, VecDeque};
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use compact_str::CompactString;
 use foca::{Foca, State, Timer};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use rustc_hash::FxHashMap;
@@ -60,7 +61,7 @@ struct Indexed {
 /// name, or holds this generation at another address. A generation lives at one address; a
 /// second address for it can only come from a forged or corrupted datagram (the transport's
 /// seal stops those, unsealed simulations do not), and the view keeps the first.
-fn recorded_current(index: &FxHashMap<String, Indexed>, m: &foca::Member<NodeId>) -> bool {
+fn recorded_current(index: &FxHashMap<CompactString, Indexed>, m: &foca::Member<NodeId>) -> bool {
     let id = m.id();
     index.get(&id.name).is_some_and(|known| {
         known.generation > id.generation
@@ -177,16 +178,16 @@ pub struct Membership {
     positions: FxHashMap<SocketAddr, usize>,
     ads: SharedAds,
     own_ad: ResourceAd,
-    records: BTreeMap<String, Record>,
+    records: BTreeMap<CompactString, Record>,
     /// `(generation, address, status)` by name, mirroring `records` for the view's lookups
     /// (hashing a name is far cheaper than a B-tree walk of string compares at 1,000 nodes).
     /// Never iterated, so its order decides nothing.
-    index: FxHashMap<String, Indexed>,
+    index: FxHashMap<CompactString, Indexed>,
     /// Names of the members currently recorded suspect.
-    suspects: BTreeSet<String>,
+    suspects: BTreeSet<CompactString>,
     /// Identities that resource ads name but SWIM never delivered: `(generation, gossip
     /// address, attempts left)` by name.
-    unheard: BTreeMap<String, (u64, SocketAddr, u8)>,
+    unheard: BTreeMap<CompactString, (u64, SocketAddr, u8)>,
     scans: u64,
     timers: BinaryHeap<Reverse<(Millis, u64, TimerSlot)>>,
     timer_seq: u64,
@@ -693,7 +694,7 @@ impl Membership {
         // A placeholder identity with the seed's address: foca accepts an announce whose
         // destination has its own address, whatever name and generation it carries.
         let dst = NodeId {
-            name: String::new(),
+            name: CompactString::default(),
             addr: seed,
             generation: 0,
         };
@@ -772,7 +773,7 @@ impl Membership {
     }
 
     fn drain_ad_changes(&mut self) {
-        let changed: Vec<String> = std::mem::take(&mut self.ads.lock().changed);
+        let changed: Vec<CompactString> = std::mem::take(&mut self.ads.lock().changed);
         for name in changed {
             if name == self.own_ad.node {
                 continue;

@@ -266,7 +266,7 @@ mod tests {
             .prop_map(
                 |(node, generation, version, (c, m, d), attributes, draining, left, quic)| {
                     ResourceAd {
-                        node,
+                        node: node.into(),
                         generation,
                         version,
                         capacity: Resources {

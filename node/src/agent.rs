@@ -122,7 +122,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let token = api_token(&config, http_addr)?;
 
     let id = NodeId {
-        name: config.name.clone(),
+        name: config.name.as_str().into(),
         addr: gossip_addr,
         generation,
     };
@@ -380,7 +380,7 @@ fn directory_of(
             let map: BTreeMap<String, SocketAddr> = members
                 .borrow_and_update()
                 .iter()
-                .filter_map(|m| Some((m.id.name.clone(), m.ad.as_ref()?.quic_addr?)))
+                .filter_map(|m| Some((m.id.name.to_string(), m.ad.as_ref()?.quic_addr?)))
                 .collect();
             tx.send_if_modified(|old| {
                 let changed = *old != map;

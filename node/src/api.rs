@@ -92,7 +92,7 @@ impl From<&MemberInfo> for NodeView {
     fn from(m: &MemberInfo) -> Self {
         let ad = m.ad.as_ref().filter(|ad| ad.generation == m.id.generation);
         NodeView {
-            name: m.id.name.clone(),
+            name: m.id.name.to_string(),
             addr: m.id.addr,
             status: m.status.as_str().to_string(),
             generation: m.id.generation,

@@ -408,7 +408,7 @@ impl Scheduler {
             return false;
         }
         let unchanged_shape = |m: &MemberInfo| {
-            self.members.all.get(&m.id.name).is_some_and(|cur| {
+            self.members.all.get(m.id.name.as_str()).is_some_and(|cur| {
                 cur.id == m.id
                     && (cur.status == m.status || m.id.name == self.node)
                     && match (&cur.ad, &m.ad) {
@@ -422,7 +422,7 @@ impl Scheduler {
             return false;
         }
         for m in members {
-            let Some(cur) = self.members.all.get_mut(&m.id.name) else {
+            let Some(cur) = self.members.all.get_mut(m.id.name.as_str()) else {
                 continue;
             };
             let status = cur.status;
@@ -453,7 +453,7 @@ impl Scheduler {
     fn set_members(&mut self, members: &[MemberInfo]) {
         let mut all: BTreeMap<String, MemberInfo> = members
             .iter()
-            .map(|m| (m.id.name.clone(), m.clone()))
+            .map(|m| (m.id.name.to_string(), m.clone()))
             .collect();
         if let Some(me) = all.get_mut(&self.node) {
             me.status = MemberStatus::Alive;
@@ -462,7 +462,7 @@ impl Scheduler {
             .values()
             .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
             .filter(|m| !m.ad.as_ref().is_some_and(|a| a.left))
-            .map(|m| (m.id.name.clone(), name_hash(&m.id.name)))
+            .map(|m| (m.id.name.to_string(), name_hash(&m.id.name)))
             .collect();
         if !all.contains_key(&self.node) {
             live.push((self.node.clone(), name_hash(&self.node)));
@@ -475,7 +475,7 @@ impl Scheduler {
             .filter_map(|m| m.ad.as_ref().map(|ad| (m, ad)))
             .filter(|(_, ad)| !ad.left)
             .map(|(m, ad)| NodeView {
-                name: m.id.name.clone(),
+                name: m.id.name.to_string(),
                 hash: name_hash(&m.id.name),
                 usage_id: replica.node_id(&m.id.name),
                 capacity: ad.capacity,

@@ -251,7 +251,7 @@ impl Cluster {
                     && name != observer;
                 MemberInfo {
                     id: NodeId {
-                        name: name.clone(),
+                        name: name.as_str().into(),
                         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16)),
                         generation: n.generation,
                     },
@@ -261,7 +261,7 @@ impl Cluster {
                         MemberStatus::Alive
                     },
                     ad: Some(ResourceAd {
-                        node: name.clone(),
+                        node: name.as_str().into(),
                         generation: n.generation,
                         version: n.ad_version,
                         capacity: n.capacity,

@@ -438,7 +438,7 @@ impl Simulation {
             1
         };
         ResourceAd {
-            node: String::new(),
+            node: Default::default(),
             generation: 0,
             version: 0,
             capacity: Resources {
@@ -461,7 +461,7 @@ impl Simulation {
     fn start_core(&mut self, i: usize) {
         let generation = self.nodes[i].generation + 1;
         let id = NodeId {
-            name: self.nodes[i].name.clone(),
+            name: self.nodes[i].name.as_str().into(),
             addr: self.nodes[i].addr,
             generation,
         };

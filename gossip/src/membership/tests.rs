@@ -43,7 +43,7 @@ impl Net {
 
     fn start(&mut self, i: usize, generation: u64) {
         let id = NodeId {
-            name: format!("n{i}"),
+            name: format!("n{i}").into(),
             addr: addr(i),
             generation,
         };
