@@ -591,6 +591,10 @@ pub(crate) enum Received {
     Overflow,
 }
 
+/// Node name → dense id (see [`Replica::node_id`]).
+#[allow(clippy::disallowed_types)] // lookups only: iteration order never shows
+type NodeIds = rustc_hash::FxHashMap<String, usize>;
+
 /// Tables plus in-order delivery, op logs and derived indexes.
 #[derive(Debug, Clone)]
 pub(crate) struct Replica {
@@ -599,9 +603,14 @@ pub(crate) struct Replica {
     pending: BTreeMap<ActorId, BTreeMap<u64, Op>>,
     /// Dense ids of the node names seen as targets or placement candidates, so the placer
     /// reads a node's usage by index instead of a string-keyed lookup per candidate.
-    node_ids: BTreeMap<String, usize>,
+    /// Looked up, never iterated: a hash map is deterministic enough here and spares the
+    /// string comparisons of a tree search on every released attempt.
+    node_ids: NodeIds,
     /// Resources held by live attempts, per node id.
     usage: Vec<Resources>,
+    /// How many times some node's usage went down (or was rebuilt): the placer's cue that
+    /// a slot that found no room may find some now.
+    releases: u64,
     touched: BTreeSet<Touch>,
     limits: ReplicaLimits,
 }
@@ -612,8 +621,9 @@ impl Replica {
             tables,
             logs: BTreeMap::new(),
             pending: BTreeMap::new(),
-            node_ids: BTreeMap::new(),
+            node_ids: NodeIds::default(),
             usage: Vec::new(),
+            releases: 0,
             touched: BTreeSet::new(),
             limits,
         };
@@ -634,6 +644,11 @@ impl Replica {
     /// Resources held by live attempts on the node with id `id` (see [`Replica::node_id`]).
     pub(crate) fn usage_of(&self, id: usize) -> Resources {
         self.usage.get(id).copied().unwrap_or_default()
+    }
+
+    /// Grows whenever a live attempt's resources are released (see the field).
+    pub(crate) fn releases(&self) -> u64 {
+        self.releases
     }
 
     /// Take what changed since the last call.
@@ -735,6 +750,7 @@ impl Replica {
         {
             let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
             self.usage[node] = self.usage[node].saturating_sub(&a.resources);
+            self.releases += 1;
         }
         self.touched.insert(Touch::Attempt(id.clone()));
     }
@@ -784,6 +800,7 @@ impl Replica {
         }
         if let Some((node, r)) = before {
             self.usage[node] = self.usage[node].saturating_sub(&r);
+            self.releases += 1;
         }
         if let Some((node, r)) = after {
             self.usage[node] = self.usage[node].saturating_add(&r);
@@ -791,6 +808,7 @@ impl Replica {
     }
 
     fn rebuild_usage(&mut self) {
+        self.releases += 1;
         self.usage.fill(Resources::default());
         for (id, a) in &self.tables.assignments {
             if a.resources != Resources::default() && self.tables.is_live(id) {
@@ -891,7 +909,7 @@ mod flat_jobs {
 }
 
 /// The id of `node` in `ids`, adding it (with zero usage) when new.
-fn intern(ids: &mut BTreeMap<String, usize>, usage: &mut Vec<Resources>, node: &str) -> usize {
+fn intern(ids: &mut NodeIds, usage: &mut Vec<Resources>, node: &str) -> usize {
     if let Some(&id) = ids.get(node) {
         return id;
     }
