@@ -392,11 +392,12 @@ impl Scheduler {
     /// Kill local tasks of `job` (matching `filter`) that are no longer current.
     fn check_ledger(&mut self, job: &str, filter: impl Fn(&AttemptId) -> bool) {
         // The ledger holds this node's tasks only (a few dozen), ordered by incarnation first:
-        // the tasks of one job id across its incarnations are not contiguous, so scan it.
+        // the tasks of one job id across its incarnations are not contiguous, so scan it,
+        // asking the caller's (integer) filter before comparing job ids.
         let doomed: Vec<(AttemptId, KillReason)> = self
             .ledger
             .iter()
-            .filter(|(id, t)| !t.killing && id.job == job && filter(id))
+            .filter(|(id, t)| !t.killing && filter(id) && id.job == job)
             .filter_map(|(id, _)| self.kill_reason(id).map(|r| (id.clone(), r)))
             .collect();
         for (task, reason) in doomed {

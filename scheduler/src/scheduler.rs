@@ -421,43 +421,46 @@ impl Scheduler {
     /// changing nothing, when membership, a status, an identity or an ad's capacity,
     /// attributes, draining or left flag changed: the caller rebuilds the derived lists.
     fn update_allocations(&mut self, members: &[MemberInfo]) -> bool {
+        // The view comes sorted by name (as the membership core lists it), like `all`: walking
+        // both side by side replaces two name lookups per member. An unsorted view simply
+        // takes the rebuild path.
         if members.len() != self.members.all.len() {
             return false;
         }
-        let unchanged_shape = |m: &MemberInfo| {
-            self.members.all.get(&m.id.name).is_some_and(|cur| {
-                cur.id == m.id
-                    && (cur.status == m.status || m.id.name == self.node)
-                    && match (&cur.ad, &m.ad) {
-                        (None, None) => true,
-                        (Some(a), Some(b)) => same_shape(a, b),
-                        _ => false,
-                    }
-            })
+        let node = self.node.as_str();
+        let unchanged_shape = |(cur, m): (&MemberInfo, &MemberInfo)| {
+            cur.id == m.id
+                && (cur.status == m.status || m.id.name == node)
+                && match (&cur.ad, &m.ad) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => same_shape(a, b),
+                    _ => false,
+                }
         };
-        if !members.iter().all(unchanged_shape) {
+        if !self.members.all.values().zip(members).all(unchanged_shape) {
             return false;
         }
-        for m in members {
-            let Some(cur) = self.members.all.get_mut(&m.id.name) else {
-                continue;
-            };
-            let status = cur.status;
+        let Members { all, nodes, .. } = &mut self.members;
+        let mut k = 0;
+        for (cur, m) in all.values_mut().zip(members) {
             if cur.ad == m.ad && cur.last_update == m.last_update {
                 continue;
             }
+            let status = cur.status;
             *cur = m.clone();
             cur.status = status;
             let Some(allocated) = m.ad.as_ref().map(|ad| ad.allocated) else {
                 continue;
             };
-            let nodes = &mut self.members.nodes;
-            if let Ok(k) = nodes.binary_search_by(|n| n.name.as_str().cmp(&m.id.name)) {
-                let before = nodes[k].advertised;
-                if !before.fits_in(&allocated) {
+            // `nodes` is the sorted subset of `all` that can take work.
+            while nodes.get(k).is_some_and(|n| n.name < m.id.name) {
+                k += 1;
+            }
+            if let Some(n) = nodes.get_mut(k).filter(|n| n.name == m.id.name) {
+                if !n.advertised.fits_in(&allocated) {
                     self.room_changes += 1;
                 }
-                nodes[k].advertised = allocated;
+                n.advertised = allocated;
             }
         }
         true
