@@ -391,18 +391,13 @@ impl Scheduler {
 
     /// Kill local tasks of `job` (matching `filter`) that are no longer current.
     fn check_ledger(&mut self, job: &str, filter: impl Fn(&AttemptId) -> bool) {
-        let from = AttemptId {
-            job: job.to_string(),
-            incarnation: 0,
-            slot: 0,
-            attempt: 0,
-            placer: String::new(),
-        };
+        // The ledger holds this node's tasks only (a few dozen), ordered by incarnation first:
+        // the tasks of one job id across its incarnations are not contiguous, so scan it,
+        // asking the caller's (integer) filter before comparing job ids.
         let doomed: Vec<(AttemptId, KillReason)> = self
             .ledger
-            .range(from..)
-            .take_while(|(id, _)| id.job == job)
-            .filter(|(id, t)| !t.killing && filter(id))
+            .iter()
+            .filter(|(id, t)| !t.killing && filter(id) && id.job == job)
             .filter_map(|(id, _)| self.kill_reason(id).map(|r| (id.clone(), r)))
             .collect();
         for (task, reason) in doomed {
@@ -448,16 +443,32 @@ impl Scheduler {
 
     /// Rendezvous coordinator of a slot among live members.
     pub(crate) fn coordinator_of(&self, key: &SlotKey) -> Option<&str> {
-        let h = StableHasher::new()
-            .field(key.job.as_bytes())
-            .int(key.incarnation)
-            .int(u64::from(key.slot))
-            .finish();
+        self.coordinator_by_hash(slot_hash(key))
+    }
+
+    fn coordinator_by_hash(&self, h: u64) -> Option<&str> {
         rendezvous(h, self.members.live.iter().map(|(n, h)| (n.as_str(), *h)))
     }
 
+    /// Whether this node coordinates the slot. Every replica asks this for every slot change
+    /// it hears of, and the rendezvous is O(live members), so answers are remembered until
+    /// the live members change.
     fn is_coordinator(&self, key: &SlotKey) -> bool {
-        self.coordinator_of(key) == Some(self.node.as_str())
+        self.is_mine((slot_hash(key), false))
+    }
+
+    /// Whether this node wins the rendezvous for `(hash, of a job's GC)`, remembered.
+    fn is_mine(&self, key: (u64, bool)) -> bool {
+        if let Some(&mine) = self.coordinated.borrow().get(&key) {
+            return mine;
+        }
+        let mine = self.coordinator_by_hash(key.0) == Some(self.node.as_str());
+        let mut memo = self.coordinated.borrow_mut();
+        if memo.len() >= COORDINATOR_MEMO {
+            memo.clear();
+        }
+        memo.insert(key, mine);
+        mine
     }
 
     /// Act on one slot if this node coordinates it. Returns whether the slot is final.
@@ -648,17 +659,13 @@ impl Scheduler {
 
     // ---- garbage collection -------------------------------------------------------------
 
-    fn job_coordinator(&self, job: &str, incarnation: u64) -> Option<&str> {
+    fn is_job_coordinator(&self, job: &str, incarnation: u64) -> bool {
         let h = StableHasher::new()
             .field(job.as_bytes())
             .int(incarnation)
             .field(b"gc")
             .finish();
-        rendezvous(h, self.members.live.iter().map(|(n, h)| (n.as_str(), *h)))
-    }
-
-    fn is_job_coordinator(&self, job: &str, incarnation: u64) -> bool {
-        self.job_coordinator(job, incarnation) == Some(self.node.as_str())
+        self.is_mine((h, true))
     }
 
     /// Purge a finished job incarnation once its grace period has passed (job coordinator
@@ -666,9 +673,7 @@ impl Scheduler {
     /// batch job whose every slot is done or out of retries.
     fn consider_gc(&mut self, job: &str, incarnation: u64) {
         let key = (job.to_string(), incarnation);
-        if self.job_coordinator(job, incarnation) != Some(self.node.as_str())
-            || !self.is_finished(job, incarnation)
-        {
+        if !self.is_job_coordinator(job, incarnation) || !self.is_finished(job, incarnation) {
             self.finished_since.remove(&key);
             return;
         }
@@ -766,6 +771,18 @@ impl Scheduler {
     pub(crate) fn retry_at(&self, key: &SlotKey) -> Option<Millis> {
         self.retry.get(key).map(|r| r.at)
     }
+}
+
+/// Rendezvous answers remembered, at most (then the memo starts over).
+const COORDINATOR_MEMO: usize = 1 << 16;
+
+/// The rendezvous key of a slot.
+fn slot_hash(key: &SlotKey) -> u64 {
+    StableHasher::new()
+        .field(key.job.as_bytes())
+        .int(key.incarnation)
+        .int(u64::from(key.slot))
+        .finish()
 }
 
 /// Outcome of admission.

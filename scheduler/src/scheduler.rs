@@ -2,6 +2,7 @@
 //! replication protocol and persistence; `coordinator.rs` holds placement, admission, fencing,
 //! repair and GC; `view.rs` the read side.
 
+use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -213,6 +214,11 @@ pub(crate) struct Retry {
     pub(crate) at: Millis,
 }
 
+/// (Rendezvous hash, whether it is a job's GC key) → this node is the coordinator. Looked up,
+/// never iterated.
+#[allow(clippy::disallowed_types)]
+pub(crate) type CoordinatorMemo = rustc_hash::FxHashMap<(u64, bool), bool>;
+
 /// The membership as last reported, with derived lists.
 #[derive(Debug, Default)]
 pub(crate) struct Members {
@@ -262,6 +268,8 @@ pub struct Scheduler {
     pub(crate) counter: u64,
     pub(crate) replica: Replica,
     pub(crate) members: Members,
+    /// Rendezvous answers for the current live members (see `is_coordinator`).
+    pub(crate) coordinated: RefCell<CoordinatorMemo>,
     /// Target side: tasks admitted here and not yet dead.
     pub(crate) ledger: BTreeMap<AttemptId, LocalTask>,
     /// Target side: proposals awaiting admission, in arrival order.
@@ -272,6 +280,12 @@ pub struct Scheduler {
     pub(crate) retry: BTreeMap<SlotKey, Retry>,
     pub(crate) timers: BTreeSet<(Millis, Wake)>,
     pub(crate) pending_retry_armed: bool,
+    /// Grows whenever a placement candidate may have gained room: the member list changed or
+    /// an advertised allocation went down (the replica counts its own releases, see
+    /// [`Scheduler::room_generation`]).
+    pub(crate) room_changes: u64,
+    /// [`Scheduler::room_generation`] when the pending slots were last re-examined.
+    pub(crate) pending_retried_at: u64,
     /// Coordinator side: slots that found no room, with the reason.
     pub(crate) pending: BTreeMap<SlotKey, PendingReason>,
     pub(crate) finished_since: BTreeMap<JobKey, Millis>,
@@ -312,6 +326,7 @@ impl Scheduler {
             counter: 0,
             replica: Replica::new(Tables::default(), limits),
             members: Members::default(),
+            coordinated: RefCell::default(),
             ledger: BTreeMap::new(),
             admission: VecDeque::new(),
             deferred: BTreeSet::new(),
@@ -319,6 +334,8 @@ impl Scheduler {
             retry: BTreeMap::new(),
             timers: BTreeSet::new(),
             pending_retry_armed: false,
+            room_changes: 0,
+            pending_retried_at: u64::MAX,
             pending: BTreeMap::new(),
             finished_since: BTreeMap::new(),
             done_cursor: BTreeMap::new(),
@@ -404,39 +421,49 @@ impl Scheduler {
     /// changing nothing, when membership, a status, an identity or an ad's capacity,
     /// attributes, draining or left flag changed: the caller rebuilds the derived lists.
     fn update_allocations(&mut self, members: &[MemberInfo]) -> bool {
+        // The view comes sorted by name (as the membership core lists it), like `all`: walking
+        // both side by side replaces two name lookups per member. An unsorted view simply
+        // takes the rebuild path.
         if members.len() != self.members.all.len() {
             return false;
         }
-        let unchanged_shape = |m: &MemberInfo| {
-            self.members.all.get(m.id.name.as_str()).is_some_and(|cur| {
-                cur.id == m.id
-                    && (cur.status == m.status || m.id.name == self.node)
-                    && match (&cur.ad, &m.ad) {
-                        (None, None) => true,
-                        (Some(a), Some(b)) => same_shape(a, b),
-                        _ => false,
-                    }
-            })
+        let node = self.node.as_str();
+        let unchanged_shape = |(cur, m): (&MemberInfo, &MemberInfo)| {
+            cur.id == m.id
+                && (cur.status == m.status || m.id.name == node)
+                && match (&cur.ad, &m.ad) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => same_shape(a, b),
+                    _ => false,
+                }
         };
-        if !members.iter().all(unchanged_shape) {
+        if !self.members.all.values().zip(members).all(unchanged_shape) {
             return false;
         }
-        for m in members {
-            let Some(cur) = self.members.all.get_mut(m.id.name.as_str()) else {
-                continue;
-            };
-            let status = cur.status;
+        let Members { all, nodes, .. } = &mut self.members;
+        let mut k = 0;
+        for (cur, m) in all.values_mut().zip(members) {
             if cur.ad == m.ad && cur.last_update == m.last_update {
                 continue;
             }
+            let status = cur.status;
             *cur = m.clone();
             cur.status = status;
             let Some(allocated) = m.ad.as_ref().map(|ad| ad.allocated) else {
                 continue;
             };
-            let nodes = &mut self.members.nodes;
-            if let Ok(k) = nodes.binary_search_by(|n| n.name.as_str().cmp(&m.id.name)) {
-                nodes[k].advertised = allocated;
+            // `nodes` is the sorted subset of `all` that can take work.
+            while nodes
+                .get(k)
+                .is_some_and(|n| n.name.as_str() < m.id.name.as_str())
+            {
+                k += 1;
+            }
+            if let Some(n) = nodes.get_mut(k).filter(|n| n.name == m.id.name) {
+                if !n.advertised.fits_in(&allocated) {
+                    self.room_changes += 1;
+                }
+                n.advertised = allocated;
             }
         }
         true
@@ -484,7 +511,11 @@ impl Scheduler {
                 draining: ad.draining,
             })
             .collect();
+        if live != self.members.live {
+            self.coordinated.get_mut().clear();
+        }
         self.members = Members { all, live, nodes };
+        self.room_changes += 1;
     }
 
     /// Submit (or update) a job. Writes it locally and replicates it; placement starts at once.
@@ -650,8 +681,20 @@ impl Scheduler {
             }
             Wake::PendingRetry => {
                 self.pending_retry_armed = false;
-                let keys: Vec<SlotKey> = self.pending.keys().cloned().collect();
-                self.work.slots.extend(keys);
+                // A pending slot found no room at the last look; if no node gained room since,
+                // the same placement fails the same way (its reason may then be slightly
+                // stale: another node may have filled up, which only the view shows). The
+                // timer keeps its period either way: re-arming it only when room appears would
+                // make every coordinator retry at the same moment after a release and pile
+                // onto the freed node (measured: 20 % more ops, mostly rejections).
+                let generation = self.room_generation();
+                if generation != self.pending_retried_at {
+                    self.pending_retried_at = generation;
+                    let keys: Vec<SlotKey> = self.pending.keys().cloned().collect();
+                    self.work.slots.extend(keys);
+                } else {
+                    self.retry_pending_soon();
+                }
             }
             Wake::Slot(key) => {
                 self.work.slots.insert(key);
@@ -964,6 +1007,13 @@ impl Scheduler {
             self.tombstones.remove(&key);
             self.replica.drop_tombstone(&key);
         }
+    }
+
+    /// Changes whenever some placement candidate may have gained room: a live attempt this
+    /// replica knows of ended or was dropped, an advertised allocation went down, or the member
+    /// list changed. Pending slots are re-examined only when it moved.
+    pub(crate) fn room_generation(&self) -> u64 {
+        self.room_changes.wrapping_add(self.replica.releases())
     }
 
     /// Arm the pending-retry timer (slots that found no room get another look).

@@ -217,9 +217,11 @@ type Incarnations = Vec<(u64, JobEntry)>;
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Tables {
     /// Job id → writes by incarnation. Nested so a lookup by id borrows the `&str` instead of
-    /// building a `(String, u64)` key; on the wire it is the flat `(id, incarnation)` map.
+    /// building a `(String, u64)` key; on the wire it is the flat `(id, incarnation)` map,
+    /// sorted. A hash map: every replica looks a job up for every op it applies, and a tree
+    /// search compared the id with a dozen cold heap strings; whatever iterates it sorts first.
     #[serde(with = "flat_jobs")]
-    jobs: BTreeMap<String, Incarnations>,
+    jobs: JobMap,
     assignments: BTreeMap<AttemptId, Assignment>,
     states: BTreeMap<AttemptId, AttemptState>,
     floors: BTreeMap<SlotKey, SlotFloor>,
@@ -254,15 +256,17 @@ impl Tables {
 
     /// All job writes, by (id, incarnation).
     pub fn jobs(&self) -> impl Iterator<Item = ((&str, u64), &JobEntry)> {
-        self.jobs
-            .iter()
+        sorted_jobs(&self.jobs)
+            .into_iter()
             .flat_map(|(id, incs)| incs.iter().map(move |(inc, e)| ((id.as_str(), *inc), e)))
     }
 
     /// Job ids with at least one live incarnation, sorted.
     #[must_use]
     pub fn job_ids(&self) -> Vec<&str> {
-        self.jobs.keys().map(String::as_str).collect()
+        let mut ids: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// The assignment of an attempt.
@@ -591,6 +595,21 @@ pub(crate) enum Received {
     Overflow,
 }
 
+/// Job id → its live incarnations. Looked up; iterated only through [`sorted_jobs`].
+#[allow(clippy::disallowed_types)]
+type JobMap = rustc_hash::FxHashMap<String, Incarnations>;
+
+/// The jobs in id order.
+fn sorted_jobs(jobs: &JobMap) -> Vec<(&String, &Incarnations)> {
+    let mut v: Vec<(&String, &Incarnations)> = jobs.iter().collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
+}
+
+/// Node name → dense id (see [`Replica::node_id`]).
+#[allow(clippy::disallowed_types)] // lookups only: iteration order never shows
+type NodeIds = rustc_hash::FxHashMap<String, usize>;
+
 /// Tables plus in-order delivery, op logs and derived indexes.
 #[derive(Debug, Clone)]
 pub(crate) struct Replica {
@@ -599,9 +618,14 @@ pub(crate) struct Replica {
     pending: BTreeMap<ActorId, BTreeMap<u64, Op>>,
     /// Dense ids of the node names seen as targets or placement candidates, so the placer
     /// reads a node's usage by index instead of a string-keyed lookup per candidate.
-    node_ids: BTreeMap<String, usize>,
+    /// Looked up, never iterated: a hash map is deterministic enough here and spares the
+    /// string comparisons of a tree search on every released attempt.
+    node_ids: NodeIds,
     /// Resources held by live attempts, per node id.
     usage: Vec<Resources>,
+    /// How many times some node's usage went down (or was rebuilt): the placer's cue that
+    /// a slot that found no room may find some now.
+    releases: u64,
     touched: BTreeSet<Touch>,
     limits: ReplicaLimits,
 }
@@ -612,8 +636,9 @@ impl Replica {
             tables,
             logs: BTreeMap::new(),
             pending: BTreeMap::new(),
-            node_ids: BTreeMap::new(),
+            node_ids: NodeIds::default(),
             usage: Vec::new(),
+            releases: 0,
             touched: BTreeSet::new(),
             limits,
         };
@@ -634,6 +659,11 @@ impl Replica {
     /// Resources held by live attempts on the node with id `id` (see [`Replica::node_id`]).
     pub(crate) fn usage_of(&self, id: usize) -> Resources {
         self.usage.get(id).copied().unwrap_or_default()
+    }
+
+    /// Grows whenever a live attempt's resources are released (see the field).
+    pub(crate) fn releases(&self) -> u64 {
+        self.releases
     }
 
     /// Take what changed since the last call.
@@ -735,6 +765,7 @@ impl Replica {
         {
             let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
             self.usage[node] = self.usage[node].saturating_sub(&a.resources);
+            self.releases += 1;
         }
         self.touched.insert(Touch::Attempt(id.clone()));
     }
@@ -784,6 +815,7 @@ impl Replica {
         }
         if let Some((node, r)) = before {
             self.usage[node] = self.usage[node].saturating_sub(&r);
+            self.releases += 1;
         }
         if let Some((node, r)) = after {
             self.usage[node] = self.usage[node].saturating_add(&r);
@@ -791,6 +823,7 @@ impl Replica {
     }
 
     fn rebuild_usage(&mut self) {
+        self.releases += 1;
         self.usage.fill(Resources::default());
         for (id, a) in &self.tables.assignments {
             if a.resources != Resources::default() && self.tables.is_live(id) {
@@ -860,16 +893,16 @@ mod flat_jobs {
     use serde::ser::SerializeMap;
     use serde::{Deserialize, Deserializer, Serializer};
 
-    use super::{Incarnations, JobEntry, JobKey};
+    use super::{JobEntry, JobKey, JobMap, sorted_jobs};
 
     pub(super) fn serialize<S: Serializer>(
-        jobs: &BTreeMap<String, Incarnations>,
+        jobs: &JobMap,
         serializer: S,
     ) -> Result<S::Ok, S::Error> {
         // postcard needs the length up front, which a flattening iterator does not report.
         let len = jobs.values().map(Vec::len).sum();
         let mut map = serializer.serialize_map(Some(len))?;
-        for (id, incs) in jobs {
+        for (id, incs) in sorted_jobs(jobs) {
             for (inc, e) in incs {
                 map.serialize_entry(&(id, inc), e)?;
             }
@@ -879,9 +912,9 @@ mod flat_jobs {
 
     pub(super) fn deserialize<'de, D: Deserializer<'de>>(
         deserializer: D,
-    ) -> Result<BTreeMap<String, Incarnations>, D::Error> {
+    ) -> Result<JobMap, D::Error> {
         let flat = BTreeMap::<JobKey, JobEntry>::deserialize(deserializer)?;
-        let mut jobs: BTreeMap<String, Incarnations> = BTreeMap::new();
+        let mut jobs = JobMap::default();
         for ((id, inc), e) in flat {
             // The flat map is sorted by (id, incarnation): each list comes out sorted.
             jobs.entry(id).or_default().push((inc, e));
@@ -891,7 +924,7 @@ mod flat_jobs {
 }
 
 /// The id of `node` in `ids`, adding it (with zero usage) when new.
-fn intern(ids: &mut BTreeMap<String, usize>, usage: &mut Vec<Resources>, node: &str) -> usize {
+fn intern(ids: &mut NodeIds, usage: &mut Vec<Resources>, node: &str) -> usize {
     if let Some(&id) = ids.get(node) {
         return id;
     }

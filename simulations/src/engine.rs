@@ -20,7 +20,7 @@ use shoal_gossip::{Config, MemberStatus, Membership, Millis, NodeId, ResourceAd,
 use crate::net::{Fate, Network};
 use crate::observe::Observer;
 use crate::scenario::{Action, Plan, Scenario, Target};
-use crate::sched::{self, Executed, FEED_MS, Workbench};
+use crate::sched::{self, Executed, FEED_MS, Readvertise, Workbench};
 use shoal_scheduler::{Scheduler, TaskEvent, TaskKey};
 
 /// The gossip port every simulated node listens on.
@@ -190,6 +190,7 @@ enum Event {
         epoch: u64,
         task: TaskKey,
     },
+    Advertise(usize),
 }
 
 #[derive(Debug)]
@@ -425,6 +426,7 @@ impl Simulation {
             Event::SchedWake { node, epoch } => self.sched_wake(node, epoch),
             Event::SchedMsg { to, from, bytes } => self.sched_message(to, from, &bytes),
             Event::TaskExit { node, epoch, task } => self.task_exit(node, epoch, task),
+            Event::Advertise(node) => self.sched_advertise(node),
         }
     }
 
@@ -891,6 +893,8 @@ impl Simulation {
         node.feed_armed = false;
         node.members_dirty = true;
         node.advertised = Resources::default();
+        node.advertised_at = None;
+        node.advertise_due = None;
         self.arm_feed(i);
     }
 
@@ -985,11 +989,34 @@ impl Simulation {
                 self.push(at, Event::SchedWake { node: i, epoch });
             }
         }
-        let readvertise = bench.nodes[i].advertised != allocated;
-        bench.nodes[i].advertised = allocated;
+        let readvertise = sched::readvertise(&mut bench.nodes[i], self.now, allocated);
         self.bench = Some(bench);
-        if readvertise {
-            self.advertise(i, allocated);
+        match readvertise {
+            Readvertise::Now => self.advertise(i, allocated),
+            Readvertise::At(at) => self.push(at, Event::Advertise(i)),
+            Readvertise::No => {}
+        }
+    }
+
+    /// A held-back allocation change is due.
+    fn sched_advertise(&mut self, i: usize) {
+        if self.nodes[i].life == Life::Paused {
+            self.push(self.now.plus_ms(FEED_MS), Event::Advertise(i));
+            return;
+        }
+        let now = self.now;
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        let node = &mut bench.nodes[i];
+        node.advertise_due = None;
+        let Some(allocated) = node.core.as_ref().map(Scheduler::local_allocated) else {
+            return;
+        };
+        match sched::readvertise(node, now, allocated) {
+            Readvertise::Now => self.advertise(i, allocated),
+            Readvertise::At(at) => self.push(at, Event::Advertise(i)),
+            Readvertise::No => {}
         }
     }
 
@@ -1221,18 +1248,8 @@ impl Simulation {
     fn lost_acknowledged_job(&mut self, up: &[usize]) -> Option<String> {
         let bench = self.bench.as_mut()?;
         let mut lost = None;
-        let jobs: Vec<String> = bench.acknowledged.keys().cloned().collect();
-        for job in jobs {
-            let now_held: Vec<(usize, u64)> = up
-                .iter()
-                .filter(|&&i| {
-                    bench.nodes[i]
-                        .core
-                        .as_ref()
-                        .is_some_and(|c| c.tables().job(&job).is_some())
-                })
-                .map(|&i| (i, self.nodes[i].epoch))
-                .collect();
+        let up: Vec<(usize, u64)> = up.iter().map(|&i| (i, self.nodes[i].epoch)).collect();
+        for (job, now_held) in bench.acknowledged_holders(&up) {
             let before = bench.holders.get(&job).cloned().unwrap_or_default();
             let survivor = before
                 .iter()
