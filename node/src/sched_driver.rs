@@ -305,7 +305,15 @@ impl Driver {
         } else {
             far
         };
-        core.min(waiter).min(snapshot)
+        // An input within `READVERTISE_EVERY` of the last ad may have changed allocations
+        // that `readvertise` held back: wake when the period ends so the change goes out
+        // without waiting for some later input.
+        let advertise = if self.allocation_unchecked {
+            self.last_advertised + READVERTISE_EVERY
+        } else {
+            far
+        };
+        core.min(waiter).min(snapshot).min(advertise)
     }
 
     fn on_frame(&mut self, frame: Inbound) {
