@@ -282,14 +282,30 @@ fn concurrent_submissions_beyond_capacity_never_overcommit() {
             String::from_utf8_lossy(&out.stderr)
         );
     }
-    // Wait until placement settles: 18 tasks fit (6 per node: 6 × 300m = 1800m of 2000m).
-    wait_for(DEADLINE, "18 tasks running", || {
-        let n: usize = (0..4)
-            .filter_map(|j| c.job(0, &format!("hog{j}")))
-            .map(|j| running_on(&j).values().sum::<usize>())
-            .sum();
-        (n == 18).then_some(())
-    });
+    // Wait until placement settles: 18 tasks fit (6 per node: 6 × 300m = 1800m of 2000m),
+    // and every slot left pending names the resource it lacks. A slot can still be in the
+    // back-off after a rejection that raced another coordinator's placement when the 18th task
+    // starts; its next attempt must then report cpu.
+    wait_for(
+        DEADLINE,
+        "18 tasks running and every pending slot short of cpu",
+        || {
+            let jobs: Vec<_> = (0..4)
+                .filter_map(|j| c.job(0, &format!("hog{j}")))
+                .collect();
+            let running: usize = jobs
+                .iter()
+                .map(|j| running_on(j).values().sum::<usize>())
+                .sum();
+            let settled = jobs.iter().flat_map(tasks).all(|t| {
+                t["state"] != "pending"
+                    || t["pending_reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("cpu"))
+            });
+            (jobs.len() == 4 && running == 18 && settled).then_some(())
+        },
+    );
     let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
     let mut pending = Vec::new();
     for j in 0..4 {
