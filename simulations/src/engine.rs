@@ -989,9 +989,17 @@ impl Simulation {
                 self.push(at, Event::SchedWake { node: i, epoch });
             }
         }
-        let readvertise = sched::readvertise(&mut bench.nodes[i], self.now, allocated);
         self.bench = Some(bench);
-        match readvertise {
+        self.readvertise(i, allocated);
+    }
+
+    /// Puts node `i`'s allocation in its ad now, or arranges a later look (`sched::readvertise`).
+    fn readvertise(&mut self, i: usize, allocated: Resources) {
+        let now = self.now;
+        let Some(bench) = self.bench.as_mut() else {
+            return;
+        };
+        match sched::readvertise(&mut bench.nodes[i], now, allocated) {
             Readvertise::Now => self.advertise(i, allocated),
             Readvertise::At(at) => self.push(at, Event::Advertise(i)),
             Readvertise::No => {}
@@ -1004,7 +1012,6 @@ impl Simulation {
             self.push(self.now.plus_ms(FEED_MS), Event::Advertise(i));
             return;
         }
-        let now = self.now;
         let Some(bench) = self.bench.as_mut() else {
             return;
         };
@@ -1013,11 +1020,7 @@ impl Simulation {
         let Some(allocated) = node.core.as_ref().map(Scheduler::local_allocated) else {
             return;
         };
-        match sched::readvertise(node, now, allocated) {
-            Readvertise::Now => self.advertise(i, allocated),
-            Readvertise::At(at) => self.push(at, Event::Advertise(i)),
-            Readvertise::No => {}
-        }
+        self.readvertise(i, allocated);
     }
 
     fn executed(&mut self, bench: &mut Workbench, i: usize, executed: &Executed) {
