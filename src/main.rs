@@ -6,6 +6,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc instead of the system allocator: the simulator allocates and frees millions of small
+/// datagrams and ads per simulated minute, and glibc's allocator (with the page faults of its
+/// trimmed heap) was a seventh of a 1,000-node run's profile (docs/simulator.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Shoal — a masterless datacenter operating system.
 #[derive(Debug, Parser)]
 #[command(name = "shoal", version, about, propagate_version = true)]
