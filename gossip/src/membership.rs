@@ -16,17 +16,17 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use compact_str::CompactString;
-use foca::{Foca, State, Timer};
+use foca::{Foca, PostcardCodec, State, Timer};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use rustc_hash::FxHashMap;
 
 use crate::ads::{AdHandler, SharedAds};
 use crate::config::Config;
-use crate::swim_io::{Note, Outputs, TouchCodec, Touched};
+use crate::swim_io::{Note, Outputs};
 use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd};
 use crate::wire::{self, Ads, DecodeError, Sync, Want};
 
-type Swim = Foca<NodeId, TouchCodec, StdRng, AdHandler>;
+type Swim = Foca<NodeId, PostcardCodec, StdRng, AdHandler>;
 
 /// Every how many scans the whole view is reconciled with foca's member list (the safety net
 /// behind the incremental updates; see `swim_io`).
@@ -61,12 +61,11 @@ struct Indexed {
 /// name, or holds this generation at another address. A generation lives at one address; a
 /// second address for it can only come from a forged or corrupted datagram (the transport's
 /// seal stops those, unsealed simulations do not), and the view keeps the first.
-fn recorded_current(index: &FxHashMap<CompactString, Indexed>, m: &foca::Member<NodeId>) -> bool {
-    let id = m.id();
+fn recorded_current(index: &FxHashMap<CompactString, Indexed>, id: &NodeId, state: State) -> bool {
     index.get(&id.name).is_some_and(|known| {
         known.generation > id.generation
             || (known.generation == id.generation
-                && (known.addr != id.addr || same_status(known.status, m.state())))
+                && (known.addr != id.addr || same_status(known.status, state)))
     })
 }
 
@@ -170,12 +169,6 @@ pub struct Membership {
     config: Config,
     swim: Swim,
     runtime: Outputs,
-    /// Members foca decoded from datagrams since the last drain.
-    touched: Touched,
-    /// Where each member last sat in foca's member list, by address: a hint that makes the
-    /// lookup of one touched member O(1) (validated on use; foca reorders its list on inserts
-    /// and once per probe round).
-    positions: FxHashMap<SocketAddr, usize>,
     ads: SharedAds,
     own_ad: ResourceAd,
     records: BTreeMap<CompactString, Record>,
@@ -241,13 +234,11 @@ impl Membership {
         let ads = SharedAds::default();
         ads.lock().offer(ad.clone());
         ads.lock().changed.clear();
-        let codec = TouchCodec::default();
-        let touched = codec.touched.clone();
         let swim = Foca::with_custom_broadcast(
             id.clone(),
             config.foca(0, 0),
             StdRng::seed_from_u64(seed),
-            codec,
+            PostcardCodec,
             AdHandler(ads.clone()),
         );
         let mut me = Self {
@@ -255,8 +246,6 @@ impl Membership {
             config,
             swim,
             runtime: Outputs::default(),
-            touched,
-            positions: FxHashMap::default(),
             ads,
             own_ad: ad,
             records: BTreeMap::new(),
@@ -603,7 +592,7 @@ impl Membership {
             self.on_notification(note);
             notified = true;
         }
-        self.resolve_touched();
+        self.resolve_changed();
         if notified {
             self.resize_for(self.swim.num_members() + 1);
         }
@@ -643,44 +632,27 @@ impl Membership {
         }
     }
 
-    /// Brings the view up to date for the members the last foca call may have changed (see
-    /// `swim_io`): O(1) per touched member instead of a scan of all of them.
-    fn resolve_touched(&mut self) {
-        let mut touched = std::mem::take(&mut self.runtime.touched);
-        touched.append(&mut self.touched.lock());
-        if touched.is_empty() {
-            self.runtime.touched = touched;
+    /// Brings the view up to date with the members the last foca call changed (see
+    /// `swim_io`): O(1) per change instead of a scan of all members.
+    fn resolve_changed(&mut self) {
+        let mut changed = std::mem::take(&mut self.runtime.changed);
+        if changed.is_empty() {
+            self.runtime.changed = changed;
             return;
         }
-        // Duplicates are harmless: a member's second lookup finds the view already current.
+        // A member changed twice in one call (suspect, then refuted) ends in its last state:
+        // the stable sort keeps each identity's changes in order, and only the last counts.
+        changed.sort_by(|a, b| a.0.cmp(&b.0));
         let mut changes: Vec<(NodeId, State)> = Vec::new();
-        for addr in touched.drain(..) {
-            let hinted = self
-                .positions
-                .get(&addr)
-                .and_then(|&at| self.swim.iter_membership_state().nth(at))
-                .filter(|m| m.id().addr == addr);
-            let member = match hinted {
-                Some(m) => m,
-                None => {
-                    let found = self
-                        .swim
-                        .iter_membership_state()
-                        .enumerate()
-                        .find(|(_, m)| m.id().addr == addr);
-                    let Some((at, m)) = found else {
-                        self.positions.remove(&addr);
-                        continue;
-                    };
-                    self.positions.insert(addr, at);
-                    m
-                }
-            };
-            if !recorded_current(&self.index, member) {
-                changes.push((member.id().clone(), member.state()));
+        let mut rest = changed.drain(..).peekable();
+        while let Some((id, state)) = rest.next() {
+            let superseded = rest.peek().is_some_and(|(next, _)| *next == id);
+            if !superseded && !recorded_current(&self.index, &id, state) {
+                changes.push((id, state));
             }
         }
-        self.runtime.touched = touched;
+        drop(rest);
+        self.runtime.changed = changed;
         self.apply_changes(changes);
     }
 
@@ -841,13 +813,13 @@ impl Membership {
     }
 
     /// Reconciles the whole view with foca's membership state, emitting status events, and
-    /// returns how many members it changed. The incremental updates (`resolve_touched`) keep
+    /// returns how many members it changed. The incremental updates (`resolve_changed`) keep
     /// the view current; this is the periodic safety net behind them.
     fn refresh_view(&mut self) -> usize {
         let changes: Vec<(NodeId, State)> = self
             .swim
             .iter_membership_state()
-            .filter(|m| !recorded_current(&self.index, m))
+            .filter(|m| !recorded_current(&self.index, m.id(), m.state()))
             .map(|m| (m.id().clone(), m.state()))
             .collect();
         let n = changes.len();
@@ -970,9 +942,6 @@ impl Membership {
         for m in &downs {
             tracing::info!(member = %m.id(), "suspicion outlived every timeout; declaring down");
         }
-        self.runtime
-            .touched
-            .extend(downs.iter().map(|m| m.id().addr));
         self.swim_call(|swim, rt| swim.apply_many(downs.into_iter(), true, rt));
     }
 

@@ -1,6 +1,7 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
+// Modified for Shoal (see vendor/README.md): `Notification::MemberChanged` on every applied update.
 //! Foca is a building block for your gossip-based cluster discovery. It's
 //! a small library-first crate that implements the SWIM protocol along
 //! with its useful extensions (`SWIM+Inf.+Susp.`).
@@ -1249,6 +1250,9 @@ where
         let id = update.id().clone();
 
         if summary.apply_successful {
+            // The applied update is the member as it now is: a successful
+            // apply sets its identity, incarnation and state to the update's.
+            runtime.notify(Notification::MemberChanged(&update));
             #[cfg(feature = "tracing")]
             tracing::trace!(
                 update = tracing::field::debug(&update),
@@ -2289,6 +2293,41 @@ mod tests {
             config().remove_down_after.unwrap()
         );
 
+        Ok(())
+    }
+
+    #[test]
+    fn member_changed_fires_for_applied_updates_only() -> Result<()> {
+        let mut foca = Foca::new(ID::new(1), config(), rng(), codec());
+        let mut runtime = AccumulatingRuntime::new();
+
+        // A new member is a change.
+        foca.apply(Member::alive(ID::new(2)), &mut runtime)?;
+        expect_notification!(runtime, Notification::MemberChanged(&Member::alive(ID::new(2))));
+
+        // News to nobody (same incarnation, same state) is not.
+        runtime.clear();
+        foca.apply(Member::alive(ID::new(2)), &mut runtime)?;
+        reject_notification!(runtime, Notification::MemberChanged(&Member::alive(ID::new(2))));
+
+        // Suspicion, its refutation and going down each are, as the member now is.
+        runtime.clear();
+        foca.apply(Member::suspect(ID::new(2)), &mut runtime)?;
+        expect_notification!(runtime, Notification::MemberChanged(&Member::suspect(ID::new(2))));
+        let refuted = Member::new(ID::new(2), 1, State::Alive);
+        foca.apply(refuted.clone(), &mut runtime)?;
+        expect_notification!(runtime, Notification::MemberChanged(&refuted));
+        let down = Member::new(ID::new(2), 1, State::Down);
+        foca.apply(down.clone(), &mut runtime)?;
+        expect_notification!(runtime, Notification::MemberChanged(&down));
+
+        // Down is terminal: a later alive update changes nothing.
+        runtime.clear();
+        foca.apply(Member::new(ID::new(2), 5, State::Alive), &mut runtime)?;
+        reject_notification!(
+            runtime,
+            Notification::MemberChanged(&Member::new(ID::new(2), 5, State::Alive))
+        );
         Ok(())
     }
 

@@ -1,6 +1,7 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
+// Modified for Shoal (see vendor/README.md): `Notification::MemberChanged`.
 use alloc::collections::VecDeque;
 use core::{cmp::Ordering, time::Duration};
 
@@ -8,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 #[cfg(feature = "unstable-notifications")]
 use crate::{Header, ProbeNumber};
-use crate::{Identity, Incarnation};
+use crate::{Identity, Incarnation, Member};
 
 /// A Runtime is Foca's gateway to the real world: here is where
 /// implementations decide how to interact with the network, the
@@ -127,6 +128,13 @@ pub enum Notification<'a, T> {
     /// `Identity::renew()` functionality.
     Rejoin(&'a T),
 
+    /// Foca applied an update that changed a member's state, incarnation or
+    /// identity (or added it); the member as it now is. Fired for every such
+    /// update, before any `MemberUp`, `MemberDown` or `Rename` it causes, so a
+    /// runtime can mirror the member list without scanning it.
+    /// (Added for Shoal, see vendor/README.md.)
+    MemberChanged(&'a Member<T>),
+
     #[cfg(feature = "unstable-notifications")]
     /// Foca successfully decoded data received via [`crate::Foca::handle_data`]
     ///
@@ -163,6 +171,7 @@ where
             Notification::Idle => OwnedNotification::Idle,
             Notification::Defunct => OwnedNotification::Defunct,
             Notification::Rejoin(id) => OwnedNotification::Rejoin(id.clone()),
+            Notification::MemberChanged(m) => OwnedNotification::MemberChanged(m.clone()),
             #[cfg(feature = "unstable-notifications")]
             Notification::DataReceived(h) => OwnedNotification::DataReceived(h.clone()),
             #[cfg(feature = "unstable-notifications")]
@@ -192,6 +201,8 @@ pub enum OwnedNotification<T> {
     Defunct,
     /// See [`Notification::Rejoin`]
     Rejoin(T),
+    /// See [`Notification::MemberChanged`]
+    MemberChanged(Member<T>),
     #[cfg(feature = "unstable-notifications")]
     /// See [`Notification::DataReceived`]
     DataReceived(Header<T>),
