@@ -22,5 +22,5 @@ pub mod wire;
 pub use compact_str::CompactString;
 pub use config::Config;
 pub use membership::{MemberEvent, Membership, Stats, Transmit};
-pub use types::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd, Resources};
+pub use types::{Attributes, MemberInfo, MemberStatus, Millis, NodeId, ResourceAd, Resources};
 pub use wire::DecodeError;

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use compact_str::CompactString;
 use serde::{Deserialize, Serialize};
@@ -102,6 +103,11 @@ impl Resources {
     }
 }
 
+/// A node's operator attributes (`rack=r1`, …), behind an `Arc`: cloning an ad (every
+/// member list does) shares them instead of copying a B-tree, and comparing two clones of
+/// one ad compares a pointer. Serialised as the map itself.
+pub type Attributes = Arc<BTreeMap<String, String>>;
+
 /// What a node advertises about itself, disseminated as a versioned broadcast. The newest
 /// `(generation, version)` for a node name wins everywhere.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -116,8 +122,9 @@ pub struct ResourceAd {
     pub capacity: Resources,
     /// Resources currently allocated to admitted work.
     pub allocated: Resources,
-    /// Operator attributes such as `rack=r1`, `zone=eu-1`.
-    pub attributes: BTreeMap<String, String>,
+    /// Operator attributes such as `rack=r1`, `zone=eu-1`, shared: they rarely change, and
+    /// every member list and scheduler view holds each member's ad.
+    pub attributes: Attributes,
     /// A draining node accepts no new work.
     pub draining: bool,
     /// Set by a node that leaves the cluster on purpose (SIGINT/SIGTERM).
@@ -143,7 +150,7 @@ impl ResourceAd {
             version: 1,
             capacity,
             allocated: Resources::default(),
-            attributes: BTreeMap::new(),
+            attributes: Attributes::default(),
             draining: false,
             left: false,
             quic_addr: None,

@@ -275,7 +275,7 @@ mod tests {
                             disk_mib: d,
                         },
                         allocated: Resources::default(),
-                        attributes,
+                        attributes: attributes.into(),
                         draining,
                         left,
                         quic_addr: quic,
@@ -341,7 +341,7 @@ mod tests {
         }
         let ad = ResourceAd {
             generation: 1,
-            attributes,
+            attributes: attributes.into(),
             ..ResourceAd::new("n1", Resources::default())
         };
         let err = check_ad(&ad).unwrap_err().to_string();

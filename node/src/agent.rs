@@ -298,7 +298,7 @@ fn initial_ad(config: &AgentConfig, quic_addr: SocketAddr, http_addr: SocketAddr
         disk_mib: config.disk_mib.unwrap_or(machine.disk_mib),
     };
     ResourceAd {
-        attributes: config.attributes.clone(),
+        attributes: config.attributes.clone().into(),
         quic_addr: Some(quic_addr),
         http_addr: Some(http_addr),
         ..ResourceAd::new(config.name.clone(), capacity)

@@ -100,7 +100,7 @@ impl From<&MemberInfo> for NodeView {
                 capacity: ad.map(|a| a.capacity).unwrap_or_default(),
                 allocated: ad.map(|a| a.allocated).unwrap_or_default(),
             },
-            attributes: ad.map(|a| a.attributes.clone()).unwrap_or_default(),
+            attributes: ad.map(|a| (*a.attributes).clone()).unwrap_or_default(),
             draining: ad.is_some_and(|a| a.draining),
             last_update_ms: m.last_update.0,
             quic_addr: ad.and_then(|a| a.quic_addr),

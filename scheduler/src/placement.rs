@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use serde::Serialize;
-use shoal_gossip::{Millis, Resources};
+use shoal_gossip::{Attributes, Millis, Resources};
 
 use crate::hash::mix64;
 use crate::spec::{JobSpec, PlacementStrategy};
@@ -27,8 +27,8 @@ pub(crate) struct NodeView {
     pub(crate) capacity: Resources,
     /// Advertised allocation (may lag; the placer takes the max with its own knowledge).
     pub(crate) advertised: Resources,
-    /// Operator attributes.
-    pub(crate) attributes: BTreeMap<String, String>,
+    /// Operator attributes (shared with the ad they came from).
+    pub(crate) attributes: Attributes,
     /// Accepts no new work.
     pub(crate) draining: bool,
 }
@@ -283,7 +283,7 @@ mod tests {
                 disk_mib: 0,
             },
             advertised: Resources::default(),
-            attributes: [("rack".to_string(), rack.to_string())].into(),
+            attributes: BTreeMap::from([("rack".to_string(), rack.to_string())]).into(),
             draining: false,
         }
     }

@@ -266,7 +266,7 @@ impl Cluster {
                         version: n.ad_version,
                         capacity: n.capacity,
                         allocated: n.sched.local_allocated(),
-                        attributes: n.attributes.clone(),
+                        attributes: n.attributes.clone().into(),
                         draining: false,
                         left: false,
                         quic_addr: None,

@@ -449,9 +449,11 @@ impl Simulation {
                 disk_mib: shape.disk_mib,
             },
             allocated: Resources::default(),
-            attributes: [("rack".to_string(), self.nodes[i].rack.clone())]
-                .into_iter()
-                .collect(),
+            attributes: std::sync::Arc::new(
+                [("rack".to_string(), self.nodes[i].rack.clone())]
+                    .into_iter()
+                    .collect(),
+            ),
             draining: false,
             left: false,
             quic_addr: None,

@@ -201,7 +201,7 @@ fn resource_changes_converge_over_lossy_links() {
     net.run(10_000);
     let mut changed = net.node(5).own_ad().clone();
     changed.capacity.cpu_millicores = 424_242;
-    changed.attributes.insert("rack".into(), "r9".into());
+    std::sync::Arc::make_mut(&mut changed.attributes).insert("rack".into(), "r9".into());
     let now = net.now;
     net.nodes[5].as_mut().unwrap().set_ad(now, changed).unwrap();
     net.run(40_000);
