@@ -968,6 +968,7 @@ where
         // the borrow checker. And then put it back in its place, so
         // that we can keep reusing its already-allocated space.
         let mut updates = mem::take(&mut self.updates_buf);
+        self.members.warm(&updates);
         self.apply_many(updates.drain(..), true, &mut runtime)?;
         debug_assert_eq!(
             0,

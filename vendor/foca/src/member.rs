@@ -3,7 +3,8 @@
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
 // Modified for Shoal (see vendor/README.md): `Members` keeps an index from
 // address to position, so finding a member is O(1) instead of a scan, and
-// choosing a few random members samples positions instead of all members.
+// choosing a few random members samples positions instead of all members;
+// `warm` reads the entries a batch of updates is about before applying it.
 extern crate alloc;
 use alloc::vec::Vec;
 use hashbrown::HashMap;
@@ -190,6 +191,18 @@ where
         for &at in positions {
             if let Some(member) = self.inner.get(at) {
                 self.positions.insert(member.id.addr(), at);
+            }
+        }
+    }
+
+    /// Reads the list entries of the members `updates` are about (Shoal's patch),
+    /// before they are applied one by one. In a large cluster they are rarely in
+    /// cache; these lookups do not depend on each other, so the CPU overlaps their
+    /// misses, where applying each update in turn waits for its own.
+    pub(crate) fn warm(&self, updates: &[Member<T>]) {
+        for update in updates {
+            if let Some(&at) = self.positions.get(&update.id.addr()) {
+                core::hint::black_box(self.inner.get(at).map(|m| m.incarnation));
             }
         }
     }
