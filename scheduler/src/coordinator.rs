@@ -17,7 +17,7 @@ use shoal_gossip::{Millis, Resources};
 
 use crate::config::ms;
 use crate::hash::{StableHasher, rendezvous};
-use crate::ids::{AttemptId, SlotKey};
+use crate::ids::{AttemptId, Name, SlotKey};
 use crate::placement::{PendingReason, Request, count_by_node, place};
 use crate::scheduler::{ExecCommand, KillReason, LocalTask, Retry, Scheduler, Wake};
 use crate::slot::{RejectionBackoff, SlotStatus, slot_status};
@@ -118,16 +118,16 @@ impl Scheduler {
 
     /// Jobs to examine, highest priority first.
     fn run_work(&mut self, work: crate::scheduler::Work) {
-        let mut jobs: BTreeSet<String> = work.jobs;
+        let mut jobs: BTreeSet<Name> = work.jobs;
         if work.everything {
-            jobs.extend(self.tables().job_ids().into_iter().map(str::to_string));
+            jobs.extend(self.tables().job_ids().into_iter().map(Name::from));
             jobs.extend(self.ledger.keys().map(|id| id.job.clone()));
         }
-        let mut slots: BTreeMap<String, Vec<SlotKey>> = BTreeMap::new();
+        let mut slots: BTreeMap<Name, Vec<SlotKey>> = BTreeMap::new();
         for key in work.slots.into_iter().filter(|k| !jobs.contains(&k.job)) {
             slots.entry(key.job.clone()).or_default().push(key);
         }
-        let mut order: Vec<(u32, String, bool)> = jobs
+        let mut order: Vec<(u32, Name, bool)> = jobs
             .into_iter()
             .map(|j| (0, j, true))
             .chain(slots.keys().map(|j| (0, j.clone(), false)))
@@ -179,7 +179,7 @@ impl Scheduler {
         if let Some(mut ctx) = ctx {
             for slot in 0..ctx.entry.spec.count {
                 let key = SlotKey {
-                    job: job.to_string(),
+                    job: job.into(),
                     incarnation: ctx.incarnation,
                     slot,
                 };
@@ -321,7 +321,7 @@ impl Scheduler {
             incarnation: id.incarnation,
             slot: 0,
             attempt: 0,
-            placer: String::new(),
+            placer: Name::default(),
         };
         self.ledger
             .range(from..)
@@ -474,7 +474,7 @@ impl Scheduler {
     /// Act on one slot if this node coordinates it. Returns whether the slot is final.
     fn coordinate_slot(&mut self, ctx: &mut JobCtx, slot: u32) -> bool {
         let key = SlotKey {
-            job: ctx.entry.spec.id.clone(),
+            job: ctx.entry.spec.id.as_str().into(),
             incarnation: ctx.incarnation,
             slot,
         };
@@ -631,10 +631,10 @@ impl Scheduler {
             incarnation: key.incarnation,
             slot: key.slot,
             attempt,
-            placer: self.node.clone(),
+            placer: self.node.as_str().into(),
         };
         let assignment = Assignment {
-            target: target.clone(),
+            target: target.as_str().into(),
             resources: ctx.entry.spec.resources.to_resources(),
             epoch: ctx.entry.epoch.clone(),
         };
@@ -687,7 +687,7 @@ impl Scheduler {
                 incarnation,
             });
         } else {
-            self.timers.insert((at, Wake::Job(job.to_string())));
+            self.timers.insert((at, Wake::Job(job.into())));
         }
     }
 
@@ -715,7 +715,7 @@ impl Scheduler {
         let mut cursor = start;
         while cursor < entry.spec.count {
             let slot = SlotKey {
-                job: job.to_string(),
+                job: job.into(),
                 incarnation,
                 slot: cursor,
             };

@@ -10,7 +10,7 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd, Resources};
 
 use crate::config::{SchedulerConfig, ms};
 use crate::hash::{Rng, StableHasher, name_hash};
-use crate::ids::{ActorId, AttemptId, Dot, HlcClock, SlotKey, Stamp, TaskKey, VersionVector};
+use crate::ids::{ActorId, AttemptId, Dot, HlcClock, Name, SlotKey, Stamp, TaskKey, VersionVector};
 use crate::message::Message;
 use crate::placement::{NodeView, PendingReason};
 use crate::spec::{JobSpec, NeverFitsError, SpecError};
@@ -188,7 +188,7 @@ pub(crate) enum Wake {
     /// A slot's back-off ends.
     Slot(SlotKey),
     /// A job's GC grace ends.
-    Job(String),
+    Job(Name),
     /// Check tombstones.
     Tombstones,
 }
@@ -197,7 +197,7 @@ pub(crate) enum Wake {
 #[derive(Debug, Default)]
 pub(crate) struct Work {
     pub(crate) everything: bool,
-    pub(crate) jobs: BTreeSet<String>,
+    pub(crate) jobs: BTreeSet<Name>,
     pub(crate) slots: BTreeSet<SlotKey>,
 }
 
@@ -310,7 +310,7 @@ impl Scheduler {
     pub fn new(node: String, config: SchedulerConfig, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let actor = ActorId {
-            node: node.clone(),
+            node: node.as_str().into(),
             incarnation: rng.next_u64(),
         };
         let limits = ReplicaLimits {
@@ -906,7 +906,7 @@ impl Scheduler {
             if actor.node != self.node {
                 let counter = self.tables().clock().get(&actor);
                 self.outbox
-                    .push_back((actor.node.clone(), Message::Ack { actor, counter }));
+                    .push_back((actor.node.to_string(), Message::Ack { actor, counter }));
             }
         }
         if overflow {

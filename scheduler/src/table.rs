@@ -26,7 +26,7 @@ use crdts::{CmRDT, CvRDT};
 use serde::{Deserialize, Serialize};
 use shoal_gossip::Resources;
 
-use crate::ids::{ActorId, AttemptId, Dot, SlotKey, Stamp, VersionVector};
+use crate::ids::{ActorId, AttemptId, Dot, Name, SlotKey, Stamp, VersionVector};
 use crate::spec::JobSpec;
 
 /// A job id plus incarnation.
@@ -61,7 +61,7 @@ impl JobEntry {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Assignment {
     /// Node name that must admit and run it.
-    pub target: String,
+    pub target: Name,
     /// Resources reserved on the target.
     pub resources: Resources,
     /// Job epoch the attempt was placed for.
@@ -302,7 +302,7 @@ impl Tables {
         incarnation: u64,
     ) -> impl Iterator<Item = (&'a AttemptId, &'a Assignment)> + 'a {
         let start = SlotKey {
-            job: job.to_string(),
+            job: job.into(),
             incarnation,
             slot: 0,
         }
@@ -556,7 +556,7 @@ impl CmRDT for Tables {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Touch {
     /// A job write or purge.
-    Job(String),
+    Job(Name),
     /// An attempt's assignment or state.
     Attempt(AttemptId),
     /// A state merge: re-examine everything.
@@ -738,7 +738,8 @@ impl Replica {
                     self.touched.insert(Touch::Attempt(id.clone()));
                 }
                 OpBody::Job { entry, .. } => {
-                    self.touched.insert(Touch::Job(entry.spec.id.clone()));
+                    self.touched
+                        .insert(Touch::Job(entry.spec.id.as_str().into()));
                 }
                 OpBody::Floor { slot, .. } => {
                     self.rebuild_usage();
@@ -746,7 +747,7 @@ impl Replica {
                 }
                 OpBody::Purge { job, .. } => {
                     self.rebuild_usage();
-                    self.touched.insert(Touch::Job(job.clone()));
+                    self.touched.insert(Touch::Job(job.as_str().into()));
                 }
             }
         }
@@ -943,7 +944,7 @@ mod tests {
 
     fn actor(n: u8) -> ActorId {
         ActorId {
-            node: format!("n{n}"),
+            node: format!("n{n}").into(),
             incarnation: 7,
         }
     }
@@ -967,11 +968,11 @@ mod tests {
 
     fn attempt(job: u8, inc: u64, slot: u32, n: u32, placer: u8) -> AttemptId {
         AttemptId {
-            job: format!("j{job}"),
+            job: format!("j{job}").into(),
             incarnation: inc,
             slot,
             attempt: n,
-            placer: format!("n{placer}"),
+            placer: format!("n{placer}").into(),
         }
     }
 
@@ -995,7 +996,7 @@ mod tests {
             OpBody::Assign {
                 id: attempt(j, i, s, n, p),
                 assignment: Assignment {
-                    target: format!("n{target}"),
+                    target: format!("n{target}").into(),
                     resources: Resources {
                         cpu_millicores: cpu,
                         memory_mib: 1,
@@ -1021,7 +1022,7 @@ mod tests {
             (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u32..3).prop_map(|(j, i, s, below, failures)| {
                 OpBody::Floor {
                     slot: SlotKey {
-                        job: format!("j{j}"),
+                        job: format!("j{j}").into(),
                         incarnation: i,
                         slot: s,
                     },
