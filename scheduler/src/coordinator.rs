@@ -164,7 +164,7 @@ impl Scheduler {
 
     /// A whole job: fencing of local tasks, every slot, GC of every incarnation.
     fn reconcile_job(&mut self, job: &str) {
-        self.check_ledger(job, |_| true);
+        self.check_ledger(job);
         self.done_cursor.retain(|(j, _), _| j != job);
         let incarnations: Vec<u64> = self.tables().incarnations(job).map(|(i, _)| i).collect();
         let ctx = self.job_ctx(job);
@@ -197,8 +197,7 @@ impl Scheduler {
 
     /// Some slots of a job.
     fn reconcile_slots(&mut self, job: &str, keys: &[SlotKey]) {
-        let slots: BTreeSet<(u64, u32)> = keys.iter().map(|k| (k.incarnation, k.slot)).collect();
-        self.check_ledger(job, |id| slots.contains(&(id.incarnation, id.slot)));
+        self.check_ledger_slots(keys);
         let Some((incarnation, count, stopped)) = self
             .tables()
             .job(job)
@@ -389,17 +388,41 @@ impl Scheduler {
         }
     }
 
-    /// Kill local tasks of `job` (matching `filter`) that are no longer current.
-    fn check_ledger(&mut self, job: &str, filter: impl Fn(&AttemptId) -> bool) {
+    /// Kill local tasks of `job` that are no longer current.
+    fn check_ledger(&mut self, job: &str) {
         // The ledger holds this node's tasks only (a few dozen), ordered by incarnation first:
-        // the tasks of one job id across its incarnations are not contiguous, so scan it,
-        // asking the caller's (integer) filter before comparing job ids.
+        // the tasks of one job id across its incarnations are not contiguous, so scan it.
         let doomed: Vec<(AttemptId, KillReason)> = self
             .ledger
             .iter()
-            .filter(|(id, t)| !t.killing && filter(id) && id.job == job)
+            .filter(|(id, t)| !t.killing && id.job == job)
             .filter_map(|(id, _)| self.kill_reason(id).map(|r| (id.clone(), r)))
             .collect();
+        self.kill_doomed(doomed);
+    }
+
+    /// Kill local tasks of these slots that are no longer current. Every replica asks this
+    /// for every slot change it hears of, and this node almost never runs the slot: a range
+    /// lookup per slot instead of a scan of the ledger. `keys` are distinct and sorted, so
+    /// the kills come in ledger order, as from [`Scheduler::check_ledger`].
+    fn check_ledger_slots(&mut self, keys: &[SlotKey]) {
+        if self.ledger.is_empty() {
+            return;
+        }
+        let mut doomed: Vec<(AttemptId, KillReason)> = Vec::new();
+        for key in keys {
+            for (id, t) in self.ledger.range(key.first_attempt()..key.end_attempt()) {
+                if !t.killing
+                    && let Some(reason) = self.kill_reason(id)
+                {
+                    doomed.push((id.clone(), reason));
+                }
+            }
+        }
+        self.kill_doomed(doomed);
+    }
+
+    fn kill_doomed(&mut self, doomed: Vec<(AttemptId, KillReason)>) {
         for (task, reason) in doomed {
             if let Some(t) = self.ledger.get_mut(&task) {
                 t.killing = true;

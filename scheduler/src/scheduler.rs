@@ -433,7 +433,7 @@ impl Scheduler {
                 && (cur.status == m.status || m.id.name == node)
                 && match (&cur.ad, &m.ad) {
                     (None, None) => true,
-                    (Some(a), Some(b)) => same_shape(a, b),
+                    (Some(a), Some(b)) => same_version(a, b) || same_shape(a, b),
                     _ => false,
                 }
         };
@@ -443,7 +443,11 @@ impl Scheduler {
         let Members { all, nodes, .. } = &mut self.members;
         let mut k = 0;
         for (cur, m) in all.values_mut().zip(members) {
-            if cur.ad == m.ad && cur.last_update == m.last_update {
+            let same_ad = match (&cur.ad, &m.ad) {
+                (Some(a), Some(b)) => same_version(a, b),
+                (a, b) => a == b,
+            };
+            if same_ad && cur.last_update == m.last_update {
                 continue;
             }
             let status = cur.status;
@@ -1024,6 +1028,14 @@ impl Scheduler {
             self.timers.insert((at, Wake::PendingRetry));
         }
     }
+}
+
+/// Whether two ads are the same version of one node's ad, hence equal: the membership core
+/// stores an ad only when its `(generation, version)` is newer than the one it holds, so one
+/// view never shows two contents under one version. Comparing the attribute maps of every
+/// member on every feed was most of `handle_members`.
+fn same_version(a: &ResourceAd, b: &ResourceAd) -> bool {
+    a.key() == b.key() && a.node == b.node
 }
 
 /// Whether two ads of one member agree on everything placement and liveness derive from.
