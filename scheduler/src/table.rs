@@ -275,7 +275,7 @@ impl Tables {
     /// Job ids with at least one live incarnation, sorted.
     #[must_use]
     pub fn job_ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
+        let mut ids: Vec<&str> = self.jobs.keys().map(Name::as_str).collect();
         ids.sort_unstable();
         ids
     }
@@ -402,10 +402,10 @@ impl Tables {
         {
             return false;
         }
-        if !self.jobs.contains_key(&entry.spec.id) {
-            self.jobs.insert(entry.spec.id.clone(), Vec::new());
+        if !self.jobs.contains_key(entry.spec.id.as_str()) {
+            self.jobs.insert(entry.spec.id.as_str().into(), Vec::new());
         }
-        let Some(incs) = self.jobs.get_mut(&entry.spec.id) else {
+        let Some(incs) = self.jobs.get_mut(entry.spec.id.as_str()) else {
             return false;
         };
         match incs.binary_search_by_key(&incarnation, |(inc, _)| *inc) {
@@ -636,13 +636,15 @@ pub(crate) enum Received {
     Overflow,
 }
 
-/// Job id → its live incarnations. Looked up; iterated only through [`sorted_jobs`].
+/// Job id → its live incarnations. Looked up; iterated only through [`sorted_jobs`]. Ids are
+/// inline [`Name`]s: sorting them (every view, and the simulator's checker every second on
+/// every replica) then compares bytes already in cache.
 #[allow(clippy::disallowed_types)]
-type JobMap = rustc_hash::FxHashMap<String, Incarnations>;
+type JobMap = rustc_hash::FxHashMap<Name, Incarnations>;
 
 /// The jobs in id order.
-fn sorted_jobs(jobs: &JobMap) -> Vec<(&String, &Incarnations)> {
-    let mut v: Vec<(&String, &Incarnations)> = jobs.iter().collect();
+fn sorted_jobs(jobs: &JobMap) -> Vec<(&Name, &Incarnations)> {
+    let mut v: Vec<(&Name, &Incarnations)> = jobs.iter().collect();
     v.sort_unstable_by(|a, b| a.0.cmp(b.0));
     v
 }
@@ -1077,7 +1079,7 @@ mod flat_jobs {
         let mut jobs = JobMap::default();
         for ((id, inc), e) in flat {
             // The flat map is sorted by (id, incarnation): each list comes out sorted.
-            jobs.entry(id).or_default().push((inc, e));
+            jobs.entry(id.into()).or_default().push((inc, e));
         }
         Ok(jobs)
     }
