@@ -34,11 +34,11 @@ pub fn attempt_of(key: &executor::TaskKey) -> Option<TaskKey> {
     let mut parts = key.job.splitn(3, '.');
     let (job, incarnation, placer) = (parts.next()?, parts.next()?, parts.next()?);
     Some(TaskKey {
-        job: job.to_string(),
+        job: job.into(),
         incarnation: incarnation.parse().ok()?,
         slot: key.slot,
         attempt: key.attempt,
-        placer: placer.to_string(),
+        placer: placer.into(),
     })
 }
 

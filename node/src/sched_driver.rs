@@ -357,7 +357,7 @@ impl Driver {
             .assignments()
             .filter(|(id, _)| id.job == job && id.slot == slot)
             .max_by(|a, b| a.0.cmp(b.0))
-            .map(|(id, a)| (id.clone(), a.target.clone()))
+            .map(|(id, a)| (id.clone(), a.target.to_string()))
     }
 
     /// Accepts a job: the spec is committed to the store *before* the core writes it, so a

@@ -17,7 +17,7 @@ use shoal_gossip::{Millis, Resources};
 
 use crate::config::ms;
 use crate::hash::{StableHasher, rendezvous};
-use crate::ids::{AttemptId, SlotKey};
+use crate::ids::{AttemptId, Name, SlotKey};
 use crate::placement::{PendingReason, Request, count_by_node, place};
 use crate::scheduler::{ExecCommand, KillReason, LocalTask, Retry, Scheduler, Wake};
 use crate::slot::{RejectionBackoff, SlotStatus, slot_status};
@@ -118,16 +118,16 @@ impl Scheduler {
 
     /// Jobs to examine, highest priority first.
     fn run_work(&mut self, work: crate::scheduler::Work) {
-        let mut jobs: BTreeSet<String> = work.jobs;
+        let mut jobs: BTreeSet<Name> = work.jobs;
         if work.everything {
-            jobs.extend(self.tables().job_ids().into_iter().map(str::to_string));
+            jobs.extend(self.tables().job_ids().into_iter().map(Name::from));
             jobs.extend(self.ledger.keys().map(|id| id.job.clone()));
         }
-        let mut slots: BTreeMap<String, Vec<SlotKey>> = BTreeMap::new();
+        let mut slots: BTreeMap<Name, Vec<SlotKey>> = BTreeMap::new();
         for key in work.slots.into_iter().filter(|k| !jobs.contains(&k.job)) {
             slots.entry(key.job.clone()).or_default().push(key);
         }
-        let mut order: Vec<(u32, String, bool)> = jobs
+        let mut order: Vec<(u32, Name, bool)> = jobs
             .into_iter()
             .map(|j| (0, j, true))
             .chain(slots.keys().map(|j| (0, j.clone(), false)))
@@ -164,7 +164,7 @@ impl Scheduler {
 
     /// A whole job: fencing of local tasks, every slot, GC of every incarnation.
     fn reconcile_job(&mut self, job: &str) {
-        self.check_ledger(job, |_| true);
+        self.check_ledger(job);
         self.done_cursor.retain(|(j, _), _| j != job);
         let incarnations: Vec<u64> = self.tables().incarnations(job).map(|(i, _)| i).collect();
         let ctx = self.job_ctx(job);
@@ -179,7 +179,7 @@ impl Scheduler {
         if let Some(mut ctx) = ctx {
             for slot in 0..ctx.entry.spec.count {
                 let key = SlotKey {
-                    job: job.to_string(),
+                    job: job.into(),
                     incarnation: ctx.incarnation,
                     slot,
                 };
@@ -197,8 +197,7 @@ impl Scheduler {
 
     /// Some slots of a job.
     fn reconcile_slots(&mut self, job: &str, keys: &[SlotKey]) {
-        let slots: BTreeSet<(u64, u32)> = keys.iter().map(|k| (k.incarnation, k.slot)).collect();
-        self.check_ledger(job, |id| slots.contains(&(id.incarnation, id.slot)));
+        self.check_ledger_slots(keys);
         let Some((incarnation, count, stopped)) = self
             .tables()
             .job(job)
@@ -321,7 +320,7 @@ impl Scheduler {
             incarnation: id.incarnation,
             slot: 0,
             attempt: 0,
-            placer: String::new(),
+            placer: Name::default(),
         };
         self.ledger
             .range(from..)
@@ -389,17 +388,41 @@ impl Scheduler {
         }
     }
 
-    /// Kill local tasks of `job` (matching `filter`) that are no longer current.
-    fn check_ledger(&mut self, job: &str, filter: impl Fn(&AttemptId) -> bool) {
+    /// Kill local tasks of `job` that are no longer current.
+    fn check_ledger(&mut self, job: &str) {
         // The ledger holds this node's tasks only (a few dozen), ordered by incarnation first:
-        // the tasks of one job id across its incarnations are not contiguous, so scan it,
-        // asking the caller's (integer) filter before comparing job ids.
+        // the tasks of one job id across its incarnations are not contiguous, so scan it.
         let doomed: Vec<(AttemptId, KillReason)> = self
             .ledger
             .iter()
-            .filter(|(id, t)| !t.killing && filter(id) && id.job == job)
+            .filter(|(id, t)| !t.killing && id.job == job)
             .filter_map(|(id, _)| self.kill_reason(id).map(|r| (id.clone(), r)))
             .collect();
+        self.kill_doomed(doomed);
+    }
+
+    /// Kill local tasks of these slots that are no longer current. Every replica asks this
+    /// for every slot change it hears of, and this node almost never runs the slot: a range
+    /// lookup per slot instead of a scan of the ledger. `keys` are distinct and sorted, so
+    /// the kills come in ledger order, as from [`Scheduler::check_ledger`].
+    fn check_ledger_slots(&mut self, keys: &[SlotKey]) {
+        if self.ledger.is_empty() {
+            return;
+        }
+        let mut doomed: Vec<(AttemptId, KillReason)> = Vec::new();
+        for key in keys {
+            for (id, t) in self.ledger.range(key.first_attempt()..key.end_attempt()) {
+                if !t.killing
+                    && let Some(reason) = self.kill_reason(id)
+                {
+                    doomed.push((id.clone(), reason));
+                }
+            }
+        }
+        self.kill_doomed(doomed);
+    }
+
+    fn kill_doomed(&mut self, doomed: Vec<(AttemptId, KillReason)>) {
         for (task, reason) in doomed {
             if let Some(t) = self.ledger.get_mut(&task) {
                 t.killing = true;
@@ -474,7 +497,7 @@ impl Scheduler {
     /// Act on one slot if this node coordinates it. Returns whether the slot is final.
     fn coordinate_slot(&mut self, ctx: &mut JobCtx, slot: u32) -> bool {
         let key = SlotKey {
-            job: ctx.entry.spec.id.clone(),
+            job: ctx.entry.spec.id.as_str().into(),
             incarnation: ctx.incarnation,
             slot,
         };
@@ -631,10 +654,10 @@ impl Scheduler {
             incarnation: key.incarnation,
             slot: key.slot,
             attempt,
-            placer: self.node.clone(),
+            placer: self.node.as_str().into(),
         };
         let assignment = Assignment {
-            target: target.clone(),
+            target: target.as_str().into(),
             resources: ctx.entry.spec.resources.to_resources(),
             epoch: ctx.entry.epoch.clone(),
         };
@@ -687,7 +710,7 @@ impl Scheduler {
                 incarnation,
             });
         } else {
-            self.timers.insert((at, Wake::Job(job.to_string())));
+            self.timers.insert((at, Wake::Job(job.into())));
         }
     }
 
@@ -715,7 +738,7 @@ impl Scheduler {
         let mut cursor = start;
         while cursor < entry.spec.count {
             let slot = SlotKey {
-                job: job.to_string(),
+                job: job.into(),
                 incarnation,
                 slot: cursor,
             };

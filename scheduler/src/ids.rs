@@ -7,6 +7,12 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 use shoal_gossip::Millis;
 
+/// A job id or node name inside the tables' keys: up to 24 bytes are stored inline (job ids
+/// and node names almost always fit), longer ones on the heap. Every replica compares and
+/// clones these keys for every op it applies; a heap string made each comparison a cache miss
+/// and each clone an allocation. Same order, equality and serde bytes as `String`.
+pub type Name = compact_str::CompactString;
+
 /// The writer of replicated ops: one incarnation of one node's scheduler.
 ///
 /// The incarnation is drawn from the scheduler's seed on every start (including a restore from
@@ -20,7 +26,7 @@ use shoal_gossip::Millis;
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ActorId {
     /// Node name.
-    pub node: String,
+    pub node: Name,
     /// Random per-start incarnation.
     pub incarnation: u64,
 }
@@ -134,7 +140,7 @@ impl PartialOrd for Stamp {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct AttemptId {
     /// Job id.
-    pub job: String,
+    pub job: Name,
     /// Which incarnation of the job id (a job purged and submitted again is a new incarnation).
     pub incarnation: u64,
     /// Slot index, `0..count`.
@@ -142,7 +148,7 @@ pub struct AttemptId {
     /// Attempt number within the slot, from 1.
     pub attempt: u32,
     /// Name of the coordinator that placed it (breaks ties between two coordinators).
-    pub placer: String,
+    pub placer: Name,
 }
 
 /// The executor's name for a task: exactly one attempt.
@@ -191,7 +197,7 @@ impl fmt::Display for AttemptId {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SlotKey {
     /// Job id.
-    pub job: String,
+    pub job: Name,
     /// Job incarnation.
     pub incarnation: u64,
     /// Slot index.
@@ -221,7 +227,7 @@ impl SlotKey {
             incarnation: self.incarnation,
             slot: self.slot,
             attempt: 0,
-            placer: String::new(),
+            placer: Name::default(),
         }
     }
 
@@ -234,7 +240,7 @@ impl SlotKey {
             },
             // The smallest job id above this one, in the same incarnation.
             None => AttemptId {
-                job: format!("{}\0", self.job),
+                job: compact_str::format_compact!("{}\0", self.job),
                 slot: 0,
                 ..self.first_attempt()
             },

@@ -33,7 +33,7 @@ pub mod testing;
 pub mod view;
 
 pub use config::SchedulerConfig;
-pub use ids::{ActorId, AttemptId, Dot, Hlc, SlotKey, Stamp, TaskKey, VersionVector};
+pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, TaskKey, VersionVector};
 pub use message::{DecodeError, Message, WireLimits};
 pub use placement::{FilterReport, PendingReason};
 pub use scheduler::{

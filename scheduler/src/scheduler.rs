@@ -10,7 +10,7 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd, Resources};
 
 use crate::config::{SchedulerConfig, ms};
 use crate::hash::{Rng, StableHasher, name_hash};
-use crate::ids::{ActorId, AttemptId, Dot, HlcClock, SlotKey, Stamp, TaskKey, VersionVector};
+use crate::ids::{ActorId, AttemptId, Dot, HlcClock, Name, SlotKey, Stamp, TaskKey, VersionVector};
 use crate::message::Message;
 use crate::placement::{NodeView, PendingReason};
 use crate::spec::{JobSpec, NeverFitsError, SpecError};
@@ -188,7 +188,7 @@ pub(crate) enum Wake {
     /// A slot's back-off ends.
     Slot(SlotKey),
     /// A job's GC grace ends.
-    Job(String),
+    Job(Name),
     /// Check tombstones.
     Tombstones,
 }
@@ -197,7 +197,7 @@ pub(crate) enum Wake {
 #[derive(Debug, Default)]
 pub(crate) struct Work {
     pub(crate) everything: bool,
-    pub(crate) jobs: BTreeSet<String>,
+    pub(crate) jobs: BTreeSet<Name>,
     pub(crate) slots: BTreeSet<SlotKey>,
 }
 
@@ -310,7 +310,7 @@ impl Scheduler {
     pub fn new(node: String, config: SchedulerConfig, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let actor = ActorId {
-            node: node.clone(),
+            node: node.as_str().into(),
             incarnation: rng.next_u64(),
         };
         let limits = ReplicaLimits {
@@ -433,7 +433,7 @@ impl Scheduler {
                 && (cur.status == m.status || m.id.name == node)
                 && match (&cur.ad, &m.ad) {
                     (None, None) => true,
-                    (Some(a), Some(b)) => same_shape(a, b),
+                    (Some(a), Some(b)) => same_version(a, b) || same_shape(a, b),
                     _ => false,
                 }
         };
@@ -443,7 +443,11 @@ impl Scheduler {
         let Members { all, nodes, .. } = &mut self.members;
         let mut k = 0;
         for (cur, m) in all.values_mut().zip(members) {
-            if cur.ad == m.ad && cur.last_update == m.last_update {
+            let same_ad = match (&cur.ad, &m.ad) {
+                (Some(a), Some(b)) => same_version(a, b),
+                (a, b) => a == b,
+            };
+            if same_ad && cur.last_update == m.last_update {
                 continue;
             }
             let status = cur.status;
@@ -906,7 +910,7 @@ impl Scheduler {
             if actor.node != self.node {
                 let counter = self.tables().clock().get(&actor);
                 self.outbox
-                    .push_back((actor.node.clone(), Message::Ack { actor, counter }));
+                    .push_back((actor.node.to_string(), Message::Ack { actor, counter }));
             }
         }
         if overflow {
@@ -1024,6 +1028,14 @@ impl Scheduler {
             self.timers.insert((at, Wake::PendingRetry));
         }
     }
+}
+
+/// Whether two ads are the same version of one node's ad, hence equal: the membership core
+/// stores an ad only when its `(generation, version)` is newer than the one it holds, so one
+/// view never shows two contents under one version. Comparing the attribute maps of every
+/// member on every feed was most of `handle_members`.
+fn same_version(a: &ResourceAd, b: &ResourceAd) -> bool {
+    a.key() == b.key() && a.node == b.node
 }
 
 /// Whether two ads of one member agree on everything placement and liveness derive from.

@@ -1,7 +1,7 @@
 //! What a slot needs, computed purely from the tables: the single source of truth shared by the
 //! coordinator (what to do), the views (what to show) and garbage collection (is it finished).
 
-use crate::ids::{AttemptId, SlotKey};
+use crate::ids::{AttemptId, Name, SlotKey};
 use crate::spec::JobType;
 use crate::table::{AttemptState, JobEntry, Tables};
 
@@ -29,7 +29,7 @@ pub(crate) enum SlotStatus {
         /// The attempt.
         id: AttemptId,
         /// Its target.
-        target: String,
+        target: Name,
         /// Its state.
         state: AttemptState,
         /// Placed for an older job epoch: replace it.
@@ -40,7 +40,7 @@ pub(crate) enum SlotStatus {
         /// The ended attempt.
         id: AttemptId,
         /// Its target.
-        target: String,
+        target: Name,
         /// How it ended.
         state: AttemptState,
         /// Wait this long (from when the coordinator notices) before placing again.
@@ -51,14 +51,14 @@ pub(crate) enum SlotStatus {
         /// The successful attempt.
         id: AttemptId,
         /// Where it ran.
-        target: String,
+        target: Name,
     },
     /// Out of retries (batch) or restart attempts (service).
     GaveUp {
         /// The last attempt.
         id: AttemptId,
         /// Where it ran.
-        target: String,
+        target: Name,
         /// How it ended.
         state: AttemptState,
     },

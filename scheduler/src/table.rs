@@ -26,7 +26,7 @@ use crdts::{CmRDT, CvRDT};
 use serde::{Deserialize, Serialize};
 use shoal_gossip::Resources;
 
-use crate::ids::{ActorId, AttemptId, Dot, SlotKey, Stamp, VersionVector};
+use crate::ids::{ActorId, AttemptId, Dot, Name, SlotKey, Stamp, VersionVector};
 use crate::spec::JobSpec;
 
 /// A job id plus incarnation.
@@ -61,7 +61,7 @@ impl JobEntry {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct Assignment {
     /// Node name that must admit and run it.
-    pub target: String,
+    pub target: Name,
     /// Resources reserved on the target.
     pub resources: Resources,
     /// Job epoch the attempt was placed for.
@@ -213,17 +213,28 @@ pub struct MergeError;
 /// allocate a whole node of entries per job).
 type Incarnations = Vec<(u64, JobEntry)>;
 
-/// The replicated state: see the module doc.
-#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+/// One attempt's rows of the `assignments` and `states` components, kept together: applying
+/// an op and reading the attempt afterwards (its target, whether it is live) then search one
+/// tree instead of two. At least one of the two is set.
+#[derive(Debug, Clone, PartialEq, Default)]
+struct AttemptRow {
+    assignment: Option<Assignment>,
+    state: Option<AttemptState>,
+}
+
+/// The replicated state: see the module doc. On the wire and in snapshots it is the six
+/// components of the module doc, `assignments` and `states` as two sorted maps (see
+/// [`wire`]), whatever the in-memory layout.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Tables {
     /// Job id → writes by incarnation. Nested so a lookup by id borrows the `&str` instead of
     /// building a `(String, u64)` key; on the wire it is the flat `(id, incarnation)` map,
     /// sorted. A hash map: every replica looks a job up for every op it applies, and a tree
     /// search compared the id with a dozen cold heap strings; whatever iterates it sorts first.
-    #[serde(with = "flat_jobs")]
     jobs: JobMap,
-    assignments: BTreeMap<AttemptId, Assignment>,
-    states: BTreeMap<AttemptId, AttemptState>,
+    /// The `assignments` and `states` components, by attempt. Every replica applies every op
+    /// of the cluster: with two trees, each op walked two cold paths.
+    attempts: BTreeMap<AttemptId, AttemptRow>,
     floors: BTreeMap<SlotKey, SlotFloor>,
     purged: BTreeSet<JobKey>,
     clock: VersionVector,
@@ -264,7 +275,7 @@ impl Tables {
     /// Job ids with at least one live incarnation, sorted.
     #[must_use]
     pub fn job_ids(&self) -> Vec<&str> {
-        let mut ids: Vec<&str> = self.jobs.keys().map(String::as_str).collect();
+        let mut ids: Vec<&str> = self.jobs.keys().map(Name::as_str).collect();
         ids.sort_unstable();
         ids
     }
@@ -272,18 +283,24 @@ impl Tables {
     /// The assignment of an attempt.
     #[must_use]
     pub fn assignment(&self, id: &AttemptId) -> Option<&Assignment> {
-        self.assignments.get(id)
+        self.attempts.get(id)?.assignment.as_ref()
     }
 
     /// The state of an attempt (`Proposed` when none was written yet).
     #[must_use]
     pub fn state(&self, id: &AttemptId) -> AttemptState {
-        self.states.get(id).cloned().unwrap_or_default()
+        self.attempts
+            .get(id)
+            .and_then(|r| r.state.clone())
+            .unwrap_or_default()
     }
 
     /// Whether an attempt is live (proposed, admitted or running), without cloning its state.
     pub(crate) fn is_live(&self, id: &AttemptId) -> bool {
-        self.states.get(id).is_none_or(AttemptState::is_live)
+        self.attempts
+            .get(id)
+            .and_then(|r| r.state.as_ref())
+            .is_none_or(AttemptState::is_live)
     }
 
     /// Attempts of one slot, oldest first.
@@ -291,8 +308,9 @@ impl Tables {
         &'a self,
         slot: &SlotKey,
     ) -> impl DoubleEndedIterator<Item = (&'a AttemptId, &'a Assignment)> + 'a {
-        self.assignments
+        self.attempts
             .range(slot.first_attempt()..slot.end_attempt())
+            .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?)))
     }
 
     /// Attempts of one job incarnation, by slot then attempt.
@@ -302,19 +320,29 @@ impl Tables {
         incarnation: u64,
     ) -> impl Iterator<Item = (&'a AttemptId, &'a Assignment)> + 'a {
         let start = SlotKey {
-            job: job.to_string(),
+            job: job.into(),
             incarnation,
             slot: 0,
         }
         .first_attempt();
-        self.assignments
+        self.attempts
             .range(start..)
             .take_while(move |(id, _)| id.job == job && id.incarnation == incarnation)
+            .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?)))
     }
 
     /// Every assignment.
     pub fn assignments(&self) -> impl Iterator<Item = (&AttemptId, &Assignment)> {
-        self.assignments.iter()
+        self.attempts
+            .iter()
+            .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?)))
+    }
+
+    /// Every written state (`Proposed` attempts have none).
+    fn states(&self) -> impl Iterator<Item = (&AttemptId, &AttemptState)> {
+        self.attempts
+            .iter()
+            .filter_map(|(id, r)| Some((id, r.state.as_ref()?)))
     }
 
     /// The floor of a slot.
@@ -333,8 +361,8 @@ impl Tables {
     #[must_use]
     pub fn row_count(&self) -> usize {
         self.jobs.values().map(Vec::len).sum::<usize>()
-            + self.assignments.len()
-            + self.states.len()
+            + self.assignments().count()
+            + self.states().count()
             + self.floors.len()
             + self.purged.len()
     }
@@ -374,10 +402,10 @@ impl Tables {
         {
             return false;
         }
-        if !self.jobs.contains_key(&entry.spec.id) {
-            self.jobs.insert(entry.spec.id.clone(), Vec::new());
+        if !self.jobs.contains_key(entry.spec.id.as_str()) {
+            self.jobs.insert(entry.spec.id.as_str().into(), Vec::new());
         }
-        let Some(incs) = self.jobs.get_mut(&entry.spec.id) else {
+        let Some(incs) = self.jobs.get_mut(entry.spec.id.as_str()) else {
             return false;
         };
         match incs.binary_search_by_key(&incarnation, |(inc, _)| *inc) {
@@ -394,15 +422,23 @@ impl Tables {
     }
 
     fn join_assignment(&mut self, id: &AttemptId, a: &Assignment) -> bool {
+        self.join_assignment_from(id, a).is_some()
+    }
+
+    /// [`Tables::join_assignment`], returning the replaced assignment (if any) when it
+    /// changed: one tree search, where a lookup before and after the join took three.
+    fn join_assignment_from(
+        &mut self,
+        id: &AttemptId,
+        a: &Assignment,
+    ) -> Option<Option<Assignment>> {
         if self.is_filtered(id) {
-            return false;
+            return None;
         }
-        match self.assignments.get(id) {
-            Some(cur) if cur >= a => false,
-            _ => {
-                self.assignments.insert(id.clone(), a.clone());
-                true
-            }
+        let row = self.attempts.entry(id.clone()).or_default();
+        match &mut row.assignment {
+            Some(cur) if &*cur >= a => None,
+            cur => Some(cur.replace(a.clone())),
         }
     }
 
@@ -413,21 +449,33 @@ impl Tables {
     /// [`Tables::join_state`], returning whether the attempt was live before when it changed
     /// (one lookup when the row exists, so the replica's usage index need not look again).
     fn join_state_from(&mut self, id: &AttemptId, s: &AttemptState) -> Option<bool> {
+        self.join_state_row(id, s).map(|(was_live, _)| was_live)
+    }
+
+    /// [`Tables::join_state_from`], also returning the attempt's assignment (one tree search
+    /// for the replica's usage index as well).
+    fn join_state_row(
+        &mut self,
+        id: &AttemptId,
+        s: &AttemptState,
+    ) -> Option<(bool, Option<&Assignment>)> {
         if self.is_filtered(id) || *s == AttemptState::Proposed {
             return None;
         }
-        match self.states.get_mut(id) {
-            Some(cur) if *cur >= *s => None,
+        let row = self.attempts.entry(id.clone()).or_default();
+        let was_live = match &mut row.state {
+            Some(cur) if &*cur >= s => return None,
             Some(cur) => {
                 let was_live = cur.is_live();
                 cur.clone_from(s);
-                Some(was_live)
+                was_live
             }
-            None => {
-                self.states.insert(id.clone(), s.clone());
-                Some(true)
+            cur @ None => {
+                *cur = Some(s.clone());
+                true
             }
-        }
+        };
+        Some((was_live, row.assignment.as_ref()))
     }
 
     fn join_floor(&mut self, slot: &SlotKey, floor: SlotFloor) -> bool {
@@ -437,19 +485,13 @@ impl Tables {
         self.floors.insert(slot.clone(), floor);
         let below = |id: &AttemptId| id.slot_key() == *slot && id.attempt < floor.below;
         let doomed: Vec<AttemptId> = self
-            .assignments
+            .attempts
             .range(slot.first_attempt()..slot.end_attempt())
             .map(|(id, _)| id.clone())
-            .chain(
-                self.states
-                    .range(slot.first_attempt()..slot.end_attempt())
-                    .map(|(id, _)| id.clone()),
-            )
             .filter(below)
             .collect();
         for id in doomed {
-            self.assignments.remove(&id);
-            self.states.remove(&id);
+            self.attempts.remove(&id);
         }
         true
     }
@@ -465,8 +507,7 @@ impl Tables {
             }
         }
         let in_job = |id: &AttemptId| id.job == job && id.incarnation == incarnation;
-        self.assignments.retain(|id, _| !in_job(id));
-        self.states.retain(|id, _| !in_job(id));
+        self.attempts.retain(|id, _| !in_job(id));
         self.floors
             .retain(|s, _| !(s.job == job && s.incarnation == incarnation));
         true
@@ -491,11 +532,11 @@ impl Tables {
             incarnation: inc,
             entry: e.clone(),
         });
-        let assigns = other.assignments.iter().map(|(id, a)| OpBody::Assign {
+        let assigns = other.assignments().map(|(id, a)| OpBody::Assign {
             id: id.clone(),
             assignment: a.clone(),
         });
-        let states = other.states.iter().map(|(id, s)| OpBody::State {
+        let states = other.states().map(|(id, s)| OpBody::State {
             id: id.clone(),
             state: s.clone(),
         });
@@ -556,7 +597,7 @@ impl CmRDT for Tables {
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum Touch {
     /// A job write or purge.
-    Job(String),
+    Job(Name),
     /// An attempt's assignment or state.
     Attempt(AttemptId),
     /// A state merge: re-examine everything.
@@ -595,13 +636,15 @@ pub(crate) enum Received {
     Overflow,
 }
 
-/// Job id → its live incarnations. Looked up; iterated only through [`sorted_jobs`].
+/// Job id → its live incarnations. Looked up; iterated only through [`sorted_jobs`]. Ids are
+/// inline [`Name`]s: sorting them (every view, and the simulator's checker every second on
+/// every replica) then compares bytes already in cache.
 #[allow(clippy::disallowed_types)]
-type JobMap = rustc_hash::FxHashMap<String, Incarnations>;
+type JobMap = rustc_hash::FxHashMap<Name, Incarnations>;
 
 /// The jobs in id order.
-fn sorted_jobs(jobs: &JobMap) -> Vec<(&String, &Incarnations)> {
-    let mut v: Vec<(&String, &Incarnations)> = jobs.iter().collect();
+fn sorted_jobs(jobs: &JobMap) -> Vec<(&Name, &Incarnations)> {
+    let mut v: Vec<(&Name, &Incarnations)> = jobs.iter().collect();
     v.sort_unstable_by(|a, b| a.0.cmp(b.0));
     v
 }
@@ -696,10 +739,10 @@ impl Replica {
 
     fn drain_pending(&mut self, actor: &ActorId) {
         loop {
-            let next = self.tables.clock.get(actor) + 1;
             let Some(buf) = self.pending.get_mut(actor) else {
                 return;
             };
+            let next = self.tables.clock.get(actor) + 1;
             // Drop anything already covered (e.g. after a state merge).
             while buf.first_key_value().is_some_and(|(c, _)| *c < next) {
                 buf.pop_first();
@@ -717,28 +760,41 @@ impl Replica {
     /// Apply the actor's next op: join, update indexes, log.
     fn apply_next(&mut self, op: Op) {
         debug_assert!(self.tables.validate_op(&op).is_ok());
-        if let OpBody::State { id, state } = &op.body {
-            self.apply_state(id, state);
-            self.tables.clock.apply(op.dot.clone());
-            self.log(op);
-            return;
+        match &op.body {
+            OpBody::State { id, state } => self.apply_state(id, state),
+            OpBody::Assign { id, assignment } => self.apply_assignment(id, assignment),
+            _ => self.apply_other(&op.body),
         }
-        let before = match &op.body {
-            OpBody::Assign { id, .. } => self.contribution(id),
-            _ => None,
-        };
-        let changed = self.tables.join_body(&op.body);
         self.tables.clock.apply(op.dot.clone());
-        if changed {
-            match &op.body {
-                OpBody::State { .. } => {}
-                OpBody::Assign { id, .. } => {
-                    let after = self.contribution(id);
-                    self.adjust_usage(before, after);
-                    self.touched.insert(Touch::Attempt(id.clone()));
-                }
+        self.log(op);
+    }
+
+    /// A placement: the usage index moves from the replaced assignment (if any) to the new
+    /// one, while the attempt is live (its state is not changed by this op).
+    fn apply_assignment(&mut self, id: &AttemptId, assignment: &Assignment) {
+        let Some(replaced) = self.tables.join_assignment_from(id, assignment) else {
+            return;
+        };
+        if self.tables.is_live(id) {
+            let mut contribution = |a: &Assignment| {
+                let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
+                (node, a.resources)
+            };
+            let before = replaced.as_ref().map(&mut contribution);
+            let after = Some(contribution(assignment));
+            self.adjust_usage(before, after);
+        }
+        self.touched.insert(Touch::Attempt(id.clone()));
+    }
+
+    /// A job write, floor or purge.
+    fn apply_other(&mut self, body: &OpBody) {
+        if self.tables.join_body(body) {
+            match body {
+                OpBody::State { .. } | OpBody::Assign { .. } => {}
                 OpBody::Job { entry, .. } => {
-                    self.touched.insert(Touch::Job(entry.spec.id.clone()));
+                    self.touched
+                        .insert(Touch::Job(entry.spec.id.as_str().into()));
                 }
                 OpBody::Floor { slot, .. } => {
                     self.rebuild_usage();
@@ -746,22 +802,21 @@ impl Replica {
                 }
                 OpBody::Purge { job, .. } => {
                     self.rebuild_usage();
-                    self.touched.insert(Touch::Job(job.clone()));
+                    self.touched.insert(Touch::Job(job.as_str().into()));
                 }
             }
         }
-        self.log(op);
     }
 
     /// A state write: states only grow, so the attempt's usage can only be released (when a
     /// live attempt with an assignment ends).
     fn apply_state(&mut self, id: &AttemptId, state: &AttemptState) {
-        let Some(was_live) = self.tables.join_state_from(id, state) else {
+        let Some((was_live, assignment)) = self.tables.join_state_row(id, state) else {
             return;
         };
         if was_live
             && !state.is_live()
-            && let Some(a) = self.tables.assignments.get(id)
+            && let Some(a) = assignment
         {
             let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
             self.usage[node] = self.usage[node].saturating_sub(&a.resources);
@@ -781,28 +836,17 @@ impl Replica {
             log.ops.clear();
             log.first = op.dot.counter;
         }
-        let Ok(bytes) = postcard::to_stdvec(&op) else {
+        let Some(bytes) = encode_exact(&op) else {
             // Cannot happen for our own types; a gap makes digests fall back to state.
             log.ops.clear();
             log.first = op.dot.counter + 1;
             return;
         };
-        log.ops.push_back(bytes.into_boxed_slice());
+        log.ops.push_back(bytes);
         if log.ops.len() > self.limits.log_per_actor {
             log.ops.pop_front();
             log.first += 1;
         }
-    }
-
-    fn contribution(&mut self, id: &AttemptId) -> Option<(usize, Resources)> {
-        let a = self.tables.assignments.get(id)?;
-        if !self.tables.is_live(id) {
-            return None;
-        }
-        Some((
-            intern(&mut self.node_ids, &mut self.usage, &a.target),
-            a.resources,
-        ))
     }
 
     fn adjust_usage(
@@ -825,8 +869,11 @@ impl Replica {
     fn rebuild_usage(&mut self) {
         self.releases += 1;
         self.usage.fill(Resources::default());
-        for (id, a) in &self.tables.assignments {
-            if a.resources != Resources::default() && self.tables.is_live(id) {
+        for row in self.tables.attempts.values() {
+            let live = row.state.as_ref().is_none_or(AttemptState::is_live);
+            if let Some(a) = row.assignment.as_ref().filter(|_| live)
+                && a.resources != Resources::default()
+            {
                 let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
                 self.usage[node] = self.usage[node].saturating_add(&a.resources);
             }
@@ -885,6 +932,121 @@ impl Replica {
     }
 }
 
+/// [`Tables`] on the wire and in snapshots: the six components as separate fields, in the
+/// order and with the bytes they had when each was its own map (`assignments` and `states`
+/// are two sorted maps; an attempt row contributes to each component it has).
+mod wire {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::{AttemptId, AttemptRow, JobKey, JobMap, SlotFloor, SlotKey, Tables, VersionVector};
+    use crate::table::{Assignment, AttemptState};
+
+    /// One component of the attempt rows, serialized as the map it used to be.
+    struct Column<'a, T> {
+        rows: &'a BTreeMap<AttemptId, AttemptRow>,
+        get: fn(&AttemptRow) -> Option<&T>,
+    }
+
+    impl<T: Serialize> Serialize for Column<'_, T> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            // postcard needs the length up front.
+            let len = self
+                .rows
+                .values()
+                .filter(|r| (self.get)(r).is_some())
+                .count();
+            let mut map = serializer.serialize_map(Some(len))?;
+            for (id, row) in self.rows {
+                if let Some(value) = (self.get)(row) {
+                    map.serialize_entry(id, value)?;
+                }
+            }
+            map.end()
+        }
+    }
+
+    struct Jobs<'a>(&'a JobMap);
+
+    impl Serialize for Jobs<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            super::flat_jobs::serialize(self.0, serializer)
+        }
+    }
+
+    #[derive(Serialize)]
+    #[serde(rename = "Tables")]
+    struct TablesRef<'a> {
+        jobs: Jobs<'a>,
+        assignments: Column<'a, Assignment>,
+        states: Column<'a, AttemptState>,
+        floors: &'a BTreeMap<SlotKey, SlotFloor>,
+        purged: &'a BTreeSet<JobKey>,
+        clock: &'a VersionVector,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(rename = "Tables")]
+    struct TablesOwned {
+        #[serde(with = "super::flat_jobs")]
+        jobs: JobMap,
+        assignments: BTreeMap<AttemptId, Assignment>,
+        states: BTreeMap<AttemptId, AttemptState>,
+        floors: BTreeMap<SlotKey, SlotFloor>,
+        purged: BTreeSet<JobKey>,
+        clock: VersionVector,
+    }
+
+    impl Serialize for Tables {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            TablesRef {
+                jobs: Jobs(&self.jobs),
+                assignments: Column {
+                    rows: &self.attempts,
+                    get: |r| r.assignment.as_ref(),
+                },
+                states: Column {
+                    rows: &self.attempts,
+                    get: |r| r.state.as_ref(),
+                },
+                floors: &self.floors,
+                purged: &self.purged,
+                clock: &self.clock,
+            }
+            .serialize(serializer)
+        }
+    }
+
+    impl<'de> Deserialize<'de> for Tables {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            let t = TablesOwned::deserialize(deserializer)?;
+            let mut attempts: BTreeMap<AttemptId, AttemptRow> = t
+                .assignments
+                .into_iter()
+                .map(|(id, a)| {
+                    let row = AttemptRow {
+                        assignment: Some(a),
+                        state: None,
+                    };
+                    (id, row)
+                })
+                .collect();
+            for (id, state) in t.states {
+                attempts.entry(id).or_default().state = Some(state);
+            }
+            Ok(Tables {
+                jobs: t.jobs,
+                attempts,
+                floors: t.floors,
+                purged: t.purged,
+                clock: t.clock,
+            })
+        }
+    }
+}
+
 /// The jobs table on the wire and in snapshots: one flat map keyed by `(id, incarnation)`,
 /// as before the in-memory table was nested by id.
 mod flat_jobs {
@@ -917,9 +1079,20 @@ mod flat_jobs {
         let mut jobs = JobMap::default();
         for ((id, inc), e) in flat {
             // The flat map is sorted by (id, incarnation): each list comes out sorted.
-            jobs.entry(id).or_default().push((inc, e));
+            jobs.entry(id.into()).or_default().push((inc, e));
         }
         Ok(jobs)
+    }
+}
+
+/// `op` postcard-encoded in an allocation of exactly its size. Every replica logs every op it
+/// applies: encoding into a growing `Vec` and shrinking it into a box cost several
+/// reallocations per op.
+fn encode_exact(op: &Op) -> Option<Box<[u8]>> {
+    let mut buf = [0u8; 512];
+    match postcard::to_slice(op, &mut buf) {
+        Ok(bytes) => Some(Box::from(&*bytes)),
+        Err(_) => postcard::to_stdvec(op).ok().map(Vec::into_boxed_slice),
     }
 }
 
@@ -943,7 +1116,7 @@ mod tests {
 
     fn actor(n: u8) -> ActorId {
         ActorId {
-            node: format!("n{n}"),
+            node: format!("n{n}").into(),
             incarnation: 7,
         }
     }
@@ -967,11 +1140,11 @@ mod tests {
 
     fn attempt(job: u8, inc: u64, slot: u32, n: u32, placer: u8) -> AttemptId {
         AttemptId {
-            job: format!("j{job}"),
+            job: format!("j{job}").into(),
             incarnation: inc,
             slot,
             attempt: n,
-            placer: format!("n{placer}"),
+            placer: format!("n{placer}").into(),
         }
     }
 
@@ -995,7 +1168,7 @@ mod tests {
             OpBody::Assign {
                 id: attempt(j, i, s, n, p),
                 assignment: Assignment {
-                    target: format!("n{target}"),
+                    target: format!("n{target}").into(),
                     resources: Resources {
                         cpu_millicores: cpu,
                         memory_mib: 1,
@@ -1021,7 +1194,7 @@ mod tests {
             (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u32..3).prop_map(|(j, i, s, below, failures)| {
                 OpBody::Floor {
                     slot: SlotKey {
-                        job: format!("j{j}"),
+                        job: format!("j{j}").into(),
                         incarnation: i,
                         slot: s,
                     },
@@ -1104,6 +1277,37 @@ mod tests {
             // State merge equals applying the union of the ops both saw.
             let union: Vec<usize> = (0..3).map(|i| cuts[0][i].max(cuts[1][i])).collect();
             prop_assert_eq!(merged(a, &b), state_from(&h, &union, &[]));
+        }
+
+        #[test]
+        fn tables_encode_as_separate_assignment_and_state_maps(
+            h in arb_history(),
+            order in prop::collection::vec(0u8..3, 0..40),
+        ) {
+            // The layout `Tables` had when assignments and states were two maps: snapshots and
+            // `State` messages must keep exactly these bytes.
+            #[derive(Serialize)]
+            struct TwoMaps<'a> {
+                #[serde(serialize_with = "flat_jobs::serialize")]
+                jobs: &'a JobMap,
+                assignments: BTreeMap<&'a AttemptId, &'a Assignment>,
+                states: BTreeMap<&'a AttemptId, &'a AttemptState>,
+                floors: &'a BTreeMap<SlotKey, SlotFloor>,
+                purged: &'a BTreeSet<JobKey>,
+                clock: &'a VersionVector,
+            }
+            let t = state_from(&h, &[usize::MAX; 3], &order);
+            let old = TwoMaps {
+                jobs: &t.jobs,
+                assignments: t.assignments().collect(),
+                states: t.states().collect(),
+                floors: &t.floors,
+                purged: &t.purged,
+                clock: &t.clock,
+            };
+            let bytes = postcard::to_stdvec(&t).unwrap();
+            prop_assert_eq!(&bytes, &postcard::to_stdvec(&old).unwrap());
+            prop_assert_eq!(postcard::from_bytes::<Tables>(&bytes).unwrap(), t);
         }
 
         #[test]

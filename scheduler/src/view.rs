@@ -129,7 +129,7 @@ impl Scheduler {
         let tasks: Vec<TaskView> = (0..entry.spec.count)
             .map(|slot| {
                 let key = SlotKey {
-                    job: entry.spec.id.clone(),
+                    job: entry.spec.id.as_str().into(),
                     incarnation,
                     slot,
                 };
@@ -170,7 +170,7 @@ impl Scheduler {
             SlotStatus::Live {
                 id, target, state, ..
             } => {
-                (v.attempt, v.node) = (Some(id.attempt), Some(target));
+                (v.attempt, v.node) = (Some(id.attempt), Some(target.to_string()));
                 v.state = if state == AttemptState::Running {
                     TaskState::Running
                 } else {
@@ -179,19 +179,23 @@ impl Scheduler {
                 false
             }
             SlotStatus::Done { id, target } => {
-                (v.attempt, v.node, v.state, v.exit_code) =
-                    (Some(id.attempt), Some(target), TaskState::Exited, Some(0));
+                (v.attempt, v.node, v.state, v.exit_code) = (
+                    Some(id.attempt),
+                    Some(target.to_string()),
+                    TaskState::Exited,
+                    Some(0),
+                );
                 false
             }
             SlotStatus::Retry {
                 id, target, state, ..
             } => {
-                (v.attempt, v.node) = (Some(id.attempt), Some(target));
+                (v.attempt, v.node) = (Some(id.attempt), Some(target.to_string()));
                 describe_ended(&mut v, &state);
                 true
             }
             SlotStatus::GaveUp { id, target, state } => {
-                (v.attempt, v.node) = (Some(id.attempt), Some(target));
+                (v.attempt, v.node) = (Some(id.attempt), Some(target.to_string()));
                 describe_ended(&mut v, &state);
                 false
             }

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_gossip::{Millis, Resources};
 use shoal_scheduler::{
-    ExecCommand, JobSpec, Message, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
+    ExecCommand, JobSpec, Message, Name, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
 };
 
 use crate::baseline::Quality;
@@ -67,8 +67,8 @@ pub struct Workbench {
     pub submitted_at: BTreeMap<String, u64>,
     /// Submissions a node refused, with the first reason.
     pub submit_refused: (u64, Option<String>),
-    first_start: BTreeMap<(String, u32), u64>,
-    completed: BTreeSet<(String, u32)>,
+    first_start: BTreeMap<(Name, u32), u64>,
+    completed: BTreeSet<(Name, u32)>,
     starts: u64,
     retried: u64,
     /// Job → time its submission became durable (acknowledged).
@@ -140,7 +140,7 @@ impl Workbench {
     /// How long the process of `task` runs before exiting by itself (`None`: a service).
     #[must_use]
     pub fn run_time(&self, task: &TaskKey) -> Option<u64> {
-        let k = *self.by_name.get(&task.job)?;
+        let k = *self.by_name.get(task.job.as_str())?;
         self.jobs[k].durations_ms.get(task.slot as usize).copied()
     }
 
@@ -152,7 +152,11 @@ impl Workbench {
             self.retried += 1;
             return;
         }
-        let submitted = self.submitted_at.get(&task.job).copied().unwrap_or(now.0);
+        let submitted = self
+            .submitted_at
+            .get(task.job.as_str())
+            .copied()
+            .unwrap_or(now.0);
         self.first_start
             .insert(key, now.0.saturating_sub(submitted));
     }
