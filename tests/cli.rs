@@ -81,3 +81,42 @@ fn an_unreachable_agent_is_reported() {
         stderr(&out)
     );
 }
+
+/// `shoal simulate` re-executes itself to keep its memory on huge pages (`src/main.rs`): the
+/// re-executed run keeps every argument, and it simulates exactly what a run that was started
+/// with the allocator setting already in place does.
+#[test]
+fn simulate_reexecutes_with_its_arguments_and_the_same_result() {
+    let dir = TempDir::new("simulate");
+    let scenario = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/simulations/scenarios/steady-state.toml"
+    );
+    let simulate = |out: &std::path::Path, purge: Option<&str>| {
+        let mut cmd = common::shoal();
+        cmd.args(["simulate", scenario, "--seed", "3", "--nodes", "8", "--out"])
+            .arg(out)
+            .env_remove("MIMALLOC_PURGE_DELAY");
+        if let Some(v) = purge {
+            cmd.env("MIMALLOC_PURGE_DELAY", v);
+        }
+        cmd.output().expect("shoal runs")
+    };
+    let (a, b) = (dir.0.join("reexecuted"), dir.0.join("preset"));
+    let reexecuted = simulate(&a, None);
+    assert!(reexecuted.status.success(), "{}", stderr(&reexecuted));
+    assert!(
+        !stderr(&reexecuted).contains("could not re-execute"),
+        "{}",
+        stderr(&reexecuted)
+    );
+    let stdout = String::from_utf8_lossy(&reexecuted.stdout);
+    assert!(
+        stdout.contains("--seed 3"),
+        "the replay line keeps the seed: {stdout}"
+    );
+    let preset = simulate(&b, Some("1000"));
+    assert!(preset.status.success(), "{}", stderr(&preset));
+    let report = |d: &std::path::Path| std::fs::read(d.join("report.json")).expect("report.json");
+    assert_eq!(report(&a), report(&b), "same seed, same report either way");
+}
