@@ -443,17 +443,11 @@ impl Tables {
     }
 
     fn join_state(&mut self, id: &AttemptId, s: &AttemptState) -> bool {
-        self.join_state_from(id, s).is_some()
+        self.join_state_row(id, s).is_some()
     }
 
-    /// [`Tables::join_state`], returning whether the attempt was live before when it changed
-    /// (one lookup when the row exists, so the replica's usage index need not look again).
-    fn join_state_from(&mut self, id: &AttemptId, s: &AttemptState) -> Option<bool> {
-        self.join_state_row(id, s).map(|(was_live, _)| was_live)
-    }
-
-    /// [`Tables::join_state_from`], also returning the attempt's assignment (one tree search
-    /// for the replica's usage index as well).
+    /// [`Tables::join_state`], returning, when it changed, whether the attempt was live before
+    /// and its assignment: one tree search, so the replica's usage index need not look again.
     fn join_state_row(
         &mut self,
         id: &AttemptId,
