@@ -1,7 +1,8 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
-// Modified for Shoal (see vendor/README.md): `Notification::MemberChanged` on every applied update.
+// Modified for Shoal (see vendor/README.md): `Notification::MemberChanged` on every applied update;
+// a datagram's updates warm their member entries before they are applied.
 //! Foca is a building block for your gossip-based cluster discovery. It's
 //! a small library-first crate that implements the SWIM protocol along
 //! with its useful extensions (`SWIM+Inf.+Susp.`).
