@@ -406,8 +406,11 @@ impl Driver {
         if !self.dirty && self.core.tables().clock() != &self.snapshot_clock {
             self.dirty = true;
         }
-        while let Some((to, msg)) = self.core.poll_message() {
-            self.peers.send(&to, msg.encode());
+        while let Some(out) = self.core.poll_message() {
+            let bytes = out.message.encode();
+            for to in &out.to {
+                self.peers.send(to, bytes.clone());
+            }
         }
         while let Some(cmd) = self.core.poll_command() {
             match cmd {

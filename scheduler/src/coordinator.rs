@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use shoal_gossip::{Millis, Resources};
 
 use crate::config::ms;
-use crate::hash::{StableHasher, rendezvous};
+use crate::hash::{StableHasher, rendezvous, rendezvous_is};
 use crate::ids::{AttemptId, Name, SlotKey};
 use crate::placement::{PendingReason, Request, count_by_node, place};
 use crate::scheduler::{ExecCommand, KillReason, LocalTask, Retry, Scheduler, Wake};
@@ -474,24 +474,23 @@ impl Scheduler {
     }
 
     /// Whether this node coordinates the slot. Every replica asks this for every slot change
-    /// it hears of, and the rendezvous is O(live members), so answers are remembered until
-    /// the live members change.
+    /// it hears of (see [`Scheduler::is_mine`]).
     fn is_coordinator(&self, key: &SlotKey) -> bool {
-        self.is_mine((slot_hash(key), false))
+        self.is_mine(slot_hash(key))
     }
 
-    /// Whether this node wins the rendezvous for `(hash, of a job's GC)`, remembered.
-    fn is_mine(&self, key: (u64, bool)) -> bool {
-        if let Some(&mine) = self.coordinated.borrow().get(&key) {
-            return mine;
-        }
-        let mine = self.coordinator_by_hash(key.0) == Some(self.node.as_str());
-        let mut memo = self.coordinated.borrow_mut();
-        if memo.len() >= COORDINATOR_MEMO {
-            memo.clear();
-        }
-        memo.insert(key, mine);
-        mine
+    /// Whether this node wins the rendezvous for `h` among the live members. The scan stops
+    /// at the first member that outscores this node: after about ln N members for the slots
+    /// of others, all N only for its own 1/N share. Cheaper than the memo of answers it
+    /// replaced, whose lookups missed the cache on every replica.
+    fn is_mine(&self, h: u64) -> bool {
+        self.members.me.is_some_and(|me| {
+            rendezvous_is(
+                h,
+                (self.node.as_str(), me),
+                self.members.live.iter().map(|(n, h)| (n.as_str(), *h)),
+            )
+        })
     }
 
     /// Act on one slot if this node coordinates it. Returns whether the slot is final.
@@ -688,7 +687,7 @@ impl Scheduler {
             .int(incarnation)
             .field(b"gc")
             .finish();
-        self.is_mine((h, true))
+        self.is_mine(h)
     }
 
     /// Purge a finished job incarnation once its grace period has passed (job coordinator
@@ -795,9 +794,6 @@ impl Scheduler {
         self.retry.get(key).map(|r| r.at)
     }
 }
-
-/// Rendezvous answers remembered, at most (then the memo starts over).
-const COORDINATOR_MEMO: usize = 1 << 16;
 
 /// The rendezvous key of a slot.
 fn slot_hash(key: &SlotKey) -> u64 {

@@ -68,6 +68,21 @@ pub(crate) fn rendezvous<'a>(
         .map(|(_, name)| name)
 }
 
+/// Whether `me` wins [`rendezvous`] over `members`, which must include it: the same answer as
+/// `rendezvous(key, members) == Some(me.0)`, found by stopping at the first member that
+/// outscores `me`. Scores are independent of order, so for a key `me` does not win the scan
+/// ends after about ln N members on average.
+pub(crate) fn rendezvous_is<'a>(
+    key: u64,
+    me: (&str, u64),
+    members: impl IntoIterator<Item = (&'a str, u64)>,
+) -> bool {
+    let mine = (mix64(key ^ me.1), me.0);
+    members
+        .into_iter()
+        .all(|(name, h)| (mix64(key ^ h), name) <= mine)
+}
+
 /// A small deterministic RNG (SplitMix64). Not cryptographic; used for jitter and peer choice.
 #[derive(Debug, Clone)]
 pub(crate) struct Rng(u64);
@@ -130,6 +145,23 @@ mod tests {
             let c = all.iter().filter(|x| **x == n).count();
             assert!((120..=280).contains(&c), "{n} got {c}");
         }
+    }
+
+    #[test]
+    fn rendezvous_is_agrees_with_rendezvous() {
+        let names: Vec<String> = (0..50).map(|i| format!("n{i}")).collect();
+        let members: Vec<(&str, u64)> = names.iter().map(|n| (n.as_str(), name_hash(n))).collect();
+        let mut wins = 0;
+        for k in 0..2000u64 {
+            let key = mix64(k);
+            let winner = rendezvous(key, members.iter().copied()).unwrap();
+            for &me in &members {
+                let is = rendezvous_is(key, me, members.iter().copied());
+                assert_eq!(is, winner == me.0, "key {k}, member {}", me.0);
+                wins += usize::from(is);
+            }
+        }
+        assert_eq!(wins, 2000, "exactly one winner per key");
     }
 
     #[test]

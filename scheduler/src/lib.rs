@@ -34,7 +34,7 @@ pub mod view;
 
 pub use config::SchedulerConfig;
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, TaskKey, VersionVector};
-pub use message::{DecodeError, Message, WireLimits};
+pub use message::{DecodeError, Message, Outgoing, WireLimits};
 pub use placement::{FilterReport, PendingReason};
 pub use scheduler::{
     ExecCommand, KillReason, Receipt, RestoreError, Scheduler, Stats, StopError, SubmitError,

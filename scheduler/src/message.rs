@@ -11,6 +11,27 @@ use serde::{Deserialize, Serialize};
 use crate::ids::{ActorId, VersionVector};
 use crate::table::{Op, OpBody, Tables};
 
+/// One message for one or more peers ([`crate::Scheduler::poll_message`]). A write is pushed
+/// to every live peer: the shell encodes it once and sends the same bytes to each recipient,
+/// instead of the core cloning the ops and the shell encoding them once per peer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outgoing {
+    /// Node names of the recipients, each named once.
+    pub to: Vec<String>,
+    /// The message.
+    pub message: Message,
+}
+
+impl Outgoing {
+    /// A message for one peer.
+    pub(crate) fn one(to: &str, message: Message) -> Self {
+        Self {
+            to: vec![to.to_string()],
+            message,
+        }
+    }
+}
+
 /// Replication traffic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum Message {

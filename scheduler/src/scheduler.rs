@@ -2,7 +2,6 @@
 //! replication protocol and persistence; `coordinator.rs` holds placement, admission, fencing,
 //! repair and GC; `view.rs` the read side.
 
-use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
@@ -11,7 +10,7 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd, Resources};
 use crate::config::{SchedulerConfig, ms};
 use crate::hash::{Rng, StableHasher, name_hash};
 use crate::ids::{ActorId, AttemptId, Dot, HlcClock, Name, SlotKey, Stamp, TaskKey, VersionVector};
-use crate::message::Message;
+use crate::message::{Message, Outgoing};
 use crate::placement::{NodeView, PendingReason};
 use crate::spec::{JobSpec, NeverFitsError, SpecError};
 use crate::table::{JobEntry, JobKey, Op, OpBody, Received, Replica, ReplicaLimits, Tables};
@@ -214,17 +213,14 @@ pub(crate) struct Retry {
     pub(crate) at: Millis,
 }
 
-/// (Rendezvous hash, whether it is a job's GC key) → this node is the coordinator. Looked up,
-/// never iterated.
-#[allow(clippy::disallowed_types)]
-pub(crate) type CoordinatorMemo = rustc_hash::FxHashMap<(u64, bool), bool>;
-
 /// The membership as last reported, with derived lists.
 #[derive(Debug, Default)]
 pub(crate) struct Members {
     pub(crate) all: BTreeMap<String, MemberInfo>,
     /// Alive or suspect (coordinators are chosen among these), with name hashes, sorted.
     pub(crate) live: Vec<(String, u64)>,
+    /// This node's name hash when it is among `live` (it coordinates nothing otherwise).
+    pub(crate) me: Option<u64>,
     /// Placement candidates: alive, with a resource ad, not left.
     pub(crate) nodes: Vec<NodeView>,
 }
@@ -249,8 +245,8 @@ impl Members {
 ///    view, this node included), `handle_message` for every message from a peer,
 ///    `handle_task_event` for every executor observation, `handle_timeout` when the deadline
 ///    from `poll_timeout` passes, and the commands `submit` / `stop_job`.
-/// 2. **Outputs, after every input** — drain `poll_message` (send each reliably to the named
-///    peer, in order per peer when possible; loss is repaired by anti-entropy) and
+/// 2. **Outputs, after every input** — drain `poll_message` (send each reliably to every
+///    named peer, in order per peer when possible; loss is repaired by anti-entropy) and
 ///    `poll_command` (apply to the executor in order), then re-read `poll_timeout`.
 /// 3. **Persistence** — after `submit`/`stop_job` (and periodically) store `snapshot()`; a
 ///    submission is acknowledged to the client once stored *and* `is_durable` holds. On start,
@@ -268,8 +264,6 @@ pub struct Scheduler {
     pub(crate) counter: u64,
     pub(crate) replica: Replica,
     pub(crate) members: Members,
-    /// Rendezvous answers for the current live members (see `is_coordinator`).
-    pub(crate) coordinated: RefCell<CoordinatorMemo>,
     /// Target side: tasks admitted here and not yet dead.
     pub(crate) ledger: BTreeMap<AttemptId, LocalTask>,
     /// Target side: proposals awaiting admission, in arrival order.
@@ -296,7 +290,7 @@ pub struct Scheduler {
     /// Highest counter of our actor each peer acknowledged.
     pub(crate) acks: BTreeMap<String, u64>,
     pub(crate) push: Vec<Op>,
-    pub(crate) outbox: VecDeque<(String, Message)>,
+    pub(crate) outbox: VecDeque<Outgoing>,
     pub(crate) commands: VecDeque<ExecCommand>,
     pub(crate) now: Millis,
     pub(crate) started: bool,
@@ -326,7 +320,6 @@ impl Scheduler {
             counter: 0,
             replica: Replica::new(Tables::default(), limits),
             members: Members::default(),
-            coordinated: RefCell::default(),
             ledger: BTreeMap::new(),
             admission: VecDeque::new(),
             deferred: BTreeSet::new(),
@@ -515,10 +508,13 @@ impl Scheduler {
                 draining: ad.draining,
             })
             .collect();
-        if live != self.members.live {
-            self.coordinated.get_mut().clear();
-        }
-        self.members = Members { all, live, nodes };
+        let me = live.iter().find(|(n, _)| *n == self.node).map(|(_, h)| *h);
+        self.members = Members {
+            all,
+            live,
+            me,
+            nodes,
+        };
         self.room_changes += 1;
     }
 
@@ -722,8 +718,8 @@ impl Scheduler {
         self.timers.first().map(|(at, _)| *at)
     }
 
-    /// The next message to send reliably to a peer (by node name).
-    pub fn poll_message(&mut self) -> Option<(String, Message)> {
+    /// The next message to send reliably to its recipients (by node name).
+    pub fn poll_message(&mut self) -> Option<Outgoing> {
         self.flush_push();
         self.outbox.pop_front()
     }
@@ -880,15 +876,16 @@ impl Scheduler {
         }
         let ops = std::mem::take(&mut self.push);
         let peers: Vec<String> = self.live_peers().cloned().collect();
+        if peers.is_empty() {
+            return;
+        }
         for chunk in ops.chunks(self.config.max_ops_per_message.get()) {
-            for peer in &peers {
-                self.outbox.push_back((
-                    peer.clone(),
-                    Message::Ops {
-                        ops: chunk.to_vec(),
-                    },
-                ));
-            }
+            self.outbox.push_back(Outgoing {
+                to: peers.clone(),
+                message: Message::Ops {
+                    ops: chunk.to_vec(),
+                },
+            });
         }
     }
 
@@ -909,14 +906,15 @@ impl Scheduler {
         for actor in actors {
             if actor.node != self.node {
                 let counter = self.tables().clock().get(&actor);
+                let to = actor.node.to_string();
                 self.outbox
-                    .push_back((actor.node.to_string(), Message::Ack { actor, counter }));
+                    .push_back(Outgoing::one(&to, Message::Ack { actor, counter }));
             }
         }
         if overflow {
             let clock = self.tables().clock().clone();
-            self.outbox.push_back((
-                from.to_string(),
+            self.outbox.push_back(Outgoing::one(
+                from,
                 Message::Digest {
                     clock,
                     reply: false,
@@ -937,8 +935,8 @@ impl Scheduler {
         match self.replica.missing_for(&clock, max) {
             Some(ops) => {
                 for chunk in ops.chunks(self.config.max_ops_per_message.get()) {
-                    self.outbox.push_back((
-                        from.to_string(),
+                    self.outbox.push_back(Outgoing::one(
+                        from,
                         Message::Ops {
                             ops: chunk.to_vec(),
                         },
@@ -948,15 +946,15 @@ impl Scheduler {
             None => {
                 let tables = Box::new(self.tables().clone());
                 self.outbox
-                    .push_back((from.to_string(), Message::State { tables }));
+                    .push_back(Outgoing::one(from, Message::State { tables }));
             }
         }
         let mine = self.tables().clock();
         let lacking = clock.iter().any(|d| d.counter > mine.get(d.actor));
         if reply && lacking {
             let clock = mine.clone();
-            self.outbox.push_back((
-                from.to_string(),
+            self.outbox.push_back(Outgoing::one(
+                from,
                 Message::Digest {
                     clock,
                     reply: false,
@@ -980,8 +978,10 @@ impl Scheduler {
         }
         let i = usize::try_from(self.rng.below(peers.len() as u64)).unwrap_or(0);
         let clock = self.tables().clock().clone();
-        self.outbox
-            .push_back((peers[i].clone(), Message::Digest { clock, reply: true }));
+        self.outbox.push_back(Outgoing::one(
+            &peers[i],
+            Message::Digest { clock, reply: true },
+        ));
     }
 
     /// Drop tombstones older than the retention that every live peer is known to hold.

@@ -334,8 +334,11 @@ impl Cluster {
                 if !n.up {
                     break;
                 }
-                if let Some((to, msg)) = n.sched.poll_message() {
-                    self.network.push_back((name.clone(), to, msg.encode()));
+                if let Some(out) = n.sched.poll_message() {
+                    let bytes = out.message.encode();
+                    for to in out.to {
+                        self.network.push_back((name.clone(), to, bytes.clone()));
+                    }
                     continue;
                 }
                 let Some(cmd) = n.sched.poll_command() else {

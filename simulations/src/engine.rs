@@ -13,6 +13,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use shoal_gossip::{Config, MemberStatus, Membership, Millis, NodeId, ResourceAd, Resources};
@@ -183,7 +184,8 @@ enum Event {
     SchedMsg {
         to: usize,
         from: usize,
-        bytes: Vec<u8>,
+        /// Shared by every recipient of one broadcast.
+        bytes: Arc<[u8]>,
     },
     TaskExit {
         node: usize,
@@ -424,7 +426,7 @@ impl Simulation {
             Event::Submit(k) => self.submit(k),
             Event::Feed { node, epoch } => self.feed(node, epoch),
             Event::SchedWake { node, epoch } => self.sched_wake(node, epoch),
-            Event::SchedMsg { to, from, bytes } => self.sched_message(to, from, &bytes),
+            Event::SchedMsg { to, from, bytes } => self.sched_message(to, from, bytes),
             Event::TaskExit { node, epoch, task } => self.task_exit(node, epoch, task),
             Event::Advertise(node) => self.sched_advertise(node),
         }
@@ -974,10 +976,13 @@ impl Simulation {
                 core.handle_task_event(self.now, task, event);
                 continue;
             }
-            let Some((to, msg)) = core.poll_message() else {
+            let Some(out) = core.poll_message() else {
                 break;
             };
-            self.send_sched(&mut bench, i, &to, msg.encode());
+            let bytes: Arc<[u8]> = out.message.encode().into();
+            for to in &out.to {
+                self.send_sched(&mut bench, i, to, Arc::clone(&bytes));
+            }
         }
         let due = core.poll_timeout();
         let allocated = core.local_allocated();
@@ -1076,7 +1081,7 @@ impl Simulation {
         }
     }
 
-    fn send_sched(&mut self, bench: &mut Workbench, from: usize, to: &str, bytes: Vec<u8>) {
+    fn send_sched(&mut self, bench: &mut Workbench, from: usize, to: &str, bytes: Arc<[u8]>) {
         let Some(to) = index_of_name(to).filter(|&j| j < self.nodes.len()) else {
             bench.messages_dropped += 1;
             return;
@@ -1091,9 +1096,8 @@ impl Simulation {
         self.push(at, Event::SchedMsg { to, from, bytes });
     }
 
-    fn sched_message(&mut self, to: usize, from: usize, bytes: &[u8]) {
+    fn sched_message(&mut self, to: usize, from: usize, bytes: Arc<[u8]>) {
         if self.nodes[to].life == Life::Paused {
-            let bytes = bytes.to_vec();
             self.push(
                 self.now.plus_ms(FEED_MS),
                 Event::SchedMsg { to, from, bytes },
@@ -1109,7 +1113,7 @@ impl Simulation {
             bench.messages_dropped += 1;
             return;
         };
-        match sched::decode(bytes, &bench.config) {
+        match sched::decode(&bytes, &bench.config) {
             Some(msg) => {
                 bench.messages_delivered += 1;
                 core.handle_message(now, &from_name, msg);
