@@ -541,12 +541,13 @@ impl Membership {
     #[must_use]
     pub fn members(&self) -> Vec<MemberInfo> {
         let ads = self.ads.lock();
-        self.records
-            .iter()
-            .map(|(name, r)| MemberInfo {
+        // Records and ads are both keyed by name in order: walk them side by side instead of
+        // searching the ads once per record (the scheduler asks for this view twice a second).
+        left_join_sorted(self.records.iter(), ads.ads.iter())
+            .map(|(_, r, ad)| MemberInfo {
                 id: r.id.clone(),
                 status: r.status,
-                ad: ads.ads.get(name).cloned(),
+                ad: ad.cloned(),
                 last_update: r.last_update,
             })
             .collect()
@@ -973,6 +974,19 @@ impl Membership {
             tracing::warn!(error = %e, "foca refused a config change");
         }
     }
+}
+
+/// Every entry of `left` with the entry of `right` under the same key, if any. Both must be in
+/// strictly ascending key order (as B-tree maps iterate); one pass over each.
+fn left_join_sorted<'a, K: Ord + 'a, A: 'a, B: 'a>(
+    left: impl Iterator<Item = (&'a K, &'a A)>,
+    right: impl Iterator<Item = (&'a K, &'a B)>,
+) -> impl Iterator<Item = (&'a K, &'a A, Option<&'a B>)> {
+    let mut right = right.peekable();
+    left.map(move |(k, a)| {
+        while right.next_if(|(r, _)| *r < k).is_some() {}
+        (k, a, right.next_if(|(r, _)| *r == k).map(|(_, b)| b))
+    })
 }
 
 #[cfg(test)]

@@ -257,3 +257,47 @@ fn garbage_datagrams_are_refused_and_change_nothing() {
     assert_eq!(before, format!("{:?}", net.node(0).members()));
     assert_eq!(net.node(0).stats().datagrams_refused, refused);
 }
+
+#[test]
+fn the_member_list_agrees_with_one_member_lookups_while_ads_arrive() {
+    // `members()` walks the records and the ads side by side; `member()` looks each ad up.
+    // While nodes join, some records have no ad yet: both must agree at every step.
+    let mut net = Net::new(6, 0.0);
+    for _ in 0..60 {
+        net.run(25);
+        for i in 0..6 {
+            let node = net.node(i);
+            for m in node.members() {
+                let one = node.member(&m.id.name);
+                assert_eq!(format!("{:?}", Some(&m)), format!("{:?}", one.as_ref()));
+            }
+        }
+    }
+}
+
+#[test]
+fn the_sorted_left_join_pairs_equal_keys_and_skips_the_rest() {
+    use std::collections::BTreeMap;
+    let left = BTreeMap::from([(1, 'a'), (3, 'c'), (4, 'd'), (9, 'i')]);
+    let right = BTreeMap::from([
+        (0, "zero"),
+        (3, "three"),
+        (5, "five"),
+        (9, "nine"),
+        (12, "x"),
+    ]);
+    let joined: Vec<(i32, char, Option<&str>)> = left_join_sorted(left.iter(), right.iter())
+        .map(|(k, a, b)| (*k, *a, b.copied()))
+        .collect();
+    assert_eq!(
+        joined,
+        [
+            (1, 'a', None),
+            (3, 'c', Some("three")),
+            (4, 'd', None),
+            (9, 'i', Some("nine"))
+        ]
+    );
+    let none: BTreeMap<i32, &str> = BTreeMap::new();
+    assert!(left_join_sorted(left.iter(), none.iter()).all(|(_, _, b)| b.is_none()));
+}
