@@ -75,18 +75,39 @@ impl Scheduler {
                 }
                 Touch::Attempt(id) => {
                     self.note_attempt(&id);
-                    self.work.slots.insert(id.slot_key());
+                    let key = id.slot_key();
+                    if self.slot_concerns_me(&key) {
+                        self.work.slots.insert(key);
+                    } else {
+                        self.forget_slot(&key);
+                    }
                 }
             }
         }
     }
 
+    /// Whether a changed slot can need anything from this node: it coordinates the slot or
+    /// the job's GC, or runs an attempt of the slot (which a newer attempt elsewhere fences).
+    /// Every replica hears of every slot change and, at scale, almost none of them concerns
+    /// it: those skip the per-job pass ([`Scheduler::reconcile_slots`] would only find that
+    /// out, one table lookup at a time). Proposals aimed at this node are queued for
+    /// admission by [`Scheduler::note_attempt`] either way.
+    fn slot_concerns_me(&self, key: &SlotKey) -> bool {
+        self.is_coordinator(key)
+            || self.is_job_coordinator(&key.job, key.incarnation)
+            || self
+                .ledger
+                .range(key.first_attempt()..key.end_attempt())
+                .next()
+                .is_some()
+    }
+
     /// React to an attempt change: queue proposals for us, fail zombies, free pending slots.
     fn note_attempt(&mut self, id: &AttemptId) {
-        let Some(a) = self.tables().assignment(id) else {
+        let Some((a, state)) = self.tables().assignment_and_state(id) else {
             return;
         };
-        let state = self.tables().state(id);
+        let live = state.is_live();
         if a.target == self.node {
             match state {
                 AttemptState::Proposed => self.admission.push_back(id.clone()),
@@ -98,7 +119,7 @@ impl Scheduler {
                 _ => {}
             }
         }
-        if !state.is_live() {
+        if !live {
             self.retry_pending_soon();
         }
     }

@@ -295,6 +295,20 @@ impl Tables {
             .unwrap_or_default()
     }
 
+    /// An attempt's assignment and state (`Proposed` when none was written yet), from one
+    /// lookup and without cloning the state.
+    pub(crate) fn assignment_and_state(
+        &self,
+        id: &AttemptId,
+    ) -> Option<(&Assignment, &AttemptState)> {
+        static PROPOSED: AttemptState = AttemptState::Proposed;
+        let row = self.attempts.get(id)?;
+        Some((
+            row.assignment.as_ref()?,
+            row.state.as_ref().unwrap_or(&PROPOSED),
+        ))
+    }
+
     /// Whether an attempt is live (proposed, admitted or running), without cloning its state.
     pub(crate) fn is_live(&self, id: &AttemptId) -> bool {
         self.attempts
