@@ -18,8 +18,8 @@ use shoal_gossip::{Millis, Resources};
 use crate::config::ms;
 use crate::hash::{StableHasher, rendezvous, rendezvous_is};
 use crate::ids::{AttemptId, Name, SlotKey};
-use crate::placement::{PendingReason, Request, count_by_node, place};
-use crate::scheduler::{ExecCommand, KillReason, LocalTask, Retry, Scheduler, Wake};
+use crate::placement::{NodeView, PendingReason, Request, count_by_node, fits, place};
+use crate::scheduler::{ExecCommand, KillReason, LocalTask, NoRoom, Retry, Scheduler, Wake};
 use crate::slot::{RejectionBackoff, SlotStatus, slot_status};
 use crate::spec::{JobType, fmt_resources};
 use crate::table::{Assignment, AttemptState, JobEntry, OpBody, SlotFloor, Touch};
@@ -186,6 +186,16 @@ impl Scheduler {
     /// A whole job: fencing of local tasks, every slot, GC of every incarnation.
     fn reconcile_job(&mut self, job: &str) {
         self.check_ledger(job);
+        let from = (Name::from(job), 0);
+        let known: Vec<(Name, u64)> = self
+            .no_room
+            .range(from..)
+            .take_while(|((j, _), _)| j == job)
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in known {
+            self.no_room.remove(&k);
+        }
         self.done_cursor.retain(|(j, _), _| j != job);
         let incarnations: Vec<u64> = self.tables().incarnations(job).map(|(i, _)| i).collect();
         let ctx = self.job_ctx(job);
@@ -648,18 +658,74 @@ impl Scheduler {
             avoid,
             sample: self.config.placement_sample.get(),
         };
-        let used = |n: &crate::placement::NodeView| {
-            let known = self.replica.usage_of(n.usage_id);
-            max_each(known, n.advertised)
+        let job = (key.job.clone(), key.incarnation);
+        let known = (!distinct)
+            .then(|| self.still_no_room(&job, &ctx.entry.epoch, &req))
+            .flatten();
+        debug_assert!(
+            known.is_none() || place(&req, &self.members.nodes, |n| self.used_on(n)).is_err(),
+            "still_no_room said no room for {key:?}, but a full scan finds some"
+        );
+        let outcome = match known {
+            Some(reason) => Err((reason, true)),
+            None => place(&req, &self.members.nodes, |n| self.used_on(n))
+                .map(|n| n.name.clone())
+                .map_err(|reason| (reason, false)),
         };
-        match place(&req, &self.members.nodes, used).map(|n| n.name.clone()) {
-            Ok(target) => self.propose(ctx, key, target),
-            Err(reason) => {
+        match outcome {
+            Ok(target) => {
+                self.no_room.remove(&job);
+                self.propose(ctx, key, target);
+            }
+            Err((reason, known)) => {
+                let releases = self.replica.releases();
+                match self.no_room.get_mut(&job).filter(|_| known) {
+                    Some(seen) => seen.releases = releases,
+                    None => {
+                        let seen = NoRoom {
+                            epoch: ctx.entry.epoch.clone(),
+                            releases,
+                            room_changes: self.room_changes,
+                            reason: reason.clone(),
+                        };
+                        self.no_room.insert(job, seen);
+                    }
+                }
                 self.pending.insert(key.clone(), reason.clone());
                 ctx.no_room = Some(reason);
                 self.retry_pending_soon();
             }
         }
+    }
+
+    /// What the placer counts as allocated on a candidate: the live attempts it knows of there
+    /// (its own proposals included), or the node's advertised allocation if that is higher.
+    fn used_on(&self, n: &NodeView) -> Resources {
+        max_each(self.replica.usage_of(n.usage_id), n.advertised)
+    }
+
+    /// The reason a placement of `job` found no room, if it still finds none, known without a
+    /// scan of every candidate: the job version and the candidates (with their shapes and
+    /// advertised allocations) are as they were then, and no node released resources since
+    /// then (until then every node was known not to fit; usage only grows without a release)
+    /// except nodes that still do not fit. Placement decisions are therefore exactly those of
+    /// a full scan; only the counts in the reason can be behind (nodes filled up since), as
+    /// they can for slots the pending pass skips.
+    fn still_no_room(
+        &self,
+        job: &(Name, u64),
+        epoch: &crate::ids::Stamp,
+        req: &Request<'_>,
+    ) -> Option<PendingReason> {
+        let seen = self.no_room.get(job)?;
+        if seen.epoch != *epoch || seen.room_changes != self.room_changes {
+            return None;
+        }
+        let nodes = &self.members.nodes;
+        let room_now = self.members.usage_ids.iter().zip(nodes).any(|(&id, n)| {
+            self.replica.released_at(id) > seen.releases && fits(req, n, self.used_on(n))
+        });
+        (!room_now).then(|| seen.reason.clone())
     }
 
     fn propose(&mut self, ctx: &mut JobCtx, key: &SlotKey, target: String) {

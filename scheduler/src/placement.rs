@@ -182,6 +182,11 @@ fn judge(req: &Request<'_>, node: &NodeView, used: Resources) -> Verdict {
     }
 }
 
+/// Whether `node` passes every filter for `req` when `used` is allocated there.
+pub(crate) fn fits(req: &Request<'_>, node: &NodeView, used: Resources) -> bool {
+    judge(req, node, used).fits()
+}
+
 fn record(report: &mut FilterReport, v: Verdict) {
     if v.draining {
         report.draining += 1;

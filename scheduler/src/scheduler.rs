@@ -213,6 +213,19 @@ pub(crate) struct Retry {
     pub(crate) at: Millis,
 }
 
+/// A job's placement that found no room, and what the placer knew then.
+#[derive(Debug, Clone)]
+pub(crate) struct NoRoom {
+    /// The job version placed (its request and constraints).
+    pub(crate) epoch: Stamp,
+    /// `Replica::releases` when every candidate was last known not to fit.
+    pub(crate) releases: u64,
+    /// `Scheduler::room_changes` then (candidates, their shapes and advertised allocations).
+    pub(crate) room_changes: u64,
+    /// Why.
+    pub(crate) reason: PendingReason,
+}
+
 /// The membership as last reported, with derived lists.
 #[derive(Debug, Default)]
 pub(crate) struct Members {
@@ -223,6 +236,9 @@ pub(crate) struct Members {
     pub(crate) me: Option<u64>,
     /// Placement candidates: alive, with a resource ad, not left.
     pub(crate) nodes: Vec<NodeView>,
+    /// `nodes[i].usage_id`, side by side: scanned for recent releases without reading the
+    /// views themselves.
+    pub(crate) usage_ids: Vec<usize>,
 }
 
 impl Members {
@@ -282,6 +298,9 @@ pub struct Scheduler {
     pub(crate) pending_retried_at: u64,
     /// Coordinator side: slots that found no room, with the reason.
     pub(crate) pending: BTreeMap<SlotKey, PendingReason>,
+    /// Coordinator side: per job incarnation, its last placement that found no room (see
+    /// [`Scheduler::still_no_room`]).
+    pub(crate) no_room: BTreeMap<(Name, u64), NoRoom>,
     pub(crate) finished_since: BTreeMap<JobKey, Millis>,
     /// Batch slots below this index were final when last checked (GC scan cursor).
     pub(crate) done_cursor: BTreeMap<JobKey, u32>,
@@ -330,6 +349,7 @@ impl Scheduler {
             room_changes: 0,
             pending_retried_at: u64::MAX,
             pending: BTreeMap::new(),
+            no_room: BTreeMap::new(),
             finished_since: BTreeMap::new(),
             done_cursor: BTreeMap::new(),
             tombstones: BTreeMap::new(),
@@ -493,7 +513,7 @@ impl Scheduler {
             live.sort();
         }
         let replica = &mut self.replica;
-        let nodes = all
+        let nodes: Vec<NodeView> = all
             .values()
             .filter(|m| m.status == MemberStatus::Alive)
             .filter_map(|m| m.ad.as_ref().map(|ad| (m, ad)))
@@ -509,11 +529,13 @@ impl Scheduler {
             })
             .collect();
         let me = live.iter().find(|(n, _)| *n == self.node).map(|(_, h)| *h);
+        let usage_ids = nodes.iter().map(|n| n.usage_id).collect();
         self.members = Members {
             all,
             live,
             me,
             nodes,
+            usage_ids,
         };
         self.room_changes += 1;
     }

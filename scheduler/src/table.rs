@@ -677,6 +677,9 @@ pub(crate) struct Replica {
     /// How many times some node's usage went down (or was rebuilt): the placer's cue that
     /// a slot that found no room may find some now.
     releases: u64,
+    /// Per node id, the value of `releases` when its usage last went down: a slot that found
+    /// no room at release count `g` can fit now only on a node released after `g`.
+    released: Vec<u64>,
     touched: BTreeSet<Touch>,
     limits: ReplicaLimits,
 }
@@ -690,6 +693,7 @@ impl Replica {
             node_ids: NodeIds::default(),
             usage: Vec::new(),
             releases: 0,
+            released: Vec::new(),
             touched: BTreeSet::new(),
             limits,
         };
@@ -715,6 +719,22 @@ impl Replica {
     /// Grows whenever a live attempt's resources are released (see the field).
     pub(crate) fn releases(&self) -> u64 {
         self.releases
+    }
+
+    /// The release count when the usage of node `id` last went down (0: never, its usage
+    /// has only grown since this replica started or last rebuilt its usage).
+    pub(crate) fn released_at(&self, id: usize) -> u64 {
+        self.released.get(id).copied().unwrap_or(0)
+    }
+
+    /// Counts a release of some of node `id`'s usage.
+    fn release(&mut self, id: usize, resources: &Resources) {
+        self.usage[id] = self.usage[id].saturating_sub(resources);
+        self.releases += 1;
+        if self.released.len() <= id {
+            self.released.resize(id + 1, 0);
+        }
+        self.released[id] = self.releases;
     }
 
     /// Take what changed since the last call.
@@ -827,8 +847,8 @@ impl Replica {
             && let Some(a) = assignment
         {
             let node = intern(&mut self.node_ids, &mut self.usage, &a.target);
-            self.usage[node] = self.usage[node].saturating_sub(&a.resources);
-            self.releases += 1;
+            let resources = a.resources;
+            self.release(node, &resources);
         }
         self.touched.insert(Touch::Attempt(id.clone()));
     }
@@ -866,8 +886,7 @@ impl Replica {
             return;
         }
         if let Some((node, r)) = before {
-            self.usage[node] = self.usage[node].saturating_sub(&r);
-            self.releases += 1;
+            self.release(node, &r);
         }
         if let Some((node, r)) = after {
             self.usage[node] = self.usage[node].saturating_add(&r);
@@ -886,6 +905,7 @@ impl Replica {
                 self.usage[node] = self.usage[node].saturating_add(&a.resources);
             }
         }
+        self.released = vec![self.releases; self.usage.len()];
     }
 
     /// Full-state merge (anti-entropy fallback). Logs of actors that jumped are reset, since
