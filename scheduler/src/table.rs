@@ -672,6 +672,11 @@ struct ActorLog {
     ops: VecDeque<Bytes>,
 }
 
+/// Actor → its op log. Looked up once per applied op, never iterated (digests walk the
+/// version vector): a hash lookup instead of a tree search comparing actors.
+#[allow(clippy::disallowed_types)]
+type ActorLogs = rustc_hash::FxHashMap<ActorId, ActorLog>;
+
 /// What [`Replica::receive`] did with an op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Received {
@@ -706,7 +711,7 @@ type NodeIds = rustc_hash::FxHashMap<String, usize>;
 #[derive(Debug, Clone)]
 pub(crate) struct Replica {
     tables: Tables,
-    logs: BTreeMap<ActorId, ActorLog>,
+    logs: ActorLogs,
     pending: BTreeMap<ActorId, BTreeMap<u64, Op>>,
     /// Dense ids of the node names seen as targets or placement candidates, so the placer
     /// reads a node's usage by index instead of a string-keyed lookup per candidate.
@@ -726,7 +731,7 @@ impl Replica {
     pub(crate) fn new(tables: Tables, limits: ReplicaLimits) -> Self {
         let mut r = Self {
             tables,
-            logs: BTreeMap::new(),
+            logs: ActorLogs::default(),
             pending: BTreeMap::new(),
             node_ids: NodeIds::default(),
             usage: Vec::new(),
