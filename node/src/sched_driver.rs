@@ -317,7 +317,9 @@ impl Driver {
     }
 
     fn on_frame(&mut self, frame: Inbound) {
-        match shoal_scheduler::Message::decode(&frame.payload, &self.config.wire) {
+        // The ops keep their bytes as slices of the frame, which the core logs (no copy).
+        let payload = bytes::Bytes::from(frame.payload);
+        match shoal_scheduler::Message::decode_shared(&payload, &self.config.wire) {
             Ok(msg) => {
                 self.core.handle_message(self.clock.now(), &frame.from, msg);
             }

@@ -5,8 +5,16 @@
 //! everything is idempotent). Decoding trusts nothing: the input length is capped before
 //! parsing, postcard reads lengths against the remaining input (serde caps pre-allocation), and
 //! counts are checked against [`WireLimits`] afterwards.
+//!
+//! A shell that can hand over the received buffer uses [`Message::decode_shared`]: the ops of
+//! an `Ops` message then keep their bytes as slices of that buffer, which the replica logs
+//! as they are (see [`Op`]).
 
 use serde::{Deserialize, Serialize};
+
+/// The buffer type of [`Message::decode_shared`], re-exported for shells that do not use
+/// `bytes` themselves.
+pub use bytes::Bytes;
 
 use crate::ids::{ActorId, VersionVector};
 use crate::table::{Op, OpBody, Tables};
@@ -127,14 +135,8 @@ impl Message {
 
     /// Decode and check bounds. Never panics, whatever the bytes.
     pub fn decode(bytes: &[u8], limits: &WireLimits) -> Result<Self, DecodeError> {
-        if bytes.len() > limits.max_message_bytes {
-            return Err(DecodeError::TooLarge {
-                len: bytes.len(),
-                max: limits.max_message_bytes,
-            });
-        }
-        let (msg, rest): (Message, &[u8]) =
-            postcard::take_from_bytes(bytes).map_err(|e| DecodeError::Malformed(e.to_string()))?;
+        check_size(bytes, limits)?;
+        let (msg, rest): (Message, &[u8]) = postcard::take_from_bytes(bytes).map_err(malformed)?;
         if !rest.is_empty() {
             return Err(DecodeError::Trailing(rest.len()));
         }
@@ -142,14 +144,38 @@ impl Message {
         Ok(msg)
     }
 
-    fn check(&self, limits: &WireLimits) -> Result<(), DecodeError> {
-        let limit = |what, count, max| {
-            if count > max {
-                Err(DecodeError::Limit { what, count, max })
-            } else {
-                Ok(())
-            }
+    /// [`Message::decode`], keeping each op of an `Ops` message's own bytes as a slice of
+    /// `bytes` (refcounted, no copy): the replica logs them instead of encoding the op again,
+    /// so the recipients of one broadcast log one buffer. Same checks and same result as
+    /// `decode` (the slices aside); never panics, whatever the bytes.
+    pub fn decode_shared(bytes: &Bytes, limits: &WireLimits) -> Result<Self, DecodeError> {
+        check_size(bytes, limits)?;
+        // postcard's layout of `Ops { ops }`: the variant index (varint u32), the number of
+        // ops (varint usize), then each op. Other variants have no ops to keep.
+        let Ok((OPS_VARIANT, after_variant)) = postcard::take_from_bytes::<u32>(bytes) else {
+            return Self::decode(bytes, limits);
         };
+        let (count, mut rest) =
+            postcard::take_from_bytes::<usize>(after_variant).map_err(malformed)?;
+        // Checked before parsing, so the count from the wire never sizes an allocation.
+        limit("ops", count, limits.max_ops)?;
+        let mut ops = Vec::with_capacity(count.min(rest.len()));
+        for _ in 0..count {
+            let start = bytes.len() - rest.len();
+            let (op, tail) = postcard::take_from_bytes::<Op>(rest).map_err(malformed)?;
+            rest = tail;
+            let end = bytes.len() - rest.len();
+            ops.push(op.with_encoding(bytes.slice(start..end)));
+        }
+        if !rest.is_empty() {
+            return Err(DecodeError::Trailing(rest.len()));
+        }
+        let msg = Message::Ops { ops };
+        msg.check(limits)?;
+        Ok(msg)
+    }
+
+    fn check(&self, limits: &WireLimits) -> Result<(), DecodeError> {
         match self {
             Message::Ops { ops } => {
                 limit("ops", ops.len(), limits.max_ops)?;
@@ -170,6 +196,31 @@ impl Message {
             Message::Ack { .. } => Ok(()),
         }
     }
+}
+
+/// postcard's variant index of [`Message::Ops`] (declaration order).
+const OPS_VARIANT: u32 = 0;
+
+fn check_size(bytes: &[u8], limits: &WireLimits) -> Result<(), DecodeError> {
+    if bytes.len() > limits.max_message_bytes {
+        return Err(DecodeError::TooLarge {
+            len: bytes.len(),
+            max: limits.max_message_bytes,
+        });
+    }
+    Ok(())
+}
+
+fn limit(what: &'static str, count: usize, max: usize) -> Result<(), DecodeError> {
+    if count > max {
+        Err(DecodeError::Limit { what, count, max })
+    } else {
+        Ok(())
+    }
+}
+
+fn malformed(e: postcard::Error) -> DecodeError {
+    DecodeError::Malformed(e.to_string())
 }
 
 #[cfg(test)]
@@ -208,9 +259,9 @@ mod tests {
             placer: "n2".into(),
         };
         let ops = vec![
-            Op {
-                dot: Dot::new(actor(), 1),
-                body: OpBody::Job {
+            Op::new(
+                Dot::new(actor(), 1),
+                OpBody::Job {
                     incarnation: 9,
                     entry: JobEntry {
                         stamp: stamp.clone(),
@@ -219,10 +270,10 @@ mod tests {
                         stopped: false,
                     },
                 },
-            },
-            Op {
-                dot: Dot::new(actor(), 2),
-                body: OpBody::Assign {
+            ),
+            Op::new(
+                Dot::new(actor(), 2),
+                OpBody::Assign {
                     id: id.clone(),
                     assignment: Assignment {
                         target: "n3".into(),
@@ -230,14 +281,14 @@ mod tests {
                         epoch: stamp,
                     },
                 },
-            },
-            Op {
-                dot: Dot::new(actor(), 3),
-                body: OpBody::State {
+            ),
+            Op::new(
+                Dot::new(actor(), 3),
+                OpBody::State {
                     id,
                     state: AttemptState::Exited { code: -9 },
                 },
-            },
+            ),
         ];
         let mut tables = Tables::default();
         for op in ops.clone() {
@@ -259,6 +310,24 @@ mod tests {
         ]
     }
 
+    /// Both decoders, which must agree; for `Ops`, every op kept its bytes and they decode
+    /// to the op alone.
+    fn decode_both(bytes: &[u8], limits: &WireLimits) -> Result<Message, DecodeError> {
+        let plain = Message::decode(bytes, limits);
+        let shared = Message::decode_shared(&Bytes::copy_from_slice(bytes), limits);
+        assert_eq!(plain.is_ok(), shared.is_ok(), "{plain:?} vs {shared:?}");
+        if let Ok(Message::Ops { ops }) = &shared {
+            for op in ops {
+                let encoding = op.encoding().expect("a received op keeps its bytes");
+                assert_eq!(&postcard::from_bytes::<Op>(encoding).unwrap(), op);
+            }
+        }
+        if plain.is_ok() {
+            assert_eq!(plain, shared);
+        }
+        shared
+    }
+
     #[test]
     fn round_trips() {
         for m in sample_messages() {
@@ -266,7 +335,34 @@ mod tests {
                 Message::decode(&m.encode(), &WireLimits::default()).unwrap(),
                 m
             );
+            assert_eq!(decode_both(&m.encode(), &WireLimits::default()).unwrap(), m);
         }
+    }
+
+    #[test]
+    fn shared_decoding_keeps_each_ops_exact_encoding() {
+        let Message::Ops { ops } = &sample_messages()[0] else {
+            unreachable!("the first sample is an Ops message")
+        };
+        let bytes = Bytes::from(sample_messages()[0].encode());
+        let Ok(Message::Ops { ops: decoded }) =
+            Message::decode_shared(&bytes, &WireLimits::default())
+        else {
+            panic!("decodes as Ops");
+        };
+        assert_eq!(&decoded, ops);
+        for op in &decoded {
+            let encoding = op.encoding().unwrap();
+            assert_eq!(**encoding, *postcard::to_stdvec(op).unwrap());
+            // A slice of the received buffer, not a copy.
+            assert!(bytes.as_ptr_range().contains(&encoding.as_ptr()));
+        }
+        // Ops written here (or decoded without a buffer) carry none.
+        assert!(ops.iter().all(|op| op.encoding().is_none()));
+        assert_eq!(
+            Message::Ops { ops: Vec::new() }.encode(),
+            [OPS_VARIANT as u8, 0]
+        );
     }
 
     #[test]
@@ -281,6 +377,10 @@ mod tests {
             Message::decode(&bytes, &tight),
             Err(DecodeError::Limit { .. })
         ));
+        assert!(matches!(
+            decode_both(&bytes, &tight),
+            Err(DecodeError::Limit { .. })
+        ));
         let tiny = WireLimits {
             max_message_bytes: 10,
             ..WireLimits::default()
@@ -289,10 +389,18 @@ mod tests {
             Message::decode(&bytes, &tiny),
             Err(DecodeError::TooLarge { .. })
         ));
+        assert!(matches!(
+            decode_both(&bytes, &tiny),
+            Err(DecodeError::TooLarge { .. })
+        ));
         let mut long = bytes.clone();
         long.push(0);
         assert_eq!(
             Message::decode(&long, &WireLimits::default()),
+            Err(DecodeError::Trailing(1))
+        );
+        assert_eq!(
+            decode_both(&long, &WireLimits::default()),
             Err(DecodeError::Trailing(1))
         );
     }
@@ -300,7 +408,7 @@ mod tests {
     proptest! {
         #[test]
         fn garbage_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..512)) {
-            let _ = Message::decode(&bytes, &WireLimits::default());
+            let _ = decode_both(&bytes, &WireLimits::default());
         }
 
         #[test]
@@ -311,7 +419,7 @@ mod tests {
                 bytes[i] = v;
             }
             bytes.truncate(cut % (bytes.len() + 1));
-            let _ = Message::decode(&bytes, &WireLimits::default());
+            let _ = decode_both(&bytes, &WireLimits::default());
         }
 
         #[test]
@@ -325,7 +433,7 @@ mod tests {
                 if l == 0 { bytes.push(b); break; }
                 bytes.push(b | 0x80);
             }
-            prop_assert!(Message::decode(&bytes, &WireLimits::default()).is_err());
+            prop_assert!(decode_both(&bytes, &WireLimits::default()).is_err());
         }
     }
 }

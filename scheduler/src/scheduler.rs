@@ -874,10 +874,7 @@ impl Scheduler {
     pub(crate) fn write(&mut self, body: OpBody) -> Dot {
         self.counter += 1;
         let dot = Dot::new(self.actor.clone(), self.counter);
-        let op = Op {
-            dot: dot.clone(),
-            body,
-        };
+        let op = Op::new(dot.clone(), body);
         let outcome = self.replica.receive(op.clone());
         debug_assert_eq!(outcome, Received::Applied, "own op must apply in order");
         self.push.push(op);

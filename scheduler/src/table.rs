@@ -22,6 +22,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
+use bytes::Bytes;
 use crdts::{CmRDT, CvRDT};
 use serde::{Deserialize, Serialize};
 use shoal_gossip::Resources;
@@ -184,12 +185,64 @@ impl OpBody {
 }
 
 /// A replicated op: a dot and its effect.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+///
+/// An op decoded by [`crate::Message::decode_shared`] also keeps its received encoding, a
+/// slice of the message buffer: the replica logs those bytes instead of encoding the op again,
+/// so every replica that received one broadcast logs the same buffer (refcounted). The
+/// encoding is not part of the op's value: it is skipped on the wire and ignored by `==` and
+/// `Debug`, and only decoding sets it (an op is never changed after it is decoded).
+#[derive(Clone, Serialize, Deserialize)]
 pub struct Op {
     /// Writer and sequence number.
     pub dot: Dot,
     /// Effect.
     pub body: OpBody,
+    /// The bytes this op was decoded from, if it was received; `None` for local writes.
+    #[serde(skip)]
+    encoding: Option<Bytes>,
+}
+
+impl Op {
+    /// An op without a received encoding (a local write, or one built by hand).
+    #[must_use]
+    pub fn new(dot: Dot, body: OpBody) -> Self {
+        Self {
+            dot,
+            body,
+            encoding: None,
+        }
+    }
+
+    /// The bytes this op was received as, if any.
+    #[cfg(test)]
+    pub(crate) fn encoding(&self) -> Option<&Bytes> {
+        self.encoding.as_ref()
+    }
+
+    /// `self`, received as exactly `encoding`.
+    pub(crate) fn with_encoding(self, encoding: Bytes) -> Self {
+        debug_assert!(postcard::from_bytes::<Op>(&encoding).is_ok_and(|op| op == self));
+        Self {
+            encoding: Some(encoding),
+            ..self
+        }
+    }
+}
+
+impl PartialEq for Op {
+    fn eq(&self, other: &Self) -> bool {
+        self.dot == other.dot && self.body == other.body
+    }
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As derived before the encoding was kept.
+        f.debug_struct("Op")
+            .field("dot", &self.dot)
+            .field("body", &self.body)
+            .finish()
+    }
 }
 
 /// An op applied out of order (see [`CmRDT::validate_op`] on [`Tables`]).
@@ -623,13 +676,20 @@ pub(crate) struct ReplicaLimits {
 
 /// The contiguous tail of one actor's ops, each kept postcard-encoded: a replica logs every
 /// actor's ops, and the encoding is about a third of the size of a decoded `Op` (whose ids
-/// and stamps are separate heap strings). Logs are read only to answer digests.
+/// and stamps are separate heap strings). A received op is logged as the slice of the message
+/// it arrived in ([`Op`]), shared with every other replica that received the same buffer;
+/// only local writes are encoded here. Logs are read only to answer digests.
 #[derive(Debug, Clone, Default)]
 struct ActorLog {
     /// Counter of `ops[0]`.
     first: u64,
-    ops: VecDeque<Box<[u8]>>,
+    ops: VecDeque<Bytes>,
 }
+
+/// Actor → its op log. Looked up once per applied op, never iterated (digests walk the
+/// version vector): a hash lookup instead of a tree search comparing actors.
+#[allow(clippy::disallowed_types)]
+type ActorLogs = rustc_hash::FxHashMap<ActorId, ActorLog>;
 
 /// What [`Replica::receive`] did with an op.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -665,7 +725,7 @@ type NodeIds = rustc_hash::FxHashMap<String, usize>;
 #[derive(Debug, Clone)]
 pub(crate) struct Replica {
     tables: Tables,
-    logs: BTreeMap<ActorId, ActorLog>,
+    logs: ActorLogs,
     pending: BTreeMap<ActorId, BTreeMap<u64, Op>>,
     /// Dense ids of the node names seen as targets or placement candidates, so the placer
     /// reads a node's usage by index instead of a string-keyed lookup per candidate.
@@ -688,7 +748,7 @@ impl Replica {
     pub(crate) fn new(tables: Tables, limits: ReplicaLimits) -> Self {
         let mut r = Self {
             tables,
-            logs: BTreeMap::new(),
+            logs: ActorLogs::default(),
             pending: BTreeMap::new(),
             node_ids: NodeIds::default(),
             usage: Vec::new(),
@@ -793,8 +853,9 @@ impl Replica {
             OpBody::Assign { id, assignment } => self.apply_assignment(id, assignment),
             _ => self.apply_other(&op.body),
         }
-        self.tables.clock.apply(op.dot.clone());
+        let dot = op.dot.clone();
         self.log(op);
+        self.tables.clock.apply(dot);
     }
 
     /// A placement: the usage index moves from the replaced assignment (if any) to the new
@@ -853,21 +914,23 @@ impl Replica {
         self.touched.insert(Touch::Attempt(id.clone()));
     }
 
-    fn log(&mut self, op: Op) {
-        if !self.logs.contains_key(&op.dot.actor) {
-            self.logs.insert(op.dot.actor.clone(), ActorLog::default());
-        }
-        let Some(log) = self.logs.get_mut(&op.dot.actor) else {
-            return;
-        };
-        if log.first + log.ops.len() as u64 != op.dot.counter {
+    /// Append the actor's next op to its log: the bytes it was received as, or (a local
+    /// write) its encoding.
+    fn log(&mut self, mut op: Op) {
+        let bytes = op
+            .encoding
+            .take()
+            .or_else(|| encode_exact(&op).map(Bytes::from));
+        let counter = op.dot.counter;
+        let log = self.logs.entry(op.dot.actor).or_default();
+        if log.first + log.ops.len() as u64 != counter {
             log.ops.clear();
-            log.first = op.dot.counter;
+            log.first = counter;
         }
-        let Some(bytes) = encode_exact(&op) else {
+        let Some(bytes) = bytes else {
             // Cannot happen for our own types; a gap makes digests fall back to state.
             log.ops.clear();
-            log.first = op.dot.counter + 1;
+            log.first = counter + 1;
             return;
         };
         log.ops.push_back(bytes);
@@ -1249,10 +1312,7 @@ mod tests {
                             bodies
                                 .into_iter()
                                 .enumerate()
-                                .map(|(i, body)| Op {
-                                    dot: Dot::new(actor(w), i as u64 + 1),
-                                    body,
-                                })
+                                .map(|(i, body)| Op::new(Dot::new(actor(w), i as u64 + 1), body))
                                 .collect::<Vec<_>>()
                         })
                 })
@@ -1395,12 +1455,14 @@ mod tests {
     #[test]
     fn validate_op_checks_the_next_dot_only() {
         let mut t = Tables::default();
-        let op = |n| Op {
-            dot: Dot::new(actor(1), n),
-            body: OpBody::Purge {
-                job: format!("j{n}"),
-                incarnation: 0,
-            },
+        let op = |n| {
+            Op::new(
+                Dot::new(actor(1), n),
+                OpBody::Purge {
+                    job: format!("j{n}"),
+                    incarnation: 0,
+                },
+            )
         };
         assert!(t.validate_op(&op(1)).is_ok());
         assert!(t.validate_op(&op(2)).is_err());

@@ -1,7 +1,7 @@
 //! An in-memory cluster of [`Scheduler`]s for tests: a fake clock, a FIFO network that can lose
 //! messages, a fake membership service and a fake executor per node.
 //!
-//! Every message goes through [`Message::encode`] / [`Message::decode`], so the codec is
+//! Every message goes through [`Message::encode`] / [`Message::decode_shared`], so the codec is
 //! exercised on every hop. Everything is deterministic from the seed.
 //!
 //! ```
@@ -395,7 +395,8 @@ impl Cluster {
             if !n.up || !self.nodes.get(&from).is_some_and(|f| f.up) {
                 continue;
             }
-            let msg = Message::decode(&bytes, &limits).expect("own messages decode");
+            let bytes = crate::message::Bytes::from(bytes);
+            let msg = Message::decode_shared(&bytes, &limits).expect("own messages decode");
             let n = self.nodes.get_mut(&to).expect("node");
             n.sched.handle_message(now, &from, msg);
             self.delivered += 1;

@@ -13,7 +13,6 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use shoal_gossip::{Config, MemberStatus, Membership, Millis, NodeId, ResourceAd, Resources};
@@ -22,6 +21,7 @@ use crate::net::{Fate, Network};
 use crate::observe::Observer;
 use crate::scenario::{Action, Plan, Scenario, Target};
 use crate::sched::{self, Executed, FEED_MS, Readvertise, Workbench};
+use shoal_scheduler::message::Bytes;
 use shoal_scheduler::{Scheduler, TaskEvent, TaskKey};
 
 /// The gossip port every simulated node listens on.
@@ -185,7 +185,7 @@ enum Event {
         to: usize,
         from: usize,
         /// Shared by every recipient of one broadcast.
-        bytes: Arc<[u8]>,
+        bytes: Bytes,
     },
     TaskExit {
         node: usize,
@@ -979,9 +979,9 @@ impl Simulation {
             let Some(out) = core.poll_message() else {
                 break;
             };
-            let bytes: Arc<[u8]> = out.message.encode().into();
+            let bytes = Bytes::from(out.message.encode());
             for to in &out.to {
-                self.send_sched(&mut bench, i, to, Arc::clone(&bytes));
+                self.send_sched(&mut bench, i, to, bytes.clone());
             }
         }
         let due = core.poll_timeout();
@@ -1081,7 +1081,7 @@ impl Simulation {
         }
     }
 
-    fn send_sched(&mut self, bench: &mut Workbench, from: usize, to: &str, bytes: Arc<[u8]>) {
+    fn send_sched(&mut self, bench: &mut Workbench, from: usize, to: &str, bytes: Bytes) {
         let Some(to) = index_of_name(to).filter(|&j| j < self.nodes.len()) else {
             bench.messages_dropped += 1;
             return;
@@ -1096,7 +1096,7 @@ impl Simulation {
         self.push(at, Event::SchedMsg { to, from, bytes });
     }
 
-    fn sched_message(&mut self, to: usize, from: usize, bytes: Arc<[u8]>) {
+    fn sched_message(&mut self, to: usize, from: usize, bytes: Bytes) {
         if self.nodes[to].life == Life::Paused {
             self.push(
                 self.now.plus_ms(FEED_MS),

@@ -14,6 +14,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_gossip::{Millis, Resources};
+use shoal_scheduler::message::Bytes;
 use shoal_scheduler::{
     ExecCommand, JobSpec, Message, Name, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
 };
@@ -323,7 +324,8 @@ pub fn reserved(node: &NodeSched) -> Resources {
         .fold(Resources::default(), |a, r| a.saturating_add(r))
 }
 
-/// Decodes a scheduler message as the receiving shell would.
-pub fn decode(bytes: &[u8], config: &SchedulerConfig) -> Option<Message> {
-    Message::decode(bytes, &config.wire).ok()
+/// Decodes a scheduler message as the receiving shell would. The ops keep their bytes as
+/// slices of `bytes`, which every recipient of one broadcast shares.
+pub fn decode(bytes: &Bytes, config: &SchedulerConfig) -> Option<Message> {
+    Message::decode_shared(bytes, &config.wire).ok()
 }
