@@ -524,13 +524,17 @@ impl Scheduler {
         })
     }
 
-    /// Act on one slot if this node coordinates it. Returns whether the slot is final.
+    /// Act on one slot this node coordinates (the callers ask [`Scheduler::is_coordinator`]
+    /// first, and the live members cannot change during a pass, so nothing below asks again:
+    /// for its own slots the rendezvous scans every member). Returns whether the slot is
+    /// final.
     fn coordinate_slot(&mut self, ctx: &mut JobCtx, slot: u32) -> bool {
         let key = SlotKey {
             job: ctx.entry.spec.id.as_str().into(),
             incarnation: ctx.incarnation,
             slot,
         };
+        debug_assert!(self.is_coordinator(&key), "{key:?} is not ours");
         let status = slot_status(self.tables(), &ctx.entry, &key, self.backoff());
         if ctx.entry.stopped {
             // Nothing is placed, but tasks on dead nodes are still declared lost so the job
@@ -539,7 +543,6 @@ impl Scheduler {
             self.retry.remove(&key);
             if let SlotStatus::Live { id, target, .. } = &status
                 && self.members.is_down(target)
-                && self.is_coordinator(&key)
             {
                 let id = id.clone();
                 self.write(OpBody::State {
@@ -559,7 +562,7 @@ impl Scheduler {
             } => {
                 self.pending.remove(&key);
                 self.retry.remove(&key);
-                if self.members.is_down(&target) && self.is_coordinator(&key) {
+                if self.members.is_down(&target) {
                     self.write(OpBody::State {
                         id,
                         state: AttemptState::Lost,
@@ -601,10 +604,6 @@ impl Scheduler {
         if delay_ms == 0 {
             return true;
         }
-        if !self.is_coordinator(key) {
-            self.retry.remove(key);
-            return false;
-        }
         let now = self.now;
         let at = match self.retry.get(key) {
             Some(r) if r.after == *id => r.at,
@@ -629,12 +628,8 @@ impl Scheduler {
         now >= at
     }
 
-    /// Place a slot if this node is its coordinator; record why not when nothing fits.
+    /// Place a slot (this node coordinates it); record why not when nothing fits.
     fn try_place(&mut self, ctx: &mut JobCtx, key: &SlotKey, avoid: Option<&str>) {
-        if !self.is_coordinator(key) {
-            self.pending.remove(key);
-            return;
-        }
         let distinct = ctx.entry.spec.wants_distinct_hosts();
         let spread = ctx.entry.spec.placement == crate::spec::PlacementStrategy::Spread;
         if let (Some(reason), false) = (&ctx.no_room, distinct) {
@@ -838,7 +833,8 @@ impl Scheduler {
         done
     }
 
-    /// Fold the oldest finished attempts of a long slot history into its floor.
+    /// Fold the oldest finished attempts of a long slot history into its floor (this node
+    /// coordinates the slot: only `coordinate_slot` and `retry_due` get here).
     fn maybe_compact(&mut self, key: &SlotKey) {
         let keep = self.config.attempt_history.get();
         let tables = self.tables();
@@ -846,7 +842,7 @@ impl Scheduler {
             .slot_attempts(key)
             .map(|(id, _)| (id.clone(), tables.state(id)))
             .collect();
-        if attempts.len() <= keep || !self.is_coordinator(key) {
+        if attempts.len() <= keep {
             return;
         }
         let cut = attempts.len() - keep.div_ceil(2).max(1);
