@@ -195,11 +195,42 @@ enum Event {
     Advertise(usize),
 }
 
+/// A queued event's place in time; the event itself waits in [`EventSlab`]. The heap moves
+/// its entries at every push and pop (about 20 levels with millions queued), so they are kept
+/// small: 24 bytes instead of the 96 of an inline event.
 #[derive(Debug)]
 struct Queued {
     at: Millis,
     seq: u64,
-    event: Event,
+    slot: u32,
+}
+
+/// The queued events, by slot; freed slots are reused.
+#[derive(Debug, Default)]
+struct EventSlab {
+    events: Vec<Option<Event>>,
+    free: Vec<u32>,
+}
+
+impl EventSlab {
+    fn insert(&mut self, event: Event) -> u32 {
+        match self.free.pop() {
+            Some(slot) => {
+                self.events[slot as usize] = Some(event);
+                slot
+            }
+            None => {
+                self.events.push(Some(event));
+                u32::try_from(self.events.len() - 1).expect("fewer than 2^32 queued events")
+            }
+        }
+    }
+
+    fn take(&mut self, slot: u32) -> Option<Event> {
+        let event = self.events.get_mut(slot as usize)?.take();
+        self.free.push(slot);
+        event
+    }
 }
 
 impl PartialEq for Queued {
@@ -285,6 +316,7 @@ pub struct Simulation {
     config: Config,
     work_rng: StdRng,
     queue: BinaryHeap<Reverse<Queued>>,
+    slab: EventSlab,
     seq: u64,
     net: Network,
     net_rng: StdRng,
@@ -332,6 +364,7 @@ impl Simulation {
             converged_at_ms: None,
             config: scenario.membership.config(),
             queue: BinaryHeap::new(),
+            slab: EventSlab::default(),
             seq: 0,
             net_rng: StdRng::seed_from_u64(derive_seed(seed, 2, 0, 0)),
             fault_rng: StdRng::seed_from_u64(derive_seed(seed, 3, 0, 0)),
@@ -378,10 +411,11 @@ impl Simulation {
 
     fn push(&mut self, at: Millis, event: Event) {
         self.seq += 1;
+        let slot = self.slab.insert(event);
         self.queue.push(Reverse(Queued {
             at,
             seq: self.seq,
-            event,
+            slot,
         }));
     }
 
@@ -393,12 +427,15 @@ impl Simulation {
             if q.at > end {
                 break;
             }
+            let Some(event) = self.slab.take(q.slot) else {
+                continue;
+            };
             self.now = q.at;
             self.counters.events += 1;
-            if matches!(q.event, Event::Sample) {
+            if matches!(event, Event::Sample) {
                 progress(self.now.0);
             }
-            self.dispatch(q.event);
+            self.dispatch(event);
         }
         self.now = end;
     }
