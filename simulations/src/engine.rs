@@ -21,7 +21,7 @@ use crate::net::{Fate, Network};
 use crate::observe::Observer;
 use crate::scenario::{Action, Plan, Scenario, Target};
 use crate::sched::{self, Executed, FEED_MS, Readvertise, Workbench};
-use shoal_scheduler::message::Bytes;
+use bytes::Bytes;
 use shoal_scheduler::{Scheduler, TaskEvent, TaskKey};
 
 /// The gossip port every simulated node listens on.
@@ -1142,7 +1142,7 @@ impl Simulation {
             return;
         }
         let now = self.now;
-        let from_name = self.nodes[from].name.clone();
+        let from_name = self.nodes[from].name.as_str();
         let Some(bench) = self.bench.as_mut() else {
             return;
         };
@@ -1153,7 +1153,7 @@ impl Simulation {
         match sched::decode(&bytes, &bench.config) {
             Some(msg) => {
                 bench.messages_delivered += 1;
-                core.handle_message(now, &from_name, msg);
+                core.handle_message(now, from_name, msg);
             }
             None => bench.undecodable += 1,
         }

@@ -13,8 +13,8 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use bytes::Bytes;
 use shoal_gossip::{Millis, Resources};
-use shoal_scheduler::message::Bytes;
 use shoal_scheduler::{
     ExecCommand, JobSpec, Message, Name, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
 };
@@ -87,8 +87,9 @@ pub struct Workbench {
     pub messages_dropped: u64,
     /// Scheduler messages delivered.
     pub messages_delivered: u64,
-    /// FIFO: last delivery time per (from, to).
-    pub(crate) link_clock: BTreeMap<(usize, usize), Millis>,
+    /// FIFO: last delivery time per (from, to). Looked up once per message (200 times per
+    /// broadcast at 200 nodes), never iterated.
+    pub(crate) link_clock: rustc_hash::FxHashMap<(usize, usize), Millis>,
 }
 
 impl Workbench {
@@ -120,7 +121,7 @@ impl Workbench {
             undecodable: 0,
             messages_dropped: 0,
             messages_delivered: 0,
-            link_clock: BTreeMap::new(),
+            link_clock: rustc_hash::FxHashMap::default(),
         }
     }
 
