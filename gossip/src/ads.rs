@@ -20,9 +20,6 @@ pub(crate) struct AdStore {
     /// `ResourceAd::key` by node, mirroring `ads`: most offers are ads already known, and
     /// hashing the name answers that faster than a B-tree walk of string compares.
     pub(crate) keys: FxHashMap<CompactString, (u64, u64)>,
-    /// `wire::encode_ad` of each ad in `ads`, so answering a digest sync with every ad
-    /// copies bytes instead of cloning and re-encoding the whole store.
-    encoded: FxHashMap<CompactString, Vec<u8>>,
     pub(crate) changed: Vec<CompactString>,
     /// `wire::digest` of `ads`, kept current on every change.
     digest: wire::Digest,
@@ -31,14 +28,20 @@ pub(crate) struct AdStore {
 impl AdStore {
     /// Keeps `ad` if it is newer than what is known for its node; returns whether it was.
     pub(crate) fn offer(&mut self, ad: ResourceAd) -> bool {
-        let newer = self
-            .keys
-            .get(&ad.node)
-            .is_none_or(|&known| ad.key() > known);
+        let key = ad.key();
+        let newer = match self.keys.get_mut(&ad.node) {
+            Some(known) if *known >= key => false,
+            Some(known) => {
+                *known = key;
+                true
+            }
+            None => {
+                self.keys.insert(ad.node.clone(), key);
+                true
+            }
+        };
         if newer {
             self.changed.push(ad.node.clone());
-            self.keys.insert(ad.node.clone(), ad.key());
-            self.encoded.insert(ad.node.clone(), wire::encode_ad(&ad));
             let bucket = &mut self.digest[wire::bucket_of(&ad.node)];
             *bucket = bucket.wrapping_add(wire::ad_hash(&ad));
             if let Some(old) = self.ads.insert(ad.node.clone(), ad) {
@@ -54,15 +57,17 @@ impl AdStore {
     }
 
     /// Every ad in the buckets where `theirs` differs from this store's digest, encoded, in
-    /// name order: what a peer with digest `theirs` may lack.
+    /// name order: what a peer with digest `theirs` may lack. Encoded here, on demand: a
+    /// node answers a sync every few seconds, but receives hundreds of new ad versions a
+    /// second at 200 nodes, so keeping every ad's encoding cost far more than it saved.
     pub(crate) fn encoded_differing(&self, theirs: &wire::Digest) -> Vec<Vec<u8>> {
         self.ads
-            .keys()
-            .filter(|name| {
+            .iter()
+            .filter(|(name, _)| {
                 let b = wire::bucket_of(name);
                 self.digest[b] != theirs[b]
             })
-            .filter_map(|name| self.encoded.get(name).cloned())
+            .map(|(_, ad)| wire::encode_ad(ad))
             .collect()
     }
 }
