@@ -317,9 +317,11 @@ impl Driver {
     }
 
     fn on_frame(&mut self, frame: Inbound) {
-        // The ops keep their bytes as slices of the frame, which the core logs (no copy).
-        let payload = bytes::Bytes::from(frame.payload);
-        match shoal_scheduler::Message::decode_shared(&payload, &self.config.wire) {
+        // Plain decoding: the core logs each op re-encoded, in its own small buffer. Logging
+        // slices of the frame (`decode_shared`, what the simulator does with one buffer shared
+        // by 200 replicas) would save nothing here, where every frame has one receiver, and a
+        // logged op would keep its whole frame (up to `max_message_bytes`) alive.
+        match shoal_scheduler::Message::decode(&frame.payload, &self.config.wire) {
             Ok(msg) => {
                 self.core.handle_message(self.clock.now(), &frame.from, msg);
             }

@@ -157,9 +157,10 @@ impl Message {
         };
         let (count, mut rest) =
             postcard::take_from_bytes::<usize>(after_variant).map_err(malformed)?;
-        // Checked before parsing, so the count from the wire never sizes an allocation.
+        // Checked before parsing; the count from the wire never sizes an allocation either
+        // (the vector grows with the ops actually decoded).
         limit("ops", count, limits.max_ops)?;
-        let mut ops = Vec::with_capacity(count.min(rest.len()));
+        let mut ops = Vec::new();
         for _ in 0..count {
             let start = bytes.len() - rest.len();
             let (op, tail) = postcard::take_from_bytes::<Op>(rest).map_err(malformed)?;

@@ -1423,7 +1423,15 @@ mod tests {
             }
             let mut r = Replica::new(Tables::default(), ReplicaLimits { log_per_actor: 100, pending_per_actor: 100 });
             for op in ops {
+                let (before, releases) = (r.usage.clone(), r.releases());
                 r.receive(op);
+                // What the placer's no-room memory relies on: a node whose usage went down
+                // in any resource is marked released after the count it had seen.
+                for (id, was) in before.iter().enumerate() {
+                    if !was.fits_in(&r.usage_of(id)) {
+                        prop_assert!(r.released_at(id) > releases, "node {} shrank unmarked", id);
+                    }
+                }
             }
             prop_assert_eq!(r.pending_len(), 0);
             prop_assert_eq!(r.tables(), &state_from(&h, &[12, 12, 12], &[]));

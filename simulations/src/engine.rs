@@ -228,7 +228,10 @@ impl EventSlab {
 
     fn take(&mut self, slot: u32) -> Option<Event> {
         let event = self.events.get_mut(slot as usize)?.take();
-        self.free.push(slot);
+        debug_assert!(event.is_some(), "event slot {slot} taken twice");
+        if event.is_some() {
+            self.free.push(slot);
+        }
         event
     }
 }
