@@ -12,9 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
-/// The buffer type of [`Message::decode_shared`], re-exported for shells that do not use
-/// `bytes` themselves.
-pub use bytes::Bytes;
+use bytes::Bytes;
 
 use crate::ids::{ActorId, VersionVector};
 use crate::table::{Op, OpBody, Tables};

@@ -395,7 +395,7 @@ impl Cluster {
             if !n.up || !self.nodes.get(&from).is_some_and(|f| f.up) {
                 continue;
             }
-            let bytes = crate::message::Bytes::from(bytes);
+            let bytes = bytes::Bytes::from(bytes);
             let msg = Message::decode_shared(&bytes, &limits).expect("own messages decode");
             let n = self.nodes.get_mut(&to).expect("node");
             n.sched.handle_message(now, &from, msg);
