@@ -925,9 +925,10 @@ impl Scheduler {
         for actor in actors {
             if actor.node != self.node {
                 let counter = self.tables().clock().get(&actor);
-                let to = actor.node.to_string();
-                self.outbox
-                    .push_back(Outgoing::one(&to, Message::Ack { actor, counter }));
+                self.outbox.push_back(Outgoing {
+                    to: vec![actor.node.to_string()],
+                    message: Message::Ack { actor, counter },
+                });
             }
         }
         if overflow {
