@@ -30,6 +30,10 @@ use shoal_gossip::Resources;
 use crate::ids::{ActorId, AttemptId, Dot, Name, SlotKey, Stamp, VersionVector};
 use crate::spec::JobSpec;
 
+mod attempts;
+
+use attempts::Attempts;
+
 /// A job id plus incarnation.
 pub type JobKey = (String, u64);
 
@@ -286,8 +290,9 @@ pub struct Tables {
     /// search compared the id with a dozen cold heap strings; whatever iterates it sorts first.
     jobs: JobMap,
     /// The `assignments` and `states` components, by attempt. Every replica applies every op
-    /// of the cluster: with two trees, each op walked two cold paths.
-    attempts: BTreeMap<AttemptId, AttemptRow>,
+    /// of the cluster: with two trees, each op walked two cold paths. Grouped by job
+    /// ([`attempts`]).
+    attempts: Attempts,
     floors: BTreeMap<SlotKey, SlotFloor>,
     purged: BTreeSet<JobKey>,
     clock: VersionVector,
@@ -376,7 +381,7 @@ impl Tables {
         slot: &SlotKey,
     ) -> impl DoubleEndedIterator<Item = (&'a AttemptId, &'a Assignment)> + 'a {
         self.attempts
-            .range(slot.first_attempt()..slot.end_attempt())
+            .slot(slot)
             .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?)))
     }
 
@@ -386,15 +391,8 @@ impl Tables {
         job: &'a str,
         incarnation: u64,
     ) -> impl Iterator<Item = (&'a AttemptId, &'a Assignment)> + 'a {
-        let start = SlotKey {
-            job: job.into(),
-            incarnation,
-            slot: 0,
-        }
-        .first_attempt();
         self.attempts
-            .range(start..)
-            .take_while(move |(id, _)| id.job == job && id.incarnation == incarnation)
+            .job(job, incarnation)
             .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?)))
     }
 
@@ -502,7 +500,7 @@ impl Tables {
         if self.is_filtered(id) {
             return None;
         }
-        let row = self.attempts.entry(id.clone()).or_default();
+        let row = self.attempts.entry(id);
         match &mut row.assignment {
             Some(cur) if &*cur >= a => None,
             cur => Some(cur.replace(a.clone())),
@@ -523,7 +521,7 @@ impl Tables {
         if self.is_filtered(id) || *s == AttemptState::Proposed {
             return None;
         }
-        let row = self.attempts.entry(id.clone()).or_default();
+        let row = self.attempts.entry(id);
         let was_live = match &mut row.state {
             Some(cur) if &*cur >= s => return None,
             Some(cur) => {
@@ -544,12 +542,11 @@ impl Tables {
             return false;
         }
         self.floors.insert(slot.clone(), floor);
-        let below = |id: &AttemptId| id.slot_key() == *slot && id.attempt < floor.below;
         let doomed: Vec<AttemptId> = self
             .attempts
-            .range(slot.first_attempt()..slot.end_attempt())
+            .slot(slot)
             .map(|(id, _)| id.clone())
-            .filter(below)
+            .filter(|id| id.attempt < floor.below)
             .collect();
         for id in doomed {
             self.attempts.remove(&id);
@@ -567,8 +564,7 @@ impl Tables {
                 self.jobs.remove(job);
             }
         }
-        let in_job = |id: &AttemptId| id.job == job && id.incarnation == incarnation;
-        self.attempts.retain(|id, _| !in_job(id));
+        self.attempts.remove_job(job, incarnation);
         self.floors
             .retain(|s, _| !(s.job == job && s.incarnation == incarnation));
         true
@@ -1032,12 +1028,14 @@ mod wire {
     use serde::ser::SerializeMap;
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-    use super::{AttemptId, AttemptRow, JobKey, JobMap, SlotFloor, SlotKey, Tables, VersionVector};
+    use super::{
+        AttemptId, AttemptRow, Attempts, JobKey, JobMap, SlotFloor, SlotKey, Tables, VersionVector,
+    };
     use crate::table::{Assignment, AttemptState};
 
     /// One component of the attempt rows, serialized as the map it used to be.
     struct Column<'a, T> {
-        rows: &'a BTreeMap<AttemptId, AttemptRow>,
+        rows: &'a Attempts,
         get: fn(&AttemptRow) -> Option<&T>,
     }
 
@@ -1050,7 +1048,7 @@ mod wire {
                 .filter(|r| (self.get)(r).is_some())
                 .count();
             let mut map = serializer.serialize_map(Some(len))?;
-            for (id, row) in self.rows {
+            for (id, row) in self.rows.iter() {
                 if let Some(value) = (self.get)(row) {
                     map.serialize_entry(id, value)?;
                 }
@@ -1113,19 +1111,12 @@ mod wire {
     impl<'de> Deserialize<'de> for Tables {
         fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
             let t = TablesOwned::deserialize(deserializer)?;
-            let mut attempts: BTreeMap<AttemptId, AttemptRow> = t
-                .assignments
-                .into_iter()
-                .map(|(id, a)| {
-                    let row = AttemptRow {
-                        assignment: Some(a),
-                        state: None,
-                    };
-                    (id, row)
-                })
-                .collect();
+            let mut attempts = Attempts::default();
+            for (id, a) in t.assignments {
+                attempts.entry(&id).assignment = Some(a);
+            }
             for (id, state) in t.states {
-                attempts.entry(id).or_default().state = Some(state);
+                attempts.entry(&id).state = Some(state);
             }
             Ok(Tables {
                 jobs: t.jobs,

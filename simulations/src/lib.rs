@@ -64,7 +64,7 @@ fn scheduling(sim: &Simulation) -> Option<report::Scheduling> {
     Some(report::Scheduling {
         jobs: jobs.len(),
         tasks: jobs.iter().map(|j| u64::from(j.tasks)).sum(),
-        shoal: sim.bench.as_ref().map(sched::Workbench::quality),
+        shoal: sim.bench.as_deref().map(sched::Workbench::quality),
         shoal_not_run: None,
         baseline,
     })

@@ -35,8 +35,9 @@ pub const READVERTISE_MS: u64 = 250;
 /// One node's scheduler, executor and disk.
 #[derive(Debug, Default)]
 pub struct NodeSched {
-    /// The production scheduler core, while the process exists.
-    pub core: Option<Scheduler>,
+    /// The production scheduler core, while the process exists (boxed, like the membership
+    /// core: the engine moves it out and back once per event).
+    pub core: Option<Box<Scheduler>>,
     /// Simulated processes: task → reserved resources.
     pub running: BTreeMap<TaskKey, Resources>,
     /// The snapshot kept across a crash (the agent's data dir).
