@@ -120,8 +120,6 @@ pub struct ResourceAd {
     pub version: u64,
     /// Total resources the node offers to the cluster.
     pub capacity: Resources,
-    /// Resources currently allocated to admitted work.
-    pub allocated: Resources,
     /// Operator attributes such as `rack=r1`, `zone=eu-1`, shared: they rarely change, and
     /// every member list and scheduler view holds each member's ad.
     pub attributes: Attributes,
@@ -149,7 +147,6 @@ impl ResourceAd {
             generation: 0,
             version: 1,
             capacity,
-            allocated: Resources::default(),
             attributes: Attributes::default(),
             draining: false,
             left: false,

@@ -274,7 +274,6 @@ mod tests {
                             memory_mib: m,
                             disk_mib: d,
                         },
-                        allocated: Resources::default(),
                         attributes: attributes.into(),
                         draining,
                         left,

@@ -140,7 +140,6 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     for seed in resolve_now(&config.join, gossip_addr).await {
         core.join(clock.now(), seed);
     }
-    let base_ad = core.own_ad().clone();
     let (gossip, gossip_task) =
         gossip_driver::spawn(core, socket, sealer, clock, shutdown_rx.clone());
     let mut tasks = vec![gossip_task];
@@ -192,7 +191,6 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         replay,
         store,
         gossip: gossip.clone(),
-        base_ad,
         peers,
         inbound,
         runner: Box::new(runner),

@@ -59,7 +59,8 @@ impl std::fmt::Debug for ApiState {
 pub struct NodeResources {
     /// What the node offers.
     pub capacity: Resources,
-    /// What admitted work holds.
+    /// What live tasks (proposed, admitted or running) hold there, as this node's replicated
+    /// tables show it; zero on an agent that runs no scheduler.
     pub allocated: Resources,
 }
 
@@ -74,7 +75,7 @@ pub struct NodeView {
     pub status: String,
     /// Incarnation; grows on every restart.
     pub generation: u64,
-    /// Capacity and allocation (zero until the node's first ad arrives).
+    /// Capacity (zero until the node's first ad arrives) and allocation.
     pub resources: NodeResources,
     /// Operator attributes.
     pub attributes: BTreeMap<String, String>,
@@ -88,8 +89,9 @@ pub struct NodeView {
     pub http_addr: Option<SocketAddr>,
 }
 
-impl From<&MemberInfo> for NodeView {
-    fn from(m: &MemberInfo) -> Self {
+impl NodeView {
+    /// The view of member `m`, which the tables say has `allocated` in use.
+    fn new(m: &MemberInfo, allocated: Resources) -> Self {
         let ad = m.ad.as_ref().filter(|ad| ad.generation == m.id.generation);
         NodeView {
             name: m.id.name.to_string(),
@@ -98,7 +100,7 @@ impl From<&MemberInfo> for NodeView {
             generation: m.id.generation,
             resources: NodeResources {
                 capacity: ad.map(|a| a.capacity).unwrap_or_default(),
-                allocated: ad.map(|a| a.allocated).unwrap_or_default(),
+                allocated,
             },
             attributes: ad.map(|a| (*a.attributes).clone()).unwrap_or_default(),
             draining: ad.is_some_and(|a| a.draining),
@@ -167,13 +169,28 @@ async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
     Json(serde_json::json!({ "status": "ok", "name": s.id.name, "now_ms": s.clock.now().0 }))
 }
 
+/// Views of `members`, with what the scheduler's tables say each has allocated.
+async fn node_views(s: &ApiState, members: &[MemberInfo]) -> Vec<NodeView> {
+    let names = members.iter().map(|m| m.id.name.to_string()).collect();
+    let usage = match &s.sched {
+        Some(sched) => sched.node_usage(names).await,
+        None => vec![Resources::default(); members.len()],
+    };
+    members
+        .iter()
+        .zip(usage)
+        .map(|(m, allocated)| NodeView::new(m, allocated))
+        .collect()
+}
+
 async fn nodes(State(s): State<ApiState>) -> Json<Vec<NodeView>> {
-    Json(s.gossip.members().iter().map(NodeView::from).collect())
+    Json(node_views(&s, &s.gossip.members()).await)
 }
 
 async fn node(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
-    match s.gossip.members().iter().find(|m| m.id.name == name) {
-        Some(m) => Json(NodeView::from(m)).into_response(),
+    let member = s.gossip.members().into_iter().find(|m| m.id.name == name);
+    match member {
+        Some(m) => Json(node_views(&s, &[m]).await.remove(0)).into_response(),
         None => error(
             StatusCode::NOT_FOUND,
             format!("no node named {name:?} is known here"),
@@ -191,7 +208,7 @@ async fn agent_self(State(s): State<ApiState>) -> Response {
     };
     let transport: TransportStats = s.gossip.counters.snapshot();
     Json(AgentSelf {
-        node: NodeView::from(me),
+        node: node_views(&s, std::slice::from_ref(me)).await.remove(0),
         cluster: s.cluster.clone(),
         version: env!("CARGO_PKG_VERSION").to_string(),
         membership: s.gossip.stats().await,

@@ -9,7 +9,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_gossip::{MemberInfo, ResourceAd};
+use shoal_gossip::{MemberInfo, Resources};
 use shoal_scheduler::{
     ExecCommand, JobSpec, JobView, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
 };
@@ -28,9 +28,6 @@ const DURABLE_WAIT: Duration = Duration::from_secs(10);
 /// committed to the store on their own before the ack); task states lost in a crash are
 /// rebuilt from the processes found and from the peers' replicas.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
-/// Allocations are re-advertised at most this often: each new ad version travels the whole
-/// cluster, and summing the ledger costs O(local tasks).
-const READVERTISE_EVERY: Duration = Duration::from_millis(250);
 
 /// Where executor commands go. The agent plugs the process executor in; tests plug fakes.
 pub trait TaskRunner: Send + 'static {
@@ -71,6 +68,7 @@ enum Request {
     Job(String, oneshot::Sender<Option<JobView>>),
     Jobs(oneshot::Sender<Vec<JobView>>),
     Stats(oneshot::Sender<serde_json::Value>),
+    Usage(Vec<String>, oneshot::Sender<Vec<Resources>>),
     TaskKey(String, u32, oneshot::Sender<Option<(TaskKey, String)>>),
 }
 
@@ -128,6 +126,15 @@ impl SchedHandle {
     pub async fn stats(&self) -> serde_json::Value {
         self.ask(Request::Stats).await.unwrap_or_default()
     }
+
+    /// What live tasks hold on each of `nodes`, as this node's tables show it (zero when the
+    /// scheduler is gone).
+    pub async fn node_usage(&self, nodes: Vec<String>) -> Vec<Resources> {
+        let n = nodes.len();
+        self.ask(|tx| Request::Usage(nodes, tx))
+            .await
+            .unwrap_or_else(|| vec![Resources::default(); n])
+    }
 }
 
 /// What the scheduler task needs.
@@ -138,10 +145,8 @@ pub struct SchedParts {
     pub replay: Vec<JobSpec>,
     /// The durable store.
     pub store: Arc<Store>,
-    /// The membership task (views in, allocation ads out).
+    /// The membership task (views in).
     pub gossip: GossipHandle,
-    /// This node's base ad (allocations are written into it).
-    pub base_ad: ResourceAd,
     /// Peer transport.
     pub peers: Peers,
     /// Frames from peers.
@@ -213,9 +218,6 @@ struct Driver {
     core: Scheduler,
     replay: Vec<JobSpec>,
     store: Arc<Store>,
-    gossip: GossipHandle,
-    base_ad: ResourceAd,
-    advertised: shoal_gossip::Resources,
     peers: Peers,
     inbound: mpsc::Receiver<Inbound>,
     runner: Box<dyn TaskRunner>,
@@ -229,9 +231,6 @@ struct Driver {
     dirty: bool,
     snapshot_clock: shoal_scheduler::VersionVector,
     last_snapshot: Instant,
-    last_advertised: Instant,
-    /// An input arrived since allocations were last compared with the ad.
-    allocation_unchecked: bool,
 }
 
 impl Driver {
@@ -240,9 +239,6 @@ impl Driver {
             core: p.core,
             replay: p.replay,
             store: p.store,
-            gossip: p.gossip,
-            advertised: p.base_ad.allocated,
-            base_ad: p.base_ad,
             peers: p.peers,
             inbound: p.inbound,
             runner: p.runner,
@@ -253,8 +249,6 @@ impl Driver {
             dirty: true,
             snapshot_clock: shoal_scheduler::VersionVector::new(),
             last_snapshot: Instant::now(),
-            last_advertised: Instant::now(),
-            allocation_unchecked: true,
         }
     }
 
@@ -305,15 +299,7 @@ impl Driver {
         } else {
             far
         };
-        // An input within `READVERTISE_EVERY` of the last ad may have changed allocations
-        // that `readvertise` held back: wake when the period ends so the change goes out
-        // without waiting for some later input.
-        let advertise = if self.allocation_unchecked {
-            self.last_advertised + READVERTISE_EVERY
-        } else {
-            far
-        };
-        core.min(waiter).min(snapshot).min(advertise)
+        core.min(waiter).min(snapshot)
     }
 
     fn on_frame(&mut self, frame: Inbound) {
@@ -351,6 +337,9 @@ impl Driver {
             }
             Request::Stats(reply) => {
                 let _ = reply.send(serde_json::to_value(self.core.stats()).unwrap_or_default());
+            }
+            Request::Usage(nodes, reply) => {
+                let _ = reply.send(nodes.iter().map(|n| self.core.node_usage(n)).collect());
             }
         }
     }
@@ -406,7 +395,6 @@ impl Driver {
     }
 
     async fn drain(&mut self) {
-        self.allocation_unchecked = true;
         if !self.dirty && self.core.tables().clock() != &self.snapshot_clock {
             self.dirty = true;
         }
@@ -423,7 +411,6 @@ impl Driver {
             }
         }
         self.answer_waiters();
-        self.readvertise().await;
         if self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.write_snapshot();
         }
@@ -445,25 +432,6 @@ impl Driver {
             }
         }
         self.waiters = keep;
-    }
-
-    async fn readvertise(&mut self) {
-        if self.last_advertised.elapsed() < READVERTISE_EVERY {
-            return;
-        }
-        self.last_advertised = Instant::now();
-        self.allocation_unchecked = false;
-        let allocated = self.core.local_allocated();
-        if allocated != self.advertised {
-            self.advertised = allocated;
-            let ad = ResourceAd {
-                allocated,
-                ..self.base_ad.clone()
-            };
-            if let Err(e) = self.gossip.set_ad(ad).await {
-                tracing::warn!(error = %e, "cannot re-advertise allocations");
-            }
-        }
     }
 
     /// Writes the tables; jobs accepted before this snapshot no longer need their own record.

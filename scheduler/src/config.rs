@@ -36,6 +36,12 @@ pub struct SchedulerConfig {
     pub placement_sample: NonZeroUsize,
     /// Attempts kept per slot before older finished ones are compacted into a floor.
     pub attempt_history: NonZeroUsize,
+    /// How long, at most, a placer keeps counting resources a node released as still used;
+    /// each placer draws its own delay up to this for each node (zero: no hold). Every
+    /// coordinator hears of a release within a network delay, and without the hold every one
+    /// with a pending slot proposed onto the freed node at once, and the target rejected all
+    /// but the first (`docs/scheduler.md`, "Release hold").
+    pub release_hold: Duration,
     /// Bounds for decoding messages.
     pub wire: WireLimits,
     /// Bounds for job specs.
@@ -57,6 +63,7 @@ impl Default for SchedulerConfig {
             max_ops_per_message: NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
             placement_sample: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
             attempt_history: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
+            release_hold: Duration::from_millis(500),
             wire: WireLimits::default(),
             spec_limits: SpecLimits::default(),
         }

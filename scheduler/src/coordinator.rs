@@ -54,6 +54,11 @@ impl Scheduler {
 
     /// Turn table changes into work items and admission candidates.
     fn absorb_touches(&mut self) {
+        let hold = ms(self.config.release_hold);
+        for id in self.replica.take_opened() {
+            let at = self.now.plus_ms(self.rng.below(hold.saturating_add(1)));
+            self.timers.insert((at, Wake::Release(id)));
+        }
         for touch in self.replica.take_touched() {
             match touch {
                 Touch::Everything => {
@@ -694,9 +699,10 @@ impl Scheduler {
     }
 
     /// What the placer counts as allocated on a candidate: the live attempts it knows of there
-    /// (its own proposals included), or the node's advertised allocation if that is higher.
-    fn used_on(&self, n: &NodeView) -> Resources {
-        max_each(self.replica.usage_of(n.usage_id), n.advertised)
+    /// (its own proposals included), and resources released there that it still holds
+    /// ([`crate::SchedulerConfig::release_hold`]).
+    pub(crate) fn used_on(&self, n: &NodeView) -> Resources {
+        self.replica.placement_usage(n.usage_id)
     }
 
     /// The reason a placement of `job` found no room, if it still finds none, known without a

@@ -25,8 +25,6 @@ pub(crate) struct NodeView {
     pub(crate) usage_id: usize,
     /// Advertised capacity.
     pub(crate) capacity: Resources,
-    /// Advertised allocation (may lag; the placer takes the max with its own knowledge).
-    pub(crate) advertised: Resources,
     /// Operator attributes (shared with the ad they came from).
     pub(crate) attributes: Attributes,
     /// Accepts no new work.
@@ -287,7 +285,6 @@ mod tests {
                 memory_mib: mem,
                 disk_mib: 0,
             },
-            advertised: Resources::default(),
             attributes: BTreeMap::from([("rack".to_string(), rack.to_string())]).into(),
             draining: false,
         }

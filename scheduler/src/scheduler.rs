@@ -190,6 +190,8 @@ pub(crate) enum Wake {
     Job(Name),
     /// Check tombstones.
     Tombstones,
+    /// A held release of the node with this usage id becomes visible to placement.
+    Release(usize),
 }
 
 /// Dirty sets: what to re-examine.
@@ -329,6 +331,7 @@ impl Scheduler {
         let limits = ReplicaLimits {
             log_per_actor: config.op_log_per_actor.get(),
             pending_per_actor: config.pending_ops_per_actor.get(),
+            hold_releases: !config.release_hold.is_zero(),
         };
         let mut s = Self {
             node,
@@ -391,6 +394,13 @@ impl Scheduler {
         })
     }
 
+    /// Resources that live attempts (proposed, admitted or running) hold on `node`, as this
+    /// replica knows them: what `GET /v1/nodes` shows as allocated.
+    #[must_use]
+    pub fn node_usage(&self, node: &str) -> Resources {
+        self.replica.usage_by_name(node)
+    }
+
     /// Counters for metrics and simulation reports.
     #[must_use]
     pub fn stats(&self) -> Stats {
@@ -414,9 +424,7 @@ impl Scheduler {
     /// assumed alive without a resource ad).
     pub fn handle_members(&mut self, now: Millis, members: &[MemberInfo]) {
         self.tick(now);
-        if self.update_allocations(members) {
-            self.retry_pending_soon();
-        } else {
+        if !self.update_in_place(members) {
             let before: Vec<(String, MemberStatus)> = self.statuses();
             self.set_members(members);
             if before != self.statuses() {
@@ -429,11 +437,11 @@ impl Scheduler {
     }
 
     /// Applies a view that differs from the current one at most in what members' ads say
-    /// outside their shape (allocation, version, addresses) and in update times: the common
-    /// case, since every task start and exit changes one node's allocation. Returns false,
-    /// changing nothing, when membership, a status, an identity or an ad's capacity,
-    /// attributes, draining or left flag changed: the caller rebuilds the derived lists.
-    fn update_allocations(&mut self, members: &[MemberInfo]) -> bool {
+    /// outside their shape (version, addresses) and in update times, which placement does not
+    /// read. Returns false, changing nothing, when membership, a status, an identity or an
+    /// ad's capacity, attributes, draining or left flag changed: the caller rebuilds the
+    /// derived lists.
+    fn update_in_place(&mut self, members: &[MemberInfo]) -> bool {
         // The view comes sorted by name (as the membership core lists it), like `all`: walking
         // both side by side replaces two name lookups per member. An unsorted view simply
         // takes the rebuild path.
@@ -453,9 +461,7 @@ impl Scheduler {
         if !self.members.all.values().zip(members).all(unchanged_shape) {
             return false;
         }
-        let Members { all, nodes, .. } = &mut self.members;
-        let mut k = 0;
-        for (cur, m) in all.values_mut().zip(members) {
+        for (cur, m) in self.members.all.values_mut().zip(members) {
             let same_ad = match (&cur.ad, &m.ad) {
                 (Some(a), Some(b)) => same_version(a, b),
                 (a, b) => a == b,
@@ -466,22 +472,6 @@ impl Scheduler {
             let status = cur.status;
             *cur = m.clone();
             cur.status = status;
-            let Some(allocated) = m.ad.as_ref().map(|ad| ad.allocated) else {
-                continue;
-            };
-            // `nodes` is the sorted subset of `all` that can take work.
-            while nodes
-                .get(k)
-                .is_some_and(|n| n.name.as_str() < m.id.name.as_str())
-            {
-                k += 1;
-            }
-            if let Some(n) = nodes.get_mut(k).filter(|n| n.name == m.id.name) {
-                if !n.advertised.fits_in(&allocated) {
-                    self.room_changes += 1;
-                }
-                n.advertised = allocated;
-            }
         }
         true
     }
@@ -523,7 +513,6 @@ impl Scheduler {
                 hash: name_hash(&m.id.name),
                 usage_id: replica.node_id(&m.id.name),
                 capacity: ad.capacity,
-                advertised: ad.allocated,
                 attributes: ad.attributes.clone(),
                 draining: ad.draining,
             })
@@ -721,6 +710,10 @@ impl Scheduler {
             Wake::Slot(key) => {
                 self.work.slots.insert(key);
             }
+            Wake::Release(id) => {
+                self.replica.end_hold(id);
+                self.retry_pending_soon();
+            }
             Wake::Job(job) => {
                 self.work.jobs.insert(job);
             }
@@ -811,6 +804,7 @@ impl Scheduler {
             ReplicaLimits {
                 log_per_actor: s.config.op_log_per_actor.get(),
                 pending_per_actor: s.config.pending_ops_per_actor.get(),
+                hold_releases: !s.config.release_hold.is_zero(),
             },
         );
         // Node views hold ids into the replica's usage index: rebuild them for the new one.

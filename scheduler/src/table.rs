@@ -668,6 +668,8 @@ pub(crate) struct ReplicaLimits {
     pub(crate) log_per_actor: usize,
     /// Out-of-order ops buffered per actor before giving up and asking for state.
     pub(crate) pending_per_actor: usize,
+    /// Releases are held (see [`Replica::placement_usage`]) until the scheduler ends them.
+    pub(crate) hold_releases: bool,
 }
 
 /// The contiguous tail of one actor's ops, each kept postcard-encoded: a replica logs every
@@ -736,6 +738,11 @@ pub(crate) struct Replica {
     /// Per node id, the value of `releases` when its usage last went down: a slot that found
     /// no room at release count `g` can fit now only on a node released after `g`.
     released: Vec<u64>,
+    /// Per node id, while a release is held: the usage before it (see
+    /// [`Replica::placement_usage`]).
+    holds: Vec<Option<Resources>>,
+    /// Node ids whose hold opened since the scheduler last looked.
+    opened: Vec<usize>,
     touched: BTreeSet<Touch>,
     limits: ReplicaLimits,
 }
@@ -750,6 +757,8 @@ impl Replica {
             usage: Vec::new(),
             releases: 0,
             released: Vec::new(),
+            holds: Vec::new(),
+            opened: Vec::new(),
             touched: BTreeSet::new(),
             limits,
         };
@@ -772,6 +781,13 @@ impl Replica {
         self.usage.get(id).copied().unwrap_or_default()
     }
 
+    /// Resources held by live attempts on the node named `node`.
+    pub(crate) fn usage_by_name(&self, node: &str) -> Resources {
+        self.node_ids
+            .get(node)
+            .map_or_else(Resources::default, |&id| self.usage_of(id))
+    }
+
     /// Grows whenever a live attempt's resources are released (see the field).
     pub(crate) fn releases(&self) -> u64 {
         self.releases
@@ -783,14 +799,55 @@ impl Replica {
         self.released.get(id).copied().unwrap_or(0)
     }
 
-    /// Counts a release of some of node `id`'s usage.
+    /// Releases some of node `id`'s usage: counted at once, or held (see
+    /// [`Replica::placement_usage`]).
     fn release(&mut self, id: usize, resources: &Resources) {
-        self.usage[id] = self.usage[id].saturating_sub(resources);
+        let before = self.usage[id];
+        self.usage[id] = before.saturating_sub(resources);
+        if !self.limits.hold_releases {
+            self.count_release(id);
+            return;
+        }
+        if self.holds.len() <= id {
+            self.holds.resize(id + 1, None);
+        }
+        match &mut self.holds[id] {
+            Some(held) => *held = crate::coordinator::max_each(*held, before),
+            hold @ None => {
+                *hold = Some(before);
+                self.opened.push(id);
+            }
+        }
+    }
+
+    fn count_release(&mut self, id: usize) {
         self.releases += 1;
         if self.released.len() <= id {
             self.released.resize(id + 1, 0);
         }
         self.released[id] = self.releases;
+    }
+
+    /// Node ids whose releases started being held since the last call.
+    pub(crate) fn take_opened(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.opened)
+    }
+
+    /// Ends the hold of node `id`'s releases, counting them now.
+    pub(crate) fn end_hold(&mut self, id: usize) {
+        if self.holds.get_mut(id).and_then(Option::take).is_some() {
+            self.count_release(id);
+        }
+    }
+
+    /// What a placer counts as used on node `id`: its live attempts, or while a release
+    /// there is held, the usage before the release if that is higher.
+    pub(crate) fn placement_usage(&self, id: usize) -> Resources {
+        let usage = self.usage_of(id);
+        match self.holds.get(id).copied().flatten() {
+            Some(held) => crate::coordinator::max_each(usage, held),
+            None => usage,
+        }
     }
 
     /// Take what changed since the last call.
@@ -952,6 +1009,8 @@ impl Replica {
         }
     }
 
+    /// Recomputes usage from the rows, counting a release everywhere. Open holds stay: they
+    /// record what placers still count, and the scheduler ends them on its timers.
     fn rebuild_usage(&mut self) {
         self.releases += 1;
         self.usage.fill(Resources::default());
@@ -1403,6 +1462,7 @@ mod tests {
         fn replica_buffers_out_of_order_ops(
             h in arb_history(),
             seed in any::<u64>(),
+            hold in any::<bool>(),
         ) {
             // Deliver all ops in a random (not causal) order with duplicates; the replica must
             // end equal to in-order application.
@@ -1412,17 +1472,37 @@ mod tests {
             for i in (1..ops.len()).rev() {
                 ops.swap(i, rng.below(i as u64 + 1) as usize);
             }
-            let mut r = Replica::new(Tables::default(), ReplicaLimits { log_per_actor: 100, pending_per_actor: 100 });
+            let limits = ReplicaLimits { log_per_actor: 100, pending_per_actor: 100, hold_releases: hold };
+            let mut r = Replica::new(Tables::default(), limits);
+            let mut opened = BTreeSet::new();
             for op in ops {
                 let (before, releases) = (r.usage.clone(), r.releases());
                 r.receive(op);
+                opened.extend(r.take_opened());
                 // What the placer's no-room memory relies on: a node whose usage went down
-                // in any resource is marked released after the count it had seen.
+                // in any resource is marked released after the count it had seen, or, while
+                // releases are held, still counts for placers what it held before.
                 for (id, was) in before.iter().enumerate() {
-                    if !was.fits_in(&r.usage_of(id)) {
+                    if was.fits_in(&r.usage_of(id)) {
+                        continue;
+                    }
+                    // A purge or floor recomputes usage and counts a release everywhere (a
+                    // held release is counted only when its hold ends, never by `receive`).
+                    let rebuilt = r.released_at(id) > releases;
+                    if hold && !rebuilt {
+                        prop_assert!(opened.contains(&id), "node {} shrank without a hold", id);
+                        prop_assert!(was.fits_in(&r.placement_usage(id)), "node {} hold lost usage", id);
+                    } else {
                         prop_assert!(r.released_at(id) > releases, "node {} shrank unmarked", id);
                     }
                 }
+            }
+            // Ending a hold counts the release and shows placers the real usage.
+            let releases = r.releases();
+            for id in opened {
+                r.end_hold(id);
+                prop_assert!(r.released_at(id) > releases, "node {} ended unmarked", id);
+                prop_assert_eq!(r.placement_usage(id), r.usage_of(id));
             }
             prop_assert_eq!(r.pending_len(), 0);
             prop_assert_eq!(r.tables(), &state_from(&h, &[12, 12, 12], &[]));
@@ -1437,7 +1517,7 @@ mod tests {
             h in arb_history(),
             cuts in prop::collection::vec(0usize..13, 3),
         ) {
-            let limits = ReplicaLimits { log_per_actor: 100, pending_per_actor: 100 };
+            let limits = ReplicaLimits { log_per_actor: 100, pending_per_actor: 100, hold_releases: false };
             let mut full = Replica::new(Tables::default(), limits);
             for op in h.iter().flatten() {
                 full.receive(op.clone());

@@ -118,6 +118,7 @@ pub fn fast_config() -> SchedulerConfig {
         gc_grace: Duration::from_secs(5),
         tombstone_retention: Duration::from_secs(10),
         tombstone_check_interval: Duration::from_secs(1),
+        release_hold: Duration::from_millis(50),
         ..SchedulerConfig::default()
     }
 }
@@ -265,7 +266,6 @@ impl Cluster {
                         generation: n.generation,
                         version: n.ad_version,
                         capacity: n.capacity,
-                        allocated: n.sched.local_allocated(),
                         attributes: n.attributes.clone().into(),
                         draining: false,
                         left: false,

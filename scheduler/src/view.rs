@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use shoal_gossip::Millis;
 
-use crate::coordinator::max_each;
 use crate::hash::StableHasher;
 use crate::ids::{Hlc, SlotKey};
 use crate::placement::{NodeView, PendingReason, Request, place};
@@ -247,7 +246,7 @@ impl Scheduler {
             avoid: None,
             sample: usize::MAX,
         };
-        let used = |n: &NodeView| max_each(self.replica.usage_of(n.usage_id), n.advertised);
+        let used = |n: &NodeView| self.used_on(n);
         place(&req, &self.members.nodes, used).err()
     }
 

@@ -20,7 +20,7 @@ use shoal_gossip::{Config, MemberStatus, Membership, Millis, NodeId, ResourceAd,
 use crate::net::{Fate, Network};
 use crate::observe::Observer;
 use crate::scenario::{Action, Plan, Scenario, Target};
-use crate::sched::{self, Executed, FEED_MS, Readvertise, Workbench};
+use crate::sched::{self, Executed, FEED_MS, Workbench};
 use bytes::Bytes;
 use shoal_scheduler::{Scheduler, TaskEvent, TaskKey};
 
@@ -194,7 +194,6 @@ enum Event {
         epoch: u64,
         task: TaskKey,
     },
-    Advertise(usize),
 }
 
 /// A queued event's place in time; the event itself waits in [`EventSlab`]. The heap moves
@@ -470,7 +469,6 @@ impl Simulation {
             Event::SchedWake { node, epoch } => self.sched_wake(node, epoch),
             Event::SchedMsg { to, from, bytes } => self.sched_message(to, from, bytes),
             Event::TaskExit { node, epoch, task } => self.task_exit(node, epoch, task),
-            Event::Advertise(node) => self.sched_advertise(node),
         }
     }
 
@@ -492,7 +490,6 @@ impl Simulation {
                 memory_mib: shape.memory_mib * lie,
                 disk_mib: shape.disk_mib,
             },
-            allocated: Resources::default(),
             attributes: std::sync::Arc::new(
                 [("rack".to_string(), self.nodes[i].rack.clone())]
                     .into_iter()
@@ -938,9 +935,6 @@ impl Simulation {
         node.next_wake = None;
         node.feed_armed = false;
         node.members_dirty = true;
-        node.advertised = Resources::default();
-        node.advertised_at = None;
-        node.advertise_due = None;
         self.arm_feed(i);
     }
 
@@ -998,8 +992,8 @@ impl Simulation {
         self.drain_sched(i);
     }
 
-    /// Routes everything scheduler `i` produced, runs its executor commands, re-arms its
-    /// wake-up and advertises its allocation.
+    /// Routes everything scheduler `i` produced, runs its executor commands and re-arms its
+    /// wake-up.
     fn drain_sched(&mut self, i: usize) {
         let Some(mut bench) = self.bench.take() else {
             return;
@@ -1027,7 +1021,6 @@ impl Simulation {
             }
         }
         let due = core.poll_timeout();
-        let allocated = core.local_allocated();
         bench.nodes[i].core = Some(core);
         if let Some(due) = due {
             let node = &mut bench.nodes[i];
@@ -1039,37 +1032,6 @@ impl Simulation {
             }
         }
         self.bench = Some(bench);
-        self.readvertise(i, allocated);
-    }
-
-    /// Puts node `i`'s allocation in its ad now, or arranges a later look (`sched::readvertise`).
-    fn readvertise(&mut self, i: usize, allocated: Resources) {
-        let now = self.now;
-        let Some(bench) = self.bench.as_mut() else {
-            return;
-        };
-        match sched::readvertise(&mut bench.nodes[i], now, allocated) {
-            Readvertise::Now => self.advertise(i, allocated),
-            Readvertise::At(at) => self.push(at, Event::Advertise(i)),
-            Readvertise::No => {}
-        }
-    }
-
-    /// A held-back allocation change is due.
-    fn sched_advertise(&mut self, i: usize) {
-        if self.nodes[i].life == Life::Paused {
-            self.push(self.now.plus_ms(FEED_MS), Event::Advertise(i));
-            return;
-        }
-        let Some(bench) = self.bench.as_mut() else {
-            return;
-        };
-        let node = &mut bench.nodes[i];
-        node.advertise_due = None;
-        let Some(allocated) = node.core.as_ref().map(|core| core.local_allocated()) else {
-            return;
-        };
-        self.readvertise(i, allocated);
     }
 
     fn executed(&mut self, bench: &mut Workbench, i: usize, executed: &Executed) {
@@ -1108,18 +1070,6 @@ impl Simulation {
                     task,
                 },
             );
-        }
-    }
-
-    fn advertise(&mut self, i: usize, allocated: Resources) {
-        let now = self.now;
-        let Some(core) = self.nodes[i].core.as_mut() else {
-            return;
-        };
-        let mut ad = core.own_ad().clone();
-        ad.allocated = allocated;
-        if core.set_ad(now, ad).is_ok() {
-            self.drain(i);
         }
     }
 

@@ -6,8 +6,8 @@
 //! batch it), its messages travel as reliable FIFO streams over the simulated network (dropped
 //! while a partition cuts the pair; lost datagrams become retransmission delay), and its
 //! executor commands start and kill simulated processes. A batch task exits with code 0 after
-//! the run time the workload drew for it; a service runs until killed. The scheduler's
-//! `local_allocated()` is put into the node's resource ad, so other nodes place against it.
+//! the run time the workload drew for it; a service runs until killed. Placement counts what
+//! the replicated tables hold on each node; the resource ad carries capacity, not allocation.
 //! A crash keeps the scheduler's snapshot as its disk; the restart restores it and reports that
 //! no process survived.
 
@@ -27,11 +27,6 @@ use crate::workload::JobArrival;
 /// Members and ad changes are handed over at most this often per node.
 pub const FEED_MS: u64 = 500;
 
-/// A node's allocation goes into its resource ad at most this often, as the agent's
-/// `READVERTISE_EVERY` (`node/src/sched_driver.rs`): every new ad version is gossiped to the
-/// whole cluster, so one per task start or exit made ad traffic a quarter of the run.
-pub const READVERTISE_MS: u64 = 250;
-
 /// One node's scheduler, executor and disk.
 #[derive(Debug, Default)]
 pub struct NodeSched {
@@ -42,12 +37,6 @@ pub struct NodeSched {
     pub running: BTreeMap<TaskKey, Resources>,
     /// The snapshot kept across a crash (the agent's data dir).
     pub disk: Option<Vec<u8>>,
-    /// `allocated` last put in the resource ad.
-    pub advertised: Resources,
-    /// When it was put there.
-    pub advertised_at: Option<Millis>,
-    /// A held-back allocation change is due at this time.
-    pub(crate) advertise_due: Option<Millis>,
     /// Submissions accepted here and not yet durable.
     pub receipts: Vec<Receipt>,
     pub(crate) next_wake: Option<Millis>,
@@ -256,40 +245,6 @@ pub enum Executed {
     Started(TaskKey, Option<u64>),
     /// A process was killed (or was not running).
     Killed(TaskKey),
-}
-
-/// What to do with a node's current allocation.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Readvertise {
-    /// Put it in the ad now.
-    Now,
-    /// Changed, but the last ad is too recent: look again at this time.
-    At(Millis),
-    /// Unchanged, or a later look is already arranged.
-    No,
-}
-
-/// Whether node's allocation goes into its ad now, later or not at all (at most one ad per
-/// [`READVERTISE_MS`]; a held-back change is always published when the period ends).
-pub fn readvertise(node: &mut NodeSched, now: Millis, allocated: Resources) -> Readvertise {
-    if node.advertised == allocated {
-        return Readvertise::No;
-    }
-    if node.advertise_due.is_some_and(|due| due >= now) {
-        return Readvertise::No;
-    }
-    node.advertise_due = None;
-    match node.advertised_at.map(|t| t.plus_ms(READVERTISE_MS)) {
-        Some(due) if due > now => {
-            node.advertise_due = Some(due);
-            Readvertise::At(due)
-        }
-        _ => {
-            node.advertised = allocated;
-            node.advertised_at = Some(now);
-            Readvertise::Now
-        }
-    }
 }
 
 /// Runs one executor command against node `i`'s process table.
