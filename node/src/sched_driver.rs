@@ -3,8 +3,9 @@
 //! are durable, snapshots to the store.
 //!
 //! One tokio task owns [`Scheduler`]; the API talks to it through [`SchedHandle`]. After every
-//! input it drains, in this order: peer messages, executor commands, durability waiters,
-//! the re-advertisement of local allocations, and (at a bounded rate) the snapshot.
+//! input it drains, in this order: peer messages, executor commands, durability waiters, and
+//! (at a bounded rate) the snapshot. Allocations are not advertised: every placer counts them
+//! from the replicated tables (`docs/scheduler.md`, "Release hold").
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -706,10 +706,10 @@ impl Scheduler {
     }
 
     /// The reason a placement of `job` found no room, if it still finds none, known without a
-    /// scan of every candidate: the job version and the candidates (with their shapes and
-    /// advertised allocations) are as they were then, and no node released resources since
-    /// then (until then every node was known not to fit; usage only grows without a release)
-    /// except nodes that still do not fit. Placement decisions are therefore exactly those of
+    /// scan of every candidate: the job version and the candidates (with their shapes) are as
+    /// they were then, and no node released resources since then (a held release counts when
+    /// its hold ends; until then every node was known not to fit, and usage only grows without
+    /// a release) except nodes that still do not fit. Placement decisions are therefore exactly those of
     /// a full scan; only the counts in the reason can be behind (nodes filled up since), as
     /// they can for slots the pending pass skips.
     fn still_no_room(

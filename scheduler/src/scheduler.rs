@@ -222,7 +222,7 @@ pub(crate) struct NoRoom {
     pub(crate) epoch: Stamp,
     /// `Replica::releases` when every candidate was last known not to fit.
     pub(crate) releases: u64,
-    /// `Scheduler::room_changes` then (candidates, their shapes and advertised allocations).
+    /// `Scheduler::room_changes` then (the candidates and their shapes).
     pub(crate) room_changes: u64,
     /// Why.
     pub(crate) reason: PendingReason,
@@ -292,9 +292,8 @@ pub struct Scheduler {
     pub(crate) retry: BTreeMap<SlotKey, Retry>,
     pub(crate) timers: BTreeSet<(Millis, Wake)>,
     pub(crate) pending_retry_armed: bool,
-    /// Grows whenever a placement candidate may have gained room: the member list changed or
-    /// an advertised allocation went down (the replica counts its own releases, see
-    /// [`Scheduler::room_generation`]).
+    /// Grows whenever the member list changed, so a placement candidate may have gained room
+    /// (the replica counts releases, see [`Scheduler::room_generation`]).
     pub(crate) room_changes: u64,
     /// [`Scheduler::room_generation`] when the pending slots were last re-examined.
     pub(crate) pending_retried_at: u64,
@@ -386,7 +385,7 @@ impl Scheduler {
         self.replica.tables()
     }
 
-    /// Resources admitted on this node and not yet released: advertise this as `allocated`.
+    /// Resources admitted on this node and not yet released (its ledger).
     #[must_use]
     pub fn local_allocated(&self) -> Resources {
         self.ledger.values().fold(Resources::default(), |acc, t| {
@@ -1028,8 +1027,8 @@ impl Scheduler {
     }
 
     /// Changes whenever some placement candidate may have gained room: a live attempt this
-    /// replica knows of ended or was dropped, an advertised allocation went down, or the member
-    /// list changed. Pending slots are re-examined only when it moved.
+    /// replica knows of ended or was dropped (counted when this placer's hold of the release
+    /// ends), or the member list changed. Pending slots are re-examined only when it moved.
     pub(crate) fn room_generation(&self) -> u64 {
         self.room_changes.wrapping_add(self.replica.releases())
     }
