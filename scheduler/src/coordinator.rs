@@ -709,9 +709,9 @@ impl Scheduler {
     /// scan of every candidate: the job version and the candidates (with their shapes) are as
     /// they were then, and no node released resources since then (a held release counts when
     /// its hold ends; until then every node was known not to fit, and usage only grows without
-    /// a release) except nodes that still do not fit. Placement decisions are therefore exactly those of
-    /// a full scan; only the counts in the reason can be behind (nodes filled up since), as
-    /// they can for slots the pending pass skips.
+    /// a release) except nodes that still do not fit. Placement decisions are therefore
+    /// exactly those of a full scan; only the counts in the reason can be behind (nodes
+    /// filled up since), as they can for slots the pending pass skips.
     fn still_no_room(
         &self,
         job: &(Name, u64),
