@@ -94,6 +94,15 @@ impl Resources {
             disk_mib: self.disk_mib.saturating_add(other.disk_mib),
         }
     }
+    /// Component-wise maximum of `self` and `other`.
+    #[must_use]
+    pub fn max_each(&self, other: &Resources) -> Resources {
+        Resources {
+            cpu_millicores: self.cpu_millicores.max(other.cpu_millicores),
+            memory_mib: self.memory_mib.max(other.memory_mib),
+            disk_mib: self.disk_mib.max(other.disk_mib),
+        }
+    }
     /// True when every component of `self` is at most the one of `other`.
     #[must_use]
     pub fn fits_in(&self, other: &Resources) -> bool {

@@ -899,12 +899,3 @@ enum Verdict {
     Defer,
     Reject(String),
 }
-
-/// Component-wise maximum.
-pub(crate) fn max_each(a: Resources, b: Resources) -> Resources {
-    Resources {
-        cpu_millicores: a.cpu_millicores.max(b.cpu_millicores),
-        memory_mib: a.memory_mib.max(b.memory_mib),
-        disk_mib: a.disk_mib.max(b.disk_mib),
-    }
-}

@@ -812,7 +812,7 @@ impl Replica {
             self.holds.resize(id + 1, None);
         }
         match &mut self.holds[id] {
-            Some(held) => *held = crate::coordinator::max_each(*held, before),
+            Some(held) => *held = held.max_each(&before),
             hold @ None => {
                 *hold = Some(before);
                 self.opened.push(id);
@@ -845,7 +845,7 @@ impl Replica {
     pub(crate) fn placement_usage(&self, id: usize) -> Resources {
         let usage = self.usage_of(id);
         match self.holds.get(id).copied().flatten() {
-            Some(held) => crate::coordinator::max_each(usage, held),
+            Some(held) => usage.max_each(&held),
             None => usage,
         }
     }
