@@ -327,11 +327,7 @@ impl Scheduler {
             node: node.as_str().into(),
             incarnation: rng.next_u64(),
         };
-        let limits = ReplicaLimits {
-            log_per_actor: config.op_log_per_actor.get(),
-            pending_per_actor: config.pending_ops_per_actor.get(),
-            hold_releases: !config.release_hold.is_zero(),
-        };
+        let limits = ReplicaLimits::of(&config);
         let mut s = Self {
             node,
             actor,
@@ -798,14 +794,7 @@ impl Scheduler {
             s.actor.incarnation = s.rng.next_u64();
         }
         s.hlc = snap.hlc;
-        s.replica = Replica::new(
-            snap.tables,
-            ReplicaLimits {
-                log_per_actor: s.config.op_log_per_actor.get(),
-                pending_per_actor: s.config.pending_ops_per_actor.get(),
-                hold_releases: !s.config.release_hold.is_zero(),
-            },
-        );
+        s.replica = Replica::new(snap.tables, ReplicaLimits::of(&s.config));
         // Node views hold ids into the replica's usage index: rebuild them for the new one.
         s.set_members(&[]);
         s.rebuild_ledger();
