@@ -125,7 +125,7 @@ pub struct ResourceAd {
     pub node: CompactString,
     /// Generation of the advertising incarnation.
     pub generation: u64,
-    /// Grows on every change (and every re-advertisement) within a generation.
+    /// Grows on every change within a generation.
     pub version: u64,
     /// Total resources the node offers to the cluster.
     pub capacity: Resources,
