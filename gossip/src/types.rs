@@ -217,3 +217,39 @@ pub struct MemberInfo {
     /// When this view of the member last changed (status or ad), in the caller's clock.
     pub last_update: Millis,
 }
+
+/// Whether this node may act for the cluster: how much of the known membership it can reach.
+///
+/// Produced by the membership core ([`crate::Membership::quorum`]) and consumed by the
+/// scheduler, which condemns other nodes' work and places new work only while `majority`
+/// holds, and stops its own disconnected work after a job's `stop_after_ms` without it
+/// (`docs/faults.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Quorum {
+    /// Members this node counts as the cluster (itself included): every node seen that has
+    /// not left and has not been forgotten.
+    pub known: u32,
+    /// Of those, the ones this node currently reaches (itself included).
+    pub reachable: u32,
+    /// This node sees a majority of `known` and nothing (a stall, failing probes) says its
+    /// view is stale.
+    pub majority: bool,
+    /// When `majority` last changed, in the caller's clock.
+    pub since: Millis,
+    /// Why there is no majority (`None` while there is one), for operators.
+    pub reason: Option<String>,
+}
+
+impl Quorum {
+    /// A node alone that counts only itself: a one-node cluster has its majority.
+    #[must_use]
+    pub fn alone(now: Millis) -> Self {
+        Quorum {
+            known: 1,
+            reachable: 1,
+            majority: true,
+            since: now,
+            reason: None,
+        }
+    }
+}
