@@ -156,7 +156,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         anti_entropy_interval: Duration::from_secs(5),
         ..shoal_scheduler::SchedulerConfig::default()
     };
-    let (mut sched_core, replay) =
+    let mut sched_core =
         sched_driver::load_core(&store, &config.name, &sched_config, seed_of(&id))?;
     let (directory, directory_task) = directory_of(&gossip, shutdown_rx.clone());
     tasks.push(directory_task);
@@ -188,7 +188,6 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     sched_core.handle_recovered_tasks(clock.now(), &recovered);
     let parts = SchedParts {
         core: sched_core,
-        replay,
         store,
         gossip: gossip.clone(),
         peers,

@@ -1,10 +1,13 @@
 //! The jobs half of the HTTP API.
 //!
 //! - `POST /v1/jobs` — body: the job spec as JSON (the same flat shape as the TOML file).
-//!   `200` once durable; `202` when persisted here but not yet confirmed by a second node;
-//!   `400` invalid spec, `422` a job no node could ever host, `507` the local store failed.
+//!   `200 {"durable": true}` once fsynced here and on a live peer that logged it too; `202
+//!   {"durable": false, "reason"}` when persisted here only (no live peer: at once; no peer
+//!   confirmed within 10 s: then); `400` invalid spec, `422` a job no node could ever host,
+//!   `507` the local store failed (nothing was written or changed).
 //! - `GET /v1/jobs`, `GET /v1/jobs/{id}` — views computed from the replicated tables.
-//! - `DELETE /v1/jobs/{id}` — stop a job (every task is killed).
+//! - `DELETE /v1/jobs/{id}` — stop a job (every task is killed); acknowledged like a
+//!   submission (`200`, `202`, `507`).
 //! - `GET /v1/tasks/{job}/{slot}/logs?stream=stdout|stderr&offset=N&max=BYTES` — served by the
 //!   node that runs the task; other nodes redirect there.
 
@@ -39,6 +42,17 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/tasks/{job}/{slot}/logs", get(logs))
 }
 
+/// `202`: persisted here, not (yet) held by a second node; the write keeps replicating.
+fn not_durable(id: &str, e: &SchedError) -> Response {
+    (
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({
+            "id": id, "durable": false, "reason": e.to_string(), "warning": e.to_string()
+        })),
+    )
+        .into_response()
+}
+
 fn no_scheduler() -> Response {
     error(
         StatusCode::SERVICE_UNAVAILABLE,
@@ -69,11 +83,7 @@ async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> 
             Json(serde_json::json!({ "id": id, "version": receipt.version, "durable": true }))
                 .into_response()
         }
-        Err(e @ SchedError::NotReplicated(..)) => (
-            StatusCode::ACCEPTED,
-            Json(serde_json::json!({ "id": id, "durable": false, "warning": e.to_string() })),
-        )
-            .into_response(),
+        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => not_durable(&id, &e),
         Err(SchedError::NeverFits(m)) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
         Err(SchedError::Refused(m)) => error(StatusCode::BAD_REQUEST, m),
         Err(e @ SchedError::Storage(_)) => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
@@ -103,11 +113,13 @@ async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
         return no_scheduler();
     };
     match h.stop(id.clone()).await {
-        Ok(receipt) => {
-            Json(serde_json::json!({ "id": id, "stopped": true, "version": receipt.version }))
-                .into_response()
-        }
+        Ok(receipt) => Json(serde_json::json!({
+            "id": id, "stopped": true, "version": receipt.version, "durable": true
+        }))
+        .into_response(),
+        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => not_durable(&id, &e),
         Err(SchedError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
+        Err(e @ SchedError::Storage(_)) => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }

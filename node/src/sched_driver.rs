@@ -3,9 +3,13 @@
 //! are durable, snapshots to the store.
 //!
 //! One tokio task owns [`Scheduler`]; the API talks to it through [`SchedHandle`]. After every
-//! input it drains, in this order: peer messages, executor commands, durability waiters, and
-//! (at a bounded rate) the snapshot. Allocations are not advertised: every placer counts them
-//! from the replicated tables (`docs/scheduler.md`, "Release hold").
+//! input it drains, until nothing is left: job records (logged with an fsync, then reported
+//! with `handle_persisted`, which releases the acks they held), peer messages, executor
+//! commands; then it answers durability waiters and (at a bounded rate) writes the snapshot.
+//! A submission or stop is logged before the core applies it (`prepare_*`, store, `commit`),
+//! so a full disk refuses it with nothing applied (`docs/faults.md`). Allocations are not
+//! advertised: every placer counts them from the replicated tables (`docs/scheduler.md`,
+//! "Release hold").
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,10 +29,13 @@ use crate::store::Store;
 /// How long a submission waits for a second holder before the client is told it is only
 /// held locally.
 const DURABLE_WAIT: Duration = Duration::from_secs(10);
-/// Snapshots are written at most this often. Submissions do not wait for them (they are
-/// committed to the store on their own before the ack); task states lost in a crash are
-/// rebuilt from the processes found and from the peers' replicas.
+/// Snapshots are written at most this often. Submissions do not wait for them (their job
+/// records are logged on their own before the ack); task states lost in a crash are rebuilt
+/// from the processes found and from the peers' replicas.
 const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
+/// After a failed write of job records, the next try waits this long (each try may reopen
+/// the database).
+const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Where executor commands go. The agent plugs the process executor in; tests plug fakes.
 pub trait TaskRunner: Send + 'static {
@@ -58,13 +65,18 @@ pub enum SchedError {
         "job {0} is accepted and persisted on this node, but no other live node confirmed holding it within {1:?}; it will keep replicating"
     )]
     NotReplicated(String, Duration),
+    /// Held and persisted here, and no other node is alive to hold it.
+    #[error(
+        "job {0} is accepted and persisted on this node only: no other live node can hold it now; it replicates when one joins"
+    )]
+    LocalOnly(String),
     /// The scheduler task is gone (the agent is stopping).
     #[error("the scheduler is stopping")]
     Stopping,
 }
 
 enum Request {
-    Submit(JobSpec, oneshot::Sender<Result<Receipt, SchedError>>),
+    Submit(Box<JobSpec>, oneshot::Sender<Result<Receipt, SchedError>>),
     Stop(String, oneshot::Sender<Result<Receipt, SchedError>>),
     Job(String, oneshot::Sender<Option<JobView>>),
     Jobs(oneshot::Sender<Vec<JobView>>),
@@ -94,12 +106,12 @@ impl SchedHandle {
 
     /// Submits a job; resolves once it is durable (or with why not).
     pub async fn submit(&self, spec: JobSpec) -> Result<Receipt, SchedError> {
-        self.ask(|tx| Request::Submit(spec, tx))
+        self.ask(|tx| Request::Submit(Box::new(spec), tx))
             .await
             .unwrap_or(Err(SchedError::Stopping))
     }
 
-    /// Stops a job.
+    /// Stops a job; resolves once the stop is durable (or with why not).
     pub async fn stop(&self, id: String) -> Result<Receipt, SchedError> {
         self.ask(|tx| Request::Stop(id, tx))
             .await
@@ -140,10 +152,8 @@ impl SchedHandle {
 
 /// What the scheduler task needs.
 pub struct SchedParts {
-    /// The core (new or restored).
+    /// The core (new, or restored with its logged job records).
     pub core: Scheduler,
-    /// Jobs accepted after the snapshot the core was restored from; submitted again.
-    pub replay: Vec<JobSpec>,
     /// The durable store.
     pub store: Arc<Store>,
     /// The membership task (views in).
@@ -168,29 +178,31 @@ impl std::fmt::Debug for SchedParts {
     }
 }
 
-/// Opens the store and builds the core: restored from the last snapshot (plus the jobs
-/// accepted after it) or new.
+/// Opens the store's state and builds the core: restored from the last snapshot, with the
+/// job records logged after it joined in, or new.
 pub fn load_core(
     store: &Store,
     node: &str,
     config: &SchedulerConfig,
     seed: u64,
-) -> anyhow::Result<(Scheduler, Vec<JobSpec>)> {
-    let core = match store.snapshot()? {
+) -> anyhow::Result<Scheduler> {
+    let mut core = match store.snapshot()? {
         Some(bytes) => Scheduler::restore(node.to_string(), config.clone(), seed, &bytes)
             .map_err(|e| anyhow::anyhow!("cannot restore the scheduler tables: {e}"))?,
         None => Scheduler::new(node.to_string(), config.clone(), seed),
     };
-    let mut replay = Vec::new();
-    for (id, bytes) in store.jobs()? {
-        match serde_json::from_slice::<JobSpec>(&bytes) {
-            Ok(spec) => replay.push(spec),
-            Err(e) => {
-                tracing::error!(job = %id, error = %e, "unreadable accepted job in the store")
-            }
-        }
+    let records = store.job_records()?;
+    let unreadable = core.restore_job_records(records.iter().map(|(_, b)| b.as_slice()));
+    if unreadable > 0 {
+        tracing::error!(unreadable, "job records in the store could not be read");
     }
-    Ok((core, replay))
+    if !records.is_empty() {
+        tracing::info!(
+            jobs = records.len(),
+            "restored job writes logged after the last snapshot"
+        );
+    }
+    Ok(core)
 }
 
 /// Spawns the scheduler task.
@@ -217,7 +229,6 @@ struct Waiter {
 
 struct Driver {
     core: Scheduler,
-    replay: Vec<JobSpec>,
     store: Arc<Store>,
     peers: Peers,
     inbound: mpsc::Receiver<Inbound>,
@@ -226,6 +237,12 @@ struct Driver {
     clock: Clock,
     config: SchedulerConfig,
     waiters: Vec<Waiter>,
+    /// Job records the core handed out whose write failed, oldest first: retried (in order,
+    /// as one transaction) until the store takes them; their batches are reported persisted
+    /// only then.
+    unlogged: Vec<shoal_scheduler::JobRecords>,
+    /// When the last failed write of job records happened.
+    store_failed_at: Option<Instant>,
     /// The tables changed since the last snapshot (their version vector moved). Messages that
     /// change nothing, such as anti-entropy digests between replicas in sync, do not count:
     /// they arrive every second and a snapshot costs an fsync.
@@ -238,7 +255,6 @@ impl Driver {
     fn new(p: SchedParts) -> Self {
         Driver {
             core: p.core,
-            replay: p.replay,
             store: p.store,
             peers: p.peers,
             inbound: p.inbound,
@@ -247,6 +263,8 @@ impl Driver {
             clock: p.clock,
             config: p.config,
             waiters: Vec::new(),
+            unlogged: Vec::new(),
+            store_failed_at: None,
             dirty: true,
             snapshot_clock: shoal_scheduler::VersionVector::new(),
             last_snapshot: Instant::now(),
@@ -261,13 +279,6 @@ impl Driver {
     ) {
         let view = members.borrow_and_update().clone();
         self.core.handle_members(self.clock.now(), &view);
-        for spec in std::mem::take(&mut self.replay) {
-            let id = spec.id.clone();
-            match self.core.submit(self.clock.now(), spec) {
-                Ok(_) => tracing::info!(job = %id, "re-applied a job accepted before the restart"),
-                Err(e) => tracing::error!(job = %id, error = %e, "cannot re-apply an accepted job"),
-            }
-        }
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
@@ -300,7 +311,11 @@ impl Driver {
         } else {
             far
         };
-        core.min(waiter).min(snapshot)
+        let store = match self.store_failed_at {
+            Some(at) if !self.unlogged.is_empty() => at + STORE_RETRY,
+            _ => far,
+        };
+        core.min(waiter).min(snapshot).min(store)
     }
 
     fn on_frame(&mut self, frame: Inbound) {
@@ -319,14 +334,13 @@ impl Driver {
     fn on_request(&mut self, req: Request) {
         let now = self.clock.now();
         match req {
-            Request::Submit(spec, reply) => self.submit(spec, reply),
-            Request::Stop(id, reply) => {
-                let result = self
-                    .core
-                    .stop_job(now, &id)
-                    .map_err(|e| SchedError::NotFound(e.to_string()));
-                let _ = reply.send(result);
-            }
+            Request::Submit(spec, reply) => self.submit(*spec, reply),
+            Request::Stop(id, reply) => match self.core.prepare_stop(now, &id) {
+                Ok(prepared) => self.log_and_commit(prepared, reply),
+                Err(e) => {
+                    let _ = reply.send(Err(SchedError::NotFound(e.to_string())));
+                }
+            },
             Request::Job(id, reply) => {
                 let _ = reply.send(self.core.job(&id));
             }
@@ -347,51 +361,118 @@ impl Driver {
 
     fn current_attempt(&self, job: &str, slot: u32) -> Option<(TaskKey, String)> {
         let tables = self.core.tables();
+        let (incarnation, _) = tables.job(job)?;
+        let key = shoal_scheduler::SlotKey {
+            job: job.into(),
+            incarnation,
+            slot,
+        };
         tables
-            .assignments()
-            .filter(|(id, _)| id.job == job && id.slot == slot)
-            .max_by(|a, b| a.0.cmp(b.0))
+            .current_attempt(&key)
             .map(|(id, a)| (id.clone(), a.target.to_string()))
     }
 
-    /// Accepts a job: the spec is committed to the store *before* the core writes it, so a
-    /// crash right after the acknowledgement finds it on restart; then the client waits for a
-    /// second holder.
+    /// Accepts a job: checked by the core, its record logged, then applied (`log_and_commit`).
     fn submit(&mut self, spec: JobSpec, reply: oneshot::Sender<Result<Receipt, SchedError>>) {
-        let encoded = match serde_json::to_vec(&spec) {
-            Ok(b) => b,
+        match self.core.prepare_submit(self.clock.now(), spec) {
+            Ok(prepared) => self.log_and_commit(prepared, reply),
+            Err(shoal_scheduler::SubmitError::NeverFits(e)) => {
+                let _ = reply.send(Err(SchedError::NeverFits(e.to_string())));
+            }
             Err(e) => {
                 let _ = reply.send(Err(SchedError::Refused(e.to_string())));
+            }
+        }
+    }
+
+    /// A prepared write is logged (fsync) *before* the core applies it: a crash right after
+    /// the acknowledgement finds it on restart, and a full disk refuses it with nothing
+    /// applied. Then the client waits for a second holder.
+    fn log_and_commit(
+        &mut self,
+        prepared: shoal_scheduler::Prepared,
+        reply: oneshot::Sender<Result<Receipt, SchedError>>,
+    ) {
+        let write = match prepared {
+            shoal_scheduler::Prepared::Unchanged(receipt) => {
+                self.wait_durable(receipt, reply);
                 return;
             }
+            shoal_scheduler::Prepared::Write(write) => write,
         };
-        if let Err(e) = spec.validate() {
-            let _ = reply.send(Err(SchedError::Refused(e.to_string())));
+        if let Err(e) = self
+            .store
+            .put_job_records(std::slice::from_ref(&write.record))
+        {
+            let job = write.record.job.clone();
+            tracing::error!(%job, error = %e, "cannot log a job write; refused it");
+            let _ = reply.send(Err(SchedError::Storage(format!(
+                "job {job} not accepted: nothing was written or changed: {e}"
+            ))));
             return;
         }
-        if let Err(e) = self.store.put_job(&spec.id, &encoded) {
-            let _ = reply.send(Err(SchedError::Storage(format!("job not accepted: {e}"))));
+        let receipt = self.core.commit(self.clock.now(), *write);
+        self.wait_durable(receipt, reply);
+    }
+
+    fn wait_durable(
+        &mut self,
+        receipt: Receipt,
+        reply: oneshot::Sender<Result<Receipt, SchedError>>,
+    ) {
+        self.waiters.push(Waiter {
+            receipt,
+            reply,
+            deadline: Instant::now() + DURABLE_WAIT,
+        });
+    }
+
+    /// Logs the job records the core handed out (with the ones a failed write left behind,
+    /// in order, in one transaction) and reports them persisted, which releases the acks
+    /// they held. On failure they wait for the next try; nothing is acknowledged meanwhile.
+    fn log_job_records(&mut self) {
+        while let Some(batch) = self.core.poll_job_records() {
+            self.unlogged.push(batch);
+        }
+        if self.unlogged.is_empty() {
             return;
         }
-        let id = spec.id.clone();
-        match self.core.submit(self.clock.now(), spec) {
-            Ok(receipt) => {
-                self.waiters.push(Waiter {
-                    receipt,
-                    reply,
-                    deadline: Instant::now() + DURABLE_WAIT,
-                });
+        if self
+            .store_failed_at
+            .is_some_and(|at| at.elapsed() < STORE_RETRY)
+        {
+            return;
+        }
+        // Later records of a job replace earlier ones: merge the batches, newest last.
+        let mut by_job: std::collections::BTreeMap<&str, &shoal_scheduler::JobRecord> =
+            std::collections::BTreeMap::new();
+        for b in &self.unlogged {
+            for r in &b.records {
+                by_job.insert(r.job.as_str(), r);
+            }
+        }
+        let records: Vec<shoal_scheduler::JobRecord> = by_job.into_values().cloned().collect();
+        match self.store.put_job_records(&records) {
+            Ok(()) => {
+                if self.store_failed_at.take().is_some() {
+                    tracing::info!("job records are logged again");
+                }
+                self.persisted_all();
             }
             Err(e) => {
-                let _ = self.store.remove_job(&id);
-                let refusal = match e {
-                    shoal_scheduler::SubmitError::NeverFits(e) => {
-                        SchedError::NeverFits(e.to_string())
-                    }
-                    other => SchedError::Refused(other.to_string()),
-                };
-                let _ = reply.send(Err(refusal));
+                if self.store_failed_at.is_none() {
+                    tracing::error!(error = %e, "cannot log job records; acknowledgements wait");
+                }
+                self.store_failed_at = Some(Instant::now());
             }
+        }
+    }
+
+    /// Every batch handed out so far is durable (logged, or held by a snapshot).
+    fn persisted_all(&mut self) {
+        if let Some(last) = self.unlogged.last().map(|b| b.batch) {
+            self.unlogged.clear();
+            self.core.handle_persisted(self.clock.now(), last);
         }
     }
 
@@ -399,12 +480,9 @@ impl Driver {
         if !self.dirty && self.core.tables().clock() != &self.snapshot_clock {
             self.dirty = true;
         }
-        while let Some(out) = self.core.poll_message() {
-            let bytes = out.message.encode();
-            for to in &out.to {
-                self.peers.send(to, bytes.clone());
-            }
-        }
+        // Job records first: logging them releases acks, which then leave with the messages.
+        self.log_job_records();
+        self.send_messages();
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
                 ExecCommand::Kill { task, .. } => self.runner.kill(task),
@@ -414,39 +492,58 @@ impl Driver {
         self.answer_waiters();
         if self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.write_snapshot();
+            self.send_messages();
+            self.answer_waiters();
+        }
+    }
+
+    fn send_messages(&mut self) {
+        while let Some(out) = self.core.poll_message() {
+            let bytes = out.message.encode();
+            for to in &out.to {
+                self.peers.send(to, bytes.clone());
+            }
         }
     }
 
     fn answer_waiters(&mut self) {
+        use shoal_scheduler::Durability;
         let now = Instant::now();
         let mut keep = Vec::new();
         for w in std::mem::take(&mut self.waiters) {
-            if self.core.is_durable(&w.receipt) {
-                let _ = w.reply.send(Ok(w.receipt));
-            } else if now >= w.deadline {
-                let job = w.receipt.job.clone();
-                let _ = w
-                    .reply
-                    .send(Err(SchedError::NotReplicated(job, DURABLE_WAIT)));
-            } else {
-                keep.push(w);
+            match self.core.durability(&w.receipt) {
+                Durability::Durable => {
+                    let _ = w.reply.send(Ok(w.receipt));
+                }
+                Durability::LocalOnly => {
+                    let job = w.receipt.job.clone();
+                    let _ = w.reply.send(Err(SchedError::LocalOnly(job)));
+                }
+                Durability::Pending if now >= w.deadline => {
+                    let job = w.receipt.job.clone();
+                    let _ = w
+                        .reply
+                        .send(Err(SchedError::NotReplicated(job, DURABLE_WAIT)));
+                }
+                Durability::Pending => keep.push(w),
             }
         }
         self.waiters = keep;
     }
 
-    /// Writes the tables; jobs accepted before this snapshot no longer need their own record.
+    /// Writes the tables; the job log is emptied in the same transaction (the snapshot holds
+    /// every record handed out so far, so their batches are durable now).
     fn write_snapshot(&mut self) {
+        while let Some(batch) = self.core.poll_job_records() {
+            self.unlogged.push(batch);
+        }
         let bytes = self.core.snapshot();
         match self.store.put_snapshot(&bytes) {
             Ok(()) => {
                 self.dirty = false;
                 self.snapshot_clock = self.core.tables().clock().clone();
-                if let Ok(jobs) = self.store.jobs() {
-                    for (id, _) in jobs {
-                        let _ = self.store.remove_job(&id);
-                    }
-                }
+                self.store_failed_at = None;
+                self.persisted_all();
             }
             Err(e) => tracing::error!(error = %e, "cannot write the table snapshot; will retry"),
         }

@@ -1,21 +1,26 @@
 //! The agent's durable state in one redb file under the data dir.
 //!
 //! Two kinds of writes, with different costs:
-//! - **accepted submissions** (`put_job`): small, written and committed before a submission is
-//!   acknowledged, so an acknowledged job survives a crash of the accepting node;
+//! - **the job log** (`put_job_records`): the scheduler's [`JobRecord`]s — every change to the
+//!   jobs table, by job — committed with an fsync before anything acknowledges them
+//!   (`docs/faults.md`, "Acknowledgements mean what they say");
 //! - **table snapshots** (`put_snapshot`): the whole replicated state, written in the
-//!   background at a bounded rate; on restart the snapshot is loaded and every accepted job
-//!   newer than it is applied again.
+//!   background at a bounded rate; the same transaction empties the job log, whose records
+//!   the snapshot holds. On restart the snapshot is loaded and every logged record joined in.
 //!
-//! A failed write (a full disk, say) is returned as an error naming the file; nothing already
-//! committed is touched, because redb commits are atomic.
+//! A failed write (a full disk, say) is returned as an error naming the file and the cause;
+//! nothing already committed is touched, because redb commits are atomic. After a failure the
+//! database is reopened on the next call, so the store recovers by itself once the disk has
+//! room again (redb refuses every transaction after an I/O error until it is reopened).
 
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
+use shoal_scheduler::JobRecord;
 
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
-const JOBS: TableDefinition<&str, &[u8]> = TableDefinition::new("accepted_jobs");
+const JOB_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("job_log");
 const SNAPSHOT_KEY: &str = "scheduler";
 
 /// Errors of the store; each names the file.
@@ -41,10 +46,12 @@ pub enum StoreError {
     },
 }
 
-/// The redb-backed store.
+/// The redb-backed store. Calls are serialized by a mutex (the scheduler task is the only
+/// writer; the lock only guards the reopen after a failure).
 #[derive(Debug)]
 pub struct Store {
-    db: Database,
+    /// `None` after a failed write: reopened by the next call.
+    db: Mutex<Option<Database>>,
     path: PathBuf,
 }
 
@@ -52,18 +59,11 @@ impl Store {
     /// Opens (or creates) `data_dir/state.redb`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join("state.redb");
-        let db = Database::create(&path).map_err(|source| StoreError::Open {
-            path: path.clone(),
-            source,
-        })?;
-        let store = Store { db, path };
-        // Create the tables so readers never see "table does not exist".
-        store.write("creating tables", |tx| {
-            tx.open_table(SNAPSHOT)?;
-            tx.open_table(JOBS)?;
-            Ok(())
-        })?;
-        Ok(store)
+        let db = open_db(&path)?;
+        Ok(Store {
+            db: Mutex::new(Some(db)),
+            path,
+        })
     }
 
     fn err(&self, what: &'static str, e: impl std::fmt::Display) -> StoreError {
@@ -74,95 +74,156 @@ impl Store {
         }
     }
 
+    /// Runs `body` on the open database, reopening it first if a previous call failed.
+    fn with_db<T>(
+        &self,
+        what: &'static str,
+        body: impl FnOnce(&Database) -> Result<T, redb::Error>,
+    ) -> Result<T, StoreError> {
+        let mut slot = self
+            .db
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if slot.is_none() {
+            *slot = Some(open_db(&self.path)?);
+            tracing::info!(path = %self.path.display(), "state database reopened after a failure");
+        }
+        let db = slot.as_ref().ok_or_else(|| self.err(what, "not open"))?;
+        match body(db) {
+            Ok(v) => Ok(v),
+            Err(e) => {
+                // redb refuses everything after an I/O error until reopened: drop the handle
+                // so the next call starts afresh.
+                *slot = None;
+                Err(self.err(what, e))
+            }
+        }
+    }
+
     fn write(
         &self,
         what: &'static str,
         body: impl FnOnce(&redb::WriteTransaction) -> Result<(), redb::Error>,
     ) -> Result<(), StoreError> {
-        let tx = self.db.begin_write().map_err(|e| self.err(what, e))?;
-        body(&tx).map_err(|e| self.err(what, e))?;
-        tx.commit().map_err(|e| self.err(what, e))
-    }
-
-    /// Durably records an accepted submission (`id` → encoded spec with its version).
-    pub fn put_job(&self, id: &str, encoded: &[u8]) -> Result<(), StoreError> {
-        self.write("recording an accepted job", |tx| {
-            tx.open_table(JOBS)?.insert(id, encoded)?;
+        self.with_db(what, |db| {
+            let tx = db.begin_write()?;
+            body(&tx)?;
+            tx.commit()?;
             Ok(())
         })
     }
 
-    /// Forgets an accepted submission (after it is garbage-collected from the tables).
-    pub fn remove_job(&self, id: &str) -> Result<(), StoreError> {
-        self.write("removing an accepted job", |tx| {
-            tx.open_table(JOBS)?.remove(id)?;
-            Ok(())
-        })
-    }
-
-    /// Every accepted submission, by id.
-    pub fn jobs(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| self.err("reading jobs", e))?;
-        let table = tx
-            .open_table(JOBS)
-            .map_err(|e| self.err("reading jobs", e))?;
-        let mut out = Vec::new();
-        for entry in table.iter().map_err(|e| self.err("reading jobs", e))? {
-            let (k, v) = entry.map_err(|e| self.err("reading jobs", e))?;
-            out.push((k.value().to_string(), v.value().to_vec()));
+    /// Durably logs job records, in one fsynced transaction: a record replaces the job's older
+    /// one; an empty record deletes it.
+    pub fn put_job_records(&self, records: &[JobRecord]) -> Result<(), StoreError> {
+        if records.is_empty() {
+            return Ok(());
         }
-        Ok(out)
+        self.write("logging job writes", |tx| {
+            let mut t = tx.open_table(JOB_LOG)?;
+            for r in records {
+                if r.bytes.is_empty() {
+                    t.remove(r.job.as_str())?;
+                } else {
+                    t.insert(r.job.as_str(), r.bytes.as_slice())?;
+                }
+            }
+            Ok(())
+        })
     }
 
-    /// Replaces the snapshot of the replicated tables.
+    /// Every logged job record, by job.
+    pub fn job_records(&self) -> Result<Vec<(String, Vec<u8>)>, StoreError> {
+        self.with_db("reading the job log", |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(JOB_LOG)?;
+            let mut out = Vec::new();
+            for entry in table.iter()? {
+                let (k, v) = entry?;
+                out.push((k.value().to_string(), v.value().to_vec()));
+            }
+            Ok(out)
+        })
+    }
+
+    /// Replaces the snapshot of the replicated tables and empties the job log, whose records
+    /// the snapshot holds (take the snapshot after the records were handed out).
     pub fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError> {
         self.write("writing the table snapshot", |tx| {
             tx.open_table(SNAPSHOT)?.insert(SNAPSHOT_KEY, bytes)?;
+            tx.delete_table(JOB_LOG)?;
+            tx.open_table(JOB_LOG)?;
             Ok(())
         })
     }
 
     /// The last snapshot written, if any.
     pub fn snapshot(&self) -> Result<Option<Vec<u8>>, StoreError> {
-        let tx = self
-            .db
-            .begin_read()
-            .map_err(|e| self.err("reading the snapshot", e))?;
-        let table = tx
-            .open_table(SNAPSHOT)
-            .map_err(|e| self.err("reading the snapshot", e))?;
-        let value = table
-            .get(SNAPSHOT_KEY)
-            .map_err(|e| self.err("reading the snapshot", e))?;
-        Ok(value.map(|v| v.value().to_vec()))
+        self.with_db("reading the snapshot", |db| {
+            let tx = db.begin_read()?;
+            let table = tx.open_table(SNAPSHOT)?;
+            let value = table.get(SNAPSHOT_KEY)?;
+            Ok(value.map(|v| v.value().to_vec()))
+        })
     }
+}
+
+/// Opens the file and creates the tables, so readers never see "table does not exist".
+fn open_db(path: &Path) -> Result<Database, StoreError> {
+    let db = Database::create(path).map_err(|source| StoreError::Open {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let create = || -> Result<(), redb::Error> {
+        let tx = db.begin_write()?;
+        tx.open_table(SNAPSHOT)?;
+        tx.open_table(JOB_LOG)?;
+        tx.commit()?;
+        Ok(())
+    };
+    create().map_err(|e| StoreError::Io {
+        path: path.to_path_buf(),
+        what: "creating tables",
+        reason: e.to_string(),
+    })?;
+    Ok(db)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn record(job: &str, bytes: &[u8]) -> JobRecord {
+        JobRecord {
+            job: job.into(),
+            bytes: bytes.to_vec(),
+        }
+    }
+
     #[test]
-    fn jobs_and_snapshots_survive_a_reopen() {
+    fn records_and_snapshots_survive_a_reopen() {
         let dir = std::env::temp_dir().join(format!("shoal-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         {
             let s = Store::open(&dir).unwrap();
             assert_eq!(s.snapshot().unwrap(), None);
-            s.put_job("web", b"spec-1").unwrap();
-            s.put_job("batch", b"spec-2").unwrap();
-            s.put_snapshot(b"tables").unwrap();
-            s.remove_job("batch").unwrap();
+            s.put_job_records(&[record("web", b"v1"), record("batch", b"b1")])
+                .unwrap();
+            s.put_job_records(&[record("web", b"v2"), record("batch", b"")])
+                .unwrap();
         }
         let s = Store::open(&dir).unwrap();
         assert_eq!(
-            s.jobs().unwrap(),
-            vec![("web".to_string(), b"spec-1".to_vec())]
+            s.job_records().unwrap(),
+            vec![("web".to_string(), b"v2".to_vec())]
         );
+        s.put_snapshot(b"tables").unwrap();
+        assert_eq!(s.job_records().unwrap(), vec![], "the snapshot holds them");
+        s.put_job_records(&[record("api", b"a1")]).unwrap();
+        drop(s);
+        let s = Store::open(&dir).unwrap();
         assert_eq!(s.snapshot().unwrap().as_deref(), Some(&b"tables"[..]));
+        assert_eq!(s.job_records().unwrap().len(), 1);
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

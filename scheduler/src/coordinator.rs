@@ -16,6 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use shoal_gossip::{Millis, Resources};
 
 use crate::config::ms;
+use crate::disconnect::LostFate;
 use crate::hash::{StableHasher, rendezvous, rendezvous_is};
 use crate::ids::{AttemptId, Name, SlotKey};
 use crate::placement::{NodeView, PendingReason, Request, count_by_node, fits, place};
@@ -63,6 +64,15 @@ impl Scheduler {
             match touch {
                 Touch::Everything => {
                     self.work.everything = true;
+                    let jobs: Vec<Name> = self
+                        .tables()
+                        .job_ids()
+                        .into_iter()
+                        .map(Name::from)
+                        .collect();
+                    for job in jobs {
+                        self.log.note_job(&job);
+                    }
                     let mine: Vec<AttemptId> = self
                         .tables()
                         .assignments()
@@ -75,6 +85,7 @@ impl Scheduler {
                     self.requeue_deferred(None);
                 }
                 Touch::Job(job) => {
+                    self.log.note_job(&job);
                     self.requeue_deferred(Some(&job));
                     self.work.jobs.insert(job);
                 }
@@ -116,7 +127,9 @@ impl Scheduler {
         if a.target == self.node {
             match state {
                 AttemptState::Proposed => self.admission.push_back(id.clone()),
-                AttemptState::Admitted | AttemptState::Running if !self.ledger.contains_key(id) => {
+                AttemptState::Admitted | AttemptState::Running { .. }
+                    if !self.ledger.contains_key(id) =>
+                {
                     // Admitted by an earlier life of this node that did not survive.
                     let reason = "not running on this node (agent restarted)".to_string();
                     self.write_state_if_mine(id, AttemptState::Failed { reason });
@@ -326,13 +339,12 @@ impl Scheduler {
         if a.epoch < entry.epoch {
             return Verdict::Reject("placed for an older version of the job".into());
         }
-        let newest = self
+        let current = self
             .tables()
-            .slot_attempts(&id.slot_key())
-            .next_back()
+            .current_attempt(&id.slot_key())
             .map(|(k, _)| k);
-        if newest != Some(id) {
-            return Verdict::Reject("superseded by a newer attempt".into());
+        if current != Some(id) {
+            return Verdict::Reject("superseded by another attempt of the slot".into());
         }
         if entry.spec.wants_distinct_hosts()
             && let Some(other) = self.local_sibling(id)
@@ -391,14 +403,12 @@ impl Scheduler {
     }
 
     fn admit(&mut self, id: AttemptId, a: &Assignment, entry: &JobEntry) {
-        self.ledger.insert(
-            id.clone(),
-            LocalTask {
-                resources: a.resources,
-                killing: false,
-            },
-        );
+        self.ledger
+            .insert(id.clone(), LocalTask::admitted(a.resources));
         self.write_state_if_mine(&id, AttemptState::Admitted);
+        if !self.quorum.majority {
+            self.arm_disconnect_stop();
+        }
         let spec = &entry.spec;
         self.commands.push_back(ExecCommand::Start {
             task: id,
@@ -428,13 +438,13 @@ impl Scheduler {
     fn check_ledger(&mut self, job: &str) {
         // The ledger holds this node's tasks only (a few dozen), ordered by incarnation first:
         // the tasks of one job id across its incarnations are not contiguous, so scan it.
-        let doomed: Vec<(AttemptId, KillReason)> = self
+        let fates: Vec<(AttemptId, Fate)> = self
             .ledger
             .iter()
             .filter(|(id, t)| !t.killing && id.job == job)
-            .filter_map(|(id, _)| self.kill_reason(id).map(|r| (id.clone(), r)))
+            .filter_map(|(id, _)| self.fate(id).map(|f| (id.clone(), f)))
             .collect();
-        self.kill_doomed(doomed);
+        self.apply_fates(fates);
     }
 
     /// Kill local tasks of these slots that are no longer current. Every replica asks this
@@ -445,20 +455,31 @@ impl Scheduler {
         if self.ledger.is_empty() {
             return;
         }
-        let mut doomed: Vec<(AttemptId, KillReason)> = Vec::new();
+        let mut fates: Vec<(AttemptId, Fate)> = Vec::new();
         for key in keys {
             for (id, t) in self.ledger.range(key.first_attempt()..key.end_attempt()) {
                 if !t.killing
-                    && let Some(reason) = self.kill_reason(id)
+                    && let Some(fate) = self.fate(id)
                 {
-                    doomed.push((id.clone(), reason));
+                    fates.push((id.clone(), fate));
                 }
+            }
+        }
+        self.apply_fates(fates);
+    }
+
+    fn apply_fates(&mut self, fates: Vec<(AttemptId, Fate)>) {
+        let mut doomed = Vec::new();
+        for (id, fate) in fates {
+            match fate {
+                Fate::Kill(reason) => doomed.push((id, reason)),
+                Fate::Reclaim(state) => self.write_state_if_mine(&id, state),
             }
         }
         self.kill_doomed(doomed);
     }
 
-    fn kill_doomed(&mut self, doomed: Vec<(AttemptId, KillReason)>) {
+    pub(crate) fn kill_doomed(&mut self, doomed: Vec<(AttemptId, KillReason)>) {
         for (task, reason) in doomed {
             if let Some(t) = self.ledger.get_mut(&task) {
                 t.killing = true;
@@ -467,28 +488,35 @@ impl Scheduler {
         }
     }
 
-    fn kill_reason(&self, id: &AttemptId) -> Option<KillReason> {
+    /// What a local task that the tables may no longer want needs (`None`: keep it).
+    fn fate(&self, id: &AttemptId) -> Option<Fate> {
         let tables = self.tables();
         let Some((inc, entry)) = tables.job(&id.job) else {
-            return Some(KillReason::JobGone);
+            return Some(Fate::Kill(KillReason::JobGone));
         };
         if inc != id.incarnation {
-            return Some(KillReason::JobGone);
+            return Some(Fate::Kill(KillReason::JobGone));
         }
         if entry.stopped {
-            return Some(KillReason::Stopped);
+            return Some(Fate::Kill(KillReason::Stopped));
         }
         if id.slot >= entry.spec.count {
-            return Some(KillReason::ScaledDown);
+            return Some(Fate::Kill(KillReason::ScaledDown));
         }
-        if tables.state(id) == AttemptState::Lost {
-            return Some(KillReason::Lost);
+        let state = tables.state(id);
+        if state.is_lost() {
+            let outdated = tables.assignment(id).is_some_and(|a| a.epoch < entry.epoch);
+            if outdated {
+                return Some(Fate::Kill(KillReason::Lost));
+            }
+            return match self.lost_fate(id, &state, &entry.spec) {
+                LostFate::Reclaim(next) => Some(Fate::Reclaim(next)),
+                LostFate::Kill(reason) => Some(Fate::Kill(reason)),
+                LostFate::Wait => None,
+            };
         }
-        let newest = tables
-            .slot_attempts(&id.slot_key())
-            .next_back()
-            .map(|(k, _)| k);
-        (newest != Some(id)).then_some(KillReason::Superseded)
+        let current = tables.current_attempt(&id.slot_key()).map(|(k, _)| k);
+        (current != Some(id)).then_some(Fate::Kill(KillReason::Superseded))
     }
 
     // ---- coordinator side ---------------------------------------------------------------
@@ -541,19 +569,36 @@ impl Scheduler {
         };
         debug_assert!(self.is_coordinator(&key), "{key:?} is not ours");
         let status = slot_status(self.tables(), &ctx.entry, &key, self.backoff());
+        if !self.may_act() {
+            // Without a majority this node condemns and places nothing: a view of a minority
+            // cannot tell a dead node from a cut-off one (`docs/faults.md`).
+            let placed = matches!(
+                status,
+                SlotStatus::Live {
+                    outdated: false,
+                    ..
+                }
+            );
+            if ctx.entry.stopped || placed || status.is_final() {
+                self.pending.remove(&key);
+            } else {
+                self.pending.insert(key.clone(), self.no_majority());
+            }
+            return status.is_final();
+        }
         if ctx.entry.stopped {
             // Nothing is placed, but tasks on dead nodes are still declared lost so the job
             // can finish (and be purged).
             self.pending.remove(&key);
             self.retry.remove(&key);
-            if let SlotStatus::Live { id, target, .. } = &status
+            if let SlotStatus::Live {
+                id, target, state, ..
+            } = &status
                 && self.members.is_down(target)
+                && let Some(lost) = state.lost()
             {
                 let id = id.clone();
-                self.write(OpBody::State {
-                    id,
-                    state: AttemptState::Lost,
-                });
+                self.write(OpBody::State { id, state: lost });
             }
             return status.is_final();
         }
@@ -562,16 +607,15 @@ impl Scheduler {
             SlotStatus::Live {
                 id,
                 target,
+                state,
                 outdated,
-                ..
             } => {
                 self.pending.remove(&key);
                 self.retry.remove(&key);
                 if self.members.is_down(&target) {
-                    self.write(OpBody::State {
-                        id,
-                        state: AttemptState::Lost,
-                    });
+                    if let Some(lost) = state.lost() {
+                        self.write(OpBody::State { id, state: lost });
+                    }
                 } else if outdated {
                     self.try_place(ctx, &key, None);
                 }
@@ -783,7 +827,10 @@ impl Scheduler {
     /// batch job whose every slot is done or out of retries.
     fn consider_gc(&mut self, job: &str, incarnation: u64) {
         let key = (job.to_string(), incarnation);
-        if !self.is_job_coordinator(job, incarnation) || !self.is_finished(job, incarnation) {
+        if !self.may_act()
+            || !self.is_job_coordinator(job, incarnation)
+            || !self.is_finished(job, incarnation)
+        {
             self.finished_since.remove(&key);
             return;
         }
@@ -842,6 +889,9 @@ impl Scheduler {
     /// Fold the oldest finished attempts of a long slot history into its floor (this node
     /// coordinates the slot: only `coordinate_slot` and `retry_due` get here).
     fn maybe_compact(&mut self, key: &SlotKey) {
+        if !self.may_act() {
+            return;
+        }
         let keep = self.config.attempt_history.get();
         let tables = self.tables();
         let attempts: Vec<(AttemptId, AttemptState)> = tables
@@ -891,6 +941,13 @@ fn slot_hash(key: &SlotKey) -> u64 {
         .int(key.incarnation)
         .int(u64::from(key.slot))
         .finish()
+}
+
+/// What a local task needs (see [`Scheduler::fate`]).
+enum Fate {
+    Kill(KillReason),
+    /// Write this state: reclaim the task after a loss.
+    Reclaim(AttemptState),
 }
 
 /// Outcome of admission.

@@ -21,6 +21,8 @@
 
 mod config;
 mod coordinator;
+mod disconnect;
+mod durability;
 mod hash;
 mod ids;
 pub mod message;
@@ -33,17 +35,18 @@ pub mod testing;
 pub mod view;
 
 pub use config::SchedulerConfig;
+pub use durability::{Durability, JobRecord, JobRecords, JobRows};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, TaskKey, VersionVector};
 pub use message::{DecodeError, Message, Outgoing, WireLimits};
 pub use placement::{FilterReport, PendingReason};
 pub use scheduler::{
-    ExecCommand, KillReason, Receipt, RestoreError, Scheduler, Stats, StopError, SubmitError,
-    TaskEvent,
+    ExecCommand, JobWrite, KillReason, Prepared, Receipt, RestoreError, Scheduler, Stats,
+    StopError, SubmitError, TaskEvent,
 };
-pub use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd, Resources};
+pub use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 pub use spec::{
-    Constraint, ConstraintOp, JobSpec, JobType, NeverFitsError, PlacementStrategy, ResourceRequest,
-    RestartPolicy, SpecError, SpecLimits,
+    Constraint, ConstraintOp, DisconnectPolicy, JobSpec, JobType, NeverFitsError,
+    PlacementStrategy, Reconcile, ResourceRequest, RestartPolicy, SpecError, SpecLimits,
 };
 pub use table::{AttemptState, Tables};
 pub use view::{JobStatus, JobView, TaskState, TaskView};

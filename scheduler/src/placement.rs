@@ -132,6 +132,14 @@ pub enum PendingReason {
         /// The coordinator's node name.
         coordinator: String,
     },
+    /// The coordinator does not see a majority of the cluster, so it places nothing
+    /// (`docs/faults.md`).
+    NoMajority {
+        /// Members it reaches, itself included.
+        reachable: u32,
+        /// Members it counts as the cluster.
+        known: u32,
+    },
 }
 
 impl fmt::Display for PendingReason {
@@ -143,6 +151,10 @@ impl fmt::Display for PendingReason {
             PendingReason::Placing { coordinator } => {
                 write!(f, "being placed by coordinator {coordinator}")
             }
+            PendingReason::NoMajority { reachable, known } => write!(
+                f,
+                "waiting for a majority: the coordinator sees {reachable} of {known} members"
+            ),
         }
     }
 }

@@ -5,9 +5,10 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd, Resources};
+use shoal_gossip::{MemberInfo, MemberStatus, Millis, Quorum, ResourceAd, Resources};
 
 use crate::config::{SchedulerConfig, ms};
+use crate::durability::Log;
 use crate::hash::{Rng, StableHasher, name_hash};
 use crate::ids::{ActorId, AttemptId, Dot, HlcClock, Name, SlotKey, Stamp, TaskKey, VersionVector};
 use crate::message::{Message, Outgoing};
@@ -59,6 +60,8 @@ pub enum KillReason {
     JobGone,
     /// A process found on restart that the tables do not know as running here.
     Orphaned,
+    /// This node has been without a majority for the job's `disconnect.stop_after_ms`.
+    Disconnected,
 }
 
 /// What the local executor observed about a task.
@@ -92,6 +95,26 @@ pub struct Receipt {
     pub version: Stamp,
     /// The write's dot.
     pub dot: Dot,
+}
+
+/// A checked submission or stop, before it is applied (see [`Scheduler::prepare_submit`]).
+#[derive(Debug, Clone)]
+pub enum Prepared {
+    /// Nothing to write: the job is already so.
+    Unchanged(Receipt),
+    /// Log [`JobWrite::record`], then [`Scheduler::commit`].
+    Write(Box<JobWrite>),
+}
+
+/// A job write prepared but not applied.
+#[derive(Debug, Clone)]
+pub struct JobWrite {
+    incarnation: u64,
+    entry: JobEntry,
+    /// The job's record as it will be after the write: log it before committing.
+    pub record: crate::durability::JobRecord,
+    /// The counter the write will take (a commit checks nothing came in between).
+    counter: u64,
 }
 
 /// Why a submission was refused.
@@ -173,6 +196,22 @@ struct SnapshotRef<'a> {
 pub(crate) struct LocalTask {
     pub(crate) resources: Resources,
     pub(crate) killing: bool,
+    /// Its process was seen running (by this start of the node, or found at restart).
+    pub(crate) started: bool,
+    /// Found running by a restarted node, not admitted by this start: never reclaimed after a
+    /// loss (`docs/faults.md`).
+    pub(crate) recovered: bool,
+}
+
+impl LocalTask {
+    pub(crate) fn admitted(resources: Resources) -> Self {
+        LocalTask {
+            resources,
+            killing: false,
+            started: false,
+            recovered: false,
+        }
+    }
 }
 
 /// A scheduled wake-up.
@@ -192,6 +231,8 @@ pub(crate) enum Wake {
     Tombstones,
     /// A held release of the node with this usage id becomes visible to placement.
     Release(usize),
+    /// Without a majority: some local tasks' `stop_after_ms` may have run out.
+    Disconnect,
 }
 
 /// Dirty sets: what to re-examine.
@@ -241,6 +282,8 @@ pub(crate) struct Members {
     /// `nodes[i].usage_id`, side by side: scanned for recent releases without reading the
     /// views themselves.
     pub(crate) usage_ids: Vec<usize>,
+    /// Members that have not left, this node included: the view's share of the cluster.
+    pub(crate) listed: u32,
 }
 
 impl Members {
@@ -314,6 +357,13 @@ pub struct Scheduler {
     pub(crate) commands: VecDeque<ExecCommand>,
     pub(crate) now: Millis,
     pub(crate) started: bool,
+    /// Job records to log and acks held until they are logged (`durability.rs`).
+    pub(crate) log: Log,
+    /// How much of the cluster this node reaches (`disconnect.rs`).
+    pub(crate) quorum: Quorum,
+    /// Restored from a snapshot and not yet through one anti-entropy exchange with a live
+    /// peer: places and condemns nothing (its tables may be stale).
+    pub(crate) catching_up: bool,
 }
 
 impl Scheduler {
@@ -358,6 +408,9 @@ impl Scheduler {
             commands: VecDeque::new(),
             now: Millis(0),
             started: false,
+            log: Log::default(),
+            quorum: Quorum::alone(Millis(0)),
+            catching_up: false,
         };
         s.set_members(&[]);
         s
@@ -514,19 +567,39 @@ impl Scheduler {
             .collect();
         let me = live.iter().find(|(n, _)| *n == self.node).map(|(_, h)| *h);
         let usage_ids = nodes.iter().map(|n| n.usage_id).collect();
+        let not_left = all
+            .values()
+            .filter(|m| m.status != MemberStatus::Left && !m.ad.as_ref().is_some_and(|a| a.left))
+            .count();
+        let listed = u32::try_from(not_left + usize::from(!all.contains_key(&self.node)))
+            .unwrap_or(u32::MAX);
         self.members = Members {
             all,
             live,
             me,
             nodes,
             usage_ids,
+            listed,
         };
         self.room_changes += 1;
     }
 
     /// Submit (or update) a job. Writes it locally and replicates it; placement starts at once.
-    /// Re-submitting an identical spec of a running job changes nothing.
+    /// Re-submitting an identical spec of a running job changes nothing. The shell logs the
+    /// write afterwards ([`Scheduler::poll_job_records`]); an agent that must refuse a
+    /// submission it cannot log uses [`Scheduler::prepare_submit`] and
+    /// [`Scheduler::commit`] instead.
     pub fn submit(&mut self, now: Millis, spec: JobSpec) -> Result<Receipt, SubmitError> {
+        match self.prepare_submit(now, spec)? {
+            Prepared::Unchanged(receipt) => Ok(receipt),
+            Prepared::Write(write) => Ok(self.apply_write(now, *write, false)),
+        }
+    }
+
+    /// Check a submission and compute its write without applying it: log
+    /// [`JobWrite::record`] durably, then [`Scheduler::commit`] it, with no other call on
+    /// this scheduler in between.
+    pub fn prepare_submit(&mut self, now: Millis, spec: JobSpec) -> Result<Prepared, SubmitError> {
         self.tick(now);
         spec.validate_with(&self.config.spec_limits)?;
         spec.check_can_ever_fit(self.members.all.values())?;
@@ -535,12 +608,11 @@ impl Scheduler {
             .as_ref()
             .filter(|(_, e)| e.spec == spec && !e.stopped)
         {
-            let version = e.stamp.clone();
-            return Ok(Receipt {
+            return Ok(Prepared::Unchanged(Receipt {
                 job: spec.id,
-                version,
+                version: e.stamp.clone(),
                 dot: self.last_dot(),
-            });
+            }));
         }
         let stamp = self.stamp();
         let incarnation = match &existing {
@@ -554,24 +626,27 @@ impl Scheduler {
             _ => stamp.clone(),
         };
         let entry = JobEntry {
-            stamp: stamp.clone(),
+            stamp,
             epoch,
             spec,
             stopped: false,
         };
-        let job = entry.spec.id.clone();
-        let dot = self.write(OpBody::Job { incarnation, entry });
-        self.reconcile();
-        Ok(Receipt {
-            job,
-            version: stamp,
-            dot,
-        })
+        Ok(Prepared::Write(Box::new(
+            self.job_write(incarnation, entry),
+        )))
     }
 
     /// Stop a job: every task is killed, nothing is placed; the job is purged after
     /// `gc_grace`. Stopping a stopped job changes nothing.
     pub fn stop_job(&mut self, now: Millis, id: &str) -> Result<Receipt, StopError> {
+        match self.prepare_stop(now, id)? {
+            Prepared::Unchanged(receipt) => Ok(receipt),
+            Prepared::Write(write) => Ok(self.apply_write(now, *write, false)),
+        }
+    }
+
+    /// [`Scheduler::stop_job`] in two steps, like [`Scheduler::prepare_submit`].
+    pub fn prepare_stop(&mut self, now: Millis, id: &str) -> Result<Prepared, StopError> {
         self.tick(now);
         let (incarnation, cur) = self
             .tables()
@@ -579,25 +654,73 @@ impl Scheduler {
             .map(|(inc, e)| (inc, e.clone()))
             .ok_or_else(|| StopError::NotFound(id.to_string()))?;
         if cur.stopped {
-            return Ok(Receipt {
+            return Ok(Prepared::Unchanged(Receipt {
                 job: id.to_string(),
                 version: cur.stamp,
                 dot: self.last_dot(),
-            });
+            }));
         }
-        let stamp = self.stamp();
         let entry = JobEntry {
-            stamp: stamp.clone(),
+            stamp: self.stamp(),
             stopped: true,
             ..cur
         };
-        let dot = self.write(OpBody::Job { incarnation, entry });
+        Ok(Prepared::Write(Box::new(
+            self.job_write(incarnation, entry),
+        )))
+    }
+
+    /// A job write and the record of the job as it will be after it.
+    fn job_write(&self, incarnation: u64, entry: JobEntry) -> JobWrite {
+        let mut rows: Vec<(u64, JobEntry)> = self
+            .tables()
+            .incarnations(&entry.spec.id)
+            .filter(|(inc, _)| *inc != incarnation)
+            .map(|(inc, e)| (inc, e.clone()))
+            .collect();
+        rows.push((incarnation, entry.clone()));
+        rows.sort_by_key(|(inc, _)| *inc);
+        let record = crate::durability::JobRecord {
+            job: entry.spec.id.clone(),
+            bytes: postcard::to_stdvec(&crate::durability::JobRows { rows }).unwrap_or_default(),
+        };
+        JobWrite {
+            incarnation,
+            entry,
+            record,
+            counter: self.counter + 1,
+        }
+    }
+
+    /// Apply a write from [`Scheduler::prepare_submit`] or [`Scheduler::prepare_stop`] whose
+    /// record the shell has logged durably.
+    ///
+    /// # Panics
+    /// If another write happened on this scheduler since the write was prepared (a shell bug).
+    pub fn commit(&mut self, now: Millis, write: JobWrite) -> Receipt {
+        self.apply_write(now, write, true)
+    }
+
+    /// Apply a prepared write; `logged`: its record is durable already (otherwise the next
+    /// batch of records logs it).
+    fn apply_write(&mut self, now: Millis, write: JobWrite, logged: bool) -> Receipt {
+        self.tick(now);
+        assert_eq!(
+            write.counter,
+            self.counter + 1,
+            "a prepared write must be committed before any other input"
+        );
+        let job = write.entry.spec.id.clone();
+        let version = write.entry.stamp.clone();
+        let dot = self.write(OpBody::Job {
+            incarnation: write.incarnation,
+            entry: write.entry,
+        });
+        if logged {
+            self.log.logged_own(dot.counter);
+        }
         self.reconcile();
-        Ok(Receipt {
-            job: id.to_string(),
-            version: stamp,
-            dot,
-        })
+        Receipt { job, version, dot }
     }
 
     /// A message from peer `from`.
@@ -621,7 +744,12 @@ impl Scheduler {
     pub fn handle_task_event(&mut self, now: Millis, task: TaskKey, event: TaskEvent) {
         self.tick(now);
         let state = match event {
-            TaskEvent::Started { .. } => crate::table::AttemptState::Running,
+            TaskEvent::Started { .. } => {
+                if let Some(t) = self.ledger.get_mut(&task) {
+                    t.started = true;
+                }
+                crate::table::AttemptState::RUNNING
+            }
             TaskEvent::Exited { code } => crate::table::AttemptState::Exited { code },
             TaskEvent::Failed { reason } => crate::table::AttemptState::Failed { reason },
             TaskEvent::Killed => crate::table::AttemptState::Killed,
@@ -709,6 +837,7 @@ impl Scheduler {
                 self.replica.end_hold(id);
                 self.retry_pending_soon();
             }
+            Wake::Disconnect => self.stop_disconnected(),
             Wake::Job(job) => {
                 self.work.jobs.insert(job);
             }
@@ -739,19 +868,11 @@ impl Scheduler {
         self.commands.pop_front()
     }
 
-    /// Whether a write is durable in the cluster: at least one other live member acknowledged
-    /// holding it, or this node has no live peer. (Local persistence is the shell's half: store
-    /// a snapshot taken after the write.)
+    /// Whether a write is as durable as it can be now: logged here and held by a live peer
+    /// that logged it, or logged here with no live peer (see [`Scheduler::durability`]).
     #[must_use]
     pub fn is_durable(&self, receipt: &Receipt) -> bool {
-        if receipt.dot.actor != self.actor {
-            return false;
-        }
-        let mut peers = self.live_peers().peekable();
-        if peers.peek().is_none() {
-            return true;
-        }
-        peers.any(|p| self.acks.get(p).is_some_and(|c| *c >= receipt.dot.counter))
+        self.durability(receipt) != crate::durability::Durability::Pending
     }
 
     // ---- persistence --------------------------------------------------------------------
@@ -798,6 +919,7 @@ impl Scheduler {
         // Node views hold ids into the replica's usage index: rebuild them for the new one.
         s.set_members(&[]);
         s.rebuild_ledger();
+        s.catching_up = true;
         Ok(s)
     }
 
@@ -809,17 +931,22 @@ impl Scheduler {
                 a.target == self.node
                     && matches!(
                         tables.state(id),
-                        crate::table::AttemptState::Admitted | crate::table::AttemptState::Running
+                        crate::table::AttemptState::Admitted
+                            | crate::table::AttemptState::Running { .. }
                     )
             })
             .map(|(id, a)| (id.clone(), a.resources))
             .collect();
+        // Admitted by an earlier start of this node: if their processes are found, they are
+        // adopted but never reclaimed after a loss (`docs/faults.md`).
         for (id, resources) in mine {
             self.ledger.insert(
                 id,
                 LocalTask {
                     resources,
                     killing: false,
+                    started: true,
+                    recovered: true,
                 },
             );
         }
@@ -828,7 +955,7 @@ impl Scheduler {
     // ---- replication --------------------------------------------------------------------
 
     /// Advance time and arm the periodic timers on first use.
-    fn tick(&mut self, now: Millis) {
+    pub(crate) fn tick(&mut self, now: Millis) {
         self.now = self.now.max(now);
         if !self.started {
             self.started = true;
@@ -892,7 +1019,8 @@ impl Scheduler {
 
     fn receive_ops(&mut self, from: &str, ops: Vec<Op>) {
         // Only job writes are acknowledged: they are the writes a client waits on
-        // (`is_durable`). Acknowledging every op doubled the replication traffic.
+        // (`durability`). Acknowledging every op doubled the replication traffic. The ack
+        // leaves once the job's record is logged here (`handle_persisted`).
         let mut actors = BTreeSet::new();
         let mut overflow = false;
         for op in ops {
@@ -907,10 +1035,8 @@ impl Scheduler {
         for actor in actors {
             if actor.node != self.node {
                 let counter = self.tables().clock().get(&actor);
-                self.outbox.push_back(Outgoing {
-                    to: vec![actor.node.to_string()],
-                    message: Message::Ack { actor, counter },
-                });
+                let writer = actor.node.to_string();
+                self.log.hold_ack(&writer, actor, counter);
             }
         }
         if overflow {
@@ -926,9 +1052,25 @@ impl Scheduler {
     }
 
     fn receive_digest(&mut self, from: &str, clock: VersionVector, reply: bool) {
-        let acked = clock.get(&self.actor);
-        let a = self.acks.entry(from.to_string()).or_default();
-        *a = (*a).max(acked);
+        // A digest says what the peer holds in memory, not what it logged: it is no ack. It
+        // does tell us which of the peer's writes we hold; ack those once logged, in case an
+        // earlier ack was lost.
+        let theirs: Vec<ActorId> = clock
+            .iter()
+            .filter(|d| d.actor.node == from)
+            .map(|d| d.actor.clone())
+            .collect();
+        for actor in theirs {
+            let held = self.tables().clock().get(&actor);
+            if held > 0 {
+                self.log.hold_ack(from, actor, held);
+            }
+        }
+        if !reply {
+            // The answer to a digest of ours: everything the peer had then has arrived (one
+            // ordered stream per peer), so a restored node has caught up.
+            self.catching_up = false;
+        }
         let max = self
             .config
             .wire
@@ -952,8 +1094,9 @@ impl Scheduler {
             }
         }
         let mine = self.tables().clock();
-        let lacking = clock.iter().any(|d| d.counter > mine.get(d.actor));
-        if reply && lacking {
+        if reply {
+            // Always answered: the answer closes the exchange for the asker (it may be
+            // catching up after a restart), and tells it what we lack.
             let clock = mine.clone();
             self.outbox.push_back(Outgoing::one(
                 from,
@@ -1072,6 +1215,7 @@ fn incarnation_of(job: &str, stamp: &Stamp) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::durability::Durability;
     use crate::testing::Cluster;
 
     fn spec(json_extra: &str) -> JobSpec {
@@ -1113,10 +1257,17 @@ mod tests {
         c.step();
         c.step();
         assert!(c.nodes["n1"].sched.is_durable(&receipt));
-        // Alone, a write is durable at once (nothing else could hold it).
+        // Alone, a write is only local once logged (nothing else could hold it).
         let mut solo = Scheduler::new("solo".into(), SchedulerConfig::default(), 3);
         let r = solo.submit(Millis(5), spec("")).unwrap();
-        assert!(solo.is_durable(&r));
+        assert_eq!(solo.durability(&r), Durability::Pending, "not logged yet");
+        let batch = solo
+            .poll_job_records()
+            .expect("the job write is to be logged");
+        assert_eq!(batch.records.len(), 1);
+        assert_eq!(batch.records[0].job, "web");
+        solo.handle_persisted(Millis(6), batch.batch);
+        assert_eq!(solo.durability(&r), Durability::LocalOnly);
     }
 
     #[test]

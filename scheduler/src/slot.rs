@@ -77,7 +77,7 @@ fn is_failure(state: &AttemptState, job_type: JobType) -> bool {
         AttemptState::Exited { code: 0 } => job_type == JobType::Service,
         AttemptState::Exited { .. }
         | AttemptState::Failed { .. }
-        | AttemptState::Lost
+        | AttemptState::Lost { .. }
         | AttemptState::Killed => true,
         _ => false,
     }
@@ -90,21 +90,24 @@ pub(crate) fn slot_status(
     key: &SlotKey,
     backoff: RejectionBackoff,
 ) -> SlotStatus {
-    let mut attempts = tables.slot_attempts(key).rev().peekable();
-    let Some((cur, a)) = attempts.peek().map(|(id, a)| ((*id).clone(), (*a).clone())) else {
+    // The current attempt is the newest one unless an older one was reclaimed after a loss
+    // (`Tables::current_attempt`); a reclaimed attempt is live, so everything below the
+    // early return reads the newest attempt as before.
+    let Some((cur, a)) = tables.current_attempt(key) else {
         return SlotStatus::Empty;
     };
-    let state = tables.state(&cur);
+    let state = tables.state(cur);
     let outdated = a.epoch < entry.epoch;
-    let target = a.target;
     if state.is_live() {
         return SlotStatus::Live {
-            id: cur,
-            target,
+            id: cur.clone(),
+            target: a.target.clone(),
             state,
             outdated,
         };
     }
+    let (cur, target) = (cur.clone(), a.target.clone());
+    let attempts = tables.slot_attempts(key).rev();
     if outdated {
         return SlotStatus::Retry {
             id: cur,
@@ -155,7 +158,7 @@ pub(crate) fn slot_status(
     }
     let delay_ms = match &state {
         AttemptState::Rejected { .. } => backoff.delay(consecutive_rejections),
-        AttemptState::Lost => 0,
+        AttemptState::Lost { .. } => 0,
         _ => spec.restart.delay_after(consecutive_failures.max(1)),
     };
     SlotStatus::Retry {
@@ -298,7 +301,7 @@ mod tests {
             slot_status(&t, &s, &key(), B),
             SlotStatus::GaveUp { .. }
         ));
-        add(&mut t, 4, AttemptState::Running);
+        add(&mut t, 4, AttemptState::RUNNING);
         assert!(matches!(
             slot_status(&t, &s, &key(), B),
             SlotStatus::Live {
@@ -311,7 +314,7 @@ mod tests {
     #[test]
     fn lost_is_replaced_at_once_and_new_epochs_rerun() {
         let mut t = Tables::default();
-        add(&mut t, 1, AttemptState::Lost);
+        add(&mut t, 1, AttemptState::Lost { round: 0 });
         assert!(matches!(
             slot_status(&t, &entry("service", ""), &key(), B),
             SlotStatus::Retry { delay_ms: 0, .. }

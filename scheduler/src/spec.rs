@@ -121,6 +121,35 @@ impl RestartPolicy {
     }
 }
 
+/// Which copy of a slot the cluster keeps when a node that was declared down comes back still
+/// running it after a replacement was placed (`docs/faults.md`, "The incumbent wins").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reconcile {
+    /// Keep the copy that never stopped; the replacement is stopped.
+    #[default]
+    KeepOriginal,
+    /// Keep the replacement; the returning node stops its copy.
+    KeepReplacement,
+}
+
+/// What happens to a job's tasks on a node cut off from the majority of the cluster.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DisconnectPolicy {
+    /// A node that has been without a majority this long stops the job's tasks itself, which
+    /// bounds how long a slot runs twice; `0` = never. Default: 10 s for services; batch jobs
+    /// keep running unless they set it.
+    pub stop_after_ms: Option<u64>,
+    /// Which copy to keep when the cut-off node comes back still running a replaced slot.
+    pub reconcile: Reconcile,
+}
+
+/// Default [`DisconnectPolicy::stop_after_ms`] of a service.
+pub const DEFAULT_SERVICE_STOP_AFTER_MS: u64 = 10_000;
+/// Longest [`DisconnectPolicy::stop_after_ms`] accepted (one day).
+pub const MAX_STOP_AFTER_MS: u64 = 86_400_000;
+
 /// Comparison of a constraint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ConstraintOp {
@@ -390,6 +419,9 @@ pub struct JobSpec {
     /// 0..=100, default 50. Higher-priority work is placed first.
     #[serde(default = "default_priority")]
     pub priority: u32,
+    /// Behaviour on a node cut off from the majority (`[disconnect]`).
+    #[serde(default)]
+    pub disconnect: DisconnectPolicy,
 }
 
 /// Limits applied by [`JobSpec::validate_with`].
@@ -597,6 +629,14 @@ impl JobSpec {
                 format!("must be 0..=100, got {}", self.priority),
             ));
         }
+        if let Some(ms) = self.disconnect.stop_after_ms
+            && ms > MAX_STOP_AFTER_MS
+        {
+            return Err(invalid(
+                "disconnect.stop_after_ms",
+                format!("must be 0..={MAX_STOP_AFTER_MS} (0 = never stop), got {ms}"),
+            ));
+        }
         if self.constraints.len() > limits.max_constraints {
             return Err(invalid(
                 "constraints",
@@ -620,6 +660,16 @@ impl JobSpec {
             }
         }
         Ok(())
+    }
+
+    /// How long a node without a majority keeps this job's tasks running (`None`: forever).
+    #[must_use]
+    pub fn stop_after_disconnect_ms(&self) -> Option<u64> {
+        match (self.disconnect.stop_after_ms, self.job_type) {
+            (Some(0), _) | (None, JobType::Batch) => None,
+            (Some(ms), _) => Some(ms),
+            (None, JobType::Service) => Some(DEFAULT_SERVICE_STOP_AFTER_MS),
+        }
     }
 
     /// Whether no two tasks may share a node.

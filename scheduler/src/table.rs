@@ -73,22 +73,30 @@ pub struct Assignment {
     pub epoch: Stamp,
 }
 
-/// The life of an attempt: a monotone lattice whose order is the declaration order below.
-/// `Proposed → Admitted → Running → {Lost < Killed < Failed < Rejected < Exited}`. The target
-/// node writes everything but `Lost`, which the coordinator writes once SWIM declares the
-/// target down; a real outcome reported by the target ranks above `Lost`.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, Default)]
+/// The life of an attempt: a monotone lattice with the total order
+/// `Proposed < Admitted < Running(0) < Lost(0) < Running(1) < Lost(1) < … < Killed < Failed <
+/// Rejected < Exited`. The target node writes everything but `Lost`, which the slot's
+/// coordinator writes once SWIM declares the target down. A loss is not final: a target that
+/// still runs the attempt *reclaims* it by writing the next round's `Running`, and a real
+/// outcome reported by the target ranks above every round (`docs/faults.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum AttemptState {
     /// Written by the coordinator with the assignment (implicit: no state row).
     #[default]
     Proposed,
     /// The target reserved the resources and is starting the process.
     Admitted,
-    /// The process runs.
-    Running,
-    /// The target was declared down while the attempt was live.
-    Lost,
-    /// Killed (stopped, superseded, scaled down).
+    /// The process runs; `round` counts the losses it was reclaimed from (0: never lost).
+    Running {
+        /// Reclaims so far.
+        round: u32,
+    },
+    /// The target was declared down while the attempt was live in `round`.
+    Lost {
+        /// The round that was lost.
+        round: u32,
+    },
+    /// Killed (stopped, superseded, scaled down, cut off from the majority).
     Killed,
     /// Could not be started or died abnormally.
     Failed {
@@ -108,12 +116,15 @@ pub enum AttemptState {
 }
 
 impl AttemptState {
+    /// `Running` before any loss.
+    pub const RUNNING: AttemptState = AttemptState::Running { round: 0 };
+
     /// Whether the attempt holds (or may soon hold) resources on its target.
     #[must_use]
     pub fn is_live(&self) -> bool {
         matches!(
             self,
-            AttemptState::Proposed | AttemptState::Admitted | AttemptState::Running
+            AttemptState::Proposed | AttemptState::Admitted | AttemptState::Running { .. }
         )
     }
 
@@ -121,6 +132,75 @@ impl AttemptState {
     #[must_use]
     pub fn is_success(&self) -> bool {
         matches!(self, AttemptState::Exited { code: 0 })
+    }
+
+    /// Whether the coordinator declared the attempt lost (and its target has not reclaimed it).
+    #[must_use]
+    pub fn is_lost(&self) -> bool {
+        matches!(self, AttemptState::Lost { .. })
+    }
+
+    /// Whether the attempt runs again after its target reclaimed it from a loss.
+    #[must_use]
+    pub fn is_reclaimed(&self) -> bool {
+        matches!(self, AttemptState::Running { round } if *round > 0)
+    }
+
+    /// The `Lost` a coordinator writes over this live state (`None` when it is not live).
+    #[must_use]
+    pub fn lost(&self) -> Option<AttemptState> {
+        match self {
+            AttemptState::Proposed | AttemptState::Admitted => {
+                Some(AttemptState::Lost { round: 0 })
+            }
+            AttemptState::Running { round } => Some(AttemptState::Lost { round: *round }),
+            _ => None,
+        }
+    }
+
+    /// The `Running` a target writes to reclaim this lost state (`None` when it is not lost).
+    #[must_use]
+    pub fn reclaimed(&self) -> Option<AttemptState> {
+        match self {
+            AttemptState::Lost { round } => Some(AttemptState::Running {
+                round: round.saturating_add(1),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Position in the lattice order, payloads aside.
+    fn rank(&self) -> (u8, u32, u8) {
+        match self {
+            AttemptState::Proposed => (0, 0, 0),
+            AttemptState::Admitted => (1, 0, 0),
+            AttemptState::Running { round } => (2, *round, 0),
+            AttemptState::Lost { round } => (2, *round, 1),
+            AttemptState::Killed => (3, 0, 0),
+            AttemptState::Failed { .. } => (4, 0, 0),
+            AttemptState::Rejected { .. } => (5, 0, 0),
+            AttemptState::Exited { .. } => (6, 0, 0),
+        }
+    }
+}
+
+impl Ord for AttemptState {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use AttemptState::{Exited, Failed, Rejected};
+        self.rank()
+            .cmp(&other.rank())
+            .then_with(|| match (self, other) {
+                (Failed { reason: a }, Failed { reason: b })
+                | (Rejected { reason: a }, Rejected { reason: b }) => a.cmp(b),
+                (Exited { code: a }, Exited { code: b }) => a.cmp(b),
+                _ => std::cmp::Ordering::Equal,
+            })
+    }
+}
+
+impl PartialOrd for AttemptState {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
     }
 }
 
@@ -383,6 +463,24 @@ impl Tables {
         self.attempts
             .slot(slot)
             .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?)))
+    }
+
+    /// The attempt of a slot that should run, by the same rule on every replica
+    /// (`docs/faults.md`, "The incumbent wins"): the oldest attempt reclaimed by its target
+    /// after a loss, when one is placed for the same job version as the newest attempt;
+    /// otherwise the newest attempt. Every other attempt of the slot is superseded.
+    pub fn current_attempt<'a>(
+        &'a self,
+        slot: &SlotKey,
+    ) -> Option<(&'a AttemptId, &'a Assignment)> {
+        let newest = self.slot_attempts(slot).next_back()?;
+        let incumbent = self
+            .attempts
+            .slot(slot)
+            .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?, r.state.as_ref()?)))
+            .find(|(_, a, s)| s.is_reclaimed() && a.epoch == newest.1.epoch)
+            .map(|(id, a, _)| (id, a));
+        incumbent.or(Some(newest))
     }
 
     /// Attempts of one job incarnation, by slot then attempt.
@@ -922,6 +1020,17 @@ impl Replica {
         self.tables.clock.apply(dot);
     }
 
+    /// Join a lattice element that arrived outside the op stream (a job record replayed from
+    /// the shell's log at restart): tables and indexes change as for an op; the version
+    /// vector does not, so the op itself still arrives (and applies as a no-op) later.
+    pub(crate) fn join_local(&mut self, body: &OpBody) {
+        match body {
+            OpBody::State { id, state } => self.apply_state(id, state),
+            OpBody::Assign { id, assignment } => self.apply_assignment(id, assignment),
+            _ => self.apply_other(body),
+        }
+    }
+
     /// A placement: the usage index moves from the replaced assignment (if any) to the new
     /// one, while the attempt is live (its state is not changed by this op).
     fn apply_assignment(&mut self, id: &AttemptId, assignment: &Assignment) {
@@ -1334,8 +1443,12 @@ mod tests {
             id: attempt(j, i, s, n, p),
             state: match k {
                 0 => AttemptState::Admitted,
-                1 => AttemptState::Running,
-                2 => AttemptState::Lost,
+                1 => AttemptState::Running {
+                    round: u32::from(code == 1),
+                },
+                2 => AttemptState::Lost {
+                    round: u32::from(code == 1),
+                },
                 3 => AttemptState::Killed,
                 4 => AttemptState::Failed { reason: "x".into() },
                 5 => AttemptState::Rejected { reason: "y".into() },
@@ -1605,11 +1718,23 @@ mod tests {
     }
 
     #[test]
-    fn lost_loses_to_a_real_outcome() {
-        assert!(AttemptState::Exited { code: 0 } > AttemptState::Lost);
-        assert!(AttemptState::Killed > AttemptState::Lost);
-        assert!(AttemptState::Lost > AttemptState::Running);
-        assert!(AttemptState::Running > AttemptState::Admitted);
+    fn lost_loses_to_a_real_outcome_and_to_a_reclaim() {
+        let lost = |round| AttemptState::Lost { round };
+        let running = |round| AttemptState::Running { round };
+        assert!(AttemptState::Exited { code: 0 } > lost(7));
+        assert!(AttemptState::Killed > lost(7));
+        assert!(lost(0) > running(0));
+        assert!(
+            running(1) > lost(0),
+            "a reclaim outranks the loss it answers"
+        );
+        assert!(lost(1) > running(1));
+        assert!(running(0) > AttemptState::Admitted);
+        assert_eq!(running(0).lost(), Some(lost(0)));
+        assert_eq!(AttemptState::Admitted.lost(), Some(lost(0)));
+        assert_eq!(lost(3).reclaimed(), Some(running(4)));
+        assert_eq!(AttemptState::Killed.lost(), None);
+        assert!(running(2).is_reclaimed() && !running(0).is_reclaimed());
     }
 
     #[test]

@@ -18,7 +18,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::net::{Ipv4Addr, SocketAddr};
 
-use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd, Resources};
+use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 
 use crate::hash::Rng;
 use crate::message::Message;
@@ -66,7 +66,11 @@ pub struct Node {
     /// Running fake processes and their reservations.
     pub running: BTreeMap<TaskKey, Resources>,
     exits: BTreeSet<(Millis, TaskKey, i32)>,
+    /// The node's job log (what [`Scheduler::poll_job_records`] asked to keep), by job: it
+    /// survives a crash and is handed back on restart.
+    pub log: BTreeMap<String, Vec<u8>>,
     last_members: Vec<MemberInfo>,
+    last_quorum: Option<Quorum>,
     ad_version: u64,
     generation: u64,
 }
@@ -84,6 +88,8 @@ pub struct Cluster {
     /// Per-observer disagreement: `believes_down[observer]` are shown as down to that observer
     /// only (a membership split without a network split).
     pub believes_down: BTreeMap<String, BTreeSet<String>>,
+    /// Directed links that drop every message: `(from, to)`.
+    pub cut: BTreeSet<(String, String)>,
     /// Probability (per mille) that a message is lost.
     pub loss_permille: u64,
     /// Messages delivered so far.
@@ -158,7 +164,9 @@ impl Cluster {
                     up: true,
                     running: BTreeMap::new(),
                     exits: BTreeSet::new(),
+                    log: BTreeMap::new(),
                     last_members: Vec::new(),
+                    last_quorum: None,
                     ad_version: 0,
                     generation: 1,
                 },
@@ -170,6 +178,7 @@ impl Cluster {
             processes: Vec::new(),
             declared_down: BTreeSet::new(),
             believes_down: BTreeMap::new(),
+            cut: BTreeSet::new(),
             loss_permille: 0,
             delivered: 0,
             tick_ms: 5,
@@ -217,6 +226,37 @@ impl Cluster {
         self.sync_members();
     }
 
+    /// Split the network: nodes of different groups neither exchange messages nor see each
+    /// other alive (nodes in no group form one more group).
+    pub fn partition(&mut self, groups: &[&[&str]]) {
+        let group_of = |n: &str| {
+            groups
+                .iter()
+                .position(|g| g.contains(&n))
+                .unwrap_or(groups.len())
+        };
+        let names: Vec<String> = self.nodes.keys().cloned().collect();
+        for a in &names {
+            for b in &names {
+                if group_of(a) != group_of(b) {
+                    self.cut.insert((a.clone(), b.clone()));
+                    self.believes_down
+                        .entry(a.clone())
+                        .or_default()
+                        .insert(b.clone());
+                }
+            }
+        }
+        self.sync_members();
+    }
+
+    /// Undo every partition: all links work, every node sees every other alive again.
+    pub fn heal(&mut self) {
+        self.cut.clear();
+        self.believes_down.clear();
+        self.sync_members();
+    }
+
     /// Restart a crashed node from a snapshot (or empty when `snapshot` is `None`).
     pub fn restart(&mut self, name: &str, snapshot: Option<&[u8]>) {
         let seed = self.rng.next_u64();
@@ -231,9 +271,14 @@ impl Cluster {
             }
             None => Scheduler::new(name.to_string(), config, seed),
         };
+        let unreadable = n
+            .sched
+            .restore_job_records(n.log.values().map(Vec::as_slice));
+        assert_eq!(unreadable, 0, "the harness logs only what the core gave it");
         n.up = true;
         n.generation += 1;
         n.last_members.clear();
+        n.last_quorum = None;
         n.sched.handle_recovered_tasks(now, &[]);
         self.declared_down.remove(name);
         self.sync_members();
@@ -286,7 +331,17 @@ impl Cluster {
             let list = self.member_list(&name);
             let now = self.now;
             let n = self.nodes.get_mut(&name).expect("node");
-            if n.up && n.last_members != list {
+            if !n.up {
+                continue;
+            }
+            if n.last_members != list {
+                // The quorum first, as the agent's driver does: a view showing most members
+                // down is never acted on under the quorum from before it.
+                let quorum = quorum_of(&list, now, n.last_quorum.as_ref());
+                if n.last_quorum.as_ref() != Some(&quorum) {
+                    n.sched.handle_quorum(now, &quorum);
+                    n.last_quorum = Some(quorum);
+                }
                 n.sched.handle_members(now, &list);
                 n.last_members = list;
             }
@@ -333,6 +388,18 @@ impl Cluster {
                 let n = self.nodes.get_mut(&name).expect("node");
                 if !n.up {
                     break;
+                }
+                if let Some(batch) = n.sched.poll_job_records() {
+                    // Logged at once: the harness's disk never fails.
+                    for r in batch.records {
+                        if r.bytes.is_empty() {
+                            n.log.remove(&r.job);
+                        } else {
+                            n.log.insert(r.job, r.bytes);
+                        }
+                    }
+                    n.sched.handle_persisted(now, batch.batch);
+                    continue;
                 }
                 if let Some(out) = n.sched.poll_message() {
                     let bytes = out.message.encode();
@@ -392,7 +459,10 @@ impl Cluster {
             let Some(n) = self.nodes.get_mut(&to) else {
                 continue;
             };
-            if !n.up || !self.nodes.get(&from).is_some_and(|f| f.up) {
+            if !n.up
+                || !self.nodes.get(&from).is_some_and(|f| f.up)
+                || self.cut.contains(&(from.clone(), to.clone()))
+            {
                 continue;
             }
             let bytes = bytes::Bytes::from(bytes);
@@ -460,7 +530,7 @@ impl Cluster {
                     a.target == *name
                         && matches!(
                             t.state(id),
-                            crate::AttemptState::Admitted | crate::AttemptState::Running
+                            crate::AttemptState::Admitted | crate::AttemptState::Running { .. }
                         )
                 })
                 .fold(Resources::default(), |acc, (_, a)| {
@@ -508,6 +578,31 @@ impl Cluster {
                 .field(&postcard::to_stdvec(n.sched.tables()).unwrap_or_default());
         }
         h.finish()
+    }
+}
+
+/// The quorum an observer has with this member list: every node counts, the ones not shown
+/// down are reached (`docs/faults.md`; the membership core's probe and stall rules are not
+/// modelled here). `since` moves only when `majority` changes.
+fn quorum_of(list: &[MemberInfo], now: Millis, before: Option<&Quorum>) -> Quorum {
+    let known = u32::try_from(list.len()).unwrap_or(u32::MAX);
+    let reachable = u32::try_from(
+        list.iter()
+            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+            .count(),
+    )
+    .unwrap_or(u32::MAX);
+    let majority = reachable * 2 > known;
+    let since = match before {
+        Some(b) if b.majority == majority => b.since,
+        _ => now,
+    };
+    Quorum {
+        known,
+        reachable,
+        majority,
+        since,
+        reason: (!majority).then(|| format!("sees {reachable} of {known} members")),
     }
 }
 

@@ -170,7 +170,7 @@ impl Scheduler {
                 id, target, state, ..
             } => {
                 (v.attempt, v.node) = (Some(id.attempt), Some(target.to_string()));
-                v.state = if state == AttemptState::Running {
+                v.state = if matches!(state, AttemptState::Running { .. }) {
                     TaskState::Running
                 } else {
                     TaskState::Proposed
@@ -219,6 +219,10 @@ impl Scheduler {
         }
         if let Some(r) = self.pending.get(key) {
             return Some(r.clone());
+        }
+        if !self.may_act() {
+            // Whoever coordinates the slot in this node's view cannot act either.
+            return Some(self.no_majority());
         }
         if let Some(until) = self.retry_at(key) {
             return Some(PendingReason::Backoff {
@@ -272,10 +276,10 @@ fn describe_ended(v: &mut TaskView, state: &AttemptState) {
             TaskState::Pending
         }
         AttemptState::Killed => TaskState::Killed,
-        AttemptState::Lost => TaskState::Lost,
+        AttemptState::Lost { .. } => TaskState::Lost,
         AttemptState::Proposed => TaskState::Proposed,
         AttemptState::Admitted => TaskState::Proposed,
-        AttemptState::Running => TaskState::Running,
+        AttemptState::Running { .. } => TaskState::Running,
     };
 }
 

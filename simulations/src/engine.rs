@@ -929,6 +929,7 @@ impl Simulation {
             .take()
             .and_then(|disk| Scheduler::restore(name.clone(), config.clone(), seed, &disk).ok());
         let mut core = restored.unwrap_or_else(|| Scheduler::new(name, config, seed));
+        core.restore_job_records(node.log.values().map(Vec::as_slice));
         core.handle_recovered_tasks(now, &[]);
         node.core = Some(Box::new(core));
         node.running.clear();
@@ -1010,6 +1011,18 @@ impl Simulation {
                 self.executed(&mut bench, i, &executed);
                 let (task, event) = sched::report_of(&executed);
                 core.handle_task_event(self.now, task, event);
+                continue;
+            }
+            if let Some(batch) = core.poll_job_records() {
+                let log = &mut bench.nodes[i].log;
+                for r in batch.records {
+                    if r.bytes.is_empty() {
+                        log.remove(&r.job);
+                    } else {
+                        log.insert(r.job, r.bytes);
+                    }
+                }
+                core.handle_persisted(self.now, batch.batch);
                 continue;
             }
             let Some(out) = core.poll_message() else {

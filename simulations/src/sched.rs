@@ -8,8 +8,9 @@
 //! executor commands start and kill simulated processes. A batch task exits with code 0 after
 //! the run time the workload drew for it; a service runs until killed. Placement counts what
 //! the replicated tables hold on each node; the resource ad carries capacity, not allocation.
-//! A crash keeps the scheduler's snapshot as its disk; the restart restores it and reports that
-//! no process survived.
+//! A crash keeps the scheduler's snapshot and its job log as its disk (the log is written at
+//! once: the simulated disk never lags); the restart restores both and reports that no
+//! process survived.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -37,6 +38,8 @@ pub struct NodeSched {
     pub running: BTreeMap<TaskKey, Resources>,
     /// The snapshot kept across a crash (the agent's data dir).
     pub disk: Option<Vec<u8>>,
+    /// The job log kept across a crash (`Scheduler::poll_job_records`), by job.
+    pub log: BTreeMap<String, Vec<u8>>,
     /// Submissions accepted here and not yet durable.
     pub receipts: Vec<Receipt>,
     pub(crate) next_wake: Option<Millis>,

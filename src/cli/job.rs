@@ -96,13 +96,17 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Stop { id, api } => {
-            request(
+            let answer = request(
                 &api,
                 reqwest::Method::DELETE,
                 &format!("/v1/jobs/{id}"),
                 None,
             )
             .await?;
+            let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+            if let Some(warning) = answer.get("warning").and_then(Value::as_str) {
+                eprintln!("warning: {warning}");
+            }
             println!("job {id} stopped; its tasks are being killed");
             Ok(ExitCode::SUCCESS)
         }

@@ -1,0 +1,153 @@
+//! Deciding without a view of the whole cluster (`docs/faults.md`): what this node does when
+//! the membership core says it does not reach a majority, and what it does with its own tasks
+//! that the cluster marked lost while they kept running.
+//!
+//! - [`Scheduler::handle_quorum`] takes the membership core's [`Quorum`].
+//! - [`Scheduler::may_act`]: condemning other nodes' attempts, placing and collecting garbage
+//!   need a majority, and a restored node first catches up with a live peer.
+//! - A node without a majority stops each local task once the job's `disconnect.stop_after_ms`
+//!   has passed since it lost the majority (`Wake::Disconnect`).
+//! - A local task marked lost is reclaimed (the incumbent wins), killed, or kept until the
+//!   majority returns ([`Scheduler::lost_fate`]).
+
+use shoal_gossip::{Millis, Quorum};
+
+use crate::ids::AttemptId;
+use crate::placement::PendingReason;
+use crate::scheduler::{KillReason, Scheduler, Wake};
+use crate::spec::{JobSpec, Reconcile};
+use crate::table::AttemptState;
+
+/// What to do with a local task whose attempt the cluster marked lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LostFate {
+    /// Write this state: the task still runs here, the cluster keeps it.
+    Reclaim(AttemptState),
+    /// Stop it.
+    Kill(KillReason),
+    /// Decide once this node holds a majority again.
+    Wait,
+}
+
+impl Scheduler {
+    /// How much of the cluster this node reaches, from the membership core, after every change.
+    pub fn handle_quorum(&mut self, now: Millis, quorum: &Quorum) {
+        self.tick(now);
+        let changed = quorum.majority != self.quorum.majority;
+        self.quorum = quorum.clone();
+        if changed {
+            // Slots waiting for a majority, lost tasks waiting to be reclaimed, GC: look again.
+            self.work.everything = true;
+        }
+        if !quorum.majority {
+            self.arm_disconnect_stop();
+        }
+        self.reconcile();
+    }
+
+    /// The quorum as last reported.
+    #[must_use]
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
+    }
+
+    /// Whether this node may act for the cluster: condemn, place, collect garbage. It needs a
+    /// majority, and a restored node first completes an exchange with a live peer.
+    ///
+    /// The member view must show a majority too: the quorum and the view arrive as separate
+    /// inputs, and a view that already shows most members down must not be acted on with a
+    /// quorum from before (at an exact half, the quorum's tie-break decides).
+    pub(crate) fn may_act(&self) -> bool {
+        let listed = self.members.listed;
+        let live = u32::try_from(self.members.live.len()).unwrap_or(u32::MAX);
+        let view_majority = live.saturating_mul(2) > listed
+            || (live.saturating_mul(2) == listed && self.quorum.majority);
+        self.quorum.majority
+            && view_majority
+            && !(self.catching_up && self.live_peers().next().is_some())
+    }
+
+    /// Why a slot this node coordinates is not placed while it may not act.
+    pub(crate) fn no_majority(&self) -> PendingReason {
+        PendingReason::NoMajority {
+            reachable: self.quorum.reachable,
+            known: self.quorum.known,
+        }
+    }
+
+    /// When a local task of `spec` must stop, this node being without a majority.
+    fn stop_deadline(&self, spec: &JobSpec) -> Option<Millis> {
+        if self.quorum.majority {
+            return None;
+        }
+        let after = spec.stop_after_disconnect_ms()?;
+        Some(self.quorum.since.plus_ms(after))
+    }
+
+    /// Arm a wake-up at the earliest stop deadline of the local tasks.
+    pub(crate) fn arm_disconnect_stop(&mut self) {
+        let earliest = self
+            .ledger
+            .iter()
+            .filter(|(_, t)| !t.killing)
+            .filter_map(|(id, _)| {
+                let (inc, entry) = self.tables().job(&id.job)?;
+                (inc == id.incarnation).then(|| self.stop_deadline(&entry.spec))?
+            })
+            .min();
+        if let Some(at) = earliest {
+            self.timers.insert((at.max(self.now), Wake::Disconnect));
+        }
+    }
+
+    /// `Wake::Disconnect`: stop the local tasks whose deadline has passed.
+    pub(crate) fn stop_disconnected(&mut self) {
+        if self.quorum.majority {
+            return;
+        }
+        let now = self.now;
+        let doomed: Vec<(AttemptId, KillReason)> = self
+            .ledger
+            .iter()
+            .filter(|(_, t)| !t.killing)
+            .filter(|(id, _)| {
+                self.tables()
+                    .job(&id.job)
+                    .filter(|(inc, _)| *inc == id.incarnation)
+                    .and_then(|(_, e)| self.stop_deadline(&e.spec))
+                    .is_some_and(|at| at <= now)
+            })
+            .map(|(id, _)| (id.clone(), KillReason::Disconnected))
+            .collect();
+        self.kill_doomed(doomed);
+        self.arm_disconnect_stop();
+    }
+
+    /// A local task whose attempt the cluster marked lost: the incumbent wins when it still
+    /// runs here, this start of the node admitted it, and the job keeps originals; it is
+    /// killed when it was found at a restart, never started, or the job keeps replacements.
+    /// Reclaiming waits for a majority, so the claim reaches the cluster at once.
+    pub(crate) fn lost_fate(
+        &self,
+        id: &AttemptId,
+        state: &AttemptState,
+        spec: &JobSpec,
+    ) -> LostFate {
+        let Some(task) = self.ledger.get(id) else {
+            return LostFate::Kill(KillReason::Lost);
+        };
+        if task.recovered
+            || !task.started
+            || spec.disconnect.reconcile == Reconcile::KeepReplacement
+        {
+            return LostFate::Kill(KillReason::Lost);
+        }
+        if !self.may_act() {
+            return LostFate::Wait;
+        }
+        match state.reclaimed() {
+            Some(next) => LostFate::Reclaim(next),
+            None => LostFate::Kill(KillReason::Lost),
+        }
+    }
+}

@@ -1,0 +1,193 @@
+//! What an acknowledgement promises (`docs/faults.md`, "Acknowledgements mean what they
+//! say"): every change to the jobs table is handed to the shell as a [`JobRecord`] to log
+//! durably before anything acknowledges it. Acks to peers' writes are held until the shell
+//! reports the batch that holds them logged ([`Scheduler::handle_persisted`]), and a local
+//! write is [`Durability::Durable`] once it is logged here and a live peer acknowledged it
+//! after logging it too.
+//!
+//! On restart the shell loads the snapshot, then hands every logged record back with
+//! [`Scheduler::restore_job_records`]: the same entries with the same stamps are joined into
+//! the tables, never submitted anew.
+
+use std::collections::VecDeque;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::{ActorId, Name};
+use crate::message::{Message, Outgoing};
+use crate::scheduler::{Receipt, Scheduler};
+use crate::table::{JobEntry, OpBody};
+
+/// The rows of one job in the jobs table, to log before they are acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecord {
+    /// Job id: the log's key (a newer record of a job replaces the older one).
+    pub job: String,
+    /// [`JobRows`] encoded; empty when the job has no live incarnation left (the shell then
+    /// deletes the job's record).
+    pub bytes: Vec<u8>,
+}
+
+/// A batch of records to log together (one fsync), named so the shell can report it done.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct JobRecords {
+    /// Pass to [`Scheduler::handle_persisted`] once every record is durable.
+    pub batch: u64,
+    /// The records, one per job whose rows changed.
+    pub records: Vec<JobRecord>,
+}
+
+/// Every live incarnation's newest write of one job, as logged.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobRows {
+    /// `(incarnation, entry)`.
+    pub rows: Vec<(u64, JobEntry)>,
+}
+
+/// How far a local write has gone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Durability {
+    /// Logged here and held by another live node that logged it too.
+    Durable,
+    /// Logged here, and no other node is alive to hold it: only this node has it.
+    LocalOnly,
+    /// Not logged here yet, or no live peer has confirmed it yet.
+    Pending,
+}
+
+/// A batch handed to the shell and not yet reported durable.
+#[derive(Debug)]
+struct Inflight {
+    batch: u64,
+    /// Acks to peers' writers, sent once the batch is durable: `(writer node, actor, counter)`.
+    acks: Vec<(String, ActorId, u64)>,
+    /// Our own actor's counter when the batch was taken: our writes up to it are in it.
+    own_counter: u64,
+}
+
+/// The persistence side of a scheduler.
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    /// Jobs whose rows changed since the last batch.
+    unlogged: std::collections::BTreeSet<Name>,
+    /// Acks waiting for the next batch.
+    held_acks: Vec<(String, ActorId, u64)>,
+    inflight: VecDeque<Inflight>,
+    next_batch: u64,
+    /// Our actor's writes up to this counter are logged here.
+    pub(crate) logged_counter: u64,
+}
+
+impl Log {
+    pub(crate) fn note_job(&mut self, job: &str) {
+        if !self.unlogged.contains(job) {
+            self.unlogged.insert(job.into());
+        }
+    }
+
+    /// One of our own job writes was logged before it was applied (a prepared write). Our
+    /// job writes all take that path, so every one before it is logged as well.
+    pub(crate) fn logged_own(&mut self, counter: u64) {
+        self.logged_counter = self.logged_counter.max(counter);
+    }
+
+    /// Hold an ack to `writer` for `actor`'s ops up to `counter` until they are logged.
+    pub(crate) fn hold_ack(&mut self, writer: &str, actor: ActorId, counter: u64) {
+        self.held_acks.push((writer.to_string(), actor, counter));
+    }
+}
+
+impl Scheduler {
+    /// The next batch of job records to log, if any job changed or an ack waits. Log them
+    /// (replacing older records of the same jobs; an empty `bytes` deletes), make them durable,
+    /// then call [`Scheduler::handle_persisted`] with the batch.
+    pub fn poll_job_records(&mut self) -> Option<JobRecords> {
+        if self.log.unlogged.is_empty() && self.log.held_acks.is_empty() {
+            return None;
+        }
+        let jobs = std::mem::take(&mut self.log.unlogged);
+        let records = jobs
+            .into_iter()
+            .map(|job| {
+                let rows: Vec<(u64, JobEntry)> = self
+                    .tables()
+                    .incarnations(&job)
+                    .map(|(inc, e)| (inc, e.clone()))
+                    .collect();
+                let bytes = if rows.is_empty() {
+                    Vec::new()
+                } else {
+                    postcard::to_stdvec(&JobRows { rows }).unwrap_or_default()
+                };
+                JobRecord {
+                    job: job.to_string(),
+                    bytes,
+                }
+            })
+            .collect();
+        let batch = self.log.next_batch;
+        self.log.next_batch += 1;
+        self.log.inflight.push_back(Inflight {
+            batch,
+            acks: std::mem::take(&mut self.log.held_acks),
+            own_counter: self.counter,
+        });
+        Some(JobRecords { batch, records })
+    }
+
+    /// Every record of `batch` (and of the batches before it) is durable: release the acks
+    /// they held and count our own writes in them as logged.
+    pub fn handle_persisted(&mut self, now: shoal_gossip::Millis, batch: u64) {
+        self.tick(now);
+        while self.log.inflight.front().is_some_and(|b| b.batch <= batch) {
+            let Some(done) = self.log.inflight.pop_front() else {
+                break;
+            };
+            self.log.logged_counter = self.log.logged_counter.max(done.own_counter);
+            for (to, actor, counter) in done.acks {
+                self.outbox
+                    .push_back(Outgoing::one(&to, Message::Ack { actor, counter }));
+            }
+        }
+    }
+
+    /// How far a local write has gone: logged here, and held by a live peer that logged it.
+    #[must_use]
+    pub fn durability(&self, receipt: &Receipt) -> Durability {
+        if receipt.dot.actor != self.actor || self.log.logged_counter < receipt.dot.counter {
+            return Durability::Pending;
+        }
+        let mut peers = self.live_peers().peekable();
+        if peers.peek().is_none() {
+            return Durability::LocalOnly;
+        }
+        if peers.any(|p| self.acks.get(p).is_some_and(|c| *c >= receipt.dot.counter)) {
+            Durability::Durable
+        } else {
+            Durability::Pending
+        }
+    }
+
+    /// After [`Scheduler::restore`]: join the job records logged after the snapshot. They
+    /// are the same writes with the same stamps, so a job stopped or updated elsewhere since
+    /// stays as the newer write says. Returns how many records could not be read.
+    pub fn restore_job_records<'a>(
+        &mut self,
+        records: impl IntoIterator<Item = &'a [u8]>,
+    ) -> usize {
+        let mut unreadable = 0;
+        for bytes in records {
+            let Ok(JobRows { rows }) = postcard::from_bytes::<JobRows>(bytes) else {
+                unreadable += 1;
+                continue;
+            };
+            for (incarnation, entry) in rows {
+                self.hlc.observe(entry.stamp.hlc);
+                self.replica.join_local(&OpBody::Job { incarnation, entry });
+            }
+        }
+        self.work.everything = true;
+        unreadable
+    }
+}

@@ -1,0 +1,237 @@
+//! The fault rules of `docs/faults.md` on the in-memory harness: a node without a majority
+//! condemns and places nothing and stops its services after `stop_after_ms`; the incumbent
+//! wins over its replacement; a restarted node restores its logged writes as they were.
+
+use std::collections::BTreeSet;
+
+use shoal_scheduler::testing::Cluster;
+use shoal_scheduler::{JobSpec, TaskEvent, TaskState};
+
+fn spread_service(id: &str, count: u32) -> JobSpec {
+    JobSpec::from_json_str(&format!(
+        r#"{{"id": "{id}", "type": "service", "count": {count}, "command": "sleep",
+            "args": ["600"], "placement": "spread", "resources": {{"cpu": 100, "memory": 32}}}}"#
+    ))
+    .unwrap()
+}
+
+fn running_everywhere(c: &Cluster, job: &str, n: usize) -> bool {
+    c.nodes.iter().filter(|(_, node)| node.up).all(|(name, _)| {
+        c.view(name, job)
+            .is_some_and(|v| v.count_in(TaskState::Running) == n)
+    })
+}
+
+fn running_on(c: &Cluster, nodes: &[&str], job: &str, n: usize) -> bool {
+    nodes.iter().all(|name| {
+        c.view(name, job)
+            .is_some_and(|v| v.count_in(TaskState::Running) == n)
+    })
+}
+
+/// Indexes into `c.processes` of the processes running now, split by whether their node is
+/// in `nodes`.
+fn alive_processes(c: &Cluster, nodes: &[&str]) -> (BTreeSet<usize>, BTreeSet<usize>) {
+    let mut inside = BTreeSet::new();
+    let mut outside = BTreeSet::new();
+    for (i, p) in c.processes.iter().enumerate() {
+        if p.outcome.is_none() {
+            if nodes.contains(&p.node.as_str()) {
+                inside.insert(i);
+            } else {
+                outside.insert(i);
+            }
+        }
+    }
+    (inside, outside)
+}
+
+fn still_alive(c: &Cluster, which: &BTreeSet<usize>) -> Vec<String> {
+    which
+        .iter()
+        .filter(|&&i| c.processes[i].outcome.is_some())
+        .map(|&i| {
+            let p = &c.processes[i];
+            format!(
+                "{} slot {} on {}: {:?}",
+                p.task.job, p.task.slot, p.node, p.outcome
+            )
+        })
+        .collect()
+}
+
+/// No attempt targeted at another node is marked lost in `observer`'s tables.
+fn condemned_by(c: &Cluster, observer: &str) -> usize {
+    let t = c.nodes[observer].sched.tables();
+    t.assignments()
+        .filter(|(id, a)| a.target != observer && t.state(id).is_lost())
+        .count()
+}
+
+const MAJORITY: [&str; 4] = ["n1", "n2", "n3", "n4"];
+
+#[test]
+fn an_isolated_node_condemns_nobody_and_its_tasks_win_after_a_short_cut() {
+    let mut c = Cluster::new(5, 4000, 4096, 21);
+    c.submit("n1", spread_service("web", 10)).unwrap();
+    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 10)));
+    assert!(c.run_until(5_000, |c| c.converged()));
+    let (on_n5, elsewhere) = alive_processes(&c, &["n5"]);
+    assert!(!on_n5.is_empty(), "spread puts some of the 10 on n5");
+
+    // Cut n5 off for 3 s, less than the default stop_after_ms (10 s).
+    c.partition(&[&["n5"]]);
+    assert!(
+        c.run_until(3_000, |c| running_on(c, &MAJORITY, "web", 10)
+            && c.running_count() == 10 + on_n5.len()),
+        "the majority replaces n5's tasks"
+    );
+    c.run_for(1_000, |c| {
+        assert_eq!(condemned_by(c, "n5"), 0, "n5 alone condemned someone");
+        c.assert_no_overcommit();
+    });
+    c.heal();
+    assert!(c.run_until(10_000, |c| c.converged()
+        && running_everywhere(c, "web", 10)
+        && c.running_count() == 10));
+    assert_eq!(
+        still_alive(&c, &elsewhere),
+        Vec::<String>::new(),
+        "healthy tasks died"
+    );
+    assert_eq!(
+        still_alive(&c, &on_n5),
+        Vec::<String>::new(),
+        "the incumbents on n5 never stopped, so they win"
+    );
+    let t = c.nodes["n1"].sched.tables();
+    let reclaimed = t
+        .assignments()
+        .filter(|(id, _)| t.state(id).is_reclaimed())
+        .count();
+    assert_eq!(
+        reclaimed,
+        on_n5.len(),
+        "n5 reclaimed each of its tasks once"
+    );
+}
+
+#[test]
+fn a_cut_off_node_stops_its_services_after_stop_after_and_no_healthy_task_dies() {
+    let mut c = Cluster::new(5, 4000, 4096, 22);
+    c.submit("n2", spread_service("web", 10)).unwrap();
+    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 10) && c.converged()));
+    let (on_n5, elsewhere) = alive_processes(&c, &["n5"]);
+    assert!(!on_n5.is_empty());
+
+    c.partition(&[&["n5"]]);
+    // Before the bound, n5 keeps its tasks; after it, it has stopped them itself.
+    c.run_for(9_500, |c| assert_eq!(condemned_by(c, "n5"), 0));
+    assert_eq!(
+        still_alive(&c, &on_n5),
+        Vec::<String>::new(),
+        "stopped too early"
+    );
+    c.run_for(1_000, |_| {});
+    let stopped: Vec<&TaskEvent> = on_n5
+        .iter()
+        .filter_map(|&i| c.processes[i].outcome.as_ref())
+        .collect();
+    assert_eq!(
+        stopped.len(),
+        on_n5.len(),
+        "n5 still runs its tasks past 10 s"
+    );
+    assert_eq!(
+        c.running_count(),
+        10,
+        "after the bound, each slot runs once"
+    );
+
+    c.run_for(5_000, |_| {});
+    c.heal();
+    assert!(c.run_until(10_000, |c| c.converged()
+        && running_everywhere(c, "web", 10)
+        && c.running_count() == 10));
+    assert_eq!(
+        still_alive(&c, &elsewhere),
+        Vec::<String>::new(),
+        "healthy tasks died"
+    );
+}
+
+#[test]
+fn a_minority_places_nothing_and_the_heal_moves_nothing() {
+    let mut c = Cluster::new(5, 4000, 4096, 23);
+    c.submit("n1", spread_service("web", 5)).unwrap();
+    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 5) && c.converged()));
+    let (_, pre_fault) = alive_processes(&c, &["n4", "n5"]);
+    c.partition(&[&["n1", "n2", "n3"], &["n4", "n5"]]);
+    // A job submitted to each side during the partition: the majority places its own; the
+    // minority's waits for the heal and says why.
+    c.submit("n1", spread_service("api", 3)).unwrap();
+    c.submit("n4", spread_service("late", 2)).unwrap();
+    assert!(c.run_until(5_000, |c| running_on(c, &["n1", "n2", "n3"], "api", 3)));
+    c.run_for(2_000, |c| {
+        assert_eq!(condemned_by(c, "n4") + condemned_by(c, "n5"), 0);
+    });
+    let late = c.view("n4", "late").unwrap();
+    assert_eq!(late.count_in(TaskState::Running), 0);
+    let reason = late.tasks[0].pending_reason.clone().unwrap_or_default();
+    assert!(reason.contains("waiting for a majority"), "{reason}");
+    // The job submitted to the majority during the partition stays where it runs.
+    let api: BTreeSet<usize> = alive_processes(&c, &["n4", "n5"])
+        .1
+        .into_iter()
+        .filter(|&i| c.processes[i].task.job == "api")
+        .collect();
+    assert_eq!(api.len(), 3);
+    c.heal();
+    assert!(c.run_until(15_000, |c| c.converged()
+        && running_everywhere(c, "web", 5)
+        && running_everywhere(c, "api", 3)
+        && running_everywhere(c, "late", 2)));
+    assert_eq!(
+        still_alive(&c, &pre_fault),
+        Vec::<String>::new(),
+        "tasks of the majority from before the fault died"
+    );
+    assert_eq!(
+        still_alive(&c, &api),
+        Vec::<String>::new(),
+        "a job placed by the majority moved after the heal"
+    );
+}
+
+#[test]
+fn a_restarted_node_restores_its_logged_writes_as_they_were() {
+    let mut c = Cluster::new(3, 4000, 4096, 24);
+    let receipt = c.submit("n1", spread_service("web", 3)).unwrap();
+    assert!(c.run_until(2_000, |c| c.nodes["n1"].sched.is_durable(&receipt)));
+    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 3) && c.converged()));
+    let (_, running) = alive_processes(&c, &["n1"]);
+    // n1 crashes before any snapshot: only its job log survives.
+    c.crash("n1");
+    c.declare_down("n1");
+    c.stop("n2", "web");
+    assert!(c.run_until(5_000, |c| c.running_count() == 0));
+    c.restart("n1", None);
+    assert!(c.run_until(10_000, |c| c.converged()));
+    c.run_for(2_000, |c| {
+        assert_eq!(c.running_count(), 0, "a stopped job came back")
+    });
+    let v = c.view("n1", "web").expect("the job is still known");
+    assert_eq!(v.count_in(TaskState::Running), 0);
+    assert!(!running.is_empty());
+
+    // Without the stop, a restart of the accepting node restarts nothing elsewhere.
+    let mut c = Cluster::new(3, 4000, 4096, 25);
+    c.submit("n1", spread_service("web", 3)).unwrap();
+    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 3) && c.converged()));
+    let (_, elsewhere) = alive_processes(&c, &["n1"]);
+    c.crash("n1");
+    c.restart("n1", None);
+    assert!(c.run_until(10_000, |c| c.converged() && running_everywhere(c, "web", 3)));
+    assert_eq!(still_alive(&c, &elsewhere), Vec::<String>::new());
+    assert_eq!(c.processes.len(), 4, "only n1's own task was started again");
+}
