@@ -250,16 +250,20 @@ fn write_addresses(
         .with_context(|| format!("cannot write {}", path.display()))
 }
 
+/// Longest node name: one DNS label (it names the node's certificate) and short enough that
+/// the longest attempt key, `{job}.{incarnation}.{node}`, names a directory
+/// (`executor::MAX_JOB_KEY_BYTES`).
+pub const MAX_NODE_NAME_BYTES: usize = 63;
+
 fn validate_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
-        && name.len() <= shoal_gossip::wire::MAX_NAME_LEN
+        && name.len() <= MAX_NODE_NAME_BYTES
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.');
     if !ok {
         bail!(
-            "invalid node name {name:?}: use 1 to {} characters from a-z, A-Z, 0-9, '-', '_' and '.'",
-            shoal_gossip::wire::MAX_NAME_LEN
+            "invalid node name {name:?}: use 1 to {MAX_NODE_NAME_BYTES} characters from a-z, A-Z, 0-9, '-', '_' and '.'"
         );
     }
     Ok(())
@@ -426,6 +430,9 @@ mod tests {
     #[test]
     fn names_are_checked() {
         assert!(validate_name("node-1.rack_a").is_ok());
+        assert!(validate_name(&"n".repeat(MAX_NODE_NAME_BYTES)).is_ok());
+        let long = validate_name(&"n".repeat(MAX_NODE_NAME_BYTES + 1)).unwrap_err();
+        assert!(long.to_string().contains("1 to 63 characters"), "{long}");
         assert!(validate_name("").is_err());
         assert!(
             validate_name("bad name")

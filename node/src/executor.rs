@@ -53,10 +53,14 @@ use self::cgroup::{Hierarchy, TaskCgroup};
 /// `PATH` for tasks whose environment has none (glibc's `execvp` default).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
+/// Longest executor job key (a directory and cgroup name component).
+pub const MAX_JOB_KEY_BYTES: usize = 160;
+
 /// One attempt of one slot of one job: the unit the executor runs.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct TaskKey {
-    /// Job id: 1–128 of `[A-Za-z0-9_.-]`, starting with a letter or digit (it names a directory).
+    /// Job id: 1–160 of `[A-Za-z0-9_.-]`, starting with a letter or digit (it names a directory;
+    /// the scheduler's longest attempt key, `{job}.{incarnation}.{placer}`, is 148 bytes).
     pub job: String,
     /// Slot within the job.
     pub slot: u32,
@@ -980,13 +984,18 @@ fn detect_enforcement(config: &ExecutorConfig) -> (Option<Hierarchy>, Enforcemen
     )
 }
 
+/// Whether the executor accepts this task key (it names directories and cgroups).
+pub fn validate_task_key(task: &TaskKey) -> Result<(), ExecError> {
+    validate(task)
+}
+
 fn validate(task: &TaskKey) -> Result<(), ExecError> {
-    if is_safe_name(&task.job, 128) {
+    if is_safe_name(&task.job, MAX_JOB_KEY_BYTES) {
         Ok(())
     } else {
         Err(ExecError::InvalidTask {
             task: task.to_string().escape_default().to_string(),
-            reason: "job must be 1-128 of A-Z a-z 0-9 _ . - and start with a letter or digit",
+            reason: "job must be 1-160 of A-Z a-z 0-9 _ . - and start with a letter or digit",
         })
     }
 }

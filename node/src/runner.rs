@@ -213,4 +213,26 @@ mod tests {
             None
         );
     }
+
+    #[test]
+    fn the_longest_job_id_and_node_name_still_name_a_task() {
+        // The agent takes node names up to 63 bytes and specs take ids up to 63.
+        let task = TaskKey {
+            job: "j".repeat(63).as_str().into(),
+            incarnation: u64::MAX,
+            slot: u32::MAX,
+            attempt: u32::MAX,
+            placer: "n"
+                .repeat(crate::agent::MAX_NODE_NAME_BYTES)
+                .as_str()
+                .into(),
+        };
+        let key = exec_key(&task);
+        assert!(
+            key.job.len() <= executor::MAX_JOB_KEY_BYTES,
+            "{}",
+            key.job.len()
+        );
+        assert!(executor::validate_task_key(&key).is_ok());
+    }
 }
