@@ -698,6 +698,8 @@ impl Scheduler {
         let req = Request {
             spec,
             key_hash,
+            job_hash: StableHasher::new().field(key.job.as_bytes()).finish(),
+            slot: key.slot,
             job_tasks,
             avoid,
             sample: self.config.placement_sample.get(),

@@ -39,6 +39,13 @@ pub(crate) struct Request<'a> {
     /// Stable hash of (job, slot): rotates candidate order and breaks score ties, so concurrent
     /// coordinators spread over equally good nodes instead of colliding on one.
     pub(crate) key_hash: u64,
+    /// Stable hash of the job, and the slot: `spread` ranks equally good candidates in an
+    /// order that is the same for every slot of the job and lets slot `i` take the `i`-th
+    /// (modulo their number), so coordinators placing different slots at the same time
+    /// without seeing each other's proposals still end even.
+    pub(crate) job_hash: u64,
+    /// The slot being placed.
+    pub(crate) slot: u32,
     /// Nodes already running a task of this job (`distinct_hosts` excludes them; spread counts).
     pub(crate) job_tasks: &'a BTreeMap<String, u32>,
     /// A node to avoid unless it is the only one (it just rejected this slot).
@@ -252,22 +259,55 @@ pub(crate) fn place<'n>(
     if let (Some(avoid), true) = (req.avoid, feasible.len() > 1) {
         feasible.retain(|(n, _)| n.name != avoid);
     }
-    let score = |(node, u): &(&NodeView, Resources)| -> (i64, i64, u64) {
+    let turn = spread_turns(req, &feasible);
+    let score = |(i, (node, u)): (usize, &(&NodeView, Resources))| -> (i64, i64, u64) {
         let util = i64::try_from(utilisation(node, *u, want)).unwrap_or(i64::MAX);
         let tie = mix64(req.key_hash ^ node.hash);
         match req.spec.placement {
             PlacementStrategy::Binpack => (util, 0, tie),
-            PlacementStrategy::Spread => {
+            PlacementStrategy::Spread if turn.is_empty() => {
                 let tasks = i64::from(req.job_tasks.get(&node.name).copied().unwrap_or(0));
                 (-tasks, -util, tie)
             }
+            PlacementStrategy::Spread => turn[i],
         }
     };
     feasible
         .iter()
-        .max_by_key(|c| score(c))
-        .map(|(n, _)| *n)
+        .enumerate()
+        .max_by_key(|&c| score(c))
+        .map(|(_, (n, _))| *n)
         .ok_or(PendingReason::NoFit(report))
+}
+
+/// For `spread` with more than one slot: a score per feasible candidate. Each slot has a home:
+/// candidates are ranked by a hash of (job, node), the same order for every slot of the job,
+/// and slot `i` is at home on rank `i mod k`. A candidate holding fewer than its even share
+/// (`⌈count / k⌉` tasks of the job) beats one at its share; among those, the one nearest after
+/// the slot's home wins. Coordinators that place different slots of a job at the same moment,
+/// without seeing each other's proposals, thus fill each node up to its share and no further:
+/// ten slots on five empty nodes end 2/2/2/2/2, where "fewest tasks first" with a random
+/// tie-break ended 4/3/1/1/1. Empty for a single slot or another strategy.
+fn spread_turns(req: &Request<'_>, feasible: &[(&NodeView, Resources)]) -> Vec<(i64, i64, u64)> {
+    let k = feasible.len();
+    if req.spec.placement != PlacementStrategy::Spread || req.spec.count <= 1 || k == 0 {
+        return Vec::new();
+    }
+    let share = u64::from(req.spec.count).div_ceil(k as u64);
+    let mut order: Vec<(u64, usize)> = feasible
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (mix64(req.job_hash ^ n.hash), i))
+        .collect();
+    order.sort_unstable();
+    let home = usize::try_from(req.slot).unwrap_or(0) % k;
+    let mut turn = vec![(0, 0, 0); k];
+    for (rank, (_, i)) in order.into_iter().enumerate() {
+        let tasks = u64::from(req.job_tasks.get(&feasible[i].0.name).copied().unwrap_or(0));
+        let distance = i64::try_from((rank + k - home) % k).unwrap_or(i64::MAX);
+        turn[i] = (i64::from(tasks < share), -distance, 0);
+    }
+    turn
 }
 
 /// Names of nodes a set of live attempts occupy, with task counts.
@@ -313,6 +353,8 @@ mod tests {
         Request {
             spec,
             key_hash: key,
+            job_hash: 7,
+            slot: u32::try_from(key % 1000).unwrap_or(0),
             job_tasks: tasks,
             avoid: None,
             sample: 8,
@@ -415,6 +457,25 @@ mod tests {
                 .name,
             "a"
         );
+    }
+
+    #[test]
+    fn spread_slots_placed_blind_end_even() {
+        // Ten slots placed by coordinators that never see each other's proposals: each one
+        // knows of no task of the job anywhere.
+        let nodes: Vec<NodeView> = (0..5)
+            .map(|i| node(&format!("n{i}"), 8000, 8000, "r1"))
+            .collect();
+        let s = spec("placement = \"spread\"\ncount = 10");
+        let none = BTreeMap::new();
+        let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
+        for slot in 0..10u32 {
+            let mut r = req(&s, &none, mix64(u64::from(slot)));
+            r.slot = slot;
+            let n = place(&r, &nodes, |_| Resources::default()).unwrap();
+            *per_node.entry(n.name.clone()).or_default() += 1;
+        }
+        assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![2; 5]);
     }
 
     #[test]

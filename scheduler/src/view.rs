@@ -246,6 +246,8 @@ impl Scheduler {
         let req = Request {
             spec: &entry.spec,
             key_hash: StableHasher::new().field(key.job.as_bytes()).finish(),
+            job_hash: StableHasher::new().field(key.job.as_bytes()).finish(),
+            slot: key.slot,
             job_tasks: &tasks,
             avoid: None,
             sample: usize::MAX,

@@ -337,3 +337,25 @@ fn two_coordinators_for_one_slot_are_fenced() {
     slots.sort_unstable();
     assert_eq!(slots, (0..30).collect::<Vec<_>>());
 }
+
+#[test]
+fn spread_of_ten_on_five_empty_nodes_ends_even() {
+    // Every node coordinates some of the ten slots and proposes in the same step, before any
+    // proposal of the others arrives.
+    for seed in 30..36 {
+        let mut c = Cluster::new(5, 4000, 4096, seed);
+        let mut s = service("web", 10, 100);
+        s.placement = shoal_scheduler::PlacementStrategy::Spread;
+        c.submit("n1", s).unwrap();
+        assert!(c.run_until(5_000, |c| all_running(c, "web", 10)));
+        let mut per_node: BTreeMap<String, usize> = BTreeMap::new();
+        for (name, n) in &c.nodes {
+            per_node.insert(name.clone(), n.running.len());
+        }
+        let (min, max) = (
+            per_node.values().min().copied().unwrap_or(0),
+            per_node.values().max().copied().unwrap_or(0),
+        );
+        assert!(max - min <= 1, "seed {seed}: {per_node:?}");
+    }
+}
