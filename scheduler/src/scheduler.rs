@@ -168,6 +168,8 @@ pub struct Stats {
     pub pending_slots: usize,
     /// Ops written by this incarnation.
     pub ops_written: u64,
+    /// Messages refused because an op in them broke an ownership rule (`Scheduler::handle_message`).
+    pub refused_messages: u64,
 }
 
 /// Current snapshot format.
@@ -364,6 +366,8 @@ pub struct Scheduler {
     /// Restored from a snapshot and not yet through one anti-entropy exchange with a live
     /// peer: places and condemns nothing (its tables may be stale).
     pub(crate) catching_up: bool,
+    /// Messages refused for an ownership violation.
+    pub(crate) refused_messages: u64,
 }
 
 impl Scheduler {
@@ -411,6 +415,7 @@ impl Scheduler {
             log: Log::default(),
             quorum: Quorum::alone(Millis(0)),
             catching_up: false,
+            refused_messages: 0,
         };
         s.set_members(&[]);
         s
@@ -458,6 +463,7 @@ impl Scheduler {
             local_tasks: self.ledger.len(),
             pending_slots: self.pending.len(),
             ops_written: self.counter,
+            refused_messages: self.refused_messages,
         }
     }
 
@@ -1017,7 +1023,51 @@ impl Scheduler {
         }
     }
 
+    /// The first op of a message that its author may not write (DESIGN's ownership rules):
+    /// an assignment only by the placer named in its key, a state other than `Lost` only by
+    /// the attempt's target (when the assignment is known here), and nothing in the name of
+    /// this start of this node that it did not write. `from` is the sending peer as its certificate
+    /// names it: an op it pushes as the author must be its own; ops of other authors are
+    /// relayed (answers to digests) and checked against their author.
+    fn ownership_violation(&self, from: &str, ops: &[Op]) -> Option<String> {
+        for op in ops {
+            let author = op.dot.actor.node.as_str();
+            if op.dot.actor == self.actor && op.dot.counter > self.counter && from != self.node {
+                // Our own ops come back relayed (harmless duplicates); one we never wrote
+                // cannot.
+                return Some(format!(
+                    "{from} sent an op this node never wrote in its name"
+                ));
+            }
+            match &op.body {
+                OpBody::Assign { id, .. } if id.placer.as_str() != author => {
+                    return Some(format!(
+                        "{author} wrote an assignment placed by {}",
+                        id.placer
+                    ));
+                }
+                OpBody::State { id, state } if !state.is_lost() => {
+                    if let Some(a) = self.tables().assignment(id)
+                        && a.target.as_str() != author
+                    {
+                        return Some(format!(
+                            "{author} wrote the state of an attempt that runs on {}",
+                            a.target
+                        ));
+                    }
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
     fn receive_ops(&mut self, from: &str, ops: Vec<Op>) {
+        if let Some(why) = self.ownership_violation(from, &ops) {
+            self.refused_messages += 1;
+            tracing::warn!(peer = %from, %why, "refused a message that breaks an ownership rule");
+            return;
+        }
         // Only job writes are acknowledged: they are the writes a client waits on
         // (`durability`). Acknowledging every op doubled the replication traffic. The ack
         // leaves once the job's record is logged here (`handle_persisted`).
@@ -1349,6 +1399,77 @@ mod tests {
         c.stop("n1", "web");
         assert!(c.run_until(20_000, |c| c.view("n1", "web").is_none()
             && c.view("n2", "web").is_none()));
+    }
+
+    #[test]
+    fn ops_that_break_ownership_are_refused() {
+        use crate::table::{Assignment, AttemptState};
+        let mut n1 = Scheduler::new("n1".into(), SchedulerConfig::default(), 1);
+        let author = ActorId {
+            node: "n2".into(),
+            incarnation: 9,
+        };
+        let id = AttemptId {
+            job: "web".into(),
+            incarnation: 1,
+            slot: 0,
+            attempt: 1,
+            placer: "n3".into(),
+        };
+        let assignment = Assignment {
+            target: "n3".into(),
+            resources: Resources::default(),
+            epoch: n1.stamp(),
+        };
+        // n2 writes an assignment in n3's name: refused, nothing applied.
+        let forged = Op::new(
+            Dot::new(author.clone(), 1),
+            OpBody::Assign {
+                id: id.clone(),
+                assignment: assignment.clone(),
+            },
+        );
+        n1.handle_message(Millis(1), "n2", Message::Ops { ops: vec![forged] });
+        assert_eq!(n1.stats().refused_messages, 1);
+        assert!(n1.tables().assignment(&id).is_none());
+        // n3's own assignment, relayed by n2, is fine; then n2 may not write its state
+        // (other than lost), since the attempt runs on n3.
+        let n3 = ActorId {
+            node: "n3".into(),
+            incarnation: 4,
+        };
+        let real = Op::new(
+            Dot::new(n3, 1),
+            OpBody::Assign {
+                id: id.clone(),
+                assignment,
+            },
+        );
+        n1.handle_message(Millis(2), "n2", Message::Ops { ops: vec![real] });
+        assert!(n1.tables().assignment(&id).is_some());
+        let running = Op::new(
+            Dot::new(author.clone(), 1),
+            OpBody::State {
+                id: id.clone(),
+                state: AttemptState::RUNNING,
+            },
+        );
+        n1.handle_message(Millis(3), "n2", Message::Ops { ops: vec![running] });
+        assert_eq!(n1.stats().refused_messages, 2);
+        let lost = Op::new(
+            Dot::new(author, 1),
+            OpBody::State {
+                id: id.clone(),
+                state: AttemptState::Lost { round: 0 },
+            },
+        );
+        n1.handle_message(Millis(4), "n2", Message::Ops { ops: vec![lost] });
+        assert_eq!(
+            n1.stats().refused_messages,
+            2,
+            "a coordinator may mark it lost"
+        );
+        assert!(n1.tables().state(&id).is_lost());
     }
 
     #[test]
