@@ -227,6 +227,71 @@ mod tests {
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    /// A full disk: the write fails naming the cause, nothing committed is lost, and the
+    /// store works again once there is room, without being reopened by its owner.
+    #[test]
+    fn a_full_disk_fails_clearly_and_recovers_by_itself() {
+        if !nix::unistd::geteuid().is_root() {
+            eprintln!(
+                "SKIPPED a_full_disk_fails_clearly_and_recovers_by_itself: needs root to mount a tmpfs"
+            );
+            return;
+        }
+        let dir = std::env::temp_dir().join(format!("shoal-full-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8m", "tmpfs"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(mounted.success(), "mount a tmpfs on {}", dir.display());
+        let result = std::panic::catch_unwind(|| {
+            let s = Store::open(&dir).unwrap();
+            s.put_job_records(&[record("kept", b"k1")]).unwrap();
+            // Fill the disk.
+            let filler = dir.join("filler");
+            let chunk = vec![7u8; 1 << 20];
+            let mut f = std::fs::File::create(&filler).unwrap();
+            for _ in 0..64 {
+                if std::io::Write::write_all(&mut f, &chunk).is_err() {
+                    break;
+                }
+            }
+            drop(f);
+            let big = vec![1u8; 2 << 20];
+            let err = s
+                .put_job_records(&[record("big", &big)])
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("state.redb") && err.contains("logging job writes"),
+                "{err}"
+            );
+            assert!(
+                s.put_job_records(&[record("next", b"n")]).is_err() || s.job_records().is_ok(),
+                "either still full or working"
+            );
+            std::fs::remove_file(&filler).unwrap();
+            s.put_job_records(&[record("after", b"a1")]).unwrap();
+            let jobs: Vec<String> = s
+                .job_records()
+                .unwrap()
+                .into_iter()
+                .map(|(j, _)| j)
+                .collect();
+            assert!(
+                jobs.contains(&"kept".to_string()) && jobs.contains(&"after".to_string()),
+                "{jobs:?}"
+            );
+            assert!(!jobs.contains(&"big".to_string()), "{jobs:?}");
+        });
+        let _ = std::process::Command::new("umount").arg(&dir).status();
+        let _ = std::fs::remove_dir_all(&dir);
+        if let Err(e) = result {
+            std::panic::resume_unwind(e);
+        }
+    }
+
     #[test]
     fn an_unwritable_place_is_named() {
         let err = Store::open(Path::new("/proc/definitely/not/here"))
