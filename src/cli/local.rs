@@ -61,9 +61,12 @@ pub fn places() -> String {
 /// The running local agent whose API is `url`, if one is found.
 pub fn find(url: &Url) -> Option<LocalAgent> {
     let data = Path::new("shoal-data");
-    let dev: Vec<PathBuf> = trusted(&dev_root())
-        .then(|| subdirs(&dev_root()))
-        .unwrap_or_default();
+    let root = dev_root();
+    let dev = if trusted(&root) {
+        subdirs(&root)
+    } else {
+        Vec::new()
+    };
     std::iter::once(data.to_path_buf())
         .chain(dev)
         .flat_map(|dir| subdirs(&dir))
