@@ -24,11 +24,13 @@ def rss_mib(pid):
     return 0.0
 
 class Api:
-    def __init__(self, addr):
+    # Every change needs the agent's token (DATA_DIR/http.token, docs/security.md).
+    def __init__(self, addr, token_file):
         host, port = addr.rsplit(":", 1); self.c = http.client.HTTPConnection(host, int(port), timeout=60)
+        self.token = open(token_file).read().strip()
     def call(self, method, path, body=None):
         self.c.request(method, path, body=json.dumps(body) if body is not None else None,
-                       headers={"content-type": "application/json"})
+                       headers={"content-type": "application/json", "authorization": f"Bearer {self.token}"})
         r = self.c.getresponse(); data = r.read()
         return r.status, (json.loads(data) if data else None)
 
@@ -45,8 +47,8 @@ def start_agents(root, key):
             try:
                 info = json.load(open(os.path.join(d, "addresses.json"))); break
             except (OSError, ValueError): time.sleep(0.01)
-        agents.append({"proc": p, "http": info["http"], "gossip": info["gossip"]})
-    api = Api(agents[0]["http"])
+        agents.append({"proc": p, "http": info["http"], "gossip": info["gossip"], "token_file": info["token_file"]})
+    api = Api(agents[0]["http"], agents[0]["token_file"])
     for _ in range(3000):
         _, nodes = api.call("GET", "/v1/nodes")
         if sum(1 for n in nodes if n["status"] == "alive" and n["resources"]["capacity"]["cpu_millicores"] > 0) == 3: break
@@ -95,7 +97,7 @@ def main():
     key = os.path.join(root, "cluster.key")
     open(key, "w").write(subprocess.check_output([BIN, "keygen"]).decode())
     agents = start_agents(root, key)
-    api = Api(agents[0]["http"])
+    api = Api(agents[0]["http"], agents[0]["token_file"])
     out = {"batches": [], "machine": "2 vCPU, 24 GiB"}
     try:
         out["singles"] = singles(api, a.singles); print(json.dumps(out["singles"]), flush=True)

@@ -24,6 +24,13 @@ struct Cli {
 enum Command {
     /// Print a new random cluster key (hex) for `--cluster-key-file`.
     Keygen,
+    /// Print the cluster CA certificate (PEM) derived from a cluster key; HTTPS clients of the
+    /// API (curl --cacert, shoal --ca-file) verify agents with it.
+    Ca {
+        /// File holding the cluster key.
+        #[arg(long, env = "SHOAL_CLUSTER_KEY_FILE")]
+        cluster_key_file: std::path::PathBuf,
+    },
     /// Run an agent: join the cluster, offer this machine's resources.
     Agent(Box<cli::agent::AgentArgs>),
     /// Inspect the cluster's nodes.
@@ -93,6 +100,7 @@ fn main() -> ExitCode {
     let result = runtime.block_on(async {
         match cli.command {
             Command::Keygen => cli::keygen(),
+            Command::Ca { cluster_key_file } => cli::ca(&cluster_key_file),
             Command::Agent(args) => cli::agent::run(*args).await,
             Command::Node(cmd) => cli::node::run(cmd).await,
             Command::Dev(args) => cli::dev::run(args).await,

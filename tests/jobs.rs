@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, TempDir, keygen, run, wait_for};
+use common::{Agent, AgentSpec, TempDir, keygen, run, run_in, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -63,16 +63,15 @@ impl Cluster {
         self.pids.parent().unwrap()
     }
 
-    /// Writes a job file and runs `shoal job run FILE --addr A`.
+    /// Writes a job file and runs `shoal job run FILE --addr A` (the CLI finds the token).
     fn submit(&self, at: usize, spec: Value, extra: &[&str]) -> std::process::Output {
         let file = self
             .dir()
             .join(format!("{}.json", spec["id"].as_str().unwrap()));
         std::fs::write(&file, spec.to_string()).unwrap();
-        let api = self.agents[at].api();
-        let mut args = vec!["job", "run", file.to_str().unwrap(), "--addr", &api];
+        let mut args = vec!["job", "run", file.to_str().unwrap()];
         args.extend_from_slice(extra);
-        run(&args)
+        self.agents[at].cli(&args)
     }
 
     fn job(&self, at: usize, id: &str) -> Option<Value> {
@@ -261,16 +260,19 @@ fn concurrent_submissions_beyond_capacity_never_overcommit() {
             });
             let file = c.dir().join(format!("hog{j}.json"));
             std::fs::write(&file, spec.to_string()).unwrap();
-            let api = c.agents[j % 3].api();
+            let (api, root) = (c.agents[j % 3].api(), c.dir().to_path_buf());
             std::thread::spawn(move || {
-                run(&[
-                    "job",
-                    "run",
-                    file.to_str().unwrap(),
-                    "--addr",
-                    &api,
-                    "--detach",
-                ])
+                run_in(
+                    &root,
+                    &[
+                        "job",
+                        "run",
+                        file.to_str().unwrap(),
+                        "--addr",
+                        &api,
+                        "--detach",
+                    ],
+                )
             })
         })
         .collect();
@@ -349,7 +351,7 @@ fn stopping_a_job_kills_every_process_it_started() {
         (p.len() == 5).then_some(p)
     });
     assert!(pids.iter().all(|p| alive(*p)));
-    let out = run(&["job", "stop", "sleepy", "--addr", &c.agents[0].api()]);
+    let out = c.agents[0].cli(&["job", "stop", "sleepy"]);
     assert!(
         out.status.success(),
         "{}",
@@ -391,13 +393,7 @@ fn bad_jobs_get_clear_errors() {
     let c = Cluster::start(1, "badjobs");
     let bad = c.dir().join("bad.toml");
     std::fs::write(&bad, "id = \"x\"\ntype = \"service\"\ncount = 0\ncommand = \"true\"\n[resources]\ncpu = 1\nmemory = 1\n").unwrap();
-    let out = run(&[
-        "job",
-        "run",
-        bad.to_str().unwrap(),
-        "--addr",
-        &c.agents[0].api(),
-    ]);
+    let out = c.agents[0].cli(&["job", "run", bad.to_str().unwrap()]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("bad.toml") && err.contains("count"), "{err}");

@@ -9,11 +9,12 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use shoal_gossip::{Membership, NodeId, ResourceAd, Resources};
-use tokio::net::{TcpListener, UdpSocket};
+use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::{self, ApiState};
+use crate::api::ApiState;
+use crate::api_server::{AgentFacts, ApiConfig, ApiServer};
 use crate::clock::Clock;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::gossip_driver::{self, GossipHandle};
@@ -50,8 +51,8 @@ pub struct AgentConfig {
     pub disk_mib: Option<u64>,
     /// Operator attributes (`rack=r1`).
     pub attributes: BTreeMap<String, String>,
-    /// Bearer token the API requires (mandatory when it listens off loopback).
-    pub http_token: Option<String>,
+    /// How the API is reached and secured: token, advertised address, names, certificate.
+    pub api: ApiConfig,
     /// Membership tunables.
     pub gossip: shoal_gossip::Config,
 }
@@ -63,6 +64,10 @@ pub struct RunningAgent {
     pub id: NodeId,
     /// Where the API listens.
     pub http_addr: SocketAddr,
+    /// Where clients and other nodes reach the API (`http://` on loopback, else `https://`).
+    pub http_url: String,
+    /// The file holding the API token.
+    pub http_token_file: PathBuf,
     /// Where QUIC listens.
     pub quic_addr: SocketAddr,
     /// The gossip task.
@@ -115,18 +120,22 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let endpoint = tls::endpoint(&tls_identity, quic_bind)
         .with_context(|| format!("cannot bind QUIC address {quic_bind}"))?;
     let quic_addr = endpoint.local_addr()?;
-    let http_listener = TcpListener::bind(config.http)
-        .await
-        .with_context(|| format!("cannot bind HTTP API address {}", config.http))?;
-    let http_addr = http_listener.local_addr()?;
-    let token = api_token(&config, http_addr)?;
+    let facts = AgentFacts {
+        node_name: &config.name,
+        gossip_addr,
+        data_dir: &config.data_dir,
+        cluster_key: &config.cluster_key,
+    };
+    let api_server = ApiServer::bind(config.http, &config.api, facts).await?;
+    let http_addr = api_server.bound();
+    let http_advertise = api_server.advertise();
 
     let id = NodeId {
         name: config.name.as_str().into(),
         addr: gossip_addr,
         generation,
     };
-    let ad = initial_ad(&config, quic_addr, http_addr);
+    let ad = initial_ad(&config, quic_addr, http_advertise);
     let mut core = Membership::new(
         id.clone(),
         ad,
@@ -203,21 +212,33 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let state = ApiState {
         id: id.clone(),
         quic_addr,
-        http_addr,
+        http_addr: http_advertise,
         cluster: config.cluster_key.cluster_label().to_string(),
         gossip: gossip.clone(),
         clock,
-        token: token.map(Arc::from),
         sched: Some(sched),
         logs: Some(crate::runner::logs(&executor)),
         enforcement: Some(executor.enforcement()),
     };
-    tasks.push(tokio::spawn(serve_http(http_listener, state, shutdown_rx)));
-    write_addresses(&config.data_dir, &id, quic_addr, http_addr)?;
-    tracing::info!(node = %id, %quic_addr, %http_addr, cluster = %config.cluster_key.cluster_label(), "agent started");
+    let http_url = format!("{}://{http_advertise}", api_server.scheme());
+    let http_token_file = api_server.token_file().to_path_buf();
+    let ca_file = api_server.ca_file().map(Path::to_path_buf);
+    tasks.push(api_server.spawn(state, shutdown_rx));
+    let addresses = Addresses {
+        id: &id,
+        quic_addr,
+        http_addr,
+        http_url: &http_url,
+        token_file: &http_token_file,
+        ca_file: ca_file.as_deref(),
+    };
+    write_addresses(&config.data_dir, &addresses)?;
+    tracing::info!(node = %id, %quic_addr, %http_url, cluster = %config.cluster_key.cluster_label(), "agent started");
     Ok(RunningAgent {
         id,
         http_addr,
+        http_url,
+        http_token_file,
         quic_addr,
         gossip,
         shutdown,
@@ -227,20 +248,29 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     })
 }
 
-/// Writes `addresses.json` into the data dir so scripts (and tests) that asked for port 0
-/// can find the ports the OS chose.
-fn write_addresses(
-    data_dir: &Path,
-    id: &NodeId,
+/// What `addresses.json` says.
+struct Addresses<'a> {
+    id: &'a NodeId,
     quic_addr: SocketAddr,
     http_addr: SocketAddr,
-) -> anyhow::Result<()> {
+    http_url: &'a str,
+    token_file: &'a Path,
+    ca_file: Option<&'a Path>,
+}
+
+/// Writes `addresses.json` into the data dir so scripts (and tests) that asked for port 0
+/// can find the ports the OS chose, and the CLI on this machine finds the API's token file
+/// and CA (their paths, never their contents).
+fn write_addresses(data_dir: &Path, a: &Addresses<'_>) -> anyhow::Result<()> {
     let body = serde_json::json!({
-        "name": id.name,
-        "generation": id.generation,
-        "gossip": id.addr,
-        "quic": quic_addr,
-        "http": http_addr,
+        "name": a.id.name,
+        "generation": a.id.generation,
+        "gossip": a.id.addr,
+        "quic": a.quic_addr,
+        "http": a.http_addr,
+        "http_url": a.http_url,
+        "token_file": a.token_file,
+        "ca_file": a.ca_file,
         "pid": std::process::id(),
     });
     let path = data_dir.join("addresses.json");
@@ -304,16 +334,6 @@ fn initial_ad(config: &AgentConfig, quic_addr: SocketAddr, http_addr: SocketAddr
         http_addr: Some(http_addr),
         ..ResourceAd::new(config.name.clone(), capacity)
     }
-}
-
-fn api_token(config: &AgentConfig, http_addr: SocketAddr) -> anyhow::Result<Option<String>> {
-    if http_addr.ip().is_loopback() || config.http_token.is_some() {
-        return Ok(config.http_token.clone());
-    }
-    bail!(
-        "the HTTP API would listen on {http_addr}, off loopback, without a token: \
-         set --http-token-file (or SHOAL_HTTP_TOKEN), or bind it to 127.0.0.1"
-    )
 }
 
 fn seed_of(id: &NodeId) -> u64 {
@@ -395,19 +415,6 @@ fn directory_of(
         }
     });
     (rx, task)
-}
-
-async fn serve_http(listener: TcpListener, state: ApiState, mut shutdown: watch::Receiver<bool>) {
-    let app = api::router(state);
-    let stop = async move {
-        let _ = shutdown.changed().await;
-    };
-    if let Err(e) = axum::serve(listener, app)
-        .with_graceful_shutdown(stop)
-        .await
-    {
-        tracing::error!(error = %e, "http api stopped");
-    }
 }
 
 #[cfg(test)]

@@ -4,14 +4,17 @@
 //! - `GET /v1/nodes` — every member as this node sees it.
 //! - `GET /v1/nodes/{name}` — one member.
 //! - `GET /v1/agent/self` — this agent: identity, addresses, counters.
+//!
+//! Every request passes [`crate::api_auth::check`] first (token, `Host`, `Origin`, content
+//! type); a refused request reaches no handler.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use axum::extract::{Path, Request, State};
-use axum::http::{StatusCode, header};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
@@ -28,7 +31,7 @@ pub struct ApiState {
     pub id: NodeId,
     /// Where this agent's QUIC endpoint listens.
     pub quic_addr: SocketAddr,
-    /// Where this API listens.
+    /// Where this API is reached (its advertised address).
     pub http_addr: SocketAddr,
     /// Short, loggable id of the cluster key.
     pub cluster: String,
@@ -36,8 +39,6 @@ pub struct ApiState {
     pub gossip: GossipHandle,
     /// The agent's clock.
     pub clock: Clock,
-    /// Required bearer token, when the API listens off loopback.
-    pub token: Option<Arc<str>>,
     /// The scheduler task, when this agent runs one.
     pub sched: Option<crate::sched_driver::SchedHandle>,
     /// Local task logs, when this agent runs an executor.
@@ -129,8 +130,8 @@ pub struct AgentSelf {
     pub limits: Option<crate::executor::Enforcement>,
 }
 
-/// Builds the router.
-pub fn router(state: ApiState) -> Router {
+/// Builds the router; `guard` decides which requests reach it.
+pub fn router(state: ApiState, guard: Arc<crate::api_auth::Guard>) -> Router {
     Router::new()
         .route("/v1/health", get(health))
         .route("/v1/nodes", get(nodes))
@@ -138,27 +139,16 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/agent/self", get(agent_self))
         .merge(crate::api_jobs::routes())
         .fallback(not_found)
-        .layer(middleware::from_fn_with_state(state.clone(), require_token))
+        .layer(middleware::from_fn_with_state(
+            guard,
+            crate::api_auth::check,
+        ))
         .with_state(state)
 }
 
 /// A JSON error body: `{"error": "..."}`.
 pub fn error(status: StatusCode, message: impl Into<String>) -> Response {
     (status, Json(serde_json::json!({ "error": message.into() }))).into_response()
-}
-
-async fn require_token(State(s): State<ApiState>, req: Request, next: Next) -> Response {
-    if let Some(token) = &s.token {
-        let given = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "));
-        if given != Some(token.as_ref()) {
-            return error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
-        }
-    }
-    next.run(req).await
 }
 
 async fn not_found() -> Response {

@@ -9,7 +9,8 @@
 //! - `DELETE /v1/jobs/{id}` — stop a job (every task is killed); acknowledged like a
 //!   submission (`200`, `202`, `507`).
 //! - `GET /v1/tasks/{job}/{slot}/logs?stream=stdout|stderr&offset=N&max=BYTES` — served by the
-//!   node that runs the task; other nodes redirect there.
+//!   node that runs the task; other nodes redirect (`307`) to its advertised address, with the
+//!   scheme it speaks (`https` off loopback).
 
 use std::sync::Arc;
 
@@ -166,9 +167,14 @@ async fn logs(
                 format!("task runs on {} whose API address is unknown", key.1),
             );
         };
+        // The token is never put in the URL: the client sends it again (the CLI does, to
+        // cluster members only).
         let url = format!(
-            "http://{http}/v1/tasks/{job}/{slot}/logs?stream={}&offset={}&max={}",
-            q.stream, q.offset, q.max
+            "{}://{http}/v1/tasks/{job}/{slot}/logs?stream={}&offset={}&max={}",
+            crate::api_auth::scheme_of(http),
+            q.stream,
+            q.offset,
+            q.max
         );
         return Redirect::temporary(&url).into_response();
     }

@@ -3,7 +3,10 @@
 
 pub mod agent;
 pub mod api;
+pub mod api_auth;
 pub mod api_jobs;
+pub mod api_server;
+pub mod api_tls;
 pub mod clock;
 pub mod executor;
 pub mod gossip_driver;

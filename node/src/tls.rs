@@ -240,6 +240,46 @@ fn check_node_name(node_name: &str) -> Result<(), TlsError> {
         .map_err(|_| invalid("not a DNS name (use letters, digits, '-', '_' and dots)"))
 }
 
+/// The cluster CA certificate as PEM: what clients of the HTTPS API trust (`shoal ca`).
+/// Identical on every node and for every holder of the cluster key.
+pub fn cluster_ca_pem(key: &ClusterKey) -> Result<String, TlsError> {
+    let ca_key = ca_key_pair(key)?;
+    Ok(ca_params(key.cluster_label()).self_signed(&ca_key)?.pem())
+}
+
+/// A TLS server certificate for the HTTP API, signed by the cluster CA, for a fresh P-256 key:
+/// valid for the IP addresses `ips` and the DNS names `dns_names` (each must be a DNS name),
+/// usable only as a server. Returns the chain (the certificate alone; clients hold the CA)
+/// and the key.
+pub fn api_server_certificate(
+    key: &ClusterKey,
+    common_name: &str,
+    ips: &[std::net::IpAddr],
+    dns_names: &[String],
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), TlsError> {
+    let (_, issuer) = cluster_ca(key)?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, common_name);
+    params.subject_alt_names = ips.iter().map(|ip| SanType::IpAddress(*ip)).collect();
+    for name in dns_names {
+        params
+            .subject_alt_names
+            .push(SanType::DnsName(name.as_str().try_into()?));
+    }
+    params.not_before = rcgen::date_time_ymd(CA_NOT_BEFORE_YEAR, 1, 1);
+    params.not_after = rcgen::date_time_ymd(current_year() + NODE_CERT_LIFETIME_YEARS, 1, 1);
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    params.use_authority_key_identifier_extension = true;
+    let server_key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)?;
+    let cert = params.signed_by(&server_key, &issuer)?;
+    let der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));
+    Ok((vec![cert.der().clone()], der))
+}
+
 /// The cluster CA certificate and the issuer that signs node certificates.
 fn cluster_ca(
     key: &ClusterKey,

@@ -8,6 +8,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::Args;
 use shoal_node::agent::{self, AgentConfig};
+use shoal_node::api_server::ApiConfig;
+use shoal_node::api_tls::ServerCertificate;
 use shoal_node::keys::ClusterKey;
 
 /// Flags of `shoal agent`.
@@ -46,9 +48,25 @@ pub struct AgentArgs {
     /// An attribute `key=value` (repeatable), e.g. `--attr rack=r1`.
     #[arg(long = "attr", value_name = "KEY=VALUE")]
     pub attrs: Vec<String>,
-    /// File holding the bearer token the HTTP API requires (mandatory off loopback).
+    /// File holding the API token (default: DATA_DIR/http.token, created on first start).
+    /// Agents that redirect to each other (task logs) should share one.
     #[arg(long, env = "SHOAL_HTTP_TOKEN_FILE")]
     pub http_token_file: Option<PathBuf>,
+    /// The API address other nodes and clients use (default: the --http address; with
+    /// 0.0.0.0, the gossip IP).
+    #[arg(long, value_name = "ADDR")]
+    pub http_advertise: Option<SocketAddr>,
+    /// A DNS name this API answers to (repeatable): accepted in Host and Origin, and put in
+    /// the certificate the cluster CA issues.
+    #[arg(long = "http-name", value_name = "NAME")]
+    pub http_names: Vec<String>,
+    /// The API's certificate chain (PEM), instead of one issued by the cluster CA; off
+    /// loopback only.
+    #[arg(long, requires = "http_tls_key")]
+    pub http_tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of --http-tls-cert.
+    #[arg(long, requires = "http_tls_cert")]
+    pub http_tls_key: Option<PathBuf>,
 }
 
 /// Runs the agent until SIGINT/SIGTERM, then leaves the cluster cleanly.
@@ -68,14 +86,16 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         None => hostname()?,
     };
     let cluster_key = ClusterKey::load(&args.cluster_key_file)?;
-    let http_token = match args.http_token_file {
-        Some(path) => Some(
-            std::fs::read_to_string(&path)
-                .with_context(|| format!("cannot read the HTTP token file {}", path.display()))?
-                .trim()
-                .to_string(),
-        ),
-        None => None,
+    let certificate = match (args.http_tls_cert, args.http_tls_key) {
+        (Some(cert), Some(key)) => ServerCertificate::Files { cert, key },
+        _ => ServerCertificate::ClusterCa,
+    };
+    let api = ApiConfig {
+        token_file: args.http_token_file,
+        advertise: args.http_advertise,
+        names: args.http_names,
+        certificate,
+        ..ApiConfig::default()
     };
     Ok(AgentConfig {
         data_dir: args
@@ -91,7 +111,7 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         memory_mib: args.memory,
         disk_mib: args.disk,
         attributes: parse_attrs(&args.attrs)?,
-        http_token,
+        api,
         gossip: shoal_gossip::Config::default(),
     })
 }

@@ -1,13 +1,25 @@
 //! `shoal dev`: a local three-node cluster on loopback with a throwaway key, like
-//! `nomad agent -dev`. Everything lives in a temporary directory removed on exit.
+//! `nomad agent -dev`.
+//!
+//! Everything lives in `DEV_ROOT/PID/` ([`super::local::dev_root`]: `$XDG_RUNTIME_DIR/shoal-dev`
+//! or `/tmp/shoal-dev-UID`, mode 0700), removed on exit; the three agents share one API token
+//! in `DEV_ROOT/PID/http.token`, and the CLI on this machine finds it through their
+//! `addresses.json`, so `shoal job run web.toml` works with no flags.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use anyhow::{Context, bail};
 use clap::Args;
 use shoal_node::agent::{self, AgentConfig, RunningAgent};
+use shoal_node::api_auth::create_token_file;
+use shoal_node::api_server::ApiConfig;
 use shoal_node::keys::ClusterKey;
+
+use super::local;
 
 /// Flags of `shoal dev`.
 #[derive(Debug, Args)]
@@ -15,10 +27,10 @@ pub struct DevArgs {
     /// How many nodes to run.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..=16))]
     pub nodes: u16,
-    /// First HTTP port; node i listens on port + i (any free port if taken).
+    /// First HTTP port; node i listens on port + i (any free port if taken; 0: all OS-chosen).
     #[arg(long, default_value_t = 4646)]
     pub http_port: u16,
-    /// First gossip port; node i listens on port + i (any free port if taken).
+    /// First gossip port; node i listens on port + i (any free port if taken; 0: all OS-chosen).
     #[arg(long, default_value_t = 7946)]
     pub gossip_port: u16,
 }
@@ -27,14 +39,16 @@ pub struct DevArgs {
 pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     super::init_tracing("warn,shoal_node=info");
     let key = ClusterKey::generate();
-    let dir = std::env::temp_dir().join(format!("shoal-dev-{}", std::process::id()));
+    let dir = cluster_dir()?;
+    let token_file = dir.join("http.token");
+    create_token_file(&token_file)?;
     let mut agents: Vec<RunningAgent> = Vec::new();
     let mut seed: Option<SocketAddr> = None;
     for i in 0..args.nodes {
         let config = AgentConfig {
             name: format!("dev-{}", i + 1),
-            bind: free_udp(args.gossip_port.saturating_add(i)),
-            http: free_tcp(args.http_port.saturating_add(i)),
+            bind: free_udp(port(args.gossip_port, i)),
+            http: free_tcp(port(args.http_port, i)),
             quic: None,
             join: seed.iter().map(ToString::to_string).collect(),
             cluster_key: key.clone(),
@@ -43,14 +57,17 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             memory_mib: None,
             disk_mib: None,
             attributes: BTreeMap::from([("rack".to_string(), format!("r{}", i % 2 + 1))]),
-            http_token: None,
+            api: ApiConfig {
+                token_file: Some(token_file.clone()),
+                ..ApiConfig::default()
+            },
             gossip: shoal_gossip::Config::default(),
         };
         let running = agent::start(config).await?;
         seed.get_or_insert(running.id.addr);
         agents.push(running);
     }
-    print_banner(&agents, &key);
+    print_banner(&agents, &key, &token_file);
     super::stop_signal().await;
     println!("\nstopping the dev cluster…");
     for a in agents {
@@ -60,7 +77,51 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn print_banner(agents: &[RunningAgent], key: &ClusterKey) {
+/// `DEV_ROOT/PID`, fresh; `DEV_ROOT` is created private, and refused if another user owns it
+/// or may write to it (someone could otherwise read the dev token or plant files).
+fn cluster_dir() -> anyhow::Result<PathBuf> {
+    let root = local::dev_root();
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&root)
+        .with_context(|| format!("cannot create {}", root.display()))?;
+    let meta = std::fs::symlink_metadata(&root)
+        .with_context(|| format!("cannot inspect {}", root.display()))?;
+    if !meta.is_dir() || meta.uid() != local::uid() || meta.permissions().mode() & 0o077 != 0 {
+        bail!(
+            "{} must be a directory of this user with mode 0700 (it holds the dev cluster's API \
+             token); remove it or set XDG_RUNTIME_DIR",
+            root.display()
+        );
+    }
+    remove_stale(&root);
+    let dir = root.join(std::process::id().to_string());
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::DirBuilder::new()
+        .mode(0o700)
+        .create(&dir)
+        .with_context(|| format!("cannot create {}", dir.display()))?;
+    Ok(dir)
+}
+
+/// Removes the directories of `shoal dev` processes that no longer run (killed with -9).
+fn remove_stale(root: &Path) {
+    let Ok(entries) = std::fs::read_dir(root) else {
+        return;
+    };
+    for entry in entries.take(1024).flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn print_banner(agents: &[RunningAgent], key: &ClusterKey, token_file: &Path) {
     println!(
         "Shoal dev cluster: {} nodes on loopback, throwaway cluster {}\n",
         agents.len(),
@@ -68,20 +129,37 @@ fn print_banner(agents: &[RunningAgent], key: &ClusterKey) {
     );
     for a in agents {
         println!(
-            "  {:<7} api http://{:<16} gossip {:<16} quic {}",
-            a.id.name, a.http_addr, a.id.addr, a.quic_addr
+            "  {:<7} api {:<23} gossip {:<16} quic {}",
+            a.id.name, a.http_url, a.id.addr, a.quic_addr
         );
     }
     let first = agents
         .first()
-        .map_or("127.0.0.1:4646".to_string(), |a| a.http_addr.to_string());
-    println!("\nTry:");
-    println!("  shoal node list --addr http://{first}");
-    println!("  shoal node status dev-2 --addr http://{first}");
-    println!("  curl -s http://{first}/v1/nodes");
-    println!("  shoal job run examples/web.toml --addr http://{first}");
-    println!("  shoal job status web --addr http://{first}");
+        .map_or("http://127.0.0.1:4646".to_string(), |a| a.http_url.clone());
+    let addr = if first == "http://127.0.0.1:4646" {
+        String::new()
+    } else {
+        format!(" --addr {first}")
+    };
+    let token = token_file.display();
+    println!("\nEvery request that changes something needs the API token, kept in {token}");
+    println!("(the shoal CLI on this machine finds it by itself). Try:");
+    println!("  shoal node list{addr}");
+    println!("  shoal node status dev-2{addr}");
+    println!("  shoal job run examples/web.toml{addr}");
+    println!("  shoal job status web{addr}");
+    println!("  curl -s {first}/v1/nodes");
+    println!("  curl -s -X DELETE -H \"Authorization: Bearer $(cat {token})\" {first}/v1/jobs/web");
     println!("\nCtrl-C stops the cluster.");
+}
+
+/// Node `i`'s port from the first `port`; 0 stays 0 (OS-chosen).
+fn port(first: u16, i: u16) -> u16 {
+    if first == 0 {
+        0
+    } else {
+        first.saturating_add(i)
+    }
 }
 
 fn free_udp(port: u16) -> SocketAddr {

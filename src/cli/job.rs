@@ -11,7 +11,7 @@ use comfy_table::{Table, presets::NOTHING};
 use serde_json::Value;
 use shoal_scheduler::JobSpec;
 
-use super::node::{ApiArgs, get, request};
+use super::client::{Api, ApiArgs};
 
 /// `shoal job ...`
 #[derive(Debug, Subcommand)]
@@ -76,9 +76,9 @@ pub enum TaskCommand {
 /// Runs a `job` subcommand.
 pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        JobCommand::Run { file, api, detach } => run_job(&file, &api, detach).await,
+        JobCommand::Run { file, api, detach } => run_job(&file, &Api::new(&api)?, detach).await,
         JobCommand::Status { id, api, json } => {
-            let body = get(&api, &format!("/v1/jobs/{id}")).await?;
+            let body = Api::new(&api)?.get(&format!("/v1/jobs/{id}")).await?;
             if json {
                 println!("{body}");
             } else {
@@ -87,7 +87,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::List { api, json } => {
-            let body = get(&api, "/v1/jobs").await?;
+            let body = Api::new(&api)?.get("/v1/jobs").await?;
             if json {
                 println!("{body}");
             } else {
@@ -96,13 +96,9 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Stop { id, api } => {
-            let answer = request(
-                &api,
-                reqwest::Method::DELETE,
-                &format!("/v1/jobs/{id}"),
-                None,
-            )
-            .await?;
+            let answer = Api::new(&api)?
+                .request(reqwest::Method::DELETE, &format!("/v1/jobs/{id}"), None)
+                .await?;
             let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
             if let Some(warning) = answer.get("warning").and_then(Value::as_str) {
                 eprintln!("warning: {warning}");
@@ -125,10 +121,12 @@ pub fn load_spec(file: &PathBuf) -> anyhow::Result<JobSpec> {
     parsed.map_err(|e| anyhow::anyhow!("{}: {e}", file.display()))
 }
 
-async fn run_job(file: &PathBuf, api: &ApiArgs, detach: bool) -> anyhow::Result<ExitCode> {
+async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<ExitCode> {
     let spec = load_spec(file)?;
     let body = serde_json::to_string(&spec)?;
-    let answer = request(api, reqwest::Method::POST, "/v1/jobs", Some(body)).await?;
+    let answer = api
+        .request(reqwest::Method::POST, "/v1/jobs", Some(body))
+        .await?;
     let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
     if let Some(warning) = answer.get("warning").and_then(Value::as_str) {
         eprintln!("warning: {warning}");
@@ -148,12 +146,12 @@ async fn run_job(file: &PathBuf, api: &ApiArgs, detach: bool) -> anyhow::Result<
 
 /// Polls the job until every task runs (or, for batch, has finished); a progress bar for large
 /// counts; prints why tasks wait when nothing moves.
-async fn follow_placement(id: &str, api: &ApiArgs) -> anyhow::Result<ExitCode> {
+async fn follow_placement(id: &str, api: &Api) -> anyhow::Result<ExitCode> {
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut last_progress = std::time::Instant::now();
     let mut last_done = usize::MAX;
     loop {
-        let job: Value = serde_json::from_str(&get(api, &format!("/v1/jobs/{id}")).await?)?;
+        let job: Value = serde_json::from_str(&api.get(&format!("/v1/jobs/{id}")).await?)?;
         let tasks = job["tasks"].as_array().cloned().unwrap_or_default();
         let count = tasks.len();
         let state = |s: &str| tasks.iter().filter(|t| t["state"] == s).count();
@@ -291,11 +289,12 @@ pub async fn run_task(cmd: TaskCommand) -> anyhow::Result<ExitCode> {
         follow,
     } = cmd;
     let stream = if stderr { "stderr" } else { "stdout" };
+    let api = Api::new(&api)?;
     let mut offset = 0u64;
     let mut out = std::io::stdout();
     loop {
         let path = format!("/v1/tasks/{job}/{slot}/logs?stream={stream}&offset={offset}");
-        let (bytes, next) = super::node::get_bytes(&api, &path).await?;
+        let (bytes, next) = api.get_bytes(&path).await?;
         out.write_all(&bytes)?;
         out.flush()?;
         offset = next.unwrap_or(offset + bytes.len() as u64);

@@ -1,10 +1,13 @@
 //! The subcommands of the `shoal` binary.
 
 pub mod agent;
+pub mod client;
 pub mod dev;
 pub mod job;
+pub mod local;
 pub mod node;
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use shoal_node::keys::ClusterKey;
@@ -12,6 +15,13 @@ use shoal_node::keys::ClusterKey;
 /// `shoal keygen`.
 pub fn keygen() -> anyhow::Result<ExitCode> {
     println!("{}", ClusterKey::generate());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `shoal ca`: the cluster CA certificate (PEM) that HTTPS clients of the API trust.
+pub fn ca(cluster_key_file: &PathBuf) -> anyhow::Result<ExitCode> {
+    let key = ClusterKey::load(cluster_key_file)?;
+    print!("{}", shoal_node::tls::cluster_ca_pem(&key)?);
     Ok(ExitCode::SUCCESS)
 }
 

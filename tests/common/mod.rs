@@ -19,6 +19,16 @@ pub fn run(args: &[&str]) -> Output {
     shoal().args(args).output().expect("shoal runs")
 }
 
+/// Runs `shoal ARGS` to completion in `dir`, as an operator in the directory that holds the
+/// agents' `shoal-data/` would: the CLI finds a local agent's token there by itself.
+pub fn run_in(dir: &Path, args: &[&str]) -> Output {
+    shoal()
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("shoal runs")
+}
+
 /// A fresh directory under the target dir, removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);
@@ -56,9 +66,15 @@ pub fn keygen(dir: &Path, name: &str) -> PathBuf {
 pub struct Agent {
     pub name: String,
     pub child: Option<Child>,
+    /// The directory the agent was started in; its data dir is `root/shoal-data/NAME`.
+    pub root: PathBuf,
     pub data_dir: PathBuf,
     pub gossip: SocketAddr,
     pub http: SocketAddr,
+    /// `http://ADDR` on loopback, `https://ADDR` off loopback (from `addresses.json`).
+    pub http_url: String,
+    /// The file holding the API token.
+    pub token_file: PathBuf,
     pub generation: u64,
 }
 
@@ -70,7 +86,11 @@ pub struct AgentSpec<'a> {
     pub root: &'a Path,
     pub join: Option<SocketAddr>,
     pub bind: SocketAddr,
+    /// `--http`.
+    pub http: SocketAddr,
     pub extra: Vec<String>,
+    /// A command the agent runs under (e.g. `nsenter ... --`), `None` = run directly.
+    pub launcher: Option<Vec<String>>,
 }
 
 impl<'a> AgentSpec<'a> {
@@ -81,7 +101,9 @@ impl<'a> AgentSpec<'a> {
             root,
             join: None,
             bind: "127.0.0.1:0".parse().unwrap(),
+            http: "127.0.0.1:0".parse().unwrap(),
             extra: vec![],
+            launcher: None,
         }
     }
 }
@@ -89,28 +111,37 @@ impl<'a> AgentSpec<'a> {
 impl Agent {
     /// Starts an agent and waits (≤ 30 s) until it wrote its addresses.
     pub fn start(spec: AgentSpec<'_>) -> Agent {
-        let data_dir = spec.root.join(spec.name);
+        let data_dir = spec.root.join("shoal-data").join(spec.name);
         let addresses = data_dir.join("addresses.json");
         let _ = std::fs::remove_file(&addresses);
         let log = std::fs::File::create(spec.root.join(format!("{}.log", spec.name))).unwrap();
-        let mut cmd = shoal();
-        cmd.args([
-            "agent",
-            "--name",
-            spec.name,
-            "--bind",
-            &spec.bind.to_string(),
-        ])
-        .args(["--http", "127.0.0.1:0", "--cpu", "2000", "--memory", "2048"])
-        .arg("--cluster-key-file")
-        .arg(spec.key)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .args(&spec.extra)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
+        let mut cmd = match &spec.launcher {
+            Some(launcher) => {
+                let mut cmd = Command::new(&launcher[0]);
+                cmd.args(&launcher[1..]).arg(env!("CARGO_BIN_EXE_shoal"));
+                cmd
+            }
+            None => shoal(),
+        };
+        cmd.current_dir(spec.root)
+            .args([
+                "agent",
+                "--name",
+                spec.name,
+                "--bind",
+                &spec.bind.to_string(),
+            ])
+            .args(["--http", &spec.http.to_string()])
+            .args(["--cpu", "2000", "--memory", "2048"])
+            .arg("--cluster-key-file")
+            .arg(spec.key)
+            .arg("--data-dir")
+            .arg(&data_dir)
+            .args(&spec.extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
         if let Some(seed) = spec.join {
             cmd.args(["--join", &seed.to_string()]);
         }
@@ -118,9 +149,12 @@ impl Agent {
         let mut agent = Agent {
             name: spec.name.to_string(),
             child: Some(child),
+            root: spec.root.to_path_buf(),
             data_dir,
             gossip: "0.0.0.0:0".parse().unwrap(),
             http: "0.0.0.0:0".parse().unwrap(),
+            http_url: String::new(),
+            token_file: PathBuf::new(),
             generation: 0,
         };
         let log_path = spec.root.join(format!("{}.log", spec.name));
@@ -148,12 +182,30 @@ impl Agent {
         };
         agent.gossip = info["gossip"].as_str().unwrap().parse().unwrap();
         agent.http = info["http"].as_str().unwrap().parse().unwrap();
+        agent.http_url = info["http_url"].as_str().unwrap().to_string();
+        agent.token_file = PathBuf::from(info["token_file"].as_str().unwrap());
         agent.generation = info["generation"].as_u64().unwrap();
         agent
     }
 
     pub fn api(&self) -> String {
-        format!("http://{}", self.http)
+        self.http_url.clone()
+    }
+
+    /// The agent's API token.
+    pub fn token(&self) -> String {
+        std::fs::read_to_string(&self.token_file)
+            .unwrap()
+            .trim()
+            .to_string()
+    }
+
+    /// Runs `shoal ARGS --addr API` in the agent's directory: no token flag, the CLI finds it.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        let api = self.api();
+        let mut all = args.to_vec();
+        all.extend(["--addr", api.as_str()]);
+        run_in(&self.root, &all)
     }
 
     pub fn pid(&self) -> i32 {
