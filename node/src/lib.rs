@@ -10,6 +10,7 @@ pub mod gossip_driver;
 pub mod keys;
 pub mod machine;
 pub mod peers;
+pub mod replay;
 pub mod runner;
 pub mod sched_driver;
 pub mod seal;
