@@ -137,6 +137,7 @@ pub fn router(state: ApiState) -> Router {
         .route("/v1/nodes/{name}", get(node))
         .route("/v1/agent/self", get(agent_self))
         .merge(crate::api_jobs::routes())
+        .merge(crate::api_keyring::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .with_state(state)

@@ -4,9 +4,11 @@
 pub mod agent;
 pub mod api;
 pub mod api_jobs;
+pub mod api_keyring;
 pub mod clock;
 pub mod executor;
 pub mod gossip_driver;
+pub mod keyring;
 pub mod keys;
 pub mod machine;
 pub mod peers;

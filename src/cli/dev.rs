@@ -34,6 +34,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         let config = AgentConfig {
             name: format!("dev-{}", i + 1),
             bind: free_udp(args.gossip_port.saturating_add(i)),
+            advertise: None,
             http: free_tcp(args.http_port.saturating_add(i)),
             quic: None,
             join: seed.iter().map(ToString::to_string).collect(),
