@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod dev;
 pub mod job;
+pub mod keyring;
 pub mod node;
 
 use std::process::ExitCode;
