@@ -27,6 +27,8 @@ use crate::seal::{SealError, Sealer};
 const RECV_BUFFER_BYTES: usize = 65_536;
 /// Commands waiting for the gossip task.
 const COMMAND_QUEUE: usize = 256;
+/// At most one warning about stale datagrams this often.
+const STALE_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Transport counters, shared with the API.
 #[derive(Debug, Default)]
@@ -190,6 +192,7 @@ pub fn spawn(
         socket,
         sealer,
         replay,
+        last_stale_warning: None,
         clock,
         members: members_tx,
         counters: counters.clone(),
@@ -214,6 +217,8 @@ struct Driver {
     socket: UdpSocket,
     sealer: Sealer,
     replay: ReplayGuard,
+    /// When a stale datagram was last worth a warning (a skewed clock would flood the log).
+    last_stale_warning: Option<std::time::Instant>,
     clock: Clock,
     members: watch::Sender<Vec<MemberInfo>>,
     counters: Arc<TransportCounters>,
@@ -271,6 +276,13 @@ impl Driver {
             self.counters.replayed.fetch_add(1, Ordering::Relaxed);
             if e.is_stale() {
                 self.counters.replay_stale.fetch_add(1, Ordering::Relaxed);
+                let quiet = self
+                    .last_stale_warning
+                    .is_some_and(|at| at.elapsed() < STALE_WARNING_EVERY);
+                if !quiet {
+                    self.last_stale_warning = Some(std::time::Instant::now());
+                    tracing::warn!(%from, error = %e, "dropped a stale datagram: a replay, or this host's clock and the sender's differ by more than the window (check NTP)");
+                }
             }
             tracing::debug!(%from, error = %e, "dropped a datagram at the anti-replay check");
             return;
