@@ -313,7 +313,9 @@ impl SuspicionWatch {
                 while !stop.load(Ordering::Relaxed) && Instant::now() < end {
                     for (name, http) in &agents {
                         let Some(Value::Array(nodes)) = http_get(*http, "/v1/nodes") else {
-                            seen.lock().unwrap().push(format!("{name}: /v1/nodes failed"));
+                            seen.lock()
+                                .unwrap()
+                                .push(format!("{name}: /v1/nodes failed"));
                             continue;
                         };
                         polls.fetch_add(1, Ordering::Relaxed);
@@ -323,10 +325,9 @@ impl SuspicionWatch {
                                 .push(format!("{name} lists {} nodes", nodes.len()));
                         }
                         for n in nodes.iter().filter(|n| n["status"] != "alive") {
-                            seen.lock().unwrap().push(format!(
-                                "{name} sees {} {}",
-                                n["name"], n["status"]
-                            ));
+                            seen.lock()
+                                .unwrap()
+                                .push(format!("{name} sees {} {}", n["name"], n["status"]));
                         }
                     }
                     std::thread::sleep(Duration::from_millis(50));
@@ -405,10 +406,7 @@ fn a_key_rotation_across_five_agents_suspects_nobody() {
         });
     }
     let old_label = primary_label(&agents[0]);
-    let watch = SuspicionWatch::start(
-        agents.iter().map(|a| (a.name.clone(), a.http)).collect(),
-        5,
-    );
+    let watch = SuspicionWatch::start(agents.iter().map(|a| (a.name.clone(), a.http)).collect(), 5);
 
     let installed = keyring(&["install", &new_key, "--addr", &agents[2].api()]);
     assert_complete(&installed, 5);
@@ -481,20 +479,16 @@ fn a_key_rotation_across_five_agents_suspects_nobody() {
         String::from_utf8_lossy(&out.stderr)
     );
     for agent in &agents {
-        wait_for(
-            DEADLINE,
-            &format!("{} holds the job", agent.name),
-            || {
-                let out = run(&[
-                    "job",
-                    "status",
-                    "after-rotation",
-                    "--json",
-                    "--addr",
-                    &agent.api(),
-                ]);
-                out.status.success().then_some(())
-            },
-        );
+        wait_for(DEADLINE, &format!("{} holds the job", agent.name), || {
+            let out = run(&[
+                "job",
+                "status",
+                "after-rotation",
+                "--json",
+                "--addr",
+                &agent.api(),
+            ]);
+            out.status.success().then_some(())
+        });
     }
 }

@@ -64,7 +64,11 @@ pub fn seeds() -> Vec<(&'static str, String, Vec<u8>)> {
     }
     let mut ring = Keyring::new(fuzz_key());
     let _ = ring.install(shoal_node::keys::ClusterKey::from_bytes([7; 32]));
-    out.push(("keyring_file", "two-keys.json".into(), ring.to_file_text().into_bytes()));
+    out.push((
+        "keyring_file",
+        "two-keys.json".into(),
+        ring.to_file_text().into_bytes(),
+    ));
     out.push((
         "keyring_file",
         "label".into(),

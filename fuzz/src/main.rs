@@ -54,13 +54,18 @@ fn run(args: Vec<String>) -> anyhow::Result<ExitCode> {
                 .filter(|t| only.as_deref().is_none_or(|o| o == t.name))
                 .collect();
             anyhow::ensure!(!targets.is_empty(), "no target named {only:?}");
-            println!("fuzzing {} targets, {seconds} s each, seed {seed}", targets.len());
+            println!(
+                "fuzzing {} targets, {seconds} s each, seed {seed}",
+                targets.len()
+            );
+            let count = targets.len();
             for target in targets {
                 if !fuzz(target, &dir, Duration::from_secs_f64(seconds), seed)? {
+                    println!("fuzz: 0 passed, 1 failed");
                     return Ok(ExitCode::FAILURE);
                 }
             }
-            println!("fuzz: {} passed, 0 failed", TARGETS.len());
+            println!("fuzz: {count} passed, 0 failed");
             Ok(ExitCode::SUCCESS)
         }
         Some("replay") => {
@@ -104,7 +109,11 @@ fn fuzz(target: &Target, dir: &Path, budget: Duration, seed: u64) -> anyhow::Res
         let other = &corpus[rng.below(corpus.len())].1;
         let input = mutate(&mut rng, base, other);
         executions += 1;
-        if !run_one(target, &input, &format!("mutation {executions} of seed {seed}"))? {
+        if !run_one(
+            target,
+            &input,
+            &format!("mutation {executions} of seed {seed}"),
+        )? {
             return Ok(false);
         }
     }

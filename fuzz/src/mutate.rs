@@ -27,7 +27,9 @@ impl Rng {
     }
 }
 
-const INTERESTING: &[u8] = &[0, 1, 0x7f, 0x80, 0xff, b'"', b'{', b'}', b'[', b']', b'=', b'\n'];
+const INTERESTING: &[u8] = &[
+    0, 1, 0x7f, 0x80, 0xff, b'"', b'{', b'}', b'[', b']', b'=', b'\n',
+];
 
 /// Largest input a mutation produces.
 pub const MAX_INPUT: usize = 64 * 1024;

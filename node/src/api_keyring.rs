@@ -84,8 +84,12 @@ async fn remove(
 }
 
 fn body_of(body: Result<Json<KeyBody>, JsonRejection>) -> Result<String, String> {
-    body.map(|Json(b)| b.key)
-        .map_err(|e| format!("expected a JSON body {{\"key\": \"...\"}}: {}", e.body_text()))
+    body.map(|Json(b)| b.key).map_err(|e| {
+        format!(
+            "expected a JSON body {{\"key\": \"...\"}}: {}",
+            e.body_text()
+        )
+    })
 }
 
 async fn run(handle: Option<Extension<KeyringHandle>>, op: Result<KeyOp, String>) -> Response {

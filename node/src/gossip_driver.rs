@@ -163,8 +163,7 @@ impl GossipHandle {
             .send(Command::SetKeys(ring, tx))
             .await
             .map_err(|_| anyhow::anyhow!("gossip task stopped"))?;
-        rx.await
-            .map_err(|_| anyhow::anyhow!("gossip task stopped"))
+        rx.await.map_err(|_| anyhow::anyhow!("gossip task stopped"))
     }
 
     /// The membership core's counters.

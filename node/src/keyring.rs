@@ -209,10 +209,11 @@ impl WireOp {
         };
         Ok(match self {
             WireOp::List => KeyOp::List,
-            WireOp::Install { key } => KeyOp::Install(
-                ClusterKey::parse(key)
-                    .map_err(|source| ControlError::BadKey(KeyringError::BadKey { index: 0, source }))?,
-            ),
+            WireOp::Install { key } => {
+                KeyOp::Install(ClusterKey::parse(key).map_err(|source| {
+                    ControlError::BadKey(KeyringError::BadKey { index: 0, source })
+                })?)
+            }
             WireOp::Use { label: l } => KeyOp::Use(label(l)?),
             WireOp::Remove { label: l } => KeyOp::Remove(label(l)?),
         })
@@ -379,10 +380,16 @@ impl Driver {
             if self.parts.peers.send_control(&name, request.clone()) {
                 pending.waiting.insert(name);
             } else {
-                pending.results.push(failed(name, "could not queue the request"));
+                pending
+                    .results
+                    .push(failed(name, "could not queue the request"));
             }
         }
-        tracing::info!(op = op.name(), asked = pending.waiting.len(), "key ring step applied here; asking the members");
+        tracing::info!(
+            op = op.name(),
+            asked = pending.waiting.len(),
+            "key ring step applied here; asking the members"
+        );
         self.pending.insert(id, pending);
     }
 

@@ -439,8 +439,8 @@ impl Keyring {
         }
         let mut keys: Vec<ClusterKey> = Vec::with_capacity(file.keys.len());
         for (index, text) in file.keys.iter().enumerate() {
-            let key = ClusterKey::parse(text)
-                .map_err(|source| KeyringError::BadKey { index, source })?;
+            let key =
+                ClusterKey::parse(text).map_err(|source| KeyringError::BadKey { index, source })?;
             if keys.contains(&key) {
                 return Err(KeyringError::Duplicate(key.cluster_label()));
             }
@@ -680,7 +680,10 @@ mod tests {
         assert_eq!(Keyring::load(&path).unwrap(), Some(ring.clone()));
         ring.use_key(&KeyRef::Key(ring_key(2))).unwrap();
         ring.save(&path).unwrap();
-        assert_eq!(Keyring::load(&path).unwrap().unwrap().primary(), &ring_key(2));
+        assert_eq!(
+            Keyring::load(&path).unwrap().unwrap().primary(),
+            &ring_key(2)
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -694,25 +697,39 @@ mod tests {
             (r#"{"keys": ["abcd"]}"#.into(), "key #0"),
             (format!(r#"{{"keys": ["{key}"], "extra": 1}}"#), "not valid"),
             (
-                format!(r#"{{"keys": [{}]}}"#, vec![format!("\"{key}\""); 9].join(",")),
+                format!(
+                    r#"{{"keys": [{}]}}"#,
+                    vec![format!("\"{key}\""); 9].join(",")
+                ),
                 "at most",
             ),
         ];
         for (text, want) in cases {
-            let err = Keyring::parse_file(text.as_bytes()).unwrap_err().to_string();
+            let err = Keyring::parse_file(text.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(want), "{text}: {err}");
             assert!(!err.contains(&key), "{err}");
         }
         let huge = vec![b' '; MAX_RING_FILE_BYTES + 1];
-        assert!(matches!(Keyring::parse_file(&huge), Err(KeyringError::TooLarge(_))));
+        assert!(matches!(
+            Keyring::parse_file(&huge),
+            Err(KeyringError::TooLarge(_))
+        ));
     }
 
     #[test]
     fn key_refs_parse_keys_and_labels() {
         let key = ring_key(3);
-        assert_eq!(KeyRef::parse(&key.to_string()), Ok(KeyRef::Key(key.clone())));
+        assert_eq!(
+            KeyRef::parse(&key.to_string()),
+            Ok(KeyRef::Key(key.clone()))
+        );
         let label = key.cluster_label().to_string();
-        assert_eq!(KeyRef::parse(&label), Ok(KeyRef::Label(key.cluster_label())));
+        assert_eq!(
+            KeyRef::parse(&label),
+            Ok(KeyRef::Label(key.cluster_label()))
+        );
         assert_eq!(KeyRef::parse("abc"), Err(KeyringError::NotAKeyRef(3)));
         assert!(KeyRef::parse(&"z".repeat(16)).is_err());
         assert!(!format!("{:?}", KeyRef::Key(key.clone())).contains(&key.to_string()));

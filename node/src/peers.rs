@@ -394,7 +394,12 @@ impl Peers {
         );
     }
 
-    async fn sender_loop(self, to: String, mut rx: mpsc::Receiver<(Channel, Vec<u8>)>, queue: Queue) {
+    async fn sender_loop(
+        self,
+        to: String,
+        mut rx: mpsc::Receiver<(Channel, Vec<u8>)>,
+        queue: Queue,
+    ) {
         let mut backoff = self.config.min_backoff;
         let mut pending: Option<(Channel, Vec<u8>)> = None;
         loop {
@@ -629,7 +634,10 @@ mod tests {
     async fn until(what: &str, mut condition: impl FnMut() -> bool) {
         let end = tokio::time::Instant::now() + DEADLINE;
         while !condition() {
-            assert!(tokio::time::Instant::now() < end, "timed out waiting: {what}");
+            assert!(
+                tokio::time::Instant::now() < end,
+                "timed out waiting: {what}"
+            );
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
@@ -697,7 +705,10 @@ mod tests {
         for i in 0..32u8 {
             assert!(pa.send("b", vec![i; 4096]));
         }
-        until("b cut a off", || pb.counters.cut_off.load(Ordering::Relaxed) == 1).await;
+        until("b cut a off", || {
+            pb.counters.cut_off.load(Ordering::Relaxed) == 1
+        })
+        .await;
         // What b accepted stayed within the limit.
         let mut held = Vec::new();
         while let Ok(frame) = inb.scheduler.try_recv() {
@@ -741,7 +752,10 @@ mod tests {
         for i in 0..4u8 {
             assert!(pa.send("b", vec![i; 4096]), "frame {i} fits");
         }
-        assert!(!pa.send("b", vec![4; 4096]), "the fifth 4 KiB frame passes 16 KiB");
+        assert!(
+            !pa.send("b", vec![4; 4096]),
+            "the fifth 4 KiB frame passes 16 KiB"
+        );
         assert_eq!(pa.counters.cut_off.load(Ordering::Relaxed), 1);
         // b becomes reachable; the next frame opens a new queue and arrives; the discarded
         // frames never do.

@@ -316,9 +316,7 @@ fn decode_stamp(bytes: &[u8]) -> Option<Stamp> {
     let ip: [u8; 16] = bytes.get(24..40)?.try_into().ok()?;
     let port: [u8; 2] = bytes.get(40..42)?.try_into().ok()?;
     let ip = Ipv6Addr::from(ip);
-    let ip = ip
-        .to_ipv4_mapped()
-        .map_or(IpAddr::V6(ip), IpAddr::V4);
+    let ip = ip.to_ipv4_mapped().map_or(IpAddr::V6(ip), IpAddr::V4);
     Some(Stamp {
         epoch: word(0)?,
         counter: word(8)?,
@@ -404,7 +402,10 @@ mod tests {
     #[test]
     fn another_sealer_with_the_same_key_opens() {
         let packet = Sealer::new(&key(7)).seal(b"hello", TO, NOW);
-        assert_eq!(open_plain(&Sealer::new(&key(7)), &packet).unwrap(), b"hello");
+        assert_eq!(
+            open_plain(&Sealer::new(&key(7)), &packet).unwrap(),
+            b"hello"
+        );
     }
 
     #[test]
@@ -418,7 +419,10 @@ mod tests {
         // Installed but not primary: still sealing with the old key, opening both.
         let packet = rotating.seal(b"a", TO, NOW);
         assert_eq!(open_plain(&old_only, &packet).unwrap(), b"a");
-        assert_eq!(open_plain(&rotating, &new_only.seal(b"b", TO, NOW)).unwrap(), b"b");
+        assert_eq!(
+            open_plain(&rotating, &new_only.seal(b"b", TO, NOW)).unwrap(),
+            b"b"
+        );
         // Primary switched: seals with the new key; the epoch and counter go on.
         ring.use_key(&KeyRef::Key(new.clone())).unwrap();
         let mut rotating = rotating;
@@ -429,7 +433,10 @@ mod tests {
             Err(SealError::UnknownKey(key_id(&new)))
         );
         let opened = new_only.open(&packet).unwrap();
-        assert_eq!((opened.stamp.epoch, opened.stamp.counter), (rotating.epoch(), 2));
+        assert_eq!(
+            (opened.stamp.epoch, opened.stamp.counter),
+            (rotating.epoch(), 2)
+        );
     }
 
     #[test]
@@ -457,7 +464,10 @@ mod tests {
     #[test]
     fn empty_plaintext_round_trips() {
         let sealer = Sealer::new(&key(3));
-        assert_eq!(open_plain(&sealer, &sealer.seal(b"", TO, NOW)).unwrap(), b"");
+        assert_eq!(
+            open_plain(&sealer, &sealer.seal(b"", TO, NOW)).unwrap(),
+            b""
+        );
     }
 
     #[test]

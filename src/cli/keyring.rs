@@ -104,7 +104,11 @@ fn render(fan_out: &FanOut) -> String {
         };
         nodes.add_row([r.node.clone(), result, primary, keys]);
     }
-    let answered: Vec<_> = fan_out.results.iter().filter_map(|r| r.keys.as_ref()).collect();
+    let answered: Vec<_> = fan_out
+        .results
+        .iter()
+        .filter_map(|r| r.keys.as_ref())
+        .collect();
     let mut held: BTreeMap<&str, (usize, usize)> = BTreeMap::new();
     for k in &answered {
         for label in &k.keys {
@@ -136,7 +140,11 @@ fn render(fan_out: &FanOut) -> String {
         fan_out.op,
         fan_out.results.len() - failed,
         fan_out.results.len(),
-        if fan_out.complete { "" } else { " — INCOMPLETE" }
+        if fan_out.complete {
+            ""
+        } else {
+            " — INCOMPLETE"
+        }
     ));
     out
 }
