@@ -242,12 +242,12 @@ fn scheduler_messages() -> Vec<Vec<u8>> {
                 out.push(bytes.clone());
             }
             for to in &msg.to {
-                if let Some(i) = names.iter().position(|n| n == to) {
-                    if let Ok(decoded) =
-                        shoal_scheduler::Message::decode(&bytes, &Default::default())
-                    {
-                        nodes[i].handle_message(Millis(now), from, decoded);
-                    }
+                let limits = Default::default();
+                if let (Some(i), Ok(decoded)) = (
+                    names.iter().position(|n| n == to),
+                    shoal_scheduler::Message::decode(&bytes, &limits),
+                ) {
+                    nodes[i].handle_message(Millis(now), from, decoded);
                 }
             }
         }

@@ -16,9 +16,8 @@ fn every_target_has_a_corpus_and_passes_it() {
     }
 }
 
-/// The generated seeds still match what the encoders make, so the corpus does not silently
-/// go stale when a format changes: each seed of the current encoders must open or decode
-/// like the committed ones do (checked by running them; rewrite with `seed-corpus`).
+/// The seeds the current encoders make run cleanly too (when a format changes, rewrite the
+/// committed corpus with `cargo run -p shoal-fuzz -- seed-corpus`).
 #[test]
 fn generated_seeds_run_cleanly() {
     for (target, _, input) in corpus::seeds() {

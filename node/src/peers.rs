@@ -165,13 +165,13 @@ pub fn decode_frame_header(
     Ok((channel, len))
 }
 
+/// A decoded frame: its channel and body.
+pub type Frame<'a> = (Channel, &'a [u8]);
+
 /// Splits a byte stream into frames with [`decode_frame_header`] (what a stream reader does,
 /// without the IO). Returns the frames and how many bytes of an incomplete last frame remain;
 /// the error of the first bad header ends the stream.
-pub fn decode_frames(
-    mut bytes: &[u8],
-    max: usize,
-) -> Result<(Vec<(Channel, &[u8])>, usize), FrameError> {
+pub fn decode_frames(mut bytes: &[u8], max: usize) -> Result<(Vec<Frame<'_>>, usize), FrameError> {
     let mut frames = Vec::new();
     while let Some(header) = bytes.first_chunk::<FRAME_HEADER_LEN>() {
         let (channel, len) = decode_frame_header(*header, max)?;
