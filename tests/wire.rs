@@ -425,6 +425,18 @@ fn a_key_rotation_across_five_agents_suspects_nobody() {
     assert_complete(&removed, 5);
     gossip_flows(&agents, 40);
 
+    // Every connection was opened under the old key (before `use`); removing it closed them.
+    let closed: usize = agents
+        .iter()
+        .map(|a| {
+            std::fs::read_to_string(dir.0.join(format!("{}.log", a.name)))
+                .unwrap_or_default()
+                .matches("closing a connection authenticated under a key no longer in the ring")
+                .count()
+        })
+        .sum();
+    assert!(closed > 0, "no connection under the removed key was closed");
+
     let (polls, seen) = watch.finish();
     assert!(polls >= 50, "the watch polled only {polls} times");
     assert!(seen.is_empty(), "during the rotation: {seen:?}");

@@ -479,6 +479,13 @@ impl Driver {
                 .map_err(|e| e.to_string())?;
             tls::apply_to_endpoint(&identity, &mut self.parts.endpoint);
             self.parts.peers.set_client_config(identity.client_config());
+            let closed = self.parts.peers.close_untrusted(&identity);
+            if closed > 0 {
+                tracing::info!(
+                    closed,
+                    "closed the connections authenticated under a removed key"
+                );
+            }
             tracing::info!(op = op.name(), primary = %ring.primary().cluster_label(), keys = ?ring.labels().iter().map(ToString::to_string).collect::<Vec<_>>(), "key ring changed");
             self.parts.ring = ring;
         }

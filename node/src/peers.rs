@@ -36,6 +36,8 @@ use crate::tls;
 const CLOSE_CUT_OFF: u32 = 2;
 /// Application close code: the peer broke the frame format.
 const CLOSE_PROTOCOL: u32 = 3;
+/// Application close code: the key the peer's certificate came from left our ring.
+const CLOSE_KEY_REMOVED: u32 = 4;
 
 /// Limits of the peer transport.
 #[derive(Debug, Clone)]
@@ -258,9 +260,22 @@ pub struct Peers {
     config: PeersConfig,
     directory: Directory,
     queues: Arc<Mutex<BTreeMap<String, Queue>>>,
+    /// Every connection opened or accepted and not yet seen closed, so a key rotation can
+    /// close those authenticated under a removed key.
+    connections: Connections,
     /// Counters.
     pub counters: Arc<PeerCounters>,
     shutdown: watch::Receiver<bool>,
+}
+
+type Connections = Arc<Mutex<Vec<quinn::Connection>>>;
+
+/// Remembers `conn`, forgetting connections that have closed (which bounds the list by the
+/// connections actually open).
+fn register(connections: &Connections, conn: &quinn::Connection) {
+    let mut list = connections.lock().unwrap_or_else(PoisonError::into_inner);
+    list.retain(|c| c.close_reason().is_none());
+    list.push(conn.clone());
 }
 
 /// What every connection reader shares.
@@ -272,6 +287,7 @@ struct Receiving {
     counters: Arc<PeerCounters>,
     /// Unconsumed inbound bytes per peer name.
     budgets: Mutex<BTreeMap<String, Arc<AtomicUsize>>>,
+    connections: Connections,
 }
 
 impl Peers {
@@ -292,6 +308,7 @@ impl Peers {
             config: config.clone(),
             directory,
             queues: Arc::default(),
+            connections: Arc::default(),
             counters: Arc::default(),
             shutdown,
         };
@@ -301,6 +318,7 @@ impl Peers {
             config,
             counters: peers.counters.clone(),
             budgets: Mutex::default(),
+            connections: peers.connections.clone(),
         });
         tokio::spawn(peers.clone().accept_loop(receiving));
         (peers, PeerInbound { scheduler, control })
@@ -313,6 +331,31 @@ impl Peers {
             .client_config
             .lock()
             .unwrap_or_else(PoisonError::into_inner) = config;
+    }
+
+    /// Closes every connection whose peer certificate `identity` no longer trusts (its key
+    /// left the ring); returns how many. The peers reconnect under a key still trusted, or
+    /// not at all.
+    pub fn close_untrusted(&self, identity: &tls::TlsIdentity) -> usize {
+        let list = self
+            .connections
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        let mut closed = 0;
+        for conn in list {
+            let trusted = tls::peer_certificate(&conn).is_some_and(|cert| identity.trusts(&cert));
+            if !trusted && conn.close_reason().is_none() {
+                tracing::warn!(
+                    peer = tls::peer_node_name(&conn).as_deref().unwrap_or("?"),
+                    addr = %conn.remote_address(),
+                    "closing a connection authenticated under a key no longer in the ring"
+                );
+                conn.close(CLOSE_KEY_REMOVED.into(), b"key removed from the ring");
+                closed += 1;
+            }
+        }
+        closed
     }
 
     /// Queues a scheduler frame for `to`. Returns false (and counts a drop) when it cannot be
@@ -479,6 +522,7 @@ impl Peers {
             conn.close(1u32.into(), b"unexpected peer");
             return None;
         }
+        register(&self.connections, &conn);
         let stream = conn.open_uni().await.ok()?;
         Some((conn, stream))
     }
@@ -507,6 +551,7 @@ async fn serve_connection(conn: quinn::Connection, receiving: Arc<Receiving>) {
         conn.close(1u32.into(), b"no node name in certificate");
         return;
     };
+    register(&receiving.connections, &conn);
     let budget = receiving
         .budgets
         .lock()
@@ -762,6 +807,39 @@ mod tests {
         dir_tx.send_replace(BTreeMap::from([("b".to_string(), b_addr)]));
         assert!(pa.send("b", b"fresh".to_vec()));
         assert_eq!(next(&mut inb.scheduler).await.payload, b"fresh");
+    }
+
+    /// After a key leaves the ring, connections authenticated under it are closed, both the
+    /// ones we accepted and the ones we dialed.
+    #[tokio::test]
+    async fn connections_under_a_removed_key_are_closed() {
+        let (old, new) = (ClusterKey::generate(), ClusterKey::generate());
+        let (a, b) = (node(&old, "a"), node(&old, "b"));
+        let dir = BTreeMap::from([
+            ("a".to_string(), a.0.local_addr().unwrap()),
+            ("b".to_string(), b.0.local_addr().unwrap()),
+        ]);
+        let (_dir_tx, dir_rx) = watch::channel(dir);
+        let (_stop, stop_rx) = watch::channel(false);
+        let (pa, mut ina) = start(a, dir_rx.clone(), PeersConfig::default(), stop_rx.clone());
+        let (pb, mut inb) = start(b, dir_rx, PeersConfig::default(), stop_rx);
+        assert!(pa.send("b", b"a to b".to_vec()) && pb.send("a", b"b to a".to_vec()));
+        assert_eq!(next(&mut inb.scheduler).await.payload, b"a to b");
+        assert_eq!(next(&mut ina.scheduler).await.payload, b"b to a");
+        let config = tls::QuicConfig::default();
+        let mut ring = crate::keys::Keyring::new(old.clone());
+        ring.install(new.clone()).unwrap();
+        let still = TlsIdentity::from_ring(&ring, "b", config).unwrap();
+        assert_eq!(pb.close_untrusted(&still), 0, "both keys are still trusted");
+        let new_only =
+            TlsIdentity::from_ring(&crate::keys::Keyring::new(new), "b", config).unwrap();
+        // b accepted a's connection and dialed its own to a: both were under the old key.
+        assert_eq!(pb.close_untrusted(&new_only), 2);
+        assert_eq!(
+            pb.close_untrusted(&new_only),
+            0,
+            "closed connections are forgotten"
+        );
     }
 
     #[test]

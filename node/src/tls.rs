@@ -40,8 +40,10 @@ use rcgen::{
 };
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 
 use crate::keys::{ClusterKey, ClusterLabel, Keyring};
 
@@ -134,6 +136,9 @@ pub struct TlsIdentity {
     server_crypto: Arc<QuicServerConfig>,
     client_crypto: Arc<QuicClientConfig>,
     transport: Arc<quinn::TransportConfig>,
+    /// Verifies node certificates against every CA of the ring (node certificates carry
+    /// both EKUs, so the client verifier judges certificates from either side).
+    verifier: Arc<dyn ClientCertVerifier>,
 }
 
 impl TlsIdentity {
@@ -169,6 +174,8 @@ impl TlsIdentity {
         }
         let roots = root_store(&trusted)?;
         let chain = vec![node_cert.clone()];
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider()).build()?;
         let server_crypto = server_crypto(roots.clone(), chain.clone(), node_key.clone_key())?;
         let client_crypto = client_crypto(roots, chain, node_key)?;
         Ok(Self {
@@ -179,6 +186,7 @@ impl TlsIdentity {
             server_crypto: Arc::new(server_crypto),
             client_crypto: Arc::new(client_crypto),
             transport: Arc::new(transport_config(config)?),
+            verifier,
         })
     }
 
@@ -210,6 +218,15 @@ impl TlsIdentity {
     /// cluster.
     pub fn ca_certificate(&self) -> &CertificateDer<'static> {
         &self.ca_cert
+    }
+
+    /// Whether a peer presenting `certificate` would be accepted now: signed by the CA of a
+    /// key in this identity's ring, and valid. After a key is removed from the ring, peers
+    /// whose connections were authenticated under it fail this check.
+    pub fn trusts(&self, certificate: &CertificateDer<'_>) -> bool {
+        self.verifier
+            .verify_client_cert(certificate, &[], UnixTime::now())
+            .is_ok()
     }
 
     /// This process's node certificate (DER).
@@ -246,6 +263,13 @@ pub fn endpoint(identity: &TlsIdentity, bind: SocketAddr) -> Result<quinn::Endpo
 pub fn apply_to_endpoint(identity: &TlsIdentity, endpoint: &mut quinn::Endpoint) {
     endpoint.set_server_config(Some(identity.server_config()));
     endpoint.set_default_client_config(identity.client_config());
+}
+
+/// The peer's certificate, once the handshake has completed.
+pub fn peer_certificate(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    chain.first().cloned()
 }
 
 /// The node name in the peer's certificate, once the handshake has completed.
@@ -572,6 +596,27 @@ mod tests {
         let (accepted, dialed) = within(async { tokio::join!(accept, dialing) }).await;
         assert_rejected(accepted.unwrap(), "UnknownIssuer");
         assert!(dialed.is_err());
+    }
+
+    #[test]
+    fn an_identity_trusts_certificates_of_every_key_in_its_ring() {
+        let (old, new) = (cluster(1), cluster(2));
+        let config = QuicConfig::default();
+        let old_cert = TlsIdentity::new(&old, "a")
+            .unwrap()
+            .node_certificate()
+            .clone();
+        let new_cert = TlsIdentity::new(&new, "b")
+            .unwrap()
+            .node_certificate()
+            .clone();
+        let mut ring = Keyring::new(old.clone());
+        ring.install(new.clone()).unwrap();
+        let both = TlsIdentity::from_ring(&ring, "c", config).unwrap();
+        assert!(both.trusts(&old_cert) && both.trusts(&new_cert));
+        let new_only = TlsIdentity::from_ring(&Keyring::new(new), "c", config).unwrap();
+        assert!(!new_only.trusts(&old_cert));
+        assert!(new_only.trusts(&new_cert));
     }
 
     #[tokio::test]
