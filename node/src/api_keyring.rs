@@ -84,11 +84,15 @@ async fn remove(
 }
 
 fn body_of(body: Result<Json<KeyBody>, JsonRejection>) -> Result<String, String> {
+    // Not the rejection's own text: serde_json's message may quote the body, here a key.
     body.map(|Json(b)| b.key).map_err(|e| {
-        format!(
-            "expected a JSON body {{\"key\": \"...\"}}: {}",
-            e.body_text()
-        )
+        let why = match e {
+            JsonRejection::MissingJsonContentType(_) => "the content type must be application/json",
+            JsonRejection::JsonSyntaxError(_) => "the body is not valid JSON",
+            JsonRejection::JsonDataError(_) => "the body has an unexpected field or value",
+            _ => "the body could not be read",
+        };
+        format!("expected a JSON body {{\"key\": \"...\"}}: {why}")
     })
 }
 

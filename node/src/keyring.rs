@@ -179,8 +179,9 @@ impl ControlMessage {
         if bytes.len() > MAX_CONTROL_BYTES {
             return Err(ControlError::TooLarge(bytes.len()));
         }
-        // serde_json reports position and kind, never the content of a string (no key).
-        serde_json::from_slice(bytes).map_err(|e| ControlError::Malformed(e.to_string()))
+        // Not serde_json's own message: it may quote a string of the input, here a key.
+        serde_json::from_slice(bytes)
+            .map_err(|e| ControlError::Malformed(crate::keys::json_error_without_values(&e)))
     }
 }
 
@@ -551,6 +552,12 @@ mod tests {
 
     #[test]
     fn bad_control_messages_are_refused_with_a_reason() {
+        let key = ClusterKey::from_bytes([9; 32]).to_string();
+        let quoted = format!(r#"{{"Request": {{"id": "{key}", "op": "List"}}}}"#);
+        let error = ControlMessage::decode(quoted.as_bytes())
+            .unwrap_err()
+            .to_string();
+        assert!(!error.contains(&key), "{error}");
         assert!(matches!(
             ControlMessage::decode(&vec![b' '; MAX_CONTROL_BYTES + 1]),
             Err(ControlError::TooLarge(_))

@@ -428,8 +428,10 @@ impl Keyring {
             return Err(KeyringError::TooLarge(text.len()));
         }
         let file: RingFile = serde_json::from_slice(text).map_err(|e| {
-            // serde_json's message names line and column, never the content of a string.
-            KeyringError::Malformed(e.to_string())
+            KeyringError::Malformed(format!(
+                "expected {{\"keys\": [\"<64 hex characters>\", ...]}}; {}",
+                json_error_without_values(&e)
+            ))
         })?;
         if file.keys.is_empty() {
             return Err(KeyringError::Empty);
@@ -490,6 +492,18 @@ impl Keyring {
             .map_err(io)?;
         std::fs::rename(&tmp, path).map_err(io)
     }
+}
+
+/// Where and what kind of JSON error, without serde_json's message: that message may quote a
+/// string value of the input ("invalid type: string \"…\""), which here can be a key.
+pub fn json_error_without_values(e: &serde_json::Error) -> String {
+    let kind = match e.classify() {
+        serde_json::error::Category::Io => "read error",
+        serde_json::error::Category::Syntax => "not valid JSON",
+        serde_json::error::Category::Data => "unexpected field or value",
+        serde_json::error::Category::Eof => "JSON ends early",
+    };
+    format!("{kind} at line {}, column {}", e.line(), e.column())
 }
 
 impl fmt::Debug for Keyring {
@@ -690,12 +704,20 @@ mod tests {
     #[test]
     fn ring_file_errors_name_the_problem_without_the_key() {
         let key = ring_key(1).to_string();
-        let cases: [(String, &str); 6] = [
+        let cases: [(String, &str); 8] = [
+            (
+                format!(r#"{{"keys": "{key}"}}"#),
+                "unexpected field or value",
+            ),
+            (format!(r#""{key}""#), "unexpected field or value"),
             ("not json".into(), "not valid"),
             (r#"{"keys": []}"#.into(), "no key"),
             (format!(r#"{{"keys": ["{key}", "{key}"]}}"#), "twice"),
             (r#"{"keys": ["abcd"]}"#.into(), "key #0"),
-            (format!(r#"{{"keys": ["{key}"], "extra": 1}}"#), "not valid"),
+            (
+                format!(r#"{{"keys": ["{key}"], "extra": 1}}"#),
+                "unexpected field",
+            ),
             (
                 format!(
                     r#"{{"keys": [{}]}}"#,
