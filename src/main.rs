@@ -39,6 +39,9 @@ enum Command {
     /// Submit, inspect and stop jobs.
     #[command(subcommand)]
     Job(cli::job::JobCommand),
+    /// Rotate the cluster key without downtime: list, install, use, remove.
+    #[command(subcommand)]
+    Keyring(cli::keyring::KeyringCommand),
     /// Inspect tasks.
     #[command(subcommand)]
     Task(cli::job::TaskCommand),
@@ -106,6 +109,7 @@ fn main() -> ExitCode {
             Command::Dev(args) => cli::dev::run(args).await,
             Command::Job(cmd) => cli::job::run(cmd).await,
             Command::Task(cmd) => cli::job::run_task(cmd).await,
+            Command::Keyring(cmd) => cli::keyring::run(cmd).await,
             Command::Simulate(_) => unreachable!("handled before the runtime starts"),
         }
     });

@@ -18,11 +18,12 @@ use crate::api_server::{AgentFacts, ApiConfig, ApiServer};
 use crate::clock::Clock;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::gossip_driver::{self, GossipHandle};
-use crate::keys::ClusterKey;
+use crate::keyring::{self, KeyringParts};
+use crate::keys::{ClusterKey, Keyring};
 use crate::peers::{Peers, PeersConfig};
 use crate::runner::ProcessRunner;
 use crate::sched_driver::{self, SchedParts};
-use crate::seal::Sealer;
+use crate::seal::{SealConfig, Sealer};
 use crate::store::Store;
 use crate::tls::{self, TlsIdentity};
 
@@ -33,13 +34,18 @@ pub struct AgentConfig {
     pub name: String,
     /// Gossip (UDP) address.
     pub bind: SocketAddr,
+    /// The gossip address other nodes reach this one at, when it is not `bind` (a proxy or
+    /// NAT in between). Sealed datagrams name their destination; this node accepts only
+    /// those addressed to this address.
+    pub advertise: Option<SocketAddr>,
     /// HTTP API address.
     pub http: SocketAddr,
     /// QUIC address; `None` = the gossip IP with an OS-chosen port.
     pub quic: Option<SocketAddr>,
     /// Seeds to join through (`host:port`), retried with back-off.
     pub join: Vec<String>,
-    /// The cluster's shared secret.
+    /// The cluster's shared secret. On first start it becomes the key ring
+    /// (`DATA_DIR/keyring.json`); afterwards the ring file wins (it may have been rotated).
     pub cluster_key: ClusterKey,
     /// Where this agent keeps its state.
     pub data_dir: PathBuf,
@@ -109,14 +115,18 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     std::fs::create_dir_all(&config.data_dir)
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let generation = next_generation(&config.data_dir, clock.now().0)?;
+    let ring = load_ring(&config.data_dir, &config.cluster_key)?;
 
     let socket = UdpSocket::bind(config.bind)
         .await
         .with_context(|| format!("cannot bind gossip address {}", config.bind))?;
-    let gossip_addr = socket.local_addr()?;
-    let tls_identity = TlsIdentity::new(&config.cluster_key, &config.name)
+    let gossip_addr = config.advertise.unwrap_or(socket.local_addr()?);
+    let quic_config = tls::QuicConfig::default();
+    let tls_identity = TlsIdentity::from_ring(&ring, &config.name, quic_config)
         .context("cannot build this node's TLS identity from the cluster key")?;
-    let quic_bind = config.quic.unwrap_or(SocketAddr::new(gossip_addr.ip(), 0));
+    let quic_bind = config
+        .quic
+        .unwrap_or(SocketAddr::new(socket.local_addr()?.ip(), 0));
     let endpoint = tls::endpoint(&tls_identity, quic_bind)
         .with_context(|| format!("cannot bind QUIC address {quic_bind}"))?;
     let quic_addr = endpoint.local_addr()?;
@@ -144,7 +154,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         clock.now(),
     );
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let sealer = Sealer::new(&config.cluster_key);
+    let sealer = Sealer::with_ring(&ring, SealConfig::default());
 
     for seed in resolve_now(&config.join, gossip_addr).await {
         core.join(clock.now(), seed);
@@ -175,10 +185,26 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     };
     let (peers, inbound) = Peers::start(
         endpoint.clone(),
+        tls_identity.client_config(),
         directory,
         peers_config,
         shutdown_rx.clone(),
     );
+    let (keyring, keyring_task) = keyring::spawn(
+        KeyringParts {
+            ring: ring.clone(),
+            path: ring_path(&config.data_dir),
+            node_name: config.name.clone(),
+            quic: quic_config,
+            endpoint: endpoint.clone(),
+            gossip: gossip.clone(),
+            peers: peers.clone(),
+            control: inbound.control,
+            answer_timeout: Duration::from_secs(10),
+        },
+        shutdown_rx.clone(),
+    );
+    tasks.push(keyring_task);
     let exec_config = ExecutorConfig {
         instance: config.name.clone(),
         ..ExecutorConfig::default()
@@ -200,7 +226,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         store,
         gossip: gossip.clone(),
         peers,
-        inbound,
+        inbound: inbound.scheduler,
         runner: Box::new(runner),
         events,
         clock,
@@ -213,7 +239,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         id: id.clone(),
         quic_addr,
         http_addr: http_advertise,
-        cluster: config.cluster_key.cluster_label().to_string(),
+        cluster: ring.primary().cluster_label().to_string(),
         gossip: gossip.clone(),
         clock,
         sched: Some(sched),
@@ -223,7 +249,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let http_url = format!("{}://{http_advertise}", api_server.scheme());
     let http_token_file = api_server.token_file().to_path_buf();
     let ca_file = api_server.ca_file().map(Path::to_path_buf);
-    tasks.push(api_server.spawn(state, shutdown_rx));
+    tasks.push(api_server.spawn(state, keyring, shutdown_rx));
     let addresses = Addresses {
         id: &id,
         quic_addr,
@@ -233,7 +259,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         ca_file: ca_file.as_deref(),
     };
     write_addresses(&config.data_dir, &addresses)?;
-    tracing::info!(node = %id, %quic_addr, %http_url, cluster = %config.cluster_key.cluster_label(), "agent started");
+    tracing::info!(node = %id, %quic_addr, %http_url, cluster = %ring.primary().cluster_label(), keys = ring.keys().len(), "agent started");
     Ok(RunningAgent {
         id,
         http_addr,
@@ -246,6 +272,33 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         endpoint,
         executor,
     })
+}
+
+/// Where the key ring lives.
+fn ring_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("keyring.json")
+}
+
+/// The key ring: the one persisted in the data dir, or a new one holding `configured`
+/// (persisted at once, mode 0600). A persisted ring wins over the configured key, as Serf's
+/// keyring file does: after a rotation, the key file given on the command line is stale,
+/// and re-adding it on restart would bring back a key the operator removed.
+fn load_ring(data_dir: &Path, configured: &ClusterKey) -> anyhow::Result<Keyring> {
+    let path = ring_path(data_dir);
+    if let Some(ring) = Keyring::load(&path)? {
+        if !ring.keys().contains(configured) {
+            tracing::warn!(
+                path = %path.display(),
+                configured = %configured.cluster_label(),
+                primary = %ring.primary().cluster_label(),
+                "the cluster key given is not in this agent's key ring (rotated since?); using the ring"
+            );
+        }
+        return Ok(ring);
+    }
+    let ring = Keyring::new(configured.clone());
+    ring.save(&path)?;
+    Ok(ring)
 }
 
 /// What `addresses.json` says.

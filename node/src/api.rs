@@ -138,6 +138,7 @@ pub fn router(state: ApiState, guard: Arc<crate::api_auth::Guard>) -> Router {
         .route("/v1/nodes/{name}", get(node))
         .route("/v1/agent/self", get(agent_self))
         .merge(crate::api_jobs::routes())
+        .merge(crate::api_keyring::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             guard,

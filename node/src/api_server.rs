@@ -162,8 +162,14 @@ impl ApiServer {
     }
 
     /// Serves `state` until `shutdown` changes.
-    pub fn spawn(self, state: ApiState, shutdown: watch::Receiver<bool>) -> JoinHandle<()> {
-        let app = api::router(state, self.guard);
+    pub fn spawn(
+        self,
+        state: ApiState,
+        keyring: crate::keyring::KeyringHandle,
+        shutdown: watch::Receiver<bool>,
+    ) -> JoinHandle<()> {
+        // The key ring handle is an outer layer: the keyring routes read it from there.
+        let app = api::router(state, self.guard).layer(axum::Extension(keyring));
         let mut stop = shutdown.clone();
         let stop = async move {
             let _ = stop.changed().await;

@@ -3,6 +3,11 @@
 //! One tokio task owns [`Membership`]; everything else talks to it through a bounded command
 //! channel ([`GossipHandle`]). After every input the task drains the core's transmits (sealed
 //! and sent in order) and events (published on a watch channel as the newest member view).
+//!
+//! A datagram reaches the core only after its seal opened ([`crate::seal`]) and its stamp
+//! passed the anti-replay check ([`crate::replay`]); every refusal is counted by reason in
+//! [`TransportCounters`]. Key rotation swaps the sealer's key ring through
+//! [`GossipHandle::set_keys`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -14,12 +19,16 @@ use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
-use crate::seal::Sealer;
+use crate::keys::Keyring;
+use crate::replay::{ReplayConfig, ReplayGuard};
+use crate::seal::{SealError, Sealer};
 
 /// Largest datagram read from the socket; anything longer is refused by the seal.
 const RECV_BUFFER_BYTES: usize = 65_536;
 /// Commands waiting for the gossip task.
 const COMMAND_QUEUE: usize = 256;
+/// At most one warning about stale datagrams this often.
+const STALE_WARNING_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Transport counters, shared with the API.
 #[derive(Debug, Default)]
@@ -34,6 +43,13 @@ pub struct TransportCounters {
     pub bytes_out: AtomicU64,
     /// Datagrams whose seal did not open: wrong cluster key, tampering or garbage.
     pub unauthentic: AtomicU64,
+    /// Of `unauthentic`: sealed under a key id that is in no key of this ring.
+    pub unknown_key: AtomicU64,
+    /// Authentic datagrams the anti-replay check refused (replayed, stale, addressed to
+    /// another node, or from a new sender while the replay table was full).
+    pub replayed: AtomicU64,
+    /// Of `replayed`: refused because the sender's clock was outside the freshness window.
+    pub replay_stale: AtomicU64,
     /// Authentic datagrams the core refused.
     pub malformed: AtomicU64,
     /// Sends the OS refused.
@@ -53,6 +69,12 @@ pub struct TransportStats {
     pub bytes_out: u64,
     /// Datagrams dropped because their seal did not open.
     pub unauthentic: u64,
+    /// Of `unauthentic`: sealed under a key this node's ring does not hold.
+    pub unknown_key: u64,
+    /// Authentic datagrams dropped by the anti-replay check, before parsing.
+    pub replayed: u64,
+    /// Of `replayed`: the sender's clock was outside the freshness window.
+    pub replay_stale: u64,
     /// Authentic datagrams refused by the membership core.
     pub malformed: u64,
     /// Sends the OS refused.
@@ -69,6 +91,9 @@ impl TransportCounters {
             datagrams_out: r(&self.datagrams_out),
             bytes_out: r(&self.bytes_out),
             unauthentic: r(&self.unauthentic),
+            unknown_key: r(&self.unknown_key),
+            replayed: r(&self.replayed),
+            replay_stale: r(&self.replay_stale),
             malformed: r(&self.malformed),
             send_errors: r(&self.send_errors),
         }
@@ -79,6 +104,7 @@ enum Command {
     Join(SocketAddr),
     SetAd(ResourceAd, oneshot::Sender<Result<(), String>>),
     Stats(oneshot::Sender<Stats>),
+    SetKeys(Keyring, oneshot::Sender<()>),
 }
 
 /// A cheap, cloneable handle on the gossip task.
@@ -96,6 +122,7 @@ impl std::fmt::Debug for Command {
             Command::Join(_) => "Join",
             Command::SetAd(..) => "SetAd",
             Command::Stats(_) => "Stats",
+            Command::SetKeys(..) => "SetKeys",
         })
     }
 }
@@ -128,6 +155,17 @@ impl GossipHandle {
         rx.await?.map_err(|e| anyhow::anyhow!(e))
     }
 
+    /// Seals with `ring`'s primary from now on and opens with any of its keys; resolves once
+    /// the gossip task applied it.
+    pub async fn set_keys(&self, ring: Keyring) -> anyhow::Result<()> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::SetKeys(ring, tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("gossip task stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("gossip task stopped"))
+    }
+
     /// The membership core's counters.
     pub async fn stats(&self) -> Option<Stats> {
         let (tx, rx) = oneshot::channel();
@@ -147,10 +185,13 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (members_tx, members_rx) = watch::channel(core.members());
     let counters = Arc::new(TransportCounters::default());
+    let replay = ReplayGuard::new(core.identity().addr, ReplayConfig::default());
     let driver = Driver {
         core,
         socket,
         sealer,
+        replay,
+        last_stale_warning: None,
         clock,
         members: members_tx,
         counters: counters.clone(),
@@ -174,6 +215,9 @@ struct Driver {
     core: Membership,
     socket: UdpSocket,
     sealer: Sealer,
+    replay: ReplayGuard,
+    /// When a stale datagram was last worth a warning (a skewed clock would flood the log).
+    last_stale_warning: Option<std::time::Instant>,
     clock: Clock,
     members: watch::Sender<Vec<MemberInfo>>,
     counters: Arc<TransportCounters>,
@@ -215,15 +259,34 @@ impl Driver {
         self.counters
             .bytes_in
             .fetch_add(sealed.len() as u64, Ordering::Relaxed);
-        let plain = match self.sealer.open(sealed) {
-            Ok(p) => p,
+        let opened = match self.sealer.open(sealed) {
+            Ok(opened) => opened,
             Err(e) => {
                 self.counters.unauthentic.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, SealError::UnknownKey(_)) {
+                    self.counters.unknown_key.fetch_add(1, Ordering::Relaxed);
+                }
                 tracing::trace!(%from, error = %e, "dropped unauthentic datagram");
                 return;
             }
         };
-        if let Err(e) = self.core.handle_datagram(self.clock.now(), from, &plain) {
+        let now = self.clock.now();
+        if let Err(e) = self.replay.check(&opened.stamp, now.0) {
+            self.counters.replayed.fetch_add(1, Ordering::Relaxed);
+            if e.is_stale() {
+                self.counters.replay_stale.fetch_add(1, Ordering::Relaxed);
+                let quiet = self
+                    .last_stale_warning
+                    .is_some_and(|at| at.elapsed() < STALE_WARNING_EVERY);
+                if !quiet {
+                    self.last_stale_warning = Some(std::time::Instant::now());
+                    tracing::warn!(%from, error = %e, "dropped a stale datagram: a replay, or this host's clock and the sender's differ by more than the window (check NTP)");
+                }
+            }
+            tracing::debug!(%from, error = %e, "dropped a datagram at the anti-replay check");
+            return;
+        }
+        if let Err(e) = self.core.handle_datagram(now, from, &opened.plaintext) {
             self.counters.malformed.fetch_add(1, Ordering::Relaxed);
             tracing::debug!(%from, error = %e, "refused datagram");
         }
@@ -239,12 +302,17 @@ impl Driver {
             Command::Stats(reply) => {
                 let _ = reply.send(self.core.stats());
             }
+            Command::SetKeys(ring, reply) => {
+                self.sealer.set_ring(&ring);
+                tracing::info!(primary = %ring.primary().cluster_label(), keys = ring.keys().len(), "gossip key ring changed");
+                let _ = reply.send(());
+            }
         }
     }
 
     async fn flush(&mut self) {
         while let Some(t) = self.core.poll_transmit() {
-            let sealed = self.sealer.seal(&t.payload);
+            let sealed = self.sealer.seal(&t.payload, t.to, self.clock.now().0);
             match self.socket.send_to(&sealed, t.to).await {
                 Ok(_) => {
                     self.counters.datagrams_out.fetch_add(1, Ordering::Relaxed);

@@ -13,9 +13,17 @@
 //! - Only the ring crypto provider is used, passed explicitly, so the process-wide default
 //!   provider (and rustls' ambiguity panic) never matters.
 //!
-//! Drive it as: `TlsIdentity::new(&key, name)?` once at start, then [`endpoint`] to get one
-//! `quinn::Endpoint` that both accepts and dials (`endpoint.connect(addr, SERVER_NAME)`), and
-//! [`peer_node_name`] on an established connection to learn who is on the other end.
+//! - With a key ring ([`TlsIdentity::from_ring`]), the node certificate comes from the
+//!   primary key's CA and the CAs of *every* key in the ring are trusted, so during a
+//!   rotation nodes that already present the new key's certificates and nodes that still
+//!   present the old one accept each other.
+//!
+//! Drive it as: `TlsIdentity::new(&key, name)?` (or `from_ring`) once at start, then
+//! [`endpoint`] to get one `quinn::Endpoint` that both accepts and dials
+//! (`endpoint.connect(addr, SERVER_NAME)`), and [`peer_node_name`] on an established
+//! connection to learn who is on the other end. After a rotation step, build a new identity
+//! from the new ring and [`apply_to_endpoint`]: new connections use it, established ones keep
+//! the certificates they were authenticated with.
 //!
 //! Trust model: anyone holding the cluster key can mint a certificate for any node name, so a
 //! peer's node name is a claim made by *a member of the cluster*, not a per-node identity.
@@ -32,10 +40,12 @@ use rcgen::{
 };
 use rustls::RootCertStore;
 use rustls::crypto::CryptoProvider;
+use rustls::pki_types::UnixTime;
 use rustls::pki_types::{CertificateDer, DnsName, PrivateKeyDer, PrivatePkcs8KeyDer};
 use rustls::server::WebPkiClientVerifier;
+use rustls::server::danger::ClientCertVerifier;
 
-use crate::keys::{ClusterKey, ClusterLabel};
+use crate::keys::{ClusterKey, ClusterLabel, Keyring};
 
 /// The DNS name in every node certificate; dial every peer with it.
 pub const SERVER_NAME: &str = "shoal.cluster";
@@ -64,6 +74,9 @@ pub struct QuicConfig {
     pub keep_alive_interval: Duration,
     /// A connection with no traffic for this long is closed (the peer is presumed gone).
     pub max_idle_timeout: Duration,
+    /// Unidirectional streams a peer may have open at once on one connection. Agents use
+    /// one per connection (`peers.rs`); the cap bounds what a peer can make us track.
+    pub max_concurrent_uni_streams: u32,
 }
 
 impl Default for QuicConfig {
@@ -73,6 +86,7 @@ impl Default for QuicConfig {
             // keep-alive was a measurable share of an idle agent's CPU.
             keep_alive_interval: Duration::from_secs(15),
             max_idle_timeout: Duration::from_secs(60),
+            max_concurrent_uni_streams: 8,
         }
     }
 }
@@ -122,6 +136,9 @@ pub struct TlsIdentity {
     server_crypto: Arc<QuicServerConfig>,
     client_crypto: Arc<QuicClientConfig>,
     transport: Arc<quinn::TransportConfig>,
+    /// Verifies node certificates against every CA of the ring (node certificates carry
+    /// both EKUs, so the client verifier judges certificates from either side).
+    verifier: Arc<dyn ClientCertVerifier>,
 }
 
 impl TlsIdentity {
@@ -137,11 +154,28 @@ impl TlsIdentity {
         node_name: &str,
         config: QuicConfig,
     ) -> Result<Self, TlsError> {
+        Self::from_ring(&Keyring::new(key.clone()), node_name, config)
+    }
+
+    /// Certifies a fresh key for `node_name` by the CA of `ring`'s primary, and trusts the
+    /// CAs of every key in `ring`.
+    pub fn from_ring(
+        ring: &Keyring,
+        node_name: &str,
+        config: QuicConfig,
+    ) -> Result<Self, TlsError> {
         check_node_name(node_name)?;
+        let key = ring.primary();
         let (ca_cert, issuer) = cluster_ca(key)?;
         let (node_cert, node_key) = node_certificate(&issuer, node_name)?;
-        let roots = root_store(&ca_cert)?;
+        let mut trusted = vec![ca_cert.clone()];
+        for other in &ring.keys()[1..] {
+            trusted.push(cluster_ca(other)?.0);
+        }
+        let roots = root_store(&trusted)?;
         let chain = vec![node_cert.clone()];
+        let verifier =
+            WebPkiClientVerifier::builder_with_provider(roots.clone(), provider()).build()?;
         let server_crypto = server_crypto(roots.clone(), chain.clone(), node_key.clone_key())?;
         let client_crypto = client_crypto(roots, chain, node_key)?;
         Ok(Self {
@@ -152,6 +186,7 @@ impl TlsIdentity {
             server_crypto: Arc::new(server_crypto),
             client_crypto: Arc::new(client_crypto),
             transport: Arc::new(transport_config(config)?),
+            verifier,
         })
     }
 
@@ -179,9 +214,19 @@ impl TlsIdentity {
         self.cluster_label
     }
 
-    /// The cluster CA certificate (DER), identical on every node of the cluster.
+    /// The primary key's cluster CA certificate (DER), identical on every node of the
+    /// cluster.
     pub fn ca_certificate(&self) -> &CertificateDer<'static> {
         &self.ca_cert
+    }
+
+    /// Whether a peer presenting `certificate` would be accepted now: signed by the CA of a
+    /// key in this identity's ring, and valid. After a key is removed from the ring, peers
+    /// whose connections were authenticated under it fail this check.
+    pub fn trusts(&self, certificate: &CertificateDer<'_>) -> bool {
+        self.verifier
+            .verify_client_cert(certificate, &[], UnixTime::now())
+            .is_ok()
     }
 
     /// This process's node certificate (DER).
@@ -206,6 +251,25 @@ pub fn endpoint(identity: &TlsIdentity, bind: SocketAddr) -> Result<quinn::Endpo
         .map_err(|source| TlsError::Bind { addr: bind, source })?;
     endpoint.set_default_client_config(identity.client_config());
     Ok(endpoint)
+}
+
+/// Makes `endpoint` use `identity` for every connection it accepts from now on, and for the
+/// connections this handle dials with `connect`; connections already established keep the
+/// certificates they were authenticated with.
+///
+/// The server config is shared by every clone of an endpoint handle, but the default client
+/// config belongs to the handle: clones made earlier keep dialing with the old identity
+/// (`peers.rs` dials with its own current config for that reason).
+pub fn apply_to_endpoint(identity: &TlsIdentity, endpoint: &mut quinn::Endpoint) {
+    endpoint.set_server_config(Some(identity.server_config()));
+    endpoint.set_default_client_config(identity.client_config());
+}
+
+/// The peer's certificate, once the handshake has completed.
+pub fn peer_certificate(connection: &quinn::Connection) -> Option<CertificateDer<'static>> {
+    let identity = connection.peer_identity()?;
+    let chain = identity.downcast::<Vec<CertificateDer<'static>>>().ok()?;
+    chain.first().cloned()
 }
 
 /// The node name in the peer's certificate, once the handshake has completed.
@@ -365,9 +429,11 @@ fn current_year() -> i32 {
     (1970 + years.min(CA_NOT_AFTER_YEAR - 1970)).max(CA_NOT_BEFORE_YEAR)
 }
 
-fn root_store(ca_cert: &CertificateDer<'static>) -> Result<Arc<RootCertStore>, TlsError> {
+fn root_store(ca_certs: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError> {
     let mut roots = RootCertStore::empty();
-    roots.add(ca_cert.clone())?;
+    for ca_cert in ca_certs {
+        roots.add(ca_cert.clone())?;
+    }
     Ok(Arc::new(roots))
 }
 
@@ -408,7 +474,8 @@ fn transport_config(config: QuicConfig) -> Result<quinn::TransportConfig, TlsErr
     let mut transport = quinn::TransportConfig::default();
     transport
         .keep_alive_interval(Some(config.keep_alive_interval))
-        .max_idle_timeout(Some(idle));
+        .max_idle_timeout(Some(idle))
+        .max_concurrent_uni_streams(config.max_concurrent_uni_streams.into());
     Ok(transport)
 }
 
@@ -526,6 +593,72 @@ mod tests {
         client.wait_idle().await;
     }
 
+    /// During a rotation, a node presenting the new key's certificate and a node still
+    /// presenting the old one accept each other once both rings hold both keys; a node whose
+    /// ring lacks the new key refuses the new certificate.
+    #[tokio::test]
+    async fn rings_trust_every_installed_key() {
+        let (old, new) = (cluster(1), cluster(2));
+        let mut switched = Keyring::new(new.clone());
+        switched.install(old.clone()).unwrap();
+        let mut installed = Keyring::new(old.clone());
+        installed.install(new.clone()).unwrap();
+        let config = QuicConfig::default();
+        let server_id = TlsIdentity::from_ring(&installed, "node-a", config).unwrap();
+        let server = endpoint(&server_id, localhost()).unwrap();
+        let client_id = TlsIdentity::from_ring(&switched, "node-b", config).unwrap();
+        let client = endpoint(&client_id, localhost()).unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let accept = {
+            let server = server.clone();
+            tokio::spawn(async move { server.accept().await.unwrap().await })
+        };
+        let connection = within(client.connect(server_addr, SERVER_NAME).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(peer_node_name(&connection).as_deref(), Some("node-a"));
+        let accepted = within(accept).await.unwrap().unwrap();
+        assert_eq!(peer_node_name(&accepted).as_deref(), Some("node-b"));
+
+        // The server forgets the new key: it refuses the client's new-CA certificate.
+        let old_only = TlsIdentity::from_ring(&Keyring::new(old), "node-a", config).unwrap();
+        let mut server = server;
+        apply_to_endpoint(&old_only, &mut server);
+        let accept = tokio::spawn(async move { server.accept().await.unwrap().await });
+        let dialing = async {
+            let connection = client.connect(server_addr, SERVER_NAME).unwrap().await?;
+            let (mut send, mut recv) = connection.open_bi().await?;
+            send.write_all(b"hi").await?;
+            send.finish()?;
+            recv.read_to_end(16).await?;
+            anyhow::Ok(())
+        };
+        let (accepted, dialed) = within(async { tokio::join!(accept, dialing) }).await;
+        assert_rejected(accepted.unwrap(), "UnknownIssuer");
+        assert!(dialed.is_err());
+    }
+
+    #[test]
+    fn an_identity_trusts_certificates_of_every_key_in_its_ring() {
+        let (old, new) = (cluster(1), cluster(2));
+        let config = QuicConfig::default();
+        let old_cert = TlsIdentity::new(&old, "a")
+            .unwrap()
+            .node_certificate()
+            .clone();
+        let new_cert = TlsIdentity::new(&new, "b")
+            .unwrap()
+            .node_certificate()
+            .clone();
+        let mut ring = Keyring::new(old.clone());
+        ring.install(new.clone()).unwrap();
+        let both = TlsIdentity::from_ring(&ring, "c", config).unwrap();
+        assert!(both.trusts(&old_cert) && both.trusts(&new_cert));
+        let new_only = TlsIdentity::from_ring(&Keyring::new(new), "c", config).unwrap();
+        assert!(!new_only.trusts(&old_cert));
+        assert!(new_only.trusts(&new_cert));
+    }
+
     #[tokio::test]
     async fn client_rejects_a_foreign_server() {
         let server = endpoint(
@@ -553,7 +686,7 @@ mod tests {
         let server_addr = server.local_addr().unwrap();
         // The intruder trusts our CA (so it would accept our server) but can only present a
         // certificate from its own cluster: only the server's client verification stops it.
-        let roots = root_store(home.ca_certificate()).unwrap();
+        let roots = root_store(std::slice::from_ref(home.ca_certificate())).unwrap();
         let (_, foreign_ca) = cluster_ca(&cluster(2)).unwrap();
         let (foreign_cert, foreign_key) = node_certificate(&foreign_ca, "intruder").unwrap();
         let crypto = client_crypto(roots, vec![foreign_cert], foreign_key).unwrap();
@@ -581,7 +714,7 @@ mod tests {
         let home = TlsIdentity::new(&cluster(1), "node-a").unwrap();
         let server = endpoint(&home, localhost()).unwrap();
         let server_addr = server.local_addr().unwrap();
-        let roots = root_store(home.ca_certificate()).unwrap();
+        let roots = root_store(std::slice::from_ref(home.ca_certificate())).unwrap();
         let mut config = rustls::ClientConfig::builder_with_provider(provider())
             .with_protocol_versions(&[&rustls::version::TLS13])
             .unwrap()

@@ -21,6 +21,11 @@ pub struct AgentArgs {
     /// Gossip (UDP) address.
     #[arg(long, default_value = "127.0.0.1:7946")]
     pub bind: SocketAddr,
+    /// The gossip address other nodes reach this one at, when it differs from --bind (a
+    /// proxy or NAT in between). Sealed datagrams name their destination, so it must be
+    /// the address peers send to.
+    #[arg(long, value_name = "ADDR")]
+    pub advertise: Option<SocketAddr>,
     /// HTTP API address.
     #[arg(long, default_value = "127.0.0.1:4646")]
     pub http: SocketAddr,
@@ -103,6 +108,7 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .unwrap_or_else(|| PathBuf::from("shoal-data").join(&name)),
         name,
         bind: args.bind,
+        advertise: args.advertise,
         http: args.http,
         quic: args.quic,
         join: args.join,

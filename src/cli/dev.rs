@@ -48,6 +48,7 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
         let config = AgentConfig {
             name: format!("dev-{}", i + 1),
             bind: free_udp(port(args.gossip_port, i)),
+            advertise: None,
             http: free_tcp(port(args.http_port, i)),
             quic: None,
             join: seed.iter().map(ToString::to_string).collect(),

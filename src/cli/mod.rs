@@ -4,6 +4,7 @@ pub mod agent;
 pub mod client;
 pub mod dev;
 pub mod job;
+pub mod keyring;
 pub mod local;
 pub mod node;
 
