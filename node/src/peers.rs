@@ -445,7 +445,13 @@ impl Peers {
     ) {
         let mut backoff = self.config.min_backoff;
         let mut pending: Option<(Channel, Vec<u8>)> = None;
+        let mut directory = self.directory.clone();
         loop {
+            // The address the stream goes to. A peer that restarted listens elsewhere: a
+            // stream to its old address accepts writes until the idle timeout (a minute) and
+            // delivers none of them, so a new address for the peer ends the stream at once.
+            let addr = self.directory.borrow().get(&to).copied();
+            let moved = |d: &Directory| d.borrow().get(&to).copied() != addr;
             let opened = tokio::select! {
                 () = queue.cut.notified() => return,
                 opened = self.open_stream(&to) => opened,
@@ -479,8 +485,21 @@ impl Peers {
                             Some(f) => f,
                             None => return,
                         },
+                        Ok(()) = directory.changed() => {
+                            if moved(&directory) {
+                                tracing::debug!(peer = %to, "peer moved; reconnecting");
+                                conn.close(0u32.into(), b"peer moved");
+                                break;
+                            }
+                            continue;
+                        }
                     },
                 };
+                if moved(&directory) {
+                    conn.close(0u32.into(), b"peer moved");
+                    pending = Some((channel, frame));
+                    break;
+                }
                 let written = tokio::select! {
                     () = queue.cut.notified() => {
                         conn.close(CLOSE_CUT_OFF.into(), b"send queue over its byte limit");

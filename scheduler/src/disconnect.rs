@@ -18,6 +18,19 @@ use crate::scheduler::{KillReason, Scheduler, Wake};
 use crate::spec::{JobSpec, Reconcile};
 use crate::table::AttemptState;
 
+/// A restored node that has seen no live peer yet waits this long before it acts alone (a
+/// one-node cluster restarting).
+pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
+
+/// A restored node's catch-up with its peers.
+#[derive(Debug, Default)]
+pub(crate) struct CatchUp {
+    /// Peers sent a digest asking for an answer.
+    pub(crate) asked: std::collections::BTreeSet<String>,
+    /// When the restored node first heard from its shell.
+    pub(crate) since: Option<Millis>,
+}
+
 /// What to do with a local task whose attempt the cluster marked lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum LostFate {
@@ -62,9 +75,55 @@ impl Scheduler {
         let live = u32::try_from(self.members.live.len()).unwrap_or(u32::MAX);
         let view_majority = live.saturating_mul(2) > listed
             || (live.saturating_mul(2) == listed && self.quorum.majority);
-        self.quorum.majority
-            && view_majority
-            && !(self.catching_up && self.live_peers().next().is_some())
+        self.quorum.majority && view_majority && !self.catching_up()
+    }
+
+    /// Restored and not yet caught up: peers were asked and none answered yet, or none is
+    /// known yet and [`CATCH_UP_ALONE_MS`] have not passed since the restore.
+    fn catching_up(&self) -> bool {
+        self.catch_up.as_ref().is_some_and(|c| {
+            !c.asked.is_empty()
+                || c.since
+                    .is_none_or(|t| self.now.since(t) < CATCH_UP_ALONE_MS)
+        })
+    }
+
+    /// After a restore: ask every live peer in `members` for what we lack (once each); the
+    /// first answer ends the catch-up.
+    pub(crate) fn ask_to_catch_up_after(&mut self, members: &[shoal_gossip::MemberInfo]) {
+        let now = self.now;
+        let node = self.node.clone();
+        let Some(c) = self.catch_up.as_mut() else {
+            return;
+        };
+        c.since.get_or_insert(now);
+        let fresh: Vec<String> = members
+            .iter()
+            .filter(|m| {
+                matches!(
+                    m.status,
+                    shoal_gossip::MemberStatus::Alive | shoal_gossip::MemberStatus::Suspect
+                ) && m.id.name != node.as_str()
+            })
+            .map(|m| m.id.name.to_string())
+            .filter(|n| !c.asked.contains(n))
+            .collect();
+        if fresh.is_empty() {
+            return;
+        }
+        let clock = self.tables().clock().clone();
+        for peer in fresh {
+            self.outbox.push_back(crate::message::Outgoing::one(
+                &peer,
+                crate::message::Message::Digest {
+                    clock: clock.clone(),
+                    reply: true,
+                },
+            ));
+            if let Some(c) = self.catch_up.as_mut() {
+                c.asked.insert(peer);
+            }
+        }
     }
 
     /// Why a slot this node coordinates is not placed while it may not act.

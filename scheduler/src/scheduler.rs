@@ -364,8 +364,8 @@ pub struct Scheduler {
     /// How much of the cluster this node reaches (`disconnect.rs`).
     pub(crate) quorum: Quorum,
     /// Restored from a snapshot and not yet through one anti-entropy exchange with a live
-    /// peer: places and condemns nothing (its tables may be stale).
-    pub(crate) catching_up: bool,
+    /// peer: places and condemns nothing (its tables may be stale). See `disconnect.rs`.
+    pub(crate) catch_up: Option<crate::disconnect::CatchUp>,
     /// Messages refused for an ownership violation.
     pub(crate) refused_messages: u64,
 }
@@ -414,7 +414,7 @@ impl Scheduler {
             started: false,
             log: Log::default(),
             quorum: Quorum::alone(Millis(0)),
-            catching_up: false,
+            catch_up: None,
             refused_messages: 0,
         };
         s.set_members(&[]);
@@ -478,6 +478,7 @@ impl Scheduler {
     /// assumed alive without a resource ad).
     pub fn handle_members(&mut self, now: Millis, members: &[MemberInfo]) {
         self.tick(now);
+        self.ask_to_catch_up_after(members);
         if !self.update_in_place(members) {
             let before: Vec<(String, MemberStatus)> = self.statuses();
             self.set_members(members);
@@ -925,7 +926,7 @@ impl Scheduler {
         // Node views hold ids into the replica's usage index: rebuild them for the new one.
         s.set_members(&[]);
         s.rebuild_ledger();
-        s.catching_up = true;
+        s.catch_up = Some(crate::disconnect::CatchUp::default());
         Ok(s)
     }
 
@@ -1119,7 +1120,9 @@ impl Scheduler {
         if !reply {
             // The answer to a digest of ours: everything the peer had then has arrived (one
             // ordered stream per peer), so a restored node has caught up.
-            self.catching_up = false;
+            if self.catch_up.take().is_some() {
+                self.work.everything = true;
+            }
         }
         let max = self
             .config
