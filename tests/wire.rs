@@ -270,11 +270,13 @@ fn unsealed_first_contact_draws_no_reply() {
     assert_eq!(back, 0, "{sent} bytes sent drew {back} bytes back");
 }
 
-fn keyring(args: &[&str]) -> Value {
+/// `shoal keyring ARGS --json` against `agent`, run in its directory (the CLI finds the
+/// agent's API token there, as an operator's would).
+fn keyring(agent: &Agent, args: &[&str]) -> Value {
     let mut full = vec!["keyring"];
     full.extend_from_slice(args);
     full.push("--json");
-    let out = run(&full);
+    let out = agent.cli(&full);
     assert!(
         out.status.success(),
         "shoal {full:?} failed: {}{}",
@@ -286,7 +288,7 @@ fn keyring(args: &[&str]) -> Value {
 
 /// The label of the primary key of `agent` (what `keyring list` shows for it).
 fn primary_label(agent: &Agent) -> String {
-    let listing = keyring(&["list", "--addr", &agent.api()]);
+    let listing = keyring(agent, &["list"]);
     listing["results"][0]["keys"]["primary"]
         .as_str()
         .unwrap()
@@ -408,20 +410,20 @@ fn a_key_rotation_across_five_agents_suspects_nobody() {
     let old_label = primary_label(&agents[0]);
     let watch = SuspicionWatch::start(agents.iter().map(|a| (a.name.clone(), a.http)).collect(), 5);
 
-    let installed = keyring(&["install", &new_key, "--addr", &agents[2].api()]);
+    let installed = keyring(&agents[2], &["install", &new_key]);
     assert_complete(&installed, 5);
     let new_label = installed["results"][0]["keys"]["keys"][1]
         .as_str()
         .unwrap()
         .to_string();
     gossip_flows(&agents, 20);
-    let used = keyring(&["use", &new_label, "--addr", &agents[3].api()]);
+    let used = keyring(&agents[3], &["use", &new_label]);
     assert_complete(&used, 5);
     for r in used["results"].as_array().unwrap() {
         assert_eq!(r["keys"]["primary"], new_label.as_str(), "{r}");
     }
     gossip_flows(&agents, 20);
-    let removed = keyring(&["remove", &old_label, "--addr", &agents[0].api()]);
+    let removed = keyring(&agents[0], &["remove", &old_label]);
     assert_complete(&removed, 5);
     gossip_flows(&agents, 40);
 
@@ -454,7 +456,7 @@ fn a_key_rotation_across_five_agents_suspects_nobody() {
         );
         assert_eq!(mode & 0o777, 0o600, "{}", agent.name);
     }
-    let listing = keyring(&["list", "--addr", &agents[1].api()]);
+    let listing = keyring(&agents[1], &["list"]);
     for r in listing["results"].as_array().unwrap() {
         assert_eq!(r["keys"]["keys"], serde_json::json!([new_label]), "{r}");
     }
@@ -478,13 +480,7 @@ fn a_key_rotation_across_five_agents_suspects_nobody() {
     });
     let file = dir.0.join("after-rotation.json");
     std::fs::write(&file, spec.to_string()).unwrap();
-    let out = run(&[
-        "job",
-        "run",
-        file.to_str().unwrap(),
-        "--addr",
-        &agents[5].api(),
-    ]);
+    let out = agents[5].cli(&["job", "run", file.to_str().unwrap()]);
     assert!(
         out.status.success(),
         "job run on the newcomer failed: {}",

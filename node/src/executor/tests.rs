@@ -191,7 +191,7 @@ async fn unwritable_task_dir_is_a_failed_event_naming_the_path() {
 #[tokio::test]
 async fn refusals_are_errors_with_no_event() {
     let (exec, mut events, _dir) = executor("refuse", CgroupMode::Auto);
-    for job in ["", "../etc", "a/b", ".hidden", "x y", &"j".repeat(129)] {
+    for job in ["", "../etc", "a/b", ".hidden", "x y", &"j".repeat(161)] {
         let err = exec.start(key(job, 0), sh("true")).unwrap_err();
         assert!(
             matches!(err, ExecError::InvalidTask { .. }),
