@@ -34,12 +34,17 @@ pub struct Bounds {
     pub orphan_ms: u64,
 }
 
+impl Bounds {
+    /// The default [`Bounds::stable_ms`].
+    pub const STABLE_MS: u64 = 5_000;
+}
+
 impl Default for Bounds {
     fn default() -> Self {
         Bounds {
             duplicate_ms: 15_000,
             back_to_count_ms: 30_000,
-            stable_ms: 5_000,
+            stable_ms: Bounds::STABLE_MS,
             stopped_ms: 15_000,
             orphan_ms: 15_000,
         }
@@ -237,7 +242,11 @@ pub fn finally_stopped_jobs_stay_stopped(h: &History, bound_ms: u64) -> Vec<Stri
             continue;
         }
         let limit = acked_ms + bound_ms;
-        for t in h.tasks.iter().filter(|t| t.job == *job && t.last_ms > limit) {
+        for t in h
+            .tasks
+            .iter()
+            .filter(|t| t.job == *job && t.last_ms > limit)
+        {
             violations.push(format!(
                 "job {job} was stopped (200 at {}) but {} still ran at {} ({} after the stop; \
                  bound {})",
@@ -408,7 +417,10 @@ pub fn eventually_back_to_count(
         violations.push("no service to bring back to count: the check would be empty".into());
     }
     for job in &services {
-        let count = h.spec_of(job).and_then(|s| s["count"].as_u64()).unwrap_or(1) as u32;
+        let count = h
+            .spec_of(job)
+            .and_then(|s| s["count"].as_u64())
+            .unwrap_or(1) as u32;
         let submitted = h
             .requests
             .iter()
@@ -417,38 +429,13 @@ pub fn eventually_back_to_count(
             .min()
             .unwrap_or(0);
         let from = from_ms.max(submitted);
-        let tasks: Vec<&TaskSeen> = h.tasks.iter().filter(|t| t.job == *job).collect();
-        let at_count = |t: u64| {
-            let mut per_slot = vec![0usize; count as usize];
-            for x in tasks.iter().filter(|x| x.live_at(t)) {
-                match per_slot.get_mut(x.slot as usize) {
-                    Some(n) => *n += 1,
-                    None => return false,
-                }
-            }
-            per_slot.iter().all(|n| *n == 1)
-        };
-        let samples: Vec<u64> = h
-            .sample_times_ms
-            .iter()
-            .copied()
-            .filter(|t| *t >= from)
-            .collect();
-        // The start of the final run of samples at count.
-        let since = samples
-            .iter()
-            .rev()
-            .take_while(|t| at_count(**t))
-            .last()
-            .copied();
-        let Some(since) = since else {
+        let Some(since) = at_count_since(h, job, count) else {
             slowest = BackToCount::Never;
-            let last = samples.last().copied().unwrap_or(end);
             let per_slot: Vec<usize> = (0..count)
                 .map(|s| {
-                    tasks
+                    h.tasks
                         .iter()
-                        .filter(|x| x.slot == s && x.live_at(last))
+                        .filter(|x| x.job == *job && x.slot == s && x.live_at(end))
                         .count()
                 })
                 .collect();
@@ -460,7 +447,8 @@ pub fn eventually_back_to_count(
             ));
             continue;
         };
-        let took = since - from;
+        // At count since before `from`: it never left its count.
+        let took = since.saturating_sub(from);
         if let BackToCount::After(worst) = slowest {
             slowest = BackToCount::After(worst.max(took));
         }
@@ -481,6 +469,28 @@ pub fn eventually_back_to_count(
         }
     }
     (slowest, violations)
+}
+
+/// The start of the final run of samples in which `job` runs exactly one process per slot
+/// `0..count` and none beyond; `None` when the last sample is not at count.
+pub fn at_count_since(h: &History, job: &str, count: u32) -> Option<u64> {
+    let tasks: Vec<&TaskSeen> = h.tasks.iter().filter(|t| t.job == job).collect();
+    let at_count = |t: u64| {
+        let mut per_slot = vec![0usize; count as usize];
+        for x in tasks.iter().filter(|x| x.live_at(t)) {
+            match per_slot.get_mut(x.slot as usize) {
+                Some(n) => *n += 1,
+                None => return false,
+            }
+        }
+        per_slot.iter().all(|n| *n == 1)
+    };
+    h.sample_times_ms
+        .iter()
+        .rev()
+        .take_while(|t| at_count(**t))
+        .last()
+        .copied()
 }
 
 /// The tasks running on a crashed agent's node are gone within `bound_ms` of the crash.
@@ -694,6 +704,7 @@ mod tests {
             start_ticks: pid as u64,
             node: node.into(),
             job: job.into(),
+            job_key: format!("{job}.1.n1"),
             slot,
             attempt: 1,
             task_dir: String::new(),
@@ -867,7 +878,8 @@ mod tests {
         assert_eq!(lost, 1);
         assert!(v[0].contains("stopped on n2"), "{v:?}");
 
-        h.final_views.insert("n2".into(), FinalView::NoAnswer("timeout".into()));
+        h.final_views
+            .insert("n2".into(), FinalView::NoAnswer("timeout".into()));
         let (_, v) = finally_no_acknowledged_job_lost(&h, false);
         assert!(v.iter().any(|x| x.contains("did not list")), "{v:?}");
 
@@ -891,7 +903,10 @@ mod tests {
 
         h.tasks.pop();
         listed(&mut h, "n1", &[]);
-        assert_eq!(finally_stopped_jobs_stay_stopped(&h, 15_000), Vec::<String>::new());
+        assert_eq!(
+            finally_stopped_jobs_stay_stopped(&h, 15_000),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

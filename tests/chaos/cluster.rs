@@ -29,7 +29,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde_json::{Value, json};
 
-use crate::checkers::{Bounds, Expect, judge};
+use crate::checkers::{Bounds, Expect, at_count_since, judge};
 use crate::common::{HttpAnswer, http_request};
 use crate::history::{FinalView, History, JobSeen, NodeInfo, Op, Recorder, Request, Sampler};
 use crate::net::{Net, NodeNs, check_prerequisites};
@@ -39,6 +39,10 @@ const GOSSIP_PORT: u16 = 7946;
 /// Setup steps (an agent starting, the cluster forming, a job starting) that take longer than
 /// this are a broken setup, reported as such.
 pub const SETUP: Duration = Duration::from_secs(60);
+/// How long the services must hold their count before a run ends ([`Bounds::stable_ms`]).
+pub const STABLE: Duration = Duration::from_millis(Bounds::STABLE_MS);
+/// How long a run watches after the last fault or heal, at least.
+pub const OBSERVE: Duration = Duration::from_secs(10);
 
 /// How a run's nodes are made.
 #[derive(Debug, Clone)]
@@ -153,10 +157,7 @@ impl Cluster {
             })
             .collect();
         let rec = Recorder::new(scenario, infos);
-        let namespaces = nodes
-            .iter()
-            .map(|n| (n.ns.inode, n.name.clone()))
-            .collect();
+        let namespaces = nodes.iter().map(|n| (n.ns.inode, n.name.clone())).collect();
         let sampler = Sampler::start(rec.clone(), namespaces);
         let mut c = Cluster {
             scenario: scenario.to_string(),
@@ -180,9 +181,10 @@ impl Cluster {
             c.spawn_agent(i);
         }
         for i in 0..options.nodes {
-            c.require(&format!("{} sees every node alive", c.nodes[i].name), || {
-                c.alive_seen_by(i).filter(|n| *n == options.nodes)
-            });
+            c.require(
+                &format!("{} sees every node alive", c.nodes[i].name),
+                || c.alive_seen_by(i).filter(|n| *n == options.nodes),
+            );
         }
         c.rec.event("cluster formed");
         c
@@ -388,38 +390,58 @@ impl Cluster {
         per
     }
 
-    /// Whether `job` runs exactly one process per slot `0..count` at the latest sample.
-    pub fn at_count(&self, job: &str, count: u32) -> bool {
-        let mut per_slot = vec![0; count as usize];
-        for (_, j, slot, _) in self.live_tasks() {
-            if j == job {
-                match per_slot.get_mut(slot as usize) {
-                    Some(n) => *n += 1,
-                    None => return false,
-                }
-            }
-        }
-        per_slot.iter().all(|n| *n == 1)
+    /// Waits (≤ `deadline`) until every job in `jobs` has run one process per slot, and no
+    /// more, for the last `stable` of the samples (the same measure the checkers use), judged
+    /// only on samples taken after this call. Returns whether it happened; never panics (the
+    /// checkers judge the history).
+    pub fn wait_at_count(
+        &self,
+        jobs: &[(&str, u32)],
+        stable: Duration,
+        deadline: Duration,
+    ) -> bool {
+        let now = self.rec.now_ms();
+        self.wait_stable(jobs, stable, now, now + deadline.as_millis() as u64)
     }
 
-    /// Waits (≤ `deadline`) until every job in `jobs` has been at its count, one process per
-    /// slot, for `stable` without a break. Returns whether it happened; never panics (the
-    /// checkers judge the history).
-    pub fn wait_at_count(&self, jobs: &[(&str, u32)], stable: Duration, deadline: Duration) -> bool {
-        let end = Instant::now() + deadline;
-        let mut since: Option<Instant> = None;
-        while Instant::now() < end {
-            if jobs.iter().all(|(j, n)| self.at_count(j, *n)) {
-                let s = *since.get_or_insert_with(Instant::now);
-                if s.elapsed() >= stable {
-                    return true;
-                }
-            } else {
-                since = None;
+    /// Waits until the services have settled after a fault or heal at `from_ms`: at count for
+    /// the last [`STABLE`], and observed for at least [`OBSERVE`] after `from_ms` (a fencing
+    /// kill comes seconds after a heal, so a run must not end before it would). Gives up at
+    /// `from_ms` + the back-to-count bound + [`STABLE`]: past that the checkers fail the run
+    /// anyway. Returns whether it settled.
+    pub fn settle(&self, jobs: &[(&str, u32)], from_ms: u64) -> bool {
+        let bounds = Bounds::default();
+        let not_before = from_ms + OBSERVE.as_millis() as u64;
+        let give_up = (from_ms + bounds.back_to_count_ms + STABLE.as_millis() as u64)
+            .max(not_before + STABLE.as_millis() as u64);
+        self.wait_stable(jobs, STABLE, not_before, give_up)
+    }
+
+    fn wait_stable(
+        &self,
+        jobs: &[(&str, u32)],
+        stable: Duration,
+        not_before_ms: u64,
+        give_up_ms: u64,
+    ) -> bool {
+        let stable_ms = stable.as_millis() as u64;
+        // Every loop sleeps one sample period, and the clock passes `give_up_ms`.
+        loop {
+            let done = {
+                let h = self.rec.lock();
+                h.end_ms() > not_before_ms
+                    && jobs.iter().all(|(job, count)| {
+                        at_count_since(&h, job, *count).is_some_and(|s| h.end_ms() - s >= stable_ms)
+                    })
+            };
+            if done {
+                return true;
+            }
+            if self.rec.now_ms() >= give_up_ms {
+                return false;
             }
             std::thread::sleep(crate::history::SAMPLE_PERIOD);
         }
-        false
     }
 
     /// Like [`Cluster::wait_at_count`], for the setup: panics when the jobs do not start.
@@ -435,7 +457,11 @@ impl Cluster {
     }
 
     /// Polls `probe` every 100 ms until it returns `Some`, or `None` at the deadline.
-    pub fn wait_until<T>(&self, deadline: Duration, mut probe: impl FnMut() -> Option<T>) -> Option<T> {
+    pub fn wait_until<T>(
+        &self,
+        deadline: Duration,
+        mut probe: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
         let end = Instant::now() + deadline;
         loop {
             if let Some(v) = probe() {
@@ -620,10 +646,7 @@ impl Cluster {
         let views = self
             .wait_until(Duration::from_secs(20), || {
                 let views = self.final_views(&live);
-                views
-                    .values()
-                    .all(|v| agrees(v, &wanted))
-                    .then_some(views)
+                views.values().all(|v| agrees(v, &wanted)).then_some(views)
             })
             .unwrap_or_else(|| self.final_views(&live));
         self.rec.event("final views collected");
@@ -702,10 +725,12 @@ impl Cluster {
             "violations": violations,
             "history": h,
         });
-        let _ = std::fs::write(&path, serde_json::to_string_pretty(&doc).unwrap_or_default());
+        let _ = std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&doc).unwrap_or_default(),
+        );
         path
     }
-
 }
 
 impl Drop for Cluster {
@@ -717,7 +742,11 @@ impl Drop for Cluster {
         if failed && !self.finished {
             let h = self.rec.snapshot();
             let path = self.write_history(&h, &self.findings, "(the run did not finish)");
-            eprintln!("chaos run {} failed; history: {}", self.scenario, path.display());
+            eprintln!(
+                "chaos run {} failed; history: {}",
+                self.scenario,
+                path.display()
+            );
         }
         // Every process in the run's namespaces, then the namespaces.
         drop(self.net.take());
@@ -743,14 +772,14 @@ fn agrees(view: &FinalView, wanted: &BTreeMap<String, bool>) -> bool {
     let FinalView::Jobs(jobs) = view else {
         return false;
     };
-    wanted.iter().all(|(id, stopped)| {
-        match (jobs.iter().find(|j| j.id == *id), stopped) {
+    wanted.iter().all(
+        |(id, stopped)| match (jobs.iter().find(|j| j.id == *id), stopped) {
             (Some(j), false) => !j.stopped,
             (None, false) => false,
             (Some(j), true) => j.stopped,
             (None, true) => true,
-        }
-    })
+        },
+    )
 }
 
 /// Runs `f` on a thread inside the network namespace at `ns`.
@@ -789,4 +818,46 @@ pub fn service(id: &str, count: u32, cpu: u64, memory: u64) -> Value {
         "resources": {"cpu": cpu, "memory": memory},
         "placement": "spread",
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::common::parse_http_answer;
+
+    #[test]
+    fn http_answers_are_parsed_plain_and_chunked() {
+        let plain = b"HTTP/1.1 507 Insufficient Storage\r\ncontent-length: 9\r\n\r\n{\"a\":1}\r\n";
+        let a = parse_http_answer(plain).unwrap();
+        assert_eq!((a.status, a.body.as_str()), (507, "{\"a\":1}\r\n"));
+        let chunked =
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n4\r\n{\"a\"\r\n3;x=y\r\n:1}\r\n0\r\n\r\n";
+        let a = parse_http_answer(chunked).unwrap();
+        assert_eq!((a.status, a.body.as_str()), (200, "{\"a\":1}"));
+        assert_eq!(parse_http_answer(b"garbage"), None);
+        let truncated = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nff\r\nabc";
+        assert_eq!(parse_http_answer(truncated), None);
+    }
+
+    #[test]
+    fn a_final_view_agrees_only_when_it_lists_what_was_acknowledged() {
+        let seen = |id: &str, stopped| JobSeen {
+            id: id.into(),
+            stopped,
+            status: String::new(),
+        };
+        let wanted = BTreeMap::from([("kept".to_string(), false), ("gone".to_string(), true)]);
+        let ok = FinalView::Jobs(vec![seen("kept", false)]);
+        assert!(agrees(&ok, &wanted));
+        let ok = FinalView::Jobs(vec![seen("kept", false), seen("gone", true)]);
+        assert!(agrees(&ok, &wanted));
+        for bad in [
+            FinalView::Jobs(vec![]),
+            FinalView::Jobs(vec![seen("kept", true)]),
+            FinalView::Jobs(vec![seen("kept", false), seen("gone", false)]),
+            FinalView::NoAnswer("timeout".into()),
+        ] {
+            assert!(!agrees(&bad, &wanted), "{bad:?}");
+        }
+    }
 }

@@ -111,8 +111,11 @@ pub struct TaskSeen {
     pub start_ticks: u64,
     /// The node whose namespace it runs in.
     pub node: String,
-    /// `SHOAL_JOB`.
+    /// The job id: `SHOAL_JOB` up to its first `.`.
     pub job: String,
+    /// `SHOAL_JOB` whole: `{job}.{incarnation}.{placer}` (the executor's task key; job ids
+    /// hold no `.`).
+    pub job_key: String,
     /// `SHOAL_SLOT`.
     pub slot: u32,
     /// `SHOAL_ATTEMPT`.
@@ -316,6 +319,7 @@ pub struct Found {
     pub start_ticks: u64,
     pub node: String,
     pub job: String,
+    pub job_key: String,
     pub slot: u32,
     pub attempt: u32,
     pub task_dir: String,
@@ -340,6 +344,7 @@ pub fn record_sample(
                     start_ticks: f.start_ticks,
                     node: f.node,
                     job: f.job,
+                    job_key: f.job_key,
                     slot: f.slot,
                     attempt: f.attempt,
                     task_dir: f.task_dir,
@@ -381,11 +386,13 @@ pub fn task_of(pid: i32, node: &str) -> Option<Found> {
         env.get(k.as_bytes())
             .map(|v| String::from_utf8_lossy(v).into_owned())
     };
+    let job_key = var("SHOAL_JOB")?;
     Some(Found {
         pid,
         start_ticks,
         node: node.to_string(),
-        job: var("SHOAL_JOB")?,
+        job: job_key.split('.').next().unwrap_or_default().to_string(),
+        job_key,
         slot: var("SHOAL_SLOT")?.parse().ok()?,
         attempt: var("SHOAL_ATTEMPT")?.parse().ok()?,
         task_dir: var("SHOAL_TASK_DIR").unwrap_or_default(),
@@ -411,7 +418,8 @@ mod tests {
 
     #[test]
     fn stat_fields_are_counted_after_the_command() {
-        let stat = "4242 (we)ird (name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1 2";
+        let stat =
+            "4242 (we)ird (name) S 1 4242 4242 0 -1 4194560 100 0 0 0 1 2 0 0 20 0 1 0 987654 1 2";
         assert_eq!(parse_stat(stat), Some(('S', 4242, 987654)));
     }
 
@@ -423,7 +431,7 @@ mod tests {
         let namespaces = BTreeMap::from([(here, "host".to_string())]);
         let mut child = std::process::Command::new("sleep")
             .arg("30")
-            .env("SHOAL_JOB", "probe")
+            .env("SHOAL_JOB", "probe.77.n1")
             .env("SHOAL_SLOT", "3")
             .env("SHOAL_ATTEMPT", "2")
             .env("SHOAL_TASK_DIR", "/nowhere")
@@ -442,10 +450,18 @@ mod tests {
             })
             .expect("the sampler finds the task within 2 s");
         assert_eq!(
-            (found.node.as_str(), found.job.as_str(), found.slot, found.attempt),
+            (
+                found.node.as_str(),
+                found.job.as_str(),
+                found.slot,
+                found.attempt
+            ),
             ("host", "probe", 3, 2)
         );
-        assert_eq!(found.task_dir, "/nowhere");
+        assert_eq!(
+            (found.job_key.as_str(), found.task_dir.as_str()),
+            ("probe.77.n1", "/nowhere")
+        );
         let _ = child.kill();
         let _ = child.wait();
         assert!(
@@ -463,6 +479,7 @@ mod tests {
             start_ticks: start,
             node: "n1".into(),
             job: "j".into(),
+            job_key: "j.1.n1".into(),
             slot: 0,
             attempt: 1,
             task_dir: String::new(),

@@ -103,7 +103,15 @@ impl Net {
             ip(&["-n", &hub, "link", "set", &port, "master", "br0"]);
             ip(&["-n", &hub, "link", "set", &port, "up"]);
             ip(&["-n", &name, "link", "set", "lo", "up"]);
-            ip(&["-n", &name, "addr", "add", &format!("{addr}/24"), "dev", "eth0"]);
+            ip(&[
+                "-n",
+                &name,
+                "addr",
+                "add",
+                &format!("{addr}/24"),
+                "dev",
+                "eth0",
+            ]);
             ip(&["-n", &name, "link", "set", "eth0", "up"]);
         }
         net
@@ -112,7 +120,10 @@ impl Net {
     /// Node `at` no longer receives anything from node `from` (`from` still hears `at`).
     pub fn drop_from(&self, at: usize, from: usize) {
         let source = self.nodes[from].addr.to_string();
-        iptables(&self.nodes[at], &["-A", "INPUT", "-s", &source, "-j", "DROP"]);
+        iptables(
+            &self.nodes[at],
+            &["-A", "INPUT", "-s", &source, "-j", "DROP"],
+        );
     }
 
     /// Cuts every link between nodes of different sides, both ways.

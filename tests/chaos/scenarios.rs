@@ -14,11 +14,6 @@ use crate::cluster::{Cluster, Options, service};
 const WEB: (&str, u32) = ("web", 10);
 const TASK_CPU: u64 = 400;
 const TASK_MEMORY: u64 = 64;
-/// How long the services must hold their count before a run ends.
-const STABLE: Duration = Duration::from_secs(5);
-/// How long a run waits for the services to be back at count after a heal (the checkers'
-/// bound is 30 s; the extra is the stable time).
-const RECOVERY: Duration = Duration::from_secs(35);
 
 /// Starts five agents and a spread service of 10, and waits until it runs.
 fn five_with_web(scenario: &str) -> Cluster {
@@ -26,7 +21,10 @@ fn five_with_web(scenario: &str) -> Cluster {
     let r = c.submit(0, &service(WEB.0, WEB.1, TASK_CPU, TASK_MEMORY));
     c.check(
         r.status == Some(200),
-        format!("a submission to a healthy cluster answered {:?}: {}", r.status, r.body),
+        format!(
+            "a submission to a healthy cluster answered {:?}: {}",
+            r.status, r.body
+        ),
     );
     c.require_at_count(&[WEB]);
     c
@@ -69,7 +67,7 @@ fn isolating_one_node_for_30s_kills_no_task_on_the_other_four() {
     let t_fault = c.isolate(victim);
     c.hold(Duration::from_secs(30));
     let t_heal = c.heal();
-    c.wait_at_count(&[WEB], STABLE, RECOVERY);
+    c.settle(&[WEB], t_heal);
     let majority = names_except(&c, &[victim]);
     c.finish(
         Expect {
@@ -93,14 +91,24 @@ fn a_3_2_partition_keeps_the_majority_running_and_its_new_work_in_place() {
     let r = c.submit(0, &late);
     c.check(
         r.status == Some(200),
-        format!("a submission to the majority answered {:?}: {}", r.status, r.body),
+        format!(
+            "a submission to the majority answered {:?}: {}",
+            r.status, r.body
+        ),
     );
-    let placed = c.wait_at_count(&[("late", 3)], Duration::from_secs(1), Duration::from_secs(20));
-    c.check(placed, "the majority did not place a job submitted to it within 20 s");
+    let placed = c.wait_at_count(
+        &[("late", 3)],
+        Duration::from_secs(1),
+        Duration::from_secs(20),
+    );
+    c.check(
+        placed,
+        "the majority did not place a job submitted to it within 20 s",
+    );
     let elapsed = Duration::from_millis(c.rec.now_ms() - t_fault);
     c.hold(Duration::from_secs(30).saturating_sub(elapsed));
     let t_heal = c.heal();
-    c.wait_at_count(&[WEB, ("late", 3)], STABLE, RECOVERY);
+    c.settle(&[WEB, ("late", 3)], t_heal);
     let majority = names_except(&c, &[3, 4]);
     c.finish(
         Expect {
@@ -133,7 +141,7 @@ fn a_node_nobody_hears_stops_its_copies_and_the_rest_keep_theirs() {
     }
     c.hold(Duration::from_secs(25));
     let t_heal = c.heal();
-    c.wait_at_count(&[WEB], STABLE, RECOVERY);
+    c.settle(&[WEB], t_heal);
     let majority = names_except(&c, &[victim]);
     c.finish(
         Expect {
@@ -155,7 +163,7 @@ fn a_6s_sigstop_kills_no_task_of_the_others() {
     let t_fault = c.pause(victim);
     c.hold(Duration::from_secs(6));
     let t_heal = c.resume(victim);
-    c.wait_at_count(&[WEB], STABLE, RECOVERY);
+    c.settle(&[WEB], t_heal);
     let majority = names_except(&c, &[victim]);
     c.finish(
         Expect {
@@ -198,7 +206,7 @@ fn a_job_deleted_while_its_acceptor_was_down_stays_deleted() {
     let t_restart = c.restart(0);
     // Long enough for a restored snapshot to bring the job back, and past the stop bound.
     c.hold(Duration::from_secs(20));
-    c.wait_at_count(&[WEB], STABLE, RECOVERY);
+    c.settle(&[WEB], t_restart);
     let survivors = names_except(&c, &[0]);
     c.finish(
         Expect {
@@ -232,7 +240,7 @@ fn a_restarted_acceptor_kills_none_of_its_jobs_tasks_elsewhere() {
     );
     let t_ref = c.rec.now_ms();
     c.restart(0);
-    c.wait_at_count(&[WEB, ("precious", 4)], STABLE, RECOVERY);
+    c.settle(&[WEB, ("precious", 4)], t_ref);
     c.finish(
         Expect {
             incumbents: vec![
@@ -269,7 +277,10 @@ fn a_node_with_no_live_peer_answers_202_never_200() {
     let sees_alone = c.wait_until(Duration::from_secs(30), || {
         (c.alive_seen_by(0)? == 1).then_some(())
     });
-    c.check(sees_alone.is_some(), "n1 still saw a peer alive 30 s after the cut");
+    c.check(
+        sees_alone.is_some(),
+        "n1 still saw a peer alive 30 s after the cut",
+    );
     let second = c.submit(0, &service("alone2", 2, TASK_CPU, TASK_MEMORY));
     c.check(
         second.status == Some(202),
@@ -291,7 +302,7 @@ fn a_node_with_no_live_peer_answers_202_never_200() {
         placed_early.is_empty(),
         format!("n1 placed work without a majority: {placed_early:?}"),
     );
-    c.wait_at_count(&[("alone1", 2), ("alone2", 2)], STABLE, RECOVERY);
+    c.settle(&[("alone1", 2), ("alone2", 2)], t_heal);
     c.finish(
         Expect {
             recovery_from_ms: Some(t_heal),
@@ -309,8 +320,13 @@ fn the_orphans_of_a_crashed_agent_are_gone_within_the_bound() {
     let mut c = five_with_web("kill9_agent_orphans");
     let victim = busiest_other(&c, WEB.0);
     let t_kill = c.kill_agent(victim);
-    c.wait_at_count(&[WEB], STABLE, RECOVERY);
     let victim_name = c.nodes[victim].name.clone();
+    // The orphans' bound is 15 s; watch 5 s longer before judging.
+    c.wait_until(Duration::from_secs(20), || {
+        let live = c.live_tasks();
+        (!live.iter().any(|(node, ..)| *node == victim_name)).then_some(())
+    });
+    c.settle(&[WEB], t_kill);
     let others = names_except(&c, &[victim]);
     c.finish(
         Expect {
@@ -340,7 +356,10 @@ fn a_full_disk_answers_507_and_recovers_without_a_restart() {
         },
     );
     let r = c.submit(0, &service("before", 3, TASK_CPU, TASK_MEMORY));
-    c.check(r.status == Some(200), format!("setup submission answered {r:?}"));
+    c.check(
+        r.status == Some(200),
+        format!("setup submission answered {r:?}"),
+    );
     c.require_at_count(&[("before", 3)]);
     let pid = c.nodes[0].pid();
     let t_fill = c.fill_disk(0);
@@ -354,10 +373,7 @@ fn a_full_disk_answers_507_and_recovers_without_a_restart() {
     );
     c.check(
         during.body.contains("state.redb") && during.body.contains("No space left"),
-        format!(
-            "the 507 must name the file and the error: {}",
-            during.body
-        ),
+        format!("the 507 must name the file and the error: {}", during.body),
     );
     let t_free = c.free_disk(0);
     let after = c.submit(0, &service("after", 3, TASK_CPU, TASK_MEMORY));
@@ -370,7 +386,7 @@ fn a_full_disk_answers_507_and_recovers_without_a_restart() {
     );
     let same_agent = c.agent_alive(0) && c.nodes[0].pid() == pid;
     c.check(same_agent, "n1's agent exited during the full disk");
-    c.wait_at_count(&[("before", 3), ("after", 3)], STABLE, RECOVERY);
+    c.settle(&[("before", 3), ("after", 3)], t_free);
     let all = names_except(&c, &[]);
     c.finish(
         Expect {
@@ -390,11 +406,14 @@ fn a_node_crash_and_reboot_kills_no_task_elsewhere() {
     let mut c = five_with_web("kill9_node_reboot");
     let victim = busiest_other(&c, WEB.0);
     let t_kill = c.kill_node(victim);
-    let replaced = c.wait_at_count(&[WEB], Duration::from_secs(2), RECOVERY);
-    c.check(replaced, "the crashed node's tasks were not replaced within 35 s");
+    let replaced = c.settle(&[WEB], t_kill);
+    c.check(
+        replaced,
+        "the crashed node's tasks were not replaced within 35 s",
+    );
     let t_reboot = c.rec.now_ms();
     c.restart(victim);
-    c.wait_at_count(&[WEB], STABLE, Duration::from_secs(30));
+    c.settle(&[WEB], t_reboot);
     let others = names_except(&c, &[victim]);
     c.finish(
         Expect {
@@ -407,6 +426,27 @@ fn a_node_crash_and_reboot_kills_no_task_elsewhere() {
                     what: "before-reboot".into(),
                 },
             ],
+            recovery_from_ms: Some(t_kill),
+            ..Expect::default()
+        },
+        Bounds::default(),
+    );
+}
+
+/// (9b) A node crashes and reboots before anyone noticed (`kill -9` of everything in its
+/// namespace, the agent back on its data dir at once): the tasks it lost come back within
+/// the bound, and nobody else's are touched.
+#[test]
+fn a_node_rebooted_before_anyone_noticed_gets_its_tasks_back() {
+    let mut c = five_with_web("kill9_node_quick_reboot");
+    let victim = busiest_other(&c, WEB.0);
+    let t_kill = c.kill_node(victim);
+    c.restart(victim);
+    c.settle(&[WEB], t_kill);
+    let others = names_except(&c, &[victim]);
+    c.finish(
+        Expect {
+            incumbents: vec![pre_fault(t_kill, others)],
             recovery_from_ms: Some(t_kill),
             ..Expect::default()
         },
