@@ -5,7 +5,8 @@
 //! it and how to read a failure: docs/chaos.md.
 //!
 //! - [`net`]: the namespaces, the bridge, the packet filters.
-//! - [`cluster`]: agents in the namespaces, requests, faults, the end of a run.
+//! - [`cluster`]: agents in the namespaces, requests, waits, the end of a run.
+//! - [`faults`]: what a scenario does to the cluster.
 //! - [`history`]: the record and the `/proc` sampler.
 //! - [`checkers`]: the properties, as pure functions of a history (with tests that bite).
 //! - [`scenarios`]: one test per scenario of issue 12.
@@ -17,6 +18,7 @@ mod common;
 
 mod checkers;
 mod cluster;
+mod faults;
 mod history;
 mod net;
 mod scenarios;

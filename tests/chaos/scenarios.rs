@@ -80,13 +80,21 @@ fn isolating_one_node_for_30s_kills_no_task_on_the_other_four() {
 }
 
 /// (2) A 3 | 2 partition for 30 s (longer than the 10 s `stop_after_ms`, shorter than the
-/// issue's 60 s to keep the suite's wall time), with a job submitted to the majority during
-/// it: the majority keeps its tasks, and the new job stays where the majority put it.
+/// issue's 60 s to keep the suite's wall time), with a job submitted to the majority once it
+/// sees the minority gone: the majority keeps its tasks, and the new job stays where the
+/// majority put it.
 #[test]
 fn a_3_2_partition_keeps_the_majority_running_and_its_new_work_in_place() {
     let mut c = five_with_web("partition_3_2");
     let t_fault = c.partition(&[&[0, 1, 2], &[3, 4]]);
-    c.hold(Duration::from_secs(5));
+    // Submit once n1 sees the minority gone, so the job is placed by a majority that knows it.
+    let sees_three = c.wait_until(Duration::from_secs(20), || {
+        (c.alive_seen_by(0)? == 3).then_some(())
+    });
+    c.check(
+        sees_three.is_some(),
+        "n1 did not see n4 and n5 gone within 20 s of the partition",
+    );
     let late = service("late", 3, TASK_CPU, TASK_MEMORY);
     let r = c.submit(0, &late);
     c.check(
