@@ -32,6 +32,9 @@ pub struct Bounds {
     /// (10 s) + one lease renewal (1 s) + the kill grace for tasks that exit on SIGTERM, and
     /// the same 15 s figure as the duplicate bound.
     pub orphan_ms: u64,
+    /// Largest gap between two `/proc` samples for the history to be judged at all: every
+    /// figure above is measured to within a gap.
+    pub sample_gap_ms: u64,
 }
 
 impl Bounds {
@@ -47,6 +50,7 @@ impl Default for Bounds {
             stable_ms: Bounds::STABLE_MS,
             stopped_ms: 15_000,
             orphan_ms: 15_000,
+            sample_gap_ms: 2_000,
         }
     }
 }
@@ -159,6 +163,7 @@ pub fn judge(h: &History, expect: &Expect, bounds: &Bounds) -> Verdict {
     }
     let (over_capacity_samples, v) = always_within_capacity(h);
     violations.extend(v);
+    violations.extend(always_sampled(h, bounds.sample_gap_ms));
     Verdict {
         figures: Figures {
             incumbents,
@@ -588,6 +593,30 @@ pub fn always_within_capacity(h: &History) -> (usize, Vec<String>) {
     (over_samples, violations)
 }
 
+/// The history was sampled at all, and never with a gap above `max_gap_ms`: a starved sampler
+/// could miss a short-lived copy, so its history is not judged as if it had seen everything.
+pub fn always_sampled(h: &History, max_gap_ms: u64) -> Vec<String> {
+    if h.sample_times_ms.len() < 2 {
+        return vec!["fewer than two /proc samples: nothing was observed".into()];
+    }
+    let gap = h.largest_sample_gap_ms();
+    if gap > max_gap_ms {
+        let at = h
+            .sample_times_ms
+            .windows(2)
+            .find(|w| w[1] - w[0] == gap)
+            .map_or(0, |w| w[0]);
+        return vec![format!(
+            "the /proc sampler went {} without a sample from {} (limit {}): the history is \
+             too coarse to judge",
+            secs(gap),
+            secs(at),
+            secs(max_gap_ms)
+        )];
+    }
+    Vec::new()
+}
+
 /// `pid 812 (web/3 attempt 2 on n4)`.
 pub fn describe(t: &TaskSeen) -> String {
     format!(
@@ -941,6 +970,18 @@ mod tests {
         let (samples, v) = always_within_capacity(&h);
         assert_eq!((samples, v.len()), (6, 1), "{v:?}");
         assert!(v[0].contains("n1 ran 2400 cpu"), "{v:?}");
+    }
+
+    #[test]
+    fn a_starved_sampler_is_caught() {
+        let mut h = history(&["n1"], 10_000);
+        assert_eq!(always_sampled(&h, 2_000), Vec::<String>::new());
+        h.sample_times_ms.retain(|t| !(3_000..6_000).contains(t));
+        let v = always_sampled(&h, 2_000);
+        assert_eq!(v.len(), 1, "{v:?}");
+        assert!(v[0].contains("3.2 s without a sample from 2.8 s"), "{v:?}");
+        h.sample_times_ms.truncate(1);
+        assert_eq!(always_sampled(&h, 2_000).len(), 1);
     }
 
     #[test]

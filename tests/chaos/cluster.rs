@@ -522,9 +522,8 @@ impl Cluster {
             })
             .unwrap_or_else(|| self.final_views(&live));
         self.rec.event("final views collected");
-        if let Some(mut s) = self.sampler.take() {
-            s.stop();
-        }
+        let sampler_ok = self.sampler.take().is_none_or(|mut s| s.stop());
+        self.check(sampler_ok, "the /proc sampler died: the history ends early");
         let mut history = self.rec.snapshot();
         history.final_views = views;
         let mut verdict = judge(&history, &expect, &bounds);
@@ -608,7 +607,7 @@ impl Cluster {
 impl Drop for Cluster {
     fn drop(&mut self) {
         if let Some(mut s) = self.sampler.take() {
-            s.stop();
+            let _ = s.stop();
         }
         let failed = std::thread::panicking();
         if failed && !self.finished {

@@ -297,11 +297,13 @@ impl Sampler {
         }
     }
 
-    /// Takes one last sample's worth of time and stops.
-    pub fn stop(&mut self) {
+    /// Stops sampling. Returns `false` when the sampler thread had died (panicked): the
+    /// history then ends early, and the run cannot be judged.
+    pub fn stop(&mut self) -> bool {
         self.stop.store(true, Ordering::Relaxed);
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
+        match self.handle.take() {
+            Some(h) => h.join().is_ok(),
+            None => true,
         }
     }
 }
