@@ -155,6 +155,7 @@ pub fn judge(h: &History, expect: &Expect, bounds: &Bounds) -> Verdict {
     let (jobs_lost, v) = finally_no_acknowledged_job_lost(h, expect.accepted_is_acknowledged);
     violations.extend(v);
     violations.extend(finally_stopped_jobs_stay_stopped(h, bounds.stopped_ms));
+    violations.extend(finally_views_match_processes(h));
     let mut longest_orphan_ms = None;
     for o in &expect.orphans {
         let (longest, v) = eventually_orphans_gone(h, o, bounds.orphan_ms);
@@ -272,6 +273,48 @@ pub fn finally_stopped_jobs_stay_stopped(h: &History, bound_ms: u64) -> Vec<Stri
                     secs(*acked_ms),
                     j.status
                 ));
+            }
+        }
+    }
+    violations
+}
+
+/// At the end, every node's view of every job it lists as not stopped says what runs: each
+/// slot it shows `running` on a node has a process there, and each process has its slot shown
+/// `running` on its node. (The run ends only after the processes held still for a while, so
+/// the views have had time to catch up.)
+pub fn finally_views_match_processes(h: &History) -> Vec<String> {
+    let mut violations = Vec::new();
+    let end = h.end_ms();
+    let live: BTreeSet<(&str, u32, &str)> = h
+        .tasks
+        .iter()
+        .filter(|t| t.live_at(end))
+        .map(|t| (t.job.as_str(), t.slot, t.node.as_str()))
+        .collect();
+    for (viewer, view) in &h.final_views {
+        let FinalView::Jobs(jobs) = view else {
+            continue;
+        };
+        for job in jobs.iter().filter(|j| !j.stopped) {
+            let shown: BTreeSet<(&str, u32, &str)> = job
+                .running
+                .iter()
+                .map(|(slot, node)| (job.id.as_str(), *slot, node.as_str()))
+                .collect();
+            for (j, slot, node) in shown.difference(&live) {
+                violations.push(format!(
+                    "{viewer} shows {j}/{slot} running on {node} at the end, but no process of \
+                     it runs there"
+                ));
+            }
+            for (j, slot, node) in live.iter().filter(|(j, ..)| *j == job.id) {
+                if !shown.contains(&(*j, *slot, *node)) {
+                    violations.push(format!(
+                        "a process of {j}/{slot} runs on {node} at the end, but {viewer} does \
+                         not show it running there"
+                    ));
+                }
             }
         }
     }
@@ -751,6 +794,7 @@ mod tests {
                         id: id.to_string(),
                         stopped: *stopped,
                         status: if *stopped { "stopped" } else { "running" }.into(),
+                        running: Vec::new(),
                     })
                     .collect(),
             ),
@@ -973,6 +1017,35 @@ mod tests {
     }
 
     #[test]
+    fn a_view_that_shows_what_does_not_run_is_caught() {
+        let mut h = history(&["n1", "n2"], 10_000);
+        submit(&mut h, "web", 2, 100, 200, 0);
+        task(&mut h, 11, "n1", "web", 0, 0, 10_000);
+        task(&mut h, 12, "n2", "web", 1, 0, 10_000);
+        let view = |running: Vec<(u32, &str)>| {
+            FinalView::Jobs(vec![JobSeen {
+                id: "web".into(),
+                stopped: false,
+                status: "running".into(),
+                running: running
+                    .into_iter()
+                    .map(|(s, n)| (s, n.to_string()))
+                    .collect(),
+            }])
+        };
+        h.final_views
+            .insert("n1".into(), view(vec![(0, "n1"), (1, "n2")]));
+        assert_eq!(finally_views_match_processes(&h), Vec::<String>::new());
+        // n2 believes slot 1 runs on n1 (a dead attempt), and does not know of pid 12.
+        h.final_views
+            .insert("n2".into(), view(vec![(0, "n1"), (1, "n1")]));
+        let v = finally_views_match_processes(&h);
+        assert_eq!(v.len(), 2, "{v:?}");
+        assert!(v[0].contains("n2 shows web/1 running on n1"), "{v:?}");
+        assert!(v[1].contains("web/1 runs on n2"), "{v:?}");
+    }
+
+    #[test]
     fn a_starved_sampler_is_caught() {
         let mut h = history(&["n1"], 10_000);
         assert_eq!(always_sampled(&h, 2_000), Vec::<String>::new());
@@ -989,8 +1062,12 @@ mod tests {
         let mut h = history(&["n1", "n2"], 30_000);
         submit(&mut h, "web", 1, 100, 200, 0);
         task(&mut h, 11, "n1", "web", 0, 0, 30_000);
-        listed(&mut h, "n1", &[("web", false)]);
-        listed(&mut h, "n2", &[("web", false)]);
+        for node in ["n1", "n2"] {
+            listed(&mut h, node, &[("web", false)]);
+            if let Some(FinalView::Jobs(jobs)) = h.final_views.get_mut(node) {
+                jobs[0].running = vec![(0, "n1".into())];
+            }
+        }
         let expect = Expect {
             incumbents: vec![incumbents(5_000, &["n1"])],
             recovery_from_ms: Some(10_000),

@@ -570,15 +570,7 @@ impl Cluster {
             .map(|&i| {
                 let view = match self.http(i, "GET", "/v1/jobs", None, Duration::from_secs(5)) {
                     Ok(a) if a.status == 200 => match serde_json::from_str::<Vec<Value>>(&a.body) {
-                        Ok(jobs) => FinalView::Jobs(
-                            jobs.iter()
-                                .map(|j| JobSeen {
-                                    id: j["id"].as_str().unwrap_or_default().to_string(),
-                                    stopped: j["stopped"].as_bool().unwrap_or(false),
-                                    status: j["status"].as_str().unwrap_or_default().to_string(),
-                                })
-                                .collect(),
-                        ),
+                        Ok(jobs) => FinalView::Jobs(jobs.iter().map(job_seen).collect()),
                         Err(e) => FinalView::NoAnswer(format!("unreadable job list: {e}")),
                     },
                     Ok(a) => FinalView::NoAnswer(format!("{} {}", a.status, a.body)),
@@ -635,6 +627,24 @@ impl Drop for Cluster {
         } else {
             let _ = std::fs::remove_dir_all(&self.dir);
         }
+    }
+}
+
+/// A job of a `GET /v1/jobs` answer, as the history keeps it.
+fn job_seen(j: &Value) -> JobSeen {
+    let text = |v: &Value| v.as_str().unwrap_or_default().to_string();
+    let running = j["tasks"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|t| t["state"] == "running")
+        .filter_map(|t| Some((t["slot"].as_u64()? as u32, text(&t["node"]))))
+        .collect();
+    JobSeen {
+        id: text(&j["id"]),
+        stopped: j["stopped"].as_bool().unwrap_or(false),
+        status: text(&j["status"]),
+        running,
     }
 }
 
@@ -716,6 +726,7 @@ mod tests {
             id: id.into(),
             stopped,
             status: String::new(),
+            running: Vec::new(),
         };
         let wanted = BTreeMap::from([("kept".to_string(), false), ("gone".to_string(), true)]);
         let ok = FinalView::Jobs(vec![seen("kept", false)]);

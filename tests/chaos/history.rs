@@ -154,6 +154,8 @@ pub struct JobSeen {
     pub stopped: bool,
     /// Its status word.
     pub status: String,
+    /// The slots the node says run: (slot, node).
+    pub running: Vec<(u32, String)>,
 }
 
 impl History {
