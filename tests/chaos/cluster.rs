@@ -348,6 +348,11 @@ impl Cluster {
         r
     }
 
+    /// `GET /v1/jobs/{id}` at node `i`.
+    pub fn job_view(&self, i: usize, job: &str) -> Option<Value> {
+        self.get_json(i, &format!("/v1/jobs/{job}"))
+    }
+
     /// How many nodes node `i` lists as alive with this run's capacity.
     pub fn alive_seen_by(&self, i: usize) -> Option<usize> {
         let nodes = self.get_json(i, "/v1/nodes")?;

@@ -6,8 +6,11 @@
 
 use std::time::Duration;
 
+use serde_json::{Value, json};
+
 use crate::checkers::{Bounds, Expect, Incumbents, Orphans};
 use crate::cluster::{Cluster, Options, service};
+use crate::history::Request;
 
 /// The service most scenarios run: 10 tasks of 400m on five nodes of 2000m (at most 5 fit on
 /// a node, so a node over its capacity is a real possibility the checker watches for).
@@ -47,6 +50,21 @@ fn names_except(c: &Cluster, out: &[usize]) -> Vec<String> {
         .filter(|i| !out.contains(i))
         .map(|i| c.nodes[i].name.clone())
         .collect()
+}
+
+/// A field of a JSON answer body.
+fn body_field(body: &str, field: &str) -> Option<Value> {
+    serde_json::from_str::<Value>(body)
+        .ok()?
+        .get(field)
+        .cloned()
+}
+
+/// `202 {"durable": false, "reason": "…"}` (docs/faults.md, "Acknowledgements").
+fn not_durable(r: &Request) -> bool {
+    r.status == Some(202)
+        && body_field(&r.body, "durable") == Some(json!(false))
+        && body_field(&r.body, "reason").is_some_and(|v| v.as_str().is_some_and(|s| !s.is_empty()))
 }
 
 fn pre_fault(at_ms: u64, nodes: Vec<String>) -> Incumbents {
@@ -206,10 +224,15 @@ fn a_job_deleted_while_its_acceptor_was_down_stays_deleted() {
         let r = c.stop_job(1, "precious");
         (r.status != Some(404)).then_some(r)
     });
-    let deleted_ok = deleted.as_ref().is_some_and(|r| r.status == Some(200));
+    let deleted_ok = deleted.as_ref().is_some_and(|r| {
+        r.status == Some(200) && body_field(&r.body, "durable") == Some(json!(true))
+    });
     c.check(
         deleted_ok,
-        format!("DELETE of an acknowledged job through n2 did not answer 200: {deleted:?}"),
+        format!(
+            "DELETE of an acknowledged job through n2 did not answer 200 {{\"durable\": true}} \
+             (docs/faults.md: a DELETE is acknowledged like a submission): {deleted:?}"
+        ),
     );
     let t_restart = c.restart(0);
     // Long enough for a restored snapshot to bring the job back, and past the stop bound.
@@ -276,9 +299,10 @@ fn a_node_with_no_live_peer_answers_202_never_200() {
     c.isolate(0);
     let first = c.submit(0, &service("alone1", 2, TASK_CPU, TASK_MEMORY));
     c.check(
-        first.status == Some(202),
+        not_durable(&first),
         format!(
-            "right after the cut, n1 answered {:?} (want 202): {}",
+            "right after the cut, n1 answered {:?} {} (want 202 {{\"durable\": false, \
+             \"reason\": …}})",
             first.status, first.body
         ),
     );
@@ -291,10 +315,34 @@ fn a_node_with_no_live_peer_answers_202_never_200() {
     );
     let second = c.submit(0, &service("alone2", 2, TASK_CPU, TASK_MEMORY));
     c.check(
-        second.status == Some(202),
+        not_durable(&second),
         format!(
-            "with every peer down in its view, n1 answered {:?} (want 202): {}",
+            "with every peer down in its view, n1 answered {:?} {} (want 202 \
+             {{\"durable\": false, \"reason\": …}})",
             second.status, second.body
+        ),
+    );
+    // docs/faults.md: a node without a majority places nothing, and its pending slots say
+    // `waiting for a majority: sees 1 of 5 members`.
+    let reasons = c.wait_until(Duration::from_secs(5), || {
+        let view = c.job_view(0, "alone2")?;
+        let tasks = view["tasks"].as_array()?.clone();
+        tasks
+            .iter()
+            .all(|t| {
+                t["state"] == "pending"
+                    && t["pending_reason"]
+                        .as_str()
+                        .is_some_and(|r| r.contains("waiting for a majority"))
+            })
+            .then_some(())
+    });
+    let shown = c.job_view(0, "alone2").map(|v| v["tasks"].to_string());
+    c.check(
+        reasons.is_some(),
+        format!(
+            "n1 without a majority does not show its slots pending `waiting for a majority`: \
+             {shown:?}"
         ),
     );
     let t_heal = c.heal();
