@@ -284,7 +284,6 @@ pub fn finally_stopped_jobs_stay_stopped(h: &History, bound_ms: u64) -> Vec<Stri
 /// `running` on its node. (The run ends only after the processes held still for a while, so
 /// the views have had time to catch up.)
 pub fn finally_views_match_processes(h: &History) -> Vec<String> {
-    let mut violations = Vec::new();
     let end = h.end_ms();
     let live: BTreeSet<(&str, u32, &str)> = h
         .tasks
@@ -292,6 +291,9 @@ pub fn finally_views_match_processes(h: &History) -> Vec<String> {
         .filter(|t| t.live_at(end))
         .map(|t| (t.job.as_str(), t.slot, t.node.as_str()))
         .collect();
+    // (job, slot, node) → the viewers that are wrong about it, in each direction.
+    let mut phantom: BTreeMap<(&str, u32, &str), Vec<&str>> = BTreeMap::new();
+    let mut unseen: BTreeMap<(&str, u32, &str), Vec<&str>> = BTreeMap::new();
     for (viewer, view) in &h.final_views {
         let FinalView::Jobs(jobs) = view else {
             continue;
@@ -302,23 +304,32 @@ pub fn finally_views_match_processes(h: &History) -> Vec<String> {
                 .iter()
                 .map(|(slot, node)| (job.id.as_str(), *slot, node.as_str()))
                 .collect();
-            for (j, slot, node) in shown.difference(&live) {
-                violations.push(format!(
-                    "{viewer} shows {j}/{slot} running on {node} at the end, but no process of \
-                     it runs there"
-                ));
+            for key in shown.difference(&live) {
+                phantom.entry(*key).or_default().push(viewer);
             }
-            for (j, slot, node) in live.iter().filter(|(j, ..)| *j == job.id) {
-                if !shown.contains(&(*j, *slot, *node)) {
-                    violations.push(format!(
-                        "a process of {j}/{slot} runs on {node} at the end, but {viewer} does \
-                         not show it running there"
-                    ));
+            for key in live.iter().filter(|(j, ..)| *j == job.id) {
+                if !shown.contains(key) {
+                    unseen.entry(*key).or_default().push(viewer);
                 }
             }
         }
     }
-    violations
+    let phantoms = phantom.into_iter().map(|((job, slot, node), viewers)| {
+        format!(
+            "{} show{} {job}/{slot} running on {node} at the end, but no process of it runs there",
+            viewers.join(", "),
+            if viewers.len() == 1 { "s" } else { "" }
+        )
+    });
+    let unseens = unseen.into_iter().map(|((job, slot, node), viewers)| {
+        format!(
+            "a process of {job}/{slot} runs on {node} at the end, but {} do{} not show it \
+             running there",
+            viewers.join(", "),
+            if viewers.len() == 1 { "es" } else { "" }
+        )
+    });
+    phantoms.chain(unseens).collect()
 }
 
 /// The tasks of `set` keep their processes to the end. Returns (checked, killed, violations).

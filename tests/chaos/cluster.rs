@@ -69,7 +69,7 @@ impl Default for Options {
 /// One agent of the run.
 #[derive(Debug)]
 pub struct Node {
-    /// `n1`, `n2`, ….
+    /// `n1-<run>`, `n2-<run>`, … ([`node_name`]).
     pub name: String,
     /// Its namespace and address.
     pub ns: NodeNs,
@@ -101,7 +101,7 @@ pub struct Cluster {
     pub scenario: String,
     /// The history and its clock.
     pub rec: Recorder,
-    /// The agents, in order (`nodes[0]` is `n1`).
+    /// The agents, in order (`nodes[0]` is `n1-<run>`, called n1 in the scenarios' words).
     pub nodes: Vec<Node>,
     /// Scenario-specific violations (a wrong status, a restarted agent), judged with the rest.
     pub findings: Vec<String>,
@@ -137,9 +137,9 @@ impl Cluster {
             .iter()
             .enumerate()
             .map(|(i, ns)| Node {
-                name: format!("n{}", i + 1),
+                name: node_name(i, &net.run),
                 ns: ns.clone(),
-                data_dir: dir.join(format!("n{}", i + 1)),
+                data_dir: dir.join(node_name(i, &net.run)),
                 child: None,
                 http: None,
                 paused: false,
@@ -694,6 +694,13 @@ fn append_figure_line(line: &str) {
     {
         let _ = writeln!(f, "{line}");
     }
+}
+
+/// `n1-<run>`, `n2-<run>`, …: unique on the host, because the executor names its cgroup
+/// subtree after the node (`shoal/<name>`) and kills tasks by cgroup; two test runs with a
+/// node `n1` each would share, and kill, each other's tasks.
+fn node_name(i: usize, run: &str) -> String {
+    format!("n{}-{run}", i + 1)
 }
 
 /// A spread service of `count` sleeping tasks.

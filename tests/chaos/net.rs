@@ -57,6 +57,8 @@ impl NodeNs {
 /// The namespaces of one run.
 #[derive(Debug)]
 pub struct Net {
+    /// What makes this run's names unique on the host: `<test pid>x<n>`.
+    pub run: String,
     hub: String,
     /// One per node, in node order.
     pub nodes: Vec<NodeNs>,
@@ -68,14 +70,16 @@ impl Net {
         assert!(n <= 200, "one /24 holds at most 200 nodes here");
         sweep_stale();
         static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
-        let run = format!(
-            "{PREFIX}{}x{}",
+        let id = format!(
+            "{}x{}",
             std::process::id(),
             NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
         );
+        let run = format!("{PREFIX}{id}");
         let hub = format!("{run}-hub");
         // From here on, a failure unwinds through Drop, which deletes what exists.
         let mut net = Net {
+            run: id,
             hub: hub.clone(),
             nodes: Vec::new(),
         };
