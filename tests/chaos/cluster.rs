@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use nix::sched::CloneFlags;
 use serde_json::{Value, json};
 
-use crate::checkers::{Bounds, Expect, at_count_since, judge};
+use crate::checkers::{Bounds, Expect, at_count_since, finally_views_match_processes, judge};
 use crate::common::{HttpAnswer, http_request};
 use crate::history::{FinalView, History, JobSeen, NodeInfo, Op, Recorder, Request, Sampler};
 use crate::net::{Net, NodeNs, check_prerequisites};
@@ -513,17 +513,23 @@ impl Cluster {
     // ---- the end ----------------------------------------------------------------------------
 
     /// Collects every running agent's jobs (waiting ≤ 20 s for the views to agree on the
-    /// acknowledged jobs), stops the sampler, judges the history, writes `history.json`,
+    /// acknowledged jobs and with the processes), stops the sampler, judges the history, writes `history.json`,
     /// prints the figure line and panics with every violation.
     pub fn finish(mut self, expect: Expect, bounds: Bounds) {
         let live: Vec<usize> = (0..self.nodes.len())
             .filter(|&i| self.nodes[i].child.is_some() && !self.nodes[i].paused)
             .collect();
         let wanted = self.settled_jobs(expect.accepted_is_acknowledged);
+        // A view may lag the processes by a moment: give the views 20 s to agree with the
+        // acknowledgements and with what runs before they are judged.
         let views = self
             .wait_until(Duration::from_secs(20), || {
                 let views = self.final_views(&live);
-                views.values().all(|v| agrees(v, &wanted)).then_some(views)
+                let mut h = self.rec.snapshot();
+                h.final_views = views.clone();
+                (views.values().all(|v| agrees(v, &wanted))
+                    && finally_views_match_processes(&h).is_empty())
+                .then_some(views)
             })
             .unwrap_or_else(|| self.final_views(&live));
         self.rec.event("final views collected");
