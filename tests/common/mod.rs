@@ -330,3 +330,78 @@ pub fn holders_of(dir: &Path) -> Vec<(String, String)> {
     }
     out
 }
+
+/// The answer to an HTTP request: status code and body (chunked bodies decoded).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpAnswer {
+    pub status: u16,
+    pub body: String,
+}
+
+/// A minimal HTTP/1.1 request over std's TcpStream (`Connection: close`), with a JSON body
+/// when `body` is given. `timeout` bounds the connect and every read; an error says which step
+/// failed, so a history can record it next to the request.
+pub fn http_request(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+) -> Result<HttpAnswer, String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
+        .map_err(|e| format!("connect to {addr}: {e}"))?;
+    s.set_read_timeout(Some(timeout))
+        .and_then(|()| s.set_write_timeout(Some(timeout)))
+        .map_err(|e| format!("socket timeouts: {e}"))?;
+    let body = body.unwrap_or("");
+    write!(
+        s,
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .map_err(|e| format!("send {method} {path}: {e}"))?;
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw)
+        .map_err(|e| format!("read the answer to {method} {path}: {e}"))?;
+    parse_http_answer(&raw).ok_or_else(|| {
+        format!(
+            "malformed answer to {method} {path}: {:?}",
+            String::from_utf8_lossy(&raw)
+        )
+    })
+}
+
+/// Parses a whole HTTP/1.1 response: status line, headers, body (plain or chunked).
+pub fn parse_http_answer(raw: &[u8]) -> Option<HttpAnswer> {
+    let text = String::from_utf8_lossy(raw);
+    let (head, rest) = text.split_once("\r\n\r\n")?;
+    let mut lines = head.split("\r\n");
+    let status = lines.next()?.split_whitespace().nth(1)?.parse().ok()?;
+    let chunked = lines.any(|l| {
+        let l = l.to_ascii_lowercase();
+        l.starts_with("transfer-encoding:") && l.contains("chunked")
+    });
+    let body = if chunked {
+        decode_chunked(rest)?
+    } else {
+        rest.to_string()
+    };
+    Some(HttpAnswer { status, body })
+}
+
+fn decode_chunked(mut rest: &str) -> Option<String> {
+    let mut out = String::new();
+    // Each chunk is at least its size line, so this many rounds always suffice.
+    for _ in 0..=rest.len() {
+        let (size_line, after) = rest.split_once("\r\n")?;
+        let size = usize::from_str_radix(size_line.split(';').next()?.trim(), 16).ok()?;
+        if size == 0 {
+            return Some(out);
+        }
+        out.push_str(after.get(..size)?);
+        rest = after.get(size..)?.strip_prefix("\r\n")?;
+    }
+    None
+}
