@@ -28,7 +28,7 @@ use nix::sched::CloneFlags;
 use serde_json::{Value, json};
 
 use crate::checkers::{Bounds, Expect, at_count_since, finally_views_match_processes, judge};
-use crate::common::{HttpAnswer, http_request};
+use crate::common::{HttpAnswer, http_request_with_token};
 use crate::history::{FinalView, History, JobSeen, NodeInfo, Op, Recorder, Request, Sampler};
 use crate::net::{Net, NodeNs, check_prerequisites};
 
@@ -288,8 +288,12 @@ impl Cluster {
         let addr = self.nodes[i]
             .http
             .ok_or_else(|| format!("{} has no API address", self.nodes[i].name))?;
+        // The agent created its API token at its first start; mutating requests need it.
+        let token = std::fs::read_to_string(self.nodes[i].data_dir.join("http.token"))
+            .ok()
+            .map(|t| t.trim().to_string());
         in_netns(&self.nodes[i].ns.path(), || {
-            http_request(addr, method, path, body, timeout)
+            http_request_with_token(addr, method, path, body, timeout, token.as_deref())
         })
     }
 

@@ -348,6 +348,19 @@ pub fn http_request(
     body: Option<&str>,
     timeout: Duration,
 ) -> Result<HttpAnswer, String> {
+    http_request_with_token(addr, method, path, body, timeout, None)
+}
+
+/// [`http_request`] with the API token (`X-Shoal-Token`), which every request that changes
+/// something needs.
+pub fn http_request_with_token(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<HttpAnswer, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("connect to {addr}: {e}"))?;
@@ -355,9 +368,10 @@ pub fn http_request(
         .and_then(|()| s.set_write_timeout(Some(timeout)))
         .map_err(|e| format!("socket timeouts: {e}"))?;
     let body = body.unwrap_or("");
+    let token = token.map_or(String::new(), |t| format!("X-Shoal-Token: {t}\r\n"));
     write!(
         s,
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{token}\
          Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
