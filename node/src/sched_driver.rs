@@ -64,7 +64,7 @@ pub enum SchedError {
 }
 
 enum Request {
-    Submit(JobSpec, oneshot::Sender<Result<Receipt, SchedError>>),
+    Submit(Box<JobSpec>, oneshot::Sender<Result<Receipt, SchedError>>),
     Stop(String, oneshot::Sender<Result<Receipt, SchedError>>),
     Job(String, oneshot::Sender<Option<JobView>>),
     Jobs(oneshot::Sender<Vec<JobView>>),
@@ -94,7 +94,7 @@ impl SchedHandle {
 
     /// Submits a job; resolves once it is durable (or with why not).
     pub async fn submit(&self, spec: JobSpec) -> Result<Receipt, SchedError> {
-        self.ask(|tx| Request::Submit(spec, tx))
+        self.ask(|tx| Request::Submit(Box::new(spec), tx))
             .await
             .unwrap_or(Err(SchedError::Stopping))
     }
@@ -319,7 +319,7 @@ impl Driver {
     fn on_request(&mut self, req: Request) {
         let now = self.clock.now();
         match req {
-            Request::Submit(spec, reply) => self.submit(spec, reply),
+            Request::Submit(spec, reply) => self.submit(*spec, reply),
             Request::Stop(id, reply) => {
                 let result = self
                     .core
