@@ -1,7 +1,7 @@
 //! Starting and stopping one agent: data dir, generation, sockets, the gossip task, the QUIC
 //! endpoint and the HTTP API. `shoal agent` runs one; `shoal dev` runs three in one process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -24,6 +24,7 @@ use crate::sched_driver::{self, SchedParts};
 use crate::seal::Sealer;
 use crate::store::Store;
 use crate::tls::{self, TlsIdentity};
+use crate::watchdog::{self, Lease, WatchdogConfig};
 
 /// Everything an agent needs to start.
 #[derive(Debug, Clone)]
@@ -54,6 +55,34 @@ pub struct AgentConfig {
     pub http_token: Option<String>,
     /// Membership tunables.
     pub gossip: shoal_gossip::Config,
+    /// Who tasks run as, their process limit, and the watchdog.
+    pub tasks: TaskSettings,
+}
+
+/// How an agent runs tasks: `shoal agent --task-user`, `--allow-task-user`, `--task-max-pids`
+/// and `--orphan-grace-ms`.
+#[derive(Debug, Clone)]
+pub struct TaskSettings {
+    /// Who tasks run as when the agent is root and the job names no user; `None`: `nobody`.
+    pub user: Option<String>,
+    /// Users a job may name in its `user` field (root agents only).
+    pub allowed_users: BTreeSet<String>,
+    /// Most processes per task (the `pids` controller, where there is one); 0: unlimited.
+    pub max_pids: u64,
+    /// The watchdog that kills this agent's tasks when it dies; `None`: no watchdog (the tasks
+    /// of a crashed agent run until it restarts and reconciles).
+    pub watchdog: Option<WatchdogConfig>,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        TaskSettings {
+            user: None,
+            allowed_users: BTreeSet::new(),
+            max_pids: ExecutorConfig::default().task_max_pids,
+            watchdog: None,
+        }
+    }
 }
 
 /// A started agent. Dropping it does not stop it; call [`RunningAgent::shutdown`].
@@ -71,6 +100,7 @@ pub struct RunningAgent {
     tasks: Vec<JoinHandle<()>>,
     endpoint: quinn::Endpoint,
     executor: Executor,
+    lease: Option<Lease>,
 }
 
 impl RunningAgent {
@@ -83,6 +113,10 @@ impl RunningAgent {
             self.executor.shutdown(crate::runner::KILL_GRACE),
         )
         .await;
+        // Only now, with every task stopped, may the watchdog go.
+        if let Some(lease) = self.lease {
+            lease.release().await;
+        }
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -150,10 +184,35 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     )));
 
     let store = Arc::new(Store::open(&config.data_dir)?);
+    let exec_config = ExecutorConfig {
+        instance: config.name.clone(),
+        task_user: config.tasks.user.clone(),
+        allowed_task_users: config.tasks.allowed_users.clone(),
+        task_max_pids: config.tasks.max_pids,
+        ..ExecutorConfig::default()
+    };
+    let (executor, exec_events) = Executor::new(config.data_dir.clone(), exec_config)
+        .context("cannot start the task executor")?;
+    // Before anything is adopted: a watchdog whose lease ran out has finished killing by the
+    // time a new one listens, so the processes found below are the ones that are left.
+    let lease = match config.tasks.watchdog.clone() {
+        Some(wd) => Some(
+            watchdog::attach(
+                wd,
+                &config.data_dir,
+                executor.tasks_dir(),
+                executor.cgroup_parents(),
+            )
+            .await
+            .context("cannot start the watchdog")?,
+        ),
+        None => None,
+    };
     // Ops are pushed to every live peer as they are written; anti-entropy only repairs losses,
     // so every 5 s is enough (every second cost an idle 32-node agent ~0.1 % of a core).
     let sched_config = shoal_scheduler::SchedulerConfig {
         anti_entropy_interval: Duration::from_secs(5),
+        task_users: executor.accepted_task_users(),
         ..shoal_scheduler::SchedulerConfig::default()
     };
     let (mut sched_core, replay) =
@@ -170,12 +229,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         peers_config,
         shutdown_rx.clone(),
     );
-    let exec_config = ExecutorConfig {
-        instance: config.name.clone(),
-        ..ExecutorConfig::default()
-    };
-    let (executor, exec_events) = Executor::new(config.data_dir.clone(), exec_config)
-        .context("cannot start the task executor")?;
+
     let (events_tx, events) = tokio::sync::mpsc::channel(4096);
     let runner = ProcessRunner::new(executor.clone(), exec_events, events_tx);
     let recovered = runner.recover();
@@ -225,6 +279,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         tasks,
         endpoint,
         executor,
+        lease,
     })
 }
 

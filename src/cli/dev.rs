@@ -4,10 +4,12 @@
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Args;
-use shoal_node::agent::{self, AgentConfig, RunningAgent};
+use shoal_node::agent::{self, AgentConfig, RunningAgent, TaskSettings};
 use shoal_node::keys::ClusterKey;
+use shoal_node::watchdog::WatchdogConfig;
 
 /// Flags of `shoal dev`.
 #[derive(Debug, Args)]
@@ -45,6 +47,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             attributes: BTreeMap::from([("rack".to_string(), format!("r{}", i % 2 + 1))]),
             http_token: None,
             gossip: shoal_gossip::Config::default(),
+            tasks: TaskSettings {
+                watchdog: Some(WatchdogConfig::this_binary(Duration::from_secs(10))?),
+                ..TaskSettings::default()
+            },
         };
         let running = agent::start(config).await?;
         seed.get_or_insert(running.id.addr);
