@@ -202,10 +202,10 @@ impl Watch {
         }
         match serde_json::from_str::<Hello>(line) {
             Ok(hello) => {
-                if let Some(old) = self.holder.replace(id) {
-                    if let Some(w) = self.writers.remove(&old) {
-                        let _ = w.shutdown(std::net::Shutdown::Both);
-                    }
+                if let Some(old) = self.holder.replace(id)
+                    && let Some(w) = self.writers.remove(&old)
+                {
+                    let _ = w.shutdown(std::net::Shutdown::Both);
                 }
                 log(&format!(
                     "agent pid {} holds the lease (grace {} ms, {} cgroup parents)",
