@@ -803,13 +803,9 @@ async fn the_process_count_of_a_task_is_limited() {
         );
         return;
     }
-    let task = key("pids", 0);
-    // The shell plus 3 sleeps reach the limit; the other forks fail.
-    exec.start(
-        task.clone(),
-        sh("for i in 1 2 3 4 5 6 7 8; do sleep 600 & done; echo forked"),
-    )
-    .unwrap();
+    // The limit is written into the task's cgroup...
+    let sleeper = key("pids", 0);
+    exec.start(sleeper.clone(), sh("exec sleep 600")).unwrap();
     let pid = started(&mut events).await;
     let cgroup = exec.inner.cgroups.as_ref().unwrap().task_cgroup("pids.0.0");
     let max = cgroup
@@ -817,13 +813,24 @@ async fn the_process_count_of_a_task_is_limited() {
         .iter()
         .find_map(|d| std::fs::read_to_string(d.join("pids.max")).ok());
     assert_eq!(max.as_deref().map(str::trim), Some("4"));
+    exec.kill(&sleeper, Duration::from_secs(5));
     assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
-    let stderr = std::fs::read_to_string(exec.log_paths(&task).stderr).unwrap();
-    assert!(
-        stderr.to_lowercase().contains("fork"),
-        "no fork failed: {stderr:?}"
-    );
     assert!(procfs::group_members(pid).is_empty());
+    // ...and holds: the shell and 3 sleeps fill it, the 4th fork fails (dash then exits 2).
+    let forker = key("pids", 1);
+    exec.start(
+        forker.clone(),
+        sh("sleep 600 & sleep 600 & sleep 600 & sleep 600 & echo all-forked"),
+    )
+    .unwrap();
+    started(&mut events).await;
+    let exited = next(&mut events).await;
+    let stdout = std::fs::read_to_string(exec.log_paths(&forker).stdout).unwrap();
+    let stderr = std::fs::read_to_string(exec.log_paths(&forker).stderr).unwrap();
+    assert!(
+        !stdout.contains("all-forked") && stderr.to_lowercase().contains("fork"),
+        "the 4th fork did not fail: {exited:?}, stdout {stdout:?}, stderr {stderr:?}"
+    );
 }
 
 #[tokio::test]
