@@ -254,8 +254,8 @@ fn socket_path(data_dir: &Path) -> (PathBuf, Option<std::fs::File>) {
     }
 }
 
-/// Starts `PROGRAM watchdog --data-dir DIR` with an empty environment, stdin from /dev/null and
-/// its output appended to `DATA_DIR/watchdog.log`.
+/// Starts `PROGRAM watchdog --data-dir DIR` with an empty environment (but one allocator
+/// setting), stdin from /dev/null and its output appended to `DATA_DIR/watchdog.log`.
 fn spawn(config: &WatchdogConfig, data_dir: &Path) -> anyhow::Result<Child> {
     let log_path = data_dir.join(LOG);
     let log = std::fs::OpenOptions::new()
@@ -269,6 +269,9 @@ fn spawn(config: &WatchdogConfig, data_dir: &Path) -> anyhow::Result<Child> {
         .arg("--data-dir")
         .arg(data_dir)
         .env_clear()
+        // mimalloc commits its arenas eagerly, and with transparent huge pages each thread's
+        // heap then costs a 2 MiB page: 11 MiB resident instead of 5 MiB for three threads.
+        .env("MIMALLOC_ARENA_EAGER_COMMIT", "0")
         .current_dir(data_dir)
         .stdin(Stdio::null())
         .stdout(log)
