@@ -380,8 +380,13 @@ fn an_agent_restarted_within_the_grace_keeps_its_tasks() {
     });
     let watchdog = watchdog_of(&node.agent.data_dir).expect("the agent runs a watchdog");
     // A restarted node knows only what its last snapshot (every 2 s) holds; one taken after the
-    // tasks ran makes it adopt them rather than replay the job as a new incarnation.
-    let running_at = std::time::SystemTime::now() + Duration::from_millis(300);
+    // tables said running makes it adopt them rather than replay the job or call them orphans.
+    wait_for(DEADLINE, "the tables say both tasks run", || {
+        let job = node.job("kept")?;
+        let tasks = job["tasks"].as_array()?;
+        (tasks.iter().filter(|t| t["state"] == "running").count() == 2).then_some(())
+    });
+    let running_at = std::time::SystemTime::now();
     let state = node.agent.data_dir.join("state.redb");
     wait_for(DEADLINE, "a snapshot taken after the tasks ran", || {
         let modified = std::fs::metadata(&state).ok()?.modified().ok()?;
@@ -399,7 +404,11 @@ fn an_agent_restarted_within_the_grace_keeps_its_tasks() {
     // Past the point where the first incarnation's lease would have run out, the same
     // processes still run, and the same watchdog guards them.
     while killed.elapsed() < grace + Duration::from_secs(3) {
-        assert_eq!(marked(&m), pids, "a task process changed after the restart");
+        let now = marked(&m);
+        if now != pids {
+            let log = std::fs::read_to_string(node.dir.0.join("n1.log")).unwrap_or_default();
+            panic!("task processes {pids:?} became {now:?} after the restart; its log:\n{log}");
+        }
         std::thread::sleep(Duration::from_millis(200));
     }
     assert_eq!(watchdog_of(&node.agent.data_dir), Some(watchdog));

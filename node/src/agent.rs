@@ -185,7 +185,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
 
     let store = Arc::new(Store::open(&config.data_dir)?);
     let exec_config = ExecutorConfig {
-        instance: config.name.clone(),
+        instance: cgroup_instance(&config.name, &config.data_dir),
         task_user: config.tasks.user.clone(),
         allowed_task_users: config.tasks.allowed_users.clone(),
         task_max_pids: config.tasks.max_pids,
@@ -304,6 +304,24 @@ fn write_addresses(
     std::fs::write(&tmp, body.to_string())
         .and_then(|()| std::fs::rename(&tmp, &path))
         .with_context(|| format!("cannot write {}", path.display()))
+}
+
+/// The executor's cgroup instance: the node name (cut to 48 bytes) and a hash of the data dir.
+/// Two agents on one host may carry the same name (two test clusters, a dev cluster beside a
+/// real one); their task cgroups must not share a parent, or one agent's watchdog would empty
+/// the other's cgroups. FNV-1a rather than std's hasher, whose algorithm may change between
+/// Rust releases: an upgraded agent must find its previous incarnation's cgroups.
+fn cgroup_instance(name: &str, data_dir: &Path) -> String {
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let hash = dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let short = name.get(..48).unwrap_or(name);
+    format!("{short}-{:08x}", hash as u32)
 }
 
 fn validate_name(name: &str) -> anyhow::Result<()> {
@@ -477,6 +495,17 @@ mod tests {
         let err = next_generation(&dir, 2_000).unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cgroup_instances_differ_per_data_dir() {
+        let a = cgroup_instance("n1", Path::new("/var/lib/shoal/a"));
+        let b = cgroup_instance("n1", Path::new("/var/lib/shoal/b"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("n1-") && a.len() == 11, "{a}");
+        assert_eq!(a, cgroup_instance("n1", Path::new("/var/lib/shoal/a")));
+        let long = cgroup_instance(&"x".repeat(64), Path::new("/d"));
+        assert_eq!(long.len(), 57);
     }
 
     #[test]

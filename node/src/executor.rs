@@ -669,6 +669,17 @@ impl Executor {
     }
 }
 
+impl Drop for Inner {
+    /// The last handle and the last watcher are gone: leave no empty cgroup directory behind
+    /// (an agent that crashes never gets here, and its task cgroups stay for the watchdog).
+    fn drop(&mut self) {
+        if let Some(h) = &self.cgroups {
+            h.sweep_empty();
+            h.remove_parents();
+        }
+    }
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves only a map behind; keep using it.

@@ -372,17 +372,40 @@ fn task_cgroups(parents: &[PathBuf]) -> Vec<cgroup::TaskCgroup> {
         .collect()
 }
 
-/// One log line on stderr (the agent points it at `DATA_DIR/watchdog.log`), with the time.
+/// One log line on stderr (the agent points it at `DATA_DIR/watchdog.log`), stamped in UTC like
+/// the agent's own log lines.
 fn log(message: &str) {
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default();
     eprintln!(
-        "{}.{:03} shoal watchdog[{}]: {message}",
-        now.as_secs(),
-        now.subsec_millis(),
+        "{} shoal watchdog[{}]: {message}",
+        utc(now),
         std::process::id()
     );
+}
+
+/// `2026-12-02T17:05:16.175Z` for a time since the Unix epoch (the civil-from-days algorithm
+/// of H. Hinnant's date library; no time crate for one log format).
+fn utc(since_epoch: Duration) -> String {
+    let secs = since_epoch.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let z = i64::try_from(days).unwrap_or(0) + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rest / 3600,
+        rest % 3600 / 60,
+        rest % 60,
+        since_epoch.subsec_millis()
+    )
 }
 
 #[cfg(test)]

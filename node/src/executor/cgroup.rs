@@ -258,6 +258,14 @@ impl Hierarchy {
         }
     }
 
+    /// Removes the `shoal/<instance>` directories if they hold no task cgroup any more (a
+    /// populated one refuses `rmdir`, so this is safe to try at any time).
+    pub fn remove_parents(&self) {
+        for parent in self.parents() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+
     /// Removes task cgroups that have no process left, e.g. those of an agent that was
     /// SIGKILLed. A populated cgroup refuses `rmdir` (`EBUSY`), so live tasks keep theirs for
     /// recovery. Returns how many directories were removed.

@@ -46,12 +46,13 @@ fn scratch(name: &str) -> Scratch {
     Scratch(dir)
 }
 
-/// Each test gets its own cgroup instance: `Executor::new` sweeps empty cgroups of its instance,
-/// which would race with another test's task between cgroup creation and pid move.
+/// Each test gets its own cgroup instance, unique to this process too: `Executor::new` sweeps
+/// empty cgroups of its instance, which would race with another test's task between cgroup
+/// creation and pid move, and another checkout may run the same tests at the same time.
 fn test_config(name: &str, cgroups: CgroupMode) -> ExecutorConfig {
     ExecutorConfig {
         cgroups,
-        instance: format!("test-{name}"),
+        instance: format!("test-{name}-{}", std::process::id()),
         ..ExecutorConfig::default()
     }
 }
@@ -442,7 +443,8 @@ async fn cgroup_limits_are_applied_and_removed() {
     let limit = std::fs::read_to_string(&memory_file).unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(membership.contains("/shoal/test-cg/cg.0.0"), "{membership}");
+    let instance = format!("/shoal/test-cg-{}/cg.0.0", std::process::id());
+    assert!(membership.contains(&instance), "{membership}");
     let cpu = match &hierarchy {
         Hierarchy::V2 { parent, .. } => {
             std::fs::read_to_string(parent.join("cg.0.0/cpu.max")).unwrap()

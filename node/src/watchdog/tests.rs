@@ -86,7 +86,8 @@ fn guarded(
 ) {
     let exec_config = ExecutorConfig {
         cgroups,
-        instance: format!("wd-{name}"),
+        // Unique to this process: the watchdog empties every cgroup under its instance.
+        instance: format!("wd-{name}-{}", std::process::id()),
         ..ExecutorConfig::default()
     };
     let (exec, events) = Executor::new(dir.to_owned(), exec_config).unwrap();
@@ -194,7 +195,7 @@ async fn an_expired_lease_kills_every_task_by_process_group() {
 async fn an_expired_lease_kills_every_task_by_cgroup() {
     let dir = scratch("probe");
     let probe = ExecutorConfig {
-        instance: "wd-probe".to_owned(),
+        instance: format!("wd-probe-{}", std::process::id()),
         ..ExecutorConfig::default()
     };
     let (exec, _events) = Executor::new(dir.0.clone(), probe).unwrap();
@@ -274,4 +275,17 @@ async fn a_reused_pid_is_never_killed() {
     );
     bystander.kill().unwrap();
     bystander.wait().unwrap();
+}
+
+#[test]
+fn log_times_are_utc_dates() {
+    assert_eq!(utc(Duration::ZERO), "1970-01-01T00:00:00.000Z");
+    assert_eq!(
+        utc(Duration::from_millis(951_782_400_123)),
+        "2000-02-29T00:00:00.123Z"
+    );
+    assert_eq!(
+        utc(Duration::from_secs(1_796_229_716)),
+        "2026-12-02T16:41:56.000Z"
+    );
 }
