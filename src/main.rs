@@ -49,6 +49,17 @@ enum Command {
     Dev(cli::dev::DevArgs),
     /// Run a failure simulation: thousands of nodes, one process, one seed.
     Simulate(shoal_simulations::SimulateArgs),
+    /// The watchdog an agent starts for itself (not for operators).
+    #[command(hide = true)]
+    Watchdog(WatchdogArgs),
+}
+
+/// Flags of the hidden `shoal watchdog`.
+#[derive(Debug, clap::Args)]
+struct WatchdogArgs {
+    /// The data dir of the agent to guard.
+    #[arg(long)]
+    data_dir: std::path::PathBuf,
 }
 
 /// mimalloc's option for how long freed memory stays mapped before it goes back to the OS
@@ -82,6 +93,16 @@ fn keep_huge_pages_for_simulation() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Watchdog(args) = &cli.command {
+        // Synchronous and small by design: no runtime, a thread per connection.
+        return match shoal_node::watchdog::run(&args.data_dir) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     if let Command::Simulate(args) = cli.command {
         keep_huge_pages_for_simulation();
         // The simulator is synchronous and single-threaded by design: no runtime.
@@ -110,7 +131,9 @@ fn main() -> ExitCode {
             Command::Job(cmd) => cli::job::run(cmd).await,
             Command::Task(cmd) => cli::job::run_task(cmd).await,
             Command::Keyring(cmd) => cli::keyring::run(cmd).await,
-            Command::Simulate(_) => unreachable!("handled before the runtime starts"),
+            Command::Simulate(_) | Command::Watchdog(_) => {
+                unreachable!("handled before the runtime starts")
+            }
         }
     });
     match result {

@@ -22,15 +22,25 @@ struct Cluster {
 
 impl Cluster {
     fn start(n: usize, tag: &str) -> Cluster {
+        Self::start_with(n, tag, &[])
+    }
+
+    /// `start` with extra agent flags for every agent.
+    fn start_with(n: usize, tag: &str, extra: &[&str]) -> Cluster {
         let dir = TempDir::new(tag);
         let key = keygen(&dir.0, "cluster.key");
-        let seed = Agent::start(AgentSpec::new("n1", &key, &dir.0));
+        let extra: Vec<String> = extra.iter().map(ToString::to_string).collect();
+        let seed = Agent::start(AgentSpec {
+            extra: extra.clone(),
+            ..AgentSpec::new("n1", &key, &dir.0)
+        });
         let seed_addr = seed.gossip;
         let mut agents = vec![seed];
         for i in 2..=n {
             let name = format!("n{i}");
             agents.push(Agent::start(AgentSpec {
                 join: Some(seed_addr),
+                extra: extra.clone(),
                 ..AgentSpec::new(&name, &key, &dir.0)
             }));
         }
@@ -417,7 +427,8 @@ fn bad_jobs_get_clear_errors() {
 
 #[test]
 fn a_restarted_node_reloads_its_tables_and_kills_what_was_superseded() {
-    let mut c = Cluster::start(4, "restart");
+    // The orphan must outlive the re-placement: a watchdog grace far longer than the test.
+    let mut c = Cluster::start_with(4, "restart", &["--orphan-grace-ms", "600000"]);
     let spec = serde_json::json!({
         "id": "svc", "type": "service", "count": 3, "command": "sh",
         "args": c.recorded("sleep 600"), "resources": {"cpu": 100, "memory": 16}, "distinct_hosts": true
@@ -456,6 +467,7 @@ fn a_restarted_node_reloads_its_tables_and_kills_what_was_superseded() {
     c.agents[victim] = Agent::start(AgentSpec {
         join: Some(c.agents[0].gossip),
         bind,
+        extra: vec!["--orphan-grace-ms".into(), "600000".into()],
         ..AgentSpec::new(&victim_name, &key, &root)
     });
     wait_for(DEADLINE, "the superseded process is killed", || {

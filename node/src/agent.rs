@@ -1,7 +1,7 @@
 //! Starting and stopping one agent: data dir, generation, sockets, the gossip task, the QUIC
 //! endpoint and the HTTP API. `shoal agent` runs one; `shoal dev` runs three in one process.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -26,6 +26,7 @@ use crate::sched_driver::{self, SchedParts};
 use crate::seal::{SealConfig, Sealer};
 use crate::store::Store;
 use crate::tls::{self, TlsIdentity};
+use crate::watchdog::{self, Lease, WatchdogConfig};
 
 /// Everything an agent needs to start.
 #[derive(Debug, Clone)]
@@ -61,6 +62,34 @@ pub struct AgentConfig {
     pub api: ApiConfig,
     /// Membership tunables.
     pub gossip: shoal_gossip::Config,
+    /// Who tasks run as, their process limit, and the watchdog.
+    pub tasks: TaskSettings,
+}
+
+/// How an agent runs tasks: `shoal agent --task-user`, `--allow-task-user`, `--task-max-pids`
+/// and `--orphan-grace-ms`.
+#[derive(Debug, Clone)]
+pub struct TaskSettings {
+    /// Who tasks run as when the agent is root and the job names no user; `None`: `nobody`.
+    pub user: Option<String>,
+    /// Users a job may name in its `user` field (root agents only).
+    pub allowed_users: BTreeSet<String>,
+    /// Most processes per task (the `pids` controller, where there is one); 0: unlimited.
+    pub max_pids: u64,
+    /// The watchdog that kills this agent's tasks when it dies; `None`: no watchdog (the tasks
+    /// of a crashed agent run until it restarts and reconciles).
+    pub watchdog: Option<WatchdogConfig>,
+}
+
+impl Default for TaskSettings {
+    fn default() -> Self {
+        TaskSettings {
+            user: None,
+            allowed_users: BTreeSet::new(),
+            max_pids: ExecutorConfig::default().task_max_pids,
+            watchdog: None,
+        }
+    }
 }
 
 /// A started agent. Dropping it does not stop it; call [`RunningAgent::shutdown`].
@@ -82,6 +111,7 @@ pub struct RunningAgent {
     tasks: Vec<JoinHandle<()>>,
     endpoint: quinn::Endpoint,
     executor: Executor,
+    lease: Option<Lease>,
 }
 
 impl RunningAgent {
@@ -94,6 +124,10 @@ impl RunningAgent {
             self.executor.shutdown(crate::runner::KILL_GRACE),
         )
         .await;
+        // Only now, with every task stopped, may the watchdog go.
+        if let Some(lease) = self.lease {
+            lease.release().await;
+        }
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -169,10 +203,35 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     )));
 
     let store = Arc::new(Store::open(&config.data_dir)?);
+    let exec_config = ExecutorConfig {
+        instance: cgroup_instance(&config.name, &config.data_dir),
+        task_user: config.tasks.user.clone(),
+        allowed_task_users: config.tasks.allowed_users.clone(),
+        task_max_pids: config.tasks.max_pids,
+        ..ExecutorConfig::default()
+    };
+    let (executor, exec_events) = Executor::new(config.data_dir.clone(), exec_config)
+        .context("cannot start the task executor")?;
+    // Before anything is adopted: a watchdog whose lease ran out has finished killing by the
+    // time a new one listens, so the processes found below are the ones that are left.
+    let lease = match config.tasks.watchdog.clone() {
+        Some(wd) => Some(
+            watchdog::attach(
+                wd,
+                &config.data_dir,
+                executor.tasks_dir(),
+                executor.cgroup_parents(),
+            )
+            .await
+            .context("cannot start the watchdog")?,
+        ),
+        None => None,
+    };
     // Ops are pushed to every live peer as they are written; anti-entropy only repairs losses,
     // so every 5 s is enough (every second cost an idle 32-node agent ~0.1 % of a core).
     let sched_config = shoal_scheduler::SchedulerConfig {
         anti_entropy_interval: Duration::from_secs(5),
+        task_users: executor.accepted_task_users(),
         ..shoal_scheduler::SchedulerConfig::default()
     };
     let mut sched_core =
@@ -205,12 +264,6 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         shutdown_rx.clone(),
     );
     tasks.push(keyring_task);
-    let exec_config = ExecutorConfig {
-        instance: config.name.clone(),
-        ..ExecutorConfig::default()
-    };
-    let (executor, exec_events) = Executor::new(config.data_dir.clone(), exec_config)
-        .context("cannot start the task executor")?;
     let (events_tx, events) = tokio::sync::mpsc::channel(4096);
     let runner = ProcessRunner::new(executor.clone(), exec_events, events_tx);
     let recovered = runner.recover();
@@ -271,6 +324,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         tasks,
         endpoint,
         executor,
+        lease,
     })
 }
 
@@ -337,6 +391,24 @@ fn write_addresses(data_dir: &Path, a: &Addresses<'_>) -> anyhow::Result<()> {
 /// the longest attempt key, `{job}.{incarnation}.{node}`, names a directory
 /// (`executor::MAX_JOB_KEY_BYTES`).
 pub const MAX_NODE_NAME_BYTES: usize = 63;
+
+/// The executor's cgroup instance: the node name (cut to 48 bytes) and a hash of the data dir.
+/// Two agents on one host may carry the same name (two test clusters, a dev cluster beside a
+/// real one); their task cgroups must not share a parent, or one agent's watchdog would empty
+/// the other's cgroups. FNV-1a rather than std's hasher, whose algorithm may change between
+/// Rust releases: an upgraded agent must find its previous incarnation's cgroups.
+fn cgroup_instance(name: &str, data_dir: &Path) -> String {
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_owned());
+    let hash = dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    let short = name.get(..48).unwrap_or(name);
+    format!("{short}-{:08x}", hash as u32)
+}
 
 fn validate_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
@@ -485,6 +557,17 @@ mod tests {
         let err = next_generation(&dir, 2_000).unwrap_err().to_string();
         assert!(err.contains("corrupt"), "{err}");
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn cgroup_instances_differ_per_data_dir() {
+        let a = cgroup_instance("n1", Path::new("/var/lib/shoal/a"));
+        let b = cgroup_instance("n1", Path::new("/var/lib/shoal/b"));
+        assert_ne!(a, b);
+        assert!(a.starts_with("n1-") && a.len() == 11, "{a}");
+        assert_eq!(a, cgroup_instance("n1", Path::new("/var/lib/shoal/a")));
+        let long = cgroup_instance(&"x".repeat(64), Path::new("/d"));
+        assert_eq!(long.len(), 57);
     }
 
     #[test]

@@ -10,12 +10,19 @@
 //!   bounded event channel: [`ExecEvent::Failed`] (nothing ran, or setup failed and what ran was
 //!   killed), or [`ExecEvent::Started`] and later [`ExecEvent::Exited`]. `Err` means the request
 //!   was refused and nothing follows.
-//! - When a task's main process exits, whatever is left in its process group is SIGKILLed, its
-//!   cgroup removed and its pid file deleted, so its resources are free when `Exited` arrives.
-//! - [`Executor::kill`] sends SIGTERM to the group, then SIGKILL to the group after the grace
-//!   period if any member is still alive. Killing an unknown or finished task does nothing.
-//! - Limits are enforced through cgroups when the host allows; [`Executor::enforcement`] says
-//!   exactly what is enforced, and says "not enforced" otherwise.
+//! - When the agent runs as root, tasks run as an unprivileged user ([`ExecutorConfig::task_user`],
+//!   `nobody` by default), or as a user the job names if [`ExecutorConfig::allowed_task_users`]
+//!   lists it; otherwise as the agent's own user. A job naming a user the agent does not allow
+//!   fails with a reason naming the flag that allows it.
+//! - When a task's main process exits, whatever is left in its process group and its cgroup is
+//!   SIGKILLed, its cgroup removed and its pid file deleted, so its resources are free when
+//!   `Exited` arrives.
+//! - [`Executor::kill`] sends SIGTERM to the group and to every process in the task's cgroup,
+//!   then SIGKILL to all of them after the grace period if any is still alive: a child that left
+//!   the process group (`setsid`) is still in the cgroup. Killing an unknown or finished task
+//!   does nothing.
+//! - Limits (cpu, memory, process count) are enforced through cgroups when the host allows;
+//!   [`Executor::enforcement`] says exactly what is enforced, and says "not enforced" otherwise.
 //! - A restarted agent finds the processes of its previous incarnation with
 //!   [`Executor::recover`] (pid, process group, start time and boot id are persisted, so a reused
 //!   pid is never mistaken for a task), then [`Executor::adopt`]s or kills them, or lets
@@ -26,15 +33,17 @@
 //! agent's task loop, call `start`/`kill` from anywhere (the handle is `Clone`), and drain the
 //! receiver continuously: a full channel delays only the per-task watchers, never the callers.
 
-mod cgroup;
-mod procfs;
+pub(crate) mod cgroup;
+pub(crate) mod pidfile;
+pub(crate) mod procfs;
+mod users;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::{OsStr, OsString};
 use std::fmt;
 use std::io::{ErrorKind, SeekFrom};
 use std::num::NonZeroUsize;
-use std::os::unix::fs::PermissionsExt;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::os::unix::process::ExitStatusExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -49,6 +58,8 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use self::cgroup::{Hierarchy, TaskCgroup};
+use self::pidfile::PidRecord;
+use self::users::{Account, Users};
 
 /// `PATH` for tasks whose environment has none (glibc's `execvp` default).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
@@ -89,6 +100,8 @@ pub struct TaskSpec {
     pub cpu_millicores: u64,
     /// Memory limit in MiB; 0 means unlimited.
     pub memory_mib: u64,
+    /// The user to run as; `None`: the executor's default task user.
+    pub user: Option<String>,
 }
 
 /// What happened to a task. Per task: `Failed`, or `Started` then `Exited`.
@@ -157,6 +170,32 @@ pub enum MemoryEnforcement {
     NotEnforced,
 }
 
+/// How the number of processes of a task is limited on this host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PidsEnforcement {
+    /// cgroup v2 `pids.max`: `fork` fails with `EAGAIN` at the limit.
+    CgroupV2PidsMax,
+    /// cgroup v1 `pids.max` in the `pids` hierarchy: the same.
+    CgroupV1PidsMax,
+    /// Nothing limits the process count (no `pids` controller, or no cgroups).
+    NotEnforced,
+}
+
+/// How stopping a task reaches every process it started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum KillEnforcement {
+    /// cgroup v2 `cgroup.kill`: every process of the task cgroup at once, `setsid` or not.
+    CgroupKill,
+    /// cgroup v1 freezer: the task cgroup is frozen, each member SIGKILLed, then thawed.
+    CgroupFreezer,
+    /// Each process listed in the task cgroup, again until none is left.
+    CgroupMembers,
+    /// The task's process group only: a child that called `setsid` or `setpgid` escapes.
+    ProcessGroup,
+}
+
 /// What this executor enforces, and why, for operators and `GET /v1/node`-style reports.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Enforcement {
@@ -164,6 +203,14 @@ pub struct Enforcement {
     pub cpu: CpuEnforcement,
     /// Memory limits.
     pub memory: MemoryEnforcement,
+    /// Process-count limits ([`ExecutorConfig::task_max_pids`]).
+    pub pids: PidsEnforcement,
+    /// How a stop reaches every process of a task.
+    pub kill: KillEnforcement,
+    /// Who tasks run as when the job names no user.
+    pub task_user: String,
+    /// The users a job's `user` may name here.
+    pub allowed_task_users: Vec<String>,
     /// How detection went, e.g. which cgroup paths are used or why none is.
     pub note: String,
 }
@@ -199,6 +246,14 @@ pub struct ExecutorConfig {
     pub pass_env: Vec<String>,
     /// How many launches (directory, log files, cgroup, spawn) run at once on the blocking pool.
     pub max_parallel_launches: NonZeroUsize,
+    /// Who tasks run as when the agent is root and the job names no user; `None`: `nobody`.
+    /// An agent that is not root runs tasks as itself and accepts only its own name here.
+    pub task_user: Option<String>,
+    /// Users a job may name in its `user` field (root agents only).
+    pub allowed_task_users: BTreeSet<String>,
+    /// Most processes (and threads) one task may have, through the `pids` controller where
+    /// there is one; `0`: unlimited.
+    pub task_max_pids: u64,
 }
 
 impl Default for ExecutorConfig {
@@ -213,6 +268,9 @@ impl Default for ExecutorConfig {
             pass_env: ["PATH", "LANG", "TZ"].map(str::to_owned).to_vec(),
             max_parallel_launches: std::thread::available_parallelism()
                 .unwrap_or(NonZeroUsize::MIN),
+            task_user: None,
+            allowed_task_users: BTreeSet::new(),
+            task_max_pids: 4096,
         }
     }
 }
@@ -240,6 +298,12 @@ pub enum ExecError {
     /// No pid file for the task (nothing to adopt).
     #[error("no pid record for task {0}")]
     NoPidRecord(TaskKey),
+    /// The task user settings cannot be honoured (unknown user, or not root).
+    #[error("{0}")]
+    TaskUser(String),
+    /// A setting is out of range.
+    #[error("invalid executor setting: {0}")]
+    Config(&'static str),
     /// The data directory could not be prepared.
     #[error("cannot create {}: {source}", path.display())]
     DataDir {
@@ -312,16 +376,6 @@ pub struct Reconciled {
     pub missing: Vec<TaskKey>,
 }
 
-/// What the pid file of a task holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-struct PidRecord {
-    task: TaskKey,
-    pid: u32,
-    pgid: u32,
-    start_time_ticks: Option<u64>,
-    boot_id: Option<String>,
-}
-
 /// Handle to the executor; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Executor {
@@ -335,6 +389,7 @@ struct Inner {
     events: mpsc::Sender<ExecEvent>,
     cgroups: Option<Hierarchy>,
     enforcement: Enforcement,
+    users: Users,
     boot_id: Option<String>,
     state: Mutex<State>,
     idle: Notify,
@@ -372,12 +427,46 @@ impl Executor {
         if !is_safe_name(&config.instance, 64) {
             return Err(ExecError::InvalidInstance(config.instance.clone()));
         }
+        if config.task_max_pids == 1 {
+            // The launching thread sits in the task's cgroup while it forks (cgroup v1).
+            return Err(ExecError::Config(
+                "task_max_pids must be 0 (unlimited) or at least 2",
+            ));
+        }
+        let users = Users::new(
+            nix::unistd::geteuid().as_raw(),
+            config.task_user.as_deref(),
+            &config.allowed_task_users,
+        )
+        .map_err(ExecError::TaskUser)?;
         let tasks_dir = data_dir.join("tasks");
         std::fs::create_dir_all(&tasks_dir).map_err(|source| ExecError::DataDir {
             path: tasks_dir.clone(),
             source,
         })?;
-        let (cgroups, enforcement) = detect_enforcement(&config);
+        if users.switches() {
+            // Task users must be able to enter (not list) the way to their own directories.
+            std::fs::set_permissions(&tasks_dir, std::fs::Permissions::from_mode(0o711)).map_err(
+                |source| ExecError::DataDir {
+                    path: tasks_dir.clone(),
+                    source,
+                },
+            )?;
+            for account in users.accounts() {
+                if let Some(closed) = users::first_closed_dir(&tasks_dir, account) {
+                    return Err(ExecError::TaskUser(format!(
+                        "tasks run as user {} cannot reach their directories under {}: {} is \
+                         closed to that user; give it search permission (chmod o+x {}) or use \
+                         a --data-dir on an open path",
+                        account.name,
+                        tasks_dir.display(),
+                        closed.display(),
+                        closed.display()
+                    )));
+                }
+            }
+        }
+        let (cgroups, enforcement) = detect_enforcement(&config, &users);
         if let Some(swept) = cgroups
             .as_ref()
             .map(Hierarchy::sweep_empty)
@@ -397,6 +486,7 @@ impl Executor {
             events,
             cgroups,
             enforcement,
+            users,
             boot_id: procfs::boot_id(),
             state: Mutex::new(State::default()),
             idle: Notify::new(),
@@ -413,6 +503,30 @@ impl Executor {
     #[must_use]
     pub fn enforcement(&self) -> Enforcement {
         self.inner.enforcement.clone()
+    }
+
+    /// The names a job's `user` may take on this agent, sorted (the scheduler's admission
+    /// refuses the others before anything is started).
+    #[must_use]
+    pub fn accepted_task_users(&self) -> BTreeSet<String> {
+        self.inner.users.accepted()
+    }
+
+    /// The directories this agent's task cgroups are created in, one per hierarchy (empty
+    /// without cgroups): what the watchdog empties when the agent is gone.
+    #[must_use]
+    pub fn cgroup_parents(&self) -> Vec<PathBuf> {
+        self.inner
+            .cgroups
+            .as_ref()
+            .map(Hierarchy::parents)
+            .unwrap_or_default()
+    }
+
+    /// Where the pid records of this agent's tasks are: `<data_dir>/tasks`.
+    #[must_use]
+    pub fn tasks_dir(&self) -> &Path {
+        &self.inner.tasks_dir
     }
 
     /// Starts `task`. `Err` only when refused (invalid key, already running, shutting down);
@@ -512,9 +626,7 @@ impl Executor {
             .keys()
             .cloned()
             .collect::<BTreeSet<_>>();
-        let mut found: Vec<RecoveredTask> = self
-            .inner
-            .pid_files()
+        let mut found: Vec<RecoveredTask> = pidfile::all(&self.inner.tasks_dir)
             .into_iter()
             .filter_map(|path| self.inner.read_pid_record(&path))
             .filter(|record| !running.contains(&record.task))
@@ -574,6 +686,17 @@ impl Executor {
     }
 }
 
+impl Drop for Inner {
+    /// The last handle and the last watcher are gone: leave no empty cgroup directory behind
+    /// (an agent that crashes never gets here, and its task cgroups stay for the watchdog).
+    fn drop(&mut self) {
+        if let Some(h) = &self.cgroups {
+            h.sweep_empty();
+            h.remove_parents();
+        }
+    }
+}
+
 impl Inner {
     fn lock(&self) -> MutexGuard<'_, State> {
         // A panic while holding this lock leaves only a map behind; keep using it.
@@ -620,20 +743,30 @@ impl Inner {
     /// Creates the task directory and log files, prepares the cgroup and spawns the process.
     /// Errors are the `Failed` reason; nothing is left running when one is returned.
     fn launch(&self, task: &TaskKey, spec: &TaskSpec) -> Result<Launched, String> {
+        let account = self.users.for_task(spec.user.as_deref())?;
         let dir = self.task_dir(task);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("cannot create task directory {}: {e}", dir.display()))?;
+        make_task_dir(&dir, account)?;
         let stdout = open_log(&dir.join("stdout"))?;
         let stderr = open_log(&dir.join("stderr"))?;
+        pidfile::remove(&dir)?;
         let workdir = spec.workdir.clone().unwrap_or_else(|| dir.clone());
         check_workdir(&workdir)?;
         let env = self.task_env(task, spec, &dir);
         let program = resolve_program(&spec.command, env.get(OsStr::new("PATH")), &workdir)?;
+        let limits = cgroup::Limits {
+            cpu_millicores: spec.cpu_millicores,
+            memory_mib: spec.memory_mib,
+            max_pids: self.config.task_max_pids,
+        };
         let cgroup = match &self.cgroups {
-            Some(h) => Some(h.create(&cgroup_name(task), spec.cpu_millicores, spec.memory_mib)?),
+            Some(h) => Some(h.create(&cgroup_name(task), limits)?),
             None => None,
         };
         let mut command = tokio::process::Command::new(program);
+        if let Some(account) = account {
+            // std sets the gid, drops the supplementary groups (we are root), then the uid.
+            command.uid(account.uid).gid(account.gid);
+        }
         command
             .args(&spec.args)
             .env_clear()
@@ -644,9 +777,14 @@ impl Inner {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
-        let (child, pid) = command
-            .spawn()
-            .map_err(|e| spawn_error(spec, &e))
+        let spawned = match &self.cgroups {
+            Some(h) => h
+                .spawn_inside(&cgroup_name(task), || command.spawn())
+                .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?,
+            None => command.spawn(),
+        };
+        let (child, pid) = spawned
+            .map_err(|e| spawn_error(spec, account, &workdir, &e))
             .and_then(|child| with_pid(child, spec))
             .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?;
         let setup_error = self.after_spawn(task, pid, cgroup.as_ref()).err();
@@ -701,7 +839,7 @@ impl Inner {
             start_time_ticks: procfs::stat(pid).map(|s| s.start_time),
             boot_id: self.boot_id.clone(),
         };
-        write_pid_record(&self.task_dir(task), &record)
+        pidfile::write(&self.task_dir(task), &record)
     }
 
     fn remove_pid_file(&self, task: &TaskKey) {
@@ -713,37 +851,16 @@ impl Inner {
         }
     }
 
-    /// `tasks/*/*/*/pid`.
-    fn pid_files(&self) -> Vec<PathBuf> {
-        let mut level = vec![self.tasks_dir.clone()];
-        for _ in 0..3 {
-            level = level.iter().flat_map(|d| subdirs(d)).collect();
-        }
-        level
-            .into_iter()
-            .map(|d| d.join("pid"))
-            .filter(|p| p.is_file())
-            .collect()
-    }
-
+    /// Reads a pid record, trusting only one the agent wrote; others are logged and skipped.
     fn read_pid_record(&self, path: &Path) -> Option<PidRecord> {
-        let text = std::fs::read(path).ok()?;
-        match serde_json::from_slice(&text) {
-            Ok(record) => Some(record),
-            Err(e) => {
-                tracing::warn!(path = %path.display(), error = %e, "unreadable pid file skipped");
-                None
-            }
-        }
+        pidfile::read(path, self.users.agent_uid)
+            .inspect_err(|e| tracing::warn!(error = %e, "pid file skipped"))
+            .ok()
     }
 
     /// Same boot, same pid, same start time, not a zombie.
     fn is_alive(&self, record: &PidRecord) -> bool {
-        let same_boot = record.boot_id.is_some() && record.boot_id == self.boot_id;
-        same_boot
-            && record
-                .start_time_ticks
-                .is_some_and(|t| procfs::is_same_live_process(record.pid, t))
+        record.leader_alive(self.boot_id.as_deref())
     }
 
     /// Frees what an ended task held, then reports it.
@@ -792,10 +909,14 @@ async fn watch_child(
     mut kill_rx: watch::Receiver<Option<Instant>>,
 ) {
     let pid = launched.pid;
+    let target = KillTarget {
+        pgid: pid,
+        cgroup: launched.cgroup.clone(),
+    };
     if let Some(reason) = launched.setup_error.take() {
-        signal_group(pid, Signal::SIGKILL);
+        target.signal(Signal::SIGKILL);
         let _ = launched.child.wait().await;
-        signal_group(pid, Signal::SIGKILL);
+        target.kill_all().await;
         let event = ExecEvent::Failed {
             task: task.clone(),
             reason,
@@ -814,14 +935,14 @@ async fn watch_child(
             status = launched.child.wait() => break status,
             changed = kill_rx.changed(), if kill.listening => {
                 kill.listening = changed.is_ok();
-                kill.request(pid, *kill_rx.borrow_and_update());
+                kill.request(&target, *kill_rx.borrow_and_update());
             }
-            () = sleep_until(kill.deadline), if kill.deadline.is_some() => kill.expire(pid),
+            () = sleep_until(kill.deadline), if kill.deadline.is_some() => kill.expire(&target),
         }
     };
     // A kill requested before the first poll is seen here too.
-    kill.request(pid, *kill_rx.borrow());
-    clear_group(&inner, pid, &kill).await;
+    kill.request(&target, *kill_rx.borrow());
+    clear_group(&inner, &target, &kill).await;
     let (code, signal) = match &status {
         Ok(s) => (s.code(), s.signal()),
         Err(e) => {
@@ -845,34 +966,37 @@ async fn watch_adopted(
     alive: bool,
     mut kill_rx: watch::Receiver<Option<Instant>>,
 ) {
-    let PidRecord {
-        task,
-        pid,
-        pgid,
-        start_time_ticks,
-        ..
-    } = record;
+    let cgroup = inner
+        .cgroups
+        .as_ref()
+        .map(|h| h.task_cgroup(&cgroup_name(&record.task)));
+    let target = KillTarget {
+        pgid: record.pgid,
+        cgroup: cgroup.clone(),
+    };
+    // A previous incarnation killed at the wrong moment may have left the cgroup frozen.
+    if let Some(cgroup) = &cgroup {
+        cgroup.thaw();
+    }
     let mut kill = KillState::default();
-    let still_alive = || start_time_ticks.is_some_and(|t| procfs::is_same_live_process(pid, t));
+    let boot_id = inner.boot_id.clone();
+    let still_alive = || record.leader_alive(boot_id.as_deref());
     let mut poll = tokio::time::interval(inner.config.adopt_poll_interval);
     while alive && still_alive() {
         tokio::select! {
             _ = poll.tick() => {}
             changed = kill_rx.changed(), if kill.listening => {
                 kill.listening = changed.is_ok();
-                kill.request(pgid, *kill_rx.borrow_and_update());
+                kill.request(&target, *kill_rx.borrow_and_update());
             }
-            () = sleep_until(kill.deadline), if kill.deadline.is_some() => kill.expire(pgid),
+            () = sleep_until(kill.deadline), if kill.deadline.is_some() => kill.expire(&target),
         }
     }
     if alive {
-        kill.request(pgid, *kill_rx.borrow());
-        clear_group(&inner, pgid, &kill).await;
+        kill.request(&target, *kill_rx.borrow());
+        clear_group(&inner, &target, &kill).await;
     }
-    let cgroup = inner
-        .cgroups
-        .as_ref()
-        .map(|h| h.task_cgroup(&cgroup_name(&task)));
+    let task = record.task;
     let event = ExecEvent::Exited {
         task: task.clone(),
         code: None,
@@ -880,6 +1004,51 @@ async fn watch_adopted(
         killed: kill.termed,
     };
     inner.finish(task, cgroup, event).await;
+}
+
+/// Every process of one task: its process group, and its cgroup where there is one (which also
+/// holds the children that left the group with `setsid` or `setpgid`).
+#[derive(Debug, Clone)]
+struct KillTarget {
+    pgid: u32,
+    cgroup: Option<TaskCgroup>,
+}
+
+impl KillTarget {
+    /// One signal to the group and to each process in the cgroup now.
+    fn signal(&self, signal: Signal) {
+        signal_group(self.pgid, signal);
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.signal_members(signal);
+        }
+    }
+
+    /// Whether any process of the task is left.
+    fn has_members(&self) -> bool {
+        !procfs::group_members(self.pgid).is_empty()
+            || self.cgroup.as_ref().is_some_and(|c| !c.procs().is_empty())
+    }
+
+    /// SIGKILLs the group, then the cgroup round after round until it is empty (≤ 2 s; the
+    /// rounds block, so they run on the blocking pool, and only when a member is left).
+    async fn kill_all(&self) {
+        signal_group(self.pgid, Signal::SIGKILL);
+        let Some(cgroup) = self.cgroup.clone().filter(|c| !c.procs().is_empty()) else {
+            return;
+        };
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let left =
+            tokio::task::spawn_blocking(move || cgroup::kill_until_empty(&cgroup, &[], deadline))
+                .await
+                .unwrap_or_default();
+        if !left.is_empty() {
+            tracing::warn!(
+                pgid = self.pgid,
+                ?left,
+                "task processes survived SIGKILL for 2 s"
+            );
+        }
+    }
 }
 
 /// Kill progress of one task.
@@ -907,33 +1076,34 @@ impl Default for KillState {
 }
 
 impl KillState {
-    fn request(&mut self, pgid: u32, deadline: Option<Instant>) {
+    fn request(&mut self, target: &KillTarget, deadline: Option<Instant>) {
         let Some(deadline) = deadline else { return };
         if !self.termed {
             self.termed = true;
-            signal_group(pgid, Signal::SIGTERM);
+            target.signal(Signal::SIGTERM);
         }
         if !self.killed {
             self.deadline = Some(self.deadline.map_or(deadline, |d| d.min(deadline)));
         }
     }
 
-    fn expire(&mut self, pgid: u32) {
-        signal_group(pgid, Signal::SIGKILL);
+    fn expire(&mut self, target: &KillTarget) {
+        target.signal(Signal::SIGKILL);
         self.killed = true;
         self.deadline = None;
     }
 }
 
-/// After the leader is gone: on a kill, give the rest of the group until the deadline to exit
-/// on SIGTERM; then (and always on a natural exit) SIGKILL whatever is left.
-async fn clear_group(inner: &Inner, pgid: u32, kill: &KillState) {
+/// After the leader is gone: on a kill, give the rest of the task until the deadline to exit on
+/// SIGTERM; then (and always on a natural exit) SIGKILL whatever is left, in the group and in
+/// the cgroup.
+async fn clear_group(inner: &Inner, target: &KillTarget, kill: &KillState) {
     if let Some(deadline) = kill.deadline {
-        while Instant::now() < deadline && !procfs::group_members(pgid).is_empty() {
+        while Instant::now() < deadline && target.has_members() {
             tokio::time::sleep(inner.config.group_poll_interval).await;
         }
     }
-    signal_group(pgid, Signal::SIGKILL);
+    target.kill_all().await;
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
@@ -944,7 +1114,7 @@ async fn sleep_until(deadline: Option<Instant>) {
 }
 
 /// Signals every process in group `pgid`; a group that is already gone is not an error.
-fn signal_group(pgid: u32, signal: Signal) {
+pub(crate) fn signal_group(pgid: u32, signal: Signal) {
     let Ok(raw) = i32::try_from(pgid) else { return };
     if raw <= 1 {
         return; // never signal "every process" or init's group
@@ -955,33 +1125,56 @@ fn signal_group(pgid: u32, signal: Signal) {
     }
 }
 
-fn detect_enforcement(config: &ExecutorConfig) -> (Option<Hierarchy>, Enforcement) {
+fn detect_enforcement(config: &ExecutorConfig, users: &Users) -> (Option<Hierarchy>, Enforcement) {
     let detected = match config.cgroups {
         CgroupMode::Off => cgroup::Detected {
             hierarchy: None,
+            kill: cgroup::KillMethod::EachMember,
             note: "cgroups disabled by configuration".to_owned(),
         },
         CgroupMode::Auto => cgroup::detect(&config.instance),
     };
-    let (cpu, memory) = match &detected.hierarchy {
-        Some(Hierarchy::V2 { .. }) => (
+    let (cpu, memory, pids) = match &detected.hierarchy {
+        Some(Hierarchy::V2 { pids, .. }) => (
             CpuEnforcement::CgroupV2CpuMax,
             MemoryEnforcement::CgroupV2MemoryMax,
+            if *pids {
+                PidsEnforcement::CgroupV2PidsMax
+            } else {
+                PidsEnforcement::NotEnforced
+            },
         ),
-        Some(Hierarchy::V1 { .. }) => (
+        Some(Hierarchy::V1 { pids_parent, .. }) => (
             CpuEnforcement::CgroupV1CfsQuota,
             MemoryEnforcement::CgroupV1LimitInBytes,
+            if pids_parent.is_some() {
+                PidsEnforcement::CgroupV1PidsMax
+            } else {
+                PidsEnforcement::NotEnforced
+            },
         ),
-        None => (CpuEnforcement::NotEnforced, MemoryEnforcement::NotEnforced),
+        None => (
+            CpuEnforcement::NotEnforced,
+            MemoryEnforcement::NotEnforced,
+            PidsEnforcement::NotEnforced,
+        ),
     };
-    (
-        detected.hierarchy,
-        Enforcement {
-            cpu,
-            memory,
-            note: detected.note,
-        },
-    )
+    let kill = match (&detected.hierarchy, detected.kill) {
+        (None, _) => KillEnforcement::ProcessGroup,
+        (Some(_), cgroup::KillMethod::CgroupKill) => KillEnforcement::CgroupKill,
+        (Some(_), cgroup::KillMethod::Freezer) => KillEnforcement::CgroupFreezer,
+        (Some(_), cgroup::KillMethod::EachMember) => KillEnforcement::CgroupMembers,
+    };
+    let enforcement = Enforcement {
+        cpu,
+        memory,
+        pids,
+        kill,
+        task_user: users.default_name(),
+        allowed_task_users: users.accepted().into_iter().collect(),
+        note: detected.note,
+    };
+    (detected.hierarchy, enforcement)
 }
 
 /// Whether the executor accepts this task key (it names directories and cgroups).
@@ -1016,12 +1209,40 @@ fn cgroup_name(task: &TaskKey) -> String {
     format!("{}.{}.{}", task.job, task.slot, task.attempt)
 }
 
+/// Opens a log for appending without following a symlink: a directory reused from an earlier
+/// run of the same attempt may hold what its task user left there.
 fn open_log(path: &Path) -> Result<std::fs::File, String> {
     std::fs::OpenOptions::new()
         .create(true)
         .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
         .open(path)
         .map_err(|e| format!("cannot open log file {}: {e}", path.display()))
+}
+
+/// Creates the task directory; when the task runs as another user, hands it to that user
+/// (`0700`) and makes its parents searchable (`0711`: enter, not list).
+fn make_task_dir(dir: &Path, account: Option<&Account>) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create task directory {}: {e}", dir.display()))?;
+    let Some(account) = account else {
+        return Ok(());
+    };
+    let chmod = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))
+    };
+    for parent in dir.ancestors().skip(1).take(2) {
+        chmod(parent, 0o711)?;
+    }
+    std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid)).map_err(|e| {
+        format!(
+            "cannot give task directory {} to user {}: {e}",
+            dir.display(),
+            account.name
+        )
+    })?;
+    chmod(dir, 0o700)
 }
 
 /// Checked before the spawn because a missing workdir and a missing command both surface as
@@ -1080,11 +1301,23 @@ fn resolve_program(
     }
 }
 
-fn spawn_error(spec: &TaskSpec, error: &std::io::Error) -> String {
+fn spawn_error(
+    spec: &TaskSpec,
+    account: Option<&Account>,
+    workdir: &Path,
+    error: &std::io::Error,
+) -> String {
     let command = spec.command.escape_default();
-    match error.kind() {
-        ErrorKind::NotFound => format!("command `{command}` not found"),
-        ErrorKind::PermissionDenied => {
+    match (error.kind(), account) {
+        (ErrorKind::NotFound, _) => format!("command `{command}` not found"),
+        (ErrorKind::PermissionDenied, Some(a)) => format!(
+            "cannot start command `{command}` as user {}: permission denied (that user needs \
+             execute permission on the command and search permission on every directory up \
+             to the workdir {})",
+            a.name,
+            workdir.display()
+        ),
+        (ErrorKind::PermissionDenied, None) => {
             format!("command `{command}` is not executable (permission denied)")
         }
         _ => format!("cannot start command `{command}`: {error}"),
@@ -1111,33 +1344,14 @@ fn remove_cgroup_now(cgroup: Option<&TaskCgroup>) {
     }
 }
 
-/// Writes `pid` in one `write` of ~150 bytes. No temp file and rename: once `write` returns,
-/// an agent crash cannot tear the record, and a power loss that could also kills the process
-/// it names (and changes the boot id). Inode creation is the main per-task cost on ext4.
-fn write_pid_record(dir: &Path, record: &PidRecord) -> Result<(), String> {
-    let path = dir.join("pid");
-    let bytes = serde_json::to_vec(record).map_err(|e| format!("cannot encode pid record: {e}"))?;
-    std::fs::write(&path, bytes)
-        .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))
-}
-
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-        .map(|e| e.path())
-        .collect()
-}
-
 async fn read_range(path: &Path, offset: u64, limit: usize) -> Result<(Vec<u8>, u64), LogError> {
     let read_error = |source| LogError::Read {
         path: path.to_owned(),
         source,
     };
-    let mut file = match tokio::fs::File::open(path).await {
+    // The task user may replace its log with a link or a FIFO: read only a regular file.
+    let opened = pidfile::open_regular(path).map(tokio::fs::File::from_std);
+    let mut file = match opened {
         Ok(f) => f,
         Err(e) if e.kind() == ErrorKind::NotFound => {
             return Err(LogError::NotFound(path.to_owned()));

@@ -21,3 +21,4 @@ pub mod sched_driver;
 pub mod seal;
 pub mod store;
 pub mod tls;
+pub mod watchdog;

@@ -97,6 +97,7 @@ impl TaskRunner for ProcessRunner {
             env,
             workdir,
             resources,
+            user,
         } = command
         else {
             return;
@@ -108,6 +109,7 @@ impl TaskRunner for ProcessRunner {
             workdir: workdir.map(Into::into),
             cpu_millicores: resources.cpu_millicores,
             memory_mib: resources.memory_mib,
+            user,
         };
         if let Err(e) = self.executor.start(exec_key(&task), spec) {
             self.report(

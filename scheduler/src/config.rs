@@ -1,5 +1,6 @@
 //! Tunables and limits of one scheduler.
 
+use std::collections::BTreeSet;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
@@ -46,6 +47,9 @@ pub struct SchedulerConfig {
     pub wire: WireLimits,
     /// Bounds for job specs.
     pub spec_limits: SpecLimits,
+    /// The users a job's `user` may name on this node (the agent fills it from its executor:
+    /// `--allow-task-user` plus the default task user); admission rejects the others.
+    pub task_users: BTreeSet<String>,
 }
 
 impl Default for SchedulerConfig {
@@ -66,6 +70,7 @@ impl Default for SchedulerConfig {
             release_hold: Duration::from_millis(500),
             wire: WireLimits::default(),
             spec_limits: SpecLimits::default(),
+            task_users: BTreeSet::new(),
         }
     }
 }

@@ -389,6 +389,21 @@ impl Scheduler {
         if let Some(c) = entry.spec.failed_constraint(&self.node, &ad.attributes) {
             return Err(format!("{} fails constraint {c}", self.node));
         }
+        if let Some(user) = &entry.spec.user
+            && !self.config.task_users.contains(user)
+        {
+            return Err(format!(
+                "{} does not run tasks as user {user} (it allows: {}); allow it with the agent \
+                 flag --allow-task-user {user} (the agent must run as root)",
+                self.node,
+                self.config
+                    .task_users
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+        }
         let used = self.local_allocated();
         if used.saturating_add(&want).fits_in(&ad.capacity) {
             return Ok(());
@@ -417,6 +432,7 @@ impl Scheduler {
             env: spec.env.clone(),
             workdir: spec.workdir.clone(),
             resources: a.resources,
+            user: spec.user.clone(),
         });
     }
 

@@ -33,6 +33,8 @@ pub enum ExecCommand {
         workdir: Option<String>,
         /// Reserved resources (limits to enforce where the host allows).
         resources: Resources,
+        /// The user to run as, if the job names one (admission checked this node allows it).
+        user: Option<String>,
     },
     /// Stop a process (SIGTERM, then SIGKILL after the grace period). Report `Killed` (or how
     /// it ended if it exited first). Also sent for tasks that never started.

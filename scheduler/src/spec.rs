@@ -422,6 +422,10 @@ pub struct JobSpec {
     /// Behaviour on a node cut off from the majority (`[disconnect]`).
     #[serde(default)]
     pub disconnect: DisconnectPolicy,
+    /// The user the tasks run as; none: the node's default task user. A node runs a job that
+    /// names a user only if its agent allows that user (`--allow-task-user`).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// Limits applied by [`JobSpec::validate_with`].
@@ -607,6 +611,9 @@ impl JobSpec {
             }
             long("workdir", w)?;
         }
+        if let Some(user) = &self.user {
+            validate_user(user)?;
+        }
         Ok(())
     }
 
@@ -746,6 +753,31 @@ impl JobSpec {
             detail,
         })
     }
+}
+
+/// Longest user name accepted in `user` (the useradd limit).
+pub const MAX_USER_BYTES: usize = 32;
+
+/// A portable user name: `[A-Za-z_][A-Za-z0-9_.-]*`, at most [`MAX_USER_BYTES`] bytes.
+fn validate_user(user: &str) -> Result<(), SpecError> {
+    let first_ok = user
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_');
+    let rest_ok = user
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if user.len() > MAX_USER_BYTES || !first_ok || !rest_ok {
+        return Err(invalid(
+            "user",
+            format!(
+                "`{}` is not a user name: 1 to {MAX_USER_BYTES} of A-Z a-z 0-9 _ . - starting \
+                 with a letter or _",
+                user.escape_default()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn validate_id(id: &str) -> Result<(), SpecError> {
@@ -1001,5 +1033,24 @@ constraints = ["rack == r1", "zone != z2", "disk=ssd", { attribute = "os", op = 
         let e = spec.check_can_ever_fit(&members).unwrap_err().to_string();
         assert!(e.contains("all 2 nodes fail"), "{e}");
         assert!(spec.check_can_ever_fit(&[]).is_ok());
+    }
+
+    #[test]
+    fn user_names_are_checked() {
+        let with = |user: &str| {
+            JobSpec::from_json_str(&WEB_JSON.replace(
+                r#""command""#,
+                &format!(r#""user": "{}", "command""#, user.escape_default()),
+            ))
+        };
+        assert_eq!(with("www-data").unwrap().user.as_deref(), Some("www-data"));
+        assert_eq!(JobSpec::from_json_str(WEB_JSON).unwrap().user, None);
+        for bad in ["", "0day", "a b", "../root", "x:y", &"u".repeat(33)] {
+            let e = with(bad).unwrap_err().to_string();
+            assert!(
+                e.contains("`user`") && e.contains("is not a user name"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 }

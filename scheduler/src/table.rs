@@ -216,6 +216,9 @@ pub struct SlotFloor {
 }
 
 /// The effect of one op: one lattice element.
+// A job write is much larger than the other ops, but ops are short-lived in memory (the logs
+// keep their encoded bytes), and a box would cost an allocation per job op on every replica.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum OpBody {
     /// A job write.

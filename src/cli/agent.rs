@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use shoal_node::agent::{self, AgentConfig};
+use shoal_node::agent::{self, AgentConfig, TaskSettings};
 use shoal_node::api_server::ApiConfig;
 use shoal_node::api_tls::ServerCertificate;
 use shoal_node::keys::ClusterKey;
+use shoal_node::watchdog::WatchdogConfig;
 
 /// Flags of `shoal agent`.
 #[derive(Debug, Args)]
@@ -72,6 +74,20 @@ pub struct AgentArgs {
     /// The private key (PEM) of --http-tls-cert.
     #[arg(long, requires = "http_tls_cert")]
     pub http_tls_key: Option<PathBuf>,
+    /// The user tasks run as when the agent runs as root (default: nobody). An agent that is
+    /// not root runs tasks as itself.
+    #[arg(long, value_name = "NAME")]
+    pub task_user: Option<String>,
+    /// A user a job may choose with `user = "NAME"` (repeatable; root agents only).
+    #[arg(long = "allow-task-user", value_name = "NAME")]
+    pub allow_task_users: Vec<String>,
+    /// Most processes (and threads) per task, where the host has a pids cgroup; 0: unlimited.
+    #[arg(long, default_value_t = 4096)]
+    pub task_max_pids: u64,
+    /// How long the watchdog waits without hearing from this agent (crashed, killed, stopped)
+    /// before it kills the agent's tasks, in milliseconds.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
+    pub orphan_grace_ms: u64,
 }
 
 /// Runs the agent until SIGINT/SIGTERM, then leaves the cluster cleanly.
@@ -119,6 +135,14 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         attributes: parse_attrs(&args.attrs)?,
         api,
         gossip: shoal_gossip::Config::default(),
+        tasks: TaskSettings {
+            user: args.task_user,
+            allowed_users: args.allow_task_users.into_iter().collect(),
+            max_pids: args.task_max_pids,
+            watchdog: Some(WatchdogConfig::this_binary(Duration::from_millis(
+                args.orphan_grace_ms,
+            ))?),
+        },
     })
 }
 

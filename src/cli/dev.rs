@@ -11,13 +11,15 @@ use std::net::SocketAddr;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use shoal_node::agent::{self, AgentConfig, RunningAgent};
+use shoal_node::agent::{self, AgentConfig, RunningAgent, TaskSettings};
 use shoal_node::api_auth::create_token_file;
 use shoal_node::api_server::ApiConfig;
 use shoal_node::keys::ClusterKey;
+use shoal_node::watchdog::WatchdogConfig;
 
 use super::local;
 
@@ -63,6 +65,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                 ..ApiConfig::default()
             },
             gossip: shoal_gossip::Config::default(),
+            tasks: TaskSettings {
+                watchdog: Some(WatchdogConfig::this_binary(Duration::from_secs(10))?),
+                ..TaskSettings::default()
+            },
         };
         let running = agent::start(config).await?;
         seed.get_or_insert(running.id.addr);
@@ -82,17 +88,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
 /// or may write to it (someone could otherwise read the dev token or plant files).
 fn cluster_dir() -> anyhow::Result<PathBuf> {
     let root = local::dev_root();
+    // Run as root, the agents run tasks as `nobody`, which must be able to enter (not list) the
+    // way to its task directories: search permission for others, nothing else.
+    let mode = if local::uid() == 0 { 0o711 } else { 0o700 };
     std::fs::DirBuilder::new()
         .recursive(true)
-        .mode(0o700)
+        .mode(mode)
         .create(&root)
         .with_context(|| format!("cannot create {}", root.display()))?;
     let meta = std::fs::symlink_metadata(&root)
         .with_context(|| format!("cannot inspect {}", root.display()))?;
-    if !meta.is_dir() || meta.uid() != local::uid() || meta.permissions().mode() & 0o077 != 0 {
+    if !meta.is_dir() || meta.uid() != local::uid() || meta.permissions().mode() & 0o066 != 0 {
         bail!(
-            "{} must be a directory of this user with mode 0700 (it holds the dev cluster's API \
-             token); remove it or set XDG_RUNTIME_DIR",
+            "{} must be a directory of this user that no one else may read or write (it holds \
+             the dev cluster's API token); remove it or set XDG_RUNTIME_DIR",
             root.display()
         );
     }
@@ -100,7 +109,7 @@ fn cluster_dir() -> anyhow::Result<PathBuf> {
     let dir = root.join(std::process::id().to_string());
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::DirBuilder::new()
-        .mode(0o700)
+        .mode(mode)
         .create(&dir)
         .with_context(|| format!("cannot create {}", dir.display()))?;
     Ok(dir)

@@ -42,6 +42,10 @@ impl TempDir {
         let dir = base.join(unique);
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
+        // Like /tmp: an agent running as root runs tasks as nobody, and tests have tasks
+        // write files here (their pids, markers).
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
         TempDir(dir)
     }
 }

@@ -1,17 +1,24 @@
-//! CPU and memory limits through cgroups, when this host lets the agent use them.
+//! CPU, memory and process-count limits through cgroups, and stops that reach every process of
+//! a task, when this host lets the agent use them.
 //!
-//! [`detect`] looks for a cgroup2 mount whose root offers the `cpu` and `memory` controllers and
-//! sets up `<mount>/shoal/<instance>` with both enabled for its children; failing that, cgroup v1
-//! `cpu` and `memory` hierarchies, under the agent's own cgroup in each (so limits a supervisor
-//! put on the agent still hold for its tasks). Detection creates the parent directories for
-//! real, so "usable" means "it worked here", not "a file exists".
+//! [`detect`] looks for a cgroup2 mount whose root offers the `cpu` and `memory` controllers
+//! (and `pids` when offered) and sets up `<mount>/shoal/<instance>` with them enabled for its
+//! children; failing that, cgroup v1 `cpu` and `memory` hierarchies (plus `pids` and `freezer`
+//! when mounted), under the agent's own cgroup in each (so limits a supervisor put on the agent
+//! still hold for its tasks). Detection creates the parent directories for real, so "usable"
+//! means "it worked here", not "a file exists".
 //!
 //! Per task, [`Hierarchy::create`] makes `<parent>/<job>.<slot>.<attempt>` and writes the limits
-//! before the spawn; [`TaskCgroup::add`] moves the pid in right after it; [`TaskCgroup::remove`]
-//! deletes the directory once the process group is gone.
+//! before the spawn; [`TaskCgroup::add`] moves the pid in right after it; [`kill_until_empty`]
+//! SIGKILLs every process in it (v2 `cgroup.kill`, else the v1 freezer around a kill of each
+//! member, else a kill of each member) until none is left; [`TaskCgroup::remove`] deletes the
+//! directories once they are empty.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use nix::unistd::Pid;
 
 /// CFS period used for CPU quotas: 100 ms, the kernel default.
 const CPU_PERIOD_US: u64 = 100_000;
@@ -21,27 +28,43 @@ const CPU_MIN_QUOTA_US: u64 = 1_000;
 /// A cgroup hierarchy the executor can create task cgroups in.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Hierarchy {
-    /// Unified hierarchy: one directory per task holds `cpu.max` and `memory.max`.
-    V2 { parent: PathBuf },
-    /// Legacy hierarchies: one directory per task in each of `cpu` and `memory`.
+    /// Unified hierarchy: one directory per task holds `cpu.max`, `memory.max` and, when the
+    /// `pids` controller is enabled, `pids.max`.
+    V2 { parent: PathBuf, pids: bool },
+    /// Legacy hierarchies: one directory per task in each of `cpu` and `memory`, and in `pids`
+    /// and `freezer` when those are mounted and writable.
     V1 {
         cpu_parent: PathBuf,
         memory_parent: PathBuf,
+        pids_parent: Option<PathBuf>,
+        freezer_parent: Option<PathBuf>,
     },
+}
+
+/// How a stop reaches every process of a task in this hierarchy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum KillMethod {
+    /// v2 `cgroup.kill`: one write SIGKILLs every member at once.
+    CgroupKill,
+    /// v1 freezer: freeze, SIGKILL each member, thaw (nothing forks in between).
+    Freezer,
+    /// SIGKILL each member listed in `cgroup.procs`, again until none is left.
+    EachMember,
 }
 
 /// The outcome of [`detect`]: the hierarchy to use, if any, and why, in words.
 #[derive(Debug, Clone)]
 pub(crate) struct Detected {
     pub hierarchy: Option<Hierarchy>,
+    pub kill: KillMethod,
     pub note: String,
 }
 
-/// The cgroup of one task: one directory (v2) or two (v1: cpu, memory).
+/// The cgroup of one task: one directory (v2) or one per hierarchy (v1: cpu, memory, and pids
+/// and freezer when used).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TaskCgroup {
     dirs: Vec<PathBuf>,
-    memory_file: PathBuf,
 }
 
 /// Finds a usable hierarchy and creates `shoal/<instance>` in it.
@@ -51,124 +74,224 @@ pub(crate) fn detect(instance: &str) -> Detected {
         .unwrap_or_default();
     let own = std::fs::read_to_string("/proc/self/cgroup").unwrap_or_default();
     let why_not_v2 = match try_v2(&mounts, instance) {
-        Ok(h) => return found(h),
+        Ok((h, kill)) => return found(h, kill, String::new()),
         Err(why) => why,
     };
     match try_v1(&mounts, &own, instance) {
-        Ok(h) => Detected {
-            note: format!(
-                "{}; cgroup v2 not used: {why_not_v2}",
-                found(h.clone()).note
-            ),
-            hierarchy: Some(h),
-        },
+        Ok((h, optional)) => {
+            let kill = match &h {
+                Hierarchy::V1 {
+                    freezer_parent: Some(_),
+                    ..
+                } => KillMethod::Freezer,
+                _ => KillMethod::EachMember,
+            };
+            found(
+                h,
+                kill,
+                format!("{optional}; cgroup v2 not used: {why_not_v2}"),
+            )
+        }
         Err(why_not_v1) => Detected {
             hierarchy: None,
+            kill: KillMethod::EachMember,
             note: format!("no usable cgroups: v2: {why_not_v2}; v1: {why_not_v1}"),
         },
     }
 }
 
-fn found(hierarchy: Hierarchy) -> Detected {
-    let note = match &hierarchy {
-        Hierarchy::V2 { parent } => format!("cgroup v2 under {}", parent.display()),
+fn found(hierarchy: Hierarchy, kill: KillMethod, more: String) -> Detected {
+    let mut note = match &hierarchy {
+        Hierarchy::V2 { parent, pids } => format!(
+            "cgroup v2 under {}{}",
+            parent.display(),
+            if *pids { "" } else { " (no pids controller)" }
+        ),
         Hierarchy::V1 {
             cpu_parent,
             memory_parent,
+            ..
         } => format!(
             "cgroup v1 under {} and {}",
             cpu_parent.display(),
             memory_parent.display()
         ),
     };
+    note.push_str(&more);
     Detected {
         hierarchy: Some(hierarchy),
+        kill,
         note,
     }
 }
 
 impl Hierarchy {
-    /// Where the task named `name` lives (whether or not it exists yet).
-    pub fn task_cgroup(&self, name: &str) -> TaskCgroup {
+    /// Every parent directory task cgroups are made in, one per hierarchy.
+    pub fn parents(&self) -> Vec<PathBuf> {
         match self {
-            Hierarchy::V2 { parent } => TaskCgroup {
-                dirs: vec![parent.join(name)],
-                memory_file: parent.join(name).join("memory.max"),
-            },
+            Hierarchy::V2 { parent, .. } => vec![parent.clone()],
             Hierarchy::V1 {
                 cpu_parent,
                 memory_parent,
-            } => TaskCgroup {
-                dirs: vec![cpu_parent.join(name), memory_parent.join(name)],
-                memory_file: memory_parent.join(name).join("memory.limit_in_bytes"),
-            },
+                pids_parent,
+                freezer_parent,
+            } => [
+                Some(cpu_parent),
+                Some(memory_parent),
+                pids_parent.as_ref(),
+                freezer_parent.as_ref(),
+            ]
+            .into_iter()
+            .flatten()
+            .cloned()
+            .collect(),
+        }
+    }
+
+    /// Where the task named `name` lives (whether or not it exists yet).
+    pub fn task_cgroup(&self, name: &str) -> TaskCgroup {
+        TaskCgroup {
+            dirs: self.parents().iter().map(|p| p.join(name)).collect(),
+        }
+    }
+
+    /// The memory limit file of the task named `name`.
+    pub fn memory_file(&self, name: &str) -> PathBuf {
+        match self {
+            Hierarchy::V2 { parent, .. } => parent.join(name).join("memory.max"),
+            Hierarchy::V1 { memory_parent, .. } => {
+                memory_parent.join(name).join("memory.limit_in_bytes")
+            }
         }
     }
 
     /// Creates the task's cgroup (reusing a stale one of the same name) and writes its limits;
-    /// `0` means "no limit" for either resource.
-    pub fn create(
-        &self,
-        name: &str,
-        cpu_millicores: u64,
-        memory_mib: u64,
-    ) -> Result<TaskCgroup, String> {
+    /// `0` means "no limit" for any resource.
+    pub fn create(&self, name: &str, limits: Limits) -> Result<TaskCgroup, String> {
         let cgroup = self.task_cgroup(name);
         for dir in &cgroup.dirs {
             make_dir(dir)?;
         }
-        let quota = cpu_quota_us(cpu_millicores);
-        let memory = memory_mib.checked_mul(1024 * 1024);
+        let quota = cpu_quota_us(limits.cpu_millicores);
+        let memory = limits
+            .memory_mib
+            .checked_mul(1024 * 1024)
+            .filter(|&b| b > 0);
+        let pids = (limits.max_pids > 0).then_some(limits.max_pids);
         match self {
-            Hierarchy::V2 { .. } => {
+            Hierarchy::V2 {
+                parent,
+                pids: has_pids,
+            } => {
+                let dir = parent.join(name);
                 let cpu = quota.map_or(format!("max {CPU_PERIOD_US}"), |q| {
                     format!("{q} {CPU_PERIOD_US}")
                 });
-                write(&cgroup.dirs[0].join("cpu.max"), &cpu)?;
-                let mem = memory
-                    .filter(|&b| b > 0)
-                    .map_or("max".to_owned(), |b| b.to_string());
-                write(&cgroup.memory_file, &mem)?;
+                write(&dir.join("cpu.max"), &cpu)?;
+                write(
+                    &self.memory_file(name),
+                    &memory.map_or("max".to_owned(), |b| b.to_string()),
+                )?;
+                if *has_pids {
+                    write(
+                        &dir.join("pids.max"),
+                        &pids.map_or("max".to_owned(), |n| n.to_string()),
+                    )?;
+                }
             }
-            Hierarchy::V1 { .. } => {
+            Hierarchy::V1 {
+                cpu_parent,
+                pids_parent,
+                ..
+            } => {
                 // cfs_period_us of a new cgroup is the kernel default, CPU_PERIOD_US, and only
                 // this executor writes here: not rewritten, each write is a syscall per task.
                 let cpu = quota.map_or("-1".to_owned(), |q| q.to_string());
-                write(&cgroup.dirs[0].join("cpu.cfs_quota_us"), &cpu)?;
-                let mem = memory
-                    .filter(|&b| b > 0)
-                    .map_or("-1".to_owned(), |b| b.to_string());
-                write(&cgroup.memory_file, &mem)?;
+                write(&cpu_parent.join(name).join("cpu.cfs_quota_us"), &cpu)?;
+                write(
+                    &self.memory_file(name),
+                    &memory.map_or("-1".to_owned(), |b| b.to_string()),
+                )?;
+                if let Some(pids_parent) = pids_parent {
+                    let max = pids.map_or("max".to_owned(), |n| n.to_string());
+                    write(&pids_parent.join(name).join("pids.max"), &max)?;
+                }
             }
         }
         Ok(cgroup)
     }
-}
 
-impl Hierarchy {
+    /// Runs `spawn` so that the process it creates is born inside the task cgroup `name`, where
+    /// the hierarchy allows: with cgroup v1 the calling thread moves into the task cgroup of each
+    /// hierarchy (v1 places threads one by one), forks there, and moves back to the agent's own
+    /// cgroups. A child then cannot fork, or `setsid`, before it is in its cgroup. With v2 a
+    /// thread cannot leave its process's cgroup (outside threaded mode), so the caller moves the
+    /// pid in after the spawn (`TaskCgroup::add`), and a task that forks within that window can
+    /// leave a child outside its cgroup (docs/executor.md).
+    pub fn spawn_inside<T>(&self, name: &str, spawn: impl FnOnce() -> T) -> Result<T, String> {
+        if let Hierarchy::V2 { .. } = self {
+            return Ok(spawn());
+        }
+        let tid = nix::unistd::gettid().to_string();
+        let dirs = self.task_cgroup(name).dirs;
+        for dir in &dirs {
+            if let Err(e) = write(&dir.join("tasks"), &tid) {
+                self.leave(&tid);
+                return Err(e);
+            }
+        }
+        let spawned = spawn();
+        self.leave(&tid);
+        Ok(spawned)
+    }
+
+    /// Moves thread `tid` back to the agent's own cgroup in each v1 hierarchy: the parent of
+    /// `shoal/<instance>`.
+    fn leave(&self, tid: &str) {
+        for parent in self.parents() {
+            let Some(own) = parent.parent().and_then(Path::parent) else {
+                continue;
+            };
+            if let Err(e) = write(&own.join("tasks"), tid) {
+                tracing::error!(error = %e, "a launcher thread could not leave a task cgroup");
+            }
+        }
+    }
+
+    /// Removes the `shoal/<instance>` directories if they hold no task cgroup any more (a
+    /// populated one refuses `rmdir`, so this is safe to try at any time).
+    pub fn remove_parents(&self) {
+        for parent in self.parents() {
+            let _ = std::fs::remove_dir(parent);
+        }
+    }
+
     /// Removes task cgroups that have no process left, e.g. those of an agent that was
     /// SIGKILLed. A populated cgroup refuses `rmdir` (`EBUSY`), so live tasks keep theirs for
-    /// recovery. Returns how many were removed.
+    /// recovery. Returns how many directories were removed.
     pub fn sweep_empty(&self) -> usize {
-        let parents = match self {
-            Hierarchy::V2 { parent } => vec![parent],
-            Hierarchy::V1 {
-                cpu_parent,
-                memory_parent,
-            } => vec![cpu_parent, memory_parent],
-        };
-        let children = parents
-            .into_iter()
-            .flat_map(|p| std::fs::read_dir(p).into_iter().flatten());
-        children
-            .filter_map(Result::ok)
-            .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
-            .filter(|e| std::fs::remove_dir(e.path()).is_ok())
+        self.parents()
+            .iter()
+            .flat_map(|p| task_dirs(p))
+            .filter(|d| std::fs::remove_dir(d).is_ok())
             .count()
     }
 }
 
+/// The limits written into a task's cgroup; `0` is "unlimited" for each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct Limits {
+    pub cpu_millicores: u64,
+    pub memory_mib: u64,
+    pub max_pids: u64,
+}
+
 impl TaskCgroup {
+    /// The cgroup made of these directories (the watchdog names tasks by directory).
+    pub fn from_dirs(dirs: Vec<PathBuf>) -> TaskCgroup {
+        TaskCgroup { dirs }
+    }
+
     /// Moves `pid` (and so everything it forks from now on) into the cgroup.
     pub fn add(&self, pid: u32) -> Result<(), String> {
         self.dirs
@@ -176,10 +299,86 @@ impl TaskCgroup {
             .try_for_each(|d| write(&d.join("cgroup.procs"), &pid.to_string()))
     }
 
-    /// The memory limit file, to read a limit back.
+    /// The task's directories.
     #[cfg(test)]
-    pub fn memory_file(&self) -> &Path {
-        &self.memory_file
+    pub fn dirs(&self) -> &[PathBuf] {
+        &self.dirs
+    }
+
+    /// The members except `spare`, sorted.
+    pub fn procs_except(&self, spare: &[u32]) -> Vec<u32> {
+        let mut pids = self.procs();
+        pids.retain(|p| !spare.contains(p));
+        pids
+    }
+
+    /// Every process in the cgroup (the union over its hierarchies), sorted.
+    pub fn procs(&self) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .dirs
+            .iter()
+            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .flat_map(|text| {
+                text.lines()
+                    .filter_map(|l| l.trim().parse::<u32>().ok())
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        pids.sort_unstable();
+        pids.dedup();
+        pids
+    }
+
+    /// Sends `signal` to every member now (those that forked since are not reached: use
+    /// [`kill_until_empty`] for SIGKILL).
+    pub fn signal_members(&self, signal: Signal) {
+        for pid in self.procs() {
+            signal_pid(pid, signal);
+        }
+    }
+
+    /// Undoes a freeze a crashed agent may have left (it froze, then died before thawing).
+    pub fn thaw(&self) {
+        if let Some(state) = self.freezer_state() {
+            let _ = std::fs::write(state, "THAWED");
+        }
+    }
+
+    fn freezer_state(&self) -> Option<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|d| d.join("freezer.state"))
+            .find(|p| p.exists())
+    }
+
+    fn kill_file(&self) -> Option<PathBuf> {
+        self.dirs
+            .iter()
+            .map(|d| d.join("cgroup.kill"))
+            .find(|p| p.exists())
+    }
+
+    /// One round of SIGKILL to every member; returns how many members there were before it.
+    fn kill_round(&self, spare: &[u32]) -> usize {
+        let before = self.procs_except(spare).len();
+        if before == 0 {
+            return 0;
+        }
+        if let Some(kill) = self.kill_file() {
+            let _ = std::fs::write(kill, "1");
+            return before;
+        }
+        let freezer = self.freezer_state();
+        if let Some(state) = &freezer {
+            freeze(state);
+        }
+        for pid in self.procs_except(spare) {
+            signal_pid(pid, Signal::SIGKILL);
+        }
+        if let Some(state) = &freezer {
+            let _ = std::fs::write(state, "THAWED");
+        }
+        before
     }
 
     /// Removes the directories now; fails with `EBUSY` while a member is still exiting.
@@ -209,13 +408,82 @@ impl TaskCgroup {
     }
 }
 
+/// SIGKILLs every process in `cgroup` but `spare`, round after round, until it is empty or
+/// `deadline` passes; returns the processes still there at the deadline (none, normally). Blocking: a
+/// round is a few reads and writes of cgroupfs plus one signal per member.
+///
+/// A member that forks during a round puts its child in the same cgroup, where the next round
+/// finds it; a process with SIGKILL pending forks no more, so the rounds converge (the `pids`
+/// limit bounds how many there can be). Where the kill is by member (no `cgroup.kill`, no
+/// freezer), a member may exit and its pid be reused between the read of `cgroup.procs` and the
+/// signal; the freezer and `cgroup.kill` close that window.
+pub(crate) fn kill_until_empty(
+    cgroup: &TaskCgroup,
+    spare: &[u32],
+    deadline: std::time::Instant,
+) -> Vec<u32> {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        if cgroup.kill_round(spare) == 0 {
+            return Vec::new();
+        }
+        if std::time::Instant::now() >= deadline {
+            return cgroup.procs_except(spare);
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(20));
+    }
+}
+
+/// The task cgroups under `parent` (every child directory).
+pub(crate) fn task_dirs(parent: &Path) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = std::fs::read_dir(parent)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .collect();
+    dirs.sort();
+    dirs
+}
+
+/// Writes `FROZEN` and waits (≤ 50 ms) until the kernel says every member is frozen; a member
+/// stuck in an uninterruptible wait can keep it `FREEZING`, and then the round kills anyway.
+fn freeze(state: &Path) {
+    if std::fs::write(state, "FROZEN").is_err() {
+        return;
+    }
+    let until = std::time::Instant::now() + Duration::from_millis(50);
+    while std::time::Instant::now() < until {
+        match std::fs::read_to_string(state) {
+            Ok(s) if s.trim() == "FROZEN" => return,
+            Ok(_) => std::thread::sleep(Duration::from_micros(200)),
+            Err(_) => return,
+        }
+    }
+}
+
+/// Sends `signal` to one pid; a pid that is gone is not an error. Never pid 0 or 1 or this
+/// process.
+fn signal_pid(pid: u32, signal: Signal) {
+    let Ok(raw) = i32::try_from(pid) else { return };
+    if raw <= 1 || pid == std::process::id() {
+        return;
+    }
+    match nix::sys::signal::kill(Pid::from_raw(raw), signal) {
+        Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+        Err(e) => tracing::warn!(pid, ?signal, error = %e, "cannot signal task process"),
+    }
+}
+
 /// The CFS quota per [`CPU_PERIOD_US`] for a rate in millicores; `None` means unlimited.
 fn cpu_quota_us(cpu_millicores: u64) -> Option<u64> {
     (cpu_millicores > 0)
         .then(|| (cpu_millicores.saturating_mul(CPU_PERIOD_US) / 1000).max(CPU_MIN_QUOTA_US))
 }
 
-fn try_v2(mounts: &[Mount], instance: &str) -> Result<Hierarchy, String> {
+fn try_v2(mounts: &[Mount], instance: &str) -> Result<(Hierarchy, KillMethod), String> {
     let mount = mounts
         .iter()
         .find(|m| m.fstype == "cgroup2")
@@ -235,18 +503,29 @@ fn try_v2(mounts: &[Mount], instance: &str) -> Result<Hierarchy, String> {
             offered.join(" ")
         ));
     }
+    let pids = offered.contains(&"pids");
+    let enable = if pids {
+        "+cpu +memory +pids"
+    } else {
+        "+cpu +memory"
+    };
     let mut dir = mount.point.clone();
     for level in ["shoal", instance] {
-        write(&dir.join("cgroup.subtree_control"), "+cpu +memory")?;
+        write(&dir.join("cgroup.subtree_control"), enable)?;
         dir.push(level);
         make_dir(&dir)?;
     }
-    write(&dir.join("cgroup.subtree_control"), "+cpu +memory")?;
-    probe(&dir)?;
-    Ok(Hierarchy::V2 { parent: dir })
+    write(&dir.join("cgroup.subtree_control"), enable)?;
+    let kill = if probe(&dir)?.contains(&"cgroup.kill".to_owned()) {
+        KillMethod::CgroupKill
+    } else {
+        KillMethod::EachMember
+    };
+    Ok((Hierarchy::V2 { parent: dir, pids }, kill))
 }
 
-fn try_v1(mounts: &[Mount], own: &str, instance: &str) -> Result<Hierarchy, String> {
+/// The v1 hierarchy plus a note on the optional controllers (`pids`, `freezer`) not used.
+fn try_v1(mounts: &[Mount], own: &str, instance: &str) -> Result<(Hierarchy, String), String> {
     let parent = |controller: &str| -> Result<PathBuf, String> {
         let mount = mounts
             .iter()
@@ -266,10 +545,27 @@ fn try_v1(mounts: &[Mount], own: &str, instance: &str) -> Result<Hierarchy, Stri
         probe(&dir)?;
         Ok(dir)
     };
-    Ok(Hierarchy::V1 {
-        cpu_parent: parent("cpu")?,
-        memory_parent: parent("memory")?,
-    })
+    let cpu_parent = parent("cpu")?;
+    let memory_parent = parent("memory")?;
+    let mut unused = String::new();
+    let mut optional = |controller: &str| match parent(controller) {
+        Ok(dir) => Some(dir),
+        Err(why) => {
+            unused.push_str(&format!("; {controller} not used: {why}"));
+            None
+        }
+    };
+    let pids_parent = optional("pids");
+    let freezer_parent = optional("freezer");
+    Ok((
+        Hierarchy::V1 {
+            cpu_parent,
+            memory_parent,
+            pids_parent,
+            freezer_parent,
+        },
+        unused,
+    ))
 }
 
 /// The agent's own cgroup path in the v1 hierarchy holding `controller`.
@@ -309,12 +605,20 @@ fn parse_mountinfo(text: &str) -> Vec<Mount> {
         .collect()
 }
 
-/// Creates and removes a child cgroup: an existing parent (made by root, say) does not mean this
-/// agent may create task cgroups in it.
-fn probe(parent: &Path) -> Result<(), String> {
+/// Creates and removes a child cgroup, and returns the names of the files the kernel put in
+/// it: an existing parent (made by root, say) does not mean this agent may create task cgroups
+/// in it, and which files a child gets says which interfaces it has.
+fn probe(parent: &Path) -> Result<Vec<String>, String> {
     let child = parent.join(format!("probe-{}", std::process::id()));
     make_dir(&child)?;
-    std::fs::remove_dir(&child).map_err(|e| format!("cannot remove {}: {e}", child.display()))
+    let mut files: Vec<String> = std::fs::read_dir(&child)
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some(e.ok()?.file_name().to_str()?.to_owned()))
+        .collect();
+    files.sort();
+    std::fs::remove_dir(&child).map_err(|e| format!("cannot remove {}: {e}", child.display()))?;
+    Ok(files)
 }
 
 fn make_dir(dir: &Path) -> Result<(), String> {

@@ -3,6 +3,7 @@
 //! `SHOAL_REQUIRE_CGROUPS=1` to make that a failure instead (for hosts that must enforce).
 
 use std::collections::BTreeSet;
+use std::os::unix::fs::MetadataExt;
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -45,12 +46,13 @@ fn scratch(name: &str) -> Scratch {
     Scratch(dir)
 }
 
-/// Each test gets its own cgroup instance: `Executor::new` sweeps empty cgroups of its instance,
-/// which would race with another test's task between cgroup creation and pid move.
+/// Each test gets its own cgroup instance, unique to this process too: `Executor::new` sweeps
+/// empty cgroups of its instance, which would race with another test's task between cgroup
+/// creation and pid move, and another checkout may run the same tests at the same time.
 fn test_config(name: &str, cgroups: CgroupMode) -> ExecutorConfig {
     ExecutorConfig {
         cgroups,
-        instance: format!("test-{name}"),
+        instance: format!("test-{name}-{}", std::process::id()),
         ..ExecutorConfig::default()
     }
 }
@@ -437,13 +439,16 @@ async fn cgroup_limits_are_applied_and_removed() {
     };
     exec.start(task.clone(), spec).unwrap();
     let pid = started(&mut events).await;
-    let cgroup = hierarchy.task_cgroup("cg.0.0");
-    let limit = std::fs::read_to_string(cgroup.memory_file()).unwrap();
+    let memory_file = hierarchy.memory_file("cg.0.0");
+    let limit = std::fs::read_to_string(&memory_file).unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    assert!(membership.contains("/shoal/test-cg/cg.0.0"), "{membership}");
+    let instance = format!("/shoal/test-cg-{}/cg.0.0", std::process::id());
+    assert!(membership.contains(&instance), "{membership}");
     let cpu = match &hierarchy {
-        Hierarchy::V2 { parent } => std::fs::read_to_string(parent.join("cg.0.0/cpu.max")).unwrap(),
+        Hierarchy::V2 { parent, .. } => {
+            std::fs::read_to_string(parent.join("cg.0.0/cpu.max")).unwrap()
+        }
         Hierarchy::V1 { cpu_parent, .. } => {
             std::fs::read_to_string(cpu_parent.join("cg.0.0/cpu.cfs_quota_us")).unwrap()
         }
@@ -457,18 +462,17 @@ async fn cgroup_limits_are_applied_and_removed() {
             ..
         }
     ));
-    assert!(
-        !cgroup.memory_file().exists(),
-        "task cgroup removed after exit"
-    );
+    assert!(!memory_file.exists(), "task cgroup removed after exit");
 
     // An empty cgroup left by a SIGKILLed agent is swept by the next incarnation.
-    let stale = hierarchy.create("cg.9.9", 0, 0).unwrap();
-    assert!(stale.memory_file().exists());
+    let stale = hierarchy
+        .create("cg.9.9", cgroup::Limits::default())
+        .unwrap();
+    assert!(stale.dirs().iter().all(|d| d.exists()));
     let config = test_config("cg", CgroupMode::Auto);
     let (_next, _next_events) = Executor::new(dir.0.clone(), config).unwrap();
     assert!(
-        !stale.memory_file().exists(),
+        stale.dirs().iter().all(|d| !d.exists()),
         "empty stale cgroup swept at start"
     );
 }
@@ -587,7 +591,7 @@ async fn a_reused_pid_is_not_mistaken_for_a_task() {
         start_time_ticks: Some(procfs::stat(me).unwrap().start_time + 1),
         boot_id: procfs::boot_id(),
     };
-    write_pid_record(&dir, &record).unwrap();
+    pidfile::write(&dir, &record).unwrap();
     assert_eq!(
         exec.recover(),
         [RecoveredTask {
@@ -609,6 +613,257 @@ async fn a_reused_pid_is_not_mistaken_for_a_task() {
     assert!(!dir.join("pid").exists(), "dead record cleaned up");
     assert!(exec.recover().is_empty());
     assert!(matches!(exec.adopt(&task), Err(ExecError::NoPidRecord(_))));
+}
+
+/// Whether this test runs as root; prints `SKIPPED` with the reason otherwise.
+fn root_or_skip(what: &str) -> bool {
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        eprintln!(
+            "SKIPPED {what}: needs root to switch task users (running as uid {})",
+            nix::unistd::geteuid()
+        );
+    }
+    root
+}
+
+fn uid_of(name: &str) -> u32 {
+    nix::unistd::User::from_name(name)
+        .unwrap()
+        .unwrap()
+        .uid
+        .as_raw()
+}
+
+#[tokio::test]
+async fn a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users() {
+    if !root_or_skip("a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users") {
+        return;
+    }
+    let config = ExecutorConfig {
+        allowed_task_users: BTreeSet::from(["daemon".to_owned()]),
+        ..test_config("users", CgroupMode::Auto)
+    };
+    let dir = scratch("users");
+    let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
+    assert_eq!(exec.enforcement().task_user, "nobody");
+    assert_eq!(exec.enforcement().allowed_task_users, ["daemon", "nobody"]);
+    let default = key("users", 0);
+    exec.start(default.clone(), sh("id -u; id -G; touch made-here"))
+        .unwrap();
+    started(&mut events).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    let out = std::fs::read_to_string(exec.log_paths(&default).stdout).unwrap();
+    let nobody = uid_of("nobody");
+    let mut lines = out.lines();
+    assert_eq!(lines.next(), Some(nobody.to_string().as_str()), "{out}");
+    assert!(
+        !lines.next().unwrap().split(' ').any(|g| g == "0"),
+        "root's groups were kept: {out}"
+    );
+    let task_dir = exec.task_dir(&default);
+    assert_eq!(std::fs::metadata(&task_dir).unwrap().uid(), nobody);
+    assert!(
+        task_dir.join("made-here").exists(),
+        "the task could not write its directory"
+    );
+
+    let chosen = key("users", 1);
+    let spec = TaskSpec {
+        user: Some("daemon".to_owned()),
+        ..sh("id -u")
+    };
+    exec.start(chosen.clone(), spec).unwrap();
+    started(&mut events).await;
+    next(&mut events).await;
+    let out = std::fs::read_to_string(exec.log_paths(&chosen).stdout).unwrap();
+    assert_eq!(out.trim(), uid_of("daemon").to_string());
+
+    let refused = TaskSpec {
+        user: Some("root".to_owned()),
+        ..sh("id -u")
+    };
+    exec.start(key("users", 2), refused).unwrap();
+    match next(&mut events).await {
+        ExecEvent::Failed { reason, .. } => {
+            assert!(reason.contains("--allow-task-user root"), "{reason}");
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn an_unknown_task_user_fails_the_start_of_the_executor() {
+    let config = ExecutorConfig {
+        task_user: Some("shoal-no-such-user".to_owned()),
+        ..test_config("nouser", CgroupMode::Off)
+    };
+    let dir = scratch("nouser");
+    let err = Executor::new(dir.0.clone(), config)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("shoal-no-such-user does not exist"), "{err}");
+}
+
+/// Starts `sh -c '<script>'` whose first stdout line is the pid of a `setsid` child, and
+/// returns (task pid, escaped pid) once the child is in a session of its own.
+async fn start_with_escaped_child(
+    exec: &Executor,
+    events: &mut mpsc::Receiver<ExecEvent>,
+    task: &TaskKey,
+    script: &str,
+) -> (u32, u32) {
+    exec.start(task.clone(), sh(script)).unwrap();
+    let pid = started(events).await;
+    let stdout = exec.log_paths(task).stdout;
+    let mut escaped = None;
+    let found = eventually(|| {
+        escaped = std::fs::read_to_string(&stdout)
+            .ok()
+            .and_then(|t| t.lines().next()?.trim().parse::<u32>().ok())
+            .filter(|&p| procfs::stat(p).is_some_and(|s| s.pgrp == p && s.pgrp != pid));
+        escaped.is_some()
+    })
+    .await;
+    assert!(found, "the setsid child never left group {pid}");
+    (pid, escaped.unwrap())
+}
+
+#[tokio::test]
+async fn stop_kills_children_that_left_the_process_group() {
+    let (exec, mut events, _dir) = executor("setsid", CgroupMode::Auto);
+    let Some(enforcement) =
+        cgroups_or_skip(&exec, "stop_kills_children_that_left_the_process_group")
+    else {
+        return;
+    };
+    assert_ne!(enforcement.kill, KillEnforcement::ProcessGroup);
+    let task = key("setsid", 0);
+    let (_, escaped) = start_with_escaped_child(
+        &exec,
+        &mut events,
+        &task,
+        "setsid sleep 600 & echo $!; sleep 600",
+    )
+    .await;
+    assert!(exec.kill(&task, Duration::from_secs(5)));
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { killed: true, .. }
+    ));
+    assert!(gone(escaped), "setsid child {escaped} survived the stop");
+}
+
+#[tokio::test]
+async fn a_natural_exit_kills_children_that_left_the_process_group() {
+    let (exec, mut events, _dir) = executor("setsid-exit", CgroupMode::Auto);
+    if cgroups_or_skip(
+        &exec,
+        "a_natural_exit_kills_children_that_left_the_process_group",
+    )
+    .is_none()
+    {
+        return;
+    }
+    let task = key("setsid-exit", 0);
+    // The leader waits until the child has its own session, then exits by itself.
+    let script = "setsid sh -c 'touch ready; exec sleep 600' & echo $!; \
+                  while [ ! -e ready ]; do sleep 0.01; done";
+    let (_, escaped) = start_with_escaped_child(&exec, &mut events, &task, script).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited {
+            code: Some(0),
+            killed: false,
+            ..
+        }
+    ));
+    assert!(gone(escaped), "setsid child {escaped} outlived its task");
+}
+
+#[tokio::test]
+async fn the_process_count_of_a_task_is_limited() {
+    let config = ExecutorConfig {
+        task_max_pids: 4,
+        ..test_config("pids", CgroupMode::Auto)
+    };
+    let dir = scratch("pids");
+    let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
+    let enforcement = exec.enforcement();
+    if enforcement.pids == PidsEnforcement::NotEnforced {
+        assert!(
+            std::env::var_os("SHOAL_REQUIRE_CGROUPS").is_none(),
+            "SHOAL_REQUIRE_CGROUPS is set but there is no pids controller: {}",
+            enforcement.note
+        );
+        eprintln!(
+            "SKIPPED the_process_count_of_a_task_is_limited: no pids controller ({})",
+            enforcement.note
+        );
+        return;
+    }
+    // The limit is written into the task's cgroup...
+    let sleeper = key("pids", 0);
+    exec.start(sleeper.clone(), sh("exec sleep 600")).unwrap();
+    let pid = started(&mut events).await;
+    let cgroup = exec.inner.cgroups.as_ref().unwrap().task_cgroup("pids.0.0");
+    let max = cgroup
+        .dirs()
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.join("pids.max")).ok());
+    assert_eq!(max.as_deref().map(str::trim), Some("4"));
+    exec.kill(&sleeper, Duration::from_secs(5));
+    assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
+    assert!(procfs::group_members(pid).is_empty());
+    // ...and holds: the shell and 3 sleeps fill it, the 4th fork fails (dash then exits 2).
+    let forker = key("pids", 1);
+    exec.start(
+        forker.clone(),
+        sh("sleep 600 & sleep 600 & sleep 600 & sleep 600 & echo all-forked"),
+    )
+    .unwrap();
+    started(&mut events).await;
+    let exited = next(&mut events).await;
+    let stdout = std::fs::read_to_string(exec.log_paths(&forker).stdout).unwrap();
+    let stderr = std::fs::read_to_string(exec.log_paths(&forker).stderr).unwrap();
+    assert!(
+        !stdout.contains("all-forked") && stderr.to_lowercase().contains("fork"),
+        "the 4th fork did not fail: {exited:?}, stdout {stdout:?}, stderr {stderr:?}"
+    );
+}
+
+#[tokio::test]
+async fn without_cgroups_nothing_is_claimed() {
+    let (exec, _events, _dir) = executor("claims", CgroupMode::Off);
+    let e = exec.enforcement();
+    assert_eq!(
+        (e.pids, e.kill),
+        (PidsEnforcement::NotEnforced, KillEnforcement::ProcessGroup)
+    );
+    assert!(exec.cgroup_parents().is_empty());
+}
+
+#[tokio::test]
+async fn a_log_replaced_by_a_link_is_not_followed() {
+    let (exec, mut events, dir) = executor("link", CgroupMode::Off);
+    let task = key("link", 0);
+    let secret = dir.0.join("secret");
+    std::fs::write(&secret, "agent-only").unwrap();
+    let script = format!("rm -f stdout; ln -s {} stdout", secret.display());
+    exec.start(task.clone(), sh(&script)).unwrap();
+    started(&mut events).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    let err = exec
+        .read_log(&task, LogStream::Stdout, 0, 100)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, LogError::Read { .. }), "{err}");
 }
 
 /// `cargo test --release -p shoal-node executor::tests::bench_1000_true -- --ignored --nocapture`
