@@ -90,9 +90,9 @@ pub(crate) fn slot_status(
     key: &SlotKey,
     backoff: RejectionBackoff,
 ) -> SlotStatus {
-    // The current attempt is the newest one unless an older one was reclaimed after a loss
-    // (`Tables::current_attempt`); a reclaimed attempt is live, so everything below the
-    // early return reads the newest attempt as before.
+    // The current attempt is the newest one unless an older one of the same job version runs
+    // (`Tables::current_attempt`); that one is live, so everything below the early return
+    // reads the newest attempt as before.
     let Some((cur, a)) = tables.current_attempt(key) else {
         return SlotStatus::Empty;
     };

@@ -469,19 +469,33 @@ impl Tables {
     }
 
     /// The attempt of a slot that should run, by the same rule on every replica
-    /// (`docs/faults.md`, "The incumbent wins"): the oldest attempt reclaimed by its target
-    /// after a loss, when one is placed for the same job version as the newest attempt;
-    /// otherwise the newest attempt. Every other attempt of the slot is superseded.
+    /// (`docs/faults.md`, "The incumbent wins"): the oldest attempt whose process runs
+    /// (`Running` in any round: never lost, or reclaimed after a loss), among those placed for
+    /// the same job version as the newest attempt; when none runs, the newest attempt. Every
+    /// other attempt of the slot is superseded. A copy that runs thus never loses to a
+    /// replacement placed while its node looked dead, whatever order the replicas learn the
+    /// replacement and the loss in; a new job version always wins (its attempts are newer and
+    /// the old ones are of another version). `keep_newest` (a job that keeps replacements)
+    /// makes the newest attempt current whatever runs.
     pub fn current_attempt<'a>(
         &'a self,
         slot: &SlotKey,
     ) -> Option<(&'a AttemptId, &'a Assignment)> {
         let newest = self.slot_attempts(slot).next_back()?;
+        let keep_newest = self.job(&slot.job).is_some_and(|(inc, e)| {
+            inc == slot.incarnation
+                && e.spec.disconnect.reconcile == crate::spec::Reconcile::KeepReplacement
+        });
+        if keep_newest {
+            return Some(newest);
+        }
         let incumbent = self
             .attempts
             .slot(slot)
             .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?, r.state.as_ref()?)))
-            .find(|(_, a, s)| s.is_reclaimed() && a.epoch == newest.1.epoch)
+            .find(|(_, a, s)| {
+                matches!(s, AttemptState::Running { .. }) && a.epoch == newest.1.epoch
+            })
             .map(|(id, a, _)| (id, a));
         incumbent.or(Some(newest))
     }
@@ -1738,6 +1752,48 @@ mod tests {
         assert_eq!(lost(3).reclaimed(), Some(running(4)));
         assert_eq!(AttemptState::Killed.lost(), None);
         assert!(running(2).is_reclaimed() && !running(0).is_reclaimed());
+    }
+
+    #[test]
+    fn the_running_incumbent_is_current_whatever_order_the_rows_came_in() {
+        let key = attempt(0, 1, 0, 1, 1).slot_key();
+        let assign = |n: u32, placer: u8, target: u8, epoch: u64| OpBody::Assign {
+            id: attempt(0, 1, 0, n, placer),
+            assignment: Assignment {
+                target: format!("n{target}").into(),
+                resources: Resources::default(),
+                epoch: stamp(1, epoch),
+            },
+        };
+        let state = |n: u32, placer: u8, state: AttemptState| OpBody::State {
+            id: attempt(0, 1, 0, n, placer),
+            state,
+        };
+        let current = |t: &Tables| t.current_attempt(&key).map(|(id, _)| id.clone());
+        let mut t = Tables::default();
+        t.join_body(&assign(1, 1, 1, 1));
+        t.join_body(&state(1, 1, AttemptState::RUNNING));
+        // A replacement placed while n1 looked dead reaches a replica before the loss does.
+        t.join_body(&assign(2, 3, 4, 1));
+        assert_eq!(
+            current(&t),
+            Some(attempt(0, 1, 0, 1, 1)),
+            "the incumbent runs"
+        );
+        t.join_body(&state(2, 3, AttemptState::RUNNING));
+        assert_eq!(
+            current(&t),
+            Some(attempt(0, 1, 0, 1, 1)),
+            "the oldest that runs"
+        );
+        // The loss arrives: the replacement is current; a reclaim makes the incumbent so again.
+        t.join_body(&state(1, 1, AttemptState::Lost { round: 0 }));
+        assert_eq!(current(&t), Some(attempt(0, 1, 0, 2, 3)));
+        t.join_body(&state(1, 1, AttemptState::Running { round: 1 }));
+        assert_eq!(current(&t), Some(attempt(0, 1, 0, 1, 1)));
+        // A new job version wins over whatever runs of the old one.
+        t.join_body(&assign(3, 2, 2, 9));
+        assert_eq!(current(&t), Some(attempt(0, 1, 0, 3, 2)));
     }
 
     #[test]
