@@ -40,6 +40,15 @@ pub struct Config {
     pub join_retry_max: Duration,
     /// How often the member view is reconciled against foca's state.
     pub scan_period: Duration,
+    /// A timer that fires this much later than it was due means this node was stopped (a
+    /// SIGSTOP, a paused VM, a frozen disk): its view is stale, and it holds no majority for
+    /// the stall's length plus `stall_cooldown` (`docs/faults.md`).
+    pub stall_threshold: Duration,
+    /// See `stall_threshold`.
+    pub stall_cooldown: Duration,
+    /// A known member down this long is forgotten by a node that holds a majority, so that
+    /// the cluster's size shrinks to the nodes that are still there.
+    pub forget_down_after: Duration,
 }
 
 impl Default for Config {
@@ -61,6 +70,9 @@ impl Default for Config {
             join_retry_min: Duration::from_millis(200),
             join_retry_max: Duration::from_secs(30),
             scan_period: Duration::from_millis(500),
+            stall_threshold: Duration::from_secs(1),
+            stall_cooldown: Duration::from_secs(5),
+            forget_down_after: Duration::from_secs(24 * 3600),
         }
     }
 }

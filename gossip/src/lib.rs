@@ -21,7 +21,7 @@ pub mod wire;
 
 pub use compact_str::CompactString;
 pub use config::Config;
-pub use membership::{MemberEvent, Membership, Stats, Transmit};
+pub use membership::{ForgetError, MemberEvent, Membership, Stats, Transmit};
 pub use types::{
     Attributes, MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources,
 };

@@ -20,10 +20,15 @@ use foca::{Foca, PostcardCodec, State, Timer};
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use rustc_hash::FxHashMap;
 
+mod quorum;
+
+pub use quorum::ForgetError;
+use quorum::QuorumTracker;
+
 use crate::ads::{AdHandler, SharedAds};
 use crate::config::Config;
 use crate::swim_io::{Note, Outputs};
-use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, ResourceAd};
+use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd};
 use crate::wire::{self, Ads, DecodeError, Sync, Want};
 
 type Swim = Foca<NodeId, PostcardCodec, StdRng, AdHandler>;
@@ -195,6 +200,9 @@ pub struct Membership {
     sized_for: usize,
     left: bool,
     stats: Stats,
+    quorum: QuorumTracker,
+    /// `handle_timeout` ran at least once.
+    driven: bool,
 }
 
 /// A timer in the queue; ordered by due time then insertion, never by payload.
@@ -241,6 +249,7 @@ impl Membership {
             PostcardCodec,
             AdHandler(ads.clone()),
         );
+        let probe_period = config.probe_period;
         let mut me = Self {
             join_backoff: config.join_retry_min,
             config,
@@ -265,6 +274,8 @@ impl Membership {
             sized_for: 0,
             left: false,
             stats: Stats::default(),
+            quorum: QuorumTracker::new(id.name.clone(), probe_period, now),
+            driven: false,
         };
         me.index.insert(
             id.name.clone(),
@@ -377,6 +388,7 @@ impl Membership {
         }
         self.swim_call(|swim, rt| swim.leave_cluster(rt));
         self.set_status(self.identity().clone(), MemberStatus::Left);
+        self.refresh_quorum();
     }
 
     /// Handles one datagram (already authenticated by the transport). Errors say why it was
@@ -393,6 +405,7 @@ impl Membership {
         if result.is_err() {
             self.stats.datagrams_refused += 1;
         }
+        self.refresh_quorum();
         result
     }
 
@@ -481,6 +494,7 @@ impl Membership {
     /// Fires every timer due at or before `now`, in order.
     pub fn handle_timeout(&mut self, now: Millis) {
         self.now = now;
+        let mut latest = 0;
         while let Some(Reverse((due, _, _))) = self.timers.peek() {
             if *due > now {
                 break;
@@ -489,15 +503,32 @@ impl Membership {
             let Some(Reverse((_, _, TimerSlot(tick)))) = self.timers.pop() else {
                 break;
             };
-            if now.since(due) > self.config.late_timer_threshold.as_millis() as u64 {
+            let late = now.since(due);
+            latest = latest.max(late);
+            if late > self.config.late_timer_threshold.as_millis() as u64 {
                 self.late_since_scan = true;
             }
             self.fire(tick);
         }
+        // The first timers' lateness says how long the shell took to start driving the core,
+        // not that this node was stopped.
+        let first = !std::mem::replace(&mut self.driven, true);
+        self.quorum.timer_late(
+            Duration::from_millis(if first { 0 } else { latest }),
+            self.config.stall_threshold,
+            self.config.stall_cooldown,
+            now,
+        );
+        self.refresh_quorum();
     }
 
     fn fire(&mut self, tick: Tick) {
         match tick {
+            Tick::Swim(timer @ Timer::ProbeRandomMember(_)) => {
+                self.quorum.begin_probe_period();
+                self.swim_call(|swim, rt| swim.handle_timer(timer, rt));
+                self.quorum.end_probe_period(self.swim.num_members());
+            }
             Tick::Swim(timer) => self.swim_call(|swim, rt| swim.handle_timer(timer, rt)),
             Tick::JoinRetry => self.retry_join(),
             Tick::Sync => {
@@ -516,6 +547,7 @@ impl Membership {
                     self.stats.view_corrections += corrected as u64;
                 }
                 self.expire_stale_suspects();
+                self.forget_long_down();
                 self.schedule(self.now.plus(self.config.scan_period), Tick::Scan);
             }
         }
@@ -565,7 +597,78 @@ impl Membership {
         })
     }
 
+    /// Whether this node sees most of its cluster (`docs/faults.md`), as of the last input.
+    #[must_use]
+    pub fn quorum(&self) -> &Quorum {
+        self.quorum.current()
+    }
+
+    /// The known membership (names, sorted): what the quorum counts. A shell persists it
+    /// when [`Membership::known_version`] changes and gives it back to a restarted node with
+    /// [`Membership::restore_known`].
+    pub fn known_members(&self) -> Vec<CompactString> {
+        self.quorum.known().cloned().collect()
+    }
+
+    /// Bumped whenever the known membership changes.
+    #[must_use]
+    pub fn known_version(&self) -> u64 {
+        self.quorum.known_version()
+    }
+
+    /// Counts `names` (remembered by an earlier run of this node) as known members, not
+    /// reachable until heard of, so a restarted node knows how big its cluster was.
+    pub fn restore_known(&mut self, now: Millis, names: impl IntoIterator<Item = CompactString>) {
+        self.now = now;
+        self.quorum.restore(names, now);
+        self.refresh_quorum();
+    }
+
+    /// Forgets a member that is down for good (the operator says so): it no longer counts
+    /// toward the majority. Works without a majority, so that the survivors of a lost rack
+    /// can regain one.
+    pub fn forget(&mut self, now: Millis, name: &str) -> Result<(), ForgetError> {
+        self.now = now;
+        self.quorum.forget(name)?;
+        tracing::info!(member = name, "forgotten: no longer counted in the known membership");
+        self.refresh_quorum();
+        Ok(())
+    }
+
     // ---- internals -------------------------------------------------------------------
+
+    fn refresh_quorum(&mut self) {
+        let index = &self.index;
+        let changed = self.quorum.evaluate(self.now, |name, generation| {
+            index.get(name).is_some_and(|k| {
+                k.generation == generation
+                    && matches!(k.status, MemberStatus::Alive | MemberStatus::Suspect)
+            })
+        });
+        if changed {
+            let q = self.quorum.current();
+            if q.majority {
+                tracing::info!(reachable = q.reachable, known = q.known, "majority regained");
+            } else {
+                tracing::warn!(reachable = q.reachable, known = q.known, reason = ?q.reason, "no majority");
+            }
+        }
+    }
+
+    /// A node holding a majority forgets the members down longer than `forget_down_after`.
+    fn forget_long_down(&mut self) {
+        if !self.quorum.current().majority {
+            return;
+        }
+        for name in self
+            .quorum
+            .down_longer_than(self.config.forget_down_after, self.now)
+        {
+            if self.quorum.forget(&name).is_ok() {
+                tracing::info!(member = %name, "down longer than forget_down_after; forgotten");
+            }
+        }
+    }
 
     fn schedule(&mut self, at: Millis, tick: Tick) {
         self.timer_seq += 1;
@@ -622,6 +725,7 @@ impl Membership {
                 self.set_status(id, status);
             }
             Note::Rename(new) => self.set_status(new, MemberStatus::Alive),
+            Note::ProbeFailed(id) => self.quorum.probe_failed(id.name, id.generation),
             Note::Rejoin(id) => {
                 tracing::warn!(%id, "declared down by the cluster; rejoined as a new generation");
                 self.own_ad.generation = id.generation;
@@ -895,6 +999,7 @@ impl Membership {
                 status,
             },
         );
+        self.quorum.on_status(&id.name, status, now);
         if status == MemberStatus::Suspect {
             self.suspects.insert(id.name.clone());
         } else {

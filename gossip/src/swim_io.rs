@@ -31,6 +31,8 @@ pub(crate) enum Note {
     Down(NodeId),
     Rename(NodeId),
     Rejoin(NodeId),
+    /// A probe of this member got no answer, directly or through anyone asked.
+    ProbeFailed(NodeId),
 }
 
 /// Everything a foca call produced, in order per kind.
@@ -53,6 +55,9 @@ impl Runtime<NodeId> for Outputs {
             Notification::MemberDown(id) => self.notes.push_back(Note::Down(id.clone())),
             Notification::Rename(_, new) => self.notes.push_back(Note::Rename(new.clone())),
             Notification::Rejoin(id) => self.notes.push_back(Note::Rejoin(id.clone())),
+            Notification::ProbeFailed(_, id) => {
+                self.notes.push_back(Note::ProbeFailed(id.clone()));
+            }
             _ => {}
         }
     }

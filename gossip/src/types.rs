@@ -238,6 +238,11 @@ pub struct Quorum {
     pub since: Millis,
     /// Why there is no majority (`None` while there is one), for operators.
     pub reason: Option<String>,
+    /// How long a member must have been down, while this node held its majority, before
+    /// this node acts on it (condemns its work): long enough for a node on the wrong side of
+    /// a partition to have probed enough members to lose its majority first.
+    #[serde(default)]
+    pub settle_ms: u64,
 }
 
 impl Quorum {
@@ -250,6 +255,7 @@ impl Quorum {
             majority: true,
             since: now,
             reason: None,
+            settle_ms: 0,
         }
     }
 }

@@ -11,6 +11,8 @@ struct Net {
     loss: f64,
     rng: StdRng,
     in_flight: Vec<(Millis, usize, SocketAddr, Vec<u8>)>,
+    /// Which side of a partition each node is on (all 0: no partition).
+    side: Vec<u8>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -34,6 +36,7 @@ impl Net {
             loss,
             rng: StdRng::seed_from_u64(7),
             in_flight: Vec::new(),
+            side: vec![0; n],
         };
         for i in 0..n {
             net.start(i, 1);
@@ -82,6 +85,9 @@ impl Net {
             };
             for (_, from, to, data) in due {
                 let j = self.index_of(to);
+                if self.side.get(from) != self.side.get(j) {
+                    continue;
+                }
                 if let Some(Some(node)) = self.nodes.get_mut(j) {
                     let _ = node.handle_datagram(now, addr(from), &data);
                 }
@@ -300,4 +306,130 @@ fn the_sorted_left_join_pairs_equal_keys_and_skips_the_rest() {
     );
     let none: BTreeMap<i32, &str> = BTreeMap::new();
     assert!(left_join_sorted(left.iter(), none.iter()).all(|(_, _, b)| b.is_none()));
+}
+
+/// Whether some node of `minority` acts on a member it shows down while it holds a majority,
+/// within `ms` from now: the scheduler condemns a member down for `settle_ms` while the
+/// majority held, so on the wrong side of a partition that must never happen.
+fn condemns_in_minority(net: &mut Net, minority: &[usize], ms: u64) -> Option<String> {
+    let mut down_at: BTreeMap<(usize, CompactString), Millis> = BTreeMap::new();
+    for _ in 0..ms {
+        net.run(1);
+        let now = net.now;
+        for &i in minority {
+            let node = net.node(i);
+            let q = node.quorum();
+            for m in node.members() {
+                let key = (i, m.id.name.clone());
+                if m.status != MemberStatus::Down {
+                    down_at.remove(&key);
+                    continue;
+                }
+                let at = *down_at.entry(key).or_insert(now);
+                if q.majority && now.since(at.max(q.since)) >= q.settle_ms {
+                    return Some(format!(
+                        "n{i} acts on {} down since {at:?} at {now:?} with {q:?}",
+                        m.id.name
+                    ));
+                }
+            }
+        }
+    }
+    None
+}
+
+#[test]
+fn an_isolated_node_loses_its_majority_before_it_declares_anyone_down() {
+    for seed in 0..8 {
+        let mut net = Net::new(5, 0.0);
+        net.rng = StdRng::seed_from_u64(seed);
+        net.run(5_000 + seed * 137);
+        assert!((0..5).all(|i| net.node(i).quorum().majority));
+        net.side[4] = 1;
+        if let Some(bad) = condemns_in_minority(&mut net, &[4], 20_000) {
+            panic!("seed {seed}: {bad}");
+        }
+        assert!(!net.node(4).quorum().majority, "seed {seed}");
+        for i in 0..4 {
+            assert!(net.node(i).quorum().majority, "seed {seed}: n{i} lost the majority");
+            assert_eq!(net.status_seen_by(i, 4), Some(MemberStatus::Down));
+        }
+        net.side[4] = 0;
+        net.run(20_000);
+        assert!(
+            (0..5).all(|i| net.node(i).quorum().majority),
+            "seed {seed}: the heal did not bring every majority back"
+        );
+    }
+}
+
+#[test]
+fn the_minority_of_a_partition_acts_on_nobody_down() {
+    for (n, minority) in [(5, 2), (3, 1), (7, 3), (9, 4)] {
+        for seed in 0..8 {
+            let mut net = Net::new(n, 0.0);
+            net.rng = StdRng::seed_from_u64(seed);
+            net.run(5_000 + seed * 211);
+            let cut: Vec<usize> = (n - minority..n).collect();
+            for &i in &cut {
+                net.side[i] = 1;
+            }
+            if let Some(bad) = condemns_in_minority(&mut net, &cut, 25_000) {
+                panic!("{n} nodes, seed {seed}: {bad}");
+            }
+            for i in 0..n - minority {
+                assert!(net.node(i).quorum().majority, "{n}/{seed}: n{i}");
+            }
+            for &i in &cut {
+                let q = net.node(i).quorum();
+                assert!(!q.majority, "{n}/{seed}: n{i}");
+                assert_eq!(q.known as usize, n, "{n}/{seed}: n{i}");
+            }
+        }
+    }
+}
+
+#[test]
+fn a_stopped_node_resumes_without_a_majority_for_a_while() {
+    let mut net = Net::new(3, 0.0);
+    net.run(5_000);
+    let mut paused = net.nodes[2].take().unwrap();
+    net.run(6_000);
+    net.nodes[2] = Some(std::mem::replace(&mut paused, Membership::new(
+        NodeId { name: "x".into(), addr: addr(9), generation: 1 },
+        ad(1),
+        Config::default(),
+        9,
+        net.now,
+    )));
+    net.run(2);
+    let q = net.node(2).quorum();
+    assert!(!q.majority);
+    assert!(
+        q.reason.as_deref().is_some_and(|r| r.starts_with("resumed from a")),
+        "{q:?}"
+    );
+    net.run(15_000);
+    assert!(net.node(2).quorum().majority);
+}
+
+#[test]
+fn forgetting_dead_members_gives_the_survivors_their_majority_back() {
+    let mut net = Net::new(3, 0.0);
+    net.run(5_000);
+    net.nodes[1] = None;
+    net.nodes[2] = None;
+    net.run(15_000);
+    let q = net.node(0).quorum().clone();
+    assert!(!q.majority);
+    assert_eq!((q.reachable, q.known), (1, 3));
+    let now = net.now;
+    let n0 = net.nodes[0].as_mut().unwrap();
+    n0.forget(now, "n1").unwrap();
+    assert_eq!(n0.forget(now, "n0"), Err(ForgetError::Myself));
+    n0.forget(now, "n2").unwrap();
+    net.run(1);
+    let q = net.node(0).quorum();
+    assert!(q.majority, "{q:?}");
+    assert_eq!(net.node(0).known_members(), vec![CompactString::from("n0")]);
 }

@@ -1,0 +1,415 @@
+//! Whether this node sees most of its cluster: the known membership, the last probes' outcomes
+//! and stalls, folded into a [`Quorum`] (the rules are in `docs/faults.md`).
+//!
+//! The membership core tells the tracker about every status change, probe outcome and late
+//! timer; [`QuorumTracker::evaluate`] turns that into the quorum after every input. Counts
+//! are kept incrementally, so evaluating costs a few set lookups, not a walk of the members.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::time::Duration;
+
+use compact_str::CompactString;
+
+use crate::types::{MemberStatus, Millis, Quorum};
+
+/// The outcome of one completed SWIM probe of this node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Probe {
+    /// Answered, directly or through another member.
+    Answered,
+    /// No answer from the member (name, generation) nor through anyone asked.
+    Failed(CompactString, u64),
+}
+
+/// What the quorum is computed from. Owned by the membership core.
+#[derive(Debug)]
+pub(crate) struct QuorumTracker {
+    me: CompactString,
+    /// The known membership: every name seen that has not left or been forgotten (this node
+    /// included while it has not left).
+    known: BTreeSet<CompactString>,
+    /// The known names whose member is alive in the view (this node included).
+    alive: BTreeSet<CompactString>,
+    /// When each known member that is not alive was last seen to go down (or was restored
+    /// from disk without being heard of yet), for `forget_down_after`.
+    down_since: BTreeMap<CompactString, Millis>,
+    /// The last two completed probes, newest last.
+    probes: VecDeque<Probe>,
+    /// A probe period's probe is in flight (the last probe timer found members to probe).
+    probing: bool,
+    /// A probe failed during the current foca call.
+    failed_now: bool,
+    /// The view is stale until then: this node was stopped or starved.
+    stalled_until: Option<(Millis, Duration)>,
+    /// Bumped whenever `known` changes, so a shell persists it only then.
+    known_version: u64,
+    probe_period: Duration,
+    current: Quorum,
+}
+
+/// The most probe periods a member must stay down before it is acted on (see
+/// [`Quorum::settle_ms`]): at larger sizes a minority's members share their suspicions by
+/// gossip faster than one node probes.
+const MAX_SETTLE_PROBES: u32 = 8;
+
+impl QuorumTracker {
+    pub(crate) fn new(me: CompactString, probe_period: Duration, now: Millis) -> Self {
+        let mut t = QuorumTracker {
+            probe_period,
+            known: BTreeSet::new(),
+            alive: BTreeSet::new(),
+            down_since: BTreeMap::new(),
+            probes: VecDeque::with_capacity(2),
+            probing: false,
+            failed_now: false,
+            stalled_until: None,
+            known_version: 0,
+            current: Quorum::alone(now),
+            me: me.clone(),
+        };
+        t.known.insert(me.clone());
+        t.alive.insert(me);
+        t
+    }
+
+    /// A member's status changed in the view.
+    pub(crate) fn on_status(&mut self, name: &CompactString, status: MemberStatus, now: Millis) {
+        match status {
+            MemberStatus::Left => {
+                if self.known.remove(name) {
+                    self.known_version += 1;
+                }
+                self.alive.remove(name);
+                self.down_since.remove(name);
+            }
+            MemberStatus::Alive => {
+                if self.known.insert(name.clone()) {
+                    self.known_version += 1;
+                }
+                self.alive.insert(name.clone());
+                self.down_since.remove(name);
+            }
+            MemberStatus::Suspect | MemberStatus::Down => {
+                if self.known.insert(name.clone()) {
+                    self.known_version += 1;
+                }
+                self.alive.remove(name);
+                if status == MemberStatus::Down {
+                    self.down_since.entry(name.clone()).or_insert(now);
+                } else {
+                    self.down_since.remove(name);
+                }
+            }
+        }
+    }
+
+    /// Names remembered from an earlier run of this node: counted as known, not reachable,
+    /// until they are heard of.
+    pub(crate) fn restore(&mut self, names: impl IntoIterator<Item = CompactString>, now: Millis) {
+        for name in names {
+            if name == self.me || self.known.contains(&name) {
+                continue;
+            }
+            self.known.insert(name.clone());
+            self.down_since.insert(name, now);
+            self.known_version += 1;
+        }
+    }
+
+    /// Removes `name` from the known membership. Refused for this node and for a member
+    /// alive in the view.
+    pub(crate) fn forget(&mut self, name: &str) -> Result<(), ForgetError> {
+        if name == self.me {
+            return Err(ForgetError::Myself);
+        }
+        if self.alive.contains(name) {
+            return Err(ForgetError::Alive(name.to_string()));
+        }
+        if !self.known.remove(name) {
+            return Err(ForgetError::Unknown(name.to_string()));
+        }
+        self.down_since.remove(name);
+        self.known_version += 1;
+        Ok(())
+    }
+
+    /// The known members down for longer than `after`, which a node holding a majority
+    /// forgets.
+    pub(crate) fn down_longer_than(&self, after: Duration, now: Millis) -> Vec<CompactString> {
+        let after = after.as_millis() as u64;
+        self.down_since
+            .iter()
+            .filter(|(_, t)| now.since(**t) > after)
+            .map(|(n, _)| n.clone())
+            .collect()
+    }
+
+    /// The probe timer fired: the probe started a period ago (if any) completed now.
+    pub(crate) fn begin_probe_period(&mut self) {
+        self.failed_now = false;
+    }
+
+    /// foca reported the probe of `(name, generation)` failed.
+    pub(crate) fn probe_failed(&mut self, name: CompactString, generation: u64) {
+        self.failed_now = true;
+        self.push_probe(Probe::Failed(name, generation));
+    }
+
+    /// The probe timer's foca call ended; `members` is how many members foca may probe now.
+    pub(crate) fn end_probe_period(&mut self, members: usize) {
+        if self.probing && !self.failed_now {
+            self.push_probe(Probe::Answered);
+        }
+        self.failed_now = false;
+        self.probing = members > 0;
+    }
+
+    fn push_probe(&mut self, probe: Probe) {
+        if self.probes.len() == 2 {
+            self.probes.pop_front();
+        }
+        self.probes.push_back(probe);
+    }
+
+    /// A timer fired `late` after it was due; past `threshold` this node was stopped or
+    /// starved and its view is stale for the stall's length plus `cooldown`.
+    pub(crate) fn timer_late(
+        &mut self,
+        late: Duration,
+        threshold: Duration,
+        cooldown: Duration,
+        now: Millis,
+    ) {
+        if late <= threshold {
+            return;
+        }
+        let until = now.plus(late + cooldown);
+        if self.stalled_until.is_none_or(|(t, _)| t < until) {
+            self.stalled_until = Some((until, late));
+        }
+    }
+
+    /// Version of the known membership, bumped on every change.
+    pub(crate) fn known_version(&self) -> u64 {
+        self.known_version
+    }
+
+    /// The known membership, sorted.
+    pub(crate) fn known(&self) -> impl Iterator<Item = &CompactString> {
+        self.known.iter()
+    }
+
+    /// The quorum as last evaluated.
+    pub(crate) fn current(&self) -> &Quorum {
+        &self.current
+    }
+
+    /// Recomputes the quorum. `still_probed(name, generation)` says whether a member a failed
+    /// probe named is still alive or suspect at that generation (a member since declared down
+    /// counts through the view, not through its old probe). Returns whether it changed.
+    pub(crate) fn evaluate(
+        &mut self,
+        now: Millis,
+        still_probed: impl Fn(&str, u64) -> bool,
+    ) -> bool {
+        let known = u32::try_from(self.known.len()).unwrap_or(u32::MAX);
+        let reachable = u32::try_from(self.alive.len()).unwrap_or(u32::MAX);
+        let smallest_reachable = self
+            .known
+            .first()
+            .is_some_and(|first| self.alive.contains(first));
+        let counted = reachable.saturating_mul(2) > known
+            || (reachable.saturating_mul(2) == known && smallest_reachable);
+        let probes_failed = self.probes.len() == 2
+            && match (&self.probes[0], &self.probes[1]) {
+                (Probe::Failed(a, ga), Probe::Failed(b, gb)) => {
+                    a != b && still_probed(a, *ga) && still_probed(b, *gb)
+                }
+                _ => false,
+            };
+        if self.stalled_until.is_some_and(|(t, _)| t <= now) {
+            self.stalled_until = None;
+        }
+        let reason = if !counted {
+            Some(format!("sees {reachable} of {known} members"))
+        } else if probes_failed {
+            Some("the last 2 probes failed".to_string())
+        } else {
+            self.stalled_until.map(|(_, late)| {
+                format!("resumed from a {:.1} s stall", late.as_secs_f64())
+            })
+        };
+        let majority = reason.is_none();
+        let since = if majority == self.current.majority {
+            self.current.since
+        } else {
+            now
+        };
+        let settle_probes = known.saturating_sub(1).min(MAX_SETTLE_PROBES);
+        let settle_ms = self.probe_period.as_millis() as u64 * u64::from(settle_probes);
+        let next = Quorum {
+            known,
+            reachable,
+            majority,
+            since,
+            reason,
+            settle_ms,
+        };
+        if next == self.current {
+            return false;
+        }
+        self.current = next;
+        true
+    }
+}
+
+/// Why a member cannot be forgotten.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForgetError {
+    /// A node never forgets itself.
+    #[error("a node cannot forget itself")]
+    Myself,
+    /// The member is alive in this node's view: it is not gone.
+    #[error("node {0} is alive; only a node that is down or suspect can be forgotten")]
+    Alive(String),
+    /// No such name in the known membership.
+    #[error("node {0} is not in the known membership")]
+    Unknown(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn n(s: &str) -> CompactString {
+        CompactString::from(s)
+    }
+
+    fn tracker_of(names: &[&str]) -> QuorumTracker {
+        let mut t = QuorumTracker::new(n(names[0]), Duration::from_secs(1), Millis(0));
+        for name in &names[1..] {
+            t.on_status(&n(name), MemberStatus::Alive, Millis(0));
+        }
+        t.evaluate(Millis(0), |_, _| true);
+        t
+    }
+
+    #[test]
+    fn suspects_count_as_unreachable() {
+        let mut t = tracker_of(&["a", "b", "c", "d", "e"]);
+        assert!(t.current().majority);
+        t.on_status(&n("b"), MemberStatus::Suspect, Millis(1));
+        t.on_status(&n("c"), MemberStatus::Suspect, Millis(1));
+        t.evaluate(Millis(1), |_, _| true);
+        assert!(t.current().majority, "3 of 5 is a majority");
+        t.on_status(&n("d"), MemberStatus::Down, Millis(2));
+        assert!(t.evaluate(Millis(2), |_, _| true));
+        let q = t.current();
+        assert!(!q.majority);
+        assert_eq!((q.reachable, q.known, q.since), (2, 5, Millis(2)));
+        assert_eq!(q.reason.as_deref(), Some("sees 2 of 5 members"));
+    }
+
+    #[test]
+    fn an_exact_half_holds_only_with_the_smallest_name() {
+        let mut with_smallest = tracker_of(&["a", "b", "c", "d"]);
+        with_smallest.on_status(&n("c"), MemberStatus::Down, Millis(1));
+        with_smallest.on_status(&n("d"), MemberStatus::Down, Millis(1));
+        with_smallest.evaluate(Millis(1), |_, _| true);
+        assert!(with_smallest.current().majority);
+        let mut without = tracker_of(&["c", "a", "b", "d"]);
+        without.on_status(&n("a"), MemberStatus::Down, Millis(1));
+        without.on_status(&n("b"), MemberStatus::Down, Millis(1));
+        without.evaluate(Millis(1), |_, _| true);
+        assert!(!without.current().majority);
+    }
+
+    #[test]
+    fn two_failed_probes_of_live_members_in_a_row_lose_the_majority() {
+        let mut t = tracker_of(&["a", "b", "c", "d", "e"]);
+        t.end_probe_period(4); // a probe starts
+        t.begin_probe_period();
+        t.probe_failed(n("b"), 1);
+        t.end_probe_period(4);
+        t.evaluate(Millis(1), |_, _| true);
+        assert!(t.current().majority, "one failure is a dead member, not isolation");
+        t.begin_probe_period();
+        t.probe_failed(n("c"), 1);
+        t.end_probe_period(4);
+        t.evaluate(Millis(2), |_, _| true);
+        assert_eq!(
+            t.current().reason.as_deref(),
+            Some("the last 2 probes failed")
+        );
+        // Once the failed members are down, the view counts them instead.
+        t.evaluate(Millis(3), |_, _| false);
+        assert!(t.current().majority);
+        // An answered probe restores it too.
+        t.begin_probe_period();
+        t.end_probe_period(4);
+        t.evaluate(Millis(4), |_, _| true);
+        assert!(t.current().majority);
+    }
+
+    #[test]
+    fn the_same_member_failing_twice_is_one_dead_member() {
+        let mut t = tracker_of(&["a", "b"]);
+        for _ in 0..2 {
+            t.begin_probe_period();
+            t.probe_failed(n("b"), 1);
+            t.end_probe_period(1);
+        }
+        t.evaluate(Millis(1), |_, _| true);
+        assert!(t.current().majority);
+    }
+
+    #[test]
+    fn a_stall_holds_the_majority_back_for_its_length_plus_the_cooldown() {
+        let mut t = tracker_of(&["a", "b", "c"]);
+        let (threshold, cooldown) = (Duration::from_secs(1), Duration::from_secs(5));
+        t.timer_late(Duration::from_millis(900), threshold, cooldown, Millis(1_000));
+        t.evaluate(Millis(1_000), |_, _| true);
+        assert!(t.current().majority, "under the threshold is jitter");
+        t.timer_late(Duration::from_secs(6), threshold, cooldown, Millis(10_000));
+        t.evaluate(Millis(10_000), |_, _| true);
+        assert_eq!(
+            t.current().reason.as_deref(),
+            Some("resumed from a 6.0 s stall")
+        );
+        t.evaluate(Millis(20_999), |_, _| true);
+        assert!(!t.current().majority);
+        t.evaluate(Millis(21_000), |_, _| true);
+        assert!(t.current().majority);
+        assert_eq!(t.current().since, Millis(21_000));
+    }
+
+    #[test]
+    fn left_and_forgotten_members_leave_the_denominator() {
+        let mut t = tracker_of(&["a", "b", "c"]);
+        t.on_status(&n("b"), MemberStatus::Left, Millis(1));
+        t.on_status(&n("c"), MemberStatus::Down, Millis(1));
+        t.evaluate(Millis(1), |_, _| true);
+        assert!(t.current().majority, "a of a, c: the smallest name holds the half");
+        assert_eq!(t.forget("a"), Err(ForgetError::Myself));
+        assert_eq!(t.forget("zz"), Err(ForgetError::Unknown("zz".into())));
+        t.forget("c").unwrap();
+        t.evaluate(Millis(2), |_, _| true);
+        assert_eq!((t.current().known, t.current().reachable), (1, 1));
+    }
+
+    #[test]
+    fn restored_names_count_until_heard_of() {
+        let mut t = QuorumTracker::new(n("c"), Duration::from_secs(1), Millis(0));
+        t.restore([n("a"), n("b"), n("c")], Millis(0));
+        t.evaluate(Millis(0), |_, _| true);
+        assert!(!t.current().majority, "a restarted node alone is not its cluster");
+        t.on_status(&n("a"), MemberStatus::Alive, Millis(1));
+        t.evaluate(Millis(1), |_, _| true);
+        assert!(t.current().majority);
+        assert_eq!(
+            t.down_longer_than(Duration::from_millis(5), Millis(10)),
+            vec![n("b")]
+        );
+        assert_eq!(t.forget("a"), Err(ForgetError::Alive("a".into())));
+    }
+}
