@@ -610,7 +610,7 @@ impl Scheduler {
             if let SlotStatus::Live {
                 id, target, state, ..
             } = &status
-                && self.members.is_down(target)
+                && self.settled_down(target)
                 && let Some(lost) = state.lost()
             {
                 let id = id.clone();
@@ -629,7 +629,9 @@ impl Scheduler {
                 self.pending.remove(&key);
                 self.retry.remove(&key);
                 if self.members.is_down(&target) {
-                    if let Some(lost) = state.lost() {
+                    if self.settled_down(&target)
+                        && let Some(lost) = state.lost()
+                    {
                         self.write(OpBody::State { id, state: lost });
                     }
                 } else if outdated {
@@ -879,7 +881,12 @@ impl Scheduler {
         if entry.stopped || !visible {
             return tables
                 .job_attempts(job, incarnation)
-                .all(|(id, a)| !tables.state(id).is_live() || self.members.is_down(&a.target));
+                .all(|(id, a)| {
+                    !tables.state(id).is_live()
+                        || self
+                            .down_settles_at(&a.target)
+                            .is_some_and(|at| at <= self.now)
+                });
         }
         if entry.spec.job_type != JobType::Batch {
             return false;

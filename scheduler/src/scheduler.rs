@@ -237,6 +237,8 @@ pub(crate) enum Wake {
     Release(usize),
     /// Without a majority: some local tasks' `stop_after_ms` may have run out.
     Disconnect,
+    /// A member down has been down long enough to be acted on (`Quorum::settle_ms`).
+    Settled,
 }
 
 /// Dirty sets: what to re-examine.
@@ -288,16 +290,21 @@ pub(crate) struct Members {
     pub(crate) usage_ids: Vec<usize>,
     /// Members that have not left, this node included: the view's share of the cluster.
     pub(crate) listed: u32,
+    /// When each member now down (or left) was first seen so, in this node's clock.
+    pub(crate) down_since: BTreeMap<String, Millis>,
 }
 
 impl Members {
-    /// Declared down or gone: its live attempts are lost.
+    /// Declared down or gone. Its live attempts are lost once it has been so for the
+    /// quorum's `settle_ms` ([`Scheduler::settled_down`]).
     pub(crate) fn is_down(&self, name: &str) -> bool {
-        self.all.get(name).is_some_and(|m| {
-            matches!(m.status, MemberStatus::Down | MemberStatus::Left)
-                || m.ad.as_ref().is_some_and(|a| a.left)
-        })
+        self.all.get(name).is_some_and(down_or_gone)
     }
+}
+
+fn down_or_gone(m: &MemberInfo) -> bool {
+    matches!(m.status, MemberStatus::Down | MemberStatus::Left)
+        || m.ad.as_ref().is_some_and(|a| a.left)
 }
 
 /// The sans-IO scheduler core of one node.
@@ -541,6 +548,39 @@ impl Scheduler {
             .collect()
     }
 
+    fn members_is_down(&self, all: &BTreeMap<String, MemberInfo>, name: &str) -> bool {
+        name != self.node && all.get(name).is_some_and(down_or_gone)
+    }
+
+    /// When `name`'s work may be condemned: it is down (or left), and has been so while this
+    /// node held its majority for the quorum's `settle_ms` — long enough for a node on the
+    /// wrong side of a partition to have lost its majority first (`docs/faults.md`). A node
+    /// that left on purpose stopped its own work and is acted on at once. `None`: not down.
+    pub(crate) fn down_settles_at(&self, name: &str) -> Option<Millis> {
+        let m = self.members.all.get(name)?;
+        if !down_or_gone(m) {
+            return None;
+        }
+        if m.status == MemberStatus::Left || m.ad.as_ref().is_some_and(|a| a.left) {
+            return Some(Millis(0));
+        }
+        let down = self.members.down_since.get(name).copied().unwrap_or(self.now);
+        Some(down.max(self.quorum.since).plus_ms(self.quorum.settle_ms))
+    }
+
+    /// Whether `name`'s live attempts may be marked lost now; when it is down but not yet
+    /// settled, arms a wake-up for the moment it is.
+    pub(crate) fn settled_down(&mut self, name: &str) -> bool {
+        match self.down_settles_at(name) {
+            None => false,
+            Some(at) if at <= self.now => true,
+            Some(at) => {
+                self.timers.insert((at, Wake::Settled));
+                false
+            }
+        }
+    }
+
     fn set_members(&mut self, members: &[MemberInfo]) {
         let mut all: BTreeMap<String, MemberInfo> = members
             .iter()
@@ -582,6 +622,13 @@ impl Scheduler {
             .count();
         let listed = u32::try_from(not_left + usize::from(!all.contains_key(&self.node)))
             .unwrap_or(u32::MAX);
+        let now = self.now;
+        let before = std::mem::take(&mut self.members.down_since);
+        let down_since = all
+            .keys()
+            .filter(|name| self.members_is_down(&all, name))
+            .map(|name| (name.clone(), before.get(name).copied().unwrap_or(now)))
+            .collect();
         self.members = Members {
             all,
             live,
@@ -589,6 +636,7 @@ impl Scheduler {
             nodes,
             usage_ids,
             listed,
+            down_since,
         };
         self.room_changes += 1;
     }
@@ -847,6 +895,7 @@ impl Scheduler {
                 self.retry_pending_soon();
             }
             Wake::Disconnect => self.stop_disconnected(),
+            Wake::Settled => self.work.everything = true,
             Wake::Job(job) => {
                 self.work.jobs.insert(job);
             }

@@ -98,6 +98,8 @@ pub struct Cluster {
     pub tick_ms: u64,
     /// Decides what each started process does.
     pub behavior: Box<dyn Fn(&TaskKey) -> Behavior>,
+    /// The quorum's `settle_ms` every node is given (0: act on a down member at once).
+    pub settle_ms: u64,
     network: VecDeque<(String, String, Vec<u8>)>,
     rng: Rng,
     config: SchedulerConfig,
@@ -183,6 +185,7 @@ impl Cluster {
             delivered: 0,
             tick_ms: 5,
             behavior: Box::new(|_| Behavior::RunForever),
+            settle_ms: 0,
             network: VecDeque::new(),
             rng,
             config,
@@ -337,7 +340,7 @@ impl Cluster {
             if n.last_members != list {
                 // The quorum first, as the agent's driver does: a view showing most members
                 // down is never acted on under the quorum from before it.
-                let quorum = quorum_of(&list, now, n.last_quorum.as_ref());
+                let quorum = quorum_of(&list, now, n.last_quorum.as_ref(), self.settle_ms);
                 if n.last_quorum.as_ref() != Some(&quorum) {
                     n.sched.handle_quorum(now, &quorum);
                     n.last_quorum = Some(quorum);
@@ -584,7 +587,7 @@ impl Cluster {
 /// The quorum an observer has with this member list: every node counts, the ones not shown
 /// down are reached (`docs/faults.md`; the membership core's probe and stall rules are not
 /// modelled here). `since` moves only when `majority` changes.
-fn quorum_of(list: &[MemberInfo], now: Millis, before: Option<&Quorum>) -> Quorum {
+fn quorum_of(list: &[MemberInfo], now: Millis, before: Option<&Quorum>, settle_ms: u64) -> Quorum {
     let known = u32::try_from(list.len()).unwrap_or(u32::MAX);
     let reachable = u32::try_from(
         list.iter()
@@ -603,6 +606,7 @@ fn quorum_of(list: &[MemberInfo], now: Millis, before: Option<&Quorum>) -> Quoru
         majority,
         since,
         reason: (!majority).then(|| format!("sees {reachable} of {known} members")),
+        settle_ms,
     }
 }
 

@@ -235,3 +235,30 @@ fn a_restarted_node_restores_its_logged_writes_as_they_were() {
     assert_eq!(still_alive(&c, &elsewhere), Vec::<String>::new());
     assert_eq!(c.processes.len(), 4, "only n1's own task was started again");
 }
+
+#[test]
+fn a_down_member_is_condemned_only_after_settle_ms_with_the_majority() {
+    let mut c = Cluster::new(5, 4000, 4096, 23);
+    c.settle_ms = 4_000;
+    c.submit("n1", spread_service("web", 10)).unwrap();
+    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 10)));
+    assert!(c.run_until(5_000, |c| c.converged()));
+    let (on_n5, _) = alive_processes(&c, &["n5"]);
+    assert!(!on_n5.is_empty());
+    c.crash("n5");
+    c.declare_down("n5");
+    c.run_for(3_900, |c| {
+        for name in MAJORITY {
+            assert_eq!(condemned_by(c, name), 0, "{name} condemned before settle_ms");
+        }
+    });
+    assert!(
+        c.run_until(1_000, |c| condemned_by(c, "n1") == on_n5.len()),
+        "once settled, the majority condemns n5's tasks"
+    );
+    assert!(
+        c.run_until(3_000, |c| running_on(c, &MAJORITY, "web", 10)
+            && c.running_count() == 10),
+        "and replaces them"
+    );
+}
