@@ -435,6 +435,18 @@ impl Membership {
                 self.drain_ad_changes();
                 Ok(())
             }
+            wire::KIND_FORGET => {
+                let forget = wire::decode_forget(payload)?;
+                match self.quorum.forget(&forget.name) {
+                    Ok(()) => {
+                        tracing::info!(member = %forget.name, %from, "forgotten on a peer's request")
+                    }
+                    Err(e) => {
+                        tracing::info!(member = %forget.name, %from, error = %e, "not forgotten")
+                    }
+                }
+                Ok(())
+            }
             other => Err(DecodeError::UnknownKind(other)),
         }
     }
@@ -625,12 +637,26 @@ impl Membership {
     }
 
     /// Forgets a member that is down for good (the operator says so): it no longer counts
-    /// toward the majority. Works without a majority, so that the survivors of a lost rack
-    /// can regain one.
+    /// toward the majority, here and on every member alive in this node's view (told by a
+    /// sealed datagram). Works without a majority, so that the survivors of a lost rack can
+    /// regain one.
     pub fn forget(&mut self, now: Millis, name: &str) -> Result<(), ForgetError> {
         self.now = now;
         self.quorum.forget(name)?;
-        tracing::info!(member = name, "forgotten: no longer counted in the known membership");
+        tracing::info!(
+            member = name,
+            "forgotten: no longer counted in the known membership"
+        );
+        let msg = wire::encode(wire::KIND_FORGET, &wire::Forget { name: name.into() });
+        let peers: Vec<SocketAddr> = self
+            .records
+            .values()
+            .filter(|r| r.status == MemberStatus::Alive && r.id != *self.identity())
+            .map(|r| r.id.addr)
+            .collect();
+        for to in peers {
+            self.push_out(to, msg.clone());
+        }
         self.refresh_quorum();
         Ok(())
     }
@@ -648,7 +674,11 @@ impl Membership {
         if changed {
             let q = self.quorum.current();
             if q.majority {
-                tracing::info!(reachable = q.reachable, known = q.known, "majority regained");
+                tracing::info!(
+                    reachable = q.reachable,
+                    known = q.known,
+                    "majority regained"
+                );
             } else {
                 tracing::warn!(reachable = q.reachable, known = q.known, reason = ?q.reason, "no majority");
             }

@@ -17,6 +17,21 @@ pub const KIND_SWIM: u8 = 0;
 pub const KIND_SYNC: u8 = 1;
 /// An [`Ads`] batch follows.
 pub const KIND_ADS: u8 = 2;
+/// A [`Forget`] follows.
+pub const KIND_FORGET: u8 = 3;
+
+/// Largest CPU capacity one node may advertise: a million cores, in millicores.
+pub const MAX_CPU_MILLICORES: u64 = 1_000_000 * 1000;
+/// Largest memory or disk capacity one node may advertise: 1 PiB, in MiB.
+pub const MAX_SIZE_MIB: u64 = 1 << 30;
+
+/// The operator said a node is gone for good (`shoal node forget`): drop it from the known
+/// membership. Sent sealed to every live member by the node where the command ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forget {
+    /// The node name to forget.
+    pub name: compact_str::CompactString,
+}
 
 /// Most attributes one ad may carry.
 pub const MAX_ATTRIBUTES: usize = 32;
@@ -114,6 +129,20 @@ pub(crate) fn decode_sync(payload: &[u8]) -> Result<Sync, DecodeError> {
 }
 
 /// Decodes an ads batch and checks every ad in it.
+pub(crate) fn decode_forget(payload: &[u8]) -> Result<Forget, DecodeError> {
+    let forget: Forget = postcard::from_bytes(payload).map_err(|e| DecodeError::Malformed {
+        what: "forget",
+        reason: e.to_string(),
+    })?;
+    if forget.name.is_empty() || forget.name.len() > MAX_NAME_LEN {
+        return Err(DecodeError::Malformed {
+            what: "forget",
+            reason: format!("node name must be 1..={MAX_NAME_LEN} bytes"),
+        });
+    }
+    Ok(forget)
+}
+
 pub(crate) fn decode_ads(payload: &[u8]) -> Result<Ads, DecodeError> {
     let ads: Ads = postcard::from_bytes(payload).map_err(|e| DecodeError::Malformed {
         what: "ads",
@@ -177,6 +206,23 @@ pub fn check_ad(ad: &ResourceAd) -> Result<(), DecodeError> {
     let bad = |m: String| Err(DecodeError::InvalidAd(m));
     if ad.node.is_empty() || ad.node.len() > MAX_NAME_LEN {
         return bad(format!("node name must be 1..={MAX_NAME_LEN} bytes"));
+    }
+    for (what, value, max) in [
+        (
+            "cpu capacity (millicores)",
+            ad.capacity.cpu_millicores,
+            MAX_CPU_MILLICORES,
+        ),
+        (
+            "memory capacity (MiB)",
+            ad.capacity.memory_mib,
+            MAX_SIZE_MIB,
+        ),
+        ("disk capacity (MiB)", ad.capacity.disk_mib, MAX_SIZE_MIB),
+    ] {
+        if value > max {
+            return bad(format!("{what} {value} exceeds the limit of {max}"));
+        }
     }
     if ad.attributes.len() > MAX_ATTRIBUTES {
         return bad(format!(
@@ -254,7 +300,7 @@ mod tests {
             "[a-z][a-z0-9-]{0,20}",
             any::<u64>(),
             any::<u64>(),
-            any::<(u64, u64, u64)>(),
+            (0..=MAX_CPU_MILLICORES, 0..=MAX_SIZE_MIB, 0..=MAX_SIZE_MIB),
             proptest::collection::btree_map("[a-z]{1,8}", "[a-z0-9]{0,8}", 0..5),
             any::<bool>(),
             any::<bool>(),

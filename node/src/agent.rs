@@ -20,6 +20,7 @@ use crate::executor::{Executor, ExecutorConfig};
 use crate::gossip_driver::{self, GossipHandle};
 use crate::keyring::{self, KeyringParts};
 use crate::keys::{ClusterKey, Keyring};
+use crate::known_file;
 use crate::peers::{Peers, PeersConfig};
 use crate::runner::ProcessRunner;
 use crate::sched_driver::{self, SchedParts};
@@ -180,6 +181,11 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         generation,
     };
     let ad = initial_ad(&config, quic_addr, http_advertise);
+    shoal_gossip::wire::check_ad(&ResourceAd {
+        node: id.name.clone(),
+        ..ad.clone()
+    })
+    .map_err(|e| anyhow::anyhow!("this node's resources cannot be advertised: {e}"))?;
     let mut core = Membership::new(
         id.clone(),
         ad,
@@ -190,11 +196,23 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let (shutdown, shutdown_rx) = watch::channel(false);
     let sealer = Sealer::with_ring(&ring, SealConfig::default());
 
+    let known_path = known_file::path_in(&config.data_dir);
+    let known = known_file::load(&known_path)?;
+    if !known.is_empty() {
+        tracing::info!(members = known.len(), "restored the known membership");
+        core.restore_known(clock.now(), known);
+    }
     for seed in resolve_now(&config.join, gossip_addr).await {
         core.join(clock.now(), seed);
     }
-    let (gossip, gossip_task) =
-        gossip_driver::spawn(core, socket, sealer, clock, shutdown_rx.clone());
+    let (gossip, gossip_task) = gossip_driver::spawn(
+        core,
+        socket,
+        sealer,
+        clock,
+        Some(known_path),
+        shutdown_rx.clone(),
+    );
     let mut tasks = vec![gossip_task];
     tasks.push(tokio::spawn(resolve_later(
         config.join.clone(),

@@ -128,6 +128,10 @@ pub struct AgentSelf {
     /// Which task resource limits this host enforces (`cgroup_v2`, `cgroup_v1` or
     /// `not_enforced`, with a note saying why).
     pub limits: Option<crate::executor::Enforcement>,
+    /// Whether this node sees most of its cluster (`docs/faults.md`); without it, it places
+    /// and condemns nothing.
+    #[serde(default)]
+    pub quorum: Option<shoal_gossip::Quorum>,
 }
 
 /// Builds the router; `guard` decides which requests reach it.
@@ -136,6 +140,7 @@ pub fn router(state: ApiState, guard: Arc<crate::api_auth::Guard>) -> Router {
         .route("/v1/health", get(health))
         .route("/v1/nodes", get(nodes))
         .route("/v1/nodes/{name}", get(node))
+        .route("/v1/nodes/{name}/forget", axum::routing::post(forget))
         .route("/v1/agent/self", get(agent_self))
         .merge(crate::api_jobs::routes())
         .merge(crate::api_keyring::routes())
@@ -205,6 +210,24 @@ async fn agent_self(State(s): State<ApiState>) -> Response {
         membership: s.gossip.stats().await,
         transport: serde_json::to_value(transport).unwrap_or_default(),
         limits: s.enforcement.clone(),
+        quorum: Some(s.gossip.quorum()),
     })
     .into_response()
+}
+
+/// `POST /v1/nodes/{name}/forget`: the operator says the node is gone for good; it leaves
+/// this node's known membership (`shoal node forget` sends it to every reachable agent).
+async fn forget(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
+    match s.gossip.forget(&name).await {
+        Ok(Ok(())) => Json(serde_json::json!({
+            "forgotten": name,
+            "quorum": s.gossip.quorum(),
+        }))
+        .into_response(),
+        Ok(Err(e @ shoal_gossip::ForgetError::Unknown(_))) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Ok(Err(e)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }

@@ -10,11 +10,12 @@
 //! [`GossipHandle::set_keys`].
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
-use shoal_gossip::{MemberInfo, Membership, ResourceAd, Stats};
+use shoal_gossip::{ForgetError, MemberInfo, Membership, Quorum, ResourceAd, Stats};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -105,6 +106,7 @@ enum Command {
     SetAd(ResourceAd, oneshot::Sender<Result<(), String>>),
     Stats(oneshot::Sender<Stats>),
     SetKeys(Keyring, oneshot::Sender<()>),
+    Forget(String, oneshot::Sender<Result<(), ForgetError>>),
 }
 
 /// A cheap, cloneable handle on the gossip task.
@@ -112,6 +114,7 @@ enum Command {
 pub struct GossipHandle {
     commands: mpsc::Sender<Command>,
     members: watch::Receiver<Vec<MemberInfo>>,
+    quorum: watch::Receiver<Quorum>,
     /// Transport counters.
     pub counters: Arc<TransportCounters>,
 }
@@ -123,6 +126,7 @@ impl std::fmt::Debug for Command {
             Command::SetAd(..) => "SetAd",
             Command::Stats(_) => "Stats",
             Command::SetKeys(..) => "SetKeys",
+            Command::Forget(..) => "Forget",
         })
     }
 }
@@ -138,6 +142,29 @@ impl GossipHandle {
     #[must_use]
     pub fn watch_members(&self) -> watch::Receiver<Vec<MemberInfo>> {
         self.members.clone()
+    }
+
+    /// Whether this node sees most of its cluster, as of the last input to the core.
+    #[must_use]
+    pub fn quorum(&self) -> Quorum {
+        self.quorum.borrow().clone()
+    }
+
+    /// A receiver that wakes on every change of the quorum.
+    #[must_use]
+    pub fn watch_quorum(&self) -> watch::Receiver<Quorum> {
+        self.quorum.clone()
+    }
+
+    /// Forgets a member that is gone for good (`shoal node forget`): it no longer counts
+    /// toward the majority on this node.
+    pub async fn forget(&self, name: &str) -> anyhow::Result<Result<(), ForgetError>> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Forget(name.to_string(), tx))
+            .await
+            .map_err(|_| anyhow::anyhow!("gossip task stopped"))?;
+        rx.await.map_err(|_| anyhow::anyhow!("gossip task stopped"))
     }
 
     /// Adds a seed to join through.
@@ -175,15 +202,18 @@ impl GossipHandle {
 }
 
 /// Spawns the gossip task. It runs until `shutdown` turns true, then leaves the cluster.
+/// The known membership is kept in `known_file` (`crate::known_file`) whenever it changes.
 pub fn spawn(
     core: Membership,
     socket: UdpSocket,
     sealer: Sealer,
     clock: Clock,
+    known_file: Option<PathBuf>,
     shutdown: watch::Receiver<bool>,
 ) -> (GossipHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (members_tx, members_rx) = watch::channel(core.members());
+    let (quorum_tx, quorum_rx) = watch::channel(core.quorum().clone());
     let counters = Arc::new(TransportCounters::default());
     let replay = ReplayGuard::new(core.identity().addr, ReplayConfig::default());
     let driver = Driver {
@@ -194,6 +224,9 @@ pub fn spawn(
         last_stale_warning: None,
         clock,
         members: members_tx,
+        quorum: quorum_tx,
+        known_saved: core_known_version_unsaved(),
+        known_file,
         counters: counters.clone(),
     };
     let span = tracing::info_span!("gossip", node = %driver.core.identity().name);
@@ -205,6 +238,7 @@ pub fn spawn(
         GossipHandle {
             commands: tx,
             members: members_rx,
+            quorum: quorum_rx,
             counters,
         },
         task,
@@ -220,7 +254,16 @@ struct Driver {
     last_stale_warning: Option<std::time::Instant>,
     clock: Clock,
     members: watch::Sender<Vec<MemberInfo>>,
+    quorum: watch::Sender<Quorum>,
+    /// The known-membership version last written to `known_file`.
+    known_saved: u64,
+    known_file: Option<PathBuf>,
     counters: Arc<TransportCounters>,
+}
+
+/// No version saved yet: the first flush writes the file.
+fn core_known_version_unsaved() -> u64 {
+    u64::MAX
 }
 
 impl Driver {
@@ -307,6 +350,9 @@ impl Driver {
                 tracing::info!(primary = %ring.primary().cluster_label(), keys = ring.keys().len(), "gossip key ring changed");
                 let _ = reply.send(());
             }
+            Command::Forget(name, reply) => {
+                let _ = reply.send(self.core.forget(now, &name));
+            }
         }
     }
 
@@ -333,6 +379,31 @@ impl Driver {
         }
         if changed {
             self.members.send_replace(self.core.members());
+        }
+        let quorum = self.core.quorum();
+        self.quorum.send_if_modified(|q| {
+            if q == quorum {
+                return false;
+            }
+            q.clone_from(quorum);
+            true
+        });
+        self.save_known();
+    }
+
+    /// Writes the known membership when it changed, so a restarted node remembers how big
+    /// its cluster was. A failed write is logged and retried at the next change.
+    fn save_known(&mut self) {
+        let version = self.core.known_version();
+        if version == self.known_saved {
+            return;
+        }
+        let Some(path) = &self.known_file else {
+            return;
+        };
+        self.known_saved = version;
+        if let Err(e) = crate::known_file::save(path, &self.core.known_members()) {
+            tracing::warn!(error = %e, "cannot save the known membership");
         }
     }
 }

@@ -13,6 +13,7 @@ pub mod executor;
 pub mod gossip_driver;
 pub mod keyring;
 pub mod keys;
+pub mod known_file;
 pub mod machine;
 pub mod peers;
 pub mod replay;

@@ -14,7 +14,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_gossip::{MemberInfo, Resources};
+use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
     ExecCommand, JobSpec, JobView, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
 };
@@ -212,10 +212,11 @@ pub fn spawn(
 ) -> (SchedHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(1024);
     let members = parts.gossip.watch_members();
+    let quorum = parts.gossip.watch_quorum();
     let driver = Driver::new(parts);
     let span = tracing::info_span!("sched", node = %driver.core.node());
     let task = tokio::spawn(tracing::Instrument::instrument(
-        driver.run(rx, members, shutdown),
+        driver.run(rx, members, quorum, shutdown),
         span,
     ));
     (SchedHandle { requests: tx }, task)
@@ -271,19 +272,33 @@ impl Driver {
         }
     }
 
+    /// Gives the core the membership core's newest quorum if it has not seen it.
+    fn feed_quorum(&mut self, quorum: &mut watch::Receiver<Quorum>) {
+        let q = quorum.borrow_and_update().clone();
+        if *self.core.quorum() != q {
+            self.core.handle_quorum(self.clock.now(), &q);
+        }
+    }
+
     async fn run(
         mut self,
         mut requests: mpsc::Receiver<Request>,
         mut members: watch::Receiver<Vec<MemberInfo>>,
+        mut quorum: watch::Receiver<Quorum>,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        self.feed_quorum(&mut quorum);
         let view = members.borrow_and_update().clone();
         self.core.handle_members(self.clock.now(), &view);
         loop {
             let deadline = self.next_deadline();
             tokio::select! {
                 _ = shutdown.changed() => break,
+                Ok(()) = quorum.changed() => self.feed_quorum(&mut quorum),
                 Ok(()) = members.changed() => {
+                    // The quorum first: a view showing most members down is never acted on
+                    // under the quorum from before it (`docs/faults.md`).
+                    self.feed_quorum(&mut quorum);
                     let view = members.borrow_and_update().clone();
                     self.core.handle_members(self.clock.now(), &view);
                 }

@@ -879,14 +879,12 @@ impl Scheduler {
         };
         let visible = tables.job(job).is_some_and(|(i, _)| i == incarnation);
         if entry.stopped || !visible {
-            return tables
-                .job_attempts(job, incarnation)
-                .all(|(id, a)| {
-                    !tables.state(id).is_live()
-                        || self
-                            .down_settles_at(&a.target)
-                            .is_some_and(|at| at <= self.now)
-                });
+            return tables.job_attempts(job, incarnation).all(|(id, a)| {
+                !tables.state(id).is_live()
+                    || self
+                        .down_settles_at(&a.target)
+                        .is_some_and(|at| at <= self.now)
+            });
         }
         if entry.spec.job_type != JobType::Batch {
             return false;

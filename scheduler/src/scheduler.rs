@@ -564,7 +564,12 @@ impl Scheduler {
         if m.status == MemberStatus::Left || m.ad.as_ref().is_some_and(|a| a.left) {
             return Some(Millis(0));
         }
-        let down = self.members.down_since.get(name).copied().unwrap_or(self.now);
+        let down = self
+            .members
+            .down_since
+            .get(name)
+            .copied()
+            .unwrap_or(self.now);
         Some(down.max(self.quorum.since).plus_ms(self.quorum.settle_ms))
     }
 

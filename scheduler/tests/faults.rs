@@ -249,7 +249,11 @@ fn a_down_member_is_condemned_only_after_settle_ms_with_the_majority() {
     c.declare_down("n5");
     c.run_for(3_900, |c| {
         for name in MAJORITY {
-            assert_eq!(condemned_by(c, name), 0, "{name} condemned before settle_ms");
+            assert_eq!(
+                condemned_by(c, name),
+                0,
+                "{name} condemned before settle_ms"
+            );
         }
     });
     assert!(

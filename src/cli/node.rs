@@ -1,11 +1,13 @@
-//! `shoal node list|status`: read-only views of the cluster through any agent's API.
+//! `shoal node list|status|forget`: views of the cluster through any agent's API, and telling
+//! the cluster that a node is gone for good.
 
 use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Subcommand;
 use comfy_table::{Table, presets::NOTHING};
-use shoal_node::api::NodeView;
+use shoal_gossip::Quorum;
+use shoal_node::api::{AgentSelf, NodeView};
 
 use super::client::{Api, ApiArgs};
 
@@ -30,6 +32,16 @@ pub enum NodeCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Say that nodes are gone for good (a lost rack): they stop counting toward the
+    /// majority on the agent asked and on every agent it reaches. Refused for a node that
+    /// is alive. Needs the API token.
+    Forget {
+        /// The node names.
+        #[arg(required = true)]
+        names: Vec<String>,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// Runs a `node` subcommand.
@@ -44,6 +56,33 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             let nodes: Vec<NodeView> =
                 serde_json::from_str(&body).context("unexpected /v1/nodes body")?;
             print!("{}", table(&nodes));
+            let client = Api::new(&api)?;
+            if let Ok(me) = client.get("/v1/agent/self").await
+                && let Ok(me) = serde_json::from_str::<AgentSelf>(&me)
+                && let Some(q) = &me.quorum
+            {
+                println!("{}", quorum_line(&me.node.name, q));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        NodeCommand::Forget { names, api } => {
+            let client = Api::new(&api)?;
+            for name in names {
+                client
+                    .request(
+                        reqwest::Method::POST,
+                        &format!("/v1/nodes/{name}/forget"),
+                        Some("{}".to_string()),
+                    )
+                    .await
+                    .with_context(|| format!("cannot forget {name}"))?;
+                println!("forgot {name}");
+            }
+            let me: AgentSelf = serde_json::from_str(&client.get("/v1/agent/self").await?)
+                .context("unexpected /v1/agent/self body")?;
+            if let Some(q) = &me.quorum {
+                println!("{}", quorum_line(&me.node.name, q));
+            }
             Ok(ExitCode::SUCCESS)
         }
         NodeCommand::Status { name, api, json } => {
@@ -54,9 +93,35 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             }
             let node: NodeView = serde_json::from_str(&body).context("unexpected node body")?;
             print!("{}", detail(&node));
+            let client = Api::new(&api)?;
+            if let Ok(me) = client.get("/v1/agent/self").await
+                && let Ok(me) = serde_json::from_str::<AgentSelf>(&me)
+                && me.node.name == node.name
+                && let Some(q) = &me.quorum
+            {
+                println!("Quorum      {}", quorum_text(q));
+            }
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `majority (sees 5 of 5 members)` or `NO MAJORITY: the last 2 probes failed (sees 4 of 5
+/// members)`.
+fn quorum_text(q: &Quorum) -> String {
+    let seen = format!("sees {} of {} members", q.reachable, q.known);
+    match (&q.reason, q.majority) {
+        (_, true) => format!("majority ({seen})"),
+        (Some(r), false) if r.starts_with("sees") => {
+            format!("NO MAJORITY: {r}; places and condemns nothing")
+        }
+        (Some(r), false) => format!("NO MAJORITY: {r} ({seen}); places and condemns nothing"),
+        (None, false) => format!("NO MAJORITY ({seen})"),
+    }
+}
+
+fn quorum_line(agent: &str, q: &Quorum) -> String {
+    format!("quorum as {agent} sees it: {}", quorum_text(q))
 }
 
 fn table(nodes: &[NodeView]) -> String {

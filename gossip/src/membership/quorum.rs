@@ -235,9 +235,8 @@ impl QuorumTracker {
         } else if probes_failed {
             Some("the last 2 probes failed".to_string())
         } else {
-            self.stalled_until.map(|(_, late)| {
-                format!("resumed from a {:.1} s stall", late.as_secs_f64())
-            })
+            self.stalled_until
+                .map(|(_, late)| format!("resumed from a {:.1} s stall", late.as_secs_f64()))
         };
         let majority = reason.is_none();
         let since = if majority == self.current.majority {
@@ -332,7 +331,10 @@ mod tests {
         t.probe_failed(n("b"), 1);
         t.end_probe_period(4);
         t.evaluate(Millis(1), |_, _| true);
-        assert!(t.current().majority, "one failure is a dead member, not isolation");
+        assert!(
+            t.current().majority,
+            "one failure is a dead member, not isolation"
+        );
         t.begin_probe_period();
         t.probe_failed(n("c"), 1);
         t.end_probe_period(4);
@@ -367,7 +369,12 @@ mod tests {
     fn a_stall_holds_the_majority_back_for_its_length_plus_the_cooldown() {
         let mut t = tracker_of(&["a", "b", "c"]);
         let (threshold, cooldown) = (Duration::from_secs(1), Duration::from_secs(5));
-        t.timer_late(Duration::from_millis(900), threshold, cooldown, Millis(1_000));
+        t.timer_late(
+            Duration::from_millis(900),
+            threshold,
+            cooldown,
+            Millis(1_000),
+        );
         t.evaluate(Millis(1_000), |_, _| true);
         assert!(t.current().majority, "under the threshold is jitter");
         t.timer_late(Duration::from_secs(6), threshold, cooldown, Millis(10_000));
@@ -389,7 +396,10 @@ mod tests {
         t.on_status(&n("b"), MemberStatus::Left, Millis(1));
         t.on_status(&n("c"), MemberStatus::Down, Millis(1));
         t.evaluate(Millis(1), |_, _| true);
-        assert!(t.current().majority, "a of a, c: the smallest name holds the half");
+        assert!(
+            t.current().majority,
+            "a of a, c: the smallest name holds the half"
+        );
         assert_eq!(t.forget("a"), Err(ForgetError::Myself));
         assert_eq!(t.forget("zz"), Err(ForgetError::Unknown("zz".into())));
         t.forget("c").unwrap();
@@ -402,7 +412,10 @@ mod tests {
         let mut t = QuorumTracker::new(n("c"), Duration::from_secs(1), Millis(0));
         t.restore([n("a"), n("b"), n("c")], Millis(0));
         t.evaluate(Millis(0), |_, _| true);
-        assert!(!t.current().majority, "a restarted node alone is not its cluster");
+        assert!(
+            !t.current().majority,
+            "a restarted node alone is not its cluster"
+        );
         t.on_status(&n("a"), MemberStatus::Alive, Millis(1));
         t.evaluate(Millis(1), |_, _| true);
         assert!(t.current().majority);

@@ -351,7 +351,10 @@ fn an_isolated_node_loses_its_majority_before_it_declares_anyone_down() {
         }
         assert!(!net.node(4).quorum().majority, "seed {seed}");
         for i in 0..4 {
-            assert!(net.node(i).quorum().majority, "seed {seed}: n{i} lost the majority");
+            assert!(
+                net.node(i).quorum().majority,
+                "seed {seed}: n{i} lost the majority"
+            );
             assert_eq!(net.status_seen_by(i, 4), Some(MemberStatus::Down));
         }
         net.side[4] = 0;
@@ -395,18 +398,27 @@ fn a_stopped_node_resumes_without_a_majority_for_a_while() {
     net.run(5_000);
     let mut paused = net.nodes[2].take().unwrap();
     net.run(6_000);
-    net.nodes[2] = Some(std::mem::replace(&mut paused, Membership::new(
-        NodeId { name: "x".into(), addr: addr(9), generation: 1 },
-        ad(1),
-        Config::default(),
-        9,
-        net.now,
-    )));
+    net.nodes[2] = Some(std::mem::replace(
+        &mut paused,
+        Membership::new(
+            NodeId {
+                name: "x".into(),
+                addr: addr(9),
+                generation: 1,
+            },
+            ad(1),
+            Config::default(),
+            9,
+            net.now,
+        ),
+    ));
     net.run(2);
     let q = net.node(2).quorum();
     assert!(!q.majority);
     assert!(
-        q.reason.as_deref().is_some_and(|r| r.starts_with("resumed from a")),
+        q.reason
+            .as_deref()
+            .is_some_and(|r| r.starts_with("resumed from a")),
         "{q:?}"
     );
     net.run(15_000);
@@ -429,7 +441,55 @@ fn forgetting_dead_members_gives_the_survivors_their_majority_back() {
     assert_eq!(n0.forget(now, "n0"), Err(ForgetError::Myself));
     n0.forget(now, "n2").unwrap();
     net.run(1);
+    assert_eq!(
+        n0_stats_refused(&net),
+        0,
+        "the forget datagrams went to no live member"
+    );
     let q = net.node(0).quorum();
     assert!(q.majority, "{q:?}");
     assert_eq!(net.node(0).known_members(), vec![CompactString::from("n0")]);
+}
+
+fn n0_stats_refused(net: &Net) -> u64 {
+    net.node(0).stats().datagrams_refused
+}
+
+#[test]
+fn a_forget_reaches_every_live_member() {
+    let mut net = Net::new(4, 0.0);
+    net.run(5_000);
+    net.nodes[3] = None;
+    net.run(15_000);
+    for i in 0..3 {
+        assert_eq!(net.node(i).quorum().known, 4);
+    }
+    let now = net.now;
+    net.nodes[0].as_mut().unwrap().forget(now, "n3").unwrap();
+    net.run(10);
+    for i in 0..3 {
+        assert_eq!(net.node(i).quorum().known, 3, "n{i}");
+        assert_eq!(net.node(i).known_members().len(), 3);
+    }
+    // A forget of a member alive elsewhere changes nothing there.
+    let bytes = wire::encode(wire::KIND_FORGET, &wire::Forget { name: "n1".into() });
+    let n2 = net.nodes[2].as_mut().unwrap();
+    n2.handle_datagram(now, addr(0), &bytes).unwrap();
+    assert_eq!(n2.quorum().known, 3);
+    assert!(
+        n2.handle_datagram(now, addr(0), &[wire::KIND_FORGET, 0])
+            .is_err()
+    );
+}
+
+#[test]
+fn an_absurd_capacity_is_refused_with_the_limit() {
+    let mut big = ad(1);
+    big.node = "n1".into();
+    big.capacity.memory_mib = wire::MAX_SIZE_MIB + 1;
+    let err = wire::check_ad(&big).unwrap_err().to_string();
+    assert!(err.contains("memory capacity"), "{err}");
+    big.capacity.memory_mib = 1;
+    big.capacity.cpu_millicores = wire::MAX_CPU_MILLICORES + 1;
+    assert!(wire::check_ad(&big).is_err());
 }

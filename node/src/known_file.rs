@@ -1,0 +1,86 @@
+//! The known membership on disk (`DATA_DIR/known-members`): the node names this node counts
+//! as its cluster, so that a restarted node knows how big its cluster was before it hears from
+//! anyone (`docs/faults.md`, "The quorum").
+//!
+//! One name per line, sorted; written to a temporary file and renamed, so a crash leaves the
+//! old list or the new one.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context;
+use shoal_gossip::CompactString;
+
+/// The file's name in the data dir.
+pub const FILE_NAME: &str = "known-members";
+
+/// Where the known membership of the agent with this data dir lives.
+#[must_use]
+pub fn path_in(data_dir: &Path) -> PathBuf {
+    data_dir.join(FILE_NAME)
+}
+
+/// Replaces the file with `names`.
+pub fn save(path: &Path, names: &[CompactString]) -> anyhow::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut body = String::with_capacity(names.len() * 16);
+    for name in names {
+        body.push_str(name);
+        body.push('\n');
+    }
+    let mut f =
+        std::fs::File::create(&tmp).with_context(|| format!("cannot create {}", tmp.display()))?;
+    f.write_all(body.as_bytes())
+        .and_then(|()| f.sync_all())
+        .with_context(|| format!("cannot write {}", tmp.display()))?;
+    std::fs::rename(&tmp, path)
+        .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    Ok(())
+}
+
+/// The names saved at `path`; none when the file does not exist (a first start). Lines that
+/// are not a valid node name are skipped with a warning: the list only ever makes the quorum
+/// stricter, so a damaged file must not stop the agent.
+pub fn load(path: &Path) -> anyhow::Result<Vec<CompactString>> {
+    let body = match std::fs::read_to_string(path) {
+        Ok(b) => b,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(e).with_context(|| format!("cannot read {}", path.display())),
+    };
+    let mut names = Vec::new();
+    for (i, line) in body.lines().enumerate() {
+        let name = line.trim();
+        if name.is_empty() {
+            continue;
+        }
+        if name.len() > crate::agent::MAX_NODE_NAME_BYTES || name.chars().any(char::is_control) {
+            tracing::warn!(file = %path.display(), line = i + 1, "skipping a line that is no node name");
+            continue;
+        }
+        names.push(CompactString::from(name));
+    }
+    Ok(names)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_round_trip_and_a_missing_file_is_empty() {
+        let dir = std::env::temp_dir().join(format!("shoal-known-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = path_in(&dir);
+        let _ = std::fs::remove_file(&path);
+        assert!(load(&path).unwrap().is_empty());
+        let names: Vec<CompactString> = ["n1", "n2", "n3"].map(CompactString::from).to_vec();
+        save(&path, &names).unwrap();
+        assert_eq!(load(&path).unwrap(), names);
+        std::fs::write(&path, format!("n1\n\n{}\nn\u{7}x\nn2\n", "x".repeat(300))).unwrap();
+        assert_eq!(
+            load(&path).unwrap(),
+            ["n1", "n2"].map(CompactString::from).to_vec()
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
