@@ -223,3 +223,49 @@ fn a_burst_of_random_udp_bytes_changes_nothing() {
         assert!(a.is_running(), "{} died", a.name);
     }
 }
+
+#[test]
+fn a_second_agent_under_a_live_name_exits_and_the_first_keeps_the_name() {
+    let dir = TempDir::new("dupname");
+    let other_root = TempDir::new("dupname-2");
+    let key = keygen(&dir.0, "cluster.key");
+    let agents = start_cluster(3, &dir, &key);
+    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
+    // n1 holds its name once past its join grace (5 s after it first heard from a member);
+    // a duplicate arriving within the grace would make both give the name up.
+    let formed = std::time::Instant::now();
+    wait_for(DEADLINE, "n1's name_join_grace passed", || {
+        (formed.elapsed() > Duration::from_secs(6)).then_some(())
+    });
+    let mut dup = Agent::start(AgentSpec {
+        join: Some(agents[1].gossip),
+        ..AgentSpec::new("n1", &key, &other_root.0)
+    });
+    let status = wait_for(DEADLINE, "the second n1 exits", || {
+        dup.child.as_mut()?.try_wait().ok().flatten()
+    });
+    assert!(!status.success(), "{status:?}");
+    let log = std::fs::read_to_string(other_root.0.join("n1.log")).unwrap();
+    assert!(
+        log.contains(&format!("is already used by the live agent at {}", agents[0].gossip)),
+        "{log}"
+    );
+    // Every node still shows n1 alive at the first agent's address, and keeps doing so.
+    for _ in 0..2 {
+        for a in &agents {
+            let nodes = a.nodes().unwrap();
+            let n1 = status_of(&nodes, "n1").unwrap();
+            assert_eq!(n1["status"], "alive", "seen by {}: {n1}", a.name);
+            assert_eq!(
+                n1["addr"].as_str().unwrap(),
+                agents[0].gossip.to_string(),
+                "seen by {}",
+                a.name
+            );
+        }
+        let settled = std::time::Instant::now();
+        wait_for(DEADLINE, "a suspicion's time passed", || {
+            (settled.elapsed() > Duration::from_secs(5)).then_some(())
+        });
+    }
+}

@@ -46,6 +46,15 @@ pub struct Config {
     pub stall_threshold: Duration,
     /// See `stall_threshold`.
     pub stall_cooldown: Duration,
+    /// A newcomer that sees another live member with its own name at another address for
+    /// this long gives the name up ([`crate::Membership::name_conflict`]): a second agent
+    /// started under a name in use.
+    pub name_conflict_after: Duration,
+    /// Who is the newcomer: a node that first sees a namesake within this long of first
+    /// hearing from the cluster found the name taken; a namesake that appears later is the
+    /// newcomer, and this node, the name's incumbent, re-asserts the name (a newer
+    /// generation) instead of giving it up.
+    pub name_join_grace: Duration,
     /// A known member down this long is forgotten by a node that holds a majority, so that
     /// the cluster's size shrinks to the nodes that are still there.
     pub forget_down_after: Duration,
@@ -73,6 +82,8 @@ impl Default for Config {
             stall_threshold: Duration::from_secs(1),
             stall_cooldown: Duration::from_secs(5),
             forget_down_after: Duration::from_secs(24 * 3600),
+            name_conflict_after: Duration::from_secs(10),
+            name_join_grace: Duration::from_secs(5),
         }
     }
 }

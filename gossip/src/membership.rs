@@ -203,6 +203,22 @@ pub struct Membership {
     quorum: QuorumTracker,
     /// `handle_timeout` ran at least once.
     driven: bool,
+    /// Other live identities with this node's name, by address (see `on_namesake`).
+    namesakes: BTreeMap<SocketAddr, Namesake>,
+    /// When this node first heard from another member.
+    joined_at: Option<Millis>,
+    /// The namesake that made this node give its name up.
+    conflict: Option<NodeId>,
+}
+
+/// Another agent under this node's name.
+#[derive(Debug)]
+struct Namesake {
+    id: NodeId,
+    /// Since when it has been alive or suspect without a break; `None` while down.
+    alive_since: Option<Millis>,
+    /// It held the name before this node joined: this node is the newcomer.
+    first: bool,
 }
 
 /// A timer in the queue; ordered by due time then insertion, never by payload.
@@ -276,6 +292,9 @@ impl Membership {
             stats: Stats::default(),
             quorum: QuorumTracker::new(id.name.clone(), probe_period, now),
             driven: false,
+            namesakes: BTreeMap::new(),
+            joined_at: None,
+            conflict: None,
         };
         me.index.insert(
             id.name.clone(),
@@ -560,6 +579,7 @@ impl Membership {
                 }
                 self.expire_stale_suspects();
                 self.forget_long_down();
+                self.check_namesakes();
                 self.schedule(self.now.plus(self.config.scan_period), Tick::Scan);
             }
         }
@@ -661,7 +681,82 @@ impl Membership {
         Ok(())
     }
 
+    /// Another agent that holds this node's name and was there first: set once this node,
+    /// within `name_check_window` of its start, has seen it alive at another address for
+    /// `name_conflict_after`. The shell must stop this agent without leaving (a leave would
+    /// be news about the name) and tell the operator to pick another name.
+    #[must_use]
+    pub fn name_conflict(&self) -> Option<&NodeId> {
+        self.conflict.as_ref()
+    }
+
     // ---- internals -------------------------------------------------------------------
+
+    /// Another identity with this node's name. At this node's own address it is an earlier
+    /// or later incarnation of this node (SWIM renames settle it). Elsewhere it is a second
+    /// agent under the same name. Which of the two is the newcomer is fixed when this node
+    /// first sees the address: a namesake seen within `name_join_grace` of this node's join
+    /// was there first. The incumbent re-asserts the name with a newer generation than the
+    /// intruder's, so the cluster's view of the name (keyed by name, newest generation wins)
+    /// stays its own; the newcomer gives the name up after `name_conflict_after`
+    /// (`check_namesakes`). The view never shows a namesake.
+    fn on_namesake(&mut self, id: NodeId, status: MemberStatus) {
+        if id.addr == self.identity().addr {
+            return;
+        }
+        let now = self.now;
+        let grace = self.config.name_join_grace.as_millis() as u64;
+        let first = self.joined_at.is_none_or(|j| now.since(j) <= grace);
+        let live = matches!(status, MemberStatus::Alive | MemberStatus::Suspect);
+        let entry = self.namesakes.entry(id.addr).or_insert(Namesake {
+            id: id.clone(),
+            alive_since: None,
+            first,
+        });
+        if id.generation < entry.id.generation {
+            return;
+        }
+        entry.id = id.clone();
+        entry.alive_since = if live {
+            entry.alive_since.or(Some(now))
+        } else {
+            None
+        };
+        let incumbent = !entry.first;
+        if live
+            && incumbent
+            && id.generation >= self.identity().generation
+            && self.conflict.is_none()
+        {
+            let mut renewed = self.identity().clone();
+            renewed.generation = id.generation.wrapping_add(1);
+            tracing::warn!(intruder = %id, "another agent uses this node's name; re-asserting it as generation {}", renewed.generation);
+            self.swim_call(|swim, rt| swim.change_identity(renewed.clone(), rt));
+            self.own_ad.generation = renewed.generation;
+            self.own_ad.version = 1;
+            let ad = self.own_ad.clone();
+            self.publish(ad);
+            self.set_status(renewed, MemberStatus::Alive);
+        }
+    }
+
+    /// A newcomer that has seen a namesake that was there first alive for
+    /// `name_conflict_after` gives the name up.
+    fn check_namesakes(&mut self) {
+        if self.conflict.is_some() {
+            return;
+        }
+        let after = self.config.name_conflict_after.as_millis() as u64;
+        let now = self.now;
+        if let Some(n) = self
+            .namesakes
+            .values()
+            .find(|n| n.first && n.alive_since.is_some_and(|t| now.since(t) >= after))
+        {
+            tracing::error!(holder = %n.id, "this node's name is used by a live agent at another address");
+            self.conflict = Some(n.id.clone());
+        }
+    }
 
     fn refresh_quorum(&mut self) {
         let index = &self.index;
@@ -997,6 +1092,13 @@ impl Membership {
 
     fn set_status(&mut self, id: NodeId, status: MemberStatus) {
         let now = self.now;
+        if id.name == self.own_ad.node && id != *self.identity() {
+            self.on_namesake(id, status);
+            return;
+        }
+        if self.joined_at.is_none() && status == MemberStatus::Alive && id != *self.identity() {
+            self.joined_at = Some(now);
+        }
         let from = match self.records.get_mut(&id.name) {
             Some(r) if r.id.generation > id.generation => return, // an older incarnation
             Some(r) if r.id == id && r.status == status => return,

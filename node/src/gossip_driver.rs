@@ -115,6 +115,7 @@ pub struct GossipHandle {
     commands: mpsc::Sender<Command>,
     members: watch::Receiver<Vec<MemberInfo>>,
     quorum: watch::Receiver<Quorum>,
+    conflict: watch::Receiver<Option<String>>,
     /// Transport counters.
     pub counters: Arc<TransportCounters>,
 }
@@ -154,6 +155,20 @@ impl GossipHandle {
     #[must_use]
     pub fn watch_quorum(&self) -> watch::Receiver<Quorum> {
         self.quorum.clone()
+    }
+
+    /// Resolves with an error message when this agent must stop because another live agent
+    /// holds its name (`Membership::name_conflict`); never resolves otherwise.
+    pub async fn name_conflict(&self) -> String {
+        let mut rx = self.conflict.clone();
+        loop {
+            if let Some(msg) = rx.borrow_and_update().clone() {
+                return msg;
+            }
+            if rx.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     /// Forgets a member that is gone for good (`shoal node forget`): it no longer counts
@@ -214,6 +229,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (members_tx, members_rx) = watch::channel(core.members());
     let (quorum_tx, quorum_rx) = watch::channel(core.quorum().clone());
+    let (conflict_tx, conflict_rx) = watch::channel(None);
     let counters = Arc::new(TransportCounters::default());
     let replay = ReplayGuard::new(core.identity().addr, ReplayConfig::default());
     let driver = Driver {
@@ -225,6 +241,7 @@ pub fn spawn(
         clock,
         members: members_tx,
         quorum: quorum_tx,
+        conflict: conflict_tx,
         known_saved: core_known_version_unsaved(),
         known_file,
         counters: counters.clone(),
@@ -239,6 +256,7 @@ pub fn spawn(
             commands: tx,
             members: members_rx,
             quorum: quorum_rx,
+            conflict: conflict_rx,
             counters,
         },
         task,
@@ -255,6 +273,7 @@ struct Driver {
     clock: Clock,
     members: watch::Sender<Vec<MemberInfo>>,
     quorum: watch::Sender<Quorum>,
+    conflict: watch::Sender<Option<String>>,
     /// The known-membership version last written to `known_file`.
     known_saved: u64,
     known_file: Option<PathBuf>,
@@ -291,6 +310,11 @@ impl Driver {
                 () = sleep => self.core.handle_timeout(self.clock.now()),
             }
             self.flush().await;
+        }
+        if self.core.name_conflict().is_some() {
+            // Leaving would be news about the name, which is the other agent's.
+            tracing::info!("stopped without leaving: the name belongs to another agent");
+            return;
         }
         self.core.leave(self.clock.now());
         self.flush().await;
@@ -389,6 +413,16 @@ impl Driver {
             true
         });
         self.save_known();
+        if self.conflict.borrow().is_none()
+            && let Some(holder) = self.core.name_conflict()
+        {
+            let me = self.core.identity();
+            self.conflict.send_replace(Some(format!(
+                "node name {} is already used by the live agent at {} (generation {}); \
+                 pick another --name or stop that agent",
+                me.name, holder.addr, holder.generation
+            )));
+        }
     }
 
     /// Writes the known membership when it changed, so a restarted node remembers how big

@@ -95,10 +95,20 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     super::init_tracing("info");
     let config = config_from(args)?;
     let running = agent::start(config).await?;
-    super::stop_signal().await;
-    tracing::info!("stopping: telling the cluster this node leaves");
-    running.shutdown().await;
-    Ok(ExitCode::SUCCESS)
+    let gossip = running.gossip.clone();
+    tokio::select! {
+        () = super::stop_signal() => {
+            tracing::info!("stopping: telling the cluster this node leaves");
+            running.shutdown().await;
+            Ok(ExitCode::SUCCESS)
+        }
+        conflict = gossip.name_conflict() => {
+            tracing::error!("{conflict}");
+            running.shutdown().await;
+            eprintln!("error: {conflict}");
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {

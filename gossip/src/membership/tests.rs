@@ -45,8 +45,16 @@ impl Net {
     }
 
     fn start(&mut self, i: usize, generation: u64) {
+        self.start_named(i, &format!("n{i}"), generation);
+    }
+
+    /// Starts a core at slot `i`'s address under `name`.
+    fn start_named(&mut self, i: usize, name: &str, generation: u64) {
+        if self.side.len() <= i {
+            self.side.resize(i + 1, 0);
+        }
         let id = NodeId {
-            name: format!("n{i}").into(),
+            name: name.into(),
             addr: addr(i),
             generation,
         };
@@ -492,4 +500,73 @@ fn an_absurd_capacity_is_refused_with_the_limit() {
     big.capacity.memory_mib = 1;
     big.capacity.cpu_millicores = wire::MAX_CPU_MILLICORES + 1;
     assert!(wire::check_ad(&big).is_err());
+}
+
+fn seen_as(net: &Net, observer: usize, name: &str) -> Option<(SocketAddr, MemberStatus)> {
+    net.node(observer)
+        .member(name)
+        .map(|m| (m.id.addr, m.status))
+}
+
+#[test]
+fn a_second_agent_under_a_live_name_gives_it_up_and_the_incumbent_keeps_it() {
+    let mut net = Net::new(4, 0.0);
+    net.run(8_000); // past n1's name_join_grace
+    net.start_named(4, "n1", 99);
+    net.run(3_000);
+    assert_eq!(
+        seen_as(&net, 0, "n1"),
+        Some((addr(1), MemberStatus::Alive)),
+        "the incumbent re-asserted its name at once"
+    );
+    assert!(
+        net.node(4).name_conflict().is_none(),
+        "too early to give up"
+    );
+    net.run(10_000);
+    let holder = net.node(4).name_conflict().cloned();
+    assert_eq!(holder.map(|h| h.addr), Some(addr(1)));
+    assert!(net.node(1).name_conflict().is_none());
+    // The newcomer stops without leaving; the name stays with the incumbent everywhere.
+    net.nodes[4] = None;
+    net.run(20_000);
+    for i in [0, 2, 3] {
+        assert_eq!(
+            seen_as(&net, i, "n1"),
+            Some((addr(1), MemberStatus::Alive)),
+            "n{i}"
+        );
+        assert_eq!(net.node(i).quorum().known, 4, "n{i}");
+    }
+    assert!(net.node(1).members().iter().all(|m| m.id.addr != addr(4)));
+}
+
+#[test]
+fn a_restart_at_another_address_is_no_conflict() {
+    let mut net = Net::new(4, 0.0);
+    net.run(5_000);
+    net.nodes[2] = None;
+    net.start_named(5, "n2", 2);
+    net.run(25_000);
+    assert!(net.node(5).name_conflict().is_none());
+    for i in [0, 1, 3] {
+        assert_eq!(
+            seen_as(&net, i, "n2"),
+            Some((addr(5), MemberStatus::Alive)),
+            "n{i}"
+        );
+    }
+}
+
+#[test]
+fn a_second_agent_with_an_older_generation_gives_the_name_up_too() {
+    let mut net = Net::new(3, 0.0);
+    net.run(8_000);
+    net.start_named(3, "n1", 0); // a clock behind: a lower generation than the incumbent's
+    net.run(13_000);
+    assert!(net.node(3).name_conflict().is_some());
+    assert!(net.node(1).name_conflict().is_none());
+    net.nodes[3] = None;
+    net.run(20_000);
+    assert_eq!(seen_as(&net, 0, "n1"), Some((addr(1), MemberStatus::Alive)));
 }
