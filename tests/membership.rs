@@ -247,7 +247,10 @@ fn a_second_agent_under_a_live_name_exits_and_the_first_keeps_the_name() {
     assert!(!status.success(), "{status:?}");
     let log = std::fs::read_to_string(other_root.0.join("n1.log")).unwrap();
     assert!(
-        log.contains(&format!("is already used by the live agent at {}", agents[0].gossip)),
+        log.contains(&format!(
+            "is already used by the live agent at {}",
+            agents[0].gossip
+        )),
         "{log}"
     );
     // Every node still shows n1 alive at the first agent's address, and keeps doing so.
