@@ -9,8 +9,9 @@
 //!   stopped), it SIGKILLs every task of that agent: every process in each task cgroup, round
 //!   after round until the cgroups are empty (v2 `cgroup.kill`, or the v1 freezer, where there
 //!   are), and every process group recorded in `DATA_DIR/tasks/*/*/*/pid` whose leader is still
-//!   the recorded process (same boot id, same start time) or whose leader is gone but whose
-//!   members remain. A reused pid is never signalled. Then it exits.
+//!   the recorded process (same boot id, same start time) or whose leader has exited (gone, or
+//!   its zombie unreaped because the agent is stopped) but whose members remain. A reused pid
+//!   is never signalled. Then it exits.
 //! - An agent restarted within the grace connects, says `hello`, and holds the lease from then
 //!   on: nothing is killed and the tasks are adopted as usual. A watchdog whose lease expired
 //!   removes its socket before it kills, so a new agent never takes over a watchdog that is

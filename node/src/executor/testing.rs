@@ -50,6 +50,11 @@ impl ChildGroup {
     pub fn pid(&self) -> u32 {
         self.0.id()
     }
+
+    /// The child's stdout, when the command piped it.
+    pub fn take_stdout(&mut self) -> Option<std::process::ChildStdout> {
+        self.0.stdout.take()
+    }
 }
 
 impl Drop for ChildGroup {

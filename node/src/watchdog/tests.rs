@@ -3,7 +3,8 @@
 //! nothing, a clean stop ends it, and a reused pid is never signalled. Waits have deadlines;
 //! every process a test starts is killed by a guard when the test ends, even by a panic.
 
-use std::process::Command;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -271,6 +272,58 @@ async fn a_reused_pid_is_never_killed() {
     assert!(
         !gone(pid),
         "the watchdog killed a process a stale record named"
+    );
+}
+
+#[tokio::test]
+async fn a_group_whose_leader_is_a_zombie_is_killed() {
+    // A task whose leader has exited but is not reaped yet (the agent is stopped, so nothing
+    // reaps it) and whose background child is still running in its group.
+    let dir = scratch("zombie");
+    let tasks_dir = dir.0.join("tasks");
+    let mut task = ChildGroup::spawn(
+        Command::new("sh")
+            .args(["-c", "sleep 600 & echo $!"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    );
+    let leader = task.pid();
+    let record = pidfile::PidRecord {
+        task: key("zombie", 0),
+        pid: leader,
+        pgid: leader,
+        start_time_ticks: Some(procfs::stat(leader).unwrap().start_time),
+        boot_id: procfs::boot_id(),
+    };
+    record_pid(&tasks_dir, &record);
+    let mut line = String::new();
+    std::io::BufReader::new(task.take_stdout().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child: u32 = line.trim().parse().unwrap();
+    assert!(
+        eventually(|| procfs::stat(leader).is_some_and(|s| !s.is_live())).await,
+        "the leader {leader} never exited"
+    );
+    assert!(!gone(child), "the background child {child} is not running");
+    let reused = pidfile::PidRecord {
+        start_time_ticks: record.start_time_ticks.map(|t| t + 1),
+        ..record.clone()
+    };
+    assert!(
+        !reused.group_alive(procfs::boot_id().as_deref()),
+        "the group of a zombie that is not the recorded leader was taken for the task's"
+    );
+    let hello = Hello {
+        agent_pid: std::process::id(),
+        orphan_grace_ms: 0,
+        tasks_dir,
+        cgroups: Vec::new(),
+    };
+    let report = kill_everything(&hello);
+    assert!(
+        gone(child),
+        "the child {child} of a zombie leader survived: {report}"
     );
 }
 
