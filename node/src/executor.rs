@@ -36,6 +36,8 @@
 pub(crate) mod cgroup;
 pub(crate) mod pidfile;
 pub(crate) mod procfs;
+#[cfg(test)]
+pub(crate) mod testing;
 mod users;
 
 use std::collections::{BTreeMap, BTreeSet};

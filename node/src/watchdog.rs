@@ -3,13 +3,15 @@
 //!
 //! # What it promises
 //! - While the agent renews its lease (a line `renew` every second over a unix socket at
-//!   `DATA_DIR/watchdog.sock`), the watchdog does nothing.
+//!   `DATA_DIR/watchdog.sock`), the watchdog does nothing. The socket appears only once the
+//!   watchdog accepts connections on it.
 //! - When no renewal arrives for the orphan grace (the agent was `kill -9`ed, crashed, or is
 //!   stopped), it SIGKILLs every task of that agent: every process in each task cgroup, round
 //!   after round until the cgroups are empty (v2 `cgroup.kill`, or the v1 freezer, where there
 //!   are), and every process group recorded in `DATA_DIR/tasks/*/*/*/pid` whose leader is still
-//!   the recorded process (same boot id, same start time) or whose leader is gone but whose
-//!   members remain. A reused pid is never signalled. Then it exits.
+//!   the recorded process (same boot id, same start time) or whose leader has exited (gone, or
+//!   its zombie unreaped because the agent is stopped) but whose members remain. A reused pid
+//!   is never signalled. Then it exits.
 //! - An agent restarted within the grace connects, says `hello`, and holds the lease from then
 //!   on: nothing is killed and the tasks are adopted as usual. A watchdog whose lease expired
 //!   removes its socket before it kills, so a new agent never takes over a watchdog that is
@@ -101,11 +103,7 @@ pub fn serve(data_dir: &Path, socket: &Path) -> anyhow::Result<()> {
     // Waits for a previous watchdog that is still killing; held until this process exits.
     let _lock = nix::fcntl::Flock::lock(lock_file, nix::fcntl::FlockArg::LockExclusive)
         .map_err(|(_, e)| anyhow::anyhow!("cannot lock {}: {e}", lock_path.display()))?;
-    let _ = std::fs::remove_file(socket);
-    let listener = UnixListener::bind(socket)
-        .with_context(|| format!("cannot listen on {}", socket.display()))?;
-    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
-        .with_context(|| format!("cannot restrict {}", socket.display()))?;
+    let listener = listen(socket)?;
     log(&format!(
         "listening on {} (pid {})",
         socket.display(),
@@ -117,6 +115,24 @@ pub fn serve(data_dir: &Path, socket: &Path) -> anyhow::Result<()> {
     let _ = std::fs::remove_file(socket);
     log(&outcome);
     Ok(())
+}
+
+/// Listens on `socket`, which appears only once it accepts connections, with mode `0600`: the
+/// listener is bound under a temporary name and renamed into place, so an agent that finds the
+/// socket never meets the moment between `bind` and `listen` (its connection would be refused
+/// and it would start a second watchdog).
+fn listen(socket: &Path) -> anyhow::Result<UnixListener> {
+    let mut binding = socket.as_os_str().to_owned();
+    binding.push(".new");
+    let binding = PathBuf::from(binding);
+    let _ = std::fs::remove_file(&binding);
+    let listener = UnixListener::bind(&binding)
+        .with_context(|| format!("cannot listen on {}", binding.display()))?;
+    std::fs::set_permissions(&binding, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot restrict {}", binding.display()))?;
+    std::fs::rename(&binding, socket)
+        .with_context(|| format!("cannot move {} to {}", binding.display(), socket.display()))?;
+    Ok(listener)
 }
 
 /// What reaches the main loop from the connection threads.

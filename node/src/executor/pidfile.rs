@@ -41,16 +41,24 @@ impl PidRecord {
     }
 
     /// Whether the task's process group still has members that are the task's: its leader is
-    /// alive, or the leader is gone but members of its group remain. The second case is safe
-    /// from pid reuse: the kernel keeps a pid number allocated while any process uses it as its
-    /// group id, so a group `pgid` whose leader number is not a live process is the old group.
+    /// alive, or the leader has exited (it is gone, or a zombie nobody reaped, as when the agent
+    /// is stopped) but members of its group remain. Both are safe from pid reuse: the kernel
+    /// keeps a pid number allocated while any process, a zombie too, has it as its pid or its
+    /// group id, so a group `pgid` whose leader number is free, or is the recorded leader's
+    /// zombie, is the old group.
     pub fn group_alive(&self, boot_id: Option<&str>) -> bool {
         if self.leader_alive(boot_id) {
             return true;
         }
-        self.same_boot(boot_id)
-            && procfs::stat(self.pgid).is_none()
-            && !procfs::group_members(self.pgid).is_empty()
+        let leader_exited = match procfs::stat(self.pgid) {
+            None => true,
+            Some(leader) => {
+                !leader.is_live()
+                    && self.pid == self.pgid
+                    && self.start_time_ticks == Some(leader.start_time)
+            }
+        };
+        self.same_boot(boot_id) && leader_exited && !procfs::group_members(self.pgid).is_empty()
     }
 
     fn same_boot(&self, boot_id: Option<&str>) -> bool {

@@ -1,5 +1,6 @@
 //! Executor tests with real processes. Each waits on conditions with deadlines, never on fixed
-//! sleeps. Tests that need cgroups say `SKIPPED` on stderr when the host has none; set
+//! sleeps, and leaves no process behind even when it fails (its [`Scratch`] kills them). Tests
+//! that need cgroups say `SKIPPED` on stderr when the host has none; set
 //! `SHOAL_REQUIRE_CGROUPS=1` to make that a failure instead (for hosts that must enforce).
 
 use std::collections::BTreeSet;
@@ -9,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::testing::Reaper;
 use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
@@ -29,12 +31,22 @@ fn sh(script: &str) -> TaskSpec {
     }
 }
 
-/// A fresh directory under the system temp dir, unique per test and process, removed on drop.
+/// A fresh directory under the system temp dir, unique per test and process, removed on drop
+/// after its reaper killed every task still running under it (a test that panics halfway does
+/// not reach its own kills).
 #[derive(Debug)]
-struct Scratch(PathBuf);
+struct Scratch(PathBuf, Option<Reaper>);
+
+impl Scratch {
+    /// Kills the tasks of `exec` (an executor on this directory) when this is dropped.
+    fn reap(&mut self, exec: &Executor) {
+        self.1 = Some(Reaper::new(exec));
+    }
+}
 
 impl Drop for Scratch {
     fn drop(&mut self) {
+        drop(self.1.take());
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -43,7 +55,7 @@ fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!("shoal-exec-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).unwrap();
-    Scratch(dir)
+    Scratch(dir, None)
 }
 
 /// Each test gets its own cgroup instance, unique to this process too: `Executor::new` sweeps
@@ -58,8 +70,9 @@ fn test_config(name: &str, cgroups: CgroupMode) -> ExecutorConfig {
 }
 
 fn executor(name: &str, cgroups: CgroupMode) -> (Executor, mpsc::Receiver<ExecEvent>, Scratch) {
-    let dir = scratch(name);
+    let mut dir = scratch(name);
     let (exec, events) = Executor::new(dir.0.clone(), test_config(name, cgroups)).unwrap();
+    dir.reap(&exec);
     (exec, events, dir)
 }
 
@@ -380,8 +393,9 @@ async fn read_log_is_bounded_and_resumable() {
         max_log_read_bytes: NonZeroUsize::new(6).unwrap(),
         ..test_config("logs", CgroupMode::Auto)
     };
-    let dir = scratch("logs");
+    let mut dir = scratch("logs");
     let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
+    dir.reap(&exec);
     let task = key("logs", 0);
     exec.start(task.clone(), sh("printf 0123456789")).unwrap();
     started(&mut events).await;
@@ -644,8 +658,9 @@ async fn a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users() {
         allowed_task_users: BTreeSet::from(["daemon".to_owned()]),
         ..test_config("users", CgroupMode::Auto)
     };
-    let dir = scratch("users");
+    let mut dir = scratch("users");
     let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
+    dir.reap(&exec);
     assert_eq!(exec.enforcement().task_user, "nobody");
     assert_eq!(exec.enforcement().allowed_task_users, ["daemon", "nobody"]);
     let default = key("users", 0);
@@ -790,8 +805,9 @@ async fn the_process_count_of_a_task_is_limited() {
         task_max_pids: 4,
         ..test_config("pids", CgroupMode::Auto)
     };
-    let dir = scratch("pids");
+    let mut dir = scratch("pids");
     let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
+    dir.reap(&exec);
     let enforcement = exec.enforcement();
     if enforcement.pids == PidsEnforcement::NotEnforced {
         assert!(

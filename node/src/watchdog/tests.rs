@@ -1,14 +1,17 @@
 //! The watchdog in a thread of the test process, guarding tasks of a real executor: an expired
 //! lease kills every task (by cgroup and by process group), a lease taken over in time kills
-//! nothing, a clean stop ends it, and a reused pid is never signalled. Waits have deadlines.
+//! nothing, a clean stop ends it, and a reused pid is never signalled. Waits have deadlines;
+//! every process a test starts is killed by a guard when the test ends, even by a panic.
 
-use std::os::unix::process::CommandExt;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::*;
+use crate::executor::testing::{ChildGroup, Reaper};
 use crate::executor::{
     CgroupMode, ExecEvent, Executor, ExecutorConfig, KillEnforcement, TaskKey, TaskSpec,
 };
@@ -99,7 +102,8 @@ fn guarded(
 async fn lease(exec: &Executor, dir: &Path) -> Lease {
     let deadline = Instant::now() + DEADLINE;
     loop {
-        // The thread may not listen yet; `attach` would then try the (absent) program.
+        // The thread may not listen yet; `attach` would then try the (absent) program. The
+        // socket appears only once the watchdog accepts connections (`listen`).
         if dir.join(SOCKET).exists() {
             return attach(config(), dir, exec.tasks_dir(), exec.cgroup_parents())
                 .await
@@ -145,6 +149,7 @@ async fn start(
 async fn an_expired_lease_kills_every_task(mode: CgroupMode, name: &str) {
     let dir = scratch(name);
     let (exec, mut events, watchdog) = guarded(&dir.0, name, mode);
+    let _reaper = Reaper::new(&exec);
     let escapes = exec.enforcement().kill != KillEnforcement::ProcessGroup;
     let held = lease(&exec, &dir.0).await;
     let mut pids = start(&exec, &mut events, key(name, 0), "echo; sleep 600", 1).await;
@@ -218,6 +223,7 @@ async fn an_expired_lease_kills_every_task_by_cgroup() {
 async fn a_lease_taken_over_within_the_grace_kills_nothing() {
     let dir = scratch("takeover");
     let (exec, mut events, watchdog) = guarded(&dir.0, "takeover", CgroupMode::Auto);
+    let _reaper = Reaper::new(&exec);
     let first = lease(&exec, &dir.0).await;
     let pids = start(&exec, &mut events, key("takeover", 0), "echo; sleep 600", 1).await;
     first.abandon();
@@ -247,14 +253,8 @@ async fn a_reused_pid_is_never_killed() {
     let (exec, _events, watchdog) = guarded(&dir.0, "reuse", CgroupMode::Off);
     // A process that is not a task, in a group of its own, named by a record whose start time
     // is not its own: the record's task ended and its pid was reused.
-    let mut bystander = std::process::Command::new("sleep")
-        .arg("600")
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let pid = bystander.id();
-    let task_dir = exec.tasks_dir().join("old.1.n1").join("0").join("0");
-    std::fs::create_dir_all(&task_dir).unwrap();
+    let bystander = ChildGroup::spawn(Command::new("sleep").arg("600"));
+    let pid = bystander.pid();
     let record = pidfile::PidRecord {
         task: key("old.1.n1", 0),
         pid,
@@ -262,7 +262,7 @@ async fn a_reused_pid_is_never_killed() {
         start_time_ticks: Some(procfs::stat(pid).unwrap().start_time + 1),
         boot_id: procfs::boot_id(),
     };
-    pidfile::write(&task_dir, &record).unwrap();
+    record_pid(exec.tasks_dir(), &record);
     let held = lease(&exec, &dir.0).await;
     held.abandon();
     assert!(
@@ -273,8 +273,69 @@ async fn a_reused_pid_is_never_killed() {
         !gone(pid),
         "the watchdog killed a process a stale record named"
     );
-    bystander.kill().unwrap();
-    bystander.wait().unwrap();
+}
+
+#[tokio::test]
+async fn a_group_whose_leader_is_a_zombie_is_killed() {
+    // A task whose leader has exited but is not reaped yet (the agent is stopped, so nothing
+    // reaps it) and whose background child is still running in its group.
+    let dir = scratch("zombie");
+    let tasks_dir = dir.0.join("tasks");
+    let mut task = ChildGroup::spawn(
+        Command::new("sh")
+            .args(["-c", "sleep 600 & echo $!"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped()),
+    );
+    let leader = task.pid();
+    let record = pidfile::PidRecord {
+        task: key("zombie", 0),
+        pid: leader,
+        pgid: leader,
+        start_time_ticks: Some(procfs::stat(leader).unwrap().start_time),
+        boot_id: procfs::boot_id(),
+    };
+    record_pid(&tasks_dir, &record);
+    let mut line = String::new();
+    std::io::BufReader::new(task.take_stdout().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let child: u32 = line.trim().parse().unwrap();
+    assert!(
+        eventually(|| procfs::stat(leader).is_some_and(|s| !s.is_live())).await,
+        "the leader {leader} never exited"
+    );
+    assert!(!gone(child), "the background child {child} is not running");
+    let reused = pidfile::PidRecord {
+        start_time_ticks: record.start_time_ticks.map(|t| t + 1),
+        ..record.clone()
+    };
+    assert!(
+        !reused.group_alive(procfs::boot_id().as_deref()),
+        "the group of a zombie that is not the recorded leader was taken for the task's"
+    );
+    let hello = Hello {
+        agent_pid: std::process::id(),
+        orphan_grace_ms: 0,
+        tasks_dir,
+        cgroups: Vec::new(),
+    };
+    let report = kill_everything(&hello);
+    assert!(
+        gone(child),
+        "the child {child} of a zombie leader survived: {report}"
+    );
+}
+
+/// Writes `record` as the pid file of its task, as the executor does at spawn.
+fn record_pid(tasks_dir: &Path, record: &pidfile::PidRecord) {
+    let task = &record.task;
+    let task_dir = tasks_dir
+        .join(&task.job)
+        .join(task.slot.to_string())
+        .join(task.attempt.to_string());
+    std::fs::create_dir_all(&task_dir).unwrap();
+    pidfile::write(&task_dir, record).unwrap();
 }
 
 #[test]
