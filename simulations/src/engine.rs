@@ -21,6 +21,7 @@ use crate::net::{Fate, Network};
 use crate::observe::Observer;
 use crate::scenario::{Action, Plan, Scenario, Target};
 use crate::sched::{self, Executed, FEED_MS, Workbench};
+use crate::shared::{derive_seed, index_of_name, node_name};
 use bytes::Bytes;
 use shoal_scheduler::{Scheduler, TaskEvent, TaskKey};
 
@@ -254,18 +255,6 @@ impl Ord for Queued {
     }
 }
 
-/// SplitMix64 over `(seed, tag, a, b)`: independent, reproducible sub-seeds.
-#[must_use]
-pub fn derive_seed(seed: u64, tag: u64, a: u64, b: u64) -> u64 {
-    let mut z = seed
-        ^ tag.wrapping_mul(0x9e37_79b9_7f4a_7c15)
-        ^ a.wrapping_mul(0xbf58_476d_1ce4_e5b9)
-        ^ b.wrapping_mul(0x94d0_49bb_1331_11eb);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
-}
-
 /// The gossip address of node `index`: `10.a.b.c:7946` with `index` in the low 24 bits.
 #[must_use]
 pub fn addr_of(index: usize) -> SocketAddr {
@@ -284,12 +273,6 @@ pub fn index_of_addr(addr: SocketAddr) -> Option<usize> {
         }
         _ => None,
     }
-}
-
-/// The node index behind a simulated node name (`n<index>`).
-#[must_use]
-pub fn index_of_name(name: &str) -> Option<usize> {
-    name.strip_prefix('n')?.parse().ok()
 }
 
 /// One run of one scenario with one seed.
@@ -338,7 +321,7 @@ impl Simulation {
         let mut start_rng = StdRng::seed_from_u64(derive_seed(seed, 1, 0, 0));
         let nodes: Vec<SimNode> = (0..n)
             .map(|i| SimNode {
-                name: format!("n{i}"),
+                name: node_name(i),
                 addr: addr_of(i),
                 rack: scenario.rack_of(i),
                 core: None,

@@ -24,14 +24,16 @@ mod plots;
 mod report;
 mod scenario;
 mod sched;
+mod shared;
 mod svg;
 mod workload;
 
 pub use checks::{CheckResult, Status};
 pub use cli::{SimulateArgs, SweepRow, parse_seeds, replay_command, report_json, run, sweep_rows};
-pub use engine::{Sabotage, Simulation, derive_seed};
-pub use report::{Dist, Report};
+pub use engine::{Sabotage, Simulation};
+pub use report::Report;
 pub use scenario::{Scenario, ScenarioError};
+pub use shared::{Dist, derive_seed};
 
 /// Runs one scenario with one seed and returns its report. `progress` is called with the
 /// virtual time (ms) at every sample. `sabotage` must be [`Sabotage::None`] outside tests.

@@ -20,9 +20,7 @@ use shoal_scheduler::{
     ExecCommand, JobSpec, Message, Name, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
 };
 
-use crate::baseline::Quality;
-use crate::observe::round3;
-use crate::report::Dist;
+use crate::shared::{Dist, Quality, round3};
 use crate::workload::JobArrival;
 
 /// Members and ad changes are handed over at most this often per node.
