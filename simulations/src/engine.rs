@@ -1,32 +1,43 @@
-//! The discrete-event engine: a virtual clock, one heap of events ordered by `(time, seq)`,
-//! and the production membership cores driven through their sans-IO API.
+//! The discrete-event loop: a virtual clock and one queue of events ordered by `(time, seq)`,
+//! each event dispatched to the room that handles it.
 //!
-//! Every input to a core is followed by [`Simulation::drain`], which routes its datagrams
+//! The rooms: `membership.rs` drives the production membership cores through their sans-IO
+//! API (every input to a core is followed by `Simulation::drain`, which routes its datagrams
 //! through the [`Network`], hands its events to the [`Observer`] and re-arms its wake-up from
-//! `poll_timeout`. A wake-up is one heap entry per node: a node's `epoch` grows on every
-//! crash, restart and pause, so entries of an older epoch are skipped when they pop.
+//! `poll_timeout`); `faults.rs` executes the scenario's fault script; the scheduler cores are
+//! still driven at the bottom of this file. `node.rs` holds a
+//! simulated machine and its ground truth, `agenda.rs` the event queue, `record.rs` the counters
+//! and checker violations. A wake-up is one queue entry per node: a node's `epoch` grows on
+//! every crash, restart and pause, so entries of an older epoch are skipped when they pop.
 //!
 //! Randomness: the network, the fault script and each core draw from separate `StdRng`s, all
 //! derived from the run's seed with [`derive_seed`], so adding a fault does not change the
 //! latencies drawn for unrelated datagrams.
 
-use std::cmp::Reverse;
-use std::collections::BinaryHeap;
-use std::net::{Ipv4Addr, SocketAddr};
+mod agenda;
+mod faults;
+mod membership;
+mod node;
+mod record;
 
-use rand::{RngExt, SeedableRng, rngs::StdRng};
-use shoal_gossip::{Config, MemberStatus, Membership, Millis, NodeId, ResourceAd, Resources};
+use std::net::SocketAddr;
 
-use crate::net::{Fate, Network};
-use crate::observe::Observer;
-use crate::scenario::{Action, Plan, Scenario, Target};
-use crate::sched::{self, Executed, FEED_MS, Workbench};
-use crate::shared::{derive_seed, index_of_name, node_name};
 use bytes::Bytes;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use shoal_gossip::{Config, MemberStatus, Millis, Resources};
 use shoal_scheduler::{Scheduler, TaskEvent, TaskKey};
 
-/// The gossip port every simulated node listens on.
-pub const GOSSIP_PORT: u16 = 7946;
+use crate::net::Network;
+use crate::observe::Observer;
+use crate::scenario::{Action, Plan, Scenario};
+use crate::sched::{self, Executed, FEED_MS, Workbench};
+use crate::shared::{derive_seed, index_of_name, node_name};
+use agenda::Agenda;
+
+use node::addr_of;
+
+pub use node::{Life, SimNode};
+pub use record::{Counters, Violation};
 
 /// Deliberate harness bugs, for tests that prove the checkers bite. Never set by a scenario.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -44,136 +55,35 @@ pub enum Sabotage {
     OverstateCapacity,
 }
 
-/// Whether a node runs, in the ground truth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Life {
-    /// Not started yet.
-    NotStarted,
-    /// Running.
-    Running,
-    /// Running but frozen: inputs are held.
-    Paused,
-    /// Crashed.
-    Crashed,
-    /// Left on purpose.
-    Left,
-}
-
-impl Life {
-    /// Running or paused: the process exists.
-    #[must_use]
-    pub fn is_up(self) -> bool {
-        matches!(self, Life::Running | Life::Paused)
-    }
-}
-
-/// One simulated machine.
-#[derive(Debug)]
-pub struct SimNode {
-    /// Node name (`n<index>`).
-    pub name: String,
-    /// Gossip address.
-    pub addr: SocketAddr,
-    /// Rack attribute.
-    pub rack: String,
-    /// The production membership core, while the process exists. Boxed: the engine takes a
-    /// core out of its node to drive it once per event, and moving the 2 KB struct in and out
-    /// was a few percent of a large run.
-    pub core: Option<Box<Membership>>,
-    /// Ground truth.
-    pub life: Life,
-    /// Highest generation this node has run as.
-    pub generation: u64,
-    /// When this node's own resource ad last changed.
-    pub ad_changed_ms: u64,
-    epoch: u64,
-    next_wake: Option<Millis>,
-    held: Vec<(usize, Vec<u8>, bool)>,
-    slow_ms: u64,
-}
-
-/// Datagram and fault counters.
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct Counters {
-    /// Events popped from the heap.
-    pub events: u64,
-    /// Datagrams the cores emitted.
-    pub datagrams_sent: u64,
-    /// Datagrams handed to a core.
-    pub datagrams_delivered: u64,
-    /// Dropped by random loss.
-    pub datagrams_lost: u64,
-    /// Dropped by a partition.
-    pub datagrams_cut: u64,
-    /// Extra copies delivered.
-    pub datagrams_duplicated: u64,
-    /// Arrived at a node whose process did not exist.
-    pub datagrams_to_dead: u64,
-    /// Addressed to no simulated node.
-    pub datagrams_unroutable: u64,
-    /// Corrupted in flight and dropped by the (modelled) AEAD seal.
-    pub corrupted_sealed_out: u64,
-    /// Corrupted in flight and delivered to the core unsealed.
-    pub corrupted_delivered: u64,
-    /// Corrupted datagrams the core refused.
-    pub corrupted_refused: u64,
-    /// Corrupted datagrams the core accepted (the transport's AEAD seal would drop them).
-    pub corrupted_accepted: u64,
-    /// Intact datagrams the core refused.
-    pub intact_refused: u64,
-    /// Crashes executed.
-    pub crashes: u64,
-    /// Restarts executed.
-    pub restarts: u64,
-    /// Graceful leaves executed.
-    pub leaves: u64,
-    /// Pauses executed.
-    pub pauses: u64,
-    /// Member statuses the cores' periodic full scan had to correct, summed over the cores
-    /// that stopped (the `finally_views_incremental` checker adds the running ones).
-    pub view_corrections: u64,
-}
-
-impl Counters {
-    /// Drops a stopped node's membership core, keeping the counts the report needs from it.
-    fn retire(&mut self, core: &mut Option<Box<Membership>>) {
-        if let Some(core) = core.take() {
-            self.view_corrections += core.stats().view_corrections;
-        }
-    }
-}
-
-/// The first violation of an `always_*` checker.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct Violation {
-    /// Checker name.
-    pub check: String,
-    /// When.
-    pub at_ms: u64,
-    /// The event that broke it.
-    pub event: String,
-}
-
+/// Everything that can happen at one virtual instant.
 #[derive(Debug)]
 enum Event {
+    /// Node `i`'s process starts for the first time.
     Start(usize),
+    /// A datagram arrives.
     Deliver {
         to: usize,
         from: usize,
         payload: Vec<u8>,
         corrupted: bool,
     },
+    /// A membership core's wake-up is due.
     Wake {
         node: usize,
         epoch: u64,
     },
+    /// A step of the fault script.
     Act(Action),
+    /// Crashed or departed nodes come back.
     Restart(Vec<usize>),
+    /// A pause ends.
     Resume {
         node: usize,
         epoch: u64,
     },
+    /// A slow-down ends.
     Unslow(usize),
+    /// Time to sample the views and the checkers.
     Sample,
     Submit(usize),
     Feed {
@@ -195,84 +105,6 @@ enum Event {
         epoch: u64,
         task: TaskKey,
     },
-}
-
-/// A queued event's place in time; the event itself waits in [`EventSlab`]. The heap moves
-/// its entries at every push and pop (about 20 levels with millions queued), so they are kept
-/// small: 24 bytes instead of the 96 of an inline event.
-#[derive(Debug)]
-struct Queued {
-    at: Millis,
-    seq: u64,
-    slot: u32,
-}
-
-/// The queued events, by slot; freed slots are reused.
-#[derive(Debug, Default)]
-struct EventSlab {
-    events: Vec<Option<Event>>,
-    free: Vec<u32>,
-}
-
-impl EventSlab {
-    fn insert(&mut self, event: Event) -> u32 {
-        match self.free.pop() {
-            Some(slot) => {
-                self.events[slot as usize] = Some(event);
-                slot
-            }
-            None => {
-                self.events.push(Some(event));
-                u32::try_from(self.events.len() - 1).expect("fewer than 2^32 queued events")
-            }
-        }
-    }
-
-    fn take(&mut self, slot: u32) -> Option<Event> {
-        let event = self.events.get_mut(slot as usize)?.take();
-        debug_assert!(event.is_some(), "event slot {slot} taken twice");
-        if event.is_some() {
-            self.free.push(slot);
-        }
-        event
-    }
-}
-
-impl PartialEq for Queued {
-    fn eq(&self, other: &Self) -> bool {
-        (self.at, self.seq) == (other.at, other.seq)
-    }
-}
-impl Eq for Queued {}
-impl PartialOrd for Queued {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-impl Ord for Queued {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        (self.at, self.seq).cmp(&(other.at, other.seq))
-    }
-}
-
-/// The gossip address of node `index`: `10.a.b.c:7946` with `index` in the low 24 bits.
-#[must_use]
-pub fn addr_of(index: usize) -> SocketAddr {
-    let i = index as u32;
-    let ip = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
-    SocketAddr::from((ip, GOSSIP_PORT))
-}
-
-/// The node index behind a simulated gossip address.
-#[must_use]
-pub fn index_of_addr(addr: SocketAddr) -> Option<usize> {
-    match addr {
-        SocketAddr::V4(v4) if v4.port() == GOSSIP_PORT && v4.ip().octets()[0] == 10 => {
-            let [_, a, b, c] = v4.ip().octets();
-            Some(((a as usize) << 16) | ((b as usize) << 8) | c as usize)
-        }
-        _ => None,
-    }
 }
 
 /// One run of one scenario with one seed.
@@ -302,9 +134,7 @@ pub struct Simulation {
     pub bench: Option<Box<Workbench>>,
     config: Config,
     work_rng: StdRng,
-    queue: BinaryHeap<Reverse<Queued>>,
-    slab: EventSlab,
-    seq: u64,
+    agenda: Agenda<Event>,
     net: Network,
     net_rng: StdRng,
     fault_rng: StdRng,
@@ -320,19 +150,7 @@ impl Simulation {
         let n = scenario.nodes;
         let mut start_rng = StdRng::seed_from_u64(derive_seed(seed, 1, 0, 0));
         let nodes: Vec<SimNode> = (0..n)
-            .map(|i| SimNode {
-                name: node_name(i),
-                addr: addr_of(i),
-                rack: scenario.rack_of(i),
-                core: None,
-                life: Life::NotStarted,
-                generation: 0,
-                ad_changed_ms: 0,
-                epoch: 0,
-                next_wake: None,
-                held: Vec::new(),
-                slow_ms: 0,
-            })
+            .map(|i| SimNode::new(node_name(i), addr_of(i), scenario.rack_of(i)))
             .collect();
         let seed_count = scenario.start.seeds.clamp(1, n);
         let seeds = (0..seed_count)
@@ -350,9 +168,7 @@ impl Simulation {
             life_log: Vec::new(),
             converged_at_ms: None,
             config: scenario.membership.config(),
-            queue: BinaryHeap::new(),
-            slab: EventSlab::default(),
-            seq: 0,
+            agenda: Agenda::default(),
             net_rng: StdRng::seed_from_u64(derive_seed(seed, 2, 0, 0)),
             fault_rng: StdRng::seed_from_u64(derive_seed(seed, 3, 0, 0)),
             work_rng: StdRng::seed_from_u64(derive_seed(seed, 7, 0, 0)),
@@ -397,27 +213,15 @@ impl Simulation {
     }
 
     fn push(&mut self, at: Millis, event: Event) {
-        self.seq += 1;
-        let slot = self.slab.insert(event);
-        self.queue.push(Reverse(Queued {
-            at,
-            seq: self.seq,
-            slot,
-        }));
+        self.agenda.push(at, event);
     }
 
     /// Runs to the end of the scenario; `progress` is called with the virtual time at every
     /// sample.
     pub fn run(&mut self, progress: &mut dyn FnMut(u64)) {
         let end = Millis(self.plan.duration_ms);
-        while let Some(Reverse(q)) = self.queue.pop() {
-            if q.at > end {
-                break;
-            }
-            let Some(event) = self.slab.take(q.slot) else {
-                continue;
-            };
-            self.now = q.at;
+        while let Some((at, event)) = self.agenda.pop_until(end) {
+            self.now = at;
             self.counters.events += 1;
             if matches!(event, Event::Sample) {
                 progress(self.now.0);
@@ -440,12 +244,7 @@ impl Simulation {
             Event::Act(action) => self.act(action),
             Event::Restart(nodes) => nodes.into_iter().for_each(|i| self.restart(i)),
             Event::Resume { node, epoch } => self.resume(node, epoch),
-            Event::Unslow(i) => {
-                if self.nodes[i].slow_ms > 0 {
-                    self.nodes[i].slow_ms = 0;
-                    self.disturbed -= 1;
-                }
-            }
+            Event::Unslow(i) => self.unslow(i),
             Event::Sample => self.sample(),
             Event::Submit(k) => self.submit(k),
             Event::Feed { node, epoch } => self.feed(node, epoch),
@@ -455,375 +254,9 @@ impl Simulation {
         }
     }
 
-    // ---- driving one core ------------------------------------------------------------
-
-    fn ad_for(&self, i: usize) -> ResourceAd {
-        let shape = self.scenario.node;
-        let lie = if self.sabotage == Sabotage::OverstateCapacity {
-            2
-        } else {
-            1
-        };
-        ResourceAd {
-            node: Default::default(),
-            generation: 0,
-            version: 0,
-            capacity: Resources {
-                cpu_millicores: shape.cpu_millicores * lie,
-                memory_mib: shape.memory_mib * lie,
-                disk_mib: shape.disk_mib,
-            },
-            attributes: std::sync::Arc::new(
-                [("rack".to_string(), self.nodes[i].rack.clone())]
-                    .into_iter()
-                    .collect(),
-            ),
-            draining: false,
-            left: false,
-            quic_addr: None,
-            http_addr: None,
-            gossip_addr: None,
-        }
-    }
-
-    fn start_core(&mut self, i: usize) {
-        let generation = self.nodes[i].generation + 1;
-        let id = NodeId {
-            name: self.nodes[i].name.as_str().into(),
-            addr: self.nodes[i].addr,
-            generation,
-        };
-        let core_seed = derive_seed(self.seed, 4, i as u64, generation);
-        let mut core =
-            Membership::new(id, self.ad_for(i), self.config.clone(), core_seed, self.now);
-        for seed in self.seeds.clone() {
-            core.join(self.now, seed);
-        }
-        let ad = core.own_ad().key();
-        let node = &mut self.nodes[i];
-        node.core = Some(Box::new(core));
-        node.generation = generation;
-        node.life = Life::Running;
-        node.epoch += 1;
-        node.next_wake = None;
-        self.observer.started(i, generation, ad);
-        self.life_log.push((self.now.0, i, true));
-        self.start_scheduler(i, generation);
-        self.drain(i);
-    }
-
-    fn deliver(&mut self, to: usize, from: usize, payload: Vec<u8>, corrupted: bool) {
-        let node = &mut self.nodes[to];
-        if node.life == Life::Paused {
-            node.held.push((from, payload, corrupted));
-            return;
-        }
-        let Some(core) = node.core.as_mut() else {
-            self.counters.datagrams_to_dead += 1;
-            return;
-        };
-        if corrupted && self.net.sealed() {
-            self.counters.corrupted_sealed_out += 1;
-            return;
-        }
-        self.counters.datagrams_delivered += 1;
-        let result = core.handle_datagram(self.now, addr_of(from), &payload);
-        match (result, corrupted) {
-            (Err(_), true) => self.counters.corrupted_refused += 1,
-            (Ok(()), true) => self.counters.corrupted_accepted += 1,
-            (Err(e), false) => {
-                self.counters.intact_refused += 1;
-                let event = format!("n{to} refused an intact datagram from n{from}: {e}");
-                self.violate("always_intact_datagrams_accepted", event);
-            }
-            (Ok(()), false) => {}
-        }
-        if corrupted {
-            self.counters.corrupted_delivered += 1;
-        }
-        self.drain(to);
-    }
-
-    fn wake(&mut self, i: usize, epoch: u64) {
-        let now = self.now;
-        let node = &mut self.nodes[i];
-        if node.epoch != epoch || node.next_wake != Some(now) || node.life == Life::Paused {
-            return;
-        }
-        node.next_wake = None;
-        if let Some(core) = node.core.as_mut() {
-            core.handle_timeout(now);
-            self.drain(i);
-        }
-    }
-
-    /// Routes everything core `i` produced and re-arms its wake-up.
-    fn drain(&mut self, i: usize) {
-        let Some(mut core) = self.nodes[i].core.take() else {
-            return;
-        };
-        while let Some(t) = core.poll_transmit() {
-            self.send(i, t.to, t.payload);
-        }
-        let running_gen = |n: &SimNode| match (&n.core, n.life) {
-            (_, Life::Running | Life::Paused) => Some(n.generation),
-            _ => None,
-        };
-        let explained = self.disturbed > 0 || self.net.is_partitioned();
-        let mut changed = false;
-        while let Some(ev) = core.poll_event() {
-            changed = true;
-            let subject = match &ev {
-                shoal_gossip::MemberEvent::Status { id, .. } => index_of_addr(id.addr),
-                shoal_gossip::MemberEvent::Resources { ad } => index_of_name(&ad.node),
-            };
-            let running = subject
-                .and_then(|j| self.nodes.get(j))
-                .and_then(running_gen);
-            self.observer
-                .event(i, self.now, &ev, subject, running, explained);
-        }
-        let generation = core.identity().generation;
-        let own_ad = core.own_ad().key();
-        if self.observer.seen(i, i).ad != own_ad {
-            self.nodes[i].ad_changed_ms = self.now.0;
-        }
-        self.observer.own_ad(i, own_ad);
-        let due = core.poll_timeout();
-        let node = &mut self.nodes[i];
-        node.generation = node.generation.max(generation);
-        node.core = Some(core);
-        if let Some(due) = due {
-            self.arm(i, due);
-        }
-        if changed {
-            self.members_changed(i);
-        }
-    }
-
-    fn arm(&mut self, i: usize, due: Millis) {
-        let node = &mut self.nodes[i];
-        if node.life == Life::Paused {
-            return;
-        }
-        let at = due.max(self.now).plus_ms(node.slow_ms);
-        if node.next_wake.is_none_or(|w| at < w) {
-            node.next_wake = Some(at);
-            let epoch = node.epoch;
-            self.push(at, Event::Wake { node: i, epoch });
-        }
-    }
-
-    fn send(&mut self, from: usize, to: SocketAddr, payload: Vec<u8>) {
-        self.counters.datagrams_sent += 1;
-        let Some(to) = index_of_addr(to).filter(|&j| j < self.nodes.len()) else {
-            self.counters.datagrams_unroutable += 1;
-            return;
-        };
-        if self.sabotage == Sabotage::Blackhole(to) {
-            self.counters.datagrams_lost += 1;
-            return;
-        }
-        let (fate, deliveries) = self.net.route(&mut self.net_rng, from, to, payload);
-        match fate {
-            Fate::Lost => self.counters.datagrams_lost += 1,
-            Fate::Cut => self.counters.datagrams_cut += 1,
-            Fate::Sent => {}
-        }
-        self.counters.datagrams_duplicated += deliveries.len().saturating_sub(1) as u64;
-        let slow = self.nodes[to].slow_ms;
-        for d in deliveries {
-            let at = self.now.plus_ms(d.delay_ms + slow);
-            let event = Event::Deliver {
-                to,
-                from,
-                payload: d.payload,
-                corrupted: d.corrupted,
-            };
-            self.push(at, event);
-        }
-    }
-
+    /// Records the first violation of checker `check`.
     fn violate(&mut self, check: &str, event: String) {
-        if self.violations.iter().any(|v| v.check == check) {
-            return;
-        }
-        self.violations.push(Violation {
-            check: check.to_string(),
-            at_ms: self.now.0,
-            event,
-        });
-    }
-
-    // ---- faults ----------------------------------------------------------------------
-
-    fn resolve(&mut self, target: &Target) -> Vec<usize> {
-        match target {
-            Target::Nodes(nodes) => nodes
-                .iter()
-                .copied()
-                .filter(|&i| i < self.nodes.len())
-                .collect(),
-            Target::Rack(rack) => (0..self.nodes.len())
-                .filter(|&i| &self.nodes[i].rack == rack)
-                .collect(),
-            Target::Random(k) => {
-                let mut up: Vec<usize> = (0..self.nodes.len())
-                    .filter(|&i| self.nodes[i].life == Life::Running)
-                    .collect();
-                let k = (*k).min(up.len());
-                for slot in 0..k {
-                    let pick = self.fault_rng.random_range(slot..up.len());
-                    up.swap(slot, pick);
-                }
-                up.truncate(k);
-                up
-            }
-        }
-    }
-
-    fn act(&mut self, action: Action) {
-        match action {
-            Action::Crash {
-                target,
-                restart_after_ms,
-            } => {
-                let nodes = self.resolve(&target);
-                nodes.iter().for_each(|&i| self.crash(i));
-                if let Some(after) = restart_after_ms {
-                    self.push(self.now.plus_ms(after), Event::Restart(nodes));
-                }
-            }
-            Action::Restart { target } => {
-                let nodes = self.resolve(&target);
-                nodes.into_iter().for_each(|i| self.restart(i));
-            }
-            Action::Pause { target, for_ms } => {
-                let nodes = self.resolve(&target);
-                nodes.into_iter().for_each(|i| self.pause(i, for_ms));
-            }
-            Action::Slow {
-                target,
-                extra_ms,
-                for_ms,
-            } => {
-                let nodes = self.resolve(&target);
-                nodes
-                    .into_iter()
-                    .for_each(|i| self.slow(i, extra_ms, for_ms));
-            }
-            Action::Partition { id, side, one_way } => {
-                let side = self.resolve(&side);
-                self.net.partition(id, self.nodes.len(), &side, one_way);
-            }
-            Action::Unpartition { id } => self.net.unpartition(id),
-            Action::Heal => self.net.heal(),
-            Action::Leave {
-                target,
-                rejoin_after_ms,
-            } => {
-                let nodes = self.resolve(&target);
-                nodes.iter().for_each(|&i| self.leave(i));
-                if let Some(after) = rejoin_after_ms {
-                    self.push(self.now.plus_ms(after), Event::Restart(nodes));
-                }
-            }
-            Action::Network(params) => self.net.set_params(params),
-        }
-    }
-
-    fn crash(&mut self, i: usize) {
-        if !self.nodes[i].life.is_up() {
-            return;
-        }
-        self.counters.crashes += 1;
-        let generation = self.nodes[i].generation;
-        self.observer.crashed(i, generation, self.now);
-        self.life_log.push((self.now.0, i, false));
-        if self.nodes[i].life == Life::Paused {
-            self.disturbed -= 1;
-        }
-        let zombie = self.sabotage == Sabotage::ZombieCrashes;
-        if !zombie {
-            self.stop_scheduler(i);
-        }
-        let node = &mut self.nodes[i];
-        node.life = Life::Crashed;
-        if !zombie {
-            self.counters.retire(&mut node.core);
-            node.epoch += 1;
-            node.next_wake = None;
-            node.held.clear();
-        }
-    }
-
-    fn restart(&mut self, i: usize) {
-        if matches!(self.nodes[i].life, Life::Crashed | Life::Left) {
-            self.counters.restarts += 1;
-            self.start_core(i);
-        }
-    }
-
-    fn leave(&mut self, i: usize) {
-        if self.nodes[i].life != Life::Running {
-            return;
-        }
-        self.counters.leaves += 1;
-        if let Some(core) = self.nodes[i].core.as_mut() {
-            core.leave(self.now);
-        }
-        self.drain(i);
-        self.stop_scheduler(i);
-        self.life_log.push((self.now.0, i, false));
-        let node = &mut self.nodes[i];
-        node.life = Life::Left;
-        self.counters.retire(&mut node.core);
-        node.epoch += 1;
-        node.next_wake = None;
-    }
-
-    fn pause(&mut self, i: usize, for_ms: u64) {
-        if self.nodes[i].life != Life::Running {
-            return;
-        }
-        self.counters.pauses += 1;
-        self.disturbed += 1;
-        let node = &mut self.nodes[i];
-        node.life = Life::Paused;
-        node.epoch += 1;
-        node.next_wake = None;
-        let epoch = node.epoch;
-        self.push(self.now.plus_ms(for_ms), Event::Resume { node: i, epoch });
-    }
-
-    fn resume(&mut self, i: usize, epoch: u64) {
-        if self.nodes[i].epoch != epoch || self.nodes[i].life != Life::Paused {
-            return;
-        }
-        self.disturbed -= 1;
-        self.nodes[i].life = Life::Running;
-        let held = std::mem::take(&mut self.nodes[i].held);
-        for (from, payload, corrupted) in held {
-            self.deliver(i, from, payload, corrupted);
-        }
-        if let Some(core) = self.nodes[i].core.as_mut() {
-            core.handle_timeout(self.now);
-        }
-        self.drain(i);
-        self.sched_wake_now(i);
-    }
-
-    fn slow(&mut self, i: usize, extra_ms: u64, for_ms: Option<u64>) {
-        if self.nodes[i].slow_ms == 0 && extra_ms > 0 {
-            self.disturbed += 1;
-        }
-        if self.nodes[i].slow_ms > 0 && extra_ms == 0 {
-            self.disturbed -= 1;
-        }
-        self.nodes[i].slow_ms = extra_ms;
-        if let Some(d) = for_ms {
-            self.push(self.now.plus_ms(d), Event::Unslow(i));
-        }
+        record::violate(&mut self.violations, self.now, check, event);
     }
 
     // ---- observation -----------------------------------------------------------------
