@@ -98,7 +98,7 @@ impl Simulation {
         }
         let zombie = self.sabotage == Sabotage::ZombieCrashes;
         if !zombie {
-            self.stop_scheduler(i);
+            self.sched_process_stopped(i);
         }
         let node = &mut self.nodes[i];
         node.life = Life::Crashed;
@@ -127,7 +127,7 @@ impl Simulation {
             core.leave(self.now);
         }
         self.drain(i);
-        self.stop_scheduler(i);
+        self.sched_process_stopped(i);
         self.life_log.push((self.now.0, i, false));
         let node = &mut self.nodes[i];
         node.life = Life::Left;
@@ -165,7 +165,7 @@ impl Simulation {
             core.handle_timeout(self.now);
         }
         self.drain(i);
-        self.sched_wake_now(i);
+        self.sched_resumed(i);
     }
 
     fn slow(&mut self, i: usize, extra_ms: u64, for_ms: Option<u64>) {

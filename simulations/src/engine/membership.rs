@@ -66,7 +66,7 @@ impl Simulation {
         node.next_wake = None;
         self.observer.started(i, generation, ad);
         self.life_log.push((self.now.0, i, true));
-        self.start_scheduler(i, generation);
+        self.sched_process_started(i, generation);
         self.drain(i);
     }
 
@@ -158,7 +158,7 @@ impl Simulation {
             self.arm(i, due);
         }
         if changed {
-            self.members_changed(i);
+            self.sched_members_changed(i);
         }
     }
 
