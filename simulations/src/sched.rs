@@ -31,11 +31,13 @@
 //! - [`Workbench::sample`] at every sample of the run.
 //!
 //! The rooms: `executor.rs` (a node's scheduler, processes and disk), `drive.rs` (driving one
-//! scheduler core: feed, outputs, messages, timers, exits, submissions), `tally.rs` (what is
-//! measured: starts, waits, utilization, acknowledged jobs, and [`Quality`] from them).
+//! scheduler core: feed, outputs, messages, timers, exits, submissions), `sample.rs` (what is
+//! looked at every sample), `tally.rs` (what is measured: starts, waits, utilization,
+//! acknowledged jobs, and [`Quality`] from them).
 
 mod drive;
 mod executor;
+mod sample;
 mod tally;
 
 use std::collections::BTreeMap;
