@@ -12,7 +12,7 @@
 //! Where the production scheduler cores (`shoal_scheduler::Scheduler`) run too, one per node:
 //! in scenarios with a `[workload]`, beside an omniscient baseline scheduler on the same jobs.
 //!
-//! How to drive it from code: load a [`Scenario`], call [`simulate`], look at the
+//! How to drive it from code: load a [`Scenario`], call [`simulate()`], look at the
 //! [`Report`]. The CLI entry point is [`run`] with [`SimulateArgs`]. `docs/simulator.md`
 //! explains the model, the scenario format and the checkers.
 //!
