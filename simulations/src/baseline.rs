@@ -8,38 +8,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
-use serde::Serialize;
-
-use crate::observe::round3;
-use crate::report::Dist;
 use crate::scenario::NodeShape;
+use crate::shared::{Dist, Quality, round3};
 use crate::workload::JobArrival;
-
-/// Placement quality of one scheduler on one workload.
-#[derive(Debug, Clone, Serialize)]
-pub struct Quality {
-    /// Tasks submitted.
-    pub tasks: u64,
-    /// Placements made (first placements and re-placements).
-    pub placements: u64,
-    /// Re-placements after a node failure or a rejection.
-    pub placements_retried: u64,
-    /// Batch tasks that ran to completion.
-    pub tasks_completed: u64,
-    /// Tasks waiting at the end.
-    pub pending_at_end: u64,
-    /// Mean CPU utilization of running nodes over the arrival window and after.
-    pub mean_utilization: f64,
-    /// Time from submission to first placement, in milliseconds.
-    pub wait_ms: Dist,
-    /// Most slots running twice (or more) at one sample: double-runs, e.g. during a partition.
-    pub double_run_peak: u64,
-    /// Extra copies of slots summed over samples, times the sample period, in seconds.
-    pub double_run_slot_s: f64,
-    /// `(t_ms, pending tasks, CPU utilization)` samples.
-    #[serde(skip)]
-    pub series: Vec<(u64, u64, f64)>,
-}
 
 #[derive(Debug, Clone, Copy)]
 struct Task {

@@ -156,7 +156,7 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
             sim.bench.as_ref().map_or(String::new(), |b| {
                 format!(
                     "{} acknowledged jobs, each held by a running node at every sample",
-                    b.acknowledged.len()
+                    b.tally.acknowledged.len()
                 )
             }),
         ),
@@ -229,7 +229,7 @@ fn services_at_count(sim: &Simulation, bench: &Workbench) -> CheckResult {
     let services: Vec<_> = bench
         .jobs
         .iter()
-        .filter(|j| j.service && bench.submitted_at.contains_key(&j.name))
+        .filter(|j| j.service && bench.tally.submitted_at.contains_key(&j.name))
         .collect();
     let (mut short_of_room, mut failure) = (0, None);
     for j in &services {

@@ -8,9 +8,11 @@ use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use crate::engine::Sabotage;
+use crate::plots;
 use crate::report::{self, Report};
 use crate::scenario::Scenario;
-use crate::{Sabotage, plots, simulate};
+use crate::simulate::simulate;
 
 /// Arguments of `shoal simulate`.
 #[derive(Debug, Clone, clap::Args)]

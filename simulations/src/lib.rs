@@ -9,9 +9,52 @@
 //! Checkers named by when they hold (`always_*`, `eventually_*`, `finally_*`) run on every
 //! simulation; a violation fails the run with the seed and the first event that broke it.
 //!
-//! How to drive it from code: load a [`Scenario`], call [`simulate`], look at the
+//! Where the production scheduler cores (`shoal_scheduler::Scheduler`) run too, one per node:
+//! in scenarios with a `[workload]`, beside an omniscient baseline scheduler on the same jobs.
+//!
+//! How to drive it from code: load a [`Scenario`], call [`simulate()`], look at the
 //! [`Report`]. The CLI entry point is [`run`] with [`SimulateArgs`]. `docs/simulator.md`
 //! explains the model, the scenario format and the checkers.
+//!
+//! # The rooms
+//!
+//! - `scenario.rs`: the scenario file and its compiled fault plan.
+//! - `engine.rs`: the event loop, and under `engine/` the membership cores (`membership.rs`),
+//!   the fault script (`faults.rs`), a machine's ground truth (`node.rs`), the event queue
+//!   (`agenda.rs`), counters and violations (`record.rs`), and what the engine lends the
+//!   scheduling world (`scheduling.rs`).
+//! - `net.rs`: the simulated network. `observe.rs`: the views rebuilt from the cores' events.
+//! - `sched.rs`: the scheduling world (scheduler cores, executors, disks, measurements) and the
+//!   contract by which the engine drives it; membership changes enter the scheduler cores at
+//!   `Workbench::handle_members_changed` and are handed over in `sched/drive.rs`'s `feed`.
+//! - `workload.rs`: job arrivals. `baseline.rs`: the omniscient scheduler.
+//! - `checks.rs`: the checkers. `report.rs`: `report.json` and the summary. `plots.rs` and
+//!   `svg.rs`: the SVG plots. `simulate.rs`: one run, scenario to report. `cli.rs`: `shoal
+//!   simulate`.
+//! - `shared.rs`: seed derivation, node names, `Dist`, `Quality`; imports nothing.
+//!
+//! # Module graph
+//!
+//! Who imports whom among the rooms (edges inside a room left out). There is no circle, and
+//! `tests/module_graph.rs` fails when this list and the imports disagree.
+//!
+//! ```text
+//! baseline → scenario, shared, workload
+//! checks → engine, sched
+//! cli → engine, plots, report, scenario, simulate
+//! engine → net, observe, scenario, sched, shared
+//! lib → checks, cli, engine, report, scenario, shared, simulate
+//! net → scenario
+//! observe → shared
+//! plots → observe, report, svg
+//! report → checks, engine, observe, scenario, shared
+//! scenario → (nothing)
+//! sched → scenario, shared, workload
+//! shared → (nothing)
+//! simulate → baseline, checks, engine, report, scenario, workload
+//! svg → (nothing)
+//! workload → scenario, shared
+//! ```
 #![deny(missing_docs)]
 
 mod baseline;
@@ -24,48 +67,15 @@ mod plots;
 mod report;
 mod scenario;
 mod sched;
+mod shared;
+mod simulate;
 mod svg;
 mod workload;
 
 pub use checks::{CheckResult, Status};
 pub use cli::{SimulateArgs, SweepRow, parse_seeds, replay_command, report_json, run, sweep_rows};
-pub use engine::{Sabotage, Simulation, derive_seed};
-pub use report::{Dist, Report};
+pub use engine::{Sabotage, Simulation};
+pub use report::Report;
 pub use scenario::{Scenario, ScenarioError};
-
-/// Runs one scenario with one seed and returns its report. `progress` is called with the
-/// virtual time (ms) at every sample. `sabotage` must be [`Sabotage::None`] outside tests.
-pub fn simulate(
-    scenario: &Scenario,
-    seed: u64,
-    sabotage: Sabotage,
-    replay: String,
-    progress: &mut dyn FnMut(u64),
-) -> anyhow::Result<Report> {
-    let mut sim = Simulation::new(scenario.clone(), seed, sabotage)?;
-    sim.run(progress);
-    let checks = checks::evaluate(&sim);
-    let scheduling = scheduling(&sim);
-    Ok(report::build(&sim, checks, scheduling, replay))
-}
-
-/// Shoal's placement quality beside the omniscient baseline's, on the same workload.
-fn scheduling(sim: &Simulation) -> Option<report::Scheduling> {
-    let w = sim.scenario.workload.as_ref()?;
-    let jobs = workload::generate(w, sim.seed);
-    let baseline = baseline::run(
-        &jobs,
-        sim.nodes.len(),
-        sim.scenario.node,
-        &sim.life_log,
-        sim.plan.duration_ms,
-        sim.scenario.checks.sample_ms,
-    );
-    Some(report::Scheduling {
-        jobs: jobs.len(),
-        tasks: jobs.iter().map(|j| u64::from(j.tasks)).sum(),
-        shoal: sim.bench.as_deref().map(sched::Workbench::quality),
-        shoal_not_run: None,
-        baseline,
-    })
-}
+pub use shared::{Dist, derive_seed};
+pub use simulate::simulate;

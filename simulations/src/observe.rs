@@ -9,6 +9,8 @@ use std::collections::BTreeMap;
 use serde::Serialize;
 use shoal_gossip::{MemberEvent, MemberStatus, Millis};
 
+use crate::shared::round3;
+
 /// What observer `i` believes about subject `j`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Seen {
@@ -234,10 +236,4 @@ impl Observer {
             suspect_total: suspect,
         });
     }
-}
-
-/// Rounds to three decimals so reports stay short and stable.
-#[must_use]
-pub fn round3(x: f64) -> f64 {
-    (x * 1000.0).round() / 1000.0
 }

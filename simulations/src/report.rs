@@ -5,52 +5,11 @@
 
 use serde::Serialize;
 
-use crate::baseline::Quality;
 use crate::checks::{CheckResult, SCHEDULER_MISSING, Status};
 use crate::engine::{Counters, Life, Simulation, Violation};
-use crate::observe::{Sample, round3};
+use crate::observe::Sample;
 use crate::scenario::NetworkParams;
-
-/// A distribution summary.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct Dist {
-    /// Samples.
-    pub count: usize,
-    /// Smallest.
-    pub min: u64,
-    /// Median.
-    pub p50: u64,
-    /// 90th percentile.
-    pub p90: u64,
-    /// 99th percentile.
-    pub p99: u64,
-    /// Largest.
-    pub max: u64,
-    /// Mean.
-    pub mean: f64,
-}
-
-impl Dist {
-    /// Summarizes `values` (any order).
-    #[must_use]
-    pub fn of(values: &[u64]) -> Dist {
-        if values.is_empty() {
-            return Dist::default();
-        }
-        let mut v = values.to_vec();
-        v.sort_unstable();
-        let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
-        Dist {
-            count: v.len(),
-            min: v[0],
-            p50: pick(0.5),
-            p90: pick(0.9),
-            p99: pick(0.99),
-            max: v[v.len() - 1],
-            mean: round3(v.iter().sum::<u64>() as f64 / v.len() as f64),
-        }
-    }
-}
+use crate::shared::{Dist, Quality, round3};
 
 /// Failure detection and dissemination, against SWIM's analysis.
 #[derive(Debug, Clone, Serialize)]

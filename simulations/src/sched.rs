@@ -1,5 +1,5 @@
-//! Driving the production scheduler cores (`shoal_scheduler::Scheduler`), one per node, beside
-//! the membership cores, plus a simulated executor per node.
+//! The scheduling world: the production scheduler cores (`shoal_scheduler::Scheduler`), one per
+//! node, each with a simulated executor and disk, and the measurements of their placement.
 //!
 //! Scheduling runs only in scenarios with a `[workload]`. Per node: the scheduler is fed the
 //! membership core's own `members()` view (at most every [`FEED_MS`], as the agent would
@@ -11,43 +11,138 @@
 //! A crash keeps the scheduler's snapshot and its job log as its disk (the log is written at
 //! once: the simulated disk never lags); the restart restores both and reports that no
 //! process survived.
+//!
+//! # How the engine drives it
+//!
+//! The engine owns the clock, the event queue, the network and the nodes' ground truth. At
+//! every call it lends them through a [`Host`]; the world never sees the engine itself and
+//! answers only through the host (events to schedule, checker violations). The calls, all on
+//! [`Workbench`]:
+//!
+//! - [`Workbench::new`] when the run is prepared, then [`Workbench::schedule_arrivals`] once;
+//! - [`Workbench::handle_process_started`] when a node's process starts (first start or
+//!   restart), [`Workbench::handle_process_stopped`] when it crashes or leaves,
+//!   [`Workbench::handle_resumed`] when a pause ends;
+//! - [`Workbench::handle_members_changed`] when the node's membership core reported a change:
+//!   **this is where membership enters the scheduler cores.** It marks the node's view stale
+//!   and arms a feed; when the feed fires (`drive.rs`, `Workbench::feed`), the scheduler core
+//!   gets the membership core's `members()` through [`Host::members`] and `handle_members`;
+//! - [`Workbench::handle_event`] with each [`SchedEvent`] the world scheduled, when it is due;
+//! - [`Workbench::sample`] at every sample of the run.
+//!
+//! The rooms: `executor.rs` (a node's scheduler, processes and disk), `drive.rs` (driving one
+//! scheduler core: feed, outputs, messages, timers, exits, submissions), `sample.rs` (what is
+//! looked at every sample), `tally.rs` (what is measured: starts, waits, utilization,
+//! acknowledged jobs, and [`Quality`] from them).
 
-use std::collections::{BTreeMap, BTreeSet};
+mod drive;
+mod executor;
+mod sample;
+mod tally;
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
-use shoal_gossip::{Millis, Resources};
-use shoal_scheduler::{
-    ExecCommand, JobSpec, Message, Name, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
-};
+use rand::{SeedableRng, rngs::StdRng};
+use shoal_gossip::{MemberInfo, Millis, Resources};
+use shoal_scheduler::{SchedulerConfig, TaskKey};
 
-use crate::baseline::Quality;
-use crate::observe::round3;
-use crate::report::Dist;
-use crate::workload::JobArrival;
+use crate::scenario::{NodeShape, Workload};
+use crate::shared::{Quality, derive_seed};
+use crate::workload::{self, JobArrival};
+
+pub use executor::{NodeSched, reserved};
+pub use tally::Tally;
 
 /// Members and ad changes are handed over at most this often per node.
 pub const FEED_MS: u64 = 500;
 
-/// One node's scheduler, executor and disk.
-#[derive(Debug, Default)]
-pub struct NodeSched {
-    /// The production scheduler core, while the process exists (boxed, like the membership
-    /// core: the engine moves it out and back once per event).
-    pub core: Option<Box<Scheduler>>,
-    /// Simulated processes: task → reserved resources.
-    pub running: BTreeMap<TaskKey, Resources>,
-    /// The snapshot kept across a crash (the agent's data dir).
-    pub disk: Option<Vec<u8>>,
-    /// The job log kept across a crash (`Scheduler::poll_job_records`), by job.
-    pub log: BTreeMap<String, Vec<u8>>,
-    /// Submissions accepted here and not yet durable.
-    pub receipts: Vec<Receipt>,
-    pub(crate) next_wake: Option<Millis>,
-    pub(crate) feed_armed: bool,
-    pub(crate) members_dirty: bool,
+/// Whether a node's process runs, as the scheduling world needs to know it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcessState {
+    /// Running.
+    Running,
+    /// Running but frozen: inputs are held.
+    Paused,
+    /// Not started, crashed or left.
+    Down,
 }
 
-/// Simulation-wide scheduling state and measurements.
+impl ProcessState {
+    /// Running or paused: the process exists.
+    #[must_use]
+    pub fn is_up(self) -> bool {
+        matches!(self, ProcessState::Running | ProcessState::Paused)
+    }
+}
+
+/// A node's process as the engine sees it now.
+#[derive(Debug, Clone, Copy)]
+pub struct Process {
+    /// Running, paused or down.
+    pub state: ProcessState,
+    /// Grows at every crash, restart and pause: events scheduled under an older epoch are stale.
+    pub epoch: u64,
+    /// Extra delay of everything the node does while it is slowed down.
+    pub slow_ms: u64,
+}
+
+/// What the engine lends the scheduling world at each call.
+pub trait Host {
+    /// Virtual now.
+    fn now(&self) -> Millis;
+    /// Node `node`'s process.
+    fn process(&self, node: usize) -> Process;
+    /// The `members()` view of node `node`'s membership core, while that core exists.
+    fn members(&self, node: usize) -> Option<Vec<MemberInfo>>;
+    /// Delay of one message on a reliable stream, or `None` while a partition cuts the pair.
+    fn reliable_delay(&mut self, from: usize, to: usize) -> Option<u64>;
+    /// Queues `event` for `at`; it comes back through [`Workbench::handle_event`].
+    fn schedule(&mut self, at: Millis, event: SchedEvent);
+    /// Records a violation of an `always_*` checker (the first one per checker is kept).
+    fn violate(&mut self, check: &str, event: String);
+}
+
+/// The scheduling world's own events, queued through [`Host::schedule`].
+#[derive(Debug)]
+pub enum SchedEvent {
+    /// Arrival `k` of the workload is submitted to a running node.
+    Submit(usize),
+    /// Hand the node's scheduler core its membership view, if it changed.
+    Feed {
+        /// Node index.
+        node: usize,
+        /// The node's epoch when the feed was armed.
+        epoch: u64,
+    },
+    /// The node's scheduler core asked to be woken now (`poll_timeout`).
+    Wake {
+        /// Node index.
+        node: usize,
+        /// The node's epoch when the wake-up was armed.
+        epoch: u64,
+    },
+    /// A scheduler message arrives.
+    Message {
+        /// Receiving node.
+        to: usize,
+        /// Sending node.
+        from: usize,
+        /// Shared by every recipient of one broadcast.
+        bytes: Bytes,
+    },
+    /// A batch task's simulated process exits by itself.
+    TaskExit {
+        /// Node index.
+        node: usize,
+        /// The node's epoch when the process started.
+        epoch: u64,
+        /// The task.
+        task: TaskKey,
+    },
+}
+
+/// The scheduling world: every node's scheduler core, executor and disk, and the measurements.
 #[derive(Debug)]
 pub struct Workbench {
     /// The arrivals.
@@ -57,38 +152,25 @@ pub struct Workbench {
     pub nodes: Vec<NodeSched>,
     /// Scheduler configuration every node runs with.
     pub config: SchedulerConfig,
-    /// Job → submission time.
-    pub submitted_at: BTreeMap<String, u64>,
-    /// Submissions a node refused, with the first reason.
-    pub submit_refused: (u64, Option<String>),
-    first_start: BTreeMap<(Name, u32), u64>,
-    completed: BTreeSet<(Name, u32)>,
-    starts: u64,
-    retried: u64,
-    /// Job → time its submission became durable (acknowledged).
-    pub acknowledged: BTreeMap<String, u64>,
-    /// Job → nodes (index, epoch) that held it at the last sample.
-    pub holders: BTreeMap<String, Vec<(usize, u64)>>,
-    series: Vec<(u64, u64, f64)>,
-    double_peak: u64,
-    double_samples: u64,
-    /// Sample period, in milliseconds.
-    pub sample_ms: u64,
-    /// Scheduler messages that failed to decode (never expected).
-    pub undecodable: u64,
-    /// Scheduler messages dropped by a partition or a dead end.
-    pub messages_dropped: u64,
-    /// Scheduler messages delivered.
-    pub messages_delivered: u64,
+    /// What was measured.
+    pub tally: Tally,
+    /// The run's seed (scheduler cores' seeds derive from it).
+    seed: u64,
+    /// What every node really has (not what it advertises).
+    capacity: Resources,
+    /// Picks the running node each arrival is submitted to.
+    submit_rng: StdRng,
     /// FIFO: last delivery time per (from, to). Looked up once per message (200 times per
     /// broadcast at 200 nodes), never iterated.
-    pub(crate) link_clock: rustc_hash::FxHashMap<(usize, usize), Millis>,
+    link_clock: rustc_hash::FxHashMap<(usize, usize), Millis>,
 }
 
 impl Workbench {
-    /// A workbench for `n` nodes running `jobs`.
+    /// The world for `n` nodes of `shape` running the arrivals `workload` draws from `seed`;
+    /// samples are `sample_ms` apart.
     #[must_use]
-    pub fn new(n: usize, jobs: Vec<JobArrival>) -> Self {
+    pub fn new(n: usize, workload: &Workload, seed: u64, shape: NodeShape, sample_ms: u64) -> Self {
+        let jobs = workload::generate(workload, seed);
         let by_name = jobs
             .iter()
             .enumerate()
@@ -99,193 +181,75 @@ impl Workbench {
             by_name,
             nodes: (0..n).map(|_| NodeSched::default()).collect(),
             config: SchedulerConfig::default(),
-            submitted_at: BTreeMap::new(),
-            submit_refused: (0, None),
-            first_start: BTreeMap::new(),
-            completed: BTreeSet::new(),
-            starts: 0,
-            retried: 0,
-            acknowledged: BTreeMap::new(),
-            holders: BTreeMap::new(),
-            series: Vec::new(),
-            double_peak: 0,
-            double_samples: 0,
-            sample_ms: 1_000,
-            undecodable: 0,
-            messages_dropped: 0,
-            messages_delivered: 0,
+            tally: Tally::new(sample_ms),
+            seed,
+            capacity: Resources {
+                cpu_millicores: shape.cpu_millicores,
+                memory_mib: shape.memory_mib,
+                disk_mib: shape.disk_mib,
+            },
+            submit_rng: StdRng::seed_from_u64(derive_seed(seed, 7, 0, 0)),
             link_clock: rustc_hash::FxHashMap::default(),
         }
     }
 
-    /// The spec submitted for arrival `k`.
-    #[must_use]
-    pub fn spec(&self, k: usize) -> Option<JobSpec> {
-        let j = self.jobs.get(k)?;
-        let value = serde_json::json!({
-            "id": j.name,
-            "type": if j.service { "service" } else { "batch" },
-            "count": j.tasks,
-            "command": "simulated",
-            "resources": { "cpu": j.cpu_millicores, "memory": j.memory_mib },
-        });
-        serde_json::from_value(value).ok()
-    }
-
-    /// How long the process of `task` runs before exiting by itself (`None`: a service).
-    #[must_use]
-    pub fn run_time(&self, task: &TaskKey) -> Option<u64> {
-        let k = *self.by_name.get(task.job.as_str())?;
-        self.jobs[k].durations_ms.get(task.slot as usize).copied()
-    }
-
-    /// Records a process start for the quality figures.
-    pub fn started(&mut self, now: Millis, task: &TaskKey) {
-        self.starts += 1;
-        let key = (task.job.clone(), task.slot);
-        if self.first_start.contains_key(&key) {
-            self.retried += 1;
-            return;
+    /// Queues every arrival's submission.
+    pub fn schedule_arrivals(&self, host: &mut dyn Host) {
+        for (k, job) in self.jobs.iter().enumerate() {
+            host.schedule(Millis(job.at_ms), SchedEvent::Submit(k));
         }
-        let submitted = self
-            .submitted_at
-            .get(task.job.as_str())
-            .copied()
-            .unwrap_or(now.0);
-        self.first_start
-            .insert(key, now.0.saturating_sub(submitted));
     }
 
-    /// Records a batch task that ran to completion.
-    pub fn completed(&mut self, task: &TaskKey) {
-        self.completed.insert((task.job.clone(), task.slot));
+    /// Node `i`'s process started as `generation`: its scheduler core starts from its disk
+    /// (a fresh one on the first start) and learns that no process survived.
+    pub fn handle_process_started(&mut self, host: &mut dyn Host, i: usize, generation: u64) {
+        self.start_core(host, i, generation);
+        self.arm_feed(host, i);
     }
 
-    /// Takes one utilization / pending sample over the `up` nodes of capacity `cap`.
-    pub fn sample(&mut self, now: Millis, up: &[usize], cap: Resources) {
-        let mut used = 0;
-        let mut running: BTreeSet<(&str, u32)> = BTreeSet::new();
-        let mut doubles = 0;
-        for &i in up {
-            for (task, r) in &self.nodes[i].running {
-                used += r.cpu_millicores;
-                if !running.insert((task.job.as_str(), task.slot)) {
-                    doubles += 1;
-                }
-            }
+    /// Node `i`'s process crashed or left: the scheduler core's snapshot becomes its disk.
+    pub fn handle_process_stopped(&mut self, i: usize) {
+        self.nodes[i].stop();
+    }
+
+    /// Node `i`'s membership core reported a change: its scheduler core gets the new view at
+    /// the next feed (at most [`FEED_MS`] from now). The membership feed enters here.
+    pub fn handle_members_changed(&mut self, host: &mut dyn Host, i: usize) {
+        self.nodes[i].members_dirty = true;
+        self.arm_feed(host, i);
+    }
+
+    /// Node `i`'s pause ended: its scheduler core catches up on the time it missed.
+    pub fn handle_resumed(&mut self, host: &mut dyn Host, i: usize) {
+        self.wake_now(host, i);
+        self.arm_feed(host, i);
+    }
+
+    /// One of the world's own events is due.
+    pub fn handle_event(&mut self, host: &mut dyn Host, event: SchedEvent) {
+        match event {
+            SchedEvent::Submit(k) => self.submit(host, k),
+            SchedEvent::Feed { node, epoch } => self.feed(host, node, epoch),
+            SchedEvent::Wake { node, epoch } => self.wake(host, node, epoch),
+            SchedEvent::Message { to, from, bytes } => self.message(host, to, from, bytes),
+            SchedEvent::TaskExit { node, epoch, task } => self.task_exit(host, node, epoch, task),
         }
-        self.double_peak = self.double_peak.max(doubles);
-        self.double_samples += doubles;
-        let submitted: u64 = self
-            .submitted_at
-            .keys()
-            .filter_map(|j| self.by_name.get(j))
-            .map(|&k| u64::from(self.jobs[k].tasks))
-            .sum();
-        let done = self.completed.len() as u64;
-        let pending = submitted.saturating_sub(done + running.len() as u64);
-        let total = up.len() as u64 * cap.cpu_millicores;
-        let util = if total == 0 {
-            0.0
-        } else {
-            round3(used as f64 / total as f64)
-        };
-        self.series.push((now.0, pending, util));
     }
 
-    /// Every acknowledged job with the `up` nodes `(index, epoch)` whose tables hold it, in
-    /// `up` order. Each node's job ids and the acknowledged jobs are both sorted, so one merge
-    /// per node replaces a table lookup per (job, node) pair (48 million per run at 200 nodes).
-    #[must_use]
-    pub fn acknowledged_holders(&self, up: &[(usize, u64)]) -> Vec<(String, Vec<(usize, u64)>)> {
-        let mut held: Vec<(String, Vec<(usize, u64)>)> = self
-            .acknowledged
-            .keys()
-            .map(|job| (job.clone(), Vec::new()))
-            .collect();
-        for &(i, epoch) in up {
-            let Some(core) = self.nodes[i].core.as_ref() else {
-                continue;
-            };
-            let ids = core.tables().job_ids();
-            let mut k = 0;
-            for (job, holders) in &mut held {
-                while ids.get(k).is_some_and(|id| *id < job.as_str()) {
-                    k += 1;
-                }
-                if ids.get(k) == Some(&job.as_str()) {
-                    holders.push((i, epoch));
-                }
-            }
+    /// One sample over the `up` nodes: utilization and pending work, submissions that became
+    /// durable, and the `always_acknowledged_jobs_kept` checker.
+    pub fn sample(&mut self, host: &mut dyn Host, up: &[usize]) {
+        let now = host.now();
+        self.sample_load(now, up);
+        self.acknowledge_durable(now, up);
+        if let Some(event) = self.lost_acknowledged_job(host, up) {
+            host.violate("always_acknowledged_jobs_kept", event);
         }
-        held
     }
 
     /// Shoal's placement quality over the run.
     #[must_use]
     pub fn quality(&self) -> Quality {
-        let waits: Vec<u64> = self.first_start.values().copied().collect();
-        let utils: f64 = self.series.iter().map(|s| s.2).sum();
-        Quality {
-            tasks: self.jobs.iter().map(|j| u64::from(j.tasks)).sum(),
-            placements: self.starts,
-            placements_retried: self.retried,
-            tasks_completed: self.completed.len() as u64,
-            pending_at_end: self.series.last().map_or(0, |s| s.1),
-            mean_utilization: round3(utils / self.series.len().max(1) as f64),
-            wait_ms: Dist::of(&waits),
-            double_run_peak: self.double_peak,
-            double_run_slot_s: round3(self.double_samples as f64 * self.sample_ms as f64 / 1000.0),
-            series: self.series.clone(),
-        }
+        self.tally.quality(&self.jobs)
     }
-}
-
-/// What the simulated executor does with one command: `(task, event, exit_after_ms)`.
-#[derive(Debug)]
-pub enum Executed {
-    /// A process started; it exits by itself after the given time (batch) or never.
-    Started(TaskKey, Option<u64>),
-    /// A process was killed (or was not running).
-    Killed(TaskKey),
-}
-
-/// Runs one executor command against node `i`'s process table.
-pub fn execute(bench: &mut Workbench, i: usize, cmd: ExecCommand) -> Executed {
-    match cmd {
-        ExecCommand::Start {
-            task, resources, ..
-        } => {
-            let after = bench.run_time(&task);
-            bench.nodes[i].running.insert(task.clone(), resources);
-            Executed::Started(task, after)
-        }
-        ExecCommand::Kill { task, .. } => {
-            bench.nodes[i].running.remove(&task);
-            Executed::Killed(task)
-        }
-    }
-}
-
-/// The event the executor reports for what it did.
-#[must_use]
-pub fn report_of(executed: &Executed) -> (TaskKey, TaskEvent) {
-    match executed {
-        Executed::Started(task, _) => (task.clone(), TaskEvent::Started { pid: 1 }),
-        Executed::Killed(task) => (task.clone(), TaskEvent::Killed),
-    }
-}
-
-/// Sum of what node's processes reserve.
-#[must_use]
-pub fn reserved(node: &NodeSched) -> Resources {
-    node.running
-        .values()
-        .fold(Resources::default(), |a, r| a.saturating_add(r))
-}
-
-/// Decodes a scheduler message as the receiving shell would. The ops keep their bytes as
-/// slices of `bytes`, which every recipient of one broadcast shares.
-pub fn decode(bytes: &Bytes, config: &SchedulerConfig) -> Option<Message> {
-    Message::decode_shared(bytes, &config.wire).ok()
 }

@@ -6,8 +6,8 @@
 use rand::{RngExt, SeedableRng, rngs::StdRng};
 use serde::Serialize;
 
-use crate::engine::derive_seed;
 use crate::scenario::Workload;
+use crate::shared::derive_seed;
 
 /// One job submission.
 #[derive(Debug, Clone, Serialize)]

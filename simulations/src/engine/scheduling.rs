@@ -1,0 +1,117 @@
+//! The engine's side of the scheduling world (`crate::sched`): the [`Host`] it lends at each
+//! call, and the few calls it makes.
+
+use rand::rngs::StdRng;
+use shoal_gossip::{MemberInfo, Millis};
+
+use super::agenda::Agenda;
+use super::node::{Life, SimNode};
+use super::record::{self, Violation};
+use super::{Event, Simulation};
+use crate::net::Network;
+use crate::sched::{Host, Process, ProcessState, SchedEvent, Workbench};
+
+/// The parts of the engine the scheduling world may use during one call.
+struct Lent<'a> {
+    now: Millis,
+    nodes: &'a [SimNode],
+    agenda: &'a mut Agenda<Event>,
+    net: &'a Network,
+    net_rng: &'a mut StdRng,
+    violations: &'a mut Vec<Violation>,
+}
+
+impl Host for Lent<'_> {
+    fn now(&self) -> Millis {
+        self.now
+    }
+
+    fn process(&self, node: usize) -> Process {
+        let n = &self.nodes[node];
+        let state = match n.life {
+            Life::Running => ProcessState::Running,
+            Life::Paused => ProcessState::Paused,
+            Life::NotStarted | Life::Crashed | Life::Left => ProcessState::Down,
+        };
+        Process {
+            state,
+            epoch: n.epoch,
+            slow_ms: n.slow_ms,
+        }
+    }
+
+    fn members(&self, node: usize) -> Option<Vec<MemberInfo>> {
+        self.nodes[node].core.as_ref().map(|core| core.members())
+    }
+
+    fn reliable_delay(&mut self, from: usize, to: usize) -> Option<u64> {
+        self.net.reliable_delay(self.net_rng, from, to)
+    }
+
+    fn schedule(&mut self, at: Millis, event: SchedEvent) {
+        self.agenda.push(at, Event::Sched(event));
+    }
+
+    fn violate(&mut self, check: &str, event: String) {
+        record::violate(self.violations, self.now, check, event);
+    }
+}
+
+impl Simulation {
+    /// The scheduling world and what it may use, when the scenario has a workload.
+    fn lend(&mut self) -> Option<(&mut Workbench, Lent<'_>)> {
+        let bench = self.bench.as_deref_mut()?;
+        let host = Lent {
+            now: self.now,
+            nodes: &self.nodes,
+            agenda: &mut self.agenda,
+            net: &self.net,
+            net_rng: &mut self.net_rng,
+            violations: &mut self.violations,
+        };
+        Some((bench, host))
+    }
+
+    pub(super) fn schedule_arrivals(&mut self) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.schedule_arrivals(&mut host);
+        }
+    }
+
+    pub(super) fn sched_process_started(&mut self, i: usize, generation: u64) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.handle_process_started(&mut host, i, generation);
+        }
+    }
+
+    pub(super) fn sched_process_stopped(&mut self, i: usize) {
+        if let Some(bench) = self.bench.as_deref_mut() {
+            bench.handle_process_stopped(i);
+        }
+    }
+
+    /// Node `i`'s membership core reported a change: the scheduling world feeds it on.
+    pub(super) fn sched_members_changed(&mut self, i: usize) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.handle_members_changed(&mut host, i);
+        }
+    }
+
+    pub(super) fn sched_resumed(&mut self, i: usize) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.handle_resumed(&mut host, i);
+        }
+    }
+
+    pub(super) fn sched_event(&mut self, event: SchedEvent) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.handle_event(&mut host, event);
+        }
+    }
+
+    pub(super) fn sample_scheduling(&mut self, up: &[usize]) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.sample(&mut host, up);
+        }
+    }
+}

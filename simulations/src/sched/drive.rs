@@ -1,0 +1,306 @@
+//! Driving one node's scheduler core: starting it from its disk, feeding it the membership
+//! view, routing what it produces (executor commands, job records, messages), its timers,
+//! process exits and submissions.
+//!
+//! Every input to a core is followed by `drain`, which runs its executor commands, writes its
+//! job records, sends its messages and re-arms its wake-up from `poll_timeout`.
+
+use bytes::Bytes;
+use rand::RngExt;
+use shoal_scheduler::{Scheduler, TaskEvent, TaskKey};
+
+use super::executor::{self, Executed};
+use super::{FEED_MS, Host, ProcessState, SchedEvent, Workbench};
+use crate::shared::{derive_seed, index_of_name, node_name};
+
+impl Workbench {
+    /// Starts node `i`'s scheduler core as `generation`, from its disk when it has one.
+    pub(super) fn start_core(&mut self, host: &mut dyn Host, i: usize, generation: u64) {
+        let seed = derive_seed(self.seed, 6, i as u64, generation);
+        let name = node_name(i);
+        let now = host.now();
+        let config = self.config.clone();
+        let node = &mut self.nodes[i];
+        let restored = node
+            .disk
+            .take()
+            .and_then(|disk| Scheduler::restore(name.clone(), config.clone(), seed, &disk).ok());
+        let mut core = restored.unwrap_or_else(|| Scheduler::new(name, config, seed));
+        core.restore_job_records(node.log.values().map(Vec::as_slice));
+        core.handle_recovered_tasks(now, &[]);
+        node.core = Some(Box::new(core));
+        node.running.clear();
+        node.next_wake = None;
+        node.feed_armed = false;
+        node.members_dirty = true;
+    }
+
+    /// Queues a feed for node `i` unless one is queued.
+    pub(super) fn arm_feed(&mut self, host: &mut dyn Host, i: usize) {
+        let node = &mut self.nodes[i];
+        if !node.feed_armed {
+            node.feed_armed = true;
+            let epoch = host.process(i).epoch;
+            host.schedule(
+                host.now().plus_ms(FEED_MS),
+                SchedEvent::Feed { node: i, epoch },
+            );
+        }
+    }
+
+    /// The feed: node `i`'s scheduler core gets its membership core's view if it changed since
+    /// the last feed. (A paused node's feed waits for the resume.)
+    pub(super) fn feed(&mut self, host: &mut dyn Host, i: usize, epoch: u64) {
+        self.nodes[i].feed_armed = false;
+        let process = host.process(i);
+        if process.state == ProcessState::Paused {
+            self.arm_feed(host, i);
+            return;
+        }
+        if process.epoch != epoch || process.state != ProcessState::Running {
+            return;
+        }
+        let node = &mut self.nodes[i];
+        if node.members_dirty
+            && let Some(sched) = node.core.as_mut()
+            && let Some(members) = host.members(i)
+        {
+            sched.handle_members(host.now(), &members);
+            node.members_dirty = false;
+        }
+        self.drain(host, i);
+    }
+
+    /// Routes everything scheduler `i` produced, runs its executor commands and re-arms its
+    /// wake-up.
+    fn drain(&mut self, host: &mut dyn Host, i: usize) {
+        let Some(mut core) = self.nodes[i].core.take() else {
+            return;
+        };
+        let now = host.now();
+        // Commands first: a simulated process starts at once, so the `Admitted` and `Running`
+        // writes of one admission leave in the same `Ops` message per peer instead of two.
+        loop {
+            if let Some(cmd) = core.poll_command() {
+                let (jobs, by_name) = (&self.jobs, &self.by_name);
+                let executed = executor::execute(&mut self.nodes[i], cmd, |task| {
+                    let k = *by_name.get(task.job.as_str())?;
+                    jobs[k].durations_ms.get(task.slot as usize).copied()
+                });
+                self.executed(host, i, &executed);
+                let (task, event) = executor::report_of(&executed);
+                core.handle_task_event(now, task, event);
+                continue;
+            }
+            if let Some(batch) = core.poll_job_records() {
+                let log = &mut self.nodes[i].log;
+                for r in batch.records {
+                    if r.bytes.is_empty() {
+                        log.remove(&r.job);
+                    } else {
+                        log.insert(r.job, r.bytes);
+                    }
+                }
+                core.handle_persisted(now, batch.batch);
+                continue;
+            }
+            let Some(out) = core.poll_message() else {
+                break;
+            };
+            let bytes = Bytes::from(out.message.encode());
+            for to in &out.to {
+                self.send(host, i, to, bytes.clone());
+            }
+        }
+        let due = core.poll_timeout();
+        self.nodes[i].core = Some(core);
+        if let Some(due) = due {
+            let process = host.process(i);
+            let node = &mut self.nodes[i];
+            let at = due.max(now).plus_ms(process.slow_ms);
+            if node.next_wake.is_none_or(|w| at < w) {
+                node.next_wake = Some(at);
+                let epoch = process.epoch;
+                host.schedule(at, SchedEvent::Wake { node: i, epoch });
+            }
+        }
+    }
+
+    /// Measures a started process, checks `always_no_node_overcommitted` and queues the exit of
+    /// a batch task.
+    fn executed(&mut self, host: &mut dyn Host, i: usize, executed: &Executed) {
+        let Executed::Started(task, exit_after) = executed else {
+            return;
+        };
+        let now = host.now();
+        self.tally.started(now, task);
+        let reserved = executor::reserved(&self.nodes[i]);
+        let capacity = self.capacity;
+        if !reserved.fits_in(&capacity) {
+            let event = format!(
+                "n{i} started {}/{} (attempt {}) and now reserves {} m CPU, {} MiB of {} m, {} MiB",
+                task.job,
+                task.slot,
+                task.attempt,
+                reserved.cpu_millicores,
+                reserved.memory_mib,
+                capacity.cpu_millicores,
+                capacity.memory_mib
+            );
+            host.violate("always_no_node_overcommitted", event);
+        }
+        if let Some(ms) = exit_after {
+            let epoch = host.process(i).epoch;
+            let task = task.clone();
+            let exit = SchedEvent::TaskExit {
+                node: i,
+                epoch,
+                task,
+            };
+            host.schedule(now.plus_ms(*ms), exit);
+        }
+    }
+
+    /// Sends one message on the reliable FIFO stream `from` → `to`.
+    fn send(&mut self, host: &mut dyn Host, from: usize, to: &str, bytes: Bytes) {
+        let Some(to) = index_of_name(to).filter(|&j| j < self.nodes.len()) else {
+            self.tally.messages_dropped += 1;
+            return;
+        };
+        let Some(delay) = host.reliable_delay(from, to) else {
+            self.tally.messages_dropped += 1;
+            return;
+        };
+        let link = self.link_clock.entry((from, to)).or_default();
+        let at = host.now().plus_ms(delay).max(*link);
+        *link = at;
+        host.schedule(at, SchedEvent::Message { to, from, bytes });
+    }
+
+    /// A message arrives at node `to` (a paused node gets it after the pause).
+    pub(super) fn message(&mut self, host: &mut dyn Host, to: usize, from: usize, bytes: Bytes) {
+        let now = host.now();
+        if host.process(to).state == ProcessState::Paused {
+            host.schedule(
+                now.plus_ms(FEED_MS),
+                SchedEvent::Message { to, from, bytes },
+            );
+            return;
+        }
+        let Some(core) = self.nodes[to].core.as_mut() else {
+            self.tally.messages_dropped += 1;
+            return;
+        };
+        match executor::decode(&bytes, &self.config) {
+            Some(msg) => {
+                self.tally.messages_delivered += 1;
+                core.handle_message(now, &node_name(from), msg);
+            }
+            None => self.tally.undecodable += 1,
+        }
+        self.drain(host, to);
+    }
+
+    /// Node `i`'s queued wake-up is due.
+    pub(super) fn wake(&mut self, host: &mut dyn Host, i: usize, epoch: u64) {
+        let now = host.now();
+        let process = host.process(i);
+        if process.epoch != epoch || process.state == ProcessState::Paused {
+            return;
+        }
+        let node = &mut self.nodes[i];
+        if node.next_wake != Some(now) {
+            return;
+        }
+        node.next_wake = None;
+        if let Some(core) = node.core.as_mut() {
+            core.handle_timeout(now);
+        }
+        self.drain(host, i);
+    }
+
+    /// Wakes node `i`'s core now, whatever was queued (after a pause).
+    pub(super) fn wake_now(&mut self, host: &mut dyn Host, i: usize) {
+        let now = host.now();
+        let node = &mut self.nodes[i];
+        node.next_wake = None;
+        if let Some(core) = node.core.as_mut() {
+            core.handle_timeout(now);
+        }
+        self.drain(host, i);
+    }
+
+    /// A batch task's process exits with code 0 (a paused node's exit is seen after the pause).
+    pub(super) fn task_exit(&mut self, host: &mut dyn Host, i: usize, epoch: u64, task: TaskKey) {
+        let process = host.process(i);
+        let paused = process.state == ProcessState::Paused;
+        if process.epoch != epoch && !paused {
+            return;
+        }
+        let now = host.now();
+        if paused {
+            let exit = SchedEvent::TaskExit {
+                node: i,
+                epoch: process.epoch,
+                task,
+            };
+            host.schedule(now.plus_ms(FEED_MS), exit);
+            return;
+        }
+        if self.nodes[i].running.remove(&task).is_none() {
+            return;
+        }
+        self.tally.completed(&task);
+        if let Some(core) = self.nodes[i].core.as_mut() {
+            core.handle_task_event(now, task, TaskEvent::Exited { code: 0 });
+        }
+        self.drain(host, i);
+    }
+
+    /// Arrival `k` is submitted to a running node drawn at random.
+    pub(super) fn submit(&mut self, host: &mut dyn Host, k: usize) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| host.process(i).state == ProcessState::Running)
+            .collect();
+        let now = host.now();
+        let Some(spec) = self.spec(k) else {
+            return;
+        };
+        if running.is_empty() {
+            self.tally.submit_refused.0 += 1;
+            return;
+        }
+        let i = running[self.submit_rng.random_range(0..running.len())];
+        let job = spec.id.clone();
+        let Some(core) = self.nodes[i].core.as_mut() else {
+            return;
+        };
+        match core.submit(now, spec) {
+            Ok(receipt) => {
+                self.nodes[i].receipts.push(receipt);
+                self.tally.submitted_at.insert(job, now.0);
+            }
+            Err(e) => {
+                self.tally.submit_refused.0 += 1;
+                self.tally
+                    .submit_refused
+                    .1
+                    .get_or_insert(format!("{job} on n{i}: {e}"));
+            }
+        }
+        self.drain(host, i);
+    }
+
+    /// The spec submitted for arrival `k`.
+    fn spec(&self, k: usize) -> Option<shoal_scheduler::JobSpec> {
+        let j = self.jobs.get(k)?;
+        let value = serde_json::json!({
+            "id": j.name,
+            "type": if j.service { "service" } else { "batch" },
+            "count": j.tasks,
+            "command": "simulated",
+            "resources": { "cpu": j.cpu_millicores, "memory": j.memory_mib },
+        });
+        serde_json::from_value(value).ok()
+    }
+}

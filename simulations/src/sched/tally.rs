@@ -1,0 +1,118 @@
+//! What the scheduling world measures: process starts and waits, completions, the utilization
+//! and pending-work series, double-runs, acknowledged jobs and who holds them; and Shoal's
+//! [`Quality`] from them. Plain bookkeeping: the world decides what to record (`sample.rs`).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use shoal_gossip::Millis;
+use shoal_scheduler::{Name, TaskKey};
+
+use crate::shared::{Dist, Quality, round3};
+use crate::workload::JobArrival;
+
+/// The scheduling measurements of one run.
+#[derive(Debug)]
+pub struct Tally {
+    /// Job → submission time.
+    pub submitted_at: BTreeMap<String, u64>,
+    /// Submissions a node refused, with the first reason.
+    pub submit_refused: (u64, Option<String>),
+    first_start: BTreeMap<(Name, u32), u64>,
+    completed: BTreeSet<(Name, u32)>,
+    starts: u64,
+    retried: u64,
+    /// Job → time its submission became durable (acknowledged).
+    pub acknowledged: BTreeMap<String, u64>,
+    /// Job → nodes (index, epoch) that held it at the last sample.
+    pub holders: BTreeMap<String, Vec<(usize, u64)>>,
+    series: Vec<(u64, u64, f64)>,
+    double_peak: u64,
+    double_samples: u64,
+    /// Sample period, in milliseconds.
+    pub sample_ms: u64,
+    /// Scheduler messages that failed to decode (never expected).
+    pub undecodable: u64,
+    /// Scheduler messages dropped by a partition or a dead end.
+    pub messages_dropped: u64,
+    /// Scheduler messages delivered.
+    pub messages_delivered: u64,
+}
+
+impl Tally {
+    /// Nothing measured yet; samples are `sample_ms` apart.
+    #[must_use]
+    pub fn new(sample_ms: u64) -> Self {
+        Self {
+            submitted_at: BTreeMap::new(),
+            submit_refused: (0, None),
+            first_start: BTreeMap::new(),
+            completed: BTreeSet::new(),
+            starts: 0,
+            retried: 0,
+            acknowledged: BTreeMap::new(),
+            holders: BTreeMap::new(),
+            series: Vec::new(),
+            double_peak: 0,
+            double_samples: 0,
+            sample_ms,
+            undecodable: 0,
+            messages_dropped: 0,
+            messages_delivered: 0,
+        }
+    }
+
+    /// Records a process start.
+    pub fn started(&mut self, now: Millis, task: &TaskKey) {
+        self.starts += 1;
+        let key = (task.job.clone(), task.slot);
+        if self.first_start.contains_key(&key) {
+            self.retried += 1;
+            return;
+        }
+        let submitted = self
+            .submitted_at
+            .get(task.job.as_str())
+            .copied()
+            .unwrap_or(now.0);
+        self.first_start
+            .insert(key, now.0.saturating_sub(submitted));
+    }
+
+    /// Records a batch task that ran to completion.
+    pub fn completed(&mut self, task: &TaskKey) {
+        self.completed.insert((task.job.clone(), task.slot));
+    }
+
+    /// Batch tasks that ran to completion so far.
+    #[must_use]
+    pub fn tasks_completed(&self) -> u64 {
+        self.completed.len() as u64
+    }
+
+    /// Records one sample: `pending` tasks, CPU utilization `util`, `doubles` extra copies of
+    /// running slots.
+    pub fn record_sample(&mut self, now: Millis, pending: u64, util: f64, doubles: u64) {
+        self.double_peak = self.double_peak.max(doubles);
+        self.double_samples += doubles;
+        self.series.push((now.0, pending, util));
+    }
+
+    /// Placement quality over the run of `jobs`.
+    #[must_use]
+    pub fn quality(&self, jobs: &[JobArrival]) -> Quality {
+        let waits: Vec<u64> = self.first_start.values().copied().collect();
+        let utils: f64 = self.series.iter().map(|s| s.2).sum();
+        Quality {
+            tasks: jobs.iter().map(|j| u64::from(j.tasks)).sum(),
+            placements: self.starts,
+            placements_retried: self.retried,
+            tasks_completed: self.completed.len() as u64,
+            pending_at_end: self.series.last().map_or(0, |s| s.1),
+            mean_utilization: round3(utils / self.series.len().max(1) as f64),
+            wait_ms: Dist::of(&waits),
+            double_run_peak: self.double_peak,
+            double_run_slot_s: round3(self.double_samples as f64 * self.sample_ms as f64 / 1000.0),
+            series: self.series.clone(),
+        }
+    }
+}

@@ -1,0 +1,106 @@
+//! Small helpers every room of the simulator uses: seed derivation, node names, rounding, the
+//! distribution summary and the placement-quality figures.
+//!
+//! A leaf: it imports nothing from the crate, so any room may import it without making a circle.
+
+use serde::Serialize;
+
+/// SplitMix64 over `(seed, tag, a, b)`: independent, reproducible sub-seeds.
+///
+/// Tags in use: 1 start stagger, 2 network, 3 fault script, 4 membership core `(node,
+/// generation)`, 5 workload, 6 scheduler core `(node, generation)`, 7 submissions.
+#[must_use]
+pub fn derive_seed(seed: u64, tag: u64, a: u64, b: u64) -> u64 {
+    let mut z = seed
+        ^ tag.wrapping_mul(0x9e37_79b9_7f4a_7c15)
+        ^ a.wrapping_mul(0xbf58_476d_1ce4_e5b9)
+        ^ b.wrapping_mul(0x94d0_49bb_1331_11eb);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+/// The name of simulated node `index`: `n<index>`.
+#[must_use]
+pub fn node_name(index: usize) -> String {
+    format!("n{index}")
+}
+
+/// The node index behind a simulated node name (`n<index>`).
+#[must_use]
+pub fn index_of_name(name: &str) -> Option<usize> {
+    name.strip_prefix('n')?.parse().ok()
+}
+
+/// Rounds to three decimals so reports stay short and stable.
+#[must_use]
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A distribution summary.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Dist {
+    /// Samples.
+    pub count: usize,
+    /// Smallest.
+    pub min: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// Largest.
+    pub max: u64,
+    /// Mean.
+    pub mean: f64,
+}
+
+impl Dist {
+    /// Summarizes `values` (any order).
+    #[must_use]
+    pub fn of(values: &[u64]) -> Dist {
+        if values.is_empty() {
+            return Dist::default();
+        }
+        let mut v = values.to_vec();
+        v.sort_unstable();
+        let pick = |q: f64| v[((v.len() - 1) as f64 * q).round() as usize];
+        Dist {
+            count: v.len(),
+            min: v[0],
+            p50: pick(0.5),
+            p90: pick(0.9),
+            p99: pick(0.99),
+            max: v[v.len() - 1],
+            mean: round3(v.iter().sum::<u64>() as f64 / v.len() as f64),
+        }
+    }
+}
+
+/// Placement quality of one scheduler on one workload (Shoal's or the baseline's).
+#[derive(Debug, Clone, Serialize)]
+pub struct Quality {
+    /// Tasks submitted.
+    pub tasks: u64,
+    /// Placements made (first placements and re-placements).
+    pub placements: u64,
+    /// Re-placements after a node failure or a rejection.
+    pub placements_retried: u64,
+    /// Batch tasks that ran to completion.
+    pub tasks_completed: u64,
+    /// Tasks waiting at the end.
+    pub pending_at_end: u64,
+    /// Mean CPU utilization of running nodes over the arrival window and after.
+    pub mean_utilization: f64,
+    /// Time from submission to first placement, in milliseconds.
+    pub wait_ms: Dist,
+    /// Most slots running twice (or more) at one sample: double-runs, e.g. during a partition.
+    pub double_run_peak: u64,
+    /// Extra copies of slots summed over samples, times the sample period, in seconds.
+    pub double_run_slot_s: f64,
+    /// `(t_ms, pending tasks, CPU utilization)` samples.
+    #[serde(skip)]
+    pub series: Vec<(u64, u64, f64)>,
+}

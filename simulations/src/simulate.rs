@@ -1,0 +1,44 @@
+//! One run from scenario to report: the engine runs it, then the checkers, the omniscient
+//! baseline and the report read what it left.
+
+use crate::engine::{Sabotage, Simulation};
+use crate::report::{self, Report};
+use crate::scenario::Scenario;
+use crate::{baseline, checks, workload};
+
+/// Runs one scenario with one seed and returns its report. `progress` is called with the
+/// virtual time (ms) at every sample. `sabotage` must be [`Sabotage::None`] outside tests.
+pub fn simulate(
+    scenario: &Scenario,
+    seed: u64,
+    sabotage: Sabotage,
+    replay: String,
+    progress: &mut dyn FnMut(u64),
+) -> anyhow::Result<Report> {
+    let mut sim = Simulation::new(scenario.clone(), seed, sabotage)?;
+    sim.run(progress);
+    let checks = checks::evaluate(&sim);
+    let scheduling = scheduling(&sim);
+    Ok(report::build(&sim, checks, scheduling, replay))
+}
+
+/// Shoal's placement quality beside the omniscient baseline's, on the same workload.
+fn scheduling(sim: &Simulation) -> Option<report::Scheduling> {
+    let w = sim.scenario.workload.as_ref()?;
+    let jobs = workload::generate(w, sim.seed);
+    let baseline = baseline::run(
+        &jobs,
+        sim.nodes.len(),
+        sim.scenario.node,
+        &sim.life_log,
+        sim.plan.duration_ms,
+        sim.scenario.checks.sample_ms,
+    );
+    Some(report::Scheduling {
+        jobs: jobs.len(),
+        tasks: jobs.iter().map(|j| u64::from(j.tasks)).sum(),
+        shoal: sim.bench.as_deref().map(|bench| bench.quality()),
+        shoal_not_run: None,
+        baseline,
+    })
+}
