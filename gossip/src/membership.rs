@@ -1046,9 +1046,13 @@ impl Membership {
     /// returns how many members it changed. The incremental updates (`resolve_changed`) keep
     /// the view current; this is the periodic safety net behind them.
     fn refresh_view(&mut self) -> usize {
+        // Identities under this node's own name are namesakes (`on_namesake`), never recorded
+        // in the view, so the view has nothing to correct about them.
+        let me = &self.own_ad.node;
         let changes: Vec<(NodeId, State)> = self
             .swim
             .iter_membership_state()
+            .filter(|m| m.id().name != *me)
             .filter(|m| !recorded_current(&self.index, m.id(), m.state()))
             .map(|m| (m.id().clone(), m.state()))
             .collect();
