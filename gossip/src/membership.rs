@@ -732,12 +732,18 @@ impl Membership {
             renewed.generation = id.generation.wrapping_add(1);
             tracing::warn!(intruder = %id, "another agent uses this node's name; re-asserting it as generation {}", renewed.generation);
             self.swim_call(|swim, rt| swim.change_identity(renewed.clone(), rt));
-            self.own_ad.generation = renewed.generation;
-            self.own_ad.version = 1;
-            let ad = self.own_ad.clone();
-            self.publish(ad);
-            self.set_status(renewed, MemberStatus::Alive);
+            self.adopt_generation(renewed);
         }
+    }
+
+    /// This node now is `id` (a newer generation of itself, which foca already uses): its ad
+    /// starts over under that generation and the view shows it alive.
+    fn adopt_generation(&mut self, id: NodeId) {
+        self.own_ad.generation = id.generation;
+        self.own_ad.version = 1;
+        let ad = self.own_ad.clone();
+        self.publish(ad);
+        self.set_status(id, MemberStatus::Alive);
     }
 
     /// A newcomer that has seen a namesake that was there first alive for
@@ -853,11 +859,7 @@ impl Membership {
             Note::ProbeFailed(id) => self.quorum.probe_failed(id.name, id.generation),
             Note::Rejoin(id) => {
                 tracing::warn!(%id, "declared down by the cluster; rejoined as a new generation");
-                self.own_ad.generation = id.generation;
-                self.own_ad.version = 1;
-                let ad = self.own_ad.clone();
-                self.publish(ad);
-                self.set_status(id, MemberStatus::Alive);
+                self.adopt_generation(id);
             }
         }
     }
