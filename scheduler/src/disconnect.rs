@@ -6,7 +6,9 @@
 //! - [`Scheduler::may_act`]: condemning other nodes' attempts, placing and collecting garbage
 //!   need a majority, and a restored node first catches up with a live peer.
 //! - A node without a majority stops each local task once the job's `disconnect.stop_after_ms`
-//!   has passed since it lost the majority (`Wake::Disconnect`).
+//!   has passed since it lost the majority (`Wake::Disconnect`). A node that flaps in and out
+//!   of its majority counts from the start of the streak ([`Streak`]): a majority held for
+//!   less than [`STABLE_MAJORITY_MS`] does not restart the clock.
 //! - A local task marked lost is reclaimed (the incumbent wins), killed, or kept until the
 //!   majority returns ([`Scheduler::lost_fate`]).
 
@@ -21,6 +23,40 @@ use crate::table::AttemptState;
 /// A restored node that has seen no live peer yet waits this long before it acts alone (a
 /// one-node cluster restarting).
 pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
+
+/// A majority held at least this long ends a streak without one: the next loss starts the
+/// `stop_after_ms` clock afresh. Shorter spells of majority (a node flapping on a one-way or
+/// lossy link) do not, so a flapping node's duplicates stay within `stop_after_ms` of the
+/// first loss plus the spells in between (`docs/faults.md`, "Flapping").
+pub(crate) const STABLE_MAJORITY_MS: u64 = 10_000;
+
+/// The current streak without a stable majority.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Streak {
+    /// When the streak began: the first loss of the majority after a stable spell.
+    pub(crate) since: Option<Millis>,
+    /// When the majority last came back during the streak.
+    pub(crate) regained: Option<Millis>,
+}
+
+impl Streak {
+    /// The majority changed to `majority` at `at`.
+    fn update(&mut self, majority: bool, at: Millis) {
+        if majority {
+            if self.since.is_some() && self.regained.is_none() {
+                self.regained = Some(at);
+            }
+            return;
+        }
+        let stable = self
+            .regained
+            .is_some_and(|r| at.since(r) >= STABLE_MAJORITY_MS);
+        if self.since.is_none() || stable {
+            self.since = Some(at);
+        }
+        self.regained = None;
+    }
+}
 
 /// A restored node's catch-up with its peers.
 #[derive(Debug, Default)]
@@ -47,6 +83,9 @@ impl Scheduler {
     pub fn handle_quorum(&mut self, now: Millis, quorum: &Quorum) {
         self.tick(now);
         let changed = quorum.majority != self.quorum.majority;
+        if changed {
+            self.streak.update(quorum.majority, quorum.since);
+        }
         self.quorum = quorum.clone();
         if changed {
             // Slots waiting for a majority, lost tasks waiting to be reclaimed, GC: look again.
@@ -140,7 +179,12 @@ impl Scheduler {
             return None;
         }
         let after = spec.stop_after_disconnect_ms()?;
-        Some(self.quorum.since.plus_ms(after))
+        Some(
+            self.streak
+                .since
+                .unwrap_or(self.quorum.since)
+                .plus_ms(after),
+        )
     }
 
     /// Arm a wake-up at the earliest stop deadline of the local tasks.

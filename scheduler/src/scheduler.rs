@@ -372,6 +372,8 @@ pub struct Scheduler {
     pub(crate) log: Log,
     /// How much of the cluster this node reaches (`disconnect.rs`).
     pub(crate) quorum: Quorum,
+    /// The current streak without a stable majority (`disconnect.rs`).
+    pub(crate) streak: crate::disconnect::Streak,
     /// Restored from a snapshot and not yet through one anti-entropy exchange with a live
     /// peer: places and condemns nothing (its tables may be stale). See `disconnect.rs`.
     pub(crate) catch_up: Option<crate::disconnect::CatchUp>,
@@ -423,6 +425,7 @@ impl Scheduler {
             started: false,
             log: Log::default(),
             quorum: Quorum::alone(Millis(0)),
+            streak: crate::disconnect::Streak::default(),
             catch_up: None,
             refused_messages: 0,
         };
