@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::ApiState;
 use crate::api_server::{AgentFacts, ApiConfig, ApiServer};
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::gossip_driver::{self, GossipHandle};
@@ -514,11 +515,11 @@ async fn resolve_later(
             pending.push(seed);
         }
     }
-    let mut delay = Duration::from_millis(500);
+    let mut delays = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     while !pending.is_empty() {
         tokio::select! {
             _ = shutdown.changed() => return,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(delays.next().unwrap_or_default()) => {}
         }
         let mut still = Vec::new();
         for seed in pending {
@@ -528,7 +529,6 @@ async fn resolve_later(
             }
         }
         pending = still;
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 

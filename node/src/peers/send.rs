@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tokio_util::codec::Encoder;
 
 use super::{CLOSE_CUT_OFF, Channel, Directory, FrameCodec, Peers, Queue, StreamError, register};
+use crate::backoff::Backoff;
 use crate::tls;
 
 impl Peers {
@@ -18,7 +19,7 @@ impl Peers {
         mut rx: mpsc::Receiver<(Channel, Vec<u8>)>,
         queue: Queue,
     ) {
-        let mut backoff = self.config.min_backoff;
+        let mut backoff = Backoff::new(self.config.min_backoff, self.config.max_backoff);
         let mut codec = FrameCodec::new(self.config.max_frame_bytes);
         let mut buf = BytesMut::new();
         let mut pending: Option<(Channel, Vec<u8>)> = None;
@@ -35,7 +36,7 @@ impl Peers {
             };
             let (conn, mut stream) = match opened {
                 Some(s) => {
-                    backoff = self.config.min_backoff;
+                    backoff.reset();
                     s
                 }
                 None => {
@@ -44,9 +45,8 @@ impl Peers {
                     }
                     tokio::select! {
                         () = queue.cut.notified() => return,
-                        () = tokio::time::sleep(backoff) => {}
+                        () = tokio::time::sleep(backoff.next().unwrap_or_default()) => {}
                     }
-                    backoff = (backoff * 2).min(self.config.max_backoff);
                     continue;
                 }
             };
