@@ -16,7 +16,8 @@ use std::time::Duration;
 
 use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
-    ExecCommand, JobSpec, JobView, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
+    ExecCommand, JobSpec, JobView, NeverFitsError, Receipt, Scheduler, SchedulerConfig, SpecError,
+    StopError, SubmitError, TaskEvent, TaskKey,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -24,7 +25,7 @@ use tokio::time::Instant;
 use crate::clock::Clock;
 use crate::gossip_driver::GossipHandle;
 use crate::peers::{Inbound, Peers};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How long a submission waits for a second holder before the client is told it is only
 /// held locally.
@@ -45,21 +46,26 @@ pub trait TaskRunner: Send + 'static {
     fn kill(&mut self, task: TaskKey);
 }
 
-/// Why the API's request failed.
+/// Why the API's request failed, with the typed cause.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedError {
-    /// The spec was refused (invalid, or no node could ever host it).
-    #[error("{0}")]
-    Refused(String),
+    /// The core's check refused the spec.
+    #[error("invalid job spec: {0}")]
+    Invalid(SpecError),
     /// No node could ever host one task.
-    #[error("{0}")]
-    NeverFits(String),
+    #[error(transparent)]
+    NeverFits(NeverFitsError),
     /// No such job.
-    #[error("{0}")]
-    NotFound(String),
-    /// The local store failed; nothing was acknowledged.
-    #[error("{0}")]
-    Storage(String),
+    #[error(transparent)]
+    NotFound(StopError),
+    /// The local store failed; nothing was written or changed, nothing acknowledged.
+    #[error("job {job} not accepted: nothing was written or changed: {source}")]
+    Storage {
+        /// The job of the refused write.
+        job: String,
+        /// Why the store failed.
+        source: StoreError,
+    },
     /// Held and persisted here, but no other live node confirmed it in time.
     #[error(
         "job {0} is accepted and persisted on this node, but no other live node confirmed holding it within {1:?}; it will keep replicating"
@@ -353,7 +359,7 @@ impl Driver {
             Request::Stop(id, reply) => match self.core.prepare_stop(now, &id) {
                 Ok(prepared) => self.log_and_commit(prepared, reply),
                 Err(e) => {
-                    let _ = reply.send(Err(SchedError::NotFound(e.to_string())));
+                    let _ = reply.send(Err(SchedError::NotFound(e)));
                 }
             },
             Request::Job(id, reply) => {
@@ -387,15 +393,16 @@ impl Driver {
             .map(|(id, a)| (id.clone(), a.target.to_string()))
     }
 
-    /// Accepts a job: checked by the core, its record logged, then applied (`log_and_commit`).
+    /// Accepts a job: checked by the core (the one check of a spec), its record logged, then
+    /// applied (`log_and_commit`).
     fn submit(&mut self, spec: JobSpec, reply: oneshot::Sender<Result<Receipt, SchedError>>) {
         match self.core.prepare_submit(self.clock.now(), spec) {
             Ok(prepared) => self.log_and_commit(prepared, reply),
-            Err(shoal_scheduler::SubmitError::NeverFits(e)) => {
-                let _ = reply.send(Err(SchedError::NeverFits(e.to_string())));
+            Err(SubmitError::NeverFits(e)) => {
+                let _ = reply.send(Err(SchedError::NeverFits(e)));
             }
-            Err(e) => {
-                let _ = reply.send(Err(SchedError::Refused(e.to_string())));
+            Err(SubmitError::Invalid(e)) => {
+                let _ = reply.send(Err(SchedError::Invalid(e)));
             }
         }
     }
@@ -415,15 +422,13 @@ impl Driver {
             }
             shoal_scheduler::Prepared::Write(write) => write,
         };
-        if let Err(e) = self
+        if let Err(source) = self
             .store
             .put_job_records(std::slice::from_ref(&write.record))
         {
             let job = write.record.job.clone();
-            tracing::error!(%job, error = %e, "cannot log a job write; refused it");
-            let _ = reply.send(Err(SchedError::Storage(format!(
-                "job {job} not accepted: nothing was written or changed: {e}"
-            ))));
+            tracing::error!(%job, error = %source, "cannot log a job write; refused it");
+            let _ = reply.send(Err(SchedError::Storage { job, source }));
             return;
         }
         let receipt = self.core.commit(self.clock.now(), *write);
