@@ -283,8 +283,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         shutdown_rx.clone(),
     );
     tasks.push(keyring_task);
-    let (events_tx, events) = tokio::sync::mpsc::channel(4096);
-    let runner = ProcessRunner::new(executor.clone(), exec_events, events_tx);
+    let runner = ProcessRunner::new(executor.clone());
     let recovered = runner.recover();
     if !recovered.is_empty() {
         tracing::info!(
@@ -300,7 +299,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         peers,
         inbound: inbound.scheduler,
         runner: Box::new(runner),
-        events,
+        events: exec_events,
         clock,
         config: sched_config,
     };

@@ -33,6 +33,7 @@
 //! agent's task loop, call `start`/`kill` from anywhere (the handle is `Clone`), and drain the
 //! receiver continuously: a full channel delays only the per-task watchers, never the callers.
 
+mod attempts;
 pub(crate) mod cgroup;
 mod enforcement;
 mod launch;
@@ -57,6 +58,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
+pub use self::attempts::{attempt_of, exec_key};
 use self::cgroup::{Hierarchy, TaskCgroup};
 use self::enforcement::detect_enforcement;
 pub use self::enforcement::{

@@ -11,6 +11,7 @@
 //! advertised: every placer counts them from the replicated tables (`docs/scheduler.md`,
 //! "Release hold").
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::executor::ExecEvent;
 use crate::gossip_driver::GossipHandle;
 use crate::peers::{Inbound, Peers};
 use crate::store::{Store, StoreError};
@@ -40,10 +42,12 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Where executor commands go. The agent plugs the process executor in; tests plug fakes.
 pub trait TaskRunner: Send + 'static {
-    /// Start the task; report what happens on the runner's event channel.
-    fn start(&mut self, command: ExecCommand);
-    /// Kill the task (SIGTERM, grace, SIGKILL); report `Killed` (or how it ended).
-    fn kill(&mut self, task: TaskKey);
+    /// Start the task; what happens then arrives on the executor's event channel. `Err`: the
+    /// start was refused, and this is what the core hears (nothing else follows).
+    fn start(&mut self, command: ExecCommand) -> Result<(), TaskEvent>;
+    /// Kill the task (SIGTERM, grace, SIGKILL); how it ended arrives as an event. `false`: it
+    /// does not run here, and the core hears `Killed` at once.
+    fn kill(&mut self, task: TaskKey) -> bool;
 }
 
 /// Why the API's request failed, with the typed cause.
@@ -170,8 +174,8 @@ pub struct SchedParts {
     pub inbound: mpsc::Receiver<Inbound>,
     /// The executor.
     pub runner: Box<dyn TaskRunner>,
-    /// Executor observations.
-    pub events: mpsc::Receiver<(TaskKey, TaskEvent)>,
+    /// Executor observations, straight from the executor.
+    pub events: mpsc::Receiver<ExecEvent>,
     /// The clock.
     pub clock: Clock,
     /// Scheduler limits (wire bounds for decoding).
@@ -240,7 +244,10 @@ struct Driver {
     peers: Peers,
     inbound: mpsc::Receiver<Inbound>,
     runner: Box<dyn TaskRunner>,
-    events: mpsc::Receiver<(TaskKey, TaskEvent)>,
+    events: mpsc::Receiver<ExecEvent>,
+    /// What the runner answered at once (a refused start, a kill of a task not running
+    /// here): the core hears it as its next inputs.
+    answered: VecDeque<(TaskKey, TaskEvent)>,
     clock: Clock,
     config: SchedulerConfig,
     waiters: Vec<Waiter>,
@@ -267,6 +274,7 @@ impl Driver {
             inbound: p.inbound,
             runner: p.runner,
             events: p.events,
+            answered: VecDeque::new(),
             clock: p.clock,
             config: p.config,
             waiters: Vec::new(),
@@ -297,6 +305,11 @@ impl Driver {
         let view = members.borrow_and_update().clone();
         self.core.handle_members(self.clock.now(), &view);
         loop {
+            if let Some((task, event)) = self.answered.pop_front() {
+                self.core.handle_task_event(self.clock.now(), task, event);
+                self.drain().await;
+                continue;
+            }
             let deadline = self.next_deadline();
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -309,8 +322,10 @@ impl Driver {
                     self.core.handle_members(self.clock.now(), &view);
                 }
                 Some(frame) = self.inbound.recv() => self.on_frame(frame),
-                Some((task, event)) = self.events.recv() => {
-                    self.core.handle_task_event(self.clock.now(), task, event);
+                Some(event) = self.events.recv() => {
+                    if let Some((task, event)) = event.into_task_event() {
+                        self.core.handle_task_event(self.clock.now(), task, event);
+                    }
                 }
                 Some(req) = requests.recv() => self.on_request(req),
                 () = tokio::time::sleep_until(deadline) => self.core.handle_timeout(self.clock.now()),
@@ -505,8 +520,18 @@ impl Driver {
         self.send_messages();
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
-                ExecCommand::Kill { task, .. } => self.runner.kill(task),
-                start @ ExecCommand::Start { .. } => self.runner.start(start),
+                ExecCommand::Kill { task, .. } => {
+                    if !self.runner.kill(task.clone()) {
+                        // Never started here (or already gone): nothing to wait for.
+                        self.answered.push_back((task, TaskEvent::Killed));
+                    }
+                }
+                ExecCommand::Start { ref task, .. } => {
+                    let task = task.clone();
+                    if let Err(refused) = self.runner.start(cmd) {
+                        self.answered.push_back((task, refused));
+                    }
+                }
             }
         }
         self.answer_waiters();
