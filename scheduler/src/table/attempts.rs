@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::AttemptRow;
+use super::lattice::AttemptRow;
 use crate::ids::{AttemptId, Name, SlotKey};
 
 /// One job incarnation's attempts, in [`AttemptId`] order.
