@@ -13,7 +13,8 @@
 //! - [`placement`] — filtering, scoring and pending reasons;
 //! - `slot`, `coordinator` — what each slot needs and who acts on it;
 //! - [`view`] — job and task views for the API;
-//! - [`testing`] — an in-memory multi-node harness with a fake clock and executor.
+//! - `testing` (cargo feature `testing`, for tests only) — an in-memory multi-node harness
+//!   with a fake clock and executor.
 //!
 //! The design, ownership rules and GC safety argument are in `docs/scheduler.md`.
 
@@ -31,6 +32,7 @@ mod scheduler;
 mod slot;
 pub mod spec;
 pub mod table;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod view;
 
