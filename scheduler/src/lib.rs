@@ -20,14 +20,22 @@
 
 #![deny(missing_docs)]
 
+mod admission;
 mod config;
 mod coordinator;
 mod disconnect;
 mod durability;
+mod fencing;
+mod gc;
 mod hash;
 mod ids;
+mod jobs;
+mod members;
 pub mod message;
 pub mod placement;
+mod reconcile;
+mod replication;
+mod roles;
 mod scheduler;
 mod slot;
 pub mod spec;
@@ -37,14 +45,12 @@ pub mod testing;
 pub mod view;
 
 pub use config::SchedulerConfig;
-pub use durability::{Durability, JobRecord, JobRecords, JobRows};
+pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, TaskKey, VersionVector};
+pub use jobs::{JobWrite, Prepared, StopError, SubmitError};
 pub use message::{DecodeError, Message, Outgoing, WireLimits};
 pub use placement::{FilterReport, PendingReason};
-pub use scheduler::{
-    ExecCommand, JobWrite, KillReason, Prepared, Receipt, RestoreError, Scheduler, Stats,
-    StopError, SubmitError, TaskEvent,
-};
+pub use scheduler::{ExecCommand, KillReason, RestoreError, Scheduler, Stats, TaskEvent};
 pub use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 pub use spec::{
     Constraint, ConstraintOp, DisconnectPolicy, JobSpec, JobType, NeverFitsError,

@@ -20,9 +20,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 
+use crate::durability::Receipt;
 use crate::hash::Rng;
+use crate::jobs::SubmitError;
 use crate::message::Message;
-use crate::scheduler::{ExecCommand, Receipt, Scheduler, SubmitError, TaskEvent};
+use crate::scheduler::{ExecCommand, Scheduler, TaskEvent};
 use crate::spec::JobSpec;
 use crate::view::JobView;
 use crate::{SchedulerConfig, TaskKey};
