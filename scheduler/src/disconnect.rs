@@ -7,8 +7,9 @@
 //!   need a majority, and a restored node first catches up with a live peer.
 //! - A node without a majority stops each local task once the job's `disconnect.stop_after_ms`
 //!   has passed since it lost the majority (`Wake::Disconnect`). A node that flaps in and out
-//!   of its majority counts from the start of the streak ([`Streak`](crate::roles::Streak)): a majority held for
-//!   less than [`STABLE_MAJORITY_MS`](crate::roles::STABLE_MAJORITY_MS) does not restart the clock.
+//!   of its majority counts from the start of the streak ([`Streak`]): a majority held for
+//!   less than [`STABLE_MAJORITY_MS`] does not restart the clock. Both live in `roles.rs`, with
+//!   the rest of this room's state ([`Disconnect`]).
 //! - A local task marked lost is reclaimed (the incumbent wins), killed, or kept until the
 //!   majority returns ([`Scheduler::lost_fate`]).
 
@@ -17,6 +18,8 @@ use shoal_gossip::{Millis, Quorum};
 use crate::ids::AttemptId;
 use crate::placement::PendingReason;
 use crate::roles::{CATCH_UP_ALONE_MS, Wake};
+#[cfg(doc)]
+use crate::roles::{Disconnect, STABLE_MAJORITY_MS, Streak};
 use crate::scheduler::{KillReason, Scheduler};
 use crate::spec::{JobSpec, Reconcile};
 use crate::table::AttemptState;

@@ -6,15 +6,59 @@
 //! through `poll_*` methods (see [`Scheduler`] for the call order). The agent (`node/`) drives
 //! one instance per process; the simulator drives thousands in one process.
 //!
-//! Map of the crate:
+//! # Map of the crate
+//!
+//! The driving API and the state every room reads:
+//! - `scheduler.rs` — [`Scheduler`]: the "Driving it" contract, the inputs (`handle_*`), the
+//!   outputs (`poll_*`), snapshots and restore, and the state all rooms share;
+//! - `roles.rs` — each role's own state (replication, target side, coordination, GC,
+//!   disconnect, durability log), each type naming the files that change it.
+//!
+//! What each input does, one room per job:
+//! - `jobs.rs` — submissions and stops: checked, prepared as one job write, committed;
+//! - `durability.rs` — job records for the shell to log, held acks, [`Durability`];
+//! - `replication.rs` — local writes, ops and digests from peers, ownership checks,
+//!   anti-entropy;
+//! - `members.rs` — the membership view as member lists, and when a down node's work may be
+//!   condemned (`settled_down`);
+//! - `disconnect.rs` — acting without a majority, stopping cut-off tasks, the catch-up of a
+//!   restored node, the fate of a lost task that still runs here.
+//!
+//! The decision loop (`reconcile.rs`, run after every input) and its rooms:
+//! - `admission.rs` — the target side: admit, defer or reject proposals for this node;
+//! - `fencing.rs` — kill (or reclaim) local tasks whose attempt is no longer current;
+//! - `coordinator.rs` — coordinating a slot: place it, re-place it with back-off, mark the
+//!   attempts of a dead target lost, replace outdated attempts;
+//! - `gc.rs` — purge finished jobs, fold long slot histories into floors, drop tombstones;
+//! - `slot.rs` — what a slot needs now, from the tables alone;
+//! - [`placement`] — filtering, scoring and pending reasons.
+//!
+//! The data:
 //! - [`spec`] — the job spec (TOML/JSON), validation, "can it ever fit";
 //! - [`table`] — the replicated tables (a join-semilattice) and the op-based replica;
 //! - [`message`] — replication messages and their bounded codec;
-//! - [`placement`] — filtering, scoring and pending reasons;
-//! - `slot`, `coordinator` — what each slot needs and who acts on it;
+//! - `ids.rs`, `hash.rs`, `config.rs` — identities and clocks, stable hashing and rendezvous,
+//!   [`SchedulerConfig`];
 //! - [`view`] — job and task views for the API;
 //! - `testing` (cargo feature `testing`, for tests only) — an in-memory multi-node harness
 //!   with a fake clock and executor.
+//!
+//! # Where is …
+//!
+//! - **… a task admitted?** In `admission.rs` (`Scheduler::admit_queued`), on the node the
+//!   proposal targets: `reconcile.rs` (`note_attempt`) queues every proposal addressed to this
+//!   node, and admission checks the job version, that the attempt is still the slot's current
+//!   one, the node's constraints and its ledger against its capacity.
+//! - **… a slot re-placed after a node dies?** In `coordinator.rs`
+//!   (`Scheduler::coordinate_slot`), on the slot's coordinator: once the target has been down
+//!   long enough (`members.rs`, `settled_down`) and this node holds a majority
+//!   (`disconnect.rs`, `may_act`), the live attempt is marked `Lost`; that change brings the
+//!   slot back to its coordinator, which finds it needing a new attempt (`slot.rs`,
+//!   `SlotStatus::Retry`) and places one (`try_place`, `propose`).
+//! - **… a superseded task killed?** In `fencing.rs` (`Scheduler::check_ledger`), on the node
+//!   that runs it.
+//! - **… a finished job purged?** In `gc.rs` (`Scheduler::consider_gc`), on the job's GC
+//!   coordinator.
 //!
 //! The design, ownership rules and GC safety argument are in `docs/scheduler.md`.
 

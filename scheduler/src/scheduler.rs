@@ -286,6 +286,8 @@ impl Scheduler {
         self.target.ledger.iter().map(|(k, t)| (k, t.resources))
     }
 
+    // ---- inputs -------------------------------------------------------------------------
+
     /// The full membership view after any change (this node may be absent; it is then
     /// assumed alive without a resource ad).
     pub fn handle_members(&mut self, now: Millis, members: &[MemberInfo]) {
@@ -431,6 +433,8 @@ impl Scheduler {
         }
     }
 
+    // ---- outputs ------------------------------------------------------------------------
+
     /// When to call [`Scheduler::handle_timeout`] next.
     #[must_use]
     pub fn poll_timeout(&self) -> Option<Millis> {
@@ -447,6 +451,8 @@ impl Scheduler {
     pub fn poll_command(&mut self) -> Option<ExecCommand> {
         self.commands.pop_front()
     }
+
+    // ---- persistence --------------------------------------------------------------------
 
     /// Everything needed to restart: the tables and the clock (op logs are not kept; peers
     /// fall back to state transfer for what a restarted node cannot serve).
@@ -521,6 +527,8 @@ impl Scheduler {
             );
         }
     }
+
+    // ---- time ---------------------------------------------------------------------------
 
     /// Advance time and arm the periodic timers on first use.
     pub(crate) fn tick(&mut self, now: Millis) {

@@ -29,6 +29,9 @@
 //! delivery is enforced anyway because the version vector must mean "all ops up to n", which
 //! is what anti-entropy compares.
 
+#[cfg(doc)]
+use crate::ids::{AttemptId, SlotKey, Stamp};
+
 mod attempts;
 mod elements;
 mod lattice;

@@ -310,7 +310,8 @@ impl std::fmt::Debug for Op {
     }
 }
 
-/// An op applied out of order (see [`CmRDT::validate_op`] on [`Tables`]).
+/// An op applied out of order (see [`crdts::CmRDT::validate_op`] on
+/// [`Tables`](crate::table::Tables)).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("op {counter} of {actor} is out of order: expected {expected}")]
 pub struct OpOrderError {

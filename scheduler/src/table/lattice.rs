@@ -417,7 +417,7 @@ impl CmRDT for Tables {
     }
 
     /// Joins the op's effect unless its dot is already included. Order is the caller's
-    /// business ([`Replica`] buffers): joining out of order is harmless for the content but
+    /// business (the replica buffers): joining out of order is harmless for the content but
     /// would make the version vector claim ops it does not have.
     fn apply(&mut self, op: Op) {
         if op.dot.counter > self.clock.get(&op.dot.actor) {
