@@ -60,6 +60,38 @@
 //! - **… a finished job purged?** In `gc.rs` (`Scheduler::consider_gc`), on the job's GC
 //!   coordinator.
 //!
+//! # Module graph
+//!
+//! Who imports whom among the rooms (edges inside a room left out; a module's `tests.rs` is
+//! not counted). There is no circle: the rooms import `scheduler.rs` and `roles.rs`, which
+//! import no room, and `tests/module_graph.rs` fails when this list and the imports disagree.
+//!
+//! ```text
+//! admission → ids, roles, scheduler, spec, table
+//! config → message, spec
+//! coordinator → config, hash, ids, placement, roles, scheduler, slot, spec, table
+//! disconnect → ids, message, placement, roles, scheduler, spec, table
+//! durability → ids, message, roles, scheduler, table
+//! fencing → disconnect, ids, scheduler, table
+//! gc → config, hash, ids, roles, scheduler, slot, spec, table
+//! hash → (nothing)
+//! ids → (nothing)
+//! jobs → durability, hash, ids, scheduler, spec, table
+//! lib → config, durability, ids, jobs, message, placement, scheduler, spec, table, view
+//! members → hash, placement, roles, scheduler
+//! message → ids, table
+//! placement → hash, spec
+//! reconcile → config, ids, roles, scheduler, slot, table
+//! replication → ids, message, scheduler, table
+//! roles → ids, placement, table
+//! scheduler → config, hash, ids, message, roles, table
+//! slot → ids, spec, table
+//! spec → (nothing)
+//! table → ids, spec
+//! testing → config, durability, hash, ids, jobs, message, scheduler, spec, table, view
+//! view → hash, ids, placement, scheduler, slot, spec, table
+//! ```
+//!
 //! The design, ownership rules and GC safety argument are in `docs/scheduler.md`.
 
 #![deny(missing_docs)]

@@ -212,7 +212,7 @@ impl Scheduler {
             node: node.as_str().into(),
             incarnation: rng.next_u64(),
         };
-        let limits = ReplicaLimits::of(&config);
+        let limits = replica_limits(&config);
         let mut s = Self {
             node,
             actor,
@@ -492,7 +492,7 @@ impl Scheduler {
             s.actor.incarnation = s.rng.next_u64();
         }
         s.repl.hlc = snap.hlc;
-        s.replica = Replica::new(snap.tables, ReplicaLimits::of(&s.config));
+        s.replica = Replica::new(snap.tables, replica_limits(&s.config));
         // Node views hold ids into the replica's usage index: rebuild them for the new one.
         s.set_members(&[]);
         s.rebuild_ledger();
@@ -541,6 +541,15 @@ impl Scheduler {
             let at = self.now.plus(self.config.tombstone_check_interval);
             self.timers.insert((at, Wake::Tombstones));
         }
+    }
+}
+
+/// The limits a scheduler with `config` gives its replica.
+fn replica_limits(config: &SchedulerConfig) -> ReplicaLimits {
+    ReplicaLimits {
+        log_per_actor: config.op_log_per_actor.get(),
+        pending_per_actor: config.pending_ops_per_actor.get(),
+        hold_releases: !config.release_hold.is_zero(),
     }
 }
 

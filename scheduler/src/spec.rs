@@ -19,7 +19,7 @@
 //!
 //! This file holds the types and the limits; `spec/constraint.rs` the placement constraints and
 //! their two serde forms; `spec/validate.rs` parsing, validation and the "can it ever fit"
-//! check.
+//! check; `spec/error.rs` why a spec is refused.
 
 use std::collections::BTreeMap;
 
@@ -27,11 +27,12 @@ use serde::{Deserialize, Serialize};
 use shoal_gossip::Resources;
 
 mod constraint;
+mod error;
 mod validate;
 
 pub use constraint::{Constraint, ConstraintOp};
-pub(crate) use validate::fmt_resources;
-pub use validate::{MAX_USER_BYTES, NeverFitsError, SpecError};
+pub(crate) use error::fmt_resources;
+pub use error::{NeverFitsError, SpecError};
 
 /// Service (kept at `count` forever) or batch (each slot runs until it exits 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -158,6 +159,9 @@ pub struct DisconnectPolicy {
 pub const DEFAULT_SERVICE_STOP_AFTER_MS: u64 = 10_000;
 /// Longest [`DisconnectPolicy::stop_after_ms`] accepted (one day).
 pub const MAX_STOP_AFTER_MS: u64 = 86_400_000;
+
+/// Longest user name accepted in `user` (the useradd limit).
+pub const MAX_USER_BYTES: usize = 32;
 
 fn default_count() -> u32 {
     1

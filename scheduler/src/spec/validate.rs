@@ -1,51 +1,10 @@
 //! Parsing a job spec from TOML or JSON, validating it against [`SpecLimits`], and refusing a
 //! job no current member could ever host; errors name the field and, for TOML, the line.
 
-use std::fmt;
-
 use shoal_gossip::{MemberInfo, MemberStatus, Resources};
 
-use super::{Constraint, JobSpec, MAX_STOP_AFTER_MS, RestartPolicy, SpecLimits};
-
-/// Why a job spec was refused.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum SpecError {
-    /// Not valid TOML/JSON or not the right shape; the message carries line and column.
-    Parse(String),
-    /// A field has an invalid value.
-    Invalid {
-        /// Dotted path of the field, e.g. `resources.cpu`.
-        field: String,
-        /// What is wrong.
-        message: String,
-        /// 1-based line in the TOML source, when known.
-        line: Option<usize>,
-    },
-}
-
-impl fmt::Display for SpecError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            SpecError::Parse(m) => write!(f, "malformed job spec: {}", m.trim_end()),
-            SpecError::Invalid {
-                field,
-                message,
-                line: Some(line),
-            } => {
-                write!(f, "invalid job spec: line {line}: `{field}`: {message}")
-            }
-            SpecError::Invalid {
-                field,
-                message,
-                line: None,
-            } => {
-                write!(f, "invalid job spec: `{field}`: {message}")
-            }
-        }
-    }
-}
-
-impl std::error::Error for SpecError {}
+use super::error::{NeverFitsError, SpecError, fmt_resources};
+use super::{Constraint, JobSpec, MAX_STOP_AFTER_MS, MAX_USER_BYTES, RestartPolicy, SpecLimits};
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> SpecError {
     SpecError::Invalid {
@@ -53,29 +12,6 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> SpecError {
         message: message.into(),
         line: None,
     }
-}
-
-/// Why a job can never be placed on the current cluster.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "job `{job}` requests {} but no node can ever host it: {detail}",
-    fmt_resources(.request)
-)]
-pub struct NeverFitsError {
-    /// Job id.
-    pub job: String,
-    /// Per-task request.
-    pub request: Resources,
-    /// Which node comes closest and what it offers.
-    pub detail: String,
-}
-
-/// `2000m cpu, 512 MiB memory, 0 MiB disk`.
-pub(crate) fn fmt_resources(r: &Resources) -> String {
-    format!(
-        "{}m cpu, {} MiB memory, {} MiB disk",
-        r.cpu_millicores, r.memory_mib, r.disk_mib
-    )
 }
 
 impl JobSpec {
@@ -265,9 +201,6 @@ impl JobSpec {
         })
     }
 }
-
-/// Longest user name accepted in `user` (the useradd limit).
-pub const MAX_USER_BYTES: usize = 32;
 
 /// A portable user name: `[A-Za-z_][A-Za-z0-9_.-]*`, at most [`MAX_USER_BYTES`] bytes.
 fn validate_user(user: &str) -> Result<(), SpecError> {

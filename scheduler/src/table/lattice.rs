@@ -15,15 +15,6 @@ use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
 /// allocate a whole node of entries per job).
 pub(super) type Incarnations = Vec<(u64, JobEntry)>;
 
-/// One attempt's rows of the `assignments` and `states` components, kept together: applying
-/// an op and reading the attempt afterwards (its target, whether it is live) then search one
-/// tree instead of two. At least one of the two is set.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(super) struct AttemptRow {
-    pub(super) assignment: Option<Assignment>,
-    pub(super) state: Option<AttemptState>,
-}
-
 /// The replicated state: see the module doc. On the wire and in snapshots it is the six
 /// components of the module doc, `assignments` and `states` as two sorted maps (see
 /// `wire.rs`), whatever the in-memory layout.

@@ -34,17 +34,6 @@ pub(crate) struct ReplicaLimits {
     pub(crate) hold_releases: bool,
 }
 
-impl ReplicaLimits {
-    /// The limits a scheduler with `config` gives its replica.
-    pub(crate) fn of(config: &crate::SchedulerConfig) -> Self {
-        Self {
-            log_per_actor: config.op_log_per_actor.get(),
-            pending_per_actor: config.pending_ops_per_actor.get(),
-            hold_releases: !config.release_hold.is_zero(),
-        }
-    }
-}
-
 /// The contiguous tail of one actor's ops, each kept postcard-encoded: a replica logs every
 /// actor's ops, and the encoding is about a third of the size of a decoded `Op` (whose ids
 /// and stamps are separate heap strings). A received op is logged as the slice of the message

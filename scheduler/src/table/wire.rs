@@ -8,9 +8,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
-use super::attempts::Attempts;
+use super::attempts::{AttemptRow, Attempts};
 use super::elements::{Assignment, AttemptState, JobKey, SlotFloor};
-use super::lattice::{AttemptRow, JobMap, Tables};
+use super::lattice::{JobMap, Tables};
 use crate::ids::{AttemptId, SlotKey, VersionVector};
 
 /// One component of the attempt rows, serialized as the map it used to be.
