@@ -87,8 +87,9 @@ pub(crate) fn down_or_gone(m: &MemberInfo) -> bool {
 // ---- replication ------------------------------------------------------------------------
 
 /// This node's writes and what it knows of its peers' replicas. Changed by `replication.rs`
-/// (and `jobs.rs`, which stamps job writes); `durability.rs` reads the acks, `gc.rs` the peer
-/// clocks.
+/// (writes, stamps, peers' digests), `scheduler.rs` (acks received, the clock restored) and
+/// `durability.rs` (restored job records advance the clock); `jobs.rs` and `durability.rs`
+/// read the write counter and the acks, `gc.rs` the peer clocks.
 #[derive(Debug, Default)]
 pub(crate) struct Replication {
     /// The hybrid logical clock that stamps job writes.
@@ -108,8 +109,9 @@ pub(crate) struct Replication {
 // ---- target side: admission -------------------------------------------------------------
 
 /// The target side: what this node admitted and what waits for admission. Changed by
-/// `admission.rs` (admits, defers), `fencing.rs` and `disconnect.rs` (mark tasks killing),
-/// `reconcile.rs` (queues proposals) and `scheduler.rs` (executor events, restarts).
+/// `admission.rs` (admits, defers), `reconcile.rs` (queues proposals), `fencing.rs` (marks
+/// tasks killing, for itself and for `disconnect.rs`) and `scheduler.rs` (executor events,
+/// restarts).
 #[derive(Debug, Default)]
 pub(crate) struct Target {
     /// Tasks admitted here and not yet dead.
@@ -156,7 +158,8 @@ impl LocalTask {
 
 /// The slot coordinator's memory: why slots wait, their back-offs, and what placement last
 /// found. Changed by `coordinator.rs`; `reconcile.rs` forgets slots this node no longer
-/// coordinates, `members.rs` counts member-list changes, `scheduler.rs` runs the retry timer.
+/// coordinates, `members.rs` counts member-list changes, `scheduler.rs` runs the retry timer;
+/// `view.rs` reads the pending reasons.
 #[derive(Debug)]
 pub(crate) struct Coordination {
     /// Slots that found no room (or wait for a majority), with the reason.
@@ -211,7 +214,8 @@ pub(crate) struct NoRoom {
 // ---- garbage collection -----------------------------------------------------------------
 
 /// What garbage collection remembers between passes. Changed by `gc.rs`; `reconcile.rs`
-/// resets a job's entries when it re-examines the whole job.
+/// resets a job's entries when it re-examines the whole job, and drops them on nodes that do
+/// not collect it.
 #[derive(Debug, Default)]
 pub(crate) struct Gc {
     /// Since when each job incarnation this node collects has been finished.
@@ -226,7 +230,8 @@ pub(crate) struct Gc {
 
 /// How much of the cluster this node reaches, and a restored node's catch-up. Changed by
 /// `disconnect.rs` (and `replication.rs`, whose digest answers end the catch-up, and
-/// `scheduler.rs`, which starts it on restore).
+/// `scheduler.rs`, which starts it on restore); `members.rs` and `admission.rs` read the
+/// quorum.
 #[derive(Debug)]
 pub(crate) struct Disconnect {
     /// The quorum as last reported by the membership core.
@@ -290,7 +295,7 @@ impl Streak {
 #[derive(Debug, Default)]
 pub(crate) struct CatchUp {
     /// Peers sent a digest asking for an answer.
-    pub(crate) asked: std::collections::BTreeSet<String>,
+    pub(crate) asked: BTreeSet<String>,
     /// When the restored node first heard from its shell.
     pub(crate) since: Option<Millis>,
 }
@@ -313,7 +318,7 @@ pub(crate) struct Inflight {
 #[derive(Debug, Default)]
 pub(crate) struct Log {
     /// Jobs whose rows changed since the last batch.
-    pub(crate) unlogged: std::collections::BTreeSet<Name>,
+    pub(crate) unlogged: BTreeSet<Name>,
     /// Acks waiting for the next batch.
     pub(crate) held_acks: Vec<(String, ActorId, u64)>,
     pub(crate) inflight: VecDeque<Inflight>,
