@@ -53,8 +53,8 @@
 //!   (`Scheduler::coordinate_slot`), on the slot's coordinator: once the target has been down
 //!   long enough (`members.rs`, `settled_down`) and this node holds a majority
 //!   (`disconnect.rs`, `may_act`), the live attempt is marked `Lost`; that change brings the
-//!   slot back to its coordinator, which finds it needing a new attempt (`slot.rs`,
-//!   `SlotStatus::Retry`) and places one (`try_place`, `propose`).
+//!   slot back to its coordinator, which finds it needing a new attempt at once (`slot.rs`,
+//!   `SlotStatus::Retry`, no delay after a loss) and places one (`try_place`, `propose`).
 //! - **… a superseded task killed?** In `fencing.rs` (`Scheduler::check_ledger`), on the node
 //!   that runs it.
 //! - **… a finished job purged?** In `gc.rs` (`Scheduler::consider_gc`), on the job's GC
@@ -63,8 +63,9 @@
 //! # Module graph
 //!
 //! Who imports whom among the rooms (edges inside a room left out; a module's `tests.rs` is
-//! not counted). There is no circle: the rooms import `scheduler.rs` and `roles.rs`, which
-//! import no room, and `tests/module_graph.rs` fails when this list and the imports disagree.
+//! not counted). There is no circle: the rooms that act on a [`Scheduler`] import
+//! `scheduler.rs` and `roles.rs`, which import none of them (only the data: `table`, `message`,
+//! `ids`, …), and `tests/module_graph.rs` fails when this list and the imports disagree.
 //!
 //! ```text
 //! admission → ids, roles, scheduler, spec, table
