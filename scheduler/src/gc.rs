@@ -12,6 +12,8 @@ use crate::spec::JobType;
 use crate::table::{AttemptState, JobKey, OpBody, SlotFloor};
 
 impl Scheduler {
+    /// Whether this node collects the garbage of a job incarnation (its rendezvous winner
+    /// among the live members, as for slots).
     pub(crate) fn is_job_coordinator(&self, job: &str, incarnation: u64) -> bool {
         let h = StableHasher::new()
             .field(job.as_bytes())

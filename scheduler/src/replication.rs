@@ -10,6 +10,7 @@ use crate::scheduler::Scheduler;
 use crate::table::{Op, OpBody, Received, Tables};
 
 impl Scheduler {
+    /// A fresh stamp for a job write: the clock's next tick, by this actor.
     pub(crate) fn stamp(&mut self) -> Stamp {
         Stamp {
             hlc: self.repl.hlc.tick(self.now),
@@ -17,6 +18,7 @@ impl Scheduler {
         }
     }
 
+    /// The dot of this actor's last write.
     pub(crate) fn last_dot(&self) -> Dot {
         Dot::new(self.actor.clone(), self.repl.counter)
     }
