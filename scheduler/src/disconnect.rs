@@ -8,7 +8,8 @@
 //! - A node without a majority stops each local task once the job's `disconnect.stop_after_ms`
 //!   has passed since it lost the majority (`Wake::Disconnect`). A node that flaps in and out
 //!   of its majority counts from the start of the streak ([`Streak`]): a majority held for
-//!   less than [`STABLE_MAJORITY_MS`] does not restart the clock.
+//!   less than [`STABLE_MAJORITY_MS`] does not restart the clock. Both live in `roles.rs`, with
+//!   the rest of this room's state ([`Disconnect`]).
 //! - A local task marked lost is reclaimed (the incumbent wins), killed, or kept until the
 //!   majority returns ([`Scheduler::lost_fate`]).
 
@@ -16,56 +17,12 @@ use shoal_gossip::{Millis, Quorum};
 
 use crate::ids::AttemptId;
 use crate::placement::PendingReason;
-use crate::scheduler::{KillReason, Scheduler, Wake};
+use crate::roles::{CATCH_UP_ALONE_MS, Wake};
+#[cfg(doc)]
+use crate::roles::{Disconnect, STABLE_MAJORITY_MS, Streak};
+use crate::scheduler::{KillReason, Scheduler};
 use crate::spec::{JobSpec, Reconcile};
 use crate::table::AttemptState;
-
-/// A restored node that has seen no live peer yet waits this long before it acts alone (a
-/// one-node cluster restarting).
-pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
-
-/// A majority held at least this long ends a streak without one: the next loss starts the
-/// `stop_after_ms` clock afresh. Shorter spells of majority (a node flapping on a one-way or
-/// lossy link) do not, so a flapping node's duplicates stay within `stop_after_ms` of the
-/// first loss plus the spells in between (`docs/faults.md`, "Flapping").
-pub(crate) const STABLE_MAJORITY_MS: u64 = 10_000;
-
-/// The current streak without a stable majority.
-#[derive(Debug, Clone, Copy, Default)]
-pub(crate) struct Streak {
-    /// When the streak began: the first loss of the majority after a stable spell.
-    pub(crate) since: Option<Millis>,
-    /// When the majority last came back during the streak.
-    pub(crate) regained: Option<Millis>,
-}
-
-impl Streak {
-    /// The majority changed to `majority` at `at`.
-    fn update(&mut self, majority: bool, at: Millis) {
-        if majority {
-            if self.since.is_some() && self.regained.is_none() {
-                self.regained = Some(at);
-            }
-            return;
-        }
-        let stable = self
-            .regained
-            .is_some_and(|r| at.since(r) >= STABLE_MAJORITY_MS);
-        if self.since.is_none() || stable {
-            self.since = Some(at);
-        }
-        self.regained = None;
-    }
-}
-
-/// A restored node's catch-up with its peers.
-#[derive(Debug, Default)]
-pub(crate) struct CatchUp {
-    /// Peers sent a digest asking for an answer.
-    pub(crate) asked: std::collections::BTreeSet<String>,
-    /// When the restored node first heard from its shell.
-    pub(crate) since: Option<Millis>,
-}
 
 /// What to do with a local task whose attempt the cluster marked lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -82,11 +39,11 @@ impl Scheduler {
     /// How much of the cluster this node reaches, from the membership core, after every change.
     pub fn handle_quorum(&mut self, now: Millis, quorum: &Quorum) {
         self.tick(now);
-        let changed = quorum.majority != self.quorum.majority;
+        let changed = quorum.majority != self.disconnect.quorum.majority;
         if changed {
-            self.streak.update(quorum.majority, quorum.since);
+            self.disconnect.streak.update(quorum.majority, quorum.since);
         }
-        self.quorum = quorum.clone();
+        self.disconnect.quorum = quorum.clone();
         if changed {
             // Slots waiting for a majority, lost tasks waiting to be reclaimed, GC: look again.
             self.work.everything = true;
@@ -100,7 +57,7 @@ impl Scheduler {
     /// The quorum as last reported.
     #[must_use]
     pub fn quorum(&self) -> &Quorum {
-        &self.quorum
+        &self.disconnect.quorum
     }
 
     /// Whether this node may act for the cluster: condemn, place, collect garbage. It needs a
@@ -113,14 +70,14 @@ impl Scheduler {
         let listed = self.members.listed;
         let live = u32::try_from(self.members.live.len()).unwrap_or(u32::MAX);
         let view_majority = live.saturating_mul(2) > listed
-            || (live.saturating_mul(2) == listed && self.quorum.majority);
-        self.quorum.majority && view_majority && !self.catching_up()
+            || (live.saturating_mul(2) == listed && self.disconnect.quorum.majority);
+        self.disconnect.quorum.majority && view_majority && !self.catching_up()
     }
 
     /// Restored and not yet caught up: peers were asked and none answered yet, or none is
     /// known yet and [`CATCH_UP_ALONE_MS`] have not passed since the restore.
     fn catching_up(&self) -> bool {
-        self.catch_up.as_ref().is_some_and(|c| {
+        self.disconnect.catch_up.as_ref().is_some_and(|c| {
             !c.asked.is_empty()
                 || c.since
                     .is_none_or(|t| self.now.since(t) < CATCH_UP_ALONE_MS)
@@ -132,7 +89,7 @@ impl Scheduler {
     pub(crate) fn ask_to_catch_up_after(&mut self, members: &[shoal_gossip::MemberInfo]) {
         let now = self.now;
         let node = self.node.clone();
-        let Some(c) = self.catch_up.as_mut() else {
+        let Some(c) = self.disconnect.catch_up.as_mut() else {
             return;
         };
         c.since.get_or_insert(now);
@@ -159,7 +116,7 @@ impl Scheduler {
                     reply: true,
                 },
             ));
-            if let Some(c) = self.catch_up.as_mut() {
+            if let Some(c) = self.disconnect.catch_up.as_mut() {
                 c.asked.insert(peer);
             }
         }
@@ -168,21 +125,22 @@ impl Scheduler {
     /// Why a slot this node coordinates is not placed while it may not act.
     pub(crate) fn no_majority(&self) -> PendingReason {
         PendingReason::NoMajority {
-            reachable: self.quorum.reachable,
-            known: self.quorum.known,
+            reachable: self.disconnect.quorum.reachable,
+            known: self.disconnect.quorum.known,
         }
     }
 
     /// When a local task of `spec` must stop, this node being without a majority.
     fn stop_deadline(&self, spec: &JobSpec) -> Option<Millis> {
-        if self.quorum.majority {
+        if self.disconnect.quorum.majority {
             return None;
         }
         let after = spec.stop_after_disconnect_ms()?;
         Some(
-            self.streak
+            self.disconnect
+                .streak
                 .since
-                .unwrap_or(self.quorum.since)
+                .unwrap_or(self.disconnect.quorum.since)
                 .plus_ms(after),
         )
     }
@@ -190,6 +148,7 @@ impl Scheduler {
     /// Arm a wake-up at the earliest stop deadline of the local tasks.
     pub(crate) fn arm_disconnect_stop(&mut self) {
         let earliest = self
+            .target
             .ledger
             .iter()
             .filter(|(_, t)| !t.killing)
@@ -205,11 +164,12 @@ impl Scheduler {
 
     /// `Wake::Disconnect`: stop the local tasks whose deadline has passed.
     pub(crate) fn stop_disconnected(&mut self) {
-        if self.quorum.majority {
+        if self.disconnect.quorum.majority {
             return;
         }
         let now = self.now;
         let doomed: Vec<(AttemptId, KillReason)> = self
+            .target
             .ledger
             .iter()
             .filter(|(_, t)| !t.killing)
@@ -236,7 +196,7 @@ impl Scheduler {
         state: &AttemptState,
         spec: &JobSpec,
     ) -> LostFate {
-        let Some(task) = self.ledger.get(id) else {
+        let Some(task) = self.target.ledger.get(id) else {
             return LostFate::Kill(KillReason::Lost);
         };
         if task.recovered

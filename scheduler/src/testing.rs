@@ -20,12 +20,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 
+use crate::config::SchedulerConfig;
+use crate::durability::Receipt;
 use crate::hash::Rng;
+use crate::ids::TaskKey;
+use crate::jobs::SubmitError;
 use crate::message::Message;
-use crate::scheduler::{ExecCommand, Receipt, Scheduler, SubmitError, TaskEvent};
+use crate::scheduler::{ExecCommand, Scheduler, TaskEvent};
 use crate::spec::JobSpec;
 use crate::view::JobView;
-use crate::{SchedulerConfig, TaskKey};
 
 /// How a fake process behaves once started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -533,7 +536,8 @@ impl Cluster {
                     a.target == *name
                         && matches!(
                             t.state(id),
-                            crate::AttemptState::Admitted | crate::AttemptState::Running { .. }
+                            crate::table::AttemptState::Admitted
+                                | crate::table::AttemptState::Running { .. }
                         )
                 })
                 .fold(Resources::default(), |acc, (_, a)| {

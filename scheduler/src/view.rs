@@ -217,7 +217,7 @@ impl Scheduler {
         if entry.stopped {
             return None;
         }
-        if let Some(r) = self.pending.get(key) {
+        if let Some(r) = self.coord.pending.get(key) {
             return Some(r.clone());
         }
         if !self.may_act() {
