@@ -9,7 +9,7 @@ use shoal_gossip::{Millis, Resources};
 use crate::config::ms;
 use crate::hash::{StableHasher, rendezvous, rendezvous_is};
 use crate::ids::{AttemptId, Name, SlotKey};
-use crate::placement::{NodeView, PendingReason, Request, count_by_node, fits, place};
+use crate::placement::{Candidate, PendingReason, Request, count_by_node, fits, place};
 use crate::roles::{NoRoom, Retry, Wake};
 use crate::scheduler::Scheduler;
 use crate::slot::{RejectionBackoff, SlotStatus, slot_status};
@@ -264,7 +264,7 @@ impl Scheduler {
     /// What the placer counts as allocated on a candidate: the live attempts it knows of there
     /// (its own proposals included), and resources released there that it still holds
     /// ([`crate::SchedulerConfig::release_hold`]).
-    pub(crate) fn used_on(&self, n: &NodeView) -> Resources {
+    pub(crate) fn used_on(&self, n: &Candidate) -> Resources {
         self.replica.placement_usage(n.usage_id)
     }
 

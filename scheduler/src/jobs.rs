@@ -206,6 +206,6 @@ fn incarnation_of(job: &str, stamp: &Stamp) -> u64 {
         .int(stamp.hlc.wall_ms)
         .int(u64::from(stamp.hlc.logical))
         .field(stamp.actor.node.as_bytes())
-        .int(stamp.actor.incarnation)
+        .int(stamp.actor.start)
         .finish()
 }

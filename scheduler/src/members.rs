@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd};
 
 use crate::hash::name_hash;
-use crate::placement::NodeView;
+use crate::placement::Candidate;
 use crate::roles::{Members, Wake, down_or_gone};
 use crate::scheduler::Scheduler;
 
@@ -119,12 +119,12 @@ impl Scheduler {
             live.sort();
         }
         let replica = &mut self.replica;
-        let nodes: Vec<NodeView> = all
+        let nodes: Vec<Candidate> = all
             .values()
             .filter(|m| m.status == MemberStatus::Alive)
             .filter_map(|m| m.ad.as_ref().map(|ad| (m, ad)))
             .filter(|(_, ad)| !ad.left)
-            .map(|(m, ad)| NodeView {
+            .map(|(m, ad)| Candidate {
                 name: m.id.name.to_string(),
                 hash: name_hash(&m.id.name),
                 usage_id: replica.node_id(&m.id.name),

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, Quorum, Resources};
 
 use crate::ids::{ActorId, AttemptId, HlcClock, Name, SlotKey, Stamp, VersionVector};
-use crate::placement::{NodeView, PendingReason};
+use crate::placement::{Candidate, PendingReason};
 use crate::table::{JobKey, Op};
 
 // ---- shared by every room ---------------------------------------------------------------
@@ -61,7 +61,7 @@ pub(crate) struct Members {
     /// This node's name hash when it is among `live` (it coordinates nothing otherwise).
     pub(crate) me: Option<u64>,
     /// Placement candidates: alive, with a resource ad, not left.
-    pub(crate) nodes: Vec<NodeView>,
+    pub(crate) nodes: Vec<Candidate>,
     /// `nodes[i].usage_id`, side by side: scanned for recent releases without reading the
     /// views themselves.
     pub(crate) usage_ids: Vec<usize>,

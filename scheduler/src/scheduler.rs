@@ -203,14 +203,14 @@ pub struct Scheduler {
 
 impl Scheduler {
     /// A scheduler with empty tables for node `node`. `seed` drives every random choice
-    /// (actor incarnation, jitter, anti-entropy peers); use a fresh OS-random seed per start in
+    /// (the actor's start id, jitter, anti-entropy peers); use a fresh OS-random seed per start in
     /// production and a derived one in simulation.
     #[must_use]
     pub fn new(node: String, config: SchedulerConfig, seed: u64) -> Self {
         let mut rng = Rng::new(seed);
         let actor = ActorId {
             node: node.as_str().into(),
-            incarnation: rng.next_u64(),
+            start: rng.next_u64(),
         };
         let limits = replica_limits(&config);
         let mut s = Self {
@@ -243,7 +243,7 @@ impl Scheduler {
         &self.node
     }
 
-    /// The actor this incarnation writes as.
+    /// The actor this start of the scheduler writes as.
     #[must_use]
     pub fn actor(&self) -> &ActorId {
         &self.actor
@@ -489,7 +489,7 @@ impl Scheduler {
         }
         let mut s = Scheduler::new(node, config, seed);
         while snap.tables.clock().get(&s.actor) > 0 {
-            s.actor.incarnation = s.rng.next_u64();
+            s.actor.start = s.rng.next_u64();
         }
         s.repl.hlc = snap.hlc;
         s.replica = Replica::new(snap.tables, replica_limits(&s.config));

@@ -185,7 +185,7 @@ mod tests {
             },
             actor: ActorId {
                 node: "n".into(),
-                incarnation: 0,
+                start: 0,
             },
         }
     }

@@ -10,7 +10,7 @@ use shoal_gossip::Millis;
 
 use crate::hash::StableHasher;
 use crate::ids::{Hlc, SlotKey};
-use crate::placement::{NodeView, PendingReason, Request, place};
+use crate::placement::{Candidate, PendingReason, Request, place};
 use crate::scheduler::Scheduler;
 use crate::slot::{SlotStatus, slot_status};
 use crate::spec::JobType;
@@ -252,7 +252,7 @@ impl Scheduler {
             avoid: None,
             sample: usize::MAX,
         };
-        let used = |n: &NodeView| self.used_on(n);
+        let used = |n: &Candidate| self.used_on(n);
         place(&req, &self.members.nodes, used).err()
     }
 

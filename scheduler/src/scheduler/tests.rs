@@ -150,7 +150,7 @@ fn ops_that_break_ownership_are_refused() {
     let mut n1 = Scheduler::new("n1".into(), SchedulerConfig::default(), 1);
     let author = ActorId {
         node: "n2".into(),
-        incarnation: 9,
+        start: 9,
     };
     let id = AttemptId {
         job: "web".into(),
@@ -179,7 +179,7 @@ fn ops_that_break_ownership_are_refused() {
     // (other than lost), since the attempt runs on n3.
     let n3 = ActorId {
         node: "n3".into(),
-        incarnation: 4,
+        start: 4,
     };
     let real = Op::new(
         Dot::new(n3, 1),

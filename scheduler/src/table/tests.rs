@@ -18,7 +18,7 @@ use proptest::prelude::*;
 fn actor(n: u8) -> ActorId {
     ActorId {
         node: format!("n{n}").into(),
-        incarnation: 7,
+        start: 7,
     }
 }
 
