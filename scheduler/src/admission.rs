@@ -132,7 +132,7 @@ impl Scheduler {
             .ledger
             .insert(id.clone(), LocalTask::admitted(a.resources));
         self.write_state_if_mine(&id, AttemptState::Admitted);
-        if !self.disconnect.quorum.majority {
+        if !self.reach.quorum.majority {
             self.arm_disconnect_stop();
         }
         let spec = &entry.spec;

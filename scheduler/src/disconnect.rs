@@ -9,7 +9,7 @@
 //!   has passed since it lost the majority (`Wake::Disconnect`). A node that flaps in and out
 //!   of its majority counts from the start of the streak ([`Streak`]): a majority held for
 //!   less than [`STABLE_MAJORITY_MS`] does not restart the clock. Both live in `roles.rs`, with
-//!   the rest of this room's state ([`Disconnect`]).
+//!   the rest of this room's state ([`Reach`]).
 //! - A local task marked lost is reclaimed (the incumbent wins), killed, or kept until the
 //!   majority returns ([`Scheduler::lost_fate`]).
 
@@ -19,7 +19,7 @@ use crate::ids::AttemptId;
 use crate::placement::PendingReason;
 use crate::roles::{CATCH_UP_ALONE_MS, Wake};
 #[cfg(doc)]
-use crate::roles::{Disconnect, STABLE_MAJORITY_MS, Streak};
+use crate::roles::{Reach, STABLE_MAJORITY_MS, Streak};
 use crate::scheduler::{KillReason, Scheduler};
 use crate::spec::{JobSpec, Reconcile};
 use crate::table::AttemptState;
@@ -39,11 +39,11 @@ impl Scheduler {
     /// How much of the cluster this node reaches, from the membership core, after every change.
     pub fn handle_quorum(&mut self, now: Millis, quorum: &Quorum) {
         self.tick(now);
-        let changed = quorum.majority != self.disconnect.quorum.majority;
+        let changed = quorum.majority != self.reach.quorum.majority;
         if changed {
-            self.disconnect.streak.update(quorum.majority, quorum.since);
+            self.reach.streak.update(quorum.majority, quorum.since);
         }
-        self.disconnect.quorum = quorum.clone();
+        self.reach.quorum = quorum.clone();
         if changed {
             // Slots waiting for a majority, lost tasks waiting to be reclaimed, GC: look again.
             self.work.everything = true;
@@ -57,7 +57,7 @@ impl Scheduler {
     /// The quorum as last reported.
     #[must_use]
     pub fn quorum(&self) -> &Quorum {
-        &self.disconnect.quorum
+        &self.reach.quorum
     }
 
     /// Whether this node may act for the cluster: condemn, place, collect garbage. It needs a
@@ -70,14 +70,14 @@ impl Scheduler {
         let listed = self.members.listed;
         let live = u32::try_from(self.members.live.len()).unwrap_or(u32::MAX);
         let view_majority = live.saturating_mul(2) > listed
-            || (live.saturating_mul(2) == listed && self.disconnect.quorum.majority);
-        self.disconnect.quorum.majority && view_majority && !self.catching_up()
+            || (live.saturating_mul(2) == listed && self.reach.quorum.majority);
+        self.reach.quorum.majority && view_majority && !self.catching_up()
     }
 
     /// Restored and not yet caught up: peers were asked and none answered yet, or none is
     /// known yet and [`CATCH_UP_ALONE_MS`] have not passed since the restore.
     fn catching_up(&self) -> bool {
-        self.disconnect.catch_up.as_ref().is_some_and(|c| {
+        self.reach.catch_up.as_ref().is_some_and(|c| {
             !c.asked.is_empty()
                 || c.since
                     .is_none_or(|t| self.now.since(t) < CATCH_UP_ALONE_MS)
@@ -89,7 +89,7 @@ impl Scheduler {
     pub(crate) fn ask_to_catch_up_after(&mut self, members: &[shoal_gossip::MemberInfo]) {
         let now = self.now;
         let node = self.node.clone();
-        let Some(c) = self.disconnect.catch_up.as_mut() else {
+        let Some(c) = self.reach.catch_up.as_mut() else {
             return;
         };
         c.since.get_or_insert(now);
@@ -116,7 +116,7 @@ impl Scheduler {
                     reply: true,
                 },
             ));
-            if let Some(c) = self.disconnect.catch_up.as_mut() {
+            if let Some(c) = self.reach.catch_up.as_mut() {
                 c.asked.insert(peer);
             }
         }
@@ -125,22 +125,22 @@ impl Scheduler {
     /// Why a slot this node coordinates is not placed while it may not act.
     pub(crate) fn no_majority(&self) -> PendingReason {
         PendingReason::NoMajority {
-            reachable: self.disconnect.quorum.reachable,
-            known: self.disconnect.quorum.known,
+            reachable: self.reach.quorum.reachable,
+            known: self.reach.quorum.known,
         }
     }
 
     /// When a local task of `spec` must stop, this node being without a majority.
     fn stop_deadline(&self, spec: &JobSpec) -> Option<Millis> {
-        if self.disconnect.quorum.majority {
+        if self.reach.quorum.majority {
             return None;
         }
         let after = spec.stop_after_disconnect_ms()?;
         Some(
-            self.disconnect
+            self.reach
                 .streak
                 .since
-                .unwrap_or(self.disconnect.quorum.since)
+                .unwrap_or(self.reach.quorum.since)
                 .plus_ms(after),
         )
     }
@@ -164,7 +164,7 @@ impl Scheduler {
 
     /// `Wake::Disconnect`: stop the local tasks whose deadline has passed.
     pub(crate) fn stop_disconnected(&mut self) {
-        if self.disconnect.quorum.majority {
+        if self.reach.quorum.majority {
             return;
         }
         let now = self.now;

@@ -12,7 +12,7 @@
 //! - `scheduler.rs` — [`Scheduler`]: the "Driving it" contract, the inputs (`handle_*`), the
 //!   outputs (`poll_*`), snapshots and restore, and the state all rooms share;
 //! - `roles.rs` — each role's own state (replication, target side, coordination, GC,
-//!   disconnect, durability log), each type naming the files that change it.
+//!   reach (quorum and catch-up), durability log), each type naming the files that change it.
 //!
 //! What each input does, one room per job:
 //! - `jobs.rs` — submissions and stops: checked, prepared as one job write, committed;

@@ -82,8 +82,8 @@ impl Scheduler {
             .copied()
             .unwrap_or(self.now);
         Some(
-            down.max(self.disconnect.quorum.since)
-                .plus_ms(self.disconnect.quorum.settle_ms),
+            down.max(self.reach.quorum.since)
+                .plus_ms(self.reach.quorum.settle_ms),
         )
     }
 

@@ -233,7 +233,7 @@ pub(crate) struct Gc {
 /// `scheduler.rs`, which starts it on restore); `members.rs` and `admission.rs` read the
 /// quorum.
 #[derive(Debug)]
-pub(crate) struct Disconnect {
+pub(crate) struct Reach {
     /// The quorum as last reported by the membership core.
     pub(crate) quorum: Quorum,
     /// The current streak without a stable majority.
@@ -243,7 +243,7 @@ pub(crate) struct Disconnect {
     pub(crate) catch_up: Option<CatchUp>,
 }
 
-impl Default for Disconnect {
+impl Default for Reach {
     fn default() -> Self {
         Self {
             quorum: Quorum::alone(Millis(0)),

@@ -12,7 +12,7 @@ use crate::hash::Rng;
 use crate::ids::{ActorId, AttemptId, HlcClock, SlotKey, TaskKey};
 use crate::message::{Message, Outgoing};
 use crate::roles::{
-    CatchUp, Coordination, Disconnect, Gc, LocalTask, Log, Members, Replication, Target, Wake, Work,
+    CatchUp, Coordination, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake, Work,
 };
 use crate::table::{AttemptState, Replica, ReplicaLimits, Tables};
 
@@ -196,7 +196,7 @@ pub struct Scheduler {
     /// Garbage collection between passes (`gc.rs`).
     pub(crate) gc: Gc,
     /// Quorum, streak without a majority, catch-up after a restore (`disconnect.rs`).
-    pub(crate) disconnect: Disconnect,
+    pub(crate) reach: Reach,
     /// Job records to log and acks held until they are logged (`durability.rs`).
     pub(crate) log: Log,
 }
@@ -230,7 +230,7 @@ impl Scheduler {
             target: Target::default(),
             coord: Coordination::default(),
             gc: Gc::default(),
-            disconnect: Disconnect::default(),
+            reach: Reach::default(),
             log: Log::default(),
         };
         s.set_members(&[]);
@@ -496,7 +496,7 @@ impl Scheduler {
         // Node views hold ids into the replica's usage index: rebuild them for the new one.
         s.set_members(&[]);
         s.rebuild_ledger();
-        s.disconnect.catch_up = Some(CatchUp::default());
+        s.reach.catch_up = Some(CatchUp::default());
         Ok(s)
     }
 
