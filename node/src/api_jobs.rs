@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use shoal_scheduler::{JobSpec, SpecError, TaskKey};
+use shoal_scheduler::{AttemptId, JobSpec, SpecError};
 
 use crate::api::{ApiState, error};
 use crate::sched_driver::SchedError;
@@ -32,7 +32,7 @@ pub type LogFuture =
 /// Reads task logs from the local executor.
 pub trait LogReader: Send + Sync + 'static {
     /// Up to `max` bytes of `stream` from `offset`.
-    fn read(&self, task: &TaskKey, stream: &str, offset: u64, max: usize) -> LogFuture;
+    fn read(&self, task: &AttemptId, stream: &str, offset: u64, max: usize) -> LogFuture;
 }
 
 /// Adds the job routes to the API router.
@@ -159,7 +159,7 @@ async fn logs(
     if q.stream != "stdout" && q.stream != "stderr" {
         return error(StatusCode::BAD_REQUEST, "stream must be stdout or stderr");
     }
-    let Some(key) = h.task_key(job.clone(), slot).await else {
+    let Some(key) = h.current_attempt(job.clone(), slot).await else {
         return error(
             StatusCode::NOT_FOUND,
             format!("job {job:?} has no placed task in slot {slot}"),
@@ -193,7 +193,7 @@ async fn logs(
     read_local(reader, key.0, q).await
 }
 
-async fn read_local(reader: Arc<dyn LogReader>, task: TaskKey, q: LogQuery) -> Response {
+async fn read_local(reader: Arc<dyn LogReader>, task: AttemptId, q: LogQuery) -> Response {
     let max = q.max.min(4 * 1024 * 1024);
     match reader.read(&task, &q.stream, q.offset, max).await {
         Ok((bytes, next)) => (

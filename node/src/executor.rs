@@ -1,10 +1,14 @@
 //! The executor: tasks are real processes on this host.
 //!
 //! # What it promises
+//! - A task is one scheduler attempt ([`AttemptId`]), named on disk by its job key
+//!   `{job}.{incarnation}.{placer}`, slot and attempt (`executor/disk_name.rs` converts both
+//!   ways, and refuses an attempt with [`ExecError::InvalidTask`] when the key would be over
+//!   [`MAX_JOB_KEY_BYTES`] or unsafe as a path).
 //! - Each task runs as its own process group (`setpgid(0, 0)` at spawn), stdin `/dev/null`,
-//!   stdout and stderr appended to `<data_dir>/tasks/<job>/<slot>/<attempt>/{stdout,stderr}`,
-//!   with the spec's environment plus `SHOAL_JOB`, `SHOAL_SLOT`, `SHOAL_ATTEMPT` and
-//!   `SHOAL_TASK_DIR` (the agent's own environment is not inherited beyond
+//!   stdout and stderr appended to `<data_dir>/tasks/<job key>/<slot>/<attempt>/{stdout,stderr}`,
+//!   with the spec's environment plus `SHOAL_JOB` (the job key), `SHOAL_SLOT`, `SHOAL_ATTEMPT`
+//!   and `SHOAL_TASK_DIR` (the agent's own environment is not inherited beyond
 //!   [`ExecutorConfig::pass_env`]).
 //! - For every [`Executor::start`] that returns `Ok`, exactly one terminal event follows on the
 //!   bounded event channel: [`ExecEvent::Failed`] (nothing ran, or setup failed and what ran was
@@ -33,8 +37,8 @@
 //! agent's task loop, call `start`/`kill` from anywhere (the handle is `Clone`), and drain the
 //! receiver continuously: a full channel delays only the per-task watchers, never the callers.
 
-mod attempts;
 pub(crate) mod cgroup;
+pub(crate) mod disk_name;
 mod enforcement;
 mod launch;
 mod logs;
@@ -46,7 +50,6 @@ mod users;
 mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt;
 use std::io::ErrorKind;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::PermissionsExt;
@@ -55,11 +58,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use shoal_scheduler::{AttemptId, TaskEvent};
 use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
-pub use self::attempts::{attempt_of, exec_key};
 use self::cgroup::{Hierarchy, TaskCgroup};
+use self::disk_name::{DiskName, attempt_id, disk_name};
+pub use self::disk_name::{MAX_JOB_KEY_BYTES, NameError};
 use self::enforcement::detect_enforcement;
 pub use self::enforcement::{
     CpuEnforcement, Enforcement, KillEnforcement, MemoryEnforcement, PidsEnforcement,
@@ -71,27 +76,6 @@ use self::pidfile::PidRecord;
 use self::users::Users;
 pub(crate) use self::watcher::signal_group;
 use self::watcher::watch_adopted;
-
-/// Longest executor job key (a directory and cgroup name component).
-pub const MAX_JOB_KEY_BYTES: usize = 160;
-
-/// One attempt of one slot of one job: the unit the executor runs.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct TaskKey {
-    /// Job id: 1–160 of `[A-Za-z0-9_.-]`, starting with a letter or digit (it names a directory;
-    /// the scheduler's longest attempt key, `{job}.{incarnation}.{placer}`, is 148 bytes).
-    pub job: String,
-    /// Slot within the job.
-    pub slot: u32,
-    /// Attempt of that slot.
-    pub attempt: u32,
-}
-
-impl fmt::Display for TaskKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}/{}", self.job, self.slot, self.attempt)
-    }
-}
 
 /// What to run and with which limits.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -118,14 +102,14 @@ pub enum ExecEvent {
     /// The process runs (and is in its cgroup, when limits are enforced).
     Started {
         /// The task.
-        task: TaskKey,
+        task: AttemptId,
         /// Its pid, which is also its process group id.
         pid: u32,
     },
     /// The main process is gone and the task's resources are released.
     Exited {
         /// The task.
-        task: TaskKey,
+        task: AttemptId,
         /// Exit code, when it exited normally and was our child (unknown for adopted tasks).
         code: Option<i32>,
         /// The signal that ended it, when known.
@@ -136,7 +120,7 @@ pub enum ExecEvent {
     /// The task could not be started; `reason` names what was wrong (command, path, cgroup).
     Failed {
         /// The task.
-        task: TaskKey,
+        task: AttemptId,
         /// Human-readable cause.
         reason: String,
     },
@@ -145,11 +129,40 @@ pub enum ExecEvent {
 impl ExecEvent {
     /// The task the event is about.
     #[must_use]
-    pub fn task(&self) -> &TaskKey {
+    pub fn task(&self) -> &AttemptId {
         match self {
             ExecEvent::Started { task, .. }
             | ExecEvent::Exited { task, .. }
             | ExecEvent::Failed { task, .. } => task,
+        }
+    }
+
+    /// The event as the scheduler hears it: the attempt and what happened to it.
+    #[must_use]
+    pub fn into_task_event(self) -> (AttemptId, TaskEvent) {
+        match self {
+            ExecEvent::Started { task, pid } => (task, TaskEvent::Started { pid }),
+            ExecEvent::Exited {
+                task, killed: true, ..
+            } => (task, TaskEvent::Killed),
+            ExecEvent::Exited {
+                task,
+                code: Some(code),
+                ..
+            } => (task, TaskEvent::Exited { code }),
+            ExecEvent::Exited {
+                task,
+                signal: Some(signal),
+                ..
+            } => (task, TaskEvent::Exited { code: -signal }),
+            ExecEvent::Exited { task, .. } => (
+                task,
+                TaskEvent::Failed {
+                    reason: "exit status unknown: the process was adopted after an agent restart"
+                        .into(),
+                },
+            ),
+            ExecEvent::Failed { task, reason } => (task, TaskEvent::Failed { reason }),
         }
     }
 }
@@ -217,26 +230,26 @@ impl Default for ExecutorConfig {
 /// Refusals of `new`, `start` and `adopt`.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
-    /// The task key cannot name a directory safely.
-    #[error("invalid task {task}: {reason}")]
+    /// The attempt has no name on disk (a directory and cgroup name).
+    #[error("invalid task {task}: {source}")]
     InvalidTask {
-        /// The key as given.
+        /// The attempt as given (escaped).
         task: String,
         /// What was wrong.
-        reason: &'static str,
+        source: NameError,
     },
     /// The instance name cannot name a cgroup safely.
     #[error("invalid executor instance name `{0}` (1-64 of A-Z a-z 0-9 _ . -)")]
     InvalidInstance(String),
     /// The task is already running (or being adopted) here.
     #[error("task {0} is already running")]
-    AlreadyRunning(TaskKey),
+    AlreadyRunning(AttemptId),
     /// `shutdown` was called.
     #[error("executor is shutting down")]
     ShuttingDown,
     /// No pid file for the task (nothing to adopt).
     #[error("no pid record for task {0}")]
-    NoPidRecord(TaskKey),
+    NoPidRecord(AttemptId),
     /// The task user settings cannot be honoured (unknown user, or not root).
     #[error("{0}")]
     TaskUser(String),
@@ -257,7 +270,7 @@ pub enum ExecError {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RecoveredTask {
     /// The task.
-    pub task: TaskKey,
+    pub task: AttemptId,
     /// Its pid (and process group id).
     pub pid: u32,
     /// Whether that very process (same boot, same start time) still runs.
@@ -268,13 +281,13 @@ pub struct RecoveredTask {
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Reconciled {
     /// Alive and wanted: watched again; `Exited { code: None }` when they end.
-    pub adopted: Vec<TaskKey>,
+    pub adopted: Vec<AttemptId>,
     /// Alive but not wanted: being killed; `Exited` follows.
-    pub killed: Vec<TaskKey>,
+    pub killed: Vec<AttemptId>,
     /// Had a pid file but the process is gone: `Exited { code: None }` follows.
-    pub gone: Vec<TaskKey>,
+    pub gone: Vec<AttemptId>,
     /// Wanted but no pid file at all: never started here, or the record was lost. No event.
-    pub missing: Vec<TaskKey>,
+    pub missing: Vec<AttemptId>,
 }
 
 /// Handle to the executor; cheap to clone.
@@ -299,7 +312,7 @@ struct Inner {
 
 #[derive(Debug, Default)]
 struct State {
-    running: BTreeMap<TaskKey, Running>,
+    running: BTreeMap<AttemptId, Running>,
     shutting_down: bool,
 }
 
@@ -423,17 +436,17 @@ impl Executor {
 
     /// Starts `task`. `Err` only when refused (invalid key, already running, shutting down);
     /// otherwise problems starting it arrive as [`ExecEvent::Failed`].
-    pub fn start(&self, task: TaskKey, spec: TaskSpec) -> Result<(), ExecError> {
-        validate(&task)?;
+    pub fn start(&self, task: AttemptId, spec: TaskSpec) -> Result<(), ExecError> {
+        let name = name_of(&task)?;
         let kill_rx = self.inner.reserve(&task)?;
-        tokio::spawn(run_task(self.inner.clone(), task, spec, kill_rx));
+        tokio::spawn(run_task(self.inner.clone(), task, name, spec, kill_rx));
         Ok(())
     }
 
     /// Stops `task`: SIGTERM to its process group now, SIGKILL to the group after `grace` if
     /// anything in it is still alive. Returns whether the task was running here; a second kill
     /// can only shorten the grace period.
-    pub fn kill(&self, task: &TaskKey, grace: Duration) -> bool {
+    pub fn kill(&self, task: &AttemptId, grace: Duration) -> bool {
         let state = self.inner.lock();
         let Some(running) = state.running.get(task) else {
             return false;
@@ -447,7 +460,7 @@ impl Executor {
 
     /// Tasks running (or being adopted) here, sorted.
     #[must_use]
-    pub fn running(&self) -> Vec<TaskKey> {
+    pub fn running(&self) -> Vec<AttemptId> {
         self.inner.lock().running.keys().cloned().collect()
     }
 
@@ -471,20 +484,19 @@ impl Executor {
         }
     }
 
-    /// The task's directory: `<data_dir>/tasks/<job>/<slot>/<attempt>`.
-    #[must_use]
-    pub fn task_dir(&self, task: &TaskKey) -> PathBuf {
-        self.inner.task_dir(task)
+    /// The task's directory: `<data_dir>/tasks/<job>.<incarnation>.<placer>/<slot>/<attempt>`
+    /// (`Err` for an attempt that has no name on disk).
+    pub fn task_dir(&self, task: &AttemptId) -> Result<PathBuf, ExecError> {
+        Ok(self.inner.task_dir(&name_of(task)?))
     }
 
     /// Where the task's stdout and stderr are (or will be) written.
-    #[must_use]
-    pub fn log_paths(&self, task: &TaskKey) -> LogPaths {
-        let dir = self.task_dir(task);
-        LogPaths {
+    pub fn log_paths(&self, task: &AttemptId) -> Result<LogPaths, ExecError> {
+        let dir = self.task_dir(task)?;
+        Ok(LogPaths {
             stdout: dir.join("stdout"),
             stderr: dir.join("stderr"),
-        }
+        })
     }
 
     /// Reads at most `max_bytes` (capped by [`ExecutorConfig::max_log_read_bytes`]) of a log
@@ -492,13 +504,12 @@ impl Executor {
     /// nothing and the current length, so a follower polls with the returned offset.
     pub async fn read_log(
         &self,
-        task: &TaskKey,
+        task: &AttemptId,
         stream: LogStream,
         offset: u64,
         max_bytes: usize,
     ) -> Result<(Vec<u8>, u64), LogError> {
-        validate(task)?;
-        let paths = self.log_paths(task);
+        let paths = self.log_paths(task)?;
         let path = match stream {
             LogStream::Stdout => paths.stdout,
             LogStream::Stderr => paths.stderr,
@@ -521,11 +532,11 @@ impl Executor {
         let mut found: Vec<RecoveredTask> = pidfile::all(&self.inner.tasks_dir)
             .into_iter()
             .filter_map(|path| self.inner.read_pid_record(&path))
-            .filter(|record| !running.contains(&record.task))
-            .map(|record| RecoveredTask {
+            .filter(|(task, _)| !running.contains(task))
+            .map(|(task, record)| RecoveredTask {
                 alive: self.inner.is_alive(&record),
                 pid: record.pid,
-                task: record.task,
+                task,
             })
             .collect();
         found.sort_by(|a, b| a.task.cmp(&b.task));
@@ -536,24 +547,29 @@ impl Executor {
     /// `kill` works on it and `Exited { code: None, signal: None }` arrives when it ends (it is
     /// not our child, so its status is unknowable). `Ok(false)`: it was already gone; its
     /// record and cgroup are cleaned up and the same `Exited` event follows at once.
-    pub fn adopt(&self, task: &TaskKey) -> Result<bool, ExecError> {
-        validate(task)?;
-        let path = self.task_dir(task).join("pid");
-        let record = self
+    pub fn adopt(&self, task: &AttemptId) -> Result<bool, ExecError> {
+        let path = self.task_dir(task)?.join("pid");
+        let (task, record) = self
             .inner
             .read_pid_record(&path)
-            .filter(|r| &r.task == task)
+            .filter(|(found, _)| found == task)
             .ok_or_else(|| ExecError::NoPidRecord(task.clone()))?;
-        let kill_rx = self.inner.reserve(task)?;
+        let kill_rx = self.inner.reserve(&task)?;
         let alive = self.inner.is_alive(&record);
-        tokio::spawn(watch_adopted(self.inner.clone(), record, alive, kill_rx));
+        tokio::spawn(watch_adopted(
+            self.inner.clone(),
+            task,
+            record,
+            alive,
+            kill_rx,
+        ));
         Ok(alive)
     }
 
     /// Brings the processes on this host in line with `wanted` after a restart: adopts the live
     /// wanted ones, kills (with `grace`) the live unwanted ones, cleans up dead records, and
     /// reports wanted tasks that have no process at all.
-    pub fn reconcile(&self, wanted: &BTreeSet<TaskKey>, grace: Duration) -> Reconciled {
+    pub fn reconcile(&self, wanted: &BTreeSet<AttemptId>, grace: Duration) -> Reconciled {
         let mut out = Reconciled::default();
         let mut seen = BTreeSet::new();
         for found in self.recover() {
@@ -597,16 +613,13 @@ impl Inner {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    fn task_dir(&self, task: &TaskKey) -> PathBuf {
-        self.tasks_dir
-            .join(&task.job)
-            .join(task.slot.to_string())
-            .join(task.attempt.to_string())
+    fn task_dir(&self, name: &DiskName) -> PathBuf {
+        name.dir(&self.tasks_dir)
     }
 
     /// Claims `task` in the running table before anything is spawned, so a concurrent start of
     /// the same key is refused and a kill that arrives during setup is not lost.
-    fn reserve(&self, task: &TaskKey) -> Result<watch::Receiver<Option<Instant>>, ExecError> {
+    fn reserve(&self, task: &AttemptId) -> Result<watch::Receiver<Option<Instant>>, ExecError> {
         let mut state = self.lock();
         if state.shutting_down {
             return Err(ExecError::ShuttingDown);
@@ -619,7 +632,7 @@ impl Inner {
         Ok(kill_rx)
     }
 
-    fn release(&self, task: &TaskKey) {
+    fn release(&self, task: &AttemptId) {
         let mut state = self.lock();
         state.running.remove(task);
         if state.running.is_empty() {
@@ -632,8 +645,8 @@ impl Inner {
         let _ = self.events.send(event).await;
     }
 
-    fn remove_pid_file(&self, task: &TaskKey) {
-        let path = self.task_dir(task).join("pid");
+    fn remove_pid_file(&self, name: &DiskName) {
+        let path = self.task_dir(name).join("pid");
         if let Err(e) = std::fs::remove_file(&path)
             && e.kind() != ErrorKind::NotFound
         {
@@ -641,11 +654,18 @@ impl Inner {
         }
     }
 
-    /// Reads a pid record, trusting only one the agent wrote; others are logged and skipped.
-    fn read_pid_record(&self, path: &Path) -> Option<PidRecord> {
-        pidfile::read(path, self.users.agent_uid)
+    /// Reads a pid record and the attempt it names, trusting only a record the agent wrote
+    /// for an attempt; others are logged and skipped.
+    fn read_pid_record(&self, path: &Path) -> Option<(AttemptId, PidRecord)> {
+        let record = pidfile::read(path, self.users.agent_uid)
             .inspect_err(|e| tracing::warn!(error = %e, "pid file skipped"))
-            .ok()
+            .ok()?;
+        let task = attempt_id(&record.task)
+            .inspect_err(|e| {
+                tracing::warn!(path = %path.display(), error = %e, "pid file skipped");
+            })
+            .ok()?;
+        Some((task, record))
     }
 
     /// Same boot, same pid, same start time, not a zombie.
@@ -654,30 +674,28 @@ impl Inner {
     }
 
     /// Frees what an ended task held, then reports it.
-    async fn finish(&self, task: TaskKey, cgroup: Option<TaskCgroup>, event: ExecEvent) {
+    async fn finish(
+        &self,
+        task: AttemptId,
+        name: &DiskName,
+        cgroup: Option<TaskCgroup>,
+        event: ExecEvent,
+    ) {
         if let Some(cgroup) = cgroup {
             cgroup.remove().await;
         }
-        self.remove_pid_file(&task);
+        self.remove_pid_file(name);
         self.release(&task);
         self.emit(event).await;
     }
 }
 
-/// Whether the executor accepts this task key (it names directories and cgroups).
-pub fn validate_task_key(task: &TaskKey) -> Result<(), ExecError> {
-    validate(task)
-}
-
-fn validate(task: &TaskKey) -> Result<(), ExecError> {
-    if is_safe_name(&task.job, MAX_JOB_KEY_BYTES) {
-        Ok(())
-    } else {
-        Err(ExecError::InvalidTask {
-            task: task.to_string().escape_default().to_string(),
-            reason: "job must be 1-160 of A-Z a-z 0-9 _ . - and start with a letter or digit",
-        })
-    }
+/// The attempt's name on disk, or the refusal naming why it has none.
+fn name_of(task: &AttemptId) -> Result<DiskName, ExecError> {
+    disk_name(task).map_err(|source| ExecError::InvalidTask {
+        task: task.to_string().escape_default().to_string(),
+        source,
+    })
 }
 
 /// A name safe as one path component and cgroup name: no `/`, no `..`, no leading dot.
@@ -689,11 +707,6 @@ fn is_safe_name(name: &str, max_len: usize) -> bool {
             .next()
             .is_some_and(|c| c.is_ascii_alphanumeric())
         && name.chars().all(ok)
-}
-
-/// `<job>.<slot>.<attempt>`: unique because slot and attempt are numbers read from the right.
-pub(super) fn cgroup_name(task: &TaskKey) -> String {
-    format!("{}.{}.{}", task.job, task.slot, task.attempt)
 }
 
 #[cfg(test)]

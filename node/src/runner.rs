@@ -4,10 +4,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use shoal_scheduler::{ExecCommand, TaskEvent, TaskKey};
+use shoal_scheduler::{AttemptId, ExecCommand, TaskEvent};
 
 use crate::api_jobs::LogReader;
-use crate::executor::{Executor, LogStream, TaskSpec, attempt_of, exec_key};
+use crate::executor::{Executor, LogStream, TaskSpec};
 use crate::sched_driver::TaskRunner;
 
 /// SIGTERM, then this long before SIGKILL.
@@ -30,14 +30,11 @@ impl ProcessRunner {
     /// Adopts the processes a previous incarnation of this agent left behind; returns the
     /// attempts that are still running (their ends arrive as events later).
     #[must_use]
-    pub fn recover(&self) -> Vec<TaskKey> {
+    pub fn recover(&self) -> Vec<AttemptId> {
         let mut alive = Vec::new();
         for found in self.executor.recover() {
-            let Some(attempt) = attempt_of(&found.task) else {
-                continue;
-            };
             match self.executor.adopt(&found.task) {
-                Ok(true) => alive.push(attempt),
+                Ok(true) => alive.push(found.task),
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(task = %found.task, error = %e, "cannot adopt a recovered task")
@@ -72,14 +69,14 @@ impl TaskRunner for ProcessRunner {
             user,
         };
         self.executor
-            .start(exec_key(&task), spec)
+            .start(task, spec)
             .map_err(|e| TaskEvent::Failed {
                 reason: e.to_string(),
             })
     }
 
-    fn kill(&mut self, task: TaskKey) -> bool {
-        self.executor.kill(&exec_key(&task), KILL_GRACE)
+    fn kill(&mut self, task: AttemptId) -> bool {
+        self.executor.kill(&task, KILL_GRACE)
     }
 }
 
@@ -90,7 +87,7 @@ pub struct ExecutorLogs(pub Executor);
 impl LogReader for ExecutorLogs {
     fn read(
         &self,
-        task: &TaskKey,
+        task: &AttemptId,
         stream: &str,
         offset: u64,
         max: usize,
@@ -101,10 +98,10 @@ impl LogReader for ExecutorLogs {
             LogStream::Stdout
         };
         let executor = self.0.clone();
-        let key = exec_key(task);
+        let task = task.clone();
         Box::pin(async move {
             executor
-                .read_log(&key, stream, offset, max)
+                .read_log(&task, stream, offset, max)
                 .await
                 .map_err(|e| e.to_string())
         })
@@ -115,54 +112,4 @@ impl LogReader for ExecutorLogs {
 #[must_use]
 pub fn logs(executor: &Executor) -> Arc<dyn LogReader> {
     Arc::new(ExecutorLogs(executor.clone()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::executor;
-
-    #[test]
-    fn exec_keys_map_back_to_attempts() {
-        let task = TaskKey {
-            job: "web-1".into(),
-            incarnation: 42,
-            slot: 3,
-            attempt: 2,
-            placer: "node-a.rack_1".into(),
-        };
-        let key = exec_key(&task);
-        assert_eq!(key.job, "web-1.42.node-a.rack_1");
-        assert_eq!(attempt_of(&key), Some(task));
-        assert_eq!(
-            attempt_of(&executor::TaskKey {
-                job: "nodots".into(),
-                slot: 0,
-                attempt: 1
-            }),
-            None
-        );
-    }
-
-    #[test]
-    fn the_longest_job_id_and_node_name_still_name_a_task() {
-        // The agent takes node names up to 63 bytes and specs take ids up to 63.
-        let task = TaskKey {
-            job: "j".repeat(63).as_str().into(),
-            incarnation: u64::MAX,
-            slot: u32::MAX,
-            attempt: u32::MAX,
-            placer: "n"
-                .repeat(crate::agent::MAX_NODE_NAME_BYTES)
-                .as_str()
-                .into(),
-        };
-        let key = exec_key(&task);
-        assert!(
-            key.job.len() <= executor::MAX_JOB_KEY_BYTES,
-            "{}",
-            key.job.len()
-        );
-        assert!(executor::validate_task_key(&key).is_ok());
-    }
 }

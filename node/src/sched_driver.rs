@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
-    ExecCommand, JobSpec, JobView, NeverFitsError, Receipt, Scheduler, SchedulerConfig, SpecError,
-    StopError, SubmitError, TaskEvent, TaskKey,
+    AttemptId, ExecCommand, JobSpec, JobView, NeverFitsError, Receipt, Scheduler, SchedulerConfig,
+    SpecError, StopError, SubmitError, TaskEvent,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -47,7 +47,7 @@ pub trait TaskRunner: Send + 'static {
     fn start(&mut self, command: ExecCommand) -> Result<(), TaskEvent>;
     /// Kill the task (SIGTERM, grace, SIGKILL); how it ended arrives as an event. `false`: it
     /// does not run here, and the core hears `Killed` at once.
-    fn kill(&mut self, task: TaskKey) -> bool;
+    fn kill(&mut self, task: AttemptId) -> bool;
 }
 
 /// Why the API's request failed, with the typed cause.
@@ -92,7 +92,7 @@ enum Request {
     Jobs(oneshot::Sender<Vec<JobView>>),
     Stats(oneshot::Sender<serde_json::Value>),
     Usage(Vec<String>, oneshot::Sender<Vec<Resources>>),
-    TaskKey(String, u32, oneshot::Sender<Option<(TaskKey, String)>>),
+    CurrentAttempt(String, u32, oneshot::Sender<Option<(AttemptId, String)>>),
 }
 
 /// A cloneable handle on the scheduler task.
@@ -139,8 +139,8 @@ impl SchedHandle {
     }
 
     /// The current attempt of a slot and the node it is placed on.
-    pub async fn task_key(&self, job: String, slot: u32) -> Option<(TaskKey, String)> {
-        self.ask(|tx| Request::TaskKey(job, slot, tx))
+    pub async fn current_attempt(&self, job: String, slot: u32) -> Option<(AttemptId, String)> {
+        self.ask(|tx| Request::CurrentAttempt(job, slot, tx))
             .await
             .flatten()
     }
@@ -247,7 +247,7 @@ struct Driver {
     events: mpsc::Receiver<ExecEvent>,
     /// What the runner answered at once (a refused start, a kill of a task not running
     /// here): the core hears it as its next inputs.
-    answered: VecDeque<(TaskKey, TaskEvent)>,
+    answered: VecDeque<(AttemptId, TaskEvent)>,
     clock: Clock,
     config: SchedulerConfig,
     waiters: Vec<Waiter>,
@@ -323,9 +323,8 @@ impl Driver {
                 }
                 Some(frame) = self.inbound.recv() => self.on_frame(frame),
                 Some(event) = self.events.recv() => {
-                    if let Some((task, event)) = event.into_task_event() {
-                        self.core.handle_task_event(self.clock.now(), task, event);
-                    }
+                    let (task, event) = event.into_task_event();
+                    self.core.handle_task_event(self.clock.now(), task, event);
                 }
                 Some(req) = requests.recv() => self.on_request(req),
                 () = tokio::time::sleep_until(deadline) => self.core.handle_timeout(self.clock.now()),
@@ -383,7 +382,7 @@ impl Driver {
             Request::Jobs(reply) => {
                 let _ = reply.send(self.core.jobs());
             }
-            Request::TaskKey(job, slot, reply) => {
+            Request::CurrentAttempt(job, slot, reply) => {
                 let _ = reply.send(self.current_attempt(&job, slot));
             }
             Request::Stats(reply) => {
@@ -395,7 +394,7 @@ impl Driver {
         }
     }
 
-    fn current_attempt(&self, job: &str, slot: u32) -> Option<(TaskKey, String)> {
+    fn current_attempt(&self, job: &str, slot: u32) -> Option<(AttemptId, String)> {
         let tables = self.core.tables();
         let (incarnation, _) = tables.job(job)?;
         let key = shoal_scheduler::SlotKey {

@@ -9,14 +9,16 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
 
+use shoal_scheduler::AttemptId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::cgroup::{self, TaskCgroup};
+use super::disk_name::DiskName;
 use super::pidfile::{self, PidRecord};
 use super::users::Account;
 use super::watcher::watch_child;
-use super::{ExecEvent, Inner, TaskKey, TaskSpec, cgroup_name, procfs};
+use super::{ExecEvent, Inner, TaskSpec, procfs};
 
 /// `PATH` for tasks whose environment has none (glibc's `execvp` default).
 const DEFAULT_PATH: &str = "/bin:/usr/bin";
@@ -33,16 +35,16 @@ pub(super) struct Launched {
 impl Inner {
     /// Creates the task directory and log files, prepares the cgroup and spawns the process.
     /// Errors are the `Failed` reason; nothing is left running when one is returned.
-    fn launch(&self, task: &TaskKey, spec: &TaskSpec) -> Result<Launched, String> {
+    fn launch(&self, name: &DiskName, spec: &TaskSpec) -> Result<Launched, String> {
         let account = self.users.for_task(spec.user.as_deref())?;
-        let dir = self.task_dir(task);
+        let dir = self.task_dir(name);
         make_task_dir(&dir, account)?;
         let stdout = open_log(&dir.join("stdout"))?;
         let stderr = open_log(&dir.join("stderr"))?;
         pidfile::remove(&dir)?;
         let workdir = spec.workdir.clone().unwrap_or_else(|| dir.clone());
         check_workdir(&workdir)?;
-        let env = self.task_env(task, spec, &dir);
+        let env = self.task_env(name, spec, &dir);
         let program = resolve_program(&spec.command, env.get(OsStr::new("PATH")), &workdir)?;
         let limits = cgroup::Limits {
             cpu_millicores: spec.cpu_millicores,
@@ -50,7 +52,7 @@ impl Inner {
             max_pids: self.config.task_max_pids,
         };
         let cgroup = match &self.cgroups {
-            Some(h) => Some(h.create(&cgroup_name(task), limits)?),
+            Some(h) => Some(h.create(&name.cgroup(), limits)?),
             None => None,
         };
         let mut command = tokio::process::Command::new(program);
@@ -70,7 +72,7 @@ impl Inner {
             .kill_on_drop(false);
         let spawned = match &self.cgroups {
             Some(h) => h
-                .spawn_inside(&cgroup_name(task), || command.spawn())
+                .spawn_inside(&name.cgroup(), || command.spawn())
                 .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?,
             None => command.spawn(),
         };
@@ -78,7 +80,7 @@ impl Inner {
             .map_err(|e| spawn_error(spec, account, &workdir, &e))
             .and_then(|child| with_pid(child, spec))
             .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?;
-        let setup_error = self.after_spawn(task, pid, cgroup.as_ref()).err();
+        let setup_error = self.after_spawn(name, pid, cgroup.as_ref()).err();
         Ok(Launched {
             child,
             pid,
@@ -91,7 +93,7 @@ impl Inner {
     /// spec's, then the `SHOAL_*` task variables.
     fn task_env(
         &self,
-        task: &TaskKey,
+        name: &DiskName,
         spec: &TaskSpec,
         dir: &Path,
     ) -> BTreeMap<OsString, OsString> {
@@ -103,9 +105,9 @@ impl Inner {
         }
         env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
         let task_vars = [
-            ("SHOAL_JOB", OsString::from(&task.job)),
-            ("SHOAL_SLOT", task.slot.to_string().into()),
-            ("SHOAL_ATTEMPT", task.attempt.to_string().into()),
+            ("SHOAL_JOB", OsString::from(name.job_key())),
+            ("SHOAL_SLOT", name.slot().to_string().into()),
+            ("SHOAL_ATTEMPT", name.attempt().to_string().into()),
             ("SHOAL_TASK_DIR", dir.as_os_str().to_owned()),
         ];
         env.extend(task_vars.into_iter().map(|(k, v)| (OsString::from(k), v)));
@@ -116,7 +118,7 @@ impl Inner {
     /// persists the pid record that recovery depends on.
     fn after_spawn(
         &self,
-        task: &TaskKey,
+        name: &DiskName,
         pid: u32,
         cgroup: Option<&TaskCgroup>,
     ) -> Result<(), String> {
@@ -124,13 +126,13 @@ impl Inner {
             cgroup.add(pid)?;
         }
         let record = PidRecord {
-            task: task.clone(),
+            task: name.clone(),
             pid,
             pgid: pid,
             start_time_ticks: procfs::stat(pid).map(|s| s.start_time),
             boot_id: self.boot_id.clone(),
         };
-        pidfile::write(&self.task_dir(task), &record)
+        pidfile::write(&self.task_dir(name), &record)
     }
 }
 
@@ -139,21 +141,22 @@ impl Inner {
 /// then watches the child.
 pub(super) async fn run_task(
     inner: Arc<Inner>,
-    task: TaskKey,
+    task: AttemptId,
+    name: DiskName,
     spec: TaskSpec,
     kill_rx: watch::Receiver<Option<Instant>>,
 ) {
     let launched = match inner.launch_slots.acquire().await {
         Ok(_permit) => {
-            let (launcher, key) = (inner.clone(), task.clone());
-            tokio::task::spawn_blocking(move || launcher.launch(&key, &spec))
+            let (launcher, disk) = (inner.clone(), name.clone());
+            tokio::task::spawn_blocking(move || launcher.launch(&disk, &spec))
                 .await
                 .unwrap_or_else(|e| Err(format!("launch did not complete: {e}")))
         }
         Err(_) => Err("executor launch queue is closed".to_owned()),
     };
     match launched {
-        Ok(launched) => watch_child(inner, task, launched, kill_rx).await,
+        Ok(launched) => watch_child(inner, task, name, launched, kill_rx).await,
         Err(reason) => {
             inner.release(&task);
             inner.emit(ExecEvent::Failed { task, reason }).await;

@@ -7,18 +7,21 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
+use shoal_scheduler::AttemptId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::cgroup::{self, TaskCgroup};
+use super::disk_name::DiskName;
 use super::launch::Launched;
 use super::pidfile::PidRecord;
-use super::{ExecEvent, Inner, TaskKey, cgroup_name, procfs};
+use super::{ExecEvent, Inner, procfs};
 
 /// Sees a spawned child through: `Started`, kill requests, exit, group cleanup, `Exited`.
 pub(super) async fn watch_child(
     inner: Arc<Inner>,
-    task: TaskKey,
+    task: AttemptId,
+    name: DiskName,
     mut launched: Launched,
     mut kill_rx: watch::Receiver<Option<Instant>>,
 ) {
@@ -35,7 +38,7 @@ pub(super) async fn watch_child(
             task: task.clone(),
             reason,
         };
-        return inner.finish(task, launched.cgroup, event).await;
+        return inner.finish(task, &name, launched.cgroup, event).await;
     }
     inner
         .emit(ExecEvent::Started {
@@ -70,12 +73,13 @@ pub(super) async fn watch_child(
         signal,
         killed: kill.termed,
     };
-    inner.finish(task, launched.cgroup, event).await;
+    inner.finish(task, &name, launched.cgroup, event).await;
 }
 
 /// Watches a process we did not spawn: poll for exit, honour kills, clean up.
 pub(super) async fn watch_adopted(
     inner: Arc<Inner>,
+    task: AttemptId,
     record: PidRecord,
     alive: bool,
     mut kill_rx: watch::Receiver<Option<Instant>>,
@@ -83,7 +87,7 @@ pub(super) async fn watch_adopted(
     let cgroup = inner
         .cgroups
         .as_ref()
-        .map(|h| h.task_cgroup(&cgroup_name(&record.task)));
+        .map(|h| h.task_cgroup(&record.task.cgroup()));
     let target = KillTarget {
         pgid: record.pgid,
         cgroup: cgroup.clone(),
@@ -110,14 +114,13 @@ pub(super) async fn watch_adopted(
         kill.request(&target, *kill_rx.borrow());
         clear_group(&inner, &target, &kill).await;
     }
-    let task = record.task;
     let event = ExecEvent::Exited {
         task: task.clone(),
         code: None,
         signal: None,
         killed: kill.termed,
     };
-    inner.finish(task, cgroup, event).await;
+    inner.finish(task, &record.task, cgroup, event).await;
 }
 
 /// Every process of one task: its process group, and its cgroup where there is one (which also
