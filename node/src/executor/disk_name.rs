@@ -55,7 +55,7 @@ pub enum NameError {
     /// The job key has a character that is unsafe in a path or cgroup name.
     #[error("job key `{0}` must be of A-Z a-z 0-9 _ . - and start with a letter or digit")]
     Characters(String),
-    /// The name on disk is not of the form [`disk_name`] writes.
+    /// The name on disk is not of the form `disk_name` writes.
     #[error("job key `{0}` is not {{job}}.{{incarnation}}.{{node}} with a decimal incarnation")]
     NotAnAttempt(String),
 }

@@ -8,7 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncSeekExt};
 
 use super::{ExecError, pidfile};
 
-/// Failures of [`Executor::read_log`].
+/// Failures of [`Executor::read_log`](super::Executor::read_log).
 #[derive(Debug, thiserror::Error)]
 pub enum LogError {
     /// The task key is invalid.
