@@ -151,7 +151,7 @@ pub struct AttemptId {
     pub placer: Name,
 }
 
-/// The executor's name for a task: exactly one attempt.
+/// Deprecated name of [`AttemptId`], kept until the simulator stops using it.
 pub type TaskKey = AttemptId;
 
 impl Ord for AttemptId {

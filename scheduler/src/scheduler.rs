@@ -9,7 +9,7 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, Resources};
 
 use crate::config::{SchedulerConfig, ms};
 use crate::hash::Rng;
-use crate::ids::{ActorId, AttemptId, HlcClock, SlotKey, TaskKey};
+use crate::ids::{ActorId, AttemptId, HlcClock, SlotKey};
 use crate::message::{Message, Outgoing};
 use crate::roles::{
     CatchUp, Coordination, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake, Work,
@@ -22,7 +22,7 @@ pub enum ExecCommand {
     /// Start a process for an admitted attempt. Report `Started`, then how it ended.
     Start {
         /// The attempt.
-        task: TaskKey,
+        task: AttemptId,
         /// Program.
         command: String,
         /// Arguments.
@@ -40,7 +40,7 @@ pub enum ExecCommand {
     /// it ended if it exited first). Also sent for tasks that never started.
     Kill {
         /// The attempt.
-        task: TaskKey,
+        task: AttemptId,
         /// Why.
         reason: KillReason,
     },
@@ -282,7 +282,7 @@ impl Scheduler {
     }
 
     /// Tasks admitted on this node and not yet known dead, with their reservations.
-    pub fn local_tasks(&self) -> impl Iterator<Item = (&TaskKey, Resources)> {
+    pub fn local_tasks(&self) -> impl Iterator<Item = (&AttemptId, Resources)> {
         self.target.ledger.iter().map(|(k, t)| (k, t.resources))
     }
 
@@ -323,7 +323,7 @@ impl Scheduler {
     }
 
     /// An observation of the local executor about one task.
-    pub fn handle_task_event(&mut self, now: Millis, task: TaskKey, event: TaskEvent) {
+    pub fn handle_task_event(&mut self, now: Millis, task: AttemptId, event: TaskEvent) {
         self.tick(now);
         let state = match event {
             TaskEvent::Started { .. } => {
@@ -346,9 +346,9 @@ impl Scheduler {
     /// After a restart: the processes the executor found still running. Tasks the tables
     /// expect here but that are gone are marked failed; processes that should not run are
     /// killed.
-    pub fn handle_recovered_tasks(&mut self, now: Millis, running: &[TaskKey]) {
+    pub fn handle_recovered_tasks(&mut self, now: Millis, running: &[AttemptId]) {
         self.tick(now);
-        let found: BTreeSet<&TaskKey> = running.iter().collect();
+        let found: BTreeSet<&AttemptId> = running.iter().collect();
         let gone: Vec<AttemptId> = self
             .target
             .ledger
