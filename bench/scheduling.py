@@ -42,7 +42,7 @@ def start_agents(root, key):
                 "--cluster-key-file", key, "--data-dir", d, "--cpu", "1000000", "--memory", "1000000"]
         if agents: args += ["--join", agents[0]["gossip"]]
         log = open(os.path.join(root, f"n{i}.log"), "w")
-        p = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
+        p = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG=os.environ.get("SHOAL_BENCH_LOG", "warn")))
         for _ in range(3000):
             try:
                 info = json.load(open(os.path.join(d, "addresses.json"))); break
