@@ -20,6 +20,7 @@ mod membership;
 mod node;
 mod record;
 mod scheduling;
+mod sides;
 
 use std::net::SocketAddr;
 
@@ -29,7 +30,7 @@ use shoal_gossip::{Config, MemberStatus, Millis};
 use crate::net::Network;
 use crate::observe::Observer;
 use crate::scenario::{Action, Plan, Scenario};
-use crate::sched::{SchedEvent, Workbench};
+use crate::sched::{SchedEvent, Setup, Workbench};
 use crate::shared::{derive_seed, node_name};
 use agenda::Agenda;
 
@@ -131,8 +132,13 @@ impl Simulation {
             .map(|k| addr_of(k * n / seed_count))
             .collect();
         let bench = scenario.workload.as_ref().map(|w| {
-            let sample_ms = scenario.checks.sample_ms;
-            Box::new(Workbench::new(n, w, seed, scenario.node, sample_ms))
+            let setup = Setup {
+                shape: scenario.node,
+                sample_ms: scenario.checks.sample_ms,
+                quorum_feed: scenario.scheduler.quorum_feed,
+                restarts: plan.has_restarts(),
+            };
+            Box::new(Workbench::new(n, w, seed, setup))
         });
         let mut sim = Self {
             net: Network::new(scenario.network),
@@ -198,6 +204,17 @@ impl Simulation {
     }
 
     fn dispatch(&mut self, event: Event) {
+        let topology = matches!(
+            event,
+            Event::Start(_) | Event::Act(_) | Event::Restart(_) | Event::Resume { .. }
+        );
+        self.dispatch_one(event);
+        if topology {
+            self.update_sides();
+        }
+    }
+
+    fn dispatch_one(&mut self, event: Event) {
         match event {
             Event::Start(i) => self.start_core(i),
             Event::Deliver {

@@ -98,7 +98,7 @@ impl Simulation {
         }
         let zombie = self.sabotage == Sabotage::ZombieCrashes;
         if !zombie {
-            self.sched_process_stopped(i);
+            self.sched_process_stopped(i, false);
         }
         let node = &mut self.nodes[i];
         node.life = Life::Crashed;
@@ -127,7 +127,7 @@ impl Simulation {
             core.leave(self.now);
         }
         self.drain(i);
-        self.sched_process_stopped(i);
+        self.sched_process_stopped(i, true);
         self.life_log.push((self.now.0, i, false));
         let node = &mut self.nodes[i];
         node.life = Life::Left;
@@ -148,6 +148,7 @@ impl Simulation {
         node.next_wake = None;
         let epoch = node.epoch;
         self.push(self.now.plus_ms(for_ms), Event::Resume { node: i, epoch });
+        self.sched_paused(i);
     }
 
     /// A pause ends: the held datagrams arrive, then both cores catch up on the time they missed.

@@ -152,10 +152,18 @@ impl Simulation {
         self.observer.own_ad(i, own_ad);
         let due = core.poll_timeout();
         let node = &mut self.nodes[i];
+        let quorum_changed =
+            self.bench.is_some() && node.quorum_seen.as_ref() != Some(core.quorum());
+        if quorum_changed {
+            node.quorum_seen = Some(core.quorum().clone());
+        }
         node.generation = node.generation.max(generation);
         node.core = Some(core);
         if let Some(due) = due {
             self.arm(i, due);
+        }
+        if quorum_changed {
+            self.sched_quorum_changed(i);
         }
         if changed {
             self.sched_members_changed(i);
