@@ -366,7 +366,7 @@ impl Workbench {
             host.violate("always_acknowledged_jobs_kept", event);
         }
         self.check_duplicates(host);
-        if now.0 >= last_fault_ms {
+        if now.0 > last_fault_ms {
             self.check_back_at_count(host, up);
         }
     }

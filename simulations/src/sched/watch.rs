@@ -186,13 +186,14 @@ impl Workbench {
         }
     }
 
-    /// Where the services stand: processes counted on every machine (orphans too), room on
+    /// Where the services stand: the processes of live agents (running or paused; a crashed
+    /// agent's orphans are no copies the cluster keeps, and its watchdog stops them), room on
     /// the `running` nodes.
     #[must_use]
     pub fn service_count(&self, running: &[usize]) -> ServiceCount {
         let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
         for node in &self.nodes {
-            for task in node.running.keys() {
+            for (task, _) in node.running.iter().filter(|(_, p)| !p.orphan) {
                 *copies.entry(task.job.as_str()).or_default() += 1;
             }
         }
