@@ -136,7 +136,7 @@ impl Simulation {
                 shape: scenario.node,
                 sample_ms: scenario.checks.sample_ms,
                 quorum_feed: scenario.scheduler.quorum_feed,
-                restarts: plan.has_restarts(),
+                restarting: plan.restarting(n),
             };
             Box::new(Workbench::new(n, w, seed, setup))
         });

@@ -462,23 +462,34 @@ pub struct Plan {
 }
 
 impl Plan {
-    /// Whether any node may start again after a crash or a leave (then its disk is read).
+    /// Which of `n` nodes may start again after a crash or a leave (then their disk is read):
+    /// the named targets of restarts, or every node when a restart's target is drawn or a
+    /// rack.
     #[must_use]
-    pub fn has_restarts(&self) -> bool {
-        self.actions.iter().any(|(_, a)| {
-            matches!(
-                a,
-                Action::Restart { .. }
-                    | Action::Crash {
-                        restart_after_ms: Some(_),
-                        ..
-                    }
-                    | Action::Leave {
-                        rejoin_after_ms: Some(_),
-                        ..
-                    }
-            )
-        })
+    pub fn restarting(&self, n: usize) -> Vec<bool> {
+        let mut mask = vec![false; n];
+        for (_, a) in &self.actions {
+            let target = match a {
+                Action::Restart { target }
+                | Action::Crash {
+                    target,
+                    restart_after_ms: Some(_),
+                }
+                | Action::Leave {
+                    target,
+                    rejoin_after_ms: Some(_),
+                } => target,
+                _ => continue,
+            };
+            match target {
+                Target::Nodes(nodes) => nodes
+                    .iter()
+                    .filter(|&&i| i < n)
+                    .for_each(|&i| mask[i] = true),
+                _ => mask.iter_mut().for_each(|m| *m = true),
+            }
+        }
+        mask
     }
 }
 

@@ -216,8 +216,9 @@ pub struct Workbench {
     stop_after_ms: Option<u64>,
     /// Every job's `disconnect.reconcile`, if the workload sets it.
     reconcile: Option<Reconcile>,
-    /// Snapshots are written only when some node may restart (otherwise nobody reads them).
-    keep_snapshots: bool,
+    /// Per node: whether it may restart, so its snapshots are written (nobody reads the
+    /// others').
+    keep_snapshots: Vec<bool>,
     /// Draws executor start delays.
     exec_rng: StdRng,
     /// The next process id.
@@ -230,7 +231,7 @@ pub struct Workbench {
 }
 
 /// How the world is set up, beside the workload.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Setup {
     /// Every node's real capacity.
     pub shape: NodeShape,
@@ -238,8 +239,8 @@ pub struct Setup {
     pub sample_ms: u64,
     /// How the quorum reaches the cores.
     pub quorum_feed: QuorumFeed,
-    /// Whether any node may restart (snapshots are then written).
-    pub restarts: bool,
+    /// Per node: whether it may restart (its snapshots are then written).
+    pub restarting: Vec<bool>,
 }
 
 impl Workbench {
@@ -250,7 +251,7 @@ impl Workbench {
             shape,
             sample_ms,
             quorum_feed,
-            restarts,
+            restarting,
         } = setup;
         let jobs = workload::generate(workload, seed);
         let by_name = jobs
@@ -275,7 +276,7 @@ impl Workbench {
             quorum_feed,
             stop_after_ms: workload.stop_after_ms,
             reconcile: workload.reconcile,
-            keep_snapshots: restarts,
+            keep_snapshots: restarting,
             exec_rng: StdRng::seed_from_u64(derive_seed(seed, 8, 0, 0)),
             next_pid: 0,
             watch: Watch::new(),

@@ -103,6 +103,11 @@ impl Simulation {
         let node = &mut self.nodes[i];
         node.life = Life::Crashed;
         if !zombie {
+            node.known_disk = node
+                .core
+                .as_ref()
+                .map(|c| c.known_members())
+                .unwrap_or_default();
             self.counters.retire(&mut node.core);
             node.epoch += 1;
             node.next_wake = None;
@@ -131,6 +136,11 @@ impl Simulation {
         self.life_log.push((self.now.0, i, false));
         let node = &mut self.nodes[i];
         node.life = Life::Left;
+        node.known_disk = node
+            .core
+            .as_ref()
+            .map(|c| c.known_members())
+            .unwrap_or_default();
         self.counters.retire(&mut node.core);
         node.epoch += 1;
         node.next_wake = None;

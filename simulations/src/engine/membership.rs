@@ -54,6 +54,10 @@ impl Simulation {
         let core_seed = derive_seed(self.seed, 4, i as u64, generation);
         let mut core =
             Membership::new(id, self.ad_for(i), self.config.clone(), core_seed, self.now);
+        let known = std::mem::take(&mut self.nodes[i].known_disk);
+        if !known.is_empty() {
+            core.restore_known(self.now, known);
+        }
         for seed in self.seeds.clone() {
             core.join(self.now, seed);
         }

@@ -203,7 +203,7 @@ impl Workbench {
     /// After node `i` drained: writes the snapshot when the tables moved and the last write
     /// is [`SNAPSHOT_EVERY_MS`] old, or queues the write for then.
     pub(super) fn maybe_snapshot(&mut self, host: &mut dyn Host, i: usize) {
-        if !self.keep_snapshots {
+        if !self.keep_snapshots.get(i).copied().unwrap_or(false) {
             return;
         }
         let now = host.now();
