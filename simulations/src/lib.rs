@@ -41,7 +41,7 @@
 //! ```text
 //! baseline → scenario, shared, workload
 //! checks → engine, sched
-//! cli → engine, plots, report, scenario, simulate
+//! cli → engine, plots, report, scenario, shared, simulate
 //! engine → net, observe, scenario, sched, shared
 //! lib → checks, cli, engine, report, scenario, shared, simulate
 //! net → scenario
