@@ -106,8 +106,9 @@ impl Workbench {
     }
 
     /// The executor of node `i` kills `task` on the core's order: a task that was its slot's
-    /// only copy when it started, on a node that has been on the majority side ever since,
-    /// must not be killed (the job is never stopped or scaled down by the workload).
+    /// only copy when it started and has been reported started, on a node that has been on the
+    /// majority side ever since, must not be killed (the job is never stopped or scaled down
+    /// by the workload).
     pub(super) fn check_kill(
         &mut self,
         host: &mut dyn Host,
@@ -122,6 +123,12 @@ impl Workbench {
         }
         self.watch.figures.kills_on_majority_side += 1;
         if !p.sole {
+            return;
+        }
+        if !p.reported {
+            // Killed before the executor reported it started: no core knew it ran, so it was
+            // no incumbent (two coordinators placed the slot at once and this one lost).
+            self.watch.figures.kills_while_starting += 1;
             return;
         }
         let event = format!(
