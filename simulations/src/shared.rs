@@ -122,8 +122,8 @@ pub struct FaultFigures {
     pub kills: u64,
     /// Of those, on a node that had stayed on the majority side since the process started.
     pub kills_on_majority_side: u64,
-    /// Of those, of the slot's only copy, killed before its start was reported (a placement
-    /// race between two coordinators, not an incumbent).
+    /// Of those, of the slot's only copy, superseded before its start was reported (a
+    /// placement race between two coordinators, not an incumbent).
     pub kills_while_starting: u64,
     /// `Lost` written by a core for another node's attempt.
     pub condemnations: u64,

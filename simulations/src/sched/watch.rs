@@ -125,8 +125,8 @@ impl Workbench {
         if !p.sole {
             return;
         }
-        if !p.reported {
-            // Killed before the executor reported it started: no core knew it ran, so it was
+        if !p.reported && reason == KillReason::Superseded {
+            // Fenced before the executor reported it started: no core knew it ran, so it was
             // no incumbent (two coordinators placed the slot at once and this one lost).
             self.watch.figures.kills_while_starting += 1;
             return;
