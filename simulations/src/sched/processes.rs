@@ -134,10 +134,10 @@ impl Workbench {
 
     /// A batch task's process exits with code 0.
     pub(super) fn task_exit(&mut self, host: &mut dyn Host, i: usize, task: TaskKey, pid: u64) {
-        if !self.nodes[i]
+        if self.nodes[i]
             .running
             .get(&task)
-            .is_some_and(|p| p.pid == pid)
+            .is_none_or(|p| p.pid != pid)
         {
             return;
         }
