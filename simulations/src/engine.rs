@@ -5,7 +5,8 @@
 //! API (every input to a core is followed by `Simulation::drain`, which routes its datagrams
 //! through the [`Network`], hands its events to the [`Observer`] and re-arms its wake-up from
 //! `poll_timeout`); `faults.rs` executes the scenario's fault script; `scheduling.rs` lends the
-//! scheduling world (`crate::sched`) what it needs and hands it its events. `node.rs` holds a
+//! scheduling world (`crate::sched`) what it needs and hands it its events; `sides.rs` keeps the
+//! ground truth of who is on the majority side, for the scheduling checkers. `node.rs` holds a
 //! simulated machine and its ground truth, `agenda.rs` the event queue, `record.rs` the counters
 //! and checker violations. A wake-up is one queue entry per node: a node's `epoch` grows on
 //! every crash, restart and pause, so entries of an older epoch are skipped when they pop.

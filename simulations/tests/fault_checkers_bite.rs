@@ -96,8 +96,10 @@ fn without_the_quorum_a_flapping_node_condemns_while_it_knows_it_has_no_majority
 
 #[test]
 fn without_the_quorum_a_majority_node_loses_a_task_a_flapping_node_condemned() {
-    // The flapping n2 writes n1's task lost and places a replacement; after the heal n1 kills
-    // its own copy (superseded), although it never left the majority.
+    // The flapping n2 writes n1's task lost; n1 reclaims it, but n2's replacements are all
+    // rejected and n2 folds the lost attempt into the slot's floor; n1 then finds its attempt
+    // gone and kills its own copy (superseded), although it never left the majority
+    // (docs/simulator.md, finding 10).
     let text = library("fault-flapping.toml");
     bites(
         &text,
