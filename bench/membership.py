@@ -99,6 +99,8 @@ def wait_until(pred, deadline, what):
 
 def run_size(n, idle_s, kills, hog):
     root = tempfile.mkdtemp(prefix=f"shoal-bench-{n}-")
+    # A root agent runs tasks as `nobody`, which must reach its data dir.
+    os.chmod(root, 0o755)
     key = os.path.join(root, "cluster.key")
     with open(key, "w") as f: f.write(subprocess.check_output([BIN, "keygen"]).decode())
     hogs = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 2)] if hog else []

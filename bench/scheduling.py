@@ -94,6 +94,8 @@ def main():
     ap.add_argument("--sizes", default="1000,10000"); ap.add_argument("--singles", type=int, default=200)
     ap.add_argument("--out"); a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="shoal-sched-bench-")
+    # A root agent runs tasks as `nobody`, which must reach its data dir.
+    os.chmod(root, 0o755)
     key = os.path.join(root, "cluster.key")
     open(key, "w").write(subprocess.check_output([BIN, "keygen"]).decode())
     agents = start_agents(root, key)

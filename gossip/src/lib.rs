@@ -10,6 +10,20 @@
 //! This crate never touches a socket, a clock, a thread or the OS RNG: time is passed in as
 //! [`Millis`], randomness comes from a seed, and effects leave through `poll_*` methods. That
 //! is what lets the simulator run thousands of these cores in one process, deterministically.
+//!
+//! # Map of the crate
+//!
+//! - `membership.rs` — [`Membership`]: the driving contract, the public API, timers and the
+//!   calls into foca. A datagram enters at [`Membership::handle_datagram`] (after the agent's
+//!   `node/src/gossip_driver.rs` opened its seal), is split by kind in `dispatch`, and goes to
+//!   foca (`handle_swim`) or to the ad anti-entropy (`membership/sync.rs`, `handle_sync`).
+//! - `membership/view.rs` — foca's states turned into the member view and its events;
+//!   `membership/names.rs` — namesakes, newer generations of this node, forgetting;
+//!   `membership/quorum.rs` — the quorum (`docs/faults.md`); `membership/sync.rs` — joins,
+//!   syncs and resource ads.
+//! - `swim_io.rs` — what one foca call produced; `ads.rs` — the ad store foca's broadcast
+//!   handler feeds; `wire.rs` — the datagram format and its bounded decoders; `types.rs` —
+//!   plain data shared with the scheduler and the agent; `config.rs` — tunables.
 #![deny(missing_docs)]
 
 mod ads;

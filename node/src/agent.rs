@@ -15,6 +15,7 @@ use tokio::task::JoinHandle;
 
 use crate::api::ApiState;
 use crate::api_server::{AgentFacts, ApiConfig, ApiServer};
+use crate::backoff::Backoff;
 use crate::clock::Clock;
 use crate::executor::{Executor, ExecutorConfig};
 use crate::gossip_driver::{self, GossipHandle};
@@ -144,6 +145,9 @@ impl RunningAgent {
 }
 
 /// Starts an agent. Errors name what could not be set up (a busy port, an unwritable dir).
+///
+/// In four steps: bind every socket, start the membership (gossip), start the scheduler with
+/// its peers, executor and store, then serve the API.
 pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     validate_name(&config.name)?;
     let clock = Clock::new();
@@ -151,13 +155,98 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         .with_context(|| format!("cannot create data dir {}", config.data_dir.display()))?;
     let generation = next_generation(&config.data_dir, clock.now().0)?;
     let ring = load_ring(&config.data_dir, &config.cluster_key)?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
 
+    let (socket, bound) = bind(&config, &ring).await?;
+    let id = NodeId {
+        name: config.name.as_str().into(),
+        addr: bound.gossip_addr,
+        generation,
+    };
+    let (gossip, mut tasks) = start_gossip(
+        &config,
+        &id,
+        socket,
+        &bound,
+        &ring,
+        clock,
+        shutdown_rx.clone(),
+    )
+    .await?;
+    let sched = start_scheduler(&config, &id, &bound, &ring, &gossip, clock, &shutdown_rx).await?;
+    tasks.extend(sched.tasks);
+
+    let state = ApiState {
+        id: id.clone(),
+        quic_addr: bound.quic_addr,
+        http_addr: bound.http_advertise,
+        cluster: ring.primary().cluster_label().to_string(),
+        gossip: gossip.clone(),
+        clock,
+        sched: Some(sched.handle),
+        logs: Some(crate::runner::logs(&sched.executor)),
+        enforcement: Some(sched.executor.enforcement()),
+    };
+    let Bound {
+        quic_addr,
+        http_addr,
+        http_advertise,
+        endpoint,
+        api_server,
+        ..
+    } = bound;
+    let http_url = format!("{}://{http_advertise}", api_server.scheme());
+    let http_token_file = api_server.token_file().to_path_buf();
+    let ca_file = api_server.ca_file().map(Path::to_path_buf);
+    tasks.push(api_server.spawn(state, sched.keyring, shutdown_rx));
+    let addresses = Addresses {
+        id: &id,
+        quic_addr,
+        http_addr,
+        http_url: &http_url,
+        token_file: &http_token_file,
+        ca_file: ca_file.as_deref(),
+    };
+    write_addresses(&config.data_dir, &addresses)?;
+    tracing::info!(node = %id, %quic_addr, %http_url, cluster = %ring.primary().cluster_label(), keys = ring.keys().len(), "agent started");
+    Ok(RunningAgent {
+        id,
+        http_addr,
+        http_url,
+        http_token_file,
+        quic_addr,
+        gossip,
+        shutdown,
+        tasks,
+        endpoint,
+        executor: sched.executor,
+        lease: sched.lease,
+    })
+}
+
+/// Every socket of the agent, bound before anything starts: a busy port fails the start
+/// with nothing running.
+struct Bound {
+    /// The gossip address other nodes reach this one at.
+    gossip_addr: SocketAddr,
+    tls_identity: TlsIdentity,
+    quic_config: tls::QuicConfig,
+    endpoint: quinn::Endpoint,
+    quic_addr: SocketAddr,
+    api_server: ApiServer,
+    /// Where the API listens.
+    http_addr: SocketAddr,
+    /// Where the API is reached.
+    http_advertise: SocketAddr,
+}
+
+async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket, Bound)> {
     let socket = UdpSocket::bind(config.bind)
         .await
         .with_context(|| format!("cannot bind gossip address {}", config.bind))?;
     let gossip_addr = config.advertise.unwrap_or(socket.local_addr()?);
     let quic_config = tls::QuicConfig::default();
-    let tls_identity = TlsIdentity::from_ring(&ring, &config.name, quic_config)
+    let tls_identity = TlsIdentity::from_ring(ring, &config.name, quic_config)
         .context("cannot build this node's TLS identity from the cluster key")?;
     let quic_bind = config
         .quic
@@ -174,13 +263,31 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     let api_server = ApiServer::bind(config.http, &config.api, facts).await?;
     let http_addr = api_server.bound();
     let http_advertise = api_server.advertise();
-
-    let id = NodeId {
-        name: config.name.as_str().into(),
-        addr: gossip_addr,
-        generation,
+    let bound = Bound {
+        gossip_addr,
+        tls_identity,
+        quic_config,
+        endpoint,
+        quic_addr,
+        api_server,
+        http_addr,
+        http_advertise,
     };
-    let ad = initial_ad(&config, quic_addr, http_advertise);
+    Ok((socket, bound))
+}
+
+/// The membership core, restored from the known members and joined to the seeds, in its own
+/// task; seeds that do not resolve yet are retried by a second task.
+async fn start_gossip(
+    config: &AgentConfig,
+    id: &NodeId,
+    socket: UdpSocket,
+    bound: &Bound,
+    ring: &Keyring,
+    clock: Clock,
+    shutdown_rx: watch::Receiver<bool>,
+) -> anyhow::Result<(GossipHandle, Vec<JoinHandle<()>>)> {
+    let ad = initial_ad(config, bound.quic_addr, bound.http_advertise);
     shoal_gossip::wire::check_ad(&ResourceAd {
         node: id.name.clone(),
         ..ad.clone()
@@ -190,19 +297,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         id.clone(),
         ad,
         config.gossip.clone(),
-        seed_of(&id),
+        seed_of(id),
         clock.now(),
     );
-    let (shutdown, shutdown_rx) = watch::channel(false);
-    let sealer = Sealer::with_ring(&ring, SealConfig::default());
-
+    let sealer = Sealer::with_ring(ring, SealConfig::default());
     let known_path = known_file::path_in(&config.data_dir);
     let known = known_file::load(&known_path)?;
     if !known.is_empty() {
         tracing::info!(members = known.len(), "restored the known membership");
         core.restore_known(clock.now(), known);
     }
-    for seed in resolve_now(&config.join, gossip_addr).await {
+    for seed in resolve_now(&config.join, bound.gossip_addr).await {
         core.join(clock.now(), seed);
     }
     let (gossip, gossip_task) = gossip_driver::spawn(
@@ -213,13 +318,35 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         Some(known_path),
         shutdown_rx.clone(),
     );
-    let mut tasks = vec![gossip_task];
-    tasks.push(tokio::spawn(resolve_later(
+    let resolver = tokio::spawn(resolve_later(
         config.join.clone(),
         gossip.clone(),
-        shutdown_rx.clone(),
-    )));
+        shutdown_rx,
+    ));
+    Ok((gossip, vec![gossip_task, resolver]))
+}
 
+/// What [`start_scheduler`] started.
+struct Scheduling {
+    handle: sched_driver::SchedHandle,
+    executor: Executor,
+    lease: Option<Lease>,
+    keyring: crate::keyring::KeyringHandle,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// The scheduler task with what it drives: the store it logs to, the executor (and its
+/// watchdog) that runs its tasks, the peer transport it replicates over, and the key ring
+/// task that shares that transport.
+async fn start_scheduler(
+    config: &AgentConfig,
+    id: &NodeId,
+    bound: &Bound,
+    ring: &Keyring,
+    gossip: &GossipHandle,
+    clock: Clock,
+    shutdown_rx: &watch::Receiver<bool>,
+) -> anyhow::Result<Scheduling> {
     let store = Arc::new(Store::open(&config.data_dir)?);
     let exec_config = ExecutorConfig {
         instance: cgroup_instance(&config.name, &config.data_dir),
@@ -252,17 +379,16 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         task_users: executor.accepted_task_users(),
         ..shoal_scheduler::SchedulerConfig::default()
     };
-    let mut sched_core =
-        sched_driver::load_core(&store, &config.name, &sched_config, seed_of(&id))?;
-    let (directory, directory_task) = directory_of(&gossip, shutdown_rx.clone());
-    tasks.push(directory_task);
+    let mut sched_core = sched_driver::load_core(&store, &config.name, &sched_config, seed_of(id))?;
+    let (directory, directory_task) = directory_of(gossip, shutdown_rx.clone());
+    let mut tasks = vec![directory_task];
     let peers_config = PeersConfig {
         max_frame_bytes: sched_config.wire.max_message_bytes,
         ..PeersConfig::default()
     };
     let (peers, inbound) = Peers::start(
-        endpoint.clone(),
-        tls_identity.client_config(),
+        bound.endpoint.clone(),
+        bound.tls_identity.client_config(),
         directory,
         peers_config,
         shutdown_rx.clone(),
@@ -272,8 +398,8 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
             ring: ring.clone(),
             path: ring_path(&config.data_dir),
             node_name: config.name.clone(),
-            quic: quic_config,
-            endpoint: endpoint.clone(),
+            quic: bound.quic_config,
+            endpoint: bound.endpoint.clone(),
             gossip: gossip.clone(),
             peers: peers.clone(),
             control: inbound.control,
@@ -282,8 +408,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         shutdown_rx.clone(),
     );
     tasks.push(keyring_task);
-    let (events_tx, events) = tokio::sync::mpsc::channel(4096);
-    let runner = ProcessRunner::new(executor.clone(), exec_events, events_tx);
+    let runner = ProcessRunner::new(executor.clone());
     let recovered = runner.recover();
     if !recovered.is_empty() {
         tracing::info!(
@@ -299,50 +424,18 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         peers,
         inbound: inbound.scheduler,
         runner: Box::new(runner),
-        events,
+        events: exec_events,
         clock,
         config: sched_config,
     };
-    let (sched, sched_task) = sched_driver::spawn(parts, shutdown_rx.clone());
+    let (handle, sched_task) = sched_driver::spawn(parts, shutdown_rx.clone());
     tasks.push(sched_task);
-
-    let state = ApiState {
-        id: id.clone(),
-        quic_addr,
-        http_addr: http_advertise,
-        cluster: ring.primary().cluster_label().to_string(),
-        gossip: gossip.clone(),
-        clock,
-        sched: Some(sched),
-        logs: Some(crate::runner::logs(&executor)),
-        enforcement: Some(executor.enforcement()),
-    };
-    let http_url = format!("{}://{http_advertise}", api_server.scheme());
-    let http_token_file = api_server.token_file().to_path_buf();
-    let ca_file = api_server.ca_file().map(Path::to_path_buf);
-    tasks.push(api_server.spawn(state, keyring, shutdown_rx));
-    let addresses = Addresses {
-        id: &id,
-        quic_addr,
-        http_addr,
-        http_url: &http_url,
-        token_file: &http_token_file,
-        ca_file: ca_file.as_deref(),
-    };
-    write_addresses(&config.data_dir, &addresses)?;
-    tracing::info!(node = %id, %quic_addr, %http_url, cluster = %ring.primary().cluster_label(), keys = ring.keys().len(), "agent started");
-    Ok(RunningAgent {
-        id,
-        http_addr,
-        http_url,
-        http_token_file,
-        quic_addr,
-        gossip,
-        shutdown,
-        tasks,
-        endpoint,
+    Ok(Scheduling {
+        handle,
         executor,
         lease,
+        keyring,
+        tasks,
     })
 }
 
@@ -514,11 +607,11 @@ async fn resolve_later(
             pending.push(seed);
         }
     }
-    let mut delay = Duration::from_millis(500);
+    let mut delays = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     while !pending.is_empty() {
         tokio::select! {
             _ = shutdown.changed() => return,
-            () = tokio::time::sleep(delay) => {}
+            () = tokio::time::sleep(delays.next().unwrap_or_default()) => {}
         }
         let mut still = Vec::new();
         for seed in pending {
@@ -528,7 +621,6 @@ async fn resolve_later(
             }
         }
         pending = still;
-        delay = (delay * 2).min(Duration::from_secs(30));
     }
 }
 

@@ -20,7 +20,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Deserialize;
-use shoal_scheduler::{JobSpec, TaskKey};
+use shoal_scheduler::{AttemptId, JobSpec, SpecError};
 
 use crate::api::{ApiState, error};
 use crate::sched_driver::SchedError;
@@ -32,7 +32,7 @@ pub type LogFuture =
 /// Reads task logs from the local executor.
 pub trait LogReader: Send + Sync + 'static {
     /// Up to `max` bytes of `stream` from `offset`.
-    fn read(&self, task: &TaskKey, stream: &str, offset: u64, max: usize) -> LogFuture;
+    fn read(&self, task: &AttemptId, stream: &str, offset: u64, max: usize) -> LogFuture;
 }
 
 /// Adds the job routes to the API router.
@@ -69,10 +69,12 @@ async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> 
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.contains("toml"));
+    // JSON is only parsed here: the core's check is the one check of a spec. A TOML body is
+    // checked while parsed, where its errors can name the line.
     let parsed = if is_toml {
         JobSpec::from_toml_str(&body)
     } else {
-        JobSpec::from_json_str(&body)
+        serde_json::from_str(&body).map_err(|e| SpecError::Parse(e.to_string()))
     };
     let spec = match parsed {
         Ok(spec) => spec,
@@ -85,9 +87,11 @@ async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> 
                 .into_response()
         }
         Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => not_durable(&id, &e),
-        Err(SchedError::NeverFits(m)) => error(StatusCode::UNPROCESSABLE_ENTITY, m),
-        Err(SchedError::Refused(m)) => error(StatusCode::BAD_REQUEST, m),
-        Err(e @ SchedError::Storage(_)) => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        Err(e @ SchedError::NeverFits(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
+        Err(e @ SchedError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        Err(e @ SchedError::Storage { .. }) => {
+            error(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -119,8 +123,10 @@ async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
         }))
         .into_response(),
         Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => not_durable(&id, &e),
-        Err(SchedError::NotFound(m)) => error(StatusCode::NOT_FOUND, m),
-        Err(e @ SchedError::Storage(_)) => error(StatusCode::INSUFFICIENT_STORAGE, e.to_string()),
+        Err(e @ SchedError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e @ SchedError::Storage { .. }) => {
+            error(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+        }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
@@ -153,7 +159,7 @@ async fn logs(
     if q.stream != "stdout" && q.stream != "stderr" {
         return error(StatusCode::BAD_REQUEST, "stream must be stdout or stderr");
     }
-    let Some(key) = h.task_key(job.clone(), slot).await else {
+    let Some(key) = h.current_attempt(job.clone(), slot).await else {
         return error(
             StatusCode::NOT_FOUND,
             format!("job {job:?} has no placed task in slot {slot}"),
@@ -187,7 +193,7 @@ async fn logs(
     read_local(reader, key.0, q).await
 }
 
-async fn read_local(reader: Arc<dyn LogReader>, task: TaskKey, q: LogQuery) -> Response {
+async fn read_local(reader: Arc<dyn LogReader>, task: AttemptId, q: LogQuery) -> Response {
     let max = q.max.min(4 * 1024 * 1024);
     match reader.read(&task, &q.stream, q.offset, max).await {
         Ok((bytes, next)) => (

@@ -1,5 +1,22 @@
 //! The IO shell of a Shoal agent: the only crate that touches sockets, clocks, disks and
 //! processes. It drives the sans-IO cores in `shoal-gossip` and `shoal-scheduler`.
+//!
+//! # Map of the crate
+//!
+//! - Start and stop: [`agent`] (bind → gossip → scheduler → API), [`machine`] (what the host
+//!   offers), [`known_file`] (the known membership across restarts).
+//! - Gossip: [`gossip_driver`] owns the membership core; a UDP datagram is received in its
+//!   `run` loop, opened by [`seal`] (AEAD, key ring from [`keys`]) and checked by [`replay`],
+//!   then handed to `Membership::handle_datagram`.
+//! - Scheduling: [`sched_driver`] owns the scheduler core: member views and the quorum, frames
+//!   from [`peers`] (QUIC with mTLS from [`tls`]; `peers/frame.rs` is the framing), executor
+//!   events, API requests, timers; [`store`] logs job records and snapshots.
+//! - Tasks: [`executor`] (launch, watch, limits by cgroup, logs; `docs/executor.md`),
+//!   [`runner`] (the scheduler's commands to the executor), [`watchdog`] (kills a dead
+//!   agent's tasks).
+//! - The API: [`api`] and [`api_jobs`] (routes), [`api_auth`] (token, `Host`, `Origin`,
+//!   content type), [`api_tls`], [`api_keyring`], [`api_server`]; [`keyring`] (rotation).
+//! - Small helpers: [`backoff`], [`clock`].
 
 pub mod agent;
 pub mod api;
@@ -8,6 +25,7 @@ pub mod api_jobs;
 pub mod api_keyring;
 pub mod api_server;
 pub mod api_tls;
+pub mod backoff;
 pub mod clock;
 pub mod executor;
 pub mod gossip_driver;

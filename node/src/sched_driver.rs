@@ -11,20 +11,23 @@
 //! advertised: every placer counts them from the replicated tables (`docs/scheduler.md`,
 //! "Release hold").
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
-    ExecCommand, JobSpec, JobView, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
+    AttemptId, ExecCommand, JobSpec, JobView, NeverFitsError, Receipt, Scheduler, SchedulerConfig,
+    SpecError, StopError, SubmitError, TaskEvent,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::clock::Clock;
+use crate::executor::ExecEvent;
 use crate::gossip_driver::GossipHandle;
 use crate::peers::{Inbound, Peers};
-use crate::store::Store;
+use crate::store::{Store, StoreError};
 
 /// How long a submission waits for a second holder before the client is told it is only
 /// held locally.
@@ -39,27 +42,34 @@ const STORE_RETRY: Duration = Duration::from_secs(1);
 
 /// Where executor commands go. The agent plugs the process executor in; tests plug fakes.
 pub trait TaskRunner: Send + 'static {
-    /// Start the task; report what happens on the runner's event channel.
-    fn start(&mut self, command: ExecCommand);
-    /// Kill the task (SIGTERM, grace, SIGKILL); report `Killed` (or how it ended).
-    fn kill(&mut self, task: TaskKey);
+    /// Start the task; what happens then arrives on the executor's event channel. `Err`: the
+    /// start was refused, and this is what the core hears (nothing else follows).
+    fn start(&mut self, command: ExecCommand) -> Result<(), TaskEvent>;
+    /// Kill the task (SIGTERM, grace, SIGKILL); how it ended arrives as an event. `false`: it
+    /// does not run here, and the core hears `Killed` at once.
+    fn kill(&mut self, task: AttemptId) -> bool;
 }
 
-/// Why the API's request failed.
+/// Why the API's request failed, with the typed cause.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedError {
-    /// The spec was refused (invalid, or no node could ever host it).
-    #[error("{0}")]
-    Refused(String),
+    /// The core's check refused the spec.
+    #[error("invalid job spec: {0}")]
+    Invalid(SpecError),
     /// No node could ever host one task.
-    #[error("{0}")]
-    NeverFits(String),
+    #[error(transparent)]
+    NeverFits(NeverFitsError),
     /// No such job.
-    #[error("{0}")]
-    NotFound(String),
-    /// The local store failed; nothing was acknowledged.
-    #[error("{0}")]
-    Storage(String),
+    #[error(transparent)]
+    NotFound(StopError),
+    /// The local store failed; nothing was written or changed, nothing acknowledged.
+    #[error("job {job} not accepted: nothing was written or changed: {source}")]
+    Storage {
+        /// The job of the refused write.
+        job: String,
+        /// Why the store failed.
+        source: StoreError,
+    },
     /// Held and persisted here, but no other live node confirmed it in time.
     #[error(
         "job {0} is accepted and persisted on this node, but no other live node confirmed holding it within {1:?}; it will keep replicating"
@@ -82,7 +92,7 @@ enum Request {
     Jobs(oneshot::Sender<Vec<JobView>>),
     Stats(oneshot::Sender<serde_json::Value>),
     Usage(Vec<String>, oneshot::Sender<Vec<Resources>>),
-    TaskKey(String, u32, oneshot::Sender<Option<(TaskKey, String)>>),
+    CurrentAttempt(String, u32, oneshot::Sender<Option<(AttemptId, String)>>),
 }
 
 /// A cloneable handle on the scheduler task.
@@ -129,8 +139,8 @@ impl SchedHandle {
     }
 
     /// The current attempt of a slot and the node it is placed on.
-    pub async fn task_key(&self, job: String, slot: u32) -> Option<(TaskKey, String)> {
-        self.ask(|tx| Request::TaskKey(job, slot, tx))
+    pub async fn current_attempt(&self, job: String, slot: u32) -> Option<(AttemptId, String)> {
+        self.ask(|tx| Request::CurrentAttempt(job, slot, tx))
             .await
             .flatten()
     }
@@ -164,8 +174,8 @@ pub struct SchedParts {
     pub inbound: mpsc::Receiver<Inbound>,
     /// The executor.
     pub runner: Box<dyn TaskRunner>,
-    /// Executor observations.
-    pub events: mpsc::Receiver<(TaskKey, TaskEvent)>,
+    /// Executor observations, straight from the executor.
+    pub events: mpsc::Receiver<ExecEvent>,
     /// The clock.
     pub clock: Clock,
     /// Scheduler limits (wire bounds for decoding).
@@ -234,7 +244,10 @@ struct Driver {
     peers: Peers,
     inbound: mpsc::Receiver<Inbound>,
     runner: Box<dyn TaskRunner>,
-    events: mpsc::Receiver<(TaskKey, TaskEvent)>,
+    events: mpsc::Receiver<ExecEvent>,
+    /// What the runner answered at once (a refused start, a kill of a task not running
+    /// here): the core hears it as its next inputs.
+    answered: VecDeque<(AttemptId, TaskEvent)>,
     clock: Clock,
     config: SchedulerConfig,
     waiters: Vec<Waiter>,
@@ -261,6 +274,7 @@ impl Driver {
             inbound: p.inbound,
             runner: p.runner,
             events: p.events,
+            answered: VecDeque::new(),
             clock: p.clock,
             config: p.config,
             waiters: Vec::new(),
@@ -291,6 +305,11 @@ impl Driver {
         let view = members.borrow_and_update().clone();
         self.core.handle_members(self.clock.now(), &view);
         loop {
+            if let Some((task, event)) = self.answered.pop_front() {
+                self.core.handle_task_event(self.clock.now(), task, event);
+                self.drain().await;
+                continue;
+            }
             let deadline = self.next_deadline();
             tokio::select! {
                 _ = shutdown.changed() => break,
@@ -303,7 +322,8 @@ impl Driver {
                     self.core.handle_members(self.clock.now(), &view);
                 }
                 Some(frame) = self.inbound.recv() => self.on_frame(frame),
-                Some((task, event)) = self.events.recv() => {
+                Some(event) = self.events.recv() => {
+                    let (task, event) = event.into_task_event();
                     self.core.handle_task_event(self.clock.now(), task, event);
                 }
                 Some(req) = requests.recv() => self.on_request(req),
@@ -353,7 +373,7 @@ impl Driver {
             Request::Stop(id, reply) => match self.core.prepare_stop(now, &id) {
                 Ok(prepared) => self.log_and_commit(prepared, reply),
                 Err(e) => {
-                    let _ = reply.send(Err(SchedError::NotFound(e.to_string())));
+                    let _ = reply.send(Err(SchedError::NotFound(e)));
                 }
             },
             Request::Job(id, reply) => {
@@ -362,7 +382,7 @@ impl Driver {
             Request::Jobs(reply) => {
                 let _ = reply.send(self.core.jobs());
             }
-            Request::TaskKey(job, slot, reply) => {
+            Request::CurrentAttempt(job, slot, reply) => {
                 let _ = reply.send(self.current_attempt(&job, slot));
             }
             Request::Stats(reply) => {
@@ -374,7 +394,7 @@ impl Driver {
         }
     }
 
-    fn current_attempt(&self, job: &str, slot: u32) -> Option<(TaskKey, String)> {
+    fn current_attempt(&self, job: &str, slot: u32) -> Option<(AttemptId, String)> {
         let tables = self.core.tables();
         let (incarnation, _) = tables.job(job)?;
         let key = shoal_scheduler::SlotKey {
@@ -387,15 +407,16 @@ impl Driver {
             .map(|(id, a)| (id.clone(), a.target.to_string()))
     }
 
-    /// Accepts a job: checked by the core, its record logged, then applied (`log_and_commit`).
+    /// Accepts a job: checked by the core (the one check of a spec), its record logged, then
+    /// applied (`log_and_commit`).
     fn submit(&mut self, spec: JobSpec, reply: oneshot::Sender<Result<Receipt, SchedError>>) {
         match self.core.prepare_submit(self.clock.now(), spec) {
             Ok(prepared) => self.log_and_commit(prepared, reply),
-            Err(shoal_scheduler::SubmitError::NeverFits(e)) => {
-                let _ = reply.send(Err(SchedError::NeverFits(e.to_string())));
+            Err(SubmitError::NeverFits(e)) => {
+                let _ = reply.send(Err(SchedError::NeverFits(e)));
             }
-            Err(e) => {
-                let _ = reply.send(Err(SchedError::Refused(e.to_string())));
+            Err(SubmitError::Invalid(e)) => {
+                let _ = reply.send(Err(SchedError::Invalid(e)));
             }
         }
     }
@@ -415,15 +436,13 @@ impl Driver {
             }
             shoal_scheduler::Prepared::Write(write) => write,
         };
-        if let Err(e) = self
+        if let Err(source) = self
             .store
             .put_job_records(std::slice::from_ref(&write.record))
         {
             let job = write.record.job.clone();
-            tracing::error!(%job, error = %e, "cannot log a job write; refused it");
-            let _ = reply.send(Err(SchedError::Storage(format!(
-                "job {job} not accepted: nothing was written or changed: {e}"
-            ))));
+            tracing::error!(%job, error = %source, "cannot log a job write; refused it");
+            let _ = reply.send(Err(SchedError::Storage { job, source }));
             return;
         }
         let receipt = self.core.commit(self.clock.now(), *write);
@@ -500,8 +519,18 @@ impl Driver {
         self.send_messages();
         while let Some(cmd) = self.core.poll_command() {
             match cmd {
-                ExecCommand::Kill { task, .. } => self.runner.kill(task),
-                start @ ExecCommand::Start { .. } => self.runner.start(start),
+                ExecCommand::Kill { task, .. } => {
+                    if !self.runner.kill(task.clone()) {
+                        // Never started here (or already gone): nothing to wait for.
+                        self.answered.push_back((task, TaskEvent::Killed));
+                    }
+                }
+                ExecCommand::Start { ref task, .. } => {
+                    let task = task.clone();
+                    if let Err(refused) = self.runner.start(cmd) {
+                        self.answered.push_back((task, refused));
+                    }
+                }
             }
         }
         self.answer_waiters();

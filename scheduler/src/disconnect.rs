@@ -6,7 +6,10 @@
 //! - [`Scheduler::may_act`]: condemning other nodes' attempts, placing and collecting garbage
 //!   need a majority, and a restored node first catches up with a live peer.
 //! - A node without a majority stops each local task once the job's `disconnect.stop_after_ms`
-//!   has passed since it lost the majority (`Wake::Disconnect`).
+//!   has passed since it lost the majority (`Wake::Disconnect`). A node that flaps in and out
+//!   of its majority counts from the start of the streak ([`Streak`]): a majority held for
+//!   less than [`STABLE_MAJORITY_MS`] does not restart the clock. Both live in `roles.rs`, with
+//!   the rest of this room's state ([`Reach`]).
 //! - A local task marked lost is reclaimed (the incumbent wins), killed, or kept until the
 //!   majority returns ([`Scheduler::lost_fate`]).
 
@@ -14,22 +17,12 @@ use shoal_gossip::{Millis, Quorum};
 
 use crate::ids::AttemptId;
 use crate::placement::PendingReason;
-use crate::scheduler::{KillReason, Scheduler, Wake};
+use crate::roles::{CATCH_UP_ALONE_MS, Wake};
+#[cfg(doc)]
+use crate::roles::{Reach, STABLE_MAJORITY_MS, Streak};
+use crate::scheduler::{KillReason, Scheduler};
 use crate::spec::{JobSpec, Reconcile};
 use crate::table::AttemptState;
-
-/// A restored node that has seen no live peer yet waits this long before it acts alone (a
-/// one-node cluster restarting).
-pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
-
-/// A restored node's catch-up with its peers.
-#[derive(Debug, Default)]
-pub(crate) struct CatchUp {
-    /// Peers sent a digest asking for an answer.
-    pub(crate) asked: std::collections::BTreeSet<String>,
-    /// When the restored node first heard from its shell.
-    pub(crate) since: Option<Millis>,
-}
 
 /// What to do with a local task whose attempt the cluster marked lost.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,8 +39,11 @@ impl Scheduler {
     /// How much of the cluster this node reaches, from the membership core, after every change.
     pub fn handle_quorum(&mut self, now: Millis, quorum: &Quorum) {
         self.tick(now);
-        let changed = quorum.majority != self.quorum.majority;
-        self.quorum = quorum.clone();
+        let changed = quorum.majority != self.reach.quorum.majority;
+        if changed {
+            self.reach.streak.update(quorum.majority, quorum.since);
+        }
+        self.reach.quorum = quorum.clone();
         if changed {
             // Slots waiting for a majority, lost tasks waiting to be reclaimed, GC: look again.
             self.work.everything = true;
@@ -61,7 +57,7 @@ impl Scheduler {
     /// The quorum as last reported.
     #[must_use]
     pub fn quorum(&self) -> &Quorum {
-        &self.quorum
+        &self.reach.quorum
     }
 
     /// Whether this node may act for the cluster: condemn, place, collect garbage. It needs a
@@ -74,14 +70,14 @@ impl Scheduler {
         let listed = self.members.listed;
         let live = u32::try_from(self.members.live.len()).unwrap_or(u32::MAX);
         let view_majority = live.saturating_mul(2) > listed
-            || (live.saturating_mul(2) == listed && self.quorum.majority);
-        self.quorum.majority && view_majority && !self.catching_up()
+            || (live.saturating_mul(2) == listed && self.reach.quorum.majority);
+        self.reach.quorum.majority && view_majority && !self.catching_up()
     }
 
     /// Restored and not yet caught up: peers were asked and none answered yet, or none is
     /// known yet and [`CATCH_UP_ALONE_MS`] have not passed since the restore.
     fn catching_up(&self) -> bool {
-        self.catch_up.as_ref().is_some_and(|c| {
+        self.reach.catch_up.as_ref().is_some_and(|c| {
             !c.asked.is_empty()
                 || c.since
                     .is_none_or(|t| self.now.since(t) < CATCH_UP_ALONE_MS)
@@ -93,7 +89,7 @@ impl Scheduler {
     pub(crate) fn ask_to_catch_up_after(&mut self, members: &[shoal_gossip::MemberInfo]) {
         let now = self.now;
         let node = self.node.clone();
-        let Some(c) = self.catch_up.as_mut() else {
+        let Some(c) = self.reach.catch_up.as_mut() else {
             return;
         };
         c.since.get_or_insert(now);
@@ -120,7 +116,7 @@ impl Scheduler {
                     reply: true,
                 },
             ));
-            if let Some(c) = self.catch_up.as_mut() {
+            if let Some(c) = self.reach.catch_up.as_mut() {
                 c.asked.insert(peer);
             }
         }
@@ -129,23 +125,30 @@ impl Scheduler {
     /// Why a slot this node coordinates is not placed while it may not act.
     pub(crate) fn no_majority(&self) -> PendingReason {
         PendingReason::NoMajority {
-            reachable: self.quorum.reachable,
-            known: self.quorum.known,
+            reachable: self.reach.quorum.reachable,
+            known: self.reach.quorum.known,
         }
     }
 
     /// When a local task of `spec` must stop, this node being without a majority.
     fn stop_deadline(&self, spec: &JobSpec) -> Option<Millis> {
-        if self.quorum.majority {
+        if self.reach.quorum.majority {
             return None;
         }
         let after = spec.stop_after_disconnect_ms()?;
-        Some(self.quorum.since.plus_ms(after))
+        Some(
+            self.reach
+                .streak
+                .since
+                .unwrap_or(self.reach.quorum.since)
+                .plus_ms(after),
+        )
     }
 
     /// Arm a wake-up at the earliest stop deadline of the local tasks.
     pub(crate) fn arm_disconnect_stop(&mut self) {
         let earliest = self
+            .target
             .ledger
             .iter()
             .filter(|(_, t)| !t.killing)
@@ -161,11 +164,12 @@ impl Scheduler {
 
     /// `Wake::Disconnect`: stop the local tasks whose deadline has passed.
     pub(crate) fn stop_disconnected(&mut self) {
-        if self.quorum.majority {
+        if self.reach.quorum.majority {
             return;
         }
         let now = self.now;
         let doomed: Vec<(AttemptId, KillReason)> = self
+            .target
             .ledger
             .iter()
             .filter(|(_, t)| !t.killing)
@@ -192,7 +196,7 @@ impl Scheduler {
         state: &AttemptState,
         spec: &JobSpec,
     ) -> LostFate {
-        let Some(task) = self.ledger.get(id) else {
+        let Some(task) = self.target.ledger.get(id) else {
             return LostFate::Kill(KillReason::Lost);
         };
         if task.recovered

@@ -9,14 +9,24 @@
 //! [`Scheduler::restore_job_records`]: the same entries with the same stamps are joined into
 //! the tables, never submitted anew.
 
-use std::collections::VecDeque;
-
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{ActorId, Name};
+use crate::ids::{Dot, Stamp};
 use crate::message::{Message, Outgoing};
-use crate::scheduler::{Receipt, Scheduler};
+use crate::roles::Inflight;
+use crate::scheduler::Scheduler;
 use crate::table::{JobEntry, OpBody};
+
+/// Proof of a local write, to wait for its durability with [`Scheduler::is_durable`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt {
+    /// Job id.
+    pub job: String,
+    /// The job write's stamp (its version).
+    pub version: Stamp,
+    /// The write's dot.
+    pub dot: Dot,
+}
 
 /// The rows of one job in the jobs table, to log before they are acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,48 +66,6 @@ pub enum Durability {
     Pending,
 }
 
-/// A batch handed to the shell and not yet reported durable.
-#[derive(Debug)]
-struct Inflight {
-    batch: u64,
-    /// Acks to peers' writers, sent once the batch is durable: `(writer node, actor, counter)`.
-    acks: Vec<(String, ActorId, u64)>,
-    /// Our own actor's counter when the batch was taken: our writes up to it are in it.
-    own_counter: u64,
-}
-
-/// The persistence side of a scheduler.
-#[derive(Debug, Default)]
-pub(crate) struct Log {
-    /// Jobs whose rows changed since the last batch.
-    unlogged: std::collections::BTreeSet<Name>,
-    /// Acks waiting for the next batch.
-    held_acks: Vec<(String, ActorId, u64)>,
-    inflight: VecDeque<Inflight>,
-    next_batch: u64,
-    /// Our actor's writes up to this counter are logged here.
-    pub(crate) logged_counter: u64,
-}
-
-impl Log {
-    pub(crate) fn note_job(&mut self, job: &str) {
-        if !self.unlogged.contains(job) {
-            self.unlogged.insert(job.into());
-        }
-    }
-
-    /// One of our own job writes was logged before it was applied (a prepared write). Our
-    /// job writes all take that path, so every one before it is logged as well.
-    pub(crate) fn logged_own(&mut self, counter: u64) {
-        self.logged_counter = self.logged_counter.max(counter);
-    }
-
-    /// Hold an ack to `writer` for `actor`'s ops up to `counter` until they are logged.
-    pub(crate) fn hold_ack(&mut self, writer: &str, actor: ActorId, counter: u64) {
-        self.held_acks.push((writer.to_string(), actor, counter));
-    }
-}
-
 impl Scheduler {
     /// The next batch of job records to log, if any job changed or an ack waits. Log them
     /// (replacing older records of the same jobs; an empty `bytes` deletes), make them durable,
@@ -131,7 +99,7 @@ impl Scheduler {
         self.log.inflight.push_back(Inflight {
             batch,
             acks: std::mem::take(&mut self.log.held_acks),
-            own_counter: self.counter,
+            own_counter: self.repl.counter,
         });
         Some(JobRecords { batch, records })
     }
@@ -152,6 +120,13 @@ impl Scheduler {
         }
     }
 
+    /// Whether a write is as durable as it can be now: logged here and held by a live peer
+    /// that logged it, or logged here with no live peer (see [`Scheduler::durability`]).
+    #[must_use]
+    pub fn is_durable(&self, receipt: &Receipt) -> bool {
+        self.durability(receipt) != crate::durability::Durability::Pending
+    }
+
     /// How far a local write has gone: logged here, and held by a live peer that logged it.
     #[must_use]
     pub fn durability(&self, receipt: &Receipt) -> Durability {
@@ -162,7 +137,12 @@ impl Scheduler {
         if peers.peek().is_none() {
             return Durability::LocalOnly;
         }
-        if peers.any(|p| self.acks.get(p).is_some_and(|c| *c >= receipt.dot.counter)) {
+        if peers.any(|p| {
+            self.repl
+                .acks
+                .get(p)
+                .is_some_and(|c| *c >= receipt.dot.counter)
+        }) {
             Durability::Durable
         } else {
             Durability::Pending
@@ -183,7 +163,7 @@ impl Scheduler {
                 continue;
             };
             for (incarnation, entry) in rows {
-                self.hlc.observe(entry.stamp.hlc);
+                self.repl.hlc.observe(entry.stamp.hlc);
                 self.replica.join_local(&OpBody::Job { incarnation, entry });
             }
         }

@@ -13,28 +13,28 @@ use shoal_gossip::Millis;
 /// and each clone an allocation. Same order, equality and serde bytes as `String`.
 pub type Name = compact_str::CompactString;
 
-/// The writer of replicated ops: one incarnation of one node's scheduler.
+/// The writer of replicated ops: one start of one node's scheduler.
 ///
-/// The incarnation is drawn from the scheduler's seed on every start (including a restore from
-/// a snapshot), so a node that restarts from a slightly stale snapshot can never reuse a dot it
+/// `start` is drawn from the scheduler's seed on every start (including a restore from a
+/// snapshot), so a node that restarts from a slightly stale snapshot can never reuse a dot it
 /// already sent before crashing: its new ops come from a fresh actor. Ownership rules (who may
-/// write what) are stated in terms of the node name, never the incarnation.
+/// write what) are stated in terms of the node name, never the start.
 ///
-/// Ordered by `(incarnation, node)`: a version vector is a map keyed by actor, and comparing
-/// the inline random incarnation first settles almost every comparison without reading the
-/// name from the heap (a cache miss per comparison in a large process).
+/// Ordered by `(start, node)`: a version vector is a map keyed by actor, and comparing the
+/// inline random start id first settles almost every comparison without reading the name from
+/// the heap (a cache miss per comparison in a large process).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ActorId {
     /// Node name.
     pub node: Name,
-    /// Random per-start incarnation.
-    pub incarnation: u64,
+    /// Random id of this start of the node's scheduler.
+    pub start: u64,
 }
 
 impl Ord for ActorId {
     fn cmp(&self, other: &Self) -> Ordering {
-        self.incarnation
-            .cmp(&other.incarnation)
+        self.start
+            .cmp(&other.start)
             .then_with(|| self.node.cmp(&other.node))
     }
 }
@@ -47,7 +47,7 @@ impl PartialOrd for ActorId {
 
 impl fmt::Display for ActorId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}#{:x}", self.node, self.incarnation)
+        write!(f, "{}#{:x}", self.node, self.start)
     }
 }
 
@@ -105,7 +105,7 @@ impl HlcClock {
 
 /// A unique, totally ordered write stamp: last-writer-wins registers compare these. Uniqueness
 /// comes from the actor (each actor's clock is strictly increasing). Ordered by `(hlc, actor
-/// node, actor incarnation)`, written out rather than derived so that the last-writer-wins
+/// node, actor start)`, written out rather than derived so that the last-writer-wins
 /// order does not follow [`ActorId`]'s lookup order.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct Stamp {
@@ -120,7 +120,7 @@ impl Ord for Stamp {
         self.hlc
             .cmp(&other.hlc)
             .then_with(|| self.actor.node.cmp(&other.actor.node))
-            .then_with(|| self.actor.incarnation.cmp(&other.actor.incarnation))
+            .then_with(|| self.actor.start.cmp(&other.actor.start))
     }
 }
 
@@ -151,7 +151,7 @@ pub struct AttemptId {
     pub placer: Name,
 }
 
-/// The executor's name for a task: exactly one attempt.
+/// Deprecated name of [`AttemptId`], kept until the simulator stops using it.
 pub type TaskKey = AttemptId;
 
 impl Ord for AttemptId {

@@ -6,43 +6,128 @@
 //! through `poll_*` methods (see [`Scheduler`] for the call order). The agent (`node/`) drives
 //! one instance per process; the simulator drives thousands in one process.
 //!
-//! Map of the crate:
+//! # Map of the crate
+//!
+//! The driving API and the state every room reads:
+//! - `scheduler.rs` — [`Scheduler`]: the "Driving it" contract, the inputs (`handle_*`), the
+//!   outputs (`poll_*`), snapshots and restore, and the state all rooms share;
+//! - `roles.rs` — each role's own state (replication, target side, coordination, GC,
+//!   reach (quorum and catch-up), durability log), each type naming the files that change it.
+//!
+//! What each input does, one room per job:
+//! - `jobs.rs` — submissions and stops: checked, prepared as one job write, committed;
+//! - `durability.rs` — job records for the shell to log, held acks, [`Durability`];
+//! - `replication.rs` — local writes, ops and digests from peers, ownership checks,
+//!   anti-entropy;
+//! - `members.rs` — the membership view as member lists, and when a down node's work may be
+//!   condemned (`settled_down`);
+//! - `disconnect.rs` — acting without a majority, stopping cut-off tasks, the catch-up of a
+//!   restored node, the fate of a lost task that still runs here.
+//!
+//! The decision loop (`reconcile.rs`, run after every input) and its rooms:
+//! - `admission.rs` — the target side: admit, defer or reject proposals for this node;
+//! - `fencing.rs` — kill (or reclaim) local tasks whose attempt is no longer current;
+//! - `coordinator.rs` — coordinating a slot: place it, re-place it with back-off, mark the
+//!   attempts of a dead target lost, replace outdated attempts;
+//! - `gc.rs` — purge finished jobs, fold long slot histories into floors, drop tombstones;
+//! - `slot.rs` — what a slot needs now, from the tables alone;
+//! - [`placement`] — filtering, scoring and pending reasons.
+//!
+//! The data:
 //! - [`spec`] — the job spec (TOML/JSON), validation, "can it ever fit";
 //! - [`table`] — the replicated tables (a join-semilattice) and the op-based replica;
 //! - [`message`] — replication messages and their bounded codec;
-//! - [`placement`] — filtering, scoring and pending reasons;
-//! - `slot`, `coordinator` — what each slot needs and who acts on it;
+//! - `ids.rs`, `hash.rs`, `config.rs` — identities and clocks, stable hashing and rendezvous,
+//!   [`SchedulerConfig`];
 //! - [`view`] — job and task views for the API;
-//! - [`testing`] — an in-memory multi-node harness with a fake clock and executor.
+//! - `testing` (cargo feature `testing`, for tests only) — an in-memory multi-node harness
+//!   with a fake clock and executor.
+//!
+//! # Where is …
+//!
+//! - **… a task admitted?** In `admission.rs` (`Scheduler::admit_queued`), on the node the
+//!   proposal targets: `reconcile.rs` (`note_attempt`) queues every proposal addressed to this
+//!   node, and admission checks the job version, that the attempt is still the slot's current
+//!   one, the node's constraints and its ledger against its capacity.
+//! - **… a slot re-placed after a node dies?** In `coordinator.rs`
+//!   (`Scheduler::coordinate_slot`), on the slot's coordinator: once the target has been down
+//!   long enough (`members.rs`, `settled_down`) and this node holds a majority
+//!   (`disconnect.rs`, `may_act`), the live attempt is marked `Lost`; that change brings the
+//!   slot back to its coordinator, which finds it needing a new attempt at once (`slot.rs`,
+//!   `SlotStatus::Retry`, no delay after a loss) and places one (`try_place`, `propose`).
+//! - **… a superseded task killed?** In `fencing.rs` (`Scheduler::check_ledger`), on the node
+//!   that runs it.
+//! - **… a finished job purged?** In `gc.rs` (`Scheduler::consider_gc`), on the job's GC
+//!   coordinator.
+//!
+//! # Module graph
+//!
+//! Who imports whom among the rooms (edges inside a room left out; a module's `tests.rs` is
+//! not counted). There is no circle: the rooms that act on a [`Scheduler`] import
+//! `scheduler.rs` and `roles.rs`, which import none of them (only the data: `table`, `message`,
+//! `ids`, …), and `tests/module_graph.rs` fails when this list and the imports disagree.
+//!
+//! ```text
+//! admission → ids, roles, scheduler, spec, table
+//! config → message, spec
+//! coordinator → config, hash, ids, placement, roles, scheduler, slot, spec, table
+//! disconnect → ids, message, placement, roles, scheduler, spec, table
+//! durability → ids, message, roles, scheduler, table
+//! fencing → disconnect, ids, scheduler, table
+//! gc → config, hash, ids, roles, scheduler, slot, spec, table
+//! hash → (nothing)
+//! ids → (nothing)
+//! jobs → durability, hash, ids, scheduler, spec, table
+//! lib → config, durability, ids, jobs, message, placement, scheduler, spec, table, view
+//! members → hash, placement, roles, scheduler
+//! message → ids, table
+//! placement → hash, spec
+//! reconcile → config, ids, roles, scheduler, slot, table
+//! replication → ids, message, scheduler, table
+//! roles → ids, placement, table
+//! scheduler → config, hash, ids, message, roles, table
+//! slot → ids, spec, table
+//! spec → (nothing)
+//! table → ids, spec
+//! testing → config, durability, hash, ids, jobs, message, scheduler, spec, table, view
+//! view → hash, ids, placement, scheduler, slot, spec, table
+//! ```
 //!
 //! The design, ownership rules and GC safety argument are in `docs/scheduler.md`.
 
 #![deny(missing_docs)]
 
+mod admission;
 mod config;
 mod coordinator;
 mod disconnect;
 mod durability;
+mod fencing;
+mod gc;
 mod hash;
 mod ids;
+mod jobs;
+mod members;
 pub mod message;
 pub mod placement;
+mod reconcile;
+mod replication;
+mod roles;
 mod scheduler;
 mod slot;
 pub mod spec;
 pub mod table;
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 pub mod view;
 
 pub use config::SchedulerConfig;
-pub use durability::{Durability, JobRecord, JobRecords, JobRows};
+pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, TaskKey, VersionVector};
+pub use jobs::{JobWrite, Prepared, StopError, SubmitError};
 pub use message::{DecodeError, Message, Outgoing, WireLimits};
 pub use placement::{FilterReport, PendingReason};
-pub use scheduler::{
-    ExecCommand, JobWrite, KillReason, Prepared, Receipt, RestoreError, Scheduler, Stats,
-    StopError, SubmitError, TaskEvent,
-};
+pub use scheduler::{ExecCommand, KillReason, RestoreError, Scheduler, Stats, TaskEvent};
 pub use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 pub use spec::{
     Constraint, ConstraintOp, DisconnectPolicy, JobSpec, JobType, NeverFitsError,

@@ -233,7 +233,7 @@ mod tests {
     fn actor() -> ActorId {
         ActorId {
             node: "n1".into(),
-            incarnation: 42,
+            start: 42,
         }
     }
 

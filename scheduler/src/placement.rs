@@ -16,7 +16,7 @@ use crate::spec::{JobSpec, PlacementStrategy};
 
 /// A candidate node as the placer sees it.
 #[derive(Debug, Clone)]
-pub(crate) struct NodeView {
+pub(crate) struct Candidate {
     /// Node name.
     pub(crate) name: String,
     /// `name_hash(name)`.
@@ -181,7 +181,7 @@ impl Verdict {
     }
 }
 
-fn judge(req: &Request<'_>, node: &NodeView, used: Resources) -> Verdict {
+fn judge(req: &Request<'_>, node: &Candidate, used: Resources) -> Verdict {
     let want = req.spec.resources.to_resources();
     let free = node.capacity.saturating_sub(&used);
     Verdict {
@@ -200,7 +200,7 @@ fn judge(req: &Request<'_>, node: &NodeView, used: Resources) -> Verdict {
 }
 
 /// Whether `node` passes every filter for `req` when `used` is allocated there.
-pub(crate) fn fits(req: &Request<'_>, node: &NodeView, used: Resources) -> bool {
+pub(crate) fn fits(req: &Request<'_>, node: &Candidate, used: Resources) -> bool {
     judge(req, node, used).fits()
 }
 
@@ -219,7 +219,7 @@ fn record(report: &mut FilterReport, v: Verdict) {
 }
 
 /// Permille utilisation of the scarcer of cpu and memory after adding `want`.
-fn utilisation(node: &NodeView, used: Resources, want: Resources) -> u64 {
+fn utilisation(node: &Candidate, used: Resources, want: Resources) -> u64 {
     let after = used.saturating_add(&want);
     let ratio = |u: u64, c: u64| u.saturating_mul(1000).checked_div(c).unwrap_or(1000);
     ratio(after.cpu_millicores, node.capacity.cpu_millicores)
@@ -230,9 +230,9 @@ fn utilisation(node: &NodeView, used: Resources, want: Resources) -> u64 {
 /// knowledge of what is allocated there. Deterministic for equal inputs.
 pub(crate) fn place<'n>(
     req: &Request<'_>,
-    nodes: &'n [NodeView],
-    used: impl Fn(&NodeView) -> Resources,
-) -> Result<&'n NodeView, PendingReason> {
+    nodes: &'n [Candidate],
+    used: impl Fn(&Candidate) -> Resources,
+) -> Result<&'n Candidate, PendingReason> {
     if nodes.is_empty() {
         return Err(PendingReason::NoNodes);
     }
@@ -241,7 +241,7 @@ pub(crate) fn place<'n>(
         request: want,
         ..FilterReport::default()
     };
-    let mut feasible: Vec<(&NodeView, Resources)> = Vec::new();
+    let mut feasible: Vec<(&Candidate, Resources)> = Vec::new();
     let start = usize::try_from(req.key_hash % nodes.len() as u64).unwrap_or(0);
     for node in nodes[start..].iter().chain(&nodes[..start]) {
         let u = used(node);
@@ -260,7 +260,7 @@ pub(crate) fn place<'n>(
         feasible.retain(|(n, _)| n.name != avoid);
     }
     let turn = spread_turns(req, &feasible);
-    let score = |(i, (node, u)): (usize, &(&NodeView, Resources))| -> (i64, i64, u64) {
+    let score = |(i, (node, u)): (usize, &(&Candidate, Resources))| -> (i64, i64, u64) {
         let util = i64::try_from(utilisation(node, *u, want)).unwrap_or(i64::MAX);
         let tie = mix64(req.key_hash ^ node.hash);
         match req.spec.placement {
@@ -288,7 +288,7 @@ pub(crate) fn place<'n>(
 /// without seeing each other's proposals, thus fill each node up to its share and no further:
 /// ten slots on five empty nodes end 2/2/2/2/2, where "fewest tasks first" with a random
 /// tie-break ended 4/3/1/1/1. Empty for a single slot or another strategy.
-fn spread_turns(req: &Request<'_>, feasible: &[(&NodeView, Resources)]) -> Vec<(i64, i64, u64)> {
+fn spread_turns(req: &Request<'_>, feasible: &[(&Candidate, Resources)]) -> Vec<(i64, i64, u64)> {
     let k = feasible.len();
     if req.spec.placement != PlacementStrategy::Spread || req.spec.count <= 1 || k == 0 {
         return Vec::new();
@@ -327,8 +327,8 @@ mod tests {
     use crate::hash::name_hash;
     use std::collections::BTreeSet;
 
-    fn node(name: &str, cpu: u64, mem: u64, rack: &str) -> NodeView {
-        NodeView {
+    fn node(name: &str, cpu: u64, mem: u64, rack: &str) -> Candidate {
+        Candidate {
             name: name.into(),
             hash: name_hash(name),
             usage_id: 0,
@@ -368,7 +368,7 @@ mod tests {
             node("b", 4000, 1000, "r1"),
             node("c", 4000, 1000, "r1"),
         ];
-        let used = |n: &NodeView| match n.name.as_str() {
+        let used = |n: &Candidate| match n.name.as_str() {
             "a" => Resources {
                 cpu_millicores: 1000,
                 memory_mib: 0,
@@ -463,7 +463,7 @@ mod tests {
     fn spread_slots_placed_blind_end_even() {
         // Ten slots placed by coordinators that never see each other's proposals: each one
         // knows of no task of the job anywhere.
-        let nodes: Vec<NodeView> = (0..5)
+        let nodes: Vec<Candidate> = (0..5)
             .map(|i| node(&format!("n{i}"), 8000, 8000, "r1"))
             .collect();
         let s = spec("placement = \"spread\"\ncount = 10");
@@ -480,7 +480,7 @@ mod tests {
 
     #[test]
     fn sampling_bounds_the_scan() {
-        let nodes: Vec<NodeView> = (0..1000)
+        let nodes: Vec<Candidate> = (0..1000)
             .map(|i| node(&format!("n{i:04}"), 8000, 8000, "r1"))
             .collect();
         let s = spec("");

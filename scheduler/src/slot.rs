@@ -177,7 +177,7 @@ mod tests {
     use crate::table::{Assignment, OpBody};
     use shoal_gossip::Resources;
 
-    fn stamp(t: u64) -> Stamp {
+    pub(crate) fn stamp(t: u64) -> Stamp {
         Stamp {
             hlc: Hlc {
                 wall_ms: t,
@@ -185,7 +185,7 @@ mod tests {
             },
             actor: ActorId {
                 node: "n".into(),
-                incarnation: 0,
+                start: 0,
             },
         }
     }

@@ -20,12 +20,15 @@ use std::net::{Ipv4Addr, SocketAddr};
 
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 
+use crate::config::SchedulerConfig;
+use crate::durability::Receipt;
 use crate::hash::Rng;
+use crate::ids::AttemptId;
+use crate::jobs::SubmitError;
 use crate::message::Message;
-use crate::scheduler::{ExecCommand, Receipt, Scheduler, SubmitError, TaskEvent};
+use crate::scheduler::{ExecCommand, Scheduler, TaskEvent};
 use crate::spec::JobSpec;
 use crate::view::JobView;
-use crate::{SchedulerConfig, TaskKey};
 
 /// How a fake process behaves once started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,7 +48,7 @@ pub enum Behavior {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessRecord {
     /// The task.
-    pub task: TaskKey,
+    pub task: AttemptId,
     /// The node it ran on.
     pub node: String,
     /// How it ended (`None` while running).
@@ -64,8 +67,8 @@ pub struct Node {
     /// Crashed nodes process nothing.
     pub up: bool,
     /// Running fake processes and their reservations.
-    pub running: BTreeMap<TaskKey, Resources>,
-    exits: BTreeSet<(Millis, TaskKey, i32)>,
+    pub running: BTreeMap<AttemptId, Resources>,
+    exits: BTreeSet<(Millis, AttemptId, i32)>,
     /// The node's job log (what [`Scheduler::poll_job_records`] asked to keep), by job: it
     /// survives a crash and is handed back on restart.
     pub log: BTreeMap<String, Vec<u8>>,
@@ -97,7 +100,7 @@ pub struct Cluster {
     /// Step length.
     pub tick_ms: u64,
     /// Decides what each started process does.
-    pub behavior: Box<dyn Fn(&TaskKey) -> Behavior>,
+    pub behavior: Box<dyn Fn(&AttemptId) -> Behavior>,
     /// The quorum's `settle_ms` every node is given (0: act on a down member at once).
     pub settle_ms: u64,
     network: VecDeque<(String, String, Vec<u8>)>,
@@ -533,7 +536,8 @@ impl Cluster {
                     a.target == *name
                         && matches!(
                             t.state(id),
-                            crate::AttemptState::Admitted | crate::AttemptState::Running { .. }
+                            crate::table::AttemptState::Admitted
+                                | crate::table::AttemptState::Running { .. }
                         )
                 })
                 .fold(Resources::default(), |acc, (_, a)| {
@@ -610,7 +614,7 @@ fn quorum_of(list: &[MemberInfo], now: Millis, before: Option<&Quorum>, settle_m
     }
 }
 
-fn record(processes: &mut [ProcessRecord], node: &str, task: &TaskKey, event: TaskEvent) {
+fn record(processes: &mut [ProcessRecord], node: &str, task: &AttemptId, event: TaskEvent) {
     if let Some(p) = processes
         .iter_mut()
         .rev()

@@ -10,7 +10,7 @@ use shoal_gossip::Millis;
 
 use crate::hash::StableHasher;
 use crate::ids::{Hlc, SlotKey};
-use crate::placement::{NodeView, PendingReason, Request, place};
+use crate::placement::{Candidate, PendingReason, Request, place};
 use crate::scheduler::Scheduler;
 use crate::slot::{SlotStatus, slot_status};
 use crate::spec::JobType;
@@ -217,7 +217,7 @@ impl Scheduler {
         if entry.stopped {
             return None;
         }
-        if let Some(r) = self.pending.get(key) {
+        if let Some(r) = self.coord.pending.get(key) {
             return Some(r.clone());
         }
         if !self.may_act() {
@@ -252,7 +252,7 @@ impl Scheduler {
             avoid: None,
             sample: usize::MAX,
         };
-        let used = |n: &NodeView| self.used_on(n);
+        let used = |n: &Candidate| self.used_on(n);
         place(&req, &self.members.nodes, used).err()
     }
 

@@ -160,6 +160,45 @@ fn a_cut_off_node_stops_its_services_after_stop_after_and_no_healthy_task_dies()
     );
 }
 
+/// A node that flaps in and out of its majority (a one-way or lossy link) stops its services
+/// `stop_after_ms` after the start of the streak: a short spell of majority in between does not
+/// restart the clock, so its duplicates stay bounded.
+#[test]
+fn a_flapping_node_stops_its_services_from_the_start_of_the_streak() {
+    let mut c = Cluster::new(5, 4000, 4096, 24);
+    c.submit("n3", spread_service("web", 10)).unwrap();
+    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 10) && c.converged()));
+    let (on_n5, _) = alive_processes(&c, &["n5"]);
+    assert!(!on_n5.is_empty());
+    let lost_majority = |c: &Cluster| !c.nodes["n5"].sched.quorum().majority;
+    let start = c.now;
+
+    // Cut 6 s, heal until n5 holds its majority again for 2 s, cut again.
+    c.partition(&[&["n5"]]);
+    assert!(c.run_until(5_000, lost_majority));
+    let first_loss = c.now;
+    c.run_for(6_000, |_| {});
+    c.heal();
+    assert!(c.run_until(5_000, |c| !lost_majority(c)));
+    c.run_for(2_000, |_| {});
+    assert_eq!(still_alive(&c, &on_n5), Vec::<String>::new());
+    c.partition(&[&["n5"]]);
+    assert!(c.run_until(5_000, lost_majority));
+    // Stopped 10 s after the first loss (plus a tick), not 10 s after the second one.
+    let bound = first_loss.since(start) + 10_000 + 500;
+    let left = bound.saturating_sub(c.now.since(start));
+    c.run_for(left, |_| {});
+    let stopped = on_n5
+        .iter()
+        .filter(|&&i| c.processes[i].outcome.is_some())
+        .count();
+    assert_eq!(
+        stopped,
+        on_n5.len(),
+        "n5 still runs its tasks 10 s after the streak began"
+    );
+}
+
 #[test]
 fn a_minority_places_nothing_and_the_heal_moves_nothing() {
     let mut c = Cluster::new(5, 4000, 4096, 23);

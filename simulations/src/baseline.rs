@@ -2,9 +2,10 @@
 //!
 //! It sees the ground truth instantly (which nodes run, every free resource), places every task
 //! the moment it arrives or the moment capacity frees up (best fit on CPU, FIFO with skipping),
-//! and re-places work of a crashed node at the instant of the crash. No real system can do
-//! better on the same arrivals and the same node failures, so the gap between it and Shoal is
-//! the price of having no master.
+//! and re-places work of a crashed node at the instant of the crash. It is a yardstick, not a
+//! bound: greedy best fit with FIFO skipping is not an optimal schedule, and Shoal's wait p50
+//! has come out below it in the scheduling bench (`BENCHMARKS.md`). The gap at the tail (p90
+//! wait, utilisation) is the price of having no master.
 
 use std::collections::{BTreeMap, VecDeque};
 

@@ -45,6 +45,19 @@ pub(crate) struct QuorumTracker {
     known_version: u64,
     probe_period: Duration,
     current: Quorum,
+    /// Why `current` has no majority, before it is worded (compared on every datagram).
+    lack: Option<Lack>,
+}
+
+/// Why a node has no majority.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Lack {
+    /// It sees too few of the known members.
+    TooFew,
+    /// The last two probes of distinct live members failed.
+    Probes,
+    /// It resumed from a stall this late.
+    Stall(std::time::Duration),
 }
 
 /// The most probe periods a member must stay down before it is acted on (see
@@ -65,6 +78,7 @@ impl QuorumTracker {
             stalled_until: None,
             known_version: 0,
             current: Quorum::alone(now),
+            lack: None,
             me: me.clone(),
         };
         t.known.insert(me.clone());
@@ -230,22 +244,34 @@ impl QuorumTracker {
         if self.stalled_until.is_some_and(|(t, _)| t <= now) {
             self.stalled_until = None;
         }
-        let reason = if !counted {
-            Some(format!("sees {reachable} of {known} members"))
+        let lack = if !counted {
+            Some(Lack::TooFew)
         } else if probes_failed {
-            Some("the last 2 probes failed".to_string())
+            Some(Lack::Probes)
         } else {
-            self.stalled_until
-                .map(|(_, late)| format!("resumed from a {:.1} s stall", late.as_secs_f64()))
+            self.stalled_until.map(|(_, late)| Lack::Stall(late))
         };
-        let majority = reason.is_none();
+        let majority = lack.is_none();
+        let settle_probes = known.saturating_sub(1).min(MAX_SETTLE_PROBES);
+        let settle_ms = self.probe_period.as_millis() as u64 * u64::from(settle_probes);
+        let same = lack == self.lack
+            && majority == self.current.majority
+            && known == self.current.known
+            && reachable == self.current.reachable
+            && settle_ms == self.current.settle_ms;
+        if same {
+            return false;
+        }
         let since = if majority == self.current.majority {
             self.current.since
         } else {
             now
         };
-        let settle_probes = known.saturating_sub(1).min(MAX_SETTLE_PROBES);
-        let settle_ms = self.probe_period.as_millis() as u64 * u64::from(settle_probes);
+        let reason = lack.map(|l| match l {
+            Lack::TooFew => format!("sees {reachable} of {known} members"),
+            Lack::Probes => "the last 2 probes failed".to_string(),
+            Lack::Stall(late) => format!("resumed from a {:.1} s stall", late.as_secs_f64()),
+        });
         let next = Quorum {
             known,
             reachable,
@@ -254,9 +280,7 @@ impl QuorumTracker {
             reason,
             settle_ms,
         };
-        if next == self.current {
-            return false;
-        }
+        self.lack = lack;
         self.current = next;
         true
     }

@@ -20,6 +20,8 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use crate::backoff::Backoff;
+
 /// CFS period used for CPU quotas: 100 ms, the kernel default.
 const CPU_PERIOD_US: u64 = 100_000;
 /// The kernel refuses quotas under 1 ms, so 10 millicores is the smallest enforceable rate.
@@ -395,11 +397,14 @@ impl TaskCgroup {
     /// Removes the directories, retrying for about a second while SIGKILLed members finish
     /// exiting; after that the directory is left behind and logged (reused on the same name).
     pub async fn remove(&self) {
-        let mut backoff = Duration::from_millis(2);
         let mut result = self.remove_now();
-        while result.is_err() && backoff < Duration::from_millis(600) {
-            tokio::time::sleep(backoff).await;
-            backoff *= 2;
+        // 2 ms, 4 ms, … 512 ms: nine pauses, about a second in all.
+        let pauses = Backoff::new(Duration::from_millis(2), Duration::from_millis(512)).take(9);
+        for pause in pauses {
+            if result.is_ok() {
+                break;
+            }
+            tokio::time::sleep(pause).await;
             result = self.remove_now();
         }
         if let Err(e) = result {
@@ -422,7 +427,7 @@ pub(crate) fn kill_until_empty(
     spare: &[u32],
     deadline: std::time::Instant,
 ) -> Vec<u32> {
-    let mut pause = Duration::from_millis(1);
+    let mut pauses = Backoff::new(Duration::from_millis(1), Duration::from_millis(20));
     loop {
         if cgroup.kill_round(spare) == 0 {
             return Vec::new();
@@ -430,8 +435,7 @@ pub(crate) fn kill_until_empty(
         if std::time::Instant::now() >= deadline {
             return cgroup.procs_except(spare);
         }
-        std::thread::sleep(pause);
-        pause = (pause * 2).min(Duration::from_millis(20));
+        std::thread::sleep(pauses.next().unwrap_or_default());
     }
 }
 

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::TaskKey;
+use super::disk_name::DiskName;
 use super::procfs;
 
 /// A record is ~150 bytes; anything much larger is not one of ours.
@@ -24,7 +24,9 @@ const MAX_RECORD_BYTES: u64 = 4096;
 /// What the pid file of a task holds.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct PidRecord {
-    pub task: TaskKey,
+    /// The attempt's name on disk (the format of every earlier agent: a restarted agent reads
+    /// it back with `disk_name::attempt_id`; the watchdog never needs it).
+    pub task: DiskName,
     pub pid: u32,
     pub pgid: u32,
     pub start_time_ticks: Option<u64>,
@@ -167,6 +169,7 @@ fn subdirs(dir: &Path) -> Vec<PathBuf> {
 
 #[cfg(test)]
 mod tests {
+    use super::super::disk_name::disk_name;
     use super::*;
 
     fn scratch(name: &str) -> PathBuf {
@@ -179,11 +182,14 @@ mod tests {
     fn record() -> PidRecord {
         let me = std::process::id();
         PidRecord {
-            task: TaskKey {
+            task: disk_name(&shoal_scheduler::AttemptId {
                 job: "j".into(),
+                incarnation: 7,
                 slot: 1,
                 attempt: 2,
-            },
+                placer: "n".into(),
+            })
+            .unwrap(),
             pid: me,
             pgid: me,
             start_time_ticks: procfs::stat(me).map(|s| s.start_time),

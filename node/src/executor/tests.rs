@@ -15,11 +15,14 @@ use super::*;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
-fn key(job: &str, slot: u32) -> TaskKey {
-    TaskKey {
-        job: job.to_owned(),
+/// Attempt 0 of `slot` of `job` (incarnation 1, placed by `n`): its job key is `{job}.1.n`.
+fn key(job: &str, slot: u32) -> AttemptId {
+    AttemptId {
+        job: job.into(),
+        incarnation: 1,
         slot,
         attempt: 0,
+        placer: "n".into(),
     }
 }
 
@@ -142,11 +145,11 @@ async fn exit_code_and_stdout_are_recorded() {
         }
     );
     assert!(exec.running().is_empty());
-    let paths = exec.log_paths(&task);
+    let paths = exec.log_paths(&task).unwrap();
     assert_eq!(std::fs::read_to_string(paths.stdout).unwrap(), "hi\n");
     assert_eq!(std::fs::read_to_string(paths.stderr).unwrap(), "oops\n");
     assert!(
-        !exec.task_dir(&task).join("pid").exists(),
+        !exec.task_dir(&task).unwrap().join("pid").exists(),
         "pid file removed after exit"
     );
 }
@@ -192,12 +195,12 @@ async fn missing_workdir_fails_naming_it() {
 async fn unwritable_task_dir_is_a_failed_event_naming_the_path() {
     let (exec, mut events, dir) = executor("baddir", CgroupMode::Auto);
     // A file where the job's directory should be.
-    std::fs::write(dir.0.join("tasks").join("baddir"), b"in the way").unwrap();
+    std::fs::write(dir.0.join("tasks").join("baddir.1.n"), b"in the way").unwrap();
     exec.start(key("baddir", 0), sh("true")).unwrap();
     match next(&mut events).await {
         ExecEvent::Failed { reason, .. } => {
             assert!(reason.contains("cannot create task directory"), "{reason}");
-            assert!(reason.contains("tasks/baddir/0/0"), "{reason}");
+            assert!(reason.contains("tasks/baddir.1.n/0/0"), "{reason}");
         }
         other => panic!("expected Failed, got {other:?}"),
     }
@@ -231,10 +234,12 @@ async fn refusals_are_errors_with_no_event() {
 #[tokio::test]
 async fn environment_reaches_the_process() {
     let (exec, mut events, _dir) = executor("env", CgroupMode::Auto);
-    let task = TaskKey {
-        job: "env".to_owned(),
+    let task = AttemptId {
+        job: "env".into(),
+        incarnation: 42,
         slot: 7,
         attempt: 2,
+        placer: "node-a.rack_1".into(),
     };
     let mut spec = sh(r#"echo "$SHOAL_JOB $SHOAL_SLOT $SHOAL_ATTEMPT $FOO $SHOAL_TASK_DIR $PWD""#);
     spec.env.insert("FOO".to_owned(), "bar baz".to_owned());
@@ -246,11 +251,15 @@ async fn environment_reaches_the_process() {
         next(&mut events).await,
         ExecEvent::Exited { code: Some(0), .. }
     ));
-    let dir = exec.task_dir(&task);
-    let out = std::fs::read_to_string(exec.log_paths(&task).stdout).unwrap();
+    let dir = exec.task_dir(&task).unwrap();
+    let out = std::fs::read_to_string(exec.log_paths(&task).unwrap().stdout).unwrap();
     assert_eq!(
         out,
-        format!("env 7 2 bar baz {} {}\n", dir.display(), dir.display())
+        format!(
+            "env.42.node-a.rack_1 7 2 bar baz {} {}\n",
+            dir.display(),
+            dir.display()
+        )
     );
 }
 
@@ -344,7 +353,7 @@ async fn leftovers_in_the_group_are_killed_when_the_leader_exits() {
         next(&mut events).await,
         ExecEvent::Exited { code: Some(0), .. }
     ));
-    let out = std::fs::read_to_string(exec.log_paths(&task).stdout).unwrap();
+    let out = std::fs::read_to_string(exec.log_paths(&task).unwrap().stdout).unwrap();
     let background: u32 = out.trim().parse().unwrap();
     assert!(
         eventually(|| gone(background)).await,
@@ -453,18 +462,18 @@ async fn cgroup_limits_are_applied_and_removed() {
     };
     exec.start(task.clone(), spec).unwrap();
     let pid = started(&mut events).await;
-    let memory_file = hierarchy.memory_file("cg.0.0");
+    let memory_file = hierarchy.memory_file("cg.1.n.0.0");
     let limit = std::fs::read_to_string(&memory_file).unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    let instance = format!("/shoal/test-cg-{}/cg.0.0", std::process::id());
+    let instance = format!("/shoal/test-cg-{}/cg.1.n.0.0", std::process::id());
     assert!(membership.contains(&instance), "{membership}");
     let cpu = match &hierarchy {
         Hierarchy::V2 { parent, .. } => {
-            std::fs::read_to_string(parent.join("cg.0.0/cpu.max")).unwrap()
+            std::fs::read_to_string(parent.join("cg.1.n.0.0/cpu.max")).unwrap()
         }
         Hierarchy::V1 { cpu_parent, .. } => {
-            std::fs::read_to_string(cpu_parent.join("cg.0.0/cpu.cfs_quota_us")).unwrap()
+            std::fs::read_to_string(cpu_parent.join("cg.1.n.0.0/cpu.cfs_quota_us")).unwrap()
         }
     };
     assert!(cpu.starts_with("25000"), "cpu quota {cpu:?}");
@@ -594,12 +603,12 @@ async fn a_restarted_agent_recovers_adopts_and_kills() {
 async fn a_reused_pid_is_not_mistaken_for_a_task() {
     let (exec, mut events, _dir) = executor("reuse", CgroupMode::Auto);
     let task = key("reuse", 0);
-    let dir = exec.task_dir(&task);
+    let dir = exec.task_dir(&task).unwrap();
     std::fs::create_dir_all(&dir).unwrap();
     // Our own (live) pid, but a start time that is not ours: a previous task whose pid was reused.
     let me = std::process::id();
     let record = PidRecord {
-        task: task.clone(),
+        task: disk_name(&task).unwrap(),
         pid: me,
         pgid: me,
         start_time_ticks: Some(procfs::stat(me).unwrap().start_time + 1),
@@ -627,6 +636,99 @@ async fn a_reused_pid_is_not_mistaken_for_a_task() {
     assert!(!dir.join("pid").exists(), "dead record cleaned up");
     assert!(exec.recover().is_empty());
     assert!(matches!(exec.adopt(&task), Err(ExecError::NoPidRecord(_))));
+}
+
+/// The attempt the on-disk format tests use: a node name with dots, as the agent allows.
+fn dotted_attempt() -> AttemptId {
+    AttemptId {
+        job: "web-1".into(),
+        incarnation: 42,
+        slot: 3,
+        attempt: 2,
+        placer: "node-a.rack_1".into(),
+    }
+}
+
+/// The pid record every earlier agent wrote for [`dotted_attempt`], byte for byte.
+fn earlier_pid_record(pid: u32, start_time_ticks: u64, boot_id: &str) -> String {
+    format!(
+        r#"{{"task":{{"job":"web-1.42.node-a.rack_1","slot":3,"attempt":2}},"pid":{pid},"pgid":{pid},"start_time_ticks":{start_time_ticks},"boot_id":"{boot_id}"}}"#
+    )
+}
+
+/// What a task leaves on disk (directory, pid record, cgroup) is what earlier agents left, so
+/// that an agent of either version adopts the other's tasks.
+#[tokio::test]
+async fn a_task_is_named_on_disk_as_earlier_agents_named_it() {
+    let (exec, mut events, dir) = executor("disk-format", CgroupMode::Auto);
+    let task = dotted_attempt();
+    exec.start(task.clone(), sh("sleep 600")).unwrap();
+    let pid = started(&mut events).await;
+    let task_dir = dir.0.join("tasks/web-1.42.node-a.rack_1/3/2");
+    assert_eq!(exec.task_dir(&task).unwrap(), task_dir);
+    let start_time = procfs::stat(pid).unwrap().start_time;
+    let boot_id = procfs::boot_id().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(task_dir.join("pid")).unwrap(),
+        earlier_pid_record(pid, start_time, &boot_id)
+    );
+    if cgroups_or_skip(&exec, "the task cgroup's name").is_some() {
+        for parent in exec.cgroup_parents() {
+            let cgroup = parent.join("web-1.42.node-a.rack_1.3.2");
+            assert!(cgroup.is_dir(), "no task cgroup {}", cgroup.display());
+        }
+    }
+    assert!(exec.kill(&task, Duration::from_secs(5)));
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { killed: true, .. }
+    ));
+}
+
+/// A restarted agent adopts, through the scheduler's runner, a task whose pid record an earlier
+/// agent wrote, names it as the scheduler's attempt, and kills it on the scheduler's word.
+#[tokio::test]
+async fn a_pid_record_of_an_earlier_agent_is_adopted_as_its_attempt() {
+    let mut dir = scratch("earlier");
+    let task = dotted_attempt();
+    let sleeper = super::testing::ChildGroup::spawn(std::process::Command::new("sleep").arg("600"));
+    let pid = sleeper.pid();
+    let start_time = procfs::stat(pid).unwrap().start_time;
+    let boot_id = procfs::boot_id().unwrap();
+    let task_dir = dir.0.join("tasks/web-1.42.node-a.rack_1/3/2");
+    std::fs::create_dir_all(&task_dir).unwrap();
+    std::fs::write(
+        task_dir.join("pid"),
+        earlier_pid_record(pid, start_time, &boot_id),
+    )
+    .unwrap();
+
+    let (exec, mut events) =
+        Executor::new(dir.0.clone(), test_config("earlier", CgroupMode::Off)).unwrap();
+    dir.reap(&exec);
+    let mut runner = crate::runner::ProcessRunner::new(exec.clone());
+    assert_eq!(runner.recover(), std::slice::from_ref(&task));
+    assert_eq!(exec.running(), std::slice::from_ref(&task));
+    assert!(crate::sched_driver::TaskRunner::kill(
+        &mut runner,
+        task.clone()
+    ));
+    let ended = next(&mut events).await;
+    assert_eq!(
+        ended,
+        ExecEvent::Exited {
+            task: task.clone(),
+            code: None,
+            signal: None,
+            killed: true
+        }
+    );
+    assert_eq!(
+        ended.into_task_event(),
+        (task, shoal_scheduler::TaskEvent::Killed)
+    );
+    assert!(gone(pid), "the adopted task {pid} still runs");
+    assert!(!task_dir.join("pid").exists(), "its record is cleaned up");
 }
 
 /// Whether this test runs as root; prints `SKIPPED` with the reason otherwise.
@@ -671,7 +773,7 @@ async fn a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users() {
         next(&mut events).await,
         ExecEvent::Exited { code: Some(0), .. }
     ));
-    let out = std::fs::read_to_string(exec.log_paths(&default).stdout).unwrap();
+    let out = std::fs::read_to_string(exec.log_paths(&default).unwrap().stdout).unwrap();
     let nobody = uid_of("nobody");
     let mut lines = out.lines();
     assert_eq!(lines.next(), Some(nobody.to_string().as_str()), "{out}");
@@ -679,7 +781,7 @@ async fn a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users() {
         !lines.next().unwrap().split(' ').any(|g| g == "0"),
         "root's groups were kept: {out}"
     );
-    let task_dir = exec.task_dir(&default);
+    let task_dir = exec.task_dir(&default).unwrap();
     assert_eq!(std::fs::metadata(&task_dir).unwrap().uid(), nobody);
     assert!(
         task_dir.join("made-here").exists(),
@@ -694,7 +796,7 @@ async fn a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users() {
     exec.start(chosen.clone(), spec).unwrap();
     started(&mut events).await;
     next(&mut events).await;
-    let out = std::fs::read_to_string(exec.log_paths(&chosen).stdout).unwrap();
+    let out = std::fs::read_to_string(exec.log_paths(&chosen).unwrap().stdout).unwrap();
     assert_eq!(out.trim(), uid_of("daemon").to_string());
 
     let refused = TaskSpec {
@@ -728,12 +830,12 @@ async fn an_unknown_task_user_fails_the_start_of_the_executor() {
 async fn start_with_escaped_child(
     exec: &Executor,
     events: &mut mpsc::Receiver<ExecEvent>,
-    task: &TaskKey,
+    task: &AttemptId,
     script: &str,
 ) -> (u32, u32) {
     exec.start(task.clone(), sh(script)).unwrap();
     let pid = started(events).await;
-    let stdout = exec.log_paths(task).stdout;
+    let stdout = exec.log_paths(task).unwrap().stdout;
     let mut escaped = None;
     let found = eventually(|| {
         escaped = std::fs::read_to_string(&stdout)
@@ -825,7 +927,12 @@ async fn the_process_count_of_a_task_is_limited() {
     let sleeper = key("pids", 0);
     exec.start(sleeper.clone(), sh("exec sleep 600")).unwrap();
     let pid = started(&mut events).await;
-    let cgroup = exec.inner.cgroups.as_ref().unwrap().task_cgroup("pids.0.0");
+    let cgroup = exec
+        .inner
+        .cgroups
+        .as_ref()
+        .unwrap()
+        .task_cgroup("pids.1.n.0.0");
     let max = cgroup
         .dirs()
         .iter()
@@ -843,8 +950,8 @@ async fn the_process_count_of_a_task_is_limited() {
     .unwrap();
     started(&mut events).await;
     let exited = next(&mut events).await;
-    let stdout = std::fs::read_to_string(exec.log_paths(&forker).stdout).unwrap();
-    let stderr = std::fs::read_to_string(exec.log_paths(&forker).stderr).unwrap();
+    let stdout = std::fs::read_to_string(exec.log_paths(&forker).unwrap().stdout).unwrap();
+    let stderr = std::fs::read_to_string(exec.log_paths(&forker).unwrap().stderr).unwrap();
     assert!(
         !stdout.contains("all-forked") && stderr.to_lowercase().contains("fork"),
         "the 4th fork did not fail: {exited:?}, stdout {stdout:?}, stderr {stderr:?}"

@@ -11,10 +11,10 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 
 use super::*;
+use crate::executor::disk_name::disk_name;
 use crate::executor::testing::{ChildGroup, Reaper};
-use crate::executor::{
-    CgroupMode, ExecEvent, Executor, ExecutorConfig, KillEnforcement, TaskKey, TaskSpec,
-};
+use crate::executor::{CgroupMode, ExecEvent, Executor, ExecutorConfig, KillEnforcement, TaskSpec};
+use shoal_scheduler::AttemptId;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 const GRACE: Duration = Duration::from_millis(600);
@@ -54,11 +54,14 @@ fn sh(script: &str) -> TaskSpec {
     }
 }
 
-fn key(job: &str, slot: u32) -> TaskKey {
-    TaskKey {
-        job: job.to_owned(),
+/// Attempt 0 of `slot` of `job` (incarnation 1, placed by `n`).
+fn key(job: &str, slot: u32) -> AttemptId {
+    AttemptId {
+        job: job.into(),
+        incarnation: 1,
         slot,
         attempt: 0,
+        placer: "n".into(),
     }
 }
 
@@ -118,7 +121,7 @@ async fn lease(exec: &Executor, dir: &Path) -> Lease {
 async fn start(
     exec: &Executor,
     events: &mut mpsc::Receiver<ExecEvent>,
-    task: TaskKey,
+    task: AttemptId,
     script: &str,
     expect: usize,
 ) -> Vec<u32> {
@@ -127,7 +130,7 @@ async fn start(
         Ok(Some(ExecEvent::Started { pid, .. })) => pid,
         other => panic!("expected Started, got {other:?}"),
     };
-    let stdout = exec.log_paths(&task).stdout;
+    let stdout = exec.log_paths(&task).unwrap().stdout;
     let mut pids = vec![leader];
     let printed = eventually(|| {
         let text = std::fs::read_to_string(&stdout).unwrap_or_default();
@@ -256,7 +259,7 @@ async fn a_reused_pid_is_never_killed() {
     let bystander = ChildGroup::spawn(Command::new("sleep").arg("600"));
     let pid = bystander.pid();
     let record = pidfile::PidRecord {
-        task: key("old.1.n1", 0),
+        task: disk_name(&key("old", 0)).unwrap(),
         pid,
         pgid: pid,
         start_time_ticks: Some(procfs::stat(pid).unwrap().start_time + 1),
@@ -289,7 +292,7 @@ async fn a_group_whose_leader_is_a_zombie_is_killed() {
     );
     let leader = task.pid();
     let record = pidfile::PidRecord {
-        task: key("zombie", 0),
+        task: disk_name(&key("zombie", 0)).unwrap(),
         pid: leader,
         pgid: leader,
         start_time_ticks: Some(procfs::stat(leader).unwrap().start_time),
@@ -329,11 +332,7 @@ async fn a_group_whose_leader_is_a_zombie_is_killed() {
 
 /// Writes `record` as the pid file of its task, as the executor does at spawn.
 fn record_pid(tasks_dir: &Path, record: &pidfile::PidRecord) {
-    let task = &record.task;
-    let task_dir = tasks_dir
-        .join(&task.job)
-        .join(task.slot.to_string())
-        .join(task.attempt.to_string());
+    let task_dir = record.task.dir(tasks_dir);
     std::fs::create_dir_all(&task_dir).unwrap();
     pidfile::write(&task_dir, record).unwrap();
 }

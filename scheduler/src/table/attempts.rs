@@ -14,8 +14,17 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::AttemptRow;
+use super::elements::{Assignment, AttemptState};
 use crate::ids::{AttemptId, Name, SlotKey};
+
+/// One attempt's rows of the `assignments` and `states` components, kept together: applying
+/// an op and reading the attempt afterwards (its target, whether it is live) then search one
+/// tree instead of two. At least one of the two is set.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(super) struct AttemptRow {
+    pub(super) assignment: Option<Assignment>,
+    pub(super) state: Option<AttemptState>,
+}
 
 /// One job incarnation's attempts, in [`AttemptId`] order.
 type Rows = BTreeMap<AttemptId, AttemptRow>;

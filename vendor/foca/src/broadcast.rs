@@ -1,8 +1,9 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
-// Modified for Shoal (see vendor/README.md): filling a packet stops after a few
-// entries in a row did not fit, instead of popping the whole backlog.
+// Modified for Shoal (see vendor/README.md and vendor/foca-patches/):
+// - patch 2: filling a packet stops after a few entries in a row did not fit,
+//   instead of popping the whole backlog.
 use alloc::vec::Vec;
 use core::cmp::Ordering;
 
@@ -408,5 +409,100 @@ mod tests {
         assert_eq!(&b"foo"[..], &buf[..3]);
         buf.advance(3);
         assert!(buf.is_empty());
+    }
+
+    /// Shoal's patch 2: a fill gives up after `MAX_MISFITS` entries in a row
+    /// did not fit (an entry that fits starts the count again), and whatever
+    /// it did not send stays in the backlog with its transmissions left.
+    #[test]
+    fn fill_stops_after_misfits_in_a_row() {
+        struct Num(usize);
+        impl Invalidates for Num {
+            fn invalidates(&self, other: &Self) -> bool {
+                self.0 == other.0
+            }
+        }
+
+        // Entries leave the heap by transmissions left, most first; giving the
+        // n-th entry 100 - n of them fixes the order the fill sees them in.
+        let plan: Vec<Vec<u8>> = [
+            Vec::from([b"aaaa".to_vec()]),
+            alloc::vec![alloc::vec![b'x'; 20]; 5],
+            Vec::from([b"bbbb".to_vec()]),
+            alloc::vec![alloc::vec![b'y'; 20]; MAX_MISFITS - 1],
+            Vec::from([b"c".to_vec()]),
+            alloc::vec![alloc::vec![b'z'; 20]; MAX_MISFITS],
+            Vec::from([b"d".to_vec()]),
+        ]
+        .concat();
+
+        for prefixed in [false, true] {
+            let mut bcs = Broadcasts::new();
+            for (n, data) in plan.iter().enumerate() {
+                bcs.add_or_replace(Num(n), data.clone(), 100 - n);
+            }
+            // Room for a, b and c (and d, had the fill gone on).
+            let room = if prefixed { 18 } else { 10 };
+            let mut buf = bytes::BytesMut::new().limit(room);
+            let taken = if prefixed {
+                bcs.fill_with_len_prefix(&mut buf, usize::MAX)
+            } else {
+                bcs.fill(&mut buf, usize::MAX)
+            };
+            let buf = buf.into_inner();
+
+            assert_eq!(3, taken, "prefixed: {prefixed}");
+            let expected: &[u8] = if prefixed {
+                b"\0\x04aaaa\0\x04bbbb\0\x01c"
+            } else {
+                b"aaaabbbbc"
+            };
+            assert_eq!(expected, &buf[..]);
+
+            // Nothing left the backlog; the three sent lost one transmission.
+            assert_eq!(plan.len(), bcs.len());
+            let mut left: Vec<(usize, usize)> = bcs
+                .flip
+                .iter()
+                .map(|e| (e.item.0, e.remaining_tx))
+                .collect();
+            left.sort_unstable();
+            for (n, tx) in left {
+                let sent = [b"aaaa".as_slice(), b"bbbb", b"c"].contains(&plan[n].as_slice());
+                assert_eq!(100 - n - usize::from(sent), tx, "entry {n}");
+            }
+        }
+    }
+
+    /// Shoal's patch 2 at scale: a backlog of thousands fills one packet, the
+    /// rest waits for the next with its transmissions intact.
+    #[test]
+    fn big_backlog_fills_a_packet_and_keeps_the_rest() {
+        struct Num(usize);
+        impl Invalidates for Num {
+            fn invalidates(&self, other: &Self) -> bool {
+                self.0 == other.0
+            }
+        }
+
+        let mut bcs = Broadcasts::new();
+        for n in 0..3_000 {
+            // 100-byte updates, then a few tiny ones at the back of the heap.
+            let (len, max_tx) = if n < 2_990 { (100, 6) } else { (1, 1) };
+            bcs.add_or_replace(Num(n), alloc::vec![0; len], max_tx);
+        }
+        let tx_before: usize = bcs.flip.iter().map(|e| e.remaining_tx).sum();
+
+        let mut buf = bytes::BytesMut::new().limit(1_450);
+        let taken = bcs.fill(&mut buf, usize::MAX);
+
+        // Fourteen fit; the tiny ones behind thousands that did not are not
+        // reached (a whole-backlog walk would have added them).
+        assert_eq!(14, taken);
+        assert_eq!(1_400, buf.get_ref().len());
+        assert_eq!(3_000, bcs.len());
+        let tx_after: usize = bcs.flip.iter().map(|e| e.remaining_tx).sum();
+        assert_eq!(tx_before - 14, tx_after);
+        assert_eq!(10, bcs.flip.iter().filter(|e| e.data.len() == 1).count());
     }
 }

@@ -1,6 +1,9 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
+// Modified for Shoal (see vendor/README.md and vendor/foca-patches/):
+// - patch 1: `Identity::Addr` is `Eq + Hash` (was `PartialEq`), so members
+//   can be indexed by address.
 use core::fmt;
 
 /// Identity is a cluster-global identifier. It qualifies a cluster

@@ -1,8 +1,10 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
-// Modified for Shoal (see vendor/README.md): `Notification::MemberChanged` on every applied update;
-// a datagram's updates warm their member entries before they are applied.
+// Modified for Shoal (see vendor/README.md and vendor/foca-patches/):
+// - patch 4: `Notification::MemberChanged` on every applied update;
+// - patch 5: a datagram's updates warm their member entries before they are
+//   applied.
 //! Foca is a building block for your gossip-based cluster discovery. It's
 //! a small library-first crate that implements the SWIM protocol along
 //! with its useful extensions (`SWIM+Inf.+Susp.`).
@@ -2305,17 +2307,26 @@ mod tests {
 
         // A new member is a change.
         foca.apply(Member::alive(ID::new(2)), &mut runtime)?;
-        expect_notification!(runtime, Notification::MemberChanged(&Member::alive(ID::new(2))));
+        expect_notification!(
+            runtime,
+            Notification::MemberChanged(&Member::alive(ID::new(2)))
+        );
 
         // News to nobody (same incarnation, same state) is not.
         runtime.clear();
         foca.apply(Member::alive(ID::new(2)), &mut runtime)?;
-        reject_notification!(runtime, Notification::MemberChanged(&Member::alive(ID::new(2))));
+        reject_notification!(
+            runtime,
+            Notification::MemberChanged(&Member::alive(ID::new(2)))
+        );
 
         // Suspicion, its refutation and going down each are, as the member now is.
         runtime.clear();
         foca.apply(Member::suspect(ID::new(2)), &mut runtime)?;
-        expect_notification!(runtime, Notification::MemberChanged(&Member::suspect(ID::new(2))));
+        expect_notification!(
+            runtime,
+            Notification::MemberChanged(&Member::suspect(ID::new(2)))
+        );
         let refuted = Member::new(ID::new(2), 1, State::Alive);
         foca.apply(refuted.clone(), &mut runtime)?;
         expect_notification!(runtime, Notification::MemberChanged(&refuted));

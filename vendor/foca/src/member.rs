@@ -1,10 +1,13 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
-// Modified for Shoal (see vendor/README.md): `Members` keeps an index from
-// address to position, so finding a member is O(1) instead of a scan, and
-// choosing a few random members samples positions instead of all members;
-// `warm` reads the entries a batch of updates is about before applying it.
+// Modified for Shoal (see vendor/README.md and vendor/foca-patches/):
+// - patch 1: `Members` keeps an index from address to position, so finding a
+//   member is O(1) instead of a scan;
+// - patch 3: choosing a few random members samples positions instead of
+//   drawing a random number for every member;
+// - patch 5: `warm` reads the entries a batch of updates is about before
+//   they are applied.
 extern crate alloc;
 use alloc::vec::Vec;
 use hashbrown::HashMap;
@@ -463,7 +466,6 @@ where
             conflict: ConflictResult::NoConflict,
         }
     }
-
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -798,6 +800,64 @@ mod tests {
         );
     }
 
+    /// Shoal's patch 1: the address index must say where every member sits,
+    /// through inserts (a push and a swap), updates (including an identity
+    /// replaced on an address conflict), swap-removes and the shuffle `next`
+    /// does once per round.
+    #[test]
+    fn address_index_follows_the_member_list() {
+        use crate::testing::ID;
+
+        fn assert_indexed(members: &Members<ID>, step: usize) {
+            assert_eq!(members.inner.len(), members.positions.len(), "step {step}");
+            for (at, member) in members.inner.iter().enumerate() {
+                assert_eq!(
+                    Some(&at),
+                    members.positions.get(&member.id.addr()),
+                    "step {step}: {member:?}"
+                );
+            }
+        }
+
+        let mut members = Members::new(Vec::new());
+        let mut rng = SmallRng::seed_from_u64(0xF0CA);
+        let (mut inserted, mut replaced, mut removed, mut shuffles) = (0, 0, 0, 0);
+
+        for step in 0..5_000 {
+            let id = ID::new_with_bump(rng.random_range(0..48), rng.random_range(0..3));
+            match rng.random_range(0..10) {
+                0..=5 => {
+                    let state = [State::Alive, State::Suspect, State::Down][rng.random_range(0..3)];
+                    let update = Member::new(id, rng.random_range(0..4), state);
+                    let before = members.inner.len();
+                    let summary = members.apply(update, &mut rng);
+                    inserted += members.inner.len() - before;
+                    if let ConflictResult::Replaced(_) = summary.conflict {
+                        replaced += 1;
+                    }
+                }
+                6..=7 => {
+                    removed += usize::from(members.remove_if_down(&id).is_some());
+                }
+                _ => {
+                    shuffles += usize::from(members.cursor >= members.inner.len());
+                    let _ = members.next(&mut rng);
+                }
+            }
+            assert_indexed(&members, step);
+
+            // The indexed lookups agree with a scan of the list.
+            let scanned = members.inner.iter().any(|m| m.id == id && m.is_active());
+            assert_eq!(scanned, members.is_active(&id), "step {step}");
+        }
+
+        // Every path that moves a member was taken, many times.
+        assert!(
+            inserted > 100 && replaced > 100 && removed > 100 && shuffles > 40,
+            "{inserted} {replaced} {removed} {shuffles}"
+        );
+    }
+
     #[test]
     fn next_yields_none_with_no_active_members() {
         let mut members = Members::new(Vec::new());
@@ -840,7 +900,13 @@ mod tests {
             names
                 .iter()
                 .enumerate()
-                .map(|(i, n)| if i % 4 == 0 { Member::down(Id(n)) } else { Member::alive(Id(n)) })
+                .map(|(i, n)| {
+                    if i % 4 == 0 {
+                        Member::down(Id(n))
+                    } else {
+                        Member::alive(Id(n))
+                    }
+                })
                 .collect(),
         );
         let mut rng = SmallRng::seed_from_u64(0xF0CA);
@@ -858,6 +924,66 @@ mod tests {
         // 74 qualifying members, 6,000 picks: each about 81 times.
         assert_eq!(74, seen.len());
         assert!(seen.values().all(|&n| (40..130).contains(&n)), "{seen:?}");
+    }
+
+    /// Shoal's patch 3: the sampling draws a few random numbers, not one per
+    /// member; when few members qualify it falls back to the reservoir, which
+    /// still finds exactly the ones there are, each once.
+    #[test]
+    fn choosing_few_of_many_draws_little_and_falls_back() {
+        struct Counting(SmallRng, usize);
+        impl rand::rand_core::TryRng for Counting {
+            type Error = core::convert::Infallible;
+            fn try_next_u32(&mut self) -> Result<u32, Self::Error> {
+                self.1 += 1;
+                self.0.try_next_u32()
+            }
+            fn try_next_u64(&mut self) -> Result<u64, Self::Error> {
+                self.1 += 1;
+                self.0.try_next_u64()
+            }
+            fn try_fill_bytes(&mut self, dst: &mut [u8]) -> Result<(), Self::Error> {
+                self.1 += 1;
+                self.0.try_fill_bytes(dst)
+            }
+        }
+
+        use crate::testing::ID;
+        let all_alive = Members::new((0..200).map(|a| Member::alive(ID::new(a))).collect());
+        let mut rng = Counting(SmallRng::seed_from_u64(0xF0CA), 0);
+        let mut out = Vec::new();
+        all_alive.choose_active_members(3, &mut out, &mut rng, |_| true);
+        assert_eq!(3, out.len());
+        // The reservoir drew one number per member past the third: 197.
+        assert!(rng.1 <= 24, "{} random numbers for 3 of 200 members", rng.1);
+
+        // Two active members among 200: the sampling gives up, the reservoir
+        // finds both (and only them, once each) however many are wanted.
+        let two_alive = Members::new(
+            (0..200)
+                .map(|a| {
+                    if a == 17 || a == 150 {
+                        Member::alive(ID::new(a))
+                    } else {
+                        Member::down(ID::new(a))
+                    }
+                })
+                .collect(),
+        );
+        for wanted in [1, 2, 3, 20] {
+            for seed in 0..50 {
+                let mut rng = SmallRng::seed_from_u64(seed);
+                let mut out = Vec::new();
+                two_alive.choose_active_members(wanted, &mut out, &mut rng, |_| true);
+                let mut got: Vec<u8> = out.iter().map(|m| m.id.addr()).collect();
+                got.sort_unstable();
+                if wanted >= 2 {
+                    assert_eq!(Vec::from([17, 150]), got, "wanted {wanted}, seed {seed}");
+                } else {
+                    assert!(got == [17] || got == [150], "seed {seed}: {got:?}");
+                }
+            }
+        }
     }
 
     #[test]
@@ -949,5 +1075,70 @@ mod tests {
 
         assert_eq!(ConflictResult::Lost, summary.conflict,);
         assert!(!summary.apply_successful, "must not apply if conflict lost");
+    }
+
+    /// Shoal's patch 5: `warm` only reads. Warming with a batch of updates
+    /// about known members, unknown ones, an identity in conflict and repeats
+    /// leaves the list, its index, the round's cursor and the active count as
+    /// they were, and applying the batch afterwards gives what it gives cold.
+    #[test]
+    fn warm_changes_nothing_observable() {
+        use crate::testing::ID;
+
+        let mut warmed = Members::new(Vec::new());
+        let mut rng = SmallRng::seed_from_u64(0xF0CA);
+        for addr in 0..40 {
+            let state = [State::Alive, State::Suspect, State::Down][usize::from(addr % 3)];
+            let _ = warmed.apply(Member::new(ID::new(addr), 1, state), &mut rng);
+        }
+        for _ in 0..7 {
+            let _ = warmed.next(&mut rng);
+        }
+        let mut cold = Members::new(warmed.inner.clone());
+        cold.cursor = warmed.cursor;
+
+        let batch = Vec::from([
+            Member::alive(ID::new(3)),
+            Member::new(ID::new(4), 2, State::Alive),
+            Member::suspect(ID::new(200)),
+            Member::alive(ID::new_with_bump(5, 1)),
+            Member::down(ID::new(6)),
+            Member::new(ID::new(4), 2, State::Alive),
+        ]);
+
+        let snapshot = |m: &Members<ID>| {
+            let mut positions: Vec<_> = m.positions.iter().map(|(a, p)| (*a, *p)).collect();
+            positions.sort_unstable();
+            (m.inner.clone(), positions, m.cursor, m.num_active)
+        };
+        let before = snapshot(&warmed);
+        warmed.warm(&batch);
+        warmed.warm(&[]);
+        assert!(before == snapshot(&warmed), "warm changed the member list");
+
+        let mut rng_warm = SmallRng::seed_from_u64(7);
+        let mut rng_cold = SmallRng::seed_from_u64(7);
+        for update in batch {
+            let w = warmed.apply(update.clone(), &mut rng_warm);
+            let c = cold.apply(update, &mut rng_cold);
+            assert_eq!(
+                (
+                    w.is_active_now,
+                    w.apply_successful,
+                    w.changed_active_set,
+                    w.conflict
+                ),
+                (
+                    c.is_active_now,
+                    c.apply_successful,
+                    c.changed_active_set,
+                    c.conflict
+                )
+            );
+        }
+        assert!(
+            snapshot(&cold) == snapshot(&warmed),
+            "applied differently after warm"
+        );
     }
 }

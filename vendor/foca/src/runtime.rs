@@ -1,7 +1,8 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
-// Modified for Shoal (see vendor/README.md): `Notification::MemberChanged`.
+// Modified for Shoal (see vendor/README.md and vendor/foca-patches/):
+// - patch 4: `Notification::MemberChanged`.
 use alloc::collections::VecDeque;
 use core::{cmp::Ordering, time::Duration};
 

@@ -1,0 +1,202 @@
+//! How news travels besides SWIM: joining through seeds, anti-entropy syncs, resource ads,
+//! and identities known only from ads.
+
+use std::net::SocketAddr;
+
+use compact_str::CompactString;
+use rand::RngExt;
+
+use crate::types::{MemberStatus, NodeId, ResourceAd};
+use crate::wire::{self, Sync, Want};
+
+use super::{CHASE_ATTEMPTS, CHASES_PER_SYNC, MemberEvent, Membership, Tick};
+
+impl Membership {
+    pub(super) fn handle_sync(&mut self, from: SocketAddr, sync: Sync) {
+        let their_digest = sync.digest;
+        let want = sync.want;
+        self.offer_ad(sync.ad, false);
+        self.drain_ad_changes();
+        let reply = match want {
+            Want::Nothing => return,
+            Want::Yours => vec![wire::encode_ad(&self.own_ad)],
+            Want::AllIfDifferent => {
+                let ads = self.ads.lock();
+                if ads.digest() == their_digest {
+                    return;
+                }
+                ads.encoded_differing(&their_digest)
+            }
+        };
+        self.send_ads(from, &reply);
+    }
+
+    /// Sends encoded ads to `to`, split into datagrams that fit.
+    pub(super) fn send_ads(&mut self, to: SocketAddr, ads: &[Vec<u8>]) {
+        let budget = self.config.max_packet_size.saturating_sub(16);
+        let mut start = 0;
+        let mut size = 0;
+        for (i, ad) in ads.iter().enumerate() {
+            let len = ad.len();
+            if i > start && size + len > budget {
+                self.push_out(to, wire::encode_ads_batch(&ads[start..i]));
+                start = i;
+                size = 0;
+            }
+            size += len;
+        }
+        if start < ads.len() {
+            self.push_out(to, wire::encode_ads_batch(&ads[start..]));
+        }
+    }
+
+    pub(super) fn announce_to(&mut self, seed: SocketAddr) {
+        // A placeholder identity with the seed's address: foca accepts an announce whose
+        // destination has its own address, whatever name and generation it carries.
+        let dst = NodeId {
+            name: CompactString::default(),
+            addr: seed,
+            generation: 0,
+        };
+        self.swim_call(|swim, rt| swim.announce(dst, rt));
+    }
+
+    pub(super) fn retry_join(&mut self) {
+        if self.left || self.seeds.is_empty() {
+            return;
+        }
+        if self.swim.num_members() == 0 {
+            for seed in self.seeds.clone() {
+                self.announce_to(seed);
+            }
+            self.join_backoff = (self.join_backoff * 2).min(self.config.join_retry_max);
+        } else {
+            // Joined; keep watching so an isolated node goes back to its seeds.
+            self.join_backoff = self.config.join_retry_min;
+        }
+        let next = if self.swim.num_members() == 0 {
+            self.join_backoff
+        } else {
+            self.config.join_retry_max
+        };
+        self.schedule(self.now.plus(next), Tick::JoinRetry);
+    }
+
+    pub(super) fn send_sync(&mut self, to: SocketAddr, want: Want) {
+        let digest = self.ads.lock().digest();
+        let msg = Sync {
+            digest,
+            want,
+            ad: self.own_ad.clone(),
+        };
+        self.stats.syncs_sent += 1;
+        self.push_out(to, wire::encode(wire::KIND_SYNC, &msg));
+    }
+
+    pub(super) fn sync_with_random_member(&mut self) {
+        if self.left {
+            return;
+        }
+        let n = self.swim.num_members();
+        if n == 0 {
+            return;
+        }
+        let pick = self.rng.random_range(0..n);
+        let to = self.swim.iter_members().nth(pick).map(|m| m.id().addr);
+        if let Some(to) = to {
+            self.send_sync(to, Want::AllIfDifferent);
+        }
+    }
+
+    pub(super) fn publish(&mut self, ad: ResourceAd) {
+        self.own_ad = ad.clone();
+        let bytes = wire::encode_ad(&ad);
+        self.swim_call(|swim, _| swim.add_broadcast(&bytes).map(|_| ()));
+    }
+
+    /// Keeps `ad` if it is newer than what is known. With `spread`, it goes through foca's
+    /// broadcast backlog so this node also spreads it by piggy-back; without, it is only
+    /// stored. Ads learned by pull (join pulls, digest syncs) are not spread: their owners
+    /// already gossip them, and re-spreading every pulled ad made each node's backlog hold the
+    /// whole cluster's ads while a large cluster started (foca walks that backlog for every
+    /// datagram it sends).
+    pub(super) fn offer_ad(&mut self, ad: ResourceAd, spread: bool) {
+        if ad.node == self.own_ad.node {
+            return; // nobody knows our resources better than we do
+        }
+        if spread {
+            let bytes = wire::encode_ad(&ad);
+            self.swim_call(|swim, _| swim.add_broadcast(&bytes).map(|_| ()));
+        } else {
+            self.ads.lock().offer(ad);
+        }
+    }
+
+    pub(super) fn drain_ad_changes(&mut self) {
+        let changed: Vec<CompactString> = std::mem::take(&mut self.ads.lock().changed);
+        for name in changed {
+            if name == self.own_ad.node {
+                continue;
+            }
+            let Some(ad) = self.ads.lock().ads.get(&name).cloned() else {
+                continue;
+            };
+            self.note_unheard(&ad);
+            if let Some(r) = self.records.get_mut(&name) {
+                r.last_update = self.now;
+                if ad.left && ad.generation == r.id.generation && r.status == MemberStatus::Down {
+                    let id = r.id.clone();
+                    self.set_status(id, MemberStatus::Left);
+                }
+            }
+            self.events.push_back(MemberEvent::Resources { ad });
+        }
+    }
+
+    /// Whether the view already holds `generation` (or a newer one) of `name`.
+    pub(super) fn heard_of(&self, name: &str, generation: u64) -> bool {
+        self.index
+            .get(name)
+            .is_some_and(|k| k.generation >= generation)
+    }
+
+    /// Remembers an identity (name, gossip address, generation) that an ad names but this
+    /// node's SWIM has not heard of. Piggy-backed gossip can miss a node — a join, or a rejoin
+    /// after a partition, in a large cluster — and nothing in SWIM corrects that before a probe
+    /// happens to reach it, up to N probe periods later; ads, which converge by digest sync,
+    /// notice it.
+    pub(super) fn note_unheard(&mut self, ad: &ResourceAd) {
+        let Some(addr) = ad.gossip_addr else {
+            return;
+        };
+        if ad.left || addr == self.identity().addr || self.heard_of(&ad.node, ad.generation) {
+            return;
+        }
+        self.unheard
+            .insert(ad.node.clone(), (ad.generation, addr, CHASE_ATTEMPTS));
+    }
+
+    /// Announces to a few identities known only from ads: a live one answers, and foca learns
+    /// it from the answer (a datagram's sender is alive); a dead one (ads outlive their
+    /// nodes) does not, and is forgotten after a few tries. An ad alone never makes a member
+    /// look alive. Most entries resolve themselves first, when gossip catches up.
+    pub(super) fn chase_unheard(&mut self) {
+        let unheard = std::mem::take(&mut self.unheard);
+        let mut chased = 0;
+        for (name, (generation, addr, attempts)) in unheard {
+            if self.heard_of(&name, generation) {
+                continue;
+            }
+            if chased < CHASES_PER_SYNC {
+                chased += 1;
+                self.stats.identity_chases += 1;
+                self.announce_to(addr);
+                if attempts > 1 {
+                    self.unheard.insert(name, (generation, addr, attempts - 1));
+                }
+            } else {
+                self.unheard.insert(name, (generation, addr, attempts));
+            }
+        }
+    }
+}

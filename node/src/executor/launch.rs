@@ -1,0 +1,300 @@
+//! Starting a task: its directory, log files, environment, cgroup and process, on the blocking
+//! pool.
+
+use std::collections::BTreeMap;
+use std::ffi::{OsStr, OsString};
+use std::io::ErrorKind;
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Arc;
+
+use shoal_scheduler::AttemptId;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::cgroup::{self, TaskCgroup};
+use super::disk_name::DiskName;
+use super::pidfile::{self, PidRecord};
+use super::users::Account;
+use super::watcher::watch_child;
+use super::{ExecEvent, Inner, TaskSpec, procfs};
+
+/// `PATH` for tasks whose environment has none (glibc's `execvp` default).
+const DEFAULT_PATH: &str = "/bin:/usr/bin";
+
+/// A spawned process and what the watcher needs to see it through.
+pub(super) struct Launched {
+    pub(super) child: tokio::process::Child,
+    pub(super) pid: u32,
+    pub(super) cgroup: Option<TaskCgroup>,
+    /// Set when setup after the spawn failed: the watcher kills the group and reports this.
+    pub(super) setup_error: Option<String>,
+}
+
+impl Inner {
+    /// Creates the task directory and log files, prepares the cgroup and spawns the process.
+    /// Errors are the `Failed` reason; nothing is left running when one is returned.
+    fn launch(&self, name: &DiskName, spec: &TaskSpec) -> Result<Launched, String> {
+        let account = self.users.for_task(spec.user.as_deref())?;
+        let dir = self.task_dir(name);
+        make_task_dir(&dir, account)?;
+        let stdout = open_log(&dir.join("stdout"))?;
+        let stderr = open_log(&dir.join("stderr"))?;
+        pidfile::remove(&dir)?;
+        let workdir = spec.workdir.clone().unwrap_or_else(|| dir.clone());
+        check_workdir(&workdir)?;
+        let env = self.task_env(name, spec, &dir);
+        let program = resolve_program(&spec.command, env.get(OsStr::new("PATH")), &workdir)?;
+        let limits = cgroup::Limits {
+            cpu_millicores: spec.cpu_millicores,
+            memory_mib: spec.memory_mib,
+            max_pids: self.config.task_max_pids,
+        };
+        let cgroup = match &self.cgroups {
+            Some(h) => Some(h.create(&name.cgroup(), limits)?),
+            None => None,
+        };
+        let mut command = tokio::process::Command::new(program);
+        if let Some(account) = account {
+            // std sets the gid, drops the supplementary groups (we are root), then the uid.
+            command.uid(account.uid).gid(account.gid);
+        }
+        command
+            .args(&spec.args)
+            .env_clear()
+            .envs(&env)
+            .current_dir(&workdir)
+            .stdin(Stdio::null())
+            .stdout(stdout)
+            .stderr(stderr)
+            .process_group(0)
+            .kill_on_drop(false);
+        let spawned = match &self.cgroups {
+            Some(h) => h
+                .spawn_inside(&name.cgroup(), || command.spawn())
+                .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?,
+            None => command.spawn(),
+        };
+        let (child, pid) = spawned
+            .map_err(|e| spawn_error(spec, account, &workdir, &e))
+            .and_then(|child| with_pid(child, spec))
+            .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?;
+        let setup_error = self.after_spawn(name, pid, cgroup.as_ref()).err();
+        Ok(Launched {
+            child,
+            pid,
+            cgroup,
+            setup_error,
+        })
+    }
+
+    /// The task's whole environment: [`ExecutorConfig::pass_env`] from the agent, then the
+    /// spec's, then the `SHOAL_*` task variables.
+    fn task_env(
+        &self,
+        name: &DiskName,
+        spec: &TaskSpec,
+        dir: &Path,
+    ) -> BTreeMap<OsString, OsString> {
+        let mut env = BTreeMap::new();
+        for name in &self.config.pass_env {
+            if let Some(value) = std::env::var_os(name) {
+                env.insert(OsString::from(name), value);
+            }
+        }
+        env.extend(spec.env.iter().map(|(k, v)| (k.into(), v.into())));
+        let task_vars = [
+            ("SHOAL_JOB", OsString::from(name.job_key())),
+            ("SHOAL_SLOT", name.slot().to_string().into()),
+            ("SHOAL_ATTEMPT", name.attempt().to_string().into()),
+            ("SHOAL_TASK_DIR", dir.as_os_str().to_owned()),
+        ];
+        env.extend(task_vars.into_iter().map(|(k, v)| (OsString::from(k), v)));
+        env
+    }
+
+    /// Moves the pid into its cgroup first (the sooner, the fewer forks escape it), then
+    /// persists the pid record that recovery depends on.
+    fn after_spawn(
+        &self,
+        name: &DiskName,
+        pid: u32,
+        cgroup: Option<&TaskCgroup>,
+    ) -> Result<(), String> {
+        if let Some(cgroup) = cgroup {
+            cgroup.add(pid)?;
+        }
+        let record = PidRecord {
+            task: name.clone(),
+            pid,
+            pgid: pid,
+            start_time_ticks: procfs::stat(pid).map(|s| s.start_time),
+            boot_id: self.boot_id.clone(),
+        };
+        pidfile::write(&self.task_dir(name), &record)
+    }
+}
+
+/// Launches on the blocking pool (directory, files, cgroup and spawn are blocking syscalls, a
+/// millisecond or two per task), at most [`ExecutorConfig::max_parallel_launches`] at a time,
+/// then watches the child.
+pub(super) async fn run_task(
+    inner: Arc<Inner>,
+    task: AttemptId,
+    name: DiskName,
+    spec: TaskSpec,
+    kill_rx: watch::Receiver<Option<Instant>>,
+) {
+    let launched = match inner.launch_slots.acquire().await {
+        Ok(_permit) => {
+            let (launcher, disk) = (inner.clone(), name.clone());
+            tokio::task::spawn_blocking(move || launcher.launch(&disk, &spec))
+                .await
+                .unwrap_or_else(|e| Err(format!("launch did not complete: {e}")))
+        }
+        Err(_) => Err("executor launch queue is closed".to_owned()),
+    };
+    match launched {
+        Ok(launched) => watch_child(inner, task, name, launched, kill_rx).await,
+        Err(reason) => {
+            inner.release(&task);
+            inner.emit(ExecEvent::Failed { task, reason }).await;
+        }
+    }
+}
+
+/// Opens a log for appending without following a symlink: a directory reused from an earlier
+/// run of the same attempt may hold what its task user left there.
+fn open_log(path: &Path) -> Result<std::fs::File, String> {
+    std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| format!("cannot open log file {}: {e}", path.display()))
+}
+
+/// Creates the task directory; when the task runs as another user, hands it to that user
+/// (`0700`) and makes its parents searchable (`0711`: enter, not list).
+fn make_task_dir(dir: &Path, account: Option<&Account>) -> Result<(), String> {
+    std::fs::create_dir_all(dir)
+        .map_err(|e| format!("cannot create task directory {}: {e}", dir.display()))?;
+    let Some(account) = account else {
+        return Ok(());
+    };
+    let chmod = |path: &Path, mode| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))
+    };
+    for parent in dir.ancestors().skip(1).take(2) {
+        chmod(parent, 0o711)?;
+    }
+    std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid)).map_err(|e| {
+        format!(
+            "cannot give task directory {} to user {}: {e}",
+            dir.display(),
+            account.name
+        )
+    })?;
+    chmod(dir, 0o700)
+}
+
+/// Checked before the spawn because a missing workdir and a missing command both surface as
+/// `ENOENT` from the spawn.
+fn check_workdir(workdir: &Path) -> Result<(), String> {
+    match std::fs::metadata(workdir) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("workdir {} is not a directory", workdir.display())),
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            Err(format!("workdir {} does not exist", workdir.display()))
+        }
+        Err(e) => Err(format!("workdir {}: {e}", workdir.display())),
+    }
+}
+
+/// Finds `command` on the task's `PATH` (relative entries count from `workdir`) the way
+/// `execvp` would, so the spawn gets an absolute path: that lets std use `posix_spawn` instead
+/// of `fork` (it cannot when the child's `PATH` differs from ours), and names the problem
+/// precisely when the command is missing.
+fn resolve_program(
+    command: &str,
+    path: Option<&OsString>,
+    workdir: &Path,
+) -> Result<PathBuf, String> {
+    let shown = command.escape_default();
+    if command.is_empty() {
+        return Err("command is empty".to_owned());
+    }
+    if command.contains('/') {
+        return Ok(PathBuf::from(command));
+    }
+    let search = path.map_or(OsStr::new(DEFAULT_PATH), OsString::as_os_str);
+    let mut not_executable = None;
+    for entry in std::env::split_paths(search) {
+        let dir = if entry.as_os_str().is_empty() {
+            workdir.to_owned()
+        } else {
+            workdir.join(entry)
+        };
+        let candidate = dir.join(command);
+        match std::fs::metadata(&candidate) {
+            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(candidate),
+            Ok(m) if m.is_file() => not_executable = not_executable.or(Some(candidate)),
+            _ => {}
+        }
+    }
+    match not_executable {
+        Some(p) => Err(format!(
+            "command `{shown}` at {} is not executable",
+            p.display()
+        )),
+        None => Err(format!(
+            "command `{shown}` not found on PATH {}",
+            search.to_string_lossy()
+        )),
+    }
+}
+
+fn spawn_error(
+    spec: &TaskSpec,
+    account: Option<&Account>,
+    workdir: &Path,
+    error: &std::io::Error,
+) -> String {
+    let command = spec.command.escape_default();
+    match (error.kind(), account) {
+        (ErrorKind::NotFound, _) => format!("command `{command}` not found"),
+        (ErrorKind::PermissionDenied, Some(a)) => format!(
+            "cannot start command `{command}` as user {}: permission denied (that user needs \
+             execute permission on the command and search permission on every directory up \
+             to the workdir {})",
+            a.name,
+            workdir.display()
+        ),
+        (ErrorKind::PermissionDenied, None) => {
+            format!("command `{command}` is not executable (permission denied)")
+        }
+        _ => format!("cannot start command `{command}`: {error}"),
+    }
+}
+
+fn with_pid(
+    child: tokio::process::Child,
+    spec: &TaskSpec,
+) -> Result<(tokio::process::Child, u32), String> {
+    match child.id() {
+        Some(pid) => Ok((child, pid)),
+        // Only a reaped child has no pid, and nothing has waited on this one yet.
+        None => Err(format!(
+            "command `{}` vanished before it could be watched",
+            spec.command
+        )),
+    }
+}
+
+fn remove_cgroup_now(cgroup: Option<&TaskCgroup>) {
+    if let Some(Err(e)) = cgroup.map(TaskCgroup::remove_now) {
+        tracing::warn!(error = %e, "cannot remove unused task cgroup");
+    }
+}

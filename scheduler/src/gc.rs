@@ -1,0 +1,168 @@
+//! Garbage collection: the job's GC coordinator purges a finished job incarnation after a
+//! grace period, a slot's coordinator folds old attempts of a long slot history into a floor,
+//! and tombstones are dropped once every live peer holds them (`docs/scheduler.md`, GC rule).
+
+use crate::config::ms;
+use crate::hash::StableHasher;
+use crate::ids::{AttemptId, SlotKey};
+use crate::roles::Wake;
+use crate::scheduler::Scheduler;
+use crate::slot::slot_status;
+use crate::spec::JobType;
+use crate::table::{AttemptState, JobKey, OpBody, SlotFloor};
+
+impl Scheduler {
+    /// Whether this node collects the garbage of a job incarnation (its rendezvous winner
+    /// among the live members, as for slots).
+    pub(crate) fn is_job_coordinator(&self, job: &str, incarnation: u64) -> bool {
+        let h = StableHasher::new()
+            .field(job.as_bytes())
+            .int(incarnation)
+            .field(b"gc")
+            .finish();
+        self.is_mine(h)
+    }
+
+    /// Purge a finished job incarnation once its grace period has passed (job coordinator
+    /// only). Finished: stopped (or hidden by a newer incarnation) with no live attempt, or a
+    /// batch job whose every slot is done or out of retries.
+    pub(crate) fn consider_gc(&mut self, job: &str, incarnation: u64) {
+        let key = (job.to_string(), incarnation);
+        if !self.may_act()
+            || !self.is_job_coordinator(job, incarnation)
+            || !self.is_finished(job, incarnation)
+        {
+            self.gc.finished_since.remove(&key);
+            return;
+        }
+        let since = *self
+            .gc
+            .finished_since
+            .entry(key.clone())
+            .or_insert(self.now);
+        let at = since.plus(self.config.gc_grace);
+        if self.now >= at {
+            self.gc.finished_since.remove(&key);
+            self.gc.done_cursor.remove(&key);
+            self.write(OpBody::Purge {
+                job: job.to_string(),
+                incarnation,
+            });
+        } else {
+            self.timers.insert((at, Wake::Job(job.into())));
+        }
+    }
+
+    fn is_finished(&mut self, job: &str, incarnation: u64) -> bool {
+        let tables = self.tables();
+        let Some(entry) = tables
+            .incarnations(job)
+            .find(|(i, _)| *i == incarnation)
+            .map(|(_, e)| e)
+        else {
+            return false;
+        };
+        let visible = tables.job(job).is_some_and(|(i, _)| i == incarnation);
+        if entry.stopped || !visible {
+            return tables.job_attempts(job, incarnation).all(|(id, a)| {
+                !tables.state(id).is_live()
+                    || self
+                        .down_settles_at(&a.target)
+                        .is_some_and(|at| at <= self.now)
+            });
+        }
+        if entry.spec.job_type != JobType::Batch {
+            return false;
+        }
+        let key = (job.to_string(), incarnation);
+        let start = self.gc.done_cursor.get(&key).copied().unwrap_or(0);
+        let backoff = self.backoff();
+        let mut cursor = start;
+        while cursor < entry.spec.count {
+            let slot = SlotKey {
+                job: job.into(),
+                incarnation,
+                slot: cursor,
+            };
+            if !slot_status(tables, entry, &slot, backoff).is_final() {
+                break;
+            }
+            cursor += 1;
+        }
+        let done = cursor >= entry.spec.count;
+        self.gc.done_cursor.insert(key, cursor);
+        done
+    }
+
+    /// Fold the oldest finished attempts of a long slot history into its floor (this node
+    /// coordinates the slot: only `coordinate_slot` and `retry_due` get here).
+    pub(crate) fn maybe_compact(&mut self, key: &SlotKey) {
+        if !self.may_act() {
+            return;
+        }
+        let keep = self.config.attempt_history.get();
+        let tables = self.tables();
+        let attempts: Vec<(AttemptId, AttemptState)> = tables
+            .slot_attempts(key)
+            .map(|(id, _)| (id.clone(), tables.state(id)))
+            .collect();
+        if attempts.len() <= keep {
+            return;
+        }
+        let cut = attempts.len() - keep.div_ceil(2).max(1);
+        let (old, kept) = attempts.split_at(cut);
+        if old.iter().any(|(_, s)| s.is_live()) {
+            return;
+        }
+        let failures = old
+            .iter()
+            .filter(|(_, s)| {
+                !matches!(
+                    s,
+                    AttemptState::Rejected { .. } | AttemptState::Exited { code: 0 }
+                )
+            })
+            .count();
+        let floor = SlotFloor {
+            below: kept.first().map_or(0, |(id, _)| id.attempt),
+            failures: tables
+                .floor(key)
+                .failures
+                .saturating_add(u32::try_from(failures).unwrap_or(u32::MAX)),
+        };
+        self.write(OpBody::Floor {
+            slot: key.clone(),
+            floor,
+        });
+    }
+
+    /// Drop tombstones older than the retention that every live peer is known to hold.
+    pub(crate) fn collect_tombstones(&mut self) {
+        let purged: Vec<JobKey> = self.tables().purged().iter().cloned().collect();
+        self.gc.tombstones.retain(|k, _| purged.contains(k));
+        let retention = ms(self.config.tombstone_retention);
+        let mut drop = Vec::new();
+        for key in purged {
+            let clock = self.tables().clock().clone();
+            let (seen, at_seen) = self
+                .gc
+                .tombstones
+                .entry(key.clone())
+                .or_insert((self.now, clock));
+            let old = self.now.since(*seen) >= retention;
+            let everywhere = self
+                .members
+                .live
+                .iter()
+                .filter(|(n, _)| *n != self.node)
+                .all(|(n, _)| self.repl.peer_clocks.get(n).is_some_and(|c| c >= at_seen));
+            if old && everywhere {
+                drop.push(key);
+            }
+        }
+        for key in drop {
+            self.gc.tombstones.remove(&key);
+            self.replica.drop_tombstone(&key);
+        }
+    }
+}

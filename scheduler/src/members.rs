@@ -1,0 +1,180 @@
+//! How a membership view becomes the scheduler's member lists (live members, placement
+//! candidates, down times), and when a down node's work may be condemned.
+
+use std::collections::BTreeMap;
+
+use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd};
+
+use crate::hash::name_hash;
+use crate::placement::Candidate;
+use crate::roles::{Members, Wake, down_or_gone};
+use crate::scheduler::Scheduler;
+
+impl Scheduler {
+    /// Applies a view that differs from the current one at most in what members' ads say
+    /// outside their shape (version, addresses) and in update times, which placement does not
+    /// read. Returns false, changing nothing, when membership, a status, an identity or an
+    /// ad's capacity, attributes, draining or left flag changed: the caller rebuilds the
+    /// derived lists.
+    pub(crate) fn update_in_place(&mut self, members: &[MemberInfo]) -> bool {
+        // The view comes sorted by name (as the membership core lists it), like `all`: walking
+        // both side by side replaces two name lookups per member. An unsorted view simply
+        // takes the rebuild path.
+        if members.len() != self.members.all.len() {
+            return false;
+        }
+        let node = self.node.as_str();
+        let unchanged_shape = |(cur, m): (&MemberInfo, &MemberInfo)| {
+            cur.id == m.id
+                && (cur.status == m.status || m.id.name == node)
+                && match (&cur.ad, &m.ad) {
+                    (None, None) => true,
+                    (Some(a), Some(b)) => same_version(a, b) || same_shape(a, b),
+                    _ => false,
+                }
+        };
+        if !self.members.all.values().zip(members).all(unchanged_shape) {
+            return false;
+        }
+        for (cur, m) in self.members.all.values_mut().zip(members) {
+            let same_ad = match (&cur.ad, &m.ad) {
+                (Some(a), Some(b)) => same_version(a, b),
+                (a, b) => a == b,
+            };
+            if same_ad && cur.last_update == m.last_update {
+                continue;
+            }
+            let status = cur.status;
+            *cur = m.clone();
+            cur.status = status;
+        }
+        true
+    }
+
+    pub(crate) fn statuses(&self) -> Vec<(String, MemberStatus)> {
+        self.members
+            .all
+            .iter()
+            .map(|(n, m)| (n.clone(), m.status))
+            .collect()
+    }
+
+    fn members_is_down(&self, all: &BTreeMap<String, MemberInfo>, name: &str) -> bool {
+        name != self.node && all.get(name).is_some_and(down_or_gone)
+    }
+
+    /// When `name`'s work may be condemned: it is down (or left), and has been so while this
+    /// node held its majority for the quorum's `settle_ms` — long enough for a node on the
+    /// wrong side of a partition to have lost its majority first (`docs/faults.md`). A node
+    /// that left on purpose stopped its own work and is acted on at once. `None`: not down.
+    pub(crate) fn down_settles_at(&self, name: &str) -> Option<Millis> {
+        let m = self.members.all.get(name)?;
+        if !down_or_gone(m) {
+            return None;
+        }
+        if m.status == MemberStatus::Left || m.ad.as_ref().is_some_and(|a| a.left) {
+            return Some(Millis(0));
+        }
+        let down = self
+            .members
+            .down_since
+            .get(name)
+            .copied()
+            .unwrap_or(self.now);
+        Some(
+            down.max(self.reach.quorum.since)
+                .plus_ms(self.reach.quorum.settle_ms),
+        )
+    }
+
+    /// Whether `name`'s live attempts may be marked lost now; when it is down but not yet
+    /// settled, arms a wake-up for the moment it is.
+    pub(crate) fn settled_down(&mut self, name: &str) -> bool {
+        match self.down_settles_at(name) {
+            None => false,
+            Some(at) if at <= self.now => true,
+            Some(at) => {
+                self.timers.insert((at, Wake::Settled));
+                false
+            }
+        }
+    }
+
+    pub(crate) fn set_members(&mut self, members: &[MemberInfo]) {
+        let mut all: BTreeMap<String, MemberInfo> = members
+            .iter()
+            .map(|m| (m.id.name.to_string(), m.clone()))
+            .collect();
+        if let Some(me) = all.get_mut(&self.node) {
+            me.status = MemberStatus::Alive;
+        }
+        let mut live: Vec<(String, u64)> = all
+            .values()
+            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+            .filter(|m| !m.ad.as_ref().is_some_and(|a| a.left))
+            .map(|m| (m.id.name.to_string(), name_hash(&m.id.name)))
+            .collect();
+        if !all.contains_key(&self.node) {
+            live.push((self.node.clone(), name_hash(&self.node)));
+            live.sort();
+        }
+        let replica = &mut self.replica;
+        let nodes: Vec<Candidate> = all
+            .values()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .filter_map(|m| m.ad.as_ref().map(|ad| (m, ad)))
+            .filter(|(_, ad)| !ad.left)
+            .map(|(m, ad)| Candidate {
+                name: m.id.name.to_string(),
+                hash: name_hash(&m.id.name),
+                usage_id: replica.node_id(&m.id.name),
+                capacity: ad.capacity,
+                attributes: ad.attributes.clone(),
+                draining: ad.draining,
+            })
+            .collect();
+        let me = live.iter().find(|(n, _)| *n == self.node).map(|(_, h)| *h);
+        let usage_ids = nodes.iter().map(|n| n.usage_id).collect();
+        let not_left = all
+            .values()
+            .filter(|m| m.status != MemberStatus::Left && !m.ad.as_ref().is_some_and(|a| a.left))
+            .count();
+        let listed = u32::try_from(not_left + usize::from(!all.contains_key(&self.node)))
+            .unwrap_or(u32::MAX);
+        let now = self.now;
+        let before = std::mem::take(&mut self.members.down_since);
+        let down_since = all
+            .keys()
+            .filter(|name| self.members_is_down(&all, name))
+            .map(|name| (name.clone(), before.get(name).copied().unwrap_or(now)))
+            .collect();
+        self.members = Members {
+            all,
+            live,
+            me,
+            nodes,
+            usage_ids,
+            listed,
+            down_since,
+        };
+        self.coord.room_changes += 1;
+    }
+}
+
+/// Whether two ads are the same version of one node's ad, hence equal: the membership core
+/// stores an ad only when its `(generation, version)` is newer than the one it holds, so one
+/// view never shows two contents under one version. Comparing the attribute maps of every
+/// member on every feed was most of `handle_members`.
+fn same_version(a: &ResourceAd, b: &ResourceAd) -> bool {
+    a.key() == b.key() && a.node == b.node
+}
+
+/// Whether two ads of one member agree on everything placement and liveness derive from.
+fn same_shape(a: &ResourceAd, b: &ResourceAd) -> bool {
+    a.node == b.node
+        && a.generation == b.generation
+        && a.capacity == b.capacity
+        && a.attributes == b.attributes
+        && a.draining == b.draining
+        && a.left == b.left
+}

@@ -1,0 +1,347 @@
+//! The state of a [`Scheduler`](crate::Scheduler), one type per role, each saying which files
+//! change it.
+//!
+//! `scheduler.rs` holds the driving API and what every room shares (the clock, timers, the
+//! dirty sets, the replica and the member lists); each role keeps its own state here, so a
+//! reader of one room sees what it may change. This file imports no room: the rooms import it.
+
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+
+use shoal_gossip::{MemberInfo, MemberStatus, Millis, Quorum, Resources};
+
+use crate::ids::{ActorId, AttemptId, HlcClock, Name, SlotKey, Stamp, VersionVector};
+use crate::placement::{Candidate, PendingReason};
+use crate::table::{JobKey, Op};
+
+// ---- shared by every room ---------------------------------------------------------------
+
+/// A scheduled wake-up.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub(crate) enum Wake {
+    /// Unfinished work from a busy call.
+    Work,
+    /// Send a digest.
+    AntiEntropy,
+    /// Re-examine slots that found no room.
+    PendingRetry,
+    /// A slot's back-off ends.
+    Slot(SlotKey),
+    /// A job's GC grace ends.
+    Job(Name),
+    /// Check tombstones.
+    Tombstones,
+    /// A held release of the node with this usage id becomes visible to placement.
+    Release(usize),
+    /// Without a majority: some local tasks' `stop_after_ms` may have run out.
+    Disconnect,
+    /// A member down has been down long enough to be acted on (`Quorum::settle_ms`).
+    Settled,
+}
+
+/// Dirty sets: what to re-examine.
+#[derive(Debug, Default)]
+pub(crate) struct Work {
+    pub(crate) everything: bool,
+    pub(crate) jobs: BTreeSet<Name>,
+    pub(crate) slots: BTreeSet<SlotKey>,
+}
+
+impl Work {
+    pub(crate) fn is_empty(&self) -> bool {
+        !self.everything && self.jobs.is_empty() && self.slots.is_empty()
+    }
+}
+
+/// The membership as last reported, with derived lists.
+#[derive(Debug, Default)]
+pub(crate) struct Members {
+    pub(crate) all: BTreeMap<String, MemberInfo>,
+    /// Alive or suspect (coordinators are chosen among these), with name hashes, sorted.
+    pub(crate) live: Vec<(String, u64)>,
+    /// This node's name hash when it is among `live` (it coordinates nothing otherwise).
+    pub(crate) me: Option<u64>,
+    /// Placement candidates: alive, with a resource ad, not left.
+    pub(crate) nodes: Vec<Candidate>,
+    /// `nodes[i].usage_id`, side by side: scanned for recent releases without reading the
+    /// views themselves.
+    pub(crate) usage_ids: Vec<usize>,
+    /// Members that have not left, this node included: the view's share of the cluster.
+    pub(crate) listed: u32,
+    /// When each member now down (or left) was first seen so, in this node's clock.
+    pub(crate) down_since: BTreeMap<String, Millis>,
+}
+
+impl Members {
+    /// Declared down or gone. Its live attempts are lost once it has been so for the
+    /// quorum's `settle_ms` ([`Scheduler::settled_down`]).
+    pub(crate) fn is_down(&self, name: &str) -> bool {
+        self.all.get(name).is_some_and(down_or_gone)
+    }
+}
+
+pub(crate) fn down_or_gone(m: &MemberInfo) -> bool {
+    matches!(m.status, MemberStatus::Down | MemberStatus::Left)
+        || m.ad.as_ref().is_some_and(|a| a.left)
+}
+
+// ---- replication ------------------------------------------------------------------------
+
+/// This node's writes and what it knows of its peers' replicas. Changed by `replication.rs`
+/// (writes, stamps, peers' digests), `scheduler.rs` (acks received, the clock restored) and
+/// `durability.rs` (restored job records advance the clock); `jobs.rs` and `durability.rs`
+/// read the write counter and the acks, `gc.rs` the peer clocks.
+#[derive(Debug, Default)]
+pub(crate) struct Replication {
+    /// The hybrid logical clock that stamps job writes.
+    pub(crate) hlc: HlcClock,
+    /// Ops written by this incarnation (the counter of our last dot).
+    pub(crate) counter: u64,
+    /// Local ops not yet queued for the live peers.
+    pub(crate) push: Vec<Op>,
+    /// Each peer's version vector, from its last digest.
+    pub(crate) peer_clocks: BTreeMap<String, VersionVector>,
+    /// Highest counter of our actor each peer acknowledged.
+    pub(crate) acks: BTreeMap<String, u64>,
+    /// Messages refused for an ownership violation.
+    pub(crate) refused_messages: u64,
+}
+
+// ---- target side: admission -------------------------------------------------------------
+
+/// The target side: what this node admitted and what waits for admission. Changed by
+/// `admission.rs` (admits, defers), `reconcile.rs` (queues proposals), `fencing.rs` (marks
+/// tasks killing, for itself and for `disconnect.rs`) and `scheduler.rs` (executor events,
+/// restarts).
+#[derive(Debug, Default)]
+pub(crate) struct Target {
+    /// Tasks admitted here and not yet dead.
+    pub(crate) ledger: BTreeMap<AttemptId, LocalTask>,
+    /// Proposals awaiting admission, in arrival order.
+    pub(crate) queue: VecDeque<AttemptId>,
+    /// Proposals for a job (version) not received yet.
+    pub(crate) deferred: BTreeSet<AttemptId>,
+}
+
+impl Target {
+    /// Resources admitted here and not yet released.
+    pub(crate) fn allocated(&self) -> Resources {
+        self.ledger.values().fold(Resources::default(), |acc, t| {
+            acc.saturating_add(&t.resources)
+        })
+    }
+}
+
+/// A local task: admitted here and not yet known to be dead.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct LocalTask {
+    pub(crate) resources: Resources,
+    pub(crate) killing: bool,
+    /// Its process was seen running (by this start of the node, or found at restart).
+    pub(crate) started: bool,
+    /// Found running by a restarted node, not admitted by this start: never reclaimed after a
+    /// loss (`docs/faults.md`).
+    pub(crate) recovered: bool,
+}
+
+impl LocalTask {
+    pub(crate) fn admitted(resources: Resources) -> Self {
+        LocalTask {
+            resources,
+            killing: false,
+            started: false,
+            recovered: false,
+        }
+    }
+}
+
+// ---- coordination -----------------------------------------------------------------------
+
+/// The slot coordinator's memory: why slots wait, their back-offs, and what placement last
+/// found. Changed by `coordinator.rs`; `reconcile.rs` forgets slots this node no longer
+/// coordinates, `members.rs` counts member-list changes, `scheduler.rs` runs the retry timer;
+/// `view.rs` reads the pending reasons.
+#[derive(Debug)]
+pub(crate) struct Coordination {
+    /// Slots that found no room (or wait for a majority), with the reason.
+    pub(crate) pending: BTreeMap<SlotKey, PendingReason>,
+    /// Slots waiting out a back-off.
+    pub(crate) retry: BTreeMap<SlotKey, Retry>,
+    /// Per job incarnation, its last placement that found no room (see
+    /// `Scheduler::still_no_room`).
+    pub(crate) no_room: BTreeMap<(Name, u64), NoRoom>,
+    /// Grows whenever the member list changed, so a placement candidate may have gained room
+    /// (the replica counts releases, see `Scheduler::room_generation`).
+    pub(crate) room_changes: u64,
+    /// The pending-retry timer is armed.
+    pub(crate) pending_retry_armed: bool,
+    /// `Scheduler::room_generation` when the pending slots were last re-examined.
+    pub(crate) pending_retried_at: u64,
+}
+
+impl Default for Coordination {
+    fn default() -> Self {
+        Self {
+            pending: BTreeMap::new(),
+            retry: BTreeMap::new(),
+            no_room: BTreeMap::new(),
+            room_changes: 0,
+            pending_retry_armed: false,
+            pending_retried_at: u64::MAX,
+        }
+    }
+}
+
+/// A slot waiting out a back-off, keyed to the attempt that ended.
+#[derive(Debug, Clone)]
+pub(crate) struct Retry {
+    pub(crate) after: AttemptId,
+    pub(crate) at: Millis,
+}
+
+/// A job's placement that found no room, and what the placer knew then.
+#[derive(Debug, Clone)]
+pub(crate) struct NoRoom {
+    /// The job version placed (its request and constraints).
+    pub(crate) epoch: Stamp,
+    /// `Replica::releases` when every candidate was last known not to fit.
+    pub(crate) releases: u64,
+    /// `Scheduler::room_changes` then (the candidates and their shapes).
+    pub(crate) room_changes: u64,
+    /// Why.
+    pub(crate) reason: PendingReason,
+}
+
+// ---- garbage collection -----------------------------------------------------------------
+
+/// What garbage collection remembers between passes. Changed by `gc.rs`; `reconcile.rs`
+/// resets a job's entries when it re-examines the whole job, and drops them on nodes that do
+/// not collect it.
+#[derive(Debug, Default)]
+pub(crate) struct Gc {
+    /// Since when each job incarnation this node collects has been finished.
+    pub(crate) finished_since: BTreeMap<JobKey, Millis>,
+    /// Batch slots below this index were final when last checked (GC scan cursor).
+    pub(crate) done_cursor: BTreeMap<JobKey, u32>,
+    /// Tombstones seen: when first, and the version vector then.
+    pub(crate) tombstones: BTreeMap<JobKey, (Millis, VersionVector)>,
+}
+
+// ---- disconnect and quorum --------------------------------------------------------------
+
+/// How much of the cluster this node reaches, and a restored node's catch-up. Changed by
+/// `disconnect.rs` (and `replication.rs`, whose digest answers end the catch-up, and
+/// `scheduler.rs`, which starts it on restore); `members.rs` and `admission.rs` read the
+/// quorum.
+#[derive(Debug)]
+pub(crate) struct Reach {
+    /// The quorum as last reported by the membership core.
+    pub(crate) quorum: Quorum,
+    /// The current streak without a stable majority.
+    pub(crate) streak: Streak,
+    /// Restored from a snapshot and not yet through one anti-entropy exchange with a live
+    /// peer: places and condemns nothing (its tables may be stale).
+    pub(crate) catch_up: Option<CatchUp>,
+}
+
+impl Default for Reach {
+    fn default() -> Self {
+        Self {
+            quorum: Quorum::alone(Millis(0)),
+            streak: Streak::default(),
+            catch_up: None,
+        }
+    }
+}
+
+/// A restored node that has seen no live peer yet waits this long before it acts alone (a
+/// one-node cluster restarting).
+pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
+
+/// A majority held at least this long ends a streak without one: the next loss starts the
+/// `stop_after_ms` clock afresh. Shorter spells of majority (a node flapping on a one-way or
+/// lossy link) do not, so a flapping node's duplicates stay within `stop_after_ms` of the
+/// first loss plus the spells in between (`docs/faults.md`, "Flapping").
+pub(crate) const STABLE_MAJORITY_MS: u64 = 10_000;
+
+/// The current streak without a stable majority.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Streak {
+    /// When the streak began: the first loss of the majority after a stable spell.
+    pub(crate) since: Option<Millis>,
+    /// When the majority last came back during the streak.
+    pub(crate) regained: Option<Millis>,
+}
+
+impl Streak {
+    /// The majority changed to `majority` at `at`.
+    pub(crate) fn update(&mut self, majority: bool, at: Millis) {
+        if majority {
+            if self.since.is_some() && self.regained.is_none() {
+                self.regained = Some(at);
+            }
+            return;
+        }
+        let stable = self
+            .regained
+            .is_some_and(|r| at.since(r) >= STABLE_MAJORITY_MS);
+        if self.since.is_none() || stable {
+            self.since = Some(at);
+        }
+        self.regained = None;
+    }
+}
+
+/// A restored node's catch-up with its peers.
+#[derive(Debug, Default)]
+pub(crate) struct CatchUp {
+    /// Peers sent a digest asking for an answer.
+    pub(crate) asked: BTreeSet<String>,
+    /// When the restored node first heard from its shell.
+    pub(crate) since: Option<Millis>,
+}
+
+// ---- durability -------------------------------------------------------------------------
+
+/// A batch handed to the shell and not yet reported durable.
+#[derive(Debug)]
+pub(crate) struct Inflight {
+    pub(crate) batch: u64,
+    /// Acks to peers' writers, sent once the batch is durable: `(writer node, actor, counter)`.
+    pub(crate) acks: Vec<(String, ActorId, u64)>,
+    /// Our own actor's counter when the batch was taken: our writes up to it are in it.
+    pub(crate) own_counter: u64,
+}
+
+/// The persistence side (`durability.rs`): job records to log and acks held until they are
+/// logged. Changed by `durability.rs`; `reconcile.rs` notes changed jobs, `replication.rs` holds
+/// acks, `jobs.rs` counts prepared writes as logged.
+#[derive(Debug, Default)]
+pub(crate) struct Log {
+    /// Jobs whose rows changed since the last batch.
+    pub(crate) unlogged: BTreeSet<Name>,
+    /// Acks waiting for the next batch.
+    pub(crate) held_acks: Vec<(String, ActorId, u64)>,
+    pub(crate) inflight: VecDeque<Inflight>,
+    pub(crate) next_batch: u64,
+    /// Our actor's writes up to this counter are logged here.
+    pub(crate) logged_counter: u64,
+}
+
+impl Log {
+    pub(crate) fn note_job(&mut self, job: &str) {
+        if !self.unlogged.contains(job) {
+            self.unlogged.insert(job.into());
+        }
+    }
+
+    /// One of our own job writes was logged before it was applied (a prepared write). Our
+    /// job writes all take that path, so every one before it is logged as well.
+    pub(crate) fn logged_own(&mut self, counter: u64) {
+        self.logged_counter = self.logged_counter.max(counter);
+    }
+
+    /// Hold an ack to `writer` for `actor`'s ops up to `counter` until they are logged.
+    pub(crate) fn hold_ack(&mut self, writer: &str, actor: ActorId, counter: u64) {
+        self.held_acks.push((writer.to_string(), actor, counter));
+    }
+}

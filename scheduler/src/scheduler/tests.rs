@@ -1,0 +1,227 @@
+//! Tests of the driving API: submissions, durability, snapshots, ownership rules, determinism.
+
+use shoal_gossip::{Millis, Resources};
+
+use super::*;
+use crate::durability::Durability;
+use crate::ids::Dot;
+use crate::jobs::{StopError, SubmitError};
+use crate::message::Message;
+use crate::spec::JobSpec;
+use crate::table::{Op, OpBody};
+use crate::testing::Cluster;
+
+fn spec(json_extra: &str) -> JobSpec {
+    JobSpec::from_json_str(&format!(
+        r#"{{"id": "web", "type": "service", "count": 2, "command": "sleep",
+            "resources": {{"cpu": 100, "memory": 32}}{json_extra}}}"#
+    ))
+    .unwrap()
+}
+
+#[test]
+fn submit_refuses_invalid_and_impossible_jobs() {
+    let mut c = Cluster::new(2, 1000, 1024, 1);
+    let n1 = &mut c.nodes.get_mut("n1").unwrap().sched;
+    let mut bad = spec("");
+    bad.count = 0;
+    assert!(matches!(
+        n1.submit(Millis(1), bad),
+        Err(SubmitError::Invalid(_))
+    ));
+    let mut huge = spec("");
+    huge.resources.cpu = 5000;
+    let err = n1.submit(Millis(1), huge).unwrap_err().to_string();
+    assert!(
+        err.contains("no node can ever host it") && err.contains("1000m cpu"),
+        "{err}"
+    );
+    assert_eq!(
+        n1.stop_job(Millis(1), "nope"),
+        Err(StopError::NotFound("nope".into()))
+    );
+}
+
+#[test]
+fn durability_needs_an_ack_from_a_live_peer() {
+    let mut c = Cluster::new(3, 1000, 1024, 2);
+    let receipt = c.submit("n1", spec("")).unwrap();
+    assert!(!c.nodes["n1"].sched.is_durable(&receipt));
+    c.step();
+    c.step();
+    assert!(c.nodes["n1"].sched.is_durable(&receipt));
+    // Alone, a write is only local once logged (nothing else could hold it).
+    let mut solo = Scheduler::new("solo".into(), SchedulerConfig::default(), 3);
+    let r = solo.submit(Millis(5), spec("")).unwrap();
+    assert_eq!(solo.durability(&r), Durability::Pending, "not logged yet");
+    let batch = solo
+        .poll_job_records()
+        .expect("the job write is to be logged");
+    assert_eq!(batch.records.len(), 1);
+    assert_eq!(batch.records[0].job, "web");
+    solo.handle_persisted(Millis(6), batch.batch);
+    assert_eq!(solo.durability(&r), Durability::LocalOnly);
+}
+
+#[test]
+fn identical_resubmission_is_a_no_op_and_an_update_replaces_tasks() {
+    let mut c = Cluster::new(2, 1000, 1024, 3);
+    let r1 = c.submit("n1", spec("")).unwrap();
+    assert!(c.run_until(2_000, |c| c.running_count() == 2));
+    let r2 = c.submit("n2", spec("")).unwrap();
+    assert_eq!(r1.version, r2.version);
+    c.run_for(500, |_| {});
+    assert_eq!(c.processes.len(), 2);
+    let mut v2 = spec("");
+    v2.args = vec!["60".into()];
+    c.submit("n2", v2).unwrap();
+    assert!(c.run_until(2_000, |c| c.running_count() == 2 && c.processes.len() == 4));
+    let killed = c
+        .processes
+        .iter()
+        .filter(|p| p.outcome == Some(TaskEvent::Killed))
+        .count();
+    assert_eq!(killed, 2, "old version's tasks are superseded");
+}
+
+#[test]
+fn scaling_down_kills_the_extra_slots() {
+    let mut c = Cluster::new(2, 1000, 1024, 4);
+    let mut s = spec("");
+    s.count = 5;
+    c.submit("n1", s.clone()).unwrap();
+    assert!(c.run_until(2_000, |c| c.running_count() == 5));
+    s.count = 2;
+    c.submit("n1", s).unwrap();
+    assert!(c.run_until(3_000, |c| c.running_count() == 2));
+    assert_eq!(c.view("n2", "web").unwrap().tasks.len(), 2);
+    // Scaling keeps the epoch: the kept slots were not restarted.
+    assert_eq!(c.processes.len(), 5);
+    let mut killed: Vec<u32> = c
+        .processes
+        .iter()
+        .filter(|p| p.outcome == Some(TaskEvent::Killed))
+        .map(|p| p.task.slot)
+        .collect();
+    killed.sort_unstable();
+    assert_eq!(killed, vec![2, 3, 4]);
+}
+
+#[test]
+fn snapshot_round_trip_and_bad_snapshots() {
+    let mut c = Cluster::new(2, 1000, 1024, 5);
+    c.submit("n1", spec("")).unwrap();
+    assert!(c.run_until(2_000, |c| c.running_count() == 2 && c.converged()));
+    let n1 = &c.nodes["n1"].sched;
+    let bytes = n1.snapshot();
+    let r = Scheduler::restore("n1".into(), SchedulerConfig::default(), 7, &bytes).unwrap();
+    assert_eq!(r.tables(), n1.tables());
+    assert_ne!(
+        r.actor(),
+        n1.actor(),
+        "a restored node writes as a new actor"
+    );
+    assert_eq!(r.local_allocated(), n1.local_allocated());
+    assert!(matches!(
+        Scheduler::restore("n2".into(), SchedulerConfig::default(), 7, &bytes),
+        Err(RestoreError::WrongNode { .. })
+    ));
+    assert!(Scheduler::restore("n1".into(), SchedulerConfig::default(), 7, b"junk").is_err());
+}
+
+#[test]
+fn stopped_job_on_a_dead_node_is_still_collected() {
+    let mut c = Cluster::new(3, 1000, 1024, 6);
+    let mut s = spec("");
+    s.count = 3;
+    s.distinct_hosts = true;
+    c.submit("n1", s).unwrap();
+    assert!(c.run_until(2_000, |c| c.running_count() == 3));
+    c.crash("n3");
+    c.declare_down("n3");
+    c.stop("n1", "web");
+    assert!(c.run_until(20_000, |c| c.view("n1", "web").is_none()
+        && c.view("n2", "web").is_none()));
+}
+
+#[test]
+fn ops_that_break_ownership_are_refused() {
+    use crate::table::{Assignment, AttemptState};
+    let mut n1 = Scheduler::new("n1".into(), SchedulerConfig::default(), 1);
+    let author = ActorId {
+        node: "n2".into(),
+        start: 9,
+    };
+    let id = AttemptId {
+        job: "web".into(),
+        incarnation: 1,
+        slot: 0,
+        attempt: 1,
+        placer: "n3".into(),
+    };
+    let assignment = Assignment {
+        target: "n3".into(),
+        resources: Resources::default(),
+        epoch: n1.stamp(),
+    };
+    // n2 writes an assignment in n3's name: refused, nothing applied.
+    let forged = Op::new(
+        Dot::new(author.clone(), 1),
+        OpBody::Assign {
+            id: id.clone(),
+            assignment: assignment.clone(),
+        },
+    );
+    n1.handle_message(Millis(1), "n2", Message::Ops { ops: vec![forged] });
+    assert_eq!(n1.stats().refused_messages, 1);
+    assert!(n1.tables().assignment(&id).is_none());
+    // n3's own assignment, relayed by n2, is fine; then n2 may not write its state
+    // (other than lost), since the attempt runs on n3.
+    let n3 = ActorId {
+        node: "n3".into(),
+        start: 4,
+    };
+    let real = Op::new(
+        Dot::new(n3, 1),
+        OpBody::Assign {
+            id: id.clone(),
+            assignment,
+        },
+    );
+    n1.handle_message(Millis(2), "n2", Message::Ops { ops: vec![real] });
+    assert!(n1.tables().assignment(&id).is_some());
+    let running = Op::new(
+        Dot::new(author.clone(), 1),
+        OpBody::State {
+            id: id.clone(),
+            state: AttemptState::RUNNING,
+        },
+    );
+    n1.handle_message(Millis(3), "n2", Message::Ops { ops: vec![running] });
+    assert_eq!(n1.stats().refused_messages, 2);
+    let lost = Op::new(
+        Dot::new(author, 1),
+        OpBody::State {
+            id: id.clone(),
+            state: AttemptState::Lost { round: 0 },
+        },
+    );
+    n1.handle_message(Millis(4), "n2", Message::Ops { ops: vec![lost] });
+    assert_eq!(
+        n1.stats().refused_messages,
+        2,
+        "a coordinator may mark it lost"
+    );
+    assert!(n1.tables().state(&id).is_lost());
+}
+
+#[test]
+fn no_clock_reads_same_inputs_same_outputs() {
+    let run = || {
+        let mut c = Cluster::new(3, 1000, 1024, 9);
+        c.submit("n2", spec("")).unwrap();
+        c.run_for(1_000, |_| {});
+        (c.digest(), c.delivered)
+    };
+    assert_eq!(run(), run());
+}

@@ -1,0 +1,329 @@
+//! The lattice's elements: the value of each component's rows and the ops that carry one each.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use shoal_gossip::Resources;
+
+use crate::ids::{ActorId, AttemptId, Dot, Name, SlotKey, Stamp};
+use crate::spec::JobSpec;
+
+/// A job id plus incarnation.
+pub type JobKey = (String, u64);
+
+/// One write of a job (submission, update or stop).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobEntry {
+    /// Last-writer-wins marker of this write.
+    pub stamp: Stamp,
+    /// Stamp of the write that last changed the spec or restarted the job; attempts placed
+    /// under an older epoch are replaced.
+    pub epoch: Stamp,
+    /// The spec.
+    pub spec: JobSpec,
+    /// Stopped by the user: every task is killed and nothing is placed.
+    pub stopped: bool,
+}
+
+impl JobEntry {
+    /// The deterministic join of two writes of one key (unique stamps make ties impossible in
+    /// practice; the fallback keeps the join commutative even for a buggy peer).
+    pub(super) fn wins_over(&self, other: &JobEntry) -> bool {
+        (&self.stamp, self.stopped, &self.epoch) > (&other.stamp, other.stopped, &other.epoch)
+            || ((&self.stamp, self.stopped, &self.epoch)
+                == (&other.stamp, other.stopped, &other.epoch)
+                && postcard::to_stdvec(&self.spec).ok() > postcard::to_stdvec(&other.spec).ok())
+    }
+}
+
+/// Where a coordinator placed an attempt. Written once, by the placer.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Assignment {
+    /// Node name that must admit and run it.
+    pub target: Name,
+    /// Resources reserved on the target.
+    pub resources: Resources,
+    /// Job epoch the attempt was placed for.
+    pub epoch: Stamp,
+}
+
+/// The life of an attempt: a monotone lattice with the total order
+/// `Proposed < Admitted < Running(0) < Lost(0) < Running(1) < Lost(1) < … < Killed < Failed <
+/// Rejected < Exited`. The target node writes everything but `Lost`, which the slot's
+/// coordinator writes once SWIM declares the target down. A loss is not final: a target that
+/// still runs the attempt *reclaims* it by writing the next round's `Running`, and a real
+/// outcome reported by the target ranks above every round (`docs/faults.md`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
+pub enum AttemptState {
+    /// Written by the coordinator with the assignment (implicit: no state row).
+    #[default]
+    Proposed,
+    /// The target reserved the resources and is starting the process.
+    Admitted,
+    /// The process runs; `round` counts the losses it was reclaimed from (0: never lost).
+    Running {
+        /// Reclaims so far.
+        round: u32,
+    },
+    /// The target was declared down while the attempt was live in `round`.
+    Lost {
+        /// The round that was lost.
+        round: u32,
+    },
+    /// Killed (stopped, superseded, scaled down, cut off from the majority).
+    Killed,
+    /// Could not be started or died abnormally.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+    /// The target refused it (no room, constraint, draining, superseded).
+    Rejected {
+        /// Why.
+        reason: String,
+    },
+    /// The process exited by itself.
+    Exited {
+        /// Exit code.
+        code: i32,
+    },
+}
+
+impl AttemptState {
+    /// `Running` before any loss.
+    pub const RUNNING: AttemptState = AttemptState::Running { round: 0 };
+
+    /// Whether the attempt holds (or may soon hold) resources on its target.
+    #[must_use]
+    pub fn is_live(&self) -> bool {
+        matches!(
+            self,
+            AttemptState::Proposed | AttemptState::Admitted | AttemptState::Running { .. }
+        )
+    }
+
+    /// Whether this is a success (exit code 0).
+    #[must_use]
+    pub fn is_success(&self) -> bool {
+        matches!(self, AttemptState::Exited { code: 0 })
+    }
+
+    /// Whether the coordinator declared the attempt lost (and its target has not reclaimed it).
+    #[must_use]
+    pub fn is_lost(&self) -> bool {
+        matches!(self, AttemptState::Lost { .. })
+    }
+
+    /// Whether the attempt runs again after its target reclaimed it from a loss.
+    #[must_use]
+    pub fn is_reclaimed(&self) -> bool {
+        matches!(self, AttemptState::Running { round } if *round > 0)
+    }
+
+    /// The `Lost` a coordinator writes over this live state (`None` when it is not live).
+    #[must_use]
+    pub fn lost(&self) -> Option<AttemptState> {
+        match self {
+            AttemptState::Proposed | AttemptState::Admitted => {
+                Some(AttemptState::Lost { round: 0 })
+            }
+            AttemptState::Running { round } => Some(AttemptState::Lost { round: *round }),
+            _ => None,
+        }
+    }
+
+    /// The `Running` a target writes to reclaim this lost state (`None` when it is not lost).
+    #[must_use]
+    pub fn reclaimed(&self) -> Option<AttemptState> {
+        match self {
+            AttemptState::Lost { round } => Some(AttemptState::Running {
+                round: round.saturating_add(1),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Position in the lattice order, payloads aside.
+    fn rank(&self) -> (u8, u32, u8) {
+        match self {
+            AttemptState::Proposed => (0, 0, 0),
+            AttemptState::Admitted => (1, 0, 0),
+            AttemptState::Running { round } => (2, *round, 0),
+            AttemptState::Lost { round } => (2, *round, 1),
+            AttemptState::Killed => (3, 0, 0),
+            AttemptState::Failed { .. } => (4, 0, 0),
+            AttemptState::Rejected { .. } => (5, 0, 0),
+            AttemptState::Exited { .. } => (6, 0, 0),
+        }
+    }
+}
+
+impl Ord for AttemptState {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        use AttemptState::{Exited, Failed, Rejected};
+        self.rank()
+            .cmp(&other.rank())
+            .then_with(|| match (self, other) {
+                (Failed { reason: a }, Failed { reason: b })
+                | (Rejected { reason: a }, Rejected { reason: b }) => a.cmp(b),
+                (Exited { code: a }, Exited { code: b }) => a.cmp(b),
+                _ => std::cmp::Ordering::Equal,
+            })
+    }
+}
+
+impl PartialOrd for AttemptState {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+/// Attempts of a slot below `below` were garbage-collected; `failures` of them had failed.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct SlotFloor {
+    /// Attempts numbered below this are gone.
+    pub below: u32,
+    /// How many of them failed (counts toward batch retries).
+    pub failures: u32,
+}
+
+/// The effect of one op: one lattice element.
+// A job write is much larger than the other ops, but ops are short-lived in memory (the logs
+// keep their encoded bytes), and a box would cost an allocation per job op on every replica.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OpBody {
+    /// A job write.
+    Job {
+        /// Job incarnation.
+        incarnation: u64,
+        /// The write.
+        entry: JobEntry,
+    },
+    /// A placement.
+    Assign {
+        /// Attempt.
+        id: AttemptId,
+        /// Where.
+        assignment: Assignment,
+    },
+    /// A state transition.
+    State {
+        /// Attempt.
+        id: AttemptId,
+        /// New state.
+        state: AttemptState,
+    },
+    /// Forget old attempts of a slot.
+    Floor {
+        /// Slot.
+        slot: SlotKey,
+        /// Floor.
+        floor: SlotFloor,
+    },
+    /// Forget a finished job incarnation.
+    Purge {
+        /// Job id.
+        job: String,
+        /// Incarnation.
+        incarnation: u64,
+    },
+}
+
+impl OpBody {
+    /// The job this op is about.
+    #[must_use]
+    pub fn job(&self) -> &str {
+        match self {
+            OpBody::Job { entry, .. } => &entry.spec.id,
+            OpBody::Assign { id, .. } | OpBody::State { id, .. } => &id.job,
+            OpBody::Floor { slot, .. } => &slot.job,
+            OpBody::Purge { job, .. } => job,
+        }
+    }
+}
+
+/// A replicated op: a dot and its effect.
+///
+/// An op decoded by [`crate::Message::decode_shared`] also keeps its received encoding, a
+/// slice of the message buffer: the replica logs those bytes instead of encoding the op again,
+/// so every replica that received one broadcast logs the same buffer (refcounted). The
+/// encoding is not part of the op's value: it is skipped on the wire and ignored by `==` and
+/// `Debug`, and only decoding sets it (an op is never changed after it is decoded).
+#[derive(Clone, Serialize, Deserialize)]
+pub struct Op {
+    /// Writer and sequence number.
+    pub dot: Dot,
+    /// Effect.
+    pub body: OpBody,
+    /// The bytes this op was decoded from, if it was received; `None` for local writes.
+    #[serde(skip)]
+    encoding: Option<Bytes>,
+}
+
+impl Op {
+    /// An op without a received encoding (a local write, or one built by hand).
+    #[must_use]
+    pub fn new(dot: Dot, body: OpBody) -> Self {
+        Self {
+            dot,
+            body,
+            encoding: None,
+        }
+    }
+
+    /// The bytes this op was received as, if any.
+    #[cfg(test)]
+    pub(crate) fn encoding(&self) -> Option<&Bytes> {
+        self.encoding.as_ref()
+    }
+
+    /// Takes the bytes this op was received as, if any (the replica logs them).
+    pub(crate) fn take_encoding(&mut self) -> Option<Bytes> {
+        self.encoding.take()
+    }
+
+    /// `self`, received as exactly `encoding`.
+    pub(crate) fn with_encoding(self, encoding: Bytes) -> Self {
+        debug_assert!(postcard::from_bytes::<Op>(&encoding).is_ok_and(|op| op == self));
+        Self {
+            encoding: Some(encoding),
+            ..self
+        }
+    }
+}
+
+impl PartialEq for Op {
+    fn eq(&self, other: &Self) -> bool {
+        self.dot == other.dot && self.body == other.body
+    }
+}
+
+impl std::fmt::Debug for Op {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // As derived before the encoding was kept.
+        f.debug_struct("Op")
+            .field("dot", &self.dot)
+            .field("body", &self.body)
+            .finish()
+    }
+}
+
+/// An op applied out of order (see [`crdts::CmRDT::validate_op`] on
+/// [`Tables`](crate::table::Tables)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("op {counter} of {actor} is out of order: expected {expected}")]
+pub struct OpOrderError {
+    /// Writer.
+    pub actor: ActorId,
+    /// The op's counter.
+    pub counter: u64,
+    /// The next counter this replica can apply.
+    pub expected: u64,
+}
+
+/// A state merge was refused (never, currently: every pair of states joins).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("tables cannot be merged")]
+pub struct MergeError;

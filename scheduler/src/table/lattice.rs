@@ -1,0 +1,432 @@
+//! The replicated state as a join-semilattice ([`Tables`]): its reads and the join of every
+//! element and of whole states (the laws are in the module doc of [`crate::table`]).
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crdts::{CmRDT, CvRDT};
+
+use super::attempts::Attempts;
+use super::elements::{
+    Assignment, AttemptState, JobEntry, JobKey, MergeError, Op, OpBody, OpOrderError, SlotFloor,
+};
+use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
+
+/// The live incarnations of one job id, sorted (almost always one: a `BTreeMap` here would
+/// allocate a whole node of entries per job).
+pub(super) type Incarnations = Vec<(u64, JobEntry)>;
+
+/// The replicated state: see the module doc. On the wire and in snapshots it is the six
+/// components of the module doc, `assignments` and `states` as two sorted maps (see
+/// `wire.rs`), whatever the in-memory layout.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tables {
+    /// Job id → writes by incarnation. Nested so a lookup by id borrows the `&str` instead of
+    /// building a `(String, u64)` key; on the wire it is the flat `(id, incarnation)` map,
+    /// sorted. A hash map: every replica looks a job up for every op it applies, and a tree
+    /// search compared the id with a dozen cold heap strings; whatever iterates it sorts first.
+    pub(super) jobs: JobMap,
+    /// The `assignments` and `states` components, by attempt. Every replica applies every op
+    /// of the cluster: with two trees, each op walked two cold paths. Grouped by job
+    /// (`attempts.rs`).
+    pub(super) attempts: Attempts,
+    pub(super) floors: BTreeMap<SlotKey, SlotFloor>,
+    pub(super) purged: BTreeSet<JobKey>,
+    pub(super) clock: VersionVector,
+}
+
+impl Tables {
+    /// The version vector: for every actor, the number of its ops included.
+    #[must_use]
+    pub fn clock(&self) -> &VersionVector {
+        &self.clock
+    }
+
+    /// The visible write of job `id`: the newest across its live incarnations.
+    #[must_use]
+    pub fn job(&self, id: &str) -> Option<(u64, &JobEntry)> {
+        self.incarnations(id)
+            .max_by(|a, b| a.1.stamp.cmp(&b.1.stamp))
+    }
+
+    /// Every live incarnation of job `id`.
+    pub fn incarnations<'a>(
+        &'a self,
+        id: &str,
+    ) -> impl Iterator<Item = (u64, &'a JobEntry)> + use<'a> {
+        self.jobs
+            .get(id)
+            .into_iter()
+            .flat_map(|incs| incs.iter().map(|(inc, e)| (*inc, e)))
+    }
+
+    /// All job writes, by (id, incarnation).
+    pub fn jobs(&self) -> impl Iterator<Item = ((&str, u64), &JobEntry)> {
+        sorted_jobs(&self.jobs)
+            .into_iter()
+            .flat_map(|(id, incs)| incs.iter().map(move |(inc, e)| ((id.as_str(), *inc), e)))
+    }
+
+    /// Job ids with at least one live incarnation, sorted.
+    #[must_use]
+    pub fn job_ids(&self) -> Vec<&str> {
+        let mut ids: Vec<&str> = self.jobs.keys().map(Name::as_str).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// The assignment of an attempt.
+    #[must_use]
+    pub fn assignment(&self, id: &AttemptId) -> Option<&Assignment> {
+        self.attempts.get(id)?.assignment.as_ref()
+    }
+
+    /// The state of an attempt (`Proposed` when none was written yet).
+    #[must_use]
+    pub fn state(&self, id: &AttemptId) -> AttemptState {
+        self.attempts
+            .get(id)
+            .and_then(|r| r.state.clone())
+            .unwrap_or_default()
+    }
+
+    /// An attempt's assignment and state (`Proposed` when none was written yet), from one
+    /// lookup and without cloning the state.
+    pub(crate) fn assignment_and_state(
+        &self,
+        id: &AttemptId,
+    ) -> Option<(&Assignment, &AttemptState)> {
+        static PROPOSED: AttemptState = AttemptState::Proposed;
+        let row = self.attempts.get(id)?;
+        Some((
+            row.assignment.as_ref()?,
+            row.state.as_ref().unwrap_or(&PROPOSED),
+        ))
+    }
+
+    /// Whether an attempt is live (proposed, admitted or running), without cloning its state.
+    pub(crate) fn is_live(&self, id: &AttemptId) -> bool {
+        self.attempts
+            .get(id)
+            .and_then(|r| r.state.as_ref())
+            .is_none_or(AttemptState::is_live)
+    }
+
+    /// Attempts of one slot, oldest first.
+    pub fn slot_attempts<'a>(
+        &'a self,
+        slot: &SlotKey,
+    ) -> impl DoubleEndedIterator<Item = (&'a AttemptId, &'a Assignment)> + 'a {
+        self.attempts
+            .slot(slot)
+            .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?)))
+    }
+
+    /// The attempt of a slot that should run, by the same rule on every replica
+    /// (`docs/faults.md`, "The incumbent wins"): the oldest attempt whose process runs
+    /// (`Running` in any round: never lost, or reclaimed after a loss), among those placed for
+    /// the same job version as the newest attempt; when none runs, the newest attempt. Every
+    /// other attempt of the slot is superseded. A copy that runs thus never loses to a
+    /// replacement placed while its node looked dead, whatever order the replicas learn the
+    /// replacement and the loss in; a new job version always wins (its attempts are newer and
+    /// the old ones are of another version). `keep_newest` (a job that keeps replacements)
+    /// makes the newest attempt current whatever runs.
+    pub fn current_attempt<'a>(
+        &'a self,
+        slot: &SlotKey,
+    ) -> Option<(&'a AttemptId, &'a Assignment)> {
+        let newest = self.slot_attempts(slot).next_back()?;
+        let keep_newest = self.job(&slot.job).is_some_and(|(inc, e)| {
+            inc == slot.incarnation
+                && e.spec.disconnect.reconcile == crate::spec::Reconcile::KeepReplacement
+        });
+        if keep_newest {
+            return Some(newest);
+        }
+        let incumbent = self
+            .attempts
+            .slot(slot)
+            .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?, r.state.as_ref()?)))
+            .find(|(_, a, s)| {
+                matches!(s, AttemptState::Running { .. }) && a.epoch == newest.1.epoch
+            })
+            .map(|(id, a, _)| (id, a));
+        incumbent.or(Some(newest))
+    }
+
+    /// Attempts of one job incarnation, by slot then attempt.
+    pub fn job_attempts<'a>(
+        &'a self,
+        job: &'a str,
+        incarnation: u64,
+    ) -> impl Iterator<Item = (&'a AttemptId, &'a Assignment)> + 'a {
+        self.attempts
+            .job(job, incarnation)
+            .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?)))
+    }
+
+    /// Every assignment.
+    pub fn assignments(&self) -> impl Iterator<Item = (&AttemptId, &Assignment)> {
+        self.attempts
+            .iter()
+            .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?)))
+    }
+
+    /// Every written state (`Proposed` attempts have none).
+    pub(super) fn states(&self) -> impl Iterator<Item = (&AttemptId, &AttemptState)> {
+        self.attempts
+            .iter()
+            .filter_map(|(id, r)| Some((id, r.state.as_ref()?)))
+    }
+
+    /// The floor of a slot.
+    #[must_use]
+    pub fn floor(&self, slot: &SlotKey) -> SlotFloor {
+        self.floors.get(slot).copied().unwrap_or_default()
+    }
+
+    /// Tombstones of purged job incarnations.
+    #[must_use]
+    pub fn purged(&self) -> &BTreeSet<JobKey> {
+        &self.purged
+    }
+
+    /// Number of rows (jobs, attempts, states, floors, tombstones), for metrics and GC tests.
+    #[must_use]
+    pub fn row_count(&self) -> usize {
+        self.jobs.values().map(Vec::len).sum::<usize>()
+            + self.assignments().count()
+            + self.states().count()
+            + self.floors.len()
+            + self.purged.len()
+    }
+
+    fn is_purged(&self, job: &str, incarnation: u64) -> bool {
+        // Avoid allocating the key on the hot path when there are no tombstones.
+        !self.purged.is_empty() && self.purged.contains(&(job.to_string(), incarnation))
+    }
+
+    fn is_filtered(&self, id: &AttemptId) -> bool {
+        self.is_purged(&id.job, id.incarnation)
+            || (!self.floors.is_empty()
+                && self
+                    .floors
+                    .get(&id.slot_key())
+                    .is_some_and(|f| id.attempt < f.below))
+    }
+
+    /// Join one lattice element into the tables. Returns whether anything changed.
+    pub(crate) fn join_body(&mut self, body: &OpBody) -> bool {
+        match body {
+            OpBody::Job { incarnation, entry } => self.join_job(*incarnation, entry),
+            OpBody::Assign { id, assignment } => self.join_assignment(id, assignment),
+            OpBody::State { id, state } => self.join_state(id, state),
+            OpBody::Floor { slot, floor } => self.join_floor(slot, *floor),
+            OpBody::Purge { job, incarnation } => self.join_purge(job, *incarnation),
+        }
+    }
+
+    fn join_job(&mut self, incarnation: u64, entry: &JobEntry) -> bool {
+        // A spec a peer should never have sent is ignored deterministically everywhere.
+        if entry
+            .spec
+            .validate_with(&crate::spec::SpecLimits::WIRE)
+            .is_err()
+            || self.is_purged(&entry.spec.id, incarnation)
+        {
+            return false;
+        }
+        if !self.jobs.contains_key(entry.spec.id.as_str()) {
+            self.jobs.insert(entry.spec.id.as_str().into(), Vec::new());
+        }
+        let Some(incs) = self.jobs.get_mut(entry.spec.id.as_str()) else {
+            return false;
+        };
+        match incs.binary_search_by_key(&incarnation, |(inc, _)| *inc) {
+            Ok(k) if !entry.wins_over(&incs[k].1) => false,
+            Ok(k) => {
+                incs[k].1 = entry.clone();
+                true
+            }
+            Err(k) => {
+                incs.insert(k, (incarnation, entry.clone()));
+                true
+            }
+        }
+    }
+
+    fn join_assignment(&mut self, id: &AttemptId, a: &Assignment) -> bool {
+        self.join_assignment_from(id, a).is_some()
+    }
+
+    /// [`Tables::join_assignment`], returning the replaced assignment (if any) when it
+    /// changed: one tree search, where a lookup before and after the join took three.
+    pub(super) fn join_assignment_from(
+        &mut self,
+        id: &AttemptId,
+        a: &Assignment,
+    ) -> Option<Option<Assignment>> {
+        if self.is_filtered(id) {
+            return None;
+        }
+        let row = self.attempts.entry(id);
+        match &mut row.assignment {
+            Some(cur) if &*cur >= a => None,
+            cur => Some(cur.replace(a.clone())),
+        }
+    }
+
+    fn join_state(&mut self, id: &AttemptId, s: &AttemptState) -> bool {
+        self.join_state_row(id, s).is_some()
+    }
+
+    /// [`Tables::join_state`], returning, when it changed, whether the attempt was live before
+    /// and its assignment: one tree search, so the replica's usage index need not look again.
+    pub(super) fn join_state_row(
+        &mut self,
+        id: &AttemptId,
+        s: &AttemptState,
+    ) -> Option<(bool, Option<&Assignment>)> {
+        if self.is_filtered(id) || *s == AttemptState::Proposed {
+            return None;
+        }
+        let row = self.attempts.entry(id);
+        let was_live = match &mut row.state {
+            Some(cur) if &*cur >= s => return None,
+            Some(cur) => {
+                let was_live = cur.is_live();
+                cur.clone_from(s);
+                was_live
+            }
+            cur @ None => {
+                *cur = Some(s.clone());
+                true
+            }
+        };
+        Some((was_live, row.assignment.as_ref()))
+    }
+
+    fn join_floor(&mut self, slot: &SlotKey, floor: SlotFloor) -> bool {
+        if self.is_purged(&slot.job, slot.incarnation) || self.floor(slot) >= floor {
+            return false;
+        }
+        self.floors.insert(slot.clone(), floor);
+        let doomed: Vec<AttemptId> = self
+            .attempts
+            .slot(slot)
+            .map(|(id, _)| id.clone())
+            .filter(|id| id.attempt < floor.below)
+            .collect();
+        for id in doomed {
+            self.attempts.remove(&id);
+        }
+        true
+    }
+
+    fn join_purge(&mut self, job: &str, incarnation: u64) -> bool {
+        if !self.purged.insert((job.to_string(), incarnation)) {
+            return false;
+        }
+        if let Some(incs) = self.jobs.get_mut(job) {
+            incs.retain(|(inc, _)| *inc != incarnation);
+            if incs.is_empty() {
+                self.jobs.remove(job);
+            }
+        }
+        self.attempts.remove_job(job, incarnation);
+        self.floors
+            .retain(|s, _| !(s.job == job && s.incarnation == incarnation));
+        true
+    }
+
+    /// Forget a tombstone (local, outside the lattice: see `docs/scheduler.md`, GC rule).
+    pub(crate) fn drop_tombstone(&mut self, key: &JobKey) {
+        self.purged.remove(key);
+    }
+
+    /// Every row of `other` as lattice elements, tombstones and floors first.
+    fn elements(other: &Tables) -> impl Iterator<Item = OpBody> + '_ {
+        let purges = other.purged.iter().map(|(job, incarnation)| OpBody::Purge {
+            job: job.clone(),
+            incarnation: *incarnation,
+        });
+        let floors = other.floors.iter().map(|(slot, floor)| OpBody::Floor {
+            slot: slot.clone(),
+            floor: *floor,
+        });
+        let jobs = other.jobs().map(|((_, inc), e)| OpBody::Job {
+            incarnation: inc,
+            entry: e.clone(),
+        });
+        let assigns = other.assignments().map(|(id, a)| OpBody::Assign {
+            id: id.clone(),
+            assignment: a.clone(),
+        });
+        let states = other.states().map(|(id, s)| OpBody::State {
+            id: id.clone(),
+            state: s.clone(),
+        });
+        purges
+            .chain(floors)
+            .chain(jobs)
+            .chain(assigns)
+            .chain(states)
+    }
+}
+
+impl CvRDT for Tables {
+    type Validation = MergeError;
+
+    fn validate_merge(&self, _other: &Self) -> Result<(), MergeError> {
+        Ok(())
+    }
+
+    fn merge(&mut self, other: Self) {
+        for body in Tables::elements(&other) {
+            self.join_body(&body);
+        }
+        self.clock.merge(other.clock);
+    }
+}
+
+impl CmRDT for Tables {
+    type Op = Op;
+    type Validation = OpOrderError;
+
+    /// Unlike `crdts::Map::validate_op` (rust-crdt #159), this checks exactly "the next op of
+    /// this actor".
+    fn validate_op(&self, op: &Op) -> Result<(), OpOrderError> {
+        let expected = self.clock.get(&op.dot.actor).saturating_add(1);
+        if op.dot.counter == expected {
+            Ok(())
+        } else {
+            Err(OpOrderError {
+                actor: op.dot.actor.clone(),
+                counter: op.dot.counter,
+                expected,
+            })
+        }
+    }
+
+    /// Joins the op's effect unless its dot is already included. Order is the caller's
+    /// business (the replica buffers): joining out of order is harmless for the content but
+    /// would make the version vector claim ops it does not have.
+    fn apply(&mut self, op: Op) {
+        if op.dot.counter > self.clock.get(&op.dot.actor) {
+            self.join_body(&op.body);
+            self.clock.apply(op.dot);
+        }
+    }
+}
+
+/// Job id → its live incarnations. Looked up; iterated only through [`sorted_jobs`]. Ids are
+/// inline [`Name`]s: sorting them (every view, and the simulator's checker every second on
+/// every replica) then compares bytes already in cache.
+#[allow(clippy::disallowed_types)]
+pub(super) type JobMap = rustc_hash::FxHashMap<Name, Incarnations>;
+
+/// The jobs in id order.
+pub(super) fn sorted_jobs(jobs: &JobMap) -> Vec<(&Name, &Incarnations)> {
+    let mut v: Vec<(&Name, &Incarnations)> = jobs.iter().collect();
+    v.sort_unstable_by(|a, b| a.0.cmp(b.0));
+    v
+}

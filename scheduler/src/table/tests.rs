@@ -1,0 +1,429 @@
+//! Unit and property tests of the tables, the replica and its usage index.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crdts::{CmRDT, CvRDT};
+use serde::Serialize;
+use shoal_gossip::Resources;
+
+use super::lattice::JobMap;
+use super::replica::{Received, Replica, ReplicaLimits};
+use super::wire::flat_jobs;
+use super::*;
+use crate::ids::{ActorId, AttemptId, Dot, Hlc, SlotKey, Stamp, VersionVector};
+use crate::spec::JobSpec;
+use crate::spec::{JobType, ResourceRequest};
+use proptest::prelude::*;
+
+fn actor(n: u8) -> ActorId {
+    ActorId {
+        node: format!("n{n}").into(),
+        start: 7,
+    }
+}
+
+fn spec(id: &str, count: u32) -> JobSpec {
+    JobSpec::from_json_str(&format!(
+        r#"{{"id": "{id}", "type": "service", "count": {count}, "command": "x", "resources": {{"cpu": 1, "memory": 1}}}}"#
+    ))
+    .unwrap()
+}
+
+fn stamp(a: u8, t: u64) -> Stamp {
+    Stamp {
+        hlc: Hlc {
+            wall_ms: t,
+            logical: 0,
+        },
+        actor: actor(a),
+    }
+}
+
+fn attempt(job: u8, inc: u64, slot: u32, n: u32, placer: u8) -> AttemptId {
+    AttemptId {
+        job: format!("j{job}").into(),
+        incarnation: inc,
+        slot,
+        attempt: n,
+        placer: format!("n{placer}").into(),
+    }
+}
+
+/// A small op vocabulary over a tiny key space so collisions (the interesting part) happen.
+fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
+    let job =
+        (0u8..2, 0u64..2, 1u32..4, any::<bool>()).prop_map(move |(j, inc, count, stopped)| {
+            let st = stamp(writer, t);
+            OpBody::Job {
+                incarnation: inc,
+                entry: JobEntry {
+                    stamp: st.clone(),
+                    epoch: st,
+                    spec: spec(&format!("j{j}"), count),
+                    stopped,
+                },
+            }
+        });
+    let key = (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u8..2);
+    let assign =
+        (key.clone(), 0u8..3, 1u64..5).prop_map(|((j, i, s, n, p), target, cpu)| OpBody::Assign {
+            id: attempt(j, i, s, n, p),
+            assignment: Assignment {
+                target: format!("n{target}").into(),
+                resources: Resources {
+                    cpu_millicores: cpu,
+                    memory_mib: 1,
+                    disk_mib: 0,
+                },
+                epoch: stamp(0, 1),
+            },
+        });
+    let state = (key, 0u8..8, -1i32..2).prop_map(|((j, i, s, n, p), k, code)| OpBody::State {
+        id: attempt(j, i, s, n, p),
+        state: match k {
+            0 => AttemptState::Admitted,
+            1 => AttemptState::Running {
+                round: u32::from(code == 1),
+            },
+            2 => AttemptState::Lost {
+                round: u32::from(code == 1),
+            },
+            3 => AttemptState::Killed,
+            4 => AttemptState::Failed { reason: "x".into() },
+            5 => AttemptState::Rejected { reason: "y".into() },
+            _ => AttemptState::Exited { code },
+        },
+    });
+    let floor =
+        (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u32..3).prop_map(|(j, i, s, below, failures)| {
+            OpBody::Floor {
+                slot: SlotKey {
+                    job: format!("j{j}").into(),
+                    incarnation: i,
+                    slot: s,
+                },
+                floor: SlotFloor { below, failures },
+            }
+        });
+    let purge = (0u8..2, 0u64..2).prop_map(|(j, i)| OpBody::Purge {
+        job: format!("j{j}"),
+        incarnation: i,
+    });
+    prop_oneof![3 => job, 4 => assign, 5 => state, 1 => floor, 1 => purge]
+}
+
+/// Per-actor op sequences for three actors, with dots 1..=n and unique stamps.
+fn arb_history() -> impl Strategy<Value = Vec<Vec<Op>>> {
+    (0u8..3)
+        .map(|w| {
+            prop::collection::vec(any::<u16>(), 0..12).prop_flat_map(move |ts| {
+                ts.into_iter()
+                    .enumerate()
+                    .map(|(i, _)| arb_body(w, i as u64 + 1))
+                    .collect::<Vec<_>>()
+                    .prop_map(move |bodies| {
+                        bodies
+                            .into_iter()
+                            .enumerate()
+                            .map(|(i, body)| Op::new(Dot::new(actor(w), i as u64 + 1), body))
+                            .collect::<Vec<_>>()
+                    })
+            })
+        })
+        .collect::<Vec<_>>()
+}
+
+/// A replica state that saw a prefix of each actor's ops, interleaved by `order`.
+fn state_from(history: &[Vec<Op>], cuts: &[usize], order: &[u8]) -> Tables {
+    let mut t = Tables::default();
+    let mut next = vec![0usize; history.len()];
+    for &pick in order {
+        let a = pick as usize % history.len();
+        let limit = cuts[a].min(history[a].len());
+        if next[a] < limit {
+            t.apply(history[a][next[a]].clone());
+            next[a] += 1;
+        }
+    }
+    for a in 0..history.len() {
+        let limit = cuts[a].min(history[a].len());
+        while next[a] < limit {
+            t.apply(history[a][next[a]].clone());
+            next[a] += 1;
+        }
+    }
+    t
+}
+
+fn merged(mut a: Tables, b: &Tables) -> Tables {
+    a.merge(b.clone());
+    a
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn merge_is_a_semilattice(
+        h in arb_history(),
+        cuts in prop::collection::vec(prop::collection::vec(0usize..13, 3), 3),
+        orders in prop::collection::vec(prop::collection::vec(0u8..3, 0..40), 3),
+    ) {
+        let a = state_from(&h, &cuts[0], &orders[0]);
+        let b = state_from(&h, &cuts[1], &orders[1]);
+        let c = state_from(&h, &cuts[2], &orders[2]);
+        prop_assert_eq!(merged(a.clone(), &b), merged(b.clone(), &a));
+        prop_assert_eq!(merged(merged(a.clone(), &b), &c), merged(a.clone(), &merged(b.clone(), &c)));
+        prop_assert_eq!(merged(a.clone(), &a), a.clone());
+        // State merge equals applying the union of the ops both saw.
+        let union: Vec<usize> = (0..3).map(|i| cuts[0][i].max(cuts[1][i])).collect();
+        prop_assert_eq!(merged(a, &b), state_from(&h, &union, &[]));
+    }
+
+    #[test]
+    fn tables_encode_as_separate_assignment_and_state_maps(
+        h in arb_history(),
+        order in prop::collection::vec(0u8..3, 0..40),
+    ) {
+        // The layout `Tables` had when assignments and states were two maps: snapshots and
+        // `State` messages must keep exactly these bytes.
+        #[derive(Serialize)]
+        struct TwoMaps<'a> {
+            #[serde(serialize_with = "flat_jobs::serialize")]
+            jobs: &'a JobMap,
+            assignments: BTreeMap<&'a AttemptId, &'a Assignment>,
+            states: BTreeMap<&'a AttemptId, &'a AttemptState>,
+            floors: &'a BTreeMap<SlotKey, SlotFloor>,
+            purged: &'a BTreeSet<JobKey>,
+            clock: &'a VersionVector,
+        }
+        let t = state_from(&h, &[usize::MAX; 3], &order);
+        let old = TwoMaps {
+            jobs: &t.jobs,
+            assignments: t.assignments().collect(),
+            states: t.states().collect(),
+            floors: &t.floors,
+            purged: &t.purged,
+            clock: &t.clock,
+        };
+        let bytes = postcard::to_stdvec(&t).unwrap();
+        prop_assert_eq!(&bytes, &postcard::to_stdvec(&old).unwrap());
+        prop_assert_eq!(postcard::from_bytes::<Tables>(&bytes).unwrap(), t);
+    }
+
+    #[test]
+    fn any_causal_order_gives_the_same_table(
+        h in arb_history(),
+        o1 in prop::collection::vec(0u8..3, 0..40),
+        o2 in prop::collection::vec(0u8..3, 0..40),
+    ) {
+        let all = [usize::MAX; 3];
+        prop_assert_eq!(state_from(&h, &all, &o1), state_from(&h, &all, &o2));
+    }
+
+    #[test]
+    fn replica_buffers_out_of_order_ops(
+        h in arb_history(),
+        seed in any::<u64>(),
+        hold in any::<bool>(),
+    ) {
+        // Deliver all ops in a random (not causal) order with duplicates; the replica must
+        // end equal to in-order application.
+        let mut ops: Vec<Op> = h.iter().flatten().cloned().collect();
+        ops.extend(h.iter().flatten().take(5).cloned());
+        let mut rng = crate::hash::Rng::new(seed);
+        for i in (1..ops.len()).rev() {
+            ops.swap(i, rng.below(i as u64 + 1) as usize);
+        }
+        let limits = ReplicaLimits { log_per_actor: 100, pending_per_actor: 100, hold_releases: hold };
+        let mut r = Replica::new(Tables::default(), limits);
+        let mut opened = BTreeSet::new();
+        for op in ops {
+            let (before, releases) = (r.usage.by_node.clone(), r.releases());
+            r.receive(op);
+            opened.extend(r.take_opened());
+            // What the placer's no-room memory relies on: a node whose usage went down
+            // in any resource is marked released after the count it had seen, or, while
+            // releases are held, still counts for placers what it held before.
+            for (id, was) in before.iter().enumerate() {
+                if was.fits_in(&r.usage.usage_of(id)) {
+                    continue;
+                }
+                // A purge or floor recomputes usage and counts a release everywhere (a
+                // held release is counted only when its hold ends, never by `receive`).
+                let rebuilt = r.released_at(id) > releases;
+                if hold && !rebuilt {
+                    prop_assert!(opened.contains(&id), "node {} shrank without a hold", id);
+                    prop_assert!(was.fits_in(&r.placement_usage(id)), "node {} hold lost usage", id);
+                } else {
+                    prop_assert!(r.released_at(id) > releases, "node {} shrank unmarked", id);
+                }
+            }
+        }
+        // Ending a hold counts the release and shows placers the real usage.
+        let releases = r.releases();
+        for id in opened {
+            r.end_hold(id);
+            prop_assert!(r.released_at(id) > releases, "node {} ended unmarked", id);
+            prop_assert_eq!(r.placement_usage(id), r.usage.usage_of(id));
+        }
+        prop_assert_eq!(r.pending_len(), 0);
+        prop_assert_eq!(r.tables(), &state_from(&h, &[12, 12, 12], &[]));
+        // Usage index equals a rebuild.
+        let mut fresh = r.clone();
+        fresh.rebuild_usage();
+        prop_assert_eq!(&r.usage.by_node, &fresh.usage.by_node);
+    }
+
+    #[test]
+    fn anti_entropy_ships_exactly_what_is_missing(
+        h in arb_history(),
+        cuts in prop::collection::vec(0usize..13, 3),
+    ) {
+        let limits = ReplicaLimits { log_per_actor: 100, pending_per_actor: 100, hold_releases: false };
+        let mut full = Replica::new(Tables::default(), limits);
+        for op in h.iter().flatten() {
+            full.receive(op.clone());
+        }
+        let mut lagging = Replica::new(state_from(&h, &cuts, &[]), limits);
+        let ops = full.missing_for(lagging.tables().clock(), 1000).unwrap();
+        for op in ops {
+            prop_assert_eq!(lagging.receive(op), Received::Applied);
+        }
+        prop_assert_eq!(lagging.tables(), full.tables());
+    }
+}
+
+#[test]
+fn validate_op_checks_the_next_dot_only() {
+    let mut t = Tables::default();
+    let op = |n| {
+        Op::new(
+            Dot::new(actor(1), n),
+            OpBody::Purge {
+                job: format!("j{n}"),
+                incarnation: 0,
+            },
+        )
+    };
+    assert!(t.validate_op(&op(1)).is_ok());
+    assert!(t.validate_op(&op(2)).is_err());
+    t.apply(op(1));
+    assert!(t.validate_op(&op(2)).is_ok());
+    assert!(t.validate_op(&op(1)).is_err());
+}
+
+#[test]
+fn purge_removes_rows_and_blocks_stale_writes() {
+    let mut t = Tables::default();
+    let st = stamp(1, 1);
+    let entry = JobEntry {
+        stamp: st.clone(),
+        epoch: st.clone(),
+        spec: spec("j0", 1),
+        stopped: false,
+    };
+    t.join_body(&OpBody::Job {
+        incarnation: 3,
+        entry: entry.clone(),
+    });
+    let id = attempt(0, 3, 0, 1, 1);
+    let a = Assignment {
+        target: "n1".into(),
+        resources: Resources::default(),
+        epoch: st,
+    };
+    t.join_body(&OpBody::Assign {
+        id: id.clone(),
+        assignment: a.clone(),
+    });
+    assert!(t.job("j0").is_some());
+    t.join_body(&OpBody::Purge {
+        job: "j0".into(),
+        incarnation: 3,
+    });
+    assert!(t.job("j0").is_none() && t.assignment(&id).is_none());
+    assert!(!t.join_body(&OpBody::Job {
+        incarnation: 3,
+        entry: entry.clone()
+    }));
+    assert!(!t.join_body(&OpBody::Assign { id, assignment: a }));
+    // A new incarnation is unaffected.
+    assert!(t.join_body(&OpBody::Job {
+        incarnation: 4,
+        entry
+    }));
+    assert_eq!(t.job("j0").unwrap().0, 4);
+}
+
+#[test]
+fn lost_loses_to_a_real_outcome_and_to_a_reclaim() {
+    let lost = |round| AttemptState::Lost { round };
+    let running = |round| AttemptState::Running { round };
+    assert!(AttemptState::Exited { code: 0 } > lost(7));
+    assert!(AttemptState::Killed > lost(7));
+    assert!(lost(0) > running(0));
+    assert!(
+        running(1) > lost(0),
+        "a reclaim outranks the loss it answers"
+    );
+    assert!(lost(1) > running(1));
+    assert!(running(0) > AttemptState::Admitted);
+    assert_eq!(running(0).lost(), Some(lost(0)));
+    assert_eq!(AttemptState::Admitted.lost(), Some(lost(0)));
+    assert_eq!(lost(3).reclaimed(), Some(running(4)));
+    assert_eq!(AttemptState::Killed.lost(), None);
+    assert!(running(2).is_reclaimed() && !running(0).is_reclaimed());
+}
+
+#[test]
+fn the_running_incumbent_is_current_whatever_order_the_rows_came_in() {
+    let key = attempt(0, 1, 0, 1, 1).slot_key();
+    let assign = |n: u32, placer: u8, target: u8, epoch: u64| OpBody::Assign {
+        id: attempt(0, 1, 0, n, placer),
+        assignment: Assignment {
+            target: format!("n{target}").into(),
+            resources: Resources::default(),
+            epoch: stamp(1, epoch),
+        },
+    };
+    let state = |n: u32, placer: u8, state: AttemptState| OpBody::State {
+        id: attempt(0, 1, 0, n, placer),
+        state,
+    };
+    let current = |t: &Tables| t.current_attempt(&key).map(|(id, _)| id.clone());
+    let mut t = Tables::default();
+    t.join_body(&assign(1, 1, 1, 1));
+    t.join_body(&state(1, 1, AttemptState::RUNNING));
+    // A replacement placed while n1 looked dead reaches a replica before the loss does.
+    t.join_body(&assign(2, 3, 4, 1));
+    assert_eq!(
+        current(&t),
+        Some(attempt(0, 1, 0, 1, 1)),
+        "the incumbent runs"
+    );
+    t.join_body(&state(2, 3, AttemptState::RUNNING));
+    assert_eq!(
+        current(&t),
+        Some(attempt(0, 1, 0, 1, 1)),
+        "the oldest that runs"
+    );
+    // The loss arrives: the replacement is current; a reclaim makes the incumbent so again.
+    t.join_body(&state(1, 1, AttemptState::Lost { round: 0 }));
+    assert_eq!(current(&t), Some(attempt(0, 1, 0, 2, 3)));
+    t.join_body(&state(1, 1, AttemptState::Running { round: 1 }));
+    assert_eq!(current(&t), Some(attempt(0, 1, 0, 1, 1)));
+    // A new job version wins over whatever runs of the old one.
+    t.join_body(&assign(3, 2, 2, 9));
+    assert_eq!(current(&t), Some(attempt(0, 1, 0, 3, 2)));
+}
+
+#[test]
+fn job_type_is_kept() {
+    assert_eq!(spec("a", 1).job_type, JobType::Service);
+    let _ = ResourceRequest {
+        cpu: 1,
+        memory: 1,
+        disk: 0,
+    };
+}

@@ -1,0 +1,148 @@
+//! [`Tables`] on the wire and in snapshots: the six components as separate fields, in the
+//! order and with the bytes they had when each was its own map (`assignments` and `states`
+//! are two sorted maps; an attempt row contributes to each component it has), and the jobs
+//! table as one flat map keyed by `(id, incarnation)`.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::ser::SerializeMap;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use super::attempts::{AttemptRow, Attempts};
+use super::elements::{Assignment, AttemptState, JobKey, SlotFloor};
+use super::lattice::{JobMap, Tables};
+use crate::ids::{AttemptId, SlotKey, VersionVector};
+
+/// One component of the attempt rows, serialized as the map it used to be.
+struct Column<'a, T> {
+    rows: &'a Attempts,
+    get: fn(&AttemptRow) -> Option<&T>,
+}
+
+impl<T: Serialize> Serialize for Column<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // postcard needs the length up front.
+        let len = self
+            .rows
+            .values()
+            .filter(|r| (self.get)(r).is_some())
+            .count();
+        let mut map = serializer.serialize_map(Some(len))?;
+        for (id, row) in self.rows.iter() {
+            if let Some(value) = (self.get)(row) {
+                map.serialize_entry(id, value)?;
+            }
+        }
+        map.end()
+    }
+}
+
+struct Jobs<'a>(&'a JobMap);
+
+impl Serialize for Jobs<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        flat_jobs::serialize(self.0, serializer)
+    }
+}
+
+#[derive(Serialize)]
+#[serde(rename = "Tables")]
+struct TablesRef<'a> {
+    jobs: Jobs<'a>,
+    assignments: Column<'a, Assignment>,
+    states: Column<'a, AttemptState>,
+    floors: &'a BTreeMap<SlotKey, SlotFloor>,
+    purged: &'a BTreeSet<JobKey>,
+    clock: &'a VersionVector,
+}
+
+#[derive(Deserialize)]
+#[serde(rename = "Tables")]
+struct TablesOwned {
+    #[serde(with = "flat_jobs")]
+    jobs: JobMap,
+    assignments: BTreeMap<AttemptId, Assignment>,
+    states: BTreeMap<AttemptId, AttemptState>,
+    floors: BTreeMap<SlotKey, SlotFloor>,
+    purged: BTreeSet<JobKey>,
+    clock: VersionVector,
+}
+
+impl Serialize for Tables {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        TablesRef {
+            jobs: Jobs(&self.jobs),
+            assignments: Column {
+                rows: &self.attempts,
+                get: |r| r.assignment.as_ref(),
+            },
+            states: Column {
+                rows: &self.attempts,
+                get: |r| r.state.as_ref(),
+            },
+            floors: &self.floors,
+            purged: &self.purged,
+            clock: &self.clock,
+        }
+        .serialize(serializer)
+    }
+}
+
+impl<'de> Deserialize<'de> for Tables {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let t = TablesOwned::deserialize(deserializer)?;
+        let mut attempts = Attempts::default();
+        for (id, a) in t.assignments {
+            attempts.entry(&id).assignment = Some(a);
+        }
+        for (id, state) in t.states {
+            attempts.entry(&id).state = Some(state);
+        }
+        Ok(Tables {
+            jobs: t.jobs,
+            attempts,
+            floors: t.floors,
+            purged: t.purged,
+            clock: t.clock,
+        })
+    }
+}
+
+/// The jobs table on the wire and in snapshots: one flat map keyed by `(id, incarnation)`,
+/// as before the in-memory table was nested by id.
+pub(super) mod flat_jobs {
+    use std::collections::BTreeMap;
+
+    use serde::ser::SerializeMap;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::table::elements::{JobEntry, JobKey};
+    use crate::table::lattice::{JobMap, sorted_jobs};
+
+    pub(in crate::table) fn serialize<S: Serializer>(
+        jobs: &JobMap,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        // postcard needs the length up front, which a flattening iterator does not report.
+        let len = jobs.values().map(Vec::len).sum();
+        let mut map = serializer.serialize_map(Some(len))?;
+        for (id, incs) in sorted_jobs(jobs) {
+            for (inc, e) in incs {
+                map.serialize_entry(&(id, inc), e)?;
+            }
+        }
+        map.end()
+    }
+
+    pub(in crate::table) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<JobMap, D::Error> {
+        let flat = BTreeMap::<JobKey, JobEntry>::deserialize(deserializer)?;
+        let mut jobs = JobMap::default();
+        for ((id, inc), e) in flat {
+            // The flat map is sorted by (id, incarnation): each list comes out sorted.
+            jobs.entry(id.into()).or_default().push((inc, e));
+        }
+        Ok(jobs)
+    }
+}
