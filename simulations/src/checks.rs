@@ -13,8 +13,6 @@
 use serde::Serialize;
 use shoal_gossip::{MemberInfo, MemberStatus};
 
-use std::collections::BTreeMap;
-
 use crate::engine::{Life, Simulation};
 use crate::sched::Workbench;
 
@@ -76,11 +74,13 @@ pub fn evaluate(sim: &Simulation) -> Vec<CheckResult> {
         Some(bench) => {
             out.push(tables_identical(sim, bench));
             out.push(services_at_count(sim, bench));
+            out.push(services_back_at_count(sim, bench));
         }
         None => {
             for name in [
                 "eventually_tables_identical",
                 "eventually_services_at_count",
+                "eventually_services_back_at_count",
             ] {
                 out.push(skipped(name, SCHEDULER_MISSING));
             }
@@ -146,10 +146,44 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
         ),
         at_ms: broken.map(|v| v.at_ms),
     });
+    let f = sim
+        .bench
+        .as_ref()
+        .map(|b| b.watch.figures.clone())
+        .unwrap_or_default();
     for (name, ok) in [
         (
             "always_no_node_overcommitted",
             "no node's running processes ever reserved more than its capacity".to_string(),
+        ),
+        (
+            "always_majority_tasks_kept",
+            format!(
+                "{} kills, {} on nodes that stayed on the majority side since the task started, \
+                 none of a task that started as its slot's only copy",
+                f.kills, f.kills_on_majority_side
+            ),
+        ),
+        (
+            "always_duplicates_bounded",
+            format!(
+                "{} times a slot ran twice; the longest bounded one {:.1} s ({}), each within \
+                 its job's stop_after_ms + {:.0} s; batch jobs that keep running when cut off: \
+                 longest {:.1} s (not bounded by design)",
+                f.duplicate_episodes,
+                f.longest_bounded_duplicate_ms as f64 / 1000.0,
+                f.longest_bounded_duplicate.as_deref().unwrap_or("none"),
+                crate::sched::DUPLICATE_SLACK_MS as f64 / 1000.0,
+                f.longest_unbounded_duplicate_ms as f64 / 1000.0
+            ),
+        ),
+        (
+            "always_minority_condemns_nobody",
+            format!(
+                "{} lost marks written for other nodes' attempts, each by a node holding a \
+                 majority (its quorum and the ground truth)",
+                f.condemnations
+            ),
         ),
         (
             "always_acknowledged_jobs_kept",
@@ -213,53 +247,48 @@ fn tables_identical(sim: &Simulation, bench: &Workbench) -> CheckResult {
 }
 
 fn services_at_count(sim: &Simulation, bench: &Workbench) -> CheckResult {
-    let mut running: BTreeMap<&str, usize> = BTreeMap::new();
-    let shape = sim.scenario.node;
-    let mut free = Vec::new();
-    for i in running_nodes(sim) {
-        for task in bench.nodes[i].running.keys() {
-            *running.entry(task.job.as_str()).or_default() += 1;
-        }
-        let r = crate::sched::reserved(&bench.nodes[i]);
-        free.push((
-            shape.cpu_millicores.saturating_sub(r.cpu_millicores),
-            shape.memory_mib.saturating_sub(r.memory_mib),
-        ));
-    }
-    let services: Vec<_> = bench
-        .jobs
-        .iter()
-        .filter(|j| j.service && bench.tally.submitted_at.contains_key(&j.name))
-        .collect();
-    let (mut short_of_room, mut failure) = (0, None);
-    for j in &services {
-        let have = running.get(j.name.as_str()).copied().unwrap_or(0);
-        let want = j.tasks as usize;
-        let room = free
-            .iter()
-            .any(|&(cpu, mem)| cpu >= j.cpu_millicores && mem >= j.memory_mib);
-        if have > want || (have < want && room) {
-            failure.get_or_insert(format!(
-                "service {} runs {have} processes, wants exactly {want}{}",
-                j.name,
-                if have < want {
-                    " (a running node has room for another)"
-                } else {
-                    ""
-                }
-            ));
-        } else if have < want {
-            short_of_room += 1;
-        }
-    }
+    let running: Vec<usize> = running_nodes(sim).collect();
+    let count = bench.service_count(&running);
     result(
         "eventually_services_at_count",
-        failure,
+        count.off,
         format!(
             "{} services: none above its count, none below it while a node has room ({} below \
              for lack of room)",
-            services.len(),
-            short_of_room
+            count.services, count.short_of_room
+        ),
+    )
+}
+
+/// Every service was back at its count within `checks.back_at_count_s` of the last fault.
+fn services_back_at_count(sim: &Simulation, bench: &Workbench) -> CheckResult {
+    let last = sim.plan.last_fault_ms;
+    let bound = (sim.scenario.checks.back_at_count_s * 1000.0) as u64;
+    let back = bench.watch.figures.back_at_count_ms;
+    let failure = match back {
+        Some(t) if t <= last + bound => None,
+        Some(t) => Some(format!(
+            "the services were back at their counts {:.1} s after the last fault, over the \
+             bound of {:.1} s",
+            (t - last) as f64 / 1000.0,
+            bound as f64 / 1000.0
+        )),
+        None => Some(format!(
+            "the services never were all at their counts after the last fault: {}",
+            bench
+                .watch
+                .off_count
+                .as_deref()
+                .unwrap_or("no sample after it")
+        )),
+    };
+    result(
+        "eventually_services_back_at_count",
+        failure,
+        format!(
+            "every service at its count {:.1} s after the last fault (bound {:.1} s)",
+            back.map_or(0, |t| t - last) as f64 / 1000.0,
+            bound as f64 / 1000.0
         ),
     )
 }

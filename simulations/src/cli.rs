@@ -12,6 +12,7 @@ use crate::engine::Sabotage;
 use crate::plots;
 use crate::report::{self, Report};
 use crate::scenario::Scenario;
+use crate::shared::FaultFigures;
 use crate::simulate::simulate;
 
 /// Arguments of `shoal simulate`.
@@ -177,6 +178,9 @@ pub struct SweepRow {
     pub converged_after_last_fault_ms: Option<u64>,
     /// First failure.
     pub first_failure: Option<String>,
+    /// What the fault checkers measured, when the scheduler cores ran.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub faults: Option<FaultFigures>,
     /// Command that replays it (path relative to the working directory).
     pub replay: String,
     /// The same command with the path as given on the command line.
@@ -248,6 +252,7 @@ pub fn sweep_rows(
                     .converged_at_ms
                     .map(|t| t.saturating_sub(report.last_fault_ms)),
                 first_failure: report.first_failure.clone(),
+                faults: report.scheduling.as_ref().and_then(|s| s.faults.clone()),
                 replay: report.replay.clone(),
                 command: replay_command(&file.display().to_string(), report.seed, nodes),
             };

@@ -5,7 +5,8 @@
 //! API (every input to a core is followed by `Simulation::drain`, which routes its datagrams
 //! through the [`Network`], hands its events to the [`Observer`] and re-arms its wake-up from
 //! `poll_timeout`); `faults.rs` executes the scenario's fault script; `scheduling.rs` lends the
-//! scheduling world (`crate::sched`) what it needs and hands it its events. `node.rs` holds a
+//! scheduling world (`crate::sched`) what it needs and hands it its events; `sides.rs` keeps the
+//! ground truth of who is on the majority side, for the scheduling checkers. `node.rs` holds a
 //! simulated machine and its ground truth, `agenda.rs` the event queue, `record.rs` the counters
 //! and checker violations. A wake-up is one queue entry per node: a node's `epoch` grows on
 //! every crash, restart and pause, so entries of an older epoch are skipped when they pop.
@@ -20,6 +21,7 @@ mod membership;
 mod node;
 mod record;
 mod scheduling;
+mod sides;
 
 use std::net::SocketAddr;
 
@@ -29,7 +31,7 @@ use shoal_gossip::{Config, MemberStatus, Millis};
 use crate::net::Network;
 use crate::observe::Observer;
 use crate::scenario::{Action, Plan, Scenario};
-use crate::sched::{SchedEvent, Workbench};
+use crate::sched::{SchedEvent, Setup, Workbench};
 use crate::shared::{derive_seed, node_name};
 use agenda::Agenda;
 
@@ -131,8 +133,13 @@ impl Simulation {
             .map(|k| addr_of(k * n / seed_count))
             .collect();
         let bench = scenario.workload.as_ref().map(|w| {
-            let sample_ms = scenario.checks.sample_ms;
-            Box::new(Workbench::new(n, w, seed, scenario.node, sample_ms))
+            let setup = Setup {
+                shape: scenario.node,
+                sample_ms: scenario.checks.sample_ms,
+                quorum_feed: scenario.scheduler.quorum_feed,
+                restarting: plan.restarting(n),
+            };
+            Box::new(Workbench::new(n, w, seed, setup))
         });
         let mut sim = Self {
             net: Network::new(scenario.network),
@@ -198,6 +205,17 @@ impl Simulation {
     }
 
     fn dispatch(&mut self, event: Event) {
+        let topology = matches!(
+            event,
+            Event::Start(_) | Event::Act(_) | Event::Restart(_) | Event::Resume { .. }
+        );
+        self.dispatch_one(event);
+        if topology {
+            self.update_sides();
+        }
+    }
+
+    fn dispatch_one(&mut self, event: Event) {
         match event {
             Event::Start(i) => self.start_core(i),
             Event::Deliver {

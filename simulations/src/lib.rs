@@ -21,8 +21,9 @@
 //! - `scenario.rs`: the scenario file and its compiled fault plan.
 //! - `engine.rs`: the event loop, and under `engine/` the membership cores (`membership.rs`),
 //!   the fault script (`faults.rs`), a machine's ground truth (`node.rs`), the event queue
-//!   (`agenda.rs`), counters and violations (`record.rs`), and what the engine lends the
-//!   scheduling world (`scheduling.rs`).
+//!   (`agenda.rs`), counters and violations (`record.rs`), what the engine lends the
+//!   scheduling world (`scheduling.rs`) and the ground truth of who is on the majority side
+//!   (`sides.rs`).
 //! - `net.rs`: the simulated network. `observe.rs`: the views rebuilt from the cores' events.
 //! - `sched.rs`: the scheduling world (scheduler cores, executors, disks, measurements) and the
 //!   contract by which the engine drives it; membership changes enter the scheduler cores at
@@ -41,7 +42,7 @@
 //! ```text
 //! baseline → scenario, shared, workload
 //! checks → engine, sched
-//! cli → engine, plots, report, scenario, simulate
+//! cli → engine, plots, report, scenario, shared, simulate
 //! engine → net, observe, scenario, sched, shared
 //! lib → checks, cli, engine, report, scenario, shared, simulate
 //! net → scenario

@@ -9,7 +9,7 @@ use crate::checks::{CheckResult, SCHEDULER_MISSING, Status};
 use crate::engine::{Counters, Life, Simulation, Violation};
 use crate::observe::Sample;
 use crate::scenario::NetworkParams;
-use crate::shared::{Dist, Quality, round3};
+use crate::shared::{Dist, FaultFigures, Quality, round3};
 
 /// Failure detection and dissemination, against SWIM's analysis.
 #[derive(Debug, Clone, Serialize)]
@@ -57,6 +57,8 @@ pub struct Scheduling {
     pub shoal_not_run: Option<String>,
     /// The omniscient centralized baseline on the same arrivals and failures.
     pub baseline: Quality,
+    /// What the fault checkers measured of Shoal's cores, when they ran.
+    pub faults: Option<FaultFigures>,
 }
 
 /// Everything one run produced.
@@ -375,5 +377,21 @@ fn summary_scheduling(s: &mut String, sched: &Scheduling) {
             "  shoal scheduling: {}\n",
             sched.shoal_not_run.as_deref().unwrap_or("not run")
         )),
+    }
+    if let Some(f) = &sched.faults {
+        s.push_str(&format!(
+            "  faults: longest duplicate {:.1} s (bounded jobs), {:.1} s (batch, unbounded); {} \
+             kills ({} on the majority side), {} lost marks, {} watchdog kills, {} survivors \
+             reported; services back at count at {}\n",
+            f.longest_bounded_duplicate_ms as f64 / 1000.0,
+            f.longest_unbounded_duplicate_ms as f64 / 1000.0,
+            f.kills,
+            f.kills_on_majority_side,
+            f.condemnations,
+            f.watchdog_kills,
+            f.survivors_reported,
+            f.back_at_count_ms
+                .map_or("-".to_string(), |t| format!("{:.1} s", t as f64 / 1000.0))
+        ));
     }
 }

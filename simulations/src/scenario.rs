@@ -79,6 +79,34 @@ pub struct Scenario {
     /// Job arrivals, if any.
     #[serde(default)]
     pub workload: Option<Workload>,
+    /// How the scheduler cores are driven (only with a workload).
+    #[serde(default)]
+    pub scheduler: SchedulerParams,
+}
+
+/// How the membership core's quorum reaches the scheduler cores.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum QuorumFeed {
+    /// As the agent does (`node/src/sched_driver.rs`): the membership core's `quorum()` before
+    /// every members view and at every change.
+    #[default]
+    Fed,
+    /// Never: each scheduler core keeps the quorum it starts with (a majority, no settling),
+    /// which is how the agent behaved before issue 12. For the checker bites.
+    None,
+    /// Fed, but with `settle_ms` = 0: a down member is condemned the moment it is down. For
+    /// the checker bites.
+    Unsettled,
+}
+
+/// `[scheduler]`: how the scheduler cores are driven.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SchedulerParams {
+    /// `fed` (default, the agent's way), `none` or `unsettled` (older behaviours, to show the
+    /// checkers bite).
+    pub quorum_feed: QuorumFeed,
 }
 
 fn default_seed() -> u64 {
@@ -230,6 +258,9 @@ pub struct CheckParams {
     pub quiet_s: f64,
     /// Sampling period of the time series, in milliseconds.
     pub sample_ms: u64,
+    /// Every service must be back at its count (or below it only for lack of room) this long
+    /// after the last fault settles (`eventually_services_back_at_count`).
+    pub back_at_count_s: f64,
     /// Checkers this scenario is known to break because of an open bug in a core, each with
     /// the reason. They are still evaluated and reported (`known-fail`, or `fixed?` when they
     /// pass), but do not fail the run. Keep this list short and tied to an issue.
@@ -241,6 +272,7 @@ impl Default for CheckParams {
         Self {
             quiet_s: 90.0,
             sample_ms: 1_000,
+            back_at_count_s: 30.0,
             known_failures: BTreeMap::new(),
         }
     }
@@ -267,6 +299,13 @@ pub struct Workload {
     /// Fraction of jobs that are services (run until the end, kept at their count).
     #[serde(default)]
     pub service_fraction: f64,
+    /// Every job's `disconnect.stop_after_ms` (absent: the job's default, 10 s for services,
+    /// never for batch jobs; `0` = never).
+    #[serde(default)]
+    pub stop_after_ms: Option<u64>,
+    /// Every job's `disconnect.reconcile` (absent: `keep_original`).
+    #[serde(default)]
+    pub reconcile: Option<shoal_scheduler::Reconcile>,
 }
 
 /// One line of the fault script, as written. Which fields a kind needs is checked by
@@ -420,6 +459,38 @@ pub struct Plan {
     pub duration_ms: u64,
     /// When the `eventually_*` checkers are evaluated.
     pub check_from_ms: u64,
+}
+
+impl Plan {
+    /// Which of `n` nodes may start again after a crash or a leave (then their disk is read):
+    /// the named targets of restarts, or every node when a restart's target is drawn or a
+    /// rack.
+    #[must_use]
+    pub fn restarting(&self, n: usize) -> Vec<bool> {
+        let mut mask = vec![false; n];
+        for (_, a) in &self.actions {
+            let target = match a {
+                Action::Restart { target }
+                | Action::Crash {
+                    target,
+                    restart_after_ms: Some(_),
+                }
+                | Action::Leave {
+                    target,
+                    rejoin_after_ms: Some(_),
+                } => target,
+                _ => continue,
+            };
+            match target {
+                Target::Nodes(nodes) => nodes
+                    .iter()
+                    .filter(|&&i| i < n)
+                    .for_each(|&i| mask[i] = true),
+                _ => mask.iter_mut().for_each(|m| *m = true),
+            }
+        }
+        mask
+    }
 }
 
 fn ms(s: f64) -> u64 {
@@ -689,6 +760,14 @@ fn validate_workload(w: &Workload) -> Result<(), ScenarioError> {
         return Err(invalid(
             "workload ranges must be [low, high] with low <= high, tasks >= 1, durations > 0",
         ));
+    }
+    if w.stop_after_ms
+        .is_some_and(|ms| ms > shoal_scheduler::spec::MAX_STOP_AFTER_MS)
+    {
+        return Err(invalid(format!(
+            "workload.stop_after_ms must be at most {} (0 = never stop)",
+            shoal_scheduler::spec::MAX_STOP_AFTER_MS
+        )));
     }
     if !(0.0..=1.0).contains(&w.service_fraction) {
         return Err(invalid("workload.service_fraction must be in [0, 1]"));

@@ -2,15 +2,22 @@
 //! node, each with a simulated executor and disk, and the measurements of their placement.
 //!
 //! Scheduling runs only in scenarios with a `[workload]`. Per node: the scheduler is fed the
-//! membership core's own `members()` view (at most every [`FEED_MS`], as the agent would
-//! batch it), its messages travel as reliable FIFO streams over the simulated network (dropped
-//! while a partition cuts the pair; lost datagrams become retransmission delay), and its
-//! executor commands start and kill simulated processes. A batch task exits with code 0 after
-//! the run time the workload drew for it; a service runs until killed. Placement counts what
-//! the replicated tables hold on each node; the resource ad carries capacity, not allocation.
-//! A crash keeps the scheduler's snapshot and its job log as its disk (the log is written at
-//! once: the simulated disk never lags); the restart restores both and reports that no
-//! process survived.
+//! membership core's `quorum()` at every change and before every members view, and its own
+//! `members()` view (at most every [`FEED_MS`], as the agent would batch it), exactly as
+//! `node/src/sched_driver.rs` does; its messages travel as reliable FIFO streams over the
+//! simulated network (dropped while a partition cuts the pair; lost datagrams become
+//! retransmission delay), and its executor commands start and kill simulated processes. A
+//! start is asynchronous (`Started` comes after a drawn delay); a batch task exits with code 0
+//! after the run time the workload drew for it; a service runs until killed. Placement counts
+//! what the replicated tables hold on each node; the resource ad carries capacity, not
+//! allocation.
+//!
+//! Processes belong to the machine: when the agent crashes (or is paused) they run on, and
+//! the agent's watchdog kills them once its lease has not been renewed for
+//! [`executor::ORPHAN_GRACE_MS`]. The disk holds the last snapshot written (at most every
+//! [`executor::SNAPSHOT_EVERY_MS`], so a crash loses the last changes) and the job log
+//! (written at once, as the agent fsyncs it before an acknowledgement); the restart restores
+//! both and reports the processes that survived.
 //!
 //! # How the engine drives it
 //!
@@ -22,37 +29,45 @@
 //! - [`Workbench::new`] when the run is prepared, then [`Workbench::schedule_arrivals`] once;
 //! - [`Workbench::handle_process_started`] when a node's process starts (first start or
 //!   restart), [`Workbench::handle_process_stopped`] when it crashes or leaves,
-//!   [`Workbench::handle_resumed`] when a pause ends;
+//!   [`Workbench::handle_paused`] and [`Workbench::handle_resumed`] around a pause;
 //! - [`Workbench::handle_members_changed`] when the node's membership core reported a change:
 //!   **this is where membership enters the scheduler cores.** It marks the node's view stale
 //!   and arms a feed; when the feed fires (`drive.rs`, `Workbench::feed`), the scheduler core
-//!   gets the membership core's `members()` through [`Host::members`] and `handle_members`;
+//!   gets the membership core's quorum ([`Host::quorum`], `handle_quorum`) and then its
+//!   `members()` ([`Host::members`], `handle_members`);
+//! - [`Workbench::handle_quorum_changed`] when the membership core's quorum changed: it is
+//!   handed over at once, as the agent's watch channel does;
 //! - [`Workbench::handle_event`] with each [`SchedEvent`] the world scheduled, when it is due;
 //! - [`Workbench::sample`] at every sample of the run.
 //!
 //! The rooms: `executor.rs` (a node's scheduler, processes and disk), `drive.rs` (driving one
-//! scheduler core: feed, outputs, messages, timers, exits, submissions), `sample.rs` (what is
+//! scheduler core: feed, outputs, messages, timers, submissions), `processes.rs` (the
+//! simulated executor: asynchronous starts, exits, kills, orphans and the watchdog, the
+//! restart path, snapshots), `watch.rs` (what the fault checkers watch: copies of each slot,
+//! kills on the majority side, condemnations, services back at count), `sample.rs` (what is
 //! looked at every sample), `tally.rs` (what is measured: starts, waits, utilization,
 //! acknowledged jobs, and [`Quality`] from them).
 
 mod drive;
 mod executor;
+mod processes;
 mod sample;
 mod tally;
+mod watch;
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use rand::{SeedableRng, rngs::StdRng};
-use shoal_gossip::{MemberInfo, Millis, Resources};
-use shoal_scheduler::{SchedulerConfig, TaskKey};
+use shoal_gossip::{MemberInfo, Millis, Quorum, Resources};
+use shoal_scheduler::{Reconcile, SchedulerConfig, TaskKey};
 
-use crate::scenario::{NodeShape, Workload};
+use crate::scenario::{NodeShape, QuorumFeed, Workload};
 use crate::shared::{Quality, derive_seed};
 use crate::workload::{self, JobArrival};
 
-pub use executor::{NodeSched, reserved};
-pub use tally::Tally;
+pub use executor::{NodeSched, Proc, reserved};
+pub use tally::{DUPLICATE_SLACK_MS, Tally, Watch};
 
 /// Members and ad changes are handed over at most this often per node.
 pub const FEED_MS: u64 = 500;
@@ -95,6 +110,15 @@ pub trait Host {
     fn process(&self, node: usize) -> Process;
     /// The `members()` view of node `node`'s membership core, while that core exists.
     fn members(&self, node: usize) -> Option<Vec<MemberInfo>>;
+    /// The `quorum()` of node `node`'s membership core, while that core exists.
+    fn quorum(&self, node: usize) -> Option<Quorum>;
+    /// Ground truth: node `node` runs (not paused) and reaches, both ways, a majority of the
+    /// nodes the cluster knows (started once and not left; at exactly half, the half with the
+    /// lowest index), as it does at every instant since `since`.
+    fn majority_side_since(&self, node: usize, since: Millis) -> bool;
+    /// Ground truth: node `node` exists but is not on the majority side now (cut off,
+    /// paused).
+    fn minority_side(&self, node: usize) -> bool;
     /// Delay of one message on a reliable stream, or `None` while a partition cuts the pair.
     fn reliable_delay(&mut self, from: usize, to: usize) -> Option<u64>;
     /// Queues `event` for `at`; it comes back through [`Workbench::handle_event`].
@@ -131,14 +155,37 @@ pub enum SchedEvent {
         /// Shared by every recipient of one broadcast.
         bytes: Bytes,
     },
+    /// The executor has started a process (`Started` is reported now).
+    TaskStarted {
+        /// Node index.
+        node: usize,
+        /// The task.
+        task: TaskKey,
+        /// The process.
+        pid: u64,
+    },
     /// A batch task's simulated process exits by itself.
     TaskExit {
         /// Node index.
         node: usize,
-        /// The node's epoch when the process started.
-        epoch: u64,
         /// The task.
         task: TaskKey,
+        /// The process.
+        pid: u64,
+    },
+    /// The agent's watchdog lease runs out unless it was renewed since.
+    Watchdog {
+        /// Node index.
+        node: usize,
+        /// The lease it was armed under.
+        lease: u64,
+    },
+    /// The agent writes its snapshot.
+    Snapshot {
+        /// Node index.
+        node: usize,
+        /// The lease (agent run) it was armed under.
+        lease: u64,
     },
 }
 
@@ -163,20 +210,56 @@ pub struct Workbench {
     /// FIFO: last delivery time per (from, to). Looked up once per message (200 times per
     /// broadcast at 200 nodes), never iterated.
     link_clock: rustc_hash::FxHashMap<(usize, usize), Millis>,
+    /// How the quorum reaches the cores.
+    quorum_feed: QuorumFeed,
+    /// Every job's `disconnect.stop_after_ms`, if the workload sets it.
+    stop_after_ms: Option<u64>,
+    /// Every job's `disconnect.reconcile`, if the workload sets it.
+    reconcile: Option<Reconcile>,
+    /// Per node: whether it may restart, so its snapshots are written (nobody reads the
+    /// others').
+    keep_snapshots: Vec<bool>,
+    /// Draws executor start delays.
+    exec_rng: StdRng,
+    /// The next process id.
+    next_pid: u64,
+    /// What the fault checkers watch.
+    pub watch: Watch,
+    /// Per arrival: its job's `disconnect.stop_after_ms` as the core reads it (`None`: the
+    /// job keeps running when cut off).
+    bounds: Vec<Option<u64>>,
+}
+
+/// How the world is set up, beside the workload.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// Every node's real capacity.
+    pub shape: NodeShape,
+    /// Sample period.
+    pub sample_ms: u64,
+    /// How the quorum reaches the cores.
+    pub quorum_feed: QuorumFeed,
+    /// Per node: whether it may restart (its snapshots are then written).
+    pub restarting: Vec<bool>,
 }
 
 impl Workbench {
-    /// The world for `n` nodes of `shape` running the arrivals `workload` draws from `seed`;
-    /// samples are `sample_ms` apart.
+    /// The world for `n` nodes running the arrivals `workload` draws from `seed`.
     #[must_use]
-    pub fn new(n: usize, workload: &Workload, seed: u64, shape: NodeShape, sample_ms: u64) -> Self {
+    pub fn new(n: usize, workload: &Workload, seed: u64, setup: Setup) -> Self {
+        let Setup {
+            shape,
+            sample_ms,
+            quorum_feed,
+            restarting,
+        } = setup;
         let jobs = workload::generate(workload, seed);
         let by_name = jobs
             .iter()
             .enumerate()
             .map(|(k, j)| (j.name.clone(), k))
             .collect();
-        Self {
+        let mut bench = Self {
             jobs,
             by_name,
             nodes: (0..n).map(|_| NodeSched::default()).collect(),
@@ -190,7 +273,19 @@ impl Workbench {
             },
             submit_rng: StdRng::seed_from_u64(derive_seed(seed, 7, 0, 0)),
             link_clock: rustc_hash::FxHashMap::default(),
-        }
+            quorum_feed,
+            stop_after_ms: workload.stop_after_ms,
+            reconcile: workload.reconcile,
+            keep_snapshots: restarting,
+            exec_rng: StdRng::seed_from_u64(derive_seed(seed, 8, 0, 0)),
+            next_pid: 0,
+            watch: Watch::new(),
+            bounds: Vec::new(),
+        };
+        bench.bounds = (0..bench.jobs.len())
+            .map(|k| bench.spec(k).and_then(|s| s.stop_after_disconnect_ms()))
+            .collect();
+        bench
     }
 
     /// Queues every arrival's submission.
@@ -201,15 +296,31 @@ impl Workbench {
     }
 
     /// Node `i`'s process started as `generation`: its scheduler core starts from its disk
-    /// (a fresh one on the first start) and learns that no process survived.
+    /// (a fresh one on the first start) and learns which of its processes survived.
     pub fn handle_process_started(&mut self, host: &mut dyn Host, i: usize, generation: u64) {
         self.start_core(host, i, generation);
         self.arm_feed(host, i);
     }
 
-    /// Node `i`'s process crashed or left: the scheduler core's snapshot becomes its disk.
-    pub fn handle_process_stopped(&mut self, i: usize) {
-        self.nodes[i].stop();
+    /// Node `i`'s process crashed (`graceful` false) or left: see [`NodeSched::stop`]; a
+    /// crashed agent's processes run on until its watchdog stops them.
+    pub fn handle_process_stopped(&mut self, host: &mut dyn Host, i: usize, graceful: bool) {
+        self.agent_stopped(host, i, graceful);
+    }
+
+    /// Node `i`'s process was frozen: its tasks run on, its watchdog lease is not renewed.
+    pub fn handle_paused(&mut self, host: &mut dyn Host, i: usize) {
+        self.arm_watchdog(host, i);
+    }
+
+    /// Node `i`'s membership core has a new quorum: the scheduler core gets it at once (the
+    /// agent's watch channel).
+    pub fn handle_quorum_changed(&mut self, host: &mut dyn Host, i: usize) {
+        if host.process(i).state != ProcessState::Running {
+            return;
+        }
+        self.feed_quorum(host, i);
+        self.drain(host, i);
     }
 
     /// Node `i`'s membership core reported a change: its scheduler core gets the new view at
@@ -219,8 +330,12 @@ impl Workbench {
         self.arm_feed(host, i);
     }
 
-    /// Node `i`'s pause ended: its scheduler core catches up on the time it missed.
+    /// Node `i`'s pause ended: the watchdog lease is renewed, the executor reports what it
+    /// saw meanwhile, and the scheduler core catches up on the time it missed.
     pub fn handle_resumed(&mut self, host: &mut dyn Host, i: usize) {
+        self.nodes[i].lease += 1;
+        self.nodes[i].snapshot_armed = false;
+        self.report_unreported(host, i);
         self.wake_now(host, i);
         self.arm_feed(host, i);
     }
@@ -232,18 +347,28 @@ impl Workbench {
             SchedEvent::Feed { node, epoch } => self.feed(host, node, epoch),
             SchedEvent::Wake { node, epoch } => self.wake(host, node, epoch),
             SchedEvent::Message { to, from, bytes } => self.message(host, to, from, bytes),
-            SchedEvent::TaskExit { node, epoch, task } => self.task_exit(host, node, epoch, task),
+            SchedEvent::TaskStarted { node, task, pid } => {
+                self.task_started(host, node, task, pid);
+            }
+            SchedEvent::TaskExit { node, task, pid } => self.task_exit(host, node, task, pid),
+            SchedEvent::Watchdog { node, lease } => self.watchdog(host, node, lease),
+            SchedEvent::Snapshot { node, lease } => self.snapshot_due(host, node, lease),
         }
     }
 
     /// One sample over the `up` nodes: utilization and pending work, submissions that became
-    /// durable, and the `always_acknowledged_jobs_kept` checker.
-    pub fn sample(&mut self, host: &mut dyn Host, up: &[usize]) {
+    /// durable, the `always_acknowledged_jobs_kept` checker, duplicates that outlived their
+    /// bound and services back at count after the last fault (`last_fault_ms`).
+    pub fn sample(&mut self, host: &mut dyn Host, up: &[usize], last_fault_ms: u64) {
         let now = host.now();
         self.sample_load(now, up);
         self.acknowledge_durable(now, up);
         if let Some(event) = self.lost_acknowledged_job(host, up) {
             host.violate("always_acknowledged_jobs_kept", event);
+        }
+        self.check_duplicates(host);
+        if now.0 > last_fault_ms {
+            self.check_back_at_count(host, up);
         }
     }
 

@@ -104,3 +104,33 @@ pub struct Quality {
     #[serde(skip)]
     pub series: Vec<(u64, u64, f64)>,
 }
+
+/// What the fault checkers measured in one run of the production scheduler cores.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct FaultFigures {
+    /// Times a slot went from one running process to two (or more) and back.
+    pub duplicate_episodes: u64,
+    /// The longest such episode of a slot whose copies are bounded (a service, or a job with
+    /// `stop_after_ms`), in milliseconds.
+    pub longest_bounded_duplicate_ms: u64,
+    /// Which slot (`job/slot`).
+    pub longest_bounded_duplicate: Option<String>,
+    /// The longest episode of a slot whose job keeps running when cut off (a batch job without
+    /// `stop_after_ms`), in milliseconds.
+    pub longest_unbounded_duplicate_ms: u64,
+    /// Processes killed on a core's order.
+    pub kills: u64,
+    /// Of those, on a node that had stayed on the majority side since the process started.
+    pub kills_on_majority_side: u64,
+    /// Of those, of the slot's only copy, superseded before its start was reported (a
+    /// placement race between two coordinators, not an incumbent).
+    pub kills_while_starting: u64,
+    /// `Lost` written by a core for another node's attempt.
+    pub condemnations: u64,
+    /// Processes a watchdog killed after its agent stopped renewing the lease.
+    pub watchdog_kills: u64,
+    /// Processes a restarted agent found still running.
+    pub survivors_reported: u64,
+    /// First sample at or after the last fault at which every service was at its count.
+    pub back_at_count_ms: Option<u64>,
+}

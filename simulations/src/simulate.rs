@@ -40,5 +40,6 @@ fn scheduling(sim: &Simulation) -> Option<report::Scheduling> {
         shoal: sim.bench.as_deref().map(|bench| bench.quality()),
         shoal_not_run: None,
         baseline,
+        faults: sim.bench.as_deref().map(|b| b.watch.figures.clone()),
     })
 }

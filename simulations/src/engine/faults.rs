@@ -98,11 +98,16 @@ impl Simulation {
         }
         let zombie = self.sabotage == Sabotage::ZombieCrashes;
         if !zombie {
-            self.sched_process_stopped(i);
+            self.sched_process_stopped(i, false);
         }
         let node = &mut self.nodes[i];
         node.life = Life::Crashed;
         if !zombie {
+            node.known_disk = node
+                .core
+                .as_ref()
+                .map(|c| c.known_members())
+                .unwrap_or_default();
             self.counters.retire(&mut node.core);
             node.epoch += 1;
             node.next_wake = None;
@@ -127,10 +132,15 @@ impl Simulation {
             core.leave(self.now);
         }
         self.drain(i);
-        self.sched_process_stopped(i);
+        self.sched_process_stopped(i, true);
         self.life_log.push((self.now.0, i, false));
         let node = &mut self.nodes[i];
         node.life = Life::Left;
+        node.known_disk = node
+            .core
+            .as_ref()
+            .map(|c| c.known_members())
+            .unwrap_or_default();
         self.counters.retire(&mut node.core);
         node.epoch += 1;
         node.next_wake = None;
@@ -148,6 +158,7 @@ impl Simulation {
         node.next_wake = None;
         let epoch = node.epoch;
         self.push(self.now.plus_ms(for_ms), Event::Resume { node: i, epoch });
+        self.sched_paused(i);
     }
 
     /// A pause ends: the held datagrams arrive, then both cores catch up on the time they missed.

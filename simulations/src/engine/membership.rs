@@ -54,6 +54,10 @@ impl Simulation {
         let core_seed = derive_seed(self.seed, 4, i as u64, generation);
         let mut core =
             Membership::new(id, self.ad_for(i), self.config.clone(), core_seed, self.now);
+        let known = std::mem::take(&mut self.nodes[i].known_disk);
+        if !known.is_empty() {
+            core.restore_known(self.now, known);
+        }
         for seed in self.seeds.clone() {
             core.join(self.now, seed);
         }
@@ -152,10 +156,18 @@ impl Simulation {
         self.observer.own_ad(i, own_ad);
         let due = core.poll_timeout();
         let node = &mut self.nodes[i];
+        let quorum_changed =
+            self.bench.is_some() && node.quorum_seen.as_ref() != Some(core.quorum());
+        if quorum_changed {
+            node.quorum_seen = Some(core.quorum().clone());
+        }
         node.generation = node.generation.max(generation);
         node.core = Some(core);
         if let Some(due) = due {
             self.arm(i, due);
+        }
+        if quorum_changed {
+            self.sched_quorum_changed(i);
         }
         if changed {
             self.sched_members_changed(i);

@@ -58,6 +58,16 @@ pub struct SimNode {
     pub(super) held: Vec<(usize, Vec<u8>, bool)>,
     /// Extra delay of everything this node does, while it is slowed down.
     pub(super) slow_ms: u64,
+    /// The known membership as the agent keeps it on disk (`DATA_DIR/known-members`, saved at
+    /// every change): taken when the process goes, restored when it starts again.
+    pub(super) known_disk: Vec<compact_str::CompactString>,
+    /// The membership core's quorum last handed to the scheduling world.
+    pub(super) quorum_seen: Option<shoal_gossip::Quorum>,
+    /// Ground truth: not on the majority side now (see `sides.rs`).
+    pub(super) minority: bool,
+    /// Ground truth: when this node last was not on the majority side (`None`: never since it
+    /// first started).
+    pub(super) minority_until_ms: Option<u64>,
 }
 
 impl SimNode {
@@ -75,6 +85,10 @@ impl SimNode {
             next_wake: None,
             held: Vec::new(),
             slow_ms: 0,
+            known_disk: Vec::new(),
+            quorum_seen: None,
+            minority: false,
+            minority_until_ms: None,
         }
     }
 }

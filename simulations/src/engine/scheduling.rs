@@ -2,11 +2,12 @@
 //! call, and the few calls it makes.
 
 use rand::rngs::StdRng;
-use shoal_gossip::{MemberInfo, Millis};
+use shoal_gossip::{MemberInfo, Millis, Quorum};
 
 use super::agenda::Agenda;
 use super::node::{Life, SimNode};
 use super::record::{self, Violation};
+use super::sides;
 use super::{Event, Simulation};
 use crate::net::Network;
 use crate::sched::{Host, Process, ProcessState, SchedEvent, Workbench};
@@ -42,6 +43,21 @@ impl Host for Lent<'_> {
 
     fn members(&self, node: usize) -> Option<Vec<MemberInfo>> {
         self.nodes[node].core.as_ref().map(|core| core.members())
+    }
+
+    fn quorum(&self, node: usize) -> Option<Quorum> {
+        self.nodes[node]
+            .core
+            .as_ref()
+            .map(|core| core.quorum().clone())
+    }
+
+    fn majority_side_since(&self, node: usize, since: Millis) -> bool {
+        sides::majority_side_since(self.nodes, node, since.0)
+    }
+
+    fn minority_side(&self, node: usize) -> bool {
+        sides::minority_side(self.nodes, node)
     }
 
     fn reliable_delay(&mut self, from: usize, to: usize) -> Option<u64> {
@@ -84,9 +100,22 @@ impl Simulation {
         }
     }
 
-    pub(super) fn sched_process_stopped(&mut self, i: usize) {
-        if let Some(bench) = self.bench.as_deref_mut() {
-            bench.handle_process_stopped(i);
+    pub(super) fn sched_process_stopped(&mut self, i: usize, graceful: bool) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.handle_process_stopped(&mut host, i, graceful);
+        }
+    }
+
+    pub(super) fn sched_paused(&mut self, i: usize) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.handle_paused(&mut host, i);
+        }
+    }
+
+    /// Node `i`'s membership core's quorum changed: the scheduling world hands it over.
+    pub(super) fn sched_quorum_changed(&mut self, i: usize) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.handle_quorum_changed(&mut host, i);
         }
     }
 
@@ -110,8 +139,9 @@ impl Simulation {
     }
 
     pub(super) fn sample_scheduling(&mut self, up: &[usize]) {
+        let last_fault_ms = self.plan.last_fault_ms;
         if let Some((bench, mut host)) = self.lend() {
-            bench.sample(&mut host, up);
+            bench.sample(&mut host, up, last_fault_ms);
         }
     }
 }

@@ -7,32 +7,55 @@
 
 use bytes::Bytes;
 use rand::RngExt;
-use shoal_scheduler::{Scheduler, TaskEvent, TaskKey};
+use shoal_scheduler::{Message, Scheduler};
 
-use super::executor::{self, Executed};
+use super::executor;
 use super::{FEED_MS, Host, ProcessState, SchedEvent, Workbench};
+use crate::scenario::QuorumFeed;
 use crate::shared::{derive_seed, index_of_name, node_name};
 
 impl Workbench {
-    /// Starts node `i`'s scheduler core as `generation`, from its disk when it has one.
+    /// Starts node `i`'s scheduler core as `generation`, from its disk when it has one (the
+    /// last snapshot written, then the job log), and reports the processes that survived.
     pub(super) fn start_core(&mut self, host: &mut dyn Host, i: usize, generation: u64) {
         let seed = derive_seed(self.seed, 6, i as u64, generation);
         let name = node_name(i);
-        let now = host.now();
         let config = self.config.clone();
         let node = &mut self.nodes[i];
-        let restored = node
-            .disk
-            .take()
-            .and_then(|disk| Scheduler::restore(name.clone(), config.clone(), seed, &disk).ok());
+        let restored = node.disk.as_ref().and_then(|(disk, _)| {
+            Scheduler::restore(name.clone(), config.clone(), seed, disk).ok()
+        });
         let mut core = restored.unwrap_or_else(|| Scheduler::new(name, config, seed));
         core.restore_job_records(node.log.values().map(Vec::as_slice));
-        core.handle_recovered_tasks(now, &[]);
-        node.core = Some(Box::new(core));
-        node.running.clear();
         node.next_wake = None;
         node.feed_armed = false;
         node.members_dirty = true;
+        node.own_ops_seen = 0;
+        node.snapshot_armed = false;
+        self.recover(host, i, &mut core);
+        self.nodes[i].core = Some(Box::new(core));
+        self.feed_quorum(host, i);
+        self.drain(host, i);
+    }
+
+    /// Hands node `i`'s core its membership core's quorum if it has not seen it (as the
+    /// agent's `feed_quorum`); with `quorum_feed = "unsettled"` its `settle_ms` reads 0, with
+    /// `"none"` nothing is handed over.
+    pub(super) fn feed_quorum(&mut self, host: &mut dyn Host, i: usize) {
+        if self.quorum_feed == QuorumFeed::None {
+            return;
+        }
+        let Some(mut q) = host.quorum(i) else {
+            return;
+        };
+        if self.quorum_feed == QuorumFeed::Unsettled {
+            q.settle_ms = 0;
+        }
+        if let Some(core) = self.nodes[i].core.as_mut()
+            && *core.quorum() != q
+        {
+            core.handle_quorum(host.now(), &q);
+        }
     }
 
     /// Queues a feed for node `i` unless one is queued.
@@ -60,36 +83,31 @@ impl Workbench {
         if process.epoch != epoch || process.state != ProcessState::Running {
             return;
         }
-        let node = &mut self.nodes[i];
-        if node.members_dirty
-            && let Some(sched) = node.core.as_mut()
+        if self.nodes[i].members_dirty
             && let Some(members) = host.members(i)
         {
-            sched.handle_members(host.now(), &members);
-            node.members_dirty = false;
+            // The quorum first: a view showing most members down is never acted on under the
+            // quorum from before it (`node/src/sched_driver.rs`).
+            self.feed_quorum(host, i);
+            let node = &mut self.nodes[i];
+            if let Some(sched) = node.core.as_mut() {
+                sched.handle_members(host.now(), &members);
+                node.members_dirty = false;
+            }
         }
         self.drain(host, i);
     }
 
-    /// Routes everything scheduler `i` produced, runs its executor commands and re-arms its
-    /// wake-up.
-    fn drain(&mut self, host: &mut dyn Host, i: usize) {
+    /// Routes everything scheduler `i` produced, runs its executor commands, re-arms its
+    /// wake-up and writes its snapshot when one is due.
+    pub(super) fn drain(&mut self, host: &mut dyn Host, i: usize) {
         let Some(mut core) = self.nodes[i].core.take() else {
             return;
         };
         let now = host.now();
-        // Commands first: a simulated process starts at once, so the `Admitted` and `Running`
-        // writes of one admission leave in the same `Ops` message per peer instead of two.
         loop {
             if let Some(cmd) = core.poll_command() {
-                let (jobs, by_name) = (&self.jobs, &self.by_name);
-                let executed = executor::execute(&mut self.nodes[i], cmd, |task| {
-                    let k = *by_name.get(task.job.as_str())?;
-                    jobs[k].durations_ms.get(task.slot as usize).copied()
-                });
-                self.executed(host, i, &executed);
-                let (task, event) = executor::report_of(&executed);
-                core.handle_task_event(now, task, event);
+                self.execute(host, i, &mut core, cmd);
                 continue;
             }
             if let Some(batch) = core.poll_job_records() {
@@ -107,6 +125,9 @@ impl Workbench {
             let Some(out) = core.poll_message() else {
                 break;
             };
+            if let Message::Ops { ops } = &out.message {
+                self.check_condemnations(host, i, &core, ops);
+            }
             let bytes = Bytes::from(out.message.encode());
             for to in &out.to {
                 self.send(host, i, to, bytes.clone());
@@ -124,41 +145,7 @@ impl Workbench {
                 host.schedule(at, SchedEvent::Wake { node: i, epoch });
             }
         }
-    }
-
-    /// Measures a started process, checks `always_no_node_overcommitted` and queues the exit of
-    /// a batch task.
-    fn executed(&mut self, host: &mut dyn Host, i: usize, executed: &Executed) {
-        let Executed::Started(task, exit_after) = executed else {
-            return;
-        };
-        let now = host.now();
-        self.tally.started(now, task);
-        let reserved = executor::reserved(&self.nodes[i]);
-        let capacity = self.capacity;
-        if !reserved.fits_in(&capacity) {
-            let event = format!(
-                "n{i} started {}/{} (attempt {}) and now reserves {} m CPU, {} MiB of {} m, {} MiB",
-                task.job,
-                task.slot,
-                task.attempt,
-                reserved.cpu_millicores,
-                reserved.memory_mib,
-                capacity.cpu_millicores,
-                capacity.memory_mib
-            );
-            host.violate("always_no_node_overcommitted", event);
-        }
-        if let Some(ms) = exit_after {
-            let epoch = host.process(i).epoch;
-            let task = task.clone();
-            let exit = SchedEvent::TaskExit {
-                node: i,
-                epoch,
-                task,
-            };
-            host.schedule(now.plus_ms(*ms), exit);
-        }
+        self.maybe_snapshot(host, i);
     }
 
     /// Sends one message on the reliable FIFO stream `from` → `to`.
@@ -230,33 +217,6 @@ impl Workbench {
         self.drain(host, i);
     }
 
-    /// A batch task's process exits with code 0 (a paused node's exit is seen after the pause).
-    pub(super) fn task_exit(&mut self, host: &mut dyn Host, i: usize, epoch: u64, task: TaskKey) {
-        let process = host.process(i);
-        let paused = process.state == ProcessState::Paused;
-        if process.epoch != epoch && !paused {
-            return;
-        }
-        let now = host.now();
-        if paused {
-            let exit = SchedEvent::TaskExit {
-                node: i,
-                epoch: process.epoch,
-                task,
-            };
-            host.schedule(now.plus_ms(FEED_MS), exit);
-            return;
-        }
-        if self.nodes[i].running.remove(&task).is_none() {
-            return;
-        }
-        self.tally.completed(&task);
-        if let Some(core) = self.nodes[i].core.as_mut() {
-            core.handle_task_event(now, task, TaskEvent::Exited { code: 0 });
-        }
-        self.drain(host, i);
-    }
-
     /// Arrival `k` is submitted to a running node drawn at random.
     pub(super) fn submit(&mut self, host: &mut dyn Host, k: usize) {
         let running: Vec<usize> = (0..self.nodes.len())
@@ -292,7 +252,7 @@ impl Workbench {
     }
 
     /// The spec submitted for arrival `k`.
-    fn spec(&self, k: usize) -> Option<shoal_scheduler::JobSpec> {
+    pub(super) fn spec(&self, k: usize) -> Option<shoal_scheduler::JobSpec> {
         let j = self.jobs.get(k)?;
         let value = serde_json::json!({
             "id": j.name,
@@ -301,6 +261,13 @@ impl Workbench {
             "command": "simulated",
             "resources": { "cpu": j.cpu_millicores, "memory": j.memory_mib },
         });
+        let mut value = value;
+        if let Some(ms) = self.stop_after_ms {
+            value["disconnect"]["stop_after_ms"] = ms.into();
+        }
+        if let Some(r) = self.reconcile {
+            value["disconnect"]["reconcile"] = serde_json::to_value(r).ok()?;
+        }
         serde_json::from_value(value).ok()
     }
 }

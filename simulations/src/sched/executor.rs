@@ -1,28 +1,66 @@
-//! One node's part of the scheduling world: its scheduler core, its simulated executor (a
-//! process table) and its disk, which outlives a crash.
+//! One node's part of the scheduling world: its scheduler core, the machine's processes (which
+//! outlive the agent until its watchdog stops them) and its disk, which outlives a crash.
 
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use shoal_gossip::{Millis, Resources};
-use shoal_scheduler::{
-    ExecCommand, Message, Receipt, Scheduler, SchedulerConfig, TaskEvent, TaskKey,
-};
+use shoal_scheduler::{Message, Receipt, Scheduler, SchedulerConfig, TaskKey, VersionVector};
 
-/// One node's scheduler, executor and disk.
+/// The agent writes its snapshot at most this often (`node/src/sched_driver.rs`,
+/// `SNAPSHOT_EVERY`): a crash loses what changed since.
+pub const SNAPSHOT_EVERY_MS: u64 = 2_000;
+
+/// How long a task outlives an agent that stopped renewing its watchdog lease (crashed or
+/// stopped) before the watchdog kills it (`docs/faults.md`, `orphan_grace`).
+pub const ORPHAN_GRACE_MS: u64 = 10_000;
+
+/// One simulated process on a machine.
+#[derive(Debug, Clone)]
+pub struct Proc {
+    /// Distinguishes this process from an earlier one of the same task (events name it).
+    pub pid: u64,
+    /// What it reserves.
+    pub resources: Resources,
+    /// When the executor was asked to start it.
+    pub started_at: Millis,
+    /// The executor has reported it `Started` (the start is asynchronous).
+    pub reported: bool,
+    /// It was the only process of its slot anywhere when it started (not a replacement
+    /// started while another copy still ran).
+    pub sole: bool,
+    /// Its agent is gone (crashed): only the watchdog can stop it now.
+    pub orphan: bool,
+}
+
+/// One node's scheduler, processes and disk.
 #[derive(Debug, Default)]
 pub struct NodeSched {
     /// The production scheduler core, while the process exists (boxed, like the membership
     /// core: the world moves it out and back once per event).
     pub core: Option<Box<Scheduler>>,
-    /// Simulated processes: task → reserved resources.
-    pub running: BTreeMap<TaskKey, Resources>,
-    /// The snapshot kept across a crash (the agent's data dir).
-    pub disk: Option<Vec<u8>>,
-    /// The job log kept across a crash (`Scheduler::poll_job_records`), by job.
+    /// The machine's processes: task → process. They belong to the machine, not to the
+    /// agent: a crashed agent's processes run on until the watchdog stops them.
+    pub running: BTreeMap<TaskKey, Proc>,
+    /// The last snapshot written (the agent's data dir), and the tables' clock it holds.
+    pub disk: Option<(Vec<u8>, VersionVector)>,
+    /// When the last snapshot was written.
+    pub(super) snapshot_at: Option<Millis>,
+    /// A snapshot write is queued.
+    pub(super) snapshot_armed: bool,
+    /// The job log kept across a crash (`Scheduler::poll_job_records`), by job: written at
+    /// once, as the agent fsyncs it before acknowledging.
     pub log: BTreeMap<String, Vec<u8>>,
     /// Submissions accepted here and not yet durable.
     pub receipts: Vec<Receipt>,
+    /// Grows at every start and resume of the agent: a watchdog deadline armed under an older
+    /// value was renewed in time.
+    pub(super) lease: u64,
+    /// Task events the executor observed while the agent was paused, reported at the resume.
+    pub(super) unreported: Vec<(TaskKey, shoal_scheduler::TaskEvent)>,
+    /// The highest counter of this incarnation's own ops already looked at
+    /// (`always_minority_condemns_nobody`).
+    pub(super) own_ops_seen: u64,
     /// When the core's next wake-up is queued for.
     pub(super) next_wake: Option<Millis>,
     /// Whether a feed is queued.
@@ -32,55 +70,36 @@ pub struct NodeSched {
 }
 
 impl NodeSched {
-    /// The process went (crash or leave): the core's snapshot becomes the disk, the processes
-    /// and the pending receipts die with it.
-    pub(super) fn stop(&mut self) {
-        if let Some(core) = self.core.take() {
-            self.disk = Some(core.snapshot());
+    /// The agent went. A crash leaves the last snapshot written on the disk (up to
+    /// [`SNAPSHOT_EVERY_MS`] old) and the processes running as orphans; a graceful leave
+    /// writes a last snapshot and stops its processes. Pending receipts die either way.
+    /// Returns the processes stopped.
+    pub(super) fn stop(&mut self, graceful: bool) -> Vec<TaskKey> {
+        let mut stopped = Vec::new();
+        if let Some(core) = self.core.take()
+            && graceful
+        {
+            self.disk = Some((core.snapshot(), core.tables().clock().clone()));
         }
-        self.running.clear();
+        if graceful {
+            stopped = std::mem::take(&mut self.running).into_keys().collect();
+        } else {
+            // A start the executor had not completed dies with the agent.
+            self.running.retain(|task, p| {
+                if !p.reported {
+                    stopped.push(task.clone());
+                }
+                p.reported
+            });
+            for p in self.running.values_mut() {
+                p.orphan = true;
+            }
+        }
         self.receipts.clear();
+        self.unreported.clear();
         self.next_wake = None;
-    }
-}
-
-/// What the simulated executor did with one command.
-#[derive(Debug)]
-pub(super) enum Executed {
-    /// A process started; it exits by itself after the given time (batch) or never.
-    Started(TaskKey, Option<u64>),
-    /// A process was killed (or was not running).
-    Killed(TaskKey),
-}
-
-/// Runs one executor command against a node's process table; `run_time` says how long a
-/// started task runs before exiting by itself.
-pub(super) fn execute(
-    node: &mut NodeSched,
-    cmd: ExecCommand,
-    run_time: impl FnOnce(&TaskKey) -> Option<u64>,
-) -> Executed {
-    match cmd {
-        ExecCommand::Start {
-            task, resources, ..
-        } => {
-            let after = run_time(&task);
-            node.running.insert(task.clone(), resources);
-            Executed::Started(task, after)
-        }
-        ExecCommand::Kill { task, .. } => {
-            node.running.remove(&task);
-            Executed::Killed(task)
-        }
-    }
-}
-
-/// The event the executor reports for what it did.
-#[must_use]
-pub(super) fn report_of(executed: &Executed) -> (TaskKey, TaskEvent) {
-    match executed {
-        Executed::Started(task, _) => (task.clone(), TaskEvent::Started { pid: 1 }),
-        Executed::Killed(task) => (task.clone(), TaskEvent::Killed),
+        self.snapshot_armed = false;
+        stopped
     }
 }
 
@@ -89,7 +108,7 @@ pub(super) fn report_of(executed: &Executed) -> (TaskKey, TaskEvent) {
 pub fn reserved(node: &NodeSched) -> Resources {
     node.running
         .values()
-        .fold(Resources::default(), |a, r| a.saturating_add(r))
+        .fold(Resources::default(), |a, p| a.saturating_add(&p.resources))
 }
 
 /// Decodes a scheduler message as the receiving shell would. The ops keep their bytes as

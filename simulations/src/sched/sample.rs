@@ -15,8 +15,8 @@ impl Workbench {
         let mut running: BTreeSet<(&str, u32)> = BTreeSet::new();
         let mut doubles = 0;
         for &i in up {
-            for (task, r) in &self.nodes[i].running {
-                used += r.cpu_millicores;
+            for (task, p) in &self.nodes[i].running {
+                used += p.resources.cpu_millicores;
                 if !running.insert((task.job.as_str(), task.slot)) {
                     doubles += 1;
                 }

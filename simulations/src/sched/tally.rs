@@ -1,13 +1,14 @@
 //! What the scheduling world measures: process starts and waits, completions, the utilization
 //! and pending-work series, double-runs, acknowledged jobs and who holds them; and Shoal's
-//! [`Quality`] from them. Plain bookkeeping: the world decides what to record (`sample.rs`).
+//! [`Quality`] from them; and what the fault checkers saw ([`Watch`], filled in by `watch.rs`).
+//! Plain bookkeeping: the world decides what to record (`sample.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_gossip::Millis;
 use shoal_scheduler::{Name, TaskKey};
 
-use crate::shared::{Dist, Quality, round3};
+use crate::shared::{Dist, FaultFigures, Quality, round3};
 use crate::workload::JobArrival;
 
 /// The scheduling measurements of one run.
@@ -114,5 +115,43 @@ impl Tally {
             double_run_slot_s: round3(self.double_samples as f64 * self.sample_ms as f64 / 1000.0),
             series: self.series.clone(),
         }
+    }
+}
+
+/// A slot may run twice for its job's `disconnect.stop_after_ms` plus this: the time a cut-off
+/// node takes to see that it lost its majority (two probe periods and a probe's round trip,
+/// 2.5 s by default) and to hear of the heal, rounded up (`docs/faults.md`, "Duplicates have
+/// a bound"). 15 s in all for a service with the default 10 s.
+pub const DUPLICATE_SLACK_MS: u64 = 5_000;
+
+/// What the fault checkers saw.
+#[derive(Debug, Default)]
+pub struct Watch {
+    /// Processes of each slot running anywhere (orphans and paused nodes' included).
+    pub(super) copies: BTreeMap<(Name, u32), u32>,
+    /// Slots running more than once now, since when.
+    pub(super) doubled: BTreeMap<(Name, u32), Millis>,
+    /// The figures for the report.
+    pub figures: FaultFigures,
+    /// Why the services were not all at count at the last sample that looked.
+    pub off_count: Option<String>,
+}
+
+/// Where the services stand against their counts.
+#[derive(Debug, Default)]
+pub struct ServiceCount {
+    /// Services submitted.
+    pub services: usize,
+    /// Services below their count only because no running node has room.
+    pub short_of_room: usize,
+    /// The first service above its count, or below it while a running node has room.
+    pub off: Option<String>,
+}
+
+impl Watch {
+    /// Nothing watched yet.
+    #[must_use]
+    pub fn new() -> Self {
+        Self::default()
     }
 }

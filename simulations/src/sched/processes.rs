@@ -1,0 +1,250 @@
+//! The simulated executor and the agent's lifecycle around it: asynchronous starts, exits and
+//! kills; processes that outlive a crashed or paused agent until its watchdog stops them; the
+//! restart path (restore, then report the surviving processes); snapshots written at most
+//! every [`SNAPSHOT_EVERY_MS`].
+
+use rand::RngExt;
+use shoal_scheduler::{ExecCommand, Scheduler, TaskEvent, TaskKey};
+
+use super::executor::{ORPHAN_GRACE_MS, Proc, SNAPSHOT_EVERY_MS};
+use super::{Host, ProcessState, SchedEvent, Workbench};
+
+/// A start takes this long, drawn uniformly, from the command to `Started` (fork, exec, a
+/// cgroup to set up).
+const START_DELAY_MS: (u64, u64) = (5, 80);
+
+impl Workbench {
+    /// Runs one executor command of node `i`'s core (taken out of the node while it drains).
+    pub(super) fn execute(
+        &mut self,
+        host: &mut dyn Host,
+        i: usize,
+        core: &mut Scheduler,
+        cmd: ExecCommand,
+    ) {
+        let now = host.now();
+        match cmd {
+            ExecCommand::Start {
+                task, resources, ..
+            } => {
+                if self.nodes[i].running.contains_key(&task) {
+                    return;
+                }
+                let sole = self.copy_added(now, &task);
+                self.next_pid += 1;
+                let pid = self.next_pid;
+                let p = Proc {
+                    pid,
+                    resources,
+                    started_at: now,
+                    reported: false,
+                    sole,
+                    orphan: false,
+                };
+                self.nodes[i].running.insert(task.clone(), p);
+                self.tally.started(now, &task);
+                self.check_capacity(host, i, &task);
+                let delay = self
+                    .exec_rng
+                    .random_range(START_DELAY_MS.0..=START_DELAY_MS.1);
+                host.schedule(
+                    now.plus_ms(delay),
+                    SchedEvent::TaskStarted { node: i, task, pid },
+                );
+            }
+            ExecCommand::Kill { task, reason } => {
+                if let Some(p) = self.nodes[i].running.remove(&task) {
+                    self.check_kill(host, i, &task, &p, reason);
+                    self.copy_removed(host, &task);
+                }
+                core.handle_task_event(now, task, TaskEvent::Killed);
+            }
+        }
+    }
+
+    /// `always_no_node_overcommitted`, after a process started on node `i`.
+    fn check_capacity(&mut self, host: &mut dyn Host, i: usize, task: &TaskKey) {
+        let reserved = super::reserved(&self.nodes[i]);
+        if reserved.fits_in(&self.capacity) {
+            return;
+        }
+        let event = format!(
+            "n{i} started {}/{} (attempt {}) and now reserves {} m CPU, {} MiB of {} m, {} MiB",
+            task.job,
+            task.slot,
+            task.attempt,
+            reserved.cpu_millicores,
+            reserved.memory_mib,
+            self.capacity.cpu_millicores,
+            self.capacity.memory_mib
+        );
+        host.violate("always_no_node_overcommitted", event);
+    }
+
+    /// Hands node `i`'s core an executor report, at once if its agent runs, at the resume if
+    /// it is paused, never if it is gone.
+    fn report(&mut self, host: &mut dyn Host, i: usize, task: TaskKey, event: TaskEvent) {
+        match host.process(i).state {
+            ProcessState::Running => {
+                if let Some(core) = self.nodes[i].core.as_mut() {
+                    core.handle_task_event(host.now(), task, event);
+                }
+                self.drain(host, i);
+            }
+            ProcessState::Paused => self.nodes[i].unreported.push((task, event)),
+            ProcessState::Down => {}
+        }
+    }
+
+    /// The executor reports what it saw while the agent was paused.
+    pub(super) fn report_unreported(&mut self, host: &mut dyn Host, i: usize) {
+        let now = host.now();
+        let seen = std::mem::take(&mut self.nodes[i].unreported);
+        if let Some(core) = self.nodes[i].core.as_mut() {
+            for (task, event) in seen {
+                core.handle_task_event(now, task, event);
+            }
+        }
+    }
+
+    /// A start completes: `Started` is reported and a batch task's exit is queued.
+    pub(super) fn task_started(&mut self, host: &mut dyn Host, i: usize, task: TaskKey, pid: u64) {
+        let Some(p) = self.nodes[i]
+            .running
+            .get_mut(&task)
+            .filter(|p| p.pid == pid)
+        else {
+            return;
+        };
+        p.reported = true;
+        let run_time = self
+            .by_name
+            .get(task.job.as_str())
+            .and_then(|&k| self.jobs[k].durations_ms.get(task.slot as usize).copied());
+        if let Some(ms) = run_time {
+            let exit = SchedEvent::TaskExit {
+                node: i,
+                task: task.clone(),
+                pid,
+            };
+            host.schedule(host.now().plus_ms(ms), exit);
+        }
+        self.report(host, i, task, TaskEvent::Started { pid: 1 });
+    }
+
+    /// A batch task's process exits with code 0.
+    pub(super) fn task_exit(&mut self, host: &mut dyn Host, i: usize, task: TaskKey, pid: u64) {
+        if self.nodes[i]
+            .running
+            .get(&task)
+            .is_none_or(|p| p.pid != pid)
+        {
+            return;
+        }
+        self.nodes[i].running.remove(&task);
+        self.copy_removed(host, &task);
+        self.tally.completed(&task);
+        self.report(host, i, task, TaskEvent::Exited { code: 0 });
+    }
+
+    /// The agent of node `i` went: see `NodeSched::stop`.
+    pub(super) fn agent_stopped(&mut self, host: &mut dyn Host, i: usize, graceful: bool) {
+        let stopped = self.nodes[i].stop(graceful);
+        for task in &stopped {
+            self.copy_removed(host, task);
+        }
+        if !graceful {
+            self.arm_watchdog(host, i);
+        }
+    }
+
+    /// The watchdog of node `i` kills its tasks unless the lease is renewed within the grace.
+    pub(super) fn arm_watchdog(&mut self, host: &mut dyn Host, i: usize) {
+        let lease = self.nodes[i].lease;
+        host.schedule(
+            host.now().plus_ms(ORPHAN_GRACE_MS),
+            SchedEvent::Watchdog { node: i, lease },
+        );
+    }
+
+    /// The lease ran out: every process of node `i` is killed (a paused agent hears of it at
+    /// the resume as a failure).
+    pub(super) fn watchdog(&mut self, host: &mut dyn Host, i: usize, lease: u64) {
+        if self.nodes[i].lease != lease {
+            return;
+        }
+        let killed = std::mem::take(&mut self.nodes[i].running);
+        let paused = host.process(i).state == ProcessState::Paused;
+        for task in killed.into_keys() {
+            self.watch.figures.watchdog_kills += 1;
+            self.copy_removed(host, &task);
+            if paused {
+                let reason = "killed by the watchdog: the agent's lease ran out".to_string();
+                self.nodes[i]
+                    .unreported
+                    .push((task, TaskEvent::Failed { reason }));
+            }
+        }
+    }
+
+    /// The restart path of node `i`'s new core: what survived is reported (the watchdog was
+    /// taken over in time), the rest of the ledger is failed by the core.
+    pub(super) fn recover(&mut self, host: &mut dyn Host, i: usize, core: &mut Scheduler) {
+        let node = &mut self.nodes[i];
+        node.lease += 1;
+        let survivors: Vec<TaskKey> = node.running.keys().cloned().collect();
+        for p in node.running.values_mut() {
+            p.orphan = false;
+        }
+        self.watch.figures.survivors_reported += survivors.len() as u64;
+        core.handle_recovered_tasks(host.now(), &survivors);
+    }
+
+    /// After node `i` drained: writes the snapshot when the tables moved and the last write
+    /// is [`SNAPSHOT_EVERY_MS`] old, or queues the write for then.
+    pub(super) fn maybe_snapshot(&mut self, host: &mut dyn Host, i: usize) {
+        if !self.keep_snapshots.get(i).copied().unwrap_or(false) {
+            return;
+        }
+        let now = host.now();
+        let node = &mut self.nodes[i];
+        let Some(core) = node.core.as_ref() else {
+            return;
+        };
+        if node
+            .disk
+            .as_ref()
+            .is_some_and(|(_, clock)| clock == core.tables().clock())
+        {
+            return;
+        }
+        match node.snapshot_at {
+            Some(t) if now.since(t) < SNAPSHOT_EVERY_MS => {
+                if !node.snapshot_armed {
+                    node.snapshot_armed = true;
+                    let lease = node.lease;
+                    host.schedule(
+                        t.plus_ms(SNAPSHOT_EVERY_MS),
+                        SchedEvent::Snapshot { node: i, lease },
+                    );
+                }
+            }
+            _ => {
+                node.disk = Some((core.snapshot(), core.tables().clock().clone()));
+                node.snapshot_at = Some(now);
+            }
+        }
+    }
+
+    /// A queued snapshot write is due (dropped if the agent restarted or resumed since; the
+    /// next drain queues another).
+    pub(super) fn snapshot_due(&mut self, host: &mut dyn Host, i: usize, lease: u64) {
+        if self.nodes[i].lease != lease {
+            return;
+        }
+        self.nodes[i].snapshot_armed = false;
+        if host.process(i).state == ProcessState::Running {
+            self.maybe_snapshot(host, i);
+        }
+    }
+}

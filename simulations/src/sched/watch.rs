@@ -1,0 +1,264 @@
+//! What the fault checkers watch in the scheduling world (`docs/faults.md`): the copies of
+//! each slot that run and how long two run at once (`always_duplicates_bounded`), kills of
+//! tasks on nodes that stayed on the majority side (`always_majority_tasks_kept`), `Lost`
+//! written for another node's attempt by a node without a majority
+//! (`always_minority_condemns_nobody`), and when every service was back at its count after
+//! the last fault (`eventually_services_back_at_count`).
+
+use std::collections::BTreeMap;
+
+use shoal_gossip::Millis;
+use shoal_scheduler::table::{Op, OpBody};
+use shoal_scheduler::{KillReason, Name, Scheduler, TaskKey};
+
+use super::tally::{DUPLICATE_SLACK_MS, ServiceCount};
+use super::{Host, Proc, Workbench};
+
+impl Workbench {
+    /// How long a slot of job `job` may run twice, if its copies are bounded at all (a batch
+    /// job without `stop_after_ms` keeps running on both sides of a partition by design).
+    fn duplicate_bound(&self, job: &str) -> Option<u64> {
+        let k = *self.by_name.get(job)?;
+        let stop_after = self.bounds.get(k).copied().flatten()?;
+        Some(stop_after + DUPLICATE_SLACK_MS)
+    }
+
+    /// A process of `task` starts on some machine; returns whether it is the slot's only one.
+    pub(super) fn copy_added(&mut self, now: Millis, task: &TaskKey) -> bool {
+        let key = (task.job.clone(), task.slot);
+        let n = self.watch.copies.entry(key.clone()).or_default();
+        *n += 1;
+        if *n == 2 {
+            self.watch.doubled.insert(key, now);
+        }
+        *n == 1
+    }
+
+    /// A process of `task` is gone; ends the slot's duplicate episode when one copy is left.
+    pub(super) fn copy_removed(&mut self, host: &mut dyn Host, task: &TaskKey) {
+        let key = (task.job.clone(), task.slot);
+        let Some(n) = self.watch.copies.get_mut(&key) else {
+            return;
+        };
+        *n -= 1;
+        if *n == 0 {
+            self.watch.copies.remove(&key);
+        }
+        let left = self.watch.copies.get(&key).copied().unwrap_or(0);
+        if left < 2
+            && let Some(since) = self.watch.doubled.remove(&key)
+        {
+            self.duplicate_ended(host, &key, since);
+        }
+    }
+
+    fn duplicate_ended(&mut self, host: &mut dyn Host, key: &(Name, u32), since: Millis) {
+        let now = host.now();
+        let len = now.since(since);
+        let bound = self.duplicate_bound(&key.0);
+        let f = &mut self.watch.figures;
+        f.duplicate_episodes += 1;
+        match bound {
+            Some(bound) => {
+                if len > f.longest_bounded_duplicate_ms {
+                    f.longest_bounded_duplicate_ms = len;
+                    f.longest_bounded_duplicate = Some(format!("{}/{}", key.0, key.1));
+                }
+                if len > bound {
+                    let event = format!(
+                        "{}/{} ran twice for {:.1} s (from {:.1} s), over its bound of {:.1} s",
+                        key.0,
+                        key.1,
+                        len as f64 / 1000.0,
+                        since.0 as f64 / 1000.0,
+                        bound as f64 / 1000.0
+                    );
+                    host.violate("always_duplicates_bounded", event);
+                }
+            }
+            None => f.longest_unbounded_duplicate_ms = f.longest_unbounded_duplicate_ms.max(len),
+        }
+    }
+
+    /// At every sample: a slot still running twice beyond its bound fails at once.
+    pub(super) fn check_duplicates(&mut self, host: &mut dyn Host) {
+        let now = host.now();
+        let over: Vec<String> = self
+            .watch
+            .doubled
+            .iter()
+            .filter_map(|(key, since)| {
+                let bound = self.duplicate_bound(&key.0)?;
+                (now.since(*since) > bound).then(|| {
+                    format!(
+                        "{}/{} has run twice since {:.1} s, over its bound of {:.1} s",
+                        key.0,
+                        key.1,
+                        since.0 as f64 / 1000.0,
+                        bound as f64 / 1000.0
+                    )
+                })
+            })
+            .collect();
+        if let Some(event) = over.into_iter().next() {
+            host.violate("always_duplicates_bounded", event);
+        }
+    }
+
+    /// The executor of node `i` kills `task` on the core's order: a task that was its slot's
+    /// only copy when it started and has been reported started, on a node that has been on the
+    /// majority side ever since, must not be killed (the job is never stopped or scaled down
+    /// by the workload).
+    pub(super) fn check_kill(
+        &mut self,
+        host: &mut dyn Host,
+        i: usize,
+        task: &TaskKey,
+        p: &Proc,
+        reason: KillReason,
+    ) {
+        self.watch.figures.kills += 1;
+        if p.orphan || !host.majority_side_since(i, p.started_at) {
+            return;
+        }
+        self.watch.figures.kills_on_majority_side += 1;
+        if !p.sole {
+            return;
+        }
+        if !p.reported && reason == KillReason::Superseded {
+            // Fenced before the executor reported it started: no core knew it ran, so it was
+            // no incumbent (two coordinators placed the slot at once and this one lost).
+            self.watch.figures.kills_while_starting += 1;
+            return;
+        }
+        let event = format!(
+            "n{i} killed {}/{} (attempt {}, placed by {}, reason {reason:?}), which ran there \
+             since {:.1} s as its slot's only copy, on a node that stayed on the majority side",
+            task.job,
+            task.slot,
+            task.attempt,
+            task.placer,
+            p.started_at.0 as f64 / 1000.0
+        );
+        host.violate("always_majority_tasks_kept", event);
+    }
+
+    /// Node `i`'s core sends `ops`: every `Lost` it wrote itself for another node's attempt
+    /// is a condemnation, which needs a majority both by its membership core's quorum and by
+    /// the ground truth.
+    pub(super) fn check_condemnations(
+        &mut self,
+        host: &mut dyn Host,
+        i: usize,
+        core: &Scheduler,
+        ops: &[Op],
+    ) {
+        let me = core.actor();
+        for op in ops {
+            if op.dot.actor != *me || op.dot.counter <= self.nodes[i].own_ops_seen {
+                continue;
+            }
+            self.nodes[i].own_ops_seen = op.dot.counter;
+            let OpBody::State { id, state } = &op.body else {
+                continue;
+            };
+            if !state.is_lost() {
+                continue;
+            }
+            let Some(target) = core.tables().assignment(id).map(|a| a.target.clone()) else {
+                continue;
+            };
+            if target.as_str() == core.node() {
+                continue;
+            }
+            self.watch.figures.condemnations += 1;
+            let quorum = host.quorum(i);
+            let why = match &quorum {
+                Some(q) if !q.majority => Some(format!(
+                    "its membership core's quorum says no majority ({})",
+                    q.reason.as_deref().unwrap_or("no reason")
+                )),
+                _ if host.minority_side(i) => {
+                    Some("it is on the minority side of the network (ground truth)".to_string())
+                }
+                _ => None,
+            };
+            if let Some(why) = why {
+                let event = format!(
+                    "n{i} wrote {state:?} for {}/{} (attempt {}) on {target} while {why}",
+                    id.job, id.slot, id.attempt
+                );
+                host.violate("always_minority_condemns_nobody", event);
+            }
+        }
+    }
+
+    /// Where the services stand: the processes of live agents (running or paused; a crashed
+    /// agent's orphans are no copies the cluster keeps, and its watchdog stops them), room on
+    /// the `running` nodes.
+    #[must_use]
+    pub fn service_count(&self, running: &[usize]) -> ServiceCount {
+        let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
+        for node in &self.nodes {
+            for (task, _) in node.running.iter().filter(|(_, p)| !p.orphan) {
+                *copies.entry(task.job.as_str()).or_default() += 1;
+            }
+        }
+        let free: Vec<(u64, u64)> = running
+            .iter()
+            .map(|&i| {
+                let r = super::reserved(&self.nodes[i]);
+                (
+                    self.capacity
+                        .cpu_millicores
+                        .saturating_sub(r.cpu_millicores),
+                    self.capacity.memory_mib.saturating_sub(r.memory_mib),
+                )
+            })
+            .collect();
+        let mut out = ServiceCount::default();
+        for j in self
+            .jobs
+            .iter()
+            .filter(|j| j.service && self.tally.submitted_at.contains_key(&j.name))
+        {
+            out.services += 1;
+            let have = copies.get(j.name.as_str()).copied().unwrap_or(0);
+            let want = j.tasks as usize;
+            let room = free
+                .iter()
+                .any(|&(cpu, mem)| cpu >= j.cpu_millicores && mem >= j.memory_mib);
+            if have > want || (have < want && room) {
+                out.off.get_or_insert(format!(
+                    "service {} runs {have} processes, wants exactly {want}{}",
+                    j.name,
+                    if have < want {
+                        " (a running node has room for another)"
+                    } else {
+                        ""
+                    }
+                ));
+            } else if have < want {
+                out.short_of_room += 1;
+            }
+        }
+        out
+    }
+
+    /// After the last fault, until the first sample at which every service is at its count.
+    pub(super) fn check_back_at_count(&mut self, host: &dyn Host, up: &[usize]) {
+        if self.watch.figures.back_at_count_ms.is_some() {
+            return;
+        }
+        let running: Vec<usize> = up
+            .iter()
+            .copied()
+            .filter(|&i| host.process(i).state == super::ProcessState::Running)
+            .collect();
+        let count = self.service_count(&running);
+        match count.off {
+            None => self.watch.figures.back_at_count_ms = Some(host.now().0),
+            Some(why) => self.watch.off_count = Some(why),
+        }
+    }
+}

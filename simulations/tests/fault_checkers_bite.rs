@@ -1,0 +1,162 @@
+//! The fault checkers bite on the production cores driven the way the agent drove them before
+//! issue 12, not on a sabotaged harness: the scheduler cores without the quorum feed
+//! (`[scheduler] quorum_feed = "none"`: every core believes it holds a majority and settles
+//! nothing), with the quorum but no settling (`"unsettled"`), or with failure detection
+//! slower than the bound. Each test also runs the same seed the way the agent drives the cores
+//! today and expects the checker to pass. `docs/simulator.md` ("The fault checkers bite")
+//! says what each one shows.
+
+use std::path::Path;
+
+use shoal_simulations::{Report, Sabotage, Scenario, Status, simulate};
+
+fn library(name: &str) -> String {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join(name);
+    std::fs::read_to_string(&path).expect("scenario file")
+}
+
+fn run(text: &str, seed: u64) -> Report {
+    let s = Scenario::parse(text).expect("scenario parses");
+    simulate(&s, seed, Sabotage::None, "test".into(), &mut |_| {}).expect("runs")
+}
+
+fn with_feed(text: &str, feed: &str) -> String {
+    format!("{text}\n[scheduler]\nquorum_feed = \"{feed}\"\n")
+}
+
+fn check<'a>(r: &'a Report, name: &str) -> &'a shoal_simulations::CheckResult {
+    r.checks
+        .iter()
+        .find(|c| c.name == name)
+        .unwrap_or_else(|| panic!("no checker {name}"))
+}
+
+/// `name` passes on `text` with the quorum fed, and fails with `feed`; the failure names
+/// `needle`.
+fn bites(text: &str, seed: u64, feed: &str, name: &str, needle: &str) {
+    let honest = run(text, seed);
+    assert_eq!(
+        check(&honest, name).status,
+        Status::Pass,
+        "{name} fed: {:?}",
+        check(&honest, name)
+    );
+    let mutated = run(&with_feed(text, feed), seed);
+    let c = check(&mutated, name);
+    assert_eq!(
+        c.status,
+        Status::Fail,
+        "{name} with quorum_feed = {feed}: {c:?}"
+    );
+    assert!(c.detail.contains(needle), "{}", c.detail);
+}
+
+#[test]
+fn without_the_quorum_a_cut_off_node_never_stops_and_duplicates_outlive_their_bound() {
+    // n3 is cut off for 30 s. Without the quorum its core never learns it lost the majority,
+    // so `stop_after_ms` never fires and its services run beside their replacements until the
+    // heal.
+    let text = library("fault-isolated-node.toml");
+    bites(
+        &text,
+        1,
+        "none",
+        "always_duplicates_bounded",
+        "over its bound",
+    );
+}
+
+#[test]
+fn without_settling_a_node_of_the_minority_condemns_the_majority() {
+    // 3 | 4 split: a node of the three sees members of the four down before its own probes
+    // have shown it the minority; with `settle_ms` = 0 it writes them lost at once.
+    let text = library("fault-majority-minority.toml");
+    bites(
+        &text,
+        2,
+        "unsettled",
+        "always_minority_condemns_nobody",
+        "minority side",
+    );
+}
+
+#[test]
+fn without_the_quorum_a_flapping_node_condemns_while_it_knows_it_has_no_majority() {
+    let text = library("fault-flapping.toml");
+    bites(
+        &text,
+        1,
+        "none",
+        "always_minority_condemns_nobody",
+        "quorum says no majority",
+    );
+}
+
+#[test]
+fn without_the_quorum_a_majority_node_loses_a_task_a_flapping_node_condemned() {
+    // The flapping n2 writes n1's task lost; n1 reclaims it, but n2's replacements are all
+    // rejected and n2 folds the lost attempt into the slot's floor; n1 then finds its attempt
+    // gone and kills its own copy (superseded), although it never left the majority
+    // (docs/simulator.md, finding 10).
+    let text = library("fault-flapping.toml");
+    bites(
+        &text,
+        2,
+        "none",
+        "always_majority_tasks_kept",
+        "stayed on the majority side",
+    );
+}
+
+#[test]
+fn services_replaced_later_than_the_bound_are_caught() {
+    // Two nodes running services crash for good. With the production suspicion (2 s) their
+    // services are back within the bound; with a suspicion of 40 s (a real membership
+    // setting) they are not.
+    let text = |suspect_ms: u64| {
+        format!(
+            r#"
+name = "slow-detection"
+nodes = 5
+duration_s = 150
+racks = 1
+[node]
+cpu_millicores = 4000
+memory_mib = 8192
+disk_mib = 100000
+[membership]
+suspect_to_down_after_ms = {suspect_ms}
+[workload]
+jobs = 8
+start_s = 2
+until_s = 10
+tasks = [2, 4]
+cpu_millicores = [250, 600]
+memory_mib = [128, 512]
+task_duration_s = [200, 300]
+service_fraction = 1.0
+[[faults]]
+at_s = 20
+kind = "crash"
+nodes = [1, 3]
+[checks]
+quiet_s = 100
+back_at_count_s = 15
+"#
+        )
+    };
+    let name = "eventually_services_back_at_count";
+    let honest = run(&text(2_000), 1);
+    assert_eq!(
+        check(&honest, name).status,
+        Status::Pass,
+        "{:?}",
+        check(&honest, name)
+    );
+    let slow = run(&text(40_000), 1);
+    let c = check(&slow, name);
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert!(c.detail.contains("over the bound"), "{}", c.detail);
+}
