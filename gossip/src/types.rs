@@ -243,6 +243,11 @@ pub struct Quorum {
     /// a partition to have probed enough members to lose its majority first.
     #[serde(default)]
     pub settle_ms: u64,
+    /// The only reason there is no majority is a stall this node resumed from: its view may
+    /// be stale, so it condemns nobody, but it is not known to be cut off, so its own work's
+    /// `stop_after_ms` clock does not run (`docs/faults.md`).
+    #[serde(default)]
+    pub stalled: bool,
 }
 
 impl Quorum {
@@ -256,6 +261,7 @@ impl Quorum {
             since: now,
             reason: None,
             settle_ms: 0,
+            stalled: false,
         }
     }
 }

@@ -127,7 +127,7 @@ impl Scheduler {
             } => {
                 self.coord.pending.remove(&key);
                 self.coord.retry.remove(&key);
-                if self.members.is_down(&target) {
+                if self.target_down(&target) {
                     if self.settled_down(&target)
                         && let Some(lost) = state.lost()
                     {

@@ -7,7 +7,7 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd};
 
 use crate::hash::name_hash;
 use crate::placement::Candidate;
-use crate::roles::{Members, Wake, down_or_gone};
+use crate::roles::{ABSENT_SETTLE_MS, Members, Wake, down_or_gone};
 use crate::scheduler::Scheduler;
 
 impl Scheduler {
@@ -59,6 +59,17 @@ impl Scheduler {
             .collect()
     }
 
+    /// Another node missing from the member view altogether.
+    pub(crate) fn is_absent(&self, name: &str) -> bool {
+        name != self.node && !self.members.all.contains_key(name)
+    }
+
+    /// Declared down or gone, or missing from the view: its live attempts are lost once
+    /// [`Scheduler::settled_down`] says so.
+    pub(crate) fn target_down(&self, name: &str) -> bool {
+        self.members.is_down(name) || self.is_absent(name)
+    }
+
     fn members_is_down(&self, all: &BTreeMap<String, MemberInfo>, name: &str) -> bool {
         name != self.node && all.get(name).is_some_and(down_or_gone)
     }
@@ -68,7 +79,14 @@ impl Scheduler {
     /// wrong side of a partition to have lost its majority first (`docs/faults.md`). A node
     /// that left on purpose stopped its own work and is acted on at once. `None`: not down.
     pub(crate) fn down_settles_at(&self, name: &str) -> Option<Millis> {
-        let m = self.members.all.get(name)?;
+        let Some(m) = self.members.all.get(name) else {
+            // Missing from the view: a node this one has not heard of since it restarted (a
+            // joining SWIM node is not told of members already down), or not yet. Condemned
+            // after a longer wait, so that a new node's join reaches the view first.
+            let since = self.members.absent_since.get(name)?;
+            let settle = self.reach.quorum.settle_ms.max(ABSENT_SETTLE_MS);
+            return Some(since.max(&self.reach.quorum.since).plus_ms(settle));
+        };
         if !down_or_gone(m) {
             return None;
         }
@@ -90,6 +108,13 @@ impl Scheduler {
     /// Whether `name`'s live attempts may be marked lost now; when it is down but not yet
     /// settled, arms a wake-up for the moment it is.
     pub(crate) fn settled_down(&mut self, name: &str) -> bool {
+        if self.is_absent(name) {
+            let now = self.now;
+            self.members
+                .absent_since
+                .entry(name.to_string())
+                .or_insert(now);
+        }
         match self.down_settles_at(name) {
             None => false,
             Some(at) if at <= self.now => true,
@@ -148,6 +173,8 @@ impl Scheduler {
             .filter(|name| self.members_is_down(&all, name))
             .map(|name| (name.clone(), before.get(name).copied().unwrap_or(now)))
             .collect();
+        let mut absent_since = std::mem::take(&mut self.members.absent_since);
+        absent_since.retain(|name, _| !all.contains_key(name));
         self.members = Members {
             all,
             live,
@@ -156,6 +183,7 @@ impl Scheduler {
             usage_ids,
             listed,
             down_since,
+            absent_since,
         };
         self.coord.room_changes += 1;
     }

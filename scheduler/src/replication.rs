@@ -159,9 +159,7 @@ impl Scheduler {
         if !reply {
             // The answer to a digest of ours: everything the peer had then has arrived (one
             // ordered stream per peer), so a restored node has caught up.
-            if self.reach.catch_up.take().is_some() {
-                self.work.everything = true;
-            }
+            self.caught_up_with(from);
         }
         let max = self
             .config

@@ -69,6 +69,9 @@ pub(crate) struct Members {
     pub(crate) listed: u32,
     /// When each member now down (or left) was first seen so, in this node's clock.
     pub(crate) down_since: BTreeMap<String, Millis>,
+    /// Targets of live attempts missing from the view, and since when this node noticed
+    /// (kept across views while they stay missing).
+    pub(crate) absent_since: BTreeMap<String, Millis>,
 }
 
 impl Members {
@@ -257,6 +260,16 @@ impl Default for Reach {
 /// one-node cluster restarting).
 pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
 
+/// A node that regains its majority first hears from a majority of the known membership
+/// (itself included), so that what the majority wrote meanwhile is merged before it places;
+/// it waits at most this long for them.
+pub(crate) const REGAIN_CATCH_UP_MS: u64 = 5_000;
+
+/// A target missing from the member view altogether (a node this node never heard of since
+/// it restarted, or not yet) is treated as down once it has been missing this long while this
+/// node held its majority, or the quorum's `settle_ms` if longer.
+pub(crate) const ABSENT_SETTLE_MS: u64 = 30_000;
+
 /// A majority held at least this long ends a streak without one: the next loss starts the
 /// `stop_after_ms` clock afresh. Shorter spells of majority (a node flapping on a one-way or
 /// lossy link) do not, so a flapping node's duplicates stay within `stop_after_ms` of the
@@ -270,12 +283,15 @@ pub(crate) struct Streak {
     pub(crate) since: Option<Millis>,
     /// When the majority last came back during the streak.
     pub(crate) regained: Option<Millis>,
+    /// When this node was last cut off.
+    pub(crate) lost: Option<Millis>,
 }
 
 impl Streak {
-    /// The majority changed to `majority` at `at`.
-    pub(crate) fn update(&mut self, majority: bool, at: Millis) {
-        if majority {
+    /// At `at`, this node became cut off (`connected` false: no majority, and not merely
+    /// resumed from a stall) or connected again.
+    pub(crate) fn update(&mut self, connected: bool, at: Millis) {
+        if connected {
             if self.since.is_some() && self.regained.is_none() {
                 self.regained = Some(at);
             }
@@ -288,16 +304,32 @@ impl Streak {
             self.since = Some(at);
         }
         self.regained = None;
+        self.lost = Some(at);
+    }
+
+    /// When local work with this `stop_after_ms` must stop, while cut off: `stop_after_ms`
+    /// after the streak began, but never sooner than half of it after the latest cut (a node
+    /// whose view is slow to re-merge after an earlier cut must not stop everything the
+    /// moment it loses its majority again).
+    pub(crate) fn stop_at(&self, after_ms: u64, fallback: Millis) -> Millis {
+        let began = self.since.unwrap_or(fallback).plus_ms(after_ms);
+        let latest = self.lost.unwrap_or(fallback).plus_ms(after_ms / 2);
+        began.max(latest)
     }
 }
 
-/// A restored node's catch-up with its peers.
+/// A restored node's catch-up with its peers, or that of a node that regained its majority.
 #[derive(Debug, Default)]
 pub(crate) struct CatchUp {
     /// Peers sent a digest asking for an answer.
     pub(crate) asked: BTreeSet<String>,
-    /// When the restored node first heard from its shell.
+    /// When the restored node first heard from its shell, or the majority came back.
     pub(crate) since: Option<Millis>,
+    /// `None`: a restore, ended by the first answer. `Some(n)`: a regained majority, ended
+    /// once `n` nodes (this one included) answered, or after [`REGAIN_CATCH_UP_MS`].
+    pub(crate) needed: Option<u32>,
+    /// Peers that answered.
+    pub(crate) answered: BTreeSet<String>,
 }
 
 // ---- durability -------------------------------------------------------------------------

@@ -611,6 +611,7 @@ fn quorum_of(list: &[MemberInfo], now: Millis, before: Option<&Quorum>, settle_m
         since,
         reason: (!majority).then(|| format!("sees {reachable} of {known} members")),
         settle_ms,
+        stalled: false,
     }
 }
 

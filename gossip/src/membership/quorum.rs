@@ -279,6 +279,7 @@ impl QuorumTracker {
             since,
             reason,
             settle_ms,
+            stalled: matches!(lack, Some(Lack::Stall(_))),
         };
         self.lack = lack;
         self.current = next;
