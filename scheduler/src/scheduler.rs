@@ -14,7 +14,7 @@ use crate::message::{Message, Outgoing};
 use crate::roles::{
     CatchUp, Coordination, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake, Work,
 };
-use crate::table::{AttemptState, Replica, ReplicaLimits, Tables};
+use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1};
 
 /// An instruction for the local executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,8 +124,9 @@ pub struct Stats {
     pub refused_messages: u64,
 }
 
-/// Current snapshot format.
-const SNAPSHOT_FORMAT: u32 = 1;
+/// Current snapshot format: 2 added the `bindings` component and the spec's service fields
+/// (`docs/services.md`); format 1 is still read.
+const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -133,6 +134,20 @@ struct Snapshot {
     node: String,
     hlc: HlcClock,
     tables: Tables,
+}
+
+/// A format-1 snapshot.
+#[derive(Deserialize)]
+struct SnapshotV1 {
+    node: String,
+    hlc: HlcClock,
+    tables: TablesV1,
+}
+
+/// The format of a snapshot: its first field, whatever the rest holds.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
 }
 
 /// The same fields by reference: serde writes identical bytes, without cloning the tables
@@ -476,11 +491,21 @@ impl Scheduler {
         seed: u64,
         bytes: &[u8],
     ) -> Result<Self, RestoreError> {
-        let snap: Snapshot =
-            postcard::from_bytes(bytes).map_err(|e| RestoreError::Malformed(e.to_string()))?;
-        if snap.format != SNAPSHOT_FORMAT {
-            return Err(RestoreError::Format(snap.format));
-        }
+        let malformed = |e: postcard::Error| RestoreError::Malformed(e.to_string());
+        let FormatOnly { format } = postcard::from_bytes(bytes).map_err(malformed)?;
+        let snap = match format {
+            1 => {
+                let (_, old): (u32, SnapshotV1) = postcard::from_bytes(bytes).map_err(malformed)?;
+                Snapshot {
+                    format,
+                    node: old.node,
+                    hlc: old.hlc,
+                    tables: old.tables.into(),
+                }
+            }
+            SNAPSHOT_FORMAT => postcard::from_bytes(bytes).map_err(malformed)?,
+            _ => return Err(RestoreError::Format(format)),
+        };
         if snap.node != node {
             return Err(RestoreError::WrongNode {
                 found: snap.node,
