@@ -351,8 +351,12 @@ impl Scheduler {
             TaskEvent::Failed { reason } => AttemptState::Failed { reason },
             TaskEvent::Killed => AttemptState::Killed,
         };
-        if !state.is_live() {
-            self.target.ledger.remove(&task);
+        if !state.is_live()
+            && let Some(gone) = self.target.ledger.remove(&task)
+            && !gone.ports.is_empty()
+        {
+            // A proposal of the same slot may wait for this task's static port.
+            self.requeue_deferred(Some(&task.job));
         }
         self.write_state_if_mine(&task, state);
         self.reconcile();
@@ -386,6 +390,20 @@ impl Scheduler {
         }
         self.work.everything = true;
         self.reconcile();
+    }
+
+    /// The ports listening on this host (`/proc/net/{tcp,tcp6,udp,udp6}`), every few seconds:
+    /// admission keeps clear of them. The ports of this node's own tasks are ignored, so the
+    /// shell may report every listening port. The simulator never calls it.
+    pub fn handle_host_ports(&mut self, now: Millis, ports: BTreeSet<u16>) {
+        self.tick(now);
+        let ours: BTreeSet<u16> = self
+            .target
+            .ledger
+            .values()
+            .flat_map(|t| t.ports.iter().copied())
+            .collect();
+        self.target.host_ports = ports.difference(&ours).copied().collect();
     }
 
     /// The deadline from [`Scheduler::poll_timeout`] passed.
@@ -527,7 +545,7 @@ impl Scheduler {
 
     fn rebuild_ledger(&mut self) {
         let tables = self.replica.tables();
-        let mine: Vec<(AttemptId, Resources)> = tables
+        let mine: Vec<(AttemptId, Resources, Vec<u16>)> = tables
             .assignments()
             .filter(|(id, a)| {
                 a.target == self.node
@@ -536,15 +554,22 @@ impl Scheduler {
                         AttemptState::Admitted | AttemptState::Running { .. }
                     )
             })
-            .map(|(id, a)| (id.clone(), a.resources))
+            .map(|(id, a)| {
+                let ports = tables
+                    .binding(id)
+                    .map(|b| b.ports.iter().map(|(_, p)| *p).collect())
+                    .unwrap_or_default();
+                (id.clone(), a.resources, ports)
+            })
             .collect();
         // Admitted by an earlier start of this node: if their processes are found, they are
         // adopted but never reclaimed after a loss (`docs/faults.md`).
-        for (id, resources) in mine {
+        for (id, resources, ports) in mine {
             self.target.ledger.insert(
                 id,
                 LocalTask {
                     resources,
+                    ports,
                     killing: false,
                     started: true,
                     recovered: true,

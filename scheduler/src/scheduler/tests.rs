@@ -200,7 +200,7 @@ fn ops_that_break_ownership_are_refused() {
     n1.handle_message(Millis(3), "n2", Message::Ops { ops: vec![running] });
     assert_eq!(n1.stats().refused_messages, 2);
     let lost = Op::new(
-        Dot::new(author, 1),
+        Dot::new(author.clone(), 1),
         OpBody::State {
             id: id.clone(),
             state: AttemptState::Lost { round: 0 },
@@ -213,6 +213,20 @@ fn ops_that_break_ownership_are_refused() {
         "a coordinator may mark it lost"
     );
     assert!(n1.tables().state(&id).is_lost());
+    // Nor may n2 write the ports of n3's attempt.
+    let ports = Op::new(
+        Dot::new(author, 2),
+        OpBody::Binding {
+            id: id.clone(),
+            binding: crate::table::Binding {
+                ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                ports: vec![("http".into(), 8080)],
+            },
+        },
+    );
+    n1.handle_message(Millis(5), "n2", Message::Ops { ops: vec![ports] });
+    assert_eq!(n1.stats().refused_messages, 3);
+    assert!(n1.tables().binding(&id).is_none());
 }
 
 #[test]

@@ -67,10 +67,10 @@ fn pieces(s: &str) -> Vec<Piece<'_>> {
     let mut rest = s;
     while let Some(at) = rest.find('$') {
         let after = &rest[at..];
-        if after.starts_with("$${") {
+        if let Some(escaped) = after.strip_prefix("$${") {
             out.push(Piece::Text(&rest[..at]));
             out.push(Piece::Text("${"));
-            rest = &after[3..];
+            rest = escaped;
         } else if let Some(body) = after.strip_prefix("${SHOAL_")
             && let Some(end) = body.find('}')
         {
