@@ -475,6 +475,12 @@ mod tests {
     }
 
     #[test]
+    fn the_example_parses() {
+        let s = JobSpec::from_toml_str(include_str!("../../../examples/http.toml")).unwrap();
+        assert_eq!(s.ports[0].name, "http");
+    }
+
+    #[test]
     fn what_applies_in_place() {
         let a = parse("[[ports]]\nname = \"http\"\n").unwrap();
         let mut b = a.clone();
