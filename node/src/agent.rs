@@ -81,6 +81,8 @@ pub struct TaskSettings {
     /// The watchdog that kills this agent's tasks when it dies; `None`: no watchdog (the tasks
     /// of a crashed agent run until it restarts and reconciles).
     pub watchdog: Option<WatchdogConfig>,
+    /// The ports tasks get (`--port-range`, `--reserved-ports`, `--service-addr`).
+    pub ports: crate::host_ports::PortSettings,
 }
 
 impl Default for TaskSettings {
@@ -90,6 +92,7 @@ impl Default for TaskSettings {
             allowed_users: BTreeSet::new(),
             max_pids: ExecutorConfig::default().task_max_pids,
             watchdog: None,
+            ports: crate::host_ports::PortSettings::default(),
         }
     }
 }
@@ -374,9 +377,27 @@ async fn start_scheduler(
     };
     // Ops are pushed to every live peer as they are written; anti-entropy only repairs losses,
     // so every 5 s is enough (every second cost an idle 32-node agent ~0.1 % of a core).
+    let ports = &config.tasks.ports;
+    crate::host_ports::warn_on_ephemeral_overlap(&ports.range);
+    // The agent's own ports are never a task's.
+    let mut reserved_ports = ports.reserved.clone();
+    reserved_ports.extend([
+        bound.gossip_addr.port(),
+        bound.quic_addr.port(),
+        bound.http_addr.port(),
+    ]);
+    let service_ip = ports
+        .service_ip
+        .unwrap_or_else(|| match bound.gossip_addr.ip() {
+            ip if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
+            ip => ip,
+        });
     let sched_config = shoal_scheduler::SchedulerConfig {
         anti_entropy_interval: Duration::from_secs(5),
         task_users: executor.accepted_task_users(),
+        port_range: ports.range.clone(),
+        reserved_ports,
+        service_ip,
         ..shoal_scheduler::SchedulerConfig::default()
     };
     let mut sched_core = sched_driver::load_core(&store, &config.name, &sched_config, seed_of(id))?;
@@ -430,6 +451,10 @@ async fn start_scheduler(
     };
     let (handle, sched_task) = sched_driver::spawn(parts, shutdown_rx.clone());
     tasks.push(sched_task);
+    tasks.push(tokio::spawn(crate::host_ports::report(
+        handle.clone(),
+        shutdown_rx.clone(),
+    )));
     Ok(Scheduling {
         handle,
         executor,

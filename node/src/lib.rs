@@ -13,7 +13,7 @@
 //!   events, API requests, timers; [`store`] logs job records and snapshots.
 //! - Tasks: [`executor`] (launch, watch, limits by cgroup, logs; `docs/executor.md`),
 //!   [`runner`] (the scheduler's commands to the executor), [`watchdog`] (kills a dead
-//!   agent's tasks).
+//!   agent's tasks), [`host_ports`] (the port flags and the host's listening ports).
 //! - The API: [`api`] and [`api_jobs`] (routes), [`api_auth`] (token, `Host`, `Origin`,
 //!   content type), [`api_tls`], [`api_keyring`], [`api_server`]; [`keyring`] (rotation).
 //! - Small helpers: [`backoff`], [`clock`].
@@ -29,6 +29,7 @@ pub mod backoff;
 pub mod clock;
 pub mod executor;
 pub mod gossip_driver;
+pub mod host_ports;
 pub mod keyring;
 pub mod keys;
 pub mod known_file;

@@ -11,7 +11,7 @@
 //! advertised: every placer counts them from the replicated tables (`docs/scheduler.md`,
 //! "Release hold").
 
-use std::collections::VecDeque;
+use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -93,6 +93,7 @@ enum Request {
     Stats(oneshot::Sender<serde_json::Value>),
     Usage(Vec<String>, oneshot::Sender<Vec<Resources>>),
     CurrentAttempt(String, u32, oneshot::Sender<Option<(AttemptId, String)>>),
+    HostPorts(BTreeSet<u16>),
 }
 
 /// A cloneable handle on the scheduler task.
@@ -157,6 +158,11 @@ impl SchedHandle {
         self.ask(|tx| Request::Usage(nodes, tx))
             .await
             .unwrap_or_else(|| vec![Resources::default(); n])
+    }
+
+    /// The ports listening on this host (admission keeps clear of them).
+    pub async fn host_ports(&self, ports: BTreeSet<u16>) {
+        let _ = self.requests.send(Request::HostPorts(ports)).await;
     }
 }
 
@@ -391,6 +397,7 @@ impl Driver {
             Request::Usage(nodes, reply) => {
                 let _ = reply.send(nodes.iter().map(|n| self.core.node_usage(n)).collect());
             }
+            Request::HostPorts(ports) => self.core.handle_host_ports(self.clock.now(), ports),
         }
     }
 

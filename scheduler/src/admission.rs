@@ -1,14 +1,18 @@
 //! The target side: proposals addressed to this node are admitted in arrival order while they
-//! fit its capacity (the local ledger), deferred while their job (version) has not arrived,
-//! and rejected otherwise.
+//! fit its capacity (the local ledger) and get their host ports, deferred while their job
+//! (version) has not arrived or a superseded attempt of their slot holds a static port, and
+//! rejected otherwise.
+
+use std::collections::BTreeMap;
 
 use shoal_gossip::Resources;
 
 use crate::ids::{AttemptId, Name};
+use crate::ports::{Picked, PortState};
 use crate::roles::LocalTask;
 use crate::scheduler::{ExecCommand, Scheduler};
-use crate::spec::fmt_resources;
-use crate::table::{Assignment, AttemptState, JobEntry, OpBody};
+use crate::spec::{JobSpec, TaskVars, fmt_resources, interpolate};
+use crate::table::{Assignment, AttemptState, Binding, JobEntry, OpBody};
 
 impl Scheduler {
     /// Admit or reject queued proposals, in arrival order.
@@ -24,7 +28,7 @@ impl Scheduler {
                 continue;
             }
             match self.admission_verdict(&id, &a) {
-                Verdict::Admit(entry) => self.admit(id, &a, &entry),
+                Verdict::Admit(entry, binding) => self.admit(id, &a, &entry, binding),
                 Verdict::Defer => {
                     self.target.deferred.insert(id);
                 }
@@ -35,7 +39,7 @@ impl Scheduler {
         }
     }
 
-    fn admission_verdict(&self, id: &AttemptId, a: &Assignment) -> Verdict {
+    fn admission_verdict(&mut self, id: &AttemptId, a: &Assignment) -> Verdict {
         let Some((inc, entry)) = self.tables().job(&id.job) else {
             return Verdict::Defer; // the job write has not arrived yet
         };
@@ -63,10 +67,43 @@ impl Scheduler {
                 self.node, id.job
             ));
         }
-        match self.fits_here(entry, a.resources) {
-            Ok(()) => Verdict::Admit(Box::new(entry.clone())),
-            Err(reason) => Verdict::Reject(reason),
+        if let Err(reason) = self.fits_here(entry, a.resources) {
+            return Verdict::Reject(reason);
         }
+        let entry = Box::new(entry.clone());
+        if entry.spec.ports.is_empty() {
+            return Verdict::Admit(entry, None);
+        }
+        match self.pick_ports(id, &entry.spec) {
+            Picked::Bound(ports) => {
+                let binding = Binding {
+                    ip: self.config.service_ip,
+                    ports,
+                };
+                Verdict::Admit(entry, Some(binding))
+            }
+            Picked::Wait => Verdict::Defer,
+            Picked::Busy(reason) => Verdict::Reject(reason),
+        }
+    }
+
+    /// This node's ports for attempt `id`: the ledger's (tasks being killed still hold
+    /// theirs), reserved and host ports are taken; dynamic ones come from the range.
+    fn pick_ports(&mut self, id: &AttemptId, spec: &JobSpec) -> Picked {
+        let held: BTreeMap<u16, &AttemptId> = self
+            .target
+            .ledger
+            .iter()
+            .flat_map(|(k, t)| t.ports.iter().map(move |p| (*p, k)))
+            .collect();
+        let state = PortState {
+            node: &self.node,
+            held,
+            reserved: &self.config.reserved_ports,
+            host: &self.target.host_ports,
+            range: self.config.port_range.clone(),
+        };
+        state.pick(id, &spec.ports, &mut self.rng)
     }
 
     /// Another slot of the same job incarnation admitted here and not being killed: two
@@ -127,24 +164,67 @@ impl Scheduler {
         ))
     }
 
-    fn admit(&mut self, id: AttemptId, a: &Assignment, entry: &JobEntry) {
+    fn admit(&mut self, id: AttemptId, a: &Assignment, entry: &JobEntry, binding: Option<Binding>) {
+        let ports = binding
+            .as_ref()
+            .map(|b| b.ports.iter().map(|(_, p)| *p).collect())
+            .unwrap_or_default();
         self.target
             .ledger
-            .insert(id.clone(), LocalTask::admitted(a.resources));
+            .insert(id.clone(), LocalTask::admitted(a.resources, ports));
+        // The ports first, from the same actor: a replica that sees the attempt admitted or
+        // running has them.
+        if let Some(binding) = &binding {
+            self.write(OpBody::Binding {
+                id: id.clone(),
+                binding: binding.clone(),
+            });
+        }
         self.write_state_if_mine(&id, AttemptState::Admitted);
         if !self.reach.quorum.majority {
             self.arm_disconnect_stop();
         }
         let spec = &entry.spec;
+        let (args, env) = self.task_argv(spec, binding);
         self.commands.push_back(ExecCommand::Start {
             task: id,
             command: spec.command.clone(),
-            args: spec.args.clone(),
-            env: spec.env.clone(),
+            args,
+            env,
             workdir: spec.workdir.clone(),
             resources: a.resources,
             user: spec.user.clone(),
         });
+    }
+
+    /// The task's arguments and environment with `${SHOAL_…}` replaced; a task with ports also
+    /// gets `SHOAL_IP`, `SHOAL_PORT_<NAME>` and `SHOAL_ADDR_<NAME>` (over the job's own `env`).
+    fn task_argv(
+        &self,
+        spec: &JobSpec,
+        binding: Option<Binding>,
+    ) -> (Vec<String>, BTreeMap<String, String>) {
+        let vars = TaskVars {
+            ip: binding.as_ref().map_or(self.config.service_ip, |b| b.ip),
+            ports: binding
+                .map(|b| {
+                    b.ports
+                        .into_iter()
+                        .map(|(n, p)| (n.to_string(), p))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        };
+        let args = spec.args.iter().map(|s| interpolate(s, &vars)).collect();
+        let mut env: BTreeMap<String, String> = spec
+            .env
+            .iter()
+            .map(|(k, v)| (k.clone(), interpolate(v, &vars)))
+            .collect();
+        if !spec.ports.is_empty() {
+            env.extend(vars.env());
+        }
+        (args, env)
     }
 
     /// Write a state this node owns (it is the target), if it moves the lattice forward.
@@ -178,7 +258,7 @@ impl Scheduler {
 
 /// Outcome of admission.
 enum Verdict {
-    Admit(Box<JobEntry>),
+    Admit(Box<JobEntry>, Option<Binding>),
     Defer,
     Reject(String),
 }

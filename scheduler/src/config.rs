@@ -1,7 +1,9 @@
 //! Tunables and limits of one scheduler.
 
 use std::collections::BTreeSet;
+use std::net::{IpAddr, Ipv4Addr};
 use std::num::NonZeroUsize;
+use std::ops::RangeInclusive;
 use std::time::Duration;
 
 use crate::message::WireLimits;
@@ -50,7 +52,17 @@ pub struct SchedulerConfig {
     /// The users a job's `user` may name on this node (the agent fills it from its executor:
     /// `--allow-task-user` plus the default task user); admission rejects the others.
     pub task_users: BTreeSet<String>,
+    /// The host ports this node hands out as a job's dynamic ports (`--port-range`).
+    pub port_range: RangeInclusive<u16>,
+    /// Host ports never handed out nor accepted as static ports (`--reserved-ports`, and the
+    /// agent's own ports).
+    pub reserved_ports: BTreeSet<u16>,
+    /// The address tasks' ports are reached at (`SHOAL_IP`, `SHOAL_ADDR_<NAME>`).
+    pub service_ip: IpAddr,
 }
+
+/// The default dynamic port range: below Linux's ephemeral range (32768–60999).
+pub const DEFAULT_PORT_RANGE: RangeInclusive<u16> = 20000..=32000;
 
 impl Default for SchedulerConfig {
     fn default() -> Self {
@@ -71,6 +83,9 @@ impl Default for SchedulerConfig {
             wire: WireLimits::default(),
             spec_limits: SpecLimits::default(),
             task_users: BTreeSet::new(),
+            port_range: DEFAULT_PORT_RANGE,
+            reserved_ports: BTreeSet::new(),
+            service_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
         }
     }
 }

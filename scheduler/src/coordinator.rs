@@ -13,6 +13,7 @@ use crate::placement::{Candidate, PendingReason, Request, count_by_node, fits, p
 use crate::roles::{NoRoom, Retry, Wake};
 use crate::scheduler::Scheduler;
 use crate::slot::{RejectionBackoff, SlotStatus, slot_status};
+use crate::spec::JobSpec;
 use crate::table::{Assignment, AttemptState, JobEntry, OpBody};
 
 /// Per-job context while reconciling its slots.
@@ -207,7 +208,13 @@ impl Scheduler {
         }
         let spec = &ctx.entry.spec;
         let empty = BTreeMap::new();
-        let job_tasks = ctx.tasks.as_ref().unwrap_or(&empty);
+        let mut job_tasks = ctx.tasks.as_ref().unwrap_or(&empty);
+        let ports_taken = self.static_ports_taken(key, spec);
+        let without_own;
+        if spec.static_ports().next().is_some() {
+            without_own = self.without_slot(job_tasks, key);
+            job_tasks = &without_own;
+        }
         let key_hash = StableHasher::new()
             .field(key.job.as_bytes())
             .int(u64::from(key.slot))
@@ -218,6 +225,7 @@ impl Scheduler {
             job_hash: StableHasher::new().field(key.job.as_bytes()).finish(),
             slot: key.slot,
             job_tasks,
+            ports_taken: &ports_taken,
             avoid,
             sample: self.config.placement_sample.get(),
         };
@@ -328,6 +336,62 @@ impl Scheduler {
                 .filter(|(id, _)| tables.state(id).is_live())
                 .map(|(_, a)| a.target.as_str()),
         )
+    }
+
+    /// Nodes where a live attempt of another job (or incarnation) holds a static port of
+    /// `spec`, with that port: the placement filter of `docs/services.md`, §1. Proposals count
+    /// as holding their job's static ports. Empty for a job without static ports.
+    pub(crate) fn static_ports_taken(
+        &self,
+        key: &SlotKey,
+        spec: &JobSpec,
+    ) -> BTreeMap<String, u16> {
+        let mut out = BTreeMap::new();
+        if spec.static_ports().next().is_none() {
+            return out;
+        }
+        let tables = self.tables();
+        for ((job, inc), e) in tables.jobs() {
+            if job == key.job && inc == key.incarnation {
+                continue;
+            }
+            let Some(port) = e
+                .spec
+                .static_ports()
+                .find(|p| spec.static_ports().any(|q| q == *p))
+            else {
+                continue;
+            };
+            for (id, a) in tables.job_attempts(job, inc) {
+                if tables.is_live(id) {
+                    out.entry(a.target.to_string()).or_insert(port);
+                }
+            }
+        }
+        out
+    }
+
+    /// `tasks` (live attempts of the job per node) without the slot's own live attempts: a
+    /// static-port job's slot may land where its superseded attempt still runs, since
+    /// admission waits for that attempt to free the port.
+    pub(crate) fn without_slot(
+        &self,
+        tasks: &BTreeMap<String, u32>,
+        key: &SlotKey,
+    ) -> BTreeMap<String, u32> {
+        let mut out = tasks.clone();
+        let tables = self.tables();
+        for (id, a) in tables.slot_attempts(key) {
+            if tables.is_live(id)
+                && let Some(n) = out.get_mut(a.target.as_str())
+            {
+                *n -= 1;
+                if *n == 0 {
+                    out.remove(a.target.as_str());
+                }
+            }
+        }
+        out
     }
 
     /// For views: whether this node is currently tracking a back-off for a slot.

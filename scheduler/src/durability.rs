@@ -15,7 +15,7 @@ use crate::ids::{Dot, Stamp};
 use crate::message::{Message, Outgoing};
 use crate::roles::Inflight;
 use crate::scheduler::Scheduler;
-use crate::table::{JobEntry, OpBody};
+use crate::table::{JobEntry, JobRowsV1, OpBody};
 
 /// Proof of a local write, to wait for its durability with [`Scheduler::is_durable`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -158,7 +158,7 @@ impl Scheduler {
     ) -> usize {
         let mut unreadable = 0;
         for bytes in records {
-            let Ok(JobRows { rows }) = postcard::from_bytes::<JobRows>(bytes) else {
+            let Some(rows) = decode_rows(bytes) else {
                 unreadable += 1;
                 continue;
             };
@@ -169,5 +169,22 @@ impl Scheduler {
         }
         self.work.everything = true;
         unreadable
+    }
+}
+
+/// A job record's rows: as written now, or (records logged before the spec's service
+/// fields) in the older encoding. Each must use every byte, which tells the two apart.
+fn decode_rows(bytes: &[u8]) -> Option<Vec<(u64, JobEntry)>> {
+    if let Ok((JobRows { rows }, [])) = postcard::take_from_bytes::<JobRows>(bytes) {
+        return Some(rows);
+    }
+    match postcard::take_from_bytes::<JobRowsV1>(bytes) {
+        Ok((old, [])) => Some(
+            old.rows
+                .into_iter()
+                .map(|(inc, e)| (inc, e.into()))
+                .collect(),
+        ),
+        _ => None,
     }
 }

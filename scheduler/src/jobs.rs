@@ -86,10 +86,10 @@ impl Scheduler {
             Some((inc, _)) => *inc,
             None => incarnation_of(&spec.id, &stamp),
         };
-        // Only a change of what runs (or a restart after stop) starts a new epoch; scaling
-        // keeps the running slots.
+        // Only a change of what runs (or a restart after stop) starts a new epoch; scaling and
+        // the other in-place fields (`JobSpec::same_but_in_place`) keep the running slots.
         let epoch = match &existing {
-            Some((_, e)) if !e.stopped && same_but_count(&e.spec, &spec) => e.epoch.clone(),
+            Some((_, e)) if !e.stopped && e.spec.same_but_in_place(&spec) => e.epoch.clone(),
             _ => stamp.clone(),
         };
         let entry = JobEntry {
@@ -189,14 +189,6 @@ impl Scheduler {
         self.reconcile();
         Receipt { job, version, dot }
     }
-}
-
-/// Whether two specs differ at most in `count`.
-fn same_but_count(a: &JobSpec, b: &JobSpec) -> bool {
-    JobSpec {
-        count: b.count,
-        ..a.clone()
-    } == *b
 }
 
 /// A new incarnation id for a job created by this write.

@@ -68,7 +68,7 @@
 //! `ids`, …), and `tests/module_graph.rs` fails when this list and the imports disagree.
 //!
 //! ```text
-//! admission → ids, roles, scheduler, spec, table
+//! admission → ids, ports, roles, scheduler, spec, table
 //! config → message, spec
 //! coordinator → config, hash, ids, placement, roles, scheduler, slot, spec, table
 //! disconnect → ids, message, placement, roles, scheduler, spec, table
@@ -82,6 +82,7 @@
 //! members → hash, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
+//! ports → hash, ids, spec
 //! reconcile → config, ids, roles, scheduler, slot, table
 //! replication → ids, message, scheduler, table
 //! roles → ids, placement, table
@@ -110,6 +111,7 @@ mod jobs;
 mod members;
 pub mod message;
 pub mod placement;
+mod ports;
 mod reconcile;
 mod replication;
 mod roles;
@@ -121,7 +123,7 @@ pub mod table;
 pub mod testing;
 pub mod view;
 
-pub use config::SchedulerConfig;
+pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
 pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, TaskKey, VersionVector};
 pub use jobs::{JobWrite, Prepared, StopError, SubmitError};

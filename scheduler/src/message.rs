@@ -181,7 +181,7 @@ impl Message {
                 if ops.iter().any(|op| op.dot.counter == 0) {
                     return Err(DecodeError::Invalid("op with counter 0"));
                 }
-                if ops.iter().any(|op| matches!(&op.body, OpBody::Assign { id, .. } | OpBody::State { id, .. } if id.attempt == 0)) {
+                if ops.iter().any(|op| matches!(&op.body, OpBody::Assign { id, .. } | OpBody::State { id, .. } | OpBody::Binding { id, .. } if id.attempt == 0)) {
                     return Err(DecodeError::Invalid("attempt number 0"));
                 }
                 Ok(())

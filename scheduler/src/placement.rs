@@ -48,6 +48,9 @@ pub(crate) struct Request<'a> {
     pub(crate) slot: u32,
     /// Nodes already running a task of this job (`distinct_hosts` excludes them; spread counts).
     pub(crate) job_tasks: &'a BTreeMap<String, u32>,
+    /// Nodes where a live attempt of another job holds a static port this job wants, with
+    /// that port (empty for jobs without static ports).
+    pub(crate) ports_taken: &'a BTreeMap<String, u16>,
     /// A node to avoid unless it is the only one (it just rejected this slot).
     pub(crate) avoid: Option<&'a str>,
     /// Stop after this many feasible candidates (the "power of k choices" at large N).
@@ -73,6 +76,9 @@ pub struct FilterReport {
     pub draining: u32,
     /// Nodes excluded by `distinct_hosts`.
     pub distinct_hosts: u32,
+    /// Per static port, the nodes where another job's task holds it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports_taken: BTreeMap<u16, u32>,
 }
 
 impl fmt::Display for FilterReport {
@@ -105,6 +111,10 @@ impl fmt::Display for FilterReport {
         }
         if self.draining > 0 {
             parts.push(format!("{} draining", self.draining));
+        }
+        for (port, n) in &self.ports_taken {
+            let have = if *n == 1 { "has" } else { "have" };
+            parts.push(format!("{n} {} {have} port {port} taken", plural(*n)));
         }
         if self.distinct_hosts > 0 {
             parts.push(format!(
@@ -170,6 +180,7 @@ impl fmt::Display for PendingReason {
 #[derive(Debug, Default)]
 struct Verdict {
     draining: bool,
+    port: Option<u16>,
     distinct: bool,
     constraint: Option<String>,
     lack: [bool; 3],
@@ -177,7 +188,11 @@ struct Verdict {
 
 impl Verdict {
     fn fits(&self) -> bool {
-        !self.draining && !self.distinct && self.constraint.is_none() && self.lack == [false; 3]
+        !self.draining
+            && self.port.is_none()
+            && !self.distinct
+            && self.constraint.is_none()
+            && self.lack == [false; 3]
     }
 }
 
@@ -186,6 +201,7 @@ fn judge(req: &Request<'_>, node: &Candidate, used: Resources) -> Verdict {
     let free = node.capacity.saturating_sub(&used);
     Verdict {
         draining: node.draining,
+        port: req.ports_taken.get(&node.name).copied(),
         distinct: req.spec.wants_distinct_hosts() && req.job_tasks.contains_key(&node.name),
         constraint: req
             .spec
@@ -207,6 +223,8 @@ pub(crate) fn fits(req: &Request<'_>, node: &Candidate, used: Resources) -> bool
 fn record(report: &mut FilterReport, v: Verdict) {
     if v.draining {
         report.draining += 1;
+    } else if let Some(port) = v.port {
+        *report.ports_taken.entry(port).or_default() += 1;
     } else if v.distinct {
         report.distinct_hosts += 1;
     } else if let Some(c) = v.constraint {
@@ -349,6 +367,8 @@ mod tests {
         .unwrap()
     }
 
+    static NO_PORTS: BTreeMap<String, u16> = BTreeMap::new();
+
     fn req<'a>(spec: &'a JobSpec, tasks: &'a BTreeMap<String, u32>, key: u64) -> Request<'a> {
         Request {
             spec,
@@ -356,9 +376,41 @@ mod tests {
             job_hash: 7,
             slot: u32::try_from(key % 1000).unwrap_or(0),
             job_tasks: tasks,
+            ports_taken: &NO_PORTS,
             avoid: None,
             sample: 8,
         }
+    }
+
+    #[test]
+    fn a_static_port_held_elsewhere_filters_the_node() {
+        let nodes = vec![
+            node("a", 4000, 1000, "r1"),
+            node("b", 4000, 1000, "r1"),
+            node("c", 4000, 1000, "r1"),
+        ];
+        let s = spec("[[ports]]\nname = \"http\"\nstatic = 8080\n");
+        let tasks = BTreeMap::new();
+        let taken: BTreeMap<String, u16> = [("a".into(), 8080), ("b".into(), 8080)].into();
+        let r = Request {
+            ports_taken: &taken,
+            ..req(&s, &tasks, 1)
+        };
+        assert_eq!(
+            place(&r, &nodes, |_| Resources::default()).unwrap().name,
+            "c"
+        );
+        let taken: BTreeMap<String, u16> =
+            [("a".into(), 8080), ("b".into(), 8080), ("c".into(), 8080)].into();
+        let r = Request {
+            ports_taken: &taken,
+            ..req(&s, &tasks, 1)
+        };
+        let e = place(&r, &nodes, |_| Resources::default()).unwrap_err();
+        assert_eq!(e.to_string(), "3 nodes have port 8080 taken");
+        // JSON of reasons without ports is unchanged.
+        let plain = serde_json::to_string(&FilterReport::default()).unwrap();
+        assert!(!plain.contains("ports_taken"), "{plain}");
     }
 
     #[test]

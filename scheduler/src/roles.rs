@@ -121,8 +121,11 @@ pub(crate) struct Target {
     pub(crate) ledger: BTreeMap<AttemptId, LocalTask>,
     /// Proposals awaiting admission, in arrival order.
     pub(crate) queue: VecDeque<AttemptId>,
-    /// Proposals for a job (version) not received yet.
+    /// Proposals for a job (version) not received yet, or waiting for a static port that a
+    /// superseded attempt of their slot still holds here.
     pub(crate) deferred: BTreeSet<AttemptId>,
+    /// Ports listening on this host that belong to no task (`Scheduler::handle_host_ports`).
+    pub(crate) host_ports: BTreeSet<u16>,
 }
 
 impl Target {
@@ -138,6 +141,8 @@ impl Target {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct LocalTask {
     pub(crate) resources: Resources,
+    /// Host ports it holds (until it is known dead, even while being killed).
+    pub(crate) ports: Vec<u16>,
     pub(crate) killing: bool,
     /// Its process was seen running (by this start of the node, or found at restart).
     pub(crate) started: bool,
@@ -147,9 +152,10 @@ pub(crate) struct LocalTask {
 }
 
 impl LocalTask {
-    pub(crate) fn admitted(resources: Resources) -> Self {
+    pub(crate) fn admitted(resources: Resources, ports: Vec<u16>) -> Self {
         LocalTask {
             resources,
+            ports,
             killing: false,
             started: false,
             recovered: false,

@@ -14,7 +14,7 @@ use crate::message::{Message, Outgoing};
 use crate::roles::{
     CatchUp, Coordination, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake, Work,
 };
-use crate::table::{AttemptState, Replica, ReplicaLimits, Tables};
+use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1};
 
 /// An instruction for the local executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -124,8 +124,9 @@ pub struct Stats {
     pub refused_messages: u64,
 }
 
-/// Current snapshot format.
-const SNAPSHOT_FORMAT: u32 = 1;
+/// Current snapshot format: 2 added the `bindings` component and the spec's service fields
+/// (`docs/services.md`); format 1 is still read.
+const SNAPSHOT_FORMAT: u32 = 2;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -133,6 +134,20 @@ struct Snapshot {
     node: String,
     hlc: HlcClock,
     tables: Tables,
+}
+
+/// A format-1 snapshot.
+#[derive(Deserialize)]
+struct SnapshotV1 {
+    node: String,
+    hlc: HlcClock,
+    tables: TablesV1,
+}
+
+/// The format of a snapshot: its first field, whatever the rest holds.
+#[derive(Deserialize)]
+struct FormatOnly {
+    format: u32,
 }
 
 /// The same fields by reference: serde writes identical bytes, without cloning the tables
@@ -336,8 +351,12 @@ impl Scheduler {
             TaskEvent::Failed { reason } => AttemptState::Failed { reason },
             TaskEvent::Killed => AttemptState::Killed,
         };
-        if !state.is_live() {
-            self.target.ledger.remove(&task);
+        if !state.is_live()
+            && let Some(gone) = self.target.ledger.remove(&task)
+            && !gone.ports.is_empty()
+        {
+            // A proposal of the same slot may wait for this task's static port.
+            self.requeue_deferred(Some(&task.job));
         }
         self.write_state_if_mine(&task, state);
         self.reconcile();
@@ -371,6 +390,20 @@ impl Scheduler {
         }
         self.work.everything = true;
         self.reconcile();
+    }
+
+    /// The ports listening on this host (`/proc/net/{tcp,tcp6,udp,udp6}`), every few seconds:
+    /// admission keeps clear of them. The ports of this node's own tasks are ignored, so the
+    /// shell may report every listening port. The simulator never calls it.
+    pub fn handle_host_ports(&mut self, now: Millis, ports: BTreeSet<u16>) {
+        self.tick(now);
+        let ours: BTreeSet<u16> = self
+            .target
+            .ledger
+            .values()
+            .flat_map(|t| t.ports.iter().copied())
+            .collect();
+        self.target.host_ports = ports.difference(&ours).copied().collect();
     }
 
     /// The deadline from [`Scheduler::poll_timeout`] passed.
@@ -476,11 +509,21 @@ impl Scheduler {
         seed: u64,
         bytes: &[u8],
     ) -> Result<Self, RestoreError> {
-        let snap: Snapshot =
-            postcard::from_bytes(bytes).map_err(|e| RestoreError::Malformed(e.to_string()))?;
-        if snap.format != SNAPSHOT_FORMAT {
-            return Err(RestoreError::Format(snap.format));
-        }
+        let malformed = |e: postcard::Error| RestoreError::Malformed(e.to_string());
+        let FormatOnly { format } = postcard::from_bytes(bytes).map_err(malformed)?;
+        let snap = match format {
+            1 => {
+                let (_, old): (u32, SnapshotV1) = postcard::from_bytes(bytes).map_err(malformed)?;
+                Snapshot {
+                    format,
+                    node: old.node,
+                    hlc: old.hlc,
+                    tables: old.tables.into(),
+                }
+            }
+            SNAPSHOT_FORMAT => postcard::from_bytes(bytes).map_err(malformed)?,
+            _ => return Err(RestoreError::Format(format)),
+        };
         if snap.node != node {
             return Err(RestoreError::WrongNode {
                 found: snap.node,
@@ -502,7 +545,7 @@ impl Scheduler {
 
     fn rebuild_ledger(&mut self) {
         let tables = self.replica.tables();
-        let mine: Vec<(AttemptId, Resources)> = tables
+        let mine: Vec<(AttemptId, Resources, Vec<u16>)> = tables
             .assignments()
             .filter(|(id, a)| {
                 a.target == self.node
@@ -511,15 +554,22 @@ impl Scheduler {
                         AttemptState::Admitted | AttemptState::Running { .. }
                     )
             })
-            .map(|(id, a)| (id.clone(), a.resources))
+            .map(|(id, a)| {
+                let ports = tables
+                    .binding(id)
+                    .map(|b| b.ports.iter().map(|(_, p)| *p).collect())
+                    .unwrap_or_default();
+                (id.clone(), a.resources, ports)
+            })
             .collect();
         // Admitted by an earlier start of this node: if their processes are found, they are
         // adopted but never reclaimed after a loss (`docs/faults.md`).
-        for (id, resources) in mine {
+        for (id, resources, ports) in mine {
             self.target.ledger.insert(
                 id,
                 LocalTask {
                     resources,
+                    ports,
                     killing: false,
                     started: true,
                     recovered: true,

@@ -19,7 +19,10 @@
 //!
 //! This file holds the types and the limits; `spec/constraint.rs` the placement constraints and
 //! their two serde forms; `spec/validate.rs` parsing, validation and the "can it ever fit"
-//! check; `spec/error.rs` why a spec is refused.
+//! check; `spec/error.rs` why a spec is refused; `spec/service.rs` ports, checks, the
+//! discovery name and tags, and `[update]` (`docs/services.md`), validated in
+//! `spec/service_rules.rs`; `spec/interpolate.rs` the
+//! `${SHOAL_…}` references in `args` and `env`.
 
 use std::collections::BTreeMap;
 
@@ -28,11 +31,16 @@ use shoal_gossip::Resources;
 
 mod constraint;
 mod error;
+mod interpolate;
+mod service;
+mod service_rules;
 mod validate;
 
 pub use constraint::{Constraint, ConstraintOp};
 pub(crate) use error::fmt_resources;
 pub use error::{NeverFitsError, SpecError};
+pub use interpolate::{TaskVars, interpolate};
+pub use service::{CheckKind, CheckSpec, MAX_CHECKS, MAX_PORTS, MAX_TAGS, PortSpec, UpdateSpec};
 
 /// Service (kept at `count` forever) or batch (each slot runs until it exits 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -223,6 +231,21 @@ pub struct JobSpec {
     /// names a user only if its agent allows that user (`--allow-task-user`).
     #[serde(default)]
     pub user: Option<String>,
+    /// Named ports (`[[ports]]`), picked by the target node at admission.
+    #[serde(default)]
+    pub ports: Vec<PortSpec>,
+    /// Health checks (`[[checks]]`); validated, not run yet.
+    #[serde(default)]
+    pub checks: Vec<CheckSpec>,
+    /// Discovery name (default: the job id with `_` → `-`).
+    #[serde(default)]
+    pub service: Option<String>,
+    /// Discovery tags.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Rolling update settings (`[update]`); validated, not acted on yet.
+    #[serde(default)]
+    pub update: Option<UpdateSpec>,
 }
 
 /// Limits applied by [`JobSpec::validate_with`].
@@ -276,10 +299,12 @@ impl JobSpec {
         }
     }
 
-    /// Whether no two tasks may share a node.
+    /// Whether no two tasks may share a node (asked for, or implied by a static port).
     #[must_use]
     pub fn wants_distinct_hosts(&self) -> bool {
-        self.distinct_hosts || self.constraints.contains(&Constraint::DistinctHosts)
+        self.distinct_hosts
+            || self.constraints.contains(&Constraint::DistinctHosts)
+            || self.ports.iter().any(|p| p.static_port.is_some())
     }
 
     /// The first attribute constraint a node fails, if any.

@@ -9,7 +9,8 @@
 //! - `table/attempts.rs` — the attempt rows' layout in memory, grouped by job;
 //! - `table/replica.rs` — in-order delivery, op logs for anti-entropy, change notes;
 //! - `table/usage.rs` — what live attempts hold per node and the release holds placers count;
-//! - `table/wire.rs` — the tables' encoding on the wire and in snapshots.
+//! - `table/wire.rs` — the tables' encoding on the wire and in snapshots;
+//! - `table/format1.rs` — reading snapshots and job records from before the service fields.
 //!
 //! # The lattice
 //!
@@ -20,6 +21,7 @@
 //! | `states` | [`AttemptId`] | [`AttemptState`], max in its total order | the target; `Lost` by the coordinator |
 //! | `floors` | [`SlotKey`] | [`SlotFloor`], max | the slot's coordinator |
 //! | `purged` | (job id, incarnation) | set union (tombstones) | the job's coordinator |
+//! | `bindings` | [`AttemptId`] | [`Binding`] (ports picked at admission), write-once (max) | the target |
 //!
 //! Every component is a map of lattices joined pointwise; `purged` and `floors` then filter
 //! keys (a purged incarnation loses all its rows, a floor drops older attempts of its slot).
@@ -34,14 +36,19 @@ use crate::ids::{AttemptId, SlotKey, Stamp};
 
 mod attempts;
 mod elements;
+mod format1;
 mod lattice;
 mod replica;
 mod usage;
 mod wire;
 
 pub use elements::{
-    Assignment, AttemptState, JobEntry, JobKey, MergeError, Op, OpBody, OpOrderError, SlotFloor,
+    Assignment, AttemptState, Binding, JobEntry, JobKey, MergeError, Op, OpBody, OpOrderError,
+    SlotFloor,
 };
+#[cfg(test)]
+pub(crate) use format1::encode as format1_encode;
+pub(crate) use format1::{JobRowsV1, TablesV1};
 pub use lattice::Tables;
 pub(crate) use replica::{Received, Replica, ReplicaLimits, Touch};
 

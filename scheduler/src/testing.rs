@@ -53,6 +53,10 @@ pub struct ProcessRecord {
     pub node: String,
     /// How it ended (`None` while running).
     pub outcome: Option<TaskEvent>,
+    /// The arguments it was started with.
+    pub args: Vec<String>,
+    /// The environment it was started with.
+    pub env: BTreeMap<String, String>,
 }
 
 /// One simulated agent.
@@ -265,6 +269,16 @@ impl Cluster {
 
     /// Restart a crashed node from a snapshot (or empty when `snapshot` is `None`).
     pub fn restart(&mut self, name: &str, snapshot: Option<&[u8]>) {
+        self.restart_node(name, snapshot, false);
+    }
+
+    /// Restart a node's agent from a snapshot while its processes run on: the restarted
+    /// scheduler adopts them (`handle_recovered_tasks`).
+    pub fn restart_agent(&mut self, name: &str, snapshot: &[u8]) {
+        self.restart_node(name, Some(snapshot), true);
+    }
+
+    fn restart_node(&mut self, name: &str, snapshot: Option<&[u8]>, adopt: bool) {
         let seed = self.rng.next_u64();
         let now = self.now;
         let config = self.config.clone();
@@ -285,7 +299,12 @@ impl Cluster {
         n.generation += 1;
         n.last_members.clear();
         n.last_quorum = None;
-        n.sched.handle_recovered_tasks(now, &[]);
+        let found: Vec<AttemptId> = if adopt {
+            n.running.keys().cloned().collect()
+        } else {
+            Vec::new()
+        };
+        n.sched.handle_recovered_tasks(now, &found);
         self.declared_down.remove(name);
         self.sync_members();
     }
@@ -430,13 +449,19 @@ impl Cluster {
         let n = self.nodes.get_mut(name).expect("node");
         match cmd {
             ExecCommand::Start {
-                task, resources, ..
+                task,
+                resources,
+                args,
+                env,
+                ..
             } => {
                 n.running.insert(task.clone(), resources);
                 self.processes.push(ProcessRecord {
                     task: task.clone(),
                     node: name.to_string(),
                     outcome: None,
+                    args,
+                    env,
                 });
                 if let Some(Behavior::ExitAfter { ms, code }) = behavior {
                     n.exits.insert((now.plus_ms(ms), task.clone(), code));

@@ -4,6 +4,7 @@
 //! back-off deadline, the others report what they can compute).
 
 use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::Serialize;
 use shoal_gossip::Millis;
@@ -75,6 +76,12 @@ pub struct TaskView {
     pub reason: Option<PendingReason>,
     /// Failure or rejection detail of the current attempt.
     pub detail: Option<String>,
+    /// The node address the task's ports are reached at, once its target bound them.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ip: Option<IpAddr>,
+    /// Port name → host port of the live attempt (empty until admitted, or without ports).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub ports: BTreeMap<String, u16>,
 }
 
 /// A job as every node reports it.
@@ -163,6 +170,8 @@ impl Scheduler {
             pending_reason: None,
             reason: None,
             detail: None,
+            ip: None,
+            ports: BTreeMap::new(),
         };
         let waiting = match status {
             SlotStatus::Empty => true,
@@ -170,6 +179,10 @@ impl Scheduler {
                 id, target, state, ..
             } => {
                 (v.attempt, v.node) = (Some(id.attempt), Some(target.to_string()));
+                if let Some(b) = self.tables().binding(&id) {
+                    v.ip = Some(b.ip);
+                    v.ports = b.ports.iter().map(|(n, p)| (n.to_string(), *p)).collect();
+                }
                 v.state = if matches!(state, AttemptState::Running { .. }) {
                     TaskState::Running
                 } else {
@@ -242,13 +255,18 @@ impl Scheduler {
 
     /// Would any node take a task of this job now? `None` if one would.
     fn dry_run(&self, entry: &JobEntry, key: &SlotKey) -> Option<PendingReason> {
-        let tasks = self.live_tasks_by_node(&key.job, key.incarnation);
+        let mut tasks = self.live_tasks_by_node(&key.job, key.incarnation);
+        if entry.spec.static_ports().next().is_some() {
+            tasks = self.without_slot(&tasks, key);
+        }
+        let ports_taken = self.static_ports_taken(key, &entry.spec);
         let req = Request {
             spec: &entry.spec,
             key_hash: StableHasher::new().field(key.job.as_bytes()).finish(),
             job_hash: StableHasher::new().field(key.job.as_bytes()).finish(),
             slot: key.slot,
             job_tasks: &tasks,
+            ports_taken: &ports_taken,
             avoid: None,
             sample: usize::MAX,
         };

@@ -1,7 +1,8 @@
 //! `shoal agent`.
 
-use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, SocketAddr};
+use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use clap::Args;
 use shoal_node::agent::{self, AgentConfig, TaskSettings};
 use shoal_node::api_server::ApiConfig;
 use shoal_node::api_tls::ServerCertificate;
+use shoal_node::host_ports::{self, PortSettings};
 use shoal_node::keys::ClusterKey;
 use shoal_node::watchdog::WatchdogConfig;
 
@@ -88,6 +90,17 @@ pub struct AgentArgs {
     /// before it kills the agent's tasks, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
     pub orphan_grace_ms: u64,
+    /// The host ports this node hands out as jobs' dynamic ports, `LOW-HIGH`.
+    #[arg(long, default_value = "20000-32000", value_name = "LOW-HIGH", value_parser = host_ports::parse_range)]
+    pub port_range: RangeInclusive<u16>,
+    /// Host ports never given to a task, e.g. `22,8500-8600` (the agent's own ports always
+    /// are).
+    #[arg(long, value_name = "LIST", value_parser = host_ports::parse_list)]
+    pub reserved_ports: Option<BTreeSet<u16>>,
+    /// The IP tasks' ports are reached at (SHOAL_IP, SHOAL_ADDR_<NAME>); default: the gossip
+    /// address's IP.
+    #[arg(long, value_name = "IP")]
+    pub service_addr: Option<IpAddr>,
 }
 
 /// Runs the agent until SIGINT/SIGTERM, then leaves the cluster cleanly.
@@ -152,6 +165,11 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             watchdog: Some(WatchdogConfig::this_binary(Duration::from_millis(
                 args.orphan_grace_ms,
             ))?),
+            ports: PortSettings {
+                range: args.port_range,
+                reserved: args.reserved_ports.unwrap_or_default(),
+                service_ip: args.service_addr,
+            },
         },
     })
 }

@@ -227,26 +227,40 @@ fn print_waiting(tasks: &[Value]) {
 fn describe(job: &Value) -> String {
     let mut t = Table::new();
     t.load_preset(NOTHING);
-    t.set_header(["SLOT", "ATTEMPT", "NODE", "STATE", "EXIT", "REASON"]);
+    let tasks: Vec<&Value> = job["tasks"].as_array().into_iter().flatten().collect();
+    // The PORTS column only for a job with ports: other jobs look as they always did.
+    let with_ports = tasks
+        .iter()
+        .any(|t| t["ports"].as_object().is_some_and(|p| !p.is_empty()));
+    let mut header = vec!["SLOT", "ATTEMPT", "NODE", "STATE", "EXIT"];
+    if with_ports {
+        header.push("PORTS");
+    }
+    header.push("REASON");
+    t.set_header(header);
     let text = |v: &Value| match v {
         Value::Null => "-".to_string(),
         Value::String(s) => s.clone(),
         other => other.to_string(),
     };
-    for task in job["tasks"].as_array().into_iter().flatten() {
+    for task in tasks {
         let reason = if task["pending_reason"].is_null() {
             &task["detail"]
         } else {
             &task["pending_reason"]
         };
-        t.add_row([
+        let mut row = vec![
             text(&task["slot"]),
             text(&task["attempt"]),
             text(&task["node"]),
             text(&task["state"]),
             text(&task["exit_code"]),
-            text(reason),
-        ]);
+        ];
+        if with_ports {
+            row.push(ports_cell(&task["ports"]));
+        }
+        row.push(text(reason));
+        t.add_row(row);
     }
     format!(
         "ID      {}\nType    {}\nStatus  {}\nCount   {}\n\n{t}\n",
@@ -255,6 +269,21 @@ fn describe(job: &Value) -> String {
         text(&job["status"]),
         text(&job["count"])
     )
+}
+
+/// `{"http": 23456, "admin": 8080}` → `admin=8080,http=23456`; none: `-`.
+fn ports_cell(ports: &Value) -> String {
+    let cell: Vec<String> = ports
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, port)| format!("{name}={port}"))
+        .collect();
+    if cell.is_empty() {
+        "-".to_string()
+    } else {
+        cell.join(",")
+    }
 }
 
 fn list_table(jobs: &Value) -> String {

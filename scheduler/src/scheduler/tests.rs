@@ -200,7 +200,7 @@ fn ops_that_break_ownership_are_refused() {
     n1.handle_message(Millis(3), "n2", Message::Ops { ops: vec![running] });
     assert_eq!(n1.stats().refused_messages, 2);
     let lost = Op::new(
-        Dot::new(author, 1),
+        Dot::new(author.clone(), 1),
         OpBody::State {
             id: id.clone(),
             state: AttemptState::Lost { round: 0 },
@@ -213,6 +213,20 @@ fn ops_that_break_ownership_are_refused() {
         "a coordinator may mark it lost"
     );
     assert!(n1.tables().state(&id).is_lost());
+    // Nor may n2 write the ports of n3's attempt.
+    let ports = Op::new(
+        Dot::new(author, 2),
+        OpBody::Binding {
+            id: id.clone(),
+            binding: crate::table::Binding {
+                ip: std::net::Ipv4Addr::LOCALHOST.into(),
+                ports: vec![("http".into(), 8080)],
+            },
+        },
+    );
+    n1.handle_message(Millis(5), "n2", Message::Ops { ops: vec![ports] });
+    assert_eq!(n1.stats().refused_messages, 3);
+    assert!(n1.tables().binding(&id).is_none());
 }
 
 #[test]
@@ -224,4 +238,39 @@ fn no_clock_reads_same_inputs_same_outputs() {
         (c.digest(), c.delivered)
     };
     assert_eq!(run(), run());
+}
+
+#[test]
+fn a_format_1_snapshot_and_its_job_records_are_still_read() {
+    use crate::table::format1_encode::{rows_v1, tables_v1};
+    let mut c = Cluster::new(2, 1000, 1024, 7);
+    c.submit("n1", spec("")).unwrap();
+    assert!(c.run_until(5000, |c| c.running_count() == 2));
+    let n1 = &c.nodes["n1"].sched;
+    let now = n1.snapshot();
+    let mut old = postcard::to_stdvec(&(1u32, "n1", &n1.repl.hlc)).unwrap();
+    old.extend(tables_v1(n1.tables()));
+    assert_ne!(old, now);
+    let restored = Scheduler::restore("n1".into(), n1.config.clone(), 1, &old).unwrap();
+    assert_eq!(restored.tables(), n1.tables());
+    let again = Scheduler::restore("n1".into(), n1.config.clone(), 1, &now).unwrap();
+    assert_eq!(again.tables(), n1.tables());
+    // A job record logged before the service fields joins like a current one.
+    let rows: Vec<_> = n1
+        .tables()
+        .incarnations("web")
+        .map(|(i, e)| (i, e.clone()))
+        .collect();
+    let mut fresh = Scheduler::new("n9".into(), SchedulerConfig::default(), 2);
+    assert_eq!(fresh.restore_job_records([rows_v1(&rows).as_slice()]), 0);
+    assert_eq!(
+        fresh.tables().job("web").map(|(_, e)| e),
+        n1.tables().job("web").map(|(_, e)| e)
+    );
+    assert_eq!(fresh.restore_job_records([&[1u8, 2, 3][..]]), 1);
+    let future = postcard::to_stdvec(&(9u32, "n1")).unwrap();
+    assert_eq!(
+        Scheduler::restore("n1".into(), SchedulerConfig::default(), 1, &future).unwrap_err(),
+        RestoreError::Format(9)
+    );
 }

@@ -4,6 +4,7 @@
 use shoal_gossip::{MemberInfo, MemberStatus, Resources};
 
 use super::error::{NeverFitsError, SpecError, fmt_resources};
+use super::interpolate::check_refs;
 use super::{Constraint, JobSpec, MAX_STOP_AFTER_MS, MAX_USER_BYTES, RestartPolicy, SpecLimits};
 
 fn invalid(field: impl Into<String>, message: impl Into<String>) -> SpecError {
@@ -39,7 +40,8 @@ impl JobSpec {
         validate_id(&self.id)?;
         self.validate_process(limits)?;
         self.validate_scheduling(limits)?;
-        validate_restart(&self.restart)
+        validate_restart(&self.restart)?;
+        self.validate_service()
     }
 
     fn validate_process(&self, limits: &SpecLimits) -> Result<(), SpecError> {
@@ -64,6 +66,7 @@ impl JobSpec {
         }
         for (i, a) in self.args.iter().enumerate() {
             long(&format!("args[{i}]"), a)?;
+            check_refs(a, &self.ports).map_err(|m| invalid(format!("args[{i}]"), m))?;
         }
         if self.env.len() > limits.max_env {
             return Err(invalid(
@@ -79,6 +82,7 @@ impl JobSpec {
                 ));
             }
             long(&format!("env.{k}"), v)?;
+            check_refs(v, &self.ports).map_err(|m| invalid(format!("env.{k}"), m))?;
         }
         if let Some(w) = &self.workdir {
             if w.is_empty() {

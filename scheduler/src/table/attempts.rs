@@ -14,16 +14,18 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::elements::{Assignment, AttemptState};
+use super::elements::{Assignment, AttemptState, Binding};
 use crate::ids::{AttemptId, Name, SlotKey};
 
-/// One attempt's rows of the `assignments` and `states` components, kept together: applying
-/// an op and reading the attempt afterwards (its target, whether it is live) then search one
-/// tree instead of two. At least one of the two is set.
+/// One attempt's rows of the `assignments`, `states` and `bindings` components, kept
+/// together: applying an op and reading the attempt afterwards (its target, whether it is
+/// live) then search one tree instead of three. At least one of them is set. The binding is
+/// boxed: most attempts belong to jobs without ports.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(super) struct AttemptRow {
     pub(super) assignment: Option<Assignment>,
     pub(super) state: Option<AttemptState>,
+    pub(super) binding: Option<Box<Binding>>,
 }
 
 /// One job incarnation's attempts, in [`AttemptId`] order.

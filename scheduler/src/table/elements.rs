@@ -1,5 +1,7 @@
 //! The lattice's elements: the value of each component's rows and the ops that carry one each.
 
+use std::net::IpAddr;
+
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_gossip::Resources;
@@ -177,6 +179,28 @@ impl PartialOrd for AttemptState {
     }
 }
 
+/// The host ports an attempt holds on its target and the address they are reached at. Picked
+/// and written once by the target at admission, before `Admitted` (`docs/services.md`, §1);
+/// two different values for one attempt (a buggy peer) join by `max`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Binding {
+    /// The target's service IP.
+    pub ip: IpAddr,
+    /// Port name (as the job declares it) → host port, in the job's order.
+    pub ports: Vec<(Name, u16)>,
+}
+
+impl Binding {
+    /// The host port bound to the port named `name`.
+    #[must_use]
+    pub fn port(&self, name: &str) -> Option<u16> {
+        self.ports
+            .iter()
+            .find(|(n, _)| n.as_str() == name)
+            .map(|(_, p)| *p)
+    }
+}
+
 /// Attempts of a slot below `below` were garbage-collected; `failures` of them had failed.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -229,6 +253,14 @@ pub enum OpBody {
         /// Incarnation.
         incarnation: u64,
     },
+    /// The ports the target bound for an attempt (appended last: the earlier variants keep
+    /// their encoding).
+    Binding {
+        /// Attempt.
+        id: AttemptId,
+        /// Its ports.
+        binding: Binding,
+    },
 }
 
 impl OpBody {
@@ -237,7 +269,9 @@ impl OpBody {
     pub fn job(&self) -> &str {
         match self {
             OpBody::Job { entry, .. } => &entry.spec.id,
-            OpBody::Assign { id, .. } | OpBody::State { id, .. } => &id.job,
+            OpBody::Assign { id, .. } | OpBody::State { id, .. } | OpBody::Binding { id, .. } => {
+                &id.job
+            }
             OpBody::Floor { slot, .. } => &slot.job,
             OpBody::Purge { job, .. } => job,
         }

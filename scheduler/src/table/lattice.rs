@@ -7,7 +7,8 @@ use crdts::{CmRDT, CvRDT};
 
 use super::attempts::Attempts;
 use super::elements::{
-    Assignment, AttemptState, JobEntry, JobKey, MergeError, Op, OpBody, OpOrderError, SlotFloor,
+    Assignment, AttemptState, Binding, JobEntry, JobKey, MergeError, Op, OpBody, OpOrderError,
+    SlotFloor,
 };
 use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
 
@@ -111,6 +112,19 @@ impl Tables {
             .is_none_or(AttemptState::is_live)
     }
 
+    /// The ports an attempt's target bound for it, once it wrote them.
+    #[must_use]
+    pub fn binding(&self, id: &AttemptId) -> Option<&Binding> {
+        self.attempts.get(id)?.binding.as_deref()
+    }
+
+    /// Every binding.
+    pub fn bindings(&self) -> impl Iterator<Item = (&AttemptId, &Binding)> {
+        self.attempts
+            .iter()
+            .filter_map(|(id, r)| Some((id, r.binding.as_deref()?)))
+    }
+
     /// Attempts of one slot, oldest first.
     pub fn slot_attempts<'a>(
         &'a self,
@@ -196,6 +210,11 @@ impl Tables {
         self.jobs.values().map(Vec::len).sum::<usize>()
             + self.assignments().count()
             + self.states().count()
+            + self
+                .attempts
+                .values()
+                .filter(|r| r.binding.is_some())
+                .count()
             + self.floors.len()
             + self.purged.len()
     }
@@ -222,6 +241,21 @@ impl Tables {
             OpBody::State { id, state } => self.join_state(id, state),
             OpBody::Floor { slot, floor } => self.join_floor(slot, *floor),
             OpBody::Purge { job, incarnation } => self.join_purge(job, *incarnation),
+            OpBody::Binding { id, binding } => self.join_binding(id, binding),
+        }
+    }
+
+    fn join_binding(&mut self, id: &AttemptId, b: &Binding) -> bool {
+        if self.is_filtered(id) {
+            return false;
+        }
+        let row = self.attempts.entry(id);
+        match &mut row.binding {
+            Some(cur) if **cur >= *b => false,
+            cur => {
+                *cur = Some(Box::new(b.clone()));
+                true
+            }
         }
     }
 
@@ -365,11 +399,16 @@ impl Tables {
             id: id.clone(),
             state: s.clone(),
         });
+        let bindings = other.bindings().map(|(id, b)| OpBody::Binding {
+            id: id.clone(),
+            binding: b.clone(),
+        });
         purges
             .chain(floors)
             .chain(jobs)
             .chain(assigns)
             .chain(states)
+            .chain(bindings)
     }
 }
 

@@ -225,6 +225,9 @@ impl Replica {
         if self.tables.join_body(body) {
             match body {
                 OpBody::State { .. } | OpBody::Assign { .. } => {}
+                OpBody::Binding { id, .. } => {
+                    self.touched.insert(Touch::Attempt(id.clone()));
+                }
                 OpBody::Job { entry, .. } => {
                     self.touched
                         .insert(Touch::Job(entry.spec.id.as_str().into()));

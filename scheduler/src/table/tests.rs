@@ -78,6 +78,15 @@ fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
                 epoch: stamp(0, 1),
             },
         });
+    let binding = (key.clone(), 0u8..2, 20000u16..20003).prop_map(|((j, i, s, n, p), ip, port)| {
+        OpBody::Binding {
+            id: attempt(j, i, s, n, p),
+            binding: Binding {
+                ip: std::net::IpAddr::from([127, 0, 0, 1 + ip]),
+                ports: vec![("http".into(), port)],
+            },
+        }
+    });
     let state = (key, 0u8..8, -1i32..2).prop_map(|((j, i, s, n, p), k, code)| OpBody::State {
         id: attempt(j, i, s, n, p),
         state: match k {
@@ -109,7 +118,7 @@ fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
         job: format!("j{j}"),
         incarnation: i,
     });
-    prop_oneof![3 => job, 4 => assign, 5 => state, 1 => floor, 1 => purge]
+    prop_oneof![3 => job, 4 => assign, 5 => state, 2 => binding, 1 => floor, 1 => purge]
 }
 
 /// Per-actor op sequences for three actors, with dots 1..=n and unique stamps.
@@ -185,8 +194,9 @@ proptest! {
         h in arb_history(),
         order in prop::collection::vec(0u8..3, 0..40),
     ) {
-        // The layout `Tables` had when assignments and states were two maps: snapshots and
-        // `State` messages must keep exactly these bytes.
+        // The layout `Tables` had when assignments and states were two maps, plus the
+        // `bindings` map appended by snapshot format 2: snapshots and `State` messages must
+        // keep exactly these bytes.
         #[derive(Serialize)]
         struct TwoMaps<'a> {
             #[serde(serialize_with = "flat_jobs::serialize")]
@@ -196,6 +206,7 @@ proptest! {
             floors: &'a BTreeMap<SlotKey, SlotFloor>,
             purged: &'a BTreeSet<JobKey>,
             clock: &'a VersionVector,
+            bindings: BTreeMap<&'a AttemptId, &'a Binding>,
         }
         let t = state_from(&h, &[usize::MAX; 3], &order);
         let old = TwoMaps {
@@ -205,6 +216,7 @@ proptest! {
             floors: &t.floors,
             purged: &t.purged,
             clock: &t.clock,
+            bindings: t.bindings().collect(),
         };
         let bytes = postcard::to_stdvec(&t).unwrap();
         prop_assert_eq!(&bytes, &postcard::to_stdvec(&old).unwrap());

@@ -1,7 +1,8 @@
-//! [`Tables`] on the wire and in snapshots: the six components as separate fields, in the
+//! [`Tables`] on the wire and in snapshots: the components as separate fields, in the
 //! order and with the bytes they had when each was its own map (`assignments` and `states`
-//! are two sorted maps; an attempt row contributes to each component it has), and the jobs
-//! table as one flat map keyed by `(id, incarnation)`.
+//! are two sorted maps; an attempt row contributes to each component it has), the jobs
+//! table as one flat map keyed by `(id, incarnation)`, and `bindings` last (added with
+//! snapshot format 2, `docs/services.md`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -9,7 +10,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::attempts::{AttemptRow, Attempts};
-use super::elements::{Assignment, AttemptState, JobKey, SlotFloor};
+use super::elements::{Assignment, AttemptState, Binding, JobKey, SlotFloor};
 use super::lattice::{JobMap, Tables};
 use crate::ids::{AttemptId, SlotKey, VersionVector};
 
@@ -54,6 +55,7 @@ struct TablesRef<'a> {
     floors: &'a BTreeMap<SlotKey, SlotFloor>,
     purged: &'a BTreeSet<JobKey>,
     clock: &'a VersionVector,
+    bindings: Column<'a, Binding>,
 }
 
 #[derive(Deserialize)]
@@ -66,6 +68,7 @@ struct TablesOwned {
     floors: BTreeMap<SlotKey, SlotFloor>,
     purged: BTreeSet<JobKey>,
     clock: VersionVector,
+    bindings: BTreeMap<AttemptId, Binding>,
 }
 
 impl Serialize for Tables {
@@ -83,6 +86,10 @@ impl Serialize for Tables {
             floors: &self.floors,
             purged: &self.purged,
             clock: &self.clock,
+            bindings: Column {
+                rows: &self.attempts,
+                get: |r| r.binding.as_deref(),
+            },
         }
         .serialize(serializer)
     }
@@ -97,6 +104,9 @@ impl<'de> Deserialize<'de> for Tables {
         }
         for (id, state) in t.states {
             attempts.entry(&id).state = Some(state);
+        }
+        for (id, binding) in t.bindings {
+            attempts.entry(&id).binding = Some(Box::new(binding));
         }
         Ok(Tables {
             jobs: t.jobs,
