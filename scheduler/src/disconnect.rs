@@ -17,7 +17,7 @@ use shoal_gossip::{Millis, Quorum};
 
 use crate::ids::AttemptId;
 use crate::placement::PendingReason;
-use crate::roles::{CATCH_UP_ALONE_MS, CatchUp, REGAIN_CATCH_UP_MS, Wake};
+use crate::roles::{CATCH_UP_ALONE_MS, Wake};
 #[cfg(doc)]
 use crate::roles::{Reach, STABLE_MAJORITY_MS, Streak};
 use crate::scheduler::{KillReason, Scheduler};
@@ -48,9 +48,6 @@ impl Scheduler {
             self.reach.streak.update(!is_cut, at);
         }
         self.reach.quorum = quorum.clone();
-        if changed && quorum.majority {
-            self.catch_up_after_regain();
-        }
         if changed {
             // Slots waiting for a majority, lost tasks waiting to be reclaimed, GC: look again.
             self.work.everything = true;
@@ -82,61 +79,19 @@ impl Scheduler {
     }
 
     /// Restored and not yet caught up: peers were asked and none answered yet, or none is
-    /// known yet and [`CATCH_UP_ALONE_MS`] have not passed since the restore. After a regained
-    /// majority: fewer than the needed nodes answered and [`REGAIN_CATCH_UP_MS`] have not
-    /// passed.
+    /// known yet and [`CATCH_UP_ALONE_MS`] have not passed since the restore.
     fn catching_up(&self) -> bool {
-        let now = self.now;
-        self.reach
-            .catch_up
-            .as_ref()
-            .is_some_and(|c| match c.needed {
-                None => {
-                    !c.asked.is_empty() || c.since.is_none_or(|t| now.since(t) < CATCH_UP_ALONE_MS)
-                }
-                Some(n) => {
-                    c.answered.len() + 1 < n as usize
-                        && c.since.is_none_or(|t| now.since(t) < REGAIN_CATCH_UP_MS)
-                }
-            })
+        self.reach.catch_up.as_ref().is_some_and(|c| {
+            !c.asked.is_empty()
+                || c.since
+                    .is_none_or(|t| self.now.since(t) < CATCH_UP_ALONE_MS)
+        })
     }
 
-    /// The majority came back: before placing or condemning, hear from a majority of the known
-    /// membership, so that rows the majority wrote meanwhile (a slot it re-placed while this
-    /// node was cut off) are merged first; otherwise this node could place a second attempt
-    /// with the same number and win the tie against a copy that has run all along. A restore's
-    /// own catch-up, if still running, stays in charge.
-    fn catch_up_after_regain(&mut self) {
-        if matches!(self.reach.catch_up, Some(CatchUp { needed: None, .. })) {
-            return;
-        }
-        let now = self.now;
-        self.reach.catch_up = Some(CatchUp {
-            since: Some(now),
-            needed: Some(self.reach.quorum.known / 2 + 1),
-            ..CatchUp::default()
-        });
-        let members: Vec<shoal_gossip::MemberInfo> = self.members.all.values().cloned().collect();
-        self.ask_to_catch_up_after(&members);
-        self.timers
-            .insert((now.plus_ms(REGAIN_CATCH_UP_MS), Wake::Settled));
-    }
-
-    /// A digest answer from `from` arrived (everything it had when it answered has arrived
-    /// too): it may end a catch-up.
-    pub(crate) fn caught_up_with(&mut self, from: &str) {
-        let Some(c) = self.reach.catch_up.as_mut() else {
-            return;
-        };
-        let done = match c.needed {
-            None => true,
-            Some(n) => {
-                c.answered.insert(from.to_string());
-                c.answered.len() + 1 >= n as usize
-            }
-        };
-        if done {
-            self.reach.catch_up = None;
+    /// A digest answer from `from` arrived: everything the peer had when it answered has
+    /// arrived too (one ordered stream per peer), so a restored node has caught up.
+    pub(crate) fn caught_up_with(&mut self, _from: &str) {
+        if self.reach.catch_up.take().is_some() {
             self.work.everything = true;
         }
     }

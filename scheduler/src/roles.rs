@@ -266,11 +266,6 @@ impl Default for Reach {
 /// one-node cluster restarting).
 pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
 
-/// A node that regains its majority first hears from a majority of the known membership
-/// (itself included), so that what the majority wrote meanwhile is merged before it places;
-/// it waits at most this long for them.
-pub(crate) const REGAIN_CATCH_UP_MS: u64 = 5_000;
-
 /// A target missing from the member view altogether (a node this node never heard of since
 /// it restarted, or not yet) is treated as down once it has been missing this long while this
 /// node held its majority, or the quorum's `settle_ms` if longer.
@@ -324,18 +319,13 @@ impl Streak {
     }
 }
 
-/// A restored node's catch-up with its peers, or that of a node that regained its majority.
+/// A restored node's catch-up with its peers.
 #[derive(Debug, Default)]
 pub(crate) struct CatchUp {
     /// Peers sent a digest asking for an answer.
     pub(crate) asked: BTreeSet<String>,
-    /// When the restored node first heard from its shell, or the majority came back.
+    /// When the restored node first heard from its shell.
     pub(crate) since: Option<Millis>,
-    /// `None`: a restore, ended by the first answer. `Some(n)`: a regained majority, ended
-    /// once `n` nodes (this one included) answered, or after [`REGAIN_CATCH_UP_MS`].
-    pub(crate) needed: Option<u32>,
-    /// Peers that answered.
-    pub(crate) answered: BTreeSet<String>,
 }
 
 // ---- durability -------------------------------------------------------------------------
