@@ -151,9 +151,6 @@ pub struct AttemptId {
     pub placer: Name,
 }
 
-/// Deprecated name of [`AttemptId`], kept until the simulator stops using it.
-pub type TaskKey = AttemptId;
-
 impl Ord for AttemptId {
     fn cmp(&self, other: &Self) -> Ordering {
         self.incarnation

@@ -125,7 +125,7 @@ pub mod view;
 
 pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
 pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
-pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, TaskKey, VersionVector};
+pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector};
 pub use jobs::{JobWrite, Prepared, StopError, SubmitError};
 pub use message::{DecodeError, Message, Outgoing, WireLimits};
 pub use placement::{FilterReport, PendingReason};

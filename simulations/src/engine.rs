@@ -8,8 +8,8 @@
 //! scheduling world (`crate::sched`) what it needs and hands it its events; `sides.rs` keeps the
 //! ground truth of who is on the majority side, for the scheduling checkers. `node.rs` holds a
 //! simulated machine and its ground truth, `agenda.rs` the event queue, `record.rs` the counters
-//! and checker violations. A wake-up is one queue entry per node: a node's `epoch` grows on
-//! every crash, restart and pause, so entries of an older epoch are skipped when they pop.
+//! and checker violations. A wake-up is one queue entry per node: a node's `era` grows on
+//! every crash, restart and pause, so entries of an older era are skipped when they pop.
 //!
 //! Randomness: the network, the fault script and each core draw from separate `StdRng`s, all
 //! derived from the run's seed with [`derive_seed`], so adding a fault does not change the
@@ -69,13 +69,13 @@ enum Event {
         corrupted: bool,
     },
     /// A membership core's wake-up is due.
-    Wake { node: usize, epoch: u64 },
+    Wake { node: usize, era: u64 },
     /// A step of the fault script.
     Act(Action),
     /// Crashed or departed nodes come back.
     Restart(Vec<usize>),
     /// A pause ends.
-    Resume { node: usize, epoch: u64 },
+    Resume { node: usize, era: u64 },
     /// A slow-down ends.
     Unslow(usize),
     /// Time to sample the views and the checkers.
@@ -224,10 +224,10 @@ impl Simulation {
                 payload,
                 corrupted,
             } => self.deliver(to, from, payload, corrupted),
-            Event::Wake { node, epoch } => self.wake(node, epoch),
+            Event::Wake { node, era } => self.wake(node, era),
             Event::Act(action) => self.act(action),
             Event::Restart(nodes) => nodes.into_iter().for_each(|i| self.restart(i)),
-            Event::Resume { node, epoch } => self.resume(node, epoch),
+            Event::Resume { node, era } => self.resume(node, era),
             Event::Unslow(i) => self.unslow(i),
             Event::Sample => self.sample(),
             Event::Sched(event) => self.sched_event(event),

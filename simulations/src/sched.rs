@@ -60,7 +60,7 @@ use std::collections::BTreeMap;
 use bytes::Bytes;
 use rand::{SeedableRng, rngs::StdRng};
 use shoal_gossip::{MemberInfo, Millis, Quorum, Resources};
-use shoal_scheduler::{Reconcile, SchedulerConfig, TaskKey};
+use shoal_scheduler::{AttemptId, Reconcile, SchedulerConfig};
 
 use crate::scenario::{NodeShape, QuorumFeed, Workload};
 use crate::shared::{Quality, derive_seed};
@@ -96,8 +96,8 @@ impl ProcessState {
 pub struct Process {
     /// Running, paused or down.
     pub state: ProcessState,
-    /// Grows at every crash, restart and pause: events scheduled under an older epoch are stale.
-    pub epoch: u64,
+    /// Grows at every crash, restart and pause: events scheduled under an older era are stale.
+    pub era: u64,
     /// Extra delay of everything the node does while it is slowed down.
     pub slow_ms: u64,
 }
@@ -136,15 +136,15 @@ pub enum SchedEvent {
     Feed {
         /// Node index.
         node: usize,
-        /// The node's epoch when the feed was armed.
-        epoch: u64,
+        /// The node's era when the feed was armed.
+        era: u64,
     },
     /// The node's scheduler core asked to be woken now (`poll_timeout`).
     Wake {
         /// Node index.
         node: usize,
-        /// The node's epoch when the wake-up was armed.
-        epoch: u64,
+        /// The node's era when the wake-up was armed.
+        era: u64,
     },
     /// A scheduler message arrives.
     Message {
@@ -160,7 +160,7 @@ pub enum SchedEvent {
         /// Node index.
         node: usize,
         /// The task.
-        task: TaskKey,
+        task: AttemptId,
         /// The process.
         pid: u64,
     },
@@ -169,7 +169,7 @@ pub enum SchedEvent {
         /// Node index.
         node: usize,
         /// The task.
-        task: TaskKey,
+        task: AttemptId,
         /// The process.
         pid: u64,
     },
@@ -344,8 +344,8 @@ impl Workbench {
     pub fn handle_event(&mut self, host: &mut dyn Host, event: SchedEvent) {
         match event {
             SchedEvent::Submit(k) => self.submit(host, k),
-            SchedEvent::Feed { node, epoch } => self.feed(host, node, epoch),
-            SchedEvent::Wake { node, epoch } => self.wake(host, node, epoch),
+            SchedEvent::Feed { node, era } => self.feed(host, node, era),
+            SchedEvent::Wake { node, era } => self.wake(host, node, era),
             SchedEvent::Message { to, from, bytes } => self.message(host, to, from, bytes),
             SchedEvent::TaskStarted { node, task, pid } => {
                 self.task_started(host, node, task, pid);

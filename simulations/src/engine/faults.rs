@@ -109,7 +109,7 @@ impl Simulation {
                 .map(|c| c.known_members())
                 .unwrap_or_default();
             self.counters.retire(&mut node.core);
-            node.epoch += 1;
+            node.era += 1;
             node.next_wake = None;
             node.held.clear();
         }
@@ -142,7 +142,7 @@ impl Simulation {
             .map(|c| c.known_members())
             .unwrap_or_default();
         self.counters.retire(&mut node.core);
-        node.epoch += 1;
+        node.era += 1;
         node.next_wake = None;
     }
 
@@ -154,16 +154,16 @@ impl Simulation {
         self.disturbed += 1;
         let node = &mut self.nodes[i];
         node.life = Life::Paused;
-        node.epoch += 1;
+        node.era += 1;
         node.next_wake = None;
-        let epoch = node.epoch;
-        self.push(self.now.plus_ms(for_ms), Event::Resume { node: i, epoch });
+        let era = node.era;
+        self.push(self.now.plus_ms(for_ms), Event::Resume { node: i, era });
         self.sched_paused(i);
     }
 
     /// A pause ends: the held datagrams arrive, then both cores catch up on the time they missed.
-    pub(super) fn resume(&mut self, i: usize, epoch: u64) {
-        if self.nodes[i].epoch != epoch || self.nodes[i].life != Life::Paused {
+    pub(super) fn resume(&mut self, i: usize, era: u64) {
+        if self.nodes[i].era != era || self.nodes[i].life != Life::Paused {
             return;
         }
         self.disturbed -= 1;

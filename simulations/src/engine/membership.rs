@@ -66,7 +66,7 @@ impl Simulation {
         node.core = Some(Box::new(core));
         node.generation = generation;
         node.life = Life::Running;
-        node.epoch += 1;
+        node.era += 1;
         node.next_wake = None;
         self.observer.started(i, generation, ad);
         self.life_log.push((self.now.0, i, true));
@@ -108,10 +108,10 @@ impl Simulation {
     }
 
     /// Node `i`'s queued wake-up is due.
-    pub(super) fn wake(&mut self, i: usize, epoch: u64) {
+    pub(super) fn wake(&mut self, i: usize, era: u64) {
         let now = self.now;
         let node = &mut self.nodes[i];
-        if node.epoch != epoch || node.next_wake != Some(now) || node.life == Life::Paused {
+        if node.era != era || node.next_wake != Some(now) || node.life == Life::Paused {
             return;
         }
         node.next_wake = None;
@@ -184,8 +184,8 @@ impl Simulation {
         let at = due.max(self.now).plus_ms(node.slow_ms);
         if node.next_wake.is_none_or(|w| at < w) {
             node.next_wake = Some(at);
-            let epoch = node.epoch;
-            self.push(at, Event::Wake { node: i, epoch });
+            let era = node.era;
+            self.push(at, Event::Wake { node: i, era });
         }
     }
 

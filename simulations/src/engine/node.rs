@@ -50,8 +50,8 @@ pub struct SimNode {
     pub generation: u64,
     /// When this node's own resource ad last changed.
     pub ad_changed_ms: u64,
-    /// Grows at every crash, restart and pause: queued events of an older epoch are stale.
-    pub(super) epoch: u64,
+    /// Grows at every crash, restart and pause: queued events of an older era are stale.
+    pub(super) era: u64,
     /// When the membership core's next wake-up is queued for.
     pub(super) next_wake: Option<Millis>,
     /// Datagrams `(from, payload, corrupted)` that arrived while the node was paused.
@@ -81,7 +81,7 @@ impl SimNode {
             life: Life::NotStarted,
             generation: 0,
             ad_changed_ms: 0,
-            epoch: 0,
+            era: 0,
             next_wake: None,
             held: Vec::new(),
             slow_ms: 0,

@@ -36,7 +36,7 @@ impl Host for Lent<'_> {
         };
         Process {
             state,
-            epoch: n.epoch,
+            era: n.era,
             slow_ms: n.slow_ms,
         }
     }

@@ -63,24 +63,24 @@ impl Workbench {
         let node = &mut self.nodes[i];
         if !node.feed_armed {
             node.feed_armed = true;
-            let epoch = host.process(i).epoch;
+            let era = host.process(i).era;
             host.schedule(
                 host.now().plus_ms(FEED_MS),
-                SchedEvent::Feed { node: i, epoch },
+                SchedEvent::Feed { node: i, era },
             );
         }
     }
 
     /// The feed: node `i`'s scheduler core gets its membership core's view if it changed since
     /// the last feed. (A paused node's feed waits for the resume.)
-    pub(super) fn feed(&mut self, host: &mut dyn Host, i: usize, epoch: u64) {
+    pub(super) fn feed(&mut self, host: &mut dyn Host, i: usize, era: u64) {
         self.nodes[i].feed_armed = false;
         let process = host.process(i);
         if process.state == ProcessState::Paused {
             self.arm_feed(host, i);
             return;
         }
-        if process.epoch != epoch || process.state != ProcessState::Running {
+        if process.era != era || process.state != ProcessState::Running {
             return;
         }
         if self.nodes[i].members_dirty
@@ -141,8 +141,8 @@ impl Workbench {
             let at = due.max(now).plus_ms(process.slow_ms);
             if node.next_wake.is_none_or(|w| at < w) {
                 node.next_wake = Some(at);
-                let epoch = process.epoch;
-                host.schedule(at, SchedEvent::Wake { node: i, epoch });
+                let era = process.era;
+                host.schedule(at, SchedEvent::Wake { node: i, era });
             }
         }
         self.maybe_snapshot(host, i);
@@ -189,10 +189,10 @@ impl Workbench {
     }
 
     /// Node `i`'s queued wake-up is due.
-    pub(super) fn wake(&mut self, host: &mut dyn Host, i: usize, epoch: u64) {
+    pub(super) fn wake(&mut self, host: &mut dyn Host, i: usize, era: u64) {
         let now = host.now();
         let process = host.process(i);
-        if process.epoch != epoch || process.state == ProcessState::Paused {
+        if process.era != era || process.state == ProcessState::Paused {
             return;
         }
         let node = &mut self.nodes[i];

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use shoal_gossip::{Millis, Resources};
-use shoal_scheduler::{Message, Receipt, Scheduler, SchedulerConfig, TaskKey, VersionVector};
+use shoal_scheduler::{AttemptId, Message, Receipt, Scheduler, SchedulerConfig, VersionVector};
 
 /// The agent writes its snapshot at most this often (`node/src/sched_driver.rs`,
 /// `SNAPSHOT_EVERY`): a crash loses what changed since.
@@ -41,7 +41,7 @@ pub struct NodeSched {
     pub core: Option<Box<Scheduler>>,
     /// The machine's processes: task → process. They belong to the machine, not to the
     /// agent: a crashed agent's processes run on until the watchdog stops them.
-    pub running: BTreeMap<TaskKey, Proc>,
+    pub running: BTreeMap<AttemptId, Proc>,
     /// The last snapshot written (the agent's data dir), and the tables' clock it holds.
     pub disk: Option<(Vec<u8>, VersionVector)>,
     /// When the last snapshot was written.
@@ -57,7 +57,7 @@ pub struct NodeSched {
     /// value was renewed in time.
     pub(super) lease: u64,
     /// Task events the executor observed while the agent was paused, reported at the resume.
-    pub(super) unreported: Vec<(TaskKey, shoal_scheduler::TaskEvent)>,
+    pub(super) unreported: Vec<(AttemptId, shoal_scheduler::TaskEvent)>,
     /// The highest counter of this incarnation's own ops already looked at
     /// (`always_minority_condemns_nobody`).
     pub(super) own_ops_seen: u64,
@@ -74,7 +74,7 @@ impl NodeSched {
     /// [`SNAPSHOT_EVERY_MS`] old) and the processes running as orphans; a graceful leave
     /// writes a last snapshot and stops its processes. Pending receipts die either way.
     /// Returns the processes stopped.
-    pub(super) fn stop(&mut self, graceful: bool) -> Vec<TaskKey> {
+    pub(super) fn stop(&mut self, graceful: bool) -> Vec<AttemptId> {
         let mut stopped = Vec::new();
         if let Some(core) = self.core.take()
             && graceful

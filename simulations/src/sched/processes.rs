@@ -4,7 +4,7 @@
 //! every [`SNAPSHOT_EVERY_MS`].
 
 use rand::RngExt;
-use shoal_scheduler::{ExecCommand, Scheduler, TaskEvent, TaskKey};
+use shoal_scheduler::{AttemptId, ExecCommand, Scheduler, TaskEvent};
 
 use super::executor::{ORPHAN_GRACE_MS, Proc, SNAPSHOT_EVERY_MS};
 use super::{Host, ProcessState, SchedEvent, Workbench};
@@ -63,7 +63,7 @@ impl Workbench {
     }
 
     /// `always_no_node_overcommitted`, after a process started on node `i`.
-    fn check_capacity(&mut self, host: &mut dyn Host, i: usize, task: &TaskKey) {
+    fn check_capacity(&mut self, host: &mut dyn Host, i: usize, task: &AttemptId) {
         let reserved = super::reserved(&self.nodes[i]);
         if reserved.fits_in(&self.capacity) {
             return;
@@ -83,7 +83,7 @@ impl Workbench {
 
     /// Hands node `i`'s core an executor report, at once if its agent runs, at the resume if
     /// it is paused, never if it is gone.
-    fn report(&mut self, host: &mut dyn Host, i: usize, task: TaskKey, event: TaskEvent) {
+    fn report(&mut self, host: &mut dyn Host, i: usize, task: AttemptId, event: TaskEvent) {
         match host.process(i).state {
             ProcessState::Running => {
                 if let Some(core) = self.nodes[i].core.as_mut() {
@@ -108,7 +108,13 @@ impl Workbench {
     }
 
     /// A start completes: `Started` is reported and a batch task's exit is queued.
-    pub(super) fn task_started(&mut self, host: &mut dyn Host, i: usize, task: TaskKey, pid: u64) {
+    pub(super) fn task_started(
+        &mut self,
+        host: &mut dyn Host,
+        i: usize,
+        task: AttemptId,
+        pid: u64,
+    ) {
         let Some(p) = self.nodes[i]
             .running
             .get_mut(&task)
@@ -133,7 +139,7 @@ impl Workbench {
     }
 
     /// A batch task's process exits with code 0.
-    pub(super) fn task_exit(&mut self, host: &mut dyn Host, i: usize, task: TaskKey, pid: u64) {
+    pub(super) fn task_exit(&mut self, host: &mut dyn Host, i: usize, task: AttemptId, pid: u64) {
         if self.nodes[i]
             .running
             .get(&task)
@@ -192,7 +198,7 @@ impl Workbench {
     pub(super) fn recover(&mut self, host: &mut dyn Host, i: usize, core: &mut Scheduler) {
         let node = &mut self.nodes[i];
         node.lease += 1;
-        let survivors: Vec<TaskKey> = node.running.keys().cloned().collect();
+        let survivors: Vec<AttemptId> = node.running.keys().cloned().collect();
         for p in node.running.values_mut() {
             p.orphan = false;
         }

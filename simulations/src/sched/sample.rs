@@ -69,12 +69,12 @@ impl Workbench {
         up: &[usize],
     ) -> Option<String> {
         let mut lost = None;
-        let up: Vec<(usize, u64)> = up.iter().map(|&i| (i, host.process(i).epoch)).collect();
+        let up: Vec<(usize, u64)> = up.iter().map(|&i| (i, host.process(i).era)).collect();
         for (job, now_held) in self.acknowledged_holders(&up) {
             let before = self.tally.holders.get(&job).cloned().unwrap_or_default();
             let survivor = before.iter().find(|(i, e)| {
                 let process = host.process(*i);
-                process.epoch == *e && process.state.is_up()
+                process.era == *e && process.state.is_up()
             });
             if now_held.is_empty()
                 && let Some((i, _)) = survivor
@@ -89,7 +89,7 @@ impl Workbench {
         lost
     }
 
-    /// Every acknowledged job with the `up` nodes `(index, epoch)` whose tables hold it, in
+    /// Every acknowledged job with the `up` nodes `(index, era)` whose tables hold it, in
     /// `up` order. Each node's job ids and the acknowledged jobs are both sorted, so one merge
     /// per node replaces a table lookup per (job, node) pair (48 million per run at 200 nodes).
     fn acknowledged_holders(&self, up: &[(usize, u64)]) -> Vec<(String, Vec<(usize, u64)>)> {
@@ -99,7 +99,7 @@ impl Workbench {
             .keys()
             .map(|job| (job.clone(), Vec::new()))
             .collect();
-        for &(i, epoch) in up {
+        for &(i, era) in up {
             let Some(core) = self.nodes[i].core.as_ref() else {
                 continue;
             };
@@ -110,7 +110,7 @@ impl Workbench {
                     k += 1;
                 }
                 if ids.get(k) == Some(&job.as_str()) {
-                    holders.push((i, epoch));
+                    holders.push((i, era));
                 }
             }
         }

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_gossip::Millis;
-use shoal_scheduler::{Name, TaskKey};
+use shoal_scheduler::{AttemptId, Name};
 
 use crate::shared::{Dist, FaultFigures, Quality, round3};
 use crate::workload::JobArrival;
@@ -24,7 +24,7 @@ pub struct Tally {
     retried: u64,
     /// Job → time its submission became durable (acknowledged).
     pub acknowledged: BTreeMap<String, u64>,
-    /// Job → nodes (index, epoch) that held it at the last sample.
+    /// Job → nodes (index, era) that held it at the last sample.
     pub holders: BTreeMap<String, Vec<(usize, u64)>>,
     series: Vec<(u64, u64, f64)>,
     double_peak: u64,
@@ -63,7 +63,7 @@ impl Tally {
     }
 
     /// Records a process start.
-    pub fn started(&mut self, now: Millis, task: &TaskKey) {
+    pub fn started(&mut self, now: Millis, task: &AttemptId) {
         self.starts += 1;
         let key = (task.job.clone(), task.slot);
         if self.first_start.contains_key(&key) {
@@ -80,7 +80,7 @@ impl Tally {
     }
 
     /// Records a batch task that ran to completion.
-    pub fn completed(&mut self, task: &TaskKey) {
+    pub fn completed(&mut self, task: &AttemptId) {
         self.completed.insert((task.job.clone(), task.slot));
     }
 

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 
 use shoal_gossip::Millis;
 use shoal_scheduler::table::{Op, OpBody};
-use shoal_scheduler::{KillReason, Name, Scheduler, TaskKey};
+use shoal_scheduler::{AttemptId, KillReason, Name, Scheduler};
 
 use super::tally::{DUPLICATE_SLACK_MS, ServiceCount};
 use super::{Host, Proc, Workbench};
@@ -24,7 +24,7 @@ impl Workbench {
     }
 
     /// A process of `task` starts on some machine; returns whether it is the slot's only one.
-    pub(super) fn copy_added(&mut self, now: Millis, task: &TaskKey) -> bool {
+    pub(super) fn copy_added(&mut self, now: Millis, task: &AttemptId) -> bool {
         let key = (task.job.clone(), task.slot);
         let n = self.watch.copies.entry(key.clone()).or_default();
         *n += 1;
@@ -35,7 +35,7 @@ impl Workbench {
     }
 
     /// A process of `task` is gone; ends the slot's duplicate episode when one copy is left.
-    pub(super) fn copy_removed(&mut self, host: &mut dyn Host, task: &TaskKey) {
+    pub(super) fn copy_removed(&mut self, host: &mut dyn Host, task: &AttemptId) {
         let key = (task.job.clone(), task.slot);
         let Some(n) = self.watch.copies.get_mut(&key) else {
             return;
@@ -113,7 +113,7 @@ impl Workbench {
         &mut self,
         host: &mut dyn Host,
         i: usize,
-        task: &TaskKey,
+        task: &AttemptId,
         p: &Proc,
         reason: KillReason,
     ) {
