@@ -284,8 +284,6 @@ pub(crate) struct Streak {
     pub(crate) since: Option<Millis>,
     /// When the majority last came back during the streak.
     pub(crate) regained: Option<Millis>,
-    /// When this node was last cut off.
-    pub(crate) lost: Option<Millis>,
 }
 
 impl Streak {
@@ -305,17 +303,12 @@ impl Streak {
             self.since = Some(at);
         }
         self.regained = None;
-        self.lost = Some(at);
     }
 
     /// When local work with this `stop_after_ms` must stop, while cut off: `stop_after_ms`
-    /// after the streak began, but never sooner than half of it after the latest cut (a node
-    /// whose view is slow to re-merge after an earlier cut must not stop everything the
-    /// moment it loses its majority again).
+    /// after the streak began.
     pub(crate) fn stop_at(&self, after_ms: u64, fallback: Millis) -> Millis {
-        let began = self.since.unwrap_or(fallback).plus_ms(after_ms);
-        let latest = self.lost.unwrap_or(fallback).plus_ms(after_ms / 2);
-        began.max(latest)
+        self.since.unwrap_or(fallback).plus_ms(after_ms)
     }
 }
 

@@ -161,9 +161,8 @@ fn a_cut_off_node_stops_its_services_after_stop_after_and_no_healthy_task_dies()
 }
 
 /// A node that flaps in and out of its majority (a one-way or lossy link) stops its services
-/// `stop_after_ms` after the start of the streak (but no sooner than half of it after the
-/// latest loss): a short spell of majority in between does not restart the clock, so its
-/// duplicates stay bounded.
+/// `stop_after_ms` after the start of the streak: a short spell of majority in between does
+/// not restart the clock, so its duplicates stay bounded.
 #[test]
 fn a_flapping_node_stops_its_services_from_the_start_of_the_streak() {
     let mut c = Cluster::new(5, 4000, 4096, 24);
@@ -185,14 +184,8 @@ fn a_flapping_node_stops_its_services_from_the_start_of_the_streak() {
     assert_eq!(still_alive(&c, &on_n5), Vec::<String>::new());
     c.partition(&[&["n5"]]);
     assert!(c.run_until(5_000, lost_majority));
-    let second_loss = c.now;
-    // Stopped 10 s after the first loss, or half of it after the second if that is later
-    // (plus a tick); not 10 s after the second one.
-    let bound = (first_loss.since(start) + 10_000).max(second_loss.since(start) + 5_000) + 500;
-    assert!(
-        bound < second_loss.since(start) + 10_000,
-        "the test must tell the rules apart"
-    );
+    // Stopped 10 s after the first loss (plus a tick), not 10 s after the second one.
+    let bound = first_loss.since(start) + 10_000 + 500;
     let left = bound.saturating_sub(c.now.since(start));
     c.run_for(left, |_| {});
     let stopped = on_n5

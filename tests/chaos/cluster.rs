@@ -357,6 +357,14 @@ impl Cluster {
         self.get_json(i, &format!("/v1/jobs/{job}"))
     }
 
+    /// Every agent that answers lists every agent that answers as alive.
+    pub fn views_merged(&self) -> bool {
+        let seen: Vec<usize> = (0..self.nodes.len())
+            .filter_map(|i| self.alive_seen_by(i))
+            .collect();
+        !seen.is_empty() && seen.iter().all(|&n| n == seen.len())
+    }
+
     /// How many nodes node `i` lists as alive with this run's capacity.
     pub fn alive_seen_by(&self, i: usize) -> Option<usize> {
         let nodes = self.get_json(i, "/v1/nodes")?;
@@ -418,7 +426,17 @@ impl Cluster {
     /// anyway. Returns whether it settled.
     pub fn settle(&self, jobs: &[(&str, u32)], from_ms: u64) -> bool {
         let bounds = Bounds::default();
-        let not_before = from_ms + OBSERVE.as_millis() as u64;
+        let give_up_merge = Duration::from_millis(bounds.back_to_count_ms);
+        // Fencing after a heal happens once the sides' views have merged again, which can take
+        // longer than OBSERVE (members marked down come back through announces): observe at
+        // least until every running agent lists every running agent alive, plus STABLE.
+        let merged_at = self
+            .wait_until(give_up_merge, || {
+                self.views_merged().then(|| self.rec.now_ms())
+            })
+            .unwrap_or(0);
+        let not_before =
+            (from_ms + OBSERVE.as_millis() as u64).max(merged_at + STABLE.as_millis() as u64);
         let give_up = (from_ms + bounds.back_to_count_ms + STABLE.as_millis() as u64)
             .max(not_before + STABLE.as_millis() as u64);
         self.wait_stable(jobs, STABLE, not_before, give_up)

@@ -80,13 +80,14 @@ impl Membership {
 
     pub(super) fn refresh_quorum(&mut self) {
         let index = &self.index;
+        let had = self.quorum.current().majority;
         let changed = self.quorum.evaluate(self.now, |name, generation| {
             index.get(name).is_some_and(|k| {
                 k.generation == generation
                     && matches!(k.status, MemberStatus::Alive | MemberStatus::Suspect)
             })
         });
-        if changed {
+        if changed && self.quorum.current().majority != had {
             let q = self.quorum.current();
             if q.majority {
                 tracing::info!(
