@@ -715,6 +715,7 @@ impl Membership {
             Note::ProbeFailed(id) => self.quorum.probe_failed(id.name, id.generation),
             Note::Rejoin(id) => {
                 tracing::warn!(%id, "declared down by the cluster; rejoined as a new generation");
+                self.quorum.declared_down();
                 self.adopt_generation(id);
             }
         }

@@ -47,6 +47,10 @@ pub(crate) struct QuorumTracker {
     current: Quorum,
     /// Why `current` has no majority, before it is worded (compared on every datagram).
     lack: Option<Lack>,
+    /// The cluster declared this node down and no probe of ours has been answered since: the
+    /// others are replacing our work, whatever our own view shows (a one-way cut: we hear
+    /// them, they do not hear us).
+    declared_down: bool,
 }
 
 /// Why a node has no majority.
@@ -58,6 +62,8 @@ enum Lack {
     Probes,
     /// It resumed from a stall this late.
     Stall(std::time::Duration),
+    /// The cluster declared it down and no probe of its own was answered since.
+    DeclaredDown,
 }
 
 /// The most probe periods a member must stay down before it is acted on (see
@@ -79,6 +85,7 @@ impl QuorumTracker {
             known_version: 0,
             current: Quorum::alone(now),
             lack: None,
+            declared_down: false,
             me: me.clone(),
         };
         t.known.insert(me.clone());
@@ -163,6 +170,15 @@ impl QuorumTracker {
         self.failed_now = false;
     }
 
+    /// The cluster declared this node down (foca renewed its identity to rejoin): no majority
+    /// until one of its probes is answered.
+    pub(crate) fn declared_down(&mut self) {
+        self.declared_down = true;
+        // The probe in flight was started under the old identity, and foca may drop it
+        // without a verdict when it renews: only a probe started from now on may clear this.
+        self.probing = false;
+    }
+
     /// foca reported the probe of `(name, generation)` failed.
     pub(crate) fn probe_failed(&mut self, name: CompactString, generation: u64) {
         self.failed_now = true;
@@ -173,6 +189,7 @@ impl QuorumTracker {
     pub(crate) fn end_probe_period(&mut self, members: usize) {
         if self.probing && !self.failed_now {
             self.push_probe(Probe::Answered);
+            self.declared_down = false;
         }
         self.failed_now = false;
         self.probing = members > 0;
@@ -246,6 +263,8 @@ impl QuorumTracker {
         }
         let lack = if !counted {
             Some(Lack::TooFew)
+        } else if self.declared_down {
+            Some(Lack::DeclaredDown)
         } else if probes_failed {
             Some(Lack::Probes)
         } else {
@@ -270,6 +289,9 @@ impl QuorumTracker {
         let reason = lack.map(|l| match l {
             Lack::TooFew => format!("sees {reachable} of {known} members"),
             Lack::Probes => "the last 2 probes failed".to_string(),
+            Lack::DeclaredDown => {
+                "the cluster declared this node down and no probe was answered since".to_string()
+            }
             Lack::Stall(late) => format!("resumed from a {:.1} s stall", late.as_secs_f64()),
         });
         let next = Quorum {
@@ -375,6 +397,37 @@ mod tests {
         t.begin_probe_period();
         t.end_probe_period(4);
         t.evaluate(Millis(4), |_, _| true);
+        assert!(t.current().majority);
+    }
+
+    #[test]
+    fn declared_down_holds_the_majority_back_until_a_probe_is_answered() {
+        let mut t = tracker_of(&["a", "b", "c", "d", "e"]);
+        t.end_probe_period(4);
+        t.declared_down();
+        t.evaluate(Millis(1), |_, _| true);
+        assert!(
+            !t.current().majority,
+            "all five in view, but the others think us dead"
+        );
+        // The probe in flight at the declaration ends without a verdict: it proves nothing.
+        t.begin_probe_period();
+        t.end_probe_period(4);
+        t.evaluate(Millis(1), |_, _| true);
+        assert!(
+            !t.current().majority,
+            "a probe of the old identity cleared it"
+        );
+        // Failed probes (a one-way cut: they never hear us) keep it back.
+        t.begin_probe_period();
+        t.probe_failed(n("b"), 1);
+        t.end_probe_period(4);
+        t.evaluate(Millis(2), |_, _| true);
+        assert!(!t.current().majority);
+        // One answered probe: they hear us again.
+        t.begin_probe_period();
+        t.end_probe_period(4);
+        t.evaluate(Millis(3), |_, _| true);
         assert!(t.current().majority);
     }
 
