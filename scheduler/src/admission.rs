@@ -169,9 +169,10 @@ impl Scheduler {
             .as_ref()
             .map(|b| b.ports.iter().map(|(_, p)| *p).collect())
             .unwrap_or_default();
-        self.target
-            .ledger
-            .insert(id.clone(), LocalTask::admitted(a.resources, ports));
+        self.target.ledger.insert(
+            id.clone(),
+            LocalTask::admitted(a.resources, ports, self.now),
+        );
         // The ports first, from the same actor: a replica that sees the attempt admitted or
         // running has them.
         if let Some(binding) = &binding {

@@ -142,13 +142,17 @@ impl Scheduler {
         }
     }
 
-    /// When a local task of `spec` must stop, this node being without a majority.
-    fn stop_deadline(&self, spec: &JobSpec) -> Option<Millis> {
+    /// When a local task of `spec`, admitted at `admitted`, must stop, this node being cut
+    /// off: `stop_after_ms` after the streak without a stable majority began, or after the
+    /// task was admitted if that is later (a task placed here while the node was cut off,
+    /// or just before it learnt so, gets its own full window).
+    fn stop_deadline(&self, spec: &JobSpec, admitted: Millis) -> Option<Millis> {
         if self.reach.quorum.majority || self.reach.quorum.stalled {
             return None;
         }
         let after = spec.stop_after_disconnect_ms()?;
-        Some(self.reach.streak.stop_at(after, self.reach.quorum.since))
+        let streak = self.reach.streak.stop_at(after, self.reach.quorum.since);
+        Some(streak.max(admitted.plus_ms(after)))
     }
 
     /// Arm a wake-up at the earliest stop deadline of the local tasks.
@@ -158,9 +162,9 @@ impl Scheduler {
             .ledger
             .iter()
             .filter(|(_, t)| !t.killing)
-            .filter_map(|(id, _)| {
+            .filter_map(|(id, t)| {
                 let (inc, entry) = self.tables().job(&id.job)?;
-                (inc == id.incarnation).then(|| self.stop_deadline(&entry.spec))?
+                (inc == id.incarnation).then(|| self.stop_deadline(&entry.spec, t.since))?
             })
             .min();
         if let Some(at) = earliest {
@@ -179,11 +183,11 @@ impl Scheduler {
             .ledger
             .iter()
             .filter(|(_, t)| !t.killing)
-            .filter(|(id, _)| {
+            .filter(|(id, t)| {
                 self.tables()
                     .job(&id.job)
                     .filter(|(inc, _)| *inc == id.incarnation)
-                    .and_then(|(_, e)| self.stop_deadline(&e.spec))
+                    .and_then(|(_, e)| self.stop_deadline(&e.spec, t.since))
                     .is_some_and(|at| at <= now)
             })
             .map(|(id, _)| (id.clone(), KillReason::Disconnected))

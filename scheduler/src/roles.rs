@@ -149,16 +149,20 @@ pub(crate) struct LocalTask {
     /// Found running by a restarted node, not admitted by this start: never reclaimed after a
     /// loss (`docs/faults.md`).
     pub(crate) recovered: bool,
+    /// When this start of the node admitted it (or found it): a task admitted while this node
+    /// is cut off gets its own `stop_after_ms` (`disconnect.rs`).
+    pub(crate) since: Millis,
 }
 
 impl LocalTask {
-    pub(crate) fn admitted(resources: Resources, ports: Vec<u16>) -> Self {
+    pub(crate) fn admitted(resources: Resources, ports: Vec<u16>, now: Millis) -> Self {
         LocalTask {
             resources,
             ports,
             killing: false,
             started: false,
             recovered: false,
+            since: now,
         }
     }
 }

@@ -573,6 +573,7 @@ impl Scheduler {
                     killing: false,
                     started: true,
                     recovered: true,
+                    since: self.now,
                 },
             );
         }
