@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, TempDir, keygen, run, run_in, wait_for};
+use common::{Agent, AgentSpec, TempDir, run, run_in, start_agents, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -27,40 +27,10 @@ impl Cluster {
 
     /// `start` with extra agent flags for every agent.
     fn start_with(n: usize, tag: &str, extra: &[&str]) -> Cluster {
-        let dir = TempDir::new(tag);
-        let key = keygen(&dir.0, "cluster.key");
-        let extra: Vec<String> = extra.iter().map(ToString::to_string).collect();
-        let seed = Agent::start(AgentSpec {
-            extra: extra.clone(),
-            ..AgentSpec::new("n1", &key, &dir.0)
+        // Alive with the capacity every harness agent gets (`--cpu 2000`).
+        let (dir, agents) = start_agents(n, tag, extra, DEADLINE, |x| {
+            x["status"] == "alive" && x["resources"]["capacity"]["cpu_millicores"] == 2000
         });
-        let seed_addr = seed.gossip;
-        let mut agents = vec![seed];
-        for i in 2..=n {
-            let name = format!("n{i}");
-            agents.push(Agent::start(AgentSpec {
-                join: Some(seed_addr),
-                extra: extra.clone(),
-                ..AgentSpec::new(&name, &key, &dir.0)
-            }));
-        }
-        for a in &agents {
-            wait_for(
-                DEADLINE,
-                &format!("{} sees {n} alive nodes with resources", a.name),
-                || {
-                    let nodes = a.nodes()?;
-                    let ready = nodes
-                        .iter()
-                        .filter(|x| {
-                            x["status"] == "alive"
-                                && x["resources"]["capacity"]["cpu_millicores"] == 2000
-                        })
-                        .count();
-                    (ready == n).then_some(())
-                },
-            );
-        }
         let pids = dir.0.join("pids");
         Cluster {
             agents,

@@ -274,6 +274,46 @@ fn unsafe_free_sigterm(pid: i32) {
         .status();
 }
 
+/// Starts `n` agents `n1…n{n}` in a fresh temp dir named after `tag`, all with `extra` flags,
+/// the others joining through `n1`, and waits (each within `deadline`) until every agent lists
+/// `n` members for which `ready` holds.
+pub fn start_agents(
+    n: usize,
+    tag: &str,
+    extra: &[&str],
+    deadline: Duration,
+    ready: impl Fn(&Value) -> bool,
+) -> (TempDir, Vec<Agent>) {
+    let dir = TempDir::new(tag);
+    let key = keygen(&dir.0, "cluster.key");
+    let extra: Vec<String> = extra.iter().map(ToString::to_string).collect();
+    let seed = Agent::start(AgentSpec {
+        extra: extra.clone(),
+        ..AgentSpec::new("n1", &key, &dir.0)
+    });
+    let seed_addr = seed.gossip;
+    let mut agents = vec![seed];
+    for i in 2..=n {
+        let name = format!("n{i}");
+        agents.push(Agent::start(AgentSpec {
+            join: Some(seed_addr),
+            extra: extra.clone(),
+            ..AgentSpec::new(&name, &key, &dir.0)
+        }));
+    }
+    for a in &agents {
+        wait_for(
+            deadline,
+            &format!("{} sees {n} ready nodes", a.name),
+            || {
+                let nodes = a.nodes()?;
+                (nodes.iter().filter(|x| ready(x)).count() == n).then_some(())
+            },
+        );
+    }
+    (dir, agents)
+}
+
 /// A minimal HTTP/1.1 GET over std's TcpStream, JSON body.
 pub fn http_get(addr: SocketAddr, path: &str) -> Option<Value> {
     use std::io::{Read, Write};
