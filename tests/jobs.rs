@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, TempDir, run, run_in, start_agents, wait_for};
+use common::{
+    Agent, AgentSpec, TempDir, http_request_with_token, run, run_in, start_agents, wait_for,
+};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -377,6 +379,36 @@ fn bad_jobs_get_clear_errors() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success());
     assert!(err.contains("bad.toml") && err.contains("count"), "{err}");
+
+    // The API's own answer names the problem once, with the field (no "invalid job spec:
+    // invalid job spec:" from two layers each adding their prefix).
+    let api = c.agents[0].http;
+    let token = c.agents[0].token();
+    for (body, says) in [
+        (
+            r#"{"id":"x","type":"service","count":0,"command":"true","resources":{"cpu":1,"memory":1}}"#,
+            "invalid job spec: `count`",
+        ),
+        (r#"{"id": "#, "malformed job spec: "),
+    ] {
+        let answer = http_request_with_token(
+            api,
+            "POST",
+            "/v1/jobs",
+            Some(body),
+            Duration::from_secs(10),
+            Some(&token),
+        )
+        .unwrap();
+        assert_eq!(answer.status, 400, "{}", answer.body);
+        assert!(answer.body.contains(says), "{}", answer.body);
+        assert_eq!(
+            answer.body.matches("job spec").count(),
+            1,
+            "{}",
+            answer.body
+        );
+    }
 
     let out = c.submit(0, serde_json::json!({
         "id": "huge", "type": "service", "count": 1, "command": "true", "resources": {"cpu": 64000, "memory": 1}

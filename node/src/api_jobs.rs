@@ -78,7 +78,7 @@ async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> 
     };
     let spec = match parsed {
         Ok(spec) => spec,
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("invalid job spec: {e}")),
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
     };
     let id = spec.id.clone();
     match sched.submit(spec).await {

@@ -53,8 +53,8 @@ pub trait TaskRunner: Send + 'static {
 /// Why the API's request failed, with the typed cause.
 #[derive(Debug, thiserror::Error)]
 pub enum SchedError {
-    /// The core's check refused the spec.
-    #[error("invalid job spec: {0}")]
+    /// The core's check refused the spec (its message names the field and, from TOML, the line).
+    #[error(transparent)]
     Invalid(SpecError),
     /// No node could ever host one task.
     #[error(transparent)]
