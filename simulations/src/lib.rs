@@ -30,7 +30,7 @@
 //!   `Workbench::handle_members_changed` and are handed over in `sched/drive.rs`'s `feed`.
 //! - `workload.rs`: job arrivals. `baseline.rs`: the omniscient scheduler.
 //! - `checks.rs`: the checkers. `report.rs`: `report.json` and the summary. `plots.rs` and
-//!   `svg.rs`: the SVG plots. `simulate.rs`: one run, scenario to report. `cli.rs`: `shoal
+//!   `svg.rs`: the SVG plots (plotters). `simulate.rs`: one run, scenario to report. `cli.rs`: `shoal
 //!   simulate`.
 //! - `shared.rs`: seed derivation, node names, `Dist`, `Quality`; imports nothing.
 //!

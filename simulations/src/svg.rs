@@ -1,15 +1,17 @@
-//! Plots as hand-written SVG line charts: no font files, no native dependencies, and output
-//! that is a pure function of the data (so plots are as reproducible as `report.json`).
-//! Text is left to the viewer's default sans-serif font.
+//! Plots as SVG line charts drawn with `plotters`' SVG backend. Built without its `ttf`
+//! feature, plotters estimates text sizes itself (for SVG the viewer lays text out anyway), so
+//! there are no font files and no native dependencies, and the output is a pure function of
+//! the data: plots are as reproducible as `report.json`.
 
-use std::fmt::Write as _;
+use plotters::coord::Shift;
+use plotters::prelude::*;
 
 /// One line of a chart.
 #[derive(Debug, Clone)]
 pub struct Series {
     /// Legend label.
     pub label: String,
-    /// Stroke colour.
+    /// Stroke colour, `#rrggbb`.
     pub color: &'static str,
     /// Points, x ascending.
     pub points: Vec<(f64, f64)>,
@@ -34,32 +36,12 @@ pub struct Chart {
     pub y_from_zero: bool,
 }
 
-const W: f64 = 900.0;
-const H: f64 = 420.0;
-const LEFT: f64 = 80.0;
-const RIGHT: f64 = 200.0;
-const TOP: f64 = 40.0;
-const BOTTOM: f64 = 60.0;
-
-/// "Nice" tick step for a range split in about `n` parts.
-fn tick_step(range: f64, n: f64) -> f64 {
-    if range <= 0.0 || !range.is_finite() {
-        return 1.0;
-    }
-    let raw = range / n;
-    let mag = 10f64.powf(raw.log10().floor());
-    let norm = raw / mag;
-    let nice = if norm < 1.5 {
-        1.0
-    } else if norm < 3.0 {
-        2.0
-    } else if norm < 7.0 {
-        5.0
-    } else {
-        10.0
-    };
-    nice * mag
-}
+const W: u32 = 900;
+const H: u32 = 420;
+/// Width of the legend column right of the plot.
+const LEGEND: u32 = 200;
+const MARKER_GREY: RGBColor = RGBColor(0x99, 0x99, 0x99);
+const LABEL_GREY: RGBColor = RGBColor(0x66, 0x66, 0x66);
 
 fn fmt_num(v: f64) -> String {
     if v.abs() >= 100.0 || v.fract() == 0.0 {
@@ -71,10 +53,16 @@ fn fmt_num(v: f64) -> String {
     }
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
+/// `#rrggbb` as a colour; anything else is drawn black.
+fn color(hex: &str) -> RGBColor {
+    let byte = |k: usize| {
+        hex.get(1 + 2 * k..3 + 2 * k)
+            .and_then(|h| u8::from_str_radix(h, 16).ok())
+    };
+    match (hex.len(), byte(0), byte(1), byte(2)) {
+        (7, Some(r), Some(g), Some(b)) => RGBColor(r, g, b),
+        _ => BLACK,
+    }
 }
 
 fn bounds(chart: &Chart) -> (f64, f64, f64, f64) {
@@ -107,146 +95,95 @@ fn bounds(chart: &Chart) -> (f64, f64, f64, f64) {
     )
 }
 
+/// The points a series is drawn through: a step series holds each value until the next x.
+fn drawn_points(series: &Series) -> Vec<(f64, f64)> {
+    if !series.step {
+        return series.points.clone();
+    }
+    let mut out = Vec::with_capacity(series.points.len() * 2);
+    for (k, &(x, y)) in series.points.iter().enumerate() {
+        if k > 0 {
+            out.push((x, series.points[k - 1].1));
+        }
+        out.push((x, y));
+    }
+    out
+}
+
 /// Renders the chart as a standalone SVG document.
 #[must_use]
 pub fn render(chart: &Chart) -> String {
+    let mut out = String::new();
+    // Drawing into a string cannot fail for IO reasons; an error here is a plotting bug, and
+    // the half-drawn SVG says so in the report rather than aborting the whole run.
+    if let Err(e) = draw(chart, &mut out) {
+        out.push_str(&format!("<!-- plot failed: {e} -->\n"));
+    }
+    out
+}
+
+type DrawResult = Result<(), Box<dyn std::error::Error>>;
+
+fn draw(chart: &Chart, out: &mut String) -> DrawResult {
+    let root = SVGBackend::with_string(out, (W, H)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (plot_area, legend_area) = root.split_horizontally(W - LEGEND);
     let (x0, x1, y0, y1) = bounds(chart);
-    let pw = W - LEFT - RIGHT;
-    let ph = H - TOP - BOTTOM;
-    let sx = |x: f64| LEFT + (x - x0) / (x1 - x0) * pw;
-    let sy = |y: f64| TOP + ph - (y - y0) / (y1 - y0) * ph;
-    let mut s = String::new();
-    let _ = writeln!(
-        s,
-        r#"<svg xmlns="http://www.w3.org/2000/svg" width="{W}" height="{H}" viewBox="0 0 {W} {H}" font-family="sans-serif" font-size="12">"#
-    );
-    let _ = writeln!(s, r#"<rect width="{W}" height="{H}" fill="white"/>"#);
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="24" font-size="16" text-anchor="middle">{}</text>"#,
-        LEFT + pw / 2.0,
-        escape(&chart.title)
-    );
-    axes(&mut s, chart, (x0, x1, y0, y1), &sx, &sy);
-    for (x, label) in &chart.markers {
-        if *x < x0 || *x > x1 {
-            continue;
-        }
-        let _ = writeln!(
-            s,
-            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#999" stroke-dasharray="4 3"/><text x="{3:.1}" y="{4}" font-size="10" fill="#666" text-anchor="end" transform="rotate(-90 {3:.1} {4})">{5}</text>"##,
-            sx(*x),
-            TOP,
-            TOP + ph,
-            sx(*x) + 10.0,
-            TOP + 80.0,
-            escape(label)
-        );
+    let mut ctx = ChartBuilder::on(&plot_area)
+        .caption(&chart.title, ("sans-serif", 20))
+        .margin(10)
+        .x_label_area_size(45)
+        .y_label_area_size(65)
+        .build_cartesian_2d(x0..x1, y0..y1)?;
+    ctx.configure_mesh()
+        .disable_x_mesh()
+        .bold_line_style(RGBColor(0xee, 0xee, 0xee))
+        .light_line_style(TRANSPARENT)
+        .x_labels(9)
+        .y_labels(9)
+        .label_style(("sans-serif", 14))
+        .axis_desc_style(("sans-serif", 14))
+        .x_label_formatter(&|v| fmt_num(*v))
+        .y_label_formatter(&|v| fmt_num(*v))
+        .x_desc(chart.x_label.as_str())
+        .y_desc(chart.y_label.as_str())
+        .draw()?;
+    for (x, label) in chart.markers.iter().filter(|(x, _)| (x0..=x1).contains(x)) {
+        ctx.draw_series(DashedLineSeries::new(
+            [(*x, y0), (*x, y1)],
+            4,
+            3,
+            MARKER_GREY.into(),
+        ))?;
+        let font = ("sans-serif", 12)
+            .into_font()
+            .transform(FontTransform::Rotate270)
+            .color(&LABEL_GREY);
+        let (px, py) = ctx.backend_coord(&(*x, y1));
+        plot_area.draw(&Text::new(label.clone(), (px + 2, py + 80), font))?;
     }
     for series in &chart.series {
-        path(&mut s, series, &sx, &sy);
+        let style = color(series.color).stroke_width(2);
+        ctx.draw_series(LineSeries::new(drawn_points(series), style))?;
     }
-    legend(&mut s, chart);
-    s.push_str("</svg>\n");
-    s
+    legend(chart, &legend_area)?;
+    root.present()?;
+    Ok(())
 }
 
-fn axes(
-    s: &mut String,
-    chart: &Chart,
-    (x0, x1, y0, y1): (f64, f64, f64, f64),
-    sx: &dyn Fn(f64) -> f64,
-    sy: &dyn Fn(f64) -> f64,
-) {
-    let (bx, by) = (TOP + H - TOP - BOTTOM, LEFT);
-    let _ = writeln!(
-        s,
-        r#"<rect x="{LEFT}" y="{TOP}" width="{}" height="{}" fill="none" stroke="black"/>"#,
-        W - LEFT - RIGHT,
-        H - TOP - BOTTOM
-    );
-    let step = tick_step(x1 - x0, 8.0);
-    let mut x = (x0 / step).ceil() * step;
-    while x <= x1 + 1e-9 {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{0:.1}" y1="{1}" x2="{0:.1}" y2="{2}" stroke="#eee"/><text x="{0:.1}" y="{3}" text-anchor="middle">{4}</text>"##,
-            sx(x),
-            TOP,
-            bx,
-            bx + 16.0,
-            fmt_num(x)
-        );
-        x += step;
-    }
-    let step = tick_step(y1 - y0, 6.0);
-    let mut y = (y0 / step).ceil() * step;
-    while y <= y1 + 1e-9 {
-        let _ = writeln!(
-            s,
-            r##"<line x1="{0}" y1="{1:.1}" x2="{2}" y2="{1:.1}" stroke="#eee"/><text x="{3}" y="{4:.1}" text-anchor="end">{5}</text>"##,
-            by,
-            sy(y),
-            W - RIGHT,
-            by - 6.0,
-            sy(y) + 4.0,
-            fmt_num(y)
-        );
-        y += step;
-    }
-    let _ = writeln!(
-        s,
-        r#"<text x="{}" y="{}" text-anchor="middle">{}</text>"#,
-        LEFT + (W - LEFT - RIGHT) / 2.0,
-        H - 16.0,
-        escape(&chart.x_label)
-    );
-    let _ = writeln!(
-        s,
-        r#"<text x="18" y="{0}" text-anchor="middle" transform="rotate(-90 18 {0})">{1}</text>"#,
-        TOP + (H - TOP - BOTTOM) / 2.0,
-        escape(&chart.y_label)
-    );
-}
-
-fn path(s: &mut String, series: &Series, sx: &dyn Fn(f64) -> f64, sy: &dyn Fn(f64) -> f64) {
-    if series.points.is_empty() {
-        return;
-    }
-    let mut d = String::new();
-    let mut prev_y = None;
-    for (k, &(x, y)) in series.points.iter().enumerate() {
-        let cmd = if k == 0 { 'M' } else { 'L' };
-        if series.step
-            && let Some(py) = prev_y
-        {
-            let _ = write!(d, "L{:.1},{:.1} ", sx(x), sy(py));
-        }
-        let _ = write!(d, "{cmd}{:.1},{:.1} ", sx(x), sy(y));
-        prev_y = Some(y);
-    }
-    let _ = writeln!(
-        s,
-        r#"<path d="{}" fill="none" stroke="{}" stroke-width="1.8"/>"#,
-        d.trim_end(),
-        series.color
-    );
-}
-
-fn legend(s: &mut String, chart: &Chart) {
+/// One line and label per series, in the column right of the plot.
+fn legend(chart: &Chart, area: &DrawingArea<SVGBackend<'_>, Shift>) -> DrawResult {
     for (k, series) in chart.series.iter().enumerate() {
-        let y = TOP + 10.0 + k as f64 * 20.0;
-        let x = W - RIGHT + 14.0;
-        let _ = writeln!(
-            s,
-            r#"<line x1="{x}" y1="{y}" x2="{}" y2="{y}" stroke="{}" stroke-width="3"/><text x="{}" y="{}">{}</text>"#,
-            x + 22.0,
-            series.color,
-            x + 28.0,
-            y + 4.0,
-            escape(&series.label)
-        );
+        let y = 50 + 20 * i32::try_from(k).unwrap_or(i32::MAX / 40);
+        let stroke = color(series.color).stroke_width(3);
+        area.draw(&PathElement::new([(14, y), (36, y)], stroke))?;
+        area.draw(&Text::new(
+            series.label.clone(),
+            (42, y - 6),
+            ("sans-serif", 14).into_font(),
+        ))?;
     }
+    Ok(())
 }
 
 /// The empirical CDF of `values` as chart points.
@@ -259,4 +196,57 @@ pub fn cdf(values: &[u64]) -> Vec<(f64, f64)> {
         .enumerate()
         .map(|(k, &x)| (x as f64, (k + 1) as f64 / n))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chart() -> Chart {
+        Chart {
+            title: "members <alive>".into(),
+            x_label: "time (s)".into(),
+            y_label: "members".into(),
+            series: vec![Series {
+                label: "alive & well".into(),
+                color: "#de2d26",
+                points: vec![(0.0, 1.0), (10.0, 5.0), (20.0, 3.0)],
+                step: true,
+            }],
+            markers: vec![(12.0, "kill n3".into())],
+            y_from_zero: true,
+        }
+    }
+
+    #[test]
+    fn renders_a_deterministic_svg_with_escaped_text() {
+        let svg = render(&chart());
+        assert!(svg.starts_with("<svg"), "{svg}");
+        assert!(svg.contains("members &lt;alive&gt;"), "{svg}");
+        assert!(svg.contains("alive &amp; well"), "{svg}");
+        assert!(svg.contains("kill n3"), "{svg}");
+        assert!(svg.contains("#DE2D26") || svg.contains("#de2d26"), "{svg}");
+        assert!(!svg.contains("plot failed"), "{svg}");
+        assert_eq!(
+            svg,
+            render(&chart()),
+            "the same data must give the same bytes"
+        );
+    }
+
+    #[test]
+    fn an_empty_chart_still_renders() {
+        let svg = render(&Chart::default());
+        assert!(
+            svg.starts_with("<svg") && !svg.contains("plot failed"),
+            "{svg}"
+        );
+    }
+
+    #[test]
+    fn colours_parse_and_fall_back_to_black() {
+        assert_eq!(color("#2b8cbe"), RGBColor(0x2b, 0x8c, 0xbe));
+        assert_eq!(color("red"), BLACK);
+        assert_eq!(color("#12345"), BLACK);
+    }
 }
