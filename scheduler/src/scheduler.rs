@@ -194,7 +194,8 @@ struct SnapshotRef<'a> {
 ///
 /// 1. **Inputs** — `handle_members` after every membership or resource-ad change (the full
 ///    view, this node included), `handle_message` for every message from a peer,
-///    `handle_task_event` for every executor observation, `handle_timeout` when the deadline
+///    `handle_task_event` for every executor observation, `handle_check_result` for every
+///    health probe's result, `handle_timeout` when the deadline
 ///    from `poll_timeout` passes, and the commands `submit` / `stop_job`.
 /// 2. **Outputs, after every input** — drain `poll_message` (send each reliably to every
 ///    named peer, in order per peer when possible; loss is repaired by anti-entropy) and
