@@ -16,7 +16,7 @@ use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
 /// allocate a whole node of entries per job).
 pub(super) type Incarnations = Vec<(u64, JobEntry)>;
 
-/// The replicated state: see the module doc. On the wire and in snapshots it is the six
+/// The replicated state: see the module doc. On the wire and in snapshots it is the seven
 /// components of the module doc, `assignments` and `states` as two sorted maps (see
 /// `wire.rs`), whatever the in-memory layout.
 #[derive(Debug, Clone, PartialEq, Default)]
