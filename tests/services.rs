@@ -1,7 +1,9 @@
-//! Services with real agents (`docs/services.md`; so far step 2, ports): each task of a
-//! service gets a free port on its node, picked there at admission, sees it as
-//! `SHOAL_PORT_<NAME>` / `SHOAL_ADDR_<NAME>` / `SHOAL_IP` and in `${…}` in its arguments, and
-//! serves on it; `job status` shows the ports.
+//! Services with real agents (`docs/services.md`; so far steps 2 and 3, ports and health
+//! checks): each task of a service gets a free port on its node, picked there at admission,
+//! sees it as `SHOAL_PORT_<NAME>` / `SHOAL_ADDR_<NAME>` / `SHOAL_IP` and in `${…}` in its
+//! arguments, and serves on it; `job status` shows the ports. The node running a task runs its
+//! health checks; every node shows the health, and a task whose check keeps failing is
+//! restarted.
 
 mod common;
 
@@ -235,4 +237,163 @@ fn a_static_port_blocks_a_second_job_on_that_node_with_a_reason() {
         },
     );
     assert!(why.contains("n1"), "{why}");
+}
+
+/// Submits `spec` (JSON) at agent 0 without waiting for it to run.
+fn submit(c: &Cluster, spec: &Value) {
+    let id = spec["id"].as_str().unwrap();
+    let file = c.path().join(format!("{id}.json"));
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
+    assert!(
+        out.status.success(),
+        "job run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Waits until every node shows every task of `id` running with `health`, then returns the
+/// views.
+fn wait_health_everywhere(c: &Cluster, id: &str, health: &str) -> Vec<Value> {
+    (0..c.agents.len())
+        .map(|i| {
+            wait_for(DEADLINE, &format!("n{} sees {id} {health}", i + 1), || {
+                let job = c.job(i, id)?;
+                let tasks = job["tasks"].as_array()?;
+                tasks
+                    .iter()
+                    .all(|t| t["state"] == "running" && t["health"] == health)
+                    .then_some(job)
+            })
+        })
+        .collect()
+}
+
+/// A task that serves HTTP on its port until the file `stop-<attempt>` appears in `dir`,
+/// then stops serving and idles. Every pid it starts goes to `pids`.
+fn serve_until_stopped(pids: &Path, dir: &Path) -> String {
+    format!(
+        "echo $$ >> {pids}; /usr/bin/python3 -m http.server ${{SHOAL_PORT_HTTP}} --bind 127.0.0.1 \
+         & server=$!; echo $server >> {pids}; \
+         while [ ! -e {dir}/stop-$SHOAL_ATTEMPT ]; do sleep 0.1; done; kill $server; exec sleep 600",
+        pids = pids.display(),
+        dir = dir.display()
+    )
+}
+
+#[test]
+fn health_checks_run_on_the_task_node_and_every_node_shows_them() {
+    let c = Cluster::start(3, "svc-health", &[]);
+    let marks = c.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // An http check on the task's port, and a command check (run as the task's user, in its
+    // environment) that fails while `sick-<slot>` exists. Neither restarts the task.
+    let spec = serde_json::json!({
+        "id": "web", "type": "service", "count": 3, "command": "sh",
+        "args": ["-c", serve_until_stopped(&c.pids, &marks)],
+        "resources": {"cpu": 100, "memory": 64},
+        "ports": [{"name": "http"}],
+        "checks": [
+            {"name": "ready", "type": "http", "port": "http", "path": "/",
+             "interval_ms": 300, "timeout_ms": 300, "failures": 0},
+            {"name": "alive", "type": "command", "command": "sh",
+             "args": ["-c", format!("test ! -e {}/sick-$SHOAL_SLOT", marks.display())],
+             "interval_ms": 300, "timeout_ms": 300, "failures": 0},
+        ]
+    });
+    submit(&c, &spec);
+    let views = wait_health_everywhere(&c, "web", "healthy");
+    assert!(
+        views[0]["tasks"][0]["health_note"].is_null(),
+        "{}",
+        views[0]
+    );
+    let api = c.agents[2].api();
+    let text =
+        String::from_utf8_lossy(&run(&["job", "status", "web", "--addr", &api]).stdout).to_string();
+    assert!(
+        text.contains("HEALTH") && text.contains("healthy"),
+        "{text}"
+    );
+
+    // Slot 0's command check starts failing: unhealthy on every node, with the note and the
+    // counter, and the task keeps running (failures = 0).
+    std::fs::write(marks.join("sick-0"), "").unwrap();
+    for i in 0..3 {
+        let t = wait_for(
+            DEADLINE,
+            &format!("n{} sees slot 0 unhealthy", i + 1),
+            || {
+                let job = c.job(i, "web")?;
+                let t = job["tasks"][0].clone();
+                (t["health"] == "unhealthy").then_some(t)
+            },
+        );
+        assert_eq!(t["state"], "running", "{t}");
+        assert_eq!(t["health_note"], "check alive: exit 1", "{t}");
+        assert_eq!(t["check_failures"]["limit"], 0, "{t}");
+        let other = &c.job(i, "web").unwrap()["tasks"][1];
+        assert_eq!(other["health"], "healthy", "only slot 0: {other}");
+    }
+    let text =
+        String::from_utf8_lossy(&run(&["job", "status", "web", "--addr", &api]).stdout).to_string();
+    assert!(text.contains("unhealthy ("), "{text}");
+    assert!(text.contains("never restarted"), "{text}");
+    assert!(text.contains("check alive: exit 1"), "{text}");
+
+    // One pass brings it back, everywhere, on the same attempt.
+    let attempt = views[0]["tasks"][0]["attempt"].clone();
+    std::fs::remove_file(marks.join("sick-0")).unwrap();
+    let views = wait_health_everywhere(&c, "web", "healthy");
+    for v in &views {
+        assert_eq!(v["tasks"][0]["attempt"], attempt, "not restarted: {v}");
+    }
+}
+
+#[test]
+fn a_task_whose_check_keeps_failing_is_restarted() {
+    let c = Cluster::start(3, "svc-restart", &[]);
+    let marks = c.path().join("marks");
+    std::fs::create_dir_all(&marks).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // A tcp check on the task's port; the task closes the port when told to.
+    let spec = serde_json::json!({
+        "id": "flaky", "type": "service", "count": 1, "command": "sh",
+        "args": ["-c", serve_until_stopped(&c.pids, &marks)],
+        "resources": {"cpu": 100, "memory": 64},
+        "ports": [{"name": "http"}],
+        "checks": [{"type": "tcp", "port": "http", "interval_ms": 300, "timeout_ms": 300,
+                    "failures": 3}],
+        // A long back-off, so the failed attempt stays visible for a while.
+        "restart": {"delay_ms": 5000, "backoff": 1.0}
+    });
+    submit(&c, &spec);
+    let views = wait_health_everywhere(&c, "flaky", "healthy");
+    let first = views[0]["tasks"][0]["attempt"].as_u64().unwrap();
+    std::fs::write(marks.join(format!("stop-{first}")), "").unwrap();
+    // The task's node kills it at the third failure in a row; it ends failed with the check's
+    // reason, which every node shows while the slot waits out its back-off.
+    for i in 0..3 {
+        let t = wait_for(
+            DEADLINE,
+            &format!("n{} sees the failed attempt", i + 1),
+            || {
+                let job = c.job(i, "flaky")?;
+                let t = job["tasks"][0].clone();
+                (t["attempt"] == first && t["state"] == "failed").then_some(t)
+            },
+        );
+        assert_eq!(
+            t["detail"], "check tcp-0 failed 3 times: connection refused",
+            "{t}"
+        );
+    }
+    // Restarted under the restart policy: a new attempt, healthy on every node.
+    let views = wait_health_everywhere(&c, "flaky", "healthy");
+    for v in &views {
+        assert!(v["tasks"][0]["attempt"].as_u64().unwrap() > first, "{v}");
+    }
 }

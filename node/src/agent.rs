@@ -438,6 +438,8 @@ async fn start_scheduler(
         );
     }
     sched_core.handle_recovered_tasks(clock.now(), &recovered);
+    let (check_tx, check_results) = tokio::sync::mpsc::channel(1024);
+    let checker = crate::checks::Checker::new(Some(executor.clone()), check_tx)?;
     let parts = SchedParts {
         core: sched_core,
         store,
@@ -446,6 +448,8 @@ async fn start_scheduler(
         inbound: inbound.scheduler,
         runner: Box::new(runner),
         events: exec_events,
+        checker,
+        check_results,
         clock,
         config: sched_config,
     };

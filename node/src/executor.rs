@@ -38,6 +38,7 @@
 //! receiver continuously: a full channel delays only the per-task watchers, never the callers.
 
 pub(crate) mod cgroup;
+mod check_command;
 pub(crate) mod disk_name;
 mod enforcement;
 mod launch;
@@ -63,6 +64,7 @@ use tokio::sync::{Notify, Semaphore, mpsc, watch};
 use tokio::time::Instant;
 
 use self::cgroup::{Hierarchy, TaskCgroup};
+pub use self::check_command::CheckCommand;
 use self::disk_name::{DiskName, attempt_id, disk_name};
 pub use self::disk_name::{MAX_JOB_KEY_BYTES, NameError};
 use self::enforcement::detect_enforcement;

@@ -26,6 +26,7 @@ pub mod api_keyring;
 pub mod api_server;
 pub mod api_tls;
 pub mod backoff;
+pub mod checks;
 pub mod clock;
 pub mod executor;
 pub mod gossip_driver;

@@ -1,5 +1,5 @@
 //! The task that owns the scheduler core: member views in, peer messages in and out over QUIC,
-//! executor commands out and task events in, submissions from the API acknowledged once they
+//! executor commands out and task events in, health checks out and their results in, submissions from the API acknowledged once they
 //! are durable, snapshots to the store.
 //!
 //! One tokio task owns [`Scheduler`]; the API talks to it through [`SchedHandle`]. After every
@@ -23,6 +23,7 @@ use shoal_scheduler::{
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
+use crate::checks::{CheckReport, Checker};
 use crate::clock::Clock;
 use crate::executor::ExecEvent;
 use crate::gossip_driver::GossipHandle;
@@ -182,6 +183,10 @@ pub struct SchedParts {
     pub runner: Box<dyn TaskRunner>,
     /// Executor observations, straight from the executor.
     pub events: mpsc::Receiver<ExecEvent>,
+    /// Runs the health checks the core asks for (`Checks`, `StopChecks`).
+    pub checker: Checker,
+    /// Their results.
+    pub check_results: mpsc::Receiver<CheckReport>,
     /// The clock.
     pub clock: Clock,
     /// Scheduler limits (wire bounds for decoding).
@@ -251,6 +256,8 @@ struct Driver {
     inbound: mpsc::Receiver<Inbound>,
     runner: Box<dyn TaskRunner>,
     events: mpsc::Receiver<ExecEvent>,
+    checker: Checker,
+    check_results: mpsc::Receiver<CheckReport>,
     /// What the runner answered at once (a refused start, a kill of a task not running
     /// here): the core hears it as its next inputs.
     answered: VecDeque<(AttemptId, TaskEvent)>,
@@ -280,6 +287,8 @@ impl Driver {
             inbound: p.inbound,
             runner: p.runner,
             events: p.events,
+            checker: p.checker,
+            check_results: p.check_results,
             answered: VecDeque::new(),
             clock: p.clock,
             config: p.config,
@@ -333,6 +342,10 @@ impl Driver {
                     self.core.handle_task_event(self.clock.now(), task, event);
                 }
                 Some(req) = requests.recv() => self.on_request(req),
+                Some(report) = self.check_results.recv() => {
+                    let CheckReport { task, check, result } = report;
+                    self.core.handle_check_result(self.clock.now(), task, check, result);
+                }
                 () = tokio::time::sleep_until(deadline) => self.core.handle_timeout(self.clock.now()),
             }
             self.drain().await;
@@ -538,6 +551,8 @@ impl Driver {
                         self.answered.push_back((task, refused));
                     }
                 }
+                ExecCommand::Checks { task, checks } => self.checker.start(task, checks),
+                ExecCommand::StopChecks { task } => self.checker.stop(&task),
             }
         }
         self.answer_waiters();

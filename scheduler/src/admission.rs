@@ -200,22 +200,12 @@ impl Scheduler {
 
     /// The task's arguments and environment with `${SHOAL_…}` replaced; a task with ports also
     /// gets `SHOAL_IP`, `SHOAL_PORT_<NAME>` and `SHOAL_ADDR_<NAME>` (over the job's own `env`).
-    fn task_argv(
+    pub(crate) fn task_argv(
         &self,
         spec: &JobSpec,
         binding: Option<Binding>,
     ) -> (Vec<String>, BTreeMap<String, String>) {
-        let vars = TaskVars {
-            ip: binding.as_ref().map_or(self.config.service_ip, |b| b.ip),
-            ports: binding
-                .map(|b| {
-                    b.ports
-                        .into_iter()
-                        .map(|(n, p)| (n.to_string(), p))
-                        .collect()
-                })
-                .unwrap_or_default(),
-        };
+        let vars = self.task_vars(binding);
         let args = spec.args.iter().map(|s| interpolate(s, &vars)).collect();
         let mut env: BTreeMap<String, String> = spec
             .env
@@ -226,6 +216,21 @@ impl Scheduler {
             env.extend(vars.env());
         }
         (args, env)
+    }
+
+    /// What `${SHOAL_…}` stands for in an attempt with `binding` (none: no ports).
+    pub(crate) fn task_vars(&self, binding: Option<Binding>) -> TaskVars {
+        TaskVars {
+            ip: binding.as_ref().map_or(self.config.service_ip, |b| b.ip),
+            ports: binding
+                .map(|b| {
+                    b.ports
+                        .into_iter()
+                        .map(|(n, p)| (n.to_string(), p))
+                        .collect()
+                })
+                .unwrap_or_default(),
+        }
     }
 
     /// Write a state this node owns (it is the target), if it moves the lattice forward.

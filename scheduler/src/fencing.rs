@@ -62,6 +62,7 @@ impl Scheduler {
             if let Some(t) = self.target.ledger.get_mut(&task) {
                 t.killing = true;
             }
+            self.stop_checks(&task);
             self.commands.push_back(ExecCommand::Kill { task, reason });
         }
     }

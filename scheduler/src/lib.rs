@@ -27,6 +27,8 @@
 //! The decision loop (`reconcile.rs`, run after every input) and its rooms:
 //! - `admission.rs` — the target side: admit, defer or reject proposals for this node;
 //! - `fencing.rs` — kill (or reclaim) local tasks whose attempt is no longer current;
+//! - `checking.rs` — health checks of local tasks: handed to the shell when a task starts,
+//!   results through [`health::HealthMachine`], health written on changes, restarts;
 //! - `coordinator.rs` — coordinating a slot: place it, re-place it with back-off, mark the
 //!   attempts of a dead target lost, replace outdated attempts;
 //! - `gc.rs` — purge finished jobs, fold long slot histories into floors, drop tombstones;
@@ -39,6 +41,8 @@
 //! - [`message`] — replication messages and their bounded codec;
 //! - `ids.rs`, `hash.rs`, `config.rs` — identities and clocks, stable hashing and rendezvous,
 //!   [`SchedulerConfig`];
+//! - [`health`] — the health checks' state machine, the checks as the shell runs them, and
+//!   [`task_health`], the one rule for "is this attempt healthy";
 //! - [`view`] — job and task views for the API;
 //! - `testing` (cargo feature `testing`, for tests only) — an in-memory multi-node harness
 //!   with a fake clock and executor.
@@ -69,6 +73,7 @@
 //!
 //! ```text
 //! admission → ids, ports, roles, scheduler, spec, table
+//! checking → health, ids, scheduler, spec, table
 //! config → message, spec
 //! coordinator → config, hash, ids, placement, roles, scheduler, slot, spec, table
 //! disconnect → ids, message, placement, roles, scheduler, spec, table
@@ -76,22 +81,23 @@
 //! fencing → disconnect, ids, scheduler, table
 //! gc → config, hash, ids, roles, scheduler, slot, spec, table
 //! hash → (nothing)
+//! health → ids, spec, table
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
-//! lib → config, durability, ids, jobs, message, placement, scheduler, spec, table, view
+//! lib → config, durability, health, ids, jobs, message, placement, scheduler, spec, table, view
 //! members → hash, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
 //! ports → hash, ids, spec
 //! reconcile → config, ids, roles, scheduler, slot, table
 //! replication → ids, message, scheduler, table
-//! roles → ids, placement, table
-//! scheduler → config, hash, ids, message, roles, table
+//! roles → health, ids, placement, table
+//! scheduler → config, hash, health, ids, message, roles, table
 //! slot → ids, spec, table
 //! spec → (nothing)
 //! table → ids, spec
-//! testing → config, durability, hash, ids, jobs, message, scheduler, spec, table, view
-//! view → hash, ids, placement, scheduler, slot, spec, table
+//! testing → config, durability, hash, health, ids, jobs, message, scheduler, spec, table, view
+//! view → hash, health, ids, placement, scheduler, slot, spec, table
 //! ```
 //!
 //! The design, ownership rules and GC safety argument are in `docs/scheduler.md`.
@@ -99,6 +105,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+mod checking;
 mod config;
 mod coordinator;
 mod disconnect;
@@ -106,6 +113,7 @@ mod durability;
 mod fencing;
 mod gc;
 mod hash;
+pub mod health;
 mod ids;
 mod jobs;
 mod members;
@@ -125,6 +133,7 @@ pub mod view;
 
 pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
 pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
+pub use health::{CheckResult, HealthMachine, Probe, ResolvedCheck, TaskHealth, task_health};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector};
 pub use jobs::{JobWrite, Prepared, StopError, SubmitError};
 pub use message::{DecodeError, Message, Outgoing, WireLimits};
@@ -135,5 +144,5 @@ pub use spec::{
     Constraint, ConstraintOp, DisconnectPolicy, JobSpec, JobType, NeverFitsError,
     PlacementStrategy, Reconcile, ResourceRequest, RestartPolicy, SpecError, SpecLimits,
 };
-pub use table::{AttemptState, Tables};
-pub use view::{JobStatus, JobView, TaskState, TaskView};
+pub use table::{AttemptState, Health, HealthStatus, Tables};
+pub use view::{CheckFailures, JobStatus, JobView, TaskState, TaskView};

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use bytes::Bytes;
 
 use crate::ids::{ActorId, VersionVector};
-use crate::table::{Op, OpBody, Tables};
+use crate::table::{MAX_HEALTH_NOTE, Op, OpBody, Tables};
 
 /// One message for one or more peers ([`crate::Scheduler::poll_message`]). A write is pushed
 /// to every live peer: the shell encodes it once and sends the same bytes to each recipient,
@@ -181,8 +181,11 @@ impl Message {
                 if ops.iter().any(|op| op.dot.counter == 0) {
                     return Err(DecodeError::Invalid("op with counter 0"));
                 }
-                if ops.iter().any(|op| matches!(&op.body, OpBody::Assign { id, .. } | OpBody::State { id, .. } | OpBody::Binding { id, .. } if id.attempt == 0)) {
+                if ops.iter().any(|op| matches!(&op.body, OpBody::Assign { id, .. } | OpBody::State { id, .. } | OpBody::Binding { id, .. } | OpBody::Health { id, .. } if id.attempt == 0)) {
                     return Err(DecodeError::Invalid("attempt number 0"));
+                }
+                if ops.iter().any(|op| matches!(&op.body, OpBody::Health { health, .. } if health.note.len() > MAX_HEALTH_NOTE)) {
+                    return Err(DecodeError::Invalid("health note over 256 bytes"));
                 }
                 Ok(())
             }

@@ -169,6 +169,7 @@ impl Scheduler {
     /// A whole job: fencing of local tasks, every slot, GC of every incarnation.
     fn reconcile_job(&mut self, job: &str) {
         self.check_ledger(job);
+        self.refresh_checks(job);
         let from = (Name::from(job), 0);
         let known: Vec<(Name, u64)> = self
             .coord

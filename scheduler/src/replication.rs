@@ -63,8 +63,8 @@ impl Scheduler {
     }
 
     /// The first op of a message that its author may not write (DESIGN's ownership rules):
-    /// an assignment only by the placer named in its key, a state other than `Lost` and a
-    /// binding only by the attempt's target (when the assignment is known here), and nothing in the name of
+    /// an assignment only by the placer named in its key, a state other than `Lost`, a
+    /// binding and a health row only by the attempt's target (when the assignment is known here), and nothing in the name of
     /// this start of this node that it did not write. `from` is the sending peer as its certificate
     /// names it: an op it pushes as the author must be its own; ops of other authors are
     /// relayed (answers to digests) and checked against their author.
@@ -86,12 +86,17 @@ impl Scheduler {
                         id.placer
                     ));
                 }
-                OpBody::Binding { id, .. } => {
+                OpBody::Binding { id, .. } | OpBody::Health { id, .. } => {
                     if let Some(a) = self.tables().assignment(id)
                         && a.target.as_str() != author
                     {
+                        let what = if matches!(op.body, OpBody::Binding { .. }) {
+                            "ports"
+                        } else {
+                            "health"
+                        };
                         return Some(format!(
-                            "{author} wrote the ports of an attempt that runs on {}",
+                            "{author} wrote the {what} of an attempt that runs on {}",
                             a.target
                         ));
                     }

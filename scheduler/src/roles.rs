@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, Quorum, Resources};
 
+use crate::health::HealthMachine;
 use crate::ids::{ActorId, AttemptId, HlcClock, Name, SlotKey, Stamp, VersionVector};
 use crate::placement::{Candidate, PendingReason};
 use crate::table::{JobKey, Op};
@@ -114,7 +115,7 @@ pub(crate) struct Replication {
 /// The target side: what this node admitted and what waits for admission. Changed by
 /// `admission.rs` (admits, defers), `reconcile.rs` (queues proposals), `fencing.rs` (marks
 /// tasks killing, for itself and for `disconnect.rs`) and `scheduler.rs` (executor events,
-/// restarts).
+/// restarts), `checking.rs` (health checks, their kills).
 #[derive(Debug, Default)]
 pub(crate) struct Target {
     /// Tasks admitted here and not yet dead.
@@ -126,6 +127,8 @@ pub(crate) struct Target {
     pub(crate) deferred: BTreeSet<AttemptId>,
     /// Ports listening on this host that belong to no task (`Scheduler::handle_host_ports`).
     pub(crate) host_ports: BTreeSet<u16>,
+    /// The health of local tasks whose checks run (`checking.rs`).
+    pub(crate) checks: BTreeMap<AttemptId, HealthMachine>,
 }
 
 impl Target {
@@ -152,6 +155,8 @@ pub(crate) struct LocalTask {
     /// When this start of the node admitted it (or found it): a task admitted while this node
     /// is cut off gets its own `stop_after_ms` (`disconnect.rs`).
     pub(crate) since: Millis,
+    /// Killed because a check failed too often: the `Failed` reason written when it ends.
+    pub(crate) unhealthy: Option<String>,
 }
 
 impl LocalTask {
@@ -163,6 +168,7 @@ impl LocalTask {
             started: false,
             recovered: false,
             since: now,
+            unhealthy: None,
         }
     }
 }

@@ -9,12 +9,13 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, Resources};
 
 use crate::config::{SchedulerConfig, ms};
 use crate::hash::Rng;
+use crate::health::{CheckResult, ResolvedCheck};
 use crate::ids::{ActorId, AttemptId, HlcClock, SlotKey};
 use crate::message::{Message, Outgoing};
 use crate::roles::{
     CatchUp, Coordination, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake, Work,
 };
-use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1};
+use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2};
 
 /// An instruction for the local executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -44,6 +45,20 @@ pub enum ExecCommand {
         /// Why.
         reason: KillReason,
     },
+    /// Run these health checks on a started task, one timer each, replacing any the task
+    /// had; report each result with `handle_check_result`.
+    Checks {
+        /// The attempt.
+        task: AttemptId,
+        /// Its checks, ports and address resolved.
+        checks: Vec<ResolvedCheck>,
+    },
+    /// Stop running the task's checks (it is being killed, or it ended). Results still in
+    /// flight are ignored.
+    StopChecks {
+        /// The attempt.
+        task: AttemptId,
+    },
 }
 
 /// Why the scheduler wants a local task dead.
@@ -64,6 +79,9 @@ pub enum KillReason {
     Orphaned,
     /// This node has been without a majority for the job's `disconnect.stop_after_ms`.
     Disconnected,
+    /// A health check failed `failures` times in a row; the attempt ends `Failed` with the
+    /// check's reason, and the coordinator restarts it under the job's `restart` policy.
+    Unhealthy,
 }
 
 /// What the local executor observed about a task.
@@ -125,8 +143,8 @@ pub struct Stats {
 }
 
 /// Current snapshot format: 2 added the `bindings` component and the spec's service fields
-/// (`docs/services.md`); format 1 is still read.
-const SNAPSHOT_FORMAT: u32 = 2;
+/// (`docs/services.md`), 3 the `health` component; formats 1 and 2 are still read.
+const SNAPSHOT_FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -142,6 +160,14 @@ struct SnapshotV1 {
     node: String,
     hlc: HlcClock,
     tables: TablesV1,
+}
+
+/// A format-2 snapshot.
+#[derive(Deserialize)]
+struct SnapshotV2 {
+    node: String,
+    hlc: HlcClock,
+    tables: TablesV2,
 }
 
 /// The format of a snapshot: its first field, whatever the rest holds.
@@ -168,7 +194,8 @@ struct SnapshotRef<'a> {
 ///
 /// 1. **Inputs** — `handle_members` after every membership or resource-ad change (the full
 ///    view, this node included), `handle_message` for every message from a peer,
-///    `handle_task_event` for every executor observation, `handle_timeout` when the deadline
+///    `handle_task_event` for every executor observation, `handle_check_result` for every
+///    health probe's result, `handle_timeout` when the deadline
 ///    from `poll_timeout` passes, and the commands `submit` / `stop_job`.
 /// 2. **Outputs, after every input** — drain `poll_message` (send each reliably to every
 ///    named peer, in order per peer when possible; loss is repaired by anti-entropy) and
@@ -349,16 +376,46 @@ impl Scheduler {
             }
             TaskEvent::Exited { code } => AttemptState::Exited { code },
             TaskEvent::Failed { reason } => AttemptState::Failed { reason },
-            TaskEvent::Killed => AttemptState::Killed,
+            // Killed because a check kept failing: the outcome is that failure.
+            TaskEvent::Killed => match self.target.ledger.get(&task) {
+                Some(LocalTask {
+                    unhealthy: Some(reason),
+                    ..
+                }) => AttemptState::Failed {
+                    reason: reason.clone(),
+                },
+                _ => AttemptState::Killed,
+            },
         };
-        if !state.is_live()
-            && let Some(gone) = self.target.ledger.remove(&task)
-            && !gone.ports.is_empty()
-        {
-            // A proposal of the same slot may wait for this task's static port.
-            self.requeue_deferred(Some(&task.job));
+        if !state.is_live() {
+            self.stop_checks(&task);
+            if let Some(gone) = self.target.ledger.remove(&task)
+                && !gone.ports.is_empty()
+            {
+                // A proposal of the same slot may wait for this task's static port.
+                self.requeue_deferred(Some(&task.job));
+            }
         }
-        self.write_state_if_mine(&task, state);
+        self.write_state_if_mine(&task, state.clone());
+        if state == AttemptState::RUNNING {
+            self.start_checks(&task);
+        }
+        self.reconcile();
+    }
+
+    /// The result of check `check` (its index in the job's `[[checks]]`) of a local task, as
+    /// the shell's probe found it. Writes the task's health when it changes, and kills the
+    /// task when a check failed `failures` times in a row. Results for a task whose checks
+    /// were stopped are ignored.
+    pub fn handle_check_result(
+        &mut self,
+        now: Millis,
+        task: AttemptId,
+        check: u8,
+        result: CheckResult,
+    ) {
+        self.tick(now);
+        self.record_check(&task, check, &result);
         self.reconcile();
     }
 
@@ -381,7 +438,10 @@ impl Scheduler {
             self.write_state_if_mine(&id, AttemptState::Failed { reason });
         }
         for task in running {
-            if !self.target.ledger.contains_key(task) {
+            if self.target.ledger.contains_key(task) {
+                // Adopted: its checks start again, their grace from now.
+                self.start_checks(task);
+            } else {
                 self.commands.push_back(ExecCommand::Kill {
                     task: task.clone(),
                     reason: KillReason::Orphaned,
@@ -521,6 +581,15 @@ impl Scheduler {
                     tables: old.tables.into(),
                 }
             }
+            2 => {
+                let (_, old): (u32, SnapshotV2) = postcard::from_bytes(bytes).map_err(malformed)?;
+                Snapshot {
+                    format,
+                    node: old.node,
+                    hlc: old.hlc,
+                    tables: old.tables.into(),
+                }
+            }
             SNAPSHOT_FORMAT => postcard::from_bytes(bytes).map_err(malformed)?,
             _ => return Err(RestoreError::Format(format)),
         };
@@ -574,6 +643,7 @@ impl Scheduler {
                     started: true,
                     recovered: true,
                     since: self.now,
+                    unhealthy: None,
                 },
             );
         }

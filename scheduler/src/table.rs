@@ -9,7 +9,7 @@
 //! - `table/attempts.rs` — the attempt rows' layout in memory, grouped by job;
 //! - `table/replica.rs` — in-order delivery, op logs for anti-entropy, change notes;
 //! - `table/usage.rs` — what live attempts hold per node and the release holds placers count;
-//! - `table/wire.rs` — the tables' encoding on the wire and in snapshots;
+//! - `table/wire.rs` — the tables' encoding on the wire and in snapshots (and format 2's);
 //! - `table/format1.rs` — reading snapshots and job records from before the service fields.
 //!
 //! # The lattice
@@ -22,6 +22,7 @@
 //! | `floors` | [`SlotKey`] | [`SlotFloor`], max | the slot's coordinator |
 //! | `purged` | (job id, incarnation) | set union (tombstones) | the job's coordinator |
 //! | `bindings` | [`AttemptId`] | [`Binding`] (ports picked at admission), write-once (max) | the target |
+//! | `health` | [`AttemptId`] | [`Health`] (readiness, note, restart counter), last writer wins by its stamp | the target |
 //!
 //! Every component is a map of lattices joined pointwise; `purged` and `floors` then filter
 //! keys (a purged incarnation loses all its rows, a floor drops older attempts of its slot).
@@ -43,14 +44,15 @@ mod usage;
 mod wire;
 
 pub use elements::{
-    Assignment, AttemptState, Binding, JobEntry, JobKey, MergeError, Op, OpBody, OpOrderError,
-    SlotFloor,
+    Assignment, AttemptState, Binding, Health, HealthStatus, JobEntry, JobKey, MAX_HEALTH_NOTE,
+    MergeError, Op, OpBody, OpOrderError, SlotFloor, clip_note,
 };
 #[cfg(test)]
 pub(crate) use format1::encode as format1_encode;
 pub(crate) use format1::{JobRowsV1, TablesV1};
 pub use lattice::Tables;
 pub(crate) use replica::{Received, Replica, ReplicaLimits, Touch};
+pub(crate) use wire::TablesV2;
 
 #[cfg(test)]
 mod tests;

@@ -72,6 +72,9 @@ pub struct Node {
     pub up: bool,
     /// Running fake processes and their reservations.
     pub running: BTreeMap<AttemptId, Resources>,
+    /// Health checks the core asked this node's executor to run, by task (the harness runs
+    /// none: tests report results with [`Cluster::check_result`]).
+    pub checks: BTreeMap<AttemptId, Vec<crate::health::ResolvedCheck>>,
     exits: BTreeSet<(Millis, AttemptId, i32)>,
     /// The node's job log (what [`Scheduler::poll_job_records`] asked to keep), by job: it
     /// survives a crash and is handed back on restart.
@@ -172,6 +175,7 @@ impl Cluster {
                     attributes: BTreeMap::new(),
                     up: true,
                     running: BTreeMap::new(),
+                    checks: BTreeMap::new(),
                     exits: BTreeSet::new(),
                     log: BTreeMap::new(),
                     last_members: Vec::new(),
@@ -226,6 +230,7 @@ impl Cluster {
         if let Some(n) = self.nodes.get_mut(name) {
             n.up = false;
             n.running.clear();
+            n.checks.clear();
             n.exits.clear();
         }
     }
@@ -444,7 +449,7 @@ impl Cluster {
     fn execute(&mut self, name: &str, now: Millis, cmd: ExecCommand) {
         let behavior = match &cmd {
             ExecCommand::Start { task, .. } => Some((self.behavior)(task)),
-            ExecCommand::Kill { .. } => None,
+            _ => None,
         };
         let n = self.nodes.get_mut(name).expect("node");
         match cmd {
@@ -476,7 +481,27 @@ impl Cluster {
                 }
                 n.sched.handle_task_event(now, task, TaskEvent::Killed);
             }
+            ExecCommand::Checks { task, checks } => {
+                n.checks.insert(task, checks);
+            }
+            ExecCommand::StopChecks { task } => {
+                n.checks.remove(&task);
+            }
         }
+    }
+
+    /// Reports a health check result for a task on `node`, as its executor would.
+    pub fn check_result(
+        &mut self,
+        node: &str,
+        task: &AttemptId,
+        check: u8,
+        result: crate::health::CheckResult,
+    ) {
+        let now = self.now;
+        let n = self.nodes.get_mut(node).expect("node");
+        n.sched
+            .handle_check_result(now, task.clone(), check, result);
     }
 
     fn deliver(&mut self) {

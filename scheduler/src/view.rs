@@ -10,12 +10,13 @@ use serde::Serialize;
 use shoal_gossip::Millis;
 
 use crate::hash::StableHasher;
-use crate::ids::{Hlc, SlotKey};
+use crate::health::{TaskHealth, task_health};
+use crate::ids::{AttemptId, Hlc, SlotKey};
 use crate::placement::{Candidate, PendingReason, Request, place};
 use crate::scheduler::Scheduler;
 use crate::slot::{SlotStatus, slot_status};
 use crate::spec::JobType;
-use crate::table::{AttemptState, JobEntry};
+use crate::table::{AttemptState, HealthStatus, JobEntry};
 
 /// Task state as shown to users.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -82,6 +83,46 @@ pub struct TaskView {
     /// Port name → host port of the live attempt (empty until admitted, or without ports).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub ports: BTreeMap<String, u16>,
+    /// `healthy` (running, and its checks pass or the job has none), `unhealthy` (a check
+    /// fails) or `unknown` (not running, or its checks have not all passed yet); the rule is
+    /// [`crate::health::task_health`].
+    pub health: TaskHealth,
+    /// The last check failure of the running attempt (`check ready: HTTP 503`), while it is
+    /// not passing.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub health_note: Option<String>,
+    /// While unhealthy: the failures in a row counted toward a restart, and the limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub check_failures: Option<CheckFailures>,
+}
+
+/// Consecutive failures of the check closest to restarting a task (`docs/services.md`, §10
+/// decision 3: "unhealthy (1 of 3 failures before restart)").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct CheckFailures {
+    /// Failures in a row counted so far.
+    pub failures: u32,
+    /// At this many the task is restarted; 0: the check never restarts it.
+    pub limit: u32,
+}
+
+impl TaskView {
+    /// `health`, with the restart counter beside it when unhealthy:
+    /// `unhealthy (1 of 3 failures before restart)`.
+    #[must_use]
+    pub fn health_summary(&self) -> String {
+        match self.check_failures {
+            Some(CheckFailures { failures, limit: 0 }) => format!(
+                "{} ({failures} failures in a row, never restarted)",
+                self.health.as_str()
+            ),
+            Some(CheckFailures { failures, limit }) => format!(
+                "{} ({failures} of {limit} failures before restart)",
+                self.health.as_str()
+            ),
+            None => self.health.as_str().to_string(),
+        }
+    }
 }
 
 /// A job as every node reports it.
@@ -172,6 +213,9 @@ impl Scheduler {
             detail: None,
             ip: None,
             ports: BTreeMap::new(),
+            health: TaskHealth::Unknown,
+            health_note: None,
+            check_failures: None,
         };
         let waiting = match status {
             SlotStatus::Empty => true,
@@ -188,6 +232,7 @@ impl Scheduler {
                 } else {
                     TaskState::Proposed
                 };
+                self.view_health(&mut v, entry, &id);
                 false
             }
             SlotStatus::Done { id, target } => {
@@ -218,6 +263,26 @@ impl Scheduler {
             v.reason = reason;
         }
         v
+    }
+
+    /// The health columns of a live attempt.
+    fn view_health(&self, v: &mut TaskView, entry: &JobEntry, id: &AttemptId) {
+        v.health = task_health(self.tables(), id, !entry.spec.checks.is_empty());
+        if v.state != TaskState::Running || entry.spec.checks.is_empty() {
+            return;
+        }
+        let Some(h) = self.tables().health(id) else {
+            return;
+        };
+        if !h.note.is_empty() && h.status != HealthStatus::Passing {
+            v.health_note = Some(h.note.clone());
+        }
+        if h.status == HealthStatus::Critical {
+            v.check_failures = Some(CheckFailures {
+                failures: h.failures,
+                limit: h.limit,
+            });
+        }
     }
 
     /// Best explanation this node can give for a slot without a running attempt.

@@ -232,7 +232,13 @@ fn describe(job: &Value) -> String {
     let with_ports = tasks
         .iter()
         .any(|t| t["ports"].as_object().is_some_and(|p| !p.is_empty()));
-    let mut header = vec!["SLOT", "ATTEMPT", "NODE", "STATE", "EXIT"];
+    // HEALTH for services (`docs/services.md`, §2): batch jobs look as they always did.
+    let with_health = job["type"] == "service";
+    let mut header = vec!["SLOT", "ATTEMPT", "NODE", "STATE"];
+    if with_health {
+        header.push("HEALTH");
+    }
+    header.push("EXIT");
     if with_ports {
         header.push("PORTS");
     }
@@ -244,18 +250,23 @@ fn describe(job: &Value) -> String {
         other => other.to_string(),
     };
     for task in tasks {
-        let reason = if task["pending_reason"].is_null() {
-            &task["detail"]
-        } else {
+        let reason = if !task["pending_reason"].is_null() {
             &task["pending_reason"]
+        } else if !task["health_note"].is_null() {
+            &task["health_note"]
+        } else {
+            &task["detail"]
         };
         let mut row = vec![
             text(&task["slot"]),
             text(&task["attempt"]),
             text(&task["node"]),
             text(&task["state"]),
-            text(&task["exit_code"]),
         ];
+        if with_health {
+            row.push(health_cell(task));
+        }
+        row.push(text(&task["exit_code"]));
         if with_ports {
             row.push(ports_cell(&task["ports"]));
         }
@@ -269,6 +280,18 @@ fn describe(job: &Value) -> String {
         text(&job["status"]),
         text(&job["count"])
     )
+}
+
+/// `healthy`, `unknown`, or `unhealthy (1 of 3 failures before restart)` (decision 3 of
+/// `docs/services.md`: the restart counter beside the readiness).
+fn health_cell(task: &Value) -> String {
+    let health = task["health"].as_str().unwrap_or("unknown");
+    let failures = &task["check_failures"];
+    match (failures["failures"].as_u64(), failures["limit"].as_u64()) {
+        (Some(n), Some(0)) => format!("{health} ({n} failures in a row, never restarted)"),
+        (Some(n), Some(limit)) => format!("{health} ({n} of {limit} failures before restart)"),
+        _ => health.to_string(),
+    }
 }
 
 /// `{"http": 23456, "admin": 8080}` → `admin=8080,http=23456`; none: `-`.

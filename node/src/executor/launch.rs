@@ -91,7 +91,7 @@ impl Inner {
 
     /// The task's whole environment: [`ExecutorConfig::pass_env`] from the agent, then the
     /// spec's, then the `SHOAL_*` task variables.
-    fn task_env(
+    pub(super) fn task_env(
         &self,
         name: &DiskName,
         spec: &TaskSpec,
@@ -217,7 +217,7 @@ fn check_workdir(workdir: &Path) -> Result<(), String> {
 /// `execvp` would, so the spawn gets an absolute path: that lets std use `posix_spawn` instead
 /// of `fork` (it cannot when the child's `PATH` differs from ours), and names the problem
 /// precisely when the command is missing.
-fn resolve_program(
+pub(super) fn resolve_program(
     command: &str,
     path: Option<&OsString>,
     workdir: &Path,

@@ -1022,3 +1022,55 @@ async fn bench_1000_true() {
         );
     }
 }
+
+#[tokio::test]
+async fn a_check_command_runs_in_the_task_environment_and_is_killed_at_its_timeout() {
+    let (exec, mut events, _dir) = executor("check", CgroupMode::Off);
+    let task = key("check", 0);
+    exec.start(task.clone(), sh("sleep 600")).unwrap();
+    started(&mut events).await;
+    let check = |script: &str| CheckCommand {
+        command: "sh".into(),
+        args: vec!["-c".into(), script.into()],
+        env: [("WANT".to_string(), "yes".to_string())].into(),
+        ..CheckCommand::default()
+    };
+    let long = Duration::from_secs(20);
+    // The task's directory, environment and `SHOAL_*` variables.
+    let ok =
+        "test \"$WANT\" = yes && test \"$PWD\" = \"$SHOAL_TASK_DIR\" && test \"$SHOAL_SLOT\" = 0";
+    assert_eq!(exec.run_check(&task, check(ok), long).await, Ok(()));
+    assert_eq!(
+        exec.run_check(&task, check("echo; echo not ready >&2; exit 2"), long)
+            .await,
+        Err("exit 2: not ready".into())
+    );
+    // A check that outlives its timeout fails, and its whole group is killed.
+    // (Written where the task's user may write: checks run as the task's user.)
+    let pid_file = exec.task_dir(&task).unwrap().join("check-child.pid");
+    let script = "sleep 600 & echo $! > \"$SHOAL_TASK_DIR/check-child.pid\"; wait";
+    let started_at = Instant::now();
+    assert_eq!(
+        exec.run_check(&task, check(script), Duration::from_millis(300))
+            .await,
+        Err("timed out after 300 ms".into())
+    );
+    assert!(started_at.elapsed() < DEADLINE);
+    let child: u32 = std::fs::read_to_string(&pid_file)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        eventually(|| gone(child)).await,
+        "the check's child was killed"
+    );
+    assert_eq!(
+        exec.run_check(&task, CheckCommand { command: "no-such-check".into(), ..check("") }, long)
+            .await
+            .unwrap_err(),
+        "command `no-such-check` not found on PATH /usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+            .replace("/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", &std::env::var("PATH").unwrap_or_default())
+    );
+    exec.kill(&task, Duration::from_secs(1));
+}

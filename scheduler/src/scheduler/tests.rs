@@ -215,7 +215,7 @@ fn ops_that_break_ownership_are_refused() {
     assert!(n1.tables().state(&id).is_lost());
     // Nor may n2 write the ports of n3's attempt.
     let ports = Op::new(
-        Dot::new(author, 2),
+        Dot::new(author.clone(), 2),
         OpBody::Binding {
             id: id.clone(),
             binding: crate::table::Binding {
@@ -227,6 +227,23 @@ fn ops_that_break_ownership_are_refused() {
     n1.handle_message(Millis(5), "n2", Message::Ops { ops: vec![ports] });
     assert_eq!(n1.stats().refused_messages, 3);
     assert!(n1.tables().binding(&id).is_none());
+    // Nor its health.
+    let health = Op::new(
+        Dot::new(author.clone(), 2),
+        OpBody::Health {
+            id: id.clone(),
+            health: crate::table::Health {
+                stamp: n1.stamp(),
+                status: crate::table::HealthStatus::Passing,
+                note: String::new(),
+                failures: 0,
+                limit: 3,
+            },
+        },
+    );
+    n1.handle_message(Millis(6), "n2", Message::Ops { ops: vec![health] });
+    assert_eq!(n1.stats().refused_messages, 4);
+    assert!(n1.tables().health(&id).is_none());
 }
 
 #[test]
@@ -273,4 +290,28 @@ fn a_format_1_snapshot_and_its_job_records_are_still_read() {
         Scheduler::restore("n1".into(), SchedulerConfig::default(), 1, &future).unwrap_err(),
         RestoreError::Format(9)
     );
+}
+
+#[test]
+fn a_format_2_snapshot_is_still_read() {
+    let mut c = Cluster::new(2, 1000, 1024, 8);
+    c.submit("n1", spec(r#", "ports": [{"name": "http"}]"#))
+        .unwrap();
+    assert!(c.run_until(5000, |c| c.running_count() == 2));
+    let n1 = &c.nodes["n1"].sched;
+    assert_eq!(n1.tables().bindings().count(), 2);
+    assert_eq!(n1.tables().healths().count(), 0);
+    // Format 2 is format 3 without the `health` map, which encodes as one byte when empty.
+    let tables = postcard::to_stdvec(n1.tables()).unwrap();
+    assert_eq!(tables.last(), Some(&0));
+    let mut old = postcard::to_stdvec(&(2u32, "n1", &n1.repl.hlc)).unwrap();
+    old.extend(&tables[..tables.len() - 1]);
+    let restored = Scheduler::restore("n1".into(), n1.config.clone(), 1, &old).unwrap();
+    assert_eq!(restored.tables(), n1.tables());
+    let mut wrong = postcard::to_stdvec(&(3u32, "n1", &n1.repl.hlc)).unwrap();
+    wrong.extend(&tables[..tables.len() - 1]);
+    assert!(matches!(
+        Scheduler::restore("n1".into(), n1.config.clone(), 1, &wrong),
+        Err(RestoreError::Malformed(_))
+    ));
 }

@@ -15,9 +15,10 @@
 //! max_parallel = 2
 //! ```
 //!
-//! Ports are acted on (the target node picks them at admission). Checks and the update block
-//! are only parsed and validated so far: no check runs and updates still replace every task at
-//! once (build steps 3 and 7 of `docs/services.md`). The rules are in `service_rules.rs`.
+//! Ports are acted on (the target node picks them at admission), and so are checks (the node
+//! running a task runs them: `crate::health`, `checking.rs`). The update block is only parsed
+//! and validated so far: updates still replace every task at once (build step 7 of
+//! `docs/services.md`). The rules are in `service_rules.rs`.
 
 use serde::{Deserialize, Serialize};
 
@@ -95,7 +96,7 @@ fn default_failures() -> u32 {
     3
 }
 
-/// A health check (`[[checks]]`). Parsed and validated only: checks do not run yet.
+/// A health check (`[[checks]]`), run by the node that runs the task (`crate::health`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckSpec {

@@ -478,6 +478,7 @@ mod tests {
     fn the_example_parses() {
         let s = JobSpec::from_toml_str(include_str!("../../../examples/http.toml")).unwrap();
         assert_eq!(s.ports[0].name, "http");
+        assert_eq!(s.checks[0].name.as_deref(), Some("ready"));
     }
 
     #[test]

@@ -14,18 +14,19 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::elements::{Assignment, AttemptState, Binding};
+use super::elements::{Assignment, AttemptState, Binding, Health};
 use crate::ids::{AttemptId, Name, SlotKey};
 
-/// One attempt's rows of the `assignments`, `states` and `bindings` components, kept
+/// One attempt's rows of the `assignments`, `states`, `bindings` and `health` components, kept
 /// together: applying an op and reading the attempt afterwards (its target, whether it is
-/// live) then search one tree instead of three. At least one of them is set. The binding is
-/// boxed: most attempts belong to jobs without ports.
+/// live) then search one tree instead of four. At least one of them is set. The binding and
+/// the health are boxed: most attempts belong to jobs without ports or checks.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub(super) struct AttemptRow {
     pub(super) assignment: Option<Assignment>,
     pub(super) state: Option<AttemptState>,
     pub(super) binding: Option<Box<Binding>>,
+    pub(super) health: Option<Box<Health>>,
 }
 
 /// One job incarnation's attempts, in [`AttemptId`] order.

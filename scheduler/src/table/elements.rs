@@ -201,6 +201,77 @@ impl Binding {
     }
 }
 
+/// Readiness of a running attempt, from its health checks (`docs/services.md`, §2): what
+/// discovery uses.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthStatus {
+    /// Not every check has passed once yet (and none failed past its grace).
+    #[default]
+    Unknown,
+    /// Every check's last result passed.
+    Passing,
+    /// A check failed after its first pass or its grace.
+    Critical,
+}
+
+impl HealthStatus {
+    /// Stable lowercase name.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            HealthStatus::Unknown => "unknown",
+            HealthStatus::Passing => "passing",
+            HealthStatus::Critical => "critical",
+        }
+    }
+}
+
+/// Longest [`Health::note`] in bytes; a longer note is cut at a character boundary.
+pub const MAX_HEALTH_NOTE: usize = 256;
+
+/// An attempt's health as its target last wrote it: written on transitions only (readiness,
+/// the note, the restart counter). Two writes of one attempt join by last-writer-wins on
+/// `stamp` (the whole value breaks a tie, for a buggy peer that reuses a stamp).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Health {
+    /// Last-writer-wins marker (the target's hybrid logical clock).
+    pub stamp: Stamp,
+    /// Readiness.
+    pub status: HealthStatus,
+    /// The last failure (`check ready: HTTP 503`), at most [`MAX_HEALTH_NOTE`] bytes; empty
+    /// when every check passes.
+    pub note: String,
+    /// Consecutive failures counted toward a restart, of the check closest to its limit.
+    pub failures: u32,
+    /// That check's limit (`failures` in its spec); 0: no check restarts the task.
+    pub limit: u32,
+}
+
+impl Health {
+    /// Whether readiness is `Passing` (a task without checks has no health row: see
+    /// `crate::health::task_health` for the whole rule).
+    #[must_use]
+    pub fn is_passing(&self) -> bool {
+        self.status == HealthStatus::Passing
+    }
+}
+
+/// `note` cut to at most [`MAX_HEALTH_NOTE`] bytes, at a character boundary.
+#[must_use]
+pub fn clip_note(note: &str) -> String {
+    if note.len() <= MAX_HEALTH_NOTE {
+        return note.to_string();
+    }
+    let mut end = MAX_HEALTH_NOTE;
+    while !note.is_char_boundary(end) {
+        end -= 1;
+    }
+    note[..end].to_string()
+}
+
 /// Attempts of a slot below `below` were garbage-collected; `failures` of them had failed.
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
@@ -261,6 +332,13 @@ pub enum OpBody {
         /// Its ports.
         binding: Binding,
     },
+    /// The health the target observed for an attempt (appended last, as `Binding`).
+    Health {
+        /// Attempt.
+        id: AttemptId,
+        /// Its health.
+        health: Health,
+    },
 }
 
 impl OpBody {
@@ -269,9 +347,10 @@ impl OpBody {
     pub fn job(&self) -> &str {
         match self {
             OpBody::Job { entry, .. } => &entry.spec.id,
-            OpBody::Assign { id, .. } | OpBody::State { id, .. } | OpBody::Binding { id, .. } => {
-                &id.job
-            }
+            OpBody::Assign { id, .. }
+            | OpBody::State { id, .. }
+            | OpBody::Binding { id, .. }
+            | OpBody::Health { id, .. } => &id.job,
             OpBody::Floor { slot, .. } => &slot.job,
             OpBody::Purge { job, .. } => job,
         }

@@ -7,8 +7,8 @@ use crdts::{CmRDT, CvRDT};
 
 use super::attempts::Attempts;
 use super::elements::{
-    Assignment, AttemptState, Binding, JobEntry, JobKey, MergeError, Op, OpBody, OpOrderError,
-    SlotFloor,
+    Assignment, AttemptState, Binding, Health, JobEntry, JobKey, MergeError, Op, OpBody,
+    OpOrderError, SlotFloor,
 };
 use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
 
@@ -16,7 +16,7 @@ use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
 /// allocate a whole node of entries per job).
 pub(super) type Incarnations = Vec<(u64, JobEntry)>;
 
-/// The replicated state: see the module doc. On the wire and in snapshots it is the six
+/// The replicated state: see the module doc. On the wire and in snapshots it is the seven
 /// components of the module doc, `assignments` and `states` as two sorted maps (see
 /// `wire.rs`), whatever the in-memory layout.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -125,6 +125,20 @@ impl Tables {
             .filter_map(|(id, r)| Some((id, r.binding.as_deref()?)))
     }
 
+    /// The health an attempt's target last wrote for it (none: no check has reported, or the
+    /// job has no checks).
+    #[must_use]
+    pub fn health(&self, id: &AttemptId) -> Option<&Health> {
+        self.attempts.get(id)?.health.as_deref()
+    }
+
+    /// Every health row.
+    pub fn healths(&self) -> impl Iterator<Item = (&AttemptId, &Health)> {
+        self.attempts
+            .iter()
+            .filter_map(|(id, r)| Some((id, r.health.as_deref()?)))
+    }
+
     /// Attempts of one slot, oldest first.
     pub fn slot_attempts<'a>(
         &'a self,
@@ -213,8 +227,8 @@ impl Tables {
             + self
                 .attempts
                 .values()
-                .filter(|r| r.binding.is_some())
-                .count()
+                .map(|r| usize::from(r.binding.is_some()) + usize::from(r.health.is_some()))
+                .sum::<usize>()
             + self.floors.len()
             + self.purged.len()
     }
@@ -242,6 +256,22 @@ impl Tables {
             OpBody::Floor { slot, floor } => self.join_floor(slot, *floor),
             OpBody::Purge { job, incarnation } => self.join_purge(job, *incarnation),
             OpBody::Binding { id, binding } => self.join_binding(id, binding),
+            OpBody::Health { id, health } => self.join_health(id, health),
+        }
+    }
+
+    fn join_health(&mut self, id: &AttemptId, h: &Health) -> bool {
+        if self.is_filtered(id) {
+            return false;
+        }
+        let row = self.attempts.entry(id);
+        match &mut row.health {
+            // `Health`'s order starts with its stamp: last writer wins, the rest breaks ties.
+            Some(cur) if **cur >= *h => false,
+            cur => {
+                *cur = Some(Box::new(h.clone()));
+                true
+            }
         }
     }
 
@@ -403,12 +433,17 @@ impl Tables {
             id: id.clone(),
             binding: b.clone(),
         });
+        let healths = other.healths().map(|(id, h)| OpBody::Health {
+            id: id.clone(),
+            health: h.clone(),
+        });
         purges
             .chain(floors)
             .chain(jobs)
             .chain(assigns)
             .chain(states)
             .chain(bindings)
+            .chain(healths)
     }
 }
 

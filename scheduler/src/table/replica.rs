@@ -225,7 +225,7 @@ impl Replica {
         if self.tables.join_body(body) {
             match body {
                 OpBody::State { .. } | OpBody::Assign { .. } => {}
-                OpBody::Binding { id, .. } => {
+                OpBody::Binding { id, .. } | OpBody::Health { id, .. } => {
                     self.touched.insert(Touch::Attempt(id.clone()));
                 }
                 OpBody::Job { entry, .. } => {

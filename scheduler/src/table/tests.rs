@@ -87,6 +87,27 @@ fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
             },
         }
     });
+    let health = (key.clone(), 0u64..4, 0u8..3, 0u8..3, 0u8..2).prop_map(
+        |((j, i, s, n, p), t, w, status, note)| OpBody::Health {
+            id: attempt(j, i, s, n, p),
+            health: Health {
+                // Few stamps, so that equal stamps with different values (a buggy peer) occur.
+                stamp: stamp(w, t),
+                status: [
+                    HealthStatus::Unknown,
+                    HealthStatus::Passing,
+                    HealthStatus::Critical,
+                ][usize::from(status)],
+                note: if note == 0 {
+                    String::new()
+                } else {
+                    "check ready: HTTP 503".into()
+                },
+                failures: u32::from(note),
+                limit: 3,
+            },
+        },
+    );
     let state = (key, 0u8..8, -1i32..2).prop_map(|((j, i, s, n, p), k, code)| OpBody::State {
         id: attempt(j, i, s, n, p),
         state: match k {
@@ -118,7 +139,15 @@ fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
         job: format!("j{j}"),
         incarnation: i,
     });
-    prop_oneof![3 => job, 4 => assign, 5 => state, 2 => binding, 1 => floor, 1 => purge]
+    prop_oneof![
+        3 => job,
+        4 => assign,
+        5 => state,
+        2 => binding,
+        2 => health,
+        1 => floor,
+        1 => purge
+    ]
 }
 
 /// Per-actor op sequences for three actors, with dots 1..=n and unique stamps.
@@ -195,7 +224,7 @@ proptest! {
         order in prop::collection::vec(0u8..3, 0..40),
     ) {
         // The layout `Tables` had when assignments and states were two maps, plus the
-        // `bindings` map appended by snapshot format 2: snapshots and `State` messages must
+        // `bindings` map appended by snapshot format 2 and `health` by format 3: snapshots and `State` messages must
         // keep exactly these bytes.
         #[derive(Serialize)]
         struct TwoMaps<'a> {
@@ -207,6 +236,7 @@ proptest! {
             purged: &'a BTreeSet<JobKey>,
             clock: &'a VersionVector,
             bindings: BTreeMap<&'a AttemptId, &'a Binding>,
+            health: BTreeMap<&'a AttemptId, &'a Health>,
         }
         let t = state_from(&h, &[usize::MAX; 3], &order);
         let old = TwoMaps {
@@ -217,6 +247,7 @@ proptest! {
             purged: &t.purged,
             clock: &t.clock,
             bindings: t.bindings().collect(),
+            health: t.healths().collect(),
         };
         let bytes = postcard::to_stdvec(&t).unwrap();
         prop_assert_eq!(&bytes, &postcard::to_stdvec(&old).unwrap());

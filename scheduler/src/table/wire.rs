@@ -1,8 +1,8 @@
 //! [`Tables`] on the wire and in snapshots: the components as separate fields, in the
 //! order and with the bytes they had when each was its own map (`assignments` and `states`
 //! are two sorted maps; an attempt row contributes to each component it has), the jobs
-//! table as one flat map keyed by `(id, incarnation)`, and `bindings` last (added with
-//! snapshot format 2, `docs/services.md`).
+//! table as one flat map keyed by `(id, incarnation)`, then `bindings` (added with
+//! snapshot format 2, `docs/services.md`) and `health` last (format 3).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,7 +10,7 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::attempts::{AttemptRow, Attempts};
-use super::elements::{Assignment, AttemptState, Binding, JobKey, SlotFloor};
+use super::elements::{Assignment, AttemptState, Binding, Health, JobKey, SlotFloor};
 use super::lattice::{JobMap, Tables};
 use crate::ids::{AttemptId, SlotKey, VersionVector};
 
@@ -56,6 +56,7 @@ struct TablesRef<'a> {
     purged: &'a BTreeSet<JobKey>,
     clock: &'a VersionVector,
     bindings: Column<'a, Binding>,
+    health: Column<'a, Health>,
 }
 
 #[derive(Deserialize)]
@@ -69,6 +70,37 @@ struct TablesOwned {
     purged: BTreeSet<JobKey>,
     clock: VersionVector,
     bindings: BTreeMap<AttemptId, Binding>,
+    health: BTreeMap<AttemptId, Health>,
+}
+
+/// The tables as snapshot format 2 encoded them: format 3 without `health`.
+#[derive(Deserialize)]
+#[serde(rename = "Tables")]
+pub(crate) struct TablesV2 {
+    #[serde(with = "flat_jobs")]
+    jobs: JobMap,
+    assignments: BTreeMap<AttemptId, Assignment>,
+    states: BTreeMap<AttemptId, AttemptState>,
+    floors: BTreeMap<SlotKey, SlotFloor>,
+    purged: BTreeSet<JobKey>,
+    clock: VersionVector,
+    bindings: BTreeMap<AttemptId, Binding>,
+}
+
+impl From<TablesV2> for Tables {
+    fn from(t: TablesV2) -> Self {
+        TablesOwned {
+            jobs: t.jobs,
+            assignments: t.assignments,
+            states: t.states,
+            floors: t.floors,
+            purged: t.purged,
+            clock: t.clock,
+            bindings: t.bindings,
+            health: BTreeMap::new(),
+        }
+        .into()
+    }
 }
 
 impl Serialize for Tables {
@@ -90,6 +122,10 @@ impl Serialize for Tables {
                 rows: &self.attempts,
                 get: |r| r.binding.as_deref(),
             },
+            health: Column {
+                rows: &self.attempts,
+                get: |r| r.health.as_deref(),
+            },
         }
         .serialize(serializer)
     }
@@ -97,7 +133,12 @@ impl Serialize for Tables {
 
 impl<'de> Deserialize<'de> for Tables {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let t = TablesOwned::deserialize(deserializer)?;
+        Ok(TablesOwned::deserialize(deserializer)?.into())
+    }
+}
+
+impl From<TablesOwned> for Tables {
+    fn from(t: TablesOwned) -> Self {
         let mut attempts = Attempts::default();
         for (id, a) in t.assignments {
             attempts.entry(&id).assignment = Some(a);
@@ -108,13 +149,16 @@ impl<'de> Deserialize<'de> for Tables {
         for (id, binding) in t.bindings {
             attempts.entry(&id).binding = Some(Box::new(binding));
         }
-        Ok(Tables {
+        for (id, health) in t.health {
+            attempts.entry(&id).health = Some(Box::new(health));
+        }
+        Tables {
             jobs: t.jobs,
             attempts,
             floors: t.floors,
             purged: t.purged,
             clock: t.clock,
-        })
+        }
     }
 }
 

@@ -59,6 +59,8 @@ impl Workbench {
                 }
                 core.handle_task_event(now, task, TaskEvent::Killed);
             }
+            // The simulator runs no health checks yet (`docs/services.md`, build step 6).
+            ExecCommand::Checks { .. } | ExecCommand::StopChecks { .. } => {}
         }
     }
 
