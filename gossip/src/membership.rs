@@ -141,6 +141,9 @@ pub struct Stats {
     pub suspect_marks: u64,
     /// Times this node marked some member down.
     pub down_marks: u64,
+    /// Times a member this node held suspect came back alive (a false suspicion refuted).
+    #[serde(default)]
+    pub suspicions_refuted: u64,
     /// Current local health score (0 = healthy).
     pub health_score: u32,
     /// Digest syncs sent.

@@ -189,6 +189,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         sched: Some(sched.handle),
         logs: Some(crate::runner::logs(&sched.executor)),
         enforcement: Some(sched.executor.enforcement()),
+        metrics: sched.metrics,
     };
     let Bound {
         quic_addr,
@@ -335,6 +336,7 @@ struct Scheduling {
     executor: Executor,
     lease: Option<Lease>,
     keyring: crate::keyring::KeyringHandle,
+    metrics: Arc<crate::metrics::Metrics>,
     tasks: Vec<JoinHandle<()>>,
 }
 
@@ -414,6 +416,8 @@ async fn start_scheduler(
         peers_config,
         shutdown_rx.clone(),
     );
+    let metrics = Arc::new(crate::metrics::Metrics::default());
+    metrics.set_peers(peers.counters.clone());
     let (keyring, keyring_task) = keyring::spawn(
         KeyringParts {
             ring: ring.clone(),
@@ -452,6 +456,7 @@ async fn start_scheduler(
         check_results,
         clock,
         config: sched_config,
+        metrics: metrics.clone(),
     };
     let (handle, sched_task) = sched_driver::spawn(parts, shutdown_rx.clone());
     tasks.push(sched_task);
@@ -464,6 +469,7 @@ async fn start_scheduler(
         executor,
         lease,
         keyring,
+        metrics,
         tasks,
     })
 }

@@ -45,6 +45,8 @@ pub struct ApiState {
     pub logs: Option<Arc<dyn crate::api_jobs::LogReader>>,
     /// Which resource limits the executor enforces on this host (never claimed, detected).
     pub enforcement: Option<crate::executor::Enforcement>,
+    /// What `GET /v1/metrics` exports.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -142,12 +144,18 @@ pub fn router(state: ApiState, guard: Arc<crate::api_auth::Guard>) -> Router {
         .route("/v1/nodes/{name}", get(node))
         .route("/v1/nodes/{name}/forget", axum::routing::post(forget))
         .route("/v1/agent/self", get(agent_self))
+        .route("/v1/metrics", get(metrics))
         .merge(crate::api_jobs::routes())
         .merge(crate::api_keyring::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             guard,
             crate::api_auth::check,
+        ))
+        // Outermost, so refusals by the guard are counted too.
+        .layer(middleware::from_fn_with_state(
+            state.metrics.clone(),
+            crate::metrics::track,
         ))
         .with_state(state)
 }
@@ -213,6 +221,25 @@ async fn agent_self(State(s): State<ApiState>) -> Response {
         quorum: Some(s.gossip.quorum()),
     })
     .into_response()
+}
+
+/// `GET /v1/metrics`: Prometheus metrics (`crate::metrics`).
+async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> Response {
+    let scheduler = match &s.sched {
+        Some(sched) => sched.stats().await,
+        None => None,
+    };
+    let scraped = crate::metrics::Scraped {
+        members: s.gossip.members(),
+        membership: s.gossip.stats().await,
+        transport: Some(s.gossip.counters.snapshot()),
+        quorum: Some(s.gossip.quorum()),
+        scheduler,
+    };
+    let accept = headers
+        .get(axum::http::header::ACCEPT)
+        .and_then(|v| v.to_str().ok());
+    crate::metrics::response(&s.metrics, &scraped, accept)
 }
 
 /// `POST /v1/nodes/{name}/forget`: the operator says the node is gone for good; it leaves

@@ -58,7 +58,7 @@ pub struct TransportCounters {
 }
 
 /// A snapshot of [`TransportCounters`] for JSON.
-#[derive(Debug, Clone, Copy, Serialize)]
+#[derive(Debug, Clone, Copy, Default, Serialize)]
 pub struct TransportStats {
     /// Datagrams received.
     pub datagrams_in: u64,

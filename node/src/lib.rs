@@ -16,6 +16,8 @@
 //!   agent's tasks), [`host_ports`] (the port flags and the host's listening ports).
 //! - The API: [`api`] and [`api_jobs`] (routes), [`api_auth`] (token, `Host`, `Origin`,
 //!   content type), [`api_tls`], [`api_keyring`], [`api_server`]; [`keyring`] (rotation).
+//! - Metrics: [`metrics`] (`GET /v1/metrics`: counted in the shell, or read from the cores
+//!   at scrape time).
 //! - Small helpers: [`backoff`], [`clock`].
 
 pub mod agent;
@@ -35,6 +37,7 @@ pub mod keyring;
 pub mod keys;
 pub mod known_file;
 pub mod machine;
+pub mod metrics;
 pub mod peers;
 pub mod replay;
 pub mod runner;

@@ -11,7 +11,7 @@
 //! advertised: every placer counts them from the replicated tables (`docs/scheduler.md`,
 //! "Release hold").
 
-use std::collections::{BTreeSet, VecDeque};
+use std::collections::{BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -91,7 +91,7 @@ enum Request {
     Stop(String, oneshot::Sender<Result<Receipt, SchedError>>),
     Job(String, oneshot::Sender<Option<JobView>>),
     Jobs(oneshot::Sender<Vec<JobView>>),
-    Stats(oneshot::Sender<serde_json::Value>),
+    Stats(oneshot::Sender<shoal_scheduler::Stats>),
     Usage(Vec<String>, oneshot::Sender<Vec<Resources>>),
     CurrentAttempt(String, u32, oneshot::Sender<Option<(AttemptId, String)>>),
     HostPorts(BTreeSet<u16>),
@@ -147,9 +147,9 @@ impl SchedHandle {
             .flatten()
     }
 
-    /// Scheduler counters.
-    pub async fn stats(&self) -> serde_json::Value {
-        self.ask(Request::Stats).await.unwrap_or_default()
+    /// Scheduler counters (`None` when the scheduler task is gone).
+    pub async fn stats(&self) -> Option<shoal_scheduler::Stats> {
+        self.ask(Request::Stats).await
     }
 
     /// What live tasks hold on each of `nodes`, as this node's tables show it (zero when the
@@ -191,6 +191,8 @@ pub struct SchedParts {
     pub clock: Clock,
     /// Scheduler limits (wire bounds for decoding).
     pub config: SchedulerConfig,
+    /// Where executor starts and outcomes are counted.
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl std::fmt::Debug for SchedParts {
@@ -276,6 +278,9 @@ struct Driver {
     dirty: bool,
     snapshot_clock: shoal_scheduler::VersionVector,
     last_snapshot: Instant,
+    metrics: Arc<crate::metrics::Metrics>,
+    /// When each start still in progress was asked for (start latency).
+    starting: HashMap<AttemptId, Instant>,
 }
 
 impl Driver {
@@ -298,6 +303,8 @@ impl Driver {
             dirty: true,
             snapshot_clock: shoal_scheduler::VersionVector::new(),
             last_snapshot: Instant::now(),
+            metrics: p.metrics,
+            starting: HashMap::new(),
         }
     }
 
@@ -321,6 +328,7 @@ impl Driver {
         self.core.handle_members(self.clock.now(), &view);
         loop {
             if let Some((task, event)) = self.answered.pop_front() {
+                self.count_task_event(&task, &event);
                 self.core.handle_task_event(self.clock.now(), task, event);
                 self.drain().await;
                 continue;
@@ -339,6 +347,7 @@ impl Driver {
                 Some(frame) = self.inbound.recv() => self.on_frame(frame),
                 Some(event) = self.events.recv() => {
                     let (task, event) = event.into_task_event();
+                    self.count_task_event(&task, &event);
                     self.core.handle_task_event(self.clock.now(), task, event);
                 }
                 Some(req) = requests.recv() => self.on_request(req),
@@ -405,7 +414,7 @@ impl Driver {
                 let _ = reply.send(self.current_attempt(&job, slot));
             }
             Request::Stats(reply) => {
-                let _ = reply.send(serde_json::to_value(self.core.stats()).unwrap_or_default());
+                let _ = reply.send(self.core.stats());
             }
             Request::Usage(nodes, reply) => {
                 let _ = reply.send(nodes.iter().map(|n| self.core.node_usage(n)).collect());
@@ -530,6 +539,27 @@ impl Driver {
         }
     }
 
+    /// Counts a task event before the core hears it: the start latency, submit → running
+    /// for a slot's first attempt (timed from the job write's stamp, the accepting node's
+    /// clock), and how tasks end.
+    fn count_task_event(&mut self, task: &AttemptId, event: &TaskEvent) {
+        let asked = if matches!(event, TaskEvent::Started { .. }) {
+            self.starting.remove(task)
+        } else {
+            self.starting.remove(task);
+            None
+        };
+        self.metrics.task_event(event, asked.map(Instant::into_std));
+        if matches!(event, TaskEvent::Started { .. })
+            && task.attempt == 1
+            && let Some((incarnation, entry)) = self.core.tables().job(&task.job)
+            && incarnation == task.incarnation
+        {
+            let ms = self.clock.now().0.saturating_sub(entry.epoch.hlc.wall_ms);
+            self.metrics.submitted_to_running(Duration::from_millis(ms));
+        }
+    }
+
     async fn drain(&mut self) {
         if !self.dirty && self.core.tables().clock() != &self.snapshot_clock {
             self.dirty = true;
@@ -547,6 +577,8 @@ impl Driver {
                 }
                 ExecCommand::Start { ref task, .. } => {
                     let task = task.clone();
+                    self.metrics.task_start_requested();
+                    self.starting.insert(task.clone(), Instant::now());
                     if let Err(refused) = self.runner.start(cmd) {
                         self.answered.push_back((task, refused));
                     }

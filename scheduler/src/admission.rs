@@ -28,11 +28,15 @@ impl Scheduler {
                 continue;
             }
             match self.admission_verdict(&id, &a) {
-                Verdict::Admit(entry, binding) => self.admit(id, &a, &entry, binding),
+                Verdict::Admit(entry, binding) => {
+                    self.counters.admissions += 1;
+                    self.admit(id, &a, &entry, binding);
+                }
                 Verdict::Defer => {
                     self.target.deferred.insert(id);
                 }
                 Verdict::Reject(reason) => {
+                    self.counters.rejections += 1;
                     self.write_state_if_mine(&id, AttemptState::Rejected { reason });
                 }
             }

@@ -324,6 +324,10 @@ impl Scheduler {
         }
         self.coord.pending.remove(key);
         self.coord.retry.remove(key);
+        self.counters.placements += 1;
+        if attempt > 1 {
+            self.counters.replacements += 1;
+        }
         self.write(OpBody::Assign { id, assignment });
     }
 

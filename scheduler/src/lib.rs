@@ -138,7 +138,9 @@ pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector}
 pub use jobs::{JobWrite, Prepared, StopError, SubmitError};
 pub use message::{DecodeError, Message, Outgoing, WireLimits};
 pub use placement::{FilterReport, PendingReason};
-pub use scheduler::{ExecCommand, KillReason, RestoreError, Scheduler, Stats, TaskEvent};
+pub use scheduler::{
+    ExecCommand, KillReason, PendingCounts, RestoreError, Scheduler, Stats, TaskEvent,
+};
 pub use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 pub use spec::{
     Constraint, ConstraintOp, DisconnectPolicy, JobSpec, JobType, NeverFitsError,

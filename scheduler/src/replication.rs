@@ -135,7 +135,11 @@ impl Scheduler {
                     actors.insert(op.dot.actor.clone());
                 }
             }
-            overflow |= self.replica.receive(op) == Received::Overflow;
+            match self.replica.receive(op) {
+                Received::Applied => self.counters.ops_applied += 1,
+                Received::Overflow => overflow = true,
+                Received::Duplicate | Received::Buffered => {}
+            }
         }
         for actor in actors {
             if actor.node != self.node {
@@ -228,6 +232,7 @@ impl Scheduler {
         }
         let i = usize::try_from(self.rng.below(peers.len() as u64)).unwrap_or(0);
         let clock = self.tables().clock().clone();
+        self.counters.anti_entropy_rounds += 1;
         self.outbox.push_back(Outgoing::one(
             &peers[i],
             Message::Digest { clock, reply: true },

@@ -110,6 +110,27 @@ pub(crate) struct Replication {
     pub(crate) refused_messages: u64,
 }
 
+// ---- counters ------------------------------------------------------------------------------
+
+/// Monotonic counts of what this node's core did, for metrics (`Scheduler::stats`). Nothing
+/// decides on them; each is incremented where the event happens.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    /// Attempts this node placed as a slot's coordinator (`coordinator.rs`).
+    pub(crate) placements: u64,
+    /// Of `placements`: attempts after the first of their slot (a re-placement after a
+    /// rejection, failure, exit to restart or a lost node).
+    pub(crate) replacements: u64,
+    /// Proposals this node admitted as their target (`admission.rs`).
+    pub(crate) admissions: u64,
+    /// Proposals this node rejected as their target.
+    pub(crate) rejections: u64,
+    /// Ops from peers applied to the tables (`replication.rs`); duplicates not counted.
+    pub(crate) ops_applied: u64,
+    /// Anti-entropy digests this node started.
+    pub(crate) anti_entropy_rounds: u64,
+}
+
 // ---- target side: admission -------------------------------------------------------------
 
 /// The target side: what this node admitted and what waits for admission. Changed by

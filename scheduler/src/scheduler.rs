@@ -12,8 +12,10 @@ use crate::hash::Rng;
 use crate::health::{CheckResult, ResolvedCheck};
 use crate::ids::{ActorId, AttemptId, HlcClock, SlotKey};
 use crate::message::{Message, Outgoing};
+use crate::placement::PendingReason;
 use crate::roles::{
-    CatchUp, Coordination, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake, Work,
+    CatchUp, Coordination, Counters, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake,
+    Work,
 };
 use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2};
 
@@ -140,6 +142,35 @@ pub struct Stats {
     pub ops_written: u64,
     /// Messages refused because an op in them broke an ownership rule (`Scheduler::handle_message`).
     pub refused_messages: u64,
+    /// Attempts placed by this node as a slot's coordinator.
+    pub placements: u64,
+    /// Of `placements`: attempts after the first of their slot.
+    pub replacements: u64,
+    /// Proposals admitted here as their target.
+    pub admissions: u64,
+    /// Proposals rejected here as their target.
+    pub rejections: u64,
+    /// Ops from peers applied to the tables.
+    pub ops_applied: u64,
+    /// Anti-entropy digests started by this node.
+    pub anti_entropy_rounds: u64,
+    /// Slots this node coordinates that wait, by reason (`PendingCounts`).
+    pub pending_by_reason: PendingCounts,
+}
+
+/// Pending slots by the kind of their [`PendingReason`](crate::placement::PendingReason).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
+pub struct PendingCounts {
+    /// No live member with a resource ad.
+    pub no_nodes: usize,
+    /// Every node failed a filter (no room, constraints, ports).
+    pub no_fit: usize,
+    /// Waiting out a back-off.
+    pub backoff: usize,
+    /// A node fits; placing.
+    pub placing: usize,
+    /// No majority: nothing is placed.
+    pub no_majority: usize,
 }
 
 /// Current snapshot format: 2 added the `bindings` component and the spec's service fields
@@ -241,6 +272,8 @@ pub struct Scheduler {
     pub(crate) reach: Reach,
     /// Job records to log and acks held until they are logged (`durability.rs`).
     pub(crate) log: Log,
+    /// What this core did, for metrics.
+    pub(crate) counters: Counters,
 }
 
 impl Scheduler {
@@ -274,6 +307,7 @@ impl Scheduler {
             gc: Gc::default(),
             reach: Reach::default(),
             log: Log::default(),
+            counters: Counters::default(),
         };
         s.set_members(&[]);
         s
@@ -320,7 +354,29 @@ impl Scheduler {
             pending_slots: self.coord.pending.len(),
             ops_written: self.repl.counter,
             refused_messages: self.repl.refused_messages,
+            placements: self.counters.placements,
+            replacements: self.counters.replacements,
+            admissions: self.counters.admissions,
+            rejections: self.counters.rejections,
+            ops_applied: self.counters.ops_applied,
+            anti_entropy_rounds: self.counters.anti_entropy_rounds,
+            pending_by_reason: self.pending_by_reason(),
         }
+    }
+
+    /// The pending slots this node coordinates, counted by the kind of reason.
+    fn pending_by_reason(&self) -> PendingCounts {
+        let mut c = PendingCounts::default();
+        for reason in self.coord.pending.values() {
+            *match reason {
+                PendingReason::NoNodes => &mut c.no_nodes,
+                PendingReason::NoFit(_) => &mut c.no_fit,
+                PendingReason::Backoff { .. } => &mut c.backoff,
+                PendingReason::Placing { .. } => &mut c.placing,
+                PendingReason::NoMajority { .. } => &mut c.no_majority,
+            } += 1;
+        }
+        c
     }
 
     /// Tasks admitted on this node and not yet known dead, with their reservations.

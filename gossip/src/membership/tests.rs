@@ -570,3 +570,33 @@ fn a_second_agent_with_an_older_generation_gives_the_name_up_too() {
     net.run(20_000);
     assert_eq!(seen_as(&net, 0, "n1"), Some((addr(1), MemberStatus::Alive)));
 }
+
+#[test]
+fn a_suspicion_the_member_refutes_is_counted() {
+    let mut net = Net::new(5, 0.0);
+    net.run(5_000);
+    let refuted = |net: &Net| {
+        (0..4)
+            .map(|i| net.node(i).stats().suspicions_refuted)
+            .sum::<u64>()
+    };
+    assert_eq!(refuted(&net), 0);
+    // Cut n4 off until someone suspects it (bounded), then let it answer at once.
+    net.side[4] = 1;
+    let suspected = (0..100).any(|_| {
+        net.run(50);
+        (0..4).any(|i| net.status_seen_by(i, 4) == Some(MemberStatus::Suspect))
+    });
+    assert!(suspected, "nobody suspected n4 within 5 s of the cut");
+    net.side[4] = 0;
+    net.run(10_000);
+    for i in 0..4 {
+        assert_eq!(net.status_seen_by(i, 4), Some(MemberStatus::Alive));
+    }
+    let downs: u64 = (0..4).map(|i| net.node(i).stats().down_marks).sum();
+    assert_eq!(
+        downs, 0,
+        "n4 was declared down: the suspicion was not refuted in time"
+    );
+    assert!(refuted(&net) >= 1, "the refuted suspicion was not counted");
+}

@@ -111,6 +111,9 @@ impl Membership {
         match status {
             MemberStatus::Suspect => self.stats.suspect_marks += 1,
             MemberStatus::Down => self.stats.down_marks += 1,
+            MemberStatus::Alive if from == Some(MemberStatus::Suspect) => {
+                self.stats.suspicions_refuted += 1;
+            }
             _ => {}
         }
         self.events.push_back(MemberEvent::Status {
