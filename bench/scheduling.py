@@ -10,7 +10,10 @@
     GET /v1/jobs/ID every 1 ms until the task is running;
   - agent RSS with the 10,000-task job in the tables.
 
-Usage: bench/scheduling.py [--sizes 1000,10000] [--singles 200] [--out FILE]
+Usage: bench/scheduling.py [--sizes 1000,10000] [--singles 200] [--out FILE] [--bin PATH]
+
+--bin runs another build (default target/release/shoal), so two builds can be compared in one
+sitting; SHOAL_BENCH_LOG sets the agents' RUST_LOG (default warn).
 """
 import argparse, http.client, json, os, signal, statistics, subprocess, tempfile, time
 
@@ -34,7 +37,7 @@ class Api:
         r = self.c.getresponse(); data = r.read()
         return r.status, (json.loads(data) if data else None)
 
-def start_agents(root, key):
+def start_agents(root, key, BIN):
     agents = []
     for i in range(1, 4):
         d = os.path.join(root, f"n{i}"); os.makedirs(d)
@@ -92,13 +95,14 @@ def singles(api, count):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000,10000"); ap.add_argument("--singles", type=int, default=200)
-    ap.add_argument("--out"); a = ap.parse_args()
+    ap.add_argument("--out"); ap.add_argument("--bin", default=BIN); a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="shoal-sched-bench-")
+    print(json.dumps({"data_and_logs": root}), flush=True)
     # A root agent runs tasks as `nobody`, which must reach its data dir.
     os.chmod(root, 0o755)
     key = os.path.join(root, "cluster.key")
-    open(key, "w").write(subprocess.check_output([BIN, "keygen"]).decode())
-    agents = start_agents(root, key)
+    open(key, "w").write(subprocess.check_output([a.bin, "keygen"]).decode())
+    agents = start_agents(root, key, a.bin)
     api = Api(agents[0]["http"], agents[0]["token_file"])
     out = {"batches": [], "machine": "2 vCPU, 24 GiB"}
     try:

@@ -25,6 +25,7 @@
 //!   handler feeds; `wire.rs` — the datagram format and its bounded decoders; `types.rs` —
 //!   plain data shared with the scheduler and the agent; `config.rs` — tunables.
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod ads;
 mod config;

@@ -41,6 +41,7 @@ pub(crate) mod cgroup;
 mod check_command;
 pub(crate) mod disk_name;
 mod enforcement;
+mod entry;
 mod launch;
 mod logs;
 pub(crate) mod pidfile;
@@ -255,9 +256,6 @@ pub enum ExecError {
     /// The task user settings cannot be honoured (unknown user, or not root).
     #[error("{0}")]
     TaskUser(String),
-    /// A setting is out of range.
-    #[error("invalid executor setting: {0}")]
-    Config(&'static str),
     /// The data directory could not be prepared.
     #[error("cannot create {}: {source}", path.display())]
     DataDir {
@@ -333,12 +331,6 @@ impl Executor {
     ) -> Result<(Executor, mpsc::Receiver<ExecEvent>), ExecError> {
         if !is_safe_name(&config.instance, 64) {
             return Err(ExecError::InvalidInstance(config.instance.clone()));
-        }
-        if config.task_max_pids == 1 {
-            // The launching thread sits in the task's cgroup while it forks (cgroup v1).
-            return Err(ExecError::Config(
-                "task_max_pids must be 0 (unlimited) or at least 2",
-            ));
         }
         let users = Users::new(
             nix::unistd::geteuid().as_raw(),

@@ -103,6 +103,7 @@
 //! The design, ownership rules and GC safety argument are in `docs/scheduler.md`.
 
 #![deny(missing_docs)]
+#![forbid(unsafe_code)]
 
 mod admission;
 mod checking;

@@ -9,7 +9,8 @@
 //! means "it worked here", not "a file exists".
 //!
 //! Per task, [`Hierarchy::create`] makes `<parent>/<job>.<slot>.<attempt>` and writes the limits
-//! before the spawn; [`TaskCgroup::add`] moves the pid in right after it; [`kill_until_empty`]
+//! before the spawn; with v1 the child enters it before `exec` ([`TaskCgroup::entry`]), with v2
+//! [`TaskCgroup::add`] moves the pid in right after the spawn; [`kill_until_empty`]
 //! SIGKILLs every process in it (v2 `cgroup.kill`, else the v1 freezer around a kill of each
 //! member, else a kill of each member) until none is left; [`TaskCgroup::remove`] deletes the
 //! directories once they are empty.
@@ -20,6 +21,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::entry::Entry;
 use crate::backoff::Backoff;
 
 /// CFS period used for CPU quotas: 100 ms, the kernel default.
@@ -223,41 +225,12 @@ impl Hierarchy {
         Ok(cgroup)
     }
 
-    /// Runs `spawn` so that the process it creates is born inside the task cgroup `name`, where
-    /// the hierarchy allows: with cgroup v1 the calling thread moves into the task cgroup of each
-    /// hierarchy (v1 places threads one by one), forks there, and moves back to the agent's own
-    /// cgroups. A child then cannot fork, or `setsid`, before it is in its cgroup. With v2 a
-    /// thread cannot leave its process's cgroup (outside threaded mode), so the caller moves the
-    /// pid in after the spawn (`TaskCgroup::add`), and a task that forks within that window can
-    /// leave a child outside its cgroup (docs/executor.md).
-    pub fn spawn_inside<T>(&self, name: &str, spawn: impl FnOnce() -> T) -> Result<T, String> {
-        if let Hierarchy::V2 { .. } = self {
-            return Ok(spawn());
-        }
-        let tid = nix::unistd::gettid().to_string();
-        let dirs = self.task_cgroup(name).dirs;
-        for dir in &dirs {
-            if let Err(e) = write(&dir.join("tasks"), &tid) {
-                self.leave(&tid);
-                return Err(e);
-            }
-        }
-        let spawned = spawn();
-        self.leave(&tid);
-        Ok(spawned)
-    }
-
-    /// Moves thread `tid` back to the agent's own cgroup in each v1 hierarchy: the parent of
-    /// `shoal/<instance>`.
-    fn leave(&self, tid: &str) {
-        for parent in self.parents() {
-            let Some(own) = parent.parent().and_then(Path::parent) else {
-                continue;
-            };
-            if let Err(e) = write(&own.join("tasks"), tid) {
-                tracing::error!(error = %e, "a launcher thread could not leave a task cgroup");
-            }
-        }
+    /// Whether a task's child enters its cgroup itself, between `fork` and `exec`
+    /// ([`TaskCgroup::entry`]): with cgroup v1. With v2 the caller moves the pid in after the
+    /// spawn ([`TaskCgroup::add`]), and a task that forks within that window can leave a child
+    /// outside its cgroup (docs/executor.md, "The fork race at the start").
+    pub fn enters_before_exec(&self) -> bool {
+        matches!(self, Hierarchy::V1 { .. })
     }
 
     /// Removes the `shoal/<instance>` directories if they hold no task cgroup any more (a
@@ -292,6 +265,12 @@ impl TaskCgroup {
     /// The cgroup made of these directories (the watchdog names tasks by directory).
     pub fn from_dirs(dirs: Vec<PathBuf>) -> TaskCgroup {
         TaskCgroup { dirs }
+    }
+
+    /// Opens the cgroup's `cgroup.procs` files for the child of a spawn to enter them before
+    /// `exec` ([`Entry`]).
+    pub fn entry(&self) -> Result<Entry, String> {
+        Entry::open(&self.dirs)
     }
 
     /// Moves `pid` (and so everything it forks from now on) into the cgroup.

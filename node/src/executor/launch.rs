@@ -70,17 +70,22 @@ impl Inner {
             .stderr(stderr)
             .process_group(0)
             .kill_on_drop(false);
-        let spawned = match &self.cgroups {
-            Some(h) => h
-                .spawn_inside(&name.cgroup(), || command.spawn())
-                .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?,
-            None => command.spawn(),
+        let entered = match (&self.cgroups, &cgroup) {
+            (Some(h), Some(c)) if h.enters_before_exec() => {
+                c.entry()
+                    .inspect_err(|_| remove_cgroup_now(Some(c)))?
+                    .install(&mut command);
+                true
+            }
+            _ => false,
         };
-        let (child, pid) = spawned
-            .map_err(|e| spawn_error(spec, account, &workdir, &e))
+        let (child, pid) = command
+            .spawn()
+            .map_err(|e| spawn_error(spec, account, &workdir, entered, &e))
             .and_then(|child| with_pid(child, spec))
             .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?;
-        let setup_error = self.after_spawn(name, pid, cgroup.as_ref()).err();
+        let to_add = cgroup.as_ref().filter(|_| !entered);
+        let setup_error = self.after_spawn(name, pid, to_add).err();
         Ok(Launched {
             child,
             pid,
@@ -114,8 +119,8 @@ impl Inner {
         env
     }
 
-    /// Moves the pid into its cgroup first (the sooner, the fewer forks escape it), then
-    /// persists the pid record that recovery depends on.
+    /// Moves the pid into `cgroup` first, when it is not there yet (v2: the sooner, the fewer
+    /// forks escape it), then persists the pid record that recovery depends on.
     fn after_spawn(
         &self,
         name: &DiskName,
@@ -256,10 +261,14 @@ pub(super) fn resolve_program(
     }
 }
 
+/// Words for a failed spawn. `entered`: the child was to enter its cgroup before `exec`, and the
+/// spawn reports only an errno, so an error nothing else explains may be that step's (its files
+/// were opened by the agent, so it is not a permission problem: a cgroup removed meanwhile).
 fn spawn_error(
     spec: &TaskSpec,
     account: Option<&Account>,
     workdir: &Path,
+    entered: bool,
     error: &std::io::Error,
 ) -> String {
     let command = spec.command.escape_default();
@@ -275,6 +284,9 @@ fn spawn_error(
         (ErrorKind::PermissionDenied, None) => {
             format!("command `{command}` is not executable (permission denied)")
         }
+        _ if entered => format!(
+            "cannot start command `{command}` or move it into its cgroup before it runs: {error}"
+        ),
         _ => format!("cannot start command `{command}`: {error}"),
     }
 }

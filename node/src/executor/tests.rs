@@ -500,6 +500,52 @@ async fn cgroup_limits_are_applied_and_removed() {
     );
 }
 
+/// The task reads its own `/proc/self/cgroup` as its first act: it must already be in its
+/// cgroup in every hierarchy, or a fork at that moment would have escaped. With `pids.max = 1`,
+/// so nothing but the task itself may be charged to its cgroup during the launch.
+#[tokio::test]
+async fn a_task_is_in_its_cgroups_before_it_runs() {
+    let config = ExecutorConfig {
+        task_max_pids: 1,
+        ..test_config("entry", CgroupMode::Auto)
+    };
+    let mut dir = scratch("entry");
+    let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
+    dir.reap(&exec);
+    if cgroups_or_skip(&exec, "a_task_is_in_its_cgroups_before_it_runs").is_none() {
+        return;
+    }
+    let hierarchy = exec.inner.cgroups.clone().unwrap();
+    if !hierarchy.enters_before_exec() {
+        eprintln!(
+            "SKIPPED a_task_is_in_its_cgroups_before_it_runs: cgroup v2 moves the task after \
+             the spawn (docs/executor.md, \"The fork race at the start\")"
+        );
+        return;
+    }
+    let task = key("entry", 0);
+    let spec = TaskSpec {
+        command: "cat".to_owned(),
+        args: vec!["/proc/self/cgroup".to_owned()],
+        ..TaskSpec::default()
+    };
+    exec.start(task.clone(), spec).unwrap();
+    started(&mut events).await;
+    let exited = next(&mut events).await;
+    assert!(
+        matches!(exited, ExecEvent::Exited { code: Some(0), .. }),
+        "{exited:?}"
+    );
+    let membership = std::fs::read_to_string(exec.log_paths(&task).unwrap().stdout).unwrap();
+    let inside = format!("/shoal/test-entry-{}/entry.1.n.0.0", std::process::id());
+    let lines = membership.lines().filter(|l| l.ends_with(&inside)).count();
+    assert_eq!(
+        lines,
+        hierarchy.parents().len(),
+        "not in its cgroup of every hierarchy when it ran: {membership}"
+    );
+}
+
 #[tokio::test]
 async fn memory_limit_is_enforced() {
     let (exec, mut events, _dir) = executor("oom", CgroupMode::Auto);
