@@ -40,6 +40,8 @@
 //! - `ids.rs`, `hash.rs`, `config.rs` — identities and clocks, stable hashing and rendezvous,
 //!   [`SchedulerConfig`];
 //! - [`view`] — job and task views for the API;
+//! - [`catalog`] — the service catalog (instances per service name) that DNS and
+//!   `/v1/services` answer from;
 //! - `testing` (cargo feature `testing`, for tests only) — an in-memory multi-node harness
 //!   with a fake clock and executor.
 //!
@@ -69,6 +71,7 @@
 //!
 //! ```text
 //! admission → ids, ports, roles, scheduler, spec, table
+//! catalog → hash, ids, roles, scheduler, spec, table
 //! config → message, spec
 //! coordinator → config, hash, ids, placement, roles, scheduler, slot, spec, table
 //! disconnect → ids, message, placement, roles, scheduler, spec, table
@@ -78,7 +81,7 @@
 //! hash → (nothing)
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
-//! lib → config, durability, ids, jobs, message, placement, scheduler, spec, table, view
+//! lib → catalog, config, durability, ids, jobs, message, placement, scheduler, spec, table, view
 //! members → hash, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
@@ -99,6 +102,7 @@
 #![deny(missing_docs)]
 
 mod admission;
+pub mod catalog;
 mod config;
 mod coordinator;
 mod disconnect;
@@ -123,6 +127,7 @@ pub mod table;
 pub mod testing;
 pub mod view;
 
+pub use catalog::{Catalog, CatalogBuilder, Instance, InstanceHealth, Service};
 pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
 pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector};

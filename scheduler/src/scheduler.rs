@@ -12,7 +12,8 @@ use crate::hash::Rng;
 use crate::ids::{ActorId, AttemptId, HlcClock, SlotKey};
 use crate::message::{Message, Outgoing};
 use crate::roles::{
-    CatchUp, Coordination, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake, Work,
+    CatalogChanges, CatchUp, Coordination, Gc, LocalTask, Log, Members, Reach, Replication, Target,
+    Wake, Work,
 };
 use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1};
 
@@ -214,6 +215,8 @@ pub struct Scheduler {
     pub(crate) reach: Reach,
     /// Job records to log and acks held until they are logged (`durability.rs`).
     pub(crate) log: Log,
+    /// What the service catalog has not absorbed yet (`catalog.rs`).
+    pub(crate) catalog_changes: CatalogChanges,
 }
 
 impl Scheduler {
@@ -247,6 +250,7 @@ impl Scheduler {
             gc: Gc::default(),
             reach: Reach::default(),
             log: Log::default(),
+            catalog_changes: CatalogChanges::default(),
         };
         s.set_members(&[]);
         s
@@ -308,6 +312,7 @@ impl Scheduler {
     pub fn handle_members(&mut self, now: Millis, members: &[MemberInfo]) {
         self.tick(now);
         self.ask_to_catch_up_after(members);
+        self.catalog_changes.members = true;
         if !self.update_in_place(members) {
             let before: Vec<(String, MemberStatus)> = self.statuses();
             self.set_members(members);
