@@ -1,7 +1,8 @@
-//! Services with real agents (`docs/services.md`; so far step 2, ports): each task of a
-//! service gets a free port on its node, picked there at admission, sees it as
-//! `SHOAL_PORT_<NAME>` / `SHOAL_ADDR_<NAME>` / `SHOAL_IP` and in `${…}` in its arguments, and
-//! serves on it; `job status` shows the ports.
+//! Services with real agents (`docs/services.md`; so far steps 2 and 4, ports and the
+//! catalog): each task of a service gets a free port on its node, picked there at admission,
+//! sees it as `SHOAL_PORT_<NAME>` / `SHOAL_ADDR_<NAME>` / `SHOAL_IP` and in `${…}` in its
+//! arguments, and serves on it; `job status` shows the ports; every node's `/v1/services`
+//! lists the running instances, and a stopped one leaves every node's answer.
 
 mod common;
 
@@ -235,4 +236,218 @@ fn a_static_port_blocks_a_second_job_on_that_node_with_a_reason() {
         },
     );
     assert!(why.contains("n1"), "{why}");
+}
+
+/// A GET with its headers (lower-cased names) and JSON body; `read_for` bounds a blocking
+/// query.
+fn get_full(
+    addr: SocketAddr,
+    path: &str,
+    read_for: Duration,
+) -> Option<(BTreeMap<String, String>, Value)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(read_for)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((headers, serde_json::from_str(body).ok()?))
+}
+
+/// `GET /v1/services/{name}{query}` at agent `at`.
+fn service(
+    c: &Cluster,
+    at: usize,
+    name: &str,
+    query: &str,
+) -> Option<(BTreeMap<String, String>, Value)> {
+    get_full(
+        c.agents[at].http,
+        &format!("/v1/services/{name}{query}"),
+        Duration::from_secs(5),
+    )
+}
+
+/// (job, slot, attempt) of every instance in a `/v1/services/{name}` answer.
+fn instance_keys(answer: &Value) -> BTreeSet<(String, u64, u64)> {
+    answer["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            (
+                i["job"].as_str().unwrap_or("?").to_string(),
+                i["slot"].as_u64().unwrap_or(0),
+                i["attempt"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Submits `web`: `count` python HTTP servers, each writing its pid to `DIR/pid-PORT`.
+fn submit_web(c: &Cluster, count: u32) -> PathBuf {
+    let pid_dir = c.path().join("by-port");
+    std::fs::create_dir_all(&pid_dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pid_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let script = format!(
+        "echo $$ >> {pids}; echo $$ > {dir}/pid-$SHOAL_PORT_HTTP; \
+         exec /usr/bin/python3 -m http.server ${{SHOAL_PORT_HTTP}} --bind 127.0.0.1",
+        pids = c.pids.display(),
+        dir = pid_dir.display()
+    );
+    let spec = serde_json::json!({
+        "id": "web", "type": "service", "count": count, "command": "sh", "args": ["-c", script],
+        "resources": {"cpu": 100, "memory": 64}, "tags": ["blue"],
+        "ports": [{"name": "http"}, {"name": "admin"}],
+        "restart": {"delay_ms": 200}
+    });
+    let file = c.path().join("web.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
+    assert!(
+        out.status.success(),
+        "job run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pid_dir
+}
+
+/// Waits until every node answers `count` healthy instances of `web` with one content hash;
+/// returns each node's answer.
+fn converged_web(c: &Cluster, count: usize, what: &str) -> Vec<(BTreeMap<String, String>, Value)> {
+    wait_for(DEADLINE, what, || {
+        let answers: Vec<_> = (0..c.agents.len())
+            .map(|i| service(c, i, "web", "?healthy=true"))
+            .collect::<Option<_>>()?;
+        let hashes: BTreeSet<&String> = answers
+            .iter()
+            .map(|(h, _)| h.get("x-shoal-content-hash"))
+            .collect::<Option<_>>()?;
+        let full = answers
+            .iter()
+            .all(|(_, a)| a["instances"].as_array().is_some_and(|i| i.len() == count));
+        (full && hashes.len() == 1).then_some(answers)
+    })
+}
+
+#[test]
+fn every_node_lists_the_instances_and_drops_a_stopped_one() {
+    let c = Cluster::start(3, "svc-catalog", &[]);
+    let pid_dir = submit_web(&c, 3);
+    let answers = converged_web(&c, 3, "every node lists 3 healthy web instances, one hash");
+    let first = &answers[0].1;
+    for i in first["instances"].as_array().unwrap() {
+        assert_eq!(i["address"], "127.0.0.1", "{i}");
+        assert_eq!(i["health"], "healthy", "{i}");
+        assert_eq!(i["tags"], serde_json::json!(["blue"]), "{i}");
+        let port = i["ports"]["http"].as_u64().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let status = wait_for(DEADLINE, &format!("{addr} answers"), || get_status(addr));
+        assert!(status.contains(" 200 "), "{addr}: {status}");
+    }
+    // Filters: a tag nobody has, and an unknown service (200, no instances, index 0).
+    let (_, none) = service(&c, 1, "web", "?tag=green").unwrap();
+    assert_eq!(none["instances"], serde_json::json!([]));
+    let (h, unknown) = service(&c, 1, "nope", "").unwrap();
+    assert_eq!(unknown["index"], 0);
+    assert_eq!(h["x-shoal-index"], "0");
+    let bad = get_full(
+        c.agents[0].http,
+        "/v1/services/web?wait=3h&index=1",
+        Duration::from_secs(5),
+    );
+    assert!(
+        bad.unwrap().1["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a duration")
+    );
+
+    // The CLI.
+    let out = c.agents[2].cli(&["service", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("web"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["web", "3", "3", "blue", "web"], "{text}");
+    let out = c.agents[1].cli(&["service", "show", "web", "--healthy"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("service web: 3 instances"), "{text}");
+    assert!(text.contains("healthy") && text.contains("http="), "{text}");
+
+    // A watcher blocked on each node's index wakes when an instance stops.
+    let watchers: Vec<_> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            let addr = c.agents[i].http;
+            let index: u64 = h["x-shoal-index"].parse().unwrap();
+            let path = format!("/v1/services/web?index={index}&wait=60s");
+            (
+                index,
+                std::thread::spawn(move || get_full(addr, &path, Duration::from_secs(90))),
+            )
+        })
+        .collect();
+    let victim = &first["instances"][0];
+    let key = (
+        "web".to_string(),
+        victim["slot"].as_u64().unwrap(),
+        victim["attempt"].as_u64().unwrap(),
+    );
+    let pid =
+        std::fs::read_to_string(pid_dir.join(format!("pid-{}", victim["ports"]["http"]))).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for (i, (index, w)) in watchers.into_iter().enumerate() {
+        let (h, _) = w.join().unwrap().expect("the blocking query answers");
+        let now: u64 = h["x-shoal-index"].parse().unwrap();
+        assert_ne!(
+            now,
+            index,
+            "n{}: the watcher woke on a change, not at its wait",
+            i + 1
+        );
+    }
+    wait_for(DEADLINE, "every node dropped the killed instance", || {
+        (0..3)
+            .all(|i| {
+                service(&c, i, "web", "").is_some_and(|(_, a)| !instance_keys(&a).contains(&key))
+            })
+            .then_some(())
+    });
+    // It is restarted (a new attempt) and every node lists 3 again.
+    let again = converged_web(&c, 3, "every node lists 3 healthy instances again");
+    assert!(!instance_keys(&again[0].1).contains(&key));
+
+    // A stopped job leaves every node's catalog.
+    let out = c.agents[1].cli(&["job", "stop", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(DEADLINE, "every node forgot the stopped service", || {
+        (0..3)
+            .all(|i| service(&c, i, "web", "").is_some_and(|(_, a)| a["index"] == 0))
+            .then_some(())
+    });
 }

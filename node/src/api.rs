@@ -4,6 +4,8 @@
 //! - `GET /v1/nodes` — every member as this node sees it.
 //! - `GET /v1/nodes/{name}` — one member.
 //! - `GET /v1/agent/self` — this agent: identity, addresses, counters.
+//! - `/v1/jobs`, `/v1/tasks` (`api_jobs.rs`), `/v1/keyring` (`api_keyring.rs`),
+//!   `/v1/services` (`api_services.rs`).
 //!
 //! Every request passes [`crate::api_auth::check`] first (token, `Host`, `Origin`, content
 //! type); a refused request reaches no handler.
@@ -144,6 +146,7 @@ pub fn router(state: ApiState, guard: Arc<crate::api_auth::Guard>) -> Router {
         .route("/v1/agent/self", get(agent_self))
         .merge(crate::api_jobs::routes())
         .merge(crate::api_keyring::routes())
+        .merge(crate::api_services::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             guard,

@@ -17,8 +17,8 @@ use std::time::Duration;
 
 use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
-    AttemptId, ExecCommand, JobSpec, JobView, NeverFitsError, Receipt, Scheduler, SchedulerConfig,
-    SpecError, StopError, SubmitError, TaskEvent,
+    AttemptId, Catalog, CatalogBuilder, ExecCommand, JobSpec, JobView, NeverFitsError, Receipt,
+    Scheduler, SchedulerConfig, SpecError, StopError, SubmitError, TaskEvent,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -100,6 +100,7 @@ enum Request {
 #[derive(Debug, Clone)]
 pub struct SchedHandle {
     requests: mpsc::Sender<Request>,
+    catalog: watch::Receiver<Arc<Catalog>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -158,6 +159,12 @@ impl SchedHandle {
         self.ask(|tx| Request::Usage(nodes, tx))
             .await
             .unwrap_or_else(|| vec![Resources::default(); n])
+    }
+
+    /// The service catalog, republished after every drained input that changed it
+    /// (`docs/services.md`, §3): readers never wait on the scheduler task.
+    pub fn catalog(&self) -> watch::Receiver<Arc<Catalog>> {
+        self.catalog.clone()
     }
 
     /// The ports listening on this host (admission keeps clear of them).
@@ -229,13 +236,21 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(1024);
     let members = parts.gossip.watch_members();
     let quorum = parts.gossip.watch_quorum();
-    let driver = Driver::new(parts);
+    let (catalog_tx, catalog) = watch::channel(Arc::new(Catalog::default()));
+    let mut driver = Driver::new(parts);
+    driver.catalog_tx = Some(catalog_tx);
     let span = tracing::info_span!("sched", node = %driver.core.node());
     let task = tokio::spawn(tracing::Instrument::instrument(
         driver.run(rx, members, quorum, shutdown),
         span,
     ));
-    (SchedHandle { requests: tx }, task)
+    (
+        SchedHandle {
+            requests: tx,
+            catalog,
+        },
+        task,
+    )
 }
 
 struct Waiter {
@@ -269,6 +284,10 @@ struct Driver {
     dirty: bool,
     snapshot_clock: shoal_scheduler::VersionVector,
     last_snapshot: Instant,
+    /// The service catalog, brought up to date after every drained input.
+    catalog: CatalogBuilder,
+    /// Where it is published.
+    catalog_tx: Option<watch::Sender<Arc<Catalog>>>,
 }
 
 impl Driver {
@@ -289,6 +308,8 @@ impl Driver {
             dirty: true,
             snapshot_clock: shoal_scheduler::VersionVector::new(),
             last_snapshot: Instant::now(),
+            catalog: CatalogBuilder::new(),
+            catalog_tx: None,
         }
     }
 
@@ -310,6 +331,7 @@ impl Driver {
         self.feed_quorum(&mut quorum);
         let view = members.borrow_and_update().clone();
         self.core.handle_members(self.clock.now(), &view);
+        self.publish_catalog();
         loop {
             if let Some((task, event)) = self.answered.pop_front() {
                 self.core.handle_task_event(self.clock.now(), task, event);
@@ -545,6 +567,16 @@ impl Driver {
             self.write_snapshot();
             self.send_messages();
             self.answer_waiters();
+        }
+        self.publish_catalog();
+    }
+
+    /// Rebuilds the services the last input touched and publishes the catalog if it changed.
+    fn publish_catalog(&mut self) {
+        if self.core.update_catalog(&mut self.catalog)
+            && let Some(tx) = &self.catalog_tx
+        {
+            tx.send_replace(Arc::new(self.catalog.catalog().clone()));
         }
     }
 

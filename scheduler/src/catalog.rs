@@ -56,6 +56,17 @@ impl Catalog {
     pub fn service(&self, name: &str) -> Option<&Service> {
         self.services.get(name).map(|s| &**s)
     }
+
+    /// A hash of every service's name and content hash: equal on converged nodes.
+    #[must_use]
+    pub fn content_hash(&self) -> u64 {
+        self.services
+            .iter()
+            .fold(StableHasher::new(), |h, (name, s)| {
+                h.field(name.as_bytes()).int(s.hash)
+            })
+            .finish()
+    }
 }
 
 /// One service name: the jobs that declare it and their instances.
@@ -368,8 +379,10 @@ fn job_instances(
 }
 
 /// The content hash of a service: FNV-1a (with the crate's finaliser) of its instances'
-/// postcard bytes. `instances` are already sorted by (job, slot).
-fn instances_hash(instances: &[Instance]) -> u64 {
+/// postcard bytes. `instances` are sorted by (job, slot). An unknown service hashes as one
+/// without instances.
+#[must_use]
+pub fn instances_hash(instances: &[Instance]) -> u64 {
     debug_assert!(
         instances
             .windows(2)
