@@ -16,6 +16,8 @@
 //!   agent's tasks), [`host_ports`] (the port flags and the host's listening ports).
 //! - The API: [`api`] and [`api_jobs`] (routes), [`api_auth`] (token, `Host`, `Origin`,
 //!   content type), [`api_tls`], [`api_keyring`], [`api_server`]; [`keyring`] (rotation).
+//! - Discovery: [`dns`] (the `shoal.` zone from the scheduler's service catalog) and
+//!   [`api_services`] (`/v1/services`).
 //! - Small helpers: [`backoff`], [`clock`].
 
 pub mod agent;
@@ -28,6 +30,7 @@ pub mod api_services;
 pub mod api_tls;
 pub mod backoff;
 pub mod clock;
+pub mod dns;
 pub mod executor;
 pub mod gossip_driver;
 pub mod host_ports;
