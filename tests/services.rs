@@ -451,3 +451,146 @@ fn every_node_lists_the_instances_and_drops_a_stopped_one() {
             .then_some(())
     });
 }
+
+/// Where agent `at` answers DNS, from `/v1/agent/self` (the agents use `--dns 127.0.0.1:0`).
+fn dns_addr(c: &Cluster, at: usize) -> SocketAddr {
+    let me = c.agents[at].agent_self().expect("agent/self answers");
+    me["dns"]["addr"]
+        .as_str()
+        .expect("DNS is on")
+        .parse()
+        .unwrap()
+}
+
+/// `dig +short` at `dns` (over TCP with `tcp`): the answer's lines, sorted, or `None` when dig
+/// could not ask.
+fn dig(dns: SocketAddr, name: &str, qtype: &str, tcp: bool) -> Option<Vec<String>> {
+    let mut cmd = std::process::Command::new("dig");
+    cmd.arg(format!("@{}", dns.ip())).args([
+        "-p",
+        &dns.port().to_string(),
+        name,
+        qtype,
+        "+short",
+        "+time=2",
+        "+tries=1",
+    ]);
+    if tcp {
+        cmd.arg("+tcp");
+    }
+    let out = cmd
+        .output()
+        .expect("dig runs (.ci/run installs bind9-dnsutils)");
+    if !out.status.success() {
+        return None;
+    }
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .collect();
+    lines.sort();
+    Some(lines)
+}
+
+/// `(port, target)` of `dig +short SRV` lines (`1 1 PORT TARGET`).
+fn srv(lines: &[String]) -> BTreeSet<(u16, String)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(2)?.parse().ok()?, f.get(3)?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn dig_at_every_node_finds_the_instances_that_serve() {
+    let c = Cluster::start(3, "svc-dns", &[]);
+    let pid_dir = submit_web(&c, 3);
+    converged_web(&c, 3, "every node lists 3 healthy web instances");
+    let dns: Vec<SocketAddr> = (0..3).map(|i| dns_addr(&c, i)).collect();
+    let mut answers = Vec::new();
+    for (i, at) in dns.iter().enumerate() {
+        let lines = wait_for(DEADLINE, &format!("n{} answers 3 SRV", i + 1), || {
+            dig(*at, "web.service.shoal", "SRV", false).filter(|l| l.len() == 3)
+        });
+        answers.push(srv(&lines));
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    for (port, target) in &answers[0] {
+        assert!(target.ends_with(".node.shoal."), "{target}");
+        // The target resolves (A), and the port serves HTTP 200 there.
+        let ip = dig(dns[1], target, "A", false).unwrap();
+        assert_eq!(ip, ["127.0.0.1"], "{target}");
+        let addr: SocketAddr = format!("{}:{port}", ip[0]).parse().unwrap();
+        let status = wait_for(DEADLINE, &format!("{addr} answers"), || get_status(addr));
+        assert!(status.contains(" 200 "), "{addr}: {status}");
+    }
+    // A, TCP, a named port, a tag, and the negative answers.
+    assert_eq!(
+        dig(dns[2], "web.service.shoal", "A", true).unwrap(),
+        ["127.0.0.1"]
+    );
+    let admin = dig(dns[0], "_admin._tcp.web.service.shoal", "SRV", false).unwrap();
+    assert_eq!(admin.len(), 3, "{admin:?}");
+    assert_eq!(
+        dig(dns[0], "blue.web.service.shoal", "SRV", false)
+            .unwrap()
+            .len(),
+        3
+    );
+    let status = |name: &str, qtype: &str| {
+        let out = std::process::Command::new("dig")
+            .arg(format!("@{}", dns[0].ip()))
+            .args([
+                "-p",
+                &dns[0].port().to_string(),
+                name,
+                qtype,
+                "+time=2",
+                "+tries=1",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let status = text
+            .split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("?")
+            .to_string();
+        (status, text)
+    };
+    let (s, text) = status("nope.service.shoal", "SRV");
+    assert_eq!(s, "NXDOMAIN", "{text}");
+    let (s, text) = status("web.service.shoal", "AAAA");
+    assert_eq!(s, "NOERROR", "{text}");
+    assert!(text.contains("ANSWER: 0") && text.contains("SOA"), "{text}");
+    let (s, text) = status("example.com", "A");
+    assert_eq!(s, "REFUSED", "{text}");
+
+    // A killed instance leaves every node's DNS answer; its restart comes back.
+    let (port, target) = answers[0].iter().next().unwrap().clone();
+    let pid = std::fs::read_to_string(pid_dir.join(format!("pid-{port}"))).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for (i, at) in dns.iter().enumerate() {
+        wait_for(
+            DEADLINE,
+            &format!("n{} drops {target}:{port}", i + 1),
+            || {
+                dig(*at, "web.service.shoal", "SRV", false)
+                    .filter(|l| !srv(l).contains(&(port, target.clone())))
+            },
+        );
+    }
+    for (i, at) in dns.iter().enumerate() {
+        wait_for(DEADLINE, &format!("n{} answers 3 SRV again", i + 1), || {
+            dig(*at, "web.service.shoal", "SRV", true).filter(|l| l.len() == 3)
+        });
+    }
+}

@@ -47,6 +47,8 @@ pub struct ApiState {
     pub logs: Option<Arc<dyn crate::api_jobs::LogReader>>,
     /// Which resource limits the executor enforces on this host (never claimed, detected).
     pub enforcement: Option<crate::executor::Enforcement>,
+    /// DNS, unless it is off.
+    pub dns: Option<crate::dns::DnsInfo>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -134,6 +136,10 @@ pub struct AgentSelf {
     /// and condemns nothing.
     #[serde(default)]
     pub quorum: Option<shoal_gossip::Quorum>,
+    /// Where this agent answers DNS (its bound address, so `--dns 127.0.0.1:0` can be found)
+    /// and the answers it sent by response code; absent with `--dns off`.
+    #[serde(default)]
+    pub dns: Option<crate::dns::DnsView>,
 }
 
 /// Builds the router; `guard` decides which requests reach it.
@@ -214,6 +220,7 @@ async fn agent_self(State(s): State<ApiState>) -> Response {
         transport: serde_json::to_value(transport).unwrap_or_default(),
         limits: s.enforcement.clone(),
         quorum: Some(s.gossip.quorum()),
+        dns: s.dns.as_ref().map(crate::dns::DnsInfo::view),
     })
     .into_response()
 }
