@@ -190,7 +190,10 @@ fn a_stopped_job_and_a_dead_node_leave_every_catalog() {
     let index = |k: &Catalogs, node: &str| k.0[node].catalog().service("web").unwrap().index;
     let before = [index(&cats, "n1"), index(&cats, "n2")];
 
-    // A node dies: its instance leaves the survivors' catalogs as soon as SWIM says so.
+    // A node dies: its instance leaves the survivors' catalogs as soon as SWIM says so, long
+    // before its attempt is marked lost (a long settle time holds that back).
+    c.settle_ms = 600_000;
+    c.sync_members();
     c.crash("n3");
     c.declare_down("n3");
     for (node, before) in ["n1", "n2"].into_iter().zip(before) {
