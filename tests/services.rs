@@ -12,7 +12,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, TempDir, run, start_agents, wait_for};
+use common::{Agent, TempDir, run, shoal, start_agents, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -390,6 +390,43 @@ fn every_node_lists_the_instances_and_drops_a_stopped_one() {
     assert!(text.contains("service web: 3 instances"), "{text}");
     assert!(text.contains("healthy") && text.contains("http="), "{text}");
 
+    // `shoal service show --watch` prints the service, then again when it changes.
+    let mut watch_cli = shoal()
+        .args([
+            "service",
+            "show",
+            "web",
+            "--watch",
+            "--json",
+            "--addr",
+            &c.agents[2].api(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = watch_cli.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_answer = || -> Value {
+        let line = lines
+            .recv_timeout(DEADLINE)
+            .expect("--watch prints an answer");
+        serde_json::from_str(&line).unwrap()
+    };
+    let first_watch = next_answer();
+    assert_eq!(first_watch["instances"].as_array().map(Vec::len), Some(3));
+
     // A watcher blocked on each node's index wakes when an instance stops.
     let watchers: Vec<_> = answers
         .iter()
@@ -445,6 +482,14 @@ fn every_node_lists_the_instances_and_drops_a_stopped_one() {
             i + 1
         );
     }
+    let second_watch = next_answer();
+    assert_ne!(
+        second_watch["index"], first_watch["index"],
+        "--watch printed the change"
+    );
+    let _ = watch_cli.kill();
+    let _ = watch_cli.wait();
+
     // It is restarted (a new attempt) and every node lists 3 again.
     let again = converged_web(&c, 3, "every node lists 3 healthy instances again");
     assert!(!instance_keys(&again[0].1).contains(&key));

@@ -5,7 +5,8 @@
 //! One tokio task owns [`Scheduler`]; the API talks to it through [`SchedHandle`]. After every
 //! input it drains, until nothing is left: job records (logged with an fsync, then reported
 //! with `handle_persisted`, which releases the acks they held), peer messages, executor
-//! commands; then it answers durability waiters and (at a bounded rate) writes the snapshot.
+//! commands; then it answers durability waiters, (at a bounded rate) writes the snapshot, and
+//! republishes the service catalog if the input changed it (`docs/services.md`, §3).
 //! A submission or stop is logged before the core applies it (`prepare_*`, store, `commit`),
 //! so a full disk refuses it with nothing applied (`docs/faults.md`). Allocations are not
 //! advertised: every placer counts them from the replicated tables (`docs/scheduler.md`,
@@ -237,8 +238,7 @@ pub fn spawn(
     let members = parts.gossip.watch_members();
     let quorum = parts.gossip.watch_quorum();
     let (catalog_tx, catalog) = watch::channel(Arc::new(Catalog::default()));
-    let mut driver = Driver::new(parts);
-    driver.catalog_tx = Some(catalog_tx);
+    let driver = Driver::new(parts, catalog_tx);
     let span = tracing::info_span!("sched", node = %driver.core.node());
     let task = tokio::spawn(tracing::Instrument::instrument(
         driver.run(rx, members, quorum, shutdown),
@@ -287,11 +287,11 @@ struct Driver {
     /// The service catalog, brought up to date after every drained input.
     catalog: CatalogBuilder,
     /// Where it is published.
-    catalog_tx: Option<watch::Sender<Arc<Catalog>>>,
+    catalog_tx: watch::Sender<Arc<Catalog>>,
 }
 
 impl Driver {
-    fn new(p: SchedParts) -> Self {
+    fn new(p: SchedParts, catalog_tx: watch::Sender<Arc<Catalog>>) -> Self {
         Driver {
             core: p.core,
             store: p.store,
@@ -309,7 +309,7 @@ impl Driver {
             snapshot_clock: shoal_scheduler::VersionVector::new(),
             last_snapshot: Instant::now(),
             catalog: CatalogBuilder::new(),
-            catalog_tx: None,
+            catalog_tx,
         }
     }
 
@@ -573,10 +573,9 @@ impl Driver {
 
     /// Rebuilds the services the last input touched and publishes the catalog if it changed.
     fn publish_catalog(&mut self) {
-        if self.core.update_catalog(&mut self.catalog)
-            && let Some(tx) = &self.catalog_tx
-        {
-            tx.send_replace(Arc::new(self.catalog.catalog().clone()));
+        if self.core.update_catalog(&mut self.catalog) {
+            self.catalog_tx
+                .send_replace(Arc::new(self.catalog.catalog().clone()));
         }
     }
 
