@@ -52,7 +52,7 @@ class Agent:
         self.log_path = os.path.join(root, name + ".log")
         os.makedirs(self.dir, exist_ok=True)
         self.addr_file = os.path.join(self.dir, "addresses.json")
-        args = [BIN, "agent", "--name", name, "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0",
+        args = [BIN, "agent", "--name", name, "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0",
                 "--cluster-key-file", key, "--data-dir", self.dir, "--cpu", "1000", "--memory", "1024"]
         if seed: args += ["--join", seed]
         self.log = open(self.log_path, "w")

@@ -41,7 +41,7 @@ def start_agents(root, key, BIN):
     agents = []
     for i in range(1, 4):
         d = os.path.join(root, f"n{i}"); os.makedirs(d)
-        args = [BIN, "agent", "--name", f"n{i}", "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0",
+        args = [BIN, "agent", "--name", f"n{i}", "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0",
                 "--cluster-key-file", key, "--data-dir", d, "--cpu", "1000000", "--memory", "1000000"]
         if agents: args += ["--join", agents[0]["gossip"]]
         log = open(os.path.join(root, f"n{i}.log"), "w")

@@ -78,7 +78,7 @@ def one_run(n, args, root):
     key = os.path.join(root, "key")
     log = open(os.path.join(root, f"agent{n}.log"), "w")
     agent = subprocess.Popen(
-        [BIN, "agent", "--name", "n1", "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0",
+        [BIN, "agent", "--name", "n1", "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0",
          "--cpu", "8000", "--memory", "8192", "--cluster-key-file", key, "--data-dir", data_dir,
          "--orphan-grace-ms", str(args.grace_ms)],
         stdout=log, stderr=log, stdin=subprocess.DEVNULL)

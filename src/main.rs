@@ -39,6 +39,9 @@ enum Command {
     /// Submit, inspect and stop jobs.
     #[command(subcommand)]
     Job(cli::job::JobCommand),
+    /// Find services: their instances' nodes, addresses and ports.
+    #[command(subcommand)]
+    Service(cli::service::ServiceCommand),
     /// Rotate the cluster key without downtime: list, install, use, remove.
     #[command(subcommand)]
     Keyring(cli::keyring::KeyringCommand),
@@ -129,6 +132,7 @@ fn main() -> ExitCode {
             Command::Node(cmd) => cli::node::run(cmd).await,
             Command::Dev(args) => cli::dev::run(args).await,
             Command::Job(cmd) => cli::job::run(cmd).await,
+            Command::Service(cmd) => cli::service::run(cmd).await,
             Command::Task(cmd) => cli::job::run_task(cmd).await,
             Command::Keyring(cmd) => cli::keyring::run(cmd).await,
             Command::Simulate(_) | Command::Watchdog(_) => {

@@ -36,6 +36,8 @@ fn a_bad_cluster_key_file_is_named() {
         "127.0.0.1:0",
         "--http",
         "127.0.0.1:0",
+        "--dns",
+        "127.0.0.1:0",
     ]);
     assert!(!out.status.success());
     let err = stderr(&out);

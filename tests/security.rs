@@ -702,6 +702,8 @@ fn a_token_file_open_to_others_is_refused_at_start() {
             "127.0.0.1:0",
             "--http",
             "127.0.0.1:0",
+            "--dns",
+            "127.0.0.1:0",
             "--cluster-key-file",
             key.to_str().unwrap(),
             "--http-token-file",

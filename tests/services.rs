@@ -1,9 +1,10 @@
-//! Services with real agents (`docs/services.md`; so far steps 2 and 3, ports and health
-//! checks): each task of a service gets a free port on its node, picked there at admission,
-//! sees it as `SHOAL_PORT_<NAME>` / `SHOAL_ADDR_<NAME>` / `SHOAL_IP` and in `${…}` in its
-//! arguments, and serves on it; `job status` shows the ports. The node running a task runs its
-//! health checks; every node shows the health, and a task whose check keeps failing is
-//! restarted.
+//! Services with real agents (`docs/services.md`; so far steps 2 to 5): each task of a
+//! service gets a free port on its node, picked there at admission, sees it as
+//! `SHOAL_PORT_<NAME>` / `SHOAL_ADDR_<NAME>` / `SHOAL_IP` and in `${…}` in its arguments, and
+//! serves on it; `job status` shows the ports. The node running a task runs its health
+//! checks; every node shows the health, and a task whose check keeps failing is restarted.
+//! Every node's `/v1/services` and DNS list the running instances, and a stopped one leaves
+//! every node's answers.
 
 mod common;
 
@@ -13,7 +14,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, TempDir, run, start_agents, wait_for};
+use common::{Agent, TempDir, run, shoal, start_agents, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -395,5 +396,488 @@ fn a_task_whose_check_keeps_failing_is_restarted() {
     let views = wait_health_everywhere(&c, "flaky", "healthy");
     for v in &views {
         assert!(v["tasks"][0]["attempt"].as_u64().unwrap() > first, "{v}");
+    }
+}
+
+/// A GET with its headers (lower-cased names) and JSON body; `read_for` bounds a blocking
+/// query.
+fn get_full(
+    addr: SocketAddr,
+    path: &str,
+    read_for: Duration,
+) -> Option<(BTreeMap<String, String>, Value)> {
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(read_for)).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    let (head, body) = text.split_once("\r\n\r\n")?;
+    let headers = head
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Some((headers, serde_json::from_str(body).ok()?))
+}
+
+/// `GET /v1/services/{name}{query}` at agent `at`.
+fn service(
+    c: &Cluster,
+    at: usize,
+    name: &str,
+    query: &str,
+) -> Option<(BTreeMap<String, String>, Value)> {
+    get_full(
+        c.agents[at].http,
+        &format!("/v1/services/{name}{query}"),
+        Duration::from_secs(5),
+    )
+}
+
+/// (job, slot, attempt) of every instance in a `/v1/services/{name}` answer.
+fn instance_keys(answer: &Value) -> BTreeSet<(String, u64, u64)> {
+    answer["instances"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|i| {
+            (
+                i["job"].as_str().unwrap_or("?").to_string(),
+                i["slot"].as_u64().unwrap_or(0),
+                i["attempt"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// Submits `web`: `count` python HTTP servers, each writing its pid to `DIR/pid-PORT`.
+fn submit_web(c: &Cluster, count: u32) -> PathBuf {
+    let pid_dir = c.path().join("by-port");
+    std::fs::create_dir_all(&pid_dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&pid_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let script = format!(
+        "echo $$ >> {pids}; echo $$ > {dir}/pid-$SHOAL_PORT_HTTP; \
+         exec /usr/bin/python3 -m http.server ${{SHOAL_PORT_HTTP}} --bind 127.0.0.1",
+        pids = c.pids.display(),
+        dir = pid_dir.display()
+    );
+    let spec = serde_json::json!({
+        "id": "web", "type": "service", "count": count, "command": "sh", "args": ["-c", script],
+        "resources": {"cpu": 100, "memory": 64}, "tags": ["blue"],
+        "ports": [{"name": "http"}, {"name": "admin"}],
+        "restart": {"delay_ms": 200}
+    });
+    let file = c.path().join("web.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
+    assert!(
+        out.status.success(),
+        "job run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    pid_dir
+}
+
+/// Waits until every node answers `count` healthy instances of `web` with one content hash;
+/// returns each node's answer.
+fn converged_web(c: &Cluster, count: usize, what: &str) -> Vec<(BTreeMap<String, String>, Value)> {
+    wait_for(DEADLINE, what, || {
+        let answers: Vec<_> = (0..c.agents.len())
+            .map(|i| service(c, i, "web", "?healthy=true"))
+            .collect::<Option<_>>()?;
+        let hashes: BTreeSet<&String> = answers
+            .iter()
+            .map(|(h, _)| h.get("x-shoal-content-hash"))
+            .collect::<Option<_>>()?;
+        let full = answers
+            .iter()
+            .all(|(_, a)| a["instances"].as_array().is_some_and(|i| i.len() == count));
+        (full && hashes.len() == 1).then_some(answers)
+    })
+}
+
+#[test]
+fn every_node_lists_the_instances_and_drops_a_stopped_one() {
+    let c = Cluster::start(3, "svc-catalog", &[]);
+    let pid_dir = submit_web(&c, 3);
+    let answers = converged_web(&c, 3, "every node lists 3 healthy web instances, one hash");
+    let first = &answers[0].1;
+    for i in first["instances"].as_array().unwrap() {
+        assert_eq!(i["address"], "127.0.0.1", "{i}");
+        assert_eq!(i["health"], "healthy", "{i}");
+        assert_eq!(i["tags"], serde_json::json!(["blue"]), "{i}");
+        let port = i["ports"]["http"].as_u64().unwrap();
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let status = wait_for(DEADLINE, &format!("{addr} answers"), || get_status(addr));
+        assert!(status.contains(" 200 "), "{addr}: {status}");
+    }
+    // Filters: a tag nobody has, and an unknown service (200, no instances, index 0).
+    let (_, none) = service(&c, 1, "web", "?tag=green").unwrap();
+    assert_eq!(none["instances"], serde_json::json!([]));
+    let (h, unknown) = service(&c, 1, "nope", "").unwrap();
+    assert_eq!(unknown["index"], 0);
+    assert_eq!(h["x-shoal-index"], "0");
+    let bad = get_full(
+        c.agents[0].http,
+        "/v1/services/web?wait=3h&index=1",
+        Duration::from_secs(5),
+    );
+    assert!(
+        bad.unwrap().1["error"]
+            .as_str()
+            .unwrap()
+            .contains("not a duration")
+    );
+
+    // The CLI.
+    let out = c.agents[2].cli(&["service", "list"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let row: Vec<&str> = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("web"))
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    assert_eq!(row, ["web", "3", "3", "blue", "web"], "{text}");
+    let out = c.agents[1].cli(&["service", "show", "web", "--healthy"]);
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("service web: 3 instances"), "{text}");
+    assert!(text.contains("healthy") && text.contains("http="), "{text}");
+
+    // `shoal service show --watch` prints the service, then again when it changes.
+    let mut watch_cli = shoal()
+        .args([
+            "service",
+            "show",
+            "web",
+            "--watch",
+            "--json",
+            "--addr",
+            &c.agents[2].api(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let (lines_tx, lines) = std::sync::mpsc::channel::<String>();
+    let stdout = watch_cli.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let next_answer = || -> Value {
+        let line = lines
+            .recv_timeout(DEADLINE)
+            .expect("--watch prints an answer");
+        serde_json::from_str(&line).unwrap()
+    };
+    let first_watch = next_answer();
+    assert_eq!(first_watch["instances"].as_array().map(Vec::len), Some(3));
+
+    // A watcher blocked on each node's index wakes when an instance stops.
+    let watchers: Vec<_> = answers
+        .iter()
+        .enumerate()
+        .map(|(i, (h, _))| {
+            let addr = c.agents[i].http;
+            let index: u64 = h["x-shoal-index"].parse().unwrap();
+            let path = format!("/v1/services/web?index={index}&wait=60s");
+            (
+                index,
+                std::thread::spawn(move || get_full(addr, &path, Duration::from_secs(90))),
+            )
+        })
+        .collect();
+    let victim = &first["instances"][0];
+    let key = (
+        "web".to_string(),
+        victim["slot"].as_u64().unwrap(),
+        victim["attempt"].as_u64().unwrap(),
+    );
+    let pid =
+        std::fs::read_to_string(pid_dir.join(format!("pid-{}", victim["ports"]["http"]))).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    let killed_at = std::time::Instant::now();
+    // When each node's answer first lacks it, polled every 20 ms (printed, never asserted).
+    let mut dropped: Vec<Option<Duration>> = vec![None; 3];
+    while dropped.iter().any(Option::is_none) {
+        assert!(
+            killed_at.elapsed() < DEADLINE,
+            "not dropped everywhere: {dropped:?}"
+        );
+        for (i, d) in dropped.iter_mut().enumerate() {
+            if d.is_none()
+                && service(&c, i, "web", "").is_some_and(|(_, a)| !instance_keys(&a).contains(&key))
+            {
+                *d = Some(killed_at.elapsed());
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    eprintln!("kill -9 → gone from each node's /v1/services: {dropped:?}");
+    for (i, (index, w)) in watchers.into_iter().enumerate() {
+        let (h, _) = w.join().unwrap().expect("the blocking query answers");
+        let now: u64 = h["x-shoal-index"].parse().unwrap();
+        assert_ne!(
+            now,
+            index,
+            "n{}: the watcher woke on a change, not at its wait",
+            i + 1
+        );
+    }
+    let second_watch = next_answer();
+    assert_ne!(
+        second_watch["index"], first_watch["index"],
+        "--watch printed the change"
+    );
+    let _ = watch_cli.kill();
+    let _ = watch_cli.wait();
+
+    // It is restarted (a new attempt) and every node lists 3 again.
+    let again = converged_web(&c, 3, "every node lists 3 healthy instances again");
+    assert!(!instance_keys(&again[0].1).contains(&key));
+
+    // A stopped job leaves every node's catalog.
+    let out = c.agents[1].cli(&["job", "stop", "web"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(DEADLINE, "every node forgot the stopped service", || {
+        (0..3)
+            .all(|i| service(&c, i, "web", "").is_some_and(|(_, a)| a["index"] == 0))
+            .then_some(())
+    });
+}
+
+/// Where agent `at` answers DNS, from `/v1/agent/self` (the agents use `--dns 127.0.0.1:0`).
+fn dns_addr(c: &Cluster, at: usize) -> SocketAddr {
+    let me = c.agents[at].agent_self().expect("agent/self answers");
+    me["dns"]["addr"]
+        .as_str()
+        .expect("DNS is on")
+        .parse()
+        .unwrap()
+}
+
+/// `dig +short` at `dns` (over TCP with `tcp`): the answer's lines, sorted, or `None` when dig
+/// could not ask.
+fn dig(dns: SocketAddr, name: &str, qtype: &str, tcp: bool) -> Option<Vec<String>> {
+    let mut cmd = std::process::Command::new("dig");
+    cmd.arg(format!("@{}", dns.ip())).args([
+        "-p",
+        &dns.port().to_string(),
+        name,
+        qtype,
+        "+short",
+        "+time=2",
+        "+tries=1",
+    ]);
+    if tcp {
+        cmd.arg("+tcp");
+    }
+    let out = cmd
+        .output()
+        .expect("dig runs (.ci/run installs bind9-dnsutils)");
+    if !out.status.success() {
+        return None;
+    }
+    let mut lines: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .filter(|l| !l.is_empty() && !l.starts_with(';'))
+        .collect();
+    lines.sort();
+    Some(lines)
+}
+
+/// `(port, target)` of `dig +short SRV` lines (`1 1 PORT TARGET`).
+fn srv(lines: &[String]) -> BTreeSet<(u16, String)> {
+    lines
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.get(2)?.parse().ok()?, f.get(3)?.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn dig_at_every_node_finds_the_instances_that_serve() {
+    let c = Cluster::start(3, "svc-dns", &[]);
+    let pid_dir = submit_web(&c, 3);
+    converged_web(&c, 3, "every node lists 3 healthy web instances");
+    let dns: Vec<SocketAddr> = (0..3).map(|i| dns_addr(&c, i)).collect();
+    let mut answers = Vec::new();
+    for (i, at) in dns.iter().enumerate() {
+        let lines = wait_for(DEADLINE, &format!("n{} answers 3 SRV", i + 1), || {
+            dig(*at, "web.service.shoal", "SRV", false).filter(|l| l.len() == 3)
+        });
+        answers.push(srv(&lines));
+    }
+    assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+    for (port, target) in &answers[0] {
+        assert!(target.ends_with(".node.shoal."), "{target}");
+        // The target resolves (A), and the port serves HTTP 200 there.
+        let ip = dig(dns[1], target, "A", false).unwrap();
+        assert_eq!(ip, ["127.0.0.1"], "{target}");
+        let addr: SocketAddr = format!("{}:{port}", ip[0]).parse().unwrap();
+        let status = wait_for(DEADLINE, &format!("{addr} answers"), || get_status(addr));
+        assert!(status.contains(" 200 "), "{addr}: {status}");
+    }
+    // A, TCP, a named port, a tag, and the negative answers.
+    assert_eq!(
+        dig(dns[2], "web.service.shoal", "A", true).unwrap(),
+        ["127.0.0.1"]
+    );
+    let admin = dig(dns[0], "_admin._tcp.web.service.shoal", "SRV", false).unwrap();
+    assert_eq!(admin.len(), 3, "{admin:?}");
+    assert_eq!(
+        dig(dns[0], "blue.web.service.shoal", "SRV", false)
+            .unwrap()
+            .len(),
+        3
+    );
+    let status = |name: &str, qtype: &str| {
+        let out = std::process::Command::new("dig")
+            .arg(format!("@{}", dns[0].ip()))
+            .args([
+                "-p",
+                &dns[0].port().to_string(),
+                name,
+                qtype,
+                "+time=2",
+                "+tries=1",
+            ])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        let status = text
+            .split("status: ")
+            .nth(1)
+            .and_then(|s| s.split(',').next())
+            .unwrap_or("?")
+            .to_string();
+        (status, text)
+    };
+    let (s, text) = status("nope.service.shoal", "SRV");
+    assert_eq!(s, "NXDOMAIN", "{text}");
+    let (s, text) = status("web.service.shoal", "AAAA");
+    assert_eq!(s, "NOERROR", "{text}");
+    assert!(text.contains("ANSWER: 0") && text.contains("SOA"), "{text}");
+    let (s, text) = status("example.com", "A");
+    assert_eq!(s, "REFUSED", "{text}");
+
+    // A killed instance leaves every node's DNS answer; its restart comes back.
+    let (port, target) = answers[0].iter().next().unwrap().clone();
+    let pid = std::fs::read_to_string(pid_dir.join(format!("pid-{port}"))).unwrap();
+    let killed = std::process::Command::new("kill")
+        .args(["-9", pid.trim()])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    for (i, at) in dns.iter().enumerate() {
+        wait_for(
+            DEADLINE,
+            &format!("n{} drops {target}:{port}", i + 1),
+            || {
+                dig(*at, "web.service.shoal", "SRV", false)
+                    .filter(|l| !srv(l).contains(&(port, target.clone())))
+            },
+        );
+    }
+    for (i, at) in dns.iter().enumerate() {
+        wait_for(DEADLINE, &format!("n{} answers 3 SRV again", i + 1), || {
+            dig(*at, "web.service.shoal", "SRV", true).filter(|l| l.len() == 3)
+        });
+    }
+}
+
+#[test]
+fn an_unhealthy_instance_leaves_every_nodes_answers_and_comes_back() {
+    let c = Cluster::start(3, "svc-sick", &[]);
+    let flags = c.path().join("flags");
+    std::fs::create_dir_all(&flags).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&flags, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let script = format!(
+        "echo $$ >> {pids}; exec /usr/bin/python3 -m http.server ${{SHOAL_PORT_HTTP}} \
+         --bind 127.0.0.1",
+        pids = c.pids.display()
+    );
+    // The check fails while `flags/sick-PORT` exists; `failures = 0`: never restarted, so
+    // the instance stays and only its health moves.
+    let check = format!("test ! -e {}/sick-$SHOAL_PORT_HTTP", flags.display());
+    let spec = serde_json::json!({
+        "id": "web", "type": "service", "count": 3, "command": "sh", "args": ["-c", script],
+        "resources": {"cpu": 100, "memory": 64},
+        "ports": [{"name": "http"}],
+        "checks": [{"type": "command", "command": "sh", "args": ["-c", check],
+                    "interval_ms": 200, "timeout_ms": 200, "failures": 0}]
+    });
+    let file = c.path().join("web.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers = converged_web(&c, 3, "every node lists 3 healthy web instances");
+    let sick = &answers[0].1["instances"][0];
+    let port = sick["ports"]["http"].as_u64().unwrap();
+    let key = (
+        sick["job"].as_str().unwrap().to_string(),
+        sick["slot"].as_u64().unwrap(),
+        sick["attempt"].as_u64().unwrap(),
+    );
+    let dns: Vec<SocketAddr> = (0..3).map(|i| dns_addr(&c, i)).collect();
+
+    std::fs::write(flags.join(format!("sick-{port}")), b"").unwrap();
+    for i in 0..3 {
+        // Still an instance, now unhealthy: gone from `?healthy=true` and from DNS.
+        wait_for(
+            DEADLINE,
+            &format!("n{} drops the sick instance", i + 1),
+            || {
+                let (_, healthy) = service(&c, i, "web", "?healthy=true")?;
+                let (_, all) = service(&c, i, "web", "")?;
+                let listed = all["instances"]
+                    .as_array()?
+                    .iter()
+                    .find(|x| x["ports"]["http"].as_u64() == Some(port))?;
+                (!instance_keys(&healthy).contains(&key) && listed["health"] == "unhealthy")
+                    .then_some(())
+            },
+        );
+        wait_for(DEADLINE, &format!("n{} answers 2 SRV", i + 1), || {
+            dig(dns[i], "web.service.shoal", "SRV", false)
+                .filter(|l| l.len() == 2 && !srv(l).iter().any(|(p, _)| u64::from(*p) == port))
+        });
+    }
+    // The same attempt passes again: back in every answer, never restarted.
+    std::fs::remove_file(flags.join(format!("sick-{port}"))).unwrap();
+    let answers = converged_web(&c, 3, "every node lists 3 healthy instances again");
+    for (_, a) in &answers {
+        assert!(instance_keys(a).contains(&key), "{a}");
     }
 }

@@ -66,6 +66,8 @@ pub struct AgentConfig {
     pub gossip: shoal_gossip::Config,
     /// Who tasks run as, their process limit, and the watchdog.
     pub tasks: TaskSettings,
+    /// Where service discovery is answered over DNS (`--dns`, `--dns-ttl`).
+    pub dns: crate::dns::DnsSettings,
 }
 
 /// How an agent runs tasks: `shoal agent --task-user`, `--allow-task-user`, `--task-max-pids`
@@ -110,6 +112,8 @@ pub struct RunningAgent {
     pub http_token_file: PathBuf,
     /// Where QUIC listens.
     pub quic_addr: SocketAddr,
+    /// Where DNS is answered (UDP and TCP), unless it is off.
+    pub dns_addr: Option<SocketAddr>,
     /// The gossip task.
     pub gossip: GossipHandle,
     shutdown: watch::Sender<bool>,
@@ -178,6 +182,21 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     .await?;
     let sched = start_scheduler(&config, &id, &bound, &ring, &gossip, clock, &shutdown_rx).await?;
     tasks.extend(sched.tasks);
+    let dns = match bound.dns {
+        Some(sockets) => {
+            let info = crate::dns::DnsInfo {
+                addr: sockets.local_addr(),
+                ttl: config.dns.ttl,
+                counters: Arc::default(),
+            };
+            let handler =
+                crate::dns::Handler::new(sched.handle.catalog(), info.ttl, info.counters.clone());
+            tasks.push(crate::dns::spawn(sockets, handler, shutdown_rx.clone())?);
+            Some(info)
+        }
+        None => None,
+    };
+    let dns_addr = dns.as_ref().map(|d| d.addr);
 
     let state = ApiState {
         id: id.clone(),
@@ -190,6 +209,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         logs: Some(crate::runner::logs(&sched.executor)),
         enforcement: Some(sched.executor.enforcement()),
         metrics: sched.metrics,
+        dns,
     };
     let Bound {
         quic_addr,
@@ -210,15 +230,17 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         http_url: &http_url,
         token_file: &http_token_file,
         ca_file: ca_file.as_deref(),
+        dns_addr,
     };
     write_addresses(&config.data_dir, &addresses)?;
-    tracing::info!(node = %id, %quic_addr, %http_url, cluster = %ring.primary().cluster_label(), keys = ring.keys().len(), "agent started");
+    tracing::info!(node = %id, %quic_addr, %http_url, dns = ?dns_addr, cluster = %ring.primary().cluster_label(), keys = ring.keys().len(), "agent started");
     Ok(RunningAgent {
         id,
         http_addr,
         http_url,
         http_token_file,
         quic_addr,
+        dns_addr,
         gossip,
         shutdown,
         tasks,
@@ -242,6 +264,8 @@ struct Bound {
     http_addr: SocketAddr,
     /// Where the API is reached.
     http_advertise: SocketAddr,
+    /// The DNS sockets, unless DNS is off.
+    dns: Option<crate::dns::DnsSockets>,
 }
 
 async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket, Bound)> {
@@ -267,6 +291,7 @@ async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket
     let api_server = ApiServer::bind(config.http, &config.api, facts).await?;
     let http_addr = api_server.bound();
     let http_advertise = api_server.advertise();
+    let dns = config.dns.addr.map(crate::dns::bind).transpose()?;
     let bound = Bound {
         gossip_addr,
         tls_identity,
@@ -276,6 +301,7 @@ async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket
         api_server,
         http_addr,
         http_advertise,
+        dns,
     };
     Ok((socket, bound))
 }
@@ -388,6 +414,7 @@ async fn start_scheduler(
         bound.quic_addr.port(),
         bound.http_addr.port(),
     ]);
+    reserved_ports.extend(bound.dns.as_ref().map(|d| d.local_addr().port()));
     let service_ip = ports
         .service_ip
         .unwrap_or_else(|| match bound.gossip_addr.ip() {
@@ -509,6 +536,7 @@ struct Addresses<'a> {
     http_url: &'a str,
     token_file: &'a Path,
     ca_file: Option<&'a Path>,
+    dns_addr: Option<SocketAddr>,
 }
 
 /// Writes `addresses.json` into the data dir so scripts (and tests) that asked for port 0
@@ -524,6 +552,7 @@ fn write_addresses(data_dir: &Path, a: &Addresses<'_>) -> anyhow::Result<()> {
         "http_url": a.http_url,
         "token_file": a.token_file,
         "ca_file": a.ca_file,
+        "dns": a.dns_addr,
         "pid": std::process::id(),
     });
     let path = data_dir.join("addresses.json");

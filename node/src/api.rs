@@ -4,6 +4,8 @@
 //! - `GET /v1/nodes` — every member as this node sees it.
 //! - `GET /v1/nodes/{name}` — one member.
 //! - `GET /v1/agent/self` — this agent: identity, addresses, counters.
+//! - `/v1/jobs`, `/v1/tasks` (`api_jobs.rs`), `/v1/keyring` (`api_keyring.rs`),
+//!   `/v1/services` (`api_services.rs`).
 //!
 //! Every request passes [`crate::api_auth::check`] first (token, `Host`, `Origin`, content
 //! type); a refused request reaches no handler.
@@ -47,6 +49,8 @@ pub struct ApiState {
     pub enforcement: Option<crate::executor::Enforcement>,
     /// What `GET /v1/metrics` exports.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// DNS, unless it is off.
+    pub dns: Option<crate::dns::DnsInfo>,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -134,6 +138,10 @@ pub struct AgentSelf {
     /// and condemns nothing.
     #[serde(default)]
     pub quorum: Option<shoal_gossip::Quorum>,
+    /// Where this agent answers DNS (its bound address, so `--dns 127.0.0.1:0` can be found)
+    /// and the answers it sent by response code; absent with `--dns off`.
+    #[serde(default)]
+    pub dns: Option<crate::dns::DnsView>,
 }
 
 /// Builds the router; `guard` decides which requests reach it.
@@ -147,6 +155,7 @@ pub fn router(state: ApiState, guard: Arc<crate::api_auth::Guard>) -> Router {
         .route("/v1/metrics", get(metrics))
         .merge(crate::api_jobs::routes())
         .merge(crate::api_keyring::routes())
+        .merge(crate::api_services::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             guard,
@@ -219,6 +228,7 @@ async fn agent_self(State(s): State<ApiState>) -> Response {
         transport: serde_json::to_value(transport).unwrap_or_default(),
         limits: s.enforcement.clone(),
         quorum: Some(s.gossip.quorum()),
+        dns: s.dns.as_ref().map(crate::dns::DnsInfo::view),
     })
     .into_response()
 }

@@ -18,6 +18,8 @@
 //!   content type), [`api_tls`], [`api_keyring`], [`api_server`]; [`keyring`] (rotation).
 //! - Metrics: [`metrics`] (`GET /v1/metrics`: counted in the shell, or read from the cores
 //!   at scrape time).
+//! - Discovery: [`dns`] (the `shoal.` zone from the scheduler's service catalog) and
+//!   [`api_services`] (`/v1/services`).
 //! - Small helpers: [`backoff`], [`clock`].
 
 pub mod agent;
@@ -26,10 +28,12 @@ pub mod api_auth;
 pub mod api_jobs;
 pub mod api_keyring;
 pub mod api_server;
+pub mod api_services;
 pub mod api_tls;
 pub mod backoff;
 pub mod checks;
 pub mod clock;
+pub mod dns;
 pub mod executor;
 pub mod gossip_driver;
 pub mod host_ports;

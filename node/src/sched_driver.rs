@@ -5,7 +5,8 @@
 //! One tokio task owns [`Scheduler`]; the API talks to it through [`SchedHandle`]. After every
 //! input it drains, until nothing is left: job records (logged with an fsync, then reported
 //! with `handle_persisted`, which releases the acks they held), peer messages, executor
-//! commands; then it answers durability waiters and (at a bounded rate) writes the snapshot.
+//! commands; then it answers durability waiters, (at a bounded rate) writes the snapshot, and
+//! republishes the service catalog if the input changed it (`docs/services.md`, §3).
 //! A submission or stop is logged before the core applies it (`prepare_*`, store, `commit`),
 //! so a full disk refuses it with nothing applied (`docs/faults.md`). Allocations are not
 //! advertised: every placer counts them from the replicated tables (`docs/scheduler.md`,
@@ -17,8 +18,8 @@ use std::time::Duration;
 
 use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
-    AttemptId, ExecCommand, JobSpec, JobView, NeverFitsError, Receipt, Scheduler, SchedulerConfig,
-    SpecError, StopError, SubmitError, TaskEvent,
+    AttemptId, Catalog, CatalogBuilder, ExecCommand, JobSpec, JobView, NeverFitsError, Receipt,
+    Scheduler, SchedulerConfig, SpecError, StopError, SubmitError, TaskEvent,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -101,6 +102,7 @@ enum Request {
 #[derive(Debug, Clone)]
 pub struct SchedHandle {
     requests: mpsc::Sender<Request>,
+    catalog: watch::Receiver<Arc<Catalog>>,
 }
 
 impl std::fmt::Debug for Request {
@@ -159,6 +161,12 @@ impl SchedHandle {
         self.ask(|tx| Request::Usage(nodes, tx))
             .await
             .unwrap_or_else(|| vec![Resources::default(); n])
+    }
+
+    /// The service catalog, republished after every drained input that changed it
+    /// (`docs/services.md`, §3): readers never wait on the scheduler task.
+    pub fn catalog(&self) -> watch::Receiver<Arc<Catalog>> {
+        self.catalog.clone()
     }
 
     /// The ports listening on this host (admission keeps clear of them).
@@ -236,13 +244,20 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(1024);
     let members = parts.gossip.watch_members();
     let quorum = parts.gossip.watch_quorum();
-    let driver = Driver::new(parts);
+    let (catalog_tx, catalog) = watch::channel(Arc::new(Catalog::default()));
+    let driver = Driver::new(parts, catalog_tx);
     let span = tracing::info_span!("sched", node = %driver.core.node());
     let task = tokio::spawn(tracing::Instrument::instrument(
         driver.run(rx, members, quorum, shutdown),
         span,
     ));
-    (SchedHandle { requests: tx }, task)
+    (
+        SchedHandle {
+            requests: tx,
+            catalog,
+        },
+        task,
+    )
 }
 
 struct Waiter {
@@ -281,10 +296,14 @@ struct Driver {
     metrics: Arc<crate::metrics::Metrics>,
     /// When each start still in progress was asked for (start latency).
     starting: HashMap<AttemptId, Instant>,
+    /// The service catalog, brought up to date after every drained input.
+    catalog: CatalogBuilder,
+    /// Where it is published.
+    catalog_tx: watch::Sender<Arc<Catalog>>,
 }
 
 impl Driver {
-    fn new(p: SchedParts) -> Self {
+    fn new(p: SchedParts, catalog_tx: watch::Sender<Arc<Catalog>>) -> Self {
         Driver {
             core: p.core,
             store: p.store,
@@ -305,6 +324,8 @@ impl Driver {
             last_snapshot: Instant::now(),
             metrics: p.metrics,
             starting: HashMap::new(),
+            catalog: CatalogBuilder::new(),
+            catalog_tx,
         }
     }
 
@@ -326,6 +347,7 @@ impl Driver {
         self.feed_quorum(&mut quorum);
         let view = members.borrow_and_update().clone();
         self.core.handle_members(self.clock.now(), &view);
+        self.publish_catalog();
         loop {
             if let Some((task, event)) = self.answered.pop_front() {
                 self.count_task_event(&task, &event);
@@ -592,6 +614,15 @@ impl Driver {
             self.write_snapshot();
             self.send_messages();
             self.answer_waiters();
+        }
+        self.publish_catalog();
+    }
+
+    /// Rebuilds the services the last input touched and publishes the catalog if it changed.
+    fn publish_catalog(&mut self) {
+        if self.core.update_catalog(&mut self.catalog) {
+            self.catalog_tx
+                .send_replace(Arc::new(self.catalog.catalog().clone()));
         }
     }
 

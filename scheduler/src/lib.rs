@@ -44,6 +44,8 @@
 //! - [`health`] — the health checks' state machine, the checks as the shell runs them, and
 //!   [`task_health`], the one rule for "is this attempt healthy";
 //! - [`view`] — job and task views for the API;
+//! - [`catalog`] — the service catalog (instances per service name) that DNS and
+//!   `/v1/services` answer from;
 //! - `testing` (cargo feature `testing`, for tests only) — an in-memory multi-node harness
 //!   with a fake clock and executor.
 //!
@@ -73,6 +75,7 @@
 //!
 //! ```text
 //! admission → ids, ports, roles, scheduler, spec, table
+//! catalog → hash, health, ids, roles, scheduler, spec, table
 //! checking → health, ids, scheduler, spec, table
 //! config → message, spec
 //! coordinator → config, hash, ids, placement, roles, scheduler, slot, spec, table
@@ -84,7 +87,7 @@
 //! health → ids, spec, table
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
-//! lib → config, durability, health, ids, jobs, message, placement, scheduler, spec, table, view
+//! lib → catalog, config, durability, health, ids, jobs, message, placement, scheduler, spec, table, view
 //! members → hash, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
@@ -106,6 +109,7 @@
 #![forbid(unsafe_code)]
 
 mod admission;
+pub mod catalog;
 mod checking;
 mod config;
 mod coordinator;
@@ -132,6 +136,7 @@ pub mod table;
 pub mod testing;
 pub mod view;
 
+pub use catalog::{Catalog, CatalogBuilder, Instance, InstanceHealth, Service};
 pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
 pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
 pub use health::{CheckResult, HealthMachine, Probe, ResolvedCheck, TaskHealth, task_health};

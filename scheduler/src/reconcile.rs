@@ -51,6 +51,7 @@ impl Scheduler {
             match touch {
                 Touch::Everything => {
                     self.work.everything = true;
+                    self.catalog_changes.everything = true;
                     let jobs: Vec<Name> = self
                         .tables()
                         .job_ids()
@@ -72,11 +73,13 @@ impl Scheduler {
                     self.requeue_deferred(None);
                 }
                 Touch::Job(job) => {
+                    self.catalog_changes.jobs.insert(job.clone());
                     self.log.note_job(&job);
                     self.requeue_deferred(Some(&job));
                     self.work.jobs.insert(job);
                 }
                 Touch::Attempt(id) => {
+                    self.catalog_changes.jobs.insert(id.job.clone());
                     self.note_attempt(&id);
                     let key = id.slot_key();
                     if self.slot_concerns_me(&key) {

@@ -88,6 +88,28 @@ pub(crate) fn down_or_gone(m: &MemberInfo) -> bool {
         || m.ad.as_ref().is_some_and(|a| a.left)
 }
 
+// ---- catalog ---------------------------------------------------------------------------
+
+/// What changed since the last catalog update. Changed by `reconcile.rs` (table changes as
+/// it absorbs them) and `scheduler.rs` (membership views); `catalog.rs` takes it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CatalogChanges {
+    /// Re-examine every job (a state merge, a restore).
+    pub everything: bool,
+    /// Jobs whose row or attempts changed.
+    pub jobs: BTreeSet<Name>,
+    /// The membership view was replaced (statuses or addresses may differ).
+    pub members: bool,
+}
+
+impl CatalogChanges {
+    /// Nothing to re-examine.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        !self.everything && !self.members && self.jobs.is_empty()
+    }
+}
+
 // ---- replication ------------------------------------------------------------------------
 
 /// This node's writes and what it knows of its peers' replicas. Changed by `replication.rs`

@@ -14,8 +14,8 @@ use crate::ids::{ActorId, AttemptId, HlcClock, SlotKey};
 use crate::message::{Message, Outgoing};
 use crate::placement::PendingReason;
 use crate::roles::{
-    CatchUp, Coordination, Counters, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake,
-    Work,
+    CatalogChanges, CatchUp, Coordination, Counters, Gc, LocalTask, Log, Members, Reach,
+    Replication, Target, Wake, Work,
 };
 use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2};
 
@@ -274,6 +274,8 @@ pub struct Scheduler {
     pub(crate) log: Log,
     /// What this core did, for metrics.
     pub(crate) counters: Counters,
+    /// What the service catalog has not absorbed yet (`catalog.rs`).
+    pub(crate) catalog_changes: CatalogChanges,
 }
 
 impl Scheduler {
@@ -308,6 +310,7 @@ impl Scheduler {
             reach: Reach::default(),
             log: Log::default(),
             counters: Counters::default(),
+            catalog_changes: CatalogChanges::default(),
         };
         s.set_members(&[]);
         s
@@ -391,6 +394,7 @@ impl Scheduler {
     pub fn handle_members(&mut self, now: Millis, members: &[MemberInfo]) {
         self.tick(now);
         self.ask_to_catch_up_after(members);
+        self.catalog_changes.members = true;
         if !self.update_in_place(members) {
             let before: Vec<(String, MemberStatus)> = self.statuses();
             self.set_members(members);

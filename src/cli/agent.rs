@@ -101,6 +101,15 @@ pub struct AgentArgs {
     /// address's IP.
     #[arg(long, value_name = "IP")]
     pub service_addr: Option<IpAddr>,
+    /// Where to answer DNS for `*.service.shoal.` and `*.node.shoal.` (UDP and TCP), or `off`;
+    /// port 0: chosen by the OS (shown in `/v1/agent/self` and `addresses.json`).
+    #[arg(long, default_value = shoal_node::dns::DEFAULT_ADDR, value_name = "IP:PORT|off", value_parser = shoal_node::dns::parse_addr)]
+    // Spelled out: clap treats a plain `Option` as "flag may be absent", but here absent means
+    // the default and `off` is the `None`.
+    pub dns: std::option::Option<std::net::SocketAddr>,
+    /// The TTL of DNS answers, seconds (0: clients ask again every time).
+    #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub dns_ttl: u32,
 }
 
 /// Runs the agent until SIGINT/SIGTERM, then leaves the cluster cleanly.
@@ -170,6 +179,10 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
                 reserved: args.reserved_ports.unwrap_or_default(),
                 service_ip: args.service_addr,
             },
+        },
+        dns: shoal_node::dns::DnsSettings {
+            addr: args.dns,
+            ttl: args.dns_ttl,
         },
     })
 }

@@ -35,6 +35,10 @@ pub struct DevArgs {
     /// First gossip port; node i listens on port + i (any free port if taken; 0: all OS-chosen).
     #[arg(long, default_value_t = 7946)]
     pub gossip_port: u16,
+    /// First DNS port (UDP and TCP); node i answers on port + i (any free port if taken; 0: all
+    /// OS-chosen).
+    #[arg(long, default_value_t = 8600)]
+    pub dns_port: u16,
 }
 
 /// Runs the dev cluster until Ctrl-C.
@@ -68,6 +72,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             tasks: TaskSettings {
                 watchdog: Some(WatchdogConfig::this_binary(Duration::from_secs(10))?),
                 ..TaskSettings::default()
+            },
+            dns: shoal_node::dns::DnsSettings {
+                addr: Some(free_dns(port(args.dns_port, i))),
+                ttl: 0,
             },
         };
         let running = agent::start(config).await?;
@@ -138,8 +146,9 @@ fn print_banner(agents: &[RunningAgent], key: &ClusterKey, token_file: &Path) {
         key.cluster_label()
     );
     for a in agents {
+        let dns = a.dns_addr.map_or("off".to_string(), |d| d.to_string());
         println!(
-            "  {:<7} api {:<23} gossip {:<16} quic {}",
+            "  {:<7} api {:<23} gossip {:<16} quic {:<16} dns {dns}",
             a.id.name, a.http_url, a.id.addr, a.quic_addr
         );
     }
@@ -158,6 +167,14 @@ fn print_banner(agents: &[RunningAgent], key: &ClusterKey, token_file: &Path) {
     println!("  shoal node status dev-2{addr}");
     println!("  shoal job run examples/web.toml{addr}");
     println!("  shoal job status web{addr}");
+    println!("  shoal service show web{addr}");
+    if let Some(dns) = agents.first().and_then(|a| a.dns_addr) {
+        println!(
+            "  dig @{} -p {} web.service.shoal SRV",
+            dns.ip(),
+            dns.port()
+        );
+    }
     println!("  curl -s {first}/v1/nodes");
     println!("  curl -s -X DELETE -H \"Authorization: Bearer $(cat {token})\" {first}/v1/jobs/web");
     println!("\nCtrl-C stops the cluster.");
@@ -175,6 +192,15 @@ fn port(first: u16, i: u16) -> u16 {
 fn free_udp(port: u16) -> SocketAddr {
     let want = SocketAddr::from(([127, 0, 0, 1], port));
     match std::net::UdpSocket::bind(want) {
+        Ok(_) => want,
+        Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
+}
+
+/// `port` when it is free on both UDP and TCP, else 0 (one OS-chosen port for both).
+fn free_dns(port: u16) -> SocketAddr {
+    let want = SocketAddr::from(([127, 0, 0, 1], port));
+    match shoal_node::dns::bind(want) {
         Ok(_) => want,
         Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
     }

@@ -7,6 +7,7 @@ pub mod job;
 pub mod keyring;
 pub mod local;
 pub mod node;
+pub mod service;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

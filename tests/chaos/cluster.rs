@@ -227,6 +227,7 @@ impl Cluster {
             .args(["agent", "--name", &node.name])
             .args(["--bind", &node.gossip().to_string()])
             .args(["--http", "127.0.0.1:0"])
+            .args(["--dns", "127.0.0.1:0"])
             .args(["--cpu", &self.options.cpu_millicores.to_string()])
             .args(["--memory", &self.options.memory_mib.to_string()])
             .arg("--cluster-key-file")

@@ -136,6 +136,8 @@ impl Agent {
                 &spec.bind.to_string(),
             ])
             .args(["--http", &spec.http.to_string()])
+            // Many agents share this host: each answers DNS on a port of its own.
+            .args(["--dns", "127.0.0.1:0"])
             .args(["--cpu", "2000", "--memory", "2048"])
             .arg("--cluster-key-file")
             .arg(spec.key)
