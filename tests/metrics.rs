@@ -73,6 +73,10 @@ fn promtool_accepts_the_metrics_and_the_counters_move_when_a_job_runs() {
     let b = samples(&before);
     assert_eq!(value(&b, r#"shoal_members{status="alive"}"#), 2.0);
     assert_eq!(value(&b, "shoal_quorum_majority"), 1.0);
+    assert_eq!(
+        value(&b, r#"shoal_dns_queries_total{rcode="nxdomain"}"#),
+        0.0
+    );
 
     // Six batch tasks, submitted to n1: n1 coordinates some slots, runs some tasks.
     let spec = serde_json::json!({

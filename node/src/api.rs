@@ -245,6 +245,7 @@ async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> R
         transport: Some(s.gossip.counters.snapshot()),
         quorum: Some(s.gossip.quorum()),
         scheduler,
+        dns: s.dns.as_ref().map(|d| d.counters.snapshot()),
     };
     let accept = headers
         .get(axum::http::header::ACCEPT)

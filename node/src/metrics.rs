@@ -61,6 +61,11 @@ struct StatusLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RcodeLabels {
+    rcode: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabels {
     reason: &'static str,
 }
@@ -114,6 +119,8 @@ pub struct Scraped {
     pub quorum: Option<Quorum>,
     /// The scheduler core's counters (none when this agent runs no scheduler).
     pub scheduler: Option<shoal_scheduler::Stats>,
+    /// DNS answers by response code (none with `--dns off`).
+    pub dns: Option<std::collections::BTreeMap<&'static str, u64>>,
 }
 
 impl Metrics {
@@ -182,6 +189,17 @@ impl Metrics {
         }
         if let Some(s) = &scraped.scheduler {
             register_scheduler(&mut r, s);
+        }
+        if let Some(dns) = &scraped.dns {
+            let answers = Family::<RcodeLabels, Counter>::default();
+            for (rcode, n) in dns {
+                answers.get_or_create(&RcodeLabels { rcode }).inc_by(*n);
+            }
+            r.register(
+                "dns_queries",
+                "DNS answers sent, by response code (noerror, nxdomain, refused, other)",
+                answers,
+            );
         }
         let mut out = String::new();
         // Writing into a String cannot fail.
