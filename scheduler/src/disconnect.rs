@@ -209,16 +209,16 @@ impl Scheduler {
         let Some(task) = self.target.ledger.get(id) else {
             return LostFate::Kill(KillReason::Lost);
         };
-        if task.recovered
-            || !task.started
-            || spec.disconnect.reconcile == Reconcile::KeepReplacement
-        {
+        let Some(since) = task.started.filter(|_| !task.recovered) else {
+            return LostFate::Kill(KillReason::Lost);
+        };
+        if spec.disconnect.reconcile == Reconcile::KeepReplacement {
             return LostFate::Kill(KillReason::Lost);
         }
         if !self.may_act() {
             return LostFate::Wait;
         }
-        match state.reclaimed() {
+        match state.reclaimed(since) {
             Some(next) => LostFate::Reclaim(next),
             None => LostFate::Kill(KillReason::Lost),
         }

@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, Quorum, Resources};
 
-use crate::ids::{ActorId, AttemptId, HlcClock, Name, SlotKey, Stamp, VersionVector};
+use crate::ids::{ActorId, AttemptId, Hlc, HlcClock, Name, SlotKey, Stamp, VersionVector};
 use crate::placement::{Candidate, PendingReason};
 use crate::table::{JobKey, Op};
 
@@ -144,8 +144,10 @@ pub(crate) struct LocalTask {
     /// Host ports it holds (until it is known dead, even while being killed).
     pub(crate) ports: Vec<u16>,
     pub(crate) killing: bool,
-    /// Its process was seen running (by this start of the node, or found at restart).
-    pub(crate) started: bool,
+    /// Its process was seen running (by this start of the node, or found at restart): when,
+    /// by this node's hybrid logical clock (for a task found at restart, the `since` of its
+    /// `Running` row). A reclaim writes it again (`docs/faults.md`, "The incumbent wins").
+    pub(crate) started: Option<Hlc>,
     /// Found running by a restarted node, not admitted by this start: never reclaimed after a
     /// loss (`docs/faults.md`).
     pub(crate) recovered: bool,
@@ -160,7 +162,7 @@ impl LocalTask {
             resources,
             ports,
             killing: false,
-            started: false,
+            started: None,
             recovered: false,
             since: now,
         }

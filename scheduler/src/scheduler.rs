@@ -9,12 +9,12 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, Resources};
 
 use crate::config::{SchedulerConfig, ms};
 use crate::hash::Rng;
-use crate::ids::{ActorId, AttemptId, HlcClock, SlotKey};
+use crate::ids::{ActorId, AttemptId, Hlc, HlcClock, SlotKey};
 use crate::message::{Message, Outgoing};
 use crate::roles::{
     CatchUp, Coordination, Gc, LocalTask, Log, Members, Reach, Replication, Target, Wake, Work,
 };
-use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1};
+use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2};
 
 /// An instruction for the local executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,8 +125,9 @@ pub struct Stats {
 }
 
 /// Current snapshot format: 2 added the `bindings` component and the spec's service fields
-/// (`docs/services.md`); format 1 is still read.
-const SNAPSHOT_FORMAT: u32 = 2;
+/// (`docs/services.md`); 3 the start stamp of `Running` (`docs/faults.md`, "The incumbent
+/// wins"). Formats 1 and 2 are still read.
+const SNAPSHOT_FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -142,6 +143,14 @@ struct SnapshotV1 {
     node: String,
     hlc: HlcClock,
     tables: TablesV1,
+}
+
+/// A format-2 snapshot.
+#[derive(Deserialize)]
+struct SnapshotV2 {
+    node: String,
+    hlc: HlcClock,
+    tables: TablesV2,
 }
 
 /// The format of a snapshot: its first field, whatever the rest holds.
@@ -342,10 +351,14 @@ impl Scheduler {
         self.tick(now);
         let state = match event {
             TaskEvent::Started { .. } => {
+                // The first report's stamp decides incumbency (`Tables::current_attempt`);
+                // a repeated report keeps it.
+                let known = self.target.ledger.get(&task).and_then(|t| t.started);
+                let since = known.unwrap_or_else(|| self.repl.hlc.tick(self.now));
                 if let Some(t) = self.target.ledger.get_mut(&task) {
-                    t.started = true;
+                    t.started = Some(since);
                 }
-                AttemptState::RUNNING
+                AttemptState::running(since)
             }
             TaskEvent::Exited { code } => AttemptState::Exited { code },
             TaskEvent::Failed { reason } => AttemptState::Failed { reason },
@@ -521,6 +534,15 @@ impl Scheduler {
                     tables: old.tables.into(),
                 }
             }
+            2 => {
+                let (_, old): (u32, SnapshotV2) = postcard::from_bytes(bytes).map_err(malformed)?;
+                Snapshot {
+                    format,
+                    node: old.node,
+                    hlc: old.hlc,
+                    tables: old.tables.into(),
+                }
+            }
             SNAPSHOT_FORMAT => postcard::from_bytes(bytes).map_err(malformed)?,
             _ => return Err(RestoreError::Format(format)),
         };
@@ -545,7 +567,7 @@ impl Scheduler {
 
     fn rebuild_ledger(&mut self) {
         let tables = self.replica.tables();
-        let mine: Vec<(AttemptId, Resources, Vec<u16>)> = tables
+        let mine: Vec<(AttemptId, Resources, Vec<u16>, Hlc)> = tables
             .assignments()
             .filter(|(id, a)| {
                 a.target == self.node
@@ -559,19 +581,20 @@ impl Scheduler {
                     .binding(id)
                     .map(|b| b.ports.iter().map(|(_, p)| *p).collect())
                     .unwrap_or_default();
-                (id.clone(), a.resources, ports)
+                let since = tables.state(id).running_since().unwrap_or_default();
+                (id.clone(), a.resources, ports, since)
             })
             .collect();
         // Admitted by an earlier start of this node: if their processes are found, they are
         // adopted but never reclaimed after a loss (`docs/faults.md`).
-        for (id, resources, ports) in mine {
+        for (id, resources, ports, since) in mine {
             self.target.ledger.insert(
                 id,
                 LocalTask {
                     resources,
                     ports,
                     killing: false,
-                    started: true,
+                    started: Some(since),
                     recovered: true,
                     since: self.now,
                 },
