@@ -273,8 +273,9 @@ impl Default for Reach {
 pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
 
 /// A target missing from the member view altogether (a node this node never heard of since
-/// it restarted, or not yet) is treated as down once it has been missing this long while this
-/// node held its majority, or the quorum's `settle_ms` if longer.
+/// it restarted, or not yet), or already down when this node (re)gained its majority, is
+/// treated as down once it has been so this long while this node held its majority, or the
+/// quorum's `settle_ms` if longer.
 pub(crate) const ABSENT_SETTLE_MS: u64 = 30_000;
 
 /// A majority held at least this long ends a streak without one: the next loss starts the
