@@ -51,6 +51,11 @@ pub(crate) struct QuorumTracker {
     /// since: the others are replacing our work, whatever our own view shows (a one-way cut:
     /// we hear them, they do not hear us).
     declared_down: Option<Millis>,
+    /// foca started a probe since the declaration (it may start none for a while: after a
+    /// rejoin it waits to hear from a member).
+    probed_since_declared: bool,
+    /// When the declaration's grace began: the evaluation after the first such probe.
+    grace_from: Option<Millis>,
 }
 
 /// Why a node has no majority.
@@ -66,11 +71,15 @@ enum Lack {
     DeclaredDown,
 }
 
-/// For this many probe periods after the cluster declared this node down, the declaration
-/// alone does not make the node cut off (`Quorum::just_declared_down`): a node that was itself
-/// cut off declares healthy members down and gossips it when it returns, and their next probe,
-/// answered within two periods, ends it (simulator finding 12). A node on the wrong side of a
-/// one-way cut gets no answer and is cut off from the declaration on.
+/// For this many probe periods after the cluster declared this node down, counted from the
+/// first probe foca starts after it, the declaration alone does not make the node cut off
+/// (`Quorum::just_declared_down`): a node that was itself cut off declares healthy members
+/// down and gossips it when it returns, and their next probe, answered within two periods,
+/// ends it (simulator finding 12). After a rejoin foca starts no probe until it hears from a
+/// member, which can take until the next announce (15 s) when every node rejoined at once and
+/// their announces went to each other's old identities. A node on the wrong side of a one-way
+/// cut hears the others, probes at once, gets no answer, and is cut off from the declaration
+/// on.
 const DECLARED_DOWN_GRACE_PROBES: u32 = 3;
 
 /// The most probe periods a member must stay down before it is acted on (see
@@ -93,6 +102,8 @@ impl QuorumTracker {
             current: Quorum::alone(now),
             lack: None,
             declared_down: None,
+            probed_since_declared: false,
+            grace_from: None,
             me: me.clone(),
         };
         t.known.insert(me.clone());
@@ -181,6 +192,8 @@ impl QuorumTracker {
     /// until one of its probes is answered.
     pub(crate) fn declared_down(&mut self, now: Millis) {
         self.declared_down = Some(now);
+        self.probed_since_declared = false;
+        self.grace_from = None;
         // The probe in flight was started under the old identity, and foca may drop it
         // without a verdict when it renews: only a probe started from now on may clear this.
         self.probing = false;
@@ -200,6 +213,7 @@ impl QuorumTracker {
         }
         self.failed_now = false;
         self.probing = members > 0;
+        self.probed_since_declared |= self.probing;
     }
 
     /// The probe timer fired but foca ignored it (a timer of an earlier identity or
@@ -288,11 +302,12 @@ impl QuorumTracker {
         };
         let majority = lack.is_none();
         let grace_ms = self.probe_period.as_millis() as u64 * u64::from(DECLARED_DOWN_GRACE_PROBES);
+        if self.declared_down.is_some() && self.probed_since_declared {
+            self.grace_from.get_or_insert(now);
+        }
         let just_declared_down = lack == Some(Lack::DeclaredDown)
             && !probes_failed
-            && self
-                .declared_down
-                .is_some_and(|at| now.since(at) < grace_ms);
+            && self.grace_from.is_none_or(|at| now.since(at) < grace_ms);
         let settle_probes = known.saturating_sub(1).min(MAX_SETTLE_PROBES);
         let settle_ms = self.probe_period.as_millis() as u64 * u64::from(settle_probes);
         let same = lack == self.lack
@@ -474,14 +489,28 @@ mod tests {
         t.end_probe_period(4);
         t.evaluate(Millis(11_500), |_, _| true);
         assert!(!t.current().majority, "a probe not yet sent was answered");
-        t.evaluate(Millis(12_999), |_, _| true);
+        // The grace runs from that first probe.
+        t.evaluate(Millis(14_499), |_, _| true);
         assert!(t.current().just_declared_down);
-        t.evaluate(Millis(13_000), |_, _| true);
+        t.evaluate(Millis(14_500), |_, _| true);
         assert!(t.current().cut_off(), "the grace is over: cut off");
         assert_eq!(t.current().since, Millis(10_000), "since the declaration");
         t.begin_probe_period();
         t.end_probe_period(4);
-        t.evaluate(Millis(13_500), |_, _| true);
+        t.evaluate(Millis(15_000), |_, _| true);
+        assert!(t.current().majority);
+
+        // No probe at all (foca heard from nobody since the rejoin): not known cut off.
+        t.declared_down(Millis(16_000));
+        t.begin_probe_period();
+        t.probe_period_skipped();
+        t.evaluate(Millis(30_000), |_, _| true);
+        assert!(!t.current().majority && t.current().just_declared_down);
+        t.begin_probe_period();
+        t.end_probe_period(4);
+        t.begin_probe_period();
+        t.end_probe_period(4);
+        t.evaluate(Millis(31_000), |_, _| true);
         assert!(t.current().majority);
 
         // Two failed probes within the grace: cut off at once.
