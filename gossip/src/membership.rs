@@ -525,8 +525,23 @@ impl Membership {
         match tick {
             Tick::Swim(timer @ Timer::ProbeRandomMember(_)) => {
                 self.quorum.begin_probe_period();
-                self.swim_call(|swim, rt| swim.handle_timer(timer, rt));
-                self.quorum.end_probe_period(self.swim.num_members());
+                // foca ignores a probe timer of an earlier identity or connection (its timer
+                // token moved on): such a tick completes and starts no probe. A tick that
+                // probes always asks for the next one.
+                let mut probed = false;
+                self.swim_call(|swim, rt| {
+                    let result = swim.handle_timer(timer, &mut *rt);
+                    probed = rt
+                        .timers
+                        .iter()
+                        .any(|(_, t)| matches!(t, Timer::ProbeRandomMember(_)));
+                    result
+                });
+                if probed {
+                    self.quorum.end_probe_period(self.swim.num_members());
+                } else {
+                    self.quorum.probe_period_skipped();
+                }
             }
             Tick::Swim(timer) => self.swim_call(|swim, rt| swim.handle_timer(timer, rt)),
             Tick::JoinRetry => self.retry_join(),
@@ -718,7 +733,7 @@ impl Membership {
             Note::ProbeFailed(id) => self.quorum.probe_failed(id.name, id.generation),
             Note::Rejoin(id) => {
                 tracing::warn!(%id, "declared down by the cluster; rejoined as a new generation");
-                self.quorum.declared_down();
+                self.quorum.declared_down(self.now);
                 self.adopt_generation(id);
             }
         }

@@ -248,6 +248,13 @@ pub struct Quorum {
     /// `stop_after_ms` clock does not run (`docs/faults.md`).
     #[serde(default)]
     pub stalled: bool,
+    /// The only reason there is no majority is that the cluster declared this node down, a
+    /// moment ago, and no probe has failed since: a node returning from a cut of its own
+    /// gossips such declarations about healthy members. Like a stall, it condemns nobody but
+    /// does not run the `stop_after_ms` clock; once the grace passes without an answered probe
+    /// the node is cut off from the declaration on (`docs/faults.md`, "Declared down").
+    #[serde(default)]
+    pub just_declared_down: bool,
 }
 
 impl Quorum {
@@ -262,6 +269,15 @@ impl Quorum {
             reason: None,
             settle_ms: 0,
             stalled: false,
+            just_declared_down: false,
         }
+    }
+
+    /// This node is known to be cut off from the majority: no majority, and not merely
+    /// resumed from a stall or declared down a moment ago. Its local work's `stop_after_ms`
+    /// clock runs.
+    #[must_use]
+    pub fn cut_off(&self) -> bool {
+        !self.majority && !self.stalled && !self.just_declared_down
     }
 }

@@ -41,10 +41,15 @@ impl Scheduler {
         self.tick(now);
         let before = &self.reach.quorum;
         let changed = quorum.majority != before.majority;
-        let was_cut = !before.majority && !before.stalled;
-        let is_cut = !quorum.majority && !quorum.stalled;
+        let (was_cut, is_cut) = (before.cut_off(), quorum.cut_off());
         if was_cut != is_cut {
-            let at = if changed { quorum.since } else { now };
+            // A declaration of this node down that outlived its grace cuts it off from the
+            // declaration on; a stalled node found cut off, from now.
+            let at = if changed || before.just_declared_down {
+                quorum.since
+            } else {
+                now
+            };
             self.reach.streak.update(!is_cut, at);
         }
         self.reach.quorum = quorum.clone();
@@ -147,7 +152,7 @@ impl Scheduler {
     /// task was admitted if that is later (a task placed here while the node was cut off,
     /// or just before it learnt so, gets its own full window).
     fn stop_deadline(&self, spec: &JobSpec, admitted: Millis) -> Option<Millis> {
-        if self.reach.quorum.majority || self.reach.quorum.stalled {
+        if !self.reach.quorum.cut_off() {
             return None;
         }
         let after = spec.stop_after_disconnect_ms()?;
@@ -174,7 +179,7 @@ impl Scheduler {
 
     /// `Wake::Disconnect`: stop the local tasks whose deadline has passed.
     pub(crate) fn stop_disconnected(&mut self) {
-        if self.reach.quorum.majority || self.reach.quorum.stalled {
+        if !self.reach.quorum.cut_off() {
             return;
         }
         let now = self.now;
@@ -209,16 +214,16 @@ impl Scheduler {
         let Some(task) = self.target.ledger.get(id) else {
             return LostFate::Kill(KillReason::Lost);
         };
-        if task.recovered
-            || !task.started
-            || spec.disconnect.reconcile == Reconcile::KeepReplacement
-        {
+        let Some(since) = task.started.filter(|_| !task.recovered) else {
+            return LostFate::Kill(KillReason::Lost);
+        };
+        if spec.disconnect.reconcile == Reconcile::KeepReplacement {
             return LostFate::Kill(KillReason::Lost);
         }
         if !self.may_act() {
             return LostFate::Wait;
         }
-        match state.reclaimed() {
+        match state.reclaimed(since) {
             Some(next) => LostFate::Reclaim(next),
             None => LostFate::Kill(KillReason::Lost),
         }

@@ -481,7 +481,7 @@ mod tests {
         );
         t.join_body(&OpBody::State {
             id: id.clone(),
-            state: AttemptState::RUNNING,
+            state: AttemptState::running(crate::ids::Hlc::default()),
         });
         assert_eq!(task_health(&t, &id, false), TaskHealth::Healthy);
         assert_eq!(task_health(&t, &id, true), TaskHealth::Unknown);

@@ -95,7 +95,7 @@
 //! reconcile → config, ids, roles, scheduler, slot, table
 //! replication → ids, message, scheduler, table
 //! roles → health, ids, placement, table
-//! scheduler → config, hash, health, ids, message, roles, table
+//! scheduler → config, hash, health, ids, message, placement, roles, table
 //! slot → ids, spec, table
 //! spec → (nothing)
 //! table → ids, spec

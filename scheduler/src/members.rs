@@ -76,8 +76,11 @@ impl Scheduler {
 
     /// When `name`'s work may be condemned: it is down (or left), and has been so while this
     /// node held its majority for the quorum's `settle_ms` — long enough for a node on the
-    /// wrong side of a partition to have lost its majority first (`docs/faults.md`). A node
-    /// that left on purpose stopped its own work and is acted on at once. `None`: not down.
+    /// wrong side of a partition to have lost its majority first (`docs/faults.md`). A member
+    /// already down when this node (re)gained its majority waits [`ABSENT_SETTLE_MS`] instead:
+    /// its down mark may come from this node's own cut, and SWIM repairs such marks only
+    /// through its announces to down members, every 15 s (simulator finding 12). A node that
+    /// left on purpose stopped its own work and is acted on at once. `None`: not down.
     pub(crate) fn down_settles_at(&self, name: &str) -> Option<Millis> {
         let Some(m) = self.members.all.get(name) else {
             // Missing from the view: a node this one has not heard of since it restarted (a
@@ -99,10 +102,13 @@ impl Scheduler {
             .get(name)
             .copied()
             .unwrap_or(self.now);
-        Some(
-            down.max(self.reach.quorum.since)
-                .plus_ms(self.reach.quorum.settle_ms),
-        )
+        let regained = self.reach.quorum.since;
+        let settle = if down < regained {
+            self.reach.quorum.settle_ms.max(ABSENT_SETTLE_MS)
+        } else {
+            self.reach.quorum.settle_ms
+        };
+        Some(down.max(regained).plus_ms(settle))
     }
 
     /// Whether `name`'s live attempts may be marked lost now; when it is down but not yet

@@ -129,6 +129,12 @@ impl Scheduler {
         let mut actors = BTreeSet::new();
         let mut overflow = false;
         for op in ops {
+            if let OpBody::State { state, .. } = &op.body
+                && let Some(since) = state.running_since()
+            {
+                // A start seen here orders before every start this node reports later.
+                self.repl.hlc.observe(since);
+            }
             if let OpBody::Job { entry, .. } = &op.body {
                 self.repl.hlc.observe(entry.stamp.hlc);
                 if !actors.contains(&op.dot.actor) {

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, Quorum, Resources};
 
 use crate::health::HealthMachine;
-use crate::ids::{ActorId, AttemptId, HlcClock, Name, SlotKey, Stamp, VersionVector};
+use crate::ids::{ActorId, AttemptId, Hlc, HlcClock, Name, SlotKey, Stamp, VersionVector};
 use crate::placement::{Candidate, PendingReason};
 use crate::table::{JobKey, Op};
 
@@ -190,8 +190,10 @@ pub(crate) struct LocalTask {
     /// Host ports it holds (until it is known dead, even while being killed).
     pub(crate) ports: Vec<u16>,
     pub(crate) killing: bool,
-    /// Its process was seen running (by this start of the node, or found at restart).
-    pub(crate) started: bool,
+    /// Its process was seen running (by this start of the node, or found at restart): when,
+    /// by this node's hybrid logical clock (for a task found at restart, the `since` of its
+    /// `Running` row). A reclaim writes it again (`docs/faults.md`, "The incumbent wins").
+    pub(crate) started: Option<Hlc>,
     /// Found running by a restarted node, not admitted by this start: never reclaimed after a
     /// loss (`docs/faults.md`).
     pub(crate) recovered: bool,
@@ -208,7 +210,7 @@ impl LocalTask {
             resources,
             ports,
             killing: false,
-            started: false,
+            started: None,
             recovered: false,
             since: now,
             unhealthy: None,
@@ -320,8 +322,9 @@ impl Default for Reach {
 pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
 
 /// A target missing from the member view altogether (a node this node never heard of since
-/// it restarted, or not yet) is treated as down once it has been missing this long while this
-/// node held its majority, or the quorum's `settle_ms` if longer.
+/// it restarted, or not yet), or already down when this node (re)gained its majority, is
+/// treated as down once it has been so this long while this node held its majority, or the
+/// quorum's `settle_ms` if longer.
 pub(crate) const ABSENT_SETTLE_MS: u64 = 30_000;
 
 /// A majority held at least this long ends a streak without one: the next loss starts the

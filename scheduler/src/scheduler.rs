@@ -10,7 +10,7 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, Resources};
 use crate::config::{SchedulerConfig, ms};
 use crate::hash::Rng;
 use crate::health::{CheckResult, ResolvedCheck};
-use crate::ids::{ActorId, AttemptId, HlcClock, SlotKey};
+use crate::ids::{ActorId, AttemptId, Hlc, HlcClock, SlotKey};
 use crate::message::{Message, Outgoing};
 use crate::placement::PendingReason;
 use crate::roles::{
@@ -174,7 +174,8 @@ pub struct PendingCounts {
 }
 
 /// Current snapshot format: 2 added the `bindings` component and the spec's service fields
-/// (`docs/services.md`), 3 the `health` component; formats 1 and 2 are still read.
+/// (`docs/services.md`); 3 the `health` component and the start stamp of `Running`
+/// (`docs/faults.md`, "The incumbent wins"). Formats 1 and 2 are still read.
 const SNAPSHOT_FORMAT: u32 = 3;
 
 #[derive(Serialize, Deserialize)]
@@ -429,10 +430,14 @@ impl Scheduler {
         self.tick(now);
         let state = match event {
             TaskEvent::Started { .. } => {
+                // The first report's stamp decides incumbency (`Tables::current_attempt`);
+                // a repeated report keeps it.
+                let known = self.target.ledger.get(&task).and_then(|t| t.started);
+                let since = known.unwrap_or_else(|| self.repl.hlc.tick(self.now));
                 if let Some(t) = self.target.ledger.get_mut(&task) {
-                    t.started = true;
+                    t.started = Some(since);
                 }
-                AttemptState::RUNNING
+                AttemptState::running(since)
             }
             TaskEvent::Exited { code } => AttemptState::Exited { code },
             TaskEvent::Failed { reason } => AttemptState::Failed { reason },
@@ -457,7 +462,7 @@ impl Scheduler {
             }
         }
         self.write_state_if_mine(&task, state.clone());
-        if state == AttemptState::RUNNING {
+        if matches!(state, AttemptState::Running { round: 0, .. }) {
             self.start_checks(&task);
         }
         self.reconcile();
@@ -674,7 +679,7 @@ impl Scheduler {
 
     fn rebuild_ledger(&mut self) {
         let tables = self.replica.tables();
-        let mine: Vec<(AttemptId, Resources, Vec<u16>)> = tables
+        let mine: Vec<(AttemptId, Resources, Vec<u16>, Hlc)> = tables
             .assignments()
             .filter(|(id, a)| {
                 a.target == self.node
@@ -688,19 +693,20 @@ impl Scheduler {
                     .binding(id)
                     .map(|b| b.ports.iter().map(|(_, p)| *p).collect())
                     .unwrap_or_default();
-                (id.clone(), a.resources, ports)
+                let since = tables.state(id).running_since().unwrap_or_default();
+                (id.clone(), a.resources, ports, since)
             })
             .collect();
         // Admitted by an earlier start of this node: if their processes are found, they are
         // adopted but never reclaimed after a loss (`docs/faults.md`).
-        for (id, resources, ports) in mine {
+        for (id, resources, ports, since) in mine {
             self.target.ledger.insert(
                 id,
                 LocalTask {
                     resources,
                     ports,
                     killing: false,
-                    started: true,
+                    started: Some(since),
                     recovered: true,
                     since: self.now,
                     unhealthy: None,

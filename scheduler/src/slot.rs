@@ -301,7 +301,7 @@ mod tests {
             slot_status(&t, &s, &key(), B),
             SlotStatus::GaveUp { .. }
         ));
-        add(&mut t, 4, AttemptState::RUNNING);
+        add(&mut t, 4, AttemptState::running(Hlc::default()));
         assert!(matches!(
             slot_status(&t, &s, &key(), B),
             SlotStatus::Live {

@@ -9,8 +9,9 @@
 //! - `table/attempts.rs` — the attempt rows' layout in memory, grouped by job;
 //! - `table/replica.rs` — in-order delivery, op logs for anti-entropy, change notes;
 //! - `table/usage.rs` — what live attempts hold per node and the release holds placers count;
-//! - `table/wire.rs` — the tables' encoding on the wire and in snapshots (and format 2's);
-//! - `table/format1.rs` — reading snapshots and job records from before the service fields.
+//! - `table/wire.rs` — the tables' encoding on the wire and in snapshots;
+//! - `table/format1.rs` — reading snapshots and job records from before the service fields;
+//! - `table/format2.rs` — reading snapshots from before running attempts carried a start stamp.
 //!
 //! # The lattice
 //!
@@ -18,7 +19,7 @@
 //! |---|---|---|---|
 //! | `jobs` | (job id, incarnation) | [`JobEntry`], last writer wins by [`Stamp`] | the accepting node of each write |
 //! | `assignments` | [`AttemptId`] | [`Assignment`], write-once | the placer named in the key |
-//! | `states` | [`AttemptId`] | [`AttemptState`], max in its total order | the target; `Lost` by the coordinator |
+//! | `states` | [`AttemptId`] | [`AttemptState`], max in its total order (`Running` carries its start stamp) | the target; `Lost` by the coordinator |
 //! | `floors` | [`SlotKey`] | [`SlotFloor`], max | the slot's coordinator |
 //! | `purged` | (job id, incarnation) | set union (tombstones) | the job's coordinator |
 //! | `bindings` | [`AttemptId`] | [`Binding`] (ports picked at admission), write-once (max) | the target |
@@ -38,6 +39,7 @@ use crate::ids::{AttemptId, SlotKey, Stamp};
 mod attempts;
 mod elements;
 mod format1;
+mod format2;
 mod lattice;
 mod replica;
 mod usage;
@@ -50,9 +52,11 @@ pub use elements::{
 #[cfg(test)]
 pub(crate) use format1::encode as format1_encode;
 pub(crate) use format1::{JobRowsV1, TablesV1};
+pub(crate) use format2::TablesV2;
+#[cfg(test)]
+pub(crate) use format2::tables_v2;
 pub use lattice::Tables;
 pub(crate) use replica::{Received, Replica, ReplicaLimits, Touch};
-pub(crate) use wire::TablesV2;
 
 #[cfg(test)]
 mod tests;

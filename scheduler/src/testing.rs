@@ -662,6 +662,7 @@ fn quorum_of(list: &[MemberInfo], now: Millis, before: Option<&Quorum>, settle_m
         reason: (!majority).then(|| format!("sees {reachable} of {known} members")),
         settle_ms,
         stalled: false,
+        just_declared_down: false,
     }
 }
 

@@ -47,10 +47,15 @@ pub(crate) struct QuorumTracker {
     current: Quorum,
     /// Why `current` has no majority, before it is worded (compared on every datagram).
     lack: Option<Lack>,
-    /// The cluster declared this node down and no probe of ours has been answered since: the
-    /// others are replacing our work, whatever our own view shows (a one-way cut: we hear
-    /// them, they do not hear us).
-    declared_down: bool,
+    /// The cluster declared this node down (when) and no probe of ours has been answered
+    /// since: the others are replacing our work, whatever our own view shows (a one-way cut:
+    /// we hear them, they do not hear us).
+    declared_down: Option<Millis>,
+    /// foca started a probe since the declaration (it may start none for a while: after a
+    /// rejoin it waits to hear from a member).
+    probed_since_declared: bool,
+    /// When the declaration's grace began: the evaluation after the first such probe.
+    grace_from: Option<Millis>,
 }
 
 /// Why a node has no majority.
@@ -65,6 +70,17 @@ enum Lack {
     /// The cluster declared it down and no probe of its own was answered since.
     DeclaredDown,
 }
+
+/// For this many probe periods after the cluster declared this node down, counted from the
+/// first probe foca starts after it, the declaration alone does not make the node cut off
+/// (`Quorum::just_declared_down`): a node that was itself cut off declares healthy members
+/// down and gossips it when it returns, and their next probe, answered within two periods,
+/// ends it (simulator finding 12). After a rejoin foca starts no probe until it hears from a
+/// member, which can take until the next announce (15 s) when every node rejoined at once and
+/// their announces went to each other's old identities. A node on the wrong side of a one-way
+/// cut hears the others, probes at once, gets no answer, and is cut off from the declaration
+/// on.
+const DECLARED_DOWN_GRACE_PROBES: u32 = 3;
 
 /// The most probe periods a member must stay down before it is acted on (see
 /// [`Quorum::settle_ms`]): at larger sizes a minority's members share their suspicions by
@@ -85,7 +101,9 @@ impl QuorumTracker {
             known_version: 0,
             current: Quorum::alone(now),
             lack: None,
-            declared_down: false,
+            declared_down: None,
+            probed_since_declared: false,
+            grace_from: None,
             me: me.clone(),
         };
         t.known.insert(me.clone());
@@ -172,8 +190,10 @@ impl QuorumTracker {
 
     /// The cluster declared this node down (foca renewed its identity to rejoin): no majority
     /// until one of its probes is answered.
-    pub(crate) fn declared_down(&mut self) {
-        self.declared_down = true;
+    pub(crate) fn declared_down(&mut self, now: Millis) {
+        self.declared_down = Some(now);
+        self.probed_since_declared = false;
+        self.grace_from = None;
         // The probe in flight was started under the old identity, and foca may drop it
         // without a verdict when it renews: only a probe started from now on may clear this.
         self.probing = false;
@@ -189,10 +209,20 @@ impl QuorumTracker {
     pub(crate) fn end_probe_period(&mut self, members: usize) {
         if self.probing && !self.failed_now {
             self.push_probe(Probe::Answered);
-            self.declared_down = false;
+            self.declared_down = None;
         }
         self.failed_now = false;
         self.probing = members > 0;
+        self.probed_since_declared |= self.probing;
+    }
+
+    /// The probe timer fired but foca ignored it (a timer of an earlier identity or
+    /// connection): no probe completed and none started. Without this, the first probe after
+    /// a rejoin counted as answered before it was sent, and a node on the wrong side of a
+    /// one-way cut regained its majority every few seconds.
+    pub(crate) fn probe_period_skipped(&mut self) {
+        self.failed_now = false;
+        self.probing = false;
     }
 
     fn push_probe(&mut self, probe: Probe) {
@@ -263,7 +293,7 @@ impl QuorumTracker {
         }
         let lack = if !counted {
             Some(Lack::TooFew)
-        } else if self.declared_down {
+        } else if self.declared_down.is_some() {
             Some(Lack::DeclaredDown)
         } else if probes_failed {
             Some(Lack::Probes)
@@ -271,10 +301,18 @@ impl QuorumTracker {
             self.stalled_until.map(|(_, late)| Lack::Stall(late))
         };
         let majority = lack.is_none();
+        let grace_ms = self.probe_period.as_millis() as u64 * u64::from(DECLARED_DOWN_GRACE_PROBES);
+        if self.declared_down.is_some() && self.probed_since_declared {
+            self.grace_from.get_or_insert(now);
+        }
+        let just_declared_down = lack == Some(Lack::DeclaredDown)
+            && !probes_failed
+            && self.grace_from.is_none_or(|at| now.since(at) < grace_ms);
         let settle_probes = known.saturating_sub(1).min(MAX_SETTLE_PROBES);
         let settle_ms = self.probe_period.as_millis() as u64 * u64::from(settle_probes);
         let same = lack == self.lack
             && majority == self.current.majority
+            && just_declared_down == self.current.just_declared_down
             && known == self.current.known
             && reachable == self.current.reachable
             && settle_ms == self.current.settle_ms;
@@ -302,6 +340,7 @@ impl QuorumTracker {
             reason,
             settle_ms,
             stalled: matches!(lack, Some(Lack::Stall(_))),
+            just_declared_down,
         };
         self.lack = lack;
         self.current = next;
@@ -404,12 +443,13 @@ mod tests {
     fn declared_down_holds_the_majority_back_until_a_probe_is_answered() {
         let mut t = tracker_of(&["a", "b", "c", "d", "e"]);
         t.end_probe_period(4);
-        t.declared_down();
+        t.declared_down(Millis(1));
         t.evaluate(Millis(1), |_, _| true);
         assert!(
             !t.current().majority,
             "all five in view, but the others think us dead"
         );
+        assert!(t.current().just_declared_down && !t.current().cut_off());
         // The probe in flight at the declaration ends without a verdict: it proves nothing.
         t.begin_probe_period();
         t.end_probe_period(4);
@@ -429,6 +469,59 @@ mod tests {
         t.end_probe_period(4);
         t.evaluate(Millis(3), |_, _| true);
         assert!(t.current().majority);
+    }
+
+    /// Simulator finding 12: a declaration answered within the grace never makes the node
+    /// cut off; one that is not answered does, and so do two failed probes within it.
+    #[test]
+    fn a_declaration_cuts_off_only_after_its_grace_or_failed_probes() {
+        let mut t = tracker_of(&["a", "b", "c", "d", "e"]);
+        t.end_probe_period(4);
+        t.declared_down(Millis(10_000));
+        t.evaluate(Millis(10_000), |_, _| true);
+        // foca ignores the probe timer of the old identity: no probe completes or starts.
+        t.begin_probe_period();
+        t.probe_period_skipped();
+        t.evaluate(Millis(10_500), |_, _| true);
+        assert!(!t.current().majority && t.current().just_declared_down);
+        // So the next tick completes nothing either: the probe it starts is the first.
+        t.begin_probe_period();
+        t.end_probe_period(4);
+        t.evaluate(Millis(11_500), |_, _| true);
+        assert!(!t.current().majority, "a probe not yet sent was answered");
+        // The grace runs from that first probe.
+        t.evaluate(Millis(14_499), |_, _| true);
+        assert!(t.current().just_declared_down);
+        t.evaluate(Millis(14_500), |_, _| true);
+        assert!(t.current().cut_off(), "the grace is over: cut off");
+        assert_eq!(t.current().since, Millis(10_000), "since the declaration");
+        t.begin_probe_period();
+        t.end_probe_period(4);
+        t.evaluate(Millis(15_000), |_, _| true);
+        assert!(t.current().majority);
+
+        // No probe at all (foca heard from nobody since the rejoin): not known cut off.
+        t.declared_down(Millis(16_000));
+        t.begin_probe_period();
+        t.probe_period_skipped();
+        t.evaluate(Millis(30_000), |_, _| true);
+        assert!(!t.current().majority && t.current().just_declared_down);
+        t.begin_probe_period();
+        t.end_probe_period(4);
+        t.begin_probe_period();
+        t.end_probe_period(4);
+        t.evaluate(Millis(31_000), |_, _| true);
+        assert!(t.current().majority);
+
+        // Two failed probes within the grace: cut off at once.
+        t.declared_down(Millis(20_000));
+        for m in ["b", "c"] {
+            t.begin_probe_period();
+            t.probe_failed(n(m), 1);
+            t.end_probe_period(4);
+        }
+        t.evaluate(Millis(21_000), |_, _| true);
+        assert!(t.current().cut_off());
     }
 
     #[test]

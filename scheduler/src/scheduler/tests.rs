@@ -194,7 +194,7 @@ fn ops_that_break_ownership_are_refused() {
         Dot::new(author.clone(), 1),
         OpBody::State {
             id: id.clone(),
-            state: AttemptState::RUNNING,
+            state: AttemptState::running(crate::Hlc::default()),
         },
     );
     n1.handle_message(Millis(3), "n2", Message::Ops { ops: vec![running] });
@@ -257,6 +257,25 @@ fn no_clock_reads_same_inputs_same_outputs() {
     assert_eq!(run(), run());
 }
 
+/// The tables' rows with every `Running` start stamp zeroed (as formats 1 and 2 read back).
+fn unstamped(t: &Tables) -> (Vec<String>, Vec<(AttemptId, AttemptState)>) {
+    let jobs = t.jobs().map(|(k, e)| format!("{k:?} {e:?}")).collect();
+    let states = t
+        .assignments()
+        .map(|(id, _)| {
+            let s = match t.state(id) {
+                AttemptState::Running { round, .. } => AttemptState::Running {
+                    round,
+                    since: Hlc::default(),
+                },
+                s => s,
+            };
+            (id.clone(), s)
+        })
+        .collect();
+    (jobs, states)
+}
+
 #[test]
 fn a_format_1_snapshot_and_its_job_records_are_still_read() {
     use crate::table::format1_encode::{rows_v1, tables_v1};
@@ -269,7 +288,27 @@ fn a_format_1_snapshot_and_its_job_records_are_still_read() {
     old.extend(tables_v1(n1.tables()));
     assert_ne!(old, now);
     let restored = Scheduler::restore("n1".into(), n1.config.clone(), 1, &old).unwrap();
-    assert_eq!(restored.tables(), n1.tables());
+    assert_eq!(unstamped(restored.tables()), unstamped(n1.tables()));
+    let starts = |t: &Tables| -> Vec<Option<Hlc>> {
+        t.assignments()
+            .map(|(id, _)| t.state(id).running_since())
+            .collect()
+    };
+    assert!(
+        starts(n1.tables())
+            .iter()
+            .all(|s| s.is_some_and(|t| t > Hlc::default()))
+    );
+    assert!(
+        starts(restored.tables())
+            .iter()
+            .all(|s| *s == Some(Hlc::default())),
+        "formats 1 and 2 have no start stamps"
+    );
+    let mut v2 = postcard::to_stdvec(&(2u32, "n1", &n1.repl.hlc)).unwrap();
+    v2.extend(crate::table::tables_v2(n1.tables()));
+    let restored = Scheduler::restore("n1".into(), n1.config.clone(), 1, &v2).unwrap();
+    assert_eq!(unstamped(restored.tables()), unstamped(n1.tables()));
     let again = Scheduler::restore("n1".into(), n1.config.clone(), 1, &now).unwrap();
     assert_eq!(again.tables(), n1.tables());
     // A job record logged before the service fields joins like a current one.
@@ -301,15 +340,19 @@ fn a_format_2_snapshot_is_still_read() {
     let n1 = &c.nodes["n1"].sched;
     assert_eq!(n1.tables().bindings().count(), 2);
     assert_eq!(n1.tables().healths().count(), 0);
-    // Format 2 is format 3 without the `health` map, which encodes as one byte when empty.
-    let tables = postcard::to_stdvec(n1.tables()).unwrap();
-    assert_eq!(tables.last(), Some(&0));
+    // Format 2: no `health` map, and running attempts without their start stamp.
     let mut old = postcard::to_stdvec(&(2u32, "n1", &n1.repl.hlc)).unwrap();
-    old.extend(&tables[..tables.len() - 1]);
+    old.extend(crate::table::tables_v2(n1.tables()));
     let restored = Scheduler::restore("n1".into(), n1.config.clone(), 1, &old).unwrap();
-    assert_eq!(restored.tables(), n1.tables());
+    assert_eq!(unstamped(restored.tables()), unstamped(n1.tables()));
+    assert_eq!(
+        restored.tables().bindings().collect::<Vec<_>>(),
+        n1.tables().bindings().collect::<Vec<_>>()
+    );
+    assert_eq!(restored.tables().healths().count(), 0);
+    // Format-2 bytes under the current format number are refused, not misread.
     let mut wrong = postcard::to_stdvec(&(3u32, "n1", &n1.repl.hlc)).unwrap();
-    wrong.extend(&tables[..tables.len() - 1]);
+    wrong.extend(crate::table::tables_v2(n1.tables()));
     assert!(matches!(
         Scheduler::restore("n1".into(), n1.config.clone(), 1, &wrong),
         Err(RestoreError::Malformed(_))

@@ -6,7 +6,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_gossip::Resources;
 
-use crate::ids::{ActorId, AttemptId, Dot, Name, SlotKey, Stamp};
+use crate::ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp};
 use crate::spec::JobSpec;
 
 /// A job id plus incarnation.
@@ -54,6 +54,12 @@ pub struct Assignment {
 /// coordinator writes once SWIM declares the target down. A loss is not final: a target that
 /// still runs the attempt *reclaims* it by writing the next round's `Running`, and a real
 /// outcome reported by the target ranks above every round (`docs/faults.md`).
+///
+/// `Running` carries `since`, when the target first saw the process run (its clock then);
+/// it decides which of two running attempts of a slot is the incumbent
+/// ([`Tables::current_attempt`](super::Tables::current_attempt)). Two `Running` of one round
+/// with different `since` (only a buggy or restarted writer makes them) order by `since`, so
+/// the order stays total and the join stays `max`.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
 pub enum AttemptState {
     /// Written by the coordinator with the assignment (implicit: no state row).
@@ -65,6 +71,10 @@ pub enum AttemptState {
     Running {
         /// Reclaims so far.
         round: u32,
+        /// When the target first saw the process run, by its hybrid logical clock; a reclaim
+        /// keeps the first start's reading. Zero for rows read from a snapshot written before
+        /// the stamp existed (format 2 and older): older than anything stamped.
+        since: Hlc,
     },
     /// The target was declared down while the attempt was live in `round`.
     Lost {
@@ -91,8 +101,20 @@ pub enum AttemptState {
 }
 
 impl AttemptState {
-    /// `Running` before any loss.
-    pub const RUNNING: AttemptState = AttemptState::Running { round: 0 };
+    /// `Running` before any loss, started at `since`.
+    #[must_use]
+    pub const fn running(since: Hlc) -> AttemptState {
+        AttemptState::Running { round: 0, since }
+    }
+
+    /// When the process of a running attempt first ran (`None` when it is not running).
+    #[must_use]
+    pub fn running_since(&self) -> Option<Hlc> {
+        match self {
+            AttemptState::Running { since, .. } => Some(*since),
+            _ => None,
+        }
+    }
 
     /// Whether the attempt holds (or may soon hold) resources on its target.
     #[must_use]
@@ -118,7 +140,7 @@ impl AttemptState {
     /// Whether the attempt runs again after its target reclaimed it from a loss.
     #[must_use]
     pub fn is_reclaimed(&self) -> bool {
-        matches!(self, AttemptState::Running { round } if *round > 0)
+        matches!(self, AttemptState::Running { round, .. } if *round > 0)
     }
 
     /// The `Lost` a coordinator writes over this live state (`None` when it is not live).
@@ -128,17 +150,20 @@ impl AttemptState {
             AttemptState::Proposed | AttemptState::Admitted => {
                 Some(AttemptState::Lost { round: 0 })
             }
-            AttemptState::Running { round } => Some(AttemptState::Lost { round: *round }),
+            AttemptState::Running { round, .. } => Some(AttemptState::Lost { round: *round }),
             _ => None,
         }
     }
 
-    /// The `Running` a target writes to reclaim this lost state (`None` when it is not lost).
+    /// The `Running` a target writes to reclaim this lost state (`None` when it is not lost):
+    /// the next round, with `since` the first start of the process (the target's own record,
+    /// since a `Lost` row no longer holds it).
     #[must_use]
-    pub fn reclaimed(&self) -> Option<AttemptState> {
+    pub fn reclaimed(&self, since: Hlc) -> Option<AttemptState> {
         match self {
             AttemptState::Lost { round } => Some(AttemptState::Running {
                 round: round.saturating_add(1),
+                since,
             }),
             _ => None,
         }
@@ -149,7 +174,7 @@ impl AttemptState {
         match self {
             AttemptState::Proposed => (0, 0, 0),
             AttemptState::Admitted => (1, 0, 0),
-            AttemptState::Running { round } => (2, *round, 0),
+            AttemptState::Running { round, .. } => (2, *round, 0),
             AttemptState::Lost { round } => (2, *round, 1),
             AttemptState::Killed => (3, 0, 0),
             AttemptState::Failed { .. } => (4, 0, 0),
@@ -161,13 +186,14 @@ impl AttemptState {
 
 impl Ord for AttemptState {
     fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        use AttemptState::{Exited, Failed, Rejected};
+        use AttemptState::{Exited, Failed, Rejected, Running};
         self.rank()
             .cmp(&other.rank())
             .then_with(|| match (self, other) {
                 (Failed { reason: a }, Failed { reason: b })
                 | (Rejected { reason: a }, Rejected { reason: b }) => a.cmp(b),
                 (Exited { code: a }, Exited { code: b }) => a.cmp(b),
+                (Running { since: a, .. }, Running { since: b, .. }) => a.cmp(b),
                 _ => std::cmp::Ordering::Equal,
             })
     }

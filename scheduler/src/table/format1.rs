@@ -1,13 +1,15 @@
 //! Reading what was written before the job spec gained its service fields (`docs/services.md`):
 //! snapshot format 1's tables and the job records of that time, whose specs have no `ports`,
-//! `checks`, `service`, `tags` or `update`. They are converted on read, with those empty.
+//! `checks`, `service`, `tags` or `update`. They are converted on read, with those empty; their
+//! attempt states are format 2's (`format2.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
 use super::attempts::Attempts;
-use super::elements::{Assignment, AttemptState, JobEntry, JobKey, SlotFloor};
+use super::elements::{Assignment, JobEntry, JobKey, SlotFloor};
+use super::format2::AttemptStateV2;
 use super::lattice::{JobMap, Tables};
 use crate::ids::{AttemptId, SlotKey, Stamp, VersionVector};
 use crate::spec::{
@@ -89,7 +91,7 @@ impl From<JobEntryV1> for JobEntry {
 pub(crate) struct TablesV1 {
     jobs: BTreeMap<JobKey, JobEntryV1>,
     assignments: BTreeMap<AttemptId, Assignment>,
-    states: BTreeMap<AttemptId, AttemptState>,
+    states: BTreeMap<AttemptId, AttemptStateV2>,
     floors: BTreeMap<SlotKey, SlotFloor>,
     purged: BTreeSet<JobKey>,
     clock: VersionVector,
@@ -107,7 +109,7 @@ impl From<TablesV1> for Tables {
             attempts.entry(&id).assignment = Some(a);
         }
         for (id, state) in t.states {
-            attempts.entry(&id).state = Some(state);
+            attempts.entry(&id).state = Some(state.into());
         }
         Tables {
             jobs,
@@ -169,7 +171,10 @@ pub(crate) mod encode {
                     .map(move |(inc, e)| ((id.as_str(), *inc), entry(e)))
             })
             .collect();
-        let states: BTreeMap<&AttemptId, &AttemptState> = t.states().collect();
+        let states: BTreeMap<&AttemptId, _> = t
+            .states()
+            .map(|(id, s)| (id, super::super::format2::state_v2(s)))
+            .collect();
         let assignments: BTreeMap<&AttemptId, &Assignment> = t.assignments().collect();
         let jobs = MapOf(jobs);
         postcard::to_stdvec(&(jobs, assignments, states, &t.floors, &t.purged, &t.clock)).unwrap()

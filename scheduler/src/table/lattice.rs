@@ -150,12 +150,14 @@ impl Tables {
     }
 
     /// The attempt of a slot that should run, by the same rule on every replica
-    /// (`docs/faults.md`, "The incumbent wins"): the oldest attempt whose process runs
-    /// (`Running` in any round: never lost, or reclaimed after a loss), among those placed for
-    /// the same job version as the newest attempt; when none runs, the newest attempt. Every
-    /// other attempt of the slot is superseded. A copy that runs thus never loses to a
-    /// replacement placed while its node looked dead, whatever order the replicas learn the
-    /// replacement and the loss in; a new job version always wins (its attempts are newer and
+    /// (`docs/faults.md`, "The incumbent wins"): the attempt whose process runs (`Running` in
+    /// any round: never lost, or reclaimed after a loss) and started first, by its `since`
+    /// stamp, then by attempt key, among those placed for the same job version as the newest
+    /// attempt; when none runs, the newest attempt. Every other attempt of the slot is
+    /// superseded. A copy that runs thus never loses to a replacement placed while its node
+    /// looked dead, whatever order the replicas learn the replacement and the loss in, nor to
+    /// a copy that a coordinator with a stale view placed under the same or a lower attempt
+    /// number (simulator finding 9); a new job version always wins (its attempts are newer and
     /// the old ones are of another version). `keep_newest` (a job that keeps replacements)
     /// makes the newest attempt current whatever runs.
     pub fn current_attempt<'a>(
@@ -173,11 +175,13 @@ impl Tables {
         let incumbent = self
             .attempts
             .slot(slot)
-            .filter_map(|(id, r)| Some((id, r.assignment.as_ref()?, r.state.as_ref()?)))
-            .find(|(_, a, s)| {
-                matches!(s, AttemptState::Running { .. }) && a.epoch == newest.1.epoch
+            .filter_map(|(id, r)| {
+                let a = r.assignment.as_ref()?;
+                let since = r.state.as_ref()?.running_since()?;
+                (a.epoch == newest.1.epoch).then_some((since, id, a))
             })
-            .map(|(id, a, _)| (id, a));
+            .min_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)))
+            .map(|(_, id, a)| (id, a));
         incumbent.or(Some(newest))
     }
 

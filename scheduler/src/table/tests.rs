@@ -39,6 +39,13 @@ fn stamp(a: u8, t: u64) -> Stamp {
     }
 }
 
+fn at(wall_ms: u64) -> Hlc {
+    Hlc {
+        wall_ms,
+        logical: 0,
+    }
+}
+
 fn attempt(job: u8, inc: u64, slot: u32, n: u32, placer: u8) -> AttemptId {
     AttemptId {
         job: format!("j{job}").into(),
@@ -108,21 +115,29 @@ fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
             },
         },
     );
-    let state = (key, 0u8..8, -1i32..2).prop_map(|((j, i, s, n, p), k, code)| OpBody::State {
-        id: attempt(j, i, s, n, p),
-        state: match k {
-            0 => AttemptState::Admitted,
-            1 => AttemptState::Running {
-                round: u32::from(code == 1),
+    let state = (key, 0u8..8, -1i32..2, 0u64..3).prop_map(|((j, i, s, n, p), k, code, at)| {
+        OpBody::State {
+            id: attempt(j, i, s, n, p),
+            state: match k {
+                0 => AttemptState::Admitted,
+                // Two starts of one attempt with different stamps (a buggy or restarted writer)
+                // must still join.
+                1 => AttemptState::Running {
+                    round: u32::from(code == 1),
+                    since: Hlc {
+                        wall_ms: at,
+                        logical: 0,
+                    },
+                },
+                2 => AttemptState::Lost {
+                    round: u32::from(code == 1),
+                },
+                3 => AttemptState::Killed,
+                4 => AttemptState::Failed { reason: "x".into() },
+                5 => AttemptState::Rejected { reason: "y".into() },
+                _ => AttemptState::Exited { code },
             },
-            2 => AttemptState::Lost {
-                round: u32::from(code == 1),
-            },
-            3 => AttemptState::Killed,
-            4 => AttemptState::Failed { reason: "x".into() },
-            5 => AttemptState::Rejected { reason: "y".into() },
-            _ => AttemptState::Exited { code },
-        },
+        }
     });
     let floor =
         (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u32..3).prop_map(|(j, i, s, below, failures)| {
@@ -402,7 +417,10 @@ fn purge_removes_rows_and_blocks_stale_writes() {
 #[test]
 fn lost_loses_to_a_real_outcome_and_to_a_reclaim() {
     let lost = |round| AttemptState::Lost { round };
-    let running = |round| AttemptState::Running { round };
+    let running = |round| AttemptState::Running {
+        round,
+        since: at(5),
+    };
     assert!(AttemptState::Exited { code: 0 } > lost(7));
     assert!(AttemptState::Killed > lost(7));
     assert!(lost(0) > running(0));
@@ -414,7 +432,13 @@ fn lost_loses_to_a_real_outcome_and_to_a_reclaim() {
     assert!(running(0) > AttemptState::Admitted);
     assert_eq!(running(0).lost(), Some(lost(0)));
     assert_eq!(AttemptState::Admitted.lost(), Some(lost(0)));
-    assert_eq!(lost(3).reclaimed(), Some(running(4)));
+    assert_eq!(lost(3).reclaimed(at(5)), Some(running(4)));
+    assert_eq!(running(0).reclaimed(at(5)), None);
+    assert!(
+        AttemptState::running(at(6)) > AttemptState::running(at(5)),
+        "two starts of one round order by stamp"
+    );
+    assert!(lost(0) > AttemptState::running(at(9)));
     assert_eq!(AttemptState::Killed.lost(), None);
     assert!(running(2).is_reclaimed() && !running(0).is_reclaimed());
 }
@@ -437,7 +461,7 @@ fn the_running_incumbent_is_current_whatever_order_the_rows_came_in() {
     let current = |t: &Tables| t.current_attempt(&key).map(|(id, _)| id.clone());
     let mut t = Tables::default();
     t.join_body(&assign(1, 1, 1, 1));
-    t.join_body(&state(1, 1, AttemptState::RUNNING));
+    t.join_body(&state(1, 1, AttemptState::running(at(10))));
     // A replacement placed while n1 looked dead reaches a replica before the loss does.
     t.join_body(&assign(2, 3, 4, 1));
     assert_eq!(
@@ -445,7 +469,7 @@ fn the_running_incumbent_is_current_whatever_order_the_rows_came_in() {
         Some(attempt(0, 1, 0, 1, 1)),
         "the incumbent runs"
     );
-    t.join_body(&state(2, 3, AttemptState::RUNNING));
+    t.join_body(&state(2, 3, AttemptState::running(at(20))));
     assert_eq!(
         current(&t),
         Some(attempt(0, 1, 0, 1, 1)),
@@ -454,11 +478,94 @@ fn the_running_incumbent_is_current_whatever_order_the_rows_came_in() {
     // The loss arrives: the replacement is current; a reclaim makes the incumbent so again.
     t.join_body(&state(1, 1, AttemptState::Lost { round: 0 }));
     assert_eq!(current(&t), Some(attempt(0, 1, 0, 2, 3)));
-    t.join_body(&state(1, 1, AttemptState::Running { round: 1 }));
+    t.join_body(&state(
+        1,
+        1,
+        AttemptState::Lost { round: 0 }.reclaimed(at(10)).unwrap(),
+    ));
     assert_eq!(current(&t), Some(attempt(0, 1, 0, 1, 1)));
     // A new job version wins over whatever runs of the old one.
     t.join_body(&assign(3, 2, 2, 9));
     assert_eq!(current(&t), Some(attempt(0, 1, 0, 3, 2)));
+}
+
+/// Simulator finding 9: two coordinators placed attempt 2 of one slot, one on each side of a
+/// partition; after the heal both run. The copy that has run for 41 s stays current although
+/// the other's placer sorts first by name, and whichever started first wins across attempt
+/// numbers too (a stale coordinator may number its copy lower).
+#[test]
+fn the_first_started_copy_wins_a_tie_of_attempt_numbers() {
+    let key = attempt(0, 1, 0, 2, 0).slot_key();
+    let assign = |n: u32, placer: u8, target: u8| OpBody::Assign {
+        id: attempt(0, 1, 0, n, placer),
+        assignment: Assignment {
+            target: format!("n{target}").into(),
+            resources: Resources::default(),
+            epoch: stamp(1, 1),
+        },
+    };
+    let running = |n: u32, placer: u8, since: u64| OpBody::State {
+        id: attempt(0, 1, 0, n, placer),
+        state: AttemptState::running(at(since)),
+    };
+    let current = |bodies: &[&OpBody]| {
+        let mut t = Tables::default();
+        for b in bodies {
+            t.join_body(b);
+        }
+        t.current_attempt(&key).map(|(id, _)| id.clone())
+    };
+    let (a5, r5) = (assign(2, 5, 3), running(2, 5, 35_300));
+    let (a0, r0) = (assign(2, 0, 1), running(2, 0, 76_000));
+    let incumbent = Some(attempt(0, 1, 0, 2, 5));
+    assert_eq!(current(&[&a5, &r5, &a0, &r0]), incumbent);
+    assert_eq!(current(&[&a0, &r0, &a5, &r5]), incumbent, "any order");
+    assert_eq!(
+        current(&[&a5, &a0, &r0]),
+        Some(attempt(0, 1, 0, 2, 0)),
+        "until the incumbent's start arrives, the one seen running"
+    );
+    // A lower attempt number started later loses too.
+    let (a1, r1) = (assign(1, 0, 1), running(1, 0, 76_000));
+    assert_eq!(current(&[&a5, &r5, &a1, &r1]), incumbent);
+    // Equal stamps (rows from before the stamp) fall back to the attempt key.
+    let (r5, r0) = (running(2, 5, 0), running(2, 0, 0));
+    assert_eq!(current(&[&a5, &r5, &a0, &r0]), Some(attempt(0, 1, 0, 2, 0)));
+}
+
+#[test]
+fn format_2_states_read_as_unstamped() {
+    let id = attempt(0, 1, 0, 1, 1);
+    let mut t = Tables::default();
+    t.join_body(&OpBody::Assign {
+        id: id.clone(),
+        assignment: Assignment {
+            target: "n1".into(),
+            resources: Resources::default(),
+            epoch: stamp(1, 1),
+        },
+    });
+    t.join_body(&OpBody::State {
+        id: id.clone(),
+        state: AttemptState::Running {
+            round: 2,
+            since: at(77),
+        },
+    });
+    let bytes = tables_v2(&t);
+    let old: TablesV2 = postcard::from_bytes(&bytes).unwrap();
+    let back = Tables::from(old);
+    assert_eq!(
+        back.state(&id),
+        AttemptState::Running {
+            round: 2,
+            since: Hlc::default()
+        }
+    );
+    assert_eq!(back.assignment(&id), t.assignment(&id));
+    // The current format keeps the stamp.
+    let now: Tables = postcard::from_bytes(&postcard::to_stdvec(&t).unwrap()).unwrap();
+    assert_eq!(now, t);
 }
 
 #[test]

@@ -73,36 +73,6 @@ struct TablesOwned {
     health: BTreeMap<AttemptId, Health>,
 }
 
-/// The tables as snapshot format 2 encoded them: format 3 without `health`.
-#[derive(Deserialize)]
-#[serde(rename = "Tables")]
-pub(crate) struct TablesV2 {
-    #[serde(with = "flat_jobs")]
-    jobs: JobMap,
-    assignments: BTreeMap<AttemptId, Assignment>,
-    states: BTreeMap<AttemptId, AttemptState>,
-    floors: BTreeMap<SlotKey, SlotFloor>,
-    purged: BTreeSet<JobKey>,
-    clock: VersionVector,
-    bindings: BTreeMap<AttemptId, Binding>,
-}
-
-impl From<TablesV2> for Tables {
-    fn from(t: TablesV2) -> Self {
-        TablesOwned {
-            jobs: t.jobs,
-            assignments: t.assignments,
-            states: t.states,
-            floors: t.floors,
-            purged: t.purged,
-            clock: t.clock,
-            bindings: t.bindings,
-            health: BTreeMap::new(),
-        }
-        .into()
-    }
-}
-
 impl Serialize for Tables {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         TablesRef {

@@ -1,0 +1,113 @@
+//! Reading what was written before a running attempt carried its start stamp (snapshot
+//! formats 1 and 2): their attempt states have `Running { round }` without `since`. They are
+//! converted on read with `since` zero, older than every stamped start, which is what they are.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use super::attempts::Attempts;
+use super::elements::{Assignment, AttemptState, Binding, JobKey, SlotFloor};
+use super::lattice::{JobMap, Tables};
+use super::wire::flat_jobs;
+use crate::ids::{AttemptId, Hlc, SlotKey, VersionVector};
+
+/// [`AttemptState`] as formats 1 and 2 encoded it: the same variants in the same order.
+#[derive(Serialize, Deserialize)]
+pub(crate) enum AttemptStateV2 {
+    Proposed,
+    Admitted,
+    Running { round: u32 },
+    Lost { round: u32 },
+    Killed,
+    Failed { reason: String },
+    Rejected { reason: String },
+    Exited { code: i32 },
+}
+
+impl From<AttemptStateV2> for AttemptState {
+    fn from(v: AttemptStateV2) -> Self {
+        match v {
+            AttemptStateV2::Proposed => AttemptState::Proposed,
+            AttemptStateV2::Admitted => AttemptState::Admitted,
+            AttemptStateV2::Running { round } => AttemptState::Running {
+                round,
+                since: Hlc::default(),
+            },
+            AttemptStateV2::Lost { round } => AttemptState::Lost { round },
+            AttemptStateV2::Killed => AttemptState::Killed,
+            AttemptStateV2::Failed { reason } => AttemptState::Failed { reason },
+            AttemptStateV2::Rejected { reason } => AttemptState::Rejected { reason },
+            AttemptStateV2::Exited { code } => AttemptState::Exited { code },
+        }
+    }
+}
+
+/// The tables as snapshot format 2 encoded them: the current components, format-2 states.
+#[derive(Deserialize)]
+pub(crate) struct TablesV2 {
+    #[serde(with = "flat_jobs")]
+    jobs: JobMap,
+    assignments: BTreeMap<AttemptId, Assignment>,
+    states: BTreeMap<AttemptId, AttemptStateV2>,
+    floors: BTreeMap<SlotKey, SlotFloor>,
+    purged: BTreeSet<JobKey>,
+    clock: VersionVector,
+    bindings: BTreeMap<AttemptId, Binding>,
+}
+
+impl From<TablesV2> for Tables {
+    fn from(t: TablesV2) -> Self {
+        let mut attempts = Attempts::default();
+        for (id, a) in t.assignments {
+            attempts.entry(&id).assignment = Some(a);
+        }
+        for (id, state) in t.states {
+            attempts.entry(&id).state = Some(state.into());
+        }
+        for (id, binding) in t.bindings {
+            attempts.entry(&id).binding = Some(Box::new(binding));
+        }
+        Tables {
+            jobs: t.jobs,
+            attempts,
+            floors: t.floors,
+            purged: t.purged,
+            clock: t.clock,
+        }
+    }
+}
+
+/// Test support: `tables` as snapshot format 2 encoded them.
+#[cfg(test)]
+pub(crate) fn tables_v2(t: &Tables) -> Vec<u8> {
+    struct Jobs<'a>(&'a JobMap);
+    impl Serialize for Jobs<'_> {
+        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+            flat_jobs::serialize(self.0, s)
+        }
+    }
+    let states: BTreeMap<&AttemptId, _> = t.states().map(|(id, s)| (id, state_v2(s))).collect();
+    let assignments: BTreeMap<&AttemptId, &Assignment> = t.assignments().collect();
+    let bindings: BTreeMap<&AttemptId, &Binding> = t.bindings().collect();
+    let parts = (Jobs(&t.jobs), assignments, states, &t.floors, &t.purged);
+    postcard::to_stdvec(&(
+        parts.0, parts.1, parts.2, parts.3, parts.4, &t.clock, bindings,
+    ))
+    .expect("encodes")
+}
+
+/// Test support: a state as formats 1 and 2 encoded it.
+#[cfg(test)]
+pub(crate) fn state_v2(s: &AttemptState) -> AttemptStateV2 {
+    match s.clone() {
+        AttemptState::Proposed => AttemptStateV2::Proposed,
+        AttemptState::Admitted => AttemptStateV2::Admitted,
+        AttemptState::Running { round, .. } => AttemptStateV2::Running { round },
+        AttemptState::Lost { round } => AttemptStateV2::Lost { round },
+        AttemptState::Killed => AttemptStateV2::Killed,
+        AttemptState::Failed { reason } => AttemptStateV2::Failed { reason },
+        AttemptState::Rejected { reason } => AttemptStateV2::Rejected { reason },
+        AttemptState::Exited { code } => AttemptStateV2::Exited { code },
+    }
+}
