@@ -853,7 +853,7 @@ fn an_unhealthy_instance_leaves_every_nodes_answers_and_comes_back() {
     let dns: Vec<SocketAddr> = (0..3).map(|i| dns_addr(&c, i)).collect();
 
     std::fs::write(flags.join(format!("sick-{port}")), b"").unwrap();
-    for i in 0..3 {
+    for (i, at) in dns.iter().enumerate() {
         // Still an instance, now unhealthy: gone from `?healthy=true` and from DNS.
         wait_for(
             DEADLINE,
@@ -870,7 +870,7 @@ fn an_unhealthy_instance_leaves_every_nodes_answers_and_comes_back() {
             },
         );
         wait_for(DEADLINE, &format!("n{} answers 2 SRV", i + 1), || {
-            dig(dns[i], "web.service.shoal", "SRV", false)
+            dig(*at, "web.service.shoal", "SRV", false)
                 .filter(|l| l.len() == 2 && !srv(l).iter().any(|(p, _)| u64::from(*p) == port))
         });
     }
