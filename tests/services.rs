@@ -39,6 +39,15 @@ impl Cluster {
         &self.dir.0
     }
 
+    /// A directory under the cluster's that every task user may write (sticky, `1777`).
+    fn shared_dir(&self, name: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = self.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        dir
+    }
+
     fn job(&self, at: usize, id: &str) -> Option<Value> {
         let api = self.agents[at].api();
         let out = run(&["job", "status", id, "--json", "--addr", &api]);
@@ -78,10 +87,7 @@ fn get_status(addr: SocketAddr) -> Option<String> {
 #[test]
 fn each_task_serves_on_its_own_port_and_knows_it() {
     let c = Cluster::start(3, "svc-ports", &[]);
-    let envs = c.path().join("envs");
-    std::fs::create_dir_all(&envs).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&envs, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let envs = c.shared_dir("envs");
     // Six tasks on three nodes: two per node on average, so ports picked on one node must
     // differ. The port reaches the task twice: in its environment (read by sh) and in its
     // arguments (replaced by the scheduler before the start).
@@ -285,10 +291,7 @@ fn serve_until_stopped(pids: &Path, dir: &Path) -> String {
 #[test]
 fn health_checks_run_on_the_task_node_and_every_node_shows_them() {
     let c = Cluster::start(3, "svc-health", &[]);
-    let marks = c.path().join("marks");
-    std::fs::create_dir_all(&marks).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let marks = c.shared_dir("marks");
     // An http check on the task's port, and a command check (run as the task's user, in its
     // environment) that fails while `sick-<slot>` exists. Neither restarts the task.
     let spec = serde_json::json!({
@@ -356,10 +359,7 @@ fn health_checks_run_on_the_task_node_and_every_node_shows_them() {
 #[test]
 fn a_task_whose_check_keeps_failing_is_restarted() {
     let c = Cluster::start(3, "svc-restart", &[]);
-    let marks = c.path().join("marks");
-    std::fs::create_dir_all(&marks).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&marks, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let marks = c.shared_dir("marks");
     // A tcp check on the task's port; the task closes the port when told to.
     let spec = serde_json::json!({
         "id": "flaky", "type": "service", "count": 1, "command": "sh",
@@ -453,10 +453,7 @@ fn instance_keys(answer: &Value) -> BTreeSet<(String, u64, u64)> {
 
 /// Submits `web`: `count` python HTTP servers, each writing its pid to `DIR/pid-PORT`.
 fn submit_web(c: &Cluster, count: u32) -> PathBuf {
-    let pid_dir = c.path().join("by-port");
-    std::fs::create_dir_all(&pid_dir).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&pid_dir, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let pid_dir = c.shared_dir("by-port");
     let script = format!(
         "echo $$ >> {pids}; echo $$ > {dir}/pid-$SHOAL_PORT_HTTP; \
          exec /usr/bin/python3 -m http.server ${{SHOAL_PORT_HTTP}} --bind 127.0.0.1",
@@ -815,10 +812,7 @@ fn dig_at_every_node_finds_the_instances_that_serve() {
 #[test]
 fn an_unhealthy_instance_leaves_every_nodes_answers_and_comes_back() {
     let c = Cluster::start(3, "svc-sick", &[]);
-    let flags = c.path().join("flags");
-    std::fs::create_dir_all(&flags).unwrap();
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(&flags, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let flags = c.shared_dir("flags");
     let script = format!(
         "echo $$ >> {pids}; exec /usr/bin/python3 -m http.server ${{SHOAL_PORT_HTTP}} \
          --bind 127.0.0.1",

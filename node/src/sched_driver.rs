@@ -565,12 +565,11 @@ impl Driver {
     /// for a slot's first attempt (timed from the job write's stamp, the accepting node's
     /// clock), and how tasks end.
     fn count_task_event(&mut self, task: &AttemptId, event: &TaskEvent) {
-        let asked = if matches!(event, TaskEvent::Started { .. }) {
-            self.starting.remove(task)
-        } else {
-            self.starting.remove(task);
-            None
-        };
+        // Every event ends the start in progress; only `Started` times it.
+        let asked = self
+            .starting
+            .remove(task)
+            .filter(|_| matches!(event, TaskEvent::Started { .. }));
         self.metrics.task_event(event, asked.map(Instant::into_std));
         if matches!(event, TaskEvent::Started { .. })
             && task.attempt == 1

@@ -7,10 +7,10 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::attempts::Attempts;
 use super::elements::{Assignment, JobEntry, JobKey, SlotFloor};
 use super::format2::AttemptStateV2;
 use super::lattice::{JobMap, Tables};
+use super::wire::TablesOwned;
 use crate::ids::{AttemptId, SlotKey, Stamp, VersionVector};
 use crate::spec::{
     Constraint, DisconnectPolicy, JobSpec, JobType, PlacementStrategy, ResourceRequest,
@@ -104,20 +104,17 @@ impl From<TablesV1> for Tables {
             // Sorted by (id, incarnation): each list comes out sorted.
             jobs.entry(id.into()).or_default().push((inc, e.into()));
         }
-        let mut attempts = Attempts::default();
-        for (id, a) in t.assignments {
-            attempts.entry(&id).assignment = Some(a);
-        }
-        for (id, state) in t.states {
-            attempts.entry(&id).state = Some(state.into());
-        }
-        Tables {
+        TablesOwned {
             jobs,
-            attempts,
+            assignments: t.assignments,
+            states: t.states.into_iter().map(|(id, s)| (id, s.into())).collect(),
             floors: t.floors,
             purged: t.purged,
             clock: t.clock,
+            bindings: BTreeMap::new(),
+            health: BTreeMap::new(),
         }
+        .into()
     }
 }
 

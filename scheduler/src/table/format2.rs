@@ -6,10 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::attempts::Attempts;
 use super::elements::{Assignment, AttemptState, Binding, JobKey, SlotFloor};
 use super::lattice::{JobMap, Tables};
-use super::wire::flat_jobs;
+use super::wire::{TablesOwned, flat_jobs};
 use crate::ids::{AttemptId, Hlc, SlotKey, VersionVector};
 
 /// [`AttemptState`] as formats 1 and 2 encoded it: the same variants in the same order.
@@ -58,23 +57,17 @@ pub(crate) struct TablesV2 {
 
 impl From<TablesV2> for Tables {
     fn from(t: TablesV2) -> Self {
-        let mut attempts = Attempts::default();
-        for (id, a) in t.assignments {
-            attempts.entry(&id).assignment = Some(a);
-        }
-        for (id, state) in t.states {
-            attempts.entry(&id).state = Some(state.into());
-        }
-        for (id, binding) in t.bindings {
-            attempts.entry(&id).binding = Some(Box::new(binding));
-        }
-        Tables {
+        TablesOwned {
             jobs: t.jobs,
-            attempts,
+            assignments: t.assignments,
+            states: t.states.into_iter().map(|(id, s)| (id, s.into())).collect(),
             floors: t.floors,
             purged: t.purged,
             clock: t.clock,
+            bindings: t.bindings,
+            health: BTreeMap::new(),
         }
+        .into()
     }
 }
 

@@ -61,16 +61,16 @@ struct TablesRef<'a> {
 
 #[derive(Deserialize)]
 #[serde(rename = "Tables")]
-struct TablesOwned {
+pub(super) struct TablesOwned {
     #[serde(with = "flat_jobs")]
-    jobs: JobMap,
-    assignments: BTreeMap<AttemptId, Assignment>,
-    states: BTreeMap<AttemptId, AttemptState>,
-    floors: BTreeMap<SlotKey, SlotFloor>,
-    purged: BTreeSet<JobKey>,
-    clock: VersionVector,
-    bindings: BTreeMap<AttemptId, Binding>,
-    health: BTreeMap<AttemptId, Health>,
+    pub(super) jobs: JobMap,
+    pub(super) assignments: BTreeMap<AttemptId, Assignment>,
+    pub(super) states: BTreeMap<AttemptId, AttemptState>,
+    pub(super) floors: BTreeMap<SlotKey, SlotFloor>,
+    pub(super) purged: BTreeSet<JobKey>,
+    pub(super) clock: VersionVector,
+    pub(super) bindings: BTreeMap<AttemptId, Binding>,
+    pub(super) health: BTreeMap<AttemptId, Health>,
 }
 
 impl Serialize for Tables {
