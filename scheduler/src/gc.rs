@@ -2,6 +2,8 @@
 //! grace period, a slot's coordinator folds old attempts of a long slot history into a floor,
 //! and tombstones are dropped once every live peer holds them (`docs/scheduler.md`, GC rule).
 
+use shoal_gossip::MemberStatus;
+
 use crate::config::ms;
 use crate::hash::StableHasher;
 use crate::ids::{AttemptId, SlotKey};
@@ -111,7 +113,21 @@ impl Scheduler {
         }
         let cut = attempts.len() - keep.div_ceil(2).max(1);
         let (old, kept) = attempts.split_at(cut);
-        if old.iter().any(|(_, s)| s.is_live()) {
+        // A `Lost` attempt may be reclaimed by its target (a `Running` of the next round on
+        // its way here): folding it away would make the target kill a copy that may be the
+        // slot's only one (simulator finding 10). The condemning node may still believe the
+        // target down while it reclaims, so any member that has not left counts, down or
+        // not. A target that left, or that the membership forgot, no longer holds its
+        // slots' floors.
+        let reclaimable = |id: &AttemptId, s: &AttemptState| {
+            s.is_lost()
+                && tables.assignment(id).is_some_and(|a| {
+                    self.members.all.get(a.target.as_str()).is_some_and(|m| {
+                        m.status != MemberStatus::Left && !m.ad.as_ref().is_some_and(|ad| ad.left)
+                    })
+                })
+        };
+        if old.iter().any(|(id, s)| s.is_live() || reclaimable(id, s)) {
             return;
         }
         let failures = old
