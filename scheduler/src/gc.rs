@@ -13,6 +13,13 @@ use crate::slot::slot_status;
 use crate::spec::JobType;
 use crate::table::{AttemptState, JobKey, OpBody, SlotFloor};
 
+/// How long a `Lost` attempt of a member seen down stays out of its slot's floor: the target
+/// may be reclaiming it behind a partition this node has not seen heal (simulator finding
+/// 10). Longer than the partitions the chaos suite and the simulator run, short enough that a
+/// node that died for good holds its slots' histories for minutes, not for the hour foca
+/// remembers it.
+const LOST_FLOOR_HOLD_MS: u64 = 10 * 60 * 1000;
+
 impl Scheduler {
     /// Whether this node collects the garbage of a job incarnation (its rendezvous winner
     /// among the live members, as for slots).
@@ -116,16 +123,28 @@ impl Scheduler {
         // A `Lost` attempt may be reclaimed by its target (a `Running` of the next round on
         // its way here): folding it away would make the target kill a copy that may be the
         // slot's only one (simulator finding 10). The condemning node may still believe the
-        // target down while it reclaims, so any member that has not left counts, down or
-        // not. A target that left, or that the membership forgot, no longer holds its
-        // slots' floors.
+        // target down while it reclaims, so a member that has not left counts, down too, for
+        // [`LOST_FLOOR_HOLD_MS`] after this node saw it go down. After that, or once the
+        // target left or was forgotten, the fold goes ahead: a node that never returns must
+        // not grow its slots' histories by one rejected attempt per retry for good.
+        let now = self.now;
         let reclaimable = |id: &AttemptId, s: &AttemptState| {
-            s.is_lost()
-                && tables.assignment(id).is_some_and(|a| {
-                    self.members.all.get(a.target.as_str()).is_some_and(|m| {
-                        m.status != MemberStatus::Left && !m.ad.as_ref().is_some_and(|ad| ad.left)
-                    })
-                })
+            if !s.is_lost() {
+                return false;
+            }
+            let Some(a) = tables.assignment(id) else {
+                return false;
+            };
+            let target = a.target.as_str();
+            self.members.all.get(target).is_some_and(|m| {
+                m.status != MemberStatus::Left
+                    && !m.ad.as_ref().is_some_and(|ad| ad.left)
+                    && self
+                        .members
+                        .down_since
+                        .get(target)
+                        .is_none_or(|t| now.since(*t) < LOST_FLOOR_HOLD_MS)
+            })
         };
         if old.iter().any(|(id, s)| s.is_live() || reclaimable(id, s)) {
             return;
