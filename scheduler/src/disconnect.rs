@@ -17,7 +17,7 @@ use shoal_gossip::{Millis, Quorum};
 
 use crate::ids::AttemptId;
 use crate::placement::PendingReason;
-use crate::roles::{CATCH_UP_ALONE_MS, Wake};
+use crate::roles::{CATCH_UP_MAX_MS, Wake};
 #[cfg(doc)]
 use crate::roles::{Reach, STABLE_MAJORITY_MS, Streak};
 use crate::scheduler::{KillReason, Scheduler};
@@ -83,14 +83,26 @@ impl Scheduler {
         self.reach.quorum.majority && view_majority && !self.catching_up()
     }
 
-    /// Restored and not yet caught up: peers were asked and none answered yet, or none is
-    /// known yet and [`CATCH_UP_ALONE_MS`] have not passed since the restore.
+    /// Restored and not yet caught up: no peer it asked has answered, and
+    /// [`CATCH_UP_MAX_MS`] have not passed since it first saw the membership.
     fn catching_up(&self) -> bool {
-        self.reach.catch_up.as_ref().is_some_and(|c| {
-            !c.asked.is_empty()
-                || c.since
-                    .is_none_or(|t| self.now.since(t) < CATCH_UP_ALONE_MS)
-        })
+        self.reach
+            .catch_up
+            .as_ref()
+            .is_some_and(|c| c.since.is_none_or(|t| self.now.since(t) < CATCH_UP_MAX_MS))
+    }
+
+    /// [`Wake::CatchUp`]: the wait ran out with no answer; act on what this node has. Before
+    /// this timer, a node alone stayed "waiting for a majority" until some other input came,
+    /// and one whose asked peers died since waited for good.
+    pub(crate) fn catch_up_ran_out(&mut self) {
+        if self.reach.catch_up.is_some() && !self.catching_up() {
+            tracing::warn!(
+                asked = ?self.reach.catch_up.as_ref().map(|c| c.asked.len()),
+                "no peer answered the catch-up in time: acting on the restored tables"
+            );
+            self.caught_up_with("");
+        }
     }
 
     /// A digest answer from `from` arrived: everything the peer had when it answered has
@@ -109,7 +121,14 @@ impl Scheduler {
         let Some(c) = self.reach.catch_up.as_mut() else {
             return;
         };
-        c.since.get_or_insert(now);
+        if c.since.is_none() {
+            c.since = Some(now);
+            self.timers
+                .insert((now.plus_ms(CATCH_UP_MAX_MS), Wake::CatchUp));
+        }
+        let Some(c) = self.reach.catch_up.as_mut() else {
+            return;
+        };
         let fresh: Vec<String> = members
             .iter()
             .filter(|m| {

@@ -37,6 +37,8 @@ pub(crate) enum Wake {
     Disconnect,
     /// A member down has been down long enough to be acted on (`Quorum::settle_ms`).
     Settled,
+    /// A restored node's catch-up runs out ([`CATCH_UP_MAX_MS`]).
+    CatchUp,
 }
 
 /// Dirty sets: what to re-examine.
@@ -302,8 +304,9 @@ pub(crate) struct Reach {
     pub(crate) quorum: Quorum,
     /// The current streak without a stable majority.
     pub(crate) streak: Streak,
-    /// Restored from a snapshot and not yet through one anti-entropy exchange with a live
-    /// peer: places and condemns nothing (its tables may be stale).
+    /// Restored (from a snapshot or a job log) and not yet through one anti-entropy exchange
+    /// with a live peer, nor [`CATCH_UP_MAX_MS`] since it first saw the membership: places
+    /// and condemns nothing (its tables may be stale).
     pub(crate) catch_up: Option<CatchUp>,
 }
 
@@ -317,9 +320,10 @@ impl Default for Reach {
     }
 }
 
-/// A restored node that has seen no live peer yet waits this long before it acts alone (a
-/// one-node cluster restarting).
-pub(crate) const CATCH_UP_ALONE_MS: u64 = 10_000;
+/// The longest a restored node waits to catch up before it acts on what it has: alone (a
+/// one-node cluster restarting), or when no peer it asked answers (they died since). The
+/// first answer ends the wait sooner.
+pub(crate) const CATCH_UP_MAX_MS: u64 = 10_000;
 
 /// A target missing from the member view altogether (a node this node never heard of since
 /// it restarted, or not yet), or already down when this node (re)gained its majority, is

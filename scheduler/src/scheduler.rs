@@ -549,6 +549,7 @@ impl Scheduler {
     fn wake(&mut self, wake: Wake) {
         match wake {
             Wake::Work => {}
+            Wake::CatchUp => self.catch_up_ran_out(),
             Wake::AntiEntropy => {
                 self.send_digest_to_random_peer();
                 let at = self.now.plus(self.config.anti_entropy_interval);

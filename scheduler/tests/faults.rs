@@ -366,3 +366,22 @@ fn a_node_restarted_without_a_snapshot_catches_up_before_it_places() {
         }
     }
 }
+
+/// A one-node cluster restarted from its job log has nobody to catch up with: it acts on its
+/// own tables once the catch-up runs out, without waiting for another input.
+#[test]
+fn a_lone_node_restarted_from_its_job_log_places_again() {
+    let mut c = Cluster::new(1, 4000, 4096, 50);
+    c.submit("n1", spread_service("web", 2)).unwrap();
+    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 2)));
+    c.crash("n1");
+    c.restart("n1", None);
+    c.run_for(9_000, |c| {
+        assert_eq!(c.running_count(), 0, "placed before the catch-up ran out")
+    });
+    assert!(
+        c.run_until(3_000, |c| running_everywhere(c, "web", 2)),
+        "{:?}",
+        c.view("n1", "web")
+    );
+}
