@@ -17,7 +17,7 @@ use crate::roles::{
     CatalogChanges, CatchUp, Coordination, Counters, Gc, LocalTask, Log, Members, Reach,
     Replication, Target, Wake, Work,
 };
-use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2};
+use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2, TablesV3};
 
 /// An instruction for the local executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,8 +175,10 @@ pub struct PendingCounts {
 
 /// Current snapshot format: 2 added the `bindings` component and the spec's service fields
 /// (`docs/services.md`); 3 the `health` component and the start stamp of `Running`
-/// (`docs/faults.md`, "The incumbent wins"). Formats 1 and 2 are still read.
-const SNAPSHOT_FORMAT: u32 = 3;
+/// (`docs/faults.md`, "The incumbent wins"); 4 the `milestones` and `versions` components and
+/// the job entry's deployment, version and `skip_canary` (`docs/services.md`, §4). Formats 1
+/// to 3 are still read.
+const SNAPSHOT_FORMAT: u32 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -200,6 +202,14 @@ struct SnapshotV2 {
     node: String,
     hlc: HlcClock,
     tables: TablesV2,
+}
+
+/// A format-3 snapshot.
+#[derive(Deserialize)]
+struct SnapshotV3 {
+    node: String,
+    hlc: HlcClock,
+    tables: TablesV3,
 }
 
 /// The format of a snapshot: its first field, whatever the rest holds.
@@ -648,6 +658,15 @@ impl Scheduler {
             }
             2 => {
                 let (_, old): (u32, SnapshotV2) = postcard::from_bytes(bytes).map_err(malformed)?;
+                Snapshot {
+                    format,
+                    node: old.node,
+                    hlc: old.hlc,
+                    tables: old.tables.into(),
+                }
+            }
+            3 => {
+                let (_, old): (u32, SnapshotV3) = postcard::from_bytes(bytes).map_err(malformed)?;
                 Snapshot {
                     format,
                     node: old.node,

@@ -200,6 +200,9 @@ mod tests {
             epoch: stamp(1),
             spec,
             stopped: false,
+            deployment: stamp(1),
+            version: 1,
+            skip_canary: false,
         }
     }
 
