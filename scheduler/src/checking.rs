@@ -68,6 +68,7 @@ impl Scheduler {
         for id in stale {
             self.stop_checks(&id);
             self.start_checks(&id);
+            self.track_settling(&id);
         }
     }
 
@@ -105,6 +106,7 @@ impl Scheduler {
                 });
             }
         }
+        self.track_settling(task);
         if let Some(reason) = step.restart {
             tracing::info!(%task, %reason, "restarting an unhealthy task");
             if let Some(t) = self.target.ledger.get_mut(task) {

@@ -159,6 +159,11 @@ impl Scheduler {
         )))
     }
 
+    /// A prepared job write (a revert's).
+    pub(crate) fn prepare_write(&self, incarnation: u64, entry: JobEntry) -> Prepared {
+        Prepared::Write(Box::new(self.job_write(incarnation, entry)))
+    }
+
     /// A job write and the record of the job as it will be after it.
     fn job_write(&self, incarnation: u64, entry: JobEntry) -> JobWrite {
         let mut rows: Vec<(u64, JobEntry)> = self

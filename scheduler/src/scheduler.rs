@@ -474,6 +474,7 @@ impl Scheduler {
         self.write_state_if_mine(&task, state.clone());
         if matches!(state, AttemptState::Running { round: 0, .. }) {
             self.start_checks(&task);
+            self.track_settling(&task);
         }
         self.reconcile();
     }
@@ -514,8 +515,10 @@ impl Scheduler {
         }
         for task in running {
             if self.target.ledger.contains_key(task) {
-                // Adopted: its checks start again, their grace from now.
+                // Adopted: its checks start again, their grace from now, and so do its
+                // rollout clocks (its marks already written stay).
                 self.start_checks(task);
+                self.arm_healthy_deadline(task);
             } else {
                 self.commands.push_back(ExecCommand::Kill {
                     task: task.clone(),
@@ -590,6 +593,7 @@ impl Scheduler {
             }
             Wake::Disconnect => self.stop_disconnected(),
             Wake::Settled => self.work.everything = true,
+            Wake::Settle(task) => self.settle_due(&task),
             Wake::Job(job) => {
                 self.work.jobs.insert(job);
             }
@@ -719,6 +723,7 @@ impl Scheduler {
         // Admitted by an earlier start of this node: if their processes are found, they are
         // adopted but never reclaimed after a loss (`docs/faults.md`).
         for (id, resources, ports, since) in mine {
+            let marks = self.replica.tables().milestones(&id);
             self.target.ledger.insert(
                 id,
                 LocalTask {
@@ -729,6 +734,8 @@ impl Scheduler {
                     recovered: true,
                     since: self.now,
                     unhealthy: None,
+                    healthy_since: None,
+                    marks,
                 },
             );
         }
