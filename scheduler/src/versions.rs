@@ -64,6 +64,8 @@ pub struct DeploymentView {
     /// The version whose failure this deployment reverted, when it is an automatic revert.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub auto_reverted: Option<u32>,
+    /// [`DeploymentView::summary`], for clients that show the JSON.
+    pub summary: String,
 }
 
 impl DeploymentView {
@@ -184,7 +186,7 @@ impl Scheduler {
         let auto_reverted = (entry.deployment.actor.node.as_str() == "~revert")
             .then(|| self.failed_before(incarnation, entry))
             .flatten();
-        Some(DeploymentView {
+        let mut view = DeploymentView {
             version: entry.version,
             status: status.to_string(),
             done: rollout.done.count_below(entry.spec.count),
@@ -195,7 +197,10 @@ impl Scheduler {
             failure,
             reverted_to,
             auto_reverted,
-        })
+            summary: String::new(),
+        };
+        view.summary = view.summary();
+        Some(view)
     }
 
     /// The number of the first kept version that ran `entry`'s epoch.
