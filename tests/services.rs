@@ -974,7 +974,11 @@ fn rolling_update_keeps_count_minus_max_parallel() {
     wait_for(DEADLINE, "6 healthy on version 2 everywhere", || {
         all_healthy_on(&c, 2).then_some(())
     });
-    converged_web(&c, 6, "every node lists 6 healthy instances after the update");
+    let answers = converged_web(&c, 6, "every node lists 6 healthy instances after the update");
+    for (_, a) in &answers {
+        let versions: Vec<&Value> = a["instances"].as_array().unwrap().iter().map(|i| &i["version"]).collect();
+        assert!(versions.iter().all(|v| **v == 2), "{a}");
+    }
     let (fewest, samples, low) = sampler.finish();
     eprintln!("rolling update: {samples} samples, fewest healthy {fewest}");
     assert!(low.is_empty(), "below count - max_parallel: {low:?}");

@@ -171,18 +171,24 @@ impl Scheduler {
     /// one when the job asks for it. Cheap for a job without an `[update]` block or whose
     /// deployment is over; otherwise one pass over its slots.
     pub(crate) fn watch_rollout(&mut self, job: &str) {
-        let Some((incarnation, entry)) = self.tables().job(job).map(|(i, e)| (i, e.clone())) else {
+        // Most jobs have no `[update]` block: decide that before cloning anything.
+        let Some(incarnation) = self
+            .tables()
+            .job(job)
+            .filter(|(_, e)| e.spec.update.is_some() && !e.stopped)
+            .map(|(i, _)| i)
+        else {
+            return;
+        };
+        if !self.is_job_coordinator(job, incarnation) || !self.may_act() {
+            return;
+        }
+        let Some((_, entry)) = self.tables().job(job).map(|(i, e)| (i, e.clone())) else {
             return;
         };
         let Some(update) = entry.spec.update.clone() else {
             return;
         };
-        if entry.stopped
-            || !self.is_job_coordinator(job, incarnation)
-            || !self.may_act()
-        {
-            return;
-        }
         let rollout = self.rollout_of(incarnation, &entry);
         if rollout.failed.is_some() {
             if update.auto_revert && !is_revert(&entry) {
