@@ -934,9 +934,11 @@ impl Sampler {
             let (mut fewest, mut samples, mut low) = (usize::MAX, 0, Vec::new());
             while !flag.load(Ordering::Relaxed) {
                 for (i, addr) in addrs.iter().enumerate() {
-                    let Some((_, answer)) =
-                        get_full(*addr, "/v1/services/web?healthy=true", Duration::from_secs(5))
-                    else {
+                    let Some((_, answer)) = get_full(
+                        *addr,
+                        "/v1/services/web?healthy=true",
+                        Duration::from_secs(5),
+                    ) else {
                         continue;
                     };
                     let n = answer["instances"].as_array().map_or(0, Vec::len);
@@ -974,18 +976,34 @@ fn rolling_update_keeps_count_minus_max_parallel() {
     wait_for(DEADLINE, "6 healthy on version 2 everywhere", || {
         all_healthy_on(&c, 2).then_some(())
     });
-    let answers = converged_web(&c, 6, "every node lists 6 healthy instances after the update");
+    let answers = converged_web(
+        &c,
+        6,
+        "every node lists 6 healthy instances after the update",
+    );
     for (_, a) in &answers {
-        let versions: Vec<&Value> = a["instances"].as_array().unwrap().iter().map(|i| &i["version"]).collect();
+        let versions: Vec<&Value> = a["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &i["version"])
+            .collect();
         assert!(versions.iter().all(|v| **v == 2), "{a}");
     }
     let (fewest, samples, low) = sampler.finish();
     eprintln!("rolling update: {samples} samples, fewest healthy {fewest}");
     assert!(low.is_empty(), "below count - max_parallel: {low:?}");
-    assert!(fewest < 6, "the sampler never saw a replacement ({samples} samples)");
+    assert!(
+        fewest < 6,
+        "the sampler never saw a replacement ({samples} samples)"
+    );
     // History on another node: both versions stable, 2 current.
     let out = c.agents[2].cli(&["job", "history", "web", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let history: Value = serde_json::from_slice(&out.stdout).unwrap();
     let got: Vec<(u64, bool, bool)> = history
         .as_array()
@@ -1016,16 +1034,29 @@ fn failed_update_auto_reverts() {
     let sampler = Sampler::start(&c);
     // Version 2's check asks for a page the server does not have: 404, never healthy.
     submit(&c, &rolling_web(&c, "v2", "/missing", true));
-    wait_for(DEADLINE, "version 3 (the revert) healthy everywhere", || {
-        all_healthy_on(&c, 3).then_some(())
-    });
-    converged_web(&c, 6, "every node lists 6 healthy instances after the revert");
+    wait_for(
+        DEADLINE,
+        "version 3 (the revert) healthy everywhere",
+        || all_healthy_on(&c, 3).then_some(()),
+    );
+    converged_web(
+        &c,
+        6,
+        "every node lists 6 healthy instances after the revert",
+    );
     let (fewest, samples, low) = sampler.finish();
     eprintln!("failed update: {samples} samples, fewest healthy {fewest}");
     assert!(low.is_empty(), "below count - max_parallel: {low:?}");
-    assert!(fewest < 6, "the sampler never saw a replacement ({samples} samples)");
+    assert!(
+        fewest < 6,
+        "the sampler never saw a replacement ({samples} samples)"
+    );
     let out = c.agents[1].cli(&["job", "history", "web", "--json"]);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let history: Value = serde_json::from_slice(&out.stdout).unwrap();
     let h = history.as_array().unwrap();
     assert_eq!(h.len(), 3, "{history}");
@@ -1034,7 +1065,10 @@ fn failed_update_auto_reverts() {
         "{history}"
     );
     assert_eq!(h[2]["node"], "~revert", "{history}");
-    assert_eq!(h[2]["epoch"], h[0]["epoch"], "version 3 runs version 1's epoch");
+    assert_eq!(
+        h[2]["epoch"], h[0]["epoch"],
+        "version 3 runs version 1's epoch"
+    );
     assert_eq!(h[2]["spec"], h[0]["spec"], "and its spec");
     let status = c.agents[0].cli(&["job", "status", "web"]);
     let text = String::from_utf8_lossy(&status.stdout);

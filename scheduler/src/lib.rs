@@ -137,14 +137,14 @@ mod reconcile;
 mod replication;
 mod roles;
 mod rollout;
-mod settling;
 mod scheduler;
+mod settling;
 mod slot;
-mod versions;
 pub mod spec;
 pub mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod versions;
 pub mod view;
 
 pub use catalog::{Catalog, CatalogBuilder, Instance, InstanceHealth, Service};

@@ -42,9 +42,7 @@ pub(crate) fn window_allows(w: &Window<'_>, slot: u32) -> bool {
         return false;
     }
     // `{0, …, s − mp}` is `{0, …, s − mp + 1}` exclusive; empty when s < mp.
-    w.max_parallel == 0
-        || slot < w.max_parallel
-        || w.done.covers_below(slot - w.max_parallel + 1)
+    w.max_parallel == 0 || slot < w.max_parallel || w.done.covers_below(slot - w.max_parallel + 1)
 }
 
 /// The phase of a deployment, as views show it.
@@ -283,7 +281,11 @@ impl Scheduler {
 
     /// The newest version other than `entry`'s whose rollout completed and that runs another
     /// epoch.
-    fn newest_stable(&self, incarnation: u64, entry: &JobEntry) -> Option<crate::table::VersionRow> {
+    fn newest_stable(
+        &self,
+        incarnation: u64,
+        entry: &JobEntry,
+    ) -> Option<crate::table::VersionRow> {
         self.tables()
             .versions(&entry.spec.id, incarnation)
             .rev()

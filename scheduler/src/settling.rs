@@ -64,8 +64,7 @@ impl Scheduler {
             return;
         }
         let mut marks = t.marks;
-        if t
-            .healthy_since
+        if t.healthy_since
             .is_some_and(|since| now.0 >= since.0.saturating_add(update.min_healthy_ms))
         {
             marks.settled = true;

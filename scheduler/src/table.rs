@@ -63,7 +63,7 @@ pub(crate) use format2::TablesV2;
 pub(crate) use format2::tables_v2;
 pub(crate) use format3::{JobRowsV3, TablesV3};
 #[cfg(test)]
-pub(crate) use format3::{entry_v3, tables_v3};
+pub(crate) use format3::tables_v3;
 pub use lattice::{MAX_VERSIONS, Tables};
 pub(crate) use replica::{Received, Replica, ReplicaLimits, Touch};
 

@@ -116,7 +116,9 @@ pub enum RevertError {
         kept: String,
     },
     /// Two versions share the number (two submissions within a replication delay).
-    #[error("version {version} of job `{job}` is ambiguous: epochs {epochs}; submit the spec you want instead")]
+    #[error(
+        "version {version} of job `{job}` is ambiguous: epochs {epochs}; submit the spec you want instead"
+    )]
     Ambiguous {
         /// Job id.
         job: String,
@@ -170,7 +172,11 @@ impl Scheduler {
     }
 
     /// The current deployment of a job with an `[update]` block (for `job status`).
-    pub(crate) fn deployment_view(&self, incarnation: u64, entry: &JobEntry) -> Option<DeploymentView> {
+    pub(crate) fn deployment_view(
+        &self,
+        incarnation: u64,
+        entry: &JobEntry,
+    ) -> Option<DeploymentView> {
         let update = entry.spec.update.as_ref()?;
         let rollout = self.rollout_of(incarnation, entry);
         let canary = canary_of(entry, update);
@@ -223,7 +229,12 @@ impl Scheduler {
     }
 
     /// The job version number an attempt placed under `epoch` runs (views).
-    pub(crate) fn version_number(&self, incarnation: u64, entry: &JobEntry, epoch: &Stamp) -> Option<u32> {
+    pub(crate) fn version_number(
+        &self,
+        incarnation: u64,
+        entry: &JobEntry,
+        epoch: &Stamp,
+    ) -> Option<u32> {
         if *epoch == entry.epoch {
             return Some(entry.version);
         }
@@ -237,7 +248,12 @@ impl Scheduler {
 
     /// `shoal job revert ID VERSION`: a job write with that version's spec and epoch, as a
     /// new version that skips canaries. Log and commit it as a submission.
-    pub fn prepare_revert(&mut self, now: Millis, id: &str, version: u32) -> Result<Prepared, RevertError> {
+    pub fn prepare_revert(
+        &mut self,
+        now: Millis,
+        id: &str,
+        version: u32,
+    ) -> Result<Prepared, RevertError> {
         self.tick(now);
         let (incarnation, cur) = self
             .tables()
@@ -320,7 +336,9 @@ impl Scheduler {
             }
             Phase::Deploying => return Err(nothing("already promoted")),
             Phase::Complete => return Err(nothing("the deployment is complete")),
-            Phase::Failed(f) => return Err(nothing(&format!("the deployment failed: {}", f.reason))),
+            Phase::Failed(f) => {
+                return Err(nothing(&format!("the deployment failed: {}", f.reason)));
+            }
         }
         self.write(OpBody::Rollout {
             job: id.to_string(),

@@ -63,7 +63,11 @@ fn attempts(c: &Cluster) -> BTreeSet<AttemptId> {
 /// simulator's `always_max_parallel` checks (a slot whose new attempt ended and was placed
 /// again counts once).
 fn in_flight(c: &Cluster, before: &BTreeSet<AttemptId>) -> usize {
-    let Some((inc, entry)) = c.nodes["n1"].sched.tables().job("web").map(|(i, e)| (i, e.clone()))
+    let Some((inc, entry)) = c.nodes["n1"]
+        .sched
+        .tables()
+        .job("web")
+        .map(|(i, e)| (i, e.clone()))
     else {
         return 0;
     };
@@ -98,7 +102,10 @@ fn run_checked(c: &mut Cluster, ms: u64, max: usize, until: impl Fn(&Cluster) ->
             return most;
         }
     }
-    panic!("not done after {ms} ms (most in flight {most}, running {})", running(c));
+    panic!(
+        "not done after {ms} ms (most in flight {most}, running {})",
+        running(c)
+    );
 }
 
 #[test]
@@ -110,7 +117,10 @@ fn a_rolling_update_keeps_count_minus_max_parallel_and_completes() {
     });
     c.submit("n3", job("v2", "")).unwrap();
     let most = run_checked(&mut c, 30_000, 2, |c| {
-        all_on(c, 2) && c.nodes.keys().all(|n| deployment_status(c, n) == "complete")
+        all_on(c, 2)
+            && c.nodes
+                .keys()
+                .all(|n| deployment_status(c, n) == "complete")
     });
     assert_eq!(most, 2, "the window was used");
     // History on any node: two versions, both stable, v2 current.
@@ -124,7 +134,9 @@ fn a_rolling_update_keeps_count_minus_max_parallel_and_completes() {
     let mut scaled = job("v2", "");
     scaled.count = 5;
     c.submit("n1", scaled).unwrap();
-    assert!(c.run_until(5000, |c| c.view("n4", "web").is_some_and(|j| j.tasks.len() == 5)));
+    assert!(c.run_until(5000, |c| {
+        c.view("n4", "web").is_some_and(|j| j.tasks.len() == 5)
+    }));
     assert_eq!(c.view("n4", "web").unwrap().job_version, 2);
 }
 
@@ -145,7 +157,11 @@ fn probe(c: &mut Cluster, bad: u32) {
             if version.is_some_and(|v| v != bad) {
                 results.push((name.clone(), id.clone(), CheckResult::Pass));
             } else if version == Some(bad) {
-                results.push((name.clone(), id.clone(), CheckResult::Fail("HTTP 500".into())));
+                results.push((
+                    name.clone(),
+                    id.clone(),
+                    CheckResult::Fail("HTTP 500".into()),
+                ));
             }
         }
     }
@@ -164,9 +180,9 @@ fn run_probed(c: &mut Cluster, ms: u64, bad: u32, min: usize, until: impl Fn(&Cl
             c.step();
         }
         probe(c, bad);
-        let healthy = c
-            .view("n1", "web")
-            .map_or(0, |j| j.tasks.iter().filter(|t| t.health.is_healthy()).count());
+        let healthy = c.view("n1", "web").map_or(0, |j| {
+            j.tasks.iter().filter(|t| t.health.is_healthy()).count()
+        });
         assert!(
             healthy >= min || c.now.0 < start + 100,
             "only {healthy} healthy at {:?}",
@@ -184,7 +200,9 @@ fn a_failed_update_is_reverted_by_auto_revert() {
     let mut c = Cluster::with_config(5, 4000, 4096, 22, fast_config());
     let update = |tag: &str| job(tag, &format!("auto_revert = true\n{CHECK}"));
     c.submit("n1", update("v1")).unwrap();
-    run_probed(&mut c, 20_000, 99, 0, |c| deployment_status(c, "n1") == "complete");
+    run_probed(&mut c, 20_000, 99, 0, |c| {
+        deployment_status(c, "n1") == "complete"
+    });
     c.submit("n2", update("v2")).unwrap();
     run_probed(&mut c, 30_000, 2, 4, |c| {
         let d = c.view("n1", "web").and_then(|j| j.deployment).unwrap();
@@ -211,9 +229,16 @@ fn canaries_wait_for_promote_and_a_manual_revert_goes_back() {
     let mut c = Cluster::with_config(5, 4000, 4096, 23, fast_config());
     let canary = |tag: &str| job(tag, "canary = 1\n");
     c.submit("n1", canary("v1")).unwrap();
-    run_checked(&mut c, 20_000, 6, |c| deployment_status(c, "n1") == "complete");
+    run_checked(&mut c, 20_000, 6, |c| {
+        deployment_status(c, "n1") == "complete"
+    });
     assert!(
-        c.nodes.get_mut("n1").unwrap().sched.promote(c.now, "web").is_err(),
+        c.nodes
+            .get_mut("n1")
+            .unwrap()
+            .sched
+            .promote(c.now, "web")
+            .is_err(),
         "nothing to promote"
     );
     c.submit("n2", canary("v2")).unwrap();
@@ -229,20 +254,41 @@ fn canaries_wait_for_promote_and_a_manual_revert_goes_back() {
         .iter()
         .map(|t| t.version)
         .collect();
-    assert_eq!(versions, vec![Some(2), Some(1), Some(1), Some(1), Some(1), Some(1)]);
+    assert_eq!(
+        versions,
+        vec![Some(2), Some(1), Some(1), Some(1), Some(1), Some(1)]
+    );
     let now = c.now;
-    assert_eq!(c.nodes.get_mut("n4").unwrap().sched.promote(now, "web"), Ok(2));
-    run_checked(&mut c, 30_000, 2, |c| all_on(c, 2) && deployment_status(c, "n1") == "complete");
+    assert_eq!(
+        c.nodes.get_mut("n4").unwrap().sched.promote(now, "web"),
+        Ok(2)
+    );
+    run_checked(&mut c, 30_000, 2, |c| {
+        all_on(c, 2) && deployment_status(c, "n1") == "complete"
+    });
     // A manual revert to version 1: version 3, no canaries, every slot back on v1's epoch.
     let now = c.now;
-    let prepared = c.nodes.get_mut("n5").unwrap().sched.prepare_revert(now, "web", 1).unwrap();
+    let prepared = c
+        .nodes
+        .get_mut("n5")
+        .unwrap()
+        .sched
+        .prepare_revert(now, "web", 1)
+        .unwrap();
     match prepared {
         shoal_scheduler::Prepared::Write(w) => {
             c.nodes.get_mut("n5").unwrap().sched.commit(now, *w);
         }
         other => panic!("nothing written: {other:?}"),
     }
-    run_checked(&mut c, 30_000, 2, |c| all_on(c, 3) && deployment_status(c, "n2") == "complete");
-    let err = c.nodes.get_mut("n5").unwrap().sched.prepare_revert(now, "web", 7);
+    run_checked(&mut c, 30_000, 2, |c| {
+        all_on(c, 3) && deployment_status(c, "n2") == "complete"
+    });
+    let err = c
+        .nodes
+        .get_mut("n5")
+        .unwrap()
+        .sched
+        .prepare_revert(now, "web", 7);
     assert!(err.is_err_and(|e| e.to_string().contains("has no version 7 (kept: 1, 2, 3)")));
 }

@@ -158,7 +158,9 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             if let Some(warning) = answer.get("warning").and_then(Value::as_str) {
                 eprintln!("warning: {warning}");
             }
-            println!("job {id} reverts to version {version}; follow it with `shoal job status {id}`");
+            println!(
+                "job {id} reverts to version {version}; follow it with `shoal job status {id}`"
+            );
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Promote { id, api } => {
@@ -190,7 +192,11 @@ fn history_table(versions: &Value) -> String {
             .and_then(|ms| i64::try_from(ms).ok())
             .and_then(utc_time)
             .unwrap_or_else(|| "-".to_string());
-        let current = if v["current"] == true { " (current)" } else { "" };
+        let current = if v["current"] == true {
+            " (current)"
+        } else {
+            ""
+        };
         t.add_row([
             format!("{}{current}", v["version"]),
             v["epoch"].as_str().unwrap_or("?").to_string(),

@@ -20,7 +20,6 @@ enum Slot {
 fn run(
     seed: u64,
     count: u32,
-    mp: u32,
     deciders: usize,
     rule: impl Fn(&SlotSet, u32, &[Slot]) -> bool,
 ) -> (usize, bool) {
@@ -101,7 +100,7 @@ proptest! {
         mp in 1u32..5,
         deciders in 1usize..6,
     ) {
-        let (worst, finished) = run(seed, count, mp, deciders, window(mp));
+        let (worst, finished) = run(seed, count, deciders, window(mp));
         prop_assert!(worst <= mp as usize, "{worst} in flight with max_parallel {mp}");
         // And the rule does not stall: with enough steps every slot gets replaced.
         prop_assert!(finished, "the rollout stalled");
@@ -117,8 +116,11 @@ fn the_property_bites_a_rule_that_counts_in_flight_in_its_own_view() {
         let started_below = (0..s).filter(|k| slots[*k as usize] != Slot::Old).count() as u32;
         started_below.saturating_sub(done.count_below(s)) < mp
     };
-    let exceeded = (0..200).any(|seed| run(seed, 12, mp, 4, naive).0 > mp as usize);
-    assert!(exceeded, "the checker never saw a naive rule exceed max_parallel");
+    let exceeded = (0..200).any(|seed| run(seed, 12, 4, naive).0 > mp as usize);
+    assert!(
+        exceeded,
+        "the checker never saw a naive rule exceed max_parallel"
+    );
 }
 
 #[test]
@@ -133,10 +135,16 @@ fn canaries_wait_for_promotion_and_failure_stops_everything() {
     };
     assert!(window_allows(&w, 0));
     assert!(!window_allows(&w, 1), "slot 1 waits for the promotion");
-    let promoted = Window { promoted: true, ..w };
+    let promoted = Window {
+        promoted: true,
+        ..w
+    };
     assert!(window_allows(&promoted, 1));
     assert!(!window_allows(&promoted, 2), "slot 0 is not done yet");
-    let failed = Window { failed: true, ..promoted };
+    let failed = Window {
+        failed: true,
+        ..promoted
+    };
     assert!(!window_allows(&failed, 0));
 }
 

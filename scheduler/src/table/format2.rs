@@ -7,8 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::elements::{Assignment, AttemptState, Binding, JobKey, SlotFloor};
-use super::lattice::Tables;
 use super::format3::{JobEntryV3, jobs_v3};
+use super::lattice::Tables;
 use super::wire::TablesOwned;
 use crate::ids::{AttemptId, Hlc, SlotKey, VersionVector};
 

@@ -162,7 +162,12 @@ impl Tables {
 
     /// One deployment's version row and rollout.
     #[must_use]
-    pub fn version(&self, job: &str, incarnation: u64, deployment: &Stamp) -> Option<&VersionEntry> {
+    pub fn version(
+        &self,
+        job: &str,
+        incarnation: u64,
+        deployment: &Stamp,
+    ) -> Option<&VersionEntry> {
         self.versions
             .get(&(job.to_string(), incarnation))?
             .get(deployment)
@@ -182,9 +187,9 @@ impl Tables {
 
     /// Every version row and rollout, by (job, incarnation), then deployment.
     pub fn all_versions(&self) -> impl Iterator<Item = ((&str, u64, &Stamp), &VersionEntry)> {
-        self.versions.iter().flat_map(|((j, i), m)| {
-            m.iter().map(move |(d, v)| ((j.as_str(), *i, d), v))
-        })
+        self.versions
+            .iter()
+            .flat_map(|((j, i), m)| m.iter().map(move |(d, v)| ((j.as_str(), *i, d), v)))
     }
 
     /// Attempts of one slot, oldest first.
@@ -343,7 +348,9 @@ impl Tables {
         let kept = self.versions.entry((job, incarnation)).or_default();
         if !kept.contains_key(&deployment)
             && kept.len() >= MAX_VERSIONS
-            && kept.first_key_value().is_some_and(|(oldest, _)| deployment < *oldest)
+            && kept
+                .first_key_value()
+                .is_some_and(|(oldest, _)| deployment < *oldest)
         {
             return false;
         }

@@ -58,38 +58,39 @@ fn attempt(job: u8, inc: u64, slot: u32, n: u32, placer: u8) -> AttemptId {
 
 /// A small op vocabulary over a tiny key space so collisions (the interesting part) happen.
 fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
-    let job =
-        (0u8..2, 0u64..2, 1u32..4, any::<bool>(), 0u64..3).prop_map(
-            move |(j, inc, count, stopped, dep)| {
-                let st = stamp(writer, t);
-                // `dep == 0`: the write starts a deployment (and carries a version row).
-                let deployment = if dep == 0 { st.clone() } else { stamp(0, dep) };
-                OpBody::Job {
-                    incarnation: inc,
-                    entry: JobEntry {
-                        stamp: st.clone(),
-                        epoch: deployment.clone(),
-                        spec: spec(&format!("j{j}"), count),
-                        stopped,
-                        deployment,
-                        version: u32::from(j) + count,
-                        skip_canary: stopped,
-                    },
-                }
-            },
-        );
+    let job = (0u8..2, 0u64..2, 1u32..4, any::<bool>(), 0u64..3).prop_map(
+        move |(j, inc, count, stopped, dep)| {
+            let st = stamp(writer, t);
+            // `dep == 0`: the write starts a deployment (and carries a version row).
+            let deployment = if dep == 0 { st.clone() } else { stamp(0, dep) };
+            OpBody::Job {
+                incarnation: inc,
+                entry: JobEntry {
+                    stamp: st.clone(),
+                    epoch: deployment.clone(),
+                    spec: spec(&format!("j{j}"), count),
+                    stopped,
+                    deployment,
+                    version: u32::from(j) + count,
+                    skip_canary: stopped,
+                },
+            }
+        },
+    );
     let marks = (
         (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u8..2),
         any::<bool>(),
         any::<bool>(),
     )
-        .prop_map(|((j, i, s, n, p), settled, deadline_missed)| OpBody::Milestones {
-            id: attempt(j, i, s, n, p),
-            marks: Milestones {
-                settled,
-                deadline_missed,
+        .prop_map(
+            |((j, i, s, n, p), settled, deadline_missed)| OpBody::Milestones {
+                id: attempt(j, i, s, n, p),
+                marks: Milestones {
+                    settled,
+                    deadline_missed,
+                },
             },
-        });
+        );
     let rollout = (0u8..2, 0u64..2, 0u64..3, 0u32..4, 0u8..3, any::<bool>()).prop_map(
         |(j, i, dep, slot, failed, flag)| OpBody::Rollout {
             job: format!("j{j}"),
