@@ -1077,3 +1077,71 @@ fn failed_update_auto_reverts() {
         "{text}"
     );
 }
+
+#[test]
+fn canary_waits_for_promote_and_revert_goes_back() {
+    let c = Cluster::start(3, "svc-canary", &[]);
+    let canary = |tag: &str| {
+        let mut spec = rolling_web(&c, tag, "/", false);
+        spec["update"]["canary"] = 1.into();
+        spec
+    };
+    submit(&c, &canary("v1"));
+    wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
+        all_healthy_on(&c, 1).then_some(())
+    });
+    let refused = c.agents[1].cli(&["job", "promote", "web"]);
+    assert!(!refused.status.success(), "nothing waits for a promotion");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no canary waiting"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    submit(&c, &canary("v2"));
+    // Slot 0 moves to version 2 and the deployment waits, on every node.
+    for i in 0..3 {
+        wait_for(DEADLINE, &format!("n{} waits for promote", i + 1), || {
+            let job = c.job(i, "web")?;
+            let versions: Vec<u64> = job["tasks"]
+                .as_array()?
+                .iter()
+                .map(|t| t["version"].as_u64().unwrap_or(0))
+                .collect();
+            (job["deployment"]["status"] == "awaiting promotion"
+                && versions == [2, 1, 1, 1, 1, 1])
+                .then_some(())
+        });
+    }
+    let status = c.agents[2].cli(&["job", "status", "web"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("waiting for promote (1 of 1 canaries healthy)"),
+        "{text}"
+    );
+    let sampler = Sampler::start(&c);
+    let promoted = c.agents[1].cli(&["job", "promote", "web"]);
+    assert!(promoted.status.success(), "{}", String::from_utf8_lossy(&promoted.stderr));
+    wait_for(DEADLINE, "6 healthy on version 2 everywhere", || {
+        all_healthy_on(&c, 2).then_some(())
+    });
+    // Back to version 1 by hand: a new version 3, no canary phase, the same floor.
+    let reverted = c.agents[0].cli(&["job", "revert", "web", "1"]);
+    assert!(reverted.status.success(), "{}", String::from_utf8_lossy(&reverted.stderr));
+    wait_for(DEADLINE, "6 healthy on version 3 everywhere", || {
+        all_healthy_on(&c, 3).then_some(())
+    });
+    converged_web(&c, 6, "every node lists 6 healthy instances after the revert");
+    let (fewest, samples, low) = sampler.finish();
+    eprintln!("canary promote and revert: {samples} samples, fewest healthy {fewest}");
+    assert!(low.is_empty(), "below count - max_parallel: {low:?}");
+    let unknown = c.agents[0].cli(&["job", "revert", "web", "9"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("has no version 9 (kept: 1, 2, 3)"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let history = c.agents[2].cli(&["job", "history", "web"]);
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(text.contains("VERSION") && text.contains("3 (current)"), "{text}");
+}

@@ -67,7 +67,8 @@ pub enum JobCommand {
         /// Job id.
         id: String,
         /// The version to go back to (see `shoal job history`).
-        version: u32,
+        #[arg(value_name = "VERSION")]
+        to: u32,
         #[command(flatten)]
         api: ApiArgs,
     },
@@ -145,8 +146,8 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
-        JobCommand::Revert { id, version, api } => {
-            let body = serde_json::json!({ "version": version }).to_string();
+        JobCommand::Revert { id, to, api } => {
+            let body = serde_json::json!({ "version": to }).to_string();
             let answer = Api::new(&api)?
                 .request(
                     reqwest::Method::POST,
@@ -159,7 +160,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
                 eprintln!("warning: {warning}");
             }
             println!(
-                "job {id} reverts to version {version}; follow it with `shoal job status {id}`"
+                "job {id} reverts to version {to}; follow it with `shoal job status {id}`"
             );
             Ok(ExitCode::SUCCESS)
         }
