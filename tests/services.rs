@@ -1107,8 +1107,7 @@ fn canary_waits_for_promote_and_revert_goes_back() {
                 .iter()
                 .map(|t| t["version"].as_u64().unwrap_or(0))
                 .collect();
-            (job["deployment"]["status"] == "awaiting promotion"
-                && versions == [2, 1, 1, 1, 1, 1])
+            (job["deployment"]["status"] == "awaiting promotion" && versions == [2, 1, 1, 1, 1, 1])
                 .then_some(())
         });
     }
@@ -1120,17 +1119,29 @@ fn canary_waits_for_promote_and_revert_goes_back() {
     );
     let sampler = Sampler::start(&c);
     let promoted = c.agents[1].cli(&["job", "promote", "web"]);
-    assert!(promoted.status.success(), "{}", String::from_utf8_lossy(&promoted.stderr));
+    assert!(
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stderr)
+    );
     wait_for(DEADLINE, "6 healthy on version 2 everywhere", || {
         all_healthy_on(&c, 2).then_some(())
     });
     // Back to version 1 by hand: a new version 3, no canary phase, the same floor.
     let reverted = c.agents[0].cli(&["job", "revert", "web", "1"]);
-    assert!(reverted.status.success(), "{}", String::from_utf8_lossy(&reverted.stderr));
+    assert!(
+        reverted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reverted.stderr)
+    );
     wait_for(DEADLINE, "6 healthy on version 3 everywhere", || {
         all_healthy_on(&c, 3).then_some(())
     });
-    converged_web(&c, 6, "every node lists 6 healthy instances after the revert");
+    converged_web(
+        &c,
+        6,
+        "every node lists 6 healthy instances after the revert",
+    );
     let (fewest, samples, low) = sampler.finish();
     eprintln!("canary promote and revert: {samples} samples, fewest healthy {fewest}");
     assert!(low.is_empty(), "below count - max_parallel: {low:?}");
@@ -1143,5 +1154,8 @@ fn canary_waits_for_promote_and_revert_goes_back() {
     );
     let history = c.agents[2].cli(&["job", "history", "web"]);
     let text = String::from_utf8_lossy(&history.stdout);
-    assert!(text.contains("VERSION") && text.contains("3 (current)"), "{text}");
+    assert!(
+        text.contains("VERSION") && text.contains("3 (current)"),
+        "{text}"
+    );
 }

@@ -61,9 +61,9 @@ pub(crate) use format1::{JobRowsV1, TablesV1};
 pub(crate) use format2::TablesV2;
 #[cfg(test)]
 pub(crate) use format2::tables_v2;
-pub(crate) use format3::{JobRowsV3, TablesV3};
 #[cfg(test)]
-pub(crate) use format3::tables_v3;
+pub(crate) use format3::{JobEntryV3, entry_v3, tables_v3};
+pub(crate) use format3::{JobRowsV3, TablesV3};
 pub use lattice::{MAX_VERSIONS, Tables};
 pub(crate) use replica::{Received, Replica, ReplicaLimits, Touch};
 

@@ -159,9 +159,7 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             if let Some(warning) = answer.get("warning").and_then(Value::as_str) {
                 eprintln!("warning: {warning}");
             }
-            println!(
-                "job {id} reverts to version {to}; follow it with `shoal job status {id}`"
-            );
+            println!("job {id} reverts to version {to}; follow it with `shoal job status {id}`");
             Ok(ExitCode::SUCCESS)
         }
         JobCommand::Promote { id, api } => {
