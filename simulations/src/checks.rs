@@ -160,8 +160,9 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
             "always_majority_tasks_kept",
             format!(
                 "{} kills, {} on nodes that stayed on the majority side since the task started, \
-                 none of a task that started as its slot's only copy",
-                f.kills, f.kills_on_majority_side
+                 none of a task that started as its slot's only copy (but {} replaced by a \
+                 rolling update)",
+                f.kills, f.kills_on_majority_side, f.kills_for_update
             ),
         ),
         (
@@ -175,6 +176,14 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
                 f.longest_bounded_duplicate.as_deref().unwrap_or("none"),
                 crate::sched::DUPLICATE_SLACK_MS as f64 / 1000.0,
                 f.longest_unbounded_duplicate_ms as f64 / 1000.0
+            ),
+        ),
+        (
+            "always_max_parallel",
+            format!(
+                "{} voluntary replacements in {} deployments; at most {} of one deployment \
+                 replaced and not done at any placement or sample, never above its max_parallel",
+                f.voluntary_replacements, f.deployments, f.most_in_flight
             ),
         ),
         (

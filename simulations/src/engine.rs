@@ -54,6 +54,9 @@ pub enum Sabotage {
     ZombieCrashes,
     /// Every node advertises twice its real capacity, so admission lets in more than fits.
     OverstateCapacity,
+    /// Services are submitted with `max_parallel = 0` (rolling updates replace everything at
+    /// once) while `always_max_parallel` holds them to the scenario's.
+    IgnoreWindow,
 }
 
 /// Everything that can happen at one virtual instant.
@@ -138,6 +141,7 @@ impl Simulation {
                 sample_ms: scenario.checks.sample_ms,
                 quorum_feed: scenario.scheduler.quorum_feed,
                 restarting: plan.restarting(n),
+                ignore_window: sabotage == Sabotage::IgnoreWindow,
             };
             Box::new(Workbench::new(n, w, seed, setup))
         });

@@ -306,6 +306,26 @@ pub struct Workload {
     /// Every job's `disconnect.reconcile` (absent: `keep_original`).
     #[serde(default)]
     pub reconcile: Option<shoal_scheduler::Reconcile>,
+    /// Rolling updates of the services (`docs/services.md`, §4); absent: never updated.
+    #[serde(default)]
+    pub updates: Option<Updates>,
+}
+
+/// Every service is submitted with an `[update]` block and re-submitted with a changed
+/// spec (a new version) `count` times, `every_s` apart after its arrival.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Updates {
+    /// New versions per service.
+    pub count: u32,
+    /// Seconds between them.
+    pub every_s: f64,
+    /// `update.max_parallel` (at most the service's count).
+    pub max_parallel: u32,
+    /// `update.min_healthy_ms`.
+    pub min_healthy_ms: u64,
+    /// `update.healthy_deadline_ms`.
+    pub healthy_deadline_ms: u64,
 }
 
 /// One line of the fault script, as written. Which fields a kind needs is checked by

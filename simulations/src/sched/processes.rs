@@ -54,7 +54,19 @@ impl Workbench {
             }
             ExecCommand::Kill { task, reason } => {
                 if let Some(p) = self.nodes[i].running.remove(&task) {
-                    self.check_kill(host, i, &task, &p, reason);
+                    // Superseded by an attempt of another version (the job's, or the slot's
+                    // current attempt's when that assignment arrived before the job write):
+                    // a rolling update replaced it, as it must.
+                    let tables = core.tables();
+                    let epoch = tables.assignment(&task).map(|a| &a.epoch);
+                    let newer = tables
+                        .current_attempt(&task.slot_key())
+                        .map(|(_, a)| &a.epoch)
+                        .into_iter()
+                        .chain(tables.job(&task.job).map(|(_, e)| &e.epoch));
+                    let updated = reason == shoal_scheduler::KillReason::Superseded
+                        && epoch.is_some_and(|mine| newer.into_iter().any(|e| e != mine));
+                    self.check_kill(host, i, &task, &p, reason, updated);
                     self.copy_removed(host, &task);
                 }
                 core.handle_task_event(now, task, TaskEvent::Killed);
