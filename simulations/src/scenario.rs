@@ -311,21 +311,23 @@ pub struct Workload {
     pub updates: Option<Updates>,
 }
 
-/// Every service is submitted with an `[update]` block and re-submitted with a changed
-/// spec (a new version) `count` times, `every_s` apart after its arrival.
+/// Every service is submitted with an `[update]` block (these fields, `max_parallel` at most
+/// its count) and re-submitted as a new version `count` times, `every_s` apart; a
+/// `bad_fraction` of the new versions (drawn from the seed) exit with code 1 a second after
+/// they start, so their rollouts fail.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
 pub struct Updates {
-    /// New versions per service.
     pub count: u32,
-    /// Seconds between them.
     pub every_s: f64,
-    /// `update.max_parallel` (at most the service's count).
     pub max_parallel: u32,
-    /// `update.min_healthy_ms`.
     pub min_healthy_ms: u64,
-    /// `update.healthy_deadline_ms`.
     pub healthy_deadline_ms: u64,
+    #[serde(default)]
+    pub auto_revert: bool,
+    #[serde(default)]
+    pub bad_fraction: f64,
 }
 
 /// One line of the fault script, as written. Which fields a kind needs is checked by

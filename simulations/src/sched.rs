@@ -55,10 +55,10 @@ mod sample;
 mod tally;
 mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use rand::{SeedableRng, rngs::StdRng};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
 use shoal_gossip::{MemberInfo, Millis, Quorum, Resources};
 use shoal_scheduler::{AttemptId, Reconcile, SchedulerConfig};
 
@@ -166,7 +166,7 @@ pub enum SchedEvent {
         /// The process.
         pid: u64,
     },
-    /// A batch task's simulated process exits by itself.
+    /// A simulated process exits by itself (a batch task, or a bad version's task).
     TaskExit {
         /// Node index.
         node: usize,
@@ -174,6 +174,8 @@ pub enum SchedEvent {
         task: AttemptId,
         /// The process.
         pid: u64,
+        /// Its exit code.
+        code: i32,
     },
     /// The agent's watchdog lease runs out unless it was renewed since.
     Watchdog {
@@ -224,6 +226,8 @@ pub struct Workbench {
     ignore_window: bool,
     /// Per arrival: the version last submitted (1 at arrival).
     versions: Vec<u32>,
+    /// (arrival, version) pairs whose tasks fail (`[workload.updates] bad_fraction`).
+    bad: BTreeSet<(usize, u32)>,
     /// Per node: whether it may restart, so its snapshots are written (nobody reads the
     /// others').
     keep_snapshots: Vec<bool>,
@@ -291,6 +295,7 @@ impl Workbench {
             updates: workload.updates.clone(),
             ignore_window,
             versions: Vec::new(),
+            bad: BTreeSet::new(),
             keep_snapshots: restarting,
             exec_rng: StdRng::seed_from_u64(derive_seed(seed, 8, 0, 0)),
             next_pid: 0,
@@ -298,6 +303,16 @@ impl Workbench {
             bounds: Vec::new(),
         };
         bench.versions = vec![1; bench.jobs.len()];
+        if let Some(u) = &bench.updates {
+            for (k, _) in bench.jobs.iter().enumerate().filter(|(_, j)| j.service) {
+                for version in 2..=u.count + 1 {
+                    let seed = derive_seed(seed, 9, k as u64, u64::from(version));
+                    if StdRng::seed_from_u64(seed).random_bool(u.bad_fraction.clamp(0.0, 1.0)) {
+                        bench.bad.insert((k, version));
+                    }
+                }
+            }
+        }
         bench.bounds = (0..bench.jobs.len())
             .map(|k| bench.spec(k).and_then(|s| s.stop_after_disconnect_ms()))
             .collect();
@@ -374,7 +389,12 @@ impl Workbench {
             SchedEvent::TaskStarted { node, task, pid } => {
                 self.task_started(host, node, task, pid);
             }
-            SchedEvent::TaskExit { node, task, pid } => self.task_exit(host, node, task, pid),
+            SchedEvent::TaskExit {
+                node,
+                task,
+                pid,
+                code,
+            } => self.task_exit(host, node, task, pid, code),
             SchedEvent::Watchdog { node, lease } => self.watchdog(host, node, lease),
             SchedEvent::Snapshot { node, lease } => self.snapshot_due(host, node, lease),
         }

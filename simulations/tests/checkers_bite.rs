@@ -89,3 +89,27 @@ fn rolling_updates_that_ignore_the_window_are_caught() {
         .unwrap_or_default();
     assert!(detail.contains("with max_parallel 2"), "{detail}");
 }
+
+#[test]
+fn failed_rollouts_left_unreverted_are_caught() {
+    // The same scenario without `auto_revert`: the bad versions' deployments stay failed,
+    // and `eventually_rollouts_settle` must name one.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join("rolling-updates.toml");
+    let mut s = Scenario::load(&path).expect("scenario loads");
+    s.workload
+        .as_mut()
+        .and_then(|w| w.updates.as_mut())
+        .expect("the scenario updates its services")
+        .auto_revert = false;
+    let r = simulate(&s, 1, Sabotage::None, "test".into(), &mut |_| {}).expect("runs");
+    assert_eq!(status(&r, "eventually_rollouts_settle"), Status::Fail);
+    let detail = r
+        .checks
+        .iter()
+        .find(|c| c.name == "eventually_rollouts_settle")
+        .map(|c| c.detail.clone())
+        .unwrap_or_default();
+    assert!(detail.contains("failed: slot"), "{detail}");
+}

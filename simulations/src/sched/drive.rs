@@ -303,9 +303,13 @@ impl Workbench {
                 "max_parallel": max_parallel,
                 "min_healthy_ms": u.min_healthy_ms,
                 "healthy_deadline_ms": u.healthy_deadline_ms,
+                "auto_revert": u.auto_revert,
             });
             let version = self.versions.get(k).copied().unwrap_or(1);
             value["env"] = serde_json::json!({ "VERSION": version.to_string() });
+            if self.bad.contains(&(k, version)) {
+                value["env"]["BAD"] = "1".into();
+            }
         }
         serde_json::from_value(value).ok()
     }

@@ -290,6 +290,50 @@ impl Workbench {
         }
     }
 
+    /// `eventually_rollouts_settle`, over `core`'s tables at the end: every updated
+    /// service's current deployment is complete (a failed one was reverted by `auto_revert`,
+    /// and the revert completed). Returns the services looked at, the deployments that
+    /// failed and the reverts, and the first service whose deployment is not complete.
+    #[must_use]
+    pub fn unsettled_rollout(&self, core: &Scheduler) -> (usize, usize, usize, Option<String>) {
+        let (mut services, mut failed, mut reverts, mut first) = (0, 0, 0, None);
+        if self.updates.is_none() {
+            return (0, 0, 0, None);
+        }
+        let tables = core.tables();
+        for job in self.jobs.iter().filter(|j| j.service) {
+            let Some((inc, entry)) = tables.job(&job.name) else {
+                continue;
+            };
+            services += 1;
+            for (d, v) in tables.versions(&job.name, inc) {
+                failed += usize::from(v.rollout.failed.is_some());
+                reverts += usize::from(v.row.as_ref().is_some_and(|r| r.epoch != *d));
+            }
+            let rollout = tables
+                .version(&job.name, inc, &entry.deployment)
+                .map(|v| v.rollout.clone())
+                .unwrap_or_default();
+            let complete = rollout.complete || rollout.done.covers_below(entry.spec.count);
+            if !complete && first.is_none() {
+                let why = rollout
+                    .failed
+                    .as_ref()
+                    .map_or("not complete".to_string(), |f| {
+                        format!("failed: {}", f.reason)
+                    });
+                first = Some(format!(
+                    "{}: version {} {why} ({} of {} slots done)",
+                    job.name,
+                    entry.version,
+                    rollout.done.count_below(entry.spec.count),
+                    entry.spec.count
+                ));
+            }
+        }
+        (services, failed, reverts, first)
+    }
+
     /// Where the services stand: the processes of live agents (running or paused; a crashed
     /// agent's orphans are no copies the cluster keeps, and its watchdog stops them), room on
     /// the `running` nodes.
