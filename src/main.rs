@@ -148,3 +148,15 @@ fn main() -> ExitCode {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// clap checks its definitions only when a command is parsed: a clash (an argument named
+    /// `version` under `propagate_version`) would otherwise surface as a panic in one
+    /// subcommand at run time.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
+    }
+}

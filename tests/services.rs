@@ -875,3 +875,287 @@ fn an_unhealthy_instance_leaves_every_nodes_answers_and_comes_back() {
         assert!(instance_keys(a).contains(&key), "{a}");
     }
 }
+
+/// A python HTTP server on `${SHOAL_PORT_HTTP}` with an http check on it, as a service of 6
+/// updated 2 at a time; `tag` goes in its environment (a change of it is a new version) and
+/// the check asks for `check_path`.
+fn rolling_web(c: &Cluster, tag: &str, check_path: &str, auto_revert: bool) -> Value {
+    let script = format!(
+        "echo $$ >> {pids}; exec /usr/bin/python3 -m http.server ${{SHOAL_PORT_HTTP}} \
+         --bind 127.0.0.1",
+        pids = c.pids.display()
+    );
+    serde_json::json!({
+        "id": "web", "type": "service", "count": 6, "command": "sh", "args": ["-c", script],
+        "env": {"TAG": tag},
+        "resources": {"cpu": 100, "memory": 64},
+        "ports": [{"name": "http"}],
+        "restart": {"delay_ms": 200},
+        "checks": [{"type": "http", "port": "http", "path": check_path,
+                    "interval_ms": 300, "timeout_ms": 300, "failures": 0}],
+        "update": {"max_parallel": 2, "min_healthy_ms": 1000, "healthy_deadline_ms": 4000,
+                   "auto_revert": auto_revert}
+    })
+}
+
+/// Every node's `job status`: all 6 tasks run version `version`, healthy, and the
+/// deployment is complete.
+fn all_healthy_on(c: &Cluster, version: u64) -> bool {
+    (0..c.agents.len()).all(|i| {
+        c.job(i, "web").is_some_and(|j| {
+            j["deployment"]["version"] == version
+                && j["deployment"]["status"] == "complete"
+                && j["tasks"].as_array().is_some_and(|ts| {
+                    ts.len() == 6
+                        && ts.iter().all(|t| {
+                            t["state"] == "running"
+                                && t["health"] == "healthy"
+                                && t["version"] == version
+                        })
+                })
+        })
+    })
+}
+
+/// Samples every node's `?healthy=true` answer for `web` every 100 ms until stopped; the
+/// fewest healthy instances any node answered, and the number of samples.
+struct Sampler {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<(usize, usize, Vec<String>)>,
+}
+
+impl Sampler {
+    fn start(c: &Cluster) -> Sampler {
+        use std::sync::atomic::Ordering;
+        let addrs: Vec<SocketAddr> = c.agents.iter().map(|a| a.http).collect();
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut fewest, mut samples, mut low) = (usize::MAX, 0, Vec::new());
+            while !flag.load(Ordering::Relaxed) {
+                for (i, addr) in addrs.iter().enumerate() {
+                    let Some((_, answer)) = get_full(
+                        *addr,
+                        "/v1/services/web?healthy=true",
+                        Duration::from_secs(5),
+                    ) else {
+                        continue;
+                    };
+                    let n = answer["instances"].as_array().map_or(0, Vec::len);
+                    samples += 1;
+                    if n < fewest {
+                        fewest = n;
+                    }
+                    if n < 4 {
+                        low.push(format!("n{} answered {n} healthy", i + 1));
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            (fewest, samples, low)
+        });
+        Sampler { stop, thread }
+    }
+
+    fn finish(self) -> (usize, usize, Vec<String>) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.thread.join().unwrap()
+    }
+}
+
+#[test]
+fn rolling_update_keeps_count_minus_max_parallel() {
+    let c = Cluster::start(3, "svc-rolling", &[]);
+    submit(&c, &rolling_web(&c, "v1", "/", false));
+    wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
+        all_healthy_on(&c, 1).then_some(())
+    });
+    converged_web(&c, 6, "every node lists 6 healthy instances");
+    let sampler = Sampler::start(&c);
+    submit(&c, &rolling_web(&c, "v2", "/", false));
+    wait_for(DEADLINE, "6 healthy on version 2 everywhere", || {
+        all_healthy_on(&c, 2).then_some(())
+    });
+    let answers = converged_web(
+        &c,
+        6,
+        "every node lists 6 healthy instances after the update",
+    );
+    for (_, a) in &answers {
+        let versions: Vec<&Value> = a["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| &i["version"])
+            .collect();
+        assert!(versions.iter().all(|v| **v == 2), "{a}");
+    }
+    let (fewest, samples, low) = sampler.finish();
+    eprintln!("rolling update: {samples} samples, fewest healthy {fewest}");
+    assert!(low.is_empty(), "below count - max_parallel: {low:?}");
+    assert!(
+        fewest < 6,
+        "the sampler never saw a replacement ({samples} samples)"
+    );
+    // History on another node: both versions stable, 2 current.
+    let out = c.agents[2].cli(&["job", "history", "web", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<(u64, bool, bool)> = history
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            (
+                v["version"].as_u64().unwrap(),
+                v["stable"] == true,
+                v["current"] == true,
+            )
+        })
+        .collect();
+    assert_eq!(got, vec![(1, true, false), (2, true, true)]);
+    let status = c.agents[1].cli(&["job", "status", "web"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(text.contains("Update  version 2 · complete"), "{text}");
+}
+
+#[test]
+fn failed_update_auto_reverts() {
+    let c = Cluster::start(3, "svc-revert", &[]);
+    submit(&c, &rolling_web(&c, "v1", "/", true));
+    wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
+        all_healthy_on(&c, 1).then_some(())
+    });
+    converged_web(&c, 6, "every node lists 6 healthy instances");
+    let sampler = Sampler::start(&c);
+    // Version 2's check asks for a page the server does not have: 404, never healthy.
+    submit(&c, &rolling_web(&c, "v2", "/missing", true));
+    wait_for(
+        DEADLINE,
+        "version 3 (the revert) healthy everywhere",
+        || all_healthy_on(&c, 3).then_some(()),
+    );
+    converged_web(
+        &c,
+        6,
+        "every node lists 6 healthy instances after the revert",
+    );
+    let (fewest, samples, low) = sampler.finish();
+    eprintln!("failed update: {samples} samples, fewest healthy {fewest}");
+    assert!(low.is_empty(), "below count - max_parallel: {low:?}");
+    assert!(
+        fewest < 6,
+        "the sampler never saw a replacement ({samples} samples)"
+    );
+    let out = c.agents[1].cli(&["job", "history", "web", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let history: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let h = history.as_array().unwrap();
+    assert_eq!(h.len(), 3, "{history}");
+    assert!(
+        h[1]["status"].as_str().unwrap().starts_with("failed: slot"),
+        "{history}"
+    );
+    assert_eq!(h[2]["node"], "~revert", "{history}");
+    assert_eq!(
+        h[2]["epoch"], h[0]["epoch"],
+        "version 3 runs version 1's epoch"
+    );
+    assert_eq!(h[2]["spec"], h[0]["spec"], "and its spec");
+    let status = c.agents[0].cli(&["job", "status", "web"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("auto-revert of version 2 to version 1"),
+        "{text}"
+    );
+}
+
+#[test]
+fn canary_waits_for_promote_and_revert_goes_back() {
+    let c = Cluster::start(3, "svc-canary", &[]);
+    let canary = |tag: &str| {
+        let mut spec = rolling_web(&c, tag, "/", false);
+        spec["update"]["canary"] = 1.into();
+        spec
+    };
+    submit(&c, &canary("v1"));
+    wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
+        all_healthy_on(&c, 1).then_some(())
+    });
+    let refused = c.agents[1].cli(&["job", "promote", "web"]);
+    assert!(!refused.status.success(), "nothing waits for a promotion");
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("no canary waiting"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    submit(&c, &canary("v2"));
+    // Slot 0 moves to version 2 and the deployment waits, on every node.
+    for i in 0..3 {
+        wait_for(DEADLINE, &format!("n{} waits for promote", i + 1), || {
+            let job = c.job(i, "web")?;
+            let versions: Vec<u64> = job["tasks"]
+                .as_array()?
+                .iter()
+                .map(|t| t["version"].as_u64().unwrap_or(0))
+                .collect();
+            (job["deployment"]["status"] == "awaiting promotion" && versions == [2, 1, 1, 1, 1, 1])
+                .then_some(())
+        });
+    }
+    let status = c.agents[2].cli(&["job", "status", "web"]);
+    let text = String::from_utf8_lossy(&status.stdout);
+    assert!(
+        text.contains("waiting for promote (1 of 1 canaries healthy)"),
+        "{text}"
+    );
+    let sampler = Sampler::start(&c);
+    let promoted = c.agents[1].cli(&["job", "promote", "web"]);
+    assert!(
+        promoted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&promoted.stderr)
+    );
+    wait_for(DEADLINE, "6 healthy on version 2 everywhere", || {
+        all_healthy_on(&c, 2).then_some(())
+    });
+    // Back to version 1 by hand: a new version 3, no canary phase, the same floor.
+    let reverted = c.agents[0].cli(&["job", "revert", "web", "1"]);
+    assert!(
+        reverted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&reverted.stderr)
+    );
+    wait_for(DEADLINE, "6 healthy on version 3 everywhere", || {
+        all_healthy_on(&c, 3).then_some(())
+    });
+    converged_web(
+        &c,
+        6,
+        "every node lists 6 healthy instances after the revert",
+    );
+    let (fewest, samples, low) = sampler.finish();
+    eprintln!("canary promote and revert: {samples} samples, fewest healthy {fewest}");
+    assert!(low.is_empty(), "below count - max_parallel: {low:?}");
+    let unknown = c.agents[0].cli(&["job", "revert", "web", "9"]);
+    assert!(!unknown.status.success());
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("has no version 9 (kept: 1, 2, 3)"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let history = c.agents[2].cli(&["job", "history", "web"]);
+    let text = String::from_utf8_lossy(&history.stdout);
+    assert!(
+        text.contains("VERSION") && text.contains("3 (current)"),
+        "{text}"
+    );
+}

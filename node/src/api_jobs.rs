@@ -8,6 +8,12 @@
 //! - `GET /v1/jobs`, `GET /v1/jobs/{id}` — views computed from the replicated tables.
 //! - `DELETE /v1/jobs/{id}` — stop a job (every task is killed); acknowledged like a
 //!   submission (`200`, `202`, `507`).
+//! - `GET /v1/jobs/{id}/versions` — the kept versions, oldest first (`docs/services.md`, §4).
+//! - `POST /v1/jobs/{id}/revert` — body `{"version": N}`: a job write with that version's
+//!   spec and epoch, without canaries; acknowledged like a submission (`200`, `202`, `507`);
+//!   `404` no such job, `409` no such version, an ambiguous one or the current one.
+//! - `POST /v1/jobs/{id}/promote` — the canaries of the current deployment are accepted;
+//!   `200 {"version"}`, `404`, `409` when no canary waits for promotion.
 //! - `GET /v1/tasks/{job}/{slot}/logs?stream=stdout|stderr&offset=N&max=BYTES` — served by the
 //!   node that runs the task; other nodes redirect (`307`) to its advertised address, with the
 //!   scheme it speaks (`https` off loopback).
@@ -17,7 +23,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 use shoal_scheduler::{AttemptId, JobSpec, SpecError};
@@ -40,6 +46,9 @@ pub fn routes() -> Router<ApiState> {
     Router::new()
         .route("/v1/jobs", get(list).post(submit))
         .route("/v1/jobs/{id}", get(show).delete(stop))
+        .route("/v1/jobs/{id}/versions", get(versions))
+        .route("/v1/jobs/{id}/revert", post(revert))
+        .route("/v1/jobs/{id}/promote", post(promote))
         .route("/v1/tasks/{job}/{slot}/logs", get(logs))
 }
 
@@ -128,6 +137,68 @@ async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
             error(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
         }
         Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn versions(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let Some(h) = s.sched.as_ref() else {
+        return no_scheduler();
+    };
+    match h.versions(id.clone()).await {
+        Some(v) => Json(v).into_response(),
+        None => error(StatusCode::NOT_FOUND, format!("no job {id:?}")),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct RevertBody {
+    version: u32,
+}
+
+async fn revert(State(s): State<ApiState>, Path(id): Path<String>, body: String) -> Response {
+    let Some(h) = s.sched.as_ref() else {
+        return no_scheduler();
+    };
+    let version = match serde_json::from_str::<RevertBody>(&body) {
+        Ok(b) => b.version,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("expected {{\"version\": N}}: {e}"),
+            );
+        }
+    };
+    match h.revert(id.clone(), version).await {
+        Ok(receipt) => Json(serde_json::json!({
+            "id": id, "reverted_to": version, "version": receipt.version, "durable": true
+        }))
+        .into_response(),
+        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => not_durable(&id, &e),
+        Err(SchedError::Revert(e @ shoal_scheduler::RevertError::NotFound(_))) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Err(e @ SchedError::Revert(_)) => error(StatusCode::CONFLICT, e.to_string()),
+        Err(e @ SchedError::Storage { .. }) => {
+            error(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
+        }
+        Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+async fn promote(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
+    let Some(h) = s.sched.as_ref() else {
+        return no_scheduler();
+    };
+    match h.promote(id.clone()).await {
+        Some(Ok(version)) => {
+            Json(serde_json::json!({ "id": id, "promoted": true, "version": version }))
+                .into_response()
+        }
+        Some(Err(e @ shoal_scheduler::PromoteError::NotFound(_))) => {
+            error(StatusCode::NOT_FOUND, e.to_string())
+        }
+        Some(Err(e)) => error(StatusCode::CONFLICT, e.to_string()),
+        None => error(StatusCode::SERVICE_UNAVAILABLE, "the scheduler is stopping"),
     }
 }
 

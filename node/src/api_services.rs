@@ -4,7 +4,7 @@
 //! - `GET /v1/services` — `[{"name","index","instances","healthy","tags","jobs"}]`.
 //! - `GET /v1/services/{name}?healthy=true&tag=T` —
 //!   `{"name","index","hash","instances":[{"job","slot","attempt","node","address","ports",
-//!   "health","tags"}]}`. An unknown name is `200` with no instances and index 0, so a watcher
+//!   "health","tags","version"}]}`. An unknown name is `200` with no instances and index 0, so a watcher
 //!   can wait for it to appear.
 //!
 //! **Blocking queries.** Both take `?index=N&wait=DURATION` (`500ms`, `30s`, `5m`; default 5
@@ -117,6 +117,9 @@ pub struct InstanceView {
     pub health: InstanceHealth,
     /// The job's tags.
     pub tags: Vec<String>,
+    /// The job version it runs.
+    #[serde(default)]
+    pub version: u32,
 }
 
 impl From<&Instance> for InstanceView {
@@ -130,6 +133,7 @@ impl From<&Instance> for InstanceView {
             ports: i.ports.iter().map(|(n, p)| (n.to_string(), *p)).collect(),
             health: i.health,
             tags: i.tags.clone(),
+            version: i.version,
         }
     }
 }

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
-    AttemptId, Catalog, CatalogBuilder, ExecCommand, JobSpec, JobView, NeverFitsError, Receipt,
-    Scheduler, SchedulerConfig, SpecError, StopError, SubmitError, TaskEvent,
+    AttemptId, Catalog, CatalogBuilder, ExecCommand, JobSpec, JobView, NeverFitsError,
+    PromoteError, Receipt, Scheduler, SchedulerConfig, SpecError, StopError, SubmitError,
+    TaskEvent, VersionView,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
@@ -85,6 +86,9 @@ pub enum SchedError {
     /// The scheduler task is gone (the agent is stopping).
     #[error("the scheduler is stopping")]
     Stopping,
+    /// A revert was refused (no such job or version, ambiguous, already current).
+    #[error(transparent)]
+    Revert(shoal_scheduler::RevertError),
 }
 
 enum Request {
@@ -96,6 +100,9 @@ enum Request {
     Usage(Vec<String>, oneshot::Sender<Vec<Resources>>),
     CurrentAttempt(String, u32, oneshot::Sender<Option<(AttemptId, String)>>),
     HostPorts(BTreeSet<u16>),
+    Versions(String, oneshot::Sender<Option<Vec<VersionView>>>),
+    Revert(String, u32, oneshot::Sender<Result<Receipt, SchedError>>),
+    Promote(String, oneshot::Sender<Result<u32, PromoteError>>),
 }
 
 /// A cloneable handle on the scheduler task.
@@ -130,6 +137,23 @@ impl SchedHandle {
         self.ask(|tx| Request::Stop(id, tx))
             .await
             .unwrap_or(Err(SchedError::Stopping))
+    }
+
+    /// A job's kept versions (`None`: no such job).
+    pub async fn versions(&self, id: String) -> Option<Vec<VersionView>> {
+        self.ask(|tx| Request::Versions(id, tx)).await.flatten()
+    }
+
+    /// Reverts a job to one of its kept versions; resolves once the write is durable.
+    pub async fn revert(&self, id: String, version: u32) -> Result<Receipt, SchedError> {
+        self.ask(|tx| Request::Revert(id, version, tx))
+            .await
+            .unwrap_or(Err(SchedError::Stopping))
+    }
+
+    /// Promotes the canaries of a job's current deployment; the version promoted.
+    pub async fn promote(&self, id: String) -> Option<Result<u32, PromoteError>> {
+        self.ask(|tx| Request::Promote(id, tx)).await
     }
 
     /// One job's view.
@@ -442,6 +466,20 @@ impl Driver {
                 let _ = reply.send(nodes.iter().map(|n| self.core.node_usage(n)).collect());
             }
             Request::HostPorts(ports) => self.core.handle_host_ports(self.clock.now(), ports),
+            Request::Versions(id, reply) => {
+                let _ = reply.send(self.core.job_versions(&id));
+            }
+            Request::Revert(id, version, reply) => {
+                match self.core.prepare_revert(now, &id, version) {
+                    Ok(prepared) => self.log_and_commit(prepared, reply),
+                    Err(e) => {
+                        let _ = reply.send(Err(SchedError::Revert(e)));
+                    }
+                }
+            }
+            Request::Promote(id, reply) => {
+                let _ = reply.send(self.core.promote(now, &id));
+            }
         }
     }
 

@@ -50,11 +50,19 @@ impl Scheduler {
         if inc != id.incarnation || entry.stopped || id.slot >= entry.spec.count {
             return Verdict::Reject("job stopped, replaced or scaled down".into());
         }
-        if a.epoch > entry.epoch {
-            return Verdict::Defer; // placed for a job version we have not received yet
-        }
-        if a.epoch < entry.epoch {
-            return Verdict::Reject("placed for an older version of the job".into());
+        if a.epoch != entry.epoch {
+            // A newer epoch that no version row names yet was placed for a job write that
+            // has not arrived: wait for it. Any other epoch is not the current one (a revert
+            // makes an older epoch current again: `docs/services.md`, §4).
+            let known = a.epoch < entry.epoch
+                || self
+                    .tables()
+                    .versions(&id.job, inc)
+                    .any(|(_, v)| v.row.as_ref().is_some_and(|r| r.epoch == a.epoch));
+            if !known {
+                return Verdict::Defer;
+            }
+            return Verdict::Reject("placed for another version of the job".into());
         }
         let current = self
             .tables()
@@ -186,6 +194,7 @@ impl Scheduler {
             });
         }
         self.write_state_if_mine(&id, AttemptState::Admitted);
+        self.arm_healthy_deadline(&id);
         if !self.reach.quorum.majority {
             self.arm_disconnect_stop();
         }

@@ -33,12 +33,12 @@ use shoal_gossip::MemberInfo;
 
 use crate::hash::StableHasher;
 use crate::health::{TaskHealth, task_health};
-use crate::ids::{AttemptId, Name, SlotKey};
+use crate::ids::{AttemptId, Name, SlotKey, Stamp};
 pub use crate::roles::CatalogChanges;
 use crate::roles::down_or_gone;
 use crate::scheduler::Scheduler;
 use crate::spec::{JobSpec, JobType};
-use crate::table::{AttemptState, Tables};
+use crate::table::{AttemptState, JobEntry, Tables};
 
 /// Every service this node knows, as its replica and membership view show them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -116,6 +116,9 @@ pub struct Instance {
     pub tags: Vec<String>,
     /// What discovery counts it as.
     pub health: InstanceHealth,
+    /// The job version it runs (`docs/services.md`, §4; 0 when no kept version names its
+    /// epoch).
+    pub version: u32,
 }
 
 /// How healthy an instance is, as discovery counts it.
@@ -282,7 +285,7 @@ impl CatalogBuilder {
             if let Some((incarnation, entry)) = tables.job(job) {
                 tags.extend(entry.spec.tags.iter().cloned());
                 let live = |n: &str| present(n) && !self.down.contains(n);
-                instances.extend(job_instances(tables, job, incarnation, &entry.spec, &live));
+                instances.extend(job_instances(tables, job, incarnation, entry, &live));
             }
         }
         let jobs: Vec<Name> = jobs.into_iter().collect();
@@ -348,9 +351,10 @@ fn job_instances(
     tables: &Tables,
     job: &Name,
     incarnation: u64,
-    spec: &JobSpec,
+    entry: &JobEntry,
     live: &dyn Fn(&str) -> bool,
 ) -> Vec<Instance> {
+    let spec = &entry.spec;
     (0..spec.count)
         .filter_map(|slot| {
             let key = SlotKey {
@@ -373,9 +377,23 @@ fn job_instances(
                 ports: binding.ports.clone(),
                 tags: spec.tags.clone(),
                 health: instance_health(tables, id, spec),
+                version: version_of(tables, incarnation, entry, &assignment.epoch),
             })
         })
         .collect()
+}
+
+/// The number of the job version whose attempts run under `epoch`.
+fn version_of(tables: &Tables, incarnation: u64, entry: &JobEntry, epoch: &Stamp) -> u32 {
+    if *epoch == entry.epoch {
+        return entry.version;
+    }
+    tables
+        .versions(&entry.spec.id, incarnation)
+        .rev()
+        .filter_map(|(_, v)| v.row.as_ref())
+        .find(|r| r.epoch == *epoch)
+        .map_or(0, |r| r.number)
 }
 
 /// The content hash of a service: FNV-1a (with the crate's finaliser) of its instances'

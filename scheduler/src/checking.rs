@@ -19,13 +19,12 @@ impl Scheduler {
         if self.target.ledger.get(task).is_none_or(|t| t.killing) {
             return;
         }
-        let Some((inc, entry)) = self.tables().job(&task.job) else {
+        let Some(spec) = self.spec_of(task) else {
             return;
         };
-        if inc != task.incarnation || entry.spec.checks.is_empty() {
+        if spec.checks.is_empty() {
             return;
         }
-        let spec = entry.spec.clone();
         let checks = self.resolve_checks(task, &spec);
         self.target
             .checks
@@ -36,6 +35,28 @@ impl Scheduler {
         });
     }
 
+    /// The spec a local task was started under: its epoch's version (a task of an older
+    /// version keeps that version's checks while a rolling update replaces it), else the
+    /// job's current spec.
+    fn spec_of(&self, task: &AttemptId) -> Option<JobSpec> {
+        let tables = self.tables();
+        let (inc, entry) = tables.job(&task.job)?;
+        if inc != task.incarnation {
+            return None;
+        }
+        let epoch = tables.assignment(task).map(|a| &a.epoch);
+        if epoch.is_none_or(|e| *e == entry.epoch) {
+            return Some(entry.spec.clone());
+        }
+        let kept = tables
+            .versions(&task.job, inc)
+            .rev()
+            .filter_map(|(_, v)| v.row.as_ref())
+            .find(|r| Some(&r.epoch) == epoch)
+            .map(|r| r.spec.clone());
+        Some(kept.unwrap_or_else(|| entry.spec.clone()))
+    }
+
     /// Stop a local task's checks, if they run.
     pub(crate) fn stop_checks(&mut self, task: &AttemptId) {
         if self.target.checks.remove(task).is_some() {
@@ -44,8 +65,9 @@ impl Scheduler {
         }
     }
 
-    /// A job write may have changed the checks (in place): local running tasks of the job
-    /// whose checks differ get the new ones, with a fresh machine.
+    /// A job write may have changed the checks (in place): local running tasks of the job's
+    /// current epoch whose checks differ get the new ones, with a fresh machine. Tasks of
+    /// another epoch (being replaced by a rolling update) keep their version's checks.
     pub(crate) fn refresh_checks(&mut self, job: &str) {
         let Some((inc, entry)) = self.tables().job(job) else {
             return;
@@ -56,6 +78,11 @@ impl Scheduler {
             .ledger
             .iter()
             .filter(|(id, t)| id.job == job && id.incarnation == inc && !t.killing)
+            .filter(|(id, _)| {
+                self.tables()
+                    .assignment(id)
+                    .is_some_and(|a| a.epoch == entry.epoch)
+            })
             .filter(|(id, _)| matches!(self.tables().state(id), AttemptState::Running { .. }))
             .filter(|(id, _)| {
                 self.target
@@ -68,6 +95,7 @@ impl Scheduler {
         for id in stale {
             self.stop_checks(&id);
             self.start_checks(&id);
+            self.track_settling(&id);
         }
     }
 
@@ -105,6 +133,7 @@ impl Scheduler {
                 });
             }
         }
+        self.track_settling(task);
         if let Some(reason) = step.restart {
             tracing::info!(%task, %reason, "restarting an unhealthy task");
             if let Some(t) = self.target.ledger.get_mut(task) {

@@ -135,7 +135,12 @@ impl Scheduler {
                         self.write(OpBody::State { id, state: lost });
                     }
                 } else if outdated {
-                    self.try_place(ctx, &key, None);
+                    // A voluntary replacement: only within the rollout's window.
+                    if self.may_replace(ctx.incarnation, &ctx.entry, slot) {
+                        self.try_place(ctx, &key, None);
+                    }
+                } else {
+                    self.mark_done(ctx.incarnation, &ctx.entry, &key);
                 }
             }
             SlotStatus::Retry {

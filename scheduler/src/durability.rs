@@ -15,7 +15,7 @@ use crate::ids::{Dot, Stamp};
 use crate::message::{Message, Outgoing};
 use crate::roles::{CatchUp, Inflight};
 use crate::scheduler::Scheduler;
-use crate::table::{JobEntry, JobRowsV1, OpBody};
+use crate::table::{JobEntry, JobRowsV1, JobRowsV3, OpBody};
 
 /// Proof of a local write, to wait for its durability with [`Scheduler::is_durable`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -179,11 +179,19 @@ impl Scheduler {
     }
 }
 
-/// A job record's rows: as written now, or (records logged before the spec's service
-/// fields) in the older encoding. Each must use every byte, which tells the two apart.
+/// A job record's rows: as written now, or in an older encoding (records logged before job
+/// entries carried their deployment, or before the spec's service fields). Each must use every byte, which tells the two apart.
 fn decode_rows(bytes: &[u8]) -> Option<Vec<(u64, JobEntry)>> {
     if let Ok((JobRows { rows }, [])) = postcard::take_from_bytes::<JobRows>(bytes) {
         return Some(rows);
+    }
+    if let Ok((old, [])) = postcard::take_from_bytes::<JobRowsV3>(bytes) {
+        return Some(
+            old.rows
+                .into_iter()
+                .map(|(inc, e)| (inc, e.into()))
+                .collect(),
+        );
     }
     match postcard::take_from_bytes::<JobRowsV1>(bytes) {
         Ok((old, [])) => Some(

@@ -84,7 +84,9 @@ impl Scheduler {
         }
         let state = tables.state(id);
         if state.is_lost() {
-            let outdated = tables.assignment(id).is_some_and(|a| a.epoch < entry.epoch);
+            let outdated = tables
+                .assignment(id)
+                .is_some_and(|a| a.epoch != entry.epoch);
             if outdated {
                 return Some(Fate::Kill(KillReason::Lost));
             }

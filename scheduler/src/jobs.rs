@@ -88,19 +88,41 @@ impl Scheduler {
         };
         // Only a change of what runs (or a restart after stop) starts a new epoch; scaling and
         // the other in-place fields (`JobSpec::same_but_in_place`) keep the running slots.
-        let epoch = match &existing {
-            Some((_, e)) if !e.stopped && e.spec.same_but_in_place(&spec) => e.epoch.clone(),
-            _ => stamp.clone(),
-        };
-        let entry = JobEntry {
-            stamp,
-            epoch,
-            spec,
-            stopped: false,
+        let entry = match &existing {
+            Some((_, e)) if !e.stopped && e.spec.same_but_in_place(&spec) => JobEntry {
+                stamp,
+                spec,
+                stopped: false,
+                ..e.clone()
+            },
+            // A new epoch starts a deployment and a new version (`docs/services.md`, §4).
+            _ => JobEntry {
+                epoch: stamp.clone(),
+                deployment: stamp.clone(),
+                stamp,
+                version: self.next_version(&spec.id, incarnation),
+                spec,
+                stopped: false,
+                skip_canary: false,
+            },
         };
         Ok(Prepared::Write(Box::new(
             self.job_write(incarnation, entry),
         )))
+    }
+
+    /// The number a new version of job `id` (incarnation `incarnation`) takes: one above
+    /// every number this replica knows (kept versions and the current write).
+    pub(crate) fn next_version(&self, id: &str, incarnation: u64) -> u32 {
+        let tables = self.tables();
+        let kept = tables
+            .versions(id, incarnation)
+            .filter_map(|(_, v)| v.row.as_ref().map(|r| r.number));
+        let current = tables
+            .incarnations(id)
+            .filter(|(inc, _)| *inc == incarnation)
+            .map(|(_, e)| e.version);
+        kept.chain(current).max().unwrap_or(0).saturating_add(1)
     }
 
     /// Stop a job: every task is killed, nothing is placed; the job is purged after
@@ -135,6 +157,11 @@ impl Scheduler {
         Ok(Prepared::Write(Box::new(
             self.job_write(incarnation, entry),
         )))
+    }
+
+    /// A prepared job write (a revert's).
+    pub(crate) fn prepare_write(&self, incarnation: u64, entry: JobEntry) -> Prepared {
+        Prepared::Write(Box::new(self.job_write(incarnation, entry)))
     }
 
     /// A job write and the record of the job as it will be after it.

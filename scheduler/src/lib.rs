@@ -31,6 +31,11 @@
 //!   results through [`health::HealthMachine`], health written on changes, restarts;
 //! - `coordinator.rs` — coordinating a slot: place it, re-place it with back-off, mark the
 //!   attempts of a dead target lost, replace outdated attempts;
+//! - `rollout.rs` — rolling updates: the window rule for voluntary replacements, `done`
+//!   marks, and the job coordinator's complete / failed / auto-revert;
+//! - `settling.rs` — the target's rollout clocks: `settled` and `deadline_missed` marks;
+//! - `versions.rs` — job versions for the operator: history, revert, promote, and the
+//!   deployment line of `job status`;
 //! - `gc.rs` — purge finished jobs, fold long slot histories into floors, drop tombstones;
 //! - `slot.rs` — what a slot needs now, from the tables alone;
 //! - [`placement`] — filtering, scoring and pending reasons.
@@ -87,7 +92,7 @@
 //! health → ids, spec, table
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
-//! lib → catalog, config, durability, health, ids, jobs, message, placement, scheduler, spec, table, view
+//! lib → catalog, config, durability, health, ids, jobs, message, placement, scheduler, spec, table, versions, view
 //! members → hash, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
@@ -95,12 +100,15 @@
 //! reconcile → config, ids, roles, scheduler, slot, table
 //! replication → ids, message, scheduler, table
 //! roles → health, ids, placement, table
+//! rollout → health, ids, scheduler, spec, table
 //! scheduler → config, hash, health, ids, message, placement, roles, table
+//! settling → ids, roles, scheduler, spec, table
 //! slot → ids, spec, table
 //! spec → (nothing)
 //! table → ids, spec
 //! testing → config, durability, hash, health, ids, jobs, message, scheduler, spec, table, view
-//! view → hash, health, ids, placement, scheduler, slot, spec, table
+//! versions → ids, jobs, rollout, scheduler, spec, table
+//! view → hash, health, ids, placement, scheduler, slot, spec, table, versions
 //! ```
 //!
 //! The design, ownership rules and GC safety argument are in `docs/scheduler.md`.
@@ -128,12 +136,15 @@ mod ports;
 mod reconcile;
 mod replication;
 mod roles;
+mod rollout;
 mod scheduler;
+mod settling;
 mod slot;
 pub mod spec;
 pub mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+mod versions;
 pub mod view;
 
 pub use catalog::{Catalog, CatalogBuilder, Instance, InstanceHealth, Service};
@@ -153,4 +164,5 @@ pub use spec::{
     PlacementStrategy, Reconcile, ResourceRequest, RestartPolicy, SpecError, SpecLimits,
 };
 pub use table::{AttemptState, Health, HealthStatus, Tables};
+pub use versions::{DeploymentView, PromoteError, RevertError, VersionView};
 pub use view::{CheckFailures, JobStatus, JobView, TaskState, TaskView};

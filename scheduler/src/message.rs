@@ -181,11 +181,14 @@ impl Message {
                 if ops.iter().any(|op| op.dot.counter == 0) {
                     return Err(DecodeError::Invalid("op with counter 0"));
                 }
-                if ops.iter().any(|op| matches!(&op.body, OpBody::Assign { id, .. } | OpBody::State { id, .. } | OpBody::Binding { id, .. } | OpBody::Health { id, .. } if id.attempt == 0)) {
+                if ops.iter().any(|op| matches!(&op.body, OpBody::Assign { id, .. } | OpBody::State { id, .. } | OpBody::Binding { id, .. } | OpBody::Health { id, .. } | OpBody::Milestones { id, .. } if id.attempt == 0)) {
                     return Err(DecodeError::Invalid("attempt number 0"));
                 }
                 if ops.iter().any(|op| matches!(&op.body, OpBody::Health { health, .. } if health.note.len() > MAX_HEALTH_NOTE)) {
                     return Err(DecodeError::Invalid("health note over 256 bytes"));
+                }
+                if ops.iter().any(|op| matches!(&op.body, OpBody::Rollout { rollout, .. } if rollout.failed.as_ref().is_some_and(|f| f.reason.len() > MAX_HEALTH_NOTE))) {
+                    return Err(DecodeError::Invalid("rollout failure over 256 bytes"));
                 }
                 Ok(())
             }
@@ -270,6 +273,9 @@ mod tests {
                         epoch: stamp.clone(),
                         spec,
                         stopped: false,
+                        deployment: stamp.clone(),
+                        version: 1,
+                        skip_canary: false,
                     },
                 },
             ),

@@ -212,6 +212,7 @@ impl Scheduler {
         for inc in incarnations {
             self.consider_gc(job, inc);
         }
+        self.watch_rollout(job);
     }
 
     /// Some slots of a job.
@@ -247,6 +248,9 @@ impl Scheduler {
             for slot in mine {
                 any_final |= self.coordinate_slot(&mut ctx, slot);
             }
+        }
+        if gc_mine.unwrap_or_else(|| self.is_job_coordinator(job, incarnation)) {
+            self.watch_rollout(job);
         }
         if any_final || stopped {
             if gc_mine.unwrap_or_else(|| self.is_job_coordinator(job, incarnation)) {

@@ -86,14 +86,16 @@ impl Scheduler {
                         id.placer
                     ));
                 }
-                OpBody::Binding { id, .. } | OpBody::Health { id, .. } => {
+                OpBody::Binding { id, .. }
+                | OpBody::Health { id, .. }
+                | OpBody::Milestones { id, .. } => {
                     if let Some(a) = self.tables().assignment(id)
                         && a.target.as_str() != author
                     {
-                        let what = if matches!(op.body, OpBody::Binding { .. }) {
-                            "ports"
-                        } else {
-                            "health"
+                        let what = match op.body {
+                            OpBody::Binding { .. } => "ports",
+                            OpBody::Health { .. } => "health",
+                            _ => "rollout marks",
                         };
                         return Some(format!(
                             "{author} wrote the {what} of an attempt that runs on {}",

@@ -12,7 +12,7 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, Quorum, Resources};
 use crate::health::HealthMachine;
 use crate::ids::{ActorId, AttemptId, Hlc, HlcClock, Name, SlotKey, Stamp, VersionVector};
 use crate::placement::{Candidate, PendingReason};
-use crate::table::{JobKey, Op};
+use crate::table::{JobKey, Milestones, Op};
 
 // ---- shared by every room ---------------------------------------------------------------
 
@@ -39,6 +39,8 @@ pub(crate) enum Wake {
     Settled,
     /// A restored node's catch-up runs out ([`CATCH_UP_MAX_MS`]).
     CatchUp,
+    /// A local task's `settled` or healthy-deadline clock may have run out (`settling.rs`).
+    Settle(AttemptId),
 }
 
 /// Dirty sets: what to re-examine.
@@ -204,6 +206,10 @@ pub(crate) struct LocalTask {
     pub(crate) since: Millis,
     /// Killed because a check failed too often: the `Failed` reason written when it ends.
     pub(crate) unhealthy: Option<String>,
+    /// Healthy without a break since then (`settling.rs`).
+    pub(crate) healthy_since: Option<Millis>,
+    /// The rollout marks written for it so far (`settling.rs`).
+    pub(crate) marks: Milestones,
 }
 
 impl LocalTask {
@@ -216,6 +222,8 @@ impl LocalTask {
             recovered: false,
             since: now,
             unhealthy: None,
+            healthy_since: None,
+            marks: Milestones::default(),
         }
     }
 }

@@ -17,7 +17,7 @@ use crate::roles::{
     CatalogChanges, CatchUp, Coordination, Counters, Gc, LocalTask, Log, Members, Reach,
     Replication, Target, Wake, Work,
 };
-use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2};
+use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2, TablesV3};
 
 /// An instruction for the local executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -175,8 +175,10 @@ pub struct PendingCounts {
 
 /// Current snapshot format: 2 added the `bindings` component and the spec's service fields
 /// (`docs/services.md`); 3 the `health` component and the start stamp of `Running`
-/// (`docs/faults.md`, "The incumbent wins"). Formats 1 and 2 are still read.
-const SNAPSHOT_FORMAT: u32 = 3;
+/// (`docs/faults.md`, "The incumbent wins"); 4 the `milestones` and `versions` components and
+/// the job entry's deployment, version and `skip_canary` (`docs/services.md`, §4). Formats 1
+/// to 3 are still read.
+const SNAPSHOT_FORMAT: u32 = 4;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -200,6 +202,14 @@ struct SnapshotV2 {
     node: String,
     hlc: HlcClock,
     tables: TablesV2,
+}
+
+/// A format-3 snapshot.
+#[derive(Deserialize)]
+struct SnapshotV3 {
+    node: String,
+    hlc: HlcClock,
+    tables: TablesV3,
 }
 
 /// The format of a snapshot: its first field, whatever the rest holds.
@@ -464,6 +474,7 @@ impl Scheduler {
         self.write_state_if_mine(&task, state.clone());
         if matches!(state, AttemptState::Running { round: 0, .. }) {
             self.start_checks(&task);
+            self.track_settling(&task);
         }
         self.reconcile();
     }
@@ -504,8 +515,10 @@ impl Scheduler {
         }
         for task in running {
             if self.target.ledger.contains_key(task) {
-                // Adopted: its checks start again, their grace from now.
+                // Adopted: its checks start again, their grace from now, and so do its
+                // rollout clocks (its marks already written stay).
                 self.start_checks(task);
+                self.arm_healthy_deadline(task);
             } else {
                 self.commands.push_back(ExecCommand::Kill {
                     task: task.clone(),
@@ -581,6 +594,7 @@ impl Scheduler {
             }
             Wake::Disconnect => self.stop_disconnected(),
             Wake::Settled => self.work.everything = true,
+            Wake::Settle(task) => self.settle_due(&task),
             Wake::Job(job) => {
                 self.work.jobs.insert(job);
             }
@@ -656,6 +670,15 @@ impl Scheduler {
                     tables: old.tables.into(),
                 }
             }
+            3 => {
+                let (_, old): (u32, SnapshotV3) = postcard::from_bytes(bytes).map_err(malformed)?;
+                Snapshot {
+                    format,
+                    node: old.node,
+                    hlc: old.hlc,
+                    tables: old.tables.into(),
+                }
+            }
             SNAPSHOT_FORMAT => postcard::from_bytes(bytes).map_err(malformed)?,
             _ => return Err(RestoreError::Format(format)),
         };
@@ -701,6 +724,7 @@ impl Scheduler {
         // Admitted by an earlier start of this node: if their processes are found, they are
         // adopted but never reclaimed after a loss (`docs/faults.md`).
         for (id, resources, ports, since) in mine {
+            let marks = self.replica.tables().milestones(&id);
             self.target.ledger.insert(
                 id,
                 LocalTask {
@@ -711,6 +735,8 @@ impl Scheduler {
                     recovered: true,
                     since: self.now,
                     unhealthy: None,
+                    healthy_since: None,
+                    marks,
                 },
             );
         }

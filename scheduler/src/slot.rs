@@ -97,7 +97,8 @@ pub(crate) fn slot_status(
         return SlotStatus::Empty;
     };
     let state = tables.state(cur);
-    let outdated = a.epoch < entry.epoch;
+    // Another epoch, older or newer: a revert reuses an older epoch (`docs/services.md`, §4).
+    let outdated = a.epoch != entry.epoch;
     if state.is_live() {
         return SlotStatus::Live {
             id: cur.clone(),
@@ -123,7 +124,7 @@ pub(crate) fn slot_status(
     let (mut consecutive_rejections, mut consecutive_failures, mut failures) = (0u32, 0u32, 0u32);
     let mut streak = true;
     for (id, a) in attempts {
-        if a.epoch < entry.epoch {
+        if a.epoch != entry.epoch {
             break;
         }
         let s = tables.state(id);
@@ -200,6 +201,9 @@ mod tests {
             epoch: stamp(1),
             spec,
             stopped: false,
+            deployment: stamp(1),
+            version: 1,
+            skip_canary: false,
         }
     }
 

@@ -11,7 +11,9 @@
 //! - `table/usage.rs` — what live attempts hold per node and the release holds placers count;
 //! - `table/wire.rs` — the tables' encoding on the wire and in snapshots;
 //! - `table/format1.rs` — reading snapshots and job records from before the service fields;
-//! - `table/format2.rs` — reading snapshots from before running attempts carried a start stamp.
+//! - `table/format2.rs` — reading snapshots from before running attempts carried a start stamp;
+//! - `table/format3.rs` — reading snapshots and job records from before job entries carried
+//!   their deployment and version.
 //!
 //! # The lattice
 //!
@@ -24,6 +26,8 @@
 //! | `purged` | (job id, incarnation) | set union (tombstones) | the job's coordinator |
 //! | `bindings` | [`AttemptId`] | [`Binding`] (ports picked at admission), write-once (max) | the target |
 //! | `health` | [`AttemptId`] | [`Health`] (readiness, note, restart counter), last writer wins by its stamp | the target |
+//! | `milestones` | [`AttemptId`] | [`Milestones`] (`settled`, `deadline_missed`), or | the target |
+//! | `versions` | (job id, incarnation, deployment [`Stamp`]) | [`VersionEntry`]: the [`VersionRow`] (write-once, max) × [`Rollout`] (done ∪, failed max, promoted ∨, complete ∨); the newest [`MAX_VERSIONS`] per incarnation | the row: the job write that started the deployment; `done`: slot coordinators; `failed`/`complete`: the job's coordinator; `promoted`: the accepting node |
 //!
 //! Every component is a map of lattices joined pointwise; `purged` and `floors` then filter
 //! keys (a purged incarnation loses all its rows, a floor drops older attempts of its slot).
@@ -40,14 +44,16 @@ mod attempts;
 mod elements;
 mod format1;
 mod format2;
+mod format3;
 mod lattice;
 mod replica;
 mod usage;
 mod wire;
 
 pub use elements::{
-    Assignment, AttemptState, Binding, Health, HealthStatus, JobEntry, JobKey, MAX_HEALTH_NOTE,
-    MergeError, Op, OpBody, OpOrderError, SlotFloor, clip_note,
+    Assignment, AttemptState, Binding, DeploymentKey, Failure, Health, HealthStatus, JobEntry,
+    JobKey, MAX_HEALTH_NOTE, MergeError, Milestones, Op, OpBody, OpOrderError, Rollout, SlotFloor,
+    SlotSet, VersionEntry, VersionRow, clip_note,
 };
 #[cfg(test)]
 pub(crate) use format1::encode as format1_encode;
@@ -55,7 +61,10 @@ pub(crate) use format1::{JobRowsV1, TablesV1};
 pub(crate) use format2::TablesV2;
 #[cfg(test)]
 pub(crate) use format2::tables_v2;
-pub use lattice::Tables;
+#[cfg(test)]
+pub(crate) use format3::{JobEntryV3, entry_v3, tables_v3};
+pub(crate) use format3::{JobRowsV3, TablesV3};
+pub use lattice::{MAX_VERSIONS, Tables};
 pub(crate) use replica::{Received, Replica, ReplicaLimits, Touch};
 
 #[cfg(test)]

@@ -94,6 +94,9 @@ pub struct TaskView {
     /// While unhealthy: the failures in a row counted toward a restart, and the limit.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub check_failures: Option<CheckFailures>,
+    /// The job version the slot's live attempt runs (`docs/services.md`, §4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<u32>,
 }
 
 /// Consecutive failures of the check closest to restarting a task (`docs/services.md`, §10
@@ -143,6 +146,11 @@ pub struct JobView {
     pub version: Hlc,
     /// One entry per slot.
     pub tasks: Vec<TaskView>,
+    /// The job version of the current write (1 for the first submission).
+    pub job_version: u32,
+    /// The current deployment, for a job with an `[update]` block.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<crate::versions::DeploymentView>,
 }
 
 impl JobView {
@@ -181,7 +189,14 @@ impl Scheduler {
                     slot,
                 };
                 let status = slot_status(self.tables(), entry, &key, self.backoff());
-                self.view_slot(entry, &key, status, &mut dry_run)
+                let mut v = self.view_slot(entry, &key, status, &mut dry_run);
+                if v.state == TaskState::Running || v.state == TaskState::Proposed {
+                    v.version = self
+                        .tables()
+                        .current_attempt(&key)
+                        .and_then(|(_, a)| self.version_number(incarnation, entry, &a.epoch));
+                }
+                v
             })
             .collect();
         JobView {
@@ -192,6 +207,8 @@ impl Scheduler {
             stopped: entry.stopped,
             version: entry.stamp.hlc,
             tasks,
+            job_version: entry.version,
+            deployment: self.deployment_view(incarnation, entry),
         }
     }
 
@@ -216,6 +233,7 @@ impl Scheduler {
             health: TaskHealth::Unknown,
             health_note: None,
             check_failures: None,
+            version: None,
         };
         let waiting = match status {
             SlotStatus::Empty => true,

@@ -75,12 +75,14 @@ pub fn evaluate(sim: &Simulation) -> Vec<CheckResult> {
             out.push(tables_identical(sim, bench));
             out.push(services_at_count(sim, bench));
             out.push(services_back_at_count(sim, bench));
+            out.push(rollouts_settle(sim, bench));
         }
         None => {
             for name in [
                 "eventually_tables_identical",
                 "eventually_services_at_count",
                 "eventually_services_back_at_count",
+                "eventually_rollouts_settle",
             ] {
                 out.push(skipped(name, SCHEDULER_MISSING));
             }
@@ -160,8 +162,9 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
             "always_majority_tasks_kept",
             format!(
                 "{} kills, {} on nodes that stayed on the majority side since the task started, \
-                 none of a task that started as its slot's only copy",
-                f.kills, f.kills_on_majority_side
+                 none of a task that started as its slot's only copy (but {} replaced by a \
+                 rolling update)",
+                f.kills, f.kills_on_majority_side, f.kills_for_update
             ),
         ),
         (
@@ -175,6 +178,14 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
                 f.longest_bounded_duplicate.as_deref().unwrap_or("none"),
                 crate::sched::DUPLICATE_SLACK_MS as f64 / 1000.0,
                 f.longest_unbounded_duplicate_ms as f64 / 1000.0
+            ),
+        ),
+        (
+            "always_max_parallel",
+            format!(
+                "{} voluntary replacements in {} deployments; at most {} of one deployment \
+                 replaced and not done at any placement or sample, never above its max_parallel",
+                f.voluntary_replacements, f.deployments, f.most_in_flight
             ),
         ),
         (
@@ -256,6 +267,24 @@ fn services_at_count(sim: &Simulation, bench: &Workbench) -> CheckResult {
             "{} services: none above its count, none below it while a node has room ({} below \
              for lack of room)",
             count.services, count.short_of_room
+        ),
+    )
+}
+
+/// Every updated service ends on a complete deployment (`docs/services.md`, §4), judged on
+/// the first running node's tables (`eventually_tables_identical` says whether they all agree).
+fn rollouts_settle(sim: &Simulation, bench: &Workbench) -> CheckResult {
+    let core = running_nodes(sim).find_map(|i| bench.nodes[i].core.as_deref());
+    let Some(core) = core else {
+        return skipped("eventually_rollouts_settle", "no running node at the end");
+    };
+    let (services, failed, reverts, first) = bench.unsettled_rollout(core);
+    result(
+        "eventually_rollouts_settle",
+        first,
+        format!(
+            "{services} updated services, each on a complete deployment at the end; {failed} \
+             deployments failed, {reverts} reverts"
         ),
     )
 }

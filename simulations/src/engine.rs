@@ -58,6 +58,9 @@ pub enum Sabotage {
     /// executors kill the slot's other copies instead (the incumbent), as the cores did before
     /// issue 12 after every heal.
     InvertFencing,
+    /// Services are submitted with `max_parallel = 0` (rolling updates replace everything at
+    /// once) while `always_max_parallel` holds them to the scenario's.
+    IgnoreWindow,
 }
 
 /// Everything that can happen at one virtual instant.
@@ -142,6 +145,7 @@ impl Simulation {
                 sample_ms: scenario.checks.sample_ms,
                 quorum_feed: scenario.scheduler.quorum_feed,
                 restarting: plan.restarting(n),
+                ignore_window: sabotage == Sabotage::IgnoreWindow,
             };
             Box::new(Workbench::new(n, w, seed, setup))
         });

@@ -309,6 +309,28 @@ pub struct Workload {
     /// Every job's `disconnect.reconcile` (absent: `keep_original`).
     #[serde(default)]
     pub reconcile: Option<shoal_scheduler::Reconcile>,
+    /// Rolling updates of the services (`docs/services.md`, §4); absent: never updated.
+    #[serde(default)]
+    pub updates: Option<Updates>,
+}
+
+/// Every service is submitted with an `[update]` block (these fields, `max_parallel` at most
+/// its count) and re-submitted as a new version `count` times, `every_s` apart; a
+/// `bad_fraction` of the new versions (drawn from the seed) exit with code 1 a second after
+/// they start, so their rollouts fail.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Updates {
+    pub count: u32,
+    pub every_s: f64,
+    pub max_parallel: u32,
+    pub min_healthy_ms: u64,
+    pub healthy_deadline_ms: u64,
+    #[serde(default)]
+    pub auto_revert: bool,
+    #[serde(default)]
+    pub bad_fraction: f64,
 }
 
 /// One line of the fault script, as written. Which fields a kind needs is checked by

@@ -55,10 +55,10 @@ mod sample;
 mod tally;
 mod watch;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use bytes::Bytes;
-use rand::{SeedableRng, rngs::StdRng};
+use rand::{RngExt, SeedableRng, rngs::StdRng};
 use shoal_gossip::{MemberInfo, Millis, Quorum, Resources};
 use shoal_scheduler::{AttemptId, Reconcile, SchedulerConfig};
 
@@ -137,6 +137,8 @@ pub trait Host {
 pub enum SchedEvent {
     /// Arrival `k` of the workload is submitted to a running node.
     Submit(usize),
+    /// Service `k` is re-submitted as this version (a rolling update).
+    Update(usize, u32),
     /// Hand the node's scheduler core its membership view, if it changed.
     Feed {
         /// Node index.
@@ -169,7 +171,7 @@ pub enum SchedEvent {
         /// The process.
         pid: u64,
     },
-    /// A batch task's simulated process exits by itself.
+    /// A simulated process exits by itself (a batch task, or a bad version's task).
     TaskExit {
         /// Node index.
         node: usize,
@@ -177,6 +179,8 @@ pub enum SchedEvent {
         task: AttemptId,
         /// The process.
         pid: u64,
+        /// Its exit code.
+        code: i32,
     },
     /// The agent's watchdog lease runs out unless it was renewed since.
     Watchdog {
@@ -221,6 +225,14 @@ pub struct Workbench {
     stop_after_ms: Option<u64>,
     /// Every job's `disconnect.reconcile`, if the workload sets it.
     reconcile: Option<Reconcile>,
+    /// Rolling updates of the services, if the workload sets them.
+    updates: Option<crate::scenario::Updates>,
+    /// Sabotage: see [`Setup::ignore_window`].
+    ignore_window: bool,
+    /// Per arrival: the version last submitted (1 at arrival).
+    versions: Vec<u32>,
+    /// (arrival, version) pairs whose tasks fail (`[workload.updates] bad_fraction`).
+    bad: BTreeSet<(usize, u32)>,
     /// Per node: whether it may restart, so its snapshots are written (nobody reads the
     /// others').
     keep_snapshots: Vec<bool>,
@@ -246,6 +258,9 @@ pub struct Setup {
     pub quorum_feed: QuorumFeed,
     /// Per node: whether it may restart (its snapshots are then written).
     pub restarting: Vec<bool>,
+    /// Sabotage: services are submitted with `max_parallel = 0` (everything at once) while
+    /// `always_max_parallel` holds them to the scenario's.
+    pub ignore_window: bool,
 }
 
 impl Workbench {
@@ -257,6 +272,7 @@ impl Workbench {
             sample_ms,
             quorum_feed,
             restarting,
+            ignore_window,
         } = setup;
         let jobs = workload::generate(workload, seed);
         let by_name = jobs
@@ -281,12 +297,27 @@ impl Workbench {
             quorum_feed,
             stop_after_ms: workload.stop_after_ms,
             reconcile: workload.reconcile,
+            updates: workload.updates.clone(),
+            ignore_window,
+            versions: Vec::new(),
+            bad: BTreeSet::new(),
             keep_snapshots: restarting,
             exec_rng: StdRng::seed_from_u64(derive_seed(seed, 8, 0, 0)),
             next_pid: 0,
             watch: Watch::new(),
             bounds: Vec::new(),
         };
+        bench.versions = vec![1; bench.jobs.len()];
+        if let Some(u) = &bench.updates {
+            for (k, _) in bench.jobs.iter().enumerate().filter(|(_, j)| j.service) {
+                for version in 2..=u.count + 1 {
+                    let seed = derive_seed(seed, 9, k as u64, u64::from(version));
+                    if StdRng::seed_from_u64(seed).random_bool(u.bad_fraction.clamp(0.0, 1.0)) {
+                        bench.bad.insert((k, version));
+                    }
+                }
+            }
+        }
         bench.bounds = (0..bench.jobs.len())
             .map(|k| bench.spec(k).and_then(|s| s.stop_after_disconnect_ms()))
             .collect();
@@ -297,6 +328,13 @@ impl Workbench {
     pub fn schedule_arrivals(&self, host: &mut dyn Host) {
         for (k, job) in self.jobs.iter().enumerate() {
             host.schedule(Millis(job.at_ms), SchedEvent::Submit(k));
+            if let Some(u) = self.updates.as_ref().filter(|_| job.service) {
+                let every_ms = (u.every_s * 1000.0) as u64;
+                for n in 1..=u.count {
+                    let at = job.at_ms + every_ms * u64::from(n);
+                    host.schedule(Millis(at), SchedEvent::Update(k, n + 1));
+                }
+            }
         }
     }
 
@@ -349,13 +387,19 @@ impl Workbench {
     pub fn handle_event(&mut self, host: &mut dyn Host, event: SchedEvent) {
         match event {
             SchedEvent::Submit(k) => self.submit(host, k),
+            SchedEvent::Update(k, version) => self.update(host, k, version),
             SchedEvent::Feed { node, era } => self.feed(host, node, era),
             SchedEvent::Wake { node, era } => self.wake(host, node, era),
             SchedEvent::Message { to, from, bytes } => self.message(host, to, from, bytes),
             SchedEvent::TaskStarted { node, task, pid } => {
                 self.task_started(host, node, task, pid);
             }
-            SchedEvent::TaskExit { node, task, pid } => self.task_exit(host, node, task, pid),
+            SchedEvent::TaskExit {
+                node,
+                task,
+                pid,
+                code,
+            } => self.task_exit(host, node, task, pid, code),
             SchedEvent::Watchdog { node, lease } => self.watchdog(host, node, lease),
             SchedEvent::Snapshot { node, lease } => self.snapshot_due(host, node, lease),
         }
@@ -372,6 +416,7 @@ impl Workbench {
             host.violate("always_acknowledged_jobs_kept", event);
         }
         self.check_duplicates(host);
+        self.check_max_parallel(host);
         if now.0 > last_fault_ms {
             self.check_back_at_count(host, up);
         }

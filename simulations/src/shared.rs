@@ -125,8 +125,17 @@ pub struct FaultFigures {
     /// Of those, of the slot's only copy, superseded before its start was reported (a
     /// placement race between two coordinators, not an incumbent).
     pub kills_while_starting: u64,
+    /// Of those on the majority side, of a task a rolling update replaced (another version).
+    pub kills_for_update: u64,
     /// `Lost` written by a core for another node's attempt.
     pub condemnations: u64,
+    /// Voluntary replacements of a rolling update (a slot's live attempt of another
+    /// version replaced by its coordinator).
+    pub voluntary_replacements: u64,
+    /// The most slots of one deployment replaced voluntarily and not yet done, at a sample.
+    pub most_in_flight: u64,
+    /// Deployments that had such replacements.
+    pub deployments: u64,
     /// Processes a watchdog killed after its agent stopped renewing the lease.
     pub watchdog_kills: u64,
     /// Processes a restarted agent found still running.

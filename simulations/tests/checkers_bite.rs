@@ -71,3 +71,45 @@ fn honest_workload_run_passes_every_scheduling_checker() {
         assert_eq!(status(&r, check), Status::Pass, "{check}");
     }
 }
+
+#[test]
+fn rolling_updates_that_ignore_the_window_are_caught() {
+    // Services are submitted with `max_parallel = 0` (every task replaced at once) while the
+    // scenario declares 2: `always_max_parallel` must name the deployment. The honest run of
+    // the same seed passes it.
+    let honest = run("rolling-updates.toml", 16, 1, Sabotage::None);
+    assert_eq!(status(&honest, "always_max_parallel"), Status::Pass);
+    let r = run("rolling-updates.toml", 16, 1, Sabotage::IgnoreWindow);
+    assert_eq!(status(&r, "always_max_parallel"), Status::Fail);
+    let detail = r
+        .checks
+        .iter()
+        .find(|c| c.name == "always_max_parallel")
+        .map(|c| c.detail.clone())
+        .unwrap_or_default();
+    assert!(detail.contains("with max_parallel 2"), "{detail}");
+}
+
+#[test]
+fn failed_rollouts_left_unreverted_are_caught() {
+    // The same scenario without `auto_revert`: the bad versions' deployments stay failed,
+    // and `eventually_rollouts_settle` must name one.
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("scenarios")
+        .join("rolling-updates.toml");
+    let mut s = Scenario::load(&path).expect("scenario loads");
+    s.workload
+        .as_mut()
+        .and_then(|w| w.updates.as_mut())
+        .expect("the scenario updates its services")
+        .auto_revert = false;
+    let r = simulate(&s, 1, Sabotage::None, "test".into(), &mut |_| {}).expect("runs");
+    assert_eq!(status(&r, "eventually_rollouts_settle"), Status::Fail);
+    let detail = r
+        .checks
+        .iter()
+        .find(|c| c.name == "eventually_rollouts_settle")
+        .map(|c| c.detail.clone())
+        .unwrap_or_default();
+    assert!(detail.contains("failed: slot"), "{detail}");
+}

@@ -1,4 +1,4 @@
-//! `shoal job run|status|list|stop` and `shoal task logs`.
+//! `shoal job run|status|list|stop|history|revert|promote` and `shoal task logs`.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -46,6 +46,35 @@ pub enum JobCommand {
     },
     /// Stop a job: every task it started is killed.
     Stop {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// A job's kept versions (the newest 10), oldest first, with their rollouts.
+    History {
+        /// Job id.
+        id: String,
+        #[command(flatten)]
+        api: ApiArgs,
+        /// Print the JSON of `GET /v1/jobs/ID/versions`.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Go back to a kept version: its spec and epoch become a new version, rolled out under
+    /// the job's `[update]` block without canaries.
+    Revert {
+        /// Job id.
+        id: String,
+        /// The version to go back to (see `shoal job history`).
+        #[arg(value_name = "VERSION")]
+        to: u32,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Accept the healthy canaries of a job's current deployment: the rest of its tasks
+    /// are replaced.
+    Promote {
         /// Job id.
         id: String,
         #[command(flatten)]
@@ -106,7 +135,100 @@ pub async fn run(cmd: JobCommand) -> anyhow::Result<ExitCode> {
             println!("job {id} stopped; its tasks are being killed");
             Ok(ExitCode::SUCCESS)
         }
+        JobCommand::History { id, api, json } => {
+            let body = Api::new(&api)?
+                .get(&format!("/v1/jobs/{id}/versions"))
+                .await?;
+            if json {
+                println!("{body}");
+            } else {
+                print!("{}", history_table(&serde_json::from_str(&body)?));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Revert { id, to, api } => {
+            let body = serde_json::json!({ "version": to }).to_string();
+            let answer = Api::new(&api)?
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/v1/jobs/{id}/revert"),
+                    Some(body),
+                )
+                .await?;
+            let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+            if let Some(warning) = answer.get("warning").and_then(Value::as_str) {
+                eprintln!("warning: {warning}");
+            }
+            println!("job {id} reverts to version {to}; follow it with `shoal job status {id}`");
+            Ok(ExitCode::SUCCESS)
+        }
+        JobCommand::Promote { id, api } => {
+            let answer = Api::new(&api)?
+                .request(
+                    reqwest::Method::POST,
+                    &format!("/v1/jobs/{id}/promote"),
+                    None,
+                )
+                .await?;
+            let answer: Value = serde_json::from_str(&answer).unwrap_or_default();
+            println!(
+                "job {id} version {} promoted; its other tasks are being replaced",
+                answer["version"]
+            );
+            Ok(ExitCode::SUCCESS)
+        }
     }
+}
+
+/// `VERSION EPOCH SUBMITTED STABLE STATUS`, oldest first.
+fn history_table(versions: &Value) -> String {
+    let mut t = Table::new();
+    t.load_preset(NOTHING);
+    t.set_header(["VERSION", "EPOCH", "SUBMITTED", "NODE", "STABLE", "STATUS"]);
+    for v in versions.as_array().into_iter().flatten() {
+        let submitted = v["submitted_ms"]
+            .as_u64()
+            .and_then(|ms| i64::try_from(ms).ok())
+            .and_then(utc_time)
+            .unwrap_or_else(|| "-".to_string());
+        let current = if v["current"] == true {
+            " (current)"
+        } else {
+            ""
+        };
+        t.add_row([
+            format!("{}{current}", v["version"]),
+            v["epoch"].as_str().unwrap_or("?").to_string(),
+            submitted,
+            v["node"].as_str().unwrap_or("?").to_string(),
+            if v["stable"] == true { "yes" } else { "no" }.to_string(),
+            v["status"].as_str().unwrap_or("?").to_string(),
+        ]);
+    }
+    format!("{t}\n")
+}
+
+/// `YYYY-MM-DD HH:MM:SS` (UTC) of milliseconds since the Unix epoch.
+fn utc_time(ms: i64) -> Option<String> {
+    let secs = ms.div_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Some(format!(
+        "{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
 }
 
 /// Parses a job file, TOML unless it ends in `.json`; errors name the file and the line.
@@ -234,7 +356,12 @@ fn describe(job: &Value) -> String {
         .any(|t| t["ports"].as_object().is_some_and(|p| !p.is_empty()));
     // HEALTH for services (`docs/services.md`, §2): batch jobs look as they always did.
     let with_health = job["type"] == "service";
+    // VERSION for jobs with an `[update]` block (`docs/services.md`, §4).
+    let with_version = !job["deployment"].is_null();
     let mut header = vec!["SLOT", "ATTEMPT", "NODE", "STATE"];
+    if with_version {
+        header.push("VERSION");
+    }
     if with_health {
         header.push("HEALTH");
     }
@@ -263,6 +390,9 @@ fn describe(job: &Value) -> String {
             text(&task["node"]),
             text(&task["state"]),
         ];
+        if with_version {
+            row.push(text(&task["version"]));
+        }
         if with_health {
             row.push(health_cell(task));
         }
@@ -273,8 +403,12 @@ fn describe(job: &Value) -> String {
         row.push(text(reason));
         t.add_row(row);
     }
+    let deployment = match job["deployment"]["summary"].as_str() {
+        Some(line) => format!("Update  {line}\n"),
+        None => String::new(),
+    };
     format!(
-        "ID      {}\nType    {}\nStatus  {}\nCount   {}\n\n{t}\n",
+        "ID      {}\nType    {}\nStatus  {}\nCount   {}\n{deployment}\n{t}\n",
         text(&job["id"]),
         text(&job["type"]),
         text(&job["status"]),

@@ -26,6 +26,7 @@ fn instance(job: &str, slot: u32, node: &str, ip: [u8; 4], health: InstanceHealt
         ],
         tags: vec!["blue".to_string()],
         health,
+        version: 1,
     }
 }
 

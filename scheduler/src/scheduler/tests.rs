@@ -358,3 +358,48 @@ fn a_format_2_snapshot_is_still_read() {
         Err(RestoreError::Malformed(_))
     ));
 }
+
+#[test]
+fn a_format_3_snapshot_and_its_job_records_are_still_read() {
+    let mut c = Cluster::new(2, 1000, 1024, 9);
+    let update =
+        r#", "update": {"max_parallel": 1, "min_healthy_ms": 100, "healthy_deadline_ms": 1000}"#;
+    c.submit("n1", spec(update)).unwrap();
+    assert!(c.run_until(5000, |c| {
+        c.nodes["n1"].sched.tables().all_milestones().count() == 2
+            && c.nodes["n1"].sched.tables().all_versions().count() == 1
+    }));
+    let n1 = &c.nodes["n1"].sched;
+    // Format 3: job entries without deployment, version and `skip_canary`; no milestones
+    // and no versions.
+    let mut old = postcard::to_stdvec(&(3u32, "n1", &n1.repl.hlc)).unwrap();
+    old.extend(crate::table::tables_v3(n1.tables()));
+    let restored = Scheduler::restore("n1".into(), n1.config.clone(), 1, &old).unwrap();
+    assert_eq!(
+        restored.tables().job("web").map(|(_, e)| e),
+        n1.tables().job("web").map(|(_, e)| e),
+        "the first version's entry reads back whole"
+    );
+    assert_eq!(
+        restored.tables().assignments().count(),
+        n1.tables().assignments().count()
+    );
+    assert_eq!(restored.tables().all_milestones().count(), 0);
+    assert_eq!(restored.tables().all_versions().count(), 0);
+    // The current format keeps both.
+    let again = Scheduler::restore("n1".into(), n1.config.clone(), 1, &n1.snapshot()).unwrap();
+    assert_eq!(again.tables(), n1.tables());
+    // A job record logged in the format-3 layout joins like a current one.
+    let rows: Vec<(u64, crate::table::JobEntryV3)> = n1
+        .tables()
+        .incarnations("web")
+        .map(|(i, e)| (i, crate::table::entry_v3(e)))
+        .collect();
+    let bytes = postcard::to_stdvec(&(rows,)).unwrap();
+    let mut fresh = Scheduler::new("n9".into(), SchedulerConfig::default(), 2);
+    assert_eq!(fresh.restore_job_records([bytes.as_slice()]), 0);
+    assert_eq!(
+        fresh.tables().job("web").map(|(_, e)| e),
+        n1.tables().job("web").map(|(_, e)| e)
+    );
+}

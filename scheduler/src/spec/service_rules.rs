@@ -479,6 +479,8 @@ mod tests {
         let s = JobSpec::from_toml_str(include_str!("../../../examples/http.toml")).unwrap();
         assert_eq!(s.ports[0].name, "http");
         assert_eq!(s.checks[0].name.as_deref(), Some("ready"));
+        let update = s.update.expect("the example rolls updates");
+        assert_eq!((update.max_parallel, update.auto_revert), (2, true));
     }
 
     #[test]

@@ -14,7 +14,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 
-use super::elements::{Assignment, AttemptState, Binding, Health};
+use super::elements::{Assignment, AttemptState, Binding, Health, Milestones};
 use crate::ids::{AttemptId, Name, SlotKey};
 
 /// One attempt's rows of the `assignments`, `states`, `bindings` and `health` components, kept
@@ -27,6 +27,8 @@ pub(super) struct AttemptRow {
     pub(super) state: Option<AttemptState>,
     pub(super) binding: Option<Box<Binding>>,
     pub(super) health: Option<Box<Health>>,
+    /// The `milestones` component (both false: none written).
+    pub(super) marks: Milestones,
 }
 
 /// One job incarnation's attempts, in [`AttemptId`] order.

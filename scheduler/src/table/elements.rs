@@ -24,6 +24,16 @@ pub struct JobEntry {
     pub spec: JobSpec,
     /// Stopped by the user: every task is killed and nothing is placed.
     pub stopped: bool,
+    /// Stamp of the write that started the current rollout (`docs/services.md`, §4): the
+    /// write that changed what runs (then equal to `epoch`), or a revert (which reuses an
+    /// older epoch under a new deployment). Keys the job's `versions` rows. Appended after
+    /// snapshot format 3 (format 4).
+    pub deployment: Stamp,
+    /// The job version this write belongs to (1 for the first submission; writes that keep
+    /// the epoch keep it).
+    pub version: u32,
+    /// The rollout skips its canary phase (a revert).
+    pub skip_canary: bool,
 }
 
 impl JobEntry {
@@ -33,7 +43,205 @@ impl JobEntry {
         (&self.stamp, self.stopped, &self.epoch) > (&other.stamp, other.stopped, &other.epoch)
             || ((&self.stamp, self.stopped, &self.epoch)
                 == (&other.stamp, other.stopped, &other.epoch)
-                && postcard::to_stdvec(&self.spec).ok() > postcard::to_stdvec(&other.spec).ok())
+                && postcard::to_stdvec(self).ok() > postcard::to_stdvec(other).ok())
+    }
+
+    /// Whether this write started its deployment (a new epoch, a restart or a revert): it
+    /// then also carries the deployment's version row.
+    #[must_use]
+    pub fn starts_deployment(&self) -> bool {
+        self.stamp == self.deployment
+    }
+}
+
+/// The key of a job version (and of its rollout): job id, incarnation, deployment stamp.
+pub type DeploymentKey = (String, u64, Stamp);
+
+/// What one job version ran: its number, epoch and spec. Written by the job write that
+/// started the deployment (derived from it on every replica: see
+/// [`Tables`](super::Tables)'s `versions`); two values for one key (a buggy peer) join by
+/// `max` of their encodings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionRow {
+    /// Version number (1, 2, …; two submissions on two nodes within a replication delay may
+    /// share one: `docs/services.md`, decision 5).
+    pub number: u32,
+    /// The epoch its attempts are placed under (a revert reuses the reverted-to epoch).
+    pub epoch: Stamp,
+    /// Its spec.
+    pub spec: JobSpec,
+    /// The deployment skips its canary phase (a revert).
+    pub skip_canary: bool,
+}
+
+impl VersionRow {
+    fn wins_over(&self, other: &VersionRow) -> bool {
+        postcard::to_stdvec(self).ok() > postcard::to_stdvec(other).ok()
+    }
+}
+
+/// A set of slot numbers, run-length encoded: sorted, disjoint, non-adjacent half-open
+/// ranges. Joined by union.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct SlotSet(Vec<(u32, u32)>);
+
+impl SlotSet {
+    /// The set `{slot}`.
+    #[must_use]
+    pub fn one(slot: u32) -> SlotSet {
+        SlotSet(vec![(slot, slot.saturating_add(1))])
+    }
+
+    /// Whether `slot` is in the set.
+    #[must_use]
+    pub fn contains(&self, slot: u32) -> bool {
+        self.0.iter().any(|&(a, b)| a <= slot && slot < b)
+    }
+
+    /// Whether `{0, …, n − 1}` is a subset.
+    #[must_use]
+    pub fn covers_below(&self, n: u32) -> bool {
+        n == 0 || self.0.first().is_some_and(|&(a, b)| a == 0 && b >= n)
+    }
+
+    /// Number of slots in the set.
+    #[must_use]
+    pub fn len(&self) -> u64 {
+        self.0.iter().map(|&(a, b)| u64::from(b - a)).sum()
+    }
+
+    /// Whether the set is empty.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// Number of slots below `n` in the set.
+    #[must_use]
+    pub fn count_below(&self, n: u32) -> u32 {
+        self.0
+            .iter()
+            .map(|&(a, b)| b.min(n).saturating_sub(a))
+            .sum()
+    }
+
+    /// Add every slot of `other`; returns whether the set grew.
+    pub fn union(&mut self, other: &SlotSet) -> bool {
+        let before = self.0.clone();
+        let mut all: Vec<(u32, u32)> = self.0.iter().chain(&other.0).copied().collect();
+        all.retain(|&(a, b)| a < b);
+        all.sort_unstable();
+        let mut out: Vec<(u32, u32)> = Vec::with_capacity(all.len());
+        for (a, b) in all {
+            match out.last_mut() {
+                Some(last) if a <= last.1 => last.1 = last.1.max(b),
+                _ => out.push((a, b)),
+            }
+        }
+        self.0 = out;
+        self.0 != before
+    }
+
+    /// Whether the encoding is normal (what [`SlotSet::union`] makes); peers' sets are
+    /// normalised by a union with the empty set on join.
+    #[must_use]
+    pub fn is_normal(&self) -> bool {
+        self.0.iter().all(|&(a, b)| a < b) && self.0.windows(2).all(|w| w[0].1 < w[1].0)
+    }
+}
+
+/// Why a rollout failed, as the job's coordinator saw it first; two join by `max`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Failure {
+    /// The slot whose new attempt failed.
+    pub slot: u32,
+    /// What happened (`slot 3 not healthy by deadline`), at most [`MAX_HEALTH_NOTE`] bytes.
+    pub reason: String,
+}
+
+/// The progress of one deployment (`docs/services.md`, §4): every field only grows, so the
+/// join is pointwise (union, max, or, or).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+pub struct Rollout {
+    /// Slots whose current attempt runs the deployment's version, settled and passing (slot
+    /// coordinators).
+    pub done: SlotSet,
+    /// The deployment failed (the job's coordinator).
+    pub failed: Option<Failure>,
+    /// The operator promoted its canaries (the accepting node of `shoal job promote`).
+    pub promoted: bool,
+    /// Every slot was done (the job's coordinator): the version is stable.
+    pub complete: bool,
+}
+
+impl Rollout {
+    /// Join `other` in; returns whether anything changed.
+    pub fn join(&mut self, other: &Rollout) -> bool {
+        let mut changed = self.done.union(&other.done);
+        if other.failed > self.failed {
+            self.failed.clone_from(&other.failed);
+            changed = true;
+        }
+        changed |= !self.promoted && other.promoted;
+        changed |= !self.complete && other.complete;
+        self.promoted |= other.promoted;
+        self.complete |= other.complete;
+        changed
+    }
+}
+
+/// One job version and its rollout, as the tables keep them. The row may arrive after
+/// progress of its rollout (different writers).
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct VersionEntry {
+    /// The version, once the write that started it arrived.
+    pub row: Option<VersionRow>,
+    /// Its rollout.
+    pub rollout: Rollout,
+}
+
+impl VersionEntry {
+    /// Join `other` in; returns whether anything changed.
+    pub(super) fn join(&mut self, other: &VersionEntry) -> bool {
+        let mut changed = self.rollout.join(&other.rollout);
+        if let Some(row) = &other.row
+            && self.row.as_ref().is_none_or(|cur| row.wins_over(cur))
+        {
+            self.row = Some(row.clone());
+            changed = true;
+        }
+        changed
+    }
+}
+
+/// Marks a target sets on an attempt for rollouts (`docs/services.md`, §2), joined by `or`.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default, Serialize, Deserialize,
+)]
+pub struct Milestones {
+    /// The task stayed healthy (passing, or running without checks) for the job's
+    /// `update.min_healthy_ms`.
+    pub settled: bool,
+    /// The task was not settled `update.healthy_deadline_ms` after its admission.
+    pub deadline_missed: bool,
+}
+
+impl Milestones {
+    /// Join `other` in; returns whether anything changed.
+    pub fn join(&mut self, other: Milestones) -> bool {
+        let joined = Milestones {
+            settled: self.settled | other.settled,
+            deadline_missed: self.deadline_missed | other.deadline_missed,
+        };
+        let changed = joined != *self;
+        *self = joined;
+        changed
+    }
+
+    /// Whether neither mark is set.
+    #[must_use]
+    pub fn is_empty(self) -> bool {
+        !self.settled && !self.deadline_missed
     }
 }
 
@@ -365,6 +573,24 @@ pub enum OpBody {
         /// Its health.
         health: Health,
     },
+    /// Rollout marks the target set on an attempt (appended last).
+    Milestones {
+        /// Attempt.
+        id: AttemptId,
+        /// The marks.
+        marks: Milestones,
+    },
+    /// Progress of one deployment (appended last).
+    Rollout {
+        /// Job id.
+        job: String,
+        /// Incarnation.
+        incarnation: u64,
+        /// The deployment.
+        deployment: Stamp,
+        /// What grew.
+        rollout: Rollout,
+    },
 }
 
 impl OpBody {
@@ -376,9 +602,10 @@ impl OpBody {
             OpBody::Assign { id, .. }
             | OpBody::State { id, .. }
             | OpBody::Binding { id, .. }
-            | OpBody::Health { id, .. } => &id.job,
+            | OpBody::Health { id, .. }
+            | OpBody::Milestones { id, .. } => &id.job,
             OpBody::Floor { slot, .. } => &slot.job,
-            OpBody::Purge { job, .. } => job,
+            OpBody::Purge { job, .. } | OpBody::Rollout { job, .. } => job,
         }
     }
 }

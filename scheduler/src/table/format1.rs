@@ -78,10 +78,13 @@ pub(crate) struct JobEntryV1 {
 impl From<JobEntryV1> for JobEntry {
     fn from(v: JobEntryV1) -> Self {
         JobEntry {
+            deployment: v.epoch.clone(),
             stamp: v.stamp,
             epoch: v.epoch,
             spec: v.spec.into(),
             stopped: v.stopped,
+            version: 1,
+            skip_canary: false,
         }
     }
 }
@@ -113,6 +116,8 @@ impl From<TablesV1> for Tables {
             clock: t.clock,
             bindings: BTreeMap::new(),
             health: BTreeMap::new(),
+            milestones: BTreeMap::new(),
+            versions: BTreeMap::new(),
         }
         .into()
     }

@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 
 use super::elements::{Assignment, AttemptState, Binding, JobKey, SlotFloor};
-use super::lattice::{JobMap, Tables};
-use super::wire::{TablesOwned, flat_jobs};
+use super::format3::{JobEntryV3, jobs_v3};
+use super::lattice::Tables;
+use super::wire::TablesOwned;
 use crate::ids::{AttemptId, Hlc, SlotKey, VersionVector};
 
 /// [`AttemptState`] as formats 1 and 2 encoded it: the same variants in the same order.
@@ -45,8 +46,7 @@ impl From<AttemptStateV2> for AttemptState {
 /// The tables as snapshot format 2 encoded them: the current components, format-2 states.
 #[derive(Deserialize)]
 pub(crate) struct TablesV2 {
-    #[serde(with = "flat_jobs")]
-    jobs: JobMap,
+    jobs: BTreeMap<JobKey, JobEntryV3>,
     assignments: BTreeMap<AttemptId, Assignment>,
     states: BTreeMap<AttemptId, AttemptStateV2>,
     floors: BTreeMap<SlotKey, SlotFloor>,
@@ -58,7 +58,7 @@ pub(crate) struct TablesV2 {
 impl From<TablesV2> for Tables {
     fn from(t: TablesV2) -> Self {
         TablesOwned {
-            jobs: t.jobs,
+            jobs: jobs_v3(t.jobs),
             assignments: t.assignments,
             states: t.states.into_iter().map(|(id, s)| (id, s.into())).collect(),
             floors: t.floors,
@@ -66,6 +66,8 @@ impl From<TablesV2> for Tables {
             clock: t.clock,
             bindings: t.bindings,
             health: BTreeMap::new(),
+            milestones: BTreeMap::new(),
+            versions: BTreeMap::new(),
         }
         .into()
     }
@@ -74,16 +76,14 @@ impl From<TablesV2> for Tables {
 /// Test support: `tables` as snapshot format 2 encoded them.
 #[cfg(test)]
 pub(crate) fn tables_v2(t: &Tables) -> Vec<u8> {
-    struct Jobs<'a>(&'a JobMap);
-    impl Serialize for Jobs<'_> {
-        fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-            flat_jobs::serialize(self.0, s)
-        }
-    }
+    let jobs: BTreeMap<JobKey, JobEntryV3> = t
+        .jobs()
+        .map(|((id, inc), e)| ((id.to_string(), inc), super::format3::entry_v3(e)))
+        .collect();
     let states: BTreeMap<&AttemptId, _> = t.states().map(|(id, s)| (id, state_v2(s))).collect();
     let assignments: BTreeMap<&AttemptId, &Assignment> = t.assignments().collect();
     let bindings: BTreeMap<&AttemptId, &Binding> = t.bindings().collect();
-    let parts = (Jobs(&t.jobs), assignments, states, &t.floors, &t.purged);
+    let parts = (jobs, assignments, states, &t.floors, &t.purged);
     postcard::to_stdvec(&(
         parts.0, parts.1, parts.2, parts.3, parts.4, &t.clock, bindings,
     ))

@@ -7,10 +7,14 @@ use crdts::{CmRDT, CvRDT};
 
 use super::attempts::Attempts;
 use super::elements::{
-    Assignment, AttemptState, Binding, Health, JobEntry, JobKey, MergeError, Op, OpBody,
-    OpOrderError, SlotFloor,
+    Assignment, AttemptState, Binding, DeploymentKey, Health, JobEntry, JobKey, MergeError,
+    Milestones, Op, OpBody, OpOrderError, Rollout, SlotFloor, VersionEntry, VersionRow,
 };
-use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
+use crate::ids::{AttemptId, Name, SlotKey, Stamp, VersionVector};
+
+/// Versions kept per job incarnation: the newest by deployment stamp (top-k of a union is a
+/// join, so dropping the rest keeps the tables a lattice).
+pub const MAX_VERSIONS: usize = 10;
 
 /// The live incarnations of one job id, sorted (almost always one: a `BTreeMap` here would
 /// allocate a whole node of entries per job).
@@ -33,6 +37,9 @@ pub struct Tables {
     pub(super) floors: BTreeMap<SlotKey, SlotFloor>,
     pub(super) purged: BTreeSet<JobKey>,
     pub(super) clock: VersionVector,
+    /// The `versions` component: job versions and their rollouts, by (job, incarnation,
+    /// deployment), at most [`MAX_VERSIONS`] per incarnation (`docs/services.md`, §4).
+    pub(super) versions: BTreeMap<JobKey, BTreeMap<Stamp, VersionEntry>>,
 }
 
 impl Tables {
@@ -139,6 +146,52 @@ impl Tables {
             .filter_map(|(id, r)| Some((id, r.health.as_deref()?)))
     }
 
+    /// The rollout marks an attempt's target set (none yet: both false).
+    #[must_use]
+    pub fn milestones(&self, id: &AttemptId) -> Milestones {
+        self.attempts.get(id).map(|r| r.marks).unwrap_or_default()
+    }
+
+    /// Every attempt with a rollout mark.
+    pub fn all_milestones(&self) -> impl Iterator<Item = (&AttemptId, Milestones)> {
+        self.attempts
+            .iter()
+            .filter(|(_, r)| !r.marks.is_empty())
+            .map(|(id, r)| (id, r.marks))
+    }
+
+    /// One deployment's version row and rollout.
+    #[must_use]
+    pub fn version(
+        &self,
+        job: &str,
+        incarnation: u64,
+        deployment: &Stamp,
+    ) -> Option<&VersionEntry> {
+        self.versions
+            .get(&(job.to_string(), incarnation))?
+            .get(deployment)
+    }
+
+    /// The kept versions of a job incarnation, oldest deployment first.
+    pub fn versions<'a>(
+        &'a self,
+        job: &'a str,
+        incarnation: u64,
+    ) -> impl DoubleEndedIterator<Item = (&'a Stamp, &'a VersionEntry)> + 'a {
+        self.versions
+            .get(&(job.to_string(), incarnation))
+            .into_iter()
+            .flat_map(|m| m.iter())
+    }
+
+    /// Every version row and rollout, by (job, incarnation), then deployment.
+    pub fn all_versions(&self) -> impl Iterator<Item = ((&str, u64, &Stamp), &VersionEntry)> {
+        self.versions
+            .iter()
+            .flat_map(|((j, i), m)| m.iter().map(move |(d, v)| ((j.as_str(), *i, d), v)))
+    }
+
     /// Attempts of one slot, oldest first.
     pub fn slot_attempts<'a>(
         &'a self,
@@ -235,6 +288,7 @@ impl Tables {
                 .sum::<usize>()
             + self.floors.len()
             + self.purged.len()
+            + self.versions.len()
     }
 
     fn is_purged(&self, job: &str, incarnation: u64) -> bool {
@@ -261,7 +315,50 @@ impl Tables {
             OpBody::Purge { job, incarnation } => self.join_purge(job, *incarnation),
             OpBody::Binding { id, binding } => self.join_binding(id, binding),
             OpBody::Health { id, health } => self.join_health(id, health),
+            OpBody::Milestones { id, marks } => self.join_milestones(id, *marks),
+            OpBody::Rollout {
+                job,
+                incarnation,
+                deployment,
+                rollout,
+            } => {
+                let entry = VersionEntry {
+                    row: None,
+                    rollout: normal(rollout),
+                };
+                self.join_version((job.clone(), *incarnation, deployment.clone()), &entry)
+            }
         }
+    }
+
+    fn join_milestones(&mut self, id: &AttemptId, marks: Milestones) -> bool {
+        // No empty rows: they would not survive an encoding.
+        if marks.is_empty() || self.is_filtered(id) {
+            return false;
+        }
+        self.attempts.entry(id).marks.join(marks)
+    }
+
+    /// Join one version entry, keeping the newest [`MAX_VERSIONS`] of its incarnation.
+    fn join_version(&mut self, key: DeploymentKey, entry: &VersionEntry) -> bool {
+        let (job, incarnation, deployment) = key;
+        if self.is_purged(&job, incarnation) {
+            return false;
+        }
+        let kept = self.versions.entry((job, incarnation)).or_default();
+        if !kept.contains_key(&deployment)
+            && kept.len() >= MAX_VERSIONS
+            && kept
+                .first_key_value()
+                .is_some_and(|(oldest, _)| deployment < *oldest)
+        {
+            return false;
+        }
+        let changed = kept.entry(deployment).or_default().join(entry);
+        while kept.len() > MAX_VERSIONS {
+            kept.pop_first();
+        }
+        changed
     }
 
     fn join_health(&mut self, id: &AttemptId, h: &Health) -> bool {
@@ -309,7 +406,7 @@ impl Tables {
         let Some(incs) = self.jobs.get_mut(entry.spec.id.as_str()) else {
             return false;
         };
-        match incs.binary_search_by_key(&incarnation, |(inc, _)| *inc) {
+        let changed = match incs.binary_search_by_key(&incarnation, |(inc, _)| *inc) {
             Ok(k) if !entry.wins_over(&incs[k].1) => false,
             Ok(k) => {
                 incs[k].1 = entry.clone();
@@ -319,7 +416,21 @@ impl Tables {
                 incs.insert(k, (incarnation, entry.clone()));
                 true
             }
-        }
+        };
+        // The write that started a deployment also carries its version row, whether or not
+        // it wins the jobs table (a concurrent submission is still a version).
+        let version = entry.starts_deployment().then(|| VersionEntry {
+            row: Some(VersionRow {
+                number: entry.version,
+                epoch: entry.epoch.clone(),
+                spec: entry.spec.clone(),
+                skip_canary: entry.skip_canary,
+            }),
+            rollout: Rollout::default(),
+        });
+        let key = (entry.spec.id.clone(), incarnation, entry.deployment.clone());
+        let grew = version.is_some_and(|v| self.join_version(key, &v));
+        changed || grew
     }
 
     fn join_assignment(&mut self, id: &AttemptId, a: &Assignment) -> bool {
@@ -403,6 +514,7 @@ impl Tables {
         self.attempts.remove_job(job, incarnation);
         self.floors
             .retain(|s, _| !(s.job == job && s.incarnation == incarnation));
+        self.versions.remove(&(job.to_string(), incarnation));
         true
     }
 
@@ -441,6 +553,12 @@ impl Tables {
             id: id.clone(),
             health: h.clone(),
         });
+        let marks = other
+            .all_milestones()
+            .map(|(id, marks)| OpBody::Milestones {
+                id: id.clone(),
+                marks,
+            });
         purges
             .chain(floors)
             .chain(jobs)
@@ -448,6 +566,7 @@ impl Tables {
             .chain(states)
             .chain(bindings)
             .chain(healths)
+            .chain(marks)
     }
 }
 
@@ -461,6 +580,14 @@ impl CvRDT for Tables {
     fn merge(&mut self, other: Self) {
         for body in Tables::elements(&other) {
             self.join_body(&body);
+        }
+        // Version rows have no op of their own (job writes carry them): join them directly.
+        for ((job, incarnation, deployment), entry) in other.all_versions() {
+            let entry = VersionEntry {
+                row: entry.row.clone(),
+                rollout: normal(&entry.rollout),
+            };
+            self.join_version((job.to_string(), incarnation, deployment.clone()), &entry);
         }
         self.clock.merge(other.clock);
     }
@@ -494,6 +621,17 @@ impl CmRDT for Tables {
             self.clock.apply(op.dot);
         }
     }
+}
+
+/// `rollout` with its slot set in normal form (a peer's may not be).
+fn normal(rollout: &Rollout) -> Rollout {
+    let mut out = rollout.clone();
+    if !out.done.is_normal() {
+        let mut done = crate::table::SlotSet::default();
+        done.union(&rollout.done);
+        out.done = done;
+    }
+    out
 }
 
 /// Job id → its live incarnations. Looked up; iterated only through [`sorted_jobs`]. Ids are

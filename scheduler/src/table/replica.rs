@@ -225,8 +225,13 @@ impl Replica {
         if self.tables.join_body(body) {
             match body {
                 OpBody::State { .. } | OpBody::Assign { .. } => {}
-                OpBody::Binding { id, .. } | OpBody::Health { id, .. } => {
+                OpBody::Binding { id, .. }
+                | OpBody::Health { id, .. }
+                | OpBody::Milestones { id, .. } => {
                     self.touched.insert(Touch::Attempt(id.clone()));
+                }
+                OpBody::Rollout { job, .. } => {
+                    self.touched.insert(Touch::Job(job.as_str().into()));
                 }
                 OpBody::Job { entry, .. } => {
                     self.touched

@@ -58,19 +58,55 @@ fn attempt(job: u8, inc: u64, slot: u32, n: u32, placer: u8) -> AttemptId {
 
 /// A small op vocabulary over a tiny key space so collisions (the interesting part) happen.
 fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
-    let job =
-        (0u8..2, 0u64..2, 1u32..4, any::<bool>()).prop_map(move |(j, inc, count, stopped)| {
+    let job = (0u8..2, 0u64..2, 1u32..4, any::<bool>(), 0u64..3).prop_map(
+        move |(j, inc, count, stopped, dep)| {
             let st = stamp(writer, t);
+            // `dep == 0`: the write starts a deployment (and carries a version row).
+            let deployment = if dep == 0 { st.clone() } else { stamp(0, dep) };
             OpBody::Job {
                 incarnation: inc,
                 entry: JobEntry {
                     stamp: st.clone(),
-                    epoch: st,
+                    epoch: deployment.clone(),
                     spec: spec(&format!("j{j}"), count),
                     stopped,
+                    deployment,
+                    version: u32::from(j) + count,
+                    skip_canary: stopped,
                 },
             }
-        });
+        },
+    );
+    let marks = (
+        (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u8..2),
+        any::<bool>(),
+        any::<bool>(),
+    )
+        .prop_map(
+            |((j, i, s, n, p), settled, deadline_missed)| OpBody::Milestones {
+                id: attempt(j, i, s, n, p),
+                marks: Milestones {
+                    settled,
+                    deadline_missed,
+                },
+            },
+        );
+    let rollout = (0u8..2, 0u64..2, 0u64..3, 0u32..4, 0u8..3, any::<bool>()).prop_map(
+        |(j, i, dep, slot, failed, flag)| OpBody::Rollout {
+            job: format!("j{j}"),
+            incarnation: i,
+            deployment: stamp(0, dep),
+            rollout: Rollout {
+                done: SlotSet::one(slot),
+                failed: (failed > 0).then(|| Failure {
+                    slot,
+                    reason: format!("r{failed}"),
+                }),
+                promoted: flag,
+                complete: !flag && slot == 3,
+            },
+        },
+    );
     let key = (0u8..2, 0u64..2, 0u32..2, 1u32..4, 0u8..2);
     let assign =
         (key.clone(), 0u8..3, 1u64..5).prop_map(|((j, i, s, n, p), target, cpu)| OpBody::Assign {
@@ -160,6 +196,8 @@ fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
         5 => state,
         2 => binding,
         2 => health,
+        2 => marks,
+        2 => rollout,
         1 => floor,
         1 => purge
     ]
@@ -239,8 +277,9 @@ proptest! {
         order in prop::collection::vec(0u8..3, 0..40),
     ) {
         // The layout `Tables` had when assignments and states were two maps, plus the
-        // `bindings` map appended by snapshot format 2 and `health` by format 3: snapshots and `State` messages must
-        // keep exactly these bytes.
+        // `bindings` map appended by snapshot format 2, `health` by format 3, `milestones`
+        // and `versions` by format 4: snapshots and `State` messages must keep exactly these
+        // bytes.
         #[derive(Serialize)]
         struct TwoMaps<'a> {
             #[serde(serialize_with = "flat_jobs::serialize")]
@@ -252,6 +291,8 @@ proptest! {
             clock: &'a VersionVector,
             bindings: BTreeMap<&'a AttemptId, &'a Binding>,
             health: BTreeMap<&'a AttemptId, &'a Health>,
+            milestones: BTreeMap<&'a AttemptId, Milestones>,
+            versions: BTreeMap<(&'a str, u64), BTreeMap<&'a Stamp, &'a VersionEntry>>,
         }
         let t = state_from(&h, &[usize::MAX; 3], &order);
         let old = TwoMaps {
@@ -263,6 +304,11 @@ proptest! {
             clock: &t.clock,
             bindings: t.bindings().collect(),
             health: t.healths().collect(),
+            milestones: t.all_milestones().collect(),
+            versions: t.all_versions().fold(BTreeMap::new(), |mut m, ((j, i, d), v)| {
+                m.entry((j, i)).or_insert_with(BTreeMap::new).insert(d, v);
+                m
+            }),
         };
         let bytes = postcard::to_stdvec(&t).unwrap();
         prop_assert_eq!(&bytes, &postcard::to_stdvec(&old).unwrap());
@@ -380,6 +426,9 @@ fn purge_removes_rows_and_blocks_stale_writes() {
         epoch: st.clone(),
         spec: spec("j0", 1),
         stopped: false,
+        deployment: st.clone(),
+        version: 1,
+        skip_canary: false,
     };
     t.join_body(&OpBody::Job {
         incarnation: 3,
@@ -576,4 +625,110 @@ fn job_type_is_kept() {
         memory: 1,
         disk: 0,
     };
+}
+
+#[test]
+fn format_3_reads_as_first_versions_and_the_job_write_carries_its_version_row() {
+    let st = stamp(1, 5);
+    let mut t = Tables::default();
+    let entry = JobEntry {
+        stamp: st.clone(),
+        epoch: st.clone(),
+        spec: spec("j0", 2),
+        stopped: false,
+        deployment: st.clone(),
+        version: 4,
+        skip_canary: false,
+    };
+    t.join_body(&OpBody::Job {
+        incarnation: 1,
+        entry: entry.clone(),
+    });
+    let row = t.version("j0", 1, &st).and_then(|v| v.row.clone()).unwrap();
+    assert_eq!((row.number, &row.epoch), (4, &st));
+    // Format 3 had neither the entry's new fields nor the versions.
+    let old: TablesV3 = postcard::from_bytes(&tables_v3(&t)).unwrap();
+    let back = Tables::from(old);
+    let (_, e) = back.job("j0").unwrap();
+    assert_eq!((e.version, &e.deployment, e.skip_canary), (1, &st, false));
+    assert_eq!(back.versions("j0", 1).count(), 0);
+    // An in-place write (stamp after the deployment) adds no row.
+    let mut later = entry;
+    later.stamp = stamp(1, 6);
+    later.spec.count = 3;
+    t.join_body(&OpBody::Job {
+        incarnation: 1,
+        entry: later,
+    });
+    assert_eq!(t.versions("j0", 1).count(), 1);
+}
+
+#[test]
+fn versions_keep_the_newest_per_incarnation() {
+    let mut t = Tables::default();
+    for n in 1..=(MAX_VERSIONS as u64 + 3) {
+        let st = stamp(1, n);
+        t.join_body(&OpBody::Job {
+            incarnation: 1,
+            entry: JobEntry {
+                stamp: st.clone(),
+                epoch: st.clone(),
+                spec: spec("j0", 1),
+                stopped: false,
+                deployment: st,
+                version: u32::try_from(n).unwrap(),
+                skip_canary: false,
+            },
+        });
+    }
+    let kept: Vec<u32> = t
+        .versions("j0", 1)
+        .map(|(_, v)| v.row.as_ref().unwrap().number)
+        .collect();
+    assert_eq!(kept, (4..=13).collect::<Vec<u32>>());
+    // Progress of a dropped deployment is ignored; of a kept one, joined.
+    let old = OpBody::Rollout {
+        job: "j0".into(),
+        incarnation: 1,
+        deployment: stamp(1, 2),
+        rollout: Rollout {
+            done: SlotSet::one(0),
+            ..Rollout::default()
+        },
+    };
+    assert!(!t.join_body(&old));
+    let kept = OpBody::Rollout {
+        job: "j0".into(),
+        incarnation: 1,
+        deployment: stamp(1, 13),
+        rollout: Rollout {
+            done: SlotSet::one(0),
+            ..Rollout::default()
+        },
+    };
+    assert!(t.join_body(&kept));
+    assert!(!t.join_body(&kept));
+}
+
+proptest! {
+    #[test]
+    fn slot_sets_union_like_sets(
+        a in prop::collection::btree_set(0u32..40, 0..20),
+        b in prop::collection::btree_set(0u32..40, 0..20),
+    ) {
+        let mut x = SlotSet::default();
+        for s in &a { x.union(&SlotSet::one(*s)); }
+        let mut y = SlotSet::default();
+        for s in &b { y.union(&SlotSet::one(*s)); }
+        prop_assert!(x.is_normal() && y.is_normal());
+        x.union(&y);
+        let all: BTreeSet<u32> = a.union(&b).copied().collect();
+        prop_assert!(x.is_normal());
+        prop_assert_eq!(x.len(), all.len() as u64);
+        for s in 0..41 {
+            prop_assert_eq!(x.contains(s), all.contains(&s));
+            prop_assert_eq!(x.covers_below(s), (0..s).all(|k| all.contains(&k)));
+            prop_assert_eq!(x.count_below(s) as usize, all.range(..s).count());
+        }
+    }
 }

@@ -2,7 +2,8 @@
 //! order and with the bytes they had when each was its own map (`assignments` and `states`
 //! are two sorted maps; an attempt row contributes to each component it has), the jobs
 //! table as one flat map keyed by `(id, incarnation)`, then `bindings` (added with
-//! snapshot format 2, `docs/services.md`) and `health` last (format 3).
+//! snapshot format 2, `docs/services.md`), `health` (format 3), then `milestones` and
+//! `versions` (format 4, which also appended three fields to every job entry).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -10,9 +11,14 @@ use serde::ser::SerializeMap;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::attempts::{AttemptRow, Attempts};
-use super::elements::{Assignment, AttemptState, Binding, Health, JobKey, SlotFloor};
+use super::elements::{
+    Assignment, AttemptState, Binding, Health, JobKey, Milestones, SlotFloor, VersionEntry,
+};
 use super::lattice::{JobMap, Tables};
-use crate::ids::{AttemptId, SlotKey, VersionVector};
+use crate::ids::{AttemptId, SlotKey, Stamp, VersionVector};
+
+/// The `versions` component as it is encoded.
+pub(super) type Versions = BTreeMap<JobKey, BTreeMap<Stamp, VersionEntry>>;
 
 /// One component of the attempt rows, serialized as the map it used to be.
 struct Column<'a, T> {
@@ -57,6 +63,8 @@ struct TablesRef<'a> {
     clock: &'a VersionVector,
     bindings: Column<'a, Binding>,
     health: Column<'a, Health>,
+    milestones: Column<'a, Milestones>,
+    versions: &'a Versions,
 }
 
 #[derive(Deserialize)]
@@ -71,6 +79,8 @@ pub(super) struct TablesOwned {
     pub(super) clock: VersionVector,
     pub(super) bindings: BTreeMap<AttemptId, Binding>,
     pub(super) health: BTreeMap<AttemptId, Health>,
+    pub(super) milestones: BTreeMap<AttemptId, Milestones>,
+    pub(super) versions: Versions,
 }
 
 impl Serialize for Tables {
@@ -96,6 +106,11 @@ impl Serialize for Tables {
                 rows: &self.attempts,
                 get: |r| r.health.as_deref(),
             },
+            milestones: Column {
+                rows: &self.attempts,
+                get: |r| (!r.marks.is_empty()).then_some(&r.marks),
+            },
+            versions: &self.versions,
         }
         .serialize(serializer)
     }
@@ -122,12 +137,18 @@ impl From<TablesOwned> for Tables {
         for (id, health) in t.health {
             attempts.entry(&id).health = Some(Box::new(health));
         }
+        for (id, marks) in t.milestones {
+            attempts.entry(&id).marks = marks;
+        }
+        let mut versions = t.versions;
+        versions.retain(|_, m| !m.is_empty());
         Tables {
             jobs: t.jobs,
             attempts,
             floors: t.floors,
             purged: t.purged,
             clock: t.clock,
+            versions,
         }
     }
 }

@@ -251,6 +251,34 @@ impl Workbench {
         self.drain(host, i);
     }
 
+    /// Service `k` is re-submitted as `version` to a running node drawn at random (a
+    /// rolling update); refusals are counted as submissions' are.
+    pub(super) fn update(&mut self, host: &mut dyn Host, k: usize, version: u32) {
+        let running: Vec<usize> = (0..self.nodes.len())
+            .filter(|&i| host.process(i).state == ProcessState::Running)
+            .collect();
+        if running.is_empty() || self.versions.get(k).is_none() {
+            return;
+        }
+        self.versions[k] = version;
+        let Some(spec) = self.spec(k) else {
+            return;
+        };
+        let i = running[self.submit_rng.random_range(0..running.len())];
+        let now = host.now();
+        let Some(core) = self.nodes[i].core.as_mut() else {
+            return;
+        };
+        if let Err(e) = core.submit(now, spec) {
+            self.tally.submit_refused.0 += 1;
+            self.tally
+                .submit_refused
+                .1
+                .get_or_insert(format!("update {version} of job-{k} on n{i}: {e}"));
+        }
+        self.drain(host, i);
+    }
+
     /// The spec submitted for arrival `k`.
     pub(super) fn spec(&self, k: usize) -> Option<shoal_scheduler::JobSpec> {
         let j = self.jobs.get(k)?;
@@ -267,6 +295,21 @@ impl Workbench {
         }
         if let Some(r) = self.reconcile {
             value["disconnect"]["reconcile"] = serde_json::to_value(r).ok()?;
+        }
+        if let Some(u) = self.updates.as_ref().filter(|_| j.service) {
+            let declared = u.max_parallel.min(j.tasks);
+            let max_parallel = if self.ignore_window { 0 } else { declared };
+            value["update"] = serde_json::json!({
+                "max_parallel": max_parallel,
+                "min_healthy_ms": u.min_healthy_ms,
+                "healthy_deadline_ms": u.healthy_deadline_ms,
+                "auto_revert": u.auto_revert,
+            });
+            let version = self.versions.get(k).copied().unwrap_or(1);
+            value["env"] = serde_json::json!({ "VERSION": version.to_string() });
+            if self.bad.contains(&(k, version)) {
+                value["env"]["BAD"] = "1".into();
+            }
         }
         serde_json::from_value(value).ok()
     }

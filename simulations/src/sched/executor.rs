@@ -31,6 +31,9 @@ pub struct Proc {
     pub sole: bool,
     /// Its agent is gone (crashed): only the watchdog can stop it now.
     pub orphan: bool,
+    /// It runs a bad version of a service (`[workload.updates] bad_fraction`): it exits
+    /// with code 1 a second after it starts.
+    pub fails: bool,
 }
 
 /// One node's scheduler, processes and disk.

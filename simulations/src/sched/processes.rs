@@ -13,6 +13,9 @@ use super::{Host, ProcessState, SchedEvent, Workbench};
 /// cgroup to set up).
 const START_DELAY_MS: (u64, u64) = (5, 80);
 
+/// How long a bad version's task runs before it exits with code 1 (below the scenarios'
+/// `min_healthy_ms`, so it never settles).
+const BAD_VERSION_RUN_MS: u64 = 1000;
 impl Workbench {
     /// Runs one executor command of node `i`'s core (taken out of the node while it drains).
     pub(super) fn execute(
@@ -25,7 +28,10 @@ impl Workbench {
         let now = host.now();
         match cmd {
             ExecCommand::Start {
-                task, resources, ..
+                task,
+                resources,
+                env,
+                ..
             } => {
                 if self.nodes[i].running.contains_key(&task) {
                     return;
@@ -40,6 +46,7 @@ impl Workbench {
                     reported: false,
                     sole,
                     orphan: false,
+                    fails: env.get("BAD").is_some_and(|v| v == "1"),
                 };
                 self.nodes[i].running.insert(task.clone(), p);
                 self.tally.started(now, &task);
@@ -56,7 +63,19 @@ impl Workbench {
                 if host.invert_fencing() && reason == KillReason::Superseded {
                     self.kill_the_other_copies(host, &task);
                 } else if let Some(p) = self.nodes[i].running.remove(&task) {
-                    self.check_kill(host, i, &task, &p, reason);
+                    // Superseded by an attempt of another version (the job's, or the slot's
+                    // current attempt's when that assignment arrived before the job write):
+                    // a rolling update replaced it, as it must.
+                    let tables = core.tables();
+                    let epoch = tables.assignment(&task).map(|a| &a.epoch);
+                    let newer = tables
+                        .current_attempt(&task.slot_key())
+                        .map(|(_, a)| &a.epoch)
+                        .into_iter()
+                        .chain(tables.job(&task.job).map(|(_, e)| &e.epoch));
+                    let updated = reason == KillReason::Superseded
+                        && epoch.is_some_and(|mine| newer.into_iter().any(|e| e != mine));
+                    self.check_kill(host, i, &task, &p, reason, updated);
                     self.copy_removed(host, &task);
                 }
                 core.handle_task_event(now, task, TaskEvent::Killed);
@@ -83,7 +102,7 @@ impl Workbench {
                 .collect();
             for other in others {
                 if let Some(p) = self.nodes[j].running.remove(&other) {
-                    self.check_kill(host, j, &other, &p, KillReason::Superseded);
+                    self.check_kill(host, j, &other, &p, KillReason::Superseded, false);
                     self.copy_removed(host, &other);
                 }
                 if let Some(core) = self.nodes[j].core.as_mut() {
@@ -154,23 +173,37 @@ impl Workbench {
             return;
         };
         p.reported = true;
+        let fails = p.fails;
         let run_time = self
             .by_name
             .get(task.job.as_str())
             .and_then(|&k| self.jobs[k].durations_ms.get(task.slot as usize).copied());
-        if let Some(ms) = run_time {
+        let exit = match (fails, run_time) {
+            (true, _) => Some((BAD_VERSION_RUN_MS, 1)),
+            (false, Some(ms)) => Some((ms, 0)),
+            (false, None) => None,
+        };
+        if let Some((ms, code)) = exit {
             let exit = SchedEvent::TaskExit {
                 node: i,
                 task: task.clone(),
                 pid,
+                code,
             };
             host.schedule(host.now().plus_ms(ms), exit);
         }
         self.report(host, i, task, TaskEvent::Started { pid: 1 });
     }
 
-    /// A batch task's process exits with code 0.
-    pub(super) fn task_exit(&mut self, host: &mut dyn Host, i: usize, task: AttemptId, pid: u64) {
+    /// A task's process exits by itself: a batch task with code 0, a bad version's with 1.
+    pub(super) fn task_exit(
+        &mut self,
+        host: &mut dyn Host,
+        i: usize,
+        task: AttemptId,
+        pid: u64,
+        code: i32,
+    ) {
         if self.nodes[i]
             .running
             .get(&task)
@@ -180,8 +213,10 @@ impl Workbench {
         }
         self.nodes[i].running.remove(&task);
         self.copy_removed(host, &task);
-        self.tally.completed(&task);
-        self.report(host, i, task, TaskEvent::Exited { code: 0 });
+        if code == 0 {
+            self.tally.completed(&task);
+        }
+        self.report(host, i, task, TaskEvent::Exited { code });
     }
 
     /// The agent of node `i` went: see `NodeSched::stop`.

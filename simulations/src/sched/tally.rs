@@ -135,7 +135,14 @@ pub struct Watch {
     pub figures: FaultFigures,
     /// Why the services were not all at count at the last sample that looked.
     pub off_count: Option<String>,
+    /// Per deployment (job, incarnation, deployment stamp): what `always_max_parallel`
+    /// follows.
+    pub(super) voluntary: BTreeMap<(Name, u64, shoal_scheduler::Stamp), Deployment>,
 }
+
+/// One deployment as `always_max_parallel` follows it: its `max_parallel`, the slots its
+/// coordinators replaced voluntarily, and the union of every core's `done` seen so far.
+pub(super) type Deployment = (u32, BTreeSet<u32>, shoal_scheduler::table::SlotSet);
 
 /// Where the services stand against their counts.
 #[derive(Debug, Default)]

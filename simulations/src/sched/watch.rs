@@ -5,11 +5,11 @@
 //! (`always_minority_condemns_nobody`), and when every service was back at its count after
 //! the last fault (`eventually_services_back_at_count`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_gossip::Millis;
-use shoal_scheduler::table::{Op, OpBody};
-use shoal_scheduler::{AttemptId, KillReason, Name, Scheduler};
+use shoal_scheduler::table::{Assignment, Op, OpBody, SlotSet};
+use shoal_scheduler::{AttemptId, KillReason, Name, Scheduler, Stamp};
 
 use super::tally::{DUPLICATE_SLACK_MS, ServiceCount};
 use super::{Host, Proc, Workbench};
@@ -108,7 +108,8 @@ impl Workbench {
     /// The executor of node `i` kills `task` on the core's order: a task that was its slot's
     /// only copy when it started and has been reported started, on a node that has been on the
     /// majority side ever since, must not be killed (the job is never stopped or scaled down
-    /// by the workload).
+    /// by the workload), unless a rolling update replaced it (`updated`: superseded, and of
+    /// another version than the job's in the killing core's view).
     pub(super) fn check_kill(
         &mut self,
         host: &mut dyn Host,
@@ -116,6 +117,7 @@ impl Workbench {
         task: &AttemptId,
         p: &Proc,
         reason: KillReason,
+        updated: bool,
     ) {
         self.watch.figures.kills += 1;
         if p.orphan || !host.majority_side_since(i, p.started_at) {
@@ -123,6 +125,10 @@ impl Workbench {
         }
         self.watch.figures.kills_on_majority_side += 1;
         if !p.sole {
+            return;
+        }
+        if updated {
+            self.watch.figures.kills_for_update += 1;
             return;
         }
         if !p.reported && reason == KillReason::Superseded {
@@ -159,6 +165,10 @@ impl Workbench {
                 continue;
             }
             self.nodes[i].own_ops_seen = op.dot.counter;
+            if let OpBody::Assign { id, assignment } = &op.body {
+                self.note_replacement(host, core, id, assignment);
+                continue;
+            }
             let OpBody::State { id, state } = &op.body else {
                 continue;
             };
@@ -191,6 +201,137 @@ impl Workbench {
                 host.violate("always_minority_condemns_nobody", event);
             }
         }
+    }
+
+    /// A coordinator placed `id`: when its slot still has a live attempt of another epoch in
+    /// the placer's view, that is a voluntary replacement of the rolling update whose epoch
+    /// `id` runs (`docs/services.md`, §4), counted until the slot is done.
+    fn note_replacement(
+        &mut self,
+        host: &mut dyn Host,
+        core: &Scheduler,
+        id: &AttemptId,
+        assignment: &Assignment,
+    ) {
+        let tables = core.tables();
+        let Some((inc, entry)) = tables.job(&id.job) else {
+            return;
+        };
+        let Some(update) = entry.spec.update.as_ref() else {
+            return;
+        };
+        if inc != id.incarnation || entry.epoch != assignment.epoch {
+            return;
+        }
+        let key = id.slot_key();
+        let replaces_live = tables.slot_attempts(&key).any(|(other, a)| {
+            other != id && a.epoch != assignment.epoch && tables.state(other).is_live()
+        });
+        if !replaces_live {
+            return;
+        }
+        // The scenario's `max_parallel`: under the `ignore_window` sabotage the cores were
+        // told 0, and the checker still holds them to this.
+        let declared = self.updates.as_ref().map_or(update.max_parallel, |u| {
+            u.max_parallel.min(entry.spec.count)
+        });
+        let key = (id.job.clone(), inc, entry.deployment.clone());
+        let slots = self
+            .watch
+            .voluntary
+            .entry(key.clone())
+            .or_insert_with(|| (declared, BTreeSet::new(), SlotSet::default()));
+        if slots.1.insert(id.slot) {
+            self.watch.figures.voluntary_replacements += 1;
+            // In-flight only grows at a placement: checking here (with `core`'s `done`
+            // too, since the core is out of `nodes` while it runs) makes the bound exact,
+            // not sampled.
+            if let Some(v) = core.tables().version(&key.0, key.1, &key.2) {
+                slots.2.union(&v.rollout.done);
+            }
+            self.check_deployment(host, &key);
+        }
+    }
+
+    /// One deployment's slots replaced and not done, against its `max_parallel`: the union
+    /// of every running core's `done` joins what was seen before.
+    fn check_deployment(&mut self, host: &mut dyn Host, key: &(Name, u64, Stamp)) {
+        let Some((mp, slots, done)) = self.watch.voluntary.get_mut(key) else {
+            return;
+        };
+        let (job, inc, deployment) = key;
+        for core in self.nodes.iter().filter_map(|n| n.core.as_ref()) {
+            if let Some(v) = core.tables().version(job, *inc, deployment) {
+                done.union(&v.rollout.done);
+            }
+        }
+        let in_flight: Vec<u32> = slots
+            .iter()
+            .copied()
+            .filter(|s| !done.contains(*s))
+            .collect();
+        let n = in_flight.len() as u64;
+        self.watch.figures.most_in_flight = self.watch.figures.most_in_flight.max(n);
+        if n > u64::from(*mp) {
+            let event = format!(
+                "{job}: {n} slots replaced and not done ({in_flight:?}) with max_parallel {mp}"
+            );
+            host.violate("always_max_parallel", event);
+        }
+    }
+
+    /// `always_max_parallel`: per deployment, the slots replaced voluntarily and not in its
+    /// true `done` set (the union of every core's) number at most its `max_parallel`.
+    pub(super) fn check_max_parallel(&mut self, host: &mut dyn Host) {
+        self.watch.figures.deployments = self.watch.voluntary.len() as u64;
+        let keys: Vec<(Name, u64, Stamp)> = self.watch.voluntary.keys().cloned().collect();
+        for key in keys {
+            self.check_deployment(host, &key);
+        }
+    }
+
+    /// `eventually_rollouts_settle`, over `core`'s tables at the end: every updated
+    /// service's current deployment is complete (a failed one was reverted by `auto_revert`,
+    /// and the revert completed). Returns the services looked at, the deployments that
+    /// failed and the reverts, and the first service whose deployment is not complete.
+    #[must_use]
+    pub fn unsettled_rollout(&self, core: &Scheduler) -> (usize, usize, usize, Option<String>) {
+        let (mut services, mut failed, mut reverts, mut first) = (0, 0, 0, None);
+        if self.updates.is_none() {
+            return (0, 0, 0, None);
+        }
+        let tables = core.tables();
+        for job in self.jobs.iter().filter(|j| j.service) {
+            let Some((inc, entry)) = tables.job(&job.name) else {
+                continue;
+            };
+            services += 1;
+            for (d, v) in tables.versions(&job.name, inc) {
+                failed += usize::from(v.rollout.failed.is_some());
+                reverts += usize::from(v.row.as_ref().is_some_and(|r| r.epoch != *d));
+            }
+            let rollout = tables
+                .version(&job.name, inc, &entry.deployment)
+                .map(|v| v.rollout.clone())
+                .unwrap_or_default();
+            let complete = rollout.complete || rollout.done.covers_below(entry.spec.count);
+            if !complete && first.is_none() {
+                let why = rollout
+                    .failed
+                    .as_ref()
+                    .map_or("not complete".to_string(), |f| {
+                        format!("failed: {}", f.reason)
+                    });
+                first = Some(format!(
+                    "{}: version {} {why} ({} of {} slots done)",
+                    job.name,
+                    entry.version,
+                    rollout.done.count_below(entry.spec.count),
+                    entry.spec.count
+                ));
+            }
+        }
+        (services, failed, reverts, first)
     }
 
     /// Where the services stand: the processes of live agents (running or paused; a crashed
