@@ -204,10 +204,9 @@ impl NetworkParams {
                 return Err(invalid(format!("network.{name} = {p} is not in [0, 1]")));
             }
         }
-        if !(self.latency_ms >= 0.0 && self.jitter_ms >= 0.0) {
-            return Err(invalid("network latency and jitter must be non-negative"));
-        }
-        Ok(())
+        let ok = self.latency_ms >= 0.0 && self.jitter_ms >= 0.0;
+        ok.then_some(())
+            .ok_or_else(|| invalid("network latency and jitter must be non-negative"))
     }
 }
 
