@@ -48,6 +48,8 @@ enum Command {
     /// Inspect tasks.
     #[command(subcommand)]
     Task(cli::job::TaskCommand),
+    /// What one agent's cores and executor did, as it happened (`GET /v1/events`).
+    Events(cli::events::EventsArgs),
     /// Run a local 3-node cluster on loopback with a throwaway key.
     Dev(cli::dev::DevArgs),
     /// Run a failure simulation: thousands of nodes, one process, one seed.
@@ -134,6 +136,7 @@ fn main() -> ExitCode {
             Command::Job(cmd) => cli::job::run(cmd).await,
             Command::Service(cmd) => cli::service::run(cmd).await,
             Command::Task(cmd) => cli::job::run_task(cmd).await,
+            Command::Events(args) => cli::events::run(args).await,
             Command::Keyring(cmd) => cli::keyring::run(cmd).await,
             Command::Simulate(_) | Command::Watchdog(_) => {
                 unreachable!("handled before the runtime starts")

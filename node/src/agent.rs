@@ -121,6 +121,7 @@ pub struct RunningAgent {
     endpoint: quinn::Endpoint,
     executor: Executor,
     lease: Option<Lease>,
+    events: crate::events::EventLog,
 }
 
 impl RunningAgent {
@@ -137,6 +138,9 @@ impl RunningAgent {
         if let Some(lease) = self.lease {
             lease.release().await;
         }
+        // Following event readers end their streams, so the server's graceful stop does not
+        // wait on them.
+        self.events.close();
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -170,6 +174,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         addr: bound.gossip_addr,
         generation,
     };
+    let events = crate::events::EventLog::new(config.name.clone(), generation, clock);
     let (gossip, mut tasks) = start_gossip(
         &config,
         &id,
@@ -177,10 +182,21 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         &bound,
         &ring,
         clock,
+        &events,
         shutdown_rx.clone(),
     )
     .await?;
-    let sched = start_scheduler(&config, &id, &bound, &ring, &gossip, clock, &shutdown_rx).await?;
+    let sched = start_scheduler(
+        &config,
+        &id,
+        &bound,
+        &ring,
+        &gossip,
+        clock,
+        &events,
+        &shutdown_rx,
+    )
+    .await?;
     tasks.extend(sched.tasks);
     let dns = match bound.dns {
         Some(sockets) => {
@@ -210,6 +226,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         enforcement: Some(sched.executor.enforcement()),
         metrics: sched.metrics,
         dns,
+        events: events.clone(),
     };
     let Bound {
         quic_addr,
@@ -247,6 +264,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         endpoint,
         executor: sched.executor,
         lease: sched.lease,
+        events,
     })
 }
 
@@ -315,6 +333,7 @@ async fn start_gossip(
     bound: &Bound,
     ring: &Keyring,
     clock: Clock,
+    events: &crate::events::EventLog,
     shutdown_rx: watch::Receiver<bool>,
 ) -> anyhow::Result<(GossipHandle, Vec<JoinHandle<()>>)> {
     let ad = initial_ad(config, bound.quic_addr, bound.http_advertise);
@@ -346,6 +365,7 @@ async fn start_gossip(
         sealer,
         clock,
         Some(known_path),
+        Some(events.clone()),
         shutdown_rx.clone(),
     );
     let resolver = tokio::spawn(resolve_later(
@@ -376,6 +396,7 @@ async fn start_scheduler(
     ring: &Keyring,
     gossip: &GossipHandle,
     clock: Clock,
+    events: &crate::events::EventLog,
     shutdown_rx: &watch::Receiver<bool>,
 ) -> anyhow::Result<Scheduling> {
     let store = Arc::new(Store::open(&config.data_dir)?);
@@ -427,6 +448,7 @@ async fn start_scheduler(
         port_range: ports.range.clone(),
         reserved_ports,
         service_ip,
+        event_queue: std::num::NonZeroUsize::new(4096),
         ..shoal_scheduler::SchedulerConfig::default()
     };
     let mut sched_core = sched_driver::load_core(&store, &config.name, &sched_config, seed_of(id))?;
@@ -484,6 +506,7 @@ async fn start_scheduler(
         clock,
         config: sched_config,
         metrics: metrics.clone(),
+        stream: events.clone(),
     };
     let (handle, sched_task) = sched_driver::spawn(parts, shutdown_rx.clone());
     tasks.push(sched_task);

@@ -25,6 +25,7 @@
 pub mod agent;
 pub mod api;
 pub mod api_auth;
+pub mod api_events;
 pub mod api_jobs;
 pub mod api_keyring;
 pub mod api_server;
@@ -34,6 +35,7 @@ pub mod backoff;
 pub mod checks;
 pub mod clock;
 pub mod dns;
+pub mod events;
 pub mod executor;
 pub mod gossip_driver;
 pub mod host_ports;

@@ -201,6 +201,8 @@ pub struct SchedParts {
     pub config: SchedulerConfig,
     /// Where executor starts and outcomes are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where task, placement, attempt, job and service events are recorded (`crate::events`).
+    pub stream: crate::events::EventLog,
 }
 
 impl std::fmt::Debug for SchedParts {
@@ -300,6 +302,8 @@ struct Driver {
     catalog: CatalogBuilder,
     /// Where it is published.
     catalog_tx: watch::Sender<Arc<Catalog>>,
+    /// The event stream.
+    stream: crate::events::EventLog,
 }
 
 impl Driver {
@@ -326,6 +330,7 @@ impl Driver {
             starting: HashMap::new(),
             catalog: CatalogBuilder::new(),
             catalog_tx,
+            stream: p.stream,
         }
     }
 
@@ -421,7 +426,7 @@ impl Driver {
         match req {
             Request::Submit(spec, reply) => self.submit(*spec, reply),
             Request::Stop(id, reply) => match self.core.prepare_stop(now, &id) {
-                Ok(prepared) => self.log_and_commit(prepared, reply),
+                Ok(prepared) => self.log_and_commit("Stopped", prepared, reply),
                 Err(e) => {
                     let _ = reply.send(Err(SchedError::NotFound(e)));
                 }
@@ -462,7 +467,7 @@ impl Driver {
     /// applied (`log_and_commit`).
     fn submit(&mut self, spec: JobSpec, reply: oneshot::Sender<Result<Receipt, SchedError>>) {
         match self.core.prepare_submit(self.clock.now(), spec) {
-            Ok(prepared) => self.log_and_commit(prepared, reply),
+            Ok(prepared) => self.log_and_commit("Submitted", prepared, reply),
             Err(SubmitError::NeverFits(e)) => {
                 let _ = reply.send(Err(SchedError::NeverFits(e)));
             }
@@ -474,9 +479,11 @@ impl Driver {
 
     /// A prepared write is logged (fsync) *before* the core applies it: a crash right after
     /// the acknowledgement finds it on restart, and a full disk refuses it with nothing
-    /// applied. Then the client waits for a second holder.
+    /// applied. Then the client waits for a second holder. `kind` names the write in the
+    /// event stream (`Submitted`, `Stopped`).
     fn log_and_commit(
         &mut self,
+        kind: &'static str,
         prepared: shoal_scheduler::Prepared,
         reply: oneshot::Sender<Result<Receipt, SchedError>>,
     ) {
@@ -497,6 +504,8 @@ impl Driver {
             return;
         }
         let receipt = self.core.commit(self.clock.now(), *write);
+        self.stream
+            .push(crate::events::job_event(kind, &receipt.job));
         self.wait_durable(receipt, reply);
     }
 
@@ -565,6 +574,8 @@ impl Driver {
     /// for a slot's first attempt (timed from the job write's stamp, the accepting node's
     /// clock), and how tasks end.
     fn count_task_event(&mut self, task: &AttemptId, event: &TaskEvent) {
+        self.stream
+            .push(crate::events::task_event(self.core.node(), task, event));
         // Every event ends the start in progress; only `Started` times it.
         let asked = self
             .starting
@@ -589,6 +600,9 @@ impl Driver {
         self.log_job_records();
         self.send_messages();
         while let Some(cmd) = self.core.poll_command() {
+            if let Some(d) = crate::events::command_event(self.core.node(), &cmd) {
+                self.stream.push(d);
+            }
             match cmd {
                 ExecCommand::Kill { task, .. } => {
                     if !self.runner.kill(task.clone()) {
@@ -608,6 +622,9 @@ impl Driver {
                 ExecCommand::StopChecks { task } => self.checker.stop(&task),
             }
         }
+        while let Some(e) = self.core.poll_event() {
+            self.stream.push(crate::events::sched_event(&e));
+        }
         self.answer_waiters();
         if self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.write_snapshot();
@@ -620,8 +637,10 @@ impl Driver {
     /// Rebuilds the services the last input touched and publishes the catalog if it changed.
     fn publish_catalog(&mut self) {
         if self.core.update_catalog(&mut self.catalog) {
-            self.catalog_tx
-                .send_replace(Arc::new(self.catalog.catalog().clone()));
+            let after = Arc::new(self.catalog.catalog().clone());
+            let before = self.catalog_tx.send_replace(after.clone());
+            self.stream
+                .extend(crate::events::catalog_events(&before, &after));
         }
     }
 
