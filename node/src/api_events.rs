@@ -17,12 +17,12 @@ use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::time::Duration;
 
+use axum::Router;
 use axum::extract::{RawQuery, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 
 use crate::api::{ApiState, error};
 use crate::events::{Event, EventLog, Topic};
@@ -86,9 +86,9 @@ pub fn parse_query(query: Option<&str>, last_event_id: Option<&str>) -> Result<E
 }
 
 fn parse_index(what: &str, value: &str) -> Result<u64, String> {
-    value.parse().map_err(|_| {
-        format!("{what}={value:?} is not an event index (a whole number from 0)")
-    })
+    value
+        .parse()
+        .map_err(|_| format!("{what}={value:?} is not an event index (a whole number from 0)"))
 }
 
 /// Reads the ring for one stream: a cursor, a filter and what is read but not yet sent.
@@ -115,9 +115,8 @@ impl Reader {
             // Mark the newest seen before reading, so an event pushed after the read wakes us.
             self.wake.borrow_and_update();
             let topics = self.topics.clone();
-            let wanted = move |t: Topic| {
-                t == Topic::Stream || topics.is_empty() || topics.contains(&t)
-            };
+            let wanted =
+                move |t: Topic| t == Topic::Stream || topics.is_empty() || topics.contains(&t);
             let read = self.log.read_after(self.cursor, &wanted, READ_BATCH);
             let moved = read.cursor != self.cursor;
             self.cursor = read.cursor;
@@ -193,7 +192,10 @@ mod tests {
         assert_eq!((q.since, q.follow), (Some(5), false));
         let q = parse_query(None, Some("9")).unwrap();
         assert_eq!((q.since, q.follow), (Some(9), true));
-        assert_eq!(parse_query(Some("since=3"), Some("9")).unwrap().since, Some(3));
+        assert_eq!(
+            parse_query(Some("since=3"), Some("9")).unwrap().since,
+            Some(3)
+        );
         for (bad, says) in [
             ("since=-1", "not an event index"),
             ("since=abc", "not an event index"),

@@ -426,7 +426,9 @@ pub fn sched_event(e: &SchedEvent) -> Draft {
             "Placed",
             with_task(task, json!({ "node": target.as_str() })),
         ),
-        SchedEvent::Admitted { task } => draft(Topic::Placement, "Admitted", with_task(task, json!({}))),
+        SchedEvent::Admitted { task } => {
+            draft(Topic::Placement, "Admitted", with_task(task, json!({})))
+        }
         SchedEvent::Rejected { task, reason } => draft(
             Topic::Placement,
             "Rejected",
@@ -439,9 +441,9 @@ pub fn sched_event(e: &SchedEvent) -> Draft {
             health,
         } => {
             let (name, detail) = state_name(state);
-            let health = health.as_ref().map(|h| {
-                json!({ "status": h.status, "note": h.note, "failures": h.failures })
-            });
+            let health = health
+                .as_ref()
+                .map(|h| json!({ "status": h.status, "note": h.note, "failures": h.failures }));
             draft(
                 Topic::Attempt,
                 "Changed",
@@ -482,9 +484,10 @@ pub fn command_event(node: &str, c: &ExecCommand) -> Option<Draft> {
             "StartRequested",
             with_task(task, json!({ "command": command, "resources": resources })),
         ),
-        ExecCommand::Kill { task, reason } => {
-            ("KillRequested", with_task(task, json!({ "reason": reason })))
-        }
+        ExecCommand::Kill { task, reason } => (
+            "KillRequested",
+            with_task(task, json!({ "reason": reason })),
+        ),
         ExecCommand::Checks { .. } | ExecCommand::StopChecks { .. } => return None,
     };
     payload["node"] = json!(node);
@@ -504,10 +507,7 @@ fn instances(c: &Catalog) -> BTreeMap<InstanceKey, &shoal_scheduler::Instance> {
     let mut out = BTreeMap::new();
     for (name, service) in &c.services {
         for i in &service.instances {
-            out.insert(
-                (name.to_string(), i.job.to_string(), i.slot, i.attempt),
-                i,
-            );
+            out.insert((name.to_string(), i.job.to_string(), i.slot, i.attempt), i);
         }
     }
     out
@@ -597,7 +597,10 @@ mod tests {
         assert_eq!((r.emitted(), r.evicted()), (10, 7));
         let read = r.read_after(2, &all, 100);
         let first = &read.events[0];
-        assert_eq!((first.topic, first.kind.as_str()), (Topic::Stream, "Missed"));
+        assert_eq!(
+            (first.topic, first.kind.as_str()),
+            (Topic::Stream, "Missed")
+        );
         assert_eq!(first.payload["missed"], 5);
         assert_eq!(first.index, 7);
         let idx: Vec<u64> = read.events[1..].iter().map(|e| e.index).collect();
@@ -623,7 +626,10 @@ mod tests {
     fn topics_parse_case_insensitively_and_unknown_ones_are_named() {
         assert_eq!("task".parse::<Topic>(), Ok(Topic::Task));
         let err = "Tasks".parse::<Topic>().unwrap_err();
-        assert!(err.contains("\"Tasks\"") && err.contains("Placement"), "{err}");
+        assert!(
+            err.contains("\"Tasks\"") && err.contains("Placement"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -32,8 +32,7 @@ impl Scheduler {
                 Verdict::Admit(entry, binding) => {
                     self.counters.admissions += 1;
                     if self.events.is_on() {
-                        self.events
-                            .push(SchedEvent::Admitted { task: id.clone() });
+                        self.events.push(SchedEvent::Admitted { task: id.clone() });
                     }
                     self.admit(id, &a, &entry, binding);
                 }

@@ -95,8 +95,9 @@ async fn stream(api: &Api, path: &str, json: bool, since: &mut Option<u64>) -> a
                 continue; // `id:`, keep-alive comments and blank separators
             };
             let data = data.trim_start();
-            let event: Event = serde_json::from_str(data)
-                .map_err(|e| anyhow::anyhow!("the agent sent an event that is not JSON ({e}): {data}"))?;
+            let event: Event = serde_json::from_str(data).map_err(|e| {
+                anyhow::anyhow!("the agent sent an event that is not JSON ({e}): {data}")
+            })?;
             if json {
                 println!("{data}");
             } else {
