@@ -175,28 +175,13 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         generation,
     };
     let events = crate::events::EventLog::new(config.name.clone(), generation, clock);
-    let (gossip, mut tasks) = start_gossip(
-        &config,
-        &id,
-        socket,
-        &bound,
-        &ring,
+    let shared = Shared {
         clock,
-        &events,
-        shutdown_rx.clone(),
-    )
-    .await?;
-    let sched = start_scheduler(
-        &config,
-        &id,
-        &bound,
-        &ring,
-        &gossip,
-        clock,
-        &events,
-        &shutdown_rx,
-    )
-    .await?;
+        events: events.clone(),
+        shutdown: shutdown_rx.clone(),
+    };
+    let (gossip, mut tasks) = start_gossip(&config, &id, socket, &bound, &ring, &shared).await?;
+    let sched = start_scheduler(&config, &id, &bound, &ring, &gossip, &shared).await?;
     tasks.extend(sched.tasks);
     let dns = match bound.dns {
         Some(sockets) => {
@@ -268,6 +253,14 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
     })
 }
 
+/// What the agent's tasks share: the clock, the event stream, the shutdown signal.
+#[derive(Clone)]
+struct Shared {
+    clock: Clock,
+    events: crate::events::EventLog,
+    shutdown: watch::Receiver<bool>,
+}
+
 /// Every socket of the agent, bound before anything starts: a busy port fails the start
 /// with nothing running.
 struct Bound {
@@ -332,10 +325,13 @@ async fn start_gossip(
     socket: UdpSocket,
     bound: &Bound,
     ring: &Keyring,
-    clock: Clock,
-    events: &crate::events::EventLog,
-    shutdown_rx: watch::Receiver<bool>,
+    shared: &Shared,
 ) -> anyhow::Result<(GossipHandle, Vec<JoinHandle<()>>)> {
+    let Shared {
+        clock,
+        events,
+        shutdown: shutdown_rx,
+    } = shared.clone();
     let ad = initial_ad(config, bound.quic_addr, bound.http_advertise);
     shoal_gossip::wire::check_ad(&ResourceAd {
         node: id.name.clone(),
@@ -365,7 +361,7 @@ async fn start_gossip(
         sealer,
         clock,
         Some(known_path),
-        Some(events.clone()),
+        Some(events),
         shutdown_rx.clone(),
     );
     let resolver = tokio::spawn(resolve_later(
@@ -395,10 +391,13 @@ async fn start_scheduler(
     bound: &Bound,
     ring: &Keyring,
     gossip: &GossipHandle,
-    clock: Clock,
-    events: &crate::events::EventLog,
-    shutdown_rx: &watch::Receiver<bool>,
+    shared: &Shared,
 ) -> anyhow::Result<Scheduling> {
+    let Shared {
+        clock,
+        ref events,
+        shutdown: ref shutdown_rx,
+    } = *shared;
     let store = Arc::new(Store::open(&config.data_dir)?);
     let exec_config = ExecutorConfig {
         instance: cgroup_instance(&config.name, &config.data_dir),

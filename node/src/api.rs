@@ -5,7 +5,8 @@
 //! - `GET /v1/nodes/{name}` — one member.
 //! - `GET /v1/agent/self` — this agent: identity, addresses, counters.
 //! - `/v1/jobs`, `/v1/tasks` (`api_jobs.rs`), `/v1/keyring` (`api_keyring.rs`),
-//!   `/v1/services` (`api_services.rs`), `/v1/events` (`api_events.rs`).
+//!   `/v1/services` (`api_services.rs`), `/v1/events` (`api_events.rs`), the web UI at `/ui`
+//!   (`api_ui.rs`).
 //!
 //! Every request passes [`crate::api_auth::check`] first (token, `Host`, `Origin`, content
 //! type); a refused request reaches no handler.
@@ -159,6 +160,7 @@ pub fn router(state: ApiState, guard: Arc<crate::api_auth::Guard>) -> Router {
         .merge(crate::api_keyring::routes())
         .merge(crate::api_services::routes())
         .merge(crate::api_events::routes())
+        .merge(crate::api_ui::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             guard,

@@ -241,13 +241,8 @@ impl Ring {
         }
         // Indexes are dense: the event after `cursor` sits at `cursor + 1 - oldest`.
         let start = usize::try_from((cursor + 1).saturating_sub(oldest)).unwrap_or(usize::MAX);
-        let mut taken = 0;
-        for e in self.events.iter().skip(start) {
-            if taken >= limit {
-                break;
-            }
+        for e in self.events.iter().skip(start).take(limit) {
             cursor = e.index;
-            taken += 1;
             if wanted(e.topic) {
                 out.push(e.clone());
             }

@@ -31,6 +31,7 @@ pub mod api_keyring;
 pub mod api_server;
 pub mod api_services;
 pub mod api_tls;
+pub mod api_ui;
 pub mod backoff;
 pub mod checks;
 pub mod clock;

@@ -5,6 +5,7 @@
 //! printed, so nothing still in the agent's ring is missed (a `Missed` notice says when
 //! something was not).
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -47,6 +48,7 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             Ok(()) if !args.follow => return Ok(ExitCode::SUCCESS),
             // The agent closed the stream (it stops) or the connection broke: resume.
             Ok(()) => {}
+            Err(e) if e.is::<Closed>() => return Ok(ExitCode::SUCCESS),
             // A refusal (a bad query, an agent that restarted) does not heal by retrying.
             Err(e) if !args.follow || e.is::<Refused>() => return Err(e),
             Err(e) => eprintln!("events: {e:#}; reconnecting after index {since:?}"),
@@ -54,6 +56,18 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
 }
+
+/// Standard output was closed.
+#[derive(Debug)]
+struct Closed;
+
+impl std::fmt::Display for Closed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("standard output is closed")
+    }
+}
+
+impl std::error::Error for Closed {}
 
 /// The agent answered with an error status, or could not be reached (not worth retrying).
 #[derive(Debug)]
@@ -98,10 +112,14 @@ async fn stream(api: &Api, path: &str, json: bool, since: &mut Option<u64>) -> a
             let event: Event = serde_json::from_str(data).map_err(|e| {
                 anyhow::anyhow!("the agent sent an event that is not JSON ({e}): {data}")
             })?;
-            if json {
-                println!("{data}");
+            let text = if json {
+                data.to_string()
             } else {
-                println!("{}", line_of(&event));
+                line_of(&event)
+            };
+            if writeln!(std::io::stdout(), "{text}").is_err() {
+                // The reader went away (`shoal events | head`): nothing more to do.
+                return Err(Closed.into());
             }
             *since = Some(event.index);
         }

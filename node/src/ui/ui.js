@@ -1,0 +1,412 @@
+// The Shoal web UI (docs/observability.md, "The web UI"). Plain JS, no dependencies.
+//
+// State comes from the agent's JSON API (/v1/nodes, /v1/jobs) and changes arrive on its event
+// stream (/v1/events). The stream is read with fetch() rather than EventSource because
+// EventSource cannot send the API token, which an agent off loopback requires on every read.
+// Every event is applied at once where it says enough (a member's status) and schedules one
+// re-read of the state (at most every REFRESH_MS); nothing polls on a timer.
+'use strict';
+
+const TOPICS = ['Node', 'Job', 'Placement', 'Attempt', 'Task', 'Service', 'Stream'];
+const REFRESH_MS = 250;        // at most one state re-read this often while events arrive
+const FEED_KEEP = 2000;        // events kept for the feed
+const FEED_SHOW = 400;         // rows drawn
+const AGGREGATE_ABOVE = 150;   // more nodes than this: groups are summarised until opened
+const RECONNECT_MS = 1000;
+
+const S = {
+  nodes: [], jobs: [], self: null, events: [], since: null, live: false,
+  view: 'map', job: null, group: null, opened: new Set(),
+  topics: new Set(TOPICS), text: '', paused: false,
+};
+
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+
+// Page loads in this tab: a test reads it to know an update came without a reload.
+const LOADS = Number(sessionStorage.getItem('shoal-loads') || 0) + 1;
+sessionStorage.setItem('shoal-loads', String(LOADS));
+
+// ---- the API, with the token ----------------------------------------------------------
+
+function token() { return sessionStorage.getItem('shoal-token') || ''; }
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (token()) h['X-Shoal-Token'] = token();
+  return h;
+}
+
+function notice(text) {
+  const n = $('notice');
+  n.hidden = !text;
+  n.textContent = text || '';
+}
+
+async function api(path, opts) {
+  opts = opts || {};
+  const r = await fetch(path, Object.assign({}, opts, { headers: headers(opts.headers) }));
+  const body = await r.text();
+  let json = null;
+  try { json = body ? JSON.parse(body) : null; } catch (_) { /* not JSON */ }
+  if (!r.ok) {
+    const msg = (json && json.error) || body || r.statusText;
+    if (r.status === 401 || r.status === 403) notice('The agent refused the request: ' + msg + ' Enter its token above.');
+    throw new Error(r.status + ': ' + msg);
+  }
+  return json;
+}
+
+// ---- state --------------------------------------------------------------------------
+
+let refreshTimer = null;
+let refreshing = false;
+let refreshAgain = false;
+
+async function refresh() {
+  if (refreshing) { refreshAgain = true; return; }
+  refreshing = true;
+  try {
+    const [nodes, jobs] = await Promise.all([api('/v1/nodes'), api('/v1/jobs')]);
+    S.nodes = nodes; S.jobs = jobs;
+    if (!S.self) S.self = await api('/v1/agent/self');
+    notice('');
+  } catch (e) {
+    if (!$('notice').textContent) notice('Cannot read the cluster state: ' + e.message);
+  } finally {
+    refreshing = false;
+  }
+  draw();
+  if (refreshAgain) { refreshAgain = false; refreshSoon(); }
+}
+
+function refreshSoon() {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, REFRESH_MS);
+}
+
+// ---- the event stream ---------------------------------------------------------------
+
+function setLive(on) {
+  S.live = on;
+  const l = $('live');
+  l.textContent = on ? 'live' : 'reconnecting';
+  l.className = 'pill ' + (on ? 'on' : 'off');
+}
+
+async function stream() {
+  const q = S.since === null ? '' : '?since=' + S.since;
+  try {
+    const r = await fetch('/v1/events' + q, { headers: headers() });
+    if (r.status === 400 && S.since !== null) {
+      // The agent restarted (indexes start again): read its whole ring.
+      S.since = null;
+      setTimeout(stream, 0);
+      return;
+    }
+    if (!r.ok) throw new Error(r.status + ' ' + (await r.text()));
+    setLive(true);
+    refreshSoon();
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.startsWith('data:')) onEvent(JSON.parse(line.slice(5)));
+      }
+    }
+  } catch (e) {
+    if (String(e.message).startsWith('40')) notice('The event stream was refused: ' + e.message);
+  }
+  setLive(false);
+  setTimeout(stream, RECONNECT_MS);
+}
+
+function onEvent(e) {
+  if (e.topic !== 'Stream') S.since = e.index;
+  else S.since = Math.max(S.since || 0, e.index);
+  S.events.push(e);
+  if (S.events.length > FEED_KEEP) S.events.splice(0, S.events.length - FEED_KEEP);
+  if (e.topic === 'Node' && e.type === 'StatusChanged') {
+    const n = S.nodes.find((x) => x.name === e.payload.node);
+    if (n) n.status = e.payload.to;
+  }
+  if (e.topic !== 'Stream') refreshSoon();
+  drawSoon();
+}
+
+// ---- drawing ------------------------------------------------------------------------
+
+let drawPending = false;
+function drawSoon() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => { drawPending = false; draw(); });
+}
+
+function route() {
+  const h = location.hash.replace(/^#\/?/, '');
+  const [view, ...rest] = h.split('/');
+  S.view = ['map', 'jobs', 'events'].includes(view) ? view : 'map';
+  S.job = view === 'jobs' && rest.length ? decodeURIComponent(rest.join('/')) : null;
+  draw();
+}
+
+function draw() {
+  const view = S.job ? 'job' : S.view;
+  for (const v of ['map', 'jobs', 'job', 'events']) $('view-' + v).hidden = v !== view;
+  for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.dataset.view === S.view);
+  if (S.self) $('agent').textContent = 'agent ' + S.self.node.name + ' · cluster ' + S.self.cluster;
+  if (view === 'map') drawMap();
+  if (view === 'jobs') drawJobs();
+  if (view === 'job') drawJob();
+  if (view === 'events') drawEvents();
+  writeTitle();
+}
+
+// A short, stable summary of what the page shows, read from the drawn DOM (the browser test
+// reads it through the DevTools page list; people see it in the tab).
+function writeTitle() {
+  const tiles = [...document.querySelectorAll('#map .tile[data-node]')]
+    .map((t) => t.dataset.node + ':' + t.dataset.status).sort();
+  const tasks = {};
+  for (const t of document.querySelectorAll('#map .task[data-job]')) tasks[t.dataset.job] = (tasks[t.dataset.job] || 0) + 1;
+  const jobs = Object.keys(tasks).sort().map((j) => j + ':' + tasks[j]);
+  document.title = 'shoal · loads=' + LOADS + ' · live=' + (S.live ? 1 : 0) + ' · events=' + S.events.length +
+    ' · nodes=' + tiles.join(',') + ' · tasks=' + jobs.join(',');
+}
+
+function hue(s) {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 16777619); }
+  return (h >>> 0) % 360;
+}
+
+// The content security policy forbids style attributes in markup; sizes and colours are set
+// through the CSSOM after drawing, from data attributes.
+function applyStyles(root) {
+  for (const el of root.querySelectorAll('[data-w]')) el.style.width = el.dataset.w + '%';
+  for (const el of root.querySelectorAll('[data-hue]')) el.style.background = 'hsl(' + el.dataset.hue + ',55%,55%)';
+}
+
+function pct(used, cap) { return cap > 0 ? Math.min(100, Math.round(100 * used / cap)) : 0; }
+
+function meter(label, used, cap, unit) {
+  const p = pct(used, cap);
+  return '<div class="meter' + (p >= 90 ? ' hot' : '') + '"><b data-w="' + p + '"></b></div>' +
+    '<small>' + label + ' ' + used + ' / ' + cap + ' ' + unit + ' (' + p + '%)</small>';
+}
+
+// Live tasks by node: placed, running or starting.
+function tasksByNode() {
+  const by = new Map();
+  for (const j of S.jobs) {
+    for (const t of j.tasks) {
+      if (!t.node || !['running', 'proposed'].includes(t.state)) continue;
+      if (!by.has(t.node)) by.set(t.node, []);
+      by.get(t.node).push({ job: j.id, t });
+    }
+  }
+  return by;
+}
+
+function groupKeys() {
+  const keys = new Set();
+  for (const n of S.nodes) for (const k of Object.keys(n.attributes || {})) keys.add(k);
+  return [...keys].sort();
+}
+
+function drawGroupSelect() {
+  const keys = groupKeys();
+  // The default waits for the first nodes: `rack` when they carry it.
+  if (S.group === null && S.nodes.length) S.group = keys.includes('rack') ? 'rack' : '';
+  const sel = $('group');
+  const want = ['', ...keys].join('|');
+  if (sel.dataset.keys !== want) {
+    sel.innerHTML = '<option value="">(none)</option>' + keys.map((k) => '<option>' + esc(k) + '</option>').join('');
+    sel.dataset.keys = want;
+  }
+  sel.value = S.group || '';
+}
+
+function nodeTile(n, tasks) {
+  const cap = n.resources.capacity, used = n.resources.allocated;
+  const dots = (tasks || []).map(({ job, t }) =>
+    '<span class="task h-' + esc(t.health) + '" data-job="' + esc(job) + '" data-hue="' + hue(job) +
+    '" title="' + esc(job + '[' + t.slot + ']#' + t.attempt + ' ' + t.state + ', ' + t.health) + '"></span>').join('');
+  return '<div class="tile status-' + esc(n.status) + '" data-node="' + esc(n.name) + '" data-status="' + esc(n.status) + '">' +
+    '<div class="name"><span>' + esc(n.name) + (n.draining ? ' <span class="drain">draining</span>' : '') + '</span>' +
+    '<span class="st">' + esc(n.status) + '</span></div>' +
+    meter('cpu', used.cpu_millicores, cap.cpu_millicores, 'm') +
+    meter('mem', used.memory_mib, cap.memory_mib, 'MiB') +
+    '<div class="tasks">' + dots + '</div></div>';
+}
+
+function aggregateTile(name, nodes, byNode) {
+  const counts = { alive: 0, suspect: 0, down: 0, left: 0 };
+  let cpu = 0, cpuCap = 0, mem = 0, memCap = 0, tasks = 0;
+  for (const n of nodes) {
+    counts[n.status] = (counts[n.status] || 0) + 1;
+    cpu += n.resources.allocated.cpu_millicores; cpuCap += n.resources.capacity.cpu_millicores;
+    mem += n.resources.allocated.memory_mib; memCap += n.resources.capacity.memory_mib;
+    tasks += (byNode.get(n.name) || []).length;
+  }
+  return '<div class="tile agg" data-group="' + esc(name) + '">' +
+    '<div class="name"><span>' + esc(name) + '</span><span class="st">' + nodes.length + ' nodes</span></div>' +
+    '<div class="counts">' + Object.entries(counts).filter(([, c]) => c).map(([s, c]) =>
+      '<span class="status-' + s + '"><span class="st">' + s + '</span> ' + c + '</span>').join('') + '</div>' +
+    meter('cpu', cpu, cpuCap, 'm') + meter('mem', mem, memCap, 'MiB') +
+    '<small>' + tasks + ' tasks · click to open</small></div>';
+}
+
+function drawMap() {
+  drawGroupSelect();
+  const byNode = tasksByNode();
+  const groups = new Map();
+  const many = S.nodes.length > AGGREGATE_ABOVE;
+  S.nodes.forEach((n, i) => {
+    let g = S.group ? ((n.attributes || {})[S.group] ?? '(no ' + S.group + ')') : '';
+    // Many nodes and no attribute to group by: blocks of 100 in name order.
+    if (!S.group && many) g = 'nodes ' + (Math.floor(i / 100) * 100 + 1) + '–' + Math.min(S.nodes.length, Math.floor(i / 100) * 100 + 100);
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g).push(n);
+  });
+  let html = '';
+  for (const [g, nodes] of [...groups.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
+    const title = g ? '<h3>' + esc(S.group ? S.group + ' = ' + g : g) + '</h3>' : '';
+    if (many && !S.opened.has(g)) {
+      html += aggregateTile(g, nodes, byNode);
+      continue;
+    }
+    html += '<div class="group">' + title + '<div class="tiles">' +
+      nodes.map((n) => nodeTile(n, byNode.get(n.name))).join('') + '</div></div>';
+  }
+  const map = $('map');
+  map.innerHTML = many ? '<div class="tiles">' + html + '</div>' : html;
+  applyStyles(map);
+  const legend = $('jobs-legend');
+  legend.innerHTML = S.jobs.filter((j) => !j.stopped).map((j) =>
+    '<span><i data-hue="' + hue(j.id) + '"></i>' + esc(j.id) + '</span>').join('');
+  applyStyles(legend);
+  const alive = S.nodes.filter((n) => n.status === 'alive').length;
+  let tasks = 0;
+  for (const v of byNode.values()) tasks += v.length;
+  $('map-summary').textContent = S.nodes.length + ' nodes, ' + alive + ' alive · ' + tasks + ' live tasks · ' + S.jobs.length + ' jobs';
+}
+
+function drawJobs() {
+  const rows = S.jobs.map((j) => {
+    const by = {};
+    for (const t of j.tasks) by[t.state] = (by[t.state] || 0) + 1;
+    const healthy = j.tasks.filter((t) => t.health === 'healthy').length;
+    return '<tr><td><a href="#/jobs/' + encodeURIComponent(j.id) + '">' + esc(j.id) + '</a></td><td>' + esc(j.type) +
+      '</td><td class="state-' + esc(j.status) + '">' + esc(j.status) + '</td><td class="num">' + j.count +
+      '</td><td class="num">' + (by.running || 0) + '</td><td class="num">' + healthy + '</td><td class="num">' + (by.pending || 0) + '</td></tr>';
+  }).join('');
+  $('jobs').innerHTML = '<table><thead><tr><th>job</th><th>type</th><th>status</th><th>count</th><th>running</th><th>healthy</th><th>pending</th></tr></thead><tbody>' +
+    (rows || '<tr><td colspan="7" class="muted">no jobs</td></tr>') + '</tbody></table>';
+}
+
+function drawJob() {
+  const j = S.jobs.find((x) => x.id === S.job);
+  if (!j) { $('job').innerHTML = '<p>No job ' + esc(S.job) + ' on this agent. <a href="#/jobs">All jobs</a></p>'; return; }
+  const rows = j.tasks.map((t) => '<tr><td class="num">' + t.slot + '</td><td class="num">' + (t.attempt ?? '') + '</td><td>' + esc(t.node || '') +
+    '</td><td class="state-' + esc(t.state) + '">' + esc(t.state) + (t.exit_code != null ? ' (' + t.exit_code + ')' : '') +
+    '</td><td>' + esc(t.health) + (t.health_note ? ': ' + esc(t.health_note) : '') + '</td><td>' +
+    esc(t.pending_reason || t.detail || '') + '</td><td>' + esc(Object.entries(t.ports || {}).map(([k, v]) => k + '=' + v).join(' ')) +
+    (t.ip ? ' @' + esc(t.ip) : '') + '</td></tr>').join('');
+  const recent = S.events.filter((e) => e.payload && e.payload.job === j.id).slice(-20).reverse();
+  $('job').innerHTML = '<h2>' + esc(j.id) + ' <small class="muted">' + esc(j.type) + ', ' + esc(j.status) + ', count ' + j.count +
+    ', version ' + esc(JSON.stringify(j.version)) + '</small></h2>' +
+    (j.stopped ? '' : '<p><button id="stop-job">Stop this job</button> <span id="stop-result" class="muted"></span></p>') +
+    '<table><thead><tr><th>slot</th><th>attempt</th><th>node</th><th>state</th><th>health</th><th>pending / detail</th><th>ports</th></tr></thead><tbody>' +
+    rows + '</tbody></table><h3>Recent events of this job (this agent)</h3>' + eventTable(recent);
+  const stop = $('stop-job');
+  if (stop) stop.onclick = async () => {
+    if (!confirm('Stop job ' + j.id + '?')) return;
+    try { await api('/v1/jobs/' + encodeURIComponent(j.id), { method: 'DELETE' }); $('stop-result').textContent = 'stopping'; } catch (e) { $('stop-result').textContent = e.message; }
+    refreshSoon();
+  };
+}
+
+function summary(e) {
+  const p = e.payload || {};
+  const skip = p.task ? ['job', 'incarnation', 'slot', 'attempt', 'placer'] : [];
+  return Object.entries(p).filter(([k, v]) => v !== null && !skip.includes(k))
+    .map(([k, v]) => k + '=' + (typeof v === 'object' ? JSON.stringify(v) : v)).join(' ');
+}
+
+function eventTable(events) {
+  return '<table class="events"><tbody>' + events.map((e) => '<tr><td class="num">' + e.index + '</td><td>' +
+    new Date(e.time_ms).toISOString().slice(11, 23) + '</td><td class="t-' + esc(e.topic) + '">' + esc(e.topic) + '</td><td>' +
+    esc(e.type) + '</td><td>' + esc(summary(e)) + '</td></tr>').join('') + '</tbody></table>';
+}
+
+function drawTopics() {
+  const box = $('topics');
+  if (box.childElementCount) return;
+  box.innerHTML = TOPICS.map((t) => '<label class="t-' + t + '"><input type="checkbox" data-topic="' + t + '" checked> ' + t + '</label>').join(' ');
+  box.onchange = (ev) => {
+    const t = ev.target.dataset.topic;
+    if (ev.target.checked) S.topics.add(t); else S.topics.delete(t);
+    draw();
+  };
+}
+
+function drawEvents() {
+  drawTopics();
+  if (S.paused) return;
+  const text = S.text.toLowerCase();
+  const shown = [];
+  for (let i = S.events.length - 1; i >= 0 && shown.length < FEED_SHOW; i--) {
+    const e = S.events[i];
+    if (!S.topics.has(e.topic)) continue;
+    if (text && !(e.type + ' ' + summary(e)).toLowerCase().includes(text)) continue;
+    shown.push(e);
+  }
+  $('feed').innerHTML = shown.map((e) => '<tr data-index="' + e.index + '"><td class="num">' + e.index + '</td><td>' +
+    new Date(e.time_ms).toISOString().slice(11, 23) + '</td><td class="t-' + esc(e.topic) + '">' + esc(e.topic) + '</td><td>' +
+    esc(e.type) + '</td><td>' + esc(summary(e)) + '</td></tr>').join('');
+  $('event-count').textContent = shown.length + ' shown of ' + S.events.length + ' received';
+}
+
+// ---- wiring -------------------------------------------------------------------------
+
+function wire() {
+  $('token').value = token();
+  $('auth').onsubmit = (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem('shoal-token', $('token').value.trim());
+    notice('');
+    S.self = null;
+    refresh();
+  };
+  $('group').onchange = () => { S.group = $('group').value; S.opened.clear(); draw(); };
+  $('map').onclick = (ev) => {
+    const g = ev.target.closest('.agg');
+    if (g) { S.opened.add(g.dataset.group); draw(); }
+  };
+  $('event-text').oninput = () => { S.text = $('event-text').value; draw(); };
+  $('pause').onchange = () => { S.paused = $('pause').checked; draw(); };
+  $('submit').onclick = async () => {
+    const body = $('spec').value.trim();
+    const type = body.startsWith('{') ? 'application/json' : 'application/toml';
+    try {
+      const r = await api('/v1/jobs', { method: 'POST', body, headers: { 'Content-Type': type } });
+      $('submit-result').textContent = 'accepted: ' + JSON.stringify(r);
+    } catch (e) { $('submit-result').textContent = e.message; }
+    refreshSoon();
+  };
+  window.onhashchange = route;
+}
+
+wire();
+route();
+refresh();
+stream();

@@ -1,0 +1,213 @@
+//! The web UI in a real browser (`node/src/ui/`, `docs/observability.md`): headless Chromium
+//! (Debian's `chromium`; `.ci/run` installs it) opens `/ui` of a 3-agent cluster. The rendered
+//! DOM shows every node and a submitted job's tasks; after a `kill -9` of one agent, the open
+//! page shows it `down` without a reload.
+//!
+//! How the live page is read, deterministically: the page writes a summary of what it drew
+//! (read back from its own DOM) into `document.title`, with the number of loads of the tab;
+//! Chromium's DevTools HTTP endpoint (`/json/list`) reports every page's title, so the test
+//! polls it with a deadline. No WebSocket client is needed.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Agent, run, start_agents, wait_for};
+use serde_json::Value;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn chromium() -> Command {
+    let found = Command::new("sh")
+        .args(["-c", "command -v chromium"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(
+        found,
+        "chromium not found: install Debian's `chromium` package (.ci/run does)"
+    );
+    let mut c = Command::new("chromium");
+    // --no-sandbox: CI runs as root, where Chromium's sandbox refuses to start.
+    c.args([
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+    ]);
+    c.stdout(Stdio::null()).stderr(Stdio::null());
+    c
+}
+
+/// The DOM of `url` once its scripts ran for 3 s of virtual time.
+fn dump_dom(profile: &Path, url: &str) -> String {
+    let out = chromium()
+        .arg(format!("--user-data-dir={}", profile.display()))
+        .args(["--virtual-time-budget=3000", "--dump-dom", url])
+        .stdout(Stdio::piped())
+        .output()
+        .expect("chromium runs");
+    assert!(out.status.success(), "chromium --dump-dom failed");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A headless Chromium showing one page, stopped by its PID when dropped.
+struct Browser {
+    child: Child,
+    devtools: std::net::SocketAddr,
+}
+
+impl Browser {
+    fn open(profile: &Path, url: &str) -> Self {
+        let child = chromium()
+            .arg(format!("--user-data-dir={}", profile.display()))
+            .args(["--remote-debugging-port=0", url])
+            .spawn()
+            .expect("chromium runs");
+        let port_file = profile.join("DevToolsActivePort");
+        let port: u16 = wait_for(DEADLINE, "Chromium's DevTools port", || {
+            std::fs::read_to_string(&port_file)
+                .ok()?
+                .lines()
+                .next()?
+                .parse()
+                .ok()
+        });
+        Browser {
+            child,
+            devtools: format!("127.0.0.1:{port}").parse().unwrap(),
+        }
+    }
+
+    /// The title of the page whose URL contains `/ui`.
+    fn title(&self) -> Option<String> {
+        let pages = devtools_get(self.devtools, "/json/list")?;
+        pages.as_array()?.iter().find_map(|p| {
+            (p["type"] == "page" && p["url"].as_str()?.contains("/ui"))
+                .then(|| p["title"].as_str().map(str::to_string))?
+        })
+    }
+
+    /// Waits until the title satisfies `pred`; panics with the last title at the deadline.
+    fn wait_title(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let end = Instant::now() + DEADLINE;
+        let mut last = None;
+        while Instant::now() < end {
+            last = self.title();
+            if last.as_deref().is_some_and(&pred) {
+                return last.unwrap();
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the page never showed {what} within {DEADLINE:?}; its last title: {last:?}");
+    }
+}
+
+/// A GET to Chromium's DevTools HTTP endpoint, which keeps the connection open after its
+/// answer: the body is read by its `Content-Length`.
+fn devtools_get(addr: std::net::SocketAddr, path: &str) -> Option<Value> {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: {addr}\r\n\r\n").ok()?;
+    let mut r = BufReader::new(s);
+    let mut length = None;
+    loop {
+        let mut line = String::new();
+        r.read_line(&mut line).ok()?;
+        let line = line.trim_end();
+        if line.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().ok();
+        }
+    }
+    let mut body = vec![0; length?];
+    r.read_exact(&mut body).ok()?;
+    serde_json::from_slice(&body).ok()
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // SIGTERM lets Chromium stop its helper processes; SIGKILL if it does not end.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < end {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn submit(agent: &Agent, dir: &Path, spec: &Value) {
+    let file = dir.join("job.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = agent.cli(&["job", "run", file.to_str().unwrap()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn the_map_shows_every_node_and_a_jobs_tasks_and_a_killed_agent_goes_down_live() {
+    let (dir, mut agents) = start_agents(3, "ui", &["--attr", "rack=r1"], DEADLINE, |x| {
+        x["status"] == "alive" && !x["resources"].is_null()
+    });
+    let spec = serde_json::json!({
+        "id": "web", "type": "service", "count": 3, "command": "sleep", "args": ["600"],
+        "resources": {"cpu": 10, "memory": 8}
+    });
+    submit(&agents[0], &dir.0, &spec);
+    wait_for(DEADLINE, "web runs 3 tasks", || {
+        let out = run(&["job", "status", "web", "--json", "--addr", &agents[0].api()]);
+        let view: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let running = view["tasks"]
+            .as_array()?
+            .iter()
+            .filter(|t| t["state"] == "running")
+            .count();
+        (running == 3).then_some(())
+    });
+    let url = format!("{}/ui#/map", agents[0].api());
+
+    // The rendered DOM: a tile per node, alive, and the job's three tasks.
+    let dom = dump_dom(&dir.0.join("chromium-dump"), &url);
+    for a in &agents {
+        let tile = format!(r#"data-node="{}" data-status="alive""#, a.name);
+        assert!(dom.contains(&tile), "no alive tile for {}:\n{dom}", a.name);
+    }
+    assert_eq!(
+        dom.matches(r#"data-job="web""#).count(),
+        3,
+        "three task marks of web on the map:\n{dom}"
+    );
+    assert!(dom.contains("rack = r1"), "the map groups by rack:\n{dom}");
+
+    // A live page: it shows the cluster, then n3 down after a kill -9, without a reload.
+    let browser = Browser::open(&dir.0.join("chromium-live"), &url);
+    browser.wait_title("3 alive nodes, web's 3 tasks, the stream live", |t| {
+        t.contains("nodes=n1:alive,n2:alive,n3:alive")
+            && t.contains("tasks=web:3")
+            && t.contains("live=1")
+    });
+    agents[2].kill9();
+    let title = browser.wait_title("n3 down", |t| t.contains("n3:down"));
+    assert!(title.contains("loads=1"), "the page was reloaded: {title}");
+    assert!(title.contains("n1:alive,n2:alive"), "{title}");
+    drop(browser);
+    for a in &mut agents {
+        a.stop();
+    }
+}
