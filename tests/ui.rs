@@ -199,7 +199,7 @@ fn the_map_shows_every_node_and_a_jobs_tasks_and_a_killed_agent_goes_down_live()
     let browser = Browser::open(&dir.0.join("chromium-live"), &url);
     browser.wait_title("3 alive nodes, web's 3 tasks, the stream live", |t| {
         t.contains("nodes=n1:alive,n2:alive,n3:alive")
-            && t.contains("tasks=web:3")
+            && t.contains("tasks=web:3 ·")
             && t.contains("live=1")
     });
     agents[2].kill9();

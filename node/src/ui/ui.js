@@ -17,7 +17,10 @@ const RECONNECT_MS = 1000;
 const S = {
   nodes: [], jobs: [], self: null, events: [], since: null, live: false,
   view: 'map', job: null, group: null, opened: new Set(),
-  topics: new Set(TOPICS), text: '', paused: false,
+  topics: new Set(TOPICS), text: '', paused: false, all: false,
+  // Timings (ms) for the title and bench/ui.py: the first draw with nodes, each draw, and
+  // each update (the first undrawn event's arrival → the end of the draw showing it).
+  perf: { first: null, draws: [], updates: [], pendingSince: null },
 };
 
 const $ = (id) => document.getElementById(id);
@@ -131,6 +134,7 @@ async function stream() {
 function onEvent(e) {
   if (e.topic !== 'Stream') S.since = e.index;
   else S.since = Math.max(S.since || 0, e.index);
+  if (S.perf.pendingSince === null) S.perf.pendingSince = performance.now();
   S.events.push(e);
   if (S.events.length > FEED_KEEP) S.events.splice(0, S.events.length - FEED_KEEP);
   if (e.topic === 'Node' && e.type === 'StatusChanged') {
@@ -154,11 +158,38 @@ function route() {
   const h = location.hash.replace(/^#\/?/, '');
   const [view, ...rest] = h.split('/');
   S.view = ['map', 'jobs', 'events'].includes(view) ? view : 'map';
+  // `#/map/all`: every node as a tile, however many.
+  S.all = view === 'map' && rest[0] === 'all';
   S.job = view === 'jobs' && rest.length ? decodeURIComponent(rest.join('/')) : null;
   draw();
 }
 
 function draw() {
+  const t0 = performance.now();
+  drawViews();
+  void document.body.offsetHeight; // count the layout in the draw's time
+  const t1 = performance.now();
+  const p = S.perf;
+  if (S.nodes.length) {
+    if (p.first === null) p.first = t1;
+    keep(p.draws, t1 - t0);
+    if (p.pendingSince !== null) { keep(p.updates, t1 - p.pendingSince); p.pendingSince = null; }
+  }
+  writeTitle();
+}
+
+function keep(list, x) {
+  list.push(x);
+  if (list.length > 1000) list.shift();
+}
+
+function quantile(list, q) {
+  if (!list.length) return 0;
+  const s = [...list].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.round(q * (s.length - 1)))];
+}
+
+function drawViews() {
   const view = S.job ? 'job' : S.view;
   for (const v of ['map', 'jobs', 'job', 'events']) $('view-' + v).hidden = v !== view;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.dataset.view === S.view);
@@ -167,7 +198,6 @@ function draw() {
   if (view === 'jobs') drawJobs();
   if (view === 'job') drawJob();
   if (view === 'events') drawEvents();
-  writeTitle();
 }
 
 // A short, stable summary of what the page shows, read from the drawn DOM (the browser test
@@ -178,8 +208,13 @@ function writeTitle() {
   const tasks = {};
   for (const t of document.querySelectorAll('#map .task[data-job]')) tasks[t.dataset.job] = (tasks[t.dataset.job] || 0) + 1;
   const jobs = Object.keys(tasks).sort().map((j) => j + ':' + tasks[j]);
+  const p = S.perf, ms = (x) => Math.round(x * 10) / 10;
+  const perf = ' · first_ms=' + ms(p.first || 0) + ' · draw_ms=' + ms(quantile(p.draws, 0.5)) + '/' + ms(quantile(p.draws, 0.99)) +
+    '/' + p.draws.length + ' · update_ms=' + ms(quantile(p.updates, 0.5)) + '/' + ms(quantile(p.updates, 0.99)) + '/' + p.updates.length;
+  // Past 50 nodes the list would drown the rest: counts only.
+  const nodes = tiles.length > 50 ? tiles.length + ' tiles' : tiles.join(',');
   document.title = 'shoal · loads=' + LOADS + ' · live=' + (S.live ? 1 : 0) + ' · events=' + S.events.length +
-    ' · nodes=' + tiles.join(',') + ' · tasks=' + jobs.join(',');
+    ' · nodes=' + nodes + ' · tasks=' + jobs.join(',') + perf;
 }
 
 function hue(s) {
@@ -240,7 +275,7 @@ function nodeTile(n, tasks) {
   const dots = (tasks || []).map(({ job, t }) =>
     '<span class="task h-' + esc(t.health) + '" data-job="' + esc(job) + '" data-hue="' + hue(job) +
     '" title="' + esc(job + '[' + t.slot + ']#' + t.attempt + ' ' + t.state + ', ' + t.health) + '"></span>').join('');
-  return '<div class="tile status-' + esc(n.status) + '" data-node="' + esc(n.name) + '" data-status="' + esc(n.status) + '">' +
+  return '<div class="tile status-' + esc(n.status) + '" data-key="n:' + esc(n.name) + '" data-node="' + esc(n.name) + '" data-status="' + esc(n.status) + '">' +
     '<div class="name"><span>' + esc(n.name) + (n.draining ? ' <span class="drain">draining</span>' : '') + '</span>' +
     '<span class="st">' + esc(n.status) + '</span></div>' +
     meter('cpu', used.cpu_millicores, cap.cpu_millicores, 'm') +
@@ -257,7 +292,7 @@ function aggregateTile(name, nodes, byNode) {
     mem += n.resources.allocated.memory_mib; memCap += n.resources.capacity.memory_mib;
     tasks += (byNode.get(n.name) || []).length;
   }
-  return '<div class="tile agg" data-group="' + esc(name) + '">' +
+  return '<div class="tile agg" data-key="g:' + esc(name) + '" data-group="' + esc(name) + '">' +
     '<div class="name"><span>' + esc(name) + '</span><span class="st">' + nodes.length + ' nodes</span></div>' +
     '<div class="counts">' + Object.entries(counts).filter(([, c]) => c).map(([s, c]) =>
       '<span class="status-' + s + '"><span class="st">' + s + '</span> ' + c + '</span>').join('') + '</div>' +
@@ -269,27 +304,22 @@ function drawMap() {
   drawGroupSelect();
   const byNode = tasksByNode();
   const groups = new Map();
-  const many = S.nodes.length > AGGREGATE_ABOVE;
+  const many = S.nodes.length > AGGREGATE_ABOVE && !S.all;
   S.nodes.forEach((n, i) => {
     let g = S.group ? ((n.attributes || {})[S.group] ?? '(no ' + S.group + ')') : '';
     // Many nodes and no attribute to group by: blocks of 100 in name order.
-    if (!S.group && many) g = 'nodes ' + (Math.floor(i / 100) * 100 + 1) + '–' + Math.min(S.nodes.length, Math.floor(i / 100) * 100 + 100);
+    if (!S.group && S.nodes.length > AGGREGATE_ABOVE) g = 'nodes ' + (Math.floor(i / 100) * 100 + 1) + '–' + Math.min(S.nodes.length, Math.floor(i / 100) * 100 + 100);
     if (!groups.has(g)) groups.set(g, []);
     groups.get(g).push(n);
   });
-  let html = '';
+  // The layout: per group, one summary tile or one tile per node, each with its markup.
+  const layout = [];
   for (const [g, nodes] of [...groups.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
     const title = g ? '<h3>' + esc(S.group ? S.group + ' = ' + g : g) + '</h3>' : '';
-    if (many && !S.opened.has(g)) {
-      html += aggregateTile(g, nodes, byNode);
-      continue;
-    }
-    html += '<div class="group">' + title + '<div class="tiles">' +
-      nodes.map((n) => nodeTile(n, byNode.get(n.name))).join('') + '</div></div>';
+    if (many && !S.opened.has(g)) layout.push({ tiles: [{ key: 'g:' + g, html: aggregateTile(g, nodes, byNode) }] });
+    else layout.push({ title, tiles: nodes.map((n) => ({ key: 'n:' + n.name, html: nodeTile(n, byNode.get(n.name)) })) });
   }
-  const map = $('map');
-  map.innerHTML = many ? '<div class="tiles">' + html + '</div>' : html;
-  applyStyles(map);
+  drawTiles($('map'), layout, many);
   const legend = $('jobs-legend');
   legend.innerHTML = S.jobs.filter((j) => !j.stopped).map((j) =>
     '<span><i data-hue="' + hue(j.id) + '"></i>' + esc(j.id) + '</span>').join('');
@@ -298,6 +328,36 @@ function drawMap() {
   let tasks = 0;
   for (const v of byNode.values()) tasks += v.length;
   $('map-summary').textContent = S.nodes.length + ' nodes, ' + alive + ' alive · ' + tasks + ' live tasks · ' + S.jobs.length + ' jobs';
+}
+
+// What the map drew last: its layout's shape, and each tile's markup and element. When the
+// shape is unchanged (the common case: a status or a task changed), only tiles whose markup
+// changed are replaced; a 1,000-tile map then costs a string comparison per tile.
+const mapDrawn = { shape: null, html: new Map(), els: new Map() };
+
+function drawTiles(map, layout, many) {
+  const tiles = layout.flatMap((l) => l.tiles);
+  const shape = JSON.stringify([many, layout.map((l) => [l.title || '', l.tiles.map((t) => t.key)])]);
+  if (shape === mapDrawn.shape && map.childElementCount) {
+    for (const t of tiles) {
+      if (mapDrawn.html.get(t.key) === t.html) continue;
+      const holder = document.createElement('div');
+      holder.innerHTML = t.html;
+      const el = holder.firstElementChild;
+      applyStyles(holder);
+      mapDrawn.els.get(t.key).replaceWith(el);
+      mapDrawn.els.set(t.key, el);
+      mapDrawn.html.set(t.key, t.html);
+    }
+    return;
+  }
+  const html = layout.map((l) => l.title === undefined ? l.tiles[0].html
+    : '<div class="group">' + l.title + '<div class="tiles">' + l.tiles.map((t) => t.html).join('') + '</div></div>').join('');
+  map.innerHTML = many ? '<div class="tiles">' + html + '</div>' : html;
+  applyStyles(map);
+  mapDrawn.shape = shape;
+  mapDrawn.html = new Map(tiles.map((t) => [t.key, t.html]));
+  mapDrawn.els = new Map([...map.querySelectorAll('[data-key]')].map((el) => [el.dataset.key, el]));
 }
 
 function drawJobs() {
@@ -323,7 +383,7 @@ function drawJob() {
     (t.ip ? ' @' + esc(t.ip) : '') + '</td></tr>').join('');
   const recent = S.events.filter((e) => e.payload && e.payload.job === j.id).slice(-20).reverse();
   $('job').innerHTML = '<h2>' + esc(j.id) + ' <small class="muted">' + esc(j.type) + ', ' + esc(j.status) + ', count ' + j.count +
-    ', version ' + esc(JSON.stringify(j.version)) + '</small></h2>' +
+    ', version ' + esc(new Date(j.version.wall_ms).toISOString()) + '</small></h2>' +
     (j.stopped ? '' : '<p><button id="stop-job">Stop this job</button> <span id="stop-result" class="muted"></span></p>') +
     '<table><thead><tr><th>slot</th><th>attempt</th><th>node</th><th>state</th><th>health</th><th>pending / detail</th><th>ports</th></tr></thead><tbody>' +
     rows + '</tbody></table><h3>Recent events of this job (this agent)</h3>' + eventTable(recent);
