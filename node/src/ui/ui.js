@@ -157,7 +157,7 @@ function drawSoon() {
 function route() {
   const h = location.hash.replace(/^#\/?/, '');
   const [view, ...rest] = h.split('/');
-  S.view = ['map', 'jobs', 'events'].includes(view) ? view : 'map';
+  S.view = ['map', 'jobs', 'events', 'sim'].includes(view) ? view : 'map';
   // `#/map/all`: every node as a tile, however many.
   S.all = view === 'map' && rest[0] === 'all';
   S.job = view === 'jobs' && rest.length ? decodeURIComponent(rest.join('/')) : null;
@@ -191,13 +191,14 @@ function quantile(list, q) {
 
 function drawViews() {
   const view = S.job ? 'job' : S.view;
-  for (const v of ['map', 'jobs', 'job', 'events']) $('view-' + v).hidden = v !== view;
+  for (const v of ['map', 'jobs', 'job', 'events', 'sim']) $('view-' + v).hidden = v !== view;
   for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.dataset.view === S.view);
   if (S.self) $('agent').textContent = 'agent ' + S.self.node.name + ' · cluster ' + S.self.cluster;
   if (view === 'map') drawMap();
   if (view === 'jobs') drawJobs();
   if (view === 'job') drawJob();
   if (view === 'events') drawEvents();
+  if (view === 'sim' && S.sim && !S.simDrawn) { $('sim').innerHTML = simReport(S.sim); S.simDrawn = true; }
 }
 
 // A short, stable summary of what the page shows, read from the drawn DOM (the browser test
@@ -436,6 +437,74 @@ function drawEvents() {
   $('event-count').textContent = shown.length + ' shown of ' + S.events.length + ' received';
 }
 
+// ---- simulation reports -------------------------------------------------------------
+
+// A line chart as SVG markup: `series` of {label, color, points: [[x, y]]}, step-drawn.
+function svgChart(title, xLabel, series) {
+  const W = 760, H = 260, L = 48, R = 170, T = 24, B = 36;
+  const xs = series.flatMap((s) => s.points.map((p) => p[0]));
+  const ys = series.flatMap((s) => s.points.map((p) => p[1]));
+  if (!xs.length) return '';
+  const x0 = Math.min(...xs), x1 = Math.max(...xs) || 1, y1 = Math.max(1, ...ys);
+  const px = (x) => L + (W - L - R) * (x - x0) / ((x1 - x0) || 1);
+  const py = (y) => H - B - (H - T - B) * y / y1;
+  let out = '<svg class="chart" viewBox="0 0 ' + W + ' ' + H + '" width="' + W + '" height="' + H + '" xmlns="http://www.w3.org/2000/svg">' +
+    '<text x="' + L + '" y="16" font-size="13" font-weight="600">' + esc(title) + '</text>' +
+    '<line x1="' + L + '" y1="' + (H - B) + '" x2="' + (W - R) + '" y2="' + (H - B) + '" stroke="#888"/>' +
+    '<line x1="' + L + '" y1="' + T + '" x2="' + L + '" y2="' + (H - B) + '" stroke="#888"/>';
+  for (let i = 0; i <= 4; i++) {
+    const y = y1 * i / 4;
+    out += '<text x="' + (L - 6) + '" y="' + (py(y) + 4) + '" font-size="10" text-anchor="end">' + Math.round(y * 10) / 10 + '</text>';
+    const x = x0 + (x1 - x0) * i / 4;
+    out += '<text x="' + px(x) + '" y="' + (H - B + 14) + '" font-size="10" text-anchor="middle">' + Math.round(x) + '</text>';
+  }
+  out += '<text x="' + ((L + W - R) / 2) + '" y="' + (H - 4) + '" font-size="11" text-anchor="middle">' + esc(xLabel) + '</text>';
+  series.forEach((s, i) => {
+    let d = '';
+    s.points.forEach((p, j) => {
+      d += j === 0 ? 'M' + px(p[0]) + ' ' + py(p[1]) : 'H' + px(p[0]) + 'V' + py(p[1]);
+    });
+    out += '<path d="' + d + '" fill="none" stroke="' + esc(s.color) + '" stroke-width="1.5"/>' +
+      '<rect x="' + (W - R + 12) + '" y="' + (T + i * 18) + '" width="10" height="10" fill="' + esc(s.color) + '"/>' +
+      '<text x="' + (W - R + 28) + '" y="' + (T + i * 18 + 9) + '" font-size="11">' + esc(s.label) + '</text>';
+  });
+  return out + '</svg>';
+}
+
+function kv(obj) {
+  return '<table class="kv"><tbody>' + Object.entries(obj || {}).map(([k, v]) => '<tr><th>' + esc(k) + '</th><td>' +
+    esc(typeof v === 'object' && v !== null ? JSON.stringify(v) : v) + '</td></tr>').join('') + '</tbody></table>';
+}
+
+// The report of `shoal simulate` (simulations/src/report.rs): verdict, checkers, the
+// members-alive timeline as a chart, counters, detection and scheduling figures.
+function simReport(r) {
+  if (!r || typeof r !== 'object' || !Array.isArray(r.checks)) {
+    return '<p>This is not a report.json of <code>shoal simulate</code> (no <code>checks</code> list).</p>';
+  }
+  const t = (r.timeline || []).map((s) => [s.t_ms / 1000, s]);
+  const pick = (f) => t.map(([x, s]) => [x, f(s)]);
+  const chart = svgChart(r.scenario + ': members seen alive', 'simulated time (s)', [
+    { label: 'nodes running', color: '#000000', points: pick((s) => s.running) },
+    { label: 'min seen alive', color: '#de2d26', points: pick((s) => s.alive_min) },
+    { label: 'mean seen alive', color: '#31a354', points: pick((s) => s.alive_mean) },
+    { label: 'max seen alive', color: '#3182bd', points: pick((s) => s.alive_max) },
+    { label: 'suspect (sum)', color: '#d89b12', points: pick((s) => s.suspect_total) },
+  ]);
+  const checks = r.checks.map((c) => '<tr><td>' + esc(c.name) + '</td><td class="state-' + (c.status === 'pass' ? 'running' : 'failed') +
+    '">' + esc(c.status) + '</td><td>' + esc(c.at_ms ?? '') + '</td><td>' + esc(c.detail) + '</td></tr>').join('');
+  return '<h2>' + esc(r.scenario) + ' <small class="muted">seed ' + esc(r.seed) + ', ' + esc(r.nodes) + ' nodes, ' +
+    esc(r.duration_ms / 1000) + ' s</small> <span class="verdict state-' + (r.verdict === 'pass' ? 'running' : 'failed') + '">' +
+    esc(r.verdict) + '</span></h2><p>' + esc(r.description) + '</p>' +
+    (r.first_failure ? '<p class="state-failed">first failure: ' + esc(JSON.stringify(r.first_failure)) + '</p>' : '') +
+    '<p>replay: <code>' + esc(r.replay) + '</code></p>' +
+    '<h3>Checkers</h3><table><thead><tr><th>checker</th><th>status</th><th>at (ms)</th><th>detail</th></tr></thead><tbody>' + checks + '</tbody></table>' +
+    '<h3>Timeline</h3>' + chart +
+    ((r.violations || []).length ? '<h3>Violations</h3>' + kv(r.violations) : '') +
+    '<h3>Counters</h3>' + kv(r.counters) + '<h3>Failure detection</h3>' + kv(r.detection) +
+    (r.scheduling ? '<h3>Scheduling</h3>' + kv(r.scheduling) : '') + '<h3>Network</h3>' + kv(r.network);
+}
+
 // ---- wiring -------------------------------------------------------------------------
 
 function wire() {
@@ -462,6 +531,15 @@ function wire() {
       $('submit-result').textContent = 'accepted: ' + JSON.stringify(r);
     } catch (e) { $('submit-result').textContent = e.message; }
     refreshSoon();
+  };
+  $('sim-file').onchange = () => {
+    const f = $('sim-file').files[0];
+    if (!f) return;
+    f.text().then((text) => {
+      try { S.sim = JSON.parse(text); } catch (e) { S.sim = { error: e.message }; }
+      S.simDrawn = false;
+      draw();
+    });
   };
   window.onhashchange = route;
 }
