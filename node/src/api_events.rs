@@ -25,7 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use crate::api::{ApiState, error};
-use crate::events::{Event, EventLog, Topic};
+use crate::events::{EventLog, Kept, Topic};
 
 /// Events read from the ring per lock.
 const READ_BATCH: usize = 256;
@@ -97,7 +97,7 @@ struct Reader {
     topics: BTreeSet<Topic>,
     cursor: u64,
     follow: bool,
-    ready: VecDeque<Event>,
+    ready: VecDeque<Kept>,
     wake: tokio::sync::watch::Receiver<u64>,
 }
 
@@ -107,7 +107,7 @@ impl Reader {
     }
 
     /// The next event to send, waiting for one when following; `None` ends the stream.
-    async fn next(&mut self) -> Option<Event> {
+    async fn next(&mut self) -> Option<Kept> {
         loop {
             if let Some(e) = self.ready.pop_front() {
                 return Some(e);
@@ -176,9 +176,8 @@ async fn events(
         .into_response()
 }
 
-fn sse_event(e: &Event) -> SseEvent {
-    let data = serde_json::to_string(e).unwrap_or_default();
-    SseEvent::default().id(e.index.to_string()).data(data)
+fn sse_event(e: &Kept) -> SseEvent {
+    SseEvent::default().id(e.index.to_string()).data(&*e.json)
 }
 
 #[cfg(test)]

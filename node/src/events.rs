@@ -120,6 +120,39 @@ pub struct Event {
     pub payload: Value,
 }
 
+/// An event as the ring keeps it: what cursors and filters need, and its JSON, serialized once
+/// when recorded (every reader sends the same bytes; a parsed `Value` would cost several
+/// times the memory, 10,000 times over).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Kept {
+    /// The event's index.
+    pub index: u64,
+    /// When it was recorded.
+    pub time_ms: u64,
+    /// Its topic.
+    pub topic: Topic,
+    /// The whole event as JSON.
+    pub json: Arc<str>,
+}
+
+impl Kept {
+    fn of(e: &Event) -> Self {
+        Kept {
+            index: e.index,
+            time_ms: e.time_ms,
+            topic: e.topic,
+            // An `Event` is strings, numbers and JSON values: it always serializes.
+            json: serde_json::to_string(e).unwrap_or_default().into(),
+        }
+    }
+
+    /// The event, parsed back.
+    #[must_use]
+    pub fn event(&self) -> Option<Event> {
+        serde_json::from_str(&self.json).ok()
+    }
+}
+
 /// An event before it is numbered: what the derive functions return.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Draft {
@@ -145,7 +178,7 @@ pub struct Ring {
     node: String,
     generation: u64,
     capacity: usize,
-    events: VecDeque<Event>,
+    events: VecDeque<Kept>,
     /// The index the next event gets.
     next: u64,
     /// Events evicted to make room.
@@ -156,7 +189,7 @@ pub struct Ring {
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Read {
     /// A `Missed` notice first, when events after the cursor were evicted.
-    pub events: Vec<Event>,
+    pub events: Vec<Kept>,
     /// The cursor to read after next time.
     pub cursor: u64,
 }
@@ -183,7 +216,7 @@ impl Ring {
         }
         let index = self.next;
         self.next += 1;
-        self.events.push_back(Event {
+        self.events.push_back(Kept::of(&Event {
             index,
             time_ms,
             node: self.node.clone(),
@@ -191,7 +224,7 @@ impl Ring {
             topic: d.topic,
             kind: d.kind.to_string(),
             payload: d.payload,
-        });
+        }));
         index
     }
 
@@ -223,7 +256,7 @@ impl Ring {
         let mut cursor = cursor;
         if cursor + 1 < oldest {
             let last_missed = oldest - 1;
-            out.push(Event {
+            out.push(Kept::of(&Event {
                 index: last_missed,
                 time_ms: self.events.front().map_or(0, |e| e.time_ms),
                 node: self.node.clone(),
@@ -236,7 +269,7 @@ impl Ring {
                     "oldest_kept": oldest,
                     "note": "these events were evicted from the ring before this reader asked for them",
                 }),
-            });
+            }));
             cursor = last_missed;
         }
         // Indexes are dense: the event after `cursor` sits at `cursor + 1 - oldest`.
@@ -580,7 +613,7 @@ mod tests {
         let idx: Vec<u64> = rest.events.iter().map(|e| e.index).collect();
         assert_eq!((idx, rest.cursor), (vec![4, 5], 5));
         assert!(r.read_after(5, &all, 100).events.is_empty());
-        assert_eq!(rest.events[0].generation, 7);
+        assert_eq!(rest.events[0].event().unwrap().generation, 7);
     }
 
     #[test]
@@ -591,7 +624,7 @@ mod tests {
         }
         assert_eq!((r.emitted(), r.evicted()), (10, 7));
         let read = r.read_after(2, &all, 100);
-        let first = &read.events[0];
+        let first = &read.events[0].event().unwrap();
         assert_eq!(
             (first.topic, first.kind.as_str()),
             (Topic::Stream, "Missed")
@@ -601,7 +634,10 @@ mod tests {
         let idx: Vec<u64> = read.events[1..].iter().map(|e| e.index).collect();
         assert_eq!(idx, vec![8, 9, 10]);
         // Resuming after the notice misses nothing more.
-        assert!(r.read_after(first.index, &all, 100).events[0].kind != "Missed");
+        let next = r.read_after(first.index, &all, 100).events[0]
+            .event()
+            .unwrap();
+        assert_eq!((next.index, next.kind.as_str()), (8, "Submitted"));
         // A reader exactly at the edge missed nothing.
         assert_eq!(r.read_after(7, &all, 100).events[0].index, 8);
     }
