@@ -287,6 +287,18 @@ fn topics_filter_and_bad_queries_are_refused_with_a_reason() {
         assert_eq!(answer.status, 400, "{query}: {}", answer.body);
         assert!(answer.body.contains(says), "{query}: {}", answer.body);
     }
+    // Without --json, one line per event: index, time, topic, type, the payload's fields.
+    let out = n1.cli(&["events", "--topic", "Job"]);
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("job=filtered"))
+        .unwrap_or_else(|| panic!("no line for the job:\n{text}"));
+    let words: Vec<&str> = line.split_whitespace().collect();
+    assert!(words[0].parse::<u64>().is_ok(), "{line}");
+    assert!(words[1].ends_with('Z'), "{line}");
+    assert_eq!(&words[2..5], ["Job", "Submitted", "job=filtered"], "{line}");
     // The CLI says so too, and fails.
     let out = n1.cli(&["events", "--topic", "Tasks"]);
     assert!(!out.status.success());
