@@ -6,7 +6,8 @@
 //! How the live page is read, deterministically: the page writes a summary of what it drew
 //! (read back from its own DOM) into `document.title`, with the number of loads of the tab;
 //! Chromium's DevTools HTTP endpoint (`/json/list`) reports every page's title, so the test
-//! polls it with a deadline. No WebSocket client is needed.
+//! polls it with a deadline. The simulation viewer needs a file chosen in the page: that test
+//! drives the DevTools protocol (`DOM.setFileInputFiles`) over a small WebSocket client.
 
 mod common;
 
@@ -80,13 +81,17 @@ impl Browser {
         }
     }
 
-    /// The title of the page whose URL contains `/ui`.
-    fn title(&self) -> Option<String> {
+    /// The DevTools entry of the page whose URL contains `/ui`.
+    fn page(&self) -> Option<Value> {
         let pages = devtools_get(self.devtools, "/json/list")?;
         pages.as_array()?.iter().find_map(|p| {
-            (p["type"] == "page" && p["url"].as_str()?.contains("/ui"))
-                .then(|| p["title"].as_str().map(str::to_string))?
+            (p["type"] == "page" && p["url"].as_str()?.contains("/ui")).then(|| p.clone())
         })
+    }
+
+    /// The title of that page.
+    fn title(&self) -> Option<String> {
+        self.page()?["title"].as_str().map(str::to_string)
     }
 
     /// Waits until the title satisfies `pred`; panics with the last title at the deadline.
@@ -101,6 +106,110 @@ impl Browser {
             std::thread::sleep(Duration::from_millis(100));
         }
         panic!("the page never showed {what} within {DEADLINE:?}; its last title: {last:?}");
+    }
+}
+
+/// A DevTools protocol session with one page over a WebSocket (RFC 6455, text frames only):
+/// the few commands the tests need.
+struct Cdp {
+    socket: std::net::TcpStream,
+    next_id: u64,
+}
+
+impl Cdp {
+    fn connect(ws_url: &str) -> Self {
+        use std::io::{Read, Write};
+        let rest = ws_url.strip_prefix("ws://").expect("a ws:// URL");
+        let (host, path) = rest.split_once('/').unwrap();
+        let mut socket = std::net::TcpStream::connect(host).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        // No Origin header: Chromium accepts DevTools connections from non-browser clients.
+        write!(
+            socket,
+            "GET /{path} HTTP/1.1\r\nHost: {host}\r\nUpgrade: websocket\r\n\
+             Connection: Upgrade\r\nSec-WebSocket-Key: c2hvYWwtdWktdGVzdC1rZXk=\r\n\
+             Sec-WebSocket-Version: 13\r\n\r\n"
+        )
+        .unwrap();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") {
+            socket.read_exact(&mut byte).unwrap();
+            head.push(byte[0]);
+        }
+        let head = String::from_utf8_lossy(&head);
+        assert!(head.starts_with("HTTP/1.1 101"), "no WebSocket: {head}");
+        Cdp { socket, next_id: 1 }
+    }
+
+    /// Sends one command and returns its result (events in between are skipped).
+    fn call(&mut self, method: &str, params: Value) -> Value {
+        use std::io::Write;
+        let id = self.next_id;
+        self.next_id += 1;
+        let text = serde_json::json!({ "id": id, "method": method, "params": params }).to_string();
+        // A client frame: FIN + text, masked (a zero mask leaves the payload as is).
+        let mut frame = vec![0x81u8];
+        let len = text.len();
+        if len < 126 {
+            frame.push(0x80 | len as u8);
+        } else if len <= 0xffff {
+            frame.push(0x80 | 126);
+            frame.extend_from_slice(&(len as u16).to_be_bytes());
+        } else {
+            frame.push(0x80 | 127);
+            frame.extend_from_slice(&(len as u64).to_be_bytes());
+        }
+        frame.extend_from_slice(&[0, 0, 0, 0]);
+        frame.extend_from_slice(text.as_bytes());
+        self.socket.write_all(&frame).unwrap();
+        loop {
+            let answer: Value = serde_json::from_slice(&self.read_message()).unwrap();
+            if answer["id"] == id {
+                assert!(answer["error"].is_null(), "{method}: {answer}");
+                return answer["result"].clone();
+            }
+        }
+    }
+
+    /// One whole message from the browser (unmasked frames, continuations joined).
+    fn read_message(&mut self) -> Vec<u8> {
+        use std::io::Read;
+        let mut message = Vec::new();
+        loop {
+            let mut head = [0u8; 2];
+            self.socket.read_exact(&mut head).unwrap();
+            let len = match head[1] & 0x7f {
+                126 => {
+                    let mut b = [0u8; 2];
+                    self.socket.read_exact(&mut b).unwrap();
+                    u64::from(u16::from_be_bytes(b))
+                }
+                127 => {
+                    let mut b = [0u8; 8];
+                    self.socket.read_exact(&mut b).unwrap();
+                    u64::from_be_bytes(b)
+                }
+                n => u64::from(n),
+            };
+            let mut payload = vec![0u8; usize::try_from(len).unwrap()];
+            self.socket.read_exact(&mut payload).unwrap();
+            message.extend_from_slice(&payload);
+            if head[0] & 0x80 != 0 {
+                return message;
+            }
+        }
+    }
+
+    /// The value of a JavaScript expression in the page.
+    fn eval(&mut self, expression: &str) -> Value {
+        let r = self.call(
+            "Runtime.evaluate",
+            serde_json::json!({ "expression": expression, "returnByValue": true }),
+        );
+        r["result"]["value"].clone()
     }
 }
 
@@ -206,6 +315,91 @@ fn the_map_shows_every_node_and_a_jobs_tasks_and_a_killed_agent_goes_down_live()
     let title = browser.wait_title("n3 down", |t| t.contains("n3:down"));
     assert!(title.contains("loads=1"), "the page was reloaded: {title}");
     assert!(title.contains("n1:alive,n2:alive"), "{title}");
+    drop(browser);
+    for a in &mut agents {
+        a.stop();
+    }
+}
+
+#[test]
+fn the_simulation_viewer_shows_a_reports_checkers_and_timeline() {
+    let (dir, mut agents) = start_agents(1, "ui-sim", &[], DEADLINE, |x| {
+        x["status"] == "alive" && !x["resources"].is_null()
+    });
+    // A real report: a small run of a library scenario.
+    let scenario =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("simulations/scenarios/steady-state.toml");
+    let out_dir = dir.0.join("sim");
+    let out = run(&[
+        "simulate",
+        scenario.to_str().unwrap(),
+        "--nodes",
+        "5",
+        "--out",
+        out_dir.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report_file = out_dir.join("report.json");
+    let report: Value = serde_json::from_slice(&std::fs::read(&report_file).unwrap()).unwrap();
+
+    let url = format!("{}/ui#/sim", agents[0].api());
+    let browser = Browser::open(&dir.0.join("chromium-sim"), &url);
+    browser.wait_title("the page ready", |t| t.contains("live=1"));
+    let ws = browser.page().unwrap()["webSocketDebuggerUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cdp = Cdp::connect(&ws);
+    // Choose the file as a user would: the input's files are set, its change event fires.
+    let root = cdp.call("DOM.getDocument", serde_json::json!({}))["root"]["nodeId"].clone();
+    let input = cdp.call(
+        "DOM.querySelector",
+        serde_json::json!({ "nodeId": root, "selector": "#sim-file" }),
+    )["nodeId"]
+        .clone();
+    cdp.call(
+        "DOM.setFileInputFiles",
+        serde_json::json!({ "nodeId": input, "files": [report_file.to_str().unwrap()] }),
+    );
+    let shown = wait_for(DEADLINE, "the report drawn", || {
+        let text = cdp.eval("document.getElementById('sim').innerText");
+        let text = text.as_str()?.to_string();
+        text.contains("Checkers").then_some(text)
+    });
+    assert!(
+        shown.contains(report["scenario"].as_str().unwrap()),
+        "{shown}"
+    );
+    assert!(
+        shown.contains(report["replay"].as_str().unwrap()),
+        "{shown}"
+    );
+    let checks = report["checks"].as_array().unwrap();
+    assert!(!checks.is_empty());
+    for c in checks {
+        assert!(
+            shown.contains(c["name"].as_str().unwrap()),
+            "{c} missing:\n{shown}"
+        );
+    }
+    let rows = cdp.eval("document.querySelectorAll('#sim table:first-of-type tbody tr').length");
+    assert_eq!(rows.as_u64(), Some(checks.len() as u64));
+    // The timeline chart: five step series over every sample.
+    let paths = cdp.eval("document.querySelectorAll('#sim svg.chart path').length");
+    assert_eq!(paths.as_u64(), Some(5));
+    let steps = cdp.eval(
+        "document.querySelector('#sim svg.chart path').getAttribute('d').split(/[MH]/).length - 1",
+    );
+    assert_eq!(
+        steps.as_u64(),
+        Some(report["timeline"].as_array().unwrap().len() as u64),
+        "one step per sample of the timeline"
+    );
+    drop(cdp);
     drop(browser);
     for a in &mut agents {
         a.stop();
