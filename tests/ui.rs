@@ -405,3 +405,72 @@ fn the_simulation_viewer_shows_a_reports_checkers_and_timeline() {
         a.stop();
     }
 }
+
+#[test]
+fn the_ui_submits_and_stops_a_job_with_the_token_the_user_gives_it() {
+    let (dir, mut agents) = start_agents(1, "ui-token", &[], DEADLINE, |x| {
+        x["status"] == "alive" && !x["resources"].is_null()
+    });
+    let n1 = &agents[0];
+    let url = format!("{}/ui#/jobs", n1.api());
+    let browser = Browser::open(&dir.0.join("chromium-token"), &url);
+    browser.wait_title("the page ready", |t| t.contains("live=1"));
+    let ws = browser.page().unwrap()["webSocketDebuggerUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cdp = Cdp::connect(&ws);
+    let spec = r#"{"id": "from-ui", "type": "service", "count": 2, "command": "sleep", "args": ["600"], "resources": {"cpu": 10, "memory": 8}}"#;
+    let submit = format!(
+        "document.getElementById('submit-result').textContent = ''; \
+         document.getElementById('spec').value = {}; \
+         document.getElementById('submit').click(); true",
+        serde_json::to_string(spec).unwrap()
+    );
+    let result = |cdp: &mut Cdp| {
+        let r = cdp.eval("document.getElementById('submit-result').textContent");
+        r.as_str().filter(|s| !s.is_empty()).map(str::to_string)
+    };
+    // Without the token, a change is refused, and the page says why.
+    cdp.eval(&submit);
+    let refused = wait_for(DEADLINE, "the refusal shown", || result(&mut cdp));
+    assert!(refused.starts_with("401"), "{refused}");
+    assert!(refused.contains("token"), "{refused}");
+    // The user gives the token: kept in sessionStorage, sent with every call.
+    let token = n1.token();
+    cdp.eval(&format!(
+        "document.getElementById('token').value = {}; \
+         document.querySelector('#auth button').click(); true",
+        serde_json::to_string(&token).unwrap()
+    ));
+    let kept = cdp.eval("sessionStorage.getItem('shoal-token')");
+    assert_eq!(kept.as_str(), Some(token.as_str()));
+    cdp.eval(&submit);
+    let accepted = wait_for(DEADLINE, "the acceptance shown", || result(&mut cdp));
+    assert!(accepted.starts_with("accepted"), "{accepted}");
+    // The jobs list shows it, live; then the job's page stops it.
+    wait_for(DEADLINE, "the job listed and running", || {
+        let text = cdp.eval("document.getElementById('jobs').innerText");
+        let text = text.as_str()?;
+        text.lines()
+            .any(|l| l.starts_with("from-ui") && l.contains("running"))
+            .then_some(())
+    });
+    cdp.eval("window.confirm = () => true; location.hash = '#/jobs/from-ui'; true");
+    wait_for(DEADLINE, "the stop button", || {
+        cdp.eval("!!document.getElementById('stop-job')")
+            .as_bool()
+            .filter(|b| *b)
+    });
+    cdp.eval("document.getElementById('stop-job').click(); true");
+    wait_for(DEADLINE, "the job stopped", || {
+        let out = run(&["job", "status", "from-ui", "--json", "--addr", &n1.api()]);
+        let view: Value = serde_json::from_slice(&out.stdout).ok()?;
+        (view["stopped"] == true).then_some(())
+    });
+    drop(cdp);
+    drop(browser);
+    for a in &mut agents {
+        a.stop();
+    }
+}
