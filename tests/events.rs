@@ -299,6 +299,23 @@ fn topics_filter_and_bad_queries_are_refused_with_a_reason() {
     assert!(words[0].parse::<u64>().is_ok(), "{line}");
     assert!(words[1].ends_with('Z'), "{line}");
     assert_eq!(&words[2..5], ["Job", "Submitted", "job=filtered"], "{line}");
+    // `shoal top --once`: the node and the job, as one frame.
+    let out = n1.cli(&["top", "--once"]);
+    assert!(out.status.success());
+    let frame = String::from_utf8_lossy(&out.stdout);
+    assert!(frame.starts_with("shoal top · 1 nodes: 1 alive"), "{frame}");
+    assert!(
+        frame
+            .lines()
+            .any(|l| l.starts_with("n1 ") && l.contains("alive")),
+        "{frame}"
+    );
+    assert!(
+        frame
+            .lines()
+            .any(|l| l.starts_with("filtered ") && l.contains("1/1")),
+        "{frame}"
+    );
     // The CLI says so too, and fails.
     let out = n1.cli(&["events", "--topic", "Tasks"]);
     assert!(!out.status.success());

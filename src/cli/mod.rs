@@ -9,6 +9,7 @@ pub mod keyring;
 pub mod local;
 pub mod node;
 pub mod service;
+pub mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
