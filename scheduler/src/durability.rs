@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Dot, Stamp};
 use crate::message::{Message, Outgoing};
-use crate::roles::Inflight;
+use crate::roles::{CatchUp, Inflight};
 use crate::scheduler::Scheduler;
 use crate::table::{JobEntry, JobRowsV1, OpBody};
 
@@ -149,9 +149,15 @@ impl Scheduler {
         }
     }
 
-    /// After [`Scheduler::restore`]: join the job records logged after the snapshot. They
-    /// are the same writes with the same stamps, so a job stopped or updated elsewhere since
-    /// stays as the newer write says. Returns how many records could not be read.
+    /// After [`Scheduler::restore`], or on a new core when the node crashed before its
+    /// first snapshot: join the job records logged after the snapshot. They are the same
+    /// writes with the same stamps, so a job stopped or updated elsewhere since stays as the
+    /// newer write says. Returns how many records could not be read.
+    ///
+    /// A record means this node lived before, so it catches up with a peer before it acts,
+    /// as a restored one does: its view of the slots is at best as old as its last snapshot,
+    /// and placing from it would start copies of slots that run elsewhere, and could reuse an
+    /// attempt id it gave out in its first life for another target.
     pub fn restore_job_records<'a>(
         &mut self,
         records: impl IntoIterator<Item = &'a [u8]>,
@@ -165,6 +171,7 @@ impl Scheduler {
             for (incarnation, entry) in rows {
                 self.repl.hlc.observe(entry.stamp.hlc);
                 self.replica.join_local(&OpBody::Job { incarnation, entry });
+                self.reach.catch_up.get_or_insert_with(CatchUp::default);
             }
         }
         self.work.everything = true;

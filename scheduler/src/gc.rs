@@ -2,6 +2,8 @@
 //! grace period, a slot's coordinator folds old attempts of a long slot history into a floor,
 //! and tombstones are dropped once every live peer holds them (`docs/scheduler.md`, GC rule).
 
+use shoal_gossip::MemberStatus;
+
 use crate::config::ms;
 use crate::hash::StableHasher;
 use crate::ids::{AttemptId, SlotKey};
@@ -10,6 +12,13 @@ use crate::scheduler::Scheduler;
 use crate::slot::slot_status;
 use crate::spec::JobType;
 use crate::table::{AttemptState, JobKey, OpBody, SlotFloor};
+
+/// How long a `Lost` attempt of a member seen down stays out of its slot's floor: the target
+/// may be reclaiming it behind a partition this node has not seen heal (simulator finding
+/// 10). Longer than the partitions the chaos suite and the simulator run, short enough that a
+/// node that died for good holds its slots' histories for minutes, not for the hour foca
+/// remembers it.
+const LOST_FLOOR_HOLD_MS: u64 = 10 * 60 * 1000;
 
 impl Scheduler {
     /// Whether this node collects the garbage of a job incarnation (its rendezvous winner
@@ -111,7 +120,33 @@ impl Scheduler {
         }
         let cut = attempts.len() - keep.div_ceil(2).max(1);
         let (old, kept) = attempts.split_at(cut);
-        if old.iter().any(|(_, s)| s.is_live()) {
+        // A `Lost` attempt may be reclaimed by its target (a `Running` of the next round on
+        // its way here): folding it away would make the target kill a copy that may be the
+        // slot's only one (simulator finding 10). The condemning node may still believe the
+        // target down while it reclaims, so a member that has not left counts, down too, for
+        // [`LOST_FLOOR_HOLD_MS`] after this node saw it go down. After that, or once the
+        // target left or was forgotten, the fold goes ahead: a node that never returns must
+        // not grow its slots' histories by one rejected attempt per retry for good.
+        let now = self.now;
+        let reclaimable = |id: &AttemptId, s: &AttemptState| {
+            if !s.is_lost() {
+                return false;
+            }
+            let Some(a) = tables.assignment(id) else {
+                return false;
+            };
+            let target = a.target.as_str();
+            self.members.all.get(target).is_some_and(|m| {
+                m.status != MemberStatus::Left
+                    && !m.ad.as_ref().is_some_and(|ad| ad.left)
+                    && self
+                        .members
+                        .down_since
+                        .get(target)
+                        .is_none_or(|t| now.since(*t) < LOST_FLOOR_HOLD_MS)
+            })
+        };
+        if old.iter().any(|(id, s)| s.is_live() || reclaimable(id, s)) {
             return;
         }
         let failures = old

@@ -305,3 +305,64 @@ fn a_down_member_is_condemned_only_after_settle_ms_with_the_majority() {
         "and replaces them"
     );
 }
+
+/// A node restarted with only its job log (it crashed before any snapshot) must learn the
+/// cluster's tables before it places. Placing from its stale view starts copies of slots
+/// that run elsewhere, and re-placing a slot it had placed in its first life reuses that
+/// attempt's id, for another target when placement picks differently: the ownership rules
+/// then refuse every message carrying either write, for good (found on real agents:
+/// `tests/jobs.rs`, `a_restarted_node_reloads_its_tables_and_kills_what_was_superseded`).
+#[test]
+fn a_node_restarted_without_a_snapshot_catches_up_before_it_places() {
+    for seed in 40..48 {
+        // Anti-entropy as slow as an agent's (1 s): a restarted node learns the others'
+        // tables from its own digests, not from a peer's periodic one.
+        let config = shoal_scheduler::SchedulerConfig {
+            anti_entropy_interval: std::time::Duration::from_secs(1),
+            ..shoal_scheduler::testing::fast_config()
+        };
+        let mut c = Cluster::with_config(4, 4000, 4096, seed, config);
+        c.submit("n1", spread_service("web", 3)).unwrap();
+        assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 3) && c.converged()));
+        // Crash a node that placed something, let the others re-place its work, restart it.
+        let victim = ["n2", "n3", "n4", "n1"]
+            .into_iter()
+            .find(|n| {
+                c.nodes["n1"]
+                    .sched
+                    .tables()
+                    .assignments()
+                    .any(|(id, _)| id.placer.as_str() == *n)
+            })
+            .unwrap();
+        c.crash(victim);
+        c.declare_down(victim);
+        assert!(
+            c.run_until(15_000, |c| running_everywhere(c, "web", 3)),
+            "seed {seed}: the survivors re-place {victim}'s slot"
+        );
+        let started = c.processes.len();
+        c.restart(victim, None);
+        assert!(
+            c.run_until(15_000, |c| c.converged() && running_everywhere(c, "web", 3)),
+            "seed {seed}: the cluster converges after {victim} restarts"
+        );
+        assert_eq!(
+            c.nodes[victim].sched.stats().placements,
+            0,
+            "seed {seed}: every slot runs elsewhere, yet the restarted {victim} placed"
+        );
+        assert_eq!(
+            c.processes.len(),
+            started,
+            "seed {seed}: a process started after {victim} restarted"
+        );
+        for (name, n) in &c.nodes {
+            assert_eq!(
+                n.sched.stats().refused_messages,
+                0,
+                "seed {seed}: {name} refused a message after {victim} restarted"
+            );
+        }
+    }
+}

@@ -54,6 +54,10 @@ pub enum Sabotage {
     ZombieCrashes,
     /// Every node advertises twice its real capacity, so admission lets in more than fits.
     OverstateCapacity,
+    /// Fencing kills the wrong copy: when a core orders a copy killed as superseded, the
+    /// executors kill the slot's other copies instead (the incumbent), as the cores did before
+    /// issue 12 after every heal.
+    InvertFencing,
 }
 
 /// Everything that can happen at one virtual instant.

@@ -125,6 +125,11 @@ pub trait Host {
     fn schedule(&mut self, at: Millis, event: SchedEvent);
     /// Records a violation of an `always_*` checker (the first one per checker is kept).
     fn violate(&mut self, check: &str, event: String);
+    /// Tests only (`Sabotage::InvertFencing`): a superseded copy's kill order kills the slot's
+    /// other copies instead.
+    fn invert_fencing(&self) -> bool {
+        false
+    }
 }
 
 /// The scheduling world's own events, queued through [`Host::schedule`].

@@ -95,18 +95,50 @@ fn without_the_quorum_a_flapping_node_condemns_while_it_knows_it_has_no_majority
 }
 
 #[test]
-fn without_the_quorum_a_majority_node_loses_a_task_a_flapping_node_condemned() {
-    // The flapping n2 writes n1's task lost; n1 reclaims it, but n2's replacements are all
-    // rejected and n2 folds the lost attempt into the slot's floor; n1 then finds its attempt
-    // gone and kills its own copy (superseded), although it never left the majority
-    // (docs/simulator.md, finding 10).
-    let text = library("fault-flapping.toml");
-    bites(
-        &text,
-        2,
-        "none",
-        "always_majority_tasks_kept",
-        "stayed on the majority side",
+fn a_flapping_node_that_condemned_no_longer_folds_the_reclaimed_copy_away() {
+    // Finding 10 (docs/simulator.md), fixed: driven without the quorum, the flapping n2 still
+    // writes n1's task lost (the condemnation checker says so), and n1 reclaims it; n2's
+    // replacements are all rejected, and n2 used to fold the lost attempt into the slot's
+    // floor, so that n1 killed its own copy as superseded at 50.4 s. A lost attempt whose
+    // target has not left is no longer folded, and n1's copy runs on.
+    let text = with_feed(&library("fault-flapping.toml"), "none");
+    let r = run(&text, 2);
+    assert_eq!(
+        check(&r, "always_minority_condemns_nobody").status,
+        Status::Fail,
+        "the run still has the condemnation that led to finding 10"
+    );
+    assert_eq!(
+        check(&r, "always_majority_tasks_kept").status,
+        Status::Pass,
+        "{:?}",
+        check(&r, "always_majority_tasks_kept")
+    );
+}
+
+#[test]
+fn fencing_that_kills_the_incumbent_is_caught() {
+    // The production cores no longer kill a majority's task in any library scenario, with or
+    // without the quorum (finding 10 was the last path): the incumbent rule fences the right
+    // copy. So this checker bites on a harness whose executors obey fencing backwards (the
+    // copy ordered dead runs on and the incumbent dies), as every original did after a heal
+    // before issue 12. Without the quorum the cut-off n3 runs duplicates of the majority's
+    // slots, which makes fencing orders after the heal.
+    let text = with_feed(&library("fault-isolated-node.toml"), "none");
+    let honest = run(&text, 1);
+    assert_eq!(
+        check(&honest, "always_majority_tasks_kept").status,
+        Status::Pass,
+        "{:?}",
+        check(&honest, "always_majority_tasks_kept")
+    );
+    let s = Scenario::parse(&text).expect("scenario parses");
+    let r = simulate(&s, 1, Sabotage::InvertFencing, "test".into(), &mut |_| {}).expect("runs");
+    let c = check(&r, "always_majority_tasks_kept");
+    assert_eq!(c.status, Status::Fail, "{c:?}");
+    assert!(
+        c.detail.contains("reason Superseded") && c.detail.contains("stayed on the majority side"),
+        "{c:?}"
     );
 }
 

@@ -52,6 +52,11 @@ impl TempDir {
 
 impl Drop for TempDir {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // A failed test keeps its agents' logs and data dirs for the post-mortem.
+            eprintln!("test failed: kept {} (agent logs: *.log)", self.0.display());
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.0);
     }
 }
@@ -118,7 +123,12 @@ impl Agent {
         let data_dir = spec.root.join("shoal-data").join(spec.name);
         let addresses = data_dir.join("addresses.json");
         let _ = std::fs::remove_file(&addresses);
-        let log = std::fs::File::create(spec.root.join(format!("{}.log", spec.name))).unwrap();
+        // Appended, so that a restarted agent's log follows its first life's.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(spec.root.join(format!("{}.log", spec.name)))
+            .unwrap();
         let mut cmd = match &spec.launcher {
             Some(launcher) => {
                 let mut cmd = Command::new(&launcher[0]);

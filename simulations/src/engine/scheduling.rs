@@ -20,6 +20,7 @@ struct Lent<'a> {
     net: &'a Network,
     net_rng: &'a mut StdRng,
     violations: &'a mut Vec<Violation>,
+    invert_fencing: bool,
 }
 
 impl Host for Lent<'_> {
@@ -56,6 +57,10 @@ impl Host for Lent<'_> {
         sides::majority_side_since(self.nodes, node, since.0)
     }
 
+    fn invert_fencing(&self) -> bool {
+        self.invert_fencing
+    }
+
     fn minority_side(&self, node: usize) -> bool {
         sides::minority_side(self.nodes, node)
     }
@@ -84,6 +89,7 @@ impl Simulation {
             net: &self.net,
             net_rng: &mut self.net_rng,
             violations: &mut self.violations,
+            invert_fencing: self.sabotage == super::Sabotage::InvertFencing,
         };
         Some((bench, host))
     }

@@ -4,7 +4,7 @@
 //! every [`SNAPSHOT_EVERY_MS`].
 
 use rand::RngExt;
-use shoal_scheduler::{AttemptId, ExecCommand, Scheduler, TaskEvent};
+use shoal_scheduler::{AttemptId, ExecCommand, KillReason, Scheduler, TaskEvent};
 
 use super::executor::{ORPHAN_GRACE_MS, Proc, SNAPSHOT_EVERY_MS};
 use super::{Host, ProcessState, SchedEvent, Workbench};
@@ -53,7 +53,9 @@ impl Workbench {
                 );
             }
             ExecCommand::Kill { task, reason } => {
-                if let Some(p) = self.nodes[i].running.remove(&task) {
+                if host.invert_fencing() && reason == KillReason::Superseded {
+                    self.kill_the_other_copies(host, &task);
+                } else if let Some(p) = self.nodes[i].running.remove(&task) {
                     self.check_kill(host, i, &task, &p, reason);
                     self.copy_removed(host, &task);
                 }
@@ -61,6 +63,33 @@ impl Workbench {
             }
             // The simulator runs no health checks yet (`docs/services.md`, build step 6).
             ExecCommand::Checks { .. } | ExecCommand::StopChecks { .. } => {}
+        }
+    }
+
+    /// `Sabotage::InvertFencing`: every other copy of `task`'s slot is killed as superseded,
+    /// the order's own copy runs on.
+    fn kill_the_other_copies(&mut self, host: &mut dyn Host, task: &AttemptId) {
+        for j in 0..self.nodes.len() {
+            let others: Vec<AttemptId> = self.nodes[j]
+                .running
+                .keys()
+                .filter(|t| {
+                    t.job == task.job
+                        && t.incarnation == task.incarnation
+                        && t.slot == task.slot
+                        && *t != task
+                })
+                .cloned()
+                .collect();
+            for other in others {
+                if let Some(p) = self.nodes[j].running.remove(&other) {
+                    self.check_kill(host, j, &other, &p, KillReason::Superseded);
+                    self.copy_removed(host, &other);
+                }
+                if let Some(core) = self.nodes[j].core.as_mut() {
+                    core.handle_task_event(host.now(), other, TaskEvent::Killed);
+                }
+            }
         }
     }
 
