@@ -6,9 +6,12 @@ follows `GET /v1/events?topic=Task` and submits --tasks single-task service jobs
 another, each waiting for its `Started` event before the next. Each task's first action is
 `date +%s%N` into a file: its own start as the process sees it. Two figures, p50/p99/max:
 
-  - start → delivered: the client's clock when the event's line arrived, minus the task's
-    own stamp (the executor observing the start, the ring, SSE, the socket). Can be slightly
-    negative when the shell runs `date` after the executor already reported the start;
+  - fork → delivered: arrival minus the task process's start as the kernel records it
+    (`/proc/PID/stat` starttime, in clock ticks since boot: 10 ms resolution, placed on the
+    wall clock through `/proc/uptime`). The executor's spawn, its report, the scheduler task,
+    the ring, SSE and the socket;
+  - shell → delivered: arrival minus the task's own first `date +%s%N`. Negative when the
+    shell gets to `date` after the start was already delivered (a loaded host delays it);
   - recorded → delivered: arrival minus the event's `time_ms` (the ring and SSE alone;
     millisecond resolution).
 
@@ -48,6 +51,16 @@ def follow(addr, out):
         if line.startswith(b"data:"):
             out.put((time.time_ns(), json.loads(line[5:])))
 
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+def forked_at(pid):
+    """Unix seconds when process `pid` was forked, from /proc (10 ms resolution)."""
+    with open(f"/proc/{pid}/stat") as f:
+        starttime = int(f.read().rsplit(")", 1)[1].split()[19])
+    with open("/proc/uptime") as f:
+        uptime = float(f.read().split()[0])
+    return time.time() - uptime + starttime / CLK_TCK
+
 def pct(xs, p):
     xs = sorted(xs); return xs[min(len(xs) - 1, int(round(p / 100 * (len(xs) - 1))))]
 
@@ -76,7 +89,7 @@ def main():
             time.sleep(0.01)
         events = queue.Queue()
         threading.Thread(target=follow, args=(info["http"], events), daemon=True).start()
-        start_to_delivered, recorded_to_delivered = [], []
+        start_to_delivered, recorded_to_delivered, fork_to_delivered = [], [], []
         for i in range(a.tasks):
             jid = f"ev{i}"
             stamp = os.path.join(stamps, jid)
@@ -92,6 +105,7 @@ def main():
             for _ in range(5000):
                 if os.path.exists(stamp): break
                 time.sleep(0.001)
+            fork_to_delivered.append(arrived / 1e6 - forked_at(e["payload"]["pid"]) * 1e3)
             started = int(open(stamp).read())
             start_to_delivered.append((arrived - started) / 1e6)
             recorded_to_delivered.append(arrived / 1e6 - e["time_ms"])
@@ -100,7 +114,8 @@ def main():
             api.getresponse().read()
         commit = subprocess.check_output(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"]).decode().strip()
         result = {"commit": commit, "binary": a.bin, "tasks": a.tasks,
-                  "start_to_delivered": summary(start_to_delivered),
+                  "fork_to_delivered": summary(fork_to_delivered),
+                  "shell_to_delivered": summary(start_to_delivered),
                   "recorded_to_delivered": summary(recorded_to_delivered)}
         print(json.dumps(result, indent=2))
         if a.out:
