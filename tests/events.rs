@@ -324,3 +324,52 @@ fn topics_filter_and_bad_queries_are_refused_with_a_reason() {
         a.stop();
     }
 }
+
+#[test]
+fn a_reader_behind_a_small_ring_is_told_what_it_missed_and_nothing_else() {
+    let (dir, mut agents) =
+        start_agents(1, "events-ring", &["--events-kept", "8"], DEADLINE, |x| {
+            x["status"] == "alive" && !x["resources"].is_null()
+        });
+    let n1 = &agents[0];
+    // Far more than 8 events: a job's submission, placements, attempt rows, starts.
+    submit(n1, &dir.0, "many", 3);
+    nodes_of(n1, "many", 3);
+    let kept = events_now(n1, &["--since", "0"]);
+    let notice = &kept[0];
+    assert_eq!(
+        (notice["topic"].as_str(), notice["type"].as_str()),
+        (Some("Stream"), Some("Missed")),
+        "{kept:#?}"
+    );
+    let rest = &kept[1..];
+    assert_eq!(rest.len(), 8, "the ring keeps 8: {kept:#?}");
+    let first_kept = rest[0]["index"].as_u64().unwrap();
+    // The notice counts exactly the events between the cursor and the oldest kept, and its
+    // index is the last one missed; the kept ones follow without a gap.
+    assert_eq!(notice["payload"]["missed"].as_u64(), Some(first_kept - 1));
+    assert_eq!(notice["payload"]["oldest_kept"].as_u64(), Some(first_kept));
+    assert_eq!(notice["index"].as_u64(), Some(first_kept - 1));
+    assert_eq!(
+        indexes(rest),
+        (first_kept..first_kept + 8).collect::<Vec<_>>()
+    );
+    // Resuming after the notice misses nothing more; the metrics count the evictions.
+    let resumed = events_now(n1, &["--since", &(first_kept - 1).to_string()]);
+    assert!(
+        resumed.iter().all(|e| e["type"] != "Missed"),
+        "{resumed:#?}"
+    );
+    let metrics =
+        http_request(n1.http, "GET", "/v1/metrics", None, Duration::from_secs(10)).unwrap();
+    let dropped = metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_events_dropped_total "))
+        .and_then(|v| v.parse::<u64>().ok())
+        .unwrap();
+    assert!(dropped >= first_kept - 1, "{dropped} < {}", first_kept - 1);
+    for a in &mut agents {
+        a.stop();
+    }
+}

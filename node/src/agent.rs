@@ -68,6 +68,9 @@ pub struct AgentConfig {
     pub tasks: TaskSettings,
     /// Where service discovery is answered over DNS (`--dns`, `--dns-ttl`).
     pub dns: crate::dns::DnsSettings,
+    /// Events kept for `GET /v1/events` readers that resume (`--events-kept`,
+    /// [`crate::events::RING_EVENTS`] by default).
+    pub events_kept: std::num::NonZeroUsize,
 }
 
 /// How an agent runs tasks: `shoal agent --task-user`, `--allow-task-user`, `--task-max-pids`
@@ -174,7 +177,12 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         addr: bound.gossip_addr,
         generation,
     };
-    let events = crate::events::EventLog::new(config.name.clone(), generation, clock);
+    let events = crate::events::EventLog::with_capacity(
+        config.name.clone(),
+        generation,
+        clock,
+        config.events_kept.get(),
+    );
     let shared = Shared {
         clock,
         events: events.clone(),
