@@ -10,7 +10,7 @@ use std::process::{Child, Stdio};
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
-use common::{Agent, http_request, run, start_agents, wait_for};
+use common::{Agent, AgentSpec, http_request, run, start_agents, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -369,6 +369,58 @@ fn a_reader_behind_a_small_ring_is_told_what_it_missed_and_nothing_else() {
         .and_then(|v| v.parse::<u64>().ok())
         .unwrap();
     assert!(dropped >= first_kept - 1, "{dropped} < {}", first_kept - 1);
+    for a in &mut agents {
+        a.stop();
+    }
+}
+
+#[test]
+fn a_reader_from_before_a_restart_is_told_and_reads_the_new_stream_from_its_start() {
+    let (dir, mut agents) = start_agents(2, "events-restart", &[], DEADLINE, |x| {
+        x["status"] == "alive" && !x["resources"].is_null()
+    });
+    let old = events_now(&agents[1], &[]);
+    let last = old.last().unwrap();
+    let (since, generation) = (
+        last["index"].as_u64().unwrap().to_string(),
+        last["generation"].as_u64().unwrap(),
+    );
+    // n2, stopped and started again on its data dir: a new generation.
+    agents[1].stop();
+    let key = dir.0.join("cluster.key");
+    agents[1] = Agent::start(AgentSpec {
+        join: Some(agents[0].gossip),
+        ..AgentSpec::new("n2", &key, &dir.0)
+    });
+    assert_ne!(agents[1].generation, generation);
+    let n2 = &agents[1];
+    // It sees n1 again: events of the new incarnation exist.
+    wait_for(DEADLINE, "n2's new stream has events", || {
+        (events_now(n2, &[]).len() >= 2).then_some(())
+    });
+    let got = events_now(
+        n2,
+        &["--since", &since, "--generation", &generation.to_string()],
+    );
+    let notice = &got[0];
+    assert_eq!(
+        (notice["topic"].as_str(), notice["type"].as_str()),
+        (Some("Stream"), Some("Restarted")),
+        "{got:#?}"
+    );
+    assert_eq!(notice["payload"]["previous_generation"], generation);
+    assert_eq!(notice["generation"], n2.generation);
+    // Then the new incarnation's events from its first, whatever `since` said.
+    let rest = &got[1..];
+    assert_eq!(rest[0]["index"], 1, "{got:#?}");
+    assert_eq!(indexes(rest), (1..=rest.len() as u64).collect::<Vec<_>>());
+    assert!(rest.iter().all(|e| e["generation"] == n2.generation));
+    // The same generation resumes as before: no notice.
+    let same = events_now(
+        n2,
+        &["--since", "1", "--generation", &n2.generation.to_string()],
+    );
+    assert_eq!(same[0]["index"], 2, "{same:#?}");
     for a in &mut agents {
         a.stop();
     }

@@ -10,6 +10,9 @@
 //! (end the stream after the events kept now). Without `since` the stream starts at the oldest
 //! event kept. A bad value, an unknown parameter, or a `since` ahead of the newest event (the
 //! agent restarted: indexes restart with each incarnation) is `400`, with the reason.
+//! `generation=G` (the `generation` of the reader's last event) avoids that: when the agent
+//! is no longer generation G, `since` is ignored and the stream starts from the oldest event
+//! kept, after a `Stream`/`Restarted` notice.
 //!
 //! Guarded like every read (`crate::api_auth`): open on loopback, the token off it.
 
@@ -46,6 +49,8 @@ pub struct EventQuery {
     pub since: Option<u64>,
     /// Keep the stream open for new events.
     pub follow: bool,
+    /// The generation of the agent the reader's `since` came from.
+    pub generation: Option<u64>,
 }
 
 /// Parses the query string and `Last-Event-ID`; `Err` says what was wrong.
@@ -63,6 +68,11 @@ pub fn parse_query(query: Option<&str>, last_event_id: Option<&str>) -> Result<E
                 }
             }
             "since" => q.since = Some(parse_index("since", value)?),
+            "generation" => {
+                q.generation = Some(value.parse().map_err(|_| {
+                    format!("generation={value:?} is not an agent generation (a whole number)")
+                })?);
+            }
             "follow" => {
                 q.follow = match value {
                     "true" | "1" | "" => true,
@@ -72,7 +82,7 @@ pub fn parse_query(query: Option<&str>, last_event_id: Option<&str>) -> Result<E
             }
             _ => {
                 return Err(format!(
-                    "unknown parameter {key:?}: use topic, since or follow"
+                    "unknown parameter {key:?}: use topic, since, generation or follow"
                 ));
             }
         }
@@ -147,14 +157,21 @@ async fn events(
     };
     let log = s.events.clone();
     let newest = log.newest();
-    if let Some(since) = q.since
+    let mut ready = VecDeque::new();
+    // A reader whose `since` came from an earlier incarnation starts again from the oldest
+    // event kept, told so; its index means nothing here.
+    let restarted = q.generation.filter(|g| *g != s.id.generation);
+    if let Some(previous) = restarted {
+        ready.push_back(log.restarted_notice(previous));
+    } else if let Some(since) = q.since
         && since > newest
     {
         return error(
             StatusCode::BAD_REQUEST,
             format!(
                 "since={since} is ahead of this agent's newest event ({newest}): indexes \
-                 restart when the agent restarts (it is generation {}); read again without since",
+                 restart when the agent restarts (it is generation {}); read again without \
+                 since, or pass the generation of your last event as generation=",
                 s.id.generation
             ),
         );
@@ -163,9 +180,13 @@ async fn events(
         wake: log.watch(),
         log,
         topics: q.topics,
-        cursor: q.since.unwrap_or(0),
+        cursor: if restarted.is_some() {
+            0
+        } else {
+            q.since.unwrap_or(0)
+        },
         follow: q.follow,
-        ready: VecDeque::new(),
+        ready,
     };
     let stream = futures_util::stream::unfold(reader, |mut r| async move {
         let e = r.next().await?;
@@ -201,6 +222,7 @@ mod tests {
             ("topic=Tasks", "unknown topic"),
             ("follow=maybe", "not true or false"),
             ("sinse=1", "unknown parameter"),
+            ("generation=x", "not an agent generation"),
         ] {
             let err = parse_query(Some(bad), None).unwrap_err();
             assert!(err.contains(says), "{bad}: {err}");

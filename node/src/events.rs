@@ -228,6 +228,25 @@ impl Ring {
         index
     }
 
+    /// The notice for a reader that resumes from an earlier incarnation (`previous`): index 0,
+    /// since this incarnation's indexes start again at 1 and the reader reads from the start.
+    #[must_use]
+    pub fn restarted_notice(&self, time_ms: u64, previous: u64) -> Kept {
+        Kept::of(&Event {
+            index: 0,
+            time_ms,
+            node: self.node.clone(),
+            generation: self.generation,
+            topic: Topic::Stream,
+            kind: "Restarted".to_string(),
+            payload: json!({
+                "previous_generation": previous,
+                "generation": self.generation,
+                "note": "the agent restarted since this reader's last event: indexes start again, and this stream reads from the oldest event kept",
+            }),
+        })
+    }
+
     /// The newest index given out (0: none yet).
     #[must_use]
     pub fn newest(&self) -> u64 {
@@ -350,6 +369,12 @@ impl EventLog {
     #[must_use]
     pub fn newest(&self) -> u64 {
         self.lock().newest()
+    }
+
+    /// See [`Ring::restarted_notice`].
+    #[must_use]
+    pub fn restarted_notice(&self, previous: u64) -> Kept {
+        self.lock().restarted_notice(self.clock.now().0, previous)
     }
 
     /// (events emitted, events evicted from the ring), for metrics.

@@ -2,8 +2,9 @@
 //!
 //! Without `--follow` it prints the events the agent keeps and ends; with it, it keeps
 //! printing and, when the connection drops, reconnects with `since` set to the last index
-//! printed, so nothing still in the agent's ring is missed (a `Missed` notice says when
-//! something was not).
+//! printed (and the agent's generation, so a restarted agent's stream is read from its start,
+//! after a `Restarted` notice), so nothing still in the agent's ring is missed (a `Missed`
+//! notice says when something was not).
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -35,15 +36,22 @@ pub struct EventsArgs {
     /// Only events after this index (default: every event the agent keeps).
     #[arg(long)]
     since: Option<u64>,
+    /// The agent generation `--since` came from (each event carries it): if the agent has
+    /// restarted since, its stream is read from the start, after a `Restarted` notice.
+    #[arg(long, requires = "since")]
+    generation: Option<u64>,
 }
 
 /// Runs `shoal events`.
 pub async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
     let api = Api::new(&args.api)?;
-    let mut since = args.since;
+    let mut cursor = Cursor {
+        since: args.since,
+        generation: args.generation,
+    };
     loop {
-        let path = events_path(&args.topic, since, args.follow);
-        let result = stream(&api, &path, args.json, &mut since).await;
+        let path = events_path(&args.topic, &cursor, args.follow);
+        let result = stream(&api, &path, args.json, &mut cursor).await;
         match result {
             Ok(()) if !args.follow => return Ok(ExitCode::SUCCESS),
             // The agent closed the stream (it stops) or the connection broke: resume.
@@ -51,7 +59,7 @@ pub async fn run(args: EventsArgs) -> anyhow::Result<ExitCode> {
             Err(e) if e.is::<Closed>() => return Ok(ExitCode::SUCCESS),
             // A refusal (a bad query, an agent that restarted) does not heal by retrying.
             Err(e) if !args.follow || e.is::<Refused>() => return Err(e),
-            Err(e) => eprintln!("events: {e:#}; reconnecting after index {since:?}"),
+            Err(e) => eprintln!("events: {e:#}; reconnecting after index {:?}", cursor.since),
         }
         tokio::time::sleep(RECONNECT_AFTER).await;
     }
@@ -81,20 +89,31 @@ impl std::fmt::Display for Refused {
 
 impl std::error::Error for Refused {}
 
-fn events_path(topics: &[Topic], since: Option<u64>, follow: bool) -> String {
+/// Where a reader is: the last index printed and the generation of the agent it came from
+/// (so a reconnect to a restarted agent starts again rather than skipping its first events).
+#[derive(Debug, Clone, Copy)]
+struct Cursor {
+    since: Option<u64>,
+    generation: Option<u64>,
+}
+
+fn events_path(topics: &[Topic], cursor: &Cursor, follow: bool) -> String {
     let mut path = format!("/v1/events?follow={follow}");
     if !topics.is_empty() {
         let names: Vec<&str> = topics.iter().map(|t| t.as_str()).collect();
         path.push_str(&format!("&topic={}", names.join(",")));
     }
-    if let Some(since) = since {
+    if let Some(since) = cursor.since {
         path.push_str(&format!("&since={since}"));
+    }
+    if let Some(generation) = cursor.generation {
+        path.push_str(&format!("&generation={generation}"));
     }
     path
 }
 
 /// Reads one connection's events, printing each and moving `since` past it.
-async fn stream(api: &Api, path: &str, json: bool, since: &mut Option<u64>) -> anyhow::Result<()> {
+async fn stream(api: &Api, path: &str, json: bool, cursor: &mut Cursor) -> anyhow::Result<()> {
     let mut resp = api
         .get_stream(path)
         .await
@@ -121,7 +140,10 @@ async fn stream(api: &Api, path: &str, json: bool, since: &mut Option<u64>) -> a
                 // The reader went away (`shoal events | head`): nothing more to do.
                 return Err(Closed.into());
             }
-            *since = Some(event.index);
+            *cursor = Cursor {
+                since: Some(event.index),
+                generation: Some(event.generation),
+            };
         }
     }
     Ok(())

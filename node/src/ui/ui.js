@@ -16,7 +16,7 @@ const RECONNECT_MS = 1000;
 
 const S = {
   nodes: [], jobs: [], self: null, events: [], since: null, live: false,
-  view: 'map', job: null, group: null, opened: new Set(),
+  gen: null, view: 'map', job: null, group: null, opened: new Set(),
   topics: new Set(TOPICS), text: '', paused: false, all: false,
   // Timings (ms) for the title and bench/ui.py: the first draw with nodes, each draw, and
   // each update (the first undrawn event's arrival → the end of the draw showing it).
@@ -98,7 +98,8 @@ function setLive(on) {
 }
 
 async function stream() {
-  const q = S.since === null ? '' : '?since=' + S.since;
+  // The generation too: after an agent restart, its stream starts again from its oldest event.
+  const q = S.since === null ? '' : '?since=' + S.since + '&generation=' + S.gen;
   try {
     const r = await fetch('/v1/events' + q, { headers: headers() });
     if (r.status === 400 && S.since !== null) {
@@ -132,8 +133,9 @@ async function stream() {
 }
 
 function onEvent(e) {
-  if (e.topic !== 'Stream') S.since = e.index;
+  if (e.topic !== 'Stream' || e.type === 'Restarted') S.since = e.index;
   else S.since = Math.max(S.since || 0, e.index);
+  S.gen = e.generation;
   if (S.perf.pendingSince === null) S.perf.pendingSince = performance.now();
   S.events.push(e);
   if (S.events.length > FEED_KEEP) S.events.splice(0, S.events.length - FEED_KEEP);
