@@ -13,6 +13,7 @@ const FEED_KEEP = 2000;        // events kept for the feed
 const FEED_SHOW = 400;         // rows drawn
 const AGGREGATE_ABOVE = 150;   // more nodes than this: groups are summarised until opened
 const RECONNECT_MS = 1000;
+const LEGEND_JOBS = 12;        // jobs named in the map's colour legend
 
 const S = {
   nodes: [], jobs: [], self: null, events: [], since: null, live: false,
@@ -295,12 +296,16 @@ function aggregateTile(name, nodes, byNode) {
     mem += n.resources.allocated.memory_mib; memCap += n.resources.capacity.memory_mib;
     tasks += (byNode.get(n.name) || []).length;
   }
-  return '<div class="tile agg" data-key="g:' + esc(name) + '" data-group="' + esc(name) + '">' +
+  // The group's edge takes its worst member's colour.
+  const worst = counts.down ? 'down' : counts.suspect ? 'suspect' : 'alive';
+  return '<div class="tile agg status-' + worst + '" data-key="g:' + esc(name) + '" data-group="' + esc(name) + '">' +
     '<div class="name"><span>' + esc(name) + '</span><span class="st">' + nodes.length + ' nodes</span></div>' +
     '<div class="counts">' + Object.entries(counts).filter(([, c]) => c).map(([s, c]) =>
       '<span class="status-' + s + '"><span class="st">' + s + '</span> ' + c + '</span>').join('') + '</div>' +
     meter('cpu', cpu, cpuCap, 'm') + meter('mem', mem, memCap, 'MiB') +
-    '<small>' + tasks + ' tasks · click to open</small></div>';
+    // One dot per node, coloured by status: a down node shows without opening the group.
+    '<div class="dots">' + nodes.map((n) => '<i class="s-' + esc(n.status) + '" title="' + esc(n.name + ' ' + n.status) + '"></i>').join('') +
+    '</div><div><small>' + tasks + ' tasks · click to open</small></div></div>';
 }
 
 function drawMap() {
@@ -323,9 +328,13 @@ function drawMap() {
     else layout.push({ title, tiles: nodes.map((n) => ({ key: 'n:' + n.name, html: nodeTile(n, byNode.get(n.name)) })) });
   }
   drawTiles($('map'), layout, many);
+  // The jobs with the most live tasks name their colour; the rest are counted.
+  const live = new Map();
+  for (const v of byNode.values()) for (const { job } of v) live.set(job, (live.get(job) || 0) + 1);
+  const named = [...live.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, LEGEND_JOBS);
   const legend = $('jobs-legend');
-  legend.innerHTML = S.jobs.filter((j) => !j.stopped).map((j) =>
-    '<span><i data-hue="' + hue(j.id) + '"></i>' + esc(j.id) + '</span>').join('');
+  legend.innerHTML = named.map(([j]) => '<span><i data-hue="' + hue(j) + '"></i>' + esc(j) + '</span>').join('') +
+    (live.size > named.length ? '<span class="muted">+' + (live.size - named.length) + ' more jobs</span>' : '');
   applyStyles(legend);
   const alive = S.nodes.filter((n) => n.status === 'alive').length;
   let tasks = 0;
