@@ -547,6 +547,17 @@ pub fn command_event(node: &str, c: &ExecCommand) -> Option<Draft> {
     Some(draft(Topic::Task, kind, payload))
 }
 
+/// Events a core dropped from its own bounded queue before the shell drained it (`Stream`:
+/// `Dropped {source, count}`): their indexes were never given out, so only this says so.
+#[must_use]
+pub fn core_dropped(source: &str, count: u64) -> Draft {
+    draft(
+        Topic::Stream,
+        "Dropped",
+        json!({ "source": source, "count": count }),
+    )
+}
+
 /// A job write accepted by this agent's API (`Job`: `Submitted`, `Stopped`).
 #[must_use]
 pub fn job_event(kind: &'static str, job: &str) -> Draft {

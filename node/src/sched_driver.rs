@@ -304,6 +304,8 @@ struct Driver {
     catalog_tx: watch::Sender<Arc<Catalog>>,
     /// The event stream.
     stream: crate::events::EventLog,
+    /// The core's count of dropped events, as last reported to the stream.
+    events_dropped: u64,
 }
 
 impl Driver {
@@ -331,6 +333,7 @@ impl Driver {
             catalog: CatalogBuilder::new(),
             catalog_tx,
             stream: p.stream,
+            events_dropped: 0,
         }
     }
 
@@ -624,6 +627,18 @@ impl Driver {
         }
         while let Some(e) = self.core.poll_event() {
             self.stream.push(crate::events::sched_event(&e));
+        }
+        // The core's queue overflowed within one input (a huge merge): say so in the stream.
+        let dropped = self.core.events_dropped();
+        if dropped > self.events_dropped {
+            let lost = dropped - self.events_dropped;
+            self.events_dropped = dropped;
+            tracing::warn!(
+                lost,
+                "the scheduler core dropped events before they were recorded"
+            );
+            self.stream
+                .push(crate::events::core_dropped("scheduler", lost));
         }
         self.answer_waiters();
         if self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
