@@ -445,7 +445,8 @@ function drawEvents() {
   $('feed').innerHTML = shown.map((e) => '<tr data-index="' + e.index + '"><td class="num">' + e.index + '</td><td>' +
     new Date(e.time_ms).toISOString().slice(11, 23) + '</td><td class="t-' + esc(e.topic) + '">' + esc(e.topic) + '</td><td>' +
     esc(e.type) + '</td><td>' + esc(summary(e)) + '</td></tr>').join('');
-  $('event-count').textContent = shown.length + ' shown of ' + S.events.length + ' received';
+  $('event-count').textContent = shown.length + ' shown of ' + S.events.length + ' received from ' +
+    (S.self ? S.self.node.name + "'s" : "this agent's") + ' stream (each agent has its own)';
 }
 
 // ---- simulation reports -------------------------------------------------------------
