@@ -225,6 +225,8 @@ pub struct MembershipParams {
     pub scan_period_ms: Option<u64>,
     /// `announce_period`, in milliseconds.
     pub announce_period_ms: Option<u64>,
+    /// `announce_down_period` (announces to members believed down), in milliseconds.
+    pub announce_down_period_ms: Option<u64>,
     /// `sync_period` (resource-ad digest sync), in milliseconds.
     pub sync_period_ms: Option<u64>,
 }
@@ -245,6 +247,7 @@ impl MembershipParams {
         set(&mut c.gossip_period, self.gossip_period_ms);
         set(&mut c.scan_period, self.scan_period_ms);
         set(&mut c.announce_period, self.announce_period_ms);
+        set(&mut c.announce_down_period, self.announce_down_period_ms);
         set(&mut c.sync_period, self.sync_period_ms);
         c
     }
