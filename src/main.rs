@@ -48,6 +48,10 @@ enum Command {
     /// Inspect tasks.
     #[command(subcommand)]
     Task(cli::job::TaskCommand),
+    /// What one agent's cores and executor did, as it happened (`GET /v1/events`).
+    Events(cli::events::EventsArgs),
+    /// The cluster map and the busiest jobs in the terminal, redrawn as events arrive.
+    Top(cli::top::TopArgs),
     /// Run a local 3-node cluster on loopback with a throwaway key.
     Dev(cli::dev::DevArgs),
     /// Run a failure simulation: thousands of nodes, one process, one seed.
@@ -134,6 +138,8 @@ fn main() -> ExitCode {
             Command::Job(cmd) => cli::job::run(cmd).await,
             Command::Service(cmd) => cli::service::run(cmd).await,
             Command::Task(cmd) => cli::job::run_task(cmd).await,
+            Command::Events(args) => cli::events::run(args).await,
+            Command::Top(args) => cli::top::run(args).await,
             Command::Keyring(cmd) => cli::keyring::run(cmd).await,
             Command::Simulate(_) | Command::Watchdog(_) => {
                 unreachable!("handled before the runtime starts")

@@ -124,6 +124,11 @@ fn promtool_accepts_the_metrics_and_the_counters_move_when_a_job_runs() {
     assert!(sum("shoal_executor_start_duration_seconds_count") >= 6.0);
     assert!(sum("shoal_scheduler_submit_to_running_seconds_count") >= 6.0);
     assert!(sum("shoal_replication_ops_applied_total") > 0.0);
+    // The event stream recorded the placements and starts; nothing was evicted yet.
+    assert!(
+        value(&after[0], "shoal_events_emitted_total") > value(&b, "shoal_events_emitted_total")
+    );
+    assert_eq!(value(&after[0], "shoal_events_dropped_total"), 0.0);
     assert!(
         value(
             &after[0],

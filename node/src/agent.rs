@@ -68,6 +68,9 @@ pub struct AgentConfig {
     pub tasks: TaskSettings,
     /// Where service discovery is answered over DNS (`--dns`, `--dns-ttl`).
     pub dns: crate::dns::DnsSettings,
+    /// Events kept for `GET /v1/events` readers that resume (`--events-kept`,
+    /// [`crate::events::RING_EVENTS`] by default).
+    pub events_kept: std::num::NonZeroUsize,
 }
 
 /// How an agent runs tasks: `shoal agent --task-user`, `--allow-task-user`, `--task-max-pids`
@@ -121,6 +124,7 @@ pub struct RunningAgent {
     endpoint: quinn::Endpoint,
     executor: Executor,
     lease: Option<Lease>,
+    events: crate::events::EventLog,
 }
 
 impl RunningAgent {
@@ -137,6 +141,9 @@ impl RunningAgent {
         if let Some(lease) = self.lease {
             lease.release().await;
         }
+        // Following event readers end their streams, so the server's graceful stop does not
+        // wait on them.
+        self.events.close();
         let _ = self.shutdown.send(true);
         for task in self.tasks {
             let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
@@ -170,17 +177,19 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         addr: bound.gossip_addr,
         generation,
     };
-    let (gossip, mut tasks) = start_gossip(
-        &config,
-        &id,
-        socket,
-        &bound,
-        &ring,
+    let events = crate::events::EventLog::with_capacity(
+        config.name.clone(),
+        generation,
         clock,
-        shutdown_rx.clone(),
-    )
-    .await?;
-    let sched = start_scheduler(&config, &id, &bound, &ring, &gossip, clock, &shutdown_rx).await?;
+        config.events_kept.get(),
+    );
+    let shared = Shared {
+        clock,
+        events: events.clone(),
+        shutdown: shutdown_rx.clone(),
+    };
+    let (gossip, mut tasks) = start_gossip(&config, &id, socket, &bound, &ring, &shared).await?;
+    let sched = start_scheduler(&config, &id, &bound, &ring, &gossip, &shared).await?;
     tasks.extend(sched.tasks);
     let dns = match bound.dns {
         Some(sockets) => {
@@ -210,6 +219,7 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         enforcement: Some(sched.executor.enforcement()),
         metrics: sched.metrics,
         dns,
+        events: events.clone(),
     };
     let Bound {
         quic_addr,
@@ -247,7 +257,16 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         endpoint,
         executor: sched.executor,
         lease: sched.lease,
+        events,
     })
+}
+
+/// What the agent's tasks share: the clock, the event stream, the shutdown signal.
+#[derive(Clone)]
+struct Shared {
+    clock: Clock,
+    events: crate::events::EventLog,
+    shutdown: watch::Receiver<bool>,
 }
 
 /// Every socket of the agent, bound before anything starts: a busy port fails the start
@@ -314,9 +333,13 @@ async fn start_gossip(
     socket: UdpSocket,
     bound: &Bound,
     ring: &Keyring,
-    clock: Clock,
-    shutdown_rx: watch::Receiver<bool>,
+    shared: &Shared,
 ) -> anyhow::Result<(GossipHandle, Vec<JoinHandle<()>>)> {
+    let Shared {
+        clock,
+        events,
+        shutdown: shutdown_rx,
+    } = shared.clone();
     let ad = initial_ad(config, bound.quic_addr, bound.http_advertise);
     shoal_gossip::wire::check_ad(&ResourceAd {
         node: id.name.clone(),
@@ -346,6 +369,7 @@ async fn start_gossip(
         sealer,
         clock,
         Some(known_path),
+        Some(events),
         shutdown_rx.clone(),
     );
     let resolver = tokio::spawn(resolve_later(
@@ -375,9 +399,13 @@ async fn start_scheduler(
     bound: &Bound,
     ring: &Keyring,
     gossip: &GossipHandle,
-    clock: Clock,
-    shutdown_rx: &watch::Receiver<bool>,
+    shared: &Shared,
 ) -> anyhow::Result<Scheduling> {
+    let Shared {
+        clock,
+        ref events,
+        shutdown: ref shutdown_rx,
+    } = *shared;
     let store = Arc::new(Store::open(&config.data_dir)?);
     let exec_config = ExecutorConfig {
         instance: cgroup_instance(&config.name, &config.data_dir),
@@ -427,6 +455,7 @@ async fn start_scheduler(
         port_range: ports.range.clone(),
         reserved_ports,
         service_ip,
+        event_queue: std::num::NonZeroUsize::new(4096),
         ..shoal_scheduler::SchedulerConfig::default()
     };
     let mut sched_core = sched_driver::load_core(&store, &config.name, &sched_config, seed_of(id))?;
@@ -484,6 +513,7 @@ async fn start_scheduler(
         clock,
         config: sched_config,
         metrics: metrics.clone(),
+        stream: events.clone(),
     };
     let (handle, sched_task) = sched_driver::spawn(parts, shutdown_rx.clone());
     tasks.push(sched_task);

@@ -5,7 +5,8 @@
 //! - `GET /v1/nodes/{name}` — one member.
 //! - `GET /v1/agent/self` — this agent: identity, addresses, counters.
 //! - `/v1/jobs`, `/v1/tasks` (`api_jobs.rs`), `/v1/keyring` (`api_keyring.rs`),
-//!   `/v1/services` (`api_services.rs`).
+//!   `/v1/services` (`api_services.rs`), `/v1/events` (`api_events.rs`), the web UI at `/ui`
+//!   (`api_ui.rs`).
 //!
 //! Every request passes [`crate::api_auth::check`] first (token, `Host`, `Origin`, content
 //! type); a refused request reaches no handler.
@@ -51,6 +52,8 @@ pub struct ApiState {
     pub metrics: Arc<crate::metrics::Metrics>,
     /// DNS, unless it is off.
     pub dns: Option<crate::dns::DnsInfo>,
+    /// The event stream (`GET /v1/events`).
+    pub events: crate::events::EventLog,
 }
 
 impl std::fmt::Debug for ApiState {
@@ -156,6 +159,8 @@ pub fn router(state: ApiState, guard: Arc<crate::api_auth::Guard>) -> Router {
         .merge(crate::api_jobs::routes())
         .merge(crate::api_keyring::routes())
         .merge(crate::api_services::routes())
+        .merge(crate::api_events::routes())
+        .merge(crate::api_ui::routes())
         .fallback(not_found)
         .layer(middleware::from_fn_with_state(
             guard,
@@ -246,6 +251,7 @@ async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> R
         quorum: Some(s.gossip.quorum()),
         scheduler,
         dns: s.dns.as_ref().map(|d| d.counters.snapshot()),
+        events: Some(s.events.counts()),
     };
     let accept = headers
         .get(axum::http::header::ACCEPT)

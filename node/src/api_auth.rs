@@ -12,6 +12,10 @@
 //!   the agent's own `scheme://host:port` is `403`; a body whose content type is not
 //!   `application/json` or `application/toml` is `415` (a browser sends `text/plain` and form
 //!   bodies cross-origin without asking first).
+//! - **The web UI's static files are the exception**: `GET /ui` and its script and style
+//!   ([`crate::api_ui`]) need no token, even off loopback (a browser cannot add a header to a
+//!   page load, and the files hold nothing secret); the page then sends the token the user
+//!   gives it with every API call. `Host` and `Origin` are checked for them too.
 //! - **A refused request runs nothing**: the checks run in [`check`], a middleware in front of
 //!   every route, and a refusal returns before the request reaches a handler.
 //!
@@ -294,11 +298,16 @@ impl Guard {
         self.any_ip_port == Some(port) && host.parse::<IpAddr>().is_ok()
     }
 
-    /// `Err(response)` when the request must not reach a handler.
-    fn admit(&self, method: &Method, headers: &HeaderMap) -> Result<(), Refusal> {
+    /// `Err(response)` when the request must not reach a handler. `ui_asset`: a read of one
+    /// of the web UI's static files, which needs no token (they hold nothing secret, and a
+    /// browser cannot add a header to a page load); `Host` and `Origin` are checked anyway.
+    fn admit(&self, method: &Method, headers: &HeaderMap, ui_asset: bool) -> Result<(), Refusal> {
         self.check_host(headers)?;
         self.check_origin(headers)?;
-        self.check_token(method, headers)?;
+        let read = *method == Method::GET || *method == Method::HEAD;
+        if !(ui_asset && read) {
+            self.check_token(method, headers)?;
+        }
         check_content_type(headers)
     }
 
@@ -455,7 +464,8 @@ fn split_authority(authority: &str, default_port: u16) -> Option<(String, u16)> 
 
 /// The middleware: refuses what [`Guard`] refuses, before any handler runs.
 pub async fn check(State(guard): State<Arc<Guard>>, req: Request, next: Next) -> Response {
-    if let Err(refusal) = guard.admit(req.method(), req.headers()) {
+    let ui_asset = crate::api_ui::is_ui_asset(req.uri().path());
+    if let Err(refusal) = guard.admit(req.method(), req.headers(), ui_asset) {
         tracing::debug!(
             method = %req.method(),
             path = %req.uri().path(),
@@ -494,7 +504,7 @@ mod tests {
     }
 
     fn status(guard: &Guard, method: Method, pairs: &[(&'static str, &str)]) -> u16 {
-        match guard.admit(&method, &headers(pairs)) {
+        match guard.admit(&method, &headers(pairs), false) {
             Ok(()) => 200,
             Err(r) => r.status.as_u16(),
         }
@@ -601,7 +611,11 @@ mod tests {
     fn the_401_says_how_and_where() {
         let (g, _, dir) = guard("127.0.0.1:4646", "127.0.0.1:4646");
         let refusal = g
-            .admit(&Method::POST, &headers(&[("host", "127.0.0.1:4646")]))
+            .admit(
+                &Method::POST,
+                &headers(&[("host", "127.0.0.1:4646")]),
+                false,
+            )
             .unwrap_err();
         let body = refusal.message;
         assert!(body.contains("Authorization: Bearer TOKEN"), "{body}");
@@ -626,6 +640,36 @@ mod tests {
             status(&g, Method::GET, &[host, ("x-shoal-token", &token)]),
             200
         );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn the_ui_files_need_no_token_but_their_host_and_origin_are_checked() {
+        let (g, _, dir) = guard("10.0.0.1:4646", "10.0.0.1:4646");
+        let ui = |method: Method, pairs: &[(&'static str, &str)]| match g.admit(
+            &method,
+            &headers(pairs),
+            true,
+        ) {
+            Ok(()) => 200,
+            Err(r) => r.status.as_u16(),
+        };
+        let host = ("host", "10.0.0.1:4646");
+        assert_eq!(ui(Method::GET, &[host]), 200);
+        assert_eq!(ui(Method::HEAD, &[host]), 200);
+        // Only reads: a write to such a path still needs the token.
+        assert_eq!(ui(Method::POST, &[host]), 401);
+        assert_eq!(ui(Method::GET, &[("host", "evil.example:4646")]), 403);
+        let foreign = ("origin", "https://evil.example");
+        assert_eq!(ui(Method::GET, &[host, foreign]), 403);
+        // And the API itself is not opened by it.
+        assert_eq!(status(&g, Method::GET, &[host]), 401);
+        for path in ["/ui", "/ui/ui.js", "/"] {
+            assert!(crate::api_ui::is_ui_asset(path), "{path}");
+        }
+        for path in ["/v1/nodes", "/ui/../v1/nodes", "/uix", "/ui/secret"] {
+            assert!(!crate::api_ui::is_ui_asset(path), "{path}");
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

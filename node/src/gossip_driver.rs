@@ -217,13 +217,15 @@ impl GossipHandle {
 }
 
 /// Spawns the gossip task. It runs until `shutdown` turns true, then leaves the cluster.
-/// The known membership is kept in `known_file` (`crate::known_file`) whenever it changes.
+/// The known membership is kept in `known_file` (`crate::known_file`) whenever it changes;
+/// membership changes are recorded in `events` (`crate::events`).
 pub fn spawn(
     core: Membership,
     socket: UdpSocket,
     sealer: Sealer,
     clock: Clock,
     known_file: Option<PathBuf>,
+    events: Option<crate::events::EventLog>,
     shutdown: watch::Receiver<bool>,
 ) -> (GossipHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
@@ -245,6 +247,7 @@ pub fn spawn(
         known_saved: core_known_version_unsaved(),
         known_file,
         counters: counters.clone(),
+        events,
     };
     let span = tracing::info_span!("gossip", node = %driver.core.identity().name);
     let task = tokio::spawn(tracing::Instrument::instrument(
@@ -278,6 +281,8 @@ struct Driver {
     known_saved: u64,
     known_file: Option<PathBuf>,
     counters: Arc<TransportCounters>,
+    /// Where membership changes are recorded (`Node` events).
+    events: Option<crate::events::EventLog>,
 }
 
 /// No version saved yet: the first flush writes the file.
@@ -399,6 +404,9 @@ impl Driver {
         let mut changed = false;
         while let Some(event) = self.core.poll_event() {
             log_event(&event);
+            if let Some(log) = &self.events {
+                log.push(crate::events::member_event(&event));
+            }
             changed = true;
         }
         if changed {

@@ -121,6 +121,8 @@ pub struct Scraped {
     pub scheduler: Option<shoal_scheduler::Stats>,
     /// DNS answers by response code (none with `--dns off`).
     pub dns: Option<std::collections::BTreeMap<&'static str, u64>>,
+    /// The event stream: (events emitted, events evicted from the ring).
+    pub events: Option<(u64, u64)>,
 }
 
 impl Metrics {
@@ -199,6 +201,18 @@ impl Metrics {
                 "dns_queries",
                 "DNS answers sent, by response code (noerror, nxdomain, refused, other)",
                 answers,
+            );
+        }
+        if let Some((emitted, evicted)) = scraped.events {
+            r.register(
+                "events_emitted",
+                "Events recorded in this agent's event stream (GET /v1/events)",
+                counter(emitted),
+            );
+            r.register(
+                "events_dropped",
+                "Events evicted from the event ring to make room (readers resuming before them are told)",
+                counter(evicted),
             );
         }
         let mut out = String::new();
@@ -569,6 +583,7 @@ mod tests {
             membership: Some(shoal_gossip::Stats::default()),
             transport: Some(TransportStats::default()),
             scheduler: Some(shoal_scheduler::Stats::default()),
+            events: Some((3, 1)),
             ..Scraped::default()
         };
         let text = to_classic(&m.render(&scraped));

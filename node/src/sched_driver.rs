@@ -225,6 +225,8 @@ pub struct SchedParts {
     pub config: SchedulerConfig,
     /// Where executor starts and outcomes are counted.
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where task, placement, attempt, job and service events are recorded (`crate::events`).
+    pub stream: crate::events::EventLog,
 }
 
 impl std::fmt::Debug for SchedParts {
@@ -324,6 +326,10 @@ struct Driver {
     catalog: CatalogBuilder,
     /// Where it is published.
     catalog_tx: watch::Sender<Arc<Catalog>>,
+    /// The event stream.
+    stream: crate::events::EventLog,
+    /// The core's count of dropped events, as last reported to the stream.
+    events_dropped: u64,
 }
 
 impl Driver {
@@ -350,6 +356,8 @@ impl Driver {
             starting: HashMap::new(),
             catalog: CatalogBuilder::new(),
             catalog_tx,
+            stream: p.stream,
+            events_dropped: 0,
         }
     }
 
@@ -445,7 +453,7 @@ impl Driver {
         match req {
             Request::Submit(spec, reply) => self.submit(*spec, reply),
             Request::Stop(id, reply) => match self.core.prepare_stop(now, &id) {
-                Ok(prepared) => self.log_and_commit(prepared, reply),
+                Ok(prepared) => self.log_and_commit("Stopped", prepared, reply),
                 Err(e) => {
                     let _ = reply.send(Err(SchedError::NotFound(e)));
                 }
@@ -471,7 +479,7 @@ impl Driver {
             }
             Request::Revert(id, version, reply) => {
                 match self.core.prepare_revert(now, &id, version) {
-                    Ok(prepared) => self.log_and_commit(prepared, reply),
+                    Ok(prepared) => self.log_and_commit("Reverted", prepared, reply),
                     Err(e) => {
                         let _ = reply.send(Err(SchedError::Revert(e)));
                     }
@@ -500,7 +508,7 @@ impl Driver {
     /// applied (`log_and_commit`).
     fn submit(&mut self, spec: JobSpec, reply: oneshot::Sender<Result<Receipt, SchedError>>) {
         match self.core.prepare_submit(self.clock.now(), spec) {
-            Ok(prepared) => self.log_and_commit(prepared, reply),
+            Ok(prepared) => self.log_and_commit("Submitted", prepared, reply),
             Err(SubmitError::NeverFits(e)) => {
                 let _ = reply.send(Err(SchedError::NeverFits(e)));
             }
@@ -512,9 +520,11 @@ impl Driver {
 
     /// A prepared write is logged (fsync) *before* the core applies it: a crash right after
     /// the acknowledgement finds it on restart, and a full disk refuses it with nothing
-    /// applied. Then the client waits for a second holder.
+    /// applied. Then the client waits for a second holder. `kind` names the write in the
+    /// event stream (`Submitted`, `Stopped`).
     fn log_and_commit(
         &mut self,
+        kind: &'static str,
         prepared: shoal_scheduler::Prepared,
         reply: oneshot::Sender<Result<Receipt, SchedError>>,
     ) {
@@ -535,6 +545,8 @@ impl Driver {
             return;
         }
         let receipt = self.core.commit(self.clock.now(), *write);
+        self.stream
+            .push(crate::events::job_event(kind, &receipt.job));
         self.wait_durable(receipt, reply);
     }
 
@@ -603,6 +615,8 @@ impl Driver {
     /// for a slot's first attempt (timed from the job write's stamp, the accepting node's
     /// clock), and how tasks end.
     fn count_task_event(&mut self, task: &AttemptId, event: &TaskEvent) {
+        self.stream
+            .push(crate::events::task_event(self.core.node(), task, event));
         // Every event ends the start in progress; only `Started` times it.
         let asked = self
             .starting
@@ -627,6 +641,9 @@ impl Driver {
         self.log_job_records();
         self.send_messages();
         while let Some(cmd) = self.core.poll_command() {
+            if let Some(d) = crate::events::command_event(self.core.node(), &cmd) {
+                self.stream.push(d);
+            }
             match cmd {
                 ExecCommand::Kill { task, .. } => {
                     if !self.runner.kill(task.clone()) {
@@ -646,6 +663,21 @@ impl Driver {
                 ExecCommand::StopChecks { task } => self.checker.stop(&task),
             }
         }
+        while let Some(e) = self.core.poll_event() {
+            self.stream.push(crate::events::sched_event(&e));
+        }
+        // The core's queue overflowed within one input (a huge merge): say so in the stream.
+        let dropped = self.core.events_dropped();
+        if dropped > self.events_dropped {
+            let lost = dropped - self.events_dropped;
+            self.events_dropped = dropped;
+            tracing::warn!(
+                lost,
+                "the scheduler core dropped events before they were recorded"
+            );
+            self.stream
+                .push(crate::events::core_dropped("scheduler", lost));
+        }
         self.answer_waiters();
         if self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             self.write_snapshot();
@@ -658,8 +690,10 @@ impl Driver {
     /// Rebuilds the services the last input touched and publishes the catalog if it changed.
     fn publish_catalog(&mut self) {
         if self.core.update_catalog(&mut self.catalog) {
-            self.catalog_tx
-                .send_replace(Arc::new(self.catalog.catalog().clone()));
+            let after = Arc::new(self.catalog.catalog().clone());
+            let before = self.catalog_tx.send_replace(after.clone());
+            self.stream
+                .extend(crate::events::catalog_events(&before, &after));
         }
     }
 

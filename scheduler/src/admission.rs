@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 
 use shoal_gossip::Resources;
 
+use crate::events::SchedEvent;
 use crate::ids::{AttemptId, Name};
 use crate::ports::{Picked, PortState};
 use crate::roles::LocalTask;
@@ -30,6 +31,9 @@ impl Scheduler {
             match self.admission_verdict(&id, &a) {
                 Verdict::Admit(entry, binding) => {
                     self.counters.admissions += 1;
+                    if self.events.is_on() {
+                        self.events.push(SchedEvent::Admitted { task: id.clone() });
+                    }
                     self.admit(id, &a, &entry, binding);
                 }
                 Verdict::Defer => {
@@ -37,6 +41,12 @@ impl Scheduler {
                 }
                 Verdict::Reject(reason) => {
                     self.counters.rejections += 1;
+                    if self.events.is_on() {
+                        self.events.push(SchedEvent::Rejected {
+                            task: id.clone(),
+                            reason: reason.clone(),
+                        });
+                    }
                     self.write_state_if_mine(&id, AttemptState::Rejected { reason });
                 }
             }

@@ -59,6 +59,9 @@ pub struct SchedulerConfig {
     pub reserved_ports: BTreeSet<u16>,
     /// The address tasks' ports are reached at (`SHOAL_IP`, `SHOAL_ADDR_<NAME>`).
     pub service_ip: IpAddr,
+    /// Events kept for `Scheduler::poll_event` until the shell drains them (the oldest is
+    /// dropped beyond it); `None`: the core records no events (the simulator's choice).
+    pub event_queue: Option<NonZeroUsize>,
 }
 
 /// The default dynamic port range: below Linux's ephemeral range (32768–60999).
@@ -86,6 +89,7 @@ impl Default for SchedulerConfig {
             port_range: DEFAULT_PORT_RANGE,
             reserved_ports: BTreeSet::new(),
             service_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            event_queue: None,
         }
     }
 }

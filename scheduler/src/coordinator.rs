@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use shoal_gossip::{Millis, Resources};
 
 use crate::config::ms;
+use crate::events::SchedEvent;
 use crate::hash::{StableHasher, rendezvous, rendezvous_is};
 use crate::ids::{AttemptId, Name, SlotKey};
 use crate::placement::{Candidate, PendingReason, Request, count_by_node, fits, place};
@@ -332,6 +333,12 @@ impl Scheduler {
         self.counters.placements += 1;
         if attempt > 1 {
             self.counters.replacements += 1;
+        }
+        if self.events.is_on() {
+            self.events.push(SchedEvent::Placed {
+                task: id.clone(),
+                target: assignment.target.clone(),
+            });
         }
         self.write(OpBody::Assign { id, assignment });
     }

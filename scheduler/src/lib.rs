@@ -49,6 +49,8 @@
 //! - [`health`] — the health checks' state machine, the checks as the shell runs them, and
 //!   [`task_health`], the one rule for "is this attempt healthy";
 //! - [`view`] — job and task views for the API;
+//! - `events.rs` — [`SchedEvent`], what the core decided or merged, for the shell's event
+//!   stream (recorded only when `SchedulerConfig::event_queue` is set);
 //! - [`catalog`] — the service catalog (instances per service name) that DNS and
 //!   `/v1/services` answer from;
 //! - `testing` (cargo feature `testing`, for tests only) — an in-memory multi-node harness
@@ -79,29 +81,30 @@
 //! `ids`, …), and `tests/module_graph.rs` fails when this list and the imports disagree.
 //!
 //! ```text
-//! admission → ids, ports, roles, scheduler, spec, table
+//! admission → events, ids, ports, roles, scheduler, spec, table
 //! catalog → hash, health, ids, roles, scheduler, spec, table
 //! checking → health, ids, scheduler, spec, table
 //! config → message, spec
-//! coordinator → config, hash, ids, placement, roles, scheduler, slot, spec, table
+//! coordinator → config, events, hash, ids, placement, roles, scheduler, slot, spec, table
 //! disconnect → ids, message, placement, roles, scheduler, spec, table
 //! durability → ids, message, roles, scheduler, table
+//! events → ids, table
 //! fencing → disconnect, ids, scheduler, table
 //! gc → config, hash, ids, roles, scheduler, slot, spec, table
 //! hash → (nothing)
 //! health → ids, spec, table
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
-//! lib → catalog, config, durability, health, ids, jobs, message, placement, scheduler, spec, table, versions, view
+//! lib → catalog, config, durability, events, health, ids, jobs, message, placement, scheduler, spec, table, versions, view
 //! members → hash, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
 //! ports → hash, ids, spec
-//! reconcile → config, ids, roles, scheduler, slot, table
+//! reconcile → config, events, ids, roles, scheduler, slot, table
 //! replication → ids, message, scheduler, table
 //! roles → health, ids, placement, table
 //! rollout → health, ids, scheduler, spec, table
-//! scheduler → config, hash, health, ids, message, placement, roles, table
+//! scheduler → config, events, hash, health, ids, message, placement, roles, table
 //! settling → ids, roles, scheduler, spec, table
 //! slot → ids, spec, table
 //! spec → (nothing)
@@ -123,6 +126,7 @@ mod config;
 mod coordinator;
 mod disconnect;
 mod durability;
+mod events;
 mod fencing;
 mod gc;
 mod hash;
@@ -150,6 +154,7 @@ pub mod view;
 pub use catalog::{Catalog, CatalogBuilder, Instance, InstanceHealth, Service};
 pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
 pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
+pub use events::SchedEvent;
 pub use health::{CheckResult, HealthMachine, Probe, ResolvedCheck, TaskHealth, task_health};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector};
 pub use jobs::{JobWrite, Prepared, StopError, SubmitError};

@@ -16,6 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use crate::config::ms;
+use crate::events::SchedEvent;
 use crate::ids::{AttemptId, Name, SlotKey};
 use crate::roles::{Wake, Work};
 use crate::scheduler::Scheduler;
@@ -80,6 +81,7 @@ impl Scheduler {
                 }
                 Touch::Attempt(id) => {
                     self.catalog_changes.jobs.insert(id.job.clone());
+                    self.note_attempt_event(&id);
                     self.note_attempt(&id);
                     let key = id.slot_key();
                     if self.slot_concerns_me(&key) {
@@ -107,6 +109,24 @@ impl Scheduler {
                 .range(key.first_attempt()..key.end_attempt())
                 .next()
                 .is_some()
+    }
+
+    /// Records the attempt's row as it is now, when events are on.
+    fn note_attempt_event(&mut self, id: &AttemptId) {
+        if !self.events.is_on() {
+            return;
+        }
+        let tables = self.tables();
+        let Some((a, state)) = tables.assignment_and_state(id) else {
+            return;
+        };
+        let event = SchedEvent::AttemptChanged {
+            task: id.clone(),
+            target: a.target.clone(),
+            state: state.clone(),
+            health: tables.health(id).cloned(),
+        };
+        self.events.push(event);
     }
 
     /// React to an attempt change: queue proposals for us, fail zombies, free pending slots.

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, Resources};
 
 use crate::config::{SchedulerConfig, ms};
+use crate::events::{EventQueue, SchedEvent};
 use crate::hash::Rng;
 use crate::health::{CheckResult, ResolvedCheck};
 use crate::ids::{ActorId, AttemptId, Hlc, HlcClock, SlotKey};
@@ -287,6 +288,8 @@ pub struct Scheduler {
     pub(crate) counters: Counters,
     /// What the service catalog has not absorbed yet (`catalog.rs`).
     pub(crate) catalog_changes: CatalogChanges,
+    /// Events for `poll_event` (`events.rs`).
+    pub(crate) events: EventQueue,
 }
 
 impl Scheduler {
@@ -301,6 +304,7 @@ impl Scheduler {
             start: rng.next_u64(),
         };
         let limits = replica_limits(&config);
+        let events = EventQueue::new(config.event_queue);
         let mut s = Self {
             node,
             actor,
@@ -322,6 +326,7 @@ impl Scheduler {
             log: Log::default(),
             counters: Counters::default(),
             catalog_changes: CatalogChanges::default(),
+            events,
         };
         s.set_members(&[]);
         s
@@ -623,6 +628,18 @@ impl Scheduler {
     /// The next instruction for the local executor.
     pub fn poll_command(&mut self) -> Option<ExecCommand> {
         self.commands.pop_front()
+    }
+
+    /// The next event for the shell's event stream (none unless `SchedulerConfig::event_queue`
+    /// is set; `events.rs`).
+    pub fn poll_event(&mut self) -> Option<SchedEvent> {
+        self.events.pop()
+    }
+
+    /// Events dropped because the shell did not drain them in time.
+    #[must_use]
+    pub fn events_dropped(&self) -> u64 {
+        self.events.dropped()
     }
 
     // ---- persistence --------------------------------------------------------------------

@@ -110,6 +110,10 @@ pub struct AgentArgs {
     /// The TTL of DNS answers, seconds (0: clients ask again every time).
     #[arg(long, default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=86_400))]
     pub dns_ttl: u32,
+    /// Events kept in memory for `GET /v1/events` readers that resume with `since` (older
+    /// ones are evicted; a reader that asks for them is told how many it missed).
+    #[arg(long, default_value_t = shoal_node::events::RING_EVENTS as u64, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub events_kept: u64,
 }
 
 /// Runs the agent until SIGINT/SIGTERM, then leaves the cluster cleanly.
@@ -184,6 +188,10 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             addr: args.dns,
             ttl: args.dns_ttl,
         },
+        events_kept: usize::try_from(args.events_kept)
+            .ok()
+            .and_then(std::num::NonZeroUsize::new)
+            .context("--events-kept must be from 1 to 1000000")?,
     })
 }
 

@@ -22,6 +22,9 @@ use shoal_node::keys::ClusterKey;
 
 use super::local;
 
+/// The longest a stream request runs before the client reconnects (`get_stream`).
+const STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+
 /// At most this many redirects are followed for one request.
 const MAX_REDIRECTS: usize = 3;
 
@@ -122,6 +125,23 @@ impl Api {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse().ok());
         Ok((resp.bytes().await?.to_vec(), next))
+    }
+
+    /// GETs a stream (`/v1/events`): the response once its head arrived, without the 30 s
+    /// limit of other requests (the body may flow for hours; read it with `chunk`). Redirects
+    /// are not followed: a stream is one agent's.
+    pub async fn get_stream(&self, path: &str) -> anyhow::Result<reqwest::Response> {
+        let url = self.url(path)?;
+        let mut req = self.client.get(url.clone()).timeout(STREAM_TIMEOUT);
+        if let Some(token) = &self.token {
+            req = req.bearer_auth(token);
+        }
+        let resp = req.send().await.map_err(|e| unreachable(&url, &e))?;
+        if resp.status().is_success() {
+            Ok(resp)
+        } else {
+            Err(self.refusal(&url, resp).await)
+        }
     }
 
     async fn send(

@@ -77,6 +77,8 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
                 addr: Some(free_dns(port(args.dns_port, i))),
                 ttl: 0,
             },
+            events_kept: std::num::NonZeroUsize::new(shoal_node::events::RING_EVENTS)
+                .unwrap_or(std::num::NonZeroUsize::MIN),
         };
         let running = agent::start(config).await?;
         seed.get_or_insert(running.id.addr);

@@ -3,11 +3,13 @@
 pub mod agent;
 pub mod client;
 pub mod dev;
+pub mod events;
 pub mod job;
 pub mod keyring;
 pub mod local;
 pub mod node;
 pub mod service;
+pub mod top;
 
 use std::path::PathBuf;
 use std::process::ExitCode;

@@ -1,0 +1,562 @@
+// The Shoal web UI (docs/observability.md, "The web UI"). Plain JS, no dependencies.
+//
+// State comes from the agent's JSON API (/v1/nodes, /v1/jobs) and changes arrive on its event
+// stream (/v1/events). The stream is read with fetch() rather than EventSource because
+// EventSource cannot send the API token, which an agent off loopback requires on every read.
+// Every event is applied at once where it says enough (a member's status) and schedules one
+// re-read of the state (at most every REFRESH_MS); nothing polls on a timer.
+'use strict';
+
+const TOPICS = ['Node', 'Job', 'Placement', 'Attempt', 'Task', 'Service', 'Stream'];
+const REFRESH_MS = 250;        // at most one state re-read this often while events arrive
+const FEED_KEEP = 2000;        // events kept for the feed
+const FEED_SHOW = 400;         // rows drawn
+const AGGREGATE_ABOVE = 150;   // more nodes than this: groups are summarised until opened
+const RECONNECT_MS = 1000;
+const LEGEND_JOBS = 12;        // jobs named in the map's colour legend
+
+const S = {
+  nodes: [], jobs: [], self: null, events: [], since: null, live: false,
+  gen: null, view: 'map', job: null, group: null, opened: new Set(),
+  topics: new Set(TOPICS), text: '', paused: false, all: false,
+  // Timings (ms) for the title and bench/ui.py: the first draw with nodes, each draw, and
+  // each update (the first undrawn event's arrival → the end of the draw showing it).
+  perf: { first: null, draws: [], updates: [], pendingSince: null },
+};
+
+const $ = (id) => document.getElementById(id);
+const esc = (s) => String(s ?? '').replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' }[c]));
+
+// Page loads in this tab: a test reads it to know an update came without a reload.
+const LOADS = Number(sessionStorage.getItem('shoal-loads') || 0) + 1;
+sessionStorage.setItem('shoal-loads', String(LOADS));
+
+// ---- the API, with the token ----------------------------------------------------------
+
+function token() { return sessionStorage.getItem('shoal-token') || ''; }
+
+function headers(extra) {
+  const h = Object.assign({}, extra || {});
+  if (token()) h['X-Shoal-Token'] = token();
+  return h;
+}
+
+function notice(text) {
+  const n = $('notice');
+  n.hidden = !text;
+  n.textContent = text || '';
+}
+
+async function api(path, opts) {
+  opts = opts || {};
+  const r = await fetch(path, Object.assign({}, opts, { headers: headers(opts.headers) }));
+  const body = await r.text();
+  let json = null;
+  try { json = body ? JSON.parse(body) : null; } catch (_) { /* not JSON */ }
+  if (!r.ok) {
+    const msg = (json && json.error) || body || r.statusText;
+    if (r.status === 401 || r.status === 403) notice('The agent refused the request: ' + msg + ' Enter its token above.');
+    throw new Error(r.status + ': ' + msg);
+  }
+  return json;
+}
+
+// ---- state --------------------------------------------------------------------------
+
+let refreshTimer = null;
+let refreshing = false;
+let refreshAgain = false;
+
+async function refresh() {
+  if (refreshing) { refreshAgain = true; return; }
+  refreshing = true;
+  try {
+    const [nodes, jobs] = await Promise.all([api('/v1/nodes'), api('/v1/jobs')]);
+    S.nodes = nodes; S.jobs = jobs;
+    if (!S.self) S.self = await api('/v1/agent/self');
+    notice('');
+  } catch (e) {
+    if (!$('notice').textContent) notice('Cannot read the cluster state: ' + e.message);
+  } finally {
+    refreshing = false;
+  }
+  draw();
+  if (refreshAgain) { refreshAgain = false; refreshSoon(); }
+}
+
+function refreshSoon() {
+  if (refreshTimer) return;
+  refreshTimer = setTimeout(() => { refreshTimer = null; refresh(); }, REFRESH_MS);
+}
+
+// ---- the event stream ---------------------------------------------------------------
+
+function setLive(on) {
+  S.live = on;
+  const l = $('live');
+  l.textContent = on ? 'live' : 'reconnecting';
+  l.className = 'pill ' + (on ? 'on' : 'off');
+}
+
+async function stream() {
+  // The generation too: after an agent restart, its stream starts again from its oldest event.
+  const q = S.since === null ? '' : '?since=' + S.since + '&generation=' + S.gen;
+  try {
+    const r = await fetch('/v1/events' + q, { headers: headers() });
+    if (r.status === 400 && S.since !== null) {
+      // The agent restarted (indexes start again): read its whole ring.
+      S.since = null;
+      setTimeout(stream, 0);
+      return;
+    }
+    if (!r.ok) throw new Error(r.status + ' ' + (await r.text()));
+    setLive(true);
+    refreshSoon();
+    const reader = r.body.getReader();
+    const decoder = new TextDecoder();
+    let buf = '';
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buf += decoder.decode(value, { stream: true });
+      let nl;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line.startsWith('data:')) onEvent(JSON.parse(line.slice(5)));
+      }
+    }
+  } catch (e) {
+    if (String(e.message).startsWith('40')) notice('The event stream was refused: ' + e.message);
+  }
+  setLive(false);
+  setTimeout(stream, RECONNECT_MS);
+}
+
+function onEvent(e) {
+  if (e.topic !== 'Stream' || e.type === 'Restarted') S.since = e.index;
+  else S.since = Math.max(S.since || 0, e.index);
+  S.gen = e.generation;
+  if (S.perf.pendingSince === null) S.perf.pendingSince = performance.now();
+  S.events.push(e);
+  if (S.events.length > FEED_KEEP) S.events.splice(0, S.events.length - FEED_KEEP);
+  if (e.topic === 'Node' && e.type === 'StatusChanged') {
+    const n = S.nodes.find((x) => x.name === e.payload.node);
+    if (n) n.status = e.payload.to;
+  }
+  if (e.topic !== 'Stream') refreshSoon();
+  drawSoon();
+}
+
+// ---- drawing ------------------------------------------------------------------------
+
+let drawPending = false;
+function drawSoon() {
+  if (drawPending) return;
+  drawPending = true;
+  requestAnimationFrame(() => { drawPending = false; draw(); });
+}
+
+function route() {
+  const h = location.hash.replace(/^#\/?/, '');
+  const [view, ...rest] = h.split('/');
+  S.view = ['map', 'jobs', 'events', 'sim'].includes(view) ? view : 'map';
+  // `#/map/all`: every node as a tile, however many.
+  S.all = view === 'map' && rest[0] === 'all';
+  S.job = view === 'jobs' && rest.length ? decodeURIComponent(rest.join('/')) : null;
+  draw();
+}
+
+function draw() {
+  const t0 = performance.now();
+  drawViews();
+  void document.body.offsetHeight; // count the layout in the draw's time
+  const t1 = performance.now();
+  const p = S.perf;
+  if (S.nodes.length) {
+    if (p.first === null) p.first = t1;
+    keep(p.draws, t1 - t0);
+    if (p.pendingSince !== null) { keep(p.updates, t1 - p.pendingSince); p.pendingSince = null; }
+  }
+  writeTitle();
+}
+
+function keep(list, x) {
+  list.push(x);
+  if (list.length > 1000) list.shift();
+}
+
+function quantile(list, q) {
+  if (!list.length) return 0;
+  const s = [...list].sort((a, b) => a - b);
+  return s[Math.min(s.length - 1, Math.round(q * (s.length - 1)))];
+}
+
+function drawViews() {
+  const view = S.job ? 'job' : S.view;
+  for (const v of ['map', 'jobs', 'job', 'events', 'sim']) $('view-' + v).hidden = v !== view;
+  for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.dataset.view === S.view);
+  if (S.self) $('agent').textContent = 'agent ' + S.self.node.name + ' · cluster ' + S.self.cluster;
+  if (view === 'map') drawMap();
+  if (view === 'jobs') drawJobs();
+  if (view === 'job') drawJob();
+  if (view === 'events') drawEvents();
+  if (view === 'sim' && S.sim && !S.simDrawn) { $('sim').innerHTML = simReport(S.sim); S.simDrawn = true; }
+}
+
+// A short, stable summary of what the page shows, read from the drawn DOM (the browser test
+// reads it through the DevTools page list; people see it in the tab).
+function writeTitle() {
+  const tiles = [...document.querySelectorAll('#map .tile[data-node]')]
+    .map((t) => t.dataset.node + ':' + t.dataset.status).sort();
+  const tasks = {};
+  for (const t of document.querySelectorAll('#map .task[data-job]')) tasks[t.dataset.job] = (tasks[t.dataset.job] || 0) + 1;
+  const jobs = Object.keys(tasks).sort().map((j) => j + ':' + tasks[j]);
+  const p = S.perf, ms = (x) => Math.round(x * 10) / 10;
+  const perf = ' · first_ms=' + ms(p.first || 0) + ' · draw_ms=' + ms(quantile(p.draws, 0.5)) + '/' + ms(quantile(p.draws, 0.99)) +
+    '/' + p.draws.length + ' · update_ms=' + ms(quantile(p.updates, 0.5)) + '/' + ms(quantile(p.updates, 0.99)) + '/' + p.updates.length;
+  // Past 50 nodes the list would drown the rest: counts only.
+  const nodes = tiles.length > 50 ? tiles.length + ' tiles' : tiles.join(',');
+  document.title = 'shoal · loads=' + LOADS + ' · live=' + (S.live ? 1 : 0) + ' · events=' + S.events.length +
+    ' · nodes=' + nodes + ' · tasks=' + jobs.join(',') + perf;
+}
+
+function hue(s) {
+  let h = 2166136261;
+  for (let i = 0; i < s.length; i++) { h ^= s.charCodeAt(i); h = Math.imul(h, 16777619); }
+  return (h >>> 0) % 360;
+}
+
+// The content security policy forbids style attributes in markup; sizes and colours are set
+// through the CSSOM after drawing, from data attributes.
+function applyStyles(root) {
+  for (const el of root.querySelectorAll('[data-w]')) el.style.width = el.dataset.w + '%';
+  for (const el of root.querySelectorAll('[data-hue]')) el.style.background = 'hsl(' + el.dataset.hue + ',55%,55%)';
+}
+
+function pct(used, cap) { return cap > 0 ? Math.min(100, Math.round(100 * used / cap)) : 0; }
+
+function meter(label, used, cap, unit) {
+  const p = pct(used, cap);
+  return '<div class="meter' + (p >= 90 ? ' hot' : '') + '"><b data-w="' + p + '"></b></div>' +
+    '<small>' + label + ' ' + used + ' / ' + cap + ' ' + unit + ' (' + p + '%)</small>';
+}
+
+// Live tasks by node: placed, running or starting.
+function tasksByNode() {
+  const by = new Map();
+  for (const j of S.jobs) {
+    for (const t of j.tasks) {
+      if (!t.node || !['running', 'proposed'].includes(t.state)) continue;
+      if (!by.has(t.node)) by.set(t.node, []);
+      by.get(t.node).push({ job: j.id, t });
+    }
+  }
+  return by;
+}
+
+function groupKeys() {
+  const keys = new Set();
+  for (const n of S.nodes) for (const k of Object.keys(n.attributes || {})) keys.add(k);
+  return [...keys].sort();
+}
+
+function drawGroupSelect() {
+  const keys = groupKeys();
+  // The default waits for the first nodes: `rack` when they carry it.
+  if (S.group === null && S.nodes.length) S.group = keys.includes('rack') ? 'rack' : '';
+  const sel = $('group');
+  const want = ['', ...keys].join('|');
+  if (sel.dataset.keys !== want) {
+    sel.innerHTML = '<option value="">(none)</option>' + keys.map((k) => '<option>' + esc(k) + '</option>').join('');
+    sel.dataset.keys = want;
+  }
+  sel.value = S.group || '';
+}
+
+function nodeTile(n, tasks) {
+  const cap = n.resources.capacity, used = n.resources.allocated;
+  const dots = (tasks || []).map(({ job, t }) =>
+    '<span class="task h-' + esc(t.health) + '" data-job="' + esc(job) + '" data-hue="' + hue(job) +
+    '" title="' + esc(job + '[' + t.slot + ']#' + t.attempt + ' ' + t.state + ', ' + t.health) + '"></span>').join('');
+  return '<div class="tile status-' + esc(n.status) + '" data-key="n:' + esc(n.name) + '" data-node="' + esc(n.name) + '" data-status="' + esc(n.status) + '">' +
+    '<div class="name"><span>' + esc(n.name) + (n.draining ? ' <span class="drain">draining</span>' : '') + '</span>' +
+    '<span class="st">' + esc(n.status) + '</span></div>' +
+    meter('cpu', used.cpu_millicores, cap.cpu_millicores, 'm') +
+    meter('mem', used.memory_mib, cap.memory_mib, 'MiB') +
+    '<div class="tasks">' + dots + '</div></div>';
+}
+
+function aggregateTile(name, nodes, byNode) {
+  const counts = { alive: 0, suspect: 0, down: 0, left: 0 };
+  let cpu = 0, cpuCap = 0, mem = 0, memCap = 0, tasks = 0;
+  for (const n of nodes) {
+    counts[n.status] = (counts[n.status] || 0) + 1;
+    cpu += n.resources.allocated.cpu_millicores; cpuCap += n.resources.capacity.cpu_millicores;
+    mem += n.resources.allocated.memory_mib; memCap += n.resources.capacity.memory_mib;
+    tasks += (byNode.get(n.name) || []).length;
+  }
+  // The group's edge takes its worst member's colour.
+  const worst = counts.down ? 'down' : counts.suspect ? 'suspect' : 'alive';
+  return '<div class="tile agg status-' + worst + '" data-key="g:' + esc(name) + '" data-group="' + esc(name) + '">' +
+    '<div class="name"><span>' + esc(name) + '</span><span class="st">' + nodes.length + ' nodes</span></div>' +
+    '<div class="counts">' + Object.entries(counts).filter(([, c]) => c).map(([s, c]) =>
+      '<span class="status-' + s + '"><span class="st">' + s + '</span> ' + c + '</span>').join('') + '</div>' +
+    meter('cpu', cpu, cpuCap, 'm') + meter('mem', mem, memCap, 'MiB') +
+    // One dot per node, coloured by status: a down node shows without opening the group.
+    '<div class="dots">' + nodes.map((n) => '<i class="s-' + esc(n.status) + '" title="' + esc(n.name + ' ' + n.status) + '"></i>').join('') +
+    '</div><div><small>' + tasks + ' tasks · click to open</small></div></div>';
+}
+
+function drawMap() {
+  drawGroupSelect();
+  const byNode = tasksByNode();
+  const groups = new Map();
+  const many = S.nodes.length > AGGREGATE_ABOVE && !S.all;
+  S.nodes.forEach((n, i) => {
+    let g = S.group ? ((n.attributes || {})[S.group] ?? '(no ' + S.group + ')') : '';
+    // Many nodes and no attribute to group by: blocks of 100 in name order.
+    if (!S.group && S.nodes.length > AGGREGATE_ABOVE) g = 'nodes ' + (Math.floor(i / 100) * 100 + 1) + '–' + Math.min(S.nodes.length, Math.floor(i / 100) * 100 + 100);
+    if (!groups.has(g)) groups.set(g, []);
+    groups.get(g).push(n);
+  });
+  // The layout: per group, one summary tile or one tile per node, each with its markup.
+  const layout = [];
+  for (const [g, nodes] of [...groups.entries()].sort((a, b) => a[0].localeCompare(b[0]))) {
+    const title = g ? '<h3>' + esc(S.group ? S.group + ' = ' + g : g) + '</h3>' : '';
+    if (many && !S.opened.has(g)) layout.push({ tiles: [{ key: 'g:' + g, html: aggregateTile(g, nodes, byNode) }] });
+    else layout.push({ title, tiles: nodes.map((n) => ({ key: 'n:' + n.name, html: nodeTile(n, byNode.get(n.name)) })) });
+  }
+  drawTiles($('map'), layout, many);
+  // The jobs with the most live tasks name their colour; the rest are counted.
+  const live = new Map();
+  for (const v of byNode.values()) for (const { job } of v) live.set(job, (live.get(job) || 0) + 1);
+  const named = [...live.entries()].sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0])).slice(0, LEGEND_JOBS);
+  const legend = $('jobs-legend');
+  legend.innerHTML = named.map(([j]) => '<span><i data-hue="' + hue(j) + '"></i>' + esc(j) + '</span>').join('') +
+    (live.size > named.length ? '<span class="muted">+' + (live.size - named.length) + ' more jobs</span>' : '');
+  applyStyles(legend);
+  const alive = S.nodes.filter((n) => n.status === 'alive').length;
+  let tasks = 0;
+  for (const v of byNode.values()) tasks += v.length;
+  $('map-summary').textContent = S.nodes.length + ' nodes, ' + alive + ' alive · ' + tasks + ' live tasks · ' + S.jobs.length + ' jobs';
+}
+
+// What the map drew last: its layout's shape, and each tile's markup and element. When the
+// shape is unchanged (the common case: a status or a task changed), only tiles whose markup
+// changed are replaced; a 1,000-tile map then costs a string comparison per tile.
+const mapDrawn = { shape: null, html: new Map(), els: new Map() };
+
+function drawTiles(map, layout, many) {
+  const tiles = layout.flatMap((l) => l.tiles);
+  const shape = JSON.stringify([many, layout.map((l) => [l.title || '', l.tiles.map((t) => t.key)])]);
+  if (shape === mapDrawn.shape && map.childElementCount) {
+    for (const t of tiles) {
+      if (mapDrawn.html.get(t.key) === t.html) continue;
+      const holder = document.createElement('div');
+      holder.innerHTML = t.html;
+      const el = holder.firstElementChild;
+      applyStyles(holder);
+      mapDrawn.els.get(t.key).replaceWith(el);
+      mapDrawn.els.set(t.key, el);
+      mapDrawn.html.set(t.key, t.html);
+    }
+    return;
+  }
+  const html = layout.map((l) => l.title === undefined ? l.tiles[0].html
+    : '<div class="group">' + l.title + '<div class="tiles">' + l.tiles.map((t) => t.html).join('') + '</div></div>').join('');
+  map.innerHTML = many ? '<div class="tiles">' + html + '</div>' : html;
+  applyStyles(map);
+  mapDrawn.shape = shape;
+  mapDrawn.html = new Map(tiles.map((t) => [t.key, t.html]));
+  mapDrawn.els = new Map([...map.querySelectorAll('[data-key]')].map((el) => [el.dataset.key, el]));
+}
+
+function drawJobs() {
+  const rows = S.jobs.map((j) => {
+    const by = {};
+    for (const t of j.tasks) by[t.state] = (by[t.state] || 0) + 1;
+    const healthy = j.tasks.filter((t) => t.health === 'healthy').length;
+    return '<tr><td><a href="#/jobs/' + encodeURIComponent(j.id) + '">' + esc(j.id) + '</a></td><td>' + esc(j.type) +
+      '</td><td class="state-' + esc(j.status) + '">' + esc(j.status) + '</td><td class="num">' + j.count +
+      '</td><td class="num">' + (by.running || 0) + '</td><td class="num">' + healthy + '</td><td class="num">' + (by.pending || 0) + '</td></tr>';
+  }).join('');
+  $('jobs').innerHTML = '<table><thead><tr><th>job</th><th>type</th><th>status</th><th>count</th><th>running</th><th>healthy</th><th>pending</th></tr></thead><tbody>' +
+    (rows || '<tr><td colspan="7" class="muted">no jobs</td></tr>') + '</tbody></table>';
+}
+
+function drawJob() {
+  const j = S.jobs.find((x) => x.id === S.job);
+  if (!j) { $('job').innerHTML = '<p>No job ' + esc(S.job) + ' on this agent. <a href="#/jobs">All jobs</a></p>'; return; }
+  const rows = j.tasks.map((t) => '<tr><td class="num">' + t.slot + '</td><td class="num">' + (t.attempt ?? '') + '</td><td>' + esc(t.node || '') +
+    '</td><td class="state-' + esc(t.state) + '">' + esc(t.state) + (t.exit_code != null ? ' (' + t.exit_code + ')' : '') +
+    '</td><td>' + esc(t.health) + (t.health_note ? ': ' + esc(t.health_note) : '') + '</td><td>' +
+    esc(t.pending_reason || t.detail || '') + '</td><td>' + esc(Object.entries(t.ports || {}).map(([k, v]) => k + '=' + v).join(' ')) +
+    (t.ip ? ' @' + esc(t.ip) : '') + '</td></tr>').join('');
+  const recent = S.events.filter((e) => e.payload && e.payload.job === j.id).slice(-20).reverse();
+  $('job').innerHTML = '<h2>' + esc(j.id) + ' <small class="muted">' + esc(j.type) + ', ' + esc(j.status) + ', count ' + j.count +
+    ', version ' + esc(new Date(j.version.wall_ms).toISOString()) + '</small></h2>' +
+    (j.stopped ? '' : '<p><button id="stop-job">Stop this job</button> <span id="stop-result" class="muted"></span></p>') +
+    '<table><thead><tr><th>slot</th><th>attempt</th><th>node</th><th>state</th><th>health</th><th>pending / detail</th><th>ports</th></tr></thead><tbody>' +
+    rows + '</tbody></table><h3>Recent events of this job (this agent)</h3>' + eventTable(recent);
+  const stop = $('stop-job');
+  if (stop) stop.onclick = async () => {
+    if (!confirm('Stop job ' + j.id + '?')) return;
+    try { await api('/v1/jobs/' + encodeURIComponent(j.id), { method: 'DELETE' }); $('stop-result').textContent = 'stopping'; } catch (e) { $('stop-result').textContent = e.message; }
+    refreshSoon();
+  };
+}
+
+function summary(e) {
+  const p = e.payload || {};
+  const skip = p.task ? ['job', 'incarnation', 'slot', 'attempt', 'placer'] : [];
+  return Object.entries(p).filter(([k, v]) => v !== null && !skip.includes(k))
+    .map(([k, v]) => k + '=' + (typeof v === 'object' ? JSON.stringify(v) : v)).join(' ');
+}
+
+function eventTable(events) {
+  return '<table class="events"><tbody>' + events.map((e) => '<tr><td class="num">' + e.index + '</td><td>' +
+    new Date(e.time_ms).toISOString().slice(11, 23) + '</td><td class="t-' + esc(e.topic) + '">' + esc(e.topic) + '</td><td>' +
+    esc(e.type) + '</td><td>' + esc(summary(e)) + '</td></tr>').join('') + '</tbody></table>';
+}
+
+function drawTopics() {
+  const box = $('topics');
+  if (box.childElementCount) return;
+  box.innerHTML = TOPICS.map((t) => '<label class="t-' + t + '"><input type="checkbox" data-topic="' + t + '" checked> ' + t + '</label>').join(' ');
+  box.onchange = (ev) => {
+    const t = ev.target.dataset.topic;
+    if (ev.target.checked) S.topics.add(t); else S.topics.delete(t);
+    draw();
+  };
+}
+
+function drawEvents() {
+  drawTopics();
+  if (S.paused) return;
+  const text = S.text.toLowerCase();
+  const shown = [];
+  for (let i = S.events.length - 1; i >= 0 && shown.length < FEED_SHOW; i--) {
+    const e = S.events[i];
+    if (!S.topics.has(e.topic)) continue;
+    if (text && !(e.type + ' ' + summary(e)).toLowerCase().includes(text)) continue;
+    shown.push(e);
+  }
+  $('feed').innerHTML = shown.map((e) => '<tr data-index="' + e.index + '"><td class="num">' + e.index + '</td><td>' +
+    new Date(e.time_ms).toISOString().slice(11, 23) + '</td><td class="t-' + esc(e.topic) + '">' + esc(e.topic) + '</td><td>' +
+    esc(e.type) + '</td><td>' + esc(summary(e)) + '</td></tr>').join('');
+  $('event-count').textContent = shown.length + ' shown of ' + S.events.length + ' received from ' +
+    (S.self ? S.self.node.name + "'s" : "this agent's") + ' stream (each agent has its own)';
+}
+
+// ---- simulation reports -------------------------------------------------------------
+
+// A line chart as SVG markup: `series` of {label, color, points: [[x, y]]}, step-drawn.
+function svgChart(title, xLabel, series) {
+  const W = 760, H = 260, L = 48, R = 170, T = 24, B = 36;
+  const xs = series.flatMap((s) => s.points.map((p) => p[0]));
+  const ys = series.flatMap((s) => s.points.map((p) => p[1]));
+  if (!xs.length) return '';
+  const x0 = Math.min(...xs), x1 = Math.max(...xs) || 1, y1 = Math.max(1, ...ys);
+  const px = (x) => L + (W - L - R) * (x - x0) / ((x1 - x0) || 1);
+  const py = (y) => H - B - (H - T - B) * y / y1;
+  let out = '<svg class="chart" viewBox="0 0 ' + W + ' ' + H + '" width="' + W + '" height="' + H + '" xmlns="http://www.w3.org/2000/svg">' +
+    '<text x="' + L + '" y="16" font-size="13" font-weight="600">' + esc(title) + '</text>' +
+    '<line x1="' + L + '" y1="' + (H - B) + '" x2="' + (W - R) + '" y2="' + (H - B) + '" stroke="#888"/>' +
+    '<line x1="' + L + '" y1="' + T + '" x2="' + L + '" y2="' + (H - B) + '" stroke="#888"/>';
+  for (let i = 0; i <= 4; i++) {
+    const y = y1 * i / 4;
+    out += '<text x="' + (L - 6) + '" y="' + (py(y) + 4) + '" font-size="10" text-anchor="end">' + Math.round(y * 10) / 10 + '</text>';
+    const x = x0 + (x1 - x0) * i / 4;
+    out += '<text x="' + px(x) + '" y="' + (H - B + 14) + '" font-size="10" text-anchor="middle">' + Math.round(x) + '</text>';
+  }
+  out += '<text x="' + ((L + W - R) / 2) + '" y="' + (H - 4) + '" font-size="11" text-anchor="middle">' + esc(xLabel) + '</text>';
+  series.forEach((s, i) => {
+    let d = '';
+    s.points.forEach((p, j) => {
+      d += j === 0 ? 'M' + px(p[0]) + ' ' + py(p[1]) : 'H' + px(p[0]) + 'V' + py(p[1]);
+    });
+    out += '<path d="' + d + '" fill="none" stroke="' + esc(s.color) + '" stroke-width="1.5"/>' +
+      '<rect x="' + (W - R + 12) + '" y="' + (T + i * 18) + '" width="10" height="10" fill="' + esc(s.color) + '"/>' +
+      '<text x="' + (W - R + 28) + '" y="' + (T + i * 18 + 9) + '" font-size="11">' + esc(s.label) + '</text>';
+  });
+  return out + '</svg>';
+}
+
+function kv(obj) {
+  return '<table class="kv"><tbody>' + Object.entries(obj || {}).map(([k, v]) => '<tr><th>' + esc(k) + '</th><td>' +
+    esc(typeof v === 'object' && v !== null ? JSON.stringify(v) : v) + '</td></tr>').join('') + '</tbody></table>';
+}
+
+// The report of `shoal simulate` (simulations/src/report.rs): verdict, checkers, the
+// members-alive timeline as a chart, counters, detection and scheduling figures.
+function simReport(r) {
+  if (!r || typeof r !== 'object' || !Array.isArray(r.checks)) {
+    return '<p>This is not a report.json of <code>shoal simulate</code> (no <code>checks</code> list).</p>';
+  }
+  const t = (r.timeline || []).map((s) => [s.t_ms / 1000, s]);
+  const pick = (f) => t.map(([x, s]) => [x, f(s)]);
+  const chart = svgChart(r.scenario + ': members seen alive', 'simulated time (s)', [
+    { label: 'nodes running', color: '#000000', points: pick((s) => s.running) },
+    { label: 'min seen alive', color: '#de2d26', points: pick((s) => s.alive_min) },
+    { label: 'mean seen alive', color: '#31a354', points: pick((s) => s.alive_mean) },
+    { label: 'max seen alive', color: '#3182bd', points: pick((s) => s.alive_max) },
+    { label: 'suspect (sum)', color: '#d89b12', points: pick((s) => s.suspect_total) },
+  ]);
+  const checks = r.checks.map((c) => '<tr><td>' + esc(c.name) + '</td><td class="state-' + (c.status === 'pass' ? 'running' : 'failed') +
+    '">' + esc(c.status) + '</td><td>' + esc(c.at_ms ?? '') + '</td><td>' + esc(c.detail) + '</td></tr>').join('');
+  return '<h2>' + esc(r.scenario) + ' <small class="muted">seed ' + esc(r.seed) + ', ' + esc(r.nodes) + ' nodes, ' +
+    esc(r.duration_ms / 1000) + ' s</small> <span class="verdict state-' + (r.verdict === 'pass' ? 'running' : 'failed') + '">' +
+    esc(r.verdict) + '</span></h2><p>' + esc(r.description) + '</p>' +
+    (r.first_failure ? '<p class="state-failed">first failure: ' + esc(JSON.stringify(r.first_failure)) + '</p>' : '') +
+    '<p>replay: <code>' + esc(r.replay) + '</code></p>' +
+    '<h3>Checkers</h3><table><thead><tr><th>checker</th><th>status</th><th>at (ms)</th><th>detail</th></tr></thead><tbody>' + checks + '</tbody></table>' +
+    '<h3>Timeline</h3>' + chart +
+    ((r.violations || []).length ? '<h3>Violations</h3>' + kv(r.violations) : '') +
+    '<h3>Counters</h3>' + kv(r.counters) + '<h3>Failure detection</h3>' + kv(r.detection) +
+    (r.scheduling ? '<h3>Scheduling</h3>' + kv(r.scheduling) : '') + '<h3>Network</h3>' + kv(r.network);
+}
+
+// ---- wiring -------------------------------------------------------------------------
+
+function wire() {
+  $('token').value = token();
+  $('auth').onsubmit = (ev) => {
+    ev.preventDefault();
+    sessionStorage.setItem('shoal-token', $('token').value.trim());
+    notice('');
+    S.self = null;
+    refresh();
+  };
+  $('group').onchange = () => { S.group = $('group').value; S.opened.clear(); draw(); };
+  $('map').onclick = (ev) => {
+    const g = ev.target.closest('.agg');
+    if (g) { S.opened.add(g.dataset.group); draw(); }
+  };
+  $('event-text').oninput = () => { S.text = $('event-text').value; draw(); };
+  $('pause').onchange = () => { S.paused = $('pause').checked; draw(); };
+  $('submit').onclick = async () => {
+    const body = $('spec').value.trim();
+    const type = body.startsWith('{') ? 'application/json' : 'application/toml';
+    try {
+      const r = await api('/v1/jobs', { method: 'POST', body, headers: { 'Content-Type': type } });
+      $('submit-result').textContent = 'accepted: ' + JSON.stringify(r);
+    } catch (e) { $('submit-result').textContent = e.message; }
+    refreshSoon();
+  };
+  $('sim-file').onchange = () => {
+    const f = $('sim-file').files[0];
+    if (!f) return;
+    f.text().then((text) => {
+      try { S.sim = JSON.parse(text); } catch (e) { S.sim = { error: e.message }; }
+      S.simDrawn = false;
+      draw();
+    });
+  };
+  window.onhashchange = route;
+}
+
+wire();
+route();
+refresh();
+stream();

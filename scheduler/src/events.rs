@@ -1,0 +1,181 @@
+//! What the core decided or learned, as events for the shell's event stream
+//! (`GET /v1/events`, `docs/observability.md`).
+//!
+//! What it promises:
+//! - Events are recorded only when [`SchedulerConfig::event_queue`](crate::SchedulerConfig)
+//!   is set (the agent sets it; the simulator, which runs thousands of cores, does not), so a
+//!   core nobody drains holds no queue.
+//! - The queue is bounded: when the shell does not drain it, the oldest event is dropped and
+//!   counted ([`Scheduler::events_dropped`](crate::Scheduler::events_dropped)), never silently.
+//! - Events are in the order the core made the decisions or merged the changes.
+//!
+//! How to drive it: after every input, drain [`Scheduler::poll_event`](crate::Scheduler::poll_event)
+//! alongside `poll_message` and `poll_command`.
+
+use std::collections::VecDeque;
+use std::num::NonZeroUsize;
+
+use crate::ids::{AttemptId, Name};
+use crate::table::{AttemptState, Health};
+
+/// One thing the scheduler core decided or learned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SchedEvent {
+    /// This node, as the slot's coordinator, placed an attempt on `target`.
+    Placed {
+        /// The new attempt.
+        task: AttemptId,
+        /// The node it is proposed to.
+        target: Name,
+    },
+    /// This node admitted a proposal addressed to it.
+    Admitted {
+        /// The attempt.
+        task: AttemptId,
+    },
+    /// This node rejected a proposal addressed to it.
+    Rejected {
+        /// The attempt.
+        task: AttemptId,
+        /// Why.
+        reason: String,
+    },
+    /// An attempt's row changed in this node's tables, by a local write or a merge from a
+    /// peer: its state, or its health. Every node sees every attempt of the cluster here.
+    AttemptChanged {
+        /// The attempt.
+        task: AttemptId,
+        /// The node it is placed on.
+        target: Name,
+        /// Its state now.
+        state: AttemptState,
+        /// Its health now (none: no checks, or no result yet).
+        health: Option<Health>,
+    },
+}
+
+/// A bounded queue of events; off (records nothing) without a capacity.
+#[derive(Debug, Default)]
+pub(crate) struct EventQueue {
+    capacity: Option<NonZeroUsize>,
+    queue: VecDeque<SchedEvent>,
+    dropped: u64,
+}
+
+impl EventQueue {
+    pub(crate) fn new(capacity: Option<NonZeroUsize>) -> Self {
+        EventQueue {
+            capacity,
+            queue: VecDeque::new(),
+            dropped: 0,
+        }
+    }
+
+    /// Whether events are recorded at all (callers skip building them otherwise).
+    pub(crate) fn is_on(&self) -> bool {
+        self.capacity.is_some()
+    }
+
+    pub(crate) fn push(&mut self, event: SchedEvent) {
+        let Some(capacity) = self.capacity else {
+            return;
+        };
+        if self.queue.len() >= capacity.get() {
+            self.queue.pop_front();
+            self.dropped += 1;
+        }
+        self.queue.push_back(event);
+    }
+
+    pub(crate) fn pop(&mut self) -> Option<SchedEvent> {
+        self.queue.pop_front()
+    }
+
+    pub(crate) fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn admitted(slot: u32) -> SchedEvent {
+        SchedEvent::Admitted {
+            task: AttemptId {
+                job: "j".into(),
+                incarnation: 1,
+                slot,
+                attempt: 1,
+                placer: "n1".into(),
+            },
+        }
+    }
+
+    #[test]
+    fn an_off_queue_records_nothing() {
+        let mut q = EventQueue::new(None);
+        q.push(admitted(0));
+        assert_eq!(q.pop(), None);
+        assert_eq!(q.dropped(), 0);
+    }
+
+    /// A real core, not a sabotaged harness: a two-node cluster places, admits and runs a
+    /// job; the coordinator's, the target's and every replica's events say so.
+    #[test]
+    fn the_core_reports_placements_admissions_and_every_replica_sees_the_attempts() {
+        use crate::testing::{Cluster, fast_config};
+        let config = crate::SchedulerConfig {
+            event_queue: NonZeroUsize::new(10_000),
+            ..fast_config()
+        };
+        let mut c = Cluster::with_config(2, 4000, 4096, 7, config);
+        let spec = crate::JobSpec::from_json_str(
+            r#"{"id": "web", "type": "service", "count": 2, "command": "sleep",
+                "args": ["600"], "resources": {"cpu": 100, "memory": 32}}"#,
+        )
+        .unwrap();
+        c.submit("n1", spec).unwrap();
+        let running = |c: &Cluster| {
+            ["n1", "n2"].iter().all(|n| {
+                c.view(n, "web")
+                    .is_some_and(|v| v.count_in(crate::TaskState::Running) == 2)
+            })
+        };
+        assert!(c.run_until(10_000, running));
+        let mut placed = Vec::new();
+        let mut admitted = Vec::new();
+        for (name, node) in &mut c.nodes {
+            let mut running_seen = 0;
+            while let Some(e) = node.sched.poll_event() {
+                match e {
+                    SchedEvent::Placed { task, target } => placed.push((task, target)),
+                    SchedEvent::Admitted { task } => admitted.push(task),
+                    SchedEvent::Rejected { .. } => {}
+                    SchedEvent::AttemptChanged { state, .. } => {
+                        running_seen += usize::from(matches!(state, AttemptState::Running { .. }));
+                    }
+                }
+            }
+            assert!(running_seen >= 2, "{name} saw {running_seen} attempts run");
+            assert_eq!(node.sched.events_dropped(), 0);
+        }
+        placed.sort();
+        admitted.sort();
+        let placed_tasks: Vec<AttemptId> = placed.iter().map(|(t, _)| t.clone()).collect();
+        assert_eq!(placed_tasks, admitted, "every placement admitted once");
+        assert_eq!(placed.len(), 2);
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_oldest_and_counts_it() {
+        let mut q = EventQueue::new(NonZeroUsize::new(2));
+        for slot in 0..3 {
+            q.push(admitted(slot));
+        }
+        assert_eq!(q.dropped(), 1);
+        assert_eq!(q.pop(), Some(admitted(1)));
+        assert_eq!(q.pop(), Some(admitted(2)));
+        assert_eq!(q.pop(), None);
+    }
+}
