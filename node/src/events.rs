@@ -710,6 +710,7 @@ mod tests {
             ip: "127.0.0.1".parse().unwrap(),
             ports: vec![("http".into(), 20000 + u16::try_from(slot).unwrap())],
             tags: vec![],
+            version: 1,
             health,
         };
         let catalog = |instances: Vec<Instance>| {
