@@ -30,7 +30,7 @@ use quorum::QuorumTracker;
 
 use crate::ads::{AdHandler, SharedAds};
 use crate::config::Config;
-use crate::swim_io::{Note, Outputs};
+use crate::swim_io::{Note, Outputs, ProbeEvent};
 use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd};
 use crate::wire::{self, Ads, DecodeError, Want};
 
@@ -582,6 +582,11 @@ impl Membership {
     /// The next member event.
     pub fn poll_event(&mut self) -> Option<MemberEvent> {
         self.events.pop_front()
+    }
+
+    /// The next step of a direct probe, for timing probes (the last few are kept).
+    pub fn poll_probe(&mut self) -> Option<ProbeEvent> {
+        self.runtime.probes.pop_front()
     }
 
     /// The member view, sorted by name, this node included.
