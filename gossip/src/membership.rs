@@ -6,7 +6,8 @@
 //!    [`Membership::poll_timeout`] has passed, and commands ([`Membership::join`],
 //!    [`Membership::set_ad`], [`Membership::leave`]);
 //! 2. after every input, drain [`Membership::poll_transmit`] (datagrams to seal and send)
-//!    and [`Membership::poll_event`] (member events), then re-read `poll_timeout`.
+//!    and [`Membership::poll_event`] (member events), then re-read `poll_timeout`; a shell
+//!    that times probes also drains [`Membership::poll_probe`] (the last few are kept).
 //!
 //! Timers live inside the core in one ordered queue, so foca always gets them in order.
 
