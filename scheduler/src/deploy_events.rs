@@ -21,30 +21,11 @@
 //! How it is driven: `reconcile` calls [`Scheduler::note_deployment`] for every job a
 //! touch names, and with `baseline` for every job on a state merge.
 
-use std::collections::BTreeMap;
-
-use crate::events::{DeploymentChange, SchedEvent};
-use crate::ids::{Name, Stamp};
+use crate::events::{DeploymentChange, SchedEvent, Seen};
+use crate::ids::Name;
 use crate::rollout::{Phase, canary_of, is_revert, phase};
 use crate::scheduler::Scheduler;
-use crate::table::SlotSet;
 use crate::versions::show_stamp;
-
-/// What was last reported of one job's current deployment.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub(crate) struct Seen {
-    incarnation: u64,
-    deployment: Option<Stamp>,
-    version: u32,
-    done: SlotSet,
-    awaiting: bool,
-    promoted: bool,
-    failed: bool,
-    complete: bool,
-}
-
-/// Per job, what was last reported.
-pub(crate) type SeenDeployments = BTreeMap<Name, Seen>;
 
 impl Scheduler {
     /// Reports what changed in `job`'s current deployment since the last call (nothing with

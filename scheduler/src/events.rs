@@ -118,6 +118,22 @@ pub enum DeploymentChange {
     },
 }
 
+/// What the rollout events last said of one job's current deployment (`deploy_events.rs`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Seen {
+    pub(crate) incarnation: u64,
+    pub(crate) deployment: Option<crate::ids::Stamp>,
+    pub(crate) version: u32,
+    pub(crate) done: crate::table::SlotSet,
+    pub(crate) awaiting: bool,
+    pub(crate) promoted: bool,
+    pub(crate) failed: bool,
+    pub(crate) complete: bool,
+}
+
+/// Per job, what was last reported.
+pub(crate) type SeenDeployments = std::collections::BTreeMap<Name, Seen>;
+
 /// A bounded queue of events; off (records nothing) without a capacity.
 #[derive(Debug, Default)]
 pub(crate) struct EventQueue {

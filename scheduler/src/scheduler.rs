@@ -291,7 +291,7 @@ pub struct Scheduler {
     /// Events for `poll_event` (`events.rs`).
     pub(crate) events: EventQueue,
     /// What the rollout events last said of each job (`deploy_events.rs`).
-    pub(crate) deployments_seen: crate::deploy_events::SeenDeployments,
+    pub(crate) deployments_seen: crate::events::SeenDeployments,
 }
 
 impl Scheduler {
