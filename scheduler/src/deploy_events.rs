@@ -95,10 +95,10 @@ impl Scheduler {
             before = Seen::default();
         }
         if update.is_some() {
-            for slot in (0..entry.spec.count).filter(|s| now.done.contains(*s)) {
-                if !before.done.contains(slot) {
-                    events.push(deployment(DeploymentChange::SlotDone { slot }));
-                }
+            if now.done != before.done {
+                let new = (0..entry.spec.count)
+                    .filter(|s| now.done.contains(*s) && !before.done.contains(*s));
+                events.extend(new.map(|slot| deployment(DeploymentChange::SlotDone { slot })));
             }
             let reason = rollout.failed.map(|f| f.reason);
             for (flag, was, change) in [
