@@ -1,6 +1,6 @@
 //! Prometheus metrics on real agents (`node/src/metrics.rs`, `docs/observability.md`):
 //! `promtool check metrics` (Debian's `prometheus` package; `.ci/run` installs it) accepts
-//! `GET /v1/metrics`, and the counters move when a job runs.
+//! `GET /v1/metrics`, the counters move when a job runs, and probe round trips are timed.
 
 mod common;
 
@@ -139,6 +139,22 @@ fn promtool_accepts_the_metrics_and_the_counters_move_when_a_job_runs() {
         value(&after[0], "shoal_gossip_datagrams_received_total")
             > value(&b, "shoal_gossip_datagrams_received_total")
     );
+    // Each agent probes the other every probe period; their acks are timed. The histogram
+    // was in the first scrape (promtool checked it) and its count moves.
+    let rtt_count = "shoal_gossip_probe_rtt_seconds_count";
+    let first = value(&b, rtt_count);
+    let moved = wait_for(DEADLINE, "a probe round trip is recorded", || {
+        let s = samples(&scrape(addr));
+        (value(&s, rtt_count) > first).then_some(s)
+    });
+    assert_eq!(
+        value(
+            &moved,
+            r#"shoal_gossip_probe_rtt_seconds_bucket{le="+Inf"}"#
+        ),
+        value(&moved, rtt_count)
+    );
+    assert!(value(&moved, "shoal_gossip_probe_rtt_seconds_sum") > 0.0);
     for a in &mut agents {
         a.stop();
     }

@@ -474,3 +474,134 @@ fn the_ui_submits_and_stops_a_job_with_the_token_the_user_gives_it() {
         a.stop();
     }
 }
+
+/// The job page of a job with an `[update]` block: its versions and the rollout's progress,
+/// updated from the event stream; promote and revert with the token the user gave.
+#[test]
+fn the_job_page_shows_versions_and_a_rollout_and_promotes_and_reverts_it() {
+    let (dir, mut agents) = start_agents(1, "ui-rollout", &[], DEADLINE, |x| {
+        x["status"] == "alive" && !x["resources"].is_null()
+    });
+    let n1 = &agents[0];
+    let spec = |tag: &str| {
+        serde_json::json!({
+            "id": "web", "type": "service", "count": 2, "command": "sleep", "args": ["600"],
+            "env": {"TAG": tag}, "resources": {"cpu": 10, "memory": 8},
+            "update": {"max_parallel": 1, "canary": 1, "min_healthy_ms": 200}
+        })
+    };
+    let deployment = |field: &str| {
+        let out = run(&["job", "status", "web", "--json", "--addr", &n1.api()]);
+        let view: Value = serde_json::from_slice(&out.stdout).ok()?;
+        view["deployment"][field].as_str().map(str::to_string)
+    };
+    submit(n1, &dir.0, &spec("v1"));
+    wait_for(DEADLINE, "version 1 complete", || {
+        (deployment("status")? == "complete").then_some(())
+    });
+    let url = format!("{}/ui#/jobs/web", n1.api());
+    let browser = Browser::open(&dir.0.join("chromium-rollout"), &url);
+    browser.wait_title("the page ready", |t| t.contains("live=1"));
+    let ws = browser.page().unwrap()["webSocketDebuggerUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cdp = Cdp::connect(&ws);
+    cdp.eval(&format!(
+        "window.confirm = () => true; document.getElementById('token').value = {}; \
+         document.querySelector('#auth button').click(); true",
+        serde_json::to_string(&n1.token()).unwrap()
+    ));
+    // What the page drew: the deployment line and the versions table, newest first.
+    let drawn = |cdp: &mut Cdp| {
+        let v = cdp.eval(
+            "JSON.stringify({ deploy: (document.getElementById('deploy') || {}).dataset || null, \
+             summary: (document.getElementById('deploy') || {}).textContent || '', \
+             versions: [...document.querySelectorAll('#versions tr[data-version]')]\
+               .map((r) => r.dataset.version + ':' + r.dataset.status), \
+             promote: !!document.getElementById('promote'), \
+             result: (document.getElementById('job-result') || {}).textContent || '' })",
+        );
+        serde_json::from_str::<Value>(v.as_str().unwrap_or("{}")).unwrap()
+    };
+    let wait_drawn = |cdp: &mut Cdp, what: &str, pred: &dyn Fn(&Value) -> bool| {
+        let mut last = Value::Null;
+        let end = Instant::now() + DEADLINE;
+        while Instant::now() < end {
+            last = drawn(cdp);
+            if pred(&last) {
+                return last;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the job page never showed {what}; it last showed {last}");
+    };
+    wait_drawn(&mut cdp, "version 1 complete", &|d| {
+        d["deploy"]["status"] == "complete" && d["versions"] == serde_json::json!(["1:complete"])
+    });
+    // Version 2 from the CLI: the open page follows it live to its canary, then waits.
+    submit(n1, &dir.0, &spec("v2"));
+    let waiting = wait_drawn(&mut cdp, "version 2 waiting for promote", &|d| {
+        d["deploy"]["status"] == "awaiting promotion" && d["promote"] == true
+    });
+    assert_eq!(
+        waiting["versions"],
+        serde_json::json!(["2:awaiting promotion", "1:complete"]),
+        "{waiting}"
+    );
+    assert!(
+        waiting["summary"]
+            .as_str()
+            .unwrap()
+            .contains("version 2 · waiting for promote (1 of 1 canaries healthy)"),
+        "{waiting}"
+    );
+    cdp.eval("document.getElementById('promote').click(); true");
+    let done = wait_drawn(&mut cdp, "version 2 complete", &|d| {
+        d["deploy"]["status"] == "complete" && d["deploy"]["version"] == "2"
+    });
+    assert_eq!(
+        done["versions"],
+        serde_json::json!(["2:complete", "1:complete"]),
+        "{done}"
+    );
+    // Reverting to version 1 from the page: version 3, no canaries.
+    cdp.eval("document.querySelector('button[data-revert=\"1\"]').click(); true");
+    let reverted = wait_drawn(&mut cdp, "version 3 (a revert) complete", &|d| {
+        d["deploy"]["status"] == "complete" && d["deploy"]["version"] == "3"
+    });
+    assert!(
+        reverted["summary"]
+            .as_str()
+            .unwrap()
+            .contains("(revert to version 1)"),
+        "{reverted}"
+    );
+    assert_eq!(
+        deployment("summary")
+            .as_deref()
+            .map(|s| s.contains("version 3")),
+        Some(true)
+    );
+    // The rollout's events reached the page through the stream.
+    let told = cdp.eval(
+        "S.events.filter((e) => e.topic === 'Deployment' && e.payload.job === 'web')\
+           .map((e) => e.payload.version + ':' + e.type).join(',')",
+    );
+    let told = told.as_str().unwrap();
+    for step in [
+        "2:Started",
+        "2:AwaitingPromotion",
+        "2:Promoted",
+        "2:Completed",
+        "3:Reverted",
+        "3:Completed",
+    ] {
+        assert!(told.contains(step), "{step} missing from {told}");
+    }
+    drop(cdp);
+    drop(browser);
+    for a in &mut agents {
+        a.stop();
+    }
+}

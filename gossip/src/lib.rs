@@ -37,6 +37,7 @@ pub mod wire;
 pub use compact_str::CompactString;
 pub use config::Config;
 pub use membership::{ForgetError, MemberEvent, Membership, Stats, Transmit};
+pub use swim_io::{PROBE_EVENTS_KEPT, ProbeEvent};
 pub use types::{
     Attributes, MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources,
 };

@@ -6,7 +6,8 @@
 //!    [`Membership::poll_timeout`] has passed, and commands ([`Membership::join`],
 //!    [`Membership::set_ad`], [`Membership::leave`]);
 //! 2. after every input, drain [`Membership::poll_transmit`] (datagrams to seal and send)
-//!    and [`Membership::poll_event`] (member events), then re-read `poll_timeout`.
+//!    and [`Membership::poll_event`] (member events), then re-read `poll_timeout`; a shell
+//!    that times probes also drains [`Membership::poll_probe`] (the last few are kept).
 //!
 //! Timers live inside the core in one ordered queue, so foca always gets them in order.
 
@@ -30,7 +31,7 @@ use quorum::QuorumTracker;
 
 use crate::ads::{AdHandler, SharedAds};
 use crate::config::Config;
-use crate::swim_io::{Note, Outputs};
+use crate::swim_io::{Note, Outputs, ProbeEvent};
 use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd};
 use crate::wire::{self, Ads, DecodeError, Want};
 
@@ -582,6 +583,11 @@ impl Membership {
     /// The next member event.
     pub fn poll_event(&mut self) -> Option<MemberEvent> {
         self.events.pop_front()
+    }
+
+    /// The next step of a direct probe, for timing probes (the last few are kept).
+    pub fn poll_probe(&mut self) -> Option<ProbeEvent> {
+        self.runtime.probes.pop_front()
     }
 
     /// The member view, sorted by name, this node included.

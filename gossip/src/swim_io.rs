@@ -14,6 +14,12 @@
 //! to stay zero.
 //!
 //! [`Outputs`] also replaces foca's `AccumulatingRuntime`, which copies every payload twice.
+//!
+//! It also keeps the steps of direct probes ([`ProbeEvent`], from the vendored foca's
+//! `ProbeStarted` and `ProbeAcked`) for a shell that times them: foca keeps no clock, and
+//! the core's [`crate::Millis`] are too coarse for a LAN round trip, so the agent notes its
+//! own instants. At most [`PROBE_EVENTS_KEPT`] wait; a shell that never asks (the simulator)
+//! costs a bounded queue.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -35,6 +41,32 @@ pub(crate) enum Note {
     ProbeFailed(NodeId),
 }
 
+/// A step of a direct probe, for a shell that times probes ([`crate::Membership::poll_probe`]).
+///
+/// foca probes one member at a time: a `Started` is followed by at most one `Acked` of the
+/// same `number` and member, before the next `Started`. Probes that succeed only through the
+/// members asked to ping indirectly, and late or repeated acks, have no `Acked`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ProbeEvent {
+    /// The direct ping of probe `number` to `member` is in the outbox.
+    Started {
+        /// foca's probe number (wraps at 256).
+        number: u8,
+        /// The member probed.
+        member: NodeId,
+    },
+    /// `member` answered the direct ping of probe `number`: the datagram just handled.
+    Acked {
+        /// foca's probe number.
+        number: u8,
+        /// The member probed.
+        member: NodeId,
+    },
+}
+
+/// Probe steps kept for the shell; the oldest go first (one probe period has two).
+pub const PROBE_EVENTS_KEPT: usize = 8;
+
 /// Everything a foca call produced, in order per kind.
 #[derive(Debug, Default)]
 pub(crate) struct Outputs {
@@ -45,6 +77,17 @@ pub(crate) struct Outputs {
     /// Members whose identity, incarnation or state this call changed, as each change left
     /// them, in order (a member changed twice appears twice).
     pub(crate) changed: Vec<(NodeId, State)>,
+    /// Steps of direct probes not yet taken by the shell (at most [`PROBE_EVENTS_KEPT`]).
+    pub(crate) probes: VecDeque<ProbeEvent>,
+}
+
+impl Outputs {
+    fn probe(&mut self, event: ProbeEvent) {
+        if self.probes.len() == PROBE_EVENTS_KEPT {
+            self.probes.pop_front();
+        }
+        self.probes.push_back(event);
+    }
 }
 
 impl Runtime<NodeId> for Outputs {
@@ -58,6 +101,14 @@ impl Runtime<NodeId> for Outputs {
             Notification::ProbeFailed(_, id) => {
                 self.notes.push_back(Note::ProbeFailed(id.clone()));
             }
+            Notification::ProbeStarted(number, id) => self.probe(ProbeEvent::Started {
+                number,
+                member: id.clone(),
+            }),
+            Notification::ProbeAcked(number, id) => self.probe(ProbeEvent::Acked {
+                number,
+                member: id.clone(),
+            }),
             _ => {}
         }
     }

@@ -252,6 +252,7 @@ async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> R
         scheduler,
         dns: s.dns.as_ref().map(|d| d.counters.snapshot()),
         events: Some(s.events.counts()),
+        probe_rtt: Some(s.gossip.counters.probe_rtt.histogram()),
     };
     let accept = headers
         .get(axum::http::header::ACCEPT)

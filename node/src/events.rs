@@ -27,6 +27,8 @@ use shoal_gossip::MemberEvent;
 use shoal_scheduler::{AttemptId, AttemptState, Catalog, ExecCommand, SchedEvent, TaskEvent};
 use tokio::sync::watch;
 
+mod deploy;
+
 /// Events kept in memory for readers that resume with `since`.
 pub const RING_EVENTS: usize = 10_000;
 
@@ -47,19 +49,22 @@ pub enum Topic {
     Task,
     /// The service catalog: instances registered, deregistered, their health.
     Service,
+    /// Rollouts of every job's current deployment, as this node's tables tell them.
+    Deployment,
     /// About the stream itself: events a reader missed. Sent whatever the filter.
     Stream,
 }
 
 impl Topic {
     /// Every topic, in order.
-    pub const ALL: [Topic; 7] = [
+    pub const ALL: [Topic; 8] = [
         Topic::Node,
         Topic::Job,
         Topic::Placement,
         Topic::Attempt,
         Topic::Task,
         Topic::Service,
+        Topic::Deployment,
         Topic::Stream,
     ];
 
@@ -73,6 +78,7 @@ impl Topic {
             Topic::Attempt => "Attempt",
             Topic::Task => "Task",
             Topic::Service => "Service",
+            Topic::Deployment => "Deployment",
             Topic::Stream => "Stream",
         }
     }
@@ -470,7 +476,7 @@ fn state_name(s: &AttemptState) -> (&'static str, Value) {
 }
 
 /// A scheduler core event (`Placement`: `Placed`, `Admitted`, `Rejected`; `Attempt`:
-/// `Changed`).
+/// `Changed`; `Job`: `VersionCreated`; `Deployment`: the steps of a rollout).
 #[must_use]
 pub fn sched_event(e: &SchedEvent) -> Draft {
     match e {
@@ -506,6 +512,22 @@ pub fn sched_event(e: &SchedEvent) -> Draft {
                 ),
             )
         }
+        SchedEvent::VersionCreated {
+            job,
+            incarnation,
+            version,
+            epoch,
+        } => draft(
+            Topic::Job,
+            "VersionCreated",
+            json!({ "job": job.as_str(), "incarnation": incarnation, "version": version, "epoch": epoch }),
+        ),
+        SchedEvent::Deployment {
+            job,
+            incarnation,
+            version,
+            change,
+        } => deploy::deployment_event(job.as_str(), *incarnation, *version, change),
     }
 }
 

@@ -13,6 +13,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
 
 use serde::Serialize;
 use shoal_gossip::{ForgetError, MemberInfo, Membership, Quorum, ResourceAd, Stats};
@@ -21,6 +22,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::clock::Clock;
 use crate::keys::Keyring;
+use crate::probe_rtt::ProbeTimer;
 use crate::replay::{ReplayConfig, ReplayGuard};
 use crate::seal::{SealError, Sealer};
 
@@ -55,6 +57,8 @@ pub struct TransportCounters {
     pub malformed: AtomicU64,
     /// Sends the OS refused.
     pub send_errors: AtomicU64,
+    /// Round trips of acked direct probes (`crate::probe_rtt`).
+    pub probe_rtt: crate::probe_rtt::ProbeRtt,
 }
 
 /// A snapshot of [`TransportCounters`] for JSON.
@@ -246,6 +250,8 @@ pub fn spawn(
         conflict: conflict_tx,
         known_saved: core_known_version_unsaved(),
         known_file,
+        probes: ProbeTimer::new(counters.probe_rtt.clone()),
+        received_at: Instant::now(),
         counters: counters.clone(),
         events,
     };
@@ -283,6 +289,10 @@ struct Driver {
     counters: Arc<TransportCounters>,
     /// Where membership changes are recorded (`Node` events).
     events: Option<crate::events::EventLog>,
+    /// Times direct probes (`crate::probe_rtt`).
+    probes: ProbeTimer,
+    /// When the last datagram was received: the instant of any probe ack it carried.
+    received_at: Instant,
 }
 
 /// No version saved yet: the first flush writes the file.
@@ -327,6 +337,7 @@ impl Driver {
     }
 
     fn on_datagram(&mut self, from: SocketAddr, sealed: &[u8]) {
+        self.received_at = Instant::now();
         self.counters.datagrams_in.fetch_add(1, Ordering::Relaxed);
         self.counters
             .bytes_in
@@ -386,6 +397,8 @@ impl Driver {
     }
 
     async fn flush(&mut self) {
+        // A probe started by the last input has its ping in this outbox.
+        let sent_at = Instant::now();
         while let Some(t) = self.core.poll_transmit() {
             let sealed = self.sealer.seal(&t.payload, t.to, self.clock.now().0);
             match self.socket.send_to(&sealed, t.to).await {
@@ -400,6 +413,9 @@ impl Driver {
                     tracing::debug!(to = %t.to, error = %e, "udp send");
                 }
             }
+        }
+        while let Some(step) = self.core.poll_probe() {
+            self.probes.step(step, sent_at, self.received_at);
         }
         let mut changed = false;
         while let Some(event) = self.core.poll_event() {

@@ -17,7 +17,7 @@
 //! - The API: [`api`] and [`api_jobs`] (routes), [`api_auth`] (token, `Host`, `Origin`,
 //!   content type), [`api_tls`], [`api_keyring`], [`api_server`]; [`keyring`] (rotation).
 //! - Metrics: [`metrics`] (`GET /v1/metrics`: counted in the shell, or read from the cores
-//!   at scrape time).
+//!   at scrape time); [`probe_rtt`] (the gossip driver times SWIM probes).
 //! - Discovery: [`dns`] (the `shoal.` zone from the scheduler's service catalog) and
 //!   [`api_services`] (`/v1/services`).
 //! - Small helpers: [`backoff`], [`clock`].
@@ -46,6 +46,7 @@ pub mod known_file;
 pub mod machine;
 pub mod metrics;
 pub mod peers;
+pub mod probe_rtt;
 pub mod replay;
 pub mod runner;
 pub mod sched_driver;

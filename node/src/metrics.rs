@@ -123,6 +123,8 @@ pub struct Scraped {
     pub dns: Option<std::collections::BTreeMap<&'static str, u64>>,
     /// The event stream: (events emitted, events evicted from the ring).
     pub events: Option<(u64, u64)>,
+    /// Round trips of acked direct probes (`crate::probe_rtt`).
+    pub probe_rtt: Option<Histogram>,
 }
 
 impl Metrics {
@@ -185,6 +187,14 @@ impl Metrics {
         register_membership(&mut r, scraped);
         if let Some(t) = &scraped.transport {
             register_transport(&mut r, t);
+        }
+        if let Some(h) = &scraped.probe_rtt {
+            r.register_with_unit(
+                "gossip_probe_rtt",
+                "Round trip of a direct SWIM probe answered by the probed member (ping sent to ack received, this host's clock)",
+                Unit::Seconds,
+                h.clone(),
+            );
         }
         if let Some(p) = self.peers.get() {
             register_peers(&mut r, p);
@@ -584,6 +594,7 @@ mod tests {
             transport: Some(TransportStats::default()),
             scheduler: Some(shoal_scheduler::Stats::default()),
             events: Some((3, 1)),
+            probe_rtt: Some(crate::probe_rtt::ProbeRtt::default().histogram()),
             ..Scraped::default()
         };
         let text = to_classic(&m.render(&scraped));
@@ -599,5 +610,9 @@ mod tests {
             }
         }
         assert!(text.contains("shoal_executor_starts_total 1"), "{text}");
+        assert!(
+            text.contains("# TYPE shoal_gossip_probe_rtt_seconds histogram"),
+            "{text}"
+        );
     }
 }

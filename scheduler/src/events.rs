@@ -52,7 +52,87 @@ pub enum SchedEvent {
         /// Its health now (none: no checks, or no result yet).
         health: Option<Health>,
     },
+    // ---- Rollouts (`deploy_events.rs`): derived from this replica's tables, like
+    // `AttemptChanged`, so every node reports every job's deployments. ----
+    /// A job has a new current deployment: a submission with a new epoch, a restart after a
+    /// stop, or a revert (`Job` topic).
+    VersionCreated {
+        /// The job.
+        job: Name,
+        /// Its incarnation.
+        incarnation: u64,
+        /// The new version's number.
+        version: u32,
+        /// The epoch its attempts run under (`wall_ms.logical@node`).
+        epoch: String,
+    },
+    /// A step of a job's current deployment (`Deployment` topic).
+    Deployment {
+        /// The job.
+        job: Name,
+        /// Its incarnation.
+        incarnation: u64,
+        /// The deployment's version.
+        version: u32,
+        /// What happened.
+        change: DeploymentChange,
+    },
 }
+
+/// What happened to a deployment ([`SchedEvent::Deployment`], `docs/services.md` §6).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DeploymentChange {
+    /// A rollout began (jobs with an `[update]` block).
+    Started {
+        /// The deployment (`wall_ms.logical@node`; equal to the epoch unless a revert).
+        deployment: String,
+        /// `update.max_parallel`.
+        max_parallel: u32,
+        /// Canaries of this deployment (0 for a revert).
+        canary: u32,
+    },
+    /// The slot's attempt runs this version, settled and passing.
+    SlotDone {
+        /// The slot.
+        slot: u32,
+    },
+    /// Every canary is done; the rest waits for `shoal job promote`.
+    AwaitingPromotion,
+    /// The operator promoted the canaries.
+    Promoted,
+    /// The deployment failed (its job's coordinator said so).
+    Failed {
+        /// Why (`slot 3 not healthy by its deadline`).
+        reason: String,
+    },
+    /// Every slot is done: the version is stable.
+    Completed,
+    /// The deployment is a revert to an earlier version's spec and epoch (any job).
+    Reverted {
+        /// The version current before it, when this replica knew one.
+        from: Option<u32>,
+        /// The version whose epoch it runs again (none if no longer kept).
+        to: Option<u32>,
+        /// Written by the job's coordinator after a failure (`auto_revert`).
+        auto: bool,
+    },
+}
+
+/// What the rollout events last said of one job's current deployment (`deploy_events.rs`).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub(crate) struct Seen {
+    pub(crate) incarnation: u64,
+    pub(crate) deployment: Option<crate::ids::Stamp>,
+    pub(crate) version: u32,
+    pub(crate) done: crate::table::SlotSet,
+    pub(crate) awaiting: bool,
+    pub(crate) promoted: bool,
+    pub(crate) failed: bool,
+    pub(crate) complete: bool,
+}
+
+/// Per job, what was last reported.
+pub(crate) type SeenDeployments = std::collections::BTreeMap<Name, Seen>;
 
 /// A bounded queue of events; off (records nothing) without a capacity.
 #[derive(Debug, Default)]
@@ -155,6 +235,7 @@ mod tests {
                     SchedEvent::AttemptChanged { state, .. } => {
                         running_seen += usize::from(matches!(state, AttemptState::Running { .. }));
                     }
+                    SchedEvent::VersionCreated { .. } | SchedEvent::Deployment { .. } => {}
                 }
             }
             assert!(running_seen >= 2, "{name} saw {running_seen} attempts run");

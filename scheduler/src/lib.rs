@@ -50,7 +50,8 @@
 //!   [`task_health`], the one rule for "is this attempt healthy";
 //! - [`view`] — job and task views for the API;
 //! - `events.rs` — [`SchedEvent`], what the core decided or merged, for the shell's event
-//!   stream (recorded only when `SchedulerConfig::event_queue` is set);
+//!   stream (recorded only when `SchedulerConfig::event_queue` is set); `deploy_events.rs`
+//!   derives the rollout events from the tables;
 //! - [`catalog`] — the service catalog (instances per service name) that DNS and
 //!   `/v1/services` answer from;
 //! - `testing` (cargo feature `testing`, for tests only) — an in-memory multi-node harness
@@ -86,6 +87,7 @@
 //! checking → health, ids, scheduler, spec, table
 //! config → message, spec
 //! coordinator → config, events, hash, ids, placement, roles, scheduler, slot, spec, table
+//! deploy_events → events, ids, rollout, scheduler, versions
 //! disconnect → ids, message, placement, roles, scheduler, spec, table
 //! durability → ids, message, roles, scheduler, table
 //! events → ids, table
@@ -124,6 +126,7 @@ pub mod catalog;
 mod checking;
 mod config;
 mod coordinator;
+mod deploy_events;
 mod disconnect;
 mod durability;
 mod events;
@@ -154,7 +157,7 @@ pub mod view;
 pub use catalog::{Catalog, CatalogBuilder, Instance, InstanceHealth, Service};
 pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
 pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
-pub use events::SchedEvent;
+pub use events::{DeploymentChange, SchedEvent};
 pub use health::{CheckResult, HealthMachine, Probe, ResolvedCheck, TaskHealth, task_health};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector};
 pub use jobs::{JobWrite, Prepared, StopError, SubmitError};

@@ -61,6 +61,7 @@ impl Scheduler {
                         .collect();
                     for job in jobs {
                         self.log.note_job(&job);
+                        self.note_deployment(&job, true);
                     }
                     let mine: Vec<AttemptId> = self
                         .tables()
@@ -74,6 +75,7 @@ impl Scheduler {
                     self.requeue_deferred(None);
                 }
                 Touch::Job(job) => {
+                    self.note_deployment(&job, false);
                     self.catalog_changes.jobs.insert(job.clone());
                     self.log.note_job(&job);
                     self.requeue_deferred(Some(&job));

@@ -290,6 +290,8 @@ pub struct Scheduler {
     pub(crate) catalog_changes: CatalogChanges,
     /// Events for `poll_event` (`events.rs`).
     pub(crate) events: EventQueue,
+    /// What the rollout events last said of each job (`deploy_events.rs`).
+    pub(crate) deployments_seen: crate::events::SeenDeployments,
 }
 
 impl Scheduler {
@@ -327,6 +329,7 @@ impl Scheduler {
             counters: Counters::default(),
             catalog_changes: CatalogChanges::default(),
             events,
+            deployments_seen: Default::default(),
         };
         s.set_members(&[]);
         s

@@ -154,7 +154,7 @@ pub enum PromoteError {
 }
 
 /// `wall_ms.logical@node`.
-fn show_stamp(s: &Stamp) -> String {
+pub(crate) fn show_stamp(s: &Stamp) -> String {
     format!("{}.{}@{}", s.hlc.wall_ms, s.hlc.logical, s.actor.node)
 }
 
@@ -210,7 +210,7 @@ impl Scheduler {
     }
 
     /// The number of the first kept version that ran `entry`'s epoch.
-    fn version_of_epoch(&self, incarnation: u64, entry: &JobEntry) -> Option<u32> {
+    pub(crate) fn version_of_epoch(&self, incarnation: u64, entry: &JobEntry) -> Option<u32> {
         self.tables()
             .versions(&entry.spec.id, incarnation)
             .filter_map(|(_, v)| v.row.as_ref())

@@ -600,3 +600,68 @@ fn a_suspicion_the_member_refutes_is_counted() {
     );
     assert!(refuted(&net) >= 1, "the refuted suspicion was not counted");
 }
+
+/// Drains node `i`'s probe steps every 100 ms for `ms`.
+fn probe_steps(net: &mut Net, i: usize, ms: u64) -> Vec<ProbeEvent> {
+    let mut steps = Vec::new();
+    for _ in 0..ms / 100 {
+        net.run(100);
+        let node = net.nodes[i].as_mut().unwrap();
+        while let Some(step) = node.poll_probe() {
+            steps.push(step);
+        }
+    }
+    steps
+}
+
+#[test]
+fn direct_probes_report_a_start_then_one_ack_and_none_from_the_dead() {
+    let mut net = Net::new(3, 0.0);
+    net.run(3_000);
+    while net.nodes[0].as_mut().unwrap().poll_probe().is_some() {}
+    // Lossless links: every probe of n0 is acked, right after its start.
+    let steps = probe_steps(&mut net, 0, 5_000);
+    let pairs: Vec<_> = steps.chunks(2).collect();
+    assert!(pairs.len() >= 3, "{steps:?}");
+    for pair in &pairs {
+        let [
+            ProbeEvent::Started { number, member },
+            ProbeEvent::Acked {
+                number: acked,
+                member: by,
+            },
+        ] = pair
+        else {
+            panic!("a start then its ack: {steps:?}");
+        };
+        assert_eq!((number, member), (acked, by));
+    }
+    // A crashed member is still probed for a while, and never acks.
+    net.nodes[2] = None;
+    let steps = probe_steps(&mut net, 0, 3_000);
+    let to_dead = |m: &NodeId| m.name == "n2";
+    assert!(
+        steps
+            .iter()
+            .any(|s| matches!(s, ProbeEvent::Started { member, .. } if to_dead(member))),
+        "{steps:?}"
+    );
+    assert!(
+        !steps
+            .iter()
+            .any(|s| matches!(s, ProbeEvent::Acked { member, .. } if to_dead(member))),
+        "{steps:?}"
+    );
+}
+
+#[test]
+fn probe_steps_nobody_takes_stay_bounded() {
+    let mut net = Net::new(3, 0.0);
+    net.run(20_000);
+    let node = net.nodes[0].as_mut().unwrap();
+    let mut kept = 0;
+    while node.poll_probe().is_some() {
+        kept += 1;
+    }
+    assert_eq!(kept, crate::PROBE_EVENTS_KEPT);
+}

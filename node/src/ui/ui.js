@@ -7,7 +7,7 @@
 // re-read of the state (at most every REFRESH_MS); nothing polls on a timer.
 'use strict';
 
-const TOPICS = ['Node', 'Job', 'Placement', 'Attempt', 'Task', 'Service', 'Stream'];
+const TOPICS = ['Node', 'Job', 'Placement', 'Attempt', 'Task', 'Service', 'Deployment', 'Stream'];
 const REFRESH_MS = 250;        // at most one state re-read this often while events arrive
 const FEED_KEEP = 2000;        // events kept for the feed
 const FEED_SHOW = 400;         // rows drawn
@@ -16,7 +16,7 @@ const RECONNECT_MS = 1000;
 const LEGEND_JOBS = 12;        // jobs named in the map's colour legend
 
 const S = {
-  nodes: [], jobs: [], self: null, events: [], since: null, live: false,
+  nodes: [], jobs: [], self: null, events: [], since: null, live: false, versions: null,
   gen: null, view: 'map', job: null, group: null, opened: new Set(),
   topics: new Set(TOPICS), text: '', paused: false, all: false,
   // Timings (ms) for the title and bench/ui.py: the first draw with nodes, each draw, and
@@ -74,6 +74,11 @@ async function refresh() {
     const [nodes, jobs] = await Promise.all([api('/v1/nodes'), api('/v1/jobs')]);
     S.nodes = nodes; S.jobs = jobs;
     if (!S.self) S.self = await api('/v1/agent/self');
+    // The open job's versions (its rollouts): re-read with the rest, so events keep them live.
+    const open = S.job;
+    if (open && jobs.some((j) => j.id === open)) {
+      S.versions = { job: open, list: await api('/v1/jobs/' + encodeURIComponent(open) + '/versions') };
+    }
     notice('');
   } catch (e) {
     if (!$('notice').textContent) notice('Cannot read the cluster state: ' + e.message);
@@ -164,6 +169,7 @@ function route() {
   // `#/map/all`: every node as a tile, however many.
   S.all = view === 'map' && rest[0] === 'all';
   S.job = view === 'jobs' && rest.length ? decodeURIComponent(rest.join('/')) : null;
+  if (S.job && !(S.versions && S.versions.job === S.job)) refreshSoon();
   draw();
 }
 
@@ -377,12 +383,14 @@ function drawJobs() {
     const by = {};
     for (const t of j.tasks) by[t.state] = (by[t.state] || 0) + 1;
     const healthy = j.tasks.filter((t) => t.health === 'healthy').length;
+    const d = j.deployment;
+    const rollout = d && d.status !== 'complete' ? ' · ' + d.status + (d.status === 'deploying' ? ' ' + d.done + '/' + d.count : '') : '';
     return '<tr><td><a href="#/jobs/' + encodeURIComponent(j.id) + '">' + esc(j.id) + '</a></td><td>' + esc(j.type) +
-      '</td><td class="state-' + esc(j.status) + '">' + esc(j.status) + '</td><td class="num">' + j.count +
+      '</td><td class="state-' + esc(j.status) + '">' + esc(j.status) + '</td><td>' + esc('v' + j.job_version + rollout) + '</td><td class="num">' + j.count +
       '</td><td class="num">' + (by.running || 0) + '</td><td class="num">' + healthy + '</td><td class="num">' + (by.pending || 0) + '</td></tr>';
   }).join('');
-  $('jobs').innerHTML = '<table><thead><tr><th>job</th><th>type</th><th>status</th><th>count</th><th>running</th><th>healthy</th><th>pending</th></tr></thead><tbody>' +
-    (rows || '<tr><td colspan="7" class="muted">no jobs</td></tr>') + '</tbody></table>';
+  $('jobs').innerHTML = '<table><thead><tr><th>job</th><th>type</th><th>status</th><th>version</th><th>count</th><th>running</th><th>healthy</th><th>pending</th></tr></thead><tbody>' +
+    (rows || '<tr><td colspan="8" class="muted">no jobs</td></tr>') + '</tbody></table>';
 }
 
 function drawJob() {
@@ -394,17 +402,62 @@ function drawJob() {
     esc(t.pending_reason || t.detail || '') + '</td><td>' + esc(Object.entries(t.ports || {}).map(([k, v]) => k + '=' + v).join(' ')) +
     (t.ip ? ' @' + esc(t.ip) : '') + '</td></tr>').join('');
   const recent = S.events.filter((e) => e.payload && e.payload.job === j.id).slice(-20).reverse();
+  const result = $('job-result') ? $('job-result').textContent : '';
   $('job').innerHTML = '<h2>' + esc(j.id) + ' <small class="muted">' + esc(j.type) + ', ' + esc(j.status) + ', count ' + j.count +
-    ', version ' + esc(new Date(j.version.wall_ms).toISOString()) + '</small></h2>' +
+    ', version ' + j.job_version + ', written ' + esc(new Date(j.version.wall_ms).toISOString()) + '</small></h2>' +
     (j.stopped ? '' : '<p><button id="stop-job">Stop this job</button> <span id="stop-result" class="muted"></span></p>') +
+    deploymentLine(j) + '<span id="job-result" class="muted">' + esc(result) + '</span>' +
     '<table><thead><tr><th>slot</th><th>attempt</th><th>node</th><th>state</th><th>health</th><th>pending / detail</th><th>ports</th></tr></thead><tbody>' +
-    rows + '</tbody></table><h3>Recent events of this job (this agent)</h3>' + eventTable(recent);
+    rows + '</tbody></table>' + versionsTable(j) + '<h3>Recent events of this job (this agent)</h3>' + eventTable(recent);
   const stop = $('stop-job');
   if (stop) stop.onclick = async () => {
     if (!confirm('Stop job ' + j.id + '?')) return;
     try { await api('/v1/jobs/' + encodeURIComponent(j.id), { method: 'DELETE' }); $('stop-result').textContent = 'stopping'; } catch (e) { $('stop-result').textContent = e.message; }
     refreshSoon();
   };
+}
+
+// The current deployment of a job with an [update] block: the `job status` line, a progress
+// bar of the slots done, and the promote button while the canaries wait for it.
+function deploymentLine(j) {
+  const d = j.deployment;
+  if (!d) return '';
+  const waiting = d.status === 'awaiting promotion';
+  return '<p id="deploy" class="deploy d-' + esc(d.status.replace(' ', '-')) + '" data-status="' + esc(d.status) +
+    '" data-version="' + d.version + '" data-done="' + d.done + '">' + esc(d.summary) +
+    ' <progress max="' + d.count + '" value="' + d.done + '"></progress>' +
+    (waiting && !j.stopped ? ' <button id="promote">Promote</button>' : '') + '</p>';
+}
+
+// The kept versions, newest first: status, slots done, and a revert button on the others.
+function versionsTable(j) {
+  const list = S.versions && S.versions.job === j.id ? S.versions.list : null;
+  if (!list) return '<h3>Versions</h3><p class="muted">reading…</p>';
+  const rows = list.slice().reverse().map((v) => '<tr data-version="' + v.version + '" data-status="' + esc(v.status) + '"' +
+    (v.current ? ' class="current"' : '') + '><td class="num">' + v.version + '</td><td>' + (v.current ? 'current' : '') +
+    '</td><td class="state-' + esc(v.status.split(':')[0]) + '">' + esc(v.status) + (v.stable ? ' · stable' : '') +
+    '</td><td class="num">' + v.done + '/' + v.spec.count + '</td><td>' + esc(new Date(v.submitted_ms).toISOString().slice(0, 19).replace('T', ' ')) +
+    '</td><td>' + esc(v.node) + '</td><td>' + (v.current || j.stopped ? '' : '<button data-revert="' + v.version + '">Revert to ' + v.version + '</button>') +
+    '</td></tr>').join('');
+  return '<h3>Versions</h3><table id="versions"><thead><tr><th>version</th><th></th><th>status</th><th>slots done</th>' +
+    '<th>submitted (UTC)</th><th>accepted by</th><th></th></tr></thead><tbody>' + rows + '</tbody></table>';
+}
+
+// Promote and revert: buttons drawn by drawJob, one handler for the job view.
+async function onJobClick(ev) {
+  const j = S.jobs.find((x) => x.id === S.job);
+  if (!j) return;
+  const path = '/v1/jobs/' + encodeURIComponent(j.id);
+  let call = null;
+  if (ev.target.id === 'promote') call = () => api(path + '/promote', { method: 'POST' });
+  const back = ev.target.dataset && ev.target.dataset.revert;
+  if (back) {
+    if (!confirm('Revert job ' + j.id + ' to version ' + back + '?')) return;
+    call = () => api(path + '/revert', { method: 'POST', body: JSON.stringify({ version: Number(back) }), headers: { 'Content-Type': 'application/json' } });
+  }
+  if (!call) return;
+  try { const r = await call(); $('job-result').textContent = r.promoted ? 'promoted' : 'reverted: version ' + r.version; } catch (e) { $('job-result').textContent = e.message; }
+  refreshSoon();
 }
 
 function summary(e) {
@@ -534,6 +587,7 @@ function wire() {
     if (g) { S.opened.add(g.dataset.group); draw(); }
   };
   $('event-text').oninput = () => { S.text = $('event-text').value; draw(); };
+  $('job').onclick = onJobClick;
   $('pause').onchange = () => { S.paused = $('pause').checked; draw(); };
   $('submit').onclick = async () => {
     const body = $('spec').value.trim();

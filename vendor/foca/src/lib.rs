@@ -4,7 +4,8 @@
 // Modified for Shoal (see vendor/README.md and vendor/foca-patches/):
 // - patch 4: `Notification::MemberChanged` on every applied update;
 // - patch 5: a datagram's updates warm their member entries before they are
-//   applied.
+//   applied;
+// - patch 6: `Notification::ProbeStarted` and `Notification::ProbeAcked`.
 //! Foca is a building block for your gossip-based cluster discovery. It's
 //! a small library-first crate that implements the SWIM protocol along
 //! with its useful extensions (`SWIM+Inf.+Susp.`).
@@ -996,9 +997,15 @@ where
                 self.send_message(src, Message::Ack(probe_number), runtime)?;
             }
             Message::Ack(probe_number) => {
-                if self.probe.receive_ack(&src, probe_number) {
+                if let Some(first) = self.probe.receive_ack(&src, probe_number) {
                     #[cfg(feature = "tracing")]
                     tracing::debug!(probed_id = tracing::field::debug(&src), "Probe success");
+                    #[cfg(feature = "unstable-notifications")]
+                    if first {
+                        runtime.notify(Notification::ProbeAcked(probe_number, &src));
+                    }
+                    #[cfg(not(feature = "unstable-notifications"))]
+                    let _ = first;
                 } else {
                     // May be triggered by a member that slows down (say, you ^Z
                     // the process and `fg` back after a while).
@@ -1197,6 +1204,8 @@ where
             tracing::debug!(member_id = tracing::field::debug(&member_id), "Probe start");
 
             self.send_message(member_id.clone(), Message::Ping(probe_number), &mut runtime)?;
+            #[cfg(feature = "unstable-notifications")]
+            runtime.notify(Notification::ProbeStarted(probe_number, &member_id));
 
             runtime.submit_after(
                 Timer::SendIndirectProbe {
@@ -2954,6 +2963,102 @@ mod tests {
             foca.probe().succeeded(),
             "probe should have succeeded after Ack"
         );
+    }
+
+    #[cfg(feature = "unstable-notifications")]
+    #[test]
+    fn probe_started_and_acked_notify_once_per_direct_probe() -> Result<()> {
+        let mut foca = Foca::new(ID::new(1), config(), rng(), codec());
+        let mut runtime = AccumulatingRuntime::new();
+        foca.apply(Member::alive(ID::new(2)), &mut runtime)?;
+        foca.apply(Member::alive(ID::new(3)), &mut runtime)?;
+        let probe_timer = Timer::ProbeRandomMember(foca.timer_token());
+
+        // Starting a probe notifies with the ping's probe number and target.
+        runtime.clear();
+        foca.handle_timer(probe_timer.clone(), &mut runtime)?;
+        let probed = *foca.probe().target().expect("a probe started");
+        let number = foca.probe().probe_number();
+        expect_notification!(runtime, Notification::ProbeStarted(number, &probed));
+        let other = if probed == ID::new(2) {
+            ID::new(3)
+        } else {
+            ID::new(2)
+        };
+        let ack = |src: ID, message: Message<ID>| {
+            encode((
+                Header {
+                    src,
+                    src_incarnation: Incarnation::default(),
+                    dst: ID::new(1),
+                    message,
+                },
+                Vec::new(),
+            ))
+        };
+
+        // An ack with another probe number, or from another member, is not
+        // this probe's.
+        runtime.clear();
+        foca.handle_data(
+            &ack(probed, Message::Ack(number.wrapping_add(1))),
+            &mut runtime,
+        )?;
+        foca.handle_data(&ack(other, Message::Ack(number)), &mut runtime)?;
+        reject_notification!(runtime, Notification::ProbeAcked(number, &probed));
+        reject_notification!(runtime, Notification::ProbeAcked(number, &other));
+
+        // The probed member's ack notifies once; a repeat does not.
+        foca.handle_data(&ack(probed, Message::Ack(number)), &mut runtime)?;
+        expect_notification!(runtime, Notification::ProbeAcked(number, &probed));
+        foca.handle_data(&ack(probed, Message::Ack(number)), &mut runtime)?;
+        reject_notification!(runtime, Notification::ProbeAcked(number, &probed));
+
+        // Indirect success (a ForwardedAck) is not a direct round trip.
+        foca.handle_timer(
+            Timer::SendIndirectProbe {
+                probed_id: probed,
+                token: foca.timer_token(),
+            },
+            &mut runtime,
+        )?;
+        runtime.clear();
+        foca.handle_timer(probe_timer, &mut runtime)?;
+        let probed = *foca.probe().target().expect("a second probe started");
+        let number = foca.probe().probe_number();
+        expect_notification!(runtime, Notification::ProbeStarted(number, &probed));
+        foca.handle_timer(
+            Timer::SendIndirectProbe {
+                probed_id: probed,
+                token: foca.timer_token(),
+            },
+            &mut runtime,
+        )?;
+        let helper = if probed == ID::new(2) {
+            ID::new(3)
+        } else {
+            ID::new(2)
+        };
+        foca.handle_data(
+            &ack(
+                helper,
+                Message::ForwardedAck {
+                    origin: probed,
+                    probe_number: number,
+                },
+            ),
+            &mut runtime,
+        )?;
+        assert!(foca.probe().succeeded(), "the forwarded ack counts");
+        reject_notification!(runtime, Notification::ProbeAcked(number, &probed));
+
+        // A late direct ack, once the next probe started, does not notify.
+        let late = (number, probed);
+        foca.handle_timer(Timer::ProbeRandomMember(foca.timer_token()), &mut runtime)?;
+        runtime.clear();
+        foca.handle_data(&ack(late.1, Message::Ack(late.0)), &mut runtime)?;
+        reject_notification!(runtime, Notification::ProbeAcked(late.0, &late.1));
+        Ok(())
     }
 
     #[test]

@@ -1,6 +1,8 @@
 /* This Source Code Form is subject to the terms of the Mozilla Public
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
+// Modified for Shoal (see vendor/README.md and vendor/foca-patches/):
+// - patch 6: `receive_ack` says whether the ack is the probe's first.
 extern crate alloc;
 use alloc::vec::Vec;
 
@@ -84,17 +86,18 @@ impl<T: Clone + PartialEq> Probe<T> {
         self.direct_ack_ok || self.indirect_ack_count > 0
     }
 
-    pub(crate) fn receive_ack(&mut self, from: &T, probeno: ProbeNumber) -> bool {
+    /// `None` when the ack is not for the current probe; otherwise whether it
+    /// is the first direct ack of this probe.
+    pub(crate) fn receive_ack(&mut self, from: &T, probeno: ProbeNumber) -> Option<bool> {
         if probeno == self.probe_number
             && self
                 .direct
                 .as_ref()
                 .is_some_and(|direct| direct.id() == from)
         {
-            self.direct_ack_ok = true;
-            true
+            Some(!core::mem::replace(&mut self.direct_ack_ok, true))
         } else {
-            false
+            None
         }
     }
 

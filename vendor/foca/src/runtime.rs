@@ -2,7 +2,8 @@
  * License, v. 2.0. If a copy of the MPL was not distributed with this
  * file, You can obtain one at https://mozilla.org/MPL/2.0/. */
 // Modified for Shoal (see vendor/README.md and vendor/foca-patches/):
-// - patch 4: `Notification::MemberChanged`.
+// - patch 4: `Notification::MemberChanged`;
+// - patch 6: `Notification::ProbeStarted` and `Notification::ProbeAcked`.
 use alloc::collections::VecDeque;
 use core::{cmp::Ordering, time::Duration};
 
@@ -154,6 +155,26 @@ pub enum Notification<'a, T> {
     ///
     /// See [`crate::Message`]
     ProbeFailed(ProbeNumber, &'a T),
+
+    #[cfg(feature = "unstable-notifications")]
+    /// Foca started a probe of this member: the direct ping carrying this
+    /// probe number was just handed to [`Runtime::send_to`].
+    ///
+    /// Foca keeps no clock; a runtime that wants round-trip times notes its
+    /// own time here and at the matching [`Notification::ProbeAcked`].
+    /// (Added for Shoal, see vendor/README.md.)
+    ProbeStarted(ProbeNumber, &'a T),
+
+    #[cfg(feature = "unstable-notifications")]
+    /// The member being probed answered the direct ping of this probe number:
+    /// its first `Ack` of the probe, fired while handling that datagram.
+    ///
+    /// Only direct acks: a probe that succeeds through the members asked to
+    /// ping indirectly (a `ForwardedAck`) does not notify, since that round
+    /// trip crosses a third member. A late ack (of a probe already replaced
+    /// by the next one) and a repeated ack do not notify either.
+    /// (Added for Shoal, see vendor/README.md.)
+    ProbeAcked(ProbeNumber, &'a T),
 }
 
 impl<T> Notification<'_, T>
@@ -179,6 +200,10 @@ where
             Notification::DataSent(h) => OwnedNotification::DataSent(h.clone()),
             #[cfg(feature = "unstable-notifications")]
             Notification::ProbeFailed(n, m) => OwnedNotification::ProbeFailed(n, m.clone()),
+            #[cfg(feature = "unstable-notifications")]
+            Notification::ProbeStarted(n, m) => OwnedNotification::ProbeStarted(n, m.clone()),
+            #[cfg(feature = "unstable-notifications")]
+            Notification::ProbeAcked(n, m) => OwnedNotification::ProbeAcked(n, m.clone()),
         }
     }
 }
@@ -215,6 +240,14 @@ pub enum OwnedNotification<T> {
     #[cfg(feature = "unstable-notifications")]
     /// See [`Notification::ProbeFailed`]
     ProbeFailed(ProbeNumber, T),
+
+    #[cfg(feature = "unstable-notifications")]
+    /// See [`Notification::ProbeStarted`]
+    ProbeStarted(ProbeNumber, T),
+
+    #[cfg(feature = "unstable-notifications")]
+    /// See [`Notification::ProbeAcked`]
+    ProbeAcked(ProbeNumber, T),
 }
 
 /// Timer is an event that's scheduled by a [`Runtime`]. You won't need
