@@ -124,6 +124,8 @@ pub struct Simulation {
     seeds: Vec<SocketAddr>,
     disturbed: usize,
     sabotage: Sabotage,
+    /// The last time a partition was in force, when none is now.
+    last_cut_ms: u64,
 }
 
 impl Simulation {
@@ -146,6 +148,7 @@ impl Simulation {
                 quorum_feed: scenario.scheduler.quorum_feed,
                 restarting: plan.restarting(n),
                 ignore_window: sabotage == Sabotage::IgnoreWindow,
+                check_from_ms: plan.check_from_ms,
             };
             Box::new(Workbench::new(n, w, seed, setup))
         });
@@ -168,6 +171,7 @@ impl Simulation {
             seeds,
             disturbed: 0,
             sabotage,
+            last_cut_ms: 0,
             scenario,
         };
         let stagger = sim.scenario.start.stagger_ms.max(1);
