@@ -61,6 +61,17 @@ pub enum Sabotage {
     /// Services are submitted with `max_parallel = 0` (rolling updates replace everything at
     /// once) while `always_max_parallel` holds them to the scenario's.
     IgnoreWindow,
+    /// The catalogs are built from the production `CatalogBuilder` with the core's table
+    /// touches left out of its changes (what a core that forgot to record a touch would hand
+    /// it): a health change reaches a catalog only when a member's status change rebuilds
+    /// every service.
+    CatalogMissesTouches,
+    /// The catalogs are built from a member view in which every member is alive (the
+    /// catalog's down filter gone): instances of a crashed node stay listed.
+    CatalogIgnoresDown,
+    /// The simulated executor reports every probe as passed (a shell that swallows
+    /// failures and timeouts): hung tasks stay healthy in every table.
+    ChecksAlwaysPass,
 }
 
 /// Everything that can happen at one virtual instant.
@@ -149,6 +160,12 @@ impl Simulation {
                 restarting: plan.restarting(n),
                 ignore_window: sabotage == Sabotage::IgnoreWindow,
                 check_from_ms: plan.check_from_ms,
+                discovery_sabotage: match sabotage {
+                    Sabotage::CatalogMissesTouches => crate::sched::DiscoverySabotage::MissTouches,
+                    Sabotage::CatalogIgnoresDown => crate::sched::DiscoverySabotage::IgnoreDown,
+                    Sabotage::ChecksAlwaysPass => crate::sched::DiscoverySabotage::AlwaysPass,
+                    _ => crate::sched::DiscoverySabotage::None,
+                },
             };
             Box::new(Workbench::new(n, w, seed, setup))
         });

@@ -69,7 +69,7 @@ use crate::shared::{Quality, derive_seed};
 use crate::workload::{self, JobArrival};
 
 pub use executor::{NodeSched, Proc, reserved};
-pub use discovery::{DETECTION_MS, Discovery};
+pub use discovery::{DETECTION_MS, Discovery, DiscoverySabotage};
 pub use tally::{DUPLICATE_SLACK_MS, Tally, Watch};
 
 /// Members and ad changes are handed over at most this often per node.
@@ -294,6 +294,8 @@ pub struct Setup {
     pub ignore_window: bool,
     /// When the `eventually_*` checkers are judged.
     pub check_from_ms: u64,
+    /// Tests only: a deliberate bug in how catalogs are built or checks reported.
+    pub discovery_sabotage: DiscoverySabotage,
 }
 
 impl Workbench {
@@ -307,6 +309,7 @@ impl Workbench {
             restarting,
             ignore_window,
             check_from_ms,
+            discovery_sabotage,
         } = setup;
         let jobs = workload::generate(workload, seed);
         let by_name = jobs
@@ -348,6 +351,7 @@ impl Workbench {
         if let Some(s) = &bench.services {
             bench.discovery.enabled = true;
             bench.discovery.check_from_ms = check_from_ms;
+            bench.discovery.sabotage = discovery_sabotage;
             bench.discovery.base_ms = s.interval_ms + s.timeout_ms + discovery::REPLICATION_MS;
             bench.discovery.figures.bound_ms = bench.discovery.base_ms;
         }

@@ -45,6 +45,8 @@ pub struct Discovery {
     pub(super) base_ms: u64,
     /// From when `eventually_discovery_complete` is judged (the end of the quiet time).
     pub(super) check_from_ms: u64,
+    /// Tests only: a deliberate bug (`engine::Sabotage`).
+    pub(super) sabotage: DiscoverySabotage,
     /// Since when each attempt's process has not served (hung, killed, exited).
     stopped: BTreeMap<Key, Millis>,
     /// The figures for the report.
@@ -52,6 +54,21 @@ pub struct Discovery {
     /// At the last sample after the quiet time: the first live, healthy instance some
     /// running node did not list (`eventually_discovery_complete`), or what was compared.
     pub complete: Option<Result<String, String>>,
+}
+
+/// Deliberate bugs in how catalogs are built or checks reported, to show the checkers bite
+/// (`engine::Sabotage::{CatalogMissesTouches, CatalogIgnoresDown, ChecksAlwaysPass}`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum DiscoverySabotage {
+    /// The honest simulator.
+    #[default]
+    None,
+    /// The core's table touches are left out of the catalog's changes.
+    MissTouches,
+    /// The catalog is handed a view in which every member is alive.
+    IgnoreDown,
+    /// Every probe passes.
+    AlwaysPass,
 }
 
 /// What the discovery checkers saw.
@@ -71,6 +88,27 @@ pub struct DiscoveryFigures {
     pub longest_stale_ms: u64,
     /// The base bound, in ms.
     pub bound_ms: u64,
+    /// Listings of processes that no longer served, by nodes on the minority side (stale by
+    /// design, not judged).
+    pub minority_stale: u64,
+}
+
+/// The first instant in `[from, now]` since which node `j` has been on the majority side
+/// (ground truth), `from` if it was all along; it is on it now.
+fn back_on_majority_side(host: &dyn Host, j: usize, from: Millis) -> Millis {
+    if host.majority_side_since(j, from) {
+        return from;
+    }
+    let (mut lo, mut hi) = (from.0, host.now().0);
+    while lo + 1 < hi {
+        let mid = lo + (hi - lo) / 2;
+        if host.majority_side_since(j, Millis(mid)) {
+            hi = mid;
+        } else {
+            lo = mid;
+        }
+    }
+    Millis(hi)
 }
 
 impl Discovery {
@@ -143,7 +181,33 @@ impl Workbench {
             let Some(core) = node.core.as_mut() else {
                 continue;
             };
-            core.update_catalog(&mut node.catalog);
+            match self.discovery.sabotage {
+                DiscoverySabotage::MissTouches => {
+                    let mut changes = core.take_catalog_changes();
+                    changes.jobs.clear();
+                    if !changes.is_empty() {
+                        let tables = core.tables();
+                        node.catalog
+                            .update(tables, core.member_view(), core.node(), changes);
+                    }
+                }
+                DiscoverySabotage::IgnoreDown => {
+                    let changes = core.take_catalog_changes();
+                    let mut view = core.member_view().clone();
+                    for m in view.values_mut() {
+                        m.status = MemberStatus::Alive;
+                        if let Some(ad) = m.ad.as_mut() {
+                            ad.left = false;
+                        }
+                    }
+                    if !changes.is_empty() {
+                        node.catalog.update(core.tables(), &view, core.node(), changes);
+                    }
+                }
+                _ => {
+                    core.update_catalog(&mut node.catalog);
+                }
+            }
             let healthy: BTreeSet<Key> = node
                 .catalog
                 .catalog()
@@ -208,7 +272,14 @@ impl Workbench {
                 .copied()
                 .unwrap_or(host.now())
         };
-        let from = since.max(target_up).max(observer_up).max(seen_alive);
+        let mut from = since.max(target_up).max(observer_up).max(seen_alive);
+        if host.minority_side(j) {
+            // A node without a majority answers from its own replica, possibly stale, by
+            // design (`docs/services.md`, §3): its answers are judged from when it is back.
+            self.discovery.figures.minority_stale += 1;
+            return;
+        }
+        from = from.max(back_on_majority_side(host, j, from));
         let stale = host.now().since(from);
         let bound = self.discovery.bound_ms(host, from);
         let f = &mut self.discovery.figures;
