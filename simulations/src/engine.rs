@@ -66,9 +66,6 @@ pub enum Sabotage {
     /// it): a health change reaches a catalog only when a member's status change rebuilds
     /// every service.
     CatalogMissesTouches,
-    /// The catalogs are built from a member view in which every member is alive (the
-    /// catalog's down filter gone): instances of a crashed node stay listed.
-    CatalogIgnoresDown,
     /// The simulated executor reports every probe as passed (a shell that swallows
     /// failures and timeouts): hung tasks stay healthy in every table.
     ChecksAlwaysPass,
@@ -162,7 +159,6 @@ impl Simulation {
                 check_from_ms: plan.check_from_ms,
                 discovery_sabotage: match sabotage {
                     Sabotage::CatalogMissesTouches => crate::sched::DiscoverySabotage::MissTouches,
-                    Sabotage::CatalogIgnoresDown => crate::sched::DiscoverySabotage::IgnoreDown,
                     Sabotage::ChecksAlwaysPass => crate::sched::DiscoverySabotage::AlwaysPass,
                     _ => crate::sched::DiscoverySabotage::None,
                 },

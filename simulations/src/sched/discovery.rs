@@ -57,7 +57,7 @@ pub struct Discovery {
 }
 
 /// Deliberate bugs in how catalogs are built or checks reported, to show the checkers bite
-/// (`engine::Sabotage::{CatalogMissesTouches, CatalogIgnoresDown, ChecksAlwaysPass}`).
+/// (`engine::Sabotage::{CatalogMissesTouches, ChecksAlwaysPass}`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub enum DiscoverySabotage {
     /// The honest simulator.
@@ -65,8 +65,6 @@ pub enum DiscoverySabotage {
     None,
     /// The core's table touches are left out of the catalog's changes.
     MissTouches,
-    /// The catalog is handed a view in which every member is alive.
-    IgnoreDown,
     /// Every probe passes.
     AlwaysPass,
 }
@@ -189,19 +187,6 @@ impl Workbench {
                         let tables = core.tables();
                         node.catalog
                             .update(tables, core.member_view(), core.node(), changes);
-                    }
-                }
-                DiscoverySabotage::IgnoreDown => {
-                    let changes = core.take_catalog_changes();
-                    let mut view = core.member_view().clone();
-                    for m in view.values_mut() {
-                        m.status = MemberStatus::Alive;
-                        if let Some(ad) = m.ad.as_mut() {
-                            ad.left = false;
-                        }
-                    }
-                    if !changes.is_empty() {
-                        node.catalog.update(core.tables(), &view, core.node(), changes);
                     }
                 }
                 _ => {
