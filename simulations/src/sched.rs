@@ -46,7 +46,9 @@
 //! restart path, snapshots), `watch.rs` (what the fault checkers watch: copies of each slot,
 //! kills on the majority side, condemnations, services back at count), `sample.rs` (what is
 //! looked at every sample), `tally.rs` (what is measured: starts, waits, utilization,
-//! acknowledged jobs, and [`Quality`] from them).
+//! acknowledged jobs, and [`Quality`] from them), `probes.rs` (the executor's health checks
+//! and the `hang` fault), `discovery.rs` (each node's service catalog against the truth:
+//! `always_discovery_live_healthy`, `eventually_discovery_complete`).
 
 mod discovery;
 mod drive;
@@ -68,8 +70,8 @@ use crate::scenario::{NodeShape, QuorumFeed, Services, Workload};
 use crate::shared::{Quality, derive_seed};
 use crate::workload::{self, JobArrival};
 
-pub use executor::{NodeSched, Proc, reserved};
 pub use discovery::{DETECTION_MS, Discovery, DiscoverySabotage};
+pub use executor::{NodeSched, Proc, reserved};
 pub use tally::{DUPLICATE_SLACK_MS, Tally, Watch};
 
 /// Members and ad changes are handed over at most this often per node.

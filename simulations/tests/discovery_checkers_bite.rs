@@ -36,13 +36,21 @@ fn honest_services_run_passes_and_overlapping_deployments_are_seen() {
         "always_max_parallel",
         "eventually_rollouts_settle",
     ] {
-        assert_eq!(check(&r, name).status, Status::Pass, "{:?}", check(&r, name));
+        assert_eq!(
+            check(&r, name).status,
+            Status::Pass,
+            "{:?}",
+            check(&r, name)
+        );
     }
     let live = check(&r, "always_discovery_live_healthy").detail.clone();
     assert!(live.contains("10 tasks hung"), "{live}");
     // The superseding submissions 3 s after each update overlap two deployments of a job.
     let mp = check(&r, "always_max_parallel").detail.clone();
-    assert!(!mp.contains(" 0 pairs of one job's deployments overlapped"), "{mp}");
+    assert!(
+        !mp.contains(" 0 pairs of one job's deployments overlapped"),
+        "{mp}"
+    );
 }
 
 #[test]
@@ -53,7 +61,11 @@ fn hung_tasks_reported_healthy_are_caught() {
     let c = check(&r, "always_discovery_live_healthy");
     assert_eq!(c.status, Status::Fail, "{c:?}");
     // A bad version's task is caught as well as a hung one: both fail their checks.
-    assert!(c.detail.contains("as healthy, but its process"), "{}", c.detail);
+    assert!(
+        c.detail.contains("as healthy, but its process"),
+        "{}",
+        c.detail
+    );
 }
 
 #[test]

@@ -109,8 +109,6 @@ fn one() -> u32 {
     1
 }
 
-
-
 /// Checks the workload's ranges.
 pub(super) fn validate(w: &Workload) -> Result<(), String> {
     let ordered = w.tasks[0] >= 1
@@ -144,13 +142,16 @@ pub(super) fn validate(w: &Workload) -> Result<(), String> {
             && (1..=s.interval_ms).contains(&s.timeout_ms)
             && s.failures <= 100;
         if !ok {
-            return Err("workload.services: ports 1..=16, interval_ms >= 100, timeout_ms \
+            return Err(
+                "workload.services: ports 1..=16, interval_ms >= 100, timeout_ms \
                         1..=interval_ms, failures <= 100"
-                .into());
+                    .into(),
+            );
         }
     }
     if let Some(u) = &w.updates
-        && u.supersede_after_s.is_some_and(|s| !(s >= 0.0 && s < u.every_s))
+        && u.supersede_after_s
+            .is_some_and(|s| !(s >= 0.0 && s < u.every_s))
     {
         return Err("workload.updates.supersede_after_s must be in [0, every_s)".into());
     }

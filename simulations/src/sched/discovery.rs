@@ -13,9 +13,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use serde::Serialize;
 use shoal_gossip::{MemberInfo, MemberStatus, Millis};
 use shoal_scheduler::{AttemptId, Name};
-use serde::Serialize;
 
 use super::{Host, ProcessState, Workbench};
 use crate::shared::{index_of_name, ip_of};
@@ -143,7 +143,8 @@ impl Discovery {
 
 /// Whether a member counts as gone for the catalog (the core's `down_or_gone`).
 fn gone(m: &MemberInfo) -> bool {
-    matches!(m.status, MemberStatus::Down | MemberStatus::Left) || m.ad.as_ref().is_some_and(|a| a.left)
+    matches!(m.status, MemberStatus::Down | MemberStatus::Left)
+        || m.ad.as_ref().is_some_and(|a| a.left)
 }
 
 impl Workbench {

@@ -304,7 +304,11 @@ impl Workbench {
         if let Some(c) = self.services.as_ref().filter(|_| j.service) {
             let ports: Vec<serde_json::Value> = (0..c.ports)
                 .map(|n| {
-                    let name = if n == 0 { "http".to_string() } else { format!("p{n}") };
+                    let name = if n == 0 {
+                        "http".to_string()
+                    } else {
+                        format!("p{n}")
+                    };
                     serde_json::json!({ "name": name })
                 })
                 .collect();

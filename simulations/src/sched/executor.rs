@@ -38,6 +38,8 @@ pub struct Proc {
     pub ports: Vec<u16>,
     /// It hangs (the `hang` fault): alive, but its checks time out.
     pub hung: bool,
+    /// It hung at some time (a restart for its failed checks may come after it answers again).
+    pub was_hung: bool,
     /// Since when it serves (started, not failing, not hung): what discovery may list.
     pub serving_since: Option<Millis>,
     /// Grows whenever its checks are (re)started or stopped: older probes are dropped.

@@ -165,6 +165,7 @@ impl Workbench {
                 continue;
             };
             p.hung = true;
+            p.was_hung = true;
             p.serving_since = None;
             let pid = p.pid;
             self.discovery.figures.hangs += 1;

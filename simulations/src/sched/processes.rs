@@ -55,6 +55,7 @@ impl Workbench {
                     fails: env.get("BAD").is_some_and(|v| v == "1"),
                     ports,
                     hung: false,
+                    was_hung: false,
                     serving_since: None,
                     probe_gen: 0,
                 };

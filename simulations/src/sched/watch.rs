@@ -133,9 +133,9 @@ impl Workbench {
             self.watch.figures.kills_for_update += 1;
             return;
         }
-        if reason == KillReason::Unhealthy && !p.serving() {
-            // Its checks failed `failures` times in a row (it hangs, or runs a bad version):
-            // the restart its job's policy asks for.
+        if reason == KillReason::Unhealthy && (!p.serving() || p.was_hung) {
+            // Its checks failed `failures` times in a row (it hangs or hung, or runs a bad
+            // version): the restart its job's policy asks for.
             self.watch.figures.kills_unhealthy += 1;
             return;
         }
@@ -341,7 +341,12 @@ impl Workbench {
         let f = &mut self.watch.figures;
         f.most_in_flight_job = f.most_in_flight_job.max(n);
         if busy.len() >= 2 {
-            let pair = (job.clone(), inc, keys[busy[0]].2.clone(), keys[busy[1]].2.clone());
+            let pair = (
+                job.clone(),
+                inc,
+                keys[busy[0]].2.clone(),
+                keys[busy[1]].2.clone(),
+            );
             if self.watch.overlaps.insert(pair) {
                 self.watch.figures.overlaps += 1;
             }
