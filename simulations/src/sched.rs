@@ -56,6 +56,7 @@ mod executor;
 mod probes;
 mod processes;
 mod sample;
+mod serving;
 mod tally;
 mod watch;
 
@@ -70,8 +71,8 @@ use crate::scenario::{NodeShape, QuorumFeed, Services, Workload};
 use crate::shared::{Quality, derive_seed};
 use crate::workload::{self, JobArrival};
 
-pub use discovery::{DETECTION_MS, Discovery, DiscoverySabotage};
 pub use executor::{NodeSched, Proc, reserved};
+pub use serving::{DETECTION_MS, Discovery, DiscoverySabotage};
 pub use tally::{DUPLICATE_SLACK_MS, Tally, Watch};
 
 /// Members and ad changes are handed over at most this often per node.
@@ -210,7 +211,7 @@ pub enum SchedEvent {
         /// The task.
         task: AttemptId,
         /// The probe, and its result once it is in.
-        probe: probes::ProbeRef,
+        probe: executor::ProbeRef,
         /// `None`: the probe starts; `Some`: its result is reported.
         result: Option<shoal_scheduler::CheckResult>,
     },
@@ -354,7 +355,7 @@ impl Workbench {
             bench.discovery.enabled = true;
             bench.discovery.check_from_ms = check_from_ms;
             bench.discovery.sabotage = discovery_sabotage;
-            bench.discovery.base_ms = s.interval_ms + s.timeout_ms + discovery::REPLICATION_MS;
+            bench.discovery.base_ms = s.interval_ms + s.timeout_ms + serving::REPLICATION_MS;
             bench.discovery.figures.bound_ms = bench.discovery.base_ms;
         }
         if let Some(u) = &bench.updates {

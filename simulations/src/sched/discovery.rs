@@ -7,89 +7,17 @@
 //! running node's catalog is brought up to date and each instance it calls healthy is held
 //! against the ground truth: a process of that attempt on that node that serves (started,
 //! not a bad version, not hung). One that stopped serving may still be listed for the
-//! staleness bound [`Discovery::bound_ms`], counted from the latest of: when it stopped
+//! staleness bound (`bound_ms`), counted from the latest of: when it stopped
 //! serving, when its node's agent last came up, when the observer's agent last came up, and
 //! since when the observer's view has shown the node alive without a break.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use serde::Serialize;
 use shoal_gossip::{MemberInfo, MemberStatus, Millis};
-use shoal_scheduler::{AttemptId, Name};
 
+use super::serving::{DETECTION_MS, Discovery, DiscoverySabotage, Key};
 use super::{Host, ProcessState, Workbench};
 use crate::shared::{index_of_name, ip_of};
-
-/// A health op's way to every peer once the target wrote it: one push on the reliable
-/// stream (latency, plus at most five 200 ms retransmissions of lost datagrams) and, when
-/// the push was lost, one anti-entropy round (1 s, `SchedulerConfig::anti_entropy_interval`),
-/// rounded up.
-pub const REPLICATION_MS: u64 = 2_000;
-
-/// Added to the bound when a partition was in force since the instance stopped serving: a
-/// node cut off from the target never gets the op and drops the instance only when its view
-/// marks the target down (SWIM: probe period 1 s, suspicion 2 s, dissemination; the library's
-/// p90 from crash to every observer's down mark is 5.4 s), plus the 500 ms feed of the view
-/// to the core, rounded up.
-pub const DETECTION_MS: u64 = 8_000;
-
-/// One attempt on one node: (job, slot, attempt, node index).
-type Key = (Name, u32, u32, usize);
-
-/// The discovery checker's memory.
-#[derive(Debug, Default)]
-pub struct Discovery {
-    /// Whether the services have ports and checks (else nothing is watched).
-    pub(super) enabled: bool,
-    /// The base staleness bound: check interval + timeout + [`REPLICATION_MS`].
-    pub(super) base_ms: u64,
-    /// From when `eventually_discovery_complete` is judged (the end of the quiet time).
-    pub(super) check_from_ms: u64,
-    /// Tests only: a deliberate bug (`engine::Sabotage`).
-    pub(super) sabotage: DiscoverySabotage,
-    /// Since when each attempt's process has not served (hung, killed, exited).
-    stopped: BTreeMap<Key, Millis>,
-    /// The figures for the report.
-    pub figures: DiscoveryFigures,
-    /// At the last sample after the quiet time: the first live, healthy instance some
-    /// running node did not list (`eventually_discovery_complete`), or what was compared.
-    pub complete: Option<Result<String, String>>,
-}
-
-/// Deliberate bugs in how catalogs are built or checks reported, to show the checkers bite
-/// (`engine::Sabotage::{CatalogMissesTouches, ChecksAlwaysPass}`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum DiscoverySabotage {
-    /// The honest simulator.
-    #[default]
-    None,
-    /// The core's table touches are left out of the catalog's changes.
-    MissTouches,
-    /// Every probe passes.
-    AlwaysPass,
-}
-
-/// What the discovery checkers saw.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct DiscoveryFigures {
-    /// Probes the simulated executors ran.
-    pub probes: u64,
-    /// Tasks the `hang` fault hung.
-    pub hangs: u64,
-    /// Ports bound at process starts.
-    pub port_bindings: u64,
-    /// Healthy instances held against the truth (summed over nodes and samples).
-    pub listed: u64,
-    /// Of those, listed while their process did not serve (within the bound).
-    pub stale: u64,
-    /// The longest such staleness, in ms, counted as the bound counts it.
-    pub longest_stale_ms: u64,
-    /// The base bound, in ms.
-    pub bound_ms: u64,
-    /// Listings of processes that no longer served, by nodes on the minority side (stale by
-    /// design, not judged).
-    pub minority_stale: u64,
-}
 
 /// The first instant in `[from, now]` since which node `j` has been on the majority side
 /// (ground truth), `from` if it was all along; it is on it now.
@@ -109,36 +37,14 @@ fn back_on_majority_side(host: &dyn Host, j: usize, from: Millis) -> Millis {
     Millis(hi)
 }
 
-impl Discovery {
-    /// Whether the services have ports and checks, so that discovery is watched.
-    #[must_use]
-    pub fn enabled(&self) -> bool {
-        self.enabled
-    }
-
-    /// The process of `task` on node `i` stopped serving now (unless it had already).
-    pub(super) fn stopped_serving(&mut self, now: Millis, i: usize, task: &AttemptId) {
-        if self.enabled {
-            let key = (task.job.clone(), task.slot, task.attempt, i);
-            self.stopped.entry(key).or_insert(now);
+/// The staleness allowed for an instance whose process stopped serving at `from`.
+fn bound_ms(d: &Discovery, host: &dyn Host, from: Millis) -> u64 {
+    d.base_ms
+        + if host.partitioned_since(from) {
+            DETECTION_MS
+        } else {
+            0
         }
-    }
-
-    /// A hung process of `task` on node `i` serves again.
-    pub(super) fn serving_again(&mut self, i: usize, task: &AttemptId) {
-        self.stopped
-            .remove(&(task.job.clone(), task.slot, task.attempt, i));
-    }
-
-    /// The staleness allowed for an instance whose process stopped serving at `from`.
-    fn bound_ms(&self, host: &dyn Host, from: Millis) -> u64 {
-        self.base_ms
-            + if host.partitioned_since(from) {
-                DETECTION_MS
-            } else {
-                0
-            }
-    }
 }
 
 /// Whether a member counts as gone for the catalog (the core's `down_or_gone`).
@@ -267,7 +173,7 @@ impl Workbench {
         }
         from = from.max(back_on_majority_side(host, j, from));
         let stale = host.now().since(from);
-        let bound = self.discovery.bound_ms(host, from);
+        let bound = bound_ms(&self.discovery, host, from);
         let f = &mut self.discovery.figures;
         f.stale += 1;
         f.longest_stale_ms = f.longest_stale_ms.max(stale);
@@ -306,7 +212,7 @@ impl Workbench {
                     .get(id.job.as_str())
                     .is_some_and(|&k| self.jobs[k].service);
                 let from = since.max(node.up_since).max(self.nodes[j].up_since);
-                if !service || now.since(from) <= self.discovery.bound_ms(host, from) {
+                if !service || now.since(from) <= bound_ms(&self.discovery, host, from) {
                     continue;
                 }
                 let key = (id.job.clone(), id.slot, id.attempt, t);

@@ -54,6 +54,23 @@ impl Proc {
     }
 }
 
+/// One probe of one check of one process.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeRef {
+    /// The process.
+    pub(super) pid: u64,
+    /// The process's `probe_gen` when its checks started.
+    pub(super) generation: u64,
+    /// The check's index.
+    pub(super) check: u8,
+    /// Its interval.
+    pub(super) interval_ms: u64,
+    /// Its timeout.
+    pub(super) timeout_ms: u64,
+    /// When this probe started (the next starts `interval_ms` after it).
+    pub(super) started: Millis,
+}
+
 /// One node's scheduler, processes and disk.
 #[derive(Debug, Default)]
 pub struct NodeSched {

@@ -7,29 +7,13 @@
 //! wait while it is paused, and start again when the restarted core adopts the task.
 
 use rand::RngExt;
-use shoal_gossip::Millis;
 use shoal_scheduler::{AttemptId, CheckResult, ResolvedCheck};
 
+use super::executor::ProbeRef;
 use super::{Host, ProcessState, SchedEvent, Workbench};
 
 /// What a passing or refused probe takes, from its start to its result.
 const PROBE_MS: u64 = 1;
-
-/// One probe of one check of one process.
-#[derive(Debug, Clone, Copy)]
-pub struct ProbeRef {
-    /// The process.
-    pid: u64,
-    /// The process's `probe_gen` when its checks started.
-    generation: u64,
-    /// The check's index.
-    check: u8,
-    /// Its interval and timeout.
-    interval_ms: u64,
-    timeout_ms: u64,
-    /// When this probe started (the next starts `interval_ms` after it).
-    started: Millis,
-}
 
 impl Workbench {
     /// `ExecCommand::Checks`: `task`'s checks (re)start, each probing at once.
@@ -109,7 +93,7 @@ impl Workbench {
             let (after, result) = if p.hung {
                 let why = format!("timed out after {} ms", probe.timeout_ms);
                 (probe.timeout_ms, CheckResult::Fail(why))
-            } else if self.discovery.sabotage == super::DiscoverySabotage::AlwaysPass {
+            } else if self.discovery.sabotage == super::serving::DiscoverySabotage::AlwaysPass {
                 (PROBE_MS, CheckResult::Pass)
             } else if p.fails {
                 (PROBE_MS, CheckResult::Fail("HTTP 500".into()))
