@@ -76,6 +76,7 @@ pub fn evaluate(sim: &Simulation) -> Vec<CheckResult> {
             out.push(services_at_count(sim, bench));
             out.push(services_back_at_count(sim, bench));
             out.push(rollouts_settle(sim, bench));
+            out.push(discovery_complete(bench));
         }
         None => {
             for name in [
@@ -83,6 +84,7 @@ pub fn evaluate(sim: &Simulation) -> Vec<CheckResult> {
                 "eventually_services_at_count",
                 "eventually_services_back_at_count",
                 "eventually_rollouts_settle",
+                "eventually_discovery_complete",
             ] {
                 out.push(skipped(name, SCHEDULER_MISSING));
             }
@@ -163,8 +165,8 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
             format!(
                 "{} kills, {} on nodes that stayed on the majority side since the task started, \
                  none of a task that started as its slot's only copy (but {} replaced by a \
-                 rolling update)",
-                f.kills, f.kills_on_majority_side, f.kills_for_update
+                 rolling update, {} restarted after failing their checks)",
+                f.kills, f.kills_on_majority_side, f.kills_for_update, f.kills_unhealthy
             ),
         ),
         (
@@ -184,8 +186,14 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
             "always_max_parallel",
             format!(
                 "{} voluntary replacements in {} deployments; at most {} of one deployment \
-                 replaced and not done at any placement or sample, never above its max_parallel",
-                f.voluntary_replacements, f.deployments, f.most_in_flight
+                 replaced and not done at any placement or sample, never above its \
+                 max_parallel; {} pairs of one job's deployments overlapped, at most {} of a \
+                 job's slots in flight across them (bound 2 × max_parallel)",
+                f.voluntary_replacements,
+                f.deployments,
+                f.most_in_flight,
+                f.overlaps,
+                f.most_in_flight_job
             ),
         ),
         (
@@ -210,19 +218,89 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
             out.push(skipped(name, SCHEDULER_MISSING));
             continue;
         }
-        let broken = sim.violations.iter().find(|v| v.check == name);
-        out.push(CheckResult {
-            name: name.to_string(),
-            status: if broken.is_some() {
-                Status::Fail
-            } else {
-                Status::Pass
-            },
-            detail: broken.map_or(ok, |v| v.event.clone()),
-            at_ms: broken.map(|v| v.at_ms),
-        });
+        out.push(always_result(sim, name, ok));
     }
+    out.extend(discovery_always(sim));
     out
+}
+
+/// Why the discovery checkers did not run, when the scheduler did.
+pub const SERVICES_MISSING: &str =
+    "not run: the scenario's services have no ports and checks ([workload.services])";
+
+/// `always_ports_unique` and `always_discovery_live_healthy`.
+fn discovery_always(sim: &Simulation) -> Vec<CheckResult> {
+    let d = sim.bench.as_ref().map(|b| &b.discovery);
+    let enabled = d.is_some_and(|d| d.enabled());
+    let f = d.map(|d| d.figures.clone()).unwrap_or_default();
+    [
+        (
+            "always_ports_unique",
+            format!(
+                "{} ports bound at process starts, none held by another process of its node",
+                f.port_bindings
+            ),
+        ),
+        (
+            "always_discovery_live_healthy",
+            format!(
+                "{} healthy listings held against the truth ({} probes, {} tasks hung); {} \
+                 listed a process that no longer served, the longest {:.1} s, each within the \
+                 bound ({:.1} s, + {:.1} s after a partition); {} more by nodes on the \
+                 minority side (stale by design)",
+                f.listed,
+                f.probes,
+                f.hangs,
+                f.stale,
+                f.longest_stale_ms as f64 / 1000.0,
+                f.bound_ms as f64 / 1000.0,
+                crate::sched::DETECTION_MS as f64 / 1000.0,
+                f.minority_stale
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, ok)| match (&sim.bench, enabled) {
+        (None, _) => skipped(name, SCHEDULER_MISSING),
+        (Some(_), false) => skipped(name, SERVICES_MISSING),
+        (Some(_), true) => always_result(sim, name, ok),
+    })
+    .collect()
+}
+
+/// An `always_*` checker: the first violation recorded, or `ok`.
+fn always_result(sim: &Simulation, name: &str, ok: String) -> CheckResult {
+    let broken = sim.violations.iter().find(|v| v.check == name);
+    CheckResult {
+        name: name.to_string(),
+        status: if broken.is_some() {
+            Status::Fail
+        } else {
+            Status::Pass
+        },
+        detail: broken.map_or(ok, |v| v.event.clone()),
+        at_ms: broken.map(|v| v.at_ms),
+    }
+}
+
+/// Every live, healthy instance is in every running node's catalog at the end.
+fn discovery_complete(bench: &Workbench) -> CheckResult {
+    let name = "eventually_discovery_complete";
+    if !bench.discovery.enabled() {
+        return skipped(name, SERVICES_MISSING);
+    }
+    match &bench.discovery.complete {
+        None => skipped(name, "no sample after the quiet time"),
+        Some(Ok(what)) => result(
+            name,
+            None,
+            format!(
+                "{what} list every process that has served for longer than the bound as a \
+                 healthy instance"
+            ),
+        ),
+        Some(Err(why)) => result(name, Some(why.clone()), String::new()),
+    }
 }
 
 fn running_nodes(sim: &Simulation) -> impl Iterator<Item = usize> + '_ {

@@ -61,6 +61,14 @@ pub enum Sabotage {
     /// Services are submitted with `max_parallel = 0` (rolling updates replace everything at
     /// once) while `always_max_parallel` holds them to the scenario's.
     IgnoreWindow,
+    /// The catalogs are built from the production `CatalogBuilder` with the core's table
+    /// touches left out of its changes (what a core that forgot to record a touch would hand
+    /// it): a health change reaches a catalog only when a member's status change rebuilds
+    /// every service.
+    CatalogMissesTouches,
+    /// The simulated executor reports every probe as passed (a shell that swallows
+    /// failures and timeouts): hung tasks stay healthy in every table.
+    ChecksAlwaysPass,
 }
 
 /// Everything that can happen at one virtual instant.
@@ -124,6 +132,8 @@ pub struct Simulation {
     seeds: Vec<SocketAddr>,
     disturbed: usize,
     sabotage: Sabotage,
+    /// The last time a partition was in force, when none is now.
+    last_cut_ms: u64,
 }
 
 impl Simulation {
@@ -146,6 +156,12 @@ impl Simulation {
                 quorum_feed: scenario.scheduler.quorum_feed,
                 restarting: plan.restarting(n),
                 ignore_window: sabotage == Sabotage::IgnoreWindow,
+                check_from_ms: plan.check_from_ms,
+                discovery_sabotage: match sabotage {
+                    Sabotage::CatalogMissesTouches => crate::sched::DiscoverySabotage::MissTouches,
+                    Sabotage::ChecksAlwaysPass => crate::sched::DiscoverySabotage::AlwaysPass,
+                    _ => crate::sched::DiscoverySabotage::None,
+                },
             };
             Box::new(Workbench::new(n, w, seed, setup))
         });
@@ -168,6 +184,7 @@ impl Simulation {
             seeds,
             disturbed: 0,
             sabotage,
+            last_cut_ms: 0,
             scenario,
         };
         let stagger = sim.scenario.start.stagger_ms.max(1);

@@ -11,6 +11,10 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+mod jobs;
+
+pub use jobs::{Services, Updates, Workload};
+
 /// Why a scenario could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -280,58 +284,6 @@ impl Default for CheckParams {
     }
 }
 
-/// Job arrivals (needs the scheduler core; the omniscient baseline always runs on it).
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Workload {
-    /// Jobs submitted in total.
-    pub jobs: usize,
-    /// Arrivals are spread uniformly at random over `[start_s, until_s)`.
-    pub start_s: f64,
-    /// End of the arrival window.
-    pub until_s: f64,
-    /// Tasks per job, inclusive range.
-    pub tasks: [u32; 2],
-    /// CPU per task in millicores, inclusive range.
-    pub cpu_millicores: [u64; 2],
-    /// Memory per task in MiB, inclusive range.
-    pub memory_mib: [u64; 2],
-    /// Run time of a batch task in seconds, inclusive range.
-    pub task_duration_s: [f64; 2],
-    /// Fraction of jobs that are services (run until the end, kept at their count).
-    #[serde(default)]
-    pub service_fraction: f64,
-    /// Every job's `disconnect.stop_after_ms` (absent: the job's default, 10 s for services,
-    /// never for batch jobs; `0` = never).
-    #[serde(default)]
-    pub stop_after_ms: Option<u64>,
-    /// Every job's `disconnect.reconcile` (absent: `keep_original`).
-    #[serde(default)]
-    pub reconcile: Option<shoal_scheduler::Reconcile>,
-    /// Rolling updates of the services (`docs/services.md`, §4); absent: never updated.
-    #[serde(default)]
-    pub updates: Option<Updates>,
-}
-
-/// Every service is submitted with an `[update]` block (these fields, `max_parallel` at most
-/// its count) and re-submitted as a new version `count` times, `every_s` apart; a
-/// `bad_fraction` of the new versions (drawn from the seed) exit with code 1 a second after
-/// they start, so their rollouts fail.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-#[allow(missing_docs)]
-pub struct Updates {
-    pub count: u32,
-    pub every_s: f64,
-    pub max_parallel: u32,
-    pub min_healthy_ms: u64,
-    pub healthy_deadline_ms: u64,
-    #[serde(default)]
-    pub auto_revert: bool,
-    #[serde(default)]
-    pub bad_fraction: f64,
-}
-
 /// One line of the fault script, as written. Which fields a kind needs is checked by
 /// [`Scenario::plan`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -368,6 +320,8 @@ pub struct Fault {
     pub one_way: Option<bool>,
     /// New network parameters (kind `network`).
     pub network: Option<NetworkParams>,
+    /// Service tasks to hang, drawn from the seed among those running (kind `hang`).
+    pub tasks: Option<usize>,
 }
 
 /// The kinds of fault a script can name.
@@ -399,6 +353,9 @@ pub enum FaultKind {
     Flap,
     /// Replace the network parameters.
     Network,
+    /// `tasks` running service tasks (drawn) stop answering their checks while their process
+    /// runs on, for `for_s` or until they are restarted.
+    Hang,
 }
 
 /// Which nodes an action applies to.
@@ -470,6 +427,13 @@ pub enum Action {
     },
     /// Replace the network parameters.
     Network(NetworkParams),
+    /// Hang this many running service tasks, drawn when the action runs.
+    Hang {
+        /// How many.
+        tasks: usize,
+        /// For how long (until restarted if `None`).
+        for_ms: Option<u64>,
+    },
 }
 
 /// A compiled scenario: actions sorted by time.
@@ -602,7 +566,7 @@ impl Scenario {
         }
         self.network.validate()?;
         if let Some(w) = &self.workload {
-            validate_workload(w)?;
+            jobs::validate(w).map_err(invalid)?;
         }
         Ok(())
     }
@@ -710,6 +674,12 @@ impl Scenario {
             )],
             FaultKind::Churn | FaultKind::Rolling => self.compile_series(f, at)?,
             FaultKind::Flap => self.compile_flap(f, at, next_id)?,
+            FaultKind::Hang => {
+                let tasks = f.tasks.ok_or("needs tasks")?;
+                let for_ms = f.for_s.map(ms);
+                let settles = at + for_ms.unwrap_or(0);
+                vec![(at, Action::Hang { tasks, for_ms }, settles)]
+            }
             FaultKind::Network => {
                 let params = f.network.ok_or("needs a [faults.network] table")?;
                 params.validate().map_err(|e| e.to_string())?;
@@ -770,31 +740,3 @@ impl Scenario {
 }
 
 type Step = (u64, Action, u64);
-
-fn validate_workload(w: &Workload) -> Result<(), ScenarioError> {
-    let ordered = w.tasks[0] >= 1
-        && w.tasks[0] <= w.tasks[1]
-        && w.cpu_millicores[0] <= w.cpu_millicores[1]
-        && w.memory_mib[0] <= w.memory_mib[1]
-        && w.task_duration_s[0] > 0.0
-        && w.task_duration_s[0] <= w.task_duration_s[1]
-        && w.start_s >= 0.0
-        && w.start_s <= w.until_s;
-    if !ordered {
-        return Err(invalid(
-            "workload ranges must be [low, high] with low <= high, tasks >= 1, durations > 0",
-        ));
-    }
-    if w.stop_after_ms
-        .is_some_and(|ms| ms > shoal_scheduler::spec::MAX_STOP_AFTER_MS)
-    {
-        return Err(invalid(format!(
-            "workload.stop_after_ms must be at most {} (0 = never stop)",
-            shoal_scheduler::spec::MAX_STOP_AFTER_MS
-        )));
-    }
-    if !(0.0..=1.0).contains(&w.service_fraction) {
-        return Err(invalid("workload.service_fraction must be in [0, 1]"));
-    }
-    Ok(())
-}

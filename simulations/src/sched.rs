@@ -46,12 +46,17 @@
 //! restart path, snapshots), `watch.rs` (what the fault checkers watch: copies of each slot,
 //! kills on the majority side, condemnations, services back at count), `sample.rs` (what is
 //! looked at every sample), `tally.rs` (what is measured: starts, waits, utilization,
-//! acknowledged jobs, and [`Quality`] from them).
+//! acknowledged jobs, and [`Quality`] from them), `probes.rs` (the executor's health checks
+//! and the `hang` fault), `discovery.rs` (each node's service catalog against the truth:
+//! `always_discovery_live_healthy`, `eventually_discovery_complete`).
 
+mod discovery;
 mod drive;
 mod executor;
+mod probes;
 mod processes;
 mod sample;
+mod serving;
 mod tally;
 mod watch;
 
@@ -62,11 +67,12 @@ use rand::{RngExt, SeedableRng, rngs::StdRng};
 use shoal_gossip::{MemberInfo, Millis, Quorum, Resources};
 use shoal_scheduler::{AttemptId, Reconcile, SchedulerConfig};
 
-use crate::scenario::{NodeShape, QuorumFeed, Workload};
+use crate::scenario::{NodeShape, QuorumFeed, Services, Workload};
 use crate::shared::{Quality, derive_seed};
 use crate::workload::{self, JobArrival};
 
 pub use executor::{NodeSched, Proc, reserved};
+pub use serving::{DETECTION_MS, Discovery, DiscoverySabotage};
 pub use tally::{DUPLICATE_SLACK_MS, Tally, Watch};
 
 /// Members and ad changes are handed over at most this often per node.
@@ -119,6 +125,8 @@ pub trait Host {
     /// Ground truth: node `node` exists but is not on the majority side now (cut off,
     /// paused).
     fn minority_side(&self, node: usize) -> bool;
+    /// Ground truth: some partition was in force at some time in `[since, now]`.
+    fn partitioned_since(&self, since: Millis) -> bool;
     /// Delay of one message on a reliable stream, or `None` while a partition cuts the pair.
     fn reliable_delay(&mut self, from: usize, to: usize) -> Option<u64>;
     /// Queues `event` for `at`; it comes back through [`Workbench::handle_event`].
@@ -196,6 +204,26 @@ pub enum SchedEvent {
         /// The lease (agent run) it was armed under.
         lease: u64,
     },
+    /// A health check probes a task (`probes.rs`), or its result is in (`result`).
+    Probe {
+        /// Node index.
+        node: usize,
+        /// The task.
+        task: AttemptId,
+        /// The probe, and its result once it is in.
+        probe: executor::ProbeRef,
+        /// `None`: the probe starts; `Some`: its result is reported.
+        result: Option<shoal_scheduler::CheckResult>,
+    },
+    /// A hung task answers again (`hang` with `for_s`).
+    Unhang {
+        /// Node index.
+        node: usize,
+        /// The task.
+        task: AttemptId,
+        /// The process.
+        pid: u64,
+    },
 }
 
 /// The scheduling world: every node's scheduler core, executor and disk, and the measurements.
@@ -245,6 +273,12 @@ pub struct Workbench {
     /// Per arrival: its job's `disconnect.stop_after_ms` as the core reads it (`None`: the
     /// job keeps running when cut off).
     bounds: Vec<Option<u64>>,
+    /// Ports and checks of the services, if the workload gives them.
+    services: Option<Services>,
+    /// Draws the tasks a `hang` fault hangs.
+    hang_rng: StdRng,
+    /// What `always_discovery_live_healthy` and `always_ports_unique` watch (with services).
+    pub discovery: Discovery,
 }
 
 /// How the world is set up, beside the workload.
@@ -261,6 +295,10 @@ pub struct Setup {
     /// Sabotage: services are submitted with `max_parallel = 0` (everything at once) while
     /// `always_max_parallel` holds them to the scenario's.
     pub ignore_window: bool,
+    /// When the `eventually_*` checkers are judged.
+    pub check_from_ms: u64,
+    /// Tests only: a deliberate bug in how catalogs are built or checks reported.
+    pub discovery_sabotage: DiscoverySabotage,
 }
 
 impl Workbench {
@@ -273,6 +311,8 @@ impl Workbench {
             quorum_feed,
             restarting,
             ignore_window,
+            check_from_ms,
+            discovery_sabotage,
         } = setup;
         let jobs = workload::generate(workload, seed);
         let by_name = jobs
@@ -306,11 +346,21 @@ impl Workbench {
             next_pid: 0,
             watch: Watch::new(),
             bounds: Vec::new(),
+            services: workload.services.clone(),
+            hang_rng: StdRng::seed_from_u64(derive_seed(seed, 10, 0, 0)),
+            discovery: Discovery::default(),
         };
         bench.versions = vec![1; bench.jobs.len()];
+        if let Some(s) = &bench.services {
+            bench.discovery.enabled = true;
+            bench.discovery.check_from_ms = check_from_ms;
+            bench.discovery.sabotage = discovery_sabotage;
+            bench.discovery.base_ms = s.interval_ms + s.timeout_ms + serving::REPLICATION_MS;
+            bench.discovery.figures.bound_ms = bench.discovery.base_ms;
+        }
         if let Some(u) = &bench.updates {
             for (k, _) in bench.jobs.iter().enumerate().filter(|(_, j)| j.service) {
-                for version in 2..=u.count + 1 {
+                for (_, version) in u.schedule() {
                     let seed = derive_seed(seed, 9, k as u64, u64::from(version));
                     if StdRng::seed_from_u64(seed).random_bool(u.bad_fraction.clamp(0.0, 1.0)) {
                         bench.bad.insert((k, version));
@@ -329,10 +379,9 @@ impl Workbench {
         for (k, job) in self.jobs.iter().enumerate() {
             host.schedule(Millis(job.at_ms), SchedEvent::Submit(k));
             if let Some(u) = self.updates.as_ref().filter(|_| job.service) {
-                let every_ms = (u.every_s * 1000.0) as u64;
-                for n in 1..=u.count {
-                    let at = job.at_ms + every_ms * u64::from(n);
-                    host.schedule(Millis(at), SchedEvent::Update(k, n + 1));
+                for (after, version) in u.schedule() {
+                    let at = job.at_ms + after;
+                    host.schedule(Millis(at), SchedEvent::Update(k, version));
                 }
             }
         }
@@ -377,6 +426,7 @@ impl Workbench {
     /// saw meanwhile, and the scheduler core catches up on the time it missed.
     pub fn handle_resumed(&mut self, host: &mut dyn Host, i: usize) {
         self.nodes[i].lease += 1;
+        self.nodes[i].up_since = host.now();
         self.nodes[i].snapshot_armed = false;
         self.report_unreported(host, i);
         self.wake_now(host, i);
@@ -402,6 +452,13 @@ impl Workbench {
             } => self.task_exit(host, node, task, pid, code),
             SchedEvent::Watchdog { node, lease } => self.watchdog(host, node, lease),
             SchedEvent::Snapshot { node, lease } => self.snapshot_due(host, node, lease),
+            SchedEvent::Probe {
+                node,
+                task,
+                probe,
+                result,
+            } => self.probe(host, node, task, probe, result),
+            SchedEvent::Unhang { node, task, pid } => self.unhang(host, node, &task, pid),
         }
     }
 
@@ -417,6 +474,7 @@ impl Workbench {
         }
         self.check_duplicates(host);
         self.check_max_parallel(host);
+        self.check_discovery(host);
         if now.0 > last_fault_ms {
             self.check_back_at_count(host, up);
         }

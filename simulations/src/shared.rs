@@ -26,6 +26,14 @@ pub fn node_name(index: usize) -> String {
     format!("n{index}")
 }
 
+/// The IP of simulated node `index`: `10.a.b.c`, the index in the low 24 bits (its gossip
+/// address's, and the address its tasks' ports are reached at).
+#[must_use]
+pub fn ip_of(index: usize) -> std::net::Ipv4Addr {
+    let i = index as u32;
+    std::net::Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8)
+}
+
 /// The node index behind a simulated node name (`n<index>`).
 #[must_use]
 pub fn index_of_name(name: &str) -> Option<usize> {
@@ -127,6 +135,8 @@ pub struct FaultFigures {
     pub kills_while_starting: u64,
     /// Of those on the majority side, of a task a rolling update replaced (another version).
     pub kills_for_update: u64,
+    /// Of those on the majority side, of a task that failed its checks (restarted).
+    pub kills_unhealthy: u64,
     /// `Lost` written by a core for another node's attempt.
     pub condemnations: u64,
     /// Voluntary replacements of a rolling update (a slot's live attempt of another
@@ -136,6 +146,11 @@ pub struct FaultFigures {
     pub most_in_flight: u64,
     /// Deployments that had such replacements.
     pub deployments: u64,
+    /// The most slots of one job in flight across its deployments at once.
+    pub most_in_flight_job: u64,
+    /// Pairs of deployments of one job that had slots in flight at once (a superseding
+    /// submission during a rollout).
+    pub overlaps: u64,
     /// Processes a watchdog killed after its agent stopped renewing the lease.
     pub watchdog_kills: u64,
     /// Processes a restarted agent found still running.

@@ -69,8 +69,14 @@ impl Simulation {
                 let side = self.resolve(&side);
                 self.net.partition(id, self.nodes.len(), &side, one_way);
             }
-            Action::Unpartition { id } => self.net.unpartition(id),
-            Action::Heal => self.net.heal(),
+            Action::Unpartition { id } => {
+                self.note_cut();
+                self.net.unpartition(id);
+            }
+            Action::Heal => {
+                self.note_cut();
+                self.net.heal();
+            }
             Action::Leave {
                 target,
                 rejoin_after_ms,
@@ -82,6 +88,14 @@ impl Simulation {
                 }
             }
             Action::Network(params) => self.net.set_params(params),
+            Action::Hang { tasks, for_ms } => self.sched_hang(tasks, for_ms),
+        }
+    }
+
+    /// A partition may be lifted now: remembers that one was in force until now.
+    fn note_cut(&mut self) {
+        if self.net.is_partitioned() {
+            self.last_cut_ms = self.now.0;
         }
     }
 

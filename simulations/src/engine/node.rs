@@ -1,7 +1,7 @@
 //! One simulated machine: its ground truth (whether its process runs), its membership core, and
 //! the addressing of simulated nodes.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::SocketAddr;
 
 use shoal_gossip::{Membership, Millis};
 
@@ -96,9 +96,7 @@ impl SimNode {
 /// The gossip address of node `index`: `10.a.b.c:7946` with `index` in the low 24 bits.
 #[must_use]
 pub fn addr_of(index: usize) -> SocketAddr {
-    let i = index as u32;
-    let ip = Ipv4Addr::new(10, (i >> 16) as u8, (i >> 8) as u8, i as u8);
-    SocketAddr::from((ip, GOSSIP_PORT))
+    SocketAddr::from((crate::shared::ip_of(index), GOSSIP_PORT))
 }
 
 /// The node index behind a simulated gossip address.

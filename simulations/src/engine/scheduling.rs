@@ -21,6 +21,7 @@ struct Lent<'a> {
     net_rng: &'a mut StdRng,
     violations: &'a mut Vec<Violation>,
     invert_fencing: bool,
+    last_cut_ms: u64,
 }
 
 impl Host for Lent<'_> {
@@ -61,6 +62,10 @@ impl Host for Lent<'_> {
         self.invert_fencing
     }
 
+    fn partitioned_since(&self, since: Millis) -> bool {
+        self.net.is_partitioned() || self.last_cut_ms >= since.0
+    }
+
     fn minority_side(&self, node: usize) -> bool {
         sides::minority_side(self.nodes, node)
     }
@@ -90,6 +95,7 @@ impl Simulation {
             net_rng: &mut self.net_rng,
             violations: &mut self.violations,
             invert_fencing: self.sabotage == super::Sabotage::InvertFencing,
+            last_cut_ms: self.last_cut_ms,
         };
         Some((bench, host))
     }
@@ -141,6 +147,13 @@ impl Simulation {
     pub(super) fn sched_event(&mut self, event: SchedEvent) {
         if let Some((bench, mut host)) = self.lend() {
             bench.handle_event(&mut host, event);
+        }
+    }
+
+    /// The `hang` fault: `tasks` running service tasks stop answering their checks.
+    pub(super) fn sched_hang(&mut self, tasks: usize, for_ms: Option<u64>) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.hang(&mut host, tasks, for_ms);
         }
     }
 

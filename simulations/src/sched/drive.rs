@@ -20,7 +20,8 @@ impl Workbench {
     pub(super) fn start_core(&mut self, host: &mut dyn Host, i: usize, generation: u64) {
         let seed = derive_seed(self.seed, 6, i as u64, generation);
         let name = node_name(i);
-        let config = self.config.clone();
+        let mut config = self.config.clone();
+        config.service_ip = std::net::IpAddr::V4(crate::shared::ip_of(i));
         let node = &mut self.nodes[i];
         let restored = node.disk.as_ref().and_then(|(disk, _)| {
             Scheduler::restore(name.clone(), config.clone(), seed, disk).ok()
@@ -32,6 +33,9 @@ impl Workbench {
         node.members_dirty = true;
         node.own_ops_seen = 0;
         node.snapshot_armed = false;
+        node.catalog = shoal_scheduler::CatalogBuilder::new();
+        node.alive_since.clear();
+        node.up_since = host.now();
         self.recover(host, i, &mut core);
         self.nodes[i].core = Some(Box::new(core));
         self.feed_quorum(host, i);
@@ -93,6 +97,7 @@ impl Workbench {
             if let Some(sched) = node.core.as_mut() {
                 sched.handle_members(host.now(), &members);
                 node.members_dirty = false;
+                self.note_view(host.now(), i, &members);
             }
         }
         self.drain(host, i);
@@ -295,6 +300,29 @@ impl Workbench {
         }
         if let Some(r) = self.reconcile {
             value["disconnect"]["reconcile"] = serde_json::to_value(r).ok()?;
+        }
+        if let Some(c) = self.services.as_ref().filter(|_| j.service) {
+            let ports: Vec<serde_json::Value> = (0..c.ports)
+                .map(|n| {
+                    let name = if n == 0 {
+                        "http".to_string()
+                    } else {
+                        format!("p{n}")
+                    };
+                    serde_json::json!({ "name": name })
+                })
+                .collect();
+            value["ports"] = ports.into();
+            value["checks"] = serde_json::json!([{
+                "name": "ready",
+                "type": "http",
+                "port": "http",
+                "path": "/health",
+                "interval_ms": c.interval_ms,
+                "timeout_ms": c.timeout_ms,
+                "grace_ms": c.grace_ms,
+                "failures": c.failures,
+            }]);
         }
         if let Some(u) = self.updates.as_ref().filter(|_| j.service) {
             let declared = u.max_parallel.min(j.tasks);

@@ -32,8 +32,43 @@ pub struct Proc {
     /// Its agent is gone (crashed): only the watchdog can stop it now.
     pub orphan: bool,
     /// It runs a bad version of a service (`[workload.updates] bad_fraction`): it exits
-    /// with code 1 a second after it starts.
+    /// with code 1 a second after it starts, or fails its checks when the services have some.
     pub fails: bool,
+    /// The host ports it holds (`SHOAL_PORT_*` of its start).
+    pub ports: Vec<u16>,
+    /// It hangs (the `hang` fault): alive, but its checks time out.
+    pub hung: bool,
+    /// It hung at some time (a restart for its failed checks may come after it answers again).
+    pub was_hung: bool,
+    /// Since when it serves (started, not failing, not hung): what discovery may list.
+    pub serving_since: Option<Millis>,
+    /// Grows whenever its checks are (re)started or stopped: older probes are dropped.
+    pub probe_gen: u64,
+}
+
+impl Proc {
+    /// Whether it answers: started and reported, not a bad version, not hung.
+    #[must_use]
+    pub fn serving(&self) -> bool {
+        self.serving_since.is_some()
+    }
+}
+
+/// One probe of one check of one process.
+#[derive(Debug, Clone, Copy)]
+pub struct ProbeRef {
+    /// The process.
+    pub(super) pid: u64,
+    /// The process's `probe_gen` when its checks started.
+    pub(super) generation: u64,
+    /// The check's index.
+    pub(super) check: u8,
+    /// Its interval.
+    pub(super) interval_ms: u64,
+    /// Its timeout.
+    pub(super) timeout_ms: u64,
+    /// When this probe started (the next starts `interval_ms` after it).
+    pub(super) started: Millis,
 }
 
 /// One node's scheduler, processes and disk.
@@ -70,6 +105,13 @@ pub struct NodeSched {
     pub(super) feed_armed: bool,
     /// Whether the membership view changed since the last feed.
     pub(super) members_dirty: bool,
+    /// The service catalog this node's agent would serve (DNS, `/v1/services`), brought up to
+    /// date at every sample (`discovery.rs`).
+    pub(super) catalog: shoal_scheduler::CatalogBuilder,
+    /// When the agent last started or resumed.
+    pub(super) up_since: Millis,
+    /// Per member: since when the core's view has shown it alive without a break.
+    pub(super) alive_since: BTreeMap<String, Millis>,
 }
 
 impl NodeSched {
@@ -96,6 +138,8 @@ impl NodeSched {
             });
             for p in self.running.values_mut() {
                 p.orphan = true;
+                // Its checks ran in the agent: they stop with it.
+                p.probe_gen += 1;
             }
         }
         self.receipts.clear();

@@ -39,6 +39,12 @@ impl Workbench {
                 let sole = self.copy_added(now, &task);
                 self.next_pid += 1;
                 let pid = self.next_pid;
+                let ports: Vec<u16> = env
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("SHOAL_PORT_"))
+                    .filter_map(|(_, v)| v.parse().ok())
+                    .collect();
+                self.check_ports(host, i, &task, &ports);
                 let p = Proc {
                     pid,
                     resources,
@@ -47,6 +53,11 @@ impl Workbench {
                     sole,
                     orphan: false,
                     fails: env.get("BAD").is_some_and(|v| v == "1"),
+                    ports,
+                    hung: false,
+                    was_hung: false,
+                    serving_since: None,
+                    probe_gen: 0,
                 };
                 self.nodes[i].running.insert(task.clone(), p);
                 self.tally.started(now, &task);
@@ -76,12 +87,12 @@ impl Workbench {
                     let updated = reason == KillReason::Superseded
                         && epoch.is_some_and(|mine| newer.into_iter().any(|e| e != mine));
                     self.check_kill(host, i, &task, &p, reason, updated);
-                    self.copy_removed(host, &task);
+                    self.copy_removed(host, i, &task);
                 }
                 core.handle_task_event(now, task, TaskEvent::Killed);
             }
-            // The simulator runs no health checks yet (`docs/services.md`, build step 6).
-            ExecCommand::Checks { .. } | ExecCommand::StopChecks { .. } => {}
+            ExecCommand::Checks { task, checks } => self.start_probes(host, i, task, &checks),
+            ExecCommand::StopChecks { task } => self.stop_probes(i, &task),
         }
     }
 
@@ -103,7 +114,7 @@ impl Workbench {
             for other in others {
                 if let Some(p) = self.nodes[j].running.remove(&other) {
                     self.check_kill(host, j, &other, &p, KillReason::Superseded, false);
-                    self.copy_removed(host, &other);
+                    self.copy_removed(host, j, &other);
                 }
                 if let Some(core) = self.nodes[j].core.as_mut() {
                     core.handle_task_event(host.now(), other, TaskEvent::Killed);
@@ -129,6 +140,26 @@ impl Workbench {
             self.capacity.memory_mib
         );
         host.violate("always_no_node_overcommitted", event);
+    }
+
+    /// `always_ports_unique`, before a process of `task` starts on node `i` with `ports`: no
+    /// other process there holds one of them.
+    fn check_ports(&mut self, host: &mut dyn Host, i: usize, task: &AttemptId, ports: &[u16]) {
+        if ports.is_empty() {
+            return;
+        }
+        self.discovery.figures.port_bindings += ports.len() as u64;
+        let clash = self.nodes[i].running.iter().find_map(|(other, p)| {
+            let port = p.ports.iter().find(|q| ports.contains(q))?;
+            Some((other.clone(), *port))
+        });
+        if let Some((other, port)) = clash {
+            let event = format!(
+                "n{i} started {}/{} (attempt {}) on port {port}, which {}/{} (attempt {}) holds",
+                task.job, task.slot, task.attempt, other.job, other.slot, other.attempt
+            );
+            host.violate("always_ports_unique", event);
+        }
     }
 
     /// Hands node `i`'s core an executor report, at once if its agent runs, at the resume if
@@ -174,12 +205,18 @@ impl Workbench {
         };
         p.reported = true;
         let fails = p.fails;
+        if !fails {
+            p.serving_since = Some(host.now());
+        }
+        // With checks, a bad version runs on and fails them (`probes.rs`).
+        let exits_when_bad = self.services.is_none();
         let run_time = self
             .by_name
             .get(task.job.as_str())
             .and_then(|&k| self.jobs[k].durations_ms.get(task.slot as usize).copied());
         let exit = match (fails, run_time) {
-            (true, _) => Some((BAD_VERSION_RUN_MS, 1)),
+            (true, _) if exits_when_bad => Some((BAD_VERSION_RUN_MS, 1)),
+            (true, _) => None,
             (false, Some(ms)) => Some((ms, 0)),
             (false, None) => None,
         };
@@ -212,7 +249,7 @@ impl Workbench {
             return;
         }
         self.nodes[i].running.remove(&task);
-        self.copy_removed(host, &task);
+        self.copy_removed(host, i, &task);
         if code == 0 {
             self.tally.completed(&task);
         }
@@ -223,7 +260,7 @@ impl Workbench {
     pub(super) fn agent_stopped(&mut self, host: &mut dyn Host, i: usize, graceful: bool) {
         let stopped = self.nodes[i].stop(graceful);
         for task in &stopped {
-            self.copy_removed(host, task);
+            self.copy_removed(host, i, task);
         }
         if !graceful {
             self.arm_watchdog(host, i);
@@ -249,7 +286,7 @@ impl Workbench {
         let paused = host.process(i).state == ProcessState::Paused;
         for task in killed.into_keys() {
             self.watch.figures.watchdog_kills += 1;
-            self.copy_removed(host, &task);
+            self.copy_removed(host, i, &task);
             if paused {
                 let reason = "killed by the watchdog: the agent's lease ran out".to_string();
                 self.nodes[i]

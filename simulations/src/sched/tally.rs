@@ -138,6 +138,8 @@ pub struct Watch {
     /// Per deployment (job, incarnation, deployment stamp): what `always_max_parallel`
     /// follows.
     pub(super) voluntary: BTreeMap<(Name, u64, shoal_scheduler::Stamp), Deployment>,
+    /// Pairs of deployments of one job seen with slots in flight at once.
+    pub(super) overlaps: BTreeSet<(Name, u64, shoal_scheduler::Stamp, shoal_scheduler::Stamp)>,
 }
 
 /// One deployment as `always_max_parallel` follows it: its `max_parallel`, the slots its

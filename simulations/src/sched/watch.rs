@@ -34,8 +34,10 @@ impl Workbench {
         *n == 1
     }
 
-    /// A process of `task` is gone; ends the slot's duplicate episode when one copy is left.
-    pub(super) fn copy_removed(&mut self, host: &mut dyn Host, task: &AttemptId) {
+    /// A process of `task` on node `i` is gone; ends the slot's duplicate episode when one
+    /// copy is left.
+    pub(super) fn copy_removed(&mut self, host: &mut dyn Host, i: usize, task: &AttemptId) {
+        self.discovery.stopped_serving(host.now(), i, task);
         let key = (task.job.clone(), task.slot);
         let Some(n) = self.watch.copies.get_mut(&key) else {
             return;
@@ -129,6 +131,12 @@ impl Workbench {
         }
         if updated {
             self.watch.figures.kills_for_update += 1;
+            return;
+        }
+        if reason == KillReason::Unhealthy && (!p.serving() || p.was_hung) {
+            // Its checks failed `failures` times in a row (it hangs or hung, or runs a bad
+            // version): the restart its job's policy asks for.
+            self.watch.figures.kills_unhealthy += 1;
             return;
         }
         if !p.reported && reason == KillReason::Superseded {
@@ -254,17 +262,14 @@ impl Workbench {
     }
 
     /// One deployment's slots replaced and not done, against its `max_parallel`: the union
-    /// of every running core's `done` joins what was seen before.
+    /// of every running core's `done` joins what was seen before. Then the job's, across its
+    /// overlapping deployments.
     fn check_deployment(&mut self, host: &mut dyn Host, key: &(Name, u64, Stamp)) {
-        let Some((mp, slots, done)) = self.watch.voluntary.get_mut(key) else {
+        self.refresh_done(key);
+        let Some((mp, slots, done)) = self.watch.voluntary.get(key) else {
             return;
         };
-        let (job, inc, deployment) = key;
-        for core in self.nodes.iter().filter_map(|n| n.core.as_ref()) {
-            if let Some(v) = core.tables().version(job, *inc, deployment) {
-                done.union(&v.rollout.done);
-            }
-        }
+        let (job, inc, _) = key;
         let in_flight: Vec<u32> = slots
             .iter()
             .copied()
@@ -278,10 +283,87 @@ impl Workbench {
             );
             host.violate("always_max_parallel", event);
         }
+        let (job, inc) = (job.clone(), *inc);
+        self.check_job_parallel(host, &job, inc);
+    }
+
+    /// Joins every running core's `done` for deployment `key` into what was seen before.
+    fn refresh_done(&mut self, key: &(Name, u64, Stamp)) {
+        let Some((_, _, done)) = self.watch.voluntary.get_mut(key) else {
+            return;
+        };
+        let (job, inc, deployment) = key;
+        for core in self.nodes.iter().filter_map(|n| n.core.as_ref()) {
+            if let Some(v) = core.tables().version(job, *inc, deployment) {
+                done.union(&v.rollout.done);
+            }
+        }
+    }
+
+    /// Across the deployments of one job incarnation: a slot replaced for deployment D and
+    /// not done in D is in flight until a later deployment marks it done (a superseding
+    /// submission leaves D's slots outdated, and its own window replaces them). At most
+    /// `2 · max_parallel` slots are in flight at once (`docs/services.md`, §10, decision 1);
+    /// each time two deployments have slots in flight at once is counted as an overlap.
+    fn check_job_parallel(&mut self, host: &mut dyn Host, job: &Name, inc: u64) {
+        let keys: Vec<(Name, u64, Stamp)> = self
+            .watch
+            .voluntary
+            .keys()
+            .filter(|(j, i, _)| j == job && *i == inc)
+            .cloned()
+            .collect();
+        if keys.len() < 2 {
+            return;
+        }
+        for key in &keys {
+            self.refresh_done(key);
+        }
+        let deps: Vec<&super::tally::Deployment> = keys
+            .iter()
+            .filter_map(|k| self.watch.voluntary.get(k))
+            .collect();
+        let mut in_flight = BTreeSet::new();
+        let mut busy = Vec::new();
+        for (k, (_, slots, done)) in deps.iter().enumerate() {
+            let mine: Vec<u32> = slots
+                .iter()
+                .copied()
+                .filter(|&s| !done.contains(s) && !deps[k + 1..].iter().any(|d| d.2.contains(s)))
+                .collect();
+            if !mine.is_empty() {
+                busy.push(k);
+            }
+            in_flight.extend(mine);
+        }
+        let mp = deps.last().map_or(0, |d| d.0);
+        let n = in_flight.len() as u64;
+        let f = &mut self.watch.figures;
+        f.most_in_flight_job = f.most_in_flight_job.max(n);
+        if busy.len() >= 2 {
+            let pair = (
+                job.clone(),
+                inc,
+                keys[busy[0]].2.clone(),
+                keys[busy[1]].2.clone(),
+            );
+            if self.watch.overlaps.insert(pair) {
+                self.watch.figures.overlaps += 1;
+            }
+        }
+        if n > 2 * u64::from(mp) {
+            let event = format!(
+                "{job}: {n} slots in flight across {} overlapping deployments ({in_flight:?}), \
+                 over 2 × max_parallel {mp}",
+                busy.len()
+            );
+            host.violate("always_max_parallel", event);
+        }
     }
 
     /// `always_max_parallel`: per deployment, the slots replaced voluntarily and not in its
-    /// true `done` set (the union of every core's) number at most its `max_parallel`.
+    /// true `done` set (the union of every core's) number at most its `max_parallel`; per job,
+    /// across overlapping deployments, at most twice that.
     pub(super) fn check_max_parallel(&mut self, host: &mut dyn Host) {
         self.watch.figures.deployments = self.watch.voluntary.len() as u64;
         let keys: Vec<(Name, u64, Stamp)> = self.watch.voluntary.keys().cloned().collect();
