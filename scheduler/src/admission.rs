@@ -152,8 +152,12 @@ impl Scheduler {
         let Some(ad) = me.and_then(|m| m.ad.as_ref()) else {
             return Err(format!("{} has not advertised its resources", self.node));
         };
-        if ad.draining || ad.left {
+        let row = self.tables().node(&self.node);
+        if ad.draining || ad.left || row.is_some_and(|r| r.drain().is_some()) {
             return Err(format!("{} is draining", self.node));
+        }
+        if row.is_some_and(crate::table::NodeRow::refuses_work) {
+            return Err(format!("{} is ineligible for new work", self.node));
         }
         if let Some(c) = entry.spec.failed_constraint(&self.node, &ad.attributes) {
             return Err(format!("{} fails constraint {c}", self.node));

@@ -77,7 +77,10 @@ impl Scheduler {
         let jobs = std::mem::take(&mut self.log.unlogged);
         let records = jobs
             .into_iter()
-            .map(|job| {
+            .filter_map(|job| {
+                if let Some(record) = self.node_record_now(&job) {
+                    return Some(record);
+                }
                 let rows: Vec<(u64, JobEntry)> = self
                     .tables()
                     .incarnations(&job)
@@ -88,10 +91,10 @@ impl Scheduler {
                 } else {
                     postcard::to_stdvec(&JobRows { rows }).unwrap_or_default()
                 };
-                JobRecord {
+                Some(JobRecord {
                     job: job.to_string(),
                     bytes,
-                }
+                })
             })
             .collect();
         let batch = self.log.next_batch;
@@ -164,6 +167,11 @@ impl Scheduler {
     ) -> usize {
         let mut unreadable = 0;
         for bytes in records {
+            if let Some(body) = crate::table::decode_node_record(bytes) {
+                self.replica.join_local(&body);
+                self.reach.catch_up.get_or_insert_with(CatchUp::default);
+                continue;
+            }
             let Some(rows) = decode_rows(bytes) else {
                 unreadable += 1;
                 continue;

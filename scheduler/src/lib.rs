@@ -87,6 +87,8 @@
 //! config → message, spec
 //! coordinator → config, events, hash, ids, placement, roles, scheduler, slot, spec, table
 //! disconnect → ids, message, placement, roles, scheduler, spec, table
+//! drain → events, health, ids, roles, scheduler, spec, table
+//! drain_intent → durability, events, ids, jobs, scheduler, table
 //! durability → ids, message, roles, scheduler, table
 //! events → ids, table
 //! fencing → disconnect, ids, scheduler, table
@@ -95,7 +97,7 @@
 //! health → ids, spec, table
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
-//! lib → catalog, config, durability, events, health, ids, jobs, message, placement, scheduler, spec, table, versions, view
+//! lib → catalog, config, drain_intent, durability, events, health, ids, jobs, message, placement, scheduler, spec, table, versions, view
 //! members → hash, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
@@ -109,7 +111,7 @@
 //! slot → ids, spec, table
 //! spec → (nothing)
 //! table → ids, spec
-//! testing → config, durability, hash, health, ids, jobs, message, scheduler, spec, table, view
+//! testing → config, drain_intent, durability, hash, health, ids, jobs, message, scheduler, spec, table, view
 //! versions → ids, jobs, rollout, scheduler, spec, table
 //! view → hash, health, ids, placement, scheduler, slot, spec, table, versions
 //! ```
@@ -125,6 +127,8 @@ mod checking;
 mod config;
 mod coordinator;
 mod disconnect;
+mod drain;
+mod drain_intent;
 mod durability;
 mod events;
 mod fencing;
@@ -154,7 +158,8 @@ pub mod view;
 pub use catalog::{Catalog, CatalogBuilder, Instance, InstanceHealth, Service};
 pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
 pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
-pub use events::SchedEvent;
+pub use drain_intent::{NodeChange, NodeError, NodeStatus};
+pub use events::{NodeEvent, SchedEvent};
 pub use health::{CheckResult, HealthMachine, Probe, ResolvedCheck, TaskHealth, task_health};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector};
 pub use jobs::{JobWrite, Prepared, StopError, SubmitError};

@@ -24,7 +24,8 @@ use crate::config::SchedulerConfig;
 use crate::durability::Receipt;
 use crate::hash::Rng;
 use crate::ids::AttemptId;
-use crate::jobs::SubmitError;
+use crate::drain_intent::{NodeChange, NodeError};
+use crate::jobs::{Prepared, SubmitError};
 use crate::message::Message;
 use crate::scheduler::{ExecCommand, Scheduler, TaskEvent};
 use crate::spec::JobSpec;
@@ -210,6 +211,23 @@ impl Cluster {
         let now = self.now;
         let n = self.nodes.get_mut(node).expect("unknown node");
         n.sched.submit(now, spec)
+    }
+
+    /// An operator's node command (`shoal node drain` / `eligibility`) accepted by `node`
+    /// about node `name`: prepared, then committed (the harness logs its record with the
+    /// next batch).
+    pub fn node_command(
+        &mut self,
+        node: &str,
+        name: &str,
+        change: NodeChange,
+    ) -> Result<(), NodeError> {
+        let now = self.now;
+        let n = self.nodes.get_mut(node).expect("unknown node");
+        if let Prepared::Write(w) = n.sched.prepare_node(now, name, change)? {
+            n.sched.commit(now, *w);
+        }
+        Ok(())
     }
 
     /// Stop a job on one node.
