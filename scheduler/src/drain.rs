@@ -51,8 +51,10 @@ impl Scheduler {
             self.drain.deadline_hit = false;
             let node = self.node_name();
             let deadline_ms = spec.deadline_ms;
-            self.events
-                .push(SchedEvent::Node(NodeEvent::DrainStarted { node, deadline_ms }));
+            self.events.push(SchedEvent::Node(NodeEvent::DrainStarted {
+                node,
+                deadline_ms,
+            }));
             if let Some(d) = deadline_ms {
                 self.timers.insert((self.now.plus_ms(d), Wake::Drain));
             }
@@ -67,7 +69,10 @@ impl Scheduler {
             return;
         }
         let started = self.drain.current.as_ref().map_or(self.now, |(_, at)| *at);
-        if spec.deadline_ms.is_some_and(|d| self.now.since(started) >= d) {
+        if spec
+            .deadline_ms
+            .is_some_and(|d| self.now.since(started) >= d)
+        {
             self.drain_deadline();
             return;
         }
@@ -135,10 +140,11 @@ impl Scheduler {
         for job in jobs {
             for id in self.drain_budget(&job, mine) {
                 let node = self.node_name();
-                self.events.push(SchedEvent::Node(NodeEvent::DrainMigrating {
-                    node,
-                    task: id.clone(),
-                }));
+                self.events
+                    .push(SchedEvent::Node(NodeEvent::DrainMigrating {
+                        node,
+                        task: id.clone(),
+                    }));
                 self.stop_for_drain(id);
             }
         }
@@ -157,7 +163,11 @@ impl Scheduler {
             return Vec::new();
         }
         let count = entry.spec.count;
-        let mp = entry.spec.update.as_ref().map_or(1, |u| u.max_parallel.max(1));
+        let mp = entry
+            .spec
+            .update
+            .as_ref()
+            .map_or(1, |u| u.max_parallel.max(1));
         let has_checks = !entry.spec.checks.is_empty();
         let settles = entry.spec.update.is_some();
         let healthy_now = |id: &AttemptId| {
@@ -175,9 +185,8 @@ impl Scheduler {
                 slot,
             };
             let current = tables.current_attempt(&key).map(|(id, _)| id);
-            let cur_ok = current.is_some_and(|id| {
-                healthy_now(id) && (!settles || tables.milestones(id).settled)
-            });
+            let cur_ok = current
+                .is_some_and(|id| healthy_now(id) && (!settles || tables.milestones(id).settled));
             healthy += u32::from(current.is_some_and(healthy_now));
             let stopping = self
                 .drain
@@ -185,9 +194,9 @@ impl Scheduler {
                 .range(key.first_attempt()..key.end_attempt())
                 .next()
                 .is_some();
-            let drained_here = tables.slot_attempts(&key).any(|(id, a)| {
-                a.target == self.node && tables.state(id) == AttemptState::Drained
-            });
+            let drained_here = tables
+                .slot_attempts(&key)
+                .any(|(id, a)| a.target == self.node && tables.state(id) == AttemptState::Drained);
             in_flight += u32::from(stopping || (drained_here && !cur_ok));
         }
         let floor = count.saturating_sub(mp).saturating_add(1);

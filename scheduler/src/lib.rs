@@ -157,8 +157,8 @@ pub mod view;
 
 pub use catalog::{Catalog, CatalogBuilder, Instance, InstanceHealth, Service};
 pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
-pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
 pub use drain_intent::{NodeChange, NodeError, NodeStatus};
+pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
 pub use events::{NodeEvent, SchedEvent};
 pub use health::{CheckResult, HealthMachine, Probe, ResolvedCheck, TaskHealth, task_health};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector};

@@ -15,7 +15,8 @@
 //! - `table/format3.rs` — reading snapshots and job records from before job entries carried
 //!   their deployment and version;
 //! - `table/format4.rs` — reading snapshots from before the `nodes` component;
-//! - `table/nodes.rs` — the `nodes` component's rows.
+//! - `table/nodes.rs` — the `nodes` component's rows;
+//! - `table/node_record.rs` — a node's row in the job log.
 //!
 //! # The lattice
 //!
@@ -50,6 +51,7 @@ mod format2;
 mod format3;
 mod format4;
 mod lattice;
+mod node_record;
 mod nodes;
 mod replica;
 mod usage;
@@ -73,9 +75,8 @@ pub(crate) use format4::TablesV4;
 #[cfg(test)]
 pub(crate) use format4::tables_v4;
 pub use lattice::{MAX_VERSIONS, Tables};
-pub use nodes::{
-    DrainProgress, DrainSpec, NodeIntent, NodeRow, decode_node_record, encode_node_record,
-};
+pub use node_record::{decode_node_record, encode_node_record};
+pub use nodes::{DrainProgress, DrainSpec, NodeIntent, NodeRow};
 pub(crate) use replica::{Received, Replica, ReplicaLimits, Touch};
 
 #[cfg(test)]

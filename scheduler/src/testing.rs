@@ -21,10 +21,10 @@ use std::net::{Ipv4Addr, SocketAddr};
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 
 use crate::config::SchedulerConfig;
+use crate::drain_intent::{NodeChange, NodeError};
 use crate::durability::Receipt;
 use crate::hash::Rng;
 use crate::ids::AttemptId;
-use crate::drain_intent::{NodeChange, NodeError};
 use crate::jobs::{Prepared, SubmitError};
 use crate::message::Message;
 use crate::scheduler::{ExecCommand, Scheduler, TaskEvent};

@@ -140,24 +140,49 @@ fn a_drain_moves_services_off_within_max_parallel_and_nothing_lands_there() {
         max_drained_in_flight = max_drained_in_flight.max(drained_in_flight(c, "web", &victim));
         drain_complete_everywhere(c, &victim) && all_running(c, "web", 6)
     });
-    assert!(done, "the drain completes and the service runs its 6 elsewhere");
-    assert!(min_running >= 4, "fell to {min_running} running (count 6 − mp 2 = 4)");
-    assert!(max_drained_in_flight <= 2, "{max_drained_in_flight} in flight");
+    assert!(
+        done,
+        "the drain completes and the service runs its 6 elsewhere"
+    );
+    assert!(
+        min_running >= 4,
+        "fell to {min_running} running (count 6 − mp 2 = 4)"
+    );
+    assert!(
+        max_drained_in_flight <= 2,
+        "{max_drained_in_flight} in flight"
+    );
     assert!(on(&c, &victim, "web").is_empty());
-    assert!(placed_since(&c, &victim, &before).is_empty(), "nothing new on {victim}");
+    assert!(
+        placed_since(&c, &victim, &before).is_empty(),
+        "nothing new on {victim}"
+    );
     // A new job never lands there, and says why when nothing else fits.
     c.submit("n1", service("more", 3, "")).unwrap();
     assert!(c.run_until(10_000, |c| all_running(c, "more", 3)));
     assert!(placed_since(&c, &victim, &before).is_empty());
     // The drained slots spent no restart attempt (`attempts = 1`): none gave up.
-    assert!(c.view("n1", "web").unwrap().tasks.iter().all(|t| t.state == TaskState::Running));
+    assert!(
+        c.view("n1", "web")
+            .unwrap()
+            .tasks
+            .iter()
+            .all(|t| t.state == TaskState::Running)
+    );
 }
 
 #[test]
 fn a_drain_waits_for_the_replacements_to_be_healthy() {
     let mut c = Cluster::new(4, 350, 4096, 22);
-    c.submit("n1", service("web", 6, &format!("{CHECKED}[update]\nmax_parallel = 1\nmin_healthy_ms = 200\n")))
-        .unwrap();
+    c.submit(
+        "n1",
+        service(
+            "web",
+            6,
+            &format!("{CHECKED}[update]\nmax_parallel = 1\nmin_healthy_ms = 200\n"),
+        ),
+    )
+    .unwrap();
     let pass_all = |c: &mut Cluster| {
         let tasks: Vec<(String, AttemptId)> = c
             .nodes
@@ -168,20 +193,31 @@ fn a_drain_waits_for_the_replacements_to_be_healthy() {
             c.check_result(&n, &id, 0, CheckResult::Pass);
         }
     };
-    assert!(c.run_until(10_000, |c| c.nodes.values().map(|n| n.checks.len()).sum::<usize>() == 6));
+    assert!(c.run_until(
+        10_000,
+        |c| c.nodes.values().map(|n| n.checks.len()).sum::<usize>() == 6
+    ));
     pass_all(&mut c);
     assert!(c.run_until(5_000, |c| {
-        c.view("n1", "web").is_some_and(|v| v.tasks.iter().all(|t| t.health.is_healthy()))
+        c.view("n1", "web")
+            .is_some_and(|v| v.tasks.iter().all(|t| t.health.is_healthy()))
     }));
     let victim = busiest(&c, "web");
     c.node_command("n1", &victim, NodeChange::Drain { deadline_ms: None })
         .unwrap();
     // One moves; its replacement never passes: the other two stay.
     c.run_for(3_000, |_| {});
-    assert_eq!(on(&c, &victim, "web").len(), 2, "mp 1: one in flight until healthy");
+    assert_eq!(
+        on(&c, &victim, "web").len(),
+        2,
+        "mp 1: one in flight until healthy"
+    );
     // Once replacements pass (and settle), the rest follow one at a time.
     let done = c.run_until(30_000, |c| drain_complete_everywhere(c, &victim));
-    assert!(!done, "nothing more moves while the replacement is not healthy");
+    assert!(
+        !done,
+        "nothing more moves while the replacement is not healthy"
+    );
     for _ in 0..20 {
         pass_all(&mut c);
         if c.run_until(1_000, |c| drain_complete_everywhere(c, &victim)) {
@@ -204,12 +240,25 @@ fn batch_runs_on_until_the_deadline_then_moves_without_a_retry() {
     assert!(c.run_until(10_000, |c| running_slots(c, "crunch") == 1));
     let victim = busiest(&c, "crunch");
     let first = on(&c, &victim, "crunch")[0].clone();
-    c.node_command("n1", &victim, NodeChange::Drain { deadline_ms: Some(2_000) })
-        .unwrap();
+    c.node_command(
+        "n1",
+        &victim,
+        NodeChange::Drain {
+            deadline_ms: Some(2_000),
+        },
+    )
+    .unwrap();
     c.run_for(1_500, |_| {});
-    assert_eq!(on(&c, &victim, "crunch"), vec![first.clone()], "batch runs on");
+    assert_eq!(
+        on(&c, &victim, "crunch"),
+        vec![first.clone()],
+        "batch runs on"
+    );
     assert!(c.run_until(5_000, |c| drain_complete_everywhere(c, &victim)));
-    assert_eq!(c.nodes["n1"].sched.tables().state(&first), AttemptState::Drained);
+    assert_eq!(
+        c.nodes["n1"].sched.tables().state(&first),
+        AttemptState::Drained
+    );
     // `retries = 0`: a failure would give up; a drain places it again.
     assert!(c.run_until(5_000, |c| running_slots(c, "crunch") == 1));
     assert!(on(&c, &victim, "crunch").is_empty());
@@ -236,16 +285,23 @@ fn without_a_deadline_batch_tasks_finish_before_the_drain_completes() {
     c.node_command("n1", &victim, NodeChange::Drain { deadline_ms: None })
         .unwrap();
     c.run_for(1_000, |_| {});
-    assert!(!drain_complete_everywhere(&c, &victim), "not before the task ends");
+    assert!(
+        !drain_complete_everywhere(&c, &victim),
+        "not before the task ends"
+    );
     assert!(c.run_until(5_000, |c| drain_complete_everywhere(c, &victim)));
-    assert_eq!(c.view("n1", "crunch").unwrap().status, shoal_scheduler::JobStatus::Complete);
+    assert_eq!(
+        c.view("n1", "crunch").unwrap().status,
+        shoal_scheduler::JobStatus::Complete
+    );
 }
 
 #[test]
 fn an_ineligible_node_takes_no_work_and_says_so_until_enabled() {
     let mut c = Cluster::new(3, 4000, 4096, 25);
     for n in ["n1", "n2", "n3"] {
-        c.node_command("n1", n, NodeChange::Eligible(false)).unwrap();
+        c.node_command("n1", n, NodeChange::Eligible(false))
+            .unwrap();
     }
     c.run_for(200, |_| {});
     c.submit("n2", service("web", 2, "")).unwrap();
@@ -261,7 +317,8 @@ fn an_ineligible_node_takes_no_work_and_says_so_until_enabled() {
         reasons.iter().any(|r| r.contains("3 ineligible")),
         "pending reasons: {reasons:?}"
     );
-    c.node_command("n3", "n2", NodeChange::Eligible(true)).unwrap();
+    c.node_command("n3", "n2", NodeChange::Eligible(true))
+        .unwrap();
     assert!(c.run_until(5_000, |c| running_slots(c, "web") == 2));
     assert_eq!(on(&c, "n2", "web").len(), 2, "only n2 takes work");
     // Unknown names are refused, naming the known ones.
@@ -289,15 +346,31 @@ fn a_cut_off_node_moves_nothing() {
     c.heal();
     assert!(c.run_until(10_000, |c| drain_complete_everywhere(c, &victim)));
     assert!(on(&c, &victim, "web").is_empty());
-    assert!(others.iter().all(|n| !c.nodes[n].sched.node_statuses().iter().any(|s| s.name == *n && !s.eligible)));
+    assert!(others.iter().all(|n| {
+        !c.nodes[n]
+            .sched
+            .node_statuses()
+            .iter()
+            .any(|s| s.name == *n && !s.eligible)
+    }));
 }
 
 #[test]
 fn undrain_stops_the_migration_and_moved_tasks_stay() {
     let mut c = Cluster::new(4, 350, 4096, 27);
-    c.submit("n1", service("web", 6, &format!("{CHECKED}[update]\nmax_parallel = 1\nmin_healthy_ms = 200\n")))
-        .unwrap();
-    assert!(c.run_until(10_000, |c| c.nodes.values().map(|n| n.checks.len()).sum::<usize>() == 6));
+    c.submit(
+        "n1",
+        service(
+            "web",
+            6,
+            &format!("{CHECKED}[update]\nmax_parallel = 1\nmin_healthy_ms = 200\n"),
+        ),
+    )
+    .unwrap();
+    assert!(c.run_until(
+        10_000,
+        |c| c.nodes.values().map(|n| n.checks.len()).sum::<usize>() == 6
+    ));
     let tasks: Vec<(String, AttemptId)> = c
         .nodes
         .iter()
@@ -317,15 +390,25 @@ fn undrain_stops_the_migration_and_moved_tasks_stay() {
     assert_eq!(on(&c, &victim, "web").len(), 2);
     let status = c.nodes["n3"].sched.node_statuses();
     let s = status.iter().find(|s| s.name == victim).unwrap();
-    assert!(!s.draining && !s.eligible, "undrain leaves the node ineligible: {s:?}");
+    assert!(
+        !s.draining && !s.eligible,
+        "undrain leaves the node ineligible: {s:?}"
+    );
 }
 
 #[test]
 fn a_second_drain_waits_for_the_first_on_a_shared_job() {
     // 2 per node over 3 nodes; mp 1 per drain.
     let mut c = Cluster::new(4, 250, 4096, 28);
-    c.submit("n1", service("web", 6, "[update]\nmax_parallel = 1\nmin_healthy_ms = 300\n"))
-        .unwrap();
+    c.submit(
+        "n1",
+        service(
+            "web",
+            6,
+            "[update]\nmax_parallel = 1\nmin_healthy_ms = 300\n",
+        ),
+    )
+    .unwrap();
     assert!(c.run_until(10_000, |c| all_running(c, "web", 6)));
     let mut holders: Vec<String> = c
         .nodes
@@ -347,7 +430,10 @@ fn a_second_drain_waits_for_the_first_on_a_shared_job() {
         both_moving |= first_left > 0 && second_left < 2;
         drain_complete_everywhere(c, &first) && drain_complete_everywhere(c, &second)
     });
-    assert!(!both_moving, "the second drain moved a task while the first held one");
+    assert!(
+        !both_moving,
+        "the second drain moved a task while the first held one"
+    );
     // With two of four nodes drained, only 4 slots of room are left: 2 slots wait.
     assert!(done || running_slots(&c, "web") >= 4);
 }
@@ -371,8 +457,16 @@ fn the_intent_survives_restarts() {
     c.partition(&[&["n3"]]);
     c.restart("n3", None);
     c.run_for(200, |_| {});
-    assert!(c.nodes["n3"].sched.refuses_work(), "n3 reads its intent from its log");
+    assert!(
+        c.nodes["n3"].sched.refuses_work(),
+        "n3 reads its intent from its log"
+    );
     c.heal();
-    c.node_command("n2", "n3", NodeChange::Eligible(true)).unwrap();
-    assert!(c.run_until(5_000, |c| c.nodes.values().all(|n| !n.sched.tables().refuses_work("n3"))));
+    c.node_command("n2", "n3", NodeChange::Eligible(true))
+        .unwrap();
+    assert!(c.run_until(5_000, |c| {
+        c.nodes
+            .values()
+            .all(|n| !n.sched.tables().refuses_work("n3"))
+    }));
 }

@@ -6,8 +6,8 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_gossip::Resources;
 
-use crate::ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp};
 use super::nodes::NodeRow;
+use crate::ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp};
 use crate::spec::JobSpec;
 
 /// What [`OpBody::job`] answers for a node op: no job has this id.

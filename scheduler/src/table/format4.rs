@@ -50,7 +50,10 @@ impl From<TablesV4> for Tables {
 pub(crate) fn tables_v4(t: &Tables) -> Vec<u8> {
     let mut bytes = postcard::to_stdvec(t).expect("encodes");
     // `nodes` is the last field: an empty map encodes as one zero byte.
-    assert!(t.nodes().next().is_none(), "tables_v4 takes tables without nodes");
+    assert!(
+        t.nodes().next().is_none(),
+        "tables_v4 takes tables without nodes"
+    );
     assert_eq!(bytes.pop(), Some(0));
     bytes
 }
