@@ -152,11 +152,14 @@ impl Scheduler {
         let Some(ad) = me.and_then(|m| m.ad.as_ref()) else {
             return Err(format!("{} has not advertised its resources", self.node));
         };
+        // The intent in the tables decides; the ad's flag (which mirrors it) only when the
+        // tables hold none that explains it.
         let row = self.tables().node(&self.node);
-        if ad.draining || ad.left || row.is_some_and(|r| r.drain().is_some()) {
+        let refuses = row.is_some_and(crate::table::NodeRow::refuses_work);
+        if ad.left || row.is_some_and(|r| r.drain().is_some()) || (ad.draining && !refuses) {
             return Err(format!("{} is draining", self.node));
         }
-        if row.is_some_and(crate::table::NodeRow::refuses_work) {
+        if refuses {
             return Err(format!("{} is ineligible for new work", self.node));
         }
         if let Some(c) = entry.spec.failed_constraint(&self.node, &ad.attributes) {

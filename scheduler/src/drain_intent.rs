@@ -211,8 +211,11 @@ impl Scheduler {
                 .get(&c.name)
                 .and_then(|m| m.ad.as_ref())
                 .is_some_and(|ad| ad.draining);
-            c.draining = ad_draining || row.is_some_and(|r| r.drain().is_some());
-            c.ineligible = !c.draining && row.is_some_and(NodeRow::refuses_work);
+            // The ad mirrors the intent: it counts as draining only where the tables know no
+            // intent that explains it (one not merged here yet, or an older agent's flag).
+            let refuses = row.is_some_and(NodeRow::refuses_work);
+            c.draining = row.is_some_and(|r| r.drain().is_some()) || (ad_draining && !refuses);
+            c.ineligible = !c.draining && refuses;
         }
     }
 
