@@ -152,11 +152,11 @@ impl Scheduler {
         let Some(ad) = me.and_then(|m| m.ad.as_ref()) else {
             return Err(format!("{} has not advertised its resources", self.node));
         };
-        // The intent in the tables decides; the ad's flag (which mirrors it) only when the
-        // tables hold none that explains it.
+        // The intent in the tables decides. This node's own ad only mirrors it for the others
+        // (and the view of one's own ad can lag what was published), so its flag is not read.
         let row = self.tables().node(&self.node);
         let refuses = row.is_some_and(crate::table::NodeRow::refuses_work);
-        if ad.left || row.is_some_and(|r| r.drain().is_some()) || (ad.draining && !refuses) {
+        if ad.left || row.is_some_and(|r| r.drain().is_some()) {
             return Err(format!("{} is draining", self.node));
         }
         if refuses {

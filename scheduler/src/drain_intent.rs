@@ -210,7 +210,8 @@ impl Scheduler {
                 .all
                 .get(&c.name)
                 .and_then(|m| m.ad.as_ref())
-                .is_some_and(|ad| ad.draining);
+                .is_some_and(|ad| ad.draining)
+                && c.name != self.node;
             // The ad mirrors the intent: it counts as draining only where the tables know no
             // intent that explains it (one not merged here yet, or an older agent's flag).
             let refuses = row.is_some_and(NodeRow::refuses_work);

@@ -84,6 +84,8 @@ pub struct Node {
     last_quorum: Option<Quorum>,
     ad_version: u64,
     generation: u64,
+    /// The ad's `draining` flag, mirroring the node's intent as the agent does.
+    mirrored: bool,
 }
 
 /// The cluster harness.
@@ -183,6 +185,7 @@ impl Cluster {
                     last_quorum: None,
                     ad_version: 0,
                     generation: 1,
+                    mirrored: false,
                 },
             );
         }
@@ -360,7 +363,7 @@ impl Cluster {
                         version: n.ad_version,
                         capacity: n.capacity,
                         attributes: n.attributes.clone().into(),
-                        draining: false,
+                        draining: n.mirrored,
                         left: false,
                         quic_addr: None,
                         http_addr: None,
@@ -374,6 +377,14 @@ impl Cluster {
 
     /// Feed every live node the current membership if it changed.
     pub fn sync_members(&mut self) {
+        // Each ad mirrors its node's intent, as the agent's does (a new ad version).
+        for n in self.nodes.values_mut().filter(|n| n.up) {
+            let refuses = n.sched.refuses_work();
+            if refuses != n.mirrored {
+                n.mirrored = refuses;
+                n.ad_version += 1;
+            }
+        }
         let names: Vec<String> = self.nodes.keys().cloned().collect();
         for name in names {
             let list = self.member_list(&name);

@@ -57,8 +57,12 @@ impl Driver {
         else {
             return;
         };
+        // The view's own ad may lag what this node published (the membership core tells the
+        // view of its own ad's changes only with other events): compare with what was last
+        // asked for, and with the view only the first time.
+        let first = self.mirrored.is_none();
         self.mirrored = Some(refuses);
-        if ad.draining == refuses {
+        if first && ad.draining == refuses {
             return;
         }
         ad.draining = refuses;
