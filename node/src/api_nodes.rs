@@ -45,7 +45,7 @@ pub fn yes() -> bool {
 pub fn apply_status(v: &mut NodeView, st: &NodeStatus) {
     v.eligible = st.eligible;
     v.draining = st.draining;
-    v.drain = st.draining.then(|| DrainView {
+    v.drain = st.draining.then_some(DrainView {
         deadline_ms: st.drain_deadline_ms,
         complete: st.drain_complete,
         live_tasks: st.live_tasks,
@@ -74,15 +74,15 @@ struct EligibilityBody {
     eligible: bool,
 }
 
-fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, Response> {
+fn parse<T: for<'de> Deserialize<'de>>(body: &str) -> Result<T, Box<Response>> {
     let body = if body.trim().is_empty() { "{}" } else { body };
-    serde_json::from_str(body).map_err(|e| error(StatusCode::BAD_REQUEST, e.to_string()))
+    serde_json::from_str(body).map_err(|e| Box::new(error(StatusCode::BAD_REQUEST, e.to_string())))
 }
 
 async fn drain(State(s): State<ApiState>, Path(name): Path<String>, body: String) -> Response {
     let b: DrainBody = match parse(&body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let change = match (b.disable, b.deadline_ms) {
         (true, None) => NodeChange::Undrain,
@@ -104,7 +104,7 @@ async fn eligibility(
 ) -> Response {
     match parse::<EligibilityBody>(&body) {
         Ok(b) => command(&s, name, NodeChange::Eligible(b.eligible)).await,
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 

@@ -77,9 +77,9 @@ impl Scheduler {
         let jobs = std::mem::take(&mut self.log.unlogged);
         let records = jobs
             .into_iter()
-            .filter_map(|job| {
+            .map(|job| {
                 if let Some(record) = self.node_record_now(&job) {
-                    return Some(record);
+                    return record;
                 }
                 let rows: Vec<(u64, JobEntry)> = self
                     .tables()
@@ -91,10 +91,10 @@ impl Scheduler {
                 } else {
                     postcard::to_stdvec(&JobRows { rows }).unwrap_or_default()
                 };
-                Some(JobRecord {
+                JobRecord {
                     job: job.to_string(),
                     bytes,
-                })
+                }
             })
             .collect();
         let batch = self.log.next_batch;
