@@ -3,6 +3,7 @@
 //! - `GET /v1/health` — liveness of this agent.
 //! - `GET /v1/nodes` — every member as this node sees it.
 //! - `GET /v1/nodes/{name}` — one member.
+//! - `POST /v1/nodes/{name}/drain`, `POST /v1/nodes/{name}/eligibility` (`api_nodes.rs`).
 //! - `GET /v1/agent/self` — this agent: identity, addresses, counters.
 //! - `/v1/jobs`, `/v1/tasks` (`api_jobs.rs`), `/v1/keyring` (`api_keyring.rs`),
 //!   `/v1/services` (`api_services.rs`), `/v1/events` (`api_events.rs`), the web UI at `/ui`
@@ -89,7 +90,8 @@ pub struct NodeView {
     pub resources: NodeResources,
     /// Operator attributes.
     pub attributes: BTreeMap<String, String>,
-    /// Whether the node refuses new work.
+    /// Whether a drain is in force on the node (its intent in this node's tables; on an agent
+    /// without a scheduler, the flag in its ad).
     pub draining: bool,
     /// Unix milliseconds of the last change of status or resources seen here.
     pub last_update_ms: u64,
@@ -97,6 +99,12 @@ pub struct NodeView {
     pub quic_addr: Option<SocketAddr>,
     /// The node's HTTP API address, once known.
     pub http_addr: Option<SocketAddr>,
+    /// New placements may land there (`shoal node eligibility`; a drain implies `false`).
+    #[serde(default = "crate::api_nodes::yes")]
+    pub eligible: bool,
+    /// The drain in force, as this node's tables say (`docs/services.md`, §5).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drain: Option<crate::api_nodes::DrainView>,
 }
 
 impl NodeView {
@@ -117,6 +125,8 @@ impl NodeView {
             last_update_ms: m.last_update.0,
             quic_addr: ad.and_then(|a| a.quic_addr),
             http_addr: ad.and_then(|a| a.http_addr),
+            eligible: !ad.is_some_and(|a| a.draining),
+            drain: None,
         }
     }
 }
@@ -157,6 +167,7 @@ pub fn router(state: ApiState, guard: Arc<crate::api_auth::Guard>) -> Router {
         .route("/v1/agent/self", get(agent_self))
         .route("/v1/metrics", get(metrics))
         .merge(crate::api_jobs::routes())
+        .merge(crate::api_nodes::routes())
         .merge(crate::api_keyring::routes())
         .merge(crate::api_services::routes())
         .merge(crate::api_events::routes())
@@ -190,14 +201,20 @@ async fn health(State(s): State<ApiState>) -> Json<serde_json::Value> {
 /// Views of `members`, with what the scheduler's tables say each has allocated.
 async fn node_views(s: &ApiState, members: &[MemberInfo]) -> Vec<NodeView> {
     let names = members.iter().map(|m| m.id.name.to_string()).collect();
-    let usage = match &s.sched {
-        Some(sched) => sched.node_usage(names).await,
-        None => vec![Resources::default(); members.len()],
+    let (usage, statuses) = match &s.sched {
+        Some(sched) => (sched.node_usage(names).await, sched.node_statuses().await),
+        None => (vec![Resources::default(); members.len()], Vec::new()),
     };
     members
         .iter()
         .zip(usage)
-        .map(|(m, allocated)| NodeView::new(m, allocated))
+        .map(|(m, allocated)| {
+            let mut v = NodeView::new(m, allocated);
+            if let Some(st) = statuses.iter().find(|st| st.name == v.name) {
+                crate::api_nodes::apply_status(&mut v, st);
+            }
+            v
+        })
         .collect()
 }
 

@@ -469,6 +469,7 @@ fn state_name(s: &AttemptState) -> (&'static str, Value) {
         AttemptState::Running { round, .. } => ("running", json!({ "round": round })),
         AttemptState::Lost { round } => ("lost", json!({ "round": round })),
         AttemptState::Killed => ("killed", Value::Null),
+        AttemptState::Drained => ("drained", Value::Null),
         AttemptState::Failed { reason } => ("failed", json!({ "reason": reason })),
         AttemptState::Rejected { reason } => ("rejected", json!({ "reason": reason })),
         AttemptState::Exited { code } => ("exited", json!({ "code": code })),
@@ -528,7 +529,34 @@ pub fn sched_event(e: &SchedEvent) -> Draft {
             version,
             change,
         } => deploy::deployment_event(job.as_str(), *incarnation, *version, change),
+        SchedEvent::Node(e) => node_event(e),
     }
+}
+
+/// The `Node` topic's drain and eligibility events (`docs/services.md`, §6).
+fn node_event(e: &shoal_scheduler::NodeEvent) -> Draft {
+    use shoal_scheduler::NodeEvent as N;
+    let (kind, payload) = match e {
+        N::Eligibility { node, eligible } => (
+            "Eligibility",
+            json!({ "node": node.as_str(), "eligible": eligible }),
+        ),
+        N::DrainStarted { node, deadline_ms } => (
+            "DrainStarted",
+            json!({ "node": node.as_str(), "deadline_ms": deadline_ms }),
+        ),
+        N::DrainMigrating { node, task } => (
+            "DrainMigrating",
+            with_task(task, json!({ "node": node.as_str() })),
+        ),
+        N::DrainDeadline { node, stopped } => (
+            "DrainDeadline",
+            json!({ "node": node.as_str(), "stopped": stopped }),
+        ),
+        N::DrainComplete { node } => ("DrainComplete", json!({ "node": node.as_str() })),
+        N::DrainCancelled { node } => ("DrainCancelled", json!({ "node": node.as_str() })),
+    };
+    draft(Topic::Node, kind, payload)
 }
 
 /// What this node's executor observed (`Task`: `Started`, `Exited`, `Failed`, `Killed`).

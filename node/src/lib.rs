@@ -28,6 +28,7 @@ pub mod api_auth;
 pub mod api_events;
 pub mod api_jobs;
 pub mod api_keyring;
+pub mod api_nodes;
 pub mod api_server;
 pub mod api_services;
 pub mod api_tls;

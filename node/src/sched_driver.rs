@@ -18,10 +18,12 @@ use std::time::Duration;
 
 use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
-    AttemptId, Catalog, CatalogBuilder, ExecCommand, JobSpec, JobView, NeverFitsError,
-    PromoteError, Receipt, Scheduler, SchedulerConfig, SpecError, StopError, SubmitError,
-    TaskEvent, VersionView,
+    AttemptId, Catalog, CatalogBuilder, ExecCommand, JobSpec, JobView, NeverFitsError, NodeChange,
+    NodeStatus, PromoteError, Receipt, Scheduler, SchedulerConfig, SpecError, StopError,
+    SubmitError, TaskEvent, VersionView,
 };
+
+mod nodes;
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
@@ -89,6 +91,9 @@ pub enum SchedError {
     /// A revert was refused (no such job or version, ambiguous, already current).
     #[error(transparent)]
     Revert(shoal_scheduler::RevertError),
+    /// A node command named no known node.
+    #[error(transparent)]
+    Node(shoal_scheduler::NodeError),
 }
 
 enum Request {
@@ -103,6 +108,12 @@ enum Request {
     Versions(String, oneshot::Sender<Option<Vec<VersionView>>>),
     Revert(String, u32, oneshot::Sender<Result<Receipt, SchedError>>),
     Promote(String, oneshot::Sender<Result<u32, PromoteError>>),
+    Node(
+        String,
+        NodeChange,
+        oneshot::Sender<Result<Receipt, SchedError>>,
+    ),
+    NodeStatuses(oneshot::Sender<Vec<NodeStatus>>),
 }
 
 /// A cloneable handle on the scheduler task.
@@ -330,6 +341,10 @@ struct Driver {
     stream: crate::events::EventLog,
     /// The core's count of dropped events, as last reported to the stream.
     events_dropped: u64,
+    /// The membership task and its view: the ad mirrors the node's intent (`nodes.rs`).
+    gossip: GossipHandle,
+    /// What the ad was last set to say about refusing work.
+    mirrored: Option<bool>,
 }
 
 impl Driver {
@@ -358,6 +373,8 @@ impl Driver {
             catalog_tx,
             stream: p.stream,
             events_dropped: 0,
+            gossip: p.gossip,
+            mirrored: None,
         }
     }
 
@@ -485,6 +502,10 @@ impl Driver {
                     }
                 }
             }
+            Request::Node(name, change, reply) => self.node_command(&name, change, reply),
+            Request::NodeStatuses(reply) => {
+                let _ = reply.send(self.core.node_statuses());
+            }
             Request::Promote(id, reply) => {
                 let _ = reply.send(self.core.promote(now, &id));
             }
@@ -545,8 +566,11 @@ impl Driver {
             return;
         }
         let receipt = self.core.commit(self.clock.now(), *write);
-        self.stream
-            .push(crate::events::job_event(kind, &receipt.job));
+        if !receipt.job.starts_with('~') {
+            // A node write's events come from the core (`Node` topic).
+            self.stream
+                .push(crate::events::job_event(kind, &receipt.job));
+        }
         self.wait_durable(receipt, reply);
     }
 
@@ -685,6 +709,7 @@ impl Driver {
             self.answer_waiters();
         }
         self.publish_catalog();
+        self.mirror_intent();
     }
 
     /// Rebuilds the services the last input touched and publishes the catalog if it changed.

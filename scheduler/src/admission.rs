@@ -152,8 +152,15 @@ impl Scheduler {
         let Some(ad) = me.and_then(|m| m.ad.as_ref()) else {
             return Err(format!("{} has not advertised its resources", self.node));
         };
-        if ad.draining || ad.left {
+        // The intent in the tables decides. This node's own ad only mirrors it for the others
+        // (and the view of one's own ad can lag what was published), so its flag is not read.
+        let row = self.tables().node(&self.node);
+        let refuses = row.is_some_and(crate::table::NodeRow::refuses_work);
+        if ad.left || row.is_some_and(|r| r.drain().is_some()) {
             return Err(format!("{} is draining", self.node));
+        }
+        if refuses {
+            return Err(format!("{} is ineligible for new work", self.node));
         }
         if let Some(c) = entry.spec.failed_constraint(&self.node, &ad.attributes) {
             return Err(format!("{} fails constraint {c}", self.node));

@@ -78,6 +78,9 @@ impl Scheduler {
         let records = jobs
             .into_iter()
             .map(|job| {
+                if let Some(record) = self.node_record_now(&job) {
+                    return record;
+                }
                 let rows: Vec<(u64, JobEntry)> = self
                     .tables()
                     .incarnations(&job)
@@ -164,6 +167,11 @@ impl Scheduler {
     ) -> usize {
         let mut unreadable = 0;
         for bytes in records {
+            if let Some(body) = crate::table::decode_node_record(bytes) {
+                self.replica.join_local(&body);
+                self.reach.catch_up.get_or_insert_with(CatchUp::default);
+                continue;
+            }
             let Some(rows) = decode_rows(bytes) else {
                 unreadable += 1;
                 continue;

@@ -77,6 +77,9 @@ pub enum SchedEvent {
         /// What happened.
         change: DeploymentChange,
     },
+    // ---- drain (`drain.rs`, `docs/services.md` §5 and §6) ----
+    /// Something about a node's eligibility or drain (the `Node` topic).
+    Node(NodeEvent),
 }
 
 /// What happened to a deployment ([`SchedEvent::Deployment`], `docs/services.md` §6).
@@ -133,6 +136,52 @@ pub(crate) struct Seen {
 
 /// Per job, what was last reported.
 pub(crate) type SeenDeployments = std::collections::BTreeMap<Name, Seen>;
+
+/// The `Node` topic (`docs/services.md`, §6): eligibility changes seen by every replica, and
+/// the drain as the draining node carries it out.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NodeEvent {
+    /// A node became eligible for new work, or stopped being (draining or disabled), in this
+    /// replica's tables.
+    Eligibility {
+        /// The node.
+        node: Name,
+        /// Whether new placements may land there.
+        eligible: bool,
+    },
+    /// This node started carrying out a drain.
+    DrainStarted {
+        /// This node.
+        node: Name,
+        /// Its deadline (none: batch tasks finish).
+        deadline_ms: Option<u64>,
+    },
+    /// This node stopped one of its service tasks to move it elsewhere.
+    DrainMigrating {
+        /// This node.
+        node: Name,
+        /// The task stopped.
+        task: AttemptId,
+    },
+    /// The deadline passed: this node stopped everything left.
+    DrainDeadline {
+        /// This node.
+        node: Name,
+        /// How many tasks it stopped.
+        stopped: u32,
+    },
+    /// None of this node's attempts is live any more.
+    DrainComplete {
+        /// This node.
+        node: Name,
+    },
+    /// A new intent ended the drain before it completed.
+    DrainCancelled {
+        /// This node.
+        node: Name,
+    },
+}
+// ---- end of drain ----
 
 /// A bounded queue of events; off (records nothing) without a capacity.
 #[derive(Debug, Default)]
@@ -231,7 +280,7 @@ mod tests {
                 match e {
                     SchedEvent::Placed { task, target } => placed.push((task, target)),
                     SchedEvent::Admitted { task } => admitted.push(task),
-                    SchedEvent::Rejected { .. } => {}
+                    SchedEvent::Rejected { .. } | SchedEvent::Node(_) => {}
                     SchedEvent::AttemptChanged { state, .. } => {
                         running_seen += usize::from(matches!(state, AttemptState::Running { .. }));
                     }

@@ -20,15 +20,19 @@ pub enum Prepared {
     Write(Box<JobWrite>),
 }
 
-/// A job write prepared but not applied.
+/// A job write (or a node intent: `drain_intent.rs`) prepared but not applied.
 #[derive(Debug, Clone)]
 pub struct JobWrite {
-    incarnation: u64,
-    entry: JobEntry,
+    /// The op to write.
+    pub(crate) body: OpBody,
+    /// What the receipt names: the job id, or a node's record key.
+    pub(crate) key: String,
+    /// The write's stamp (the receipt's version).
+    pub(crate) stamp: Stamp,
     /// The job's record as it will be after the write: log it before committing.
     pub record: JobRecord,
     /// The counter the write will take (a commit checks nothing came in between).
-    counter: u64,
+    pub(crate) counter: u64,
 }
 
 /// Why a submission was refused.
@@ -179,8 +183,9 @@ impl Scheduler {
             bytes: postcard::to_stdvec(&JobRows { rows }).unwrap_or_default(),
         };
         JobWrite {
-            incarnation,
-            entry,
+            key: entry.spec.id.clone(),
+            stamp: entry.stamp.clone(),
+            body: OpBody::Job { incarnation, entry },
             record,
             counter: self.repl.counter + 1,
         }
@@ -204,12 +209,8 @@ impl Scheduler {
             self.repl.counter + 1,
             "a prepared write must be committed before any other input"
         );
-        let job = write.entry.spec.id.clone();
-        let version = write.entry.stamp.clone();
-        let dot = self.write(OpBody::Job {
-            incarnation: write.incarnation,
-            entry: write.entry,
-        });
+        let (job, version) = (write.key, write.stamp);
+        let dot = self.write(write.body);
         if logged {
             self.log.logged_own(dot.counter);
         }

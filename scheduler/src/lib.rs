@@ -89,6 +89,8 @@
 //! coordinator → config, events, hash, ids, placement, roles, scheduler, slot, spec, table
 //! deploy_events → events, ids, rollout, scheduler, versions
 //! disconnect → ids, message, placement, roles, scheduler, spec, table
+//! drain → events, health, ids, roles, scheduler, spec, table
+//! drain_intent → durability, events, ids, jobs, scheduler, table
 //! durability → ids, message, roles, scheduler, table
 //! events → ids, table
 //! fencing → disconnect, ids, scheduler, table
@@ -97,7 +99,7 @@
 //! health → ids, spec, table
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
-//! lib → catalog, config, durability, events, health, ids, jobs, message, placement, scheduler, spec, table, versions, view
+//! lib → catalog, config, drain_intent, durability, events, health, ids, jobs, message, placement, scheduler, spec, table, versions, view
 //! members → hash, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
@@ -111,7 +113,7 @@
 //! slot → ids, spec, table
 //! spec → (nothing)
 //! table → ids, spec
-//! testing → config, durability, hash, health, ids, jobs, message, scheduler, spec, table, view
+//! testing → config, drain_intent, durability, hash, health, ids, jobs, message, scheduler, spec, table, view
 //! versions → ids, jobs, rollout, scheduler, spec, table
 //! view → hash, health, ids, placement, scheduler, slot, spec, table, versions
 //! ```
@@ -128,6 +130,8 @@ mod config;
 mod coordinator;
 mod deploy_events;
 mod disconnect;
+mod drain;
+mod drain_intent;
 mod durability;
 mod events;
 mod fencing;
@@ -156,8 +160,9 @@ pub mod view;
 
 pub use catalog::{Catalog, CatalogBuilder, Instance, InstanceHealth, Service};
 pub use config::{DEFAULT_PORT_RANGE, SchedulerConfig};
+pub use drain_intent::{NodeChange, NodeError, NodeStatus};
 pub use durability::{Durability, JobRecord, JobRecords, JobRows, Receipt};
-pub use events::{DeploymentChange, SchedEvent};
+pub use events::{DeploymentChange, NodeEvent, SchedEvent};
 pub use health::{CheckResult, HealthMachine, Probe, ResolvedCheck, TaskHealth, task_health};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector};
 pub use jobs::{JobWrite, Prepared, StopError, SubmitError};

@@ -162,6 +162,7 @@ impl Scheduler {
                 capacity: ad.capacity,
                 attributes: ad.attributes.clone(),
                 draining: ad.draining,
+                ineligible: false,
             })
             .collect();
         let me = live.iter().find(|(n, _)| *n == self.node).map(|(_, h)| *h);
@@ -192,6 +193,8 @@ impl Scheduler {
             absent_since,
         };
         self.coord.room_changes += 1;
+        // The `nodes` component's intents count as much as the ads' flags.
+        self.refresh_candidates();
     }
 }
 

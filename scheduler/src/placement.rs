@@ -27,8 +27,10 @@ pub(crate) struct Candidate {
     pub(crate) capacity: Resources,
     /// Operator attributes (shared with the ad they came from).
     pub(crate) attributes: Attributes,
-    /// Accepts no new work.
+    /// Draining (its ad or its intent): accepts no new work.
     pub(crate) draining: bool,
+    /// Not draining, but an operator made it ineligible for new work.
+    pub(crate) ineligible: bool,
 }
 
 /// What one placement needs.
@@ -74,6 +76,9 @@ pub struct FilterReport {
     pub constraints: BTreeMap<String, u32>,
     /// Draining nodes.
     pub draining: u32,
+    /// Nodes an operator made ineligible (`shoal node eligibility --disable`).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub ineligible: u32,
     /// Nodes excluded by `distinct_hosts`.
     pub distinct_hosts: u32,
     /// Per static port, the nodes where another job's task holds it.
@@ -111,6 +116,9 @@ impl fmt::Display for FilterReport {
         }
         if self.draining > 0 {
             parts.push(format!("{} draining", self.draining));
+        }
+        if self.ineligible > 0 {
+            parts.push(format!("{} ineligible", self.ineligible));
         }
         for (port, n) in &self.ports_taken {
             let have = if *n == 1 { "has" } else { "have" };
@@ -180,6 +188,7 @@ impl fmt::Display for PendingReason {
 #[derive(Debug, Default)]
 struct Verdict {
     draining: bool,
+    ineligible: bool,
     port: Option<u16>,
     distinct: bool,
     constraint: Option<String>,
@@ -189,6 +198,7 @@ struct Verdict {
 impl Verdict {
     fn fits(&self) -> bool {
         !self.draining
+            && !self.ineligible
             && self.port.is_none()
             && !self.distinct
             && self.constraint.is_none()
@@ -201,6 +211,7 @@ fn judge(req: &Request<'_>, node: &Candidate, used: Resources) -> Verdict {
     let free = node.capacity.saturating_sub(&used);
     Verdict {
         draining: node.draining,
+        ineligible: node.ineligible,
         port: req.ports_taken.get(&node.name).copied(),
         distinct: req.spec.wants_distinct_hosts() && req.job_tasks.contains_key(&node.name),
         constraint: req
@@ -223,6 +234,8 @@ pub(crate) fn fits(req: &Request<'_>, node: &Candidate, used: Resources) -> bool
 fn record(report: &mut FilterReport, v: Verdict) {
     if v.draining {
         report.draining += 1;
+    } else if v.ineligible {
+        report.ineligible += 1;
     } else if let Some(port) = v.port {
         *report.ports_taken.entry(port).or_default() += 1;
     } else if v.distinct {
@@ -234,6 +247,11 @@ fn record(report: &mut FilterReport, v: Verdict) {
         report.lack_memory += u32::from(v.lack[1]);
         report.lack_disk += u32::from(v.lack[2]);
     }
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's `skip_serializing_if` passes a reference
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// Permille utilisation of the scarcer of cpu and memory after adding `want`.
@@ -357,6 +375,7 @@ mod tests {
             },
             attributes: BTreeMap::from([("rack".to_string(), rack.to_string())]).into(),
             draining: false,
+            ineligible: false,
         }
     }
 
@@ -460,14 +479,16 @@ mod tests {
             node("d", 8000, 8000, "r2"),
             node("e", 8000, 8000, "r2"),
             node("f", 8000, 8000, "r1"),
+            node("g", 8000, 8000, "r1"),
         ];
         nodes[5].draining = true;
+        nodes[6].ineligible = true;
         let s = spec("constraints = [\"rack == r1\"]");
         let tasks = BTreeMap::new();
         let err = place(&req(&s, &tasks, 3), &nodes, |_| Resources::default()).unwrap_err();
         assert_eq!(
             err.to_string(),
-            "3 nodes lack 2000m cpu, 2 fail constraint rack=r1, 1 draining"
+            "3 nodes lack 2000m cpu, 2 fail constraint rack=r1, 1 draining, 1 ineligible"
         );
         assert_eq!(
             place(&req(&s, &tasks, 3), &[], |_| Resources::default()).unwrap_err(),

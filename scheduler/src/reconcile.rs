@@ -32,6 +32,8 @@ impl Scheduler {
         for _ in 0..MAX_ROUNDS {
             self.absorb_touches();
             if self.work.is_empty() && self.target.queue.is_empty() {
+                // This node's drain, if it has one, acts on the settled state.
+                self.drive_drain();
                 return;
             }
             self.admit_queued();
@@ -81,6 +83,7 @@ impl Scheduler {
                     self.requeue_deferred(Some(&job));
                     self.work.jobs.insert(job);
                 }
+                Touch::Node(name) => self.node_touched(&name),
                 Touch::Attempt(id) => {
                     self.catalog_changes.jobs.insert(id.job.clone());
                     self.note_attempt_event(&id);

@@ -103,6 +103,10 @@ impl Scheduler {
                         ));
                     }
                 }
+                // Only the node itself reports its drain's progress.
+                OpBody::Node { node, row } if row.progress.is_some() && node.as_str() != author => {
+                    return Some(format!("{author} wrote the drain progress of {node}"));
+                }
                 OpBody::State { id, state } if !state.is_lost() => {
                     if let Some(a) = self.tables().assignment(id)
                         && a.target.as_str() != author
@@ -139,9 +143,12 @@ impl Scheduler {
             }
             if let OpBody::Job { entry, .. } = &op.body {
                 self.repl.hlc.observe(entry.stamp.hlc);
-                if !actors.contains(&op.dot.actor) {
-                    actors.insert(op.dot.actor.clone());
-                }
+            }
+            // Node intents are acknowledged like job writes (`drain_intent.rs`).
+            if matches!(op.body, OpBody::Job { .. } | OpBody::Node { .. })
+                && !actors.contains(&op.dot.actor)
+            {
+                actors.insert(op.dot.actor.clone());
             }
             match self.replica.receive(op) {
                 Received::Applied => self.counters.ops_applied += 1,

@@ -41,6 +41,8 @@ pub(crate) enum Wake {
     CatchUp,
     /// A local task's `settled` or healthy-deadline clock may have run out (`settling.rs`).
     Settle(AttemptId),
+    /// A drain's deadline (`drain.rs`).
+    Drain,
 }
 
 /// Dirty sets: what to re-examine.
@@ -387,6 +389,22 @@ pub(crate) struct CatchUp {
     pub(crate) asked: BTreeSet<String>,
     /// When the restored node first heard from its shell.
     pub(crate) since: Option<Millis>,
+}
+
+// ---- drain --------------------------------------------------------------------------------
+
+/// This node's part in drains (`drain.rs`, `docs/services.md`, §5).
+#[derive(Debug, Default)]
+pub(crate) struct Drain {
+    /// The drain this node carries out: its intent's stamp, and when this node first saw it
+    /// (its own clock: the deadline runs from then).
+    pub(crate) current: Option<(Stamp, Millis)>,
+    /// Local tasks stopped for the drain: their kill ends them `Drained`.
+    pub(crate) stopping: BTreeSet<AttemptId>,
+    /// The deadline passed and what was left was stopped.
+    pub(crate) deadline_hit: bool,
+    /// Per node, whether it refused work at the last look (for `Eligibility` events).
+    pub(crate) refused: BTreeMap<Name, bool>,
 }
 
 // ---- durability -------------------------------------------------------------------------

@@ -15,10 +15,12 @@ use crate::ids::{ActorId, AttemptId, Hlc, HlcClock, SlotKey};
 use crate::message::{Message, Outgoing};
 use crate::placement::PendingReason;
 use crate::roles::{
-    CatalogChanges, CatchUp, Coordination, Counters, Gc, LocalTask, Log, Members, Reach,
+    CatalogChanges, CatchUp, Coordination, Counters, Drain, Gc, LocalTask, Log, Members, Reach,
     Replication, Target, Wake, Work,
 };
-use crate::table::{AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2, TablesV3};
+use crate::table::{
+    AttemptState, Replica, ReplicaLimits, Tables, TablesV1, TablesV2, TablesV3, TablesV4,
+};
 
 /// An instruction for the local executor.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -85,6 +87,8 @@ pub enum KillReason {
     /// A health check failed `failures` times in a row; the attempt ends `Failed` with the
     /// check's reason, and the coordinator restarts it under the job's `restart` policy.
     Unhealthy,
+    /// This node drains: the attempt ends `Drained` and is placed elsewhere.
+    Drained,
 }
 
 /// What the local executor observed about a task.
@@ -177,9 +181,9 @@ pub struct PendingCounts {
 /// Current snapshot format: 2 added the `bindings` component and the spec's service fields
 /// (`docs/services.md`); 3 the `health` component and the start stamp of `Running`
 /// (`docs/faults.md`, "The incumbent wins"); 4 the `milestones` and `versions` components and
-/// the job entry's deployment, version and `skip_canary` (`docs/services.md`, §4). Formats 1
-/// to 3 are still read.
-const SNAPSHOT_FORMAT: u32 = 4;
+/// the job entry's deployment, version and `skip_canary` (`docs/services.md`, §4); 5 the
+/// `nodes` component (§5). Formats 1 to 4 are still read.
+const SNAPSHOT_FORMAT: u32 = 5;
 
 #[derive(Serialize, Deserialize)]
 struct Snapshot {
@@ -211,6 +215,14 @@ struct SnapshotV3 {
     node: String,
     hlc: HlcClock,
     tables: TablesV3,
+}
+
+/// A format-4 snapshot.
+#[derive(Deserialize)]
+struct SnapshotV4 {
+    node: String,
+    hlc: HlcClock,
+    tables: TablesV4,
 }
 
 /// The format of a snapshot: its first field, whatever the rest holds.
@@ -292,6 +304,8 @@ pub struct Scheduler {
     pub(crate) events: EventQueue,
     /// What the rollout events last said of each job (`deploy_events.rs`).
     pub(crate) deployments_seen: crate::events::SeenDeployments,
+    /// This node's part in drains (`drain.rs`).
+    pub(crate) drain: Drain,
 }
 
 impl Scheduler {
@@ -330,6 +344,7 @@ impl Scheduler {
             catalog_changes: CatalogChanges::default(),
             events,
             deployments_seen: Default::default(),
+            drain: Drain::default(),
         };
         s.set_members(&[]);
         s
@@ -467,10 +482,12 @@ impl Scheduler {
                 }) => AttemptState::Failed {
                     reason: reason.clone(),
                 },
+                _ if self.drain.stopping.contains(&task) => AttemptState::Drained,
                 _ => AttemptState::Killed,
             },
         };
         if !state.is_live() {
+            self.drain.stopping.remove(&task);
             self.stop_checks(&task);
             if let Some(gone) = self.target.ledger.remove(&task)
                 && !gone.ports.is_empty()
@@ -603,6 +620,8 @@ impl Scheduler {
             Wake::Disconnect => self.stop_disconnected(),
             Wake::Settled => self.work.everything = true,
             Wake::Settle(task) => self.settle_due(&task),
+            // `reconcile` drives the drain after every input.
+            Wake::Drain => {}
             Wake::Job(job) => {
                 self.work.jobs.insert(job);
             }
@@ -671,34 +690,23 @@ impl Scheduler {
     ) -> Result<Self, RestoreError> {
         let malformed = |e: postcard::Error| RestoreError::Malformed(e.to_string());
         let FormatOnly { format } = postcard::from_bytes(bytes).map_err(malformed)?;
+        // An older format: its own layout, converted.
+        macro_rules! old {
+            ($t:ty) => {{
+                let (_, old): (u32, $t) = postcard::from_bytes(bytes).map_err(malformed)?;
+                Snapshot {
+                    format,
+                    node: old.node,
+                    hlc: old.hlc,
+                    tables: old.tables.into(),
+                }
+            }};
+        }
         let snap = match format {
-            1 => {
-                let (_, old): (u32, SnapshotV1) = postcard::from_bytes(bytes).map_err(malformed)?;
-                Snapshot {
-                    format,
-                    node: old.node,
-                    hlc: old.hlc,
-                    tables: old.tables.into(),
-                }
-            }
-            2 => {
-                let (_, old): (u32, SnapshotV2) = postcard::from_bytes(bytes).map_err(malformed)?;
-                Snapshot {
-                    format,
-                    node: old.node,
-                    hlc: old.hlc,
-                    tables: old.tables.into(),
-                }
-            }
-            3 => {
-                let (_, old): (u32, SnapshotV3) = postcard::from_bytes(bytes).map_err(malformed)?;
-                Snapshot {
-                    format,
-                    node: old.node,
-                    hlc: old.hlc,
-                    tables: old.tables.into(),
-                }
-            }
+            1 => old!(SnapshotV1),
+            2 => old!(SnapshotV2),
+            3 => old!(SnapshotV3),
+            4 => old!(SnapshotV4),
             SNAPSHOT_FORMAT => postcard::from_bytes(bytes).map_err(malformed)?,
             _ => return Err(RestoreError::Format(format)),
         };

@@ -159,7 +159,8 @@ pub(crate) fn slot_status(
     }
     let delay_ms = match &state {
         AttemptState::Rejected { .. } => backoff.delay(consecutive_rejections),
-        AttemptState::Lost { .. } => 0,
+        // A drained slot moves at once (`docs/services.md`, §5).
+        AttemptState::Lost { .. } | AttemptState::Drained => 0,
         _ => spec.restart.delay_after(consecutive_failures.max(1)),
     };
     SlotStatus::Retry {

@@ -13,7 +13,10 @@
 //! - `table/format1.rs` — reading snapshots and job records from before the service fields;
 //! - `table/format2.rs` — reading snapshots from before running attempts carried a start stamp;
 //! - `table/format3.rs` — reading snapshots and job records from before job entries carried
-//!   their deployment and version.
+//!   their deployment and version;
+//! - `table/format4.rs` — reading snapshots from before the `nodes` component;
+//! - `table/nodes.rs` — the `nodes` component's rows;
+//! - `table/node_record.rs` — a node's row in the job log.
 //!
 //! # The lattice
 //!
@@ -27,6 +30,7 @@
 //! | `bindings` | [`AttemptId`] | [`Binding`] (ports picked at admission), write-once (max) | the target |
 //! | `health` | [`AttemptId`] | [`Health`] (readiness, note, restart counter), last writer wins by its stamp | the target |
 //! | `milestones` | [`AttemptId`] | [`Milestones`] (`settled`, `deadline_missed`), or | the target |
+//! | `nodes` | node name | [`NodeRow`]: [`NodeIntent`] (last writer wins by stamp) × [`DrainProgress`] (max) | the intent: the node that accepted the operator's command; the progress: that node itself |
 //! | `versions` | (job id, incarnation, deployment [`Stamp`]) | [`VersionEntry`]: the [`VersionRow`] (write-once, max) × [`Rollout`] (done ∪, failed max, promoted ∨, complete ∨); the newest [`MAX_VERSIONS`] per incarnation | the row: the job write that started the deployment; `done`: slot coordinators; `failed`/`complete`: the job's coordinator; `promoted`: the accepting node |
 //!
 //! Every component is a map of lattices joined pointwise; `purged` and `floors` then filter
@@ -45,15 +49,18 @@ mod elements;
 mod format1;
 mod format2;
 mod format3;
+mod format4;
 mod lattice;
+mod node_record;
+mod nodes;
 mod replica;
 mod usage;
 mod wire;
 
 pub use elements::{
     Assignment, AttemptState, Binding, DeploymentKey, Failure, Health, HealthStatus, JobEntry,
-    JobKey, MAX_HEALTH_NOTE, MergeError, Milestones, Op, OpBody, OpOrderError, Rollout, SlotFloor,
-    SlotSet, VersionEntry, VersionRow, clip_note,
+    JobKey, MAX_HEALTH_NOTE, MergeError, Milestones, NODE_OP_JOB, Op, OpBody, OpOrderError,
+    Rollout, SlotFloor, SlotSet, VersionEntry, VersionRow, clip_note,
 };
 #[cfg(test)]
 pub(crate) use format1::encode as format1_encode;
@@ -64,7 +71,12 @@ pub(crate) use format2::tables_v2;
 #[cfg(test)]
 pub(crate) use format3::{JobEntryV3, entry_v3, tables_v3};
 pub(crate) use format3::{JobRowsV3, TablesV3};
+pub(crate) use format4::TablesV4;
+#[cfg(test)]
+pub(crate) use format4::tables_v4;
 pub use lattice::{MAX_VERSIONS, Tables};
+pub use node_record::{decode_node_record, encode_node_record};
+pub use nodes::{DrainProgress, DrainSpec, NodeIntent, NodeRow};
 pub(crate) use replica::{Received, Replica, ReplicaLimits, Touch};
 
 #[cfg(test)]

@@ -21,10 +21,11 @@ use std::net::{Ipv4Addr, SocketAddr};
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 
 use crate::config::SchedulerConfig;
+use crate::drain_intent::{NodeChange, NodeError};
 use crate::durability::Receipt;
 use crate::hash::Rng;
 use crate::ids::AttemptId;
-use crate::jobs::SubmitError;
+use crate::jobs::{Prepared, SubmitError};
 use crate::message::Message;
 use crate::scheduler::{ExecCommand, Scheduler, TaskEvent};
 use crate::spec::JobSpec;
@@ -83,6 +84,8 @@ pub struct Node {
     last_quorum: Option<Quorum>,
     ad_version: u64,
     generation: u64,
+    /// The ad's `draining` flag, mirroring the node's intent as the agent does.
+    mirrored: bool,
 }
 
 /// The cluster harness.
@@ -182,6 +185,7 @@ impl Cluster {
                     last_quorum: None,
                     ad_version: 0,
                     generation: 1,
+                    mirrored: false,
                 },
             );
         }
@@ -210,6 +214,23 @@ impl Cluster {
         let now = self.now;
         let n = self.nodes.get_mut(node).expect("unknown node");
         n.sched.submit(now, spec)
+    }
+
+    /// An operator's node command (`shoal node drain` / `eligibility`) accepted by `node`
+    /// about node `name`: prepared, then committed (the harness logs its record with the
+    /// next batch).
+    pub fn node_command(
+        &mut self,
+        node: &str,
+        name: &str,
+        change: NodeChange,
+    ) -> Result<(), NodeError> {
+        let now = self.now;
+        let n = self.nodes.get_mut(node).expect("unknown node");
+        if let Prepared::Write(w) = n.sched.prepare_node(now, name, change)? {
+            n.sched.commit(now, *w);
+        }
+        Ok(())
     }
 
     /// Stop a job on one node.
@@ -342,7 +363,7 @@ impl Cluster {
                         version: n.ad_version,
                         capacity: n.capacity,
                         attributes: n.attributes.clone().into(),
-                        draining: false,
+                        draining: n.mirrored,
                         left: false,
                         quic_addr: None,
                         http_addr: None,
@@ -356,6 +377,14 @@ impl Cluster {
 
     /// Feed every live node the current membership if it changed.
     pub fn sync_members(&mut self) {
+        // Each ad mirrors its node's intent, as the agent's does (a new ad version).
+        for n in self.nodes.values_mut().filter(|n| n.up) {
+            let refuses = n.sched.refuses_work();
+            if refuses != n.mirrored {
+                n.mirrored = refuses;
+                n.ad_version += 1;
+            }
+        }
         let names: Vec<String> = self.nodes.keys().cloned().collect();
         for name in names {
             let list = self.member_list(&name);

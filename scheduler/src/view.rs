@@ -379,6 +379,10 @@ fn describe_ended(v: &mut TaskView, state: &AttemptState) {
             TaskState::Pending
         }
         AttemptState::Killed => TaskState::Killed,
+        AttemptState::Drained => {
+            v.detail = Some("drained off its node; being placed again".to_string());
+            TaskState::Killed
+        }
         AttemptState::Lost { .. } => TaskState::Lost,
         AttemptState::Proposed => TaskState::Proposed,
         AttemptState::Admitted => TaskState::Proposed,

@@ -3,6 +3,7 @@
 pub mod agent;
 pub mod client;
 pub mod dev;
+pub mod drain;
 pub mod events;
 pub mod job;
 pub mod keyring;

@@ -1,5 +1,6 @@
-//! `shoal node list|status|forget`: views of the cluster through any agent's API, and telling
-//! the cluster that a node is gone for good.
+//! `shoal node list|status|forget|drain|eligibility`: views of the cluster through any
+//! agent's API, telling the cluster that a node is gone for good, and keeping work off a node
+//! (`drain.rs`).
 
 use std::process::ExitCode;
 
@@ -42,11 +43,64 @@ pub enum NodeCommand {
         #[command(flatten)]
         api: ApiArgs,
     },
+    /// Move a node's tasks off and keep new work away: services a few at a time (their
+    /// `update.max_parallel`) while they stay healthy, batch tasks at the deadline. Follows
+    /// the drain until it completes (Ctrl-C stops following, not the drain). Needs the token.
+    Drain {
+        /// The node's name.
+        name: String,
+        /// Stop whatever is left after this long (`90s`, `5m`, `1h`); default 1h.
+        #[arg(long, value_parser = crate::cli::drain::parse_duration_ms, conflicts_with_all = ["no_deadline", "disable"])]
+        deadline: Option<u64>,
+        /// No deadline: batch tasks finish, however long they take.
+        #[arg(long, conflicts_with = "disable")]
+        no_deadline: bool,
+        /// Stop draining (the node stays ineligible until `eligibility --enable`).
+        #[arg(long)]
+        disable: bool,
+        /// Return once the drain is written, without following it.
+        #[arg(long)]
+        detach: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
+    /// Allow (`--enable`) or refuse (`--disable`) new placements on a node; what runs there
+    /// stays. Enabling also ends a drain. Needs the token.
+    Eligibility {
+        /// The node's name.
+        name: String,
+        /// Take no new work.
+        #[arg(long, required_unless_present = "enable", conflicts_with = "enable")]
+        disable: bool,
+        /// Take new work again.
+        #[arg(long)]
+        enable: bool,
+        #[command(flatten)]
+        api: ApiArgs,
+    },
 }
 
 /// Runs a `node` subcommand.
 pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
+        NodeCommand::Drain {
+            name,
+            deadline,
+            no_deadline,
+            disable,
+            detach,
+            api,
+        } => {
+            let deadline_ms = match (deadline, no_deadline) {
+                (_, true) => None,
+                (d, false) => Some(d.unwrap_or(crate::cli::drain::DEFAULT_DEADLINE_MS)),
+            };
+            let api = Api::new(&api)?;
+            crate::cli::drain::drain(&api, &name, deadline_ms, disable, detach).await
+        }
+        NodeCommand::Eligibility {
+            name, enable, api, ..
+        } => crate::cli::drain::eligibility(&Api::new(&api)?, &name, enable).await,
         NodeCommand::List { api, json } => {
             let body = Api::new(&api)?.get("/v1/nodes").await?;
             if json {
@@ -140,8 +194,12 @@ fn table(nodes: &[NodeView]) -> String {
     for n in nodes {
         let r = &n.resources;
         let mut status = n.status.clone();
-        if n.draining {
-            status.push_str(",draining");
+        match &n.drain {
+            Some(d) if d.complete => status.push_str(",drained"),
+            Some(_) => status.push_str(",draining"),
+            None if n.draining => status.push_str(",draining"),
+            None if !n.eligible => status.push_str(",ineligible"),
+            None => {}
         }
         t.add_row([
             n.name.clone(),
@@ -169,16 +227,32 @@ fn attrs(n: &NodeView) -> String {
         .join(",")
 }
 
+/// `yes`, `no`, or the drain's progress.
+fn eligibility(n: &NodeView) -> String {
+    match &n.drain {
+        Some(d) if d.complete => "no (drained: none of its tasks is live)".to_string(),
+        Some(d) => format!(
+            "no (draining: {} tasks still live{})",
+            d.live_tasks,
+            d.deadline_ms
+                .map_or(String::new(), |ms| format!(", deadline {} s", ms / 1000))
+        ),
+        None if n.eligible => "yes".to_string(),
+        None => "no (disabled)".to_string(),
+    }
+}
+
 fn detail(n: &NodeView) -> String {
     let r = &n.resources;
     let opt = |a: Option<std::net::SocketAddr>| a.map_or("-".to_string(), |a| a.to_string());
     format!(
-        "Name        {}\nStatus      {}{}\nGossip      {}\nQUIC        {}\nHTTP        {}\nGeneration  {}\n\
+        "Name        {}\nStatus      {}{}\nEligible    {}\nGossip      {}\nQUIC        {}\nHTTP        {}\nGeneration  {}\n\
          CPU         {} of {} millicores allocated\nMemory      {} of {} MiB allocated\n\
          Disk        {} of {} MiB allocated\nAttributes  {}\nLast update {} ms since epoch\n",
         n.name,
         n.status,
         if n.draining { " (draining)" } else { "" },
+        eligibility(n),
         n.addr,
         opt(n.quic_addr),
         opt(n.http_addr),

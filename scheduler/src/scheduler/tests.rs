@@ -403,3 +403,24 @@ fn a_format_3_snapshot_and_its_job_records_are_still_read() {
         n1.tables().job("web").map(|(_, e)| e)
     );
 }
+
+#[test]
+fn a_format_4_snapshot_is_still_read_and_the_nodes_table_survives_a_restore() {
+    let mut c = Cluster::new(2, 1000, 1024, 10);
+    c.submit("n1", spec("")).unwrap();
+    assert!(c.run_until(5000, |c| c.running_count() == 2));
+    let n1 = &c.nodes["n1"].sched;
+    // Format 4: no `nodes` component at the end.
+    let mut old = postcard::to_stdvec(&(4u32, "n1", &n1.repl.hlc)).unwrap();
+    old.extend(crate::table::tables_v4(n1.tables()));
+    let restored = Scheduler::restore("n1".into(), n1.config.clone(), 1, &old).unwrap();
+    assert_eq!(restored.tables(), n1.tables());
+    // The current format keeps an intent.
+    c.node_command("n1", "n2", crate::NodeChange::Eligible(false))
+        .unwrap();
+    assert!(c.run_until(1000, |c| c.nodes["n2"].sched.refuses_work()));
+    let n1 = &c.nodes["n1"].sched;
+    let again = Scheduler::restore("n1".into(), n1.config.clone(), 1, &n1.snapshot()).unwrap();
+    assert!(again.tables().refuses_work("n2"));
+    assert_eq!(again.tables(), n1.tables());
+}

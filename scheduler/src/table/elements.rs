@@ -6,8 +6,12 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use shoal_gossip::Resources;
 
+use super::nodes::NodeRow;
 use crate::ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp};
 use crate::spec::JobSpec;
+
+/// What [`OpBody::job`] answers for a node op: no job has this id.
+pub const NODE_OP_JOB: &str = "~node";
 
 /// A job id plus incarnation.
 pub type JobKey = (String, u64);
@@ -257,8 +261,8 @@ pub struct Assignment {
 }
 
 /// The life of an attempt: a monotone lattice with the total order
-/// `Proposed < Admitted < Running(0) < Lost(0) < Running(1) < Lost(1) < … < Killed < Failed <
-/// Rejected < Exited`. The target node writes everything but `Lost`, which the slot's
+/// `Proposed < Admitted < Running(0) < Lost(0) < Running(1) < Lost(1) < … < Killed < Drained <
+/// Failed < Rejected < Exited`. The target node writes everything but `Lost`, which the slot's
 /// coordinator writes once SWIM declares the target down. A loss is not final: a target that
 /// still runs the attempt *reclaims* it by writing the next round's `Running`, and a real
 /// outcome reported by the target ranks above every round (`docs/faults.md`).
@@ -306,6 +310,10 @@ pub enum AttemptState {
         /// Exit code.
         code: i32,
     },
+    /// Stopped by its target because the node drains (`docs/services.md`, §5): re-placed at
+    /// once, spending neither restart attempts nor retries. Appended last so the earlier
+    /// variants keep their encoding; ranked between `Killed` and `Failed`.
+    Drained,
 }
 
 impl AttemptState {
@@ -385,9 +393,10 @@ impl AttemptState {
             AttemptState::Running { round, .. } => (2, *round, 0),
             AttemptState::Lost { round } => (2, *round, 1),
             AttemptState::Killed => (3, 0, 0),
-            AttemptState::Failed { .. } => (4, 0, 0),
-            AttemptState::Rejected { .. } => (5, 0, 0),
-            AttemptState::Exited { .. } => (6, 0, 0),
+            AttemptState::Drained => (4, 0, 0),
+            AttemptState::Failed { .. } => (5, 0, 0),
+            AttemptState::Rejected { .. } => (6, 0, 0),
+            AttemptState::Exited { .. } => (7, 0, 0),
         }
     }
 }
@@ -591,6 +600,13 @@ pub enum OpBody {
         /// What grew.
         rollout: Rollout,
     },
+    /// A node's intent or drain progress (appended last; `docs/services.md`, §5).
+    Node {
+        /// The node's name.
+        node: Name,
+        /// What grew.
+        row: NodeRow,
+    },
 }
 
 impl OpBody {
@@ -606,6 +622,8 @@ impl OpBody {
             | OpBody::Milestones { id, .. } => &id.job,
             OpBody::Floor { slot, .. } => &slot.job,
             OpBody::Purge { job, .. } | OpBody::Rollout { job, .. } => job,
+            // Not about a job: no job id contains `~` (`docs/services.md`, §5).
+            OpBody::Node { .. } => NODE_OP_JOB,
         }
     }
 }

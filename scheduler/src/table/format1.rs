@@ -118,6 +118,7 @@ impl From<TablesV1> for Tables {
             health: BTreeMap::new(),
             milestones: BTreeMap::new(),
             versions: BTreeMap::new(),
+            nodes: BTreeMap::new(),
         }
         .into()
     }

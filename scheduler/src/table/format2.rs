@@ -68,6 +68,7 @@ impl From<TablesV2> for Tables {
             health: BTreeMap::new(),
             milestones: BTreeMap::new(),
             versions: BTreeMap::new(),
+            nodes: BTreeMap::new(),
         }
         .into()
     }
@@ -98,7 +99,7 @@ pub(crate) fn state_v2(s: &AttemptState) -> AttemptStateV2 {
         AttemptState::Admitted => AttemptStateV2::Admitted,
         AttemptState::Running { round, .. } => AttemptStateV2::Running { round },
         AttemptState::Lost { round } => AttemptStateV2::Lost { round },
-        AttemptState::Killed => AttemptStateV2::Killed,
+        AttemptState::Killed | AttemptState::Drained => AttemptStateV2::Killed,
         AttemptState::Failed { reason } => AttemptStateV2::Failed { reason },
         AttemptState::Rejected { reason } => AttemptStateV2::Rejected { reason },
         AttemptState::Exited { code } => AttemptStateV2::Exited { code },

@@ -72,6 +72,7 @@ impl From<TablesV3> for Tables {
             health: t.health,
             milestones: BTreeMap::new(),
             versions: BTreeMap::new(),
+            nodes: BTreeMap::new(),
         }
         .into()
     }

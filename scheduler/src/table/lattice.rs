@@ -10,6 +10,7 @@ use super::elements::{
     Assignment, AttemptState, Binding, DeploymentKey, Health, JobEntry, JobKey, MergeError,
     Milestones, Op, OpBody, OpOrderError, Rollout, SlotFloor, VersionEntry, VersionRow,
 };
+use super::nodes::NodeRow;
 use crate::ids::{AttemptId, Name, SlotKey, Stamp, VersionVector};
 
 /// Versions kept per job incarnation: the newest by deployment stamp (top-k of a union is a
@@ -40,6 +41,9 @@ pub struct Tables {
     /// The `versions` component: job versions and their rollouts, by (job, incarnation,
     /// deployment), at most [`MAX_VERSIONS`] per incarnation (`docs/services.md`, §4).
     pub(super) versions: BTreeMap<JobKey, BTreeMap<Stamp, VersionEntry>>,
+    /// The `nodes` component: intents and drain progress by node name (`docs/services.md`,
+    /// §5). Never purged.
+    pub(super) nodes: BTreeMap<Name, NodeRow>,
 }
 
 impl Tables {
@@ -192,6 +196,23 @@ impl Tables {
             .flat_map(|((j, i), m)| m.iter().map(move |(d, v)| ((j.as_str(), *i, d), v)))
     }
 
+    /// A node's intent and drain progress (none: no operator ever touched it).
+    #[must_use]
+    pub fn node(&self, name: &str) -> Option<&NodeRow> {
+        self.nodes.get(name)
+    }
+
+    /// Every node row, by name.
+    pub fn nodes(&self) -> impl Iterator<Item = (&Name, &NodeRow)> {
+        self.nodes.iter()
+    }
+
+    /// Whether the operator keeps new work off `name` (ineligible or draining).
+    #[must_use]
+    pub fn refuses_work(&self, name: &str) -> bool {
+        self.nodes.get(name).is_some_and(NodeRow::refuses_work)
+    }
+
     /// Attempts of one slot, oldest first.
     pub fn slot_attempts<'a>(
         &'a self,
@@ -289,6 +310,7 @@ impl Tables {
             + self.floors.len()
             + self.purged.len()
             + self.versions.len()
+            + self.nodes.len()
     }
 
     fn is_purged(&self, job: &str, incarnation: u64) -> bool {
@@ -327,6 +349,12 @@ impl Tables {
                     rollout: normal(rollout),
                 };
                 self.join_version((job.clone(), *incarnation, deployment.clone()), &entry)
+            }
+            OpBody::Node { node, row } => {
+                if row.is_empty() {
+                    return false;
+                }
+                self.nodes.entry(node.clone()).or_default().join(row)
             }
         }
     }
@@ -559,6 +587,10 @@ impl Tables {
                 id: id.clone(),
                 marks,
             });
+        let nodes = other.nodes.iter().map(|(node, row)| OpBody::Node {
+            node: node.clone(),
+            row: row.clone(),
+        });
         purges
             .chain(floors)
             .chain(jobs)
@@ -567,6 +599,7 @@ impl Tables {
             .chain(bindings)
             .chain(healths)
             .chain(marks)
+            .chain(nodes)
     }
 }
 

@@ -19,6 +19,8 @@ pub(crate) enum Touch {
     Job(Name),
     /// An attempt's assignment or state.
     Attempt(AttemptId),
+    /// A node's intent or drain progress (`docs/services.md`, §5).
+    Node(Name),
     /// A state merge: re-examine everything.
     Everything,
 }
@@ -244,6 +246,9 @@ impl Replica {
                 OpBody::Purge { job, .. } => {
                     self.rebuild_usage();
                     self.touched.insert(Touch::Job(job.as_str().into()));
+                }
+                OpBody::Node { node, .. } => {
+                    self.touched.insert(Touch::Node(node.clone()));
                 }
             }
         }

@@ -171,6 +171,7 @@ fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
                 3 => AttemptState::Killed,
                 4 => AttemptState::Failed { reason: "x".into() },
                 5 => AttemptState::Rejected { reason: "y".into() },
+                6 if code == 0 => AttemptState::Drained,
                 _ => AttemptState::Exited { code },
             },
         }
@@ -190,7 +191,27 @@ fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
         job: format!("j{j}"),
         incarnation: i,
     });
+    // Few stamps, so that equal stamps with different intents (a buggy peer) occur.
+    let node = (0u8..2, 0u64..3, 0u8..3, 0u64..3, any::<bool>()).prop_map(
+        move |(n, t, kind, deadline, done)| OpBody::Node {
+            node: format!("n{n}").into(),
+            row: crate::table::NodeRow {
+                intent: (kind > 0).then(|| crate::table::NodeIntent {
+                    stamp: stamp(writer, t),
+                    eligible: kind == 1,
+                    drain: (kind == 2).then_some(crate::table::DrainSpec {
+                        deadline_ms: (deadline > 0).then_some(deadline * 1000),
+                    }),
+                }),
+                progress: (kind == 0).then(|| crate::table::DrainProgress {
+                    drain: stamp(0, t),
+                    done,
+                }),
+            },
+        },
+    );
     prop_oneof![
+        2 => node,
         3 => job,
         4 => assign,
         5 => state,
@@ -293,6 +314,7 @@ proptest! {
             health: BTreeMap<&'a AttemptId, &'a Health>,
             milestones: BTreeMap<&'a AttemptId, Milestones>,
             versions: BTreeMap<(&'a str, u64), BTreeMap<&'a Stamp, &'a VersionEntry>>,
+            nodes: BTreeMap<&'a crate::ids::Name, &'a crate::table::NodeRow>,
         }
         let t = state_from(&h, &[usize::MAX; 3], &order);
         let old = TwoMaps {
@@ -309,6 +331,7 @@ proptest! {
                 m.entry((j, i)).or_insert_with(BTreeMap::new).insert(d, v);
                 m
             }),
+            nodes: t.nodes().collect(),
         };
         let bytes = postcard::to_stdvec(&t).unwrap();
         prop_assert_eq!(&bytes, &postcard::to_stdvec(&old).unwrap());

@@ -3,7 +3,8 @@
 //! are two sorted maps; an attempt row contributes to each component it has), the jobs
 //! table as one flat map keyed by `(id, incarnation)`, then `bindings` (added with
 //! snapshot format 2, `docs/services.md`), `health` (format 3), then `milestones` and
-//! `versions` (format 4, which also appended three fields to every job entry).
+//! `versions` (format 4, which also appended three fields to every job entry), then `nodes`
+//! (format 5).
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -15,7 +16,8 @@ use super::elements::{
     Assignment, AttemptState, Binding, Health, JobKey, Milestones, SlotFloor, VersionEntry,
 };
 use super::lattice::{JobMap, Tables};
-use crate::ids::{AttemptId, SlotKey, Stamp, VersionVector};
+use super::nodes::NodeRow;
+use crate::ids::{AttemptId, Name, SlotKey, Stamp, VersionVector};
 
 /// The `versions` component as it is encoded.
 pub(super) type Versions = BTreeMap<JobKey, BTreeMap<Stamp, VersionEntry>>;
@@ -65,6 +67,7 @@ struct TablesRef<'a> {
     health: Column<'a, Health>,
     milestones: Column<'a, Milestones>,
     versions: &'a Versions,
+    nodes: &'a BTreeMap<Name, NodeRow>,
 }
 
 #[derive(Deserialize)]
@@ -81,6 +84,7 @@ pub(super) struct TablesOwned {
     pub(super) health: BTreeMap<AttemptId, Health>,
     pub(super) milestones: BTreeMap<AttemptId, Milestones>,
     pub(super) versions: Versions,
+    pub(super) nodes: BTreeMap<Name, NodeRow>,
 }
 
 impl Serialize for Tables {
@@ -111,6 +115,7 @@ impl Serialize for Tables {
                 get: |r| (!r.marks.is_empty()).then_some(&r.marks),
             },
             versions: &self.versions,
+            nodes: &self.nodes,
         }
         .serialize(serializer)
     }
@@ -142,7 +147,10 @@ impl From<TablesOwned> for Tables {
         }
         let mut versions = t.versions;
         versions.retain(|_, m| !m.is_empty());
+        let mut nodes = t.nodes;
+        nodes.retain(|_, r| !r.is_empty());
         Tables {
+            nodes,
             jobs: t.jobs,
             attempts,
             floors: t.floors,
