@@ -157,12 +157,17 @@ pub struct Stats {
     /// them).
     #[serde(default)]
     pub identity_chases: u64,
+    /// Follow-up announces sent after joining (`docs/membership.md`).
+    #[serde(default)]
+    pub follow_up_announces: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Tick {
     Swim(Timer<NodeId>),
     JoinRetry,
+    /// A follow-up announce after joining (`Membership::follow_up_join`).
+    FollowUp(u8),
     Sync,
     Scan,
 }
@@ -546,6 +551,7 @@ impl Membership {
             }
             Tick::Swim(timer) => self.swim_call(|swim, rt| swim.handle_timer(timer, rt)),
             Tick::JoinRetry => self.retry_join(),
+            Tick::FollowUp(k) => self.follow_up_join(k),
             Tick::Sync => {
                 self.sync_with_random_member();
                 self.chase_unheard();

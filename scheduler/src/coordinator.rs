@@ -111,6 +111,7 @@ impl Scheduler {
             if let SlotStatus::Live {
                 id, target, state, ..
             } = &status
+                && self.down_covers(id, target)
                 && self.settled_down(target)
                 && let Some(lost) = state.lost()
             {
@@ -129,7 +130,7 @@ impl Scheduler {
             } => {
                 self.coord.pending.remove(&key);
                 self.coord.retry.remove(&key);
-                if self.target_down(&target) {
+                if self.target_down(&target) && self.down_covers(&id, &target) {
                     if self.settled_down(&target)
                         && let Some(lost) = state.lost()
                     {
@@ -321,6 +322,7 @@ impl Scheduler {
             placer: self.node.as_str().into(),
         };
         let assignment = Assignment {
+            generation: self.generation_of(&target),
             target: target.as_str().into(),
             resources: ctx.entry.spec.resources.to_resources(),
             epoch: ctx.entry.epoch.clone(),

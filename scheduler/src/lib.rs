@@ -100,7 +100,7 @@
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
 //! lib → catalog, config, drain_intent, durability, events, health, ids, jobs, message, placement, scheduler, spec, table, versions, view
-//! members → hash, placement, roles, scheduler
+//! members → hash, ids, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
 //! ports → hash, ids, spec

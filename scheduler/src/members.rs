@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd};
 
 use crate::hash::name_hash;
+use crate::ids::AttemptId;
 use crate::placement::Candidate;
 use crate::roles::{ABSENT_SETTLE_MS, Members, Wake, down_or_gone};
 use crate::scheduler::Scheduler;
@@ -68,6 +69,24 @@ impl Scheduler {
     /// [`Scheduler::settled_down`] says so.
     pub(crate) fn target_down(&self, name: &str) -> bool {
         self.members.is_down(name) || self.is_absent(name)
+    }
+
+    /// Whether `target`'s down mark in this view covers the attempt `id`: not when the
+    /// attempt was placed on a newer generation of the target than the one marked down. Its
+    /// placer saw that start alive; this node has not heard of it yet, and condemning the
+    /// attempt would kill a task a restarted node just admitted (simulator finding 15). A
+    /// target missing from the view is covered (it waits `ABSENT_SETTLE_MS`).
+    pub(crate) fn down_covers(&self, id: &AttemptId, target: &str) -> bool {
+        let placed_on = self.tables().assignment(id).map_or(0, |a| a.generation);
+        self.members
+            .all
+            .get(target)
+            .is_none_or(|m| m.id.generation >= placed_on)
+    }
+
+    /// The generation of `name` in this view (0 when it is not in the view).
+    pub(crate) fn generation_of(&self, name: &str) -> u64 {
+        self.members.all.get(name).map_or(0, |m| m.id.generation)
     }
 
     fn members_is_down(&self, all: &BTreeMap<String, MemberInfo>, name: &str) -> bool {

@@ -287,6 +287,7 @@ mod tests {
                         target: "n3".into(),
                         resources: Resources::default(),
                         epoch: stamp,
+                        generation: 0,
                     },
                 },
             ),

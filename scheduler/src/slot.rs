@@ -228,6 +228,7 @@ mod tests {
             target: "t".into(),
             resources: Resources::default(),
             epoch: stamp(1),
+            generation: 0,
         };
         t.join_body(&OpBody::Assign {
             id: id.clone(),

@@ -101,6 +101,10 @@ pub struct Cluster {
     /// Per-observer disagreement: `believes_down[observer]` are shown as down to that observer
     /// only (a membership split without a network split).
     pub believes_down: BTreeMap<String, BTreeSet<String>>,
+    /// Per-observer stale generations: `stale_generation[observer][name]` is the generation of
+    /// `name` shown to that observer instead of the current one (it has not heard of a
+    /// restart yet).
+    pub stale_generation: BTreeMap<String, BTreeMap<String, u64>>,
     /// Directed links that drop every message: `(from, to)`.
     pub cut: BTreeSet<(String, String)>,
     /// Probability (per mille) that a message is lost.
@@ -195,6 +199,7 @@ impl Cluster {
             processes: Vec::new(),
             declared_down: BTreeSet::new(),
             believes_down: BTreeMap::new(),
+            stale_generation: BTreeMap::new(),
             cut: BTreeSet::new(),
             loss_permille: 0,
             delivered: 0,
@@ -346,11 +351,17 @@ impl Cluster {
                         .get(observer)
                         .is_some_and(|d| d.contains(name)))
                     && name != observer;
+                let generation = self
+                    .stale_generation
+                    .get(observer)
+                    .and_then(|g| g.get(name))
+                    .copied()
+                    .unwrap_or(n.generation);
                 MemberInfo {
                     id: NodeId {
                         name: name.as_str().into(),
                         addr: SocketAddr::from((Ipv4Addr::LOCALHOST, 7000 + i as u16)),
-                        generation: n.generation,
+                        generation,
                     },
                     status: if down {
                         MemberStatus::Down
@@ -359,7 +370,7 @@ impl Cluster {
                     },
                     ad: Some(ResourceAd {
                         node: name.as_str().into(),
-                        generation: n.generation,
+                        generation,
                         version: n.ad_version,
                         capacity: n.capacity,
                         attributes: n.attributes.clone().into(),

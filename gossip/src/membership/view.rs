@@ -69,6 +69,7 @@ impl Membership {
         }
         if self.joined_at.is_none() && status == MemberStatus::Alive && id != *self.identity() {
             self.joined_at = Some(now);
+            self.schedule_follow_ups(now);
         }
         let from = match self.records.get_mut(&id.name) {
             Some(r) if r.id.generation > id.generation => return, // an older incarnation

@@ -258,6 +258,11 @@ pub struct Assignment {
     pub resources: Resources,
     /// Job epoch the attempt was placed for.
     pub epoch: Stamp,
+    /// The target's generation (one start of its agent) that the placer saw alive. A down
+    /// mark of an older generation does not condemn the attempt: the target has restarted
+    /// since, which the placer knew and the condemner has not heard yet (`docs/faults.md`).
+    /// 0 when unknown (written before snapshot format 5): any down mark condemns.
+    pub generation: u64,
 }
 
 /// The life of an attempt: a monotone lattice with the total order

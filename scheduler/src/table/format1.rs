@@ -7,8 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Deserialize;
 
-use super::elements::{Assignment, JobEntry, JobKey, SlotFloor};
+use super::elements::{JobEntry, JobKey, SlotFloor};
 use super::format2::AttemptStateV2;
+use super::format4::{AssignmentV4, assignments_v4};
 use super::lattice::{JobMap, Tables};
 use super::wire::TablesOwned;
 use crate::ids::{AttemptId, SlotKey, Stamp, VersionVector};
@@ -93,7 +94,7 @@ impl From<JobEntryV1> for JobEntry {
 #[derive(Deserialize)]
 pub(crate) struct TablesV1 {
     jobs: BTreeMap<JobKey, JobEntryV1>,
-    assignments: BTreeMap<AttemptId, Assignment>,
+    assignments: BTreeMap<AttemptId, AssignmentV4>,
     states: BTreeMap<AttemptId, AttemptStateV2>,
     floors: BTreeMap<SlotKey, SlotFloor>,
     purged: BTreeSet<JobKey>,
@@ -109,7 +110,7 @@ impl From<TablesV1> for Tables {
         }
         TablesOwned {
             jobs,
-            assignments: t.assignments,
+            assignments: assignments_v4(t.assignments),
             states: t.states.into_iter().map(|(id, s)| (id, s.into())).collect(),
             floors: t.floors,
             purged: t.purged,
@@ -178,7 +179,7 @@ pub(crate) mod encode {
             .states()
             .map(|(id, s)| (id, super::super::format2::state_v2(s)))
             .collect();
-        let assignments: BTreeMap<&AttemptId, &Assignment> = t.assignments().collect();
+        let assignments = crate::table::format4::old_assignments(t);
         let jobs = MapOf(jobs);
         postcard::to_stdvec(&(jobs, assignments, states, &t.floors, &t.purged, &t.clock)).unwrap()
     }

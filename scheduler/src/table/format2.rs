@@ -6,8 +6,9 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::elements::{Assignment, AttemptState, Binding, JobKey, SlotFloor};
+use super::elements::{AttemptState, Binding, JobKey, SlotFloor};
 use super::format3::{JobEntryV3, jobs_v3};
+use super::format4::{AssignmentV4, assignments_v4};
 use super::lattice::Tables;
 use super::wire::TablesOwned;
 use crate::ids::{AttemptId, Hlc, SlotKey, VersionVector};
@@ -47,7 +48,7 @@ impl From<AttemptStateV2> for AttemptState {
 #[derive(Deserialize)]
 pub(crate) struct TablesV2 {
     jobs: BTreeMap<JobKey, JobEntryV3>,
-    assignments: BTreeMap<AttemptId, Assignment>,
+    assignments: BTreeMap<AttemptId, AssignmentV4>,
     states: BTreeMap<AttemptId, AttemptStateV2>,
     floors: BTreeMap<SlotKey, SlotFloor>,
     purged: BTreeSet<JobKey>,
@@ -59,7 +60,7 @@ impl From<TablesV2> for Tables {
     fn from(t: TablesV2) -> Self {
         TablesOwned {
             jobs: jobs_v3(t.jobs),
-            assignments: t.assignments,
+            assignments: assignments_v4(t.assignments),
             states: t.states.into_iter().map(|(id, s)| (id, s.into())).collect(),
             floors: t.floors,
             purged: t.purged,
@@ -82,7 +83,7 @@ pub(crate) fn tables_v2(t: &Tables) -> Vec<u8> {
         .map(|((id, inc), e)| ((id.to_string(), inc), super::format3::entry_v3(e)))
         .collect();
     let states: BTreeMap<&AttemptId, _> = t.states().map(|(id, s)| (id, state_v2(s))).collect();
-    let assignments: BTreeMap<&AttemptId, &Assignment> = t.assignments().collect();
+    let assignments = crate::table::format4::old_assignments(t);
     let bindings: BTreeMap<&AttemptId, &Binding> = t.bindings().collect();
     let parts = (jobs, assignments, states, &t.floors, &t.purged);
     postcard::to_stdvec(&(

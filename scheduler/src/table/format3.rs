@@ -7,7 +7,8 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
-use super::elements::{Assignment, AttemptState, Binding, Health, JobEntry, JobKey, SlotFloor};
+use super::elements::{AttemptState, Binding, Health, JobEntry, JobKey, SlotFloor};
+use super::format4::{AssignmentV4, assignments_v4};
 use super::lattice::{JobMap, Tables};
 use super::wire::TablesOwned;
 use crate::ids::{AttemptId, SlotKey, Stamp, VersionVector};
@@ -50,7 +51,7 @@ pub(super) fn jobs_v3(flat: BTreeMap<JobKey, JobEntryV3>) -> JobMap {
 #[derive(Deserialize)]
 pub(crate) struct TablesV3 {
     jobs: BTreeMap<JobKey, JobEntryV3>,
-    assignments: BTreeMap<AttemptId, Assignment>,
+    assignments: BTreeMap<AttemptId, AssignmentV4>,
     states: BTreeMap<AttemptId, AttemptState>,
     floors: BTreeMap<SlotKey, SlotFloor>,
     purged: BTreeSet<JobKey>,
@@ -63,7 +64,7 @@ impl From<TablesV3> for Tables {
     fn from(t: TablesV3) -> Self {
         TablesOwned {
             jobs: jobs_v3(t.jobs),
-            assignments: t.assignments,
+            assignments: assignments_v4(t.assignments),
             states: t.states,
             floors: t.floors,
             purged: t.purged,
@@ -102,7 +103,7 @@ pub(crate) fn tables_v3(t: &Tables) -> Vec<u8> {
         .jobs()
         .map(|((id, inc), e)| ((id.to_string(), inc), entry_v3(e)))
         .collect();
-    let assignments: BTreeMap<&AttemptId, &Assignment> = t.assignments().collect();
+    let assignments = crate::table::format4::old_assignments(t);
     let states: BTreeMap<&AttemptId, &AttemptState> = t.states().collect();
     let bindings: BTreeMap<&AttemptId, &Binding> = t.bindings().collect();
     let health: BTreeMap<&AttemptId, &Health> = t.healths().collect();

@@ -1,21 +1,67 @@
-//! Reading snapshot format 4, written before the `nodes` component (`docs/services.md`, §5):
-//! the same components, without `nodes` at the end.
+//! Reading snapshot format 4, written before the `nodes` component (`docs/services.md`, §5)
+//! and before an assignment named the target's generation (`docs/faults.md`): the same
+//! components, without `nodes` at the end. [`AssignmentV4`] is the assignment of formats 1
+//! to 4.
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use shoal_gossip::Resources;
 
 use super::elements::{Assignment, AttemptState, Binding, Health, JobKey, Milestones, SlotFloor};
 use super::lattice::{JobMap, Tables};
 use super::wire::{TablesOwned, Versions, flat_jobs};
-use crate::ids::{AttemptId, SlotKey, VersionVector};
+use crate::ids::{AttemptId, Name, SlotKey, Stamp, VersionVector};
+
+/// [`Assignment`] as formats 1 to 4 encoded it: without the target's generation, which reads
+/// as 0 (unknown: any down mark of the target condemns the attempt, as it did then).
+#[derive(Serialize, Deserialize)]
+pub(crate) struct AssignmentV4 {
+    target: Name,
+    resources: Resources,
+    epoch: Stamp,
+}
+
+impl From<AssignmentV4> for Assignment {
+    fn from(a: AssignmentV4) -> Self {
+        Assignment {
+            target: a.target,
+            resources: a.resources,
+            epoch: a.epoch,
+            generation: 0,
+        }
+    }
+}
+
+impl From<&Assignment> for AssignmentV4 {
+    fn from(a: &Assignment) -> Self {
+        AssignmentV4 {
+            target: a.target.clone(),
+            resources: a.resources,
+            epoch: a.epoch.clone(),
+        }
+    }
+}
+
+/// Old assignments read as current ones.
+pub(crate) fn assignments_v4(
+    old: BTreeMap<AttemptId, AssignmentV4>,
+) -> BTreeMap<AttemptId, Assignment> {
+    old.into_iter().map(|(id, a)| (id, a.into())).collect()
+}
+
+/// Test support: the assignments of `t` as formats 1 to 4 encoded them.
+#[cfg(test)]
+pub(crate) fn old_assignments(t: &Tables) -> BTreeMap<&AttemptId, AssignmentV4> {
+    t.assignments().map(|(id, a)| (id, a.into())).collect()
+}
 
 /// The tables as snapshot format 4 encoded them.
 #[derive(Deserialize)]
 pub(crate) struct TablesV4 {
     #[serde(with = "flat_jobs")]
     jobs: JobMap,
-    assignments: BTreeMap<AttemptId, Assignment>,
+    assignments: BTreeMap<AttemptId, AssignmentV4>,
     states: BTreeMap<AttemptId, AttemptState>,
     floors: BTreeMap<SlotKey, SlotFloor>,
     purged: BTreeSet<JobKey>,
@@ -30,7 +76,7 @@ impl From<TablesV4> for Tables {
     fn from(t: TablesV4) -> Self {
         TablesOwned {
             jobs: t.jobs,
-            assignments: t.assignments,
+            assignments: assignments_v4(t.assignments),
             states: t.states,
             floors: t.floors,
             purged: t.purged,
@@ -45,15 +91,13 @@ impl From<TablesV4> for Tables {
     }
 }
 
-/// Test support: `tables` as snapshot format 4 encoded them (format 5 without `nodes`).
+/// Test support: `tables` as snapshot format 4 encoded them (format 5 without `nodes` and
+/// without the assignments' generations).
 #[cfg(test)]
 pub(crate) fn tables_v4(t: &Tables) -> Vec<u8> {
-    let mut bytes = postcard::to_stdvec(t).expect("encodes");
-    // `nodes` is the last field: an empty map encodes as one zero byte.
     assert!(
         t.nodes().next().is_none(),
         "tables_v4 takes tables without nodes"
     );
-    assert_eq!(bytes.pop(), Some(0));
-    bytes
+    super::wire::encode_v4(t)
 }

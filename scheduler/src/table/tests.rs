@@ -119,6 +119,7 @@ fn arb_body(writer: u8, t: u64) -> impl Strategy<Value = OpBody> {
                     disk_mib: 0,
                 },
                 epoch: stamp(0, 1),
+                generation: 0,
             },
         });
     let binding = (key.clone(), 0u8..2, 20000u16..20003).prop_map(|((j, i, s, n, p), ip, port)| {
@@ -462,6 +463,7 @@ fn purge_removes_rows_and_blocks_stale_writes() {
         target: "n1".into(),
         resources: Resources::default(),
         epoch: st,
+        generation: 0,
     };
     t.join_body(&OpBody::Assign {
         id: id.clone(),
@@ -524,6 +526,7 @@ fn the_running_incumbent_is_current_whatever_order_the_rows_came_in() {
             target: format!("n{target}").into(),
             resources: Resources::default(),
             epoch: stamp(1, epoch),
+            generation: 0,
         },
     };
     let state = |n: u32, placer: u8, state: AttemptState| OpBody::State {
@@ -574,6 +577,7 @@ fn the_first_started_copy_wins_a_tie_of_attempt_numbers() {
             target: format!("n{target}").into(),
             resources: Resources::default(),
             epoch: stamp(1, 1),
+            generation: 0,
         },
     };
     let running = |n: u32, placer: u8, since: u64| OpBody::State {
@@ -615,6 +619,7 @@ fn format_2_states_read_as_unstamped() {
             target: "n1".into(),
             resources: Resources::default(),
             epoch: stamp(1, 1),
+            generation: 0,
         },
     });
     t.join_body(&OpBody::State {

@@ -199,3 +199,47 @@ pub(super) mod flat_jobs {
         Ok(jobs)
     }
 }
+
+/// Test support: `t` as snapshot format 4 encoded it (`format4::tables_v4`): the
+/// components of format 5 but `nodes`, with assignments without the target's generation.
+#[cfg(test)]
+pub(super) fn encode_v4(t: &Tables) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct V4<'a> {
+        jobs: Jobs<'a>,
+        assignments: BTreeMap<&'a AttemptId, super::format4::AssignmentV4>,
+        states: Column<'a, AttemptState>,
+        floors: &'a BTreeMap<SlotKey, SlotFloor>,
+        purged: &'a BTreeSet<JobKey>,
+        clock: &'a VersionVector,
+        bindings: Column<'a, Binding>,
+        health: Column<'a, Health>,
+        milestones: Column<'a, Milestones>,
+        versions: &'a Versions,
+    }
+    postcard::to_stdvec(&V4 {
+        jobs: Jobs(&t.jobs),
+        assignments: super::format4::old_assignments(t),
+        states: Column {
+            rows: &t.attempts,
+            get: |r| r.state.as_ref(),
+        },
+        floors: &t.floors,
+        purged: &t.purged,
+        clock: &t.clock,
+        bindings: Column {
+            rows: &t.attempts,
+            get: |r| r.binding.as_deref(),
+        },
+        health: Column {
+            rows: &t.attempts,
+            get: |r| r.health.as_deref(),
+        },
+        milestones: Column {
+            rows: &t.attempts,
+            get: |r| (!r.marks.is_empty()).then_some(&r.marks),
+        },
+        versions: &t.versions,
+    })
+    .expect("encodes")
+}
