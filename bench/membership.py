@@ -12,13 +12,14 @@ Measures, per N:
 Optionally with a CPU hog (one busy process per core) running beside the agents.
 
 Usage: bench/membership.py [--sizes 8,16,32] [--idle 30] [--kills 3] [--hog] [--out FILE]
-Needs a release build: cargo build --release
+Join runs only (issue 17): bench/membership.py --sizes 32 --repeat 50 --idle 0 --kills 0
+Needs a release build: cargo build --release (or SHOAL_BIN=/path/to/shoal)
 """
 import argparse, json, os, re, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 from datetime import datetime
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-BIN = os.path.join(ROOT, "target", "release", "shoal")
+BIN = os.environ.get("SHOAL_BIN") or os.path.join(ROOT, "target", "release", "shoal")
 TS = re.compile(r"^(\S+Z)\s")
 STATUS = re.compile(r"member status member=(\S+?)@\S+ from=\S+ to=(\w+)")
 
@@ -124,6 +125,9 @@ def run_size(n, idle_s, kills, hog):
             for t, m, s in status_events(a):
                 if s == "alive" and m not in firsts: firsts[m] = t
             conv = max(conv, max(firsts.values()) - last_start)
+        if idle_s <= 0 and kills == 0:
+            # Join runs only (--idle 0 --kills 0).
+            return {"n": n, "hog": hog, "converge_s": round(conv, 3)}
         # idle window
         time.sleep(2)
         tick = os.sysconf("SC_CLK_TCK")
@@ -173,12 +177,14 @@ def main():
     p.add_argument("--sizes", default="8,16,32"); p.add_argument("--idle", type=float, default=30)
     p.add_argument("--kills", type=int, default=3); p.add_argument("--hog", action="store_true")
     p.add_argument("--out")
+    p.add_argument("--repeat", type=int, default=1, help="run each size this many times")
     a = p.parse_args()
     if not os.path.exists(BIN): raise SystemExit("build first: cargo build --release")
     results = []
     for n in [int(x) for x in a.sizes.split(",")]:
-        r = run_size(n, a.idle, a.kills, a.hog); results.append(r)
-        print(json.dumps(r), flush=True)
+        for _ in range(a.repeat):
+            r = run_size(n, a.idle, a.kills, a.hog); results.append(r)
+            print(json.dumps(r), flush=True)
     if a.out:
         with open(a.out, "w") as f: json.dump(results, f, indent=2)
 
