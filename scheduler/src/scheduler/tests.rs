@@ -422,7 +422,12 @@ fn a_format_4_snapshot_is_still_read_and_the_nodes_table_survives_a_restore() {
         crate::table::tables_v4(n1.tables())
     );
     assert!(n1.tables().assignments().all(|(_, a)| a.generation == 1));
-    assert!(restored.tables().assignments().all(|(_, a)| a.generation == 0));
+    assert!(
+        restored
+            .tables()
+            .assignments()
+            .all(|(_, a)| a.generation == 0)
+    );
     // The current format keeps an intent.
     c.node_command("n1", "n2", crate::NodeChange::Eligible(false))
         .unwrap();
