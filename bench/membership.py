@@ -157,7 +157,7 @@ def run_size(n, idle_s, kills, hog):
                     fps.append(f"{a.name} saw {m} {s}")
         return {
             "n": n, "hog": hog, "converge_s": round(conv, 3),
-            "detect_all_s_median": round(statistics.median(d["all_s"] for d in detections), 3),
+            "detect_all_s_median": round(statistics.median(d["all_s"] for d in detections), 3) if detections else None,
             "detect_all_s": [round(d["all_s"], 3) for d in detections],
             "detect_median_survivor_s": [round(d["median_s"], 3) for d in detections],
             "idle_cpu_pct_mean": round(statistics.mean(cpu), 3), "idle_cpu_pct_max": round(max(cpu), 3),
