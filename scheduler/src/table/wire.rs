@@ -54,11 +54,14 @@ impl Serialize for Jobs<'_> {
     }
 }
 
+/// The components as they are encoded. `A` is the assignments (old formats wrote them
+/// without the target's generation) and `N` the nodes (`()` for format 4, which ends before
+/// them: postcard writes nothing for a unit).
 #[derive(Serialize)]
 #[serde(rename = "Tables")]
-struct TablesRef<'a> {
+struct TablesRef<'a, A, N> {
     jobs: Jobs<'a>,
-    assignments: Column<'a, Assignment>,
+    assignments: A,
     states: Column<'a, AttemptState>,
     floors: &'a BTreeMap<SlotKey, SlotFloor>,
     purged: &'a BTreeSet<JobKey>,
@@ -67,7 +70,37 @@ struct TablesRef<'a> {
     health: Column<'a, Health>,
     milestones: Column<'a, Milestones>,
     versions: &'a Versions,
-    nodes: &'a BTreeMap<Name, NodeRow>,
+    nodes: N,
+}
+
+impl<'a, A, N> TablesRef<'a, A, N> {
+    fn of(t: &'a Tables, assignments: A, nodes: N) -> Self {
+        TablesRef {
+            jobs: Jobs(&t.jobs),
+            assignments,
+            states: Column {
+                rows: &t.attempts,
+                get: |r| r.state.as_ref(),
+            },
+            floors: &t.floors,
+            purged: &t.purged,
+            clock: &t.clock,
+            bindings: Column {
+                rows: &t.attempts,
+                get: |r| r.binding.as_deref(),
+            },
+            health: Column {
+                rows: &t.attempts,
+                get: |r| r.health.as_deref(),
+            },
+            milestones: Column {
+                rows: &t.attempts,
+                get: |r| (!r.marks.is_empty()).then_some(&r.marks),
+            },
+            versions: &t.versions,
+            nodes,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -89,35 +122,11 @@ pub(super) struct TablesOwned {
 
 impl Serialize for Tables {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        TablesRef {
-            jobs: Jobs(&self.jobs),
-            assignments: Column {
-                rows: &self.attempts,
-                get: |r| r.assignment.as_ref(),
-            },
-            states: Column {
-                rows: &self.attempts,
-                get: |r| r.state.as_ref(),
-            },
-            floors: &self.floors,
-            purged: &self.purged,
-            clock: &self.clock,
-            bindings: Column {
-                rows: &self.attempts,
-                get: |r| r.binding.as_deref(),
-            },
-            health: Column {
-                rows: &self.attempts,
-                get: |r| r.health.as_deref(),
-            },
-            milestones: Column {
-                rows: &self.attempts,
-                get: |r| (!r.marks.is_empty()).then_some(&r.marks),
-            },
-            versions: &self.versions,
-            nodes: &self.nodes,
-        }
-        .serialize(serializer)
+        let assignments: Column<'_, Assignment> = Column {
+            rows: &self.attempts,
+            get: |r| r.assignment.as_ref(),
+        };
+        TablesRef::of(self, assignments, &self.nodes).serialize(serializer)
     }
 }
 
@@ -204,42 +213,5 @@ pub(super) mod flat_jobs {
 /// components of format 5 but `nodes`, with assignments without the target's generation.
 #[cfg(test)]
 pub(super) fn encode_v4(t: &Tables) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct V4<'a> {
-        jobs: Jobs<'a>,
-        assignments: BTreeMap<&'a AttemptId, super::format4::AssignmentV4>,
-        states: Column<'a, AttemptState>,
-        floors: &'a BTreeMap<SlotKey, SlotFloor>,
-        purged: &'a BTreeSet<JobKey>,
-        clock: &'a VersionVector,
-        bindings: Column<'a, Binding>,
-        health: Column<'a, Health>,
-        milestones: Column<'a, Milestones>,
-        versions: &'a Versions,
-    }
-    postcard::to_stdvec(&V4 {
-        jobs: Jobs(&t.jobs),
-        assignments: super::format4::old_assignments(t),
-        states: Column {
-            rows: &t.attempts,
-            get: |r| r.state.as_ref(),
-        },
-        floors: &t.floors,
-        purged: &t.purged,
-        clock: &t.clock,
-        bindings: Column {
-            rows: &t.attempts,
-            get: |r| r.binding.as_deref(),
-        },
-        health: Column {
-            rows: &t.attempts,
-            get: |r| r.health.as_deref(),
-        },
-        milestones: Column {
-            rows: &t.attempts,
-            get: |r| (!r.marks.is_empty()).then_some(&r.marks),
-        },
-        versions: &t.versions,
-    })
-    .expect("encodes")
+    postcard::to_stdvec(&TablesRef::of(t, super::format4::old_assignments(t), ())).expect("encodes")
 }
