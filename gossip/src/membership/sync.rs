@@ -109,14 +109,9 @@ impl Membership {
         // Identities the previous follow-up's digest sync found (ads of nodes this node's SWIM
         // never heard of) are chased now rather than at the next periodic sync.
         self.chase_unheard();
-        let n = self.swim.num_members();
-        if n > 0 {
-            let pick = self.rng.random_range(0..n);
-            let to = self.swim.iter_members().nth(pick).map(|m| m.id().addr);
-            if let Some(to) = to {
-                self.stats.follow_up_announces += 1;
-                self.announce_to(to);
-            }
+        if let Some(to) = self.random_member() {
+            self.stats.follow_up_announces += 1;
+            self.announce_to(to);
         }
         if k == 0 {
             // One digest sync early instead of a full period after joining: a feed holds what
@@ -143,17 +138,21 @@ impl Membership {
         self.push_out(to, wire::encode(wire::KIND_SYNC, &msg));
     }
 
+    /// The gossip address of a member foca considers active, picked at random.
+    fn random_member(&mut self) -> Option<SocketAddr> {
+        let n = self.swim.num_members();
+        if n == 0 {
+            return None;
+        }
+        let pick = self.rng.random_range(0..n);
+        self.swim.iter_members().nth(pick).map(|m| m.id().addr)
+    }
+
     pub(super) fn sync_with_random_member(&mut self) {
         if self.left {
             return;
         }
-        let n = self.swim.num_members();
-        if n == 0 {
-            return;
-        }
-        let pick = self.rng.random_range(0..n);
-        let to = self.swim.iter_members().nth(pick).map(|m| m.id().addr);
-        if let Some(to) = to {
+        if let Some(to) = self.random_member() {
             self.send_sync(to, Want::AllIfDifferent);
         }
     }
