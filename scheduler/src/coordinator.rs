@@ -111,7 +111,7 @@ impl Scheduler {
             if let SlotStatus::Live {
                 id, target, state, ..
             } = &status
-                && self.down_covers(id, target)
+                && self.attempt_target_down(id, target)
                 && self.settled_down(target)
                 && let Some(lost) = state.lost()
             {
@@ -130,7 +130,7 @@ impl Scheduler {
             } => {
                 self.coord.pending.remove(&key);
                 self.coord.retry.remove(&key);
-                if self.target_down(&target) && self.down_covers(&id, &target) {
+                if self.attempt_target_down(&id, &target) {
                     if self.settled_down(&target)
                         && let Some(lost) = state.lost()
                     {

@@ -173,9 +173,9 @@ impl Scheduler {
         let healthy_now = |id: &AttemptId| {
             !self.drain.stopping.contains(id)
                 && task_health(tables, id, has_checks).is_healthy()
-                && tables.assignment(id).is_some_and(|a| {
-                    !self.target_down(&a.target) || !self.down_covers(id, &a.target)
-                })
+                && tables
+                    .assignment(id)
+                    .is_some_and(|a| !self.attempt_target_down(id, &a.target))
         };
         let (mut healthy, mut in_flight) = (0u32, 0u32);
         for slot in 0..count {

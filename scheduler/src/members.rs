@@ -71,17 +71,20 @@ impl Scheduler {
         self.members.is_down(name) || self.is_absent(name)
     }
 
-    /// Whether `target`'s down mark in this view covers the attempt `id`: not when the
-    /// attempt was placed on a newer generation of the target than the one marked down. Its
-    /// placer saw that start alive; this node has not heard of it yet, and condemning the
-    /// attempt would kill a task a restarted node just admitted (simulator finding 15). A
-    /// target missing from the view is covered (it waits `ABSENT_SETTLE_MS`).
-    pub(crate) fn down_covers(&self, id: &AttemptId, target: &str) -> bool {
+    /// Whether the attempt `id`'s target is down for it: down in this view, by a mark that
+    /// covers the attempt. A mark does not cover an attempt placed on a newer generation of
+    /// the target than the one marked down: its placer saw that start alive, this node has
+    /// not heard of it yet, and condemning the attempt would kill a task a restarted node
+    /// just admitted (simulator finding 16). A target missing from the view is covered (it
+    /// waits `ABSENT_SETTLE_MS`).
+    pub(crate) fn attempt_target_down(&self, id: &AttemptId, target: &str) -> bool {
         let placed_on = self.tables().assignment(id).map_or(0, |a| a.generation);
-        self.members
-            .all
-            .get(target)
-            .is_none_or(|m| m.id.generation >= placed_on)
+        self.target_down(target)
+            && self
+                .members
+                .all
+                .get(target)
+                .is_none_or(|m| m.id.generation >= placed_on)
     }
 
     /// The generation of `name` in this view (0 when it is not in the view).

@@ -388,7 +388,7 @@ fn a_lone_node_restarted_from_its_job_log_places_again() {
 
 /// A node that has not heard of a restart yet still sees the target's previous generation
 /// down. Attempts placed on the new generation, by nodes that saw it back, are not condemned
-/// on that old mark: no task of the restarted node is killed (simulator finding 15, where a
+/// on that old mark: no task of the restarted node is killed (simulator finding 16, where a
 /// restarted node's first placement was condemned 3 ms after it was made).
 #[test]
 fn a_down_mark_of_an_older_generation_condemns_nothing_placed_since() {
