@@ -58,6 +58,7 @@ mod processes;
 mod sample;
 mod serving;
 mod tally;
+mod trace;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};
