@@ -329,10 +329,12 @@ function deadlineText(d) {
 function drainLine(n) {
   const st = drainState(n);
   if (st !== 'draining' || !n.drain) return '';
-  const left = n.drain.live_tasks, seen = S.drainSeen.get(n.name) || left;
-  const bar = seen > 0 ? '<div class="meter drainbar"><b data-w="' + pct(seen - left, seen) + '"></b></div>' : '';
-  return bar + '<small class="drainline">' + (left ? left + ' of ' + seen + ' tasks left' : 'no task left, completing') +
-    ' · ' + deadlineText(n.drain) + '</small>';
+  const left = n.drain.live_tasks, seen = Math.max(S.drainSeen.get(n.name) || 0, left);
+  const tasks = (k) => k + (k === 1 ? ' task' : ' tasks');
+  // The bar only once something moved while the page watched.
+  const bar = seen > left ? '<div class="meter drainbar"><b data-w="' + pct(seen - left, seen) + '"></b></div>' : '';
+  return '<small class="drainline">' + (!left ? 'no task left, completing' : seen > left ? left + ' of ' + tasks(seen) + ' left'
+    : tasks(left) + ' left') + ' · ' + deadlineText(n.drain) + '</small>' + bar;
 }
 
 // Live tasks by node: placed, running or starting.
@@ -580,13 +582,13 @@ function drawNode() {
   const u = portsUsed(n, tasks);
   const st = drainState(n);
   const cap = n.resources.capacity, used = n.resources.allocated;
-  const drain = n.drain ? (n.drain.complete ? 'complete' : n.drain.live_tasks + ' live tasks left') + ' · ' + deadlineText(n.drain)
-    : n.draining ? 'its ad says draining (this agent runs no scheduler)' : 'none';
+  const left = n.drain ? n.drain.live_tasks : 0;
+  const drain = n.drain ? (n.drain.complete ? 'complete' : 'draining, ' + left + (left === 1 ? ' live task' : ' live tasks') + ' left') +
+    ' · ' + deadlineText(n.drain) : n.draining ? 'its ad says draining (this agent runs no scheduler)' : 'none';
   const row = (k, v) => '<tr><th>' + esc(k) + '</th><td>' + esc(v) + '</td></tr>';
-  $('node').innerHTML = '<h2 id="node-head" data-node="' + esc(n.name) + '" data-drain="' + st + '">' + esc(n.name) +
-    ' <small class="status-' + esc(n.status) + '"><span class="st">' + esc(n.status) + '</span></small>' +
-    (st ? ' <span class="drain d-' + st + '">' + st + '</span>' : '') + ' <small class="muted"><a href="#/map">map</a></small></h2>' +
-    '<div class="nodecols"><table class="kv"><tbody>' +
+  $('node').innerHTML = '<p class="crumb"><a href="#/map">← map</a></p><h2 id="node-head" data-node="' + esc(n.name) +
+    '" data-drain="' + st + '">' + esc(n.name) + ' <small class="status-' + esc(n.status) + '"><span class="st">' + esc(n.status) +
+    '</span></small>' + (st ? ' <span class="drain d-' + st + '">' + st + '</span>' : '') + '</h2><table class="kv"><tbody>' +
     row('eligible for new work', n.eligible === false ? 'no' : 'yes') + row('drain', drain) +
     row('cpu', used.cpu_millicores + ' / ' + cap.cpu_millicores + ' m') +
     row('memory', used.memory_mib + ' / ' + cap.memory_mib + ' MiB') +
@@ -594,9 +596,8 @@ function drawNode() {
       (u.outside ? ', ' + u.outside + ' static outside the range' : '') : (u.inRange + u.outside) + ' in use, range not advertised') +
     row('generation', n.generation) + row('gossip', n.addr) + row('api', n.http_addr || '') +
     row('attributes', Object.entries(n.attributes || {}).map(([k, v]) => k + '=' + v).join(' ')) +
-    '</tbody></table>' + (st === 'draining' ? '<div class="drainbox">' + drainLine(n) + '</div>' : '') + '</div>';
-  applyStyles($('node'));
-  $('drain').hidden = st === 'draining';
+    '</tbody></table>';
+  $('drain-form').hidden = st === 'draining';
   $('undrain').hidden = !n.drain;
   $('eligible-on').hidden = n.eligible !== false;
   $('eligible-off').hidden = n.eligible === false;
