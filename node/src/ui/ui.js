@@ -74,6 +74,7 @@ async function api(path, opts) {
 let refreshTimer = null;
 let refreshing = false;
 let refreshAgain = false;
+let drainTimer = null;         // the one pending re-read while a drain is completing
 
 async function refresh() {
   if (refreshing) { refreshAgain = true; return; }
@@ -96,9 +97,10 @@ async function refresh() {
   noteDrains();
   draw();
   if (refreshAgain) { refreshAgain = false; refreshSoon(); }
-  else if (S.drainChecks < DRAIN_CHECKS && S.nodes.some((n) => drainState(n) === 'draining' && n.drain && n.drain.live_tasks === 0)) {
+  else if (!drainTimer && S.drainChecks < DRAIN_CHECKS &&
+           S.nodes.some((n) => drainState(n) === 'draining' && n.drain && n.drain.live_tasks === 0)) {
     S.drainChecks++;
-    setTimeout(refreshSoon, DRAIN_CHECK_MS);
+    drainTimer = setTimeout(() => { drainTimer = null; refreshSoon(); }, DRAIN_CHECK_MS);
   }
 }
 
