@@ -100,6 +100,19 @@ fn keep_huge_pages_for_simulation() {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(
+        cli.command,
+        Command::Keygen
+            | Command::Ca { .. }
+            | Command::Node(_)
+            | Command::Job(_)
+            | Command::Service(_)
+            | Command::Keyring(_)
+            | Command::Task(_)
+            | Command::Events(_)
+    ) {
+        exit_quietly_on_a_closed_pipe();
+    }
     if let Command::Watchdog(args) = &cli.command {
         // Synchronous and small by design: no runtime, a thread per connection.
         return match shoal_node::watchdog::run(&args.data_dir) {
@@ -164,5 +177,18 @@ mod tests {
     fn the_command_line_is_well_formed() {
         use clap::CommandFactory;
         super::Cli::command().debug_assert();
+    }
+}
+
+/// A client command whose output goes to a pipe closed early (`shoal node list | head`) ends
+/// quietly, like other Unix tools, instead of panicking in `println!` ("failed printing to
+/// stdout: Broken pipe"): Rust ignores SIGPIPE by default, so the write fails with EPIPE.
+/// Only for short-lived client commands: the agent, `dev`, `top` and the watchdog keep
+/// ignoring it, so that a peer closing a socket is an error to handle, not a signal that kills.
+#[allow(unsafe_code)]
+fn exit_quietly_on_a_closed_pipe() {
+    // SAFETY: setting a signal's disposition to its default before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
