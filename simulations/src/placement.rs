@@ -68,6 +68,12 @@ pub struct PlacementArgs {
     /// Mean of the exponential jitter added to each message's delay, ms.
     #[arg(long, default_value_t = 0.5)]
     pub jitter_ms: f64,
+    /// CPU of every node, millicores (tasks ask 250–1000).
+    #[arg(long, default_value_t = 8000)]
+    pub node_cpu: u64,
+    /// Memory of every node, MiB (tasks ask 128–1024).
+    #[arg(long, default_value_t = 16384)]
+    pub node_memory: u64,
     /// Racks (`rack=r<k>` attributes, contiguous).
     #[arg(long, default_value_t = 10)]
     pub racks: usize,
@@ -207,7 +213,15 @@ pub fn placement(
         args.latency_ms >= 0.0 && args.jitter_ms >= 0.0,
         "--latency-ms and --jitter-ms must not be negative"
     );
-    let shape = NodeShape::default();
+    anyhow::ensure!(
+        args.node_cpu >= 1000 && args.node_memory >= 1024,
+        "--node-cpu must be at least 1000 and --node-memory at least 1024 (the largest task asks 1000 m and 1024 MiB)"
+    );
+    let shape = NodeShape {
+        cpu_millicores: args.node_cpu,
+        memory_mib: args.node_memory,
+        ..NodeShape::default()
+    };
     let workload = Workload {
         jobs: args.jobs.unwrap_or(5 * args.nodes),
         start_s: args.start_s,
@@ -324,7 +338,7 @@ pub fn summary(r: &PlacementReport) -> String {
          conflicts: {} rejections + {} starts again per {} placements = {:.1} per 1,000 \
          ({} proposals, {} kills, double-run peak {})\n\
          goodput {:.3} (utilization {:.3}) vs baseline {:.3}\n\
-         wait p50 {:.1} s p90 {:.1} s p99 {:.1} s vs baseline p50 {:.1} s p90 {:.1} s p99 {:.1} s (p90 ratio {:.2})\n\
+         wait p50 {:.3} s p90 {:.3} s p99 {:.3} s vs baseline p50 {:.3} s p90 {:.3} s p99 {:.3} s (p90 ratio {:.2})\n\
          completed {} of {} tasks, pending at end {} (baseline {})\n\
          ops written {}, applied {} ({:.1} per op); messages {} ({:.1} MB); events {}; RSS {} MiB after starting the cores, max {} MiB\n",
         r.nodes,
