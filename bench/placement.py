@@ -16,7 +16,7 @@ built with `cargo build --release -p shoal-simulations --example placement`).
 
 Presets (why each looks as it does is in docs/placement-bench.md, "Sizes"):
   200   scheduling-200's load: 1,000 jobs x 10 tasks over 90 s on 8-core nodes (contended)
-  1000  150 jobs x 10 tasks over 5 s on 1-core nodes, 50 s simulated (contended, ~9 GB)
+  1000  250 jobs x 10 tasks over 5 s on 1-core nodes, 50 s simulated (contended, ~13 GB)
   5000  10 jobs x 10 tasks over 3 s, 15 s simulated (uncontended; ~19 GB: run it alone)
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
@@ -26,7 +26,7 @@ BIN = os.path.join(ROOT, os.environ.get("CARGO_TARGET_DIR", "target"), "release"
 
 PRESETS = {
     "200": "--nodes 200",
-    "1000": "--nodes 1000 --node-cpu 1000 --node-memory 2048 --jobs 150 --tasks 10 --start-s 2 "
+    "1000": "--nodes 1000 --node-cpu 1000 --node-memory 2048 --jobs 250 --tasks 10 --start-s 2 "
             "--window-s 5 --duration-s 50 --run-min-s 10 --run-max-s 30",
     "5000": "--nodes 5000 --jobs 10 --tasks 10 --start-s 1 --window-s 3 --duration-s 15 "
             "--run-min-s 3 --run-max-s 10",
