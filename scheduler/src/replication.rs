@@ -241,16 +241,19 @@ impl Scheduler {
     }
 
     pub(crate) fn send_digest_to_random_peer(&mut self) {
-        let peers: Vec<String> = self.live_peers().cloned().collect();
-        if peers.is_empty() {
+        // Counted, then walked to the drawn one: the same draw and peer as collecting the
+        // names, without cloning N names per digest (N = 5,000 in the placement bench).
+        let count = self.live_peers().count();
+        if count == 0 {
             return;
         }
-        let i = usize::try_from(self.rng.below(peers.len() as u64)).unwrap_or(0);
+        let i = usize::try_from(self.rng.below(count as u64)).unwrap_or(0);
+        let Some(peer) = self.live_peers().nth(i).cloned() else {
+            return;
+        };
         let clock = self.tables().clock().clone();
         self.counters.anti_entropy_rounds += 1;
-        self.outbox.push_back(Outgoing::one(
-            &peers[i],
-            Message::Digest { clock, reply: true },
-        ));
+        self.outbox
+            .push_back(Outgoing::one(&peer, Message::Digest { clock, reply: true }));
     }
 }

@@ -30,6 +30,8 @@
 //!   contract by which the engine drives it; membership changes enter the scheduler cores at
 //!   `Workbench::handle_members_changed` and are handed over in `sched/drive.rs`'s `feed`.
 //! - `workload.rs`: job arrivals. `baseline.rs`: the omniscient scheduler.
+//! - `placement.rs`: the placement bench (scheduler cores only, a static all-alive view, no
+//!   membership cores; `docs/placement-bench.md`), its world in `placement/world.rs`.
 //! - `checks.rs`: the checkers. `report.rs`: `report.json` and the summary. `plots.rs` and
 //!   `svg.rs`: the SVG plots (plotters). `simulate.rs`: one run, scenario to report. `cli.rs`: `shoal
 //!   simulate`.
@@ -45,9 +47,10 @@
 //! checks → engine, sched
 //! cli → engine, plots, report, scenario, shared, simulate
 //! engine → net, observe, scenario, sched, shared
-//! lib → checks, cli, engine, report, scenario, shared, simulate
+//! lib → checks, cli, engine, placement, report, scenario, shared, simulate
 //! net → scenario
 //! observe → shared
+//! placement → baseline, scenario, shared, workload
 //! plots → observe, report, svg
 //! report → checks, engine, observe, scenario, shared
 //! scenario → (nothing)
@@ -65,6 +68,7 @@ mod cli;
 mod engine;
 mod net;
 mod observe;
+mod placement;
 mod plots;
 mod report;
 mod scenario;
@@ -77,6 +81,7 @@ mod workload;
 pub use checks::{CheckResult, Status};
 pub use cli::{SimulateArgs, SweepRow, parse_seeds, replay_command, report_json, run, sweep_rows};
 pub use engine::{Sabotage, Simulation};
+pub use placement::{Baseline, PlacementArgs, PlacementReport, placement, run_placement, summary};
 pub use report::Report;
 pub use scenario::{Scenario, ScenarioError};
 pub use shared::{Dist, derive_seed};
