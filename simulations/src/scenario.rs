@@ -322,6 +322,10 @@ pub struct Fault {
     pub network: Option<NetworkParams>,
     /// Service tasks to hang, drawn from the seed among those running (kind `hang`).
     pub tasks: Option<usize>,
+    /// A drain's deadline, in seconds (kind `drain`; absent: none, batch tasks finish).
+    pub deadline_s: Option<f64>,
+    /// Whether the nodes may take new work (kind `eligibility`).
+    pub eligible: Option<bool>,
 }
 
 /// The kinds of fault a script can name.
@@ -356,6 +360,12 @@ pub enum FaultKind {
     /// `tasks` running service tasks (drawn) stop answering their checks while their process
     /// runs on, for `for_s` or until they are restarted.
     Hang,
+    /// `shoal node drain` of the selected nodes (`nodes = [..]`), with `deadline_s` or none.
+    Drain,
+    /// `shoal node drain --disable` of the selected nodes.
+    Undrain,
+    /// `shoal node eligibility --enable` (`eligible = true`) or `--disable` (`false`).
+    Eligibility,
 }
 
 /// Which nodes an action applies to.
@@ -433,6 +443,14 @@ pub enum Action {
         tasks: usize,
         /// For how long (until restarted if `None`).
         for_ms: Option<u64>,
+    },
+    /// An operator's node command (`shoal node drain` / `eligibility`) about each of these
+    /// nodes, accepted by a running node of the majority side (`sched/drain.rs`).
+    Node {
+        /// The nodes the command is about.
+        nodes: Vec<usize>,
+        /// What is asked of them.
+        change: shoal_scheduler::NodeChange,
     },
 }
 
@@ -680,6 +698,9 @@ impl Scenario {
                 let settles = at + for_ms.unwrap_or(0);
                 vec![(at, Action::Hang { tasks, for_ms }, settles)]
             }
+            FaultKind::Drain | FaultKind::Undrain | FaultKind::Eligibility => {
+                self.compile_node_command(f, at)?
+            }
             FaultKind::Network => {
                 let params = f.network.ok_or("needs a [faults.network] table")?;
                 params.validate().map_err(|e| e.to_string())?;
@@ -687,6 +708,47 @@ impl Scenario {
             }
         };
         Ok(steps)
+    }
+
+    /// A node command: the nodes named explicitly, a scheduler to write it, a deadline that
+    /// is not negative. A drain settles at its deadline (its batch tasks are stopped then).
+    fn compile_node_command(&self, f: &Fault, at: u64) -> Result<Vec<Step>, String> {
+        use shoal_scheduler::NodeChange;
+        if self.workload.is_none() {
+            return Err("needs a [workload]: node commands act on the scheduler cores".into());
+        }
+        if f.rack.is_some() || f.random.is_some() || f.fraction.is_some() {
+            return Err("names its nodes with nodes = [..] only".into());
+        }
+        let Target::Nodes(nodes) = self.target(f)? else {
+            return Err("names its nodes with nodes = [..] only".into());
+        };
+        if nodes.is_empty() {
+            return Err("nodes = [] names no node".into());
+        }
+        if f.kind != FaultKind::Drain && f.deadline_s.is_some() {
+            return Err("deadline_s is for kind = \"drain\" only".into());
+        }
+        if f.kind != FaultKind::Eligibility && f.eligible.is_some() {
+            return Err("eligible is for kind = \"eligibility\" only".into());
+        }
+        let (change, settles) = match f.kind {
+            FaultKind::Drain => {
+                let deadline_ms = match f.deadline_s {
+                    Some(d) if !(d >= 0.0 && d < 1e7) => {
+                        return Err(format!("deadline_s = {d} is not a duration in seconds (>= 0)"));
+                    }
+                    d => d.map(ms),
+                };
+                (NodeChange::Drain { deadline_ms }, at + deadline_ms.unwrap_or(0))
+            }
+            FaultKind::Undrain => (NodeChange::Undrain, at),
+            _ => {
+                let eligible = f.eligible.ok_or("needs eligible = true or false")?;
+                (NodeChange::Eligible(eligible), at)
+            }
+        };
+        Ok(vec![(at, Action::Node { nodes, change }, settles)])
     }
 
     fn compile_series(&self, f: &Fault, at: u64) -> Result<Vec<Step>, String> {

@@ -51,6 +51,7 @@
 //! `always_discovery_live_healthy`, `eventually_discovery_complete`).
 
 mod discovery;
+mod drain;
 mod drive;
 mod executor;
 mod probes;
@@ -71,8 +72,9 @@ use crate::scenario::{NodeShape, QuorumFeed, Services, Workload};
 use crate::shared::{Quality, derive_seed};
 use crate::workload::{self, JobArrival};
 
+pub use drain::{DrainSabotage, DrainWatch};
 pub use executor::{NodeSched, Proc, reserved};
-pub use serving::{DETECTION_MS, Discovery, DiscoverySabotage};
+pub use serving::{DETECTION_MS, Discovery, DiscoverySabotage, REPLICATION_MS};
 pub use tally::{DUPLICATE_SLACK_MS, Tally, Watch};
 
 /// Members and ad changes are handed over at most this often per node.
@@ -279,6 +281,8 @@ pub struct Workbench {
     hang_rng: StdRng,
     /// What `always_discovery_live_healthy` and `always_ports_unique` watch (with services).
     pub discovery: Discovery,
+    /// What the drain checkers watch (with node commands in the script).
+    pub drains: DrainWatch,
 }
 
 /// How the world is set up, beside the workload.
@@ -299,6 +303,10 @@ pub struct Setup {
     pub check_from_ms: u64,
     /// Tests only: a deliberate bug in how catalogs are built or checks reported.
     pub discovery_sabotage: DiscoverySabotage,
+    /// The script issues node commands (drains, eligibility): the drain checkers watch.
+    pub drains: bool,
+    /// Tests only: a deliberate bug in the drains.
+    pub drain_sabotage: DrainSabotage,
 }
 
 impl Workbench {
@@ -313,6 +321,8 @@ impl Workbench {
             ignore_window,
             check_from_ms,
             discovery_sabotage,
+            drains,
+            drain_sabotage,
         } = setup;
         let jobs = workload::generate(workload, seed);
         let by_name = jobs
@@ -349,7 +359,11 @@ impl Workbench {
             services: workload.services.clone(),
             hang_rng: StdRng::seed_from_u64(derive_seed(seed, 10, 0, 0)),
             discovery: Discovery::default(),
+            drains: DrainWatch::default(),
         };
+        bench.drains.enabled = drains;
+        bench.drains.sabotage = drain_sabotage;
+        bench.discovery.track = drains;
         bench.versions = vec![1; bench.jobs.len()];
         if let Some(s) = &bench.services {
             bench.discovery.enabled = true;

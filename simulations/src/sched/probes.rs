@@ -171,6 +171,7 @@ impl Workbench {
             if !p.fails {
                 p.serving_since = Some(host.now());
                 self.discovery.serving_again(i, task);
+                self.drain_slot_served(i, task);
             }
         }
     }
