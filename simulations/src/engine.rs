@@ -76,6 +76,9 @@ pub enum Sabotage {
     /// The node that accepts an operator's node command answers it and writes nothing (a
     /// shell that drops drains): nodes go on taking work and keep their tasks.
     SkipNodeCommands,
+    /// A hung task's probes pass (a shell that swallows check timeouts): hung tasks stay
+    /// healthy in every view, so a drain stops serving tasks counting them.
+    HangsPass,
 }
 
 /// Everything that can happen at one virtual instant.
@@ -176,6 +179,7 @@ impl Simulation {
                 drain_sabotage: match sabotage {
                     Sabotage::InflateMaxParallel => crate::sched::DrainSabotage::InflateMaxParallel,
                     Sabotage::SkipNodeCommands => crate::sched::DrainSabotage::SkipCommands,
+                    Sabotage::HangsPass => crate::sched::DrainSabotage::HangsPass,
                     _ => crate::sched::DrainSabotage::None,
                 },
             };

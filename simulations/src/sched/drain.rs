@@ -54,6 +54,9 @@ pub enum DrainSabotage {
     InflateMaxParallel,
     /// The accepting node answers the command and writes nothing (a shell that drops it).
     SkipCommands,
+    /// A hung task's probes pass (a shell that swallows check timeouts): it stays healthy in
+    /// every view while it does not serve.
+    HangsPass,
 }
 
 /// One node command of the script, as it was issued.
