@@ -277,6 +277,8 @@ pub struct Workbench {
     bounds: Vec<Option<u64>>,
     /// Ports and checks of the services, if the workload gives them.
     services: Option<Services>,
+    /// Every service's `placement`, if the workload sets it.
+    service_placement: Option<shoal_scheduler::PlacementStrategy>,
     /// Draws the tasks a `hang` fault hangs.
     hang_rng: StdRng,
     /// What `always_discovery_live_healthy` and `always_ports_unique` watch (with services).
@@ -357,6 +359,7 @@ impl Workbench {
             watch: Watch::new(),
             bounds: Vec::new(),
             services: workload.services.clone(),
+            service_placement: workload.service_placement,
             hang_rng: StdRng::seed_from_u64(derive_seed(seed, 10, 0, 0)),
             discovery: Discovery::default(),
             drains: DrainWatch::default(),

@@ -475,6 +475,7 @@ impl Workbench {
             return;
         };
         let mp = self.drain_mp(count);
+        self.judge_in_flight(host, i, task, mp);
         if p.serving() {
             // The floor: what still serves (or may still look healthy) of the job.
             let left = self.serving_slots(host, task, None).len() as i64;
@@ -490,11 +491,16 @@ impl Workbench {
                 host.violate("always_drain_parallel", event);
             }
         }
+    }
+
+    /// A paced stop of `task` by node `i`: in flight until its slot serves elsewhere; at most
+    /// `mp` of its job from `i` at once.
+    fn judge_in_flight(&mut self, host: &mut dyn Host, i: usize, task: &AttemptId, mp: u32) {
         if self.slot_serves_elsewhere(host, task, i) {
             return;
         }
         let key = (task.job.to_string(), task.incarnation, task.slot, i);
-        self.drains.in_flight.insert(key, now);
+        self.drains.in_flight.insert(key, host.now());
         let mine: Vec<u32> = self
             .drains
             .in_flight
@@ -613,6 +619,12 @@ impl Workbench {
 }
 
 impl DrainWatch {
+    /// Whether the script's last accepted command about node `x` makes it refuse new work.
+    #[must_use]
+    pub fn refuses_at_end(&self, x: usize) -> bool {
+        self.in_force(x, Millis(u64::MAX)).is_some()
+    }
+
     /// Whether the script issues node commands, so that the drain checkers watch.
     #[must_use]
     pub fn enabled(&self) -> bool {

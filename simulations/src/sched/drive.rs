@@ -303,6 +303,9 @@ impl Workbench {
         if let Some(r) = self.reconcile {
             value["disconnect"]["reconcile"] = serde_json::to_value(r).ok()?;
         }
+        if let Some(p) = self.service_placement.filter(|_| j.service) {
+            value["placement"] = serde_json::to_value(p).ok()?;
+        }
         if let Some(c) = self.services.as_ref().filter(|_| j.service) {
             let ports: Vec<serde_json::Value> = (0..c.ports)
                 .map(|n| {

@@ -211,6 +211,9 @@ impl Workbench {
         let fails = p.fails;
         if !fails {
             p.serving_since = Some(host.now());
+            // Two coordinators may number an attempt of one slot alike (the key has no
+            // placer): a stop recorded for the other one is not this process's.
+            self.discovery.serving_again(i, &task);
             self.drain_slot_served(i, &task);
         }
         // With checks, a bad version runs on and fails them (`probes.rs`).

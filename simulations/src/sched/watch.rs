@@ -425,7 +425,7 @@ impl Workbench {
 
     /// Where the services stand: the processes of live agents (running or paused; a crashed
     /// agent's orphans are no copies the cluster keeps, and its watchdog stops them), room on
-    /// the `running` nodes.
+    /// the `running` nodes that the script has not made refuse new work.
     #[must_use]
     pub fn service_count(&self, running: &[usize]) -> ServiceCount {
         let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
@@ -434,8 +434,10 @@ impl Workbench {
                 *copies.entry(task.job.as_str()).or_default() += 1;
             }
         }
+        // A node an operator drained or made ineligible takes no new work: its room is none.
         let free: Vec<(u64, u64)> = running
             .iter()
+            .filter(|&&i| !self.drains.refuses_at_end(i))
             .map(|&i| {
                 let r = super::reserved(&self.nodes[i]);
                 (
