@@ -735,12 +735,17 @@ impl Scenario {
         let (change, settles) = match f.kind {
             FaultKind::Drain => {
                 let deadline_ms = match f.deadline_s {
-                    Some(d) if !(d >= 0.0 && d < 1e7) => {
-                        return Err(format!("deadline_s = {d} is not a duration in seconds (>= 0)"));
+                    Some(d) if !(0.0..1e7).contains(&d) => {
+                        return Err(format!(
+                            "deadline_s = {d} is not a duration in seconds (>= 0)"
+                        ));
                     }
                     d => d.map(ms),
                 };
-                (NodeChange::Drain { deadline_ms }, at + deadline_ms.unwrap_or(0))
+                (
+                    NodeChange::Drain { deadline_ms },
+                    at + deadline_ms.unwrap_or(0),
+                )
             }
             FaultKind::Undrain => (NodeChange::Undrain, at),
             _ => {

@@ -67,8 +67,14 @@ fn a_drain_that_moves_a_job_all_at_once_is_caught() {
     s.faults.retain(|f| f.tasks.is_none()); // the hangs (only they name `tasks`)
     let honest = simulate(&s, 1, Sabotage::None, "test".into(), &mut |_| {}).expect("runs");
     assert!(honest.passed(), "{:?}", honest.first_failure);
-    let r = simulate(&s, 1, Sabotage::InflateMaxParallel, "test".into(), &mut |_| {})
-        .expect("runs");
+    let r = simulate(
+        &s,
+        1,
+        Sabotage::InflateMaxParallel,
+        "test".into(),
+        &mut |_| {},
+    )
+    .expect("runs");
     let c = check(&r, "always_drain_parallel");
     assert_eq!(c.status, Status::Fail, "{c:?}");
     assert!(c.detail.contains("over max_parallel 1"), "{}", c.detail);
@@ -164,4 +170,3 @@ fn bad_node_commands_are_refused_with_the_reason() {
     .expect_err("refused");
     assert!(e.to_string().contains("needs a [workload]"), "{e}");
 }
-

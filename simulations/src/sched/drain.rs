@@ -217,7 +217,8 @@ impl Workbench {
         let core = node.core.as_mut()?;
         let refused = match core.prepare_node(now, &node_name(x), change) {
             Ok(Prepared::Write(w)) => {
-                node.log.insert(w.record.job.clone(), w.record.bytes.clone());
+                node.log
+                    .insert(w.record.job.clone(), w.record.bytes.clone());
                 core.commit(now, *w);
                 None
             }
@@ -508,11 +509,10 @@ impl Workbench {
             .filter(|(j, inc, _, x)| *j == task.job.as_str() && *inc == task.incarnation && *x == i)
             .map(|k| k.2)
             .collect();
-        let others = self
-            .drains
-            .in_flight
-            .keys()
-            .any(|(j, inc, _, x)| *j == task.job.as_str() && *inc == task.incarnation && *x != i);
+        let others =
+            self.drains.in_flight.keys().any(|(j, inc, _, x)| {
+                *j == task.job.as_str() && *inc == task.incarnation && *x != i
+            });
         let f = &mut self.drains.figures;
         f.most_in_flight = f.most_in_flight.max(mine.len() as u64);
         f.overlaps += u64::from(others);
