@@ -48,10 +48,13 @@
 //! looked at every sample), `tally.rs` (what is measured: starts, waits, utilization,
 //! acknowledged jobs, and [`Quality`] from them), `probes.rs` (the executor's health checks
 //! and the `hang` fault), `discovery.rs` (each node's service catalog against the truth:
-//! `always_discovery_live_healthy`, `eventually_discovery_complete`).
+//! `always_discovery_live_healthy`, `eventually_discovery_complete`), `drain.rs` (the
+//! operator's node commands and the drain checkers) with what they remember in
+//! `drain_watch.rs`.
 
 mod discovery;
 mod drain;
+mod drain_watch;
 mod drive;
 mod executor;
 mod probes;
@@ -72,7 +75,7 @@ use crate::scenario::{NodeShape, QuorumFeed, Services, Workload};
 use crate::shared::{Quality, derive_seed};
 use crate::workload::{self, JobArrival};
 
-pub use drain::{DrainSabotage, DrainWatch};
+pub use drain_watch::{DrainSabotage, DrainWatch};
 pub use executor::{NodeSched, Proc, reserved};
 pub use serving::{DETECTION_MS, Discovery, DiscoverySabotage, REPLICATION_MS};
 pub use tally::{DUPLICATE_SLACK_MS, Tally, Watch};
