@@ -3,8 +3,10 @@
 
 A synthetic agent (this script, Python's http.server) serves the UI's own files from
 node/src/ui/ and a fake API: --nodes nodes in racks of 25, --jobs jobs of --tasks-per-job
-tasks spread over them, and an event stream that flips one node between alive and suspect
-every --period-ms (a Node/StatusChanged event, then an Attempt event). Chromium opens the
+tasks spread over them (every other job's tasks with a dynamic port, every node with the
+default port range 20000-32000, one node in 50 draining, drained or ineligible), and an event
+stream that flips one node between alive and suspect every --period-ms (a Node/StatusChanged
+event). Chromium opens the
 map twice: grouped by rack (the default: one summary tile per rack) and with every node as a
 tile (`#/map/all`). The page reports its own timings in its title (node/src/ui/ui.js: the
 first draw with nodes, each draw including layout, and each update from an event's arrival to
@@ -12,6 +14,7 @@ the end of the draw showing it); they are read through the DevTools endpoint aft
 --seconds.
 
 Usage: bench/ui.py [--nodes 1000] [--jobs 100] [--tasks-per-job 30] [--seconds 20] [--out FILE]
+                   [--ui DIR (the UI files to serve; default node/src/ui)]
 """
 import argparse, json, os, random, shutil, subprocess, tempfile, threading, time, urllib.request
 from http.server import ThreadingHTTPServer, BaseHTTPRequestHandler
@@ -27,7 +30,15 @@ class Cluster:
                        "resources": {"capacity": {"cpu_millicores": 16000, "memory_mib": 65536, "disk_mib": 0},
                                      "allocated": {"cpu_millicores": 0, "memory_mib": 0, "disk_mib": 0}},
                        "attributes": {"rack": f"r{i // 25:02d}"}, "draining": False, "last_update_ms": 0,
-                       "quic_addr": None, "http_addr": None} for i in range(nodes)]
+                       "quic_addr": None, "http_addr": None, "eligible": True,
+                       "port_range": {"first": 20000, "last": 32000}} for i in range(nodes)]
+        for i, n in enumerate(self.nodes):
+            if i % 50 == 7:
+                kind = (i // 50) % 3
+                n["eligible"] = False
+                if kind < 2:
+                    n["draining"] = True
+                    n["drain"] = {"deadline_ms": 3600000, "complete": kind == 1, "live_tasks": 0 if kind == 1 else 3}
         self.jobs = []
         for j in range(jobs):
             tasks = []
@@ -36,7 +47,8 @@ class Cluster:
                 n["resources"]["allocated"]["cpu_millicores"] += 100
                 n["resources"]["allocated"]["memory_mib"] += 256
                 tasks.append({"slot": s, "attempt": 1, "node": n["name"], "state": "running", "exit_code": None,
-                              "pending_reason": None, "reason": None, "detail": None, "ip": None, "ports": {},
+                              "pending_reason": None, "reason": None, "detail": None, "ip": None,
+                              "ports": {"http": 20000 + rnd.randrange(12001)} if j % 2 == 0 else {},
                               "health": rnd.choice(["healthy"] * 8 + ["unhealthy", "unknown"]), "health_note": None})
             self.jobs.append({"id": f"job{j:03d}", "type": "service", "status": "running", "count": per_job,
                               "stopped": False, "version": {"wall_ms": 0, "logical": 0}, "tasks": tasks})
@@ -52,7 +64,7 @@ class Cluster:
                      "topic": "Node", "type": "StatusChanged",
                      "payload": {"node": n["name"], "generation": 1, "addr": n["addr"], "from": was, "to": n["status"]}}]
 
-def handler(cluster, period):
+def handler(cluster, period, ui):
     class H(BaseHTTPRequestHandler):
         def log_message(self, *a): pass
         def send(self, body, ctype):
@@ -64,7 +76,7 @@ def handler(cluster, period):
                      "/ui/ui.css": ("ui.css", "text/css")}
             if path in files:
                 name, ctype = files[path]
-                return self.send(open(os.path.join(UI, name), "rb").read(), ctype)
+                return self.send(open(os.path.join(ui, name), "rb").read(), ctype)
             if path == "/v1/nodes":
                 with cluster.lock: return self.send(json.dumps(cluster.nodes).encode(), "application/json")
             if path == "/v1/jobs":
@@ -119,9 +131,10 @@ def main():
     ap.add_argument("--nodes", type=int, default=1000); ap.add_argument("--jobs", type=int, default=100)
     ap.add_argument("--tasks-per-job", type=int, default=30); ap.add_argument("--seconds", type=float, default=20)
     ap.add_argument("--period-ms", type=float, default=200); ap.add_argument("--out")
+    ap.add_argument("--ui", default=UI)
     a = ap.parse_args()
     cluster = Cluster(a.nodes, a.jobs, a.tasks_per_job)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler(cluster, a.period_ms / 1000))
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), handler(cluster, a.period_ms / 1000, a.ui))
     srv.daemon_threads = True
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     base = f"http://127.0.0.1:{srv.server_address[1]}/ui"

@@ -605,3 +605,224 @@ fn the_job_page_shows_versions_and_a_rollout_and_promotes_and_reverts_it() {
         a.stop();
     }
 }
+
+/// The port range every agent of the ports-and-drain test hands out (100 ports).
+const PORT_RANGE: (u64, u64) = (24000, 24099);
+
+/// Per node, the ports of `web`'s running tasks inside [`PORT_RANGE`] as the map's tiles
+/// write them (`data-ports`: in use / range size), from `job status` at `agent`.
+fn expected_ports(
+    agent: &Agent,
+    nodes: &[&str],
+) -> Option<std::collections::BTreeMap<String, String>> {
+    let out = agent.cli(&["job", "status", "web", "--json"]);
+    let view: Value = serde_json::from_slice(&out.stdout).ok()?;
+    let mut used: std::collections::BTreeMap<String, u64> =
+        nodes.iter().map(|n| ((*n).to_string(), 0)).collect();
+    for t in view["tasks"].as_array()? {
+        if t["state"] != "running" {
+            continue;
+        }
+        let ports = t["ports"].as_object()?;
+        for p in ports.values() {
+            let p = p.as_u64()?;
+            assert!(
+                (PORT_RANGE.0..=PORT_RANGE.1).contains(&p),
+                "{p} outside the range"
+            );
+            *used.get_mut(t["node"].as_str()?)? += 1;
+        }
+    }
+    let size = PORT_RANGE.1 - PORT_RANGE.0 + 1;
+    Some(
+        used.into_iter()
+            .map(|(n, u)| (n, format!("{u}/{size}")))
+            .collect(),
+    )
+}
+
+/// What the open map shows of each node: `ports|drain|text` by node name.
+fn map_tiles(cdp: &mut Cdp) -> Value {
+    let v = cdp.eval(
+        "JSON.stringify(Object.fromEntries([...document.querySelectorAll('#map .tile[data-node]')]\
+           .map((t) => [t.dataset.node, { ports: t.dataset.ports, drain: t.dataset.drain, \
+                                          text: t.innerText }])))",
+    );
+    serde_json::from_str(v.as_str().unwrap_or("{}")).unwrap_or(Value::Null)
+}
+
+/// Ports on the map, and a drain driven from the node page: every tile's ports in use match
+/// the running tasks' ports against the agents' `--port-range`; the node page's Drain button
+/// (no deadline) makes the open map show the node `draining` while a batch task holds it,
+/// `drained` once that task is stopped, and nothing once its Make eligible button is used,
+/// all without a reload.
+#[test]
+fn the_map_shows_ports_in_use_and_a_drain_driven_from_the_node_page() {
+    let range = format!("{}-{}", PORT_RANGE.0, PORT_RANGE.1);
+    let (dir, mut agents) = start_agents(
+        3,
+        "ui-drain",
+        &["--attr", "rack=r1", "--port-range", &range],
+        DEADLINE,
+        |x| x["status"] == "alive" && !x["resources"].is_null(),
+    );
+    let names = ["n1", "n2", "n3"];
+    submit(
+        &agents[0],
+        &dir.0,
+        &serde_json::json!({
+            "id": "web", "type": "service", "count": 4, "command": "sleep", "args": ["600"],
+            "resources": {"cpu": 10, "memory": 8},
+            "ports": [{"name": "http"}, {"name": "admin"}]
+        }),
+    );
+    // A batch task on n3 that runs on through a drain without a deadline.
+    submit(
+        &agents[0],
+        &dir.0,
+        &serde_json::json!({
+            "id": "crunch", "type": "batch", "count": 1, "command": "sleep", "args": ["600"],
+            "resources": {"cpu": 10, "memory": 8}, "constraints": ["node == n3"]
+        }),
+    );
+    let running = |job: &str| {
+        let out = run(&["job", "status", job, "--json", "--addr", &agents[0].api()]);
+        let view: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let tasks = view["tasks"].as_array()?;
+        Some(tasks.iter().filter(|t| t["state"] == "running").count())
+    };
+    wait_for(DEADLINE, "web runs 4 tasks and crunch 1", || {
+        (running("web")? == 4 && running("crunch")? == 1).then_some(())
+    });
+
+    let url = format!("{}/ui#/map", agents[0].api());
+    let browser = Browser::open(&dir.0.join("chromium-drain"), &url);
+    browser.wait_title("the page ready", |t| t.contains("live=1"));
+    let ws = browser.page().unwrap()["webSocketDebuggerUrl"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let mut cdp = Cdp::connect(&ws);
+    cdp.eval(&format!(
+        "window.confirm = () => true; document.getElementById('token').value = {}; \
+         document.querySelector('#auth button').click(); true",
+        serde_json::to_string(&agents[0].token()).unwrap()
+    ));
+
+    // Every tile's ports in use match the running tasks' ports, in numbers and in words.
+    let ports_match = |cdp: &mut Cdp| {
+        let want = expected_ports(&agents[0], &names)?;
+        let tiles = map_tiles(cdp);
+        let shown: std::collections::BTreeMap<String, String> = names
+            .iter()
+            .map(|n| {
+                let p = tiles[n]["ports"].as_str().unwrap_or("").to_string();
+                (n.to_string(), p)
+            })
+            .collect();
+        let worded = names.iter().all(|n| {
+            let (used, size) = want[*n].split_once('/').unwrap();
+            tiles[n]["text"]
+                .as_str()
+                .is_some_and(|t| t.contains(&format!("ports {used} / {size}")))
+        });
+        (shown == want && worded).then_some(want)
+    };
+    let before = wait_for(DEADLINE, "tiles showing web's ports", || {
+        ports_match(&mut cdp)
+    });
+    let total: u64 = before
+        .values()
+        .map(|p| p.split_once('/').unwrap().0.parse::<u64>().unwrap())
+        .sum();
+    assert_eq!(total, 8, "4 tasks with 2 ports each: {before:?}");
+
+    // The node page of n3: Drain without a deadline.
+    cdp.eval("location.hash = '#/nodes/n3'; true");
+    wait_for(DEADLINE, "n3's page with its Drain button", || {
+        cdp.eval(
+            "document.getElementById('node-head')?.dataset.node === 'n3' && \
+             !document.getElementById('drain-form').hidden",
+        )
+        .as_bool()
+        .filter(|b| *b)
+    });
+    cdp.eval(
+        "document.getElementById('drain-no-deadline').checked = true; \
+         document.getElementById('drain').click(); true",
+    );
+    let result = wait_for(DEADLINE, "the drain accepted", || {
+        let r = cdp.eval("document.getElementById('node-result').textContent");
+        r.as_str()
+            .filter(|s| !s.is_empty() && *s != "sending…")
+            .map(str::to_string)
+    });
+    assert!(result.starts_with("accepted"), "{result}");
+    wait_for(DEADLINE, "n3's page showing it draining", || {
+        let v = cdp.eval(
+            "document.getElementById('node-head').dataset.drain + '|' + \
+             document.getElementById('node').innerText",
+        );
+        let v = v.as_str()?.to_string();
+        (v.starts_with("draining|") && v.contains("no deadline")).then_some(())
+    });
+
+    // The map: n3 draining while the batch task runs, its services moved off.
+    cdp.eval("location.hash = '#/map'; true");
+    let draining = wait_for(DEADLINE, "n3 draining on the map, one task left", || {
+        let tiles = map_tiles(&mut cdp);
+        let n3 = &tiles["n3"];
+        // "1 task left", or "1 of N tasks left" when the page saw more before.
+        let text = n3["text"].as_str()?;
+        let one_left = text.contains("1 task left") || text.contains("1 of ");
+        (n3["drain"] == "draining" && one_left).then_some(tiles)
+    });
+    assert!(
+        draining["n3"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("no deadline"),
+        "{draining}"
+    );
+    assert_eq!(draining["n1"]["drain"], "", "{draining}");
+    // Stopping the batch job lets the drain complete.
+    let out = agents[0].cli(&["job", "stop", "crunch"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(DEADLINE, "n3 drained on the map", || {
+        (map_tiles(&mut cdp)["n3"]["drain"] == "drained").then_some(())
+    });
+    // The moved tasks' ports are counted where they run now; none on n3.
+    let after = wait_for(
+        DEADLINE,
+        "tiles showing web's ports after the drain",
+        || ports_match(&mut cdp),
+    );
+    assert_eq!(after["n3"], "0/100", "{after:?}");
+
+    // Make eligible (it ends the drain): the map shows n3 taking work again.
+    cdp.eval("location.hash = '#/nodes/n3'; true");
+    wait_for(DEADLINE, "n3's Make eligible button", || {
+        cdp.eval("!document.getElementById('eligible-on').hidden && document.getElementById('node-head')?.dataset.node === 'n3'")
+            .as_bool()
+            .filter(|b| *b)
+    });
+    cdp.eval(
+        "document.getElementById('node-result').textContent = ''; \
+         document.getElementById('eligible-on').click(); true",
+    );
+    cdp.eval("location.hash = '#/map'; true");
+    wait_for(DEADLINE, "n3 eligible again on the map", || {
+        (map_tiles(&mut cdp)["n3"]["drain"] == "").then_some(())
+    });
+    let title = browser.title().unwrap_or_default();
+    assert!(title.contains("loads=1"), "the page was reloaded: {title}");
+    drop(cdp);
+    drop(browser);
+    for a in &mut agents {
+        a.stop();
+    }
+}

@@ -39,6 +39,6 @@ pub use config::Config;
 pub use membership::{ForgetError, MemberEvent, Membership, Stats, Transmit};
 pub use swim_io::{PROBE_EVENTS_KEPT, ProbeEvent};
 pub use types::{
-    Attributes, MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources,
+    Attributes, MemberInfo, MemberStatus, Millis, NodeId, PortRange, Quorum, ResourceAd, Resources,
 };
 pub use wire::DecodeError;

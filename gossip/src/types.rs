@@ -117,8 +117,38 @@ impl Resources {
 /// one ad compares a pointer. Serialised as the map itself.
 pub type Attributes = Arc<BTreeMap<String, String>>;
 
+/// The ports a node hands to tasks that ask for a dynamic one (`shoal agent --port-range`),
+/// both ends included. Advertised so that every node can show a node's ports in use against
+/// its range (`docs/observability.md`, "Ports on the map").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct PortRange {
+    /// The lowest port of the range.
+    pub first: u16,
+    /// The highest port of the range.
+    pub last: u16,
+}
+
+impl PortRange {
+    /// How many ports the range holds (0 if `first > last`, which [`crate::wire::check_ad`]
+    /// refuses).
+    #[must_use]
+    pub fn len(&self) -> u32 {
+        (u32::from(self.last) + 1).saturating_sub(u32::from(self.first))
+    }
+
+    /// Whether the range holds no port.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 /// What a node advertises about itself, disseminated as a versioned broadcast. The newest
 /// `(generation, version)` for a node name wins everywhere.
+///
+/// The encoding is postcard's, field by field in this order; a field is only ever appended,
+/// and [`crate::wire`] still decodes ads of the layouts before (`port_range` is the first
+/// field appended since, so the layout without it is read with `port_range: None`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceAd {
     /// Node name (the key), inline like [`NodeId::name`].
@@ -144,11 +174,14 @@ pub struct ResourceAd {
     /// generation it is the node's SWIM identity, so ads (which converge by digest sync)
     /// also repair membership that piggy-backed gossip missed.
     pub gossip_addr: Option<SocketAddr>,
+    /// The node's dynamic port range; `None` from agents that predate the field.
+    pub port_range: Option<PortRange>,
 }
 
 impl ResourceAd {
     /// A first ad for `node` offering `capacity`: generation 0 and version 1 (the membership
-    /// core sets both), nothing allocated, no attributes, not draining, no addresses.
+    /// core sets both), nothing allocated, no attributes, not draining, no addresses, no port
+    /// range.
     #[must_use]
     pub fn new(node: impl Into<CompactString>, capacity: Resources) -> Self {
         ResourceAd {
@@ -162,6 +195,7 @@ impl ResourceAd {
             quic_addr: None,
             http_addr: None,
             gossip_addr: None,
+            port_range: None,
         }
     }
 

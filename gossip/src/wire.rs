@@ -5,9 +5,12 @@
 //! are bounded: a datagram larger than the configured maximum is refused before parsing, and
 //! every collection decoded is checked against the limits below.
 
+use std::net::SocketAddr;
+
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
-use crate::types::ResourceAd;
+use crate::types::{Attributes, ResourceAd, Resources};
 
 /// Length of the kind prefix.
 pub const KIND_LEN: usize = 1;
@@ -120,10 +123,7 @@ pub(crate) fn encode<T: Serialize>(kind: u8, msg: &T) -> Vec<u8> {
 
 /// Decodes a payload and checks every ad in it.
 pub(crate) fn decode_sync(payload: &[u8]) -> Result<Sync, DecodeError> {
-    let sync: Sync = postcard::from_bytes(payload).map_err(|e| DecodeError::Malformed {
-        what: "sync",
-        reason: e.to_string(),
-    })?;
+    let sync: Sync = decode_tolerant::<Sync, SyncV1>(payload, "sync")?;
     check_ad(&sync.ad)?;
     Ok(sync)
 }
@@ -144,10 +144,7 @@ pub(crate) fn decode_forget(payload: &[u8]) -> Result<Forget, DecodeError> {
 }
 
 pub(crate) fn decode_ads(payload: &[u8]) -> Result<Ads, DecodeError> {
-    let ads: Ads = postcard::from_bytes(payload).map_err(|e| DecodeError::Malformed {
-        what: "ads",
-        reason: e.to_string(),
-    })?;
+    let ads: Ads = decode_exact::<Ads, AdsV1>(payload, "ads")?;
     ads.ads.iter().try_for_each(check_ad)?;
     Ok(ads)
 }
@@ -157,12 +154,119 @@ pub fn decode_ad(data: &[u8]) -> Result<ResourceAd, DecodeError> {
     if data.len() > MAX_AD_BYTES {
         return Err(DecodeError::TooLarge(data.len()));
     }
-    let ad: ResourceAd = postcard::from_bytes(data).map_err(|e| DecodeError::Malformed {
-        what: "resource ad",
-        reason: e.to_string(),
-    })?;
+    let ad: ResourceAd = decode_tolerant::<ResourceAd, AdV1>(data, "resource ad")?;
     check_ad(&ad)?;
     Ok(ad)
+}
+
+// ---- earlier layouts ----------------------------------------------------------------
+//
+// Fields are only ever appended to `ResourceAd`, and postcard writes a struct as its fields
+// in order with no tags, so an ad of an earlier layout is a prefix of today's: decoding it as
+// today's runs out of bytes. Such an ad (from an agent that predates `port_range`) is decoded
+// with the layout it was written in and converted. An ad of a *later* layout has bytes past
+// today's fields, which a single ad ignores (postcard reads a prefix); inside a batch they
+// would misalign the next ad, so a batch must decode with every byte used, or it is refused.
+// Mixed-version clusters are not supported (docs/observability.md, "Ports on the map"); this
+// keeps membership working across one upgrade of the ad in the direction that costs nothing.
+
+/// [`ResourceAd`] before `port_range` was appended.
+#[derive(Serialize, Deserialize)]
+struct AdV1 {
+    node: compact_str::CompactString,
+    generation: u64,
+    version: u64,
+    capacity: Resources,
+    attributes: Attributes,
+    draining: bool,
+    left: bool,
+    quic_addr: Option<SocketAddr>,
+    http_addr: Option<SocketAddr>,
+    gossip_addr: Option<SocketAddr>,
+}
+
+impl From<AdV1> for ResourceAd {
+    fn from(a: AdV1) -> Self {
+        ResourceAd {
+            node: a.node,
+            generation: a.generation,
+            version: a.version,
+            capacity: a.capacity,
+            attributes: a.attributes,
+            draining: a.draining,
+            left: a.left,
+            quic_addr: a.quic_addr,
+            http_addr: a.http_addr,
+            gossip_addr: a.gossip_addr,
+            port_range: None,
+        }
+    }
+}
+
+/// [`Sync`] carrying an [`AdV1`].
+#[derive(Serialize, Deserialize)]
+struct SyncV1 {
+    digest: Digest,
+    want: Want,
+    ad: AdV1,
+}
+
+impl From<SyncV1> for Sync {
+    fn from(s: SyncV1) -> Self {
+        Sync {
+            digest: s.digest,
+            want: s.want,
+            ad: s.ad.into(),
+        }
+    }
+}
+
+/// [`Ads`] of [`AdV1`]s.
+#[derive(Serialize, Deserialize)]
+struct AdsV1 {
+    ads: Vec<AdV1>,
+}
+
+impl From<AdsV1> for Ads {
+    fn from(a: AdsV1) -> Self {
+        Ads {
+            ads: a.ads.into_iter().map(ResourceAd::from).collect(),
+        }
+    }
+}
+
+/// Decodes `bytes` as `T` (bytes past it ignored), or else as `Old`, the layout before the
+/// ad's last appended field; the error is today's layout's.
+fn decode_tolerant<T, Old>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError>
+where
+    T: DeserializeOwned,
+    Old: DeserializeOwned + Into<T>,
+{
+    postcard::from_bytes::<T>(bytes).or_else(|e| {
+        postcard::from_bytes::<Old>(bytes)
+            .map(Into::into)
+            .map_err(|_| DecodeError::Malformed {
+                what,
+                reason: e.to_string(),
+            })
+    })
+}
+
+/// Decodes `bytes` as `T` or else as `Old`, either with every byte used.
+fn decode_exact<T, Old>(bytes: &[u8], what: &'static str) -> Result<T, DecodeError>
+where
+    T: DeserializeOwned,
+    Old: DeserializeOwned + Into<T>,
+{
+    let reason = match postcard::take_from_bytes::<T>(bytes) {
+        Ok((v, [])) => return Ok(v),
+        Ok((_, rest)) => format!("{} bytes left over", rest.len()),
+        Err(e) => e.to_string(),
+    };
+    match postcard::take_from_bytes::<Old>(bytes) {
+        Ok((v, [])) => Ok(v.into()),
+        _ => Err(DecodeError::Malformed { what, reason }),
+    }
 }
 
 /// Encodes an [`Ads`] datagram (kind byte included) from ads already encoded with
@@ -223,6 +327,14 @@ pub fn check_ad(ad: &ResourceAd) -> Result<(), DecodeError> {
         if value > max {
             return bad(format!("{what} {value} exceeds the limit of {max}"));
         }
+    }
+    if let Some(r) = ad.port_range
+        && (r.first == 0 || r.is_empty())
+    {
+        return bad(format!(
+            "port range {}-{}: ports are 1-65535, the first at most the last",
+            r.first, r.last
+        ));
     }
     if ad.attributes.len() > MAX_ATTRIBUTES {
         return bad(format!(
@@ -291,7 +403,7 @@ pub(crate) fn ad_hash(ad: &ResourceAd) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::types::Resources;
+    use crate::types::PortRange;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
 
@@ -308,9 +420,23 @@ mod tests {
             proptest::option::of(
                 (any::<std::net::IpAddr>(), any::<u16>()).prop_map(std::net::SocketAddr::from),
             ),
+            proptest::option::of((1u16.., any::<u16>()).prop_map(|(a, b)| PortRange {
+                first: a.min(b.max(1)),
+                last: a.max(b),
+            })),
         )
             .prop_map(
-                |(node, generation, version, (c, m, d), attributes, draining, left, quic)| {
+                |(
+                    node,
+                    generation,
+                    version,
+                    (c, m, d),
+                    attributes,
+                    draining,
+                    left,
+                    quic,
+                    ports,
+                )| {
                     ResourceAd {
                         node: node.into(),
                         generation,
@@ -326,9 +452,34 @@ mod tests {
                         quic_addr: quic,
                         http_addr: None,
                         gossip_addr: quic,
+                        port_range: ports,
                     }
                 },
             )
+    }
+
+    /// `ad` as an agent from before `port_range` encoded it.
+    fn v1(ad: &ResourceAd) -> AdV1 {
+        AdV1 {
+            node: ad.node.clone(),
+            generation: ad.generation,
+            version: ad.version,
+            capacity: ad.capacity,
+            attributes: ad.attributes.clone(),
+            draining: ad.draining,
+            left: ad.left,
+            quic_addr: ad.quic_addr,
+            http_addr: ad.http_addr,
+            gossip_addr: ad.gossip_addr,
+        }
+    }
+
+    /// `ad` as it reads when it came from an agent that predates `port_range`.
+    fn without_ports(ad: &ResourceAd) -> ResourceAd {
+        ResourceAd {
+            port_range: None,
+            ..ad.clone()
+        }
     }
 
     proptest! {
@@ -371,6 +522,36 @@ mod tests {
         }
 
         #[test]
+        fn an_ad_of_the_layout_before_port_range_still_decodes(ad in arb_ad()) {
+            let bytes = postcard::to_stdvec(&v1(&ad)).unwrap();
+            prop_assert_eq!(decode_ad(&bytes).unwrap(), without_ports(&ad));
+            prop_assert_eq!(peek_ad_key(&bytes), Some((ad.node.as_str(), ad.key())));
+        }
+
+        #[test]
+        fn a_sync_and_a_batch_of_the_layout_before_port_range_still_decode(
+            ads in proptest::collection::vec(arb_ad(), 1..6),
+            digest in any::<Digest>(),
+        ) {
+            let sync = SyncV1 { digest, want: Want::AllIfDifferent, ad: v1(&ads[0]) };
+            let bytes = encode(KIND_SYNC, &sync);
+            let expected = Sync { digest, want: Want::AllIfDifferent, ad: without_ports(&ads[0]) };
+            prop_assert_eq!(decode_sync(&bytes[1..]).unwrap(), expected);
+            let batch = AdsV1 { ads: ads.iter().map(v1).collect() };
+            let bytes = encode(KIND_ADS, &batch);
+            let expected: Vec<ResourceAd> = ads.iter().map(without_ports).collect();
+            prop_assert_eq!(decode_ads(&bytes[1..]).unwrap().ads, expected);
+        }
+
+        #[test]
+        fn an_agent_of_the_layout_before_reads_a_single_new_ad(ad in arb_ad()) {
+            // What an agent that predates `port_range` does with a broadcast ad or a sync:
+            // postcard reads its prefix and leaves the range unread.
+            let old: AdV1 = postcard::from_bytes(&encode_ad(&ad)).unwrap();
+            prop_assert_eq!(ResourceAd::from(old), without_ports(&ad));
+        }
+
+        #[test]
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..1500)) {
             let _ = decode_ad(&bytes);
             let _ = decode_sync(&bytes);
@@ -391,6 +572,24 @@ mod tests {
         };
         let err = check_ad(&ad).unwrap_err().to_string();
         assert!(err.contains("40 attributes"), "{err}");
+    }
+
+    #[test]
+    fn an_empty_port_range_is_refused_with_a_reason() {
+        for (first, last) in [(0, 10), (20, 10)] {
+            let ad = ResourceAd {
+                port_range: Some(PortRange { first, last }),
+                ..ResourceAd::new("n1", Resources::default())
+            };
+            let err = check_ad(&ad).unwrap_err().to_string();
+            assert!(err.contains(&format!("port range {first}-{last}")), "{err}");
+        }
+        let one = ResourceAd {
+            port_range: Some(PortRange { first: 7, last: 7 }),
+            ..ResourceAd::new("n1", Resources::default())
+        };
+        assert!(check_ad(&one).is_ok());
+        assert_eq!(one.port_range.unwrap().len(), 1);
     }
 
     #[test]

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use shoal_gossip::{Membership, NodeId, ResourceAd, Resources};
+use shoal_gossip::{Membership, NodeId, PortRange, ResourceAd, Resources};
 use tokio::net::UdpSocket;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
@@ -662,6 +662,10 @@ fn initial_ad(config: &AgentConfig, quic_addr: SocketAddr, http_addr: SocketAddr
         attributes: config.attributes.clone().into(),
         quic_addr: Some(quic_addr),
         http_addr: Some(http_addr),
+        port_range: Some(PortRange {
+            first: *config.tasks.ports.range.start(),
+            last: *config.tasks.ports.range.end(),
+        }),
         ..ResourceAd::new(config.name.clone(), capacity)
     }
 }

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shoal_gossip::{MemberInfo, NodeId, Resources, Stats};
+use shoal_gossip::{MemberInfo, NodeId, PortRange, Resources, Stats};
 
 use crate::clock::Clock;
 use crate::gossip_driver::{GossipHandle, TransportStats};
@@ -105,6 +105,10 @@ pub struct NodeView {
     /// The drain in force, as this node's tables say (`docs/services.md`, §5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub drain: Option<crate::api_nodes::DrainView>,
+    /// The node's dynamic port range, from its ad (`docs/observability.md`, "Ports on the
+    /// map"); absent until its ad arrives, or from an agent that predates the field.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port_range: Option<PortRange>,
 }
 
 impl NodeView {
@@ -127,6 +131,7 @@ impl NodeView {
             http_addr: ad.and_then(|a| a.http_addr),
             eligible: !ad.is_some_and(|a| a.draining),
             drain: None,
+            port_range: ad.and_then(|a| a.port_range),
         }
     }
 }

@@ -379,6 +379,7 @@ impl Cluster {
                         quic_addr: None,
                         http_addr: None,
                         gossip_addr: None,
+                        port_range: None,
                     }),
                     last_update: Millis(0),
                 }

@@ -321,7 +321,7 @@ fn discovery_always(sim: &Simulation) -> Vec<CheckResult> {
             format!(
                 "{} healthy listings held against the truth ({} probes, {} tasks hung); {} \
                  listed a process that no longer served, the longest {:.1} s, each within the \
-                 bound ({:.1} s, + {:.1} s after a partition); {} more by nodes on the \
+                 bound ({:.1} s, + {:.1} s after a partition or while its agent is down); {} more by nodes on the \
                  minority side (stale by design)",
                 f.listed,
                 f.probes,

@@ -62,6 +62,7 @@ mod processes;
 mod sample;
 mod serving;
 mod tally;
+mod trace;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};

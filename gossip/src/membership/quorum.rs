@@ -33,6 +33,10 @@ pub(crate) struct QuorumTracker {
     /// When each known member that is not alive was last seen to go down (or was restored
     /// from disk without being heard of yet), for `forget_down_after`.
     down_since: BTreeMap<CompactString, Millis>,
+    /// When each known member that is not alive (suspect or down) was last seen to go
+    /// missing, for dating a loss of the majority back to its first sign
+    /// ([`QuorumTracker::loss_began`]). Restored names are not in it: they were not seen go.
+    missing_since: BTreeMap<CompactString, Millis>,
     /// The last two completed probes, newest last.
     probes: VecDeque<Probe>,
     /// A probe period's probe is in flight (the last probe timer found members to probe).
@@ -94,6 +98,7 @@ impl QuorumTracker {
             known: BTreeSet::new(),
             alive: BTreeSet::new(),
             down_since: BTreeMap::new(),
+            missing_since: BTreeMap::new(),
             probes: VecDeque::with_capacity(2),
             probing: false,
             failed_now: false,
@@ -120,6 +125,7 @@ impl QuorumTracker {
                 }
                 self.alive.remove(name);
                 self.down_since.remove(name);
+                self.missing_since.remove(name);
             }
             MemberStatus::Alive => {
                 if self.known.insert(name.clone()) {
@@ -127,12 +133,15 @@ impl QuorumTracker {
                 }
                 self.alive.insert(name.clone());
                 self.down_since.remove(name);
+                self.missing_since.remove(name);
             }
             MemberStatus::Suspect | MemberStatus::Down => {
                 if self.known.insert(name.clone()) {
                     self.known_version += 1;
                 }
-                self.alive.remove(name);
+                if self.alive.remove(name) {
+                    self.missing_since.insert(name.clone(), now);
+                }
                 if status == MemberStatus::Down {
                     self.down_since.entry(name.clone()).or_insert(now);
                 } else {
@@ -168,6 +177,7 @@ impl QuorumTracker {
             return Err(ForgetError::Unknown(name.to_string()));
         }
         self.down_since.remove(name);
+        self.missing_since.remove(name);
         self.known_version += 1;
         Ok(())
     }
@@ -321,6 +331,8 @@ impl QuorumTracker {
         }
         let since = if majority == self.current.majority {
             self.current.since
+        } else if matches!(lack, Some(Lack::TooFew | Lack::Probes)) {
+            self.loss_began(now, settle_ms)
         } else {
             now
         };
@@ -345,6 +357,27 @@ impl QuorumTracker {
         self.lack = lack;
         self.current = next;
         true
+    }
+}
+
+impl QuorumTracker {
+    /// When a loss of the majority found `now` (too few reachable, or failed probes) began:
+    /// the earliest moment a member still missing went missing, within `settle_ms` of now
+    /// and since the majority was gained. A node on the minority side of a cut must see
+    /// several members go before it counts too few, one probe period at a time (5 s for one
+    /// of four nodes cut off from eight, simulator finding 15), while its first suspicion
+    /// comes within about two probe periods of the cut; the `stop_after_ms` clock of its
+    /// tasks runs from the cut's first sign, not from the moment enough evidence arrived, so
+    /// that the duplicate bound does not grow with the size of the minority. `settle_ms` is
+    /// the longest the quorum allows a minority to take (the majority waits that long before
+    /// condemning), so older marks (a node that crashed a while ago) are another event.
+    fn loss_began(&self, now: Millis, settle_ms: u64) -> Millis {
+        self.missing_since
+            .values()
+            .copied()
+            .filter(|t| *t >= self.current.since && now.since(*t) <= settle_ms)
+            .min()
+            .map_or(now, |t| t.min(now))
     }
 }
 
@@ -391,8 +424,49 @@ mod tests {
         assert!(t.evaluate(Millis(2), |_, _| true));
         let q = t.current();
         assert!(!q.majority);
-        assert_eq!((q.reachable, q.known, q.since), (2, 5, Millis(2)));
+        // Dated back to the first member that went missing (`loss_began`).
+        assert_eq!((q.reachable, q.known, q.since), (2, 5, Millis(1)));
         assert_eq!(q.reason.as_deref(), Some("sees 2 of 5 members"));
+    }
+
+    #[test]
+    fn a_loss_dates_back_to_its_first_sign_within_settle() {
+        // 12 members, probe period 1 s: settle_ms is 8 s. A member down for long is another
+        // event; the loss found at 25 s began when the first of the others went, at 20.5 s.
+        let names: Vec<String> = (0..12).map(|i| format!("n{i:02}")).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let mut t = tracker_of(&names);
+        t.on_status(&n("n11"), MemberStatus::Down, Millis(1_000));
+        t.evaluate(Millis(1_000), |_, _| true);
+        assert!(t.current().majority);
+        for (i, at) in [
+            (10, 20_500),
+            (9, 21_400),
+            (8, 22_300),
+            (7, 23_000),
+            (6, 24_000),
+            (5, 25_000),
+        ] {
+            t.on_status(&n(&format!("n{i:02}")), MemberStatus::Suspect, Millis(at));
+            t.evaluate(Millis(at), |_, _| true);
+        }
+        let q = t.current();
+        assert!(!q.majority, "{q:?}");
+        assert_eq!(q.since, Millis(20_500));
+        // Back alive: the majority returns now, and a later loss dates from its own signs.
+        for i in [10, 9, 8] {
+            t.on_status(&n(&format!("n{i:02}")), MemberStatus::Alive, Millis(30_000));
+        }
+        t.evaluate(Millis(30_000), |_, _| true);
+        assert!(t.current().majority);
+        assert_eq!(t.current().since, Millis(30_000));
+        // n07, n06 and n05 went before the majority returned: not signs of the next loss.
+        for (i, at) in [(4, 50_000), (3, 51_000), (2, 52_000)] {
+            t.on_status(&n(&format!("n{i:02}")), MemberStatus::Suspect, Millis(at));
+            t.evaluate(Millis(at), |_, _| true);
+        }
+        assert!(!t.current().majority);
+        assert_eq!(t.current().since, Millis(50_000));
     }
 
     #[test]

@@ -14,10 +14,18 @@ const FEED_SHOW = 400;         // rows drawn
 const AGGREGATE_ABOVE = 150;   // more nodes than this: groups are summarised until opened
 const RECONNECT_MS = 1000;
 const LEGEND_JOBS = 12;        // jobs named in the map's colour legend
+// A drain completes when the draining node writes so; other nodes tell no event of it (their
+// tables change, their eligibility does not), so while a drain shows no live task left but is
+// not complete, /v1/nodes is re-read this often, at most DRAIN_CHECKS times after an event.
+const DRAIN_CHECK_MS = 1000;
+const DRAIN_CHECKS = 30;
 
 const S = {
   nodes: [], jobs: [], self: null, events: [], since: null, live: false, versions: null,
-  gen: null, view: 'map', job: null, group: null, opened: new Set(),
+  gen: null, view: 'map', job: null, node: null, group: null, opened: new Set(),
+  // Per draining node, the most live tasks this page saw it hold during its drain: the
+  // denominator of its progress (a page opened mid-drain starts from what it first saw).
+  drainSeen: new Map(), drainChecks: 0,
   topics: new Set(TOPICS), text: '', paused: false, all: false,
   // Timings (ms) for the title and bench/ui.py: the first draw with nodes, each draw, and
   // each update (the first undrawn event's arrival → the end of the draw showing it).
@@ -66,6 +74,7 @@ async function api(path, opts) {
 let refreshTimer = null;
 let refreshing = false;
 let refreshAgain = false;
+let drainTimer = null;         // the one pending re-read while a drain is completing
 
 async function refresh() {
   if (refreshing) { refreshAgain = true; return; }
@@ -85,8 +94,22 @@ async function refresh() {
   } finally {
     refreshing = false;
   }
+  noteDrains();
   draw();
   if (refreshAgain) { refreshAgain = false; refreshSoon(); }
+  else if (!drainTimer && S.drainChecks < DRAIN_CHECKS &&
+           S.nodes.some((n) => drainState(n) === 'draining' && n.drain && n.drain.live_tasks === 0)) {
+    S.drainChecks++;
+    drainTimer = setTimeout(() => { drainTimer = null; refreshSoon(); }, DRAIN_CHECK_MS);
+  }
+}
+
+// Remembers, per draining node, the most live tasks seen during its drain.
+function noteDrains() {
+  for (const n of S.nodes) {
+    if (drainState(n) !== 'draining' || !n.drain) { S.drainSeen.delete(n.name); continue; }
+    S.drainSeen.set(n.name, Math.max(S.drainSeen.get(n.name) || 0, n.drain.live_tasks));
+  }
 }
 
 function refreshSoon() {
@@ -145,11 +168,13 @@ function onEvent(e) {
   if (S.perf.pendingSince === null) S.perf.pendingSince = performance.now();
   S.events.push(e);
   if (S.events.length > FEED_KEEP) S.events.splice(0, S.events.length - FEED_KEEP);
-  if (e.topic === 'Node' && e.type === 'StatusChanged') {
+  if (e.topic === 'Node') {
     const n = S.nodes.find((x) => x.name === e.payload.node);
-    if (n) n.status = e.payload.to;
+    if (n && e.type === 'StatusChanged') n.status = e.payload.to;
+    if (n && e.type === 'Eligibility') n.eligible = e.payload.eligible;
+    if (n && e.type === 'DrainComplete' && n.drain) n.drain.complete = true;
   }
-  if (e.topic !== 'Stream') refreshSoon();
+  if (e.topic !== 'Stream') { S.drainChecks = 0; refreshSoon(); }
   drawSoon();
 }
 
@@ -165,10 +190,13 @@ function drawSoon() {
 function route() {
   const h = location.hash.replace(/^#\/?/, '');
   const [view, ...rest] = h.split('/');
-  S.view = ['map', 'jobs', 'events', 'sim'].includes(view) ? view : 'map';
+  S.view = ['map', 'jobs', 'nodes', 'events', 'sim'].includes(view) ? view : 'map';
   // `#/map/all`: every node as a tile, however many.
   S.all = view === 'map' && rest[0] === 'all';
   S.job = view === 'jobs' && rest.length ? decodeURIComponent(rest.join('/')) : null;
+  // `#/nodes/NAME`: one node, its drain and the buttons that change it.
+  S.node = view === 'nodes' && rest.length ? decodeURIComponent(rest.join('/')) : null;
+  if (view === 'nodes' && !S.node) S.view = 'map';
   if (S.job && !(S.versions && S.versions.job === S.job)) refreshSoon();
   draw();
 }
@@ -199,13 +227,15 @@ function quantile(list, q) {
 }
 
 function drawViews() {
-  const view = S.job ? 'job' : S.view;
-  for (const v of ['map', 'jobs', 'job', 'events', 'sim']) $('view-' + v).hidden = v !== view;
-  for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.dataset.view === S.view);
+  const view = S.job ? 'job' : S.node ? 'node' : S.view;
+  for (const v of ['map', 'jobs', 'job', 'node', 'events', 'sim']) $('view-' + v).hidden = v !== view;
+  const tab = S.view === 'nodes' ? 'map' : S.view;
+  for (const a of document.querySelectorAll('nav a')) a.classList.toggle('on', a.dataset.view === tab);
   if (S.self) $('agent').textContent = 'agent ' + S.self.node.name + ' · cluster ' + S.self.cluster;
   if (view === 'map') drawMap();
   if (view === 'jobs') drawJobs();
   if (view === 'job') drawJob();
+  if (view === 'node') drawNode();
   if (view === 'events') drawEvents();
   if (view === 'sim' && S.sim && !S.simDrawn) { $('sim').innerHTML = simReport(S.sim); S.simDrawn = true; }
 }
@@ -214,7 +244,7 @@ function drawViews() {
 // reads it through the DevTools page list; people see it in the tab).
 function writeTitle() {
   const tiles = [...document.querySelectorAll('#map .tile[data-node]')]
-    .map((t) => t.dataset.node + ':' + t.dataset.status).sort();
+    .map((t) => t.dataset.node + ':' + t.dataset.status + (t.dataset.drain ? '/' + t.dataset.drain : '')).sort();
   const tasks = {};
   for (const t of document.querySelectorAll('#map .task[data-job]')) tasks[t.dataset.job] = (tasks[t.dataset.job] || 0) + 1;
   const jobs = Object.keys(tasks).sort().map((j) => j + ':' + tasks[j]);
@@ -245,7 +275,68 @@ function pct(used, cap) { return cap > 0 ? Math.min(100, Math.round(100 * used /
 function meter(label, used, cap, unit) {
   const p = pct(used, cap);
   return '<div class="meter' + (p >= 90 ? ' hot' : '') + '"><b data-w="' + p + '"></b></div>' +
-    '<small>' + label + ' ' + used + ' / ' + cap + ' ' + unit + ' (' + p + '%)</small>';
+    '<small>' + label + ' ' + used + ' / ' + cap + (unit ? ' ' + unit : '') + ' (' + p + '%)</small>';
+}
+
+// A node's ports held by its live tasks, against its advertised range (docs/observability.md,
+// "Ports on the map"): `inRange` counts against the range, `outside` are static ports beyond it.
+function portsUsed(n, tasks) {
+  const r = n.port_range;
+  let inRange = 0, outside = 0;
+  for (const { t } of tasks || []) {
+    for (const p of Object.values(t.ports || {})) {
+      if (r && p >= r.first && p <= r.last) inRange++; else outside++;
+    }
+  }
+  return { inRange, outside, size: r ? r.last - r.first + 1 : 0 };
+}
+
+function portsMeter(u) {
+  if (!u.size) return '<small class="ports">ports ' + (u.inRange + u.outside) + ' in use · range not advertised</small>';
+  return '<span class="ports">' + meter('ports', u.inRange, u.size, '') + '</span>' +
+    (u.outside ? '<small> +' + u.outside + ' outside the range</small>' : '');
+}
+
+// What the map says of a node's drain: 'draining', 'drained' (complete), 'ineligible' (no new
+// work, no drain), or '' (eligible). `draining` without `drain` is an ad's flag seen by an
+// agent without a scheduler.
+function drainState(n) {
+  if (n.drain) return n.drain.complete ? 'drained' : 'draining';
+  if (n.draining) return 'draining';
+  return n.eligible === false ? 'ineligible' : '';
+}
+
+function fmtMs(ms) {
+  if (ms % 3600000 === 0) return ms / 3600000 + 'h';
+  if (ms % 60000 === 0) return ms / 60000 + 'm';
+  if (ms % 1000 === 0) return ms / 1000 + 's';
+  return ms + 'ms';
+}
+
+// `1h`, `5m`, `90s`, `1h30m`, `500ms` → milliseconds; null when it is not a duration.
+function parseDuration(text) {
+  const t = text.trim();
+  if (!/^(\d+(ms|s|m|h|d))+$/.test(t)) return null;
+  const unit = { ms: 1, s: 1000, m: 60000, h: 3600000, d: 86400000 };
+  let ms = 0;
+  for (const [, n, u] of t.matchAll(/(\d+)(ms|s|m|h|d)/g)) ms += Number(n) * unit[u];
+  return ms;
+}
+
+function deadlineText(d) {
+  return d && d.deadline_ms != null ? 'deadline ' + fmtMs(d.deadline_ms) : 'no deadline';
+}
+
+// The drain line of a tile: what is left and, when the page saw more, a bar of what moved.
+function drainLine(n) {
+  const st = drainState(n);
+  if (st !== 'draining' || !n.drain) return '';
+  const left = n.drain.live_tasks, seen = Math.max(S.drainSeen.get(n.name) || 0, left);
+  const tasks = (k) => k + (k === 1 ? ' task' : ' tasks');
+  // The bar only once something moved while the page watched.
+  const bar = seen > left ? '<div class="meter drainbar"><b data-w="' + pct(seen - left, seen) + '"></b></div>' : '';
+  return '<small class="drainline">' + (!left ? 'no task left, completing' : seen > left ? left + ' of ' + tasks(seen) + ' left'
+    : tasks(left) + ' left') + ' · ' + deadlineText(n.drain) + '</small>' + bar;
 }
 
 // Live tasks by node: placed, running or starting.
@@ -282,22 +373,33 @@ function drawGroupSelect() {
 
 function nodeTile(n, tasks) {
   const cap = n.resources.capacity, used = n.resources.allocated;
+  const drain = drainState(n);
   const dots = (tasks || []).map(({ job, t }) =>
     '<span class="task h-' + esc(t.health) + '" data-job="' + esc(job) + '" data-hue="' + hue(job) +
     '" title="' + esc(job + '[' + t.slot + ']#' + t.attempt + ' ' + t.state + ', ' + t.health) + '"></span>').join('');
-  return '<div class="tile status-' + esc(n.status) + '" data-key="n:' + esc(n.name) + '" data-node="' + esc(n.name) + '" data-status="' + esc(n.status) + '">' +
-    '<div class="name"><span>' + esc(n.name) + (n.draining ? ' <span class="drain">draining</span>' : '') + '</span>' +
-    '<span class="st">' + esc(n.status) + '</span></div>' +
+  const u = portsUsed(n, tasks);
+  return '<div class="tile status-' + esc(n.status) + (drain ? ' drain-' + drain : '') + '" data-key="n:' + esc(n.name) +
+    '" data-node="' + esc(n.name) + '" data-status="' + esc(n.status) + '" data-drain="' + drain +
+    '" data-ports="' + u.inRange + '/' + u.size + (u.outside ? '+' + u.outside : '') + '">' +
+    '<div class="name"><span><a href="#/nodes/' + encodeURIComponent(n.name) + '">' + esc(n.name) + '</a>' +
+    (drain ? ' <span class="drain d-' + drain + '">' + drain + '</span>' : '') + '</span>' +
+    '<span class="st">' + esc(n.status) + '</span></div>' + drainLine(n) +
     meter('cpu', used.cpu_millicores, cap.cpu_millicores, 'm') +
-    meter('mem', used.memory_mib, cap.memory_mib, 'MiB') +
+    meter('mem', used.memory_mib, cap.memory_mib, 'MiB') + portsMeter(u) +
     '<div class="tasks">' + dots + '</div></div>';
 }
 
 function aggregateTile(name, nodes, byNode) {
   const counts = { alive: 0, suspect: 0, down: 0, left: 0 };
+  const drains = { draining: 0, drained: 0, ineligible: 0 };
+  const ports = { inRange: 0, outside: 0, size: 0 };
   let cpu = 0, cpuCap = 0, mem = 0, memCap = 0, tasks = 0;
   for (const n of nodes) {
     counts[n.status] = (counts[n.status] || 0) + 1;
+    const d = drainState(n);
+    if (d) drains[d]++;
+    const u = portsUsed(n, byNode.get(n.name));
+    ports.inRange += u.inRange; ports.outside += u.outside; ports.size += u.size;
     cpu += n.resources.allocated.cpu_millicores; cpuCap += n.resources.capacity.cpu_millicores;
     mem += n.resources.allocated.memory_mib; memCap += n.resources.capacity.memory_mib;
     tasks += (byNode.get(n.name) || []).length;
@@ -308,9 +410,13 @@ function aggregateTile(name, nodes, byNode) {
     '<div class="name"><span>' + esc(name) + '</span><span class="st">' + nodes.length + ' nodes</span></div>' +
     '<div class="counts">' + Object.entries(counts).filter(([, c]) => c).map(([s, c]) =>
       '<span class="status-' + s + '"><span class="st">' + s + '</span> ' + c + '</span>').join('') + '</div>' +
-    meter('cpu', cpu, cpuCap, 'm') + meter('mem', mem, memCap, 'MiB') +
-    // One dot per node, coloured by status: a down node shows without opening the group.
-    '<div class="dots">' + nodes.map((n) => '<i class="s-' + esc(n.status) + '" title="' + esc(n.name + ' ' + n.status) + '"></i>').join('') +
+    (drains.draining + drains.drained + drains.ineligible ? '<div class="counts">' + Object.entries(drains).filter(([, c]) => c).map(([d, c]) =>
+      '<span class="drain d-' + d + '">' + d + ' ' + c + '</span>').join(' ') + '</div>' : '') +
+    meter('cpu', cpu, cpuCap, 'm') + meter('mem', mem, memCap, 'MiB') + portsMeter(ports) +
+    // One dot per node, coloured by status (ringed when it takes no new work): a down or
+    // draining node shows without opening the group.
+    '<div class="dots">' + nodes.map((n) => { const d = drainState(n); return '<i class="s-' + esc(n.status) + (d ? ' d-' + d : '') +
+      '" title="' + esc(n.name + ' ' + n.status + (d ? ', ' + d : '')) + '"></i>'; }).join('') +
     '</div><div><small>' + tasks + ' tasks · click to open</small></div></div>';
 }
 
@@ -345,7 +451,10 @@ function drawMap() {
   const alive = S.nodes.filter((n) => n.status === 'alive').length;
   let tasks = 0;
   for (const v of byNode.values()) tasks += v.length;
-  $('map-summary').textContent = S.nodes.length + ' nodes, ' + alive + ' alive · ' + tasks + ' live tasks · ' + S.jobs.length + ' jobs';
+  const drains = {};
+  for (const n of S.nodes) { const d = drainState(n); if (d) drains[d] = (drains[d] || 0) + 1; }
+  $('map-summary').textContent = S.nodes.length + ' nodes, ' + alive + ' alive' +
+    Object.entries(drains).map(([d, c]) => ', ' + c + ' ' + d).join('') + ' · ' + tasks + ' live tasks · ' + S.jobs.length + ' jobs';
 }
 
 // What the map drew last: its layout's shape, and each tile's markup and element. When the
@@ -457,6 +566,76 @@ async function onJobClick(ev) {
   }
   if (!call) return;
   try { const r = await call(); $('job-result').textContent = r.promoted ? 'promoted' : 'reverted: version ' + r.version; } catch (e) { $('job-result').textContent = e.message; }
+  refreshSoon();
+}
+
+// One node: what the map shows of it, its drain, its live tasks and this agent's recent Node
+// events of it. The buttons are static markup (#node-actions) so that a redraw never loses a
+// deadline being typed; only which of them shows changes.
+function drawNode() {
+  const n = S.nodes.find((x) => x.name === S.node);
+  $('node-actions').hidden = !n;
+  if (!n) {
+    $('node').innerHTML = '<p>No node ' + esc(S.node) + ' in this agent\'s view. <a href="#/map">The map</a></p>';
+    $('node-more').innerHTML = '';
+    return;
+  }
+  const tasks = tasksByNode().get(n.name) || [];
+  const u = portsUsed(n, tasks);
+  const st = drainState(n);
+  const cap = n.resources.capacity, used = n.resources.allocated;
+  const left = n.drain ? n.drain.live_tasks : 0;
+  const drain = n.drain ? (n.drain.complete ? 'complete' : 'draining, ' + left + (left === 1 ? ' live task' : ' live tasks') + ' left') +
+    ' · ' + deadlineText(n.drain) : n.draining ? 'its ad says draining (this agent runs no scheduler)' : 'none';
+  const row = (k, v) => '<tr><th>' + esc(k) + '</th><td>' + esc(v) + '</td></tr>';
+  $('node').innerHTML = '<p class="crumb"><a href="#/map">← map</a></p><h2 id="node-head" data-node="' + esc(n.name) +
+    '" data-drain="' + st + '">' + esc(n.name) + ' <small class="status-' + esc(n.status) + '"><span class="st">' + esc(n.status) +
+    '</span></small>' + (st ? ' <span class="drain d-' + st + '">' + st + '</span>' : '') + '</h2><table class="kv"><tbody>' +
+    row('eligible for new work', n.eligible === false ? 'no' : 'yes') + row('drain', drain) +
+    row('cpu', used.cpu_millicores + ' / ' + cap.cpu_millicores + ' m') +
+    row('memory', used.memory_mib + ' / ' + cap.memory_mib + ' MiB') +
+    row('ports', u.size ? u.inRange + ' in use of ' + u.size + ' (' + n.port_range.first + '–' + n.port_range.last + ')' +
+      (u.outside ? ', ' + u.outside + ' static outside the range' : '') : (u.inRange + u.outside) + ' in use, range not advertised') +
+    row('generation', n.generation) + row('gossip', n.addr) + row('api', n.http_addr || '') +
+    row('attributes', Object.entries(n.attributes || {}).map(([k, v]) => k + '=' + v).join(' ')) +
+    '</tbody></table>';
+  $('drain-form').hidden = st === 'draining';
+  $('undrain').hidden = !n.drain;
+  $('eligible-on').hidden = n.eligible !== false;
+  $('eligible-off').hidden = n.eligible === false;
+  const rows = tasks.map(({ job, t }) => '<tr><td><a href="#/jobs/' + encodeURIComponent(job) + '">' + esc(job) + '</a></td><td class="num">' +
+    t.slot + '</td><td class="num">' + (t.attempt ?? '') + '</td><td class="state-' + esc(t.state) + '">' + esc(t.state) + '</td><td>' +
+    esc(t.health) + '</td><td>' + esc(Object.entries(t.ports || {}).map(([k, v]) => k + '=' + v).join(' ')) + '</td></tr>').join('');
+  const recent = S.events.filter((e) => e.topic === 'Node' && e.payload && e.payload.node === n.name).slice(-20).reverse();
+  $('node-more').innerHTML = '<h3>Live tasks on ' + esc(n.name) + '</h3><table><thead><tr><th>job</th><th>slot</th><th>attempt</th>' +
+    '<th>state</th><th>health</th><th>ports</th></tr></thead><tbody>' + (rows || '<tr><td colspan="6" class="muted">none</td></tr>') +
+    '</tbody></table><h3>Recent Node events of ' + esc(n.name) + ' (this agent)</h3>' + eventTable(recent);
+}
+
+// Drain, stop draining and eligibility: `POST /v1/nodes/NAME/drain|eligibility` with the token.
+async function onNodeAction(ev) {
+  const name = S.node;
+  const id = ev.target.id;
+  if (!name || !['drain', 'undrain', 'eligible-on', 'eligible-off'].includes(id)) return;
+  const out = $('node-result');
+  let route = '/eligibility', body;
+  if (id === 'drain') {
+    let deadline = null;
+    if (!$('drain-no-deadline').checked) {
+      const text = $('drain-deadline').value;
+      deadline = parseDuration(text);
+      if (deadline === null) { out.textContent = 'deadline `' + text + '`: write it as 90s, 5m, 1h or 1h30m'; return; }
+    }
+    if (!confirm('Drain ' + name + ' (' + (deadline === null ? 'no deadline' : 'deadline ' + fmtMs(deadline)) + ')?')) return;
+    route = '/drain'; body = { deadline_ms: deadline };
+  } else if (id === 'undrain') { route = '/drain'; body = { disable: true }; }
+  else body = { eligible: id === 'eligible-on' };
+  out.textContent = 'sending…';
+  try {
+    const r = await api('/v1/nodes/' + encodeURIComponent(name) + route,
+      { method: 'POST', body: JSON.stringify(body), headers: { 'Content-Type': 'application/json' } });
+    out.textContent = r.durable ? 'accepted (version ' + r.version + ')' : 'held by this agent only: ' + r.reason;
+  } catch (e) { out.textContent = e.message; }
   refreshSoon();
 }
 
@@ -588,6 +767,7 @@ function wire() {
   };
   $('event-text').oninput = () => { S.text = $('event-text').value; draw(); };
   $('job').onclick = onJobClick;
+  $('node-actions').onclick = onNodeAction;
   $('pause').onchange = () => { S.paused = $('pause').checked; draw(); };
   $('submit').onclick = async () => {
     const body = $('spec').value.trim();

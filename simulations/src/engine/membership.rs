@@ -39,6 +39,7 @@ impl Simulation {
             quic_addr: None,
             http_addr: None,
             gossip_addr: None,
+            port_range: None,
         }
     }
 

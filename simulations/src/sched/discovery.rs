@@ -7,8 +7,8 @@
 //! running node's catalog is brought up to date and each instance it calls healthy is held
 //! against the ground truth: a process of that attempt on that node that serves (started,
 //! not a bad version, not hung). One that stopped serving may still be listed for the
-//! staleness bound (`bound_ms`), counted from the latest of: when it stopped
-//! serving, when its node's agent last came up, when the observer's agent last came up, and
+//! staleness bound (`bound_ms`, plus the detection time when the process stopped while
+//! its agent was down), counted from the latest of: when it stopped serving, when its node's agent last came up, when the observer's agent last came up, and
 //! since when the observer's view has shown the node alive without a break.
 
 use std::collections::BTreeSet;
@@ -173,7 +173,12 @@ impl Workbench {
         }
         from = from.max(back_on_majority_side(host, j, from));
         let stale = host.now().since(from);
-        let bound = bound_ms(&self.discovery, host, from);
+        // A process that stopped serving while its agent is down (an orphan the watchdog
+        // killed `orphan_grace` after a crash) has nobody to report it: every node drops it
+        // when its view marks the agent down, as across a partition.
+        let agent_down = self.nodes[*t].core.is_none();
+        let bound =
+            bound_ms(&self.discovery, host, from) + if agent_down { DETECTION_MS } else { 0 };
         let f = &mut self.discovery.figures;
         f.stale += 1;
         f.longest_stale_ms = f.longest_stale_ms.max(stale);

@@ -5,7 +5,8 @@
 // - patch 4: `Notification::MemberChanged` on every applied update;
 // - patch 5: a datagram's updates warm their member entries before they are
 //   applied;
-// - patch 6: `Notification::ProbeStarted` and `Notification::ProbeAcked`.
+// - patch 6: `Notification::ProbeStarted` and `Notification::ProbeAcked`;
+// - patch 7: a message addressed to an earlier identity of ours is accepted.
 //! Foca is a building block for your gossip-based cluster discovery. It's
 //! a small library-first crate that implements the SWIM protocol along
 //! with its useful extensions (`SWIM+Inf.+Susp.`).
@@ -1553,6 +1554,18 @@ where
                 // Then we accept it if DST is one of our _possible_
                 // identities
                 && self.identity.addr() == header.dst.addr())
+            // Or it is addressed to an earlier identity of ours (Shoal
+            // patch 7): the sender has not heard that we renewed, and
+            // the header of our answer is how it hears it. Dropping
+            // such messages left a renewed member unknown to everyone
+            // still probing its old identity until an announce (when
+            // every node renews at once after a partition heals, their
+            // gossip all goes to identities their peers left). A
+            // TurnUndead is about that earlier identity, which we
+            // already left: it is not for us.
+            || (header.message != Message::TurnUndead
+                && header.dst.addr() == self.identity.addr()
+                && self.identity.win_addr_conflict(&header.dst))
     }
 
     fn handle_self_update(
@@ -2676,6 +2689,60 @@ mod tests {
         // So we should've successfully joined
         assert_eq!(1, foca.num_members());
         assert!(foca.iter_members().any(|member| member.id() == &src_id));
+    }
+
+    #[test]
+    fn a_message_to_an_earlier_identity_of_ours_is_accepted() {
+        // We renewed (bump 1 -> 2); a member still probing bump 1 must
+        // learn bump 2 from our answer instead of being ignored.
+        let old_id = ID::new_with_bump(1, 1);
+        let new_id = ID::new_with_bump(1, 2);
+        let codec = codec();
+        let mut foca = Foca::new(new_id, config(), rng(), codec);
+        let mut runtime = AccumulatingRuntime::new();
+        let src = ID::new(2);
+        foca.apply(Member::alive(src), &mut runtime)
+            .expect("src joins");
+        runtime.take_all_data();
+
+        let ping = |dst: ID, message: Message<ID>| {
+            encode((
+                Header {
+                    src,
+                    src_incarnation: 0,
+                    dst,
+                    message,
+                },
+                Vec::new(),
+            ))
+        };
+        // A ping to the earlier identity is answered, from the current one.
+        assert_eq!(
+            Ok(()),
+            foca.handle_data(&ping(old_id, Message::Ping(7)), &mut runtime)
+        );
+        let ack = runtime.take_data(src).expect("an answer to the ping");
+        let (header, _) = decode(ack);
+        assert_eq!(header.src, new_id);
+        assert_eq!(header.message, Message::Ack(7));
+
+        // A newer identity on our address is not ours: still ignored.
+        let newer = ID::new_with_bump(1, 3);
+        assert_eq!(
+            Ok(()),
+            foca.handle_data(&ping(newer, Message::Ping(8)), &mut runtime)
+        );
+        assert!(
+            runtime.take_data(src).is_none(),
+            "a ping to a newer identity is dropped"
+        );
+
+        // A TurnUndead about the earlier identity does not make us renew again.
+        assert_eq!(
+            Ok(()),
+            foca.handle_data(&ping(old_id, Message::TurnUndead), &mut runtime)
+        );
+        assert_eq!(foca.identity(), &new_id);
     }
 
     #[test]
