@@ -77,6 +77,7 @@ pub fn evaluate(sim: &Simulation) -> Vec<CheckResult> {
             out.push(services_back_at_count(sim, bench));
             out.push(rollouts_settle(sim, bench));
             out.push(discovery_complete(bench));
+            out.push(drain_complete(sim, bench));
         }
         None => {
             for name in [
@@ -85,6 +86,7 @@ pub fn evaluate(sim: &Simulation) -> Vec<CheckResult> {
                 "eventually_services_back_at_count",
                 "eventually_rollouts_settle",
                 "eventually_discovery_complete",
+                "eventually_drain_complete",
             ] {
                 out.push(skipped(name, SCHEDULER_MISSING));
             }
@@ -165,8 +167,13 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
             format!(
                 "{} kills, {} on nodes that stayed on the majority side since the task started, \
                  none of a task that started as its slot's only copy (but {} replaced by a \
-                 rolling update, {} restarted after failing their checks)",
-                f.kills, f.kills_on_majority_side, f.kills_for_update, f.kills_unhealthy
+                 rolling update, {} restarted after failing their checks, {} stopped by a \
+                 drain)",
+                f.kills,
+                f.kills_on_majority_side,
+                f.kills_for_update,
+                f.kills_unhealthy,
+                f.kills_for_drain
             ),
         ),
         (
@@ -221,7 +228,75 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
         out.push(always_result(sim, name, ok));
     }
     out.extend(discovery_always(sim));
+    out.extend(drain_always(sim));
     out
+}
+
+/// Why the drain checkers did not run, when the scheduler did.
+pub const DRAINS_MISSING: &str = "not run: the scenario's script issues no node command (drain)";
+
+/// `always_drain_parallel` and `always_drain_no_new_placements`.
+fn drain_always(sim: &Simulation) -> Vec<CheckResult> {
+    let w = sim.bench.as_ref().map(|b| &b.drains);
+    let enabled = w.is_some_and(|w| w.enabled());
+    let f = w.map(|w| w.figures.clone()).unwrap_or_default();
+    [
+        (
+            "always_drain_parallel",
+            format!(
+                "{} drain stops before the deadline ({} at or after it, unpaced by design): at \
+                 most {} of one job in flight from one node, never above its max_parallel; each \
+                 stop of a serving task left at least count − max_parallel slots serving \
+                 (least margin {}); {} stops while another draining node had the same job in \
+                 flight",
+                f.paced_stops,
+                f.deadline_stops,
+                f.most_in_flight,
+                f.least_margin
+                    .map_or_else(|| "none".to_string(), |m| m.to_string()),
+                f.overlaps
+            ),
+        ),
+        (
+            "always_drain_no_new_placements",
+            format!(
+                "{} placements and admissions judged against {} node commands ({} refused): \
+                 none on a node its writer knew refused work, none later than {:.1} s after \
+                 the command by a node that stayed on the majority side; the slowest \
+                 majority-side node learned a command after {} ms",
+                f.placements,
+                f.commands,
+                f.refused,
+                crate::sched::REPLICATION_MS as f64 / 1000.0,
+                f.longest_learn_ms
+            ),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, ok)| match (&sim.bench, enabled) {
+        (None, _) => skipped(name, SCHEDULER_MISSING),
+        (Some(_), false) => skipped(name, DRAINS_MISSING),
+        (Some(_), true) => always_result(sim, name, ok),
+    })
+    .collect()
+}
+
+/// Every node left draining ends with no service task (and nothing after its deadline).
+fn drain_complete(sim: &Simulation, bench: &Workbench) -> CheckResult {
+    let name = "eventually_drain_complete";
+    let running: Vec<bool> = sim.nodes.iter().map(|n| n.life == Life::Running).collect();
+    match bench.unfinished_drain(&running, sim.now) {
+        None => skipped(name, DRAINS_MISSING),
+        Some((judged, skipped_nodes, failure)) => result(
+            name,
+            failure,
+            format!(
+                "{judged} nodes left draining and running at the end hold no service task, \
+                 nothing after their deadline, and wrote their drain complete when empty \
+                 ({skipped_nodes} not running, not judged)"
+            ),
+        ),
+    }
 }
 
 /// Why the discovery checkers did not run, when the scheduler did.

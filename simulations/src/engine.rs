@@ -69,6 +69,16 @@ pub enum Sabotage {
     /// The simulated executor reports every probe as passed (a shell that swallows
     /// failures and timeouts): hung tasks stay healthy in every table.
     ChecksAlwaysPass,
+    /// Services are submitted with `max_parallel` = their count (a drain moves them all at
+    /// once) while `always_drain_parallel` and `always_max_parallel` hold them to the
+    /// scenario's.
+    InflateMaxParallel,
+    /// The node that accepts an operator's node command answers it and writes nothing (a
+    /// shell that drops drains): nodes go on taking work and keep their tasks.
+    SkipNodeCommands,
+    /// A hung task's probes pass (a shell that swallows check timeouts): hung tasks stay
+    /// healthy in every view, so a drain stops serving tasks counting them.
+    HangsPass,
 }
 
 /// Everything that can happen at one virtual instant.
@@ -161,6 +171,16 @@ impl Simulation {
                     Sabotage::CatalogMissesTouches => crate::sched::DiscoverySabotage::MissTouches,
                     Sabotage::ChecksAlwaysPass => crate::sched::DiscoverySabotage::AlwaysPass,
                     _ => crate::sched::DiscoverySabotage::None,
+                },
+                drains: plan
+                    .actions
+                    .iter()
+                    .any(|(_, a)| matches!(a, Action::Node { .. })),
+                drain_sabotage: match sabotage {
+                    Sabotage::InflateMaxParallel => crate::sched::DrainSabotage::InflateMaxParallel,
+                    Sabotage::SkipNodeCommands => crate::sched::DrainSabotage::SkipCommands,
+                    Sabotage::HangsPass => crate::sched::DrainSabotage::HangsPass,
+                    _ => crate::sched::DrainSabotage::None,
                 },
             };
             Box::new(Workbench::new(n, w, seed, setup))

@@ -19,7 +19,8 @@
 //! # The rooms
 //!
 //! - `scenario.rs`: the scenario file and its compiled fault plan; `scenario/jobs.rs` its
-//!   `[workload]` (arrivals, updates, the services' ports and checks).
+//!   `[workload]` (arrivals, updates, the services' ports and checks);
+//!   `scenario/node_commands.rs` the operator's node commands (drains) in the script.
 //! - `engine.rs`: the event loop, and under `engine/` the membership cores (`membership.rs`),
 //!   the fault script (`faults.rs`), a machine's ground truth (`node.rs`), the event queue
 //!   (`agenda.rs`), counters and violations (`record.rs`), what the engine lends the

@@ -12,6 +12,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 mod jobs;
+mod node_commands;
 
 pub use jobs::{Services, Updates, Workload};
 
@@ -322,6 +323,10 @@ pub struct Fault {
     pub network: Option<NetworkParams>,
     /// Service tasks to hang, drawn from the seed among those running (kind `hang`).
     pub tasks: Option<usize>,
+    /// A drain's deadline, in seconds (kind `drain`; absent: none, batch tasks finish).
+    pub deadline_s: Option<f64>,
+    /// Whether the nodes may take new work (kind `eligibility`).
+    pub eligible: Option<bool>,
 }
 
 /// The kinds of fault a script can name.
@@ -356,6 +361,12 @@ pub enum FaultKind {
     /// `tasks` running service tasks (drawn) stop answering their checks while their process
     /// runs on, for `for_s` or until they are restarted.
     Hang,
+    /// `shoal node drain` of the selected nodes (`nodes = [..]`), with `deadline_s` or none.
+    Drain,
+    /// `shoal node drain --disable` of the selected nodes.
+    Undrain,
+    /// `shoal node eligibility --enable` (`eligible = true`) or `--disable` (`false`).
+    Eligibility,
 }
 
 /// Which nodes an action applies to.
@@ -433,6 +444,14 @@ pub enum Action {
         tasks: usize,
         /// For how long (until restarted if `None`).
         for_ms: Option<u64>,
+    },
+    /// An operator's node command (`shoal node drain` / `eligibility`) about each of these
+    /// nodes, accepted by a running node of the majority side (`sched/drain.rs`).
+    Node {
+        /// The nodes the command is about.
+        nodes: Vec<usize>,
+        /// What is asked of them.
+        change: shoal_scheduler::NodeChange,
     },
 }
 
@@ -679,6 +698,9 @@ impl Scenario {
                 let for_ms = f.for_s.map(ms);
                 let settles = at + for_ms.unwrap_or(0);
                 vec![(at, Action::Hang { tasks, for_ms }, settles)]
+            }
+            FaultKind::Drain | FaultKind::Undrain | FaultKind::Eligibility => {
+                self.compile_node_command(f, at)?
             }
             FaultKind::Network => {
                 let params = f.network.ok_or("needs a [faults.network] table")?;

@@ -48,9 +48,13 @@
 //! looked at every sample), `tally.rs` (what is measured: starts, waits, utilization,
 //! acknowledged jobs, and [`Quality`] from them), `probes.rs` (the executor's health checks
 //! and the `hang` fault), `discovery.rs` (each node's service catalog against the truth:
-//! `always_discovery_live_healthy`, `eventually_discovery_complete`).
+//! `always_discovery_live_healthy`, `eventually_discovery_complete`), `drain.rs` (the
+//! operator's node commands and the drain checkers) with what they remember in
+//! `drain_watch.rs`.
 
 mod discovery;
+mod drain;
+mod drain_watch;
 mod drive;
 mod executor;
 mod probes;
@@ -72,8 +76,9 @@ use crate::scenario::{NodeShape, QuorumFeed, Services, Workload};
 use crate::shared::{Quality, derive_seed};
 use crate::workload::{self, JobArrival};
 
+pub use drain_watch::{DrainSabotage, DrainWatch};
 pub use executor::{NodeSched, Proc, reserved};
-pub use serving::{DETECTION_MS, Discovery, DiscoverySabotage};
+pub use serving::{DETECTION_MS, Discovery, DiscoverySabotage, REPLICATION_MS};
 pub use tally::{DUPLICATE_SLACK_MS, Tally, Watch};
 
 /// Members and ad changes are handed over at most this often per node.
@@ -276,10 +281,14 @@ pub struct Workbench {
     bounds: Vec<Option<u64>>,
     /// Ports and checks of the services, if the workload gives them.
     services: Option<Services>,
+    /// Every service's `placement`, if the workload sets it.
+    service_placement: Option<shoal_scheduler::PlacementStrategy>,
     /// Draws the tasks a `hang` fault hangs.
     hang_rng: StdRng,
     /// What `always_discovery_live_healthy` and `always_ports_unique` watch (with services).
     pub discovery: Discovery,
+    /// What the drain checkers watch (with node commands in the script).
+    pub drains: DrainWatch,
 }
 
 /// How the world is set up, beside the workload.
@@ -300,6 +309,10 @@ pub struct Setup {
     pub check_from_ms: u64,
     /// Tests only: a deliberate bug in how catalogs are built or checks reported.
     pub discovery_sabotage: DiscoverySabotage,
+    /// The script issues node commands (drains, eligibility): the drain checkers watch.
+    pub drains: bool,
+    /// Tests only: a deliberate bug in the drains.
+    pub drain_sabotage: DrainSabotage,
 }
 
 impl Workbench {
@@ -314,6 +327,8 @@ impl Workbench {
             ignore_window,
             check_from_ms,
             discovery_sabotage,
+            drains,
+            drain_sabotage,
         } = setup;
         let jobs = workload::generate(workload, seed);
         let by_name = jobs
@@ -348,9 +363,14 @@ impl Workbench {
             watch: Watch::new(),
             bounds: Vec::new(),
             services: workload.services.clone(),
+            service_placement: workload.service_placement,
             hang_rng: StdRng::seed_from_u64(derive_seed(seed, 10, 0, 0)),
             discovery: Discovery::default(),
+            drains: DrainWatch::default(),
         };
+        bench.drains.enabled = drains;
+        bench.drains.sabotage = drain_sabotage;
+        bench.discovery.track = drains;
         bench.versions = vec![1; bench.jobs.len()];
         if let Some(s) = &bench.services {
             bench.discovery.enabled = true;

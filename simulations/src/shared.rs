@@ -135,6 +135,8 @@ pub struct FaultFigures {
     pub kills_while_starting: u64,
     /// Of those on the majority side, of a task a rolling update replaced (another version).
     pub kills_for_update: u64,
+    /// Of those on the majority side, of a task its draining node stopped.
+    pub kills_for_drain: u64,
     /// Of those on the majority side, of a task that failed its checks (restarted).
     pub kills_unhealthy: u64,
     /// `Lost` written by a core for another node's attempt.

@@ -89,6 +89,7 @@ impl Simulation {
             }
             Action::Network(params) => self.net.set_params(params),
             Action::Hang { tasks, for_ms } => self.sched_hang(tasks, for_ms),
+            Action::Node { nodes, change } => self.sched_node_command(&nodes, change),
         }
     }
 

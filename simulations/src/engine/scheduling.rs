@@ -157,6 +157,17 @@ impl Simulation {
         }
     }
 
+    /// An operator's node command about `nodes` (`Action::Node`).
+    pub(super) fn sched_node_command(
+        &mut self,
+        nodes: &[usize],
+        change: shoal_scheduler::NodeChange,
+    ) {
+        if let Some((bench, mut host)) = self.lend() {
+            bench.node_command(&mut host, nodes, change);
+        }
+    }
+
     pub(super) fn sample_scheduling(&mut self, up: &[usize]) {
         let last_fault_ms = self.plan.last_fault_ms;
         if let Some((bench, mut host)) = self.lend() {

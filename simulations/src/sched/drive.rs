@@ -36,6 +36,7 @@ impl Workbench {
         node.catalog = shoal_scheduler::CatalogBuilder::new();
         node.alive_since.clear();
         node.up_since = host.now();
+        self.drain_core_started(i);
         self.recover(host, i, &mut core);
         self.nodes[i].core = Some(Box::new(core));
         self.feed_quorum(host, i);
@@ -138,6 +139,7 @@ impl Workbench {
                 self.send(host, i, to, bytes.clone());
             }
         }
+        self.note_drain_knowledge(host, i, &core);
         let due = core.poll_timeout();
         self.nodes[i].core = Some(core);
         if let Some(due) = due {
@@ -301,6 +303,9 @@ impl Workbench {
         if let Some(r) = self.reconcile {
             value["disconnect"]["reconcile"] = serde_json::to_value(r).ok()?;
         }
+        if let Some(p) = self.service_placement.filter(|_| j.service) {
+            value["placement"] = serde_json::to_value(p).ok()?;
+        }
         if let Some(c) = self.services.as_ref().filter(|_| j.service) {
             let ports: Vec<serde_json::Value> = (0..c.ports)
                 .map(|n| {
@@ -326,7 +331,13 @@ impl Workbench {
         }
         if let Some(u) = self.updates.as_ref().filter(|_| j.service) {
             let declared = u.max_parallel.min(j.tasks);
-            let max_parallel = if self.ignore_window { 0 } else { declared };
+            let max_parallel = if self.ignore_window {
+                0
+            } else if self.drains.sabotage == super::DrainSabotage::InflateMaxParallel {
+                j.tasks
+            } else {
+                declared
+            };
             value["update"] = serde_json::json!({
                 "max_parallel": max_parallel,
                 "min_healthy_ms": u.min_healthy_ms,

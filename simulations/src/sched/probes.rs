@@ -90,7 +90,8 @@ impl Workbench {
                 return;
             }
             probe.started = now;
-            let (after, result) = if p.hung {
+            let swallowed = self.drains.sabotage == super::DrainSabotage::HangsPass;
+            let (after, result) = if p.hung && !swallowed {
                 let why = format!("timed out after {} ms", probe.timeout_ms);
                 (probe.timeout_ms, CheckResult::Fail(why))
             } else if self.discovery.sabotage == super::serving::DiscoverySabotage::AlwaysPass {
@@ -171,6 +172,7 @@ impl Workbench {
             if !p.fails {
                 p.serving_since = Some(host.now());
                 self.discovery.serving_again(i, task);
+                self.drain_slot_served(i, task);
             }
         }
     }

@@ -36,6 +36,7 @@ impl Workbench {
                 if self.nodes[i].running.contains_key(&task) {
                     return;
                 }
+                self.check_start(host, i, core, &task);
                 let sole = self.copy_added(now, &task);
                 self.next_pid += 1;
                 let pid = self.next_pid;
@@ -87,6 +88,9 @@ impl Workbench {
                     let updated = reason == KillReason::Superseded
                         && epoch.is_some_and(|mine| newer.into_iter().any(|e| e != mine));
                     self.check_kill(host, i, &task, &p, reason, updated);
+                    if reason == KillReason::Drained {
+                        self.drain_stop(host, i, core, &task, &p);
+                    }
                     self.copy_removed(host, i, &task);
                 }
                 core.handle_task_event(now, task, TaskEvent::Killed);
@@ -207,6 +211,10 @@ impl Workbench {
         let fails = p.fails;
         if !fails {
             p.serving_since = Some(host.now());
+            // Two coordinators may number an attempt of one slot alike (the key has no
+            // placer): a stop recorded for the other one is not this process's.
+            self.discovery.serving_again(i, &task);
+            self.drain_slot_served(i, &task);
         }
         // With checks, a bad version runs on and fails them (`probes.rs`).
         let exits_when_bad = self.services.is_none();

@@ -29,6 +29,8 @@ pub(super) type Key = (Name, u32, u32, usize);
 pub struct Discovery {
     /// Whether the services have ports and checks (else nothing is watched).
     pub(super) enabled: bool,
+    /// Record when processes stop serving even so (the drain checkers read it).
+    pub(super) track: bool,
     /// The base staleness bound: check interval + timeout + [`REPLICATION_MS`].
     pub(super) base_ms: u64,
     /// From when `eventually_discovery_complete` is judged (the end of the quiet time).
@@ -88,7 +90,7 @@ impl Discovery {
 
     /// The process of `task` on node `i` stopped serving now (unless it had already).
     pub(super) fn stopped_serving(&mut self, now: Millis, i: usize, task: &AttemptId) {
-        if self.enabled {
+        if self.enabled || self.track {
             let key = (task.job.clone(), task.slot, task.attempt, i);
             self.stopped.entry(key).or_insert(now);
         }

@@ -111,7 +111,7 @@ impl Workbench {
     /// only copy when it started and has been reported started, on a node that has been on the
     /// majority side ever since, must not be killed (the job is never stopped or scaled down
     /// by the workload), unless a rolling update replaced it (`updated`: superseded, and of
-    /// another version than the job's in the killing core's view).
+    /// another version than the job's in the killing core's view) or its node drains.
     pub(super) fn check_kill(
         &mut self,
         host: &mut dyn Host,
@@ -131,6 +131,12 @@ impl Workbench {
         }
         if updated {
             self.watch.figures.kills_for_update += 1;
+            return;
+        }
+        if reason == KillReason::Drained {
+            // Its node is draining: the operator asked for it (`always_drain_parallel` judges
+            // how many at a time).
+            self.watch.figures.kills_for_drain += 1;
             return;
         }
         if reason == KillReason::Unhealthy && (!p.serving() || p.was_hung) {
@@ -175,6 +181,7 @@ impl Workbench {
             self.nodes[i].own_ops_seen = op.dot.counter;
             super::trace::own_op(host.now(), core.node(), op);
             if let OpBody::Assign { id, assignment } = &op.body {
+                self.check_placement(host, i, core, id, assignment, op.dot.counter);
                 self.note_replacement(host, core, id, assignment);
                 continue;
             }
@@ -437,7 +444,7 @@ impl Workbench {
 
     /// Where the services stand: the processes of live agents (running or paused; a crashed
     /// agent's orphans are no copies the cluster keeps, and its watchdog stops them), room on
-    /// the `running` nodes.
+    /// the `running` nodes that the script has not made refuse new work.
     #[must_use]
     pub fn service_count(&self, running: &[usize]) -> ServiceCount {
         let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
@@ -446,8 +453,10 @@ impl Workbench {
                 *copies.entry(task.job.as_str()).or_default() += 1;
             }
         }
+        // A node an operator drained or made ineligible takes no new work: its room is none.
         let free: Vec<(u64, u64)> = running
             .iter()
+            .filter(|&&i| !self.drains.refuses_at_end(i))
             .map(|&i| {
                 let r = super::reserved(&self.nodes[i]);
                 (
