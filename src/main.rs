@@ -168,18 +168,6 @@ fn main() -> ExitCode {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    /// clap checks its definitions only when a command is parsed: a clash (an argument named
-    /// `version` under `propagate_version`) would otherwise surface as a panic in one
-    /// subcommand at run time.
-    #[test]
-    fn the_command_line_is_well_formed() {
-        use clap::CommandFactory;
-        super::Cli::command().debug_assert();
-    }
-}
-
 /// A client command whose output goes to a pipe closed early (`shoal node list | head`) ends
 /// quietly, like other Unix tools, instead of panicking in `println!` ("failed printing to
 /// stdout: Broken pipe"): Rust ignores SIGPIPE by default, so the write fails with EPIPE.
@@ -190,5 +178,17 @@ fn exit_quietly_on_a_closed_pipe() {
     // SAFETY: setting a signal's disposition to its default before any other thread exists.
     unsafe {
         libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    /// clap checks its definitions only when a command is parsed: a clash (an argument named
+    /// `version` under `propagate_version`) would otherwise surface as a panic in one
+    /// subcommand at run time.
+    #[test]
+    fn the_command_line_is_well_formed() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -235,6 +235,7 @@ pub fn placement(
         reconcile: None,
         updates: None,
         services: None,
+        service_placement: None,
     };
     let jobs = crate::workload::generate(&workload, args.seed);
     let end_ms = (args.duration_s * 1000.0) as u64;

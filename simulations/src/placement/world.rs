@@ -523,6 +523,7 @@ fn static_view(n: usize, shape: NodeShape, racks: usize) -> Vec<MemberInfo> {
                     ),
                     draining: false,
                     left: false,
+                    port_range: None,
                     quic_addr: None,
                     http_addr: None,
                     gossip_addr: Some(addr),
