@@ -66,8 +66,9 @@ pub enum Sabotage {
     /// it): a health change reaches a catalog only when a member's status change rebuilds
     /// every service.
     CatalogMissesTouches,
-    /// The simulated executor reports every probe as passed (a shell that swallows
-    /// failures and timeouts): hung tasks stay healthy in every table.
+    /// The simulated executor reports every probe that answers as passed (a shell that
+    /// swallows failed checks): bad versions stay healthy in every table. A hung task's probe
+    /// still times out (`HangsPass` swallows that).
     ChecksAlwaysPass,
     /// Services are submitted with `max_parallel` = their count (a drain moves them all at
     /// once) while `always_drain_parallel` and `always_max_parallel` hold them to the
