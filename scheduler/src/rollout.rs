@@ -290,7 +290,7 @@ impl Scheduler {
             .versions(&entry.spec.id, incarnation)
             .rev()
             .filter(|(d, v)| **d != entry.deployment && v.rollout.complete)
-            .filter_map(|(_, v)| v.row.clone())
+            .filter_map(|(_, v)| v.row.as_deref().cloned())
             .find(|row| row.epoch != entry.epoch)
     }
 }

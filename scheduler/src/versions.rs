@@ -266,7 +266,7 @@ impl Scheduler {
         let rows: Vec<crate::table::VersionRow> = self
             .tables()
             .versions(id, incarnation)
-            .filter_map(|(_, v)| v.row.clone())
+            .filter_map(|(_, v)| v.row.as_deref().cloned())
             .collect();
         let matching: Vec<&crate::table::VersionRow> =
             rows.iter().filter(|r| r.number == version).collect();

@@ -198,8 +198,11 @@ impl Rollout {
 /// progress of its rollout (different writers).
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct VersionEntry {
-    /// The version, once the write that started it arrived.
-    pub row: Option<VersionRow>,
+    /// The version, once the write that started it arrived. Boxed: a `BTreeMap` leaf holds
+    /// room for 11 entries, and most incarnations keep one version, so an inline spec cost
+    /// ten spec-sized holes per job and replica (`docs/placement-bench.md`). Serialized as
+    /// the row itself (serde's `Box` is transparent): no format change.
+    pub row: Option<Box<VersionRow>>,
     /// Its rollout.
     pub rollout: Rollout,
 }

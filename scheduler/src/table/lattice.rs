@@ -448,12 +448,12 @@ impl Tables {
         // The write that started a deployment also carries its version row, whether or not
         // it wins the jobs table (a concurrent submission is still a version).
         let version = entry.starts_deployment().then(|| VersionEntry {
-            row: Some(VersionRow {
+            row: Some(Box::new(VersionRow {
                 number: entry.version,
                 epoch: entry.epoch.clone(),
                 spec: entry.spec.clone(),
                 skip_canary: entry.skip_canary,
-            }),
+            })),
             rollout: Rollout::default(),
         });
         let key = (entry.spec.id.clone(), incarnation, entry.deployment.clone());
