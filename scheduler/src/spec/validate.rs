@@ -149,8 +149,13 @@ impl JobSpec {
     }
 
     /// Refuse a job that no current member could host even when empty: its request exceeds
-    /// every (constraint-satisfying) member's capacity. Members without a resource ad, and
-    /// members that are down or left, are ignored; with no member known, everything passes.
+    /// the capacity of every member that satisfies its constraints. Members without a
+    /// resource ad, and members that are down or left, are ignored; with no member known,
+    /// everything passes. A job whose constraints no current member satisfies is accepted and
+    /// stays pending with the filter report as its reason (as Nomad and Kubernetes do): the
+    /// node it names may not have joined yet (a job submitted as a cluster starts was refused
+    /// with "all 1 nodes fail its constraints"), may be down for a restart, or may be a rack
+    /// still being added.
     pub fn check_can_ever_fit<'a>(
         &self,
         members: impl IntoIterator<Item = &'a MemberInfo>,
@@ -183,21 +188,19 @@ impl JobSpec {
                 largest = Some((&m.id.name, ad.capacity));
             }
         }
-        if seen == 0 {
+        let Some((name, cap)) = largest else {
+            // No member known, or none satisfies the constraints (yet): placement reports it.
             return Ok(());
-        }
-        let detail = match largest {
-            Some((name, cap)) => format!(
-                "the largest eligible node `{name}` offers {}{}",
-                fmt_resources(&cap),
-                if failing_constraints > 0 {
-                    format!(" ({failing_constraints} of {seen} nodes fail its constraints)")
-                } else {
-                    String::new()
-                }
-            ),
-            None => format!("all {seen} nodes fail its constraints"),
         };
+        let detail = format!(
+            "the largest eligible node `{name}` offers {}{}",
+            fmt_resources(&cap),
+            if failing_constraints > 0 {
+                format!(" ({failing_constraints} of {seen} nodes fail its constraints)")
+            } else {
+                String::new()
+            }
+        );
         Err(NeverFitsError {
             job: self.id.clone(),
             request,
@@ -476,11 +479,20 @@ constraints = ["rack == r1", "zone != z2", "disk=ssd", { attribute = "os", op = 
         spec.resources.cpu = 64_000;
         let e = spec.check_can_ever_fit(&members).unwrap_err().to_string();
         assert!(e.contains("`n2` offers 16000m cpu"), "{e}");
+        // Constraints no member satisfies: accepted, the node may join later.
         spec.resources.cpu = 100;
         spec.constraints
-            .push(Constraint::parse_compact("rack == r9").unwrap());
+            .push(Constraint::parse_compact("node == n3").unwrap());
+        assert!(spec.check_can_ever_fit(&members).is_ok());
+        // Constraints some member satisfies, none of them big enough: refused, naming it.
+        spec.constraints = vec![Constraint::parse_compact("node == n1").unwrap()];
+        spec.resources.cpu = 8000;
         let e = spec.check_can_ever_fit(&members).unwrap_err().to_string();
-        assert!(e.contains("all 2 nodes fail"), "{e}");
+        assert!(
+            e.contains("`n1` offers 4000m cpu")
+                && e.contains("(1 of 2 nodes fail its constraints)"),
+            "{e}"
+        );
         assert!(spec.check_can_ever_fit(&[]).is_ok());
     }
 
