@@ -359,3 +359,23 @@ fn spread_of_ten_on_five_empty_nodes_ends_even() {
         assert!(max - min <= 1, "seed {seed}: {per_node:?}");
     }
 }
+
+#[test]
+fn a_job_pinned_to_a_node_that_is_down_waits_and_lands_when_it_returns() {
+    // Accepted though no live node satisfies its constraint (the node may be restarting or
+    // not have joined yet), pending with the reason, and placed there once it is back.
+    let mut c = Cluster::new(4, 4000, 4096, 12);
+    c.crash("n3");
+    c.declare_down("n3");
+    let mut spec = service("pinned", 1, 100);
+    spec.constraints
+        .push(shoal_scheduler::Constraint::parse_compact("node == n3").unwrap());
+    c.submit("n1", spec).expect("accepted while n3 is down");
+    c.run_for(2_000, |_| {});
+    let view = c.view("n1", "pinned").expect("the job is known");
+    assert_eq!(view.count_in(TaskState::Running), 0);
+    let snapshot = c.nodes["n3"].sched.snapshot();
+    c.restart("n3", Some(&snapshot));
+    assert!(c.run_until(10_000, |c| all_running(c, "pinned", 1)));
+    assert!(c.nodes["n3"].running.len() == 1, "it runs on n3");
+}
