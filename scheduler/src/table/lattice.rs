@@ -238,7 +238,19 @@ impl Tables {
         &'a self,
         slot: &SlotKey,
     ) -> Option<(&'a AttemptId, &'a Assignment)> {
-        let newest = self.slot_attempts(slot).next_back()?;
+        self.current_attempt_below(slot, u32::MAX)
+    }
+
+    /// [`Tables::current_attempt`] among the slot's attempts numbered below `below`: the
+    /// attempt a placement numbered `below` replaced, as its placer saw the slot before it.
+    pub fn current_attempt_below<'a>(
+        &'a self,
+        slot: &SlotKey,
+        below: u32,
+    ) -> Option<(&'a AttemptId, &'a Assignment)> {
+        let newest = self
+            .slot_attempts(slot)
+            .rfind(|(id, _)| id.attempt < below)?;
         let keep_newest = self.job(&slot.job).is_some_and(|(inc, e)| {
             inc == slot.incarnation
                 && e.spec.disconnect.reconcile == crate::spec::Reconcile::KeepReplacement
@@ -249,6 +261,7 @@ impl Tables {
         let incumbent = self
             .attempts
             .slot(slot)
+            .filter(|(id, _)| id.attempt < below)
             .filter_map(|(id, r)| {
                 let a = r.assignment.as_ref()?;
                 let since = r.state.as_ref()?.running_since()?;

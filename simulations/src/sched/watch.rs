@@ -240,26 +240,13 @@ impl Workbench {
             return;
         }
         // The attempt `id` replaces is the slot's current one before it, as the core's slot
-        // status reads it (`Tables::current_attempt`: the first started of the newest
-        // attempt's epoch, else the newest). When that one ended (rejected, lost), the slot is
-        // placed at once, not voluntarily, even while an older attempt its placer still sees
-        // live is being killed for it (`finding-14.toml --seed 57`: a voluntary replacement of
-        // slot 3 for one deployment was rejected for the next one; its retry at the next
-        // epoch is no voluntary replacement of that next deployment).
-        let key = id.slot_key();
-        let before: Vec<(&AttemptId, &Assignment)> = tables
-            .slot_attempts(&key)
-            .filter(|(other, _)| other.attempt < id.attempt)
-            .collect();
-        let current = before.last().map(|&(newest, newest_a)| {
-            before
-                .iter()
-                .filter(|(_, a)| a.epoch == newest_a.epoch)
-                .filter_map(|&(o, a)| Some((tables.state(o).running_since()?, o, a)))
-                .min_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)))
-                .map_or((newest, newest_a), |(_, o, a)| (o, a))
-        });
-        let replaces_live = current
+        // status reads it. When that one ended (rejected, lost), the slot is placed at once,
+        // not voluntarily, even while an older attempt its placer still sees live is being
+        // killed for it (`finding-14.toml --seed 57`: a voluntary replacement of slot 3 for
+        // one deployment was rejected for the next one; its retry at the next epoch is no
+        // voluntary replacement of that next deployment).
+        let replaces_live = tables
+            .current_attempt_below(&id.slot_key(), id.attempt)
             .is_some_and(|(other, a)| a.epoch != assignment.epoch && tables.state(other).is_live());
         if !replaces_live {
             return;
