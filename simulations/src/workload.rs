@@ -28,6 +28,22 @@ pub struct JobArrival {
     pub tasks: u32,
 }
 
+impl JobArrival {
+    /// The spec the simulator submits for this arrival, as JSON, before a scenario adds its
+    /// disconnect policy, placement, ports, checks and update block (`sched/drive.rs`); the
+    /// placement bench submits it as it is.
+    #[must_use]
+    pub fn base_spec(&self) -> serde_json::Value {
+        serde_json::json!({
+            "id": self.name,
+            "type": if self.service { "service" } else { "batch" },
+            "count": self.tasks,
+            "command": "simulated",
+            "resources": { "cpu": self.cpu_millicores, "memory": self.memory_mib },
+        })
+    }
+}
+
 /// Draws the arrivals, sorted by time then name.
 #[must_use]
 pub fn generate(w: &Workload, seed: u64) -> Vec<JobArrival> {

@@ -536,15 +536,8 @@ fn static_view(n: usize, shape: NodeShape, racks: usize) -> Vec<MemberInfo> {
     members
 }
 
-/// The spec submitted for an arrival (as the simulator's `sched/drive.rs` builds it, without
-/// ports, checks or updates).
+/// The spec submitted for an arrival: the simulator's base spec, without ports, checks or
+/// updates.
 fn spec(j: &JobArrival) -> Option<JobSpec> {
-    let value = serde_json::json!({
-        "id": j.name,
-        "type": if j.service { "service" } else { "batch" },
-        "count": j.tasks,
-        "command": "simulated",
-        "resources": { "cpu": j.cpu_millicores, "memory": j.memory_mib },
-    });
-    serde_json::from_value(value).ok()
+    serde_json::from_value(j.base_spec()).ok()
 }

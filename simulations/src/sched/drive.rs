@@ -289,14 +289,7 @@ impl Workbench {
     /// The spec submitted for arrival `k`.
     pub(super) fn spec(&self, k: usize) -> Option<shoal_scheduler::JobSpec> {
         let j = self.jobs.get(k)?;
-        let value = serde_json::json!({
-            "id": j.name,
-            "type": if j.service { "service" } else { "batch" },
-            "count": j.tasks,
-            "command": "simulated",
-            "resources": { "cpu": j.cpu_millicores, "memory": j.memory_mib },
-        });
-        let mut value = value;
+        let mut value = j.base_spec();
         if let Some(ms) = self.stop_after_ms {
             value["disconnect"]["stop_after_ms"] = ms.into();
         }
