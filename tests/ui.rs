@@ -107,6 +107,15 @@ impl Browser {
         }
         panic!("the page never showed {what} within {DEADLINE:?}; its last title: {last:?}");
     }
+
+    /// A DevTools protocol session with that page.
+    fn devtools(&self) -> Cdp {
+        let ws = self.page().unwrap()["webSocketDebuggerUrl"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        Cdp::connect(&ws)
+    }
 }
 
 /// A DevTools protocol session with one page over a WebSocket (RFC 6455, text frames only):
@@ -210,6 +219,15 @@ impl Cdp {
             serde_json::json!({ "expression": expression, "returnByValue": true }),
         );
         r["result"]["value"].clone()
+    }
+
+    /// Gives the page the API token as a user does: typed into the token field, then `Use`.
+    fn sign_in(&mut self, token: &str) {
+        self.eval(&format!(
+            "document.getElementById('token').value = {}; \
+             document.querySelector('#auth button').click(); true",
+            serde_json::to_string(token).unwrap()
+        ));
     }
 }
 
@@ -349,11 +367,7 @@ fn the_simulation_viewer_shows_a_reports_checkers_and_timeline() {
     let url = format!("{}/ui#/sim", agents[0].api());
     let browser = Browser::open(&dir.0.join("chromium-sim"), &url);
     browser.wait_title("the page ready", |t| t.contains("live=1"));
-    let ws = browser.page().unwrap()["webSocketDebuggerUrl"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut cdp = Cdp::connect(&ws);
+    let mut cdp = browser.devtools();
     // Choose the file as a user would: the input's files are set, its change event fires.
     let root = cdp.call("DOM.getDocument", serde_json::json!({}))["root"]["nodeId"].clone();
     let input = cdp.call(
@@ -415,11 +429,7 @@ fn the_ui_submits_and_stops_a_job_with_the_token_the_user_gives_it() {
     let url = format!("{}/ui#/jobs", n1.api());
     let browser = Browser::open(&dir.0.join("chromium-token"), &url);
     browser.wait_title("the page ready", |t| t.contains("live=1"));
-    let ws = browser.page().unwrap()["webSocketDebuggerUrl"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut cdp = Cdp::connect(&ws);
+    let mut cdp = browser.devtools();
     let spec = r#"{"id": "from-ui", "type": "service", "count": 2, "command": "sleep", "args": ["600"], "resources": {"cpu": 10, "memory": 8}}"#;
     let submit = format!(
         "document.getElementById('submit-result').textContent = ''; \
@@ -438,11 +448,7 @@ fn the_ui_submits_and_stops_a_job_with_the_token_the_user_gives_it() {
     assert!(refused.contains("token"), "{refused}");
     // The user gives the token: kept in sessionStorage, sent with every call.
     let token = n1.token();
-    cdp.eval(&format!(
-        "document.getElementById('token').value = {}; \
-         document.querySelector('#auth button').click(); true",
-        serde_json::to_string(&token).unwrap()
-    ));
+    cdp.sign_in(&token);
     let kept = cdp.eval("sessionStorage.getItem('shoal-token')");
     assert_eq!(kept.as_str(), Some(token.as_str()));
     cdp.eval(&submit);
@@ -502,16 +508,9 @@ fn the_job_page_shows_versions_and_a_rollout_and_promotes_and_reverts_it() {
     let url = format!("{}/ui#/jobs/web", n1.api());
     let browser = Browser::open(&dir.0.join("chromium-rollout"), &url);
     browser.wait_title("the page ready", |t| t.contains("live=1"));
-    let ws = browser.page().unwrap()["webSocketDebuggerUrl"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut cdp = Cdp::connect(&ws);
-    cdp.eval(&format!(
-        "window.confirm = () => true; document.getElementById('token').value = {}; \
-         document.querySelector('#auth button').click(); true",
-        serde_json::to_string(&n1.token()).unwrap()
-    ));
+    let mut cdp = browser.devtools();
+    cdp.eval("window.confirm = () => true; true");
+    cdp.sign_in(&n1.token());
     // What the page drew: the deployment line and the versions table, newest first.
     let drawn = |cdp: &mut Cdp| {
         let v = cdp.eval(
@@ -698,16 +697,9 @@ fn the_map_shows_ports_in_use_and_a_drain_driven_from_the_node_page() {
     let url = format!("{}/ui#/map", agents[0].api());
     let browser = Browser::open(&dir.0.join("chromium-drain"), &url);
     browser.wait_title("the page ready", |t| t.contains("live=1"));
-    let ws = browser.page().unwrap()["webSocketDebuggerUrl"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    let mut cdp = Cdp::connect(&ws);
-    cdp.eval(&format!(
-        "window.confirm = () => true; document.getElementById('token').value = {}; \
-         document.querySelector('#auth button').click(); true",
-        serde_json::to_string(&agents[0].token()).unwrap()
-    ));
+    let mut cdp = browser.devtools();
+    cdp.eval("window.confirm = () => true; true");
+    cdp.sign_in(&agents[0].token());
 
     // Every tile's ports in use match the running tasks' ports, in numbers and in words.
     let ports_match = |cdp: &mut Cdp| {
