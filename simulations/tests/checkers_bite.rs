@@ -1,5 +1,7 @@
 //! Deliberately broken simulators must be caught: the checkers are known to bite.
 
+mod common;
+
 use std::path::Path;
 
 use shoal_simulations::{Report, Sabotage, Scenario, Status, simulate};
@@ -13,12 +15,8 @@ fn run(name: &str, nodes: usize, seed: u64, sabotage: Sabotage) -> Report {
     simulate(&s, seed, sabotage, "test".into(), &mut |_| {}).expect("runs")
 }
 
-fn status(r: &Report, check: &str) -> Status {
-    r.checks
-        .iter()
-        .find(|c| c.name == check)
-        .map(|c| c.status.clone())
-        .unwrap_or_else(|| panic!("no checker {check}"))
+fn status(r: &Report, name: &str) -> Status {
+    common::check(r, name).status.clone()
 }
 
 #[test]

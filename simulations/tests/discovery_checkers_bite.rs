@@ -4,9 +4,13 @@
 //! caught. `docs/simulator.md` ("Discovery") says what each shows, and which mutations of the
 //! core's own catalog and health code were checked by hand.
 
+mod common;
+
 use std::path::Path;
 
-use shoal_simulations::{CheckResult, Report, Sabotage, Scenario, Status, simulate};
+use shoal_simulations::{Report, Sabotage, Scenario, Status, simulate};
+
+use common::check;
 
 fn scenario(path: &str) -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -16,13 +20,6 @@ fn scenario(path: &str) -> Scenario {
 fn run(seed: u64, sabotage: Sabotage) -> Report {
     let s = scenario("scenarios/services-rolling-hang.toml");
     simulate(&s, seed, sabotage, "test".into(), &mut |_| {}).expect("runs")
-}
-
-fn check<'a>(r: &'a Report, name: &str) -> &'a CheckResult {
-    r.checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no checker {name}"))
 }
 
 #[test]

@@ -3,9 +3,13 @@
 //! deliberate bug in how the simulated agent drives drains is caught. `docs/simulator.md`
 //! ("Drains") says what each shows, and which hand mutations of the core were checked.
 
+mod common;
+
 use std::path::Path;
 
-use shoal_simulations::{CheckResult, Report, Sabotage, Scenario, Status, simulate};
+use shoal_simulations::{Report, Sabotage, Scenario, Status, simulate};
+
+use common::check;
 
 fn scenario() -> Scenario {
     let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("scenarios/services-drain.toml");
@@ -23,13 +27,6 @@ fn fixture() -> Scenario {
 
 fn run_fixture(seed: u64, sabotage: Sabotage) -> Report {
     simulate(&fixture(), seed, sabotage, "test".into(), &mut |_| {}).expect("runs")
-}
-
-fn check<'a>(r: &'a Report, name: &str) -> &'a CheckResult {
-    r.checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no checker {name}"))
 }
 
 #[test]

@@ -6,9 +6,13 @@
 //! today and expects the checker to pass. `docs/simulator.md` ("The fault checkers bite")
 //! says what each one shows.
 
+mod common;
+
 use std::path::Path;
 
 use shoal_simulations::{Report, Sabotage, Scenario, Status, simulate};
+
+use common::check;
 
 fn library(name: &str) -> String {
     let path = Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -24,13 +28,6 @@ fn run(text: &str, seed: u64) -> Report {
 
 fn with_feed(text: &str, feed: &str) -> String {
     format!("{text}\n[scheduler]\nquorum_feed = \"{feed}\"\n")
-}
-
-fn check<'a>(r: &'a Report, name: &str) -> &'a shoal_simulations::CheckResult {
-    r.checks
-        .iter()
-        .find(|c| c.name == name)
-        .unwrap_or_else(|| panic!("no checker {name}"))
 }
 
 /// `name` passes on `text` with the quorum fed, and fails with `feed`; the failure names
