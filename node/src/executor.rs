@@ -46,6 +46,7 @@ mod launch;
 mod logs;
 pub(crate) mod pidfile;
 pub(crate) mod procfs;
+mod spawn;
 #[cfg(test)]
 pub(crate) mod testing;
 mod users;

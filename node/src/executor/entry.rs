@@ -1,5 +1,5 @@
-//! Putting a task's process into its cgroups between `fork` and `exec`: the one `unsafe` block of
-//! the workspace (`CommandExt::pre_exec`).
+//! Putting a task's process into its cgroups between its start and `exec` (the child's side is
+//! in `spawn.rs`).
 //!
 //! The agent opens the `cgroup.procs` file of each of the task's cgroups (one per v1
 //! hierarchy) before the spawn, as itself; the child, already the task user, writes `0` ("the
@@ -10,7 +10,7 @@
 //! before it was in them.
 
 use std::fs::File;
-use std::io::Write;
+use std::os::fd::{AsRawFd, RawFd};
 use std::path::PathBuf;
 
 /// The open `cgroup.procs` files of one task cgroup, ready to be written by its child.
@@ -35,31 +35,9 @@ impl Entry {
         Ok(Entry { procs })
     }
 
-    /// Makes the child of `command` enter the cgroups right before `exec`. The files stay open
-    /// as long as `command` does (they belong to its hook), so a spawn never writes to a
-    /// descriptor that was closed and reused.
-    pub fn install(self, command: &mut tokio::process::Command) {
-        let procs = self.procs;
-        let hook = move || enter(&procs);
-        // SAFETY: `pre_exec` runs the hook in the child between `fork` and `exec`, where only
-        // async-signal-safe work is allowed (the parent may have had other threads holding
-        // locks, e.g. the allocator's). `enter` makes one `write(2)` per file it was given and
-        // builds its error from `errno` or an `ErrorKind`: no allocation, no lock, no other
-        // call. The hook owns the files, so their descriptors are open in the child.
-        #[allow(unsafe_code)]
-        unsafe {
-            command.pre_exec(hook);
-        }
+    /// The open files' descriptors, for the child to write to (`spawn.rs`). They stay open as
+    /// long as this `Entry` does: keep it until the spawn has returned.
+    pub fn fds(&self) -> Vec<RawFd> {
+        self.procs.iter().map(AsRawFd::as_raw_fd).collect()
     }
-}
-
-/// Moves the calling process into every cgroup whose `cgroup.procs` is in `procs`.
-fn enter(procs: &[File]) -> std::io::Result<()> {
-    for mut file in procs {
-        // "0" names the writer itself; a short write would be a kernel bug, but still an error.
-        if file.write(b"0")? != 1 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-    }
-    Ok(())
 }

@@ -4,9 +4,9 @@
 use std::collections::BTreeMap;
 use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
+use std::os::fd::OwnedFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::Arc;
 
 use shoal_scheduler::AttemptId;
@@ -15,7 +15,9 @@ use tokio::time::Instant;
 
 use super::cgroup::{self, TaskCgroup};
 use super::disk_name::DiskName;
+use super::entry::Entry;
 use super::pidfile::{self, PidRecord};
+use super::spawn::{self, SpawnError, Step, TaskChild};
 use super::users::Account;
 use super::watcher::watch_child;
 use super::{ExecEvent, Inner, TaskSpec, procfs};
@@ -25,7 +27,7 @@ const DEFAULT_PATH: &str = "/bin:/usr/bin";
 
 /// A spawned process and what the watcher needs to see it through.
 pub(super) struct Launched {
-    pub(super) child: tokio::process::Child,
+    pub(super) child: TaskChild,
     pub(super) pid: u32,
     pub(super) cgroup: Option<TaskCgroup>,
     /// Set when setup after the spawn failed: the watcher kills the group and reports this.
@@ -55,35 +57,33 @@ impl Inner {
             Some(h) => Some(h.create(&name.cgroup(), limits)?),
             None => None,
         };
-        let mut command = tokio::process::Command::new(program);
-        if let Some(account) = account {
-            // std sets the gid, drops the supplementary groups (we are root), then the uid.
-            command.uid(account.uid).gid(account.gid);
-        }
-        command
-            .args(&spec.args)
-            .env_clear()
-            .envs(&env)
-            .current_dir(&workdir)
-            .stdin(Stdio::null())
-            .stdout(stdout)
-            .stderr(stderr)
-            .process_group(0)
-            .kill_on_drop(false);
-        let entered = match (&self.cgroups, &cgroup) {
+        let entry = match (&self.cgroups, &cgroup) {
             (Some(h), Some(c)) if h.enters_before_exec() => {
-                c.entry()
-                    .inspect_err(|_| remove_cgroup_now(Some(c)))?
-                    .install(&mut command);
-                true
+                Some(c.entry().inspect_err(|_| remove_cgroup_now(Some(c)))?)
             }
-            _ => false,
+            _ => None,
         };
-        let (child, pid) = command
-            .spawn()
-            .map_err(|e| spawn_error(spec, account, &workdir, entered, &e))
-            .and_then(|child| with_pid(child, spec))
+        let entered = entry.is_some();
+        let cgroup_procs = entry.as_ref().map(Entry::fds).unwrap_or_default();
+        let plan = spawn::Plan {
+            program: &program,
+            args: &spec.args,
+            env: env
+                .iter()
+                .map(|(k, v)| (k.as_os_str(), v.as_os_str()))
+                .collect(),
+            workdir: &workdir,
+            user: account.map(|a| (a.uid, a.gid)),
+            stdin: dev_null()?,
+            stdout: stdout.into(),
+            stderr: stderr.into(),
+            cgroup_procs: &cgroup_procs,
+        };
+        let child = spawn::spawn(plan)
+            .map_err(|e| spawn_error(spec, account, &workdir, &e))
             .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?;
+        drop(entry);
+        let pid = child.id();
         let to_add = cgroup.as_ref().filter(|_| !entered);
         let setup_error = self.after_spawn(name, pid, to_add).err();
         Ok(Launched {
@@ -261,48 +261,42 @@ pub(super) fn resolve_program(
     }
 }
 
-/// Words for a failed spawn. `entered`: the child was to enter its cgroup before `exec`, and the
-/// spawn reports only an errno, so an error nothing else explains may be that step's (its files
-/// were opened by the agent, so it is not a permission problem: a cgroup removed meanwhile).
+/// Words for a failed spawn, named after the step that failed.
 fn spawn_error(
     spec: &TaskSpec,
     account: Option<&Account>,
     workdir: &Path,
-    entered: bool,
-    error: &std::io::Error,
+    failed: &SpawnError,
 ) -> String {
     let command = spec.command.escape_default();
-    match (error.kind(), account) {
-        (ErrorKind::NotFound, _) => format!("command `{command}` not found"),
-        (ErrorKind::PermissionDenied, Some(a)) => format!(
+    let error = &failed.error;
+    match (failed.step, error.kind(), account) {
+        (Step::Exec, ErrorKind::NotFound, _) => format!("command `{command}` not found"),
+        (Step::Exec, ErrorKind::PermissionDenied, Some(a)) => format!(
             "cannot start command `{command}` as user {}: permission denied (that user needs \
              execute permission on the command and search permission on every directory up \
              to the workdir {})",
             a.name,
             workdir.display()
         ),
-        (ErrorKind::PermissionDenied, None) => {
+        (Step::Exec, ErrorKind::PermissionDenied, None) => {
             format!("command `{command}` is not executable (permission denied)")
         }
-        _ if entered => format!(
-            "cannot start command `{command}` or move it into its cgroup before it runs: {error}"
+        (Step::Workdir, ErrorKind::PermissionDenied, Some(a)) => format!(
+            "cannot start command `{command}` as user {}: cannot enter the workdir {} \
+             (permission denied)",
+            a.name,
+            workdir.display()
         ),
-        _ => format!("cannot start command `{command}`: {error}"),
+        _ => format!("cannot start command `{command}`: {failed}"),
     }
 }
 
-fn with_pid(
-    child: tokio::process::Child,
-    spec: &TaskSpec,
-) -> Result<(tokio::process::Child, u32), String> {
-    match child.id() {
-        Some(pid) => Ok((child, pid)),
-        // Only a reaped child has no pid, and nothing has waited on this one yet.
-        None => Err(format!(
-            "command `{}` vanished before it could be watched",
-            spec.command
-        )),
-    }
+/// The task's standard input.
+fn dev_null() -> Result<OwnedFd, String> {
+    std::fs::File::open("/dev/null")
+        .map(OwnedFd::from)
+        .map_err(|e| format!("cannot open /dev/null: {e}"))
 }
 
 fn remove_cgroup_now(cgroup: Option<&TaskCgroup>) {

@@ -154,6 +154,30 @@ async fn exit_code_and_stdout_are_recorded() {
     );
 }
 
+/// The agent ignores `SIGPIPE` (Rust does) and blocks every signal while it starts a task
+/// (`spawn.rs`): the task must see neither.
+#[tokio::test]
+async fn a_task_starts_with_no_signal_ignored_or_blocked() {
+    let (exec, mut events, _dir) = executor("sigs", CgroupMode::Auto);
+    let task = key("sigs", 0);
+    exec.start(
+        task.clone(),
+        sh("exec grep -E '^(SigBlk|SigIgn):' /proc/self/status"),
+    )
+    .unwrap();
+    started(&mut events).await;
+    let exited = next(&mut events).await;
+    assert!(
+        matches!(exited, ExecEvent::Exited { code: Some(0), .. }),
+        "{exited:?}"
+    );
+    let paths = exec.log_paths(&task).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(paths.stdout).unwrap(),
+        "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n"
+    );
+}
+
 #[tokio::test]
 async fn missing_command_fails_naming_it() {
     let (exec, mut events, _dir) = executor("nocmd", CgroupMode::Auto);

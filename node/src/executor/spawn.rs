@@ -1,0 +1,383 @@
+//! Starting a task's process without copying the agent: `clone(CLONE_VM | CLONE_VFORK)`, the
+//! way glibc's `posix_spawn` and Go's `forkExec` start processes, with the steps `posix_spawn`
+//! cannot do (switching to the task's user, entering its cgroups) done in the child by raw
+//! system calls. This module and `src/main.rs` hold the workspace's `unsafe` code.
+//!
+//! Why: std's `Command` falls back to `fork` as soon as a uid or a `pre_exec` hook is set, and a
+//! `fork` copies the agent's page tables (it grows with the agent's tables: tens of MiB) only for
+//! the child to drop them again at `execve`. Profiles of a batch of `true` tasks put two thirds
+//! of the agent's CPU in `copy_page_range` and `exit_mmap` (`BENCHMARKS.md`, issue 17). With
+//! `CLONE_VM` the child borrows the agent's memory until it calls `execve`, and `CLONE_VFORK`
+//! suspends the spawning thread (a blocking-pool thread) until then.
+//!
+//! The rules of a child that shares its parent's memory, and how they are kept:
+//! - Everything it needs is built before the clone (C strings, pointer arrays, open files); the
+//!   child makes system calls only: no allocation, no lock, no Rust runtime.
+//! - Credentials change with the raw `setgroups`/`setgid`/`setuid` system calls, which act on the
+//!   calling process alone. glibc's wrappers would ask every thread of the *agent* to switch
+//!   (they signal the threads they know, and the child sees the agent's thread list).
+//! - All signals are blocked around the clone, so no handler of the agent runs on the child's
+//!   stack; the child resets every signal to its default action (its handler table is its own
+//!   copy: no `CLONE_SIGHAND`), then unblocks them just before `execve`, as `posix_spawn` does.
+//!   Unlike std's `fork` path it resets ignored signals too, not only `SIGPIPE`: a task starts
+//!   the same however its agent was launched (`nohup` ignores `SIGHUP`).
+//! - It reports a failed step by storing the `errno` in memory the parent reads after it
+//!   resumes, then exits with 127 without running any exit handler.
+//!
+//! The child's pid comes with a pidfd (`CLONE_PIDFD`, Linux 5.2; polling it needs 5.3), which
+//! [`TaskChild::wait`] awaits: readable once the process has exited, then reaped by pid.
+
+use std::ffi::{CString, OsStr};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::process::ExitStatusExt;
+use std::path::Path;
+use std::process::ExitStatus;
+use std::sync::atomic::{AtomicI32, Ordering};
+
+use nix::sys::wait::{WaitPidFlag, WaitStatus, waitpid};
+use nix::unistd::Pid;
+use tokio::io::Interest;
+use tokio::io::unix::AsyncFd;
+
+/// The child's stack while it runs until `execve`: it calls a handful of system calls.
+const CHILD_STACK_BYTES: usize = 64 * 1024;
+
+/// What a task's process is started with.
+pub(super) struct Plan<'a> {
+    /// An absolute or relative path (the command was resolved on the task's `PATH` before).
+    pub program: &'a Path,
+    pub args: &'a [String],
+    pub env: Vec<(&'a OsStr, &'a OsStr)>,
+    pub workdir: &'a Path,
+    /// `None`: keep the agent's user.
+    pub user: Option<(u32, u32)>,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+    /// `cgroup.procs` files the child writes `0` to before `exec`, as the task user (opened by
+    /// the agent; see `entry.rs`).
+    pub cgroup_procs: &'a [RawFd],
+}
+
+/// A started process: its pid and a pidfd to wait on.
+pub(super) struct TaskChild {
+    pid: u32,
+    pidfd: Option<OwnedFd>,
+    polled: Option<AsyncFd<OwnedFd>>,
+    status: Option<ExitStatus>,
+}
+
+/// A failed spawn: the step that failed and its OS error.
+#[derive(Debug)]
+pub(super) struct SpawnError {
+    pub step: Step,
+    pub error: io::Error,
+}
+
+/// Where a spawn failed. Numbers are what the child stores; 0 means it reached `execve`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Step {
+    /// Building the arguments (a NUL byte) or the clone itself.
+    Prepare = 1,
+    Stdio = 2,
+    ProcessGroup = 3,
+    Credentials = 4,
+    Workdir = 5,
+    Cgroup = 6,
+    Exec = 7,
+}
+
+impl Step {
+    fn from_code(code: i32) -> Step {
+        match code {
+            2 => Step::Stdio,
+            3 => Step::ProcessGroup,
+            4 => Step::Credentials,
+            5 => Step::Workdir,
+            6 => Step::Cgroup,
+            7 => Step::Exec,
+            _ => Step::Prepare,
+        }
+    }
+}
+
+impl std::fmt::Display for SpawnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let step = match self.step {
+            Step::Prepare => "preparing the process",
+            Step::Stdio => "setting up its standard input and output",
+            Step::ProcessGroup => "giving it its own process group",
+            Step::Credentials => "switching to the task's user",
+            Step::Workdir => "entering its workdir",
+            Step::Cgroup => "moving it into its cgroup",
+            Step::Exec => "executing the command",
+        };
+        write!(f, "{step}: {}", self.error)
+    }
+}
+
+/// The kernel's `struct sigaction` (x86-64, arm64: handler, flags, restorer, mask); all zero is
+/// `SIG_DFL` with no flags and nothing blocked.
+#[derive(Default)]
+#[repr(C)]
+struct KernelSigaction {
+    handler: usize,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// Everything the child reads, laid out before the clone.
+struct ChildArgs {
+    program: *const libc::c_char,
+    argv: *const *const libc::c_char,
+    envp: *const *const libc::c_char,
+    workdir: *const libc::c_char,
+    stdio: [RawFd; 3],
+    user: Option<(libc::uid_t, libc::gid_t)>,
+    drop_groups: bool,
+    procs: *const RawFd,
+    procs_len: usize,
+    /// Written by the child on failure: the step, then the errno.
+    failed_step: AtomicI32,
+    failed_errno: AtomicI32,
+}
+
+fn c_string(bytes: &[u8]) -> Result<CString, SpawnError> {
+    CString::new(bytes).map_err(|_| SpawnError {
+        step: Step::Prepare,
+        error: io::Error::new(io::ErrorKind::InvalidInput, "an argument holds a NUL byte"),
+    })
+}
+
+/// Starts `plan`'s process. Blocks the calling thread until the child has called `execve` (or
+/// failed before): call it on the blocking pool.
+pub(super) fn spawn(plan: Plan<'_>) -> Result<TaskChild, SpawnError> {
+    let program = c_string(plan.program.as_os_str().as_bytes())?;
+    let mut argv_owned = vec![program.clone()];
+    for arg in plan.args {
+        argv_owned.push(c_string(arg.as_bytes())?);
+    }
+    let envp_owned = plan
+        .env
+        .iter()
+        .map(|(k, v)| c_string(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let argv: Vec<*const libc::c_char> = argv_owned
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let envp: Vec<*const libc::c_char> = envp_owned
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect();
+    let workdir = c_string(plan.workdir.as_os_str().as_bytes())?;
+    let args = ChildArgs {
+        program: program.as_ptr(),
+        argv: argv.as_ptr(),
+        envp: envp.as_ptr(),
+        workdir: workdir.as_ptr(),
+        stdio: [
+            plan.stdin.as_raw_fd(),
+            plan.stdout.as_raw_fd(),
+            plan.stderr.as_raw_fd(),
+        ],
+        user: plan.user,
+        drop_groups: plan.user.is_some() && nix::unistd::geteuid().is_root(),
+        procs: plan.cgroup_procs.as_ptr(),
+        procs_len: plan.cgroup_procs.len(),
+        failed_step: AtomicI32::new(0),
+        failed_errno: AtomicI32::new(0),
+    };
+    let mut stack = vec![0u8; CHILD_STACK_BYTES].into_boxed_slice();
+    let (pid, pidfd) = clone_child(&args, &mut stack).map_err(|error| SpawnError {
+        step: Step::Prepare,
+        error,
+    })?;
+    // The child has called `execve` or exited: it no longer uses `args`, the strings or the stack.
+    let step = args.failed_step.load(Ordering::Acquire);
+    if step != 0 {
+        let errno = args.failed_errno.load(Ordering::Acquire);
+        // It exited (127) before `exec`: reap it now, nobody else will.
+        let _ = waitpid(Pid::from_raw(pid), None);
+        drop(pidfd);
+        return Err(SpawnError {
+            step: Step::from_code(step),
+            error: io::Error::from_raw_os_error(errno),
+        });
+    }
+    Ok(TaskChild {
+        pid: pid.cast_unsigned(),
+        pidfd: Some(pidfd),
+        polled: None,
+        status: None,
+    })
+}
+
+/// Clones the child with all signals blocked in this thread; returns its pid and pidfd.
+#[allow(unsafe_code)]
+fn clone_child(args: &ChildArgs, stack: &mut [u8]) -> io::Result<(i32, OwnedFd)> {
+    // Stacks grow down on every architecture Linux runs agents on; 16-byte aligned top.
+    let top = stack.as_mut_ptr_range().end as usize & !15;
+    let mut pidfd: libc::c_int = -1;
+    let flags = libc::CLONE_VM | libc::CLONE_VFORK | libc::CLONE_PIDFD | libc::SIGCHLD;
+    // SAFETY: blocking every signal of this thread and restoring the old mask afterwards changes
+    // nothing else; `all` and `old` are valid sigsets.
+    let mut all: libc::sigset_t = unsafe { std::mem::zeroed() };
+    let mut old: libc::sigset_t = unsafe { std::mem::zeroed() };
+    unsafe {
+        libc::sigfillset(&mut all);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &all, &mut old);
+    }
+    // SAFETY: the child runs `child_main` on `stack` (ours, alive until the clone returns, and
+    // unused by this thread, which is suspended until the child execs or exits: CLONE_VFORK).
+    // `args` outlives that too, and the child only reads it and stores into its atomics.
+    // `child_main` makes system calls only (see the module comment). With CLONE_PIDFD the
+    // kernel stores the pidfd into `pidfd` (the `parent_tid` argument).
+    let pid = unsafe {
+        libc::clone(
+            child_main,
+            top as *mut libc::c_void,
+            flags,
+            std::ptr::from_ref(args).cast_mut().cast(),
+            &mut pidfd as *mut libc::c_int,
+        )
+    };
+    let error = io::Error::last_os_error();
+    // SAFETY: see above.
+    unsafe {
+        libc::pthread_sigmask(libc::SIG_SETMASK, &old, std::ptr::null_mut());
+    }
+    if pid < 0 {
+        return Err(error);
+    }
+    // SAFETY: the kernel gave us this descriptor (close-on-exec) and nothing else owns it.
+    Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
+}
+
+/// The child, until `execve`. System calls only; a failed step stores its errno and exits.
+#[allow(unsafe_code)]
+extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
+    // SAFETY: `arg` is the `ChildArgs` that `clone_child` passed, alive while the parent waits.
+    let args = unsafe { &*(arg as *const ChildArgs) };
+    let fail = |step: Step| fail(args, step);
+    // SAFETY (whole block): each call is a system call on values prepared by the parent; none
+    // allocates or takes a lock.
+    unsafe {
+        // Every signal back to its default action: the agent's handlers (their table is the
+        // child's own copy) and whatever the agent ignores (Rust ignores SIGPIPE; a launcher may
+        // have ignored others), as a task started by a fresh init would see them. The raw call
+        // also reaches the two real-time signals glibc keeps for itself.
+        let default = KernelSigaction::default();
+        for signal in 1..=64 {
+            if signal != libc::SIGKILL && signal != libc::SIGSTOP {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    &raw const default,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    size_of::<u64>(),
+                );
+            }
+        }
+        for (target, fd) in args.stdio.iter().enumerate() {
+            let target = target as RawFd;
+            if *fd == target {
+                // dup2 onto itself would keep close-on-exec set.
+                if libc::fcntl(target, libc::F_SETFD, 0) != 0 {
+                    fail(Step::Stdio);
+                }
+            } else if libc::dup2(*fd, target) < 0 {
+                fail(Step::Stdio);
+            }
+        }
+        if libc::setpgid(0, 0) != 0 {
+            fail(Step::ProcessGroup);
+        }
+        if let Some((uid, gid)) = args.user {
+            if args.drop_groups
+                && libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) != 0
+            {
+                fail(Step::Credentials);
+            }
+            if libc::syscall(libc::SYS_setgid, gid) != 0 {
+                fail(Step::Credentials);
+            }
+            if libc::syscall(libc::SYS_setuid, uid) != 0 {
+                fail(Step::Credentials);
+            }
+        }
+        if libc::chdir(args.workdir) != 0 {
+            fail(Step::Workdir);
+        }
+        for i in 0..args.procs_len {
+            let fd = *args.procs.add(i);
+            // "0" names the writer itself.
+            if libc::write(fd, b"0".as_ptr().cast(), 1) != 1 {
+                fail(Step::Cgroup);
+            }
+        }
+        // Signals reach the child from here on, with their default actions.
+        let mut none: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut none);
+        libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+        libc::execve(args.program, args.argv, args.envp);
+    }
+    fail(Step::Exec)
+}
+
+/// Records the failed step and its errno for the parent, and leaves.
+#[allow(unsafe_code)]
+fn fail(args: &ChildArgs, step: Step) -> ! {
+    // Reads errno: no allocation.
+    let errno = io::Error::last_os_error()
+        .raw_os_error()
+        .unwrap_or(libc::EINVAL);
+    args.failed_errno.store(errno, Ordering::Release);
+    args.failed_step.store(step as i32, Ordering::Release);
+    // SAFETY: leaves without running the agent's exit handlers or flushing its buffers.
+    unsafe { libc::_exit(127) }
+}
+
+impl TaskChild {
+    pub fn id(&self) -> u32 {
+        self.pid
+    }
+
+    /// Waits for the process to exit and reaps it. Cancel-safe: the status is kept once read.
+    #[allow(unsafe_code)]
+    pub async fn wait(&mut self) -> io::Result<ExitStatus> {
+        if let Some(status) = self.status {
+            return Ok(status);
+        }
+        if self.polled.is_none() {
+            let fd = self.pidfd.take().expect("pidfd kept until polled");
+            // SAFETY: an `OwnedFd` keeps its descriptor open and the same until it is dropped,
+            // which only the `AsyncFd` can do now.
+            let polled = unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) };
+            self.polled = Some(polled.map_err(io::Error::from)?);
+        }
+        let polled = self.polled.as_ref().expect("set above");
+        loop {
+            let mut ready = polled.readable().await?;
+            match waitpid(
+                Pid::from_raw(self.pid.cast_signed()),
+                Some(WaitPidFlag::WNOHANG),
+            ) {
+                Ok(WaitStatus::Exited(_, code)) => {
+                    return Ok(*self.status.insert(ExitStatus::from_raw(code << 8)));
+                }
+                Ok(WaitStatus::Signaled(_, signal, core)) => {
+                    let raw = signal as i32 | if core { 0x80 } else { 0 };
+                    return Ok(*self.status.insert(ExitStatus::from_raw(raw)));
+                }
+                Ok(_) => ready.clear_ready(),
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+}
