@@ -8,7 +8,11 @@
   - submit→running latency for single-task service jobs (`sleep 30`), p50/p99 over --singles
     jobs, measured by the client: POST (acknowledged once durable on two nodes), then polling
     GET /v1/jobs/ID every 1 ms until the task is running;
-  - agent RSS with the 10,000-task job in the tables.
+  - agent RSS with the 10,000-task job in the tables;
+  - the machine's spawn ceiling in the same run (bench/spawn_ceiling.c, compiled with cc): a
+    small process's fork+exec+wait of /bin/true per second, one at a time and two in flight,
+    measured before the agents start and again after the batches (issue 17 compares the
+    end-to-end rate with the two-in-flight ceiling).
 
 Usage: bench/scheduling.py [--sizes 1000,10000] [--singles 200] [--out FILE] [--bin PATH]
 
@@ -36,6 +40,12 @@ class Api:
                        headers={"content-type": "application/json", "authorization": f"Bearer {self.token}"})
         r = self.c.getresponse(); data = r.read()
         return r.status, (json.loads(data) if data else None)
+
+def spawn_ceiling(root, n=2000):
+    exe = os.path.join(root, "spawn_ceiling")
+    if not os.path.exists(exe):
+        subprocess.check_call(["cc", "-O2", "-o", exe, os.path.join(ROOT, "bench", "spawn_ceiling.c")])
+    return json.loads(subprocess.check_output([exe, str(n)]))
 
 def start_agents(root, key, BIN):
     agents = []
@@ -102,9 +112,11 @@ def main():
     os.chmod(root, 0o755)
     key = os.path.join(root, "cluster.key")
     open(key, "w").write(subprocess.check_output([a.bin, "keygen"]).decode())
+    ceiling = [spawn_ceiling(root)]
+    print(json.dumps({"spawn_ceiling_before": ceiling[0]}), flush=True)
     agents = start_agents(root, key, a.bin)
     api = Api(agents[0]["http"], agents[0]["token_file"])
-    out = {"batches": [], "machine": "2 vCPU, 24 GiB"}
+    out = {"batches": [], "machine": "2 vCPU, 24 GiB", "spawn_ceiling": ceiling}
     try:
         out["singles"] = singles(api, a.singles); print(json.dumps(out["singles"]), flush=True)
         for i, n in enumerate(int(x) for x in a.sizes.split(",")):
@@ -113,6 +125,11 @@ def main():
         _, stats = api.call("GET", "/v1/jobs")
         out["tasks_in_tables"] = sum(len(j["tasks"]) for j in stats)
         print(json.dumps({"rss_mib_after": out["rss_mib_after"], "tasks_in_tables": out["tasks_in_tables"]}), flush=True)
+        ceiling.append(spawn_ceiling(root)); print(json.dumps({"spawn_ceiling_after": ceiling[1]}), flush=True)
+        two = statistics.median(c["two_in_flight_per_s"] for c in ceiling)
+        for r in out["batches"]:
+            r["share_of_two_in_flight_ceiling"] = round(r["tasks_per_s"] / two, 3)
+        print(json.dumps({"share_of_two_in_flight_ceiling": [r["share_of_two_in_flight_ceiling"] for r in out["batches"]]}), flush=True)
     finally:
         for x in agents:
             x["proc"].send_signal(signal.SIGTERM)
