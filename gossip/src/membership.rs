@@ -461,6 +461,8 @@ impl Membership {
             }
             wire::KIND_ADS => {
                 let ads = wire::decode_ads(payload)?;
+                let unheard_before: BTreeSet<CompactString> =
+                    self.unheard.keys().cloned().collect();
                 for ad in ads.ads {
                     // A departure is news its owner no longer spreads; everything else in
                     // a pull reply is what the cluster already gossiped.
@@ -468,6 +470,7 @@ impl Membership {
                     self.offer_ad(ad, spread);
                 }
                 self.drain_ad_changes();
+                self.chase_fresh_unheard(&unheard_before);
                 Ok(())
             }
             wire::KIND_FORGET => {
