@@ -11,9 +11,12 @@ Measures, per N:
   - false positives: any member logged suspect or down that was not killed.
 Optionally with a CPU hog (one busy process per core) running beside the agents.
 
-Usage: bench/membership.py [--sizes 8,16,32] [--idle 30] [--kills 3] [--hog] [--out FILE]
+Usage: bench/membership.py [--sizes 8,16,32] [--idle 30] [--kills 3] [--hog] [--out FILE] [--bin PATH]
 Join runs only (issue 17): bench/membership.py --sizes 32 --repeat 50 --idle 0 --kills 0
-Needs a release build: cargo build --release (or SHOAL_BIN=/path/to/shoal)
+Needs a release build: cargo build --release (or --bin / SHOAL_BIN=/path/to/shoal)
+Each join reports its slowest pair: which agent learned of which member last, and when
+(seconds after the last start), so a tail can be traced in the agents' logs (kept in the
+temp dir the run names).
 """
 import argparse, json, os, re, signal, socket, statistics, subprocess, sys, tempfile, time, urllib.request
 from datetime import datetime
@@ -119,15 +122,16 @@ def run_size(n, idle_s, kills, hog):
             return True
         wait_until(converged, time.time() + 60, "join convergence")
         last_start = max(a.started_at() for a in agents)
-        conv = 0.0
+        conv, slowest = 0.0, None
         for a in agents:
             firsts = {}
             for t, m, s in status_events(a):
                 if s == "alive" and m not in firsts: firsts[m] = t
-            conv = max(conv, max(firsts.values()) - last_start)
+            m, t = max(firsts.items(), key=lambda kv: kv[1])
+            if t - last_start > conv: conv, slowest = t - last_start, f"{a.name} learned of {m}"
         if idle_s <= 0 and kills == 0:
             # Join runs only (--idle 0 --kills 0).
-            return {"n": n, "hog": hog, "converge_s": round(conv, 3)}
+            return {"n": n, "hog": hog, "converge_s": round(conv, 3), "slowest": slowest, "dir": root}
         # idle window
         time.sleep(2)
         tick = os.sysconf("SC_CLK_TCK")
@@ -177,8 +181,11 @@ def main():
     p.add_argument("--sizes", default="8,16,32"); p.add_argument("--idle", type=float, default=30)
     p.add_argument("--kills", type=int, default=3); p.add_argument("--hog", action="store_true")
     p.add_argument("--out")
+    p.add_argument("--bin", help="the shoal binary (default: $SHOAL_BIN or target/release/shoal)")
     p.add_argument("--repeat", type=int, default=1, help="run each size this many times")
     a = p.parse_args()
+    global BIN
+    if a.bin: BIN = a.bin
     if not os.path.exists(BIN): raise SystemExit("build first: cargo build --release")
     results = []
     for n in [int(x) for x in a.sizes.split(",")]:

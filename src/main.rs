@@ -73,6 +73,10 @@ struct WatchdogArgs {
 /// (-1: never). mimalloc reads its options from the environment when the process starts.
 const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 
+/// mimalloc's option to commit a whole arena when it is reserved; on Linux it also asks for
+/// transparent huge pages on it (`madvise(MADV_HUGEPAGE)`).
+const ARENA_EAGER_COMMIT_ENV: &str = "MIMALLOC_ARENA_EAGER_COMMIT";
+
 /// A simulation keeps every node's state in one process: gigabytes, touched at random, which
 /// runs far faster on transparent huge pages (fewer TLB misses). mimalloc gives a page back to
 /// the OS a second after it empties, which splits the huge page around it: at 1,000 nodes 0.9 of
@@ -81,8 +85,28 @@ const PURGE_DELAY_ENV: &str = "MIMALLOC_PURGE_DELAY";
 /// purging off, unless the variable is already set, which lets anyone choose otherwise. The
 /// agent keeps the default: a long-running daemon should give memory back.
 fn keep_huge_pages_for_simulation() {
+    reexec_with(PURGE_DELAY_ENV, "-1", "simulating");
+}
+
+/// The agent is the opposite case: a few MiB of heap, spread thinly. With its arena committed
+/// eagerly and advised for huge pages, every 2 MiB region the heap touches becomes resident
+/// in full: an idle agent at N = 32 held 14.7 MiB of anonymous memory, 10 MiB of it huge
+/// pages, for 2.8 MiB of heap (BENCHMARKS.md, "A smaller agent"). So the agent re-executes
+/// itself with eager commit off, as it already starts its watchdog (`watchdog/lease.rs`),
+/// unless the variable is set. Its tasks never see the variable (they get a clean
+/// environment). Rejected: mimalloc's `no_thp` build feature (the simulator wants huge
+/// pages, and it is the same binary) and `MIMALLOC_ALLOW_THP=0` (a `prctl` that every task
+/// would inherit).
+fn keep_the_agent_heap_small() {
+    reexec_with(ARENA_EAGER_COMMIT_ENV, "0", "running");
+}
+
+/// Re-executes this program (same PID, same arguments) with `var=value`, unless `var` is
+/// already set. mimalloc reads its options once, before `main`, so this is the only way to
+/// set them from the program itself without unsafe code.
+fn reexec_with(var: &str, value: &str, doing: &str) {
     use std::os::unix::process::CommandExt;
-    if std::env::var_os(PURGE_DELAY_ENV).is_some() {
+    if std::env::var_os(var).is_some() {
         return;
     }
     let Ok(exe) = std::env::current_exe() else {
@@ -90,11 +114,11 @@ fn keep_huge_pages_for_simulation() {
     };
     let err = std::process::Command::new(exe)
         .args(std::env::args_os().skip(1))
-        .env(PURGE_DELAY_ENV, "-1")
+        .env(var, value)
         .exec();
-    // `exec` returns only when it failed; the simulation is the same, only slower.
+    // `exec` returns only when it failed; the program is the same, only its memory differs.
     eprintln!(
-        "note: could not re-execute with {PURGE_DELAY_ENV}=-1 ({err}); simulating with the default allocator settings"
+        "note: could not re-execute with {var}={value} ({err}); {doing} with the default allocator settings"
     );
 }
 
@@ -130,6 +154,9 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         });
+    }
+    if matches!(cli.command, Command::Agent(_)) {
+        keep_the_agent_heap_small();
     }
     let runtime = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -307,14 +307,20 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
+        // One timer for the core's deadline, moved only when the deadline moves: a datagram
+        // that leaves the deadline where it was costs no timer registration (a new `Sleep`
+        // per turn re-registered, and woke the runtime's driver, on every datagram).
+        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         loop {
             let deadline = self.core.poll_timeout().map(|at| self.clock.instant_of(at));
-            let sleep = async {
-                match deadline {
-                    Some(at) => tokio::time::sleep_until(at.into()).await,
-                    None => std::future::pending().await,
-                }
-            };
+            if deadline != armed
+                && let Some(at) = deadline
+            {
+                sleep.as_mut().reset(at.into());
+            }
+            armed = deadline;
             tokio::select! {
                 _ = shutdown.changed() => break,
                 received = self.socket.recv_from(&mut buf) => match received {
@@ -322,7 +328,10 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "udp recv"),
                 },
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                () = sleep => self.core.handle_timeout(self.clock.now()),
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.core.handle_timeout(self.clock.now());
+                }
             }
             self.flush().await;
         }

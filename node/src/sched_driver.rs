@@ -397,6 +397,10 @@ impl Driver {
         let view = members.borrow_and_update().clone();
         self.core.handle_members(self.clock.now(), &view);
         self.publish_catalog();
+        // One timer, moved only when the next deadline moves (see `gossip_driver.rs`).
+        let sleep = tokio::time::sleep_until(Instant::now());
+        tokio::pin!(sleep);
+        let mut armed: Option<Instant> = None;
         loop {
             if let Some((task, event)) = self.answered.pop_front() {
                 self.count_task_event(&task, &event);
@@ -405,6 +409,12 @@ impl Driver {
                 continue;
             }
             let deadline = self.next_deadline();
+            if deadline != armed
+                && let Some(at) = deadline
+            {
+                sleep.as_mut().reset(at);
+            }
+            armed = deadline;
             tokio::select! {
                 _ = shutdown.changed() => break,
                 Ok(()) = quorum.changed() => self.feed_quorum(&mut quorum),
@@ -426,30 +436,30 @@ impl Driver {
                     let CheckReport { task, check, result } = report;
                     self.core.handle_check_result(self.clock.now(), task, check, result);
                 }
-                () = tokio::time::sleep_until(deadline) => self.core.handle_timeout(self.clock.now()),
+                () = &mut sleep, if armed.is_some() => {
+                    armed = None;
+                    self.core.handle_timeout(self.clock.now());
+                }
             }
             self.drain().await;
         }
         self.write_snapshot();
     }
 
-    fn next_deadline(&self) -> Instant {
-        let far = Instant::now() + Duration::from_secs(3600);
+    /// The earliest of the core's deadline, the durability waiters', the next snapshot's and
+    /// the store retry's; `None` when nothing is due ever.
+    fn next_deadline(&self) -> Option<Instant> {
         let core = self
             .core
             .poll_timeout()
-            .map_or(far, |at| self.clock.instant_of(at).into());
-        let waiter = self.waiters.iter().map(|w| w.deadline).min().unwrap_or(far);
-        let snapshot = if self.dirty {
-            self.last_snapshot + SNAPSHOT_EVERY
-        } else {
-            far
-        };
+            .map(|at| Instant::from(self.clock.instant_of(at)));
+        let waiter = self.waiters.iter().map(|w| w.deadline).min();
+        let snapshot = self.dirty.then(|| self.last_snapshot + SNAPSHOT_EVERY);
         let store = match self.store_failed_at {
-            Some(at) if !self.unlogged.is_empty() => at + STORE_RETRY,
-            _ => far,
+            Some(at) if !self.unlogged.is_empty() => Some(at + STORE_RETRY),
+            _ => None,
         };
-        core.min(waiter).min(snapshot).min(store)
+        [core, waiter, snapshot, store].into_iter().flatten().min()
     }
 
     fn on_frame(&mut self, frame: Inbound) {

@@ -83,8 +83,10 @@ impl Default for QuicConfig {
     fn default() -> Self {
         Self {
             // Every agent ends up connected to every peer it replicates to; at 32 nodes a 5 s
-            // keep-alive was a measurable share of an idle agent's CPU.
-            keep_alive_interval: Duration::from_secs(15),
+            // keep-alive was a measurable share of an idle agent's CPU, and at 15 s the pings
+            // and their delayed acks were still the most frequent wake-up of an idle agent
+            // (issue 17). 25 s leaves two pings per idle timeout, each retransmitted if lost.
+            keep_alive_interval: Duration::from_secs(25),
             max_idle_timeout: Duration::from_secs(60),
             max_concurrent_uni_streams: 8,
         }
@@ -135,7 +137,10 @@ pub struct TlsIdentity {
     node_cert: CertificateDer<'static>,
     server_crypto: Arc<QuicServerConfig>,
     client_crypto: Arc<QuicClientConfig>,
+    /// The dialing side's transport: it sends the keep-alives.
     transport: Arc<quinn::TransportConfig>,
+    /// The accepting side's: the same limits, no keep-alives of its own.
+    server_transport: Arc<quinn::TransportConfig>,
     /// Verifies node certificates against every CA of the ring (node certificates carry
     /// both EKUs, so the client verifier judges certificates from either side).
     verifier: Arc<dyn ClientCertVerifier>,
@@ -185,7 +190,8 @@ impl TlsIdentity {
             node_cert,
             server_crypto: Arc::new(server_crypto),
             client_crypto: Arc::new(client_crypto),
-            transport: Arc::new(transport_config(config)?),
+            transport: Arc::new(transport_config(config, true)?),
+            server_transport: Arc::new(transport_config(config, false)?),
             verifier,
         })
     }
@@ -193,7 +199,7 @@ impl TlsIdentity {
     /// A server config that accepts only peers with a certificate from this cluster's CA.
     pub fn server_config(&self) -> quinn::ServerConfig {
         let mut config = quinn::ServerConfig::with_crypto(self.server_crypto.clone());
-        config.transport_config(self.transport.clone());
+        config.transport_config(self.server_transport.clone());
         config
     }
 
@@ -468,12 +474,16 @@ fn client_crypto(
     Ok(QuicClientConfig::try_from(config)?)
 }
 
-fn transport_config(config: QuicConfig) -> Result<quinn::TransportConfig, TlsError> {
+/// The transport of one side of a connection. Only the side that dialed sends keep-alives:
+/// any packet keeps both ends' idle timers running and is acknowledged, so the accepting
+/// side's own pings only doubled the wake-ups and packets of an idle connection (two per
+/// peer pair, since each agent dials the peers it sends to).
+fn transport_config(config: QuicConfig, dialer: bool) -> Result<quinn::TransportConfig, TlsError> {
     let idle = quinn::IdleTimeout::try_from(config.max_idle_timeout)
         .map_err(|_| TlsError::IdleTimeoutTooLong(config.max_idle_timeout))?;
     let mut transport = quinn::TransportConfig::default();
     transport
-        .keep_alive_interval(Some(config.keep_alive_interval))
+        .keep_alive_interval(dialer.then_some(config.keep_alive_interval))
         .max_idle_timeout(Some(idle))
         .max_concurrent_uni_streams(config.max_concurrent_uni_streams.into());
     Ok(transport)

@@ -1,6 +1,7 @@
 //! How news travels besides SWIM: joining through seeds, anti-entropy syncs, resource ads,
 //! and identities known only from ads.
 
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
 use compact_str::CompactString;
@@ -223,6 +224,30 @@ impl Membership {
         }
         self.unheard
             .insert(ad.node.clone(), (ad.generation, addr, CHASE_ATTEMPTS));
+    }
+
+    /// Announces once, at once, to the identities that a pull reply (`KIND_ADS`: the answer to
+    /// a digest sync) has just revealed, instead of waiting for the next chase (the next
+    /// join follow-up or periodic sync). Their chase attempts are left for those.
+    ///
+    /// Why: the join's early sync (0.2 s) found the members a joiner's feeds had missed, and
+    /// they were chased only at the 0.5 s follow-up; in 1 of 50 real 32-agent joins that
+    /// follow-up was what completed the view, 0.52 s after the last start (issue 17). A reply
+    /// is the answer this node asked for, so the identities in it are not ones that gossip is
+    /// about to deliver anyway; the reply's size bounds the announces (at most
+    /// `CHASES_PER_SYNC`).
+    pub(super) fn chase_fresh_unheard(&mut self, before: &BTreeSet<CompactString>) {
+        let fresh: Vec<SocketAddr> = self
+            .unheard
+            .iter()
+            .filter(|(name, _)| !before.contains(*name))
+            .map(|(_, (_, addr, _))| *addr)
+            .take(CHASES_PER_SYNC)
+            .collect();
+        for addr in fresh {
+            self.stats.identity_chases += 1;
+            self.announce_to(addr);
+        }
     }
 
     /// Announces to a few identities known only from ads: a live one answers, and foca learns

@@ -13,6 +13,8 @@ struct Net {
     in_flight: Vec<(Millis, usize, SocketAddr, Vec<u8>)>,
     /// Which side of a partition each node is on (all 0: no partition).
     side: Vec<u8>,
+    /// `handle_timeout` calls per node: the wake-ups a shell would make for timers.
+    timer_wakes: Vec<u64>,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -37,6 +39,7 @@ impl Net {
             rng: StdRng::seed_from_u64(7),
             in_flight: Vec::new(),
             side: vec![0; n],
+            timer_wakes: vec![0; n],
         };
         for i in 0..n {
             net.start(i, 1);
@@ -52,6 +55,7 @@ impl Net {
     fn start_named(&mut self, i: usize, name: &str, generation: u64) {
         if self.side.len() <= i {
             self.side.resize(i + 1, 0);
+            self.timer_wakes.resize(i + 1, 0);
         }
         let id = NodeId {
             name: name.into(),
@@ -106,6 +110,7 @@ impl Net {
                 };
                 if node.poll_timeout().is_some_and(|t| t <= now) {
                     node.handle_timeout(now);
+                    self.timer_wakes[i] += 1;
                 }
                 while node.poll_event().is_some() {}
                 while let Some(t) = node.poll_transmit() {
@@ -397,6 +402,39 @@ fn the_minority_of_a_partition_acts_on_nobody_down() {
                 assert_eq!(q.known as usize, n, "{n}/{seed}: n{i}");
             }
         }
+    }
+}
+
+#[test]
+fn an_idle_node_wakes_only_for_probes_scans_and_syncs_and_gossips_news_at_once() {
+    let mut net = Net::new(5, 0.0);
+    net.run(20_000);
+    let before = net.timer_wakes.clone();
+    net.run(10_000);
+    for (i, (after, before)) in net.timer_wakes.iter().zip(&before).enumerate() {
+        // Per second: one probe and its round trip, two scans, a sync every 10 s. The
+        // periodic gossip (ten a second) stays parked while there is nothing to gossip.
+        let wakes = after - before;
+        assert!(
+            wakes <= 45,
+            "node {i} woke {wakes} times in 10 quiet seconds"
+        );
+    }
+    let mut changed = net.node(3).own_ad().clone();
+    changed.capacity.cpu_millicores = 77_000;
+    let now = net.now;
+    net.nodes[3].as_mut().unwrap().set_ad(now, changed).unwrap();
+    // Gossiped at once, not at the next tick of a period that ran on while parked.
+    net.run(20);
+    for i in 0..5 {
+        let seen = net.node(i).member("n3").unwrap().ad.unwrap();
+        assert_eq!(seen.capacity.cpu_millicores, 77_000, "observer {i}");
+        // A parked timer is put back due now, never in the past: late timers read as a stall.
+        assert!(
+            net.node(i).quorum().majority,
+            "node {i}: {:?}",
+            net.node(i).quorum()
+        );
     }
 }
 
