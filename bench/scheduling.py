@@ -118,7 +118,8 @@ def main():
     api = Api(agents[0]["http"], agents[0]["token_file"])
     out = {"batches": [], "machine": "2 vCPU, 24 GiB", "spawn_ceiling": ceiling}
     try:
-        out["singles"] = singles(api, a.singles); print(json.dumps(out["singles"]), flush=True)
+        if a.singles > 0:
+            out["singles"] = singles(api, a.singles); print(json.dumps(out["singles"]), flush=True)
         for i, n in enumerate(int(x) for x in a.sizes.split(",")):
             r = batch(api, n, i); out["batches"].append(r); print(json.dumps(r), flush=True)
         out["rss_mib_after"] = [round(rss_mib(x["proc"].pid), 1) for x in agents]
