@@ -615,8 +615,10 @@ impl Scheduler {
             }
             Wake::Release(id) => {
                 self.replica.end_hold(id);
+                self.coord.holds.remove(&id);
                 self.retry_pending_soon();
             }
+            Wake::Visible(id) => self.release_visible(id),
             Wake::Disconnect => self.stop_disconnected(),
             Wake::Settled => self.work.everything = true,
             Wake::Settle(task) => self.settle_due(&task),

@@ -134,6 +134,16 @@ impl Replica {
         self.usage.placement_usage(id)
     }
 
+    /// Resources held by live attempts on node `id`, held releases counted as released.
+    pub(crate) fn usage_of(&self, id: usize) -> Resources {
+        self.usage.usage_of(id)
+    }
+
+    /// While a release on node `id` is held: the usage before it.
+    pub(crate) fn held(&self, id: usize) -> Option<Resources> {
+        self.usage.held(id)
+    }
+
     /// Take what changed since the last call.
     pub(crate) fn take_touched(&mut self) -> BTreeSet<Touch> {
         std::mem::take(&mut self.touched)

@@ -162,6 +162,11 @@ impl UsageIndex {
         }
     }
 
+    /// While a release on node `id` is held: the usage before it.
+    pub(super) fn held(&self, id: usize) -> Option<Resources> {
+        self.holds.get(id).copied().flatten()
+    }
+
     /// What a placer counts as used on node `id`: its live attempts, or while a release
     /// there is held, the usage before the release if that is higher.
     pub(super) fn placement_usage(&self, id: usize) -> Resources {
