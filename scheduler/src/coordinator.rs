@@ -334,6 +334,13 @@ impl Scheduler {
             .plus_ms(h.saturating_add(h.saturating_mul(hold.jitter) / 2048))
     }
 
+    /// The release held on node `id` ends for every slot: counted now.
+    pub(crate) fn end_release_hold(&mut self, id: usize) {
+        self.replica.end_hold(id);
+        self.coord.holds.remove(&id);
+        self.retry_pending_soon();
+    }
+
     /// For the held release on node `id`: whether it is visible now to some pending slot of
     /// this coordinator that fits the node's room, and when it next becomes visible to one
     /// it is not visible to yet. Resources only: the placement pass applies every filter.

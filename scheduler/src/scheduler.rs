@@ -613,11 +613,7 @@ impl Scheduler {
             Wake::Slot(key) => {
                 self.work.slots.insert(key);
             }
-            Wake::Release(id) => {
-                self.replica.end_hold(id);
-                self.coord.holds.remove(&id);
-                self.retry_pending_soon();
-            }
+            Wake::Release(id) => self.end_release_hold(id),
             Wake::Visible(id) => self.release_visible(id),
             Wake::Disconnect => self.stop_disconnected(),
             Wake::Settled => self.work.everything = true,
