@@ -259,11 +259,12 @@ impl Scheduler {
             }
             Err((reason, known)) => {
                 let releases = self.replica.releases();
-                let now = self.now;
+                let (now, folds) = (self.now, self.replica.folds());
                 match self.coord.no_room.get_mut(&job).filter(|_| known) {
                     Some(seen) => {
                         seen.releases = releases;
                         seen.at = now;
+                        seen.folds = folds;
                     }
                     None => {
                         let seen = NoRoom {
@@ -271,6 +272,7 @@ impl Scheduler {
                             releases,
                             room_changes: self.coord.room_changes,
                             at: now,
+                            folds,
                             reason: reason.clone(),
                         };
                         self.coord.no_room.insert(job, seen);
@@ -414,14 +416,17 @@ impl Scheduler {
         let nodes = &self.members.nodes;
         let written = epoch.hlc.wall_ms;
         let ordered = self.ordered();
-        // A held release that became visible to this job since `seen.at` counts as a release.
+        // A held release that became visible to this job since `seen.at` counts as a release,
+        // and so does a release folded since into a hold (visible to the job or not: only the
+        // fit below tells).
         let newly_visible = |id: usize| {
             ordered
                 && self.replica.held(id).is_some()
-                && self.coord.holds.get(&id).is_some_and(|h| {
-                    let at = self.visible_at(h, written);
-                    at > seen.at && at <= self.now
-                })
+                && (self.replica.folded_at(id) > seen.folds
+                    || self.coord.holds.get(&id).is_some_and(|h| {
+                        let at = self.visible_at(h, written);
+                        at > seen.at && at <= self.now
+                    }))
         };
         let room_now = self.members.usage_ids.iter().zip(nodes).any(|(&id, n)| {
             (self.replica.released_at(id) > seen.releases || newly_visible(id))

@@ -63,6 +63,11 @@ impl Scheduler {
                 self.timers.insert((at, Wake::Release(id)));
             }
         }
+        // A release folded into an open hold is room at once for the slots that already see
+        // the hold.
+        for id in self.replica.take_folded() {
+            self.release_visible(id);
+        }
         for touch in self.replica.take_touched() {
             match touch {
                 Touch::Everything => {

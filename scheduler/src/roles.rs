@@ -304,6 +304,9 @@ pub(crate) struct NoRoom {
     pub(crate) room_changes: u64,
     /// When (held releases visible to the job then were counted).
     pub(crate) at: Millis,
+    /// `Replica::folds` then: a release folded since into a hold the job already saw is
+    /// room it may use.
+    pub(crate) folds: u64,
     /// Why.
     pub(crate) reason: PendingReason,
 }

@@ -139,6 +139,21 @@ impl Replica {
         self.usage.usage_of(id)
     }
 
+    /// Releases folded into an open hold so far.
+    pub(crate) fn folds(&self) -> u64 {
+        self.usage.folds()
+    }
+
+    /// The fold count at node `id`'s last fold (0: never).
+    pub(crate) fn folded_at(&self, id: usize) -> u64 {
+        self.usage.folded_at(id)
+    }
+
+    /// Node ids with a release folded into their open hold since the last call.
+    pub(crate) fn take_folded(&mut self) -> Vec<usize> {
+        self.usage.take_folded()
+    }
+
     /// While a release on node `id` is held: the usage before it.
     pub(crate) fn held(&self, id: usize) -> Option<Resources> {
         self.usage.held(id)
