@@ -64,10 +64,10 @@ impl Scheduler {
             }
         }
         // A release folded into an open hold is room at once for the slots that already see
-        // the hold.
-        for id in self.replica.take_folded() {
-            self.release_visible(id);
-        }
+        // the hold (`still_no_room` counts it); it wakes nobody: every placer that sees the
+        // hold would propose in the same millisecond (measured: 4× the conflicts). The next
+        // pass, or the hold's end, finds it.
+        self.replica.take_folded();
         for touch in self.replica.take_touched() {
             match touch {
                 Touch::Everything => {
