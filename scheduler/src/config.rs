@@ -45,6 +45,13 @@ pub struct SchedulerConfig {
     /// with a pending slot proposed onto the freed node at once, and the target rejected all
     /// but the first (`docs/scheduler.md`, "Release hold").
     pub release_hold: Duration,
+    /// Oldest work first (`docs/scheduler.md`, "Oldest first"): a release held since `o` becomes
+    /// visible to a slot whose job version was written at `s` after
+    /// `release_hold · scale / (scale + max(0, o − s))`, so the coordinator of the oldest
+    /// pending slot that fits sees freed room first and its proposal reaches the others
+    /// before their holds end. Zero: every placer draws its hold at random up to
+    /// `release_hold`, whatever it has pending (the order of arrival is then not kept).
+    pub release_age_scale: Duration,
     /// Bounds for decoding messages.
     pub wire: WireLimits,
     /// Bounds for job specs.
@@ -83,6 +90,7 @@ impl Default for SchedulerConfig {
             placement_sample: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
             attempt_history: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),
             release_hold: Duration::from_millis(500),
+            release_age_scale: Duration::from_secs(30),
             wire: WireLimits::default(),
             spec_limits: SpecLimits::default(),
             task_users: BTreeSet::new(),

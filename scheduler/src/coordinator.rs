@@ -11,7 +11,7 @@ use crate::events::SchedEvent;
 use crate::hash::{StableHasher, rendezvous, rendezvous_is};
 use crate::ids::{AttemptId, Name, SlotKey};
 use crate::placement::{Candidate, PendingReason, Request, count_by_node, fits, place};
-use crate::roles::{NoRoom, Retry, Wake};
+use crate::roles::{HoldSeen, NoRoom, Retry, Wake};
 use crate::scheduler::Scheduler;
 use crate::slot::{RejectionBackoff, SlotStatus, slot_status};
 use crate::spec::JobSpec;
@@ -237,16 +237,18 @@ impl Scheduler {
             sample: self.config.placement_sample.get(),
         };
         let job = (key.job.clone(), key.incarnation);
+        let written = ctx.entry.epoch.hlc.wall_ms;
         let known = (!distinct)
             .then(|| self.still_no_room(&job, &ctx.entry.epoch, &req))
             .flatten();
         debug_assert!(
-            known.is_none() || place(&req, &self.members.nodes, |n| self.used_on(n)).is_err(),
+            known.is_none()
+                || place(&req, &self.members.nodes, |n| self.used_for(n, written)).is_err(),
             "still_no_room said no room for {key:?}, but a full scan finds some"
         );
         let outcome = match known {
             Some(reason) => Err((reason, true)),
-            None => place(&req, &self.members.nodes, |n| self.used_on(n))
+            None => place(&req, &self.members.nodes, |n| self.used_for(n, written))
                 .map(|n| n.name.clone())
                 .map_err(|reason| (reason, false)),
         };
@@ -257,13 +259,20 @@ impl Scheduler {
             }
             Err((reason, known)) => {
                 let releases = self.replica.releases();
+                let (now, folds) = (self.now, self.replica.folds());
                 match self.coord.no_room.get_mut(&job).filter(|_| known) {
-                    Some(seen) => seen.releases = releases,
+                    Some(seen) => {
+                        seen.releases = releases;
+                        seen.at = now;
+                        seen.folds = folds;
+                    }
                     None => {
                         let seen = NoRoom {
                             epoch: ctx.entry.epoch.clone(),
                             releases,
                             room_changes: self.coord.room_changes,
+                            at: now,
+                            folds,
                             reason: reason.clone(),
                         };
                         self.coord.no_room.insert(job, seen);
@@ -281,6 +290,110 @@ impl Scheduler {
     /// ([`crate::SchedulerConfig::release_hold`]).
     pub(crate) fn used_on(&self, n: &Candidate) -> Resources {
         self.replica.placement_usage(n.usage_id)
+    }
+
+    /// What the placer counts as allocated on a candidate for a slot whose job version was
+    /// written at `written` (wall ms): as [`Scheduler::used_on`], except that a held release
+    /// counts once it is visible to that slot ([`Scheduler::visible_at`]).
+    pub(crate) fn used_for(&self, n: &Candidate, written: u64) -> Resources {
+        let id = n.usage_id;
+        let usage = self.replica.usage_of(id);
+        match self.replica.held(id) {
+            None => usage,
+            Some(held) => match self.coord.holds.get(&id) {
+                Some(h) if self.ordered() && self.now >= self.visible_at(h, written) => usage,
+                _ => usage.max_each(&held),
+            },
+        }
+    }
+
+    /// Oldest first is on (`SchedulerConfig::release_age_scale`).
+    pub(crate) fn ordered(&self) -> bool {
+        !self.config.release_age_scale.is_zero()
+    }
+
+    /// When a release held as `hold` becomes visible to a slot whose job version was written
+    /// at `written`: `g(d) = hold · scale / (scale + d)` after it opened, `d` being how old the
+    /// slot was when the release happened (zero for slots written since), stretched by this
+    /// placer's jitter (up to a half). The slot waiting longest sees the room first; slots written
+    /// after the release see it last, `release_hold` (and the jitter) after it. Every placer
+    /// computes the same `g` for the same slot, so the order holds across coordinators as long
+    /// as the gaps exceed a network delay (`docs/scheduler.md`, "Oldest first").
+    pub(crate) fn visible_at(&self, hold: &HoldSeen, written: u64) -> Millis {
+        let h = ms(self.config.release_hold);
+        let scale = ms(self.config.release_age_scale);
+        let d = hold.opened.0.saturating_sub(written);
+        let g = h.saturating_mul(scale) / scale.saturating_add(d).max(1);
+        let g = g.saturating_add(g.saturating_mul(hold.jitter) / 2048);
+        hold.opened.plus_ms(g)
+    }
+
+    /// When a release held as `hold` ends for every slot (after the latest
+    /// [`Scheduler::visible_at`]).
+    pub(crate) fn hold_end(&self, hold: &HoldSeen) -> Millis {
+        let h = ms(self.config.release_hold);
+        hold.opened
+            .plus_ms(h.saturating_add(h.saturating_mul(hold.jitter) / 2048))
+    }
+
+    /// The release held on node `id` ends for every slot: counted now.
+    pub(crate) fn end_release_hold(&mut self, id: usize) {
+        self.replica.end_hold(id);
+        self.coord.holds.remove(&id);
+        self.retry_pending_soon();
+    }
+
+    /// For the held release on node `id`: whether it is visible now to some pending slot of
+    /// this coordinator that fits the node's room, and when it next becomes visible to one
+    /// it is not visible to yet. Resources only: the placement pass applies every filter.
+    fn visible_scan(&self, id: usize) -> (bool, Option<Millis>) {
+        let (Some(hold), Some(&i)) = (self.coord.holds.get(&id), self.members.by_usage.get(id))
+        else {
+            return (false, None);
+        };
+        let Some(node) = self.members.nodes.get(i as usize) else {
+            return (false, None);
+        };
+        let room = node.capacity.saturating_sub(&self.replica.usage_of(id));
+        let tables = self.tables();
+        let (mut due, mut next) = (false, None::<Millis>);
+        let mut last: Option<(&str, u64)> = None;
+        for key in self.coord.pending.keys() {
+            if last == Some((key.job.as_str(), key.incarnation)) {
+                continue;
+            }
+            last = Some((key.job.as_str(), key.incarnation));
+            let Some((inc, e)) = tables.job(&key.job) else {
+                continue;
+            };
+            if inc != key.incarnation || !e.spec.resources.to_resources().fits_in(&room) {
+                continue;
+            }
+            let at = self.visible_at(hold, e.epoch.hlc.wall_ms);
+            if at <= self.now {
+                due = true;
+            } else {
+                next = Some(next.map_or(at, |n| n.min(at)));
+            }
+        }
+        (due, next)
+    }
+
+    /// A release on node `id` opened (`absorb_touches`) or became visible to more slots
+    /// ([`Wake::Visible`]): re-examine the pending slots it is now visible to, and wake when
+    /// it becomes visible to the next.
+    pub(crate) fn release_visible(&mut self, id: usize) {
+        if !self.ordered() || self.replica.held(id).is_none() {
+            return;
+        }
+        let (due, next) = self.visible_scan(id);
+        if due {
+            let keys: Vec<SlotKey> = self.coord.pending.keys().cloned().collect();
+            self.work.slots.extend(keys);
+        }
+        if let Some(at) = next {
+            self.timers.insert((at, Wake::Visible(id)));
+        }
     }
 
     /// The reason a placement of `job` found no room, if it still finds none, known without a
@@ -301,8 +414,23 @@ impl Scheduler {
             return None;
         }
         let nodes = &self.members.nodes;
+        let written = epoch.hlc.wall_ms;
+        let ordered = self.ordered();
+        // A held release that became visible to this job since `seen.at` counts as a release,
+        // and so does a release folded since into a hold (visible to the job or not: only the
+        // fit below tells).
+        let newly_visible = |id: usize| {
+            ordered
+                && self.replica.held(id).is_some()
+                && (self.replica.folded_at(id) > seen.folds
+                    || self.coord.holds.get(&id).is_some_and(|h| {
+                        let at = self.visible_at(h, written);
+                        at > seen.at && at <= self.now
+                    }))
+        };
         let room_now = self.members.usage_ids.iter().zip(nodes).any(|(&id, n)| {
-            self.replica.released_at(id) > seen.releases && fits(req, n, self.used_on(n))
+            (self.replica.released_at(id) > seen.releases || newly_visible(id))
+                && fits(req, n, self.used_for(n, written))
         });
         (!room_now).then(|| seen.reason.clone())
     }

@@ -188,7 +188,11 @@ impl Scheduler {
             })
             .collect();
         let me = live.iter().find(|(n, _)| *n == self.node).map(|(_, h)| *h);
-        let usage_ids = nodes.iter().map(|n| n.usage_id).collect();
+        let usage_ids: Vec<usize> = nodes.iter().map(|n| n.usage_id).collect();
+        let mut by_usage = vec![u32::MAX; usage_ids.iter().max().map_or(0, |m| m + 1)];
+        for (i, &id) in usage_ids.iter().enumerate() {
+            by_usage[id] = u32::try_from(i).unwrap_or(u32::MAX);
+        }
         let not_left = all
             .values()
             .filter(|m| m.status != MemberStatus::Left && !m.ad.as_ref().is_some_and(|a| a.left))
@@ -210,6 +214,7 @@ impl Scheduler {
             me,
             nodes,
             usage_ids,
+            by_usage,
             listed,
             down_since,
             absent_since,

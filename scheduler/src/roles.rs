@@ -33,6 +33,9 @@ pub(crate) enum Wake {
     Tombstones,
     /// A held release of the node with this usage id becomes visible to placement.
     Release(usize),
+    /// A held release of the node with this usage id becomes visible to some pending slot
+    /// of this coordinator (oldest first: `coordinator.rs`, `Scheduler::visible_at`).
+    Visible(usize),
     /// Without a majority: some local tasks' `stop_after_ms` may have run out.
     Disconnect,
     /// A member down has been down long enough to be acted on (`Quorum::settle_ms`).
@@ -72,6 +75,8 @@ pub(crate) struct Members {
     /// `nodes[i].usage_id`, side by side: scanned for recent releases without reading the
     /// views themselves.
     pub(crate) usage_ids: Vec<usize>,
+    /// Usage id → index in `nodes` (`u32::MAX`: not a candidate).
+    pub(crate) by_usage: Vec<u32>,
     /// Members that have not left, this node included: the view's share of the cluster.
     pub(crate) listed: u32,
     /// When each member now down (or left) was first seen so, in this node's clock.
@@ -252,6 +257,19 @@ pub(crate) struct Coordination {
     pub(crate) pending_retry_armed: bool,
     /// `Scheduler::room_generation` when the pending slots were last re-examined.
     pub(crate) pending_retried_at: u64,
+    /// Open release holds by usage id: when this node saw each open, and its jitter
+    /// (oldest first, `Scheduler::visible_at`).
+    pub(crate) holds: BTreeMap<usize, HoldSeen>,
+}
+
+/// A release hold as this placer saw it open.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct HoldSeen {
+    /// When the release was applied here.
+    pub(crate) opened: Millis,
+    /// This placer's draw for this hold, in `0..1024`: spreads placers whose slots are equally
+    /// old.
+    pub(crate) jitter: u64,
 }
 
 impl Default for Coordination {
@@ -263,6 +281,7 @@ impl Default for Coordination {
             room_changes: 0,
             pending_retry_armed: false,
             pending_retried_at: u64::MAX,
+            holds: BTreeMap::new(),
         }
     }
 }
@@ -283,6 +302,11 @@ pub(crate) struct NoRoom {
     pub(crate) releases: u64,
     /// `Scheduler::room_changes` then (the candidates and their shapes).
     pub(crate) room_changes: u64,
+    /// When (held releases visible to the job then were counted).
+    pub(crate) at: Millis,
+    /// `Replica::folds` then: a release folded since into a hold the job already saw is
+    /// room it may use.
+    pub(crate) folds: u64,
     /// Why.
     pub(crate) reason: PendingReason,
 }

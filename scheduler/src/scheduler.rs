@@ -613,10 +613,8 @@ impl Scheduler {
             Wake::Slot(key) => {
                 self.work.slots.insert(key);
             }
-            Wake::Release(id) => {
-                self.replica.end_hold(id);
-                self.retry_pending_soon();
-            }
+            Wake::Release(id) => self.end_release_hold(id),
+            Wake::Visible(id) => self.release_visible(id),
             Wake::Disconnect => self.stop_disconnected(),
             Wake::Settled => self.work.everything = true,
             Wake::Settle(task) => self.settle_due(&task),

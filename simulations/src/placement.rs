@@ -77,6 +77,13 @@ pub struct PlacementArgs {
     /// Racks (`rack=r<k>` attributes, contiguous).
     #[arg(long, default_value_t = 10)]
     pub racks: usize,
+    /// The scheduler's `release_hold`, ms (default: the scheduler's default).
+    #[arg(long)]
+    pub release_hold_ms: Option<u64>,
+    /// The scheduler's `release_age_scale`, ms; 0 turns oldest-first off (default: the
+    /// scheduler's default).
+    #[arg(long)]
+    pub release_age_scale_ms: Option<u64>,
     /// Write the report as JSON here.
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
@@ -249,7 +256,16 @@ pub fn placement(
         jitter_ms: args.jitter_ms,
         end_ms,
         sample_ms,
-        config: SchedulerConfig::default(),
+        config: {
+            let mut c = SchedulerConfig::default();
+            if let Some(h) = args.release_hold_ms {
+                c.release_hold = std::time::Duration::from_millis(h);
+            }
+            if let Some(a) = args.release_age_scale_ms {
+                c.release_age_scale = std::time::Duration::from_millis(a);
+            }
+            c
+        },
     };
     let t0 = Instant::now();
     let mut world = World::new(setup, &jobs);

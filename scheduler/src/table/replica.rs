@@ -134,6 +134,31 @@ impl Replica {
         self.usage.placement_usage(id)
     }
 
+    /// Resources held by live attempts on node `id`, held releases counted as released.
+    pub(crate) fn usage_of(&self, id: usize) -> Resources {
+        self.usage.usage_of(id)
+    }
+
+    /// Releases folded into an open hold so far.
+    pub(crate) fn folds(&self) -> u64 {
+        self.usage.folds()
+    }
+
+    /// The fold count at node `id`'s last fold (0: never).
+    pub(crate) fn folded_at(&self, id: usize) -> u64 {
+        self.usage.folded_at(id)
+    }
+
+    /// Node ids with a release folded into their open hold since the last call.
+    pub(crate) fn take_folded(&mut self) -> Vec<usize> {
+        self.usage.take_folded()
+    }
+
+    /// While a release on node `id` is held: the usage before it.
+    pub(crate) fn held(&self, id: usize) -> Option<Resources> {
+        self.usage.held(id)
+    }
+
     /// Take what changed since the last call.
     pub(crate) fn take_touched(&mut self) -> BTreeSet<Touch> {
         std::mem::take(&mut self.touched)

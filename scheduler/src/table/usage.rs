@@ -33,6 +33,13 @@ pub(super) struct UsageIndex {
     holds: Vec<Option<Resources>>,
     /// Node ids whose hold opened since the scheduler last looked.
     opened: Vec<usize>,
+    /// How many releases were folded into an open hold (a placer that already sees the
+    /// hold sees them at once: `Scheduler::still_no_room`).
+    folds: u64,
+    /// Per node id, the value of `folds` at its last fold.
+    folded_at: Vec<u64>,
+    /// Node ids with a release folded into their open hold since the scheduler last looked.
+    folded: Vec<usize>,
     /// Releases are held until the scheduler ends them.
     hold_releases: bool,
 }
@@ -47,6 +54,9 @@ impl UsageIndex {
             released: Vec::new(),
             holds: Vec::new(),
             opened: Vec::new(),
+            folds: 0,
+            folded_at: Vec::new(),
+            folded: Vec::new(),
             hold_releases,
         }
     }
@@ -104,7 +114,15 @@ impl UsageIndex {
             self.holds.resize(id + 1, None);
         }
         match &mut self.holds[id] {
-            Some(held) => *held = held.max_each(&before),
+            Some(held) => {
+                *held = held.max_each(&before);
+                self.folds += 1;
+                if self.folded_at.len() <= id {
+                    self.folded_at.resize(id + 1, 0);
+                }
+                self.folded_at[id] = self.folds;
+                self.folded.push(id);
+            }
             hold @ None => {
                 *hold = Some(before);
                 self.opened.push(id);
@@ -155,11 +173,31 @@ impl UsageIndex {
         std::mem::take(&mut self.opened)
     }
 
+    /// Releases folded into an open hold so far.
+    pub(super) fn folds(&self) -> u64 {
+        self.folds
+    }
+
+    /// The fold count at node `id`'s last fold (0: never).
+    pub(super) fn folded_at(&self, id: usize) -> u64 {
+        self.folded_at.get(id).copied().unwrap_or(0)
+    }
+
+    /// Node ids with a release folded into their open hold since the last call.
+    pub(super) fn take_folded(&mut self) -> Vec<usize> {
+        std::mem::take(&mut self.folded)
+    }
+
     /// Ends the hold of node `id`'s releases, counting them now.
     pub(super) fn end_hold(&mut self, id: usize) {
         if self.holds.get_mut(id).and_then(Option::take).is_some() {
             self.count_release(id);
         }
+    }
+
+    /// While a release on node `id` is held: the usage before it.
+    pub(super) fn held(&self, id: usize) -> Option<Resources> {
+        self.holds.get(id).copied().flatten()
     }
 
     /// What a placer counts as used on node `id`: its live attempts, or while a release
