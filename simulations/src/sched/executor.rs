@@ -80,6 +80,8 @@ pub struct NodeSched {
     /// The machine's processes: task → process. They belong to the machine, not to the
     /// agent: a crashed agent's processes run on until the watchdog stops them.
     pub running: BTreeMap<AttemptId, Proc>,
+    /// When a process of this machine last ended or was killed (its free room grew).
+    pub(super) released_at: Option<Millis>,
     /// The last snapshot written (the agent's data dir), and the tables' clock it holds.
     pub disk: Option<(Vec<u8>, VersionVector)>,
     /// When the last snapshot was written.

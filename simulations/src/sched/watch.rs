@@ -37,6 +37,7 @@ impl Workbench {
     /// A process of `task` on node `i` is gone; ends the slot's duplicate episode when one
     /// copy is left.
     pub(super) fn copy_removed(&mut self, host: &mut dyn Host, i: usize, task: &AttemptId) {
+        self.nodes[i].released_at = Some(host.now());
         self.discovery.stopped_serving(host.now(), i, task);
         let key = (task.job.clone(), task.slot);
         let Some(n) = self.watch.copies.get_mut(&key) else {
@@ -431,9 +432,12 @@ impl Workbench {
 
     /// Where the services stand: the processes of live agents (running or paused; a crashed
     /// agent's orphans are no copies the cluster keeps, and its watchdog stops them), room on
-    /// the `running` nodes that the script has not made refuse new work.
+    /// the `running` nodes that the script has not made refuse new work. With `settled_at`,
+    /// a node counts for room only if none of its processes ended after that time: room freed
+    /// later may still be in a release hold (`docs/scheduler.md`, "Oldest first") or on its
+    /// way to a placement.
     #[must_use]
-    pub fn service_count(&self, running: &[usize]) -> ServiceCount {
+    pub fn service_count(&self, running: &[usize], settled_at: Option<Millis>) -> ServiceCount {
         let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
         for node in &self.nodes {
             for (task, _) in node.running.iter().filter(|(_, p)| !p.orphan) {
@@ -444,6 +448,9 @@ impl Workbench {
         let free: Vec<(u64, u64)> = running
             .iter()
             .filter(|&&i| !self.drains.refuses_at_end(i))
+            .filter(|&&i| {
+                settled_at.is_none_or(|t| self.nodes[i].released_at.is_none_or(|r| r <= t))
+            })
             .map(|&i| {
                 let r = super::reserved(&self.nodes[i]);
                 (
@@ -493,7 +500,7 @@ impl Workbench {
             .copied()
             .filter(|&i| host.process(i).state == super::ProcessState::Running)
             .collect();
-        let count = self.service_count(&running);
+        let count = self.service_count(&running, None);
         match count.off {
             None => self.watch.figures.back_at_count_ms = Some(host.now().0),
             Some(why) => self.watch.off_count = Some(why),
