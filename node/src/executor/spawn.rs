@@ -255,6 +255,18 @@ fn clone_child(args: &ChildArgs, stack: &mut [u8]) -> io::Result<(i32, OwnedFd)>
     if pid < 0 {
         return Err(error);
     }
+    if pidfd < 0 {
+        // Kernels before 5.2 ignore CLONE_PIDFD: the child runs, but could not be awaited.
+        // Nothing may run untracked: stop it (it is at most a few instructions into its
+        // command) and reap it.
+        let child = Pid::from_raw(pid);
+        let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+        let _ = waitpid(child, None);
+        return Err(io::Error::new(
+            io::ErrorKind::Unsupported,
+            "this kernel gives no pidfd for a new process (Linux 5.3 or newer is needed)",
+        ));
+    }
     // SAFETY: the kernel gave us this descriptor (close-on-exec) and nothing else owns it.
     Ok((pid, unsafe { OwnedFd::from_raw_fd(pidfd) }))
 }
