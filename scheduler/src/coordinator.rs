@@ -296,14 +296,11 @@ impl Scheduler {
     /// written at `written` (wall ms): as [`Scheduler::used_on`], except that a held release
     /// counts once it is visible to that slot ([`Scheduler::visible_at`]).
     pub(crate) fn used_for(&self, n: &Candidate, written: u64) -> Resources {
-        let id = n.usage_id;
-        let usage = self.replica.usage_of(id);
-        match self.replica.held(id) {
-            None => usage,
-            Some(held) => match self.coord.holds.get(&id) {
-                Some(h) if self.ordered() && self.now >= self.visible_at(h, written) => usage,
-                _ => usage.max_each(&held),
-            },
+        match self.coord.holds.get(&n.usage_id) {
+            Some(h) if self.ordered() && self.now >= self.visible_at(h, written) => {
+                self.replica.usage_of(n.usage_id)
+            }
+            _ => self.used_on(n),
         }
     }
 

@@ -67,7 +67,6 @@ impl Scheduler {
         // the hold (`still_no_room` counts it); it wakes nobody: every placer that sees the
         // hold would propose in the same millisecond (measured: 4× the conflicts). The next
         // pass, or the hold's end, finds it.
-        self.replica.take_folded();
         for touch in self.replica.take_touched() {
             match touch {
                 Touch::Everything => {

@@ -149,11 +149,6 @@ impl Replica {
         self.usage.folded_at(id)
     }
 
-    /// Node ids with a release folded into their open hold since the last call.
-    pub(crate) fn take_folded(&mut self) -> Vec<usize> {
-        self.usage.take_folded()
-    }
-
     /// While a release on node `id` is held: the usage before it.
     pub(crate) fn held(&self, id: usize) -> Option<Resources> {
         self.usage.held(id)

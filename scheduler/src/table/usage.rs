@@ -38,8 +38,6 @@ pub(super) struct UsageIndex {
     folds: u64,
     /// Per node id, the value of `folds` at its last fold.
     folded_at: Vec<u64>,
-    /// Node ids with a release folded into their open hold since the scheduler last looked.
-    folded: Vec<usize>,
     /// Releases are held until the scheduler ends them.
     hold_releases: bool,
 }
@@ -56,7 +54,6 @@ impl UsageIndex {
             opened: Vec::new(),
             folds: 0,
             folded_at: Vec::new(),
-            folded: Vec::new(),
             hold_releases,
         }
     }
@@ -121,7 +118,6 @@ impl UsageIndex {
                     self.folded_at.resize(id + 1, 0);
                 }
                 self.folded_at[id] = self.folds;
-                self.folded.push(id);
             }
             hold @ None => {
                 *hold = Some(before);
@@ -183,11 +179,6 @@ impl UsageIndex {
         self.folded_at.get(id).copied().unwrap_or(0)
     }
 
-    /// Node ids with a release folded into their open hold since the last call.
-    pub(super) fn take_folded(&mut self) -> Vec<usize> {
-        std::mem::take(&mut self.folded)
-    }
-
     /// Ends the hold of node `id`'s releases, counting them now.
     pub(super) fn end_hold(&mut self, id: usize) {
         if self.holds.get_mut(id).and_then(Option::take).is_some() {
@@ -204,7 +195,7 @@ impl UsageIndex {
     /// there is held, the usage before the release if that is higher.
     pub(super) fn placement_usage(&self, id: usize) -> Resources {
         let usage = self.usage_of(id);
-        match self.holds.get(id).copied().flatten() {
+        match self.held(id) {
             Some(held) => usage.max_each(&held),
             None => usage,
         }
