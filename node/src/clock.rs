@@ -45,3 +45,51 @@ impl Default for Clock {
         Self::new()
     }
 }
+
+/// One runtime timer for an event loop's next deadline, moved only when the deadline moves:
+/// a turn of the loop that leaves the deadline where it was registers no new timer (a fresh
+/// `Sleep` per turn re-registered, and woke the runtime's timer driver, on every message).
+#[derive(Debug)]
+pub struct DeadlineTimer {
+    sleep: std::pin::Pin<Box<tokio::time::Sleep>>,
+    armed: Option<tokio::time::Instant>,
+}
+
+impl DeadlineTimer {
+    /// A timer with no deadline.
+    #[must_use]
+    pub fn new() -> Self {
+        DeadlineTimer {
+            sleep: Box::pin(tokio::time::sleep_until(tokio::time::Instant::now())),
+            armed: None,
+        }
+    }
+
+    /// Sets the next deadline (`None`: nothing is due).
+    pub fn set(&mut self, deadline: Option<tokio::time::Instant>) {
+        if deadline != self.armed
+            && let Some(at) = deadline
+        {
+            self.sleep.as_mut().reset(at);
+        }
+        self.armed = deadline;
+    }
+
+    /// Whether a deadline is set: poll [`DeadlineTimer::fired`] only then.
+    #[must_use]
+    pub fn is_armed(&self) -> bool {
+        self.armed.is_some()
+    }
+
+    /// Completes at the deadline, which is then cleared. Cancel-safe.
+    pub async fn fired(&mut self) {
+        self.sleep.as_mut().await;
+        self.armed = None;
+    }
+}
+
+impl Default for DeadlineTimer {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -20,7 +20,7 @@ use shoal_gossip::{ForgetError, MemberInfo, Membership, Quorum, ResourceAd, Stat
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::clock::Clock;
+use crate::clock::{Clock, DeadlineTimer};
 use crate::keys::Keyring;
 use crate::probe_rtt::ProbeTimer;
 use crate::replay::{ReplayConfig, ReplayGuard};
@@ -307,20 +307,13 @@ impl Driver {
         mut shutdown: watch::Receiver<bool>,
     ) {
         let mut buf = vec![0u8; RECV_BUFFER_BYTES];
-        // One timer for the core's deadline, moved only when the deadline moves: a datagram
-        // that leaves the deadline where it was costs no timer registration (a new `Sleep`
-        // per turn re-registered, and woke the runtime's driver, on every datagram).
-        let sleep = tokio::time::sleep_until(tokio::time::Instant::now());
-        tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
+        let mut timer = DeadlineTimer::new();
         loop {
-            let deadline = self.core.poll_timeout().map(|at| self.clock.instant_of(at));
-            if deadline != armed
-                && let Some(at) = deadline
-            {
-                sleep.as_mut().reset(at.into());
-            }
-            armed = deadline;
+            timer.set(
+                self.core
+                    .poll_timeout()
+                    .map(|at| self.clock.instant_of(at).into()),
+            );
             tokio::select! {
                 _ = shutdown.changed() => break,
                 received = self.socket.recv_from(&mut buf) => match received {
@@ -328,8 +321,7 @@ impl Driver {
                     Err(e) => tracing::debug!(error = %e, "udp recv"),
                 },
                 Some(cmd) = commands.recv() => self.on_command(cmd),
-                () = &mut sleep, if armed.is_some() => {
-                    armed = None;
+                () = timer.fired(), if timer.is_armed() => {
                     self.core.handle_timeout(self.clock.now());
                 }
             }

@@ -28,7 +28,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::time::Instant;
 
 use crate::checks::{CheckReport, Checker};
-use crate::clock::Clock;
+use crate::clock::{Clock, DeadlineTimer};
 use crate::executor::ExecEvent;
 use crate::gossip_driver::GossipHandle;
 use crate::peers::{Inbound, Peers};
@@ -397,10 +397,7 @@ impl Driver {
         let view = members.borrow_and_update().clone();
         self.core.handle_members(self.clock.now(), &view);
         self.publish_catalog();
-        // One timer, moved only when the next deadline moves (see `gossip_driver.rs`).
-        let sleep = tokio::time::sleep_until(Instant::now());
-        tokio::pin!(sleep);
-        let mut armed: Option<Instant> = None;
+        let mut timer = DeadlineTimer::new();
         loop {
             if let Some((task, event)) = self.answered.pop_front() {
                 self.count_task_event(&task, &event);
@@ -408,13 +405,7 @@ impl Driver {
                 self.drain().await;
                 continue;
             }
-            let deadline = self.next_deadline();
-            if deadline != armed
-                && let Some(at) = deadline
-            {
-                sleep.as_mut().reset(at);
-            }
-            armed = deadline;
+            timer.set(self.next_deadline());
             tokio::select! {
                 _ = shutdown.changed() => break,
                 Ok(()) = quorum.changed() => self.feed_quorum(&mut quorum),
@@ -436,8 +427,7 @@ impl Driver {
                     let CheckReport { task, check, result } = report;
                     self.core.handle_check_result(self.clock.now(), task, check, result);
                 }
-                () = &mut sleep, if armed.is_some() => {
-                    armed = None;
+                () = timer.fired(), if timer.is_armed() => {
                     self.core.handle_timeout(self.clock.now());
                 }
             }
