@@ -152,6 +152,15 @@ fn c_string(bytes: &[u8]) -> Result<CString, SpawnError> {
     })
 }
 
+/// `execve`'s form of a string list: pointers into `strings`, then a null pointer.
+fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
+    strings
+        .iter()
+        .map(|s| s.as_ptr())
+        .chain(std::iter::once(std::ptr::null()))
+        .collect()
+}
+
 /// Starts `plan`'s process. Blocks the calling thread until the child has called `execve` (or
 /// failed before): call it on the blocking pool.
 pub(super) fn spawn(plan: Plan<'_>) -> Result<TaskChild, SpawnError> {
@@ -165,16 +174,8 @@ pub(super) fn spawn(plan: Plan<'_>) -> Result<TaskChild, SpawnError> {
         .iter()
         .map(|(k, v)| c_string(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect::<Result<Vec<_>, _>>()?;
-    let argv: Vec<*const libc::c_char> = argv_owned
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
-    let envp: Vec<*const libc::c_char> = envp_owned
-        .iter()
-        .map(|s| s.as_ptr())
-        .chain(std::iter::once(std::ptr::null()))
-        .collect();
+    let argv = null_terminated(&argv_owned);
+    let envp = null_terminated(&envp_owned);
     let workdir = c_string(plan.workdir.as_os_str().as_bytes())?;
     let args = ChildArgs {
         program: program.as_ptr(),
