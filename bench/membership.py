@@ -43,10 +43,17 @@ def proc_cpu_ticks(pid):
         parts = f.read().rsplit(")", 1)[1].split()
     return int(parts[11]) + int(parts[12])  # utime + stime
 
-def proc_rss_kib(pid):
+def proc_rss_kib(pid, field="VmRSS"):
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    return 0
+
+def proc_pss_kib(pid):
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
                 return int(line.split()[1])
     return 0
 
@@ -141,6 +148,11 @@ def run_size(n, idle_s, kills, hog):
         cpu = [100.0 * (proc_cpu_ticks(a.proc.pid) - c0[a.name]) / tick / (t1 - t0) for a in agents]
         bps = [(get(a.http, "/v1/agent/self")["transport"]["bytes_out"] - b0[a.name]) / (t1 - t0) for a in agents]
         rss = [proc_rss_kib(a.proc.pid) / 1024 for a in agents]
+        # Where it is: anonymous (heap, stacks) and file-backed (the program's pages, shared
+        # with the page cache and every agent of this machine); PSS splits shared pages.
+        rss_anon = [proc_rss_kib(a.proc.pid, "RssAnon") / 1024 for a in agents]
+        rss_file = [proc_rss_kib(a.proc.pid, "RssFile") / 1024 for a in agents]
+        pss = [proc_pss_kib(a.proc.pid) / 1024 for a in agents]
         # kills, one at a time, never the seed
         killed, detections = [], []
         for k in range(kills):
@@ -166,6 +178,9 @@ def run_size(n, idle_s, kills, hog):
             "detect_median_survivor_s": [round(d["median_s"], 3) for d in detections],
             "idle_cpu_pct_mean": round(statistics.mean(cpu), 3), "idle_cpu_pct_max": round(max(cpu), 3),
             "rss_mib_mean": round(statistics.mean(rss), 2), "rss_mib_max": round(max(rss), 2),
+            "rss_anon_mib_mean": round(statistics.mean(rss_anon), 2),
+            "rss_file_mib_mean": round(statistics.mean(rss_file), 2),
+            "pss_mib_mean": round(statistics.mean(pss), 2),
             "gossip_bytes_per_s_mean": round(statistics.mean(bps), 1), "gossip_bytes_per_s_max": round(max(bps), 1),
             "false_positives": len(fps), "false_positive_examples": fps[:5],
             "idle_window_s": idle_s,

@@ -36,6 +36,7 @@ pub mod api_ui;
 pub mod backoff;
 pub mod checks;
 pub mod clock;
+pub mod code_pages;
 pub mod dns;
 pub mod events;
 pub mod executor;

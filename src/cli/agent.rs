@@ -122,6 +122,7 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
     let config = config_from(args)?;
     let running = agent::start(config).await?;
     let gossip = running.gossip.clone();
+    tokio::spawn(release_code_pages());
     tokio::select! {
         () = super::stop_signal() => {
             tracing::info!("stopping: telling the cluster this node leaves");
@@ -136,6 +137,34 @@ pub async fn run(args: AgentArgs) -> anyhow::Result<ExitCode> {
         }
     }
 }
+
+/// After the start has settled, and then now and again, gives back the program pages only
+/// the start (or a burst of work since) used: an idle agent's resident set is then what it
+/// runs (`shoal_node::code_pages`). Only the agent process does this, not agents embedded
+/// in tests.
+async fn release_code_pages() {
+    let mut wait = CODE_PAGES_FIRST_RELEASE;
+    loop {
+        tokio::time::sleep(wait).await;
+        wait = CODE_PAGES_RELEASE_EVERY;
+        match shoal_node::code_pages::release() {
+            Ok(r) => tracing::debug!(
+                mappings = r.mappings,
+                resident_kib = r.resident_bytes / 1024,
+                "gave back program pages"
+            ),
+            Err(e) => {
+                tracing::info!(error = %e, "cannot give back program pages; not trying again");
+                return;
+            }
+        }
+    }
+}
+
+/// The first release: the start, the first joins and the store's catch-up are done by then.
+const CODE_PAGES_FIRST_RELEASE: Duration = Duration::from_secs(30);
+/// Later releases: what a burst of work (a deploy, a drain) faulted in and no longer runs.
+const CODE_PAGES_RELEASE_EVERY: Duration = Duration::from_secs(600);
 
 fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
     let name = match args.name {
