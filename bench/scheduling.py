@@ -8,6 +8,8 @@
   - submit→running latency for single-task service jobs (`sleep 30`), p50/p99 over --singles
     jobs, measured by the client: POST (acknowledged once durable on two nodes), then polling
     GET /v1/jobs/ID every 1 ms until the task is running;
+  - CPU per task: user + system time of the three agents and of the tasks they reaped over
+    each batch, per task, and how many of the machine's cores that kept busy;
   - agent RSS with the 10,000-task job in the tables;
   - the machine's spawn ceiling in the same run (bench/spawn_ceiling.c, compiled with cc): a
     small process's fork+exec+wait of /bin/true per second, one at a time and two in flight,
@@ -68,21 +70,33 @@ def start_agents(root, key, BIN):
         time.sleep(0.01)
     return agents
 
-def batch(api, n, idx):
+def cpu_s(pids):
+    """CPU seconds (user + system) of the agents and of their children they reaped (the tasks)."""
+    tick = os.sysconf("SC_CLK_TCK"); total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
+    return total / tick
+
+def batch(api, n, idx, pids=()):
     jid = f"batch{n}-{idx}"
     spec = {"id": jid, "type": "batch", "count": n, "command": "true", "resources": {"cpu": 10, "memory": 1}}
-    t0 = time.time()
+    c0 = cpu_s(pids); t0 = time.time()
     st, body = api.call("POST", "/v1/jobs", spec)
     assert st in (200, 202), (st, body)
     while True:
         st, job = api.call("GET", f"/v1/jobs/{jid}")
         if job["status"] in ("complete", "failed"): break
         time.sleep(0.05 if n <= 1000 else 0.5)  # a 10,000-task view costs the agent ~20 ms
-    dt = time.time() - t0
+    dt = time.time() - t0; cpu = cpu_s(pids) - c0
     assert job["status"] == "complete", job["status"]
     extra = sum((t["attempt"] or 1) - 1 for t in job["tasks"])
     return {"tasks": n, "seconds": round(dt, 3), "tasks_per_s": round(n / dt, 1),
-            "conflicts_per_1000": round(1000 * extra / (n + extra), 1), "job": jid}
+            "conflicts_per_1000": round(1000 * extra / (n + extra), 1), "job": jid,
+            # CPU of the three agents and their tasks per task (the client's polls included):
+            # against the wall time per task × 2 cores, it says how busy the machine was.
+            "cpu_ms_per_task": round(1000 * cpu / n, 3), "cores_busy": round(cpu / dt, 2)}
 
 def singles(api, count):
     lat = []
@@ -121,7 +135,7 @@ def main():
         if a.singles > 0:
             out["singles"] = singles(api, a.singles); print(json.dumps(out["singles"]), flush=True)
         for i, n in enumerate(int(x) for x in a.sizes.split(",")):
-            r = batch(api, n, i); out["batches"].append(r); print(json.dumps(r), flush=True)
+            r = batch(api, n, i, [x["proc"].pid for x in agents]); out["batches"].append(r); print(json.dumps(r), flush=True)
         out["rss_mib_after"] = [round(rss_mib(x["proc"].pid), 1) for x in agents]
         _, stats = api.call("GET", "/v1/jobs")
         out["tasks_in_tables"] = sum(len(j["tasks"]) for j in stats)
