@@ -297,6 +297,13 @@ pub fn spawn(
     )
 }
 
+/// A job-record write on the blocking pool ([`Driver::log_job_records`]).
+struct LogWrite {
+    /// The last batch it holds: the core hears it persisted once the write succeeds.
+    last: u64,
+    result: std::sync::mpsc::Receiver<Result<(), StoreError>>,
+}
+
 struct Waiter {
     receipt: Receipt,
     reply: oneshot::Sender<Result<Receipt, SchedError>>,
@@ -318,10 +325,15 @@ struct Driver {
     clock: Clock,
     config: SchedulerConfig,
     waiters: Vec<Waiter>,
-    /// Job records the core handed out whose write failed, oldest first: retried (in order,
-    /// as one transaction) until the store takes them; their batches are reported persisted
-    /// only then.
+    /// Job records the core handed out and not yet logged (being written, or whose write
+    /// failed), oldest first: written (in order, as one transaction) until the store takes
+    /// them; their batches are reported persisted only then.
     unlogged: Vec<shoal_scheduler::JobRecords>,
+    /// The write of `unlogged` running on the blocking pool, if any: one at a time, so
+    /// records land in the order they were handed out.
+    log_write: Option<LogWrite>,
+    /// Woken when `log_write` has its result.
+    log_written: Arc<tokio::sync::Notify>,
     /// When the last failed write of job records happened.
     store_failed_at: Option<Instant>,
     /// The tables changed since the last snapshot (their version vector moved). Messages that
@@ -363,6 +375,8 @@ impl Driver {
             config: p.config,
             waiters: Vec::new(),
             unlogged: Vec::new(),
+            log_write: None,
+            log_written: Arc::new(tokio::sync::Notify::new()),
             store_failed_at: None,
             dirty: true,
             snapshot_clock: shoal_scheduler::VersionVector::new(),
@@ -398,6 +412,7 @@ impl Driver {
         self.core.handle_members(self.clock.now(), &view);
         self.publish_catalog();
         let mut timer = DeadlineTimer::new();
+        let log_written = self.log_written.clone();
         loop {
             if let Some((task, event)) = self.answered.pop_front() {
                 self.count_task_event(&task, &event);
@@ -430,6 +445,7 @@ impl Driver {
                 () = timer.fired(), if timer.is_armed() => {
                     self.core.handle_timeout(self.clock.now());
                 }
+                () = log_written.notified() => self.finish_log_write(false),
             }
             self.drain().await;
         }
@@ -556,6 +572,9 @@ impl Driver {
             }
             shoal_scheduler::Prepared::Write(write) => write,
         };
+        // After the records handed out before it, never beside them: a record of the same
+        // job written in another transaction could otherwise land after this newer one.
+        self.finish_log_write(true);
         if let Err(source) = self
             .store
             .put_job_records(std::slice::from_ref(&write.record))
@@ -587,13 +606,15 @@ impl Driver {
     }
 
     /// Logs the job records the core handed out (with the ones a failed write left behind,
-    /// in order, in one transaction) and reports them persisted, which releases the acks
-    /// they held. On failure they wait for the next try; nothing is acknowledged meanwhile.
+    /// in order, in one transaction) on the blocking pool, so the fsync (4 ms on a slow disk)
+    /// does not stall this loop: starts, messages and digests go on meanwhile. Only its
+    /// result reports them persisted ([`Self::finish_log_write`]), which releases the acks
+    /// they held; on failure they wait for the next try, and nothing is acknowledged.
     fn log_job_records(&mut self) {
         while let Some(batch) = self.core.poll_job_records() {
             self.unlogged.push(batch);
         }
-        if self.unlogged.is_empty() {
+        if self.unlogged.is_empty() || self.log_write.is_some() {
             return;
         }
         if self
@@ -611,12 +632,49 @@ impl Driver {
             }
         }
         let records: Vec<shoal_scheduler::JobRecord> = by_job.into_values().cloned().collect();
-        match self.store.put_job_records(&records) {
+        let Some(last) = self.unlogged.last().map(|b| b.batch) else {
+            return;
+        };
+        let (tx, result) = std::sync::mpsc::sync_channel(1);
+        let (store, written) = (self.store.clone(), self.log_written.clone());
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(store.put_job_records(&records));
+            written.notify_one();
+        });
+        self.log_write = Some(LogWrite { last, result });
+    }
+
+    /// Takes the result of the running job-record write once it has one (with `wait`,
+    /// blocks until then: before any other write to the store, which must not overtake it).
+    fn finish_log_write(&mut self, wait: bool) {
+        let Some(write) = &self.log_write else {
+            return;
+        };
+        let result = if wait {
+            write.result.recv().ok()
+        } else {
+            match write.result.try_recv() {
+                Ok(r) => Some(r),
+                Err(std::sync::mpsc::TryRecvError::Empty) => return,
+                Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
+            }
+        };
+        let last = write.last;
+        self.log_write = None;
+        let result = result.unwrap_or_else(|| {
+            Err(StoreError::Io {
+                path: self.store.path().to_path_buf(),
+                what: "logging job writes",
+                reason: "the write did not complete".to_owned(),
+            })
+        });
+        match result {
             Ok(()) => {
                 if self.store_failed_at.take().is_some() {
                     tracing::info!("job records are logged again");
                 }
-                self.persisted_all();
+                self.unlogged.retain(|b| b.batch > last);
+                self.core.handle_persisted(self.clock.now(), last);
             }
             Err(e) => {
                 if self.store_failed_at.is_none() {
@@ -661,7 +719,9 @@ impl Driver {
         if !self.dirty && self.core.tables().clock() != &self.snapshot_clock {
             self.dirty = true;
         }
-        // Job records first: logging them releases acks, which then leave with the messages.
+        // Job records first: a finished write releases acks, which then leave with the
+        // messages; then the next write starts.
+        self.finish_log_write(false);
         self.log_job_records();
         self.send_messages();
         while let Some(cmd) = self.core.poll_command() {
@@ -759,6 +819,8 @@ impl Driver {
     /// Writes the tables; the job log is emptied in the same transaction (the snapshot holds
     /// every record handed out so far, so their batches are durable now).
     fn write_snapshot(&mut self) {
+        // The snapshot empties the job log: a record write still running would land after it.
+        self.finish_log_write(true);
         while let Some(batch) = self.core.poll_job_records() {
             self.unlogged.push(batch);
         }

@@ -56,6 +56,11 @@ pub struct Store {
 }
 
 impl Store {
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
     /// Opens (or creates) `data_dir/state.redb`.
     pub fn open(data_dir: &Path) -> Result<Store, StoreError> {
         let path = data_dir.join("state.redb");
