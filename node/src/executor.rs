@@ -640,11 +640,14 @@ impl Inner {
         let _ = self.events.send(event).await;
     }
 
-    fn remove_pid_file(&self, name: &DiskName) {
+    /// Removes the task's pid record, on the blocking pool (a file-system write).
+    async fn remove_pid_file(&self, name: &DiskName) {
         let path = self.task_dir(name).join("pid");
-        if let Err(e) = std::fs::remove_file(&path)
-            && e.kind() != ErrorKind::NotFound
-        {
+        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
+            Err(e) if e.kind() != ErrorKind::NotFound => Err((path, e)),
+            _ => Ok(()),
+        });
+        if let Ok(Err((path, e))) = removed.await {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove pid file");
         }
     }
@@ -679,7 +682,7 @@ impl Inner {
         if let Some(cgroup) = cgroup {
             cgroup.remove().await;
         }
-        self.remove_pid_file(name);
+        self.remove_pid_file(name).await;
         self.release(&task);
         self.emit(event).await;
     }

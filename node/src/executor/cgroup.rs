@@ -375,8 +375,10 @@ impl TaskCgroup {
 
     /// Removes the directories, retrying for about a second while SIGKILLed members finish
     /// exiting; after that the directory is left behind and logged (reused on the same name).
+    /// Each try runs on the blocking pool: an `rmdir` in cgroupfs takes the kernel's cgroup
+    /// lock and can take milliseconds under load, which the runtime's thread must not wait.
     pub async fn remove(&self) {
-        let mut result = self.remove_now();
+        let mut result = self.remove_off_thread().await;
         // 2 ms, 4 ms, … 512 ms: nine pauses, about a second in all.
         let pauses = Backoff::new(Duration::from_millis(2), Duration::from_millis(512)).take(9);
         for pause in pauses {
@@ -384,11 +386,19 @@ impl TaskCgroup {
                 break;
             }
             tokio::time::sleep(pause).await;
-            result = self.remove_now();
+            result = self.remove_off_thread().await;
         }
         if let Err(e) = result {
             tracing::warn!(dirs = ?self.dirs, error = %e, "task cgroup left behind");
         }
+    }
+
+    /// [`Self::remove_now`] on the blocking pool.
+    async fn remove_off_thread(&self) -> std::io::Result<()> {
+        let cgroup = self.clone();
+        tokio::task::spawn_blocking(move || cgroup.remove_now())
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e)))
     }
 }
 
