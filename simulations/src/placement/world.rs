@@ -81,9 +81,19 @@ pub(crate) struct Measured {
 enum Ev {
     Submit(u32),
     Wake(u32),
-    Msg { to: u32, from: u32, bytes: Bytes },
-    Started { pid: u64 },
-    Exit { pid: u64 },
+    /// One message for every recipient in `to` that it reaches at the same time (one
+    /// event per broadcast and delivery time instead of one per recipient).
+    Msg {
+        to: Vec<u32>,
+        from: u32,
+        bytes: Bytes,
+    },
+    Started {
+        pid: u64,
+    },
+    Exit {
+        pid: u64,
+    },
     Sample,
 }
 
@@ -108,6 +118,8 @@ pub(crate) struct World<'a> {
     setup: Setup,
     jobs: &'a [JobArrival],
     by_name: rustc_hash::FxHashMap<String, u32>,
+    /// Node names by index (`n<i>`), made once.
+    names: Vec<String>,
     nodes: Vec<Node>,
     now: u64,
     seq: u64,
@@ -175,6 +187,7 @@ impl<'a> World<'a> {
             setup,
             jobs,
             by_name,
+            names: (0..n).map(node_name).collect(),
             nodes,
             now: 0,
             seq: 0,
@@ -240,7 +253,13 @@ impl<'a> World<'a> {
             match ev {
                 Ev::Submit(k) => self.submit(k as usize),
                 Ev::Wake(i) => self.wake(i as usize),
-                Ev::Msg { to, from, bytes } => self.deliver(to as usize, from as usize, &bytes),
+                Ev::Msg { to, from, bytes } => {
+                    // Counted as one event per recipient, as when each had its own.
+                    self.m.events += to.len() as u64 - 1;
+                    for j in to {
+                        self.deliver(j as usize, from as usize, &bytes);
+                    }
+                }
                 Ev::Started { pid } => self.started(pid),
                 Ev::Exit { pid } => self.exited(pid),
                 Ev::Sample => self.sample(),
@@ -283,7 +302,7 @@ impl<'a> World<'a> {
             Ok(msg) => {
                 self.m.messages += 1;
                 self.m.message_bytes += bytes.len() as u64;
-                node.core.handle_message(now, &node_name(from), msg);
+                node.core.handle_message(now, &self.names[from], msg);
             }
             Err(e) => panic!("a message from n{from} to n{to} does not decode: {e}"),
         }
@@ -308,19 +327,23 @@ impl<'a> World<'a> {
                 break;
             };
             let bytes = Bytes::from(out.message.encode());
+            // Recipients grouped by delivery time, the groups in the order of their first
+            // recipient: the events run in the order one event per recipient ran in.
+            let mut groups: Vec<(u64, Vec<u32>)> = Vec::new();
             for to in out.to.iter() {
                 let Some(j) = index_of_name(to).filter(|&j| j < self.nodes.len()) else {
                     continue;
                 };
                 let at = self.delivery_at(i, j);
-                self.schedule(
-                    at,
-                    Ev::Msg {
-                        to: j as u32,
-                        from: i as u32,
-                        bytes: bytes.clone(),
-                    },
-                );
+                match groups.iter_mut().find(|(t, _)| *t == at) {
+                    Some((_, to)) => to.push(j as u32),
+                    None => groups.push((at, vec![j as u32])),
+                }
+            }
+            for (at, to) in groups {
+                let from = i as u32;
+                let bytes = bytes.clone();
+                self.schedule(at, Ev::Msg { to, from, bytes });
             }
         }
         if let Some(due) = self.nodes[i].core.poll_timeout() {
