@@ -17,7 +17,7 @@ built with `cargo build --release -p shoal-simulations --example placement`).
 Presets (why each looks as it does is in docs/placement-bench.md, "Sizes"):
   200   scheduling-200's load: 1,000 jobs x 10 tasks over 90 s on 8-core nodes (contended)
   1000  250 jobs x 10 tasks over 5 s on 1-core nodes, 50 s simulated (contended, ~13 GB)
-  5000  10 jobs x 10 tasks over 3 s, 15 s simulated (uncontended; ~19 GB: run it alone)
+  5000  10 jobs x 10 tasks over 3 s, 15 s simulated (uncontended; ~7 GB with the shared view)
 """
 import argparse, json, os, statistics, subprocess, sys, tempfile, time
 

@@ -241,10 +241,10 @@ fn scheduler_messages() -> Vec<Vec<u8>> {
             if out.len() < 24 && bytes.len() <= 4096 {
                 out.push(bytes.clone());
             }
-            for to in &msg.to {
+            for to in msg.to.iter() {
                 let limits = Default::default();
                 if let (Some(i), Ok(decoded)) = (
-                    names.iter().position(|n| n == to),
+                    names.iter().position(|n| *n == to),
                     shoal_scheduler::Message::decode(&bytes, &limits),
                 ) {
                     nodes[i].handle_message(Millis(now), from, decoded);

@@ -785,7 +785,7 @@ impl Driver {
     fn send_messages(&mut self) {
         while let Some(out) = self.core.poll_message() {
             let bytes = out.message.encode();
-            for to in &out.to {
+            for to in out.to.iter() {
                 self.peers.send(to, bytes.clone());
             }
         }

@@ -425,10 +425,15 @@ impl Scheduler {
                         at > seen.at && at <= self.now
                     }))
         };
-        let room_now = self.members.usage_ids.iter().zip(nodes).any(|(&id, n)| {
-            (self.replica.released_at(id) > seen.releases || newly_visible(id))
-                && fits(req, n, self.used_for(n, written))
-        });
+        let room_now = self
+            .members
+            .usage_ids
+            .iter()
+            .zip(nodes.iter())
+            .any(|(&id, n)| {
+                (self.replica.released_at(id) > seen.releases || newly_visible(id))
+                    && fits(req, n, self.used_for(n, written))
+            });
         (!room_now).then(|| seen.reason.clone())
     }
 

@@ -8,6 +8,8 @@
 //! under the key [`NODE_RECORD_PREFIX`]`NAME` (no job id contains `~`), and comes back on
 //! restart through [`Scheduler::restore_job_records`].
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 use shoal_gossip::Millis;
 
@@ -202,22 +204,41 @@ impl Scheduler {
 
     /// Set the candidates' flags from their ads and the `nodes` component.
     pub(crate) fn refresh_candidates(&mut self) {
-        let tables = self.replica.tables();
-        for c in &mut self.members.nodes {
-            let row = tables.node(&c.name);
-            let ad_draining = self
-                .members
-                .all
-                .get(&c.name)
-                .and_then(|m| m.ad.as_ref())
-                .is_some_and(|ad| ad.draining)
-                && c.name != self.node;
-            // The ad mirrors the intent: it counts as draining only where the tables know no
-            // intent that explains it (one not merged here yet, or an older agent's flag).
-            let refuses = row.is_some_and(NodeRow::refuses_work);
-            c.draining = row.is_some_and(|r| r.drain().is_some()) || (ad_draining && !refuses);
-            c.ineligible = !c.draining && refuses;
+        let flags: Vec<(bool, bool)> = self
+            .members
+            .nodes
+            .iter()
+            .map(|c| self.candidate_flags(&c.name))
+            .collect();
+        if (self.members.nodes.iter().zip(&flags)).all(|(c, &(draining, ineligible))| {
+            c.draining == draining && c.ineligible == ineligible
+        }) {
+            // Nothing to copy: candidates shared with a view stay shared.
+            return;
         }
+        let nodes = Arc::make_mut(&mut self.members.nodes);
+        for (c, (draining, ineligible)) in nodes.iter_mut().zip(flags) {
+            c.draining = draining;
+            c.ineligible = ineligible;
+        }
+    }
+
+    /// The `(draining, ineligible)` flags of the candidate `name` from its ad and the
+    /// `nodes` component.
+    fn candidate_flags(&self, name: &str) -> (bool, bool) {
+        let row = self.replica.tables().node(name);
+        let ad_draining = self
+            .members
+            .all
+            .get(name)
+            .and_then(|m| m.ad.as_ref())
+            .is_some_and(|ad| ad.draining)
+            && name != self.node;
+        // The ad mirrors the intent: it counts as draining only where the tables know no
+        // intent that explains it (one not merged here yet, or an older agent's flag).
+        let refuses = row.is_some_and(NodeRow::refuses_work);
+        let draining = row.is_some_and(|r| r.drain().is_some()) || (ad_draining && !refuses);
+        (draining, !draining && refuses)
     }
 
     /// Live attempts that target this node in this replica's view.

@@ -136,11 +136,11 @@ impl Scheduler {
         if receipt.dot.actor != self.actor || self.log.logged_counter < receipt.dot.counter {
             return Durability::Pending;
         }
-        let mut peers = self.live_peers().peekable();
-        if peers.peek().is_none() {
+        let peers = self.live_peers();
+        if peers.is_empty() {
             return Durability::LocalOnly;
         }
-        if peers.any(|p| {
+        if peers.iter().any(|p| {
             self.repl
                 .acks
                 .get(p)

@@ -99,7 +99,7 @@
 //! health → ids, spec, table
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
-//! lib → catalog, config, drain_intent, durability, events, health, ids, jobs, message, placement, scheduler, spec, table, versions, view
+//! lib → catalog, config, drain_intent, durability, events, health, ids, jobs, members, message, placement, scheduler, spec, table, versions, view
 //! members → hash, ids, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
@@ -166,7 +166,8 @@ pub use events::{DeploymentChange, NodeEvent, SchedEvent};
 pub use health::{CheckResult, HealthMachine, Probe, ResolvedCheck, TaskHealth, task_health};
 pub use ids::{ActorId, AttemptId, Dot, Hlc, Name, SlotKey, Stamp, VersionVector};
 pub use jobs::{JobWrite, Prepared, StopError, SubmitError};
-pub use message::{DecodeError, Message, Outgoing, WireLimits};
+pub use members::MemberView;
+pub use message::{DecodeError, LivePeers, Message, Outgoing, Recipients, WireLimits};
 pub use placement::{FilterReport, PendingReason};
 pub use scheduler::{
     ExecCommand, KillReason, PendingCounts, RestoreError, Scheduler, Stats, TaskEvent,

@@ -2,6 +2,7 @@
 //! candidates, down times), and when a down node's work may be condemned.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, OnceLock};
 
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd};
 
@@ -12,6 +13,42 @@ use crate::roles::{ABSENT_SETTLE_MS, Members, Wake, down_or_gone};
 use crate::scheduler::Scheduler;
 
 impl Scheduler {
+    /// The same input as [`Scheduler::handle_members`], from a view built once for many
+    /// cores: the cores share its lists instead of copying them ([`MemberView`]).
+    pub fn handle_member_view(&mut self, now: Millis, view: &MemberView) {
+        self.members_input(now, view.members(), Some(view));
+    }
+
+    pub(crate) fn members_input(
+        &mut self,
+        now: Millis,
+        members: &[MemberInfo],
+        view: Option<&MemberView>,
+    ) {
+        self.tick(now);
+        self.ask_to_catch_up_after(members);
+        self.catalog_changes.members = true;
+        if !self.update_in_place(members) {
+            let before = Arc::clone(&self.members.all);
+            match view {
+                Some(view) => self.set_members(view),
+                None => self.set_members(&MemberView::transient(members)),
+            }
+            if !Self::same_statuses(&before, &self.members.all) {
+                self.work.everything = true;
+            } else {
+                self.retry_pending_soon();
+            }
+        }
+        self.reconcile();
+    }
+
+    /// An empty view: a new core's, and a restored one's until the membership reports (the
+    /// candidates hold ids into the replica's usage index).
+    pub(crate) fn clear_members(&mut self) {
+        self.set_members(&MemberView::transient(&[]));
+    }
+
     /// Applies a view that differs from the current one at most in what members' ads say
     /// outside their shape (version, addresses) and in update times, which placement does not
     /// read. Returns false, changing nothing, when membership, a status, an identity or an
@@ -37,12 +74,28 @@ impl Scheduler {
         if !self.members.all.values().zip(members).all(unchanged_shape) {
             return false;
         }
-        for (cur, m) in self.members.all.values_mut().zip(members) {
+        let same = |cur: &MemberInfo, m: &MemberInfo| {
             let same_ad = match (&cur.ad, &m.ad) {
                 (Some(a), Some(b)) => same_version(a, b),
                 (a, b) => a == b,
             };
-            if same_ad && cur.last_update == m.last_update {
+            same_ad && cur.last_update == m.last_update
+        };
+        if self
+            .members
+            .all
+            .values()
+            .zip(members)
+            .all(|(cur, m)| same(cur, m))
+        {
+            // Nothing to copy: a shared view stays shared.
+            return true;
+        }
+        for (cur, m) in Arc::make_mut(&mut self.members.all)
+            .values_mut()
+            .zip(members)
+        {
+            if same(cur, m) {
                 continue;
             }
             let status = cur.status;
@@ -50,14 +103,6 @@ impl Scheduler {
             cur.status = status;
         }
         true
-    }
-
-    pub(crate) fn statuses(&self) -> Vec<(String, MemberStatus)> {
-        self.members
-            .all
-            .iter()
-            .map(|(n, m)| (n.clone(), m.status))
-            .collect()
     }
 
     /// Another node missing from the member view altogether.
@@ -153,46 +198,48 @@ impl Scheduler {
         }
     }
 
-    pub(crate) fn set_members(&mut self, members: &[MemberInfo]) {
-        let mut all: BTreeMap<String, MemberInfo> = members
-            .iter()
-            .map(|m| (m.id.name.to_string(), m.clone()))
-            .collect();
-        if let Some(me) = all.get_mut(&self.node) {
-            me.status = MemberStatus::Alive;
-        }
-        let mut live: Vec<(String, u64)> = all
-            .values()
-            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
-            .filter(|m| !m.ad.as_ref().is_some_and(|a| a.left))
-            .map(|m| (m.id.name.to_string(), name_hash(&m.id.name)))
-            .collect();
+    /// Whether the view `after` replaced (set by [`Scheduler::set_members`]) lists the same
+    /// members with the same statuses as `before`.
+    pub(crate) fn same_statuses(
+        before: &BTreeMap<String, MemberInfo>,
+        after: &BTreeMap<String, MemberInfo>,
+    ) -> bool {
+        before.len() == after.len()
+            && before
+                .iter()
+                .zip(after.iter())
+                .all(|((a, ma), (b, mb))| a == b && ma.status == mb.status)
+    }
+
+    /// Replaces the member lists by `view`'s. The lists that do not depend on this node are
+    /// shared with the view (see [`MemberView`]) when this node is in it as alive, which a
+    /// converged view says of every member; otherwise this node builds its own, counting
+    /// itself alive.
+    pub(crate) fn set_members(&mut self, view: &MemberView) {
+        let own;
+        let view = match view.all.get(&self.node) {
+            Some(me) if me.status == MemberStatus::Alive => view,
+            _ => {
+                let mut all = (*view.all).clone();
+                if let Some(me) = all.get_mut(&self.node) {
+                    me.status = MemberStatus::Alive;
+                }
+                own = MemberView::of_map(Vec::new(), all);
+                &own
+            }
+        };
+        let all = Arc::clone(&view.all);
+        let mut live = Arc::clone(&view.live);
         if !all.contains_key(&self.node) {
-            live.push((self.node.clone(), name_hash(&self.node)));
-            live.sort();
+            let list = Arc::make_mut(&mut live);
+            list.push((self.node.clone(), name_hash(&self.node)));
+            list.sort();
         }
-        let replica = &mut self.replica;
-        let nodes: Vec<Candidate> = all
-            .values()
-            .filter(|m| m.status == MemberStatus::Alive)
-            .filter_map(|m| m.ad.as_ref().map(|ad| (m, ad)))
-            .filter(|(_, ad)| !ad.left)
-            .map(|(m, ad)| Candidate {
-                name: m.id.name.to_string(),
-                hash: name_hash(&m.id.name),
-                usage_id: replica.node_id(&m.id.name),
-                capacity: ad.capacity,
-                attributes: ad.attributes.clone(),
-                draining: ad.draining,
-                ineligible: false,
-            })
-            .collect();
-        let me = live.iter().find(|(n, _)| *n == self.node).map(|(_, h)| *h);
-        let usage_ids: Vec<usize> = nodes.iter().map(|n| n.usage_id).collect();
-        let mut by_usage = vec![u32::MAX; usage_ids.iter().max().map_or(0, |m| m + 1)];
-        for (i, &id) in usage_ids.iter().enumerate() {
-            by_usage[id] = u32::try_from(i).unwrap_or(u32::MAX);
-        }
+        let live_me = live
+            .binary_search_by(|(n, _)| n.as_str().cmp(&self.node))
+            .ok();
+        let me = live_me.map(|i| live[i].1);
+        let placeable = self.placeable(view);
         let not_left = all
             .values()
             .filter(|m| m.status != MemberStatus::Left && !m.ad.as_ref().is_some_and(|a| a.left))
@@ -211,10 +258,11 @@ impl Scheduler {
         self.members = Members {
             all,
             live,
+            live_me,
             me,
-            nodes,
-            usage_ids,
-            by_usage,
+            nodes: placeable.nodes,
+            usage_ids: placeable.usage_ids,
+            by_usage: placeable.by_usage,
             listed,
             down_since,
             absent_since,
@@ -223,6 +271,121 @@ impl Scheduler {
         // The `nodes` component's intents count as much as the ads' flags.
         self.refresh_candidates();
     }
+
+    /// The placement candidates of `view` with this replica's usage ids: the view's shared
+    /// lists when their ids are this replica's (cores that interned the members' names in
+    /// the same order), else lists of its own (the first core to ask leaves its lists in
+    /// the view for the next).
+    fn placeable(&mut self, view: &MemberView) -> Placeable {
+        let usage_ids: Vec<usize> = view
+            .candidates()
+            .map(|(m, _)| self.replica.node_id(&m.id.name))
+            .collect();
+        if let Some(shared) = view.placeable.get()
+            && *shared.usage_ids == usage_ids
+        {
+            return shared.clone();
+        }
+        let nodes: Vec<Candidate> = view
+            .candidates()
+            .zip(&usage_ids)
+            .map(|((m, ad), &usage_id)| Candidate {
+                name: m.id.name.to_string(),
+                hash: name_hash(&m.id.name),
+                usage_id,
+                capacity: ad.capacity,
+                attributes: ad.attributes.clone(),
+                draining: ad.draining,
+                ineligible: false,
+            })
+            .collect();
+        let mut by_usage = vec![u32::MAX; usage_ids.iter().max().map_or(0, |m| m + 1)];
+        for (i, &id) in usage_ids.iter().enumerate() {
+            by_usage[id] = u32::try_from(i).unwrap_or(u32::MAX);
+        }
+        let placeable = Placeable {
+            nodes: Arc::new(nodes),
+            usage_ids: Arc::new(usage_ids),
+            by_usage: Arc::new(by_usage),
+        };
+        let _ = view.placeable.set(placeable.clone());
+        placeable
+    }
+}
+
+/// A membership view prepared once for any number of scheduler cores
+/// ([`Scheduler::handle_member_view`]): the members by name, the live list and the
+/// placement candidates are built here once and shared (`Arc`) by every core that takes
+/// the view, instead of each core copying them. A simulation that hands one view to N cores
+/// holds it once instead of N times (at 5,000 members, 16 GiB before); an agent holds one
+/// core and gains nothing but the copy it no longer makes.
+#[derive(Debug)]
+pub struct MemberView {
+    /// The list as the membership core gave it.
+    members: Vec<MemberInfo>,
+    all: Arc<BTreeMap<String, MemberInfo>>,
+    /// Alive or suspect and not left, with name hashes, sorted by name.
+    live: Arc<Vec<(String, u64)>>,
+    /// The candidates with the first taker's usage ids (see `Scheduler::placeable`).
+    placeable: OnceLock<Placeable>,
+}
+
+/// Placement candidates with usage ids, and the two indexes over them (`Members`).
+#[derive(Debug, Clone)]
+struct Placeable {
+    nodes: Arc<Vec<Candidate>>,
+    usage_ids: Arc<Vec<usize>>,
+    by_usage: Arc<Vec<u32>>,
+}
+
+impl MemberView {
+    /// The view of `members`, as the membership core lists them (`Membership::members`).
+    #[must_use]
+    pub fn new(members: &[MemberInfo]) -> Self {
+        Self::of_map(members.to_vec(), by_name(members))
+    }
+
+    /// The list the view was made from.
+    #[must_use]
+    pub fn members(&self) -> &[MemberInfo] {
+        &self.members
+    }
+
+    /// A view for one rebuild of one core, without keeping the list.
+    pub(crate) fn transient(members: &[MemberInfo]) -> Self {
+        Self::of_map(Vec::new(), by_name(members))
+    }
+
+    fn of_map(members: Vec<MemberInfo>, all: BTreeMap<String, MemberInfo>) -> Self {
+        let live = all
+            .values()
+            .filter(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
+            .filter(|m| !m.ad.as_ref().is_some_and(|a| a.left))
+            .map(|m| (m.id.name.to_string(), name_hash(&m.id.name)))
+            .collect();
+        Self {
+            members,
+            all: Arc::new(all),
+            live: Arc::new(live),
+            placeable: OnceLock::new(),
+        }
+    }
+
+    /// Members placement may use: alive, with a resource ad, not left; in name order.
+    fn candidates(&self) -> impl Iterator<Item = (&MemberInfo, &ResourceAd)> {
+        self.all
+            .values()
+            .filter(|m| m.status == MemberStatus::Alive)
+            .filter_map(|m| m.ad.as_ref().map(|ad| (m, ad)))
+            .filter(|(_, ad)| !ad.left)
+    }
+}
+
+fn by_name(members: &[MemberInfo]) -> BTreeMap<String, MemberInfo> {
+    members
+        .iter()
+        .map(|m| (m.id.name.to_string(), m.clone()))
+        .collect()
 }
 
 /// Whether two ads are the same version of one node's ad, hence equal: the membership core

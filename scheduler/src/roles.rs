@@ -6,6 +6,7 @@
 //! reader of one room sees what it may change. This file imports no room: the rooms import it.
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::sync::Arc;
 
 use shoal_gossip::{MemberInfo, MemberStatus, Millis, Quorum, Resources};
 
@@ -62,21 +63,26 @@ impl Work {
     }
 }
 
-/// The membership as last reported, with derived lists.
+/// The membership as last reported, with derived lists. The lists that do not depend on
+/// this node are `Arc`s taken from the [`crate::MemberView`] they were built from, so cores
+/// handed one view share them (the placement bench hands one view to 5,000 cores); a core
+/// that must change one copies it first (`Arc::make_mut`).
 #[derive(Debug, Default)]
 pub(crate) struct Members {
-    pub(crate) all: BTreeMap<String, MemberInfo>,
+    pub(crate) all: Arc<BTreeMap<String, MemberInfo>>,
     /// Alive or suspect (coordinators are chosen among these), with name hashes, sorted.
-    pub(crate) live: Vec<(String, u64)>,
+    pub(crate) live: Arc<Vec<(String, u64)>>,
+    /// This node's index in `live` (it coordinates nothing when it is not there).
+    pub(crate) live_me: Option<usize>,
     /// This node's name hash when it is among `live` (it coordinates nothing otherwise).
     pub(crate) me: Option<u64>,
     /// Placement candidates: alive, with a resource ad, not left.
-    pub(crate) nodes: Vec<Candidate>,
+    pub(crate) nodes: Arc<Vec<Candidate>>,
     /// `nodes[i].usage_id`, side by side: scanned for recent releases without reading the
     /// views themselves.
-    pub(crate) usage_ids: Vec<usize>,
+    pub(crate) usage_ids: Arc<Vec<usize>>,
     /// Usage id → index in `nodes` (`u32::MAX`: not a candidate).
-    pub(crate) by_usage: Vec<u32>,
+    pub(crate) by_usage: Arc<Vec<u32>>,
     /// Members that have not left, this node included: the view's share of the cluster.
     pub(crate) listed: u32,
     /// When each member now down (or left) was first seen so, in this node's clock.

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use serde::{Deserialize, Serialize};
-use shoal_gossip::{MemberInfo, MemberStatus, Millis, Resources};
+use shoal_gossip::{MemberInfo, Millis, Resources};
 
 use crate::config::{SchedulerConfig, ms};
 use crate::events::{EventQueue, SchedEvent};
@@ -253,7 +253,7 @@ struct SnapshotRef<'a> {
 ///    health probe's result, `handle_timeout` when the deadline
 ///    from `poll_timeout` passes, and the commands `submit` / `stop_job`.
 /// 2. **Outputs, after every input** — drain `poll_message` (send each reliably to every
-///    named peer, in order per peer when possible; loss is repaired by anti-entropy) and
+///    peer its `to.iter()` names, in order per peer when possible; loss is repaired by anti-entropy) and
 ///    `poll_command` (apply to the executor in order), then re-read `poll_timeout`.
 /// 3. **Persistence** — after `submit`/`stop_job` (and periodically) store `snapshot()`; a
 ///    submission is acknowledged to the client once stored *and* `is_durable` holds. On start,
@@ -346,7 +346,7 @@ impl Scheduler {
             deployments_seen: Default::default(),
             drain: Drain::default(),
         };
-        s.set_members(&[]);
+        s.clear_members();
         s
     }
 
@@ -426,19 +426,7 @@ impl Scheduler {
     /// The full membership view after any change (this node may be absent; it is then
     /// assumed alive without a resource ad).
     pub fn handle_members(&mut self, now: Millis, members: &[MemberInfo]) {
-        self.tick(now);
-        self.ask_to_catch_up_after(members);
-        self.catalog_changes.members = true;
-        if !self.update_in_place(members) {
-            let before: Vec<(String, MemberStatus)> = self.statuses();
-            self.set_members(members);
-            if before != self.statuses() {
-                self.work.everything = true;
-            } else {
-                self.retry_pending_soon();
-            }
-        }
-        self.reconcile();
+        self.members_input(now, members, None);
     }
 
     /// A message from peer `from`.
@@ -721,7 +709,7 @@ impl Scheduler {
         s.repl.hlc = snap.hlc;
         s.replica = Replica::new(snap.tables, replica_limits(&s.config));
         // Node views hold ids into the replica's usage index: rebuild them for the new one.
-        s.set_members(&[]);
+        s.clear_members();
         s.rebuild_ledger();
         s.reach.catch_up = Some(CatchUp::default());
         Ok(s)

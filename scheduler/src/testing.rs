@@ -474,8 +474,9 @@ impl Cluster {
                 }
                 if let Some(out) = n.sched.poll_message() {
                     let bytes = out.message.encode();
-                    for to in out.to {
-                        self.network.push_back((name.clone(), to, bytes.clone()));
+                    for to in out.to.iter() {
+                        self.network
+                            .push_back((name.clone(), to.to_string(), bytes.clone()));
                     }
                     continue;
                 }

@@ -356,8 +356,14 @@ impl Replica {
     /// `max`.
     pub(crate) fn missing_for(&self, peer: &VersionVector, max: usize) -> Option<Vec<Op>> {
         let mut out = Vec::new();
+        // Both clocks are sorted by actor: walked side by side, not one tree search per
+        // actor (a digest carries every writer's entry, N of them at N nodes).
+        let mut peer_dots = peer.dots.iter().peekable();
         for dot in self.tables.clock.iter() {
-            let theirs = peer.get(dot.actor);
+            while peer_dots.next_if(|(a, _)| *a < dot.actor).is_some() {}
+            let theirs = peer_dots
+                .next_if(|(a, _)| *a == dot.actor)
+                .map_or(0, |(_, c)| *c);
             if theirs >= dot.counter {
                 continue;
             }

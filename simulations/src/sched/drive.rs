@@ -135,7 +135,7 @@ impl Workbench {
                 self.check_condemnations(host, i, &core, ops);
             }
             let bytes = Bytes::from(out.message.encode());
-            for to in &out.to {
+            for to in out.to.iter() {
                 self.send(host, i, to, bytes.clone());
             }
         }
