@@ -198,6 +198,9 @@ pub struct Membership {
     /// Identities that resource ads name but SWIM never delivered: `(generation, gossip
     /// address, attempts left)` by name.
     unheard: BTreeMap<CompactString, (u64, SocketAddr, u8)>,
+    /// While a pull reply is handled: the names `note_unheard` added to `unheard` (see
+    /// `Membership::chase_fresh_unheard`). `None` otherwise.
+    fresh_unheard: Option<Vec<CompactString>>,
     scans: u64,
     timers: BinaryHeap<Reverse<(Millis, u64, TimerSlot)>>,
     timer_seq: u64,
@@ -292,6 +295,7 @@ impl Membership {
             index: FxHashMap::default(),
             suspects: BTreeSet::new(),
             unheard: BTreeMap::new(),
+            fresh_unheard: None,
             scans: 0,
             timers: BinaryHeap::new(),
             timer_seq: 0,
@@ -461,8 +465,7 @@ impl Membership {
             }
             wire::KIND_ADS => {
                 let ads = wire::decode_ads(payload)?;
-                let unheard_before: BTreeSet<CompactString> =
-                    self.unheard.keys().cloned().collect();
+                self.fresh_unheard = Some(Vec::new());
                 for ad in ads.ads {
                     // A departure is news its owner no longer spreads; everything else in
                     // a pull reply is what the cluster already gossiped.
@@ -470,7 +473,7 @@ impl Membership {
                     self.offer_ad(ad, spread);
                 }
                 self.drain_ad_changes();
-                self.chase_fresh_unheard(&unheard_before);
+                self.chase_fresh_unheard();
                 Ok(())
             }
             wire::KIND_FORGET => {
