@@ -29,7 +29,7 @@ mod view;
 pub use quorum::ForgetError;
 use quorum::QuorumTracker;
 
-use crate::ads::{AdHandler, SharedAds};
+use crate::ads::{AdCache, AdHandler, SharedAds};
 use crate::config::Config;
 use crate::swim_io::{Note, Outputs, ProbeEvent};
 use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd};
@@ -344,6 +344,13 @@ impl Membership {
         me
     }
 
+    /// Shares the resource ads this core receives with every other core given the same
+    /// `cache`: each ad is then held once in the process instead of once per core. For a
+    /// process that runs many cores (the simulator); it changes no value a core holds.
+    pub fn share_ads(&mut self, cache: AdCache) {
+        self.ads.lock().cache = Some(cache);
+    }
+
     /// This node's identity.
     #[must_use]
     pub fn identity(&self) -> &NodeId {
@@ -622,7 +629,7 @@ impl Membership {
             .map(|(_, r, ad)| MemberInfo {
                 id: r.id.clone(),
                 status: r.status,
-                ad: ad.cloned(),
+                ad: ad.map(|ad| (**ad).clone()),
                 last_update: r.last_update,
             })
             .collect()
@@ -635,7 +642,7 @@ impl Membership {
         Some(MemberInfo {
             id: r.id.clone(),
             status: r.status,
-            ad: self.ads.lock().ads.get(name).cloned(),
+            ad: self.ads.lock().ads.get(name).map(|ad| (**ad).clone()),
             last_update: r.last_update,
         })
     }

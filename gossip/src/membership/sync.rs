@@ -187,7 +187,7 @@ impl Membership {
             if name == self.own_ad.node {
                 continue;
             }
-            let Some(ad) = self.ads.lock().ads.get(&name).cloned() else {
+            let Some(ad) = self.ads.lock().ads.get(&name).map(|ad| (**ad).clone()) else {
                 continue;
             };
             self.note_unheard(&ad);
