@@ -253,4 +253,53 @@ mod tests {
             "the reply converges the stores"
         );
     }
+
+    #[test]
+    fn stores_sharing_a_cache_hold_one_copy_of_equal_ads_only() {
+        let cache = AdCache::default();
+        let mut stores: Vec<AdStore> = (0..3)
+            .map(|_| AdStore {
+                cache: Some(cache.clone()),
+                ..AdStore::default()
+            })
+            .collect();
+        for store in &mut stores {
+            assert!(store.offer(ad("n1", 2)));
+        }
+        let held = |store: &AdStore| Arc::clone(&store.ads["n1"]);
+        assert!(Arc::ptr_eq(&held(&stores[0]), &held(&stores[2])));
+
+        // Another ad under the same key (a forged or corrupted one) is kept as it came.
+        let mut forged = AdStore {
+            cache: Some(cache.clone()),
+            ..AdStore::default()
+        };
+        let mut odd = ad("n1", 2);
+        odd.draining = true;
+        assert!(forged.offer(odd.clone()));
+        assert_eq!(*forged.ads["n1"], odd);
+        assert_eq!(*stores[1].ads["n1"], ad("n1", 2));
+        assert_eq!(forged.digest(), {
+            let mut alone = AdStore::default();
+            alone.offer(odd);
+            alone.digest()
+        });
+    }
+
+    #[test]
+    fn the_cache_forgets_ads_no_store_holds() {
+        let cache = AdCache::default();
+        let mut store = AdStore {
+            cache: Some(cache.clone()),
+            ..AdStore::default()
+        };
+        for version in 1..=5_000 {
+            store.offer(ad("n1", version));
+        }
+        assert!(cache.len() <= 2 * 1024 + 1, "swept: {} left", cache.len());
+        assert!(Arc::ptr_eq(
+            &store.ads["n1"],
+            &cache.intern(ad("n1", 5_000))
+        ));
+    }
 }
