@@ -2,6 +2,11 @@
 //!
 //! foca owns its broadcast handler and offers no accessor to it, so the handler and the
 //! membership core share one [`AdStore`] through a [`Shared`] handle.
+//!
+//! The store holds each ad behind an `Arc`, so that the cores of one process can hold one
+//! copy of an ad between them ([`AdCache`]): the simulator runs a thousand cores, each holding
+//! every member's ad, and once converged those are the same thousand values held a thousand
+//! times.
 
 use std::collections::BTreeMap;
 use std::hash::BuildHasher;
@@ -16,13 +21,15 @@ use crate::wire::{self, DecodeError};
 /// Newest ad per node name, plus the names that changed since the core last looked.
 #[derive(Debug, Default)]
 pub(crate) struct AdStore {
-    pub(crate) ads: BTreeMap<CompactString, ResourceAd>,
+    pub(crate) ads: BTreeMap<CompactString, Arc<ResourceAd>>,
     /// `ResourceAd::key` by node, mirroring `ads`: most offers are ads already known, and
     /// hashing the name answers that faster than a B-tree walk of string compares.
     pub(crate) keys: FxHashMap<CompactString, (u64, u64)>,
     pub(crate) changed: Vec<CompactString>,
     /// `wire::digest` of `ads`, kept current on every change.
     digest: wire::Digest,
+    /// Where ads are shared with the other cores of this process, if anywhere.
+    pub(crate) cache: Option<AdCache>,
 }
 
 impl AdStore {
@@ -44,10 +51,15 @@ impl AdStore {
             self.changed.push(ad.node.clone());
             let bucket = &mut self.digest[wire::bucket_of(&ad.node)];
             *bucket = bucket.wrapping_add(wire::ad_hash(&ad));
-            if let Some(old) = self.ads.insert(ad.node.clone(), ad) {
+            let name = ad.node.clone();
+            let ad = match &self.cache {
+                Some(cache) => cache.intern(ad),
+                None => Arc::new(ad),
+            };
+            if let Some(old) = self.ads.insert(name, ad) {
                 *bucket = bucket.wrapping_sub(wire::ad_hash(&old));
             }
-            debug_assert_eq!(self.digest, wire::digest(self.ads.values()));
+            debug_assert_eq!(self.digest, wire::digest(self.ads.values().map(|a| &**a)));
         }
         newer
     }
@@ -69,6 +81,55 @@ impl AdStore {
             })
             .map(|(_, ad)| wire::encode_ad(ad))
             .collect()
+    }
+}
+
+/// One copy of each ad for every membership core of a process that is given the same cache
+/// ([`crate::Membership::share_ads`]): the simulator's. An agent runs one core and needs none.
+///
+/// An ad is shared only with an equal one (same name, generation, version and every field):
+/// two different ads under one key (a forged or corrupted datagram) are each kept whole, so
+/// sharing changes what a core holds in memory, never what it holds as a value. Entries no
+/// core holds any more are swept when the cache has doubled since the last sweep.
+#[derive(Debug, Clone, Default)]
+pub struct AdCache(Shared<AdCacheInner>);
+
+#[derive(Debug, Default)]
+struct AdCacheInner {
+    by_key: FxHashMap<(CompactString, u64, u64), Arc<ResourceAd>>,
+    /// Entries left after the last sweep.
+    kept: usize,
+}
+
+impl AdCache {
+    /// The shared copy of `ad`: the one already cached if it is equal, else `ad`, now cached.
+    pub(crate) fn intern(&self, ad: ResourceAd) -> Arc<ResourceAd> {
+        let mut inner = self.0.lock();
+        let key = (ad.node.clone(), ad.generation, ad.version);
+        if let Some(shared) = inner.by_key.get(&key)
+            && **shared == ad
+        {
+            return Arc::clone(shared);
+        }
+        let ad = Arc::new(ad);
+        inner.by_key.insert(key, Arc::clone(&ad));
+        if inner.by_key.len() > 2 * inner.kept.max(1024) {
+            inner.by_key.retain(|_, a| Arc::strong_count(a) > 1);
+            inner.kept = inner.by_key.len();
+        }
+        ad
+    }
+
+    /// Ads cached, whether or not a core still holds them.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.0.lock().by_key.len()
+    }
+
+    /// Whether nothing is cached.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -191,5 +252,54 @@ mod tests {
             theirs.digest(),
             "the reply converges the stores"
         );
+    }
+
+    #[test]
+    fn stores_sharing_a_cache_hold_one_copy_of_equal_ads_only() {
+        let cache = AdCache::default();
+        let mut stores: Vec<AdStore> = (0..3)
+            .map(|_| AdStore {
+                cache: Some(cache.clone()),
+                ..AdStore::default()
+            })
+            .collect();
+        for store in &mut stores {
+            assert!(store.offer(ad("n1", 2)));
+        }
+        let held = |store: &AdStore| Arc::clone(&store.ads["n1"]);
+        assert!(Arc::ptr_eq(&held(&stores[0]), &held(&stores[2])));
+
+        // Another ad under the same key (a forged or corrupted one) is kept as it came.
+        let mut forged = AdStore {
+            cache: Some(cache.clone()),
+            ..AdStore::default()
+        };
+        let mut odd = ad("n1", 2);
+        odd.draining = true;
+        assert!(forged.offer(odd.clone()));
+        assert_eq!(*forged.ads["n1"], odd);
+        assert_eq!(*stores[1].ads["n1"], ad("n1", 2));
+        assert_eq!(forged.digest(), {
+            let mut alone = AdStore::default();
+            alone.offer(odd);
+            alone.digest()
+        });
+    }
+
+    #[test]
+    fn the_cache_forgets_ads_no_store_holds() {
+        let cache = AdCache::default();
+        let mut store = AdStore {
+            cache: Some(cache.clone()),
+            ..AdStore::default()
+        };
+        for version in 1..=5_000 {
+            store.offer(ad("n1", version));
+        }
+        assert!(cache.len() <= 2 * 1024 + 1, "swept: {} left", cache.len());
+        assert!(Arc::ptr_eq(
+            &store.ads["n1"],
+            &cache.intern(ad("n1", 5_000))
+        ));
     }
 }

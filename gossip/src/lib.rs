@@ -34,6 +34,7 @@ mod swim_io;
 mod types;
 pub mod wire;
 
+pub use ads::AdCache;
 pub use compact_str::CompactString;
 pub use config::Config;
 pub use membership::{ForgetError, MemberEvent, Membership, Stats, Transmit};

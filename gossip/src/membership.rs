@@ -29,7 +29,7 @@ mod view;
 pub use quorum::ForgetError;
 use quorum::QuorumTracker;
 
-use crate::ads::{AdHandler, SharedAds};
+use crate::ads::{AdCache, AdHandler, SharedAds};
 use crate::config::Config;
 use crate::swim_io::{Note, Outputs, ProbeEvent};
 use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd};
@@ -198,6 +198,9 @@ pub struct Membership {
     /// Identities that resource ads name but SWIM never delivered: `(generation, gossip
     /// address, attempts left)` by name.
     unheard: BTreeMap<CompactString, (u64, SocketAddr, u8)>,
+    /// While a pull reply is handled: the names `note_unheard` added to `unheard` (see
+    /// `Membership::chase_fresh_unheard`). `None` otherwise.
+    fresh_unheard: Option<Vec<CompactString>>,
     scans: u64,
     timers: BinaryHeap<Reverse<(Millis, u64, TimerSlot)>>,
     timer_seq: u64,
@@ -292,6 +295,7 @@ impl Membership {
             index: FxHashMap::default(),
             suspects: BTreeSet::new(),
             unheard: BTreeMap::new(),
+            fresh_unheard: None,
             scans: 0,
             timers: BinaryHeap::new(),
             timer_seq: 0,
@@ -338,6 +342,13 @@ impl Membership {
                 .and(swim.broadcast(rt))
         });
         me
+    }
+
+    /// Shares the resource ads this core receives with every other core given the same
+    /// `cache`: each ad is then held once in the process instead of once per core. For a
+    /// process that runs many cores (the simulator); it changes no value a core holds.
+    pub fn share_ads(&mut self, cache: AdCache) {
+        self.ads.lock().cache = Some(cache);
     }
 
     /// This node's identity.
@@ -461,8 +472,7 @@ impl Membership {
             }
             wire::KIND_ADS => {
                 let ads = wire::decode_ads(payload)?;
-                let unheard_before: BTreeSet<CompactString> =
-                    self.unheard.keys().cloned().collect();
+                self.fresh_unheard = Some(Vec::new());
                 for ad in ads.ads {
                     // A departure is news its owner no longer spreads; everything else in
                     // a pull reply is what the cluster already gossiped.
@@ -470,7 +480,7 @@ impl Membership {
                     self.offer_ad(ad, spread);
                 }
                 self.drain_ad_changes();
-                self.chase_fresh_unheard(&unheard_before);
+                self.chase_fresh_unheard();
                 Ok(())
             }
             wire::KIND_FORGET => {
@@ -619,7 +629,7 @@ impl Membership {
             .map(|(_, r, ad)| MemberInfo {
                 id: r.id.clone(),
                 status: r.status,
-                ad: ad.cloned(),
+                ad: ad.map(|ad| (**ad).clone()),
                 last_update: r.last_update,
             })
             .collect()
@@ -632,7 +642,7 @@ impl Membership {
         Some(MemberInfo {
             id: r.id.clone(),
             status: r.status,
-            ad: self.ads.lock().ads.get(name).cloned(),
+            ad: self.ads.lock().ads.get(name).map(|ad| (**ad).clone()),
             last_update: r.last_update,
         })
     }

@@ -11,7 +11,7 @@
 //! run, so a report never claims a check it did not make.
 
 use serde::Serialize;
-use shoal_gossip::{MemberInfo, MemberStatus, Millis};
+use shoal_gossip::{CompactString, MemberInfo, MemberStatus, Millis};
 
 use crate::engine::{Life, Simulation};
 use crate::sched::Workbench;
@@ -481,19 +481,44 @@ fn services_back_at_count(sim: &Simulation, bench: &Workbench) -> CheckResult {
     )
 }
 
+/// What the final checkers read of one member in one node's view: a quarter of a
+/// [`MemberInfo`] (the whole ad), which at 1,000 nodes is a million entries held at once.
+#[derive(Debug)]
+struct Member {
+    name: CompactString,
+    generation: u64,
+    status: MemberStatus,
+    /// `ResourceAd::key` of the ad the view holds.
+    ad: Option<(u64, u64)>,
+}
+
+impl From<MemberInfo> for Member {
+    fn from(m: MemberInfo) -> Self {
+        Member {
+            name: m.id.name,
+            generation: m.id.generation,
+            status: m.status,
+            ad: m.ad.map(|ad| ad.key()),
+        }
+    }
+}
+
 /// Every running node's view from its own core, by node index (`None` when not running).
-fn views(sim: &Simulation) -> Vec<Option<Vec<MemberInfo>>> {
+fn views(sim: &Simulation) -> Vec<Option<Vec<Member>>> {
     sim.nodes
         .iter()
         .map(|n| match n.life {
-            Life::Running | Life::Paused => n.core.as_ref().map(|c| c.members()),
+            Life::Running | Life::Paused => n
+                .core
+                .as_ref()
+                .map(|c| c.members().into_iter().map(Member::from).collect()),
             _ => None,
         })
         .collect()
 }
 
-fn find<'a>(view: &'a [MemberInfo], name: &str) -> Option<&'a MemberInfo> {
-    view.binary_search_by(|m| m.id.name.as_str().cmp(name))
+fn find<'a>(view: &'a [Member], name: &str) -> Option<&'a Member> {
+    view.binary_search_by(|m| m.name.as_str().cmp(name))
         .ok()
         .map(|k| &view[k])
 }
@@ -501,9 +526,9 @@ fn find<'a>(view: &'a [MemberInfo], name: &str) -> Option<&'a MemberInfo> {
 /// The first `(observer, subject)` pair (by index) for which `bad` says the view is wrong.
 fn first_bad(
     sim: &Simulation,
-    views: &[Option<Vec<MemberInfo>>],
+    views: &[Option<Vec<Member>>],
     subjects: impl Fn(Life) -> bool,
-    bad: impl Fn(usize, Option<&MemberInfo>) -> Option<String>,
+    bad: impl Fn(usize, Option<&Member>) -> Option<String>,
 ) -> (usize, Option<String>) {
     let mut pairs = 0;
     for (i, view) in views.iter().enumerate() {
@@ -521,16 +546,16 @@ fn first_bad(
     (pairs, None)
 }
 
-fn describe(m: Option<&MemberInfo>) -> String {
+fn describe(m: Option<&Member>) -> String {
     m.map_or("never heard of it".into(), |m| {
-        format!("{} as generation {}", m.status, m.id.generation)
+        format!("{} as generation {}", m.status, m.generation)
     })
 }
 
-fn live_see_live(sim: &Simulation, views: &[Option<Vec<MemberInfo>>]) -> CheckResult {
+fn live_see_live(sim: &Simulation, views: &[Option<Vec<Member>>]) -> CheckResult {
     let (pairs, failure) = first_bad(sim, views, Life::is_up, |j, m| {
         let want = sim.nodes[j].generation;
-        let ok = m.is_some_and(|m| m.status == MemberStatus::Alive && m.id.generation == want);
+        let ok = m.is_some_and(|m| m.status == MemberStatus::Alive && m.generation == want);
         (!ok).then(|| format!("{} (expected alive as generation {want})", describe(m)))
     });
     result(
@@ -540,11 +565,11 @@ fn live_see_live(sim: &Simulation, views: &[Option<Vec<MemberInfo>>]) -> CheckRe
     )
 }
 
-fn not_alive(m: Option<&MemberInfo>) -> bool {
+fn not_alive(m: Option<&Member>) -> bool {
     !m.is_some_and(|m| matches!(m.status, MemberStatus::Alive | MemberStatus::Suspect))
 }
 
-fn crashed_known_down(sim: &Simulation, views: &[Option<Vec<MemberInfo>>]) -> CheckResult {
+fn crashed_known_down(sim: &Simulation, views: &[Option<Vec<Member>>]) -> CheckResult {
     let (pairs, failure) = first_bad(
         sim,
         views,
@@ -558,7 +583,7 @@ fn crashed_known_down(sim: &Simulation, views: &[Option<Vec<MemberInfo>>]) -> Ch
     )
 }
 
-fn left_known_gone(sim: &Simulation, views: &[Option<Vec<MemberInfo>>]) -> CheckResult {
+fn left_known_gone(sim: &Simulation, views: &[Option<Vec<Member>>]) -> CheckResult {
     let (pairs, failure) = first_bad(
         sim,
         views,
@@ -572,7 +597,7 @@ fn left_known_gone(sim: &Simulation, views: &[Option<Vec<MemberInfo>>]) -> Check
     )
 }
 
-fn ads_converged(sim: &Simulation, views: &[Option<Vec<MemberInfo>>]) -> CheckResult {
+fn ads_converged(sim: &Simulation, views: &[Option<Vec<Member>>]) -> CheckResult {
     let settling = (0..sim.nodes.len())
         .filter(|&j| sim.nodes[j].life.is_up() && sim.ad_settling(j))
         .count();
@@ -581,7 +606,7 @@ fn ads_converged(sim: &Simulation, views: &[Option<Vec<MemberInfo>>]) -> CheckRe
             return None;
         }
         let want = sim.nodes[j].core.as_ref().map(|c| c.own_ad().key());
-        let have = m.and_then(|m| m.ad.as_ref()).map(|ad| ad.key());
+        let have = m.and_then(|m| m.ad);
         (have != want).then(|| format!("ad {have:?}, its own is {want:?}"))
     });
     result(

@@ -26,7 +26,7 @@ mod sides;
 use std::net::SocketAddr;
 
 use rand::{RngExt, SeedableRng, rngs::StdRng};
-use shoal_gossip::{Config, MemberStatus, Millis};
+use shoal_gossip::{AdCache, Config, MemberStatus, Millis};
 
 use crate::net::Network;
 use crate::observe::Observer;
@@ -136,6 +136,8 @@ pub struct Simulation {
     /// Scheduler cores, executors and measurements, when the scenario has a workload.
     pub bench: Option<Box<Workbench>>,
     config: Config,
+    /// One copy of each resource ad for all the cores (`Membership::share_ads`).
+    ad_cache: AdCache,
     agenda: Agenda<Event>,
     net: Network,
     net_rng: StdRng,
@@ -198,6 +200,7 @@ impl Simulation {
             life_log: Vec::new(),
             converged_at_ms: None,
             config: scenario.membership.config(),
+            ad_cache: AdCache::default(),
             agenda: Agenda::default(),
             net_rng: StdRng::seed_from_u64(derive_seed(seed, 2, 0, 0)),
             fault_rng: StdRng::seed_from_u64(derive_seed(seed, 3, 0, 0)),

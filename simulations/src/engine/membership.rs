@@ -55,6 +55,7 @@ impl Simulation {
         let core_seed = derive_seed(self.seed, 4, i as u64, generation);
         let mut core =
             Membership::new(id, self.ad_for(i), self.config.clone(), core_seed, self.now);
+        core.share_ads(self.ad_cache.clone());
         let known = std::mem::take(&mut self.nodes[i].known_disk);
         if !known.is_empty() {
             core.restore_known(self.now, known);
