@@ -606,10 +606,11 @@ impl Driver {
     }
 
     /// Logs the job records the core handed out (with the ones a failed write left behind,
-    /// in order, in one transaction) on the blocking pool, so the fsync (milliseconds on a slow disk)
-    /// does not stall this loop: starts, messages and digests go on meanwhile. Only its
-    /// result reports them persisted ([`Self::finish_log_write`]), which releases the acks
-    /// they held; on failure they wait for the next try, and nothing is acknowledged.
+    /// in order, in one transaction) on the blocking pool, so the fsync (milliseconds on a
+    /// slow disk) does not stall this loop: starts, messages and digests go on meanwhile.
+    /// Only its result reports them persisted ([`Self::finish_log_write`]), which releases
+    /// the acks they held; on failure they wait for the next try, and nothing is
+    /// acknowledged.
     fn log_job_records(&mut self) {
         while let Some(batch) = self.core.poll_job_records() {
             self.unlogged.push(batch);
