@@ -674,8 +674,7 @@ impl Driver {
                 if self.store_failed_at.take().is_some() {
                     tracing::info!("job records are logged again");
                 }
-                self.unlogged.retain(|b| b.batch > last);
-                self.core.handle_persisted(self.clock.now(), last);
+                self.persisted_through(last);
             }
             Err(e) => {
                 if self.store_failed_at.is_none() {
@@ -689,9 +688,15 @@ impl Driver {
     /// Every batch handed out so far is durable (logged, or held by a snapshot).
     fn persisted_all(&mut self) {
         if let Some(last) = self.unlogged.last().map(|b| b.batch) {
-            self.unlogged.clear();
-            self.core.handle_persisted(self.clock.now(), last);
+            self.persisted_through(last);
         }
+    }
+
+    /// Every batch up to `last` is durable: the core hears it (releasing their acks) and
+    /// they leave `unlogged`; later batches, handed out since, wait for their write.
+    fn persisted_through(&mut self, last: u64) {
+        self.unlogged.retain(|b| b.batch > last);
+        self.core.handle_persisted(self.clock.now(), last);
     }
 
     /// Counts a task event before the core hears it: the start latency, submit → running
