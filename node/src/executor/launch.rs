@@ -143,29 +143,57 @@ impl Inner {
 
 /// Launches on the blocking pool (directory, files, cgroup and spawn are blocking syscalls, a
 /// millisecond or two per task), at most [`ExecutorConfig::max_parallel_launches`] at a time,
-/// then watches the child.
+/// then watches the child. A task killed while it waits for its turn is never launched: it
+/// ends `Exited` (killed) without a `Started`, so a superseded copy queued behind a batch
+/// never runs, never reports running, and costs no launch.
 pub(super) async fn run_task(
     inner: Arc<Inner>,
     task: AttemptId,
     name: DiskName,
     spec: TaskSpec,
-    kill_rx: watch::Receiver<Option<Instant>>,
+    mut kill_rx: watch::Receiver<Option<Instant>>,
 ) {
-    let launched = match inner.launch_slots.acquire().await {
-        Ok(_permit) => {
-            let (launcher, disk) = (inner.clone(), name.clone());
-            tokio::task::spawn_blocking(move || launcher.launch(&disk, &spec))
-                .await
-                .unwrap_or_else(|e| Err(format!("launch did not complete: {e}")))
+    let launched = {
+        let permit = tokio::select! {
+            biased;
+            () = kill_requested(&mut kill_rx) => None,
+            permit = inner.launch_slots.acquire() => Some(permit),
+        };
+        match permit {
+            None => None,
+            Some(Ok(_permit)) => {
+                let (launcher, disk) = (inner.clone(), name.clone());
+                let launched = tokio::task::spawn_blocking(move || launcher.launch(&disk, &spec))
+                    .await
+                    .unwrap_or_else(|e| Err(format!("launch did not complete: {e}")));
+                Some(launched)
+            }
+            Some(Err(_)) => Some(Err("executor launch queue is closed".to_owned())),
         }
-        Err(_) => Err("executor launch queue is closed".to_owned()),
     };
     match launched {
-        Ok(launched) => watch_child(inner, task, name, launched, kill_rx).await,
-        Err(reason) => {
+        Some(Ok(launched)) => watch_child(inner, task, name, launched, kill_rx).await,
+        Some(Err(reason)) => {
             inner.release(&task);
             inner.emit(ExecEvent::Failed { task, reason }).await;
         }
+        None => {
+            inner.release(&task);
+            let event = ExecEvent::Exited {
+                task,
+                code: None,
+                signal: None,
+                killed: true,
+            };
+            inner.emit(event).await;
+        }
+    }
+}
+
+/// Returns once a kill is requested; never when the executor drops the task's kill sender.
+async fn kill_requested(kill_rx: &mut watch::Receiver<Option<Instant>>) {
+    if kill_rx.wait_for(Option::is_some).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

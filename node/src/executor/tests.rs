@@ -323,6 +323,34 @@ async fn kill_of_well_behaved_task_ends_by_sigterm() {
 }
 
 #[tokio::test]
+async fn a_task_killed_before_its_launch_never_starts() {
+    let (exec, mut events, dir) = executor("queued", CgroupMode::Auto);
+    let task = key("queued", 0);
+    let marker = dir.0.join("ran");
+    // The test runtime is single-threaded: the launch has not begun when the kill arrives, as
+    // for a task queued behind a batch's launches.
+    exec.start(task.clone(), sh(&format!("touch {}", marker.display())))
+        .unwrap();
+    assert!(exec.kill(&task, Duration::from_secs(10)));
+    assert_eq!(
+        next(&mut events).await,
+        ExecEvent::Exited {
+            task: task.clone(),
+            code: None,
+            signal: None,
+            killed: true
+        },
+        "a queued task that is killed ends without a Started"
+    );
+    assert!(!marker.exists(), "the killed task's command never ran");
+    assert!(
+        !exec.task_dir(&task).unwrap().exists(),
+        "no task directory is made for a task that never launches"
+    );
+    assert!(exec.running().is_empty(), "its reservation is released");
+}
+
+#[tokio::test]
 async fn kill_escalates_to_sigkill_for_the_whole_group() {
     let (exec, mut events, _dir) = executor("trap", CgroupMode::Auto);
     let task = key("trap", 0);
