@@ -450,6 +450,17 @@ impl Scheduler {
     pub fn handle_task_event(&mut self, now: Millis, task: AttemptId, event: TaskEvent) {
         self.tick(now);
         let state = match event {
+            // The launch raced a kill this node had already decided (the executor was
+            // launching when the kill came): the process goes away, and a start written now
+            // would make a superseded copy look like the slot's incumbent to every replica,
+            // which then kills the copy that should run (two placers' copies of one slot
+            // each killing its own). Its `Killed` follows.
+            TaskEvent::Started { .. }
+                if self.target.ledger.get(&task).is_some_and(|t| t.killing) =>
+            {
+                self.reconcile();
+                return;
+            }
             TaskEvent::Started { .. } => {
                 // The first report's stamp decides incumbency (`Tables::current_attempt`);
                 // a repeated report keeps it.

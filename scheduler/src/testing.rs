@@ -36,6 +36,9 @@ use crate::view::JobView;
 pub enum Behavior {
     /// Runs until killed.
     RunForever,
+    /// Still launching: no event until the test reports one ([`Cluster::report`]); a kill is
+    /// only noted ([`Node::held_kills`]), as by an executor whose launch the kill raced.
+    Held,
     /// Exits by itself after `ms` with `code`.
     ExitAfter {
         /// Run time.
@@ -77,6 +80,10 @@ pub struct Node {
     /// none: tests report results with [`Cluster::check_result`]).
     pub checks: BTreeMap<AttemptId, Vec<crate::health::ResolvedCheck>>,
     exits: BTreeSet<(Millis, AttemptId, i32)>,
+    /// Tasks started with [`Behavior::Held`] that no event was reported for yet.
+    held: BTreeSet<AttemptId>,
+    /// Kills the core asked for while the task was held.
+    pub held_kills: BTreeSet<AttemptId>,
     /// The node's job log (what [`Scheduler::poll_job_records`] asked to keep), by job: it
     /// survives a crash and is handed back on restart.
     pub log: BTreeMap<String, Vec<u8>>,
@@ -184,6 +191,8 @@ impl Cluster {
                     running: BTreeMap::new(),
                     checks: BTreeMap::new(),
                     exits: BTreeSet::new(),
+                    held: BTreeSet::new(),
+                    held_kills: BTreeSet::new(),
                     log: BTreeMap::new(),
                     last_members: Vec::new(),
                     last_quorum: None,
@@ -258,6 +267,8 @@ impl Cluster {
             n.running.clear();
             n.checks.clear();
             n.exits.clear();
+            n.held.clear();
+            n.held_kills.clear();
         }
     }
 
@@ -510,11 +521,21 @@ impl Cluster {
                     args,
                     env,
                 });
-                if let Some(Behavior::ExitAfter { ms, code }) = behavior {
-                    n.exits.insert((now.plus_ms(ms), task.clone(), code));
+                match behavior {
+                    Some(Behavior::ExitAfter { ms, code }) => {
+                        n.exits.insert((now.plus_ms(ms), task.clone(), code));
+                    }
+                    Some(Behavior::Held) => {
+                        n.held.insert(task);
+                        return;
+                    }
+                    _ => {}
                 }
                 n.sched
                     .handle_task_event(now, task, TaskEvent::Started { pid: 1000 });
+            }
+            ExecCommand::Kill { task, .. } if n.held.contains(&task) => {
+                n.held_kills.insert(task);
             }
             ExecCommand::Kill { task, .. } => {
                 if n.running.remove(&task).is_some() {
@@ -530,6 +551,19 @@ impl Cluster {
                 n.checks.remove(&task);
             }
         }
+    }
+
+    /// Reports `event` for a task held on `node` ([`Behavior::Held`]), as its executor would
+    /// once the launch ends; an event that ends the task releases it.
+    pub fn report(&mut self, node: &str, task: AttemptId, event: TaskEvent) {
+        let now = self.now;
+        let n = self.nodes.get_mut(node).expect("node");
+        if !matches!(event, TaskEvent::Started { .. }) {
+            n.held.remove(&task);
+            n.running.remove(&task);
+            record(&mut self.processes, node, &task, event.clone());
+        }
+        n.sched.handle_task_event(now, task, event);
     }
 
     /// Reports a health check result for a task on `node`, as its executor would.

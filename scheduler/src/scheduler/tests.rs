@@ -9,7 +9,7 @@ use crate::jobs::{StopError, SubmitError};
 use crate::message::Message;
 use crate::spec::JobSpec;
 use crate::table::{Op, OpBody};
-use crate::testing::Cluster;
+use crate::testing::{Behavior, Cluster};
 
 fn spec(json_extra: &str) -> JobSpec {
     JobSpec::from_json_str(&format!(
@@ -516,4 +516,34 @@ fn an_old_slot_that_fits_nowhere_does_not_hold_back_younger_ones() {
     );
     assert_eq!(running(&c, "big"), 0);
     c.run_for(1_000, |c| c.assert_no_overcommit());
+}
+
+#[test]
+fn a_start_reported_after_the_kill_was_decided_is_never_written_running() {
+    let mut c = Cluster::new(2, 4000, 4096, 1);
+    c.behavior = Box::new(|_| Behavior::Held);
+    c.submit("n1", service("w", 1, 100)).unwrap();
+    assert!(c.run_until(10_000, |c| !c.processes.is_empty()));
+    let (task, node) = (c.processes[0].task.clone(), c.processes[0].node.clone());
+    c.stop("n1", "w");
+    assert!(
+        c.run_until(10_000, |c| c.nodes[&node].held_kills.contains(&task)),
+        "the stop reaches the target as a kill while the launch is held"
+    );
+    // The launch ends after the kill was decided: the executor reports the start, then the kill.
+    c.report(&node, task.clone(), TaskEvent::Started { pid: 1000 });
+    c.run_for(2_000, |c| {
+        for (name, n) in &c.nodes {
+            assert!(
+                n.sched.tables().state(&task).running_since().is_none(),
+                "{name} sees the doomed copy {task} running"
+            );
+        }
+    });
+    c.report(&node, task.clone(), TaskEvent::Killed);
+    assert!(c.run_until(10_000, |c| {
+        c.nodes
+            .values()
+            .all(|n| n.sched.tables().state(&task) == AttemptState::Killed)
+    }));
 }
