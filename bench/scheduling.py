@@ -70,33 +70,42 @@ def start_agents(root, key, BIN):
         time.sleep(0.01)
     return agents
 
-def cpu_s(pids):
-    """CPU seconds (user + system) of the agents and of their children they reaped (the tasks)."""
-    tick = os.sysconf("SC_CLK_TCK"); total = 0
+def cpu_parts(pids):
+    """Per agent: CPU seconds (user + system) of the agent itself, and of the children it reaped
+    (its tasks)."""
+    tick = os.sysconf("SC_CLK_TCK"); parts = []
     for pid in pids:
         with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        total += sum(int(x) for x in fields[11:15])  # utime stime cutime cstime
-    return total / tick
+            fields = [int(x) for x in f.read().rsplit(")", 1)[1].split()[11:15]]
+        parts.append((sum(fields[0:2]) / tick, sum(fields[2:4]) / tick))  # utime+stime, cutime+cstime
+    return parts
 
-def batch(api, n, idx, pids=()):
+def cpu_s(pids):
+    """CPU seconds (user + system) of the agents and of their children they reaped (the tasks)."""
+    return sum(a + t for a, t in cpu_parts(pids))
+
+def batch(api, n, idx, pids=(), placement=None):
     jid = f"batch{n}-{idx}"
     spec = {"id": jid, "type": "batch", "count": n, "command": "true", "resources": {"cpu": 10, "memory": 1}}
-    c0 = cpu_s(pids); t0 = time.time()
+    if placement: spec["placement"] = placement
+    p0 = cpu_parts(pids); c0 = cpu_s(pids); t0 = time.time()
     st, body = api.call("POST", "/v1/jobs", spec)
     assert st in (200, 202), (st, body)
     while True:
         st, job = api.call("GET", f"/v1/jobs/{jid}")
         if job["status"] in ("complete", "failed"): break
         time.sleep(0.05 if n <= 1000 else 0.5)  # a 10,000-task view costs the agent ~20 ms
-    dt = time.time() - t0; cpu = cpu_s(pids) - c0
+    dt = time.time() - t0; cpu = cpu_s(pids) - c0; p1 = cpu_parts(pids)
     assert job["status"] == "complete", job["status"]
     extra = sum((t["attempt"] or 1) - 1 for t in job["tasks"])
     return {"tasks": n, "seconds": round(dt, 3), "tasks_per_s": round(n / dt, 1),
             "conflicts_per_1000": round(1000 * extra / (n + extra), 1), "job": jid,
             # CPU of the three agents and their tasks per task (the client's polls included):
             # against the wall time per task × 2 cores, it says how busy the machine was.
-            "cpu_ms_per_task": round(1000 * cpu / n, 3), "cores_busy": round(cpu / dt, 2)}
+            "cpu_ms_per_task": round(1000 * cpu / n, 3), "cores_busy": round(cpu / dt, 2),
+            # The same split by agent: each agent's own CPU, then its tasks' (ms per task).
+            "agent_ms_per_task": [round(1000 * (b[0] - a[0]) / n, 3) for a, b in zip(p0, p1)],
+            "tasks_ms_per_task": [round(1000 * (b[1] - a[1]) / n, 3) for a, b in zip(p0, p1)]}
 
 def singles(api, count):
     lat = []
@@ -119,7 +128,9 @@ def singles(api, count):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--sizes", default="1000,10000"); ap.add_argument("--singles", type=int, default=200)
-    ap.add_argument("--out"); ap.add_argument("--bin", default=BIN); a = ap.parse_args()
+    ap.add_argument("--out"); ap.add_argument("--bin", default=BIN)
+    ap.add_argument("--placement", help="the batches' placement strategy (default: the job default, binpack)")
+    a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="shoal-sched-bench-")
     print(json.dumps({"data_and_logs": root}), flush=True)
     # A root agent runs tasks as `nobody`, which must reach its data dir.
@@ -135,7 +146,7 @@ def main():
         if a.singles > 0:
             out["singles"] = singles(api, a.singles); print(json.dumps(out["singles"]), flush=True)
         for i, n in enumerate(int(x) for x in a.sizes.split(",")):
-            r = batch(api, n, i, [x["proc"].pid for x in agents]); out["batches"].append(r); print(json.dumps(r), flush=True)
+            r = batch(api, n, i, [x["proc"].pid for x in agents], a.placement); out["batches"].append(r); print(json.dumps(r), flush=True)
         out["rss_mib_after"] = [round(rss_mib(x["proc"].pid), 1) for x in agents]
         _, stats = api.call("GET", "/v1/jobs")
         out["tasks_in_tables"] = sum(len(j["tasks"]) for j in stats)

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""A batch submitted while the cluster forms: duplicate placements and what they cost.
+
+Starts 3 agents (as bench/scheduling.py does, with a large events ring), submits a batch of
+`true` tasks as soon as the first agent lists three members, and reads every agent's event
+stream afterwards. Placers whose member views still differ place some slots twice; the rule
+of docs/faults.md ("The incumbent wins") supersedes one copy. Per run it reports the batch's
+rate, its extra attempts per 1,000 placements (a slot whose copies were all killed needs
+another attempt), the superseded copies (kills requested), and how many of those launched
+anyway (a `Started` for a copy its node had asked to kill).
+
+Usage: bench/forming.py [--runs 10] [--tasks 5000] [--bin PATH] [--keep]
+--keep leaves each run's data dir (logs and events) in place; by default only runs with extra
+attempts keep theirs.
+"""
+import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time, urllib.request
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import scheduling as S  # noqa: E402
+
+def start_agents(root, key, bin_):
+    agents = []
+    for i in range(1, 4):
+        d = os.path.join(root, f"n{i}"); os.makedirs(d)
+        args = [bin_, "agent", "--name", f"n{i}", "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0",
+                "--dns", "127.0.0.1:0", "--cluster-key-file", key, "--data-dir", d,
+                "--cpu", "1000000", "--memory", "1000000", "--events-kept", "300000"]
+        if agents: args += ["--join", agents[0]["gossip"]]
+        log = open(os.path.join(root, f"n{i}.log"), "w")
+        p = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
+        for _ in range(3000):
+            try: info = json.load(open(os.path.join(d, "addresses.json"))); break
+            except (OSError, ValueError): time.sleep(0.01)
+        else: raise SystemExit(f"agent n{i} wrote no addresses.json in 30 s")
+        agents.append({"proc": p, "http": info["http"], "gossip": info["gossip"], "token_file": info["token_file"]})
+    api = S.Api(agents[0]["http"], agents[0]["token_file"])
+    for _ in range(3000):
+        _, nodes = api.call("GET", "/v1/nodes")
+        if sum(1 for x in nodes if x["status"] == "alive" and x["resources"]["capacity"]["cpu_millicores"] > 0) == 3: break
+        time.sleep(0.01)
+    return agents
+
+def events(agent):
+    tok = open(agent["token_file"]).read().strip()
+    req = urllib.request.Request(f"http://{agent['http']}/v1/events?follow=false&topic=Task",
+                                 headers={"authorization": f"Bearer {tok}"})
+    body = urllib.request.urlopen(req, timeout=120).read().decode()
+    return [json.loads(l[6:]) for l in body.splitlines() if l.startswith("data: ")]
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--runs", type=int, default=10); ap.add_argument("--tasks", type=int, default=5000)
+    ap.add_argument("--bin", default=S.BIN); ap.add_argument("--keep", action="store_true")
+    a = ap.parse_args()
+    for r in range(a.runs):
+        root = tempfile.mkdtemp(prefix="shoal-forming-"); os.chmod(root, 0o755)
+        key = os.path.join(root, "cluster.key")
+        open(key, "w").write(subprocess.check_output([a.bin, "keygen"]).decode())
+        agents = start_agents(root, key, a.bin)
+        api = S.Api(agents[0]["http"], agents[0]["token_file"])
+        try:
+            res = S.batch(api, a.tasks, 0, [x["proc"].pid for x in agents])
+            kills, started_doomed = 0, 0
+            for agent in agents:
+                doomed = set()
+                for e in events(agent):
+                    if e["type"] == "KillRequested" and e["payload"].get("reason") == "superseded":
+                        kills += 1; doomed.add(e["payload"]["task"])
+                    elif e["type"] == "Started" and e["payload"]["task"] in doomed:
+                        started_doomed += 1
+            out = {"run": r, "tasks_per_s": res["tasks_per_s"], "extra_attempts_per_1000": res["conflicts_per_1000"],
+                   "superseded_copies": kills, "superseded_copies_started": started_doomed}
+            keep = a.keep or res["conflicts_per_1000"] > 0
+            if keep: out["data_and_logs"] = root
+            print(json.dumps(out), flush=True)
+        finally:
+            for x in agents: x["proc"].send_signal(signal.SIGTERM)
+            for x in agents:
+                try: x["proc"].wait(30)
+                except subprocess.TimeoutExpired: x["proc"].kill()
+        if not keep: shutil.rmtree(root, ignore_errors=True)
+
+if __name__ == "__main__":
+    main()
