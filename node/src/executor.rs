@@ -53,7 +53,6 @@ mod users;
 mod watcher;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::ErrorKind;
 use std::num::NonZeroUsize;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -640,14 +639,15 @@ impl Inner {
         let _ = self.events.send(event).await;
     }
 
-    /// Removes the task's pid record, on the blocking pool (a file-system write).
+    /// Ends the task's pid record ([`pidfile::clear`]), on the blocking pool (a file-system
+    /// write).
     async fn remove_pid_file(&self, name: &DiskName) {
-        let path = self.task_dir(name).join("pid");
-        let removed = tokio::task::spawn_blocking(move || match std::fs::remove_file(&path) {
-            Err(e) if e.kind() != ErrorKind::NotFound => Err((path, e)),
-            _ => Ok(()),
+        let dir = self.task_dir(name);
+        let owner = self.users.agent_uid;
+        let cleared = tokio::task::spawn_blocking(move || {
+            pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e))
         });
-        if let Ok(Err((path, e))) = removed.await {
+        if let Ok(Err((path, e))) = cleared.await {
             tracing::warn!(path = %path.display(), error = %e, "cannot remove pid file");
         }
     }
