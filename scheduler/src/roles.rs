@@ -147,6 +147,9 @@ pub(crate) struct Replication {
     pub(crate) acks: BTreeMap<String, u64>,
     /// Messages refused for an ownership violation.
     pub(crate) refused_messages: u64,
+    /// When this node last asked each peer for the ops missing before one it buffered
+    /// (`replication.rs`, `ask_for_gap`).
+    pub(crate) gap_asked: BTreeMap<String, Millis>,
 }
 
 // ---- counters ------------------------------------------------------------------------------
