@@ -10,6 +10,7 @@ another attempt), the superseded copies (kills requested), and how many of those
 anyway (a `Started` for a copy its node had asked to kill).
 
 Usage: bench/forming.py [--runs 10] [--tasks 5000] [--bin PATH] [--keep]
+SHOAL_BENCH_LOG sets the agents' RUST_LOG (default warn).
 --keep leaves each run's data dir (logs and events) in place; by default only runs with extra
 attempts keep theirs.
 """
@@ -27,7 +28,7 @@ def start_agents(root, key, bin_):
                 "--cpu", "1000000", "--memory", "1000000", "--events-kept", "300000"]
         if agents: args += ["--join", agents[0]["gossip"]]
         log = open(os.path.join(root, f"n{i}.log"), "w")
-        p = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG="warn"))
+        p = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG=os.environ.get("SHOAL_BENCH_LOG", "warn")))
         for _ in range(3000):
             try: info = json.load(open(os.path.join(d, "addresses.json"))); break
             except (OSError, ValueError): time.sleep(0.01)
