@@ -9,7 +9,12 @@ rate, its extra attempts per 1,000 placements (a slot whose copies were all kill
 another attempt), the superseded copies (kills requested), and how many of those launched
 anyway (a `Started` for a copy its node had asked to kill).
 
-Usage: bench/forming.py [--runs 10] [--tasks 5000] [--bin PATH] [--keep]
+With --singles N it submits N single-task service jobs (`sleep 30`) one after another instead,
+from the moment three members are listed, and reports per run the slowest submit→running (as
+bench/scheduling.py measures it) and which jobs took over 200 ms, with their submission time
+after the cluster formed: the start-up tail of issue 17.
+
+Usage: bench/forming.py [--runs 10] [--tasks 5000 | --singles 40] [--bin PATH] [--keep]
 SHOAL_BENCH_LOG sets the agents' RUST_LOG (default warn).
 --keep leaves each run's data dir (logs and events) in place; by default only runs with extra
 attempts keep theirs.
@@ -51,15 +56,36 @@ def events(agent):
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--runs", type=int, default=10); ap.add_argument("--tasks", type=int, default=5000)
+    ap.add_argument("--singles", type=int, default=0)
     ap.add_argument("--bin", default=S.BIN); ap.add_argument("--keep", action="store_true")
     a = ap.parse_args()
     for r in range(a.runs):
         root = tempfile.mkdtemp(prefix="shoal-forming-"); os.chmod(root, 0o755)
         key = os.path.join(root, "cluster.key")
         open(key, "w").write(subprocess.check_output([a.bin, "keygen"]).decode())
-        agents = start_agents(root, key, a.bin)
+        keep = True
+        agents = start_agents(root, key, a.bin); formed = time.time()
         api = S.Api(agents[0]["http"], agents[0]["token_file"])
         try:
+            if a.singles:
+                slow, worst = [], 0.0
+                for i in range(a.singles):
+                    jid = f"one{i}"; at = time.time(); t0 = time.perf_counter()
+                    st, _ = api.call("POST", "/v1/jobs", {"id": jid, "type": "service", "count": 1, "command": "sleep",
+                                                          "args": ["30"], "resources": {"cpu": 10, "memory": 1}})
+                    assert st in (200, 202), st
+                    for _ in range(60000):
+                        _, job = api.call("GET", f"/v1/jobs/{jid}")
+                        if job["tasks"][0]["state"] == "running": break
+                        time.sleep(0.001)
+                    ms = (time.perf_counter() - t0) * 1000; worst = max(worst, ms)
+                    if ms > 200: slow.append({"job": jid, "ms": round(ms), "submitted_ms_after_forming": round((at - formed) * 1000)})
+                    api.call("DELETE", f"/v1/jobs/{jid}")
+                keep = a.keep or bool(slow)
+                out = {"run": r, "singles": a.singles, "max_ms": round(worst, 1), "over_200_ms": slow}
+                if keep: out["data_and_logs"] = root
+                print(json.dumps(out), flush=True)
+                continue
             res = S.batch(api, a.tasks, 0, [x["proc"].pid for x in agents])
             kills, started_doomed = 0, 0
             for agent in agents:
@@ -79,7 +105,7 @@ def main():
             for x in agents:
                 try: x["proc"].wait(30)
                 except subprocess.TimeoutExpired: x["proc"].kill()
-        if not keep: shutil.rmtree(root, ignore_errors=True)
+            if not keep: shutil.rmtree(root, ignore_errors=True)
 
 if __name__ == "__main__":
     main()
