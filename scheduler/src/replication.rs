@@ -166,14 +166,11 @@ impl Scheduler {
             }
         }
         if overflow {
+            // `reply: true`: a `reply: false` digest is read as the answer to a digest of the
+            // receiver's own, which ends a restored receiver's catch-up before it got anything.
             let clock = self.tables().clock().clone();
-            self.outbox.push_back(Outgoing::one(
-                from,
-                Message::Digest {
-                    clock,
-                    reply: false,
-                },
-            ));
+            self.outbox
+                .push_back(Outgoing::one(from, Message::Digest { clock, reply: true }));
         } else if gap {
             self.ask_for_gap(from);
         }

@@ -576,3 +576,52 @@ fn a_gap_in_a_writers_ops_is_asked_for_at_once() {
         "n3 should hold both of n2's job writes within 500 ms, not after anti-entropy"
     );
 }
+
+#[test]
+fn ops_behind_a_gap_or_over_the_buffer_ask_the_writer_with_a_digest_it_answers() {
+    use crate::table::Assignment;
+    let config = SchedulerConfig::default();
+    let limit = config.pending_ops_per_actor.get();
+    let mut n1 = Scheduler::new("n1".into(), config, 1);
+    let epoch = n1.stamp();
+    let n2 = ActorId {
+        node: "n2".into(),
+        start: 9,
+    };
+    let op = |counter: u64| {
+        let id = AttemptId {
+            job: "web".into(),
+            incarnation: 1,
+            slot: u32::try_from(counter).unwrap(),
+            attempt: 1,
+            placer: "n2".into(),
+        };
+        let assignment = Assignment {
+            target: "n3".into(),
+            resources: Resources::default(),
+            epoch: epoch.clone(),
+            generation: 0,
+        };
+        Op::new(
+            Dot::new(n2.clone(), counter),
+            OpBody::Assign { id, assignment },
+        )
+    };
+    let digests = |n: &mut Scheduler| {
+        let mut out = Vec::new();
+        while let Some(m) = n.poll_message() {
+            if let Message::Digest { reply, .. } = m.message {
+                out.push((m.to.iter().map(str::to_string).collect::<Vec<_>>(), reply));
+            }
+        }
+        out
+    };
+    // Op 2 without op 1: buffered behind a gap; the writer is asked at once.
+    n1.handle_message(Millis(1), "n2", Message::Ops { ops: vec![op(2)] });
+    assert_eq!(digests(&mut n1), vec![(vec!["n2".to_string()], true)]);
+    // Over the buffer: the buffer is dropped and the writer asked again, also with
+    // `reply: true` (a `reply: false` digest would end a restored writer's catch-up).
+    let ops: Vec<Op> = (3..u64::try_from(limit).unwrap() + 4).map(op).collect();
+    n1.handle_message(Millis(1_000), "n2", Message::Ops { ops });
+    assert_eq!(digests(&mut n1), vec![(vec!["n2".to_string()], true)]);
+}
