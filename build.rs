@@ -11,7 +11,7 @@
 //!
 //! Only release builds for `x86_64-unknown-linux-gnu`, where rustc links with its own
 //! `rust-lld` (`--symbol-ordering-file` is an lld flag), and only when no other linker is
-//! asked for in `RUSTFLAGS`.
+//! asked for in `RUSTFLAGS` or as the target's linker.
 
 use std::env;
 
@@ -20,9 +20,13 @@ const ORDER: &str = "src/hot-code.order";
 fn main() {
     println!("cargo:rerun-if-changed={ORDER}");
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=CARGO_TARGET_X86_64_UNKNOWN_LINUX_GNU_LINKER");
     let target = env::var("TARGET").unwrap_or_default();
     let release = env::var("PROFILE").is_ok_and(|p| p == "release");
-    let other_linker = env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("link"));
+    // A linker named in `RUSTFLAGS`, or in `target.<triple>.linker` (config or environment:
+    // Cargo passes it as `RUSTC_LINKER`), may not know the flag: leave the layout out.
+    let other_linker = env::var("CARGO_ENCODED_RUSTFLAGS").is_ok_and(|f| f.contains("link"))
+        || env::var_os("RUSTC_LINKER").is_some();
     if target != "x86_64-unknown-linux-gnu" || !release || other_linker {
         return;
     }
