@@ -24,28 +24,6 @@ import argparse, json, os, shutil, signal, subprocess, sys, tempfile, time, urll
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import scheduling as S  # noqa: E402
 
-def start_agents(root, key, bin_):
-    agents = []
-    for i in range(1, 4):
-        d = os.path.join(root, f"n{i}"); os.makedirs(d)
-        args = [bin_, "agent", "--name", f"n{i}", "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0",
-                "--dns", "127.0.0.1:0", "--cluster-key-file", key, "--data-dir", d,
-                "--cpu", "1000000", "--memory", "1000000", "--events-kept", "300000"]
-        if agents: args += ["--join", agents[0]["gossip"]]
-        log = open(os.path.join(root, f"n{i}.log"), "w")
-        p = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG=os.environ.get("SHOAL_BENCH_LOG", "warn")))
-        for _ in range(3000):
-            try: info = json.load(open(os.path.join(d, "addresses.json"))); break
-            except (OSError, ValueError): time.sleep(0.01)
-        else: raise SystemExit(f"agent n{i} wrote no addresses.json in 30 s")
-        agents.append({"proc": p, "http": info["http"], "gossip": info["gossip"], "token_file": info["token_file"]})
-    api = S.Api(agents[0]["http"], agents[0]["token_file"])
-    for _ in range(3000):
-        _, nodes = api.call("GET", "/v1/nodes")
-        if sum(1 for x in nodes if x["status"] == "alive" and x["resources"]["capacity"]["cpu_millicores"] > 0) == 3: break
-        time.sleep(0.01)
-    return agents
-
 def events(agent):
     tok = open(agent["token_file"]).read().strip()
     req = urllib.request.Request(f"http://{agent['http']}/v1/events?follow=false&topic=Task",
@@ -64,23 +42,15 @@ def main():
         key = os.path.join(root, "cluster.key")
         open(key, "w").write(subprocess.check_output([a.bin, "keygen"]).decode())
         keep = True
-        agents = start_agents(root, key, a.bin); formed = time.time()
+        agents = S.start_agents(root, key, a.bin, ["--events-kept", "300000"]); formed = time.time()
         api = S.Api(agents[0]["http"], agents[0]["token_file"])
         try:
             if a.singles:
                 slow, worst = [], 0.0
                 for i in range(a.singles):
-                    jid = f"one{i}"; at = time.time(); t0 = time.perf_counter()
-                    st, _ = api.call("POST", "/v1/jobs", {"id": jid, "type": "service", "count": 1, "command": "sleep",
-                                                          "args": ["30"], "resources": {"cpu": 10, "memory": 1}})
-                    assert st in (200, 202), st
-                    for _ in range(60000):
-                        _, job = api.call("GET", f"/v1/jobs/{jid}")
-                        if job["tasks"][0]["state"] == "running": break
-                        time.sleep(0.001)
-                    ms = (time.perf_counter() - t0) * 1000; worst = max(worst, ms)
+                    jid = f"one{i}"; at = time.time()
+                    ms = S.single(api, jid); worst = max(worst, ms)
                     if ms > 200: slow.append({"job": jid, "ms": round(ms), "submitted_ms_after_forming": round((at - formed) * 1000)})
-                    api.call("DELETE", f"/v1/jobs/{jid}")
                 keep = a.keep or bool(slow)
                 out = {"run": r, "singles": a.singles, "max_ms": round(worst, 1), "over_200_ms": slow}
                 if keep: out["data_and_logs"] = root

@@ -49,12 +49,14 @@ def spawn_ceiling(root, n=2000):
         subprocess.check_call(["cc", "-O2", "-o", exe, os.path.join(ROOT, "bench", "spawn_ceiling.c")])
     return json.loads(subprocess.check_output([exe, str(n)]))
 
-def start_agents(root, key, BIN):
+def start_agents(root, key, BIN, extra=()):
+    """Three agents n1..n3 under `root`, n2 and n3 joining n1; `extra` is added to every
+    agent's command line. Returns once n1 lists all three alive with their capacity."""
     agents = []
     for i in range(1, 4):
         d = os.path.join(root, f"n{i}"); os.makedirs(d)
         args = [BIN, "agent", "--name", f"n{i}", "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--dns", "127.0.0.1:0",
-                "--cluster-key-file", key, "--data-dir", d, "--cpu", "1000000", "--memory", "1000000"]
+                "--cluster-key-file", key, "--data-dir", d, "--cpu", "1000000", "--memory", "1000000", *extra]
         if agents: args += ["--join", agents[0]["gossip"]]
         log = open(os.path.join(root, f"n{i}.log"), "w")
         p = subprocess.Popen(args, stdout=log, stderr=log, env=dict(os.environ, RUST_LOG=os.environ.get("SHOAL_BENCH_LOG", "warn")))
@@ -62,6 +64,7 @@ def start_agents(root, key, BIN):
             try:
                 info = json.load(open(os.path.join(d, "addresses.json"))); break
             except (OSError, ValueError): time.sleep(0.01)
+        else: raise SystemExit(f"agent n{i} wrote no addresses.json in 30 s")
         agents.append({"proc": p, "http": info["http"], "gossip": info["gossip"], "token_file": info["token_file"]})
     api = Api(agents[0]["http"], agents[0]["token_file"])
     for _ in range(3000):
@@ -107,21 +110,24 @@ def batch(api, n, idx, pids=(), placement=None):
             "agent_ms_per_task": [round(1000 * (b[0] - a[0]) / n, 3) for a, b in zip(p0, p1)],
             "tasks_ms_per_task": [round(1000 * (b[1] - a[1]) / n, 3) for a, b in zip(p0, p1)]}
 
+def single(api, jid):
+    """Submits a single-task service job (`sleep 30`), polls it every 1 ms until its task runs
+    (at most 60,000 polls), deletes it; returns the ms from the POST to `running`."""
+    t0 = time.perf_counter()
+    st, _ = api.call("POST", "/v1/jobs", {"id": jid, "type": "service", "count": 1, "command": "sleep",
+                                           "args": ["30"], "resources": {"cpu": 10, "memory": 1}})
+    assert st in (200, 202), st
+    for _ in range(60000):
+        _, job = api.call("GET", f"/v1/jobs/{jid}")
+        if job["tasks"][0]["state"] == "running": break
+        time.sleep(0.001)
+    else: raise SystemExit(f"job {jid} not running after 60,000 polls")
+    ms = (time.perf_counter() - t0) * 1000
+    api.call("DELETE", f"/v1/jobs/{jid}")
+    return ms
+
 def singles(api, count):
-    lat = []
-    for i in range(count):
-        jid = f"one{i}"
-        t0 = time.perf_counter()
-        st, _ = api.call("POST", "/v1/jobs", {"id": jid, "type": "service", "count": 1, "command": "sleep",
-                                               "args": ["30"], "resources": {"cpu": 10, "memory": 1}})
-        assert st in (200, 202)
-        while True:
-            _, job = api.call("GET", f"/v1/jobs/{jid}")
-            if job["tasks"][0]["state"] == "running": break
-            time.sleep(0.001)
-        lat.append((time.perf_counter() - t0) * 1000)
-        api.call("DELETE", f"/v1/jobs/{jid}")
-    lat.sort()
+    lat = sorted(single(api, f"one{i}") for i in range(count))
     return {"jobs": count, "p50_ms": round(statistics.median(lat), 2),
             "p99_ms": round(lat[min(len(lat) - 1, int(0.99 * len(lat)))], 2), "max_ms": round(lat[-1], 2)}
 
