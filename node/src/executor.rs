@@ -641,14 +641,14 @@ impl Inner {
 
     /// Ends the task's pid record ([`pidfile::clear`]), on the blocking pool (a file-system
     /// write).
-    async fn remove_pid_file(&self, name: &DiskName) {
+    async fn end_pid_record(&self, name: &DiskName) {
         let dir = self.task_dir(name);
         let owner = self.users.agent_uid;
         let cleared = tokio::task::spawn_blocking(move || {
             pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e))
         });
         if let Ok(Err((path, e))) = cleared.await {
-            tracing::warn!(path = %path.display(), error = %e, "cannot remove pid file");
+            tracing::warn!(path = %path.display(), error = %e, "cannot end pid record");
         }
     }
 
@@ -682,7 +682,7 @@ impl Inner {
         if let Some(cgroup) = cgroup {
             cgroup.remove().await;
         }
-        self.remove_pid_file(name).await;
+        self.end_pid_record(name).await;
         self.release(&task);
         self.emit(event).await;
     }

@@ -166,22 +166,28 @@ impl Scheduler {
             }
         }
         if overflow {
-            // `reply: true`: a `reply: false` digest is read as the answer to a digest of the
-            // receiver's own, which ends a restored receiver's catch-up before it got anything.
-            let clock = self.tables().clock().clone();
-            self.outbox
-                .push_back(Outgoing::one(from, Message::Digest { clock, reply: true }));
+            self.ask_writer(from);
         } else if gap {
             self.ask_for_gap(from);
         }
+    }
+
+    /// Asks `from` for the ops this node misses: a digest it answers with them (or its state)
+    /// and then with its own digest. `reply: true`, because a `reply: false` digest is read as
+    /// the answer to a digest of the receiver's own, which would end a restored writer's
+    /// catch-up before it got anything.
+    fn ask_writer(&mut self, from: &str) {
+        let clock = self.tables().clock().clone();
+        self.outbox
+            .push_back(Outgoing::one(from, Message::Digest { clock, reply: true }));
     }
 
     /// An op from `from` waits for earlier ops of its writer that never came here: `from`
     /// wrote them before it counted this node among its live peers (a cluster forming, a
     /// node back from a partition), or they were lost. Anti-entropy would fill the gap within
     /// a few of its rounds (a digest to one random peer per second: a proposal waited 0.3–4.6
-    /// s in `bench/scheduling.py`'s first second); this asks the sender at once, with a digest
-    /// it answers with what this node misses and then its own digest. At most one ask per
+    /// s in `bench/scheduling.py`'s first second); this asks the sender at once
+    /// ([`Scheduler::ask_writer`]). At most one ask per
     /// peer per tenth of the anti-entropy interval, however many ops arrive behind the gap.
     fn ask_for_gap(&mut self, from: &str) {
         let spacing = u64::try_from(self.config.anti_entropy_interval.as_millis() / 10)
@@ -197,9 +203,7 @@ impl Scheduler {
             return;
         }
         self.repl.gap_asked.insert(from.to_string(), now);
-        let clock = self.tables().clock().clone();
-        self.outbox
-            .push_back(Outgoing::one(from, Message::Digest { clock, reply: true }));
+        self.ask_writer(from);
     }
 
     pub(crate) fn receive_digest(&mut self, from: &str, clock: VersionVector, reply: bool) {
