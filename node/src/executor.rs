@@ -46,6 +46,7 @@ mod launch;
 mod logs;
 pub(crate) mod pidfile;
 pub(crate) mod procfs;
+mod spares;
 mod spawn;
 #[cfg(test)]
 pub(crate) mod testing;
@@ -76,6 +77,7 @@ use self::launch::run_task;
 use self::logs::read_range;
 pub use self::logs::{LogError, LogPaths, LogStream};
 use self::pidfile::PidRecord;
+use self::spares::Spares;
 use self::users::Users;
 pub(crate) use self::watcher::signal_group;
 use self::watcher::watch_adopted;
@@ -302,6 +304,8 @@ struct Inner {
     config: ExecutorConfig,
     events: mpsc::Sender<ExecEvent>,
     cgroups: Option<Hierarchy>,
+    /// Emptied task cgroups kept for the next tasks (cgroup v1).
+    spares: Option<Arc<Spares>>,
     enforcement: Enforcement,
     users: Users,
     boot_id: Option<String>,
@@ -383,6 +387,7 @@ impl Executor {
             tasks_dir,
             config,
             events,
+            spares: cgroups.as_ref().and_then(Spares::new).map(Arc::new),
             cgroups,
             enforcement,
             users,
@@ -652,6 +657,37 @@ impl Inner {
         }
     }
 
+    /// Keeps the cgroup as a spare when it can be (`spares.rs`), else removes it; both are
+    /// cgroupfs writes, off the runtime's thread.
+    async fn retire_cgroup(&self, name: &DiskName, cgroup: TaskCgroup, empty: bool) {
+        if let Some(spares) = self.spares.clone().filter(|_| empty) {
+            let (cgroup_name, kept) = (name.cgroup(), cgroup.clone());
+            let result = tokio::task::spawn_blocking(move || spares.keep(&cgroup_name, kept)).await;
+            if let Ok(Ok(())) = result {
+                return;
+            }
+        }
+        cgroup.remove().await;
+    }
+
+    /// The task's cgroup: a spare renamed to it where there is one, else a new one.
+    fn make_cgroup(
+        &self,
+        h: &Hierarchy,
+        name: &DiskName,
+        limits: cgroup::Limits,
+    ) -> Result<TaskCgroup, String> {
+        let cgroup_name = name.cgroup();
+        match self
+            .spares
+            .as_ref()
+            .and_then(|s| s.take(&cgroup_name, limits))
+        {
+            Some(cgroup) => Ok(cgroup),
+            None => h.create(&cgroup_name, limits),
+        }
+    }
+
     /// Reads a pid record and the attempt it names, trusting only a record the agent wrote
     /// for an attempt; others are logged and skipped.
     fn read_pid_record(&self, path: &Path) -> Option<(AttemptId, PidRecord)> {
@@ -671,16 +707,18 @@ impl Inner {
         record.leader_alive(self.boot_id.as_deref())
     }
 
-    /// Frees what an ended task held, then reports it.
+    /// Frees what an ended task held, then reports it. A cgroup its task left `empty` (no
+    /// process at the first look, no kill round) may be kept as a spare instead of removed.
     async fn finish(
         &self,
         task: AttemptId,
         name: &DiskName,
         cgroup: Option<TaskCgroup>,
+        empty: bool,
         event: ExecEvent,
     ) {
         if let Some(cgroup) = cgroup {
-            cgroup.remove().await;
+            self.retire_cgroup(name, cgroup, empty).await;
         }
         self.end_pid_record(name).await;
         self.release(&task);

@@ -69,6 +69,8 @@ pub(crate) struct Detected {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TaskCgroup {
     dirs: Vec<PathBuf>,
+    /// The limits this executor wrote, when it made the cgroup in this life.
+    limits: Option<Limits>,
 }
 
 /// Finds a usable hierarchy and creates `shoal/<instance>` in it.
@@ -156,6 +158,7 @@ impl Hierarchy {
     pub fn task_cgroup(&self, name: &str) -> TaskCgroup {
         TaskCgroup {
             dirs: self.parents().iter().map(|p| p.join(name)).collect(),
+            limits: None,
         }
     }
 
@@ -172,16 +175,32 @@ impl Hierarchy {
     /// Creates the task's cgroup (reusing a stale one of the same name) and writes its limits;
     /// `0` means "no limit" for any resource.
     pub fn create(&self, name: &str, limits: Limits) -> Result<TaskCgroup, String> {
-        let cgroup = self.task_cgroup(name);
+        let mut cgroup = self.task_cgroup(name);
         for dir in &cgroup.dirs {
             make_dir(dir)?;
         }
+        self.write_limits(name, limits, None)?;
+        cgroup.limits = Some(limits);
+        Ok(cgroup)
+    }
+
+    /// Writes the limits of the task cgroup `name`, each only where it differs from `written`
+    /// (what is known to be in the files already: a spare's, `spares.rs`).
+    pub fn write_limits(
+        &self,
+        name: &str,
+        limits: Limits,
+        written: Option<Limits>,
+    ) -> Result<(), String> {
         let quota = cpu_quota_us(limits.cpu_millicores);
         let memory = limits
             .memory_mib
             .checked_mul(1024 * 1024)
             .filter(|&b| b > 0);
         let pids = (limits.max_pids > 0).then_some(limits.max_pids);
+        let cpu_changed = written.is_none_or(|w| cpu_quota_us(w.cpu_millicores) != quota);
+        let memory_changed = written.is_none_or(|w| w.memory_mib != limits.memory_mib);
+        let pids_changed = written.is_none_or(|w| w.max_pids != limits.max_pids);
         match self {
             Hierarchy::V2 {
                 parent,
@@ -191,12 +210,16 @@ impl Hierarchy {
                 let cpu = quota.map_or(format!("max {CPU_PERIOD_US}"), |q| {
                     format!("{q} {CPU_PERIOD_US}")
                 });
-                write(&dir.join("cpu.max"), &cpu)?;
-                write(
-                    &self.memory_file(name),
-                    &memory.map_or("max".to_owned(), |b| b.to_string()),
-                )?;
-                if *has_pids {
+                if cpu_changed {
+                    write(&dir.join("cpu.max"), &cpu)?;
+                }
+                if memory_changed {
+                    write(
+                        &self.memory_file(name),
+                        &memory.map_or("max".to_owned(), |b| b.to_string()),
+                    )?;
+                }
+                if *has_pids && pids_changed {
                     write(
                         &dir.join("pids.max"),
                         &pids.map_or("max".to_owned(), |n| n.to_string()),
@@ -210,19 +233,35 @@ impl Hierarchy {
             } => {
                 // cfs_period_us of a new cgroup is the kernel default, CPU_PERIOD_US, and only
                 // this executor writes here: not rewritten, each write is a syscall per task.
-                let cpu = quota.map_or("-1".to_owned(), |q| q.to_string());
-                write(&cpu_parent.join(name).join("cpu.cfs_quota_us"), &cpu)?;
-                write(
-                    &self.memory_file(name),
-                    &memory.map_or("-1".to_owned(), |b| b.to_string()),
-                )?;
-                if let Some(pids_parent) = pids_parent {
+                if cpu_changed {
+                    let cpu = quota.map_or("-1".to_owned(), |q| q.to_string());
+                    write(&cpu_parent.join(name).join("cpu.cfs_quota_us"), &cpu)?;
+                }
+                if memory_changed {
+                    write(
+                        &self.memory_file(name),
+                        &memory.map_or("-1".to_owned(), |b| b.to_string()),
+                    )?;
+                }
+                if let Some(pids_parent) = pids_parent.as_ref().filter(|_| pids_changed) {
                     let max = pids.map_or("max".to_owned(), |n| n.to_string());
                     write(&pids_parent.join(name).join("pids.max"), &max)?;
                 }
             }
         }
-        Ok(cgroup)
+        Ok(())
+    }
+
+    /// Makes the kernel give back the memory still charged to the empty task cgroup `name`
+    /// (page cache its task left), so the next task that uses it starts at zero (v1
+    /// `memory.force_empty`; nothing on v2, whose cgroups are not reused).
+    pub fn uncharge_memory(&self, name: &str) -> Result<(), String> {
+        match self {
+            Hierarchy::V2 { .. } => Ok(()),
+            Hierarchy::V1 { memory_parent, .. } => {
+                write(&memory_parent.join(name).join("memory.force_empty"), "0")
+            }
+        }
     }
 
     /// Whether a task's child enters its cgroup itself, between `fork` and `exec`
@@ -264,7 +303,18 @@ pub(crate) struct Limits {
 impl TaskCgroup {
     /// The cgroup made of these directories (the watchdog names tasks by directory).
     pub fn from_dirs(dirs: Vec<PathBuf>) -> TaskCgroup {
-        TaskCgroup { dirs }
+        TaskCgroup { dirs, limits: None }
+    }
+
+    /// The limits this executor wrote into it, if it made it in this life.
+    pub fn limits(&self) -> Option<Limits> {
+        self.limits
+    }
+
+    /// The same cgroup, known to hold `limits`.
+    pub fn with_limits(mut self, limits: Limits) -> TaskCgroup {
+        self.limits = Some(limits);
+        self
     }
 
     /// Opens the cgroup's `cgroup.procs` files for the child of a spawn to enter them before
@@ -280,8 +330,7 @@ impl TaskCgroup {
             .try_for_each(|d| write(&d.join("cgroup.procs"), &pid.to_string()))
     }
 
-    /// The task's directories.
-    #[cfg(test)]
+    /// The task's directories, one per hierarchy in the order of [`Hierarchy::parents`].
     pub fn dirs(&self) -> &[PathBuf] {
         &self.dirs
     }

@@ -54,7 +54,7 @@ impl Inner {
             max_pids: self.config.task_max_pids,
         };
         let cgroup = match &self.cgroups {
-            Some(h) => Some(h.create(&name.cgroup(), limits)?),
+            Some(h) => Some(self.make_cgroup(h, name, limits)?),
             None => None,
         };
         let entry = match (&self.cgroups, &cgroup) {

@@ -557,6 +557,158 @@ async fn cgroup_limits_are_applied_and_removed() {
     );
 }
 
+/// The spares of `exec`, or `None` (with a SKIPPED line) where there are none (no cgroups, or
+/// v2, which cannot rename a cgroup).
+fn spares_or_skip(exec: &Executor, what: &str) -> Option<Arc<Spares>> {
+    cgroups_or_skip(exec, what)?;
+    let spares = exec.inner.spares.clone();
+    if spares.is_none() {
+        eprintln!("SKIPPED {what}: cgroup v2 keeps no spare cgroups");
+    }
+    spares
+}
+
+/// One line of a cgroup file, trimmed.
+fn cgroup_file(dir: &Path, file: &str) -> String {
+    std::fs::read_to_string(dir.join(file))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.join(file).display()))
+        .trim()
+        .to_owned()
+}
+
+/// A task that ends with nothing left in its cgroup leaves it as a spare, and the next task
+/// gets that cgroup under its own name with its own limits; a task that leaves a process behind
+/// (kill rounds, the freezer) does not.
+#[tokio::test]
+async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
+    let (exec, mut events, _dir) = executor("spare", CgroupMode::Auto);
+    let Some(spares) = spares_or_skip(&exec, "an_emptied_cgroup_is_the_next_tasks") else {
+        return;
+    };
+    let hierarchy = exec.inner.cgroups.clone().unwrap();
+    let first = TaskSpec {
+        cpu_millicores: 250,
+        memory_mib: 64,
+        ..sh("head -c 10000000 /dev/zero > big; exit 0")
+    };
+    exec.start(key("spare", 0), first).unwrap();
+    started(&mut events).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    assert_eq!(spares.len(), 1, "the emptied cgroup is kept");
+    let first_dirs = hierarchy.task_cgroup("spare.1.n.0.0");
+    assert!(
+        first_dirs.dirs().iter().all(|d| !d.exists()),
+        "the first task's name is gone"
+    );
+    for parent in exec.cgroup_parents() {
+        let spare = parent.join(".spare-0");
+        assert!(spare.is_dir(), "no spare {}", spare.display());
+        assert!(cgroup_file(&spare, "cgroup.procs").is_empty());
+    }
+
+    let second = TaskSpec {
+        cpu_millicores: 500,
+        memory_mib: 32,
+        ..sh("exec sleep 600")
+    };
+    let task = key("spare", 1);
+    exec.start(task.clone(), second).unwrap();
+    let pid = started(&mut events).await;
+    assert_eq!(spares.len(), 0, "the spare was taken");
+    let cgroup = hierarchy.task_cgroup("spare.1.n.1.0");
+    let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for dir in cgroup.dirs() {
+        assert_eq!(cgroup_file(dir, "cgroup.procs"), pid.to_string());
+        let path = dir.strip_prefix("/sys/fs/cgroup").unwrap();
+        let tail: PathBuf = path.iter().skip(1).collect();
+        assert!(
+            membership.contains(&format!("{}", Path::new("/").join(&tail).display())),
+            "{pid} not in {}: {membership}",
+            dir.display()
+        );
+    }
+    let Hierarchy::V1 {
+        cpu_parent,
+        memory_parent,
+        freezer_parent,
+        ..
+    } = &hierarchy
+    else {
+        unreachable!("spares are v1 only")
+    };
+    let dir = |parent: &PathBuf| parent.join("spare.1.n.1.0");
+    assert_eq!(cgroup_file(&dir(cpu_parent), "cpu.cfs_quota_us"), "50000");
+    assert_eq!(
+        cgroup_file(&dir(memory_parent), "memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    let charged: u64 = cgroup_file(&dir(memory_parent), "memory.usage_in_bytes")
+        .parse()
+        .unwrap();
+    assert!(
+        charged < 5_000_000,
+        "the first task's page cache still charged: {charged} B"
+    );
+    if let Some(freezer) = freezer_parent {
+        assert_eq!(cgroup_file(&dir(freezer), "freezer.state"), "THAWED");
+    }
+    exec.kill(&task, Duration::from_secs(5));
+    assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
+    assert_eq!(spares.len(), 1, "kept again after a kill that left nothing");
+
+    // A leader that leaves a process behind in another session: the cgroup needs a kill round
+    // (the freezer), so it is removed, not kept, and the spare goes to this task.
+    let leaver = key("spare", 2);
+    exec.start(leaver, sh("setsid sleep 600 & exit 0")).unwrap();
+    started(&mut events).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    assert_eq!(
+        spares.len(),
+        0,
+        "a cgroup that needed a kill round is not kept"
+    );
+    let left = hierarchy.task_cgroup("spare.1.n.2.0");
+    assert!(eventually(|| left.dirs().iter().all(|d| !d.exists())).await);
+}
+
+/// A spare that cannot take a task's name (a stale cgroup of that name in a hierarchy) is
+/// removed, and the task gets a cgroup as it would have without spares.
+#[tokio::test]
+async fn a_spare_that_cannot_be_renamed_is_removed() {
+    let (exec, _events, _dir) = executor("spare-stale", CgroupMode::Auto);
+    let Some(spares) = spares_or_skip(&exec, "a_spare_that_cannot_be_renamed_is_removed") else {
+        return;
+    };
+    let hierarchy = exec.inner.cgroups.clone().unwrap();
+    let limits = cgroup::Limits {
+        cpu_millicores: 100,
+        memory_mib: 16,
+        max_pids: 8,
+    };
+    let made = hierarchy.create("spare-stale.a", limits).unwrap();
+    spares.keep("spare-stale.a", made).unwrap();
+    let spare = hierarchy.task_cgroup(".spare-0");
+    assert!(spare.dirs().iter().all(|d| d.is_dir()));
+    let Hierarchy::V1 { memory_parent, .. } = &hierarchy else {
+        unreachable!("spares are v1 only")
+    };
+    std::fs::create_dir(memory_parent.join("spare-stale.b")).unwrap();
+    assert!(spares.take("spare-stale.b", limits).is_none());
+    assert_eq!(spares.len(), 0);
+    assert!(
+        spare.dirs().iter().all(|d| !d.exists()),
+        "the unusable spare is removed"
+    );
+    let fresh = hierarchy.create("spare-stale.b", limits).unwrap();
+    fresh.remove_now().unwrap();
+}
+
 /// The task reads its own `/proc/self/cgroup` as its first act: it must already be in its
 /// cgroup in every hierarchy, or a fork at that moment would have escaped. With `pids.max = 1`,
 /// so nothing but the task itself may be charged to its cgroup during the launch.

@@ -38,7 +38,9 @@ pub(super) async fn watch_child(
             task: task.clone(),
             reason,
         };
-        return inner.finish(task, &name, launched.cgroup, event).await;
+        return inner
+            .finish(task, &name, launched.cgroup, false, event)
+            .await;
     }
     inner
         .emit(ExecEvent::Started {
@@ -59,7 +61,7 @@ pub(super) async fn watch_child(
     };
     // A kill requested before the first poll is seen here too.
     kill.request(&target, *kill_rx.borrow());
-    clear_group(&inner, &target, &kill).await;
+    let untouched = clear_group(&inner, &target, &kill).await;
     let (code, signal) = match &status {
         Ok(s) => (s.code(), s.signal()),
         Err(e) => {
@@ -73,7 +75,9 @@ pub(super) async fn watch_child(
         signal,
         killed: kill.termed,
     };
-    inner.finish(task, &name, launched.cgroup, event).await;
+    inner
+        .finish(task, &name, launched.cgroup, untouched, event)
+        .await;
 }
 
 /// Watches a process we did not spawn: poll for exit, honour kills, clean up.
@@ -120,7 +124,7 @@ pub(super) async fn watch_adopted(
         signal: None,
         killed: kill.termed,
     };
-    inner.finish(task, &record.task, cgroup, event).await;
+    inner.finish(task, &record.task, cgroup, false, event).await;
 }
 
 /// Every process of one task: its process group, and its cgroup where there is one (which also
@@ -148,11 +152,17 @@ impl KillTarget {
 
     /// SIGKILLs the group, then the cgroup round after round until it is empty (≤ 2 s; the
     /// rounds block, so they run on the blocking pool, and only when a member is left).
-    async fn kill_all(&self) {
+    /// Returns whether the task had a cgroup and it held no process at the first look: no
+    /// round ran, so it was never frozen, and nothing can enter it again but what the agent
+    /// puts there (it may become a spare, `spares.rs`).
+    async fn kill_all(&self) -> bool {
         signal_group(self.pgid, Signal::SIGKILL);
-        let Some(cgroup) = self.cgroup.clone().filter(|c| !c.procs().is_empty()) else {
-            return;
+        let Some(cgroup) = self.cgroup.clone() else {
+            return false;
         };
+        if cgroup.procs().is_empty() {
+            return true;
+        }
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         let left =
             tokio::task::spawn_blocking(move || cgroup::kill_until_empty(&cgroup, &[], deadline))
@@ -165,6 +175,7 @@ impl KillTarget {
                 "task processes survived SIGKILL for 2 s"
             );
         }
+        false
     }
 }
 
@@ -213,14 +224,15 @@ impl KillState {
 
 /// After the leader is gone: on a kill, give the rest of the task until the deadline to exit on
 /// SIGTERM; then (and always on a natural exit) SIGKILL whatever is left, in the group and in
-/// the cgroup.
-async fn clear_group(inner: &Inner, target: &KillTarget, kill: &KillState) {
+/// the cgroup. Returns [`KillTarget::kill_all`]'s answer: whether the cgroup was left empty
+/// without a kill round.
+async fn clear_group(inner: &Inner, target: &KillTarget, kill: &KillState) -> bool {
     if let Some(deadline) = kill.deadline {
         while Instant::now() < deadline && target.has_members() {
             tokio::time::sleep(inner.config.group_poll_interval).await;
         }
     }
-    target.kill_all().await;
+    target.kill_all().await
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
