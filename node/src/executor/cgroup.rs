@@ -179,28 +179,25 @@ impl Hierarchy {
         for dir in &cgroup.dirs {
             make_dir(dir)?;
         }
-        self.write_limits(name, limits, None)?;
+        self.write_limits(name, limits, Held::Nothing)?;
         cgroup.limits = Some(limits);
         Ok(cgroup)
     }
 
-    /// Writes the limits of the task cgroup `name`, each only where it differs from `written`
-    /// (what is known to be in the files already: a spare's, `spares.rs`).
-    pub fn write_limits(
-        &self,
-        name: &str,
-        limits: Limits,
-        written: Option<Limits>,
-    ) -> Result<(), String> {
+    /// Writes the limits of the task cgroup `name`, each but those it already `held`.
+    pub fn write_limits(&self, name: &str, limits: Limits, held: Held) -> Result<(), String> {
         let quota = cpu_quota_us(limits.cpu_millicores);
         let memory = limits
             .memory_mib
             .checked_mul(1024 * 1024)
             .filter(|&b| b > 0);
         let pids = (limits.max_pids > 0).then_some(limits.max_pids);
-        let cpu_changed = written.is_none_or(|w| cpu_quota_us(w.cpu_millicores) != quota);
-        let memory_changed = written.is_none_or(|w| w.memory_mib != limits.memory_mib);
-        let pids_changed = written.is_none_or(|w| w.max_pids != limits.max_pids);
+        // The cpu quota is written even when a spare holds the same: the write refills the
+        // cgroup's CFS runtime, which the last task may have spent in this period.
+        let pids_changed = match held {
+            Held::Nothing => true,
+            Held::Pids(max) => max != limits.max_pids,
+        };
         match self {
             Hierarchy::V2 {
                 parent,
@@ -210,15 +207,11 @@ impl Hierarchy {
                 let cpu = quota.map_or(format!("max {CPU_PERIOD_US}"), |q| {
                     format!("{q} {CPU_PERIOD_US}")
                 });
-                if cpu_changed {
-                    write(&dir.join("cpu.max"), &cpu)?;
-                }
-                if memory_changed {
-                    write(
-                        &self.memory_file(name),
-                        &memory.map_or("max".to_owned(), |b| b.to_string()),
-                    )?;
-                }
+                write(&dir.join("cpu.max"), &cpu)?;
+                write(
+                    &self.memory_file(name),
+                    &memory.map_or("max".to_owned(), |b| b.to_string()),
+                )?;
                 if *has_pids && pids_changed {
                     write(
                         &dir.join("pids.max"),
@@ -233,16 +226,12 @@ impl Hierarchy {
             } => {
                 // cfs_period_us of a new cgroup is the kernel default, CPU_PERIOD_US, and only
                 // this executor writes here: not rewritten, each write is a syscall per task.
-                if cpu_changed {
-                    let cpu = quota.map_or("-1".to_owned(), |q| q.to_string());
-                    write(&cpu_parent.join(name).join("cpu.cfs_quota_us"), &cpu)?;
-                }
-                if memory_changed {
-                    write(
-                        &self.memory_file(name),
-                        &memory.map_or("-1".to_owned(), |b| b.to_string()),
-                    )?;
-                }
+                let cpu = quota.map_or("-1".to_owned(), |q| q.to_string());
+                write(&cpu_parent.join(name).join("cpu.cfs_quota_us"), &cpu)?;
+                write(
+                    &self.memory_file(name),
+                    &memory.map_or("-1".to_owned(), |b| b.to_string()),
+                )?;
                 if let Some(pids_parent) = pids_parent.as_ref().filter(|_| pids_changed) {
                     let max = pids.map_or("max".to_owned(), |n| n.to_string());
                     write(&pids_parent.join(name).join("pids.max"), &max)?;
@@ -252,15 +241,12 @@ impl Hierarchy {
         Ok(())
     }
 
-    /// Makes the kernel give back the memory still charged to the empty task cgroup `name`
-    /// (page cache its task left), so the next task that uses it starts at zero (v1
-    /// `memory.force_empty`; nothing on v2, whose cgroups are not reused).
-    pub fn uncharge_memory(&self, name: &str) -> Result<(), String> {
+    /// The memory controller's directory of the task cgroup `name` (v1; with v2 there is one
+    /// directory for every controller).
+    pub fn memory_dir(&self, name: &str) -> PathBuf {
         match self {
-            Hierarchy::V2 { .. } => Ok(()),
-            Hierarchy::V1 { memory_parent, .. } => {
-                write(&memory_parent.join(name).join("memory.force_empty"), "0")
-            }
+            Hierarchy::V2 { parent, .. } => parent.join(name),
+            Hierarchy::V1 { memory_parent, .. } => memory_parent.join(name),
         }
     }
 
@@ -290,6 +276,16 @@ impl Hierarchy {
             .filter(|d| std::fs::remove_dir(d).is_ok())
             .count()
     }
+}
+
+/// What a task cgroup's limit files hold before [`Hierarchy::write_limits`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Held {
+    /// The kernel's defaults: a new cgroup.
+    Nothing,
+    /// The pids limit written for an earlier task (a spare's, `spares.rs`). Its memory cgroup
+    /// is new, and its cpu quota is written again, which refills the runtime of the period.
+    Pids(u64),
 }
 
 /// The limits written into a task's cgroup; `0` is "unlimited" for each.

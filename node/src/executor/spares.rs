@@ -1,25 +1,34 @@
-//! Spare task cgroups (cgroup v1): the cgroup of a task that ended with nothing left in it is
-//! renamed aside instead of removed, and renamed to the next task's name instead of made anew.
+//! Spare task cgroups (cgroup v1): the cpu, pids and freezer cgroups of a task that ended with
+//! nothing left in them are renamed aside instead of removed, and renamed to the next task's
+//! name instead of made anew. Its memory cgroup is always new.
 //!
 //! Making a v1 task cgroup is a `mkdir` in each of four hierarchies, where the kernel creates
 //! every control file of each controller, and removing it is four `rmdir`s that take the
-//! kernel's cgroup lock and leave work for RCU; a `rename` in each is a fraction of that
+//! kernel's cgroup lock and leave work to kernel workers; a `rename` is a fraction of either
 //! (`docs/executor.md`, "Spare cgroups"). Only a cgroup this executor made in this life, that
 //! its task left empty without a kill round (so never frozen), becomes a spare: nothing can
-//! enter an empty cgroup but a process this agent puts there, so it stays empty. Its memory
-//! charge is given back first (`memory.force_empty`), and its limits are remembered so the next
-//! task writes only those that differ. The kernel's own counters (`memory.failcnt`,
-//! `memory.max_usage_in_bytes`, `cpuacct.usage`) do carry over; the agent reads none of them.
+//! enter an empty cgroup but a process this agent puts there, so it stays empty. The next task
+//! writes its cpu quota again even when it is the same: the write refills the CFS runtime of
+//! the period, which the last task may have spent (a `true` under a 1 ms quota spent most of
+//! it, and the first build that skipped the write throttled every task after it until the next
+//! 100 ms period: 57 tasks/s). The pids limit is written only when it differs.
+//!
+//! The memory cgroup is not kept: an exited task leaves memory charged to it (page cache of
+//! the files it wrote, kernel objects freed later), which the next task would find counted
+//! against its own limit, and `memory.force_empty`, which gives it back, drains every CPU's
+//! charge cache and took up to 124 ms here. The kernel's counters of the cgroups that are kept
+//! (`cpuacct.usage`, `cpu.stat`, `pids.events`) carry over; the agent reads none of them.
 //!
 //! Spares are named `.spare-<n>`: a task's name never starts with a dot, so no task cgroup is
 //! ever taken for one. Everything that walks the task cgroups (the watchdog, the sweep of empty
 //! cgroups at start and at shutdown) sees spares as empty cgroups and may remove them. v2 does
 //! not allow renaming a cgroup: there, every task makes and removes its own.
 
+use std::path::PathBuf;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use super::cgroup::{Hierarchy, Limits, TaskCgroup};
+use super::cgroup::{Held, Hierarchy, Limits, TaskCgroup};
 
 /// At most this many spares are kept; a cgroup beyond them is removed as before.
 pub(super) const MAX_SPARES: usize = 64;
@@ -48,32 +57,38 @@ impl Spares {
         })
     }
 
-    /// A spare renamed to `name`, with `limits` written where they differ from the spare's.
-    /// `None` when there is no spare, or when the one taken could not be used (a stale cgroup
-    /// named `name` in one hierarchy, a limit the kernel refused): that spare is removed and the
-    /// caller makes the cgroup as it would have without spares.
+    /// A spare renamed to `name`, with a new memory cgroup, its cpu quota written again and its
+    /// pids limit where it differs. `None` when there is no spare, or when the one taken could not
+    /// be used (a stale cgroup named `name` in one hierarchy, a limit the kernel refused): that
+    /// spare is removed and the caller makes the cgroup as it would have without spares.
     pub fn take(&self, name: &str, limits: Limits) -> Option<TaskCgroup> {
         let spare = self.lock().pop()?;
-        let from = self.hierarchy.task_cgroup(&spare.name);
-        let to = self.hierarchy.task_cgroup(name);
+        let from = self.kept_dirs(&spare.name);
+        let to = self.kept_dirs(name);
         if let Err(e) = rename_all(&from, &to) {
             tracing::debug!(spare = spare.name, error = %e, "spare cgroup not used");
-            let _ = from.remove_now();
+            remove_dirs(&from);
             return None;
         }
-        if let Err(e) = self
-            .hierarchy
-            .write_limits(name, limits, Some(spare.limits))
-        {
-            tracing::debug!(error = %e, "spare cgroup refused the limits; making a new one");
-            let _ = to.remove_now();
+        let cgroup = self.hierarchy.task_cgroup(name);
+        let memory = self.hierarchy.memory_dir(name);
+        let made = std::fs::create_dir(&memory)
+            .map_err(|e| format!("cannot create cgroup {}: {e}", memory.display()))
+            .and_then(|()| {
+                self.hierarchy
+                    .write_limits(name, limits, Held::Pids(spare.limits.max_pids))
+            });
+        if let Err(e) = made {
+            tracing::debug!(error = %e, "spare cgroup not used; making a new one");
+            let _ = cgroup.remove_now();
             return None;
         }
-        Some(to.with_limits(limits))
+        Some(cgroup.with_limits(limits))
     }
 
-    /// Keeps `cgroup`, named `name` and known to be empty, as a spare. Gives it back when it
-    /// cannot be kept (enough spares, a rename or the uncharge failed): the caller removes it.
+    /// Keeps `cgroup`, named `name` and known to be empty, as a spare: its memory cgroup is
+    /// removed, the others renamed aside. Gives it back when it cannot be kept (enough spares,
+    /// a removal or a rename failed): the caller removes what is left of it.
     pub fn keep(&self, name: &str, cgroup: TaskCgroup) -> Result<(), TaskCgroup> {
         let Some(limits) = cgroup.limits() else {
             return Err(cgroup);
@@ -81,13 +96,12 @@ impl Spares {
         if self.lock().len() >= MAX_SPARES {
             return Err(cgroup);
         }
-        if let Err(e) = self.hierarchy.uncharge_memory(name) {
+        if let Err(e) = std::fs::remove_dir(self.hierarchy.memory_dir(name)) {
             tracing::debug!(error = %e, "task cgroup not kept as a spare");
             return Err(cgroup);
         }
         let spare = format!(".spare-{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let to = self.hierarchy.task_cgroup(&spare);
-        if let Err(e) = rename_all(&cgroup, &to) {
+        if let Err(e) = rename_all(&self.kept_dirs(name), &self.kept_dirs(&spare)) {
             tracing::debug!(error = %e, "task cgroup not kept as a spare");
             return Err(cgroup);
         }
@@ -104,6 +118,18 @@ impl Spares {
         self.lock().len()
     }
 
+    /// The directories of cgroup `name` that a spare keeps: every hierarchy's but memory's.
+    fn kept_dirs(&self, name: &str) -> Vec<PathBuf> {
+        let memory = self.hierarchy.memory_dir(name);
+        let cgroup = self.hierarchy.task_cgroup(name);
+        cgroup
+            .dirs()
+            .iter()
+            .filter(|d| **d != memory)
+            .cloned()
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Spare>> {
         self.free
             .lock()
@@ -111,10 +137,10 @@ impl Spares {
     }
 }
 
-/// Renames every directory of `from` to the matching one of `to` (same hierarchies, same
-/// order); on a failure, renames back those already moved and returns the error.
-fn rename_all(from: &TaskCgroup, to: &TaskCgroup) -> Result<(), String> {
-    let pairs: Vec<_> = from.dirs().iter().zip(to.dirs()).collect();
+/// Renames every directory of `from` to the matching one of `to`; on a failure, renames back
+/// those already moved and returns the error.
+fn rename_all(from: &[PathBuf], to: &[PathBuf]) -> Result<(), String> {
+    let pairs: Vec<_> = from.iter().zip(to).collect();
     for (done, (a, b)) in pairs.iter().enumerate() {
         if let Err(e) = std::fs::rename(a, b) {
             for (a, b) in &pairs[..done] {
@@ -128,4 +154,11 @@ fn rename_all(from: &TaskCgroup, to: &TaskCgroup) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+/// Removes empty cgroup directories, ignoring those already gone.
+fn remove_dirs(dirs: &[PathBuf]) {
+    for dir in dirs {
+        let _ = std::fs::remove_dir(dir);
+    }
 }

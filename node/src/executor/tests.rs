@@ -603,14 +603,25 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
         first_dirs.dirs().iter().all(|d| !d.exists()),
         "the first task's name is gone"
     );
+    let memory_spare = hierarchy.memory_dir(".spare-0");
     for parent in exec.cgroup_parents() {
         let spare = parent.join(".spare-0");
+        if spare == memory_spare {
+            assert!(!spare.exists(), "a memory cgroup is never kept");
+            continue;
+        }
         assert!(spare.is_dir(), "no spare {}", spare.display());
         assert!(cgroup_file(&spare, "cgroup.procs").is_empty());
     }
 
+    // The cpu quota is written again even when it is the same (the write refills the CFS
+    // runtime the first task spent): spoil the spare's to see it rewritten.
+    let Hierarchy::V1 { cpu_parent, .. } = &hierarchy else {
+        unreachable!("spares are v1 only")
+    };
+    std::fs::write(cpu_parent.join(".spare-0/cpu.cfs_quota_us"), "7000").unwrap();
     let second = TaskSpec {
-        cpu_millicores: 500,
+        cpu_millicores: 250,
         memory_mib: 32,
         ..sh("exec sleep 600")
     };
@@ -640,7 +651,7 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
         unreachable!("spares are v1 only")
     };
     let dir = |parent: &PathBuf| parent.join("spare.1.n.1.0");
-    assert_eq!(cgroup_file(&dir(cpu_parent), "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cgroup_file(&dir(cpu_parent), "cpu.cfs_quota_us"), "25000");
     assert_eq!(
         cgroup_file(&dir(memory_parent), "memory.limit_in_bytes"),
         (32u64 << 20).to_string()
@@ -691,22 +702,35 @@ async fn a_spare_that_cannot_be_renamed_is_removed() {
         memory_mib: 16,
         max_pids: 8,
     };
-    let made = hierarchy.create("spare-stale.a", limits).unwrap();
-    spares.keep("spare-stale.a", made).unwrap();
-    let spare = hierarchy.task_cgroup(".spare-0");
-    assert!(spare.dirs().iter().all(|d| d.is_dir()));
-    let Hierarchy::V1 { memory_parent, .. } = &hierarchy else {
+    let Hierarchy::V1 { cpu_parent, .. } = &hierarchy else {
         unreachable!("spares are v1 only")
     };
-    std::fs::create_dir(memory_parent.join("spare-stale.b")).unwrap();
-    assert!(spares.take("spare-stale.b", limits).is_none());
-    assert_eq!(spares.len(), 0);
-    assert!(
-        spare.dirs().iter().all(|d| !d.exists()),
-        "the unusable spare is removed"
-    );
-    let fresh = hierarchy.create("spare-stale.b", limits).unwrap();
-    fresh.remove_now().unwrap();
+    // A stale cgroup in the cpu hierarchy (the rename fails), then in the memory hierarchy
+    // (the new memory cgroup cannot be made).
+    for (i, stale) in [cpu_parent.clone(), hierarchy.memory_dir("")]
+        .iter()
+        .enumerate()
+    {
+        let made = hierarchy.create("spare-stale.a", limits).unwrap();
+        spares.keep("spare-stale.a", made).unwrap();
+        assert_eq!(spares.len(), 1);
+        let spare = hierarchy.task_cgroup(&format!(".spare-{i}"));
+        let kept = spare.dirs().iter().filter(|d| d.is_dir()).count();
+        assert_eq!(
+            kept,
+            spare.dirs().len() - 1,
+            "every cgroup but memory's is kept"
+        );
+        std::fs::create_dir(stale.join("spare-stale.b")).unwrap();
+        assert!(spares.take("spare-stale.b", limits).is_none());
+        assert_eq!(spares.len(), 0);
+        assert!(
+            spare.dirs().iter().all(|d| !d.exists()),
+            "the unusable spare is removed"
+        );
+        let fresh = hierarchy.create("spare-stale.b", limits).unwrap();
+        fresh.remove_now().unwrap();
+    }
 }
 
 /// The task reads its own `/proc/self/cgroup` as its first act: it must already be in its
