@@ -2,6 +2,7 @@
 //! baseline and the report read what it left.
 
 use crate::engine::{Sabotage, Simulation};
+use crate::figures::{self, Calibration, Figures};
 use crate::report::{self, Report};
 use crate::scenario::Scenario;
 use crate::{baseline, checks, workload};
@@ -20,6 +21,24 @@ pub fn simulate(
     let checks = checks::evaluate(&sim);
     let scheduling = scheduling(&sim);
     Ok(report::build(&sim, checks, scheduling, replay))
+}
+
+/// Runs one scenario as [`simulate`] does and also measures its membership figures (the
+/// cores' status changes are kept for it, which costs memory; the report is the same).
+pub fn simulate_with_figures(
+    scenario: &Scenario,
+    seed: u64,
+    replay: String,
+    progress: &mut dyn FnMut(u64),
+) -> anyhow::Result<(Report, Figures, Calibration)> {
+    let mut sim = Simulation::new(scenario.clone(), seed, Sabotage::None)?;
+    sim.observer.keep_marks();
+    sim.run(progress);
+    let checks = checks::evaluate(&sim);
+    let scheduling = scheduling(&sim);
+    let (figures, calibration) = figures::from_simulation(&sim);
+    let report = report::build(&sim, checks, scheduling, replay);
+    Ok((report, figures, calibration))
 }
 
 /// Shoal's placement quality beside the omniscient baseline's, on the same workload.

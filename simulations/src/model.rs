@@ -1,0 +1,965 @@
+//! The membership model: what the views of N nodes would hold, without running SWIM.
+//!
+//! For sizes the full simulation cannot reach (10,000 nodes: `docs/simulation-scale.md`), the
+//! model replaces the N membership cores by the ground truth of the fault script and draws,
+//! per (observer, member) pair, when the observer's view changes: a crash or a partition
+//! becomes a first suspicion per member, a spread to each other observer, a down mark; a heal,
+//! a re-merge; a start, a join. The delays come from tables one full simulation measured
+//! (`shoal simulate FILE --figures` writes them; `model/calibration.json` is the one built
+//! in), scaled as `delays.rs` says.
+//!
+//! What it promises: the same scenario file as the full simulation (crash, crash-restart,
+//! restart, partition, unpartition and heal faults; anything else is refused with its
+//! name); the same seed gives the same report, byte for byte; the figures of
+//! `crate::figures`, measured by the same definitions as on the full simulation, and its
+//! members-alive time series. What it does not do: exercise SWIM, foca or any Shoal core
+//! (no datagrams, no ads, no checkers), model a node started during a partition, loss or
+//! pauses beyond what the calibration run had, or a second partition while one is in force.
+//!
+//! How to drive it: [`run`] with a scenario and a seed (`shoal simulate FILE --model`), or
+//! [`run_calibrated`] with another calibration. Views are one dense array of 16-byte entries
+//! (`views.rs`); every fault visits the pairs it touches, observer by observer.
+
+mod delays;
+mod views;
+
+use std::collections::BTreeMap;
+
+use anyhow::Context;
+use rand::{RngExt, SeedableRng, rngs::StdRng};
+use serde::Serialize;
+
+use crate::figures::{
+    Calibration, Figures, Hist, JoinFigures, PairMarks, PartitionFigures, WaveAcc,
+};
+use crate::observe::Sample;
+use crate::scenario::{Action, Scenario, Target};
+use crate::shared::{derive_seed, round3};
+use delays::{Delays, Kind};
+use views::{NEVER, Status, Views};
+
+/// The calibration built in: membership-1000, seed 1, measured by `--figures`.
+const CALIBRATION: &str = include_str!("model/calibration.json");
+
+/// What one model run produced.
+#[derive(Debug, Clone, Serialize)]
+pub struct ModelReport {
+    /// Scenario name.
+    pub scenario: String,
+    /// The seed.
+    pub seed: u64,
+    /// Node count.
+    pub nodes: usize,
+    /// Simulated time.
+    pub duration_ms: u64,
+    /// Command that replays this run.
+    pub replay: String,
+    /// Node count of the full simulation the delays were measured on.
+    pub calibrated_on_nodes: usize,
+    /// Bytes of view per (observer, member) pair.
+    pub pair_bytes: usize,
+    /// When the last fault settled.
+    pub last_fault_ms: u64,
+    /// The figures, as `--figures` measures them on the full simulation.
+    pub figures: Figures,
+    /// The members-alive time series.
+    pub timeline: Vec<Sample>,
+}
+
+/// Runs the model on `scenario` with the built-in calibration.
+pub fn run(scenario: &Scenario, seed: u64, replay: String) -> anyhow::Result<ModelReport> {
+    let cal: Calibration =
+        serde_json::from_str(CALIBRATION).context("reading the built-in calibration")?;
+    run_calibrated(scenario, seed, replay, cal)
+}
+
+/// Runs the model on `scenario` with the delays of `cal`.
+pub fn run_calibrated(
+    scenario: &Scenario,
+    seed: u64,
+    replay: String,
+    cal: Calibration,
+) -> anyhow::Result<ModelReport> {
+    let plan = scenario.plan()?;
+    for (_, action) in &plan.actions {
+        supported(action)?;
+    }
+    // The ground truth first (who is up when, drawn as the full simulation draws it), so that
+    // "up throughout" is known when the views are drawn.
+    let mut truth = World::new(scenario, seed, None);
+    truth.play(&plan.actions)?;
+    let last_start = truth.last_starts();
+    let mut world = World::new(
+        scenario,
+        seed,
+        Some((Delays::new(cal, seed, scenario.nodes), last_start)),
+    );
+    world.play(&plan.actions)?;
+    Ok(world.report(scenario, plan.last_fault_ms, replay))
+}
+
+fn supported(action: &Action) -> anyhow::Result<()> {
+    let name = match action {
+        Action::Crash { .. }
+        | Action::Restart { .. }
+        | Action::Unpartition { .. }
+        | Action::Heal => return Ok(()),
+        Action::Partition { one_way: false, .. } => return Ok(()),
+        Action::Partition { one_way: true, .. } => "one-way partition",
+        Action::Pause { .. } => "pause",
+        Action::Slow { .. } => "slow",
+        Action::Leave { .. } => "leave",
+        Action::Network(_) => "network",
+        Action::Hang { .. } => "hang",
+        Action::Node { .. } => "node command",
+    };
+    anyhow::bail!("the membership model does not model the `{name}` fault")
+}
+
+/// What happens at one instant, in the order the full simulation's queue has it.
+#[derive(Debug, Clone)]
+enum Ev {
+    Start(usize),
+    Act(Action),
+    Restart(Vec<usize>),
+}
+
+/// A partition in force.
+#[derive(Debug)]
+struct Cut {
+    episode: u64,
+    in_side: Vec<bool>,
+    /// The table the rest's views of the side draw from, and the side's of the rest.
+    kinds: (Kind, Kind),
+}
+
+/// The views being drawn, when this is not the ground-truth pass.
+#[derive(Debug)]
+struct Drawing {
+    delays: Delays,
+    views: Views,
+    /// Each node's last start if it is up at the end (from the ground-truth pass).
+    last_start: Vec<Option<u64>>,
+    join: Hist,
+    join_missing: u64,
+    crash: WaveAcc,
+    partitions: Vec<(PartitionFigures, WaveAcc, WaveAcc)>,
+}
+
+#[derive(Debug)]
+struct World {
+    seed: u64,
+    n: usize,
+    duration_ms: u64,
+    first_fault_ms: u64,
+    stagger_ms: u64,
+    now: u64,
+    agenda: BTreeMap<(u64, u64), Ev>,
+    seq: u64,
+    fault_rng: StdRng,
+    up: Vec<bool>,
+    start: Vec<Option<u64>>,
+    generation: Vec<u32>,
+    life_log: Vec<(u64, usize, bool)>,
+    heal_of: BTreeMap<u64, u64>,
+    cut: Option<Cut>,
+    episode: u64,
+    draw: Option<Drawing>,
+}
+
+impl World {
+    fn new(scenario: &Scenario, seed: u64, draw: Option<(Delays, Vec<Option<u64>>)>) -> Self {
+        let n = scenario.nodes;
+        let duration_ms = (scenario.duration_s * 1000.0).round() as u64;
+        let draw = draw.map(|(delays, last_start)| Drawing {
+            delays,
+            views: Views::new(n, scenario.checks.sample_ms, duration_ms),
+            last_start,
+            join: Hist::default(),
+            join_missing: 0,
+            crash: WaveAcc::default(),
+            partitions: Vec::new(),
+        });
+        let mut world = Self {
+            seed,
+            n,
+            duration_ms,
+            first_fault_ms: u64::MAX,
+            stagger_ms: scenario.start.stagger_ms,
+            now: 0,
+            agenda: BTreeMap::new(),
+            seq: 0,
+            fault_rng: StdRng::seed_from_u64(derive_seed(seed, 3, 0, 0)),
+            up: vec![false; n],
+            start: vec![None; n],
+            generation: vec![0; n],
+            life_log: Vec::new(),
+            heal_of: BTreeMap::new(),
+            cut: None,
+            episode: 0,
+            draw,
+        };
+        // The start times, drawn as `Simulation::new` draws them.
+        let mut start_rng = StdRng::seed_from_u64(derive_seed(seed, 1, 0, 0));
+        let stagger = scenario.start.stagger_ms.max(1);
+        for i in 0..n {
+            let at = if i == 0 {
+                0
+            } else {
+                start_rng.random_range(0..stagger)
+            };
+            world.push(at, Ev::Start(i));
+        }
+        world
+    }
+
+    fn push(&mut self, at: u64, ev: Ev) {
+        self.agenda.insert((at, self.seq), ev);
+        self.seq += 1;
+    }
+
+    fn play(&mut self, actions: &[(u64, Action)]) -> anyhow::Result<()> {
+        self.first_fault_ms = actions.first().map_or(u64::MAX, |(t, _)| *t);
+        for (k, (at, action)) in actions.iter().enumerate() {
+            if let Action::Partition { id, .. } = action {
+                let heal = actions[k + 1..].iter().find_map(|(t, a)| match a {
+                    Action::Heal => Some(*t),
+                    Action::Unpartition { id: other } if other == id => Some(*t),
+                    _ => None,
+                });
+                self.heal_of.insert(*at, heal.unwrap_or(u64::MAX));
+            }
+            self.push(*at, Ev::Act(action.clone()));
+        }
+        while let Some(((at, _), ev)) = self.agenda.pop_first() {
+            if at > self.duration_ms {
+                break;
+            }
+            self.now = at;
+            match ev {
+                Ev::Start(i) => self.start_node(i),
+                Ev::Restart(nodes) => nodes.into_iter().for_each(|i| self.restart(i)),
+                Ev::Act(action) => self.act(action)?,
+            }
+        }
+        Ok(())
+    }
+
+    fn act(&mut self, action: Action) -> anyhow::Result<()> {
+        match action {
+            Action::Crash {
+                target,
+                restart_after_ms,
+            } => {
+                let nodes = self.resolve(&target);
+                nodes.iter().for_each(|&i| self.crash(i));
+                if let Some(after) = restart_after_ms {
+                    self.push(self.now + after, Ev::Restart(nodes));
+                }
+            }
+            Action::Restart { target } => {
+                let nodes = self.resolve(&target);
+                nodes.into_iter().for_each(|i| self.restart(i));
+            }
+            Action::Partition { side, .. } => {
+                anyhow::ensure!(
+                    self.cut.is_none(),
+                    "the membership model does not model two partitions at once"
+                );
+                let side = self.resolve(&side);
+                self.partition(&side);
+            }
+            Action::Unpartition { .. } | Action::Heal => self.heal(),
+            other => supported(&other)?,
+        }
+        Ok(())
+    }
+
+    /// The targets, drawn as `Simulation::resolve` draws them.
+    fn resolve(&mut self, target: &Target) -> Vec<usize> {
+        match target {
+            Target::Nodes(nodes) => nodes.iter().copied().filter(|&i| i < self.n).collect(),
+            Target::Rack(_) => Vec::new(),
+            Target::Random(k) => {
+                let mut up: Vec<usize> = (0..self.n).filter(|&i| self.up[i]).collect();
+                let k = (*k).min(up.len());
+                for slot in 0..k {
+                    let pick = self.fault_rng.random_range(slot..up.len());
+                    up.swap(slot, pick);
+                }
+                up.truncate(k);
+                up
+            }
+        }
+    }
+
+    fn last_starts(&self) -> Vec<Option<u64>> {
+        let mut last = vec![None; self.n];
+        for &(t, i, up) in &self.life_log {
+            last[i] = up.then_some(t);
+        }
+        last
+    }
+
+    fn up_throughout(d: &Drawing, i: usize, at: u64) -> bool {
+        d.last_start[i].is_some_and(|s| s <= at)
+    }
+
+    // ---- the faults ----------------------------------------------------------------------
+
+    /// Node `i` starts for the first time: it and every node up learn of each other.
+    fn start_node(&mut self, i: usize) {
+        self.up[i] = true;
+        self.generation[i] = 1;
+        self.start[i] = Some(self.now);
+        self.life_log.push((self.now, i, true));
+        self.joined(i, false);
+    }
+
+    /// Node `i` came up at `now` (a start or a restart): views of it and its own view.
+    fn joined(&mut self, i: usize, restart: bool) {
+        let (now, n, first_fault) = (self.now, self.n, self.first_fault_ms);
+        let episode = self.next_episode();
+        let Some(d) = self.draw.as_mut() else {
+            return;
+        };
+        let t = |ms: u64| ms.min(u64::from(NEVER - 1)) as u32;
+        let gen_i = self.generation[i];
+        for j in 0..n {
+            if j == i {
+                d.views
+                    .begin(i, i, t(now), gen_i, &[(t(now), Status::Alive)]);
+                continue;
+            }
+            if !self.up[j] {
+                if restart {
+                    d.views.begin(i, j, t(now), 0, &[(t(now), Status::Unknown)]);
+                }
+                continue;
+            }
+            for (o, m) in [(i, j), (j, i)] {
+                let at = now + d.delays.join(episode, (o, m));
+                let generation = self.generation[m];
+                let forget = restart && o == i;
+                let changes = [(t(now), Status::Unknown), (t(at), Status::Alive)];
+                d.views
+                    .begin(o, m, t(now), generation, &changes[usize::from(!forget)..]);
+                if !restart && at < first_fault {
+                    d.join.add(at - now);
+                } else if !restart {
+                    d.join_missing += 1;
+                }
+            }
+        }
+    }
+
+    fn restart(&mut self, i: usize) {
+        if self.up[i] {
+            return;
+        }
+        self.up[i] = true;
+        self.generation[i] += 1;
+        self.life_log.push((self.now, i, true));
+        self.joined(i, true);
+    }
+
+    fn next_episode(&mut self) -> u64 {
+        self.episode += 1;
+        self.episode
+    }
+
+    /// Node `j` crashes: every observer that knows it suspects it, then marks it down.
+    fn crash(&mut self, j: usize) {
+        if !self.up[j] {
+            return;
+        }
+        self.up[j] = false;
+        self.life_log.push((self.now, j, false));
+        let episode = self.next_episode();
+        let (now, n) = (self.now, self.n);
+        let Some(d) = self.draw.as_mut() else {
+            return;
+        };
+        let knows = |d: &Drawing, i: usize| {
+            matches!(
+                d.views.pair(i, j).status_at(now as u32),
+                Status::Alive | Status::Suspect
+            )
+        };
+        let observers: Vec<usize> = (0..n)
+            .filter(|&i| i != j && self.up[i] && knows(d, i))
+            .collect();
+        let end = next_up(&self.life_log, j, now);
+        let marks = wave(
+            d,
+            Kind::Crash,
+            episode,
+            j,
+            &observers,
+            now,
+            end,
+            self.generation[j],
+        );
+        let mut pairs: Vec<PairMarks> = Vec::with_capacity(n);
+        for i in (0..n).filter(|&i| i != j) {
+            let witness = Self::up_throughout(d, i, now);
+            let drawn = observers.binary_search(&i).ok().map(|k| marks[k]);
+            if witness || drawn.is_some() {
+                let (suspect, down) = drawn.unwrap_or((None, None));
+                pairs.push(PairMarks {
+                    suspect,
+                    down,
+                    remerge: None,
+                    witness,
+                });
+            }
+        }
+        let first_down = pairs.iter().filter_map(|p| p.down).min();
+        d.crash.subject(first_down, &pairs);
+    }
+
+    /// The first `fraction` of the nodes (or the named ones) are cut from the rest.
+    fn partition(&mut self, side: &[usize]) {
+        let episode = self.next_episode();
+        let mut in_side = vec![false; self.n];
+        side.iter().for_each(|&i| in_side[i] = true);
+        let larger_is_rest = self.n - side.len() >= side.len();
+        let kinds = if larger_is_rest {
+            (Kind::LargerSeesSmaller, Kind::SmallerSeesLarger)
+        } else {
+            (Kind::SmallerSeesLarger, Kind::LargerSeesSmaller)
+        };
+        let heal = self.heal_of.get(&self.now).copied().unwrap_or(u64::MAX);
+        let (now, n) = (self.now, self.n);
+        if let Some(d) = self.draw.as_mut() {
+            let mut accs = (WaveAcc::default(), WaveAcc::default());
+            for (observer_in_side, kind) in [(false, kinds.0), (true, kinds.1)] {
+                let acc = if observer_in_side {
+                    &mut accs.1
+                } else {
+                    &mut accs.0
+                };
+                let obs: Vec<usize> = (0..n)
+                    .filter(|&i| self.up[i] && in_side[i] == observer_in_side)
+                    .collect();
+                let members: Vec<usize> = (0..n)
+                    .filter(|&j| self.up[j] && in_side[j] != observer_in_side)
+                    .collect();
+                cut_direction(
+                    d,
+                    acc,
+                    kind,
+                    episode,
+                    (&obs, &members),
+                    now,
+                    heal,
+                    &self.generation,
+                );
+            }
+            let rest = n - side.len();
+            let pf = PartitionFigures {
+                at_ms: now,
+                heal_ms: (heal != u64::MAX).then_some(heal),
+                side: side.len(),
+                rest,
+                rest_sees_side: accs.0.cut(),
+                side_sees_rest: accs.1.cut(),
+            };
+            d.partitions.push((pf, accs.0, accs.1));
+        }
+        self.cut = Some(Cut {
+            episode,
+            in_side,
+            kinds,
+        });
+    }
+
+    /// Every partition is lifted: pairs marked suspect or down re-merge, pending marks are
+    /// taken back.
+    fn heal(&mut self) {
+        let Some(cut) = self.cut.take() else {
+            return;
+        };
+        let (now, n) = (self.now, self.n);
+        let Some(d) = self.draw.as_mut() else {
+            return;
+        };
+        let t = now as u32;
+        for i in (0..n).filter(|&i| self.up[i]) {
+            let kind = if cut.in_side[i] {
+                cut.kinds.1
+            } else {
+                cut.kinds.0
+            };
+            for j in (0..n).filter(|&j| self.up[j] && cut.in_side[j] != cut.in_side[i]) {
+                let pair = *d.views.pair(i, j);
+                match pair.status_at(t) {
+                    Status::Suspect | Status::Down => {
+                        let at = now + d.delays.remerge(kind, cut.episode, (i, j));
+                        let at = at.min(u64::from(NEVER - 1)) as u32;
+                        d.views
+                            .begin(i, j, t, pair.generation, &[(at, Status::Alive)]);
+                    }
+                    _ => d.views.begin(i, j, t, pair.generation, &[]),
+                }
+            }
+        }
+    }
+
+    // ---- the report ----------------------------------------------------------------------
+
+    fn report(self, scenario: &Scenario, last_fault_ms: u64, replay: String) -> ModelReport {
+        let timeline = self.timeline(scenario.checks.sample_ms);
+        let converged_at_ms = self.converged(scenario.checks.sample_ms, last_fault_ms);
+        let d = self.draw.expect("the report is of the drawing pass");
+        let figures = Figures {
+            nodes: self.n,
+            join: JoinFigures {
+                pair_ms: d.join.dist(),
+                missing: d.join_missing,
+            },
+            crash: d.crash.crash(),
+            partitions: d.partitions.into_iter().map(|p| p.0).collect(),
+            converged_at_ms,
+        };
+        ModelReport {
+            scenario: scenario.name.clone(),
+            seed: self.seed,
+            nodes: self.n,
+            duration_ms: self.duration_ms,
+            replay,
+            calibrated_on_nodes: d.delays.calibration().nodes,
+            pair_bytes: Views::pair_bytes(),
+            last_fault_ms,
+            figures,
+            timeline,
+        }
+    }
+
+    fn timeline(&self, sample_ms: u64) -> Vec<Sample> {
+        let Some(d) = self.draw.as_ref() else {
+            return Vec::new();
+        };
+        let mut up = vec![false; self.n];
+        let mut log = self.life_log.iter().peekable();
+        let mut out = Vec::new();
+        d.views.replay_counts(|k, alive, suspect| {
+            let t = k as u64 * sample_ms;
+            while let Some(&&(at, i, is_up)) = log.peek() {
+                if at > t {
+                    break;
+                }
+                up[i] = is_up;
+                log.next();
+            }
+            let (mut lo, mut hi, mut sum, mut sus, mut count) = (i64::MAX, 0, 0, 0, 0);
+            for i in (0..self.n).filter(|&i| up[i]) {
+                lo = lo.min(alive[i]);
+                hi = hi.max(alive[i]);
+                sum += alive[i];
+                sus += suspect[i];
+                count += 1;
+            }
+            out.push(Sample {
+                t_ms: t,
+                running: count,
+                alive_min: if count == 0 { 0 } else { lo as usize },
+                alive_mean: if count == 0 {
+                    0.0
+                } else {
+                    round3(sum as f64 / count as f64)
+                },
+                alive_max: hi as usize,
+                suspect_total: sus as usize,
+            });
+        });
+        out
+    }
+
+    /// The first sample after the last fault from which every running node's view matches
+    /// the truth: running members alive in their generation, the others not alive or suspect.
+    fn converged(&self, sample_ms: u64, last_fault_ms: u64) -> Option<u64> {
+        let d = self.draw.as_ref()?;
+        let end = self.duration_ms.min(u64::from(NEVER - 1)) as u32;
+        let mut settled = last_fault_ms.max(self.stagger_ms);
+        for i in (0..self.n).filter(|&i| self.up[i]) {
+            for j in (0..self.n).filter(|&j| j != i && self.start[j].is_some()) {
+                let pair = d.views.pair(i, j);
+                let status = pair.status_at(end);
+                let ok = if self.up[j] {
+                    status == Status::Alive && pair.generation == self.generation[j]
+                } else {
+                    !matches!(status, Status::Alive | Status::Suspect)
+                };
+                if !ok {
+                    return None;
+                }
+                if let Some(t) = pair.last_change(end) {
+                    settled = settled.max(u64::from(t));
+                }
+            }
+        }
+        let at = settled.div_ceil(sample_ms.max(1)) * sample_ms.max(1);
+        (at <= self.duration_ms).then_some(at)
+    }
+}
+
+/// When node `j` is next up after `now` (`u64::MAX` if never).
+fn next_up(log: &[(u64, usize, bool)], j: usize, now: u64) -> u64 {
+    log.iter()
+        .find(|&&(t, i, up)| i == j && up && t > now)
+        .map_or(u64::MAX, |&(t, ..)| t)
+}
+
+/// Draws one member's suspicion and down marks on `observers` (sorted) from `now`, the marks
+/// due before `end` scheduled in the views; returns each observer's (suspect, down) in ms
+/// since `now`, `None` past `end`.
+#[allow(clippy::too_many_arguments)]
+fn wave(
+    d: &mut Drawing,
+    kind: Kind,
+    episode: u64,
+    j: usize,
+    observers: &[usize],
+    now: u64,
+    end: u64,
+    generation: u32,
+) -> Vec<(Option<u64>, Option<u64>)> {
+    let first = now + d.delays.first_suspect(kind, episode, j, observers.len());
+    let prober = prober(d, episode, j, observers.len());
+    observers
+        .iter()
+        .enumerate()
+        .map(|(k, &i)| {
+            let (sus, down) = marks(
+                d,
+                kind,
+                episode,
+                (i, j),
+                first,
+                k == prober,
+                observers.len(),
+            );
+            schedule(d, (i, j), now, end, generation, sus, down);
+            let since = |t: u64| (t < end).then_some(t - now);
+            (since(sus), since(down))
+        })
+        .collect()
+}
+
+/// Which of `count` observers probes member `j` first (its spread is zero).
+fn prober(d: &Drawing, episode: u64, j: usize, count: usize) -> usize {
+    let u = d.delays.uniform(delays::Draw::FirstSuspect, episode, j, 1);
+    ((u * count as f64) as usize).min(count.saturating_sub(1))
+}
+
+/// One pair's suspect-or-down and down times.
+fn marks(
+    d: &Drawing,
+    kind: Kind,
+    episode: u64,
+    pair: (usize, usize),
+    first: u64,
+    is_prober: bool,
+    observers: usize,
+) -> (u64, u64) {
+    let spread = if is_prober {
+        0
+    } else {
+        d.delays.spread(kind, episode, pair, observers)
+    };
+    let sus = first + spread;
+    (sus, sus + d.delays.down_after(kind, episode, pair))
+}
+
+fn schedule(
+    d: &mut Drawing,
+    (i, j): (usize, usize),
+    now: u64,
+    end: u64,
+    generation: u32,
+    sus: u64,
+    down: u64,
+) {
+    let t = |ms: u64| ms.min(u64::from(NEVER - 1)) as u32;
+    let changes = [(t(sus), Status::Suspect), (t(down), Status::Down)];
+    let due = changes
+        .iter()
+        .filter(|(at, _)| u64::from(*at) < end)
+        .count();
+    d.views.begin(i, j, t(now), generation, &changes[..due]);
+}
+
+/// One direction of a partition: `observers` lose `members`. Visits observer by observer
+/// (the views' rows in order); members' first suspicions and probers are drawn first.
+#[allow(clippy::too_many_arguments)]
+fn cut_direction(
+    d: &mut Drawing,
+    acc: &mut WaveAcc,
+    kind: Kind,
+    episode: u64,
+    (observers, members): (&[usize], &[usize]),
+    now: u64,
+    heal: u64,
+    generation: &[u32],
+) {
+    let count = observers.len();
+    let first: Vec<u64> = members
+        .iter()
+        .map(|&j| now + d.delays.first_suspect(kind, episode, j, count))
+        .collect();
+    let probers: Vec<usize> = members
+        .iter()
+        .map(|&j| prober(d, episode, j, count))
+        .collect();
+    let mut first_down = vec![u64::MAX; members.len()];
+    let mut last_witness: Vec<Option<u64>> = vec![Some(0); members.len()];
+    acc.observers(count);
+    for (k, &i) in observers.iter().enumerate() {
+        let witness_i = World::up_throughout(d, i, now);
+        for (m, &j) in members.iter().enumerate() {
+            let knows = matches!(
+                d.views.pair(i, j).status_at(now as u32),
+                Status::Alive | Status::Suspect
+            );
+            if !knows {
+                continue;
+            }
+            let (sus, down) = marks(d, kind, episode, (i, j), first[m], k == probers[m], count);
+            schedule(d, (i, j), now, heal, generation[j], sus, down);
+            if !(witness_i && World::up_throughout(d, j, now)) {
+                continue;
+            }
+            let since = |t: u64| (t < heal).then_some(t - now);
+            let (sus_ms, down_ms) = (since(sus), since(down));
+            let remerge = sus_ms.and_then(|_| {
+                let r = d.delays.remerge(kind, episode, (i, j));
+                (heal.saturating_add(r) <= d.views_end()).then_some(r)
+            });
+            let f = (first[m] < heal).then_some(first[m] - now);
+            acc.pair(
+                f,
+                PairMarks {
+                    suspect: sus_ms,
+                    down: down_ms,
+                    remerge,
+                    witness: true,
+                },
+            );
+            if let Some(dm) = down_ms {
+                first_down[m] = first_down[m].min(dm);
+            }
+            last_witness[m] = last_witness[m].and_then(|l| sus_ms.map(|s| l.max(s)));
+        }
+    }
+    for (m, &j) in members.iter().enumerate() {
+        if !World::up_throughout(d, j, now) {
+            continue;
+        }
+        let f = (first[m] < heal).then_some(first[m] - now);
+        let fd = (first_down[m] != u64::MAX).then_some(first_down[m]);
+        acc.summary(f, fd, last_witness[m]);
+    }
+}
+
+impl Drawing {
+    /// The end of the run, as the views know it.
+    fn views_end(&self) -> u64 {
+        self.views.end_ms()
+    }
+}
+
+/// The human summary of a model run.
+#[must_use]
+pub fn summary(r: &ModelReport) -> String {
+    let f = &r.figures;
+    let mut s = format!(
+        "model {} · seed {} · {} nodes · {:.0} s simulated · delays calibrated on {} nodes · {} B per pair\n",
+        r.scenario,
+        r.seed,
+        r.nodes,
+        r.duration_ms as f64 / 1000.0,
+        r.calibrated_on_nodes,
+        r.pair_bytes
+    );
+    s.push_str(&format!(
+        "  join: p50 {} p90 {} max {} ms ({} pairs missing at the first fault)\n",
+        f.join.pair_ms.p50, f.join.pair_ms.p90, f.join.pair_ms.max, f.join.missing
+    ));
+    let c = &f.crash;
+    if c.crashes > 0 {
+        s.push_str(&format!(
+            "  crashes: {}; first suspect p50 {} ms; every observer down p50 {} p90 {} max {} ms; dissemination p50 {} ms\n",
+            c.crashes,
+            c.first_suspect_ms.p50,
+            c.observer_down_ms.p50,
+            c.observer_down_ms.p90,
+            c.observer_down_ms.max,
+            c.dissemination_ms.p50
+        ));
+    }
+    for p in &f.partitions {
+        for (who, cut) in [
+            ("rest sees side", &p.rest_sees_side),
+            ("side sees rest", &p.side_sees_rest),
+        ] {
+            s.push_str(&format!(
+                "  partition at {:.0} s, {}: down p50 {} p90 {} max {} ms ({} not down by the heal); re-merge p50 {} p90 {} max {} ms\n",
+                p.at_ms as f64 / 1000.0,
+                who,
+                cut.observer_down_ms.p50,
+                cut.observer_down_ms.p90,
+                cut.observer_down_ms.max,
+                cut.not_down,
+                cut.remerge_ms.p50,
+                cut.remerge_ms.p90,
+                cut.remerge_ms.max
+            ));
+        }
+    }
+    s.push_str(&format!(
+        "  views converged {}\n  replay: {}\n",
+        f.converged_at_ms.map_or("never".into(), |t| format!(
+            "at {:.1} s ({:.1} s after the last fault)",
+            t as f64 / 1000.0,
+            t.saturating_sub(r.last_fault_ms) as f64 / 1000.0
+        )),
+        r.replay
+    ));
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::figures::WaveDelays;
+
+    const SCENARIO: &str = r#"
+name = "model-small"
+nodes = 60
+duration_s = 40
+[start]
+stagger_ms = 2000
+[[faults]]
+at_s = 10
+kind = "crash"
+random = 3
+[[faults]]
+at_s = 20
+kind = "partition"
+fraction = 0.25
+[[faults]]
+at_s = 28
+kind = "heal"
+"#;
+
+    fn table(lo: u64, hi: u64) -> Vec<u64> {
+        (0..=100).map(|q| lo + (hi - lo) * q / 100).collect()
+    }
+
+    fn wave(observers: u64) -> WaveDelays {
+        WaveDelays {
+            observers,
+            subjects: 10,
+            first_suspect_mean_ms: 1700.0,
+            first_suspect_ms: Vec::new(),
+            spread_ms: table(0, 900),
+            down_after_ms: table(1500, 2100),
+            remerge_ms: table(200, 6000),
+        }
+    }
+
+    fn calibration() -> Calibration {
+        Calibration {
+            nodes: 100,
+            probe_period_ms: 1000,
+            join_ms: table(100, 1500),
+            crash: wave(99),
+            larger_sees_smaller: Some(wave(80)),
+            smaller_sees_larger: Some(wave(20)),
+        }
+    }
+
+    fn scenario() -> Scenario {
+        Scenario::parse(SCENARIO).expect("scenario parses")
+    }
+
+    #[test]
+    fn a_seed_gives_the_same_report_twice() {
+        let run = |seed| {
+            let r = run_calibrated(&scenario(), seed, "replay".into(), calibration());
+            serde_json::to_string(&r.expect("model runs")).expect("serializes")
+        };
+        assert_eq!(run(7), run(7));
+        assert_ne!(run(7), run(8), "the seed draws the delays");
+    }
+
+    #[test]
+    fn every_observer_marks_a_crash_down_within_the_drawn_bounds() {
+        let s = scenario();
+        let r = run_calibrated(&s, 3, String::new(), calibration()).expect("model runs");
+        let c = &r.figures.crash;
+        let observers = s.nodes as u64 - 1;
+        assert_eq!(c.crashes, 3);
+        assert_eq!(c.incomplete, 0, "every witness suspected every crash");
+        // Each crash is seen by every other node, the two others crashed with it included
+        // (they crashed at the same instant, after the draw of the first).
+        assert!(c.observer_down_ms.count as u64 >= 3 * (observers - 2));
+        // Bounds: a pair is marked at its member's first suspicion plus at most the largest
+        // spread (stretched by log2 of the observers over the calibration's) plus at most the
+        // largest down delay.
+        let stretch = (observers as f64).log2() / 99f64.log2();
+        let bound = c.first_suspect_ms.max as f64 + 900.0 * stretch + 2100.0;
+        assert!(c.observer_down_ms.max as f64 <= bound.ceil(), "{c:?}");
+        assert!(c.observer_down_ms.min >= c.first_suspect_ms.min + 1500);
+        // And the views say so at the end: every running node holds each crashed node down.
+        let mut truth = World::new(&s, 3, None);
+        truth.play(&s.plan().expect("plan").actions).expect("plays");
+        let delays = Delays::new(calibration(), 3, s.nodes);
+        let mut world = World::new(&s, 3, Some((delays, truth.last_starts())));
+        world.play(&s.plan().expect("plan").actions).expect("plays");
+        let d = world.draw.as_ref().expect("drawing");
+        let end = (s.duration_s * 1000.0) as u32;
+        let crashed: Vec<usize> = (0..s.nodes).filter(|&j| !world.up[j]).collect();
+        assert_eq!(crashed.len(), 3);
+        for i in (0..s.nodes).filter(|&i| world.up[i]) {
+            for &j in &crashed {
+                assert_eq!(
+                    d.views.pair(i, j).status_at(end),
+                    Status::Down,
+                    "{i} sees {j}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_partition_heals_and_the_views_converge() {
+        let s = scenario();
+        let r = run_calibrated(&s, 5, String::new(), calibration()).expect("model runs");
+        let p = &r.figures.partitions[0];
+        assert_eq!((p.side, p.rest), (15, 45));
+        assert!(p.rest_sees_side.observer_down_ms.count > 0);
+        assert!(p.rest_sees_side.remerge_ms.max <= 6000);
+        assert_eq!(p.rest_sees_side.not_remerged, 0);
+        let converged = r.figures.converged_at_ms.expect("views converge");
+        assert!(converged >= 28_000 && converged <= 34_000, "{converged}");
+        let last = r.timeline.last().expect("samples");
+        assert_eq!(
+            (last.alive_min, last.alive_max),
+            (57, 57),
+            "every view complete"
+        );
+    }
+
+    #[test]
+    fn faults_it_does_not_model_are_refused_by_name() {
+        let text = SCENARIO.replace(
+            "kind = \"heal\"",
+            "kind = \"pause\"\nnodes = [1]\nfor_s = 3",
+        );
+        let s = Scenario::parse(&text).expect("scenario parses");
+        let err = run_calibrated(&s, 1, String::new(), calibration()).expect_err("refused");
+        assert!(err.to_string().contains("`pause`"), "{err}");
+    }
+}
