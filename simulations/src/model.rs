@@ -150,6 +150,7 @@ struct Drawing {
 struct World {
     seed: u64,
     n: usize,
+    racks: Vec<String>,
     duration_ms: u64,
     first_fault_ms: u64,
     stagger_ms: u64,
@@ -183,6 +184,7 @@ impl World {
         let mut world = Self {
             seed,
             n,
+            racks: (0..n).map(|i| scenario.rack_of(i)).collect(),
             duration_ms,
             first_fault_ms: u64::MAX,
             stagger_ms: scenario.start.stagger_ms,
@@ -231,16 +233,32 @@ impl World {
             }
             self.push(*at, Ev::Act(action.clone()));
         }
+        // When every node starts before the first fault (the usual script), the joins are
+        // drawn in one pass over the views, row by row, instead of start by start.
+        let last_start = self
+            .agenda
+            .iter()
+            .filter(|(_, ev)| matches!(ev, Ev::Start(_)));
+        let last_start = last_start.map(|((t, _), _)| *t).max().unwrap_or(0);
+        let mut bulk = last_start < self.first_fault_ms;
         while let Some(((at, _), ev)) = self.agenda.pop_first() {
             if at > self.duration_ms {
                 break;
             }
+            if bulk && !matches!(ev, Ev::Start(_)) {
+                self.join_all();
+                bulk = false;
+            }
             self.now = at;
             match ev {
+                Ev::Start(i) if bulk => self.start_truth(i),
                 Ev::Start(i) => self.start_node(i),
                 Ev::Restart(nodes) => nodes.into_iter().for_each(|i| self.restart(i)),
                 Ev::Act(action) => self.act(action)?,
             }
+        }
+        if bulk {
+            self.join_all();
         }
         Ok(())
     }
@@ -279,7 +297,7 @@ impl World {
     fn resolve(&mut self, target: &Target) -> Vec<usize> {
         match target {
             Target::Nodes(nodes) => nodes.iter().copied().filter(|&i| i < self.n).collect(),
-            Target::Rack(_) => Vec::new(),
+            Target::Rack(rack) => (0..self.n).filter(|&i| &self.racks[i] == rack).collect(),
             Target::Random(k) => {
                 let mut up: Vec<usize> = (0..self.n).filter(|&i| self.up[i]).collect();
                 let k = (*k).min(up.len());
@@ -309,11 +327,39 @@ impl World {
 
     /// Node `i` starts for the first time: it and every node up learn of each other.
     fn start_node(&mut self, i: usize) {
+        self.start_truth(i);
+        self.joined(i, false);
+    }
+
+    fn start_truth(&mut self, i: usize) {
         self.up[i] = true;
         self.generation[i] = 1;
         self.start[i] = Some(self.now);
         self.life_log.push((self.now, i, true));
-        self.joined(i, false);
+    }
+
+    /// Every node started, before any fault: every pair's join, drawn row by row.
+    fn join_all(&mut self) {
+        let (n, first_fault) = (self.n, self.first_fault_ms);
+        let episode = self.next_episode();
+        let Some(d) = self.draw.as_mut() else {
+            return;
+        };
+        let t = |ms: u64| ms.min(u64::from(NEVER - 1)) as u32;
+        for i in (0..n).filter(|&i| self.up[i]) {
+            let si = self.start[i].unwrap_or(0);
+            d.views.begin(i, i, t(si), 1, &[(t(si), Status::Alive)]);
+            for j in (0..n).filter(|&j| j != i && self.up[j]) {
+                let later = si.max(self.start[j].unwrap_or(0));
+                let at = later + d.delays.join(episode, (i, j));
+                d.views.begin(i, j, t(later), 1, &[(t(at), Status::Alive)]);
+                if at < first_fault {
+                    d.join.add(at - later);
+                } else {
+                    d.join_missing += 1;
+                }
+            }
+        }
     }
 
     /// Node `i` came up at `now` (a start or a restart): views of it and its own view.
@@ -851,6 +897,8 @@ fraction = 0.25
 [[faults]]
 at_s = 28
 kind = "heal"
+[checks]
+quiet_s = 10
 "#;
 
     fn table(lo: u64, hi: u64) -> Vec<u64> {
@@ -953,10 +1001,24 @@ kind = "heal"
     }
 
     #[test]
+    fn the_built_in_calibration_runs_the_bench_scenario() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scenarios/bench/membership-1000.toml"
+        );
+        let mut s = Scenario::load(std::path::Path::new(path)).expect("scenario loads");
+        s.nodes = 300;
+        let r = run(&s, 1, String::new()).expect("model runs");
+        assert_eq!(r.figures.crash.crashes, 10);
+        assert_eq!(r.figures.partitions[0].side, 60);
+        assert!(r.figures.converged_at_ms.is_some());
+    }
+
+    #[test]
     fn faults_it_does_not_model_are_refused_by_name() {
         let text = SCENARIO.replace(
             "kind = \"heal\"",
-            "kind = \"pause\"\nnodes = [1]\nfor_s = 3",
+            "kind = \"pause\"\nnodes = [1]\nfor_s = 1",
         );
         let s = Scenario::parse(&text).expect("scenario parses");
         let err = run_calibrated(&s, 1, String::new(), calibration()).expect_err("refused");

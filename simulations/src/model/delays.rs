@@ -110,33 +110,38 @@ impl Delays {
         let w = self.table(kind);
         let stretch = log2(observers) / log2(w.observers as usize);
         let u = self.uniform(Draw::Spread, episode, pair.0, pair.1);
-        (quantile(&w.spread_ms, u) * stretch).round() as u64
+        ms(quantile(&w.spread_ms, u) * stretch)
     }
 
     /// Suspect-or-down mark → down mark.
     #[must_use]
     pub fn down_after(&self, kind: Kind, episode: u64, pair: (usize, usize)) -> u64 {
         let u = self.uniform(Draw::DownAfter, episode, pair.0, pair.1);
-        quantile(&self.table(kind).down_after_ms, u).round() as u64
+        ms(quantile(&self.table(kind).down_after_ms, u))
     }
 
     /// Heal → the pair's alive mark.
     #[must_use]
     pub fn remerge(&self, kind: Kind, episode: u64, pair: (usize, usize)) -> u64 {
         let u = self.uniform(Draw::Remerge, episode, pair.0, pair.1);
-        quantile(&self.table(kind).remerge_ms, u).round() as u64
+        ms(quantile(&self.table(kind).remerge_ms, u))
     }
 
     /// The later start → the pair's first alive mark.
     #[must_use]
     pub fn join(&self, episode: u64, pair: (usize, usize)) -> u64 {
         let u = self.uniform(Draw::Join, episode, pair.0, pair.1);
-        quantile(&self.cal.join_ms, u).round() as u64
+        ms(quantile(&self.cal.join_ms, u))
     }
 }
 
 fn log2(n: usize) -> f64 {
     (n.max(2) as f64).log2()
+}
+
+/// A non-negative delay rounded to whole milliseconds (without a libm call per pair).
+fn ms(x: f64) -> u64 {
+    (x.max(0.0) + 0.5) as u64
 }
 
 /// The value at `u` ∈ [0, 1) of a quantile table (0, 1, …, 100 %), linear between points.
@@ -147,7 +152,7 @@ pub fn quantile(table: &[u64], u: f64) -> f64 {
         1 => table[0] as f64,
         len => {
             let x = u * (len - 1) as f64;
-            let k = (x.floor() as usize).min(len - 2);
+            let k = (x as usize).min(len - 2);
             let frac = x - k as f64;
             table[k] as f64 + (table[k + 1] as f64 - table[k] as f64) * frac
         }
