@@ -38,8 +38,12 @@ use crate::shared::{derive_seed, round3};
 use delays::{Delays, Kind};
 use views::{NEVER, Status, Views};
 
-/// The calibration built in: membership-1000, seed 1, measured by `--figures`.
-const CALIBRATION: &str = include_str!("model/calibration.json");
+/// The calibrations built in: membership-1000 at 1,000 and at 2,000 nodes, seed 1, measured
+/// by `--figures`.
+const CALIBRATIONS: [&str; 2] = [
+    include_str!("model/calibration-1000.json"),
+    include_str!("model/calibration-2000.json"),
+];
 
 /// What one model run produced.
 #[derive(Debug, Clone, Serialize)]
@@ -54,8 +58,8 @@ pub struct ModelReport {
     pub duration_ms: u64,
     /// Command that replays this run.
     pub replay: String,
-    /// Node count of the full simulation the delays were measured on.
-    pub calibrated_on_nodes: usize,
+    /// Node counts of the full simulations the delays were measured on.
+    pub calibrated_on_nodes: Vec<usize>,
     /// Bytes of view per (observer, member) pair.
     pub pair_bytes: usize,
     /// When the last fault settled.
@@ -68,17 +72,19 @@ pub struct ModelReport {
 
 /// Runs the model on `scenario` with the built-in calibration.
 pub fn run(scenario: &Scenario, seed: u64, replay: String) -> anyhow::Result<ModelReport> {
-    let cal: Calibration =
-        serde_json::from_str(CALIBRATION).context("reading the built-in calibration")?;
-    run_calibrated(scenario, seed, replay, cal)
+    let cals = CALIBRATIONS
+        .iter()
+        .map(|text| serde_json::from_str(text).context("reading a built-in calibration"))
+        .collect::<anyhow::Result<Vec<Calibration>>>()?;
+    run_calibrated(scenario, seed, replay, &cals)
 }
 
-/// Runs the model on `scenario` with the delays of `cal`.
+/// Runs the model on `scenario` with the delays of `cals` (one or more sizes).
 pub fn run_calibrated(
     scenario: &Scenario,
     seed: u64,
     replay: String,
-    cal: Calibration,
+    cals: &[Calibration],
 ) -> anyhow::Result<ModelReport> {
     let plan = scenario.plan()?;
     for (_, action) in &plan.actions {
@@ -89,11 +95,8 @@ pub fn run_calibrated(
     let mut truth = World::new(scenario, seed, None);
     truth.play(&plan.actions)?;
     let last_start = truth.last_starts();
-    let mut world = World::new(
-        scenario,
-        seed,
-        Some((Delays::new(cal, seed, scenario.nodes), last_start)),
-    );
+    let delays = Delays::new(cals, seed, scenario.nodes);
+    let mut world = World::new(scenario, seed, Some((delays, last_start)));
     world.play(&plan.actions)?;
     Ok(world.report(scenario, plan.last_fault_ms, replay))
 }
@@ -574,7 +577,7 @@ impl World {
             nodes: self.n,
             duration_ms: self.duration_ms,
             replay,
-            calibrated_on_nodes: d.delays.calibration().nodes,
+            calibrated_on_nodes: d.delays.calibrated_on().to_vec(),
             pair_bytes: Views::pair_bytes(),
             last_fault_ms,
             figures,
@@ -820,7 +823,7 @@ impl Drawing {
 pub fn summary(r: &ModelReport) -> String {
     let f = &r.figures;
     let mut s = format!(
-        "model {} · seed {} · {} nodes · {:.0} s simulated · delays calibrated on {} nodes · {} B per pair\n",
+        "model {} · seed {} · {} nodes · {:.0} s simulated · delays calibrated on {:?} nodes · {} B per pair\n",
         r.scenario,
         r.seed,
         r.nodes,
@@ -935,7 +938,7 @@ quiet_s = 10
     #[test]
     fn a_seed_gives_the_same_report_twice() {
         let run = |seed| {
-            let r = run_calibrated(&scenario(), seed, "replay".into(), calibration());
+            let r = run_calibrated(&scenario(), seed, "replay".into(), &[calibration()]);
             serde_json::to_string(&r.expect("model runs")).expect("serializes")
         };
         assert_eq!(run(7), run(7));
@@ -945,7 +948,7 @@ quiet_s = 10
     #[test]
     fn every_observer_marks_a_crash_down_within_the_drawn_bounds() {
         let s = scenario();
-        let r = run_calibrated(&s, 3, String::new(), calibration()).expect("model runs");
+        let r = run_calibrated(&s, 3, String::new(), &[calibration()]).expect("model runs");
         let c = &r.figures.crash;
         let observers = s.nodes as u64 - 1;
         assert_eq!(c.crashes, 3);
@@ -963,7 +966,7 @@ quiet_s = 10
         // And the views say so at the end: every running node holds each crashed node down.
         let mut truth = World::new(&s, 3, None);
         truth.play(&s.plan().expect("plan").actions).expect("plays");
-        let delays = Delays::new(calibration(), 3, s.nodes);
+        let delays = Delays::new(&[calibration()], 3, s.nodes);
         let mut world = World::new(&s, 3, Some((delays, truth.last_starts())));
         world.play(&s.plan().expect("plan").actions).expect("plays");
         let d = world.draw.as_ref().expect("drawing");
@@ -984,7 +987,7 @@ quiet_s = 10
     #[test]
     fn a_partition_heals_and_the_views_converge() {
         let s = scenario();
-        let r = run_calibrated(&s, 5, String::new(), calibration()).expect("model runs");
+        let r = run_calibrated(&s, 5, String::new(), &[calibration()]).expect("model runs");
         let p = &r.figures.partitions[0];
         assert_eq!((p.side, p.rest), (15, 45));
         assert!(p.rest_sees_side.observer_down_ms.count > 0);
@@ -1021,7 +1024,7 @@ quiet_s = 10
             "kind = \"pause\"\nnodes = [1]\nfor_s = 1",
         );
         let s = Scenario::parse(&text).expect("scenario parses");
-        let err = run_calibrated(&s, 1, String::new(), calibration()).expect_err("refused");
+        let err = run_calibrated(&s, 1, String::new(), &[calibration()]).expect_err("refused");
         assert!(err.to_string().contains("`pause`"), "{err}");
     }
 }

@@ -14,6 +14,15 @@
 //! - **down after suspect**, **re-merge after a heal** and **join**: the measured quantiles as
 //!   they are (a timer, the announce period, the start-up exchange: not scaled).
 //!
+//!
+//! With calibrations at two sizes (the built-in ones: 1,000 and 2,000 nodes), every table is
+//! first carried to the run's size quantile by quantile along a power law through the two
+//! measurements (`synthesize`), the exponent held to [0, 1] (no delay shrinks with N, none
+//! grows faster than N) and the quantiles kept in order; the log₂ stretch of the spread then
+//! only adjusts for a different split of the observers. Between the two sizes this is an
+//! interpolation; beyond them an extrapolation, the only thing the 10,000-node figures rest
+//! on for the delays no mechanism above scales (`docs/simulation-scale.md`).
+//!
 //! Draws are pure functions of `(seed, what, pair)` (SplitMix64 through
 //! [`crate::shared::derive_seed`]): the order in which the model visits pairs does not matter,
 //! and the partition's draws can be made again at the heal.
@@ -54,21 +63,30 @@ pub enum Draw {
 #[derive(Debug)]
 pub struct Delays {
     cal: Calibration,
+    sizes: Vec<usize>,
     seed: u64,
     n: usize,
 }
 
 impl Delays {
-    /// Delays for a run of `n` nodes with `seed`.
+    /// Delays for a run of `n` nodes with `seed`, from calibrations at one or more sizes.
     #[must_use]
-    pub fn new(cal: Calibration, seed: u64, n: usize) -> Self {
-        Self { cal, seed, n }
+    pub fn new(cals: &[Calibration], seed: u64, n: usize) -> Self {
+        let cal = synthesize(cals, n);
+        let mut sizes: Vec<usize> = cals.iter().map(|c| c.nodes).collect();
+        sizes.sort_unstable();
+        Self {
+            cal,
+            sizes,
+            seed,
+            n,
+        }
     }
 
-    /// The calibration.
+    /// The sizes of the calibration runs.
     #[must_use]
-    pub fn calibration(&self) -> &Calibration {
-        &self.cal
+    pub fn calibrated_on(&self) -> &[usize] {
+        &self.sizes
     }
 
     fn table(&self, kind: Kind) -> &WaveDelays {
@@ -135,6 +153,91 @@ impl Delays {
     }
 }
 
+/// One calibration at size `n`, from calibrations at one or more sizes (see the module doc).
+#[must_use]
+pub fn synthesize(cals: &[Calibration], n: usize) -> Calibration {
+    let mut sorted: Vec<&Calibration> = cals.iter().collect();
+    sorted.sort_by_key(|c| c.nodes);
+    let Some(&first) = sorted.first() else {
+        panic!("synthesize needs a calibration");
+    };
+    if sorted.len() == 1 {
+        return first.clone();
+    }
+    // The two sizes around n, or the two nearest ones.
+    let k = sorted
+        .iter()
+        .position(|c| c.nodes >= n)
+        .unwrap_or(sorted.len() - 1)
+        .max(1);
+    let (lo, hi) = (sorted[k - 1], sorted[k]);
+    let carry = |a: &[u64], b: &[u64]| power_law(a, lo.nodes, b, hi.nodes, n);
+    let wave = |a: &WaveDelays, b: &WaveDelays| {
+        let (near, _) = if n.abs_diff(lo.nodes) <= n.abs_diff(hi.nodes) {
+            (a, b)
+        } else {
+            (b, a)
+        };
+        let with_table = if a.first_suspect_ms.is_empty() { b } else { a };
+        let ratio = n as f64 / lo.nodes as f64;
+        WaveDelays {
+            observers: (a.observers as f64 * ratio).round() as u64,
+            subjects: with_table.subjects,
+            first_suspect_mean_ms: near.first_suspect_mean_ms,
+            first_suspect_ms: with_table.first_suspect_ms.clone(),
+            spread_ms: carry(&a.spread_ms, &b.spread_ms),
+            down_after_ms: carry(&a.down_after_ms, &b.down_after_ms),
+            remerge_ms: carry(&a.remerge_ms, &b.remerge_ms),
+        }
+    };
+    let cut = |a: &Option<WaveDelays>, b: &Option<WaveDelays>| match (a, b) {
+        (Some(a), Some(b)) => Some(wave(a, b)),
+        (a, b) => a.clone().or_else(|| b.clone()),
+    };
+    Calibration {
+        nodes: n,
+        probe_period_ms: lo.probe_period_ms,
+        join_ms: carry(&lo.join_ms, &hi.join_ms),
+        crash: wave(&lo.crash, &hi.crash),
+        larger_sees_smaller: cut(&lo.larger_sees_smaller, &hi.larger_sees_smaller),
+        smaller_sees_larger: cut(&lo.smaller_sees_larger, &hi.smaller_sees_larger),
+    }
+}
+
+/// Quantile tables `a` at `na` nodes and `b` at `nb` (`na < nb`) carried to `n`: each
+/// quantile along the power law through its two points, outside `[na, nb]` from the nearer
+/// point with the exponent held to [0, 1], then kept in order.
+fn power_law(a: &[u64], na: usize, b: &[u64], nb: usize, n: usize) -> Vec<u64> {
+    if a.len() != b.len() || na == nb {
+        return if n.abs_diff(na) <= n.abs_diff(nb) {
+            a.to_vec()
+        } else {
+            b.to_vec()
+        };
+    }
+    let span = (nb as f64 / na as f64).ln();
+    let mut out: Vec<u64> = a
+        .iter()
+        .zip(b)
+        .map(|(&x, &y)| {
+            if x == 0 || y == 0 {
+                return if n >= nb { x.max(y) } else { x };
+            }
+            let e = (y as f64 / x as f64).ln() / span;
+            let (anchor, at, e) = match n {
+                n if n < na => (x, na, e.clamp(0.0, 1.0)),
+                n if n <= nb => (x, na, e),
+                _ => (y, nb, e.clamp(0.0, 1.0)),
+            };
+            ms(anchor as f64 * (n as f64 / at as f64).powf(e))
+        })
+        .collect();
+    for k in 1..out.len() {
+        out[k] = out[k].max(out[k - 1]);
+    }
+    out
+}
+
 fn log2(n: usize) -> f64 {
     (n.max(2) as f64).log2()
 }
@@ -162,6 +265,27 @@ pub fn quantile(table: &[u64], u: f64) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tables_follow_a_power_law_between_two_sizes() {
+        let a = [100, 200, 400];
+        let b = [100, 400, 1600];
+        assert_eq!(power_law(&a, 1000, &b, 2000, 1000), vec![100, 200, 400]);
+        assert_eq!(power_law(&a, 1000, &b, 2000, 2000), vec![100, 400, 1600]);
+        assert_eq!(power_law(&a, 1000, &b, 2000, 1500)[1], 300, "interpolated");
+        // Beyond: the exponent is held to 1 (400 → 1600 is N², carried on as N).
+        assert_eq!(power_law(&a, 1000, &b, 2000, 4000), vec![100, 800, 3200]);
+        // A quantile that shrank is held at its last value, and the table stays in order.
+        assert_eq!(
+            power_law(&[100, 900], 1000, &[200, 300], 2000, 8000),
+            vec![800, 800]
+        );
+        // Below: from the smaller size, the same way.
+        assert_eq!(
+            power_law(&[100, 900], 1000, &[200, 300], 2000, 500),
+            vec![50, 900]
+        );
+    }
 
     #[test]
     fn quantiles_interpolate_between_points() {
