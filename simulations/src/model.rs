@@ -994,7 +994,7 @@ quiet_s = 10
         assert!(p.rest_sees_side.remerge_ms.max <= 6000);
         assert_eq!(p.rest_sees_side.not_remerged, 0);
         let converged = r.figures.converged_at_ms.expect("views converge");
-        assert!(converged >= 28_000 && converged <= 34_000, "{converged}");
+        assert!((28_000..=34_000).contains(&converged), "{converged}");
         let last = r.timeline.last().expect("samples");
         assert_eq!(
             (last.alive_min, last.alive_max),
