@@ -438,6 +438,13 @@ impl World {
         let observers: Vec<usize> = (0..n)
             .filter(|&i| i != j && self.up[i] && knows(d, i))
             .collect();
+        // Observers still joining never hear of it alive.
+        let joining: Vec<usize> = (0..n)
+            .filter(|&i| i != j && self.up[i] && !knows(d, i))
+            .collect();
+        for i in joining {
+            d.views.begin(i, j, now as u32, self.generation[j], &[]);
+        }
         let end = next_up(&self.life_log, j, now);
         let marks = wave(
             d,
@@ -523,8 +530,8 @@ impl World {
         });
     }
 
-    /// Every partition is lifted: pairs marked suspect or down re-merge, pending marks are
-    /// taken back.
+    /// Every partition is lifted: pairs marked suspect or down (or never joined across the
+    /// cut) re-merge, pending marks are taken back.
     fn heal(&mut self) {
         let Some(cut) = self.cut.take() else {
             return;
@@ -543,7 +550,7 @@ impl World {
             for j in (0..n).filter(|&j| self.up[j] && cut.in_side[j] != cut.in_side[i]) {
                 let pair = *d.views.pair(i, j);
                 match pair.status_at(t) {
-                    Status::Suspect | Status::Down => {
+                    Status::Suspect | Status::Down | Status::Unknown => {
                         let at = now + d.delays.remerge(kind, cut.episode, (i, j));
                         let at = at.min(u64::from(NEVER - 1)) as u32;
                         d.views
@@ -772,6 +779,8 @@ fn cut_direction(
                 Status::Alive | Status::Suspect
             );
             if !knows {
+                // Not joined yet: no join across the cut (the heal brings it in).
+                d.views.begin(i, j, now as u32, generation[j], &[]);
                 continue;
             }
             let (sus, down) = marks(d, kind, episode, (i, j), first[m], k == probers[m], count);

@@ -11,8 +11,9 @@
 //! - **spread** (that first suspicion → each other observer's suspect-or-down mark):
 //!   dissemination by gossip, the measured quantiles stretched by log₂(observers) over
 //!   log₂(the calibration's observers);
-//! - **down after suspect**, **re-merge after a heal** and **join**: the measured quantiles as
-//!   they are (a timer, the announce period, the start-up exchange: not scaled).
+//! - **down after suspect**, **re-merge after a heal** and **join**: the measured quantiles
+//!   (a timer, the announce period, the start-up exchange), carried in N as below — joins only
+//!   between the sizes measured, held at the nearest outside them.
 //!
 //!
 //! With calibrations at two sizes (the built-in ones: 1,000 and 2,000 nodes), every table is
@@ -197,7 +198,13 @@ pub fn synthesize(cals: &[Calibration], n: usize) -> Calibration {
     Calibration {
         nodes: n,
         probe_period_ms: lo.probe_period_ms,
-        join_ms: carry(&lo.join_ms, &hi.join_ms),
+        // Joins are not carried beyond the sizes measured: their low quantiles (a few ms at
+        // 1,000 nodes, ~100 at 2,000) would be stretched out of all proportion.
+        join_ms: match n {
+            n if n < lo.nodes => lo.join_ms.clone(),
+            n if n > hi.nodes => hi.join_ms.clone(),
+            _ => carry(&lo.join_ms, &hi.join_ms),
+        },
         crash: wave(&lo.crash, &hi.crash),
         larger_sees_smaller: cut(&lo.larger_sees_smaller, &hi.larger_sees_smaller),
         smaller_sees_larger: cut(&lo.smaller_sees_larger, &hi.smaller_sees_larger),
