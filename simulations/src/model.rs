@@ -21,6 +21,8 @@
 //! (`views.rs`); every fault visits the pairs it touches, observer by observer.
 
 mod delays;
+mod drawing;
+mod episodes;
 mod views;
 
 use std::collections::BTreeMap;
@@ -36,6 +38,8 @@ use crate::observe::Sample;
 use crate::scenario::{Action, Scenario, Target};
 use crate::shared::{derive_seed, round3};
 use delays::{Delays, Kind};
+use drawing::Drawing;
+use episodes::{cut_direction, next_up, wave};
 use views::{NEVER, Status, Views};
 
 /// The calibrations built in: membership-1000 at 1,000 and at 2,000 nodes, seed 1, measured
@@ -134,19 +138,6 @@ struct Cut {
     in_side: Vec<bool>,
     /// The table the rest's views of the side draw from, and the side's of the rest.
     kinds: (Kind, Kind),
-}
-
-/// The views being drawn, when this is not the ground-truth pass.
-#[derive(Debug)]
-struct Drawing {
-    delays: Delays,
-    views: Views,
-    /// Each node's last start if it is up at the end (from the ground-truth pass).
-    last_start: Vec<Option<u64>>,
-    join: Hist,
-    join_missing: u64,
-    crash: WaveAcc,
-    partitions: Vec<(PartitionFigures, WaveAcc, WaveAcc)>,
 }
 
 #[derive(Debug)]
@@ -322,10 +313,6 @@ impl World {
         last
     }
 
-    fn up_throughout(d: &Drawing, i: usize, at: u64) -> bool {
-        d.last_start[i].is_some_and(|s| s <= at)
-    }
-
     // ---- the faults ----------------------------------------------------------------------
 
     /// Node `i` starts for the first time: it and every node up learn of each other.
@@ -458,7 +445,7 @@ impl World {
         );
         let mut pairs: Vec<PairMarks> = Vec::with_capacity(n);
         for i in (0..n).filter(|&i| i != j) {
-            let witness = Self::up_throughout(d, i, now);
+            let witness = d.up_throughout(i, now);
             let drawn = observers.binary_search(&i).ok().map(|k| marks[k]);
             if witness || drawn.is_some() {
                 let (suspect, down) = drawn.unwrap_or((None, None));
@@ -660,173 +647,6 @@ impl World {
     }
 }
 
-/// When node `j` is next up after `now` (`u64::MAX` if never).
-fn next_up(log: &[(u64, usize, bool)], j: usize, now: u64) -> u64 {
-    log.iter()
-        .find(|&&(t, i, up)| i == j && up && t > now)
-        .map_or(u64::MAX, |&(t, ..)| t)
-}
-
-/// Draws one member's suspicion and down marks on `observers` (sorted) from `now`, the marks
-/// due before `end` scheduled in the views; returns each observer's (suspect, down) in ms
-/// since `now`, `None` past `end`.
-#[allow(clippy::too_many_arguments)]
-fn wave(
-    d: &mut Drawing,
-    kind: Kind,
-    episode: u64,
-    j: usize,
-    observers: &[usize],
-    now: u64,
-    end: u64,
-    generation: u32,
-) -> Vec<(Option<u64>, Option<u64>)> {
-    let first = now + d.delays.first_suspect(kind, episode, j, observers.len());
-    let prober = prober(d, episode, j, observers.len());
-    observers
-        .iter()
-        .enumerate()
-        .map(|(k, &i)| {
-            let (sus, down) = marks(
-                d,
-                kind,
-                episode,
-                (i, j),
-                first,
-                k == prober,
-                observers.len(),
-            );
-            schedule(d, (i, j), now, end, generation, sus, down);
-            let since = |t: u64| (t < end).then_some(t - now);
-            (since(sus), since(down))
-        })
-        .collect()
-}
-
-/// Which of `count` observers probes member `j` first (its spread is zero).
-fn prober(d: &Drawing, episode: u64, j: usize, count: usize) -> usize {
-    let u = d.delays.uniform(delays::Draw::FirstSuspect, episode, j, 1);
-    ((u * count as f64) as usize).min(count.saturating_sub(1))
-}
-
-/// One pair's suspect-or-down and down times.
-fn marks(
-    d: &Drawing,
-    kind: Kind,
-    episode: u64,
-    pair: (usize, usize),
-    first: u64,
-    is_prober: bool,
-    observers: usize,
-) -> (u64, u64) {
-    let spread = if is_prober {
-        0
-    } else {
-        d.delays.spread(kind, episode, pair, observers)
-    };
-    let sus = first + spread;
-    (sus, sus + d.delays.down_after(kind, episode, pair))
-}
-
-fn schedule(
-    d: &mut Drawing,
-    (i, j): (usize, usize),
-    now: u64,
-    end: u64,
-    generation: u32,
-    sus: u64,
-    down: u64,
-) {
-    let t = |ms: u64| ms.min(u64::from(NEVER - 1)) as u32;
-    let changes = [(t(sus), Status::Suspect), (t(down), Status::Down)];
-    let due = changes
-        .iter()
-        .filter(|(at, _)| u64::from(*at) < end)
-        .count();
-    d.views.begin(i, j, t(now), generation, &changes[..due]);
-}
-
-/// One direction of a partition: `observers` lose `members`. Visits observer by observer
-/// (the views' rows in order); members' first suspicions and probers are drawn first.
-#[allow(clippy::too_many_arguments)]
-fn cut_direction(
-    d: &mut Drawing,
-    acc: &mut WaveAcc,
-    kind: Kind,
-    episode: u64,
-    (observers, members): (&[usize], &[usize]),
-    now: u64,
-    heal: u64,
-    generation: &[u32],
-) {
-    let count = observers.len();
-    let first: Vec<u64> = members
-        .iter()
-        .map(|&j| now + d.delays.first_suspect(kind, episode, j, count))
-        .collect();
-    let probers: Vec<usize> = members
-        .iter()
-        .map(|&j| prober(d, episode, j, count))
-        .collect();
-    let mut first_down = vec![u64::MAX; members.len()];
-    let mut last_witness: Vec<Option<u64>> = vec![Some(0); members.len()];
-    acc.observers(count);
-    for (k, &i) in observers.iter().enumerate() {
-        let witness_i = World::up_throughout(d, i, now);
-        for (m, &j) in members.iter().enumerate() {
-            let knows = matches!(
-                d.views.pair(i, j).status_at(now as u32),
-                Status::Alive | Status::Suspect
-            );
-            if !knows {
-                // Not joined yet: no join across the cut (the heal brings it in).
-                d.views.begin(i, j, now as u32, generation[j], &[]);
-                continue;
-            }
-            let (sus, down) = marks(d, kind, episode, (i, j), first[m], k == probers[m], count);
-            schedule(d, (i, j), now, heal, generation[j], sus, down);
-            if !(witness_i && World::up_throughout(d, j, now)) {
-                continue;
-            }
-            let since = |t: u64| (t < heal).then_some(t - now);
-            let (sus_ms, down_ms) = (since(sus), since(down));
-            let remerge = sus_ms.and_then(|_| {
-                let r = d.delays.remerge(kind, episode, (i, j));
-                (heal.saturating_add(r) <= d.views_end()).then_some(r)
-            });
-            let f = (first[m] < heal).then_some(first[m] - now);
-            acc.pair(
-                f,
-                PairMarks {
-                    suspect: sus_ms,
-                    down: down_ms,
-                    remerge,
-                    witness: true,
-                },
-            );
-            if let Some(dm) = down_ms {
-                first_down[m] = first_down[m].min(dm);
-            }
-            last_witness[m] = last_witness[m].and_then(|l| sus_ms.map(|s| l.max(s)));
-        }
-    }
-    for (m, &j) in members.iter().enumerate() {
-        if !World::up_throughout(d, j, now) {
-            continue;
-        }
-        let f = (first[m] < heal).then_some(first[m] - now);
-        let fd = (first_down[m] != u64::MAX).then_some(first_down[m]);
-        acc.summary(f, fd, last_witness[m]);
-    }
-}
-
-impl Drawing {
-    /// The end of the run, as the views know it.
-    fn views_end(&self) -> u64 {
-        self.views.end_ms()
-    }
-}
-
 /// The human summary of a model run.
 #[must_use]
 pub fn summary(r: &ModelReport) -> String {
@@ -888,152 +708,4 @@ pub fn summary(r: &ModelReport) -> String {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::figures::WaveDelays;
-
-    const SCENARIO: &str = r#"
-name = "model-small"
-nodes = 60
-duration_s = 40
-[start]
-stagger_ms = 2000
-[[faults]]
-at_s = 10
-kind = "crash"
-random = 3
-[[faults]]
-at_s = 20
-kind = "partition"
-fraction = 0.25
-[[faults]]
-at_s = 28
-kind = "heal"
-[checks]
-quiet_s = 10
-"#;
-
-    fn table(lo: u64, hi: u64) -> Vec<u64> {
-        (0..=100).map(|q| lo + (hi - lo) * q / 100).collect()
-    }
-
-    fn wave(observers: u64) -> WaveDelays {
-        WaveDelays {
-            observers,
-            subjects: 10,
-            first_suspect_mean_ms: 1700.0,
-            first_suspect_ms: Vec::new(),
-            spread_ms: table(0, 900),
-            down_after_ms: table(1500, 2100),
-            remerge_ms: table(200, 6000),
-        }
-    }
-
-    fn calibration() -> Calibration {
-        Calibration {
-            nodes: 100,
-            probe_period_ms: 1000,
-            join_ms: table(100, 1500),
-            crash: wave(99),
-            larger_sees_smaller: Some(wave(80)),
-            smaller_sees_larger: Some(wave(20)),
-        }
-    }
-
-    fn scenario() -> Scenario {
-        Scenario::parse(SCENARIO).expect("scenario parses")
-    }
-
-    #[test]
-    fn a_seed_gives_the_same_report_twice() {
-        let run = |seed| {
-            let r = run_calibrated(&scenario(), seed, "replay".into(), &[calibration()]);
-            serde_json::to_string(&r.expect("model runs")).expect("serializes")
-        };
-        assert_eq!(run(7), run(7));
-        assert_ne!(run(7), run(8), "the seed draws the delays");
-    }
-
-    #[test]
-    fn every_observer_marks_a_crash_down_within_the_drawn_bounds() {
-        let s = scenario();
-        let r = run_calibrated(&s, 3, String::new(), &[calibration()]).expect("model runs");
-        let c = &r.figures.crash;
-        let observers = s.nodes as u64 - 1;
-        assert_eq!(c.crashes, 3);
-        assert_eq!(c.incomplete, 0, "every witness suspected every crash");
-        // Each crash is seen by every other node, the two others crashed with it included
-        // (they crashed at the same instant, after the draw of the first).
-        assert!(c.observer_down_ms.count as u64 >= 3 * (observers - 2));
-        // Bounds: a pair is marked at its member's first suspicion plus at most the largest
-        // spread (stretched by log2 of the observers over the calibration's) plus at most the
-        // largest down delay.
-        let stretch = (observers as f64).log2() / 99f64.log2();
-        let bound = c.first_suspect_ms.max as f64 + 900.0 * stretch + 2100.0;
-        assert!(c.observer_down_ms.max as f64 <= bound.ceil(), "{c:?}");
-        assert!(c.observer_down_ms.min >= c.first_suspect_ms.min + 1500);
-        // And the views say so at the end: every running node holds each crashed node down.
-        let mut truth = World::new(&s, 3, None);
-        truth.play(&s.plan().expect("plan").actions).expect("plays");
-        let delays = Delays::new(&[calibration()], 3, s.nodes);
-        let mut world = World::new(&s, 3, Some((delays, truth.last_starts())));
-        world.play(&s.plan().expect("plan").actions).expect("plays");
-        let d = world.draw.as_ref().expect("drawing");
-        let end = (s.duration_s * 1000.0) as u32;
-        let crashed: Vec<usize> = (0..s.nodes).filter(|&j| !world.up[j]).collect();
-        assert_eq!(crashed.len(), 3);
-        for i in (0..s.nodes).filter(|&i| world.up[i]) {
-            for &j in &crashed {
-                assert_eq!(
-                    d.views.pair(i, j).status_at(end),
-                    Status::Down,
-                    "{i} sees {j}"
-                );
-            }
-        }
-    }
-
-    #[test]
-    fn a_partition_heals_and_the_views_converge() {
-        let s = scenario();
-        let r = run_calibrated(&s, 5, String::new(), &[calibration()]).expect("model runs");
-        let p = &r.figures.partitions[0];
-        assert_eq!((p.side, p.rest), (15, 45));
-        assert!(p.rest_sees_side.observer_down_ms.count > 0);
-        assert!(p.rest_sees_side.remerge_ms.max <= 6000);
-        assert_eq!(p.rest_sees_side.not_remerged, 0);
-        let converged = r.figures.converged_at_ms.expect("views converge");
-        assert!((28_000..=34_000).contains(&converged), "{converged}");
-        let last = r.timeline.last().expect("samples");
-        assert_eq!(
-            (last.alive_min, last.alive_max),
-            (57, 57),
-            "every view complete"
-        );
-    }
-
-    #[test]
-    fn the_built_in_calibration_runs_the_bench_scenario() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/scenarios/bench/membership-1000.toml"
-        );
-        let mut s = Scenario::load(std::path::Path::new(path)).expect("scenario loads");
-        s.nodes = 300;
-        let r = run(&s, 1, String::new()).expect("model runs");
-        assert_eq!(r.figures.crash.crashes, 10);
-        assert_eq!(r.figures.partitions[0].side, 60);
-        assert!(r.figures.converged_at_ms.is_some());
-    }
-
-    #[test]
-    fn faults_it_does_not_model_are_refused_by_name() {
-        let text = SCENARIO.replace(
-            "kind = \"heal\"",
-            "kind = \"pause\"\nnodes = [1]\nfor_s = 1",
-        );
-        let s = Scenario::parse(&text).expect("scenario parses");
-        let err = run_calibrated(&s, 1, String::new(), &[calibration()]).expect_err("refused");
-        assert!(err.to_string().contains("`pause`"), "{err}");
-    }
-}
+mod tests;
