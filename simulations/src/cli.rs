@@ -13,7 +13,7 @@ use crate::plots;
 use crate::report::{self, Report};
 use crate::scenario::Scenario;
 use crate::shared::FaultFigures;
-use crate::simulate::simulate;
+use crate::simulate::{simulate, simulate_with_figures};
 
 /// Arguments of `shoal simulate`.
 #[derive(Debug, Clone, clap::Args)]
@@ -33,6 +33,15 @@ pub struct SimulateArgs {
     /// Run many seeds: a count (`50` = seeds 1..=50, or from `--seed`) or a range `A..B`.
     #[arg(long, value_name = "SEEDS")]
     pub sweep: Option<String>,
+    /// Also write `figures.json` (join, crash, partition and heal figures of the views) and
+    /// `calibration.json` (the delays the membership model draws from); keeps every status
+    /// change in memory while it runs (`docs/simulation-scale.md`).
+    #[arg(long, conflicts_with_all = ["sweep", "model"])]
+    pub figures: bool,
+    /// Run the membership model instead of the cores: no SWIM, views drawn from calibrated
+    /// delays (`docs/simulation-scale.md`); writes `model.json` (its figures).
+    #[arg(long, conflicts_with = "sweep")]
+    pub model: bool,
 }
 
 /// Runs `shoal simulate`; the exit code is non-zero when any checker failed.
@@ -81,6 +90,9 @@ fn load(file: &Path, nodes: Option<usize>) -> anyhow::Result<Scenario> {
 }
 
 fn single(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    if args.model {
+        return model(args);
+    }
     let scenario = load(&args.file, args.nodes)?;
     let seed = args.seed.unwrap_or(scenario.seed);
     let out = args
@@ -89,9 +101,19 @@ fn single(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from(format!("sim-out/{}-{seed}", scenario.name)));
     let replay = replay_command(&shown_path(&args.file), seed, args.nodes);
     let bar = progress_bar(scenario.duration_s.ceil() as u64, "s simulated");
-    let report = simulate(&scenario, seed, Sabotage::None, replay, &mut |t_ms| {
-        bar.set_position(t_ms / 1000);
-    })?;
+    let mut progress = |t_ms: u64| bar.set_position(t_ms / 1000);
+    let report = if args.figures {
+        let (report, figures, calibration) =
+            simulate_with_figures(&scenario, seed, replay, &mut progress)?;
+        std::fs::create_dir_all(&out)?;
+        let json = serde_json::to_string_pretty(&figures)? + "\n";
+        std::fs::write(out.join("figures.json"), json)?;
+        let json = serde_json::to_string_pretty(&calibration)? + "\n";
+        std::fs::write(out.join("calibration.json"), json)?;
+        report
+    } else {
+        simulate(&scenario, seed, Sabotage::None, replay, &mut progress)?
+    };
     bar.finish_and_clear();
     write_outputs(&out, &report)?;
     // The report names the file relative to the working directory (so it does not depend on
@@ -103,6 +125,25 @@ fn single(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
         report::summary(&shown, Some(&out.display().to_string()))
     );
     Ok(exit_code(report.passed()))
+}
+
+/// `shoal simulate --model`: the membership model on the scenario, `model.json` and a summary.
+fn model(args: &SimulateArgs) -> anyhow::Result<ExitCode> {
+    let scenario = load(&args.file, args.nodes)?;
+    let seed = args.seed.unwrap_or(scenario.seed);
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("sim-out/{}-{seed}-model", scenario.name)));
+    let mut replay = replay_command(&shown_path(&args.file), seed, args.nodes);
+    replay.push_str(" --model");
+    let report = crate::model::run(&scenario, seed, replay)?;
+    std::fs::create_dir_all(&out)?;
+    let json = serde_json::to_string_pretty(&report)? + "\n";
+    std::fs::write(out.join("model.json"), json)?;
+    print!("{}", crate::model::summary(&report));
+    println!("  output: {}/model.json", out.display());
+    Ok(ExitCode::SUCCESS)
 }
 
 fn exit_code(passed: bool) -> ExitCode {

@@ -33,6 +33,12 @@
 //! - `workload.rs`: job arrivals. `baseline.rs`: the omniscient scheduler.
 //! - `placement.rs`: the placement bench (scheduler cores only, a static all-alive view, no
 //!   membership cores; `docs/placement-bench.md`), its world in `placement/world.rs`.
+//! - `figures.rs`: the membership figures (join, crash, partition and heal delays of the
+//!   views), measured on a full run (`--figures`) or the model, and the delays the model is
+//!   calibrated with.
+//! - `model.rs`: the membership model (`--model`): no SWIM, the views drawn from the ground
+//!   truth and calibrated delays, one dense 16-byte entry per pair (`model/views.rs`), the
+//!   draws in `model/delays.rs`.
 //! - `checks.rs`: the checkers. `report.rs`: `report.json` and the summary. `plots.rs` and
 //!   `svg.rs`: the SVG plots (plotters). `simulate.rs`: one run, scenario to report. `cli.rs`: `shoal
 //!   simulate`.
@@ -46,9 +52,11 @@
 //! ```text
 //! baseline → scenario, shared, workload
 //! checks → engine, sched
-//! cli → engine, plots, report, scenario, shared, simulate
+//! cli → engine, model, plots, report, scenario, shared, simulate
 //! engine → net, observe, scenario, sched, shared
+//! figures → engine, observe, scenario, shared
 //! lib → checks, cli, engine, placement, report, scenario, shared, simulate
+//! model → figures, observe, scenario, shared
 //! net → scenario
 //! observe → shared
 //! placement → baseline, scenario, shared, workload
@@ -57,7 +65,7 @@
 //! scenario → (nothing)
 //! sched → scenario, shared, workload
 //! shared → (nothing)
-//! simulate → baseline, checks, engine, report, scenario, workload
+//! simulate → baseline, checks, engine, figures, report, scenario, workload
 //! svg → (nothing)
 //! workload → scenario, shared
 //! ```
@@ -67,6 +75,8 @@ mod baseline;
 mod checks;
 mod cli;
 mod engine;
+mod figures;
+mod model;
 mod net;
 mod observe;
 mod placement;

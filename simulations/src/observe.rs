@@ -43,6 +43,23 @@ pub struct CrashRecord {
     pub seen_by: BTreeMap<usize, u64>,
 }
 
+/// One status change a core reported: at `t_ms`, `observer`'s view of `subject`'s incarnation
+/// `generation` became `to`. Kept only when [`Observer::keep_marks`] was called (the
+/// membership figures of `crate::figures` read them); a run that does not ask keeps none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Mark {
+    /// Virtual time.
+    pub t_ms: u64,
+    /// Who changed its view.
+    pub observer: u32,
+    /// About whom.
+    pub subject: u32,
+    /// The subject's incarnation.
+    pub generation: u32,
+    /// The new status.
+    pub to: MemberStatus,
+}
+
 /// One sample of the members-alive time series.
 #[derive(Debug, Clone, Serialize)]
 pub struct Sample {
@@ -76,6 +93,8 @@ pub struct Observer {
     pub down_marks_unexplained: u64,
     /// The time series.
     pub samples: Vec<Sample>,
+    /// Every status change in order, when asked for.
+    pub marks: Option<Vec<Mark>>,
 }
 
 impl Observer {
@@ -92,7 +111,13 @@ impl Observer {
             down_marks_of_running: 0,
             down_marks_unexplained: 0,
             samples: Vec::new(),
+            marks: None,
         }
+    }
+
+    /// Keeps every status change from now on (in [`Observer::marks`]).
+    pub fn keep_marks(&mut self) {
+        self.marks.get_or_insert_with(Vec::new);
     }
 
     /// What `i` believes about `j`.
@@ -158,6 +183,15 @@ impl Observer {
         match event {
             MemberEvent::Status { id, to, .. } => {
                 self.status(i, j, id.generation, *to);
+                if let Some(marks) = self.marks.as_mut() {
+                    marks.push(Mark {
+                        t_ms: now.0,
+                        observer: i as u32,
+                        subject: j as u32,
+                        generation: id.generation as u32,
+                        to: *to,
+                    });
+                }
                 self.detection(i, j, id.generation, *to, now);
                 if *to == MemberStatus::Down && running_gen == Some(id.generation) {
                     self.down_marks_of_running += 1;
