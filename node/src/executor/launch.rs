@@ -40,12 +40,16 @@ impl Inner {
     fn launch(&self, name: &DiskName, spec: &TaskSpec) -> Result<Launched, String> {
         let account = self.users.for_task(spec.user.as_deref())?;
         let dir = self.task_dir(name);
-        make_task_dir(&dir, account)?;
+        let fresh = make_task_dir(&dir, account)?;
         let stdout = open_log(&dir.join("stdout"))?;
         let stderr = open_log(&dir.join("stderr"))?;
-        pidfile::remove(&dir)?;
+        if !fresh {
+            pidfile::remove(&dir)?;
+        }
         let workdir = spec.workdir.clone().unwrap_or_else(|| dir.clone());
-        check_workdir(&workdir)?;
+        if spec.workdir.is_some() || !fresh {
+            check_workdir(&workdir)?;
+        }
         let env = self.task_env(name, spec, &dir);
         let program = resolve_program(&spec.command, env.get(OsStr::new("PATH")), &workdir)?;
         let limits = cgroup::Limits {
@@ -208,13 +212,30 @@ fn open_log(path: &Path) -> Result<std::fs::File, String> {
         .map_err(|e| format!("cannot open log file {}: {e}", path.display()))
 }
 
-/// Creates the task directory; when the task runs as another user, hands it to that user
-/// (`0700`) and makes its parents searchable (`0711`: enter, not list).
-fn make_task_dir(dir: &Path, account: Option<&Account>) -> Result<(), String> {
-    std::fs::create_dir_all(dir)
-        .map_err(|e| format!("cannot create task directory {}: {e}", dir.display()))?;
+/// Creates the task directory `<tasks>/<job>/<slot>/<attempt>`, parents first (in a batch
+/// every slot is new: one `mkdir` each, none that fails); when the task runs as another user,
+/// hands it to that user (`0700`) and makes its parents searchable (`0711`: enter, not list).
+/// Returns whether the directory is new: one that an earlier run of the same attempt left (an
+/// agent restart) may hold that run's pid record, and a new one holds nothing.
+fn make_task_dir(dir: &Path, account: Option<&Account>) -> Result<bool, String> {
+    let cannot = |e: std::io::Error| format!("cannot create task directory {}: {e}", dir.display());
+    if let Some(slot) = dir.parent() {
+        match std::fs::create_dir(slot) {
+            Ok(()) => {}
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) if e.kind() == ErrorKind::NotFound => {
+                std::fs::create_dir_all(slot).map_err(cannot)?;
+            }
+            Err(e) => return Err(cannot(e)),
+        }
+    }
+    let fresh = match std::fs::create_dir(dir) {
+        Ok(()) => true,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => false,
+        Err(e) => return Err(cannot(e)),
+    };
     let Some(account) = account else {
-        return Ok(());
+        return Ok(fresh);
     };
     let chmod = |path: &Path, mode| {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
@@ -230,7 +251,8 @@ fn make_task_dir(dir: &Path, account: Option<&Account>) -> Result<(), String> {
             account.name
         )
     })?;
-    chmod(dir, 0o700)
+    chmod(dir, 0o700)?;
+    Ok(fresh)
 }
 
 /// Checked before the spawn because a missing workdir and a missing command both surface as
