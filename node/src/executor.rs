@@ -644,32 +644,6 @@ impl Inner {
         let _ = self.events.send(event).await;
     }
 
-    /// Ends the task's pid record ([`pidfile::clear`]), on the blocking pool (a file-system
-    /// write).
-    async fn end_pid_record(&self, name: &DiskName) {
-        let dir = self.task_dir(name);
-        let owner = self.users.agent_uid;
-        let cleared = tokio::task::spawn_blocking(move || {
-            pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e))
-        });
-        if let Ok(Err((path, e))) = cleared.await {
-            tracing::warn!(path = %path.display(), error = %e, "cannot end pid record");
-        }
-    }
-
-    /// Keeps the cgroup as a spare when it can be (`spares.rs`), else removes it; both are
-    /// cgroupfs writes, off the runtime's thread.
-    async fn retire_cgroup(&self, name: &DiskName, cgroup: TaskCgroup, empty: bool) {
-        if let Some(spares) = self.spares.clone().filter(|_| empty) {
-            let (cgroup_name, kept) = (name.cgroup(), cgroup.clone());
-            let result = tokio::task::spawn_blocking(move || spares.keep(&cgroup_name, kept)).await;
-            if let Ok(Ok(())) = result {
-                return;
-            }
-        }
-        cgroup.remove().await;
-    }
-
     /// The task's cgroup: a spare renamed to it where there is one, else a new one.
     fn make_cgroup(
         &self,
@@ -707,23 +681,62 @@ impl Inner {
         record.leader_alive(self.boot_id.as_deref())
     }
 
-    /// Frees what an ended task held, then reports it. A cgroup its task left `empty` (no
-    /// process at the first look, no kill round) may be kept as a spare instead of removed.
+    /// Frees what an ended task held, then reports it: kills what is left in its cgroup and
+    /// keeps or removes the cgroup ([`end_cgroup`]), ends its pid record ([`pidfile::clear`]),
+    /// all in one trip to the blocking pool (cgroupfs and file-system writes the runtime's
+    /// thread must not wait for), then releases the key and sends `event`.
     async fn finish(
         &self,
         task: AttemptId,
         name: &DiskName,
         cgroup: Option<TaskCgroup>,
-        empty: bool,
         event: ExecEvent,
     ) {
-        if let Some(cgroup) = cgroup {
-            self.retire_cgroup(name, cgroup, empty).await;
+        let spares = self.spares.clone();
+        let (cgroup_name, dir) = (name.cgroup(), self.task_dir(name));
+        let owner = self.users.agent_uid;
+        let ended = tokio::task::spawn_blocking(move || {
+            let left = cgroup.and_then(|c| end_cgroup(c, spares.as_deref(), &cgroup_name));
+            let record = pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e));
+            (left, record)
+        })
+        .await;
+        match ended {
+            Ok((left, record)) => {
+                if let Some(cgroup) = left {
+                    cgroup.remove().await;
+                }
+                if let Err((path, e)) = record {
+                    tracing::warn!(path = %path.display(), error = %e, "cannot end pid record");
+                }
+            }
+            Err(e) => tracing::warn!(%task, error = %e, "task clean-up did not complete"),
         }
-        self.end_pid_record(name).await;
         self.release(&task);
         self.emit(event).await;
     }
+}
+
+/// Ends a task's cgroup: one that holds no process at the first look (no kill round, so never
+/// frozen) is kept as a spare when there is room (`spares.rs`); otherwise every process left in
+/// it is SIGKILLed round after round until it is empty (≤ 2 s, then logged), and it is removed.
+/// Blocking. Returns the cgroup when its removal failed (a killed member still exiting), for
+/// the caller to retry.
+fn end_cgroup(cgroup: TaskCgroup, spares: Option<&Spares>, name: &str) -> Option<TaskCgroup> {
+    let cgroup = if cgroup.procs().is_empty() {
+        match spares.map(|s| s.keep(name, cgroup.clone())) {
+            Some(Ok(())) => return None,
+            _ => cgroup,
+        }
+    } else {
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let left = cgroup::kill_until_empty(&cgroup, &[], deadline);
+        if !left.is_empty() {
+            tracing::warn!(?left, "task processes survived SIGKILL for 2 s");
+        }
+        cgroup
+    };
+    cgroup.remove_now().err().map(|_| cgroup)
 }
 
 /// The attempt's name on disk, or the refusal naming why it has none.

@@ -3,7 +3,6 @@
 
 use std::os::unix::process::ExitStatusExt;
 use std::sync::Arc;
-use std::time::Duration;
 
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
@@ -11,7 +10,7 @@ use shoal_scheduler::AttemptId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::cgroup::{self, TaskCgroup};
+use super::cgroup::TaskCgroup;
 use super::disk_name::DiskName;
 use super::launch::Launched;
 use super::pidfile::PidRecord;
@@ -33,14 +32,12 @@ pub(super) async fn watch_child(
     if let Some(reason) = launched.setup_error.take() {
         target.signal(Signal::SIGKILL);
         let _ = launched.child.wait().await;
-        target.kill_all().await;
+        target.kill_group();
         let event = ExecEvent::Failed {
             task: task.clone(),
             reason,
         };
-        return inner
-            .finish(task, &name, launched.cgroup, false, event)
-            .await;
+        return inner.finish(task, &name, launched.cgroup, event).await;
     }
     inner
         .emit(ExecEvent::Started {
@@ -61,7 +58,7 @@ pub(super) async fn watch_child(
     };
     // A kill requested before the first poll is seen here too.
     kill.request(&target, *kill_rx.borrow());
-    let untouched = clear_group(&inner, &target, &kill).await;
+    clear_group(&inner, &target, &kill).await;
     let (code, signal) = match &status {
         Ok(s) => (s.code(), s.signal()),
         Err(e) => {
@@ -75,9 +72,7 @@ pub(super) async fn watch_child(
         signal,
         killed: kill.termed,
     };
-    inner
-        .finish(task, &name, launched.cgroup, untouched, event)
-        .await;
+    inner.finish(task, &name, launched.cgroup, event).await;
 }
 
 /// Watches a process we did not spawn: poll for exit, honour kills, clean up.
@@ -124,7 +119,7 @@ pub(super) async fn watch_adopted(
         signal: None,
         killed: kill.termed,
     };
-    inner.finish(task, &record.task, cgroup, false, event).await;
+    inner.finish(task, &record.task, cgroup, event).await;
 }
 
 /// Every process of one task: its process group, and its cgroup where there is one (which also
@@ -150,32 +145,10 @@ impl KillTarget {
             || self.cgroup.as_ref().is_some_and(|c| !c.procs().is_empty())
     }
 
-    /// SIGKILLs the group, then the cgroup round after round until it is empty (≤ 2 s; the
-    /// rounds block, so they run on the blocking pool, and only when a member is left).
-    /// Returns whether the task had a cgroup and it held no process at the first look: no
-    /// round ran, so it was never frozen, and nothing can enter it again but what the agent
-    /// puts there (it may become a spare, `spares.rs`).
-    async fn kill_all(&self) -> bool {
+    /// SIGKILLs the process group. What is left in the cgroup is killed where the task ends,
+    /// off the runtime's thread ([`super::Inner::finish`]).
+    fn kill_group(&self) {
         signal_group(self.pgid, Signal::SIGKILL);
-        let Some(cgroup) = self.cgroup.clone() else {
-            return false;
-        };
-        if cgroup.procs().is_empty() {
-            return true;
-        }
-        let deadline = std::time::Instant::now() + Duration::from_secs(2);
-        let left =
-            tokio::task::spawn_blocking(move || cgroup::kill_until_empty(&cgroup, &[], deadline))
-                .await
-                .unwrap_or_default();
-        if !left.is_empty() {
-            tracing::warn!(
-                pgid = self.pgid,
-                ?left,
-                "task processes survived SIGKILL for 2 s"
-            );
-        }
-        false
     }
 }
 
@@ -223,16 +196,15 @@ impl KillState {
 }
 
 /// After the leader is gone: on a kill, give the rest of the task until the deadline to exit on
-/// SIGTERM; then (and always on a natural exit) SIGKILL whatever is left, in the group and in
-/// the cgroup. Returns [`KillTarget::kill_all`]'s answer: whether the cgroup was left empty
-/// without a kill round.
-async fn clear_group(inner: &Inner, target: &KillTarget, kill: &KillState) -> bool {
+/// SIGTERM; then (and always on a natural exit) SIGKILL whatever is left in the group. The
+/// cgroup's members are killed where the task ends ([`super::Inner::finish`]).
+async fn clear_group(inner: &Inner, target: &KillTarget, kill: &KillState) {
     if let Some(deadline) = kill.deadline {
         while Instant::now() < deadline && target.has_members() {
             tokio::time::sleep(inner.config.group_poll_interval).await;
         }
     }
-    target.kill_all().await
+    target.kill_group();
 }
 
 async fn sleep_until(deadline: Option<Instant>) {
