@@ -671,9 +671,13 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
     assert_eq!(spares.len(), 1, "kept again after a kill that left nothing");
 
     // A leader that leaves a process behind in another session: the cgroup needs a kill round
-    // (the freezer), so it is removed, not kept, and the spare goes to this task.
+    // (the freezer), so it is removed, not kept, and the spare goes to this task. The leader
+    // exits only once the child has left its process group (it writes `left` after `setsid`),
+    // or the SIGKILL to the group at the leader's exit could take the child too.
     let leaver = key("spare", 2);
-    exec.start(leaver, sh("setsid sleep 600 & exit 0")).unwrap();
+    let script = "setsid sh -c 'echo $$ > left; exec sleep 600' & \
+                  i=0; while [ ! -s left ] && [ $i -lt 1000000 ]; do i=$((i+1)); done; exit 0";
+    exec.start(leaver, sh(script)).unwrap();
     started(&mut events).await;
     assert!(matches!(
         next(&mut events).await,
