@@ -724,15 +724,22 @@ impl Inner {
 /// the caller to retry.
 fn end_cgroup(cgroup: TaskCgroup, spares: Option<&Spares>, name: &str) -> Option<TaskCgroup> {
     let cgroup = if cgroup.procs().is_empty() {
-        match spares.map(|s| s.keep(name, cgroup.clone())) {
-            Some(Ok(())) => return None,
-            _ => cgroup,
+        match spares {
+            Some(spares) => match spares.keep(name, cgroup) {
+                Ok(()) => return None,
+                Err(not_kept) => not_kept,
+            },
+            None => cgroup,
         }
     } else {
         let deadline = std::time::Instant::now() + Duration::from_secs(2);
         let left = cgroup::kill_until_empty(&cgroup, &[], deadline);
         if !left.is_empty() {
-            tracing::warn!(?left, "task processes survived SIGKILL for 2 s");
+            tracing::warn!(
+                cgroup = name,
+                ?left,
+                "task processes survived SIGKILL for 2 s"
+            );
         }
         cgroup
     };
