@@ -311,7 +311,11 @@ struct Inner {
     boot_id: Option<String>,
     state: Mutex<State>,
     idle: Notify,
-    launch_slots: Semaphore,
+    /// One permit per launch in flight ([`ExecutorConfig::max_parallel_launches`]); a launch
+    /// gives its permit back as soon as the process is spawned (`launch.rs`).
+    launch_slots: Arc<Semaphore>,
+    /// Commands found on tasks' `PATH`s lately (`launch.rs`).
+    programs: launch::ProgramCache,
 }
 
 #[derive(Debug, Default)]
@@ -383,7 +387,7 @@ impl Executor {
         tracing::info!(?enforcement, "executor limits");
         let (events, receiver) = mpsc::channel(config.event_capacity.get());
         let inner = Inner {
-            launch_slots: Semaphore::new(config.max_parallel_launches.get()),
+            launch_slots: Arc::new(Semaphore::new(config.max_parallel_launches.get())),
             tasks_dir,
             config,
             events,
@@ -394,6 +398,7 @@ impl Executor {
             boot_id: procfs::boot_id(),
             state: Mutex::new(State::default()),
             idle: Notify::new(),
+            programs: launch::ProgramCache::default(),
         };
         Ok((
             Executor {

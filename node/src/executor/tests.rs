@@ -1357,3 +1357,48 @@ async fn a_check_command_runs_in_the_task_environment_and_is_killed_at_its_timeo
     );
     exec.kill(&task, Duration::from_secs(1));
 }
+
+/// The cache of commands found on a `PATH` never hands out a program that is gone or no longer
+/// executable, and does not cache a `PATH` with a relative entry (it depends on the workdir).
+#[test]
+fn a_cached_command_is_checked_before_it_is_used() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = scratch("program-cache");
+    let bin = dir.0.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let tool = bin.join("tool");
+    std::fs::write(&tool, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = Some(std::ffi::OsString::from(format!(
+        "/nonexistent:{}",
+        bin.display()
+    )));
+    let cache = launch::ProgramCache::default();
+    assert_eq!(cache.resolve("tool", path.as_ref(), &dir.0).unwrap(), tool);
+    assert_eq!(cache.resolve("tool", path.as_ref(), &dir.0).unwrap(), tool);
+
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let err = cache.resolve("tool", path.as_ref(), &dir.0).unwrap_err();
+    assert!(err.contains("is not executable"), "{err}");
+    std::fs::remove_file(&tool).unwrap();
+    let err = cache.resolve("tool", path.as_ref(), &dir.0).unwrap_err();
+    assert!(
+        err.contains("`tool` not found on PATH /nonexistent:"),
+        "{err}"
+    );
+
+    // A relative entry counts from the workdir: each workdir finds its own.
+    for (i, name) in ["w1", "w2"].iter().enumerate() {
+        let wbin = dir.0.join(name).join("bin");
+        std::fs::create_dir_all(&wbin).unwrap();
+        let script = wbin.join("tool");
+        std::fs::write(&script, format!("#!/bin/sh\nexit {i}\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let relative = Some(std::ffi::OsString::from("bin"));
+    for name in ["w1", "w2"] {
+        let workdir = dir.0.join(name);
+        let found = cache.resolve("tool", relative.as_ref(), &workdir).unwrap();
+        assert_eq!(found, workdir.join("bin").join("tool"));
+    }
+}
