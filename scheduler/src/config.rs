@@ -66,8 +66,9 @@ pub struct SchedulerConfig {
     pub reserved_ports: BTreeSet<u16>,
     /// The address tasks' ports are reached at (`SHOAL_IP`, `SHOAL_ADDR_<NAME>`).
     pub service_ip: IpAddr,
-    /// Events kept for `Scheduler::poll_event` until the shell drains them (the oldest is
-    /// dropped beyond it); `None`: the core records no events (the simulator's choice).
+    /// Events kept for `Scheduler::poll_event` until the shell drains them: one input's events
+    /// are all kept, and when an input begins with more than this left undrained, the oldest
+    /// are dropped (`events.rs`); `None`: the core records no events (the simulator's choice).
     pub event_queue: Option<NonZeroUsize>,
 }
 

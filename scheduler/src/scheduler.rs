@@ -772,6 +772,7 @@ impl Scheduler {
     /// Advance time and arm the periodic timers on first use.
     pub(crate) fn tick(&mut self, now: Millis) {
         self.now = self.now.max(now);
+        self.events.input_begins();
         if !self.started {
             self.started = true;
             let jitter = self.rng.below(ms(self.config.anti_entropy_interval).max(1));
