@@ -184,7 +184,8 @@ impl Scheduler {
     }
 
     /// A node's intent or progress changed in the tables: log it, refresh the placement
-    /// candidates, tell the event stream when its eligibility flipped.
+    /// candidates, tell the event stream when its eligibility flipped or another node's
+    /// drain completed.
     pub(crate) fn node_touched(&mut self, name: &Name) {
         self.log.note_job(&format!("{NODE_RECORD_PREFIX}{name}"));
         let refuses = self.tables().refuses_work(name);
@@ -195,11 +196,33 @@ impl Scheduler {
                 eligible: !refuses,
             }));
         }
+        self.tell_drain_done(name);
         self.refresh_candidates();
         // Pending slots may fit on a node enabled again; a drained slot may wait for room.
         self.coord.room_changes += 1;
         self.work.everything = true;
         self.retry_pending_soon();
+    }
+
+    /// Another node's drain completed in this replica's tables (its `DrainProgress` merged):
+    /// told once per drain, so a page or `shoal events` on any node sees the drain end, not
+    /// only one on the draining node, which tells its own as it writes it (`drain.rs`).
+    fn tell_drain_done(&mut self, name: &Name) {
+        if *name == self.node || !self.events.is_on() {
+            return;
+        }
+        let Some(row) = self.tables().node(name).filter(|r| r.drain_done()) else {
+            return;
+        };
+        let Some(stamp) = row.progress.as_ref().map(|p| p.drain.clone()) else {
+            return;
+        };
+        if self.drain.told_done.get(name) != Some(&stamp) {
+            self.drain.told_done.insert(name.clone(), stamp);
+            self.events.push(SchedEvent::Node(NodeEvent::DrainComplete {
+                node: name.clone(),
+            }));
+        }
     }
 
     /// Set the candidates' flags from their ads and the `nodes` component.

@@ -174,7 +174,8 @@ pub enum NodeEvent {
         /// How many tasks it stopped.
         stopped: u32,
     },
-    /// None of this node's attempts is live any more.
+    /// None of this node's attempts is live any more: told by the draining node as it writes
+    /// its progress, and by every other replica once that progress merges there.
     DrainComplete {
         /// This node.
         node: Name,
@@ -309,6 +310,57 @@ mod tests {
         let placed_tasks: Vec<AttemptId> = placed.iter().map(|(t, _)| t.clone()).collect();
         assert_eq!(placed_tasks, admitted, "every placement admitted once");
         assert_eq!(placed.len(), 2);
+    }
+
+    /// A drain's completion is told on every node, not only on the draining one: the
+    /// draining node as it writes its progress, the others once it merges (before, a page
+    /// served by another node showed the drain unfinished until something else happened).
+    #[test]
+    fn every_replica_tells_a_drain_complete_once() {
+        use crate::testing::{Cluster, fast_config};
+        let config = crate::SchedulerConfig {
+            event_queue: NonZeroUsize::new(10_000),
+            ..fast_config()
+        };
+        let mut c = Cluster::with_config(3, 4000, 4096, 7, config);
+        let spec = crate::JobSpec::from_json_str(
+            r#"{"id": "web", "type": "service", "count": 3, "command": "sleep",
+                "args": ["600"], "resources": {"cpu": 100, "memory": 32}}"#,
+        )
+        .unwrap();
+        c.submit("n1", spec).unwrap();
+        let running = |c: &Cluster| {
+            c.view("n1", "web")
+                .is_some_and(|v| v.count_in(crate::TaskState::Running) == 3)
+        };
+        assert!(c.run_until(10_000, running));
+        let drain = crate::NodeChange::Drain { deadline_ms: None };
+        c.node_command("n1", "n3", drain).unwrap();
+        let done_everywhere = |c: &Cluster| {
+            c.nodes.values().all(|n| {
+                n.sched
+                    .tables()
+                    .node("n3")
+                    .is_some_and(crate::table::NodeRow::drain_done)
+            })
+        };
+        assert!(
+            c.run_until(30_000, done_everywhere),
+            "n3's drain never completed"
+        );
+        // A few more rounds of anti-entropy: nothing is told twice.
+        let later = c.now.0 + 5_000;
+        c.run_until(10_000, |c| c.now.0 >= later);
+        for (name, node) in &mut c.nodes {
+            let mut told = 0;
+            while let Some(e) = node.sched.poll_event() {
+                if let SchedEvent::Node(NodeEvent::DrainComplete { node }) = e {
+                    assert_eq!(node.as_str(), "n3");
+                    told += 1;
+                }
+            }
+            assert_eq!(told, 1, "{name} told n3's drain complete {told} times");
+        }
     }
 
     #[test]

@@ -259,7 +259,9 @@ impl Scheduler {
         // tombstone rule asks live peers; a gap is asked of the sender of an op), and names
         // that never come back (nodes replaced under new names) would pile up, each with a
         // whole version vector.
-        self.repl.peer_clocks.retain(|name, _| all.contains_key(name));
+        self.repl
+            .peer_clocks
+            .retain(|name, _| all.contains_key(name));
         self.repl.gap_asked.retain(|name, _| all.contains_key(name));
         self.members = Members {
             all,

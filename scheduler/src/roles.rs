@@ -438,6 +438,9 @@ pub(crate) struct Drain {
     pub(crate) deadline_hit: bool,
     /// Per node, whether it refused work at the last look (for `Eligibility` events).
     pub(crate) refused: BTreeMap<Name, bool>,
+    /// Per other node, the drain whose completion this replica last told (`DrainComplete`
+    /// from a merged progress row; the draining node tells its own when it writes it).
+    pub(crate) told_done: BTreeMap<Name, Stamp>,
 }
 
 // ---- durability -------------------------------------------------------------------------

@@ -642,5 +642,8 @@ fn what_a_core_keeps_of_a_peer_goes_when_the_peer_leaves_the_view() {
     let n1 = &c.nodes["n1"].sched;
     assert!(!n1.repl.peer_clocks.contains_key("n3"));
     assert!(!n1.repl.gap_asked.contains_key("n3"));
-    assert!(n1.repl.peer_clocks.keys().all(|n| n == "n2"), "a peer still in the view is kept");
+    assert!(
+        n1.repl.peer_clocks.keys().all(|n| n == "n2"),
+        "a peer still in the view is kept"
+    );
 }
