@@ -291,7 +291,7 @@ fn check_workdir(workdir: &Path) -> Result<(), String> {
 /// workdir). Bounded: the whole map is dropped when it reaches [`ProgramCache::MAX`].
 #[derive(Debug, Default)]
 pub(super) struct ProgramCache {
-    found: std::sync::Mutex<HashMap<(String, OsString), (PathBuf, Instant)>>,
+    found: std::sync::Mutex<HashMap<(String, OsString), (PathBuf, std::time::Instant)>>,
 }
 
 impl ProgramCache {
@@ -312,7 +312,9 @@ impl ProgramCache {
             return resolve_program(command, path, workdir);
         }
         let key = (command.to_owned(), search.to_owned());
-        let now = Instant::now();
+        // The OS clock, not tokio's: this runs on the blocking pool, and a paused test clock
+        // would keep an entry fresh forever.
+        let now = std::time::Instant::now();
         let cached = self
             .found
             .lock()
