@@ -225,6 +225,19 @@ impl Scheduler {
         }
     }
 
+    /// Drains already complete in tables this node restored (its snapshot, its log of node
+    /// rows) count as told: a restart, or the log's rows joined again, does not tell them
+    /// once more. A drain that completes later, or arrives later, is told as usual.
+    pub(crate) fn count_restored_drains_told(&mut self) {
+        let done: Vec<(Name, crate::ids::Stamp)> = self
+            .tables()
+            .nodes()
+            .filter(|(name, row)| name.as_str() != self.node && row.drain_done())
+            .filter_map(|(name, row)| Some((name.clone(), row.progress.as_ref()?.drain.clone())))
+            .collect();
+        self.drain.told_done.extend(done);
+    }
+
     /// Set the candidates' flags from their ads and the `nodes` component.
     pub(crate) fn refresh_candidates(&mut self) {
         let flags: Vec<(bool, bool)> = self

@@ -183,6 +183,7 @@ impl Scheduler {
             }
         }
         self.work.everything = true;
+        self.count_restored_drains_told();
         unreadable
     }
 }

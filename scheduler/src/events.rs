@@ -360,7 +360,62 @@ mod tests {
                 }
             }
             assert_eq!(told, 1, "{name} told n3's drain complete {told} times");
+            assert_eq!(node.sched.events_dropped(), 0, "{name} dropped events");
         }
+    }
+
+    /// A replica that learns of a completed drain by a state transfer (it was cut off, or its
+    /// peer's op log had moved on) tells it too; one restored from a snapshot that holds the
+    /// completed drain does not tell it again.
+    #[test]
+    fn a_drain_complete_from_a_state_transfer_is_told_and_a_restore_does_not_repeat_it() {
+        use crate::message::Message;
+        use crate::testing::{Cluster, fast_config};
+        let config = crate::SchedulerConfig {
+            event_queue: NonZeroUsize::new(10_000),
+            ..fast_config()
+        };
+        let mut c = Cluster::with_config(3, 4000, 4096, 7, config.clone());
+        c.node_command("n1", "n3", crate::NodeChange::Drain { deadline_ms: None })
+            .unwrap();
+        let done = |c: &Cluster| {
+            c.nodes["n2"]
+                .sched
+                .tables()
+                .node("n3")
+                .is_some_and(crate::table::NodeRow::drain_done)
+        };
+        assert!(c.run_until(30_000, done), "n3's drain never completed");
+        let tables = Box::new(c.nodes["n2"].sched.tables().clone());
+        let told = |s: &mut crate::Scheduler| {
+            let mut told = 0;
+            while let Some(e) = s.poll_event() {
+                if let SchedEvent::Node(NodeEvent::DrainComplete { node }) = e {
+                    assert_eq!(node.as_str(), "n3");
+                    told += 1;
+                }
+            }
+            assert_eq!(s.events_dropped(), 0);
+            told
+        };
+        let mut late = crate::Scheduler::new("n9".into(), config.clone(), 3);
+        late.handle_message(c.now, "n2", Message::State { tables });
+        assert_eq!(
+            told(&mut late),
+            1,
+            "the state transfer's drain is told once"
+        );
+        // A restart: the snapshot, then the node rows the core had logged joined again.
+        let mut logged = Vec::new();
+        while let Some(batch) = late.poll_job_records() {
+            logged.extend(batch.records.into_iter().map(|r| r.bytes));
+        }
+        assert!(!logged.is_empty(), "the merged node row was logged");
+        let snapshot = late.snapshot();
+        let mut again = crate::Scheduler::restore("n9".into(), config, 3, &snapshot).unwrap();
+        again.restore_job_records(logged.iter().map(Vec::as_slice));
+        again.handle_timeout(c.now.plus_ms(1_000));
+        assert_eq!(told(&mut again), 0, "a restart does not tell it again");
     }
 
     #[test]

@@ -91,6 +91,16 @@ impl Scheduler {
                     for id in mine {
                         self.note_attempt(&id);
                     }
+                    // A state transfer's node rows: logged, their eligibility and drain
+                    // completion told, the candidates' flags refreshed, as for a merged op.
+                    let nodes: Vec<Name> = self
+                        .tables()
+                        .nodes()
+                        .map(|(name, _)| name.clone())
+                        .collect();
+                    for name in nodes {
+                        self.node_touched(&name);
+                    }
                     self.requeue_deferred(None);
                 }
                 Touch::Job(job) => {

@@ -722,6 +722,7 @@ impl Scheduler {
         // Node views hold ids into the replica's usage index: rebuild them for the new one.
         s.clear_members();
         s.rebuild_ledger();
+        s.count_restored_drains_told();
         s.reach.catch_up = Some(CatchUp::default());
         Ok(s)
     }
