@@ -352,6 +352,12 @@ impl EventLog {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// How many events the ring keeps.
+    #[must_use]
+    pub fn capacity(&self) -> usize {
+        self.lock().capacity
+    }
+
     /// Records `d` now and wakes the readers.
     pub fn push(&self, d: Draft) {
         let index = self.lock().push(self.clock.now().0, d);

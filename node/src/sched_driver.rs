@@ -45,6 +45,30 @@ const SNAPSHOT_EVERY: Duration = Duration::from_secs(2);
 /// the database).
 const STORE_RETRY: Duration = Duration::from_secs(1);
 
+/// Counts the events one pass of [`Driver::drain`] records and yields to the runtime every
+/// quarter of the event ring, so a reader following the stream (`GET /v1/events`) takes
+/// what is new before one input's events move the ring past it.
+struct Burst {
+    every: usize,
+    count: usize,
+}
+
+impl Burst {
+    fn new(stream: &crate::events::EventLog) -> Self {
+        Burst {
+            every: stream.capacity().div_ceil(4).max(1),
+            count: 0,
+        }
+    }
+
+    async fn pushed(&mut self) {
+        self.count += 1;
+        if self.count.is_multiple_of(self.every) {
+            tokio::task::yield_now().await;
+        }
+    }
+}
+
 /// Where executor commands go. The agent plugs the process executor in; tests plug fakes.
 pub trait TaskRunner: Send + 'static {
     /// Start the task; what happens then arrives on the executor's event channel. `Err`: the
@@ -730,9 +754,14 @@ impl Driver {
         self.finish_log_write(false);
         self.log_job_records();
         self.send_messages();
+        // One input can make more events than the ring keeps (a 10,000-slot submission makes
+        // tens of thousands): every quarter of the ring, readers get a turn to take what is
+        // new before the ring moves past them.
+        let mut burst = Burst::new(&self.stream);
         while let Some(cmd) = self.core.poll_command() {
             if let Some(d) = crate::events::command_event(self.core.node(), &cmd) {
                 self.stream.push(d);
+                burst.pushed().await;
             }
             match cmd {
                 ExecCommand::Kill { task, .. } => {
@@ -755,8 +784,9 @@ impl Driver {
         }
         while let Some(e) = self.core.poll_event() {
             self.stream.push(crate::events::sched_event(&e));
+            burst.pushed().await;
         }
-        // The core's queue overflowed within one input (a huge merge): say so in the stream.
+        // The core's queue overflowed (events left undrained between inputs): say so.
         let dropped = self.core.events_dropped();
         if dropped > self.events_dropped {
             let lost = dropped - self.events_dropped;
