@@ -289,14 +289,30 @@ fn check_workdir(workdir: &Path) -> Result<(), String> {
 /// within that time, the way a shell's command hash would find it only after `hash -r`.
 /// Only `PATH`s whose entries are all absolute are cached (a relative entry depends on the
 /// workdir). Bounded: the whole map is dropped when it reaches [`ProgramCache::MAX`].
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub(super) struct ProgramCache {
     found: std::sync::Mutex<HashMap<(String, OsString), (PathBuf, std::time::Instant)>>,
+    fresh: std::time::Duration,
+}
+
+impl Default for ProgramCache {
+    fn default() -> Self {
+        Self::fresh_for(Self::FRESH)
+    }
 }
 
 impl ProgramCache {
     const FRESH: std::time::Duration = std::time::Duration::from_secs(1);
     const MAX: usize = 256;
+
+    /// A cache whose entries are used for at most `fresh` (tests use other spans than
+    /// [`ProgramCache::FRESH`]).
+    pub(super) fn fresh_for(fresh: std::time::Duration) -> Self {
+        ProgramCache {
+            found: std::sync::Mutex::default(),
+            fresh,
+        }
+    }
 
     /// [`resolve_program`], through the cache.
     pub(super) fn resolve(
@@ -320,7 +336,7 @@ impl ProgramCache {
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .get(&key)
-            .filter(|(_, at)| now.saturating_duration_since(*at) < Self::FRESH)
+            .filter(|(_, at)| now.saturating_duration_since(*at) < self.fresh)
             .map(|(program, _)| program.clone());
         if let Some(program) = cached.filter(|p| is_executable_file(p)) {
             return Ok(program);

@@ -1377,6 +1377,29 @@ fn a_cached_command_is_checked_before_it_is_used() {
     assert_eq!(cache.resolve("tool", path.as_ref(), &dir.0).unwrap(), tool);
     assert_eq!(cache.resolve("tool", path.as_ref(), &dir.0).unwrap(), tool);
 
+    // A hit is a hit: a command that appears earlier on the PATH is found once the entry is
+    // no longer fresh, not before (an hour and no time here, so no clock is raced).
+    let earlier = dir.0.join("earlier");
+    std::fs::create_dir_all(&earlier).unwrap();
+    let both = Some(std::ffi::OsString::from(format!(
+        "{}:{}",
+        earlier.display(),
+        bin.display()
+    )));
+    let hour = launch::ProgramCache::fresh_for(Duration::from_secs(3600));
+    let stale = launch::ProgramCache::fresh_for(Duration::ZERO);
+    for c in [&hour, &stale] {
+        assert_eq!(c.resolve("tool", both.as_ref(), &dir.0).unwrap(), tool);
+    }
+    let shadow = earlier.join("tool");
+    std::fs::write(&shadow, "#!/bin/sh\n").unwrap();
+    std::fs::set_permissions(&shadow, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert_eq!(hour.resolve("tool", both.as_ref(), &dir.0).unwrap(), tool);
+    assert_eq!(
+        stale.resolve("tool", both.as_ref(), &dir.0).unwrap(),
+        shadow
+    );
+
     std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o644)).unwrap();
     let err = cache.resolve("tool", path.as_ref(), &dir.0).unwrap_err();
     assert!(err.contains("is not executable"), "{err}");
