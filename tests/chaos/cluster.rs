@@ -298,6 +298,18 @@ impl Cluster {
         })
     }
 
+    /// Whether node `i` says it reaches a majority (`shoal_quorum_majority` in its metrics).
+    pub fn holds_majority(&self, i: usize) -> Option<bool> {
+        let a = self
+            .http(i, "GET", "/v1/metrics", None, Duration::from_secs(5))
+            .ok()?;
+        let value = a
+            .body
+            .lines()
+            .find_map(|l| l.strip_prefix("shoal_quorum_majority "))?;
+        Some(value.trim() == "1")
+    }
+
     fn get_json(&self, i: usize, path: &str) -> Option<Value> {
         let a = self
             .http(i, "GET", path, None, Duration::from_secs(5))

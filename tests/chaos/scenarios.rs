@@ -302,18 +302,31 @@ fn a_restarted_acceptor_kills_none_of_its_jobs_tasks_elsewhere() {
     );
 }
 
-/// (6) A node cut off from every peer answers `202`, never `200` (at once after the cut, while
-/// its view still lists the peers alive, and again once it sees them down). The jobs are
-/// placed only after the heal (a node without a majority places nothing) and are not lost.
+/// (6) A node cut off from every peer answers `202`, never `200` (as soon as it knows it has
+/// lost its majority, while its view still lists the peers, and again once it sees them
+/// down). The jobs are placed only after the heal (a node without a majority places nothing)
+/// and are not lost.
+///
+/// The first submission waits until n1 says it has no majority: in the second or two before
+/// its probes fail, n1 cannot know it is cut off, and a slot it coordinates may be placed on
+/// itself (the job exists nowhere else, so no copy can run twice). CI caught that window
+/// once, with the submission 31 ms after the cut.
 #[test]
 fn a_node_with_no_live_peer_answers_202_never_200() {
     let mut c = Cluster::start("no_live_peer", Options::default());
     c.isolate(0);
+    let lost = c.wait_until(Duration::from_secs(30), || {
+        (!c.holds_majority(0)?).then_some(())
+    });
+    c.check(
+        lost.is_some(),
+        "n1 still said it held a majority 30 s after the cut",
+    );
     let first = c.submit(0, &service("alone1", 2, TASK_CPU, TASK_MEMORY));
     c.check(
         not_durable(&first),
         format!(
-            "right after the cut, n1 answered {:?} {} (want 202 {{\"durable\": false, \
+            "cut off and knowing it, n1 answered {:?} {} (want 202 {{\"durable\": false, \
              \"reason\": …}})",
             first.status, first.body
         ),
