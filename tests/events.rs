@@ -97,12 +97,18 @@ fn indexes(events: &[Value]) -> Vec<u64> {
         .collect()
 }
 
+/// A service `id` of `count` tasks of `sleep 600`, submitted with `shoal job run`.
 fn submit(agent: &Agent, dir: &std::path::Path, id: &str, count: u32) {
     let spec = serde_json::json!({
         "id": id, "type": "service", "count": count, "command": "sleep", "args": ["600"],
         "resources": {"cpu": 10, "memory": 8}
     });
-    let file = dir.join(format!("{id}.json"));
+    run_job(agent, dir, &spec);
+}
+
+/// `shoal job run` of `spec`, written as a job file in `dir`.
+fn run_job(agent: &Agent, dir: &std::path::Path, spec: &Value) {
+    let file = dir.join(format!("{}.json", spec["id"].as_str().unwrap()));
     std::fs::write(&file, spec.to_string()).unwrap();
     let out = agent.cli(&["job", "run", file.to_str().unwrap()]);
     assert!(
@@ -401,14 +407,7 @@ fn a_follower_gets_every_event_of_a_submission_larger_than_the_ring() {
         "id": "burst", "type": "batch", "count": slots, "command": "true",
         "resources": {"cpu": 1, "memory": 1}
     });
-    let file = dir.0.join("burst.json");
-    std::fs::write(&file, spec.to_string()).unwrap();
-    let out = n1.cli(&["job", "run", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_job(n1, &dir.0, &spec);
     let mut placed = std::collections::BTreeSet::new();
     let seen = follower.until(&format!("{slots} placements of burst"), |e| {
         if e["type"] == "Placed" && e["payload"]["job"] == "burst" {

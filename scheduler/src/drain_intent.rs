@@ -183,10 +183,16 @@ impl Scheduler {
         self.tables().refuses_work(&self.node)
     }
 
-    /// A node's intent or progress changed in the tables: log it, refresh the placement
-    /// candidates, tell the event stream when its eligibility flipped or another node's
-    /// drain completed.
+    /// A node's intent or progress changed in the tables: [`Scheduler::node_row_seen`], then
+    /// [`Scheduler::node_rows_changed`].
     pub(crate) fn node_touched(&mut self, name: &Name) {
+        self.node_row_seen(name);
+        self.node_rows_changed();
+    }
+
+    /// What one changed node row needs: logged, and the event stream told when the node's
+    /// eligibility flipped or (another node's) its drain completed.
+    pub(crate) fn node_row_seen(&mut self, name: &Name) {
         self.log.note_job(&format!("{NODE_RECORD_PREFIX}{name}"));
         let refuses = self.tables().refuses_work(name);
         let before = self.drain.refused.insert(name.clone(), refuses);
@@ -197,6 +203,11 @@ impl Scheduler {
             }));
         }
         self.tell_drain_done(name);
+    }
+
+    /// What any change of node rows needs once: the candidates' flags refreshed, and placement
+    /// looked at again.
+    pub(crate) fn node_rows_changed(&mut self) {
         self.refresh_candidates();
         // Pending slots may fit on a node enabled again; a drained slot may wait for room.
         self.coord.room_changes += 1;
@@ -211,10 +222,12 @@ impl Scheduler {
         if *name == self.node || !self.events.is_on() {
             return;
         }
-        let Some(row) = self.tables().node(name).filter(|r| r.drain_done()) else {
-            return;
-        };
-        let Some(stamp) = row.progress.as_ref().map(|p| p.drain.clone()) else {
+        let Some(stamp) = self
+            .tables()
+            .node(name)
+            .and_then(NodeRow::completed_drain)
+            .cloned()
+        else {
             return;
         };
         if self.drain.told_done.get(name) != Some(&stamp) {
@@ -232,8 +245,8 @@ impl Scheduler {
         let done: Vec<(Name, crate::ids::Stamp)> = self
             .tables()
             .nodes()
-            .filter(|(name, row)| name.as_str() != self.node && row.drain_done())
-            .filter_map(|(name, row)| Some((name.clone(), row.progress.as_ref()?.drain.clone())))
+            .filter(|(name, _)| name.as_str() != self.node)
+            .filter_map(|(name, row)| Some((name.clone(), row.completed_drain()?.clone())))
             .collect();
         self.drain.told_done.extend(done);
     }

@@ -256,6 +256,37 @@ mod tests {
         }
     }
 
+    /// A core config that records events, keeping up to `queue` between inputs.
+    fn recording(queue: usize) -> crate::SchedulerConfig {
+        crate::SchedulerConfig {
+            event_queue: NonZeroUsize::new(queue),
+            ..crate::testing::fast_config()
+        }
+    }
+
+    /// Service `web`: `count` tasks of `sleep 600`.
+    fn web(count: u32) -> crate::JobSpec {
+        crate::JobSpec::from_json_str(&format!(
+            r#"{{"id": "web", "type": "service", "count": {count}, "command": "sleep",
+                "args": ["600"], "resources": {{"cpu": 100, "memory": 32}}}}"#
+        ))
+        .unwrap()
+    }
+
+    /// Drains `core`'s events and counts the `DrainComplete`s it told, each of which must be
+    /// about `node`; the core must have dropped none.
+    fn drain_completes_told(core: &mut crate::Scheduler, node: &str) -> usize {
+        let mut told = 0;
+        while let Some(e) = core.poll_event() {
+            if let SchedEvent::Node(NodeEvent::DrainComplete { node: about }) = e {
+                assert_eq!(about.as_str(), node);
+                told += 1;
+            }
+        }
+        assert_eq!(core.events_dropped(), 0, "{} dropped events", core.node());
+        told
+    }
+
     #[test]
     fn an_off_queue_records_nothing() {
         let mut q = EventQueue::new(None);
@@ -268,18 +299,9 @@ mod tests {
     /// job; the coordinator's, the target's and every replica's events say so.
     #[test]
     fn the_core_reports_placements_admissions_and_every_replica_sees_the_attempts() {
-        use crate::testing::{Cluster, fast_config};
-        let config = crate::SchedulerConfig {
-            event_queue: NonZeroUsize::new(10_000),
-            ..fast_config()
-        };
-        let mut c = Cluster::with_config(2, 4000, 4096, 7, config);
-        let spec = crate::JobSpec::from_json_str(
-            r#"{"id": "web", "type": "service", "count": 2, "command": "sleep",
-                "args": ["600"], "resources": {"cpu": 100, "memory": 32}}"#,
-        )
-        .unwrap();
-        c.submit("n1", spec).unwrap();
+        use crate::testing::Cluster;
+        let mut c = Cluster::with_config(2, 4000, 4096, 7, recording(10_000));
+        c.submit("n1", web(2)).unwrap();
         let running = |c: &Cluster| {
             ["n1", "n2"].iter().all(|n| {
                 c.view(n, "web")
@@ -317,18 +339,9 @@ mod tests {
     /// served by another node showed the drain unfinished until something else happened).
     #[test]
     fn every_replica_tells_a_drain_complete_once() {
-        use crate::testing::{Cluster, fast_config};
-        let config = crate::SchedulerConfig {
-            event_queue: NonZeroUsize::new(10_000),
-            ..fast_config()
-        };
-        let mut c = Cluster::with_config(3, 4000, 4096, 7, config);
-        let spec = crate::JobSpec::from_json_str(
-            r#"{"id": "web", "type": "service", "count": 3, "command": "sleep",
-                "args": ["600"], "resources": {"cpu": 100, "memory": 32}}"#,
-        )
-        .unwrap();
-        c.submit("n1", spec).unwrap();
+        use crate::testing::Cluster;
+        let mut c = Cluster::with_config(3, 4000, 4096, 7, recording(10_000));
+        c.submit("n1", web(3)).unwrap();
         let running = |c: &Cluster| {
             c.view("n1", "web")
                 .is_some_and(|v| v.count_in(crate::TaskState::Running) == 3)
@@ -352,15 +365,8 @@ mod tests {
         let later = c.now.0 + 5_000;
         c.run_until(10_000, |c| c.now.0 >= later);
         for (name, node) in &mut c.nodes {
-            let mut told = 0;
-            while let Some(e) = node.sched.poll_event() {
-                if let SchedEvent::Node(NodeEvent::DrainComplete { node }) = e {
-                    assert_eq!(node.as_str(), "n3");
-                    told += 1;
-                }
-            }
+            let told = drain_completes_told(&mut node.sched, "n3");
             assert_eq!(told, 1, "{name} told n3's drain complete {told} times");
-            assert_eq!(node.sched.events_dropped(), 0, "{name} dropped events");
         }
     }
 
@@ -370,11 +376,8 @@ mod tests {
     #[test]
     fn a_drain_complete_from_a_state_transfer_is_told_and_a_restore_does_not_repeat_it() {
         use crate::message::Message;
-        use crate::testing::{Cluster, fast_config};
-        let config = crate::SchedulerConfig {
-            event_queue: NonZeroUsize::new(10_000),
-            ..fast_config()
-        };
+        use crate::testing::Cluster;
+        let config = recording(10_000);
         let mut c = Cluster::with_config(3, 4000, 4096, 7, config.clone());
         c.node_command("n1", "n3", crate::NodeChange::Drain { deadline_ms: None })
             .unwrap();
@@ -387,17 +390,7 @@ mod tests {
         };
         assert!(c.run_until(30_000, done), "n3's drain never completed");
         let tables = Box::new(c.nodes["n2"].sched.tables().clone());
-        let told = |s: &mut crate::Scheduler| {
-            let mut told = 0;
-            while let Some(e) = s.poll_event() {
-                if let SchedEvent::Node(NodeEvent::DrainComplete { node }) = e {
-                    assert_eq!(node.as_str(), "n3");
-                    told += 1;
-                }
-            }
-            assert_eq!(s.events_dropped(), 0);
-            told
-        };
+        let told = |s: &mut crate::Scheduler| drain_completes_told(s, "n3");
         let mut late = crate::Scheduler::new("n9".into(), config.clone(), 3);
         late.handle_message(c.now, "n2", Message::State { tables });
         assert_eq!(
@@ -440,13 +433,9 @@ mod tests {
     /// 10,000-slot job lost about 6,200 events per batch before).
     #[test]
     fn one_input_larger_than_the_bound_loses_no_event() {
-        use crate::testing::{Cluster, fast_config};
-        let config = crate::SchedulerConfig {
-            event_queue: NonZeroUsize::new(4),
-            ..fast_config()
-        };
+        use crate::testing::Cluster;
         // One node: it coordinates every slot, so it places them all in the submission.
-        let mut c = Cluster::with_config(1, 100_000, 100_000, 7, config);
+        let mut c = Cluster::with_config(1, 100_000, 100_000, 7, recording(4));
         let n1 = c.nodes.get_mut("n1").unwrap();
         while n1.sched.poll_event().is_some() {}
         let dropped_before = n1.sched.events_dropped();

@@ -91,15 +91,18 @@ impl Scheduler {
                     for id in mine {
                         self.note_attempt(&id);
                     }
-                    // A state transfer's node rows: logged, their eligibility and drain
-                    // completion told, the candidates' flags refreshed, as for a merged op.
+                    // A state transfer's node rows: each logged, its eligibility and drain
+                    // completion told, as for a merged op; the candidates refreshed once.
                     let nodes: Vec<Name> = self
                         .tables()
                         .nodes()
                         .map(|(name, _)| name.clone())
                         .collect();
-                    for name in nodes {
-                        self.node_touched(&name);
+                    for name in &nodes {
+                        self.node_row_seen(name);
+                    }
+                    if !nodes.is_empty() {
+                        self.node_rows_changed();
                     }
                     self.requeue_deferred(None);
                 }

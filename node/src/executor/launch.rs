@@ -355,7 +355,13 @@ impl ProgramCache {
 }
 
 fn is_executable_file(path: &Path) -> bool {
-    std::fs::metadata(path).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    std::fs::metadata(path).is_ok_and(|m| is_executable(&m))
+}
+
+/// What `execvp` would run: a regular file with an execute bit (the search and the cache's
+/// check ask the same).
+fn is_executable(m: &std::fs::Metadata) -> bool {
+    m.is_file() && m.permissions().mode() & 0o111 != 0
 }
 
 /// Finds `command` on the task's `PATH` (relative entries count from `workdir`) the way
@@ -384,7 +390,7 @@ pub(super) fn resolve_program(
         };
         let candidate = dir.join(command);
         match std::fs::metadata(&candidate) {
-            Ok(m) if m.is_file() && m.permissions().mode() & 0o111 != 0 => return Ok(candidate),
+            Ok(m) if is_executable(&m) => return Ok(candidate),
             Ok(m) if m.is_file() => not_executable = not_executable.or(Some(candidate)),
             _ => {}
         }

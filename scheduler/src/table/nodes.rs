@@ -89,10 +89,15 @@ impl NodeRow {
     /// Whether the drain in force is complete.
     #[must_use]
     pub fn drain_done(&self) -> bool {
-        match (self.drain(), &self.progress) {
-            (Some((stamp, _)), Some(p)) => p.drain == *stamp && p.done,
-            _ => false,
-        }
+        self.completed_drain().is_some()
+    }
+
+    /// The stamp of the drain in force, when it is complete.
+    #[must_use]
+    pub fn completed_drain(&self) -> Option<&Stamp> {
+        let (stamp, _) = self.drain()?;
+        let p = self.progress.as_ref()?;
+        (p.drain == *stamp && p.done).then_some(stamp)
     }
 
     /// Whether the row is empty (not kept).
