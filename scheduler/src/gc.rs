@@ -2,12 +2,14 @@
 //! grace period, a slot's coordinator folds old attempts of a long slot history into a floor,
 //! and tombstones are dropped once every live peer holds them (`docs/scheduler.md`, GC rule).
 
+use std::collections::BTreeSet;
+
 use shoal_gossip::MemberStatus;
 
 use crate::config::ms;
 use crate::hash::StableHasher;
-use crate::ids::{AttemptId, SlotKey};
-use crate::roles::Wake;
+use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
+use crate::roles::{Tombstone, Wake};
 use crate::scheduler::Scheduler;
 use crate::slot::slot_status;
 use crate::spec::JobType;
@@ -178,19 +180,22 @@ impl Scheduler {
         let retention = ms(self.config.tombstone_retention);
         let mut drop = Vec::new();
         for key in purged {
-            let clock = self.tables().clock().clone();
-            let (seen, at_seen) = self
-                .gc
-                .tombstones
-                .entry(key.clone())
-                .or_insert((self.now, clock));
-            let old = self.now.since(*seen) >= retention;
+            if !self.gc.tombstones.contains_key(&key) {
+                let tombstone = Tombstone {
+                    seen: self.now,
+                    at_seen: self.tables().clock().clone(),
+                    held_by: BTreeSet::new(),
+                };
+                self.gc.tombstones.insert(key.clone(), tombstone);
+            }
+            let tombstone = &self.gc.tombstones[&key];
+            let old = self.now.since(tombstone.seen) >= retention;
             let everywhere = self
                 .members
                 .live
                 .iter()
                 .filter(|(n, _)| *n != self.node)
-                .all(|(n, _)| self.repl.peer_clocks.get(n).is_some_and(|c| c >= at_seen));
+                .all(|(n, _)| tombstone.held_by.contains(n.as_str()));
             if old && everywhere {
                 drop.push(key);
             }
@@ -198,6 +203,21 @@ impl Scheduler {
         for key in drop {
             self.gc.tombstones.remove(&key);
             self.replica.drop_tombstone(&key);
+        }
+    }
+
+    /// A digest from `from` says whether it holds each tombstone this node keeps: it does while
+    /// its last digest covers what this node had when it saw the tombstone. A later digest that
+    /// no longer covers it (a peer restored from an older store) takes that back.
+    pub(crate) fn tombstones_heard(&mut self, from: &str, clock: &VersionVector) {
+        for tombstone in self.gc.tombstones.values_mut() {
+            if *clock >= tombstone.at_seen {
+                if !tombstone.held_by.contains(from) {
+                    tombstone.held_by.insert(Name::from(from));
+                }
+            } else {
+                tombstone.held_by.remove(from);
+            }
         }
     }
 }

@@ -261,7 +261,7 @@ impl Scheduler {
                 },
             ));
         }
-        self.repl.peer_clocks.insert(from.to_string(), clock);
+        self.tombstones_heard(from, &clock);
     }
 
     pub(crate) fn receive_state(&mut self, tables: Tables) {

@@ -132,7 +132,7 @@ impl CatalogChanges {
 /// This node's writes and what it knows of its peers' replicas. Changed by `replication.rs`
 /// (writes, stamps, peers' digests), `scheduler.rs` (acks received, the clock restored) and
 /// `durability.rs` (restored job records advance the clock); `jobs.rs` and `durability.rs`
-/// read the write counter and the acks, `gc.rs` the peer clocks.
+/// read the write counter and the acks.
 #[derive(Debug, Default)]
 pub(crate) struct Replication {
     /// The hybrid logical clock that stamps job writes.
@@ -141,8 +141,6 @@ pub(crate) struct Replication {
     pub(crate) counter: u64,
     /// Local ops not yet queued for the live peers.
     pub(crate) push: Vec<Op>,
-    /// Each peer's version vector, from its last digest.
-    pub(crate) peer_clocks: BTreeMap<String, VersionVector>,
     /// Highest counter of our actor each peer acknowledged.
     pub(crate) acks: BTreeMap<String, u64>,
     /// Messages refused for an ownership violation.
@@ -331,8 +329,25 @@ pub(crate) struct Gc {
     pub(crate) finished_since: BTreeMap<JobKey, Millis>,
     /// Batch slots below this index were final when last checked (GC scan cursor).
     pub(crate) done_cursor: BTreeMap<JobKey, u32>,
-    /// Tombstones seen: when first, and the version vector then.
-    pub(crate) tombstones: BTreeMap<JobKey, (Millis, VersionVector)>,
+    /// Tombstones seen, and which peers hold each.
+    pub(crate) tombstones: BTreeMap<JobKey, Tombstone>,
+}
+
+/// A tombstone this node has seen, and which live peers are known to hold it.
+///
+/// A peer holds it once its last digest covered `at_seen`. Only that verdict is kept per peer,
+/// not the digest: a core that kept every peer's last version vector held N peers × N writers
+/// entries (over a gigabyte per agent at 5,000 nodes) for a rule that reads one comparison per
+/// tombstone (`docs/scheduler.md`, GC rule).
+#[derive(Debug)]
+pub(crate) struct Tombstone {
+    /// When this node first saw it.
+    pub(crate) seen: Millis,
+    /// This node's version vector then: a peer whose digest covers it has every op this node
+    /// had when it saw the tombstone, the purge included.
+    pub(crate) at_seen: VersionVector,
+    /// Peers whose last digest covered `at_seen`.
+    pub(crate) held_by: BTreeSet<Name>,
 }
 
 // ---- disconnect and quorum --------------------------------------------------------------

@@ -626,27 +626,86 @@ fn ops_behind_a_gap_or_over_the_buffer_ask_the_writer_with_a_digest_it_answers()
     assert_eq!(digests(&mut n1), vec![(vec!["n2".to_string()], true)]);
 }
 
-/// A peer that left the view (a node replaced under a new name, reaped by the membership)
-/// leaves nothing behind in what a core keeps per peer: its last digest's version vector and
-/// when this core last asked it for a gap.
-#[test]
-fn what_a_core_keeps_of_a_peer_goes_when_the_peer_leaves_the_view() {
+/// Whether `node` holds any tombstone.
+fn holds_a_tombstone(c: &Cluster, node: &str) -> bool {
+    !c.nodes[node].sched.tables().purged().is_empty()
+}
+
+/// A stopped service, purged on every node of three: every node holds its tombstone.
+fn cluster_with_a_tombstone() -> Cluster {
     let mut c = Cluster::with_config(3, 4000, 4096, 1, crate::testing::fast_config());
     c.submit("n1", service("a", 1, 100)).unwrap();
-    let knows = |c: &Cluster| {
-        let clocks = &c.nodes["n1"].sched.repl.peer_clocks;
-        clocks.contains_key("n2") && clocks.contains_key("n3")
+    assert!(c.run_until(10_000, |c| c.running_count() == 1));
+    c.stop("n1", "a");
+    let everywhere = |c: &Cluster| ["n1", "n2", "n3"].iter().all(|n| holds_a_tombstone(c, n));
+    assert!(
+        c.run_until(30_000, everywhere),
+        "the stopped job was not purged"
+    );
+    c
+}
+
+/// A peer that left the view (a node replaced under a new name, reaped by the membership)
+/// leaves nothing behind in what a core keeps per peer: whether it holds a tombstone, and when
+/// this core last asked it for a gap.
+#[test]
+fn what_a_core_keeps_of_a_peer_goes_when_the_peer_leaves_the_view() {
+    let mut c = cluster_with_a_tombstone();
+    let held_by = |c: &Cluster| -> Vec<Vec<String>> {
+        let tombstones = &c.nodes["n1"].sched.gc.tombstones;
+        tombstones
+            .values()
+            .map(|t| t.held_by.iter().map(ToString::to_string).collect())
+            .collect()
     };
-    assert!(c.run_until(30_000, knows), "n2 and n3 sent n1 no digest");
+    // A retention longer than the run keeps the tombstone while the peers confirm it.
+    c.nodes
+        .get_mut("n1")
+        .unwrap()
+        .sched
+        .config
+        .tombstone_retention = std::time::Duration::from_secs(3600);
+    let both = |c: &Cluster| held_by(c) == vec![vec!["n2".to_string(), "n3".to_string()]];
+    assert!(
+        c.run_until(30_000, both),
+        "n2 and n3 never confirmed the tombstone"
+    );
     let n1 = &mut c.nodes.get_mut("n1").unwrap().sched;
     n1.repl.gap_asked.insert("n3".into(), Millis(0));
     c.nodes.remove("n3");
     c.sync_members();
-    let n1 = &c.nodes["n1"].sched;
-    assert!(!n1.repl.peer_clocks.contains_key("n3"));
-    assert!(!n1.repl.gap_asked.contains_key("n3"));
-    assert!(
-        n1.repl.peer_clocks.contains_key("n2"),
+    assert_eq!(
+        held_by(&c),
+        vec![vec!["n2".to_string()]],
         "a peer still in the view is kept"
+    );
+    assert!(!c.nodes["n1"].sched.repl.gap_asked.contains_key("n3"));
+}
+
+/// The GC rule: a tombstone goes once it is older than the retention and every live peer's
+/// last digest covers what the node had when it saw it. A live peer whose digests stop
+/// arriving keeps it however old it is; once that peer is heard again, it goes.
+#[test]
+fn a_tombstone_stays_until_every_live_peer_has_said_it_holds_it() {
+    let mut c = cluster_with_a_tombstone();
+    // n1 still lists n3 alive, but hears nothing from it.
+    c.cut.insert(("n3".into(), "n1".into()));
+    let retention = c.nodes["n1"].sched.config.tombstone_retention;
+    let past_retention = u64::try_from(retention.as_millis()).unwrap() * 3;
+    c.run_for(past_retention, |c| {
+        assert!(
+            holds_a_tombstone(c, "n1"),
+            "n1 dropped a tombstone n3 never confirmed"
+        );
+    });
+    let n1 = &c.nodes["n1"].sched;
+    assert!(
+        n1.gc.tombstones.values().all(|t| t.held_by.contains("n2")),
+        "n2's digests confirm the tombstone meanwhile"
+    );
+    c.cut.clear();
+    assert!(
+        c.run_until(10_000, |c| !holds_a_tombstone(c, "n1")),
+        "the tombstone outlived n3's confirmation"
     );
 }
