@@ -1,12 +1,14 @@
 //! The task that owns the scheduler core: member views in, peer messages in and out over QUIC,
-//! executor commands out and task events in, health checks out and their results in, submissions from the API acknowledged once they
-//! are durable, snapshots to the store.
+//! executor commands out and task events in, health checks out and their results in,
+//! submissions from the API acknowledged once they are durable, snapshots to the store.
 //!
 //! One tokio task owns [`Scheduler`]; the API talks to it through [`SchedHandle`]. After every
-//! input it drains, until nothing is left: job records (logged with an fsync, then reported
-//! with `handle_persisted`, which releases the acks they held), peer messages, executor
-//! commands; then it answers durability waiters, (at a bounded rate) writes the snapshot, and
-//! republishes the service catalog if the input changed it (`docs/services.md`, §3).
+//! input it drains, until nothing is left: the table snapshot (at a bounded rate) and job
+//! records, written on the blocking pool one write at a time (the records with an fsync, then
+//! reported with `handle_persisted`, which releases the acks they held; a snapshot holds every
+//! record handed out before it), peer messages, executor commands; then it answers durability
+//! waiters and republishes the service catalog if the input changed it (`docs/services.md`,
+//! §3).
 //! A submission or stop is logged before the core applies it (`prepare_*`, store, `commit`),
 //! so a full disk refuses it with nothing applied (`docs/faults.md`). Allocations are not
 //! advertised: every placer counts them from the replicated tables (`docs/scheduler.md`,
@@ -321,11 +323,24 @@ pub fn spawn(
     )
 }
 
-/// A job-record write on the blocking pool ([`Driver::log_job_records`]).
-struct LogWrite {
-    /// The last batch it holds: the core hears it persisted once the write succeeds.
-    last: u64,
+/// A write to the store running on the blocking pool: job records
+/// ([`Driver::log_job_records`]) or a table snapshot ([`Driver::start_snapshot`]). One at a
+/// time, so writes land in the order they were started: a snapshot empties the job log, and
+/// a record logged beside it could land before it and be lost.
+struct StoreWrite {
+    kind: WriteKind,
     result: std::sync::mpsc::Receiver<Result<(), StoreError>>,
+}
+
+enum WriteKind {
+    /// Job records; `last` is the last batch it holds: the core hears it persisted once the
+    /// write succeeds.
+    Log { last: u64 },
+    /// The tables as of `clock`, which hold every batch handed out up to `last`.
+    Snapshot {
+        last: Option<u64>,
+        clock: shoal_scheduler::VersionVector,
+    },
 }
 
 struct Waiter {
@@ -353,11 +368,11 @@ struct Driver {
     /// failed), oldest first: written (in order, as one transaction) until the store takes
     /// them; their batches are reported persisted only then.
     unlogged: Vec<shoal_scheduler::JobRecords>,
-    /// The write of `unlogged` running on the blocking pool, if any: one at a time, so
-    /// records land in the order they were handed out.
-    log_write: Option<LogWrite>,
-    /// Woken when `log_write` has its result.
-    log_written: Arc<tokio::sync::Notify>,
+    /// The store write running on the blocking pool, if any: one at a time, so records
+    /// land in the order they were handed out.
+    store_write: Option<StoreWrite>,
+    /// Woken when `store_write` has its result.
+    store_written: Arc<tokio::sync::Notify>,
     /// When the last failed write of job records happened.
     store_failed_at: Option<Instant>,
     /// The tables changed since the last snapshot (their version vector moved). Messages that
@@ -399,8 +414,8 @@ impl Driver {
             config: p.config,
             waiters: Vec::new(),
             unlogged: Vec::new(),
-            log_write: None,
-            log_written: Arc::new(tokio::sync::Notify::new()),
+            store_write: None,
+            store_written: Arc::new(tokio::sync::Notify::new()),
             store_failed_at: None,
             dirty: true,
             snapshot_clock: shoal_scheduler::VersionVector::new(),
@@ -436,7 +451,7 @@ impl Driver {
         self.core.handle_members(self.clock.now(), &view);
         self.publish_catalog();
         let mut timer = DeadlineTimer::new();
-        let log_written = self.log_written.clone();
+        let store_written = self.store_written.clone();
         loop {
             if let Some((task, event)) = self.answered.pop_front() {
                 self.count_task_event(&task, &event);
@@ -469,11 +484,11 @@ impl Driver {
                 () = timer.fired(), if timer.is_armed() => {
                     self.core.handle_timeout(self.clock.now());
                 }
-                () = log_written.notified() => self.finish_log_write(false),
+                () = store_written.notified() => self.finish_store_write(false),
             }
             self.drain().await;
         }
-        self.write_snapshot();
+        self.write_final_snapshot();
     }
 
     /// The earliest of the core's deadline, the durability waiters', the next snapshot's and
@@ -484,7 +499,9 @@ impl Driver {
             .poll_timeout()
             .map(|at| Instant::from(self.clock.instant_of(at)));
         let waiter = self.waiters.iter().map(|w| w.deadline).min();
-        let snapshot = self.dirty.then(|| self.last_snapshot + SNAPSHOT_EVERY);
+        // While a store write runs, its end wakes the loop and the snapshot is started then.
+        let snapshot =
+            (self.dirty && self.store_write.is_none()).then(|| self.last_snapshot + SNAPSHOT_EVERY);
         let store = match self.store_failed_at {
             Some(at) if !self.unlogged.is_empty() => Some(at + STORE_RETRY),
             _ => None,
@@ -598,7 +615,7 @@ impl Driver {
         };
         // After the records handed out before it, never beside them: a record of the same
         // job written in another transaction could otherwise land after this newer one.
-        self.finish_log_write(true);
+        self.finish_store_write(true);
         if let Err(source) = self
             .store
             .put_job_records(std::slice::from_ref(&write.record))
@@ -632,14 +649,14 @@ impl Driver {
     /// Logs the job records the core handed out (with the ones a failed write left behind,
     /// in order, in one transaction) on the blocking pool, so the fsync (milliseconds on a
     /// slow disk) does not stall this loop: starts, messages and digests go on meanwhile.
-    /// Only its result reports them persisted ([`Self::finish_log_write`]), which releases
+    /// Only its result reports them persisted ([`Self::finish_store_write`]), which releases
     /// the acks they held; on failure they wait for the next try, and nothing is
     /// acknowledged.
     fn log_job_records(&mut self) {
         while let Some(batch) = self.core.poll_job_records() {
             self.unlogged.push(batch);
         }
-        if self.unlogged.is_empty() || self.log_write.is_some() {
+        if self.unlogged.is_empty() || self.store_write.is_some() {
             return;
         }
         if self
@@ -660,19 +677,31 @@ impl Driver {
         let Some(last) = self.unlogged.last().map(|b| b.batch) else {
             return;
         };
-        let (tx, result) = std::sync::mpsc::sync_channel(1);
-        let (store, written) = (self.store.clone(), self.log_written.clone());
-        tokio::task::spawn_blocking(move || {
-            let _ = tx.send(store.put_job_records(&records));
-            written.notify_one();
+        let store = self.store.clone();
+        self.start_store_write(WriteKind::Log { last }, move || {
+            store.put_job_records(&records)
         });
-        self.log_write = Some(LogWrite { last, result });
     }
 
-    /// Takes the result of the running job-record write once it has one (with `wait`,
-    /// blocks until then: before any other write to the store, which must not overtake it).
-    fn finish_log_write(&mut self, wait: bool) {
-        let Some(write) = &self.log_write else {
+    /// Runs `write` on the blocking pool as the one store write in flight.
+    fn start_store_write(
+        &mut self,
+        kind: WriteKind,
+        write: impl FnOnce() -> Result<(), StoreError> + Send + 'static,
+    ) {
+        let (tx, result) = std::sync::mpsc::sync_channel(1);
+        let written = self.store_written.clone();
+        tokio::task::spawn_blocking(move || {
+            let _ = tx.send(write());
+            written.notify_one();
+        });
+        self.store_write = Some(StoreWrite { kind, result });
+    }
+
+    /// Takes the result of the running store write once it has one (with `wait`, blocks
+    /// until then: before any other write to the store, which must not overtake it).
+    fn finish_store_write(&mut self, wait: bool) {
+        let Some(write) = &self.store_write else {
             return;
         };
         let result = if wait {
@@ -684,35 +713,33 @@ impl Driver {
                 Err(std::sync::mpsc::TryRecvError::Disconnected) => None,
             }
         };
-        let last = write.last;
-        self.log_write = None;
+        let Some(StoreWrite { kind, .. }) = self.store_write.take() else {
+            return;
+        };
         let result = result.unwrap_or_else(|| {
             Err(StoreError::Io {
                 path: self.store.path().to_path_buf(),
-                what: "logging job writes",
+                what: "writing to the store",
                 reason: "the write did not complete".to_owned(),
             })
         });
-        match result {
-            Ok(()) => {
+        match (kind, result) {
+            (WriteKind::Log { last }, Ok(())) => {
                 if self.store_failed_at.take().is_some() {
                     tracing::info!("job records are logged again");
                 }
                 self.persisted_through(last);
             }
-            Err(e) => {
+            (WriteKind::Log { .. }, Err(e)) => {
                 if self.store_failed_at.is_none() {
                     tracing::error!(error = %e, "cannot log job records; acknowledgements wait");
                 }
                 self.store_failed_at = Some(Instant::now());
             }
-        }
-    }
-
-    /// Every batch handed out so far is durable (logged, or held by a snapshot).
-    fn persisted_all(&mut self) {
-        if let Some(last) = self.unlogged.last().map(|b| b.batch) {
-            self.persisted_through(last);
+            (WriteKind::Snapshot { last, clock }, Ok(())) => self.snapshot_written(last, clock),
+            (WriteKind::Snapshot { .. }, Err(e)) => {
+                tracing::error!(error = %e, "cannot write the table snapshot; will retry");
+            }
         }
     }
 
@@ -750,8 +777,13 @@ impl Driver {
             self.dirty = true;
         }
         // Job records first: a finished write releases acks, which then leave with the
-        // messages; then the next write starts.
-        self.finish_log_write(false);
+        // messages; then the next write starts. A snapshot that is due goes first: it holds
+        // every record handed out, and started after them it could wait behind log writes
+        // for as long as records keep coming.
+        self.finish_store_write(false);
+        if self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            self.start_snapshot();
+        }
         self.log_job_records();
         self.send_messages();
         // One input can make more events than the ring keeps (a 10,000-slot submission makes
@@ -799,11 +831,6 @@ impl Driver {
                 .push(crate::events::core_dropped("scheduler", lost));
         }
         self.answer_waiters();
-        if self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
-            self.write_snapshot();
-            self.send_messages();
-            self.answer_waiters();
-        }
         self.publish_catalog();
         self.mirror_intent();
     }
@@ -852,24 +879,51 @@ impl Driver {
         self.waiters = keep;
     }
 
-    /// Writes the tables; the job log is emptied in the same transaction (the snapshot holds
-    /// every record handed out so far, so their batches are durable now).
-    fn write_snapshot(&mut self) {
-        // The snapshot empties the job log: a record write still running would land after it.
-        self.finish_log_write(true);
+    /// Starts writing the tables on the blocking pool, unless another store write runs (its
+    /// end starts this one); the job log is emptied in the same transaction. Only the tables
+    /// are encoded here: the write and its fsync (milliseconds, and over 100 ms while a batch
+    /// keeps the disk busy) no longer stop this loop, and with it gossip, peers and the API.
+    fn start_snapshot(&mut self) {
+        if self.store_write.is_some() {
+            return;
+        }
+        let (last, clock, bytes) = self.encode_snapshot();
+        let store = self.store.clone();
+        self.start_store_write(WriteKind::Snapshot { last, clock }, move || {
+            store.put_snapshot(&bytes)
+        });
+        self.last_snapshot = Instant::now();
+    }
+
+    /// The tables as a snapshot: the last batch handed out (which it holds, with every
+    /// earlier one), their clock and their bytes.
+    fn encode_snapshot(&mut self) -> (Option<u64>, shoal_scheduler::VersionVector, Vec<u8>) {
         while let Some(batch) = self.core.poll_job_records() {
             self.unlogged.push(batch);
         }
-        let bytes = self.core.snapshot();
-        match self.store.put_snapshot(&bytes) {
-            Ok(()) => {
-                self.dirty = false;
-                self.snapshot_clock = self.core.tables().clock().clone();
-                self.store_failed_at = None;
-                self.persisted_all();
-            }
-            Err(e) => tracing::error!(error = %e, "cannot write the table snapshot; will retry"),
+        let last = self.unlogged.last().map(|b| b.batch);
+        let clock = self.core.tables().clock().clone();
+        (last, clock, self.core.snapshot())
+    }
+
+    /// A snapshot of the tables as of `clock` is stored: the batches it holds are durable,
+    /// and the tables are dirty again only if they moved since.
+    fn snapshot_written(&mut self, last: Option<u64>, clock: shoal_scheduler::VersionVector) {
+        self.dirty = self.core.tables().clock() != &clock;
+        self.snapshot_clock = clock;
+        self.store_failed_at = None;
+        if let Some(last) = last {
+            self.persisted_through(last);
         }
-        self.last_snapshot = Instant::now();
+    }
+
+    /// The last snapshot, at shutdown: written here and now, after any write in flight.
+    fn write_final_snapshot(&mut self) {
+        self.finish_store_write(true);
+        let (last, clock, bytes) = self.encode_snapshot();
+        match self.store.put_snapshot(&bytes) {
+            Ok(()) => self.snapshot_written(last, clock),
+            Err(e) => tracing::error!(error = %e, "cannot write the table snapshot"),
+        }
     }
 }
