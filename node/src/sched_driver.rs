@@ -503,7 +503,9 @@ impl Driver {
         let snapshot =
             (self.dirty && self.store_write.is_none()).then(|| self.last_snapshot + SNAPSHOT_EVERY);
         let store = match self.store_failed_at {
-            Some(at) if !self.unlogged.is_empty() => Some(at + STORE_RETRY),
+            Some(at) if !self.unlogged.is_empty() && self.store_write.is_none() => {
+                Some(at + STORE_RETRY)
+            }
             _ => None,
         };
         [core, waiter, snapshot, store].into_iter().flatten().min()
@@ -738,6 +740,10 @@ impl Driver {
             }
             (WriteKind::Snapshot { last, clock }, Ok(())) => self.snapshot_written(last, clock),
             (WriteKind::Snapshot { .. }, Err(e)) => {
+                // The spacing counts from the end of a write, failed or not: a snapshot that
+                // takes longer than the spacing is not followed at once by the next, and log
+                // writes get their turn between them.
+                self.last_snapshot = Instant::now();
                 tracing::error!(error = %e, "cannot write the table snapshot; will retry");
             }
         }
@@ -892,7 +898,6 @@ impl Driver {
         self.start_store_write(WriteKind::Snapshot { last, clock }, move || {
             store.put_snapshot(&bytes)
         });
-        self.last_snapshot = Instant::now();
     }
 
     /// The tables as a snapshot: the last batch handed out (which it holds, with every
@@ -909,6 +914,7 @@ impl Driver {
     /// A snapshot of the tables as of `clock` is stored: the batches it holds are durable,
     /// and the tables are dirty again only if they moved since.
     fn snapshot_written(&mut self, last: Option<u64>, clock: shoal_scheduler::VersionVector) {
+        self.last_snapshot = Instant::now();
         self.dirty = self.core.tables().clock() != &clock;
         self.snapshot_clock = clock;
         self.store_failed_at = None;

@@ -9,7 +9,7 @@ use shoal_gossip::MemberStatus;
 use crate::config::ms;
 use crate::hash::StableHasher;
 use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
-use crate::roles::{Tombstone, Wake};
+use crate::roles::{Notice, Wake};
 use crate::scheduler::Scheduler;
 use crate::slot::slot_status;
 use crate::spec::JobType;
@@ -175,48 +175,70 @@ impl Scheduler {
 
     /// Drop tombstones older than the retention that every live peer is known to hold.
     pub(crate) fn collect_tombstones(&mut self) {
-        let purged: Vec<JobKey> = self.tables().purged().iter().cloned().collect();
-        self.gc.tombstones.retain(|k, _| purged.contains(k));
-        let retention = ms(self.config.tombstone_retention);
-        let mut drop = Vec::new();
-        for key in purged {
-            if !self.gc.tombstones.contains_key(&key) {
-                let tombstone = Tombstone {
-                    seen: self.now,
-                    at_seen: self.tables().clock().clone(),
-                    held_by: BTreeSet::new(),
-                };
-                self.gc.tombstones.insert(key.clone(), tombstone);
-            }
-            let tombstone = &self.gc.tombstones[&key];
-            let old = self.now.since(tombstone.seen) >= retention;
-            let everywhere = self
-                .members
-                .live
-                .iter()
-                .filter(|(n, _)| *n != self.node)
-                .all(|(n, _)| tombstone.held_by.contains(n.as_str()));
-            if old && everywhere {
-                drop.push(key);
-            }
+        let purged = self.tables().purged().clone();
+        let clock = self.tables().clock().clone();
+        let (now, retention) = (self.now, ms(self.config.tombstone_retention));
+        let t = &mut self.gc.tombstones;
+        t.noticed.retain(|k, _| purged.contains(k));
+        let new: Vec<JobKey> = purged
+            .iter()
+            .filter(|k| !t.noticed.contains_key(*k))
+            .cloned()
+            .collect();
+        if !new.is_empty() {
+            let notice = t.next;
+            t.next += 1;
+            let seen = Notice {
+                seen: now,
+                at_seen: clock,
+            };
+            t.notices.insert(notice, seen);
+            t.noticed.extend(new.into_iter().map(|k| (k, notice)));
         }
+        // The newest notice every live peer holds (every notice when there is no peer).
+        let mut peers = self.members.live.iter().filter(|(n, _)| *n != self.node);
+        let held_everywhere = peers.try_fold(u64::MAX, |held, (peer, _)| {
+            t.covered.get(peer.as_str()).map(|&n| held.min(n))
+        });
+        let droppable = |notice: &u64| {
+            held_everywhere.is_some_and(|held| *notice <= held)
+                && t.notices
+                    .get(notice)
+                    .is_some_and(|n| now.since(n.seen) >= retention)
+        };
+        let drop: Vec<JobKey> = t
+            .noticed
+            .iter()
+            .filter(|(_, notice)| droppable(notice))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in &drop {
+            t.noticed.remove(key);
+        }
+        let kept: BTreeSet<u64> = t.noticed.values().copied().collect();
+        t.notices.retain(|n, _| kept.contains(n));
         for key in drop {
-            self.gc.tombstones.remove(&key);
             self.replica.drop_tombstone(&key);
         }
     }
 
-    /// A digest from `from` says whether it holds each tombstone this node keeps: it does while
-    /// its last digest covers what this node had when it saw the tombstone. A later digest that
-    /// no longer covers it (a peer restored from an older store) takes that back.
+    /// A digest from `from` says which notices of tombstones it holds: those whose vector its
+    /// clock covers. A later digest that covers fewer (a peer restored from an older store)
+    /// takes them back.
     pub(crate) fn tombstones_heard(&mut self, from: &str, clock: &VersionVector) {
-        for tombstone in self.gc.tombstones.values_mut() {
-            if *clock >= tombstone.at_seen {
-                if !tombstone.held_by.contains(from) {
-                    tombstone.held_by.insert(Name::from(from));
-                }
-            } else {
-                tombstone.held_by.remove(from);
+        let t = &mut self.gc.tombstones;
+        if t.notices.is_empty() {
+            return;
+        }
+        // The notices' vectors grow with their number: the covered ones are a prefix.
+        let notices: Vec<(&u64, &Notice)> = t.notices.iter().collect();
+        let covered = notices.partition_point(|(_, n)| *clock >= n.at_seen);
+        match covered.checked_sub(1).map(|i| *notices[i].0) {
+            Some(newest) => {
+                t.covered.insert(Name::from(from), newest);
+            }
+            None => {
+                t.covered.remove(from);
             }
         }
     }

@@ -258,11 +258,10 @@ impl Scheduler {
         // What this core knew of peers no longer in the view: nothing reads it for them (the
         // tombstone rule asks live peers; a gap is asked of the sender of an op), and names
         // that never come back (nodes replaced under new names) would pile up.
-        for tombstone in self.gc.tombstones.values_mut() {
-            tombstone
-                .held_by
-                .retain(|name| all.contains_key(name.as_str()));
-        }
+        self.gc
+            .tombstones
+            .covered
+            .retain(|name, _| all.contains_key(name.as_str()));
         self.repl.gap_asked.retain(|name, _| all.contains_key(name));
         self.members = Members {
             all,

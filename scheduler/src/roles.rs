@@ -329,25 +329,38 @@ pub(crate) struct Gc {
     pub(crate) finished_since: BTreeMap<JobKey, Millis>,
     /// Batch slots below this index were final when last checked (GC scan cursor).
     pub(crate) done_cursor: BTreeMap<JobKey, u32>,
-    /// Tombstones seen, and which peers hold each.
-    pub(crate) tombstones: BTreeMap<JobKey, Tombstone>,
+    /// Tombstones seen, and which peers are known to hold them.
+    pub(crate) tombstones: Tombstones,
 }
 
-/// A tombstone this node has seen, and which live peers are known to hold it.
+/// The tombstones this node has seen, and which peers are known to hold them.
 ///
-/// A peer holds it once its last digest covered `at_seen`. Only that verdict is kept per peer,
-/// not the digest: a core that kept every peer's last version vector held N peers × N writers
-/// entries (over a gigabyte per agent at 5,000 nodes) for a rule that reads one comparison per
-/// tombstone (`docs/scheduler.md`, GC rule).
+/// A tombstone check notices the tombstones it has not seen before and notes this node's
+/// version vector then (`at_seen`); a peer holds them once its last digest covers that vector.
+/// This node's vector only grows, so a digest that covers one notice covers every earlier one:
+/// per peer, only the newest notice its last digest covered is kept. A core that kept every
+/// peer's last version vector instead held N peers × N writers entries (over a gigabyte per
+/// agent at 5,000 nodes) for the same answer (`docs/scheduler.md`, GC rule).
+#[derive(Debug, Default)]
+pub(crate) struct Tombstones {
+    /// Each tombstone kept, with the number of the notice that first saw it.
+    pub(crate) noticed: BTreeMap<JobKey, u64>,
+    /// The notices that still have tombstones, by number: older first, vectors growing.
+    pub(crate) notices: BTreeMap<u64, Notice>,
+    /// Each peer's newest notice its last digest covered; none when it covered none.
+    pub(crate) covered: BTreeMap<Name, u64>,
+    /// The number of the next notice.
+    pub(crate) next: u64,
+}
+
+/// One tombstone check's notice of new tombstones.
 #[derive(Debug)]
-pub(crate) struct Tombstone {
-    /// When this node first saw it.
+pub(crate) struct Notice {
+    /// When.
     pub(crate) seen: Millis,
     /// This node's version vector then: a peer whose digest covers it has every op this node
-    /// had when it saw the tombstone, the purge included.
+    /// had, the purges included.
     pub(crate) at_seen: VersionVector,
-    /// Peers whose last digest covered `at_seen`.
-    pub(crate) held_by: BTreeSet<Name>,
 }
 
 // ---- disconnect and quorum --------------------------------------------------------------

@@ -631,6 +631,19 @@ fn holds_a_tombstone(c: &Cluster, node: &str) -> bool {
     !c.nodes[node].sched.tables().purged().is_empty()
 }
 
+/// The peers `node` knows to hold every tombstone it keeps (none when it keeps none).
+fn holders(c: &Cluster, node: &str) -> Vec<String> {
+    let t = &c.nodes[node].sched.gc.tombstones;
+    let Some(&newest) = t.noticed.values().max() else {
+        return Vec::new();
+    };
+    t.covered
+        .iter()
+        .filter(|&(_, &n)| n >= newest)
+        .map(|(p, _)| p.to_string())
+        .collect()
+}
+
 /// A stopped service, purged on every node of three: every node holds its tombstone.
 fn cluster_with_a_tombstone() -> Cluster {
     let mut c = Cluster::with_config(3, 4000, 4096, 1, crate::testing::fast_config());
@@ -645,19 +658,63 @@ fn cluster_with_a_tombstone() -> Cluster {
     c
 }
 
+/// Only a digest that covers what the node had when it saw the tombstone counts, and a later
+/// one that does not (a peer restored from an older store) takes it back: a lagging peer keeps
+/// the tombstone however old it is.
+#[test]
+fn a_digest_that_does_not_cover_the_tombstone_keeps_it() {
+    let mut c = cluster_with_a_tombstone();
+    let held_by_n2 = |c: &Cluster| holders(c, "n1").contains(&"n2".to_string());
+    let retention = c.nodes["n1"].sched.config.tombstone_retention;
+    c.nodes
+        .get_mut("n1")
+        .unwrap()
+        .sched
+        .config
+        .tombstone_retention = std::time::Duration::from_secs(3600);
+    assert!(
+        c.run_until(30_000, held_by_n2),
+        "n2 never confirmed the tombstone"
+    );
+    c.nodes
+        .get_mut("n1")
+        .unwrap()
+        .sched
+        .config
+        .tombstone_retention = retention;
+    // From now on n1 hears from n2 only this digest, from before the purge.
+    c.cut.insert(("n2".into(), "n1".into()));
+    let now = c.now;
+    let lagging = Message::Digest {
+        clock: crate::ids::VersionVector::new(),
+        reply: false,
+    };
+    c.nodes
+        .get_mut("n1")
+        .unwrap()
+        .sched
+        .handle_message(now, "n2", lagging);
+    assert!(!held_by_n2(&c), "a digest without the purge still counts");
+    let past_retention = u64::try_from(retention.as_millis()).unwrap() * 3;
+    c.run_for(past_retention, |c| {
+        assert!(
+            holds_a_tombstone(c, "n1"),
+            "n1 dropped a tombstone n2's last digest does not cover"
+        );
+    });
+    c.cut.clear();
+    assert!(
+        c.run_until(10_000, |c| !holds_a_tombstone(c, "n1")),
+        "the tombstone outlived n2's next digest"
+    );
+}
+
 /// A peer that left the view (a node replaced under a new name, reaped by the membership)
 /// leaves nothing behind in what a core keeps per peer: whether it holds a tombstone, and when
 /// this core last asked it for a gap.
 #[test]
 fn what_a_core_keeps_of_a_peer_goes_when_the_peer_leaves_the_view() {
     let mut c = cluster_with_a_tombstone();
-    let held_by = |c: &Cluster| -> Vec<Vec<String>> {
-        let tombstones = &c.nodes["n1"].sched.gc.tombstones;
-        tombstones
-            .values()
-            .map(|t| t.held_by.iter().map(ToString::to_string).collect())
-            .collect()
-    };
     // A retention longer than the run keeps the tombstone while the peers confirm it.
     c.nodes
         .get_mut("n1")
@@ -665,7 +722,7 @@ fn what_a_core_keeps_of_a_peer_goes_when_the_peer_leaves_the_view() {
         .sched
         .config
         .tombstone_retention = std::time::Duration::from_secs(3600);
-    let both = |c: &Cluster| held_by(c) == vec![vec!["n2".to_string(), "n3".to_string()]];
+    let both = |c: &Cluster| holders(c, "n1") == ["n2", "n3"];
     assert!(
         c.run_until(30_000, both),
         "n2 and n3 never confirmed the tombstone"
@@ -675,10 +732,11 @@ fn what_a_core_keeps_of_a_peer_goes_when_the_peer_leaves_the_view() {
     c.nodes.remove("n3");
     c.sync_members();
     assert_eq!(
-        held_by(&c),
-        vec![vec!["n2".to_string()]],
+        holders(&c, "n1"),
+        ["n2"],
         "a peer still in the view is kept"
     );
+    assert!(!c.nodes["n1"].sched.gc.tombstones.covered.contains_key("n3"));
     assert!(!c.nodes["n1"].sched.repl.gap_asked.contains_key("n3"));
 }
 
@@ -698,9 +756,8 @@ fn a_tombstone_stays_until_every_live_peer_has_said_it_holds_it() {
             "n1 dropped a tombstone n3 never confirmed"
         );
     });
-    let n1 = &c.nodes["n1"].sched;
     assert!(
-        n1.gc.tombstones.values().all(|t| t.held_by.contains("n2")),
+        holders(&c, "n1") == ["n2"],
         "n2's digests confirm the tombstone meanwhile"
     );
     c.cut.clear();
