@@ -655,9 +655,7 @@ impl Driver {
     /// the acks they held; on failure they wait for the next try, and nothing is
     /// acknowledged.
     fn log_job_records(&mut self) {
-        while let Some(batch) = self.core.poll_job_records() {
-            self.unlogged.push(batch);
-        }
+        self.take_job_records();
         if self.unlogged.is_empty() || self.store_write.is_some() {
             return;
         }
@@ -683,6 +681,13 @@ impl Driver {
         self.start_store_write(WriteKind::Log { last }, move || {
             store.put_job_records(&records)
         });
+    }
+
+    /// Moves the job records the core handed out to `unlogged`.
+    fn take_job_records(&mut self) {
+        while let Some(batch) = self.core.poll_job_records() {
+            self.unlogged.push(batch);
+        }
     }
 
     /// Runs `write` on the blocking pool as the one store write in flight.
@@ -903,9 +908,7 @@ impl Driver {
     /// The tables as a snapshot: the last batch handed out (which it holds, with every
     /// earlier one), their clock and their bytes.
     fn encode_snapshot(&mut self) -> (Option<u64>, shoal_scheduler::VersionVector, Vec<u8>) {
-        while let Some(batch) = self.core.poll_job_records() {
-            self.unlogged.push(batch);
-        }
+        self.take_job_records();
         let last = self.unlogged.last().map(|b| b.batch);
         let clock = self.core.tables().clock().clone();
         (last, clock, self.core.snapshot())

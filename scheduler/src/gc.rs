@@ -175,24 +175,22 @@ impl Scheduler {
 
     /// Drop tombstones older than the retention that every live peer is known to hold.
     pub(crate) fn collect_tombstones(&mut self) {
-        let purged = self.tables().purged().clone();
-        let clock = self.tables().clock().clone();
+        let purged = self.tables().purged();
+        let new: Vec<JobKey> = purged
+            .iter()
+            .filter(|k| !self.gc.tombstones.noticed.contains_key(*k))
+            .cloned()
+            .collect();
+        // This node's vector is noted only by a check that notices something.
+        let at_seen = (!new.is_empty()).then(|| self.tables().clock().clone());
+        let purged = purged.clone();
         let (now, retention) = (self.now, ms(self.config.tombstone_retention));
         let t = &mut self.gc.tombstones;
         t.noticed.retain(|k, _| purged.contains(k));
-        let new: Vec<JobKey> = purged
-            .iter()
-            .filter(|k| !t.noticed.contains_key(*k))
-            .cloned()
-            .collect();
-        if !new.is_empty() {
+        if let Some(at_seen) = at_seen {
             let notice = t.next;
             t.next += 1;
-            let seen = Notice {
-                seen: now,
-                at_seen: clock,
-            };
-            t.notices.insert(notice, seen);
+            t.notices.insert(notice, Notice { seen: now, at_seen });
             t.noticed.extend(new.into_iter().map(|k| (k, notice)));
         }
         // The newest notice every live peer holds (every notice when there is no peer).

@@ -1,5 +1,7 @@
 //! Tests of the driving API: submissions, durability, snapshots, ownership rules, determinism.
 
+use std::time::Duration;
+
 use shoal_gossip::{Millis, Resources};
 
 use super::*;
@@ -644,6 +646,12 @@ fn holders(c: &Cluster, node: &str) -> Vec<String> {
         .collect()
 }
 
+/// Sets `node`'s tombstone retention; returns the one it had.
+fn set_retention(c: &mut Cluster, node: &str, retention: Duration) -> Duration {
+    let config = &mut c.nodes.get_mut(node).unwrap().sched.config;
+    std::mem::replace(&mut config.tombstone_retention, retention)
+}
+
 /// A stopped service, purged on every node of three: every node holds its tombstone.
 fn cluster_with_a_tombstone() -> Cluster {
     let mut c = Cluster::with_config(3, 4000, 4096, 1, crate::testing::fast_config());
@@ -665,23 +673,12 @@ fn cluster_with_a_tombstone() -> Cluster {
 fn a_digest_that_does_not_cover_the_tombstone_keeps_it() {
     let mut c = cluster_with_a_tombstone();
     let held_by_n2 = |c: &Cluster| holders(c, "n1").contains(&"n2".to_string());
-    let retention = c.nodes["n1"].sched.config.tombstone_retention;
-    c.nodes
-        .get_mut("n1")
-        .unwrap()
-        .sched
-        .config
-        .tombstone_retention = std::time::Duration::from_secs(3600);
+    let retention = set_retention(&mut c, "n1", Duration::from_secs(3600));
     assert!(
         c.run_until(30_000, held_by_n2),
         "n2 never confirmed the tombstone"
     );
-    c.nodes
-        .get_mut("n1")
-        .unwrap()
-        .sched
-        .config
-        .tombstone_retention = retention;
+    set_retention(&mut c, "n1", retention);
     // From now on n1 hears from n2 only this digest, from before the purge.
     c.cut.insert(("n2".into(), "n1".into()));
     let now = c.now;
@@ -716,12 +713,7 @@ fn a_digest_that_does_not_cover_the_tombstone_keeps_it() {
 fn what_a_core_keeps_of_a_peer_goes_when_the_peer_leaves_the_view() {
     let mut c = cluster_with_a_tombstone();
     // A retention longer than the run keeps the tombstone while the peers confirm it.
-    c.nodes
-        .get_mut("n1")
-        .unwrap()
-        .sched
-        .config
-        .tombstone_retention = std::time::Duration::from_secs(3600);
+    set_retention(&mut c, "n1", Duration::from_secs(3600));
     let both = |c: &Cluster| holders(c, "n1") == ["n2", "n3"];
     assert!(
         c.run_until(30_000, both),
