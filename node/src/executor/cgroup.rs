@@ -187,16 +187,23 @@ impl Hierarchy {
     /// Writes the limits of the task cgroup `name`, each but those it already `held`.
     pub fn write_limits(&self, name: &str, limits: Limits, held: Held) -> Result<(), String> {
         let quota = cpu_quota_us(limits.cpu_millicores);
+        // A spare's memory cgroup still holds what the last task left charged to it: the
+        // limit is raised by that much, so the task has all of its own room.
+        let leftover = match held {
+            Held::Nothing => 0,
+            Held::Spare { leftover_bytes, .. } => leftover_bytes,
+        };
         let memory = limits
             .memory_mib
             .checked_mul(1024 * 1024)
-            .filter(|&b| b > 0);
+            .filter(|&b| b > 0)
+            .map(|b| b.saturating_add(leftover));
         let pids = (limits.max_pids > 0).then_some(limits.max_pids);
         // The cpu quota is written even when a spare holds the same: the write refills the
         // cgroup's CFS runtime, which the last task may have spent in this period.
         let pids_changed = match held {
             Held::Nothing => true,
-            Held::Pids(max) => max != limits.max_pids,
+            Held::Spare { max_pids, .. } => max_pids != limits.max_pids,
         };
         match self {
             Hierarchy::V2 {
@@ -250,6 +257,20 @@ impl Hierarchy {
         }
     }
 
+    /// The memory charged to the task cgroup `name` now (v1 `memory.usage_in_bytes`, v2
+    /// `memory.current`): with no process in it, what its tasks left behind.
+    pub fn memory_charged(&self, name: &str) -> Result<u64, String> {
+        let file = self.memory_dir(name).join(match self {
+            Hierarchy::V2 { .. } => "memory.current",
+            Hierarchy::V1 { .. } => "memory.usage_in_bytes",
+        });
+        let text = std::fs::read_to_string(&file)
+            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        text.trim()
+            .parse()
+            .map_err(|e| format!("{} holds `{}`: {e}", file.display(), text.trim()))
+    }
+
     /// Whether a task's child enters its cgroup itself, between `fork` and `exec`
     /// ([`TaskCgroup::entry`]): with cgroup v1. With v2 the caller moves the pid in after the
     /// spawn ([`TaskCgroup::add`]), and a task that forks within that window can leave a child
@@ -283,9 +304,10 @@ impl Hierarchy {
 pub(crate) enum Held {
     /// The kernel's defaults: a new cgroup.
     Nothing,
-    /// The pids limit written for an earlier task (a spare's, `spares.rs`). Its memory cgroup
-    /// is new, and its cpu quota is written again, which refills the runtime of the period.
-    Pids(u64),
+    /// An earlier task's cgroup (a spare, `spares.rs`): the pids limit written for it, and
+    /// the memory its tasks left charged to it, which the memory limit is raised by. Its cpu
+    /// quota is written again, which refills the runtime of the period.
+    Spare { max_pids: u64, leftover_bytes: u64 },
 }
 
 /// The limits written into a task's cgroup; `0` is "unlimited" for each.

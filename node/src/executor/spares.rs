@@ -1,6 +1,6 @@
-//! Spare task cgroups (cgroup v1): the cpu, pids and freezer cgroups of a task that ended with
-//! nothing left in them are renamed aside instead of removed, and renamed to the next task's
-//! name instead of made anew. Its memory cgroup is always new.
+//! Spare task cgroups (cgroup v1): the cgroups of a task that ended with nothing left in them
+//! are renamed aside instead of removed, and renamed to the next task's name instead of made
+//! anew, in all four hierarchies.
 //!
 //! Making a v1 task cgroup is a `mkdir` in each of four hierarchies, where the kernel creates
 //! every control file of each controller, and removing it is four `rmdir`s that take the
@@ -13,11 +13,14 @@
 //! it, and the first build that skipped the write throttled every task after it until the next
 //! 100 ms period: 57 tasks/s). The pids limit is written only when it differs.
 //!
-//! The memory cgroup is not kept: an exited task leaves memory charged to it (page cache of
-//! the files it wrote, kernel objects freed later), which the next task would find counted
-//! against its own limit, and `memory.force_empty`, which gives it back, drains every CPU's
-//! charge cache and took up to 124 ms here. The kernel's counters of the cgroups that are kept
-//! (`cpuacct.usage`, `cpu.stat`, `pids.events`) carry over; the agent reads none of them.
+//! The memory cgroup still holds what its tasks left charged to it (kernel objects freed
+//! later, page cache of the files they wrote, charges the kernel batches per CPU): the next
+//! task's memory limit is raised by what is charged when it takes the spare, so it has all of
+//! its own room, and a spare holding more than [`MAX_LEFTOVER_BYTES`] is removed instead of
+//! taken. `memory.force_empty`, which would give the charge back, drains every CPU's charge
+//! cache and took up to 124 ms here. The kernel's other counters carry over (`cpuacct.usage`,
+//! `cpu.stat`, `pids.events`, `memory.max_usage_in_bytes`, `memory.failcnt`); the agent reads
+//! none of them.
 //!
 //! Spares are named `.spare-<n>`: a task's name never starts with a dot, so no task cgroup is
 //! ever taken for one. Everything that walks the task cgroups (the watchdog, the sweep of empty
@@ -32,6 +35,12 @@ use super::cgroup::{Held, Hierarchy, Limits, TaskCgroup};
 
 /// At most this many spares are kept; a cgroup beyond them is removed as before.
 pub(super) const MAX_SPARES: usize = 64;
+
+/// A spare with more memory than this still charged to it is removed rather than taken: the
+/// next task would be allowed up to this much more than it asked for, once the kernel frees
+/// what is charged. A `true` leaves 0.3–1.1 MiB here (mostly charges the kernel batches per
+/// CPU); a task that wrote files leaves their page cache, and its spare is not used.
+pub(super) const MAX_LEFTOVER_BYTES: u64 = 2 << 20;
 
 /// The spare cgroups of one executor.
 #[derive(Debug)]
@@ -57,28 +66,39 @@ impl Spares {
         })
     }
 
-    /// A spare renamed to `name`, with a new memory cgroup, its cpu quota written again and its
-    /// pids limit where it differs. `None` when there is no spare, or when the one taken could not
-    /// be used (a stale cgroup named `name` in one hierarchy, a limit the kernel refused): that
+    /// A spare renamed to `name`, its memory limit raised by what is still charged to it, its
+    /// cpu quota written again and its pids limit where it differs. `None` when there is no
+    /// spare, or when the one taken is not used (more than [`MAX_LEFTOVER_BYTES`] still
+    /// charged, a stale cgroup named `name` in one hierarchy, a limit the kernel refused): that
     /// spare is removed and the caller makes the cgroup as it would have without spares.
     pub fn take(&self, name: &str, limits: Limits) -> Option<TaskCgroup> {
         let spare = self.lock().pop()?;
-        let from = self.kept_dirs(&spare.name);
-        let to = self.kept_dirs(name);
-        if let Err(e) = rename_all(&from, &to) {
-            tracing::debug!(spare = spare.name, error = %e, "spare cgroup not used");
-            remove_dirs(&from);
-            return None;
-        }
-        let cgroup = self.hierarchy.task_cgroup(name);
-        let memory = self.hierarchy.memory_dir(name);
-        let made = std::fs::create_dir(&memory)
-            .map_err(|e| format!("cannot create cgroup {}: {e}", memory.display()))
-            .and_then(|()| {
-                self.hierarchy
-                    .write_limits(name, limits, Held::Pids(spare.limits.max_pids))
+        let from = self.hierarchy.task_cgroup(&spare.name);
+        let leftover = self
+            .hierarchy
+            .memory_charged(&spare.name)
+            .and_then(|bytes| {
+                (bytes <= MAX_LEFTOVER_BYTES)
+                    .then_some(bytes)
+                    .ok_or_else(|| format!("{bytes} bytes still charged to it"))
             });
-        if let Err(e) = made {
+        let renamed = leftover.and_then(|leftover| {
+            rename_all(from.dirs(), self.hierarchy.task_cgroup(name).dirs()).map(|()| leftover)
+        });
+        let leftover_bytes = match renamed {
+            Ok(leftover) => leftover,
+            Err(e) => {
+                tracing::debug!(spare = spare.name, error = %e, "spare cgroup not used");
+                remove_dirs(from.dirs());
+                return None;
+            }
+        };
+        let cgroup = self.hierarchy.task_cgroup(name);
+        let held = Held::Spare {
+            max_pids: spare.limits.max_pids,
+            leftover_bytes,
+        };
+        if let Err(e) = self.hierarchy.write_limits(name, limits, held) {
             tracing::debug!(error = %e, "spare cgroup not used; making a new one");
             let _ = cgroup.remove_now();
             return None;
@@ -86,9 +106,8 @@ impl Spares {
         Some(cgroup.with_limits(limits))
     }
 
-    /// Keeps `cgroup`, named `name` and known to be empty, as a spare: its memory cgroup is
-    /// removed, the others renamed aside. Gives it back when it cannot be kept (enough spares,
-    /// a removal or a rename failed): the caller removes what is left of it.
+    /// Keeps `cgroup`, named `name` and known to be empty, as a spare: renamed aside. Gives it
+    /// back when it cannot be kept (enough spares, a rename failed): the caller removes it.
     pub fn keep(&self, name: &str, cgroup: TaskCgroup) -> Result<(), TaskCgroup> {
         let Some(limits) = cgroup.limits() else {
             return Err(cgroup);
@@ -96,13 +115,10 @@ impl Spares {
         if self.lock().len() >= MAX_SPARES {
             return Err(cgroup);
         }
-        if let Err(e) = std::fs::remove_dir(self.hierarchy.memory_dir(name)) {
-            tracing::debug!(error = %e, "task cgroup not kept as a spare");
-            return Err(cgroup);
-        }
         let spare = format!(".spare-{}", self.next.fetch_add(1, Ordering::Relaxed));
-        if let Err(e) = rename_all(&self.kept_dirs(name), &self.kept_dirs(&spare)) {
-            tracing::debug!(error = %e, "task cgroup not kept as a spare");
+        let to = self.hierarchy.task_cgroup(&spare);
+        if let Err(e) = rename_all(cgroup.dirs(), to.dirs()) {
+            tracing::debug!(cgroup = name, error = %e, "task cgroup not kept as a spare");
             return Err(cgroup);
         }
         self.lock().push(Spare {
@@ -116,18 +132,6 @@ impl Spares {
     #[cfg(test)]
     pub fn len(&self) -> usize {
         self.lock().len()
-    }
-
-    /// The directories of cgroup `name` that a spare keeps: every hierarchy's but memory's.
-    fn kept_dirs(&self, name: &str) -> Vec<PathBuf> {
-        let memory = self.hierarchy.memory_dir(name);
-        let cgroup = self.hierarchy.task_cgroup(name);
-        cgroup
-            .dirs()
-            .iter()
-            .filter(|d| **d != memory)
-            .cloned()
-            .collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Vec<Spare>> {

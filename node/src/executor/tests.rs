@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::spares::MAX_LEFTOVER_BYTES;
 use super::testing::Reaper;
 use super::*;
 
@@ -577,8 +578,9 @@ fn cgroup_file(dir: &Path, file: &str) -> String {
 }
 
 /// A task that ends with nothing left in its cgroup leaves it as a spare, and the next task
-/// gets that cgroup under its own name with its own limits; a task that leaves a process behind
-/// (kill rounds, the freezer) does not.
+/// gets that cgroup under its own name with its own limits (its memory limit raised by what the
+/// last task left charged); a task that leaves a process behind (kill rounds, the freezer) does
+/// not.
 #[tokio::test]
 async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
     let (exec, mut events, _dir) = executor("spare", CgroupMode::Auto);
@@ -586,10 +588,12 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
         return;
     };
     let hierarchy = exec.inner.cgroups.clone().unwrap();
+    // 256 KB of page cache stays charged to the cgroup after the task: a leftover the next
+    // task's limit must make room for.
     let first = TaskSpec {
         cpu_millicores: 250,
         memory_mib: 64,
-        ..sh("head -c 10000000 /dev/zero > big; exit 0")
+        ..sh("head -c 256000 /dev/zero > some; exit 0")
     };
     exec.start(key("spare", 0), first).unwrap();
     started(&mut events).await;
@@ -603,16 +607,16 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
         first_dirs.dirs().iter().all(|d| !d.exists()),
         "the first task's name is gone"
     );
-    let memory_spare = hierarchy.memory_dir(".spare-0");
     for parent in exec.cgroup_parents() {
         let spare = parent.join(".spare-0");
-        if spare == memory_spare {
-            assert!(!spare.exists(), "a memory cgroup is never kept");
-            continue;
-        }
         assert!(spare.is_dir(), "no spare {}", spare.display());
         assert!(cgroup_file(&spare, "cgroup.procs").is_empty());
     }
+    let leftover = hierarchy.memory_charged(".spare-0").unwrap();
+    assert!(
+        (256_000..=MAX_LEFTOVER_BYTES).contains(&leftover),
+        "{leftover} B charged to the spare"
+    );
 
     // The cpu quota is written again even when it is the same (the write refills the CFS
     // runtime the first task spent): spoil the spare's to see it rewritten.
@@ -652,16 +656,12 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
     };
     let dir = |parent: &PathBuf| parent.join("spare.1.n.1.0");
     assert_eq!(cgroup_file(&dir(cpu_parent), "cpu.cfs_quota_us"), "25000");
-    assert_eq!(
-        cgroup_file(&dir(memory_parent), "memory.limit_in_bytes"),
-        (32u64 << 20).to_string()
-    );
-    let charged: u64 = cgroup_file(&dir(memory_parent), "memory.usage_in_bytes")
+    let limit: u64 = cgroup_file(&dir(memory_parent), "memory.limit_in_bytes")
         .parse()
         .unwrap();
     assert!(
-        charged < 5_000_000,
-        "the first task's page cache still charged: {charged} B"
+        ((32 << 20) + 256_000..=(32 << 20) + MAX_LEFTOVER_BYTES).contains(&limit),
+        "the limit makes room for the 256 KB left charged, and no more than the bound: {limit}"
     );
     if let Some(freezer) = freezer_parent {
         assert_eq!(cgroup_file(&dir(freezer), "freezer.state"), "THAWED");
@@ -692,6 +692,55 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
     assert!(eventually(|| left.dirs().iter().all(|d| !d.exists())).await);
 }
 
+/// A spare that still has more than [`MAX_LEFTOVER_BYTES`] charged to it (the page cache of
+/// a file its task wrote) is removed, not taken: the next task gets a new cgroup with its
+/// limit as asked and none of that charge.
+#[tokio::test]
+async fn a_spare_with_much_memory_charged_is_not_used() {
+    let (exec, mut events, _dir) = executor("spare-full", CgroupMode::Auto);
+    let Some(spares) = spares_or_skip(&exec, "a_spare_with_much_memory_charged_is_not_used") else {
+        return;
+    };
+    let hierarchy = exec.inner.cgroups.clone().unwrap();
+    let writer = TaskSpec {
+        memory_mib: 64,
+        ..sh("head -c 10000000 /dev/zero > big; exit 0")
+    };
+    exec.start(key("spare-full", 0), writer).unwrap();
+    started(&mut events).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    assert_eq!(spares.len(), 1);
+    assert!(hierarchy.memory_charged(".spare-0").unwrap() > MAX_LEFTOVER_BYTES);
+    let task = key("spare-full", 1);
+    let next_spec = TaskSpec {
+        memory_mib: 32,
+        ..sh("exec sleep 600")
+    };
+    exec.start(task.clone(), next_spec).unwrap();
+    started(&mut events).await;
+    assert_eq!(spares.len(), 0);
+    let spare = hierarchy.task_cgroup(".spare-0");
+    assert!(
+        spare.dirs().iter().all(|d| !d.exists()),
+        "the spare is removed"
+    );
+    let name = "spare-full.1.n.1.0";
+    assert_eq!(
+        cgroup_file(&hierarchy.memory_dir(name), "memory.limit_in_bytes"),
+        (32u64 << 20).to_string()
+    );
+    let charged = hierarchy.memory_charged(name).unwrap();
+    assert!(
+        charged < 5_000_000,
+        "the first task's page cache charged: {charged} B"
+    );
+    exec.kill(&task, Duration::from_secs(5));
+    assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
+}
+
 /// A spare that cannot take a task's name (a stale cgroup of that name in a hierarchy) is
 /// removed, and the task gets a cgroup as it would have without spares.
 #[tokio::test]
@@ -709,8 +758,7 @@ async fn a_spare_that_cannot_be_renamed_is_removed() {
     let Hierarchy::V1 { cpu_parent, .. } = &hierarchy else {
         unreachable!("spares are v1 only")
     };
-    // A stale cgroup in the cpu hierarchy (the rename fails), then in the memory hierarchy
-    // (the new memory cgroup cannot be made).
+    // A stale cgroup in the cpu hierarchy, then in the memory hierarchy: the rename fails.
     for (i, stale) in [cpu_parent.clone(), hierarchy.memory_dir("")]
         .iter()
         .enumerate()
@@ -719,11 +767,9 @@ async fn a_spare_that_cannot_be_renamed_is_removed() {
         spares.keep("spare-stale.a", made).unwrap();
         assert_eq!(spares.len(), 1);
         let spare = hierarchy.task_cgroup(&format!(".spare-{i}"));
-        let kept = spare.dirs().iter().filter(|d| d.is_dir()).count();
-        assert_eq!(
-            kept,
-            spare.dirs().len() - 1,
-            "every cgroup but memory's is kept"
+        assert!(
+            spare.dirs().iter().all(|d| d.is_dir()),
+            "every hierarchy's cgroup is kept"
         );
         std::fs::create_dir(stale.join("spare-stale.b")).unwrap();
         assert!(spares.take("spare-stale.b", limits).is_none());
