@@ -183,6 +183,13 @@ pub enum CgroupMode {
     Off,
 }
 
+/// Launches in flight per core by default. A launch spends most of its time off the CPU: its
+/// thread waits in `clone` until the child has entered its cgroups and reached `execve` (2.4 ms
+/// per launch in a batch, against ~0.4 ms of its own work; `BENCHMARKS.md`, "What holds a batch
+/// back now"), and on cgroupfs locks. With one launch per core the cores were idle a fifth of a
+/// batch; four per core keep them busier (`BENCHMARKS.md`, "Four launches per core").
+pub const LAUNCHES_PER_CORE: NonZeroUsize = NonZeroUsize::new(4).unwrap();
+
 /// Executor settings.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
@@ -201,9 +208,9 @@ pub struct ExecutorConfig {
     pub instance: String,
     /// Variables copied from the agent's environment into every task (when set).
     pub pass_env: Vec<String>,
-    /// How many launches (directory, log files, cgroup, spawn) run at once on the blocking pool.
-    /// A launch's slot is given back at the spawn: the pid record written after it is not
-    /// counted.
+    /// How many launches (directory, log files, cgroup, spawn) run at once on the blocking pool
+    /// (default [`LAUNCHES_PER_CORE`] per core). A launch's slot is given back at the spawn: the
+    /// pid record written after it is not counted.
     pub max_parallel_launches: NonZeroUsize,
     /// Who tasks run as when the agent is root and the job names no user; `None`: `nobody`.
     /// An agent that is not root runs tasks as itself and accepts only its own name here.
@@ -226,7 +233,8 @@ impl Default for ExecutorConfig {
             instance: "agent".to_owned(),
             pass_env: ["PATH", "LANG", "TZ"].map(str::to_owned).to_vec(),
             max_parallel_launches: std::thread::available_parallelism()
-                .unwrap_or(NonZeroUsize::MIN),
+                .unwrap_or(NonZeroUsize::MIN)
+                .saturating_mul(LAUNCHES_PER_CORE),
             task_user: None,
             allowed_task_users: BTreeSet::new(),
             task_max_pids: 4096,
