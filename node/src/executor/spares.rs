@@ -1,6 +1,6 @@
 //! Spare task cgroups (cgroup v1): the cgroups of a task that ended with nothing left in them
-//! are renamed aside instead of removed, and renamed to the next task's name instead of made
-//! anew, in all four hierarchies.
+//! are kept, in all four hierarchies, and the next task's are a spare renamed to its name
+//! instead of made anew.
 //!
 //! Making a v1 task cgroup is a `mkdir` in each of four hierarchies, where the kernel creates
 //! every control file of each controller, and removing it is four `rmdir`s that take the
@@ -22,14 +22,17 @@
 //! `cpu.stat`, `pids.events`, `memory.max_usage_in_bytes`, `memory.failcnt`); the agent reads
 //! none of them.
 //!
-//! Spares are named `.spare-<n>`: a task's name never starts with a dot, so no task cgroup is
-//! ever taken for one. Everything that walks the task cgroups (the watchdog, the sweep of empty
-//! cgroups at start and at shutdown) sees spares as empty cgroups and may remove them. v2 does
-//! not allow renaming a cgroup: there, every task makes and removes its own.
+//! A spare keeps the name of the task that ended in it until the next task takes it and renames
+//! it to its own, so a running task's cgroups are always named after it (recovery, the watchdog
+//! and `/proc/<pid>/cgroup` find them by that name), and each task costs one `rename` per
+//! hierarchy. A task whose own name is a spare's (the same attempt started again in this life)
+//! takes that spare, without a rename, so a new cgroup is never made under a spare's name.
+//! Everything that walks the task cgroups (the watchdog, the sweep of empty cgroups at start
+//! and at shutdown) sees spares as empty cgroups and may remove them. v2 does not allow
+//! renaming a cgroup: there, every task makes and removes its own.
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::cgroup::{Held, Hierarchy, Limits, TaskCgroup};
 
@@ -47,7 +50,6 @@ pub(super) const MAX_LEFTOVER_BYTES: u64 = 2 << 20;
 pub(super) struct Spares {
     hierarchy: Hierarchy,
     free: Mutex<Vec<Spare>>,
-    next: AtomicU64,
 }
 
 #[derive(Debug)]
@@ -62,17 +64,23 @@ impl Spares {
         matches!(hierarchy, Hierarchy::V1 { .. }).then(|| Spares {
             hierarchy: hierarchy.clone(),
             free: Mutex::new(Vec::new()),
-            next: AtomicU64::new(0),
         })
     }
 
-    /// A spare renamed to `name`, its memory limit raised by what is still charged to it, its
-    /// cpu quota written again and its pids limit where it differs. `None` when there is no
-    /// spare, or when the one taken is not used (more than [`MAX_LEFTOVER_BYTES`] still
-    /// charged, a stale cgroup named `name` in one hierarchy, a limit the kernel refused): that
-    /// spare is removed and the caller makes the cgroup as it would have without spares.
+    /// A spare renamed to `name` (the spare named `name` itself, without a rename, when there is
+    /// one), its memory limit raised by what is still charged to it, its cpu quota written again
+    /// and its pids limit where it differs. `None` when there is no spare, or when the one taken
+    /// is not used (more than [`MAX_LEFTOVER_BYTES`] still charged, a stale cgroup named `name`
+    /// in one hierarchy, a limit the kernel refused): that spare is removed and the caller makes
+    /// the cgroup as it would have without spares.
     pub fn take(&self, name: &str, limits: Limits) -> Option<TaskCgroup> {
-        let spare = self.lock().pop()?;
+        let spare = {
+            let mut free = self.lock();
+            match free.iter().position(|s| s.name == name) {
+                Some(own) => free.swap_remove(own),
+                None => free.pop()?,
+            }
+        };
         let from = self.hierarchy.task_cgroup(&spare.name);
         let leftover = self
             .hierarchy
@@ -83,6 +91,9 @@ impl Spares {
                     .ok_or_else(|| format!("{bytes} bytes still charged to it"))
             });
         let renamed = leftover.and_then(|leftover| {
+            if spare.name == name {
+                return Ok(leftover);
+            }
             rename_all(from.dirs(), self.hierarchy.task_cgroup(name).dirs()).map(|()| leftover)
         });
         let leftover_bytes = match renamed {
@@ -106,23 +117,18 @@ impl Spares {
         Some(cgroup.with_limits(limits))
     }
 
-    /// Keeps `cgroup`, named `name` and known to be empty, as a spare: renamed aside. Gives it
-    /// back when it cannot be kept (enough spares, a rename failed): the caller removes it.
+    /// Keeps `cgroup`, named `name` and known to be empty, as a spare, under that name. Gives it
+    /// back when there are enough spares: the caller removes it.
     pub fn keep(&self, name: &str, cgroup: TaskCgroup) -> Result<(), TaskCgroup> {
         let Some(limits) = cgroup.limits() else {
             return Err(cgroup);
         };
-        if self.lock().len() >= MAX_SPARES {
+        let mut free = self.lock();
+        if free.len() >= MAX_SPARES {
             return Err(cgroup);
         }
-        let spare = format!(".spare-{}", self.next.fetch_add(1, Ordering::Relaxed));
-        let to = self.hierarchy.task_cgroup(&spare);
-        if let Err(e) = rename_all(cgroup.dirs(), to.dirs()) {
-            tracing::debug!(cgroup = name, error = %e, "task cgroup not kept as a spare");
-            return Err(cgroup);
-        }
-        self.lock().push(Spare {
-            name: spare,
+        free.push(Spare {
+            name: name.to_owned(),
             limits,
         });
         Ok(())

@@ -543,7 +543,15 @@ async fn cgroup_limits_are_applied_and_removed() {
             ..
         }
     ));
-    assert!(!memory_file.exists(), "task cgroup removed after exit");
+    // v1 keeps the emptied cgroup as a spare, under the task's name until the next task takes
+    // it; v2 removes it.
+    match exec.inner.spares.as_deref() {
+        Some(spares) => {
+            assert_eq!(spares.len(), 1, "kept as a spare");
+            assert!(hierarchy.task_cgroup("cg.1.n.0.0").procs().is_empty());
+        }
+        None => assert!(!memory_file.exists(), "task cgroup removed after exit"),
+    }
 
     // An empty cgroup left by a SIGKILLed agent is swept by the next incarnation.
     let stale = hierarchy
@@ -602,17 +610,13 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
         ExecEvent::Exited { code: Some(0), .. }
     ));
     assert_eq!(spares.len(), 1, "the emptied cgroup is kept");
-    let first_dirs = hierarchy.task_cgroup("spare.1.n.0.0");
-    assert!(
-        first_dirs.dirs().iter().all(|d| !d.exists()),
-        "the first task's name is gone"
-    );
+    let first = "spare.1.n.0.0";
     for parent in exec.cgroup_parents() {
-        let spare = parent.join(".spare-0");
+        let spare = parent.join(first);
         assert!(spare.is_dir(), "no spare {}", spare.display());
         assert!(cgroup_file(&spare, "cgroup.procs").is_empty());
     }
-    let leftover = hierarchy.memory_charged(".spare-0").unwrap();
+    let leftover = hierarchy.memory_charged(first).unwrap();
     assert!(
         (256_000..=MAX_LEFTOVER_BYTES).contains(&leftover),
         "{leftover} B charged to the spare"
@@ -623,7 +627,7 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
     let Hierarchy::V1 { cpu_parent, .. } = &hierarchy else {
         unreachable!("spares are v1 only")
     };
-    std::fs::write(cpu_parent.join(".spare-0/cpu.cfs_quota_us"), "7000").unwrap();
+    std::fs::write(cpu_parent.join(first).join("cpu.cfs_quota_us"), "7000").unwrap();
     let second = TaskSpec {
         cpu_millicores: 250,
         memory_mib: 32,
@@ -633,6 +637,14 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
     exec.start(task.clone(), second).unwrap();
     let pid = started(&mut events).await;
     assert_eq!(spares.len(), 0, "the spare was taken");
+    assert!(
+        hierarchy
+            .task_cgroup(first)
+            .dirs()
+            .iter()
+            .all(|d| !d.exists()),
+        "the spare is renamed: the first task's name is gone"
+    );
     let cgroup = hierarchy.task_cgroup("spare.1.n.1.0");
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     for dir in cgroup.dirs() {
@@ -713,7 +725,8 @@ async fn a_spare_with_much_memory_charged_is_not_used() {
         ExecEvent::Exited { code: Some(0), .. }
     ));
     assert_eq!(spares.len(), 1);
-    assert!(hierarchy.memory_charged(".spare-0").unwrap() > MAX_LEFTOVER_BYTES);
+    let spare = hierarchy.task_cgroup("spare-full.1.n.0.0");
+    assert!(hierarchy.memory_charged("spare-full.1.n.0.0").unwrap() > MAX_LEFTOVER_BYTES);
     let task = key("spare-full", 1);
     let next_spec = TaskSpec {
         memory_mib: 32,
@@ -722,7 +735,6 @@ async fn a_spare_with_much_memory_charged_is_not_used() {
     exec.start(task.clone(), next_spec).unwrap();
     started(&mut events).await;
     assert_eq!(spares.len(), 0);
-    let spare = hierarchy.task_cgroup(".spare-0");
     assert!(
         spare.dirs().iter().all(|d| !d.exists()),
         "the spare is removed"
@@ -759,14 +771,11 @@ async fn a_spare_that_cannot_be_renamed_is_removed() {
         unreachable!("spares are v1 only")
     };
     // A stale cgroup in the cpu hierarchy, then in the memory hierarchy: the rename fails.
-    for (i, stale) in [cpu_parent.clone(), hierarchy.memory_dir("")]
-        .iter()
-        .enumerate()
-    {
+    for stale in [cpu_parent.clone(), hierarchy.memory_dir("")] {
         let made = hierarchy.create("spare-stale.a", limits).unwrap();
         spares.keep("spare-stale.a", made).unwrap();
         assert_eq!(spares.len(), 1);
-        let spare = hierarchy.task_cgroup(&format!(".spare-{i}"));
+        let spare = hierarchy.task_cgroup("spare-stale.a");
         assert!(
             spare.dirs().iter().all(|d| d.is_dir()),
             "every hierarchy's cgroup is kept"
@@ -780,6 +789,42 @@ async fn a_spare_that_cannot_be_renamed_is_removed() {
         );
         let fresh = hierarchy.create("spare-stale.b", limits).unwrap();
         fresh.remove_now().unwrap();
+    }
+}
+
+/// A task whose name is a spare's (the same attempt started again in this life) takes that
+/// spare as it is, not another one renamed onto a name that is still in use, and the other
+/// spares stay.
+#[tokio::test]
+async fn a_spare_named_like_the_task_is_the_one_it_takes() {
+    let (exec, _events, _dir) = executor("spare-own", CgroupMode::Auto);
+    let Some(spares) = spares_or_skip(&exec, "a_spare_named_like_the_task_is_the_one_it_takes")
+    else {
+        return;
+    };
+    let hierarchy = exec.inner.cgroups.clone().unwrap();
+    let limits = cgroup::Limits {
+        cpu_millicores: 100,
+        memory_mib: 16,
+        max_pids: 8,
+    };
+    for name in ["spare-own.a", "spare-own.b"] {
+        let made = hierarchy.create(name, limits).unwrap();
+        spares.keep(name, made).unwrap();
+    }
+    let taken = spares.take("spare-own.a", limits).expect("its own spare");
+    assert_eq!(taken.dirs(), hierarchy.task_cgroup("spare-own.a").dirs());
+    assert!(taken.dirs().iter().all(|d| d.is_dir()));
+    assert_eq!(spares.len(), 1);
+    let other = hierarchy.task_cgroup("spare-own.b");
+    assert!(
+        other.dirs().iter().all(|d| d.is_dir()),
+        "the other spare stays"
+    );
+    let next = spares.take("spare-own.c", limits).expect("the other spare");
+    assert!(other.dirs().iter().all(|d| !d.exists()), "renamed");
+    for cgroup in [taken, next] {
+        cgroup.remove_now().unwrap();
     }
 }
 
