@@ -190,6 +190,11 @@ pub enum CgroupMode {
 /// batch; four per core keep them busier (`BENCHMARKS.md`, "Four launches per core").
 pub const LAUNCHES_PER_CORE: NonZeroUsize = NonZeroUsize::new(4).unwrap();
 
+/// At most this many launches in flight by default, whatever the core count: each holds about
+/// eight descriptors (log files, `/dev/null`, four `cgroup.procs`, the pidfd) and a
+/// blocking-pool thread, and the agent's descriptor limit is the host's default (often 1,024).
+pub const MAX_DEFAULT_LAUNCHES: NonZeroUsize = NonZeroUsize::new(32).unwrap();
+
 /// Executor settings.
 #[derive(Debug, Clone)]
 pub struct ExecutorConfig {
@@ -209,7 +214,7 @@ pub struct ExecutorConfig {
     /// Variables copied from the agent's environment into every task (when set).
     pub pass_env: Vec<String>,
     /// How many launches (directory, log files, cgroup, spawn) run at once on the blocking pool
-    /// (default [`LAUNCHES_PER_CORE`] per core). A launch's slot is given back at the spawn: the
+    /// (default [`LAUNCHES_PER_CORE`] per core, at most [`MAX_DEFAULT_LAUNCHES`]). A launch's slot is given back at the spawn: the
     /// pid record written after it is not counted.
     pub max_parallel_launches: NonZeroUsize,
     /// Who tasks run as when the agent is root and the job names no user; `None`: `nobody`.
@@ -234,7 +239,8 @@ impl Default for ExecutorConfig {
             pass_env: ["PATH", "LANG", "TZ"].map(str::to_owned).to_vec(),
             max_parallel_launches: std::thread::available_parallelism()
                 .unwrap_or(NonZeroUsize::MIN)
-                .saturating_mul(LAUNCHES_PER_CORE),
+                .saturating_mul(LAUNCHES_PER_CORE)
+                .min(MAX_DEFAULT_LAUNCHES),
             task_user: None,
             allowed_task_users: BTreeSet::new(),
             task_max_pids: 4096,

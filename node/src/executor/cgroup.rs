@@ -257,13 +257,11 @@ impl Hierarchy {
         }
     }
 
-    /// The memory charged to the task cgroup `name` now (v1 `memory.usage_in_bytes`, v2
-    /// `memory.current`): with no process in it, what its tasks left behind.
-    pub fn memory_charged(&self, name: &str) -> Result<u64, String> {
-        let file = self.memory_dir(name).join(match self {
-            Hierarchy::V2 { .. } => "memory.current",
-            Hierarchy::V1 { .. } => "memory.usage_in_bytes",
-        });
+    /// What is charged to the memory cgroup of task cgroup `name` now, as `file` of it says
+    /// (v1 `memory.usage_in_bytes` or `memory.memsw.usage_in_bytes`, v2 `memory.current`): with
+    /// no process in it, what its tasks left behind.
+    pub fn memory_charged(&self, name: &str, file: &str) -> Result<u64, String> {
+        let file = self.memory_dir(name).join(file);
         let text = std::fs::read_to_string(&file)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         text.trim()

@@ -49,6 +49,12 @@ pub(super) const MAX_LEFTOVER_BYTES: u64 = 2 << 20;
 #[derive(Debug)]
 pub(super) struct Spares {
     hierarchy: Hierarchy,
+    /// The file that says what is charged to a memory cgroup: with swap accounting,
+    /// `memory.memsw.usage_in_bytes` (memory and swap: a swapped-out page of the last task is
+    /// charged to the cgroup again when it is swapped in), else `memory.usage_in_bytes`.
+    charged_file: &'static str,
+    /// Held from choosing a spare until it carries its new task's name: a spare out of the
+    /// list but still under an old name is a name another launch could make a cgroup under.
     free: Mutex<Vec<Spare>>,
 }
 
@@ -56,13 +62,25 @@ pub(super) struct Spares {
 struct Spare {
     name: String,
     limits: Limits,
+    /// Whether its memory cgroup was kept (at most [`MAX_LEFTOVER_BYTES`] charged when its task
+    /// ended); if not, the next task's is made new.
+    memory: bool,
 }
 
 impl Spares {
     /// Spares for `hierarchy`, where it allows them (v1).
     pub fn new(hierarchy: &Hierarchy) -> Option<Spares> {
-        matches!(hierarchy, Hierarchy::V1 { .. }).then(|| Spares {
+        let Hierarchy::V1 { memory_parent, .. } = hierarchy else {
+            return None;
+        };
+        let charged_file = if memory_parent.join("memory.memsw.usage_in_bytes").exists() {
+            "memory.memsw.usage_in_bytes"
+        } else {
+            "memory.usage_in_bytes"
+        };
+        Some(Spares {
             hierarchy: hierarchy.clone(),
+            charged_file,
             free: Mutex::new(Vec::new()),
         })
     }
@@ -70,46 +88,39 @@ impl Spares {
     /// A spare renamed to `name` (the spare named `name` itself, without a rename, when there is
     /// one), its memory limit raised by what is still charged to it, its cpu quota written again
     /// and its pids limit where it differs. `None` when there is no spare, or when the one taken
-    /// is not used (more than [`MAX_LEFTOVER_BYTES`] still charged, a stale cgroup named `name`
-    /// in one hierarchy, a limit the kernel refused): that spare is removed and the caller makes
-    /// the cgroup as it would have without spares.
+    /// is not used (more than [`MAX_LEFTOVER_BYTES`] charged, a stale cgroup named `name` in one
+    /// hierarchy, a limit the kernel refused): that spare is removed and the caller makes the
+    /// cgroup as it would have without spares.
     pub fn take(&self, name: &str, limits: Limits) -> Option<TaskCgroup> {
-        let spare = {
+        let (spare, leftover_bytes) = {
             let mut free = self.lock();
-            match free.iter().position(|s| s.name == name) {
+            let spare = match free.iter().position(|s| s.name == name) {
                 Some(own) => free.swap_remove(own),
                 None => free.pop()?,
-            }
-        };
-        let from = self.hierarchy.task_cgroup(&spare.name);
-        let leftover = self
-            .hierarchy
-            .memory_charged(&spare.name)
-            .and_then(|bytes| {
-                (bytes <= MAX_LEFTOVER_BYTES)
-                    .then_some(bytes)
-                    .ok_or_else(|| format!("{bytes} bytes still charged to it"))
-            });
-        let renamed = leftover.and_then(|leftover| {
-            if spare.name == name {
-                return Ok(leftover);
-            }
-            rename_all(from.dirs(), self.hierarchy.task_cgroup(name).dirs()).map(|()| leftover)
-        });
-        let leftover_bytes = match renamed {
-            Ok(leftover) => leftover,
-            Err(e) => {
-                tracing::debug!(spare = spare.name, error = %e, "spare cgroup not used");
-                remove_dirs(from.dirs());
-                return None;
+            };
+            match self.rename(&spare, name) {
+                Ok(leftover) => (spare, leftover),
+                Err(e) => {
+                    tracing::debug!(spare = spare.name, error = %e, "spare cgroup not used");
+                    remove_dirs(self.hierarchy.task_cgroup(&spare.name).dirs());
+                    return None;
+                }
             }
         };
         let cgroup = self.hierarchy.task_cgroup(name);
+        let memory = self.hierarchy.memory_dir(name);
+        let made = if spare.memory {
+            Ok(())
+        } else {
+            std::fs::create_dir(&memory)
+                .map_err(|e| format!("cannot create cgroup {}: {e}", memory.display()))
+        };
         let held = Held::Spare {
             max_pids: spare.limits.max_pids,
             leftover_bytes,
         };
-        if let Err(e) = self.hierarchy.write_limits(name, limits, held) {
+        let written = made.and_then(|()| self.hierarchy.write_limits(name, limits, held));
+        if let Err(e) = written {
             tracing::debug!(error = %e, "spare cgroup not used; making a new one");
             let _ = cgroup.remove_now();
             return None;
@@ -117,12 +128,46 @@ impl Spares {
         Some(cgroup.with_limits(limits))
     }
 
-    /// Keeps `cgroup`, named `name` and known to be empty, as a spare, under that name. Gives it
-    /// back when there are enough spares: the caller removes it.
+    /// Checks what is still charged to `spare` (when it kept its memory cgroup) and renames it
+    /// to `name`; returns what is charged.
+    fn rename(&self, spare: &Spare, name: &str) -> Result<u64, String> {
+        let leftover = if spare.memory {
+            let bytes = self.charged(&spare.name)?;
+            if bytes > MAX_LEFTOVER_BYTES {
+                return Err(format!("{bytes} bytes still charged to it"));
+            }
+            bytes
+        } else {
+            0
+        };
+        if spare.name != name {
+            let dirs = |n: &str| self.kept_dirs(n, spare.memory);
+            rename_all(&dirs(&spare.name), &dirs(name))?;
+        }
+        Ok(leftover)
+    }
+
+    /// Keeps `cgroup`, named `name` and known to be empty, as a spare, under that name; its
+    /// memory cgroup only while at most [`MAX_LEFTOVER_BYTES`] is charged to it (a task that
+    /// wrote files leaves their page cache there), else that one is removed now, off the next
+    /// launch's path. Gives it back when it cannot be kept (enough spares, the memory cgroup's
+    /// removal failed): the caller removes it.
     pub fn keep(&self, name: &str, cgroup: TaskCgroup) -> Result<(), TaskCgroup> {
         let Some(limits) = cgroup.limits() else {
             return Err(cgroup);
         };
+        if self.lock().len() >= MAX_SPARES {
+            return Err(cgroup);
+        }
+        let memory = self
+            .charged(name)
+            .is_ok_and(|bytes| bytes <= MAX_LEFTOVER_BYTES);
+        if !memory {
+            if let Err(e) = std::fs::remove_dir(self.hierarchy.memory_dir(name)) {
+                tracing::debug!(error = %e, "task cgroup not kept as a spare");
+                return Err(cgroup);
+            }
+        }
         let mut free = self.lock();
         if free.len() >= MAX_SPARES {
             return Err(cgroup);
@@ -130,8 +175,27 @@ impl Spares {
         free.push(Spare {
             name: name.to_owned(),
             limits,
+            memory,
         });
         Ok(())
+    }
+
+    /// The memory and swap still charged to the memory cgroup of task cgroup `name`.
+    fn charged(&self, name: &str) -> Result<u64, String> {
+        self.hierarchy.memory_charged(name, self.charged_file)
+    }
+
+    /// The directories of cgroup `name` that a spare holds: every hierarchy's, or every one but
+    /// memory's.
+    fn kept_dirs(&self, name: &str, memory: bool) -> Vec<PathBuf> {
+        let memory_dir = self.hierarchy.memory_dir(name);
+        let cgroup = self.hierarchy.task_cgroup(name);
+        cgroup
+            .dirs()
+            .iter()
+            .filter(|d| memory || **d != memory_dir)
+            .cloned()
+            .collect()
     }
 
     /// How many spares there are now.
@@ -154,7 +218,11 @@ fn rename_all(from: &[PathBuf], to: &[PathBuf]) -> Result<(), String> {
     for (done, (a, b)) in pairs.iter().enumerate() {
         if let Err(e) = std::fs::rename(a, b) {
             for (a, b) in &pairs[..done] {
-                let _ = std::fs::rename(b, a);
+                // One that cannot be moved back is an empty spare's under the new name: removed,
+                // so no cgroup is ever made into it with its charges.
+                if std::fs::rename(b, a).is_err() {
+                    let _ = std::fs::remove_dir(b);
+                }
             }
             return Err(format!(
                 "cannot rename {} to {}: {e}",
