@@ -42,6 +42,7 @@ mod check_command;
 pub(crate) mod disk_name;
 mod enforcement;
 mod entry;
+mod fd_limit;
 mod launch;
 mod logs;
 pub(crate) mod pidfile;
@@ -362,6 +363,17 @@ impl Executor {
             &config.allowed_task_users,
         )
         .map_err(ExecError::TaskUser)?;
+        match fd_limit::raise() {
+            Ok(Some((from, to))) => {
+                tracing::info!(
+                    from,
+                    to,
+                    "descriptor limit raised for the agent (tasks keep {from})"
+                );
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot raise the descriptor limit"),
+        }
         let tasks_dir = data_dir.join("tasks");
         std::fs::create_dir_all(&tasks_dir).map_err(|source| ExecError::DataDir {
             path: tasks_dir.clone(),

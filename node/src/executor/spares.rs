@@ -162,11 +162,9 @@ impl Spares {
         let memory = self
             .charged(name)
             .is_ok_and(|bytes| bytes <= MAX_LEFTOVER_BYTES);
-        if !memory {
-            if let Err(e) = std::fs::remove_dir(self.hierarchy.memory_dir(name)) {
-                tracing::debug!(error = %e, "task cgroup not kept as a spare");
-                return Err(cgroup);
-            }
+        if !memory && let Err(e) = std::fs::remove_dir(self.hierarchy.memory_dir(name)) {
+            tracing::debug!(error = %e, "task cgroup not kept as a spare");
+            return Err(cgroup);
         }
         let mut free = self.lock();
         if free.len() >= MAX_SPARES {

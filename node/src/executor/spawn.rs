@@ -87,6 +87,7 @@ pub(super) enum Step {
     Workdir = 5,
     Cgroup = 6,
     Exec = 7,
+    Limits = 8,
 }
 
 impl Step {
@@ -98,6 +99,7 @@ impl Step {
             5 => Step::Workdir,
             6 => Step::Cgroup,
             7 => Step::Exec,
+            8 => Step::Limits,
             _ => Step::Prepare,
         }
     }
@@ -113,6 +115,7 @@ impl std::fmt::Display for SpawnError {
             Step::Workdir => "entering its workdir",
             Step::Cgroup => "moving it into its cgroup",
             Step::Exec => "executing the command",
+            Step::Limits => "giving it the host's descriptor limit",
         };
         write!(f, "{step}: {}", self.error)
     }
@@ -140,6 +143,8 @@ struct ChildArgs {
     drop_groups: bool,
     procs: *const RawFd,
     procs_len: usize,
+    /// The descriptor limit to give the task, when the agent's own was raised (`fd_limit.rs`).
+    nofile: Option<libc::rlimit64>,
     /// Written by the child on failure: the step, then the errno.
     failed_step: AtomicI32,
     failed_errno: AtomicI32,
@@ -191,6 +196,7 @@ pub(super) fn spawn(plan: Plan<'_>) -> Result<TaskChild, SpawnError> {
         drop_groups: plan.user.is_some() && nix::unistd::geteuid().is_root(),
         procs: plan.cgroup_procs.as_ptr(),
         procs_len: plan.cgroup_procs.len(),
+        nofile: super::fd_limit::for_tasks(),
         failed_step: AtomicI32::new(0),
         failed_errno: AtomicI32::new(0),
     };
@@ -326,6 +332,17 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         }
         if libc::chdir(args.workdir) != 0 {
             fail(Step::Workdir);
+        }
+        if let Some(limit) = &args.nofile
+            && libc::syscall(
+                libc::SYS_prlimit64,
+                0,
+                libc::RLIMIT_NOFILE,
+                std::ptr::from_ref(limit),
+                std::ptr::null_mut::<libc::rlimit64>(),
+            ) != 0
+        {
+            fail(Step::Limits);
         }
         for i in 0..args.procs_len {
             let fd = *args.procs.add(i);

@@ -1409,6 +1409,42 @@ async fn without_cgroups_nothing_is_claimed() {
     assert!(exec.cgroup_parents().is_empty());
 }
 
+/// The agent raises its own descriptor limit to the hard limit (a pidfd per running task, ~8
+/// descriptors per launch in flight), and its tasks start with the soft limit it had before.
+#[tokio::test]
+async fn a_task_starts_with_the_descriptor_limit_the_agent_had() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    let (_, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
+    if hard <= 512 {
+        eprintln!("SKIPPED a_task_starts_with_the_descriptor_limit: hard limit {hard}");
+        return;
+    }
+    // Something to raise, whatever the test process was started with.
+    setrlimit(Resource::RLIMIT_NOFILE, 512, hard).unwrap();
+    let (exec, mut events, _dir) = executor("nofile", CgroupMode::Off);
+    assert_eq!(
+        getrlimit(Resource::RLIMIT_NOFILE).unwrap().0,
+        hard,
+        "raised"
+    );
+    // What the first executor of this process found (512 here, unless another test of the
+    // same process came first).
+    let kept = fd_limit::for_tasks().expect("recorded").rlim_cur;
+    assert!(kept < hard);
+    let task = key("nofile", 0);
+    exec.start(task.clone(), sh("ulimit -Sn")).unwrap();
+    started(&mut events).await;
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    let (bytes, _) = exec
+        .read_log(&task, LogStream::Stdout, 0, 100)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&bytes).trim(), kept.to_string());
+}
+
 #[tokio::test]
 async fn a_log_replaced_by_a_link_is_not_followed() {
     let (exec, mut events, dir) = executor("link", CgroupMode::Off);
