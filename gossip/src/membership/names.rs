@@ -81,10 +81,19 @@ impl Membership {
     pub(super) fn refresh_quorum(&mut self) {
         let index = &self.index;
         let had = self.quorum.current().majority;
+        // A failed probe keeps counting once its member is down at the generation probed: the
+        // member going down says nothing about whether this node can reach the others. (It
+        // stopped counting before, and an isolated node whose own suspicion declared the first
+        // probed member down while its view still showed 3 of 5 alive got its majority back
+        // until the next probe failed: a scheduler core placed work in that moment.) A member
+        // that left, or came back as a new generation, no longer counts.
         let changed = self.quorum.evaluate(self.now, |name, generation| {
             index.get(name).is_some_and(|k| {
                 k.generation == generation
-                    && matches!(k.status, MemberStatus::Alive | MemberStatus::Suspect)
+                    && matches!(
+                        k.status,
+                        MemberStatus::Alive | MemberStatus::Suspect | MemberStatus::Down
+                    )
             })
         });
         if changed && self.quorum.current().majority != had {

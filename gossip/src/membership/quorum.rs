@@ -235,7 +235,17 @@ impl QuorumTracker {
         self.probing = false;
     }
 
+    /// Keeps the last two completed probes *of distinct members*: a member that failed again
+    /// (SWIM may probe one member twice in a row across a round) replaces its own entry. Two
+    /// entries of one member never count as two failures, so before this, an isolated node
+    /// that probed a suspect member twice got its majority back (its stale view still showed
+    /// 3 of 5 alive) until the next probe of another member failed.
     fn push_probe(&mut self, probe: Probe) {
+        if let (Probe::Failed(name, _), Some(Probe::Failed(last, _))) = (&probe, self.probes.back())
+            && name == last
+        {
+            self.probes.pop_back();
+        }
         if self.probes.len() == 2 {
             self.probes.pop_front();
         }
@@ -276,8 +286,8 @@ impl QuorumTracker {
     }
 
     /// Recomputes the quorum. `still_probed(name, generation)` says whether a member a failed
-    /// probe named is still alive or suspect at that generation (a member since declared down
-    /// counts through the view, not through its old probe). Returns whether it changed.
+    /// probe named is still that member (alive, suspect or down at that generation; one that
+    /// left or came back as a new generation does not count). Returns whether it changed.
     pub(crate) fn evaluate(
         &mut self,
         now: Millis,
@@ -297,7 +307,11 @@ impl QuorumTracker {
         let probes_failed = self.probes.len() == 2
             && match (&self.probes[0], &self.probes[1]) {
                 (Probe::Failed(a, ga), Probe::Failed(b, gb)) => {
-                    a != b && still_probed(a, *ga) && still_probed(b, *gb)
+                    // A forgotten member no longer counts (a survivor that forgot its dead
+                    // peers has nobody left to probe, so nothing would ever replace them).
+                    let counts =
+                        |n: &CompactString, g| self.known.contains(n) && still_probed(n, g);
+                    a != b && counts(a, *ga) && counts(b, *gb)
                 }
                 _ => false,
             };

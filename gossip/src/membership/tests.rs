@@ -379,6 +379,38 @@ fn an_isolated_node_loses_its_majority_before_it_declares_anyone_down() {
     }
 }
 
+/// Once an isolated node has lost its majority, it does not get it back while it stays cut
+/// off, not even for a moment: a scheduler core places work in such a moment (CI caught a node
+/// whose two failed probes stopped counting when its own suspicion declared the first probed
+/// member down, while its stale view still showed 3 of 5 alive: "majority regained" for 2 ms,
+/// and a job submitted to it was placed).
+#[test]
+fn an_isolated_node_never_regains_its_majority_while_cut_off() {
+    for seed in 0..32 {
+        let mut net = Net::new(5, 0.0);
+        net.rng = StdRng::seed_from_u64(seed);
+        net.run(5_000 + seed * 137);
+        assert!(net.node(4).quorum().majority, "seed {seed}");
+        net.side[4] = 1;
+        let mut lost_at = None;
+        for _ in 0..20_000 {
+            net.run(1);
+            let q = net.node(4).quorum();
+            match (lost_at, q.majority) {
+                (None, false) => lost_at = Some(net.now),
+                (Some(at), true) => {
+                    panic!(
+                        "seed {seed}: lost at {at:?}, regained at {:?}: {q:?}",
+                        net.now
+                    )
+                }
+                _ => {}
+            }
+        }
+        assert!(lost_at.is_some(), "seed {seed}: never lost");
+    }
+}
+
 #[test]
 fn the_minority_of_a_partition_acts_on_nobody_down() {
     for (n, minority) in [(5, 2), (3, 1), (7, 3), (9, 4)] {
