@@ -215,8 +215,8 @@ pub struct ExecutorConfig {
     /// Variables copied from the agent's environment into every task (when set).
     pub pass_env: Vec<String>,
     /// How many launches (directory, log files, cgroup, spawn) run at once on the blocking pool
-    /// (default [`LAUNCHES_PER_CORE`] per core, at most [`MAX_DEFAULT_LAUNCHES`]). A launch's slot is given back at the spawn: the
-    /// pid record written after it is not counted.
+    /// (default [`LAUNCHES_PER_CORE`] per core, at most [`MAX_DEFAULT_LAUNCHES`]). A launch's
+    /// slot is given back at the spawn: the pid record written after it is not counted.
     pub max_parallel_launches: NonZeroUsize,
     /// Who tasks run as when the agent is root and the job names no user; `None`: `nobody`.
     /// An agent that is not root runs tasks as itself and accepts only its own name here.

@@ -351,14 +351,20 @@ fn condemns_in_minority(net: &mut Net, minority: &[usize], ms: u64) -> Option<St
     None
 }
 
+/// Five nodes formed with `seed` (every one holding a majority), then n4 cut off from the rest.
+fn five_with_n4_cut_off(seed: u64) -> Net {
+    let mut net = Net::new(5, 0.0);
+    net.rng = StdRng::seed_from_u64(seed);
+    net.run(5_000 + seed * 137);
+    assert!((0..5).all(|i| net.node(i).quorum().majority), "seed {seed}");
+    net.side[4] = 1;
+    net
+}
+
 #[test]
 fn an_isolated_node_loses_its_majority_before_it_declares_anyone_down() {
     for seed in 0..8 {
-        let mut net = Net::new(5, 0.0);
-        net.rng = StdRng::seed_from_u64(seed);
-        net.run(5_000 + seed * 137);
-        assert!((0..5).all(|i| net.node(i).quorum().majority));
-        net.side[4] = 1;
+        let mut net = five_with_n4_cut_off(seed);
         if let Some(bad) = condemns_in_minority(&mut net, &[4], 20_000) {
             panic!("seed {seed}: {bad}");
         }
@@ -387,11 +393,7 @@ fn an_isolated_node_loses_its_majority_before_it_declares_anyone_down() {
 #[test]
 fn an_isolated_node_never_regains_its_majority_while_cut_off() {
     for seed in 0..32 {
-        let mut net = Net::new(5, 0.0);
-        net.rng = StdRng::seed_from_u64(seed);
-        net.run(5_000 + seed * 137);
-        assert!(net.node(4).quorum().majority, "seed {seed}");
-        net.side[4] = 1;
+        let mut net = five_with_n4_cut_off(seed);
         let mut lost_at = None;
         for _ in 0..20_000 {
             net.run(1);

@@ -189,9 +189,12 @@ impl Hierarchy {
         let quota = cpu_quota_us(limits.cpu_millicores);
         // A spare's memory cgroup still holds what the last task left charged to it: the
         // limit is raised by that much, so the task has all of its own room.
-        let leftover = match held {
-            Held::Nothing => 0,
-            Held::Spare { leftover_bytes, .. } => leftover_bytes,
+        let (held_pids, leftover) = match held {
+            Held::Nothing => (None, 0),
+            Held::Spare {
+                max_pids,
+                leftover_bytes,
+            } => (Some(max_pids), leftover_bytes),
         };
         let memory = limits
             .memory_mib
@@ -201,10 +204,7 @@ impl Hierarchy {
         let pids = (limits.max_pids > 0).then_some(limits.max_pids);
         // The cpu quota is written even when a spare holds the same: the write refills the
         // cgroup's CFS runtime, which the last task may have spent in this period.
-        let pids_changed = match held {
-            Held::Nothing => true,
-            Held::Spare { max_pids, .. } => max_pids != limits.max_pids,
-        };
+        let pids_changed = held_pids != Some(limits.max_pids);
         match self {
             Hierarchy::V2 {
                 parent,

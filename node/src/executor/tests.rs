@@ -99,6 +99,22 @@ async fn started(events: &mut mpsc::Receiver<ExecEvent>) -> u32 {
     }
 }
 
+/// Starts `spec` as `task` and waits for it to exit 0; returns its pid.
+async fn run_to_exit_zero(
+    exec: &Executor,
+    events: &mut mpsc::Receiver<ExecEvent>,
+    task: AttemptId,
+    spec: TaskSpec,
+) -> u32 {
+    exec.start(task, spec).unwrap();
+    let pid = started(events).await;
+    assert!(matches!(
+        next(events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    pid
+}
+
 /// Polls `cond` until it holds or the deadline passes; returns whether it held.
 async fn eventually(mut cond: impl FnMut() -> bool) -> bool {
     let deadline = Instant::now() + DEADLINE;
@@ -275,12 +291,7 @@ async fn environment_reaches_the_process() {
     spec.env.insert("FOO".to_owned(), "bar baz".to_owned());
     spec.env
         .insert("SHOAL_JOB".to_owned(), "spoofed".to_owned());
-    exec.start(task.clone(), spec).unwrap();
-    started(&mut events).await;
-    assert!(matches!(
-        next(&mut events).await,
-        ExecEvent::Exited { code: Some(0), .. }
-    ));
+    run_to_exit_zero(&exec, &mut events, task.clone(), spec).await;
     let dir = exec.task_dir(&task).unwrap();
     let out = std::fs::read_to_string(exec.log_paths(&task).unwrap().stdout).unwrap();
     assert_eq!(
@@ -405,12 +416,7 @@ async fn kill_escalates_to_sigkill_for_the_whole_group() {
 async fn leftovers_in_the_group_are_killed_when_the_leader_exits() {
     let (exec, mut events, _dir) = executor("orphan", CgroupMode::Auto);
     let task = key("orphan", 0);
-    exec.start(task.clone(), sh("sleep 600 & echo $!")).unwrap();
-    let pid = started(&mut events).await;
-    assert!(matches!(
-        next(&mut events).await,
-        ExecEvent::Exited { code: Some(0), .. }
-    ));
+    let pid = run_to_exit_zero(&exec, &mut events, task.clone(), sh("sleep 600 & echo $!")).await;
     let out = std::fs::read_to_string(exec.log_paths(&task).unwrap().stdout).unwrap();
     let background: u32 = out.trim().parse().unwrap();
     assert!(
@@ -568,6 +574,13 @@ async fn cgroup_limits_are_applied_and_removed() {
     );
 }
 
+/// Limits of the cgroups the spare tests make and keep by hand.
+const SPARE_LIMITS: cgroup::Limits = cgroup::Limits {
+    cpu_millicores: 100,
+    memory_mib: 16,
+    max_pids: 8,
+};
+
 /// The spares of `exec`, or `None` (with a SKIPPED line) where there are none (no cgroups, or
 /// v2, which cannot rename a cgroup).
 fn spares_or_skip(exec: &Executor, what: &str) -> Option<Arc<Spares>> {
@@ -605,12 +618,7 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
         memory_mib: 64,
         ..sh("head -c 256000 /dev/zero > some; exit 0")
     };
-    exec.start(key("spare", 0), first).unwrap();
-    started(&mut events).await;
-    assert!(matches!(
-        next(&mut events).await,
-        ExecEvent::Exited { code: Some(0), .. }
-    ));
+    run_to_exit_zero(&exec, &mut events, key("spare", 0), first).await;
     assert_eq!(spares.len(), 1, "the emptied cgroup is kept");
     let first = "spare.1.n.0.0";
     for parent in exec.cgroup_parents() {
@@ -693,12 +701,7 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
     let leaver = key("spare", 2);
     let script = "setsid sh -c 'echo $$ > left; exec sleep 600' & \
                   i=0; while [ ! -s left ] && [ $i -lt 1000000 ]; do i=$((i+1)); done; exit 0";
-    exec.start(leaver, sh(script)).unwrap();
-    started(&mut events).await;
-    assert!(matches!(
-        next(&mut events).await,
-        ExecEvent::Exited { code: Some(0), .. }
-    ));
+    run_to_exit_zero(&exec, &mut events, leaver, sh(script)).await;
     assert_eq!(
         spares.len(),
         0,
@@ -723,12 +726,7 @@ async fn a_spare_with_much_memory_charged_gets_a_new_memory_cgroup() {
         memory_mib: 64,
         ..sh("head -c 10000000 /dev/zero > big; exit 0")
     };
-    exec.start(key("spare-full", 0), writer).unwrap();
-    started(&mut events).await;
-    assert!(matches!(
-        next(&mut events).await,
-        ExecEvent::Exited { code: Some(0), .. }
-    ));
+    run_to_exit_zero(&exec, &mut events, key("spare-full", 0), writer).await;
     assert_eq!(spares.len(), 1);
     let first = "spare-full.1.n.0.0";
     let memory = hierarchy.memory_dir(first);
@@ -779,11 +777,7 @@ async fn a_spare_that_cannot_be_renamed_is_removed() {
         return;
     };
     let hierarchy = exec.inner.cgroups.clone().unwrap();
-    let limits = cgroup::Limits {
-        cpu_millicores: 100,
-        memory_mib: 16,
-        max_pids: 8,
-    };
+    let limits = SPARE_LIMITS;
     let Hierarchy::V1 { cpu_parent, .. } = &hierarchy else {
         unreachable!("spares are v1 only")
     };
@@ -820,11 +814,7 @@ async fn a_spare_named_like_the_task_is_the_one_it_takes() {
         return;
     };
     let hierarchy = exec.inner.cgroups.clone().unwrap();
-    let limits = cgroup::Limits {
-        cpu_millicores: 100,
-        memory_mib: 16,
-        max_pids: 8,
-    };
+    let limits = SPARE_LIMITS;
     for name in ["spare-own.a", "spare-own.b"] {
         let made = hierarchy.create(name, limits).unwrap();
         spares.keep(name, made).unwrap();
@@ -857,11 +847,7 @@ async fn a_spare_renamed_away_is_never_another_launchs_cgroup() {
         return;
     };
     let hierarchy = exec.inner.cgroups.clone().unwrap();
-    let limits = cgroup::Limits {
-        cpu_millicores: 100,
-        memory_mib: 16,
-        max_pids: 8,
-    };
+    let limits = SPARE_LIMITS;
     for round in 0..400 {
         let (old, new) = (format!("race.n{round}"), format!("race.m{round}"));
         let made = hierarchy.create(&old, limits).unwrap();
@@ -984,12 +970,7 @@ async fn no_cgroups_means_not_enforced_is_reported() {
         cpu_millicores: 1,
         ..sh("exit 0")
     };
-    exec.start(key("off", 0), spec).unwrap();
-    started(&mut events).await;
-    assert!(matches!(
-        next(&mut events).await,
-        ExecEvent::Exited { code: Some(0), .. }
-    ));
+    run_to_exit_zero(&exec, &mut events, key("off", 0), spec).await;
 }
 
 #[tokio::test]
@@ -1432,12 +1413,7 @@ async fn a_task_starts_with_the_descriptor_limit_the_agent_had() {
     let kept = fd_limit::for_tasks().expect("recorded").rlim_cur;
     assert!(kept < hard);
     let task = key("nofile", 0);
-    exec.start(task.clone(), sh("ulimit -Sn")).unwrap();
-    started(&mut events).await;
-    assert!(matches!(
-        next(&mut events).await,
-        ExecEvent::Exited { code: Some(0), .. }
-    ));
+    run_to_exit_zero(&exec, &mut events, task.clone(), sh("ulimit -Sn")).await;
     let (bytes, _) = exec
         .read_log(&task, LogStream::Stdout, 0, 100)
         .await
@@ -1452,12 +1428,7 @@ async fn a_log_replaced_by_a_link_is_not_followed() {
     let secret = dir.0.join("secret");
     std::fs::write(&secret, "agent-only").unwrap();
     let script = format!("rm -f stdout; ln -s {} stdout", secret.display());
-    exec.start(task.clone(), sh(&script)).unwrap();
-    started(&mut events).await;
-    assert!(matches!(
-        next(&mut events).await,
-        ExecEvent::Exited { code: Some(0), .. }
-    ));
+    run_to_exit_zero(&exec, &mut events, task.clone(), sh(&script)).await;
     let err = exec
         .read_log(&task, LogStream::Stdout, 0, 100)
         .await
