@@ -203,6 +203,30 @@ fn uid_of(user: &str) -> String {
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
+/// `--max-launches` reaches the executor (`limits` in `/v1/agent/self` reports what it runs
+/// with), tasks still run with one launch at a time, and the default is four per core, at most
+/// 32.
+#[test]
+fn max_launches_sets_the_launches_in_flight() {
+    let mut node = Node::start("launches", &["--max-launches", "1"]);
+    assert_eq!(node.limits()["launches_in_flight"], 1);
+    let m = node.marker();
+    let out = node.submit("one-at-a-time", 3, &format!("exec sleep {m}"), Value::Null);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    wait_for(DEADLINE, "three tasks run, launched one at a time", || {
+        (marked(&m).len() == 3).then_some(())
+    });
+    drop(node);
+
+    let node = Node::start("launches-default", &[]);
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    assert_eq!(node.limits()["launches_in_flight"], (4 * cores).min(32));
+}
+
 #[test]
 fn tasks_of_a_root_agent_do_not_run_as_root() {
     if !is_root() {

@@ -3,6 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
+use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,6 +84,8 @@ pub struct TaskSettings {
     pub allowed_users: BTreeSet<String>,
     /// Most processes per task (the `pids` controller, where there is one); 0: unlimited.
     pub max_pids: u64,
+    /// Launches in flight (`--max-launches`); `None`: the executor's default.
+    pub max_launches: Option<NonZeroUsize>,
     /// The watchdog that kills this agent's tasks when it dies; `None`: no watchdog (the tasks
     /// of a crashed agent run until it restarts and reconciles).
     pub watchdog: Option<WatchdogConfig>,
@@ -96,6 +99,7 @@ impl Default for TaskSettings {
             user: None,
             allowed_users: BTreeSet::new(),
             max_pids: ExecutorConfig::default().task_max_pids,
+            max_launches: None,
             watchdog: None,
             ports: crate::host_ports::PortSettings::default(),
         }
@@ -407,12 +411,17 @@ async fn start_scheduler(
         shutdown: ref shutdown_rx,
     } = *shared;
     let store = Arc::new(Store::open(&config.data_dir)?);
+    let defaults = ExecutorConfig::default();
     let exec_config = ExecutorConfig {
         instance: cgroup_instance(&config.name, &config.data_dir),
         task_user: config.tasks.user.clone(),
         allowed_task_users: config.tasks.allowed_users.clone(),
         task_max_pids: config.tasks.max_pids,
-        ..ExecutorConfig::default()
+        max_parallel_launches: config
+            .tasks
+            .max_launches
+            .unwrap_or(defaults.max_parallel_launches),
+        ..defaults
     };
     let (executor, exec_events) = Executor::new(config.data_dir.clone(), exec_config)
         .context("cannot start the task executor")?;

@@ -2,6 +2,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, SocketAddr};
+use std::num::NonZeroUsize;
 use std::ops::RangeInclusive;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -86,6 +87,10 @@ pub struct AgentArgs {
     /// Most processes (and threads) per task, where the host has a pids cgroup; 0: unlimited.
     #[arg(long, default_value_t = 4096)]
     pub task_max_pids: u64,
+    /// How many task launches (directory, log files, cgroup, spawn) run at once, 1–256
+    /// (default: 4 per core, at most 32). Each holds a thread and about eight descriptors.
+    #[arg(long, value_name = "N", value_parser = parse_max_launches)]
+    pub max_launches: Option<NonZeroUsize>,
     /// How long the watchdog waits without hearing from this agent (crashed, killed, stopped)
     /// before it kills the agent's tasks, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
@@ -204,6 +209,7 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             user: args.task_user,
             allowed_users: args.allow_task_users.into_iter().collect(),
             max_pids: args.task_max_pids,
+            max_launches: args.max_launches,
             watchdog: Some(WatchdogConfig::this_binary(Duration::from_millis(
                 args.orphan_grace_ms,
             ))?),
@@ -225,6 +231,20 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
 }
 
 /// Parses `key=value` pairs; a key given twice is an error, not a silent overwrite.
+/// Most launches in flight an agent accepts: each holds a blocking-pool thread (tokio's pool
+/// has 512 by default, shared with the rest of the agent) and about eight descriptors.
+const MAX_LAUNCHES: usize = 256;
+
+/// `--max-launches N`: 1 to [`MAX_LAUNCHES`].
+fn parse_max_launches(s: &str) -> Result<NonZeroUsize, String> {
+    match s.parse::<usize>() {
+        Ok(n @ 1..=MAX_LAUNCHES) => Ok(NonZeroUsize::new(n).expect("n ≥ 1")),
+        _ => Err(format!(
+            "{s:?} is not a number of launches from 1 to {MAX_LAUNCHES}"
+        )),
+    }
+}
+
 pub fn parse_attrs(attrs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for a in attrs {

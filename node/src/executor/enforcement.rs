@@ -71,6 +71,9 @@ pub struct Enforcement {
     pub task_user: String,
     /// The users a job's `user` may name here.
     pub allowed_task_users: Vec<String>,
+    /// Task launches that run at once ([`ExecutorConfig::max_parallel_launches`],
+    /// `--max-launches`).
+    pub launches_in_flight: usize,
     /// How detection went, e.g. which cgroup paths are used or why none is.
     pub note: String,
 }
@@ -125,6 +128,7 @@ pub(super) fn detect_enforcement(
         kill,
         task_user: users.default_name(),
         allowed_task_users: users.accepted().into_iter().collect(),
+        launches_in_flight: config.max_parallel_launches.get(),
         note: detected.note,
     };
     (detected.hierarchy, enforcement)
