@@ -192,7 +192,7 @@ pub enum CgroupMode {
 pub const LAUNCHES_PER_CORE: NonZeroUsize = NonZeroUsize::new(4).unwrap();
 
 /// At most this many launches in flight by default, whatever the core count: each holds about
-/// eight descriptors (log files, `/dev/null`, four `cgroup.procs`, the pidfd) and a
+/// seven descriptors (log files, four `cgroup.procs`, the pidfd) and a
 /// blocking-pool thread, and the agent's descriptor limit is the host's default (often 1,024).
 pub const MAX_DEFAULT_LAUNCHES: NonZeroUsize = NonZeroUsize::new(32).unwrap();
 
@@ -275,6 +275,9 @@ pub enum ExecError {
     /// The task user settings cannot be honoured (unknown user, or not root).
     #[error("{0}")]
     TaskUser(String),
+    /// `/dev/null`, every task's standard input, could not be opened.
+    #[error("cannot open /dev/null (every task's standard input): {0}")]
+    DevNull(std::io::Error),
     /// The data directory could not be prepared.
     #[error("cannot create {}: {source}", path.display())]
     DataDir {
@@ -333,6 +336,8 @@ struct Inner {
     launch_slots: Arc<Semaphore>,
     /// Commands found on tasks' `PATH`s lately (`launch.rs`).
     programs: launch::ProgramCache,
+    /// Every task's standard input, opened once (close-on-exec: the child `dup2`s it to 0).
+    dev_null: std::os::fd::OwnedFd,
 }
 
 #[derive(Debug, Default)]
@@ -413,6 +418,7 @@ impl Executor {
             );
         }
         tracing::info!(?enforcement, "executor limits");
+        let dev_null = std::fs::File::open("/dev/null").map_err(ExecError::DevNull)?;
         let (events, receiver) = mpsc::channel(config.event_capacity.get());
         let inner = Inner {
             launch_slots: Arc::new(Semaphore::new(config.max_parallel_launches.get())),
@@ -427,6 +433,7 @@ impl Executor {
             state: Mutex::new(State::default()),
             idle: Notify::new(),
             programs: launch::ProgramCache::default(),
+            dev_null: dev_null.into(),
         };
         Ok((
             Executor {

@@ -88,7 +88,7 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 4096)]
     pub task_max_pids: u64,
     /// How many task launches (directory, log files, cgroup, spawn) run at once, 1–256
-    /// (default: 4 per core, at most 32). Each holds a thread and about eight descriptors.
+    /// (default: 4 per core, at most 32). Each holds a thread and about seven descriptors.
     #[arg(long, value_name = "N", value_parser = parse_max_launches)]
     pub max_launches: Option<NonZeroUsize>,
     /// How long the watchdog waits without hearing from this agent (crashed, killed, stopped)
@@ -232,7 +232,7 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
 
 /// Parses `key=value` pairs; a key given twice is an error, not a silent overwrite.
 /// Most launches in flight an agent accepts: each holds a blocking-pool thread (tokio's pool
-/// has 512 by default, shared with the rest of the agent) and about eight descriptors.
+/// has 512 by default, shared with the rest of the agent) and about seven descriptors.
 const MAX_LAUNCHES: usize = 256;
 
 /// `--max-launches N`: 1 to [`MAX_LAUNCHES`].

@@ -262,7 +262,7 @@ impl Hierarchy {
     /// no process in it, what its tasks left behind.
     pub fn memory_charged(&self, name: &str, file: &str) -> Result<u64, String> {
         let file = self.memory_dir(name).join(file);
-        let text = std::fs::read_to_string(&file)
+        let text = super::procfs::read_small(&file)
             .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
         text.trim()
             .parse()
@@ -363,7 +363,7 @@ impl TaskCgroup {
         let mut pids: Vec<u32> = self
             .dirs
             .iter()
-            .filter_map(|d| std::fs::read_to_string(d.join("cgroup.procs")).ok())
+            .filter_map(|d| super::procfs::read_small(&d.join("cgroup.procs")).ok())
             .flat_map(|text| {
                 text.lines()
                     .filter_map(|l| l.trim().parse::<u32>().ok())

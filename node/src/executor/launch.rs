@@ -4,7 +4,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
-use std::os::fd::OwnedFd;
+use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -89,7 +89,7 @@ impl Inner {
                 .collect(),
             workdir: &workdir,
             user: account.map(|a| (a.uid, a.gid)),
-            stdin: dev_null()?,
+            stdin: self.dev_null.as_fd(),
             stdout: stdout.into(),
             stderr: stderr.into(),
             cgroup_procs: &cgroup_procs,
@@ -439,12 +439,6 @@ fn spawn_error(
 }
 
 /// The task's standard input.
-fn dev_null() -> Result<OwnedFd, String> {
-    std::fs::File::open("/dev/null")
-        .map(OwnedFd::from)
-        .map_err(|e| format!("cannot open /dev/null: {e}"))
-}
-
 fn remove_cgroup_now(cgroup: Option<&TaskCgroup>) {
     if let Some(Err(e)) = cgroup.map(TaskCgroup::remove_now) {
         tracing::warn!(error = %e, "cannot remove unused task cgroup");

@@ -4,6 +4,7 @@
 //! time (field 22 of `/proc/<pid>/stat`, clock ticks since boot) plus the boot id does, so the
 //! executor records all three at spawn and compares them before it signals or adopts anything.
 
+use std::io::Read;
 use std::path::Path;
 
 /// The fields of `/proc/<pid>/stat` the executor uses.
@@ -26,8 +27,31 @@ impl Stat {
 
 /// Reads `/proc/<pid>/stat`; `None` when the process does not exist (or /proc is unreadable).
 pub(crate) fn stat(pid: u32) -> Option<Stat> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let text = read_small(Path::new(&format!("/proc/{pid}/stat"))).ok()?;
     parse_stat(&text)
+}
+
+/// Reads a small kernel file (`/proc`, cgroupfs) whole: `open`, `read` until end of file,
+/// `close`. `std::fs::read_to_string` first asks the file's size (`statx`, and `lseek`), which
+/// such files report as 0 or 4096, then grows its buffer from 32 bytes: a `/proc/<pid>/stat`
+/// took eight system calls where this takes four, and a launch reads several such files.
+pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
+    let mut file = std::fs::File::open(path)?;
+    let mut buf = vec![0u8; 512];
+    let mut len = 0;
+    loop {
+        if len == buf.len() {
+            buf.resize(2 * len, 0);
+        }
+        match file.read(&mut buf[len..]) {
+            Ok(0) => break,
+            Ok(n) => len += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(len);
+    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
 
 /// Parses a stat line. The command name (field 2) may contain spaces and parentheses, so the
@@ -96,6 +120,25 @@ mod tests {
         for line in ["", ")", "1 (x)", "1 (x) Z", "1 (x) Z 1 notanumber"] {
             assert_eq!(parse_stat(line), None, "{line:?}");
         }
+    }
+
+    #[test]
+    fn read_small_reads_files_of_any_size_whole() {
+        let dir = std::env::temp_dir().join(format!("shoal-read-small-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        for size in [0, 1, 511, 512, 513, 1024, 5000] {
+            let text: String = (0..size)
+                .map(|i| char::from(b'a' + (i % 26) as u8))
+                .collect();
+            let path = dir.join(format!("f{size}"));
+            std::fs::write(&path, &text).unwrap();
+            assert_eq!(read_small(&path).unwrap(), text, "{size} bytes");
+        }
+        // A kernel file that reports no size: read to its end all the same.
+        let me = read_small(Path::new("/proc/self/status")).unwrap();
+        assert!(me.lines().any(|l| l.starts_with("Pid:")), "{me}");
+        assert!(read_small(&dir.join("missing")).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

@@ -21,6 +21,10 @@
 //!   copy: no `CLONE_SIGHAND`), then unblocks them just before `execve`, as `posix_spawn` does.
 //!   Unlike std's `fork` path it resets ignored signals too, not only `SIGPIPE`: a task starts
 //!   the same however its agent was launched (`nohup` ignores `SIGHUP`).
+//! - Likewise for descriptors: its descriptor table is its own copy (no `CLONE_FILES`), and
+//!   just before `execve` it closes everything above stdio (`close_range`), so a descriptor the
+//!   agent inherited without close-on-exec (from a shell, a supervisor) never reaches a task.
+//!   Standard input is `/dev/null`, opened once by the executor and lent to every launch.
 //! - It reports a failed step by storing the `errno` in memory the parent reads after it
 //!   resumes, then exits with 127 without running any exit handler.
 //!
@@ -29,7 +33,7 @@
 
 use std::ffi::{CString, OsStr};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::ExitStatusExt;
 use std::path::Path;
@@ -53,7 +57,7 @@ pub(super) struct Plan<'a> {
     pub workdir: &'a Path,
     /// `None`: keep the agent's user.
     pub user: Option<(u32, u32)>,
-    pub stdin: OwnedFd,
+    pub stdin: BorrowedFd<'a>,
     pub stdout: OwnedFd,
     pub stderr: OwnedFd,
     /// `cgroup.procs` files the child writes `0` to before `exec`, as the task user (opened by
@@ -351,6 +355,10 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
                 fail(Step::Cgroup);
             }
         }
+        // Nothing but stdio crosses `execve`: descriptors the agent inherited without
+        // close-on-exec (from a shell, a supervisor) are closed here. Linux 5.9; on older
+        // kernels only close-on-exec protects them.
+        libc::syscall(libc::SYS_close_range, 3u32, u32::MAX, 0u32);
         // Signals reach the child from here on, with their default actions.
         let mut none: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut none);

@@ -460,6 +460,52 @@ async fn many_short_tasks_all_exit_zero_exactly_once() {
     assert!(exec.running().is_empty());
 }
 
+/// Every task's standard input is `/dev/null`, at end of file, one after another (the agent
+/// opens it once and lends it to each launch), and no task inherits another descriptor of the
+/// agent's.
+#[tokio::test]
+async fn every_task_reads_dev_null_and_inherits_no_agent_descriptor() {
+    let mut dir = scratch("stdin");
+    let (exec, mut events) =
+        Executor::new(dir.0.clone(), test_config("stdin", CgroupMode::Auto)).unwrap();
+    dir.reap(&exec);
+    let stdout = |task: AttemptId| {
+        let exec = &exec;
+        async move {
+            let (bytes, _) = exec
+                .read_log(&task, LogStream::Stdout, 0, 4096)
+                .await
+                .unwrap();
+            String::from_utf8(bytes).unwrap()
+        }
+    };
+    for slot in 0..3 {
+        let task = key("stdin", 2 * slot);
+        run_to_exit_zero(
+            &exec,
+            &mut events,
+            task.clone(),
+            sh("readlink /proc/self/fd/0; cat"),
+        )
+        .await;
+        assert_eq!(
+            stdout(task).await,
+            "/dev/null\n",
+            "slot {slot}: cat read nothing"
+        );
+        // `ls` itself, not under `sh` (dash keeps a copy of its stdin as fd 10): 0, 1, 2 and
+        // the directory `ls` opened.
+        let task = key("stdin", 2 * slot + 1);
+        let ls = TaskSpec {
+            command: "ls".to_owned(),
+            args: vec!["/proc/self/fd".to_owned()],
+            ..TaskSpec::default()
+        };
+        run_to_exit_zero(&exec, &mut events, task.clone(), ls).await;
+        assert_eq!(stdout(task).await, "0\n1\n2\n3\n", "slot {slot}");
+    }
+}
+
 #[tokio::test]
 async fn read_log_is_bounded_and_resumable() {
     let config = ExecutorConfig {
