@@ -75,7 +75,28 @@ pub struct PeersConfig {
     pub max_backoff: Duration,
     /// How long a connection attempt may take.
     pub connect_timeout: Duration,
+    /// While a peer is sent more than [`coalesce_above`](Self::coalesce_above) frames a second,
+    /// its frames written within this long of the last write wait for the end of it, so a
+    /// busy stream leaves in one write (one datagram, one wake-up of the peer) per `coalesce`
+    /// instead of one per frame. Below that rate (a submission's few messages, an idle peer)
+    /// every frame leaves at once. Zero: never wait.
+    pub coalesce: Duration,
+    /// Frames per second to one peer (averaged over the last ~10 ms) above which its writes
+    /// are coalesced.
+    pub coalesce_above: f64,
 }
+
+/// The default [`PeersConfig::coalesce`]: one write per peer per millisecond at most, while
+/// frames keep coming (`docs/agent.md`, "Coalesced writes").
+pub const COALESCE: Duration = Duration::from_millis(1);
+
+/// The default [`PeersConfig::coalesce_above`]: a 10,000-task batch sends each peer ~3,000
+/// frames a second; a single submission's messages, a handful within a few milliseconds, stay
+/// under it and are not delayed.
+pub const COALESCE_ABOVE: f64 = 1_000.0;
+
+/// Frames taken from a peer's queue into one write, at most.
+const BATCH_FRAMES: usize = 256;
 
 impl Default for PeersConfig {
     fn default() -> Self {
@@ -89,6 +110,8 @@ impl Default for PeersConfig {
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(5),
+            coalesce: COALESCE,
+            coalesce_above: COALESCE_ABOVE,
         }
     }
 }

@@ -1,14 +1,20 @@
 //! The sending side: one task per peer drains its queue into one long-lived stream,
 //! reconnecting with back-off.
 
+use std::collections::VecDeque;
 use std::sync::PoisonError;
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use bytes::BytesMut;
 use tokio::sync::mpsc;
+use tokio::time::Instant;
 use tokio_util::codec::Encoder;
 
-use super::{CLOSE_CUT_OFF, Channel, Directory, FrameCodec, Peers, Queue, StreamError, register};
+use super::{
+    BATCH_FRAMES, CLOSE_CUT_OFF, Channel, Directory, FrameCodec, Peers, Queue, StreamError,
+    register,
+};
 use crate::backoff::Backoff;
 use crate::tls;
 
@@ -22,7 +28,11 @@ impl Peers {
         let mut backoff = Backoff::new(self.config.min_backoff, self.config.max_backoff);
         let mut codec = FrameCodec::new(self.config.max_frame_bytes);
         let mut buf = BytesMut::new();
-        let mut pending: Option<(Channel, Vec<u8>)> = None;
+        // Frames taken from the queue and not yet written, oldest first: a stream that broke
+        // keeps them for the next one.
+        let mut batch: VecDeque<(Channel, Vec<u8>)> = VecDeque::new();
+        let mut last_write: Option<Instant> = None;
+        let mut rate = FrameRate::default();
         let mut directory = self.directory.clone();
         loop {
             // The address the stream goes to. A peer that restarted listens elsewhere: a
@@ -51,15 +61,17 @@ impl Peers {
                 }
             };
             loop {
-                let (channel, frame) = match pending.take() {
-                    Some(f) => f,
-                    None => tokio::select! {
+                if batch.is_empty() {
+                    tokio::select! {
                         () = queue.cut.notified() => {
                             conn.close(CLOSE_CUT_OFF.into(), b"send queue over its byte limit");
                             return;
                         }
                         f = rx.recv() => match f {
-                            Some(f) => f,
+                            Some(f) => {
+                                batch.push_back(f);
+                                rate.add(Instant::now(), 1);
+                            }
                             None => return,
                         },
                         Ok(()) = directory.changed() => {
@@ -70,26 +82,53 @@ impl Peers {
                             }
                             continue;
                         }
-                    },
-                };
+                    }
+                }
+                let taken = take_queued(&mut rx, &mut batch);
+                rate.add(Instant::now(), taken);
+                // A busy peer written to less than `coalesce` ago: what comes until then leaves
+                // in the same write. An idle or slow peer's frames leave at once.
+                if let Some(due) = last_write.map(|t| t + self.config.coalesce)
+                    && due > Instant::now()
+                    && rate.per_s >= self.config.coalesce_above
+                {
+                    tokio::select! {
+                        () = queue.cut.notified() => {
+                            conn.close(CLOSE_CUT_OFF.into(), b"send queue over its byte limit");
+                            return;
+                        }
+                        () = tokio::time::sleep_until(due) => {}
+                    }
+                    let taken = take_queued(&mut rx, &mut batch);
+                    rate.add(Instant::now(), taken);
+                }
                 if moved(&directory) {
                     conn.close(0u32.into(), b"peer moved");
-                    pending = Some((channel, frame));
                     break;
                 }
-                let written = tokio::select! {
-                    () = queue.cut.notified() => {
-                        conn.close(CLOSE_CUT_OFF.into(), b"send queue over its byte limit");
-                        return;
+                // Every frame of the batch is written before this task yields, so the
+                // connection's driver packs them into as few datagrams as they fit.
+                let mut broke = false;
+                while let Some((channel, frame)) = batch.front() {
+                    let written = tokio::select! {
+                        () = queue.cut.notified() => {
+                            conn.close(CLOSE_CUT_OFF.into(), b"send queue over its byte limit");
+                            return;
+                        }
+                        w = write_frame(&mut stream, &mut codec, &mut buf, *channel, frame) => w,
+                    };
+                    if let Err(e) = written {
+                        tracing::debug!(peer = %to, error = %e, "stream broke; reconnecting");
+                        broke = true;
+                        break;
                     }
-                    w = write_frame(&mut stream, &mut codec, &mut buf, channel, &frame) => w,
-                };
-                if let Err(e) = written {
-                    tracing::debug!(peer = %to, error = %e, "stream broke; reconnecting");
-                    pending = Some((channel, frame));
+                    queue.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+                    batch.pop_front();
+                }
+                if broke {
                     break;
                 }
-                queue.bytes.fetch_sub(frame.len(), Ordering::Relaxed);
+                last_write = Some(Instant::now());
             }
         }
     }
@@ -124,6 +163,45 @@ impl Peers {
     }
 }
 
+/// Moves what is queued now into `batch`, up to [`BATCH_FRAMES`]; returns how many.
+fn take_queued(
+    rx: &mut mpsc::Receiver<(Channel, Vec<u8>)>,
+    batch: &mut VecDeque<(Channel, Vec<u8>)>,
+) -> usize {
+    let mut taken = 0;
+    while batch.len() < BATCH_FRAMES {
+        match rx.try_recv() {
+            Ok(f) => {
+                batch.push_back(f);
+                taken += 1;
+            }
+            Err(_) => break,
+        }
+    }
+    taken
+}
+
+/// How long the frame rate's memory is: frames older than a few of these hardly count.
+const RATE_WINDOW: Duration = Duration::from_millis(10);
+
+/// Frames per second to one peer, as an exponentially decaying average over [`RATE_WINDOW`].
+#[derive(Debug, Default)]
+struct FrameRate {
+    per_s: f64,
+    at: Option<Instant>,
+}
+
+impl FrameRate {
+    fn add(&mut self, now: Instant, frames: usize) {
+        let window = RATE_WINDOW.as_secs_f64();
+        let decay = self
+            .at
+            .map_or(0.0, |t| (-(now - t).as_secs_f64() / window).exp());
+        self.per_s = self.per_s * decay + frames as f64 / window;
+        self.at = Some(now);
+    }
+}
+
 /// Frames `body` into `buf` (cleared first) and writes it whole.
 async fn write_frame(
     stream: &mut quinn::SendStream,
@@ -136,4 +214,29 @@ async fn write_frame(
     codec.encode((channel, body), buf)?;
     stream.write_all(buf).await.map_err(std::io::Error::from)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A steady stream settles at its own rate; a few frames within some milliseconds stay well
+    /// under the default threshold; a pause lets the rate fall away.
+    #[test]
+    fn the_frame_rate_follows_the_stream() {
+        let start = Instant::now();
+        let mut rate = FrameRate::default();
+        for ms in 0..200u64 {
+            rate.add(start + Duration::from_millis(ms), 3);
+        }
+        assert!((2_800.0..3_200.0).contains(&rate.per_s), "{}", rate.per_s);
+        rate.add(start + Duration::from_millis(300), 0);
+        assert!(rate.per_s < 1.0, "{}", rate.per_s);
+
+        let mut few = FrameRate::default();
+        for ms in [0, 1, 2, 3, 4] {
+            few.add(start + Duration::from_millis(ms), 1);
+        }
+        assert!(few.per_s < super::super::COALESCE_ABOVE, "{}", few.per_s);
+    }
 }

@@ -71,6 +71,52 @@ async fn frames_arrive_in_order_and_name_their_sender() {
     }
 }
 
+/// With a write to the peer less than `coalesce` ago, frames wait for the end of that window
+/// and then leave together, whole and in order; a frame to a peer written to longer ago than
+/// that leaves at once. The window is long here so the two cases cannot be mistaken for
+/// each other on a loaded machine.
+#[tokio::test]
+async fn a_burst_waits_for_the_window_and_an_idle_peer_does_not() {
+    const WINDOW: Duration = Duration::from_secs(2);
+    let key = ClusterKey::generate();
+    let (a, b) = (node(&key, "a"), node(&key, "b"));
+    let dir = BTreeMap::from([("b".to_string(), b.0.local_addr().unwrap())]);
+    let (_dir_tx, dir_rx) = watch::channel(dir);
+    let (_stop, stop_rx) = watch::channel(false);
+    let config = PeersConfig {
+        coalesce: WINDOW,
+        ..PeersConfig::default()
+    };
+    let (pa, _ina) = start(a, dir_rx.clone(), config, stop_rx.clone());
+    let (_pb, mut inb) = start(b, dir_rx, PeersConfig::default(), stop_rx);
+    assert!(pa.send("b", vec![0]));
+    assert_eq!(&next(&mut inb.scheduler).await.payload[..], [0]);
+    // Written just now: the next ones wait for the window's end.
+    let sent = tokio::time::Instant::now();
+    for i in 1..=100u8 {
+        assert!(pa.send("b", vec![i]));
+    }
+    assert_eq!(&next(&mut inb.scheduler).await.payload[..], [1]);
+    let waited = sent.elapsed();
+    assert!(
+        waited >= WINDOW / 2,
+        "a frame right after a write left after {waited:?}, within the {WINDOW:?} window"
+    );
+    for i in 2..=100u8 {
+        assert_eq!(&next(&mut inb.scheduler).await.payload[..], [i]);
+    }
+    // Idle for longer than the window: the next frame does not wait.
+    tokio::time::sleep(WINDOW + WINDOW / 2).await;
+    let sent = tokio::time::Instant::now();
+    assert!(pa.send("b", vec![101]));
+    assert_eq!(&next(&mut inb.scheduler).await.payload[..], [101]);
+    let took = sent.elapsed();
+    assert!(
+        took < WINDOW * 3 / 4,
+        "a frame to an idle peer took {took:?}: it waited for a window"
+    );
+}
+
 #[tokio::test]
 async fn a_node_with_another_key_cannot_deliver() {
     let (k1, k2) = (ClusterKey::generate(), ClusterKey::generate());
