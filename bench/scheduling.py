@@ -19,6 +19,7 @@
     end-to-end rate with the two-in-flight ceiling).
 
 Usage: bench/scheduling.py [--sizes 1000,10000] [--singles 200] [--out FILE] [--bin PATH]
+                           [--placement STRATEGY] [--max-launches N]
 
 --bin runs another build (default target/release/shoal), so two builds can be compared in one
 sitting; SHOAL_BENCH_LOG sets the agents' RUST_LOG (default warn).
@@ -187,6 +188,7 @@ def main():
     ap.add_argument("--sizes", default="1000,10000"); ap.add_argument("--singles", type=int, default=200)
     ap.add_argument("--out"); ap.add_argument("--bin", default=BIN)
     ap.add_argument("--placement", help="the batches' placement strategy (default: the job default, binpack)")
+    ap.add_argument("--max-launches", type=int, help="the agents' --max-launches (default: theirs)")
     a = ap.parse_args()
     root = tempfile.mkdtemp(prefix="shoal-sched-bench-")
     print(json.dumps({"data_and_logs": root}), flush=True)
@@ -196,7 +198,7 @@ def main():
     open(key, "w").write(subprocess.check_output([a.bin, "keygen"]).decode())
     ceiling = [spawn_ceiling(root)]
     print(json.dumps({"spawn_ceiling_before": ceiling[0]}), flush=True)
-    agents = start_agents(root, key, a.bin)
+    agents = start_agents(root, key, a.bin, ["--max-launches", str(a.max_launches)] if a.max_launches else [])
     api = Api(agents[0]["http"], agents[0]["token_file"])
     out = {"batches": [], "machine": "2 vCPU, 24 GiB", "spawn_ceiling": ceiling}
     try:
