@@ -465,6 +465,13 @@ async fn many_short_tasks_all_exit_zero_exactly_once() {
 /// agent's.
 #[tokio::test]
 async fn every_task_reads_dev_null_and_inherits_no_agent_descriptor() {
+    // A descriptor without close-on-exec, as an agent started from a shell may hold: `dup`
+    // leaves the flag off. Kept open until the end of the test.
+    let inherited = nix::unistd::dup(std::io::stderr()).unwrap();
+    assert_eq!(
+        nix::fcntl::fcntl(&inherited, nix::fcntl::FcntlArg::F_GETFD).unwrap() & libc::FD_CLOEXEC,
+        0
+    );
     let mut dir = scratch("stdin");
     let (exec, mut events) =
         Executor::new(dir.0.clone(), test_config("stdin", CgroupMode::Auto)).unwrap();
@@ -504,6 +511,7 @@ async fn every_task_reads_dev_null_and_inherits_no_agent_descriptor() {
         run_to_exit_zero(&exec, &mut events, task.clone(), ls).await;
         assert_eq!(stdout(task).await, "0\n1\n2\n3\n", "slot {slot}");
     }
+    drop(inherited);
 }
 
 #[tokio::test]
