@@ -338,9 +338,6 @@ struct Inner {
     programs: launch::ProgramCache,
     /// Every task's standard input, opened once (close-on-exec: the child `dup2`s it to 0).
     dev_null: std::os::fd::OwnedFd,
-    /// The agent's umask, read at start (`None`: unknown); task directories are made with their
-    /// modes when it allows them (`launch.rs`).
-    umask: Option<u32>,
 }
 
 #[derive(Debug, Default)]
@@ -437,7 +434,6 @@ impl Executor {
             idle: Notify::new(),
             programs: launch::ProgramCache::default(),
             dev_null: dev_null.into(),
-            umask: procfs::umask(),
         };
         Ok((
             Executor {

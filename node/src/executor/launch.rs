@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -49,7 +49,7 @@ impl Inner {
     ) -> Result<Launched, String> {
         let account = self.users.for_task(spec.user.as_deref())?;
         let dir = self.task_dir(name);
-        let fresh = make_task_dir(&dir, account, self.umask)?;
+        let fresh = make_task_dir(&dir, account)?;
         let stdout = open_log(&dir.join("stdout"))?;
         let stderr = open_log(&dir.join("stderr"))?;
         if !fresh {
@@ -231,35 +231,19 @@ fn open_log(path: &Path) -> Result<std::fs::File, String> {
 /// hands it to that user (`0700`) and makes its parents searchable (`0711`: enter, not list).
 /// Returns whether the directory is new: one that an earlier run of the same attempt left (an
 /// agent restart) may hold that run's pid record, and a new one holds nothing.
-///
-/// `umask` is the agent's: when it takes none of those bits away (022, 027, …), the directories
-/// are made with their modes and need no `chmod` (three per task before); otherwise (077) each
-/// launch sets the modes as before.
-pub(super) fn make_task_dir(
-    dir: &Path,
-    account: Option<&Account>,
-    umask: Option<u32>,
-) -> Result<bool, String> {
+fn make_task_dir(dir: &Path, account: Option<&Account>) -> Result<bool, String> {
     let cannot = |e: std::io::Error| format!("cannot create task directory {}: {e}", dir.display());
-    let (parent_mode, dir_mode) = if account.is_some() {
-        (0o711, 0o700)
-    } else {
-        (0o777, 0o777)
-    };
-    let exact = account.is_some() && umask.is_some_and(|m| m & parent_mode == 0);
     if let Some(slot) = dir.parent() {
-        let mut builder = std::fs::DirBuilder::new();
-        builder.mode(parent_mode);
-        match builder.create(slot) {
+        match std::fs::create_dir(slot) {
             Ok(()) => {}
             Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
             Err(e) if e.kind() == ErrorKind::NotFound => {
-                builder.recursive(true).create(slot).map_err(cannot)?;
+                std::fs::create_dir_all(slot).map_err(cannot)?;
             }
             Err(e) => return Err(cannot(e)),
         }
     }
-    let fresh = match std::fs::DirBuilder::new().mode(dir_mode).create(dir) {
+    let fresh = match std::fs::create_dir(dir) {
         Ok(()) => true,
         Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => false,
         Err(e) => return Err(cannot(e)),
@@ -271,10 +255,8 @@ pub(super) fn make_task_dir(
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
             .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))
     };
-    if !exact {
-        for parent in dir.ancestors().skip(1).take(2) {
-            chmod(parent, parent_mode)?;
-        }
+    for parent in dir.ancestors().skip(1).take(2) {
+        chmod(parent, 0o711)?;
     }
     std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid)).map_err(|e| {
         format!(
@@ -283,9 +265,7 @@ pub(super) fn make_task_dir(
             account.name
         )
     })?;
-    if !exact || !fresh {
-        chmod(dir, dir_mode)?;
-    }
+    chmod(dir, 0o700)?;
     Ok(fresh)
 }
 

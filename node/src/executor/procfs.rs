@@ -91,19 +91,6 @@ pub(crate) fn boot_id() -> Option<String> {
     read_trimmed(Path::new("/proc/sys/kernel/random/boot_id"))
 }
 
-/// This process's umask (`Umask:` in `/proc/self/status`, Linux 4.7); `None` when unknown.
-/// Read, not set: `umask(2)` can only be read by changing it, which would race with other
-/// threads creating files.
-pub(crate) fn umask() -> Option<u32> {
-    let status = read_small(Path::new("/proc/self/status")).ok()?;
-    parse_umask(&status)
-}
-
-fn parse_umask(status: &str) -> Option<u32> {
-    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    u32::from_str_radix(line.trim(), 8).ok()
-}
-
 fn read_trimmed(path: &Path) -> Option<String> {
     Some(std::fs::read_to_string(path).ok()?.trim().to_owned())
 }
@@ -152,18 +139,6 @@ mod tests {
         assert!(me.lines().any(|l| l.starts_with("Pid:")), "{me}");
         assert!(read_small(&dir.join("missing")).is_err());
         std::fs::remove_dir_all(&dir).unwrap();
-    }
-
-    #[test]
-    fn umask_is_read_from_status() {
-        assert_eq!(
-            parse_umask("Name:\tx\nUmask:\t0022\nState:\tR\n"),
-            Some(0o022)
-        );
-        assert_eq!(parse_umask("Umask:\t0077\n"), Some(0o077));
-        assert_eq!(parse_umask("Name:\tx\n"), None);
-        assert_eq!(parse_umask("Umask:\tzz\n"), None);
-        assert!(umask().is_some(), "Linux ≥ 4.7 shows the umask");
     }
 
     #[test]

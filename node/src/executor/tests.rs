@@ -1226,40 +1226,6 @@ fn uid_of(name: &str) -> u32 {
         .as_raw()
 }
 
-/// A task user's directory is its own, `0700`, and its parents (slot, job) are `0711`: enter,
-/// not list.
-fn assert_task_dir_modes(task_dir: &std::path::Path) {
-    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
-    assert_eq!(mode(task_dir), 0o700, "{}", task_dir.display());
-    for parent in task_dir.ancestors().skip(1).take(2) {
-        assert_eq!(mode(parent), 0o711, "{}", parent.display());
-    }
-}
-
-/// The modes are the same whether the directories are made with them (a umask that keeps
-/// them) or set after (a umask that would take bits away, or one not known), and a directory
-/// made before with other modes gets them back.
-#[test]
-fn task_directories_get_their_modes_under_any_umask() {
-    if !root_or_skip("task_directories_get_their_modes_under_any_umask") {
-        return;
-    }
-    let dir = scratch("modes");
-    let users = users::Users::new(0, None, &BTreeSet::new()).unwrap();
-    let account = users.for_task(None).unwrap();
-    assert!(account.is_some(), "a root agent runs tasks as nobody");
-    for (i, umask) in [Some(0o022), Some(0o077), None].into_iter().enumerate() {
-        let task_dir = dir.0.join(format!("job{i}")).join("0").join("1");
-        assert!(launch::make_task_dir(&task_dir, account, umask).unwrap());
-        assert_task_dir_modes(&task_dir);
-    }
-    // Made before with other modes (an older agent, a hand): set again when not fresh.
-    let task_dir = dir.0.join("job0").join("0").join("1");
-    std::fs::set_permissions(&task_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
-    assert!(!launch::make_task_dir(&task_dir, account, Some(0o022)).unwrap());
-    assert_task_dir_modes(&task_dir);
-}
-
 #[tokio::test]
 async fn a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users() {
     if !root_or_skip("a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users") {
@@ -1292,7 +1258,6 @@ async fn a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users() {
     );
     let task_dir = exec.task_dir(&default).unwrap();
     assert_eq!(std::fs::metadata(&task_dir).unwrap().uid(), nobody);
-    assert_task_dir_modes(&task_dir);
     assert!(
         task_dir.join("made-here").exists(),
         "the task could not write its directory"
