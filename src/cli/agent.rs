@@ -230,7 +230,6 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
     })
 }
 
-/// Parses `key=value` pairs; a key given twice is an error, not a silent overwrite.
 /// Most launches in flight an agent accepts: each holds a blocking-pool thread (tokio's pool
 /// has 512 by default, shared with the rest of the agent) and about seven descriptors.
 const MAX_LAUNCHES: usize = 256;
@@ -245,6 +244,7 @@ fn parse_max_launches(s: &str) -> Result<NonZeroUsize, String> {
     }
 }
 
+/// Parses `key=value` pairs; a key given twice is an error, not a silent overwrite.
 pub fn parse_attrs(attrs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     let mut out = BTreeMap::new();
     for a in attrs {

@@ -1,7 +1,7 @@
 //! The agent's descriptor limit, and its tasks'.
 //!
-//! Every running task holds a pidfd in the agent, and every launch in flight about eight
-//! descriptors (its log files, `/dev/null`, four `cgroup.procs`), so under a host's default soft
+//! Every running task holds a pidfd in the agent, and every launch in flight about seven
+//! descriptors (its log files, four `cgroup.procs`, the pidfd), so under a host's default soft
 //! limit (often 1,024) a node could run only about a thousand tasks before launches failed with
 //! `EMFILE`. The executor raises the agent's soft limit to its hard limit when it starts, as Go
 //! programs do, and its tasks get back the soft limit the agent was started with

@@ -31,8 +31,8 @@ pub(crate) fn stat(pid: u32) -> Option<Stat> {
     parse_stat(&text)
 }
 
-/// Reads a small kernel file (`/proc`, cgroupfs) whole: `open`, `read` until end of file,
-/// `close`. `std::fs::read_to_string` first asks the file's size (`statx`, and `lseek`), which
+/// Reads a small kernel file (`/proc`, cgroupfs) whole, bytes that are not UTF-8 replaced:
+/// `open`, `read` until end of file, `close`. `std::fs::read_to_string` first asks the file's size (`statx`, and `lseek`), which
 /// such files report as 0 or 4096, then grows its buffer from 32 bytes: a `/proc/<pid>/stat`
 /// took eight system calls where this takes four, and a launch reads several such files.
 pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
@@ -51,7 +51,13 @@ pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
         }
     }
     buf.truncate(len);
-    String::from_utf8(buf).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    // Not UTF-8 is not an error: the kernel cuts a process name to 15 bytes, which can split a
+    // character, and `parse_stat` reads the fields after the name's last `)` anyway. (A name
+    // cut that way used to make `stat` fail, so the process looked gone.)
+    Ok(match String::from_utf8(buf) {
+        Ok(text) => text,
+        Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
+    })
 }
 
 /// Parses a stat line. The command name (field 2) may contain spaces and parentheses, so the
@@ -134,6 +140,20 @@ mod tests {
             std::fs::write(&path, &text).unwrap();
             assert_eq!(read_small(&path).unwrap(), text, "{size} bytes");
         }
+        // Bytes that are not UTF-8 (a process name cut inside a character) come back replaced,
+        // and a stat line holding them still parses.
+        let cut = dir.join("cut");
+        std::fs::write(
+            &cut,
+            b"42 (abcdefghijklmn\xc3) S 1 42 42 0 -1 0 0 0 0 0 0 0 0 0 20 0 1 0 777 0",
+        )
+        .unwrap();
+        let text = read_small(&cut).unwrap();
+        assert_eq!(
+            parse_stat(&text).map(|s| (s.pgrp, s.start_time)),
+            Some((42, 777)),
+            "{text}"
+        );
         // A kernel file that reports no size: read to its end all the same.
         let me = read_small(Path::new("/proc/self/status")).unwrap();
         assert!(me.lines().any(|l| l.starts_with("Pid:")), "{me}");

@@ -4,7 +4,7 @@
 //! `SHOAL_REQUIRE_CGROUPS=1` to make that a failure instead (for hosts that must enforce).
 
 use std::collections::BTreeSet;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::time::Duration;
 
 use tokio::sync::mpsc;
@@ -1226,6 +1226,32 @@ fn uid_of(name: &str) -> u32 {
         .as_raw()
 }
 
+/// A task user's directory is its own, `0700`, and its parents (slot, job) are `0711` (enter,
+/// not list), also when a parent was left with another mode before: the job directory of a
+/// launch that crashed between `mkdir` and `chmod` under a 077 umask is `0700`, which the task
+/// user could not pass.
+#[tokio::test]
+async fn task_directories_get_their_modes_even_over_old_ones() {
+    if !root_or_skip("task_directories_get_their_modes_even_over_old_ones") {
+        return;
+    }
+    let mut dir = scratch("modes");
+    let (exec, mut events) =
+        Executor::new(dir.0.clone(), test_config("modes", CgroupMode::Auto)).unwrap();
+    dir.reap(&exec);
+    let task = key("modes", 0);
+    let task_dir = exec.task_dir(&task).unwrap();
+    let job_dir = task_dir.ancestors().nth(2).unwrap().to_owned();
+    std::fs::create_dir_all(&job_dir).unwrap();
+    std::fs::set_permissions(&job_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    run_to_exit_zero(&exec, &mut events, task, sh("touch made-here")).await;
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
+    assert_eq!(mode(&task_dir), 0o700);
+    assert_eq!(mode(task_dir.parent().unwrap()), 0o711);
+    assert_eq!(mode(&job_dir), 0o711);
+    assert!(task_dir.join("made-here").exists());
+}
+
 #[tokio::test]
 async fn a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users() {
     if !root_or_skip("a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users") {
@@ -1580,7 +1606,6 @@ async fn a_check_command_runs_in_the_task_environment_and_is_killed_at_its_timeo
 /// executable, and does not cache a `PATH` with a relative entry (it depends on the workdir).
 #[test]
 fn a_cached_command_is_checked_before_it_is_used() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = scratch("program-cache");
     let bin = dir.0.join("bin");
     std::fs::create_dir_all(&bin).unwrap();

@@ -87,10 +87,12 @@ impl Peers {
                 let taken = take_queued(&mut rx, &mut batch);
                 rate.add(Instant::now(), taken);
                 // A busy peer written to less than `coalesce` ago: what comes until then leaves
-                // in the same write. An idle or slow peer's frames leave at once.
+                // in the same write (the timer ticks in milliseconds, so the wait is up to one
+                // more). An idle or slow peer's frames, and a full batch, leave at once.
                 if let Some(due) = last_write.map(|t| t + self.config.coalesce)
                     && due > Instant::now()
                     && rate.per_s >= self.config.coalesce_above
+                    && batch.len() < BATCH_FRAMES
                 {
                     tokio::select! {
                         () = queue.cut.notified() => {
