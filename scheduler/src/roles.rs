@@ -180,7 +180,7 @@ pub(crate) struct Counters {
 #[derive(Debug, Default)]
 pub(crate) struct Target {
     /// Tasks admitted here and not yet dead.
-    pub(crate) ledger: BTreeMap<AttemptId, LocalTask>,
+    pub(crate) ledger: Ledger,
     /// Proposals awaiting admission, in arrival order.
     pub(crate) queue: VecDeque<AttemptId>,
     /// Proposals for a job (version) not received yet, or waiting for a static port that a
@@ -195,9 +195,81 @@ pub(crate) struct Target {
 impl Target {
     /// Resources admitted here and not yet released.
     pub(crate) fn allocated(&self) -> Resources {
-        self.ledger.values().fold(Resources::default(), |acc, t| {
-            acc.saturating_add(&t.resources)
-        })
+        self.ledger.allocated()
+    }
+}
+
+/// The tasks admitted here, with the sum of their resources kept as they come and go: every
+/// admission checks the sum, and folding the whole ledger each time made a 10,000-task batch
+/// quadratic on its target (a third of its loop's time while the batch was admitted,
+/// `BENCHMARKS.md`). Reads go through `Deref`; the only changes are [`Ledger::insert`],
+/// [`Ledger::remove`] and [`Ledger::get_mut`], which must not change a task's `resources`
+/// (debug builds check the sum against a fold on every read).
+#[derive(Debug, Default)]
+pub(crate) struct Ledger {
+    tasks: BTreeMap<AttemptId, LocalTask>,
+    /// Per dimension (cpu, memory, disk), wide enough never to saturate.
+    total: [u128; 3],
+}
+
+impl Ledger {
+    pub(crate) fn insert(&mut self, id: AttemptId, task: LocalTask) -> Option<LocalTask> {
+        self.count(&task.resources, true);
+        let old = self.tasks.insert(id, task);
+        if let Some(old) = &old {
+            self.count(&old.resources, false);
+        }
+        old
+    }
+
+    pub(crate) fn remove(&mut self, id: &AttemptId) -> Option<LocalTask> {
+        let old = self.tasks.remove(id);
+        if let Some(old) = &old {
+            self.count(&old.resources, false);
+        }
+        old
+    }
+
+    /// A task to change; its `resources` must stay as they are.
+    pub(crate) fn get_mut(&mut self, id: &AttemptId) -> Option<&mut LocalTask> {
+        self.tasks.get_mut(id)
+    }
+
+    /// The sum of the tasks' resources, saturating at `u64::MAX` as a fold would.
+    pub(crate) fn allocated(&self) -> Resources {
+        let narrow = |n: u128| u64::try_from(n).unwrap_or(u64::MAX);
+        let sum = Resources {
+            cpu_millicores: narrow(self.total[0]),
+            memory_mib: narrow(self.total[1]),
+            disk_mib: narrow(self.total[2]),
+        };
+        debug_assert_eq!(
+            sum,
+            self.tasks.values().fold(Resources::default(), |acc, t| {
+                acc.saturating_add(&t.resources)
+            }),
+            "the ledger's running sum differs from its tasks'"
+        );
+        sum
+    }
+
+    fn count(&mut self, r: &Resources, add: bool) {
+        let parts = [r.cpu_millicores, r.memory_mib, r.disk_mib];
+        for (total, part) in self.total.iter_mut().zip(parts) {
+            if add {
+                *total += u128::from(part);
+            } else {
+                *total -= u128::from(part);
+            }
+        }
+    }
+}
+
+impl std::ops::Deref for Ledger {
+    type Target = BTreeMap<AttemptId, LocalTask>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.tasks
     }
 }
 
@@ -514,5 +586,76 @@ impl Log {
     /// Hold an ack to `writer` for `actor`'s ops up to `counter` until they are logged.
     pub(crate) fn hold_ack(&mut self, writer: &str, actor: ActorId, counter: u64) {
         self.held_acks.push((writer.to_string(), actor, counter));
+    }
+}
+
+#[cfg(test)]
+mod ledger_tests {
+    use super::*;
+
+    fn id(slot: u32) -> AttemptId {
+        AttemptId {
+            job: "j".into(),
+            incarnation: 1,
+            slot,
+            attempt: 1,
+            placer: "n1".into(),
+        }
+    }
+
+    fn res(cpu: u64, mem: u64) -> Resources {
+        Resources {
+            cpu_millicores: cpu,
+            memory_mib: mem,
+            disk_mib: 0,
+        }
+    }
+
+    fn fold(l: &Ledger) -> Resources {
+        l.values().fold(Resources::default(), |acc, t| {
+            acc.saturating_add(&t.resources)
+        })
+    }
+
+    /// The running sum is the fold of the tasks through inserts, a replaced entry, removes of
+    /// present and absent tasks, and sums past `u64::MAX` (saturated as the fold saturates, and
+    /// exact again once they fall back under it).
+    #[test]
+    fn the_running_sum_is_the_fold_of_the_tasks() {
+        let mut l = Ledger::default();
+        for slot in 0..100 {
+            l.insert(
+                id(slot),
+                LocalTask::admitted(res(10 + u64::from(slot), 1), vec![], Millis(0)),
+            );
+        }
+        assert_eq!(l.allocated(), fold(&l));
+        assert_eq!(l.allocated().cpu_millicores, (10..110).sum::<u64>());
+        // The same attempt admitted again replaces its entry.
+        let old = l.insert(id(5), LocalTask::admitted(res(1000, 7), vec![], Millis(0)));
+        assert_eq!(old.map(|t| t.resources), Some(res(15, 1)));
+        assert_eq!(l.allocated(), fold(&l));
+        for slot in (0..100).step_by(3) {
+            assert!(l.remove(&id(slot)).is_some());
+            assert!(l.remove(&id(slot)).is_none());
+        }
+        assert_eq!(l.allocated(), fold(&l));
+        l.insert(
+            id(1000),
+            LocalTask::admitted(res(u64::MAX, u64::MAX), vec![], Millis(0)),
+        );
+        l.insert(
+            id(1001),
+            LocalTask::admitted(res(u64::MAX, 3), vec![], Millis(0)),
+        );
+        assert_eq!(l.allocated(), res(u64::MAX, u64::MAX));
+        assert_eq!(l.allocated(), fold(&l));
+        l.remove(&id(1000));
+        l.remove(&id(1001));
+        assert_eq!(l.allocated(), fold(&l));
+        while let Some(slot) = l.keys().next().map(|k| k.slot) {
+            l.remove(&id(slot));
+        }
+        assert_eq!(l.allocated(), Resources::default());
     }
 }
