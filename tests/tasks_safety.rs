@@ -41,6 +41,16 @@ fn marked(marker: &str) -> Vec<u32> {
     pids
 }
 
+/// Asserts that a CLI command succeeded, showing its stderr when it did not.
+#[track_caller]
+fn assert_ok(out: &std::process::Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
         s.rsplit(')')
@@ -212,11 +222,7 @@ fn max_launches_sets_the_launches_in_flight() {
     assert_eq!(node.limits()["launches_in_flight"], 1);
     let m = node.marker();
     let out = node.submit("one-at-a-time", 3, &format!("exec sleep {m}"), Value::Null);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     wait_for(DEADLINE, "three tasks run, launched one at a time", || {
         (marked(&m).len() == 3).then_some(())
     });
@@ -239,11 +245,7 @@ fn tasks_of_a_root_agent_do_not_run_as_root() {
     assert_eq!(node.limits()["task_user"], "nobody");
     let m = node.marker();
     let out = node.submit("whoami", 1, &format!("id -u; exec sleep {m}"), Value::Null);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let uid = wait_for(DEADLINE, "the task wrote its uid", || {
         let out = node.agent.cli(&["task", "logs", "whoami", "0"]);
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -259,11 +261,7 @@ fn tasks_of_a_root_agent_do_not_run_as_root() {
         &format!("id -u; exec sleep {m}"),
         serde_json::json!({"user": "daemon"}),
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let uid = wait_for(DEADLINE, "the daemon task wrote its uid", || {
         let out = node.agent.cli(&["task", "logs", "as-daemon", "0"]);
         let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
@@ -280,11 +278,7 @@ fn a_job_naming_a_user_the_agent_does_not_allow_is_rejected_at_admission() {
     let m = node.marker();
     let extra = serde_json::json!({ "user": user });
     let out = node.submit("refused", 1, &format!("exec sleep {m}"), extra);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let flag = format!("--allow-task-user {user}");
     wait_for(DEADLINE, "the attempt is rejected, naming the flag", || {
         node.job("refused")?
@@ -308,21 +302,13 @@ fn stopping_a_job_leaves_no_process_behind() {
         &format!("setsid sleep {m} & sleep {m}"),
         Value::Null,
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let pids = wait_for(DEADLINE, "both sleeps run", || {
         let p = marked(&m);
         (p.len() == 2).then_some(p)
     });
     let out = node.agent.cli(&["job", "stop", "escape"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     wait_for(DEADLINE, "no sleep of the job is left", || {
         marked(&m).is_empty().then_some(())
     });
@@ -345,11 +331,7 @@ fn a_killed_agents_tasks_stop_within_the_orphan_grace() {
     };
     let per_task = if cgroups { 3 } else { 2 };
     let out = node.submit("orphaned", 2, &script, Value::Null);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let pids = wait_for(DEADLINE, "every task process runs", || {
         let p = marked(&m);
         (p.len() == 2 * per_task).then_some(p)
@@ -386,11 +368,7 @@ fn an_agent_restarted_within_the_grace_keeps_its_tasks() {
     let mut node = Node::start("restart-in-grace", &flags);
     let m = node.marker();
     let out = node.submit("kept", 2, &format!("exec sleep {m}"), Value::Null);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let pids = wait_for(DEADLINE, "both tasks run", || {
         let p = marked(&m);
         (p.len() == 2).then_some(p)

@@ -245,12 +245,17 @@ impl Ledger {
         };
         debug_assert_eq!(
             sum,
-            self.tasks.values().fold(Resources::default(), |acc, t| {
-                acc.saturating_add(&t.resources)
-            }),
+            self.folded(),
             "the ledger's running sum differs from its tasks'"
         );
         sum
+    }
+
+    /// The sum of the tasks' resources by a walk over them: what [`Ledger::allocated`] keeps.
+    fn folded(&self) -> Resources {
+        self.tasks.values().fold(Resources::default(), |acc, t| {
+            acc.saturating_add(&t.resources)
+        })
     }
 
     fn count(&mut self, r: &Resources, add: bool) {
@@ -611,12 +616,6 @@ mod ledger_tests {
         }
     }
 
-    fn fold(l: &Ledger) -> Resources {
-        l.values().fold(Resources::default(), |acc, t| {
-            acc.saturating_add(&t.resources)
-        })
-    }
-
     /// The running sum is the fold of the tasks through inserts, a replaced entry, removes of
     /// present and absent tasks, and sums past `u64::MAX` (saturated as the fold saturates, and
     /// exact again once they fall back under it).
@@ -629,17 +628,17 @@ mod ledger_tests {
                 LocalTask::admitted(res(10 + u64::from(slot), 1), vec![], Millis(0)),
             );
         }
-        assert_eq!(l.allocated(), fold(&l));
+        assert_eq!(l.allocated(), l.folded());
         assert_eq!(l.allocated().cpu_millicores, (10..110).sum::<u64>());
         // The same attempt admitted again replaces its entry.
         let old = l.insert(id(5), LocalTask::admitted(res(1000, 7), vec![], Millis(0)));
         assert_eq!(old.map(|t| t.resources), Some(res(15, 1)));
-        assert_eq!(l.allocated(), fold(&l));
+        assert_eq!(l.allocated(), l.folded());
         for slot in (0..100).step_by(3) {
             assert!(l.remove(&id(slot)).is_some());
             assert!(l.remove(&id(slot)).is_none());
         }
-        assert_eq!(l.allocated(), fold(&l));
+        assert_eq!(l.allocated(), l.folded());
         l.insert(
             id(1000),
             LocalTask::admitted(res(u64::MAX, u64::MAX), vec![], Millis(0)),
@@ -649,10 +648,10 @@ mod ledger_tests {
             LocalTask::admitted(res(u64::MAX, 3), vec![], Millis(0)),
         );
         assert_eq!(l.allocated(), res(u64::MAX, u64::MAX));
-        assert_eq!(l.allocated(), fold(&l));
+        assert_eq!(l.allocated(), l.folded());
         l.remove(&id(1000));
         l.remove(&id(1001));
-        assert_eq!(l.allocated(), fold(&l));
+        assert_eq!(l.allocated(), l.folded());
         while let Some(slot) = l.keys().next().map(|k| k.slot) {
             l.remove(&id(slot));
         }

@@ -438,7 +438,6 @@ fn spawn_error(
     }
 }
 
-/// The task's standard input.
 fn remove_cgroup_now(cgroup: Option<&TaskCgroup>) {
     if let Some(Err(e)) = cgroup.map(TaskCgroup::remove_now) {
         tracing::warn!(error = %e, "cannot remove unused task cgroup");

@@ -32,9 +32,10 @@ pub(crate) fn stat(pid: u32) -> Option<Stat> {
 }
 
 /// Reads a small kernel file (`/proc`, cgroupfs) whole, bytes that are not UTF-8 replaced:
-/// `open`, `read` until end of file, `close`. `std::fs::read_to_string` first asks the file's size (`statx`, and `lseek`), which
-/// such files report as 0 or 4096, then grows its buffer from 32 bytes: a `/proc/<pid>/stat`
-/// took eight system calls where this takes four, and a launch reads several such files.
+/// `open`, `read` until end of file, `close`. `std::fs::read_to_string` first asks the file's
+/// size (`statx`, and `lseek`), which such files report as 0 or 4096, then grows its buffer
+/// from 32 bytes: a `/proc/<pid>/stat` took eight system calls where this takes four, and a
+/// launch reads several such files.
 pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
     let mut file = std::fs::File::open(path)?;
     let mut buf = vec![0u8; 512];

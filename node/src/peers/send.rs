@@ -63,10 +63,7 @@ impl Peers {
             loop {
                 if batch.is_empty() {
                     tokio::select! {
-                        () = queue.cut.notified() => {
-                            conn.close(CLOSE_CUT_OFF.into(), b"send queue over its byte limit");
-                            return;
-                        }
+                        () = queue.cut.notified() => return cut_off(&conn),
                         f = rx.recv() => match f {
                             Some(f) => {
                                 batch.push_back(f);
@@ -84,8 +81,7 @@ impl Peers {
                         }
                     }
                 }
-                let taken = take_queued(&mut rx, &mut batch);
-                rate.add(Instant::now(), taken);
+                take_queued(&mut rx, &mut batch, &mut rate);
                 // A busy peer written to less than `coalesce` ago: what comes until then leaves
                 // in the same write (the timer ticks in milliseconds, so the wait is up to one
                 // more). An idle or slow peer's frames, and a full batch, leave at once.
@@ -95,14 +91,10 @@ impl Peers {
                     && batch.len() < BATCH_FRAMES
                 {
                     tokio::select! {
-                        () = queue.cut.notified() => {
-                            conn.close(CLOSE_CUT_OFF.into(), b"send queue over its byte limit");
-                            return;
-                        }
+                        () = queue.cut.notified() => return cut_off(&conn),
                         () = tokio::time::sleep_until(due) => {}
                     }
-                    let taken = take_queued(&mut rx, &mut batch);
-                    rate.add(Instant::now(), taken);
+                    take_queued(&mut rx, &mut batch, &mut rate);
                 }
                 if moved(&directory) {
                     conn.close(0u32.into(), b"peer moved");
@@ -113,10 +105,7 @@ impl Peers {
                 let mut broke = false;
                 while let Some((channel, frame)) = batch.front() {
                     let written = tokio::select! {
-                        () = queue.cut.notified() => {
-                            conn.close(CLOSE_CUT_OFF.into(), b"send queue over its byte limit");
-                            return;
-                        }
+                        () = queue.cut.notified() => return cut_off(&conn),
                         w = write_frame(&mut stream, &mut codec, &mut buf, *channel, frame) => w,
                     };
                     if let Err(e) = written {
@@ -165,11 +154,12 @@ impl Peers {
     }
 }
 
-/// Moves what is queued now into `batch`, up to [`BATCH_FRAMES`]; returns how many.
+/// Moves what is queued now into `batch`, up to [`BATCH_FRAMES`], and counts it in `rate`.
 fn take_queued(
     rx: &mut mpsc::Receiver<(Channel, Vec<u8>)>,
     batch: &mut VecDeque<(Channel, Vec<u8>)>,
-) -> usize {
+    rate: &mut FrameRate,
+) {
     let mut taken = 0;
     while batch.len() < BATCH_FRAMES {
         match rx.try_recv() {
@@ -180,7 +170,12 @@ fn take_queued(
             Err(_) => break,
         }
     }
-    taken
+    rate.add(Instant::now(), taken);
+}
+
+/// Closes the connection of a peer whose queue passed its byte limit (`Queue::cut`).
+fn cut_off(conn: &quinn::Connection) {
+    conn.close(CLOSE_CUT_OFF.into(), b"send queue over its byte limit");
 }
 
 /// How long the frame rate's memory is: frames older than a few of these hardly count.

@@ -21,6 +21,35 @@ fn start(
     Peers::start(node.0, node.1, dir, config, stop)
 }
 
+/// Nodes a and b under one key, where a knows b's address; the directory and stop senders
+/// live as long as this does.
+struct AToB {
+    pa: Peers,
+    pb: Peers,
+    inb: PeerInbound,
+    _a_inbound: PeerInbound,
+    _dir: watch::Sender<BTreeMap<String, SocketAddr>>,
+    _stop: watch::Sender<bool>,
+}
+
+fn a_to_b(config_a: PeersConfig, config_b: PeersConfig) -> AToB {
+    let key = ClusterKey::generate();
+    let (a, b) = (node(&key, "a"), node(&key, "b"));
+    let dir = BTreeMap::from([("b".to_string(), b.0.local_addr().unwrap())]);
+    let (dir_tx, dir_rx) = watch::channel(dir);
+    let (stop, stop_rx) = watch::channel(false);
+    let (pa, ina) = start(a, dir_rx.clone(), config_a, stop_rx.clone());
+    let (pb, inb) = start(b, dir_rx, config_b, stop_rx);
+    AToB {
+        pa,
+        pb,
+        inb,
+        _a_inbound: ina,
+        _dir: dir_tx,
+        _stop: stop,
+    }
+}
+
 async fn next(inbound: &mut mpsc::Receiver<Inbound>) -> Inbound {
     tokio::time::timeout(DEADLINE, inbound.recv())
         .await
@@ -78,38 +107,32 @@ async fn frames_arrive_in_order_and_name_their_sender() {
 #[tokio::test]
 async fn a_burst_waits_for_the_window_and_an_idle_peer_does_not() {
     const WINDOW: Duration = Duration::from_secs(2);
-    let key = ClusterKey::generate();
-    let (a, b) = (node(&key, "a"), node(&key, "b"));
-    let dir = BTreeMap::from([("b".to_string(), b.0.local_addr().unwrap())]);
-    let (_dir_tx, dir_rx) = watch::channel(dir);
-    let (_stop, stop_rx) = watch::channel(false);
     let config = PeersConfig {
         coalesce: WINDOW,
         ..PeersConfig::default()
     };
-    let (pa, _ina) = start(a, dir_rx.clone(), config, stop_rx.clone());
-    let (_pb, mut inb) = start(b, dir_rx, PeersConfig::default(), stop_rx);
-    assert!(pa.send("b", vec![0]));
-    assert_eq!(&next(&mut inb.scheduler).await.payload[..], [0]);
+    let mut ab = a_to_b(config, PeersConfig::default());
+    assert!(ab.pa.send("b", vec![0]));
+    assert_eq!(&next(&mut ab.inb.scheduler).await.payload[..], [0]);
     // Written just now: the next ones wait for the window's end.
     let sent = tokio::time::Instant::now();
     for i in 1..=100u8 {
-        assert!(pa.send("b", vec![i]));
+        assert!(ab.pa.send("b", vec![i]));
     }
-    assert_eq!(&next(&mut inb.scheduler).await.payload[..], [1]);
+    assert_eq!(&next(&mut ab.inb.scheduler).await.payload[..], [1]);
     let waited = sent.elapsed();
     assert!(
         waited >= WINDOW / 2,
         "a frame right after a write left after {waited:?}, within the {WINDOW:?} window"
     );
     for i in 2..=100u8 {
-        assert_eq!(&next(&mut inb.scheduler).await.payload[..], [i]);
+        assert_eq!(&next(&mut ab.inb.scheduler).await.payload[..], [i]);
     }
     // Idle for longer than the window: the next frame does not wait.
     tokio::time::sleep(WINDOW + WINDOW / 2).await;
     let sent = tokio::time::Instant::now();
-    assert!(pa.send("b", vec![101]));
-    assert_eq!(&next(&mut inb.scheduler).await.payload[..], [101]);
+    assert!(ab.pa.send("b", vec![101]));
+    assert_eq!(&next(&mut ab.inb.scheduler).await.payload[..], [101]);
     let took = sent.elapsed();
     assert!(
         took < WINDOW * 3 / 4,
@@ -135,29 +158,23 @@ async fn a_node_with_another_key_cannot_deliver() {
 /// the limit; after we catch up it reconnects and is heard again.
 #[tokio::test]
 async fn a_peer_over_its_inbound_byte_limit_is_cut_off_and_can_come_back() {
-    let key = ClusterKey::generate();
-    let (a, b) = (node(&key, "a"), node(&key, "b"));
-    let dir = BTreeMap::from([("b".to_string(), b.0.local_addr().unwrap())]);
-    let (_dir_tx, dir_rx) = watch::channel(dir);
-    let (_stop, stop_rx) = watch::channel(false);
     let small = PeersConfig {
         max_frame_bytes: 4096,
         inbound_bytes_per_peer: 64 * 1024,
         ..PeersConfig::default()
     };
-    let (pa, _ina) = start(a, dir_rx.clone(), PeersConfig::default(), stop_rx.clone());
-    let (pb, mut inb) = start(b, dir_rx, small, stop_rx);
+    let mut ab = a_to_b(PeersConfig::default(), small);
     // 32 frames of 4 KiB = 128 KiB, nobody consuming on b: b must cut a off.
     for i in 0..32u8 {
-        assert!(pa.send("b", vec![i; 4096]));
+        assert!(ab.pa.send("b", vec![i; 4096]));
     }
     until("b cut a off", || {
-        pb.counters.cut_off.load(Ordering::Relaxed) == 1
+        ab.pb.counters.cut_off.load(Ordering::Relaxed) == 1
     })
     .await;
     // What b accepted stayed within the limit.
     let mut held = Vec::new();
-    while let Ok(frame) = inb.scheduler.try_recv() {
+    while let Ok(frame) = ab.inb.scheduler.try_recv() {
         held.push(frame);
     }
     let held_bytes: usize = held.iter().map(|f| f.payload.len()).sum();
@@ -169,9 +186,9 @@ async fn a_peer_over_its_inbound_byte_limit_is_cut_off_and_can_come_back() {
     let end = tokio::time::Instant::now() + DEADLINE;
     while !marker_seen {
         assert!(tokio::time::Instant::now() < end, "a was never heard again");
-        pa.send("b", b"again".to_vec());
+        ab.pa.send("b", b"again".to_vec());
         tokio::time::sleep(Duration::from_millis(50)).await;
-        while let Ok(frame) = inb.scheduler.try_recv() {
+        while let Ok(frame) = ab.inb.scheduler.try_recv() {
             marker_seen |= frame.payload == b"again"[..];
         }
     }
