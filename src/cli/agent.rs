@@ -88,9 +88,10 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 4096)]
     pub task_max_pids: u64,
     /// How many task launches (directory, log files, cgroup, spawn) run at once, 1–256
-    /// (default: 4 per core, at most 32). Each holds a thread and about seven descriptors.
-    #[arg(long, value_name = "N", value_parser = parse_max_launches)]
-    pub max_launches: Option<NonZeroUsize>,
+    /// (default: 4 per core, at most 32). Each holds a blocking-pool thread (tokio's pool has
+    /// 512, shared with the rest of the agent) and about seven descriptors.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub max_launches: Option<u16>,
     /// How long the watchdog waits without hearing from this agent (crashed, killed, stopped)
     /// before it kills the agent's tasks, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
@@ -209,7 +210,7 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             user: args.task_user,
             allowed_users: args.allow_task_users.into_iter().collect(),
             max_pids: args.task_max_pids,
-            max_launches: args.max_launches,
+            max_launches: args.max_launches.and_then(|n| NonZeroUsize::new(n.into())),
             watchdog: Some(WatchdogConfig::this_binary(Duration::from_millis(
                 args.orphan_grace_ms,
             ))?),
@@ -228,20 +229,6 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             .and_then(std::num::NonZeroUsize::new)
             .context("--events-kept must be from 1 to 1000000")?,
     })
-}
-
-/// Most launches in flight an agent accepts: each holds a blocking-pool thread (tokio's pool
-/// has 512 by default, shared with the rest of the agent) and about seven descriptors.
-const MAX_LAUNCHES: usize = 256;
-
-/// `--max-launches N`: 1 to [`MAX_LAUNCHES`].
-fn parse_max_launches(s: &str) -> Result<NonZeroUsize, String> {
-    match s.parse::<usize>() {
-        Ok(n @ 1..=MAX_LAUNCHES) => Ok(NonZeroUsize::new(n).expect("n ≥ 1")),
-        _ => Err(format!(
-            "{s:?} is not a number of launches from 1 to {MAX_LAUNCHES}"
-        )),
-    }
 }
 
 /// Parses `key=value` pairs; a key given twice is an error, not a silent overwrite.
