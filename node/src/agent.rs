@@ -472,6 +472,7 @@ async fn start_scheduler(
     let mut tasks = vec![directory_task];
     let peers_config = PeersConfig {
         max_frame_bytes: sched_config.wire.max_message_bytes,
+        urgent: shoal_scheduler::Message::is_ack,
         ..PeersConfig::default()
     };
     let (peers, inbound) = Peers::start(
@@ -515,6 +516,7 @@ async fn start_scheduler(
         gossip: gossip.clone(),
         peers,
         inbound: inbound.scheduler,
+        acks: inbound.urgent,
         runner: Box::new(runner),
         events: exec_events,
         checker,

@@ -66,6 +66,14 @@ pub struct PeersConfig {
     pub inbound_queue: usize,
     /// Inbound control frames queued for the consumer.
     pub control_queue: usize,
+    /// Says which scheduler frames skip the queues: those it is true for leave ahead of the
+    /// frames queued to the same peer before them, and on arrival go to
+    /// [`PeerInbound::urgent`] instead of behind the frames read before them. Only for
+    /// frames whose effect does not depend on their order (a durability ack: "I hold your ops
+    /// up to N" raises a maximum). Default: none.
+    pub urgent: fn(&[u8]) -> bool,
+    /// Urgent frames queued, per peer to send and for the consumer on arrival.
+    pub urgent_queue: usize,
     /// Bytes of one peer's frames read but not yet consumed before the peer is cut off.
     /// Taken as at least `max_frame_bytes`.
     pub inbound_bytes_per_peer: usize,
@@ -106,6 +114,8 @@ impl Default for PeersConfig {
             queue_bytes_per_peer: 64 * 1024 * 1024,
             inbound_queue: 8192,
             control_queue: 256,
+            urgent: |_| false,
+            urgent_queue: 256,
             inbound_bytes_per_peer: 64 * 1024 * 1024,
             min_backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(5),
@@ -182,6 +192,8 @@ pub struct PeerInbound {
     pub scheduler: mpsc::Receiver<Inbound>,
     /// Control frames.
     pub control: mpsc::Receiver<Inbound>,
+    /// Scheduler frames [`PeersConfig::urgent`] picked out of the queue.
+    pub urgent: mpsc::Receiver<Inbound>,
 }
 
 /// Where to reach a node: its QUIC address.
@@ -191,6 +203,8 @@ pub type Directory = watch::Receiver<BTreeMap<String, SocketAddr>>;
 #[derive(Debug, Clone)]
 struct Queue {
     tx: mpsc::Sender<(Channel, Vec<u8>)>,
+    /// Frames [`PeersConfig::urgent`] says may overtake those in `tx`.
+    urgent: mpsc::Sender<(Channel, Vec<u8>)>,
     bytes: Arc<AtomicUsize>,
     cut: Arc<Notify>,
 }
@@ -233,6 +247,7 @@ impl Peers {
     ) -> (Peers, PeerInbound) {
         let (scheduler_tx, scheduler) = mpsc::channel(config.inbound_queue.max(1));
         let (control_tx, control) = mpsc::channel(config.control_queue.max(1));
+        let (urgent_tx, urgent) = mpsc::channel(config.urgent_queue.max(1));
         let peers = Peers {
             endpoint,
             client_config: Arc::new(Mutex::new(client_config)),
@@ -246,13 +261,19 @@ impl Peers {
         let receiving = Arc::new(Receiving {
             scheduler: scheduler_tx,
             control: control_tx,
+            urgent: urgent_tx,
             config,
             counters: peers.counters.clone(),
             budgets: Mutex::default(),
             connections: peers.connections.clone(),
         });
         tokio::spawn(peers.clone().accept_loop(receiving));
-        (peers, PeerInbound { scheduler, control })
+        let inbound = PeerInbound {
+            scheduler,
+            control,
+            urgent,
+        };
+        (peers, inbound)
     }
 
     /// Dials new connections with `config` from now on (a key rotation step); established
@@ -319,7 +340,12 @@ impl Peers {
             self.counters.dropped.fetch_add(1, Ordering::Relaxed);
             return false;
         }
-        let ok = queue.tx.try_send((channel, payload)).is_ok();
+        let tx = if channel == Channel::Scheduler && (self.config.urgent)(&payload) {
+            &queue.urgent
+        } else {
+            &queue.tx
+        };
+        let ok = tx.try_send((channel, payload)).is_ok();
         if ok {
             self.counters.frames_out.fetch_add(1, Ordering::Relaxed);
         } else {
@@ -336,11 +362,14 @@ impl Peers {
             .entry(to.to_string())
             .or_insert_with(|| {
                 let (tx, rx) = mpsc::channel(self.config.queue_per_peer.max(1));
+                let (urgent, urgent_rx) = mpsc::channel(self.config.urgent_queue.max(1));
                 let queue = Queue {
                     tx,
+                    urgent,
                     bytes: Arc::default(),
                     cut: Arc::default(),
                 };
+                let rx = send::SendQueue { rx, urgent_rx };
                 tokio::spawn(self.clone().sender_loop(to.to_string(), rx, queue.clone()));
                 queue
             })

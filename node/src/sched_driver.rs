@@ -248,6 +248,9 @@ pub struct SchedParts {
     pub peers: Peers,
     /// Frames from peers.
     pub inbound: mpsc::Receiver<Inbound>,
+    /// Durability acks from peers, picked out of `inbound`'s backlog as they are read
+    /// (`PeersConfig::urgent`): handled before the frames queued ahead of them.
+    pub acks: mpsc::Receiver<Inbound>,
     /// The executor.
     pub runner: Box<dyn TaskRunner>,
     /// Executor observations, straight from the executor.
@@ -354,6 +357,7 @@ struct Driver {
     store: Arc<Store>,
     peers: Peers,
     inbound: mpsc::Receiver<Inbound>,
+    acks: mpsc::Receiver<Inbound>,
     runner: Box<dyn TaskRunner>,
     events: mpsc::Receiver<ExecEvent>,
     checker: Checker,
@@ -381,6 +385,8 @@ struct Driver {
     dirty: bool,
     snapshot_clock: shoal_scheduler::VersionVector,
     last_snapshot: Instant,
+    /// A snapshot was due when a log write took the store: it goes before the next one.
+    snapshot_passed_over: bool,
     metrics: Arc<crate::metrics::Metrics>,
     /// When each start still in progress was asked for (start latency).
     starting: HashMap<AttemptId, Instant>,
@@ -405,6 +411,7 @@ impl Driver {
             store: p.store,
             peers: p.peers,
             inbound: p.inbound,
+            acks: p.acks,
             runner: p.runner,
             events: p.events,
             checker: p.checker,
@@ -420,6 +427,7 @@ impl Driver {
             dirty: true,
             snapshot_clock: shoal_scheduler::VersionVector::new(),
             last_snapshot: Instant::now(),
+            snapshot_passed_over: false,
             metrics: p.metrics,
             starting: HashMap::new(),
             catalog: CatalogBuilder::new(),
@@ -453,6 +461,14 @@ impl Driver {
         let mut timer = DeadlineTimer::new();
         let store_written = self.store_written.clone();
         loop {
+            // An ack releases a waiting submission; it raises a maximum, so it need not
+            // wait for the ops its peer sent before it (a 10,000-slot submission's answer
+            // waited behind the placements of its own slots: `docs/agent.md`).
+            if let Ok(frame) = self.acks.try_recv() {
+                self.on_frame(frame);
+                self.drain().await;
+                continue;
+            }
             if let Some((task, event)) = self.answered.pop_front() {
                 self.count_task_event(&task, &event);
                 self.core.handle_task_event(self.clock.now(), task, event);
@@ -470,6 +486,7 @@ impl Driver {
                     let view = members.borrow_and_update().clone();
                     self.core.handle_members(self.clock.now(), &view);
                 }
+                Some(frame) = self.acks.recv() => self.on_frame(frame),
                 Some(frame) = self.inbound.recv() => self.on_frame(frame),
                 Some(event) = self.events.recv() => {
                     let (task, event) = event.into_task_event();
@@ -787,15 +804,29 @@ impl Driver {
         if !self.dirty && self.core.tables().clock() != &self.snapshot_clock {
             self.dirty = true;
         }
-        // Job records first: a finished write releases acks, which then leave with the
-        // messages; then the next write starts. A snapshot that is due goes first: it holds
-        // every record handed out, and started after them it could wait behind log writes
-        // for as long as records keep coming.
+        // A finished write releases acks, which then leave with the messages; then the next
+        // write starts. Job records waiting to be logged go before a snapshot that is due:
+        // a peer's ack of a submission waits for its record's write, and a snapshot of large
+        // tables takes a hundred milliseconds and more (a 10,000-slot submission was
+        // answered 0.1–0.7 s late behind its peers' snapshots). A due snapshot waits for at
+        // most one log write, so records that keep coming cannot hold it back.
         self.finish_store_write(false);
-        if self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+        let snapshot_due = self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY;
+        if snapshot_due && self.snapshot_passed_over {
             self.start_snapshot();
         }
         self.log_job_records();
+        if snapshot_due {
+            self.start_snapshot();
+        }
+        self.snapshot_passed_over = snapshot_due
+            && matches!(
+                self.store_write,
+                Some(StoreWrite {
+                    kind: WriteKind::Log { .. },
+                    ..
+                })
+            );
         self.send_messages();
         // One input can make more events than the ring keeps (a 10,000-slot submission makes
         // tens of thousands): every quarter of the ring, readers get a turn to take what is

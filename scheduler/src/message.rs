@@ -224,6 +224,20 @@ impl Message {
         Ok(msg)
     }
 
+    /// Whether `bytes` encode an [`Message::Ack`], read from the variant index alone (no
+    /// decoding; the message is still decoded and checked where it is handled). An ack may be
+    /// handled ahead of the messages its sender sent before it: it raises a maximum, and
+    /// says nothing about them. A node picks acks out of a backlog of inbound frames with
+    /// this, so a submission's answer does not wait behind thousands of ops
+    /// (`docs/agent.md`, "Acks skip the inbound queue").
+    #[must_use]
+    pub fn is_ack(bytes: &[u8]) -> bool {
+        matches!(
+            postcard::take_from_bytes::<u32>(bytes),
+            Ok((ACK_VARIANT, _))
+        )
+    }
+
     /// [`Message::decode`], keeping each op of an `Ops` message's own bytes as a slice of
     /// `bytes` (refcounted, no copy): the replica logs them instead of encoding the op again,
     /// so the recipients of one broadcast log one buffer. Same checks and same result as
@@ -287,6 +301,8 @@ impl Message {
 
 /// postcard's variant index of [`Message::Ops`] (declaration order).
 const OPS_VARIANT: u32 = 0;
+/// postcard's variant index of [`Message::Ack`].
+const ACK_VARIANT: u32 = 3;
 
 fn check_size(bytes: &[u8], limits: &WireLimits) -> Result<(), DecodeError> {
     if bytes.len() > limits.max_message_bytes {
@@ -427,6 +443,21 @@ mod tests {
                 m
             );
             assert_eq!(decode_both(&m.encode(), &WireLimits::default()).unwrap(), m);
+        }
+    }
+
+    #[test]
+    fn only_an_ack_reads_as_an_ack() {
+        let mut acks = 0;
+        for m in sample_messages() {
+            let is_ack = matches!(m, Message::Ack { .. });
+            acks += usize::from(is_ack);
+            assert_eq!(Message::is_ack(&m.encode()), is_ack, "{m:?}");
+        }
+        assert!(acks > 0, "the samples hold an ack");
+        // Not a message at all: never an ack.
+        for bytes in [&[][..], &[0x83][..], &[ACK_VARIANT as u8 + 1][..]] {
+            assert!(!Message::is_ack(bytes), "{bytes:?}");
         }
     }
 

@@ -20,6 +20,7 @@ use crate::tls;
 pub(super) struct Receiving {
     pub(super) scheduler: mpsc::Sender<Inbound>,
     pub(super) control: mpsc::Sender<Inbound>,
+    pub(super) urgent: mpsc::Sender<Inbound>,
     pub(super) config: PeersConfig,
     pub(super) counters: Arc<PeerCounters>,
     /// Unconsumed inbound bytes per peer name.
@@ -114,6 +115,7 @@ async fn read_frames(
         };
         counters.frames_in.fetch_add(1, Ordering::Relaxed);
         let consumer = match frame.channel {
+            Channel::Scheduler if (config.urgent)(&frame.body) => &receiving.urgent,
             Channel::Scheduler => &receiving.scheduler,
             Channel::Control => &receiving.control,
         };

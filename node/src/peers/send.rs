@@ -18,13 +18,15 @@ use super::{
 use crate::backoff::Backoff;
 use crate::tls;
 
+/// The receiving ends of one peer's queue: frames in order, and urgent frames, which
+/// overtake those not yet written ([`super::PeersConfig::urgent`]).
+pub(super) struct SendQueue {
+    pub(super) rx: mpsc::Receiver<(Channel, Vec<u8>)>,
+    pub(super) urgent_rx: mpsc::Receiver<(Channel, Vec<u8>)>,
+}
+
 impl Peers {
-    pub(super) async fn sender_loop(
-        self,
-        to: String,
-        mut rx: mpsc::Receiver<(Channel, Vec<u8>)>,
-        queue: Queue,
-    ) {
+    pub(super) async fn sender_loop(self, to: String, mut rx: SendQueue, queue: Queue) {
         let mut backoff = Backoff::new(self.config.min_backoff, self.config.max_backoff);
         let mut codec = FrameCodec::new(self.config.max_frame_bytes);
         let mut buf = BytesMut::new();
@@ -63,8 +65,13 @@ impl Peers {
             loop {
                 if batch.is_empty() {
                     tokio::select! {
+                        biased;
                         () = queue.cut.notified() => return cut_off(&conn),
-                        f = rx.recv() => match f {
+                        Some(f) = rx.urgent_rx.recv() => {
+                            batch.push_back(f);
+                            rate.add(Instant::now(), 1);
+                        }
+                        f = rx.rx.recv() => match f {
                             Some(f) => {
                                 batch.push_back(f);
                                 rate.add(Instant::now(), 1);
@@ -154,15 +161,20 @@ impl Peers {
     }
 }
 
-/// Moves what is queued now into `batch`, up to [`BATCH_FRAMES`], and counts it in `rate`.
-fn take_queued(
-    rx: &mut mpsc::Receiver<(Channel, Vec<u8>)>,
-    batch: &mut VecDeque<(Channel, Vec<u8>)>,
-    rate: &mut FrameRate,
-) {
-    let mut taken = 0;
+/// Moves what is queued now into `batch`: urgent frames to its front (ahead of every frame
+/// not yet written, in the order they came), then the others, up to [`BATCH_FRAMES`]; counts
+/// them in `rate`.
+fn take_queued(rx: &mut SendQueue, batch: &mut VecDeque<(Channel, Vec<u8>)>, rate: &mut FrameRate) {
+    let mut urgent = Vec::new();
+    while let Ok(f) = rx.urgent_rx.try_recv() {
+        urgent.push(f);
+    }
+    let mut taken = urgent.len();
+    for f in urgent.into_iter().rev() {
+        batch.push_front(f);
+    }
     while batch.len() < BATCH_FRAMES {
-        match rx.try_recv() {
+        match rx.rx.try_recv() {
             Ok(f) => {
                 batch.push_back(f);
                 taken += 1;

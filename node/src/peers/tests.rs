@@ -140,6 +140,61 @@ async fn a_burst_waits_for_the_window_and_an_idle_peer_does_not() {
     );
 }
 
+/// Frames [`PeersConfig::urgent`] picks: here those whose body is `[255]`.
+fn urgent_if_255(body: &[u8]) -> bool {
+    body == [255]
+}
+
+#[tokio::test]
+async fn an_urgent_frame_overtakes_the_frames_queued_before_it() {
+    const WINDOW: Duration = Duration::from_secs(2);
+    let config = PeersConfig {
+        coalesce: WINDOW,
+        urgent: urgent_if_255,
+        ..PeersConfig::default()
+    };
+    // b does not pick urgent frames out: it shows the order they came in.
+    let mut ab = a_to_b(config, PeersConfig::default());
+    assert!(ab.pa.send("b", vec![0]));
+    assert_eq!(&next(&mut ab.inb.scheduler).await.payload[..], [0]);
+    // Written just now: these wait for the window's end, and the urgent one goes first.
+    for i in 1..=100u8 {
+        assert!(ab.pa.send("b", vec![i]));
+    }
+    // Most likely the sender has taken them into its batch by now and waits for the window
+    // (the case under test); if it has not, it takes the urgent frame first all the same.
+    tokio::time::sleep(WINDOW / 4).await;
+    assert!(ab.pa.send("b", vec![255]));
+    assert_eq!(&next(&mut ab.inb.scheduler).await.payload[..], [255]);
+    for i in 1..=100u8 {
+        assert_eq!(&next(&mut ab.inb.scheduler).await.payload[..], [i]);
+    }
+}
+
+#[tokio::test]
+async fn an_urgent_frame_is_handed_over_ahead_of_unconsumed_ones() {
+    let config = PeersConfig {
+        urgent: urgent_if_255,
+        ..PeersConfig::default()
+    };
+    // a sends in order; b consumes nothing of its scheduler queue until the urgent frame
+    // has come through its own.
+    let mut ab = a_to_b(PeersConfig::default(), config);
+    for i in 1..=100u8 {
+        assert!(ab.pa.send("b", vec![i]));
+    }
+    assert!(ab.pa.send("b", vec![255]));
+    let urgent = next(&mut ab.inb.urgent).await;
+    assert_eq!(
+        (&urgent.payload[..], urgent.from.as_str()),
+        (&[255][..], "a")
+    );
+    for i in 1..=100u8 {
+        assert_eq!(&next(&mut ab.inb.scheduler).await.payload[..], [i]);
+    }
+    assert!(ab.inb.urgent.try_recv().is_err(), "one urgent frame, once");
+}
+
 #[tokio::test]
 async fn a_node_with_another_key_cannot_deliver() {
     let (k1, k2) = (ClusterKey::generate(), ClusterKey::generate());
