@@ -15,6 +15,10 @@ use crate::scheduler::{ExecCommand, Scheduler};
 use crate::spec::{JobSpec, TaskVars, fmt_resources, interpolate};
 use crate::table::{Assignment, AttemptState, Binding, JobEntry, OpBody};
 
+/// Why a target turns down an attempt that is not its slot's current one: it holds
+/// another attempt current (`Tables::current_attempt`), which the placer may not have heard of.
+pub(crate) const SUPERSEDED: &str = "superseded by another attempt of the slot";
+
 impl Scheduler {
     /// Admit or reject queued proposals, in arrival order.
     pub(crate) fn admit_queued(&mut self) {
@@ -79,7 +83,7 @@ impl Scheduler {
             .current_attempt(&id.slot_key())
             .map(|(k, _)| k);
         if current != Some(id) {
-            return Verdict::Reject("superseded by another attempt of the slot".into());
+            return Verdict::Reject(SUPERSEDED.into());
         }
         if entry.spec.wants_distinct_hosts()
             && let Some(other) = self.local_sibling(id)

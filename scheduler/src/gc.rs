@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 
 use shoal_gossip::MemberStatus;
 
+use crate::admission::SUPERSEDED;
 use crate::config::ms;
 use crate::hash::StableHasher;
 use crate::ids::{AttemptId, Name, SlotKey, VersionVector};
@@ -118,6 +119,19 @@ impl Scheduler {
             .map(|(id, _)| (id.clone(), tables.state(id)))
             .collect();
         if attempts.len() <= keep {
+            return;
+        }
+        // The slot's target turned this node's newest attempt down for another attempt it
+        // holds current, and this node knows no live one: a placer on the other side of a
+        // membership disagreement placed it, and its op is still on its way here. A floor is
+        // a number, so it would fold that attempt too, unseen, and its target would kill a
+        // copy that may be the slot's only one (simulator finding 17). Wait until it arrives.
+        let superseded_by_unseen = attempts.last().is_some_and(
+            |(_, s)| matches!(s, AttemptState::Rejected { reason } if reason == SUPERSEDED),
+        ) && !tables
+            .current_attempt(key)
+            .is_some_and(|(id, _)| tables.state(id).is_live());
+        if superseded_by_unseen {
             return;
         }
         let cut = attempts.len() - keep.div_ceil(2).max(1);

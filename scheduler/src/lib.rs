@@ -94,7 +94,7 @@
 //! durability → ids, message, roles, scheduler, table
 //! events → ids, table
 //! fencing → disconnect, ids, scheduler, table
-//! gc → config, hash, ids, roles, scheduler, slot, spec, table
+//! gc → admission, config, hash, ids, roles, scheduler, slot, spec, table
 //! hash → (nothing)
 //! health → ids, spec, table
 //! ids → (nothing)

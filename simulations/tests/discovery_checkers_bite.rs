@@ -105,3 +105,18 @@ fn finding_15_a_duplicate_started_at_a_cut_stays_within_its_bound() {
     let c = check(&r, "always_duplicates_bounded");
     assert_eq!(c.status, Status::Pass, "{c:?}");
 }
+
+#[test]
+fn finding_17_a_floor_never_folds_an_attempt_its_coordinator_has_not_seen() {
+    // 10 nodes, rolling updates, hangs, a partition healed at 140 s. n8 places attempt 5 of
+    // job-12/7 on n4, which runs it from 149.3 s; n2, the slot's other coordinator through the
+    // heal, has not heard of it yet, and n4 and n5 turn down its attempts 6 to 9 as superseded.
+    // Its history then passed `attempt_history`, and at 150.7 s n2 folded every attempt below 6
+    // into the slot's floor, n4's unseen running attempt 5 with them: n4 killed the slot's only
+    // copy as superseded. Red from `8ec8d69` (which shifted the timing) to `5443f53`; a
+    // coordinator now folds nothing while its newest attempt was turned down as superseded and
+    // it knows no live attempt of the slot (`gc.rs`, `maybe_compact`).
+    let r = run(20, Sabotage::None);
+    let c = check(&r, "always_majority_tasks_kept");
+    assert_eq!(c.status, Status::Pass, "{c:?}");
+}
