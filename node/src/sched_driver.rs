@@ -806,10 +806,10 @@ impl Driver {
         }
         // A finished write releases acks, which then leave with the messages; then the next
         // write starts. Job records waiting to be logged go before a snapshot that is due:
-        // a peer's ack of a submission waits for its record's write, and a snapshot of large
-        // tables takes a hundred milliseconds and more (a 10,000-slot submission was
-        // answered 0.1–0.7 s late behind its peers' snapshots). A due snapshot waits for at
-        // most one log write, so records that keep coming cannot hold it back.
+        // a peer's ack of a submission waits for its record's write, and a snapshot writes the
+        // whole tables (megabytes at 10,000 tasks), all of which the record would wait for
+        // (`docs/agent.md`). A due snapshot waits for at most one log write, so records that
+        // keep coming cannot hold it back.
         self.finish_store_write(false);
         let snapshot_due = self.dirty && self.last_snapshot.elapsed() >= SNAPSHOT_EVERY;
         if snapshot_due && self.snapshot_passed_over {

@@ -229,7 +229,7 @@ impl Message {
     /// handled ahead of the messages its sender sent before it: it raises a maximum, and
     /// says nothing about them. A node picks acks out of a backlog of inbound frames with
     /// this, so a submission's answer does not wait behind thousands of ops
-    /// (`docs/agent.md`, "Acks skip the inbound queue").
+    /// (`docs/agent.md`, "What a large submission's answer waits for").
     #[must_use]
     pub fn is_ack(bytes: &[u8]) -> bool {
         matches!(
