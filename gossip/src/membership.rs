@@ -227,6 +227,10 @@ pub struct Membership {
     /// foca's periodic gossip timer, held back while foca has nothing to gossip (see
     /// `unpark_gossip`): `(when it was due, the timer)`.
     parked_gossip: Option<(Millis, Timer<NodeId>)>,
+    /// When this node last rejoined as a new generation. foca drops every pending timer then,
+    /// suspicion timers included, so a suspicion older than this has no timer left and
+    /// `expire_stale_suspects` times it out itself.
+    renewed_at: Option<Millis>,
 }
 
 /// Another agent under this node's name.
@@ -315,6 +319,7 @@ impl Membership {
             joined_at: None,
             conflict: None,
             parked_gossip: None,
+            renewed_at: None,
         };
         me.index.insert(
             id.name.clone(),
@@ -799,6 +804,7 @@ impl Membership {
             Note::Rejoin(id) => {
                 tracing::warn!(%id, "declared down by the cluster; rejoined as a new generation");
                 self.quorum.declared_down(self.now);
+                self.renewed_at = Some(self.now);
                 self.adopt_generation(id);
             }
         }

@@ -62,7 +62,7 @@ mod processes;
 mod sample;
 mod serving;
 mod tally;
-mod trace;
+pub(crate) mod trace;
 mod watch;
 
 use std::collections::{BTreeMap, BTreeSet};

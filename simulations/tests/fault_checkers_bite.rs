@@ -117,6 +117,20 @@ fn a_flapping_node_that_condemned_no_longer_folds_the_reclaimed_copy_away() {
 }
 
 #[test]
+fn finding_11_a_node_back_from_its_own_cut_keeps_its_majority_at_the_next_fault() {
+    // n2 is cut off 6 s of every 12 s until 56 s, then n4 starts flapping. At `4ede659` n2
+    // came back from its last cut (44–50 s) still suspecting n5 and n0: its renewal had
+    // dropped foca's suspicion timers, and the safety net would time them out only after
+    // 22 s. With n4 gone at 57.5 s it saw 3 of 6 members, lost its majority, and its streak's
+    // `stop_after_ms` killed job-9/0, placed on it at 53.7 s, at 63.7 s. A suspicion older
+    // than the renewal now ends one ordinary timeout after it (`expire_stale_suspects`; the
+    // gossip unit test `suspicions_left_from_a_cut_end_one_timeout_after_the_renewal`).
+    let r = run(&library("fault-flapping.toml"), 34);
+    let c = check(&r, "always_majority_tasks_kept");
+    assert_eq!(c.status, Status::Pass, "{c:?}");
+}
+
+#[test]
 fn fencing_that_kills_the_incumbent_is_caught() {
     // The production cores no longer kill a majority's task in any library scenario, with or
     // without the quorum (finding 10 was the last path): the incumbent rule fences the right

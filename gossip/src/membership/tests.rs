@@ -737,3 +737,44 @@ fn probe_steps_nobody_takes_stay_bounded() {
     }
     assert_eq!(kept, crate::PROBE_EVENTS_KEPT);
 }
+
+/// A node back from a cut of its own renews its identity, and foca drops its suspicion timers
+/// with the old identity: the members it suspected when the cut ended must not stay suspect
+/// for the safety net's longest timeout (22 s), or one more fault elsewhere costs it its
+/// majority (simulator finding 11). A suspicion older than the renewal gets one ordinary
+/// timeout from it, and the member comes back as a new generation.
+#[test]
+fn suspicions_left_from_a_cut_end_one_timeout_after_the_renewal() {
+    let mut caught = 0;
+    for seed in 0..16 {
+        let mut net = five_with_n4_cut_off(seed);
+        // Until the others declared n4 down (it will renew when it hears so) while n4 still
+        // suspects one of them; bounded by 10 s of cut.
+        let mid_suspicion = (0..10_000).any(|_| {
+            net.run(1);
+            let declared = (0..4).any(|i| net.status_seen_by(i, 4) == Some(MemberStatus::Down));
+            let suspects = (0..4).any(|j| net.status_seen_by(4, j) == Some(MemberStatus::Suspect));
+            declared && suspects
+        });
+        if !mid_suspicion {
+            continue;
+        }
+        caught += 1;
+        net.side[4] = 0;
+        let healed = net.now;
+        // One suspicion timeout (2 s), a scan (0.5 s), a rejoin, and slack: well under 22 s.
+        let merged = (0..8_000).any(|_| {
+            net.run(1);
+            net.node(4).quorum().reachable == 5
+        });
+        assert!(
+            merged,
+            "seed {seed}: 8 s after the heal at {healed:?} n4 still sees {:?}",
+            net.node(4).members()
+        );
+    }
+    assert!(
+        caught >= 4,
+        "only {caught} of 16 seeds healed mid-suspicion"
+    );
+}

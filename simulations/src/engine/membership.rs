@@ -147,6 +147,7 @@ impl Simulation {
             let running = subject
                 .and_then(|j| self.nodes.get(j))
                 .and_then(running_gen);
+            crate::sched::trace::member_event(self.now, &self.nodes[i].name, &ev);
             self.observer
                 .event(i, self.now, &ev, subject, running, explained);
         }
@@ -162,6 +163,7 @@ impl Simulation {
             self.bench.is_some() && node.quorum_seen.as_ref() != Some(core.quorum());
         if quorum_changed {
             node.quorum_seen = Some(core.quorum().clone());
+            crate::sched::trace::quorum(self.now, &node.name, core.quorum());
         }
         node.generation = node.generation.max(generation);
         node.core = Some(core);
