@@ -80,6 +80,9 @@ pub enum Sabotage {
     /// A hung task's probes pass (a shell that swallows check timeouts): hung tasks stay
     /// healthy in every view, so a drain stops serving tasks counting them.
     HangsPass,
+    /// Node `.0`'s scheduler core hears no message from its peers from `.1` ms on (a shell
+    /// that stops reading its streams): its tables fall behind for good.
+    DeafScheduler(usize, u64),
 }
 
 /// Everything that can happen at one virtual instant.

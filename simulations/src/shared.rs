@@ -133,6 +133,9 @@ pub struct FaultFigures {
     /// Of those, of the slot's only copy, superseded before its start was reported (a
     /// placement race between two coordinators, not an incumbent).
     pub kills_while_starting: u64,
+    /// Of those, reported started, but another copy of the slot started before that report
+    /// and still runs: a placement race the cores settled on the copy reported first.
+    pub kills_of_raced: u64,
     /// Of those on the majority side, of a task a rolling update replaced (another version).
     pub kills_for_update: u64,
     /// Of those on the majority side, of a task its draining node stopped.

@@ -71,6 +71,32 @@ fn honest_workload_run_passes_every_scheduling_checker() {
 }
 
 #[test]
+fn a_replica_that_falls_behind_is_caught_and_ops_in_flight_at_the_end_are_not() {
+    // n3's core stops hearing its peers at 60 s, a minute before the end: it lacks ops written
+    // long before the last 2 s, which `eventually_tables_identical` must name. The same seed
+    // passes without the sabotage.
+    let honest = run("fault-majority-minority.toml", 7, 1, Sabotage::None);
+    assert_eq!(status(&honest, "eventually_tables_identical"), Status::Pass);
+    let r = run(
+        "fault-majority-minority.toml",
+        7,
+        1,
+        Sabotage::DeafScheduler(3, 60_000),
+    );
+    assert_eq!(status(&r, "eventually_tables_identical"), Status::Fail);
+    // Seed 205 ends with an exit written at the run's last millisecond (job-8/3 on n2), not
+    // yet on n0: on its way, not a divergence.
+    let r = run("fault-majority-minority.toml", 7, 205, Sabotage::None);
+    let c = r
+        .checks
+        .iter()
+        .find(|c| c.name == "eventually_tables_identical")
+        .expect("checked");
+    assert_eq!(c.status, Status::Pass, "{c:?}");
+    assert!(c.detail.contains("(1 lacked only ops"), "{}", c.detail);
+}
+
+#[test]
 fn rolling_updates_that_ignore_the_window_are_caught() {
     // Services are submitted with `max_parallel = 0` (every task replaced at once) while the
     // scenario declares 2: `always_max_parallel` must name the deployment. The honest run of

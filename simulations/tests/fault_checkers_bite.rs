@@ -131,6 +131,23 @@ fn finding_11_a_node_back_from_its_own_cut_keeps_its_majority_at_the_next_fault(
 }
 
 #[test]
+fn a_placement_race_while_views_differ_is_no_lost_incumbent() {
+    // While 20 nodes form, n17 learns of n13 only at 10.2 s (a join's gossip missed it; the
+    // digest sync found it), so both coordinate job-64/1 at 10.04 s. n13's copy is asked to
+    // start 1 ms before n3's but reported running 10 ms after it; the cores keep the copy
+    // reported first and kill n13's at 10.9 s. The checker used to call that killing the
+    // slot's only copy; the slot never stopped running.
+    let r = run(&library("workload.toml"), 205);
+    let c = check(&r, "always_majority_tasks_kept");
+    assert_eq!(c.status, Status::Pass, "{c:?}");
+    assert!(
+        !c.detail.contains(" 0 that lost a placement race"),
+        "the race is no longer in the run: {}",
+        c.detail
+    );
+}
+
+#[test]
 fn fencing_that_kills_the_incumbent_is_caught() {
     // The production cores no longer kill a majority's task in any library scenario, with or
     // without the quorum (finding 10 was the last path): the incumbent rule fences the right

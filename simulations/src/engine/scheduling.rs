@@ -21,6 +21,7 @@ struct Lent<'a> {
     net_rng: &'a mut StdRng,
     violations: &'a mut Vec<Violation>,
     invert_fencing: bool,
+    deaf: Option<(usize, u64)>,
     last_cut_ms: u64,
 }
 
@@ -62,6 +63,11 @@ impl Host for Lent<'_> {
         self.invert_fencing
     }
 
+    fn scheduler_deaf(&self, node: usize) -> bool {
+        self.deaf
+            .is_some_and(|(deaf, from)| deaf == node && self.now.0 >= from)
+    }
+
     fn partitioned_since(&self, since: Millis) -> bool {
         self.net.is_partitioned() || self.last_cut_ms >= since.0
     }
@@ -95,6 +101,10 @@ impl Simulation {
             net_rng: &mut self.net_rng,
             violations: &mut self.violations,
             invert_fencing: self.sabotage == super::Sabotage::InvertFencing,
+            deaf: match self.sabotage {
+                super::Sabotage::DeafScheduler(node, from) => Some((node, from)),
+                _ => None,
+            },
             last_cut_ms: self.last_cut_ms,
         };
         Some((bench, host))

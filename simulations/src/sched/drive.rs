@@ -185,6 +185,10 @@ impl Workbench {
             self.tally.messages_dropped += 1;
             return;
         };
+        if host.scheduler_deaf(to) {
+            self.tally.messages_dropped += 1;
+            return;
+        }
         match executor::decode(&bytes, &self.config) {
             Some(msg) => {
                 self.tally.messages_delivered += 1;

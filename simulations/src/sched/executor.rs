@@ -29,6 +29,10 @@ pub struct Proc {
     /// It was the only process of its slot anywhere when it started (not a replacement
     /// started while another copy still ran).
     pub sole: bool,
+    /// Another copy of its slot started before this one's start was reported: the two
+    /// coordinators placed the slot at once (views that disagree while a cluster forms), and
+    /// neither copy was a running incumbent when the other was placed.
+    pub raced: bool,
     /// Its agent is gone (crashed): only the watchdog can stop it now.
     pub orphan: bool,
     /// It runs a bad version of a service (`[workload.updates] bad_fraction`): it exits

@@ -38,6 +38,9 @@ impl Workbench {
                 }
                 self.check_start(host, i, core, &task);
                 let sole = self.copy_added(now, &task);
+                if !sole {
+                    self.mark_raced(&task);
+                }
                 self.next_pid += 1;
                 let pid = self.next_pid;
                 let ports: Vec<u16> = env
@@ -52,6 +55,7 @@ impl Workbench {
                     started_at: now,
                     reported: false,
                     sole,
+                    raced: false,
                     orphan: false,
                     fails: env.get("BAD").is_some_and(|v| v == "1"),
                     ports,
@@ -97,6 +101,22 @@ impl Workbench {
             }
             ExecCommand::Checks { task, checks } => self.start_probes(host, i, task, &checks),
             ExecCommand::StopChecks { task } => self.stop_probes(i, &task),
+        }
+    }
+
+    /// A copy of `task`'s slot starts while others run: those whose start is not reported
+    /// yet raced it (no core knew they ran when it was placed).
+    fn mark_raced(&mut self, task: &AttemptId) {
+        for node in &mut self.nodes {
+            for (t, p) in &mut node.running {
+                if t.job == task.job
+                    && t.incarnation == task.incarnation
+                    && t.slot == task.slot
+                    && !p.reported
+                {
+                    p.raced = true;
+                }
+            }
         }
     }
 

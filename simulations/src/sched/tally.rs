@@ -3,7 +3,7 @@
 //! [`Quality`] from them; and what the fault checkers saw ([`Watch`], filled in by `watch.rs`).
 //! Plain bookkeeping: the world decides what to record (`sample.rs`).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use shoal_gossip::Millis;
 use shoal_scheduler::{AttemptId, Name};
@@ -140,6 +140,51 @@ pub struct Watch {
     pub(super) voluntary: BTreeMap<(Name, u64, shoal_scheduler::Stamp), Deployment>,
     /// Pairs of deployments of one job seen with slots in flight at once.
     pub(super) overlaps: BTreeSet<(Name, u64, shoal_scheduler::Stamp, shoal_scheduler::Stamp)>,
+    /// Per writer: the highest op counter it wrote more than [`OPS_IN_FLIGHT_MS`] before its
+    /// latest op, and its ops since, `(counter, when)`: which ops every replica must hold
+    /// at the end (`eventually_tables_identical`).
+    pub(super) writes: BTreeMap<shoal_scheduler::ActorId, (u64, VecDeque<(u64, Millis)>)>,
+}
+
+/// An op written this close to the end of a run may still be on its way to some replicas:
+/// `eventually_tables_identical` does not require it everywhere.
+pub const OPS_IN_FLIGHT_MS: u64 = 2_000;
+
+impl Watch {
+    /// Writer `actor` wrote its op `counter` at `now`.
+    pub(super) fn op_written(
+        &mut self,
+        actor: &shoal_scheduler::ActorId,
+        counter: u64,
+        now: Millis,
+    ) {
+        let (settled, recent) = self.writes.entry(actor.clone()).or_default();
+        while let Some(&(c, at)) = recent.front() {
+            if now.since(at) <= OPS_IN_FLIGHT_MS {
+                break;
+            }
+            *settled = (*settled).max(c);
+            recent.pop_front();
+        }
+        recent.push_back((counter, now));
+    }
+
+    /// The writers' ops that were written at least [`OPS_IN_FLIGHT_MS`] before `end`, as the
+    /// highest counter per writer.
+    pub fn settled_writes(&self, end: Millis) -> BTreeMap<&shoal_scheduler::ActorId, u64> {
+        self.writes
+            .iter()
+            .map(|(actor, (settled, recent))| {
+                let newest_settled = recent
+                    .iter()
+                    .filter(|(_, at)| end.since(*at) >= OPS_IN_FLIGHT_MS)
+                    .map(|&(c, _)| c)
+                    .max()
+                    .unwrap_or(0);
+                (actor, (*settled).max(newest_settled))
+            })
+            .collect()
+    }
 }
 
 /// One deployment as `always_max_parallel` follows it: its `max_parallel`, the slots its
