@@ -34,6 +34,9 @@ pub struct Config {
     pub max_packet_size: usize,
     /// Period of the resource-ad digest sync with one random member.
     pub sync_period: Duration,
+    /// How long after a gossiped ad named an identity SWIM has not delivered this node
+    /// chases it (announces to it), unless SWIM delivered it meanwhile.
+    pub chase_after_gossip: Duration,
     /// First retry delay when joining through seeds; doubles up to `join_retry_max`.
     pub join_retry_min: Duration,
     /// Largest retry delay when joining through seeds.
@@ -76,6 +79,7 @@ impl Default for Config {
             remove_down_after: Duration::from_secs(3600),
             max_packet_size: 1200,
             sync_period: Duration::from_secs(10),
+            chase_after_gossip: Duration::from_secs(1),
             join_retry_min: Duration::from_millis(200),
             join_retry_max: Duration::from_secs(30),
             scan_period: Duration::from_millis(500),

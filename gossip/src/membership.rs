@@ -170,6 +170,9 @@ enum Tick {
     FollowUp(u8),
     Sync,
     Scan,
+    /// Chase identities that gossiped ads named but SWIM has not delivered
+    /// (`Membership::note_unheard`).
+    Chase,
 }
 
 #[derive(Debug)]
@@ -231,6 +234,8 @@ pub struct Membership {
     /// suspicion timers included, so a suspicion older than this has no timer left and
     /// `expire_stale_suspects` times it out itself.
     renewed_at: Option<Millis>,
+    /// A [`Tick::Chase`] is queued.
+    chase_queued: bool,
 }
 
 /// Another agent under this node's name.
@@ -320,6 +325,7 @@ impl Membership {
             conflict: None,
             parked_gossip: None,
             renewed_at: None,
+            chase_queued: false,
         };
         me.index.insert(
             id.name.clone(),
@@ -580,6 +586,10 @@ impl Membership {
             Tick::Swim(timer) => self.swim_call(|swim, rt| swim.handle_timer(timer, rt)),
             Tick::JoinRetry => self.retry_join(),
             Tick::FollowUp(k) => self.follow_up_join(k),
+            Tick::Chase => {
+                self.chase_queued = false;
+                self.chase_unheard();
+            }
             Tick::Sync => {
                 self.sync_with_random_member();
                 self.chase_unheard();

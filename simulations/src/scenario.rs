@@ -233,6 +233,9 @@ pub struct MembershipParams {
     pub announce_down_period_ms: Option<u64>,
     /// `sync_period` (resource-ad digest sync), in milliseconds.
     pub sync_period_ms: Option<u64>,
+    /// `chase_after_gossip` (a gossiped ad's unheard identity is announced to), in
+    /// milliseconds.
+    pub chase_after_gossip_ms: Option<u64>,
 }
 
 impl MembershipParams {
@@ -253,6 +256,7 @@ impl MembershipParams {
         set(&mut c.announce_period, self.announce_period_ms);
         set(&mut c.announce_down_period, self.announce_down_period_ms);
         set(&mut c.sync_period, self.sync_period_ms);
+        set(&mut c.chase_after_gossip, self.chase_after_gossip_ms);
         c
     }
 }

@@ -224,10 +224,19 @@ impl Membership {
         let known = self
             .unheard
             .insert(ad.node.clone(), (ad.generation, addr, CHASE_ATTEMPTS));
-        if known.is_none()
-            && let Some(fresh) = self.fresh_unheard.as_mut()
-        {
-            fresh.push(ad.node.clone());
+        if known.is_some() {
+            return;
+        }
+        match self.fresh_unheard.as_mut() {
+            Some(fresh) => fresh.push(ad.node.clone()),
+            None if !self.chase_queued => {
+                // Gossip brought the ad: SWIM's own update about the identity usually comes
+                // with it or soon after; chase whatever is still unheard a second later
+                // instead of at the next periodic sync.
+                self.chase_queued = true;
+                self.schedule(self.now.plus(self.config.chase_after_gossip), Tick::Chase);
+            }
+            None => {}
         }
     }
 

@@ -778,3 +778,39 @@ fn suspicions_left_from_a_cut_end_one_timeout_after_the_renewal() {
         "only {caught} of 16 seeds healed mid-suspicion"
     );
 }
+
+/// An ad that arrives by gossip naming an identity SWIM never delivered is chased about a
+/// second later, not at the next periodic sync (10 s): a member that missed a joiner's gossip
+/// would otherwise not know it for up to 10 s (simulator, 32 nodes started over 2 s: 10 of 200
+/// seeds; `docs/membership.md`).
+#[test]
+fn a_gossiped_ad_of_an_unheard_member_is_chased_within_a_second() {
+    let mut net = Net::new(3, 0.0);
+    net.run(3_000);
+    // n3 runs but never joins: only its ad, handed to n1 as gossip would, says it exists.
+    let x = NodeId {
+        name: "n3".into(),
+        addr: addr(3),
+        generation: 1,
+    };
+    net.side.resize(4, 0);
+    net.timer_wakes.resize(4, 0);
+    net.nodes.push(Some(Membership::new(
+        x,
+        ad(4000),
+        Config::default(),
+        3,
+        net.now,
+    )));
+    let x_ad = net.node(3).own_ad().clone();
+    assert_eq!(x_ad.gossip_addr, Some(addr(3)));
+    let n1 = net.nodes[1].as_mut().unwrap();
+    n1.offer_ad(x_ad, false);
+    n1.drain_ad_changes();
+    net.run(1_500);
+    assert_eq!(
+        net.status_seen_by(1, 3),
+        Some(MemberStatus::Alive),
+        "n1 has not chased n3 1.5 s after its ad arrived"
+    );
+}
