@@ -13,6 +13,7 @@ Optionally with a CPU hog (one busy process per core) running beside the agents.
 
 Usage: bench/membership.py [--sizes 8,16,32] [--idle 30] [--kills 3] [--hog] [--out FILE] [--bin PATH]
 Join runs only (issue 17): bench/membership.py --sizes 32 --repeat 50 --idle 0 --kills 0
+Staggered joins (starts spread over 2 s): add --stagger 2
 Needs a release build: cargo build --release (or --bin / SHOAL_BIN=/path/to/shoal)
 Each join reports its slowest pair: which agent learned of which member last, and when
 (seconds after the last start), so a tail can be traced in the agents' logs (kept in the
@@ -102,6 +103,8 @@ def status_events(agent):
         if m: out.append((ts(l), m.group(1), m.group(2)))
     return out
 
+STAGGER_S = 0.0
+
 def wait_until(pred, deadline, what):
     while time.time() < deadline:
         if pred(): return
@@ -118,7 +121,12 @@ def run_size(n, idle_s, kills, hog):
     agents = []
     try:
         seed = Agent("n1", key, root); seed.wait_ready(time.time() + 30); agents.append(seed)
-        others = [Agent(f"n{i}", key, root, seed.gossip) for i in range(2, n + 1)]
+        others = []
+        for i in range(2, n + 1):
+            # --stagger S spreads the joiners' starts over S seconds (racks that boot one after
+            # another), where 0 starts them all at once.
+            if STAGGER_S > 0 and i > 2: time.sleep(STAGGER_S / max(1, n - 2))
+            others.append(Agent(f"n{i}", key, root, seed.gossip))
         for a in others: a.wait_ready(time.time() + 60)
         agents += others
         names = {a.name for a in agents}
@@ -198,9 +206,12 @@ def main():
     p.add_argument("--out")
     p.add_argument("--bin", help="the shoal binary (default: $SHOAL_BIN or target/release/shoal)")
     p.add_argument("--repeat", type=int, default=1, help="run each size this many times")
+    p.add_argument("--stagger", type=float, default=0.0,
+                   help="spread the joiners' starts over this many seconds (default: all at once)")
     a = p.parse_args()
-    global BIN
+    global BIN, STAGGER_S
     if a.bin: BIN = a.bin
+    STAGGER_S = a.stagger
     if not os.path.exists(BIN): raise SystemExit("build first: cargo build --release")
     results = []
     for n in [int(x) for x in a.sizes.split(",")]:
