@@ -109,11 +109,7 @@ impl Workbench {
     fn mark_raced(&mut self, task: &AttemptId) {
         for node in &mut self.nodes {
             for (t, p) in &mut node.running {
-                if t.job == task.job
-                    && t.incarnation == task.incarnation
-                    && t.slot == task.slot
-                    && !p.reported
-                {
+                if same_slot(t, task) && !p.reported {
                     p.raced = true;
                 }
             }
@@ -127,12 +123,7 @@ impl Workbench {
             let others: Vec<AttemptId> = self.nodes[j]
                 .running
                 .keys()
-                .filter(|t| {
-                    t.job == task.job
-                        && t.incarnation == task.incarnation
-                        && t.slot == task.slot
-                        && *t != task
-                })
+                .filter(|t| same_slot(t, task) && *t != task)
                 .cloned()
                 .collect();
             for other in others {
@@ -384,4 +375,9 @@ impl Workbench {
             self.maybe_snapshot(host, i);
         }
     }
+}
+
+/// Whether two attempts are of one slot (without building either's `SlotKey`).
+fn same_slot(a: &AttemptId, b: &AttemptId) -> bool {
+    a.slot == b.slot && a.incarnation == b.incarnation && a.job == b.job
 }
