@@ -1,8 +1,8 @@
 //! Reading a failing seed: with `SHOAL_SIM_TRACE=TEXT` in the environment, every table op a
 //! core writes whose body mentions `TEXT` (a job such as `job-23`, a node such as `"n4"`) is
 //! printed to stderr with the simulated time and the writer. With `SHOAL_SIM_TRACE_VIEW=n2,n4`
-//! every change in those nodes' member views (a member's status, the quorum and its reason) is
-//! printed the same way. Off by default: each variable is read once and the check costs one
+//! every change in those nodes' member views (a member's status; with a workload, also the
+//! quorum and its reason) is printed the same way. Off by default: each variable is read once and the check costs one
 //! branch per op or view change.
 
 use std::sync::OnceLock;
