@@ -39,6 +39,7 @@
 
 pub(crate) mod cgroup;
 mod check_command;
+mod control_files;
 pub(crate) mod disk_name;
 mod enforcement;
 mod entry;
@@ -698,7 +699,11 @@ impl Inner {
             .and_then(|s| s.take(&cgroup_name, limits))
         {
             Some(cgroup) => Ok(cgroup),
-            None => h.create(&cgroup_name, limits),
+            None => h.create(
+                &cgroup_name,
+                limits,
+                self.spares.as_ref().map(|s| s.charged_file()),
+            ),
         }
     }
 
