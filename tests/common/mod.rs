@@ -5,6 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -12,6 +13,40 @@ use serde_json::Value;
 /// The binary under test.
 pub fn shoal() -> Command {
     Command::new(env!("CARGO_BIN_EXE_shoal"))
+}
+
+/// The task ports of this test process's agents (`--port-range`): a block of 1,000 of the
+/// agents' default range, 20000–32000, that no other test process on this host holds at the
+/// same time, taken with `flock` on one file per block and held until the process exits
+/// (however it exits). `None` when all twelve are held: the agents then use the whole range.
+///
+/// nextest runs tests as concurrent processes whose clusters share this host's ports. With
+/// the whole default range each, two clusters could hand the same port to two tasks, and the
+/// task that finds its port taken exits 1: that failed `services::failed_update_auto_reverts`
+/// once in CI (slot 0 of the first version exited "Address already in use", so that
+/// version's rollout failed, and a first version has nothing to revert to).
+pub fn port_block() -> Option<&'static str> {
+    static BLOCK: OnceLock<Option<(String, nix::fcntl::Flock<std::fs::File>)>> = OnceLock::new();
+    BLOCK
+        .get_or_init(|| {
+            let dir = std::env::temp_dir().join("shoal-test-port-blocks");
+            std::fs::create_dir_all(&dir).ok()?;
+            (0..12u16).find_map(|n| {
+                let file = std::fs::OpenOptions::new()
+                    .create(true)
+                    .truncate(false)
+                    .write(true)
+                    .open(dir.join(format!("{n}.lock")))
+                    .ok()?;
+                let held =
+                    nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
+                        .ok()?;
+                let low = 20_000 + n * 1_000;
+                Some((format!("{low}-{}", low + 999), held))
+            })
+        })
+        .as_ref()
+        .map(|(range, _)| range.as_str())
 }
 
 /// Runs `shoal ARGS` to completion.
@@ -160,6 +195,11 @@ impl Agent {
             .stderr(log);
         if let Some(seed) = spec.join {
             cmd.args(["--join", &seed.to_string()]);
+        }
+        if let Some(range) =
+            port_block().filter(|_| !spec.extra.iter().any(|a| a == "--port-range"))
+        {
+            cmd.args(["--port-range", range]);
         }
         let child = cmd.spawn().expect("agent starts");
         let mut agent = Agent {
