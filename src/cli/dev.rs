@@ -18,6 +18,7 @@ use clap::Args;
 use shoal_node::agent::{self, AgentConfig, RunningAgent, TaskSettings};
 use shoal_node::api_auth::create_token_file;
 use shoal_node::api_server::ApiConfig;
+use shoal_node::host_ports::PortSettings;
 use shoal_node::keys::ClusterKey;
 use shoal_node::watchdog::WatchdogConfig;
 
@@ -71,6 +72,10 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             gossip: shoal_gossip::Config::default(),
             tasks: TaskSettings {
                 watchdog: Some(WatchdogConfig::this_binary(Duration::from_secs(10))?),
+                ports: PortSettings {
+                    range: task_ports(i, args.nodes),
+                    ..PortSettings::default()
+                },
                 ..TaskSettings::default()
             },
             dns: shoal_node::dns::DnsSettings {
@@ -191,6 +196,20 @@ fn port(first: u16, i: u16) -> u16 {
     }
 }
 
+/// Node `i`'s share of the default task port range, 20000–32000: the dev nodes share one
+/// host, and each hands out ports without knowing the others' (a port its host scan has not
+/// seen yet), so with the whole range each, two tasks on two nodes could be given the same
+/// port and the second would fail to bind it. Disjoint shares make that impossible.
+fn task_ports(i: u16, nodes: u16) -> std::ops::RangeInclusive<u16> {
+    let (low, high) = (
+        *shoal_scheduler::DEFAULT_PORT_RANGE.start(),
+        *shoal_scheduler::DEFAULT_PORT_RANGE.end(),
+    );
+    let share = (high - low + 1) / nodes.max(1);
+    let start = low + i * share;
+    start..=start + share - 1
+}
+
 fn free_udp(port: u16) -> SocketAddr {
     let want = SocketAddr::from(([127, 0, 0, 1], port));
     match std::net::UdpSocket::bind(want) {
@@ -213,5 +232,24 @@ fn free_tcp(port: u16) -> SocketAddr {
     match std::net::TcpListener::bind(want) {
         Ok(_) => want,
         Err(_) => SocketAddr::from(([127, 0, 0, 1], 0)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::task_ports;
+
+    #[test]
+    fn dev_nodes_get_disjoint_task_ports_inside_the_default_range() {
+        for nodes in 1..=16u16 {
+            let ranges: Vec<_> = (0..nodes).map(|i| task_ports(i, nodes)).collect();
+            for (i, r) in ranges.iter().enumerate() {
+                assert!(r.start() <= r.end() && *r.start() >= 20000 && *r.end() <= 32000);
+                assert!(r.end() - r.start() + 1 >= 750, "{nodes} nodes: {r:?}");
+                if let Some(next) = ranges.get(i + 1) {
+                    assert!(r.end() < next.start(), "{nodes} nodes: {r:?} and {next:?}");
+                }
+            }
+        }
     }
 }
