@@ -39,7 +39,6 @@
 
 pub(crate) mod cgroup;
 mod check_command;
-mod control_files;
 pub(crate) mod disk_name;
 mod enforcement;
 mod entry;
@@ -699,11 +698,7 @@ impl Inner {
             .and_then(|s| s.take(&cgroup_name, limits))
         {
             Some(cgroup) => Ok(cgroup),
-            None => h.create(
-                &cgroup_name,
-                limits,
-                self.spares.as_ref().map(|s| s.charged_file()),
-            ),
+            None => h.create(&cgroup_name, limits),
         }
     }
 

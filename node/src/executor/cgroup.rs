@@ -16,13 +16,11 @@
 //! directories once they are empty.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
-use super::control_files::{Files, Paths};
 use super::entry::Entry;
 use crate::backoff::Backoff;
 
@@ -68,14 +66,11 @@ pub(crate) struct Detected {
 
 /// The cgroup of one task: one directory (v2) or one per hierarchy (v1: cpu, memory, and pids
 /// and freezer when used).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TaskCgroup {
     dirs: Vec<PathBuf>,
     /// The limits this executor wrote, when it made the cgroup in this life.
     limits: Option<Limits>,
-    /// Its control files, open, when this executor made it in this life and keeps them
-    /// (`control_files.rs`).
-    files: Option<Arc<Files>>,
 }
 
 /// Finds a usable hierarchy and creates `shoal/<instance>` in it.
@@ -164,45 +159,7 @@ impl Hierarchy {
         TaskCgroup {
             dirs: self.parents().iter().map(|p| p.join(name)).collect(),
             limits: None,
-            files: None,
         }
-    }
-
-    /// Opens the control files of the task cgroup `name` that a task's start and end use
-    /// (`control_files.rs`); `charged` names the memory cgroup's file that says what is charged
-    /// to it, where spares are kept.
-    pub fn open_files(&self, name: &str, charged: Option<&str>) -> Result<Files, String> {
-        let procs = self
-            .task_cgroup(name)
-            .dirs
-            .iter()
-            .map(|d| d.join("cgroup.procs"))
-            .collect();
-        let charged = charged.map(|file| self.memory_dir(name).join(file));
-        let paths = match self {
-            Hierarchy::V2 { parent, pids } => {
-                let dir = parent.join(name);
-                Paths {
-                    procs,
-                    cpu: dir.join("cpu.max"),
-                    memory: self.memory_file(name),
-                    pids: pids.then(|| dir.join("pids.max")),
-                    charged,
-                }
-            }
-            Hierarchy::V1 {
-                cpu_parent,
-                pids_parent,
-                ..
-            } => Paths {
-                procs,
-                cpu: cpu_parent.join(name).join("cpu.cfs_quota_us"),
-                memory: self.memory_file(name),
-                pids: pids_parent.as_ref().map(|p| p.join(name).join("pids.max")),
-                charged,
-            },
-        };
-        Files::open(paths)
     }
 
     /// The memory limit file of the task named `name`.
@@ -215,27 +172,20 @@ impl Hierarchy {
         }
     }
 
-    /// Creates the task's cgroup (reusing a stale one of the same name), opens its control
-    /// files (`charged` as in [`Hierarchy::open_files`]) and writes its limits; `0` means "no
-    /// limit" for any resource.
-    pub fn create(
-        &self,
-        name: &str,
-        limits: Limits,
-        charged: Option<&str>,
-    ) -> Result<TaskCgroup, String> {
-        let cgroup = self.task_cgroup(name);
+    /// Creates the task's cgroup (reusing a stale one of the same name) and writes its limits;
+    /// `0` means "no limit" for any resource.
+    pub fn create(&self, name: &str, limits: Limits) -> Result<TaskCgroup, String> {
+        let mut cgroup = self.task_cgroup(name);
         for dir in &cgroup.dirs {
             make_dir(dir)?;
         }
-        let files = self.open_files(name, charged)?;
-        self.write_limits(&files, limits, Held::Nothing)?;
-        Ok(cgroup.with_limits(limits).with_files(files))
+        self.write_limits(name, limits, Held::Nothing)?;
+        cgroup.limits = Some(limits);
+        Ok(cgroup)
     }
 
-    /// Writes the limits of a task cgroup through its open `files`, each but those it already
-    /// `held`.
-    pub fn write_limits(&self, files: &Files, limits: Limits, held: Held) -> Result<(), String> {
+    /// Writes the limits of the task cgroup `name`, each but those it already `held`.
+    pub fn write_limits(&self, name: &str, limits: Limits, held: Held) -> Result<(), String> {
         let quota = cpu_quota_us(limits.cpu_millicores);
         // A spare's memory cgroup still holds what the last task left charged to it: the
         // limit is raised by that much, so the task has all of its own room.
@@ -255,26 +205,45 @@ impl Hierarchy {
         // The cpu quota is written even when a spare holds the same: the write refills the
         // cgroup's CFS runtime, which the last task may have spent in this period.
         let pids_changed = held_pids != Some(limits.max_pids);
-        let (cpu, memory, max_pids) = match self {
-            Hierarchy::V2 { .. } => (
-                quota.map_or(format!("max {CPU_PERIOD_US}"), |q| {
+        match self {
+            Hierarchy::V2 {
+                parent,
+                pids: has_pids,
+            } => {
+                let dir = parent.join(name);
+                let cpu = quota.map_or(format!("max {CPU_PERIOD_US}"), |q| {
                     format!("{q} {CPU_PERIOD_US}")
-                }),
-                memory.map_or("max".to_owned(), |b| b.to_string()),
-                pids.map_or("max".to_owned(), |n| n.to_string()),
-            ),
-            // cfs_period_us of a new cgroup is the kernel default, CPU_PERIOD_US, and only
-            // this executor writes here: not rewritten, each write is a syscall per task.
-            Hierarchy::V1 { .. } => (
-                quota.map_or("-1".to_owned(), |q| q.to_string()),
-                memory.map_or("-1".to_owned(), |b| b.to_string()),
-                pids.map_or("max".to_owned(), |n| n.to_string()),
-            ),
-        };
-        files.cpu.write(&cpu)?;
-        files.memory.write(&memory)?;
-        if let Some(file) = files.pids.as_ref().filter(|_| pids_changed) {
-            file.write(&max_pids)?;
+                });
+                write(&dir.join("cpu.max"), &cpu)?;
+                write(
+                    &self.memory_file(name),
+                    &memory.map_or("max".to_owned(), |b| b.to_string()),
+                )?;
+                if *has_pids && pids_changed {
+                    write(
+                        &dir.join("pids.max"),
+                        &pids.map_or("max".to_owned(), |n| n.to_string()),
+                    )?;
+                }
+            }
+            Hierarchy::V1 {
+                cpu_parent,
+                pids_parent,
+                ..
+            } => {
+                // cfs_period_us of a new cgroup is the kernel default, CPU_PERIOD_US, and only
+                // this executor writes here: not rewritten, each write is a syscall per task.
+                let cpu = quota.map_or("-1".to_owned(), |q| q.to_string());
+                write(&cpu_parent.join(name).join("cpu.cfs_quota_us"), &cpu)?;
+                write(
+                    &self.memory_file(name),
+                    &memory.map_or("-1".to_owned(), |b| b.to_string()),
+                )?;
+                if let Some(pids_parent) = pids_parent.as_ref().filter(|_| pids_changed) {
+                    let max = pids.map_or("max".to_owned(), |n| n.to_string());
+                    write(&pids_parent.join(name).join("pids.max"), &max)?;
+                }
+            }
         }
         Ok(())
     }
@@ -350,11 +319,7 @@ pub(crate) struct Limits {
 impl TaskCgroup {
     /// The cgroup made of these directories (the watchdog names tasks by directory).
     pub fn from_dirs(dirs: Vec<PathBuf>) -> TaskCgroup {
-        TaskCgroup {
-            dirs,
-            limits: None,
-            files: None,
-        }
+        TaskCgroup { dirs, limits: None }
     }
 
     /// The limits this executor wrote into it, if it made it in this life.
@@ -368,30 +333,10 @@ impl TaskCgroup {
         self
     }
 
-    /// The same cgroup with its control files open.
-    pub fn with_files(mut self, files: impl Into<Arc<Files>>) -> TaskCgroup {
-        self.files = Some(files.into());
-        self
-    }
-
-    /// Its open control files, if it keeps them.
-    pub fn files(&self) -> Option<&Arc<Files>> {
-        self.files.as_ref()
-    }
-
-    /// Closes its control files (a running task's, when more sets are open than
-    /// `control_files::MAX_KEPT`, or where no spare will use them).
-    pub fn forget_files(&mut self) {
-        self.files = None;
-    }
-
-    /// The cgroup's `cgroup.procs` files for the child of a spawn to enter them before `exec`
-    /// ([`Entry`]): the kept ones, else opened now.
+    /// Opens the cgroup's `cgroup.procs` files for the child of a spawn to enter them before
+    /// `exec` ([`Entry`]).
     pub fn entry(&self) -> Result<Entry, String> {
-        match &self.files {
-            Some(files) => Ok(Entry::kept(Arc::clone(files))),
-            None => Entry::open(&self.dirs),
-        }
+        Entry::open(&self.dirs)
     }
 
     /// Moves `pid` (and so everything it forks from now on) into the cgroup.

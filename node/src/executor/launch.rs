@@ -14,7 +14,6 @@ use tokio::sync::{OwnedSemaphorePermit, watch};
 use tokio::time::Instant;
 
 use super::cgroup::{self, TaskCgroup};
-use super::control_files::Files;
 use super::disk_name::DiskName;
 use super::entry::Entry;
 use super::pidfile::{self, PidRecord};
@@ -69,7 +68,7 @@ impl Inner {
             memory_mib: spec.memory_mib,
             max_pids: self.config.task_max_pids,
         };
-        let mut cgroup = match &self.cgroups {
+        let cgroup = match &self.cgroups {
             Some(h) => Some(self.make_cgroup(h, name, limits)?),
             None => None,
         };
@@ -101,13 +100,6 @@ impl Inner {
             .map_err(|e| spawn_error(spec, account, &workdir, &e))
             .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?;
         drop(entry);
-        // A running task keeps its cgroup's control files for the spare it becomes, within
-        // the bound of `control_files.rs`; without spares nothing uses them again.
-        if let Some(c) = cgroup.as_mut()
-            && (self.spares.is_none() || Files::over_bound())
-        {
-            c.forget_files();
-        }
         let pid = child.id();
         let to_add = cgroup.as_ref().filter(|_| !entered);
         let setup_error = self.after_spawn(name, pid, to_add).err();

@@ -32,10 +32,9 @@
 //! renaming a cgroup: there, every task makes and removes its own.
 
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use super::cgroup::{Held, Hierarchy, Limits, TaskCgroup};
-use super::control_files::Files;
 
 /// At most this many spares are kept; a cgroup beyond them is removed as before.
 pub(super) const MAX_SPARES: usize = 64;
@@ -66,9 +65,6 @@ struct Spare {
     /// Whether its memory cgroup was kept (at most [`MAX_LEFTOVER_BYTES`] charged when its task
     /// ended); if not, the next task's is made new.
     memory: bool,
-    /// Its control files, still open (`control_files.rs`), when its memory cgroup was kept and
-    /// its task kept them.
-    files: Option<Arc<Files>>,
 }
 
 impl Spares {
@@ -123,40 +119,20 @@ impl Spares {
             max_pids: spare.limits.max_pids,
             leftover_bytes,
         };
-        let files = made.and_then(|()| match spare.files {
-            Some(files) => Ok(files),
-            None => self.open_files(name).map(Arc::new),
-        });
-        let written = files.and_then(|files| {
-            self.hierarchy.write_limits(&files, limits, held)?;
-            Ok(files)
-        });
-        match written {
-            Ok(files) => Some(cgroup.with_limits(limits).with_files(files)),
-            Err(e) => {
-                tracing::debug!(error = %e, "spare cgroup not used; making a new one");
-                let _ = cgroup.remove_now();
-                None
-            }
+        let written = made.and_then(|()| self.hierarchy.write_limits(name, limits, held));
+        if let Err(e) = written {
+            tracing::debug!(error = %e, "spare cgroup not used; making a new one");
+            let _ = cgroup.remove_now();
+            return None;
         }
-    }
-
-    /// Opens the control files of task cgroup `name`, what is charged to its memory cgroup
-    /// among them.
-    pub fn open_files(&self, name: &str) -> Result<Files, String> {
-        self.hierarchy.open_files(name, Some(self.charged_file))
-    }
-
-    /// The memory cgroup's file that says what is charged to it.
-    pub fn charged_file(&self) -> &'static str {
-        self.charged_file
+        Some(cgroup.with_limits(limits))
     }
 
     /// Checks what is still charged to `spare` (when it kept its memory cgroup) and renames it
     /// to `name`; returns what is charged.
     fn rename(&self, spare: &Spare, name: &str) -> Result<u64, String> {
         let leftover = if spare.memory {
-            let bytes = self.charged(&spare.name, spare.files.as_deref())?;
+            let bytes = self.charged(&spare.name)?;
             if bytes > MAX_LEFTOVER_BYTES {
                 return Err(format!("{bytes} bytes still charged to it"));
             }
@@ -184,7 +160,7 @@ impl Spares {
             return Err(cgroup);
         }
         let memory = self
-            .charged(name, cgroup.files().map(Arc::as_ref))
+            .charged(name)
             .is_ok_and(|bytes| bytes <= MAX_LEFTOVER_BYTES);
         if !memory && let Err(e) = std::fs::remove_dir(self.hierarchy.memory_dir(name)) {
             tracing::debug!(error = %e, "task cgroup not kept as a spare");
@@ -198,19 +174,13 @@ impl Spares {
             name: name.to_owned(),
             limits,
             memory,
-            // Without its memory cgroup, the files of the one removed are no use.
-            files: cgroup.files().filter(|_| memory).cloned(),
         });
         Ok(())
     }
 
-    /// The memory and swap still charged to the memory cgroup of task cgroup `name`, read
-    /// through its kept `files` when it has them.
-    fn charged(&self, name: &str, files: Option<&Files>) -> Result<u64, String> {
-        match files.and_then(|f| f.charged.as_ref()) {
-            Some(file) => file.read_u64(),
-            None => self.hierarchy.memory_charged(name, self.charged_file),
-        }
+    /// The memory and swap still charged to the memory cgroup of task cgroup `name`.
+    fn charged(&self, name: &str) -> Result<u64, String> {
+        self.hierarchy.memory_charged(name, self.charged_file)
     }
 
     /// The directories of cgroup `name` that a spare holds: every hierarchy's, or every one but

@@ -617,7 +617,7 @@ async fn cgroup_limits_are_applied_and_removed() {
 
     // An empty cgroup left by a SIGKILLed agent is swept by the next incarnation.
     let stale = hierarchy
-        .create("cg.9.9", cgroup::Limits::default(), None)
+        .create("cg.9.9", cgroup::Limits::default())
         .unwrap();
     assert!(stale.dirs().iter().all(|d| d.exists()));
     let config = test_config("cg", CgroupMode::Auto);
@@ -824,51 +824,6 @@ async fn a_spare_with_much_memory_charged_gets_a_new_memory_cgroup() {
 
 /// A spare that cannot take a task's name (a stale cgroup of that name in a hierarchy) is
 /// removed, and the task gets a cgroup as it would have without spares.
-/// A cgroup's kept control files (`control_files.rs`) go with it to the next task that takes it
-/// as a spare, follow it through the rename, and reach nothing once it is removed, not even a
-/// cgroup made anew under the same name.
-#[tokio::test]
-async fn kept_control_files_follow_their_cgroup_and_die_with_it() {
-    let (exec, _events, _dir) = executor("kept-files", CgroupMode::Auto);
-    let Some(spares) = spares_or_skip(&exec, "kept_control_files_follow_their_cgroup") else {
-        return;
-    };
-    let hierarchy = exec.inner.cgroups.clone().unwrap();
-    let Hierarchy::V1 { cpu_parent, .. } = &hierarchy else {
-        unreachable!("spares are v1 only")
-    };
-    let quota = |name: &str| cgroup_file(&cpu_parent.join(name), "cpu.cfs_quota_us");
-    let made = hierarchy
-        .create("kept-files.a", SPARE_LIMITS, Some(spares.charged_file()))
-        .unwrap();
-    let files = Arc::clone(made.files().expect("a cgroup made here keeps its files"));
-    spares.keep("kept-files.a", made).unwrap();
-    let taken = spares.take("kept-files.b", SPARE_LIMITS).unwrap();
-    assert!(
-        Arc::ptr_eq(taken.files().unwrap(), &files),
-        "the spare's open files are the next task's"
-    );
-    assert!(!cpu_parent.join("kept-files.a").exists());
-    files.cpu.write("7000").unwrap();
-    assert_eq!(quota("kept-files.b"), "7000", "written through the rename");
-
-    taken.remove_now().unwrap();
-    let again = hierarchy
-        .create("kept-files.b", SPARE_LIMITS, None)
-        .unwrap();
-    let before = quota("kept-files.b");
-    assert!(
-        files.cpu.write("8000").is_err(),
-        "a removed cgroup's file takes no write"
-    );
-    assert_eq!(
-        quota("kept-files.b"),
-        before,
-        "nor does the new one of its name"
-    );
-    again.remove_now().unwrap();
-}
-
 #[tokio::test]
 async fn a_spare_that_cannot_be_renamed_is_removed() {
     let (exec, _events, _dir) = executor("spare-stale", CgroupMode::Auto);
@@ -882,9 +837,7 @@ async fn a_spare_that_cannot_be_renamed_is_removed() {
     };
     // A stale cgroup in the cpu hierarchy, then in the memory hierarchy: the rename fails.
     for stale in [cpu_parent.clone(), hierarchy.memory_dir("")] {
-        let made = hierarchy
-            .create("spare-stale.a", limits, Some(spares.charged_file()))
-            .unwrap();
+        let made = hierarchy.create("spare-stale.a", limits).unwrap();
         spares.keep("spare-stale.a", made).unwrap();
         assert_eq!(spares.len(), 1);
         let spare = hierarchy.task_cgroup("spare-stale.a");
@@ -899,9 +852,7 @@ async fn a_spare_that_cannot_be_renamed_is_removed() {
             spare.dirs().iter().all(|d| !d.exists()),
             "the unusable spare is removed"
         );
-        let fresh = hierarchy
-            .create("spare-stale.b", limits, Some(spares.charged_file()))
-            .unwrap();
+        let fresh = hierarchy.create("spare-stale.b", limits).unwrap();
         fresh.remove_now().unwrap();
     }
 }
@@ -919,9 +870,7 @@ async fn a_spare_named_like_the_task_is_the_one_it_takes() {
     let hierarchy = exec.inner.cgroups.clone().unwrap();
     let limits = SPARE_LIMITS;
     for name in ["spare-own.a", "spare-own.b"] {
-        let made = hierarchy
-            .create(name, limits, Some(spares.charged_file()))
-            .unwrap();
+        let made = hierarchy.create(name, limits).unwrap();
         spares.keep(name, made).unwrap();
     }
     let taken = spares.take("spare-own.a", limits).expect("its own spare");
@@ -955,27 +904,21 @@ async fn a_spare_renamed_away_is_never_another_launchs_cgroup() {
     let limits = SPARE_LIMITS;
     for round in 0..400 {
         let (old, new) = (format!("race.n{round}"), format!("race.m{round}"));
-        let made = hierarchy
-            .create(&old, limits, Some(spares.charged_file()))
-            .unwrap();
+        let made = hierarchy.create(&old, limits).unwrap();
         spares.keep(&old, made).unwrap();
         let barrier = std::sync::Barrier::new(2);
         let (a, b) = std::thread::scope(|s| {
             let a = s.spawn(|| {
                 barrier.wait();
-                spares.take(&new, limits).unwrap_or_else(|| {
-                    hierarchy
-                        .create(&new, limits, Some(spares.charged_file()))
-                        .unwrap()
-                })
+                spares
+                    .take(&new, limits)
+                    .unwrap_or_else(|| hierarchy.create(&new, limits).unwrap())
             });
             let b = s.spawn(|| {
                 barrier.wait();
-                spares.take(&old, limits).unwrap_or_else(|| {
-                    hierarchy
-                        .create(&old, limits, Some(spares.charged_file()))
-                        .unwrap()
-                })
+                spares
+                    .take(&old, limits)
+                    .unwrap_or_else(|| hierarchy.create(&old, limits).unwrap())
             });
             (a.join().unwrap(), b.join().unwrap())
         });
