@@ -274,19 +274,26 @@ impl Replica {
         }
     }
 
-    /// A state write: states only grow, so the attempt's usage can only be released (when a
-    /// live attempt with an assignment ends).
+    /// A state write: the attempt's usage is released when a live attempt with an assignment
+    /// ends, and counted again when one comes back to life: states only grow, but a `Lost`
+    /// attempt that its target reclaims is `Running` in a later round (a node back from a
+    /// partition keeps its tasks), and that node uses their resources again. Without the
+    /// second case the index said such a node was emptier than it is (a random history of
+    /// `replica_buffers_out_of_order_ops` found it).
     fn apply_state(&mut self, id: &AttemptId, state: &AttemptState) {
         let Some((was_live, assignment)) = self.tables.join_state_row(id, state) else {
             return;
         };
-        if was_live
-            && !state.is_live()
+        if was_live != state.is_live()
             && let Some(a) = assignment
         {
             let node = self.usage.node_id(&a.target);
             let resources = a.resources;
-            self.usage.release(node, &resources);
+            if was_live {
+                self.usage.release(node, &resources);
+            } else {
+                self.usage.adjust(None, Some((node, resources)));
+            }
         }
         self.touched.insert(Touch::Attempt(id.clone()));
     }
