@@ -292,7 +292,7 @@ impl Replica {
             if was_live {
                 self.usage.release(node, &resources);
             } else {
-                self.usage.adjust(None, Some((node, resources)));
+                self.usage.add(node, &resources);
             }
         }
         self.touched.insert(Touch::Attempt(id.clone()));
