@@ -31,7 +31,9 @@ pub fn port_block() -> Option<&'static str> {
         .get_or_init(|| {
             let dir = std::env::temp_dir().join("shoal-test-port-blocks");
             std::fs::create_dir_all(&dir).ok()?;
-            (0..12u16).find_map(|n| {
+            let range = &shoal_scheduler::DEFAULT_PORT_RANGE;
+            let blocks = (range.end() - range.start() + 1) / 1_000;
+            (0..blocks).find_map(|n| {
                 let file = std::fs::OpenOptions::new()
                     .create(true)
                     .truncate(false)
@@ -41,7 +43,7 @@ pub fn port_block() -> Option<&'static str> {
                 let held =
                     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
                         .ok()?;
-                let low = 20_000 + n * 1_000;
+                let low = *shoal_scheduler::DEFAULT_PORT_RANGE.start() + n * 1_000;
                 Some((format!("{low}-{}", low + 999), held))
             })
         })
