@@ -485,3 +485,150 @@ fn a_restarted_node_reloads_its_tables_and_kills_what_was_superseded() {
         (running_on(&job).values().sum::<usize>() == 3).then_some(())
     });
 }
+
+/// Directories of the tasks of `job` on every agent, as `(agent, <slot>/<attempt>)`.
+fn task_dirs(c: &Cluster, job: &str) -> Vec<(String, String)> {
+    let mut found = Vec::new();
+    for a in &c.agents {
+        let tasks = a.data_dir.join("tasks");
+        let Ok(keys) = std::fs::read_dir(&tasks) else {
+            continue;
+        };
+        for key in keys.filter_map(Result::ok) {
+            if !key
+                .file_name()
+                .to_string_lossy()
+                .starts_with(&format!("{job}."))
+            {
+                continue;
+            }
+            for slot in std::fs::read_dir(key.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                for attempt in std::fs::read_dir(slot.path())
+                    .into_iter()
+                    .flatten()
+                    .flatten()
+                {
+                    found.push((
+                        a.name.clone(),
+                        format!(
+                            "{}/{}",
+                            slot.file_name().to_string_lossy(),
+                            attempt.file_name().to_string_lossy()
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// What `docs/executor.md` ("Task directories") promises on real agents: a finished batch's
+/// task directories are kept (logs readable) until the job is purged, then removed on every
+/// node; a crash-looping service keeps the directories of its last attempts only; a running
+/// service's directories and processes are untouched.
+#[test]
+fn task_directories_go_with_their_attempts_and_running_ones_stay() {
+    let c = Cluster::start_with(
+        3,
+        "taskgc",
+        &["--job-gc-grace-s", "4", "--task-gc-interval-s", "1"],
+    );
+    let keep = serde_json::json!({
+        "id": "keep", "type": "service", "count": 3, "command": "sh",
+        "args": c.recorded("sleep 600"), "resources": {"cpu": 100, "memory": 16},
+        "placement": "spread"
+    });
+    let flap = serde_json::json!({
+        "id": "flap", "type": "service", "count": 1, "command": "sh", "args": ["-c", "exit 1"],
+        "resources": {"cpu": 100, "memory": 16},
+        "restart": {"delay_ms": 300, "backoff": 1.0}
+    });
+    let once = serde_json::json!({
+        "id": "once", "type": "batch", "count": 6, "command": "sh",
+        "args": ["-c", "echo out-$SHOAL_SLOT"], "resources": {"cpu": 100, "memory": 16}
+    });
+    for spec in [keep, flap, once] {
+        let out = c.submit(0, spec, &[]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let running = wait_for(DEADLINE, "3 of keep running", || {
+        let job = c.job(1, "keep")?;
+        (running_on(&job).values().sum::<usize>() == 3).then_some(job)
+    });
+
+    // The batch's six directories exist with their output while the job is listed.
+    wait_for(DEADLINE, "the batch's six task directories", || {
+        (task_dirs(&c, "once").len() == 6).then_some(())
+    });
+    let outputs: Vec<String> = c
+        .agents
+        .iter()
+        .flat_map(|a| {
+            let root = a.data_dir.join("tasks");
+            std::fs::read_dir(&root).into_iter().flatten().flatten()
+        })
+        .filter(|k| k.file_name().to_string_lossy().starts_with("once."))
+        .flat_map(|k| std::fs::read_dir(k.path()).into_iter().flatten().flatten())
+        .flat_map(|s| std::fs::read_dir(s.path()).into_iter().flatten().flatten())
+        .map(|t| std::fs::read_to_string(t.path().join("stdout")).unwrap_or_default())
+        .collect();
+    assert_eq!(outputs.len(), 6, "{outputs:?}");
+
+    // Purged after its grace, then its directories go from every node.
+    wait_for(DEADLINE, "the batch is purged", || {
+        let out = run(&["job", "status", "once", "--addr", &c.agents[2].api()]);
+        (!out.status.success()).then_some(())
+    });
+    wait_for(
+        DEADLINE,
+        "the batch's directories removed everywhere",
+        || task_dirs(&c, "once").is_empty().then_some(()),
+    );
+
+    // The crash loop: past attempt 16, at most the last 8 attempts (the scheduler's
+    // attempt_history) plus the ones since the last pass keep a directory.
+    let dirs = wait_for(
+        DEADLINE,
+        "flap past attempt 16 with few directories",
+        || {
+            let job = c.job(0, "flap")?;
+            let newest = tasks(&job)
+                .iter()
+                .filter_map(|t| t["attempt"].as_u64())
+                .max()?;
+            let dirs = task_dirs(&c, "flap");
+            (newest >= 16 && dirs.len() <= 11).then_some(dirs)
+        },
+    );
+    assert!(
+        !dirs.iter().any(|(_, d)| d == "0/1"),
+        "attempt 1 still has a directory: {dirs:?}"
+    );
+
+    // The running service: its three directories and processes are all there.
+    assert_eq!(
+        task_dirs(&c, "keep").len(),
+        3,
+        "{:?}",
+        task_dirs(&c, "keep")
+    );
+    let job = c.job(0, "keep").expect("keep is listed");
+    assert_eq!(
+        placement(&job),
+        placement(&running),
+        "keep was not disturbed"
+    );
+    let pids = c.recorded_pids();
+    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert!(pids.iter().all(|p| alive(*p)), "{pids:?}");
+}

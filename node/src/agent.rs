@@ -91,6 +91,13 @@ pub struct TaskSettings {
     pub watchdog: Option<WatchdogConfig>,
     /// The ports tasks get (`--port-range`, `--reserved-ports`, `--service-addr`).
     pub ports: crate::host_ports::PortSettings,
+    /// How long a finished job (stopped with nothing left running, or a batch whose every
+    /// slot is done) stays listed, with its tasks' logs, before the job's GC coordinator
+    /// purges it (`--job-gc-grace-s`; the scheduler's `gc_grace`).
+    pub job_gc_grace: Duration,
+    /// How often the directories of tasks whose attempts the tables dropped are removed from
+    /// this host (`--task-gc-interval-s`, `crate::task_gc`).
+    pub task_gc_every: Duration,
 }
 
 impl Default for TaskSettings {
@@ -102,6 +109,8 @@ impl Default for TaskSettings {
             max_launches: None,
             watchdog: None,
             ports: crate::host_ports::PortSettings::default(),
+            job_gc_grace: shoal_scheduler::SchedulerConfig::default().gc_grace,
+            task_gc_every: crate::task_gc::DEFAULT_EVERY,
         }
     }
 }
@@ -465,6 +474,7 @@ async fn start_scheduler(
         reserved_ports,
         service_ip,
         event_queue: std::num::NonZeroUsize::new(4096),
+        gc_grace: config.tasks.job_gc_grace,
         ..shoal_scheduler::SchedulerConfig::default()
     };
     let mut sched_core = sched_driver::load_core(&store, &config.name, &sched_config, seed_of(id))?;
@@ -530,6 +540,13 @@ async fn start_scheduler(
     tasks.push(sched_task);
     tasks.push(tokio::spawn(crate::host_ports::report(
         handle.clone(),
+        shutdown_rx.clone(),
+    )));
+    tasks.push(tokio::spawn(crate::task_gc::run(
+        executor.clone(),
+        handle.clone(),
+        metrics.clone(),
+        config.tasks.task_gc_every,
         shutdown_rx.clone(),
     )));
     Ok(Scheduling {

@@ -39,6 +39,7 @@
 
 pub(crate) mod cgroup;
 mod check_command;
+mod collect;
 pub(crate) mod disk_name;
 mod enforcement;
 mod entry;
@@ -68,6 +69,7 @@ use tokio::time::Instant;
 
 use self::cgroup::{Hierarchy, TaskCgroup};
 pub use self::check_command::CheckCommand;
+pub use self::collect::{FinishedDir, RemoveError};
 use self::disk_name::{DiskName, attempt_id, disk_name};
 pub use self::disk_name::{MAX_JOB_KEY_BYTES, NameError};
 use self::enforcement::detect_enforcement;

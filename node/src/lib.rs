@@ -54,5 +54,6 @@ pub mod runner;
 pub mod sched_driver;
 pub mod seal;
 pub mod store;
+pub mod task_gc;
 pub mod tls;
 pub mod watchdog;

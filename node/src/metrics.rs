@@ -89,6 +89,8 @@ pub struct Metrics {
     ended: Family<OutcomeLabels, Counter>,
     start_seconds: Histogram,
     submit_to_running_seconds: Histogram,
+    task_dirs_removed: Counter,
+    task_dir_removal_failures: Counter,
     peers: OnceLock<Arc<PeerCounters>>,
 }
 
@@ -101,6 +103,8 @@ impl Default for Metrics {
             ended: Family::default(),
             start_seconds: start_buckets(),
             submit_to_running_seconds: start_buckets(),
+            task_dirs_removed: Counter::default(),
+            task_dir_removal_failures: Counter::default(),
             peers: OnceLock::new(),
         }
     }
@@ -161,6 +165,13 @@ impl Metrics {
     pub fn submitted_to_running(&self, elapsed: Duration) {
         self.submit_to_running_seconds
             .observe(elapsed.as_secs_f64());
+    }
+
+    /// One pass of the task directory collection (`crate::task_gc`): directories removed,
+    /// and removals the file system refused.
+    pub fn task_dirs_collected(&self, removed: u64, failed: u64) {
+        self.task_dirs_removed.inc_by(removed);
+        self.task_dir_removal_failures.inc_by(failed);
     }
 
     /// One API request answered.
@@ -258,6 +269,16 @@ impl Metrics {
             "Time from a start command to the task running on this node",
             Unit::Seconds,
             self.start_seconds.clone(),
+        );
+        r.register(
+            "executor_task_dirs_removed",
+            "Directories of finished tasks removed from this node once the tables dropped their attempts (job purged, or below the slot's floor)",
+            self.task_dirs_removed.clone(),
+        );
+        r.register(
+            "executor_task_dir_removal_failures",
+            "Directories of finished tasks this node failed to remove (the file system refused; logged, tried again next pass)",
+            self.task_dir_removal_failures.clone(),
         );
         r.register_with_unit(
             "scheduler_submit_to_running",

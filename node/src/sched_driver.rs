@@ -140,6 +140,21 @@ enum Request {
         oneshot::Sender<Result<Receipt, SchedError>>,
     ),
     NodeStatuses(oneshot::Sender<Vec<NodeStatus>>),
+    TaskRows(Vec<AttemptId>, oneshot::Sender<Vec<TaskRow>>),
+}
+
+/// What this node's tables say of an attempt whose directory is on this host
+/// ([`SchedHandle::task_rows`], `crate::task_gc`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskRow {
+    /// The tables hold it: a view may still show it and its logs.
+    Held,
+    /// The tables dropped it for good (its job incarnation purged, or its slot's floor above
+    /// it): nothing shows it again and it never runs again.
+    Dropped,
+    /// The tables do not know it, nor that it was dropped (a purge whose tombstone expired
+    /// before this node heard it, or an attempt this node's tables never had).
+    Unknown,
 }
 
 /// A cloneable handle on the scheduler task.
@@ -228,6 +243,11 @@ impl SchedHandle {
     /// (`docs/services.md`, §3): readers never wait on the scheduler task.
     pub fn catalog(&self) -> watch::Receiver<Arc<Catalog>> {
         self.catalog.clone()
+    }
+
+    /// What the tables say of each of `tasks`, in order (`None`: the scheduler is gone).
+    pub async fn task_rows(&self, tasks: Vec<AttemptId>) -> Option<Vec<TaskRow>> {
+        self.ask(|tx| Request::TaskRows(tasks, tx)).await
     }
 
     /// The ports listening on this host (admission keeps clear of them).
@@ -584,6 +604,19 @@ impl Driver {
             }
             Request::Promote(id, reply) => {
                 let _ = reply.send(self.core.promote(now, &id));
+            }
+            Request::TaskRows(tasks, reply) => {
+                let tables = self.core.tables();
+                let rows = tasks.iter().map(|t| {
+                    if tables.is_collected(t) {
+                        TaskRow::Dropped
+                    } else if tables.assignment(t).is_some() {
+                        TaskRow::Held
+                    } else {
+                        TaskRow::Unknown
+                    }
+                });
+                let _ = reply.send(rows.collect());
             }
         }
     }

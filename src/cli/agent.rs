@@ -96,6 +96,15 @@ pub struct AgentArgs {
     /// before it kills the agent's tasks, in milliseconds.
     #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1000..=3_600_000))]
     pub orphan_grace_ms: u64,
+    /// How long a finished job (stopped with nothing left running, or a batch whose every
+    /// slot is done) stays listed, with its tasks' logs, before it is purged and its task
+    /// directories are removed, in seconds. The node that purges a job uses its own value.
+    #[arg(long, default_value_t = 3600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
+    pub job_gc_grace_s: u64,
+    /// How often this agent removes the directories (logs, files) of tasks whose attempts the
+    /// cluster dropped: a purged job's, and a crash-looping slot's beyond its last 8 attempts.
+    #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub task_gc_interval_s: u64,
     /// The host ports this node hands out as jobs' dynamic ports, `LOW-HIGH`.
     #[arg(long, default_value = "20000-32000", value_name = "LOW-HIGH", value_parser = host_ports::parse_range)]
     pub port_range: RangeInclusive<u16>,
@@ -219,6 +228,8 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
                 reserved: args.reserved_ports.unwrap_or_default(),
                 service_ip: args.service_addr,
             },
+            job_gc_grace: Duration::from_secs(args.job_gc_grace_s),
+            task_gc_every: Duration::from_secs(args.task_gc_interval_s),
         },
         dns: shoal_node::dns::DnsSettings {
             addr: args.dns,

@@ -113,6 +113,16 @@ fn check_job_key(key: &str) -> Result<(), NameError> {
 }
 
 impl DiskName {
+    /// The name whose task directory is `<job_key>/<slot>/<attempt>`, as found on disk: not
+    /// checked, so [`attempt_id`] decides whether it is an attempt's.
+    pub(crate) fn from_dir(job_key: &str, slot: u32, attempt: u32) -> Self {
+        DiskName {
+            job_key: job_key.to_string(),
+            slot,
+            attempt,
+        }
+    }
+
     /// `{job}.{incarnation}.{placer}`: what the task sees as `SHOAL_JOB`.
     pub(crate) fn job_key(&self) -> &str {
         &self.job_key

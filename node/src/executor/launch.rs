@@ -233,20 +233,27 @@ fn open_log(path: &Path) -> Result<std::fs::File, String> {
 /// agent restart) may hold that run's pid record, and a new one holds nothing.
 fn make_task_dir(dir: &Path, account: Option<&Account>) -> Result<bool, String> {
     let cannot = |e: std::io::Error| format!("cannot create task directory {}: {e}", dir.display());
-    if let Some(slot) = dir.parent() {
-        match std::fs::create_dir(slot) {
-            Ok(()) => {}
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) if e.kind() == ErrorKind::NotFound => {
-                std::fs::create_dir_all(slot).map_err(cannot)?;
+    // The collection of finished task directories removes a slot's (and a job's) directory
+    // once it is empty (`collect.rs`): one removed between our two `mkdir`s is made again.
+    let mut tries = 0;
+    let fresh = loop {
+        tries += 1;
+        if let Some(slot) = dir.parent() {
+            match std::fs::create_dir(slot) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    std::fs::create_dir_all(slot).map_err(cannot)?;
+                }
+                Err(e) => return Err(cannot(e)),
             }
+        }
+        match std::fs::create_dir(dir) {
+            Ok(()) => break true,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => break false,
+            Err(e) if e.kind() == ErrorKind::NotFound && tries < 3 => {}
             Err(e) => return Err(cannot(e)),
         }
-    }
-    let fresh = match std::fs::create_dir(dir) {
-        Ok(()) => true,
-        Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => false,
-        Err(e) => return Err(cannot(e)),
     };
     let Some(account) = account else {
         return Ok(fresh);

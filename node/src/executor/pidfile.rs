@@ -192,7 +192,7 @@ pub(crate) fn all(tasks_dir: &Path) -> Vec<PathBuf> {
 }
 
 /// Subdirectories, not following symlinks (a task could plant one in its own directory).
-fn subdirs(dir: &Path) -> Vec<PathBuf> {
+pub(crate) fn subdirs(dir: &Path) -> Vec<PathBuf> {
     let Ok(entries) = std::fs::read_dir(dir) else {
         return Vec::new();
     };

@@ -1668,3 +1668,88 @@ fn a_cached_command_is_checked_before_it_is_used() {
         assert_eq!(found, workdir.join("bin").join("tool"));
     }
 }
+
+/// The collection of task directories (`collect.rs`): only ended tasks' directories are
+/// listed; a running task's, or one whose pid record holds a process (a crashed agent's
+/// leftover), is neither listed nor removed; removing the last attempt of a slot takes the
+/// slot's and the job's directories with it, and a later attempt of that slot makes them again.
+#[tokio::test]
+async fn finished_task_dirs_are_listed_and_removed_never_a_live_one() {
+    let (exec, mut events, dir) = executor("collect", CgroupMode::Auto);
+    let ended = key("collect", 0);
+    let later = AttemptId {
+        attempt: 1,
+        ..ended.clone()
+    };
+    let running = key("collect", 1);
+    run_to_exit_zero(&exec, &mut events, ended.clone(), sh("echo done")).await;
+    exec.start(running.clone(), sh("exec sleep 600")).unwrap();
+    started(&mut events).await;
+    // A record that holds a process the executor does not know (it was not adopted yet).
+    let leftover = key("leftover", 0);
+    let leftover_dir = exec.task_dir(&leftover).unwrap();
+    std::fs::create_dir_all(&leftover_dir).unwrap();
+    std::fs::write(leftover_dir.join("pid"), "{\"pid\": 1}").unwrap();
+    // Names no attempt has: a slot spelled `01`, a job key that is no job key, a symlink.
+    let tasks_dir = exec.tasks_dir().to_owned();
+    std::fs::create_dir_all(tasks_dir.join("collect.1.n/01/0")).unwrap();
+    std::fs::create_dir_all(tasks_dir.join("nodots/0/0")).unwrap();
+    std::fs::create_dir_all(dir.0.join("elsewhere")).unwrap();
+    std::fs::create_dir_all(tasks_dir.join("collect.1.n/7")).unwrap();
+    std::os::unix::fs::symlink(dir.0.join("elsewhere"), tasks_dir.join("collect.1.n/7/0")).unwrap();
+
+    let listed = |exec: &Executor| {
+        exec.finished_task_dirs()
+            .into_iter()
+            .map(|d| d.task)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(listed(&exec), vec![ended.clone()]);
+    assert!(
+        !exec.remove_task_dir(&running).unwrap(),
+        "a running task's directory stays"
+    );
+    assert!(
+        !exec.remove_task_dir(&leftover).unwrap(),
+        "a held pid record stays"
+    );
+    assert!(leftover_dir.join("pid").exists());
+    assert!(exec.task_dir(&running).unwrap().join("stdout").exists());
+
+    let ended_dir = exec.task_dir(&ended).unwrap();
+    assert!(exec.remove_task_dir(&ended).unwrap());
+    assert!(!ended_dir.exists());
+    assert!(
+        !ended_dir.parent().unwrap().exists(),
+        "the emptied slot directory went"
+    );
+    assert!(
+        tasks_dir.join("collect.1.n").exists(),
+        "the job directory still holds slot 1"
+    );
+    assert!(
+        exec.remove_task_dir(&ended).unwrap(),
+        "already gone is done"
+    );
+    assert!(
+        dir.0.join("elsewhere").exists(),
+        "a planted link was never followed"
+    );
+
+    // A later attempt of the emptied slot makes its directories again.
+    run_to_exit_zero(&exec, &mut events, later.clone(), sh("echo again")).await;
+    let paths = exec.log_paths(&later).unwrap();
+    assert_eq!(std::fs::read_to_string(paths.stdout).unwrap(), "again\n");
+
+    assert!(exec.kill(&running, Duration::from_secs(10)));
+    assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
+    assert_eq!(listed(&exec), vec![later.clone(), running.clone()]);
+    for task in [&later, &running] {
+        assert!(exec.remove_task_dir(task).unwrap());
+    }
+    // Slot 0 and slot 1 are gone; the job directory still holds the planted names.
+    assert!(!tasks_dir.join("collect.1.n/0").exists());
+    assert!(!tasks_dir.join("collect.1.n/1").exists());
+    assert!(tasks_dir.join("collect.1.n/01/0").exists());
+    assert!(listed(&exec).is_empty());
+}

@@ -326,6 +326,15 @@ impl Tables {
             + self.nodes.len()
     }
 
+    /// Whether the tables dropped attempt `id` for good: its job incarnation is purged, or
+    /// its slot's floor is above it. No op or state for it is taken again and no view shows
+    /// it, so its target may delete what it kept on disk for it (the agent's task directory
+    /// collection, `docs/executor.md`).
+    #[must_use]
+    pub fn is_collected(&self, id: &AttemptId) -> bool {
+        self.is_filtered(id)
+    }
+
     fn is_purged(&self, job: &str, incarnation: u64) -> bool {
         // Avoid allocating the key on the hot path when there are no tombstones.
         !self.purged.is_empty() && self.purged.contains(&(job.to_string(), incarnation))
