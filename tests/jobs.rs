@@ -528,16 +528,35 @@ fn task_dirs(c: &Cluster, job: &str) -> Vec<(String, String)> {
     found
 }
 
-/// What `docs/executor.md` ("Task directories") promises on real agents: a finished batch's
-/// task directories are kept (logs readable) until the job is purged, then removed on every
-/// node; a crash-looping service keeps the directories of its last attempts only; a running
-/// service's directories and processes are untouched.
+/// What `docs/executor.md` ("Task directories", "Logs") promises on real agents: a finished
+/// batch's task directories are kept (logs readable) until the job is purged, then removed on
+/// every node; a crash-looping service keeps the directories of its last attempts only; a
+/// running service's directories and processes are untouched; a running task's log is cut to
+/// the cap, and `shoal task logs` shows its tail.
 #[test]
 fn task_directories_go_with_their_attempts_and_running_ones_stay() {
     let c = Cluster::start_with(
         3,
         "taskgc",
-        &["--job-gc-grace-s", "4", "--task-gc-interval-s", "1"],
+        &[
+            "--job-gc-grace-s",
+            "4",
+            "--task-gc-interval-s",
+            "1",
+            "--task-log-max-mib",
+            "1",
+        ],
+    );
+    let chatty = serde_json::json!({
+        "id": "chatty", "type": "service", "count": 1, "command": "sh",
+        "args": c.recorded("sh -c 'head -c 3145728 /dev/zero | tr \"\\\\000\" a; echo; echo the-end; exec sleep 600'"),
+        "resources": {"cpu": 100, "memory": 16}
+    });
+    let out = c.submit(0, chatty, &[]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
     );
     let keep = serde_json::json!({
         "id": "keep", "type": "service", "count": 3, "command": "sh",
@@ -628,7 +647,34 @@ fn task_directories_go_with_their_attempts_and_running_ones_stay() {
         placement(&running),
         "keep was not disturbed"
     );
+
+    // The chatty task's 3 MiB log is cut to its last MiB on disk, and its tail is served.
+    let log = wait_for(DEADLINE, "chatty's log cut to 1 MiB", || {
+        use std::os::unix::fs::MetadataExt;
+        let dirs = task_dirs(&c, "chatty");
+        let (node, sub) = dirs.first()?;
+        let agent = c.agents.iter().find(|a| &a.name == node)?;
+        let key = std::fs::read_dir(agent.data_dir.join("tasks"))
+            .ok()?
+            .flatten()
+            .find(|k| k.file_name().to_string_lossy().starts_with("chatty."))?;
+        let path = key.path().join(sub).join("stdout");
+        let meta = std::fs::metadata(&path).ok()?;
+        (meta.len() > 3 << 20 && meta.blocks() * 512 <= (1 << 20) + 8192).then_some(path)
+    });
+    let out = run(&["task", "logs", "chatty", "0", "--addr", &c.agents[1].api()]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.stdout.ends_with(b"aaaa\nthe-end\n") && out.stdout.len() < (1 << 20) + 8192,
+        "{} bytes from {}",
+        out.stdout.len(),
+        log.display()
+    );
     let pids = c.recorded_pids();
-    assert_eq!(pids.len(), 3, "{pids:?}");
+    assert_eq!(pids.len(), 4, "{pids:?}");
     assert!(pids.iter().all(|p| alive(*p)), "{pids:?}");
 }

@@ -98,6 +98,9 @@ pub struct TaskSettings {
     /// How often the directories of tasks whose attempts the tables dropped are removed from
     /// this host (`--task-gc-interval-s`, `crate::task_gc`).
     pub task_gc_every: Duration,
+    /// Each running task's stdout and stderr keep at most their last this many bytes on disk
+    /// (`--task-log-max-mib`); `None`: unlimited.
+    pub log_cap_bytes: Option<u64>,
 }
 
 impl Default for TaskSettings {
@@ -111,6 +114,7 @@ impl Default for TaskSettings {
             ports: crate::host_ports::PortSettings::default(),
             job_gc_grace: shoal_scheduler::SchedulerConfig::default().gc_grace,
             task_gc_every: crate::task_gc::DEFAULT_EVERY,
+            log_cap_bytes: Some(crate::task_gc::DEFAULT_LOG_CAP_MIB << 20),
         }
     }
 }
@@ -549,6 +553,14 @@ async fn start_scheduler(
         config.tasks.task_gc_every,
         shutdown_rx.clone(),
     )));
+    if let Some(cap) = config.tasks.log_cap_bytes {
+        tasks.push(tokio::spawn(crate::task_gc::trim_logs(
+            executor.clone(),
+            metrics.clone(),
+            cap,
+            shutdown_rx.clone(),
+        )));
+    }
     Ok(Scheduling {
         handle,
         executor,

@@ -78,7 +78,7 @@ pub use self::enforcement::{
 };
 use self::launch::run_task;
 use self::logs::read_range;
-pub use self::logs::{LogError, LogPaths, LogStream};
+pub use self::logs::{LogError, LogPaths, LogStream, LogTrim};
 use self::pidfile::PidRecord;
 use self::spares::Spares;
 use self::users::Users;

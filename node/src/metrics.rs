@@ -91,6 +91,7 @@ pub struct Metrics {
     submit_to_running_seconds: Histogram,
     task_dirs_removed: Counter,
     task_dir_removal_failures: Counter,
+    log_bytes_trimmed: Counter,
     peers: OnceLock<Arc<PeerCounters>>,
 }
 
@@ -105,6 +106,7 @@ impl Default for Metrics {
             submit_to_running_seconds: start_buckets(),
             task_dirs_removed: Counter::default(),
             task_dir_removal_failures: Counter::default(),
+            log_bytes_trimmed: Counter::default(),
             peers: OnceLock::new(),
         }
     }
@@ -172,6 +174,11 @@ impl Metrics {
     pub fn task_dirs_collected(&self, removed: u64, failed: u64) {
         self.task_dirs_removed.inc_by(removed);
         self.task_dir_removal_failures.inc_by(failed);
+    }
+
+    /// Disk space given back by cutting running tasks' logs to the cap.
+    pub fn logs_trimmed(&self, freed_bytes: u64) {
+        self.log_bytes_trimmed.inc_by(freed_bytes);
     }
 
     /// One API request answered.
@@ -279,6 +286,12 @@ impl Metrics {
             "executor_task_dir_removal_failures",
             "Directories of finished tasks this node failed to remove (the file system refused; logged, tried again next pass)",
             self.task_dir_removal_failures.clone(),
+        );
+        r.register_with_unit(
+            "executor_log_trimmed",
+            "Disk space given back by cutting running tasks' logs to their last --task-log-max-mib",
+            Unit::Bytes,
+            self.log_bytes_trimmed.clone(),
         );
         r.register_with_unit(
             "scheduler_submit_to_running",

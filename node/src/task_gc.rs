@@ -1,3 +1,6 @@
+//! What tasks leave on disk: their logs kept under a cap while they run ([`trim_logs`],
+//! `docs/executor.md`, "Logs"), and their directories collected once the cluster forgot them.
+//!
 //! Collecting task directories (`docs/executor.md`, "Task directories"). Every
 //! `--task-gc-interval-s`, the agent lists the directories of tasks that ended on this host
 //! and asks its scheduler's tables about each one's attempt. It removes a directory when the
@@ -26,6 +29,14 @@ pub const DEFAULT_EVERY: Duration = Duration::from_secs(60);
 /// How long the directory of a task the tables do not know at all is kept, counted from its
 /// last change (the task's end). A day: the scheduler's default tombstone retention.
 pub const UNKNOWN_KEPT: Duration = Duration::from_secs(24 * 3600);
+
+/// How often running tasks' logs are checked against the cap: a task writing 100 MB/s
+/// overshoots it by at most a second's worth of that in ten.
+pub const LOG_TRIM_EVERY: Duration = Duration::from_secs(10);
+
+/// The default cap on each of a task's logs (`--task-log-max-mib`): stdout and stderr keep
+/// their last 50 MiB each (Nomad keeps 10 files of 10 MB per task).
+pub const DEFAULT_LOG_CAP_MIB: u64 = 50;
 
 /// Attempts looked up per request to the scheduler task.
 const ASK_AT_ONCE: usize = 4096;
@@ -65,6 +76,34 @@ pub async fn run(
                 failed = pass.failed,
                 finished = pass.finished,
                 "collected the directories of finished tasks whose attempts the tables dropped"
+            );
+        }
+    }
+}
+
+/// Every [`LOG_TRIM_EVERY`] until `shutdown`, cuts each running task's stdout and stderr back
+/// to their last `cap` bytes (`Executor::trim_logs`).
+pub async fn trim_logs(
+    executor: Executor,
+    metrics: Arc<Metrics>,
+    cap: u64,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(LOG_TRIM_EVERY) => {}
+        }
+        let trimmer = executor.clone();
+        let Ok(pass) = tokio::task::spawn_blocking(move || trimmer.trim_logs(cap)).await else {
+            continue;
+        };
+        metrics.logs_trimmed(pass.freed_bytes);
+        if pass.trimmed > 0 {
+            tracing::debug!(
+                logs = pass.trimmed,
+                freed_bytes = pass.freed_bytes,
+                "cut running tasks' logs back to the cap"
             );
         }
     }

@@ -105,6 +105,10 @@ pub struct AgentArgs {
     /// cluster dropped: a purged job's, and a crash-looping slot's beyond its last 8 attempts.
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub task_gc_interval_s: u64,
+    /// Each running task's stdout and stderr keep their last this many MiB on disk; older
+    /// output is cut away (offsets stay, so `task logs --follow` keeps its place). 0: unlimited.
+    #[arg(long, default_value_t = shoal_node::task_gc::DEFAULT_LOG_CAP_MIB, value_name = "MIB", value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
+    pub task_log_max_mib: u64,
     /// The host ports this node hands out as jobs' dynamic ports, `LOW-HIGH`.
     #[arg(long, default_value = "20000-32000", value_name = "LOW-HIGH", value_parser = host_ports::parse_range)]
     pub port_range: RangeInclusive<u16>,
@@ -230,6 +234,7 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             },
             job_gc_grace: Duration::from_secs(args.job_gc_grace_s),
             task_gc_every: Duration::from_secs(args.task_gc_interval_s),
+            log_cap_bytes: (args.task_log_max_mib > 0).then_some(args.task_log_max_mib << 20),
         },
         dns: shoal_node::dns::DnsSettings {
             addr: args.dns,

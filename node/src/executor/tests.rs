@@ -1753,3 +1753,61 @@ async fn finished_task_dirs_are_listed_and_removed_never_a_live_one() {
     assert!(tasks_dir.join("collect.1.n/01/0").exists());
     assert!(listed(&exec).is_empty());
 }
+
+/// `Executor::trim_logs` on a running task: its stdout is cut to the cap while the task keeps
+/// writing through its descriptor, and a reader that follows keeps its place.
+#[tokio::test]
+async fn a_running_tasks_log_is_cut_to_the_cap_and_followers_keep_their_place() {
+    let (exec, mut events, dir) = executor("trim", CgroupMode::Auto);
+    let task = key("trim", 0);
+    let go = dir.0.join("go");
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let script = format!(
+        "head -c 3145728 /dev/zero | tr '\\0' a; echo; echo first; \
+         while [ ! -e {go} ]; do sleep 0.02; done; echo second",
+        go = go.display()
+    );
+    exec.start(task.clone(), sh(&script)).unwrap();
+    started(&mut events).await;
+    let stdout = exec.log_paths(&task).unwrap().stdout;
+    assert!(
+        eventually(|| std::fs::read(&stdout).is_ok_and(|b| b.ends_with(b"first\n"))).await,
+        "the task wrote its 3 MiB"
+    );
+    let pass = exec.trim_logs(1 << 20);
+    assert_eq!((pass.trimmed, pass.failed), (1, 0), "{pass:?}");
+    let len = std::fs::metadata(&stdout).unwrap().len();
+    assert_eq!(len, (3 << 20) + 7, "offsets stay");
+    // Read from 0 to the end (a read returns at most 1 MiB): only the kept tail comes back.
+    let (mut kept, mut end) = (Vec::new(), 0);
+    for _ in 0..4 {
+        let (bytes, at) = exec
+            .read_log(&task, LogStream::Stdout, end, 1 << 20)
+            .await
+            .unwrap();
+        kept.extend_from_slice(&bytes);
+        end = at;
+    }
+    assert_eq!(end, len);
+    assert!(
+        kept.ends_with(b"a\nfirst\n"),
+        "{:?}",
+        kept.get(kept.len().saturating_sub(16)..)
+    );
+    assert!(kept.len() < (1 << 20) + 8192, "{} bytes kept", kept.len());
+    std::fs::write(&go, "").unwrap();
+    assert!(matches!(
+        next(&mut events).await,
+        ExecEvent::Exited { code: Some(0), .. }
+    ));
+    let (more, _) = exec
+        .read_log(&task, LogStream::Stdout, end, 1024)
+        .await
+        .unwrap();
+    assert_eq!(more, b"second\n");
+    assert_eq!(
+        exec.trim_logs(1 << 20),
+        LogTrim::default(),
+        "an ended task is left alone"
+    );
+}
