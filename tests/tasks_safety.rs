@@ -421,3 +421,38 @@ fn an_agent_restarted_within_the_grace_keeps_its_tasks() {
         },
     );
 }
+
+#[test]
+fn a_task_over_its_memory_limit_fails_saying_out_of_memory() {
+    let node = Node::start("oom", &[]);
+    let memory = node.limits()["memory"].clone();
+    if memory == "not_enforced" {
+        assert!(
+            std::env::var_os("SHOAL_REQUIRE_CGROUPS").is_none(),
+            "SHOAL_REQUIRE_CGROUPS is set but the agent does not limit memory"
+        );
+        eprintln!(
+            "SKIPPED a_task_over_its_memory_limit_fails_saying_out_of_memory: memory is not limited here"
+        );
+        return;
+    }
+    // One 256 MiB buffer under a 32 MiB limit.
+    let out = node.submit(
+        "hog",
+        1,
+        "exec dd if=/dev/zero of=/dev/null bs=256M count=1",
+        Value::Null,
+    );
+    assert_ok(&out);
+    let detail = wait_for(DEADLINE, "an attempt of hog fails out of memory", || {
+        let job = node.job("hog")?;
+        job["tasks"].as_array()?.iter().find_map(|t| {
+            t["detail"]
+                .as_str()
+                .filter(|d| d.contains("out of memory"))
+                .map(str::to_owned)
+        })
+    });
+    assert!(detail.contains("resources.memory"), "{detail}");
+    assert_ok(&node.agent.cli(&["job", "stop", "hog"]));
+}

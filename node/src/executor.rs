@@ -104,6 +104,10 @@ pub struct TaskSpec {
     pub user: Option<String>,
 }
 
+/// The reason a task the kernel's OOM killer ended fails with.
+pub const OOM_KILLED: &str =
+    "out of memory: the kernel killed it at its memory limit (raise resources.memory)";
+
 /// What happened to a task. Per task: `Failed`, or `Started` then `Exited`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecEvent {
@@ -124,6 +128,9 @@ pub enum ExecEvent {
         signal: Option<i32>,
         /// Whether [`Executor::kill`] was asked to stop it before it exited.
         killed: bool,
+        /// The kernel's OOM killer ended it: it died by a `SIGKILL` the agent did not send,
+        /// and its memory cgroup counted an OOM kill (only known where limits are enforced).
+        oom_killed: bool,
     },
     /// The task could not be started; `reason` names what was wrong (command, path, cgroup).
     Failed {
@@ -153,6 +160,16 @@ impl ExecEvent {
             ExecEvent::Exited {
                 task, killed: true, ..
             } => (task, TaskEvent::Killed),
+            ExecEvent::Exited {
+                task,
+                oom_killed: true,
+                ..
+            } => (
+                task,
+                TaskEvent::Failed {
+                    reason: OOM_KILLED.into(),
+                },
+            ),
             ExecEvent::Exited {
                 task,
                 code: Some(code),
@@ -737,14 +754,33 @@ impl Inner {
         let spares = self.spares.clone();
         let (cgroup_name, dir) = (name.cgroup(), self.task_dir(name));
         let owner = self.users.agent_uid;
+        let mut event = event;
+        // A SIGKILL the agent did not send: the OOM killer's, when the memory cgroup counted
+        // one (a spare's memory cgroup counts none when a task takes it, `spares.rs`).
+        let oom_check = match (&event, &cgroup, &self.cgroups) {
+            (
+                ExecEvent::Exited {
+                    signal: Some(9),
+                    killed: false,
+                    ..
+                },
+                Some(_),
+                Some(h),
+            ) => Some(h.clone()),
+            _ => None,
+        };
         let ended = tokio::task::spawn_blocking(move || {
+            let oom = oom_check.is_some_and(|h| h.oom_kills(&cgroup_name).unwrap_or(0) > 0);
             let left = cgroup.and_then(|c| end_cgroup(c, spares.as_deref(), &cgroup_name));
             let record = pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e));
-            (left, record)
+            (left, record, oom)
         })
         .await;
         match ended {
-            Ok((left, record)) => {
+            Ok((left, record, oom)) => {
+                if let ExecEvent::Exited { oom_killed, .. } = &mut event {
+                    *oom_killed = oom;
+                }
                 if let Some(cgroup) = left {
                     cgroup.remove().await;
                 }

@@ -269,6 +269,19 @@ impl Hierarchy {
             .map_err(|e| format!("{} holds `{}`: {e}", file.display(), text.trim()))
     }
 
+    /// How many processes the kernel's OOM killer has killed in the memory cgroup of task
+    /// cgroup `name` since it was made (`oom_kill` of v1 `memory.oom_control`, v2
+    /// `memory.events`); `None` where the kernel does not say (before Linux 4.13) or the file
+    /// cannot be read.
+    pub fn oom_kills(&self, name: &str) -> Option<u64> {
+        let file = match self {
+            Hierarchy::V2 { .. } => "memory.events",
+            Hierarchy::V1 { .. } => "memory.oom_control",
+        };
+        let text = super::procfs::read_small(&self.memory_dir(name).join(file)).ok()?;
+        oom_kill_count(&text)
+    }
+
     /// Whether a task's child enters its cgroup itself, between `fork` and `exec`
     /// ([`TaskCgroup::entry`]): with cgroup v1. With v2 the caller moves the pid in after the
     /// spawn ([`TaskCgroup::add`]), and a task that forks within that window can leave a child
@@ -536,6 +549,13 @@ fn signal_pid(pid: u32, signal: Signal) {
 }
 
 /// The CFS quota per [`CPU_PERIOD_US`] for a rate in millicores; `None` means unlimited.
+/// The `oom_kill N` line of `memory.oom_control` or `memory.events`.
+fn oom_kill_count(text: &str) -> Option<u64> {
+    text.lines()
+        .find_map(|l| l.strip_prefix("oom_kill "))
+        .and_then(|n| n.trim().parse().ok())
+}
+
 fn cpu_quota_us(cpu_millicores: u64) -> Option<u64> {
     (cpu_millicores > 0)
         .then(|| (cpu_millicores.saturating_mul(CPU_PERIOD_US) / 1000).max(CPU_MIN_QUOTA_US))
@@ -720,6 +740,15 @@ mod tests {
         assert_eq!(own_v1_path(own, "memory"), Some("/process_api/abc"));
         assert_eq!(own_v1_path(own, "cpu"), Some("/y"));
         assert_eq!(own_v1_path(own, "pids"), None);
+    }
+
+    #[test]
+    fn oom_kill_counts_are_read_from_both_layouts() {
+        let v1 = "oom_kill_disable 0\nunder_oom 0\noom_kill 2\n";
+        let v2 = "low 0\nhigh 0\nmax 7\noom 1\noom_kill 1\noom_group_kill 0\n";
+        assert_eq!(oom_kill_count(v1), Some(2));
+        assert_eq!(oom_kill_count(v2), Some(1));
+        assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\n"), None);
     }
 
     #[test]

@@ -202,6 +202,7 @@ pub(super) async fn run_task(
                 code: None,
                 signal: None,
                 killed: true,
+                oom_killed: false,
             };
             inner.emit(event).await;
         }

@@ -18,9 +18,11 @@
 //! task's memory limit is raised by what is charged when it takes the spare, so it has all of
 //! its own room, and a spare holding more than [`MAX_LEFTOVER_BYTES`] is removed instead of
 //! taken. `memory.force_empty`, which would give the charge back, drains every CPU's charge
-//! cache and took up to 124 ms here. The kernel's other counters carry over (`cpuacct.usage`,
-//! `cpu.stat`, `pids.events`, `memory.max_usage_in_bytes`, `memory.failcnt`); the agent reads
-//! none of them.
+//! cache and took up to 124 ms here. Nor is a memory cgroup that counted an OOM kill passed on:
+//! the agent reads that count at the end of a task that died by a `SIGKILL` it did not send,
+//! to report an OOM kill, and it must be the task's own. The kernel's other counters carry over
+//! (`cpuacct.usage`, `cpu.stat`, `pids.events`, `memory.max_usage_in_bytes`, `memory.failcnt`);
+//! the agent reads none of them.
 //!
 //! A spare keeps the name of the task that ended in it until the next task takes it and renames
 //! it to its own, so a running task's cgroups are always named after it (recovery, the watchdog
@@ -159,9 +161,12 @@ impl Spares {
         if self.lock().len() >= MAX_SPARES {
             return Err(cgroup);
         }
+        // A memory cgroup that counted an OOM kill is not passed on: the next task's end
+        // would read that count as its own (`Executor::finish`).
         let memory = self
             .charged(name)
-            .is_ok_and(|bytes| bytes <= MAX_LEFTOVER_BYTES);
+            .is_ok_and(|bytes| bytes <= MAX_LEFTOVER_BYTES)
+            && self.hierarchy.oom_kills(name).is_none_or(|n| n == 0);
         if !memory && let Err(e) = std::fs::remove_dir(self.hierarchy.memory_dir(name)) {
             tracing::debug!(error = %e, "task cgroup not kept as a spare");
             return Err(cgroup);

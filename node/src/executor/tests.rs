@@ -163,7 +163,8 @@ async fn exit_code_and_stdout_are_recorded() {
             task: task.clone(),
             code: Some(3),
             signal: None,
-            killed: false
+            killed: false,
+            oom_killed: false
         }
     );
     assert!(exec.running().is_empty());
@@ -326,7 +327,8 @@ async fn kill_of_well_behaved_task_ends_by_sigterm() {
             task: task.clone(),
             code: None,
             signal: Some(15),
-            killed: true
+            killed: true,
+            oom_killed: false
         }
     );
     assert!(
@@ -355,7 +357,8 @@ async fn a_task_killed_before_its_launch_never_starts() {
             task: task.clone(),
             code: None,
             signal: None,
-            killed: true
+            killed: true,
+            oom_killed: false
         },
         "a queued task that is killed ends without a Started"
     );
@@ -399,7 +402,8 @@ async fn kill_escalates_to_sigkill_for_the_whole_group() {
             task,
             code: None,
             signal: Some(9),
-            killed: true
+            killed: true,
+            oom_killed: false
         }
     );
     assert!(
@@ -446,6 +450,7 @@ async fn many_short_tasks_all_exit_zero_exactly_once() {
                 code: Some(0),
                 signal: None,
                 killed: false,
+                oom_killed: false,
             } => {
                 assert!(started_slots.contains(&task.slot), "Exited before Started");
                 assert!(
@@ -1004,11 +1009,41 @@ async fn memory_limit_is_enforced() {
             ExecEvent::Exited {
                 signal: Some(9),
                 killed: false,
+                oom_killed: true,
                 ..
             }
         ),
         "expected an OOM kill, got {exited:?}"
     );
+    // The scheduler hears a failure that names the cause.
+    assert_eq!(
+        exited.into_task_event().1,
+        TaskEvent::Failed {
+            reason: OOM_KILLED.into()
+        }
+    );
+    // A SIGKILL from elsewhere is no OOM kill, also in the cgroups the OOM-killed task left
+    // (a spare, where there are spares, whose memory cgroup is then new).
+    let spec = TaskSpec {
+        memory_mib: 32,
+        ..sh("kill -9 $$")
+    };
+    exec.start(key("oom", 1), spec).unwrap();
+    started(&mut events).await;
+    let exited = next(&mut events).await;
+    assert!(
+        matches!(
+            exited,
+            ExecEvent::Exited {
+                signal: Some(9),
+                killed: false,
+                oom_killed: false,
+                ..
+            }
+        ),
+        "a plain SIGKILL: {exited:?}"
+    );
+    assert_eq!(exited.into_task_event().1, TaskEvent::Exited { code: -9 });
 }
 
 #[tokio::test]
@@ -1057,7 +1092,8 @@ async fn a_restarted_agent_recovers_adopts_and_kills() {
             task: drop_it,
             code: None,
             signal: None,
-            killed: true
+            killed: true,
+            oom_killed: false
         }
     );
     assert_eq!(new.running(), std::slice::from_ref(&keep));
@@ -1068,7 +1104,8 @@ async fn a_restarted_agent_recovers_adopts_and_kills() {
             task: keep,
             code: None,
             signal: None,
-            killed: true
+            killed: true,
+            oom_killed: false
         }
     );
     old.shutdown(Duration::ZERO).await;
@@ -1105,7 +1142,8 @@ async fn a_reused_pid_is_not_mistaken_for_a_task() {
             task: task.clone(),
             code: None,
             signal: None,
-            killed: false
+            killed: false,
+            oom_killed: false
         }
     );
     assert!(no_record(&dir), "dead record cleaned up");
@@ -1195,7 +1233,8 @@ async fn a_pid_record_of_an_earlier_agent_is_adopted_as_its_attempt() {
             task: task.clone(),
             code: None,
             signal: None,
-            killed: true
+            killed: true,
+            oom_killed: false
         }
     );
     assert_eq!(

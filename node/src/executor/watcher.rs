@@ -71,6 +71,7 @@ pub(super) async fn watch_child(
         code,
         signal,
         killed: kill.termed,
+        oom_killed: false,
     };
     inner.finish(task, &name, launched.cgroup, event).await;
 }
@@ -118,6 +119,7 @@ pub(super) async fn watch_adopted(
         code: None,
         signal: None,
         killed: kill.termed,
+        oom_killed: false,
     };
     inner.finish(task, &record.task, cgroup, event).await;
 }
