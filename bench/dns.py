@@ -44,7 +44,7 @@ class Api:
     def __init__(self, addr, token_file):
         host, port = addr.rsplit(":", 1)
         self.c = http.client.HTTPConnection(host, int(port), timeout=60)
-        self.token = open(token_file).read().strip()
+        self.token = next(l.strip() for l in open(token_file) if l.strip())  # the first token
     def call(self, method, path, body=None):
         self.c.request(method, path, body=json.dumps(body) if body is not None else None,
                        headers={"content-type": "application/json", "authorization": f"Bearer {self.token}"})

@@ -713,3 +713,65 @@ fn a_token_file_open_to_others_is_refused_at_start() {
     assert!(!out.status.success());
     assert!(stderr(&out).contains("chmod 600"), "{}", stderr(&out));
 }
+
+/// Writes `text` as the token file at `path`, mode `mode`, in one rename (as an operator's
+/// tooling would).
+fn write_token_file(path: &Path, text: &str, mode: u32) {
+    let tmp = path.with_extension("new");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(mode)).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
+}
+
+/// `docs/security.md`, "Rotation": the agent re-reads its token file within seconds, accepts
+/// every token in it, and keeps the tokens it had when the new file cannot be used; the CLI
+/// sends the first line's.
+#[test]
+fn the_token_file_is_reloaded_without_a_restart() {
+    let dir = TempDir::new("token-reload");
+    let key = keygen(&dir.0, "cluster.key");
+    let file = dir.0.join("api.token");
+    let (old, new) = ("0a".repeat(32), "1b".repeat(32));
+    write_token_file(&file, &format!("{old}\n"), 0o600);
+    let agent = Agent::start(AgentSpec {
+        extra: vec!["--http-token-file".into(), file.display().to_string()],
+        ..AgentSpec::new("n1", &key, &dir.0)
+    });
+    // A change with the token: 404 for a job that does not exist, 403 with a wrong token.
+    let stop = |token: &str| {
+        send(
+            agent.http,
+            "DELETE",
+            "/v1/jobs/nothing-here",
+            &[("X-Shoal-Token", token)],
+            "",
+        )
+        .0
+    };
+    assert_eq!((stop(&old), stop(&new)), (404, 403));
+
+    write_token_file(&file, &format!("{new}\n{old}\n"), 0o600);
+    wait_for(DEADLINE, "the new token is accepted", || {
+        (stop(&new) == 404).then_some(())
+    });
+    assert_eq!(stop(&old), 404, "the old one too, until it is removed");
+    let out = agent.cli(&["job", "list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    write_token_file(&file, &format!("{new}\n"), 0o600);
+    wait_for(DEADLINE, "the old token is refused", || {
+        (stop(&old) == 403).then_some(())
+    });
+    assert_eq!(stop(&new), 404);
+
+    // A file others may read is not taken: the agent says so and keeps the token it has.
+    write_token_file(&file, &format!("{old}\n"), 0o644);
+    let log = dir.0.join("n1.log");
+    wait_for(DEADLINE, "the agent refuses the exposed file", || {
+        std::fs::read_to_string(&log)
+            .ok()?
+            .contains("chmod 600")
+            .then_some(())
+    });
+    assert_eq!((stop(&old), stop(&new)), (403, 404));
+}

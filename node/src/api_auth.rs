@@ -101,10 +101,19 @@ pub enum TokenError {
     Random,
 }
 
-/// The management token: held as its SHA-256, with the file it came from (for messages).
-#[derive(Clone)]
+/// Most tokens one token file may hold (one per line; `docs/security.md`, "Rotation").
+pub const MAX_TOKENS: usize = 8;
+
+/// How often the agent looks whether its token file changed ([`watch_token_file`]).
+pub const TOKEN_RELOAD_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// The management tokens: each held as its SHA-256, with the file they came from (for
+/// messages). The file holds one token per line; every one is accepted, and the first is the
+/// one the CLI sends, so a rotation adds the new token as the first line on every agent, moves
+/// the clients over, then removes the old line.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ApiToken {
-    hash: [u8; 32],
+    hashes: Vec<[u8; 32]>,
     path: PathBuf,
 }
 
@@ -151,26 +160,48 @@ impl ApiToken {
             });
         }
         let text = std::fs::read_to_string(path).map_err(read)?;
-        let token = text.trim();
         let invalid = |problem: String| TokenError::Invalid {
             path: path.to_path_buf(),
             problem,
         };
-        if token.len() < MIN_TOKEN_CHARS {
-            return Err(invalid(format!(
-                "holds {} characters, fewer than {MIN_TOKEN_CHARS}",
-                token.len()
-            )));
+        let mut hashes = Vec::new();
+        for (n, line) in text.lines().enumerate() {
+            let token = line.trim();
+            if token.is_empty() {
+                continue;
+            }
+            let on_line = format!("on line {}", n + 1);
+            if token.len() < MIN_TOKEN_CHARS {
+                return Err(invalid(format!(
+                    "holds a token of {} characters {on_line}, fewer than {MIN_TOKEN_CHARS}",
+                    token.len()
+                )));
+            }
+            if let Some(position) = token.find(|c: char| !c.is_ascii_graphic()) {
+                return Err(invalid(format!(
+                    "has a space or a non-printable character {on_line} at position {position}"
+                )));
+            }
+            hashes.push(sha256(token.as_bytes()));
         }
-        if let Some(position) = token.find(|c: char| !c.is_ascii_graphic()) {
+        if hashes.is_empty() {
+            return Err(invalid("holds no token".into()));
+        }
+        if hashes.len() > MAX_TOKENS {
             return Err(invalid(format!(
-                "has a space or a non-printable character at position {position}"
+                "holds {} tokens, more than {MAX_TOKENS}",
+                hashes.len()
             )));
         }
         Ok(ApiToken {
-            hash: sha256(token.as_bytes()),
+            hashes,
             path: path.to_path_buf(),
         })
+    }
+
+    /// How many tokens are accepted.
+    pub fn count(&self) -> usize {
+        self.hashes.len()
     }
 
     /// Where the token is kept.
@@ -178,9 +209,15 @@ impl ApiToken {
         &self.path
     }
 
-    /// Whether `given` is the token, in time that depends on neither of them.
+    /// Whether `given` is one of the tokens, in time that depends on neither (every token is
+    /// compared, whichever matches).
     pub fn matches(&self, given: &[u8]) -> bool {
-        self.hash.ct_eq(&sha256(given)).into()
+        let given = sha256(given);
+        let mut any = subtle::Choice::from(0);
+        for hash in &self.hashes {
+            any |= hash.ct_eq(&given);
+        }
+        any.into()
     }
 }
 
@@ -241,10 +278,11 @@ impl Refusal {
     }
 }
 
-/// The policy of one API listener: its token and the names it answers to.
-#[derive(Debug, Clone)]
+/// The policy of one API listener: its tokens and the names it answers to.
+#[derive(Debug)]
 pub struct Guard {
-    token: ApiToken,
+    /// Replaced when the token file changes ([`watch_token_file`]).
+    token: std::sync::RwLock<ApiToken>,
     /// Reads are open: the API listens on loopback.
     open_reads: bool,
     scheme: &'static str,
@@ -278,12 +316,38 @@ impl Guard {
         }
         authorities.insert((advertise.ip().to_string(), advertise.port()));
         Guard {
-            token,
+            token: std::sync::RwLock::new(token),
             open_reads: bound.ip().is_loopback(),
             scheme: scheme_of(bound),
             authorities,
             any_ip_port: bound.ip().is_unspecified().then_some(bound.port()),
         }
+    }
+
+    /// The tokens accepted now.
+    fn token(&self) -> ApiToken {
+        // A panic while holding the lock leaves a whole token set behind; keep using it.
+        self.token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Reads the token file again; `Ok(Some(n))`: it changed and `n` tokens are accepted
+    /// now, `Ok(None)`: it holds the same tokens. On an error the tokens loaded before stay.
+    pub fn reload_token(&self) -> Result<Option<usize>, TokenError> {
+        let path = self.token().path().to_path_buf();
+        let fresh = ApiToken::load(&path)?;
+        let mut held = self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *held == fresh {
+            return Ok(None);
+        }
+        let count = fresh.count();
+        *held = fresh;
+        Ok(Some(count))
     }
 
     /// Whether `host[:port]` (as in a `Host` header or an origin) names this API.
@@ -357,6 +421,7 @@ impl Guard {
             return Ok(());
         }
         let given = presented_tokens(headers);
+        let token = self.token();
         if given.is_empty() {
             let what = if read {
                 "this agent's API listens off loopback: every request"
@@ -370,20 +435,64 @@ impl Guard {
                      `X-Shoal-Token: TOKEN` (the shoal CLI: --token, SHOAL_HTTP_TOKEN or \
                      SHOAL_HTTP_TOKEN_FILE; it finds a local agent's token by itself); this agent \
                      keeps it in {}",
-                    self.token.path().display()
+                    token.path().display()
                 ),
             ));
         }
-        if given.iter().any(|t| self.token.matches(t)) {
+        if given.iter().any(|t| token.matches(t)) {
             return Ok(());
         }
         Err(Refusal::new(
             StatusCode::FORBIDDEN,
             format!(
-                "wrong token: this agent's token is the one in {}",
-                self.token.path().display()
+                "wrong token: this agent's tokens are the ones in {}",
+                token.path().display()
             ),
         ))
+    }
+}
+
+/// Reloads the token file every [`TOKEN_RELOAD_EVERY`] that its metadata changed (mtime,
+/// ctime, size, inode, mode) until `shutdown`: a rotation needs no restart. A file that cannot
+/// be used (being written, too short, readable by others) is logged once per change and the
+/// tokens loaded before stay.
+pub async fn watch_token_file(guard: Arc<Guard>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    use std::os::unix::fs::MetadataExt;
+    let path = guard.token().path().to_path_buf();
+    let stamp = |m: &std::fs::Metadata| {
+        (
+            m.mtime(),
+            m.mtime_nsec(),
+            m.ctime(),
+            m.ctime_nsec(),
+            m.len(),
+            m.ino(),
+            m.mode(),
+        )
+    };
+    let mut seen = std::fs::metadata(&path).ok().map(|m| stamp(&m));
+    loop {
+        tokio::select! {
+            _ = shutdown.changed() => return,
+            () = tokio::time::sleep(TOKEN_RELOAD_EVERY) => {}
+        }
+        let now = std::fs::metadata(&path).ok().map(|m| stamp(&m));
+        if now == seen {
+            continue;
+        }
+        seen = now;
+        match guard.reload_token() {
+            Ok(Some(count)) => tracing::info!(
+                path = %path.display(),
+                tokens = count,
+                "the HTTP API token file changed: its tokens are the ones accepted now"
+            ),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(
+                error = %e,
+                "the HTTP API token file changed but cannot be used; the tokens loaded before stay"
+            ),
+        }
     }
 }
 
@@ -805,5 +914,87 @@ mod tests {
         assert_eq!(scheme_of("127.0.0.1:1".parse().unwrap()), "http");
         assert_eq!(scheme_of("[::1]:1".parse().unwrap()), "http");
         assert_eq!(scheme_of("10.0.0.1:1".parse().unwrap()), "https");
+    }
+
+    /// Writes `text` to `path` with mode 0600.
+    fn private_file(path: &Path, text: &str) {
+        let _ = std::fs::remove_file(path);
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)
+            .unwrap();
+        f.write_all(text.as_bytes()).unwrap();
+    }
+
+    #[test]
+    fn a_token_file_may_hold_several_tokens_one_per_line() {
+        let dir = temp_dir("several");
+        let path = dir.join("t");
+        let (new, old) = ("n".repeat(40), "o".repeat(40));
+        private_file(&path, &format!("{new}\n\n  {old}  \n"));
+        let token = ApiToken::load(&path).unwrap();
+        assert_eq!(token.count(), 2);
+        assert!(token.matches(new.as_bytes()) && token.matches(old.as_bytes()));
+        assert!(!token.matches(b"nnnn"));
+        // Each line is checked, and the message names the line (never the token).
+        private_file(&path, &format!("{new}\nshort\n"));
+        let e = ApiToken::load(&path).unwrap_err().to_string();
+        assert!(
+            e.contains("on line 2") && e.contains("fewer than 32"),
+            "{e}"
+        );
+        assert!(!e.contains(&new), "{e}");
+        private_file(&path, "\n \n");
+        let e = ApiToken::load(&path).unwrap_err().to_string();
+        assert!(e.contains("holds no token"), "{e}");
+        private_file(&path, &format!("{new}\n").repeat(MAX_TOKENS + 1));
+        let e = ApiToken::load(&path).unwrap_err().to_string();
+        assert!(e.contains("more than 8"), "{e}");
+    }
+
+    #[test]
+    fn a_reload_takes_the_new_tokens_and_keeps_the_old_on_a_bad_file() {
+        let dir = temp_dir("reload");
+        let path = dir.join("t");
+        let (a, b) = ("a".repeat(40), "b".repeat(40));
+        private_file(&path, &a);
+        let guard = Guard::new(
+            ApiToken::load(&path).unwrap(),
+            "127.0.0.1:4646".parse().unwrap(),
+            "127.0.0.1:4646".parse().unwrap(),
+            &[],
+        );
+        let post = |guard: &Guard, token: &str| {
+            status(
+                guard,
+                Method::DELETE,
+                &[("host", "127.0.0.1:4646"), ("x-shoal-token", token)],
+            )
+        };
+        assert_eq!((post(&guard, &a), post(&guard, &b)), (200, 403));
+        assert_eq!(guard.reload_token().unwrap(), None, "unchanged");
+        // Rotation: both for a while, then only the new one.
+        private_file(&path, &format!("{b}\n{a}\n"));
+        assert_eq!(guard.reload_token().unwrap(), Some(2));
+        assert_eq!((post(&guard, &a), post(&guard, &b)), (200, 200));
+        private_file(&path, &b);
+        assert_eq!(guard.reload_token().unwrap(), Some(1));
+        assert_eq!((post(&guard, &a), post(&guard, &b)), (403, 200));
+        // A file that cannot be used leaves the tokens as they were.
+        private_file(&path, "half-writ");
+        assert!(guard.reload_token().is_err());
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        assert!(
+            guard
+                .reload_token()
+                .unwrap_err()
+                .to_string()
+                .contains("chmod 600")
+        );
+        std::fs::remove_file(&path).unwrap();
+        assert!(guard.reload_token().is_err());
+        assert_eq!((post(&guard, &a), post(&guard, &b)), (403, 200));
     }
 }

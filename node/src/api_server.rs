@@ -168,6 +168,10 @@ impl ApiServer {
         keyring: crate::keyring::KeyringHandle,
         shutdown: watch::Receiver<bool>,
     ) -> JoinHandle<()> {
+        tokio::spawn(crate::api_auth::watch_token_file(
+            self.guard.clone(),
+            shutdown.clone(),
+        ));
         // The key ring handle is an outer layer: the keyring routes read it from there.
         let app = api::router(state, self.guard).layer(axum::Extension(keyring));
         let mut stop = shutdown.clone();

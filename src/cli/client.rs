@@ -307,8 +307,18 @@ fn token_for(
     }
 }
 
+/// The first token of a token file (one per line; an agent accepts them all and clients send
+/// the first, `docs/security.md`, "Rotation").
 fn read_token(path: &Path) -> std::io::Result<String> {
-    Ok(std::fs::read_to_string(path)?.trim().to_string())
+    Ok(first_token(&std::fs::read_to_string(path)?))
+}
+
+fn first_token(text: &str) -> String {
+    text.lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty())
+        .unwrap_or_default()
+        .to_string()
 }
 
 /// The CA (PEM) to verify an `https://` agent with, and where it came from.

@@ -252,9 +252,13 @@ impl Agent {
 
     /// The agent's API token.
     pub fn token(&self) -> String {
+        // The first line: the token clients send (`docs/security.md`, "Rotation").
         std::fs::read_to_string(&self.token_file)
             .unwrap()
-            .trim()
+            .lines()
+            .map(str::trim)
+            .find(|l| !l.is_empty())
+            .unwrap_or_default()
             .to_string()
     }
 
