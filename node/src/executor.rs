@@ -104,9 +104,11 @@ pub struct TaskSpec {
     pub user: Option<String>,
 }
 
-/// The reason a task the kernel's OOM killer ended fails with.
-pub const OOM_KILLED: &str =
-    "out of memory: the kernel killed it at its memory limit (raise resources.memory)";
+/// The reason a task the kernel's OOM killer ended fails with. The count the agent reads
+/// does not say whose limit ran out (the task's, or the host's memory), so the reason names
+/// both.
+pub const OOM_KILLED: &str = "out of memory: the kernel's OOM killer ended it (at its memory \
+     limit, resources.memory, or the host ran out)";
 
 /// What happened to a task. Per task: `Failed`, or `Started` then `Exited`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -755,18 +757,20 @@ impl Inner {
         let (cgroup_name, dir) = (name.cgroup(), self.task_dir(name));
         let owner = self.users.agent_uid;
         let mut event = event;
-        // A SIGKILL the agent did not send: the OOM killer's, when the memory cgroup counted
-        // one (a spare's memory cgroup counts none when a task takes it, `spares.rs`).
+        // A SIGKILL the agent did not send (or a shell's exit status for a child it killed,
+        // 128 + 9): the OOM killer's, when the memory cgroup counted one (a spare's memory
+        // cgroup counts none when a task takes it, `spares.rs`).
         let oom_check = match (&event, &cgroup, &self.cgroups) {
             (
                 ExecEvent::Exited {
-                    signal: Some(9),
+                    signal,
+                    code,
                     killed: false,
                     ..
                 },
                 Some(_),
                 Some(h),
-            ) => Some(h.clone()),
+            ) if *signal == Some(9) || *code == Some(128 + 9) => Some(h.clone()),
             _ => None,
         };
         let ended = tokio::task::spawn_blocking(move || {

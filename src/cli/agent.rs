@@ -106,7 +106,8 @@ pub struct AgentArgs {
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub task_gc_interval_s: u64,
     /// Each running task's stdout and stderr keep their last this many MiB on disk; older
-    /// output is cut away (offsets stay, so `task logs --follow` keeps its place). 0: unlimited.
+    /// output is cut away (offsets stay, so `task logs --follow` keeps its place; a file
+    /// system that cannot punch holes gets the log emptied instead). 0: unlimited.
     #[arg(long, default_value_t = shoal_node::task_gc::DEFAULT_LOG_CAP_MIB, value_name = "MIB", value_parser = clap::value_parser!(u64).range(0..=1 << 30))]
     pub task_log_max_mib: u64,
     /// The host ports this node hands out as jobs' dynamic ports, `LOW-HIGH`.

@@ -2,9 +2,13 @@
 //! (`crate::task_gc` asks the scheduler's tables; `docs/executor.md`, "Task directories").
 //!
 //! Only a *finished* directory is ever a candidate: a task this executor does not run (nor
-//! adopt) whose pid record is absent or emptied. A non-empty record is recovery's and the
-//! watchdog's (a process of a crashed agent may still be behind it), so it is never touched
-//! here, whatever the tables say.
+//! adopt), with no pid record that recovery and the watchdog would trust (a regular file of
+//! the agent's, not empty: a process of a crashed agent may be behind it), and whose
+//! task cgroup, where there are cgroups, holds no process (a task may delete its own record;
+//! it cannot leave its cgroup). Such a directory is never touched here, whatever the tables
+//! say. A record the agent would not trust (a directory, a file of the task user's) does not
+//! pin the directory: the task user could otherwise keep it, and every other finished task's,
+//! from ever being collected.
 
 use std::io::ErrorKind;
 use std::path::{Path, PathBuf};
@@ -21,7 +25,8 @@ use super::{ExecError, Executor};
 pub struct FinishedDir {
     /// The attempt it belongs to.
     pub task: AttemptId,
-    /// When the directory itself last changed (its files were made, or its pid record ended).
+    /// The newest change of the directory, its pid record (emptied at the task's end) and its
+    /// logs (the task's last output): when the task ended, near enough.
     pub modified: SystemTime,
 }
 
@@ -70,10 +75,10 @@ impl Executor {
                     let Ok(task) = attempt_id(&name) else {
                         continue;
                     };
-                    if !record_ended(&attempt) {
+                    if !self.has_ended(&name, &attempt) {
                         continue;
                     }
-                    let Ok(modified) = attempt.symlink_metadata().and_then(|m| m.modified()) else {
+                    let Some(modified) = last_change(&attempt) else {
                         continue;
                     };
                     found.push(FinishedDir { task, modified });
@@ -95,8 +100,9 @@ impl Executor {
     /// The caller must know that `task` never starts here again (the tables dropped it):
     /// nothing stops a start of the same key racing this removal.
     pub fn remove_task_dir(&self, task: &AttemptId) -> Result<bool, RemoveError> {
-        let dir = self.task_dir(task)?;
-        if self.inner.lock().running.contains_key(task) || !record_ended(&dir) {
+        let name = super::name_of(task)?;
+        let dir = self.inner.task_dir(&name);
+        if self.inner.lock().running.contains_key(task) || !self.has_ended(&name, &dir) {
             return Ok(false);
         }
         match std::fs::remove_dir_all(&dir) {
@@ -116,12 +122,38 @@ impl Executor {
     }
 }
 
-/// The pid record in `dir` is absent or emptied: the executor saw its task end.
-fn record_ended(dir: &Path) -> bool {
-    match dir.join("pid").symlink_metadata() {
-        Ok(m) => m.is_file() && m.len() == 0,
-        Err(e) => e.kind() == ErrorKind::NotFound,
+impl Executor {
+    /// Whether the task of `dir` (named `name`) has ended as far as this host can tell: no pid
+    /// record recovery would trust, and no process in its task cgroup.
+    fn has_ended(&self, name: &DiskName, dir: &Path) -> bool {
+        !holds_record(dir, self.inner.users.agent_uid)
+            && self
+                .inner
+                .cgroups
+                .as_ref()
+                .is_none_or(|h| h.task_cgroup(&name.cgroup()).procs().is_empty())
     }
+}
+
+/// `dir` holds a pid record that recovery and the watchdog would read (`pidfile::read`'s
+/// rule): a regular file, owned by the agent, not empty.
+fn holds_record(dir: &Path, owner: u32) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    dir.join("pid")
+        .symlink_metadata()
+        .is_ok_and(|m| m.is_file() && m.uid() == owner && m.len() > 0)
+}
+
+/// The newest modification time of `dir` itself, its pid record and its two logs.
+fn last_change(dir: &Path) -> Option<SystemTime> {
+    let own = dir.symlink_metadata().and_then(|m| m.modified()).ok()?;
+    let files = ["pid", "stdout", "stderr"].iter().filter_map(|f| {
+        dir.join(f)
+            .symlink_metadata()
+            .and_then(|m| m.modified())
+            .ok()
+    });
+    files.chain([own]).max()
 }
 
 /// A directory name that is a decimal `u32`.

@@ -69,7 +69,10 @@ pub(super) async fn read_range(
     };
     let len = file.metadata().await.map_err(read_error)?.len();
     // A trimmed log begins with a hole (`trim_log`): skip to the first byte still kept.
-    let start = first_data(&file, offset.min(len)).map_err(read_error)?;
+    // The file may have grown since `len` was read (a hole included): stay within `len`.
+    let start = first_data(&file, offset.min(len))
+        .map_err(read_error)?
+        .min(len);
     let want = usize::try_from(len - start)
         .unwrap_or(usize::MAX)
         .min(limit);

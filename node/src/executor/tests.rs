@@ -1044,6 +1044,25 @@ async fn memory_limit_is_enforced() {
         "a plain SIGKILL: {exited:?}"
     );
     assert_eq!(exited.into_task_event().1, TaskEvent::Exited { code: -9 });
+    // A shell that reports its OOM-killed child's end as 137: OOM too.
+    let spec = TaskSpec {
+        memory_mib: 32,
+        ..sh("dd if=/dev/zero of=/dev/null bs=256M count=1; exit $?")
+    };
+    exec.start(key("oom", 2), spec).unwrap();
+    started(&mut events).await;
+    let exited = next(&mut events).await;
+    assert!(
+        matches!(
+            exited,
+            ExecEvent::Exited {
+                code: Some(137),
+                oom_killed: true,
+                ..
+            }
+        ),
+        "a shell's 137 after an OOM kill: {exited:?}"
+    );
 }
 
 #[tokio::test]
@@ -1729,6 +1748,26 @@ async fn finished_task_dirs_are_listed_and_removed_never_a_live_one() {
     let leftover_dir = exec.task_dir(&leftover).unwrap();
     std::fs::create_dir_all(&leftover_dir).unwrap();
     std::fs::write(leftover_dir.join("pid"), "{\"pid\": 1}").unwrap();
+    // Records recovery would not trust do not pin a finished task's directory: a directory
+    // in the record's place, a record of another owner (planted by a task user).
+    let pinned = [key("dirrecord", 0), key("foreign", 0)];
+    for task in &pinned {
+        std::fs::create_dir_all(exec.task_dir(task).unwrap()).unwrap();
+    }
+    std::fs::create_dir(exec.task_dir(&pinned[0]).unwrap().join("pid")).unwrap();
+    let foreign = exec.task_dir(&pinned[1]).unwrap().join("pid");
+    std::fs::write(&foreign, "{\"pid\": 1}").unwrap();
+    // Giving the file away needs root; elsewhere only the first case runs.
+    let given_away = std::os::unix::fs::chown(&foreign, Some(65534), Some(65534)).is_ok();
+    let cases = if given_away {
+        &pinned[..]
+    } else {
+        &pinned[..1]
+    };
+    for task in cases {
+        assert!(exec.remove_task_dir(task).unwrap(), "{task} was pinned");
+        assert!(!exec.task_dir(task).unwrap().exists());
+    }
     // Names no attempt has: a slot spelled `01`, a job key that is no job key, a symlink.
     let tasks_dir = exec.tasks_dir().to_owned();
     std::fs::create_dir_all(tasks_dir.join("collect.1.n/01/0")).unwrap();
@@ -1756,7 +1795,11 @@ async fn finished_task_dirs_are_listed_and_removed_never_a_live_one() {
     assert!(exec.task_dir(&running).unwrap().join("stdout").exists());
 
     let ended_dir = exec.task_dir(&ended).unwrap();
+    // A link the task left in its directory is removed, not followed.
+    std::fs::write(dir.0.join("elsewhere/kept"), "x").unwrap();
+    std::os::unix::fs::symlink(dir.0.join("elsewhere"), ended_dir.join("link")).unwrap();
     assert!(exec.remove_task_dir(&ended).unwrap());
+    assert!(dir.0.join("elsewhere/kept").exists());
     assert!(!ended_dir.exists());
     assert!(
         !ended_dir.parent().unwrap().exists(),
@@ -1849,4 +1892,33 @@ async fn a_running_tasks_log_is_cut_to_the_cap_and_followers_keep_their_place() 
         LogTrim::default(),
         "an ended task is left alone"
     );
+}
+
+/// A task that deleted its own pid record is still running in its cgroup: an executor that
+/// does not run it (a restarted agent's, before any adoption) neither lists nor removes its
+/// directory.
+#[tokio::test]
+async fn a_task_without_its_record_keeps_its_directory_while_its_cgroup_holds_it() {
+    let (exec, mut events, dir) = executor("unrecorded", CgroupMode::Auto);
+    if cgroups_or_skip(&exec, "a_task_without_its_record_keeps_its_directory").is_none() {
+        return;
+    }
+    let task = key("unrecorded", 0);
+    exec.start(task.clone(), sh("exec sleep 600")).unwrap();
+    started(&mut events).await;
+    let task_dir = exec.task_dir(&task).unwrap();
+    assert!(
+        eventually(|| !no_record(&task_dir)).await,
+        "the record is written"
+    );
+    std::fs::remove_file(task_dir.join("pid")).unwrap();
+    // The same data dir and cgroup instance, as after a restart.
+    let (other, _other_events) =
+        Executor::new(dir.0.clone(), test_config("unrecorded", CgroupMode::Auto)).unwrap();
+    assert!(other.finished_task_dirs().is_empty());
+    assert!(!other.remove_task_dir(&task).unwrap());
+    assert!(task_dir.join("stdout").exists());
+    assert!(exec.kill(&task, Duration::from_secs(10)));
+    assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
+    assert_eq!(other.finished_task_dirs().len(), 1, "ended: now it may go");
 }
