@@ -678,3 +678,64 @@ fn task_directories_go_with_their_attempts_and_running_ones_stay() {
     assert_eq!(pids.len(), 4, "{pids:?}");
     assert!(pids.iter().all(|p| alive(*p)), "{pids:?}");
 }
+
+/// `shoal task logs --attempt N` and `--previous`: the output of a crash loop's earlier
+/// attempts, kept until the tables drop them.
+#[test]
+fn the_logs_of_earlier_attempts_are_readable() {
+    let c = Cluster::start(1, "prevlogs");
+    let spec = serde_json::json!({
+        "id": "flap", "type": "service", "count": 1, "command": "sh",
+        "args": ["-c", "echo run $SHOAL_ATTEMPT; exit 1"],
+        "resources": {"cpu": 100, "memory": 16},
+        "restart": {"delay_ms": 200, "backoff": 1.0}
+    });
+    let out = c.submit(0, spec, &["--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = |extra: &[&str]| {
+        let mut args = vec!["task", "logs", "flap", "0"];
+        args.extend_from_slice(extra);
+        c.agents[0].cli(&args)
+    };
+    wait_for(DEADLINE, "flap reaches attempt 3", || {
+        let job = c.job(0, "flap")?;
+        let newest = tasks(&job)
+            .iter()
+            .filter_map(|t| t["attempt"].as_u64())
+            .max()?;
+        (newest >= 3).then_some(())
+    });
+    let first = logs(&["--attempt", "1"]);
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&first.stdout), "run 1\n");
+    let previous = logs(&["--previous"]);
+    assert!(
+        previous.status.success(),
+        "{}",
+        String::from_utf8_lossy(&previous.stderr)
+    );
+    let text = String::from_utf8_lossy(&previous.stdout).into_owned();
+    let n: u32 = text
+        .strip_prefix("run ")
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{text:?}"));
+    assert!(n >= 2, "the previous attempt ran after the first: {text:?}");
+    let missing = logs(&["--attempt", "999"]);
+    assert!(!missing.status.success());
+    assert!(
+        String::from_utf8_lossy(&missing.stderr).contains("no attempt 999"),
+        "{}",
+        String::from_utf8_lossy(&missing.stderr)
+    );
+    let both = logs(&["--attempt", "1", "--previous"]);
+    assert!(!both.status.success());
+    assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+}

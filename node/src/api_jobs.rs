@@ -16,7 +16,9 @@
 //!   `200 {"version"}`, `404`, `409` when no canary waits for promotion.
 //! - `GET /v1/tasks/{job}/{slot}/logs?stream=stdout|stderr&offset=N&max=BYTES` — served by the
 //!   node that runs the task; other nodes redirect (`307`) to its advertised address, with the
-//!   scheme it speaks (`https` off loopback).
+//!   scheme it speaks (`https` off loopback). `attempt=N` reads an earlier attempt of the slot,
+//!   `previous=true` the newest one before the current that ran (their directories are kept
+//!   until the tables drop them: the slot's last 8 attempts, a job until its purge).
 
 use std::sync::Arc;
 
@@ -29,7 +31,7 @@ use serde::Deserialize;
 use shoal_scheduler::{AttemptId, JobSpec, SpecError};
 
 use crate::api::{ApiState, error};
-use crate::sched_driver::SchedError;
+use crate::sched_driver::{SchedError, WhichAttempt};
 
 /// The answer of a [`LogReader`]: the bytes and the offset to continue from.
 pub type LogFuture =
@@ -210,6 +212,12 @@ struct LogQuery {
     offset: u64,
     #[serde(default = "max_default")]
     max: usize,
+    /// An earlier attempt of the slot, by number (default: the current one).
+    #[serde(default)]
+    attempt: Option<u32>,
+    /// The attempt before the current one that ran (a crash loop's last failure).
+    #[serde(default)]
+    previous: bool,
 }
 
 fn stdout() -> String {
@@ -230,10 +238,26 @@ async fn logs(
     if q.stream != "stdout" && q.stream != "stderr" {
         return error(StatusCode::BAD_REQUEST, "stream must be stdout or stderr");
     }
-    let Some(key) = h.current_attempt(job.clone(), slot).await else {
+    let which = match (q.attempt, q.previous) {
+        (Some(_), true) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                "give either attempt=N or previous=true, not both",
+            );
+        }
+        (Some(n), false) => WhichAttempt::Number(n),
+        (None, true) => WhichAttempt::Previous,
+        (None, false) => WhichAttempt::Current,
+    };
+    let Some(key) = h.attempt(job.clone(), slot, which).await else {
+        let what = match which {
+            WhichAttempt::Current => "no placed task".to_string(),
+            WhichAttempt::Previous => "no earlier attempt that ran".to_string(),
+            WhichAttempt::Number(n) => format!("no attempt {n} (it may have been collected)"),
+        };
         return error(
             StatusCode::NOT_FOUND,
-            format!("job {job:?} has no placed task in slot {slot}"),
+            format!("job {job:?} has {what} in slot {slot}"),
         );
     };
     if key.1 != s.id.name {
@@ -246,12 +270,14 @@ async fn logs(
         };
         // The token is never put in the URL: the client sends it again (the CLI does, to
         // cluster members only).
+        // The attempt by number: the node that runs it resolves nothing again.
         let url = format!(
-            "{}://{http}/v1/tasks/{job}/{slot}/logs?stream={}&offset={}&max={}",
+            "{}://{http}/v1/tasks/{job}/{slot}/logs?stream={}&offset={}&max={}&attempt={}",
             crate::api_auth::scheme_of(http),
             q.stream,
             q.offset,
-            q.max
+            q.max,
+            key.0.attempt
         );
         return Redirect::temporary(&url).into_response();
     }
@@ -273,6 +299,10 @@ async fn read_local(reader: Arc<dyn LogReader>, task: AttemptId, q: LogQuery) ->
                 (
                     header::HeaderName::from_static("x-shoal-next-offset"),
                     next.to_string(),
+                ),
+                (
+                    header::HeaderName::from_static("x-shoal-attempt"),
+                    task.attempt.to_string(),
                 ),
             ],
             bytes,

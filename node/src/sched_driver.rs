@@ -20,9 +20,9 @@ use std::time::Duration;
 
 use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
-    AttemptId, Catalog, CatalogBuilder, ExecCommand, JobSpec, JobView, NeverFitsError, NodeChange,
-    NodeStatus, PromoteError, Receipt, Scheduler, SchedulerConfig, SpecError, StopError,
-    SubmitError, TaskEvent, VersionView,
+    AttemptId, AttemptState, Catalog, CatalogBuilder, ExecCommand, JobSpec, JobView,
+    NeverFitsError, NodeChange, NodeStatus, PromoteError, Receipt, Scheduler, SchedulerConfig,
+    SpecError, StopError, SubmitError, TaskEvent, VersionView,
 };
 
 mod nodes;
@@ -130,6 +130,12 @@ enum Request {
     Stats(oneshot::Sender<shoal_scheduler::Stats>),
     Usage(Vec<String>, oneshot::Sender<Vec<Resources>>),
     CurrentAttempt(String, u32, oneshot::Sender<Option<(AttemptId, String)>>),
+    Attempt(
+        String,
+        u32,
+        WhichAttempt,
+        oneshot::Sender<Option<(AttemptId, String)>>,
+    ),
     HostPorts(BTreeSet<u16>),
     Versions(String, oneshot::Sender<Option<Vec<VersionView>>>),
     Revert(String, u32, oneshot::Sender<Result<Receipt, SchedError>>),
@@ -141,6 +147,19 @@ enum Request {
     ),
     NodeStatuses(oneshot::Sender<Vec<NodeStatus>>),
     TaskRows(Vec<AttemptId>, oneshot::Sender<Vec<TaskRow>>),
+}
+
+/// Which attempt of a slot ([`SchedHandle::attempt`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WhichAttempt {
+    /// The one that should run ([`SchedHandle::current_attempt`]).
+    Current,
+    /// The newest one that ran (or tried to start) before the current one: the one a crash
+    /// loop's logs are in (`shoal task logs --previous`).
+    Previous,
+    /// The attempt with this number; of two with one number (racing placers), the one that
+    /// ran.
+    Number(u32),
 }
 
 /// What this node's tables say of an attempt whose directory is on this host
@@ -221,6 +240,18 @@ impl SchedHandle {
     /// The current attempt of a slot and the node it is placed on.
     pub async fn current_attempt(&self, job: String, slot: u32) -> Option<(AttemptId, String)> {
         self.ask(|tx| Request::CurrentAttempt(job, slot, tx))
+            .await
+            .flatten()
+    }
+
+    /// An attempt of a slot of the job's visible incarnation and the node it is placed on.
+    pub async fn attempt(
+        &self,
+        job: String,
+        slot: u32,
+        which: WhichAttempt,
+    ) -> Option<(AttemptId, String)> {
+        self.ask(|tx| Request::Attempt(job, slot, which, tx))
             .await
             .flatten()
     }
@@ -580,6 +611,9 @@ impl Driver {
             Request::CurrentAttempt(job, slot, reply) => {
                 let _ = reply.send(self.current_attempt(&job, slot));
             }
+            Request::Attempt(job, slot, which, reply) => {
+                let _ = reply.send(self.attempt(&job, slot, which));
+            }
             Request::Stats(reply) => {
                 let _ = reply.send(self.core.stats());
             }
@@ -632,6 +666,43 @@ impl Driver {
         tables
             .current_attempt(&key)
             .map(|(id, a)| (id.clone(), a.target.to_string()))
+    }
+
+    fn attempt(&self, job: &str, slot: u32, which: WhichAttempt) -> Option<(AttemptId, String)> {
+        let tables = self.core.tables();
+        let (incarnation, _) = tables.job(job)?;
+        let key = shoal_scheduler::SlotKey {
+            job: job.into(),
+            incarnation,
+            slot,
+        };
+        // An attempt that reached its node's executor: its directory (and logs) may exist.
+        let ran = |id: &AttemptId| {
+            !matches!(
+                tables.state(id),
+                AttemptState::Proposed | AttemptState::Admitted | AttemptState::Rejected { .. }
+            )
+        };
+        let found = match which {
+            WhichAttempt::Current => tables.current_attempt(&key),
+            WhichAttempt::Number(n) => {
+                let mut numbered = tables.slot_attempts(&key).filter(|(id, _)| id.attempt == n);
+                let first = numbered.next()?;
+                Some(
+                    std::iter::once(first)
+                        .chain(numbered)
+                        .find(|(id, _)| ran(id))
+                        .unwrap_or(first),
+                )
+            }
+            WhichAttempt::Previous => {
+                let current = tables.current_attempt(&key).map(|(id, _)| id.clone());
+                tables.slot_attempts(&key).rev().find(|(id, _)| {
+                    ran(id) && current.as_ref().is_none_or(|c| id.attempt < c.attempt)
+                })
+            }
+        };
+        found.map(|(id, a)| (id.clone(), a.target.to_string()))
     }
 
     /// Accepts a job: checked by the core (the one check of a spec), its record logged, then

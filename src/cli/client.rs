@@ -28,6 +28,17 @@ const STREAM_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
 /// At most this many redirects are followed for one request.
 const MAX_REDIRECTS: usize = 3;
 
+/// One read of a task log (`GET /v1/tasks/{job}/{slot}/logs`).
+#[derive(Debug)]
+pub struct LogChunk {
+    /// The bytes read.
+    pub bytes: Vec<u8>,
+    /// Where to read on from (`X-Shoal-Next-Offset`).
+    pub next: Option<u64>,
+    /// The attempt the log is of (`X-Shoal-Attempt`).
+    pub attempt: Option<u32>,
+}
+
 /// Where the CLI finds an agent and how it proves who it is.
 #[derive(Debug, Args)]
 pub struct ApiArgs {
@@ -117,14 +128,20 @@ impl Api {
     }
 
     /// GETs raw bytes plus the `x-shoal-next-offset` header (task logs).
-    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<(Vec<u8>, Option<u64>)> {
+    pub async fn get_bytes(&self, path: &str) -> anyhow::Result<LogChunk> {
         let resp = self.send(Method::GET, path, None).await?;
-        let next = resp
-            .headers()
-            .get("x-shoal-next-offset")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse().ok());
-        Ok((resp.bytes().await?.to_vec(), next))
+        let number = |name: &str| {
+            resp.headers()
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse().ok())
+        };
+        let (next, attempt) = (number("x-shoal-next-offset"), number("x-shoal-attempt"));
+        Ok(LogChunk {
+            bytes: resp.bytes().await?.to_vec(),
+            next,
+            attempt: attempt.and_then(|a: u64| u32::try_from(a).ok()),
+        })
     }
 
     /// GETs a stream (`/v1/events`): the response once its head arrived, without the 30 s

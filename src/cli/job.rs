@@ -96,9 +96,18 @@ pub enum TaskCommand {
         /// Print standard error instead of standard output.
         #[arg(long)]
         stderr: bool,
-        /// Keep printing new output until Ctrl-C.
+        /// Keep printing new output until Ctrl-C; when the slot restarts, go on with the new
+        /// attempt's output from its start (said on stderr).
         #[arg(long, short)]
         follow: bool,
+        /// The output of attempt N of the slot instead of the current one (the last 8 attempts
+        /// of a slot are kept).
+        #[arg(long, value_name = "N", conflicts_with = "previous")]
+        attempt: Option<u32>,
+        /// The output of the attempt before the current one that ran: why a restarting task
+        /// failed last.
+        #[arg(long)]
+        previous: bool,
     },
 }
 
@@ -473,17 +482,42 @@ pub async fn run_task(cmd: TaskCommand) -> anyhow::Result<ExitCode> {
         api,
         stderr,
         follow,
+        attempt,
+        previous,
     } = cmd;
     let stream = if stderr { "stderr" } else { "stdout" };
+    let mut which = match (attempt, previous) {
+        (Some(n), _) => format!("&attempt={n}"),
+        (None, true) => "&previous=true".to_string(),
+        (None, false) => String::new(),
+    };
     let api = Api::new(&api)?;
+    // Offsets belong to one attempt's file. An attempt asked for (by number or as the
+    // previous one) is kept once known; following the current one moves on to the next attempt
+    // when the slot restarts, from that attempt's start.
+    let pinned = attempt.is_some() || previous;
+    let mut reading: Option<u32> = None;
     let mut offset = 0u64;
     let mut out = std::io::stdout();
     loop {
-        let path = format!("/v1/tasks/{job}/{slot}/logs?stream={stream}&offset={offset}");
-        let (bytes, next) = api.get_bytes(&path).await?;
+        let path = format!("/v1/tasks/{job}/{slot}/logs?stream={stream}&offset={offset}{which}");
+        let chunk = api.get_bytes(&path).await?;
+        if let (Some(was), Some(now)) = (reading, chunk.attempt)
+            && was != now
+        {
+            eprintln!("shoal: slot {slot} of {job} is now attempt {now}; its output follows");
+            reading = Some(now);
+            offset = 0;
+            continue;
+        }
+        reading = chunk.attempt.or(reading);
+        if pinned && let Some(n) = reading {
+            which = format!("&attempt={n}");
+        }
+        let bytes = chunk.bytes;
         out.write_all(&bytes)?;
         out.flush()?;
-        offset = next.unwrap_or(offset + bytes.len() as u64);
+        offset = chunk.next.unwrap_or(offset + bytes.len() as u64);
         if !follow && bytes.is_empty() {
             return Ok(ExitCode::SUCCESS);
         }
