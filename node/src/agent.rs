@@ -98,6 +98,9 @@ pub struct TaskSettings {
     /// How often the directories of tasks whose attempts the tables dropped are removed from
     /// this host (`--task-gc-interval-s`, `crate::task_gc`).
     pub task_gc_every: Duration,
+    /// Above this share of the data dir's disk in use, finished tasks' directories go oldest
+    /// first even while jobs list them (`--task-gc-disk-percent`; 100: never).
+    pub task_gc_disk_percent: u8,
     /// Each running task's stdout and stderr keep at most their last this many bytes on disk
     /// (`--task-log-max-mib`); `None`: unlimited.
     pub log_cap_bytes: Option<u64>,
@@ -114,6 +117,7 @@ impl Default for TaskSettings {
             ports: crate::host_ports::PortSettings::default(),
             job_gc_grace: shoal_scheduler::SchedulerConfig::default().gc_grace,
             task_gc_every: crate::task_gc::DEFAULT_EVERY,
+            task_gc_disk_percent: crate::task_gc::DEFAULT_DISK_PERCENT,
             log_cap_bytes: Some(crate::task_gc::DEFAULT_LOG_CAP_MIB << 20),
         }
     }
@@ -551,6 +555,9 @@ async fn start_scheduler(
         handle.clone(),
         metrics.clone(),
         config.tasks.task_gc_every,
+        crate::task_gc::DiskPressure {
+            percent: config.tasks.task_gc_disk_percent,
+        },
         shutdown_rx.clone(),
     )));
     if let Some(cap) = config.tasks.log_cap_bytes {

@@ -38,6 +38,14 @@ pub const LOG_TRIM_EVERY: Duration = Duration::from_secs(10);
 /// their last 50 MiB each (Nomad keeps 10 files of 10 MB per task).
 pub const DEFAULT_LOG_CAP_MIB: u64 = 50;
 
+/// The default share of the data dir's file system in use above which finished tasks'
+/// directories go even while the tables hold their attempts, oldest first
+/// (`--task-gc-disk-percent`; Nomad's client uses 80 %).
+pub const DEFAULT_DISK_PERCENT: u8 = 90;
+
+/// Most directories one pass removes for disk space.
+const MAX_PRESSURE_REMOVALS: usize = 10_000;
+
 /// Attempts looked up per request to the scheduler task.
 const ASK_AT_ONCE: usize = 4096;
 
@@ -50,6 +58,15 @@ pub struct Pass {
     pub removed: u64,
     /// The file system refused (logged; tried again next pass).
     pub failed: u64,
+    /// Of `removed`, those removed for disk space while the tables still held their attempts.
+    pub for_space: u64,
+}
+
+/// When finished tasks' directories go before the tables drop their attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DiskPressure {
+    /// Above this share of the data dir's file system in use (percent; 100: never).
+    pub percent: u8,
 }
 
 /// Collects every `every` until `shutdown`; the first pass is `every` after the start, when
@@ -59,6 +76,7 @@ pub async fn run(
     sched: SchedHandle,
     metrics: Arc<Metrics>,
     every: Duration,
+    pressure: DiskPressure,
     mut shutdown: watch::Receiver<bool>,
 ) {
     loop {
@@ -66,13 +84,21 @@ pub async fn run(
             _ = shutdown.changed() => return,
             () = tokio::time::sleep(every) => {}
         }
-        let Some(pass) = collect_once(&executor, &sched, SystemTime::now()).await else {
+        let Some(pass) = collect_once(&executor, &sched, SystemTime::now(), pressure).await else {
             return;
         };
         metrics.task_dirs_collected(pass.removed, pass.failed);
-        if pass.removed > 0 || pass.failed > 0 {
+        if pass.for_space > 0 {
+            tracing::warn!(
+                removed = pass.for_space,
+                percent = pressure.percent,
+                "the data dir's disk is over its limit: removed the directories (logs) of the \
+                 oldest finished tasks that jobs still list"
+            );
+        }
+        if pass.removed > pass.for_space || pass.failed > 0 {
             tracing::info!(
-                removed = pass.removed,
+                removed = pass.removed - pass.for_space,
                 failed = pass.failed,
                 finished = pass.finished,
                 "collected the directories of finished tasks whose attempts the tables dropped"
@@ -114,51 +140,96 @@ pub async fn collect_once(
     executor: &Executor,
     sched: &SchedHandle,
     now: SystemTime,
+    pressure: DiskPressure,
 ) -> Option<Pass> {
     let walker = executor.clone();
     let finished = tokio::task::spawn_blocking(move || walker.finished_task_dirs())
         .await
         .unwrap_or_default();
     let mut garbage = Vec::new();
+    let mut held = Vec::new();
     for chunk in finished.chunks(ASK_AT_ONCE) {
         let rows = sched
             .task_rows(chunk.iter().map(|d| d.task.clone()).collect())
             .await?;
-        garbage.extend(
-            chunk
-                .iter()
-                .zip(rows)
-                .filter(|(dir, row)| is_garbage(dir, *row, now))
-                .map(|(dir, _)| dir.task.clone()),
-        );
-    }
-    let mut pass = Pass {
-        finished: finished.len(),
-        ..Pass::default()
-    };
-    if garbage.is_empty() {
-        return Some(pass);
-    }
-    let remover = executor.clone();
-    let (removed, failed) = tokio::task::spawn_blocking(move || {
-        let (mut removed, mut failed) = (0, 0);
-        for task in &garbage {
-            match remover.remove_task_dir(task) {
-                Ok(true) => removed += 1,
-                Ok(false) => {}
-                Err(e) => {
-                    failed += 1;
-                    tracing::warn!(task = %task, error = %e, "cannot remove a finished task's directory");
-                }
+        for (dir, row) in chunk.iter().zip(rows) {
+            if is_garbage(dir, row, now) {
+                garbage.push(dir.task.clone());
+            } else {
+                held.push(dir.clone());
             }
         }
-        (removed, failed)
+    }
+    let finished = finished.len();
+    let remover = executor.clone();
+    let tasks_dir = executor.tasks_dir().to_owned();
+    let pass = tokio::task::spawn_blocking(move || {
+        let mut pass = Pass {
+            finished,
+            ..Pass::default()
+        };
+        for task in &garbage {
+            remove_one(&remover, task, &mut pass);
+        }
+        if pressure.percent < 100 {
+            let over = || disk_used_percent(&tasks_dir).is_some_and(|p| p >= pressure.percent);
+            remove_for_space(&remover, held, over, &mut pass);
+        }
+        pass
     })
     .await
     .unwrap_or_default();
-    pass.removed = removed;
-    pass.failed = failed;
     Some(pass)
+}
+
+fn remove_one(executor: &Executor, task: &shoal_scheduler::AttemptId, pass: &mut Pass) -> bool {
+    match executor.remove_task_dir(task) {
+        Ok(true) => {
+            pass.removed += 1;
+            true
+        }
+        Ok(false) => false,
+        Err(e) => {
+            pass.failed += 1;
+            tracing::warn!(task = %task, error = %e, "cannot remove a finished task's directory");
+            false
+        }
+    }
+}
+
+/// While `over()` (the disk is fuller than allowed), removes finished tasks' directories that
+/// the tables still hold, the task that ended longest ago first, at most
+/// [`MAX_PRESSURE_REMOVALS`]. Their logs are gone then, though the jobs still list them: a full
+/// disk would stop every task's output, the store's writes and new launches on this node.
+fn remove_for_space(
+    executor: &Executor,
+    mut held: Vec<FinishedDir>,
+    mut over: impl FnMut() -> bool,
+    pass: &mut Pass,
+) {
+    held.sort_by(|a, b| {
+        a.modified
+            .cmp(&b.modified)
+            .then_with(|| a.task.cmp(&b.task))
+    });
+    for dir in held.iter().take(MAX_PRESSURE_REMOVALS) {
+        if !over() {
+            return;
+        }
+        if remove_one(executor, &dir.task, pass) {
+            pass.for_space += 1;
+        }
+    }
+}
+
+/// The share of `dir`'s file system in use, in percent, as `df` counts it (blocks reserved for
+/// root count as neither used nor available).
+fn disk_used_percent(dir: &std::path::Path) -> Option<u8> {
+    let st = nix::sys::statvfs::statvfs(dir).ok()?;
+    let used = st.blocks().saturating_sub(st.blocks_free());
+    let total = used + st.blocks_available();
+    let percent = used.checked_mul(100)?.div_ceil(total.max(1));
+    u8::try_from(percent.min(100)).ok()
 }
 
 /// Whether a finished task's directory goes, given what the tables say of its attempt.
@@ -175,6 +246,70 @@ fn is_garbage(dir: &FinishedDir, row: TaskRow, now: SystemTime) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::executor::{CgroupMode, ExecutorConfig};
+
+    fn attempt(slot: u32) -> shoal_scheduler::AttemptId {
+        shoal_scheduler::AttemptId {
+            job: "old".into(),
+            incarnation: 1,
+            slot,
+            attempt: 1,
+            placer: "n1".into(),
+        }
+    }
+
+    /// Under disk pressure the directories go oldest first, only while the disk is over, and
+    /// never one whose task runs or whose record holds a process.
+    #[tokio::test]
+    async fn under_pressure_the_oldest_finished_directories_go_first() {
+        let root = std::env::temp_dir().join(format!("shoal-taskgc-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&root);
+        std::fs::create_dir_all(&root).unwrap();
+        let config = ExecutorConfig {
+            cgroups: CgroupMode::Off,
+            instance: format!("taskgc-{}", std::process::id()),
+            ..ExecutorConfig::default()
+        };
+        let (exec, _events) = Executor::new(root.clone(), config).unwrap();
+        let base = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+        // Slots 0..4 ended at base + 40 − 10·slot: slot 3 is the oldest.
+        for slot in 0..4 {
+            let dir = exec.task_dir(&attempt(slot)).unwrap();
+            std::fs::create_dir_all(&dir).unwrap();
+            std::fs::write(dir.join("stdout"), "x").unwrap();
+        }
+        // Slot 1 holds a record: a process may be behind it.
+        let held_record = exec.task_dir(&attempt(1)).unwrap().join("pid");
+        std::fs::write(&held_record, "{\"pid\": 1}").unwrap();
+        let held: Vec<FinishedDir> = (0..4)
+            .map(|slot| FinishedDir {
+                task: attempt(slot),
+                modified: base + Duration::from_secs(40 - 10 * u64::from(slot)),
+            })
+            .collect();
+        // Over for three checks: slots 3 and 2 go, slot 1 is refused (its record), and by the
+        // fourth check the disk is fine, so slot 0 stays.
+        let mut checks = 0;
+        let mut pass = Pass::default();
+        remove_for_space(
+            &exec,
+            held,
+            || {
+                checks += 1;
+                checks <= 3
+            },
+            &mut pass,
+        );
+        let exists = |slot| exec.task_dir(&attempt(slot)).unwrap().exists();
+        assert_eq!(
+            (exists(0), exists(1), exists(2), exists(3)),
+            (true, true, false, false),
+            "{pass:?}"
+        );
+        assert_eq!((pass.removed, pass.for_space, pass.failed), (2, 2, 0));
+        assert!(disk_used_percent(&root).is_some_and(|p| p <= 100));
+        let _ = std::fs::remove_dir_all(&root);
+    }
 
     #[test]
     fn only_dropped_attempts_and_long_unknown_ones_are_garbage() {

@@ -105,6 +105,10 @@ pub struct AgentArgs {
     /// cluster dropped: a purged job's, and a crash-looping slot's beyond its last 8 attempts.
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
     pub task_gc_interval_s: u64,
+    /// Above this share of the data dir's disk in use, the directories (logs) of finished
+    /// tasks go, oldest first, even while their jobs are listed; 100: never.
+    #[arg(long, default_value_t = shoal_node::task_gc::DEFAULT_DISK_PERCENT, value_name = "PERCENT", value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub task_gc_disk_percent: u8,
     /// Each running task's stdout and stderr keep their last this many MiB on disk; older
     /// output is cut away (offsets stay, so `task logs --follow` keeps its place; a file
     /// system that cannot punch holes gets the log emptied instead). 0: unlimited.
@@ -235,6 +239,7 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
             },
             job_gc_grace: Duration::from_secs(args.job_gc_grace_s),
             task_gc_every: Duration::from_secs(args.task_gc_interval_s),
+            task_gc_disk_percent: args.task_gc_disk_percent,
             log_cap_bytes: (args.task_log_max_mib > 0).then_some(args.task_log_max_mib << 20),
         },
         dns: shoal_node::dns::DnsSettings {
