@@ -48,9 +48,9 @@ pub enum RemoveError {
 
 impl Executor {
     /// The directories of tasks that ended on this host (`tasks/<job key>/<slot>/<attempt>`
-    /// whose pid record is absent or emptied and whose task is not running here), sorted by
-    /// task. Names that do not read back as an attempt are left alone. Blocking: it walks the
-    /// whole tree.
+    /// of a task not running here, with no trusted pid record and an empty task cgroup: the
+    /// module doc), sorted by task. Names that do not read back as an attempt are left alone.
+    /// Blocking: it walks the whole tree.
     #[must_use]
     pub fn finished_task_dirs(&self) -> Vec<FinishedDir> {
         let tasks_dir = &self.inner.tasks_dir;
@@ -94,8 +94,8 @@ impl Executor {
 
     /// Removes a finished task's directory with everything in it, then its slot and job
     /// directories if that left them empty. `Ok(false)`: not removed, because the task runs
-    /// (or is adopted) here or its pid record holds a process; `Ok(true)` also when it was
-    /// already gone. Blocking.
+    /// (or is adopted) here, its pid record is one recovery would trust, or its cgroup holds a
+    /// process; `Ok(true)` also when it was already gone. Blocking.
     ///
     /// The caller must know that `task` never starts here again (the tables dropped it):
     /// nothing stops a start of the same key racing this removal.
