@@ -755,8 +755,32 @@ fn the_token_file_is_reloaded_without_a_restart() {
         (stop(&new) == 404).then_some(())
     });
     assert_eq!(stop(&old), 404, "the old one too, until it is removed");
-    let out = agent.cli(&["job", "list"]);
-    assert!(out.status.success(), "{}", stderr(&out));
+    // The CLI sends a token file's first line: a change with a file whose first line is the
+    // accepted token goes through (404: no such job), one whose first line is not is refused.
+    let bogus = "2c".repeat(32);
+    for (name, text, refused) in [
+        ("first-ok", format!("{new}\n{bogus}\n"), false),
+        ("first-bogus", format!("{bogus}\n{new}\n"), true),
+    ] {
+        let path = dir.0.join(name);
+        write_token_file(&path, &text, 0o600);
+        let out = run(&[
+            "job",
+            "stop",
+            "nothing-here",
+            "--addr",
+            &agent.api(),
+            "--token-file",
+            path.to_str().unwrap(),
+        ]);
+        assert!(!out.status.success());
+        assert_eq!(
+            stderr(&out).contains("wrong token"),
+            refused,
+            "{name}: {}",
+            stderr(&out)
+        );
+    }
 
     write_token_file(&file, &format!("{new}\n"), 0o600);
     wait_for(DEADLINE, "the old token is refused", || {

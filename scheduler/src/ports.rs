@@ -184,6 +184,35 @@ mod tests {
     }
 
     #[test]
+    fn reserved_ports_are_never_picked_as_dynamic_ones() {
+        let reserved = BTreeSet::from([20000, 20001]);
+        let none = BTreeSet::new();
+        let state = PortState {
+            node: "n1",
+            held: BTreeMap::new(),
+            reserved: &reserved,
+            host: &none,
+            range: 20000..=20002,
+        };
+        for seed in 0..20 {
+            let Picked::Bound(b) =
+                state.pick(&id("web", 0, 1), &[port("http", None)], &mut Rng::new(seed))
+            else {
+                panic!("20002 is free")
+            };
+            assert_eq!(b[0].1, 20002, "seed {seed}");
+        }
+        assert_eq!(
+            state.pick(
+                &id("web", 0, 1),
+                &[port("a", None), port("b", None)],
+                &mut Rng::new(1)
+            ),
+            Picked::Busy("n1 has no free port in 20000-20002".into())
+        );
+    }
+
+    #[test]
     fn a_full_range_says_so() {
         let none = BTreeSet::new();
         let holders: Vec<AttemptId> = (0..3).map(|s| id("x", s, 1)).collect();

@@ -166,7 +166,16 @@ fn finished_jobs_are_garbage_collected_everywhere() {
             .is_some_and(|v| v.status == JobStatus::Complete)
     }));
     c.stop("n3", "svc");
-    // Grace is 5 s in the fast config.
+    // Grace is 5 s in the fast config: the finished batch stays listed everywhere for 4 s
+    // after its completion was seen (a purge before its grace would hide it early).
+    c.run_for(4_000, |c| {
+        for n in c.nodes.keys() {
+            assert!(
+                c.view(n, "once").is_some(),
+                "{n} purged `once` before its grace"
+            );
+        }
+    });
     assert!(c.run_until(20_000, |c| {
         c.nodes
             .keys()
