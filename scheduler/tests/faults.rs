@@ -116,6 +116,61 @@ fn an_isolated_node_condemns_nobody_and_its_tasks_win_after_a_short_cut() {
     );
 }
 
+/// The same short cut with `reconcile = "keep_replacement"`: the node back from the cut
+/// stops its copies, and the replacements the majority placed are the ones that stay.
+#[test]
+fn with_keep_replacement_the_returning_copies_stop_and_the_replacements_stay() {
+    let mut c = Cluster::new(5, 4000, 4096, 21);
+    let spec = JobSpec::from_json_str(
+        r#"{"id": "web", "type": "service", "count": 10, "command": "sleep", "args": ["600"],
+            "placement": "spread", "resources": {"cpu": 100, "memory": 32},
+            "disconnect": {"reconcile": "keep_replacement"}}"#,
+    )
+    .unwrap();
+    c.submit("n1", spec).unwrap();
+    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 10) && c.converged()));
+    let (on_n5, elsewhere) = alive_processes(&c, &["n5"]);
+    assert!(!on_n5.is_empty(), "spread puts some of the 10 on n5");
+
+    c.partition(&[&["n5"]]);
+    assert!(
+        c.run_until(3_000, |c| running_on(c, &MAJORITY, "web", 10)
+            && c.running_count() == 10 + on_n5.len()),
+        "the majority replaces n5's tasks"
+    );
+    let (_, with_replacements) = alive_processes(&c, &["n5"]);
+    c.heal();
+    assert!(c.run_until(10_000, |c| c.converged()
+        && running_everywhere(c, "web", 10)
+        && c.running_count() == 10));
+    assert_eq!(
+        still_alive(&c, &with_replacements),
+        Vec::<String>::new(),
+        "a replacement or a task that was never cut off died"
+    );
+    assert!(
+        with_replacements.is_superset(&elsewhere),
+        "the tasks elsewhere are among them"
+    );
+    assert_eq!(
+        still_alive(&c, &on_n5).len(),
+        on_n5.len(),
+        "every copy on n5 stopped: {:?}",
+        on_n5
+            .iter()
+            .map(|&i| &c.processes[i].outcome)
+            .collect::<Vec<_>>()
+    );
+    let t = c.nodes["n1"].sched.tables();
+    assert_eq!(
+        t.assignments()
+            .filter(|(id, _)| t.state(id).is_reclaimed())
+            .count(),
+        0,
+        "nothing was reclaimed"
+    );
+}
+
 #[test]
 fn a_cut_off_node_stops_its_services_after_stop_after_and_no_healthy_task_dies() {
     let mut c = Cluster::new(5, 4000, 4096, 22);
