@@ -524,6 +524,12 @@ impl Executor {
         self.inner.lock().running.keys().cloned().collect()
     }
 
+    /// How many tasks run (or are being adopted) here.
+    #[must_use]
+    pub fn running_count(&self) -> usize {
+        self.inner.lock().running.len()
+    }
+
     /// Refuses new tasks, kills all running ones with `grace`, and waits until every one has
     /// exited and released its resources (not until their events are consumed).
     pub async fn shutdown(&self, grace: Duration) {

@@ -120,6 +120,11 @@ pub async fn trim_logs(
             _ = shutdown.changed() => return,
             () = tokio::time::sleep(LOG_TRIM_EVERY) => {}
         }
+        // An idle agent runs no task: no trip to the blocking pool, whose idle threads have
+        // exited by now (tokio keeps them 10 s), so each trip would start one.
+        if executor.running_count() == 0 {
+            continue;
+        }
         let trimmer = executor.clone();
         let Ok(pass) = tokio::task::spawn_blocking(move || trimmer.trim_logs(cap)).await else {
             continue;
