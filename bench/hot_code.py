@@ -65,10 +65,21 @@ def file_offset(binary, vaddr):
     raise SystemExit(f"{vaddr:#x} is in no segment of {binary}")
 
 
+def ensure_tracefs():
+    """Mounts tracefs where a fresh machine has not (it is needed for the uprobes)."""
+    if os.path.exists(f"{TRACEFS}/uprobe_events"):
+        return
+    done = subprocess.run(["mount", "-t", "tracefs", "nodev", TRACEFS], capture_output=True, text=True)
+    if done.returncode != 0 or not os.path.exists(f"{TRACEFS}/uprobe_events"):
+        raise SystemExit(f"no {TRACEFS}/uprobe_events and `mount -t tracefs nodev {TRACEFS}` "
+                         f"failed ({done.stderr.strip()}): run as root on a kernel with uprobes")
+
+
 class Uprobes:
     """One uprobe per function entry, in a tracefs group of their own."""
 
     def __init__(self, binary, functions):
+        ensure_tracefs()
         self.functions = functions  # [(vaddr, name)]
         delta = file_offset(binary, functions[0][0]) - functions[0][0]
         fd = os.open(f"{TRACEFS}/uprobe_events", os.O_WRONLY | os.O_APPEND)
@@ -214,6 +225,7 @@ def main():
     p.add_argument("--merge", help="an earlier ordering file whose symbols are kept")
     p.add_argument("--out", default=os.path.join(membership.ROOT, "src", "hot-code.order"))
     args = p.parse_args()
+    ensure_tracefs()  # before phase 1, not after its minutes
     with tempfile.TemporaryDirectory(prefix="shoal-hot-code-") as tmp:
         # A copy: the uprobes and the agents' page faults concern no other process.
         binary = os.path.join(tmp, "shoal")
