@@ -129,7 +129,6 @@ enum Request {
     Jobs(oneshot::Sender<Vec<JobView>>),
     Stats(oneshot::Sender<shoal_scheduler::Stats>),
     Usage(Vec<String>, oneshot::Sender<Vec<Resources>>),
-    CurrentAttempt(String, u32, oneshot::Sender<Option<(AttemptId, String)>>),
     Attempt(
         String,
         u32,
@@ -152,7 +151,7 @@ enum Request {
 /// Which attempt of a slot ([`SchedHandle::attempt`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum WhichAttempt {
-    /// The one that should run ([`SchedHandle::current_attempt`]).
+    /// The one that should run (`Tables::current_attempt`).
     Current,
     /// The newest one that ran (or tried to start) before the current one: the one a crash
     /// loop's logs are in (`shoal task logs --previous`).
@@ -235,13 +234,6 @@ impl SchedHandle {
     /// Every job's view.
     pub async fn jobs(&self) -> Vec<JobView> {
         self.ask(Request::Jobs).await.unwrap_or_default()
-    }
-
-    /// The current attempt of a slot and the node it is placed on.
-    pub async fn current_attempt(&self, job: String, slot: u32) -> Option<(AttemptId, String)> {
-        self.ask(|tx| Request::CurrentAttempt(job, slot, tx))
-            .await
-            .flatten()
     }
 
     /// An attempt of a slot of the job's visible incarnation and the node it is placed on.
@@ -608,9 +600,6 @@ impl Driver {
             Request::Jobs(reply) => {
                 let _ = reply.send(self.core.jobs());
             }
-            Request::CurrentAttempt(job, slot, reply) => {
-                let _ = reply.send(self.current_attempt(&job, slot));
-            }
             Request::Attempt(job, slot, which, reply) => {
                 let _ = reply.send(self.attempt(&job, slot, which));
             }
@@ -655,19 +644,6 @@ impl Driver {
         }
     }
 
-    fn current_attempt(&self, job: &str, slot: u32) -> Option<(AttemptId, String)> {
-        let tables = self.core.tables();
-        let (incarnation, _) = tables.job(job)?;
-        let key = shoal_scheduler::SlotKey {
-            job: job.into(),
-            incarnation,
-            slot,
-        };
-        tables
-            .current_attempt(&key)
-            .map(|(id, a)| (id.clone(), a.target.to_string()))
-    }
-
     fn attempt(&self, job: &str, slot: u32, which: WhichAttempt) -> Option<(AttemptId, String)> {
         let tables = self.core.tables();
         let (incarnation, _) = tables.job(job)?;
@@ -685,16 +661,12 @@ impl Driver {
         };
         let found = match which {
             WhichAttempt::Current => tables.current_attempt(&key),
-            WhichAttempt::Number(n) => {
-                let mut numbered = tables.slot_attempts(&key).filter(|(id, _)| id.attempt == n);
-                let first = numbered.next()?;
-                Some(
-                    std::iter::once(first)
-                        .chain(numbered)
-                        .find(|(id, _)| ran(id))
-                        .unwrap_or(first),
-                )
-            }
+            // The first of that number that ran, else the first (`min_by_key` keeps the first
+            // of equal keys).
+            WhichAttempt::Number(n) => tables
+                .slot_attempts(&key)
+                .filter(|(id, _)| id.attempt == n)
+                .min_by_key(|(id, _)| !ran(id)),
             WhichAttempt::Previous => {
                 let current = tables.current_attempt(&key).map(|(id, _)| id.clone());
                 tables.slot_attempts(&key).rev().find(|(id, _)| {
