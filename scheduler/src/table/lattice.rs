@@ -332,21 +332,17 @@ impl Tables {
     /// collection, `docs/executor.md`).
     #[must_use]
     pub fn is_collected(&self, id: &AttemptId) -> bool {
-        self.is_filtered(id)
-    }
-
-    fn is_purged(&self, job: &str, incarnation: u64) -> bool {
-        // Avoid allocating the key on the hot path when there are no tombstones.
-        !self.purged.is_empty() && self.purged.contains(&(job.to_string(), incarnation))
-    }
-
-    fn is_filtered(&self, id: &AttemptId) -> bool {
         self.is_purged(&id.job, id.incarnation)
             || (!self.floors.is_empty()
                 && self
                     .floors
                     .get(&id.slot_key())
                     .is_some_and(|f| id.attempt < f.below))
+    }
+
+    fn is_purged(&self, job: &str, incarnation: u64) -> bool {
+        // Avoid allocating the key on the hot path when there are no tombstones.
+        !self.purged.is_empty() && self.purged.contains(&(job.to_string(), incarnation))
     }
 
     /// Join one lattice element into the tables. Returns whether anything changed.
@@ -383,7 +379,7 @@ impl Tables {
 
     fn join_milestones(&mut self, id: &AttemptId, marks: Milestones) -> bool {
         // No empty rows: they would not survive an encoding.
-        if marks.is_empty() || self.is_filtered(id) {
+        if marks.is_empty() || self.is_collected(id) {
             return false;
         }
         self.attempts.entry(id).marks.join(marks)
@@ -412,7 +408,7 @@ impl Tables {
     }
 
     fn join_health(&mut self, id: &AttemptId, h: &Health) -> bool {
-        if self.is_filtered(id) {
+        if self.is_collected(id) {
             return false;
         }
         let row = self.attempts.entry(id);
@@ -427,7 +423,7 @@ impl Tables {
     }
 
     fn join_binding(&mut self, id: &AttemptId, b: &Binding) -> bool {
-        if self.is_filtered(id) {
+        if self.is_collected(id) {
             return false;
         }
         let row = self.attempts.entry(id);
@@ -494,7 +490,7 @@ impl Tables {
         id: &AttemptId,
         a: &Assignment,
     ) -> Option<Option<Assignment>> {
-        if self.is_filtered(id) {
+        if self.is_collected(id) {
             return None;
         }
         let row = self.attempts.entry(id);
@@ -515,7 +511,7 @@ impl Tables {
         id: &AttemptId,
         s: &AttemptState,
     ) -> Option<(bool, Option<&Assignment>)> {
-        if self.is_filtered(id) || *s == AttemptState::Proposed {
+        if self.is_collected(id) || *s == AttemptState::Proposed {
             return None;
         }
         let row = self.attempts.entry(id);
