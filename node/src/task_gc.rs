@@ -177,7 +177,7 @@ pub async fn collect_once(
             remove_one(&remover, task, &mut pass);
         }
         if pressure.percent < 100 {
-            let over = || disk_used_percent(&tasks_dir).is_some_and(|p| p >= pressure.percent);
+            let over = || is_over(pressure.percent, disk_used_percent(&tasks_dir));
             remove_for_space(&remover, held, over, &mut pass);
         }
         pass
@@ -225,6 +225,12 @@ fn remove_for_space(
             pass.for_space += 1;
         }
     }
+}
+
+/// Whether a disk `used` percent full is over the threshold `percent`: at or above it, and
+/// never for 100 (a full disk reads 100) or when the share cannot be read.
+fn is_over(percent: u8, used: Option<u8>) -> bool {
+    percent < 100 && used.is_some_and(|used| used >= percent)
 }
 
 /// The share of `dir`'s file system in use, in percent, as `df` counts it (blocks reserved for
@@ -314,6 +320,19 @@ mod tests {
         assert_eq!((pass.removed, pass.for_space, pass.failed), (2, 2, 0));
         assert!(disk_used_percent(&root).is_some_and(|p| p <= 100));
         let _ = std::fs::remove_dir_all(&root);
+    }
+
+    #[test]
+    fn the_disk_threshold_is_at_or_above_and_100_means_never() {
+        assert!(is_over(90, Some(90)));
+        assert!(is_over(90, Some(100)));
+        assert!(!is_over(90, Some(89)));
+        assert!(
+            !is_over(90, None),
+            "an unreadable file system removes nothing"
+        );
+        assert!(!is_over(100, Some(100)), "100: never, even on a full disk");
+        assert!(is_over(1, Some(1)));
     }
 
     #[test]

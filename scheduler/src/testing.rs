@@ -87,6 +87,9 @@ pub struct Node {
     /// The node's job log (what [`Scheduler::poll_job_records`] asked to keep), by job: it
     /// survives a crash and is handed back on restart.
     pub log: BTreeMap<String, Vec<u8>>,
+    /// Batches handed to a stalled disk ([`Cluster::stall_disk`]): not logged, not reported
+    /// persisted, lost if the node crashes before [`Cluster::finish_disk_writes`].
+    stalled: Option<Vec<crate::durability::JobRecords>>,
     last_members: Vec<MemberInfo>,
     last_quorum: Option<Quorum>,
     ad_version: u64,
@@ -194,6 +197,7 @@ impl Cluster {
                     held: BTreeSet::new(),
                     held_kills: BTreeSet::new(),
                     log: BTreeMap::new(),
+                    stalled: None,
                     last_members: Vec::new(),
                     last_quorum: None,
                     ad_version: 0,
@@ -269,7 +273,40 @@ impl Cluster {
             n.exits.clear();
             n.held.clear();
             n.held_kills.clear();
+            // What a stalled disk had not written is gone; the disk comes back working.
+            n.stalled = None;
         }
+    }
+
+    /// From now on `name`'s job-log writes do not finish: the core's batches wait, unlogged
+    /// and not reported persisted, until [`Cluster::finish_disk_writes`] (a disk stuck in
+    /// `fsync`).
+    pub fn stall_disk(&mut self, name: &str) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.stalled.get_or_insert_with(Vec::new);
+        }
+    }
+
+    /// `name`'s stalled writes finish, in order, and its disk works at once again.
+    pub fn finish_disk_writes(&mut self, name: &str) {
+        let now = self.now;
+        let Some(n) = self.nodes.get_mut(name) else {
+            return;
+        };
+        for batch in n.stalled.take().unwrap_or_default() {
+            Self::write_log(n, now, batch);
+        }
+    }
+
+    fn write_log(n: &mut Node, now: Millis, batch: crate::durability::JobRecords) {
+        for r in batch.records {
+            if r.bytes.is_empty() {
+                n.log.remove(&r.job);
+            } else {
+                n.log.insert(r.job, r.bytes);
+            }
+        }
+        n.sched.handle_persisted(now, batch.batch);
     }
 
     /// Let SWIM declare a node down on every other node.
@@ -472,15 +509,11 @@ impl Cluster {
                     break;
                 }
                 if let Some(batch) = n.sched.poll_job_records() {
-                    // Logged at once: the harness's disk never fails.
-                    for r in batch.records {
-                        if r.bytes.is_empty() {
-                            n.log.remove(&r.job);
-                        } else {
-                            n.log.insert(r.job, r.bytes);
-                        }
+                    // Logged at once (the harness's disk never fails), unless it is stalled.
+                    match n.stalled.as_mut() {
+                        Some(waiting) => waiting.push(batch),
+                        None => Self::write_log(n, now, batch),
                     }
-                    n.sched.handle_persisted(now, batch.batch);
                     continue;
                 }
                 if let Some(out) = n.sched.poll_message() {

@@ -493,6 +493,73 @@ fn a_full_disk_answers_507_and_recovers_without_a_restart() {
     );
 }
 
+/// (8b) The data dirs of both of n1's peers fill up: n1's own disk is fine, but a peer
+/// acknowledges a write only after its own fsync (README, `POST /v1/jobs`), so n1 answers
+/// `202 {"durable": false}` once the peers' stores refuse the records, never a `200`
+/// nobody else holds. Once the space is back the held acknowledgements leave, the next
+/// submission is `200` again, and nothing accepted meanwhile is lost.
+#[test]
+fn peers_with_full_disks_hold_their_acknowledgements() {
+    let mut c = Cluster::start(
+        "full_peer_disks",
+        Options {
+            nodes: 3,
+            tmpfs_mib: vec![(1, 32), (2, 32)],
+            ..Options::default()
+        },
+    );
+    let r = c.submit(0, &service("before", 3, TASK_CPU, TASK_MEMORY));
+    c.check(
+        r.status == Some(200),
+        format!("setup submission answered {r:?}"),
+    );
+    c.require_at_count(&[("before", 3)]);
+    let t_fill = c.fill_disk(1);
+    c.fill_disk(2);
+    // The peers' state files may still hold free pages, and a record that fits in them is
+    // logged: a `200` is then true. Submit bulky jobs until the peers run out of room.
+    let held = (0..10).find_map(|k| {
+        let r = c.submit(0, &bulky_batch(&format!("during{k}")));
+        (r.status != Some(200)).then_some(r)
+    });
+    match held {
+        None => c.check(
+            false,
+            "ten 64 KiB submissions were all acknowledged with both peers' disks full: \
+             an acknowledgement did not wait for a peer's fsync",
+        ),
+        Some(r) => c.check(
+            not_durable(&r) && r.body.contains("no other live node confirmed"),
+            format!(
+                "with both peers' disks full n1 answered {:?} {} (want 202 \
+                 {{\"durable\": false, \"reason\": \"… no other live node confirmed …\"}})",
+                r.status, r.body
+            ),
+        ),
+    }
+    let t_free = c.free_disk(1);
+    c.free_disk(2);
+    let after = c.submit(0, &service("after", 3, TASK_CPU, TASK_MEMORY));
+    c.check(
+        after.status == Some(200),
+        format!(
+            "once the peers had space again, n1 answered {:?} (want 200): {}",
+            after.status, after.body
+        ),
+    );
+    c.settle(&[("before", 3), ("after", 3)], t_free);
+    let all = names_except(&c, &[]);
+    c.finish(
+        Expect {
+            incumbents: vec![pre_fault(t_fill, all)],
+            recovery_from_ms: Some(t_free),
+            accepted_is_acknowledged: true,
+            ..Expect::default()
+        },
+        Bounds::default(),
+    );
+}
+
 /// (9) `kill -9` of a whole node (its agent and every process in its namespace), then a reboot
 /// on the same data dir: replacements run elsewhere within the bound, and the reboot kills
 /// none of the tasks that ran meanwhile.

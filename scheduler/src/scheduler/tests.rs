@@ -65,6 +65,46 @@ fn durability_needs_an_ack_from_a_live_peer() {
     assert_eq!(solo.durability(&r), Durability::LocalOnly);
 }
 
+/// README: a submission is `200` "once fsynced on this node and acknowledged by a peer after
+/// its own fsync". A peer whose disk has not finished its write holds its ack; a peer that
+/// dies before the write finishes never acknowledges it.
+#[test]
+fn a_peer_acknowledges_a_write_only_once_its_own_log_holds_it() {
+    let mut c = Cluster::new(3, 1000, 1024, 2);
+    c.stall_disk("n2");
+    c.stall_disk("n3");
+    let receipt = c.submit("n1", spec("")).unwrap();
+    c.run_for(1_000, |c| {
+        assert_eq!(
+            c.nodes["n1"].sched.durability(&receipt),
+            Durability::Pending,
+            "no peer has logged the write yet"
+        );
+    });
+    for peer in ["n2", "n3"] {
+        assert!(c.view(peer, "web").is_some(), "{peer} received the write");
+        assert!(
+            !c.nodes[peer].log.contains_key("web"),
+            "{peer}'s disk is stalled"
+        );
+    }
+    // n2 dies with the write unlogged: what it held in memory acknowledged nothing.
+    c.crash("n2");
+    c.run_for(200, |c| {
+        assert_eq!(
+            c.nodes["n1"].sched.durability(&receipt),
+            Durability::Pending
+        );
+    });
+    // n3's write finishes: its held ack leaves, and the write is durable.
+    c.finish_disk_writes("n3");
+    assert!(c.nodes["n3"].log.contains_key("web"));
+    assert!(
+        c.run_until(100, |c| c.nodes["n1"].sched.durability(&receipt)
+            == Durability::Durable)
+    );
+}
+
 #[test]
 fn identical_resubmission_is_a_no_op_and_an_update_replaces_tasks() {
     let mut c = Cluster::new(2, 1000, 1024, 3);
