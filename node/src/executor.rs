@@ -110,6 +110,11 @@ pub struct TaskSpec {
 pub const OOM_KILLED: &str = "out of memory: the kernel's OOM killer ended it (at its memory \
      limit, resources.memory, or the host ran out)";
 
+/// The reason an adopted task's end is given when its memory cgroup counted an OOM kill: its
+/// exit status is unknown (it is not the agent's child), so the count is the only evidence.
+pub const ADOPTED_OOM_KILLED: &str = "out of memory, most likely: its memory cgroup counted an \
+     OOM kill when it ended (its exit status is unknown: it was adopted after an agent restart)";
+
 /// What happened to a task. Per task: `Failed`, or `Started` then `Exited`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum ExecEvent {
@@ -162,6 +167,18 @@ impl ExecEvent {
             ExecEvent::Exited {
                 task, killed: true, ..
             } => (task, TaskEvent::Killed),
+            ExecEvent::Exited {
+                task,
+                oom_killed: true,
+                code: None,
+                signal: None,
+                ..
+            } => (
+                task,
+                TaskEvent::Failed {
+                    reason: ADOPTED_OOM_KILLED.into(),
+                },
+            ),
             ExecEvent::Exited {
                 task,
                 oom_killed: true,
@@ -764,8 +781,9 @@ impl Inner {
         let owner = self.users.agent_uid;
         let mut event = event;
         // A SIGKILL the agent did not send (or a shell's exit status for a child it killed,
-        // 128 + 9): the OOM killer's, when the memory cgroup counted one (a spare's memory
-        // cgroup counts none when a task takes it, `spares.rs`).
+        // 128 + 9), or an end whose status is unknown (an adopted task): the OOM killer's,
+        // when the memory cgroup counted one (a spare's memory cgroup counts none when a task
+        // takes it, `spares.rs`).
         let oom_check = match (&event, &cgroup, &self.cgroups) {
             (
                 ExecEvent::Exited {
@@ -776,7 +794,12 @@ impl Inner {
                 },
                 Some(_),
                 Some(h),
-            ) if *signal == Some(9) || *code == Some(128 + 9) => Some(h.clone()),
+            ) if *signal == Some(9)
+                || *code == Some(128 + 9)
+                || (code.is_none() && signal.is_none()) =>
+            {
+                Some(h.clone())
+            }
             _ => None,
         };
         let ended = tokio::task::spawn_blocking(move || {

@@ -1065,6 +1065,114 @@ async fn memory_limit_is_enforced() {
     );
 }
 
+/// An adopted task (after an agent restart) has no exit status to read, but its memory
+/// cgroup still counts an OOM kill, and its end is named after it: services outlive agent
+/// upgrades, so most of their OOM kills happen to adopted tasks. A sibling that exits on its
+/// own after the same restart is not one.
+#[tokio::test]
+async fn an_adopted_task_killed_for_memory_is_named_out_of_memory() {
+    let mut dir = scratch("adoptoom");
+    let go = dir.0.join("go");
+    let (oom, plain) = (key("adoptoom", 0), key("adoptoom", 1));
+    // Each task waits (≤ 60 s) for `go`, then the first fills a 256 MiB buffer under a 32 MiB
+    // limit as the leader itself (`exec`), and the second exits 3.
+    let wait = format!(
+        "i=0; until [ -e {} ] || [ $i -ge 1200 ]; do sleep 0.05; i=$((i+1)); done",
+        go.display()
+    );
+    let specs = [
+        (
+            oom.clone(),
+            format!("{wait}; exec dd if=/dev/zero of=/dev/null bs=256M count=1"),
+        ),
+        (plain.clone(), format!("{wait}; exit 3")),
+    ];
+    // The earlier agent starts both, then its runtime is left undriven, as if it had died: it
+    // neither reaps the tasks nor ends their cgroups.
+    let (root, config) = (dir.0.clone(), test_config("adoptoom", CgroupMode::Auto));
+    let enforced = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let enforced = rt.block_on(async move {
+            let (exec, mut events) = Executor::new(root, config).unwrap();
+            let enforced = exec.enforcement().memory != MemoryEnforcement::NotEnforced;
+            if enforced {
+                for (task, script) in specs {
+                    let spec = TaskSpec {
+                        memory_mib: 32,
+                        ..sh(&script)
+                    };
+                    exec.start(task, spec).unwrap();
+                    started(&mut events).await;
+                }
+            }
+            std::mem::forget((exec, events));
+            enforced
+        });
+        std::mem::forget(rt);
+        enforced
+    })
+    .join()
+    .unwrap();
+    let (new, mut events) =
+        Executor::new(dir.0.clone(), test_config("adoptoom", CgroupMode::Auto)).unwrap();
+    dir.reap(&new);
+    if cgroups_or_skip(
+        &new,
+        "an_adopted_task_killed_for_memory_is_named_out_of_memory",
+    )
+    .is_none()
+    {
+        return;
+    }
+    assert!(enforced, "the earlier agent found no memory enforcement");
+    assert_eq!(
+        new.recover()
+            .iter()
+            .map(|r| (&r.task, r.alive))
+            .collect::<Vec<_>>(),
+        [(&oom, true), (&plain, true)]
+    );
+    let wanted = BTreeSet::from([oom.clone(), plain.clone()]);
+    let done = new.reconcile(&wanted, Duration::from_secs(5));
+    assert_eq!(done.adopted, [oom.clone(), plain.clone()]);
+    std::fs::write(&go, "").unwrap();
+    let mut ends = [next(&mut events).await, next(&mut events).await];
+    ends.sort_by(|a, b| a.task().cmp(b.task()));
+    let [oom_end, plain_end] = ends;
+    assert_eq!(
+        oom_end,
+        ExecEvent::Exited {
+            task: oom.clone(),
+            code: None,
+            signal: None,
+            killed: false,
+            oom_killed: true
+        }
+    );
+    assert_eq!(
+        oom_end.into_task_event(),
+        (
+            oom,
+            TaskEvent::Failed {
+                reason: ADOPTED_OOM_KILLED.into()
+            }
+        )
+    );
+    assert!(
+        matches!(
+            plain_end,
+            ExecEvent::Exited {
+                oom_killed: false,
+                ..
+            }
+        ),
+        "an adopted task that exits on its own: {plain_end:?}"
+    );
+}
+
 #[tokio::test]
 async fn no_cgroups_means_not_enforced_is_reported() {
     let (exec, mut events, _dir) = executor("off", CgroupMode::Off);
