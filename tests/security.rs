@@ -458,6 +458,32 @@ impl NetNs {
             .output()
             .unwrap()
     }
+
+    /// Sends `request` as raw bytes over a TCP connection to `addr` from inside the namespace
+    /// (bash's `/dev/tcp`) and returns every byte that came back before the agent closed the
+    /// connection (at most 10 s of reading).
+    fn raw_exchange(&self, addr: SocketAddr, request: &str) -> Vec<u8> {
+        let launcher = self.launcher();
+        let script = "exec 3<>\"/dev/tcp/$0/$1\" && cat >&3; exec timeout 10 cat <&3";
+        let mut child = Command::new(&launcher[0])
+            .args(&launcher[1..])
+            .args(["bash", "-c", script])
+            .args([addr.ip().to_string(), addr.port().to_string()])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("bash runs in the namespace");
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(request.as_bytes()).unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "no connection to {addr}, or it was not closed within 10 s: {out:?}"
+        );
+        out.stdout
+    }
 }
 
 impl Drop for NetNs {
@@ -599,6 +625,25 @@ fn off_loopback_the_api_speaks_https_that_the_cli_verifies() {
         stderr(&out).contains(&format!("use {api}")),
         "{}",
         stderr(&out)
+    );
+    // The agent's side: its listener serves no plain HTTP either, not even a read with the
+    // right token. It answers the bytes `GET …` with one TLS record, a fatal alert, and closes
+    // the connection: nothing in clear text comes back, and no handler ran.
+    let listener = c.agents[0].http;
+    let token = std::fs::read_to_string(&c.token_file).unwrap();
+    let request = format!(
+        "GET /v1/jobs HTTP/1.1\r\nHost: {listener}\r\nAuthorization: Bearer {}\r\n\
+         Connection: close\r\n\r\n",
+        token.trim()
+    );
+    let answer = c.ns.raw_exchange(listener, &request);
+    let text = String::from_utf8_lossy(&answer);
+    assert!(!text.contains("HTTP/"), "plain HTTP was answered: {text:?}");
+    // A TLS record: type 21 (alert), version, length 2, then level 2 (fatal) and the
+    // description (50, decode_error, from rustls today).
+    assert!(
+        answer.len() == 7 && answer[0] == 21 && answer[3..5] == [0, 2] && answer[5] == 2,
+        "expected exactly one fatal TLS alert record, got {answer:02x?}"
     );
 }
 
