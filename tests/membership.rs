@@ -1,5 +1,6 @@
 //! Membership with real agents: join through one seed, failure detection, restart with a new
-//! generation, a foreign cluster key, and garbage on the gossip port.
+//! generation, a foreign cluster key, garbage on the gossip port, a join retried until its seed
+//! appears, and the known membership (`DATA_DIR/known-members`, `shoal node forget`).
 
 mod common;
 
@@ -37,6 +38,63 @@ fn wait_all_alive(observers: &[&Agent], expected: usize) {
             },
         );
     }
+}
+
+/// The names in `agent`'s `DATA_DIR/known-members`, in file order; `None` before the file
+/// exists.
+fn known_members_file(agent: &Agent) -> Option<Vec<String>> {
+    let body = std::fs::read_to_string(agent.data_dir.join("known-members")).ok()?;
+    Some(body.lines().map(str::to_string).collect())
+}
+
+/// Waits until `agent`'s known-members file holds exactly `names` (sorted, as it writes them).
+fn wait_known_members_file(agent: &Agent, names: &[&str]) {
+    wait_for(
+        DEADLINE,
+        &format!("{}'s known-members file is {names:?}", agent.name),
+        || (known_members_file(agent)? == names).then_some(()),
+    );
+}
+
+/// `agent`'s quorum (`GET /v1/agent/self`) as (known, reachable, majority).
+fn quorum_of(agent: &Agent) -> Option<(u64, u64, bool)> {
+    let q = &agent.agent_self()?["quorum"];
+    Some((
+        q["known"].as_u64()?,
+        q["reachable"].as_u64()?,
+        q["majority"].as_bool()?,
+    ))
+}
+
+/// Waits until `agent` reports the quorum (known, reachable, majority).
+fn wait_quorum(agent: &Agent, expected: (u64, u64, bool)) {
+    wait_for(
+        DEADLINE,
+        &format!(
+            "{}'s quorum (known, reachable, majority) is {expected:?}",
+            agent.name
+        ),
+        || (quorum_of(agent)? == expected).then_some(()),
+    );
+}
+
+/// Waits until `observer` lists `name` with `status`.
+fn wait_status(observer: &Agent, name: &str, status: &str) {
+    wait_for(
+        DEADLINE,
+        &format!("{} lists {name} {status}", observer.name),
+        || {
+            let nodes = observer.nodes()?;
+            (status_of(&nodes, name)?["status"] == status).then_some(())
+        },
+    );
+}
+
+/// `shoal node list` on `agent`: its table and quorum line.
+fn node_list_text(agent: &Agent) -> String {
+    let out = agent.cli(&["node", "list"]);
+    assert!(out.status.success(), "shoal node list failed: {out:?}");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
@@ -271,4 +329,153 @@ fn a_second_agent_under_a_live_name_exits_and_the_first_keeps_the_name() {
             (settled.elapsed() > Duration::from_secs(5)).then_some(())
         });
     }
+}
+
+#[test]
+fn a_joiner_started_before_its_seed_keeps_retrying_and_joins_once_it_appears() {
+    let dir = TempDir::new("join-retry");
+    let key = keygen(&dir.0, "cluster.key");
+    // The seed's gossip address, chosen by the OS now and bound by the seed only later.
+    let seed_addr = {
+        let reserved = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        reserved.local_addr().unwrap()
+    };
+    let started = std::time::Instant::now();
+    let joiner = Agent::start(AgentSpec {
+        join: Some(seed_addr),
+        ..AgentSpec::new("n2", &key, &dir.0)
+    });
+
+    // Alone, the joiner sends nothing but its announces to the seed: five of them mean it
+    // retried four times. Retries that back off (from `join_retry_min`, 200 ms, doubling) send
+    // the fifth 3 s after the join began, and the join began after the process started, so
+    // this bound never fails slow machines; a joiner retrying every 200 ms would take 0.8 s.
+    let announces = |a: &Agent| a.agent_self()?["membership"]["datagrams_out"].as_u64();
+    wait_for(
+        DEADLINE,
+        "the joiner announced to the absent seed 5 times",
+        || (announces(&joiner)? >= 5).then_some(()),
+    );
+    let five_after = started.elapsed();
+    assert!(
+        five_after >= Duration::from_secs(2),
+        "5 announces within {five_after:?} of the start: the joiner retries without backing off"
+    );
+    let alone = joiner.nodes().unwrap();
+    assert_eq!(
+        alone.len(),
+        1,
+        "the joiner lists others before any seed ran: {alone:?}"
+    );
+
+    let seed = Agent::start(AgentSpec {
+        bind: seed_addr,
+        ..AgentSpec::new("n1", &key, &dir.0)
+    });
+    assert_eq!(seed.gossip, seed_addr);
+    let seed_up = std::time::Instant::now();
+    wait_status(&joiner, "n1", "alive");
+    wait_status(&seed, "n2", "alive");
+    eprintln!(
+        "5 announces {five_after:?} after the joiner's start; joined {:?} after the seed's",
+        seed_up.elapsed()
+    );
+    wait_all_alive(&[&seed, &joiner], 2);
+}
+
+#[test]
+fn a_restarted_survivor_still_counts_the_dead_node_it_knew() {
+    let dir = TempDir::new("known");
+    let key = keygen(&dir.0, "cluster.key");
+    let mut agents = start_cluster(3, &dir, &key);
+    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
+    for a in &agents {
+        wait_known_members_file(a, &["n1", "n2", "n3"]);
+    }
+
+    // n3 crashes: the survivors list it down (not gone) and keep it in their known members.
+    agents[2].kill9();
+    for a in &agents[..2] {
+        wait_status(a, "n3", "down");
+        wait_quorum(a, (3, 2, true));
+        assert_eq!(
+            known_members_file(a).unwrap(),
+            ["n1", "n2", "n3"],
+            "{} no longer keeps the dead n3",
+            a.name
+        );
+    }
+
+    // n2 crashes too and restarts on its data dir, on a new port and with no seed: it hears
+    // from nobody, yet counts the cluster it knew, so it knows it is a minority.
+    agents[1].kill9();
+    agents[1] = Agent::start(AgentSpec::new("n2", &key, &dir.0));
+    let restarted = &agents[1];
+    wait_quorum(restarted, (3, 1, false));
+    let listed = node_list_text(restarted);
+    assert!(
+        listed.contains("quorum as n2 sees it: NO MAJORITY: sees 1 of 3 members"),
+        "{listed}"
+    );
+    assert_eq!(known_members_file(restarted).unwrap(), ["n1", "n2", "n3"]);
+}
+
+#[test]
+fn forget_removes_a_dead_node_from_every_agents_known_members() {
+    let dir = TempDir::new("forget");
+    let key = keygen(&dir.0, "cluster.key");
+    let mut agents = start_cluster(3, &dir, &key);
+    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
+    agents[2].kill9();
+    for a in &agents[..2] {
+        wait_status(a, "n3", "down");
+        wait_known_members_file(a, &["n1", "n2", "n3"]);
+    }
+
+    // A node that is alive is refused, and stays known.
+    let refused = agents[0].cli(&["node", "forget", "n2"]);
+    assert!(!refused.status.success(), "forgot a live node: {refused:?}");
+    let why = String::from_utf8_lossy(&refused.stderr);
+    assert!(why.contains("node n2 is alive"), "{why}");
+    assert_eq!(known_members_file(&agents[0]).unwrap(), ["n1", "n2", "n3"]);
+
+    // Forgetting the dead n3 through n1 reaches n2 too: n3 no longer counts anywhere.
+    let forgot = agents[0].cli(&["node", "forget", "n3"]);
+    assert!(forgot.status.success(), "{forgot:?}");
+    let said = String::from_utf8_lossy(&forgot.stdout);
+    assert!(said.contains("forgot n3"), "{said}");
+    for a in &agents[..2] {
+        wait_known_members_file(a, &["n1", "n2"]);
+        wait_quorum(a, (2, 2, true));
+    }
+}
+
+#[test]
+fn forgetting_the_dead_gives_a_lone_survivor_its_majority_back() {
+    let dir = TempDir::new("forget-majority");
+    let key = keygen(&dir.0, "cluster.key");
+    let mut agents = start_cluster(3, &dir, &key);
+    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
+    agents[1].kill9();
+    agents[2].kill9();
+    let survivor = &agents[0];
+    wait_status(survivor, "n2", "down");
+    wait_status(survivor, "n3", "down");
+    wait_quorum(survivor, (3, 1, false));
+    let listed = node_list_text(survivor);
+    assert!(
+        listed.contains("NO MAJORITY: sees 1 of 3 members"),
+        "{listed}"
+    );
+
+    // Forget works without a majority: the operator's word that n2 and n3 are gone for good.
+    let forgot = survivor.cli(&["node", "forget", "n2", "n3"]);
+    assert!(forgot.status.success(), "{forgot:?}");
+    wait_quorum(survivor, (1, 1, true));
+    wait_known_members_file(survivor, &["n1"]);
+    let listed = node_list_text(survivor);
+    assert!(
+        listed.contains("quorum as n1 sees it: majority (sees 1 of 1 members)"),
+        "{listed}"
+    );
 }
