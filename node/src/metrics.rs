@@ -501,6 +501,11 @@ fn register_scheduler(r: &mut Registry, s: &shoal_scheduler::Stats) {
             "Peer messages refused for breaking an ownership rule",
             s.refused_messages,
         ),
+        (
+            "replication_op_logs_dropped",
+            "Op logs of writers (node starts) that stopped writing, dropped",
+            s.op_logs_dropped,
+        ),
     ] {
         r.register(name, help, counter(value));
     }
@@ -537,6 +542,21 @@ fn register_scheduler(r: &mut Registry, s: &shoal_scheduler::Stats) {
             "scheduler_table_rows",
             "Rows in this node's replicated tables",
             s.table_rows,
+        ),
+        (
+            "replication_writers",
+            "Writers (node starts) in this node's version vector, one per start that wrote",
+            s.writers,
+        ),
+        (
+            "replication_op_logs",
+            "Writers whose ops this node keeps to answer peers' digests",
+            s.op_logs,
+        ),
+        (
+            "replication_op_log_ops",
+            "Ops kept in those logs",
+            s.op_log_ops,
         ),
     ] {
         r.register(name, help, gauge(value as u64));

@@ -31,6 +31,11 @@ pub struct SchedulerConfig {
     pub tombstone_check_interval: Duration,
     /// Ops kept per actor to answer digests; beyond it peers get the full state.
     pub op_log_per_actor: NonZeroUsize,
+    /// How often the op logs of actors that wrote nothing since the last look are dropped
+    /// (after one to two of these; zero: never). An actor is one start of a node, so a
+    /// restarted node's earlier actor never writes again; its log would stay on every
+    /// replica for good. Peers that lack a dropped log's ops get the state instead.
+    pub quiet_log_drop: Duration,
     /// Out-of-order ops buffered per actor before the buffer is dropped and state requested.
     pub pending_ops_per_actor: NonZeroUsize,
     /// Most ops per outgoing `Ops` message.
@@ -86,6 +91,7 @@ impl Default for SchedulerConfig {
             tombstone_retention: Duration::from_secs(24 * 3600),
             tombstone_check_interval: Duration::from_secs(60),
             op_log_per_actor: NonZeroUsize::new(200_000).unwrap_or(NonZeroUsize::MIN),
+            quiet_log_drop: Duration::from_secs(30 * 60),
             pending_ops_per_actor: NonZeroUsize::new(100_000).unwrap_or(NonZeroUsize::MIN),
             max_ops_per_message: NonZeroUsize::new(4096).unwrap_or(NonZeroUsize::MIN),
             placement_sample: NonZeroUsize::new(8).unwrap_or(NonZeroUsize::MIN),

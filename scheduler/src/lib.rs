@@ -12,7 +12,8 @@
 //! - `scheduler.rs` — [`Scheduler`]: the "Driving it" contract, the inputs (`handle_*`), the
 //!   outputs (`poll_*`), snapshots and restore, and the state all rooms share;
 //! - `roles.rs` — each role's own state (replication, target side, coordination, GC,
-//!   reach (quorum and catch-up), durability log), each type naming the files that change it.
+//!   reach (quorum and catch-up), durability log), each type naming the files that change it;
+//! - `stats.rs` — [`Stats`]: the counters and gauges the shell exports.
 //!
 //! What each input does, one room per job:
 //! - `jobs.rs` — submissions and stops: checked, prepared as one job write, committed;
@@ -99,7 +100,7 @@
 //! health → ids, spec, table
 //! ids → (nothing)
 //! jobs → durability, hash, ids, scheduler, spec, table
-//! lib → catalog, config, drain_intent, durability, events, health, ids, jobs, members, message, placement, scheduler, spec, table, versions, view
+//! lib → catalog, config, drain_intent, durability, events, health, ids, jobs, members, message, placement, scheduler, spec, stats, table, versions, view
 //! members → hash, ids, placement, roles, scheduler
 //! message → ids, table
 //! placement → hash, spec
@@ -108,10 +109,11 @@
 //! replication → ids, message, scheduler, table
 //! roles → health, ids, placement, table
 //! rollout → health, ids, scheduler, spec, table
-//! scheduler → config, events, hash, health, ids, message, placement, roles, table
+//! scheduler → config, events, hash, health, ids, message, roles, table
 //! settling → ids, roles, scheduler, spec, table
 //! slot → ids, spec, table
 //! spec → (nothing)
+//! stats → placement, scheduler
 //! table → ids, spec
 //! testing → config, drain_intent, durability, hash, health, ids, jobs, message, scheduler, spec, table, view
 //! versions → ids, jobs, rollout, scheduler, spec, table
@@ -152,6 +154,7 @@ mod scheduler;
 mod settling;
 mod slot;
 pub mod spec;
+mod stats;
 pub mod table;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
@@ -169,14 +172,13 @@ pub use jobs::{JobWrite, Prepared, StopError, SubmitError};
 pub use members::MemberView;
 pub use message::{DecodeError, LivePeers, Message, Outgoing, Recipients, WireLimits};
 pub use placement::{FilterReport, PendingReason};
-pub use scheduler::{
-    ExecCommand, KillReason, PendingCounts, RestoreError, Scheduler, Stats, TaskEvent,
-};
+pub use scheduler::{ExecCommand, KillReason, RestoreError, Scheduler, TaskEvent};
 pub use shoal_gossip::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd, Resources};
 pub use spec::{
     Constraint, ConstraintOp, DisconnectPolicy, JobSpec, JobType, NeverFitsError,
     PlacementStrategy, Reconcile, ResourceRequest, RestartPolicy, SpecError, SpecLimits,
 };
+pub use stats::{PendingCounts, Stats};
 pub use table::{AttemptState, Health, HealthStatus, Tables};
 pub use versions::{DeploymentView, PromoteError, RevertError, VersionView};
 pub use view::{CheckFailures, JobStatus, JobView, TaskState, TaskView};

@@ -47,6 +47,8 @@ pub(crate) enum Wake {
     Settle(AttemptId),
     /// A drain's deadline (`drain.rs`).
     Drain,
+    /// Drop the op logs of actors that stopped writing (`SchedulerConfig::quiet_log_drop`).
+    QuietLogs,
 }
 
 /// Dirty sets: what to re-examine.
@@ -169,6 +171,8 @@ pub(crate) struct Counters {
     pub(crate) ops_applied: u64,
     /// Anti-entropy digests this node started.
     pub(crate) anti_entropy_rounds: u64,
+    /// Op logs of actors that stopped writing, dropped (`Replica::drop_quiet_logs`).
+    pub(crate) op_logs_dropped: u64,
 }
 
 // ---- target side: admission -------------------------------------------------------------

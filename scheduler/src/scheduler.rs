@@ -13,7 +13,6 @@ use crate::hash::Rng;
 use crate::health::{CheckResult, ResolvedCheck};
 use crate::ids::{ActorId, AttemptId, Hlc, HlcClock, SlotKey};
 use crate::message::{Message, Outgoing};
-use crate::placement::PendingReason;
 use crate::roles::{
     CatalogChanges, CatchUp, Coordination, Counters, Drain, Gc, LocalTask, Log, Members, Reach,
     Replication, Target, Wake, Work,
@@ -130,52 +129,6 @@ pub enum RestoreError {
         /// Name asked for.
         expected: String,
     },
-}
-
-/// Counters of one scheduler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct Stats {
-    /// Rows in the replicated tables (jobs, attempts, states, tombstones).
-    pub table_rows: usize,
-    /// Ops received out of order and waiting for their predecessors.
-    pub buffered_ops: usize,
-    /// Tasks admitted here and not yet dead.
-    pub local_tasks: usize,
-    /// Slots this node coordinates that found no room.
-    pub pending_slots: usize,
-    /// Ops written by this incarnation.
-    pub ops_written: u64,
-    /// Messages refused because an op in them broke an ownership rule (`Scheduler::handle_message`).
-    pub refused_messages: u64,
-    /// Attempts placed by this node as a slot's coordinator.
-    pub placements: u64,
-    /// Of `placements`: attempts after the first of their slot.
-    pub replacements: u64,
-    /// Proposals admitted here as their target.
-    pub admissions: u64,
-    /// Proposals rejected here as their target.
-    pub rejections: u64,
-    /// Ops from peers applied to the tables.
-    pub ops_applied: u64,
-    /// Anti-entropy digests started by this node.
-    pub anti_entropy_rounds: u64,
-    /// Slots this node coordinates that wait, by reason (`PendingCounts`).
-    pub pending_by_reason: PendingCounts,
-}
-
-/// Pending slots by the kind of their [`PendingReason`](crate::placement::PendingReason).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize)]
-pub struct PendingCounts {
-    /// No live member with a resource ad.
-    pub no_nodes: usize,
-    /// Every node failed a filter (no room, constraints, ports).
-    pub no_fit: usize,
-    /// Waiting out a back-off.
-    pub backoff: usize,
-    /// A node fits; placing.
-    pub placing: usize,
-    /// No majority: nothing is placed.
-    pub no_majority: usize,
 }
 
 /// Current snapshot format: 2 added the `bindings` component and the spec's service fields
@@ -379,41 +332,6 @@ impl Scheduler {
     #[must_use]
     pub fn node_usage(&self, node: &str) -> Resources {
         self.replica.usage_by_name(node)
-    }
-
-    /// Counters for metrics and simulation reports.
-    #[must_use]
-    pub fn stats(&self) -> Stats {
-        Stats {
-            table_rows: self.tables().row_count(),
-            buffered_ops: self.replica.pending_len(),
-            local_tasks: self.target.ledger.len(),
-            pending_slots: self.coord.pending.len(),
-            ops_written: self.repl.counter,
-            refused_messages: self.repl.refused_messages,
-            placements: self.counters.placements,
-            replacements: self.counters.replacements,
-            admissions: self.counters.admissions,
-            rejections: self.counters.rejections,
-            ops_applied: self.counters.ops_applied,
-            anti_entropy_rounds: self.counters.anti_entropy_rounds,
-            pending_by_reason: self.pending_by_reason(),
-        }
-    }
-
-    /// The pending slots this node coordinates, counted by the kind of reason.
-    fn pending_by_reason(&self) -> PendingCounts {
-        let mut c = PendingCounts::default();
-        for reason in self.coord.pending.values() {
-            *match reason {
-                PendingReason::NoNodes => &mut c.no_nodes,
-                PendingReason::NoFit(_) => &mut c.no_fit,
-                PendingReason::Backoff { .. } => &mut c.backoff,
-                PendingReason::Placing { .. } => &mut c.placing,
-                PendingReason::NoMajority { .. } => &mut c.no_majority,
-            } += 1;
-        }
-        c
     }
 
     /// Tasks admitted on this node and not yet known dead, with their reservations.
@@ -627,6 +545,12 @@ impl Scheduler {
                 let at = self.now.plus(self.config.tombstone_check_interval);
                 self.timers.insert((at, Wake::Tombstones));
             }
+            Wake::QuietLogs => {
+                let dropped = self.replica.drop_quiet_logs(&self.actor);
+                self.counters.op_logs_dropped += dropped as u64;
+                let at = self.now.plus(self.config.quiet_log_drop);
+                self.timers.insert((at, Wake::QuietLogs));
+            }
         }
     }
 
@@ -781,6 +705,10 @@ impl Scheduler {
                 .insert((self.now.plus_ms(jitter), Wake::AntiEntropy));
             let at = self.now.plus(self.config.tombstone_check_interval);
             self.timers.insert((at, Wake::Tombstones));
+            if !self.config.quiet_log_drop.is_zero() {
+                let at = self.now.plus(self.config.quiet_log_drop);
+                self.timers.insert((at, Wake::QuietLogs));
+            }
         }
     }
 }

@@ -154,6 +154,8 @@ pub fn fast_config() -> SchedulerConfig {
         tombstone_retention: Duration::from_secs(10),
         tombstone_check_interval: Duration::from_secs(1),
         release_hold: Duration::from_millis(50),
+        // Short, so every harness test also runs with logs dropped under it.
+        quiet_log_drop: Duration::from_secs(2),
         ..SchedulerConfig::default()
     }
 }

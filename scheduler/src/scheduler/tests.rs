@@ -105,6 +105,44 @@ fn a_peer_acknowledges_a_write_only_once_its_own_log_holds_it() {
     );
 }
 
+/// A restarted node writes as a new actor; its earlier actor's op log is dropped once it has
+/// been quiet for a sweep (the harness sweeps every 2 s), and a peer that comes back lacking
+/// that actor's ops catches up through the state instead.
+#[test]
+fn an_earlier_starts_log_is_dropped_and_a_late_peer_catches_up_by_state() {
+    let mut c = Cluster::new(3, 1000, 1024, 9);
+    c.submit("n1", spec("")).unwrap();
+    assert!(c.run_until(3_000, |c| c.running_count() == 2 && c.converged()));
+    let behind = c.nodes["n3"].sched.snapshot();
+    c.crash("n3");
+    c.declare_down("n3");
+    // n2's first start writes a job n3 never hears of, then n2 restarts as a new actor.
+    let mut mid = spec("");
+    mid.id = "mid".into();
+    mid.count = 1;
+    c.submit("n2", mid).unwrap();
+    c.run_for(500, |_| {});
+    let earlier = c.nodes["n2"].sched.actor().clone();
+    let snapshot = c.nodes["n2"].sched.snapshot();
+    c.crash("n2");
+    c.restart("n2", Some(&snapshot));
+    assert_ne!(c.nodes["n2"].sched.actor(), &earlier);
+    c.run_for(5_000, |_| {});
+    let n1 = &c.nodes["n1"].sched;
+    assert!(
+        !n1.replica.has_log(&earlier),
+        "the earlier start's log is still kept"
+    );
+    assert!(n1.stats().op_logs_dropped >= 1);
+    assert!(n1.replica.has_log(n1.actor()), "a node keeps its own log");
+    assert!(
+        n1.tables().clock().get(&earlier) > 0,
+        "its writes are still counted"
+    );
+    c.restart("n3", Some(&behind));
+    assert!(c.run_until(5_000, |c| c.converged() && c.view("n3", "mid").is_some()));
+}
+
 #[test]
 fn identical_resubmission_is_a_no_op_and_an_update_replaces_tasks() {
     let mut c = Cluster::new(2, 1000, 1024, 3);

@@ -46,10 +46,14 @@ struct ActorLog {
     /// Counter of `ops[0]`.
     first: u64,
     ops: VecDeque<Bytes>,
+    /// `first + ops.len()` at the last [`Replica::drop_quiet_logs`]: the same at the next one
+    /// means the actor wrote nothing in between.
+    swept_end: Option<u64>,
 }
 
-/// Actor → its op log. Looked up once per applied op, never iterated (digests walk the
-/// version vector): a hash lookup instead of a tree search comparing actors.
+/// Actor → its op log. Looked up once per applied op, iterated only by the rare
+/// [`Replica::drop_quiet_logs`] (digests walk the version vector): a hash lookup instead of a
+/// tree search comparing actors.
 #[allow(clippy::disallowed_types)]
 type ActorLogs = rustc_hash::FxHashMap<ActorId, ActorLog>;
 
@@ -384,6 +388,35 @@ impl Replica {
             }
         }
         Some(out)
+    }
+
+    /// Drops the op logs of the actors other than `own` that logged no op since the previous
+    /// call, and returns how many. Actors are per start, so a node's earlier starts never
+    /// write again, and each kept up to `log_per_actor` ops on every replica for good (about
+    /// 15 MB per busy actor, one more per agent restart). A peer that lacks ops of a dropped
+    /// log gets the state instead ([`Replica::missing_for`] says `None`); an actor that
+    /// writes again starts a new log at its next op.
+    pub(crate) fn drop_quiet_logs(&mut self, own: &ActorId) -> usize {
+        let before = self.logs.len();
+        self.logs.retain(|actor, log| {
+            let end = log.first + log.ops.len() as u64;
+            let quiet = log.swept_end == Some(end);
+            log.swept_end = Some(end);
+            actor == own || !quiet
+        });
+        before - self.logs.len()
+    }
+
+    /// Whether `actor`'s ops are logged here.
+    #[cfg(test)]
+    pub(crate) fn has_log(&self, actor: &ActorId) -> bool {
+        self.logs.contains_key(actor)
+    }
+
+    /// How many actors have an op log here, and how many ops they hold together.
+    pub(crate) fn log_sizes(&self) -> (usize, usize) {
+        let ops = self.logs.values().map(|log| log.ops.len()).sum();
+        (self.logs.len(), ops)
     }
 
     /// Forget a tombstone (see the GC rule).

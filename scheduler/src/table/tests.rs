@@ -420,6 +420,50 @@ proptest! {
         }
         prop_assert_eq!(lagging.tables(), full.tables());
     }
+
+    #[test]
+    fn quiet_logs_are_dropped_and_peers_that_lack_them_get_the_state(
+        h in arb_history(),
+        cuts in prop::collection::vec(0usize..13, 3),
+    ) {
+        // Writer 0 is the replica's own actor. Writer 1 goes quiet, then writes one op more
+        // after its log was dropped; writer 2 stops for good (a node's earlier start).
+        let limits = ReplicaLimits { log_per_actor: 100, pending_per_actor: 100, hold_releases: false };
+        let mut full = Replica::new(Tables::default(), limits);
+        let (one, last) = match h[1].split_last() {
+            Some((last, before)) => (before, Some(last)),
+            None => (&h[1][..], None),
+        };
+        for op in h[0].iter().chain(one).chain(&h[2]) {
+            full.receive(op.clone());
+        }
+        prop_assert_eq!(full.drop_quiet_logs(&actor(0)), 0, "the first look only notes the ends");
+        let quiet = usize::from(!one.is_empty()) + usize::from(!h[2].is_empty());
+        prop_assert_eq!(full.drop_quiet_logs(&actor(0)), quiet);
+        prop_assert_eq!(full.log_sizes(), (usize::from(!h[0].is_empty()), h[0].len()));
+        if let Some(op) = last {
+            prop_assert_eq!(full.receive(op.clone()), Received::Applied);
+        }
+        // A peer that lacks an op of a dropped log gets the state; one that lacks only its own
+        // ops and writer 1's newest gets those ops.
+        let behind = state_from(&h, &cuts, &[]);
+        let lacks_dropped = cuts[1].min(h[1].len()) + 1 < h[1].len()
+            || cuts[2].min(h[2].len()) < h[2].len();
+        match full.missing_for(behind.clock(), 1000) {
+            None => prop_assert!(lacks_dropped, "state offered where the logs held every op"),
+            Some(ops) => {
+                prop_assert!(!lacks_dropped, "a dropped log's ops were offered");
+                let mut lagging = Replica::new(behind.clone(), limits);
+                for op in ops {
+                    prop_assert_eq!(lagging.receive(op), Received::Applied);
+                }
+                prop_assert_eq!(lagging.tables(), full.tables());
+            }
+        }
+        let mut lagging = Replica::new(behind, limits);
+        lagging.merge_state(full.tables().clone());
+        prop_assert_eq!(lagging.tables(), full.tables());
+    }
 }
 
 #[test]
