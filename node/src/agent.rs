@@ -485,7 +485,9 @@ async fn start_scheduler(
         gc_grace: config.tasks.job_gc_grace,
         ..shoal_scheduler::SchedulerConfig::default()
     };
-    let mut sched_core = sched_driver::load_core(&store, &config.name, &sched_config, seed_of(id))?;
+    let joins = !config.join.is_empty();
+    let mut sched_core =
+        sched_driver::load_core(&store, &config.name, &sched_config, seed_of(id), joins)?;
     let (directory, directory_task) = directory_of(gossip, shutdown_rx.clone());
     let mut tasks = vec![directory_task];
     let peers_config = PeersConfig {

@@ -319,17 +319,26 @@ impl std::fmt::Debug for SchedParts {
 }
 
 /// Opens the store's state and builds the core: restored from the last snapshot, with the
-/// job records logged after it joined in, or new.
+/// job records logged after it joined in, or new. A new core given a cluster to join
+/// (`joins`) catches up with a peer before it acts, like a restored one: it may be this
+/// node's name back with an empty data dir (`Scheduler::catch_up_before_acting`).
 pub fn load_core(
     store: &Store,
     node: &str,
     config: &SchedulerConfig,
     seed: u64,
+    joins: bool,
 ) -> anyhow::Result<Scheduler> {
     let mut core = match store.snapshot()? {
         Some(bytes) => Scheduler::restore(node.to_string(), config.clone(), seed, &bytes)
             .map_err(|e| anyhow::anyhow!("cannot restore the scheduler tables: {e}"))?,
-        None => Scheduler::new(node.to_string(), config.clone(), seed),
+        None => {
+            let mut core = Scheduler::new(node.to_string(), config.clone(), seed);
+            if joins {
+                core.catch_up_before_acting();
+            }
+            core
+        }
     };
     let records = store.job_records()?;
     let unreadable = core.restore_job_records(records.iter().map(|(_, b)| b.as_slice()));

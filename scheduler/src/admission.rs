@@ -1,7 +1,7 @@
 //! The target side: proposals addressed to this node are admitted in arrival order while they
 //! fit its capacity (the local ledger) and get their host ports, deferred while their job
-//! (version) has not arrived or a superseded attempt of their slot holds a static port, and
-//! rejected otherwise.
+//! (version) has not arrived, a superseded attempt of their slot holds a static port or a
+//! restored node is still catching up, and rejected otherwise.
 
 use std::collections::BTreeMap;
 
@@ -58,6 +58,12 @@ impl Scheduler {
     }
 
     fn admission_verdict(&mut self, id: &AttemptId, a: &Assignment) -> Verdict {
+        if self.catching_up() {
+            // A restored node's tables may hold a proposal of its earlier life without what
+            // followed (its catch-up arrives in several messages, one actor's ops after
+            // another's): starting it could run a copy of a slot that was re-placed since.
+            return Verdict::Defer;
+        }
         let Some((inc, entry)) = self.tables().job(&id.job) else {
             return Verdict::Defer; // the job write has not arrived yet
         };

@@ -17,7 +17,7 @@ use shoal_gossip::{Millis, Quorum};
 
 use crate::ids::AttemptId;
 use crate::placement::PendingReason;
-use crate::roles::{CATCH_UP_MAX_MS, Wake};
+use crate::roles::{CATCH_UP_MAX_MS, CatchUp, Wake};
 #[cfg(doc)]
 use crate::roles::{Reach, STABLE_MAJORITY_MS, Streak};
 use crate::scheduler::{KillReason, Scheduler};
@@ -85,7 +85,7 @@ impl Scheduler {
 
     /// Restored and not yet caught up: no peer it asked has answered, and
     /// [`CATCH_UP_MAX_MS`] have not passed since it first saw the membership.
-    fn catching_up(&self) -> bool {
+    pub(crate) fn catching_up(&self) -> bool {
         self.reach
             .catch_up
             .as_ref()
@@ -105,11 +105,21 @@ impl Scheduler {
         }
     }
 
+    /// Act only after an exchange with a live peer, as a restored node does (or after
+    /// [`CATCH_UP_MAX_MS`] with no answer). For a node that starts with nothing but was given
+    /// a cluster to join: it may be a node back under its old name with an empty data dir
+    /// (a replaced disk), whose attempt ids name it as placer like its first life's, and whose
+    /// tables arrive from its peers in several messages (`docs/faults.md`).
+    pub fn catch_up_before_acting(&mut self) {
+        self.reach.catch_up.get_or_insert_with(CatchUp::default);
+    }
+
     /// A digest answer from `from` arrived: everything the peer had when it answered has
     /// arrived too (one ordered stream per peer), so a restored node has caught up.
     pub(crate) fn caught_up_with(&mut self, _from: &str) {
         if self.reach.catch_up.take().is_some() {
             self.work.everything = true;
+            self.requeue_deferred(None);
         }
     }
 

@@ -353,6 +353,18 @@ impl Cluster {
         self.restart_node(name, snapshot, false);
     }
 
+    /// Restart a crashed node as an agent with a lost data dir would start (no snapshot, no
+    /// job log), given the cluster to join: it catches up before it acts.
+    pub fn restart_empty(&mut self, name: &str) {
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.log.clear();
+        }
+        self.restart_node(name, None, false);
+        if let Some(n) = self.nodes.get_mut(name) {
+            n.sched.catch_up_before_acting();
+        }
+    }
+
     /// Restart a node's agent from a snapshot while its processes run on: the restarted
     /// scheduler adopts them (`handle_recovered_tasks`).
     pub fn restart_agent(&mut self, name: &str, snapshot: &[u8]) {

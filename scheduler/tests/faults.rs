@@ -500,3 +500,68 @@ fn a_down_mark_of_an_older_generation_condemns_nothing_placed_since() {
         "condemned on an older generation's down mark: {killed:?}"
     );
 }
+
+/// A node comes back while its peers' answers to its catch-up arrive in many small messages
+/// (4 ops each here; 4,096 on agents, so a node that missed more): it must neither place nor
+/// admit from a part of the tables. Seen without it: a proposal of the node's first life,
+/// whose loss and replacement were in a later message, admitted and started again beside its
+/// replacement (a duplicate). Both ways back: from its job log, and with an empty data dir
+/// (a replaced disk) under its old name, as an agent given `--join` starts, whose attempt ids
+/// name it as placer like its first life's.
+#[test]
+fn a_node_back_catches_up_before_it_places_or_admits() {
+    let jobs = ["web", "api", "db", "cache", "queue"];
+    for (seed, empty) in (60..68).flat_map(|s| [(s, false), (s, true)]) {
+        let config = shoal_scheduler::SchedulerConfig {
+            anti_entropy_interval: std::time::Duration::from_secs(1),
+            max_ops_per_message: std::num::NonZeroUsize::new(4).unwrap(),
+            ..shoal_scheduler::testing::fast_config()
+        };
+        let mut c = Cluster::with_config(4, 4000, 4096, seed, config);
+        for (k, job) in jobs.iter().enumerate() {
+            let writer = format!("n{}", k % 4 + 1);
+            c.submit(&writer, spread_service(job, 3)).unwrap();
+        }
+        let all_running = |c: &Cluster| jobs.iter().all(|j| running_everywhere(c, j, 3));
+        assert!(c.run_until(10_000, |c| all_running(c) && c.converged()));
+        let victim = ["n2", "n3", "n4", "n1"]
+            .into_iter()
+            .find(|n| {
+                c.nodes["n1"]
+                    .sched
+                    .tables()
+                    .assignments()
+                    .any(|(id, _)| id.placer.as_str() == *n)
+            })
+            .unwrap();
+        c.crash(victim);
+        c.declare_down(victim);
+        assert!(
+            c.run_until(20_000, all_running),
+            "seed {seed}: the survivors re-place {victim}'s slots"
+        );
+        let started = c.processes.len();
+        if empty {
+            c.restart_empty(victim);
+        } else {
+            c.restart(victim, None);
+        }
+        assert!(
+            c.run_until(20_000, |c| c.converged() && all_running(c)),
+            "seed {seed}: the cluster converges after {victim} comes back (empty: {empty})"
+        );
+        for (name, n) in &c.nodes {
+            assert_eq!(
+                n.sched.stats().refused_messages,
+                0,
+                "seed {seed}: {name} refused a message after {victim} came back (empty: {empty})"
+            );
+        }
+        assert_eq!(
+            c.processes.len(),
+            started,
+            "seed {seed}: a process started after {victim} came back, though every slot ran: {:?}",
+            &c.processes[started..]
+        );
+    }
+}
