@@ -1,6 +1,7 @@
 //! Membership with real agents: join through one seed, failure detection, restart with a new
 //! generation, a foreign cluster key, garbage on the gossip port, a join retried until its seed
-//! appears, and the known membership (`DATA_DIR/known-members`, `shoal node forget`).
+//! appears (and said meanwhile not to have joined: API, log, `shoal node list`), and the known
+//! membership (`DATA_DIR/known-members`, `shoal node forget`).
 
 mod common;
 
@@ -88,6 +89,15 @@ fn wait_status(observer: &Agent, name: &str, status: &str) {
             (status_of(&nodes, name)?["status"] == status).then_some(())
         },
     );
+}
+
+/// The lines of `agent`'s log file (`ROOT/NAME.log`, written by the harness).
+fn log_lines(agent: &Agent) -> Vec<String> {
+    std::fs::read_to_string(agent.root.join(format!("{}.log", agent.name)))
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// `shoal node list` on `agent`: its table and quorum line.
@@ -368,6 +378,41 @@ fn a_joiner_started_before_its_seed_keeps_retrying_and_joins_once_it_appears() {
         "the joiner lists others before any seed ran: {alone:?}"
     );
 
+    // Alone, it counts itself a majority of one, and says it has not joined: in its API, in
+    // its log (a WARN once 5 s passed without an answer) and in `shoal node list`.
+    let join = joiner.agent_self().unwrap()["join"].clone();
+    assert_eq!(join["joined"], false, "{join}");
+    assert_eq!(
+        join["seeds"],
+        serde_json::json!([seed_addr.to_string()]),
+        "{join}"
+    );
+    assert!(join["attempts"].as_u64().unwrap() >= 5, "{join}");
+    assert!(join["first_member"].is_null(), "{join}");
+    let warning = format!("cannot join: no answer from seed {seed_addr} after ");
+    let warned = wait_for(
+        DEADLINE,
+        "the joiner's log warns that it cannot join",
+        || {
+            log_lines(&joiner)
+                .into_iter()
+                .find(|l| l.contains(&warning))
+        },
+    );
+    assert!(warned.contains("WARN"), "{warned}");
+    let join = joiner.agent_self().unwrap()["join"].clone();
+    assert_eq!(join["joined"], false, "{join}");
+    assert!(join["waited_ms"].as_u64().unwrap() >= 5_000, "{join}");
+    let listed = node_list_text(&joiner);
+    assert!(
+        listed.contains("quorum as n2 sees it: majority (sees 1 of 1 members)"),
+        "{listed}"
+    );
+    assert!(
+        listed.contains(&format!("NOT JOINED: no answer from seed {seed_addr} for ")),
+        "{listed}"
+    );
+
     let seed = Agent::start(AgentSpec {
         bind: seed_addr,
         ..AgentSpec::new("n1", &key, &dir.0)
@@ -381,6 +426,31 @@ fn a_joiner_started_before_its_seed_keeps_retrying_and_joins_once_it_appears() {
         seed_up.elapsed()
     );
     wait_all_alive(&[&seed, &joiner], 2);
+
+    // Joined: the API says through whom, the log says it once, the list no longer warns.
+    let join = joiner.agent_self().unwrap()["join"].clone();
+    assert_eq!(join["joined"], true, "{join}");
+    assert_eq!(join["first_member"], "n1", "{join}");
+    assert_eq!(join["retry_ms"], 0, "{join}");
+    let joined_lines: Vec<String> = log_lines(&joiner)
+        .into_iter()
+        .filter(|l| l.contains("joined the cluster after "))
+        .collect();
+    assert_eq!(joined_lines.len(), 1, "{joined_lines:?}");
+    assert!(
+        joined_lines[0].contains("INFO") && joined_lines[0].contains("first heard from n1 at"),
+        "{joined_lines:?}"
+    );
+    assert!(!node_list_text(&joiner).contains("NOT JOINED"));
+    // The seed, given no seeds, was joined by n2 and has nothing to warn about.
+    let join = seed.agent_self().unwrap()["join"].clone();
+    assert_eq!(join["joined"], true, "{join}");
+    assert_eq!(join["seeds"], serde_json::json!([]), "{join}");
+    assert!(!node_list_text(&seed).contains("NOT JOINED"));
+    assert!(
+        !log_lines(&seed).iter().any(|l| l.contains("cannot join")),
+        "the seed warned about a join it never tried"
+    );
 }
 
 #[test]

@@ -41,6 +41,11 @@ pub struct Config {
     pub join_retry_min: Duration,
     /// Largest retry delay when joining through seeds.
     pub join_retry_max: Duration,
+    /// A node none of whose seeds answered for this long says so
+    /// ([`crate::JoinNotice::NoAnswer`], at the first retry past it).
+    pub join_warn_after: Duration,
+    /// While no seed answers, it says so again at most this often.
+    pub join_warn_every: Duration,
     /// How often the member view is reconciled against foca's state.
     pub scan_period: Duration,
     /// A timer that fires this much later than it was due means this node was stopped (a
@@ -82,6 +87,8 @@ impl Default for Config {
             chase_after_gossip: Duration::from_secs(1),
             join_retry_min: Duration::from_millis(200),
             join_retry_max: Duration::from_secs(30),
+            join_warn_after: Duration::from_secs(5),
+            join_warn_every: Duration::from_secs(30),
             scan_period: Duration::from_millis(500),
             stall_threshold: Duration::from_secs(1),
             stall_cooldown: Duration::from_secs(5),

@@ -20,7 +20,8 @@
 //! - `membership/view.rs` — foca's states turned into the member view and its events;
 //!   `membership/names.rs` — namesakes, newer generations of this node, forgetting;
 //!   `membership/quorum.rs` — the quorum (`docs/faults.md`); `membership/sync.rs` — joins,
-//!   syncs and resource ads.
+//!   syncs and resource ads; `membership/join.rs` — how a join through seeds stands, and when
+//!   it is worth telling the operator.
 //! - `swim_io.rs` — what one foca call produced; `ads.rs` — the ad store foca's broadcast
 //!   handler feeds; `wire.rs` — the datagram format and its bounded decoders; `types.rs` —
 //!   plain data shared with the scheduler and the agent; `config.rs` — tunables.
@@ -40,6 +41,7 @@ pub use config::Config;
 pub use membership::{ForgetError, MemberEvent, Membership, Stats, Transmit};
 pub use swim_io::{PROBE_EVENTS_KEPT, ProbeEvent};
 pub use types::{
-    Attributes, MemberInfo, MemberStatus, Millis, NodeId, PortRange, Quorum, ResourceAd, Resources,
+    Attributes, JoinNotice, JoinStatus, MemberInfo, MemberStatus, Millis, NodeId, PortRange,
+    Quorum, ResourceAd, Resources,
 };
 pub use wire::DecodeError;

@@ -7,7 +7,9 @@
 //!    [`Membership::set_ad`], [`Membership::leave`]);
 //! 2. after every input, drain [`Membership::poll_transmit`] (datagrams to seal and send)
 //!    and [`Membership::poll_event`] (member events), then re-read `poll_timeout`; a shell
-//!    that times probes also drains [`Membership::poll_probe`] (the last few are kept).
+//!    that times probes also drains [`Membership::poll_probe`] (the last few are kept), and
+//!    one that logs for an operator takes [`Membership::poll_join_notice`] (the newest is
+//!    kept).
 //!
 //! Timers live inside the core in one ordered queue, so foca always gets them in order.
 
@@ -21,18 +23,22 @@ use foca::{Foca, PostcardCodec, State, Timer};
 use rand::{SeedableRng, rngs::StdRng};
 use rustc_hash::FxHashMap;
 
+mod join;
 mod names;
 mod quorum;
 mod sync;
 mod view;
 
+use join::JoinTracker;
 pub use quorum::ForgetError;
 use quorum::QuorumTracker;
 
 use crate::ads::{AdCache, AdHandler, SharedAds};
 use crate::config::Config;
 use crate::swim_io::{Note, Outputs, ProbeEvent};
-use crate::types::{MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd};
+use crate::types::{
+    JoinNotice, JoinStatus, MemberInfo, MemberStatus, Millis, NodeId, Quorum, ResourceAd,
+};
 use crate::wire::{self, Ads, DecodeError, Want};
 
 type Swim = Foca<NodeId, PostcardCodec, StdRng, AdHandler>;
@@ -209,7 +215,8 @@ pub struct Membership {
     timer_seq: u64,
     outbox: VecDeque<Transmit>,
     events: VecDeque<MemberEvent>,
-    seeds: Vec<SocketAddr>,
+    /// The seeds, the announce rounds and the first member heard from (`membership/join.rs`).
+    joining: JoinTracker,
     join_backoff: Duration,
     rng: StdRng,
     now: Millis,
@@ -223,8 +230,6 @@ pub struct Membership {
     driven: bool,
     /// Other live identities with this node's name, by address (see `on_namesake`).
     namesakes: BTreeMap<SocketAddr, Namesake>,
-    /// When this node first heard from another member.
-    joined_at: Option<Millis>,
     /// The namesake that made this node give its name up.
     conflict: Option<NodeId>,
     /// foca's periodic gossip timer, held back while foca has nothing to gossip (see
@@ -293,6 +298,7 @@ impl Membership {
             AdHandler(ads.clone()),
         );
         let probe_period = config.probe_period;
+        let joining = JoinTracker::new(&config);
         let mut me = Self {
             join_backoff: config.join_retry_min,
             config,
@@ -310,7 +316,7 @@ impl Membership {
             timer_seq: 0,
             outbox: VecDeque::new(),
             events: VecDeque::new(),
-            seeds: Vec::new(),
+            joining,
             rng: StdRng::seed_from_u64(seed ^ 0x5eed_a11e),
             now,
             health: 0,
@@ -321,7 +327,6 @@ impl Membership {
             quorum: QuorumTracker::new(id.name.clone(), probe_period, now),
             driven: false,
             namesakes: BTreeMap::new(),
-            joined_at: None,
             conflict: None,
             parked_gossip: None,
             renewed_at: None,
@@ -393,15 +398,25 @@ impl Membership {
     /// one member is known. Several seeds may be given; each retry announces to all.
     pub fn join(&mut self, now: Millis, seed: SocketAddr) {
         self.now = now;
-        if seed == self.identity().addr || self.seeds.contains(&seed) {
+        if seed == self.identity().addr || self.joining.seeds().contains(&seed) {
             return;
         }
-        self.seeds.push(seed);
-        self.announce_to(seed);
-        if self.seeds.len() == 1 {
+        let first = self.joining.seeds().is_empty();
+        if first {
             self.join_backoff = self.config.join_retry_min;
+        }
+        self.joining.seed_added(now, seed, self.join_backoff);
+        self.announce_to(seed);
+        if first {
             self.schedule(now.plus(self.join_backoff), Tick::JoinRetry);
         }
+    }
+
+    /// How the join through the seeds stands: the seeds, whether another member was heard
+    /// from, the announce rounds so far.
+    #[must_use]
+    pub fn join_status(&self) -> &JoinStatus {
+        self.joining.status()
     }
 
     /// Replaces this node's advertised resources (capacity, allocated, attributes, draining,
@@ -627,6 +642,12 @@ impl Membership {
     /// The next member event.
     pub fn poll_event(&mut self) -> Option<MemberEvent> {
         self.events.pop_front()
+    }
+
+    /// News about the join for the operator's log: no seed answers yet (at most every
+    /// `join_warn_every`), or the join succeeded. Only the newest is kept.
+    pub fn poll_join_notice(&mut self) -> Option<JoinNotice> {
+        self.joining.poll_notice()
     }
 
     /// The next step of a direct probe, for timing probes (the last few are kept).

@@ -315,3 +315,66 @@ impl Quorum {
         !self.majority && !self.stalled && !self.just_declared_down
     }
 }
+
+/// How this node's join through its seeds stands ([`crate::Membership::join_status`]), for
+/// operators: a node whose seeds never answer is otherwise indistinguishable from a healthy
+/// cluster of one (`docs/membership.md`, "A join nobody answers").
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JoinStatus {
+    /// The seed addresses this node announces to (empty: it was given none, or none resolved
+    /// yet).
+    pub seeds: Vec<SocketAddr>,
+    /// This node has heard from another member since it started (through a seed, or because
+    /// another node joined through it).
+    pub joined: bool,
+    /// Announce rounds to the seeds before the join: the first, then one per retry.
+    pub attempts: u32,
+    /// When this node was given its first seed; `None` without seeds.
+    pub since: Option<Millis>,
+    /// When this node first heard from another member.
+    pub joined_at: Option<Millis>,
+    /// The first member this node heard from.
+    pub first_member: Option<NodeId>,
+    /// Milliseconds until the next announce round while not joined (the back-off, doubling
+    /// up to `Config::join_retry_max`); 0 once joined.
+    pub retry_ms: u64,
+}
+
+impl JoinStatus {
+    /// How long this node waited for its seeds: from `since` to the join, or to `now` while
+    /// no seed has answered; 0 without seeds.
+    #[must_use]
+    pub fn waited_ms(&self, now: Millis) -> u64 {
+        self.since
+            .map_or(0, |since| self.joined_at.unwrap_or(now).since(since))
+    }
+}
+
+/// News about the join worth a line in the operator's log ([`crate::Membership::poll_join_notice`]).
+/// The core decides when (rate-limited); the shell words it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JoinNotice {
+    /// No seed has answered `join_warn_after` after the first announce; repeated at most
+    /// every `join_warn_every` while that lasts.
+    NoAnswer {
+        /// The seeds announced to.
+        seeds: Vec<SocketAddr>,
+        /// Milliseconds since the first seed was given.
+        waited_ms: u64,
+        /// Announce rounds so far.
+        attempts: u32,
+        /// Milliseconds until the next round.
+        retry_ms: u64,
+        /// The longest delay between rounds (`join_retry_max`).
+        retry_max_ms: u64,
+    },
+    /// This node, given seeds, heard from its first member.
+    Joined {
+        /// That member.
+        first_member: NodeId,
+        /// Milliseconds since the first seed was given.
+        waited_ms: u64,
+        /// Announce rounds it took.
+        attempts: u32,
+    },
+}

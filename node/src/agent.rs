@@ -754,6 +754,8 @@ async fn resolve_later(
             pending.push(seed);
         }
     }
+    // Shown in `GET /v1/agent/self` (`join.unresolved`) until they resolve.
+    gossip.set_unresolved_seeds(pending.clone());
     let mut delays = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     while !pending.is_empty() {
         tokio::select! {
@@ -768,6 +770,7 @@ async fn resolve_later(
             }
         }
         pending = still;
+        gossip.set_unresolved_seeds(pending.clone());
     }
 }
 

@@ -4,7 +4,7 @@
 //! - `GET /v1/nodes` — every member as this node sees it.
 //! - `GET /v1/nodes/{name}` — one member.
 //! - `POST /v1/nodes/{name}/drain`, `POST /v1/nodes/{name}/eligibility` (`api_nodes.rs`).
-//! - `GET /v1/agent/self` — this agent: identity, addresses, counters.
+//! - `GET /v1/agent/self` — this agent: identity, addresses, counters, quorum, join.
 //! - `/v1/jobs`, `/v1/tasks` (`api_jobs.rs`), `/v1/keyring` (`api_keyring.rs`),
 //!   `/v1/services` (`api_services.rs`), `/v1/events` (`api_events.rs`), the web UI at `/ui`
 //!   (`api_ui.rs`).
@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
-use shoal_gossip::{MemberInfo, NodeId, PortRange, Resources, Stats};
+use shoal_gossip::{JoinStatus, MemberInfo, Millis, NodeId, PortRange, Resources, Stats};
 
 use crate::clock::Clock;
 use crate::gossip_driver::{GossipHandle, TransportStats};
@@ -160,6 +160,61 @@ pub struct AgentSelf {
     /// and the answers it sent by response code; absent with `--dns off`.
     #[serde(default)]
     pub dns: Option<crate::dns::DnsView>,
+    /// How this agent's join through its `--join` seeds stands; absent from agents that
+    /// predate it.
+    #[serde(default)]
+    pub join: Option<JoinView>,
+}
+
+/// `join` in `GET /v1/agent/self`: a node whose seeds never answered counts itself a majority
+/// of one, so this is how an operator tells it from a real one-node cluster
+/// (`docs/membership.md`, "A join nobody answers").
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JoinView {
+    /// The seed addresses this agent announces to (`--join`, resolved).
+    pub seeds: Vec<SocketAddr>,
+    /// `--join` seeds that do not resolve yet (retried with back-off).
+    pub unresolved: Vec<String>,
+    /// This agent has heard from another member since it started (through a seed, or
+    /// because another node joined through it).
+    pub joined: bool,
+    /// Announce rounds to the seeds before the join (the first, then one per retry).
+    pub attempts: u32,
+    /// When the first seed was given (Unix ms); `null` without seeds.
+    pub since: Option<u64>,
+    /// When this agent first heard from another member (Unix ms); `null` until then.
+    pub joined_at: Option<u64>,
+    /// How long it waited for a seed to answer: until the join, or until now while none has.
+    pub waited_ms: u64,
+    /// Until the next announce round while not joined (the back-off); 0 once joined.
+    pub retry_ms: u64,
+    /// The name of the first member heard from; `null` until then.
+    pub first_member: Option<String>,
+}
+
+impl JoinView {
+    /// The view of `status` at `now`, with the seeds that do not resolve yet.
+    #[must_use]
+    pub fn new(status: &JoinStatus, unresolved: Vec<String>, now: Millis) -> Self {
+        JoinView {
+            seeds: status.seeds.clone(),
+            unresolved,
+            joined: status.joined,
+            attempts: status.attempts,
+            since: status.since.map(|m| m.0),
+            joined_at: status.joined_at.map(|m| m.0),
+            waited_ms: status.waited_ms(now),
+            retry_ms: status.retry_ms,
+            first_member: status.first_member.as_ref().map(|m| m.name.to_string()),
+        }
+    }
+
+    /// The agent was given seeds and has heard from nobody yet.
+    #[must_use]
+    pub fn not_joined(&self) -> bool {
+        let has_seeds = !self.seeds.is_empty() || !self.unresolved.is_empty();
+        has_seeds && !self.joined
+    }
 }
 
 /// Builds the router; `guard` decides which requests reach it.
@@ -256,6 +311,11 @@ async fn agent_self(State(s): State<ApiState>) -> Response {
         limits: s.enforcement.clone(),
         quorum: Some(s.gossip.quorum()),
         dns: s.dns.as_ref().map(crate::dns::DnsInfo::view),
+        join: Some(JoinView::new(
+            &s.gossip.join_status(),
+            s.gossip.unresolved_seeds(),
+            s.clock.now(),
+        )),
     })
     .into_response()
 }

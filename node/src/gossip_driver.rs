@@ -8,6 +8,10 @@
 //! passed the anti-replay check ([`crate::replay`]); every refusal is counted by reason in
 //! [`TransportCounters`]. Key rotation swaps the sealer's key ring through
 //! [`GossipHandle::set_keys`].
+//!
+//! The core decides when a join through seeds is worth a log line ([`JoinNotice`]: no seed
+//! answers, rate-limited; the join succeeded); this task words it ([`join_notice_text`]) and
+//! publishes the join's state ([`GossipHandle::join_status`]) for `GET /v1/agent/self`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -16,7 +20,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use serde::Serialize;
-use shoal_gossip::{ForgetError, MemberInfo, Membership, Quorum, ResourceAd, Stats};
+use shoal_gossip::{
+    ForgetError, JoinNotice, JoinStatus, MemberInfo, Membership, Quorum, ResourceAd, Stats,
+};
 use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot, watch};
 
@@ -119,6 +125,9 @@ pub struct GossipHandle {
     commands: mpsc::Sender<Command>,
     members: watch::Receiver<Vec<MemberInfo>>,
     quorum: watch::Receiver<Quorum>,
+    join: watch::Receiver<JoinStatus>,
+    /// `--join` seeds that do not resolve yet (`crate::agent`'s resolver keeps it current).
+    unresolved_seeds: Arc<watch::Sender<Vec<String>>>,
     conflict: watch::Receiver<Option<String>>,
     /// Transport counters.
     pub counters: Arc<TransportCounters>,
@@ -153,6 +162,23 @@ impl GossipHandle {
     #[must_use]
     pub fn quorum(&self) -> Quorum {
         self.quorum.borrow().clone()
+    }
+
+    /// How the join through the seeds stands, as of the last input to the core.
+    #[must_use]
+    pub fn join_status(&self) -> JoinStatus {
+        self.join.borrow().clone()
+    }
+
+    /// The `--join` seeds that do not resolve yet: the core knows only addresses.
+    #[must_use]
+    pub fn unresolved_seeds(&self) -> Vec<String> {
+        self.unresolved_seeds.borrow().clone()
+    }
+
+    /// Records which `--join` seeds do not resolve yet.
+    pub fn set_unresolved_seeds(&self, seeds: Vec<String>) {
+        self.unresolved_seeds.send_replace(seeds);
     }
 
     /// A receiver that wakes on every change of the quorum.
@@ -235,6 +261,7 @@ pub fn spawn(
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (members_tx, members_rx) = watch::channel(core.members());
     let (quorum_tx, quorum_rx) = watch::channel(core.quorum().clone());
+    let (join_tx, join_rx) = watch::channel(core.join_status().clone());
     let (conflict_tx, conflict_rx) = watch::channel(None);
     let counters = Arc::new(TransportCounters::default());
     let replay = ReplayGuard::new(core.identity().addr, ReplayConfig::default());
@@ -247,6 +274,7 @@ pub fn spawn(
         clock,
         members: members_tx,
         quorum: quorum_tx,
+        join: join_tx,
         conflict: conflict_tx,
         known_saved: core_known_version_unsaved(),
         known_file,
@@ -265,6 +293,8 @@ pub fn spawn(
             commands: tx,
             members: members_rx,
             quorum: quorum_rx,
+            join: join_rx,
+            unresolved_seeds: Arc::new(watch::channel(Vec::new()).0),
             conflict: conflict_rx,
             counters,
         },
@@ -282,6 +312,7 @@ struct Driver {
     clock: Clock,
     members: watch::Sender<Vec<MemberInfo>>,
     quorum: watch::Sender<Quorum>,
+    join: watch::Sender<JoinStatus>,
     conflict: watch::Sender<Option<String>>,
     /// The known-membership version last written to `known_file`.
     known_saved: u64,
@@ -437,6 +468,7 @@ impl Driver {
             q.clone_from(quorum);
             true
         });
+        self.flush_join();
         self.save_known();
         if self.conflict.borrow().is_none()
             && let Some(holder) = self.core.name_conflict()
@@ -448,6 +480,25 @@ impl Driver {
                 me.name, holder.addr, holder.generation
             )));
         }
+    }
+
+    /// Logs the core's news about the join and publishes the join's state when it changed.
+    fn flush_join(&mut self) {
+        if let Some(notice) = self.core.poll_join_notice() {
+            let text = join_notice_text(&notice);
+            match notice {
+                JoinNotice::NoAnswer { .. } => tracing::warn!("{text}"),
+                JoinNotice::Joined { .. } => tracing::info!("{text}"),
+            }
+        }
+        let status = self.core.join_status();
+        self.join.send_if_modified(|j| {
+            if j == status {
+                return false;
+            }
+            j.clone_from(status);
+            true
+        });
     }
 
     /// Writes the known membership when it changed, so a restarted node remembers how big
@@ -475,5 +526,120 @@ fn log_event(event: &shoal_gossip::MemberEvent) {
         shoal_gossip::MemberEvent::Resources { ad } => {
             tracing::debug!(node = %ad.node, version = ad.version, "resources changed");
         }
+    }
+}
+
+/// The log line for a join notice: what happened, how long it took, and, while no seed
+/// answers, what this node does meanwhile and what to check.
+#[must_use]
+pub fn join_notice_text(notice: &JoinNotice) -> String {
+    match notice {
+        JoinNotice::NoAnswer {
+            seeds,
+            waited_ms,
+            attempts,
+            retry_ms,
+            retry_max_ms,
+        } => {
+            let retrying = if retry_ms >= retry_max_ms {
+                format!("retrying every {}", seconds(*retry_ms))
+            } else {
+                format!(
+                    "retrying in {}, backing off to every {}",
+                    seconds(*retry_ms),
+                    seconds(*retry_max_ms)
+                )
+            };
+            format!(
+                "cannot join: no answer from {} after {} ({attempts} attempts; {retrying}); \
+                 until one answers, this node is a cluster of one (check the seed addresses, \
+                 that UDP gets through, and the cluster key)",
+                seed_list(seeds),
+                seconds(*waited_ms),
+            )
+        }
+        JoinNotice::Joined {
+            first_member,
+            waited_ms,
+            attempts,
+        } => format!(
+            "joined the cluster after {} ({attempts} attempts): first heard from {} at {}",
+            seconds(*waited_ms),
+            first_member.name,
+            first_member.addr
+        ),
+    }
+}
+
+/// `seed 10.0.0.1:7946` or `seeds 10.0.0.1:7946, 10.0.0.2:7946`.
+#[must_use]
+pub fn seed_list(seeds: &[impl std::fmt::Display]) -> String {
+    let list: Vec<String> = seeds.iter().map(ToString::to_string).collect();
+    let noun = if list.len() == 1 { "seed" } else { "seeds" };
+    format!("{noun} {}", list.join(", "))
+}
+
+/// `0.4 s`, `6.2 s` under 10 s; whole seconds from there.
+#[must_use]
+pub fn seconds(ms: u64) -> String {
+    if ms < 10_000 && !ms.is_multiple_of(1_000) {
+        format!("{:.1} s", ms as f64 / 1_000.0)
+    } else {
+        format!("{} s", ms / 1_000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_notices_read_as_operator_sentences() {
+        let seeds: Vec<SocketAddr> = vec![
+            "10.0.0.1:7946".parse().unwrap(),
+            "10.0.0.2:7946".parse().unwrap(),
+        ];
+        let early = JoinNotice::NoAnswer {
+            seeds: seeds.clone(),
+            waited_ms: 6_200,
+            attempts: 5,
+            retry_ms: 6_400,
+            retry_max_ms: 30_000,
+        };
+        assert_eq!(
+            join_notice_text(&early),
+            "cannot join: no answer from seeds 10.0.0.1:7946, 10.0.0.2:7946 after 6.2 s \
+             (5 attempts; retrying in 6.4 s, backing off to every 30 s); until one answers, \
+             this node is a cluster of one (check the seed addresses, that UDP gets through, \
+             and the cluster key)"
+        );
+        let late = JoinNotice::NoAnswer {
+            seeds: seeds[..1].to_vec(),
+            waited_ms: 81_000,
+            attempts: 9,
+            retry_ms: 30_000,
+            retry_max_ms: 30_000,
+        };
+        assert!(
+            join_notice_text(&late).starts_with(
+                "cannot join: no answer from seed 10.0.0.1:7946 after 81 s (9 attempts; \
+                 retrying every 30 s); "
+            ),
+            "{}",
+            join_notice_text(&late)
+        );
+        let joined = JoinNotice::Joined {
+            first_member: shoal_gossip::NodeId {
+                name: "n1".into(),
+                addr: seeds[0],
+                generation: 3,
+            },
+            waited_ms: 12_345,
+            attempts: 7,
+        };
+        assert_eq!(
+            join_notice_text(&joined),
+            "joined the cluster after 12 s (7 attempts): first heard from n1 at 10.0.0.1:7946"
+        );
     }
 }

@@ -8,7 +8,8 @@ use anyhow::Context;
 use clap::Subcommand;
 use comfy_table::{Table, presets::NOTHING};
 use shoal_gossip::Quorum;
-use shoal_node::api::{AgentSelf, NodeView};
+use shoal_node::api::{AgentSelf, JoinView, NodeView};
+use shoal_node::gossip_driver::{seconds, seed_list};
 
 use super::client::{Api, ApiArgs};
 
@@ -116,6 +117,9 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 && let Some(q) = &me.quorum
             {
                 println!("{}", quorum_line(&me.node.name, q));
+                if let Some(join) = me.join.as_ref().filter(|j| j.not_joined()) {
+                    println!("{}", join_text(join));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -154,6 +158,9 @@ pub async fn run(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 && let Some(q) = &me.quorum
             {
                 println!("Quorum      {}", quorum_text(q));
+                if let Some(join) = me.join.as_ref().filter(|j| j.not_joined()) {
+                    println!("Join        {}", join_text(join));
+                }
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -172,6 +179,36 @@ fn quorum_text(q: &Quorum) -> String {
         (Some(r), false) => format!("NO MAJORITY: {r} ({seen}); places and condemns nothing"),
         (None, false) => format!("NO MAJORITY ({seen})"),
     }
+}
+
+/// `NOT JOINED: no answer from seed 10.0.0.1:7946 for 12 s (7 attempts, retrying); counts
+/// itself a cluster of one`, for an agent given seeds that has heard from nobody yet (its
+/// quorum line alone reads like a healthy one-node cluster).
+fn join_text(j: &JoinView) -> String {
+    let mut why = Vec::new();
+    if !j.seeds.is_empty() {
+        why.push(format!(
+            "no answer from {} for {} ({} attempts, retrying)",
+            seed_list(&j.seeds),
+            seconds(j.waited_ms),
+            j.attempts
+        ));
+    }
+    if !j.unresolved.is_empty() {
+        let verb = if j.unresolved.len() == 1 {
+            "does"
+        } else {
+            "do"
+        };
+        why.push(format!(
+            "{} {verb} not resolve (retrying)",
+            seed_list(&j.unresolved)
+        ));
+    }
+    format!(
+        "NOT JOINED: {}; counts itself a cluster of one",
+        why.join("; ")
+    )
 }
 
 fn quorum_line(agent: &str, q: &Quorum) -> String {
@@ -270,4 +307,48 @@ fn detail(n: &NodeView) -> String {
         },
         n.last_update_ms,
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn not_joined(seeds: &[&str], unresolved: &[&str]) -> JoinView {
+        JoinView {
+            seeds: seeds.iter().map(|s| s.parse().unwrap()).collect(),
+            unresolved: unresolved.iter().map(ToString::to_string).collect(),
+            joined: false,
+            attempts: 7,
+            since: Some(1_000),
+            joined_at: None,
+            waited_ms: 12_600,
+            retry_ms: 12_800,
+            first_member: None,
+        }
+    }
+
+    #[test]
+    fn the_join_line_names_the_silent_and_the_unresolved_seeds() {
+        let j = not_joined(&["10.0.0.1:7946"], &[]);
+        assert!(j.not_joined());
+        assert_eq!(
+            join_text(&j),
+            "NOT JOINED: no answer from seed 10.0.0.1:7946 for 12 s (7 attempts, retrying); \
+             counts itself a cluster of one"
+        );
+        let j = not_joined(&["10.0.0.1:7946", "10.0.0.2:7946"], &["seed.example:7946"]);
+        assert_eq!(
+            join_text(&j),
+            "NOT JOINED: no answer from seeds 10.0.0.1:7946, 10.0.0.2:7946 for 12 s (7 \
+             attempts, retrying); seed seed.example:7946 does not resolve (retrying); counts \
+             itself a cluster of one"
+        );
+        // No seeds at all: the first node of a cluster, nothing to say.
+        assert!(!not_joined(&[], &[]).not_joined());
+        let joined = JoinView {
+            joined: true,
+            ..not_joined(&["10.0.0.1:7946"], &[])
+        };
+        assert!(!joined.not_joined());
+    }
 }

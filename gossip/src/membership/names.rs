@@ -20,7 +20,10 @@ impl Membership {
         }
         let now = self.now;
         let grace = self.config.name_join_grace.as_millis() as u64;
-        let first = self.joined_at.is_none_or(|j| now.since(j) <= grace);
+        let first = self
+            .joining
+            .joined_at()
+            .is_none_or(|j| now.since(j) <= grace);
         let live = matches!(status, MemberStatus::Alive | MemberStatus::Suspect);
         let entry = self.namesakes.entry(id.addr).or_insert(Namesake {
             id: id.clone(),

@@ -67,14 +67,15 @@ impl Membership {
     }
 
     pub(super) fn retry_join(&mut self) {
-        if self.left || self.seeds.is_empty() {
+        if self.left || self.joining.seeds().is_empty() {
             return;
         }
         if self.swim.num_members() == 0 {
-            for seed in self.seeds.clone() {
+            for seed in self.joining.seeds().to_vec() {
                 self.announce_to(seed);
             }
             self.join_backoff = (self.join_backoff * 2).min(self.config.join_retry_max);
+            self.joining.attempted(self.now, self.join_backoff);
         } else {
             // Joined; keep watching so an isolated node goes back to its seeds.
             self.join_backoff = self.config.join_retry_min;

@@ -814,3 +814,83 @@ fn a_gossiped_ad_of_an_unheard_member_is_chased_within_a_second() {
         "n1 has not chased n3 1.5 s after its ad arrived"
     );
 }
+
+/// Runs `net` for `ms` in 100 ms steps and returns node `i`'s join notices with the time they
+/// were polled (ms from the start of this run).
+fn join_notices(net: &mut Net, i: usize, ms: u64) -> Vec<(u64, JoinNotice)> {
+    let start = net.now;
+    let mut notices = Vec::new();
+    while net.now.since(start) < ms {
+        net.run(100);
+        let now = net.now.since(start);
+        let node = net.nodes[i].as_mut().unwrap();
+        notices.extend(node.poll_join_notice().map(|n| (now, n)));
+    }
+    notices
+}
+
+/// A joiner whose seed does not run says so at the first retry past 5 s and then at most every
+/// 30 s, not at every retry; its status says it has not joined. Once the seed runs, the join
+/// is told once, with the member it came through (`docs/membership.md`, "A join nobody
+/// answers").
+#[test]
+fn a_joiner_whose_seed_is_absent_says_so_rate_limited_and_says_when_it_joins() {
+    let mut net = Net::new(2, 0.0);
+    net.nodes[0] = None; // n1's first announce, in flight, reaches nobody
+    let began = net.node(1).join_status().since.unwrap();
+    let alone = join_notices(&mut net, 1, 100_000);
+    let told: Vec<u64> = alone
+        .iter()
+        .map(|(_, n)| match n {
+            JoinNotice::NoAnswer {
+                seeds, waited_ms, ..
+            } => {
+                assert_eq!(seeds, &[addr(0)]);
+                *waited_ms
+            }
+            other => panic!("joined with no seed running: {other:?}"),
+        })
+        .collect();
+    // Retries at 0.2, 0.6, 1.4, 3.0, 6.2, 12.6, 25.4, 51, 81 s after the first announce.
+    assert_eq!(told, [6_200, 51_000, 81_000], "{alone:?}");
+    let status = net.node(1).join_status().clone();
+    assert!(!status.joined, "{status:?}");
+    assert_eq!(status.attempts, 10, "{status:?}");
+    assert_eq!(status.retry_ms, 30_000);
+    assert!(status.waited_ms(net.now) >= 100_000);
+
+    // The seed starts; n1's next round (111 s, 30 s after the last warning) is answered: that
+    // round still finds no answer yet, so it warns once more, then the join is told.
+    net.start(0, 1);
+    let joined = join_notices(&mut net, 1, 40_000);
+    let [
+        (
+            _,
+            JoinNotice::NoAnswer {
+                waited_ms: 111_000,
+                attempts: 11,
+                ..
+            },
+        ),
+        (
+            _,
+            JoinNotice::Joined {
+                first_member,
+                waited_ms,
+                attempts,
+            },
+        ),
+    ] = &joined[..]
+    else {
+        panic!("not the last warning then the join: {joined:?}");
+    };
+    assert_eq!(first_member.addr, addr(0));
+    assert_eq!(*attempts, 11);
+    let status = net.node(1).join_status();
+    assert!(status.joined);
+    assert_eq!(status.joined_at.unwrap().since(began), *waited_ms);
+    assert_eq!(status.first_member.as_ref(), Some(first_member));
+    // The seed, joined by n1, has nothing to tell.
+    assert!(net.node(0).join_status().joined);
+    assert_eq!(net.nodes[0].as_mut().unwrap().poll_join_notice(), None);
+}

@@ -67,8 +67,11 @@ impl Membership {
             self.on_namesake(id, status);
             return;
         }
-        if self.joined_at.is_none() && status == MemberStatus::Alive && id != *self.identity() {
-            self.joined_at = Some(now);
+        if self.joining.joined_at().is_none()
+            && status == MemberStatus::Alive
+            && id != *self.identity()
+        {
+            self.joining.heard_from(now, &id);
             self.schedule_follow_ups(now);
         }
         let from = match self.records.get_mut(&id.name) {
