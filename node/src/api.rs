@@ -331,6 +331,7 @@ async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> R
         membership: s.gossip.stats().await,
         transport: Some(s.gossip.counters.snapshot()),
         quorum: Some(s.gossip.quorum()),
+        join: Some(s.gossip.join_status()),
         scheduler,
         dns: s.dns.as_ref().map(|d| d.counters.snapshot()),
         events: Some(s.events.counts()),

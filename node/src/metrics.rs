@@ -123,6 +123,8 @@ pub struct Scraped {
     pub transport: Option<TransportStats>,
     /// Whether this node holds a majority.
     pub quorum: Option<Quorum>,
+    /// How the join through the `--join` seeds stands.
+    pub join: Option<shoal_gossip::JoinStatus>,
     /// The scheduler core's counters (none when this agent runs no scheduler).
     pub scheduler: Option<shoal_scheduler::Stats>,
     /// DNS answers by response code (none with `--dns off`).
@@ -343,6 +345,14 @@ fn register_membership(r: &mut Registry, s: &Scraped) {
             "quorum_majority",
             "1 when this node reaches a majority of its known membership, else 0",
             gauge(u64::from(q.majority)),
+        );
+    }
+    if let Some(j) = &s.join {
+        r.register(
+            "gossip_seeds_unanswered",
+            "1 while this node was given --join seeds and has heard from no other member \
+             since it started (it counts itself a cluster of one), else 0",
+            gauge(u64::from(!j.seeds.is_empty() && !j.joined)),
         );
     }
     let Some(m) = &s.membership else { return };
@@ -668,5 +678,31 @@ mod tests {
             text.contains("# TYPE shoal_gossip_probe_rtt_seconds histogram"),
             "{text}"
         );
+    }
+
+    /// The alert an operator sets on a node that counts itself a cluster of one: 1 only while
+    /// it has seeds and no member answered (`docs/membership.md`, "A join nobody answers").
+    #[test]
+    fn seeds_unanswered_is_1_only_with_seeds_and_no_join() {
+        let seed: std::net::SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        for (seeds, joined, want) in [
+            (vec![seed], false, 1),
+            (vec![seed], true, 0),
+            (vec![], false, 0),
+        ] {
+            let scraped = Scraped {
+                join: Some(shoal_gossip::JoinStatus {
+                    seeds,
+                    joined,
+                    ..shoal_gossip::JoinStatus::default()
+                }),
+                ..Scraped::default()
+            };
+            let text = to_classic(&Metrics::default().render(&scraped));
+            assert!(
+                text.contains(&format!("shoal_gossip_seeds_unanswered {want}\n")),
+                "{text}"
+            );
+        }
     }
 }
