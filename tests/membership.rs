@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, TempDir, keygen, status_of, wait_for};
+use common::{Agent, AgentSpec, TempDir, http_request, keygen, status_of, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(45);
@@ -98,6 +98,48 @@ fn log_lines(agent: &Agent) -> Vec<String> {
         .lines()
         .map(str::to_string)
         .collect()
+}
+
+/// `shoal_members{status="STATUS"}` in `agent`'s `GET /v1/metrics`.
+fn members_metric(agent: &Agent, status: &str) -> Option<u64> {
+    let metrics = http_request(agent.http, "GET", "/v1/metrics", None, DEADLINE).ok()?;
+    let prefix = format!("shoal_members{{status=\"{status}\"}} ");
+    metrics
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))?
+        .parse()
+        .ok()
+}
+
+/// Waits until `observer` no longer lists `name` (`GET /v1/nodes`), then checks that
+/// `shoal node list` and `shoal node status` agree and that its metrics count nobody down.
+fn wait_unlisted(observer: &Agent, name: &str) {
+    wait_for(
+        DEADLINE,
+        &format!("{} no longer lists {name}", observer.name),
+        || (status_of(&observer.nodes()?, name).is_none()).then_some(()),
+    );
+    let listed = node_list_text(observer);
+    assert!(
+        !listed
+            .lines()
+            .any(|l| l.split_whitespace().next() == Some(name)),
+        "{} still lists {name}: {listed}",
+        observer.name
+    );
+    let status = observer.cli(&["node", "status", name]);
+    assert!(
+        !status.status.success(),
+        "{} still answers for {name}: {status:?}",
+        observer.name
+    );
+    assert_eq!(
+        members_metric(observer, "down"),
+        Some(0),
+        "{}",
+        observer.name
+    );
 }
 
 /// `shoal node list` on `agent`: its table and quorum line.
@@ -517,6 +559,22 @@ fn forget_removes_a_dead_node_from_every_agents_known_members() {
     for a in &agents[..2] {
         wait_known_members_file(a, &["n1", "n2"]);
         wait_quorum(a, (2, 2, true));
+        // Nor is it listed as a member that is down: the operator said it is gone.
+        wait_unlisted(a, "n3");
+        assert_eq!(a.nodes().unwrap().len(), 2, "{}", a.name);
+    }
+
+    // Back under its name (a new generation), n3 is listed alive again and counts again.
+    agents[2] = Agent::start(AgentSpec {
+        join: Some(agents[0].gossip),
+        ..AgentSpec::new("n3", &key, &dir.0)
+    });
+    for a in &agents {
+        wait_status(a, "n3", "alive");
+        wait_quorum(a, (3, 3, true));
+    }
+    for a in &agents[..2] {
+        wait_known_members_file(a, &["n1", "n2", "n3"]);
     }
 }
 
@@ -543,9 +601,13 @@ fn forgetting_the_dead_gives_a_lone_survivor_its_majority_back() {
     assert!(forgot.status.success(), "{forgot:?}");
     wait_quorum(survivor, (1, 1, true));
     wait_known_members_file(survivor, &["n1"]);
+    for name in ["n2", "n3"] {
+        wait_unlisted(survivor, name);
+    }
     let listed = node_list_text(survivor);
     assert!(
         listed.contains("quorum as n1 sees it: majority (sees 1 of 1 members)"),
         "{listed}"
     );
+    assert!(listed.contains("1 nodes, 1 alive"), "{listed}");
 }

@@ -671,6 +671,28 @@ impl Membership {
             .collect()
     }
 
+    /// The member view as an operator's listing shows it (`GET /v1/nodes`, metrics): the
+    /// [`Membership::members`] view without the members forgotten while down or suspect
+    /// (`shoal node forget`, `forget_down_after`; `docs/membership.md`, "A forgotten node
+    /// leaves the listing"). A suspect or down member is listed exactly while the quorum
+    /// counts it; a forgotten member that is heard of again (alive, or a new status) is
+    /// known again and listed again. The scheduler keeps reading [`Membership::members`].
+    #[must_use]
+    pub fn listed_members(&self) -> Vec<MemberInfo> {
+        let mut members = self.members();
+        members.retain(|m| self.listed(&m.id.name, m.status));
+        members
+    }
+
+    /// Whether a member named `name` in `status` belongs in the listing: everything but a
+    /// suspect or down member the known membership no longer holds (it was forgotten).
+    fn listed(&self, name: &str, status: MemberStatus) -> bool {
+        match status {
+            MemberStatus::Alive | MemberStatus::Left => true,
+            MemberStatus::Suspect | MemberStatus::Down => self.quorum.is_known(name),
+        }
+    }
+
     /// One member by name.
     #[must_use]
     pub fn member(&self, name: &str) -> Option<MemberInfo> {

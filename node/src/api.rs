@@ -279,11 +279,15 @@ async fn node_views(s: &ApiState, members: &[MemberInfo]) -> Vec<NodeView> {
 }
 
 async fn nodes(State(s): State<ApiState>) -> Json<Vec<NodeView>> {
-    Json(node_views(&s, &s.gossip.members()).await)
+    Json(node_views(&s, &s.gossip.listed_members()).await)
 }
 
 async fn node(State(s): State<ApiState>, Path(name): Path<String>) -> Response {
-    let member = s.gossip.members().into_iter().find(|m| m.id.name == name);
+    let member = s
+        .gossip
+        .listed_members()
+        .into_iter()
+        .find(|m| m.id.name == name);
     match member {
         Some(m) => Json(node_views(&s, &[m]).await.remove(0)).into_response(),
         None => error(
@@ -327,7 +331,7 @@ async fn metrics(State(s): State<ApiState>, headers: axum::http::HeaderMap) -> R
         None => None,
     };
     let scraped = crate::metrics::Scraped {
-        members: s.gossip.members(),
+        members: s.gossip.listed_members(),
         membership: s.gossip.stats().await,
         transport: Some(s.gossip.counters.snapshot()),
         quorum: Some(s.gossip.quorum()),

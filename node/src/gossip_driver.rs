@@ -3,6 +3,9 @@
 //! One tokio task owns [`Membership`]; everything else talks to it through a bounded command
 //! channel ([`GossipHandle`]). After every input the task drains the core's transmits (sealed
 //! and sent in order) and events (published on a watch channel as the newest member view).
+//! A second channel carries the operator's listing ([`GossipHandle::listed_members`]: the view
+//! without members forgotten while down), republished when the view or the known membership
+//! changed; the scheduler reads the first and never the second.
 //!
 //! A datagram reaches the core only after its seal opened ([`crate::seal`]) and its stamp
 //! passed the anti-replay check ([`crate::replay`]); every refusal is counted by reason in
@@ -124,6 +127,7 @@ enum Command {
 pub struct GossipHandle {
     commands: mpsc::Sender<Command>,
     members: watch::Receiver<Vec<MemberInfo>>,
+    listed: watch::Receiver<Vec<MemberInfo>>,
     quorum: watch::Receiver<Quorum>,
     join: watch::Receiver<JoinStatus>,
     /// `--join` seeds that do not resolve yet (`crate::agent`'s resolver keeps it current).
@@ -150,6 +154,14 @@ impl GossipHandle {
     #[must_use]
     pub fn members(&self) -> Vec<MemberInfo> {
         self.members.borrow().clone()
+    }
+
+    /// The member view as `GET /v1/nodes` and the metrics list it: without the members
+    /// forgotten while down (`Membership::listed_members`). What the scheduler reads is
+    /// [`GossipHandle::members`].
+    #[must_use]
+    pub fn listed_members(&self) -> Vec<MemberInfo> {
+        self.listed.borrow().clone()
     }
 
     /// A receiver that wakes on every change of the member view.
@@ -260,6 +272,8 @@ pub fn spawn(
 ) -> (GossipHandle, tokio::task::JoinHandle<()>) {
     let (tx, rx) = mpsc::channel(COMMAND_QUEUE);
     let (members_tx, members_rx) = watch::channel(core.members());
+    let (listed_tx, listed_rx) = watch::channel(core.listed_members());
+    let listed_known = core.known_version();
     let (quorum_tx, quorum_rx) = watch::channel(core.quorum().clone());
     let (join_tx, join_rx) = watch::channel(core.join_status().clone());
     let (conflict_tx, conflict_rx) = watch::channel(None);
@@ -273,6 +287,8 @@ pub fn spawn(
         last_stale_warning: None,
         clock,
         members: members_tx,
+        listed: listed_tx,
+        listed_known,
         quorum: quorum_tx,
         join: join_tx,
         conflict: conflict_tx,
@@ -292,6 +308,7 @@ pub fn spawn(
         GossipHandle {
             commands: tx,
             members: members_rx,
+            listed: listed_rx,
             quorum: quorum_rx,
             join: join_rx,
             unresolved_seeds: Arc::new(watch::channel(Vec::new()).0),
@@ -311,6 +328,10 @@ struct Driver {
     last_stale_warning: Option<std::time::Instant>,
     clock: Clock,
     members: watch::Sender<Vec<MemberInfo>>,
+    /// The operator's listing, and the known-membership version it was built at: a forget
+    /// changes the listing without any member event.
+    listed: watch::Sender<Vec<MemberInfo>>,
+    listed_known: u64,
     quorum: watch::Sender<Quorum>,
     join: watch::Sender<JoinStatus>,
     conflict: watch::Sender<Option<String>>,
@@ -459,6 +480,11 @@ impl Driver {
         }
         if changed {
             self.members.send_replace(self.core.members());
+        }
+        let known = self.core.known_version();
+        if changed || known != self.listed_known {
+            self.listed_known = known;
+            self.listed.send_replace(self.core.listed_members());
         }
         let quorum = self.core.quorum();
         self.quorum.send_if_modified(|q| {

@@ -275,6 +275,11 @@ impl QuorumTracker {
         self.known_version
     }
 
+    /// Whether `name` is in the known membership.
+    pub(crate) fn is_known(&self, name: &str) -> bool {
+        self.known.contains(name)
+    }
+
     /// The known membership, sorted.
     pub(crate) fn known(&self) -> impl Iterator<Item = &CompactString> {
         self.known.iter()

@@ -211,6 +211,13 @@ fn a_leaving_node_is_left_not_down() {
             Some(MemberStatus::Left),
             "observer {i}"
         );
+        assert!(
+            net.node(i)
+                .listed_members()
+                .iter()
+                .any(|m| m.id.name == "n1" && m.status == MemberStatus::Left),
+            "observer {i} no longer lists the node that left"
+        );
     }
 }
 
@@ -560,6 +567,53 @@ fn a_forget_reaches_every_live_member() {
         n2.handle_datagram(now, addr(0), &[wire::KIND_FORGET, 0])
             .is_err()
     );
+}
+
+fn listed_status(net: &Net, observer: usize, name: &str) -> Option<(MemberStatus, u64)> {
+    net.node(observer)
+        .listed_members()
+        .into_iter()
+        .find(|m| m.id.name == name)
+        .map(|m| (m.status, m.id.generation))
+}
+
+/// A forgotten dead member leaves the listing on every member the forget reached, while the
+/// view the scheduler reads keeps it down; back as a new generation, it is listed alive.
+#[test]
+fn a_forgotten_member_leaves_the_listing_and_comes_back_alive() {
+    let mut net = Net::new(4, 0.0);
+    net.run(5_000);
+    net.nodes[3] = None;
+    net.run(15_000);
+    for i in 0..3 {
+        assert_eq!(
+            listed_status(&net, i, "n3"),
+            Some((MemberStatus::Down, 1)),
+            "n{i}"
+        );
+    }
+    let now = net.now;
+    net.nodes[0].as_mut().unwrap().forget(now, "n3").unwrap();
+    net.run(10);
+    for i in 0..3 {
+        assert_eq!(listed_status(&net, i, "n3"), None, "n{i} still lists n3");
+        assert_eq!(net.node(i).listed_members().len(), 3, "n{i}");
+        assert_eq!(
+            net.status_seen_by(i, 3),
+            Some(MemberStatus::Down),
+            "n{i}: the scheduler's view changed"
+        );
+    }
+    net.start(3, 2);
+    net.run(5_000);
+    for i in 0..4 {
+        assert_eq!(
+            listed_status(&net, i, "n3"),
+            Some((MemberStatus::Alive, 2)),
+            "n{i}"
+        );
+        assert_eq!(net.node(i).quorum().known, 4, "n{i}");
+    }
 }
 
 #[test]
