@@ -123,8 +123,11 @@ impl Scheduler {
         }
     }
 
-    /// After a restore: ask every live peer in `members` for what we lack (once each); the
-    /// first answer ends the catch-up.
+    /// While catching up: ask one live peer in `members` for what we lack, and another only
+    /// once no peer asked is live any more; the first answer ends the catch-up. Asking every
+    /// peer as it appeared (the first version) cost a cluster of new agents given `--join` a
+    /// digest and an answer per pair while it formed: +1.7 MiB per agent at N = 32 and a
+    /// slower join (`BENCHMARKS.md`, "Session 19").
     pub(crate) fn ask_to_catch_up_after(&mut self, members: &[shoal_gossip::MemberInfo]) {
         let now = self.now;
         let node = self.node.clone();
@@ -136,10 +139,10 @@ impl Scheduler {
             self.timers
                 .insert((now.plus_ms(CATCH_UP_MAX_MS), Wake::CatchUp));
         }
-        let Some(c) = self.reach.catch_up.as_mut() else {
+        let Some(c) = self.reach.catch_up.as_ref() else {
             return;
         };
-        let fresh: Vec<String> = members
+        let live: Vec<&str> = members
             .iter()
             .filter(|m| {
                 matches!(
@@ -147,24 +150,23 @@ impl Scheduler {
                     shoal_gossip::MemberStatus::Alive | shoal_gossip::MemberStatus::Suspect
                 ) && m.id.name != node.as_str()
             })
-            .map(|m| m.id.name.to_string())
-            .filter(|n| !c.asked.contains(n))
+            .map(|m| m.id.name.as_str())
             .collect();
+        if live.iter().any(|n| c.asked.contains(*n)) {
+            return;
+        }
+        let fresh: Vec<&str> = live.into_iter().filter(|n| !c.asked.contains(*n)).collect();
         if fresh.is_empty() {
             return;
         }
+        let peer = fresh[self.rng.below(fresh.len() as u64) as usize].to_string();
         let clock = self.tables().clock().clone();
-        for peer in fresh {
-            self.outbox.push_back(crate::message::Outgoing::one(
-                &peer,
-                crate::message::Message::Digest {
-                    clock: clock.clone(),
-                    reply: true,
-                },
-            ));
-            if let Some(c) = self.reach.catch_up.as_mut() {
-                c.asked.insert(peer);
-            }
+        self.outbox.push_back(crate::message::Outgoing::one(
+            &peer,
+            crate::message::Message::Digest { clock, reply: true },
+        ));
+        if let Some(c) = self.reach.catch_up.as_mut() {
+            c.asked.insert(peer);
         }
     }
 

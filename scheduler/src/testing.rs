@@ -350,7 +350,7 @@ impl Cluster {
 
     /// Restart a crashed node from a snapshot (or empty when `snapshot` is `None`).
     pub fn restart(&mut self, name: &str, snapshot: Option<&[u8]>) {
-        self.restart_node(name, snapshot, false);
+        self.restart_node(name, snapshot, false, false);
     }
 
     /// Restart a crashed node as an agent with a lost data dir would start (no snapshot, no
@@ -359,19 +359,16 @@ impl Cluster {
         if let Some(n) = self.nodes.get_mut(name) {
             n.log.clear();
         }
-        self.restart_node(name, None, false);
-        if let Some(n) = self.nodes.get_mut(name) {
-            n.sched.catch_up_before_acting();
-        }
+        self.restart_node(name, None, false, true);
     }
 
     /// Restart a node's agent from a snapshot while its processes run on: the restarted
     /// scheduler adopts them (`handle_recovered_tasks`).
     pub fn restart_agent(&mut self, name: &str, snapshot: &[u8]) {
-        self.restart_node(name, Some(snapshot), true);
+        self.restart_node(name, Some(snapshot), true, false);
     }
 
-    fn restart_node(&mut self, name: &str, snapshot: Option<&[u8]>, adopt: bool) {
+    fn restart_node(&mut self, name: &str, snapshot: Option<&[u8]>, adopt: bool, joins: bool) {
         let seed = self.rng.next_u64();
         let now = self.now;
         let config = self.config.clone();
@@ -384,6 +381,9 @@ impl Cluster {
             }
             None => Scheduler::new(name.to_string(), config, seed),
         };
+        if joins {
+            n.sched.catch_up_before_acting();
+        }
         let unreadable = n
             .sched
             .restore_job_records(n.log.values().map(Vec::as_slice));
