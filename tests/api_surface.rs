@@ -21,7 +21,7 @@ use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, TempDir, http_request, start_agents, wait_for};
+use common::{Agent, TaskCluster, http_request, start_agents, wait_for};
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -104,30 +104,6 @@ fn events(agent: &Agent) -> Vec<Value> {
         .collect()
 }
 
-/// The two agents and the pid file of the job's tasks, stopped on drop.
-struct Cluster {
-    agents: Vec<Agent>,
-    pids: PathBuf,
-    dir: TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for a in &mut self.agents {
-            a.stop();
-        }
-        for pid in std::fs::read_to_string(&self.pids)
-            .unwrap_or_default()
-            .lines()
-        {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", pid.trim()])
-                .stderr(std::process::Stdio::null())
-                .status();
-        }
-    }
-}
-
 /// Whether `job` (from `GET /v1/jobs/web`) is at rest: running, every task running and
 /// healthy with its port, and its deployment complete.
 fn at_rest(job: &Value) -> bool {
@@ -178,8 +154,7 @@ fn the_apis_json_field_names_match_the_golden_file() {
     let (dir, agents) = start_agents(2, "api-surface", &[], DEADLINE, |n| {
         n["status"] == "alive" && n["port_range"].is_object()
     });
-    let pids = dir.0.join("pids");
-    let c = Cluster { agents, pids, dir };
+    let c = TaskCluster::new(dir, agents);
     let spec = json!({
         "id": "web", "type": "service", "count": 2, "command": "sh",
         "args": ["-c", format!("echo $$ >> {}; exec sleep 600", c.pids.display())],

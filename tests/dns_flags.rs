@@ -13,11 +13,10 @@ mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, TempDir, keygen, wait_for};
+use common::{Agent, AgentSpec, TaskCluster, TempDir, keygen, wait_for};
 use serde_json::{Value, json};
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -26,55 +25,6 @@ const DEADLINE: Duration = Duration::from_secs(90);
 fn addresses(agent: &Agent) -> Value {
     let text = std::fs::read_to_string(agent.data_dir.join("addresses.json")).unwrap();
     serde_json::from_str(&text).unwrap()
-}
-
-/// Starts `shoal agent --dns off` in `root` and waits (≤ 30 s) for its `addresses.json`. The
-/// harness's `Agent::start` always passes `--dns 127.0.0.1:0`, and the flag may be given only
-/// once, so this one spells the command out; the `Agent` it returns stops it like any other.
-fn start_with_dns_off(name: &str, key: &Path, root: &Path) -> Agent {
-    let data_dir = root.join("shoal-data").join(name);
-    let log = std::fs::File::create(root.join(format!("{name}.log"))).unwrap();
-    let mut cmd = common::shoal();
-    cmd.current_dir(root)
-        .args(["agent", "--name", name, "--bind", "127.0.0.1:0"])
-        .args(["--http", "127.0.0.1:0", "--dns", "off"])
-        .args(["--cpu", "2000", "--memory", "2048"])
-        .arg("--cluster-key-file")
-        .arg(key)
-        .arg("--data-dir")
-        .arg(&data_dir)
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(log.try_clone().unwrap())
-        .stderr(log);
-    if let Some(range) = common::port_block() {
-        cmd.args(["--port-range", range]);
-    }
-    let mut agent = Agent {
-        name: name.to_string(),
-        child: Some(cmd.spawn().expect("agent starts")),
-        root: root.to_path_buf(),
-        data_dir,
-        gossip: "0.0.0.0:0".parse().unwrap(),
-        http: "0.0.0.0:0".parse().unwrap(),
-        http_url: String::new(),
-        token_file: PathBuf::new(),
-        generation: 0,
-    };
-    let info = wait_for(
-        Duration::from_secs(30),
-        "the agent wrote its addresses",
-        || {
-            assert!(agent.is_running(), "the agent exited; see {name}.log");
-            let text = std::fs::read_to_string(agent.data_dir.join("addresses.json")).ok()?;
-            serde_json::from_str::<Value>(&text).ok()
-        },
-    );
-    agent.gossip = info["gossip"].as_str().unwrap().parse().unwrap();
-    agent.http = info["http"].as_str().unwrap().parse().unwrap();
-    agent.http_url = info["http_url"].as_str().unwrap().to_string();
-    agent.token_file = PathBuf::from(info["token_file"].as_str().unwrap());
-    agent
 }
 
 /// The sockets process `pid` receives on: (`udp`|`udp6`, port) for every UDP socket and
@@ -140,7 +90,10 @@ fn with_dns_off_the_agent_opens_no_dns_socket_and_shows_no_dns() {
     let dir = TempDir::new("dns-off");
     let key = keygen(&dir.0, "cluster.key");
     let on = Agent::start(AgentSpec::new("on", &key, &dir.0));
-    let off = start_with_dns_off("off", &key, &dir.0);
+    let off = Agent::start(AgentSpec {
+        extra: vec!["--dns".into(), "off".into()],
+        ..AgentSpec::new("off", &key, &dir.0)
+    });
 
     // The agent with DNS on receives on one more port, over UDP and TCP: the inventory sees it.
     let dns: SocketAddr = addresses(&on)["dns"].as_str().unwrap().parse().unwrap();
@@ -205,74 +158,43 @@ fn dig_records(
 }
 
 /// A cluster of `n1 --dns-ttl 37` and `n2` (no flag), running one `web` task with a port.
-struct TtlCluster {
-    agents: Vec<Agent>,
-    /// The task writes its pid here, so the test stops every process it caused.
-    pids: PathBuf,
-    dir: TempDir,
-}
-
-impl Drop for TtlCluster {
-    fn drop(&mut self) {
-        for a in &mut self.agents {
-            a.stop();
-        }
-        for pid in std::fs::read_to_string(&self.pids)
-            .unwrap_or_default()
-            .lines()
-        {
-            let _ = Command::new("kill")
-                .args(["-9", pid.trim()])
-                .stderr(Stdio::null())
-                .status();
-        }
+fn start_ttl_cluster() -> TaskCluster {
+    let dir = TempDir::new("dns-ttl");
+    let key = keygen(&dir.0, "cluster.key");
+    let n1 = Agent::start(AgentSpec {
+        extra: vec!["--dns-ttl".into(), "37".into()],
+        ..AgentSpec::new("n1", &key, &dir.0)
+    });
+    let n2 = Agent::start(AgentSpec {
+        join: Some(n1.gossip),
+        ..AgentSpec::new("n2", &key, &dir.0)
+    });
+    let c = TaskCluster::new(dir, vec![n1, n2]);
+    for a in &c.agents {
+        wait_for(DEADLINE, &format!("{} sees 2 alive nodes", a.name), || {
+            let nodes = a.nodes()?;
+            (nodes.iter().filter(|n| n["status"] == "alive").count() == 2).then_some(())
+        });
     }
-}
-
-impl TtlCluster {
-    fn start() -> TtlCluster {
-        let dir = TempDir::new("dns-ttl");
-        let key = keygen(&dir.0, "cluster.key");
-        let n1 = Agent::start(AgentSpec {
-            extra: vec!["--dns-ttl".into(), "37".into()],
-            ..AgentSpec::new("n1", &key, &dir.0)
-        });
-        let n2 = Agent::start(AgentSpec {
-            join: Some(n1.gossip),
-            ..AgentSpec::new("n2", &key, &dir.0)
-        });
-        let pids = dir.0.join("pids");
-        let c = TtlCluster {
-            agents: vec![n1, n2],
-            pids,
-            dir,
-        };
-        for a in &c.agents {
-            wait_for(DEADLINE, &format!("{} sees 2 alive nodes", a.name), || {
-                let nodes = a.nodes()?;
-                (nodes.iter().filter(|n| n["status"] == "alive").count() == 2).then_some(())
-            });
-        }
-        let spec = json!({
-            "id": "web", "type": "service", "count": 1, "command": "sh",
-            "args": ["-c", format!("echo $$ >> {}; exec sleep 600", c.pids.display())],
-            "resources": {"cpu": 10, "memory": 8}, "ports": [{"name": "http"}]
-        });
-        let file = c.dir.0.join("web.json");
-        std::fs::write(&file, spec.to_string()).unwrap();
-        let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        c
-    }
+    let spec = json!({
+        "id": "web", "type": "service", "count": 1, "command": "sh",
+        "args": ["-c", format!("echo $$ >> {}; exec sleep 600", c.pids.display())],
+        "resources": {"cpu": 10, "memory": 8}, "ports": [{"name": "http"}]
+    });
+    let file = c.dir.0.join("web.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c
 }
 
 #[test]
 fn dns_answers_carry_the_ttl_of_dns_ttl_and_zero_by_default() {
-    let c = TtlCluster::start();
+    let c = start_ttl_cluster();
     for (agent, ttl) in [(&c.agents[0], 37), (&c.agents[1], 0)] {
         let me = agent.agent_self().expect("GET /v1/agent/self");
         assert_eq!(me["dns"]["ttl"], ttl, "{me:#}");

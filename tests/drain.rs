@@ -9,37 +9,15 @@ mod common;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Agent, AgentSpec, TempDir, start_agents, wait_for};
+use common::TaskCluster as Cluster;
+use common::{Agent, AgentSpec, start_agents, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-struct Cluster {
-    agents: Vec<Agent>,
-    pids: PathBuf,
-    dir: TempDir,
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for a in &mut self.agents {
-            a.stop();
-        }
-        for pid in std::fs::read_to_string(&self.pids)
-            .unwrap_or_default()
-            .lines()
-        {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", pid.trim()])
-                .status();
-        }
-    }
-}
 
 fn get_json(addr: SocketAddr, path: &str) -> Option<Value> {
     let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
@@ -186,8 +164,7 @@ fn drain_keeps_count_minus_max_parallel_and_the_flag_survives_a_restart() {
     let (dir, agents) = start_agents(4, "drain", &[], DEADLINE, |x| {
         x["status"] == "alive" && !x["resources"].is_null()
     });
-    let pids = dir.0.join("pids");
-    let mut c = Cluster { agents, pids, dir };
+    let mut c = Cluster::new(dir, agents);
     submit(&c, &web(&c));
     let before = wait_for(DEADLINE, "every node answers 6 healthy", || {
         let all: Vec<Vec<(String, u64, u64)>> = c

@@ -14,25 +14,18 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use common::{Agent, TempDir, run, shoal, start_agents, wait_for};
+use common::TaskCluster as Cluster;
+use common::{run, shoal, start_agents, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(90);
-
-struct Cluster {
-    agents: Vec<Agent>,
-    /// Every task writes its pid here, so the test can stop every process it caused.
-    pids: PathBuf,
-    dir: TempDir,
-}
 
 impl Cluster {
     fn start(n: usize, tag: &str, extra: &[&str]) -> Cluster {
         let (dir, agents) = start_agents(n, tag, extra, DEADLINE, |x| {
             x["status"] == "alive" && !x["resources"].is_null()
         });
-        let pids = dir.0.join("pids");
-        Cluster { agents, pids, dir }
+        Cluster::new(dir, agents)
     }
 
     fn path(&self) -> &Path {
@@ -55,22 +48,6 @@ impl Cluster {
             .success()
             .then(|| serde_json::from_slice(&out.stdout).ok())
             .flatten()
-    }
-}
-
-impl Drop for Cluster {
-    fn drop(&mut self) {
-        for a in &mut self.agents {
-            a.stop();
-        }
-        for pid in std::fs::read_to_string(&self.pids)
-            .unwrap_or_default()
-            .lines()
-        {
-            let _ = std::process::Command::new("kill")
-                .args(["-9", pid.trim()])
-                .status();
-        }
     }
 }
 

@@ -51,6 +51,39 @@ pub fn port_block() -> Option<&'static str> {
         .map(|(range, _)| range.as_str())
 }
 
+/// Agents, and the file their tasks append their pids to (`pids` in the cluster's directory):
+/// on drop the agents are stopped, then every task process listed there is killed by its pid
+/// (an agent stopped by a test does not stop its tasks).
+pub struct TaskCluster {
+    pub agents: Vec<Agent>,
+    pub pids: PathBuf,
+    pub dir: TempDir,
+}
+
+impl TaskCluster {
+    pub fn new(dir: TempDir, agents: Vec<Agent>) -> Self {
+        let pids = dir.0.join("pids");
+        TaskCluster { agents, pids, dir }
+    }
+}
+
+impl Drop for TaskCluster {
+    fn drop(&mut self) {
+        for a in &mut self.agents {
+            a.stop();
+        }
+        for pid in std::fs::read_to_string(&self.pids)
+            .unwrap_or_default()
+            .lines()
+        {
+            let _ = Command::new("kill")
+                .args(["-9", pid.trim()])
+                .stderr(Stdio::null())
+                .status();
+        }
+    }
+}
+
 /// Runs `shoal ARGS` to completion.
 pub fn run(args: &[&str]) -> Output {
     shoal().args(args).output().expect("shoal runs")
@@ -182,10 +215,13 @@ impl Agent {
                 "--bind",
                 &spec.bind.to_string(),
             ])
-            .args(["--http", &spec.http.to_string()])
-            // Many agents share this host: each answers DNS on a port of its own.
-            .args(["--dns", "127.0.0.1:0"])
-            .args(["--cpu", "2000", "--memory", "2048"])
+            .args(["--http", &spec.http.to_string()]);
+        // Many agents share this host: each answers DNS on a port of its own, unless the spec
+        // says where (or `off`) itself.
+        if !spec.extra.iter().any(|a| a == "--dns") {
+            cmd.args(["--dns", "127.0.0.1:0"]);
+        }
+        cmd.args(["--cpu", "2000", "--memory", "2048"])
             .arg("--cluster-key-file")
             .arg(spec.key)
             .arg("--data-dir")
