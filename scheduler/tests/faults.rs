@@ -29,6 +29,20 @@ fn running_on(c: &Cluster, nodes: &[&str], job: &str, n: usize) -> bool {
     })
 }
 
+/// A node whose name is the placer of some attempt in n1's tables (n2, n3, n4, then n1).
+fn a_node_that_placed(c: &Cluster) -> &'static str {
+    ["n2", "n3", "n4", "n1"]
+        .into_iter()
+        .find(|n| {
+            c.nodes["n1"]
+                .sched
+                .tables()
+                .assignments()
+                .any(|(id, _)| id.placer.as_str() == *n)
+        })
+        .unwrap()
+}
+
 /// Indexes into `c.processes` of the processes running now, split by whether their node is
 /// in `nodes`.
 fn alive_processes(c: &Cluster, nodes: &[&str]) -> (BTreeSet<usize>, BTreeSet<usize>) {
@@ -380,16 +394,7 @@ fn a_node_restarted_without_a_snapshot_catches_up_before_it_places() {
         c.submit("n1", spread_service("web", 3)).unwrap();
         assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 3) && c.converged()));
         // Crash a node that placed something, let the others re-place its work, restart it.
-        let victim = ["n2", "n3", "n4", "n1"]
-            .into_iter()
-            .find(|n| {
-                c.nodes["n1"]
-                    .sched
-                    .tables()
-                    .assignments()
-                    .any(|(id, _)| id.placer.as_str() == *n)
-            })
-            .unwrap();
+        let victim = a_node_that_placed(&c);
         c.crash(victim);
         c.declare_down(victim);
         assert!(
@@ -524,16 +529,7 @@ fn a_node_back_catches_up_before_it_places_or_admits() {
         }
         let all_running = |c: &Cluster| jobs.iter().all(|j| running_everywhere(c, j, 3));
         assert!(c.run_until(10_000, |c| all_running(c) && c.converged()));
-        let victim = ["n2", "n3", "n4", "n1"]
-            .into_iter()
-            .find(|n| {
-                c.nodes["n1"]
-                    .sched
-                    .tables()
-                    .assignments()
-                    .any(|(id, _)| id.placer.as_str() == *n)
-            })
-            .unwrap();
+        let victim = a_node_that_placed(&c);
         c.crash(victim);
         c.declare_down(victim);
         assert!(

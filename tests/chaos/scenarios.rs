@@ -212,6 +212,36 @@ fn bulky_batch(id: &str) -> Value {
     })
 }
 
+/// Three agents, those at `full` on a 32 MiB tmpfs data dir, running the service `before`
+/// (3 tasks) at count: the full-disk scenarios' setup.
+fn three_with_before(scenario: &str, full: &[usize]) -> Cluster {
+    let mut c = Cluster::start(
+        scenario,
+        Options {
+            nodes: 3,
+            tmpfs_mib: full.iter().map(|&i| (i, 32)).collect(),
+            ..Options::default()
+        },
+    );
+    let r = c.submit(0, &service("before", 3, TASK_CPU, TASK_MEMORY));
+    c.check(
+        r.status == Some(200),
+        format!("setup submission answered {r:?}"),
+    );
+    c.require_at_count(&[("before", 3)]);
+    c
+}
+
+/// Submits up to ten [`bulky_batch`]es (`during0`, …) to n1 and returns the first answer that
+/// is not `200`: a store with free pages left logs a record that fits them, so the first few
+/// may be acknowledged truly (and each is then one no check may find lost).
+fn first_bulky_not_200(c: &Cluster) -> Option<Request> {
+    (0..10).find_map(|k| {
+        let r = c.submit(0, &bulky_batch(&format!("during{k}")));
+        (r.status != Some(200)).then_some(r)
+    })
+}
+
 /// Submits `precious` (4 tasks) to n1, and `kill -9`s n1's agent 0.5 s after a `200`.
 fn submit_then_kill_the_acceptor(c: &mut Cluster) -> u64 {
     let r = c.submit(0, &service("precious", 4, TASK_CPU, TASK_MEMORY));
@@ -428,29 +458,13 @@ fn the_orphans_of_a_crashed_agent_are_gone_within_the_bound() {
 /// restart), and nothing accepted before is lost or killed.
 #[test]
 fn a_full_disk_answers_507_and_recovers_without_a_restart() {
-    let mut c = Cluster::start(
-        "full_disk",
-        Options {
-            nodes: 3,
-            tmpfs_mib: vec![(0, 32)],
-            ..Options::default()
-        },
-    );
-    let r = c.submit(0, &service("before", 3, TASK_CPU, TASK_MEMORY));
-    c.check(
-        r.status == Some(200),
-        format!("setup submission answered {r:?}"),
-    );
-    c.require_at_count(&[("before", 3)]);
+    let mut c = three_with_before("full_disk", &[0]);
     let pid = c.nodes[0].pid();
     let t_fill = c.fill_disk(0);
     // The state file may still hold free pages, and a write that fits in them is durable: a
     // `200` is then true. Submit bulky jobs until one needs space; each `200` before it is an
     // acknowledgement like any other (no acknowledged job may be lost).
-    let refused = (0..10).find_map(|k| {
-        let r = c.submit(0, &bulky_batch(&format!("during{k}")));
-        (r.status != Some(200)).then_some(r)
-    });
+    let refused = first_bulky_not_200(&c);
     match refused {
         None => c.check(
             false,
@@ -500,28 +514,12 @@ fn a_full_disk_answers_507_and_recovers_without_a_restart() {
 /// submission is `200` again, and nothing accepted meanwhile is lost.
 #[test]
 fn peers_with_full_disks_hold_their_acknowledgements() {
-    let mut c = Cluster::start(
-        "full_peer_disks",
-        Options {
-            nodes: 3,
-            tmpfs_mib: vec![(1, 32), (2, 32)],
-            ..Options::default()
-        },
-    );
-    let r = c.submit(0, &service("before", 3, TASK_CPU, TASK_MEMORY));
-    c.check(
-        r.status == Some(200),
-        format!("setup submission answered {r:?}"),
-    );
-    c.require_at_count(&[("before", 3)]);
+    let mut c = three_with_before("full_peer_disks", &[1, 2]);
     let t_fill = c.fill_disk(1);
     c.fill_disk(2);
     // The peers' state files may still hold free pages, and a record that fits in them is
     // logged: a `200` is then true. Submit bulky jobs until the peers run out of room.
-    let held = (0..10).find_map(|k| {
-        let r = c.submit(0, &bulky_batch(&format!("during{k}")));
-        (r.status != Some(200)).then_some(r)
-    });
+    let held = first_bulky_not_200(&c);
     match held {
         None => c.check(
             false,
