@@ -319,9 +319,11 @@ impl std::fmt::Debug for SchedParts {
 }
 
 /// Opens the store's state and builds the core: restored from the last snapshot, with the
-/// job records logged after it joined in, or new. A new core given a cluster to join
-/// (`joins`) catches up with a peer before it acts, like a restored one: it may be this
-/// node's name back with an empty data dir (`Scheduler::catch_up_before_acting`).
+/// job records logged after it joined in, or new. A new core may be this node's name back
+/// with an empty data dir: given a cluster to join (`joins`), it catches up with a peer
+/// before it acts, like a restored one (`Scheduler::catch_up_before_acting`); given none, it
+/// acts at once while alone and catches up on its first contact with a peer
+/// (`Scheduler::catch_up_on_first_contact`).
 pub fn load_core(
     store: &Store,
     node: &str,
@@ -336,6 +338,8 @@ pub fn load_core(
             let mut core = Scheduler::new(node.to_string(), config.clone(), seed);
             if joins {
                 core.catch_up_before_acting();
+            } else {
+                core.catch_up_on_first_contact();
             }
             core
         }

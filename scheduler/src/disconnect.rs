@@ -86,10 +86,9 @@ impl Scheduler {
     /// Restored and not yet caught up: no peer it asked has answered, and
     /// [`CATCH_UP_MAX_MS`] have not passed since it first saw the membership.
     pub(crate) fn catching_up(&self) -> bool {
-        self.reach
-            .catch_up
-            .as_ref()
-            .is_some_and(|c| c.since.is_none_or(|t| self.now.since(t) < CATCH_UP_MAX_MS))
+        self.reach.catch_up.as_ref().is_some_and(|c| {
+            !c.on_contact && c.since.is_none_or(|t| self.now.since(t) < CATCH_UP_MAX_MS)
+        })
     }
 
     /// [`Wake::CatchUp`]: the wait ran out with no answer; act on what this node has. Before
@@ -111,7 +110,73 @@ impl Scheduler {
     /// (a replaced disk), whose attempt ids name it as placer like its first life's, and whose
     /// tables arrive from its peers in several messages (`docs/faults.md`).
     pub fn catch_up_before_acting(&mut self) {
-        self.reach.catch_up.get_or_insert_with(CatchUp::default);
+        self.must_catch_up();
+    }
+
+    /// Catch up before acting (an armed catch-up becomes a due one).
+    pub(crate) fn must_catch_up(&mut self) {
+        self.reach
+            .catch_up
+            .get_or_insert_with(CatchUp::default)
+            .on_contact = false;
+    }
+
+    /// For a node that starts with nothing and was given no cluster to join: act at once
+    /// while alone (a new cluster's first node must not wait), and catch up, as a restored
+    /// node does, on the first contact with a peer: a live peer in the member view, or a
+    /// message from one, whichever comes first. It may be a cluster's first node back under
+    /// its old name with an empty data dir, which its peers join again; its attempt ids name
+    /// it as placer like its first life's, and its tables arrive in several messages
+    /// (`docs/faults.md`). A new cluster's first node pays one exchange when the second
+    /// joins. Does nothing to a core that already catches up.
+    pub fn catch_up_on_first_contact(&mut self) {
+        self.reach.catch_up.get_or_insert(CatchUp {
+            on_contact: true,
+            ..CatchUp::default()
+        });
+    }
+
+    /// A message from `from` while the catch-up waits for a first contact: this is it. Ask
+    /// the sender before the message is acted on, so that nothing is placed or admitted
+    /// from a part of the tables.
+    pub(crate) fn contact_from(&mut self, from: &str) {
+        let Some(c) = self.reach.catch_up.as_mut() else {
+            return;
+        };
+        if !c.on_contact {
+            return;
+        }
+        c.on_contact = false;
+        tracing::info!(
+            peer = from,
+            "first contact with a peer: catching up before acting"
+        );
+        self.start_catch_up_clock();
+        self.ask_to_catch_up(from.to_string());
+    }
+
+    /// The catch-up's deadline runs from now, if it does not run yet.
+    fn start_catch_up_clock(&mut self) {
+        let now = self.now;
+        if let Some(c) = self.reach.catch_up.as_mut()
+            && c.since.is_none()
+        {
+            c.since = Some(now);
+            self.timers
+                .insert((now.plus_ms(CATCH_UP_MAX_MS), Wake::CatchUp));
+        }
+    }
+
+    /// Send `peer` our digest, asking for an answer.
+    fn ask_to_catch_up(&mut self, peer: String) {
+        let clock = self.tables().clock().clone();
+        self.outbox.push_back(crate::message::Outgoing::one(
+            &peer,
+            crate::message::Message::Digest { clock, reply: true },
+        ));
+        if let Some(c) = self.reach.catch_up.as_mut() {
+            c.asked.insert(peer);
+        }
     }
 
     /// A digest answer from `from` arrived: everything the peer had when it answered has
@@ -129,16 +194,7 @@ impl Scheduler {
     /// digest and an answer per pair while it formed: +1.7 MiB per agent at N = 32 and a
     /// slower join (`BENCHMARKS.md`, "Session 19").
     pub(crate) fn ask_to_catch_up_after(&mut self, members: &[shoal_gossip::MemberInfo]) {
-        let now = self.now;
-        let node = self.node.clone();
-        let Some(c) = self.reach.catch_up.as_mut() else {
-            return;
-        };
-        if c.since.is_none() {
-            c.since = Some(now);
-            self.timers
-                .insert((now.plus_ms(CATCH_UP_MAX_MS), Wake::CatchUp));
-        }
+        let node = self.node.as_str();
         let Some(c) = self.reach.catch_up.as_ref() else {
             return;
         };
@@ -148,25 +204,29 @@ impl Scheduler {
                 matches!(
                     m.status,
                     shoal_gossip::MemberStatus::Alive | shoal_gossip::MemberStatus::Suspect
-                ) && m.id.name != node.as_str()
+                ) && m.id.name != node
             })
             .map(|m| m.id.name.as_str())
             .collect();
+        if c.on_contact {
+            if live.is_empty() {
+                return;
+            }
+            tracing::info!("first live peer in view: catching up before acting");
+        }
         if live.iter().any(|n| c.asked.contains(*n)) {
+            self.start_catch_up_clock();
             return;
         }
         let fresh: Vec<&str> = live.into_iter().filter(|n| !c.asked.contains(*n)).collect();
-        if fresh.is_empty() {
-            return;
-        }
-        let peer = fresh[self.rng.below(fresh.len() as u64) as usize].to_string();
-        let clock = self.tables().clock().clone();
-        self.outbox.push_back(crate::message::Outgoing::one(
-            &peer,
-            crate::message::Message::Digest { clock, reply: true },
-        ));
+        let peer = (!fresh.is_empty())
+            .then(|| fresh[self.rng.below(fresh.len() as u64) as usize].to_string());
         if let Some(c) = self.reach.catch_up.as_mut() {
-            c.asked.insert(peer);
+            c.on_contact = false;
+        }
+        self.start_catch_up_clock();
+        if let Some(peer) = peer {
+            self.ask_to_catch_up(peer);
         }
     }
 

@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::ids::{Dot, Stamp};
 use crate::message::{Message, Outgoing};
-use crate::roles::{CatchUp, Inflight};
+use crate::roles::Inflight;
 use crate::scheduler::Scheduler;
 use crate::table::{JobEntry, JobRowsV1, JobRowsV3, OpBody};
 
@@ -169,7 +169,7 @@ impl Scheduler {
         for bytes in records {
             if let Some(body) = crate::table::decode_node_record(bytes) {
                 self.replica.join_local(&body);
-                self.reach.catch_up.get_or_insert_with(CatchUp::default);
+                self.must_catch_up();
                 continue;
             }
             let Some(rows) = decode_rows(bytes) else {
@@ -179,7 +179,7 @@ impl Scheduler {
             for (incarnation, entry) in rows {
                 self.repl.hlc.observe(entry.stamp.hlc);
                 self.replica.join_local(&OpBody::Job { incarnation, entry });
-                self.reach.catch_up.get_or_insert_with(CatchUp::default);
+                self.must_catch_up();
             }
         }
         self.work.everything = true;

@@ -531,6 +531,11 @@ pub(crate) struct CatchUp {
     pub(crate) asked: BTreeSet<String>,
     /// When the restored node first heard from its shell.
     pub(crate) since: Option<Millis>,
+    /// Armed only: a new node not given a cluster to join acts at once while it is alone,
+    /// and catches up on its first contact with a peer ([`Scheduler::catch_up_on_first_contact`]).
+    ///
+    /// [`Scheduler::catch_up_on_first_contact`]: crate::Scheduler::catch_up_on_first_contact
+    pub(crate) on_contact: bool,
 }
 
 // ---- drain --------------------------------------------------------------------------------

@@ -350,6 +350,7 @@ impl Scheduler {
     /// A message from peer `from`.
     pub fn handle_message(&mut self, now: Millis, from: &str, msg: Message) {
         self.tick(now);
+        self.contact_from(from);
         match msg {
             Message::Ops { ops } => self.receive_ops(from, ops),
             Message::Digest { clock, reply } => self.receive_digest(from, clock, reply),

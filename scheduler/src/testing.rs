@@ -353,13 +353,13 @@ impl Cluster {
         self.restart_node(name, snapshot, false, false);
     }
 
-    /// Restart a crashed node as an agent with a lost data dir would start (no snapshot, no
-    /// job log), given the cluster to join: it catches up before it acts.
-    pub fn restart_empty(&mut self, name: &str) {
+    /// Restart a crashed node as an agent with a lost data dir starts (no snapshot, no job
+    /// log), given a cluster to join (`joins`: it catches up first) or not (on first contact).
+    pub fn restart_empty(&mut self, name: &str, joins: bool) {
         if let Some(n) = self.nodes.get_mut(name) {
             n.log.clear();
         }
-        self.restart_node(name, None, false, true);
+        self.restart_node(name, None, false, joins);
     }
 
     /// Restart a node's agent from a snapshot while its processes run on: the restarted
@@ -375,14 +375,15 @@ impl Cluster {
         let Some(n) = self.nodes.get_mut(name) else {
             return;
         };
+        // As `node::load_core` builds it.
         n.sched = match snapshot {
-            Some(bytes) => {
-                Scheduler::restore(name.to_string(), config, seed, bytes).expect("restore")
-            }
+            Some(bytes) => Scheduler::restore(name.into(), config, seed, bytes).expect("restore"),
             None => Scheduler::new(name.to_string(), config, seed),
         };
-        if joins {
-            n.sched.catch_up_before_acting();
+        match (snapshot, joins) {
+            (Some(_), _) => {}
+            (None, true) => n.sched.catch_up_before_acting(),
+            (None, false) => n.sched.catch_up_on_first_contact(),
         }
         let unreadable = n
             .sched
@@ -392,11 +393,7 @@ impl Cluster {
         n.generation += 1;
         n.last_members.clear();
         n.last_quorum = None;
-        let found: Vec<AttemptId> = if adopt {
-            n.running.keys().cloned().collect()
-        } else {
-            Vec::new()
-        };
+        let found: Vec<AttemptId> = n.running.keys().filter(|_| adopt).cloned().collect();
         n.sched.handle_recovered_tasks(now, &found);
         self.declared_down.remove(name);
         self.sync_members();

@@ -510,13 +510,23 @@ fn a_down_mark_of_an_older_generation_condemns_nothing_placed_since() {
 /// (4 ops each here; 4,096 on agents, so a node that missed more): it must neither place nor
 /// admit from a part of the tables. Seen without it: a proposal of the node's first life,
 /// whose loss and replacement were in a later message, admitted and started again beside its
-/// replacement (a duplicate). Both ways back: from its job log, and with an empty data dir
-/// (a replaced disk) under its old name, as an agent given `--join` starts, whose attempt ids
-/// name it as placer like its first life's.
+/// replacement (a duplicate). Every way back: from its job log, and with an empty data dir
+/// (a replaced disk) under its old name, whose attempt ids name it as placer like its first
+/// life's, started with `--join` or without (a cluster's first node, which its peers join
+/// again: it catches up on its first contact with one).
 #[test]
 fn a_node_back_catches_up_before_it_places_or_admits() {
     let jobs = ["web", "api", "db", "cache", "queue"];
-    for (seed, empty) in (60..68).flat_map(|s| [(s, false), (s, true)]) {
+    // How the node comes back: from its job log, with an empty data dir and `--join`, or
+    // with an empty data dir and no `--join` (a cluster's first node, joined again by peers).
+    #[derive(Debug, Clone, Copy)]
+    enum Back {
+        Log,
+        EmptyJoining,
+        EmptyJoined,
+    }
+    let ways = [Back::Log, Back::EmptyJoining, Back::EmptyJoined];
+    for (seed, back) in (60..68).flat_map(|s| ways.map(|w| (s, w))) {
         let config = shoal_scheduler::SchedulerConfig {
             anti_entropy_interval: std::time::Duration::from_secs(1),
             max_ops_per_message: std::num::NonZeroUsize::new(4).unwrap(),
@@ -537,20 +547,20 @@ fn a_node_back_catches_up_before_it_places_or_admits() {
             "seed {seed}: the survivors re-place {victim}'s slots"
         );
         let started = c.processes.len();
-        if empty {
-            c.restart_empty(victim);
-        } else {
-            c.restart(victim, None);
+        match back {
+            Back::Log => c.restart(victim, None),
+            Back::EmptyJoining => c.restart_empty(victim, true),
+            Back::EmptyJoined => c.restart_empty(victim, false),
         }
         assert!(
             c.run_until(20_000, |c| c.converged() && all_running(c)),
-            "seed {seed}: the cluster converges after {victim} comes back (empty: {empty})"
+            "seed {seed}: the cluster converges after {victim} comes back ({back:?})"
         );
         for (name, n) in &c.nodes {
             assert_eq!(
                 n.sched.stats().refused_messages,
                 0,
-                "seed {seed}: {name} refused a message after {victim} came back (empty: {empty})"
+                "seed {seed}: {name} refused a message after {victim} came back ({back:?})"
             );
         }
         assert_eq!(

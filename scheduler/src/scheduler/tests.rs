@@ -159,7 +159,7 @@ fn a_catch_up_asks_one_live_peer_at_a_time() {
     c.submit("n1", spec("")).unwrap();
     assert!(c.run_until(3_000, |c| c.running_count() == 2 && c.converged()));
     c.crash("n5");
-    c.restart_empty("n5");
+    c.restart_empty("n5", true);
     let first = asked(&mut c, "n5");
     assert_eq!(first.len(), 1, "asked {first:?}");
     // The asked peer dies before it answers: the next view shows it down, and one more is asked.
@@ -168,6 +168,68 @@ fn a_catch_up_asks_one_live_peer_at_a_time() {
     let second = asked(&mut c, "n5");
     assert_eq!(second.len(), 1, "asked {second:?}");
     assert_ne!(second, first);
+}
+
+/// A new core not given a cluster to join (a new cluster's first node, or one back with an
+/// empty data dir whose peers join it again) acts at once while alone, and catches up on its
+/// first contact with a peer: a message from one, or a live peer in its view.
+#[test]
+fn a_new_node_without_join_catches_up_on_first_contact() {
+    fn asked(s: &mut Scheduler) -> Vec<String> {
+        std::iter::from_fn(|| s.poll_message())
+            .filter(|o| matches!(o.message, Message::Digest { reply: true, .. }))
+            .flat_map(|o| o.to.iter().map(str::to_string).collect::<Vec<_>>())
+            .collect()
+    }
+    let c = Cluster::new(3, 1000, 1024, 12);
+    let everyone: Vec<_> = c.nodes["n1"].sched.members.all.values().cloned().collect();
+    assert_eq!(everyone.len(), 3);
+    let alone: Vec<_> = everyone
+        .iter()
+        .filter(|m| &*m.id.name == "n1")
+        .cloned()
+        .collect();
+
+    // Contact by a message, before any view shows the sender.
+    let mut s = Scheduler::new("n1".into(), SchedulerConfig::default(), 1);
+    s.catch_up_on_first_contact();
+    s.handle_members(Millis(0), &alone);
+    assert!(!s.catching_up(), "alone, it acts at once");
+    assert!(asked(&mut s).is_empty());
+    s.handle_message(Millis(5), "n3", Message::Ops { ops: Vec::new() });
+    assert!(s.catching_up(), "a peer's message is a first contact");
+    assert_eq!(asked(&mut s), ["n3"]);
+    s.handle_members(Millis(6), &everyone);
+    assert!(
+        asked(&mut s).is_empty(),
+        "the asked peer is live: nobody else is asked"
+    );
+    let clock = s.tables().clock().clone();
+    s.handle_message(
+        Millis(7),
+        "n3",
+        Message::Digest {
+            clock,
+            reply: false,
+        },
+    );
+    assert!(!s.catching_up(), "the answer ends the catch-up");
+    s.handle_message(Millis(8), "n2", Message::Ops { ops: Vec::new() });
+    assert!(
+        !s.catching_up() && asked(&mut s).is_empty(),
+        "once per life"
+    );
+
+    // Contact by the view; with no answer, the catch-up ends after its deadline.
+    let mut s = Scheduler::new("n1".into(), SchedulerConfig::default(), 1);
+    s.catch_up_on_first_contact();
+    s.handle_members(Millis(0), &alone);
+    s.handle_members(Millis(10), &everyone);
+    assert!(s.catching_up(), "a live peer in view is a first contact");
+    assert_eq!(asked(&mut s).len(), 1);
+    let deadline = Millis(10).plus_ms(crate::roles::CATCH_UP_MAX_MS);
+    s.handle_timeout(deadline);
+    assert!(!s.catching_up());
 }
 
 #[test]
