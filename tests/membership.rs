@@ -1,7 +1,8 @@
 //! Membership with real agents: join through one seed, failure detection, restart with a new
 //! generation, a foreign cluster key, garbage on the gossip port, a join retried until its seed
 //! appears (and said meanwhile not to have joined: API, log, `shoal node list`), and the known
-//! membership (`DATA_DIR/known-members`, `shoal node forget`).
+//! membership (`DATA_DIR/known-members`, `shoal node forget`, also heard by a member that was
+//! down when it was said).
 
 mod common;
 
@@ -610,4 +611,68 @@ fn forgetting_the_dead_gives_a_lone_survivor_its_majority_back() {
         "{listed}"
     );
     assert!(listed.contains("1 nodes, 1 alive"), "{listed}");
+}
+
+/// The events of `GET /v1/events?follow=false` on `agent` of `topic` and `kind`.
+fn events_of(agent: &Agent, topic: &str, kind: &str) -> Vec<Value> {
+    let Ok(answer) = http_request(agent.http, "GET", "/v1/events?follow=false", None, DEADLINE)
+    else {
+        return Vec::new();
+    };
+    answer
+        .body
+        .lines()
+        .filter_map(|l| l.strip_prefix("data:"))
+        .filter_map(|d| serde_json::from_str::<Value>(d.trim()).ok())
+        .filter(|e| e["topic"] == topic && e["type"] == kind)
+        .collect()
+}
+
+/// A survivor that was down while the operator forgot a node hears the forget when it comes
+/// back: it no longer counts nor lists the node, though its known-members file still named
+/// it. (The forget used to go out once, to the members alive at that moment; this survivor
+/// kept counting the node for good.) Both agents record a `Node` `Forgotten` event, which
+/// is what the web UI re-reads its node list on.
+#[test]
+fn a_survivor_down_during_a_forget_hears_it_when_it_comes_back() {
+    let dir = TempDir::new("forget-later");
+    let key = keygen(&dir.0, "cluster.key");
+    let mut agents = start_cluster(3, &dir, &key);
+    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
+    for a in &agents {
+        wait_known_members_file(a, &["n1", "n2", "n3"]);
+    }
+    agents[2].kill9();
+    wait_status(&agents[1], "n3", "down");
+    agents[1].kill9();
+    wait_status(&agents[0], "n2", "down");
+    let forgot = agents[0].cli(&["node", "forget", "n3"]);
+    assert!(forgot.status.success(), "{forgot:?}");
+    // 1 of 2: whether that is a majority is the tie-break's call, not this test's.
+    wait_for(DEADLINE, "n1 counts 2 known members", || {
+        let (known, reachable, _) = quorum_of(&agents[0])?;
+        (known == 2 && reachable == 1).then_some(())
+    });
+    wait_for(DEADLINE, "n1 records that n3 was forgotten", || {
+        let seen = events_of(&agents[0], "Node", "Forgotten");
+        seen.iter()
+            .any(|e| e["payload"]["node"] == "n3")
+            .then_some(())
+    });
+
+    // n2 comes back on its data dir, which still names n3.
+    agents[1] = Agent::start(AgentSpec {
+        join: Some(agents[0].gossip),
+        ..AgentSpec::new("n2", &key, &dir.0)
+    });
+    let back = &agents[1];
+    wait_quorum(back, (2, 2, true));
+    wait_known_members_file(back, &["n1", "n2"]);
+    wait_unlisted(back, "n3");
+    wait_quorum(&agents[0], (2, 2, true));
+    let seen = events_of(back, "Node", "Forgotten");
+    assert!(
+        seen.iter().any(|e| e["payload"]["node"] == "n3"),
+        "n2 recorded no Forgotten event for n3: {seen:?}"
+    );
 }

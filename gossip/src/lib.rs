@@ -18,7 +18,8 @@
 //!   `node/src/gossip_driver.rs` opened its seal), is split by kind in `dispatch`, and goes to
 //!   foca (`handle_swim`) or to the ad anti-entropy (`membership/sync.rs`, `handle_sync`).
 //! - `membership/view.rs` — foca's states turned into the member view and its events;
-//!   `membership/names.rs` — namesakes, newer generations of this node, forgetting;
+//!   `membership/names.rs` — namesakes, newer generations of this node, forgetting long-down
+//!   members; `membership/forget.rs` — the operator's forget, told until every member heard;
 //!   `membership/quorum.rs` — the quorum (`docs/faults.md`); `membership/sync.rs` — joins,
 //!   syncs and resource ads; `membership/join.rs` — how a join through seeds stands, and when
 //!   it is worth telling the operator.

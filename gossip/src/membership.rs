@@ -23,6 +23,7 @@ use foca::{Foca, PostcardCodec, State, Timer};
 use rand::{SeedableRng, rngs::StdRng};
 use rustc_hash::FxHashMap;
 
+mod forget;
 mod join;
 mod names;
 mod quorum;
@@ -131,6 +132,12 @@ pub enum MemberEvent {
         /// The new ad.
         ad: ResourceAd,
     },
+    /// A member was forgotten here: it no longer counts in the known membership, and the
+    /// listing leaves it out (`membership/forget.rs`).
+    Forgotten {
+        /// Its name.
+        name: CompactString,
+    },
 }
 
 /// Counters for reports and the agent's self view.
@@ -228,6 +235,8 @@ pub struct Membership {
     quorum: QuorumTracker,
     /// `handle_timeout` ran at least once.
     driven: bool,
+    /// Forgets this node tells again, by name (`membership/forget.rs`).
+    forgotten: BTreeMap<CompactString, forget::Told>,
     /// Other live identities with this node's name, by address (see `on_namesake`).
     namesakes: BTreeMap<SocketAddr, Namesake>,
     /// The namesake that made this node give its name up.
@@ -328,6 +337,7 @@ impl Membership {
             driven: false,
             namesakes: BTreeMap::new(),
             conflict: None,
+            forgotten: BTreeMap::new(),
             parked_gossip: None,
             renewed_at: None,
             chase_queued: false,
@@ -511,14 +521,7 @@ impl Membership {
             }
             wire::KIND_FORGET => {
                 let forget = wire::decode_forget(payload)?;
-                match self.quorum.forget(&forget.name) {
-                    Ok(()) => {
-                        tracing::info!(member = %forget.name, %from, "forgotten on a peer's request")
-                    }
-                    Err(e) => {
-                        tracing::info!(member = %forget.name, %from, error = %e, "not forgotten")
-                    }
-                }
+                self.on_forget(from, forget);
                 Ok(())
             }
             other => Err(DecodeError::UnknownKind(other)),
@@ -606,7 +609,9 @@ impl Membership {
                 self.chase_unheard();
             }
             Tick::Sync => {
-                self.sync_with_random_member();
+                if let Some(to) = self.sync_with_random_member() {
+                    self.retell_forgets(to);
+                }
                 self.chase_unheard();
                 self.schedule(self.now.plus(self.config.sync_period), Tick::Sync);
             }
@@ -730,31 +735,6 @@ impl Membership {
         self.now = now;
         self.quorum.restore(names, now);
         self.refresh_quorum();
-    }
-
-    /// Forgets a member that is down for good (the operator says so): it no longer counts
-    /// toward the majority, here and on every member alive in this node's view (told by a
-    /// sealed datagram). Works without a majority, so that the survivors of a lost rack can
-    /// regain one.
-    pub fn forget(&mut self, now: Millis, name: &str) -> Result<(), ForgetError> {
-        self.now = now;
-        self.quorum.forget(name)?;
-        tracing::info!(
-            member = name,
-            "forgotten: no longer counted in the known membership"
-        );
-        let msg = wire::encode(wire::KIND_FORGET, &wire::Forget { name: name.into() });
-        let peers: Vec<SocketAddr> = self
-            .records
-            .values()
-            .filter(|r| r.status == MemberStatus::Alive && r.id != *self.identity())
-            .map(|r| r.id.addr)
-            .collect();
-        for to in peers {
-            self.push_out(to, msg.clone());
-        }
-        self.refresh_quorum();
-        Ok(())
     }
 
     /// Another agent that holds this node's name and was there first: set once this node,

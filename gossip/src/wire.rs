@@ -29,11 +29,31 @@ pub const MAX_CPU_MILLICORES: u64 = 1_000_000 * 1000;
 pub const MAX_SIZE_MIB: u64 = 1 << 30;
 
 /// The operator said a node is gone for good (`shoal node forget`): drop it from the known
-/// membership. Sent sealed to every live member by the node where the command ran.
+/// membership. Sent sealed to every live member by the node where the command ran, and told
+/// again by every node that forgot it (`membership/forget.rs`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Forget {
     /// The node name to forget.
     pub name: compact_str::CompactString,
+    /// The newest generation of it the sender knew (0: none): a node that knows a newer one
+    /// (it came back since) refuses. `None` from agents before the field, which old agents
+    /// ignore (postcard leaves the trailing bytes).
+    pub generation: Option<u64>,
+}
+
+/// [`Forget`] before its generation.
+#[derive(Deserialize)]
+struct ForgetV1 {
+    name: compact_str::CompactString,
+}
+
+impl From<ForgetV1> for Forget {
+    fn from(f: ForgetV1) -> Self {
+        Forget {
+            name: f.name,
+            generation: None,
+        }
+    }
 }
 
 /// Most attributes one ad may carry.
@@ -130,10 +150,7 @@ pub(crate) fn decode_sync(payload: &[u8]) -> Result<Sync, DecodeError> {
 
 /// Decodes an ads batch and checks every ad in it.
 pub(crate) fn decode_forget(payload: &[u8]) -> Result<Forget, DecodeError> {
-    let forget: Forget = postcard::from_bytes(payload).map_err(|e| DecodeError::Malformed {
-        what: "forget",
-        reason: e.to_string(),
-    })?;
+    let forget: Forget = decode_tolerant::<Forget, ForgetV1>(payload, "forget")?;
     if forget.name.is_empty() || forget.name.len() > MAX_NAME_LEN {
         return Err(DecodeError::Malformed {
             what: "forget",

@@ -438,7 +438,7 @@ fn with_task(task: &AttemptId, extra: Value) -> Value {
     Value::Object(m)
 }
 
-/// A membership change (`Node`: `StatusChanged`, `ResourcesChanged`).
+/// A membership change (`Node`: `StatusChanged`, `ResourcesChanged`, `Forgotten`).
 #[must_use]
 pub fn member_event(e: &MemberEvent) -> Draft {
     match e {
@@ -464,6 +464,9 @@ pub fn member_event(e: &MemberEvent) -> Draft {
                 "attributes": &*ad.attributes,
             }),
         ),
+        MemberEvent::Forgotten { name } => {
+            draft(Topic::Node, "Forgotten", json!({ "node": name.as_str() }))
+        }
     }
 }
 

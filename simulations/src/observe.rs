@@ -212,6 +212,8 @@ impl Observer {
             MemberEvent::Resources { ad } => {
                 self.view[i * self.n + j].ad = ad.key();
             }
+            // The view (and so this observer) keeps the record; only the quorum drops it.
+            MemberEvent::Forgotten { .. } => {}
         }
     }
 

@@ -124,6 +124,7 @@ impl Membership {
         {
             if self.quorum.forget(&name).is_ok() {
                 tracing::info!(member = %name, "down longer than forget_down_after; forgotten");
+                self.forgotten_here(name);
             }
         }
     }

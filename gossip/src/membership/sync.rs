@@ -149,13 +149,14 @@ impl Membership {
         self.swim.iter_members().nth(pick).map(|m| m.id().addr)
     }
 
-    pub(super) fn sync_with_random_member(&mut self) {
+    /// Returns the member synced with.
+    pub(super) fn sync_with_random_member(&mut self) -> Option<SocketAddr> {
         if self.left {
-            return;
+            return None;
         }
-        if let Some(to) = self.random_member() {
-            self.send_sync(to, Want::AllIfDifferent);
-        }
+        let to = self.random_member()?;
+        self.send_sync(to, Want::AllIfDifferent);
+        Some(to)
     }
 
     pub(super) fn publish(&mut self, ad: ResourceAd) {

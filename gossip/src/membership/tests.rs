@@ -558,15 +558,100 @@ fn a_forget_reaches_every_live_member() {
         assert_eq!(net.node(i).quorum().known, 3, "n{i}");
         assert_eq!(net.node(i).known_members().len(), 3);
     }
-    // A forget of a member alive elsewhere changes nothing there.
-    let bytes = wire::encode(wire::KIND_FORGET, &wire::Forget { name: "n1".into() });
+    // A forget of a member alive elsewhere changes nothing there, in either layout (an
+    // agent before the generation sends the name alone).
+    let forget = wire::Forget {
+        name: "n1".into(),
+        generation: Some(1),
+    };
     let n2 = net.nodes[2].as_mut().unwrap();
-    n2.handle_datagram(now, addr(0), &bytes).unwrap();
-    assert_eq!(n2.quorum().known, 3);
+    for bytes in [
+        wire::encode(wire::KIND_FORGET, &forget),
+        wire::encode(wire::KIND_FORGET, &"n1"),
+    ] {
+        n2.handle_datagram(now, addr(0), &bytes).unwrap();
+        assert_eq!(n2.quorum().known, 3);
+    }
     assert!(
         n2.handle_datagram(now, addr(0), &[wire::KIND_FORGET, 0])
             .is_err()
     );
+}
+
+/// A forget goes out once at once; a member that missed it hears it later: one cut off at
+/// that moment once it is back, and one down then, restarted from a known-members file that
+/// still names the node, once it rejoins. Without the telling again, both kept counting it.
+#[test]
+fn a_forget_reaches_the_members_that_missed_it() {
+    let mut net = Net::new(5, 0.0);
+    net.run(5_000);
+    net.nodes[4] = None;
+    net.nodes[3] = None;
+    net.run(15_000);
+    net.side[2] = 1;
+    let now = net.now;
+    net.nodes[0].as_mut().unwrap().forget(now, "n4").unwrap();
+    net.run(10);
+    assert_eq!(net.node(1).quorum().known, 4, "n1 heard at once");
+    assert_eq!(net.node(2).quorum().known, 5, "n2 was cut off");
+    net.side[2] = 0;
+    net.start(3, 2);
+    let names = ["n0", "n1", "n2", "n3", "n4"].map(CompactString::from);
+    let now = net.now;
+    net.nodes[3].as_mut().unwrap().restore_known(now, names);
+    assert_eq!(net.node(3).quorum().known, 5);
+    net.run(25_000);
+    for i in 0..4 {
+        assert_eq!(net.node(i).quorum().known, 4, "n{i} still counts n4");
+        assert!(
+            net.node(i).known_members().iter().all(|n| n != "n4"),
+            "n{i}"
+        );
+    }
+    assert_eq!(net.node(2).forgets_told(), [("n4".into(), 1)]);
+}
+
+/// A forget told again after the node came back (as a new generation, which makes it known
+/// again) does not forget it: the node's holders stop telling it once they hear it alive,
+/// and a forget of an older generation than the one a node knows is refused.
+#[test]
+fn a_forget_of_an_older_generation_is_refused() {
+    let mut net = Net::new(4, 0.0);
+    net.run(5_000);
+    net.nodes[3] = None;
+    net.run(15_000);
+    let now = net.now;
+    net.nodes[0].as_mut().unwrap().forget(now, "n3").unwrap();
+    net.run(10);
+    assert!(!net.node(1).forgets_told().is_empty());
+    net.start(3, 2);
+    net.run(15_000);
+    for i in 0..4 {
+        assert_eq!(net.node(i).quorum().known, 4, "n{i}");
+    }
+    net.nodes[3] = None;
+    net.run(15_000);
+    for i in 0..3 {
+        assert_eq!(net.status_seen_by(i, 3), Some(MemberStatus::Down), "n{i}");
+        assert!(net.node(i).forgets_told().is_empty(), "n{i} still tells it");
+    }
+    let stale = |generation| {
+        let forget = wire::Forget {
+            name: "n3".into(),
+            generation: Some(generation),
+        };
+        wire::encode(wire::KIND_FORGET, &forget)
+    };
+    let now = net.now;
+    let n2 = net.nodes[2].as_mut().unwrap();
+    n2.handle_datagram(now, addr(0), &stale(1)).unwrap();
+    assert_eq!(
+        n2.quorum().known,
+        4,
+        "a forget of generation 1 forgot generation 2"
+    );
+    n2.handle_datagram(now, addr(0), &stale(2)).unwrap();
+    assert_eq!(n2.quorum().known, 3);
 }
 
 fn listed_status(net: &Net, observer: usize, name: &str) -> Option<(MemberStatus, u64)> {

@@ -120,6 +120,12 @@ impl Membership {
             }
             _ => {}
         }
+        if status == MemberStatus::Alive
+            && from != Some(MemberStatus::Alive)
+            && id != *self.identity()
+        {
+            self.retell_forgets(id.addr);
+        }
         self.events.push_back(MemberEvent::Status {
             id,
             from,
