@@ -1,6 +1,7 @@
 //! Jobs with real agents and real processes: services kept at their count through a node
 //! crash, a 200-task batch run exactly once, admission that never overcommits, stop that kills
-//! everything, and submissions that survive the death of the node that acknowledged them.
+//! everything, submissions that survive the death of the node that acknowledged them, and a
+//! clean restart that writes on as the same actor.
 
 mod common;
 
@@ -484,6 +485,87 @@ fn a_restarted_node_reloads_its_tables_and_kills_what_was_superseded() {
         let job = c.job(victim, "svc")?;
         (running_on(&job).values().sum::<usize>() == 3).then_some(())
     });
+}
+
+/// `shoal_replication_writers` on agent `at`: the writers in its version vector.
+fn writers(c: &Cluster, at: usize) -> Option<u64> {
+    let answer =
+        common::http_request(c.agents[at].http, "GET", "/v1/metrics", None, DEADLINE).ok()?;
+    answer
+        .body
+        .lines()
+        .find_map(|l| l.strip_prefix("shoal_replication_writers "))?
+        .trim()
+        .parse()
+        .ok()
+}
+
+/// A clean restart (SIGTERM) of an agent adds no writer to the cluster's version vectors: the
+/// agent writes on as the start whose last act was its final snapshot. A crash restart
+/// (`kill -9`) adds one, since the crashed start may have sent ops its last snapshot lacks.
+/// Every writer is an entry in every digest, for good (`docs/scheduler.md`, "Actors are per
+/// start"), so an upgrade or a reboot used to cost one per node.
+#[test]
+fn a_clean_restart_adds_no_writer_and_a_crash_restart_one() {
+    let mut c = Cluster::start(3, "writers");
+    let batch = |id: &str| {
+        serde_json::json!({"id": id, "type": "batch", "count": 1, "command": "true",
+            "resources": {"cpu": 100, "memory": 16}})
+    };
+    let complete = |c: &Cluster, id: &str| {
+        c.job(0, id)
+            .is_some_and(|j| j["status"] == "complete")
+            .then_some(())
+    };
+    // Every agent writes: a job through each.
+    for at in 0..3 {
+        let id = format!("first{at}");
+        assert!(c.submit(at, batch(&id), &[]).status.success());
+        wait_for(DEADLINE, &format!("{id} completes"), || complete(&c, &id));
+    }
+    let everyone = |c: &Cluster, n: u64| (0..3).all(|at| writers(c, at) == Some(n));
+    wait_for(DEADLINE, "every agent counts 3 writers", || {
+        everyone(&c, 3).then_some(())
+    });
+
+    let key = c.dir().join("cluster.key");
+    let root = c.dir().to_path_buf();
+    for (round, crash) in [(0, false), (1, false), (2, true)] {
+        let bind = c.agents[2].gossip;
+        if crash {
+            c.agents[2].kill9();
+        } else {
+            let status = c.agents[2].stop();
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "n3 stopped: {status:?}"
+            );
+        }
+        c.agents[2] = Agent::start(AgentSpec {
+            join: Some(c.agents[0].gossip),
+            bind,
+            ..AgentSpec::new("n3", &key, &root)
+        });
+        // The switch to the last start's actor waits for n3's catch-up; a write before it
+        // would keep n3 a new actor (`Scheduler::continue_writing_as`).
+        let resumed = if crash { 2 } else { round + 1 };
+        wait_for(DEADLINE, "n3's catch-up ends", || {
+            let log = std::fs::read_to_string(root.join("n3.log")).ok()?;
+            (log.matches("writing on as its actor").count() == resumed).then_some(())
+        });
+        let id = format!("again{round}");
+        wait_for(DEADLINE, "n3 takes a job again", || {
+            c.submit(2, batch(&id), &[]).status.success().then_some(())
+        });
+        wait_for(DEADLINE, &format!("{id} completes"), || complete(&c, &id));
+        let expected = if crash { 4 } else { 3 };
+        wait_for(
+            DEADLINE,
+            &format!("round {round}: every agent counts {expected} writers"),
+            || everyone(&c, expected).then_some(()),
+        );
+        assert_eq!(writers(&c, 0), Some(expected), "round {round}");
+    }
 }
 
 /// Directories of the tasks of `job` on every agent, as `(agent, <slot>/<attempt>)`.

@@ -319,7 +319,9 @@ impl std::fmt::Debug for SchedParts {
 }
 
 /// Opens the store's state and builds the core: restored from the last snapshot, with the
-/// job records logged after it joined in, or new. A new core may be this node's name back
+/// job records logged after it joined in, or new. Restored from a clean shutdown's final
+/// snapshot, it writes on as the actor of the start that wrote it
+/// (`Scheduler::continue_writing_as`). A new core may be this node's name back
 /// with an empty data dir: given a cluster to join (`joins`), it catches up with a peer
 /// before it acts, like a restored one (`Scheduler::catch_up_before_acting`); given none, it
 /// acts at once while alone and catches up on its first contact with a peer
@@ -332,8 +334,15 @@ pub fn load_core(
     joins: bool,
 ) -> anyhow::Result<Scheduler> {
     let mut core = match store.snapshot()? {
-        Some(bytes) => Scheduler::restore(node.to_string(), config.clone(), seed, &bytes)
-            .map_err(|e| anyhow::anyhow!("cannot restore the scheduler tables: {e}"))?,
+        Some(bytes) => {
+            let mut core = Scheduler::restore(node.to_string(), config.clone(), seed, &bytes)
+                .map_err(|e| anyhow::anyhow!("cannot restore the scheduler tables: {e}"))?;
+            // Taken (durably) before the core writes: only this start may write on as it.
+            if let Some(start) = store.take_final_writer()? {
+                core.continue_writing_as(start);
+            }
+            core
+        }
         None => {
             let mut core = Scheduler::new(node.to_string(), config.clone(), seed);
             if joins {
@@ -1050,7 +1059,10 @@ impl Driver {
     fn write_final_snapshot(&mut self) {
         self.finish_store_write(true);
         let (last, clock, bytes) = self.encode_snapshot();
-        match self.store.put_snapshot(&bytes) {
+        match self
+            .store
+            .put_final_snapshot(&bytes, self.core.actor().start)
+        {
             Ok(()) => self.snapshot_written(last, clock),
             Err(e) => tracing::error!(error = %e, "cannot write the table snapshot"),
         }

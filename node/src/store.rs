@@ -7,6 +7,10 @@
 //! - **table snapshots** (`put_snapshot`): the whole replicated state, written in the
 //!   background at a bounded rate; the same transaction empties the job log, whose records
 //!   the snapshot holds. On restart the snapshot is loaded and every logged record joined in.
+//!   The snapshot written at a clean shutdown (`put_final_snapshot`) also names the start of
+//!   the scheduler that wrote it, its last act: the next start takes that name back
+//!   (`take_final_writer`) and writes on as the same actor (`docs/scheduler.md`, "Actors are
+//!   per start").
 //!
 //! A failed write (a full disk, say) is returned as an error naming the file and the cause;
 //! nothing already committed is touched, because redb commits are atomic. After a failure the
@@ -22,6 +26,9 @@ use shoal_scheduler::JobRecord;
 const SNAPSHOT: TableDefinition<&str, &[u8]> = TableDefinition::new("snapshot");
 const JOB_LOG: TableDefinition<&str, &[u8]> = TableDefinition::new("job_log");
 const SNAPSHOT_KEY: &str = "scheduler";
+/// In the snapshot table beside the snapshot, only when a clean shutdown wrote it: the start
+/// (8 bytes, little-endian) of the scheduler whose last act it was.
+const FINAL_WRITER_KEY: &str = "final-writer";
 
 /// Errors of the store; each names the file.
 #[derive(Debug, thiserror::Error)]
@@ -154,12 +161,45 @@ impl Store {
     /// Replaces the snapshot of the replicated tables and empties the job log, whose records
     /// the snapshot holds (take the snapshot after the records were handed out).
     pub fn put_snapshot(&self, bytes: &[u8]) -> Result<(), StoreError> {
+        self.put_snapshot_by(bytes, None)
+    }
+
+    /// [`Store::put_snapshot`] as the last act of the scheduler start `writer`, in the same
+    /// transaction: the snapshot holds every op that start wrote, so the next start may write
+    /// on as it ([`Store::take_final_writer`]).
+    pub fn put_final_snapshot(&self, bytes: &[u8], writer: u64) -> Result<(), StoreError> {
+        self.put_snapshot_by(bytes, Some(writer))
+    }
+
+    fn put_snapshot_by(&self, bytes: &[u8], writer: Option<u64>) -> Result<(), StoreError> {
         self.write("writing the table snapshot", |tx| {
-            tx.open_table(SNAPSHOT)?.insert(SNAPSHOT_KEY, bytes)?;
+            let mut t = tx.open_table(SNAPSHOT)?;
+            t.insert(SNAPSHOT_KEY, bytes)?;
+            match writer {
+                Some(start) => t.insert(FINAL_WRITER_KEY, &start.to_le_bytes()[..])?,
+                None => t.remove(FINAL_WRITER_KEY)?,
+            };
+            drop(t);
             tx.delete_table(JOB_LOG)?;
             tx.open_table(JOB_LOG)?;
             Ok(())
         })
+    }
+
+    /// The scheduler start whose last act was the snapshot, if a clean shutdown wrote it,
+    /// removed in a committed transaction before this returns: one start may write on as it,
+    /// and a start that dies before its own final snapshot leaves nothing for the next.
+    pub fn take_final_writer(&self) -> Result<Option<u64>, StoreError> {
+        let mut taken = None;
+        self.write("taking the final snapshot's writer", |tx| {
+            let mut t = tx.open_table(SNAPSHOT)?;
+            taken = t
+                .remove(FINAL_WRITER_KEY)?
+                .and_then(|v| <[u8; 8]>::try_from(v.value()).ok())
+                .map(u64::from_le_bytes);
+            Ok(())
+        })?;
+        Ok(taken)
     }
 
     /// The last snapshot written, if any.
@@ -229,6 +269,33 @@ mod tests {
         let s = Store::open(&dir).unwrap();
         assert_eq!(s.snapshot().unwrap().as_deref(), Some(&b"tables"[..]));
         assert_eq!(s.job_records().unwrap().len(), 1);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A final snapshot names its writer once: taken by the next start, durably, and gone
+    /// after any other snapshot.
+    #[test]
+    fn a_final_snapshots_writer_is_taken_once() {
+        let dir = std::env::temp_dir().join(format!("shoal-final-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        {
+            let s = Store::open(&dir).unwrap();
+            assert_eq!(s.take_final_writer().unwrap(), None);
+            s.put_final_snapshot(b"last", 0xfeed_f00d_1234).unwrap();
+        }
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.snapshot().unwrap().as_deref(), Some(&b"last"[..]));
+        assert_eq!(s.take_final_writer().unwrap(), Some(0xfeed_f00d_1234));
+        drop(s);
+        let s = Store::open(&dir).unwrap();
+        assert_eq!(s.take_final_writer().unwrap(), None, "taken for good");
+        s.put_final_snapshot(b"again", 7).unwrap();
+        s.put_snapshot(b"periodic").unwrap();
+        assert_eq!(
+            s.take_final_writer().unwrap(),
+            None,
+            "a later snapshot is not final"
+        );
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

@@ -181,8 +181,9 @@ impl Scheduler {
 
     /// A digest answer from `from` arrived: everything the peer had when it answered has
     /// arrived too (one ordered stream per peer), so a restored node has caught up.
-    pub(crate) fn caught_up_with(&mut self, _from: &str) {
+    pub(crate) fn caught_up_with(&mut self, from: &str) {
         if self.reach.catch_up.take().is_some() {
+            self.resume_or_not(!from.is_empty());
             self.work.everything = true;
             self.requeue_deferred(None);
         }

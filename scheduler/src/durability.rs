@@ -152,6 +152,66 @@ impl Scheduler {
         }
     }
 
+    /// After [`Scheduler::restore`] from a snapshot that was the last act of this node's
+    /// scheduler start `start` (a clean shutdown; the shell's store pairs the two): write on as
+    /// that start's actor instead of a new one. Every op it wrote is in the snapshot, so its
+    /// next dot is new to everyone; a start that crashed may have sent ops its last snapshot
+    /// lacks, which is why a restored node writes as a new actor otherwise. Every start that
+    /// writes is one more entry in every version vector, for good (`docs/scheduler.md`,
+    /// "Actors are per start"); a clean restart (an upgrade, a reboot) no longer is one.
+    ///
+    /// The switch waits for the catch-up: it is made when a peer's answer arrives, if the
+    /// node has written nothing as its new actor by then and the answer brought no op of
+    /// `start` beyond the snapshot (which only a data dir restored from a copy could cause).
+    /// Otherwise the node goes on as the new actor. Call it right after the restore.
+    pub fn continue_writing_as(&mut self, start: u64) {
+        let actor = crate::ids::ActorId {
+            node: self.node.as_str().into(),
+            start,
+        };
+        let counter = self.tables().clock().get(&actor);
+        self.repl.resume = Some((start, counter));
+    }
+
+    /// The catch-up ended: a peer answered (`answered`), or nobody did in time.
+    pub(crate) fn resume_or_not(&mut self, answered: bool) {
+        let Some((start, counter)) = self.repl.resume.take() else {
+            return;
+        };
+        let actor = crate::ids::ActorId {
+            node: self.node.as_str().into(),
+            start,
+        };
+        let held = self.tables().clock().get(&actor);
+        if held != counter {
+            tracing::warn!(
+                start,
+                counter,
+                held,
+                "not writing on as the last start: a peer holds ops of it that its final \
+                 snapshot lacks (a data dir restored from a copy?)"
+            );
+            return;
+        }
+        if !answered || self.repl.counter > 0 {
+            let why = if answered {
+                "this start wrote before the catch-up ended"
+            } else {
+                "no peer answered the catch-up"
+            };
+            tracing::info!(start, "not writing on as the last start: {why}");
+            return;
+        }
+        tracing::info!(
+            start,
+            counter,
+            "the last snapshot was this node's last act: writing on as its actor"
+        );
+        self.actor = actor;
+        self.repl.counter = counter;
+        self.log.logged_own(counter);
+    }
+
     /// After [`Scheduler::restore`], or on a new core when the node crashed before its
     /// first snapshot: join the job records logged after the snapshot. They are the same
     /// writes with the same stamps, so a job stopped or updated elsewhere since stays as the

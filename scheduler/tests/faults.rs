@@ -571,3 +571,102 @@ fn a_node_back_catches_up_before_it_places_or_admits() {
         );
     }
 }
+
+/// A clean restart (the agent's final snapshot was its last act, and the store says so)
+/// writes on as the same actor: the version vectors do not grow, and every replica takes its
+/// next ops as they come. A crash restart still writes as a new actor, since the crashed start
+/// may have sent ops its last snapshot lacks.
+#[test]
+fn a_clean_restart_writes_on_as_the_same_actor() {
+    let mut c = Cluster::new(3, 4000, 4096, 21);
+    c.submit("n1", spread_service("web", 3)).unwrap();
+    assert!(c.run_until(10_000, |c| running_everywhere(c, "web", 3) && c.converged()));
+    let actors = |c: &Cluster| c.nodes["n1"].sched.tables().clock().iter().count();
+    let before = actors(&c);
+    for round in 0..3u32 {
+        let n3 = &c.nodes["n3"].sched;
+        let (start, snapshot) = (n3.actor().start, n3.snapshot());
+        c.restart_agent("n3", &snapshot);
+        c.nodes
+            .get_mut("n3")
+            .unwrap()
+            .sched
+            .continue_writing_as(start);
+        // The switch waits for a peer's answer to the catch-up.
+        assert!(c.run_until(5_000, |c| c.nodes["n3"].sched.actor().start == start));
+        // n3 writes: a job submitted through it.
+        let job = format!("more{round}");
+        c.submit("n3", spread_service(&job, 3)).unwrap();
+        assert!(
+            c.run_until(10_000, |c| running_everywhere(c, &job, 3) && c.converged()),
+            "round {round}: the cluster takes the restarted node's writes"
+        );
+        assert_eq!(
+            actors(&c),
+            before,
+            "round {round}: a clean restart added an actor"
+        );
+    }
+    for (name, n) in &c.nodes {
+        assert_eq!(
+            n.sched.stats().refused_messages,
+            0,
+            "{name} refused a message"
+        );
+    }
+    assert!(
+        running_everywhere(&c, "web", 3),
+        "the first job ran on throughout"
+    );
+
+    // A crash restart: a new actor.
+    let snapshot = c.nodes["n3"].sched.snapshot();
+    c.crash("n3");
+    c.restart("n3", Some(&snapshot));
+    c.submit("n3", spread_service("after", 3)).unwrap();
+    assert!(c.run_until(10_000, |c| running_everywhere(c, "after", 3)
+        && c.converged()));
+    assert_eq!(actors(&c), before + 1);
+}
+
+/// A data dir restored from a copy: the "final" snapshot is older than what its start went on
+/// to write. The catch-up's answer brings the start's later ops, so the node does not write on
+/// as it (two different ops under one dot would split the replicas for good) and goes on as a
+/// new actor; nothing is refused and the cluster converges.
+#[test]
+fn a_final_snapshot_older_than_its_start_is_not_written_on() {
+    let mut c = Cluster::new(3, 4000, 4096, 22);
+    c.submit("n1", spread_service("web", 3)).unwrap();
+    assert!(c.run_until(10_000, |c| running_everywhere(c, "web", 3) && c.converged()));
+    let n3 = &c.nodes["n3"].sched;
+    let (start, copy) = (n3.actor().start, n3.snapshot());
+    // The start writes on after the copy was made: a job no node has room for yet, so that
+    // nothing runs that the copy does not know of (the restarted node would write about it
+    // before its catch-up, which keeps it a new actor for another reason).
+    let mut later = spread_service("later", 1);
+    later.resources.cpu = 4000;
+    c.submit("n3", later).unwrap();
+    assert!(c.run_until(10_000, |c| c.converged()));
+    c.restart_agent("n3", &copy);
+    c.nodes
+        .get_mut("n3")
+        .unwrap()
+        .sched
+        .continue_writing_as(start);
+    assert!(c.run_until(5_000, |c| c.converged()));
+    assert_ne!(
+        c.nodes["n3"].sched.actor().start,
+        start,
+        "wrote on as the copied start"
+    );
+    c.submit("n3", spread_service("after", 3)).unwrap();
+    assert!(c.run_until(10_000, |c| running_everywhere(c, "after", 3)
+        && c.converged()));
+    for (name, n) in &c.nodes {
+        assert_eq!(
+            n.sched.stats().refused_messages,
+            0,
+            "{name} refused a message"
+        );
+    }
+}
