@@ -500,8 +500,8 @@ fn writers(c: &Cluster, at: usize) -> Option<u64> {
         .ok()
 }
 
-/// A clean restart (SIGTERM) of an agent adds no writer to the cluster's version vectors: the
-/// agent writes on as the start whose last act was its final snapshot. A crash restart
+/// A clean restart (SIGTERM) of an agent that runs a task adds no writer to the cluster's
+/// version vectors: the agent writes on as the start whose last act was its final snapshot. A crash restart
 /// (`kill -9`) adds one, since the crashed start may have sent ops its last snapshot lacks.
 /// Every writer is an entry in every digest, for good (`docs/scheduler.md`, "Actors are per
 /// start"), so an upgrade or a reboot used to cost one per node.
@@ -523,6 +523,18 @@ fn a_clean_restart_adds_no_writer_and_a_crash_restart_one() {
         assert!(c.submit(at, batch(&id), &[]).status.success());
         wait_for(DEADLINE, &format!("{id} completes"), || complete(&c, &id));
     }
+    // And n3 runs a task of a service when it stops: a clean stop kills it first, and its
+    // end is in the final snapshot, so the next start has nothing to write before it
+    // catches up.
+    let svc = serde_json::json!({"id": "svc", "type": "service", "count": 3, "command": "sh",
+        "args": c.recorded("sleep 600"), "resources": {"cpu": 100, "memory": 16},
+        "distinct_hosts": true});
+    assert!(c.submit(2, svc, &[]).status.success());
+    let svc_running = |c: &Cluster| {
+        let job = c.job(0, "svc")?;
+        (running_on(&job).len() == 3).then_some(())
+    };
+    wait_for(DEADLINE, "svc runs on every node", || svc_running(&c));
     let everyone = |c: &Cluster, n: u64| (0..3).all(|at| writers(c, at) == Some(n));
     wait_for(DEADLINE, "every agent counts 3 writers", || {
         everyone(&c, 3).then_some(())
@@ -558,6 +570,7 @@ fn a_clean_restart_adds_no_writer_and_a_crash_restart_one() {
             c.submit(2, batch(&id), &[]).status.success().then_some(())
         });
         wait_for(DEADLINE, &format!("{id} completes"), || complete(&c, &id));
+        wait_for(DEADLINE, "svc runs on every node again", || svc_running(&c));
         let expected = if crash { 4 } else { 3 };
         wait_for(
             DEADLINE,

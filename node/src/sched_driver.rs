@@ -570,6 +570,26 @@ impl Driver {
             }
             self.drain().await;
         }
+        // A clean stop killed every task before it signalled (`RunningAgent::shutdown`): their
+        // ends, if any are still queued, are written now, so that the final snapshot holds them. The next
+        // start then has nothing to write about them before its catch-up and can write on as
+        // this start (`Scheduler::continue_writing_as`), and they read "killed", not "process
+        // not found after agent restart".
+        let mut ended = false;
+        while let Some((task, event)) = self.answered.pop_front() {
+            self.count_task_event(&task, &event);
+            self.core.handle_task_event(self.clock.now(), task, event);
+            ended = true;
+        }
+        while let Ok(event) = self.events.try_recv() {
+            let (task, event) = event.into_task_event();
+            self.count_task_event(&task, &event);
+            self.core.handle_task_event(self.clock.now(), task, event);
+            ended = true;
+        }
+        if ended {
+            self.drain().await;
+        }
         self.write_final_snapshot();
     }
 

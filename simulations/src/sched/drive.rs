@@ -26,7 +26,16 @@ impl Workbench {
         let restored = node.disk.as_ref().and_then(|(disk, _)| {
             Scheduler::restore(name.clone(), config.clone(), seed, disk).ok()
         });
-        let mut core = restored.unwrap_or_else(|| Scheduler::new(name, config, seed));
+        // Taken by this start, as the agent takes it from its store.
+        let final_writer = node.final_writer.take();
+        let mut core = match (restored, final_writer) {
+            (Some(mut core), Some(start)) => {
+                core.continue_writing_as(start);
+                core
+            }
+            (Some(core), None) => core,
+            (None, _) => Scheduler::new(name, config, seed),
+        };
         core.restore_job_records(node.log.values().map(Vec::as_slice));
         node.next_wake = None;
         node.feed_armed = false;

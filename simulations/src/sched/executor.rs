@@ -88,6 +88,9 @@ pub struct NodeSched {
     pub(super) released_at: Option<Millis>,
     /// The last snapshot written (the agent's data dir), and the tables' clock it holds.
     pub disk: Option<(Vec<u8>, VersionVector)>,
+    /// The start whose last act that snapshot was (a graceful leave), as the agent's store
+    /// marks it (`Store::put_final_snapshot`): the next start writes on as it.
+    pub(super) final_writer: Option<u64>,
     /// When the last snapshot was written.
     pub(super) snapshot_at: Option<Millis>,
     /// A snapshot write is queued.
@@ -123,7 +126,8 @@ pub struct NodeSched {
 impl NodeSched {
     /// The agent went. A crash leaves the last snapshot written on the disk (up to
     /// [`SNAPSHOT_EVERY_MS`] old) and the processes running as orphans; a graceful leave
-    /// writes a last snapshot and stops its processes. Pending receipts die either way.
+    /// (whose processes `agent_stopped` has stopped already, their ends written) writes a
+    /// last snapshot, marked as this start's last act. Pending receipts die either way.
     /// Returns the processes stopped.
     pub(super) fn stop(&mut self, graceful: bool) -> Vec<AttemptId> {
         let mut stopped = Vec::new();
@@ -131,6 +135,7 @@ impl NodeSched {
             && graceful
         {
             self.disk = Some((core.snapshot(), core.tables().clock().clone()));
+            self.final_writer = Some(core.actor().start);
         }
         if graceful {
             stopped = std::mem::take(&mut self.running).into_keys().collect();

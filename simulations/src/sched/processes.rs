@@ -277,6 +277,16 @@ impl Workbench {
 
     /// The agent of node `i` went: see `NodeSched::stop`.
     pub(super) fn agent_stopped(&mut self, host: &mut dyn Host, i: usize, graceful: bool) {
+        if graceful {
+            // As the agent's clean stop: its tasks are killed first and their ends written,
+            // so the last snapshot holds them (`RunningAgent::shutdown`).
+            let tasks: Vec<AttemptId> = self.nodes[i].running.keys().cloned().collect();
+            for task in tasks {
+                self.nodes[i].running.remove(&task);
+                self.copy_removed(host, i, &task);
+                self.report(host, i, task, TaskEvent::Killed);
+            }
+        }
         let stopped = self.nodes[i].stop(graceful);
         for task in &stopped {
             self.copy_removed(host, i, task);
@@ -359,6 +369,7 @@ impl Workbench {
             }
             _ => {
                 node.disk = Some((core.snapshot(), core.tables().clock().clone()));
+                node.final_writer = None;
                 node.snapshot_at = Some(now);
             }
         }
