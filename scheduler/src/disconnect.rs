@@ -83,8 +83,9 @@ impl Scheduler {
         self.reach.quorum.majority && view_majority && !self.catching_up()
     }
 
-    /// Restored and not yet caught up: no peer it asked has answered, and
-    /// [`CATCH_UP_MAX_MS`] have not passed since it first saw the membership.
+    /// Restored (or new, and given a cluster to join or contacted by a peer) and not yet
+    /// caught up: no peer it asked has answered, and [`CATCH_UP_MAX_MS`] have not passed since
+    /// the wait began. A catch-up still waiting for a first contact does not hold it back.
     pub(crate) fn catching_up(&self) -> bool {
         self.reach.catch_up.as_ref().is_some_and(|c| {
             !c.on_contact && c.since.is_none_or(|t| self.now.since(t) < CATCH_UP_MAX_MS)
