@@ -83,7 +83,8 @@ impl Membership {
             }
             // Told again by every node that forgot it: already done here.
             Err(ForgetError::Unknown(_)) => {}
-            Err(e) => tracing::info!(member = %name, %from, error = %e, "not forgotten"),
+            // Alive here: told again until the teller hears so too, so not at `info`.
+            Err(e) => tracing::debug!(member = %name, %from, error = %e, "not forgotten"),
         }
     }
 
