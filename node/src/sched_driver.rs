@@ -571,10 +571,10 @@ impl Driver {
             self.drain().await;
         }
         // A clean stop killed every task before it signalled (`RunningAgent::shutdown`): their
-        // ends, if any are still queued, are written now, so that the final snapshot holds them. The next
-        // start then has nothing to write about them before its catch-up and can write on as
-        // this start (`Scheduler::continue_writing_as`), and they read "killed", not "process
-        // not found after agent restart".
+        // ends, if any are still queued, are written now, so that the final snapshot holds
+        // them. The next start then has nothing to write about them before its catch-up and
+        // can write on as this start (`Scheduler::continue_writing_as`), and they read
+        // "killed", not "process not found after agent restart".
         let mut ended = false;
         while let Some((task, event)) = self.answered.pop_front() {
             self.count_task_event(&task, &event);
