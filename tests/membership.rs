@@ -143,6 +143,19 @@ fn wait_unlisted(observer: &Agent, name: &str) {
     );
 }
 
+/// Three agents, every one alive to every other and holding all three in its known-members
+/// file: `(dir, key file, agents)`.
+fn three_known(tag: &str) -> (TempDir, std::path::PathBuf, Vec<Agent>) {
+    let dir = TempDir::new(tag);
+    let key = keygen(&dir.0, "cluster.key");
+    let agents = start_cluster(3, &dir, &key);
+    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
+    for a in &agents {
+        wait_known_members_file(a, &["n1", "n2", "n3"]);
+    }
+    (dir, key, agents)
+}
+
 /// `shoal node list` on `agent`: its table and quorum line.
 fn node_list_text(agent: &Agent) -> String {
     let out = agent.cli(&["node", "list"]);
@@ -498,13 +511,7 @@ fn a_joiner_started_before_its_seed_keeps_retrying_and_joins_once_it_appears() {
 
 #[test]
 fn a_restarted_survivor_still_counts_the_dead_node_it_knew() {
-    let dir = TempDir::new("known");
-    let key = keygen(&dir.0, "cluster.key");
-    let mut agents = start_cluster(3, &dir, &key);
-    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
-    for a in &agents {
-        wait_known_members_file(a, &["n1", "n2", "n3"]);
-    }
+    let (dir, key, mut agents) = three_known("known");
 
     // n3 crashes: the survivors list it down (not gone) and keep it in their known members.
     agents[2].kill9();
@@ -635,13 +642,7 @@ fn events_of(agent: &Agent, topic: &str, kind: &str) -> Vec<Value> {
 /// is what the web UI re-reads its node list on.
 #[test]
 fn a_survivor_down_during_a_forget_hears_it_when_it_comes_back() {
-    let dir = TempDir::new("forget-later");
-    let key = keygen(&dir.0, "cluster.key");
-    let mut agents = start_cluster(3, &dir, &key);
-    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
-    for a in &agents {
-        wait_known_members_file(a, &["n1", "n2", "n3"]);
-    }
+    let (dir, key, mut agents) = three_known("forget-later");
     agents[2].kill9();
     wait_status(&agents[1], "n3", "down");
     agents[1].kill9();

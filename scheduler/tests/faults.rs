@@ -29,6 +29,22 @@ fn running_on(c: &Cluster, nodes: &[&str], job: &str, n: usize) -> bool {
     })
 }
 
+/// Three 4-core nodes running `web`, a service of 3 spread over them, converged.
+fn three_running_web(seed: u64) -> Cluster {
+    let mut c = Cluster::new(3, 4000, 4096, seed);
+    c.submit("n1", spread_service("web", 3)).unwrap();
+    assert!(c.run_until(10_000, |c| running_everywhere(c, "web", 3) && c.converged()));
+    c
+}
+
+/// No node refused a message for an ownership rule (`when` says at which point of the test).
+fn nobody_refused(c: &Cluster, when: &str) {
+    for (name, n) in &c.nodes {
+        let refused = n.sched.stats().refused_messages;
+        assert_eq!(refused, 0, "{when}: {name} refused {refused} message(s)");
+    }
+}
+
 /// A node whose name is the placer of some attempt in n1's tables (n2, n3, n4, then n1).
 fn a_node_that_placed(c: &Cluster) -> &'static str {
     ["n2", "n3", "n4", "n1"]
@@ -333,9 +349,7 @@ fn a_restarted_node_restores_its_logged_writes_as_they_were() {
     assert!(!running.is_empty());
 
     // Without the stop, a restart of the accepting node restarts nothing elsewhere.
-    let mut c = Cluster::new(3, 4000, 4096, 25);
-    c.submit("n1", spread_service("web", 3)).unwrap();
-    assert!(c.run_until(5_000, |c| running_everywhere(c, "web", 3) && c.converged()));
+    let mut c = three_running_web(25);
     let (_, elsewhere) = alive_processes(&c, &["n1"]);
     c.crash("n1");
     c.restart("n1", None);
@@ -556,13 +570,10 @@ fn a_node_back_catches_up_before_it_places_or_admits() {
             c.run_until(20_000, |c| c.converged() && all_running(c)),
             "seed {seed}: the cluster converges after {victim} comes back ({back:?})"
         );
-        for (name, n) in &c.nodes {
-            assert_eq!(
-                n.sched.stats().refused_messages,
-                0,
-                "seed {seed}: {name} refused a message after {victim} came back ({back:?})"
-            );
-        }
+        nobody_refused(
+            &c,
+            &format!("seed {seed}, after {victim} came back ({back:?})"),
+        );
         assert_eq!(
             c.processes.len(),
             started,
@@ -578,9 +589,7 @@ fn a_node_back_catches_up_before_it_places_or_admits() {
 /// may have sent ops its last snapshot lacks.
 #[test]
 fn a_clean_restart_writes_on_as_the_same_actor() {
-    let mut c = Cluster::new(3, 4000, 4096, 21);
-    c.submit("n1", spread_service("web", 3)).unwrap();
-    assert!(c.run_until(10_000, |c| running_everywhere(c, "web", 3) && c.converged()));
+    let mut c = three_running_web(21);
     let actors = |c: &Cluster| c.nodes["n1"].sched.tables().clock().iter().count();
     let before = actors(&c);
     for round in 0..3u32 {
@@ -607,13 +616,7 @@ fn a_clean_restart_writes_on_as_the_same_actor() {
             "round {round}: a clean restart added an actor"
         );
     }
-    for (name, n) in &c.nodes {
-        assert_eq!(
-            n.sched.stats().refused_messages,
-            0,
-            "{name} refused a message"
-        );
-    }
+    nobody_refused(&c, "");
     assert!(
         running_everywhere(&c, "web", 3),
         "the first job ran on throughout"
@@ -635,9 +638,7 @@ fn a_clean_restart_writes_on_as_the_same_actor() {
 /// new actor; nothing is refused and the cluster converges.
 #[test]
 fn a_final_snapshot_older_than_its_start_is_not_written_on() {
-    let mut c = Cluster::new(3, 4000, 4096, 22);
-    c.submit("n1", spread_service("web", 3)).unwrap();
-    assert!(c.run_until(10_000, |c| running_everywhere(c, "web", 3) && c.converged()));
+    let mut c = three_running_web(22);
     let n3 = &c.nodes["n3"].sched;
     let (start, copy) = (n3.actor().start, n3.snapshot());
     // The start writes on after the copy was made: a job no node has room for yet, so that
@@ -662,11 +663,5 @@ fn a_final_snapshot_older_than_its_start_is_not_written_on() {
     c.submit("n3", spread_service("after", 3)).unwrap();
     assert!(c.run_until(10_000, |c| running_everywhere(c, "after", 3)
         && c.converged()));
-    for (name, n) in &c.nodes {
-        assert_eq!(
-            n.sched.stats().refused_messages,
-            0,
-            "{name} refused a message"
-        );
-    }
+    nobody_refused(&c, "");
 }
