@@ -161,14 +161,7 @@ fn the_apis_json_field_names_match_the_golden_file() {
         "resources": {"cpu": 10, "memory": 8}, "ports": [{"name": "http"}], "tags": ["blue"],
         "update": {"max_parallel": 1, "min_healthy_ms": 100}
     });
-    let file = c.dir.0.join("web.json");
-    std::fs::write(&file, spec.to_string()).unwrap();
-    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.submit(&spec);
     let n1 = &c.agents[0];
     wait_for(DEADLINE, "web is at rest with 2 healthy instances", || {
         let services = get_json(n1, "/v1/services/web");

@@ -181,14 +181,7 @@ fn start_ttl_cluster() -> TaskCluster {
         "args": ["-c", format!("echo $$ >> {}; exec sleep 600", c.pids.display())],
         "resources": {"cpu": 10, "memory": 8}, "ports": [{"name": "http"}]
     });
-    let file = c.dir.0.join("web.json");
-    std::fs::write(&file, spec.to_string()).unwrap();
-    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.submit(&spec);
     c
 }
 

@@ -40,16 +40,6 @@ fn cli_ok(a: &Agent, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn submit(c: &Cluster, spec: &Value) {
-    let id = spec["id"].as_str().unwrap();
-    let file = c.dir.0.join(format!("{id}.json"));
-    std::fs::write(&file, spec.to_string()).unwrap();
-    cli_ok(
-        &c.agents[0],
-        &["job", "run", file.to_str().unwrap(), "--detach"],
-    );
-}
-
 /// A python HTTP server on `${SHOAL_PORT_HTTP}` with an http check, 6 of them, moved 2 at a
 /// time.
 fn web(c: &Cluster) -> Value {
@@ -165,7 +155,7 @@ fn drain_keeps_count_minus_max_parallel_and_the_flag_survives_a_restart() {
         x["status"] == "alive" && !x["resources"].is_null()
     });
     let mut c = Cluster::new(dir, agents);
-    submit(&c, &web(&c));
+    c.submit(&web(&c));
     let before = wait_for(DEADLINE, "every node answers 6 healthy", || {
         let all: Vec<Vec<(String, u64, u64)>> = c
             .agents
@@ -272,8 +262,8 @@ fn drain_keeps_count_minus_max_parallel_and_the_flag_survives_a_restart() {
         );
     }
     // New work lands elsewhere; a job pinned to it waits and says why.
-    submit(&c, &sleeper(&c, "more", 3, None));
-    submit(&c, &sleeper(&c, "pinned", 1, Some(&victim)));
+    c.submit(&sleeper(&c, "more", 3, None));
+    c.submit(&sleeper(&c, "pinned", 1, Some(&victim)));
     wait_for(DEADLINE, "3 of `more` run", || {
         (nodes_of(&c, 0, "more").len() == 3).then_some(())
     });

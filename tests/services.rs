@@ -79,14 +79,7 @@ fn each_task_serves_on_its_own_port_and_knows_it() {
         "resources": {"cpu": 100, "memory": 64},
         "ports": [{"name": "http"}, {"name": "admin"}]
     });
-    let file = c.path().join("web.json");
-    std::fs::write(&file, spec.to_string()).unwrap();
-    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap()]);
-    assert!(
-        out.status.success(),
-        "job run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.run_job(&spec, &[]);
 
     // Every node reports six running tasks, each with its ports.
     let mut views = Vec::new();
@@ -188,14 +181,7 @@ fn a_static_port_blocks_a_second_job_on_that_node_with_a_reason() {
         })
     };
     for (id, p) in [("first", port), ("second", port), ("reserved", 21000)] {
-        let file = c.path().join(format!("{id}.json"));
-        std::fs::write(&file, spec(id, p).to_string()).unwrap();
-        let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        c.submit(&spec(id, p));
     }
     wait_for(DEADLINE, "first runs on its static port", || {
         let job = c.job(0, "first")?;
@@ -221,19 +207,6 @@ fn a_static_port_blocks_a_second_job_on_that_node_with_a_reason() {
         },
     );
     assert!(why.contains("n1"), "{why}");
-}
-
-/// Submits `spec` (JSON) at agent 0 without waiting for it to run.
-fn submit(c: &Cluster, spec: &Value) {
-    let id = spec["id"].as_str().unwrap();
-    let file = c.path().join(format!("{id}.json"));
-    std::fs::write(&file, spec.to_string()).unwrap();
-    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
-    assert!(
-        out.status.success(),
-        "job run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 /// Waits until every node shows every task of `id` running with `health`, then returns the
@@ -284,7 +257,7 @@ fn health_checks_run_on_the_task_node_and_every_node_shows_them() {
              "interval_ms": 300, "timeout_ms": 300, "failures": 0},
         ]
     });
-    submit(&c, &spec);
+    c.submit(&spec);
     let views = wait_health_everywhere(&c, "web", "healthy");
     assert!(
         views[0]["tasks"][0]["health_note"].is_null(),
@@ -348,7 +321,7 @@ fn a_task_whose_check_keeps_failing_is_restarted() {
         // A long back-off, so the failed attempt stays visible for a while.
         "restart": {"delay_ms": 5000, "backoff": 1.0}
     });
-    submit(&c, &spec);
+    c.submit(&spec);
     let views = wait_health_everywhere(&c, "flaky", "healthy");
     let first = views[0]["tasks"][0]["attempt"].as_u64().unwrap();
     std::fs::write(marks.join(format!("stop-{first}")), "").unwrap();
@@ -443,14 +416,7 @@ fn submit_web(c: &Cluster, count: u32) -> PathBuf {
         "ports": [{"name": "http"}, {"name": "admin"}],
         "restart": {"delay_ms": 200}
     });
-    let file = c.path().join("web.json");
-    std::fs::write(&file, spec.to_string()).unwrap();
-    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
-    assert!(
-        out.status.success(),
-        "job run failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.submit(&spec);
     pid_dir
 }
 
@@ -805,14 +771,7 @@ fn an_unhealthy_instance_leaves_every_nodes_answers_and_comes_back() {
         "checks": [{"type": "command", "command": "sh", "args": ["-c", check],
                     "interval_ms": 200, "timeout_ms": 200, "failures": 0}]
     });
-    let file = c.path().join("web.json");
-    std::fs::write(&file, spec.to_string()).unwrap();
-    let out = c.agents[0].cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    c.submit(&spec);
     let answers = converged_web(&c, 3, "every node lists 3 healthy web instances");
     let sick = &answers[0].1["instances"][0];
     let port = sick["ports"]["http"].as_u64().unwrap();
@@ -945,13 +904,13 @@ impl Sampler {
 #[test]
 fn rolling_update_keeps_count_minus_max_parallel() {
     let c = Cluster::start(3, "svc-rolling", &[]);
-    submit(&c, &rolling_web(&c, "v1", "/", false));
+    c.submit(&rolling_web(&c, "v1", "/", false));
     wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
         all_healthy_on(&c, 1).then_some(())
     });
     converged_web(&c, 6, "every node lists 6 healthy instances");
     let sampler = Sampler::start(&c);
-    submit(&c, &rolling_web(&c, "v2", "/", false));
+    c.submit(&rolling_web(&c, "v2", "/", false));
     wait_for(DEADLINE, "6 healthy on version 2 everywhere", || {
         all_healthy_on(&c, 2).then_some(())
     });
@@ -1005,14 +964,14 @@ fn rolling_update_keeps_count_minus_max_parallel() {
 #[test]
 fn failed_update_auto_reverts() {
     let c = Cluster::start(3, "svc-revert", &[]);
-    submit(&c, &rolling_web(&c, "v1", "/", true));
+    c.submit(&rolling_web(&c, "v1", "/", true));
     wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
         all_healthy_on(&c, 1).then_some(())
     });
     converged_web(&c, 6, "every node lists 6 healthy instances");
     let sampler = Sampler::start(&c);
     // Version 2's check asks for a page the server does not have: 404, never healthy.
-    submit(&c, &rolling_web(&c, "v2", "/missing", true));
+    c.submit(&rolling_web(&c, "v2", "/missing", true));
     wait_for(
         DEADLINE,
         "version 3 (the revert) healthy everywhere",
@@ -1065,7 +1024,7 @@ fn canary_waits_for_promote_and_revert_goes_back() {
         spec["update"]["canary"] = 1.into();
         spec
     };
-    submit(&c, &canary("v1"));
+    c.submit(&canary("v1"));
     wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
         all_healthy_on(&c, 1).then_some(())
     });
@@ -1076,7 +1035,7 @@ fn canary_waits_for_promote_and_revert_goes_back() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    submit(&c, &canary("v2"));
+    c.submit(&canary("v2"));
     // Slot 0 moves to version 2 and the deployment waits, on every node.
     for i in 0..3 {
         wait_for(DEADLINE, &format!("n{} waits for promote", i + 1), || {

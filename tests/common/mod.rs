@@ -65,6 +65,29 @@ impl TaskCluster {
         let pids = dir.0.join("pids");
         TaskCluster { agents, pids, dir }
     }
+
+    /// Submits `spec` (a job's JSON) at the first agent without waiting for it to run:
+    /// [`TaskCluster::run_job`] with `--detach`.
+    pub fn submit(&self, spec: &Value) {
+        self.run_job(spec, &["--detach"]);
+    }
+
+    /// Writes `spec` to `ID.json` in the cluster's directory and runs `shoal job run FILE
+    /// EXTRA…` at the first agent, which must succeed.
+    pub fn run_job(&self, spec: &Value, extra: &[&str]) {
+        let id = spec["id"].as_str().expect("a job spec has an id");
+        let file = self.dir.0.join(format!("{id}.json"));
+        std::fs::write(&file, spec.to_string()).unwrap();
+        let mut args = vec!["job", "run", file.to_str().unwrap()];
+        args.extend_from_slice(extra);
+        let out = self.agents[0].cli(&args);
+        assert!(
+            out.status.success(),
+            "shoal {args:?} failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 impl Drop for TaskCluster {
