@@ -535,8 +535,7 @@ impl Driver {
                 continue;
             }
             if let Some((task, event)) = self.answered.pop_front() {
-                self.count_task_event(&task, &event);
-                self.core.handle_task_event(self.clock.now(), task, event);
+                self.on_task_event(task, event);
                 self.drain().await;
                 continue;
             }
@@ -555,8 +554,7 @@ impl Driver {
                 Some(frame) = self.inbound.recv() => self.on_frame(frame),
                 Some(event) = self.events.recv() => {
                     let (task, event) = event.into_task_event();
-                    self.count_task_event(&task, &event);
-                    self.core.handle_task_event(self.clock.now(), task, event);
+                    self.on_task_event(task, event);
                 }
                 Some(req) = requests.recv() => self.on_request(req),
                 Some(report) = self.check_results.recv() => {
@@ -577,14 +575,12 @@ impl Driver {
         // "killed", not "process not found after agent restart".
         let mut ended = false;
         while let Some((task, event)) = self.answered.pop_front() {
-            self.count_task_event(&task, &event);
-            self.core.handle_task_event(self.clock.now(), task, event);
+            self.on_task_event(task, event);
             ended = true;
         }
         while let Ok(event) = self.events.try_recv() {
             let (task, event) = event.into_task_event();
-            self.count_task_event(&task, &event);
-            self.core.handle_task_event(self.clock.now(), task, event);
+            self.on_task_event(task, event);
             ended = true;
         }
         if ended {
@@ -894,6 +890,12 @@ impl Driver {
     fn persisted_through(&mut self, last: u64) {
         self.unlogged.retain(|b| b.batch > last);
         self.core.handle_persisted(self.clock.now(), last);
+    }
+
+    /// A task event from the executor: counted, then handed to the core.
+    fn on_task_event(&mut self, task: AttemptId, event: TaskEvent) {
+        self.count_task_event(&task, &event);
+        self.core.handle_task_event(self.clock.now(), task, event);
     }
 
     /// Counts a task event before the core hears it: the start latency, submit → running

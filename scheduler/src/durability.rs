@@ -170,18 +170,15 @@ impl Scheduler {
             start,
         };
         let counter = self.tables().clock().get(&actor);
-        self.repl.resume = Some((start, counter));
+        self.repl.resume = Some((actor, counter));
     }
 
     /// The catch-up ended: a peer answered (`answered`), or nobody did in time.
     pub(crate) fn resume_or_not(&mut self, answered: bool) {
-        let Some((start, counter)) = self.repl.resume.take() else {
+        let Some((actor, counter)) = self.repl.resume.take() else {
             return;
         };
-        let actor = crate::ids::ActorId {
-            node: self.node.as_str().into(),
-            start,
-        };
+        let start = actor.start;
         let held = self.tables().clock().get(&actor);
         if held != counter {
             tracing::warn!(

@@ -150,9 +150,10 @@ pub(crate) struct Replication {
     /// When this node last asked each peer for the ops missing before one it buffered
     /// (`replication.rs`, `ask_for_gap`).
     pub(crate) gap_asked: BTreeMap<String, Millis>,
-    /// The start, and its counter in the restored tables, that this node may write on as once
-    /// a peer's answer shows nobody holds more of its ops (`Scheduler::continue_writing_as`).
-    pub(crate) resume: Option<(u64, u64)>,
+    /// The actor of an earlier start, and its counter in the restored tables, that this node
+    /// may write on as once a peer's answer shows nobody holds more of its ops
+    /// (`Scheduler::continue_writing_as`).
+    pub(crate) resume: Option<(ActorId, u64)>,
 }
 
 // ---- counters ------------------------------------------------------------------------------

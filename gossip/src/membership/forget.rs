@@ -100,12 +100,7 @@ impl Membership {
             return;
         }
         self.drop_stale_forgets();
-        let told: Vec<(CompactString, u64)> = self
-            .forgotten
-            .iter()
-            .map(|(n, t)| (n.clone(), t.generation))
-            .collect();
-        for (name, generation) in told {
+        for (name, generation) in self.forgets_told() {
             self.tell_forget(to, &name, generation);
         }
     }
