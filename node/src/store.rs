@@ -190,6 +190,14 @@ impl Store {
     /// removed in a committed transaction before this returns: one start may write on as it,
     /// and a start that dies before its own final snapshot leaves nothing for the next.
     pub fn take_final_writer(&self) -> Result<Option<u64>, StoreError> {
+        // Read first: most starts find nothing, and need no write (nor its fsync).
+        let present = self.with_db("reading the final snapshot's writer", |db| {
+            let tx = db.begin_read()?;
+            Ok(tx.open_table(SNAPSHOT)?.get(FINAL_WRITER_KEY)?.is_some())
+        })?;
+        if !present {
+            return Ok(None);
+        }
         let mut taken = None;
         self.write("taking the final snapshot's writer", |tx| {
             let mut t = tx.open_table(SNAPSHOT)?;
