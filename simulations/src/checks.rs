@@ -14,7 +14,7 @@ use serde::Serialize;
 use shoal_gossip::{CompactString, MemberInfo, MemberStatus, Millis};
 
 use crate::engine::{Life, Simulation};
-use crate::sched::Workbench;
+use crate::sched::{ROOM_SETTLE_MS, Workbench};
 
 /// Outcome of one checker.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -464,15 +464,10 @@ fn first_difference(a: &shoal_scheduler::Tables, b: &shoal_scheduler::Tables) ->
     )
 }
 
-/// Room freed this close to the end does not count for `eventually_services_at_count`: a
-/// release is held from placers for up to 1.5 × `release_hold` (0.75 s by default), and a
-/// placement then takes a proposal's round trip.
-const ROOM_SETTLE_MS: u64 = 2_000;
-
 fn services_at_count(sim: &Simulation, bench: &Workbench) -> CheckResult {
     let running: Vec<usize> = running_nodes(sim).collect();
     let settled_at = Millis(sim.now.0.saturating_sub(ROOM_SETTLE_MS));
-    let count = bench.service_count(&running, Some(settled_at));
+    let count = bench.service_count(&running, settled_at);
     result(
         "eventually_services_at_count",
         count.off,

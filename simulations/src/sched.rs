@@ -79,7 +79,7 @@ use crate::workload::{self, JobArrival};
 pub use drain_watch::{DrainSabotage, DrainWatch};
 pub use executor::{NodeSched, Proc, reserved};
 pub use serving::{DETECTION_MS, Discovery, DiscoverySabotage, REPLICATION_MS};
-pub use tally::{DUPLICATE_SLACK_MS, OPS_IN_FLIGHT_MS, Tally, Watch};
+pub use tally::{DUPLICATE_SLACK_MS, OPS_IN_FLIGHT_MS, ROOM_SETTLE_MS, Tally, Watch};
 
 /// Members and ad changes are handed over at most this often per node.
 pub const FEED_MS: u64 = 500;

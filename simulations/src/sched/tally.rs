@@ -146,6 +146,13 @@ pub struct Watch {
     pub(super) writes: BTreeMap<shoal_scheduler::ActorId, (u64, VecDeque<(u64, Millis)>)>,
 }
 
+/// Room freed this recently does not count as room a service could have been placed on
+/// (`eventually_services_at_count` at the end, `eventually_services_back_at_count` at each
+/// sample): a release is held from placers for up to 1.5 × `release_hold` (0.75 s by
+/// default) and shown to the oldest waiting slots first (`docs/scheduler.md`, "Oldest first"),
+/// and a placement then takes a proposal's round trip.
+pub const ROOM_SETTLE_MS: u64 = 2_000;
+
 /// An op written this close to the end of a run may still be on its way to some replicas:
 /// `eventually_tables_identical` does not require it everywhere.
 pub const OPS_IN_FLIGHT_MS: u64 = 2_000;

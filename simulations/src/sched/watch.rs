@@ -11,7 +11,7 @@ use shoal_gossip::Millis;
 use shoal_scheduler::table::{Assignment, Op, OpBody, SlotSet};
 use shoal_scheduler::{AttemptId, KillReason, Name, Scheduler, Stamp};
 
-use super::tally::{DUPLICATE_SLACK_MS, ServiceCount};
+use super::tally::{DUPLICATE_SLACK_MS, ROOM_SETTLE_MS, ServiceCount};
 use super::{Host, Proc, Workbench};
 
 impl Workbench {
@@ -447,12 +447,11 @@ impl Workbench {
 
     /// Where the services stand: the processes of live agents (running or paused; a crashed
     /// agent's orphans are no copies the cluster keeps, and its watchdog stops them), room on
-    /// the `running` nodes that the script has not made refuse new work. With `settled_at`,
-    /// a node counts for room only if none of its processes ended after that time: room freed
-    /// later may still be in a release hold (`docs/scheduler.md`, "Oldest first") or on its
-    /// way to a placement.
+    /// the `running` nodes that the script has not made refuse new work. A node counts for
+    /// room only if none of its processes ended after `settled_at`: room freed later may still
+    /// be in a release hold (`docs/scheduler.md`, "Oldest first") or on its way to a placement.
     #[must_use]
-    pub fn service_count(&self, running: &[usize], settled_at: Option<Millis>) -> ServiceCount {
+    pub fn service_count(&self, running: &[usize], settled_at: Millis) -> ServiceCount {
         let mut copies: BTreeMap<&str, usize> = BTreeMap::new();
         for node in &self.nodes {
             for (task, _) in node.running.iter().filter(|(_, p)| !p.orphan) {
@@ -463,9 +462,7 @@ impl Workbench {
         let free: Vec<(u64, u64)> = running
             .iter()
             .filter(|&&i| !self.drains.refuses_at_end(i))
-            .filter(|&&i| {
-                settled_at.is_none_or(|t| self.nodes[i].released_at.is_none_or(|r| r <= t))
-            })
+            .filter(|&&i| self.nodes[i].released_at.is_none_or(|r| r <= settled_at))
             .map(|&i| {
                 let r = super::reserved(&self.nodes[i]);
                 (
@@ -515,7 +512,11 @@ impl Workbench {
             .copied()
             .filter(|&i| host.process(i).state == super::ProcessState::Running)
             .collect();
-        let count = self.service_count(&running, None);
+        // Room freed in the last moments is on its way to the oldest slots that fit it, as
+        // at the end (`ROOM_SETTLE_MS`): counted, a queued service in a full cluster read as
+        // off whenever any node had just freed room.
+        let settled_at = Millis(host.now().0.saturating_sub(ROOM_SETTLE_MS));
+        let count = self.service_count(&running, settled_at);
         match count.off {
             None => self.watch.figures.back_at_count_ms = Some(host.now().0),
             Some(why) => self.watch.off_count = Some(why),
