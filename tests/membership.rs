@@ -677,3 +677,42 @@ fn a_survivor_down_during_a_forget_hears_it_when_it_comes_back() {
         "n2 recorded no Forgotten event for n3: {seen:?}"
     );
 }
+
+/// A member that left is let go of on every agent `--member-reap-after-s` later: no longer
+/// listed (`left` before that), counted in no metric, a `Node` `Reaped` event on each; and it
+/// may come back under its name, heard as a new generation like any restart.
+#[test]
+fn a_member_that_left_is_let_go_of_on_every_agent_and_may_come_back() {
+    let dir = TempDir::new("reap");
+    let key = keygen(&dir.0, "cluster.key");
+    let reap = || vec!["--member-reap-after-s".to_string(), "3".to_string()];
+    let spec = |name, join| AgentSpec {
+        join,
+        extra: reap(),
+        ..AgentSpec::new(name, &key, &dir.0)
+    };
+    let mut agents = vec![Agent::start(spec("n1", None))];
+    let seed = Some(agents[0].gossip);
+    agents.push(Agent::start(spec("n2", seed)));
+    agents.push(Agent::start(spec("n3", seed)));
+    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
+
+    let stopped = agents[2].stop().expect("n3 was running");
+    assert!(stopped.success(), "n3 did not stop cleanly: {stopped:?}");
+    for a in &agents[..2] {
+        wait_status(a, "n3", "left");
+    }
+    for a in &agents[..2] {
+        wait_unlisted(a, "n3");
+        assert_eq!(members_metric(a, "left"), Some(0), "{}", a.name);
+        wait_for(DEADLINE, &format!("{} records n3 reaped", a.name), || {
+            events_of(a, "Node", "Reaped")
+                .iter()
+                .any(|e| e["payload"]["node"] == "n3")
+                .then_some(())
+        });
+    }
+
+    agents[2] = Agent::start(spec("n3", seed));
+    wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
+}

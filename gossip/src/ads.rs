@@ -30,11 +30,23 @@ pub(crate) struct AdStore {
     digest: wire::Digest,
     /// Where ads are shared with the other cores of this process, if anywhere.
     pub(crate) cache: Option<AdCache>,
+    /// Nodes the view let go of (`membership/reap.rs`), with the newest generation it held:
+    /// an ad of that generation or an older one is refused while the name is here, so a peer
+    /// that has not let go yet cannot hand it back.
+    pub(crate) reaped: FxHashMap<CompactString, u64>,
 }
 
 impl AdStore {
     /// Keeps `ad` if it is newer than what is known for its node; returns whether it was.
     pub(crate) fn offer(&mut self, ad: ResourceAd) -> bool {
+        if !self.reaped.is_empty()
+            && self
+                .reaped
+                .get(&ad.node)
+                .is_some_and(|&g| ad.generation <= g)
+        {
+            return false;
+        }
         let key = ad.key();
         let newer = match self.keys.get_mut(&ad.node) {
             Some(known) if *known >= key => false,
@@ -62,6 +74,28 @@ impl AdStore {
             debug_assert_eq!(self.digest, wire::digest(self.ads.values().map(|a| &**a)));
         }
         newer
+    }
+
+    /// Drops the ad of `name` if it is of `generation` or older, and refuses such ads from
+    /// now on, until [`AdStore::unreap`].
+    pub(crate) fn reap(&mut self, name: &CompactString, generation: u64) {
+        if self
+            .ads
+            .get(name)
+            .is_some_and(|ad| ad.generation <= generation)
+            && let Some(old) = self.ads.remove(name)
+        {
+            self.keys.remove(name);
+            let bucket = &mut self.digest[wire::bucket_of(name)];
+            *bucket = bucket.wrapping_sub(wire::ad_hash(&old));
+            debug_assert_eq!(self.digest, wire::digest(self.ads.values().map(|a| &**a)));
+        }
+        self.reaped.insert(name.clone(), generation);
+    }
+
+    /// Accepts ads of `name` again.
+    pub(crate) fn unreap(&mut self, name: &str) {
+        self.reaped.remove(name);
     }
 
     pub(crate) fn digest(&self) -> wire::Digest {

@@ -66,6 +66,10 @@ pub struct Config {
     /// A known member down this long is forgotten by a node that holds a majority, so that
     /// the cluster's size shrinks to the nodes that are still there.
     pub forget_down_after: Duration,
+    /// The view lets go of a member this long after it left, or after it went down if it was
+    /// forgotten (`membership/reap.rs`): its record, its ad, and the scheduler's view of it.
+    /// Serf's `tombstone_timeout` is the like of it (24 h too).
+    pub reap_after: Duration,
 }
 
 impl Default for Config {
@@ -93,6 +97,7 @@ impl Default for Config {
             stall_threshold: Duration::from_secs(1),
             stall_cooldown: Duration::from_secs(5),
             forget_down_after: Duration::from_secs(24 * 3600),
+            reap_after: Duration::from_secs(24 * 3600),
             name_conflict_after: Duration::from_secs(10),
             name_join_grace: Duration::from_secs(5),
         }

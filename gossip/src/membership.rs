@@ -27,6 +27,7 @@ mod forget;
 mod join;
 mod names;
 mod quorum;
+mod reap;
 mod sync;
 mod view;
 
@@ -135,6 +136,12 @@ pub enum MemberEvent {
     /// A member was forgotten here: it no longer counts in the known membership, and the
     /// listing leaves it out (`membership/forget.rs`).
     Forgotten {
+        /// Its name.
+        name: CompactString,
+    },
+    /// A member gone for good was let go of: the view and the ads no longer hold it
+    /// (`membership/reap.rs`).
+    Reaped {
         /// Its name.
         name: CompactString,
     },
@@ -250,6 +257,11 @@ pub struct Membership {
     renewed_at: Option<Millis>,
     /// A [`Tick::Chase`] is queued.
     chase_queued: bool,
+    /// Names let go of, refused at the generation given or older, and when
+    /// (`membership/reap.rs`).
+    reaped: BTreeMap<CompactString, (u64, Millis)>,
+    /// Ads that no record matched at a full scan, and since which one.
+    recordless: BTreeMap<CompactString, Millis>,
 }
 
 /// Another agent under this node's name.
@@ -341,6 +353,8 @@ impl Membership {
             parked_gossip: None,
             renewed_at: None,
             chase_queued: false,
+            reaped: BTreeMap::new(),
+            recordless: BTreeMap::new(),
         };
         me.index.insert(
             id.name.clone(),
@@ -624,6 +638,7 @@ impl Membership {
                         tracing::warn!(corrected, "the full member scan found stale statuses");
                     }
                     self.stats.view_corrections += corrected as u64;
+                    self.reap_gone();
                 }
                 self.expire_stale_suspects();
                 self.forget_long_down();

@@ -438,7 +438,7 @@ fn with_task(task: &AttemptId, extra: Value) -> Value {
     Value::Object(m)
 }
 
-/// A membership change (`Node`: `StatusChanged`, `ResourcesChanged`, `Forgotten`).
+/// A membership change (`Node`: `StatusChanged`, `ResourcesChanged`, `Forgotten`, `Reaped`).
 #[must_use]
 pub fn member_event(e: &MemberEvent) -> Draft {
     match e {
@@ -466,6 +466,9 @@ pub fn member_event(e: &MemberEvent) -> Draft {
         ),
         MemberEvent::Forgotten { name } => {
             draft(Topic::Node, "Forgotten", json!({ "node": name.as_str() }))
+        }
+        MemberEvent::Reaped { name } => {
+            draft(Topic::Node, "Reaped", json!({ "node": name.as_str() }))
         }
     }
 }

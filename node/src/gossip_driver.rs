@@ -552,8 +552,8 @@ fn log_event(event: &shoal_gossip::MemberEvent) {
         shoal_gossip::MemberEvent::Resources { ad } => {
             tracing::debug!(node = %ad.node, version = ad.version, "resources changed");
         }
-        // The membership core logs why (the operator, a peer, `forget_down_after`).
-        shoal_gossip::MemberEvent::Forgotten { .. } => {}
+        // The membership core logs why (the operator, a peer, `forget_down_after`, `reap_after`).
+        shoal_gossip::MemberEvent::Forgotten { .. } | shoal_gossip::MemberEvent::Reaped { .. } => {}
     }
 }
 

@@ -214,6 +214,13 @@ impl Observer {
             }
             // The view (and so this observer) keeps the record; only the quorum drops it.
             MemberEvent::Forgotten { .. } => {}
+            // Only a left or forgotten-down member is let go of: no alive or suspect count
+            // changes, the record and the ad go.
+            MemberEvent::Reaped { .. } => {
+                let seen = &mut self.view[i * self.n + j];
+                seen.status = None;
+                seen.ad = (0, 0);
+            }
         }
     }
 

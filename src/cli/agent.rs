@@ -101,6 +101,11 @@ pub struct AgentArgs {
     /// directories are removed, in seconds. The node that purges a job uses its own value.
     #[arg(long, default_value_t = 3600, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=30 * 86_400))]
     pub job_gc_grace_s: u64,
+    /// How long after a member left, or went down and was forgotten, this agent lets go of it:
+    /// its record, its resource ad, its place in the scheduler's view (`docs/membership.md`,
+    /// "Letting go of members gone for good"), in seconds.
+    #[arg(long, default_value_t = 86_400, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=365 * 86_400))]
+    pub member_reap_after_s: u64,
     /// How often this agent removes the directories (logs, files) of tasks whose attempts the
     /// cluster dropped: a purged job's, and a crash-looping slot's beyond its last 8 attempts.
     #[arg(long, default_value_t = 60, value_name = "SECONDS", value_parser = clap::value_parser!(u64).range(1..=86_400))]
@@ -223,7 +228,10 @@ fn config_from(args: AgentArgs) -> anyhow::Result<AgentConfig> {
         disk_mib: args.disk,
         attributes: parse_attrs(&args.attrs)?,
         api,
-        gossip: shoal_gossip::Config::default(),
+        gossip: shoal_gossip::Config {
+            reap_after: Duration::from_secs(args.member_reap_after_s),
+            ..shoal_gossip::Config::default()
+        },
         tasks: TaskSettings {
             user: args.task_user,
             allowed_users: args.allow_task_users.into_iter().collect(),

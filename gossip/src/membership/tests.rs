@@ -15,6 +15,8 @@ struct Net {
     side: Vec<u8>,
     /// `handle_timeout` calls per node: the wake-ups a shell would make for timers.
     timer_wakes: Vec<u64>,
+    /// The configuration every core starts with.
+    config: Config,
 }
 
 fn addr(i: usize) -> SocketAddr {
@@ -32,6 +34,10 @@ fn ad(cpu: u64) -> ResourceAd {
 
 impl Net {
     fn new(n: usize, loss: f64) -> Self {
+        Self::with_config(n, loss, Config::default())
+    }
+
+    fn with_config(n: usize, loss: f64, config: Config) -> Self {
         let mut net = Net {
             nodes: Vec::new(),
             now: Millis(1_000),
@@ -40,6 +46,7 @@ impl Net {
             in_flight: Vec::new(),
             side: vec![0; n],
             timer_wakes: vec![0; n],
+            config,
         };
         for i in 0..n {
             net.start(i, 1);
@@ -65,7 +72,7 @@ impl Net {
         let mut m = Membership::new(
             id,
             ad(1000 * (i as u64 + 1)),
-            Config::default(),
+            self.config.clone(),
             i as u64,
             self.now,
         );
@@ -1032,4 +1039,89 @@ fn a_joiner_whose_seed_is_absent_says_so_rate_limited_and_says_when_it_joins() {
     // The seed, joined by n1, has nothing to tell.
     assert!(net.node(0).join_status().joined);
     assert_eq!(net.nodes[0].as_mut().unwrap().poll_join_notice(), None);
+}
+
+fn reaping_after(secs: u64) -> Config {
+    Config {
+        reap_after: std::time::Duration::from_secs(secs),
+        ..Config::default()
+    }
+}
+
+fn holds_ad(net: &Net, observer: usize, name: &str) -> bool {
+    net.node(observer).ads.lock().ads.contains_key(name)
+}
+
+/// A member that left is listed `left` until `reap_after`, then let go of everywhere: no
+/// record, no ad, the same ad digest on every survivor. Its old ad is refused meanwhile (a
+/// peer that has not let go yet cannot hand it back), and the node back under its name is
+/// heard as usual.
+#[test]
+fn a_member_that_left_is_let_go_of_after_reap_after() {
+    let mut net = Net::with_config(4, 0.0, reaping_after(60));
+    net.run(3_000);
+    let old_ad = net.node(1).own_ad().clone();
+    net.nodes[1].as_mut().unwrap().leave(net.now);
+    net.run(2_000);
+    net.nodes[1] = None;
+    net.run(40_000);
+    for i in [0, 2, 3] {
+        assert_eq!(net.status_seen_by(i, 1), Some(MemberStatus::Left), "n{i}");
+        assert!(holds_ad(&net, i, "n1"), "n{i} let go too early");
+    }
+    net.run(35_000);
+    let digest = net.node(0).ads.lock().digest();
+    for i in [0, 2, 3] {
+        assert_eq!(net.status_seen_by(i, 1), None, "n{i} still holds n1");
+        assert!(!holds_ad(&net, i, "n1"), "n{i} still holds n1's ad");
+        assert_eq!(net.node(i).members().len(), 3, "n{i}");
+        assert_eq!(net.node(i).listed_members().len(), 3, "n{i}");
+        assert_eq!(net.node(i).reaped(), vec![("n1".into(), 1)], "n{i}");
+        assert_eq!(net.node(i).ads.lock().digest(), digest, "n{i}");
+    }
+    let now = net.now;
+    let n0 = net.nodes[0].as_mut().unwrap();
+    n0.handle_timeout(now);
+    n0.offer_ad(old_ad, false);
+    assert!(!holds_ad(&net, 0, "n1"), "a let-go ad was taken back");
+    net.start(1, 2);
+    net.run(5_000);
+    for i in [0, 2, 3] {
+        assert_eq!(
+            listed_status(&net, i, "n1"),
+            Some((MemberStatus::Alive, 2)),
+            "n{i}"
+        );
+        assert!(holds_ad(&net, i, "n1"), "n{i}");
+    }
+    // The refusals end `reap_after` after they began.
+    net.run(60_000);
+    for i in [0, 2, 3] {
+        assert!(net.node(i).reaped().is_empty(), "n{i}");
+    }
+}
+
+/// A forgotten dead member is let go of `reap_after` after it went down; a dead member still
+/// in the known membership is kept: it counts toward the majority until someone forgets it.
+#[test]
+fn a_forgotten_member_is_let_go_of_and_a_known_dead_one_is_kept() {
+    let mut net = Net::with_config(5, 0.0, reaping_after(60));
+    net.run(5_000);
+    net.nodes[3] = None;
+    net.nodes[4] = None;
+    net.run(15_000);
+    let now = net.now;
+    net.nodes[0].as_mut().unwrap().forget(now, "n4").unwrap();
+    net.run(70_000);
+    for i in 0..3 {
+        assert_eq!(net.status_seen_by(i, 4), None, "n{i} still holds n4");
+        assert!(!holds_ad(&net, i, "n4"), "n{i}");
+        assert_eq!(
+            net.status_seen_by(i, 3),
+            Some(MemberStatus::Down),
+            "n{i} let go of a member it still counts"
+        );
+        assert!(holds_ad(&net, i, "n3"), "n{i}");
+        assert_eq!(net.node(i).quorum().known, 4, "n{i}");
+    }
 }

@@ -19,7 +19,7 @@ impl Membership {
         let changes: Vec<(NodeId, State)> = self
             .swim
             .iter_membership_state()
-            .filter(|m| m.id().name != *me)
+            .filter(|m| m.id().name != *me && !self.is_reaped(m.id()))
             .filter(|m| !recorded_current(&self.index, m.id(), m.state()))
             .map(|m| (m.id().clone(), m.state()))
             .collect();
@@ -62,6 +62,9 @@ impl Membership {
     }
 
     pub(super) fn set_status(&mut self, id: NodeId, status: MemberStatus) {
+        if self.is_reaped(&id) {
+            return; // let go of: foca may hold it a while longer (`membership/reap.rs`)
+        }
         let now = self.now;
         if id.name == self.own_ad.node && id != *self.identity() {
             self.on_namesake(id, status);

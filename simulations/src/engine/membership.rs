@@ -143,7 +143,9 @@ impl Simulation {
             let subject = match &ev {
                 MemberEvent::Status { id, .. } => index_of_addr(id.addr),
                 MemberEvent::Resources { ad } => index_of_name(&ad.node),
-                MemberEvent::Forgotten { name } => index_of_name(name),
+                MemberEvent::Forgotten { name } | MemberEvent::Reaped { name } => {
+                    index_of_name(name)
+                }
             };
             let running = subject
                 .and_then(|j| self.nodes.get(j))
