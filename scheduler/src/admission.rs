@@ -64,6 +64,19 @@ impl Scheduler {
             // another's): starting it could run a copy of a slot that was re-placed since.
             return Verdict::Defer;
         }
+        let me = self.generation_of(&self.node);
+        if a.generation != 0 && me != 0 && a.generation < me {
+            // Placed on an earlier start of this node, which never admitted it (this start
+            // found it proposed). Its placer condemns it once it sees that start down
+            // (`Scheduler::attempt_target_down`), and this start cannot know whether it has:
+            // started here, the task could be killed as `Lost` a moment later while its slot
+            // is re-placed elsewhere (simulator, `workload-churn-reap` seed 19). Refused, it is
+            // re-placed at once.
+            return Verdict::Reject(format!(
+                "placed on an earlier start of {} (generation {}, now {me})",
+                self.node, a.generation
+            ));
+        }
         let Some((inc, entry)) = self.tables().job(&id.job) else {
             return Verdict::Defer; // the job write has not arrived yet
         };

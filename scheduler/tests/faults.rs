@@ -665,3 +665,51 @@ fn a_final_snapshot_older_than_its_start_is_not_written_on() {
         && c.converged()));
     nobody_refused(&c, "");
 }
+
+/// A proposal addressed to a node's earlier start, which crashed before it arrived, is
+/// refused by the start that finds it on catching up, and its slot is placed again. Admitted
+/// instead, its task could be killed a moment after it started: its placer condemns what it
+/// placed on a start it saw die (the simulator's `workload-churn-reap`, seeds 19 and 314: a
+/// node back from a crash, or from a graceful leave, started such a task and killed it as
+/// `Lost` 4 ms later, its slot's only copy).
+#[test]
+fn a_proposal_to_an_earlier_start_is_refused_and_placed_again() {
+    let mut c = Cluster::new(3, 4000, 4096, 11);
+    assert!(c.run_until(5_000, |c| c.converged()));
+    let snapshot = c.nodes["n3"].sched.snapshot();
+    c.crash("n3");
+    let pinned = JobSpec::from_json_str(
+        r#"{"id": "pinned", "type": "service", "count": 1, "command": "sleep",
+            "args": ["600"], "resources": {"cpu": 100, "memory": 32},
+            "constraints": ["node == n3"]}"#,
+    )
+    .unwrap();
+    c.submit("n1", pinned).unwrap();
+    assert!(c.run_until(
+        2_000,
+        |c| c.nodes["n1"].sched.tables().assignments().count() == 1
+    ));
+    let (first, placed) = {
+        let tables = c.nodes["n1"].sched.tables();
+        let (id, a) = tables.assignments().next().unwrap();
+        (id.clone(), a.generation)
+    };
+    assert_eq!(placed, 1, "placed on n3's first start");
+
+    c.restart("n3", Some(&snapshot));
+    assert!(
+        c.run_until(10_000, |c| running_on(c, &["n1", "n2", "n3"], "pinned", 1)),
+        "the slot never ran again: {:?}",
+        c.view("n1", "pinned")
+    );
+    let state = c.nodes["n1"].sched.tables().state(&first);
+    assert!(
+        matches!(&state, shoal_scheduler::table::AttemptState::Rejected { reason } if reason.contains("earlier start")),
+        "the proposal to n3's first start: {state:?}"
+    );
+    assert!(
+        c.processes.iter().all(|p| p.task != first),
+        "a task of the proposal to n3's first start ran"
+    );
+    nobody_refused(&c, "at the end");
+}
