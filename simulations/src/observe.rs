@@ -96,6 +96,8 @@ pub struct Observer {
     pub down_marks_of_running: u64,
     /// Of those, marks made while no partition, pause, slow-down or loss could explain them.
     pub down_marks_unexplained: u64,
+    /// Members let go of (`MemberEvent::Reaped`), over every observer.
+    pub reaps: u64,
     /// The time series.
     pub samples: Vec<Sample>,
     /// Every status change in order, when asked for.
@@ -115,6 +117,7 @@ impl Observer {
             open: BTreeMap::new(),
             down_marks_of_running: 0,
             down_marks_unexplained: 0,
+            reaps: 0,
             samples: Vec::new(),
             marks: None,
         }
@@ -217,6 +220,7 @@ impl Observer {
             // Only a left or forgotten-down member is let go of: no alive or suspect count
             // changes, the record and the ad go.
             MemberEvent::Reaped { .. } => {
+                self.reaps += 1;
                 let seen = &mut self.view[i * self.n + j];
                 seen.status = None;
                 seen.ad = (0, 0);

@@ -42,6 +42,9 @@ pub struct Detection {
     pub down_marks_of_running: u64,
     /// Of those, marks made while no partition, pause, slow node or loss was in force.
     pub down_marks_unexplained: u64,
+    /// Members let go of (`reap_after` after they left or were forgotten), counted once per
+    /// observer that let go.
+    pub members_let_go: u64,
 }
 
 /// The scheduling part of the report.
@@ -244,6 +247,7 @@ fn detection(sim: &Simulation) -> Detection {
         gossip_period_ms: gossip,
         down_marks_of_running: sim.observer.down_marks_of_running,
         down_marks_unexplained: sim.observer.down_marks_unexplained,
+        members_let_go: sim.observer.reaps,
     }
 }
 
@@ -318,6 +322,15 @@ pub fn summary(r: &Report, out_dir: Option<&str>) -> String {
                 d.log2_nodes,
                 d.down_marks_of_running,
                 d.down_marks_unexplained
+            ),
+        );
+    }
+    if d.members_let_go > 0 {
+        push(
+            &mut s,
+            format!(
+                "  members let go of (left or forgotten, reap_after): {} times over every view",
+                d.members_let_go
             ),
         );
     }

@@ -236,6 +236,8 @@ pub struct MembershipParams {
     /// `chase_after_gossip` (a gossiped ad's unheard identity is announced to), in
     /// milliseconds.
     pub chase_after_gossip_ms: Option<u64>,
+    /// `reap_after` (members that left or were forgotten are let go of), in milliseconds.
+    pub reap_after_ms: Option<u64>,
 }
 
 impl MembershipParams {
@@ -257,6 +259,7 @@ impl MembershipParams {
         set(&mut c.announce_down_period, self.announce_down_period_ms);
         set(&mut c.sync_period, self.sync_period_ms);
         set(&mut c.chase_after_gossip, self.chase_after_gossip_ms);
+        set(&mut c.reap_after, self.reap_after_ms);
         c
     }
 }
