@@ -259,7 +259,7 @@ pub struct Membership {
     chase_queued: bool,
     /// Names let go of, refused at the generation given or older, and when
     /// (`membership/reap.rs`).
-    reaped: BTreeMap<CompactString, (u64, Millis)>,
+    reaped: BTreeMap<CompactString, reap::Reaped>,
     /// Ads that no record matched at a full scan, and since which one.
     recordless: BTreeMap<CompactString, Millis>,
 }

@@ -9,28 +9,50 @@
 //! A member is let go of ("reaped", as Serf says) [`crate::Config::reap_after`] (24 h) after
 //! its record last changed, if it left, or if it is down and no longer in the known
 //! membership (forgotten by the operator or by a majority, `forget.rs`). A member still
-//! known, down or not, is never reaped: it counts toward the majority. So is an ad that no
-//! record of this node's view has matched for as long: its node was never heard of here
-//! alive in that time. Its record, its ad and its pending chases go, the scheduler's view no
-//! longer holds it, and the listing never did.
+//! known, down or not, is never reaped: it counts toward the majority. Its record, its ad and
+//! its pending chases go, the scheduler's view no longer holds it, and the listing never did.
+//! An ad that no record of this node's view has matched for as long goes too: its node was
+//! not heard of here in that time.
 //!
 //! Peers let go at slightly different times, and until they do they still hold the record and
 //! the ad: for another `reap_after`, this node refuses that identity and every older
 //! generation of its name, as a record (a SWIM update foca still holds) and as an ad (a digest
-//! sync). A newer generation, the node back under its name, is heard as usual.
+//! sync). A newer generation, the node back under its name, is heard as usual. An ad let go
+//! of for want of a record refuses only ads: should SWIM ever bring its node alive, the
+//! node is heard, and its ads are taken again.
 
 use compact_str::CompactString;
 
-use crate::types::{MemberStatus, NodeId};
+use crate::types::{MemberStatus, Millis, NodeId};
 
 use super::{MemberEvent, Membership};
 
+/// A name this node let go of (`Membership::reaped`).
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Reaped {
+    /// Refused at this generation and older.
+    generation: u64,
+    /// Since when.
+    at: Millis,
+    /// Its record was let go of, so the identity is refused too; `false`: only its ad was
+    /// held, and only ads are refused.
+    record: bool,
+}
+
 impl Membership {
-    /// Whether `id` is a generation of a name this node let go of (or an older one).
+    /// Whether `id` is a generation of a member this node let go of (or an older one).
     pub(super) fn is_reaped(&self, id: &NodeId) -> bool {
         self.reaped
             .get(&id.name)
-            .is_some_and(|&(generation, _)| id.generation <= generation)
+            .is_some_and(|r| r.record && id.generation <= r.generation)
+    }
+
+    /// `name` is heard of alive: an ad let go of for want of a record is taken again.
+    pub(super) fn heard_alive(&mut self, name: &str) {
+        if self.reaped.get(name).is_some_and(|r| !r.record) {
+            self.reaped.remove(name);
+            self.ads.lock().unreap(name);
+        }
     }
 
     /// Lets go of the members gone for `reap_after`, and of the refusals older than that
@@ -41,7 +63,7 @@ impl Membership {
         let expired: Vec<CompactString> = self
             .reaped
             .iter()
-            .filter(|(_, (_, at))| now.since(*at) >= after)
+            .filter(|(_, r)| now.since(r.at) >= after)
             .map(|(name, _)| name.clone())
             .collect();
         for name in expired {
@@ -62,7 +84,7 @@ impl Membership {
             .collect();
         for id in gone {
             tracing::info!(member = %id, "let go of: gone for good, no longer in the view");
-            self.reap(id.name, id.generation);
+            self.reap(id.name, id.generation, true);
         }
         // Ads no record matches: dated from the first full scan that found them so.
         let recordless: Vec<(CompactString, u64)> = {
@@ -82,7 +104,7 @@ impl Membership {
                     generation,
                     "let go of the ad of a member not heard of here"
                 );
-                self.reap(name, generation);
+                self.reap(name, generation, false);
             } else {
                 self.recordless.insert(name, first);
             }
@@ -90,14 +112,22 @@ impl Membership {
     }
 
     /// Drops everything the view holds of `name` at `generation` or older, and refuses it
-    /// from now on for `reap_after`.
-    fn reap(&mut self, name: CompactString, generation: u64) {
+    /// (its ads, and with `record` its identity) from now on for `reap_after`.
+    fn reap(&mut self, name: CompactString, generation: u64, record: bool) {
         self.records.remove(&name);
         self.index.remove(&name);
         self.suspects.remove(&name);
         self.unheard.remove(&name);
         self.ads.lock().reap(&name, generation);
-        self.reaped.insert(name.clone(), (generation, self.now));
+        let at = self.now;
+        self.reaped.insert(
+            name.clone(),
+            Reaped {
+                generation,
+                at,
+                record,
+            },
+        );
         self.events.push_back(MemberEvent::Reaped { name });
     }
 
@@ -106,7 +136,7 @@ impl Membership {
     pub fn reaped(&self) -> Vec<(CompactString, u64)> {
         self.reaped
             .iter()
-            .map(|(name, &(generation, _))| (name.clone(), generation))
+            .map(|(name, r)| (name.clone(), r.generation))
             .collect()
     }
 }

@@ -1125,3 +1125,36 @@ fn a_forgotten_member_is_let_go_of_and_a_known_dead_one_is_kept() {
         assert_eq!(net.node(i).quorum().known, 4, "n{i}");
     }
 }
+
+/// An ad no record matched for `reap_after` is let go of, and only ads are refused: should its
+/// node turn up alive under that very identity, it is heard, and its ad taken again.
+#[test]
+fn an_ad_without_a_member_is_let_go_of_but_its_node_is_heard_if_it_turns_up() {
+    let mut net = Net::with_config(3, 0.0, reaping_after(60));
+    net.run(3_000);
+    let mut ghost = ad(500);
+    ghost.node = "n9".into();
+    ghost.generation = 1;
+    ghost.version = 1;
+    ghost.gossip_addr = Some(addr(3));
+    let now = net.now;
+    let n0 = net.nodes[0].as_mut().unwrap();
+    n0.handle_timeout(now);
+    n0.offer_ad(ghost.clone(), false);
+    assert!(holds_ad(&net, 0, "n9"));
+    net.run(75_000);
+    assert!(
+        !holds_ad(&net, 0, "n9"),
+        "the ad of a node never heard of is held"
+    );
+    assert_eq!(net.node(0).reaped(), vec![("n9".into(), 1)]);
+    net.start_named(3, "n9", 1);
+    net.run(5_000);
+    assert_eq!(
+        listed_status(&net, 0, "n9"),
+        Some((MemberStatus::Alive, 1)),
+        "the node of an ad let go of is refused"
+    );
+    assert!(holds_ad(&net, 0, "n9"), "its ad is refused");
+    assert!(net.node(0).reaped().is_empty());
+}

@@ -65,6 +65,9 @@ impl Membership {
         if self.is_reaped(&id) {
             return; // let go of: foca may hold it a while longer (`membership/reap.rs`)
         }
+        if status == MemberStatus::Alive && !self.reaped.is_empty() {
+            self.heard_alive(&id.name);
+        }
         let now = self.now;
         if id.name == self.own_ad.node && id != *self.identity() {
             self.on_namesake(id, status);
