@@ -25,7 +25,7 @@ use compact_str::CompactString;
 
 use crate::types::{MemberStatus, Millis, NodeId};
 
-use super::{MemberEvent, Membership};
+use super::{MemberEvent, Membership, left_join_sorted};
 
 /// A name this node let go of (`Membership::reaped`).
 #[derive(Debug, Clone, Copy)]
@@ -91,15 +91,10 @@ impl Membership {
         // the 1,000-node simulation about 3 % of its time).
         let recordless: Vec<(CompactString, u64)> = {
             let ads = self.ads.lock();
-            let mut records = self.records.keys().peekable();
-            let mut out = Vec::new();
-            for (name, ad) in &ads.ads {
-                while records.next_if(|r| *r < name).is_some() {}
-                if *name != me && records.peek().is_none_or(|r| *r != name) {
-                    out.push((name.clone(), ad.generation));
-                }
-            }
-            out
+            left_join_sorted(ads.ads.iter(), self.records.iter())
+                .filter(|(name, _, record)| record.is_none() && **name != me)
+                .map(|(name, ad, _)| (name.clone(), ad.generation))
+                .collect()
         };
         let mut since = std::mem::take(&mut self.recordless);
         for (name, generation) in recordless {
