@@ -581,6 +581,67 @@ fn a_clean_restart_adds_no_writer_and_a_crash_restart_one() {
     }
 }
 
+/// A one-node cluster that restarts has nobody to catch up with: it places at once instead
+/// of waiting out the catch-up (10 s) for nobody, and a clean restart writes on as its last
+/// start, so it adds no writer either; a crash restart adds one, as in a cluster. Found by the
+/// agent's log: the waiver is logged, the catch-up running out never is.
+#[test]
+fn a_one_node_cluster_restarts_without_waiting_for_peers() {
+    let mut c = Cluster::start(1, "lone");
+    let batch = |id: &str| {
+        serde_json::json!({"id": id, "type": "batch", "count": 1, "command": "true",
+            "resources": {"cpu": 100, "memory": 16}})
+    };
+    let complete = |c: &Cluster, id: &str| {
+        c.job(0, id)
+            .is_some_and(|j| j["status"] == "complete")
+            .then_some(())
+    };
+    assert!(c.submit(0, batch("first"), &[]).status.success());
+    wait_for(DEADLINE, "first completes", || complete(&c, "first"));
+    wait_for(DEADLINE, "n1 counts 1 writer", || {
+        (writers(&c, 0) == Some(1)).then_some(())
+    });
+
+    let key = c.dir().join("cluster.key");
+    let root = c.dir().to_path_buf();
+    let log = || std::fs::read_to_string(root.join("n1.log")).unwrap_or_default();
+    for (round, crash) in [(1, false), (2, true)] {
+        if crash {
+            c.agents[0].kill9();
+        } else {
+            let status = c.agents[0].stop();
+            assert!(
+                status.is_some_and(|s| s.success()),
+                "n1 stopped: {status:?}"
+            );
+        }
+        c.agents[0] = Agent::start(AgentSpec::new("n1", &key, &root));
+        let id = format!("again{round}");
+        wait_for(DEADLINE, "n1 takes a job again", || {
+            c.submit(0, batch(&id), &[]).status.success().then_some(())
+        });
+        wait_for(DEADLINE, &format!("{id} completes"), || complete(&c, &id));
+        let log = log();
+        assert_eq!(
+            log.matches("restored with no other member known").count(),
+            round,
+            "round {round}: the catch-up is waived at every restart; log:\n{log}"
+        );
+        assert!(
+            !log.contains("no peer answered the catch-up in time"),
+            "round {round}: n1 waited out a catch-up with nobody; log:\n{log}"
+        );
+        // A clean restart writes on as its last start; a crash restart is a new writer.
+        let expected = if crash { 2 } else { 1 };
+        wait_for(
+            DEADLINE,
+            &format!("round {round}: {expected} writers"),
+            || (writers(&c, 0) == Some(expected)).then_some(()),
+        );
+    }
+}
+
 /// Directories of the tasks of `job` on every agent, as `(agent, <slot>/<attempt>)`.
 fn task_dirs(c: &Cluster, job: &str) -> Vec<(String, String)> {
     let mut found = Vec::new();

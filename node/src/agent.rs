@@ -486,8 +486,16 @@ async fn start_scheduler(
         ..shoal_scheduler::SchedulerConfig::default()
     };
     let joins = !config.join.is_empty();
-    let mut sched_core =
-        sched_driver::load_core(&store, &config.name, &sched_config, seed_of(id), joins)?;
+    // The known membership this node wrote down in its last life (itself included).
+    let knew_peers = gossip.quorum().known > 1;
+    let mut sched_core = sched_driver::load_core(
+        &store,
+        &config.name,
+        &sched_config,
+        seed_of(id),
+        joins,
+        knew_peers,
+    )?;
     let (directory, directory_task) = directory_of(gossip, shutdown_rx.clone());
     let mut tasks = vec![directory_task];
     let peers_config = PeersConfig {

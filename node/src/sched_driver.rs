@@ -325,13 +325,16 @@ impl std::fmt::Debug for SchedParts {
 /// with an empty data dir: given a cluster to join (`joins`), it catches up with a peer
 /// before it acts, like a restored one (`Scheduler::catch_up_before_acting`); given none, it
 /// acts at once while alone and catches up on its first contact with a peer
-/// (`Scheduler::catch_up_on_first_contact`).
+/// (`Scheduler::catch_up_on_first_contact`). A restored core given no cluster to join whose
+/// last life knew no other member (`knew_peers`: the known membership it wrote down) does the
+/// same: a one-node cluster has nobody to catch up with (`Scheduler::knew_no_peer`).
 pub fn load_core(
     store: &Store,
     node: &str,
     config: &SchedulerConfig,
     seed: u64,
     joins: bool,
+    knew_peers: bool,
 ) -> anyhow::Result<Scheduler> {
     let mut core = match store.snapshot()? {
         Some(bytes) => {
@@ -362,6 +365,12 @@ pub fn load_core(
         tracing::info!(
             jobs = records.len(),
             "restored job writes logged after the last snapshot"
+        );
+    }
+    if !joins && !knew_peers && core.knew_no_peer() {
+        tracing::info!(
+            "restored with no other member known and no cluster to join: acting at once, \
+             catching up on the first contact with a peer"
         );
     }
     Ok(core)

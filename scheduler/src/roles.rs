@@ -476,9 +476,9 @@ impl Default for Reach {
     }
 }
 
-/// The longest a restored node waits to catch up before it acts on what it has: alone (a
-/// one-node cluster restarting), or when no peer it asked answers (they died since). The
-/// first answer ends the wait sooner.
+/// The longest a restored node waits to catch up before it acts on what it has: when no
+/// peer it asked answers (they died since), or while its peers are all down. The first answer
+/// ends the wait sooner. A node that knew no peer does not wait (`Scheduler::knew_no_peer`).
 pub(crate) const CATCH_UP_MAX_MS: u64 = 10_000;
 
 /// A target missing from the member view altogether (a node this node never heard of since

@@ -232,6 +232,77 @@ fn a_new_node_without_join_catches_up_on_first_contact() {
     assert!(!s.catching_up());
 }
 
+/// A restored node whose last life knew no other member (a one-node cluster restarting) has
+/// nobody to catch up with: with [`Scheduler::knew_no_peer`] it places at once while alone,
+/// where it used to wait [`crate::roles::CATCH_UP_MAX_MS`] for nobody, and it still asks a
+/// peer that turns up before it acts again.
+#[test]
+fn a_restored_node_that_knew_no_peer_acts_at_once_and_asks_one_that_turns_up() {
+    let c = Cluster::new(2, 1000, 1024, 13);
+    let everyone: Vec<_> = c.nodes["n1"].sched.members.all.values().cloned().collect();
+    let alone: Vec<_> = everyone
+        .iter()
+        .filter(|m| &*m.id.name == "n1")
+        .cloned()
+        .collect();
+    let mut first = Scheduler::new("n1".into(), SchedulerConfig::default(), 1);
+    first.handle_members(Millis(0), &alone);
+    first.submit(Millis(1), spec("")).unwrap();
+    let bytes = first.snapshot();
+    let other = || {
+        JobSpec::from_json_str(
+            r#"{"id": "api", "type": "service", "count": 1, "command": "sleep",
+                "resources": {"cpu": 100, "memory": 32}}"#,
+        )
+        .unwrap()
+    };
+    let placed = |s: &mut Scheduler| {
+        std::iter::from_fn(|| s.poll_command())
+            .filter(|cmd| matches!(cmd, ExecCommand::Start { .. }))
+            .count()
+    };
+
+    // Without the rule: alone, the restored node waits out the catch-up before it places.
+    let mut waits = Scheduler::restore("n1".into(), SchedulerConfig::default(), 2, &bytes).unwrap();
+    waits.handle_members(Millis(100), &alone);
+    waits.submit(Millis(101), other()).unwrap();
+    assert!(waits.catching_up());
+    assert_eq!(placed(&mut waits), 0, "nothing placed while catching up");
+    waits.handle_timeout(Millis(100).plus_ms(crate::roles::CATCH_UP_MAX_MS));
+    assert!(!waits.catching_up());
+    assert!(placed(&mut waits) > 0, "placed once the wait ran out");
+
+    // With it: placed at once, and a clean restart writes on as its last start at once.
+    let mut s = Scheduler::restore("n1".into(), SchedulerConfig::default(), 2, &bytes).unwrap();
+    s.continue_writing_as(first.actor().start);
+    assert_ne!(s.actor(), first.actor());
+    assert!(s.knew_no_peer(), "a due catch-up is waived");
+    assert_eq!(s.actor(), first.actor(), "writes on as the last start");
+    s.handle_members(Millis(100), &alone);
+    s.submit(Millis(101), other()).unwrap();
+    assert!(!s.catching_up(), "nobody to catch up with");
+    assert!(placed(&mut s) > 0, "placed at once");
+    // A peer it never wrote down turns up live: it is asked before the node acts again.
+    s.handle_members(Millis(200), &everyone);
+    assert!(s.catching_up(), "a live peer in view is a first contact");
+    let asked: Vec<String> = std::iter::from_fn(|| s.poll_message())
+        .filter(|o| matches!(o.message, Message::Digest { reply: true, .. }))
+        .flat_map(|o| o.to.iter().map(str::to_string).collect::<Vec<_>>())
+        .collect();
+    assert_eq!(asked, ["n2"]);
+
+    // A catch-up already under way is left as it is.
+    let mut asking =
+        Scheduler::restore("n1".into(), SchedulerConfig::default(), 3, &bytes).unwrap();
+    asking.handle_members(Millis(100), &everyone);
+    assert!(asking.catching_up());
+    assert!(!asking.knew_no_peer());
+    assert!(
+        asking.catching_up(),
+        "the asked peer's answer is still awaited"
+    );
+}
+
 #[test]
 fn identical_resubmission_is_a_no_op_and_an_update_replaces_tasks() {
     let mut c = Cluster::new(2, 1000, 1024, 3);
