@@ -293,6 +293,7 @@ pub fn spawn(
         join: join_tx,
         conflict: conflict_tx,
         known_saved: core_known_version_unsaved(),
+        known_save_failed: None,
         known_file,
         probes: ProbeTimer::new(counters.probe_rtt.clone()),
         received_at: Instant::now(),
@@ -337,6 +338,8 @@ struct Driver {
     conflict: watch::Sender<Option<String>>,
     /// The known-membership version last written to `known_file`.
     known_saved: u64,
+    /// The version whose write last failed, and when: tried again a second later.
+    known_save_failed: Option<(u64, std::time::Instant)>,
     known_file: Option<PathBuf>,
     counters: Arc<TransportCounters>,
     /// Where membership changes are recorded (`Node` events).
@@ -528,7 +531,9 @@ impl Driver {
     }
 
     /// Writes the known membership when it changed, so a restarted node remembers how big
-    /// its cluster was. A failed write is logged and retried at the next change.
+    /// its cluster was. A failed write (a full disk) is logged once per version and tried
+    /// again, at most once a second, until one succeeds: a list left older than the
+    /// membership could let a restart skip its catch-up (`known_file`).
     fn save_known(&mut self) {
         let version = self.core.known_version();
         if version == self.known_saved {
@@ -537,9 +542,24 @@ impl Driver {
         let Some(path) = &self.known_file else {
             return;
         };
-        self.known_saved = version;
-        if let Err(e) = crate::known_file::save(path, &self.core.known_members()) {
-            tracing::warn!(error = %e, "cannot save the known membership");
+        let now = std::time::Instant::now();
+        if self
+            .known_save_failed
+            .is_some_and(|(_, at)| now.duration_since(at) < std::time::Duration::from_secs(1))
+        {
+            return;
+        }
+        match crate::known_file::save(path, &self.core.known_members()) {
+            Ok(()) => {
+                self.known_saved = version;
+                self.known_save_failed = None;
+            }
+            Err(e) => {
+                if self.known_save_failed.is_none_or(|(v, _)| v != version) {
+                    tracing::warn!(error = %e, "cannot save the known membership; trying again");
+                }
+                self.known_save_failed = Some((version, now));
+            }
         }
     }
 }

@@ -2,8 +2,11 @@
 //! as its cluster, so that a restarted node knows how big its cluster was before it hears from
 //! anyone (`docs/faults.md`, "The quorum").
 //!
-//! One name per line, sorted; written to a temporary file and renamed, so a crash leaves the
-//! old list or the new one.
+//! One name per line, sorted; written to a temporary file, renamed, and the directory synced,
+//! so a crash or a power loss leaves the old list or the new one, and a list once saved stays.
+//! A restarted agent with no `--join` whose list holds only itself acts at once
+//! (`Scheduler::knew_no_peer`): a list that went back to an older, smaller one after a power
+//! loss would let it skip the catch-up it owes its peers.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,6 +38,10 @@ pub fn save(path: &Path, names: &[CompactString]) -> anyhow::Result<()> {
         .with_context(|| format!("cannot write {}", tmp.display()))?;
     std::fs::rename(&tmp, path)
         .with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .with_context(|| format!("cannot sync directory {}", dir.display()))?;
     Ok(())
 }
 

@@ -527,6 +527,7 @@ fn register_scheduler(r: &mut Registry, s: &shoal_scheduler::Stats) {
         ("backoff", p.backoff),
         ("placing", p.placing),
         ("no_majority", p.no_majority),
+        ("catching_up", p.catching_up),
     ] {
         pending
             .get_or_create(&ReasonLabels { reason })

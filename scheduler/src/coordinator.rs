@@ -99,7 +99,9 @@ impl Scheduler {
             if ctx.entry.stopped || placed || status.is_final() {
                 self.coord.pending.remove(&key);
             } else {
-                self.coord.pending.insert(key.clone(), self.no_majority());
+                self.coord
+                    .pending
+                    .insert(key.clone(), self.why_not_acting());
             }
             return status.is_final();
         }

@@ -143,18 +143,21 @@ impl Scheduler {
     /// for a first contact, as for a new cluster's first node. It acts at once while alone;
     /// a peer that turns up (a member it never wrote down, joining it again) is asked before
     /// anything is placed or admitted. Waiting [`CATCH_UP_MAX_MS`] for nobody cost every
-    /// restart of a one-node cluster 10 s without placements.
+    /// restart of a one-node cluster 10 s without placements. Also for a new core with job
+    /// records but no snapshot: the records say it lived before, and alone.
     ///
-    /// A clean restart writes on as the start whose last act was its final snapshot
-    /// ([`Scheduler::continue_writing_as`]) at once: with no peer, none can hold ops of that
-    /// start the snapshot lacks, which is what the catch-up's answer would have shown. (Once
-    /// a catch-up without an answer, that cost every restart of a one-node cluster a writer
-    /// in the version vectors for good.) Returns whether a due catch-up was waived.
+    /// A clean restart does *not* write on as its last start here
+    /// ([`Scheduler::continue_writing_as`]): only a peer's answer can show that no peer holds
+    /// ops of that start beyond the final snapshot, and one can, when the data dir was
+    /// restored from a copy taken before the node gained peers (its known membership then
+    /// says it was alone). Writing on would give a dot those peers hold to other content,
+    /// and each side would refuse the other's for good. So the restart costs a writer in the
+    /// version vectors, as a crash does (`docs/scheduler.md`, "Actors are per start").
+    /// Returns whether a due catch-up was waived.
     pub fn knew_no_peer(&mut self) -> bool {
         match self.reach.catch_up.as_mut() {
             Some(c) if !c.on_contact && c.since.is_none() && c.asked.is_empty() => {
                 c.on_contact = true;
-                self.resume_or_not(true);
                 true
             }
             _ => false,
@@ -256,8 +259,12 @@ impl Scheduler {
         }
     }
 
-    /// Why a slot this node coordinates is not placed while it may not act.
-    pub(crate) fn no_majority(&self) -> PendingReason {
+    /// Why a slot this node coordinates is not placed while it may not act: a restarted node
+    /// catching up, or no majority.
+    pub(crate) fn why_not_acting(&self) -> PendingReason {
+        if self.catching_up() {
+            return PendingReason::CatchingUp;
+        }
         PendingReason::NoMajority {
             reachable: self.reach.quorum.reachable,
             known: self.reach.quorum.known,

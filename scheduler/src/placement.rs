@@ -165,6 +165,9 @@ pub enum PendingReason {
         /// Members it counts as the cluster.
         known: u32,
     },
+    /// The coordinator restarted and places nothing until a peer has answered its catch-up,
+    /// or the wait (10 s) runs out (`docs/faults.md`).
+    CatchingUp,
 }
 
 impl fmt::Display for PendingReason {
@@ -179,6 +182,10 @@ impl fmt::Display for PendingReason {
             PendingReason::NoMajority { reachable, known } => write!(
                 f,
                 "waiting for a majority: the coordinator sees {reachable} of {known} members"
+            ),
+            PendingReason::CatchingUp => f.write_str(
+                "the coordinator restarted and is catching up with a peer before it places \
+                 anything (at most 10 s)",
             ),
         }
     }

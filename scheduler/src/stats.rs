@@ -59,6 +59,8 @@ pub struct PendingCounts {
     pub placing: usize,
     /// No majority: nothing is placed.
     pub no_majority: usize,
+    /// A restarted coordinator catching up: nothing is placed yet.
+    pub catching_up: usize,
 }
 
 impl Scheduler {
@@ -97,6 +99,7 @@ impl Scheduler {
                 PendingReason::Backoff { .. } => &mut c.backoff,
                 PendingReason::Placing { .. } => &mut c.placing,
                 PendingReason::NoMajority { .. } => &mut c.no_majority,
+                PendingReason::CatchingUp => &mut c.catching_up,
             } += 1;
         }
         c

@@ -318,7 +318,7 @@ impl Scheduler {
         }
         if !self.may_act() {
             // Whoever coordinates the slot in this node's view cannot act either.
-            return Some(self.no_majority());
+            return Some(self.why_not_acting());
         }
         if let Some(until) = self.retry_at(key) {
             return Some(PendingReason::Backoff {
