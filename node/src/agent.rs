@@ -209,8 +209,10 @@ pub async fn start(config: AgentConfig) -> anyhow::Result<RunningAgent> {
         events: events.clone(),
         shutdown: shutdown_rx.clone(),
     };
-    let (gossip, mut tasks) = start_gossip(&config, &id, socket, &bound, &ring, &shared).await?;
-    let sched = start_scheduler(&config, &id, &bound, &ring, &gossip, &shared).await?;
+    let (gossip, mut tasks, alone_before) =
+        start_gossip(&config, &id, socket, &bound, &ring, &shared).await?;
+    let sched =
+        start_scheduler(&config, &id, &bound, &ring, &gossip, alone_before, &shared).await?;
     tasks.extend(sched.tasks);
     let dns = match bound.dns {
         Some(sockets) => {
@@ -355,7 +357,7 @@ async fn start_gossip(
     bound: &Bound,
     ring: &Keyring,
     shared: &Shared,
-) -> anyhow::Result<(GossipHandle, Vec<JoinHandle<()>>)> {
+) -> anyhow::Result<(GossipHandle, Vec<JoinHandle<()>>, bool)> {
     let Shared {
         clock,
         events,
@@ -376,6 +378,9 @@ async fn start_gossip(
     );
     let sealer = Sealer::with_ring(ring, SealConfig::default());
     let known_path = known_file::path_in(&config.data_dir);
+    // The last life's known membership named no other member: a one-node cluster restarting
+    // (`Scheduler::knew_no_peer`).
+    let alone_before = known_file::lists_no_peer(&known_path, &id.name);
     let known = known_file::load(&known_path)?;
     if !known.is_empty() {
         tracing::info!(members = known.len(), "restored the known membership");
@@ -398,7 +403,7 @@ async fn start_gossip(
         gossip.clone(),
         shutdown_rx,
     ));
-    Ok((gossip, vec![gossip_task, resolver]))
+    Ok((gossip, vec![gossip_task, resolver], alone_before))
 }
 
 /// What [`start_scheduler`] started.
@@ -420,6 +425,7 @@ async fn start_scheduler(
     bound: &Bound,
     ring: &Keyring,
     gossip: &GossipHandle,
+    alone_before: bool,
     shared: &Shared,
 ) -> anyhow::Result<Scheduling> {
     let Shared {
@@ -486,8 +492,8 @@ async fn start_scheduler(
         ..shoal_scheduler::SchedulerConfig::default()
     };
     let joins = !config.join.is_empty();
-    // The known membership this node wrote down in its last life (itself included).
-    let knew_peers = gossip.quorum().known > 1;
+    // Alone in the known membership it wrote down in its last life, and still alone now.
+    let knew_peers = !alone_before || gossip.quorum().known > 1;
     let mut sched_core = sched_driver::load_core(
         &store,
         &config.name,

@@ -69,9 +69,42 @@ pub fn load(path: &Path) -> anyhow::Result<Vec<CompactString>> {
     Ok(names)
 }
 
+/// Whether the file at `path` says this node (`own`) knew no other member: it exists and
+/// names nobody else. Empty counts (a node that stopped cleanly left, and a leaving node's list
+/// drops itself); a missing file, one that cannot be read or one with a line that is no node
+/// name says nothing, and is `false`.
+#[must_use]
+pub fn lists_no_peer(path: &Path, own: &str) -> bool {
+    std::fs::read_to_string(path).is_ok_and(|body| {
+        body.lines()
+            .map(str::trim)
+            .all(|name| name.is_empty() || name == own)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_list_that_names_nobody_else_says_no_peer() {
+        let dir = std::env::temp_dir().join(format!("shoal-known-peer-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = path_in(&dir);
+        let _ = std::fs::remove_file(&path);
+        assert!(!lists_no_peer(&path, "n1"), "a missing file says nothing");
+        save(&path, &[]).unwrap();
+        assert!(lists_no_peer(&path, "n1"), "empty: it left, alone");
+        save(&path, &["n1".into()]).unwrap();
+        assert!(lists_no_peer(&path, "n1"));
+        save(&path, &["n1".into(), "n2".into()]).unwrap();
+        assert!(!lists_no_peer(&path, "n1"));
+        save(&path, &["n2".into()]).unwrap();
+        assert!(!lists_no_peer(&path, "n1"));
+        std::fs::write(&path, "n1\n\u{7}bad\n").unwrap();
+        assert!(!lists_no_peer(&path, "n1"), "a damaged line says nothing");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn names_round_trip_and_a_missing_file_is_empty() {
