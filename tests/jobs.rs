@@ -1,7 +1,8 @@
 //! Jobs with real agents and real processes: services kept at their count through a node
 //! crash, a 200-task batch run exactly once, admission that never overcommits, stop that kills
-//! everything, submissions that survive the death of the node that acknowledged them, and a
-//! clean restart that writes on as the same actor.
+//! everything, submissions that survive the death of the node that acknowledged them, a
+//! clean restart that writes on as the same actor, and restarts of a one-node cluster and of a
+//! whole cluster stopped node by node.
 
 mod common;
 
@@ -667,6 +668,81 @@ fn a_one_node_cluster_restarts_without_waiting_for_peers() {
         !log.contains("restored with no other member known"),
         "n1 knew n2 and must catch up; log:\n{log}"
     );
+}
+
+/// A whole cluster stopped cleanly node by node (planned maintenance) comes back whole: each
+/// stop is a leave, so the service moves onto the nodes still up, and the last node to stop
+/// lists nobody else. Started again first, it runs the service at once without waiting for
+/// peers (`docs/faults.md`, "A node that knew no other member"); the others join it again and
+/// catch up. Nothing is lost and nothing runs twice.
+#[test]
+fn a_cluster_stopped_node_by_node_comes_back_whole() {
+    let mut c = Cluster::start(3, "whole");
+    let svc = serde_json::json!({"id": "svc", "type": "service", "count": 3, "command": "sh",
+        "args": c.recorded("sleep 600"), "resources": {"cpu": 100, "memory": 16}});
+    assert!(c.submit(0, svc, &[]).status.success());
+    let running = |c: &Cluster, at: usize| {
+        let job = c.job(at, "svc")?;
+        Some(running_on(&job).values().sum::<usize>())
+    };
+    let alive_pids = |c: &Cluster| c.recorded_pids().into_iter().filter(|p| alive(*p)).count();
+    wait_for(DEADLINE, "svc runs 3", || {
+        (running(&c, 0) == Some(3)).then_some(())
+    });
+    // n3, then n2: the service moves onto what is still up.
+    for at in [2, 1] {
+        let status = c.agents[at].stop();
+        assert!(status.is_some_and(|s| s.success()), "stopped: {status:?}");
+        wait_for(DEADLINE, "svc runs 3 on the nodes still up", || {
+            (running(&c, 0) == Some(3) && alive_pids(&c) == 3).then_some(())
+        });
+    }
+    let status = c.agents[0].stop();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "n1 stopped: {status:?}"
+    );
+    assert_eq!(alive_pids(&c), 0, "a clean stop kills its tasks");
+
+    let key = c.dir().join("cluster.key");
+    let root = c.dir().to_path_buf();
+    c.agents[0] = Agent::start(AgentSpec::new("n1", &key, &root));
+    wait_for(DEADLINE, "n1 runs svc again, alone", || {
+        (running(&c, 0) == Some(3) && alive_pids(&c) == 3).then_some(())
+    });
+    let log = std::fs::read_to_string(root.join("n1.log")).unwrap_or_default();
+    assert!(
+        log.contains("restored with no other member known"),
+        "the last node to stop knew nobody else; log:\n{log}"
+    );
+    for (at, name) in [(1, "n2"), (2, "n3")] {
+        c.agents[at] = Agent::start(AgentSpec {
+            join: Some(c.agents[0].gossip),
+            ..AgentSpec::new(name, &key, &root)
+        });
+    }
+    let batch = serde_json::json!({"id": "after", "type": "batch", "count": 1, "command": "true",
+        "resources": {"cpu": 100, "memory": 16}});
+    wait_for(DEADLINE, "n3 takes a job", || {
+        c.submit(2, batch.clone(), &[])
+            .status
+            .success()
+            .then_some(())
+    });
+    wait_for(
+        DEADLINE,
+        "every node agrees: svc runs 3, the batch completed",
+        || {
+            (0..3)
+                .all(|at| {
+                    running(&c, at) == Some(3)
+                        && c.job(at, "after")
+                            .is_some_and(|j| j["status"] == "complete")
+                })
+                .then_some(())
+        },
+    );
+    assert_eq!(alive_pids(&c), 3, "nothing runs twice");
 }
 
 /// Directories of the tasks of `job` on every agent, as `(agent, <slot>/<attempt>)`.
