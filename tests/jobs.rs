@@ -488,6 +488,17 @@ fn a_restarted_node_reloads_its_tables_and_kills_what_was_superseded() {
     });
 }
 
+/// A batch job of one `true` task.
+fn true_batch(id: &str) -> Value {
+    serde_json::json!({"id": id, "type": "batch", "count": 1, "command": "true",
+        "resources": {"cpu": 100, "memory": 16}})
+}
+
+/// Whether agent `at` lists job `id` as complete.
+fn completed(c: &Cluster, at: usize, id: &str) -> bool {
+    c.job(at, id).is_some_and(|j| j["status"] == "complete")
+}
+
 /// `shoal_replication_writers` on agent `at`: the writers in its version vector.
 fn writers(c: &Cluster, at: usize) -> Option<u64> {
     let answer =
@@ -509,20 +520,13 @@ fn writers(c: &Cluster, at: usize) -> Option<u64> {
 #[test]
 fn a_clean_restart_adds_no_writer_and_a_crash_restart_one() {
     let mut c = Cluster::start(3, "writers");
-    let batch = |id: &str| {
-        serde_json::json!({"id": id, "type": "batch", "count": 1, "command": "true",
-            "resources": {"cpu": 100, "memory": 16}})
-    };
-    let complete = |c: &Cluster, id: &str| {
-        c.job(0, id)
-            .is_some_and(|j| j["status"] == "complete")
-            .then_some(())
-    };
     // Every agent writes: a job through each.
     for at in 0..3 {
         let id = format!("first{at}");
-        assert!(c.submit(at, batch(&id), &[]).status.success());
-        wait_for(DEADLINE, &format!("{id} completes"), || complete(&c, &id));
+        assert!(c.submit(at, true_batch(&id), &[]).status.success());
+        wait_for(DEADLINE, &format!("{id} completes"), || {
+            completed(&c, 0, &id).then_some(())
+        });
     }
     // And n3 runs a task of a service when it stops: a clean stop kills it first, and its
     // end is in the final snapshot, so the next start has nothing to write before it
@@ -568,9 +572,14 @@ fn a_clean_restart_adds_no_writer_and_a_crash_restart_one() {
         });
         let id = format!("again{round}");
         wait_for(DEADLINE, "n3 takes a job again", || {
-            c.submit(2, batch(&id), &[]).status.success().then_some(())
+            c.submit(2, true_batch(&id), &[])
+                .status
+                .success()
+                .then_some(())
         });
-        wait_for(DEADLINE, &format!("{id} completes"), || complete(&c, &id));
+        wait_for(DEADLINE, &format!("{id} completes"), || {
+            completed(&c, 0, &id).then_some(())
+        });
         wait_for(DEADLINE, "svc runs on every node again", || svc_running(&c));
         let expected = if crash { 4 } else { 3 };
         wait_for(
@@ -590,17 +599,10 @@ fn a_clean_restart_adds_no_writer_and_a_crash_restart_one() {
 #[test]
 fn a_one_node_cluster_restarts_without_waiting_for_peers() {
     let mut c = Cluster::start(1, "lone");
-    let batch = |id: &str| {
-        serde_json::json!({"id": id, "type": "batch", "count": 1, "command": "true",
-            "resources": {"cpu": 100, "memory": 16}})
-    };
-    let complete = |c: &Cluster, id: &str| {
-        c.job(0, id)
-            .is_some_and(|j| j["status"] == "complete")
-            .then_some(())
-    };
-    assert!(c.submit(0, batch("first"), &[]).status.success());
-    wait_for(DEADLINE, "first completes", || complete(&c, "first"));
+    assert!(c.submit(0, true_batch("first"), &[]).status.success());
+    wait_for(DEADLINE, "first completes", || {
+        completed(&c, 0, "first").then_some(())
+    });
     wait_for(DEADLINE, "n1 counts 1 writer", || {
         (writers(&c, 0) == Some(1)).then_some(())
     });
@@ -621,9 +623,14 @@ fn a_one_node_cluster_restarts_without_waiting_for_peers() {
         c.agents[0] = Agent::start(AgentSpec::new("n1", &key, &root));
         let id = format!("again{round}");
         wait_for(DEADLINE, "n1 takes a job again", || {
-            c.submit(0, batch(&id), &[]).status.success().then_some(())
+            c.submit(0, true_batch(&id), &[])
+                .status
+                .success()
+                .then_some(())
         });
-        wait_for(DEADLINE, &format!("{id} completes"), || complete(&c, &id));
+        wait_for(DEADLINE, &format!("{id} completes"), || {
+            completed(&c, 0, &id).then_some(())
+        });
         let log = log();
         assert_eq!(
             log.matches("restored with no other member known").count(),
@@ -646,8 +653,10 @@ fn a_one_node_cluster_restarts_without_waiting_for_peers() {
 
     // Two nodes: n1 (no `--join`) knew n2, so a crash restart owes a catch-up.
     let mut c = Cluster::start(2, "not-lone");
-    assert!(c.submit(0, batch("first"), &[]).status.success());
-    wait_for(DEADLINE, "first completes", || complete(&c, "first"));
+    assert!(c.submit(0, true_batch("first"), &[]).status.success());
+    wait_for(DEADLINE, "first completes", || {
+        completed(&c, 0, "first").then_some(())
+    });
     let key = c.dir().join("cluster.key");
     let root = c.dir().to_path_buf();
     let bind = c.agents[0].gossip;
@@ -657,12 +666,14 @@ fn a_one_node_cluster_restarts_without_waiting_for_peers() {
         ..AgentSpec::new("n1", &key, &root)
     });
     wait_for(DEADLINE, "n1 takes a job again", || {
-        c.submit(0, batch("again"), &[])
+        c.submit(0, true_batch("again"), &[])
             .status
             .success()
             .then_some(())
     });
-    wait_for(DEADLINE, "again completes", || complete(&c, "again"));
+    wait_for(DEADLINE, "again completes", || {
+        completed(&c, 0, "again").then_some(())
+    });
     let log = std::fs::read_to_string(root.join("n1.log")).unwrap_or_default();
     assert!(
         !log.contains("restored with no other member known"),
@@ -721,10 +732,8 @@ fn a_cluster_stopped_node_by_node_comes_back_whole() {
             ..AgentSpec::new(name, &key, &root)
         });
     }
-    let batch = serde_json::json!({"id": "after", "type": "batch", "count": 1, "command": "true",
-        "resources": {"cpu": 100, "memory": 16}});
     wait_for(DEADLINE, "n3 takes a job", || {
-        c.submit(2, batch.clone(), &[])
+        c.submit(2, true_batch("after"), &[])
             .status
             .success()
             .then_some(())
@@ -734,11 +743,7 @@ fn a_cluster_stopped_node_by_node_comes_back_whole() {
         "every node agrees: svc runs 3, the batch completed",
         || {
             (0..3)
-                .all(|at| {
-                    running(&c, at) == Some(3)
-                        && c.job(at, "after")
-                            .is_some_and(|j| j["status"] == "complete")
-                })
+                .all(|at| running(&c, at) == Some(3) && completed(&c, at, "after"))
                 .then_some(())
         },
     );
