@@ -143,29 +143,41 @@ fn an_earlier_starts_log_is_dropped_and_a_late_peer_catches_up_by_state() {
     assert!(c.run_until(5_000, |c| c.converged() && c.view("n3", "mid").is_some()));
 }
 
+/// The peers `s` sent a digest asking for an answer (a catch-up), draining its outbox.
+fn asked(s: &mut Scheduler) -> Vec<String> {
+    std::iter::from_fn(|| s.poll_message())
+        .filter(|o| matches!(o.message, Message::Digest { reply: true, .. }))
+        .flat_map(|o| o.to.iter().map(str::to_string).collect::<Vec<_>>())
+        .collect()
+}
+
+/// Member views for a lone core named `n1`: every member of `c`, and `n1` alone.
+fn n1_views(c: &Cluster) -> (Vec<shoal_gossip::MemberInfo>, Vec<shoal_gossip::MemberInfo>) {
+    let everyone: Vec<_> = c.nodes["n1"].sched.members.all.values().cloned().collect();
+    let alone = everyone
+        .iter()
+        .filter(|m| &*m.id.name == "n1")
+        .cloned()
+        .collect();
+    (everyone, alone)
+}
+
 /// A node catching up asks one live peer, not every peer as it appears (that cost a forming
 /// cluster of agents given `--join` a digest and an answer per pair: +1.7 MiB per agent at
 /// N = 32), and asks another only once no peer it asked is live.
 #[test]
 fn a_catch_up_asks_one_live_peer_at_a_time() {
-    let asked = |c: &mut Cluster, node: &str| -> Vec<String> {
-        let n = &mut c.nodes.get_mut(node).unwrap().sched;
-        std::iter::from_fn(|| n.poll_message())
-            .filter(|o| matches!(o.message, Message::Digest { reply: true, .. }))
-            .flat_map(|o| o.to.iter().map(str::to_string).collect::<Vec<_>>())
-            .collect()
-    };
     let mut c = Cluster::new(5, 1000, 1024, 11);
     c.submit("n1", spec("")).unwrap();
     assert!(c.run_until(3_000, |c| c.running_count() == 2 && c.converged()));
     c.crash("n5");
     c.restart_empty("n5", true);
-    let first = asked(&mut c, "n5");
+    let first = asked(&mut c.nodes.get_mut("n5").unwrap().sched);
     assert_eq!(first.len(), 1, "asked {first:?}");
     // The asked peer dies before it answers: the next view shows it down, and one more is asked.
     c.crash(&first[0]);
     c.declare_down(&first[0]);
-    let second = asked(&mut c, "n5");
+    let second = asked(&mut c.nodes.get_mut("n5").unwrap().sched);
     assert_eq!(second.len(), 1, "asked {second:?}");
     assert_ne!(second, first);
 }
@@ -175,20 +187,9 @@ fn a_catch_up_asks_one_live_peer_at_a_time() {
 /// first contact with a peer: a message from one, or a live peer in its view.
 #[test]
 fn a_new_node_without_join_catches_up_on_first_contact() {
-    fn asked(s: &mut Scheduler) -> Vec<String> {
-        std::iter::from_fn(|| s.poll_message())
-            .filter(|o| matches!(o.message, Message::Digest { reply: true, .. }))
-            .flat_map(|o| o.to.iter().map(str::to_string).collect::<Vec<_>>())
-            .collect()
-    }
     let c = Cluster::new(3, 1000, 1024, 12);
-    let everyone: Vec<_> = c.nodes["n1"].sched.members.all.values().cloned().collect();
+    let (everyone, alone) = n1_views(&c);
     assert_eq!(everyone.len(), 3);
-    let alone: Vec<_> = everyone
-        .iter()
-        .filter(|m| &*m.id.name == "n1")
-        .cloned()
-        .collect();
 
     // Contact by a message, before any view shows the sender.
     let mut s = Scheduler::new("n1".into(), SchedulerConfig::default(), 1);
@@ -239,12 +240,7 @@ fn a_new_node_without_join_catches_up_on_first_contact() {
 #[test]
 fn a_restored_node_that_knew_no_peer_acts_at_once_and_asks_one_that_turns_up() {
     let c = Cluster::new(2, 1000, 1024, 13);
-    let everyone: Vec<_> = c.nodes["n1"].sched.members.all.values().cloned().collect();
-    let alone: Vec<_> = everyone
-        .iter()
-        .filter(|m| &*m.id.name == "n1")
-        .cloned()
-        .collect();
+    let (everyone, alone) = n1_views(&c);
     let mut first = Scheduler::new("n1".into(), SchedulerConfig::default(), 1);
     first.handle_members(Millis(0), &alone);
     first.submit(Millis(1), spec("")).unwrap();
@@ -292,11 +288,7 @@ fn a_restored_node_that_knew_no_peer_acts_at_once_and_asks_one_that_turns_up() {
     // A peer it never wrote down turns up live: it is asked before the node acts again.
     s.handle_members(Millis(200), &everyone);
     assert!(s.catching_up(), "a live peer in view is a first contact");
-    let asked: Vec<String> = std::iter::from_fn(|| s.poll_message())
-        .filter(|o| matches!(o.message, Message::Digest { reply: true, .. }))
-        .flat_map(|o| o.to.iter().map(str::to_string).collect::<Vec<_>>())
-        .collect();
-    assert_eq!(asked, ["n2"]);
+    assert_eq!(asked(&mut s), ["n2"]);
 
     // A catch-up already under way is left as it is.
     let mut asking =
