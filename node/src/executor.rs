@@ -47,6 +47,7 @@ mod fd_limit;
 mod launch;
 mod logs;
 pub(crate) mod pidfile;
+mod pool;
 pub(crate) mod procfs;
 mod spares;
 mod spawn;
@@ -64,7 +65,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use shoal_scheduler::{AttemptId, TaskEvent};
-use tokio::sync::{Notify, Semaphore, mpsc, watch};
+use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
 use self::cgroup::{Hierarchy, TaskCgroup};
@@ -231,7 +232,8 @@ pub const LAUNCHES_PER_CORE: NonZeroUsize = NonZeroUsize::new(4).unwrap();
 
 /// At most this many launches in flight by default, whatever the core count: each holds about
 /// seven descriptors (log files, four `cgroup.procs`, the pidfd) and a
-/// blocking-pool thread, and the agent's descriptor limit is the host's default (often 1,024).
+/// thread of the executor's pool, and the agent's descriptor limit is the host's default (often
+/// 1,024).
 pub const MAX_DEFAULT_LAUNCHES: NonZeroUsize = NonZeroUsize::new(32).unwrap();
 
 /// Executor settings.
@@ -252,9 +254,9 @@ pub struct ExecutorConfig {
     pub instance: String,
     /// Variables copied from the agent's environment into every task (when set).
     pub pass_env: Vec<String>,
-    /// How many launches (directory, log files, cgroup, spawn) run at once on the blocking pool
-    /// (default [`LAUNCHES_PER_CORE`] per core, at most [`MAX_DEFAULT_LAUNCHES`]). A launch's
-    /// slot is given back at the spawn: the pid record written after it is not counted.
+    /// How many launches (directory, log files, cgroup, spawn, pid record) and task clean-ups
+    /// run at once: the threads of the executor's pool (`pool.rs`; default
+    /// [`LAUNCHES_PER_CORE`] per core, at most [`MAX_DEFAULT_LAUNCHES`]).
     pub max_parallel_launches: NonZeroUsize,
     /// Who tasks run as when the agent is root and the job names no user; `None`: `nobody`.
     /// An agent that is not root runs tasks as itself and accepts only its own name here.
@@ -369,9 +371,9 @@ struct Inner {
     boot_id: Option<String>,
     state: Mutex<State>,
     idle: Notify,
-    /// One permit per launch in flight ([`ExecutorConfig::max_parallel_launches`]); a launch
-    /// gives its permit back as soon as the process is spawned (`launch.rs`).
-    launch_slots: Arc<Semaphore>,
+    /// The threads launches and clean-ups run on, [`ExecutorConfig::max_parallel_launches`]
+    /// of them at most (`pool.rs`).
+    pool: pool::Pool,
     /// Commands found on tasks' `PATH`s lately (`launch.rs`).
     programs: launch::ProgramCache,
     /// Every task's standard input, opened once (close-on-exec: the child `dup2`s it to 0).
@@ -459,7 +461,7 @@ impl Executor {
         let dev_null = std::fs::File::open("/dev/null").map_err(ExecError::DevNull)?;
         let (events, receiver) = mpsc::channel(config.event_capacity.get());
         let inner = Inner {
-            launch_slots: Arc::new(Semaphore::new(config.max_parallel_launches.get())),
+            pool: pool::Pool::new(config.max_parallel_launches),
             tasks_dir,
             config,
             events,
@@ -767,8 +769,9 @@ impl Inner {
 
     /// Frees what an ended task held, then reports it: kills what is left in its cgroup and
     /// keeps or removes the cgroup ([`end_cgroup`]), ends its pid record ([`pidfile::clear`]),
-    /// all in one trip to the blocking pool (cgroupfs and file-system writes the runtime's
-    /// thread must not wait for), then releases the key and sends `event`.
+    /// all in one job of the executor's pool, ahead of queued launches (cgroupfs and
+    /// file-system writes the runtime's thread must not wait for), then releases the key and
+    /// sends `event`.
     async fn finish(
         &self,
         task: AttemptId,
@@ -802,13 +805,15 @@ impl Inner {
             }
             _ => None,
         };
-        let ended = tokio::task::spawn_blocking(move || {
-            let oom = oom_check.is_some_and(|h| h.oom_kills(&cgroup_name).unwrap_or(0) > 0);
-            let left = cgroup.and_then(|c| end_cgroup(c, spares.as_deref(), &cgroup_name));
-            let record = pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e));
-            (left, record, oom)
-        })
-        .await;
+        let ended = self
+            .pool
+            .run(pool::Lane::CleanUp, move || {
+                let oom = oom_check.is_some_and(|h| h.oom_kills(&cgroup_name).unwrap_or(0) > 0);
+                let left = cgroup.and_then(|c| end_cgroup(c, spares.as_deref(), &cgroup_name));
+                let record = pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e));
+                (left, record, oom)
+            })
+            .await;
         match ended {
             Ok((left, record, oom)) => {
                 if let ExecEvent::Exited { oom_killed, .. } = &mut event {

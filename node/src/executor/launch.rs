@@ -8,15 +8,17 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
 
 use shoal_scheduler::AttemptId;
-use tokio::sync::{OwnedSemaphorePermit, watch};
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::cgroup::{self, TaskCgroup};
 use super::disk_name::DiskName;
 use super::entry::Entry;
 use super::pidfile::{self, PidRecord};
+use super::pool::Lane;
 use super::spawn::{self, SpawnError, Step, TaskChild};
 use super::users::Account;
 use super::watcher::watch_child;
@@ -38,15 +40,7 @@ impl Inner {
     /// Creates the task directory and log files, prepares the cgroup and spawns the process.
     /// Errors are the `Failed` reason; nothing is left running when one is returned.
     ///
-    /// `slot` is given back once the process is spawned: what follows (the pid record, whose
-    /// start time is read from `/proc/<pid>/stat` and waits there while the child is still
-    /// inside `execve`) needs no launch slot, so the next launch starts meanwhile.
-    fn launch(
-        &self,
-        name: &DiskName,
-        spec: &TaskSpec,
-        slot: OwnedSemaphorePermit,
-    ) -> Result<Launched, String> {
+    fn launch(&self, name: &DiskName, spec: &TaskSpec) -> Result<Launched, String> {
         let account = self.users.for_task(spec.user.as_deref())?;
         let dir = self.task_dir(name);
         let fresh = make_task_dir(&dir, account)?;
@@ -94,9 +88,7 @@ impl Inner {
             stderr: stderr.into(),
             cgroup_procs: &cgroup_procs,
         };
-        let spawned = spawn::spawn(plan);
-        drop(slot);
-        let child = spawned
+        let child = spawn::spawn(plan)
             .map_err(|e| spawn_error(spec, account, &workdir, &e))
             .inspect_err(|_| remove_cgroup_now(cgroup.as_ref()))?;
         drop(entry);
@@ -158,11 +150,14 @@ impl Inner {
     }
 }
 
-/// Launches on the blocking pool (directory, files, cgroup and spawn are blocking syscalls, a
-/// millisecond or two per task), at most [`ExecutorConfig::max_parallel_launches`] at a time,
-/// then watches the child. A task killed while it waits for its turn is never launched: it
-/// ends `Exited` (killed) without a `Started`, so a superseded copy queued behind a batch
-/// never runs, never reports running, and costs no launch.
+/// Launches on the executor's threads (directory, files, cgroup and spawn are blocking
+/// syscalls, a millisecond or two per task; `pool.rs`), at most
+/// [`ExecutorConfig::max_parallel_launches`] at a time, then watches the child. A task killed
+/// while it waits for its turn is never launched: it ends `Exited` (killed) without a
+/// `Started`, so a superseded copy queued behind a batch never runs, never reports running,
+/// and costs no launch.
+///
+/// [`ExecutorConfig::max_parallel_launches`]: super::ExecutorConfig::max_parallel_launches
 pub(super) async fn run_task(
     inner: Arc<Inner>,
     task: AttemptId,
@@ -170,23 +165,37 @@ pub(super) async fn run_task(
     spec: TaskSpec,
     mut kill_rx: watch::Receiver<Option<Instant>>,
 ) {
-    let launched = {
-        let permit = tokio::select! {
-            biased;
-            () = kill_requested(&mut kill_rx) => None,
-            permit = Arc::clone(&inner.launch_slots).acquire_owned() => Some(permit),
-        };
-        match permit {
-            None => None,
-            Some(Ok(slot)) => {
-                let (launcher, disk) = (inner.clone(), name.clone());
-                let launched =
-                    tokio::task::spawn_blocking(move || launcher.launch(&disk, &spec, slot))
-                        .await
-                        .unwrap_or_else(|e| Err(format!("launch did not complete: {e}")));
-                Some(launched)
+    let launched = if kill_rx.borrow().is_some() {
+        None
+    } else {
+        let turn = Arc::new(AtomicU8::new(QUEUED));
+        let (launcher, disk, taken) = (inner.clone(), name.clone(), turn.clone());
+        let mut result = inner.pool.run(Lane::Launch, move || {
+            taken
+                .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+                .then(|| launcher.launch(&disk, &spec))
+        });
+        let mut kill_seen = false;
+        loop {
+            tokio::select! {
+                biased;
+                () = kill_requested(&mut kill_rx), if !kill_seen => {
+                    let dropped = turn
+                        .compare_exchange(QUEUED, DROPPED, Ordering::AcqRel, Ordering::Acquire)
+                        .is_ok();
+                    if dropped {
+                        break None;
+                    }
+                    // Its launch has begun: the watcher kills what it starts.
+                    kill_seen = true;
+                }
+                done = &mut result => break match done {
+                    Ok(None) => None,
+                    Ok(Some(launched)) => Some(launched),
+                    Err(_) => Some(Err("launch did not complete".to_owned())),
+                },
             }
-            Some(Err(_)) => Some(Err("executor launch queue is closed".to_owned())),
         }
     };
     match launched {
@@ -208,6 +217,14 @@ pub(super) async fn run_task(
         }
     }
 }
+
+/// Where a queued launch stands: whichever moves it first, a pool thread or a kill, decides
+/// whether it runs.
+const QUEUED: u8 = 0;
+/// A pool thread took it: it runs.
+const TAKEN: u8 = 1;
+/// Killed while queued: it never runs.
+const DROPPED: u8 = 2;
 
 /// Returns once a kill is requested; never when the executor drops the task's kill sender.
 async fn kill_requested(kill_rx: &mut watch::Receiver<Option<Instant>>) {
@@ -336,7 +353,7 @@ impl ProgramCache {
             return resolve_program(command, path, workdir);
         }
         let key = (command.to_owned(), search.to_owned());
-        // The OS clock, not tokio's: this runs on the blocking pool, and a paused test clock
+        // The OS clock, not tokio's: this runs on the executor's pool, and a paused test clock
         // would keep an entry fresh forever.
         let now = std::time::Instant::now();
         let cached = self

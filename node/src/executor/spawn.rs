@@ -8,7 +8,7 @@
 //! the child to drop them again at `execve`. Profiles of a batch of `true` tasks put two thirds
 //! of the agent's CPU in `copy_page_range` and `exit_mmap` (`BENCHMARKS.md`, issue 17). With
 //! `CLONE_VM` the child borrows the agent's memory until it calls `execve`, and `CLONE_VFORK`
-//! suspends the spawning thread (a blocking-pool thread) until then.
+//! suspends the spawning thread (a thread of the executor's pool) until then.
 //!
 //! The rules of a child that shares its parent's memory, and how they are kept:
 //! - Everything it needs is built before the clone (C strings, pointer arrays, open files); the
@@ -178,7 +178,7 @@ fn null_terminated(strings: &[CString]) -> Vec<*const libc::c_char> {
 }
 
 /// Starts `plan`'s process. Blocks the calling thread until the child has called `execve` (or
-/// failed before): call it on the blocking pool.
+/// failed before): call it off the runtime's thread (the executor's pool).
 pub(super) fn spawn(plan: Plan<'_>) -> Result<TaskChild, SpawnError> {
     let program = c_string(plan.program.as_os_str().as_bytes())?;
     let mut argv_owned = vec![program.clone()];
