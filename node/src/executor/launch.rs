@@ -8,7 +8,6 @@ use std::os::fd::AsFd;
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU8, Ordering};
 
 use shoal_scheduler::AttemptId;
 use tokio::sync::watch;
@@ -18,7 +17,7 @@ use super::cgroup::{self, TaskCgroup};
 use super::disk_name::DiskName;
 use super::entry::Entry;
 use super::pidfile::{self, PidRecord};
-use super::pool::Lane;
+use super::pool::{Lane, Turn};
 use super::spawn::{self, SpawnError, Step, TaskChild};
 use super::users::Account;
 use super::watcher::watch_child;
@@ -168,33 +167,27 @@ pub(super) async fn run_task(
     let launched = if kill_rx.borrow().is_some() {
         None
     } else {
-        let turn = Arc::new(AtomicU8::new(QUEUED));
-        let (launcher, disk, taken) = (inner.clone(), name.clone(), turn.clone());
-        let mut result = inner.pool.run(Lane::Launch, move || {
-            taken
-                .compare_exchange(QUEUED, TAKEN, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
-                .then(|| launcher.launch(&disk, &spec))
-        });
+        let turn = Arc::new(Turn::default());
+        let (launcher, disk) = (inner.clone(), name.clone());
+        let mut result = inner
+            .pool
+            .run_unless_dropped(Lane::Launch, turn.clone(), move || {
+                launcher.launch(&disk, &spec)
+            });
         let mut kill_seen = false;
         loop {
             tokio::select! {
                 biased;
                 () = kill_requested(&mut kill_rx), if !kill_seen => {
-                    let dropped = turn
-                        .compare_exchange(QUEUED, DROPPED, Ordering::AcqRel, Ordering::Acquire)
-                        .is_ok();
-                    if dropped {
+                    if turn.drop_queued() {
                         break None;
                     }
                     // Its launch has begun: the watcher kills what it starts.
                     kill_seen = true;
                 }
-                done = &mut result => break match done {
-                    Ok(None) => None,
-                    Ok(Some(launched)) => Some(launched),
-                    Err(_) => Some(Err("launch did not complete".to_owned())),
-                },
+                // `None`: dropped above, never launched; an error: the job panicked.
+                done = &mut result => break done
+                    .unwrap_or_else(|_| Some(Err("launch did not complete".to_owned()))),
             }
         }
     };
@@ -217,14 +210,6 @@ pub(super) async fn run_task(
         }
     }
 }
-
-/// Where a queued launch stands: whichever moves it first, a pool thread or a kill, decides
-/// whether it runs.
-const QUEUED: u8 = 0;
-/// A pool thread took it: it runs.
-const TAKEN: u8 = 1;
-/// Killed while queued: it never runs.
-const DROPPED: u8 = 2;
 
 /// Returns once a kill is requested; never when the executor drops the task's kill sender.
 async fn kill_requested(kill_rx: &mut watch::Receiver<Option<Instant>>) {

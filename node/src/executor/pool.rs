@@ -20,6 +20,7 @@
 
 use std::collections::VecDeque;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -135,6 +136,48 @@ impl Pool {
     }
 }
 
+/// A queued job's turn, for a caller that may give up on it (a launch whose task is killed while
+/// it waits): whichever moves it first, the thread that takes the job or the caller that drops
+/// it, decides whether the job runs. So a job either runs whole or never starts.
+#[derive(Debug, Default)]
+pub(super) struct Turn(AtomicU8);
+
+impl Turn {
+    const QUEUED: u8 = 0;
+    const TAKEN: u8 = 1;
+    const DROPPED: u8 = 2;
+
+    /// Whether the job may run: true for the thread that takes it while still queued.
+    fn take(&self) -> bool {
+        self.move_from_queued(Self::TAKEN)
+    }
+
+    /// Whether the job was dropped before a thread took it (it will never run); false once
+    /// taken.
+    pub(super) fn drop_queued(&self) -> bool {
+        self.move_from_queued(Self::DROPPED)
+    }
+
+    fn move_from_queued(&self, to: u8) -> bool {
+        self.0
+            .compare_exchange(Self::QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
+    }
+}
+
+impl Pool {
+    /// [`Pool::run`] for a job the caller may drop while it is queued ([`Turn::drop_queued`]):
+    /// the receiver yields `None` for a dropped job, which never ran.
+    pub(super) fn run_unless_dropped<T: Send + 'static>(
+        &self,
+        lane: Lane,
+        turn: Arc<Turn>,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> oneshot::Receiver<Option<T>> {
+        self.run(lane, move || turn.take().then(job))
+    }
+}
+
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queues> {
         // A job runs without the lock held, so a poisoned lock holds consistent queues.
@@ -237,6 +280,48 @@ mod tests {
             ["clean-up", "launch 1", "launch 2"],
             "the clean-up went before the launches queued ahead of it"
         );
+    }
+
+    #[tokio::test]
+    async fn a_job_dropped_while_queued_never_runs_and_one_taken_runs_whole() {
+        let pool = Pool::new(NonZeroUsize::MIN);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (began_tx, began_rx) = std::sync::mpsc::channel::<()>();
+        let blocker = pool.run(Lane::Launch, move || {
+            began_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        });
+        began_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        // The one thread is busy: this job waits in the queue, and is dropped there.
+        let ran = Arc::new(AtomicUsize::new(0));
+        let (turn, counted) = (Arc::new(Turn::default()), ran.clone());
+        let dropped = pool.run_unless_dropped(Lane::Launch, turn.clone(), move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(turn.drop_queued(), "a queued job can be dropped");
+        assert!(!turn.drop_queued(), "and only once");
+        release_tx.send(()).unwrap();
+        blocker.await.unwrap();
+        assert_eq!(
+            dropped.await.unwrap(),
+            None,
+            "the dropped job reports that it never ran"
+        );
+        assert_eq!(ran.load(Ordering::SeqCst), 0, "its body never ran");
+        // A job a thread has taken runs whole: the caller can no longer drop it.
+        let (turn, counted) = (Arc::new(Turn::default()), ran.clone());
+        let (inside_tx, inside_rx) = std::sync::mpsc::channel::<()>();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let taken = pool.run_unless_dropped(Lane::Launch, turn.clone(), move || {
+            inside_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+            counted.fetch_add(1, Ordering::SeqCst)
+        });
+        inside_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert!(!turn.drop_queued(), "a running job cannot be dropped");
+        go_tx.send(()).unwrap();
+        assert_eq!(taken.await.unwrap(), Some(0), "the taken job ran whole");
+        assert_eq!(ran.load(Ordering::SeqCst), 1);
     }
 
     #[tokio::test]
