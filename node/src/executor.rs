@@ -254,8 +254,8 @@ pub struct ExecutorConfig {
     pub instance: String,
     /// Variables copied from the agent's environment into every task (when set).
     pub pass_env: Vec<String>,
-    /// How many launches (directory, log files, cgroup, spawn, pid record) and task clean-ups
-    /// run at once: the threads of the executor's pool (`pool.rs`; default
+    /// How many launches (directory, log files, cgroup, spawn, pid record) run at once on the
+    /// executor's pool (`pool.rs`, which has as many threads again for task clean-ups; default
     /// [`LAUNCHES_PER_CORE`] per core, at most [`MAX_DEFAULT_LAUNCHES`]).
     pub max_parallel_launches: NonZeroUsize,
     /// Who tasks run as when the agent is root and the job names no user; `None`: `nobody`.

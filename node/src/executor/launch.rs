@@ -1,5 +1,5 @@
-//! Starting a task: its directory, log files, environment, cgroup and process, on the blocking
-//! pool.
+//! Starting a task: its directory, log files, environment, cgroup and process, on the
+//! executor's threads (`pool.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
@@ -167,11 +167,11 @@ pub(super) async fn run_task(
     let launched = if kill_rx.borrow().is_some() {
         None
     } else {
-        let turn = Arc::new(Turn::default());
+        let turn = DropIfQueued(Arc::new(Turn::default()));
         let (launcher, disk) = (inner.clone(), name.clone());
         let mut result = inner
             .pool
-            .run_unless_dropped(Lane::Launch, turn.clone(), move || {
+            .run_unless_dropped(Lane::Launch, turn.0.clone(), move || {
                 launcher.launch(&disk, &spec)
             });
         let mut kill_seen = false;
@@ -179,7 +179,7 @@ pub(super) async fn run_task(
             tokio::select! {
                 biased;
                 () = kill_requested(&mut kill_rx), if !kill_seen => {
-                    if turn.drop_queued() {
+                    if turn.0.drop_queued() {
                         break None;
                     }
                     // Its launch has begun: the watcher kills what it starts.
@@ -208,6 +208,16 @@ pub(super) async fn run_task(
             };
             inner.emit(event).await;
         }
+    }
+}
+
+/// Drops a launch still queued when `run_task` is dropped (the runtime going away): a process
+/// started for a caller that no longer waits would run with no watcher.
+struct DropIfQueued(Arc<Turn>);
+
+impl Drop for DropIfQueued {
+    fn drop(&mut self) {
+        self.0.drop_queued();
     }
 }
 

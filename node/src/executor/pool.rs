@@ -10,11 +10,14 @@
 //! thread that ends one takes the next without sleeping, and the runtime's thread only hears
 //! of each result.
 //!
-//! At most `max_threads` jobs run at once ([`ExecutorConfig::max_parallel_launches`]); each
-//! holds its descriptors (log files, `cgroup.procs`, the pidfd) only while it runs. Clean-ups
-//! go before queued launches: each gives a cgroup back as a spare for the next launch and
-//! releases its task's reservation, and is a fraction of a launch's work. Threads start when
-//! jobs arrive and end after [`KEEP_ALIVE`] without one, so an idle agent has none.
+//! At most `max_launches` launches run at once ([`ExecutorConfig::max_parallel_launches`]);
+//! each holds its descriptors (log files, `cgroup.procs`, the pidfd) only while it runs.
+//! Clean-ups go before queued launches (each gives a cgroup back as a spare for the next launch
+//! and releases its task's reservation) and have as many threads again beyond the launches', so
+//! launches stuck in the kernel (a hung `execve` on a network file system) cannot hold back the
+//! ends of other tasks, nor clean-ups whose kill rounds take their 2 s hold back every launch.
+//! Threads start when jobs arrive and end after [`KEEP_ALIVE`] without one, so an idle agent
+//! has none. A caller that stops waiting drops its queued job ([`Turn`]).
 //!
 //! [`ExecutorConfig::max_parallel_launches`]: super::ExecutorConfig::max_parallel_launches
 
@@ -34,7 +37,7 @@ type Job = Box<dyn FnOnce() + Send>;
 /// Which queue a job waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Lane {
-    /// Taken before any launch.
+    /// Taken before any launch, and not counted against the launches' limit.
     CleanUp,
     Launch,
 }
@@ -49,6 +52,9 @@ pub(super) struct Pool {
 struct Shared {
     queues: Mutex<Queues>,
     ready: Condvar,
+    /// Launches running at once, at most.
+    max_launches: usize,
+    /// Threads, at most: the launches' and as many again for clean-ups.
     max_threads: usize,
 }
 
@@ -56,6 +62,8 @@ struct Shared {
 struct Queues {
     clean_ups: VecDeque<Job>,
     launches: VecDeque<Job>,
+    /// Launches a thread runs now.
+    launches_running: usize,
     /// Threads alive.
     threads: usize,
     /// Threads waiting for a job that no push has woken yet.
@@ -69,27 +77,38 @@ impl std::fmt::Debug for Queues {
         f.debug_struct("Queues")
             .field("clean_ups", &self.clean_ups.len())
             .field("launches", &self.launches.len())
+            .field("launches_running", &self.launches_running)
             .field("threads", &self.threads)
             .field("idle", &self.idle)
-            .finish_non_exhaustive()
+            .field("woken", &self.woken)
+            .finish()
     }
 }
 
 impl Queues {
-    fn next(&mut self) -> Option<Job> {
-        self.clean_ups
-            .pop_front()
-            .or_else(|| self.launches.pop_front())
+    /// The next job a free thread may run: a clean-up, else a launch while fewer than
+    /// `max_launches` run.
+    fn next(&mut self, max_launches: usize) -> Option<(Job, Lane)> {
+        if let Some(job) = self.clean_ups.pop_front() {
+            return Some((job, Lane::CleanUp));
+        }
+        if self.launches_running < max_launches {
+            let job = self.launches.pop_front()?;
+            self.launches_running += 1;
+            return Some((job, Lane::Launch));
+        }
+        None
     }
 }
 
 impl Pool {
-    pub(super) fn new(max_threads: NonZeroUsize) -> Pool {
+    pub(super) fn new(max_launches: NonZeroUsize) -> Pool {
         Pool {
             shared: Arc::new(Shared {
                 queues: Mutex::default(),
                 ready: Condvar::new(),
-                max_threads: max_threads.get(),
+                max_launches: max_launches.get(),
+                max_threads: max_launches.get().saturating_mul(2),
             }),
         }
     }
@@ -107,29 +126,49 @@ impl Pool {
             let _ = tx.send(job());
         });
         let mut queues = self.shared.lock();
+        // Whether a free thread could take it now: a launch beyond the limit waits for a
+        // running launch's thread, which takes it when it is done.
+        let runnable = match lane {
+            Lane::CleanUp => true,
+            Lane::Launch => {
+                queues.launches_running + queues.launches.len() < self.shared.max_launches
+            }
+        };
         match lane {
             Lane::CleanUp => queues.clean_ups.push_back(job),
             Lane::Launch => queues.launches.push_back(job),
+        }
+        if !runnable {
+            return rx;
         }
         if queues.idle > 0 {
             queues.idle -= 1;
             queues.woken += 1;
             self.shared.ready.notify_one();
-        } else if queues.threads < self.shared.max_threads {
-            let shared = Arc::clone(&self.shared);
-            let started = std::thread::Builder::new()
-                .name("shoal-launch".to_owned())
-                .spawn(move || shared.work());
-            match started {
-                Ok(_) => queues.threads += 1,
-                Err(e) if queues.threads == 0 => {
-                    // Nothing would ever run them: dropping the jobs drops their senders.
-                    tracing::error!(error = %e, "cannot start a launch thread");
-                    queues.clean_ups.clear();
-                    queues.launches.clear();
-                }
+            return rx;
+        }
+        if queues.threads >= self.shared.max_threads {
+            // Every thread is busy: one takes it when it is done.
+            return rx;
+        }
+        // Counted before the lock is let go, so two pushes cannot both start the last thread.
+        queues.threads += 1;
+        drop(queues);
+        let shared = Arc::clone(&self.shared);
+        let started = std::thread::Builder::new()
+            .name("shoal-launch".to_owned())
+            .spawn(move || shared.work());
+        if let Err(e) = started {
+            let mut queues = self.shared.lock();
+            queues.threads -= 1;
+            if queues.threads == 0 {
+                // Nothing would ever run them: dropping the jobs drops their senders.
+                tracing::error!(error = %e, "cannot start a launch thread");
+                queues.clean_ups.clear();
+                queues.launches.clear();
+            } else {
                 // The threads running take it in turn.
-                Err(e) => tracing::warn!(error = %e, "cannot start another launch thread"),
+                tracing::warn!(error = %e, "cannot start another launch thread");
             }
         }
         rx
@@ -188,12 +227,15 @@ impl Shared {
     fn work(&self) {
         let mut queues = self.lock();
         loop {
-            if let Some(job) = queues.next() {
+            if let Some((job, lane)) = queues.next(self.max_launches) {
                 drop(queues);
                 // A panicking job drops its sender (its receiver sees an error); the thread
                 // goes on with the next.
                 let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(job));
                 queues = self.lock();
+                if lane == Lane::Launch {
+                    queues.launches_running -= 1;
+                }
                 continue;
             }
             queues.idle += 1;
@@ -225,60 +267,74 @@ mod tests {
     use std::sync::atomic::{AtomicUsize, Ordering};
 
     #[tokio::test]
-    async fn jobs_run_at_most_max_threads_at_once_and_clean_ups_go_first() {
+    async fn launches_run_at_most_max_at_once_and_clean_ups_do_not_wait_for_them() {
         let pool = Pool::new(NonZeroUsize::new(2).unwrap());
-        let running = Arc::new(AtomicUsize::new(0));
+        let launching = Arc::new(AtomicUsize::new(0));
         let most = Arc::new(AtomicUsize::new(0));
         let order = Arc::new(Mutex::new(Vec::new()));
-        // Two jobs hold both threads until released, so what is queued behind them waits.
+        let launch =
+            |label: &'static str, hold: Option<Arc<Mutex<std::sync::mpsc::Receiver<()>>>>| {
+                let (launching, most, order) = (launching.clone(), most.clone(), order.clone());
+                pool.run(Lane::Launch, move || {
+                    let now = launching.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    order.lock().unwrap().push(label);
+                    if let Some(hold) = hold {
+                        hold.lock().unwrap().recv().unwrap();
+                    }
+                    launching.fetch_sub(1, Ordering::SeqCst);
+                })
+            };
+        // Two launches hold both launch places until released.
         let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
         let release_rx = Arc::new(Mutex::new(release_rx));
-        let mut held = Vec::new();
-        for _ in 0..2 {
-            let (running, most, release_rx) = (running.clone(), most.clone(), release_rx.clone());
-            held.push(pool.run(Lane::Launch, move || {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                release_rx.lock().unwrap().recv().unwrap();
-                running.fetch_sub(1, Ordering::SeqCst);
-            }));
-        }
+        let held = [
+            launch("held 1", Some(release_rx.clone())),
+            launch("held 2", Some(release_rx)),
+        ];
         let deadline = std::time::Instant::now() + Duration::from_secs(10);
-        while running.load(Ordering::SeqCst) < 2 {
-            assert!(std::time::Instant::now() < deadline, "both threads started");
+        while launching.load(Ordering::SeqCst) < 2 {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "both launches started"
+            );
             std::thread::yield_now();
         }
-        let mut queued = Vec::new();
-        for (lane, label) in [
-            (Lane::Launch, "launch 1"),
-            (Lane::CleanUp, "clean-up"),
-            (Lane::Launch, "launch 2"),
-        ] {
-            let (running, most, order) = (running.clone(), most.clone(), order.clone());
-            queued.push(pool.run(lane, move || {
-                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-                most.fetch_max(now, Ordering::SeqCst);
-                order.lock().unwrap().push(label);
-                running.fetch_sub(1, Ordering::SeqCst);
-            }));
-        }
+        let queued = [launch("launch 1", None), launch("launch 2", None)];
+        // A clean-up queued behind them runs on a thread of its own, while both still hold.
+        let clean_up = {
+            let order = order.clone();
+            pool.run(Lane::CleanUp, move || {
+                order.lock().unwrap().push("clean-up")
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), clean_up)
+            .await
+            .expect("the clean-up ran while both launches held their places")
+            .expect("it did not panic");
+        assert_eq!(launching.load(Ordering::SeqCst), 2, "both still hold");
         release_tx.send(()).unwrap();
         release_tx.send(()).unwrap();
         for rx in held.into_iter().chain(queued) {
             tokio::time::timeout(Duration::from_secs(10), rx)
                 .await
-                .expect("every job ran")
-                .expect("no job panicked");
+                .expect("every launch ran")
+                .expect("no launch panicked");
         }
         assert_eq!(
             most.load(Ordering::SeqCst),
             2,
-            "never more than two at once"
+            "never more than two launches at once"
+        );
+        let order = order.lock().unwrap();
+        assert_eq!(
+            order[2], "clean-up",
+            "the clean-up ran before the queued launches"
         );
         assert_eq!(
-            *order.lock().unwrap(),
-            ["clean-up", "launch 1", "launch 2"],
-            "the clean-up went before the launches queued ahead of it"
+            order[3..],
+            ["launch 1", "launch 2"],
+            "launches in the order queued"
         );
     }
 

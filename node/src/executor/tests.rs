@@ -371,6 +371,34 @@ async fn a_task_killed_before_its_launch_never_starts() {
 }
 
 #[tokio::test]
+async fn a_kill_that_lands_while_the_task_launches_is_carried_out() {
+    let (exec, mut events, _dir) = executor("launching", CgroupMode::Auto);
+    let task = key("launching", 0);
+    exec.start(task.clone(), sh("sleep 600")).unwrap();
+    // The task directory is the launch's first step: once it exists, a pool thread has taken
+    // the launch, and the kill can no longer drop it from the queue.
+    let dir = exec.task_dir(&task).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    while !dir.exists() {
+        assert!(Instant::now() < deadline, "the launch began");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    assert!(exec.kill(&task, Duration::from_secs(10)));
+    started(&mut events).await;
+    assert_eq!(
+        next(&mut events).await,
+        ExecEvent::Exited {
+            task,
+            code: None,
+            signal: Some(15),
+            killed: true,
+            oom_killed: false
+        },
+        "the kill that came during the launch is carried out (SIGTERM), not left to the task"
+    );
+}
+
+#[tokio::test]
 async fn kill_escalates_to_sigkill_for_the_whole_group() {
     let (exec, mut events, _dir) = executor("trap", CgroupMode::Auto);
     let task = key("trap", 0);

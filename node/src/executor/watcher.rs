@@ -46,6 +46,9 @@ pub(super) async fn watch_child(
         })
         .await;
     let mut kill = KillState::default();
+    // A kill that came while the task was launching: `run_task` saw it (which marks it seen, so
+    // `changed` below would not report it) and found the launch already begun.
+    kill.request(&target, *kill_rx.borrow_and_update());
     let status = loop {
         tokio::select! {
             status = launched.child.wait() => break status,
