@@ -805,15 +805,21 @@ impl Inner {
             }
             _ => None,
         };
-        let ended = self
-            .pool
-            .run(pool::Lane::CleanUp, move || {
-                let oom = oom_check.is_some_and(|h| h.oom_kills(&cgroup_name).unwrap_or(0) > 0);
-                let left = cgroup.and_then(|c| end_cgroup(c, spares.as_deref(), &cgroup_name));
-                let record = pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e));
-                (left, record, oom)
-            })
-            .await;
+        let mut ended = self.pool.run(pool::Lane::CleanUp, move || {
+            let oom = oom_check.is_some_and(|h| h.oom_kills(&cgroup_name).unwrap_or(0) > 0);
+            let left = cgroup.and_then(|c| end_cgroup(c, spares.as_deref(), &cgroup_name));
+            let record = pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e));
+            (left, record, oom)
+        });
+        // It waits for a busy thread of the pool; one stuck (a hung launch) or slow (kill
+        // rounds) gets it a thread of its own.
+        let ended = match tokio::time::timeout(pool::CLEAN_UP_WAIT, &mut ended).await {
+            Ok(ended) => ended,
+            Err(_) => {
+                self.pool.nudge();
+                ended.await
+            }
+        };
         match ended {
             Ok((left, record, oom)) => {
                 if let ExecEvent::Exited { oom_killed, .. } = &mut event {
