@@ -5,7 +5,7 @@
 //! two threads take turns. The launch gave its permit back on a pool thread, which woke the
 //! runtime's thread; that one called `spawn_blocking` for the next queued task, which woke an
 //! idle pool thread (the longest idle of up to dozens, its cache cold). In a batch of 10,000
-//! `true` tasks that was about 14 context switches per task, a sixth of the busy agent's CPU
+//! `true` tasks that was about 13 context switches per task, a sixth of the busy agent's CPU
 //! in `schedule` (`BENCHMARKS.md`, session 23). Here the jobs wait in this pool's queues, so a
 //! thread that ends one takes the next without sleeping, and the runtime's thread only hears
 //! of each result.
