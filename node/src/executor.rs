@@ -371,8 +371,8 @@ struct Inner {
     boot_id: Option<String>,
     state: Mutex<State>,
     idle: Notify,
-    /// The threads launches and clean-ups run on, [`ExecutorConfig::max_parallel_launches`]
-    /// of them at most (`pool.rs`).
+    /// The threads launches and clean-ups run on, at most
+    /// [`ExecutorConfig::max_parallel_launches`] launches at once (`pool.rs`).
     pool: pool::Pool,
     /// Commands found on tasks' `PATH`s lately (`launch.rs`).
     programs: launch::ProgramCache,

@@ -38,7 +38,6 @@ pub(super) struct Launched {
 impl Inner {
     /// Creates the task directory and log files, prepares the cgroup and spawns the process.
     /// Errors are the `Failed` reason; nothing is left running when one is returned.
-    ///
     fn launch(&self, name: &DiskName, spec: &TaskSpec) -> Result<Launched, String> {
         let account = self.users.for_task(spec.user.as_deref())?;
         let dir = self.task_dir(name);
