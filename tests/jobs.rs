@@ -494,6 +494,17 @@ fn true_batch(id: &str) -> Value {
         "resources": {"cpu": 100, "memory": 16}})
 }
 
+/// Submits [`true_batch`] `id` to agent `at` until it is accepted (a restarting agent refuses
+/// work until it has caught up); `what` names the wait.
+fn submit_until_accepted(c: &Cluster, at: usize, id: &str, what: &str) {
+    wait_for(DEADLINE, what, || {
+        c.submit(at, true_batch(id), &[])
+            .status
+            .success()
+            .then_some(())
+    });
+}
+
 /// Whether agent `at` lists job `id` as complete.
 fn completed(c: &Cluster, at: usize, id: &str) -> bool {
     c.job(at, id).is_some_and(|j| j["status"] == "complete")
@@ -571,12 +582,7 @@ fn a_clean_restart_adds_no_writer_and_a_crash_restart_one() {
             (log.matches("writing on as its actor").count() == resumed).then_some(())
         });
         let id = format!("again{round}");
-        wait_for(DEADLINE, "n3 takes a job again", || {
-            c.submit(2, true_batch(&id), &[])
-                .status
-                .success()
-                .then_some(())
-        });
+        submit_until_accepted(&c, 2, &id, "n3 takes a job again");
         wait_for(DEADLINE, &format!("{id} completes"), || {
             completed(&c, 0, &id).then_some(())
         });
@@ -622,12 +628,7 @@ fn a_one_node_cluster_restarts_without_waiting_for_peers() {
         }
         c.agents[0] = Agent::start(AgentSpec::new("n1", &key, &root));
         let id = format!("again{round}");
-        wait_for(DEADLINE, "n1 takes a job again", || {
-            c.submit(0, true_batch(&id), &[])
-                .status
-                .success()
-                .then_some(())
-        });
+        submit_until_accepted(&c, 0, &id, "n1 takes a job again");
         wait_for(DEADLINE, &format!("{id} completes"), || {
             completed(&c, 0, &id).then_some(())
         });
@@ -665,12 +666,7 @@ fn a_one_node_cluster_restarts_without_waiting_for_peers() {
         bind,
         ..AgentSpec::new("n1", &key, &root)
     });
-    wait_for(DEADLINE, "n1 takes a job again", || {
-        c.submit(0, true_batch("again"), &[])
-            .status
-            .success()
-            .then_some(())
-    });
+    submit_until_accepted(&c, 0, "again", "n1 takes a job again");
     wait_for(DEADLINE, "again completes", || {
         completed(&c, 0, "again").then_some(())
     });
@@ -732,12 +728,7 @@ fn a_cluster_stopped_node_by_node_comes_back_whole() {
             ..AgentSpec::new(name, &key, &root)
         });
     }
-    wait_for(DEADLINE, "n3 takes a job", || {
-        c.submit(2, true_batch("after"), &[])
-            .status
-            .success()
-            .then_some(())
-    });
+    submit_until_accepted(&c, 2, "after", "n3 takes a job");
     wait_for(
         DEADLINE,
         "every node agrees: svc runs 3, the batch completed",
