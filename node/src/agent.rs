@@ -123,6 +123,9 @@ impl Default for TaskSettings {
     }
 }
 
+/// How long a stopping agent waits for task launches under way (`Executor::close_launches`).
+const LAUNCH_END_WAIT: Duration = Duration::from_secs(5);
+
 /// A started agent. Dropping it does not stop it; call [`RunningAgent::shutdown`].
 #[derive(Debug)]
 pub struct RunningAgent {
@@ -153,11 +156,24 @@ impl RunningAgent {
     pub async fn shutdown(self) {
         // Tasks are stopped first: this node announces that it leaves, so the cluster
         // re-places its work, and a process left running here would run twice.
-        let _ = tokio::time::timeout(
+        let stopped = tokio::time::timeout(
             crate::runner::KILL_GRACE * 2,
             self.executor.shutdown(crate::runner::KILL_GRACE),
         )
-        .await;
+        .await
+        .is_ok();
+        if !stopped {
+            tracing::warn!("tasks still run after the stop's grace; the watchdog kills them");
+        }
+        // No launch may be cut by the process's exit between its spawn and its pid record
+        // (the executor's threads are not joined): none is under way after a shutdown that
+        // ended, and one under way after a timed-out one gets a few seconds.
+        if !self.executor.close_launches(LAUNCH_END_WAIT).await {
+            tracing::warn!(
+                "a task launch did not end within {LAUNCH_END_WAIT:?}; a process it started \
+                 is left to the watchdog's sweep of the task cgroups"
+            );
+        }
         // Only now, with every task stopped, may the watchdog go.
         if let Some(lease) = self.lease {
             lease.release().await;

@@ -569,6 +569,17 @@ impl Executor {
         }
     }
 
+    /// Starts no task launch any more and waits up to `wait` for the launches under way to
+    /// end (`pool.rs`, [`pool::Pool::close`]), so none is cut between its spawn and its pid
+    /// record when the process exits. Returns whether none is under way. For the agent's stop
+    /// after [`Executor::shutdown`], which leaves nothing under way unless it timed out.
+    pub async fn close_launches(&self, wait: Duration) -> bool {
+        let pool = self.inner.pool.clone();
+        tokio::task::spawn_blocking(move || pool.close(wait))
+            .await
+            .unwrap_or(false)
+    }
+
     /// The task's directory: `<data_dir>/tasks/<job>.<incarnation>.<placer>/<slot>/<attempt>`
     /// (`Err` for an attempt that has no name on disk).
     pub fn task_dir(&self, task: &AttemptId) -> Result<PathBuf, ExecError> {

@@ -52,7 +52,7 @@ pub(super) enum Lane {
 }
 
 /// A bounded set of threads and their two queues.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub(super) struct Pool {
     shared: Arc<Shared>,
 }
@@ -61,6 +61,8 @@ pub(super) struct Pool {
 struct Shared {
     queues: Mutex<Queues>,
     ready: Condvar,
+    /// Signalled when a launch ends, for [`Pool::close`].
+    launch_ended: Condvar,
     /// Launches running at once, at most.
     max_launches: usize,
     /// Threads, at most: the launches' and as many again for clean-ups.
@@ -79,6 +81,8 @@ struct Queues {
     idle: usize,
     /// Wake-ups sent and not yet taken by a waiting thread.
     woken: usize,
+    /// No launch starts any more ([`Pool::close`]).
+    closed: bool,
 }
 
 impl std::fmt::Debug for Queues {
@@ -90,6 +94,7 @@ impl std::fmt::Debug for Queues {
             .field("threads", &self.threads)
             .field("idle", &self.idle)
             .field("woken", &self.woken)
+            .field("closed", &self.closed)
             .finish()
     }
 }
@@ -121,6 +126,7 @@ impl Pool {
             shared: Arc::new(Shared {
                 queues: Mutex::default(),
                 ready: Condvar::new(),
+                launch_ended: Condvar::new(),
                 max_launches: max_launches.get(),
                 max_threads: max_launches.get().saturating_mul(2),
             }),
@@ -140,6 +146,10 @@ impl Pool {
             let _ = tx.send(job());
         });
         let mut queues = self.shared.lock();
+        if lane == Lane::Launch && queues.closed {
+            // Dropping the job drops its sender: the receiver sees a launch that never ran.
+            return rx;
+        }
         // Whether to wake or start a thread for it: a launch beyond the limit waits for a
         // running launch's thread, and a clean-up for any busy thread, which takes it when done.
         let wake = match lane {
@@ -156,6 +166,41 @@ impl Pool {
             self.shared.wake_or_start(queues);
         }
         rx
+    }
+
+    /// Starts no launch any more: queued launches are dropped (their receivers see jobs that
+    /// never ran, as do launches queued later), and this waits up to `wait` for the launches
+    /// that run to end. Returns whether none runs.
+    ///
+    /// The agent calls it when it stops after its executor's shutdown timed out: the pool's
+    /// threads are not joined at process exit, so a launch cut there could leave a process
+    /// started with no pid record (nothing would then find it but the watchdog's sweep of the
+    /// task cgroups). Clean-ups keep running: they only end what already ran.
+    pub(super) fn close(&self, wait: Duration) -> bool {
+        let deadline = std::time::Instant::now() + wait;
+        let mut queues = self.shared.lock();
+        queues.closed = true;
+        let dropped = std::mem::take(&mut queues.launches);
+        loop {
+            if queues.launches_running == 0 {
+                break;
+            }
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            queues = self
+                .shared
+                .launch_ended
+                .wait_timeout(queues, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let quiet = queues.launches_running == 0;
+        drop(queues);
+        // Dropped without the lock held: a job's drop wakes its receiver's task.
+        drop(dropped);
+        quiet
     }
 
     /// Gives a clean-up that is still queued a thread: wakes an idle one or starts one, within
@@ -264,6 +309,7 @@ impl Shared {
                 queues = self.lock();
                 if lane == Lane::Launch {
                     queues.launches_running -= 1;
+                    self.launch_ended.notify_all();
                 }
                 continue;
             }
@@ -413,6 +459,53 @@ mod tests {
         go_tx.send(()).unwrap();
         assert_eq!(taken.await.unwrap(), Some(0), "the taken job ran whole");
         assert_eq!(ran.load(Ordering::SeqCst), 1);
+    }
+
+    #[tokio::test]
+    async fn a_closed_pool_waits_for_running_launches_and_starts_no_other() {
+        let pool = Pool::new(NonZeroUsize::MIN);
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let (began_tx, began_rx) = std::sync::mpsc::channel::<()>();
+        let ended = Arc::new(AtomicUsize::new(0));
+        let counted = ended.clone();
+        let running = pool.run(Lane::Launch, move || {
+            began_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        began_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        let ran = Arc::new(AtomicUsize::new(0));
+        let counted = ran.clone();
+        let queued = pool.run(Lane::Launch, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        // Held past the wait: close reports a launch still running.
+        assert!(
+            !pool.close(Duration::from_millis(20)),
+            "a held launch outlasts a short wait"
+        );
+        // Released while a second close waits: that one returns once it has ended.
+        let closer = {
+            let pool = pool.clone();
+            std::thread::spawn(move || pool.close(Duration::from_secs(10)))
+        };
+        release_tx.send(()).unwrap();
+        assert!(closer.join().unwrap(), "no launch runs once close returns");
+        assert_eq!(
+            ended.load(Ordering::SeqCst),
+            1,
+            "the running launch ended whole"
+        );
+        running.await.unwrap();
+        assert!(queued.await.is_err(), "the queued launch was dropped");
+        let counted = ran.clone();
+        let late = pool.run(Lane::Launch, move || {
+            counted.fetch_add(1, Ordering::SeqCst);
+        });
+        assert!(late.await.is_err(), "a launch after close never runs");
+        assert_eq!(ran.load(Ordering::SeqCst), 0);
+        // Clean-ups still run: they end what already ran.
+        assert_eq!(pool.run(Lane::CleanUp, || 7).await.unwrap(), 7);
     }
 
     #[tokio::test]
