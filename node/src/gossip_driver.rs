@@ -259,7 +259,8 @@ impl GossipHandle {
 }
 
 /// Spawns the gossip task. It runs until `shutdown` turns true, then leaves the cluster.
-/// The known membership is kept in `known_file` (`crate::known_file`) whenever it changes;
+/// The known membership is kept in `known_file` (`crate::known_file`, written off this task)
+/// whenever it changes;
 /// membership changes are recorded in `events` (`crate::events`).
 pub fn spawn(
     core: Membership,
@@ -292,9 +293,8 @@ pub fn spawn(
         quorum: quorum_tx,
         join: join_tx,
         conflict: conflict_tx,
-        known_saved: core_known_version_unsaved(),
-        known_save_failed: None,
-        known_file,
+        known_offered: core_known_version_unsaved(),
+        known_saver: known_file.map(crate::known_file::Saver::spawn),
         probes: ProbeTimer::new(counters.probe_rtt.clone()),
         received_at: Instant::now(),
         counters: counters.clone(),
@@ -336,11 +336,10 @@ struct Driver {
     quorum: watch::Sender<Quorum>,
     join: watch::Sender<JoinStatus>,
     conflict: watch::Sender<Option<String>>,
-    /// The known-membership version last written to `known_file`.
-    known_saved: u64,
-    /// The version whose write last failed, and when: tried again a second later.
-    known_save_failed: Option<(u64, std::time::Instant)>,
-    known_file: Option<PathBuf>,
+    /// The known-membership version last offered to `known_saver`.
+    known_offered: u64,
+    /// Writes the known membership to `known_file` off this task (none without a file).
+    known_saver: Option<crate::known_file::Saver>,
     counters: Arc<TransportCounters>,
     /// Where membership changes are recorded (`Node` events).
     events: Option<crate::events::EventLog>,
@@ -385,11 +384,20 @@ impl Driver {
         if self.core.name_conflict().is_some() {
             // Leaving would be news about the name, which is the other agent's.
             tracing::info!("stopped without leaving: the name belongs to another agent");
+            self.finish_saving().await;
             return;
         }
         self.core.leave(self.clock.now());
         self.flush().await;
         tracing::info!("left the cluster");
+        self.finish_saving().await;
+    }
+
+    /// Waits for the known membership's last save.
+    async fn finish_saving(&mut self) {
+        if let Some(saver) = self.known_saver.take() {
+            saver.finish().await;
+        }
     }
 
     fn on_datagram(&mut self, from: SocketAddr, sealed: &[u8]) {
@@ -530,37 +538,19 @@ impl Driver {
         });
     }
 
-    /// Writes the known membership when it changed, so a restarted node remembers how big
-    /// its cluster was. A failed write (a full disk) is logged once per version and tried
-    /// again, at most once a second, until one succeeds: a list left older than the
-    /// membership could let a restart skip its catch-up (`known_file`).
+    /// Offers the known membership to the saver when it changed, so a restarted node
+    /// remembers how big its cluster was (`known_file::Saver`: the writes, their retries
+    /// after a failure and their log run off this task).
     fn save_known(&mut self) {
         let version = self.core.known_version();
-        if version == self.known_saved {
+        if version == self.known_offered {
             return;
         }
-        let Some(path) = &self.known_file else {
+        let Some(saver) = &self.known_saver else {
             return;
         };
-        let now = std::time::Instant::now();
-        if self
-            .known_save_failed
-            .is_some_and(|(_, at)| now.duration_since(at) < std::time::Duration::from_secs(1))
-        {
-            return;
-        }
-        match crate::known_file::save(path, &self.core.known_members()) {
-            Ok(()) => {
-                self.known_saved = version;
-                self.known_save_failed = None;
-            }
-            Err(e) => {
-                if self.known_save_failed.is_none_or(|(v, _)| v != version) {
-                    tracing::warn!(error = %e, "cannot save the known membership; trying again");
-                }
-                self.known_save_failed = Some((version, now));
-            }
-        }
+        saver.offer(version, self.core.known_members());
+        self.known_offered = version;
     }
 }
 
