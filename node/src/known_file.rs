@@ -117,9 +117,18 @@ async fn save_newest(path: PathBuf, mut offers: watch::Receiver<Known>) {
                         warned = Some(version);
                     }
                     if !open || offers.has_changed().is_err() {
-                        return;
+                        // Stopping: one try of the newest list, which may be newer than the
+                        // one that failed (offered while it was being written).
+                        if offers.borrow().as_ref().map(|k| k.0) == Some(version) {
+                            return;
+                        }
+                        continue;
                     }
-                    tokio::time::sleep(RETRY).await;
+                    // Until a second has passed or a newer list (or the stop) comes.
+                    tokio::select! {
+                        () = tokio::time::sleep(RETRY) => {}
+                        _ = offers.changed() => {}
+                    }
                 }
             }
         }

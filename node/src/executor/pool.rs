@@ -309,7 +309,10 @@ impl Shared {
                 queues = self.lock();
                 if lane == Lane::Launch {
                     queues.launches_running -= 1;
-                    self.launch_ended.notify_all();
+                    if queues.closed {
+                        // Only `close` waits for it; no wake-up on a launch's hot path.
+                        self.launch_ended.notify_all();
+                    }
                 }
                 continue;
             }
