@@ -56,7 +56,7 @@ type Known = Option<(u64, Vec<CompactString>)>;
 
 /// Saves the known membership off the gossip task, on the blocking pool: each save is two
 /// `fsync`s (the file, its directory), which the gossip task (probes, acks, the membership's
-/// timers) must not wait for, and a join of 32 agents changed the list about 30 times in
+/// timers) must not wait for, and a join of 32 agents changes the list up to 31 times in
 /// 0.3 s at each of them. Only the newest list offered is written: versions offered while a
 /// save runs are folded into the next one. A failed save (a full disk) is logged once per
 /// version and tried again a second later until one succeeds; [`Saver::finish`] makes one
@@ -116,7 +116,7 @@ async fn save_newest(path: PathBuf, mut offers: watch::Receiver<Known>) {
                         tracing::warn!(error = %format!("{e:#}"), "cannot save the known membership; trying again");
                         warned = Some(version);
                     }
-                    if !open || offers.has_changed().is_err() {
+                    if offers.has_changed().is_err() {
                         // Stopping: one try of the newest list, which may be newer than the
                         // one that failed (offered while it was being written).
                         if offers.borrow().as_ref().map(|k| k.0) == Some(version) {

@@ -168,34 +168,34 @@ impl Pool {
         rx
     }
 
+    /// [`Pool::run`] for a job the caller may drop while it is queued ([`Turn::drop_queued`]):
+    /// the receiver yields `None` for a dropped job, which never ran.
+    pub(super) fn run_unless_dropped<T: Send + 'static>(
+        &self,
+        lane: Lane,
+        turn: Arc<Turn>,
+        job: impl FnOnce() -> T + Send + 'static,
+    ) -> oneshot::Receiver<Option<T>> {
+        self.run(lane, move || turn.take().then(job))
+    }
+
     /// Starts no launch any more: queued launches are dropped (their receivers see jobs that
     /// never ran, as do launches queued later), and this waits up to `wait` for the launches
     /// that run to end. Returns whether none runs.
     ///
-    /// The agent calls it when it stops after its executor's shutdown timed out: the pool's
-    /// threads are not joined at process exit, so a launch cut there could leave a process
+    /// The agent calls it when it stops, after its executor's shutdown (which leaves a launch
+    /// under way only if it timed out): the pool's threads are not joined at process exit, so a launch cut there could leave a process
     /// started with no pid record (nothing would then find it but the watchdog's sweep of the
     /// task cgroups). Clean-ups keep running: they only end what already ran.
     pub(super) fn close(&self, wait: Duration) -> bool {
-        let deadline = std::time::Instant::now() + wait;
         let mut queues = self.shared.lock();
         queues.closed = true;
         let dropped = std::mem::take(&mut queues.launches);
-        loop {
-            if queues.launches_running == 0 {
-                break;
-            }
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            if left.is_zero() {
-                break;
-            }
-            queues = self
-                .shared
-                .launch_ended
-                .wait_timeout(queues, left)
-                .unwrap_or_else(PoisonError::into_inner)
-                .0;
-        }
+        let (queues, _) = self
+            .shared
+            .launch_ended
+            .wait_timeout_while(queues, wait, |q| q.launches_running > 0)
+            .unwrap_or_else(PoisonError::into_inner);
         let quiet = queues.launches_running == 0;
         drop(queues);
         // Dropped without the lock held: a job's drop wakes its receiver's task.
@@ -210,6 +210,35 @@ impl Pool {
         if !queues.clean_ups.is_empty() {
             self.shared.wake_or_start(queues);
         }
+    }
+}
+
+/// A queued job's turn, for a caller that may give up on it (a launch whose task is killed while
+/// it waits): whichever moves it first, the thread that takes the job or the caller that drops
+/// it, decides whether the job runs. So a job either runs whole or never starts.
+#[derive(Debug, Default)]
+pub(super) struct Turn(AtomicU8);
+
+impl Turn {
+    const QUEUED: u8 = 0;
+    const TAKEN: u8 = 1;
+    const DROPPED: u8 = 2;
+
+    /// Whether the job may run: true for the thread that takes it while still queued.
+    fn take(&self) -> bool {
+        self.move_from_queued(Self::TAKEN)
+    }
+
+    /// Whether the job was dropped before a thread took it (it will never run); false once
+    /// taken.
+    pub(super) fn drop_queued(&self) -> bool {
+        self.move_from_queued(Self::DROPPED)
+    }
+
+    fn move_from_queued(&self, to: u8) -> bool {
+        self.0
+            .compare_exchange(Self::QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
+            .is_ok()
     }
 }
 
@@ -247,51 +276,7 @@ impl Shared {
             }
         }
     }
-}
 
-/// A queued job's turn, for a caller that may give up on it (a launch whose task is killed while
-/// it waits): whichever moves it first, the thread that takes the job or the caller that drops
-/// it, decides whether the job runs. So a job either runs whole or never starts.
-#[derive(Debug, Default)]
-pub(super) struct Turn(AtomicU8);
-
-impl Turn {
-    const QUEUED: u8 = 0;
-    const TAKEN: u8 = 1;
-    const DROPPED: u8 = 2;
-
-    /// Whether the job may run: true for the thread that takes it while still queued.
-    fn take(&self) -> bool {
-        self.move_from_queued(Self::TAKEN)
-    }
-
-    /// Whether the job was dropped before a thread took it (it will never run); false once
-    /// taken.
-    pub(super) fn drop_queued(&self) -> bool {
-        self.move_from_queued(Self::DROPPED)
-    }
-
-    fn move_from_queued(&self, to: u8) -> bool {
-        self.0
-            .compare_exchange(Self::QUEUED, to, Ordering::AcqRel, Ordering::Acquire)
-            .is_ok()
-    }
-}
-
-impl Pool {
-    /// [`Pool::run`] for a job the caller may drop while it is queued ([`Turn::drop_queued`]):
-    /// the receiver yields `None` for a dropped job, which never ran.
-    pub(super) fn run_unless_dropped<T: Send + 'static>(
-        &self,
-        lane: Lane,
-        turn: Arc<Turn>,
-        job: impl FnOnce() -> T + Send + 'static,
-    ) -> oneshot::Receiver<Option<T>> {
-        self.run(lane, move || turn.take().then(job))
-    }
-}
-
-impl Shared {
     fn lock(&self) -> MutexGuard<'_, Queues> {
         // A job runs without the lock held, so a poisoned lock holds consistent queues.
         self.queues.lock().unwrap_or_else(PoisonError::into_inner)
