@@ -37,6 +37,7 @@
 //! agent's task loop, call `start`/`kill` from anywhere (the handle is `Clone`), and drain the
 //! receiver continuously: a full channel delays only the per-task watchers, never the callers.
 
+mod anchor;
 pub(crate) mod cgroup;
 mod check_command;
 mod collect;
@@ -68,6 +69,7 @@ use shoal_scheduler::{AttemptId, TaskEvent};
 use tokio::sync::{Notify, mpsc, watch};
 use tokio::time::Instant;
 
+use self::anchor::{Anchor, Under};
 use self::cgroup::{Hierarchy, TaskCgroup};
 pub use self::check_command::CheckCommand;
 pub use self::collect::{FinishedDir, RemoveError};
@@ -361,6 +363,8 @@ pub struct Executor {
 #[derive(Debug)]
 struct Inner {
     tasks_dir: PathBuf,
+    /// `tasks_dir`, held open: a launch's directories and files are reached from it.
+    tasks: Anchor,
     config: ExecutorConfig,
     events: mpsc::Sender<ExecEvent>,
     cgroups: Option<Hierarchy>,
@@ -462,6 +466,7 @@ impl Executor {
         let (events, receiver) = mpsc::channel(config.event_capacity.get());
         let inner = Inner {
             pool: pool::Pool::new(config.max_parallel_launches),
+            tasks: Anchor::open(&tasks_dir),
             tasks_dir,
             config,
             events,
@@ -713,6 +718,11 @@ impl Inner {
         name.dir(&self.tasks_dir)
     }
 
+    /// [`Self::task_dir`], reached from the open tasks directory.
+    fn task_under(&self, name: &DiskName) -> Under {
+        self.tasks.under(name.dir(Path::new("")))
+    }
+
     /// Claims `task` in the running table before anything is spawned, so a concurrent start of
     /// the same key is refused and a kill that arrives during setup is not lost.
     fn reserve(&self, task: &AttemptId) -> Result<watch::Receiver<Option<Instant>>, ExecError> {
@@ -779,7 +789,7 @@ impl Inner {
     }
 
     /// Frees what an ended task held, then reports it: kills what is left in its cgroup and
-    /// keeps or removes the cgroup ([`end_cgroup`]), ends its pid record ([`pidfile::clear`]),
+    /// keeps or removes the cgroup ([`end_cgroup`]), ends its pid record ([`pidfile::clear_in`]),
     /// all in one job of the executor's pool, ahead of queued launches (cgroupfs and
     /// file-system writes the runtime's thread must not wait for), then releases the key and
     /// sends `event`.
@@ -791,7 +801,7 @@ impl Inner {
         event: ExecEvent,
     ) {
         let spares = self.spares.clone();
-        let (cgroup_name, dir) = (name.cgroup(), self.task_dir(name));
+        let (cgroup_name, dir) = (name.cgroup(), self.task_under(name));
         let owner = self.users.agent_uid;
         let mut event = event;
         // A SIGKILL the agent did not send (or a shell's exit status for a child it killed,
@@ -819,7 +829,7 @@ impl Inner {
         let mut ended = self.pool.run(pool::Lane::CleanUp, move || {
             let oom = oom_check.is_some_and(|h| h.oom_kills(&cgroup_name).unwrap_or(0) > 0);
             let left = cgroup.and_then(|c| end_cgroup(c, spares.as_deref(), &cgroup_name));
-            let record = pidfile::clear(&dir, owner).map_err(|e| (dir.join("pid"), e));
+            let record = pidfile::clear_in(&dir, owner).map_err(|e| (dir.join("pid").path(), e));
             (left, record, oom)
         });
         // It waits for a busy thread of the pool; one stuck (a hung launch) or slow (kill

@@ -21,6 +21,7 @@ use std::time::Duration;
 use nix::sys::signal::Signal;
 use nix::unistd::Pid;
 
+use super::anchor::{Anchor, Under};
 use super::entry::Entry;
 use crate::backoff::Backoff;
 
@@ -29,19 +30,20 @@ const CPU_PERIOD_US: u64 = 100_000;
 /// The kernel refuses quotas under 1 ms, so 10 millicores is the smallest enforceable rate.
 const CPU_MIN_QUOTA_US: u64 = 1_000;
 
-/// A cgroup hierarchy the executor can create task cgroups in.
+/// A cgroup hierarchy the executor can create task cgroups in. Each parent is held open
+/// (`anchor.rs`): a task cgroup's files are reached from it, two components deep.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum Hierarchy {
     /// Unified hierarchy: one directory per task holds `cpu.max`, `memory.max` and, when the
     /// `pids` controller is enabled, `pids.max`.
-    V2 { parent: PathBuf, pids: bool },
+    V2 { parent: Anchor, pids: bool },
     /// Legacy hierarchies: one directory per task in each of `cpu` and `memory`, and in `pids`
     /// and `freezer` when those are mounted and writable.
     V1 {
-        cpu_parent: PathBuf,
-        memory_parent: PathBuf,
-        pids_parent: Option<PathBuf>,
-        freezer_parent: Option<PathBuf>,
+        cpu_parent: Anchor,
+        memory_parent: Anchor,
+        pids_parent: Option<Anchor>,
+        freezer_parent: Option<Anchor>,
     },
 }
 
@@ -68,7 +70,7 @@ pub(crate) struct Detected {
 /// and freezer when used).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TaskCgroup {
-    dirs: Vec<PathBuf>,
+    dirs: Vec<Under>,
     /// The limits this executor wrote, when it made the cgroup in this life.
     limits: Option<Limits>,
 }
@@ -134,6 +136,11 @@ fn found(hierarchy: Hierarchy, kill: KillMethod, more: String) -> Detected {
 impl Hierarchy {
     /// Every parent directory task cgroups are made in, one per hierarchy.
     pub fn parents(&self) -> Vec<PathBuf> {
+        self.anchors().iter().map(|a| a.path().to_owned()).collect()
+    }
+
+    /// The parents, held open.
+    fn anchors(&self) -> Vec<Anchor> {
         match self {
             Hierarchy::V2 { parent, .. } => vec![parent.clone()],
             Hierarchy::V1 {
@@ -157,17 +164,17 @@ impl Hierarchy {
     /// Where the task named `name` lives (whether or not it exists yet).
     pub fn task_cgroup(&self, name: &str) -> TaskCgroup {
         TaskCgroup {
-            dirs: self.parents().iter().map(|p| p.join(name)).collect(),
+            dirs: self.anchors().iter().map(|p| p.under(name)).collect(),
             limits: None,
         }
     }
 
     /// The memory limit file of the task named `name`.
-    pub fn memory_file(&self, name: &str) -> PathBuf {
+    pub fn memory_file(&self, name: &str) -> Under {
         match self {
-            Hierarchy::V2 { parent, .. } => parent.join(name).join("memory.max"),
+            Hierarchy::V2 { parent, .. } => parent.under(name).join("memory.max"),
             Hierarchy::V1 { memory_parent, .. } => {
-                memory_parent.join(name).join("memory.limit_in_bytes")
+                memory_parent.under(name).join("memory.limit_in_bytes")
             }
         }
     }
@@ -177,7 +184,15 @@ impl Hierarchy {
     pub fn create(&self, name: &str, limits: Limits) -> Result<TaskCgroup, String> {
         let mut cgroup = self.task_cgroup(name);
         for dir in &cgroup.dirs {
-            make_dir(dir)?;
+            match dir.mkdir(0o755) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => {
+                    return Err(format!(
+                        "cannot create cgroup {}: {e}",
+                        dir.path().display()
+                    ));
+                }
+                _ => {}
+            }
         }
         self.write_limits(name, limits, Held::Nothing)?;
         cgroup.limits = Some(limits);
@@ -210,7 +225,7 @@ impl Hierarchy {
                 parent,
                 pids: has_pids,
             } => {
-                let dir = parent.join(name);
+                let dir = parent.under(name);
                 let cpu = quota.map_or(format!("max {CPU_PERIOD_US}"), |q| {
                     format!("{q} {CPU_PERIOD_US}")
                 });
@@ -234,14 +249,14 @@ impl Hierarchy {
                 // cfs_period_us of a new cgroup is the kernel default, CPU_PERIOD_US, and only
                 // this executor writes here: not rewritten, each write is a syscall per task.
                 let cpu = quota.map_or("-1".to_owned(), |q| q.to_string());
-                write(&cpu_parent.join(name).join("cpu.cfs_quota_us"), &cpu)?;
+                write(&cpu_parent.under(name).join("cpu.cfs_quota_us"), &cpu)?;
                 write(
                     &self.memory_file(name),
                     &memory.map_or("-1".to_owned(), |b| b.to_string()),
                 )?;
                 if let Some(pids_parent) = pids_parent.as_ref().filter(|_| pids_changed) {
                     let max = pids.map_or("max".to_owned(), |n| n.to_string());
-                    write(&pids_parent.join(name).join("pids.max"), &max)?;
+                    write(&pids_parent.under(name).join("pids.max"), &max)?;
                 }
             }
         }
@@ -250,10 +265,10 @@ impl Hierarchy {
 
     /// The memory controller's directory of the task cgroup `name` (v1; with v2 there is one
     /// directory for every controller).
-    pub fn memory_dir(&self, name: &str) -> PathBuf {
+    pub fn memory_dir(&self, name: &str) -> Under {
         match self {
-            Hierarchy::V2 { parent, .. } => parent.join(name),
-            Hierarchy::V1 { memory_parent, .. } => memory_parent.join(name),
+            Hierarchy::V2 { parent, .. } => parent.under(name),
+            Hierarchy::V1 { memory_parent, .. } => memory_parent.under(name),
         }
     }
 
@@ -262,11 +277,12 @@ impl Hierarchy {
     /// no process in it, what its tasks left behind.
     pub fn memory_charged(&self, name: &str, file: &str) -> Result<u64, String> {
         let file = self.memory_dir(name).join(file);
-        let text = super::procfs::read_small(&file)
-            .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+        let text = file
+            .read_small()
+            .map_err(|e| format!("cannot read {}: {e}", file.path().display()))?;
         text.trim()
             .parse()
-            .map_err(|e| format!("{} holds `{}`: {e}", file.display(), text.trim()))
+            .map_err(|e| format!("{} holds `{}`: {e}", file.path().display(), text.trim()))
     }
 
     /// How many processes the kernel's OOM killer has killed in the memory cgroup of task
@@ -278,7 +294,7 @@ impl Hierarchy {
             Hierarchy::V2 { .. } => "memory.events",
             Hierarchy::V1 { .. } => "memory.oom_control",
         };
-        let text = super::procfs::read_small(&self.memory_dir(name).join(file)).ok()?;
+        let text = self.memory_dir(name).join(file).read_small().ok()?;
         oom_kill_count(&text)
     }
 
@@ -330,8 +346,16 @@ pub(crate) struct Limits {
 }
 
 impl TaskCgroup {
-    /// The cgroup made of these directories (the watchdog names tasks by directory).
+    /// The cgroup made of these directories (the watchdog names tasks by directory), each
+    /// walked whole at every use.
     pub fn from_dirs(dirs: Vec<PathBuf>) -> TaskCgroup {
+        let dirs = dirs
+            .iter()
+            .map(|d| match (d.parent(), d.file_name()) {
+                (Some(parent), Some(name)) => Anchor::unopened(parent).under(name),
+                _ => Anchor::unopened(d).under(""),
+            })
+            .collect();
         TaskCgroup { dirs, limits: None }
     }
 
@@ -360,7 +384,7 @@ impl TaskCgroup {
     }
 
     /// The task's directories, one per hierarchy in the order of [`Hierarchy::parents`].
-    pub fn dirs(&self) -> &[PathBuf] {
+    pub fn dirs(&self) -> &[Under] {
         &self.dirs
     }
 
@@ -376,7 +400,7 @@ impl TaskCgroup {
         let mut pids: Vec<u32> = self
             .dirs
             .iter()
-            .filter_map(|d| super::procfs::read_small(&d.join("cgroup.procs")).ok())
+            .filter_map(|d| d.join("cgroup.procs").read_small().ok())
             .flat_map(|text| {
                 text.lines()
                     .filter_map(|l| l.trim().parse::<u32>().ok())
@@ -399,22 +423,22 @@ impl TaskCgroup {
     /// Undoes a freeze a crashed agent may have left (it froze, then died before thawing).
     pub fn thaw(&self) {
         if let Some(state) = self.freezer_state() {
-            let _ = std::fs::write(state, "THAWED");
+            let _ = state.write("THAWED");
         }
     }
 
-    fn freezer_state(&self) -> Option<PathBuf> {
+    fn freezer_state(&self) -> Option<Under> {
         self.dirs
             .iter()
             .map(|d| d.join("freezer.state"))
-            .find(|p| p.exists())
+            .find(Under::exists)
     }
 
-    fn kill_file(&self) -> Option<PathBuf> {
+    fn kill_file(&self) -> Option<Under> {
         self.dirs
             .iter()
             .map(|d| d.join("cgroup.kill"))
-            .find(|p| p.exists())
+            .find(Under::exists)
     }
 
     /// One round of SIGKILL to every member; returns how many members there were before it.
@@ -424,7 +448,7 @@ impl TaskCgroup {
             return 0;
         }
         if let Some(kill) = self.kill_file() {
-            let _ = std::fs::write(kill, "1");
+            let _ = kill.write("1");
             return before;
         }
         let freezer = self.freezer_state();
@@ -435,7 +459,7 @@ impl TaskCgroup {
             signal_pid(pid, Signal::SIGKILL);
         }
         if let Some(state) = &freezer {
-            let _ = std::fs::write(state, "THAWED");
+            let _ = state.write("THAWED");
         }
         before
     }
@@ -443,7 +467,7 @@ impl TaskCgroup {
     /// Removes the directories now; fails with `EBUSY` while a member is still exiting.
     pub fn remove_now(&self) -> std::io::Result<()> {
         for dir in &self.dirs {
-            match std::fs::remove_dir(dir) {
+            match dir.rmdir() {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
                 _ => {}
             }
@@ -467,7 +491,8 @@ impl TaskCgroup {
             result = self.remove_off_thread().await;
         }
         if let Err(e) = result {
-            tracing::warn!(dirs = ?self.dirs, error = %e, "task cgroup left behind");
+            let dirs: Vec<PathBuf> = self.dirs.iter().map(Under::path).collect();
+            tracing::warn!(?dirs, error = %e, "task cgroup left behind");
         }
     }
 
@@ -521,13 +546,13 @@ pub(crate) fn task_dirs(parent: &Path) -> Vec<PathBuf> {
 
 /// Writes `FROZEN` and waits (≤ 50 ms) until the kernel says every member is frozen; a member
 /// stuck in an uninterruptible wait can keep it `FREEZING`, and then the round kills anyway.
-fn freeze(state: &Path) {
-    if std::fs::write(state, "FROZEN").is_err() {
+fn freeze(state: &Under) {
+    if state.write("FROZEN").is_err() {
         return;
     }
     let until = std::time::Instant::now() + Duration::from_millis(50);
     while std::time::Instant::now() < until {
-        match std::fs::read_to_string(state) {
+        match state.read_small() {
             Ok(s) if s.trim() == "FROZEN" => return,
             Ok(_) => std::thread::sleep(Duration::from_micros(200)),
             Err(_) => return,
@@ -589,22 +614,23 @@ fn try_v2(mounts: &[Mount], instance: &str) -> Result<(Hierarchy, KillMethod), S
     };
     let mut dir = mount.point.clone();
     for level in ["shoal", instance] {
-        write(&dir.join("cgroup.subtree_control"), enable)?;
+        write_path(&dir.join("cgroup.subtree_control"), enable)?;
         dir.push(level);
         make_dir(&dir)?;
     }
-    write(&dir.join("cgroup.subtree_control"), enable)?;
+    write_path(&dir.join("cgroup.subtree_control"), enable)?;
     let kill = if probe(&dir)?.contains(&"cgroup.kill".to_owned()) {
         KillMethod::CgroupKill
     } else {
         KillMethod::EachMember
     };
-    Ok((Hierarchy::V2 { parent: dir, pids }, kill))
+    let parent = Anchor::open(&dir);
+    Ok((Hierarchy::V2 { parent, pids }, kill))
 }
 
 /// The v1 hierarchy plus a note on the optional controllers (`pids`, `freezer`) not used.
 fn try_v1(mounts: &[Mount], own: &str, instance: &str) -> Result<(Hierarchy, String), String> {
-    let parent = |controller: &str| -> Result<PathBuf, String> {
+    let parent = |controller: &str| -> Result<Anchor, String> {
         let mount = mounts
             .iter()
             .find(|m| m.fstype == "cgroup" && m.super_options.split(',').any(|o| o == controller))
@@ -621,7 +647,7 @@ fn try_v1(mounts: &[Mount], own: &str, instance: &str) -> Result<(Hierarchy, Str
         std::fs::create_dir_all(&dir)
             .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         probe(&dir)?;
-        Ok(dir)
+        Ok(Anchor::open(&dir))
     };
     let cpu_parent = parent("cpu")?;
     let memory_parent = parent("memory")?;
@@ -708,7 +734,13 @@ fn make_dir(dir: &Path) -> Result<(), String> {
     }
 }
 
-fn write(path: &Path, value: &str) -> Result<(), String> {
+fn write(file: &Under, value: &str) -> Result<(), String> {
+    file.write(value)
+        .map_err(|e| format!("cannot write `{value}` to {}: {e}", file.path().display()))
+}
+
+/// [`write`] to a whole path (detection, before the parents are anchored).
+fn write_path(path: &Path, value: &str) -> Result<(), String> {
     std::fs::write(path, value)
         .map_err(|e| format!("cannot write `{value}` to {}: {e}", path.display()))
 }

@@ -11,7 +11,10 @@
 
 use std::fs::File;
 use std::os::fd::{AsRawFd, RawFd};
-use std::path::PathBuf;
+
+use nix::fcntl::OFlag;
+
+use super::anchor::Under;
 
 /// The open `cgroup.procs` files of one task cgroup, ready to be written by its child.
 #[derive(Debug)]
@@ -20,16 +23,14 @@ pub(crate) struct Entry {
 }
 
 impl Entry {
-    /// Opens `cgroup.procs` in each of `dirs` for writing (close-on-exec, as std always opens).
-    pub fn open(dirs: &[PathBuf]) -> Result<Entry, String> {
+    /// Opens `cgroup.procs` in each of `dirs` for writing (close-on-exec).
+    pub fn open(dirs: &[Under]) -> Result<Entry, String> {
         let procs = dirs
             .iter()
             .map(|dir| {
-                let path = dir.join("cgroup.procs");
-                std::fs::OpenOptions::new()
-                    .write(true)
-                    .open(&path)
-                    .map_err(|e| format!("cannot open {}: {e}", path.display()))
+                let file = dir.join("cgroup.procs");
+                file.open(OFlag::O_WRONLY, 0)
+                    .map_err(|e| format!("cannot open {}: {e}", file.path().display()))
             })
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Entry { procs })

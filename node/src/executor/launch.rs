@@ -5,14 +5,16 @@ use std::collections::{BTreeMap, HashMap};
 use std::ffi::{OsStr, OsString};
 use std::io::ErrorKind;
 use std::os::fd::AsFd;
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use nix::fcntl::OFlag;
 use shoal_scheduler::AttemptId;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use super::anchor::Under;
 use super::cgroup::{self, TaskCgroup};
 use super::disk_name::DiskName;
 use super::entry::Entry;
@@ -41,9 +43,10 @@ impl Inner {
     fn launch(&self, name: &DiskName, spec: &TaskSpec) -> Result<Launched, String> {
         let account = self.users.for_task(spec.user.as_deref())?;
         let dir = self.task_dir(name);
-        let fresh = make_task_dir(&dir, account)?;
-        let stdout = open_log(&dir.join("stdout"))?;
-        let stderr = open_log(&dir.join("stderr"))?;
+        let under = self.task_under(name);
+        let fresh = make_task_dir(&under, account)?;
+        let stdout = open_log(&under.join("stdout"))?;
+        let stderr = open_log(&under.join("stderr"))?;
         if !fresh {
             pidfile::remove(&dir)?;
         }
@@ -144,7 +147,7 @@ impl Inner {
             start_time_ticks: procfs::stat(pid).map(|s| s.start_time),
             boot_id: self.boot_id.clone(),
         };
-        pidfile::write(&self.task_dir(name), &record)
+        pidfile::write_in(&self.task_under(name), &record)
     }
 }
 
@@ -229,13 +232,11 @@ async fn kill_requested(kill_rx: &mut watch::Receiver<Option<Instant>>) {
 
 /// Opens a log for appending without following a symlink: a directory reused from an earlier
 /// run of the same attempt may hold what its task user left there.
-fn open_log(path: &Path) -> Result<std::fs::File, String> {
-    std::fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(path)
-        .map_err(|e| format!("cannot open log file {}: {e}", path.display()))
+fn open_log(file: &Under) -> Result<std::fs::File, String> {
+    let flags =
+        OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_APPEND | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK;
+    file.open(flags, 0o666)
+        .map_err(|e| format!("cannot open log file {}: {e}", file.path().display()))
 }
 
 /// Creates the task directory `<tasks>/<job>/<slot>/<attempt>`, parents first (in a batch
@@ -243,26 +244,30 @@ fn open_log(path: &Path) -> Result<std::fs::File, String> {
 /// hands it to that user (`0700`) and makes its parents searchable (`0711`: enter, not list).
 /// Returns whether the directory is new: one that an earlier run of the same attempt left (an
 /// agent restart) may hold that run's pid record, and a new one holds nothing.
-fn make_task_dir(dir: &Path, account: Option<&Account>) -> Result<bool, String> {
-    let cannot = |e: std::io::Error| format!("cannot create task directory {}: {e}", dir.display());
+fn make_task_dir(dir: &Under, account: Option<&Account>) -> Result<bool, String> {
+    let cannot = |e: std::io::Error| {
+        let path = dir.path();
+        format!("cannot create task directory {}: {e}", path.display())
+    };
+    let slot = dir.parent();
     // The collection of finished task directories removes a slot's (and a job's) directory
     // once it is empty (`collect.rs`): one removed between our two `mkdir`s is made again.
     let mut tries = 0;
     let fresh = loop {
         tries += 1;
-        if let Some(slot) = dir.parent() {
-            match std::fs::create_dir(slot) {
+        if let Some(slot) = &slot {
+            match slot.mkdir(0o777) {
                 Ok(()) => {}
                 Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {
-                    std::fs::create_dir_all(slot).map_err(cannot)?;
+                    std::fs::create_dir_all(slot.path()).map_err(cannot)?;
                 }
                 Err(e) => return Err(cannot(e)),
             }
         }
-        match std::fs::create_dir(dir) {
+        match dir.mkdir(0o777) {
             Ok(()) => break true,
-            Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.is_dir() => break false,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.path().is_dir() => break false,
             Err(e) if e.kind() == ErrorKind::NotFound && tries < 3 => {}
             Err(e) => return Err(cannot(e)),
         }
@@ -270,17 +275,21 @@ fn make_task_dir(dir: &Path, account: Option<&Account>) -> Result<bool, String> 
     let Some(account) = account else {
         return Ok(fresh);
     };
-    let chmod = |path: &Path, mode| {
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| format!("cannot set the mode of {}: {e}", path.display()))
+    let chmod = |under: &Under, mode| {
+        under.chmod(mode).map_err(|e| {
+            let path = under.path();
+            format!("cannot set the mode of {}: {e}", path.display())
+        })
     };
-    for parent in dir.ancestors().skip(1).take(2) {
+    // The slot's directory and the job's.
+    let job = slot.as_ref().and_then(Under::parent);
+    for parent in slot.iter().chain(job.iter()) {
         chmod(parent, 0o711)?;
     }
-    std::os::unix::fs::chown(dir, Some(account.uid), Some(account.gid)).map_err(|e| {
+    dir.chown(account.uid, account.gid).map_err(|e| {
         format!(
             "cannot give task directory {} to user {}: {e}",
-            dir.display(),
+            dir.path().display(),
             account.name
         )
     })?;

@@ -13,8 +13,12 @@ use std::io::{ErrorKind, Read, Write};
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::OFlag;
 use serde::{Deserialize, Serialize};
 
+#[cfg(test)]
+use super::anchor::Anchor;
+use super::anchor::Under;
 use super::disk_name::DiskName;
 use super::procfs;
 
@@ -91,12 +95,9 @@ pub(crate) fn remove(dir: &Path) -> Result<(), String> {
 /// blocking, and emptied only through that descriptor once it is known to be a regular file
 /// of the agent's user with one link: the directory belongs to the task user, who could have
 /// put a hard link to some other file of the agent's under this name.
-pub(crate) fn clear(dir: &Path, owner_uid: u32) -> std::io::Result<()> {
+pub(crate) fn clear_in(dir: &Under, owner_uid: u32) -> std::io::Result<()> {
     let path = dir.join("pid");
-    let opened = std::fs::OpenOptions::new()
-        .write(true)
-        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
-        .open(&path);
+    let opened = path.open(OFlag::O_WRONLY | OFlag::O_NOFOLLOW | OFlag::O_NONBLOCK, 0);
     match opened {
         Ok(file) => {
             let meta = file.metadata()?;
@@ -107,7 +108,7 @@ pub(crate) fn clear(dir: &Path, owner_uid: u32) -> std::io::Result<()> {
         Err(e) if e.kind() == ErrorKind::NotFound => return Ok(()),
         Err(_) => {}
     }
-    match std::fs::remove_file(&path) {
+    match path.unlink() {
         Err(e) if e.kind() != ErrorKind::NotFound => Err(e),
         _ => Ok(()),
     }
@@ -118,18 +119,29 @@ pub(crate) fn clear(dir: &Path, owner_uid: u32) -> std::io::Result<()> {
 /// No temp file and rename: once `write` returns, an agent crash cannot tear the record, and a
 /// power loss that could also kills the process it names (and changes the boot id). Inode
 /// creation is the main per-task cost on ext4.
-pub(crate) fn write(dir: &Path, record: &PidRecord) -> Result<(), String> {
-    let path = dir.join("pid");
+pub(crate) fn write_in(dir: &Under, record: &PidRecord) -> Result<(), String> {
+    let file = dir.join("pid");
+    let path = || file.path();
     let bytes = serde_json::to_vec(record).map_err(|e| format!("cannot encode pid record: {e}"))?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o644)
-        .custom_flags(libc::O_NOFOLLOW)
-        .open(&path)
-        .map_err(|e| format!("cannot create pid file {}: {e}", path.display()))?;
-    file.write_all(&bytes)
-        .map_err(|e| format!("cannot write pid file {}: {e}", path.display()))
+    let flags = OFlag::O_WRONLY | OFlag::O_CREAT | OFlag::O_EXCL | OFlag::O_NOFOLLOW;
+    let mut opened = file
+        .open(flags, 0o644)
+        .map_err(|e| format!("cannot create pid file {}: {e}", path().display()))?;
+    opened
+        .write_all(&bytes)
+        .map_err(|e| format!("cannot write pid file {}: {e}", path().display()))
+}
+
+/// [`clear_in`] by the directory's path (tests).
+#[cfg(test)]
+pub(crate) fn clear(dir: &Path, owner_uid: u32) -> std::io::Result<()> {
+    clear_in(&Anchor::unopened(dir).under(""), owner_uid)
+}
+
+/// [`write_in`] by the directory's path (tests).
+#[cfg(test)]
+pub(crate) fn write(dir: &Path, record: &PidRecord) -> Result<(), String> {
+    write_in(&Anchor::unopened(dir).under(""), record)
 }
 
 /// Reads a record, trusting it only if it is a regular file owned by `owner_uid`.
@@ -173,7 +185,7 @@ pub(crate) fn open_regular(path: &Path) -> std::io::Result<File> {
     }
 }
 
-/// `tasks/*/*/*/pid` under `tasks_dir` that hold a record (not emptied by [`clear`]), sorted.
+/// `tasks/*/*/*/pid` under `tasks_dir` that hold a record (not emptied by [`clear_in`]), sorted.
 pub(crate) fn all(tasks_dir: &Path) -> Vec<PathBuf> {
     let mut level = vec![tasks_dir.to_owned()];
     for _ in 0..3 {

@@ -33,9 +33,9 @@
 //! and at shutdown) sees spares as empty cgroups and may remove them. v2 does not allow
 //! renaming a cgroup: there, every task makes and removes its own.
 
-use std::path::PathBuf;
 use std::sync::Mutex;
 
+use super::anchor::Under;
 use super::cgroup::{Held, Hierarchy, Limits, TaskCgroup};
 
 /// At most this many spares are kept; a cgroup beyond them is removed as before.
@@ -114,8 +114,9 @@ impl Spares {
         let made = if spare.memory {
             Ok(())
         } else {
-            std::fs::create_dir(&memory)
-                .map_err(|e| format!("cannot create cgroup {}: {e}", memory.display()))
+            memory
+                .mkdir(0o755)
+                .map_err(|e| format!("cannot create cgroup {}: {e}", memory.path().display()))
         };
         let held = Held::Spare {
             max_pids: spare.limits.max_pids,
@@ -167,7 +168,7 @@ impl Spares {
             .charged(name)
             .is_ok_and(|bytes| bytes <= MAX_LEFTOVER_BYTES)
             && self.hierarchy.oom_kills(name).is_none_or(|n| n == 0);
-        if !memory && let Err(e) = std::fs::remove_dir(self.hierarchy.memory_dir(name)) {
+        if !memory && let Err(e) = self.hierarchy.memory_dir(name).rmdir() {
             tracing::debug!(error = %e, "task cgroup not kept as a spare");
             return Err(cgroup);
         }
@@ -190,7 +191,7 @@ impl Spares {
 
     /// The directories of cgroup `name` that a spare holds: every hierarchy's, or every one but
     /// memory's.
-    fn kept_dirs(&self, name: &str, memory: bool) -> Vec<PathBuf> {
+    fn kept_dirs(&self, name: &str, memory: bool) -> Vec<Under> {
         let memory_dir = self.hierarchy.memory_dir(name);
         let cgroup = self.hierarchy.task_cgroup(name);
         cgroup
@@ -216,21 +217,21 @@ impl Spares {
 
 /// Renames every directory of `from` to the matching one of `to`; on a failure, renames back
 /// those already moved and returns the error.
-fn rename_all(from: &[PathBuf], to: &[PathBuf]) -> Result<(), String> {
+fn rename_all(from: &[Under], to: &[Under]) -> Result<(), String> {
     let pairs: Vec<_> = from.iter().zip(to).collect();
     for (done, (a, b)) in pairs.iter().enumerate() {
-        if let Err(e) = std::fs::rename(a, b) {
+        if let Err(e) = a.rename(b) {
             for (a, b) in &pairs[..done] {
                 // One that cannot be moved back is an empty spare's under the new name: removed,
                 // so no cgroup is ever made into it with its charges.
-                if std::fs::rename(b, a).is_err() {
-                    let _ = std::fs::remove_dir(b);
+                if b.rename(a).is_err() {
+                    let _ = b.rmdir();
                 }
             }
             return Err(format!(
                 "cannot rename {} to {}: {e}",
-                a.display(),
-                b.display()
+                a.path().display(),
+                b.path().display()
             ));
         }
     }
@@ -238,8 +239,8 @@ fn rename_all(from: &[PathBuf], to: &[PathBuf]) -> Result<(), String> {
 }
 
 /// Removes empty cgroup directories, ignoring those already gone.
-fn remove_dirs(dirs: &[PathBuf]) {
+fn remove_dirs(dirs: &[Under]) {
     for dir in dirs {
-        let _ = std::fs::remove_dir(dir);
+        let _ = dir.rmdir();
     }
 }

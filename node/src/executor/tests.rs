@@ -10,6 +10,7 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+use super::anchor::{Anchor, Under};
 use super::spares::MAX_LEFTOVER_BYTES;
 use super::testing::Reaper;
 use super::*;
@@ -614,7 +615,7 @@ async fn cgroup_limits_are_applied_and_removed() {
     exec.start(task.clone(), spec).unwrap();
     let pid = started(&mut events).await;
     let memory_file = hierarchy.memory_file("cg.1.n.0.0");
-    let limit = std::fs::read_to_string(&memory_file).unwrap();
+    let limit = std::fs::read_to_string(memory_file.path()).unwrap();
     assert_eq!(limit.trim(), (64u64 << 20).to_string());
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let instance = format!("/shoal/test-cg-{}/cg.1.n.0.0", std::process::id());
@@ -642,7 +643,7 @@ async fn cgroup_limits_are_applied_and_removed() {
         Some(spares) => {
             assert_eq!(spares.len(), 1, "kept as a spare");
             let kept = hierarchy.task_cgroup("cg.1.n.0.0");
-            assert!(kept.dirs().iter().all(|d| d.is_dir()));
+            assert!(kept.dirs().iter().all(|d| d.path().is_dir()));
             assert!(kept.procs().is_empty());
         }
         None => assert!(!memory_file.exists(), "task cgroup removed after exit"),
@@ -746,8 +747,8 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
     );
     let cgroup = hierarchy.task_cgroup("spare.1.n.1.0");
     let membership = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
-    for dir in cgroup.dirs() {
-        assert_eq!(cgroup_file(dir, "cgroup.procs"), pid.to_string());
+    for dir in cgroup.dirs().iter().map(Under::path) {
+        assert_eq!(cgroup_file(&dir, "cgroup.procs"), pid.to_string());
         let path = dir.strip_prefix("/sys/fs/cgroup").unwrap();
         let tail: PathBuf = path.iter().skip(1).collect();
         assert!(
@@ -765,7 +766,7 @@ async fn an_emptied_cgroup_is_the_next_tasks_with_its_own_limits() {
     else {
         unreachable!("spares are v1 only")
     };
-    let dir = |parent: &PathBuf| parent.join("spare.1.n.1.0");
+    let dir = |parent: &Anchor| parent.join("spare.1.n.1.0");
     assert_eq!(cgroup_file(&dir(cpu_parent), "cpu.cfs_quota_us"), "25000");
     let limit: u64 = cgroup_file(&dir(memory_parent), "memory.limit_in_bytes")
         .parse()
@@ -818,7 +819,8 @@ async fn a_spare_with_much_memory_charged_gets_a_new_memory_cgroup() {
     let first = "spare-full.1.n.0.0";
     let memory = hierarchy.memory_dir(first);
     for dir in hierarchy.task_cgroup(first).dirs() {
-        assert_eq!(dir.is_dir(), *dir != memory, "{}", dir.display());
+        let path = dir.path();
+        assert_eq!(path.is_dir(), *dir != memory, "{}", path.display());
     }
     let task = key("spare-full", 1);
     let next_spec = TaskSpec {
@@ -838,10 +840,10 @@ async fn a_spare_with_much_memory_charged_gets_a_new_memory_cgroup() {
     );
     let name = "spare-full.1.n.1.0";
     for dir in hierarchy.task_cgroup(name).dirs() {
-        assert_eq!(cgroup_file(dir, "cgroup.procs"), pid.to_string());
+        assert_eq!(cgroup_file(&dir.path(), "cgroup.procs"), pid.to_string());
     }
     assert_eq!(
-        cgroup_file(&hierarchy.memory_dir(name), "memory.limit_in_bytes"),
+        cgroup_file(&hierarchy.memory_dir(name).path(), "memory.limit_in_bytes"),
         (32u64 << 20).to_string()
     );
     let charged = hierarchy
@@ -869,13 +871,13 @@ async fn a_spare_that_cannot_be_renamed_is_removed() {
         unreachable!("spares are v1 only")
     };
     // A stale cgroup in the cpu hierarchy, then in the memory hierarchy: the rename fails.
-    for stale in [cpu_parent.clone(), hierarchy.memory_dir("")] {
+    for stale in [cpu_parent.to_path_buf(), hierarchy.memory_dir("").path()] {
         let made = hierarchy.create("spare-stale.a", limits).unwrap();
         spares.keep("spare-stale.a", made).unwrap();
         assert_eq!(spares.len(), 1);
         let spare = hierarchy.task_cgroup("spare-stale.a");
         assert!(
-            spare.dirs().iter().all(|d| d.is_dir()),
+            spare.dirs().iter().all(|d| d.path().is_dir()),
             "every hierarchy's cgroup is kept"
         );
         std::fs::create_dir(stale.join("spare-stale.b")).unwrap();
@@ -907,11 +909,11 @@ async fn a_spare_named_like_the_task_is_the_one_it_takes() {
         spares.keep(name, made).unwrap();
     }
     let taken = spares.take("spare-own.a", limits).expect("its own spare");
-    assert!(taken.dirs().iter().all(|d| d.is_dir()));
+    assert!(taken.dirs().iter().all(|d| d.path().is_dir()));
     assert_eq!(spares.len(), 1);
     let other = hierarchy.task_cgroup("spare-own.b");
     assert!(
-        other.dirs().iter().all(|d| d.is_dir()),
+        other.dirs().iter().all(|d| d.path().is_dir()),
         "the other spare stays"
     );
     let next = spares.take("spare-own.c", limits).expect("the other spare");
@@ -957,7 +959,7 @@ async fn a_spare_renamed_away_is_never_another_launchs_cgroup() {
         });
         for cgroup in [&a, &b] {
             assert!(
-                cgroup.dirs().iter().all(|d| d.is_dir()),
+                cgroup.dirs().iter().all(|d| d.path().is_dir()),
                 "round {round}: a launch's cgroup was renamed away: {:?}",
                 cgroup.dirs()
             );
@@ -1631,7 +1633,7 @@ async fn the_process_count_of_a_task_is_limited() {
     let max = cgroup
         .dirs()
         .iter()
-        .find_map(|d| std::fs::read_to_string(d.join("pids.max")).ok());
+        .find_map(|d| std::fs::read_to_string(d.path().join("pids.max")).ok());
     assert_eq!(max.as_deref().map(str::trim), Some("4"));
     exec.kill(&sleeper, Duration::from_secs(5));
     assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
