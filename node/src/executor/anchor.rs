@@ -18,7 +18,6 @@
 //! path and every operation walks the whole path as before.
 
 use std::fs::File;
-use std::io::Read;
 use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -140,19 +139,7 @@ impl Under {
 
     /// Reads a small kernel file whole (see [`super::procfs::read_small`]).
     pub fn read_small(&self) -> std::io::Result<String> {
-        let mut file = self.open(OFlag::O_RDONLY, 0)?;
-        let mut buf = Vec::with_capacity(512);
-        loop {
-            match file.read_to_end(&mut buf) {
-                Ok(_) => break,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-        }
-        Ok(match String::from_utf8(buf) {
-            Ok(text) => text,
-            Err(e) => String::from_utf8_lossy(e.as_bytes()).into_owned(),
-        })
+        super::procfs::read_small_from(self.open(OFlag::O_RDONLY, 0)?)
     }
 
     /// Whether the path exists (following symbolic links, as `Path::exists`).

@@ -37,7 +37,11 @@ pub(crate) fn stat(pid: u32) -> Option<Stat> {
 /// from 32 bytes: a `/proc/<pid>/stat` took eight system calls where this takes four, and a
 /// launch reads several such files.
 pub(crate) fn read_small(path: &Path) -> std::io::Result<String> {
-    let mut file = std::fs::File::open(path)?;
+    read_small_from(std::fs::File::open(path)?)
+}
+
+/// [`read_small`] of a file already open.
+pub(crate) fn read_small_from(mut file: std::fs::File) -> std::io::Result<String> {
     let mut buf = vec![0u8; 512];
     let mut len = 0;
     loop {
