@@ -159,6 +159,13 @@ impl Under {
         Ok(unlinkat(fd, path.as_ref(), UnlinkatFlags::RemoveDir)?)
     }
 
+    /// The permission bits (`0o7777`), following a symbolic link as [`Under::chmod`] does.
+    pub fn mode(&self) -> std::io::Result<u32> {
+        let (fd, path) = self.at();
+        let stat = nix::sys::stat::fstatat(fd, path.as_ref(), AtFlags::empty())?;
+        Ok(stat.st_mode & 0o7777)
+    }
+
     /// Sets the mode (following a symbolic link, as `std::fs::set_permissions`).
     pub fn chmod(&self, mode: u32) -> std::io::Result<()> {
         let (fd, path) = self.at();

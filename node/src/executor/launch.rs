@@ -241,31 +241,45 @@ fn open_log(file: &Under) -> Result<std::fs::File, String> {
 
 /// Creates the task directory `<tasks>/<job>/<slot>/<attempt>`, parents first (in a batch
 /// every slot is new: one `mkdir` each, none that fails); when the task runs as another user,
-/// hands it to that user (`0700`) and makes its parents searchable (`0711`: enter, not list).
-/// Returns whether the directory is new: one that an earlier run of the same attempt left (an
-/// agent restart) may hold that run's pid record, and a new one holds nothing.
+/// hands it to that user (`0700`) and makes its parents searchable (`0711`: enter, not list),
+/// also a parent left with another mode before (the job directory of a launch that crashed
+/// between its `mkdir` and its `chmod` under a 077 umask is `0700`, which the task user could
+/// not pass). Returns whether the directory is new: one that an earlier run of the same
+/// attempt left (an agent restart) may hold that run's pid record, and a new one holds nothing.
+///
+/// Each directory is made with its mode, so a `chmod` is only needed where the umask took bits
+/// from it or it was there before with another mode: a batch's launch reads the job
+/// directory's mode and changes none (three `chmod`s per launch before, each an ext4 inode
+/// written).
 fn make_task_dir(dir: &Under, account: Option<&Account>) -> Result<bool, String> {
     let cannot = |e: std::io::Error| {
         let path = dir.path();
         format!("cannot create task directory {}: {e}", path.display())
     };
+    let (parent_mode, own_mode) = match account {
+        Some(_) => (PARENT_MODE, OWN_MODE),
+        None => (0o777, 0o777),
+    };
     let slot = dir.parent();
     // The collection of finished task directories removes a slot's (and a job's) directory
     // once it is empty (`collect.rs`): one removed between our two `mkdir`s is made again.
     let mut tries = 0;
+    let mut slot_made = false;
     let fresh = loop {
         tries += 1;
         if let Some(slot) = &slot {
-            match slot.mkdir(0o777) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            slot_made = match slot.mkdir(parent_mode) {
+                Ok(()) => true,
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
                 Err(e) if e.kind() == ErrorKind::NotFound => {
+                    // The job's directory too (made with the default mode; set below).
                     std::fs::create_dir_all(slot.path()).map_err(cannot)?;
+                    false
                 }
                 Err(e) => return Err(cannot(e)),
-            }
+            };
         }
-        match dir.mkdir(0o777) {
+        match dir.mkdir(own_mode) {
             Ok(()) => break true,
             Err(e) if e.kind() == ErrorKind::AlreadyExists && dir.path().is_dir() => break false,
             Err(e) if e.kind() == ErrorKind::NotFound && tries < 3 => {}
@@ -275,16 +289,26 @@ fn make_task_dir(dir: &Under, account: Option<&Account>) -> Result<bool, String>
     let Some(account) = account else {
         return Ok(fresh);
     };
-    let chmod = |under: &Under, mode| {
+    let umask = *UMASK.get_or_init(super::procfs::umask);
+    let kept = |made: bool, mode: u32| made_with(made, mode, umask);
+    let set_mode = |under: &Under, mode: u32| {
+        let now = under.mode();
+        if now.as_ref().is_ok_and(|m| *m == mode) {
+            return Ok(());
+        }
         under.chmod(mode).map_err(|e| {
             let path = under.path();
             format!("cannot set the mode of {}: {e}", path.display())
         })
     };
     // The slot's directory and the job's.
-    let job = slot.as_ref().and_then(Under::parent);
-    for parent in slot.iter().chain(job.iter()) {
-        chmod(parent, 0o711)?;
+    if let Some(slot) = &slot {
+        if !kept(slot_made, PARENT_MODE) {
+            set_mode(slot, PARENT_MODE)?;
+        }
+        if let Some(job) = slot.parent() {
+            set_mode(&job, PARENT_MODE)?;
+        }
     }
     dir.chown(account.uid, account.gid).map_err(|e| {
         format!(
@@ -293,9 +317,24 @@ fn make_task_dir(dir: &Under, account: Option<&Account>) -> Result<bool, String>
             account.name
         )
     })?;
-    chmod(dir, 0o700)?;
+    if !kept(fresh, OWN_MODE) {
+        set_mode(dir, OWN_MODE)?;
+    }
     Ok(fresh)
 }
+
+/// Whether a directory has `mode` without a `chmod`: made just now (`mkdir` with that mode)
+/// under a umask that takes none of its bits. An unknown umask: no.
+fn made_with(made: bool, mode: u32, umask: Option<u32>) -> bool {
+    made && umask.is_some_and(|m| m & mode == 0)
+}
+
+/// A task user's slot and job directories: enter, not list.
+const PARENT_MODE: u32 = 0o711;
+/// A task user's own directory.
+const OWN_MODE: u32 = 0o700;
+/// The agent's umask, read once (`procfs::umask`): the agent never changes it.
+static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
 
 /// Checked before the spawn because a missing workdir and a missing command both surface as
 /// `ENOENT` from the spawn.
@@ -469,5 +508,25 @@ fn spawn_error(
 fn remove_cgroup_now(cgroup: Option<&TaskCgroup>) {
     if let Some(Err(e)) = cgroup.map(TaskCgroup::remove_now) {
         tracing::warn!(error = %e, "cannot remove unused task cgroup");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_mode_is_set_again_only_where_mkdir_may_not_have_given_it() {
+        assert!(made_with(true, PARENT_MODE, Some(0o022)));
+        assert!(made_with(true, OWN_MODE, Some(0o077)));
+        assert!(
+            !made_with(true, PARENT_MODE, Some(0o077)),
+            "a 077 umask takes the others' search bit"
+        );
+        assert!(
+            !made_with(false, OWN_MODE, Some(0)),
+            "there before: its mode is unknown"
+        );
+        assert!(!made_with(true, OWN_MODE, None), "an unknown umask");
     }
 }

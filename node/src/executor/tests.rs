@@ -1446,6 +1446,16 @@ async fn task_directories_get_their_modes_even_over_old_ones() {
     assert_eq!(mode(task_dir.parent().unwrap()), 0o711);
     assert_eq!(mode(&job_dir), 0o711);
     assert!(task_dir.join("made-here").exists());
+    // A second slot: its directories are made with their modes, the job's is left as it is.
+    let second = key("modes", 1);
+    let second_dir = exec.task_dir(&second).unwrap();
+    run_to_exit_zero(&exec, &mut events, second, sh("touch made-here")).await;
+    assert_eq!(mode(&second_dir), 0o700);
+    assert_eq!(mode(second_dir.parent().unwrap()), 0o711);
+    assert_eq!(mode(&job_dir), 0o711);
+    let owner = std::fs::metadata(&second_dir).unwrap().uid();
+    assert_ne!(owner, 0, "the task user's, not root's");
+    assert!(second_dir.join("made-here").exists());
 }
 
 #[tokio::test]
