@@ -247,10 +247,9 @@ fn open_log(file: &Under) -> Result<std::fs::File, String> {
 /// not pass). Returns whether the directory is new: one that an earlier run of the same
 /// attempt left (an agent restart) may hold that run's pid record, and a new one holds nothing.
 ///
-/// Each directory is made with its mode, so a `chmod` is only needed where the umask took bits
-/// from it or it was there before with another mode: a batch's launch reads the job
-/// directory's mode and changes none (three `chmod`s per launch before, each an ext4 inode
-/// written).
+/// Each directory is made with its mode and given it by `chmod` only where it has another
+/// (read with `fstatat` first): a batch's launch changes no mode, where it wrote three inodes
+/// before (`chmod` writes one even when the mode is the same).
 fn make_task_dir(dir: &Under, account: Option<&Account>) -> Result<bool, String> {
     let cannot = |e: std::io::Error| {
         let path = dir.path();
@@ -264,20 +263,18 @@ fn make_task_dir(dir: &Under, account: Option<&Account>) -> Result<bool, String>
     // The collection of finished task directories removes a slot's (and a job's) directory
     // once it is empty (`collect.rs`): one removed between our two `mkdir`s is made again.
     let mut tries = 0;
-    let mut slot_made = false;
     let fresh = loop {
         tries += 1;
         if let Some(slot) = &slot {
-            slot_made = match slot.mkdir(parent_mode) {
-                Ok(()) => true,
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => false,
+            match slot.mkdir(parent_mode) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
                 Err(e) if e.kind() == ErrorKind::NotFound => {
-                    // The job's directory too (made with the default mode; set below).
+                    // The job's directory too (with the default mode; set below).
                     std::fs::create_dir_all(slot.path()).map_err(cannot)?;
-                    false
                 }
                 Err(e) => return Err(cannot(e)),
-            };
+            }
         }
         match dir.mkdir(own_mode) {
             Ok(()) => break true,
@@ -289,11 +286,12 @@ fn make_task_dir(dir: &Under, account: Option<&Account>) -> Result<bool, String>
     let Some(account) = account else {
         return Ok(fresh);
     };
-    let umask = *UMASK.get_or_init(super::procfs::umask);
-    let kept = |made: bool, mode: u32| made_with(made, mode, umask);
+    // Each mode is read, and set where it differs: `mkdir`'s mode is not the last word (a
+    // default ACL on the data directory or a setgid parent overrides the umask), and a
+    // directory there before may have another. A `stat` writes nothing; a `chmod` writes the
+    // inode even when it changes nothing.
     let set_mode = |under: &Under, mode: u32| {
-        let now = under.mode();
-        if now.as_ref().is_ok_and(|m| *m == mode) {
+        if under.mode().is_ok_and(|m| m == mode) {
             return Ok(());
         }
         under.chmod(mode).map_err(|e| {
@@ -302,13 +300,9 @@ fn make_task_dir(dir: &Under, account: Option<&Account>) -> Result<bool, String>
         })
     };
     // The slot's directory and the job's.
-    if let Some(slot) = &slot {
-        if !kept(slot_made, PARENT_MODE) {
-            set_mode(slot, PARENT_MODE)?;
-        }
-        if let Some(job) = slot.parent() {
-            set_mode(&job, PARENT_MODE)?;
-        }
+    let job = slot.as_ref().and_then(Under::parent);
+    for parent in slot.iter().chain(job.iter()) {
+        set_mode(parent, PARENT_MODE)?;
     }
     dir.chown(account.uid, account.gid).map_err(|e| {
         format!(
@@ -317,24 +311,14 @@ fn make_task_dir(dir: &Under, account: Option<&Account>) -> Result<bool, String>
             account.name
         )
     })?;
-    if !kept(fresh, OWN_MODE) {
-        set_mode(dir, OWN_MODE)?;
-    }
+    set_mode(dir, OWN_MODE)?;
     Ok(fresh)
-}
-
-/// Whether a directory has `mode` without a `chmod`: made just now (`mkdir` with that mode)
-/// under a umask that takes none of its bits. An unknown umask: no.
-fn made_with(made: bool, mode: u32, umask: Option<u32>) -> bool {
-    made && umask.is_some_and(|m| m & mode == 0)
 }
 
 /// A task user's slot and job directories: enter, not list.
 const PARENT_MODE: u32 = 0o711;
 /// A task user's own directory.
 const OWN_MODE: u32 = 0o700;
-/// The agent's umask, read once (`procfs::umask`): the agent never changes it.
-static UMASK: std::sync::OnceLock<Option<u32>> = std::sync::OnceLock::new();
 
 /// Checked before the spawn because a missing workdir and a missing command both surface as
 /// `ENOENT` from the spawn.
@@ -508,25 +492,5 @@ fn spawn_error(
 fn remove_cgroup_now(cgroup: Option<&TaskCgroup>) {
     if let Some(Err(e)) = cgroup.map(TaskCgroup::remove_now) {
         tracing::warn!(error = %e, "cannot remove unused task cgroup");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_mode_is_set_again_only_where_mkdir_may_not_have_given_it() {
-        assert!(made_with(true, PARENT_MODE, Some(0o022)));
-        assert!(made_with(true, OWN_MODE, Some(0o077)));
-        assert!(
-            !made_with(true, PARENT_MODE, Some(0o077)),
-            "a 077 umask takes the others' search bit"
-        );
-        assert!(
-            !made_with(false, OWN_MODE, Some(0)),
-            "there before: its mode is unknown"
-        );
-        assert!(!made_with(true, OWN_MODE, None), "an unknown umask");
     }
 }

@@ -98,18 +98,6 @@ pub(crate) fn group_members(pgid: u32) -> Vec<u32> {
 }
 
 /// This boot's id; pids and start times from another boot name nothing.
-/// This process's umask, from `/proc/self/status` (Linux 4.7 and later): reading it with
-/// `umask(2)` would set it for a moment, under every other thread's file creations. `None`
-/// when it cannot be read.
-pub(crate) fn umask() -> Option<u32> {
-    parse_umask(&read_small(Path::new("/proc/self/status")).ok()?)
-}
-
-pub(crate) fn parse_umask(status: &str) -> Option<u32> {
-    let value = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
-    u32::from_str_radix(value.trim(), 8).ok()
-}
-
 pub(crate) fn boot_id() -> Option<String> {
     read_trimmed(Path::new("/proc/sys/kernel/random/boot_id"))
 }
@@ -121,16 +109,6 @@ fn read_trimmed(path: &Path) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn the_umask_is_read_from_the_status_file() {
-        let status = "Name:\tshoal\nUmask:\t0022\nState:\tS (sleeping)\n";
-        assert_eq!(parse_umask(status), Some(0o022));
-        assert_eq!(parse_umask("Umask:\t0077\n"), Some(0o077));
-        assert_eq!(parse_umask("Name:\tshoal\n"), None, "a kernel before 4.7");
-        assert_eq!(parse_umask("Umask:\tx\n"), None);
-        assert!(umask().is_some(), "this kernel has the line");
-    }
 
     #[test]
     fn parses_names_with_spaces_and_parens() {

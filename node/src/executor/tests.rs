@@ -1425,7 +1425,8 @@ fn uid_of(name: &str) -> u32 {
 /// A task user's directory is its own, `0700`, and its parents (slot, job) are `0711` (enter,
 /// not list), also when a parent was left with another mode before: the job directory of a
 /// launch that crashed between `mkdir` and `chmod` under a 077 umask is `0700`, which the task
-/// user could not pass.
+/// user could not pass. Here it is also setgid, which every directory made below it inherits
+/// over the mode `mkdir` asked for: those are set too, though they were made just now.
 #[tokio::test]
 async fn task_directories_get_their_modes_even_over_old_ones() {
     if !root_or_skip("task_directories_get_their_modes_even_over_old_ones") {
@@ -1439,7 +1440,7 @@ async fn task_directories_get_their_modes_even_over_old_ones() {
     let task_dir = exec.task_dir(&task).unwrap();
     let job_dir = task_dir.ancestors().nth(2).unwrap().to_owned();
     std::fs::create_dir_all(&job_dir).unwrap();
-    std::fs::set_permissions(&job_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    std::fs::set_permissions(&job_dir, std::fs::Permissions::from_mode(0o2700)).unwrap();
     run_to_exit_zero(&exec, &mut events, task, sh("touch made-here")).await;
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().mode() & 0o7777;
     assert_eq!(mode(&task_dir), 0o700);
