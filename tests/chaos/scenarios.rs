@@ -593,6 +593,42 @@ fn a_node_crash_and_reboot_kills_no_task_elsewhere() {
     );
 }
 
+/// Two nodes crash at once (`kill -9` of everything in both namespaces): the three left hold
+/// a majority, keep their tasks and put the lost ones back within the bound. Ignored: it
+/// reproduces an open weakness (`docs/faults.md`, "Open: several nodes crashing at once"). A
+/// survivor that probes both dead nodes back to back loses its majority for a moment, one of
+/// them turns `down` in that moment, and its work then waits 30 s (`ABSENT_SETTLE_MS`) instead
+/// of `settle_ms`; the simulator puts 39 of 99 seeds of five nodes over a 15 s bound. Run it
+/// with `--run-ignored only`; it fails when that happens here, and its figure line says how
+/// long the services took either way.
+#[test]
+#[ignore = "reproduces an open weakness: docs/faults.md, \"Open: several nodes crashing at once\""]
+fn two_nodes_crashing_at_once_are_replaced_within_the_bound() {
+    let mut c = five_with_web("kill9_two_nodes");
+    let first = busiest_other(&c, WEB.0);
+    let per = c.per_node(WEB.0);
+    let second = (1..c.nodes.len())
+        .filter(|&i| i != first)
+        .max_by_key(|&i| (per.get(&c.nodes[i].name).copied().unwrap_or(0), i))
+        .expect("five nodes");
+    let t_kill = c.kill_node(first);
+    c.kill_node(second);
+    let replaced = c.settle(&[WEB], t_kill);
+    c.check(
+        replaced,
+        "the crashed nodes' tasks were not replaced within the bound",
+    );
+    let survivors = names_except(&c, &[first, second]);
+    c.finish(
+        Expect {
+            incumbents: vec![pre_fault(t_kill, survivors)],
+            recovery_from_ms: Some(t_kill),
+            ..Expect::default()
+        },
+        Bounds::default(),
+    );
+}
+
 /// (9b) A node crashes and reboots before anyone noticed (`kill -9` of everything in its
 /// namespace, the agent back on its data dir at once): the tasks it lost come back within
 /// the bound, and nobody else's are touched.
