@@ -53,6 +53,9 @@ const FULL_SCAN_EVERY: u64 = 20;
 /// each is tried before it is given up (see `Membership::chase_unheard`).
 const CHASES_PER_SYNC: usize = 16;
 const CHASE_ATTEMPTS: u8 = 3;
+/// Rounds of announces to every down member after a regained majority, one per probe period
+/// (`Membership::announce_to_every_down_member`).
+const REGAIN_ANNOUNCE_ROUNDS: u8 = 3;
 
 /// Whether a recorded status still matches foca's state for the same identity. Down and left
 /// both read as foca's `Down`; telling them apart needs the ad, which `drain_ad_changes`
@@ -257,6 +260,9 @@ pub struct Membership {
     renewed_at: Option<Millis>,
     /// A [`Tick::Chase`] is queued.
     chase_queued: bool,
+    /// Rounds of announces to every member down in this view still to send after this node
+    /// regained its majority (`Membership::announce_to_every_down_member`).
+    regain_announces: u8,
     /// Names let go of, refused at the generation given or older, and when
     /// (`membership/reap.rs`).
     reaped: BTreeMap<CompactString, reap::Reaped>,
@@ -353,6 +359,7 @@ impl Membership {
             parked_gossip: None,
             renewed_at: None,
             chase_queued: false,
+            regain_announces: 0,
             reaped: BTreeMap::new(),
             recordless: BTreeMap::new(),
         };
@@ -614,6 +621,9 @@ impl Membership {
                 } else {
                     self.quorum.probe_period_skipped();
                 }
+                if self.regain_announces > 0 && self.quorum.current().majority {
+                    self.announce_to_every_down_member();
+                }
             }
             Tick::Swim(timer) => self.swim_call(|swim, rt| swim.handle_timer(timer, rt)),
             Tick::JoinRetry => self.retry_join(),
@@ -770,6 +780,31 @@ impl Membership {
     }
 
     /// Runs one foca call and drains everything it produced.
+    /// Announces to every member down in this view, once a round: at once when this node
+    /// regains its majority, then in the next [`REGAIN_ANNOUNCE_ROUNDS`]` − 1` probe periods.
+    /// foca announces to two down members every 15 s; a member this node marked down while
+    /// it was cut off (an artifact of its own cut) would keep that mark until one of those
+    /// reached it. Announced to, a live member answers; this node, which holds it down, tells
+    /// it so (`TurnUndead`), and it comes back as a new identity within a few round trips.
+    /// The scheduler waits `REGAIN_SETTLE_MS` after the regain before it acts on a member
+    /// that was down then (`docs/faults.md`, "Settling"): a member still down by then did not
+    /// answer three rounds.
+    fn announce_to_every_down_member(&mut self) {
+        self.regain_announces = self.regain_announces.saturating_sub(1);
+        if self.left {
+            return;
+        }
+        let down: Vec<NodeId> = self
+            .swim
+            .iter_membership_state()
+            .filter(|m| m.state() == State::Down)
+            .map(|m| m.id().clone())
+            .collect();
+        for id in down {
+            self.swim_call(|swim, rt| swim.announce(id, rt));
+        }
+    }
+
     fn swim_call(&mut self, call: impl FnOnce(&mut Swim, &mut Outputs) -> Result<(), foca::Error>) {
         if let Err(e) = call(&mut self.swim, &mut self.runtime) {
             tracing::debug!(error = %e, "foca");

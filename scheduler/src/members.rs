@@ -9,7 +9,7 @@ use shoal_gossip::{MemberInfo, MemberStatus, Millis, ResourceAd};
 use crate::hash::name_hash;
 use crate::ids::AttemptId;
 use crate::placement::Candidate;
-use crate::roles::{ABSENT_SETTLE_MS, Members, Wake, down_or_gone};
+use crate::roles::{ABSENT_SETTLE_MS, Members, REGAIN_SETTLE_MS, Wake, down_or_gone};
 use crate::scheduler::Scheduler;
 
 impl Scheduler {
@@ -144,10 +144,11 @@ impl Scheduler {
     /// When `name`'s work may be condemned: it is down (or left), and has been so while this
     /// node held its majority for the quorum's `settle_ms` — long enough for a node on the
     /// wrong side of a partition to have lost its majority first (`docs/faults.md`). A member
-    /// already down when this node (re)gained its majority waits [`ABSENT_SETTLE_MS`] instead:
-    /// its down mark may come from this node's own cut, and SWIM repairs such marks only
-    /// through its announces to down members, every 15 s (simulator finding 12). A node that
-    /// left on purpose stopped its own work and is acted on at once. `None`: not down.
+    /// already down when this node (re)gained its majority waits [`REGAIN_SETTLE_MS`] after
+    /// the regain if that is longer: its down mark may come from this node's own cut
+    /// (simulator finding 12), and the membership core announces to every down member at the
+    /// regain, which a live one answers. A node that left on purpose stopped its own work and
+    /// is acted on at once. `None`: not down.
     pub(crate) fn down_settles_at(&self, name: &str) -> Option<Millis> {
         let Some(m) = self.members.all.get(name) else {
             // Missing from the view: a node this one has not heard of since it restarted (a
@@ -171,7 +172,7 @@ impl Scheduler {
             .unwrap_or(self.now);
         let regained = self.reach.quorum.since;
         let settle = if down < regained {
-            self.reach.quorum.settle_ms.max(ABSENT_SETTLE_MS)
+            self.reach.quorum.settle_ms.max(REGAIN_SETTLE_MS)
         } else {
             self.reach.quorum.settle_ms
         };

@@ -482,10 +482,18 @@ impl Default for Reach {
 pub(crate) const CATCH_UP_MAX_MS: u64 = 10_000;
 
 /// A target missing from the member view altogether (a node this node never heard of since
-/// it restarted, or not yet), or already down when this node (re)gained its majority, is
-/// treated as down once it has been so this long while this node held its majority, or the
-/// quorum's `settle_ms` if longer.
+/// it restarted, or not yet) is treated as down once it has been so this long while this
+/// node held its majority, or the quorum's `settle_ms` if longer.
 pub(crate) const ABSENT_SETTLE_MS: u64 = 30_000;
+
+/// A target already down when this node (re)gained its majority is treated as down once this
+/// node has held its majority this long, or the quorum's `settle_ms` if longer. Its down mark
+/// may be an artifact of this node's own cut; the membership core announces to every down
+/// member at the regain and in the two probe periods after it, and a live member answers and
+/// comes back as a new identity within a few round trips (`docs/faults.md`, "Settling").
+/// It was `ABSENT_SETTLE_MS` (30 s, two of foca's periodic announces to down members), which
+/// kept the survivors of two nodes crashing at once from replacing their work for 30 s.
+pub(crate) const REGAIN_SETTLE_MS: u64 = 5_000;
 
 /// A majority held at least this long ends a streak without one: the next loss starts the
 /// `stop_after_ms` clock afresh. Shorter spells of majority (a node flapping on a one-way or

@@ -107,6 +107,8 @@ impl Membership {
                     known = q.known,
                     "majority regained"
                 );
+                self.regain_announces = super::REGAIN_ANNOUNCE_ROUNDS;
+                self.announce_to_every_down_member();
             } else {
                 tracing::warn!(reachable = q.reachable, known = q.known, reason = ?q.reason, "no majority");
             }
