@@ -779,9 +779,9 @@ impl Membership {
             .push(Reverse((at, self.timer_seq, TimerSlot(tick))));
     }
 
-    /// Runs one foca call and drains everything it produced.
     /// Announces to every member down in this view, once a round: at once when this node
-    /// regains its majority, then in the next [`REGAIN_ANNOUNCE_ROUNDS`]` − 1` probe periods.
+    /// regains its majority, then at the next probe periods while it holds it
+    /// ([`REGAIN_ANNOUNCE_ROUNDS`] rounds in all).
     /// foca announces to two down members every 15 s; a member this node marked down while
     /// it was cut off (an artifact of its own cut) would keep that mark until one of those
     /// reached it. Announced to, a live member answers; this node, which holds it down, tells
@@ -805,6 +805,7 @@ impl Membership {
         }
     }
 
+    /// Runs one foca call and drains everything it produced.
     fn swim_call(&mut self, call: impl FnOnce(&mut Swim, &mut Outputs) -> Result<(), foca::Error>) {
         if let Err(e) = call(&mut self.swim, &mut self.runtime) {
             tracing::debug!(error = %e, "foca");
