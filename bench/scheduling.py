@@ -24,7 +24,7 @@ Usage: bench/scheduling.py [--sizes 1000,10000] [--singles 200] [--out FILE] [--
 --bin runs another build (default target/release/shoal), so two builds can be compared in one
 sitting; SHOAL_BENCH_LOG sets the agents' RUST_LOG (default warn).
 """
-import argparse, http.client, json, os, signal, statistics, subprocess, tempfile, threading, time
+import argparse, collections, http.client, json, os, signal, statistics, subprocess, tempfile, threading, time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BIN = os.path.join(ROOT, "target", "release", "shoal")
@@ -162,6 +162,9 @@ def batch(api, n, idx, pids=(), placement=None, agent=None):
             # Where the end came from: the event stream (last slot exited 0), or the poll.
             "end": "events" if exits and exits.done_at else "poll", "seconds_polled": round(polled, 3),
             "conflicts_per_1000": round(1000 * extra / (n + extra), 1), "job": jid,
+            # Where the slots' last attempts ran: a batch on one agent costs less CPU per task
+            # than one split over two (session 26), so a run is read with its split.
+            "tasks_by_node": dict(sorted(collections.Counter(t["node"] for t in job["tasks"]).items())),
             # CPU of the three agents and their tasks per task (the client's polls included),
             # up to the poll that saw the job complete: against the wall time per task × 2
             # cores, it says how busy the machine was.

@@ -38,13 +38,14 @@ pub(crate) struct Candidate {
 pub(crate) struct Request<'a> {
     /// The job.
     pub(crate) spec: &'a JobSpec,
-    /// Stable hash of (job, slot): rotates candidate order and breaks score ties, so concurrent
-    /// coordinators spread over equally good nodes instead of colliding on one.
+    /// Stable hash of (job, slot): rotates candidate order and breaks `spread`'s score ties
+    /// for a single slot, so concurrent coordinators spread over equally good nodes.
     pub(crate) key_hash: u64,
-    /// Stable hash of the job, and the slot: `spread` ranks equally good candidates in an
-    /// order that is the same for every slot of the job and lets slot `i` take the `i`-th
-    /// (modulo their number), so coordinators placing different slots at the same time
-    /// without seeing each other's proposals still end even.
+    /// Stable hash of the job: `spread` ranks equally good candidates in an order that is the
+    /// same for every slot of the job and lets slot `i` take the `i`-th (modulo their number),
+    /// so coordinators placing different slots at the same time without seeing each other's
+    /// proposals still end even. `binpack` breaks its ties in the same order, so those
+    /// coordinators pack a job onto one node instead of scattering it over equals.
     pub(crate) job_hash: u64,
     /// The slot being placed.
     pub(crate) slot: u32,
@@ -305,12 +306,11 @@ pub(crate) fn place<'n>(
     let turn = spread_turns(req, &feasible);
     let score = |(i, (node, u)): (usize, &(&Candidate, Resources))| -> (i64, i64, u64) {
         let util = i64::try_from(utilisation(node, *u, want)).unwrap_or(i64::MAX);
-        let tie = mix64(req.key_hash ^ node.hash);
         match req.spec.placement {
-            PlacementStrategy::Binpack => (util, 0, tie),
+            PlacementStrategy::Binpack => (util, 0, mix64(req.job_hash ^ node.hash)),
             PlacementStrategy::Spread if turn.is_empty() => {
                 let tasks = i64::from(req.job_tasks.get(&node.name).copied().unwrap_or(0));
-                (-tasks, -util, tie)
+                (-tasks, -util, mix64(req.key_hash ^ node.hash))
             }
             PlacementStrategy::Spread => turn[i],
         }
@@ -556,6 +556,36 @@ mod tests {
             *per_node.entry(n.name.clone()).or_default() += 1;
         }
         assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![2; 5]);
+    }
+
+    #[test]
+    fn binpack_slots_placed_blind_share_one_node_per_job() {
+        // Ten slots of one job placed by coordinators that never see each other's proposals,
+        // on three equally empty nodes: a tie broken by the slot would scatter the job over
+        // all three; broken by the job, it lands whole on one. Different jobs still pick
+        // different nodes.
+        let nodes: Vec<Candidate> = (0..3)
+            .map(|i| node(&format!("n{i}"), 8000, 8000, "r1"))
+            .collect();
+        let s = spec("count = 10");
+        let none = BTreeMap::new();
+        let mut homes = BTreeSet::new();
+        for job in 0..12u64 {
+            let picks: BTreeSet<String> = (0..10u32)
+                .map(|slot| {
+                    let mut r = req(&s, &none, mix64(job << 32 | u64::from(slot)));
+                    r.job_hash = mix64(job);
+                    r.slot = slot;
+                    place(&r, &nodes, |_| Resources::default())
+                        .unwrap()
+                        .name
+                        .clone()
+                })
+                .collect();
+            assert_eq!(picks.len(), 1, "job {job} scattered over {picks:?}");
+            homes.extend(picks);
+        }
+        assert!(homes.len() > 1, "every job chose {homes:?}");
     }
 
     #[test]

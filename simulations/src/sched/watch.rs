@@ -162,7 +162,8 @@ impl Workbench {
             // one was reported: the cores keep the copy first *reported* running (its `since`
             // stamp), this checker numbers copies by when they were *asked* to start, and the
             // two orders can differ by a start delay. The slot keeps running on the other copy
-            // (workload.toml --seed 205: both started within 1 ms at 10.04 s).
+            // (`fault_checkers_bite::a_placement_race_while_views_differ_is_no_lost_incumbent`:
+            // n2's copy was asked to start 8 ms before n17's and reported 6 ms after it).
             self.watch.figures.kills_of_raced += 1;
             return;
         }
