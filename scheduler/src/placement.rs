@@ -539,21 +539,36 @@ mod tests {
         );
     }
 
+    /// `n` nodes `n0`, `n1`, … with the same capacity and nothing on them.
+    fn empty_nodes(n: usize) -> Vec<Candidate> {
+        (0..n)
+            .map(|i| node(&format!("n{i}"), 8000, 8000, "r1"))
+            .collect()
+    }
+
+    /// Where a coordinator that knows of no task of the job anywhere places `slot` (with the
+    /// slot's `key` hash and the job's hash): a placement blind to the others' proposals.
+    fn place_blind(s: &JobSpec, nodes: &[Candidate], key: u64, job_hash: u64, slot: u32) -> String {
+        let none = BTreeMap::new();
+        let mut r = req(s, &none, key);
+        r.job_hash = job_hash;
+        r.slot = slot;
+        place(&r, nodes, |_| Resources::default())
+            .unwrap()
+            .name
+            .clone()
+    }
+
     #[test]
     fn spread_slots_placed_blind_end_even() {
         // Ten slots placed by coordinators that never see each other's proposals: each one
         // knows of no task of the job anywhere.
-        let nodes: Vec<Candidate> = (0..5)
-            .map(|i| node(&format!("n{i}"), 8000, 8000, "r1"))
-            .collect();
+        let nodes = empty_nodes(5);
         let s = spec("placement = \"spread\"\ncount = 10");
-        let none = BTreeMap::new();
         let mut per_node: BTreeMap<String, u32> = BTreeMap::new();
         for slot in 0..10u32 {
-            let mut r = req(&s, &none, mix64(u64::from(slot)));
-            r.slot = slot;
-            let n = place(&r, &nodes, |_| Resources::default()).unwrap();
-            *per_node.entry(n.name.clone()).or_default() += 1;
+            let n = place_blind(&s, &nodes, mix64(u64::from(slot)), 7, slot);
+            *per_node.entry(n).or_default() += 1;
         }
         assert_eq!(per_node.values().copied().collect::<Vec<_>>(), vec![2; 5]);
     }
@@ -564,22 +579,14 @@ mod tests {
         // on three equally empty nodes: a tie broken by the slot would scatter the job over
         // all three; broken by the job, it lands whole on one. Different jobs still pick
         // different nodes.
-        let nodes: Vec<Candidate> = (0..3)
-            .map(|i| node(&format!("n{i}"), 8000, 8000, "r1"))
-            .collect();
+        let nodes = empty_nodes(3);
         let s = spec("count = 10");
-        let none = BTreeMap::new();
         let mut homes = BTreeSet::new();
         for job in 0..12u64 {
             let picks: BTreeSet<String> = (0..10u32)
                 .map(|slot| {
-                    let mut r = req(&s, &none, mix64(job << 32 | u64::from(slot)));
-                    r.job_hash = mix64(job);
-                    r.slot = slot;
-                    place(&r, &nodes, |_| Resources::default())
-                        .unwrap()
-                        .name
-                        .clone()
+                    let key = mix64(job << 32 | u64::from(slot));
+                    place_blind(&s, &nodes, key, mix64(job), slot)
                 })
                 .collect();
             assert_eq!(picks.len(), 1, "job {job} scattered over {picks:?}");
