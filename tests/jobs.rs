@@ -936,8 +936,8 @@ fn task_directories_go_with_their_attempts_and_running_ones_stay() {
     assert!(pids.iter().all(|p| alive(*p)), "{pids:?}");
 }
 
-/// `shoal task logs --attempt N` and `--previous`: the output of a crash loop's earlier
-/// attempts, kept until the tables drop them.
+/// `shoal job run` of a crash loop gives up and says so; `shoal task logs --attempt N` and
+/// `--previous`: the output of its earlier attempts, kept until the tables drop them.
 #[test]
 fn the_logs_of_earlier_attempts_are_readable() {
     let c = Cluster::start(1, "prevlogs");
@@ -947,11 +947,22 @@ fn the_logs_of_earlier_attempts_are_readable() {
         "resources": {"cpu": 100, "memory": 16},
         "restart": {"delay_ms": 200, "backoff": 1.0}
     });
-    let out = c.submit(0, spec, &["--detach"]);
+    // Followed, not detached: the restarts never end (`attempts = 0`), so `job run` must
+    // stop on its own, fail, and name the slot and its exit.
+    let file = c.dir().join("flap.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = c.agents[0].cli_within(&["job", "run", file.to_str().unwrap()], DEADLINE);
+    let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+        !out.status.success(),
+        "job run of a crash loop succeeded: {err}"
+    );
+    assert!(err.contains("job flap keeps failing: slot 0"), "{err}");
+    assert!(err.contains("exited 1"), "{err}");
+    let job = c.job(0, "flap").expect("flap stays submitted");
+    assert!(
+        !matches!(job["status"].as_str(), Some("stopping" | "stopped")),
+        "{job}"
     );
     let logs = |extra: &[&str]| {
         let mut args = vec!["task", "logs", "flap", "0"];

@@ -281,6 +281,7 @@ async fn follow_placement(id: &str, api: &Api) -> anyhow::Result<ExitCode> {
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut last_progress = std::time::Instant::now();
     let mut last_done = usize::MAX;
+    let mut loops = CrashLoops::default();
     loop {
         let job: Value = serde_json::from_str(&api.get(&format!("/v1/jobs/{id}")).await?)?;
         let tasks = job["tasks"].as_array().cloned().unwrap_or_default();
@@ -330,6 +331,17 @@ async fn follow_placement(id: &str, api: &Api) -> anyhow::Result<ExitCode> {
             print!("{}", describe(&job));
             bail!("job {id} is {status}");
         }
+        if let Some(why) = loops.observe(&job) {
+            if let Some(b) = bar {
+                b.abandon();
+            }
+            print!("{}", describe(&job));
+            bail!(
+                "job {id} keeps failing: {why}. It stays submitted and its tasks go on \
+                 restarting under its [restart] policy: `shoal task logs {id} SLOT --previous` \
+                 shows why the last attempt ended, `shoal job stop {id}` stops it"
+            );
+        }
         if last_progress.elapsed() > Duration::from_secs(5) {
             last_progress = std::time::Instant::now();
             print_waiting(&tasks);
@@ -337,6 +349,52 @@ async fn follow_placement(id: &str, api: &Api) -> anyhow::Result<ExitCode> {
         // A view of a large job is costly to build: poll it less often.
         let pause = if count > 1_000 { 1_000 } else { 200 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// Attempts of one service slot that may end while `job run` follows it before the follow
+/// gives up on seeing the slot run: a service that restarts under its `[restart]` policy
+/// forever (`attempts = 0`, the default) would otherwise be followed forever.
+const ENDED_ATTEMPTS_BEFORE_GIVING_UP: u64 = 3;
+
+/// What `job run` has seen of a service's slots: the attempt each was at when first seen.
+#[derive(Debug, Default)]
+struct CrashLoops {
+    first_attempt: std::collections::BTreeMap<u64, u64>,
+}
+
+impl CrashLoops {
+    /// Takes one view of the job (`GET /v1/jobs/ID`); names the first slot of a service that
+    /// has started [`ENDED_ATTEMPTS_BEFORE_GIVING_UP`] attempts more than when it was first
+    /// seen and is not running now. A replacement by a rolling update counts as one of them,
+    /// so a new version that crashes at once is caught on its second restart. Batch jobs are
+    /// never caught here: their retries are bounded and the job ends `failed`.
+    fn observe(&mut self, job: &Value) -> Option<String> {
+        if job["type"] != "service" {
+            return None;
+        }
+        for task in job["tasks"].as_array().into_iter().flatten() {
+            let Some(slot) = task["slot"].as_u64() else {
+                continue;
+            };
+            // An unplaced slot is at attempt 0: its first attempt counts as started.
+            let attempt = task["attempt"].as_u64().unwrap_or(0);
+            let first = *self.first_attempt.entry(slot).or_insert(attempt);
+            let started = attempt.saturating_sub(first);
+            if started >= ENDED_ATTEMPTS_BEFORE_GIVING_UP && task["state"] != "running" {
+                let last = match (task["exit_code"].as_i64(), task["detail"].as_str()) {
+                    (Some(code), Some(detail)) => format!("exited {code}: {detail}"),
+                    (Some(code), None) => format!("exited {code}"),
+                    (None, Some(detail)) => detail.to_string(),
+                    (None, None) => format!("now {}", task["state"].as_str().unwrap_or("?")),
+                };
+                return Some(format!(
+                    "slot {slot} is at attempt {attempt}, {started} attempts after the first \
+                     this command saw, and is not running (last: {last})"
+                ));
+            }
+        }
+        None
     }
 }
 
@@ -524,5 +582,60 @@ pub async fn run_task(cmd: TaskCommand) -> anyhow::Result<ExitCode> {
         if bytes.is_empty() {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn service(tasks: Value) -> Value {
+        json!({"id": "web", "type": "service", "tasks": tasks})
+    }
+
+    #[test]
+    fn a_crash_looping_slot_is_named_after_three_restarts() {
+        let mut loops = CrashLoops::default();
+        let at = |attempt: u64, state: &str| {
+            service(json!([
+                {"slot": 0, "attempt": 1, "state": "running"},
+                {"slot": 1, "attempt": attempt, "state": state, "exit_code": 1},
+            ]))
+        };
+        assert_eq!(loops.observe(&at(1, "running")), None);
+        assert_eq!(loops.observe(&at(2, "pending")), None);
+        assert_eq!(loops.observe(&at(3, "exited")), None);
+        // Three attempts on, but running at this moment: not given up on.
+        assert_eq!(loops.observe(&at(4, "running")), None);
+        let why = loops.observe(&at(4, "exited")).expect("slot 1 loops");
+        assert!(why.contains("slot 1 is at attempt 4"), "{why}");
+        assert!(why.contains("exited 1"), "{why}");
+    }
+
+    #[test]
+    fn slots_are_counted_from_the_attempt_first_seen() {
+        // A service that restarted 40 times before `job run` replaced its version: only the
+        // attempts since count.
+        let mut loops = CrashLoops::default();
+        let at =
+            |attempt: u64| service(json!([{"slot": 0, "attempt": attempt, "state": "pending"}]));
+        assert_eq!(loops.observe(&at(40)), None);
+        assert_eq!(loops.observe(&at(42)), None);
+        assert!(loops.observe(&at(43)).is_some());
+        // An unplaced slot starts at attempt 0.
+        let mut fresh = CrashLoops::default();
+        let unplaced = service(json!([{"slot": 0, "attempt": null, "state": "pending"}]));
+        assert_eq!(fresh.observe(&unplaced), None);
+        assert_eq!(fresh.observe(&at(2)), None);
+        assert!(fresh.observe(&at(3)).is_some());
+    }
+
+    #[test]
+    fn batch_jobs_are_left_to_their_bounded_retries() {
+        let mut loops = CrashLoops::default();
+        let batch = |attempt: u64| json!({"type": "batch", "tasks": [{"slot": 0, "attempt": attempt, "state": "pending"}]});
+        assert_eq!(loops.observe(&batch(1)), None);
+        assert_eq!(loops.observe(&batch(9)), None);
     }
 }

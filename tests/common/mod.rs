@@ -122,6 +122,45 @@ pub fn run_in(dir: &Path, args: &[&str]) -> Output {
         .expect("shoal runs")
 }
 
+/// `shoal ARGS` in `dir`, killed by its PID and failing the test when it has not exited by
+/// `deadline`: for a command that would follow something forever if it regressed.
+pub fn run_in_within(dir: &Path, args: &[&str], deadline: Duration) -> Output {
+    use std::io::Read;
+    let mut child = shoal()
+        .current_dir(dir)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("shoal runs");
+    let drain = |mut pipe: Box<dyn Read + Send>| {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            buf
+        })
+    };
+    let stdout = drain(Box::new(child.stdout.take().expect("piped")));
+    let stderr = drain(Box::new(child.stderr.take().expect("piped")));
+    let until = Instant::now() + deadline;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("shoal is waited on") {
+            break status;
+        }
+        if Instant::now() > until {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("shoal {args:?} did not exit within {deadline:?}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    Output {
+        status,
+        stdout: stdout.join().expect("stdout is read"),
+        stderr: stderr.join().expect("stderr is read"),
+    }
+}
+
 /// A fresh directory under the target dir, removed when dropped.
 #[derive(Debug)]
 pub struct TempDir(pub PathBuf);
@@ -327,6 +366,14 @@ impl Agent {
         let mut all = args.to_vec();
         all.extend(["--addr", api.as_str()]);
         run_in(&self.root, &all)
+    }
+
+    /// [`Self::cli`], killed and failing the test after `deadline` ([`run_in_within`]).
+    pub fn cli_within(&self, args: &[&str], deadline: Duration) -> Output {
+        let api = self.api();
+        let mut all = args.to_vec();
+        all.extend(["--addr", api.as_str()]);
+        run_in_within(&self.root, &all, deadline)
     }
 
     pub fn pid(&self) -> i32 {
