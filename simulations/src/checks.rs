@@ -479,20 +479,22 @@ fn services_at_count(sim: &Simulation, bench: &Workbench) -> CheckResult {
     )
 }
 
-/// Every updated service ends on a complete deployment (`docs/services.md`, §4), judged on
-/// the first running node's tables (`eventually_tables_identical` says whether they all agree).
+/// Every updated service ends on a complete deployment or a failed revert (`docs/services.md`,
+/// §4), judged on the first running node's tables (`eventually_tables_identical` says whether
+/// they all agree).
 fn rollouts_settle(sim: &Simulation, bench: &Workbench) -> CheckResult {
     let core = running_nodes(sim).find_map(|i| bench.nodes[i].core.as_deref());
     let Some(core) = core else {
         return skipped("eventually_rollouts_settle", "no running node at the end");
     };
-    let (services, failed, reverts, first) = bench.unsettled_rollout(core);
+    let s = bench.unsettled_rollout(core);
     result(
         "eventually_rollouts_settle",
-        first,
+        s.first,
         format!(
-            "{services} updated services, each on a complete deployment at the end; {failed} \
-             deployments failed, {reverts} reverts"
+            "{} updated services, each on a complete deployment at the end or on a failed \
+             revert ({}); {} deployments failed, {} reverts",
+            s.services, s.failed_reverts, s.failed, s.reverts
         ),
     )
 }

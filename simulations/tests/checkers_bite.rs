@@ -137,3 +137,18 @@ fn failed_rollouts_left_unreverted_are_caught() {
         .unwrap_or_default();
     assert!(detail.contains("failed: slot"), "{detail}");
 }
+
+#[test]
+fn a_revert_that_a_hang_failed_is_settled_and_counted() {
+    // Finding 20 of `docs/simulator.md`: in this run a bad version is auto-reverted, and the
+    // scenario's hang then fails the revert's deployment. A revert is not reverted again
+    // (`rollout.rs`), so the job ends on a failed revert: settled, and counted as such. The
+    // run must hold such a revert, or the test proves nothing; it found it at `55cca18`.
+    let r = run("services-rolling-hang.toml", 10, 493, Sabotage::None);
+    assert_eq!(status(&r, "eventually_rollouts_settle"), Status::Pass);
+    let detail = common::check(&r, "eventually_rollouts_settle")
+        .detail
+        .clone();
+    assert!(detail.contains("on a failed revert (1)"), "{detail}");
+    assert!(r.passed(), "{:?}", r.first_failure);
+}

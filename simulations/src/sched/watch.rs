@@ -403,38 +403,51 @@ impl Workbench {
     }
 
     /// `eventually_rollouts_settle`, over `core`'s tables at the end: every updated
-    /// service's current deployment is complete (a failed one was reverted by `auto_revert`,
-    /// and the revert completed). Returns the services looked at, the deployments that
-    /// failed and the reverts, and the first service whose deployment is not complete.
+    /// service's current deployment is complete, or is a revert that failed. A failed
+    /// deployment is reverted by `auto_revert` and the revert must then complete or fail;
+    /// a failed revert is final by design (`rollout.rs`: two bad versions must not revert
+    /// to each other forever, as in Nomad), and the service's count is
+    /// `eventually_services_back_at_count`'s to judge. Returns the services looked at, the
+    /// deployments that failed, the reverts and the failed reverts that are current, and
+    /// the first service whose deployment has not settled.
     #[must_use]
-    pub fn unsettled_rollout(&self, core: &Scheduler) -> (usize, usize, usize, Option<String>) {
-        let (mut services, mut failed, mut reverts, mut first) = (0, 0, 0, None);
+    pub fn unsettled_rollout(&self, core: &Scheduler) -> Settled {
+        let mut settled = Settled::default();
+        let Settled {
+            services,
+            failed,
+            reverts,
+            failed_reverts,
+            first,
+        } = &mut settled;
         if self.updates.is_none() {
-            return (0, 0, 0, None);
+            return settled;
         }
         let tables = core.tables();
         for job in self.jobs.iter().filter(|j| j.service) {
             let Some((inc, entry)) = tables.job(&job.name) else {
                 continue;
             };
-            services += 1;
+            *services += 1;
             for (d, v) in tables.versions(&job.name, inc) {
-                failed += usize::from(v.rollout.failed.is_some());
-                reverts += usize::from(v.row.as_ref().is_some_and(|r| r.epoch != *d));
+                *failed += usize::from(v.rollout.failed.is_some());
+                *reverts += usize::from(v.row.as_ref().is_some_and(|r| r.epoch != *d));
             }
             let rollout = tables
                 .version(&job.name, inc, &entry.deployment)
                 .map(|v| v.rollout.clone())
                 .unwrap_or_default();
             let complete = rollout.complete || rollout.done.covers_below(entry.spec.count);
-            if !complete && first.is_none() {
+            let failed_revert = rollout.failed.is_some() && entry.epoch != entry.deployment;
+            *failed_reverts += usize::from(!complete && failed_revert);
+            if !complete && !failed_revert && first.is_none() {
                 let why = rollout
                     .failed
                     .as_ref()
                     .map_or("not complete".to_string(), |f| {
                         format!("failed: {}", f.reason)
                     });
-                first = Some(format!(
+                *first = Some(format!(
                     "{}: version {} {why} ({} of {} slots done)",
                     job.name,
                     entry.version,
@@ -443,7 +456,7 @@ impl Workbench {
                 ));
             }
         }
-        (services, failed, reverts, first)
+        settled
     }
 
     /// Where the services stand: the processes of live agents (running or paused; a crashed
@@ -523,4 +536,19 @@ impl Workbench {
             Some(why) => self.watch.off_count = Some(why),
         }
     }
+}
+
+/// What `eventually_rollouts_settle` found ([`Workbench::unsettled_rollout`]).
+#[derive(Debug, Default)]
+pub struct Settled {
+    /// Updated services looked at.
+    pub services: usize,
+    /// Deployments that failed, current or not.
+    pub failed: usize,
+    /// Reverts (automatic or not).
+    pub reverts: usize,
+    /// Services whose current deployment is a revert that failed (final by design).
+    pub failed_reverts: usize,
+    /// The first service whose current deployment has not settled, and why.
+    pub first: Option<String>,
 }
