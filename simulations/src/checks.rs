@@ -197,12 +197,14 @@ fn always(sim: &Simulation) -> Vec<CheckResult> {
                 "{} voluntary replacements in {} deployments; at most {} of one deployment \
                  replaced and not done at any placement or sample, never above its \
                  max_parallel; {} pairs of one job's deployments overlapped, at most {} of a \
-                 job's slots in flight across them (bound 2 × max_parallel)",
+                 job's slots in flight across them (bound 2 × max_parallel on each side of a \
+                 cut; {} across a cut)",
                 f.voluntary_replacements,
                 f.deployments,
                 f.most_in_flight,
                 f.overlaps,
-                f.most_in_flight_job
+                f.most_in_flight_job,
+                f.most_in_flight_across_cut
             ),
         ),
         (

@@ -153,6 +153,9 @@ pub struct FaultFigures {
     pub deployments: u64,
     /// The most slots of one job in flight across its deployments at once.
     pub most_in_flight_job: u64,
+    /// The same, at moments when some of them were placed by a node on the minority side of
+    /// a cut (each side is held to 2 × `max_parallel`).
+    pub most_in_flight_across_cut: u64,
     /// Pairs of deployments of one job that had slots in flight at once (a superseding
     /// submission during a rollout).
     pub overlaps: u64,

@@ -152,3 +152,15 @@ fn a_revert_that_a_hang_failed_is_settled_and_counted() {
     assert!(detail.contains("on a failed revert (1)"), "{detail}");
     assert!(r.passed(), "{:?}", r.first_failure);
 }
+
+#[test]
+fn a_window_opened_on_a_cuts_small_side_is_held_to_that_side() {
+    // Finding 19 of `docs/simulator.md`: an update superseded on the small side of a cut in
+    // its first seconds opens a window there while the large side rolls the update and its
+    // revert: 5 slots in flight across three deployments, each side within 2 ×
+    // max_parallel. The run must hold that cross-cut moment, or the test proves nothing.
+    let r = run("services-rolling-hang.toml", 10, 206, Sabotage::None);
+    assert_eq!(status(&r, "always_max_parallel"), Status::Pass);
+    let detail = common::check(&r, "always_max_parallel").detail.clone();
+    assert!(detail.contains("; 5 across a cut)"), "{detail}");
+}

@@ -195,8 +195,14 @@ impl Watch {
 }
 
 /// One deployment as `always_max_parallel` follows it: its `max_parallel`, the slots its
-/// coordinators replaced voluntarily, and the union of every core's `done` seen so far.
-pub(super) type Deployment = (u32, BTreeSet<u32>, shoal_scheduler::table::SlotSet);
+/// coordinators replaced voluntarily, the union of every core's `done` seen so far, and the
+/// slots whose replacement was placed by a node on the minority side of a cut (ground truth).
+pub(super) type Deployment = (
+    u32,
+    BTreeSet<u32>,
+    shoal_scheduler::table::SlotSet,
+    BTreeSet<u32>,
+);
 
 /// Where the services stand against their counts.
 #[derive(Debug, Default)]

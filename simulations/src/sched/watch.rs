@@ -199,7 +199,7 @@ impl Workbench {
             super::trace::own_op(host.now(), core.node(), op);
             if let OpBody::Assign { id, assignment } = &op.body {
                 self.check_placement(host, i, core, id, assignment, op.dot.counter);
-                self.note_replacement(host, core, id, assignment);
+                self.note_replacement(host, i, core, id, assignment);
                 continue;
             }
             let OpBody::State { id, state } = &op.body else {
@@ -242,6 +242,7 @@ impl Workbench {
     fn note_replacement(
         &mut self,
         host: &mut dyn Host,
+        i: usize,
         core: &Scheduler,
         id: &AttemptId,
         assignment: &Assignment,
@@ -274,11 +275,17 @@ impl Workbench {
             u.max_parallel.min(entry.spec.count)
         });
         let key = (id.job.clone(), inc, entry.deployment.clone());
-        let slots = self
-            .watch
-            .voluntary
-            .entry(key.clone())
-            .or_insert_with(|| (declared, BTreeSet::new(), SlotSet::default()));
+        let slots = self.watch.voluntary.entry(key.clone()).or_insert_with(|| {
+            (
+                declared,
+                BTreeSet::new(),
+                SlotSet::default(),
+                BTreeSet::new(),
+            )
+        });
+        if host.minority_side(i) {
+            slots.3.insert(id.slot);
+        }
         if slots.1.insert(id.slot) {
             self.watch.figures.voluntary_replacements += 1;
             // In-flight only grows at a placement: checking here (with `core`'s `done`
@@ -296,7 +303,7 @@ impl Workbench {
     /// overlapping deployments.
     fn check_deployment(&mut self, host: &mut dyn Host, key: &(Name, u64, Stamp)) {
         self.refresh_done(key);
-        let Some((mp, slots, done)) = self.watch.voluntary.get(key) else {
+        let Some((mp, slots, done, _)) = self.watch.voluntary.get(key) else {
             return;
         };
         let (job, inc, _) = key;
@@ -319,7 +326,7 @@ impl Workbench {
 
     /// Joins every running core's `done` for deployment `key` into what was seen before.
     fn refresh_done(&mut self, key: &(Name, u64, Stamp)) {
-        let Some((_, _, done)) = self.watch.voluntary.get_mut(key) else {
+        let Some((_, _, done, _)) = self.watch.voluntary.get_mut(key) else {
             return;
         };
         let (job, inc, deployment) = key;
@@ -333,8 +340,12 @@ impl Workbench {
     /// Across the deployments of one job incarnation: a slot replaced for deployment D and
     /// not done in D is in flight until a later deployment marks it done (a superseding
     /// submission leaves D's slots outdated, and its own window replaces them). At most
-    /// `2 · max_parallel` slots are in flight at once (`docs/services.md`, §10, decision 1);
-    /// each time two deployments have slots in flight at once is counted as an overlap.
+    /// `2 · max_parallel` slots are in flight at once on each side of a cut
+    /// (`docs/services.md`, §10, decision 1): a slot counts for the minority side when the
+    /// node that placed its replacement was on the minority side then (ground truth: in a
+    /// cut's first seconds the small side does not know it is one, and may open a window of
+    /// its own, finding 19 of `docs/simulator.md`). Each time two deployments have slots in
+    /// flight at once is counted as an overlap.
     fn check_job_parallel(&mut self, host: &mut dyn Host, job: &Name, inc: u64) {
         let keys: Vec<(Name, u64, Stamp)> = self
             .watch
@@ -353,23 +364,14 @@ impl Workbench {
             .iter()
             .filter_map(|k| self.watch.voluntary.get(k))
             .collect();
-        let mut in_flight = BTreeSet::new();
-        let mut busy = Vec::new();
-        for (k, (_, slots, done)) in deps.iter().enumerate() {
-            let mine: Vec<u32> = slots
-                .iter()
-                .copied()
-                .filter(|&s| !done.contains(s) && !deps[k + 1..].iter().any(|d| d.2.contains(s)))
-                .collect();
-            if !mine.is_empty() {
-                busy.push(k);
-            }
-            in_flight.extend(mine);
-        }
+        let (majority, minority, busy) = in_flight_by_side(&deps);
         let mp = deps.last().map_or(0, |d| d.0);
-        let n = in_flight.len() as u64;
+        let n = majority.union(&minority).count() as u64;
         let f = &mut self.watch.figures;
         f.most_in_flight_job = f.most_in_flight_job.max(n);
+        if !minority.is_empty() {
+            f.most_in_flight_across_cut = f.most_in_flight_across_cut.max(n);
+        }
         if busy.len() >= 2 {
             let pair = (
                 job.clone(),
@@ -381,19 +383,25 @@ impl Workbench {
                 self.watch.figures.overlaps += 1;
             }
         }
-        if n > 2 * u64::from(mp) {
-            let event = format!(
-                "{job}: {n} slots in flight across {} overlapping deployments ({in_flight:?}), \
-                 over 2 × max_parallel {mp}",
-                busy.len()
-            );
-            host.violate("always_max_parallel", event);
+        for (side, in_flight) in [
+            ("", &majority),
+            (" placed on a cut's minority side", &minority),
+        ] {
+            if in_flight.len() as u64 > 2 * u64::from(mp) {
+                let event = format!(
+                    "{job}: {} slots{side} in flight across {} overlapping deployments \
+                     ({in_flight:?}), over 2 × max_parallel {mp}",
+                    in_flight.len(),
+                    busy.len()
+                );
+                host.violate("always_max_parallel", event);
+            }
         }
     }
 
     /// `always_max_parallel`: per deployment, the slots replaced voluntarily and not in its
     /// true `done` set (the union of every core's) number at most its `max_parallel`; per job,
-    /// across overlapping deployments, at most twice that.
+    /// across overlapping deployments, at most twice that on each side of a cut.
     pub(super) fn check_max_parallel(&mut self, host: &mut dyn Host) {
         self.watch.figures.deployments = self.watch.voluntary.len() as u64;
         let keys: Vec<(Name, u64, Stamp)> = self.watch.voluntary.keys().cloned().collect();
@@ -551,4 +559,80 @@ pub struct Settled {
     pub failed_reverts: usize,
     /// The first service whose current deployment has not settled, and why.
     pub first: Option<String>,
+}
+
+/// The slots of one job in flight across its deployments (oldest first), split by the side of
+/// a cut their replacement was placed on: `(majority, minority, busy)`, `busy` being the
+/// indices of the deployments with slots in flight. A slot replaced for deployment D is in
+/// flight until D marks it done or a later deployment does.
+fn in_flight_by_side(
+    deps: &[&super::tally::Deployment],
+) -> (BTreeSet<u32>, BTreeSet<u32>, Vec<usize>) {
+    let (mut majority, mut minority) = (BTreeSet::new(), BTreeSet::new());
+    let mut busy = Vec::new();
+    for (k, (_, slots, done, cut_off)) in deps.iter().enumerate() {
+        let mine: Vec<u32> = slots
+            .iter()
+            .copied()
+            .filter(|&s| !done.contains(s) && !deps[k + 1..].iter().any(|d| d.2.contains(s)))
+            .collect();
+        if !mine.is_empty() {
+            busy.push(k);
+        }
+        for s in mine {
+            if cut_off.contains(&s) {
+                minority.insert(s);
+            } else {
+                majority.insert(s);
+            }
+        }
+    }
+    (majority, minority, busy)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn deployment(slots: &[u32], done: &[u32], cut_off: &[u32]) -> super::super::tally::Deployment {
+        let mut d = SlotSet::default();
+        for &s in done {
+            d.union(&SlotSet::one(s));
+        }
+        (
+            2,
+            slots.iter().copied().collect(),
+            d,
+            cut_off.iter().copied().collect(),
+        )
+    }
+
+    #[test]
+    fn slots_in_flight_are_split_by_the_side_that_placed_them() {
+        // Finding 19's shape: the large side's update and its revert hold three slots in
+        // flight, the small side's superseding update two, placed before it knew it was cut
+        // off. Each side is within 2 × max_parallel; the job is at 5.
+        let v2 = deployment(&[2, 3, 4, 5], &[2, 3], &[]);
+        let revert = deployment(&[6, 7], &[], &[]);
+        let v3 = deployment(&[0, 1], &[], &[0, 1]);
+        let (majority, minority, busy) = in_flight_by_side(&[&v2, &revert, &v3]);
+        assert_eq!(majority.into_iter().collect::<Vec<_>>(), [4, 5, 6, 7]);
+        assert_eq!(minority.into_iter().collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(busy, [0, 1, 2]);
+        // The same five on one side are over its bound.
+        let v3_majority = deployment(&[0, 1], &[], &[]);
+        let (majority, minority, _) = in_flight_by_side(&[&v2, &revert, &v3_majority]);
+        assert_eq!(majority.len(), 6);
+        assert!(minority.is_empty());
+    }
+
+    #[test]
+    fn a_slot_a_later_deployment_finished_is_not_in_flight() {
+        let v2 = deployment(&[0, 1], &[], &[1]);
+        let v3 = deployment(&[2], &[0, 1], &[]);
+        let (majority, minority, busy) = in_flight_by_side(&[&v2, &v3]);
+        assert_eq!(majority.into_iter().collect::<Vec<_>>(), [2]);
+        assert!(minority.is_empty());
+        assert_eq!(busy, [1]);
+    }
 }
