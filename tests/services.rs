@@ -904,13 +904,30 @@ impl Sampler {
 #[test]
 fn rolling_update_keeps_count_minus_max_parallel() {
     let c = Cluster::start(3, "svc-rolling", &[]);
-    c.submit(&rolling_web(&c, "v1", "/", false));
+    // A first version's rollout completes too, and `job run` waits for it.
+    let out = c.run_followed(&rolling_web(&c, "v1", "/", false), DEADLINE);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("update version 1 · complete"), "{said}");
     wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
         all_healthy_on(&c, 1).then_some(())
     });
     converged_web(&c, 6, "every node lists 6 healthy instances");
     let sampler = Sampler::start(&c);
-    c.submit(&rolling_web(&c, "v2", "/", false));
+    // `job run` follows the rollout to its end.
+    let out = c.run_followed(&rolling_web(&c, "v2", "/", false), DEADLINE);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("update version 2 · complete"), "{said}");
+    assert!(said.contains("  update version 2 · deploying"), "{said}");
     wait_for(DEADLINE, "6 healthy on version 2 everywhere", || {
         all_healthy_on(&c, 2).then_some(())
     });
@@ -971,7 +988,19 @@ fn failed_update_auto_reverts() {
     converged_web(&c, 6, "every node lists 6 healthy instances");
     let sampler = Sampler::start(&c);
     // Version 2's check asks for a page the server does not have: 404, never healthy.
-    c.submit(&rolling_web(&c, "v2", "/missing", true));
+    // `job run` follows its rollout and fails: it sees version 2 fail or, polling after the
+    // revert was written, the job moved on to the auto-revert.
+    let out = c.run_followed(&rolling_web(&c, "v2", "/missing", true), DEADLINE);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a failed update's job run succeeded: {err}"
+    );
+    assert!(
+        err.contains("update version 2 · failed: slot")
+            || err.contains("update version 3 (auto-revert of version 2 to version 1)"),
+        "{err}"
+    );
     wait_for(
         DEADLINE,
         "version 3 (the revert) healthy everywhere",
@@ -1035,7 +1064,18 @@ fn canary_waits_for_promote_and_revert_goes_back() {
         "{}",
         String::from_utf8_lossy(&refused.stderr)
     );
-    c.submit(&canary("v2"));
+    // `job run` follows the canary until it waits for a promotion, and says so.
+    let out = c.run_followed(&canary("v2"), DEADLINE);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("waiting for promote (1 of 1 canaries healthy): `shoal job promote web`"),
+        "{said}"
+    );
     // Slot 0 moves to version 2 and the deployment waits, on every node.
     for i in 0..3 {
         wait_for(DEADLINE, &format!("n{} waits for promote", i + 1), || {

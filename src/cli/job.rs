@@ -275,15 +275,58 @@ async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<Exit
     follow_placement(&spec.id, api).await
 }
 
-/// Polls the job until every task runs (or, for batch, has finished); a progress bar for large
-/// counts; prints why tasks wait when nothing moves.
+/// Polls the job until every task runs (or, for batch, has finished) and, for a job with an
+/// `[update]` block, until the submitted version's rollout completes, fails or waits for a
+/// promotion; a progress bar for large counts; prints why tasks wait when nothing moves.
 async fn follow_placement(id: &str, api: &Api) -> anyhow::Result<ExitCode> {
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut last_progress = std::time::Instant::now();
     let mut last_done = usize::MAX;
+    let mut last_rollout = String::new();
     let mut loops = CrashLoops::default();
+    // The version submitted: the current one in the first view, which the node that took
+    // the submission answers after applying it.
+    let mut version: Option<Option<u64>> = None;
     loop {
         let job: Value = serde_json::from_str(&api.get(&format!("/v1/jobs/{id}")).await?)?;
+        let version = *version.get_or_insert_with(|| job["deployment"]["version"].as_u64());
+        match rollout_of(&job, version) {
+            Rollout::None | Rollout::Complete => {}
+            Rollout::Deploying(line) => {
+                if line != last_rollout {
+                    println!("  update {line}");
+                    last_rollout = line;
+                }
+            }
+            Rollout::Waiting(line) => {
+                if let Some(b) = bar {
+                    b.finish();
+                }
+                println!("job {id}: update {line}: `shoal job promote {id}` goes on");
+                return Ok(ExitCode::SUCCESS);
+            }
+            Rollout::Failed(line) => {
+                if let Some(b) = bar {
+                    b.abandon();
+                }
+                print!("{}", describe(&job));
+                bail!(
+                    "job {id}: update {line}. `shoal job history {id}` shows the versions, \
+                     `shoal task logs {id} SLOT --previous` why a task ended"
+                );
+            }
+            Rollout::MovedOn(line) => {
+                if let Some(b) = bar {
+                    b.abandon();
+                }
+                print!("{}", describe(&job));
+                bail!(
+                    "job {id} moved on before the submitted version's rollout completed: \
+                     update {line} (`shoal job history {id}` shows why)"
+                );
+            }
+        }
+        let rollout_pending = matches!(rollout_of(&job, version), Rollout::Deploying(_));
         let tasks = job["tasks"].as_array().cloned().unwrap_or_default();
         let count = tasks.len();
         let state = |s: &str| tasks.iter().filter(|t| t["state"] == s).count();
@@ -317,11 +360,15 @@ async fn follow_placement(id: &str, api: &Api) -> anyhow::Result<ExitCode> {
             last_done = done;
             last_progress = std::time::Instant::now();
         }
-        if matches!(status.as_str(), "running" | "complete") && done == count {
+        if matches!(status.as_str(), "running" | "complete") && done == count && !rollout_pending {
             if let Some(b) = bar {
                 b.finish();
             }
-            println!("job {id} is {status}: {running} running, {exited} exited of {count}");
+            let update = match job["deployment"]["summary"].as_str() {
+                Some(line) => format!("; update {line}"),
+                None => String::new(),
+            };
+            println!("job {id} is {status}: {running} running, {exited} exited of {count}{update}");
             return Ok(ExitCode::SUCCESS);
         }
         if matches!(status.as_str(), "failed" | "stopped") {
@@ -349,6 +396,45 @@ async fn follow_placement(id: &str, api: &Api) -> anyhow::Result<ExitCode> {
         // A view of a large job is costly to build: poll it less often.
         let pause = if count > 1_000 { 1_000 } else { 200 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// Where the rollout of the version `job run` submitted stands, from `GET /v1/jobs/ID`'s
+/// `deployment` (each variant but `None` and `Complete` carries its summary line).
+#[derive(Debug, PartialEq, Eq)]
+enum Rollout {
+    /// No `[update]` block.
+    None,
+    /// Replacing tasks.
+    Deploying(String),
+    /// Canaries healthy, waiting for `shoal job promote`.
+    Waiting(String),
+    /// Every slot done.
+    Complete,
+    /// Failed (and, with `auto_revert`, about to be reverted).
+    Failed(String),
+    /// A newer version is current: an auto-revert, a revert or another submission.
+    MovedOn(String),
+}
+
+fn rollout_of(job: &Value, submitted: Option<u64>) -> Rollout {
+    let deployment = &job["deployment"];
+    let (Some(submitted), Some(current)) = (submitted, deployment["version"].as_u64()) else {
+        return Rollout::None;
+    };
+    let line = deployment["summary"].as_str().unwrap_or("?").to_string();
+    if current > submitted {
+        return Rollout::MovedOn(line);
+    }
+    if current < submitted {
+        // Never seen from the node that took the submission; wait for it anyway.
+        return Rollout::Deploying(line);
+    }
+    match deployment["status"].as_str() {
+        Some("complete") => Rollout::Complete,
+        Some("awaiting promotion") => Rollout::Waiting(line),
+        Some("failed") => Rollout::Failed(line),
+        _ => Rollout::Deploying(line),
     }
 }
 
@@ -629,6 +715,39 @@ mod tests {
         assert_eq!(fresh.observe(&unplaced), None);
         assert_eq!(fresh.observe(&at(2)), None);
         assert!(fresh.observe(&at(3)).is_some());
+    }
+
+    #[test]
+    fn the_submitted_versions_rollout_is_read_from_the_deployment() {
+        let job = |version: u64, status: &str| json!({"deployment": {"version": version, "status": status, "summary": "line"}});
+        let line = || "line".to_string();
+        assert_eq!(
+            rollout_of(&job(2, "deploying"), Some(2)),
+            Rollout::Deploying(line())
+        );
+        assert_eq!(rollout_of(&job(2, "complete"), Some(2)), Rollout::Complete);
+        assert_eq!(
+            rollout_of(&job(2, "awaiting promotion"), Some(2)),
+            Rollout::Waiting(line())
+        );
+        assert_eq!(
+            rollout_of(&job(2, "failed"), Some(2)),
+            Rollout::Failed(line())
+        );
+        // The auto-revert of version 2 is version 3.
+        assert_eq!(
+            rollout_of(&job(3, "deploying"), Some(2)),
+            Rollout::MovedOn(line())
+        );
+        assert_eq!(
+            rollout_of(&job(1, "complete"), Some(2)),
+            Rollout::Deploying(line())
+        );
+        assert_eq!(
+            rollout_of(&json!({"deployment": null}), Some(2)),
+            Rollout::None
+        );
+        assert_eq!(rollout_of(&job(2, "failed"), None), Rollout::None);
     }
 
     #[test]

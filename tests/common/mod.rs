@@ -72,6 +72,15 @@ impl TaskCluster {
         self.run_job(spec, &["--detach"]);
     }
 
+    /// `shoal job run FILE` of `spec` at the first agent, followed (not detached), killed
+    /// and failing the test after `deadline`: its output, whether it succeeded or not.
+    pub fn run_followed(&self, spec: &Value, deadline: Duration) -> Output {
+        let id = spec["id"].as_str().expect("a job spec has an id");
+        let file = self.dir.0.join(format!("{id}.json"));
+        std::fs::write(&file, spec.to_string()).unwrap();
+        self.agents[0].cli_within(&["job", "run", file.to_str().unwrap()], deadline)
+    }
+
     /// Writes `spec` to `ID.json` in the cluster's directory and runs `shoal job run FILE
     /// EXTRA…` at the first agent, which must succeed.
     pub fn run_job(&self, spec: &Value, extra: &[&str]) {
