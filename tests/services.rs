@@ -978,6 +978,36 @@ fn rolling_update_keeps_count_minus_max_parallel() {
     assert!(text.contains("Update  version 2 · complete"), "{text}");
 }
 
+/// `job run` of an in-place change (here the `[update]` block) keeps the version, so it does
+/// not report that version's failed rollout as its own: it succeeds once the tasks run.
+#[test]
+fn job_run_of_an_in_place_change_after_a_failed_update_succeeds() {
+    let c = Cluster::start(3, "svc-inplace", &[]);
+    c.submit(&rolling_web(&c, "v1", "/", false));
+    wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
+        all_healthy_on(&c, 1).then_some(())
+    });
+    // Version 2 never passes its check and is not reverted.
+    let bad = rolling_web(&c, "v2", "/missing", false);
+    let out = c.run_followed(&bad, DEADLINE);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "{err}");
+    assert!(err.contains("update version 2 · failed: slot"), "{err}");
+    let mut in_place = bad.clone();
+    in_place["update"]["min_healthy_ms"] = 500.into();
+    let out = c.run_followed(&in_place, DEADLINE);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        said.contains("of 6; update version 2 · failed: slot"),
+        "{said}"
+    );
+}
+
 #[test]
 fn failed_update_auto_reverts() {
     let c = Cluster::start(3, "svc-revert", &[]);

@@ -255,6 +255,17 @@ pub fn load_spec(file: &PathBuf) -> anyhow::Result<JobSpec> {
 async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<ExitCode> {
     let spec = load_spec(file)?;
     let body = serde_json::to_string(&spec)?;
+    // The version before this submission, to tell a new version (whose rollout is followed)
+    // from an in-place change or a resubmission, which keep the version.
+    let before = if detach {
+        None
+    } else {
+        api.get(&format!("/v1/jobs/{}", spec.id))
+            .await
+            .ok()
+            .and_then(|text| serde_json::from_str::<Value>(&text).ok())
+            .and_then(|job| job["deployment"]["version"].as_u64())
+    };
     let answer = api
         .request(reqwest::Method::POST, "/v1/jobs", Some(body))
         .await?;
@@ -272,24 +283,29 @@ async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<Exit
     if detach {
         return Ok(ExitCode::SUCCESS);
     }
-    follow_placement(&spec.id, api).await
+    follow_placement(&spec.id, api, before).await
 }
 
 /// Polls the job until every task runs (or, for batch, has finished) and, for a job with an
 /// `[update]` block, until the submitted version's rollout completes, fails or waits for a
 /// promotion; a progress bar for large counts; prints why tasks wait when nothing moves.
-async fn follow_placement(id: &str, api: &Api) -> anyhow::Result<ExitCode> {
+async fn follow_placement(id: &str, api: &Api, before: Option<u64>) -> anyhow::Result<ExitCode> {
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut last_progress = std::time::Instant::now();
     let mut last_done = usize::MAX;
     let mut last_rollout = String::new();
     let mut loops = CrashLoops::default();
     // The version submitted: the current one in the first view, which the node that took
-    // the submission answers after applying it.
+    // the submission answers after applying it; none to follow when that is the version
+    // from before (an in-place change such as a new count, or the same spec again).
     let mut version: Option<Option<u64>> = None;
     loop {
         let job: Value = serde_json::from_str(&api.get(&format!("/v1/jobs/{id}")).await?)?;
-        let version = *version.get_or_insert_with(|| job["deployment"]["version"].as_u64());
+        let version = *version.get_or_insert_with(|| {
+            job["deployment"]["version"]
+                .as_u64()
+                .filter(|v| Some(*v) != before)
+        });
         match rollout_of(&job, version) {
             Rollout::None | Rollout::Complete => {}
             Rollout::Deploying(line) => {
