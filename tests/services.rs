@@ -1083,7 +1083,16 @@ fn canary_waits_for_promote_and_revert_goes_back() {
         spec["update"]["canary"] = 1.into();
         spec
     };
-    c.submit(&canary("v1"));
+    // A first version places every slot at once: `job run` waits for its rollout to
+    // complete, not for a promotion (its canary slot may be done before the others).
+    let out = c.run_followed(&canary("v1"), DEADLINE);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("update version 1 · complete"), "{said}");
     wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
         all_healthy_on(&c, 1).then_some(())
     });

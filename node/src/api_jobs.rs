@@ -93,10 +93,13 @@ async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> 
     };
     let id = spec.id.clone();
     match sched.submit(spec).await {
-        Ok(receipt) => {
-            Json(serde_json::json!({ "id": id, "version": receipt.version, "durable": true }))
-                .into_response()
-        }
+        Ok(receipt) => Json(serde_json::json!({
+            "id": id,
+            "version": receipt.version,
+            "stamp": shoal_scheduler::show_stamp(&receipt.version),
+            "durable": true
+        }))
+        .into_response(),
         Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => not_durable(&id, &e),
         Err(e @ SchedError::NeverFits(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         Err(e @ SchedError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),

@@ -180,5 +180,5 @@ pub use spec::{
 };
 pub use stats::{PendingCounts, Stats};
 pub use table::{AttemptState, Health, HealthStatus, Tables};
-pub use versions::{DeploymentView, PromoteError, RevertError, VersionView};
+pub use versions::{DeploymentView, PromoteError, RevertError, VersionView, show_stamp};
 pub use view::{CheckFailures, JobStatus, JobView, TaskState, TaskView};

@@ -66,6 +66,9 @@ pub struct DeploymentView {
     pub auto_reverted: Option<u32>,
     /// [`DeploymentView::summary`], for clients that show the JSON.
     pub summary: String,
+    /// The deployment's stamp, as `wall_ms.logical@node` ([`VersionView::deployment`]): a
+    /// submission that started it answered the same `stamp`.
+    pub deployment: String,
 }
 
 impl DeploymentView {
@@ -154,7 +157,11 @@ pub enum PromoteError {
 }
 
 /// `wall_ms.logical@node`.
-pub(crate) fn show_stamp(s: &Stamp) -> String {
+/// A stamp as the API shows it: `wall_ms.logical@node` (the `epoch` and `deployment` of
+/// [`VersionView`], the `deployment` of [`DeploymentView`], the `stamp` of a submission's
+/// answer).
+#[must_use]
+pub fn show_stamp(s: &Stamp) -> String {
     format!("{}.{}@{}", s.hlc.wall_ms, s.hlc.logical, s.actor.node)
 }
 
@@ -204,6 +211,7 @@ impl Scheduler {
             reverted_to,
             auto_reverted,
             summary: String::new(),
+            deployment: show_stamp(&entry.deployment),
         };
         view.summary = view.summary();
         Some(view)

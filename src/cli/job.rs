@@ -255,8 +255,8 @@ pub fn load_spec(file: &PathBuf) -> anyhow::Result<JobSpec> {
 async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<ExitCode> {
     let spec = load_spec(file)?;
     let body = serde_json::to_string(&spec)?;
-    // The version before this submission, to tell a new version (whose rollout is followed)
-    // from an in-place change or a resubmission, which keep the version.
+    // The deployment before this submission, to tell a new version (whose rollout is
+    // followed) from an in-place change or a resubmission, which keep the deployment.
     let before = if detach {
         None
     } else {
@@ -264,7 +264,7 @@ async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<Exit
             .await
             .ok()
             .and_then(|text| serde_json::from_str::<Value>(&text).ok())
-            .and_then(|job| job["deployment"]["version"].as_u64())
+            .and_then(|job| job["deployment"]["deployment"].as_str().map(str::to_string))
     };
     let answer = api
         .request(reqwest::Method::POST, "/v1/jobs", Some(body))
@@ -283,35 +283,69 @@ async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<Exit
     if detach {
         return Ok(ExitCode::SUCCESS);
     }
-    follow_placement(&spec.id, api, before).await
+    let submitted = Submitted {
+        before,
+        stamp: answer["stamp"].as_str().map(str::to_string),
+    };
+    follow_placement(&spec.id, api, &submitted).await
+}
+
+/// What `job run` knows of its submission, to find the rollout it started.
+#[derive(Debug, Default)]
+struct Submitted {
+    /// The job's deployment before the submission (`None`: a new job, or no `[update]`).
+    before: Option<String>,
+    /// The stamp of the write, as the answer gave it (`None` in a `202` answer). When the
+    /// write started a deployment, this is the deployment's stamp.
+    stamp: Option<String>,
+}
+
+impl Submitted {
+    /// The deployment to follow, from the first view after the submission: none for a job
+    /// without `[update]`, or when the deployment is the one from before (an in-place change
+    /// or the same spec again); else the write's own, or (without a stamp) the first view's.
+    fn deployment_to_follow(&self, job: &Value) -> Option<String> {
+        let current = job["deployment"]["deployment"].as_str()?;
+        if self.before.as_deref() == Some(current) {
+            return None;
+        }
+        Some(self.stamp.clone().unwrap_or_else(|| current.to_string()))
+    }
 }
 
 /// Polls the job until every task runs (or, for batch, has finished) and, for a job with an
 /// `[update]` block, until the submitted version's rollout completes, fails or waits for a
 /// promotion; a progress bar for large counts; prints why tasks wait when nothing moves.
-async fn follow_placement(id: &str, api: &Api, before: Option<u64>) -> anyhow::Result<ExitCode> {
+async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow::Result<ExitCode> {
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut last_progress = std::time::Instant::now();
     let mut last_done = usize::MAX;
     let mut last_rollout = String::new();
     let mut loops = CrashLoops::default();
-    // The version submitted: the current one in the first view, which the node that took
-    // the submission answers after applying it; none to follow when that is the version
-    // from before (an in-place change such as a new count, or the same spec again).
-    let mut version: Option<Option<u64>> = None;
+    let mut followed: Option<Option<String>> = None;
+    let mut rollout_moved = std::time::Instant::now();
     loop {
         let job: Value = serde_json::from_str(&api.get(&format!("/v1/jobs/{id}")).await?)?;
-        let version = *version.get_or_insert_with(|| {
-            job["deployment"]["version"]
-                .as_u64()
-                .filter(|v| Some(*v) != before)
-        });
-        match rollout_of(&job, version) {
+        let followed = followed.get_or_insert_with(|| submitted.deployment_to_follow(&job));
+        let rollout = rollout_of(&job, followed.as_deref());
+        let say = |line: String| match &bar {
+            Some(b) => b.println(line),
+            None => println!("{line}"),
+        };
+        match &rollout {
             Rollout::None | Rollout::Complete => {}
+            Rollout::Deploying(line) if *line != last_rollout => {
+                say(format!("  update {line}"));
+                last_rollout.clone_from(line);
+                rollout_moved = std::time::Instant::now();
+            }
             Rollout::Deploying(line) => {
-                if line != last_rollout {
-                    println!("  update {line}");
-                    last_rollout = line;
+                if rollout_moved.elapsed() > Duration::from_secs(10) {
+                    rollout_moved = std::time::Instant::now();
+                    eprintln!(
+                        "  update {line}: no change for 10 s (`shoal job status {id}` shows \
+                         the tasks; Ctrl-C stops following, the update goes on)"
+                    );
                 }
             }
             Rollout::Waiting(line) => {
@@ -342,7 +376,7 @@ async fn follow_placement(id: &str, api: &Api, before: Option<u64>) -> anyhow::R
                 );
             }
         }
-        let rollout_pending = matches!(rollout_of(&job, version), Rollout::Deploying(_));
+        let rollout_pending = matches!(rollout, Rollout::Deploying(_));
         let tasks = job["tasks"].as_array().cloned().unwrap_or_default();
         let count = tasks.len();
         let state = |s: &str| tasks.iter().filter(|t| t["state"] == s).count();
@@ -400,8 +434,8 @@ async fn follow_placement(id: &str, api: &Api, before: Option<u64>) -> anyhow::R
             }
             print!("{}", describe(&job));
             bail!(
-                "job {id} keeps failing: {why}. It stays submitted and its tasks go on \
-                 restarting under its [restart] policy: `shoal task logs {id} SLOT --previous` \
+                "job {id} keeps failing: {why}. It stays submitted, and its tasks are started \
+                 again under its [restart] policy: `shoal task logs {id} SLOT --previous` \
                  shows why the last attempt ended, `shoal job stop {id}` stops it"
             );
         }
@@ -433,44 +467,60 @@ enum Rollout {
     MovedOn(String),
 }
 
-fn rollout_of(job: &Value, submitted: Option<u64>) -> Rollout {
-    let deployment = &job["deployment"];
-    let (Some(submitted), Some(current)) = (submitted, deployment["version"].as_u64()) else {
+fn rollout_of(job: &Value, followed: Option<&str>) -> Rollout {
+    let Some(followed) = followed else {
         return Rollout::None;
     };
+    let deployment = &job["deployment"];
     let line = deployment["summary"].as_str().unwrap_or("?").to_string();
-    if current > submitted {
+    if deployment["deployment"].as_str() != Some(followed) {
+        // A newer write won: an auto-revert, a revert, another submission (or one written
+        // concurrently elsewhere with a later stamp).
         return Rollout::MovedOn(line);
-    }
-    if current < submitted {
-        // Never seen from the node that took the submission; wait for it anyway.
-        return Rollout::Deploying(line);
     }
     match deployment["status"].as_str() {
         Some("complete") => Rollout::Complete,
-        Some("awaiting promotion") => Rollout::Waiting(line),
+        // A first version (or a restart after a stop) places every slot at once and reads
+        // "awaiting promotion" once its canaries are done and before the rest are: only
+        // tasks still on another version wait for a promotion.
+        Some("awaiting promotion") => {
+            let others = job["tasks"].as_array().into_iter().flatten().any(|t| {
+                t["version"]
+                    .as_u64()
+                    .is_some_and(|v| Some(v) != deployment["version"].as_u64())
+            });
+            if others {
+                Rollout::Waiting(line)
+            } else {
+                Rollout::Deploying(line)
+            }
+        }
         Some("failed") => Rollout::Failed(line),
         _ => Rollout::Deploying(line),
     }
 }
 
-/// Attempts of one service slot that may end while `job run` follows it before the follow
-/// gives up on seeing the slot run: a service that restarts under its `[restart]` policy
-/// forever (`attempts = 0`, the default) would otherwise be followed forever.
-const ENDED_ATTEMPTS_BEFORE_GIVING_UP: u64 = 3;
+/// Attempts of one service slot that `job run` sees start after the one it first saw, the
+/// slot not running, before it gives up on seeing the slot run: a service that restarts under
+/// its `[restart]` policy forever (`attempts = 0`, the default) would otherwise be followed
+/// forever.
+const ATTEMPTS_BEFORE_GIVING_UP: u64 = 3;
 
-/// What `job run` has seen of a service's slots: the attempt each was at when first seen.
+/// What `job run` has seen of a service's slots: the attempt each was at when first seen, and
+/// how its last attempt seen ending ended.
 #[derive(Debug, Default)]
 struct CrashLoops {
     first_attempt: std::collections::BTreeMap<u64, u64>,
+    last_end: std::collections::BTreeMap<u64, String>,
 }
 
 impl CrashLoops {
     /// Takes one view of the job (`GET /v1/jobs/ID`); names the first slot of a service that
-    /// has started [`ENDED_ATTEMPTS_BEFORE_GIVING_UP`] attempts more than when it was first
-    /// seen and is not running now. A replacement by a rolling update counts as one of them,
-    /// so a new version that crashes at once is caught on its second restart. Batch jobs are
-    /// never caught here: their retries are bounded and the job ends `failed`.
+    /// is [`ATTEMPTS_BEFORE_GIVING_UP`] attempts past the one first seen and has ended (not
+    /// running, not about to start). Any new attempt counts (a restart, a re-placement after
+    /// a rejection or a lost node, a rolling update's replacement), so a new version that
+    /// crashes at once is caught on its second restart. Batch jobs are never caught here:
+    /// their retries are bounded and the job ends `failed`.
     fn observe(&mut self, job: &Value) -> Option<String> {
         if job["type"] != "service" {
             return None;
@@ -479,17 +529,26 @@ impl CrashLoops {
             let Some(slot) = task["slot"].as_u64() else {
                 continue;
             };
+            let state = task["state"].as_str().unwrap_or("?");
+            let ended = !matches!(state, "running" | "proposed");
+            let end = match (task["exit_code"].as_i64(), task["detail"].as_str()) {
+                (Some(code), Some(detail)) => Some(format!("exited {code}: {detail}")),
+                (Some(code), None) => Some(format!("exited {code}")),
+                (None, Some(detail)) => Some(format!("{state}: {detail}")),
+                (None, None) => None,
+            };
+            if let (true, Some(end)) = (ended, end) {
+                self.last_end.insert(slot, end);
+            }
             // An unplaced slot is at attempt 0: its first attempt counts as started.
             let attempt = task["attempt"].as_u64().unwrap_or(0);
             let first = *self.first_attempt.entry(slot).or_insert(attempt);
             let started = attempt.saturating_sub(first);
-            if started >= ENDED_ATTEMPTS_BEFORE_GIVING_UP && task["state"] != "running" {
-                let last = match (task["exit_code"].as_i64(), task["detail"].as_str()) {
-                    (Some(code), Some(detail)) => format!("exited {code}: {detail}"),
-                    (Some(code), None) => format!("exited {code}"),
-                    (None, Some(detail)) => detail.to_string(),
-                    (None, None) => format!("now {}", task["state"].as_str().unwrap_or("?")),
-                };
+            if started >= ATTEMPTS_BEFORE_GIVING_UP && ended {
+                let last = self
+                    .last_end
+                    .get(&slot)
+                    .map_or_else(|| format!("now {state}"), Clone::clone);
                 return Some(format!(
                     "slot {slot} is at attempt {attempt}, {started} attempts after the first \
                      this command saw, and is not running (last: {last})"
@@ -708,8 +767,9 @@ mod tests {
         assert_eq!(loops.observe(&at(1, "running")), None);
         assert_eq!(loops.observe(&at(2, "pending")), None);
         assert_eq!(loops.observe(&at(3, "exited")), None);
-        // Three attempts on, but running at this moment: not given up on.
+        // Three attempts on, but running or about to start at this moment: not given up on.
         assert_eq!(loops.observe(&at(4, "running")), None);
+        assert_eq!(loops.observe(&at(4, "proposed")), None);
         let why = loops.observe(&at(4, "exited")).expect("slot 1 loops");
         assert!(why.contains("slot 1 is at attempt 4"), "{why}");
         assert!(why.contains("exited 1"), "{why}");
@@ -733,37 +793,61 @@ mod tests {
         assert!(fresh.observe(&at(3)).is_some());
     }
 
+    fn deployed(stamp: &str, version: u64, status: &str, tasks: &[u64]) -> Value {
+        let tasks: Vec<Value> = tasks.iter().map(|v| json!({"version": v})).collect();
+        json!({
+            "deployment": {"deployment": stamp, "version": version, "status": status,
+                           "summary": "line"},
+            "tasks": tasks
+        })
+    }
+
     #[test]
-    fn the_submitted_versions_rollout_is_read_from_the_deployment() {
-        let job = |version: u64, status: &str| json!({"deployment": {"version": version, "status": status, "summary": "line"}});
+    fn the_followed_rollout_is_read_from_the_deployment() {
         let line = || "line".to_string();
+        let ours = Some("9.0@n1");
+        let at = |status: &str| rollout_of(&deployed("9.0@n1", 2, status, &[2, 1]), ours);
+        assert_eq!(at("deploying"), Rollout::Deploying(line()));
+        assert_eq!(at("complete"), Rollout::Complete);
+        assert_eq!(at("awaiting promotion"), Rollout::Waiting(line()));
+        assert_eq!(at("failed"), Rollout::Failed(line()));
+        // The auto-revert of version 2, or a write that won over ours with a later stamp
+        // (whatever its version number).
+        let other = |version: u64| deployed("12.0@~revert", version, "deploying", &[2]);
+        assert_eq!(rollout_of(&other(3), ours), Rollout::MovedOn(line()));
+        assert_eq!(rollout_of(&other(1), ours), Rollout::MovedOn(line()));
         assert_eq!(
-            rollout_of(&job(2, "deploying"), Some(2)),
-            Rollout::Deploying(line())
-        );
-        assert_eq!(rollout_of(&job(2, "complete"), Some(2)), Rollout::Complete);
-        assert_eq!(
-            rollout_of(&job(2, "awaiting promotion"), Some(2)),
-            Rollout::Waiting(line())
-        );
-        assert_eq!(
-            rollout_of(&job(2, "failed"), Some(2)),
-            Rollout::Failed(line())
-        );
-        // The auto-revert of version 2 is version 3.
-        assert_eq!(
-            rollout_of(&job(3, "deploying"), Some(2)),
-            Rollout::MovedOn(line())
-        );
-        assert_eq!(
-            rollout_of(&job(1, "complete"), Some(2)),
-            Rollout::Deploying(line())
-        );
-        assert_eq!(
-            rollout_of(&json!({"deployment": null}), Some(2)),
+            rollout_of(&json!({"deployment": null}), None),
             Rollout::None
         );
-        assert_eq!(rollout_of(&job(2, "failed"), None), Rollout::None);
+        // A first version with a canary: every task on it, so nothing waits for a promotion.
+        let first = deployed("9.0@n1", 1, "awaiting promotion", &[1, 1, 1]);
+        assert_eq!(rollout_of(&first, ours), Rollout::Deploying(line()));
+    }
+
+    #[test]
+    fn an_in_place_change_follows_no_rollout() {
+        let job = deployed("5.0@n1", 2, "failed", &[2]);
+        let in_place = Submitted {
+            before: Some("5.0@n1".into()),
+            stamp: Some("9.0@n1".into()),
+        };
+        assert_eq!(in_place.deployment_to_follow(&job), None);
+        let new_version = Submitted {
+            before: Some("3.0@n1".into()),
+            stamp: Some("5.0@n1".into()),
+        };
+        assert_eq!(
+            new_version.deployment_to_follow(&job),
+            Some("5.0@n1".into())
+        );
+        // A 202 answer has no stamp: the first view's deployment.
+        let unstamped = Submitted {
+            before: Some("3.0@n1".into()),
+            stamp: None,
+        };
+        assert_eq!(unstamped.deployment_to_follow(&job), Some("5.0@n1".into()));
+        assert_eq!(Submitted::default().deployment_to_follow(&json!({})), None);
     }
 
     #[test]

@@ -159,7 +159,13 @@ pub fn run_in_within(dir: &Path, args: &[&str], deadline: Duration) -> Output {
         if Instant::now() > until {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("shoal {args:?} did not exit within {deadline:?}");
+            let out = stdout.join().unwrap_or_default();
+            let err = stderr.join().unwrap_or_default();
+            panic!(
+                "shoal {args:?} did not exit within {deadline:?}; it said:\n{}{}",
+                String::from_utf8_lossy(&out),
+                String::from_utf8_lossy(&err)
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     };
