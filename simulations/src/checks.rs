@@ -489,13 +489,13 @@ fn rollouts_settle(sim: &Simulation, bench: &Workbench) -> CheckResult {
     let Some(core) = core else {
         return skipped("eventually_rollouts_settle", "no running node at the end");
     };
-    let s = bench.unsettled_rollout(core);
+    let s = bench.unsettled_rollout(core, sim.plan.last_fault_ms);
     result(
         "eventually_rollouts_settle",
         s.first,
         format!(
-            "{} updated services, each on a complete deployment at the end or on a failed \
-             revert ({}); {} deployments failed, {} reverts",
+            "{} updated services, each on a complete deployment at the end or on a revert \
+             that a later fault failed ({}); {} deployments failed, {} reverts",
             s.services, s.failed_reverts, s.failed, s.reverts
         ),
     )

@@ -149,7 +149,7 @@ fn a_revert_that_a_hang_failed_is_settled_and_counted() {
     let detail = common::check(&r, "eventually_rollouts_settle")
         .detail
         .clone();
-    assert!(detail.contains("on a failed revert (1)"), "{detail}");
+    assert!(detail.contains("a later fault failed (1)"), "{detail}");
     assert!(r.passed(), "{:?}", r.first_failure);
 }
 

@@ -196,11 +196,13 @@ impl Watch {
 
 /// One deployment as `always_max_parallel` follows it: its `max_parallel`, the slots its
 /// coordinators replaced voluntarily, the union of every core's `done` seen so far, and the
-/// slots whose replacement was placed by a node on the minority side of a cut (ground truth).
+/// slots with a replacement placed by a node on the minority side of a cut (ground truth),
+/// and on the majority side (a slot can be in both).
 pub(super) type Deployment = (
     u32,
     BTreeSet<u32>,
     shoal_scheduler::table::SlotSet,
+    BTreeSet<u32>,
     BTreeSet<u32>,
 );
 

@@ -281,10 +281,23 @@ impl Workbench {
                 BTreeSet::new(),
                 SlotSet::default(),
                 BTreeSet::new(),
+                BTreeSet::new(),
             )
         });
         if host.minority_side(i) {
             slots.3.insert(id.slot);
+        } else {
+            slots.4.insert(id.slot);
+        }
+        // The small side's budget exists only until it knows it is small: a core that places
+        // a voluntary replacement while its own quorum says it has no majority broke the gate
+        // (`Scheduler::may_act`).
+        if !core.quorum().majority {
+            let event = format!(
+                "n{i} replaced {}/{} for a rolling update while its quorum says no majority",
+                id.job, id.slot
+            );
+            host.violate("always_max_parallel", event);
         }
         if slots.1.insert(id.slot) {
             self.watch.figures.voluntary_replacements += 1;
@@ -303,7 +316,7 @@ impl Workbench {
     /// overlapping deployments.
     fn check_deployment(&mut self, host: &mut dyn Host, key: &(Name, u64, Stamp)) {
         self.refresh_done(key);
-        let Some((mp, slots, done, _)) = self.watch.voluntary.get(key) else {
+        let Some((mp, slots, done, _, _)) = self.watch.voluntary.get(key) else {
             return;
         };
         let (job, inc, _) = key;
@@ -326,7 +339,7 @@ impl Workbench {
 
     /// Joins every running core's `done` for deployment `key` into what was seen before.
     fn refresh_done(&mut self, key: &(Name, u64, Stamp)) {
-        let Some((_, _, done, _)) = self.watch.voluntary.get_mut(key) else {
+        let Some((_, _, done, _, _)) = self.watch.voluntary.get_mut(key) else {
             return;
         };
         let (job, inc, deployment) = key;
@@ -411,7 +424,8 @@ impl Workbench {
     }
 
     /// `eventually_rollouts_settle`, over `core`'s tables at the end: every updated
-    /// service's current deployment is complete, or is a revert that failed. A failed
+    /// service's current deployment is complete, or is a revert that failed after a fault
+    /// (one at or before `last_fault_ms` came after the revert was written). A failed
     /// deployment is reverted by `auto_revert` and the revert must then complete or fail;
     /// a failed revert is final by design (`rollout.rs`: two bad versions must not revert
     /// to each other forever, as in Nomad), and the service's count is
@@ -419,7 +433,7 @@ impl Workbench {
     /// deployments that failed, the reverts and the failed reverts that are current, and
     /// the first service whose deployment has not settled.
     #[must_use]
-    pub fn unsettled_rollout(&self, core: &Scheduler) -> Settled {
+    pub fn unsettled_rollout(&self, core: &Scheduler, last_fault_ms: u64) -> Settled {
         let mut settled = Settled::default();
         let Settled {
             services,
@@ -446,7 +460,12 @@ impl Workbench {
                 .map(|v| v.rollout.clone())
                 .unwrap_or_default();
             let complete = rollout.complete || rollout.done.covers_below(entry.spec.count);
-            let failed_revert = rollout.failed.is_some() && entry.epoch != entry.deployment;
+            // A revert that failed with no fault after it was written failed on its own: a
+            // regression, not the final state of finding 20. (The cores' clocks are the
+            // virtual clock, so the stamp's wall time is when it was written.)
+            let revert = entry.epoch != entry.deployment;
+            let faulted = entry.deployment.hlc.wall_ms <= last_fault_ms;
+            let failed_revert = rollout.failed.is_some() && revert && faulted;
             *failed_reverts += usize::from(!complete && failed_revert);
             if !complete && !failed_revert && first.is_none() {
                 let why = rollout
@@ -562,15 +581,16 @@ pub struct Settled {
 }
 
 /// The slots of one job in flight across its deployments (oldest first), split by the side of
-/// a cut their replacement was placed on: `(majority, minority, busy)`, `busy` being the
-/// indices of the deployments with slots in flight. A slot replaced for deployment D is in
-/// flight until D marks it done or a later deployment does.
+/// a cut their replacements were placed on: `(majority, minority, busy)`, `busy` being the
+/// indices of the deployments with slots in flight. A slot replaced on both sides counts on
+/// both. A slot replaced for deployment D is in flight until D marks it done or a later
+/// deployment does.
 fn in_flight_by_side(
     deps: &[&super::tally::Deployment],
 ) -> (BTreeSet<u32>, BTreeSet<u32>, Vec<usize>) {
     let (mut majority, mut minority) = (BTreeSet::new(), BTreeSet::new());
     let mut busy = Vec::new();
-    for (k, (_, slots, done, cut_off)) in deps.iter().enumerate() {
+    for (k, (_, slots, done, cut_off, uncut)) in deps.iter().enumerate() {
         let mine: Vec<u32> = slots
             .iter()
             .copied()
@@ -582,7 +602,8 @@ fn in_flight_by_side(
         for s in mine {
             if cut_off.contains(&s) {
                 minority.insert(s);
-            } else {
+            }
+            if uncut.contains(&s) {
                 majority.insert(s);
             }
         }
@@ -599,19 +620,21 @@ mod tests {
         for &s in done {
             d.union(&SlotSet::one(s));
         }
+        let uncut = slots.iter().copied().filter(|s| !cut_off.contains(s));
         (
             2,
             slots.iter().copied().collect(),
             d,
             cut_off.iter().copied().collect(),
+            uncut.collect(),
         )
     }
 
     #[test]
     fn slots_in_flight_are_split_by_the_side_that_placed_them() {
-        // Finding 19's shape: the large side's update and its revert hold three slots in
+        // Finding 19's shape: the large side's update and its revert hold four slots in
         // flight, the small side's superseding update two, placed before it knew it was cut
-        // off. Each side is within 2 × max_parallel; the job is at 5.
+        // off. Each side is within 2 × max_parallel; the job is at 6.
         let v2 = deployment(&[2, 3, 4, 5], &[2, 3], &[]);
         let revert = deployment(&[6, 7], &[], &[]);
         let v3 = deployment(&[0, 1], &[], &[0, 1]);
@@ -619,11 +642,21 @@ mod tests {
         assert_eq!(majority.into_iter().collect::<Vec<_>>(), [4, 5, 6, 7]);
         assert_eq!(minority.into_iter().collect::<Vec<_>>(), [0, 1]);
         assert_eq!(busy, [0, 1, 2]);
-        // The same five on one side are over its bound.
+        // The same six on one side are over its bound.
         let v3_majority = deployment(&[0, 1], &[], &[]);
         let (majority, minority, _) = in_flight_by_side(&[&v2, &revert, &v3_majority]);
         assert_eq!(majority.len(), 6);
         assert!(minority.is_empty());
+    }
+
+    #[test]
+    fn a_slot_replaced_on_both_sides_counts_on_both() {
+        let mut v3 = deployment(&[0, 1], &[], &[0, 1]);
+        v3.4.insert(1);
+        let v2 = deployment(&[2, 3], &[], &[]);
+        let (majority, minority, _) = in_flight_by_side(&[&v2, &v3]);
+        assert_eq!(majority.into_iter().collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(minority.into_iter().collect::<Vec<_>>(), [0, 1]);
     }
 
     #[test]
