@@ -171,6 +171,21 @@ pub enum PendingReason {
     CatchingUp,
 }
 
+impl PendingReason {
+    /// The reason as a person reads it at `now`: a back-off says how long it still waits
+    /// (`retrying in 1.9 s`), where [`fmt::Display`] gives its end on the node's clock.
+    #[must_use]
+    pub fn describe(&self, now: Millis) -> String {
+        match self {
+            PendingReason::Backoff { until, after } => {
+                let left = until.since(now);
+                format!("{after}; retrying in {:.1} s", left as f64 / 1000.0)
+            }
+            other => other.to_string(),
+        }
+    }
+}
+
 impl fmt::Display for PendingReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
@@ -475,6 +490,27 @@ mod tests {
                 .name,
             "b"
         );
+    }
+
+    #[test]
+    fn a_back_off_is_described_by_the_time_it_still_waits() {
+        let r = PendingReason::Backoff {
+            until: Millis(1_796_617_826_376),
+            after: "previous attempt ended".into(),
+        };
+        assert_eq!(
+            r.describe(Millis(1_796_617_824_476)),
+            "previous attempt ended; retrying in 1.9 s"
+        );
+        // Past its end (the node's view is a moment old): no negative wait.
+        assert_eq!(
+            r.describe(Millis(1_796_617_830_000)),
+            "previous attempt ended; retrying in 0.0 s"
+        );
+        let other = PendingReason::Placing {
+            coordinator: "n2".into(),
+        };
+        assert_eq!(other.describe(Millis(0)), other.to_string());
     }
 
     #[test]

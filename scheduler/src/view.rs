@@ -277,7 +277,7 @@ impl Scheduler {
         };
         if waiting {
             let reason = self.pending_reason(entry, key, dry_run);
-            v.pending_reason = reason.as_ref().map(ToString::to_string);
+            v.pending_reason = reason.as_ref().map(|r| r.describe(self.now));
             v.reason = reason;
         }
         v
