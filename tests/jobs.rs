@@ -827,8 +827,8 @@ fn task_directories_go_with_their_attempts_and_running_ones_stay() {
         "id": "once", "type": "batch", "count": 6, "command": "sh",
         "args": ["-c", "echo out-$SHOAL_SLOT"], "resources": {"cpu": 100, "memory": 16}
     });
-    // `flap` never stays running, so it is submitted detached: `job run` follows a job until
-    // every task runs, and catches a crash loop's task running only by chance.
+    // `flap` never stays running, so it is submitted detached: a followed `job run` gives up
+    // on a crash loop and fails (`the_logs_of_earlier_attempts_are_readable`).
     for (spec, extra) in [(keep, &[][..]), (flap, &["--detach"][..]), (once, &[][..])] {
         let out = c.submit(0, spec, extra);
         assert!(
