@@ -185,8 +185,10 @@ fn a_refused_request_runs_nothing_and_the_token_opens_the_door() {
         &[json_type, auth, ("Origin", &agent.api())],
         &marker_job("accepted", &accepted),
     );
-    // One agent alone: persisted here only, so 202 (docs/faults.md), never 200.
+    // One agent alone: persisted here only, so 202 (docs/faults.md), never 200; with the
+    // write's stamp, which `job run` follows.
     assert_eq!(got, 202, "{answer}");
+    assert!(answer.contains("\"stamp\":\""), "{answer}");
     wait_for(DEADLINE, "the accepted job created its marker", || {
         accepted.exists().then_some(())
     });

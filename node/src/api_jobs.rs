@@ -54,12 +54,20 @@ pub fn routes() -> Router<ApiState> {
         .route("/v1/tasks/{job}/{slot}/logs", get(logs))
 }
 
-/// `202`: persisted here, not (yet) held by a second node; the write keeps replicating.
+/// `202`: persisted here, not (yet) held by a second node; the write keeps replicating. The
+/// write's `stamp` as in a `200` answer.
 fn not_durable(id: &str, e: &SchedError) -> Response {
+    let stamp = match e {
+        SchedError::NotReplicated(_, _, stamp) | SchedError::LocalOnly(_, stamp) => {
+            Some(shoal_scheduler::show_stamp(stamp))
+        }
+        _ => None,
+    };
     (
         StatusCode::ACCEPTED,
         Json(serde_json::json!({
-            "id": id, "durable": false, "reason": e.to_string(), "warning": e.to_string()
+            "id": id, "durable": false, "reason": e.to_string(), "warning": e.to_string(),
+            "stamp": stamp
         })),
     )
         .into_response()
@@ -100,7 +108,9 @@ async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> 
             "durable": true
         }))
         .into_response(),
-        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => not_durable(&id, &e),
+        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(..))) => {
+            not_durable(&id, &e)
+        }
         Err(e @ SchedError::NeverFits(_)) => error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()),
         Err(e @ SchedError::Invalid(_)) => error(StatusCode::BAD_REQUEST, e.to_string()),
         Err(e @ SchedError::Storage { .. }) => {
@@ -136,7 +146,9 @@ async fn stop(State(s): State<ApiState>, Path(id): Path<String>) -> Response {
             "id": id, "stopped": true, "version": receipt.version, "durable": true
         }))
         .into_response(),
-        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => not_durable(&id, &e),
+        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(..))) => {
+            not_durable(&id, &e)
+        }
         Err(e @ SchedError::NotFound(_)) => error(StatusCode::NOT_FOUND, e.to_string()),
         Err(e @ SchedError::Storage { .. }) => {
             error(StatusCode::INSUFFICIENT_STORAGE, e.to_string())
@@ -178,7 +190,9 @@ async fn revert(State(s): State<ApiState>, Path(id): Path<String>, body: String)
             "id": id, "reverted_to": version, "version": receipt.version, "durable": true
         }))
         .into_response(),
-        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => not_durable(&id, &e),
+        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(..))) => {
+            not_durable(&id, &e)
+        }
         Err(SchedError::Revert(e @ shoal_scheduler::RevertError::NotFound(_))) => {
             error(StatusCode::NOT_FOUND, e.to_string())
         }

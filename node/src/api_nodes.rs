@@ -120,7 +120,7 @@ async fn command(s: &ApiState, name: String, change: NodeChange) -> Response {
             "node": name, "durable": true, "version": receipt.version
         }))
         .into_response(),
-        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(_))) => {
+        Err(e @ (SchedError::NotReplicated(..) | SchedError::LocalOnly(..))) => {
             let reason = e.to_string().replace(
                 &format!("job ~node/{name}"),
                 &format!("node {name}'s intent"),

@@ -22,7 +22,7 @@ use shoal_gossip::{MemberInfo, Quorum, Resources};
 use shoal_scheduler::{
     AttemptId, AttemptState, Catalog, CatalogBuilder, ExecCommand, JobSpec, JobView,
     NeverFitsError, NodeChange, NodeStatus, PromoteError, Receipt, Scheduler, SchedulerConfig,
-    SpecError, StopError, SubmitError, TaskEvent, VersionView,
+    SpecError, Stamp, StopError, SubmitError, TaskEvent, VersionView,
 };
 
 mod nodes;
@@ -105,12 +105,12 @@ pub enum SchedError {
     #[error(
         "job {0} is accepted and persisted on this node, but no other live node confirmed holding it within {1:?}; it will keep replicating"
     )]
-    NotReplicated(String, Duration),
+    NotReplicated(String, Duration, Stamp),
     /// Held and persisted here, and no other node is alive to hold it.
     #[error(
         "job {0} is accepted and persisted on this node only: no other live node can hold it now; it replicates when one joins"
     )]
-    LocalOnly(String),
+    LocalOnly(String, Stamp),
     /// The scheduler task is gone (the agent is stopping).
     #[error("the scheduler is stopping")]
     Stopping,
@@ -1035,14 +1035,14 @@ impl Driver {
                     let _ = w.reply.send(Ok(w.receipt));
                 }
                 Durability::LocalOnly => {
-                    let job = w.receipt.job.clone();
-                    let _ = w.reply.send(Err(SchedError::LocalOnly(job)));
+                    let (job, stamp) = (w.receipt.job.clone(), w.receipt.version.clone());
+                    let _ = w.reply.send(Err(SchedError::LocalOnly(job, stamp)));
                 }
                 Durability::Pending if now >= w.deadline => {
-                    let job = w.receipt.job.clone();
+                    let (job, stamp) = (w.receipt.job.clone(), w.receipt.version.clone());
                     let _ = w
                         .reply
-                        .send(Err(SchedError::NotReplicated(job, DURABLE_WAIT)));
+                        .send(Err(SchedError::NotReplicated(job, DURABLE_WAIT, stamp)));
                 }
                 Durability::Pending => keep.push(w),
             }

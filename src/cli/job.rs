@@ -295,15 +295,16 @@ async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<Exit
 struct Submitted {
     /// The job's deployment before the submission (`None`: a new job, or no `[update]`).
     before: Option<String>,
-    /// The stamp of the write, as the answer gave it (`None` in a `202` answer). When the
-    /// write started a deployment, this is the deployment's stamp.
+    /// The stamp of the write, as the answer gave it (`None` from an agent older than the
+    /// field). When the write started a deployment, this is the deployment's stamp.
     stamp: Option<String>,
 }
 
 impl Submitted {
     /// The deployment to follow, from the first view after the submission: none for a job
     /// without `[update]`, or when the deployment is the one from before (an in-place change
-    /// or the same spec again); else the write's own, or (without a stamp) the first view's.
+    /// or the same spec again); else the write's own, or (an answer without a stamp) the
+    /// first view's.
     fn deployment_to_follow(&self, job: &Value) -> Option<String> {
         let current = job["deployment"]["deployment"].as_str()?;
         if self.before.as_deref() == Some(current) {
@@ -841,7 +842,7 @@ mod tests {
             new_version.deployment_to_follow(&job),
             Some("5.0@n1".into())
         );
-        // A 202 answer has no stamp: the first view's deployment.
+        // An answer without a stamp (an older agent): the first view's deployment.
         let unstamped = Submitted {
             before: Some("3.0@n1".into()),
             stamp: None,
