@@ -194,17 +194,39 @@ impl Watch {
     }
 }
 
-/// One deployment as `always_max_parallel` follows it: its `max_parallel`, the slots its
-/// coordinators replaced voluntarily, the union of every core's `done` seen so far, and the
-/// slots with a replacement placed by a node on the minority side of a cut (ground truth),
-/// and on the majority side (a slot can be in both).
-pub(super) type Deployment = (
-    u32,
-    BTreeSet<u32>,
-    shoal_scheduler::table::SlotSet,
-    BTreeSet<u32>,
-    BTreeSet<u32>,
-);
+/// One deployment as `always_max_parallel` follows it.
+#[derive(Debug)]
+pub(super) struct Deployment {
+    /// The scenario's `max_parallel` for it.
+    pub(super) max_parallel: u32,
+    /// Slots with a voluntary replacement placed by a node on the majority side (ground truth).
+    pub(super) majority: BTreeSet<u32>,
+    /// Slots with one placed by a node on the minority side of a cut (a slot can be in both).
+    pub(super) minority: BTreeSet<u32>,
+    /// The union of every core's `done` seen so far.
+    pub(super) done: shoal_scheduler::table::SlotSet,
+}
+
+impl Deployment {
+    pub(super) fn new(max_parallel: u32) -> Deployment {
+        Deployment {
+            max_parallel,
+            majority: BTreeSet::new(),
+            minority: BTreeSet::new(),
+            done: shoal_scheduler::table::SlotSet::default(),
+        }
+    }
+
+    /// Whether slot `s` was replaced voluntarily for this deployment, on either side.
+    pub(super) fn replaced(&self, s: u32) -> bool {
+        self.majority.contains(&s) || self.minority.contains(&s)
+    }
+
+    /// The slots replaced voluntarily, on either side, in order.
+    pub(super) fn slots(&self) -> impl Iterator<Item = u32> + '_ {
+        self.majority.union(&self.minority).copied()
+    }
+}
 
 /// Where the services stand against their counts.
 #[derive(Debug, Default)]

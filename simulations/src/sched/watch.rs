@@ -8,10 +8,10 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use shoal_gossip::Millis;
-use shoal_scheduler::table::{Assignment, Op, OpBody, SlotSet};
+use shoal_scheduler::table::{Assignment, Op, OpBody};
 use shoal_scheduler::{AttemptId, KillReason, Name, Scheduler, Stamp};
 
-use super::tally::{DUPLICATE_SLACK_MS, ROOM_SETTLE_MS, ServiceCount};
+use super::tally::{DUPLICATE_SLACK_MS, Deployment, ROOM_SETTLE_MS, ServiceCount};
 use super::{Host, Proc, Workbench};
 
 impl Workbench {
@@ -275,19 +275,16 @@ impl Workbench {
             u.max_parallel.min(entry.spec.count)
         });
         let key = (id.job.clone(), inc, entry.deployment.clone());
-        let slots = self.watch.voluntary.entry(key.clone()).or_insert_with(|| {
-            (
-                declared,
-                BTreeSet::new(),
-                SlotSet::default(),
-                BTreeSet::new(),
-                BTreeSet::new(),
-            )
-        });
+        let dep = self
+            .watch
+            .voluntary
+            .entry(key.clone())
+            .or_insert_with(|| Deployment::new(declared));
+        let first = !dep.replaced(id.slot);
         if host.minority_side(i) {
-            slots.3.insert(id.slot);
+            dep.minority.insert(id.slot);
         } else {
-            slots.4.insert(id.slot);
+            dep.majority.insert(id.slot);
         }
         // The small side's budget exists only until it knows it is small: a core that places
         // a voluntary replacement while its own quorum says it has no majority broke the gate
@@ -299,13 +296,13 @@ impl Workbench {
             );
             host.violate("always_max_parallel", event);
         }
-        if slots.1.insert(id.slot) {
+        if first {
             self.watch.figures.voluntary_replacements += 1;
             // In-flight only grows at a placement: checking here (with `core`'s `done`
             // too, since the core is out of `nodes` while it runs) makes the bound exact,
             // not sampled.
             if let Some(v) = core.tables().version(&key.0, key.1, &key.2) {
-                slots.2.union(&v.rollout.done);
+                dep.done.union(&v.rollout.done);
             }
             self.check_deployment(host, &key);
         }
@@ -316,18 +313,15 @@ impl Workbench {
     /// overlapping deployments.
     fn check_deployment(&mut self, host: &mut dyn Host, key: &(Name, u64, Stamp)) {
         self.refresh_done(key);
-        let Some((mp, slots, done, _, _)) = self.watch.voluntary.get(key) else {
+        let Some(dep) = self.watch.voluntary.get(key) else {
             return;
         };
         let (job, inc, _) = key;
-        let in_flight: Vec<u32> = slots
-            .iter()
-            .copied()
-            .filter(|s| !done.contains(*s))
-            .collect();
+        let mp = dep.max_parallel;
+        let in_flight: Vec<u32> = dep.slots().filter(|&s| !dep.done.contains(s)).collect();
         let n = in_flight.len() as u64;
         self.watch.figures.most_in_flight = self.watch.figures.most_in_flight.max(n);
-        if n > u64::from(*mp) {
+        if n > u64::from(mp) {
             let event = format!(
                 "{job}: {n} slots replaced and not done ({in_flight:?}) with max_parallel {mp}"
             );
@@ -339,7 +333,7 @@ impl Workbench {
 
     /// Joins every running core's `done` for deployment `key` into what was seen before.
     fn refresh_done(&mut self, key: &(Name, u64, Stamp)) {
-        let Some((_, _, done, _, _)) = self.watch.voluntary.get_mut(key) else {
+        let Some(Deployment { done, .. }) = self.watch.voluntary.get_mut(key) else {
             return;
         };
         let (job, inc, deployment) = key;
@@ -354,11 +348,11 @@ impl Workbench {
     /// not done in D is in flight until a later deployment marks it done (a superseding
     /// submission leaves D's slots outdated, and its own window replaces them). At most
     /// `2 · max_parallel` slots are in flight at once on each side of a cut
-    /// (`docs/services.md`, §10, decision 1): a slot counts for the minority side when the
-    /// node that placed its replacement was on the minority side then (ground truth: in a
-    /// cut's first seconds the small side does not know it is one, and may open a window of
-    /// its own, finding 19 of `docs/simulator.md`). Each time two deployments have slots in
-    /// flight at once is counted as an overlap.
+    /// (`docs/services.md`, §10, decision 1): a slot counts on the side (ground truth) of
+    /// each node that placed a replacement of it (in a cut's first seconds the small side
+    /// does not know it is one, and may open a window of its own, finding 19 of
+    /// `docs/simulator.md`). Each time two deployments have slots in flight at once is
+    /// counted as an overlap.
     fn check_job_parallel(&mut self, host: &mut dyn Host, job: &Name, inc: u64) {
         let keys: Vec<(Name, u64, Stamp)> = self
             .watch
@@ -373,12 +367,12 @@ impl Workbench {
         for key in &keys {
             self.refresh_done(key);
         }
-        let deps: Vec<&super::tally::Deployment> = keys
+        let deps: Vec<&Deployment> = keys
             .iter()
             .filter_map(|k| self.watch.voluntary.get(k))
             .collect();
         let (majority, minority, busy) = in_flight_by_side(&deps);
-        let mp = deps.last().map_or(0, |d| d.0);
+        let mp = deps.last().map_or(0, |d| d.max_parallel);
         let n = majority.union(&minority).count() as u64;
         let f = &mut self.watch.figures;
         f.most_in_flight_job = f.most_in_flight_job.max(n);
@@ -585,25 +579,22 @@ pub struct Settled {
 /// indices of the deployments with slots in flight. A slot replaced on both sides counts on
 /// both. A slot replaced for deployment D is in flight until D marks it done or a later
 /// deployment does.
-fn in_flight_by_side(
-    deps: &[&super::tally::Deployment],
-) -> (BTreeSet<u32>, BTreeSet<u32>, Vec<usize>) {
+fn in_flight_by_side(deps: &[&Deployment]) -> (BTreeSet<u32>, BTreeSet<u32>, Vec<usize>) {
     let (mut majority, mut minority) = (BTreeSet::new(), BTreeSet::new());
     let mut busy = Vec::new();
-    for (k, (_, slots, done, cut_off, uncut)) in deps.iter().enumerate() {
-        let mine: Vec<u32> = slots
-            .iter()
-            .copied()
-            .filter(|&s| !done.contains(s) && !deps[k + 1..].iter().any(|d| d.2.contains(s)))
+    for (k, dep) in deps.iter().enumerate() {
+        let mine: Vec<u32> = dep
+            .slots()
+            .filter(|&s| !dep.done.contains(s) && !deps[k + 1..].iter().any(|d| d.done.contains(s)))
             .collect();
         if !mine.is_empty() {
             busy.push(k);
         }
         for s in mine {
-            if cut_off.contains(&s) {
+            if dep.minority.contains(&s) {
                 minority.insert(s);
             }
-            if uncut.contains(&s) {
+            if dep.majority.contains(&s) {
                 majority.insert(s);
             }
         }
@@ -614,20 +605,21 @@ fn in_flight_by_side(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_scheduler::table::SlotSet;
 
-    fn deployment(slots: &[u32], done: &[u32], cut_off: &[u32]) -> super::super::tally::Deployment {
-        let mut d = SlotSet::default();
+    fn deployment(slots: &[u32], done: &[u32], cut_off: &[u32]) -> Deployment {
+        let mut d = Deployment::new(2);
         for &s in done {
-            d.union(&SlotSet::one(s));
+            d.done.union(&SlotSet::one(s));
         }
-        let uncut = slots.iter().copied().filter(|s| !cut_off.contains(s));
-        (
-            2,
-            slots.iter().copied().collect(),
-            d,
-            cut_off.iter().copied().collect(),
-            uncut.collect(),
-        )
+        for &s in slots {
+            if cut_off.contains(&s) {
+                d.minority.insert(s);
+            } else {
+                d.majority.insert(s);
+            }
+        }
+        d
     }
 
     #[test]
@@ -652,7 +644,7 @@ mod tests {
     #[test]
     fn a_slot_replaced_on_both_sides_counts_on_both() {
         let mut v3 = deployment(&[0, 1], &[], &[0, 1]);
-        v3.4.insert(1);
+        v3.majority.insert(1);
         let v2 = deployment(&[2, 3], &[], &[]);
         let (majority, minority, _) = in_flight_by_side(&[&v2, &v3]);
         assert_eq!(majority.into_iter().collect::<Vec<_>>(), [1, 2, 3]);
