@@ -23,7 +23,7 @@
 
 use crate::events::{DeploymentChange, SchedEvent, Seen};
 use crate::ids::Name;
-use crate::rollout::{Phase, canary_of, is_revert, phase};
+use crate::rollout::{Phase, canary_of, phase};
 use crate::scheduler::Scheduler;
 use crate::versions::show_stamp;
 
@@ -83,7 +83,7 @@ impl Scheduler {
                     canary: canary_of(&entry, update),
                 }));
             }
-            if is_revert(&entry) {
+            if entry.is_revert() {
                 let to = self.version_of_epoch(incarnation, &entry);
                 events.push(deployment(DeploymentChange::Reverted {
                     from: (before.deployment.is_some() && before.incarnation == incarnation)

@@ -82,11 +82,6 @@ pub(crate) fn canary_of(entry: &JobEntry, update: &UpdateSpec) -> u32 {
     }
 }
 
-/// Whether `entry`'s deployment reverts to an older version (it reuses an older epoch).
-pub(crate) fn is_revert(entry: &JobEntry) -> bool {
-    entry.epoch != entry.deployment
-}
-
 /// The deterministic stamp of the auto-revert of the deployment whose current write is
 /// `entry`: two coordinators write identical entries, and a later user write still wins.
 pub(crate) fn revert_stamp(entry: &JobEntry) -> Stamp {
@@ -189,7 +184,7 @@ impl Scheduler {
         };
         let rollout = self.rollout_of(incarnation, &entry);
         if rollout.failed.is_some() {
-            if update.auto_revert && !is_revert(&entry) {
+            if update.auto_revert && !entry.is_revert() {
                 self.auto_revert(incarnation, &entry);
             }
             return;

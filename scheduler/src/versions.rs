@@ -8,7 +8,7 @@ use shoal_gossip::Millis;
 
 use crate::ids::Stamp;
 use crate::jobs::Prepared;
-use crate::rollout::{Phase, canary_of, is_revert, phase};
+use crate::rollout::{Phase, canary_of, phase};
 use crate::scheduler::Scheduler;
 use crate::table::{JobEntry, OpBody, Rollout, VersionEntry};
 
@@ -193,7 +193,8 @@ impl Scheduler {
             Phase::Complete => ("complete", None),
             Phase::Failed(f) => ("failed", Some(f.reason)),
         };
-        let reverted_to = is_revert(entry)
+        let reverted_to = entry
+            .is_revert()
             .then(|| self.version_of_epoch(incarnation, entry))
             .flatten();
         let auto_reverted = (entry.deployment.actor.node.as_str() == "~revert")

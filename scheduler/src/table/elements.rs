@@ -56,6 +56,12 @@ impl JobEntry {
     pub fn starts_deployment(&self) -> bool {
         self.stamp == self.deployment
     }
+
+    /// Whether its deployment reverts to an older version (it reuses an older epoch).
+    #[must_use]
+    pub fn is_revert(&self) -> bool {
+        self.epoch != self.deployment
+    }
 }
 
 /// The key of a job version (and of its rollout): job id, incarnation, deployment stamp.

@@ -457,9 +457,8 @@ impl Workbench {
             // A revert that failed with no fault after it was written failed on its own: a
             // regression, not the final state of finding 20. (The cores' clocks are the
             // virtual clock, so the stamp's wall time is when it was written.)
-            let revert = entry.epoch != entry.deployment;
             let faulted = entry.deployment.hlc.wall_ms <= last_fault_ms;
-            let failed_revert = rollout.failed.is_some() && revert && faulted;
+            let failed_revert = rollout.failed.is_some() && entry.is_revert() && faulted;
             *failed_reverts += usize::from(!complete && failed_revert);
             if !complete && !failed_revert && first.is_none() {
                 let why = rollout
