@@ -836,6 +836,26 @@ fn rolling_web(c: &Cluster, tag: &str, check_path: &str, auto_revert: bool) -> V
     })
 }
 
+/// `shoal job run` of `spec`, followed under the deadline: it must succeed; what it printed.
+fn followed_ok(c: &Cluster, spec: &Value) -> String {
+    let out = c.run_followed(spec, DEADLINE);
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    said
+}
+
+/// `shoal job run` of `spec`, followed under the deadline: it must fail; its stderr.
+fn followed_err(c: &Cluster, spec: &Value) -> String {
+    let out = c.run_followed(spec, DEADLINE);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "job run succeeded: {err}");
+    err
+}
+
 /// Every node's `job status`: all 6 tasks run version `version`, healthy, and the
 /// deployment is complete.
 fn all_healthy_on(c: &Cluster, version: u64) -> bool {
@@ -905,13 +925,7 @@ impl Sampler {
 fn rolling_update_keeps_count_minus_max_parallel() {
     let c = Cluster::start(3, "svc-rolling", &[]);
     // A first version's rollout completes too, and `job run` waits for it.
-    let out = c.run_followed(&rolling_web(&c, "v1", "/", false), DEADLINE);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = followed_ok(&c, &rolling_web(&c, "v1", "/", false));
     assert!(said.contains("update version 1 · complete"), "{said}");
     wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
         all_healthy_on(&c, 1).then_some(())
@@ -919,13 +933,7 @@ fn rolling_update_keeps_count_minus_max_parallel() {
     converged_web(&c, 6, "every node lists 6 healthy instances");
     let sampler = Sampler::start(&c);
     // `job run` follows the rollout to its end.
-    let out = c.run_followed(&rolling_web(&c, "v2", "/", false), DEADLINE);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = followed_ok(&c, &rolling_web(&c, "v2", "/", false));
     assert!(said.contains("update version 2 · complete"), "{said}");
     assert!(said.contains("  update version 2 · deploying"), "{said}");
     wait_for(DEADLINE, "6 healthy on version 2 everywhere", || {
@@ -989,19 +997,11 @@ fn job_run_of_an_in_place_change_after_a_failed_update_succeeds() {
     });
     // Version 2 never passes its check and is not reverted.
     let bad = rolling_web(&c, "v2", "/missing", false);
-    let out = c.run_followed(&bad, DEADLINE);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(!out.status.success(), "{err}");
+    let err = followed_err(&c, &bad);
     assert!(err.contains("update version 2 · failed: slot"), "{err}");
     let mut in_place = bad.clone();
     in_place["update"]["min_healthy_ms"] = 500.into();
-    let out = c.run_followed(&in_place, DEADLINE);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = followed_ok(&c, &in_place);
     assert!(
         said.contains("of 6; update version 2 · failed: slot"),
         "{said}"
@@ -1020,12 +1020,7 @@ fn failed_update_auto_reverts() {
     // Version 2's check asks for a page the server does not have: 404, never healthy.
     // `job run` follows its rollout and fails: it sees version 2 fail or, polling after the
     // revert was written, the job moved on to the auto-revert.
-    let out = c.run_followed(&rolling_web(&c, "v2", "/missing", true), DEADLINE);
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        !out.status.success(),
-        "a failed update's job run succeeded: {err}"
-    );
+    let err = followed_err(&c, &rolling_web(&c, "v2", "/missing", true));
     assert!(
         err.contains("update version 2 · failed: slot")
             || err.contains("update version 3 (auto-revert of version 2 to version 1)"),
@@ -1085,13 +1080,7 @@ fn canary_waits_for_promote_and_revert_goes_back() {
     };
     // A first version places every slot at once: `job run` waits for its rollout to
     // complete, not for a promotion (its canary slot may be done before the others).
-    let out = c.run_followed(&canary("v1"), DEADLINE);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = followed_ok(&c, &canary("v1"));
     assert!(said.contains("update version 1 · complete"), "{said}");
     wait_for(DEADLINE, "6 healthy on version 1 everywhere", || {
         all_healthy_on(&c, 1).then_some(())
@@ -1104,13 +1093,7 @@ fn canary_waits_for_promote_and_revert_goes_back() {
         String::from_utf8_lossy(&refused.stderr)
     );
     // `job run` follows the canary until it waits for a promotion, and says so.
-    let out = c.run_followed(&canary("v2"), DEADLINE);
-    let said = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{said}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let said = followed_ok(&c, &canary("v2"));
     assert!(
         said.contains("waiting for promote (1 of 1 canaries healthy): `shoal job promote web`"),
         "{said}"

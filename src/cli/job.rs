@@ -357,20 +357,14 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
                 return Ok(ExitCode::SUCCESS);
             }
             Rollout::Failed(line) => {
-                if let Some(b) = bar {
-                    b.abandon();
-                }
-                print!("{}", describe(&job));
+                give_up(bar, &job);
                 bail!(
                     "job {id}: update {line}. `shoal job history {id}` shows the versions, \
                      `shoal task logs {id} SLOT --previous` why a task ended"
                 );
             }
             Rollout::MovedOn(line) => {
-                if let Some(b) = bar {
-                    b.abandon();
-                }
-                print!("{}", describe(&job));
+                give_up(bar, &job);
                 bail!(
                     "job {id} moved on before the submitted version's rollout completed: \
                      update {line} (`shoal job history {id}` shows why)"
@@ -423,17 +417,11 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
             return Ok(ExitCode::SUCCESS);
         }
         if matches!(status.as_str(), "failed" | "stopped") {
-            if let Some(b) = bar {
-                b.abandon();
-            }
-            print!("{}", describe(&job));
+            give_up(bar, &job);
             bail!("job {id} is {status}");
         }
         if let Some(why) = loops.observe(&job) {
-            if let Some(b) = bar {
-                b.abandon();
-            }
-            print!("{}", describe(&job));
+            give_up(bar, &job);
             bail!(
                 "job {id} keeps failing: {why}. It stays submitted, and its tasks are started \
                  again under its [restart] policy: `shoal task logs {id} SLOT --previous` \
@@ -448,6 +436,14 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
         let pause = if count > 1_000 { 1_000 } else { 200 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
     }
+}
+
+/// Before `job run` fails: the progress bar stops where it is, and the job is printed.
+fn give_up(bar: Option<indicatif::ProgressBar>, job: &Value) {
+    if let Some(b) = bar {
+        b.abandon();
+    }
+    print!("{}", describe(job));
 }
 
 /// Where the rollout of the version `job run` submitted stands, from `GET /v1/jobs/ID`'s
