@@ -429,13 +429,6 @@ impl Workbench {
     #[must_use]
     pub fn unsettled_rollout(&self, core: &Scheduler, last_fault_ms: u64) -> Settled {
         let mut settled = Settled::default();
-        let Settled {
-            services,
-            failed,
-            reverts,
-            failed_reverts,
-            first,
-        } = &mut settled;
         if self.updates.is_none() {
             return settled;
         }
@@ -444,10 +437,10 @@ impl Workbench {
             let Some((inc, entry)) = tables.job(&job.name) else {
                 continue;
             };
-            *services += 1;
+            settled.services += 1;
             for (d, v) in tables.versions(&job.name, inc) {
-                *failed += usize::from(v.rollout.failed.is_some());
-                *reverts += usize::from(v.row.as_ref().is_some_and(|r| r.epoch != *d));
+                settled.failed += usize::from(v.rollout.failed.is_some());
+                settled.reverts += usize::from(v.row.as_ref().is_some_and(|r| r.epoch != *d));
             }
             let rollout = tables
                 .version(&job.name, inc, &entry.deployment)
@@ -459,15 +452,15 @@ impl Workbench {
             // virtual clock, so the stamp's wall time is when it was written.)
             let faulted = entry.deployment.hlc.wall_ms <= last_fault_ms;
             let failed_revert = rollout.failed.is_some() && entry.is_revert() && faulted;
-            *failed_reverts += usize::from(!complete && failed_revert);
-            if !complete && !failed_revert && first.is_none() {
+            settled.failed_reverts += usize::from(!complete && failed_revert);
+            if !complete && !failed_revert && settled.first.is_none() {
                 let why = rollout
                     .failed
                     .as_ref()
                     .map_or("not complete".to_string(), |f| {
                         format!("failed: {}", f.reason)
                     });
-                *first = Some(format!(
+                settled.first = Some(format!(
                     "{}: version {} {why} ({} of {} slots done)",
                     job.name,
                     entry.version,
