@@ -28,7 +28,7 @@ use axum::response::{IntoResponse, Redirect, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
-use shoal_scheduler::{AttemptId, JobSpec, SpecError};
+use shoal_scheduler::{AttemptId, JobSpec};
 
 use crate::api::{ApiState, error};
 use crate::sched_driver::{SchedError, WhichAttempt};
@@ -93,7 +93,7 @@ async fn submit(State(s): State<ApiState>, headers: HeaderMap, body: String) -> 
     let parsed = if is_toml {
         JobSpec::from_toml_str(&body)
     } else {
-        serde_json::from_str(&body).map_err(|e| SpecError::Parse(e.to_string()))
+        JobSpec::parse_json(&body)
     };
     let spec = match parsed {
         Ok(spec) => spec,

@@ -474,7 +474,7 @@ mod tests {
             },
             _ => Resources::default(),
         };
-        let s = spec("");
+        let s = spec("placement = \"binpack\"");
         let tasks = BTreeMap::new();
         for key in 0..20 {
             assert_eq!(
@@ -616,7 +616,7 @@ mod tests {
         // all three; broken by the job, it lands whole on one. Different jobs still pick
         // different nodes.
         let nodes = empty_nodes(3);
-        let s = spec("count = 10");
+        let s = spec("count = 10\nplacement = \"binpack\"");
         let mut homes = BTreeSet::new();
         for job in 0..12u64 {
             let picks: BTreeSet<String> = (0..10u32)

@@ -74,6 +74,20 @@ pub enum PlacementStrategy {
     Spread,
 }
 
+impl PlacementStrategy {
+    /// The strategy of a job whose file or body names none: a service spreads (a node that dies
+    /// takes as few of its tasks as it can, as Nomad's job anti-affinity and Kubernetes'
+    /// default spreading do), batch work packs (fewer, fuller nodes; a batch on one node also
+    /// runs faster: `docs/scheduler.md`, "Placing").
+    #[must_use]
+    pub fn default_for(job_type: JobType) -> Self {
+        match job_type {
+            JobType::Service => PlacementStrategy::Spread,
+            JobType::Batch => PlacementStrategy::Binpack,
+        }
+    }
+}
+
 /// Resources one task requests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -212,7 +226,10 @@ pub struct JobSpec {
     /// No two tasks of this job on one node (same as a `distinct_hosts` constraint).
     #[serde(default)]
     pub distinct_hosts: bool,
-    /// `binpack` (default) or `spread`.
+    /// `binpack` or `spread`. A document that names none gets its type's default
+    /// ([`PlacementStrategy::default_for`]: services spread, batch packs) when read by
+    /// [`JobSpec::from_toml_str`], [`JobSpec::from_json_str`], [`JobSpec::parse_json`] or
+    /// [`JobSpec::from_json_value`]; serde alone, with no type at hand, gives `binpack`.
     #[serde(default)]
     pub placement: PlacementStrategy,
     /// Restart policy (services) and retry delay (batch).

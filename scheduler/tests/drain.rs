@@ -11,9 +11,12 @@ use shoal_scheduler::{
     AttemptId, AttemptState, CheckResult, JobSpec, NodeChange, NodeError, TaskState,
 };
 
+/// A service packed (`binpack`, not a service's default `spread`), so that the drained node
+/// holds several of its tasks.
 fn service(id: &str, count: u32, extra: &str) -> JobSpec {
     JobSpec::from_toml_str(&format!(
         "id = \"{id}\"\ntype = \"service\"\ncount = {count}\ncommand = \"serve\"\n\
+         placement = \"binpack\"\n\
          resources = {{ cpu = 100, memory = 32 }}\n\
          restart = {{ delay_ms = 100, backoff = 1.0, attempts = 1 }}\n{extra}"
     ))

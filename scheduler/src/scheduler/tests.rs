@@ -576,9 +576,10 @@ fn a_format_2_snapshot_is_still_read() {
     let mut c = Cluster::new(2, 1000, 1024, 8);
     c.submit("n1", spec(r#", "ports": [{"name": "http"}]"#))
         .unwrap();
-    assert!(c.run_until(5000, |c| c.running_count() == 2));
+    // Spread over both nodes: n1 holds both bindings once n2's has crossed.
+    assert!(c.run_until(5000, |c| c.running_count() == 2
+        && c.nodes["n1"].sched.tables().bindings().count() == 2));
     let n1 = &c.nodes["n1"].sched;
-    assert_eq!(n1.tables().bindings().count(), 2);
     assert_eq!(n1.tables().healths().count(), 0);
     // Format 2: no `health` map, and running attempts without their start stamp.
     let mut old = postcard::to_stdvec(&(2u32, "n1", &n1.repl.hlc)).unwrap();

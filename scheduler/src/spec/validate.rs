@@ -15,19 +15,57 @@ fn invalid(field: impl Into<String>, message: impl Into<String>) -> SpecError {
     }
 }
 
+/// What a job document names among the fields whose default depends on the job's type. Read
+/// beside the spec (a second pass over a document of a few hundred bytes), so the spec's own
+/// errors keep their lines and columns.
+#[derive(serde::Deserialize)]
+struct Named {
+    placement: Option<serde::de::IgnoredAny>,
+}
+
 impl JobSpec {
     /// Parse and validate a TOML job file. Errors carry the line.
     pub fn from_toml_str(s: &str) -> Result<Self, SpecError> {
         let spec: JobSpec = toml::from_str(s).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let named: Named = toml::from_str(s).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let spec = spec.with_type_defaults(&named);
         spec.validate().map_err(|e| with_toml_line(e, s))?;
         Ok(spec)
     }
 
     /// Parse and validate a JSON job body (same shape as the TOML file).
     pub fn from_json_str(s: &str) -> Result<Self, SpecError> {
-        let spec: JobSpec = serde_json::from_str(s).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let spec = Self::parse_json(s)?;
         spec.validate()?;
         Ok(spec)
+    }
+
+    /// Parse a JSON job body without validating it (the scheduler core checks every spec it
+    /// is given, so the API parses only).
+    pub fn parse_json(s: &str) -> Result<Self, SpecError> {
+        let spec: JobSpec = serde_json::from_str(s).map_err(|e| SpecError::Parse(e.to_string()))?;
+        let named: Named = serde_json::from_str(s).map_err(|e| SpecError::Parse(e.to_string()))?;
+        Ok(spec.with_type_defaults(&named))
+    }
+
+    /// A spec built as a JSON value (the simulator's workload), not validated.
+    pub fn from_json_value(value: serde_json::Value) -> Result<Self, SpecError> {
+        let named = Named {
+            placement: value
+                .get("placement")
+                .filter(|v| !v.is_null())
+                .map(|_| serde::de::IgnoredAny),
+        };
+        let spec: JobSpec =
+            serde_json::from_value(value).map_err(|e| SpecError::Parse(e.to_string()))?;
+        Ok(spec.with_type_defaults(&named))
+    }
+
+    fn with_type_defaults(mut self, named: &Named) -> Self {
+        if named.placement.is_none() {
+            self.placement = super::PlacementStrategy::default_for(self.job_type);
+        }
+        self
     }
 
     /// Validate with the default [`SpecLimits`].
@@ -335,9 +373,49 @@ mod tests {
             (s.id.as_str(), s.job_type, s.count),
             ("web", JobType::Service, 6)
         );
-        assert_eq!(s.placement, PlacementStrategy::Binpack);
+        assert_eq!(s.placement, PlacementStrategy::Spread);
         assert_eq!((s.priority, s.retries), (50, 3));
         assert_eq!(s.resources.to_resources().cpu_millicores, 100);
+    }
+
+    #[test]
+    fn a_job_that_names_no_placement_gets_its_types() {
+        let toml = |ty: &str, extra: &str| {
+            format!(
+                "id = \"j\"\ntype = \"{ty}\"\ncommand = \"x\"\n{extra}\
+                 resources = {{ cpu = 1, memory = 1 }}\n"
+            )
+        };
+        let json = |ty: &str, extra: &str| {
+            format!(
+                r#"{{"id": "j", "type": "{ty}", "command": "x", {extra}
+                    "resources": {{"cpu": 1, "memory": 1}}}}"#
+            )
+        };
+        let (spread, binpack) = (PlacementStrategy::Spread, PlacementStrategy::Binpack);
+        for (ty, named, toml_extra, json_extra, want) in [
+            ("service", false, "", "", spread),
+            ("batch", false, "", "", binpack),
+            ("service", true, "placement = \"binpack\"\n", r#""placement": "binpack","#, binpack),
+            ("batch", true, "placement = \"spread\"\n", r#""placement": "spread","#, spread),
+        ] {
+            let from_toml = JobSpec::from_toml_str(&toml(ty, toml_extra)).unwrap();
+            let from_json = JobSpec::from_json_str(&json(ty, json_extra)).unwrap();
+            let parsed = JobSpec::parse_json(&json(ty, json_extra)).unwrap();
+            let value: serde_json::Value = serde_json::from_str(&json(ty, json_extra)).unwrap();
+            let from_value = JobSpec::from_json_value(value).unwrap();
+            for (how, got) in [
+                ("toml", from_toml.placement),
+                ("json", from_json.placement),
+                ("parse_json", parsed.placement),
+                ("value", from_value.placement),
+            ] {
+                assert_eq!(got, want, "{ty}, placement named: {named}, read from {how}");
+            }
+        }
+        // An unknown strategy is still refused, and names itself.
+        let err = JobSpec::from_toml_str(&toml("service", "placement = \"pack\"\n")).unwrap_err();
+        assert!(err.to_string().contains("pack"), "{err}");
     }
 
     #[test]

@@ -38,7 +38,7 @@ pub struct Workload {
     /// services have neither, and no discovery is checked.
     #[serde(default)]
     pub services: Option<Services>,
-    /// Every service's `placement` (absent: the job's default, `binpack`). `spread` puts a
+    /// Every service's `placement` (absent: a service's default, `spread`). `spread` puts a
     /// service's tasks on as many nodes as it can, so that a drained node holds some.
     #[serde(default)]
     pub service_placement: Option<shoal_scheduler::PlacementStrategy>,

@@ -356,6 +356,6 @@ impl Workbench {
                 value["env"]["BAD"] = "1".into();
             }
         }
-        serde_json::from_value(value).ok()
+        shoal_scheduler::JobSpec::from_json_value(value).ok()
     }
 }
