@@ -1,8 +1,9 @@
 //! Jobs with real agents and real processes: services kept at their count through a node
-//! crash, a 200-task batch run exactly once, admission that never overcommits, stop that kills
-//! everything, submissions that survive the death of the node that acknowledged them, a
-//! clean restart that writes on as the same actor, and restarts of a one-node cluster and of a
-//! whole cluster stopped node by node.
+//! crash, a service spread and a batch packed when neither names a placement, a 200-task
+//! batch run exactly once, admission that never overcommits, stop that kills everything,
+//! submissions that survive the death of the node that acknowledged them, a clean restart that
+//! writes on as the same actor, and restarts of a one-node cluster and of a whole cluster
+//! stopped node by node.
 
 mod common;
 
@@ -186,6 +187,50 @@ fn a_service_stays_at_its_count_through_a_node_crash() {
                 (per.values().sum::<usize>() == 6 && !per.contains_key(&victim_name)).then_some(())
             },
         );
+    }
+}
+
+#[test]
+fn a_service_that_names_no_placement_spreads_and_a_batch_packs() {
+    // Neither job names a `placement`: the service spreads over the three idle nodes, two
+    // copies each (a lost node takes a third of it, not all), the batch packs onto one. The
+    // service goes through `shoal job run`, the batch through the API's JSON body, the two
+    // paths that read a job document.
+    let c = Cluster::start(3, "defaults");
+    let web = serde_json::json!({
+        "id": "web", "type": "service", "count": 6, "command": "sh", "args": c.recorded("sleep 600"),
+        "resources": {"cpu": 100, "memory": 16}
+    });
+    let out = c.submit(0, web, &[]);
+    assert!(
+        out.status.success(),
+        "job run failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let batch = serde_json::json!({
+        "id": "crunch", "type": "batch", "count": 6, "command": "sh", "args": c.recorded("sleep 600"),
+        "resources": {"cpu": 100, "memory": 16}
+    })
+    .to_string();
+    let answer = http_request_with_token(
+        c.agents[1].http,
+        "POST",
+        "/v1/jobs",
+        Some(&batch),
+        Duration::from_secs(10),
+        Some(&c.agents[1].token()),
+    )
+    .unwrap();
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    for (id, want) in [("web", vec![2, 2, 2]), ("crunch", vec![6])] {
+        let job = wait_for(DEADLINE, &format!("{id}: 6 running"), || {
+            let job = c.job(0, id)?;
+            (running_on(&job).values().sum::<usize>() == 6).then_some(job)
+        });
+        let per_node = running_on(&job);
+        let mut counts: Vec<usize> = per_node.values().copied().collect();
+        counts.sort_unstable();
+        assert_eq!(counts, want, "{id}: {per_node:?}");
     }
 }
 

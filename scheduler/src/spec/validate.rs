@@ -396,8 +396,20 @@ mod tests {
         for (ty, named, toml_extra, json_extra, want) in [
             ("service", false, "", "", spread),
             ("batch", false, "", "", binpack),
-            ("service", true, "placement = \"binpack\"\n", r#""placement": "binpack","#, binpack),
-            ("batch", true, "placement = \"spread\"\n", r#""placement": "spread","#, spread),
+            (
+                "service",
+                true,
+                "placement = \"binpack\"\n",
+                r#""placement": "binpack","#,
+                binpack,
+            ),
+            (
+                "batch",
+                true,
+                "placement = \"spread\"\n",
+                r#""placement": "spread","#,
+                spread,
+            ),
         ] {
             let from_toml = JobSpec::from_toml_str(&toml(ty, toml_extra)).unwrap();
             let from_json = JobSpec::from_json_str(&json(ty, json_extra)).unwrap();
