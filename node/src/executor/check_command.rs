@@ -73,6 +73,14 @@ fn prepare(
     };
     let env = inner.task_env(name, &spec, &dir);
     let program = resolve_program(&check.command, env.get(OsStr::new("PATH")), &workdir)?;
+    // Run as another user, a bare name is searched again by that user (std's child calls
+    // `execvp` after switching): what the agent found may lie where the user cannot reach
+    // (root's `PATH` leads through root's home). The search above names a missing command.
+    let program = if account.is_some() && !check.command.contains('/') {
+        std::path::PathBuf::from(&check.command)
+    } else {
+        program
+    };
     let mut command = tokio::process::Command::new(program);
     if let Some(account) = account {
         command.uid(account.uid).gid(account.gid);

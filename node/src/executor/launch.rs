@@ -55,9 +55,15 @@ impl Inner {
             check_workdir(&workdir)?;
         }
         let env = self.task_env(name, spec, &dir);
-        let program =
-            self.programs
-                .resolve(&spec.command, env.get(OsStr::new("PATH")), &workdir)?;
+        let path = env.get(OsStr::new("PATH"));
+        let program = self.programs.resolve(&spec.command, path, &workdir)?;
+        // The agent found the command; a task user may not reach it (root's `PATH` can lead
+        // through root's home): the child goes on to the later places, as `execvp` would.
+        let fallbacks = if account.is_some() {
+            later_on_path(&spec.command, path, &workdir, &program)
+        } else {
+            Vec::new()
+        };
         let limits = cgroup::Limits {
             cpu_millicores: spec.cpu_millicores,
             memory_mib: spec.memory_mib,
@@ -77,6 +83,7 @@ impl Inner {
         let cgroup_procs = entry.as_ref().map(Entry::fds).unwrap_or_default();
         let plan = spawn::Plan {
             program: &program,
+            fallbacks: &fallbacks,
             args: &spec.args,
             env: env
                 .iter()
@@ -433,13 +440,7 @@ pub(super) fn resolve_program(
     }
     let search = path.map_or(OsStr::new(DEFAULT_PATH), OsString::as_os_str);
     let mut not_executable = None;
-    for entry in std::env::split_paths(search) {
-        let dir = if entry.as_os_str().is_empty() {
-            workdir.to_owned()
-        } else {
-            workdir.join(entry)
-        };
-        let candidate = dir.join(command);
+    for candidate in candidates(command, search, workdir) {
         match std::fs::metadata(&candidate) {
             Ok(m) if is_executable(&m) => return Ok(candidate),
             Ok(m) if m.is_file() => not_executable = not_executable.or(Some(candidate)),
@@ -456,6 +457,41 @@ pub(super) fn resolve_program(
             search.to_string_lossy()
         )),
     }
+}
+
+/// `command` in each entry of `search`, in order (relative entries count from `workdir`).
+fn candidates<'a>(
+    command: &'a str,
+    search: &'a OsStr,
+    workdir: &'a Path,
+) -> impl Iterator<Item = PathBuf> + 'a {
+    std::env::split_paths(search).map(move |entry| {
+        let dir = if entry.as_os_str().is_empty() {
+            workdir.to_owned()
+        } else {
+            workdir.join(entry)
+        };
+        dir.join(command)
+    })
+}
+
+/// The places of `command` on `PATH` after `found` (where [`resolve_program`] found it), in
+/// order, unchecked: the child tries them when the task's user is refused `found` (`spawn.rs`).
+/// Empty for a command given as a path.
+pub(super) fn later_on_path(
+    command: &str,
+    path: Option<&OsString>,
+    workdir: &Path,
+    found: &Path,
+) -> Vec<PathBuf> {
+    if command.contains('/') {
+        return Vec::new();
+    }
+    let search = path.map_or(OsStr::new(DEFAULT_PATH), OsString::as_os_str);
+    candidates(command, search, workdir)
+        .skip_while(|c| c != found)
+        .skip(1)
+        .collect()
 }
 
 /// Words for a failed spawn, named after the step that failed.

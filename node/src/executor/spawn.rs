@@ -25,6 +25,9 @@
 //!   just before `execve` it closes everything above stdio (`close_range`), so a descriptor the
 //!   agent inherited without close-on-exec (from a shell, a supervisor) never reaches a task.
 //!   Standard input is `/dev/null`, opened once by the executor and lent to every launch.
+//! - Where `execve` of the command is refused (`EACCES`, `ENOENT`, ...), it tries the
+//!   command's later places on the task's `PATH` that the parent listed, as `execvp` does:
+//!   the agent searched as itself, and the task's user may not reach what it found.
 //! - It reports a failed step by storing the `errno` in memory the parent reads after it
 //!   resumes, then exits with 127 without running any exit handler.
 //!
@@ -59,6 +62,10 @@ thread_local! {
 pub(super) struct Plan<'a> {
     /// An absolute or relative path (the command was resolved on the task's `PATH` before).
     pub program: &'a Path,
+    /// Where else the command is on the task's `PATH`, after `program`, in order: tried when
+    /// `execve` of `program` is refused as `execvp` goes on (the task's user may not reach
+    /// what the agent found). Empty when the command is a path, or the agent's user runs it.
+    pub fallbacks: &'a [std::path::PathBuf],
     pub args: &'a [String],
     pub env: Vec<(&'a OsStr, &'a OsStr)>,
     pub workdir: &'a Path,
@@ -146,6 +153,8 @@ struct KernelSigaction {
 /// Everything the child reads, laid out before the clone.
 struct ChildArgs {
     program: *const libc::c_char,
+    /// [`Plan::fallbacks`], null-terminated.
+    fallbacks: *const *const libc::c_char,
     argv: *const *const libc::c_char,
     envp: *const *const libc::c_char,
     workdir: *const libc::c_char,
@@ -190,11 +199,18 @@ pub(super) fn spawn(plan: Plan<'_>) -> Result<TaskChild, SpawnError> {
         .iter()
         .map(|(k, v)| c_string(&[k.as_bytes(), b"=", v.as_bytes()].concat()))
         .collect::<Result<Vec<_>, _>>()?;
+    let fallbacks_owned = plan
+        .fallbacks
+        .iter()
+        .map(|p| c_string(p.as_os_str().as_bytes()))
+        .collect::<Result<Vec<_>, _>>()?;
+    let fallbacks = null_terminated(&fallbacks_owned);
     let argv = null_terminated(&argv_owned);
     let envp = null_terminated(&envp_owned);
     let workdir = c_string(plan.workdir.as_os_str().as_bytes())?;
     let args = ChildArgs {
         program: program.as_ptr(),
+        fallbacks: fallbacks.as_ptr(),
         argv: argv.as_ptr(),
         envp: envp.as_ptr(),
         workdir: workdir.as_ptr(),
@@ -376,6 +392,29 @@ extern "C" fn child_main(arg: *mut libc::c_void) -> libc::c_int {
         libc::sigemptyset(&mut none);
         libc::pthread_sigmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
         libc::execve(args.program, args.argv, args.envp);
+        // Refused: on to the command's later places on the `PATH`, as `execvp` does, for the
+        // errors that say "not here, or not for you"; EACCES wins if any place gave it.
+        let errno = || *libc::__errno_location();
+        let mut denied = errno() == libc::EACCES;
+        let mut next = args.fallbacks;
+        while !(*next).is_null()
+            && matches!(
+                errno(),
+                libc::EACCES | libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV
+            )
+        {
+            libc::execve(*next, args.argv, args.envp);
+            denied |= errno() == libc::EACCES;
+            next = next.add(1);
+        }
+        if denied
+            && matches!(
+                errno(),
+                libc::ENOENT | libc::ENOTDIR | libc::ESTALE | libc::ENODEV
+            )
+        {
+            *libc::__errno_location() = libc::EACCES;
+        }
     }
     fail(Step::Exec)
 }

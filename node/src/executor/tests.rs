@@ -2071,3 +2071,58 @@ async fn a_task_without_its_record_keeps_its_directory_while_its_cgroup_holds_it
     assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
     assert_eq!(other.finished_task_dirs().len(), 1, "ended: now it may go");
 }
+
+/// A root agent's `PATH` can lead through a directory its task user cannot search (root's home,
+/// where pyenv or cargo put their shims): what the agent finds there is not the user's to run.
+/// The child goes on along the `PATH`, as `execvp` run by that user would, and a health check's
+/// bare command is searched by the user too. Found with `shoal dev` on a machine whose root
+/// `PATH` starts with `/root/.pyenv/shims`: `examples/http.toml`'s `python3` failed.
+#[tokio::test]
+async fn a_task_user_runs_the_command_it_can_reach_on_the_path() {
+    if !root_or_skip("a_task_user_runs_the_command_it_can_reach_on_the_path") {
+        return;
+    }
+    let (exec, mut events, dir) = executor("reach", CgroupMode::Auto);
+    let private = dir.0.join("private");
+    let public = dir.0.join("public");
+    for (d, mode, says) in [(&private, 0o700, "private"), (&public, 0o755, "public")] {
+        std::fs::create_dir(d).unwrap();
+        let script = d.join("where-am-i");
+        std::fs::write(&script, format!("#!/bin/sh\necho {says}\n")).unwrap();
+        std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(d, std::fs::Permissions::from_mode(mode)).unwrap();
+    }
+    std::fs::set_permissions(&dir.0, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = format!("{}:{}:/usr/bin:/bin", private.display(), public.display());
+    let env = BTreeMap::from([("PATH".to_string(), path)]);
+    let spec = TaskSpec {
+        command: "where-am-i".into(),
+        env: env.clone(),
+        ..TaskSpec::default()
+    };
+    let task = key("reach", 0);
+    run_to_exit_zero(&exec, &mut events, task.clone(), spec.clone()).await;
+    let out = std::fs::read_to_string(exec.task_dir(&task).unwrap().join("stdout")).unwrap();
+    assert_eq!(out.trim(), "public", "the user's find, not the agent's");
+    let check = CheckCommand {
+        command: "where-am-i".into(),
+        env,
+        ..CheckCommand::default()
+    };
+    assert_eq!(
+        exec.run_check(&task, check, Duration::from_secs(20)).await,
+        Ok(())
+    );
+    // Only where the user cannot reach: refused, and said so.
+    std::fs::remove_file(public.join("where-am-i")).unwrap();
+    exec.start(key("reach", 1), spec).unwrap();
+    match next(&mut events).await {
+        ExecEvent::Failed { reason, .. } => {
+            assert!(
+                reason.contains("as user nobody: permission denied"),
+                "{reason}"
+            );
+        }
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
