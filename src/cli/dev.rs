@@ -172,12 +172,14 @@ fn print_banner(agents: &[RunningAgent], key: &ClusterKey, token_file: &Path) {
     println!("(the shoal CLI on this machine finds it by itself). Try:");
     println!("  shoal node list{addr}");
     println!("  shoal node status dev-2{addr}");
-    println!("  shoal job run examples/web.toml{addr}");
+    println!("  shoal job run examples/web.toml{addr}      # 6 copies of `sleep`, spread");
     println!("  shoal job status web{addr}");
-    println!("  shoal service show web{addr}");
+    // Discovery needs a service with a port: `web` has none.
+    println!("  shoal job run examples/http.toml{addr}     # python3's web server, checked");
+    println!("  shoal service show http{addr}");
     if let Some(dns) = agents.first().and_then(|a| a.dns_addr) {
         println!(
-            "  dig @{} -p {} web.service.shoal SRV",
+            "  dig @{} -p {} http.service.shoal SRV",
             dns.ip(),
             dns.port()
         );
