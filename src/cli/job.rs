@@ -323,6 +323,7 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
     let mut last_done = usize::MAX;
     let mut last_rollout = String::new();
     let mut loops = CrashLoops::default();
+    let mut waiting = Waiting::default();
     let mut followed: Option<Option<String>> = None;
     let mut rollout_moved = std::time::Instant::now();
     loop {
@@ -429,8 +430,13 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
             );
         }
         if last_progress.elapsed() > Duration::from_secs(5) {
-            last_progress = std::time::Instant::now();
-            print_waiting(&tasks);
+            let lines = waiting.observe(id, &tasks, std::time::Instant::now());
+            if !lines.is_empty() {
+                for line in lines {
+                    eprintln!("{line}");
+                }
+                let _ = std::io::stderr().flush();
+            }
         }
         // A view of a large job is costly to build: poll it less often.
         let pause = if count > 1_000 { 1_000 } else { 200 };
@@ -556,19 +562,59 @@ impl CrashLoops {
     }
 }
 
-fn print_waiting(tasks: &[Value]) {
-    let mut reasons: std::collections::BTreeMap<String, usize> = std::collections::BTreeMap::new();
-    for t in tasks.iter().filter(|t| t["state"] == "pending") {
-        let r = t["pending_reason"]
-            .as_str()
-            .unwrap_or("not placed yet")
-            .to_string();
-        *reasons.entry(r).or_default() += 1;
+/// Why `job run`'s pending tasks wait, once nothing has moved for 5 s: said when it changes,
+/// and again after [`Waiting::REPEAT`] when it does not (not every 5 s: a job that waits for
+/// a node that is not there would fill the terminal).
+#[derive(Debug, Default)]
+struct Waiting {
+    said: Option<(Vec<String>, std::time::Instant)>,
+    hinted: bool,
+}
+
+impl Waiting {
+    const REPEAT: Duration = Duration::from_secs(30);
+
+    /// The lines to print for one view of the job's tasks at `now` (none when not due).
+    fn observe(&mut self, id: &str, tasks: &[Value], now: std::time::Instant) -> Vec<String> {
+        let pending: Vec<&Value> = tasks.iter().filter(|t| t["state"] == "pending").collect();
+        let mut reasons: std::collections::BTreeMap<String, usize> =
+            std::collections::BTreeMap::new();
+        for t in &pending {
+            let r = t["pending_reason"]
+                .as_str()
+                .unwrap_or("not placed yet")
+                .to_string();
+            *reasons.entry(r).or_default() += 1;
+        }
+        let lines: Vec<String> = reasons
+            .into_iter()
+            .map(|(reason, n)| format!("  waiting: {n} task(s): {reason}"))
+            .collect();
+        let due = match &self.said {
+            Some((said, at)) => *said != lines || now.duration_since(*at) >= Self::REPEAT,
+            None => true,
+        };
+        if !due {
+            return Vec::new();
+        }
+        let mut out = lines.clone();
+        // Every pending task fails a filter on every node: nothing the cluster does on its own
+        // places it until room frees or a node that fits joins. Said once.
+        let blocked = !pending.is_empty()
+            && pending
+                .iter()
+                .all(|t| matches!(t["reason"]["kind"].as_str(), Some("no_fit" | "no_nodes")));
+        if blocked && !self.hinted {
+            self.hinted = true;
+            out.push(format!(
+                "  no node fits them now: they stay pending and are placed once one does (room \
+                 frees, a node joins or changes). Ctrl-C stops following; `shoal job stop {id}` \
+                 withdraws the job"
+            ));
+        }
+        self.said = Some((lines, now));
+        out
     }
-    for (reason, n) in reasons {
-        eprintln!("  waiting: {n} task(s): {reason}");
-    }
-    let _ = std::io::stderr().flush();
 }
 
 fn describe(job: &Value) -> String {
@@ -750,6 +796,43 @@ mod tests {
 
     fn service(tasks: Value) -> Value {
         json!({"id": "web", "type": "service", "tasks": tasks})
+    }
+
+    #[test]
+    fn waiting_is_said_when_it_changes_and_a_job_nothing_fits_gets_one_hint() {
+        let pending = |kind: &str, text: &str| json!({"state": "pending", "pending_reason": text, "reason": {"kind": kind}});
+        let no_fit = vec![
+            pending("no_fit", "3 fail constraint zone=eu-1"),
+            pending("no_fit", "3 fail constraint zone=eu-1"),
+        ];
+        let t0 = std::time::Instant::now();
+        let mut w = Waiting::default();
+        let first = w.observe("api", &no_fit, t0);
+        assert_eq!(
+            first[0],
+            "  waiting: 2 task(s): 3 fail constraint zone=eu-1"
+        );
+        assert!(first[1].contains("no node fits them now"), "{first:?}");
+        assert!(first[1].contains("`shoal job stop api`"), "{first:?}");
+        // The same a moment later: nothing; after the repeat span: the line, no second hint.
+        assert!(
+            w.observe("api", &no_fit, t0 + Duration::from_secs(5))
+                .is_empty()
+        );
+        let again = w.observe("api", &no_fit, t0 + Waiting::REPEAT);
+        assert_eq!(again, vec![first[0].clone()]);
+        // A change is said at once.
+        let mut moved = no_fit.clone();
+        moved[1] = pending("placing", "being placed by coordinator n2");
+        let changed = w.observe("api", &moved, t0 + Waiting::REPEAT + Duration::from_secs(1));
+        assert_eq!(changed.len(), 2, "{changed:?}");
+        // Tasks that wait for something else than room get no hint.
+        let mut other = Waiting::default();
+        let lines = other.observe("web", &[pending("backoff", "retrying in 1.0 s")], t0);
+        assert_eq!(
+            lines,
+            vec!["  waiting: 1 task(s): retrying in 1.0 s".to_string()]
+        );
     }
 
     #[test]
