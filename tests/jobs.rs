@@ -1,6 +1,6 @@
 //! Jobs with real agents and real processes: services kept at their count through a node
-//! crash, a service spread and a batch packed when neither names a placement, a 200-task
-//! batch run exactly once, admission that never overcommits, stop that kills everything,
+//! crash, a service spread and a batch packed when neither names a placement, `job run` of a
+//! job no node fits (exit 2, the job stays), a 200-task batch run exactly once, admission that never overcommits, stop that kills everything,
 //! submissions that survive the death of the node that acknowledged them, a clean restart that
 //! writes on as the same actor, and restarts of a one-node cluster and of a whole cluster
 //! stopped node by node.
@@ -472,6 +472,35 @@ fn bad_jobs_get_clear_errors() {
         "[]",
         "a refused job was kept"
     );
+}
+
+#[test]
+fn job_run_of_a_job_no_node_fits_exits_2_and_the_job_stays() {
+    // No node has `zone=eu-1`: the job is accepted (a node that has it may join) and every task
+    // stays pending. `job run` says why, then stops following and exits 2, as Nomad's does on
+    // placement failures: a script that submits must not hang on a node that is not there.
+    let c = Cluster::start(1, "blocked");
+    let file = c.dir().join("zoned.toml");
+    std::fs::write(
+        &file,
+        "id = \"zoned\"\ntype = \"service\"\ncount = 2\ncommand = \"sleep\"\nargs = [\"600\"]\n\
+         constraints = [\"zone == eu-1\"]\n[resources]\ncpu = 100\nmemory = 16\n",
+    )
+    .unwrap();
+    let out = c.agents[0].cli_within(&["job", "run", file.to_str().unwrap()], DEADLINE);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("waiting: 2 task(s): 1 fail constraint zone=eu-1"),
+        "{err}"
+    );
+    assert!(
+        err.contains("job zoned is submitted, but no node fits 2 of its tasks now")
+            && err.contains("`shoal job stop zoned`"),
+        "{err}"
+    );
+    let job = c.job(0, "zoned").expect("the job stays submitted");
+    assert_eq!(job["status"], "pending", "{job}");
 }
 
 #[test]

@@ -430,12 +430,21 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
             );
         }
         if last_progress.elapsed() > Duration::from_secs(5) {
-            let lines = waiting.observe(id, &tasks, std::time::Instant::now());
-            if !lines.is_empty() {
-                for line in lines {
-                    eprintln!("{line}");
-                }
-                let _ = std::io::stderr().flush();
+            let now = std::time::Instant::now();
+            let service = job["type"] == "service";
+            for line in waiting.observe(service, &tasks, now) {
+                eprintln!("{line}");
+            }
+            let _ = std::io::stderr().flush();
+            if waiting.blocked_for(now) >= Waiting::BLOCKED_EXIT {
+                give_up(bar, &job);
+                eprintln!(
+                    "job {id} is submitted, but no node fits {pending} of its tasks now: they \
+                     stay pending and are placed once one does (room frees, a node joins or \
+                     changes). `shoal job status {id}` shows them, `shoal job stop {id}` \
+                     withdraws the job"
+                );
+                return Ok(ExitCode::from(2));
             }
         }
         // A view of a large job is costly to build: poll it less often.
@@ -563,19 +572,30 @@ impl CrashLoops {
 }
 
 /// Why `job run`'s pending tasks wait, once nothing has moved for 5 s: said when it changes,
-/// and again after [`Waiting::REPEAT`] when it does not (not every 5 s: a job that waits for
-/// a node that is not there would fill the terminal).
+/// and again after [`Waiting::REPEAT`] when it does not. And whether the job is *blocked*:
+/// every pending task fails a filter on every node, and nothing of the job runs that will end
+/// by itself (a service's tasks do not; a batch's do, and free room). `job run` stops
+/// following a job blocked for [`Waiting::BLOCKED_EXIT`] and exits 2, as Nomad's `job run`
+/// does on placement failures: a script that submits must not wait forever for a node that
+/// is not there, and the job stays submitted.
 #[derive(Debug, Default)]
 struct Waiting {
     said: Option<(Vec<String>, std::time::Instant)>,
-    hinted: bool,
+    blocked_since: Option<std::time::Instant>,
 }
 
 impl Waiting {
     const REPEAT: Duration = Duration::from_secs(30);
+    const BLOCKED_EXIT: Duration = Duration::from_secs(5);
 
-    /// The lines to print for one view of the job's tasks at `now` (none when not due).
-    fn observe(&mut self, id: &str, tasks: &[Value], now: std::time::Instant) -> Vec<String> {
+    /// How long the job has been blocked, as of the last view (zero when it is not).
+    fn blocked_for(&self, now: std::time::Instant) -> Duration {
+        self.blocked_since
+            .map_or(Duration::ZERO, |since| now.duration_since(since))
+    }
+
+    /// Takes one view of the job's tasks at `now`; the lines to print (none when not due).
+    fn observe(&mut self, service: bool, tasks: &[Value], now: std::time::Instant) -> Vec<String> {
         let pending: Vec<&Value> = tasks.iter().filter(|t| t["state"] == "pending").collect();
         let mut reasons: std::collections::BTreeMap<String, usize> =
             std::collections::BTreeMap::new();
@@ -590,6 +610,16 @@ impl Waiting {
             .into_iter()
             .map(|(reason, n)| format!("  waiting: {n} task(s): {reason}"))
             .collect();
+        let blocked = !pending.is_empty()
+            && pending
+                .iter()
+                .all(|t| matches!(t["reason"]["kind"].as_str(), Some("no_fit" | "no_nodes")))
+            && (service || !tasks.iter().any(|t| t["state"] == "running"));
+        self.blocked_since = if blocked {
+            self.blocked_since.or(Some(now))
+        } else {
+            None
+        };
         let due = match &self.said {
             Some((said, at)) => *said != lines || now.duration_since(*at) >= Self::REPEAT,
             None => true,
@@ -597,23 +627,8 @@ impl Waiting {
         if !due {
             return Vec::new();
         }
-        let mut out = lines.clone();
-        // Every pending task fails a filter on every node: nothing the cluster does on its own
-        // places it until room frees or a node that fits joins. Said once.
-        let blocked = !pending.is_empty()
-            && pending
-                .iter()
-                .all(|t| matches!(t["reason"]["kind"].as_str(), Some("no_fit" | "no_nodes")));
-        if blocked && !self.hinted {
-            self.hinted = true;
-            out.push(format!(
-                "  no node fits them now: they stay pending and are placed once one does (room \
-                 frees, a node joins or changes). Ctrl-C stops following; `shoal job stop {id}` \
-                 withdraws the job"
-            ));
-        }
-        self.said = Some((lines, now));
-        out
+        self.said = Some((lines.clone(), now));
+        lines
     }
 }
 
@@ -799,40 +814,50 @@ mod tests {
     }
 
     #[test]
-    fn waiting_is_said_when_it_changes_and_a_job_nothing_fits_gets_one_hint() {
+    fn waiting_is_said_when_it_changes_and_a_job_nothing_fits_is_blocked() {
         let pending = |kind: &str, text: &str| json!({"state": "pending", "pending_reason": text, "reason": {"kind": kind}});
+        let running = json!({"state": "running"});
         let no_fit = vec![
             pending("no_fit", "3 fail constraint zone=eu-1"),
             pending("no_fit", "3 fail constraint zone=eu-1"),
         ];
         let t0 = std::time::Instant::now();
+        let secs = Duration::from_secs;
         let mut w = Waiting::default();
-        let first = w.observe("api", &no_fit, t0);
+        let first = w.observe(true, &no_fit, t0);
         assert_eq!(
-            first[0],
-            "  waiting: 2 task(s): 3 fail constraint zone=eu-1"
+            first,
+            vec!["  waiting: 2 task(s): 3 fail constraint zone=eu-1".to_string()]
         );
-        assert!(first[1].contains("no node fits them now"), "{first:?}");
-        assert!(first[1].contains("`shoal job stop api`"), "{first:?}");
-        // The same a moment later: nothing; after the repeat span: the line, no second hint.
-        assert!(
-            w.observe("api", &no_fit, t0 + Duration::from_secs(5))
-                .is_empty()
-        );
-        let again = w.observe("api", &no_fit, t0 + Waiting::REPEAT);
-        assert_eq!(again, vec![first[0].clone()]);
-        // A change is said at once.
+        assert_eq!(w.blocked_for(t0 + secs(2)), secs(2));
+        // The same a moment later: nothing said; after the repeat span: the line again.
+        assert!(w.observe(true, &no_fit, t0 + secs(5)).is_empty());
+        assert_eq!(w.blocked_for(t0 + secs(5)), secs(5));
+        assert_eq!(w.observe(true, &no_fit, t0 + Waiting::REPEAT), first);
+        // A task being placed: said at once, and no longer blocked.
         let mut moved = no_fit.clone();
         moved[1] = pending("placing", "being placed by coordinator n2");
-        let changed = w.observe("api", &moved, t0 + Waiting::REPEAT + Duration::from_secs(1));
-        assert_eq!(changed.len(), 2, "{changed:?}");
-        // Tasks that wait for something else than room get no hint.
+        let later = t0 + Waiting::REPEAT + secs(1);
+        assert_eq!(w.observe(true, &moved, later).len(), 2);
+        assert_eq!(w.blocked_for(later), Duration::ZERO);
+        // A service with copies running and the rest fitting nowhere is blocked; a batch
+        // whose running tasks will end and free room is not.
+        let mut partly = no_fit.clone();
+        partly.push(running.clone());
+        let mut service = Waiting::default();
+        service.observe(true, &partly, t0);
+        assert_eq!(service.blocked_for(t0 + secs(6)), secs(6));
+        let mut batch = Waiting::default();
+        batch.observe(false, &partly, t0);
+        assert_eq!(batch.blocked_for(t0 + secs(6)), Duration::ZERO);
+        // Tasks waiting for something else than room are not blocked.
         let mut other = Waiting::default();
-        let lines = other.observe("web", &[pending("backoff", "retrying in 1.0 s")], t0);
+        let lines = other.observe(true, &[pending("backoff", "retrying in 1.0 s")], t0);
         assert_eq!(
             lines,
             vec!["  waiting: 1 task(s): retrying in 1.0 s".to_string()]
         );
+        assert_eq!(other.blocked_for(t0 + secs(6)), Duration::ZERO);
     }
 
     #[test]
