@@ -100,6 +100,14 @@ async fn started(events: &mut mpsc::Receiver<ExecEvent>) -> u32 {
     }
 }
 
+/// The reason of the next event, which must be `Failed`.
+async fn failed(events: &mut mpsc::Receiver<ExecEvent>) -> String {
+    match next(events).await {
+        ExecEvent::Failed { reason, .. } => reason,
+        other => panic!("expected Failed, got {other:?}"),
+    }
+}
+
 /// Starts `spec` as `task` and waits for it to exit 0; returns its pid.
 async fn run_to_exit_zero(
     exec: &Executor,
@@ -210,15 +218,11 @@ async fn missing_command_fails_naming_it() {
         ..TaskSpec::default()
     };
     exec.start(key("nocmd", 0), spec).unwrap();
-    match next(&mut events).await {
-        ExecEvent::Failed { reason, .. } => {
-            assert!(
-                reason.contains("`shoal-no-such-command` not found"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let reason = failed(&mut events).await;
+    assert!(
+        reason.contains("`shoal-no-such-command` not found"),
+        "{reason}"
+    );
     assert!(exec.running().is_empty());
 }
 
@@ -231,12 +235,8 @@ async fn missing_workdir_fails_naming_it() {
         ..sh("true")
     };
     exec.start(key("nowd", 0), spec).unwrap();
-    match next(&mut events).await {
-        ExecEvent::Failed { reason, .. } => {
-            assert!(reason.contains(&format!("workdir {} does not exist", missing.display())));
-        }
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let reason = failed(&mut events).await;
+    assert!(reason.contains(&format!("workdir {} does not exist", missing.display())));
 }
 
 #[tokio::test]
@@ -245,13 +245,9 @@ async fn unwritable_task_dir_is_a_failed_event_naming_the_path() {
     // A file where the job's directory should be.
     std::fs::write(dir.0.join("tasks").join("baddir.1.n"), b"in the way").unwrap();
     exec.start(key("baddir", 0), sh("true")).unwrap();
-    match next(&mut events).await {
-        ExecEvent::Failed { reason, .. } => {
-            assert!(reason.contains("cannot create task directory"), "{reason}");
-            assert!(reason.contains("tasks/baddir.1.n/0/0"), "{reason}");
-        }
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let reason = failed(&mut events).await;
+    assert!(reason.contains("cannot create task directory"), "{reason}");
+    assert!(reason.contains("tasks/baddir.1.n/0/0"), "{reason}");
 }
 
 #[tokio::test]
@@ -1512,12 +1508,8 @@ async fn a_root_agent_runs_tasks_unprivileged_and_only_as_allowed_users() {
         ..sh("id -u")
     };
     exec.start(key("users", 2), refused).unwrap();
-    match next(&mut events).await {
-        ExecEvent::Failed { reason, .. } => {
-            assert!(reason.contains("--allow-task-user root"), "{reason}");
-        }
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let reason = failed(&mut events).await;
+    assert!(reason.contains("--allow-task-user root"), "{reason}");
 }
 
 #[tokio::test]
@@ -2116,13 +2108,9 @@ async fn a_task_user_runs_the_command_it_can_reach_on_the_path() {
     // Only where the user cannot reach: refused, and said so.
     std::fs::remove_file(public.join("where-am-i")).unwrap();
     exec.start(key("reach", 1), spec).unwrap();
-    match next(&mut events).await {
-        ExecEvent::Failed { reason, .. } => {
-            assert!(
-                reason.contains("as user nobody: permission denied"),
-                "{reason}"
-            );
-        }
-        other => panic!("expected Failed, got {other:?}"),
-    }
+    let reason = failed(&mut events).await;
+    assert!(
+        reason.contains("as user nobody: permission denied"),
+        "{reason}"
+    );
 }
