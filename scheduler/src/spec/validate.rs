@@ -50,12 +50,8 @@ impl JobSpec {
 
     /// A spec built as a JSON value (the simulator's workload), not validated.
     pub fn from_json_value(value: serde_json::Value) -> Result<Self, SpecError> {
-        let named = Named {
-            placement: value
-                .get("placement")
-                .filter(|v| !v.is_null())
-                .map(|_| serde::de::IgnoredAny),
-        };
+        let named = <Named as serde::Deserialize>::deserialize(&value)
+            .map_err(|e| SpecError::Parse(e.to_string()))?;
         let spec: JobSpec =
             serde_json::from_value(value).map_err(|e| SpecError::Parse(e.to_string()))?;
         Ok(spec.with_type_defaults(&named))
