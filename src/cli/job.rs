@@ -405,6 +405,7 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
         if done != last_done {
             last_done = done;
             last_progress = std::time::Instant::now();
+            waiting.moved();
         }
         if matches!(status.as_str(), "running" | "complete") && done == count && !rollout_pending {
             if let Some(b) = bar {
@@ -587,6 +588,11 @@ struct Waiting {
 impl Waiting {
     const REPEAT: Duration = Duration::from_secs(30);
     const BLOCKED_EXIT: Duration = Duration::from_secs(5);
+
+    /// The job moved (a task started or ended): a blocked spell before it no longer counts.
+    fn moved(&mut self) {
+        self.blocked_since = None;
+    }
 
     /// How long the job has been blocked, as of the last view (zero when it is not).
     fn blocked_for(&self, now: std::time::Instant) -> Duration {
@@ -850,6 +856,13 @@ mod tests {
         let mut batch = Waiting::default();
         batch.observe(false, &partly, t0);
         assert_eq!(batch.blocked_for(t0 + secs(6)), Duration::ZERO);
+        // A job that moved between two blocked views starts its clock again: only views
+        // taken after 5 s without progress see it, and the earlier spell is over.
+        let mut again = Waiting::default();
+        again.observe(true, &no_fit, t0);
+        again.moved();
+        again.observe(true, &no_fit, t0 + secs(10));
+        assert_eq!(again.blocked_for(t0 + secs(12)), secs(2));
         // Tasks waiting for something else than room are not blocked.
         let mut other = Waiting::default();
         let lines = other.observe(true, &[pending("backoff", "retrying in 1.0 s")], t0);
