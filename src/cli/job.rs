@@ -314,7 +314,7 @@ impl Submitted {
     }
 }
 
-/// Polls the job until every task runs (or, for batch, has finished) and, for a job with an
+/// Polls the job until every task runs (or, for batch, has exited 0) and, for a job with an
 /// `[update]` block, until the submitted version's rollout completes, fails or waits for a
 /// promotion; a progress bar for large counts; prints why tasks wait when nothing moves.
 async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow::Result<ExitCode> {
@@ -375,14 +375,13 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
         let rollout_pending = matches!(rollout, Rollout::Deploying(_));
         let tasks = job["tasks"].as_array().cloned().unwrap_or_default();
         let count = tasks.len();
-        let state = |s: &str| tasks.iter().filter(|t| t["state"] == s).count();
-        let (running, exited, failed, pending) = (
-            state("running"),
-            state("exited"),
-            state("failed"),
-            state("pending"),
-        );
-        let done = running + exited;
+        let Tally {
+            running,
+            exited,
+            failed,
+            pending,
+            done,
+        } = Tally::of(&job);
         let status = job["status"].as_str().unwrap_or("?").to_string();
         if count > 20 {
             let b = bar.get_or_insert_with(|| {
@@ -451,6 +450,42 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
         // A view of a large job is costly to build: poll it less often.
         let pause = if count > 1_000 { 1_000 } else { 200 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// One view of a job's tasks, counted for `job run`'s progress line.
+#[derive(Debug, PartialEq, Eq)]
+struct Tally {
+    running: usize,
+    exited: usize,
+    failed: usize,
+    pending: usize,
+    /// Tasks where `job run` wants them: running, or (batch) exited with code 0. A service's
+    /// copy that exited is down until its restart, and a batch task that exited non-zero is
+    /// retried or fails the job: neither is done.
+    done: usize,
+}
+
+impl Tally {
+    fn of(job: &Value) -> Self {
+        let tasks = job["tasks"].as_array().map_or(&[][..], Vec::as_slice);
+        let state = |s: &str| tasks.iter().filter(|t| t["state"] == s).count();
+        let running = state("running");
+        let finished = if job["type"] == "service" {
+            0
+        } else {
+            tasks
+                .iter()
+                .filter(|t| t["state"] == "exited" && t["exit_code"] == 0)
+                .count()
+        };
+        Self {
+            running,
+            exited: state("exited"),
+            failed: state("failed"),
+            pending: state("pending"),
+            done: running + finished,
+        }
     }
 }
 
@@ -817,6 +852,33 @@ mod tests {
 
     fn service(tasks: Value) -> Value {
         json!({"id": "web", "type": "service", "tasks": tasks})
+    }
+
+    #[test]
+    fn a_task_that_exited_is_done_only_for_a_batch_and_with_code_0() {
+        let tasks = json!([
+            {"state": "running"},
+            {"state": "exited", "exit_code": 0},
+            {"state": "exited", "exit_code": 1},
+            {"state": "pending"},
+        ]);
+        let web = Tally::of(&service(tasks.clone()));
+        assert_eq!(
+            web,
+            Tally {
+                running: 1,
+                exited: 2,
+                failed: 0,
+                pending: 1,
+                done: 1,
+            },
+            "a service's exited copy is down until it restarts"
+        );
+        let batch = Tally::of(&json!({"id": "b", "type": "batch", "tasks": tasks}));
+        assert_eq!(
+            batch.done, 2,
+            "the batch task that exited 1 is retried: {batch:?}"
+        );
     }
 
     #[test]
