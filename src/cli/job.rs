@@ -286,6 +286,10 @@ async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<Exit
     let submitted = Submitted {
         before,
         stamp: answer["stamp"].as_str().map(str::to_string),
+        min_healthy: spec
+            .update
+            .as_ref()
+            .map_or(Duration::ZERO, |u| Duration::from_millis(u.min_healthy_ms)),
     };
     follow_placement(&spec.id, api, &submitted).await
 }
@@ -298,6 +302,9 @@ struct Submitted {
     /// The stamp of the write, as the answer gave it (`None` from an agent older than the
     /// field). When the write started a deployment, this is the deployment's stamp.
     stamp: Option<String>,
+    /// The spec's `[update] min_healthy_ms`: how long a healthy new task waits, by design,
+    /// before its slot counts as done.
+    min_healthy: Duration,
 }
 
 impl Submitted {
@@ -321,11 +328,10 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
     let mut bar: Option<indicatif::ProgressBar> = None;
     let mut last_progress = std::time::Instant::now();
     let mut last_done = usize::MAX;
-    let mut last_rollout = String::new();
+    let mut quiet = RolloutQuiet::new(submitted.min_healthy, std::time::Instant::now());
     let mut loops = CrashLoops::default();
     let mut waiting = Waiting::default();
     let mut followed: Option<Option<String>> = None;
-    let mut rollout_moved = std::time::Instant::now();
     loop {
         let job: Value = serde_json::from_str(&api.get(&format!("/v1/jobs/{id}")).await?)?;
         let followed = followed.get_or_insert_with(|| submitted.deployment_to_follow(&job));
@@ -336,18 +342,15 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
         };
         match &rollout {
             Rollout::None | Rollout::Complete => {}
-            Rollout::Deploying(line) if *line != last_rollout => {
-                say(format!("  update {line}"));
-                last_rollout.clone_from(line);
-                rollout_moved = std::time::Instant::now();
-            }
             Rollout::Deploying(line) => {
-                if rollout_moved.elapsed() > Duration::from_secs(10) {
-                    rollout_moved = std::time::Instant::now();
-                    eprintln!(
-                        "  update {line}: no change for 10 s (`shoal job status {id}` shows \
-                         the tasks; Ctrl-C stops following, the update goes on)"
-                    );
+                match quiet.observe(line, &job, std::time::Instant::now()) {
+                    Quiet::NewLine => say(format!("  update {line}")),
+                    Quiet::Moving => {}
+                    Quiet::Still(for_) => eprintln!(
+                        "  update {line}: no change for {} s (`shoal job status {id}` shows \
+                     the tasks; Ctrl-C stops following, the update goes on)",
+                        for_.as_secs()
+                    ),
                 }
             }
             Rollout::Waiting(line) => {
@@ -450,6 +453,74 @@ async fn follow_placement(id: &str, api: &Api, submitted: &Submitted) -> anyhow:
         // A view of a large job is costly to build: poll it less often.
         let pause = if count > 1_000 { 1_000 } else { 200 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+/// Whether a rollout `job run` follows has moved: its summary line, or any task's state,
+/// health or version. A slot's new task counts as done only after `min_healthy_ms` healthy,
+/// so a rollout whose tasks all turned healthy is quiet that long by design: it is said to
+/// be still only after 10 s more.
+#[derive(Debug)]
+struct RolloutQuiet {
+    line: String,
+    tasks: Vec<(Value, Value, Value)>,
+    since: std::time::Instant,
+    patience: Duration,
+}
+
+/// What one view of a rollout shows.
+#[derive(Debug, PartialEq, Eq)]
+enum Quiet {
+    /// A summary line not said before.
+    NewLine,
+    /// The line is the same; tasks moved, or not for long.
+    Moving,
+    /// Nothing moved for this long (said once per period).
+    Still(Duration),
+}
+
+impl RolloutQuiet {
+    const STILL: Duration = Duration::from_secs(10);
+
+    fn new(min_healthy: Duration, now: std::time::Instant) -> Self {
+        Self {
+            line: String::new(),
+            tasks: Vec::new(),
+            since: now,
+            patience: Self::STILL + min_healthy,
+        }
+    }
+
+    fn observe(&mut self, line: &str, job: &Value, now: std::time::Instant) -> Quiet {
+        let tasks: Vec<_> = job["tasks"]
+            .as_array()
+            .map_or(&[][..], Vec::as_slice)
+            .iter()
+            .map(|t| {
+                (
+                    t["state"].clone(),
+                    t["health"].clone(),
+                    t["version"].clone(),
+                )
+            })
+            .collect();
+        let new_line = self.line != line;
+        if new_line || tasks != self.tasks {
+            self.line = line.to_string();
+            self.tasks = tasks;
+            self.since = now;
+            return if new_line {
+                Quiet::NewLine
+            } else {
+                Quiet::Moving
+            };
+        }
+        let still = now.duration_since(self.since);
+        if still < self.patience {
+            return Quiet::Moving;
+        }
+        self.since = now;
+        Quiet::Still(still)
     }
 }
 
@@ -855,6 +926,51 @@ mod tests {
     }
 
     #[test]
+    fn a_rollout_waiting_out_min_healthy_is_not_said_to_be_still() {
+        let t0 = std::time::Instant::now();
+        let secs = Duration::from_secs;
+        let job = |health: &str| {
+            service(json!([
+                {"state": "running", "health": health, "version": 2},
+                {"state": "running", "health": health, "version": 2},
+            ]))
+        };
+        let line = "version 2 · deploying 0/2 done · max_parallel 2";
+        let mut q = RolloutQuiet::new(secs(10), t0);
+        assert_eq!(q.observe(line, &job("unknown"), t0), Quiet::NewLine);
+        // The checks pass at 1 s: the tasks moved, and the clock starts again.
+        assert_eq!(
+            q.observe(line, &job("healthy"), t0 + secs(1)),
+            Quiet::Moving
+        );
+        // 10 s healthy (min_healthy_ms) and then some: what the rollout waits for by design.
+        assert_eq!(
+            q.observe(line, &job("healthy"), t0 + secs(18)),
+            Quiet::Moving
+        );
+        assert_eq!(
+            q.observe(line, &job("healthy"), t0 + secs(21)),
+            Quiet::Still(secs(20))
+        );
+        // Said once per period.
+        assert_eq!(
+            q.observe(line, &job("healthy"), t0 + secs(22)),
+            Quiet::Moving
+        );
+        // Without min_healthy_ms (no [update] seen), 10 s of nothing is still.
+        let mut q = RolloutQuiet::new(Duration::ZERO, t0);
+        q.observe(line, &job("healthy"), t0);
+        assert_eq!(
+            q.observe(line, &job("healthy"), t0 + secs(9)),
+            Quiet::Moving
+        );
+        assert_eq!(
+            q.observe(line, &job("healthy"), t0 + secs(10)),
+            Quiet::Still(secs(10))
+        );
+    }
+
+    #[test]
     fn a_task_that_exited_is_done_only_for_a_batch_and_with_code_0() {
         let tasks = json!([
             {"state": "running"},
@@ -1011,11 +1127,13 @@ mod tests {
         let in_place = Submitted {
             before: Some("5.0@n1".into()),
             stamp: Some("9.0@n1".into()),
+            ..Submitted::default()
         };
         assert_eq!(in_place.deployment_to_follow(&job), None);
         let new_version = Submitted {
             before: Some("3.0@n1".into()),
             stamp: Some("5.0@n1".into()),
+            ..Submitted::default()
         };
         assert_eq!(
             new_version.deployment_to_follow(&job),
@@ -1025,6 +1143,7 @@ mod tests {
         let unstamped = Submitted {
             before: Some("3.0@n1".into()),
             stamp: None,
+            ..Submitted::default()
         };
         assert_eq!(unstamped.deployment_to_follow(&job), Some("5.0@n1".into()));
         assert_eq!(Submitted::default().deployment_to_follow(&json!({})), None);
