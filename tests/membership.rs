@@ -716,3 +716,25 @@ fn a_member_that_left_is_let_go_of_on_every_agent_and_may_come_back() {
     agents[2] = Agent::start(spec("n3", seed));
     wait_all_alive(&agents.iter().collect::<Vec<_>>(), 3);
 }
+
+/// A clean stop is no fault: the last node of a cluster to leave sees nobody after its own
+/// leave, and says nothing above INFO about it (it warned "no majority" before).
+#[test]
+fn a_lone_agent_that_stops_cleanly_warns_of_nothing() {
+    let dir = TempDir::new("lone-leave");
+    let key = keygen(&dir.0, "cluster.key");
+    let mut agent = Agent::start(AgentSpec::new("n1", &key, &dir.0));
+    wait_quorum(&agent, (1, 1, true));
+    let stopped = agent.stop().expect("n1 was running");
+    assert!(stopped.success(), "n1 did not stop cleanly: {stopped:?}");
+    let lines = log_lines(&agent);
+    assert!(
+        lines.iter().any(|l| l.contains("left the cluster")),
+        "n1's log does not show its leave: {lines:#?}"
+    );
+    let loud: Vec<&String> = lines
+        .iter()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+        .collect();
+    assert!(loud.is_empty(), "a clean stop logged {loud:#?}");
+}

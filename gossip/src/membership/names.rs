@@ -109,6 +109,13 @@ impl Membership {
                 );
                 self.regain_announces = super::REGAIN_ANNOUNCE_ROUNDS;
                 self.announce_to_every_down_member();
+            } else if self.left {
+                // This node's own leave: the last one to go sees nobody, which is no fault.
+                tracing::debug!(
+                    reachable = q.reachable,
+                    known = q.known,
+                    "left: no majority"
+                );
             } else {
                 tracing::warn!(reachable = q.reachable, known = q.known, reason = ?q.reason, "no majority");
             }
