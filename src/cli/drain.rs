@@ -98,7 +98,11 @@ async fn follow(api: &Api, name: &str) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         if last != Some(drain.live_tasks) {
-            println!("{name}: {} tasks still live there", drain.live_tasks);
+            let n = drain.live_tasks;
+            println!(
+                "{name}: {n} task{} still live there",
+                if n == 1 { "" } else { "s" }
+            );
             last = Some(drain.live_tasks);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
