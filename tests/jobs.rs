@@ -1080,4 +1080,17 @@ fn the_logs_of_earlier_attempts_are_readable() {
     let both = logs(&["--attempt", "1", "--previous"]);
     assert!(!both.status.success());
     assert!(String::from_utf8_lossy(&both.stderr).contains("cannot be used with"));
+    // A job that does not exist is named as such, not as a slot without a task.
+    let stderr_of = |args: &[&str]| {
+        let out = c.agents[0].cli(args);
+        assert!(!out.status.success(), "task logs {args:?} succeeded");
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let nojob = stderr_of(&["task", "logs", "nojob", "0"]);
+    assert!(nojob.contains("no job \"nojob\""), "{nojob}");
+    let noslot = stderr_of(&["task", "logs", "flap", "7"]);
+    assert!(
+        noslot.contains("job \"flap\" has no placed task in slot 7"),
+        "{noslot}"
+    );
 }

@@ -267,6 +267,9 @@ async fn logs(
         (None, false) => WhichAttempt::Current,
     };
     let Some(key) = h.attempt(job.clone(), slot, which).await else {
+        if h.versions(job.clone()).await.is_none() {
+            return error(StatusCode::NOT_FOUND, format!("no job {job:?}"));
+        }
         let what = match which {
             WhichAttempt::Current => "no placed task".to_string(),
             WhichAttempt::Previous => "no earlier attempt that ran".to_string(),
