@@ -8,7 +8,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{Agent, AgentSpec, TempDir, http_request, keygen, status_of, wait_for};
+use common::{Agent, AgentSpec, TempDir, http_request, keygen, run_in_within, status_of, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(45);
@@ -737,4 +737,33 @@ fn a_lone_agent_that_stops_cleanly_warns_of_nothing() {
         .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
         .collect();
     assert!(loud.is_empty(), "a clean stop logged {loud:#?}");
+}
+
+/// An agent bound to every address (`0.0.0.0`) has no address peers could send to unless it
+/// is told one: it refuses to start and says to set `--advertise` (it advertised `0.0.0.0`
+/// before, and so did its QUIC address, which a peer dials on its own host).
+#[test]
+fn an_agent_bound_to_every_address_needs_an_advertised_one() {
+    let dir = TempDir::new("bind-any");
+    let key = keygen(&dir.0, "cluster.key");
+    let out = run_in_within(
+        &dir.0,
+        &[
+            "agent",
+            "--name",
+            "n1",
+            "--bind",
+            "0.0.0.0:0",
+            "--http",
+            "127.0.0.1:0",
+            "--dns",
+            "off",
+            "--cluster-key-file",
+            key.to_str().unwrap(),
+        ],
+        Duration::from_secs(20),
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the agent ran: {err}");
+    assert!(err.contains("set --advertise"), "{err}");
 }

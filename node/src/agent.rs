@@ -313,9 +313,14 @@ struct Shared {
 struct Bound {
     /// The gossip address other nodes reach this one at.
     gossip_addr: SocketAddr,
+    /// Where the gossip socket listens (its port differs from the advertised one behind a NAT
+    /// or proxy; both are kept from tasks).
+    gossip_bound: SocketAddr,
     tls_identity: TlsIdentity,
     quic_config: tls::QuicConfig,
     endpoint: quinn::Endpoint,
+    /// The QUIC address peers dial (the bound one, or the gossip IP with its port when it is
+    /// bound to every address).
     quic_addr: SocketAddr,
     api_server: ApiServer,
     /// Where the API listens.
@@ -330,7 +335,8 @@ async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket
     let socket = UdpSocket::bind(config.bind)
         .await
         .with_context(|| format!("cannot bind gossip address {}", config.bind))?;
-    let gossip_addr = config.advertise.unwrap_or(socket.local_addr()?);
+    let gossip_bound = socket.local_addr()?;
+    let gossip_addr = advertised_gossip(config.advertise, gossip_bound)?;
     let quic_config = tls::QuicConfig::default();
     let tls_identity = TlsIdentity::from_ring(ring, &config.name, quic_config)
         .context("cannot build this node's TLS identity from the cluster key")?;
@@ -339,7 +345,7 @@ async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket
         .unwrap_or(SocketAddr::new(socket.local_addr()?.ip(), 0));
     let endpoint = tls::endpoint(&tls_identity, quic_bind)
         .with_context(|| format!("cannot bind QUIC address {quic_bind}"))?;
-    let quic_addr = endpoint.local_addr()?;
+    let quic_addr = reachable_at(endpoint.local_addr()?, gossip_addr);
     let facts = AgentFacts {
         node_name: &config.name,
         gossip_addr,
@@ -352,6 +358,7 @@ async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket
     let dns = config.dns.addr.map(crate::dns::bind).transpose()?;
     let bound = Bound {
         gossip_addr,
+        gossip_bound,
         tls_identity,
         quic_config,
         endpoint,
@@ -362,6 +369,34 @@ async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket
         dns,
     };
     Ok((socket, bound))
+}
+
+/// The gossip address peers send to: `--advertise`, else the bound one. An address that
+/// names every interface (`0.0.0.0`, `::`) is no address a peer can send to (on Linux a
+/// datagram to `0.0.0.0` goes to the sender's own host), and it would be handed on as the
+/// QUIC and task addresses too: refused, with what to set.
+fn advertised_gossip(given: Option<SocketAddr>, bound: SocketAddr) -> anyhow::Result<SocketAddr> {
+    match given {
+        Some(a) if a.ip().is_unspecified() || a.port() == 0 => {
+            bail!("--advertise {a} is not an address peers can send to")
+        }
+        Some(a) => Ok(a),
+        None if bound.ip().is_unspecified() => bail!(
+            "gossip listens on every address ({bound}): set --advertise to the address peers \
+             send to (this host's address on the cluster's network, with the gossip port)"
+        ),
+        None => Ok(bound),
+    }
+}
+
+/// Where peers reach a socket bound at `bound`: itself, or, bound to every address, the
+/// advertised gossip IP with the bound port.
+fn reachable_at(bound: SocketAddr, gossip: SocketAddr) -> SocketAddr {
+    if bound.ip().is_unspecified() {
+        SocketAddr::new(gossip.ip(), bound.port())
+    } else {
+        bound
+    }
 }
 
 /// The membership core, restored from the known members and joined to the seeds, in its own
@@ -486,17 +521,14 @@ async fn start_scheduler(
     // The agent's own ports are never a task's.
     let mut reserved_ports = ports.reserved.clone();
     reserved_ports.extend([
+        bound.gossip_bound.port(),
         bound.gossip_addr.port(),
         bound.quic_addr.port(),
         bound.http_addr.port(),
     ]);
     reserved_ports.extend(bound.dns.as_ref().map(|d| d.local_addr().port()));
-    let service_ip = ports
-        .service_ip
-        .unwrap_or_else(|| match bound.gossip_addr.ip() {
-            ip if ip.is_unspecified() => std::net::Ipv4Addr::LOCALHOST.into(),
-            ip => ip,
-        });
+    // Never unspecified: `advertised_gossip` refuses that.
+    let service_ip = ports.service_ip.unwrap_or(bound.gossip_addr.ip());
     let sched_config = shoal_scheduler::SchedulerConfig {
         anti_entropy_interval: Duration::from_secs(5),
         task_users: executor.accepted_task_users(),
@@ -835,6 +867,28 @@ fn directory_of(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_address_on_every_interface_is_never_advertised() {
+        let any: SocketAddr = "0.0.0.0:7946".parse().unwrap();
+        let lan: SocketAddr = "10.0.0.1:7946".parse().unwrap();
+        let err = advertised_gossip(None, any).unwrap_err().to_string();
+        assert!(err.contains("set --advertise"), "{err}");
+        assert_eq!(advertised_gossip(Some(lan), any).unwrap(), lan);
+        assert_eq!(advertised_gossip(None, lan).unwrap(), lan);
+        let v6_any: SocketAddr = "[::]:7946".parse().unwrap();
+        assert!(advertised_gossip(None, v6_any).is_err());
+        assert!(advertised_gossip(Some(any), lan).is_err());
+        assert!(advertised_gossip(Some("10.0.0.1:0".parse().unwrap()), lan).is_err());
+        // QUIC bound to every address is dialled at the gossip IP, on its own port.
+        let quic_any: SocketAddr = "0.0.0.0:40000".parse().unwrap();
+        assert_eq!(
+            reachable_at(quic_any, lan),
+            "10.0.0.1:40000".parse().unwrap()
+        );
+        let quic_lan: SocketAddr = "10.0.0.2:40000".parse().unwrap();
+        assert_eq!(reachable_at(quic_lan, lan), quic_lan);
+    }
 
     #[test]
     fn generation_grows_even_when_the_clock_goes_back() {

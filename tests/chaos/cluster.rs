@@ -53,6 +53,9 @@ pub struct Options {
     pub memory_mib: u64,
     /// Nodes whose data dir is a tmpfs of this many MiB (the full-disk scenario).
     pub tmpfs_mib: Vec<(usize, u64)>,
+    /// Every agent binds gossip to `0.0.0.0` and advertises its namespace's address
+    /// (`--bind 0.0.0.0:P --advertise ADDR:P`), as hosts with several interfaces are set up.
+    pub bind_every_address: bool,
 }
 
 impl Default for Options {
@@ -62,6 +65,7 @@ impl Default for Options {
             cpu_millicores: 2000,
             memory_mib: 2048,
             tmpfs_mib: Vec::new(),
+            bind_every_address: false,
         }
     }
 }
@@ -224,9 +228,14 @@ impl Cluster {
         let mut cmd = Command::new("nsenter");
         cmd.arg(format!("--net={}", node.ns.path().display()))
             .arg(env!("CARGO_BIN_EXE_shoal"))
-            .args(["agent", "--name", &node.name])
-            .args(["--bind", &node.gossip().to_string()])
-            .args(["--http", "127.0.0.1:0"])
+            .args(["agent", "--name", &node.name]);
+        if self.options.bind_every_address {
+            cmd.args(["--bind", &format!("0.0.0.0:{GOSSIP_PORT}")])
+                .args(["--advertise", &node.gossip().to_string()]);
+        } else {
+            cmd.args(["--bind", &node.gossip().to_string()]);
+        }
+        cmd.args(["--http", "127.0.0.1:0"])
             .args(["--dns", "127.0.0.1:0"])
             .args(["--cpu", &self.options.cpu_millicores.to_string()])
             .args(["--memory", &self.options.memory_mib.to_string()])

@@ -652,3 +652,35 @@ fn a_node_rebooted_before_anyone_noticed_gets_its_tasks_back() {
         Bounds::default(),
     );
 }
+
+/// Three agents bound to every address (`--bind 0.0.0.0:P --advertise ADDR:P`), each host in
+/// its own network namespace: they replicate (a submission is acknowledged durable on a peer,
+/// `200`) and every node runs its share of a spread service. Before the agents advertised their
+/// QUIC address at the gossip IP, each advertised `0.0.0.0:PORT`, which a peer dials on its own
+/// host: no table reached another node, and every submission answered `202`.
+#[test]
+fn agents_bound_to_every_address_replicate_and_place_everywhere() {
+    let mut c = Cluster::start(
+        "bind_every_address",
+        Options {
+            nodes: 3,
+            bind_every_address: true,
+            ..Options::default()
+        },
+    );
+    let r = c.submit(0, &service("web", 3, TASK_CPU, TASK_MEMORY));
+    c.check(
+        r.status == Some(200),
+        format!(
+            "a submission to agents bound to every address answered {:?}: {}",
+            r.status, r.body
+        ),
+    );
+    c.require_at_count(&[("web", 3)]);
+    let per = c.per_node("web");
+    c.check(
+        per.len() == 3,
+        format!("a spread service of 3 on 3 nodes ran on {per:?}"),
+    );
+    c.finish(Expect::default(), Bounds::default());
+}
