@@ -1218,3 +1218,49 @@ fn an_ad_without_a_member_is_let_go_of_but_its_node_is_heard_if_it_turns_up() {
     assert!(holds_ad(&net, 0, "n9"), "its ad is refused");
     assert!(net.node(0).reaped().is_empty());
 }
+
+/// README: a dead node stays counted "until `shoal node forget NAME` or 24 h down". The
+/// majority forgets it on its own after `forget_down_after` (here 20 s), and a node cut off
+/// from the majority forgets nobody, however long its peers look down to it.
+#[test]
+fn the_majority_forgets_a_member_down_past_forget_down_after_and_a_minority_never() {
+    let config = Config {
+        forget_down_after: Duration::from_secs(20),
+        ..Config::default()
+    };
+    let mut net = Net::with_config(5, 0.0, config);
+    net.run(5_000);
+    for i in 0..5 {
+        assert_eq!(net.node(i).quorum().known, 5, "n{i} knows the five");
+    }
+    // n4 dies; n3 is cut off from everyone else (alone, it holds no majority).
+    net.nodes[4] = None;
+    net.side[3] = 1;
+    net.run(15_000);
+    for i in 0..3 {
+        assert_eq!(
+            net.node(i).quorum().known,
+            5,
+            "n{i} forgot before forget_down_after"
+        );
+    }
+    net.run(20_000);
+    for i in 0..3 {
+        let q = net.node(i).quorum();
+        assert_eq!(q.known, 3, "n{i}: n3 and n4 are down past 20 s: {q:?}");
+        assert!(q.majority, "n{i}: 3 of 3 known: {q:?}");
+        let listed: Vec<_> = net
+            .node(i)
+            .listed_members()
+            .into_iter()
+            .map(|m| m.id.name.to_string())
+            .collect();
+        assert_eq!(listed, ["n0", "n1", "n2"], "n{i} lists the forgotten");
+    }
+    let cut_off = net.node(3).quorum();
+    assert!(!cut_off.majority, "{cut_off:?}");
+    assert_eq!(
+        cut_off.known, 5,
+        "the cut-off node forgot members it cannot reach: {cut_off:?}"
+    );
+}
