@@ -1,6 +1,8 @@
 //! Prometheus metrics on real agents (`node/src/metrics.rs`, `docs/observability.md`):
 //! `promtool check metrics` (Debian's `prometheus` package; `.ci/run` installs it) accepts
-//! `GET /v1/metrics`, the counters move when a job runs, and probe round trips are timed.
+//! `GET /v1/metrics` in the classic format and the OpenMetrics reference parser (Python's
+//! `prometheus_client`, installed there too) in OpenMetrics, the counters move when a job
+//! runs, and probe round trips are timed.
 
 mod common;
 
@@ -53,6 +55,39 @@ fn promtool_findings(text: &str) -> Option<String> {
         String::from_utf8_lossy(&out.stderr)
     );
     (!out.status.success() || !said.trim().is_empty()).then_some(said)
+}
+
+/// `GET /v1/metrics` asked for as Prometheus asks first (`Accept: application/openmetrics-text`),
+/// read by the OpenMetrics reference parser (Python's `prometheus_client`; `.ci/run` installs
+/// it): the number of metric families, or what went wrong.
+fn openmetrics_families(addr: std::net::SocketAddr) -> Result<usize, String> {
+    const SCRIPT: &str = r#"
+import sys, urllib.request
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+req = urllib.request.Request(sys.argv[1], headers={
+    "Accept": "application/openmetrics-text;version=1.0.0,text/plain;version=0.0.4;q=0.5"})
+with urllib.request.urlopen(req, timeout=10) as r:
+    ctype, text = r.headers["Content-Type"], r.read().decode()
+if not ctype.startswith("application/openmetrics-text"):
+    sys.exit("answered " + ctype)
+print(len(list(text_string_to_metric_families(text))))
+"#;
+    let out = Command::new("python3")
+        .args(["-c", SCRIPT, &format!("http://{addr}/v1/metrics")])
+        .output()
+        .map_err(|e| format!("python3: {e}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    if !out.status.success() {
+        return Err(if stderr.contains("No module named 'prometheus_client'") {
+            format!("pip install prometheus_client (.ci/run does): {stderr}")
+        } else {
+            stderr.into_owned()
+        });
+    }
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .map_err(|e| format!("{e}: {stderr}"))
 }
 
 fn value(s: &BTreeMap<String, f64>, key: &str) -> f64 {
@@ -115,6 +150,11 @@ fn promtool_accepts_the_metrics_and_the_counters_move_when_a_job_runs() {
             samples(&text)
         })
         .collect();
+    // Prometheus asks for OpenMetrics first: the reference parser reads what n1 answers.
+    match openmetrics_families(agents[0].http) {
+        Ok(n) => assert!(n >= 40, "{n} metric families in the OpenMetrics answer"),
+        Err(e) => panic!("the OpenMetrics exposition: {e}"),
+    }
     // A node that ran none of the tasks has no `exited_ok` series yet: it counts as 0.
     let sum = |key: &str| after.iter().filter_map(|s| s.get(key)).sum::<f64>();
     assert!(sum("shoal_scheduler_placements_total") >= 6.0);
