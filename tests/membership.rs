@@ -767,3 +767,34 @@ fn an_agent_bound_to_every_address_needs_an_advertised_one() {
     assert!(!out.status.success(), "the agent ran: {err}");
     assert!(err.contains("set --advertise"), "{err}");
 }
+
+/// README: `--cpu` and `--memory` default to what the machine has (every core, `MemTotal`),
+/// and `--disk` to the free space under the data dir.
+#[test]
+fn an_agent_given_no_resources_offers_what_the_machine_has() {
+    let dir = TempDir::new("machine");
+    let key = keygen(&dir.0, "cluster.key");
+    let agent = Agent::start(AgentSpec {
+        machine_resources: true,
+        ..AgentSpec::new("n1", &key, &dir.0)
+    });
+    let resources = wait_for(DEADLINE, "n1 lists its own resources", || {
+        let nodes = agent.nodes()?;
+        let r = status_of(&nodes, "n1")?["resources"]["capacity"].clone();
+        (!r.is_null()).then_some(r)
+    });
+    let cores = std::thread::available_parallelism().unwrap().get() as u64;
+    assert_eq!(resources["cpu_millicores"], cores * 1000, "{resources}");
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap();
+    let kib: u64 = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("MemTotal in /proc/meminfo");
+    assert_eq!(resources["memory_mib"], kib / 1024, "{resources}");
+    assert!(
+        resources["disk_mib"].as_u64().is_some_and(|d| d > 0),
+        "{resources}"
+    );
+}

@@ -247,6 +247,9 @@ pub struct AgentSpec<'a> {
     pub extra: Vec<String>,
     /// A command the agent runs under (e.g. `nsenter ... --`), `None` = run directly.
     pub launcher: Option<Vec<String>>,
+    /// Leave `--cpu` and `--memory` to the agent's defaults (what the machine has) instead
+    /// of the tests' 2000 m and 2048 MiB.
+    pub machine_resources: bool,
 }
 
 impl<'a> AgentSpec<'a> {
@@ -260,6 +263,7 @@ impl<'a> AgentSpec<'a> {
             http: "127.0.0.1:0".parse().unwrap(),
             extra: vec![],
             launcher: None,
+            machine_resources: false,
         }
     }
 }
@@ -298,8 +302,10 @@ impl Agent {
         if !spec.extra.iter().any(|a| a == "--dns") {
             cmd.args(["--dns", "127.0.0.1:0"]);
         }
-        cmd.args(["--cpu", "2000", "--memory", "2048"])
-            .arg("--cluster-key-file")
+        if !spec.machine_resources {
+            cmd.args(["--cpu", "2000", "--memory", "2048"]);
+        }
+        cmd.arg("--cluster-key-file")
             .arg(spec.key)
             .arg("--data-dir")
             .arg(&data_dir)
