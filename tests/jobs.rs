@@ -1094,3 +1094,77 @@ fn the_logs_of_earlier_attempts_are_readable() {
         "{noslot}"
     );
 }
+
+/// `shoal task logs --stderr` reads the other stream, and `--follow` keeps reading a slot
+/// across its restarts: it says when it moves on to the next attempt and prints that
+/// attempt's output from its start.
+#[test]
+fn task_logs_follow_a_slot_across_its_restarts_and_read_stderr() {
+    let c = Cluster::start(1, "follow");
+    let spec = serde_json::json!({
+        "id": "chatty", "type": "service", "count": 1, "command": "sh",
+        "args": ["-c", "echo out $SHOAL_ATTEMPT; echo err $SHOAL_ATTEMPT >&2; sleep 1; exit 1"],
+        "resources": {"cpu": 100, "memory": 16},
+        "restart": {"delay_ms": 200, "backoff": 1.0}
+    });
+    let out = c.submit(0, spec, &["--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let agent = &c.agents[0];
+    let stderr_text = wait_for(DEADLINE, "chatty's stderr has a line", || {
+        let out = agent.cli(&["task", "logs", "chatty", "0", "--stderr"]);
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        (out.status.success() && text.starts_with("err ")).then_some(text)
+    });
+    assert!(!stderr_text.contains("out "), "{stderr_text:?}");
+
+    let mut follower = common::shoal()
+        .current_dir(&agent.root)
+        .args(["task", "logs", "chatty", "0", "--follow", "--addr"])
+        .arg(agent.api())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("shoal task logs --follow starts");
+    let collect = |pipe: Box<dyn std::io::Read + Send>| {
+        let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+        let sink = text.clone();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(pipe).lines().map_while(Result::ok) {
+                let mut t = sink.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        });
+        text
+    };
+    let said = collect(Box::new(follower.stdout.take().unwrap()));
+    let notes = collect(Box::new(follower.stderr.take().unwrap()));
+    // Two attempts' output in one follow, each said when the follow moved on to it.
+    let seen = wait_for(DEADLINE, "the follow prints two later attempts", || {
+        let said = said.lock().unwrap().clone();
+        let notes = notes.lock().unwrap().clone();
+        let lines = said.lines().filter(|l| l.starts_with("out ")).count();
+        (notes.matches("its output follows").count() >= 2 && lines >= 3).then_some((said, notes))
+    });
+    let _ = follower.kill();
+    let _ = follower.wait();
+    let (said, notes) = seen;
+    let attempts: Vec<u32> = said
+        .lines()
+        .filter_map(|l| l.strip_prefix("out ")?.parse().ok())
+        .collect();
+    assert!(
+        attempts.windows(2).all(|w| w[1] > w[0]),
+        "one line per attempt, in order: {said:?} ({notes:?})"
+    );
+    assert!(!said.contains("err "), "stdout only: {said:?}");
+    assert!(
+        notes.contains(&format!("is now attempt {}", attempts[attempts.len() - 1])),
+        "{notes:?}"
+    );
+}
