@@ -164,6 +164,41 @@ fn each_task_serves_on_its_own_port_and_knows_it() {
     );
 }
 
+/// `--service-addr IP`: the address a node's tasks are reached at, in place of the gossip
+/// IP: tasks get it as `SHOAL_IP` and in `SHOAL_ADDR_*`, and every view lists it.
+#[test]
+fn service_addr_is_the_address_tasks_are_reached_at() {
+    let c = Cluster::start(1, "svc-addr", &["--service-addr", "127.0.0.2"]);
+    let envs = c.shared_dir("envs");
+    let script = format!(
+        "echo $$ >> {pids}; echo \"$SHOAL_IP $SHOAL_ADDR_HTTP $SHOAL_PORT_HTTP\" > {envs}/$$; \
+         exec sleep 600",
+        pids = c.pids.display(),
+        envs = envs.display()
+    );
+    let spec = serde_json::json!({
+        "id": "addr", "type": "service", "count": 1, "command": "sh", "args": ["-c", script],
+        "resources": {"cpu": 100, "memory": 16},
+        "ports": [{"name": "http"}]
+    });
+    c.run_job(&spec, &[]);
+    let task = wait_for(DEADLINE, "addr runs with its port", || {
+        let job = c.job(0, "addr")?;
+        let t = job["tasks"][0].clone();
+        (t["state"] == "running" && t["ports"]["http"].is_u64()).then_some(t)
+    });
+    assert_eq!(task["ip"], "127.0.0.2", "{task}");
+    let port = task["ports"]["http"].as_u64().unwrap();
+    let seen = wait_for(DEADLINE, "the task wrote its environment", || {
+        let line = std::fs::read_dir(&envs)
+            .ok()?
+            .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+            .next()?;
+        Some(line.trim().to_string())
+    });
+    assert_eq!(seen, format!("127.0.0.2 127.0.0.2:{port} {port}"));
+}
+
 #[test]
 fn a_static_port_blocks_a_second_job_on_that_node_with_a_reason() {
     let c = Cluster::start(1, "svc-static", &["--reserved-ports", "21000"]);
