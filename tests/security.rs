@@ -284,16 +284,21 @@ struct Dev {
 
 impl Dev {
     fn start(runtime_dir: &Path) -> (Dev, Vec<String>) {
+        let (dev, banner) =
+            Dev::start_with(runtime_dir, &["--http-port", "0", "--gossip-port", "0"]);
+        let apis = banner
+            .iter()
+            .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "api").nth(1))
+            .map(str::to_string)
+            .collect();
+        (dev, apis)
+    }
+
+    /// `shoal dev --nodes 2` with `args`; returns its banner's lines.
+    fn start_with(runtime_dir: &Path, args: &[&str]) -> (Dev, Vec<String>) {
         let mut child = common::shoal()
-            .args([
-                "dev",
-                "--nodes",
-                "2",
-                "--http-port",
-                "0",
-                "--gossip-port",
-                "0",
-            ])
+            .args(["dev", "--nodes", "2"])
+            .args(args)
             .env("XDG_RUNTIME_DIR", runtime_dir)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -319,12 +324,7 @@ impl Dev {
                 Err(_) => panic!("shoal dev printed no banner in {DEADLINE:?}: {banner:?}"),
             }
         }
-        let apis = banner
-            .iter()
-            .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "api").nth(1))
-            .map(str::to_string)
-            .collect();
-        (dev, apis)
+        (dev, banner)
     }
 
     fn stop(&mut self) {
@@ -349,6 +349,57 @@ impl Drop for Dev {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// README: a port `shoal dev` is asked for that is already taken is replaced by one the OS
+/// picks, and the banner prints what each node got.
+#[test]
+fn shoal_dev_replaces_a_taken_port_and_says_which_it_got() {
+    let http_taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let gossip_taken = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let (http, gossip) = (
+        http_taken.local_addr().unwrap().port(),
+        gossip_taken.local_addr().unwrap().port(),
+    );
+    let runtime = TempDir::new("dev-taken");
+    let (mut dev, banner) = Dev::start_with(
+        &runtime.0,
+        &[
+            "--http-port",
+            &http.to_string(),
+            "--gossip-port",
+            &gossip.to_string(),
+        ],
+    );
+    let field = |line: &str, name: &str| {
+        line.split_whitespace()
+            .skip_while(|w| *w != name)
+            .nth(1)
+            .map(str::to_string)
+    };
+    let first = banner
+        .iter()
+        .find(|l| l.trim_start().starts_with("dev-1 "))
+        .unwrap_or_else(|| panic!("no dev-1 line: {banner:#?}"))
+        .clone();
+    let api = field(&first, "api").expect("dev-1's api");
+    let gossip_got = field(&first, "gossip").expect("dev-1's gossip");
+    assert!(
+        !api.ends_with(&format!(":{http}")),
+        "dev-1 says it has the taken API port: {first}"
+    );
+    assert!(
+        !gossip_got.ends_with(&format!(":{gossip}")),
+        "dev-1 says it has the taken gossip port: {first}"
+    );
+    // The ports it printed are the ones it answers on.
+    let addr: std::net::SocketAddr = api.trim_start_matches("http://").parse().unwrap();
+    let answer = wait_for(DEADLINE, "dev-1 answers at the printed port", || {
+        common::http_request(addr, "GET", "/v1/nodes", None, Duration::from_secs(5)).ok()
+    });
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    dev.stop();
+    drop((http_taken, gossip_taken));
 }
 
 #[test]

@@ -121,9 +121,7 @@ pub fn bind(addr: SocketAddr) -> anyhow::Result<DnsSockets> {
         }
     }
     let (at, e) = last.expect("at least one try");
-    Err(anyhow::anyhow!(
-        "cannot bind the DNS address {at} (TCP): {e}"
-    ))
+    Err(anyhow::Error::new(e).context(format!("cannot bind the DNS address {at} (TCP)")))
 }
 
 /// Answers counted by response code (`shoal_dns_queries_total{rcode}`), shown in

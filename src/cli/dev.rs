@@ -85,7 +85,20 @@ pub async fn run(args: DevArgs) -> anyhow::Result<ExitCode> {
             events_kept: std::num::NonZeroUsize::new(shoal_node::events::RING_EVENTS)
                 .unwrap_or(std::num::NonZeroUsize::MIN),
         };
-        let running = agent::start(config).await?;
+        let running = match agent::start(config.clone()).await {
+            // A port found free a moment ago was taken since (a second `shoal dev` starting
+            // beside this one, say): this node takes OS-chosen ports instead, as it would have.
+            Err(e) if addr_in_use(&e) => {
+                let mut config = config;
+                config.bind.set_port(0);
+                config.http.set_port(0);
+                if let Some(dns) = config.dns.addr.as_mut() {
+                    dns.set_port(0);
+                }
+                agent::start(config).await?
+            }
+            started => started?,
+        };
         seed.get_or_insert(running.id.addr);
         agents.push(running);
     }
@@ -212,6 +225,14 @@ fn task_ports(i: u16, nodes: u16) -> std::ops::RangeInclusive<u16> {
     start..=start + share - 1
 }
 
+/// Whether starting an agent failed on an address in use.
+fn addr_in_use(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::AddrInUse)
+    })
+}
+
 fn free_udp(port: u16) -> SocketAddr {
     let want = SocketAddr::from(([127, 0, 0, 1], port));
     match std::net::UdpSocket::bind(want) {
@@ -239,7 +260,22 @@ fn free_tcp(port: u16) -> SocketAddr {
 
 #[cfg(test)]
 mod tests {
-    use super::task_ports;
+    use super::{addr_in_use, task_ports};
+
+    #[test]
+    fn a_port_taken_between_the_probe_and_the_bind_is_told_apart() {
+        let held = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let at = held.local_addr().unwrap();
+        // The agent's own errors: a bind with its context, and the DNS sockets' pair.
+        let http = std::net::TcpListener::bind(at)
+            .map_err(|e| anyhow::Error::new(e).context(format!("cannot bind {at}")))
+            .unwrap_err();
+        assert!(addr_in_use(&http), "{http:#}");
+        let dns = shoal_node::dns::bind(at).map(|_| ()).unwrap_err();
+        assert!(addr_in_use(&dns), "{dns:#}");
+        let other = anyhow::anyhow!("cannot read the cluster key");
+        assert!(!addr_in_use(&other));
+    }
 
     #[test]
     fn dev_nodes_get_disjoint_task_ports_inside_the_default_range() {
