@@ -12,7 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::{
-    Agent, AgentSpec, TempDir, http_request_with_token, run, run_in, start_agents, wait_for,
+    Agent, AgentSpec, TempDir, http_request_typed, http_request_with_token, run, run_in,
+    start_agents, wait_for,
 };
 use serde_json::Value;
 
@@ -1167,4 +1168,39 @@ fn task_logs_follow_a_slot_across_its_restarts_and_read_stderr() {
         notes.contains(&format!("is now attempt {}", attempts[attempts.len() - 1])),
         "{notes:?}"
     );
+}
+
+/// README's `curl` example: `POST /v1/jobs` takes a job file as TOML (`Content-Type:
+/// application/toml`) as it takes the CLI's JSON, and a malformed one is `400` naming its line.
+#[test]
+fn a_job_file_posted_as_toml_runs_and_a_bad_one_names_its_line() {
+    let c = Cluster::start(2, "toml-post");
+    let agent = &c.agents[0];
+    let token = agent.token();
+    let post = |body: &str| {
+        http_request_typed(
+            agent.http,
+            "POST",
+            "/v1/jobs",
+            Some(body),
+            "application/toml",
+            DEADLINE,
+            Some(&token),
+        )
+        .expect("POST /v1/jobs")
+    };
+    let answer = post(
+        "id = \"posted\"\ntype = \"batch\"\ncount = 2\ncommand = \"true\"\n\
+         resources = { cpu = 10, memory = 8 }\n",
+    );
+    assert_eq!(answer.status, 200, "{}", answer.body);
+    let job = wait_for(DEADLINE, "the posted batch completes", || {
+        let job = c.job(0, "posted")?;
+        (job["status"] == "complete").then_some(job)
+    });
+    assert_eq!(job["count"], 2, "{job}");
+    let answer = post("id = \"bad\"\ntype = \"batch\"\ncount = \"two\"\ncommand = \"true\"\n");
+    assert_eq!(answer.status, 400, "{}", answer.body);
+    assert!(answer.body.contains("line 3"), "{}", answer.body);
+    assert!(c.job(0, "bad").is_none(), "a refused job exists");
 }

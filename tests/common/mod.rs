@@ -590,6 +590,19 @@ pub fn http_request_with_token(
     timeout: Duration,
     token: Option<&str>,
 ) -> Result<HttpAnswer, String> {
+    http_request_typed(addr, method, path, body, "application/json", timeout, token)
+}
+
+/// [`http_request_with_token`] with the body's `Content-Type`.
+pub fn http_request_typed(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    content_type: &str,
+    timeout: Duration,
+    token: Option<&str>,
+) -> Result<HttpAnswer, String> {
     use std::io::{Read, Write};
     let mut s = std::net::TcpStream::connect_timeout(&addr, timeout)
         .map_err(|e| format!("connect to {addr}: {e}"))?;
@@ -601,7 +614,7 @@ pub fn http_request_with_token(
     write!(
         s,
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n{token}\
-         Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+         Content-Type: {content_type}\r\nContent-Length: {}\r\n\r\n{body}",
         body.len()
     )
     .map_err(|e| format!("send {method} {path}: {e}"))?;
