@@ -272,8 +272,14 @@ mod tests {
                 };
                 let mut buf = [0u8; 1024];
                 let _ = s.read(&mut buf).await;
+                // A redirect points at a port nobody listens on: followed, it would fail.
+                let location = if (300..400).contains(&status) {
+                    "location: http://127.0.0.1:1/\r\n"
+                } else {
+                    ""
+                };
                 let reply = format!(
-                    "HTTP/1.1 {status} X\r\ncontent-length: 0\r\nconnection: close\r\n\r\n"
+                    "HTTP/1.1 {status} X\r\n{location}content-length: 0\r\nconnection: close\r\n\r\n"
                 );
                 let _ = s.write_all(reply.as_bytes()).await;
             }
@@ -307,6 +313,8 @@ mod tests {
     async fn http_and_tcp_probes_pass_and_fail_with_a_reason() {
         let (ok_port, ok) = serve(204).await;
         let (bad_port, bad) = serve(503).await;
+        let (moved_port, moved) = serve(302).await;
+        let (missing_port, missing) = serve(404).await;
         // A port nobody listens on: bind, note it, close.
         let closed = std::net::TcpListener::bind("127.0.0.1:0")
             .unwrap()
@@ -332,6 +340,8 @@ mod tests {
                 check(4, Probe::Tcp { ip, port: closed }),
                 check(5, http(closed, None)),
                 check(6, http(bad_port, Some(503))),
+                check(7, http(moved_port, None)),
+                check(8, http(missing_port, None)),
             ],
         );
         assert_eq!(next(&mut rx, 0).await, CheckResult::Pass);
@@ -347,6 +357,9 @@ mod tests {
             CheckResult::Fail("connection refused".into())
         );
         assert_eq!(next(&mut rx, 6).await, CheckResult::Pass);
+        // 200..=399 by default: a redirect passes, and is not followed.
+        assert_eq!(next(&mut rx, 7).await, CheckResult::Pass);
+        assert_eq!(next(&mut rx, 8).await, CheckResult::Fail("HTTP 404".into()));
         assert_eq!(
             next(&mut rx, 7 - 7).await,
             CheckResult::Pass,
@@ -361,8 +374,9 @@ mod tests {
         })
         .await;
         assert!(drained.is_ok(), "every sender dropped after stop");
-        ok.abort();
-        bad.abort();
+        for server in [ok, bad, moved, missing] {
+            server.abort();
+        }
     }
 
     #[tokio::test]
