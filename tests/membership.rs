@@ -557,7 +557,14 @@ fn forget_removes_a_dead_node_from_every_agents_known_members() {
     assert!(!refused.status.success(), "forgot a live node: {refused:?}");
     let why = String::from_utf8_lossy(&refused.stderr);
     assert!(why.contains("node n2 is alive"), "{why}");
+    assert!(why.contains("409"), "{why}");
     assert_eq!(known_members_file(&agents[0]).unwrap(), ["n1", "n2", "n3"]);
+    // A name no agent knows is refused as unknown, not as alive.
+    let unknown = agents[0].cli(&["node", "forget", "n9"]);
+    assert!(!unknown.status.success(), "forgot n9: {unknown:?}");
+    let why = String::from_utf8_lossy(&unknown.stderr);
+    assert!(why.contains("404"), "{why}");
+    assert!(why.contains("n9"), "{why}");
 
     // Forgetting the dead n3 through n1 reaches n2 too: n3 no longer counts anywhere.
     let forgot = agents[0].cli(&["node", "forget", "n3"]);
