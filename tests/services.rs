@@ -1187,6 +1187,14 @@ fn canary_waits_for_promote_and_revert_goes_back() {
         "{}",
         String::from_utf8_lossy(&unknown.stderr)
     );
+    // The version that runs is no revert target (`409`).
+    let current = c.agents[0].cli(&["job", "revert", "web", "3"]);
+    let why = String::from_utf8_lossy(&current.stderr);
+    assert!(!current.status.success(), "reverted to the current version");
+    assert!(
+        why.contains("409") && why.contains("already runs version 3"),
+        "{why}"
+    );
     let history = c.agents[2].cli(&["job", "history", "web"]);
     let text = String::from_utf8_lossy(&history.stdout);
     assert!(
