@@ -1601,6 +1601,61 @@ async fn a_natural_exit_kills_children_that_left_the_process_group() {
     assert!(gone(escaped), "setsid child {escaped} outlived its task");
 }
 
+/// `--task-max-pids 0`: no process limit (`pids.max` is `max`), and a task forks freely.
+#[tokio::test]
+async fn a_process_limit_of_0_is_none() {
+    let config = ExecutorConfig {
+        task_max_pids: 0,
+        ..test_config("nopids", CgroupMode::Auto)
+    };
+    let mut dir = scratch("nopids");
+    let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
+    dir.reap(&exec);
+    if exec.enforcement().pids == PidsEnforcement::NotEnforced {
+        assert!(
+            std::env::var_os("SHOAL_REQUIRE_CGROUPS").is_none(),
+            "SHOAL_REQUIRE_CGROUPS is set but there is no pids controller: {}",
+            exec.enforcement().note
+        );
+        eprintln!("SKIPPED a_process_limit_of_0_is_none: no pids controller");
+        return;
+    }
+    let forker = key("nopids", 0);
+    exec.start(
+        forker.clone(),
+        sh("for i in 1 2 3 4 5 6 7 8; do sleep 600 & done; echo all-forked; exec sleep 600"),
+    )
+    .unwrap();
+    started(&mut events).await;
+    let cgroup = exec
+        .inner
+        .cgroups
+        .as_ref()
+        .unwrap()
+        .task_cgroup("nopids.1.n.0.0");
+    let max = cgroup
+        .dirs()
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.path().join("pids.max")).ok());
+    assert_eq!(max.as_deref().map(str::trim), Some("max"));
+    let stdout = exec.log_paths(&forker).unwrap().stdout;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while !std::fs::read_to_string(&stdout)
+        .unwrap_or_default()
+        .contains("all-forked")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "eight forks did not all succeed: {:?}",
+            std::fs::read_to_string(exec.log_paths(&forker).unwrap().stderr)
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    exec.kill(&forker, Duration::from_secs(5));
+    assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
+    assert!(cgroup.procs().is_empty(), "the forks outlived the kill");
+}
+
 #[tokio::test]
 async fn the_process_count_of_a_task_is_limited() {
     let config = ExecutorConfig {
