@@ -193,7 +193,7 @@ fn service_addr_is_the_address_tasks_are_reached_at() {
         let line = std::fs::read_dir(&envs)
             .ok()?
             .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-            .next()?;
+            .find(|l| l.ends_with('\n'))?;
         Some(line.trim().to_string())
     });
     assert_eq!(seen, format!("127.0.0.2 127.0.0.2:{port} {port}"));
@@ -1192,7 +1192,7 @@ fn canary_waits_for_promote_and_revert_goes_back() {
     let why = String::from_utf8_lossy(&current.stderr);
     assert!(!current.status.success(), "reverted to the current version");
     assert!(
-        why.contains("409") && why.contains("already runs version 3"),
+        why.contains("409 Conflict") && why.contains("already runs version 3"),
         "{why}"
     );
     let history = c.agents[2].cli(&["job", "history", "web"]);

@@ -345,7 +345,8 @@ async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket
         .unwrap_or(SocketAddr::new(socket.local_addr()?.ip(), 0));
     let endpoint = tls::endpoint(&tls_identity, quic_bind)
         .with_context(|| format!("cannot bind QUIC address {quic_bind}"))?;
-    let quic_addr = reachable_at(endpoint.local_addr()?, gossip_addr);
+    let quic_addr = reachable_at(endpoint.local_addr()?, gossip_addr)
+        .context("cannot tell peers where QUIC listens")?;
     let facts = AgentFacts {
         node_name: &config.name,
         gossip_addr,
@@ -390,13 +391,19 @@ fn advertised_gossip(given: Option<SocketAddr>, bound: SocketAddr) -> anyhow::Re
 }
 
 /// Where peers reach a socket bound at `bound`: itself, or, bound to every address, the
-/// advertised gossip IP with the bound port.
-fn reachable_at(bound: SocketAddr, gossip: SocketAddr) -> SocketAddr {
-    if bound.ip().is_unspecified() {
-        SocketAddr::new(gossip.ip(), bound.port())
-    } else {
-        bound
+/// advertised gossip IP with the bound port. Every IPv4 address cannot be reached at an IPv6
+/// one (an IPv6 socket usually takes IPv4 too, so the other way round is left to the host).
+fn reachable_at(bound: SocketAddr, gossip: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if !bound.ip().is_unspecified() {
+        return Ok(bound);
     }
+    if bound.is_ipv4() && gossip.is_ipv6() {
+        bail!(
+            "QUIC listens on every IPv4 address ({bound}) but gossip is advertised at \
+             {gossip}: set --quic to an IPv6 address (e.g. [::]:0)"
+        );
+    }
+    Ok(SocketAddr::new(gossip.ip(), bound.port()))
 }
 
 /// The membership core, restored from the known members and joined to the seeds, in its own
@@ -883,11 +890,18 @@ mod tests {
         // QUIC bound to every address is dialled at the gossip IP, on its own port.
         let quic_any: SocketAddr = "0.0.0.0:40000".parse().unwrap();
         assert_eq!(
-            reachable_at(quic_any, lan),
+            reachable_at(quic_any, lan).unwrap(),
             "10.0.0.1:40000".parse().unwrap()
         );
         let quic_lan: SocketAddr = "10.0.0.2:40000".parse().unwrap();
-        assert_eq!(reachable_at(quic_lan, lan), quic_lan);
+        assert_eq!(reachable_at(quic_lan, lan).unwrap(), quic_lan);
+        let v6: SocketAddr = "[fd00::1]:7946".parse().unwrap();
+        let err = reachable_at(quic_any, v6).unwrap_err().to_string();
+        assert!(err.contains("set --quic"), "{err}");
+        assert_eq!(
+            reachable_at("[::]:40000".parse().unwrap(), lan).unwrap(),
+            "10.0.0.1:40000".parse().unwrap()
+        );
     }
 
     #[test]

@@ -27,8 +27,8 @@ pub struct AgentArgs {
     #[arg(long, default_value = "127.0.0.1:7946")]
     pub bind: SocketAddr,
     /// The gossip address other nodes reach this one at, when it differs from --bind (a
-    /// proxy or NAT in between). Sealed datagrams name their destination, so it must be
-    /// the address peers send to.
+    /// proxy or NAT in between; required with --bind 0.0.0.0:PORT). Sealed datagrams name
+    /// their destination, so it must be the address peers send to.
     #[arg(long, value_name = "ADDR")]
     pub advertise: Option<SocketAddr>,
     /// HTTP API address.

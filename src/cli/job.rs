@@ -890,7 +890,16 @@ pub async fn run_task(cmd: TaskCommand) -> anyhow::Result<ExitCode> {
     let mut out = std::io::stdout();
     loop {
         let path = format!("/v1/tasks/{job}/{slot}/logs?stream={stream}&offset={offset}{which}");
-        let chunk = api.get_bytes(&path).await?;
+        let chunk = match api.get_bytes(&path).await {
+            Ok(chunk) => chunk,
+            // The slot's next attempt is current once placed, but has a log only once it
+            // starts on its node: following, that is output still to come.
+            Err(e) if follow && !pinned && e.to_string().contains("no log at") => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(e) => return Err(e),
+        };
         if let (Some(was), Some(now)) = (reading, chunk.attempt)
             && was != now
         {

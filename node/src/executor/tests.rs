@@ -1651,6 +1651,8 @@ async fn a_process_limit_of_0_is_none() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+    // The shell (exec'd into a sleep) and its eight: nine in the task's cgroup.
+    assert_eq!(cgroup.procs().len(), 9, "{:?}", cgroup.procs());
     exec.kill(&forker, Duration::from_secs(5));
     assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
     assert!(cgroup.procs().is_empty(), "the forks outlived the kill");
