@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use common::TaskCluster as Cluster;
-use common::{run, shoal, start_agents, wait_for};
+use common::{Agent, AgentSpec, TempDir, keygen, run, shoal, start_agents, wait_for};
 use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -197,6 +197,52 @@ fn service_addr_is_the_address_tasks_are_reached_at() {
         Some(line.trim().to_string())
     });
     assert_eq!(seen, format!("127.0.0.2 127.0.0.2:{port} {port}"));
+}
+
+/// README: ports come from `--port-range`, and "the agent's own ports never are" a task's.
+/// An agent whose whole range is its own HTTP port gives a task none (its reserved ports and
+/// its scan of the host's listening ports both keep it): the node refuses every attempt, and
+/// the slot waits saying why.
+#[test]
+fn an_agents_own_port_is_never_a_tasks() {
+    let http = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let range = format!("{}-{}", http.port(), http.port());
+    let dir = TempDir::new("own-port");
+    let key = keygen(&dir.0, "cluster.key");
+    let agent = Agent::start(AgentSpec {
+        http,
+        extra: vec!["--port-range".into(), range.clone()],
+        ..AgentSpec::new("n1", &key, &dir.0)
+    });
+    let spec = serde_json::json!({
+        "id": "wants", "type": "service", "count": 1, "command": "sleep", "args": ["600"],
+        "resources": {"cpu": 100, "memory": 16},
+        "ports": [{"name": "http"}]
+    });
+    let file = dir.0.join("wants.json");
+    std::fs::write(&file, spec.to_string()).unwrap();
+    let out = agent.cli(&["job", "run", file.to_str().unwrap(), "--detach"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let why = wait_for(DEADLINE, "wants waits for a port", || {
+        let out = run(&["job", "status", "wants", "--json", "--addr", &agent.api()]);
+        let job: Value = serde_json::from_slice(&out.stdout).ok()?;
+        let task = &job["tasks"][0];
+        let reason = task["pending_reason"].as_str()?.to_string();
+        (task["state"] == "pending" && reason.contains("port")).then_some(reason)
+    });
+    assert!(
+        why.starts_with(&format!(
+            "rejected: n1 has no free port in {range}; retrying in"
+        )),
+        "{why}"
+    );
 }
 
 #[test]

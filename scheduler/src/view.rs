@@ -235,6 +235,7 @@ impl Scheduler {
             check_failures: None,
             version: None,
         };
+        let mut ended = None;
         let waiting = match status {
             SlotStatus::Empty => true,
             SlotStatus::Live {
@@ -267,6 +268,7 @@ impl Scheduler {
             } => {
                 (v.attempt, v.node) = (Some(id.attempt), Some(target.to_string()));
                 describe_ended(&mut v, &state);
+                ended = Some(how_it_ended(&state));
                 true
             }
             SlotStatus::GaveUp { id, target, state } => {
@@ -276,7 +278,7 @@ impl Scheduler {
             }
         };
         if waiting {
-            let reason = self.pending_reason(entry, key, dry_run);
+            let reason = self.pending_reason(entry, key, ended, dry_run);
             v.pending_reason = reason.as_ref().map(|r| r.describe(self.now));
             v.reason = reason;
         }
@@ -303,11 +305,13 @@ impl Scheduler {
         }
     }
 
-    /// Best explanation this node can give for a slot without a running attempt.
+    /// Best explanation this node can give for a slot without a running attempt; `ended`
+    /// says how its last attempt ended, when one did.
     fn pending_reason(
         &self,
         entry: &JobEntry,
         key: &SlotKey,
+        ended: Option<String>,
         dry_run: &mut Option<Option<PendingReason>>,
     ) -> Option<PendingReason> {
         if entry.stopped {
@@ -323,7 +327,7 @@ impl Scheduler {
         if let Some(until) = self.retry_at(key) {
             return Some(PendingReason::Backoff {
                 until,
-                after: "previous attempt ended".into(),
+                after: ended.unwrap_or_else(|| "previous attempt ended".into()),
             });
         }
         let nofit = dry_run
@@ -361,6 +365,22 @@ impl Scheduler {
     #[must_use]
     pub fn next_wakeup(&self) -> Option<Millis> {
         self.poll_timeout()
+    }
+}
+
+/// How an attempt ended, for the reason its slot waits to be placed again ("rejected: n1 has
+/// no free port in 20000-20002; retrying in 1.5 s").
+fn how_it_ended(state: &AttemptState) -> String {
+    match state {
+        AttemptState::Rejected { reason } => format!("rejected: {reason}"),
+        AttemptState::Failed { reason } => format!("failed: {reason}"),
+        AttemptState::Exited { code } => format!("exited {code}"),
+        AttemptState::Killed => "killed".into(),
+        AttemptState::Drained => "drained off its node".into(),
+        AttemptState::Lost { .. } => "lost with its node".into(),
+        AttemptState::Proposed | AttemptState::Admitted | AttemptState::Running { .. } => {
+            "previous attempt ended".into()
+        }
     }
 }
 

@@ -388,3 +388,29 @@ fn a_job_pinned_to_a_node_that_is_down_waits_and_lands_when_it_returns() {
     assert!(c.run_until(10_000, |c| all_running(c, "pinned", 1)));
     assert!(c.nodes["n3"].running.len() == 1, "it runs on n3");
 }
+
+/// A slot waiting out its restart delay says how its last attempt ended, not only that it did
+/// ("exited 3; retrying in 4.9 s"), beside the attempt's own detail.
+#[test]
+fn a_slot_waiting_to_restart_says_how_its_attempt_ended() {
+    let mut c = Cluster::new(1, 4000, 4096, 5);
+    c.behavior = Box::new(|_| Behavior::ExitAfter { ms: 20, code: 3 });
+    let spec = JobSpec::from_json_str(
+        r#"{"id": "flap", "type": "service", "count": 1, "command": "false",
+            "resources": {"cpu": 100, "memory": 32}, "restart": {"delay_ms": 5000}}"#,
+    )
+    .unwrap();
+    c.submit("n1", spec).unwrap();
+    let waits = |c: &Cluster| {
+        c.view("n1", "flap")
+            .and_then(|v| v.tasks[0].pending_reason.clone())
+            .filter(|r| r.contains("retrying in"))
+    };
+    assert!(
+        c.run_until(5_000, |c| waits(c).is_some()),
+        "{:#?}",
+        c.view("n1", "flap")
+    );
+    let why = waits(&c).unwrap();
+    assert!(why.starts_with("exited 3; retrying in "), "{why}");
+}
