@@ -309,7 +309,7 @@ fn topics_filter_and_bad_queries_are_refused_with_a_reason() {
     let out = n1.cli(&["top", "--once"]);
     assert!(out.status.success());
     let frame = String::from_utf8_lossy(&out.stdout);
-    assert!(frame.starts_with("shoal top · 1 nodes: 1 alive"), "{frame}");
+    assert!(frame.starts_with("shoal top · 1 node: 1 alive"), "{frame}");
     assert!(
         frame
             .lines()

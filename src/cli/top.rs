@@ -125,15 +125,16 @@ pub fn frame(nodes: &[NodeView], jobs: &[Value], group: &str) -> String {
     let mut out = String::new();
     let count = |s: &str| nodes.iter().filter(|n| n.status == s).count();
     let tasks = tasks_by_node(jobs);
+    let some = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     out.push_str(&format!(
-        "shoal top · {} nodes: {} alive, {} suspect, {} down, {} left · {} jobs · {} live tasks\n\n",
-        nodes.len(),
+        "shoal top · {}: {} alive, {} suspect, {} down, {} left · {} · {}\n\n",
+        some(nodes.len(), "node"),
         count("alive"),
         count("suspect"),
         count("down"),
         count("left"),
-        jobs.len(),
-        tasks.values().sum::<usize>()
+        some(jobs.len(), "job"),
+        some(tasks.values().sum::<usize>(), "live task")
     ));
     if nodes.len() <= NODE_ROWS {
         out.push_str(&format!(
@@ -280,8 +281,17 @@ mod tests {
         let nodes = vec![node("n1", "alive", "r1", 500), node("n2", "down", "r1", 0)];
         let text = frame(&nodes, &[job("small", 1), job("big", 3)], "rack");
         assert!(
-            text.starts_with("shoal top · 2 nodes: 1 alive, 0 suspect, 1 down"),
+            text.starts_with(
+                "shoal top · 2 nodes: 1 alive, 0 suspect, 1 down, 0 left · 2 jobs · 4 live tasks"
+            ),
             "{text}"
+        );
+        let one = frame(&nodes[..1], &[job("small", 1)], "rack");
+        assert!(
+            one.starts_with(
+                "shoal top · 1 node: 1 alive, 0 suspect, 0 down, 0 left · 1 job · 1 live task\n"
+            ),
+            "{one}"
         );
         assert!(
             text.contains("n1                   alive    [#####.....]  50%"),
