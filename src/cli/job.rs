@@ -218,7 +218,7 @@ fn history_table(versions: &Value) -> String {
 }
 
 /// `YYYY-MM-DD HH:MM:SS` (UTC) of milliseconds since the Unix epoch.
-fn utc_time(ms: i64) -> Option<String> {
+pub(super) fn utc_time(ms: i64) -> Option<String> {
     let secs = ms.div_euclid(1000);
     let days = secs.div_euclid(86_400);
     let rem = secs.rem_euclid(86_400);

@@ -269,8 +269,9 @@ fn eligibility(n: &NodeView) -> String {
     match &n.drain {
         Some(d) if d.complete => "no (drained: none of its tasks is live)".to_string(),
         Some(d) => format!(
-            "no (draining: {} tasks still live{})",
+            "no (draining: {} task{} still live{})",
             d.live_tasks,
+            if d.live_tasks == 1 { "" } else { "s" },
             d.deadline_ms
                 .map_or(String::new(), |ms| format!(", deadline {} s", ms / 1000))
         ),
@@ -285,7 +286,7 @@ fn detail(n: &NodeView) -> String {
     format!(
         "Name        {}\nStatus      {}{}\nEligible    {}\nGossip      {}\nQUIC        {}\nHTTP        {}\nGeneration  {}\n\
          CPU         {} of {} millicores allocated\nMemory      {} of {} MiB allocated\n\
-         Disk        {} of {} MiB allocated\nAttributes  {}\nLast update {} ms since epoch\n",
+         Disk        {} of {} MiB allocated\nAttributes  {}\nLast update {}\n",
         n.name,
         n.status,
         if n.draining { " (draining)" } else { "" },
@@ -305,7 +306,13 @@ fn detail(n: &NodeView) -> String {
         } else {
             attrs(n)
         },
-        n.last_update_ms,
+        i64::try_from(n.last_update_ms)
+            .ok()
+            .and_then(super::job::utc_time)
+            .map_or_else(
+                || format!("{} ms since epoch", n.last_update_ms),
+                |t| format!("{t} UTC")
+            ),
     )
 }
 
