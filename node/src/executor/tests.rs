@@ -158,6 +158,30 @@ fn cgroups_or_skip(exec: &Executor, what: &str) -> Option<Enforcement> {
     None
 }
 
+/// `false` (with a SKIPPED line) when this host has no `pids` controller and none is required.
+fn pids_or_skip(exec: &Executor, what: &str) -> bool {
+    let enforcement = exec.enforcement();
+    if enforcement.pids != PidsEnforcement::NotEnforced {
+        return true;
+    }
+    assert!(
+        std::env::var_os("SHOAL_REQUIRE_CGROUPS").is_none(),
+        "SHOAL_REQUIRE_CGROUPS is set but there is no pids controller: {}",
+        enforcement.note
+    );
+    eprintln!("SKIPPED {what}: no pids controller ({})", enforcement.note);
+    false
+}
+
+/// The `pids.max` of a task's cgroup, trimmed, from whichever hierarchy holds it.
+fn pids_max(cgroup: &TaskCgroup) -> Option<String> {
+    cgroup
+        .dirs()
+        .iter()
+        .find_map(|d| std::fs::read_to_string(d.path().join("pids.max")).ok())
+        .map(|m| m.trim().to_string())
+}
+
 #[tokio::test]
 async fn exit_code_and_stdout_are_recorded() {
     let (exec, mut events, _dir) = executor("exit3", CgroupMode::Auto);
@@ -1611,13 +1635,7 @@ async fn a_process_limit_of_0_is_none() {
     let mut dir = scratch("nopids");
     let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
     dir.reap(&exec);
-    if exec.enforcement().pids == PidsEnforcement::NotEnforced {
-        assert!(
-            std::env::var_os("SHOAL_REQUIRE_CGROUPS").is_none(),
-            "SHOAL_REQUIRE_CGROUPS is set but there is no pids controller: {}",
-            exec.enforcement().note
-        );
-        eprintln!("SKIPPED a_process_limit_of_0_is_none: no pids controller");
+    if !pids_or_skip(&exec, "a_process_limit_of_0_is_none") {
         return;
     }
     let forker = key("nopids", 0);
@@ -1633,11 +1651,7 @@ async fn a_process_limit_of_0_is_none() {
         .as_ref()
         .unwrap()
         .task_cgroup("nopids.1.n.0.0");
-    let max = cgroup
-        .dirs()
-        .iter()
-        .find_map(|d| std::fs::read_to_string(d.path().join("pids.max")).ok());
-    assert_eq!(max.as_deref().map(str::trim), Some("max"));
+    assert_eq!(pids_max(&cgroup).as_deref(), Some("max"));
     let stdout = exec.log_paths(&forker).unwrap().stdout;
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     while !std::fs::read_to_string(&stdout)
@@ -1667,17 +1681,7 @@ async fn the_process_count_of_a_task_is_limited() {
     let mut dir = scratch("pids");
     let (exec, mut events) = Executor::new(dir.0.clone(), config).unwrap();
     dir.reap(&exec);
-    let enforcement = exec.enforcement();
-    if enforcement.pids == PidsEnforcement::NotEnforced {
-        assert!(
-            std::env::var_os("SHOAL_REQUIRE_CGROUPS").is_none(),
-            "SHOAL_REQUIRE_CGROUPS is set but there is no pids controller: {}",
-            enforcement.note
-        );
-        eprintln!(
-            "SKIPPED the_process_count_of_a_task_is_limited: no pids controller ({})",
-            enforcement.note
-        );
+    if !pids_or_skip(&exec, "the_process_count_of_a_task_is_limited") {
         return;
     }
     // The limit is written into the task's cgroup...
@@ -1690,11 +1694,7 @@ async fn the_process_count_of_a_task_is_limited() {
         .as_ref()
         .unwrap()
         .task_cgroup("pids.1.n.0.0");
-    let max = cgroup
-        .dirs()
-        .iter()
-        .find_map(|d| std::fs::read_to_string(d.path().join("pids.max")).ok());
-    assert_eq!(max.as_deref().map(str::trim), Some("4"));
+    assert_eq!(pids_max(&cgroup).as_deref(), Some("4"));
     exec.kill(&sleeper, Duration::from_secs(5));
     assert!(matches!(next(&mut events).await, ExecEvent::Exited { .. }));
     assert!(procfs::group_members(pid).is_empty());
