@@ -340,9 +340,7 @@ async fn bind(config: &AgentConfig, ring: &Keyring) -> anyhow::Result<(UdpSocket
     let quic_config = tls::QuicConfig::default();
     let tls_identity = TlsIdentity::from_ring(ring, &config.name, quic_config)
         .context("cannot build this node's TLS identity from the cluster key")?;
-    let quic_bind = config
-        .quic
-        .unwrap_or(SocketAddr::new(socket.local_addr()?.ip(), 0));
+    let quic_bind = config.quic.unwrap_or(SocketAddr::new(gossip_bound.ip(), 0));
     let endpoint = tls::endpoint(&tls_identity, quic_bind)
         .with_context(|| format!("cannot bind QUIC address {quic_bind}"))?;
     let quic_addr = reachable_at(endpoint.local_addr()?, gossip_addr)

@@ -268,7 +268,7 @@ impl Scheduler {
             } => {
                 (v.attempt, v.node) = (Some(id.attempt), Some(target.to_string()));
                 describe_ended(&mut v, &state);
-                ended = Some(how_it_ended(&state));
+                ended = Some(state);
                 true
             }
             SlotStatus::GaveUp { id, target, state } => {
@@ -278,7 +278,7 @@ impl Scheduler {
             }
         };
         if waiting {
-            let reason = self.pending_reason(entry, key, ended, dry_run);
+            let reason = self.pending_reason(entry, key, ended.as_ref(), dry_run);
             v.pending_reason = reason.as_ref().map(|r| r.describe(self.now));
             v.reason = reason;
         }
@@ -311,7 +311,7 @@ impl Scheduler {
         &self,
         entry: &JobEntry,
         key: &SlotKey,
-        ended: Option<String>,
+        ended: Option<&AttemptState>,
         dry_run: &mut Option<Option<PendingReason>>,
     ) -> Option<PendingReason> {
         if entry.stopped {
@@ -327,7 +327,7 @@ impl Scheduler {
         if let Some(until) = self.retry_at(key) {
             return Some(PendingReason::Backoff {
                 until,
-                after: ended.unwrap_or_else(|| "previous attempt ended".into()),
+                after: ended.map_or_else(|| "previous attempt ended".into(), how_it_ended),
             });
         }
         let nofit = dry_run
