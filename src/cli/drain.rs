@@ -98,10 +98,9 @@ async fn follow(api: &Api, name: &str) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::SUCCESS);
         }
         if last != Some(drain.live_tasks) {
-            let n = drain.live_tasks;
             println!(
-                "{name}: {n} task{} still live there",
-                if n == 1 { "" } else { "s" }
+                "{name}: {} still live there",
+                super::counted(drain.live_tasks, "task")
             );
             last = Some(drain.live_tasks);
         }

@@ -274,11 +274,9 @@ async fn run_job(file: &PathBuf, api: &Api, detach: bool) -> anyhow::Result<Exit
         eprintln!("warning: {warning}");
     }
     println!(
-        "job {} accepted ({} {} task{})",
+        "job {} accepted ({})",
         spec.id,
-        spec.count,
-        spec.job_type.as_str(),
-        if spec.count == 1 { "" } else { "s" }
+        super::counted(spec.count, &format!("{} task", spec.job_type.as_str()))
     );
     if detach {
         return Ok(ExitCode::SUCCESS);

@@ -30,6 +30,13 @@ pub fn ca(cluster_key_file: &PathBuf) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `n` and the noun, plural unless one: `counted(1, "task")` is "1 task", `counted(2, "task")`
+/// "2 tasks".
+pub(crate) fn counted<N: std::fmt::Display + PartialEq + From<u8>>(n: N, one: &str) -> String {
+    let plural = if n == N::from(1) { "" } else { "s" };
+    format!("{n} {one}{plural}")
+}
+
 /// Logs to stderr, filtered by `RUST_LOG` (default `default`).
 pub fn init_tracing(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

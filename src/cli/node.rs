@@ -269,9 +269,8 @@ fn eligibility(n: &NodeView) -> String {
     match &n.drain {
         Some(d) if d.complete => "no (drained: none of its tasks is live)".to_string(),
         Some(d) => format!(
-            "no (draining: {} task{} still live{})",
-            d.live_tasks,
-            if d.live_tasks == 1 { "" } else { "s" },
+            "no (draining: {} still live{})",
+            super::counted(d.live_tasks, "task"),
             d.deadline_ms
                 .map_or(String::new(), |ms| format!(", deadline {} s", ms / 1000))
         ),

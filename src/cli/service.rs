@@ -143,10 +143,9 @@ fn list_table(services: &[ServiceSummary]) -> String {
 
 fn show_table(answer: &ServiceAnswer) -> String {
     let mut out = format!(
-        "service {}: {} instance{} (index {}, hash {})\n",
+        "service {}: {} (index {}, hash {})\n",
         answer.name,
-        answer.instances.len(),
-        if answer.instances.len() == 1 { "" } else { "s" },
+        super::counted(answer.instances.len(), "instance"),
         answer.index,
         answer.hash,
     );

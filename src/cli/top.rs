@@ -125,16 +125,15 @@ pub fn frame(nodes: &[NodeView], jobs: &[Value], group: &str) -> String {
     let mut out = String::new();
     let count = |s: &str| nodes.iter().filter(|n| n.status == s).count();
     let tasks = tasks_by_node(jobs);
-    let some = |n: usize, one: &str| format!("{n} {one}{}", if n == 1 { "" } else { "s" });
     out.push_str(&format!(
         "shoal top · {}: {} alive, {} suspect, {} down, {} left · {} · {}\n\n",
-        some(nodes.len(), "node"),
+        super::counted(nodes.len(), "node"),
         count("alive"),
         count("suspect"),
         count("down"),
         count("left"),
-        some(jobs.len(), "job"),
-        some(tasks.values().sum::<usize>(), "live task")
+        super::counted(jobs.len(), "job"),
+        super::counted(tasks.values().sum::<usize>(), "live task")
     ));
     if nodes.len() <= NODE_ROWS {
         out.push_str(&format!(
