@@ -276,6 +276,14 @@ fn the_cli_finds_a_local_agents_token_and_says_how_to_pass_one() {
     assert!(out.status.success(), "{}", stderr(&out));
 }
 
+/// The word after `name` in a line of `shoal dev`'s banner (`api http://…`, `gossip …`).
+fn banner_field(line: &str, name: &str) -> Option<String> {
+    line.split_whitespace()
+        .skip_while(|w| *w != name)
+        .nth(1)
+        .map(str::to_string)
+}
+
 /// `shoal dev` as a child process, stopped by its PID.
 struct Dev {
     child: Child,
@@ -288,8 +296,7 @@ impl Dev {
             Dev::start_with(runtime_dir, &["--http-port", "0", "--gossip-port", "0"]);
         let apis = banner
             .iter()
-            .filter_map(|l| l.split_whitespace().skip_while(|w| *w != "api").nth(1))
-            .map(str::to_string)
+            .filter_map(|l| banner_field(l, "api"))
             .collect();
         (dev, apis)
     }
@@ -371,19 +378,13 @@ fn shoal_dev_replaces_a_taken_port_and_says_which_it_got() {
             &gossip.to_string(),
         ],
     );
-    let field = |line: &str, name: &str| {
-        line.split_whitespace()
-            .skip_while(|w| *w != name)
-            .nth(1)
-            .map(str::to_string)
-    };
     let first = banner
         .iter()
         .find(|l| l.trim_start().starts_with("dev-1 "))
         .unwrap_or_else(|| panic!("no dev-1 line: {banner:#?}"))
         .clone();
-    let api = field(&first, "api").expect("dev-1's api");
-    let gossip_got = field(&first, "gossip").expect("dev-1's gossip");
+    let api = banner_field(&first, "api").expect("dev-1's api");
+    let gossip_got = banner_field(&first, "gossip").expect("dev-1's gossip");
     assert!(
         !api.ends_with(&format!(":{http}")),
         "dev-1 says it has the taken API port: {first}"
