@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
@@ -25,8 +25,10 @@ pub fn shoal() -> Command {
 /// task that finds its port taken exits 1: that failed `services::failed_update_auto_reverts`
 /// once in CI (slot 0 of the first version exited "Address already in use", so that
 /// version's rollout failed, and a first version has nothing to revert to).
-pub fn port_block() -> Option<&'static str> {
-    static BLOCK: OnceLock<Option<(String, nix::fcntl::Flock<std::fs::File>)>> = OnceLock::new();
+///
+/// The agents of one process split the block further: [`agent_ports`].
+pub fn port_block() -> Option<u16> {
+    static BLOCK: OnceLock<Option<(u16, nix::fcntl::Flock<std::fs::File>)>> = OnceLock::new();
     BLOCK
         .get_or_init(|| {
             let dir = std::env::temp_dir().join("shoal-test-port-blocks");
@@ -44,11 +46,41 @@ pub fn port_block() -> Option<&'static str> {
                     nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock)
                         .ok()?;
                 let low = *shoal_scheduler::DEFAULT_PORT_RANGE.start() + n * 1_000;
-                Some((format!("{low}-{}", low + 999), held))
+                Some((low, held))
             })
         })
         .as_ref()
-        .map(|(range, _)| range.as_str())
+        .map(|(low, _)| *low)
+}
+
+/// The `--port-range` of the agent named `name`: an eighth of this process's [`port_block`],
+/// the same one each time the name is started, the names in the order first started (the
+/// ninth name shares the first's). `None` when no block could be had.
+///
+/// The agents of a test cluster are nodes of their own but share this host's ports, which no
+/// agent of another node sees in its host scan until a task listens: two agents admitting at
+/// once could each draw the same port from one range, and the later task exits "Address
+/// already in use". (`failed_update_auto_reverts` timed out once more in CI after the blocks
+/// came, its first version never complete; its logs were lost, and this race, 6 ports drawn
+/// by three agents from one block of 1,000, is the one way known to fail it so.) `shoal dev`
+/// splits its range among its nodes the same way (`src/cli/dev.rs`, `task_ports`).
+pub fn agent_ports(name: &str) -> Option<String> {
+    const SHARES: u16 = 8;
+    static NAMES: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let low = port_block()?;
+    let mut names = NAMES
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let at = match names.iter().position(|n| n == name) {
+        Some(at) => at,
+        None => {
+            names.push(name.to_string());
+            names.len() - 1
+        }
+    };
+    let share = 1_000 / SHARES;
+    let start = low + (at as u16 % SHARES) * share;
+    Some(format!("{start}-{}", start + share - 1))
 }
 
 /// Agents, and the file their tasks append their pids to (`pids` in the cluster's directory):
@@ -318,9 +350,9 @@ impl Agent {
             cmd.args(["--join", &seed.to_string()]);
         }
         if let Some(range) =
-            port_block().filter(|_| !spec.extra.iter().any(|a| a == "--port-range"))
+            agent_ports(spec.name).filter(|_| !spec.extra.iter().any(|a| a == "--port-range"))
         {
-            cmd.args(["--port-range", range]);
+            cmd.args(["--port-range", &range]);
         }
         let child = cmd.spawn().expect("agent starts");
         let mut agent = Agent {
