@@ -243,6 +243,30 @@ fn five_agents_join_detect_a_kill_and_welcome_a_restart() {
 }
 
 #[test]
+fn an_agent_without_a_name_takes_the_host_name() {
+    let dir = TempDir::new("mem-hostname");
+    let key = keygen(&dir.0, "cluster.key");
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let agent = Agent::start(AgentSpec {
+        host_name: true,
+        ..AgentSpec::new("unnamed", &key, &dir.0)
+    });
+    let names = wait_for(DEADLINE, "the agent lists itself", || {
+        let nodes = agent.nodes()?;
+        let names: Vec<String> = nodes
+            .iter()
+            .filter_map(|n| n["name"].as_str().map(str::to_string))
+            .collect();
+        (!names.is_empty()).then_some(names)
+    });
+    assert_eq!(
+        names,
+        [host.trim()],
+        "README: `--name` (default: host name)"
+    );
+}
+
+#[test]
 fn an_agent_with_another_cluster_key_never_appears() {
     let dir = TempDir::new("foreign");
     let key = keygen(&dir.0, "cluster.key");

@@ -731,7 +731,8 @@ fn cgroup_instance(name: &str, data_dir: &Path) -> String {
     format!("{short}-{:08x}", hash as u32)
 }
 
-fn validate_name(name: &str) -> anyhow::Result<()> {
+/// A node name the agent takes: 1 to 63 characters from a-z, A-Z, 0-9, `-`, `_` and `.`.
+pub fn validate_name(name: &str) -> anyhow::Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_NODE_NAME_BYTES
         && name

@@ -282,5 +282,8 @@ pub fn parse_attrs(attrs: &[String]) -> anyhow::Result<BTreeMap<String, String>>
 fn hostname() -> anyhow::Result<String> {
     let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .context("no --name given and the host name cannot be read")?;
-    Ok(name.trim().to_string())
+    let name = name.trim().to_string();
+    agent::validate_name(&name)
+        .context("no --name given, and the host name is no node name (give one with --name)")?;
+    Ok(name)
 }

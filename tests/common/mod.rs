@@ -282,6 +282,9 @@ pub struct AgentSpec<'a> {
     /// Leave `--cpu` and `--memory` to the agent's defaults (what the machine has) instead
     /// of the tests' 2000 m and 2048 MiB.
     pub machine_resources: bool,
+    /// Give no `--name`: the agent names itself (after the host); `name` then names only its
+    /// data dir and log.
+    pub host_name: bool,
 }
 
 impl<'a> AgentSpec<'a> {
@@ -296,6 +299,7 @@ impl<'a> AgentSpec<'a> {
             extra: vec![],
             launcher: None,
             machine_resources: false,
+            host_name: false,
         }
     }
 }
@@ -321,14 +325,11 @@ impl Agent {
             None => shoal(),
         };
         cmd.current_dir(spec.root)
-            .args([
-                "agent",
-                "--name",
-                spec.name,
-                "--bind",
-                &spec.bind.to_string(),
-            ])
+            .args(["agent", "--bind", &spec.bind.to_string()])
             .args(["--http", &spec.http.to_string()]);
+        if !spec.host_name {
+            cmd.args(["--name", spec.name]);
+        }
         // Many agents share this host: each answers DNS on a port of its own, unless the spec
         // says where (or `off`) itself.
         if !spec.extra.iter().any(|a| a == "--dns") {
