@@ -292,3 +292,40 @@ fn canaries_wait_for_promote_and_a_manual_revert_goes_back() {
         .prepare_revert(now, "web", 7);
     assert!(err.is_err_and(|e| e.to_string().contains("has no version 7 (kept: 1, 2, 3)")));
 }
+
+/// Both sides of a cut number their next version alike: after the heal a revert to that
+/// number is refused, naming both epochs, and the history keeps both (`docs/services.md`,
+/// "revert refuses an ambiguous number").
+#[test]
+fn a_number_given_on_both_sides_of_a_cut_is_refused_as_ambiguous() {
+    let mut c = Cluster::with_config(5, 4000, 4096, 11, fast_config());
+    c.submit("n1", job("v1", "")).unwrap();
+    assert!(c.run_until(20_000, |c| all_on(c, 1) && c.converged()));
+    c.partition(&[&["n1", "n2", "n3"], &["n4", "n5"]]);
+    c.submit("n1", job("v2-large", "")).unwrap();
+    c.submit("n4", job("v2-small", "")).unwrap();
+    c.run_for(2_000, |_| {});
+    for side in ["n1", "n4"] {
+        assert_eq!(c.view(side, "web").unwrap().job_version, 2, "{side}");
+    }
+    c.heal();
+    assert!(c.run_until(30_000, |c| c.converged()));
+    let numbers: Vec<u32> = c.nodes["n5"]
+        .sched
+        .job_versions("web")
+        .unwrap()
+        .iter()
+        .map(|v| v.version)
+        .collect();
+    assert_eq!(numbers, [1, 2, 2], "the history keeps both");
+    let now = c.now;
+    let n2 = &mut c.nodes.get_mut("n2").unwrap().sched;
+    let err = n2.prepare_revert(now, "web", 2).unwrap_err().to_string();
+    assert!(
+        err.contains("version 2 of job `web` is ambiguous: epochs ")
+            && err.contains("submit the spec you want instead"),
+        "{err}"
+    );
+    assert_eq!(err.matches(", ").count(), 1, "two epochs named: {err}");
+    assert!(n2.prepare_revert(now, "web", 1).is_ok(), "version 1 is one");
+}
