@@ -84,7 +84,7 @@ impl Default for Config {
             gossip_period: Duration::from_millis(100),
             gossip_fanout: 3,
             announce_period: Duration::from_secs(60),
-            announce_down_period: Duration::from_secs(15),
+            announce_down_period: Duration::from_secs(3),
             remove_down_after: Duration::from_secs(3600),
             max_packet_size: 1200,
             sync_period: Duration::from_secs(10),

@@ -783,7 +783,7 @@ impl Membership {
     /// regains its majority, then at the next probe periods while it holds it
     /// ([`REGAIN_ANNOUNCE_ROUNDS`] rounds in all).
     ///
-    /// foca announces to two down members every 15 s; a member this node marked down while
+    /// foca announces to two down members every 3 s; a member this node marked down while
     /// it was cut off (an artifact of its own cut) would keep that mark until one of those
     /// reached it. Announced to, a live member answers; this node, which holds it down, tells
     /// it so (`TurnUndead`), and it comes back as a new identity within a few round trips.

@@ -80,7 +80,7 @@ enum Lack {
 /// (`Quorum::just_declared_down`): a node that was itself cut off declares healthy members
 /// down and gossips it when it returns, and their next probe, answered within two periods,
 /// ends it (simulator finding 12). After a rejoin foca starts no probe until it hears from a
-/// member, which can take until the next announce (15 s) when every node rejoined at once and
+/// member, which can take until the next announce (3 s) when every node rejoined at once and
 /// their announces went to each other's old identities. A node on the wrong side of a one-way
 /// cut hears the others, probes at once, gets no answer, and is cut off from the declaration
 /// on.

@@ -934,7 +934,7 @@ fn suspicions_left_from_a_cut_end_one_timeout_after_the_renewal() {
 /// for all the survivor knows, an artifact of a cut of its own. So at the regain it announces
 /// to every member down in its view, and again in each of the next two probe periods (a live
 /// member would answer and come back within a few round trips; `docs/faults.md`,
-/// "Settling"). foca alone announces to two down members every 15 s.
+/// "Settling"). foca alone announces to two down members every 3 s.
 #[test]
 fn a_regained_majority_announces_to_every_down_member_three_times() {
     let mut regains = 0;
