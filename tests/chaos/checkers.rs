@@ -123,6 +123,10 @@ pub struct Figures {
     pub over_capacity_samples: usize,
     /// The sampling resolution actually achieved.
     pub largest_sample_gap_ms: u64,
+    /// From the heal until every running agent listed every running agent alive (polled
+    /// every 100 ms; `Cluster::settle`): `None` when not measured, `Some(None)` when the views
+    /// never merged within the bound.
+    pub views_merged_after_ms: Option<Option<u64>>,
 }
 
 /// The judgement of one run.
@@ -175,6 +179,7 @@ pub fn judge(h: &History, expect: &Expect, bounds: &Bounds) -> Verdict {
             longest_orphan_ms,
             over_capacity_samples,
             largest_sample_gap_ms: h.largest_sample_gap_ms(),
+            views_merged_after_ms: None,
         },
         violations,
     }
@@ -707,7 +712,7 @@ impl Verdict {
             "chaos figures | {scenario} | incumbent tasks killed on majority nodes: {} | \
              longest duplicate window: {}{} | back to count: {} | jobs lost: {} | \
              longest orphan: {} | over-capacity samples: {} | largest sample gap: {} | \
-             violations: {}",
+             views merged after the heal: {} | violations: {}",
             if incumbents.is_empty() {
                 "n/a".to_string()
             } else {
@@ -723,6 +728,11 @@ impl Verdict {
             f.longest_orphan_ms.map_or("n/a".to_string(), secs),
             f.over_capacity_samples,
             secs(f.largest_sample_gap_ms),
+            match f.views_merged_after_ms {
+                None => "n/a".to_string(),
+                Some(None) => "never".to_string(),
+                Some(Some(ms)) => secs(ms),
+            },
             self.violations.len()
         )
     }
@@ -1092,6 +1102,7 @@ mod tests {
             "longest duplicate window: 0.0 s",
             "back to count: 0.0 s",
             "jobs lost: 0",
+            "views merged after the heal: n/a",
             "violations: 0",
         ] {
             assert!(line.contains(part), "{part} missing from {line}");

@@ -116,6 +116,8 @@ pub struct Cluster {
     key: PathBuf,
     pub(crate) mounts: Vec<PathBuf>,
     pub(crate) fillers: BTreeMap<usize, PathBuf>,
+    /// What the last [`Cluster::settle`] measured: from its start to merged views.
+    views_merged_after_ms: Option<Option<u64>>,
     finished: bool,
 }
 
@@ -173,6 +175,7 @@ impl Cluster {
             key,
             mounts: Vec::new(),
             fillers: BTreeMap::new(),
+            views_merged_after_ms: None,
             finished: false,
         };
         eprintln!("chaos run {scenario}: {}", c.dir.display());
@@ -446,17 +449,17 @@ impl Cluster {
     /// kill comes seconds after a heal, so a run must not end before it would). Gives up at
     /// `from_ms` + the back-to-count bound + [`STABLE`]: past that the checkers fail the run
     /// anyway. Returns whether it settled.
-    pub fn settle(&self, jobs: &[(&str, u32)], from_ms: u64) -> bool {
+    pub fn settle(&mut self, jobs: &[(&str, u32)], from_ms: u64) -> bool {
         let bounds = Bounds::default();
         let give_up_merge = Duration::from_millis(bounds.back_to_count_ms);
         // Fencing after a heal happens once the sides' views have merged again, which can take
         // longer than OBSERVE (members marked down come back through announces): observe at
         // least until every running agent lists every running agent alive, plus STABLE.
-        let merged_at = self
-            .wait_until(give_up_merge, || {
-                self.views_merged().then(|| self.rec.now_ms())
-            })
-            .unwrap_or(0);
+        let merged = self.wait_until(give_up_merge, || {
+            self.views_merged().then(|| self.rec.now_ms())
+        });
+        self.views_merged_after_ms = Some(merged.map(|at| at.saturating_sub(from_ms)));
+        let merged_at = merged.unwrap_or(0);
         let not_before =
             (from_ms + OBSERVE.as_millis() as u64).max(merged_at + STABLE.as_millis() as u64);
         let give_up = (from_ms + bounds.back_to_count_ms + STABLE.as_millis() as u64)
@@ -582,6 +585,7 @@ impl Cluster {
         let mut history = self.rec.snapshot();
         history.final_views = views;
         let mut verdict = judge(&history, &expect, &bounds);
+        verdict.figures.views_merged_after_ms = self.views_merged_after_ms;
         verdict.violations.extend(self.findings.iter().cloned());
         let line = verdict.figure_line(&self.scenario);
         let path = self.write_history(&history, &verdict.violations, &line);

@@ -89,7 +89,7 @@ fn pre_fault(at_ms: u64, nodes: Vec<String>) -> Incumbents {
 /// re-place them, and after the heal every task of the four keeps its pid.
 #[test]
 fn isolating_one_node_for_30s_kills_no_task_on_the_other_four() {
-    let c = five_with_web("isolate_one_node_30s");
+    let mut c = five_with_web("isolate_one_node_30s");
     let victim = busiest_other(&c, WEB.0);
     let t_fault = c.isolate(victim);
     c.hold(Duration::from_secs(30));
@@ -168,7 +168,7 @@ fn a_3_2_partition_keeps_the_majority_running_and_its_new_work_in_place() {
 /// and keep their own.
 #[test]
 fn a_node_nobody_hears_stops_its_copies_and_the_rest_keep_theirs() {
-    let c = five_with_web("one_way_25s");
+    let mut c = five_with_web("one_way_25s");
     let victim = busiest_other(&c, WEB.0);
     let t_fault = c.rec.now_ms();
     for at in (0..c.nodes.len()).filter(|i| *i != victim) {
