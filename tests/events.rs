@@ -74,6 +74,46 @@ impl Drop for Follower {
     }
 }
 
+/// What live `shoal top` writes into a pipe until `frames` frames began (≤ [`DEADLINE`]);
+/// the process is killed then.
+fn top_into_a_pipe(agent: &Agent, frames: usize) -> String {
+    let mut child = common::shoal()
+        .args(["top", "--addr", &agent.api()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("shoal top runs");
+    let out = child.stdout.take().unwrap();
+    let (tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(out).lines() {
+            let Ok(line) = line else { return };
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let end = Instant::now() + DEADLINE;
+    let mut text = String::new();
+    while text.matches("shoal top · ").count() < frames {
+        let left = end.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) => {
+                text.push_str(&line);
+                text.push('\n');
+            }
+            Err(_) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{frames} frames not begun within {DEADLINE:?}: {text}");
+            }
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    text
+}
+
 /// `shoal events --json ARGS` (no follow): every event the agent keeps that passes.
 fn events_now(agent: &Agent, args: &[&str]) -> Vec<Value> {
     let mut all = vec!["events", "--json"];
@@ -321,6 +361,15 @@ fn topics_filter_and_bad_queries_are_refused_with_a_reason() {
             .lines()
             .any(|l| l.starts_with("filtered ") && l.contains("1/1")),
         "{frame}"
+    );
+    // Live into a pipe: frames a blank line apart, without the terminal's escapes (the
+    // first frame, then one more once the event stream's replay marks it stale).
+    let frames = top_into_a_pipe(n1, 2);
+    assert!(!frames.contains('\x1b'), "escapes in a pipe: {frames:?}");
+    assert_eq!(frames.matches("shoal top · 1 node").count(), 2, "{frames}");
+    assert!(
+        frames.contains("\n\nshoal top · "),
+        "no blank line between frames: {frames}"
     );
     // The CLI says so too, and fails.
     let out = n1.cli(&["events", "--topic", "Tasks"]);

@@ -4,7 +4,8 @@
 //! One frame is `GET /v1/nodes` and `GET /v1/jobs` drawn as text ([`frame`], a pure function).
 //! Live, a task follows `GET /v1/events` and every event marks the frame stale; stale frames
 //! are redrawn at most every [`REDRAW_EVERY`]. Nothing polls: a quiet cluster is not re-read.
-//! `--once` prints one frame and ends (for scripts and tests).
+//! `--once` prints one frame and ends (for scripts and tests). Into a pipe or a file the frames
+//! follow one another, a blank line apart, without the terminal's clear-screen escapes.
 
 use std::collections::BTreeMap;
 use std::process::ExitCode;
@@ -44,12 +45,17 @@ pub async fn run(args: TopArgs) -> anyhow::Result<ExitCode> {
         print!("{}", read_frame(&api, &args.group).await?);
         return Ok(ExitCode::SUCCESS);
     }
+    let terminal = std::io::IsTerminal::is_terminal(&std::io::stdout());
     let stale = Arc::new(tokio::sync::Notify::new());
     tokio::spawn(follow(api.clone(), stale.clone()));
     loop {
         let text = read_frame(&api, &args.group).await?;
-        // Home, clear, then the frame: no terminal library, no alternate screen.
-        print!("\x1b[H\x1b[2J{text}");
+        if terminal {
+            // Home, clear, then the frame: no terminal library, no alternate screen.
+            print!("\x1b[H\x1b[2J{text}");
+        } else {
+            println!("{text}");
+        }
         stale.notified().await;
         tokio::time::sleep(REDRAW_EVERY).await;
     }
