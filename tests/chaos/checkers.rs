@@ -104,6 +104,28 @@ pub enum BackToCount {
     Never,
 }
 
+/// How long after the fault ended every running agent listed every running agent alive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViewsMerged {
+    /// The scenario does not settle after a fault.
+    NotMeasured,
+    /// Merged this long after the fault's end (the last settle's, where a scenario settles
+    /// more than once).
+    After(u64),
+    /// Not merged within the back-to-count bound.
+    Never,
+}
+
+impl std::fmt::Display for ViewsMerged {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ViewsMerged::NotMeasured => f.write_str("n/a"),
+            ViewsMerged::After(ms) => f.write_str(&secs(*ms)),
+            ViewsMerged::Never => f.write_str("never"),
+        }
+    }
+}
+
 /// The figures the lead pastes into the notes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Figures {
@@ -123,10 +145,9 @@ pub struct Figures {
     pub over_capacity_samples: usize,
     /// The sampling resolution actually achieved.
     pub largest_sample_gap_ms: u64,
-    /// From the heal until every running agent listed every running agent alive (polled
-    /// every 100 ms; `Cluster::settle`): `None` when not measured, `Some(None)` when the views
-    /// never merged within the bound.
-    pub views_merged_after_ms: Option<Option<u64>>,
+    /// From the fault's end (a heal, a resume, a restart, a freed disk) until the views
+    /// merged, polled every 100 ms by `Cluster::settle`.
+    pub views_merged: ViewsMerged,
 }
 
 /// The judgement of one run.
@@ -179,7 +200,7 @@ pub fn judge(h: &History, expect: &Expect, bounds: &Bounds) -> Verdict {
             longest_orphan_ms,
             over_capacity_samples,
             largest_sample_gap_ms: h.largest_sample_gap_ms(),
-            views_merged_after_ms: None,
+            views_merged: ViewsMerged::NotMeasured,
         },
         violations,
     }
@@ -712,7 +733,7 @@ impl Verdict {
             "chaos figures | {scenario} | incumbent tasks killed on majority nodes: {} | \
              longest duplicate window: {}{} | back to count: {} | jobs lost: {} | \
              longest orphan: {} | over-capacity samples: {} | largest sample gap: {} | \
-             views merged after the heal: {} | violations: {}",
+             views merged after the fault: {} | violations: {}",
             if incumbents.is_empty() {
                 "n/a".to_string()
             } else {
@@ -728,11 +749,7 @@ impl Verdict {
             f.longest_orphan_ms.map_or("n/a".to_string(), secs),
             f.over_capacity_samples,
             secs(f.largest_sample_gap_ms),
-            match f.views_merged_after_ms {
-                None => "n/a".to_string(),
-                Some(None) => "never".to_string(),
-                Some(Some(ms)) => secs(ms),
-            },
+            f.views_merged,
             self.violations.len()
         )
     }
@@ -1102,7 +1119,7 @@ mod tests {
             "longest duplicate window: 0.0 s",
             "back to count: 0.0 s",
             "jobs lost: 0",
-            "views merged after the heal: n/a",
+            "views merged after the fault: n/a",
             "violations: 0",
         ] {
             assert!(line.contains(part), "{part} missing from {line}");

@@ -27,7 +27,9 @@ use std::time::{Duration, Instant};
 use nix::sched::CloneFlags;
 use serde_json::{Value, json};
 
-use crate::checkers::{Bounds, Expect, at_count_since, finally_views_match_processes, judge};
+use crate::checkers::{
+    Bounds, Expect, ViewsMerged, at_count_since, finally_views_match_processes, judge,
+};
 use crate::common::{HttpAnswer, http_request_with_token};
 use crate::history::{FinalView, History, JobSeen, NodeInfo, Op, Recorder, Request, Sampler};
 use crate::net::{Net, NodeNs, check_prerequisites};
@@ -116,8 +118,9 @@ pub struct Cluster {
     key: PathBuf,
     pub(crate) mounts: Vec<PathBuf>,
     pub(crate) fillers: BTreeMap<usize, PathBuf>,
-    /// What the last [`Cluster::settle`] measured: from its start to merged views.
-    views_merged_after_ms: Option<Option<u64>>,
+    /// What the last [`Cluster::settle`] measured: from the fault's end it was given to merged
+    /// views.
+    views_merged: ViewsMerged,
     finished: bool,
 }
 
@@ -175,7 +178,7 @@ impl Cluster {
             key,
             mounts: Vec::new(),
             fillers: BTreeMap::new(),
-            views_merged_after_ms: None,
+            views_merged: ViewsMerged::NotMeasured,
             finished: false,
         };
         eprintln!("chaos run {scenario}: {}", c.dir.display());
@@ -458,7 +461,9 @@ impl Cluster {
         let merged = self.wait_until(give_up_merge, || {
             self.views_merged().then(|| self.rec.now_ms())
         });
-        self.views_merged_after_ms = Some(merged.map(|at| at.saturating_sub(from_ms)));
+        self.views_merged = merged.map_or(ViewsMerged::Never, |at| {
+            ViewsMerged::After(at.saturating_sub(from_ms))
+        });
         let merged_at = merged.unwrap_or(0);
         let not_before =
             (from_ms + OBSERVE.as_millis() as u64).max(merged_at + STABLE.as_millis() as u64);
@@ -585,7 +590,7 @@ impl Cluster {
         let mut history = self.rec.snapshot();
         history.final_views = views;
         let mut verdict = judge(&history, &expect, &bounds);
-        verdict.figures.views_merged_after_ms = self.views_merged_after_ms;
+        verdict.figures.views_merged = self.views_merged;
         verdict.violations.extend(self.findings.iter().cloned());
         let line = verdict.figure_line(&self.scenario);
         let path = self.write_history(&history, &verdict.violations, &line);
