@@ -280,10 +280,40 @@ pub fn parse_attrs(attrs: &[String]) -> anyhow::Result<BTreeMap<String, String>>
 }
 
 fn hostname() -> anyhow::Result<String> {
-    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+    let text = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .context("no --name given and the host name cannot be read")?;
-    let name = name.trim().to_string();
+    name_of_host(&text)
+}
+
+/// The node name a host name (as the kernel gives it, with its newline) makes.
+fn name_of_host(text: &str) -> anyhow::Result<String> {
+    let name = text.trim().to_string();
     agent::validate_name(&name)
         .context("no --name given, and the host name is no node name (give one with --name)")?;
     Ok(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::name_of_host;
+
+    #[test]
+    fn a_host_name_the_agent_cannot_take_is_named_as_the_host_name() {
+        assert_eq!(
+            name_of_host("web-01.example.com\n").unwrap(),
+            "web-01.example.com"
+        );
+        // The kernel allows 64 bytes; a node name is at most 63.
+        let err = format!(
+            "{:#}",
+            name_of_host(&format!("{}\n", "h".repeat(64))).unwrap_err()
+        );
+        assert!(
+            err.starts_with(
+                "no --name given, and the host name is no node name (give one with \
+                             --name): invalid node name"
+            ),
+            "{err}"
+        );
+    }
 }
