@@ -15,35 +15,58 @@ use serde_json::Value;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
-/// `shoal events --follow --json ARGS` against one agent, its lines read by a thread.
-struct Follower {
+/// A live `shoal ARGS --addr API` against one agent: its stdout lines read by a thread, the
+/// process killed on drop.
+struct Live {
     child: Child,
-    lines: mpsc::Receiver<Value>,
+    lines: mpsc::Receiver<String>,
 }
 
-impl Follower {
+impl Live {
     fn start(agent: &Agent, args: &[&str]) -> Self {
-        let api = agent.api();
         let mut child = common::shoal()
-            .args(["events", "--follow", "--json", "--addr", &api])
             .args(args)
+            .args(["--addr", &agent.api()])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()
-            .expect("shoal events runs");
+            .unwrap_or_else(|e| panic!("shoal {args:?} runs: {e}"));
         let out = child.stdout.take().unwrap();
         let (tx, lines) = mpsc::channel();
         std::thread::spawn(move || {
             for line in BufReader::new(out).lines() {
                 let Ok(line) = line else { return };
-                let event: Value = serde_json::from_str(&line)
-                    .unwrap_or_else(|e| panic!("shoal events printed {line:?}: {e}"));
-                if tx.send(event).is_err() {
+                if tx.send(line).is_err() {
                     return;
                 }
             }
         });
-        Follower { child, lines }
+        Live { child, lines }
+    }
+
+    /// The next line, or `None` once `end` passed (or the output ended).
+    fn next_line(&self, end: Instant) -> Option<String> {
+        let left = end.saturating_duration_since(Instant::now());
+        self.lines.recv_timeout(left).ok()
+    }
+}
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `shoal events --follow --json ARGS` against one agent.
+struct Follower(Live);
+
+impl Follower {
+    fn start(agent: &Agent, args: &[&str]) -> Self {
+        Follower(Live::start(
+            agent,
+            &[&["events", "--follow", "--json"], args].concat(),
+        ))
     }
 
     /// Every event received until `pred` holds for one (returned last), or panics at the
@@ -52,65 +75,33 @@ impl Follower {
         let end = Instant::now() + DEADLINE;
         let mut seen = Vec::new();
         loop {
-            let left = end.saturating_duration_since(Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(e) => {
-                    let done = pred(&e);
-                    seen.push(e);
-                    if done {
-                        return seen;
-                    }
-                }
-                Err(_) => panic!("no event {what} within {DEADLINE:?}; got {seen:#?}"),
+            let Some(line) = self.0.next_line(end) else {
+                panic!("no event {what} within {DEADLINE:?}; got {seen:#?}");
+            };
+            let e: Value = serde_json::from_str(&line)
+                .unwrap_or_else(|err| panic!("shoal events printed {line:?}: {err}"));
+            let done = pred(&e);
+            seen.push(e);
+            if done {
+                return seen;
             }
         }
-    }
-}
-
-impl Drop for Follower {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
 /// What live `shoal top` writes into a pipe until `frames` frames began (≤ [`DEADLINE`]);
 /// the process is killed then.
 fn top_into_a_pipe(agent: &Agent, frames: usize) -> String {
-    let mut child = common::shoal()
-        .args(["top", "--addr", &agent.api()])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("shoal top runs");
-    let out = child.stdout.take().unwrap();
-    let (tx, lines) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(out).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
+    let top = Live::start(agent, &["top"]);
     let end = Instant::now() + DEADLINE;
     let mut text = String::new();
     while text.matches("shoal top · ").count() < frames {
-        let left = end.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) => {
-                text.push_str(&line);
-                text.push('\n');
-            }
-            Err(_) => {
-                let _ = child.kill();
-                let _ = child.wait();
-                panic!("{frames} frames not begun within {DEADLINE:?}: {text}");
-            }
-        }
+        let Some(line) = top.next_line(end) else {
+            panic!("{frames} frames not begun within {DEADLINE:?}: {text}");
+        };
+        text.push_str(&line);
+        text.push('\n');
     }
-    let _ = child.kill();
-    let _ = child.wait();
     text
 }
 
