@@ -26,7 +26,7 @@ fn run_packed(name: &str, nodes: usize, seed: u64) -> Report {
         .join(name);
     let mut s = Scenario::load(&path).expect("scenario loads");
     s.nodes = nodes;
-    s.membership.announce_down_period_ms = Some(15_000);
+    common::as_found(&mut s);
     let workload = s.workload.as_mut().expect("the scenario has a workload");
     workload.service_placement = Some(shoal_scheduler::PlacementStrategy::Binpack);
     simulate(&s, seed, Sabotage::None, "test".into(), &mut |_| {}).expect("runs")

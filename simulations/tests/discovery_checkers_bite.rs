@@ -22,11 +22,9 @@ fn run(seed: u64, sabotage: Sabotage) -> Report {
     simulate(&s, seed, sabotage, "test".into(), &mut |_| {}).expect("runs")
 }
 
-/// The seed of a finding run as it was found: with announces to down members every 15 s, the
-/// default until session 31 (finding 13 of `docs/simulator.md`). At 3 s the views re-merge
-/// sooner and these runs may no longer reach the moment they pin, so a regression would pass.
+/// The seed of a finding run as it was found ([`common::as_found`]).
 fn found_at(mut s: Scenario, seed: u64) -> Report {
-    s.membership.announce_down_period_ms = Some(15_000);
+    common::as_found(&mut s);
     simulate(&s, seed, Sabotage::None, "test".into(), &mut |_| {}).expect("runs")
 }
 

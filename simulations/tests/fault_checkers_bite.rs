@@ -125,13 +125,9 @@ fn finding_11_a_node_back_from_its_own_cut_keeps_its_majority_at_the_next_fault(
     // `stop_after_ms` killed job-9/0, placed on it at 53.7 s, at 63.7 s. A suspicion older
     // than the renewal now ends one ordinary timeout after it (`expire_stale_suspects`; the
     // gossip unit test `suspicions_left_from_a_cut_end_one_timeout_after_the_renewal`).
-    // Found with announces to down members every 15 s (the default until session 31): at 3 s
-    // n2's view re-merges sooner and the run may no longer reach the moment it pins.
-    let text = format!(
-        "{}\n[membership]\nannounce_down_period_ms = 15000\n",
-        library("fault-flapping.toml")
-    );
-    let r = run(&text, 34);
+    let mut s = Scenario::parse(&library("fault-flapping.toml")).expect("scenario parses");
+    common::as_found(&mut s);
+    let r = simulate(&s, 34, Sabotage::None, "test".into(), &mut |_| {}).expect("runs");
     let c = check(&r, "always_majority_tasks_kept");
     assert_eq!(c.status, Status::Pass, "{c:?}");
 }
