@@ -93,37 +93,18 @@ pub struct Orphans {
     pub at_ms: u64,
 }
 
-/// How long until services were back at `count`.
+/// How long after the fault's end something came back: the services to `count`
+/// (`Figures::back_to_count`), or the views to every running agent alive
+/// (`Figures::views_merged`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BackToCount {
+pub enum Recovery {
     /// The scenario does not measure it.
     NotMeasured,
-    /// Back at count (the slowest service), this long after the reference time.
+    /// Back this long after the reference time (the slowest service; the last settle's views
+    /// where a scenario settles more than once).
     After(u64),
-    /// Not back at count at the end of the run.
+    /// Not back: services at the end of the run, views within the back-to-count bound.
     Never,
-}
-
-/// How long after the fault ended every running agent listed every running agent alive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ViewsMerged {
-    /// The scenario does not settle after a fault.
-    NotMeasured,
-    /// Merged this long after the fault's end (the last settle's, where a scenario settles
-    /// more than once).
-    After(u64),
-    /// Not merged within the back-to-count bound.
-    Never,
-}
-
-impl std::fmt::Display for ViewsMerged {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ViewsMerged::NotMeasured => f.write_str("n/a"),
-            ViewsMerged::After(ms) => f.write_str(&secs(*ms)),
-            ViewsMerged::Never => f.write_str("never"),
-        }
-    }
 }
 
 /// The figures the lead pastes into the notes.
@@ -136,7 +117,7 @@ pub struct Figures {
     /// `job/slot` of the longest duplicate window.
     pub longest_duplicate_slot: Option<String>,
     /// Back at count after the heal.
-    pub back_to_count: BackToCount,
+    pub back_to_count: Recovery,
     /// Acknowledged jobs missing (or stopped) on some node at the end.
     pub jobs_lost: usize,
     /// Longest time an orphan ran after its agent's crash.
@@ -147,7 +128,7 @@ pub struct Figures {
     pub largest_sample_gap_ms: u64,
     /// From the fault's end (a heal, a resume, a restart, a freed disk) until the views
     /// merged, polled every 100 ms by `Cluster::settle`.
-    pub views_merged: ViewsMerged,
+    pub views_merged: Recovery,
 }
 
 /// The judgement of one run.
@@ -175,7 +156,7 @@ pub fn judge(h: &History, expect: &Expect, bounds: &Bounds) -> Verdict {
             violations.extend(v);
             figure
         }
-        None => BackToCount::NotMeasured,
+        None => Recovery::NotMeasured,
     };
     let (jobs_lost, v) = finally_no_acknowledged_job_lost(h, expect.accepted_is_acknowledged);
     violations.extend(v);
@@ -200,7 +181,7 @@ pub fn judge(h: &History, expect: &Expect, bounds: &Bounds) -> Verdict {
             longest_orphan_ms,
             over_capacity_samples,
             largest_sample_gap_ms: h.largest_sample_gap_ms(),
-            views_merged: ViewsMerged::NotMeasured,
+            views_merged: Recovery::NotMeasured,
         },
         violations,
     }
@@ -486,9 +467,9 @@ pub fn eventually_back_to_count(
     h: &History,
     from_ms: u64,
     bounds: &Bounds,
-) -> (BackToCount, Vec<String>) {
+) -> (Recovery, Vec<String>) {
     let mut violations = Vec::new();
-    let mut slowest = BackToCount::After(0);
+    let mut slowest = Recovery::After(0);
     let end = h.end_ms();
     let services: BTreeSet<String> = h
         .requests
@@ -515,7 +496,7 @@ pub fn eventually_back_to_count(
             .unwrap_or(0);
         let from = from_ms.max(submitted);
         let Some(since) = at_count_since(h, job, count) else {
-            slowest = BackToCount::Never;
+            slowest = Recovery::Never;
             let per_slot: Vec<usize> = (0..count)
                 .map(|s| {
                     h.tasks
@@ -534,8 +515,8 @@ pub fn eventually_back_to_count(
         };
         // At count since before `from`: it never left its count.
         let took = since.saturating_sub(from);
-        if let BackToCount::After(worst) = slowest {
-            slowest = BackToCount::After(worst.max(took));
+        if let Recovery::After(worst) = slowest {
+            slowest = Recovery::After(worst.max(took));
         }
         if took > bounds.back_to_count_ms {
             violations.push(format!(
@@ -710,12 +691,12 @@ pub fn secs(ms: u64) -> String {
     format!("{:.1} s", ms as f64 / 1000.0)
 }
 
-impl fmt::Display for BackToCount {
+impl fmt::Display for Recovery {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            BackToCount::NotMeasured => f.write_str("n/a"),
-            BackToCount::After(ms) => f.write_str(&secs(*ms)),
-            BackToCount::Never => f.write_str("never"),
+            Recovery::NotMeasured => f.write_str("n/a"),
+            Recovery::After(ms) => f.write_str(&secs(*ms)),
+            Recovery::Never => f.write_str("never"),
         }
     }
 }
@@ -935,16 +916,16 @@ mod tests {
         task(&mut h, 12, "n2", "web", 1, 0, 10_000); // slot 1 never comes back
         let b = Bounds::default();
         let (fig, v) = eventually_back_to_count(&h, 20_000, &b);
-        assert_eq!(fig, BackToCount::Never);
+        assert_eq!(fig, Recovery::Never);
         assert_eq!(v.len(), 1, "{v:?}");
 
         task(&mut h, 13, "n1", "web", 1, 32_000, 50_000); // back 12 s after the heal
         let (fig, v) = eventually_back_to_count(&h, 20_000, &b);
-        assert_eq!((fig, v.len()), (BackToCount::After(12_000), 0), "{v:?}");
+        assert_eq!((fig, v.len()), (Recovery::After(12_000), 0), "{v:?}");
 
         h.tasks[2].first_ms = 46_000; // back 26 s after, but only 4 s before the end
         let (fig, v) = eventually_back_to_count(&h, 20_000, &b);
-        assert_eq!(fig, BackToCount::After(26_000));
+        assert_eq!(fig, Recovery::After(26_000));
         assert_eq!(v.len(), 1, "{v:?}");
 
         h.tasks[2].first_ms = 51_000; // never, again
@@ -952,7 +933,7 @@ mod tests {
         h.tasks[0].last_ms = 60_000;
         h.tasks[2].last_ms = 60_000;
         let (fig, v) = eventually_back_to_count(&h, 20_000, &b);
-        assert_eq!(fig, BackToCount::After(31_000));
+        assert_eq!(fig, Recovery::After(31_000));
         assert!(v.iter().any(|x| x.contains("only 31.0 s")), "{v:?}");
     }
 
@@ -963,7 +944,7 @@ mod tests {
         task(&mut h, 11, "n1", "web", 0, 0, 30_000);
         task(&mut h, 12, "n2", "web", 0, 0, 30_000);
         let (fig, v) = eventually_back_to_count(&h, 10_000, &Bounds::default());
-        assert_eq!(fig, BackToCount::Never);
+        assert_eq!(fig, Recovery::Never);
         assert_eq!(v.len(), 1, "{v:?}");
     }
 

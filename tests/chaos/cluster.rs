@@ -28,7 +28,7 @@ use nix::sched::CloneFlags;
 use serde_json::{Value, json};
 
 use crate::checkers::{
-    Bounds, Expect, ViewsMerged, at_count_since, finally_views_match_processes, judge,
+    Bounds, Expect, Recovery, at_count_since, finally_views_match_processes, judge,
 };
 use crate::common::{HttpAnswer, http_request_with_token};
 use crate::history::{FinalView, History, JobSeen, NodeInfo, Op, Recorder, Request, Sampler};
@@ -120,7 +120,7 @@ pub struct Cluster {
     pub(crate) fillers: BTreeMap<usize, PathBuf>,
     /// What the last [`Cluster::settle`] measured: from the fault's end it was given to merged
     /// views.
-    views_merged: ViewsMerged,
+    views_merged: Recovery,
     finished: bool,
 }
 
@@ -178,7 +178,7 @@ impl Cluster {
             key,
             mounts: Vec::new(),
             fillers: BTreeMap::new(),
-            views_merged: ViewsMerged::NotMeasured,
+            views_merged: Recovery::NotMeasured,
             finished: false,
         };
         eprintln!("chaos run {scenario}: {}", c.dir.display());
@@ -461,8 +461,8 @@ impl Cluster {
         let merged = self.wait_until(give_up_merge, || {
             self.views_merged().then(|| self.rec.now_ms())
         });
-        self.views_merged = merged.map_or(ViewsMerged::Never, |at| {
-            ViewsMerged::After(at.saturating_sub(from_ms))
+        self.views_merged = merged.map_or(Recovery::Never, |at| {
+            Recovery::After(at.saturating_sub(from_ms))
         });
         let merged_at = merged.unwrap_or(0);
         let not_before =
